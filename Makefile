@@ -1,0 +1,51 @@
+# MailMatrix: `make help` lists the targets. Everything installs into .venv in this folder.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= demo
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test check lint types unit bench mailcheck deploy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install MailMatrix with its pinned dependencies
+
+demo: $(STAMP) ## Run the bundled offer/rejection campaign locally (outbox under ./demo)
+	$(BIN)/mailmatrix run examples/offer-letters/recipients.csv --workdir $(WORKDIR)
+
+test: $(STAMP) ## Run exactly what CI runs: lint, types, the whole test suite
+	$(MAKE) --no-print-directory check
+
+check: lint types unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check mailmatrix functions tests bench
+	$(BIN)/ruff format --check mailmatrix functions tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy mailmatrix/core
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP) ## Print the speed and memory figures, measured side by side in one run
+	$(BIN)/python -m bench
+
+mailcheck: $(STAMP) ## Score the example campaign's messages with SpamAssassin
+	bash tools/mailcheck.sh
+
+deploy: $(STAMP) ## Build and deploy the SAM stack (guided the first time)
+	bash infra/deploy.sh
+
+clean: ## Remove .venv, the demo workdir and caches
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,36 @@
+"""Run every benchmark module (bench/bench_*.py) in one process run, side by side.
+
+Each module defines ``run(out_dir: pathlib.Path) -> dict[str, str]``: it prints its own
+figures and returns the machine-readable ones, which are printed together at the end.
+``python -m bench NAME ...`` runs only the named modules (e.g. ``python -m bench engine``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import sys
+import tempfile
+
+
+def main(argv: list[str]) -> int:
+    """Run the selected benchmarks and print their figures."""
+    here = pathlib.Path(__file__).parent
+    names = sorted(p.stem.removeprefix("bench_") for p in here.glob("bench_*.py"))
+    wanted = argv or names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(names)}")
+        return 2
+    figures: dict[str, str] = {}
+    for name in wanted:
+        print(f"== {name}", flush=True)
+        module = importlib.import_module(f"bench.bench_{name}")
+        with tempfile.TemporaryDirectory(prefix=f"mm-bench-{name}-") as out:
+            figures.update(module.run(pathlib.Path(out)) or {})
+    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

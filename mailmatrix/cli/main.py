@@ -1,0 +1,23 @@
+"""The `mailmatrix` command: a click group that gathers the verbs of each command module."""
+
+from __future__ import annotations
+
+import click
+
+from mailmatrix.cli import aws_cmds, engine_cmds, preview_cmd, run_cmd, validate_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mailmatrix")
+def cli() -> None:
+    """MailMatrix: bulk, personalised email on AWS Step Functions, or on this machine."""
+
+
+for _module in (run_cmd, validate_cmd, preview_cmd, engine_cmds, aws_cmds):
+    for _command in _module.commands:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    cli(prog_name="mailmatrix")

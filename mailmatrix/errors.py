@@ -1,0 +1,90 @@
+"""The exceptions of MailMatrix: one root error, one subclass per kind of problem.
+
+Lower layers wrap library errors as "where: what: cause" with ``raise ... from``; only the
+CLI's top level turns them into exit codes and a remedy hint. Errors that cross the state
+machine are matched by class name in the ASL Retry and Catch fields (Lambda reports the
+exception's class name as the error, e.g. ``Throttled``), so those class names are stable API.
+"""
+
+from __future__ import annotations
+
+
+class MailMatrixError(Exception):
+    """Root of every error MailMatrix raises on purpose."""
+
+
+    def __init__(self, message: str, *, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class ConfigurationError(MailMatrixError):
+    """A setting, flag or environment variable is missing or malformed."""
+
+
+
+class InputFileError(MailMatrixError):
+    """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
+
+
+
+class TemplateError(MailMatrixError):
+    """A template cannot be loaded, compiled, or uses variables the CSV does not have."""
+
+
+
+class StorageError(MailMatrixError):
+    """An object could not be read from or written to storage."""
+
+
+
+class NotFoundError(StorageError):
+    """The object or key does not exist."""
+
+
+
+class SendError(MailMatrixError):
+    """A message could not be handed to the mail service."""
+
+    retryable = False
+
+
+class Throttled(SendError):
+    """The mail service asked us to slow down (SES "Maximum sending rate exceeded")."""
+
+    retryable = True
+
+
+class TransientSendError(SendError):
+    """A passing fault: timeout, connection reset, 5xx from the service."""
+
+    retryable = True
+
+
+class PermanentSendError(SendError):
+    """This message will never be accepted (address rejected, too large, suppressed)."""
+
+
+
+class AccountSendingHalted(SendError):
+    """The account cannot send now: daily quota used up, sending paused, identity unverified.
+
+    Retrying other rows would fail the same way, so the run stops early and says why.
+    """
+
+
+
+class LedgerError(MailMatrixError):
+    """The send ledger could not be read or written."""
+
+
+
+class EngineError(MailMatrixError):
+    """The local state machine engine refused a definition or failed to run it."""
+
+
+
+class DefinitionError(EngineError):
+    """The state machine definition is invalid or uses something the engine does not support."""
+

@@ -1,0 +1,111 @@
+"""The ports between core and the outside world: storage, mailer, ledger, notifier.
+
+Each port has an AWS implementation (boto3) and a local one under ``mailmatrix.adapters``;
+``mailmatrix.adapters.wiring`` picks one from configuration. Core code depends only on
+these protocols, never on boto3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its key, size in bytes, ETag and (where versioned) version id."""
+
+    key: str
+    size: int
+    etag: str = ""
+    version_id: str | None = None
+
+
+class Storage(Protocol):
+    """A bucket: incoming/, attachments/, templates/, validated/, results/, reports/."""
+
+    bucket: str
+
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent."""
+        ...
+
+    def open(self, key: str) -> BinaryIO:
+        """Return a readable binary stream of the object (for large files)."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return the object's metadata; raise NotFoundError when absent."""
+        ...
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        """Store ``data`` under ``key``, replacing what was there."""
+        ...
+
+    def put_file(self, key: str, path: str, *, content_type: str | None = None) -> ObjectInfo:
+        """Store the local file at ``path`` under ``key`` (streamed, for large outputs)."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+        ...
+
+
+class Mailer(Protocol):
+    """Hands one finished MIME message to a mail service.
+
+    Raises Throttled / TransientSendError (retry later), PermanentSendError (this message
+    will never go), AccountSendingHalted (nothing will go until the operator acts).
+    """
+
+    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        """Send the raw RFC 5322 message; return the service's message id."""
+        ...
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the ledger said when asked to claim a key before sending.
+
+    ``state`` is ``claimed`` (go ahead and send), ``sent`` (already sent: skip),
+    ``failed`` (permanently failed earlier: skip, already reported) or ``busy``
+    (another live attempt holds the claim: try again later).
+    """
+
+    state: str
+    message_id: str | None = None
+    reason: str | None = None
+
+
+class Ledger(Protocol):
+    """Durable record of every email's idempotency key and outcome."""
+
+    def claim(self, key: str, *, campaign: str, row: int, attempt: str) -> Claim:
+        """Atomically claim ``key`` for sending by ``attempt``, unless already settled."""
+        ...
+
+    def record_sent(self, key: str, *, message_id: str) -> None:
+        """Mark ``key`` as sent with the service's message id."""
+        ...
+
+    def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
+        """Mark ``key`` as failed; a non-permanent failure releases the claim."""
+        ...
+
+
+@dataclass
+class Notification:
+    """A summary or an alert for operators."""
+
+    subject: str
+    message: str
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class Notifier(Protocol):
+    """Publishes notifications (SNS topic on AWS; console and a JSONL file locally)."""
+
+    def publish(self, topic: str, notification: Notification) -> str:
+        """Publish and return a message id."""
+        ...

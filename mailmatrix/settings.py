@@ -1,0 +1,80 @@
+"""Every MAILMATRIX_* setting, parsed once from the environment.
+
+The same variables configure the Lambda handlers on AWS (the SAM template sets them) and on
+one machine (``mailmatrix.local`` sets them from the CLI's flags).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mailmatrix.errors import ConfigurationError
+
+# SES v2 accepts messages up to 40 MB including attachments, counted after base64 encoding:
+# https://docs.aws.amazon.com/ses/latest/dg/quotas.html
+SES_V2_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The handlers' configuration."""
+
+    storage: str = "s3"
+    mailer: str = "ses"
+    ledger: str = ""
+    sender: str = ""
+    send_rate: float | None = None
+    max_message_bytes: int = SES_V2_MAX_MESSAGE_BYTES
+    batch_size: int = 25
+    max_concurrency: int = 40
+    configuration_set: str | None = None
+    unsubscribe: str | None = None
+    check_deliverability: bool = False
+    faults: str | None = None
+    templates_prefix: str = "templates/"
+    attachments_prefix: str = "attachments/"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(f"MAILMATRIX_{name}", "").strip()
+            return value or default
+
+        def number(name: str, default, kind):
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigurationError(
+                    f"MAILMATRIX_{name}: not a number: {raw!r}"
+                ) from None
+            if value < 0:
+                raise ConfigurationError(f"MAILMATRIX_{name}: must not be negative: {raw!r}")
+            return value
+
+        batch_size = number("BATCH_SIZE", 25, int)
+        if not 1 <= batch_size <= 1000:
+            raise ConfigurationError(f"MAILMATRIX_BATCH_SIZE: must be 1..1000, got {batch_size}")
+        return cls(
+            storage=text("STORAGE", "s3") or "s3",
+            mailer=text("MAILER", "ses") or "ses",
+            ledger=text("LEDGER", "") or "",
+            sender=text("SENDER", "") or "",
+            send_rate=number("SEND_RATE", None, float),
+            max_message_bytes=number("MAX_MESSAGE_BYTES", SES_V2_MAX_MESSAGE_BYTES, int),
+            batch_size=batch_size,
+            max_concurrency=max(1, number("MAX_CONCURRENCY", 40, int)),
+            configuration_set=text("CONFIGURATION_SET"),
+            unsubscribe=text("UNSUBSCRIBE"),
+            check_deliverability=text("CHECK_DELIVERABILITY", "0") in {"1", "true", "yes"},
+            faults=text("FAULTS"),
+            templates_prefix=text("TEMPLATES_PREFIX", "templates/") or "templates/",
+            attachments_prefix=text("ATTACHMENTS_PREFIX", "attachments/") or "attachments/",
+        )
