@@ -78,11 +78,58 @@ class Claim:
     reason: str | None = None
 
 
+# A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).
+DEFAULT_CLAIM_LEASE_SECONDS = 900.0
+
+
+@dataclass(frozen=True)
+class Halt:
+    """A campaign-wide stop: the account cannot send (daily quota, paused, unverified sender).
+
+    ``at`` is the time the halt was recorded, in seconds since the epoch.
+    """
+
+    campaign: str
+    code: str
+    reason: str
+    attempt: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One email's ledger entry, for the campaign report.
+
+    ``state`` is ``claimed`` (an attempt holds it, or died holding it), ``sent``, ``failed``
+    (permanent) or ``released`` (a transient failure gave the claim back). ``takeovers``
+    counts claims taken over from an attempt whose lease ran out: each one is a possible
+    duplicate (the crash window, see docs/sending.md).
+    """
+
+    key: str
+    row: int
+    state: str
+    message_id: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    attempt: str | None = None
+    takeovers: int = 0
+
+
 class Ledger(Protocol):
     """Durable record of every email's idempotency key and outcome."""
 
-    def claim(self, key: str, *, campaign: str, row: int, attempt: str) -> Claim:
-        """Atomically claim ``key`` for sending by ``attempt``, unless already settled."""
+    def claim(
+        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+    ) -> Claim:
+        """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
+
+        The claim lasts until ``lease_until`` (epoch seconds; default now +
+        DEFAULT_CLAIM_LEASE_SECONDS). The same attempt claiming again renews it. Another
+        attempt gets ``busy`` until the lease has passed, then takes the claim over
+        (``state="claimed"``, ``reason`` naming the previous attempt, ``takeovers`` + 1).
+        A ``released`` key is claimed again as if new.
+        """
         ...
 
     def record_sent(self, key: str, *, message_id: str) -> None:
@@ -91,6 +138,22 @@ class Ledger(Protocol):
 
     def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
         """Mark ``key`` as failed; a non-permanent failure releases the claim."""
+        ...
+
+    def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
+        """Record that ``campaign`` must stop sending (replaces an earlier halt); return it."""
+        ...
+
+    def halted(self, campaign: str) -> Halt | None:
+        """Return the campaign's halt, or None; send_batch decides whether it still holds."""
+        ...
+
+    def clear_halt(self, campaign: str) -> None:
+        """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
+        ...
+
+    def outcomes(self, campaign: str) -> list[Outcome]:
+        """Return every ledger entry of ``campaign``, ordered by row."""
         ...
 
 
