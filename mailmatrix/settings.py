@@ -35,6 +35,7 @@ class Settings:
     faults: str | None = None
     templates_prefix: str = "templates/"
     attachments_prefix: str = "attachments/"
+    storage_mounts: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,9 +53,7 @@ class Settings:
             try:
                 value = kind(raw)
             except ValueError:
-                raise ConfigurationError(
-                    f"MAILMATRIX_{name}: not a number: {raw!r}"
-                ) from None
+                raise ConfigurationError(f"MAILMATRIX_{name}: not a number: {raw!r}") from None
             if value < 0:
                 raise ConfigurationError(f"MAILMATRIX_{name}: must not be negative: {raw!r}")
             return value
@@ -77,4 +76,18 @@ class Settings:
             faults=text("FAULTS"),
             templates_prefix=text("TEMPLATES_PREFIX", "templates/") or "templates/",
             attachments_prefix=text("ATTACHMENTS_PREFIX", "attachments/") or "attachments/",
+            storage_mounts=_mounts(text("STORAGE_MOUNTS", "") or ""),
         )
+
+
+def _mounts(spec: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``attachments/=/dir;templates/=/dir2`` (local storage only) into pairs."""
+    pairs = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        prefix, sep, path = part.partition("=")
+        if not sep or not prefix.endswith("/") or not path:
+            raise ConfigurationError(
+                f"MAILMATRIX_STORAGE_MOUNTS: expected PREFIX/=DIR;..., got {part!r}"
+            )
+        pairs.append((prefix, path))
+    return tuple(pairs)

@@ -1,0 +1,65 @@
+"""SendBatch: render and send each row of one Distributed Map batch, once, through the ledger."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailmatrix.adapters.wiring import ledger_from, mailer_from, storage_for
+from mailmatrix.core.templates import Catalog
+from mailmatrix.jobs import listing_signature, load_templates, send_job
+from mailmatrix.ports import Ledger, Mailer
+from mailmatrix.settings import Settings
+
+logger = Logger(service="mailmatrix")
+
+
+@functools.lru_cache(maxsize=4)
+def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
+    """Mailer and ledger, kept warm across invocations of one Lambda container."""
+    return mailer_from(settings), ledger_from(settings)
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog(settings: Settings, bucket: str, prefix: str, signature: tuple) -> Catalog:
+    """Templates, reloaded only when the listing under ``prefix`` changes."""
+    return load_templates(storage_for(settings, bucket), prefix)
+
+
+def reset() -> None:
+    """Forget warm adapters and templates (a new local run, a test)."""
+    _adapters.cache_clear()
+    _catalog.cache_clear()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Send the batch ``{"BatchInput": {"campaign": ...}, "Items": [...]}``."""
+    settings = Settings.from_env()
+    campaign = event["BatchInput"]["campaign"]
+    items = event["Items"]
+    logger.append_keys(campaign=campaign["id"], rows=len(items))
+    storage = storage_for(settings, campaign["source"]["bucket"])
+    prefix = campaign["templates_prefix"]
+    catalog = _catalog(settings, storage.bucket, prefix, listing_signature(storage.list(prefix)))
+    mailer, ledger = _adapters(settings)
+
+    try:
+        result = send_job(
+            items,
+            campaign,
+            storage=storage,
+            catalog=catalog,
+            mailer=mailer,
+            ledger=ledger,
+            attempt=context.aws_request_id,
+        )
+    except Exception as error:
+        logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])
+        raise
+    logger.info(
+        "Batch sent", sent=result["sent"], skipped=result["skipped"], failed=result["failed"]
+    )
+    return result

@@ -1,0 +1,37 @@
+"""ValidateRecipients: stream the uploaded CSV once, write the manifest and the rejects report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailmatrix.adapters.wiring import storage_for
+from mailmatrix.jobs import Source, validate_job
+from mailmatrix.settings import Settings
+
+logger = Logger(service="mailmatrix")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Validate ``event["detail"]`` (an S3 Object Created detail) and plan the send."""
+    settings = Settings.from_env()
+    source = Source.from_event_detail(event["detail"])
+    logger.append_keys(execution=event.get("execution"), source_key=source.key)
+    storage = storage_for(settings, source.bucket)
+
+    preflight = None
+    if settings.mailer == "ses":
+        from mailmatrix.adapters.ses_account import preflight as ses_preflight
+
+        def preflight(sender: str, needed: int) -> dict[str, Any]:
+            return ses_preflight(sender=sender, needed=needed)
+
+    try:
+        result = validate_job(storage, source, settings, preflight=preflight)
+    except Exception:
+        logger.exception("Validation failed")
+        raise
+    logger.info("Recipients validated", campaign=result["campaign"]["id"], **result["counts"])
+    return result

@@ -1,0 +1,137 @@
+"""A local directory laid out like the bucket, with optional read-only mounts.
+
+A mount maps a key prefix (e.g. ``attachments/``) to another directory, so a local run can
+read an operator's attachments and templates where they are instead of copying them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import unicodedata
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.ports import ObjectInfo
+
+_CHUNK = 1024 * 1024
+
+
+class LocalStorage:
+    """The Storage port on a local folder: key ``a/b.csv`` is the file ``ROOT/a/b.csv``."""
+
+    def __init__(
+        self, root: str | Path, *, bucket: str = "local", mounts: Mapping[str, str | Path] = {}
+    ) -> None:
+        self.root = Path(root)
+        self.bucket = bucket
+        self.mounts = {prefix: Path(path) for prefix, path in mounts.items()}
+        for prefix in self.mounts:
+            if not prefix.endswith("/"):
+                raise StorageError(f"local storage: mount prefix must end with '/': {prefix!r}")
+
+    def _path(self, key: str) -> tuple[Path, bool]:
+        """Return the file behind ``key`` and whether it lies in a read-only mount."""
+        if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+            raise StorageError(f"local storage: invalid key {key!r}")
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
+            raise StorageError(f"local storage: invalid key {key!r}")
+        for prefix, base in self.mounts.items():
+            if key.startswith(prefix):
+                return base / key[len(prefix) :], True
+        return self.root / key, False
+
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes."""
+        with self.open(key) as stream:
+            return stream.read()
+
+    def open(self, key: str) -> BinaryIO:
+        """Open the object for reading."""
+        path, _ = self._path(key)
+        try:
+            return path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            path = self._nfc_match(path)
+            if path is None:
+                raise NotFoundError(f"local storage: no such object: {key}") from None
+            return path.open("rb")
+
+    def _nfc_match(self, path: Path) -> Path | None:
+        """Find a file stored under another Unicode normalisation of the same name (macOS NFD)."""
+        wanted = unicodedata.normalize("NFC", path.name)
+        try:
+            for entry in os.scandir(path.parent):
+                if entry.is_file() and unicodedata.normalize("NFC", entry.name) == wanted:
+                    return Path(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return None
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return size and ETag (MD5 of the content, as S3 gives for single-part uploads)."""
+        with self.open(key) as stream:
+            digest = hashlib.md5(usedforsecurity=False)
+            size = 0
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return ObjectInfo(key=key, size=size, etag=digest.hexdigest())
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        """Write ``data`` atomically under ``key``."""
+        path = self._writable(key)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return ObjectInfo(key=key, size=len(data), etag=etag)
+
+    def put_file(self, key: str, path: str, *, content_type: str | None = None) -> ObjectInfo:
+        """Copy the local file at ``path`` under ``key`` atomically."""
+        target = self._writable(key)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+        return self.head(key)
+
+    def _writable(self, key: str) -> Path:
+        path, mounted = self._path(key)
+        if mounted:
+            raise StorageError(f"local storage: {key}: lies in a read-only mount")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield the objects under ``prefix`` in key order (sizes only; no ETag)."""
+        for mount, base in self.mounts.items():
+            if prefix.startswith(mount):
+                yield from _walk(base, mount, prefix)
+                return
+        yield from _walk(self.root, "", prefix)
+
+
+def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
+    """Yield files below ``base`` as objects keyed ``key_prefix + relative path``."""
+    if not base.is_dir():
+        return
+    found = []
+    for folder, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, base)
+        for name in files:
+            if name.startswith(".tmp-"):
+                continue
+            relkey = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
+            key = key_prefix + relkey
+            if key.startswith(wanted):
+                found.append((key, os.path.join(folder, name)))
+    for key, path in sorted(found):
+        yield ObjectInfo(key=key, size=os.path.getsize(path))

@@ -1,0 +1,195 @@
+"""The campaign summary: counts per outcome and per template, the per-row report, the notice."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
+_SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass
+class Summary:
+    """What happened to every validated row of one campaign."""
+
+    campaign: dict[str, Any]
+    counts: dict[str, int]
+    per_template: dict[str, dict[str, int]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """``dry_run``, ``completed`` or ``completed_with_failures``."""
+        if self.dry_run:
+            return "dry_run"
+        if self.counts.get("failed", 0) or self.counts.get("unsent", 0):
+            return "completed_with_failures"
+        return "completed"
+
+    def subject(self) -> str:
+        """A one-line ASCII subject (SNS subjects are ASCII, at most 100 characters)."""
+        name = self.campaign["source"]["key"].rsplit("/", 1)[-1]
+        c = self.counts
+        if self.dry_run:
+            text = f"MailMatrix dry run {name}: {c['valid']} valid, {c['rejected']} rejected"
+        else:
+            text = (
+                f"MailMatrix {name}: {c['sent']} sent, {c['skipped']} already sent, "
+                f"{c['rejected']} rejected, {c['failed']} failed"
+            )
+        text = text.encode("ascii", "replace").decode("ascii")
+        return text if len(text) <= 100 else text[:97] + "..."
+
+    def message(self, *, execution: str, report_key: str) -> str:
+        """The notice for operators: counts, per template, where the reports are, what next."""
+        c = self.counts
+        bucket = self.campaign["source"]["bucket"]
+        lines = [
+            f"Campaign {self.campaign['id']} from s3://{bucket}/{self.campaign['source']['key']}",
+            f"Execution: {execution}",
+            "",
+            f"Rows: {c['rows']}  valid: {c['valid']}  rejected: {c['rejected']}  "
+            f"duplicates: {c['duplicates']}  excluded: {c['excluded']}",
+        ]
+        if not self.dry_run:
+            lines.append(
+                f"Sent: {c['sent']}  already sent (skipped): {c['skipped']}  "
+                f"failed: {c['failed']}  not attempted: {c['unsent']}"
+            )
+            for template, numbers in sorted(self.per_template.items()):
+                parts = ", ".join(f"{k} {v}" for k, v in sorted(numbers.items()))
+                lines.append(f"  {template}: {parts}")
+        lines += [
+            "",
+            f"Rejects report: s3://{bucket}/{self.campaign['rejects_key']}",
+            f"Per-row report: s3://{bucket}/{report_key}",
+        ]
+        hint = self.hint()
+        if hint:
+            lines += ["", hint]
+        return "\n".join(lines)
+
+    def hint(self) -> str | None:
+        """Name the likely cause when failures share one, e.g. an SES sandbox account."""
+        failed = [r for r in self.rows if r["status"] == "failed"]
+        if not failed:
+            return None
+        if (
+            all("not verified" in (r.get("reason") or "") for r in failed)
+            and not self.counts["sent"]
+        ):
+            return (
+                "Every failure says the address is not verified: the SES account is probably "
+                "still in the sandbox. Request production access, then redrive."
+            )
+        if self.counts.get("unsent"):
+            return (
+                "Some rows were not attempted (see the report). Fix the cause, then redrive the "
+                "execution: rows already sent are skipped."
+            )
+        return "Failed rows are listed in the per-row report with the service's reason."
+
+    def report_csv(self) -> bytes:
+        """One line per validated row, spreadsheet-safe."""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in sorted(self.rows, key=lambda r: r["row"]):
+            writer.writerow({k: _cell(row.get(k)) for k in REPORT_COLUMNS})
+        return out.getvalue().encode("utf-8")
+
+    def to_dict(self, *, execution: str) -> dict[str, Any]:
+        """The summary as JSON-ready data (without the per-row list)."""
+        return {
+            "campaign": self.campaign["id"],
+            "execution": execution,
+            "outcome": self.outcome,
+            "counts": self.counts,
+            "per_template": self.per_template,
+        }
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_SPREADSHEET_TRIGGERS) else text
+
+
+def summarize_results(
+    campaign: dict[str, Any],
+    validation_counts: dict[str, Any],
+    children: Iterable[dict[str, Any]],
+    *,
+    dry_run: bool = False,
+) -> Summary:
+    """Fold the Map Run's child records (ResultWriter format) into a Summary."""
+    rows: list[dict[str, Any]] = []
+    for child in children:
+        items = {item["row"]: item for item in _items_of(child)}
+        if child.get("Status") == "SUCCEEDED":
+            output = _json(child.get("Output")) or {}
+            for outcome in output.get("rows", []):
+                item = items.get(outcome.get("row"), {})
+                rows.append({**_identity(item), **outcome})
+        else:
+            status = "unsent" if child.get("Status") == "PENDING" else "failed"
+            reason = child.get("Cause") or child.get("Status", "")
+            for item in items.values():
+                rows.append(
+                    {
+                        **_identity(item),
+                        "status": status,
+                        "code": child.get("Error") or child.get("Status"),
+                        "reason": f"batch did not finish: {reason}"[:500],
+                    }
+                )
+    outcomes = Counter(r["status"] for r in rows)
+    per_template: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        numbers = per_template[row.get("template") or "?"]
+        numbers[row["status"]] = numbers.get(row["status"], 0) + 1
+    counts = {
+        "rows": int(validation_counts.get("rows", 0)),
+        "valid": int(validation_counts.get("valid", 0)),
+        "rejected": int(validation_counts.get("rejected", 0)),
+        "duplicates": int(validation_counts.get("duplicates", 0)),
+        "excluded": int(validation_counts.get("excluded", 0)),
+        "sent": outcomes.get("sent", 0),
+        "skipped": outcomes.get("skipped", 0),
+        "failed": outcomes.get("failed", 0),
+        "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
+    }
+    log.debug("summary of %s: %s", campaign.get("id"), counts)
+    return Summary(campaign, counts, dict(per_template), rows, dry_run=dry_run)
+
+
+def _items_of(child: dict[str, Any]) -> list[dict[str, Any]]:
+    payload = _json(child.get("Input")) or {}
+    return list(payload.get("Items", []))
+
+
+def _identity(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "row": item.get("row"),
+        "email": item.get("email"),
+        "name": item.get("name"),
+        "template": item.get("template"),
+    }
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value

@@ -1,0 +1,309 @@
+"""The three steps of a campaign, wired to ports: validate, send a batch, summarize.
+
+The Lambda handlers in functions/ parse their event, build adapters and call these; tests call
+them directly with local adapters. Everything here works on S3 keys and counts: rows travel
+through storage (the validated manifest, the Map's result files), never through state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.pacing import Pacer, plan_send
+from mailmatrix.core.recipients import IntakeRules, validate_recipients
+from mailmatrix.core.rejects import write_rejects
+from mailmatrix.core.report import Summary, summarize_results
+from mailmatrix.core.send import idempotency_key, send_batch
+from mailmatrix.core.templates import Catalog, load_catalog
+from mailmatrix.errors import ConfigurationError, InputFileError, TemplateError
+from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
+from mailmatrix.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_PREFIX = "incoming/dry-run/"
+MAX_PREVIEWS = 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """The uploaded recipients file that started the execution."""
+
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None = None
+
+    @classmethod
+    def from_event_detail(cls, detail: dict[str, Any]) -> Source:
+        """Read bucket, key, ETag and version from an S3 "Object Created" event's detail."""
+        try:
+            bucket = detail["bucket"]["name"]
+            obj = detail["object"]
+            key = obj["key"]
+        except (KeyError, TypeError) as error:
+            raise InputFileError(
+                f"event: not an S3 Object Created event detail: missing {error}"
+            ) from None
+        return cls(bucket, key, str(obj.get("etag") or "").strip('"'), obj.get("version-id"))
+
+
+def campaign_id_for(source: Source) -> str:
+    """Derive the campaign id from bucket, key and ETag: the identical re-upload is the same."""
+    digest = hashlib.sha256(f"{source.bucket}/{source.key}\n{source.etag}".encode())
+    return "c-" + digest.hexdigest()[:16]
+
+
+def load_templates(storage: Storage, prefix: str) -> Catalog:
+    """Read every template file under ``prefix`` and build the catalog."""
+    files = {}
+    for info in storage.list(prefix):
+        relative = info.key[len(prefix) :]
+        try:
+            files[relative] = storage.get(info.key).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TemplateError(f"{info.key}: not UTF-8 text: {error}") from None
+    if not files:
+        raise TemplateError(f"{storage.bucket}/{prefix}: no templates found")
+    return load_catalog(files)
+
+
+def validate_job(
+    storage: Storage,
+    source: Source,
+    settings: Settings,
+    *,
+    preflight: Callable[[str, int], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Validate the upload; write the manifest and rejects report; return the state's result."""
+    if not source.etag:
+        source = Source(source.bucket, source.key, storage.head(source.key).etag, source.version_id)
+    campaign_id = campaign_id_for(source)
+    catalog = load_templates(storage, settings.templates_prefix)
+    sender = settings.sender or catalog.sender
+    if not sender:
+        raise ConfigurationError(
+            "sender: no From address: set MAILMATRIX_SENDER (mailmatrix run --sender) "
+            "or 'sender' in the templates manifest"
+        )
+    attachments = AttachmentIndex.from_listing(
+        storage.list(settings.attachments_prefix), prefix=settings.attachments_prefix
+    )
+    rules = IntakeRules(
+        max_message_bytes=settings.max_message_bytes,
+        check_deliverability=settings.check_deliverability,
+    )
+    manifest_key = f"validated/{campaign_id}/manifest.jsonl"
+    rejects_key = f"reports/{campaign_id}/rejects.csv"
+    dry_run = source.key.startswith(DRY_RUN_PREFIX)
+
+    # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
+    # /tmp), uploaded at the end; memory holds only the current row.
+    handle, manifest_path = tempfile.mkstemp(prefix="mailmatrix-manifest-", suffix=".jsonl")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as manifest:
+
+            def emit(row: dict[str, Any]) -> None:
+                row["key"] = idempotency_key(campaign_id, row["row"], row["email"])
+                manifest.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                manifest.write("\n")
+
+            with storage.open(source.key) as stream:
+                report = validate_recipients(
+                    stream,
+                    source=source.key,
+                    catalog=catalog,
+                    attachments=attachments,
+                    rules=rules,
+                    emit=emit,
+                )
+        storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
+    finally:
+        os.unlink(manifest_path)
+
+    rejects = io.BytesIO()
+    write_rejects(report, rejects)
+    storage.put(rejects_key, rejects.getvalue(), content_type="text/csv; charset=utf-8")
+    storage.put(
+        f"reports/{campaign_id}/validation.json",
+        json.dumps(report.to_dict(), ensure_ascii=False, indent=2).encode(),
+        content_type="application/json",
+    )
+
+    send_rate = settings.send_rate
+    if preflight is not None and not dry_run:
+        account = preflight(sender, report.valid)
+        if send_rate is None:
+            send_rate = float(account["max_send_rate"])
+    plan = plan_send(
+        send_rate=send_rate or 0.0,
+        valid_rows=report.valid,
+        batch_size=settings.batch_size,
+        max_concurrency=settings.max_concurrency,
+    )
+    plan["dry_run"] = dry_run
+    campaign = {
+        "id": campaign_id,
+        "source": {
+            "bucket": source.bucket,
+            "key": source.key,
+            "etag": source.etag,
+            "version_id": source.version_id,
+        },
+        "sender": sender,
+        "templates_prefix": settings.templates_prefix,
+        "attachments_prefix": settings.attachments_prefix,
+        "max_message_bytes": settings.max_message_bytes,
+        "send_rate": send_rate or 0.0,
+        "per_worker_rate": plan.get("per_worker_rate", 0.0),
+        "unsubscribe": settings.unsubscribe,
+        "configuration_set": settings.configuration_set,
+        "rejects_key": rejects_key,
+        "results_prefix": f"results/{campaign_id}",
+        "dry_run": dry_run,
+    }
+    counts = {
+        "rows": report.rows,
+        "valid": report.valid,
+        "rejected": len(report.rejected),
+        "duplicates": len(report.duplicates),
+        "excluded": len(report.skipped),
+        "empty": report.empty,
+    }
+    if dry_run:
+        _write_previews(storage, campaign, catalog, manifest_key)
+    log.debug("validated %s: %s", source.key, counts)
+    return {
+        "campaign": campaign,
+        "counts": counts,
+        "manifest": {"bucket": source.bucket, "key": manifest_key},
+        "plan": {
+            "batch_size": plan["batch_size"],
+            "max_concurrency": plan["max_concurrency"],
+            "tolerated_failure_percentage": plan["tolerated_failure_percentage"],
+            "dry_run": dry_run,
+        },
+    }
+
+
+def _write_previews(
+    storage: Storage, campaign: dict[str, Any], catalog: Catalog, manifest_key: str
+) -> None:
+    """Render the first rows of a dry run as .eml files under reports/<id>/previews/."""
+    from mailmatrix.core.message import build_message, message_bytes
+
+    with storage.open(manifest_key) as stream:
+        for count, line in enumerate(stream):
+            if count >= MAX_PREVIEWS:
+                break
+            item = json.loads(line)
+            rendered = catalog.render(item["template"], item["fields"])
+            attachment = None
+            if item.get("attachment"):
+                data = storage.get(campaign["attachments_prefix"] + item["attachment"])
+                attachment = (item["attachment"], data)
+            message = build_message(
+                sender=campaign["sender"],
+                to_name=item.get("name") or "",
+                to_email=item["email"],
+                rendered=rendered,
+                attachment=attachment,
+                cc=item.get("cc") or [],
+                bcc=item.get("bcc") or [],
+                reply_to=item.get("reply_to"),
+                unsubscribe=campaign.get("unsubscribe"),
+            )
+            storage.put(
+                f"reports/{campaign['id']}/previews/row-{item['row']}.eml",
+                message_bytes(message),
+                content_type="message/rfc822",
+            )
+
+
+def send_job(
+    items: list[dict[str, Any]],
+    campaign: dict[str, Any],
+    *,
+    storage: Storage,
+    catalog: Catalog,
+    mailer: Mailer,
+    ledger: Ledger,
+    attempt: str,
+) -> dict[str, Any]:
+    """Send one Map batch; return its per-row outcome."""
+    prefix = campaign["attachments_prefix"]
+
+    def fetch_attachment(name: str) -> bytes:
+        return storage.get(prefix + name)
+
+    rate = float(campaign.get("per_worker_rate") or 0.0)
+    result = send_batch(
+        items,
+        campaign,
+        catalog=catalog,
+        fetch_attachment=fetch_attachment,
+        mailer=mailer,
+        ledger=ledger,
+        attempt=attempt,
+        pacer=Pacer(rate) if rate > 0 else None,
+    )
+    return result.to_dict()
+
+
+def read_map_results(storage: Storage, send: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """Yield each child execution's record from the Map Run's ResultWriter files."""
+    details = send.get("ResultWriterDetails") or {}
+    if not details.get("Key"):
+        return
+    manifest = json.loads(storage.get(details["Key"]))
+    for status in ("SUCCEEDED", "FAILED", "PENDING"):
+        for entry in manifest.get("ResultFiles", {}).get(status, []):
+            yield from json.loads(storage.get(entry["Key"]))
+
+
+def summarize_job(
+    storage: Storage,
+    campaign: dict[str, Any],
+    counts: dict[str, Any],
+    send: dict[str, Any],
+    execution: str,
+) -> dict[str, Any]:
+    """Count outcomes per template, write the report, return the summary state's result."""
+    summary: Summary = summarize_results(
+        campaign, counts, read_map_results(storage, send), dry_run=bool(send.get("dry_run"))
+    )
+    report_key = f"reports/{campaign['id']}/report.csv"
+    storage.put(report_key, summary.report_csv(), content_type="text/csv; charset=utf-8")
+    storage.put(
+        f"reports/{campaign['id']}/summary.json",
+        json.dumps(summary.to_dict(execution=execution), ensure_ascii=False, indent=2).encode(),
+        content_type="application/json",
+    )
+    return {
+        "subject": summary.subject(),
+        "message": summary.message(execution=execution, report_key=report_key),
+        "counts": summary.counts,
+        "per_template": summary.per_template,
+        "report_key": report_key,
+        "outcome": summary.outcome,
+    }
+
+
+def listing_signature(objects: Iterable[ObjectInfo]) -> tuple[tuple[str, int, str], ...]:
+    """A hashable fingerprint of a listing, to know when cached templates are stale."""
+    return tuple((o.key, o.size, o.etag) for o in objects)
+
+
+def count_by(rows: Iterable[dict[str, Any]], field: str) -> Counter[str]:
+    """Count rows by the value of ``field``."""
+    return Counter(str(row.get(field, "")) for row in rows)

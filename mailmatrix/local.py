@@ -1,0 +1,383 @@
+"""Run the real state machine on this machine: the local engine, local adapters, real handlers.
+
+A workdir holds everything one local installation keeps:
+
+    WORKDIR/bucket/            the local bucket (incoming/, validated/, results/, reports/)
+    WORKDIR/outbox/            the Maildir outbox (default mailer)
+    WORKDIR/ledger.sqlite3     the send ledger
+    WORKDIR/executions/        the engine's executions, histories and Map Runs
+    WORKDIR/notifications.jsonl what SNS would have received
+    WORKDIR/settings.json      the handlers' MAILMATRIX_* settings for this workdir
+
+Attachments and templates are read in place through read-only mounts of the local bucket.
+Lambda functions and the definition's substitutions come from the SAM template, so the local
+run wires exactly the functions AWS would run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailmatrix.adapters.notifier_local import LocalNotifier
+from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.errors import ConfigurationError, InputFileError
+from mailmatrix.ports import Notification
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DEFINITION = REPO / "statemachine" / "mailmatrix.asl.json"
+SAM_TEMPLATE = REPO / "infra" / "template.yaml"
+DEFAULT_TEMPLATES = REPO / "templates"
+LOCAL_BUCKET = "mailmatrix-local"
+LOCAL_REGION = "local"
+LOCAL_ACCOUNT = "000000000000"
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """The paths of one local installation."""
+
+    root: Path
+
+    @property
+    def bucket(self) -> Path:
+        """The local bucket's root folder."""
+        return self.root / "bucket"
+
+    @property
+    def outbox(self) -> Path:
+        """The Maildir outbox."""
+        return self.root / "outbox"
+
+    @property
+    def ledger(self) -> Path:
+        """The SQLite send ledger."""
+        return self.root / "ledger.sqlite3"
+
+    @property
+    def executions(self) -> Path:
+        """The engine's persisted executions."""
+        return self.root / "executions"
+
+    @property
+    def notifications(self) -> Path:
+        """Notifications that SNS would have received, one JSON object a line."""
+        return self.root / "notifications.jsonl"
+
+    @property
+    def settings_file(self) -> Path:
+        """The handlers' environment for this workdir."""
+        return self.root / "settings.json"
+
+
+# --- the SAM template: which functions exist and what the definition's ${...} become ----------
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A YAML loader that reads CloudFormation short-form tags (!Ref, !GetAtt, !Sub...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_sam_template(path: Path = SAM_TEMPLATE) -> dict[str, Any]:
+    """Parse the SAM template, keeping intrinsic functions as plain dicts."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigurationError(f"{path.name}: cannot read the SAM template: {error}") from error
+
+
+def local_function_arn(name: str) -> str:
+    """The ARN a function gets on the local engine."""
+    return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{name}"
+
+
+def local_topic_arn(name: str) -> str:
+    """The ARN an SNS topic gets on the local engine."""
+    return f"arn:aws:sns:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{name}"
+
+
+def sam_functions(template: dict[str, Any]) -> dict[str, str]:
+    """Map each function's logical id to its handler as ``module:callable``."""
+    functions = {}
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource.get("Properties", {})
+        code_uri = str(props.get("CodeUri", "")).strip("/")
+        handler = str(props.get("Handler", "app.handler"))
+        module_file, _, attr = handler.rpartition(".")
+        folder = (Path("infra") / code_uri).as_posix()
+        parts = [p for p in Path(os.path.normpath(folder)).parts if p not in ("", ".")]
+        functions[logical_id] = ".".join([*parts, module_file]) + ":" + attr
+    if not functions:
+        raise ConfigurationError("infra/template.yaml: no AWS::Serverless::Function resources")
+    return functions
+
+
+def sam_substitutions(template: dict[str, Any]) -> dict[str, str]:
+    """Resolve the state machine's DefinitionSubstitutions to local ARNs."""
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") == "AWS::Serverless::StateMachine":
+            substitutions = resource.get("Properties", {}).get("DefinitionSubstitutions", {})
+            return {name: _local_value(value) for name, value in substitutions.items()}
+    raise ConfigurationError("infra/template.yaml: no AWS::Serverless::StateMachine resource")
+
+
+def _local_value(value: Any) -> str:
+    """Turn !GetAtt Fn.Arn / !Ref Topic / plain values into what they are locally."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        logical_id = value["Fn::GetAtt"][0]
+        return local_function_arn(logical_id)
+    if isinstance(value, dict) and "Ref" in value:
+        return local_topic_arn(str(value["Ref"]))
+    return str(value)
+
+
+# --- settings and registry ---------------------------------------------------------------------
+
+
+def local_settings(
+    workdir: Workdir,
+    *,
+    templates_dir: Path,
+    attachments_dir: Path,
+    mailer: str | None = None,
+    sender: str | None = None,
+    send_rate: float | None = None,
+    faults: str | None = None,
+    max_concurrency: int | None = None,
+    batch_size: int | None = None,
+) -> dict[str, str]:
+    """The MAILMATRIX_* environment the handlers get for a local run."""
+    env = {
+        "MAILMATRIX_STORAGE": workdir.bucket.resolve().as_uri(),
+        "MAILMATRIX_STORAGE_MOUNTS": (
+            f"templates/={templates_dir.resolve()};attachments/={attachments_dir.resolve()}"
+        ),
+        "MAILMATRIX_MAILER": mailer or f"maildir://{workdir.outbox.resolve()}",
+        "MAILMATRIX_LEDGER": f"sqlite://{workdir.ledger.resolve()}",
+        "MAILMATRIX_SEND_RATE": str(send_rate or 0),
+        "MAILMATRIX_MAX_CONCURRENCY": str(max_concurrency or 4),
+        "MAILMATRIX_BATCH_SIZE": str(batch_size or 25),
+        "POWERTOOLS_SERVICE_NAME": "mailmatrix",
+        "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+    }
+    if sender:
+        env["MAILMATRIX_SENDER"] = sender
+    if faults:
+        env["MAILMATRIX_FAULTS"] = faults
+    return env
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the handlers, restoring the previous ones afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def build_registry(
+    workdir: Workdir, *, echo: Callable[[str, Notification], None] | None = None
+) -> Any:
+    """The engine's resources: the SAM template's functions, local S3 and local SNS."""
+    from mailmatrix.engine import ResourceRegistry
+
+    template = load_sam_template()
+    registry = ResourceRegistry()
+    for name, target in sam_functions(template).items():
+        registry.register_lambda(name, target)
+
+    notifier = LocalNotifier(workdir.notifications, echo=echo)
+
+    def sns_publish(parameters: dict[str, Any]) -> dict[str, Any]:
+        notification = Notification(
+            subject=str(parameters.get("Subject", "")), message=str(parameters.get("Message", ""))
+        )
+        message_id = notifier.publish(str(parameters.get("TopicArn", "")), notification)
+        return {"MessageId": message_id}
+
+    registry.register_service("arn:aws:states:::sns:publish", sns_publish)
+
+    def storage(bucket: str) -> LocalStorage:
+        if bucket != LOCAL_BUCKET:
+            raise ConfigurationError(f"local S3: unknown bucket {bucket!r} (only {LOCAL_BUCKET})")
+        return LocalStorage(workdir.bucket, bucket=bucket)
+
+    registry.set_object_store(
+        lambda bucket, key: storage(bucket).get(key),
+        lambda bucket, key, data: storage(bucket).put(key, data),
+    )
+    return registry
+
+
+def settings_for(workdir: Workdir) -> dict[str, str]:
+    """The handlers' environment saved by the last run in ``workdir``."""
+    try:
+        return json.loads(workdir.settings_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{workdir.root}: no MailMatrix run here yet (no settings.json); "
+            "start one with 'mailmatrix run FILE.csv --workdir DIR'"
+        ) from None
+
+
+# --- a run -------------------------------------------------------------------------------------
+
+
+def object_created_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
+    """The event EventBridge delivers for an S3 Object Created notification."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "version": "0",
+        "id": f"local-{etag[:8]}-{now}",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": LOCAL_ACCOUNT,
+        "time": now,
+        "region": LOCAL_REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": size, "etag": etag},
+            "request-id": "local",
+            "requester": LOCAL_ACCOUNT,
+            "reason": "PutObject",
+        },
+    }
+
+
+def upload(workdir: Workdir, csv_path: Path) -> tuple[str, dict[str, Any]]:
+    """Put the CSV under incoming/ in the local bucket; return its key and the event."""
+    if not csv_path.is_file():
+        raise InputFileError(f"{csv_path}: no such file")
+    key = f"incoming/{csv_path.name}"
+    storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
+    info = storage.put_file(key, str(csv_path), content_type="text/csv")
+    return key, object_created_event(LOCAL_BUCKET, key, info.size, info.etag)
+
+
+def prepare(workdir: Workdir, env: dict[str, str]) -> None:
+    """Create the workdir and record the settings the handlers will run with."""
+    for folder in (workdir.root, workdir.bucket, workdir.outbox):
+        folder.mkdir(parents=True, exist_ok=True)
+    workdir.settings_file.write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
+
+
+def start_engine(workdir: Workdir, registry: Any) -> Any:
+    """An engine storing its executions in the workdir."""
+    from mailmatrix.engine import Engine
+
+    return Engine(workdir.executions, registry)
+
+
+def run_campaign(
+    csv_path: Path,
+    *,
+    workdir: Path,
+    templates_dir: Path | None = None,
+    attachments_dir: Path | None = None,
+    mailer: str | None = None,
+    sender: str | None = None,
+    send_rate: float | None = None,
+    faults: str | None = None,
+    max_concurrency: int | None = None,
+    batch_size: int | None = None,
+    listener: Any = None,
+    echo: Callable[[str, Notification], None] | None = None,
+) -> Any:
+    """Upload ``csv_path`` and run the state machine on it to the end; return the record."""
+    wd = Workdir(Path(workdir))
+    templates_dir = templates_dir or DEFAULT_TEMPLATES
+    attachments_dir = attachments_dir or csv_path.parent / "attachments"
+    for label, folder in (("templates", templates_dir), ("attachments", attachments_dir)):
+        if not folder.is_dir():
+            raise ConfigurationError(f"{label}: {folder}: no such folder")
+    env = local_settings(
+        wd,
+        templates_dir=templates_dir,
+        attachments_dir=attachments_dir,
+        mailer=mailer,
+        sender=sender,
+        send_rate=send_rate,
+        faults=faults,
+        max_concurrency=max_concurrency,
+        batch_size=batch_size,
+    )
+    prepare(wd, env)
+    _, event = upload(wd, csv_path)
+    return execute(wd, event, env, listener=listener, echo=echo)
+
+
+def execute(
+    wd: Workdir,
+    event: dict[str, Any],
+    env: dict[str, str],
+    *,
+    listener: Any = None,
+    echo: Callable[[str, Notification], None] | None = None,
+) -> Any:
+    """Start an execution of the definition for ``event`` with the handlers' ``env``."""
+    from functions.send_batch import app as send_batch_app
+
+    template = load_sam_template()
+    with environment(env):
+        send_batch_app.reset()
+        engine = start_engine(wd, build_registry(wd, echo=echo))
+        return engine.start(
+            DEFINITION.read_text(encoding="utf-8"),
+            event,
+            substitutions=sam_substitutions(template),
+            listener=listener,
+        )
+
+
+def redrive(workdir: Path, execution_id: str, *, listener: Any = None, echo: Any = None) -> Any:
+    """Redrive a failed execution in ``workdir`` with the settings it ran with."""
+    from functions.send_batch import app as send_batch_app
+
+    wd = Workdir(Path(workdir))
+    with environment(settings_for(wd)):
+        send_batch_app.reset()
+        engine = start_engine(wd, build_registry(wd, echo=echo))
+        return engine.redrive(execution_id, listener=listener)
+
+
+def reset_workdir(workdir: Path) -> None:
+    """Delete a workdir's local state (outbox, ledger, executions, bucket)."""
+    shutil.rmtree(workdir, ignore_errors=True)
