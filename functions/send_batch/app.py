@@ -36,7 +36,11 @@ def reset() -> None:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Send the batch ``{"BatchInput": {"campaign": ...}, "Items": [...]}``."""
+    """Send the batch ``{"BatchInput": {"campaign": ...}, "Items": [...], "owner": ARN}``.
+
+    ``owner`` is the child execution's id: Step Functions runs one attempt of a child at a
+    time, so a retry of the same child may take over the ledger claims its predecessor left.
+    """
     settings = Settings.from_env()
     campaign = event["BatchInput"]["campaign"]
     items = event["Items"]
@@ -54,7 +58,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             catalog=catalog,
             mailer=mailer,
             ledger=ledger,
-            attempt=context.aws_request_id,
+            attempt=event.get("owner") or context.aws_request_id,
         )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])
