@@ -1,0 +1,97 @@
+"""Email address syntax and normalisation for sending through SES.
+
+SES has no SMTPUTF8: the local part must be ASCII and an internationalised domain goes out as
+Punycode (IDNA/UTS-46). email-validator does the checking; plain ASCII addresses take a fast
+path (the local part by a dot-atom pattern, the domain checked once per distinct domain).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from dataclasses import dataclass
+
+import email_validator
+
+logger = logging.getLogger(__name__)
+
+NON_ASCII_LOCAL = "non-ASCII local part not supported by SES (no SMTPUTF8)"
+
+# RFC 5322 dot-atom of ASCII atext; anything else (quoted local parts, odd dots, non-ASCII)
+# goes through email-validator in full, which words the reason.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_MAX_LOCAL = 64
+_MAX_ADDRESS = 254
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A checked address: ``email`` to send to, ``key`` to find duplicates, or a ``problem``."""
+
+    email: str = ""
+    key: str = ""
+    problem: str | None = None
+
+
+def parse_address(text: str, *, check_deliverability: bool = False) -> Address:
+    """Check one address and return it normalised for SES, or with the reason it is unusable."""
+    text = text.strip()
+    if not text:
+        return Address(problem="address is empty")
+    local, at, domain = text.rpartition("@")
+    if not at or not local:
+        return Address(problem=f"not an email address: {_shown(text)} (no @-sign)")
+    if not local.isascii():
+        return Address(problem=NON_ASCII_LOCAL)
+
+    ascii_domain = _check_domain(domain, check_deliverability)
+    if ascii_domain.startswith("!"):
+        return Address(problem=ascii_domain[1:])
+    if len(local) > _MAX_LOCAL or not _DOT_ATOM.fullmatch(local):
+        return _full_check(text, check_deliverability)
+    email = f"{local}@{ascii_domain}"
+    if len(email) > _MAX_ADDRESS:
+        return _full_check(text, check_deliverability)
+    return Address(email=email, key=f"{local.lower()}@{ascii_domain.lower()}")
+
+
+def mask(email: str) -> str:
+    """Return the address with its local part hidden after the first character (a***@x.org)."""
+    local, at, domain = email.strip().rpartition("@")
+    if not at:
+        return "***" if email.strip() else ""
+    return f"{local[:1]}***@{domain}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _check_domain(domain: str, check_deliverability: bool) -> str:
+    """Return the domain as ASCII (Punycode), or "!" followed by the reason it is invalid."""
+    try:
+        result = email_validator.validate_email(
+            f"a@{domain}",
+            check_deliverability=check_deliverability,
+            allow_smtputf8=False,
+        )
+    except email_validator.EmailNotValidError as error:
+        logger.debug("domain refused: %s", error)
+        return f"!invalid address domain: {error}"
+    return result.ascii_domain
+
+
+def _full_check(text: str, check_deliverability: bool) -> Address:
+    """Validate the whole address with email-validator (the slow, thorough path)."""
+    try:
+        result = email_validator.validate_email(
+            text, check_deliverability=check_deliverability, allow_smtputf8=False
+        )
+    except email_validator.EmailNotValidError as error:
+        return Address(problem=f"invalid address: {error}")
+    email = result.ascii_email or ""
+    local, _, domain = email.rpartition("@")
+    return Address(email=email, key=f"{local.lower()}@{domain.lower()}")
+
+
+def _shown(text: str) -> str:
+    """Quote a value for a reason, shortened so reports stay readable."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")

@@ -1,0 +1,125 @@
+"""Attachment names from the CSV: safety checks and lookup in one listing of the location.
+
+A name is a bare file name. Paths of any kind are refused rather than resolved, so a row can
+never reach outside the attachments location. Lookup is exact and case-sensitive, like S3
+keys, with both sides in Unicode NFC (macOS and Windows write names in different forms).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailmatrix.ports import ObjectInfo
+
+logger = logging.getLogger(__name__)
+
+# Room kept for the headers and the text and HTML parts when estimating a message's size:
+# https://docs.aws.amazon.com/ses/latest/dg/quotas.html counts the message after base64.
+MESSAGE_OVERHEAD_BYTES = 256 * 1024
+_BASE64_LINE = 76  # MIME base64 lines: 76 characters plus CRLF (RFC 2045)
+
+_CONTROL_NAMES = {0: "NUL", 9: "TAB", 10: "LF", 13: "CR", 127: "DEL"}
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The outcome of looking up one name: the resolved ``name`` and ``size``, or a ``problem``."""
+
+    name: str = ""
+    size: int = 0
+    problem: str | None = None
+
+
+def encoded_size(size: int) -> int:
+    """Return the bytes ``size`` bytes of attachment take in a message, base64 and line breaks."""
+    encoded = 4 * math.ceil(size / 3)
+    return encoded + 2 * math.ceil(encoded / _BASE64_LINE)
+
+
+def name_problem(name: str) -> str | None:
+    """Return why ``name`` is not a safe bare file name, or None when it is."""
+    for char in name:
+        code = ord(char)
+        if code < 32 or 127 <= code < 160:
+            label = _CONTROL_NAMES.get(code, f"U+{code:04X}")
+            return f"control character ({label}) in attachment name"
+    if "\\" in name:
+        return (
+            f"backslash in attachment name {name!r}: give a bare file name "
+            "(a backslash is also altered by the Step Functions CSV reader)"
+        )
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":" and name[0].isalpha()):
+        return f"absolute path in attachment name {name!r}: give a bare file name"
+    if name in {".", ".."} or "/" in name:
+        kind = "parent folder (..)" if ".." in name.split("/") else "folder"
+        return f"{kind} in attachment name {name!r}: give a bare file name"
+    return None
+
+
+class AttachmentIndex:
+    """The attachments location as listed once: bare file name -> size in bytes."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self._sizes = sizes
+        self._folded: dict[str, list[str]] = {}
+        for name in sizes:
+            self._folded.setdefault(name.casefold(), []).append(name)
+
+    @classmethod
+    def from_listing(
+        cls, objects: Iterable[ObjectInfo], prefix: str = "attachments/"
+    ) -> AttachmentIndex:
+        """Build the index from one listing; objects in sub-folders are not reachable."""
+        sizes: dict[str, int] = {}
+        for info in objects:
+            if not info.key.startswith(prefix):
+                continue
+            name = info.key[len(prefix) :]
+            if not name or "/" in name:
+                continue
+            sizes[unicodedata.normalize("NFC", name)] = info.size
+        logger.debug("attachment index: %d files under %s", len(sizes), prefix)
+        return cls(sizes)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def lookup(self, raw: str, *, max_message_bytes: int | None = None) -> Lookup:
+        """Check ``raw`` (a CSV cell) and find it; the problem names what to fix."""
+        name = unicodedata.normalize("NFC", raw.strip())
+        if not name:
+            return Lookup(problem="Attachment_File is empty")
+        problem = name_problem(name)
+        if problem:
+            return Lookup(problem=problem)
+
+        size = self._sizes.get(name)
+        if size is None:
+            hints = sorted(self._folded.get(name.casefold(), ()))
+            hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+            return Lookup(problem=f"attachment not found: {name}{hint}")
+        if size == 0:
+            return Lookup(problem=f"attachment is empty (0 bytes): {name}")
+        if max_message_bytes is not None:
+            estimate = encoded_size(size) + MESSAGE_OVERHEAD_BYTES
+            if estimate > max_message_bytes:
+                return Lookup(
+                    problem=(
+                        f"attachment too large: {name} is {_size(size)}, about {_size(estimate)} "
+                        f"as an encoded message; the limit is {_size(max_message_bytes)}"
+                    )
+                )
+        return Lookup(name=name, size=size)
+
+
+def _size(count: int) -> str:
+    """Format a byte count for people (binary units, as SES quotes its limits)."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"

@@ -1,0 +1,610 @@
+"""CSV intake: read what spreadsheets and HR systems export, keep the good rows, say why not.
+
+The upload is read once as a stream: the encoding and delimiter are detected from the first
+64 KiB, then rows are decoded incrementally and handed to ``emit`` one at a time. The only
+state that grows with the file is the duplicate table (8-byte hashes in flat arrays).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import re
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from mailmatrix.core.addresses import Address, mask, parse_address
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_BYTES = 64 * 1024
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+# SES accepts at most 50 recipients per message (To, Cc and Bcc together):
+# https://docs.aws.amazon.com/ses/latest/dg/quotas.html
+MAX_RECIPIENTS = 50
+
+# Canonical names of the columns MailMatrix itself reads, by their spelling with case, spaces,
+# underscores, hyphens and dots removed.
+_ALIASES = {
+    "email": "Email",
+    "emailaddress": "Email",
+    "mail": "Email",
+    "mailaddress": "Email",
+    "emailid": "Email",
+    "name": "Name",
+    "fullname": "Name",
+    "recipientname": "Name",
+    "displayname": "Name",
+    "status": "Status",
+    "attachmentfile": "Attachment_File",
+    "attachment": "Attachment_File",
+    "attachmentname": "Attachment_File",
+    "attachmentfilename": "Attachment_File",
+    "cc": "Cc",
+    "bcc": "Bcc",
+    "replyto": "Reply_To",
+}
+# Columns whose values end up in message headers: no line breaks, no control characters.
+HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
+_SQUASH = re.compile(r"[\s_.\-]+")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAKS = frozenset("\r\n\u2028\u2029\x85\x0b\x0c")
+_CONTROL_NAMES = {0: "NUL", 9: "TAB", 27: "ESC", 127: "DEL"}
+_LIST_SPLIT = re.compile(r"[,;]")
+
+# Magic numbers of files people upload by mistake instead of a CSV export.
+_MAGIC = (
+    (b"PK\x03\x04", "a ZIP archive or Excel workbook (.xlsx)"),
+    (b"\xd0\xcf\x11\xe0", "a legacy Excel workbook (.xls)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+_CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
+
+
+class Choice(Protocol):
+    """What the catalog decided for one Status value."""
+
+    kind: str
+    template: str | None
+    reason: str | None
+
+
+class Catalog(Protocol):
+    """The part of the template catalog (mailmatrix.core.templates) that intake uses."""
+
+    column: str
+
+    def choose(self, value: str) -> Choice:
+        """Return the template set for a value of ``column`` (kind template/skip/unknown)."""
+        ...
+
+    def check_columns(self, columns: list[str]) -> list[str]:
+        """Return problems with the templates against the file's columns (empty when fine)."""
+        ...
+
+    def variables(self, template: str) -> set[str]:
+        """Return the columns the set's subject, HTML and text use."""
+        ...
+
+    def needs_attachment(self, template: str) -> bool:
+        """Return whether the set sends each recipient's attachment."""
+        ...
+
+
+@dataclass(frozen=True)
+class IntakeRules:
+    """Limits and options of intake."""
+
+    max_message_bytes: int | None = SES_V2_MAX_MESSAGE_BYTES
+    check_deliverability: bool = False
+
+
+@dataclass
+class IntakeReport:
+    """What intake found; ``rows`` counts the non-blank records after the header."""
+
+    source: str
+    encoding: str = ""
+    delimiter: str = ""
+    header: list[str] = field(default_factory=list)
+    rows: int = 0
+    valid: int = 0
+    empty: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (for `mailmatrix validate --json`, the handler)."""
+        return {
+            "source": self.source,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "header": list(self.header),
+            "rows": self.rows,
+            "valid": self.valid,
+            "empty": self.empty,
+            "rejected": [dict(item) for item in self.rejected],
+            "duplicates": [dict(item) for item in self.duplicates],
+            "skipped": [dict(item) for item in self.skipped],
+        }
+
+
+def normalise_header(name: str) -> str:
+    """Return the canonical column name: BOM and spaces removed, known aliases mapped."""
+    stripped = name.replace("\ufeff", "").strip()
+    return _ALIASES.get(_SQUASH.sub("", stripped).casefold(), stripped)
+
+
+def validate_recipients(
+    stream: BinaryIO,
+    *,
+    source: str,
+    catalog: Catalog,
+    attachments: AttachmentIndex,
+    rules: IntakeRules | None = None,
+    emit: Callable[[dict[str, Any]], None],
+) -> IntakeReport:
+    """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
+
+    Raises InputFileError when the file is unusable as a whole and TemplateError when the
+    templates use columns the file does not have.
+    """
+    sample = _read_sample(stream)
+    codec, encoding = detect_encoding(sample, source)
+    head = _decode_head(sample, codec)
+    delimiter = detect_delimiter(head, source)
+    report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
+    logger.debug("intake %s: encoding %s, delimiter %r", source, encoding, delimiter)
+
+    text = io.TextIOWrapper(
+        io.BufferedReader(_Prefixed(sample, stream), SAMPLE_BYTES),
+        encoding=codec,
+        errors="strict",
+        newline="",
+    )
+    reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
+    records = _records(reader, source, encoding)
+    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
+    for row, record in records:
+        if intake.header_pending:
+            if "".join(record).strip():
+                intake.start(record, source)
+        else:
+            intake.check(row, record)
+    if intake.header_pending:
+        raise InputFileError(f"{source}: no header: the file holds only blank lines")
+    if report.rows == 0:
+        raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+    return report
+
+
+def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
+    """Return (codec for decoding, encoding name to report) for the file's first bytes."""
+    if not sample.strip():
+        raise InputFileError(f"{source}: empty file: no header and no rows")
+    if sample.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise InputFileError(f"{source}: unsupported encoding: UTF-32; export as CSV UTF-8")
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", "utf-8-sig"
+    if sample.startswith(codecs.BOM_UTF16_LE):
+        return "utf-16", "utf-16-le"
+    if sample.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16", "utf-16-be"
+    for magic, kind in _MAGIC:
+        if sample.startswith(magic):
+            raise InputFileError(f"{source}: not a CSV file: it is {kind}; export it as CSV UTF-8")
+
+    unmarked = _utf16_without_bom(sample)
+    if unmarked:
+        return unmarked, unmarked
+    controls = sum(sample.count(bytes([b])) for b in (*range(9), 11, 12, *range(14, 32)))
+    if controls > len(sample) * 0.02:
+        raise InputFileError(
+            f"{source}: not a text file: {controls} control bytes in the first "
+            f"{len(sample)} bytes; export the recipients as CSV UTF-8"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < SAMPLE_BYTES)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8", "utf-8"
+
+    # Not UTF-8: a single-byte Western export. Windows-1252 defines 0x80-0x9F except five
+    # bytes; a file using those five can only be Latin-1 (they are C1 controls there).
+    if _CP1252_UNDEFINED.intersection(sample):
+        return "latin-1", "latin-1"
+    return "cp1252", "cp1252"
+
+
+def detect_delimiter(head: str, source: str) -> str:
+    """Return the delimiter that splits the header into columns including Email."""
+    line = next((part for part in re.split(r"\r\n|\r|\n", head) if part.strip()), "")
+    best: tuple[int, str] | None = None
+    for delimiter in DELIMITERS:
+        names = [normalise_header(cell) for cell in next(csv.reader([line], delimiter=delimiter))]
+        if "Email" in names and (best is None or len(names) > best[0]):
+            best = (len(names), delimiter)
+    if best is not None:
+        return best[1]
+
+    shown = line.replace("\ufeff", "")
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise InputFileError(
+        f"{source}: no Email column: the header is {shown!r}; "
+        "name the address column Email (or E-mail, Email address)"
+    )
+
+
+class _Intake:
+    """The per-file state of one validation: column positions, caches, duplicate table."""
+
+    def __init__(
+        self,
+        report: IntakeReport,
+        catalog: Catalog,
+        attachments: AttachmentIndex,
+        rules: IntakeRules,
+        emit: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.report = report
+        self.catalog = catalog
+        self.attachments = attachments
+        self.rules = rules
+        self.emit = emit
+        self.header_pending = True
+        self.seen = _SeenTable()
+        self._choices: dict[str, Choice] = {}
+        self._needs: dict[str, tuple[list[tuple[str, int]], bool]] = {}
+
+    def start(self, header: list[str], source: str) -> None:
+        """Take the header record: normalise names, find the columns, check the templates."""
+        names = [normalise_header(cell) for cell in header]
+        choice_column = self.catalog.column
+        for index, name in enumerate(names):
+            if name.casefold() == choice_column.casefold():
+                names[index] = choice_column
+        self._check_names(names, source)
+        problems = self.catalog.check_columns([name for name in names if name])
+        if problems:
+            raise TemplateError(
+                f"{source}: templates do not fit the columns: {'; '.join(problems)}"
+            )
+
+        self.names = names
+        self.width = len(names)
+        self.named = [(index, name) for index, name in enumerate(names) if name]
+        self.named_width = self.named[-1][0] + 1
+        self.unnamed = [index for index, name in enumerate(names) if not name]
+        self.index = {name: index for index, name in self.named}
+        self.email_at = self.index["Email"]
+        self.choice_at = self.index.get(choice_column)
+        self.report.header = [name for name in names if name]
+        self.header_pending = False
+
+    def check(self, row: int, record: list[str]) -> None:
+        """Check one record; emit it, or file it as rejected, duplicate, skipped or empty."""
+        report = self.report
+        if not "".join(record).strip():
+            report.empty += 1
+            return
+        report.rows += 1
+        values = self._shape(row, record)
+        if values is None:
+            return
+        email_text = values[self.email_at]
+        if _CONTROL.search("".join(values)):
+            problem = self._control_problem(values)
+            if problem:
+                self._reject(row, problem[0], problem[1], email_text)
+                return
+
+        choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
+        if choice.kind == "skip":
+            report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
+            return
+        if choice.kind != "template" or not choice.template:
+            self._reject(row, self.catalog.column, self._unknown(choice, values), email_text)
+            return
+        template = choice.template
+
+        if not email_text:
+            self._reject(row, "Email", "Email is missing", email_text)
+            return
+        address = parse_address(email_text, check_deliverability=self.rules.check_deliverability)
+        if address.problem:
+            self._reject(row, "Email", address.problem, email_text)
+            return
+        required, needs_attachment = self._template_needs(template)
+        for name, index in required:
+            if not values[index]:
+                reason = f"{name} is empty but used by template {template}"
+                self._reject(row, name, reason, email_text)
+                return
+        attachment = None
+        if needs_attachment:
+            attachment = self._attachment(row, values, email_text)
+            if attachment is None:
+                return
+        extra = self._extra_recipients(row, values, address, email_text)
+        if extra is None:
+            return
+
+        content = hash(tuple(values[: self.email_at] + values[self.email_at + 1 :]))
+        first = self.seen.add(hash((address.key, template)), row, content)
+        if first is not None:
+            first_row, same = first
+            duplicate = {"row": row, "first_row": first_row, "conflicting": not same}
+            report.duplicates.append({**duplicate, "email": mask(address.email)})
+            return
+
+        report.valid += 1
+        self.emit(
+            {
+                "row": row,
+                "email": address.email,
+                "name": values[self.index["Name"]] if "Name" in self.index else "",
+                "template": template,
+                "attachment": attachment,
+                "fields": {name: values[index] for index, name in self.named},
+                "cc": extra[0],
+                "bcc": extra[1],
+                "reply_to": extra[2],
+            }
+        )
+
+    def _check_names(self, names: list[str], source: str) -> None:
+        """Refuse a header without Email or with one column name twice."""
+        if "Email" not in names:
+            raise InputFileError(f"{source}: no Email column: the header has {names!r}")
+        seen: dict[str, int] = {}
+        for position, name in enumerate(names, start=1):
+            if name and name in seen:
+                raise InputFileError(
+                    f"{source}: column {name} appears twice: "
+                    f"columns {seen[name]} and {position} of the header"
+                )
+            seen[name] = position
+
+    def _shape(self, row: int, record: list[str]) -> list[str] | None:
+        """Return the stripped values padded to the header's width, or None when rejected."""
+        count = len(record)
+        too_wide = count > self.width and any(cell.strip() for cell in record[self.width :])
+        if too_wide or count < self.named_width:
+            email = record[self.email_at] if self.email_at < count else ""
+            self._reject(row, "", f"{count} fields, header has {self.width}", email)
+            return None
+        values = [cell.strip() for cell in record[: self.width]]
+        if count < self.width:
+            values.extend([""] * (self.width - count))
+        for index in self.unnamed:
+            if values[index]:
+                column = f"column {index + 1} (no header)"
+                reason = "value in a column without a header name"
+                self._reject(row, column, reason, values[self.email_at])
+                return None
+        return values
+
+    def _control_problem(self, values: list[str]) -> tuple[str, str] | None:
+        """Return (column, reason) for the first forbidden control character, if any."""
+        for index, name in self.named:
+            value = values[index]
+            if name in HEADER_COLUMNS:
+                found = _CONTROL.search(value)
+            else:
+                found = _TEXT_CONTROL.search(value)
+            if found is None:
+                continue
+            char = found.group()
+            if char in _LINE_BREAKS:
+                return name, f"line break in {name}"
+            label = _CONTROL_NAMES.get(ord(char), f"U+{ord(char):04X}")
+            return name, f"control character ({label}) in {name}"
+        return None
+
+    def _choose(self, value: str) -> Choice:
+        """Ask the catalog which template set a Status value picks (cached per value)."""
+        choice = self._choices.get(value)
+        if choice is None:
+            choice = self.catalog.choose(value)
+            if len(self._choices) < 10_000:
+                self._choices[value] = choice
+        return choice
+
+    def _unknown(self, choice: Choice, values: list[str]) -> str:
+        """Word the reason for a Status value that picks no template."""
+        if choice.reason:
+            return choice.reason
+        value = values[self.choice_at] if self.choice_at is not None else ""
+        column = self.catalog.column
+        return f"{column} is empty" if not value else f"unknown {column} value {value!r}"
+
+    def _template_needs(self, template: str) -> tuple[list[tuple[str, int]], bool]:
+        """Return the columns a template set uses (with positions) and if it needs a file."""
+        needs = self._needs.get(template)
+        if needs is None:
+            used = self.catalog.variables(template)
+            columns = [(name, index) for index, name in self.named if name in used]
+            needs = (columns, self.catalog.needs_attachment(template))
+            self._needs[template] = needs
+        return needs
+
+    def _attachment(self, row: int, values: list[str], email: str) -> str | None:
+        """Return the resolved attachment name, or None after rejecting the row."""
+        index = self.index.get("Attachment_File")
+        raw = values[index] if index is not None else ""
+        found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
+        if found.problem:
+            self._reject(row, "Attachment_File", found.problem, email)
+            return None
+        return found.name
+
+    def _extra_recipients(
+        self, row: int, values: list[str], address: Address, email: str
+    ) -> tuple[list[str], list[str], str | None] | None:
+        """Return (cc, bcc, reply_to) checked, or None after rejecting the row."""
+        lists: dict[str, list[str]] = {}
+        for column in ("Cc", "Bcc", "Reply_To"):
+            index = self.index.get(column)
+            cells = _LIST_SPLIT.split(values[index]) if index is not None else []
+            lists[column] = []
+            for cell in cells:
+                if not cell.strip():
+                    continue
+                parsed = parse_address(cell, check_deliverability=self.rules.check_deliverability)
+                if parsed.problem:
+                    self._reject(row, column, f"{column}: {parsed.problem}", email)
+                    return None
+                lists[column].append(parsed.email)
+        if len(lists["Reply_To"]) > 1:
+            self._reject(row, "Reply_To", "Reply_To holds more than one address", email)
+            return None
+        total = 1 + len(lists["Cc"]) + len(lists["Bcc"])
+        if total > MAX_RECIPIENTS:
+            reason = f"{total} recipients (Email, Cc, Bcc); SES allows {MAX_RECIPIENTS}"
+            self._reject(row, "Cc", reason, email)
+            return None
+        reply_to = lists["Reply_To"][0] if lists["Reply_To"] else None
+        return lists["Cc"], lists["Bcc"], reply_to
+
+    def _reject(self, row: int, column: str, reason: str, email: str) -> None:
+        """File a rejected row with a reason a person can act on."""
+        self.report.rejected.append(
+            {"row": row, "column": column, "reason": reason, "email": mask(email)}
+        )
+
+
+class _SeenTable:
+    """Open-addressing hash table of 64-bit keys -> (first row, content check), in two arrays.
+
+    About 32 bytes per distinct recipient, far below a dict of Python ints.
+    """
+
+    def __init__(self) -> None:
+        self._keys = array("q", bytes(8 * 1024))
+        self._values = array("q", bytes(8 * 1024))
+        self._mask = 1023
+        self._count = 0
+
+    def add(self, key: int, row: int, content: int) -> tuple[int, bool] | None:
+        """Insert key; return None if new, else (first row, whether the content is the same)."""
+        key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
+        packed = (row << 24) | (content & 0xFF_FFFF)
+        keys = self._keys
+        slot = key & self._mask
+        while True:
+            found = keys[slot]
+            if found == 0:
+                break
+            if found == key:
+                first = self._values[slot]
+                return first >> 24, (first & 0xFF_FFFF) == (content & 0xFF_FFFF)
+            slot = (slot + 1) & self._mask
+        keys[slot] = key
+        self._values[slot] = packed
+        self._count += 1
+        if self._count * 2 > self._mask:
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        """Double the table and re-insert every key."""
+        old_keys, old_values = self._keys, self._values
+        size = (self._mask + 1) * 2
+        self._keys = array("q", bytes(8 * size))
+        self._values = array("q", bytes(8 * size))
+        self._mask = size - 1
+        for key, value in zip(old_keys, old_values, strict=True):
+            if key:
+                slot = key & self._mask
+                while self._keys[slot]:
+                    slot = (slot + 1) & self._mask
+                self._keys[slot] = key
+                self._values[slot] = value
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that yields the already-read sample, then the rest of the upload."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_sample(stream: BinaryIO) -> bytes:
+    """Read up to SAMPLE_BYTES from the start (streams may return short reads)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < SAMPLE_BYTES:
+        chunk = stream.read(SAMPLE_BYTES - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _decode_head(sample: bytes, codec: str) -> str:
+    """Decode the sample for sniffing, tolerating a character cut at its end."""
+    return codecs.getincrementaldecoder(codec)(errors="replace").decode(sample, final=False)
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """Return utf-16-le/-be when the bytes look like ASCII text in UTF-16 without a BOM."""
+    probe = sample[:4096]
+    half = len(probe) // 2
+    if half < 8:
+        return None
+    even_nul = probe[0::2].count(0) / half
+    odd_nul = probe[1::2].count(0) / half
+    if odd_nul > 0.4 and even_nul < 0.05:
+        return "utf-16-le"
+    if even_nul > 0.4 and odd_nul < 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number of the record's first line, fields); wrap decode and CSV errors."""
+    line = 0
+    try:
+        for record in reader:
+            yield line + 1, record
+            line = reader.line_num
+    except UnicodeDecodeError as error:
+        raise InputFileError(
+            f"{source}: cannot decode line {reader.line_num + 1} as {encoding}: {error.reason}; "
+            "export the file as CSV UTF-8"
+        ) from error
+    except csv.Error as error:
+        raise InputFileError(
+            f"{source}: unreadable CSV at line {reader.line_num}: {error} "
+            "(often a quote that is never closed)"
+        ) from error

@@ -1,0 +1,65 @@
+"""The rejects report: one CSV line per row that will not be sent, safe to open in a spreadsheet.
+
+Spreadsheets run a cell that begins with =, +, -, @ (and, in some, TAB or CR) as a formula, so
+such cells get a leading apostrophe (the OWASP "CSV injection" advice). Addresses are masked.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterable, Mapping
+from typing import Any, BinaryIO
+
+COLUMNS = ("row", "outcome", "column", "reason", "email")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: object) -> str:
+    """Return ``cell`` as text that a spreadsheet shows as text and never runs as a formula."""
+    text = "" if cell is None else str(cell)
+    if text.startswith(_FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def report_lines(report: Any) -> list[dict[str, Any]]:
+    """Gather rejected, duplicate and skipped rows of an IntakeReport, in row order."""
+    lines: list[dict[str, Any]] = []
+    for item in report.rejected:
+        lines.append({"outcome": "rejected", **item})
+    for item in report.duplicates:
+        conflict = " with different values" if item.get("conflicting") else ""
+        reason = f"duplicate of row {item['first_row']}{conflict}; not sent again"
+        lines.append(
+            {
+                "row": item["row"],
+                "outcome": "duplicate",
+                "column": "Email",
+                "reason": reason,
+                "email": item.get("email", ""),
+            }
+        )
+    for item in report.skipped:
+        lines.append({"outcome": "skipped", "column": "", "email": "", **item})
+    lines.sort(key=lambda line: line["row"])
+    return lines
+
+
+def write_rejects(report: Any, out: BinaryIO) -> int:
+    """Write the report's rejected, duplicate and skipped rows to ``out``; return the count."""
+    return write_lines(report_lines(report), out)
+
+
+def write_lines(lines: Iterable[Mapping[str, Any]], out: BinaryIO) -> int:
+    """Write the lines as UTF-8 CSV (with a BOM, so Excel reads it as UTF-8); return the count."""
+    text = codecs.getwriter("utf-8")(out)
+    out.write(codecs.BOM_UTF8)
+    writer = csv.writer(text, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for line in lines:
+        writer.writerow([neutralise(line.get(column, "")) for column in COLUMNS])
+        count += 1
+    text.flush()
+    return count
