@@ -1,0 +1,250 @@
+"""MIME building: mixed(alternative(text, html), attachment), with headers every client reads.
+
+The tree is ``multipart/mixed`` -> [``multipart/alternative`` -> [text/plain, text/html],
+the attachment]; without an attachment the alternative part is the top; without HTML the
+text part stands alone. Text and HTML go quoted-printable (7-bit, lines under 1,000
+characters). Every header is 7-bit ASCII: non-ASCII display names and subjects as RFC 2047
+encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA (Punycode).
+
+Display names are quoted unless they are only ASCII letters, digits and spaces: RFC 5322
+allows some specials bare (an apostrophe), but some receivers (Yahoo) refuse them.
+CSV values cannot add headers: CR, LF and other control characters are removed from every
+value that goes into a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email import utils as email_utils
+from email.headerregistry import Address, HeaderRegistry, UniqueAddressHeader
+from email.message import EmailMessage
+from typing import Any
+
+import idna
+
+from mailmatrix.core.templates import Rendered
+from mailmatrix.errors import PermanentSendError
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_BARE_PHRASE = re.compile(r"^[A-Za-z0-9 ]+$")
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+_ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "sender")
+# An encoded-word is at most 75 characters (RFC 2047 section 2); 45 bytes of UTF-8 make
+# 60 characters of base64, plus "=?utf-8?b?" and "?=".
+_EW_BYTES = 45
+_MAX_LINE = 78
+
+
+class _QuotingAddressHeader(UniqueAddressHeader):
+    """An address header that writes display names our way (see the module docstring)."""
+
+    def fold(self, *, policy: Any) -> str:
+        """Render ``Name: addr, addr`` folded between words, ending in the policy's linesep."""
+        tokens: list[str] = []
+        for group in self.groups:
+            for index, address in enumerate(group.addresses):
+                words = format_address(address).split(" ")
+                if index < len(group.addresses) - 1 or group is not self.groups[-1]:
+                    words[-1] += ","
+                tokens.extend(words)
+        return _fold_tokens(f"{self.name}:", tokens, policy.linesep)
+
+
+def _policy() -> email_policy.EmailPolicy:
+    registry = HeaderRegistry()
+    for name in _ADDRESS_HEADERS:
+        registry.map_to_type(name, _QuotingAddressHeader)
+    return email_policy.SMTP.clone(header_factory=registry, max_line_length=_MAX_LINE)
+
+
+POLICY = _policy()
+
+
+def build_message(
+    *,
+    sender: str,
+    to_name: str | None,
+    to_email: str,
+    rendered: Rendered,
+    attachment: tuple[str, bytes] | None = None,
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    unsubscribe: str | Sequence[str] | None = None,
+    message_id_domain: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """Build one recipient's message; ``bcc`` goes to the envelope only (see destinations)."""
+    sender_address = parse_address(sender, where="sender")
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = sender_address
+    msg["To"] = make_address(to_name, to_email, where="to")
+    if cc:
+        msg["Cc"] = [parse_address(a, where="cc") for a in cc]
+    if reply_to:
+        msg["Reply-To"] = parse_address(reply_to, where="reply-to")
+    msg["Subject"] = _header_text(rendered.subject)
+    msg["Date"] = email_utils.format_datetime(date or datetime.now(UTC))
+    domain = message_id_domain or sender_address.domain
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, where='message id')}>"
+    for name, value in _unsubscribe_headers(unsubscribe).items():
+        msg[name] = value
+    for name, value in (headers or {}).items():
+        if not _HEADER_NAME.match(name):
+            raise PermanentSendError(f"message: header name {name!r}: not a valid field name")
+        msg[name] = _header_text(value)
+
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    if rendered.html is not None:
+        msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    if attachment is not None:
+        filename, data = attachment
+        maintype, subtype = content_type_of(filename).split("/", 1)
+        msg.add_attachment(
+            data, maintype=maintype, subtype=subtype, filename=_header_text(filename)
+        )
+    for part in msg.walk():
+        if part is not msg:
+            del part["MIME-Version"]  # only the top needs it; add_* copies it into parts
+    bcc_list = [parse_address(a, where="bcc").addr_spec for a in bcc]
+    msg.mailmatrix_bcc = bcc_list  # type: ignore[attr-defined]
+    return msg
+
+
+def message_bytes(msg: EmailMessage) -> bytes:
+    """Serialise ``msg`` as sent: CRLF line ends, 7-bit headers."""
+    return msg.as_bytes(policy=POLICY)
+
+
+def destinations(msg: EmailMessage) -> list[str]:
+    """Every envelope recipient of ``msg``: To, Cc and the Bcc given to build_message."""
+    found: list[str] = []
+    for name in ("To", "Cc"):
+        header = msg[name]
+        if header is not None:
+            found.extend(a.addr_spec for a in header.addresses)
+    found.extend(getattr(msg, "mailmatrix_bcc", []))
+    seen: set[str] = set()
+    unique = []
+    for address in found:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
+
+
+def content_type_of(filename: str) -> str:
+    """The MIME type for an attachment name (application/octet-stream when unknown)."""
+    kind, encoding = mimetypes.guess_type(filename, strict=False)
+    return kind if kind and not encoding else "application/octet-stream"
+
+
+def make_address(name: str | None, email: str, *, where: str) -> Address:
+    """An Address from a display name and an address, with the domain in IDNA form."""
+    email = _header_text(email).strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or not domain:
+        raise PermanentSendError(f"message: {where}: not an email address: {email!r}")
+    if not local.isascii():
+        raise PermanentSendError(
+            f"message: {where}: {email!r}: non-ASCII local part (SES and most SMTP servers "
+            f"without SMTPUTF8 cannot deliver it)"
+        )
+    display = " ".join(_header_text(name or "").split())
+    try:
+        return Address(display_name=display, username=local, domain=_ascii_domain(domain, where))
+    except (ValueError, IndexError) as exc:
+        raise PermanentSendError(f"message: {where}: {email!r}: {exc}") from exc
+
+
+def parse_address(text: str, *, where: str) -> Address:
+    """Parse ``Name <addr>`` or a bare address; the name may hold commas and quotes."""
+    text = " ".join(_header_text(text).split())
+    if text.endswith(">") and "<" in text:
+        name, _, email = text[:-1].rpartition("<")
+        name = name.strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = re.sub(r"\\(.)", r"\1", name[1:-1])
+        return make_address(name, email, where=where)
+    return make_address(None, text, where=where)
+
+
+def format_address(address: Address) -> str:
+    """``addr``, ``Name <addr>``, ``"Quoted, Name" <addr>`` or ``=?utf-8?b?...?= <addr>``."""
+    spec = address.addr_spec
+    name = address.display_name
+    if not name:
+        return spec
+    return f"{_phrase(name)} <{spec}>"
+
+
+def _phrase(name: str) -> str:
+    if not name.isascii():
+        return " ".join(_encoded_words(name))
+    if _BARE_PHRASE.match(name):
+        return name
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _encoded_words(text: str) -> list[str]:
+    """RFC 2047 base64 encoded-words, split between characters, each at most 75 long."""
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(chunk) + len(data) > _EW_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += data
+    words.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words if w]
+
+
+def _fold_tokens(head: str, tokens: Iterable[str], linesep: str) -> str:
+    lines = [head]
+    for token in tokens:
+        if len(lines[-1]) + 1 + len(token) > _MAX_LINE and lines[-1] != head:
+            lines.append("")
+        lines[-1] += " " + token
+    return linesep.join(lines) + linesep
+
+
+def _ascii_domain(domain: str, where: str) -> str:
+    domain = domain.strip().rstrip(".")
+    if domain.isascii():
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise PermanentSendError(f"message: {where}: domain {domain!r}: {exc}") from exc
+
+
+def _header_text(value: str) -> str:
+    """Replace CR, LF and other control characters so a value can never start a new header."""
+    return _CONTROL.sub(" ", value)
+
+
+def _unsubscribe_headers(unsubscribe: str | Sequence[str] | None) -> dict[str, str]:
+    """List-Unsubscribe, plus List-Unsubscribe-Post when an https URL allows one click."""
+    if not unsubscribe:
+        return {}
+    targets = [unsubscribe] if isinstance(unsubscribe, str) else list(unsubscribe)
+    targets = [_header_text(t).strip() for t in targets if t and t.strip()]
+    for target in targets:
+        if not target.startswith(("mailto:", "https:")) or not target.isascii():
+            raise PermanentSendError(
+                f"message: unsubscribe: {target!r}: must be an ASCII mailto: or https: URI"
+            )
+    result = {"List-Unsubscribe": ", ".join(f"<{t}>" for t in targets)}
+    # RFC 8058: one-click unsubscribe needs an https URI and this exact POST body.
+    if any(t.startswith("https:") for t in targets):
+        result["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return result

@@ -1,0 +1,534 @@
+"""The template catalog: a manifest, template sets, sandboxed Jinja2, variable checks, rendering.
+
+A templates folder holds ``manifest.yaml`` and one folder per template set::
+
+    manifest.yaml           column: Status; sets: {offer: {when: [Offer]}, ...}; skip: {...}
+    layout/base.html        shared layout (header, footer, signature), used with {% extends %}
+    offer/subject.txt       one line
+    offer/body.html         HTML body (autoescaped; CSS inlined after rendering)
+    offer/body.txt          text body (derived from the HTML when absent)
+
+A folder with only ``subject.txt`` and ``body.html`` and/or ``body.txt`` and no manifest is a
+catalog with one set, ``default``, used for every row.
+
+Recipient data is data: CSV values reach the templates only as context values, never as
+template source, in a sandboxed environment with ``StrictUndefined``. HTML templates autoescape;
+subject and text templates do not (an apostrophe stays an apostrophe in the Subject).
+A CSV cell that is empty and printed as it is (``{{ Name }}``) fails the row instead of
+producing "Dear ,"; templates guard optional columns with ``{% if Name %}`` or
+``{{ Name or "colleague" }}``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+import css_inline
+import jinja2
+import yaml
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from mailmatrix.errors import TemplateError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.yaml"
+DEFAULT_SET = "default"
+SUBJECT_FILE = "subject.txt"
+HTML_FILE = "body.html"
+TEXT_FILE = "body.txt"
+ATTACHMENT_MODES = ("required", "optional", "none")
+_SET_KEYS = frozenset({"when", "subject", "html", "text", "attachment", "default_attachment"})
+
+# Names every template may use besides the CSV columns: ``row`` is the whole row as a mapping,
+# for columns whose names are not identifiers (``row["Start Date"]``).
+BUILTIN_NAMES = frozenset({"row"})
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One row's rendered subject, HTML body (or None) and text body."""
+
+    subject: str
+    html: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which template set a row's value picks: ``template``, ``skip`` or ``unknown``."""
+
+    kind: str
+    template: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """One template set: its files, the column values that pick it, its attachment rule."""
+
+    name: str
+    subject: str
+    html: str | None
+    text: str | None
+    values: tuple[str, ...] = ()
+    attachment: str = "optional"
+    default_attachment: str | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """The set's own template files, subject first."""
+        return [p for p in (self.subject, self.text, self.html) if p]
+
+
+class EmptyField(str):
+    """An empty CSV cell: falsy like "", but refused when printed as it is."""
+
+    column: str
+
+    def __new__(cls, column: str) -> EmptyField:
+        """Make the empty value of ``column``."""
+        value = super().__new__(cls, "")
+        value.column = column
+        return value
+
+
+class _EmptyFieldPrinted(Exception):
+    def __init__(self, column: str) -> None:
+        super().__init__(column)
+        self.column = column
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, EmptyField):
+        raise _EmptyFieldPrinted(value.column)
+    return value
+
+
+@dataclass
+class Catalog:
+    """The template sets of a campaign, compiled lazily in one sandboxed environment."""
+
+    sets: dict[str, TemplateSet]
+    column: str | None = None
+    sender: str | None = None
+    skip: dict[str, str] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._env = SandboxedEnvironment(
+            loader=jinja2.DictLoader(self.sources),
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html", "htm"), default_for_string=False, default=False
+            ),
+            undefined=jinja2.StrictUndefined,
+            finalize=_finalize,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self._by_value: dict[str, str] = {}
+        for tset in self.sets.values():
+            for value in tset.values:
+                self._by_value[_fold(value)] = tset.name
+        self._skip = {_fold(value): reason for value, reason in self.skip.items()}
+
+    @property
+    def names(self) -> list[str]:
+        """The template set names, in manifest order."""
+        return list(self.sets)
+
+    def choose(self, value: str | None) -> Choice:
+        """Pick the template set for a row's value of ``column`` (compared case-insensitively)."""
+        if self.column is None:
+            return Choice("template", template=next(iter(self.sets)))
+
+        key = _fold(value or "")
+        if key in self._skip:
+            return Choice("skip", reason=self._skip[key])
+        if key in self._by_value:
+            return Choice("template", template=self._by_value[key])
+        known = [v for s in self.sets.values() for v in s.values] + list(self.skip)
+        shown = (value or "").strip()
+        what = f"unknown {self.column} value {shown!r}" if shown else f"{self.column} is empty"
+        return Choice("unknown", reason=f"{what} (expected one of: {', '.join(known)})")
+
+    def needs_attachment(self, template: str) -> bool:
+        """Whether every row of ``template`` must name its own attachment."""
+        return self._set(template).attachment == "required"
+
+    def attachment_mode(self, template: str) -> str:
+        """``required``, ``optional`` (attach when the row names a file) or ``none``."""
+        return self._set(template).attachment
+
+    def default_attachment(self, template: str) -> str | None:
+        """The file attached when a row of ``template`` names none (or None)."""
+        return self._set(template).default_attachment
+
+    def variables(self, template: str) -> set[str]:
+        """Every CSV column the set's templates (and their layouts) use."""
+        used: set[str] = set()
+        for names in self._variables_by_file(self._set(template)).values():
+            used |= names
+        return used
+
+    def required_columns(self, template: str) -> set[str]:
+        """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
+
+        A row whose value is empty in one of them cannot be rendered: validation rejects it.
+        """
+        required: set[str] = set()
+        for path in self._variables_by_file(self._set(template)):
+            ast = self._env.parse(self.sources[path], name=path)
+            required |= _printed_names(ast, frozenset())
+        return required - BUILTIN_NAMES - set(self.context)
+
+    def check_columns(self, columns: Iterable[str]) -> list[str]:
+        """Compile every template; return one message per problem (empty: all good)."""
+        columns = list(columns)
+        available = set(columns)
+        problems: list[str] = []
+        if self.column is not None and self.column not in available:
+            problems.append(
+                f"{MANIFEST}: column {self.column!r} picks the template set but is not a CSV "
+                f"column (available: {', '.join(columns)})"
+            )
+
+        unknown: dict[str, list[str]] = {}
+        for tset in self.sets.values():
+            try:
+                by_file = self._variables_by_file(tset)
+            except TemplateError as exc:
+                if exc.message not in problems:
+                    problems.append(exc.message)
+                continue
+            for path, names in by_file.items():
+                missing = sorted(names - available)
+                if missing and path not in unknown:
+                    unknown[path] = missing
+        if unknown:
+            listed = "; ".join(f"{path}: {', '.join(names)}" for path, names in unknown.items())
+            hints = _suggestions({n for names in unknown.values() for n in names}, columns)
+            problems.append(f"{listed} — not CSV columns (available: {', '.join(columns)}){hints}")
+        return problems
+
+    def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
+        """Render the set ``template`` for one row; raise TemplateError naming what failed."""
+        tset = self._set(template)
+        context = self._context(fields)
+
+        subject = _one_line(self._render_file(tset.subject, context))
+        html = self._render_file(tset.html, context) if tset.html else None
+        if html is not None:
+            html = _inline_css(html, tset.html or "")
+        if tset.text:
+            text = _clean_text(self._render_file(tset.text, context))
+        else:
+            text = html_to_text(html or "")
+        if not subject:
+            raise TemplateError(f"{tset.subject}: render: the subject is empty")
+        return Rendered(subject=subject, html=html, text=text)
+
+    def _set(self, template: str) -> TemplateSet:
+        try:
+            return self.sets[template]
+        except KeyError:
+            raise TemplateError(
+                f"templates: unknown template set {template!r} (known: {', '.join(self.sets)})"
+            ) from None
+
+    def _context(self, fields: Mapping[str, str]) -> dict[str, Any]:
+        row = {k: (EmptyField(k) if v is None or v == "" else v) for k, v in fields.items()}
+        return {**self.context, **row, "row": row}
+
+    def _render_file(self, path: str, context: dict[str, Any]) -> str:
+        try:
+            return self._env.get_template(path).render(context)
+        except _EmptyFieldPrinted as exc:
+            raise TemplateError(
+                f"{path}: render: {exc.column} is empty in this row but the template prints it"
+            ) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"{path}: render: {exc.message}") from exc
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(f"{path}: render: refused by the sandbox: {exc}") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(_syntax_message(exc, path)) from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{path}: render: {exc}") from exc
+
+    def _variables_by_file(self, tset: TemplateSet) -> dict[str, set[str]]:
+        """Map each file the set uses (its own and every layout it pulls in) to its names."""
+        found: dict[str, set[str]] = {}
+        pending = list(tset.files)
+        while pending:
+            path = pending.pop(0)
+            if path in found:
+                continue
+            if path not in self.sources:
+                raise TemplateError(f"{tset.name}: template {path!r} does not exist")
+            try:
+                ast = self._env.parse(self.sources[path], name=path)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(_syntax_message(exc, path)) from exc
+            names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES - set(self.context)
+            found[path] = names
+            for ref in meta.find_referenced_templates(ast):
+                if ref is None:
+                    log.debug("template %s refers to a template by a computed name", path)
+                else:
+                    pending.append(ref)
+        return found
+
+
+def load_catalog(files: Mapping[str, str]) -> Catalog:
+    """Build the catalog from ``files``: path relative to the templates root -> text."""
+    sources = {_normalise_path(p): text for p, text in files.items()}
+    templates = {p: t for p, t in sources.items() if p.endswith((".html", ".htm", ".txt"))}
+    if MANIFEST not in sources:
+        return _single_set(templates)
+
+    try:
+        manifest = yaml.safe_load(sources[MANIFEST]) or {}
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
+    unknown_keys = set(manifest) - {"column", "sender", "sets", "skip", "context"}
+    if unknown_keys:
+        raise TemplateError(f"{MANIFEST}: unknown keys: {', '.join(sorted(unknown_keys))}")
+
+    raw_sets = manifest.get("sets") or {}
+    if not isinstance(raw_sets, dict) or not raw_sets:
+        raise TemplateError(f"{MANIFEST}: 'sets' must map set names to their settings")
+    sets = {name: _template_set(str(name), spec, templates) for name, spec in raw_sets.items()}
+    column = manifest.get("column", "Status")
+    if column is not None:
+        column = str(column)
+    skip = manifest.get("skip") or {}
+    if not isinstance(skip, dict):
+        raise TemplateError(f"{MANIFEST}: 'skip' must map a column value to a reason")
+    context = manifest.get("context") or {}
+    if not isinstance(context, dict):
+        raise TemplateError(f"{MANIFEST}: 'context' must map names to constant values")
+    _check_values(sets, {str(k): str(v) for k, v in skip.items()}, column)
+
+    sender = manifest.get("sender")
+    return Catalog(
+        sets=sets,
+        column=column,
+        sender=str(sender) if sender else None,
+        skip={str(k): str(v) for k, v in skip.items()},
+        context={str(k): v for k, v in context.items()},
+        sources=templates,
+    )
+
+
+def _single_set(templates: dict[str, str]) -> Catalog:
+    html = HTML_FILE if HTML_FILE in templates else None
+    text = TEXT_FILE if TEXT_FILE in templates else None
+    if SUBJECT_FILE not in templates or not (html or text):
+        raise TemplateError(
+            f"templates: no {MANIFEST}, and no {SUBJECT_FILE} with {HTML_FILE} and/or "
+            f"{TEXT_FILE} at the top (found: {', '.join(sorted(templates)) or 'nothing'})"
+        )
+    tset = TemplateSet(name=DEFAULT_SET, subject=SUBJECT_FILE, html=html, text=text)
+    return Catalog(sets={DEFAULT_SET: tset}, column=None, sources=templates)
+
+
+def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSet:
+    where = f"{MANIFEST}: set {name!r}"
+    if not isinstance(spec, dict):
+        raise TemplateError(f"{where}: must be a mapping with at least 'when'")
+    unknown_keys = set(spec) - {
+        "when",
+        "subject",
+        "html",
+        "text",
+        "attachment",
+        "default_attachment",
+    }
+    if unknown_keys:
+        raise TemplateError(f"{where}: unknown keys: {', '.join(sorted(unknown_keys))}")
+
+    values = spec.get("when", [])
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, list):
+        raise TemplateError(f"{where}: 'when' must be a value or a list of values")
+
+    def file(key: str, default: str) -> str | None:
+        path = _normalise_path(str(spec.get(key) or posixpath.join(name, default)))
+        if spec.get(key) and path not in templates:
+            raise TemplateError(f"{where}: {key} file {path!r} does not exist")
+        return path if path in templates else None
+
+    subject, html, text = (
+        file("subject", SUBJECT_FILE),
+        file("html", HTML_FILE),
+        file("text", TEXT_FILE),
+    )
+    if subject is None:
+        raise TemplateError(f"{where}: no subject template ({name}/{SUBJECT_FILE})")
+    if html is None and text is None:
+        raise TemplateError(f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})")
+    attachment = str(spec.get("attachment", "optional"))
+    if attachment not in ATTACHMENT_MODES:
+        raise TemplateError(f"{where}: attachment must be one of {', '.join(ATTACHMENT_MODES)}")
+    default_attachment = spec.get("default_attachment")
+    return TemplateSet(
+        name=name,
+        subject=subject,
+        html=html,
+        text=text,
+        values=tuple(str(v) for v in values),
+        attachment=attachment,
+        default_attachment=str(default_attachment) if default_attachment else None,
+    )
+
+
+def _check_values(sets: dict[str, TemplateSet], skip: dict[str, str], column: str | None) -> None:
+    seen: dict[str, str] = {}
+    for tset in sets.values():
+        if column is not None and not tset.values:
+            raise TemplateError(f"{MANIFEST}: set {tset.name!r}: 'when' lists no {column} value")
+        for value in tset.values:
+            key = _fold(value)
+            if key in seen:
+                raise TemplateError(
+                    f"{MANIFEST}: {column} value {value!r} picks both {seen[key]!r} "
+                    f"and {tset.name!r}"
+                )
+            seen[key] = tset.name
+    for value in skip:
+        if _fold(value) in seen:
+            raise TemplateError(
+                f"{MANIFEST}: {column} value {value!r} is both skipped and picks "
+                f"{seen[_fold(value)]!r}"
+            )
+    if column is None and len(sets) != 1:
+        raise TemplateError(f"{MANIFEST}: 'column' is null, so exactly one set is allowed")
+
+
+def _printed_names(node: nodes.Node, guarded: frozenset[str]) -> set[str]:
+    """Names printed by ``{{ name }}`` (or ``{{ name|filter }}``) outside an ``if`` on them."""
+    found: set[str] = set()
+    if isinstance(node, nodes.If):
+        tested = [node.test, *node.test.find_all(nodes.Name)]
+        guarded = guarded | {n.name for n in tested if isinstance(n, nodes.Name)}
+    if isinstance(node, nodes.Output):
+        for expr in node.nodes:
+            inner = expr
+            while isinstance(inner, nodes.Filter) and inner.node is not None:
+                inner = inner.node
+            if isinstance(inner, nodes.Name) and inner.name not in guarded:
+                found.add(inner.name)
+    for child in node.iter_child_nodes():
+        found |= _printed_names(child, guarded)
+    return found
+
+
+def _fold(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _normalise_path(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/")).lstrip("/")
+
+
+def _syntax_message(exc: jinja2.TemplateSyntaxError, path: str) -> str:
+    return f"{path}: line {exc.lineno}: template syntax error: {exc.message}"
+
+
+def _suggestions(unknown: set[str], columns: list[str]) -> str:
+    hints = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name} -> {close[0]}?")
+    return f" (did you mean: {'; '.join(hints)})" if hints else ""
+
+
+def _one_line(text: str) -> str:
+    """Collapse all whitespace (CR and LF included) so a subject is always one line."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _clean_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    return text.strip("\n") + "\n"
+
+
+def _inline_css(html: str, path: str) -> str:
+    """Move <style> rules into style attributes (many mail clients drop <style> blocks)."""
+    if "<style" not in html.lower():
+        return html
+    try:
+        inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+        return inliner.inline(html)
+    except ValueError as exc:
+        raise TemplateError(f"{path}: render: CSS could not be inlined: {exc}") from exc
+
+
+_BLOCKS = frozenset(
+    {"p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table", "ul", "ol"}
+    | {"blockquote", "section", "header", "footer", "hr"}
+)
+
+
+class _TextExtractor(HTMLParser):
+    """Turns an HTML body into readable plain text (block elements become line breaks)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip_depth = 0
+        self._links: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self._skip_depth += 1
+        elif tag in _BLOCKS:
+            self.parts.append("\n\n" if tag in ("p", "h1", "h2", "h3", "table", "hr") else "\n")
+            if tag == "li":
+                self.parts.append("- ")
+        elif tag == "a":
+            self._links.append(dict(attrs).get("href"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("style", "script", "head", "title"):
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCKS:
+            self.parts.append("\n")
+        elif tag == "a" and self._links:
+            href = self._links.pop()
+            if href and href.startswith(("http:", "https:", "mailto:")):
+                self.parts.append(f" ({href.removeprefix('mailto:')})")
+        elif tag in ("td", "th"):
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip_depth:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Derive the text part from an HTML body."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    return text + "\n" if text else ""
