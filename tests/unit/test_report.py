@@ -1,0 +1,108 @@
+"""The summary folds the Map Run's child records into counts, per template, and a report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from mailmatrix.core.report import summarize_results
+
+CAMPAIGN = {
+    "id": "c-1",
+    "source": {"bucket": "b", "key": "incoming/offers.csv"},
+    "rejects_key": "reports/c-1/rejects.csv",
+}
+VALIDATION = {"rows": 6, "valid": 5, "rejected": 1, "duplicates": 0, "excluded": 0}
+
+
+def _item(row, template):
+    return {"row": row, "email": f"u{row}@example.com", "name": f"U {row}", "template": template}
+
+
+def _child(status, items, output=None, error=None, cause=None):
+    record = {"Status": status, "Input": json.dumps({"BatchInput": {}, "Items": items})}
+    if output is not None:
+        record["Output"] = json.dumps(output)
+    if error:
+        record["Error"], record["Cause"] = error, cause
+    return record
+
+
+def test_counts_per_outcome_and_template():
+    # GIVEN one succeeded batch with a sent, a skipped and a failed row, and one failed batch
+    ok = _child(
+        "SUCCEEDED",
+        [_item(2, "offer"), _item(3, "rejection"), _item(4, "offer")],
+        output={
+            "rows": [
+                {"row": 2, "status": "sent", "message_id": "m2"},
+                {"row": 3, "status": "skipped"},
+                {"row": 4, "status": "failed", "code": "MessageRejected", "reason": "nope"},
+            ]
+        },
+    )
+    broken = _child(
+        "FAILED", [_item(5, "offer"), _item(6, "rejection")], error="Throttled", cause="slow"
+    )
+
+    # WHEN summarized
+    summary = summarize_results(CAMPAIGN, VALIDATION, [ok, broken])
+
+    # THEN
+    assert summary.counts == {
+        "rows": 6,
+        "valid": 5,
+        "rejected": 1,
+        "duplicates": 0,
+        "excluded": 0,
+        "sent": 1,
+        "skipped": 1,
+        "failed": 3,
+        "unsent": 0,
+    }
+    assert summary.per_template == {
+        "offer": {"sent": 1, "failed": 2},
+        "rejection": {"skipped": 1, "failed": 1},
+    }
+    assert summary.outcome == "completed_with_failures"
+    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode())))
+    assert [r["row"] for r in report] == ["2", "3", "4", "5", "6"]
+    assert report[0]["message_id"] == "m2" and report[0]["email"] == "u2@example.com"
+    assert report[3]["code"] == "Throttled" and "slow" in report[3]["reason"]
+
+
+def test_subject_is_short_ascii():
+    campaign = {**CAMPAIGN, "source": {"bucket": "b", "key": "incoming/Zusagen-Ü" + "x" * 120}}
+    summary = summarize_results(campaign, VALIDATION, [])
+
+    subject = summary.subject()
+    assert subject.isascii() and len(subject) <= 100
+    assert subject.startswith("MailMatrix Zusagen-?")
+
+
+def test_all_not_verified_points_at_the_sandbox():
+    rows = [_item(r, "offer") for r in (2, 3)]
+    output = {
+        "rows": [
+            {
+                "row": r,
+                "status": "failed",
+                "code": "MessageRejected",
+                "reason": "Email address is not verified.",
+            }
+            for r in (2, 3)
+        ]
+    }
+    summary = summarize_results(CAMPAIGN, VALIDATION, [_child("SUCCEEDED", rows, output)])
+
+    assert "sandbox" in summary.message(execution="e", report_key="k")
+
+
+def test_report_cells_cannot_become_formulas():
+    rows = [{"row": 2, "email": "a@example.com", "name": "=HYPERLINK(1)", "template": "offer"}]
+    output = {"rows": [{"row": 2, "status": "sent"}]}
+    summary = summarize_results(CAMPAIGN, VALIDATION, [_child("SUCCEEDED", rows, output)])
+
+    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode())))
+    assert report[0]["name"] == "'=HYPERLINK(1)"

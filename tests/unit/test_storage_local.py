@@ -1,0 +1,69 @@
+"""The local bucket: keys map to files, mounts are read-only, names match across NFC/NFD."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+import pytest
+
+from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.errors import NotFoundError, StorageError
+
+
+def test_put_get_head_and_list_in_key_order(tmp_path):
+    storage = LocalStorage(tmp_path / "bucket")
+
+    storage.put("reports/b.txt", b"bee")
+    info = storage.put("reports/a.txt", b"ay")
+
+    assert storage.get("reports/a.txt") == b"ay"
+    assert info.etag == hashlib.md5(b"ay").hexdigest()
+    assert storage.head("reports/b.txt").size == 3
+    assert [o.key for o in storage.list("reports/")] == ["reports/a.txt", "reports/b.txt"]
+    assert [o.key for o in storage.list("reports/b")] == ["reports/b.txt"]
+
+
+def test_missing_object_is_not_found(tmp_path):
+    with pytest.raises(NotFoundError, match="no such object: incoming/x.csv"):
+        LocalStorage(tmp_path).get("incoming/x.csv")
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "a\\b", "a\x00b", ""])
+def test_keys_cannot_escape_the_bucket(tmp_path, key):
+    with pytest.raises(StorageError, match="invalid key"):
+        LocalStorage(tmp_path).put(key, b"x")
+
+
+def test_mounts_serve_another_folder_read_only(tmp_path):
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "alice.pdf").write_bytes(b"%PDF-1.4")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
+
+    assert storage.get("attachments/alice.pdf") == b"%PDF-1.4"
+    assert [o.key for o in storage.list("attachments/")] == ["attachments/alice.pdf"]
+    with pytest.raises(StorageError, match="read-only mount"):
+        storage.put("attachments/evil.pdf", b"x")
+
+
+def test_a_file_stored_in_nfd_is_found_by_its_nfc_name(tmp_path):
+    nfc = "Diplom_Zdeňka Šťastná.pdf"
+    (tmp_path / "attachments").mkdir()
+    (tmp_path / "attachments" / unicodedata.normalize("NFD", nfc)).write_bytes(b"pdf")
+
+    assert LocalStorage(tmp_path).get(f"attachments/{nfc}") == b"pdf"
+
+
+def test_put_file_copies_atomically(tmp_path):
+    source = tmp_path / "manifest.jsonl"
+    source.write_text('{"row": 2}\n')
+    storage = LocalStorage(tmp_path / "bucket")
+
+    info = storage.put_file("validated/c/manifest.jsonl", str(source))
+
+    assert storage.get("validated/c/manifest.jsonl") == b'{"row": 2}\n'
+    assert info.size == 11
+    assert not [
+        p for p in (tmp_path / "bucket" / "validated" / "c").iterdir() if p.name.startswith(".tmp")
+    ]
