@@ -44,9 +44,9 @@ def letter(row: dict[str, str], out: Path) -> None:
     font = _font(pdf)
     pdf.add_page()
     pdf.set_font(font, "B", 16)
-    pdf.cell(0, 12, "Northwind Robotics GmbH", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 12, "Acme Corporation", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(font, "", 11)
-    pdf.cell(0, 8, "People & Talent", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 8, "Talent Acquisition", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(8)
     name = _printable(row["Name"], font)
     pdf.multi_cell(0, 7, f"Dear {name}," if name else "Dear candidate,")
@@ -66,7 +66,7 @@ def letter(row: dict[str, str], out: Path) -> None:
         )
     pdf.multi_cell(0, 7, body)
     pdf.ln(10)
-    pdf.multi_cell(0, 7, "Kind regards,\nThe People & Talent team")
+    pdf.multi_cell(0, 7, "Kind regards,\nDana Whitfield, Head of Talent Acquisition")
     pdf.output(str(out))
 
 
