@@ -55,7 +55,9 @@ _ALIASES = {
 # Columns whose values end up in message headers: no line breaks, no control characters.
 HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
 _SQUASH = re.compile(r"[\s_.\-]+")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
+# Bytes the detected encoding cannot decode arrive as lone surrogates (surrogateescape).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = frozenset("\r\n\u2028\u2029\x85\x0b\x0c")
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 27: "ESC", 127: "DEL"}
@@ -173,7 +175,7 @@ def validate_recipients(
     text = io.TextIOWrapper(
         io.BufferedReader(_Prefixed(sample, stream), SAMPLE_BYTES),
         encoding=codec,
-        errors="strict",
+        errors="surrogateescape",
         newline="",
     )
     reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
@@ -400,7 +402,10 @@ class _Intake:
         return values
 
     def _control_problem(self, values: list[str]) -> tuple[str, str] | None:
-        """Return (column, reason) for the first forbidden control character, if any."""
+        """Return (column, reason) for the first forbidden or undecodable character, if any."""
+        for index, name in self.named:
+            if _UNDECODABLE.search(values[index]):
+                return name, f"bytes that are not valid {self.report.encoding} in {name}"
         for index, name in self.named:
             value = values[index]
             if name in HEADER_COLUMNS:

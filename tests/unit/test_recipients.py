@@ -1,0 +1,651 @@
+"""CSV intake: encodings, dialects, headers, whole-file failures and per-row checks."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass, field
+
+import pytest
+
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.recipients import (
+    IntakeReport,
+    IntakeRules,
+    normalise_header,
+    validate_recipients,
+)
+from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.ports import ObjectInfo
+
+
+@dataclass(frozen=True)
+class FakeChoice:
+    """Stands in for the catalog's choice object."""
+
+    kind: str
+    template: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class FakeCatalog:
+    """A small stand-in for mailmatrix.core.templates' catalog (the intake protocol only)."""
+
+    column: str = "Status"
+    templates: dict[str, str] = field(default_factory=lambda: {"active": "offer"})
+    skips: dict[str, str] = field(default_factory=lambda: {"unsubscribed": "unsubscribed"})
+    uses: dict[str, set[str]] = field(default_factory=lambda: {"offer": {"Name"}})
+    attachment: dict[str, bool] = field(default_factory=lambda: {"offer": True})
+    asked: list[str] = field(default_factory=list)
+
+    def choose(self, value: str) -> FakeChoice:
+        self.asked.append(value)
+        key = value.strip().casefold()
+        if key in self.templates:
+            return FakeChoice("template", self.templates[key])
+        if key in self.skips:
+            return FakeChoice("skip", reason=self.skips[key])
+        return FakeChoice("unknown")
+
+    def check_columns(self, columns: list[str]) -> list[str]:
+        return [
+            f"template {name} uses {column}, which the file lacks"
+            for name, used in sorted(self.uses.items())
+            for column in sorted(used)
+            if column not in columns
+        ]
+
+    def variables(self, template: str) -> set[str]:
+        return set(self.uses.get(template, set()))
+
+    def needs_attachment(self, template: str) -> bool:
+        return self.attachment.get(template, False)
+
+
+FILES = ("alice.pdf", "bob.pdf", "carol.pdf", "dave.pdf", "erin.pdf", "frank.pdf")
+
+
+def index_of(*names: str, sizes: dict[str, int] | None = None) -> AttachmentIndex:
+    """An attachment index holding ``names`` (100 bytes each unless ``sizes`` says otherwise)."""
+    sizes = sizes or {}
+    listing = [ObjectInfo(f"attachments/{n}", sizes.get(n, 100)) for n in names or FILES]
+    return AttachmentIndex.from_listing(listing, prefix="attachments/")
+
+
+def run(
+    data: bytes | str,
+    *,
+    catalog: FakeCatalog | None = None,
+    index: AttachmentIndex | None = None,
+    rules: IntakeRules | None = None,
+) -> tuple[IntakeReport, list[dict]]:
+    """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows."""
+    raw = data.encode() if isinstance(data, str) else data
+    rows: list[dict] = []
+    report = validate_recipients(
+        io.BytesIO(raw),
+        source="incoming/test.csv",
+        catalog=catalog or FakeCatalog(),
+        attachments=index or index_of(),
+        rules=rules or IntakeRules(),
+        emit=rows.append,
+    )
+    return report, rows
+
+
+HEADER = "Email,Name,Status,Attachment_File\r\n"
+ALICE = "alice@example.com,Alice Example,active,alice.pdf\r\n"
+BOB = "bob@example.com,Bob Example,active,bob.pdf\r\n"
+
+
+def emails(rows: list[dict]) -> list[str]:
+    return [row["email"] for row in rows]
+
+
+def reasons(report: IntakeReport) -> list[tuple[int, str, str]]:
+    return [(item["row"], item["column"], item["reason"]) for item in report.rejected]
+
+
+# --- a valid row, whole ------------------------------------------------------------------
+
+
+def test_valid_row_is_emitted_whole():
+    # GIVEN a file with an extra column and a Cc
+    text = "Email,Name,Status,Attachment_File,Amount,Cc\r\n"
+    text += (
+        "anna@Bücher.example,Anna Example,Active,alice.pdf,12,ops@example.com; hr@example.com\r\n"
+    )
+
+    # WHEN it is validated
+    report, rows = run(text)
+
+    # THEN the row crosses with the agreed shape
+    assert rows == [
+        {
+            "row": 2,
+            "email": "anna@xn--bcher-kva.example",
+            "name": "Anna Example",
+            "template": "offer",
+            "attachment": "alice.pdf",
+            "fields": {
+                "Email": "anna@Bücher.example",
+                "Name": "Anna Example",
+                "Status": "Active",
+                "Attachment_File": "alice.pdf",
+                "Amount": "12",
+                "Cc": "ops@example.com; hr@example.com",
+            },
+            "cc": ["ops@example.com", "hr@example.com"],
+            "bcc": [],
+            "reply_to": None,
+        }
+    ]
+    assert report.to_dict() == {
+        "source": "incoming/test.csv",
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "header": ["Email", "Name", "Status", "Attachment_File", "Amount", "Cc"],
+        "rows": 1,
+        "valid": 1,
+        "empty": 0,
+        "rejected": [],
+        "duplicates": [],
+        "skipped": [],
+    }
+
+
+def test_template_without_attachment_gives_none_and_ignores_the_column():
+    catalog = FakeCatalog(
+        templates={"active": "offer", "rejected": "rejection"},
+        attachment={"offer": True, "rejection": False},
+    )
+    text = HEADER + "carl@example.com,Carl Example,Rejected,missing.pdf\r\n"
+
+    report, rows = run(text, catalog=catalog)
+
+    assert [(r["template"], r["attachment"]) for r in rows] == [("rejection", None)]
+    assert report.rejected == []
+
+
+# --- encodings ---------------------------------------------------------------------------
+
+UNICODE_FILE = HEADER + "zoe@example.com,Zoë Müller,active,alice.pdf\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoding"),
+    [
+        (UNICODE_FILE.encode("utf-8"), "utf-8"),
+        (codecs.BOM_UTF8 + UNICODE_FILE.encode("utf-8"), "utf-8-sig"),
+        (codecs.BOM_UTF16_LE + UNICODE_FILE.encode("utf-16-le"), "utf-16-le"),
+        (codecs.BOM_UTF16_BE + UNICODE_FILE.encode("utf-16-be"), "utf-16-be"),
+        (UNICODE_FILE.encode("utf-16-le"), "utf-16-le"),
+        (UNICODE_FILE.encode("cp1252"), "cp1252"),
+    ],
+    ids=["utf8", "utf8-bom", "utf16le-bom", "utf16be-bom", "utf16le-no-bom", "cp1252"],
+)
+def test_encodings_are_detected_and_reported(raw, encoding):
+    report, rows = run(raw)
+
+    assert report.encoding == encoding
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+    assert [r["name"] for r in rows] == ["Zoë Müller"]
+
+
+def test_windows_1252_punctuation_is_decoded_as_windows_1252():
+    text = HEADER + "zoe@example.com,Zoë “Zo” Müller – €,active,alice.pdf\r\n"
+
+    report, rows = run(text.encode("cp1252"))
+
+    assert report.encoding == "cp1252"
+    assert rows[0]["name"] == "Zoë “Zo” Müller – €"
+
+
+def test_latin1_with_bytes_undefined_in_windows_1252_is_latin1_and_the_control_is_refused():
+    # 0x81 is undefined in Windows-1252, a C1 control in Latin-1
+    raw = HEADER.encode() + b"zoe@example.com,Zo\xeb\x81,active,alice.pdf\r\n" + BOB.encode()
+
+    report, rows = run(raw)
+
+    assert report.encoding == "latin-1"
+    assert reasons(report) == [(2, "Name", "control character (U+0081) in Name")]
+    assert emails(rows) == ["bob@example.com"]
+
+
+def test_bom_never_reaches_header_or_fields():
+    raw = codecs.BOM_UTF8 + ("email,Name,Status,Attachment_File\n" + ALICE).encode()
+
+    report, rows = run(raw)
+
+    assert report.header[0] == "Email"
+    assert next(iter(rows[0]["fields"])) == "Email"
+
+
+def test_bytes_invalid_in_the_detected_encoding_reject_only_their_row():
+    # GIVEN a UTF-8 file (detected from its first 64 KiB) with a stray Latin-1 byte much later
+    filler = "".join(f"u{i}@example.com,User {i},active,alice.pdf\n" for i in range(3000))
+    raw = (HEADER + filler).encode() + b"late@example.com,Ren\xe9,active,alice.pdf\n"
+    raw += BOB.encode()
+
+    # WHEN it is validated
+    report, rows = run(raw)
+
+    # THEN that row alone is rejected, naming the line and the column
+    assert reasons(report) == [(3002, "Name", "bytes that are not valid utf-8 in Name")]
+    assert report.valid == 3001
+    assert rows[-1]["email"] == "bob@example.com"
+
+
+# --- dialects ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"], ids=["comma", "semi", "tab", "pipe"])
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"], ids=["crlf", "lf", "cr"])
+def test_delimiters_and_line_ends(delimiter, newline):
+    def line(*cells: str) -> str:
+        return delimiter.join(cells) + newline
+
+    text = line("Email", "Name", "Status", "Attachment_File", "Note")
+    text += line("alice@example.com", '"Alice, ""Al""; Example|x"', "active", "alice.pdf", '"1,5"')
+    text += line("bob@example.com", "Bob", "active", "bob.pdf", '"two' + newline + 'lines"')
+    text += newline + newline
+
+    report, rows = run(text)
+
+    assert report.delimiter == delimiter
+    assert [r["row"] for r in rows] == [2, 3]
+    assert rows[0]["name"] == 'Alice, "Al"; Example|x'
+    assert rows[1]["fields"]["Note"] == "two" + newline + "lines"
+    assert report.empty == 2
+
+
+def test_semicolon_file_with_commas_in_values_picks_semicolon():
+    text = "Email;Name;Status;Attachment_File\nalice@example.com;Example, Alice;active;alice.pdf\n"
+
+    report, rows = run(text)
+
+    assert report.delimiter == ";"
+    assert rows[0]["name"] == "Example, Alice"
+
+
+def test_stray_whitespace_around_values_and_headers_is_removed():
+    text = (
+        " Email , Name ,Status,Attachment_File\n  alice@example.com , Alice ,active , alice.pdf \n"
+    )
+
+    report, rows = run(text)
+
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+    assert (rows[0]["email"], rows[0]["name"], rows[0]["attachment"]) == (
+        "alice@example.com",
+        "Alice",
+        "alice.pdf",
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [
+        ("Email", "Email"),
+        ("E-mail", "Email"),
+        ("e_mail", "Email"),
+        ("EMAIL ADDRESS", "Email"),
+        ("Email-Address", "Email"),
+        ("\ufeffemail", "Email"),
+        ("Full name", "Name"),
+        ("full_name", "Name"),
+        ("status", "Status"),
+        ("attachment file", "Attachment_File"),
+        ("Attachment", "Attachment_File"),
+        ("CC", "Cc"),
+        ("BCC", "Bcc"),
+        ("Reply-To", "Reply_To"),
+        (" Amount ", "Amount"),
+        ("", ""),
+    ],
+)
+def test_header_names_are_normalised(given, canonical):
+    assert normalise_header(given) == canonical
+
+
+def test_header_with_aliases_feeds_canonical_names():
+    text = "E-mail,Full Name,STATUS,Attachment\nalice@example.com,Alice,active,alice.pdf\n"
+
+    report, rows = run(text)
+
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+    assert rows[0]["name"] == "Alice"
+
+
+def test_configured_choice_column_matches_regardless_of_case():
+    catalog = FakeCatalog(column="Decision")
+    text = "Email,Name,decision,Attachment_File\nalice@example.com,Alice,active,alice.pdf\n"
+
+    report, rows = run(text, catalog=catalog)
+
+    assert report.header == ["Email", "Name", "Decision", "Attachment_File"]
+    assert catalog.asked == ["active"]
+    assert len(rows) == 1
+
+
+# --- whole-file problems -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "incoming/test.csv: empty file: no header and no rows"),
+        (b"\r\n\r\n  \n", "incoming/test.csv: empty file: no header and no rows"),
+        (HEADER.encode(), "incoming/test.csv: no recipients: the file has a header but no rows"),
+        (
+            (HEADER + ",,,\r\n\r\n").encode(),
+            "incoming/test.csv: no recipients: the file has a header but no rows",
+        ),
+        (
+            b"PK\x03\x04\x14\x00\x06\x00" + bytes(200),
+            "incoming/test.csv: not a CSV file: it is a ZIP archive or Excel workbook (.xlsx); "
+            "export it as CSV UTF-8",
+        ),
+        (
+            b"%PDF-1.7\n" + bytes(100),
+            "incoming/test.csv: not a CSV file: it is a PDF document; export it as CSV UTF-8",
+        ),
+        (
+            codecs.BOM_UTF32_LE + "Email\n".encode("utf-32-le"),
+            "incoming/test.csv: unsupported encoding: UTF-32; export as CSV UTF-8",
+        ),
+        (
+            b"Name,Status\nAlice,active\n",
+            "incoming/test.csv: no Email column: the header is 'Name,Status'; "
+            "name the address column Email (or E-mail, Email address)",
+        ),
+        (
+            b"Email,Name,email\na@example.com,A,b@example.com\n",
+            "incoming/test.csv: column Email appears twice: columns 1 and 3 of the header",
+        ),
+    ],
+    ids=["empty", "blank", "header-only", "header-and-blank", "xlsx", "pdf", "utf32", "no-email",
+         "email-twice"],
+)  # fmt: skip
+def test_unusable_files_fail_whole_with_one_message(raw, message):
+    with pytest.raises(InputFileError) as caught:
+        run(raw)
+
+    assert str(caught.value) == message
+
+
+def test_binary_content_fails_whole():
+    raw = bytes(range(256)) * 8
+
+    with pytest.raises(InputFileError) as caught:
+        run(raw)
+
+    assert str(caught.value).startswith("incoming/test.csv: not a text file: ")
+
+
+def test_runaway_quote_fails_whole_naming_the_problem():
+    text = HEADER + 'alice@example.com,"Alice,active,alice.pdf\n' + "x" * 140_000 + "\n"
+
+    with pytest.raises(InputFileError) as caught:
+        run(text)
+
+    assert "unreadable CSV" in str(caught.value)
+    assert "quote" in str(caught.value)
+
+
+def test_templates_using_missing_columns_raise_template_error():
+    catalog = FakeCatalog(uses={"offer": {"Name", "Start_Date"}})
+
+    with pytest.raises(TemplateError) as caught:
+        run(HEADER + ALICE, catalog=catalog)
+
+    assert str(caught.value) == (
+        "incoming/test.csv: templates do not fit the columns: "
+        "template offer uses Start_Date, which the file lacks"
+    )
+
+
+# --- per-row checks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "column", "reason"),
+    [
+        ("alice@example.com,Alice,active\r\n", "", "3 fields, header has 4"),
+        ("alice@example.com,Alice,active,alice.pdf,EXTRA\r\n", "", "5 fields, header has 4"),
+        ("alice@example.com,Al\x00ice,active,alice.pdf\r\n", "Name",
+         "control character (NUL) in Name"),
+        ("alice@example.com,Al\x1bice,active,alice.pdf\r\n", "Name",
+         "control character (ESC) in Name"),
+        ('alice@example.com,"Al\nice",active,alice.pdf\r\n', "Name", "line break in Name"),
+        ('alice@example.com,"Al\rice",active,alice.pdf\r\n', "Name", "line break in Name"),
+        ("alice@example.com,Al\u2028ice,active,alice.pdf\r\n", "Name", "line break in Name"),
+        ("alice@example.com,Al\tice,active,alice.pdf\r\n", "Name",
+         "control character (TAB) in Name"),
+        ('"alice@example.com\nBcc: x@example.com",A,active,alice.pdf\r\n', "Email",
+         "line break in Email"),
+        (",Alice,active,alice.pdf\r\n", "Email", "Email is missing"),
+        ("alice,Alice,active,alice.pdf\r\n", "Email",
+         "not an email address: 'alice' (no @-sign)"),
+        ("josé@example.com,José,active,alice.pdf\r\n", "Email",
+         "non-ASCII local part not supported by SES (no SMTPUTF8)"),
+        ("alice@example.com,,active,alice.pdf\r\n", "Name",
+         "Name is empty but used by template offer"),
+        ("alice@example.com,Alice,actve,alice.pdf\r\n", "Status", "unknown Status value 'actve'"),
+        ("alice@example.com,Alice,,alice.pdf\r\n", "Status", "Status is empty"),
+        ("alice@example.com,Alice,active,../alice.pdf\r\n", "Attachment_File",
+         "parent folder (..) in attachment name '../alice.pdf': give a bare file name"),
+        ("alice@example.com,Alice,active,nobody.pdf\r\n", "Attachment_File",
+         "attachment not found: nobody.pdf"),
+        ("alice@example.com,Alice,active,alice.pdf,\r\n", None, None),
+    ],
+)  # fmt: skip
+def test_row_problems_reject_that_row_only(line, column, reason):
+    report, rows = run(HEADER + line + BOB)
+
+    expected = [] if reason is None else [(2, column, reason)]
+    assert reasons(report) == expected
+    assert emails(rows) == (
+        ["bob@example.com"] if reason else ["alice@example.com", "bob@example.com"]
+    )
+
+
+def test_tab_and_line_breaks_are_allowed_in_body_only_columns():
+    text = "Email,Name,Status,Attachment_File,Note\r\n"
+    text += 'alice@example.com,Alice,active,alice.pdf,"line one\r\n\tline two"\r\n'
+
+    report, rows = run(text)
+
+    assert report.rejected == []
+    assert rows[0]["fields"]["Note"] == "line one\r\n\tline two"
+
+
+def test_nul_is_refused_in_body_only_columns_too():
+    text = "Email,Name,Status,Attachment_File,Note\r\n"
+    text += "alice@example.com,Alice,active,alice.pdf,a\x00b\r\n"
+
+    report, rows = run(text)
+
+    assert reasons(report) == [(2, "Note", "control character (NUL) in Note")]
+    assert rows == []
+
+
+def test_rejected_row_carries_a_masked_address():
+    report, _ = run(HEADER + "alice@example.com,,active,alice.pdf\r\n" + BOB)
+
+    assert report.rejected[0]["email"] == "a***@example.com"
+
+
+def test_unnamed_column_with_values_is_reported():
+    text = "Email,Name,,Status,Attachment_File\r\n"
+    text += "alice@example.com,Alice,oops,active,alice.pdf\r\n"
+    text += "bob@example.com,Bob,,active,bob.pdf\r\n"
+
+    report, rows = run(text)
+
+    assert reasons(report) == [
+        (2, "column 3 (no header)", "value in a column without a header name")
+    ]
+    assert emails(rows) == ["bob@example.com"]
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+
+
+def test_skipped_rows_are_counted_not_rejected():
+    report, rows = run(HEADER + "carol@example.com,Carol,Unsubscribed,\r\n" + BOB)
+
+    assert report.skipped == [{"row": 2, "reason": "unsubscribed"}]
+    assert report.rejected == []
+    assert emails(rows) == ["bob@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("cells", "column", "reason"),
+    [
+        ("not-an-address,,", "Cc", "Cc: not an email address: 'not-an-address' (no @-sign)"),
+        (",x@@example.com,", "Bcc", "Bcc: invalid address: "),
+        (",,a@example.com;b@example.com", "Reply_To", "Reply_To holds more than one address"),
+        (";".join(f"c{i}@example.com" for i in range(50)) + ",,", "Cc",
+         "51 recipients (Email, Cc, Bcc); SES allows 50"),
+    ],
+)  # fmt: skip
+def test_cc_bcc_reply_to_are_checked(cells, column, reason):
+    text = "Email,Name,Status,Attachment_File,Cc,Bcc,Reply_To\r\n"
+    cc, bcc, reply_to = next(csv.reader([cells]))
+    text += f'alice@example.com,Alice,active,alice.pdf,"{cc}","{bcc}","{reply_to}"\r\n'
+
+    report, rows = run(text)
+
+    assert [(item["column"], item["reason"][: len(reason)]) for item in report.rejected] == [
+        (column, reason)
+    ]
+    assert rows == []
+
+
+def test_reply_to_is_normalised():
+    text = "Email,Name,Status,Attachment_File,Reply-To\r\n"
+    text += "alice@example.com,Alice,active,alice.pdf,HR@Bücher.example\r\n"
+
+    _, rows = run(text)
+
+    assert rows[0]["reply_to"] == "HR@xn--bcher-kva.example"
+
+
+def test_oversized_attachment_is_rejected_with_sizes():
+    index = index_of("big.pdf", sizes={"big.pdf": 31 * 1024 * 1024})
+    text = HEADER + "alice@example.com,Alice,active,big.pdf\r\n"
+
+    report, rows = run(text, index=index)
+
+    assert reasons(report) == [
+        (
+            2,
+            "Attachment_File",
+            "attachment too large: big.pdf is 31.0 MiB, about 42.7 MiB as an encoded message; "
+            "the limit is 40.0 MiB",
+        )
+    ]
+    assert rows == []
+
+
+# --- duplicates --------------------------------------------------------------------------
+
+
+def test_duplicates_are_kept_once_and_reported_with_conflicts():
+    text = HEADER + ALICE + BOB
+    text += "Alice@EXAMPLE.com,Alice Again,active,carol.pdf\r\n"
+    text += ALICE
+
+    report, rows = run(text)
+
+    assert emails(rows) == ["alice@example.com", "bob@example.com"]
+    assert [(d["row"], d["first_row"], d["conflicting"]) for d in report.duplicates] == [
+        (4, 2, True),
+        (5, 2, False),
+    ]
+
+
+def test_same_address_for_two_templates_is_not_a_duplicate():
+    catalog = FakeCatalog(templates={"active": "offer", "reminder": "reminder"})
+    text = HEADER + ALICE + "alice@example.com,Alice Example,reminder,alice.pdf\r\n"
+
+    report, rows = run(text, catalog=catalog)
+
+    assert [r["template"] for r in rows] == ["offer", "reminder"]
+    assert report.duplicates == []
+
+
+def test_a_rejected_row_does_not_hide_a_later_valid_one():
+    text = HEADER + "alice@example.com,,active,alice.pdf\r\n" + ALICE
+
+    report, rows = run(text)
+
+    assert [r["row"] for r in rows] == [3]
+    assert report.duplicates == []
+
+
+def test_many_distinct_addresses_grow_the_duplicate_table_without_false_hits():
+    lines = "".join(f"user{i}@example.com,User {i},active,alice.pdf\n" for i in range(5000))
+    lines += "user4321@example.com,User 4321,active,alice.pdf\n"
+
+    report, _ = run(HEADER + lines)
+
+    assert report.valid == 5000
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(5002, 4323)]
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+class TrickleStream(io.RawIOBase):
+    """A non-seekable stream that returns at most 7 bytes a read (like a slow socket)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(min(7, len(buffer)))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_short_reads_and_multibyte_characters_split_across_reads():
+    text = HEADER + "zoe@example.com,王芳 Zoë,active,alice.pdf\r\n" * 3
+    rows: list[dict] = []
+
+    report = validate_recipients(
+        TrickleStream(codecs.BOM_UTF16_LE + text.replace("zoe", "z1", 1).encode("utf-16-le")),
+        source="s",
+        catalog=FakeCatalog(),
+        attachments=index_of(),
+        emit=rows.append,
+    )
+
+    assert report.encoding == "utf-16-le"
+    assert [(r["row"], r["name"]) for r in rows] == [(2, "王芳 Zoë"), (3, "王芳 Zoë")]
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(4, 3)]
+
+
+def test_rows_are_emitted_while_reading_not_after():
+    # GIVEN a file of about 1.5 MB
+    body = "".join(f"user{i}@example.com,User {i},active,alice.pdf\n" for i in range(40_000))
+    raw = (HEADER + body).encode()
+    data = io.BytesIO(raw)
+    positions: list[int] = []
+
+    # WHEN it is validated
+    validate_recipients(
+        data,
+        source="s",
+        catalog=FakeCatalog(),
+        attachments=index_of(),
+        emit=lambda row: positions.append(data.tell()),
+    )
+
+    # THEN the first row went out when only the start of the file had been read
+    assert len(positions) == 40_000
+    assert positions[0] <= 256 * 1024 < len(raw)
