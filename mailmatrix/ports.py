@@ -70,12 +70,16 @@ class Claim:
 
     ``state`` is ``claimed`` (go ahead and send), ``sent`` (already sent: skip),
     ``failed`` (permanently failed earlier: skip, already reported) or ``busy``
-    (another live attempt holds the claim: try again later).
+    (another live attempt holds the claim: try again later). ``code`` and ``reason`` say why
+    a key failed; on ``claimed``/``busy`` ``reason`` names the attempt taken over or waited on.
+    ``attempt`` is the attempt that sent the key (``sent``) or holds it (``busy``).
     """
 
     state: str
     message_id: str | None = None
     reason: str | None = None
+    code: str | None = None
+    attempt: str | None = None
 
 
 # A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).
@@ -125,10 +129,11 @@ class Ledger(Protocol):
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
         The claim lasts until ``lease_until`` (epoch seconds; default now +
-        DEFAULT_CLAIM_LEASE_SECONDS). The same attempt claiming again renews it. Another
-        attempt gets ``busy`` until the lease has passed, then takes the claim over
-        (``state="claimed"``, ``reason`` naming the previous attempt, ``takeovers`` + 1).
-        A ``released`` key is claimed again as if new.
+        DEFAULT_CLAIM_LEASE_SECONDS). A key left ``claimed`` is taken over (``state="claimed"``,
+        ``reason`` naming the previous holder, ``takeovers`` + 1) by the same attempt at once
+        (attempt = the child execution, which Step Functions runs one try at a time, so the
+        holder is a dead predecessor) and by another attempt once the lease has passed;
+        before that another attempt gets ``busy``. A ``released`` key is claimed as if new.
         """
         ...
 

@@ -1,0 +1,199 @@
+"""The send ledger in one SQLite file (the local counterpart of the DynamoDB ledger).
+
+Every claim is one ``BEGIN IMMEDIATE`` transaction, so two threads or two processes asking
+for the same key never both get ``claimed`` while its lease holds. One connection is shared
+by the threads of a process behind a lock; other processes are kept apart by SQLite's file
+lock (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from mailmatrix.errors import LedgerError
+from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sends (
+    key TEXT PRIMARY KEY,
+    campaign TEXT NOT NULL,
+    row INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('claimed', 'sent', 'failed', 'released')),
+    attempt TEXT,
+    lease_until REAL,
+    message_id TEXT,
+    code TEXT,
+    reason TEXT,
+    takeovers INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
+CREATE INDEX IF NOT EXISTS sends_by_message_id ON sends (message_id);
+CREATE TABLE IF NOT EXISTS halts (
+    campaign TEXT PRIMARY KEY,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempt TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class SqliteLedger:
+    """Ledger port on a SQLite file; safe to share between threads and processes."""
+
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteLedger:
+        """Open ``sqlite:///abs/file.db`` (the MAILMATRIX_LEDGER form)."""
+        prefix = "sqlite://"
+        if not url.startswith(prefix):
+            raise LedgerError(f"ledger {url}: not a sqlite:// URL")
+        return cls(url[len(prefix) :])
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+
+    def claim(
+        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+    ) -> Claim:
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt."""
+        now = self._clock()
+        lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
+        with self._transaction(f"claim {key[:12]}") as db:
+            found = db.execute(
+                "SELECT state, attempt, lease_until, message_id, code, reason FROM sends"
+                " WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if found is None:
+                db.execute(
+                    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until,"
+                    " updated_at) VALUES (?, ?, ?, 'claimed', ?, ?, ?)",
+                    (key, campaign, row, attempt, lease, now),
+                )
+                return Claim("claimed")
+            state, holder, holder_lease, message_id, code, reason = found
+            if state == "sent":
+                return Claim("sent", message_id=message_id, attempt=holder)
+            if state == "failed":
+                return Claim("failed", code=code, reason=reason, attempt=holder)
+            if state == "claimed" and holder != attempt and holder_lease > now:
+                return Claim(
+                    "busy",
+                    reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
+                    attempt=holder,
+                )
+            takeover = state == "claimed"
+            db.execute(
+                "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
+                " takeovers = takeovers + ?, updated_at = ? WHERE key = ?",
+                (attempt, lease, int(takeover), now, key),
+            )
+        if takeover:
+            log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
+            return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
+        return Claim("claimed")
+
+    def record_sent(self, key: str, *, message_id: str) -> None:
+        """Mark ``key`` as sent with the service's message id."""
+        with self._transaction(f"record_sent {key[:12]}") as db:
+            db.execute(
+                "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
+                " code = NULL, reason = NULL, updated_at = ? WHERE key = ?",
+                (message_id, self._clock(), key),
+            )
+
+    def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
+        """Mark ``key`` failed for good, or release the claim after a passing failure."""
+        state = "failed" if permanent else "released"
+        with self._transaction(f"record_failed {key[:12]}") as db:
+            db.execute(
+                "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
+                " updated_at = ? WHERE key = ? AND state != 'sent'",
+                (state, code, reason, self._clock(), key),
+            )
+
+    def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
+        """Record that ``campaign`` must stop sending, replacing an earlier halt."""
+        halt = Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=self._clock())
+        with self._transaction(f"halt {campaign}") as db:
+            db.execute(
+                "INSERT INTO halts (campaign, code, reason, attempt, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (campaign) DO UPDATE SET code = excluded.code,"
+                " reason = excluded.reason, attempt = excluded.attempt, at = excluded.at",
+                (campaign, code, reason, attempt, halt.at),
+            )
+        return halt
+
+    def halted(self, campaign: str) -> Halt | None:
+        """Return the campaign's recorded halt, or None."""
+        with self._transaction(f"halted {campaign}") as db:
+            found = db.execute(
+                "SELECT code, reason, attempt, at FROM halts WHERE campaign = ?", (campaign,)
+            ).fetchone()
+        if found is None:
+            return None
+        code, reason, attempt, at = found
+        return Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=at)
+
+    def clear_halt(self, campaign: str) -> None:
+        """Remove the campaign's halt."""
+        with self._transaction(f"clear_halt {campaign}") as db:
+            db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
+
+    def outcomes(self, campaign: str) -> list[Outcome]:
+        """Return every entry of ``campaign`` ordered by row."""
+        with self._transaction(f"outcomes {campaign}") as db:
+            found = db.execute(
+                "SELECT key, row, state, message_id, code, reason, attempt, takeovers"
+                " FROM sends WHERE campaign = ? ORDER BY row, key",
+                (campaign,),
+            ).fetchall()
+        return [Outcome(*values) for values in found]
+
+    def find_by_message_id(self, message_id: str) -> Outcome | None:
+        """Return the entry that recorded ``message_id`` (for delivery events), or None."""
+        with self._transaction("find_by_message_id") as db:
+            found = db.execute(
+                "SELECT key, row, state, message_id, code, reason, attempt, takeovers"
+                " FROM sends WHERE message_id = ?",
+                (message_id,),
+            ).fetchone()
+        return None if found is None else Outcome(*found)

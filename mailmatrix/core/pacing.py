@@ -1,0 +1,113 @@
+"""Send-rate pacing: one campaign stays under the account's send rate across all its workers.
+
+On AWS the workers are separate Lambda invocations (the Distributed Map's children) and
+share no memory, so the rate is split up front: ``plan_send`` picks how many children run
+at once (MaxConcurrency) and each child paces itself with a ``Pacer`` at
+``send_rate * SAFETY / max_concurrency``. The sum can never exceed the campaign's rate.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# Share of the account's rate the plan spends. The rest absorbs the one early send a fresh
+# child may make right after the previous child of its slot ended (see docs/sending.md).
+SAFETY = 0.97
+
+# A worker whose sends keep it busy more than this share of the time cannot keep pace with
+# jitter in latency; the plan adds workers until each is at most this busy.
+UTILISATION = 0.8
+
+# Per-send time assumed when nothing was measured: SES v2 SendEmail from Lambda in the same
+# Region, plus the two ledger writes.
+DEFAULT_LATENCY_S = 0.1
+
+
+def plan_send(
+    *,
+    send_rate: float | None,
+    valid_rows: int,
+    batch_size: int,
+    max_concurrency: int,
+    expected_latency_s: float = DEFAULT_LATENCY_S,
+    tolerated_failure_percentage: int = 0,
+) -> dict[str, Any]:
+    """Derive the Map's MaxConcurrency and each worker's rate from the campaign's send rate."""
+    batches = math.ceil(valid_rows / batch_size) if valid_rows > 0 else 0
+    ceiling = max(1, min(max_concurrency, batches))
+    if not send_rate or send_rate <= 0:
+        workers = ceiling
+        per_worker_rate = 0.0
+        expected_rate = 0.0
+    else:
+        budget = send_rate * SAFETY
+        needed = max(1, math.ceil(budget * max(expected_latency_s, 0.0) / UTILISATION))
+        workers = min(needed, ceiling)
+        per_worker_rate = budget / workers
+        per_worker_capacity = math.inf if expected_latency_s <= 0 else 1 / expected_latency_s
+        expected_rate = workers * min(per_worker_rate, per_worker_capacity)
+    return {
+        "batch_size": batch_size,
+        "max_concurrency": workers,
+        "tolerated_failure_percentage": tolerated_failure_percentage,
+        "dry_run": False,
+        "per_worker_rate": round(per_worker_rate, 6),
+        "expected_rate": round(expected_rate, 3),
+    }
+
+
+class Pacer:
+    """A token bucket of depth one for a single worker: at most ``rate`` sends per second.
+
+    ``acquire()`` blocks (through the injected ``sleep``) until the next send may start.
+    Slots are scheduled from the previous slot, not from the end of the previous send, so
+    the send's own latency does not slow the worker down while it stays below the interval.
+    Thread-safe, although each worker normally owns its pacer.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"Pacer: rate must be positive, got {rate}")
+        self.rate = rate
+        self.interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_campaign(
+        cls,
+        campaign: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Pacer | None:
+        """Build the worker's pacer from ``campaign["per_worker_rate"]``; None when unpaced."""
+        rate = campaign.get("per_worker_rate")
+        if rate is None and campaign.get("send_rate"):
+            rate = campaign["send_rate"] * SAFETY / max(1, int(campaign.get("max_concurrency", 1)))
+        if not rate or rate <= 0:
+            return None
+        return cls(float(rate), clock=clock, sleep=sleep)
+
+    def acquire(self) -> float:
+        """Wait for the next slot; return how long this call waited, in seconds."""
+        with self._lock:
+            now = self._clock()
+            slot = now if self._next is None else max(now, self._next)
+            self._next = slot + self.interval
+        waited = slot - now
+        if waited > 0:
+            self._sleep(waited)
+        return waited

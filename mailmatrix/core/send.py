@@ -1,0 +1,469 @@
+"""The batch-send algorithm: claim each row in the ledger, render, size-check, send, record.
+
+One call handles one ItemBatcher batch (a Distributed Map child). Rows go out one after the
+other, each guarded by the ledger: a key already sent is skipped, a key that failed for good
+is reported again, a key held by another live attempt is left for a later retry. Errors are
+sorted into four kinds (docs/sending.md):
+
+- Throttled / TransientSendError: retried here with exponential backoff and full jitter,
+  a few times; what is left stops the batch and is raised, so the state machine's Retry
+  runs the batch again (sent rows are then skipped).
+- PermanentSendError (and a render error, a missing attachment, an oversized message):
+  recorded for that row and reported; the batch goes on.
+- AccountSendingHalted: the account cannot send at all. The batch stops, the campaign is
+  marked halted in the ledger so every other batch stops before calling the mailer, and the
+  error is raised (the state machine does not retry it). Rows not attempted stay unsent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any
+
+from mailmatrix.core.pacing import Pacer
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    MailMatrixError,
+    NotFoundError,
+    PermanentSendError,
+    SendError,
+    StorageError,
+    TemplateError,
+    Throttled,
+    TransientSendError,
+)
+from mailmatrix.ports import Claim, Ledger, Mailer
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+
+
+def idempotency_key(campaign_id: str, row: int, email: str) -> str:
+    """Return the hex sha256 of ``campaign|row|email``: one email of one campaign."""
+    return hashlib.sha256(f"{campaign_id}|{row}|{email}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one batch tries before handing a passing fault to the state machine.
+
+    ``tries`` calls per row at most, sleeping a uniform random time in
+    ``[0, min(cap_s, base_s * 2**n)]`` between them (full jitter). ``claim_lease_s`` bounds
+    how long a claim keeps other attempts off a row (the invocation's deadline, when known,
+    bounds it too: a Lambda past its deadline is dead). A campaign halt
+    stops batches for ``halt_hold_s`` after it was recorded; later batches (a redrive) try
+    again. ``reserve_s``: stop starting rows this close to the invocation's deadline.
+    """
+
+    tries: int = 5
+    base_s: float = 0.2
+    cap_s: float = 5.0
+    claim_lease_s: float = 900.0
+    halt_hold_s: float = 60.0
+    reserve_s: float = 30.0
+
+    def backoff(self, failures: int, rng: random.Random) -> float:
+        """Full-jitter delay before the next try after ``failures`` failed tries."""
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * 2 ** (failures - 1)))
+
+
+@dataclass
+class BatchResult:
+    """What happened to each row of one batch."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        """Number of rows that ended with ``status``."""
+        return sum(1 for row in self.rows if row["status"] == status)
+
+    @property
+    def sent(self) -> int:
+        """Rows sent by this attempt."""
+        return self.count("sent")
+
+    @property
+    def skipped(self) -> int:
+        """Rows already sent by an earlier attempt."""
+        return self.count("skipped")
+
+    @property
+    def failed(self) -> int:
+        """Rows that failed for good (now or earlier)."""
+        return self.count("failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The SendBatch Lambda's result (docs/architecture.md)."""
+        return {
+            "sent": self.sent,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "rows": [dict(row) for row in self.rows],
+        }
+
+
+def classify_service_error(
+    code: str, message: str, *, status: int | None = None, where: str = "ses"
+) -> SendError:
+    """Turn a mail service's error code and message into the SendError kind it means.
+
+    SES reports the daily quota with the same Throttling code as the rate limit, so the
+    message decides: "Daily message quota exceeded" halts, "Maximum sending rate exceeded"
+    throttles.
+    """
+    text = f"{where}: {code}: {message}"
+    details = {"code": code, "status": status}
+    lowered = message.casefold()
+    if code in THROTTLING_CODES:
+        if "daily" in lowered and "quota" in lowered:
+            return AccountSendingHalted(text, details=details)
+        return Throttled(text, details=details)
+    if code in HALTING_CODES:
+        return AccountSendingHalted(text, details=details)
+    if code in TRANSIENT_CODES or (status is not None and status >= 500):
+        return TransientSendError(text, details=details)
+    return PermanentSendError(text, details=details)
+
+
+THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "TooManyRequestsException", "LimitExceededException"}
+)
+HALTING_CODES = frozenset(
+    {
+        "AccountSendingPausedException",
+        "SendingPausedException",
+        "ConfigurationSetSendingPausedException",
+        "MailFromDomainNotVerifiedException",
+        "MailFromDomainNotVerified",
+        "AccountSuspendedException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServiceError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str:
+    """The service's error code carried by ``exc``, else its class name."""
+    details = getattr(exc, "details", None) or {}
+    return str(details.get("code") or type(exc).__name__)
+
+
+def error_text(exc: BaseException) -> str:
+    """The error's message, as recorded in the ledger and the report."""
+    return str(getattr(exc, "message", None) or exc)
+
+
+def format_size(size: int) -> str:
+    """Bytes as MiB with two decimals, or whole MiB when exact (e.g. ``10 MiB``)."""
+    if size % MIB == 0:
+        return f"{size // MIB} MiB"
+    return f"{size / MIB:.2f} MiB"
+
+
+def envelope_sender(sender: str) -> str:
+    """The bare address of a From value such as ``Acme <a@example.com>``."""
+    return parseaddr(sender)[1] or sender
+
+
+def compose(
+    item: Mapping[str, Any],
+    campaign: Mapping[str, Any],
+    *,
+    catalog: Any,
+    fetch_attachment: Callable[[str], bytes],
+) -> tuple[bytes, list[str]]:
+    """Render the row's message; return its encoded bytes and the envelope recipients."""
+    from mailmatrix.core.message import build_message, message_bytes
+
+    rendered = catalog.render(item["template"], item["fields"])
+    attachment = None
+    if item.get("attachment"):
+        attachment = (item["attachment"], fetch_attachment(item["attachment"]))
+    cc = list(item.get("cc") or [])
+    bcc = list(item.get("bcc") or [])
+    sender = campaign["sender"]
+    message = build_message(
+        sender=sender,
+        to_name=item.get("name") or "",
+        to_email=item["email"],
+        rendered=rendered,
+        attachment=attachment,
+        cc=cc,
+        bcc=bcc,
+        reply_to=item.get("reply_to"),
+        unsubscribe=campaign.get("unsubscribe"),
+        message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
+    )
+    return message_bytes(message), [item["email"], *cc, *bcc]
+
+
+Composer = Callable[..., tuple[bytes, list[str]]]
+
+
+class _Stop(Exception):
+    """Internal: ends the row loop with the error to raise after bookkeeping."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class _Batch:
+    """The state of one send_batch call."""
+
+    campaign: Mapping[str, Any]
+    ledger: Ledger
+    mailer: Mailer
+    attempt: str
+    pacer: Pacer | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    rng: random.Random
+    policy: RetryPolicy
+    deadline: float | None
+    result: BatchResult = field(default_factory=BatchResult)
+
+    @property
+    def campaign_id(self) -> str:
+        return str(self.campaign["id"])
+
+    def lease(self) -> float:
+        until = self.clock() + self.policy.claim_lease_s
+        return until if self.deadline is None else min(until, self.deadline)
+
+    def claim(self, item: Mapping[str, Any]) -> Claim:
+        return self.ledger.claim(
+            item["key"],
+            campaign=self.campaign_id,
+            row=int(item["row"]),
+            attempt=self.attempt,
+            lease_until=self.lease(),
+        )
+
+    def check_halt(self) -> None:
+        halt = self.ledger.halted(self.campaign_id)
+        if halt is None:
+            return
+        hold = float(self.campaign.get("halt_hold_seconds", self.policy.halt_hold_s))
+        if self.clock() - halt.at < hold:
+            raise _Stop(
+                AccountSendingHalted(
+                    f"send_batch: campaign {self.campaign_id} halted by attempt {halt.attempt}:"
+                    f" {halt.reason}",
+                    details={"code": halt.code, "halted_at": halt.at},
+                )
+            )
+
+    def check_time(self) -> None:
+        if self.deadline is not None and self.deadline - self.clock() < self.policy.reserve_s:
+            raise _Stop(
+                TransientSendError(
+                    "send_batch: stopped early: the invocation's time is nearly used up",
+                    details={"code": "TimeBudget"},
+                )
+            )
+
+    def fail(self, item: Mapping[str, Any], code: str, reason: str) -> None:
+        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=True)
+        self.result.rows.append(
+            {"row": item["row"], "status": "failed", "code": code, "reason": reason}
+        )
+        log.debug("send_batch: row %s failed: %s", item["row"], code)
+
+    def deliver(self, item: Mapping[str, Any], raw: bytes, destinations: list[str]) -> str:
+        """Send with in-batch retries; return the message id or raise _Stop."""
+        sender = envelope_sender(str(self.campaign["sender"]))
+        for tries in range(1, self.policy.tries + 1):
+            if self.pacer is not None:
+                self.pacer.acquire()
+            try:
+                return self.mailer.send(raw, sender=sender, destinations=destinations)
+            except (Throttled, TransientSendError) as exc:
+                if tries == self.policy.tries:
+                    self.ledger.record_failed(
+                        item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
+                    )
+                    raise _Stop(
+                        type(exc)(
+                            f"send_batch: row {item['row']}: gave up after {tries} tries:"
+                            f" {error_text(exc)}",
+                            details={"code": error_code(exc)},
+                        )
+                    ) from exc
+                log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
+                self.sleep(self.policy.backoff(tries, self.rng))
+            except AccountSendingHalted as exc:
+                self.ledger.record_failed(
+                    item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
+                )
+                self.ledger.halt(
+                    self.campaign_id,
+                    code=error_code(exc),
+                    reason=error_text(exc),
+                    attempt=self.attempt,
+                )
+                raise _Stop(
+                    AccountSendingHalted(
+                        f"send_batch: row {item['row']}: account cannot send: {error_text(exc)}",
+                        details={"code": error_code(exc)},
+                    )
+                ) from exc
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    def send_row(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> None:
+        row = item["row"]
+        claim = self.claim(item)
+        if claim.state == "sent" and claim.attempt == self.attempt:
+            # An earlier try of this same child sent it; that try's result was discarded.
+            self.result.rows.append(
+                {"row": row, "status": "sent", "message_id": claim.message_id, "earlier": True}
+            )
+            return
+        if claim.state == "sent":
+            self.result.rows.append(
+                {
+                    "row": row,
+                    "status": "skipped",
+                    "reason": "already sent",
+                    "message_id": claim.message_id,
+                }
+            )
+            return
+        if claim.state == "failed":
+            self.result.rows.append(
+                {
+                    "row": row,
+                    "status": "failed",
+                    "code": claim.code or "Failed",
+                    "reason": claim.reason or "",
+                }
+            )
+            return
+        if claim.state == "busy":
+            self.result.rows.append({"row": row, "status": "busy", "reason": claim.reason})
+            return
+
+        try:
+            raw, destinations = compose_row()
+        except NotFoundError as exc:
+            self.fail(item, "AttachmentNotFound", f"attachment not found: {item.get('attachment')}")
+            log.debug("send_batch: row %s: %s", row, exc)
+            return
+        except StorageError as exc:
+            self.ledger.record_failed(
+                item["key"], code="StorageError", reason=error_text(exc), permanent=False
+            )
+            raise _Stop(
+                TransientSendError(
+                    f"send_batch: row {row}: attachment unreadable: {error_text(exc)}",
+                    details={"code": "StorageError"},
+                )
+            ) from exc
+        except (TemplateError, PermanentSendError) as exc:
+            self.fail(item, error_code(exc), error_text(exc))
+            return
+        except MailMatrixError as exc:
+            self.fail(item, type(exc).__name__, error_text(exc))
+            return
+
+        limit = int(self.campaign["max_message_bytes"])
+        if len(raw) > limit:
+            self.fail(
+                item,
+                "MessageTooLarge",
+                f"message {format_size(len(raw))} ({len(raw)} bytes) exceeds the limit of"
+                f" {format_size(limit)} ({limit} bytes)",
+            )
+            return
+
+        try:
+            message_id = self.deliver(item, raw, destinations)
+        except PermanentSendError as exc:
+            self.fail(item, error_code(exc), error_text(exc))
+            return
+        self.ledger.record_sent(item["key"], message_id=message_id)
+        entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
+        if claim.reason:
+            entry["takeover"] = claim.reason
+        self.result.rows.append(entry)
+
+
+def send_batch(
+    items: Iterable[Mapping[str, Any]],
+    campaign: Mapping[str, Any],
+    *,
+    catalog: Any,
+    fetch_attachment: Callable[[str], bytes],
+    mailer: Mailer,
+    ledger: Ledger,
+    attempt: str,
+    pacer: Pacer | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    policy: RetryPolicy | None = None,
+    deadline: float | None = None,
+    composer: Composer = compose,
+) -> BatchResult:
+    """Send one batch of manifest lines once each; return what happened to every row.
+
+    Raises Throttled / TransientSendError when passing faults outlast the in-batch retries
+    or a row is held by another live attempt, and AccountSendingHalted when the account
+    cannot send; their ``details["result"]`` holds the rows settled so far and
+    ``details["deferred"]`` the rows left for a later attempt. ``deadline`` is the
+    invocation's end (``clock()`` time), which also bounds each claim's lease.
+    """
+    items = list(items)
+    batch = _Batch(
+        campaign=campaign,
+        ledger=ledger,
+        mailer=mailer,
+        attempt=attempt,
+        pacer=pacer,
+        sleep=sleep,
+        clock=clock,
+        rng=rng or random.Random(),
+        policy=policy or RetryPolicy(),
+        deadline=deadline,
+    )
+
+    done = 0
+    try:
+        for item in items:
+            batch.check_halt()
+            batch.check_time()
+            compose_row = functools.partial(
+                composer, item, campaign, catalog=catalog, fetch_attachment=fetch_attachment
+            )
+            batch.send_row(item, compose_row)
+            done += 1
+    except _Stop as stop:
+        deferred = [item["row"] for item in items[done:]]
+        stop.error.details.update({"result": batch.result.to_dict(), "deferred": deferred})
+        log.debug("send_batch: stopped: %s, %d deferred", error_code(stop.error), len(deferred))
+        raise stop.error from stop.__cause__
+
+    busy = [row["row"] for row in batch.result.rows if row["status"] == "busy"]
+    if busy:
+        raise TransientSendError(
+            f"send_batch: {len(busy)} row(s) held by another attempt, retry later: rows {busy}",
+            details={"code": "ClaimBusy", "result": batch.result.to_dict(), "deferred": busy},
+        )
+    return batch.result
