@@ -1,0 +1,207 @@
+"""The Engine: start, redrive, list and describe executions persisted under a store directory."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mailmatrix.engine import definition as definitions
+from mailmatrix.engine.distributed import MapRunner
+from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.interpreter import EventLog, Hooks, Interpreter, Scope, dumps, now_iso
+from mailmatrix.engine.listener import Notifier
+from mailmatrix.engine.registry import ACCOUNT, REGION, ResourceRegistry
+from mailmatrix.engine.store import ExecutionStore
+from mailmatrix.errors import EngineError
+
+logger = logging.getLogger(__name__)
+
+# "Maximum input or output size for a task, state, or execution: 256 KiB"
+# (https://docs.aws.amazon.com/step-functions/latest/dg/service-quotas.html).
+_INPUT_LIMIT = 256 * 1024
+REDRIVABLE = ("FAILED", "TIMED_OUT", "ABORTED")
+
+
+class Engine:
+    """Runs state machine definitions locally and keeps their executions on disk."""
+
+    def __init__(
+        self,
+        store_dir: pathlib.Path | str,
+        registry: ResourceRegistry,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = ExecutionStore(store_dir)
+        self.registry = registry
+        self.sleep = sleep
+
+    def start(
+        self,
+        definition_text: str,
+        input_dict: Any = None,
+        name: str | None = None,
+        substitutions: dict[str, str] | None = None,
+        listener: Any = None,
+        state_machine_name: str = "LocalStateMachine",
+    ) -> dict[str, Any]:
+        """Run a definition to its end and return the execution record."""
+        machine = definitions.load(definition_text, substitutions)
+        data = {} if input_dict is None else input_dict
+        text = dumps(data)
+        if len(text.encode("utf-8")) > _INPUT_LIMIT:
+            raise EngineError(f"engine: execution input is above {_INPUT_LIMIT} bytes")
+        execution_id = name or str(uuid.uuid4())
+        record = {
+            "name": execution_id,
+            "executionArn": f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{state_machine_name}:"
+            f"{execution_id}",
+            "stateMachineArn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:"
+            f"{state_machine_name}",
+            "stateMachineName": state_machine_name,
+            "status": "RUNNING",
+            "startDate": now_iso(),
+            "input": data,
+            "definition": definitions.substitute(definition_text, substitutions),
+            "redriveCount": 0,
+        }
+        self.store.create(record)
+        log = self._log(execution_id, listener, first_id=1)
+        log.add(
+            "ExecutionStarted",
+            {
+                "input": text,
+                "inputDetails": {"truncated": False},
+                "roleArn": f"arn:aws:iam::{ACCOUNT}:role/local-engine",
+            },
+        )
+        return self._run(record, machine, data, log, listener, start_at=None, map_runs={})
+
+    def redrive(self, execution_id: str, listener: Any = None) -> dict[str, Any]:
+        """Rerun a failed execution from the state that failed, as RedriveExecution does."""
+        record = self.store.load(execution_id)
+        if record["status"] not in REDRIVABLE:
+            raise EngineError(
+                f"engine: redrive {execution_id}: execution is {record['status']} and cannot be "
+                "redriven"
+            )
+        failed_at = record.get("failedState")
+        if not failed_at:
+            raise EngineError(f"engine: redrive {execution_id}: no failed state was recorded")
+        machine = definitions.load(record["definition"])
+        history = self.store.history(execution_id)
+        record.update(
+            status="RUNNING", redriveCount=record.get("redriveCount", 0) + 1, redriveDate=now_iso()
+        )
+        for key in ("stopDate", "error", "cause", "output"):
+            record.pop(key, None)
+        self.store.save(record)
+        log = self._log(execution_id, listener, first_id=len(history) + 1)
+        log.add("ExecutionRedriven", {"redriveCount": record["redriveCount"]})
+        map_runs = {failed_at["state"]: failed_at["mapRunId"]} if failed_at.get("mapRunId") else {}
+        return self._run(
+            record,
+            machine,
+            failed_at["input"],
+            log,
+            listener,
+            start_at=failed_at["state"],
+            map_runs=map_runs,
+        )
+
+    def list_executions(self) -> list[dict[str, Any]]:
+        """Every execution record in the store, oldest first (without definition and data)."""
+        keep = (
+            "name",
+            "executionArn",
+            "stateMachineName",
+            "status",
+            "startDate",
+            "stopDate",
+            "redriveCount",
+            "redriveDate",
+            "error",
+        )
+        return [{k: r[k] for k in keep if k in r} for r in self.store.list()]
+
+    def describe(self, execution_id: str) -> dict[str, Any]:
+        """The full record of one execution, with its Map Runs."""
+        record = self.store.load(execution_id)
+        record["mapRuns"] = self.store.map_runs(execution_id)
+        return record
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        """The history events of one execution."""
+        return self.store.history(execution_id)
+
+    def map_run_children(self, execution_id: str, map_run_id: str) -> list[dict[str, Any]]:
+        """The latest record of each child workflow of a Map Run, in item order."""
+        children = self.store.children(execution_id, map_run_id)
+        return [children[i] for i in sorted(children)]
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _log(self, execution_id: str, listener: Any, first_id: int) -> EventLog:
+        notifier = Notifier(execution_id, listener)
+
+        def sink(event: dict[str, Any]) -> None:
+            self.store.append_event(execution_id, event)
+            notifier.event(event)
+
+        log = EventLog(sink, first_id=first_id)
+        log.notifier = notifier  # type: ignore[attr-defined]
+        return log
+
+    def _run(
+        self,
+        record: dict[str, Any],
+        machine: dict[str, Any],
+        data: Any,
+        log: EventLog,
+        listener: Any,
+        start_at: str | None,
+        map_runs: dict[str, str],
+    ) -> dict[str, Any]:
+        notifier: Notifier = log.notifier  # type: ignore[attr-defined]
+        map_runner = MapRunner(self.store, notifier, record["stateMachineName"])
+        interp = Interpreter(Hooks(self.registry, self.sleep, map_runner))
+        context = {
+            "Execution": {
+                "Id": record["executionArn"],
+                "Input": record["input"],
+                "Name": record["name"],
+                "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/local-engine",
+                "StartTime": record["startDate"],
+                "RedriveCount": record.get("redriveCount", 0),
+            },
+            "StateMachine": {"Id": record["stateMachineArn"], "Name": record["stateMachineName"]},
+        }
+        if record.get("redriveDate"):
+            context["Execution"]["RedriveTime"] = record["redriveDate"]
+        scope = Scope(log, context, record["name"], top=True, redrive_map_runs=map_runs)
+        try:
+            output = interp.run_machine(machine, data, scope, start_at=start_at)
+        except StatesError as err:
+            log.add("ExecutionFailed", {"error": err.error, "cause": err.cause})
+            record.update(status="FAILED", stopDate=now_iso(), error=err.error, cause=err.cause)
+            record["failedState"] = {
+                "state": getattr(err, "state_name", start_at or machine["StartAt"]),
+                "input": getattr(err, "state_input", data),
+                "mapRunId": getattr(err, "map_run_id", None),
+            }
+            self.store.save(record)
+            logger.debug("execution %s failed: %s", record["name"], err.error)
+            return record
+        log.add(
+            "ExecutionSucceeded", {"output": dumps(output), "outputDetails": {"truncated": False}}
+        )
+        record.update(status="SUCCEEDED", stopDate=now_iso(), output=output)
+        record.pop("failedState", None)
+        self.store.save(record)
+        return record
+
+
+__all__ = ["Engine"]

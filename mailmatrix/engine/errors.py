@@ -1,0 +1,36 @@
+"""Errors raised while a state machine runs, carrying the ASL error name and cause."""
+
+from __future__ import annotations
+
+from mailmatrix.errors import EngineError
+
+# The States.* error names the engine raises (States Language specification, "Errors";
+# https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+ALL = "States.ALL"
+TASK_FAILED = "States.TaskFailed"
+TIMEOUT = "States.Timeout"
+HEARTBEAT_TIMEOUT = "States.HeartbeatTimeout"
+RUNTIME = "States.Runtime"
+DATA_LIMIT_EXCEEDED = "States.DataLimitExceeded"
+NO_CHOICE_MATCHED = "States.NoChoiceMatched"
+INTRINSIC_FAILURE = "States.IntrinsicFailure"
+PARAMETER_PATH_FAILURE = "States.ParameterPathFailure"
+RESULT_PATH_MATCH_FAILURE = "States.ResultPathMatchFailure"
+BRANCH_FAILED = "States.BranchFailed"
+ITEM_READER_FAILED = "States.ItemReaderFailed"
+RESULT_WRITER_FAILED = "States.ResultWriterFailed"
+EXCEED_TOLERATED_FAILURE = "States.ExceedToleratedFailureThreshold"
+PERMISSIONS = "States.Permissions"
+
+# "States.ALL ... does not match States.Runtime" and the terminal data-limit error
+# (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
+NOT_MATCHED_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
+
+
+class StatesError(EngineError):
+    """An error inside a running state machine: `error` is the ASL name, `cause` the text."""
+
+    def __init__(self, error: str, cause: str = "") -> None:
+        super().__init__(f"{error}: {cause}" if cause else error)
+        self.error = error
+        self.cause = cause

@@ -1,0 +1,53 @@
+"""The Listener protocol: how a caller follows an execution while it runs.
+
+``Engine.start(..., listener=obj)`` and ``Engine.redrive(..., listener=obj)`` call, from the
+engine's threads, as things happen:
+
+- ``obj.on_event(execution_id, event)`` for each history event of the *parent* execution, in
+  order (``event`` is the AWS-shaped dict: ``id``, ``previousEventId``, ``timestamp``, ``type``
+  and the ``...EventDetails``). Child workflow events of a Distributed Map are not sent here.
+- ``obj.on_map_run(execution_id, map_run)`` each time a Map Run's counts change (a child
+  started or finished, the run started or ended). ``map_run`` holds ``mapRunArn``, ``stateName``,
+  ``status`` (RUNNING, SUCCEEDED, FAILED) and ``total``, ``succeeded``, ``failed``, ``running``,
+  ``pending``.
+
+A listener may implement only one of the two methods; calls are made under a lock, so an
+implementation does not need its own, but it must return quickly (it runs on the hot path).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+
+class Listener(Protocol):
+    """Receives parent history events and Map Run counts while an execution runs."""
+
+    def on_event(self, execution_id: str, event: dict[str, Any]) -> None:
+        """Called with each history event of the parent execution."""
+
+    def on_map_run(self, execution_id: str, map_run: dict[str, Any]) -> None:
+        """Called when a Map Run's counts change."""
+
+
+class Notifier:
+    """Calls a listener's optional methods one at a time; swallows nothing."""
+
+    def __init__(self, execution_id: str, listener: Any | None) -> None:
+        self.execution_id = execution_id
+        self._on_event = getattr(listener, "on_event", None)
+        self._on_map_run = getattr(listener, "on_map_run", None)
+        self._lock = threading.Lock()
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Forward one parent history event."""
+        if self._on_event:
+            with self._lock:
+                self._on_event(self.execution_id, event)
+
+    def map_run(self, snapshot: dict[str, Any]) -> None:
+        """Forward a Map Run's counts."""
+        if self._on_map_run:
+            with self._lock:
+                self._on_map_run(self.execution_id, dict(snapshot))

@@ -1,0 +1,237 @@
+"""Task resources: Lambda functions, service integrations and the object store.
+
+A Task's Resource resolves through the registry: ``arn:aws:states:::lambda:invoke`` with
+``Parameters.FunctionName`` (a name, a partial or full ARN, optionally with a qualifier) or a
+plain function ARN resolves to the callable registered under the function's name; other
+resources resolve to service functions ``fn(parameters) -> dict``. Handlers run through an
+invoker: ``ThreadInvoker`` calls them in this process; ``ProcessInvoker`` runs handlers
+registered as ``"module:attr"`` strings in a process pool, for CPU-bound work.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mailmatrix.engine.errors import TIMEOUT, StatesError
+from mailmatrix.errors import EngineError
+
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+
+Handler = Callable[[Any, Any], Any]
+ObjectGet = Callable[[str, str], bytes]
+ObjectPut = Callable[[str, str, bytes], None]
+
+
+def function_name(reference: str) -> tuple[str, str | None]:
+    """Split a FunctionName or function ARN into (name, qualifier)."""
+    parts = reference.split(":")
+    if reference.startswith("arn:"):
+        # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+        if len(parts) < 7 or parts[5] != "function":
+            raise EngineError(f"registry: {reference!r} is not a Lambda function ARN")
+        return parts[6], parts[7] if len(parts) > 7 else None
+    if len(parts) >= 3 and parts[1] == "function":
+        return parts[2], parts[3] if len(parts) > 3 else None
+    return parts[0], parts[1] if len(parts) > 1 else None
+
+
+def is_function_arn(resource: str) -> bool:
+    """True for a plain Lambda function ARN used directly as a Task Resource."""
+    return resource.startswith("arn:aws:lambda:") and ":function:" in resource
+
+
+@dataclass
+class LambdaContext:
+    """The context object a Lambda handler receives (the fields powertools reads)."""
+
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    deadline: float
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the invocation's deadline."""
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def make_context(name: str, qualifier: str | None, timeout: float) -> LambdaContext:
+    """Build a Lambda-like context for one invocation."""
+    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+    return LambdaContext(
+        function_name=name,
+        function_version="$LATEST",
+        invoked_function_arn=f"{arn}:{qualifier}" if qualifier else arn,
+        memory_limit_in_mb=1024,
+        aws_request_id=str(uuid.uuid4()),
+        log_group_name=f"/aws/lambda/{name}",
+        log_stream_name=f"local/{uuid.uuid4().hex}",
+        deadline=time.monotonic() + timeout,
+    )
+
+
+def resolve_handler(handler: Handler | str) -> Handler:
+    """Import a ``"module:attr"`` handler reference, or return a callable unchanged."""
+    if callable(handler):
+        return handler
+    module_name, _, attr = handler.partition(":")
+    if not attr:
+        raise EngineError(f"registry: handler {handler!r}: expected 'module:callable'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"registry: handler {handler!r}: cannot import: {exc}") from exc
+
+
+def error_cause(exc: BaseException, request_id: str) -> str:
+    """The Cause string Lambda reports for an unhandled exception."""
+    return json.dumps(
+        {
+            "errorMessage": str(exc),
+            "errorType": type(exc).__name__,
+            "requestId": request_id,
+            "stackTrace": traceback.format_tb(exc.__traceback__),
+        }
+    )
+
+
+def call_handler(
+    handler: Handler | str, name: str, qualifier: str | None, event_json: str, timeout: float
+) -> tuple[str, str | None, str | None]:
+    """Run a handler on a JSON event: (result JSON, error, cause); errors never raise."""
+    context = make_context(name, qualifier, timeout)
+    try:
+        result = resolve_handler(handler)(json.loads(event_json), context)
+        return json.dumps(result), None, None
+    except Exception as exc:  # every handler error becomes a task error
+        return "", type(exc).__name__, error_cause(exc, context.aws_request_id)
+
+
+class Invoker(Protocol):
+    """Runs one handler invocation; returns (result JSON, error, cause)."""
+
+    def invoke(
+        self,
+        handler: Handler | str,
+        name: str,
+        qualifier: str | None,
+        event_json: str,
+        timeout: float,
+    ) -> tuple[str, str | None, str | None]:
+        """Invoke; raise StatesError(States.Timeout) when the timeout passes."""
+        ...
+
+
+class ThreadInvoker:
+    """Calls handlers in this process; with a timeout, in a helper thread it stops waiting on."""
+
+    def invoke(
+        self,
+        handler: Handler | str,
+        name: str,
+        qualifier: str | None,
+        event_json: str,
+        timeout: float | None,
+    ) -> tuple[str, str | None, str | None]:
+        """Invoke the handler; States.Timeout when it runs past the timeout."""
+        if timeout is None:
+            return call_handler(handler, name, qualifier, event_json, 900.0)
+        box: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: box.append(call_handler(handler, name, qualifier, event_json, timeout)),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(timeout)
+        if not box:
+            # NOTE: a thread cannot be killed; the late handler keeps running in background.
+            raise StatesError(TIMEOUT, f"Task timed out after {timeout} seconds.")
+        return box[0]
+
+
+class ProcessInvoker:
+    """Runs ``"module:attr"`` handlers in a process pool; callables run in this process."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+        self._threads = ThreadInvoker()
+
+    def invoke(
+        self,
+        handler: Handler | str,
+        name: str,
+        qualifier: str | None,
+        event_json: str,
+        timeout: float | None,
+    ) -> tuple[str, str | None, str | None]:
+        """Invoke in a worker process when the handler is importable by name."""
+        if callable(handler):
+            return self._threads.invoke(handler, name, qualifier, event_json, timeout)
+        future = self._pool.submit(
+            call_handler, handler, name, qualifier, event_json, timeout or 900.0
+        )
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise StatesError(TIMEOUT, f"Task timed out after {timeout} seconds.") from None
+
+    def close(self) -> None:
+        """Shut the pool down."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class ResourceRegistry:
+    """Maps Task resources to Python: Lambda handlers, service integrations, object store."""
+
+    def __init__(self, invoker: Invoker | None = None) -> None:
+        self.lambdas: dict[str, Handler | str] = {}
+        self.services: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.object_get: ObjectGet | None = None
+        self.object_put: ObjectPut | None = None
+        self.invoker: Invoker = invoker or ThreadInvoker()
+
+    def register_lambda(self, name: str, handler: Handler | str) -> None:
+        """Register a handler under a function name (or an ARN whose name is used)."""
+        self.lambdas[function_name(name)[0]] = handler
+
+    def register_service(self, resource: str, fn: Callable[[dict[str, Any]], Any]) -> None:
+        """Register a service integration, e.g. ``arn:aws:states:::sns:publish``."""
+        self.services[resource] = fn
+
+    def set_object_store(self, get: ObjectGet, put: ObjectPut) -> None:
+        """Set how ItemReader reads and ResultWriter writes objects."""
+        self.object_get = get
+        self.object_put = put
+
+    def lambda_handler(self, reference: str) -> tuple[Handler | str, str, str | None]:
+        """The handler for a FunctionName or function ARN, with its name and qualifier."""
+        name, qualifier = function_name(reference)
+        if name not in self.lambdas:
+            known = ", ".join(sorted(self.lambdas)) or "none"
+            raise StatesError(
+                "Lambda.ResourceNotFoundException",
+                f"Function not found: {reference} (registered: {known})",
+            )
+        return self.lambdas[name], name, qualifier
+
+    def service(self, resource: str) -> Callable[[dict[str, Any]], Any]:
+        """The function registered for a service resource."""
+        if resource not in self.services:
+            raise StatesError(
+                "States.Runtime", f"resource {resource} is not registered with the local engine"
+            )
+        return self.services[resource]

@@ -1,0 +1,136 @@
+"""On-disk persistence of executions, histories and Map Runs, readable by another process.
+
+Layout under the store directory::
+
+    <execution name>/execution.json        the execution record (rewritten atomically)
+    <execution name>/history.jsonl         one history event a line, appended as it happens
+    <execution name>/mapruns/<id>/maprun.json     the Map Run record and its counts
+    <execution name>/mapruns/<id>/children.jsonl  one finished child execution a line
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import threading
+from typing import Any
+
+from mailmatrix.errors import EngineError
+
+
+class ExecutionStore:
+    """Reads and writes execution records, histories and Map Runs under one directory."""
+
+    def __init__(self, root: pathlib.Path | str) -> None:
+        self.root = pathlib.Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def execution_dir(self, execution_id: str) -> pathlib.Path:
+        """The directory of one execution."""
+        return self.root / execution_id
+
+    def create(self, record: dict[str, Any]) -> None:
+        """Create a new execution; refuse a name already used."""
+        folder = self.execution_dir(record["name"])
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            raise EngineError(
+                f"store: execution {record['name']!r} already exists in {self.root}"
+            ) from None
+        self.save(record)
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Rewrite an execution record atomically."""
+        _write_json(self.execution_dir(record["name"]) / "execution.json", record)
+
+    def load(self, execution_id: str) -> dict[str, Any]:
+        """The record of an execution by name (id)."""
+        path = self.execution_dir(execution_id) / "execution.json"
+        if not path.is_file():
+            raise EngineError(f"store: no execution {execution_id!r} in {self.root}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every execution record, oldest first."""
+        records = []
+        for path in self.root.glob("*/execution.json"):
+            try:
+                records.append(json.loads(path.read_text(encoding="utf-8")))
+            except ValueError:
+                continue
+        return sorted(records, key=lambda r: (r.get("startDate", ""), r["name"]))
+
+    def append_event(self, execution_id: str, event: dict[str, Any]) -> None:
+        """Append one event to an execution's history."""
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        with (
+            self._lock,
+            open(
+                self.execution_dir(execution_id) / "history.jsonl", "a", encoding="utf-8"
+            ) as handle,
+        ):
+            handle.write(line)
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        """An execution's history events in order."""
+        path = self.execution_dir(execution_id) / "history.jsonl"
+        if not path.is_file():
+            raise EngineError(f"store: no history for execution {execution_id!r}")
+        return _read_jsonl(path)
+
+    def map_run_dir(self, execution_id: str, map_run_id: str) -> pathlib.Path:
+        """The directory of one Map Run."""
+        return self.execution_dir(execution_id) / "mapruns" / map_run_id
+
+    def save_map_run(self, execution_id: str, run: dict[str, Any]) -> None:
+        """Rewrite a Map Run record atomically."""
+        folder = self.map_run_dir(execution_id, run["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "maprun.json", run)
+
+    def map_runs(self, execution_id: str) -> list[dict[str, Any]]:
+        """Every Map Run record of an execution."""
+        folder = self.execution_dir(execution_id) / "mapruns"
+        runs = [json.loads(p.read_text(encoding="utf-8")) for p in folder.glob("*/maprun.json")]
+        return sorted(runs, key=lambda r: r.get("startDate", ""))
+
+    def load_map_run(self, execution_id: str, map_run_id: str) -> dict[str, Any]:
+        """One Map Run record."""
+        path = self.map_run_dir(execution_id, map_run_id) / "maprun.json"
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def append_children(
+        self, execution_id: str, map_run_id: str, children: list[dict[str, Any]]
+    ) -> None:
+        """Append finished child executions (with their histories) to a Map Run."""
+        text = "".join(json.dumps(c, separators=(",", ":")) + "\n" for c in children)
+        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
+        with self._lock, open(path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def children(self, execution_id: str, map_run_id: str) -> dict[int, dict[str, Any]]:
+        """The latest record of each child of a Map Run, by item (batch) index."""
+        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
+        latest: dict[int, dict[str, Any]] = {}
+        if path.is_file():
+            for child in _read_jsonl(path):
+                latest[child["index"]] = child
+        return latest
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_text(json.dumps(value, indent=1), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    events = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                events.append(json.loads(line))
+    return events
