@@ -248,3 +248,8 @@ def _unsubscribe_headers(unsubscribe: str | Sequence[str] | None) -> dict[str, s
     if any(t.startswith("https:") for t in targets):
         result["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return result
+
+
+def envelope_address(text: str, *, where: str) -> str:
+    """The bare 7-bit address of ``Name <addr>`` or ``addr`` (domain in IDNA form)."""
+    return parse_address(text, where=where).addr_spec

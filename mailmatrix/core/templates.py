@@ -11,6 +11,9 @@ A templates folder holds ``manifest.yaml`` and one folder per template set::
 A folder with only ``subject.txt`` and ``body.html`` and/or ``body.txt`` and no manifest is a
 catalog with one set, ``default``, used for every row.
 
+Each set says whether rows attach their own file (``attachment: required``, the default, as
+the product sends each recipient's PDF), may attach one (``optional``) or never do (``none``).
+
 Recipient data is data: CSV values reach the templates only as context values, never as
 template source, in a sandboxed environment with ``StrictUndefined``. HTML templates autoescape;
 subject and text templates do not (an apostrophe stays an apostrophe in the Subject).
@@ -82,7 +85,7 @@ class TemplateSet:
     html: str | None
     text: str | None
     values: tuple[str, ...] = ()
-    attachment: str = "optional"
+    attachment: str = "required"
     default_attachment: str | None = None
 
     @property
@@ -383,7 +386,7 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
         raise TemplateError(f"{where}: no subject template ({name}/{SUBJECT_FILE})")
     if html is None and text is None:
         raise TemplateError(f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})")
-    attachment = str(spec.get("attachment", "optional"))
+    attachment = str(spec.get("attachment", "required"))
     if attachment not in ATTACHMENT_MODES:
         raise TemplateError(f"{where}: attachment must be one of {', '.join(ATTACHMENT_MODES)}")
     default_attachment = spec.get("default_attachment")
@@ -510,7 +513,7 @@ class _TextExtractor(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in ("style", "script", "head", "title"):
             self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag in _BLOCKS:
+        elif tag in _BLOCKS and tag != "li":
             self.parts.append("\n")
         elif tag == "a" and self._links:
             href = self._links.pop()

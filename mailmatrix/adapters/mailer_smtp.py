@@ -1,0 +1,276 @@
+"""Delivers through any SMTP server: plain, STARTTLS or implicit TLS, with optional AUTH.
+
+URLs: ``smtp://[user:pass@]host[:25]``, ``smtp+starttls://...[:587]``, ``smtps://...[:465]``.
+Query options: ``timeout`` (seconds, default 30), ``cafile`` (PEM bundle to trust, for
+private relays), ``helo`` (the name to greet with). User and password are percent-decoded.
+
+Each thread keeps its own connection (smtplib connections are not thread-safe) and
+reconnects when the server dropped it. A message goes out only when every envelope
+recipient was accepted: on any refused RCPT the transaction is reset, so nobody receives a
+message that is then reported as failed.
+
+Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
+transient; other 5xx replies are permanent for the message; rate replies are Throttled;
+authentication failures and a used-up daily quota halt the campaign.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from mailmatrix.core.message import envelope_address
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    ConfigurationError,
+    PermanentSendError,
+    SendError,
+    Throttled,
+    TransientSendError,
+)
+
+DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
+_RATE_WORDS = ("rate", "throttl", "too many messages", "try again later")
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and how to connect."""
+
+    host: str
+    port: int
+    security: str = "plain"  # plain | starttls | tls
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    helo: str | None = None
+
+
+class SmtpMailer:
+    """The Mailer port over SMTP, one connection per thread."""
+
+    def __init__(self, server: SmtpServer, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.server = server
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[smtplib.SMTP] = []
+
+    @classmethod
+    def from_url(cls, url: str) -> SmtpMailer:
+        """Build from ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs."""
+        parts = urlsplit(url)
+        security = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "tls"}.get(parts.scheme)
+        if security is None or not parts.hostname:
+            raise ConfigurationError(
+                f"MAILMATRIX_MAILER: expected smtp://, smtp+starttls:// or smtps://HOST[:PORT], "
+                f"got {parts.scheme or url!r}"
+            )
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"timeout", "cafile", "helo"}
+        if unknown:
+            raise ConfigurationError(f"MAILMATRIX_MAILER: unknown options: {', '.join(unknown)}")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            timeout = float(query.get("timeout", 30))
+        except ValueError as exc:
+            raise ConfigurationError(f"MAILMATRIX_MAILER: {exc}") from exc
+        context = None
+        if "cafile" in query:
+            try:
+                context = ssl.create_default_context(cafile=query["cafile"])
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(f"MAILMATRIX_MAILER: cafile: {exc}") from exc
+        server = SmtpServer(
+            host=parts.hostname,
+            port=port,
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+            helo=query.get("helo"),
+        )
+        return cls(server, ssl_context=context)
+
+    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        """Hand the message over; return its Message-ID (the server's reply is not standard)."""
+        if not destinations:
+            raise PermanentSendError(f"smtp {self._where}: no envelope recipients")
+        mail_from = envelope_address(sender, where="smtp sender")
+        rcpt_to = [envelope_address(a, where="smtp recipient") for a in destinations]
+
+        connection, reused = self._connection()
+        try:
+            reply = self._transaction(connection, mail_from, rcpt_to, raw)
+        except _StaleConnection:
+            # The server closed an idle connection: nothing was accepted, so send again once.
+            self._drop()
+            if not reused:
+                raise TransientSendError(f"smtp {self._where}: connection closed") from None
+            connection, _ = self._connection()
+            try:
+                reply = self._transaction(connection, mail_from, rcpt_to, raw)
+            except _StaleConnection:
+                self._drop()
+                raise TransientSendError(f"smtp {self._where}: connection closed") from None
+        return _message_id(raw) or reply
+
+    def close(self) -> None:
+        """Say QUIT on every connection this mailer opened."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.quit()
+            except (smtplib.SMTPException, OSError):
+                connection.close()
+        self._local = threading.local()
+
+    @property
+    def _where(self) -> str:
+        return f"{self.server.host}:{self.server.port}"
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        existing = getattr(self._local, "connection", None)
+        if existing is not None:
+            return existing, True
+        connection = self._connect()
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection, False
+
+    def _connect(self) -> smtplib.SMTP:
+        server = self.server
+        connection: smtplib.SMTP
+        try:
+            if server.security == "tls":
+                connection = smtplib.SMTP_SSL(
+                    server.host,
+                    server.port,
+                    local_hostname=server.helo,
+                    timeout=server.timeout,
+                    context=self.ssl_context,
+                )
+            else:
+                connection = smtplib.SMTP(
+                    server.host, server.port, local_hostname=server.helo, timeout=server.timeout
+                )
+            connection.ehlo()
+            if server.security == "starttls":
+                connection.starttls(context=self.ssl_context)
+                connection.ehlo()
+            if server.username:
+                connection.login(server.username, server.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise AccountSendingHalted(
+                f"smtp {self._where}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}"
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise AccountSendingHalted(f"smtp {self._where}: connect: {exc}") from exc
+        except smtplib.SMTPResponseException as exc:
+            raise _classify(exc.smtp_code, exc.smtp_error, f"smtp {self._where}: connect") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise AccountSendingHalted(
+                f"smtp {self._where}: connect: certificate not trusted: {exc.verify_message}"
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+        return connection
+
+    def _transaction(
+        self, connection: smtplib.SMTP, mail_from: str, rcpt_to: list[str], raw: bytes
+    ) -> str:
+        """Run MAIL, RCPT and DATA; return the server's reply to DATA."""
+        where = f"smtp {self._where}"
+        stage = "MAIL FROM"
+        try:
+            code, reply = connection.mail(mail_from)
+            if code in (421, -1):
+                raise _StaleConnection()
+            if code != 250:
+                self._reset(connection)
+                raise _classify(code, reply, f"{where}: MAIL FROM")
+            stage = "RCPT TO"
+            for address in rcpt_to:
+                code, reply = connection.rcpt(address)
+                if code not in (250, 251):
+                    self._reset(connection)
+                    raise _classify(code, reply, f"{where}: recipient {_mask(address)} refused")
+            stage = "DATA"
+            code, reply = connection.data(raw)
+            if code != 250:
+                raise _classify(code, reply, f"{where}: DATA")
+            return _text(reply)
+        except smtplib.SMTPServerDisconnected as exc:
+            if stage == "MAIL FROM":
+                raise _StaleConnection() from exc
+            self._drop()
+            raise TransientSendError(f"{where}: connection lost during {stage}: {exc}") from exc
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code == 421:
+                self._drop()
+            raise _classify(exc.smtp_code, exc.smtp_error, f"{where}: {stage}") from exc
+        except (SendError, _StaleConnection):
+            raise
+        except (smtplib.SMTPException, OSError) as exc:
+            self._drop()
+            raise TransientSendError(f"{where}: {stage}: {exc}") from exc
+
+    def _reset(self, connection: smtplib.SMTP) -> None:
+        try:
+            connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            with self._lock:
+                if connection in self._connections:
+                    self._connections.remove(connection)
+            connection.close()
+
+
+class _StaleConnection(Exception):
+    """The connection was gone before the server accepted anything."""
+
+
+def _classify(code: int, reply: bytes | str, where: str) -> SendError:
+    """Turn an SMTP reply into the Mailer port's error."""
+    text = _text(reply)
+    message = f"{where}: {code} {text}"
+    lowered = text.lower()
+    if code in (530, 534, 535, 538):
+        return AccountSendingHalted(message, details={"code": code})
+    if ("daily" in lowered and "quota" in lowered) or "sending paused" in lowered:
+        return AccountSendingHalted(message, details={"code": code})
+    if 400 <= code < 500:
+        if any(word in lowered for word in _RATE_WORDS):
+            return Throttled(message, details={"code": code})
+        return TransientSendError(message, details={"code": code})
+    if code == -1:
+        return TransientSendError(message, details={"code": code})
+    return PermanentSendError(message, details={"code": code})
+
+
+def _text(reply: bytes | str) -> str:
+    if isinstance(reply, bytes):
+        reply = reply.decode("utf-8", "replace")
+    return " ".join(reply.split())
+
+
+def _mask(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _message_id(raw: bytes) -> str:
+    headers = BytesHeaderParser().parsebytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
+    return (headers.get("Message-ID") or "").strip().strip("<>")

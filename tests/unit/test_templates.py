@@ -1,0 +1,316 @@
+"""The template catalog: manifest, choosing a set, variable checks, sandboxed rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailmatrix.core.templates import Choice, Rendered, html_to_text, load_catalog
+from mailmatrix.errors import TemplateError
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_COLUMNS = [
+    "Email",
+    "Name",
+    "Status",
+    "Attachment_File",
+    "Position",
+    "Department",
+    "Start_Date",
+    "Salary",
+]
+
+
+def folder(root: Path) -> dict[str, str]:
+    """Every file under ``root`` as the handler hands it to load_catalog."""
+    return {
+        p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def offer_row(**overrides: str) -> dict[str, str]:
+    row = {
+        "Email": "amelia@example.com",
+        "Name": "Amelia Hart",
+        "Status": "Offer",
+        "Attachment_File": "amelia.pdf",
+        "Position": "Data Engineer",
+        "Department": "Analytics",
+        "Start_Date": "2027-01-11",
+        "Salary": "€68,000",
+    }
+    return {**row, **overrides}
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_catalog(folder(REPO / "templates"))
+
+
+SIMPLE_MANIFEST = """
+column: Status
+sender: "Acme <hr@example.com>"
+sets:
+  welcome:
+    when: [Offer, Accepted]
+skip:
+  Unsubscribed: asked not to be contacted
+"""
+
+
+def simple(**files: str) -> dict[str, str]:
+    base = {
+        "manifest.yaml": SIMPLE_MANIFEST,
+        "welcome/subject.txt": "Hello {{ Name }}",
+        "welcome/body.txt": "Dear {{ Name }},\n",
+    }
+    base.update({k.replace("__", "/"): v for k, v in files.items()})
+    return base
+
+
+# --- the bundled demo sets -------------------------------------------------------------------
+
+
+def test_demo_manifest_picks_sets_by_status(demo):
+    # GIVEN the bundled templates WHEN Status values are looked up THEN sets, skips, unknowns
+    assert demo.column == "Status"
+    assert demo.sender == "Acme Talent <talent@example.com>"
+    assert demo.names == ["offer", "rejection"]
+    assert demo.choose(" OFFER ") == Choice("template", template="offer")
+    assert demo.choose("rejection") == Choice("template", template="rejection")
+    assert demo.choose(" unsubscribed") == Choice(
+        "skip", reason="the recipient asked not to be contacted"
+    )
+    unknown = demo.choose("Offfer")
+    assert unknown.kind == "unknown"
+    assert unknown.reason == (
+        "unknown Status value 'Offfer' (expected one of: Offer, Rejection, Withdrawn, Unsubscribed)"
+    )
+    assert demo.choose("").reason.startswith("Status is empty")
+
+
+def test_demo_templates_fit_the_demo_columns(demo):
+    assert demo.check_columns(DEMO_COLUMNS) == []
+    assert demo.needs_attachment("offer") and demo.needs_attachment("rejection")
+
+
+def test_rejection_set_does_not_use_offer_only_columns(demo):
+    # Rejection rows may leave Start_Date and Salary empty, so the set must not use them.
+    assert demo.variables("rejection") == {"Name", "Position", "Department"}
+    assert demo.required_columns("rejection") == {"Name", "Position"}
+    assert demo.variables("offer") == {"Name", "Position", "Department", "Start_Date", "Salary"}
+    assert demo.required_columns("offer") == demo.variables("offer")
+
+
+def test_demo_check_names_every_missing_column_and_file(demo):
+    problems = demo.check_columns(["Email", "Name", "Status", "Attachment_File", "Position"])
+    assert problems == [
+        "offer/body.txt: Department, Salary, Start_Date; "
+        "offer/body.html: Department, Salary, Start_Date; "
+        "rejection/body.txt: Department; rejection/body.html: Department"
+        " — not CSV columns (available: Email, Name, Status, Attachment_File, Position)"
+    ]
+
+
+def test_demo_offer_renders_layout_signature_and_inlined_css(demo):
+    rendered = demo.render("offer", offer_row(Name="Seán O'Brien"))
+
+    assert rendered.subject == "Your offer from Acme Corporation: Data Engineer"
+    assert rendered.text.startswith("Dear Seán O'Brien,\n\nThank you")
+    assert "  Annual salary: €68,000\n" in rendered.text
+    assert rendered.text.endswith(
+        "Kind regards,\nDana Whitfield\nHead of Talent Acquisition, Acme Corporation\n\n--\n"
+        "Acme Corporation - 1 Example Street, Springfield\n"
+        "Questions? Write to talent@example.com.\n"
+    )
+    html = rendered.html or ""
+    assert "<style" not in html  # inlined into style attributes, block removed
+    assert '<div class="header" style="padding: 20px 32px;' in html
+    assert "<strong>Data Engineer</strong>" in html
+    assert "Dana Whitfield<br>" in html
+    assert html.startswith('<!DOCTYPE html><html lang="en">')
+
+
+def test_rejection_renders_without_offer_columns_and_without_department(demo):
+    row = offer_row(Status="Rejection", Start_Date="", Salary="", Department="")
+    rendered = demo.render("rejection", row)
+    assert rendered.subject == "Your application for Data Engineer at Acme Corporation"
+    assert "position of Data Engineer, and for the time" in rendered.text
+    assert " team" not in rendered.text.split("Kind regards")[0]
+
+
+def test_offer_row_with_empty_salary_fails_naming_the_column(demo):
+    with pytest.raises(TemplateError) as caught:
+        demo.render("offer", offer_row(Salary=""))
+    assert caught.value.message == (
+        "offer/body.html: render: Salary is empty in this row but the template prints it"
+    )
+
+
+# --- recipient data is data ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{{ 7*7 }}",
+        "{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+        "{{ config }}{{ self.__init__.__globals__ }}",
+        "${Name} %(Name)s {Name}",
+    ],
+    ids=["expression", "statement", "globals", "other-syntaxes"],
+)
+def test_csv_values_are_never_evaluated_as_template_code(value):
+    catalog = load_catalog(simple(**{"welcome__body.html": "<p>{{ Name }}</p>"}))
+    rendered = catalog.render("welcome", {"Name": value, "Status": "Offer"})
+    assert rendered.subject == f"Hello {value}"
+    assert rendered.text == f"Dear {value},\n"
+    assert value.replace("'", "&#39;").replace('"', "&#34;") in (rendered.html or "")
+
+
+def test_sandbox_refuses_unsafe_attribute_access_in_templates():
+    catalog = load_catalog(simple(**{"welcome__body.txt": "{{ ''.__class__.__mro__ }}"}))
+    with pytest.raises(TemplateError, match=r"^welcome/body.txt: render: "):
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+
+
+def test_dynamic_access_to_a_missing_column_fails_the_row_not_renders_blank():
+    catalog = load_catalog(simple(**{"welcome__body.txt": "Balance: {{ row['Balance'] }}\n"}))
+    assert catalog.check_columns(["Name", "Status"]) == []  # invisible to static analysis
+    with pytest.raises(TemplateError) as caught:
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+    assert "welcome/body.txt: render: " in caught.value.message
+    assert "Balance" in caught.value.message
+
+
+def test_columns_with_spaces_are_reachable_through_row():
+    catalog = load_catalog(simple(**{"welcome__body.txt": "Start: {{ row['Start Date'] }}\n"}))
+    rendered = catalog.render("welcome", {"Name": "Amy", "Status": "Offer", "Start Date": "May"})
+    assert rendered.text == "Start: May\n"
+
+
+def test_guarded_empty_values_render_and_or_defaults_work():
+    body = "Dear {{ Name or 'colleague' }},{% if Team %} team {{ Team }}{% endif %}\n"
+    catalog = load_catalog(simple(**{"welcome__body.txt": body}))
+    rendered = catalog.render("welcome", {"Name": "Amy", "Status": "Offer", "Team": ""})
+    assert rendered.text == "Dear Amy,\n"
+    assert catalog.required_columns("welcome") == {"Name"}
+
+
+def test_subject_is_one_line_whatever_the_data_holds():
+    catalog = load_catalog(simple())
+    name = "Amy\r\nBcc: victim@example.com\x00\x1b[1m"
+    rendered = catalog.render("welcome", {"Name": name, "Status": "Offer"})
+    assert rendered.subject == "Hello Amy Bcc: victim@example.com [1m"
+    assert "\n" not in rendered.subject and "\r" not in rendered.subject
+
+
+def test_text_is_derived_from_html_when_body_txt_is_absent():
+    files = {
+        "subject.txt": "Hi",
+        "body.html": (
+            "<html><head><style>p{color:red}</style><title>T</title></head><body>"
+            "<h1>Welcome {{ Name }}</h1><p>Line one<br>line two &amp; more</p>"
+            "<ul><li>first</li><li>second</li></ul>"
+            '<p>See <a href="https://example.com/x">our site</a>.</p></body></html>'
+        ),
+    }
+    rendered = load_catalog(files).render("default", {"Name": "Amy & Bo"})
+    assert rendered.text == (
+        "Welcome Amy & Bo\n\nLine one\nline two & more\n\n- first\n- second\n\n"
+        "See our site (https://example.com/x).\n"
+    )
+    assert rendered.html is not None and 'style="color: red;"' in rendered.html
+
+
+def test_html_to_text_skips_scripts_and_styles():
+    assert html_to_text("<style>x{}</style><script>alert(1)</script><p>Hi</p>") == "Hi\n"
+
+
+def test_text_only_set_has_no_html():
+    rendered = load_catalog({"subject.txt": "S", "body.txt": "T {{ A }}"}).render(
+        "default", {"A": "1"}
+    )
+    assert rendered == Rendered(subject="S", html=None, text="T 1\n")
+
+
+# --- folders without a manifest --------------------------------------------------------------
+
+
+def test_folder_without_manifest_is_one_set_for_every_row():
+    catalog = load_catalog({"subject.txt": "S", "body.html": "<p>{{ Name }}</p>"})
+    assert catalog.column is None and catalog.sender is None
+    assert catalog.names == ["default"]
+    assert catalog.choose("anything") == Choice("template", template="default")
+    assert catalog.needs_attachment("default") is True
+
+
+def test_folder_without_subject_is_refused():
+    with pytest.raises(TemplateError, match=r"no manifest\.yaml, and no subject\.txt"):
+        load_catalog({"body.html": "<p>x</p>"})
+
+
+# --- manifest errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        ("column: Status\nsets: [a]\n", "manifest.yaml: 'sets' must map set names"),
+        ("colum: Status\nsets: {welcome: {when: x}}\n", "manifest.yaml: unknown keys: colum"),
+        (
+            "sets: {welcome: {when: [A, a]}}\n",
+            "manifest.yaml: Status value 'a' picks both 'welcome' and 'welcome'",
+        ),
+        ("sets: {welcome: {}}\n", "manifest.yaml: set 'welcome': 'when' lists no Status value"),
+        (
+            "sets: {welcome: {when: A, subject: nope.txt}}\n",
+            "manifest.yaml: set 'welcome': subject file 'nope.txt' does not exist",
+        ),
+        (
+            "sets: {welcome: {when: A, attachment: maybe}}\n",
+            "manifest.yaml: set 'welcome': attachment must be one of required, optional, none",
+        ),
+        (
+            "sets: {welcome: {when: A}}\nskip: {a: x}\n",
+            "manifest.yaml: Status value 'a' is both skipped and picks 'welcome'",
+        ),
+        ("sets: {other: {when: A}}\n", "manifest.yaml: set 'other': no subject template"),
+        ("sets: [\n", "manifest.yaml: not valid YAML"),
+    ],
+)
+def test_manifest_mistakes_are_named(manifest, message):
+    with pytest.raises(TemplateError) as caught:
+        load_catalog(simple(**{"manifest.yaml": manifest}))
+    assert caught.value.message.startswith(message)
+
+
+def test_syntax_error_is_reported_with_file_and_line():
+    catalog = load_catalog(simple(**{"welcome__body.txt": "Dear\n{{ Name }\n"}))
+    problems = catalog.check_columns(["Name", "Status"])
+    assert len(problems) == 1
+    assert problems[0].startswith("welcome/body.txt: line 2: template syntax error: ")
+
+
+def test_status_column_missing_from_csv_is_a_problem():
+    problems = load_catalog(simple()).check_columns(["Email", "Name"])
+    assert problems == [
+        "manifest.yaml: column 'Status' picks the template set but is not a CSV column "
+        "(available: Email, Name)"
+    ]
+
+
+def test_unknown_variable_gets_a_suggestion():
+    catalog = load_catalog(simple(**{"welcome__subject.txt": "Hi {{ Nmae }}"}))
+    assert catalog.check_columns(["Name", "Status"]) == [
+        "welcome/subject.txt: Nmae — not CSV columns (available: Name, Status)"
+        " (did you mean: Nmae -> Name?)"
+    ]
+
+
+def test_render_unknown_set_is_an_error():
+    with pytest.raises(TemplateError, match="unknown template set 'nope'"):
+        load_catalog(simple()).render("nope", {})
