@@ -45,11 +45,15 @@ def parse_address(text: str, *, check_deliverability: bool = False) -> Address:
     if not local.isascii():
         return Address(problem=NON_ASCII_LOCAL)
 
+    if len(local) > _MAX_LOCAL:
+        # RFC 5321 section 4.5.3.1.1; email-validator 2.4 lets longer local parts through.
+        return Address(problem=f"invalid address: more than {_MAX_LOCAL} characters before the @")
+    if not _DOT_ATOM.fullmatch(local):
+        return _full_check(text, check_deliverability)
+
     ascii_domain = _check_domain(domain, check_deliverability)
     if ascii_domain.startswith("!"):
         return Address(problem=ascii_domain[1:])
-    if len(local) > _MAX_LOCAL or not _DOT_ATOM.fullmatch(local):
-        return _full_check(text, check_deliverability)
     email = f"{local}@{ascii_domain}"
     if len(email) > _MAX_ADDRESS:
         return _full_check(text, check_deliverability)

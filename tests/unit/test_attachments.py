@@ -1,0 +1,124 @@
+"""Attachment names: only bare file names, found exactly in one listing, within the size limit."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from mailmatrix.core.attachments import (
+    MESSAGE_OVERHEAD_BYTES,
+    AttachmentIndex,
+    Lookup,
+    encoded_size,
+    name_problem,
+)
+from mailmatrix.ports import ObjectInfo
+
+
+def index(**sizes: int) -> AttachmentIndex:
+    """Index of the given names (keyword names use _ for .)."""
+    return AttachmentIndex.from_listing(
+        [ObjectInfo(f"attachments/{name.replace('_', '.')}", size) for name, size in sizes.items()]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("/etc/passwd", "absolute path in attachment name '/etc/passwd': give a bare file name"),
+        ("C:\\x.pdf", "backslash in attachment name 'C:\\\\x.pdf': give a bare file name "
+         "(a backslash is also altered by the Step Functions CSV reader)"),
+        ("C:x.pdf", "absolute path in attachment name 'C:x.pdf': give a bare file name"),
+        ("..", "parent folder (..) in attachment name '..': give a bare file name"),
+        ("../secret.pdf", "parent folder (..) in attachment name '../secret.pdf': give a bare "
+         "file name"),
+        ("a/../../b.pdf", "parent folder (..) in attachment name 'a/../../b.pdf': give a bare "
+         "file name"),
+        ("sub/a.pdf", "folder in attachment name 'sub/a.pdf': give a bare file name"),
+        ("reports\\alice.pdf", "backslash in attachment name 'reports\\\\alice.pdf': give a bare "
+         "file name (a backslash is also altered by the Step Functions CSV reader)"),
+        ("a\x00.pdf", "control character (NUL) in attachment name"),
+        ("a\n.pdf", "control character (LF) in attachment name"),
+        ("a\x85.pdf", "control character (U+0085) in attachment name"),
+        ("a..b.pdf", None),
+        ("ünïcødé name.pdf", None),
+    ],
+)  # fmt: skip
+def test_only_bare_file_names_pass(name, problem):
+    assert name_problem(name) == problem
+
+
+def test_lookup_finds_exact_name_with_its_size():
+    assert index(alice_pdf=120).lookup(" alice.pdf ") == Lookup(name="alice.pdf", size=120)
+
+
+@pytest.mark.parametrize(
+    ("asked", "problem"),
+    [
+        ("", "Attachment_File is empty"),
+        ("   ", "Attachment_File is empty"),
+        ("bob.pdf", "attachment not found: bob.pdf"),
+        ("Carol.PDF", "attachment not found: Carol.PDF (did you mean carol.pdf?)"),
+        ("DAVE.pdf", "attachment not found: DAVE.pdf (did you mean Dave.pdf or dave.pdf?)"),
+        ("empty.pdf", "attachment is empty (0 bytes): empty.pdf"),
+        ("nested.pdf", "attachment not found: nested.pdf"),
+    ],
+)
+def test_lookup_problems(asked, problem):
+    listing = [
+        ObjectInfo("attachments/carol.pdf", 10),
+        ObjectInfo("attachments/dave.pdf", 10),
+        ObjectInfo("attachments/Dave.pdf", 10),
+        ObjectInfo("attachments/empty.pdf", 0),
+        ObjectInfo("attachments/sub/nested.pdf", 10),
+        ObjectInfo("other/bob.pdf", 10),
+    ]
+    found = AttachmentIndex.from_listing(listing, prefix="attachments/").lookup(asked)
+
+    assert found == Lookup(problem=problem)
+
+
+@pytest.mark.parametrize("stored_form", ["NFC", "NFD"])
+@pytest.mark.parametrize("asked_form", ["NFC", "NFD"])
+def test_names_match_in_either_unicode_form(stored_form, asked_form):
+    name = "Zoë Müller.pdf"
+    listing = [ObjectInfo("attachments/" + unicodedata.normalize(stored_form, name), 5)]
+
+    found = AttachmentIndex.from_listing(listing).lookup(unicodedata.normalize(asked_form, name))
+
+    assert found == Lookup(name=unicodedata.normalize("NFC", name), size=5)
+
+
+def test_encoded_size_counts_base64_and_line_breaks():
+    assert [encoded_size(n) for n in (0, 1, 3, 57, 58, 3 * 1024 * 1024)] == [
+        0,
+        6,
+        6,
+        78,
+        84,
+        4 * 1024 * 1024 + 2 * 55189,
+    ]
+
+
+def test_size_limit_applies_to_the_encoded_message():
+    limit = 1024 * 1024
+    fits = (limit - MESSAGE_OVERHEAD_BYTES) * 3 // 4 - 20 * 1024
+    too_big = (limit - MESSAGE_OVERHEAD_BYTES) * 3 // 4 + 1024
+    idx = index(fits_pdf=fits, big_pdf=too_big)
+
+    assert idx.lookup("fits.pdf", max_message_bytes=limit).problem is None
+    assert idx.lookup("big.pdf", max_message_bytes=limit) == Lookup(
+        problem="attachment too large: big.pdf is 577.0 KiB, about 1.0 MiB as an encoded "
+        "message; the limit is 1.0 MiB"
+    )
+
+
+def test_index_ignores_other_prefixes_and_folders():
+    listing = [
+        ObjectInfo("attachments/", 0),
+        ObjectInfo("attachments/a.pdf", 1),
+        ObjectInfo("attachments/x/b.pdf", 1),
+        ObjectInfo("attachmentsX/c.pdf", 1),
+    ]
+    assert len(AttachmentIndex.from_listing(listing, prefix="attachments/")) == 1

@@ -1,0 +1,67 @@
+"""The rejects report: readable CSV, addresses masked, nothing a spreadsheet would execute."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+
+import pytest
+
+from mailmatrix.core.recipients import IntakeReport
+from mailmatrix.core.rejects import neutralise, write_rejects
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("Name is empty", "Name is empty"),
+        ("a=b", "a=b"),
+        (7, "7"),
+        (None, ""),
+    ],
+)  # fmt: skip
+def test_formula_starts_are_neutralised(cell, shown):
+    assert neutralise(cell) == shown
+
+
+def test_report_lists_every_row_not_sent_in_row_order():
+    # GIVEN a report with a reject, a duplicate and a skipped row
+    report = IntakeReport(source="s")
+    report.rejected.append(
+        {"row": 5, "column": "Name", "reason": "=cmd|' /C calc'!A0", "email": "e***@example.com"}
+    )
+    report.duplicates.append(
+        {"row": 4, "first_row": 2, "conflicting": True, "email": "a***@example.com"}
+    )
+    report.skipped.append({"row": 3, "reason": "unsubscribed"})
+    out = io.BytesIO()
+
+    # WHEN it is written
+    count = write_rejects(report, out)
+
+    # THEN it is UTF-8 CSV with a BOM, one line per row, formulas neutralised
+    data = out.getvalue()
+    assert data.startswith(codecs.BOM_UTF8)
+    lines = list(csv.reader(io.StringIO(data[3:].decode("utf-8"))))
+    assert count == 3
+    assert lines == [
+        ["row", "outcome", "column", "reason", "email"],
+        ["3", "skipped", "", "unsubscribed", ""],
+        ["4", "duplicate", "Email", "duplicate of row 2 with different values; not sent again",
+         "a***@example.com"],
+        ["5", "rejected", "Name", "'=cmd|' /C calc'!A0", "e***@example.com"],
+    ]  # fmt: skip
+
+
+def test_empty_report_has_only_the_header():
+    out = io.BytesIO()
+
+    assert write_rejects(IntakeReport(source="s"), out) == 0
+    assert out.getvalue() == codecs.BOM_UTF8 + b"row,outcome,column,reason,email\r\n"
