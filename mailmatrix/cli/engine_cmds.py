@@ -1,7 +1,313 @@
-"""Commands of the `mailmatrix` CLI (see docs/architecture.md for who owns this module)."""
+"""`mailmatrix executions`, `show`, `redrive` and `sfn run`: the local engine's verbs."""
 
 from __future__ import annotations
 
-import click
+import json
+import pathlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from mailmatrix.cli import exits
+from mailmatrix.engine import Engine, ResourceRegistry
+from mailmatrix.errors import MailMatrixError
+
+DEFAULT_WORKDIR = "demo"
+_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "RUNNING": "yellow",
+    "CAUGHT": "magenta",
+    "NOT RUN": "dim",
+}
+
+
+def registry_from_functions(workdir: pathlib.Path, functions: tuple[str, ...]) -> ResourceRegistry:
+    """A registry with each ``NAME=module:callable`` of --function registered as a Lambda."""
+    registry = ResourceRegistry()
+    for spec in functions:
+        name, sep, target = spec.partition("=")
+        if not sep or ":" not in target:
+            raise click.BadParameter(
+                f"{spec!r}: expected NAME=module:callable", param_hint="--function"
+            )
+        registry.register_lambda(name, target)
+    bucket_root = workdir / "bucket"
+
+    def get(bucket: str, key: str) -> bytes:
+        return (bucket_root / bucket / key).read_bytes()
+
+    def put(bucket: str, key: str, data: bytes) -> None:
+        path = bucket_root / bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    registry.set_object_store(get, put)
+    return registry
+
+
+# The hook that builds the registry for `redrive` and `sfn run` from --workdir and --function.
+# The project's runner may replace it (see mailmatrix.local.build_registry).
+registry_factory: Callable[[pathlib.Path, tuple[str, ...]], ResourceRegistry] = (
+    registry_from_functions
+)
+
+_workdir_option = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    default=DEFAULT_WORKDIR,
+    show_default=True,
+    help="Working directory (executions under it).",
+)
+_function_option = click.option(
+    "--function",
+    "functions",
+    multiple=True,
+    metavar="NAME=module:callable",
+    help="Resolve the Lambda function NAME to a Python callable (repeatable).",
+)
+
+
+def _engine(workdir: pathlib.Path, registry: ResourceRegistry | None = None) -> Engine:
+    return Engine(workdir / "executions", registry or ResourceRegistry())
+
+
+def _duration(start: str | None, stop: str | None) -> str:
+    if not start or not stop:
+        return "-"
+    seconds = (_parse(stop) - _parse(start)).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@click.command("executions")
+@_workdir_option
+def executions_cmd(workdir: pathlib.Path) -> None:
+    """List the executions of the local engine: id, status, start, duration."""
+    records = _engine(workdir).list_executions()
+    if not records:
+        click.echo(f"No executions in {workdir / 'executions'}.")
+        return
+    table = Table("execution", "status", "started", "duration", "redrives")
+    for record in records:
+        status = record["status"]
+        table.add_row(
+            record["name"],
+            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            record.get("startDate", "-"),
+            _duration(record.get("startDate"), record.get("stopDate")),
+            str(record.get("redriveCount", 0)),
+        )
+    Console().print(table)
+
+
+def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per state name: status, entered/exited times, retries, from a history."""
+    states: dict[str, dict[str, Any]] = {}
+    current: list[str] = []
+    for event in history:
+        kind = event["type"]
+        if "stateEnteredEventDetails" in event:
+            name = event["stateEnteredEventDetails"]["name"]
+            info = states.setdefault(name, {"entered": 0, "attempts": 0, "retries": 0})
+            info.update(status="RUNNING", start=event["timestamp"], stop=None)
+            info["entered"] += 1
+            info["attempts"] = 0
+            current.append(name)
+        elif "stateExitedEventDetails" in event:
+            name = event["stateExitedEventDetails"]["name"]
+            states[name].update(status="SUCCEEDED", stop=event["timestamp"])
+            if name in current:
+                current.remove(name)
+        elif kind in ("TaskScheduled", "LambdaFunctionScheduled") and current:
+            info = states[current[-1]]
+            info["attempts"] += 1
+            info["retries"] += 1 if info["attempts"] > 1 else 0
+        elif (
+            kind
+            in (
+                "TaskFailed",
+                "TaskTimedOut",
+                "LambdaFunctionFailed",
+                "LambdaFunctionTimedOut",
+                "MapRunFailed",
+            )
+            and current
+        ):
+            info = states[current[-1]]
+            info.update(status="FAILED", stop=event["timestamp"])
+            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+            info["error"] = details.get("error")
+        elif kind in ("ExecutionFailed",) and current:
+            states[current[-1]].update(status="FAILED", stop=event["timestamp"])
+    return states
+
+
+def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> Tree:
+    """The graph of states as a rich Tree with status, timing, retries and Map Run counts."""
+    machine = json.loads(record["definition"])
+    summaries = state_summaries(history)
+    status = record["status"]
+    title = (
+        f"[bold]{record['name']}[/] [{_STYLE.get(status, 'white')}]{status}[/] "
+        f"{_duration(record.get('startDate'), record.get('stopDate'))}"
+        f" redrives={record.get('redriveCount', 0)}"
+    )
+    if record.get("error"):
+        title += f"\n[red]{record['error']}[/]: {str(record.get('cause', ''))[:300]}"
+    tree = Tree(title)
+    runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
+    _add_states(tree, machine, summaries, runs)
+    return tree
+
+
+def _add_states(
+    tree: Tree,
+    machine: dict[str, Any],
+    summaries: dict[str, dict[str, Any]],
+    runs: dict[str, dict[str, Any]],
+) -> None:
+    for name in _ordered(machine):
+        state = machine["States"][name]
+        info = summaries.get(name, {"status": "NOT RUN"})
+        status = info["status"]
+        label = f"{name} [dim]({state['Type']})[/] [{_STYLE.get(status, 'white')}]{status}[/]"
+        if info.get("start"):
+            label += f" {_duration(info.get('start'), info.get('stop'))}"
+        if info.get("retries"):
+            label += f" retries={info['retries']}"
+        if info.get("error"):
+            label += f" [red]{info['error']}[/]"
+        targets = [state.get("Next")] + [c.get("Next") for c in state.get("Catch", [])]
+        targets += [c.get("Next") for c in state.get("Choices", [])] + [state.get("Default")]
+        nexts = sorted({t for t in targets if t})
+        if nexts:
+            label += f" [dim]→ {', '.join(nexts)}[/]"
+        node = tree.add(label)
+        run = runs.get(name)
+        if run:
+            node.add(
+                f"Map Run {run['status']}: total {run.get('total', 0)}, succeeded "
+                f"{run.get('succeeded', 0)}, failed {run.get('failed', 0)}, pending "
+                f"{run.get('pending', 0)}, redrives {run.get('redriveCount', 0)}"
+            )
+        for index, branch in enumerate(state.get("Branches", [])):
+            _add_states(node.add(f"branch {index}"), branch, summaries, runs)
+        processor = state.get("ItemProcessor", state.get("Iterator"))
+        if processor and not run:
+            _add_states(node.add("iteration"), processor, summaries, runs)
+
+
+def _ordered(machine: dict[str, Any]) -> list[str]:
+    """States in the order reached from StartAt (breadth first), then any others."""
+    order: list[str] = []
+    queue = [machine["StartAt"]]
+    while queue:
+        name = queue.pop(0)
+        if name in order or name not in machine["States"]:
+            continue
+        order.append(name)
+        state = machine["States"][name]
+        queue += [c["Next"] for c in state.get("Choices", [])]
+        queue += [t for t in (state.get("Next"), state.get("Default")) if t]
+        queue += [c["Next"] for c in state.get("Catch", [])]
+    return order + [n for n in machine["States"] if n not in order]
+
+
+@click.command("show")
+@click.argument("execution")
+@_workdir_option
+def show_cmd(execution: str, workdir: pathlib.Path) -> None:
+    """Draw the graph of an execution's states with status, timing, retries and Map Runs."""
+    engine = _engine(workdir)
+    try:
+        record = engine.describe(execution)
+        history = engine.history(execution)
+    except MailMatrixError as exc:
+        raise click.ClickException(str(exc)) from exc
+    Console().print(render_execution(record, history))
+
+
+def _report(record: dict[str, Any]) -> None:
+    if record["status"] == "SUCCEEDED":
+        click.echo(json.dumps(record.get("output"), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"Execution {record['name']} {record['status']}", err=True)
+    click.echo(f"Error: {record.get('error')}", err=True)
+    click.echo(f"Cause: {record.get('cause')}", err=True)
+    click.echo(f"Rerun from the failed state: mailmatrix redrive {record['name']}", err=True)
+
+
+@click.command("redrive")
+@click.argument("execution")
+@_workdir_option
+@_function_option
+def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...]) -> None:
+    """Rerun a failed execution from the state that failed (only failed Map items rerun)."""
+    try:
+        if not functions and (workdir / "settings.json").is_file():
+            from mailmatrix import local
+
+            record = local.redrive(workdir, execution)
+        else:
+            record = _engine(workdir, registry_factory(workdir, functions)).redrive(execution)
+    except MailMatrixError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(record)
+    raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
+
+
+@click.group("sfn")
+def sfn_group() -> None:
+    """Run any state machine definition on the local engine."""
+
+
+@sfn_group.command("run")
+@click.argument("definition", type=click.Path(dir_okay=False, exists=True, path_type=pathlib.Path))
+@click.option(
+    "--input", "input_text", default="{}", show_default=True, help="Execution input as JSON."
+)
+@click.option("--name", default=None, help="Execution name (default: a UUID).")
+@click.option(
+    "--sub",
+    "subs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Fill ${NAME} in the definition (repeatable).",
+)
+@_function_option
+@_workdir_option
+def sfn_run_cmd(
+    definition: pathlib.Path,
+    input_text: str,
+    name: str | None,
+    subs: tuple[str, ...],
+    functions: tuple[str, ...],
+    workdir: pathlib.Path,
+) -> None:
+    """Run DEFINITION.json; print the output as JSON, or the error and cause (exit 1)."""
+    try:
+        data = json.loads(input_text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
+    substitutions = dict(s.partition("=")[::2] for s in subs)
+    try:
+        engine = _engine(workdir, registry_factory(workdir, functions))
+        record = engine.start(
+            definition.read_text(encoding="utf-8"), data, name=name, substitutions=substitutions
+        )
+    except MailMatrixError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(record)
+    raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
+
+
+commands: list[click.Command] = [executions_cmd, show_cmd, redrive_cmd, sfn_group]

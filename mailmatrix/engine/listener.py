@@ -6,10 +6,10 @@ engine's threads, as things happen:
 - ``obj.on_event(execution_id, event)`` for each history event of the *parent* execution, in
   order (``event`` is the AWS-shaped dict: ``id``, ``previousEventId``, ``timestamp``, ``type``
   and the ``...EventDetails``). Child workflow events of a Distributed Map are not sent here.
-- ``obj.on_map_run(execution_id, map_run)`` each time a Map Run's counts change (a child
-  started or finished, the run started or ended). ``map_run`` holds ``mapRunArn``, ``stateName``,
-  ``status`` (RUNNING, SUCCEEDED, FAILED) and ``total``, ``succeeded``, ``failed``, ``running``,
-  ``pending``.
+- ``obj.on_map_run(map_run)`` each time a Map Run's counts change (a child started or
+  finished, the run started or ended). ``map_run`` holds ``executionId`` (the parent),
+  ``mapRunArn``, ``stateName``, ``status`` (RUNNING, SUCCEEDED, FAILED), ``redriveCount`` and the
+  counts ``total``, ``succeeded``, ``failed``, ``running``, ``pending``.
 
 A listener may implement only one of the two methods; calls are made under a lock, so an
 implementation does not need its own, but it must return quickly (it runs on the hot path).
@@ -27,7 +27,7 @@ class Listener(Protocol):
     def on_event(self, execution_id: str, event: dict[str, Any]) -> None:
         """Called with each history event of the parent execution."""
 
-    def on_map_run(self, execution_id: str, map_run: dict[str, Any]) -> None:
+    def on_map_run(self, map_run: dict[str, Any]) -> None:
         """Called when a Map Run's counts change."""
 
 
@@ -50,4 +50,4 @@ class Notifier:
         """Forward a Map Run's counts."""
         if self._on_map_run:
             with self._lock:
-                self._on_map_run(self.execution_id, dict(snapshot))
+                self._on_map_run(dict(snapshot, executionId=self.execution_id))

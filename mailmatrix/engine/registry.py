@@ -104,7 +104,9 @@ def error_cause(exc: BaseException, request_id: str) -> str:
             "errorMessage": str(exc),
             "errorType": type(exc).__name__,
             "requestId": request_id,
-            "stackTrace": traceback.format_tb(exc.__traceback__),
+            "stackTrace": traceback.format_tb(
+                exc.__traceback__.tb_next if exc.__traceback__ else None
+            ),
         }
     )
 
