@@ -1,0 +1,384 @@
+"""The sending cases (tests/fixtures/sending, copied from the shared cases 18, 19, 20, 21).
+
+Each case runs through send_batch with the scripted fake SES, the SQLite ledger and a clock
+that only moves when something sleeps.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.mailer_fake_ses import FakeSes
+from mailmatrix.adapters.mailer_faults import FaultyMailer, SimulatedCrash
+from mailmatrix.core.pacing import Pacer, plan_send
+from mailmatrix.core.send import RetryPolicy, compose, send_batch
+from mailmatrix.errors import AccountSendingHalted, TransientSendError
+from tests.fixtures.sending import kit
+
+RATE_CASE = "18-ses-throttling-and-daily-quota"
+REJECT_CASE = "19-one-recipient-rejected-by-ses"
+RETRY_CASE = "20-retry-must-not-double-send"
+SIZE_CASE = "21-message-size-limit"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def clock() -> kit.FakeClock:
+    return kit.FakeClock()
+
+
+@pytest.fixture
+def ledger(tmp_path, clock) -> SqliteLedger:
+    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+
+
+def run(items, mailer, ledger, clock, *, attempt="child-1", campaign=None, **kwargs):
+    return send_batch(
+        items,
+        campaign or kit.campaign(),
+        catalog=kit.catalog(),
+        fetch_attachment=kwargs.pop("fetch", kit.fetcher()),
+        mailer=mailer,
+        ledger=ledger,
+        attempt=attempt,
+        sleep=clock.sleep,
+        clock=clock,
+        rng=random.Random(18),
+        **kwargs,
+    )
+
+
+# Case 18: rate throttling is retried; the daily quota stops the campaign.
+
+
+def test_case18_rate_throttling_is_retried_until_every_row_is_sent(ledger, clock):
+    # GIVEN the fake SES throttles calls 3, 4, 5 and 11
+    items = kit.manifest(RATE_CASE)
+    ses = FakeSes(kit.script(RATE_CASE, "ses_script_rate.json"), clock=clock)
+
+    # WHEN the batch runs
+    result = run(items, ses, ledger, clock)
+
+    # THEN all 20 are sent, each exactly once, in 24 calls; the 4 throttles were retried
+    assert result.to_dict()["sent"] == 20
+    assert [row["status"] for row in result.rows] == ["sent"] * 20
+    assert len(ses.calls) == 24
+    assert [c.number for c in ses.calls if c.error] == [3, 4, 5, 11]
+    assert set(ses.deliveries().values()) == {1}
+    assert len(ses.deliveries()) == 20
+    # with backoff and full jitter, bounded: 3 growing waits for row 4, then one for row 11
+    policy = RetryPolicy()
+    assert len(clock.slept) == 4
+    for slept, bound in zip(clock.slept, (0.2, 0.4, 0.8, 0.2), strict=True):
+        assert 0 <= slept <= min(policy.cap_s, bound)
+
+
+def test_case18_rate_stays_under_the_quota_across_concurrent_workers(ledger, clock):
+    # GIVEN the case's rate of 2 per second and a plan for 20 rows in batches of 5
+    plan = plan_send(
+        send_rate=2, valid_rows=20, batch_size=5, max_concurrency=40, expected_latency_s=0.1
+    )
+    assert plan["max_concurrency"] * plan["per_worker_rate"] <= 2
+
+    # WHEN one worker sends its batch paced at the plan's per-worker rate
+    items = kit.manifest(RATE_CASE)[:5]
+    ses = FakeSes({"max_send_rate_per_second": 2}, enforce_rate=True, clock=clock)
+    pacer = Pacer(plan["per_worker_rate"], clock=clock, sleep=clock.sleep)
+    result = run(items, ses, ledger, clock, pacer=pacer)
+
+    # THEN the SES-side token bucket never throttled and the calls are spaced at the rate
+    assert result.sent == 5
+    assert ses.throttles() == 0
+    gaps = [b.at - a.at for a, b in zip(ses.calls, ses.calls[1:], strict=False)]
+    assert min(gaps) >= 1 / plan["per_worker_rate"] - 1e-9
+
+
+def test_case18_daily_quota_halts_the_campaign_and_defers_the_rest(ledger, clock):
+    # GIVEN a quota of 12 messages and three batches of one campaign
+    items = kit.manifest(RATE_CASE)
+    batches = [items[0:7], items[7:14], items[14:20]]
+    ses = FakeSes(kit.script(RATE_CASE, "ses_script_daily_quota.json"), clock=clock)
+
+    # WHEN the batches run one after the other
+    first = run(batches[0], ses, ledger, clock, attempt="child-1")
+    with pytest.raises(AccountSendingHalted) as stopped:
+        run(batches[1], ses, ledger, clock, attempt="child-2")
+    with pytest.raises(AccountSendingHalted) as sibling:
+        run(batches[2], ses, ledger, clock, attempt="child-3")
+
+    # THEN 12 are sent, the 13th call hit the quota, nothing was retried fast
+    assert first.sent == 7
+    assert stopped.value.details["result"]["sent"] == 5
+    assert stopped.value.details["deferred"] == [14, 15]
+    assert "Daily message quota exceeded" in stopped.value.message
+    assert len(ses.calls) == 13
+    # the sibling batch stopped before calling SES, because the campaign is halted
+    assert sibling.value.details["deferred"] == [16, 17, 18, 19, 20, 21]
+    assert ledger.halted("c-sending-test").code == "Throttling"
+    states = Counter(o.state for o in ledger.outcomes("c-sending-test"))
+    assert states == {"sent": 12, "released": 1}
+
+
+def test_case18_resuming_after_the_quota_window_sends_only_the_deferred_rows(ledger, clock):
+    # GIVEN a campaign halted by the daily quota after 12 sends
+    items = kit.manifest(RATE_CASE)
+    batches = [items[0:10], items[10:20]]
+    quota = FakeSes(kit.script(RATE_CASE, "ses_script_daily_quota.json"), clock=clock)
+    run(batches[0], quota, ledger, clock, attempt="child-1")
+    with pytest.raises(AccountSendingHalted):
+        run(batches[1], quota, ledger, clock, attempt="child-2")
+
+    # WHEN a redrive comes right away, it still stops without calling SES
+    later = FakeSes({}, clock=clock)
+    with pytest.raises(AccountSendingHalted):
+        run(batches[1], later, ledger, clock, attempt="child-2")
+    assert later.calls == []
+
+    # WHEN the operator redrives after the halt's hold (the quota window moved on)
+    clock.sleep(RetryPolicy().halt_hold_s + 1)
+    results = [run(b, later, ledger, clock, attempt=f"child-{n}") for n, b in enumerate(batches, 1)]
+
+    # THEN only the 8 deferred rows go out, and nobody got anything twice; the rows the
+    # halted children had sent count as sent by those children (earlier tries of theirs)
+    assert [r.sent for r in results] == [10, 10]
+    assert [r["row"] for r in results[1].rows if not r.get("earlier")] == list(range(14, 22))
+    assert all(r.get("earlier") for r in results[0].rows)
+    assert len(later.calls) == 8
+    assert quota.deliveries() + later.deliveries() == Counter(i["email"] for i in items)
+
+
+# Case 19: one rejected recipient fails alone; all rejected fails every row, no retries.
+
+
+def test_case19_one_rejected_recipient_fails_alone_and_is_not_retried(ledger, clock):
+    items = kit.manifest(REJECT_CASE)
+    ses = FakeSes(kit.script(REJECT_CASE, "ses_script.json"), clock=clock)
+
+    result = run(items, ses, ledger, clock)
+
+    rows = result.to_dict()["rows"]
+    assert [(r["row"], r["status"]) for r in rows] == [
+        (2, "sent"),
+        (3, "failed"),
+        (4, "sent"),
+        (5, "sent"),
+    ]
+    assert rows[1]["code"] == "MessageRejected"
+    assert "Email address is not verified" in rows[1]["reason"]
+    assert "bob@example.com" in rows[1]["reason"]
+    assert (result.sent, result.failed, result.skipped) == (3, 1, 0)
+    assert len(ses.calls) == 4
+    assert clock.slept == []
+
+
+def test_case19_a_rerun_reports_the_rejection_again_without_calling_ses(ledger, clock):
+    items = kit.manifest(REJECT_CASE)
+    ses = FakeSes(kit.script(REJECT_CASE, "ses_script.json"), clock=clock)
+    run(items, ses, ledger, clock, attempt="execution-1")
+
+    again = run(items, ses, ledger, clock, attempt="execution-2")
+
+    assert [r["status"] for r in again.rows] == ["skipped", "failed", "skipped", "skipped"]
+    assert again.rows[1]["code"] == "MessageRejected"
+    assert len(ses.calls) == 4
+
+
+def test_case19_sandbox_rejects_everyone_each_row_fails_once(ledger, clock):
+    items = kit.manifest(REJECT_CASE)
+    ses = FakeSes(kit.script(REJECT_CASE, "ses_script_all_rejected.json"), clock=clock)
+
+    result = run(items, ses, ledger, clock)
+
+    assert result.to_dict()["sent"] == 0
+    assert result.failed == 4
+    assert len(ses.calls) == 4
+    for row, entry in zip(items, result.rows, strict=True):
+        assert entry["code"] == "MessageRejected"
+        assert row["email"] in entry["reason"]
+    outcomes = ledger.outcomes("c-sending-test")
+    assert [(o.state, o.code) for o in outcomes] == [("failed", "MessageRejected")] * 4
+
+
+# Case 20: a retried batch after a partial send mails nobody twice.
+
+
+class CrashBeforeCall:
+    """The invocation dies when it reaches call ``call`` (after the earlier sends were recorded)."""
+
+    def __init__(self, inner, call: int) -> None:
+        self.inner = inner
+        self.call = call
+        self.calls = 0
+
+    def send(self, raw, *, sender, destinations):
+        self.calls += 1
+        if self.calls == self.call:
+            raise SimulatedCrash("Task timed out after the third SendRawEmail returned")
+        return self.inner.send(raw, sender=sender, destinations=destinations)
+
+
+def test_case20_retried_batch_skips_what_the_dead_attempt_sent(ledger, clock):
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+
+    # attempt 1: SES accepts alice, bob, carol; then the invocation dies
+    with pytest.raises(SimulatedCrash):
+        run(items, CrashBeforeCall(ses, call=4), ledger, clock, attempt="child-arn")
+    # attempt 2 (the state machine's Retry of the same child) behaves normally
+    result = run(items, ses, ledger, clock, attempt="child-arn")
+
+    assert [(r["row"], r["status"], r.get("earlier", False)) for r in result.rows] == [
+        (2, "sent", True),
+        (3, "sent", True),
+        (4, "sent", True),
+        (5, "sent", False),
+        (6, "sent", False),
+    ]
+    assert len(ses.accepted) == 5
+    assert ses.deliveries() == Counter(i["email"] for i in items)
+    stored = {o.row: o.message_id for o in ledger.outcomes("c-sending-test")}
+    assert stored == {c.number + 1: c.message_id for c in ses.accepted}
+
+
+def test_case20_rerunning_the_same_run_sends_nothing_a_new_run_id_sends_again(ledger, clock):
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    run(items, ses, ledger, clock, attempt="execution-1/child")
+
+    again = run(items, ses, ledger, clock, attempt="execution-2/child")
+    assert [r["status"] for r in again.rows] == ["skipped"] * 5
+    assert len(ses.calls) == 5
+
+    new_items = kit.manifest(RETRY_CASE, campaign_id="c-new-run")
+    fresh = run(new_items, ses, ledger, clock, campaign=kit.campaign("c-new-run"))
+    assert fresh.sent == 5
+    assert len(ses.calls) == 10
+
+
+def test_case20_crash_between_acceptance_and_record_is_the_one_duplicate_window(ledger, clock):
+    # GIVEN SES accepts carol and the attempt dies before the ledger records it
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    faulty = FaultyMailer(ses, crash_after=3, seed=20)
+    with pytest.raises(SimulatedCrash):
+        run(items, faulty, ledger, clock, attempt="child-arn")
+
+    # WHEN the retry of the same child runs
+    result = run(items, faulty, ledger, clock, attempt="child-arn")
+
+    # THEN carol is taken over and sent again (at least once), everyone else exactly once
+    assert ses.deliveries() == Counter({"carol@example.com": 2}) + Counter(
+        i["email"] for i in items if i["email"] != "carol@example.com"
+    )
+    assert [r["row"] for r in result.rows if "takeover" in r] == [4]
+    assert [o.takeovers for o in ledger.outcomes("c-sending-test")] == [0, 0, 1, 0, 0]
+
+
+def test_case20_another_execution_waits_for_the_claim_lease(ledger, clock):
+    # GIVEN a dead attempt left carol claimed (crash after SES accepted her message)
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    with pytest.raises(SimulatedCrash):
+        run(items, FaultyMailer(ses, crash_after=3), ledger, clock, attempt="execution-1")
+
+    # WHEN another execution of the same file runs before the lease has passed
+    with pytest.raises(TransientSendError) as busy:
+        run(items, ses, ledger, clock, attempt="execution-2")
+
+    # THEN it sends the free rows and leaves carol for a later retry
+    assert busy.value.details["deferred"] == [4]
+    assert [r["status"] for r in busy.value.details["result"]["rows"]] == [
+        "skipped",
+        "skipped",
+        "busy",
+        "sent",
+        "sent",
+    ]
+    # and once the lease has passed, it takes carol over
+    clock.sleep(RetryPolicy().claim_lease_s + 1)
+    result = run(items, ses, ledger, clock, attempt="execution-2")
+    assert [r["status"] for r in result.rows] == ["skipped", "skipped", "sent", "sent", "sent"]
+    assert ses.deliveries()["carol@example.com"] == 2
+
+
+# Case 21: the size limit counts the encoded message, before calling SES.
+
+
+@pytest.fixture(scope="module")
+def size_files() -> dict[str, bytes]:
+    rng = random.Random(21)
+    sizes = {"small.pdf": 10 * 1024, "big.pdf": 8 * MIB, "huge.pdf": 31 * MIB}
+    return {name: b"%PDF-1.4\n" + rng.randbytes(size - 9) for name, size in sizes.items()}
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (10 * MIB, ["sent", "failed", "failed"]),
+        (41943040, ["sent", "sent", "failed"]),
+    ],
+    ids=["ses-v1-10MiB", "ses-v2-40MiB"],
+)
+def test_case21_size_limit_counts_the_encoded_message(ledger, clock, size_files, limit, expected):
+    items = kit.manifest(SIZE_CASE)
+    ses = FakeSes(clock=clock)
+
+    result = run(
+        items,
+        ses,
+        ledger,
+        clock,
+        campaign=kit.campaign(max_message_bytes=limit),
+        fetch=kit.fetcher(size_files, default=None),
+    )
+
+    assert [r["status"] for r in result.rows] == expected
+    assert len(ses.calls) == expected.count("sent")
+    for entry in result.rows:
+        if entry["status"] == "failed":
+            assert entry["code"] == "MessageTooLarge"
+            assert f"exceeds the limit of {limit // MIB} MiB" in entry["reason"]
+    if limit == 10 * MIB:
+        # bob's file is 8 MiB, under the limit; his encoded message is not
+        assert result.rows[1]["reason"].startswith("message 10.9")
+
+
+def test_case21_size_rejections_are_permanent_and_not_retried(ledger, clock, size_files):
+    items = kit.manifest(SIZE_CASE)[1:2]
+    ses = FakeSes(clock=clock)
+    campaign = kit.campaign(max_message_bytes=10 * MIB)
+    fetch = kit.fetcher(size_files, default=None)
+    run(items, ses, ledger, clock, campaign=campaign, fetch=fetch)
+
+    again = run(items, ses, ledger, clock, campaign=campaign, fetch=fetch, attempt="child-2")
+
+    assert again.rows == [
+        {
+            "row": 3,
+            "status": "failed",
+            "code": "MessageTooLarge",
+            "reason": again.rows[0]["reason"],
+        }
+    ]
+    assert ses.calls == []
+    assert clock.slept == []
+
+
+def test_case21_a_message_exactly_at_the_limit_goes_one_byte_over_does_not(ledger, clock):
+    first = kit.manifest(SIZE_CASE)[0]
+    raw, _ = compose(first, kit.campaign(), catalog=kit.catalog(), fetch_attachment=kit.fetcher())
+    ses = FakeSes(clock=clock)
+    outcomes = {}
+
+    for name, limit in (("c-over", len(raw) - 1), ("c-exact", len(raw))):
+        items = kit.manifest(SIZE_CASE, campaign_id=name)[:1]
+        campaign = kit.campaign(name, max_message_bytes=limit)
+        outcomes[name] = [
+            r["status"] for r in run(items, ses, ledger, clock, campaign=campaign).rows
+        ]
+
+    assert outcomes == {"c-over": ["failed"], "c-exact": ["sent"]}
