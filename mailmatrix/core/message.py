@@ -31,7 +31,7 @@ import idna
 from mailmatrix.core.templates import Rendered
 from mailmatrix.errors import PermanentSendError
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _BARE_PHRASE = re.compile(r"^[A-Za-z0-9 ]+$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "sender")
@@ -195,17 +195,27 @@ def _phrase(name: str) -> str:
 
 
 def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 base64 encoded-words, split between characters, each at most 75 long."""
-    words: list[str] = []
+    """RFC 2047 base64 encoded-words, each at most 75 characters long.
+
+    Long names are split after a space where possible (the space stays inside the earlier
+    word): decoders that wrongly keep the blank between encoded-words then show a doubled
+    space rather than a space in the middle of a name.
+    """
+    chunks: list[bytes] = []
     chunk = b""
+    last_space = -1
     for char in text:
         data = char.encode("utf-8")
         if len(chunk) + len(data) > _EW_BYTES:
-            words.append(chunk)
-            chunk = b""
+            cut = last_space + 1 if last_space >= 0 else len(chunk)
+            chunks.append(chunk[:cut])
+            chunk = chunk[cut:]
+            last_space = -1
         chunk += data
-    words.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words if w]
+        if char == " ":
+            last_space = len(chunk) - 1
+    chunks.append(chunk)
+    return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks if c]
 
 
 def _fold_tokens(head: str, tokens: Iterable[str], linesep: str) -> str:

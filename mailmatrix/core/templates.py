@@ -470,7 +470,7 @@ def _one_line(text: str) -> str:
 
 def _clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    text = "\n".join(line.rstrip() for line in _CONTROL.sub("", text).split("\n"))
     return text.strip("\n") + "\n"
 
 
