@@ -85,9 +85,14 @@ class Choice(Protocol):
 
 
 class Catalog(Protocol):
-    """The part of the template catalog (mailmatrix.core.templates) that intake uses."""
+    """The part of the template catalog (mailmatrix.core.templates) that intake uses.
 
-    column: str
+    A catalog may also offer ``required_columns(template)`` (the columns printed unguarded,
+    preferred over ``variables``), ``attachment_mode(template)`` (required, optional or none)
+    and ``default_attachment(template)``; intake uses them when present.
+    """
+
+    column: str | None
 
     def choose(self, value: str) -> Choice:
         """Return the template set for a value of ``column`` (kind template/skip/unknown)."""
@@ -271,14 +276,14 @@ class _Intake:
         self.header_pending = True
         self.seen = _SeenTable()
         self._choices: dict[str, Choice] = {}
-        self._needs: dict[str, tuple[list[tuple[str, int]], bool]] = {}
+        self._needs: dict[str, _Needs] = {}
 
     def start(self, header: list[str], source: str) -> None:
         """Take the header record: normalise names, find the columns, check the templates."""
         names = [normalise_header(cell) for cell in header]
         choice_column = self.catalog.column
         for index, name in enumerate(names):
-            if name.casefold() == choice_column.casefold():
+            if choice_column and name.casefold() == choice_column.casefold():
                 names[index] = choice_column
         self._check_names(names, source)
         problems = self.catalog.check_columns([name for name in names if name])
@@ -294,7 +299,7 @@ class _Intake:
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
         self.email_at = self.index["Email"]
-        self.choice_at = self.index.get(choice_column)
+        self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
         self.header_pending = False
 
@@ -320,7 +325,8 @@ class _Intake:
             report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
             return
         if choice.kind != "template" or not choice.template:
-            self._reject(row, self.catalog.column, self._unknown(choice, values), email_text)
+            column = self.catalog.column or ""
+            self._reject(row, column, self._unknown(choice, values), email_text)
             return
         template = choice.template
 
@@ -331,17 +337,15 @@ class _Intake:
         if address.problem:
             self._reject(row, "Email", address.problem, email_text)
             return
-        required, needs_attachment = self._template_needs(template)
-        for name, index in required:
+        needs = self._template_needs(template)
+        for name, index in needs.columns:
             if not values[index]:
                 reason = f"{name} is empty but used by template {template}"
                 self._reject(row, name, reason, email_text)
                 return
-        attachment = None
-        if needs_attachment:
-            attachment = self._attachment(row, values, email_text)
-            if attachment is None:
-                return
+        attachment = self._attachment(row, values, needs, email_text)
+        if attachment is False:
+            return
         extra = self._extra_recipients(row, values, address, email_text)
         if extra is None:
             return
@@ -435,27 +439,44 @@ class _Intake:
         if choice.reason:
             return choice.reason
         value = values[self.choice_at] if self.choice_at is not None else ""
-        column = self.catalog.column
+        column = self.catalog.column or "Status"
         return f"{column} is empty" if not value else f"unknown {column} value {value!r}"
 
-    def _template_needs(self, template: str) -> tuple[list[tuple[str, int]], bool]:
-        """Return the columns a template set uses (with positions) and if it needs a file."""
+    def _template_needs(self, template: str) -> _Needs:
+        """Return what a template set needs from a row (asked once per set)."""
         needs = self._needs.get(template)
         if needs is None:
-            used = self.catalog.variables(template)
-            columns = [(name, index) for index, name in self.named if name in used]
-            needs = (columns, self.catalog.needs_attachment(template))
+            catalog: Any = self.catalog
+            required = getattr(catalog, "required_columns", None) or catalog.variables
+            used = required(template)
+            mode_of = getattr(catalog, "attachment_mode", None)
+            if mode_of is not None:
+                mode = mode_of(template)
+            else:
+                mode = "required" if catalog.needs_attachment(template) else "none"
+            default_of = getattr(catalog, "default_attachment", None)
+            needs = _Needs(
+                columns=[(name, index) for index, name in self.named if name in used],
+                mode=mode,
+                default=default_of(template) if default_of is not None else None,
+            )
             self._needs[template] = needs
         return needs
 
-    def _attachment(self, row: int, values: list[str], email: str) -> str | None:
-        """Return the resolved attachment name, or None after rejecting the row."""
+    def _attachment(
+        self, row: int, values: list[str], needs: _Needs, email: str
+    ) -> str | bool | None:
+        """Return the resolved attachment name, None for none, or False after rejecting."""
+        if needs.mode == "none":
+            return None
         index = self.index.get("Attachment_File")
-        raw = values[index] if index is not None else ""
+        raw = (values[index] if index is not None else "") or (needs.default or "")
+        if not raw and needs.mode == "optional":
+            return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
         if found.problem:
             self._reject(row, "Attachment_File", found.problem, email)
-            return None
+            return False
         return found.name
 
     def _extra_recipients(
@@ -491,6 +512,15 @@ class _Intake:
         self.report.rejected.append(
             {"row": row, "column": column, "reason": reason, "email": mask(email)}
         )
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """What one template set needs from a row."""
+
+    columns: list[tuple[str, int]]
+    mode: str
+    default: str | None
 
 
 class _SeenTable:
