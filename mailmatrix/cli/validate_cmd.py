@@ -1,7 +1,197 @@
-"""Commands of the `mailmatrix` CLI (see docs/architecture.md for who owns this module)."""
+"""`mailmatrix validate FILE.csv`: check a recipients file alone and print what would be sent."""
 
 from __future__ import annotations
 
-import click
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.table import Table
+
+import mailmatrix
+from mailmatrix.cli import exits
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
+from mailmatrix.core.recipients import validate_recipients as run_intake
+from mailmatrix.core.rejects import write_rejects
+from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
+from mailmatrix.ports import ObjectInfo
+from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+
+ATTACHMENTS_PREFIX = "attachments/"
+SHOWN_PROBLEMS = 50
+
+
+def bundled_templates() -> Path:
+    """The repository's templates/ folder, beside the package."""
+    return Path(mailmatrix.__file__).parents[1] / "templates"
+
+
+def load_folder_catalog(folder: Path) -> Any:
+    """Read every template file under ``folder`` and build the catalog."""
+    from mailmatrix.core.templates import load_catalog
+
+    files: dict[str, str] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            try:
+                files[path.relative_to(folder).as_posix()] = path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise TemplateError(f"{path}: cannot read template: {error}") from error
+    if not files:
+        raise TemplateError(f"{folder}: no templates found")
+    return load_catalog(files)
+
+
+def folder_index(folder: Path) -> AttachmentIndex:
+    """List the attachments folder once (files directly in it) as an AttachmentIndex."""
+    listing: list[ObjectInfo] = []
+    if folder.is_dir():
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file():
+                    size = entry.stat().st_size
+                    listing.append(ObjectInfo(ATTACHMENTS_PREFIX + entry.name, size))
+    return AttachmentIndex.from_listing(listing, prefix=ATTACHMENTS_PREFIX)
+
+
+@click.command("validate")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--attachments",
+    "attachments_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the attachment files (default: 'attachments' beside the CSV).",
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Templates folder with manifest.yaml (default: the bundled templates).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the rejects report (CSV, safe to open in a spreadsheet) to this file.",
+)
+@click.option(
+    "--check-deliverability", is_flag=True, help="Also look up each domain in DNS (slower)."
+)
+def validate_command(
+    csv_file: Path,
+    attachments_dir: Path | None,
+    templates_dir: Path | None,
+    as_json: bool,
+    rejects_path: Path | None,
+    check_deliverability: bool,
+) -> None:
+    """Check FILE.csv as a campaign would: encoding, columns, every row, attachments."""
+    attachments_dir = attachments_dir or csv_file.parent / "attachments"
+    templates_dir = templates_dir or bundled_templates()
+    console = Console(highlight=False, soft_wrap=True)
+    rules = IntakeRules(
+        max_message_bytes=SES_V2_MAX_MESSAGE_BYTES, check_deliverability=check_deliverability
+    )
+
+    try:
+        catalog = load_folder_catalog(templates_dir)
+        index = folder_index(attachments_dir)
+        with csv_file.open("rb") as stream:
+            report = run_intake(
+                stream,
+                source=str(csv_file),
+                catalog=catalog,
+                attachments=index,
+                rules=rules,
+                emit=lambda row: None,
+            )
+        if rejects_path is not None:
+            with rejects_path.open("wb") as out:
+                write_rejects(report, out)
+    except (MailMatrixError, OSError) as error:
+        _fail(error, csv_file, as_json)
+
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        if not index and not attachments_dir.is_dir():
+            console.print(f"[yellow]Note:[/] no attachments folder at {attachments_dir}")
+        _show(console, report, rejects_path)
+    sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+
+
+def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
+    """Report a file-level problem without a traceback and exit with the matching code."""
+    message = error.message if isinstance(error, MailMatrixError) else f"{csv_file}: {error}"
+    if as_json:
+        payload = {"source": str(csv_file), "error": type(error).__name__, "message": message}
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        click.echo(f"Error: {message}", err=True)
+        if isinstance(error, InputFileError):
+            click.echo("Nothing was validated; fix the file and run again.", err=True)
+    code = exits.INPUT_UNUSABLE
+    if not isinstance(error, (InputFileError, TemplateError, OSError)):
+        code = exits.RUN_FAILED
+    sys.exit(code)
+
+
+def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> None:
+    """Print the report for people: a summary, then each row that will not be sent."""
+    delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
+    console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
+    console.print(f"Columns: {', '.join(report.header)}")
+    summary = Table(show_header=True, header_style="bold")
+    for column in ("rows", "valid", "rejected", "duplicates", "skipped", "empty"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        *map(
+            str,
+            (
+                report.rows,
+                report.valid,
+                len(report.rejected),
+                len(report.duplicates),
+                len(report.skipped),
+                report.empty,
+            ),
+        )
+    )
+    console.print(summary)
+
+    problems = [
+        (item["row"], "rejected", item["column"], item["reason"]) for item in report.rejected
+    ]
+    for item in report.duplicates:
+        reason = f"duplicate of row {item['first_row']}"
+        if item["conflicting"]:
+            reason += " (with different values)"
+        problems.append((item["row"], "duplicate", "Email", reason))
+    problems += [(item["row"], "skipped", "", item["reason"]) for item in report.skipped]
+    problems.sort()
+    if problems:
+        table = Table("row", "outcome", "column", "reason", header_style="bold")
+        for row, outcome, column, reason in problems[:SHOWN_PROBLEMS]:
+            table.add_row(str(row), outcome, column, reason)
+        console.print(table)
+        if len(problems) > SHOWN_PROBLEMS:
+            more = len(problems) - SHOWN_PROBLEMS
+            console.print(f"... and {more} more; --rejects FILE writes them all.")
+    if rejects_path is not None:
+        console.print(f"Rejects report: {rejects_path}")
+    if report.rejected:
+        console.print(
+            f"[red]{len(report.rejected)} row(s) rejected[/]: fix them and validate again; "
+            f"the {report.valid} valid row(s) would be sent."
+        )
+    else:
+        console.print(f"[green]All good[/]: {report.valid} row(s) would be sent.")
+
+
+commands: list[click.Command] = [validate_command]

@@ -1,0 +1,201 @@
+"""`mailmatrix validate`: exit codes, JSON output, human output, no tracebacks."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmatrix.cli import exits
+from mailmatrix.cli.validate_cmd import bundled_templates, validate_command
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "intake"
+HEADER = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
+OFFER = "ann@example.com,Ann,Offer,ann.pdf,Engineer,Data,2027-01-01,1\n"
+
+
+def campaign(tmp_path: Path, text: str | bytes, files: dict[str, bytes] | None = None) -> Path:
+    """Write a CSV with an attachments folder beside it; return the CSV's path."""
+    path = tmp_path / "recipients.csv"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    for name, data in (files if files is not None else {"ann.pdf": b"%PDF-1.4 x"}).items():
+        (folder / name).write_bytes(data)
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(validate_command, [str(a) for a in args])
+
+
+def test_bundled_templates_folder_is_the_repository_one():
+    assert bundled_templates() == Path(__file__).parents[2] / "templates"
+    assert (bundled_templates() / "manifest.yaml").is_file()
+
+
+def test_all_valid_exits_0_with_a_json_report(tmp_path):
+    path = campaign(tmp_path, HEADER + OFFER)
+
+    result = invoke(path, "--json")
+
+    assert result.exit_code == exits.OK, result.output
+    assert json.loads(result.output) == {
+        "source": str(path),
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "header": [
+            "Email", "Name", "Status", "Attachment_File", "Position", "Department",
+            "Start_Date", "Salary",
+        ],
+        "rows": 1,
+        "valid": 1,
+        "empty": 0,
+        "rejected": [],
+        "duplicates": [],
+        "skipped": [],
+    }  # fmt: skip
+
+
+def test_rejected_rows_exit_4_and_are_named_by_row_and_column(tmp_path):
+    text = HEADER + OFFER + "bob@example.com,Bob,Offer,bob.pdf,Engineer,Data,2027-01-01,1\n"
+    path = campaign(tmp_path, text)
+
+    result = invoke(path, "--json")
+
+    assert result.exit_code == exits.ROWS_REJECTED
+    report = json.loads(result.output)
+    assert report["rejected"] == [
+        {
+            "row": 3,
+            "column": "Attachment_File",
+            "reason": "attachment not found: bob.pdf",
+            "email": "b***@example.com",
+        }
+    ]
+
+
+def test_human_output_shows_counts_and_reasons(tmp_path):
+    text = HEADER + OFFER + ",Nobody,Offer,ann.pdf,Engineer,Data,2027-01-01,1\n"
+    path = campaign(tmp_path, text)
+
+    result = invoke(path)
+
+    assert result.exit_code == exits.ROWS_REJECTED
+    assert "utf-8, comma-separated" in result.output
+    assert "Email is missing" in result.output
+    assert "1 row(s) rejected" in result.output
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty file"),
+        (b"Name,Status\nAnn,Offer\n", "no Email column"),
+        (b"PK\x03\x04" + bytes(64), "not a CSV file"),
+        (HEADER.encode(), "no recipients"),
+    ],
+)
+def test_unusable_file_exits_3_without_traceback(tmp_path, data, message):
+    path = campaign(tmp_path, data)
+
+    result = invoke(path)
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert f"Error: {path}: {message}" in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_unusable_file_with_json_is_one_json_object(tmp_path):
+    path = campaign(tmp_path, b"")
+
+    result = invoke(path, "--json")
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert json.loads(result.output) == {
+        "source": str(path),
+        "error": "InputFileError",
+        "message": f"{path}: empty file: no header and no rows",
+    }
+
+
+def test_templates_missing_columns_exit_3(tmp_path):
+    path = campaign(
+        tmp_path, "Email,Name,Status,Attachment_File\nann@example.com,A,Offer,ann.pdf\n"
+    )
+
+    result = invoke(path)
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert "not CSV columns" in result.output
+
+
+def test_missing_file_is_a_usage_error():
+    result = invoke("no/such/file.csv")
+
+    assert result.exit_code == exits.USAGE
+
+
+def test_attachments_and_templates_options(tmp_path):
+    # GIVEN a one-set templates folder and attachments somewhere else
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Hello {{ Name }}")
+    (templates / "body.txt").write_text("Dear {{ Name }}")
+    files = tmp_path / "elsewhere"
+    files.mkdir()
+    (files / "x.pdf").write_bytes(b"x")
+    path = tmp_path / "list.csv"
+    path.write_text("email;name;attachment\nann@example.com;Ann;x.pdf\n")
+
+    # WHEN validated with both options
+    result = invoke(path, "--templates", templates, "--attachments", files, "--json")
+
+    # THEN the row is valid
+    assert result.exit_code == exits.OK, result.output
+    assert json.loads(result.output)["valid"] == 1
+
+
+def test_rejects_option_writes_a_spreadsheet_safe_report(tmp_path):
+    # "=1+1@..." is a valid address (= and + are atext); its row lacks its attachment
+    text = HEADER + OFFER + "=1+1@example.com,Eve,Offer,eve.pdf,Engineer,Data,2027-01-01,1\n"
+    path = campaign(tmp_path, text)
+    out = tmp_path / "rejects.csv"
+
+    result = invoke(path, "--rejects", out)
+
+    assert result.exit_code == exits.ROWS_REJECTED
+    data = out.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8)
+    rows = list(csv.reader(io.StringIO(data[3:].decode())))
+    assert rows[0] == ["row", "outcome", "column", "reason", "email"]
+    assert [r[:3] for r in rows[1:]] == [["3", "rejected", "Attachment_File"]]
+    assert rows[1][4] == "'=***@example.com"
+
+
+def test_case_14_through_the_cli(tmp_path):
+    shutil.copytree(FIXTURES / "case14", tmp_path / "case14")
+    path = tmp_path / "case14" / "recipients.csv"
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Your letter")
+    (templates / "body.txt").write_text("Dear {{ Name }}")
+
+    result = invoke(path, "--templates", templates, "--json")
+
+    assert result.exit_code == exits.ROWS_REJECTED
+    report = json.loads(result.output)
+    assert report["valid"] == 1
+    assert [(r["row"], r["reason"]) for r in report["rejected"]] == [
+        (3, "attachment not found: bob.pdf"),
+        (4, "attachment not found: Carol.PDF (did you mean carol.pdf?)"),
+        (5, "Attachment_File is empty"),
+        (6, "attachment is empty (0 bytes): empty.pdf"),
+    ]
