@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make deploy`: build and deploy the MailMatrix SAM stack, then sync templates/ to the bucket.
+#
+# The first run (no infra/samconfig.toml with a stack name yet) is guided: sam asks for the
+# stack name, region, sender address and identity, and saves the answers to samconfig.toml.
+set -euo pipefail
+cd "${0%/*}"
+export MAILMATRIX_ROOT="$(cd .. && pwd)"
+
+if ! command -v sam >/dev/null 2>&1; then
+    cat >&2 <<'HELP'
+deploy: the AWS SAM CLI is not installed (it is not part of the project's dev dependencies).
+Install it with one of:
+  pipx install aws-sam-cli            # or: python3 -m pip install --user aws-sam-cli
+  https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html
+and configure AWS credentials (aws configure, or AWS_PROFILE), then run `make deploy` again.
+HELP
+    exit 2
+fi
+if ! command -v aws >/dev/null 2>&1; then
+    echo "deploy: the AWS CLI is needed to sync templates/ to the bucket (pipx install awscli)." >&2
+    exit 2
+fi
+
+# The layer is built by pip for arm64 / CPython 3.12 (infra/layer/Makefile); no Docker.
+sam build --template-file template.yaml
+
+if grep -q '^stack_name' samconfig.toml 2>/dev/null; then
+    sam deploy
+else
+    sam deploy --guided
+fi
+
+# Operators change templates without redeploying code: they live in the bucket.
+stack="$(sed -n 's/^stack_name *= *"\(.*\)"/\1/p' samconfig.toml | head -n 1)"
+region="$(sed -n 's/^region *= *"\(.*\)"/\1/p' samconfig.toml | head -n 1)"
+bucket="$(aws cloudformation describe-stacks --stack-name "$stack" ${region:+--region "$region"} \
+    --query "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue" --output text)"
+aws s3 sync ../templates/ "s3://$bucket/templates/" --delete ${region:+--region "$region"}
+echo "deployed stack $stack; templates synced to s3://$bucket/templates/"

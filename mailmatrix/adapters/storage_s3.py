@@ -1,0 +1,108 @@
+"""Storage on an S3 bucket (boto3)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mailmatrix.adapters import _aws
+from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.ports import ObjectInfo
+
+logger = logging.getLogger(__name__)
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Storage:
+    """The bucket's incoming/, attachments/, templates/, validated/, results/, reports/."""
+
+    def __init__(self, bucket: str, client: Any = None) -> None:
+        self.bucket = bucket
+        self._s3 = client or _aws.client("s3")
+
+    def get(self, key: str) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent."""
+        with self.open(key) as body:
+            return body.read()
+
+    def open(self, key: str) -> BinaryIO:
+        """Return a readable stream of the object's body."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("get", key, error) from error
+        return cast(BinaryIO, response["Body"])
+
+    def head(self, key: str) -> ObjectInfo:
+        """Return the object's metadata; raise NotFoundError when absent."""
+        try:
+            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("head", key, error) from error
+        return ObjectInfo(
+            key=key,
+            size=int(response.get("ContentLength", 0)),
+            etag=_etag(response.get("ETag")),
+            version_id=_version(response.get("VersionId")),
+        )
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        """Store ``data`` under ``key``, replacing what was there."""
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            response = self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("put", key, error) from error
+        logger.debug("s3 put %s (%d bytes)", key, len(data))
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=_etag(response.get("ETag")),
+            version_id=_version(response.get("VersionId")),
+        )
+
+    def put_file(self, key: str, path: str, *, content_type: str | None = None) -> ObjectInfo:
+        """Upload the local file at ``path`` under ``key`` (multipart when large)."""
+        extra = {"ContentType": content_type} if content_type else None
+        try:
+            self._s3.upload_file(path, self.bucket, key, ExtraArgs=extra)
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("put", key, error) from error
+        except OSError as error:
+            raise StorageError(
+                f"s3://{self.bucket}/{key}: put: cannot read {path}: {error}"
+            ) from error
+        return self.head(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield every object whose key starts with ``prefix``, in key order."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        key=item["Key"], size=int(item.get("Size", 0)), etag=_etag(item.get("ETag"))
+                    )
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("list", prefix, error) from error
+
+    def _error(self, action: str, key: str, error: Exception) -> StorageError:
+        where = f"s3://{self.bucket}/{key}"
+        if isinstance(error, ClientError) and (
+            _aws.error_code(error) in _MISSING or _aws.http_status(error) == 404
+        ):
+            return NotFoundError(f"{where}: {action}: no such object")
+        return StorageError(f"{where}: {action} failed: {error}")
+
+
+def _etag(value: str | None) -> str:
+    return (value or "").strip('"')
+
+
+def _version(value: str | None) -> str | None:
+    # S3 reports "null" for objects written before versioning was turned on.
+    return None if value in (None, "", "null") else value

@@ -1,0 +1,228 @@
+"""The SAM template: it transforms, lints clean, and holds the resources the product needs."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from cfnlint.api import ManualArgs, lint, lint_file
+from infra_support import INFRA, ROOT, TEMPLATE
+
+from mailmatrix.adapters import ledger_dynamodb
+
+FUNCTIONS = {
+    "ValidateFunction": "validate",
+    "SendBatchFunction": "send_batch",
+    "SummarizeFunction": "summarize",
+    "SesEventsFunction": "ses_events",
+}
+SUBSTITUTIONS = {
+    "ValidateFunctionArn",
+    "SendBatchFunctionArn",
+    "SummarizeFunctionArn",
+    "SummaryTopicArn",
+    "AlertTopicArn",
+}
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def test_cfn_lint_passes_on_the_sam_template():
+    # GIVEN the template as written WHEN cfn-lint transforms and checks it THEN no finding
+    matches = lint_file(TEMPLATE, config=ManualArgs(regions=["eu-west-1", "us-east-1"]))
+    assert [str(match) for match in matches] == []
+
+
+def test_cfn_lint_passes_on_the_transformed_template(transformed):
+    matches = lint(json.dumps(transformed), config=ManualArgs(regions=["eu-west-1"]))
+    assert [str(match) for match in matches] == []
+
+
+def test_cfn_lint_catches_a_broken_template(transformed):
+    # The lint check above can fail: a function with an unknown runtime is reported.
+    broken = json.loads(json.dumps(transformed))
+    broken["Resources"]["ValidateFunction"]["Properties"]["Runtime"] = "python2.1"
+    assert any(
+        "python2.1" in str(match)
+        for match in lint(json.dumps(broken), config=ManualArgs(regions=["eu-west-1"]))
+    )
+
+
+def test_functions_have_the_shape_the_local_runner_reads(sam_template):
+    functions = resources_of(sam_template, "AWS::Serverless::Function")
+    assert set(functions) == set(FUNCTIONS)
+    for name, folder in FUNCTIONS.items():
+        properties = functions[name]["Properties"]
+        assert properties["CodeUri"] == f"../functions/{folder}/"
+        assert properties["Handler"] == "app.handler"
+        assert (INFRA / properties["CodeUri"]).resolve() == ROOT / "functions" / folder
+
+
+def test_functions_run_python_312_with_the_layer_and_tracing(transformed):
+    functions = resources_of(transformed, "AWS::Lambda::Function")
+    layers = resources_of(transformed, "AWS::Lambda::LayerVersion")
+    assert len(layers) == 1
+    layer_name = next(iter(layers))
+    for name in FUNCTIONS:
+        properties = functions[name]["Properties"]
+        assert properties["Runtime"] in {"python3.12", "python3.13"}
+        assert (
+            properties["Architectures"]
+            == layers[layer_name]["Properties"]["CompatibleArchitectures"]
+        )
+        assert properties["Layers"] == [{"Ref": layer_name}]
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+        assert 10 <= properties["Timeout"] <= 900
+        assert properties["LoggingConfig"]["LogGroup"]["Ref"].endswith("LogGroup")
+
+
+def test_functions_are_configured_for_aws_adapters(transformed):
+    for name in FUNCTIONS:
+        env = transformed["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert env["MAILMATRIX_STORAGE"] == "s3"
+        assert env["MAILMATRIX_MAILER"] == "ses"
+        assert env["MAILMATRIX_LEDGER"] == {"Fn::Sub": "dynamodb://${LedgerTable}"}
+        assert env["MAILMATRIX_SENDER"] == {"Ref": "SenderAddress"}
+        assert env["MAILMATRIX_CONFIGURATION_SET"] == {"Ref": "SendingConfigurationSet"}
+
+
+def test_state_machine_substitutions_match_the_definition(sam_template):
+    properties = sam_template["Resources"]["MailMatrixStateMachine"]["Properties"]
+    assert properties["DefinitionUri"] == "../statemachine/mailmatrix.asl.json"
+    assert set(properties["DefinitionSubstitutions"]) == SUBSTITUTIONS
+    definition = (INFRA / properties["DefinitionUri"]).read_text(encoding="utf-8")
+    assert set(re.findall(r"\$\{(\w+)\}", definition)) == SUBSTITUTIONS
+
+
+def test_state_machine_logs_and_traces(transformed):
+    machine = resources_of(transformed, "AWS::StepFunctions::StateMachine")
+    (properties,) = [m["Properties"] for m in machine.values()]
+    assert properties["StateMachineType"] == "STANDARD"
+    assert properties["TracingConfiguration"] == {"Enabled": True}
+    logging = properties["LoggingConfiguration"]
+    assert logging["Level"] in {"ERROR", "ALL"}
+    assert logging["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"] == {
+        "Fn::GetAtt": ["StateMachineLogGroup", "Arn"]
+    }
+
+
+def test_bucket_is_private_encrypted_versioned_and_notifies_eventbridge(transformed):
+    bucket = transformed["Resources"]["MailBucket"]["Properties"]
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    rule = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
+    }
+    prefixes = {r.get("Prefix") for r in bucket["LifecycleConfiguration"]["Rules"]}
+    assert {"validated/", "results/", "reports/"} <= prefixes
+
+
+def test_bucket_policy_denies_requests_without_tls(transformed):
+    policy = transformed["Resources"]["MailBucketPolicy"]["Properties"]["PolicyDocument"]
+    (deny,) = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Principal"] == "*"
+
+
+def test_upload_rule_starts_the_state_machine_with_retries_and_dead_letters(transformed):
+    rule = transformed["Resources"]["UploadRule"]["Properties"]
+    assert rule["EventPattern"]["source"] == ["aws.s3"]
+    assert rule["EventPattern"]["detail-type"] == ["Object Created"]
+    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": "incoming/*.csv"}]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "MailMatrixStateMachine"}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["UploadRuleRole", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+
+
+def test_ledger_table_matches_the_dynamodb_adapter(transformed):
+    table = transformed["Resources"]["LedgerTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": ledger_dynamodb.KEY, "KeyType": "HASH"}]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == ledger_dynamodb.MESSAGE_ID_INDEX
+    assert index["KeySchema"] == [{"AttributeName": "message_id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_topics_are_encrypted_and_subscriptions_are_optional(transformed):
+    for name in ("SummaryTopic", "AlertTopic"):
+        assert transformed["Resources"][name]["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}
+    assert transformed["Resources"]["SummarySubscription"]["Condition"] == "HasSummaryEmail"
+    assert transformed["Resources"]["AlertSubscription"]["Condition"] == "HasAlertEmail"
+
+
+def test_ses_events_reach_the_events_function(transformed):
+    destination = transformed["Resources"]["SendingEventDestination"]["Properties"]
+    events = set(destination["EventDestination"]["MatchingEventTypes"])
+    assert {"send", "delivery", "bounce", "complaint", "reject"} <= events
+    rules = resources_of(transformed, "AWS::Events::Rule")
+    (ses_rule,) = [
+        r for r in rules.values() if r["Properties"]["EventPattern"]["source"] == ["aws.ses"]
+    ]
+    (target,) = ses_rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["SesEventsFunction", "Arn"]}
+
+
+def test_alarms_cover_executions_lambda_and_ses_reputation(transformed):
+    alarms = resources_of(transformed, "AWS::CloudWatch::Alarm").values()
+    metrics = set()
+    for alarm in alarms:
+        properties = alarm["Properties"]
+        assert properties["AlarmActions"] == [{"Ref": "AlertTopic"}]
+        if "MetricName" in properties:
+            metrics.add(properties["MetricName"])
+        for query in properties.get("Metrics", []):
+            if "MetricStat" in query:
+                metrics.add(query["MetricStat"]["Metric"]["MetricName"])
+    assert {
+        "ExecutionsFailed",
+        "ExecutionsTimedOut",
+        "ExecutionsAborted",
+        "Errors",
+        "Throttles",
+        "Reputation.BounceRate",
+        "Reputation.ComplaintRate",
+    } <= metrics
+
+
+def test_dashboard_shows_the_alarmed_figures(transformed):
+    body = transformed["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for figure in (
+        "ExecutionsFailed",
+        "Throttles",
+        "Reputation.BounceRate",
+        "Reputation.ComplaintRate",
+    ):
+        assert figure in body
+    # The body is JSON once the substitutions are filled in.
+    filled = re.sub(r"\$\{[^}]+\}", "x", body)
+    assert len(json.loads(filled)["widgets"]) >= 3
+
+
+def test_outputs_give_bucket_state_machine_and_console_link(transformed):
+    outputs = transformed["Outputs"]
+    assert outputs["BucketName"]["Value"] == {"Ref": "MailBucket"}
+    assert outputs["StateMachineArn"]["Value"] == {"Ref": "MailMatrixStateMachine"}
+    url = outputs["StateMachineConsoleUrl"]["Value"]["Fn::Sub"]
+    assert url.startswith("https://${AWS::Region}.console.aws.amazon.com/states/home")
+    assert "${MailMatrixStateMachine}" in url
+
+
+@pytest.mark.parametrize("path", ["deploy.sh", "install-checkov.sh", "layer/Makefile"])
+def test_infra_scripts_exist(path):
+    assert (INFRA / path).is_file()
