@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# Share of the account's rate the plan spends. The rest absorbs the one early send a fresh
-# child may make right after the previous child of its slot ended (see docs/sending.md).
-SAFETY = 0.97
+# Share of the account's rate the plan spends: a margin for clocks and for SES's own
+# measurement; the pacing itself never exceeds its share (see docs/sending.md).
+SAFETY = 0.98
 
 # A worker whose sends keep it busy more than this share of the time cannot keep pace with
 # jitter in latency; the plan adds workers until each is at most this busy.
@@ -66,7 +66,9 @@ class Pacer:
     ``acquire()`` blocks (through the injected ``sleep``) until the next send may start.
     Slots are scheduled from the previous slot, not from the end of the previous send, so
     the send's own latency does not slow the worker down while it stays below the interval.
-    Thread-safe, although each worker normally owns its pacer.
+    A fresh pacer lets its first send go at once; ``finish()`` at the end of a batch waits
+    out the current interval, so the next batch of the same Map slot (a new invocation with
+    a fresh pacer) cannot send early. Thread-safe, though each worker owns its pacer.
     """
 
     def __init__(
@@ -108,6 +110,14 @@ class Pacer:
             slot = now if self._next is None else max(now, self._next)
             self._next = slot + self.interval
         waited = slot - now
+        if waited > 0:
+            self._sleep(waited)
+        return waited
+
+    def finish(self) -> float:
+        """Wait until the next slot would open; return how long this call waited."""
+        with self._lock:
+            waited = 0.0 if self._next is None else max(0.0, self._next - self._clock())
         if waited > 0:
             self._sleep(waited)
         return waited

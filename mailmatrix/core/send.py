@@ -459,6 +459,9 @@ def send_batch(
         stop.error.details.update({"result": batch.result.to_dict(), "deferred": deferred})
         log.debug("send_batch: stopped: %s, %d deferred", error_code(stop.error), len(deferred))
         raise stop.error from stop.__cause__
+    finally:
+        if pacer is not None:
+            pacer.finish()
 
     busy = [row["row"] for row in batch.result.rows if row["status"] == "busy"]
     if busy:

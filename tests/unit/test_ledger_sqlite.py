@@ -1,0 +1,170 @@
+"""The SQLite send ledger: claims, leases, takeovers, halts, outcomes, and many threads at once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.errors import LedgerError
+from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
+from tests.fixtures.sending.kit import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=5000.0)
+
+
+@pytest.fixture
+def ledger(tmp_path, clock) -> SqliteLedger:
+    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+
+
+def claim(ledger, key="k1", attempt="a", lease_until=None, row=2):
+    return ledger.claim(key, campaign="c", row=row, attempt=attempt, lease_until=lease_until)
+
+
+def test_a_new_key_is_claimed_then_sent_then_skipped(ledger):
+    assert claim(ledger) == Claim("claimed")
+    ledger.record_sent("k1", message_id="m-1")
+
+    assert claim(ledger, attempt="b") == Claim("sent", message_id="m-1", attempt="a")
+    assert ledger.outcomes("c") == [
+        Outcome(key="k1", row=2, state="sent", message_id="m-1", attempt="a", takeovers=0)
+    ]
+
+
+def test_another_attempt_is_busy_while_the_lease_holds(ledger, clock):
+    claim(ledger, attempt="a", lease_until=clock.now + 60)
+
+    assert claim(ledger, attempt="b") == Claim(
+        "busy", reason=f"claimed by attempt a until {clock.now + 60:.3f}", attempt="a"
+    )
+
+
+def test_another_attempt_takes_over_once_the_lease_has_passed(ledger, clock):
+    claim(ledger, attempt="a", lease_until=clock.now + 60)
+    clock.sleep(61)
+
+    taken = claim(ledger, attempt="b")
+
+    assert taken == Claim("claimed", reason="taken over from attempt a", attempt="a")
+    assert [(o.attempt, o.takeovers) for o in ledger.outcomes("c")] == [("b", 1)]
+
+
+def test_the_same_attempt_takes_over_its_dead_predecessors_claim_at_once(ledger, clock):
+    claim(ledger, attempt="child-1", lease_until=clock.now + 600)
+
+    again = claim(ledger, attempt="child-1")
+
+    assert again.state == "claimed"
+    assert again.reason == "taken over from attempt child-1"
+    assert ledger.outcomes("c")[0].takeovers == 1
+
+
+def test_the_default_lease_is_the_longest_lambda_invocation(ledger, clock):
+    claim(ledger, attempt="a")
+    clock.sleep(DEFAULT_CLAIM_LEASE_SECONDS - 1)
+    assert claim(ledger, attempt="b").state == "busy"
+    clock.sleep(2)
+    assert claim(ledger, attempt="b").state == "claimed"
+
+
+def test_a_permanent_failure_is_final_and_keeps_its_reason(ledger):
+    claim(ledger)
+    ledger.record_failed("k1", code="MessageRejected", reason="not verified", permanent=True)
+
+    assert claim(ledger, attempt="b") == Claim(
+        "failed", code="MessageRejected", reason="not verified", attempt="a"
+    )
+
+
+def test_a_passing_failure_releases_the_claim_for_anyone(ledger):
+    claim(ledger, attempt="a")
+    ledger.record_failed("k1", code="Throttling", reason="slow down", permanent=False)
+
+    assert claim(ledger, attempt="b") == Claim("claimed")
+    assert ledger.outcomes("c")[0].takeovers == 0
+
+
+def test_a_late_failure_never_overwrites_a_sent_key(ledger):
+    claim(ledger)
+    ledger.record_sent("k1", message_id="m-1")
+    ledger.record_failed("k1", code="X", reason="late", permanent=True)
+
+    assert ledger.outcomes("c")[0].state == "sent"
+    assert ledger.outcomes("c")[0].message_id == "m-1"
+
+
+def test_halt_is_recorded_replaced_and_cleared(ledger, clock):
+    assert ledger.halted("c") is None
+    ledger.halt("c", code="Throttling", reason="Daily message quota exceeded.", attempt="a")
+    clock.sleep(5)
+    ledger.halt("c", code="SendingPausedException", reason="paused", attempt="b")
+
+    assert ledger.halted("c") == Halt(
+        campaign="c", code="SendingPausedException", reason="paused", attempt="b", at=5005.0
+    )
+    assert ledger.halted("other") is None
+    ledger.clear_halt("c")
+    assert ledger.halted("c") is None
+
+
+def test_outcomes_are_per_campaign_in_row_order_and_found_by_message_id(ledger):
+    for row in (5, 2, 9):
+        ledger.claim(f"k{row}", campaign="c", row=row, attempt="a")
+    ledger.claim("other", campaign="d", row=1, attempt="a")
+    ledger.record_sent("k9", message_id="m-9")
+
+    assert [o.row for o in ledger.outcomes("c")] == [2, 5, 9]
+    assert ledger.find_by_message_id("m-9").key == "k9"
+    assert ledger.find_by_message_id("nope") is None
+
+
+def test_the_ledger_survives_reopening(tmp_path):
+    path = str(tmp_path / "ledger.db")
+    first = SqliteLedger(path)
+    first.claim("k1", campaign="c", row=2, attempt="a")
+    first.record_sent("k1", message_id="m-1")
+    first.close()
+
+    assert SqliteLedger.from_url(f"sqlite://{path}").claim(
+        "k1", campaign="c", row=2, attempt="b"
+    ) == Claim("sent", message_id="m-1", attempt="a")
+
+
+def test_a_bad_url_or_path_is_a_ledger_error(tmp_path):
+    with pytest.raises(LedgerError, match="not a sqlite:// URL"):
+        SqliteLedger.from_url("dynamodb://table")
+    with pytest.raises(LedgerError, match="cannot open"):
+        SqliteLedger(str(tmp_path / "missing-dir" / "ledger.db"))
+
+
+def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
+    # GIVEN two ledger objects on one file (like two processes) and 8 threads racing
+    path = str(tmp_path / "ledger.db")
+    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    keys = [f"k{n}" for n in range(150)]
+    wins: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def worker(number: int) -> None:
+        ledger = ledgers[number % 2]
+        for key in keys:
+            got = ledger.claim(key, campaign="c", row=int(key[1:]), attempt=f"w{number}")
+            if got.state == "claimed":
+                with lock:
+                    wins[key] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN every key was claimed by exactly one attempt; the others were told it is busy
+    assert wins == Counter({key: 1 for key in keys})
+    assert {o.state for o in ledgers[0].outcomes("c")} == {"claimed"}
