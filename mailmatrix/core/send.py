@@ -189,14 +189,12 @@ def compose(
     fetch_attachment: Callable[[str], bytes],
 ) -> tuple[bytes, list[str]]:
     """Render the row's message; return its encoded bytes and the envelope recipients."""
-    from mailmatrix.core.message import build_message, message_bytes
+    from mailmatrix.core.message import build_message, destinations, message_bytes
 
     rendered = catalog.render(item["template"], item["fields"])
     attachment = None
     if item.get("attachment"):
         attachment = (item["attachment"], fetch_attachment(item["attachment"]))
-    cc = list(item.get("cc") or [])
-    bcc = list(item.get("bcc") or [])
     sender = campaign["sender"]
     message = build_message(
         sender=sender,
@@ -204,13 +202,13 @@ def compose(
         to_email=item["email"],
         rendered=rendered,
         attachment=attachment,
-        cc=cc,
-        bcc=bcc,
+        cc=list(item.get("cc") or []),
+        bcc=list(item.get("bcc") or []),
         reply_to=item.get("reply_to"),
         unsubscribe=campaign.get("unsubscribe"),
         message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
     )
-    return message_bytes(message), [item["email"], *cc, *bcc]
+    return message_bytes(message), destinations(message)
 
 
 Composer = Callable[..., tuple[bytes, list[str]]]

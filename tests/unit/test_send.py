@@ -1,0 +1,346 @@
+"""send_batch beyond the cases: each error kind, the halt's lifetime, time budget, envelope."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+
+import pytest
+
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.mailer_fake_ses import FakeSes
+from mailmatrix.core.pacing import Pacer
+from mailmatrix.core.send import (
+    RetryPolicy,
+    classify_service_error,
+    format_size,
+    idempotency_key,
+    send_batch,
+)
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    PermanentSendError,
+    StorageError,
+    Throttled,
+    TransientSendError,
+)
+from tests.fixtures.sending import kit
+
+CID = "c-sending-test"
+
+
+@pytest.fixture
+def clock() -> kit.FakeClock:
+    return kit.FakeClock()
+
+
+@pytest.fixture
+def ledger(tmp_path, clock) -> SqliteLedger:
+    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+
+
+def items(count: int = 4, campaign_id: str = CID) -> list[dict]:
+    return [
+        kit.item(campaign_id, row, f"person{row}@example.com", f"Person {row}", f"p{row}.pdf")
+        for row in range(2, 2 + count)
+    ]
+
+
+def fail_calls(
+    *calls: int, code="Throttling", message="Maximum sending rate exceeded.", status=400
+):
+    error = {"Code": code, "Message": message, "HTTPStatusCode": status}
+    return {"failures": [{"call": call, "error": error} for call in calls]}
+
+
+def run(batch, mailer, ledger, clock, *, attempt="child-1", campaign=None, **kwargs):
+    return send_batch(
+        batch,
+        campaign or kit.campaign(),
+        catalog=kit.catalog(),
+        fetch_attachment=kwargs.pop("fetch", kit.fetcher()),
+        mailer=mailer,
+        ledger=ledger,
+        attempt=attempt,
+        sleep=clock.sleep,
+        clock=clock,
+        rng=random.Random(7),
+        **kwargs,
+    )
+
+
+def test_idempotency_key_is_the_sha256_of_campaign_row_and_address():
+    expected = hashlib.sha256(b"c-1|2|anna@xn--bcher-kva.example").hexdigest()
+    assert idempotency_key("c-1", 2, "anna@xn--bcher-kva.example") == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "kind"),
+    [
+        ("Throttling", "Maximum sending rate exceeded.", 400, Throttled),
+        ("ThrottlingException", "Maximum sending rate exceeded.", 429, Throttled),
+        ("TooManyRequestsException", "Rate exceeded", 429, Throttled),
+        ("Throttling", "Daily message quota exceeded.", 400, AccountSendingHalted),
+        ("LimitExceededException", "Daily message quota exceeded", 400, AccountSendingHalted),
+        ("AccountSendingPausedException", "Sending paused for this account", 400, None),
+        ("SendingPausedException", "Sending is paused", 400, AccountSendingHalted),
+        ("MailFromDomainNotVerifiedException", "MAIL FROM not verified", 400, None),
+        ("MessageRejected", "Email address is not verified.", 400, PermanentSendError),
+        ("BadRequestException", "Invalid address", 400, PermanentSendError),
+        ("InternalFailure", "oops", 500, TransientSendError),
+        ("ServiceUnavailable", "try later", 503, TransientSendError),
+        ("SomethingNew", "gateway", 502, TransientSendError),
+    ],
+)
+def test_service_errors_are_classified_by_code_and_message(code, message, status, kind):
+    error = classify_service_error(code, message, status=status)
+
+    assert type(error) is (kind or AccountSendingHalted)
+    assert error.message == f"ses: {code}: {message}"
+    assert error.details == {"code": code, "status": status}
+
+
+def test_a_batch_reports_every_row_in_the_architecture_shape(ledger, clock):
+    batch = items(3)
+    ses = FakeSes(
+        {"by_destination": {"person3@example.com": {"Code": "MessageRejected", "Message": "no"}}},
+        clock=clock,
+    )
+
+    result = run(batch, ses, ledger, clock)
+
+    assert result.to_dict() == {
+        "sent": 2,
+        "skipped": 0,
+        "failed": 1,
+        "rows": [
+            {"row": 2, "status": "sent", "message_id": "fake-ses-0000001"},
+            {
+                "row": 3,
+                "status": "failed",
+                "code": "MessageRejected",
+                "reason": "fake-ses: MessageRejected: no",
+            },
+            {"row": 4, "status": "sent", "message_id": "fake-ses-0000003"},
+        ],
+    }
+
+
+def test_the_envelope_uses_the_bare_sender_and_every_recipient(ledger, clock):
+    row = items(1)[0]
+    row["cc"] = ["Copy <copy@example.com>"]
+    row["bcc"] = ["hidden@example.com"]
+    ses = FakeSes(clock=clock, keep_raw=True)
+
+    run([row], ses, ledger, clock)
+
+    call = ses.calls[0]
+    assert call.sender == "talent@example.com"
+    assert call.destinations == (
+        "person2@example.com",
+        "copy@example.com",
+        "hidden@example.com",
+    )
+    assert b"hidden@example.com" not in call.raw
+    assert b"Subject: Your letter, Person 2" in call.raw
+
+
+@pytest.mark.parametrize("kind", ["Throttling", "InternalFailure"])
+def test_passing_faults_are_retried_within_the_batch(ledger, clock, kind):
+    ses = FakeSes(
+        fail_calls(2, 3, code=kind, status=400 if kind == "Throttling" else 500), clock=clock
+    )
+
+    result = run(items(3), ses, ledger, clock)
+
+    assert result.sent == 3
+    assert len(ses.calls) == 5
+    assert len(clock.slept) == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "raised"),
+    [("Throttling", 400, Throttled), ("InternalFailure", 500, TransientSendError)],
+)
+def test_passing_faults_that_outlast_the_retries_stop_the_batch(
+    ledger, clock, code, status, raised
+):
+    # GIVEN the second row fails on every one of its tries
+    policy = RetryPolicy(tries=3)
+    ses = FakeSes(fail_calls(2, 3, 4, code=code, status=status), clock=clock)
+
+    # WHEN the batch runs
+    with pytest.raises(raised) as stopped:
+        run(items(4), ses, ledger, clock, policy=policy)
+
+    # THEN it stops at that row, raises for the state machine's Retry, and leaves the rest
+    assert stopped.value.message.startswith("send_batch: row 3: gave up after 3 tries: ")
+    assert stopped.value.details["deferred"] == [3, 4, 5]
+    assert stopped.value.details["result"]["sent"] == 1
+    assert len(ses.calls) == 4
+    assert [(o.row, o.state, o.code) for o in ledger.outcomes(CID)] == [
+        (2, "sent", None),
+        (3, "released", code),
+    ]
+
+    # AND the state machine's retry sends the rest, the first row only once
+    result = run(items(4), ses, ledger, clock, policy=policy)
+    assert [r["status"] for r in result.rows] == ["sent"] * 4
+    assert result.rows[0].get("earlier") is True
+    assert ses.deliveries()["person2@example.com"] == 1
+
+
+def test_backoff_is_full_jitter_under_an_exponential_cap():
+    policy = RetryPolicy(base_s=0.5, cap_s=3.0)
+    rng = random.Random(1)
+
+    delays = {n: [policy.backoff(n, rng) for _ in range(200)] for n in (1, 2, 3, 4, 5)}
+
+    for failures, bound in {1: 0.5, 2: 1.0, 3: 2.0, 4: 3.0, 5: 3.0}.items():
+        assert 0 <= min(delays[failures]) < bound * 0.1
+        assert bound * 0.9 < max(delays[failures]) <= bound
+
+
+def test_an_account_halt_stops_this_batch_and_every_other_until_the_hold_ends(ledger, clock):
+    paused = {"Code": "SendingPausedException", "Message": "Sending is paused for this account."}
+    ses = FakeSes({"failures": [{"call": 2, "error": paused}]}, clock=clock)
+    first, second = items(6)[:3], items(6)[3:]
+
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(first, ses, ledger, clock, attempt="child-1")
+    with pytest.raises(AccountSendingHalted) as sibling:
+        run(second, ses, ledger, clock, attempt="child-2")
+
+    assert halted.value.details["deferred"] == [3, 4]
+    assert "account cannot send" in halted.value.message
+    assert sibling.value.details["deferred"] == [5, 6, 7]
+    assert "halted by attempt child-1" in sibling.value.message
+    assert len(ses.calls) == 2
+    assert clock.slept == []
+
+    # a campaign setting can shorten the hold; after it, a redrive sends what was deferred
+    clock.sleep(11)
+    short = kit.campaign(halt_hold_seconds=10)
+    results = [
+        run(b, ses, ledger, clock, attempt=f"child-{n}", campaign=short)
+        for n, b in ((1, first), (2, second))
+    ]
+    assert [r.sent for r in results] == [3, 3]
+    assert len(ses.calls) == 7
+    assert set(ses.deliveries().values()) == {1}
+
+
+def test_clearing_the_halt_lets_a_redrive_send_at_once(ledger, clock):
+    ledger.halt(CID, code="Throttling", reason="Daily message quota exceeded.", attempt="x")
+    ses = FakeSes(clock=clock)
+    with pytest.raises(AccountSendingHalted):
+        run(items(2), ses, ledger, clock)
+
+    ledger.clear_halt(CID)
+
+    assert run(items(2), ses, ledger, clock).sent == 2
+
+
+def test_a_missing_attachment_fails_its_row_and_the_batch_goes_on(ledger, clock):
+    ses = FakeSes(clock=clock)
+    fetch = kit.fetcher({"p2.pdf": b"%PDF-1.4 two", "p4.pdf": b"%PDF-1.4 four"}, default=None)
+
+    result = run(items(3), ses, ledger, clock, fetch=fetch)
+
+    assert result.rows[1] == {
+        "row": 3,
+        "status": "failed",
+        "code": "AttachmentNotFound",
+        "reason": "attachment not found: p3.pdf",
+    }
+    assert (result.sent, result.failed) == (2, 1)
+    assert len(ses.calls) == 2
+
+
+def test_an_unreadable_attachment_is_a_passing_fault(ledger, clock):
+    def fetch(name):
+        raise StorageError(f"attachments/{name}: read failed: connection reset")
+
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(2), FakeSes(clock=clock), ledger, clock, fetch=fetch)
+
+    assert "attachment unreadable" in stopped.value.message
+    assert stopped.value.details["deferred"] == [2, 3]
+    assert ledger.outcomes(CID)[0].state == "released"
+
+
+def test_a_render_error_fails_only_its_row(ledger, clock):
+    batch = items(2)
+    del batch[0]["fields"]["Name"]
+
+    result = run(batch, FakeSes(clock=clock), ledger, clock)
+
+    assert [r["status"] for r in result.rows] == ["failed", "sent"]
+    assert result.rows[0]["code"] == "TemplateError"
+    assert "Name" in result.rows[0]["reason"]
+
+
+def test_an_address_the_message_builder_refuses_fails_only_its_row(ledger, clock):
+    batch = items(2)
+    batch[0]["email"] = "zoë@example.com"
+
+    result = run(batch, FakeSes(clock=clock), ledger, clock)
+
+    assert [r["status"] for r in result.rows] == ["failed", "sent"]
+    assert result.rows[0]["code"] == "PermanentSendError"
+    assert "non-ASCII local part" in result.rows[0]["reason"]
+
+
+def test_a_batch_stops_before_the_invocation_runs_out_of_time(ledger, clock):
+    # GIVEN each send takes 10 s and the invocation has 45 s left
+    ses = FakeSes({"latency_s": 10}, clock=clock, sleep=clock.sleep)
+
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(4), ses, ledger, clock, deadline=clock.now + 45)
+
+    # THEN it stops while 30 s remain, and the claims it made expire with the invocation
+    assert stopped.value.details["deferred"] == [4, 5]
+    assert stopped.value.details["result"]["sent"] == 2
+    assert "time is nearly used up" in stopped.value.message
+
+
+def test_claims_last_no_longer_than_the_invocation(ledger, clock):
+    # GIVEN an invocation that dies mid-send 60 s before its deadline
+    class Dies:
+        def send(self, raw, *, sender, destinations):
+            raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        run(items(1), Dies(), ledger, clock, attempt="execution-1", deadline=clock.now + 60)
+
+    # THEN another execution may take the row over right after that deadline
+    clock.sleep(61)
+    result = run(items(1), FakeSes(clock=clock), ledger, clock, attempt="execution-2")
+    assert result.rows[0]["takeover"] == "taken over from attempt execution-1"
+
+
+def test_the_pacer_spaces_the_calls_and_waits_out_its_interval_at_the_end(ledger, clock):
+    ses = FakeSes(clock=clock)
+    pacer = Pacer(2, clock=clock, sleep=clock.sleep)
+
+    run(items(3), ses, ledger, clock, pacer=pacer)
+
+    assert [call.at - ses.calls[0].at for call in ses.calls] == [0.0, 0.5, 1.0]
+    assert clock.now - ses.calls[-1].at == pytest.approx(0.5)
+
+
+def test_core_logs_no_addresses(ledger, clock, caplog):
+    caplog.set_level(logging.DEBUG, logger="mailmatrix")
+    ses = FakeSes(fail_calls(1), clock=clock)
+    fetch = kit.fetcher({"p2.pdf": b"%PDF"}, default=None)
+
+    run(items(2), ses, ledger, clock, fetch=fetch)
+
+    assert caplog.records
+    assert "@" not in caplog.text
+
+
+def test_sizes_read_as_mebibytes():
+    assert format_size(10 * 1024 * 1024) == "10 MiB"
+    assert format_size(11_481_000) == "10.95 MiB"
