@@ -1,9 +1,10 @@
 """The send ledger on a DynamoDB table: one item per idempotency key, conditional writes.
 
-Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); a global secondary
-index ``by_message_id`` on ``message_id`` (S) so SES events find their entry; TTL on
-``expires_at``. Every state change is a conditional write, so two attempts can never both
-hold the claim of one key.
+Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global secondary
+indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
+(``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
+an item keyed ``halt#<campaign>``. Every claim is a conditional write, so two attempts never
+both hold the claim of one key while its lease runs (semantics: mailmatrix.ports.Ledger).
 """
 
 from __future__ import annotations
@@ -18,31 +19,34 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import Claim
+from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 
 logger = logging.getLogger(__name__)
 
 KEY = "idempotency_key"
 MESSAGE_ID_INDEX = "by_message_id"
+CAMPAIGN_INDEX = "by_campaign"
+HALT_PREFIX = "halt#"
 
-# Every attribute is named through an alias: several (state, row, code...) are reserved words.
+# Entries outlive the 14-day redrive window of Step Functions by a wide margin.
+DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
+
+# Every attribute goes through an alias: several (state, row, code...) are reserved words.
 _NAMES = {
+    "#k": KEY,
     "#s": "state",
+    "#a": "attempt",
+    "#l": "lease_until",
     "#mid": "message_id",
     "#u": "updated_at",
     "#code": "code",
     "#reason": "reason",
+    "#t": "takeovers",
     "#d": "delivery",
     "#dat": "delivery_at",
     "#dd": "delivery_detail",
     "#events": "events",
 }
-
-# A Lambda invocation runs at most 15 minutes, so a claim older than that cannot belong to a
-# live SendBatch: the next attempt takes it over. https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
-DEFAULT_LEASE_SECONDS = 15 * 60
-# Entries outlive the 14-day redrive window of Step Functions by a wide margin.
-DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
 
 
 class DynamoDbLedger:
@@ -53,101 +57,166 @@ class DynamoDbLedger:
         table: str,
         client: Any = None,
         *,
-        lease_seconds: int = DEFAULT_LEASE_SECONDS,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table = table
-        self.lease_seconds = lease_seconds
         self.retention_seconds = retention_seconds
         self._db = client or _aws.client("dynamodb")
         self._clock = clock
 
-    def claim(self, key: str, *, campaign: str, row: int, attempt: str) -> Claim:
-        """Atomically claim ``key`` for ``attempt``, unless it is settled or held by another."""
-        now = int(self._clock())
-        item = {
-            KEY: {"S": key},
-            "campaign": {"S": campaign},
-            "row": {"N": str(row)},
-            "state": {"S": "claimed"},
-            "attempt": {"S": attempt},
-            "claimed_at": {"N": str(now)},
-            "updated_at": {"N": str(now)},
-            "expires_at": {"N": str(now + self.retention_seconds)},
-        }
-        # Free means: never claimed, released after a transient failure, claimed by this
-        # same attempt, or claimed by an attempt whose lease ran out (it died).
-        condition = (
-            "attribute_not_exists(#k) OR #s = :released OR "
-            "(#s = :claimed AND (#a = :attempt OR #c < :stale))"
-        )
-        values = {
-            ":released": {"S": "released"},
-            ":claimed": {"S": "claimed"},
-            ":attempt": {"S": attempt},
-            ":stale": {"N": str(now - self.lease_seconds)},
-        }
-        try:
-            self._db.put_item(
-                TableName=self.table,
-                Item=item,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={
-                    "#k": KEY,
-                    "#s": "state",
-                    "#a": "attempt",
-                    "#c": "claimed_at",
-                },
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as error:
-            if _aws.error_code(error) != "ConditionalCheckFailedException":
+    def claim(
+        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+    ) -> Claim:
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt."""
+        now = self._clock()
+        lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
+        for _ in range(3):
+            held = self._get_item(key)
+            if held is None:
+                condition = "attribute_not_exists(#k)"
+                values: dict[str, Any] = {}
+                takeovers, previous = 0, None
+            else:
+                entry = _plain(held)
+                state, holder = entry.get("state"), entry.get("attempt")
+                if state == "sent":
+                    return Claim("sent", message_id=entry.get("message_id"), attempt=holder)
+                if state == "failed":
+                    return Claim(
+                        "failed", code=entry.get("code"), reason=entry.get("reason"), attempt=holder
+                    )
+                holder_lease = float(entry.get("lease_until") or 0)
+                if state == "claimed" and holder != attempt and holder_lease > now:
+                    return Claim(
+                        "busy",
+                        reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
+                        attempt=holder,
+                    )
+                # Write only if nobody changed the entry since we read it.
+                condition = "#s = :old_state AND #a = :old_attempt AND #u = :old_updated"
+                values = {
+                    ":old_state": {"S": state},
+                    ":old_attempt": {"S": holder or ""},
+                    ":old_updated": held["updated_at"],
+                }
+                takeovers = int(entry.get("takeovers", 0)) + (state == "claimed")
+                previous = holder if state == "claimed" else None
+            item = {
+                KEY: {"S": key},
+                "campaign": {"S": campaign},
+                "row": {"N": str(row)},
+                "state": {"S": "claimed"},
+                "attempt": {"S": attempt},
+                "lease_until": {"N": repr(float(lease))},
+                "takeovers": {"N": str(takeovers)},
+                "updated_at": {"N": repr(float(now))},
+                "expires_at": {"N": str(int(now) + self.retention_seconds)},
+            }
+            names = {a: _NAMES[a] for a in re.findall(r"#\w+", condition)}
+            try:
+                request: dict[str, Any] = {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": names,
+                }
+                if values:
+                    request["ExpressionAttributeValues"] = values
+                self._db.put_item(**request)
+            except ClientError as error:
+                if _aws.error_code(error) == "ConditionalCheckFailedException":
+                    continue  # another attempt wrote first: read again and decide again
                 raise self._error("claim", key, error) from error
-            held = error.response.get("Item") or self._get_item(key) or {}
-            return _settled(held)
-        except BotoCoreError as error:
-            raise self._error("claim", key, error) from error
-        logger.debug("ledger claimed %s for %s", key, attempt)
-        return Claim(state="claimed")
+            except BotoCoreError as error:
+                raise self._error("claim", key, error) from error
+            if previous is not None:
+                logger.debug("ledger: row %s taken over from %s by %s", row, previous, attempt)
+                return Claim(
+                    "claimed", reason=f"taken over from attempt {previous}", attempt=previous
+                )
+            return Claim("claimed")
+        return Claim("busy", reason="the entry kept changing while being claimed")
 
     def record_sent(self, key: str, *, message_id: str) -> None:
-        """Mark ``key`` as sent with SES's message id (the GSI finds it by that id)."""
+        """Mark ``key`` as sent with SES's message id (the by_message_id index finds it)."""
         self._update(
             key,
-            "SET #s = :sent, #mid = :mid, #u = :now REMOVE #code, #reason",
+            "SET #s = :sent, #mid = :mid, #u = :now REMOVE #l, #code, #reason",
             {":sent": {"S": "sent"}, ":mid": {"S": message_id}},
+            condition="attribute_exists(#k)",
         )
 
     def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
-        """Mark ``key`` failed; a non-permanent failure releases the claim for a later try."""
+        """Mark ``key`` failed for good, or release the claim after a passing failure."""
         state = "failed" if permanent else "released"
         self._update(
             key,
-            "SET #s = :state, #code = :code, #reason = :reason, #u = :now",
-            {":state": {"S": state}, ":code": {"S": code}, ":reason": {"S": reason[:1000]}},
+            "SET #s = :state, #code = :code, #reason = :reason, #u = :now REMOVE #l",
+            {
+                ":state": {"S": state},
+                ":code": {"S": code},
+                ":reason": {"S": reason[:1000]},
+                ":sent": {"S": "sent"},
+            },
+            condition="attribute_exists(#k) AND #s <> :sent",
+            missing_ok=True,
         )
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """Return the entry of ``key`` as plain values, or None when there is none."""
-        item = self._get_item(key)
-        return _plain(item) if item else None
-
-    def find_by_message_id(self, message_id: str) -> dict[str, Any] | None:
-        """Return the entry whose SES message id is ``message_id``, or None."""
+    def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
+        """Record that ``campaign`` must stop sending, replacing an earlier halt."""
+        halt = Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=self._clock())
+        item = {
+            KEY: {"S": HALT_PREFIX + campaign},
+            "halt_campaign": {"S": campaign},
+            "code": {"S": code},
+            "reason": {"S": reason[:1000]},
+            "attempt": {"S": attempt},
+            "at": {"N": repr(float(halt.at))},
+            "expires_at": {"N": str(int(halt.at) + self.retention_seconds)},
+        }
         try:
-            response = self._db.query(
-                TableName=self.table,
-                IndexName=MESSAGE_ID_INDEX,
-                KeyConditionExpression="message_id = :mid",
-                ExpressionAttributeValues={":mid": {"S": message_id}},
-                Limit=1,
-            )
+            self._db.put_item(TableName=self.table, Item=item)
         except (ClientError, BotoCoreError) as error:
-            raise self._error("find", message_id, error) from error
-        items = response.get("Items", [])
-        return _plain(items[0]) if items else None
+            raise self._error("halt", campaign, error) from error
+        return halt
+
+    def halted(self, campaign: str) -> Halt | None:
+        """Return the campaign's recorded halt, or None."""
+        item = self._get_item(HALT_PREFIX + campaign)
+        if item is None:
+            return None
+        entry = _plain(item)
+        return Halt(
+            campaign=campaign,
+            code=entry["code"],
+            reason=entry["reason"],
+            attempt=entry["attempt"],
+            at=float(entry["at"]),
+        )
+
+    def clear_halt(self, campaign: str) -> None:
+        """Remove the campaign's halt."""
+        try:
+            self._db.delete_item(TableName=self.table, Key={KEY: {"S": HALT_PREFIX + campaign}})
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("clear_halt", campaign, error) from error
+
+    def outcomes(self, campaign: str) -> list[Outcome]:
+        """Return every entry of ``campaign`` ordered by row (by_campaign index)."""
+        items = self._query(CAMPAIGN_INDEX, "campaign = :c", {":c": {"S": campaign}}, campaign)
+        entries = sorted((_plain(item) for item in items), key=lambda e: (e["row"], e[KEY]))
+        return [_outcome(entry) for entry in entries]
+
+    def find_by_message_id(self, message_id: str) -> Outcome | None:
+        """Return the entry that recorded ``message_id`` (for delivery events), or None."""
+        found = self._query(
+            MESSAGE_ID_INDEX, "message_id = :m", {":m": {"S": message_id}}, message_id
+        )
+        if not found:
+            return None
+        item = self._get_item(found[0][KEY]["S"])  # the index projects keys only
+        return _outcome(_plain(item)) if item else None
 
     def record_event(self, key: str, *, event_type: str, timestamp: str, detail: str = "") -> None:
         """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``."""
@@ -157,33 +226,56 @@ class DynamoDbLedger:
             {
                 ":event": {"S": event_type},
                 ":at": {"S": timestamp},
-                ":detail": {"S": detail[:1000]},
+                ":detail": {"S": detail[:1000] or "-"},
                 ":one": {"SS": [event_type]},
             },
+            condition="attribute_exists(#k)",
         )
+
+    def _query(self, index: str, condition: str, values: dict, what: str) -> list[dict]:
+        items: list[dict] = []
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        try:
+            while True:
+                response = self._db.query(**request)
+                items += response.get("Items", [])
+                if "LastEvaluatedKey" not in response:
+                    return items
+                request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as error:
+            raise self._error(f"query {index}", what, error) from error
 
     def _update(
         self,
         key: str,
         expression: str,
         values: dict[str, Any],
+        *,
+        condition: str,
+        missing_ok: bool = False,
     ) -> None:
-        names = {alias: _NAMES[alias] for alias in re.findall(r"#\w+", expression)}
+        names = {a: _NAMES[a] for a in re.findall(r"#\w+", expression + " " + condition)}
         try:
             self._db.update_item(
                 TableName=self.table,
                 Key={KEY: {"S": key}},
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(#k)",
-                ExpressionAttributeValues={**values, ":now": {"N": str(int(self._clock()))}},
-                ExpressionAttributeNames={**names, "#k": KEY},
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={**values, ":now": {"N": repr(float(self._clock()))}},
             )
         except ClientError as error:
-            if _aws.error_code(error) == "ConditionalCheckFailedException":
+            if _aws.error_code(error) != "ConditionalCheckFailedException":
+                raise self._error("update", key, error) from error
+            if not missing_ok:
                 raise LedgerError(
-                    f"dynamodb://{self.table}: update {key}: no such entry"
+                    f"dynamodb://{self.table}: update {key[:12]}: no such entry"
                 ) from error
-            raise self._error("update", key, error) from error
         except BotoCoreError as error:
             raise self._error("update", key, error) from error
 
@@ -196,18 +288,21 @@ class DynamoDbLedger:
             raise self._error("get", key, error) from error
         return response.get("Item")
 
-    def _error(self, action: str, key: str, error: Exception) -> LedgerError:
-        return LedgerError(f"dynamodb://{self.table}: {action} {key}: {error}")
+    def _error(self, action: str, what: str, error: Exception) -> LedgerError:
+        return LedgerError(f"dynamodb://{self.table}: {action} {what[:24]}: {error}")
 
 
-def _settled(item: dict[str, Any]) -> Claim:
-    entry = _plain(item)
-    state = entry.get("state")
-    if state == "sent":
-        return Claim(state="sent", message_id=entry.get("message_id"))
-    if state == "failed":
-        return Claim(state="failed", reason=entry.get("reason"))
-    return Claim(state="busy")
+def _outcome(entry: dict[str, Any]) -> Outcome:
+    return Outcome(
+        key=entry[KEY],
+        row=int(entry.get("row", 0)),
+        state=entry.get("state", ""),
+        message_id=entry.get("message_id"),
+        code=entry.get("code"),
+        reason=entry.get("reason"),
+        attempt=entry.get("attempt"),
+        takeovers=int(entry.get("takeovers", 0)),
+    )
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +311,8 @@ def _plain(item: dict[str, Any]) -> dict[str, Any]:
         if "S" in value:
             plain[name] = value["S"]
         elif "N" in value:
-            plain[name] = int(value["N"]) if value["N"].lstrip("-").isdigit() else float(value["N"])
+            number = value["N"]
+            plain[name] = int(number) if number.lstrip("-").isdigit() else float(number)
         elif "SS" in value:
             plain[name] = sorted(value["SS"])
         elif "BOOL" in value:

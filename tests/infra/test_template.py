@@ -151,9 +151,14 @@ def test_ledger_table_matches_the_dynamodb_adapter(transformed):
     table = transformed["Resources"]["LedgerTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["KeySchema"] == [{"AttributeName": ledger_dynamodb.KEY, "KeyType": "HASH"}]
-    (index,) = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == ledger_dynamodb.MESSAGE_ID_INDEX
-    assert index["KeySchema"] == [{"AttributeName": "message_id", "KeyType": "HASH"}]
+    indexes = {i["IndexName"]: i["KeySchema"] for i in table["GlobalSecondaryIndexes"]}
+    assert indexes == {
+        ledger_dynamodb.MESSAGE_ID_INDEX: [{"AttributeName": "message_id", "KeyType": "HASH"}],
+        ledger_dynamodb.CAMPAIGN_INDEX: [
+            {"AttributeName": "campaign", "KeyType": "HASH"},
+            {"AttributeName": "row", "KeyType": "RANGE"},
+        ],
+    }
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["SSESpecification"] == {"SSEEnabled": True}

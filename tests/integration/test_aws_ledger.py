@@ -1,0 +1,161 @@
+"""DynamoDbLedger against moto, on a table created from infra/template.yaml's definition."""
+
+from __future__ import annotations
+
+import pathlib
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+from mailmatrix.errors import LedgerError
+from mailmatrix.ports import Claim
+
+TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def create_table_from_template(client) -> str:
+    """Create the LedgerTable exactly as the SAM template defines its keys and indexes."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    table = yaml_parse(TEMPLATE.read_text(encoding="utf-8"))["Resources"]["LedgerTable"]
+    properties = table["Properties"]
+    client.create_table(
+        TableName="ledger",
+        BillingMode=properties["BillingMode"],
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+    )
+    return "ledger"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def ledger(aws, clock):
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    return DynamoDbLedger(create_table_from_template(client), client, clock=clock)
+
+
+def test_a_new_key_is_claimed_then_sent_then_skipped(ledger):
+    assert ledger.claim("k1", campaign="c", row=2, attempt="a1") == Claim("claimed")
+    ledger.record_sent("k1", message_id="m-1")
+    assert ledger.claim("k1", campaign="c", row=2, attempt="a2") == Claim(
+        "sent", message_id="m-1", attempt="a1"
+    )
+
+
+def test_a_live_claim_of_another_attempt_is_busy(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    claim = ledger.claim("k1", campaign="c", row=2, attempt="a2")
+    assert claim.state == "busy"
+    assert claim.attempt == "a1"
+
+
+def test_the_same_attempt_takes_over_its_dead_predecessor_at_once(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    claim = ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    assert claim == Claim("claimed", reason="taken over from attempt a1", attempt="a1")
+    assert ledger.outcomes("c")[0].takeovers == 1
+
+
+def test_another_attempt_takes_over_once_the_lease_has_passed(ledger, clock):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1", lease_until=clock.now + 30)
+    clock.now += 31
+    claim = ledger.claim("k1", campaign="c", row=2, attempt="a2")
+    assert claim.state == "claimed"
+    assert claim.attempt == "a1"
+
+
+def test_a_permanent_failure_is_kept_and_a_transient_one_releases(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    ledger.record_failed("k1", code="MessageRejected", reason="not verified", permanent=True)
+    assert ledger.claim("k1", campaign="c", row=2, attempt="a2") == Claim(
+        "failed", code="MessageRejected", reason="not verified", attempt="a1"
+    )
+
+    ledger.claim("k2", campaign="c", row=3, attempt="a1")
+    ledger.record_failed("k2", code="Throttled", reason="slow down", permanent=False)
+    assert ledger.claim("k2", campaign="c", row=3, attempt="a2") == Claim("claimed")
+
+
+def test_a_failure_never_overwrites_a_sent_entry(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    ledger.record_sent("k1", message_id="m-1")
+    ledger.record_failed("k1", code="Timeout", reason="late", permanent=False)
+    assert ledger.claim("k1", campaign="c", row=2, attempt="a2").state == "sent"
+
+
+def test_recording_an_unknown_key_is_an_error(ledger):
+    with pytest.raises(LedgerError, match="no such entry"):
+        ledger.record_sent("nope", message_id="m")
+
+
+def test_outcomes_list_the_campaign_by_row_and_find_by_message_id(ledger):
+    for key, row in (("k3", 3), ("k2", 2), ("other", 2)):
+        ledger.claim(key, campaign="c" if key != "other" else "d", row=row, attempt="a1")
+    ledger.record_sent("k2", message_id="m-2")
+    ledger.record_failed("k3", code="MessageRejected", reason="bad", permanent=True)
+
+    outcomes = ledger.outcomes("c")
+    assert [(o.key, o.row, o.state, o.message_id, o.code) for o in outcomes] == [
+        ("k2", 2, "sent", "m-2", None),
+        ("k3", 3, "failed", None, "MessageRejected"),
+    ]
+    assert ledger.find_by_message_id("m-2").key == "k2"
+    assert ledger.find_by_message_id("m-unknown") is None
+
+
+def test_halts_are_recorded_read_and_cleared(ledger, clock):
+    assert ledger.halted("c") is None
+    halt = ledger.halt("c", code="DailyQuota", reason="quota used", attempt="a1")
+    assert halt.at == clock.now
+    assert ledger.halted("c") == halt
+    assert ledger.outcomes("c") == []  # a halt is not an email
+    ledger.clear_halt("c")
+    assert ledger.halted("c") is None
+
+
+def test_events_are_recorded_against_the_entry(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    ledger.record_sent("k1", message_id="m-1")
+    ledger.record_event("k1", event_type="Delivery", timestamp="2026-12-04T10:00:00Z")
+    ledger.record_event("k1", event_type="Bounce", timestamp="2026-12-04T10:05:00Z", detail="x")
+    item = boto3.client("dynamodb", region_name="eu-west-1").get_item(
+        TableName="ledger", Key={"idempotency_key": {"S": "k1"}}
+    )["Item"]
+    assert item["delivery"] == {"S": "Bounce"}
+    assert sorted(item["events"]["SS"]) == ["Bounce", "Delivery"]
+    assert item["state"] == {"S": "sent"}
+
+
+def test_a_missing_table_is_a_ledger_error(aws):
+    ledger = DynamoDbLedger("absent", boto3.client("dynamodb", region_name="eu-west-1"))
+    with pytest.raises(LedgerError, match="dynamodb://absent"):
+        ledger.claim("k1", campaign="c", row=2, attempt="a1")
