@@ -67,8 +67,9 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
 
     registry = ResourceRegistry()
     registry.register_lambda("Work", work)
-    registry.set_object_store(lambda b, k: objects[(b, k)],
-                              lambda b, k, d: objects.__setitem__((b, k), d))
+    registry.set_object_store(
+        lambda b, k: objects[(b, k)], lambda b, k, d: objects.__setitem__((b, k), d)
+    )
     engine = Engine(out_dir / "executions", registry)
     began = time.perf_counter()
     record = engine.start(json.dumps(DEFINITION), {}, name="bench")
@@ -83,6 +84,8 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
         "engine_overhead_per_item_us": f"{(elapsed - plain) / ITEMS * 1e6:.1f}",
         "engine_overhead_per_batch_ms": f"{(elapsed - plain) / batches * 1e3:.2f}",
     }
-    print(f"Distributed Map, {ITEMS} items in batches of {BATCH}: {elapsed:.2f} s "
-          f"(plain loop {plain:.2f} s)")
+    print(
+        f"Distributed Map, {ITEMS} items in batches of {BATCH}: {elapsed:.2f} s "
+        f"(plain loop {plain:.2f} s)"
+    )
     return figures

@@ -151,14 +151,15 @@ class Interpreter:
         context["State"] = {"EnteredTime": entered, "Name": name, "RetryCount": 0}
         runner = getattr(self, f"_run_{kind.lower()}")
         result = runner(name, state, data, scope, context)
-        if isinstance(result, _Caught):
-            return result.output, result.next
-        output = result
+        caught = isinstance(result, _Caught)
+        output = result.output if caught else result
         check_size(output, f"output of state '{name}'")
         scope.log.add(
             f"{kind}StateExited",
             {"name": name, "output": dumps(output), "outputDetails": {"truncated": False}},
         )
+        if caught:
+            return output, result.next
         if kind == "Choice":
             return output, context["_choice_next"]
         if kind == "Succeed" or state.get("End"):

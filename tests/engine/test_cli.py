@@ -1,0 +1,61 @@
+"""The engine's CLI verbs through click's runner: sfn run, executions, show, redrive."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from click.testing import CliRunner
+
+from mailmatrix.cli.engine_cmds import executions_cmd, redrive_cmd, sfn_group, show_cmd
+
+DEFINITION = {
+    "StartAt": "Add",
+    "States": {
+        "Add": {"Type": "Pass", "Parameters": {"n.$": "States.MathAdd($.n, 1)"}, "Next": "Call"},
+        "Call": {
+            "Type": "Task",
+            "Resource": "arn:aws:lambda:eu-west-1:123456789012:function:Fn",
+            "End": True,
+        },
+    },
+}
+
+
+def echo_handler(event: dict, context: object) -> dict:
+    """Return the event with the function's name."""
+    return {"event": event, "function": context.function_name}  # type: ignore[attr-defined]
+
+
+def failing_handler(event: dict, context: object) -> dict:
+    """Always fail."""
+    raise RuntimeError("down")
+
+
+def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> None:
+    # GIVEN a definition whose Lambda fails the first time
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(DEFINITION))
+    runner = CliRunner()
+    workdir = ["--workdir", str(tmp_path / "w")]
+    fail = [f"--function=Fn={__name__}:failing_handler"]
+
+    # WHEN it runs: exit 1 with the error and cause
+    result = runner.invoke(
+        sfn_group, ["run", str(path), "--input", '{"n": 1}', "--name", "e1", *fail, *workdir]
+    )
+    assert result.exit_code == 1
+    assert "Error: RuntimeError" in result.output
+
+    # THEN executions lists it, show draws the failed state
+    listing = runner.invoke(executions_cmd, workdir)
+    assert "e1" in listing.output and "FAILED" in listing.output
+    shown = runner.invoke(show_cmd, ["e1", *workdir])
+    assert "Add (Pass) SUCCEEDED" in shown.output
+    assert "Call (Task) FAILED" in shown.output
+
+    # AND a redrive with a working function reruns from the failed state and succeeds
+    ok = [f"--function=Fn={__name__}:echo_handler"]
+    again = runner.invoke(redrive_cmd, ["e1", *ok, *workdir])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output) == {"event": {"n": 2}, "function": "Fn"}
