@@ -1,0 +1,340 @@
+"""The SMTP mailer against a real SMTP server (aiosmtpd) that each test starts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailmatrix.adapters.mailer_smtp import SmtpMailer
+from mailmatrix.core.message import build_message, message_bytes
+from mailmatrix.core.templates import Rendered
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    ConfigurationError,
+    PermanentSendError,
+    Throttled,
+    TransientSendError,
+)
+
+HOST = "127.0.0.1"
+SENDER = "Acme Talent <talent@example.com>"
+
+
+class Recorder:
+    """An aiosmtpd handler that keeps every envelope and can refuse on purpose."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[tuple[str, list[str], bytes]] = []
+        self.peers: set[tuple[str, int]] = set()
+        self.rcpt_reply: dict[str, str] = {}
+        self.data_reply: str | None = None
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_reply:
+            return self.rcpt_reply[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        with self.lock:
+            self.peers.add(session.peer)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 Ok: queued"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def smtp_server(handler: Recorder, **kwargs) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(handler, hostname=HOST, port=port, **kwargs)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made for this test run."""
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailmatrix test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def server_tls(certificate) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"mailer",
+        b"s3cret:/@",
+    )
+    return AuthResult(success=ok, handled=False)  # handled=False: the server replies 535
+
+
+def message(to: str = "amy@example.com", cc: tuple[str, ...] = ()) -> bytes:
+    rendered = Rendered(subject="Your offer", html="<p>Hi Amy</p>", text="Hi Amy\n")
+    msg = build_message(
+        sender=SENDER,
+        to_name="Amy",
+        to_email=to,
+        rendered=rendered,
+        cc=list(cc),
+        attachment=("letter.pdf", b"%PDF-1.4\n"),
+    )
+    return message_bytes(msg)
+
+
+def test_plain_smtp_delivers_the_exact_bytes_to_every_envelope_recipient():
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        raw = message(cc=("kim@example.com",))
+        message_id = mailer.send(
+            raw, sender=SENDER, destinations=["amy@example.com", "kim@example.com", "b@example.com"]
+        )
+        mailer.close()
+
+    assert handler.envelopes == [
+        ("talent@example.com", ["amy@example.com", "kim@example.com", "b@example.com"], raw)
+    ]
+    assert f"Message-ID: <{message_id}>".encode() in raw
+
+
+def test_starttls_with_auth(certificate):
+    handler = Recorder()
+    with smtp_server(
+        handler,
+        tls_context=server_tls(certificate),
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    ) as port:
+        url = (
+            f"smtp+starttls://mailer:s3cret%3A%2F%40@{HOST}:{port}"
+            f"?cafile={certificate[0]}&timeout=10"
+        )
+        mailer = SmtpMailer.from_url(url)
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+    assert [e[1] for e in handler.envelopes] == [["amy@example.com"]]
+
+
+# aiosmtpd only knows STARTTLS as "TLS": on an implicit-TLS listener it must be told that AUTH
+# without STARTTLS is fine (the whole connection is already encrypted), and it warns about it.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_implicit_tls_with_auth(certificate):
+    handler = Recorder()
+    with smtp_server(
+        handler,
+        ssl_context=server_tls(certificate),
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    ) as port:
+        mailer = SmtpMailer.from_url(
+            f"smtps://mailer:s3cret%3A%2F%40@{HOST}:{port}?cafile={certificate[0]}"
+        )
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+    assert len(handler.envelopes) == 1
+
+
+def test_wrong_password_halts_the_campaign(certificate):
+    handler = Recorder()
+    with smtp_server(
+        handler,
+        tls_context=server_tls(certificate),
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    ) as port:
+        mailer = SmtpMailer.from_url(
+            f"smtp+starttls://mailer:wrong@{HOST}:{port}?cafile={certificate[0]}"
+        )
+        with pytest.raises(AccountSendingHalted) as caught:
+            mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+    assert caught.value.message.startswith(f"smtp {HOST}:{port}: login refused: 535")
+    assert "wrong" not in caught.value.message
+    assert handler.envelopes == []
+
+
+def test_untrusted_certificate_halts_the_campaign(certificate):
+    with smtp_server(Recorder(), ssl_context=server_tls(certificate)) as port:
+        mailer = SmtpMailer.from_url(f"smtps://{HOST}:{port}")  # system trust store only
+        with pytest.raises(AccountSendingHalted, match="certificate not trusted"):
+            mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+
+
+def test_refused_recipient_is_permanent_and_nobody_gets_the_message():
+    handler = Recorder()
+    handler.rcpt_reply["kim@example.com"] = "550 5.1.1 <kim@example.com>: user unknown"
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        with pytest.raises(PermanentSendError) as caught:
+            mailer.send(
+                message(), sender=SENDER, destinations=["amy@example.com", "kim@example.com"]
+            )
+        # the connection stays usable after RSET
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+
+    assert caught.value.message == (
+        f"smtp {HOST}:{port}: recipient k***@example.com refused: "
+        "550 5.1.1 <kim@example.com>: user unknown"
+    )
+    assert caught.value.details == {"code": 550}
+    assert [e[1] for e in handler.envelopes] == [["amy@example.com"]]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("451 4.3.0 Temporary local problem", TransientSendError),
+        ("452 4.3.1 Insufficient system storage", TransientSendError),
+        ("450 4.2.0 Mailbox busy", TransientSendError),
+        ("454 Throttling failure: Maximum sending rate exceeded.", Throttled),
+        ("454 Throttling failure: Daily message quota exceeded.", AccountSendingHalted),
+        ("554 5.7.1 Message rejected: content", PermanentSendError),
+        ("552 5.3.4 Message size exceeds fixed limit", PermanentSendError),
+    ],
+    ids=["451", "452", "450", "454-rate", "454-daily-quota", "554", "552"],
+)
+def test_replies_to_data_map_to_the_port_errors(reply, error):
+    handler = Recorder()
+    handler.data_reply = reply
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        with pytest.raises(error) as caught:
+            mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+    assert type(caught.value) is error
+    assert caught.value.message == f"smtp {HOST}:{port}: DATA: {reply}"
+
+
+def test_connection_refused_is_transient():
+    port = free_port()  # nothing listens there
+    mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}?timeout=5")
+    with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: "):
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+
+
+def test_reconnects_after_the_server_dropped_an_idle_connection():
+    handler = Recorder()
+    # aiosmtpd closes a connection idle for longer than its timeout (server side)
+    with smtp_server(handler, server_kwargs={"timeout": 0.3}) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        time.sleep(0.8)
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+    assert len(handler.envelopes) == 2
+    assert len(handler.peers) == 2  # a second connection was opened
+
+
+def test_one_connection_per_thread():
+    handler = Recorder()
+    threads, per_thread = 4, 5
+    errors: list[Exception] = []
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        barrier = threading.Barrier(threads)
+
+        def work(index: int) -> None:
+            barrier.wait()
+            try:
+                for n in range(per_thread):
+                    to = f"t{index}-{n}@example.com"
+                    mailer.send(message(to=to), sender=SENDER, destinations=[to])
+            except Exception as exc:  # collected, asserted below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        mailer.close()
+
+    assert errors == []
+    assert sorted(e[1][0] for e in handler.envelopes) == sorted(
+        f"t{i}-{n}@example.com" for i in range(threads) for n in range(per_thread)
+    )
+    assert len(handler.peers) == threads
+
+
+@pytest.mark.parametrize(
+    ("url", "message_text"),
+    [
+        ("http://example.com", "expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]"),
+        ("smtp://", "expected smtp://"),
+        ("smtp://127.0.0.1:2525?tls=yes", "unknown options: tls"),
+        ("smtp://127.0.0.1:2525?timeout=soon", "could not convert string to float"),
+        ("smtps://127.0.0.1?cafile=missing.pem", "cafile"),
+    ],
+)
+def test_bad_urls_are_configuration_errors(url, message_text):
+    with pytest.raises(ConfigurationError, match=r"^MAILMATRIX_MAILER: ") as caught:
+        SmtpMailer.from_url(url)
+    assert message_text in caught.value.message
+
+
+def test_url_defaults():
+    mailer = SmtpMailer.from_url("smtp+starttls://u%40x:p%25w@relay.example.com")
+    assert (mailer.server.port, mailer.server.security) == (587, "starttls")
+    assert (mailer.server.username, mailer.server.password) == ("u@x", "p%w")
+    assert SmtpMailer.from_url("smtps://relay.example.com").server.port == 465
+    assert SmtpMailer.from_url("smtp://relay.example.com").server.port == 25
