@@ -1,0 +1,300 @@
+"""S3 storage, SES v2 mailer, SNS notifier and the SES preflight, against moto or a Stubber."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from mailmatrix.adapters import ses_account
+from mailmatrix.adapters.mailer_ses import SesMailer, classify
+from mailmatrix.adapters.notifier_sns import SnsNotifier, sns_subject
+from mailmatrix.adapters.storage_s3 import S3Storage
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    NotFoundError,
+    PermanentSendError,
+    Throttled,
+    TransientSendError,
+)
+from mailmatrix.ports import Notification
+
+REGION = "eu-west-1"
+RAW = b"From: Talent <talent@example.com>\r\nTo: anna@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+# ---------------------------------------------------------------- S3
+
+
+@pytest.fixture
+def storage(aws):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="mail", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket="mail", VersioningConfiguration={"Status": "Enabled"})
+    return S3Storage("mail", s3)
+
+
+def test_storage_round_trip_with_etag_and_version(storage):
+    info = storage.put("reports/c/rejects.csv", b"row,reason\n", content_type="text/csv")
+    assert storage.get("reports/c/rejects.csv") == b"row,reason\n"
+    head = storage.head("reports/c/rejects.csv")
+    assert (head.key, head.size, head.etag, head.version_id) == (
+        "reports/c/rejects.csv",
+        11,
+        info.etag,
+        info.version_id,
+    )
+    assert info.version_id is not None and info.etag and '"' not in info.etag
+    with storage.open("reports/c/rejects.csv") as stream:
+        assert stream.read() == b"row,reason\n"
+
+
+def test_storage_lists_a_prefix_in_key_order(storage, tmp_path):
+    for key in ("templates/b.txt", "templates/a.txt", "attachments/x.pdf"):
+        storage.put(key, b"x")
+    big = tmp_path / "manifest.jsonl"
+    big.write_bytes(b"{}\n" * 1000)
+    storage.put_file("templates/c.jsonl", str(big))
+    listed = [(o.key, o.size) for o in storage.list("templates/")]
+    assert listed == [("templates/a.txt", 1), ("templates/b.txt", 1), ("templates/c.jsonl", 3000)]
+
+
+def test_storage_missing_object_is_not_found(storage):
+    with pytest.raises(NotFoundError, match="s3://mail/incoming/none.csv: get"):
+        storage.get("incoming/none.csv")
+    with pytest.raises(NotFoundError, match="head"):
+        storage.head("incoming/none.csv")
+
+
+# ---------------------------------------------------------------- SES v2
+
+
+@pytest.fixture
+def ses(aws):
+    client = boto3.client("sesv2", region_name=REGION)
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress="talent@example.com")
+    return client
+
+
+def test_mailer_sends_raw_mail_through_ses_v2(ses):
+    mailer = SesMailer(client=ses)
+    message_id = mailer.send(
+        RAW, sender="Talent <talent@example.com>", destinations=["anna@example.org"]
+    )
+    assert message_id
+    from moto.ses.models import ses_backends
+
+    (sent,) = ses_backends["123456789012"][REGION].sent_messages
+    assert sent.id == message_id
+    assert "anna@example.org" in sent.destinations
+    assert "Subject: Hi" in sent.raw_data
+
+
+def test_mailer_names_the_configuration_set():
+    client = boto3.client(
+        "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        stub.add_response(
+            "send_email",
+            {"MessageId": "m-1"},
+            {
+                "FromEmailAddress": "talent@example.com",
+                "Destination": {"ToAddresses": ["anna@example.org"]},
+                "Content": {"Raw": {"Data": RAW}},
+                "ConfigurationSetName": "mailmatrix",
+            },
+        )
+        mailer = SesMailer(configuration_set="mailmatrix", client=client)
+        assert (
+            mailer.send(RAW, sender="talent@example.com", destinations=["anna@example.org"])
+            == "m-1"
+        )
+        stub.assert_no_pending_responses()
+
+
+def client_error(code: str, message: str, status: int = 400) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        },
+        "SendEmail",
+    )
+
+
+NOT_VERIFIED = (
+    "Email address is not verified. The following identities failed the check in region "
+    "EU-WEST-1: {}"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "status", "kind"),
+    [
+        ("Throttling", "Maximum sending rate exceeded.", 400, Throttled),
+        ("ThrottlingException", "Maximum sending rate exceeded.", 400, Throttled),
+        ("TooManyRequestsException", "Too many requests", 429, Throttled),
+        ("Throttling", "Daily message quota exceeded.", 400, AccountSendingHalted),
+        ("LimitExceededException", "Daily message quota exceeded", 400, AccountSendingHalted),
+        ("AccountSendingPausedException", "paused", 400, AccountSendingHalted),
+        ("SendingPausedException", "paused", 400, AccountSendingHalted),
+        ("MailFromDomainNotVerifiedException", "no", 400, AccountSendingHalted),
+        ("NotFoundException", "configuration set mailmatrix", 404, AccountSendingHalted),
+        ("MessageRejected", NOT_VERIFIED.format("bob@example.com"), 400, PermanentSendError),
+        ("MessageRejected", NOT_VERIFIED.format("talent@example.com"), 400, AccountSendingHalted),
+        ("BadRequestException", "Invalid address", 400, PermanentSendError),
+        ("InternalFailure", "oops", 500, TransientSendError),
+        ("ServiceUnavailable", "later", 503, TransientSendError),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+)
+def test_ses_errors_are_classified(code, message, status, kind):
+    error = classify(client_error(code, message, status), sender="Talent <talent@example.com>")
+    assert type(error) is kind
+    assert error.details["code"] == code
+    assert code in error.message
+
+
+def test_case_19_one_rejected_recipient_is_permanent_and_keeps_the_ses_words():
+    error = classify(
+        client_error("MessageRejected", NOT_VERIFIED.format("bob@example.com")),
+        sender="talent@example.com",
+    )
+    assert isinstance(error, PermanentSendError)
+    assert error.details == {
+        "code": "MessageRejected",
+        "reason": NOT_VERIFIED.format("bob@example.com"),
+    }
+
+
+def test_connection_failures_are_transient():
+    class Unreachable:
+        def send_email(self, **_):
+            raise EndpointConnectionError(endpoint_url="https://email.eu-west-1.amazonaws.com")
+
+    with pytest.raises(TransientSendError, match="connection failed"):
+        SesMailer(client=Unreachable()).send(RAW, sender="t@example.com", destinations=["a@b.c"])
+
+
+# ---------------------------------------------------------------- SNS
+
+
+def test_notifier_publishes_subject_message_and_attributes(aws):
+    sns = boto3.client("sns", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    topic = sns.create_topic(Name="summaries")["TopicArn"]
+    queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    message_id = SnsNotifier(sns).publish(
+        topic,
+        Notification(
+            subject="Offers: 18 sent\n2 rejected", message="details", attributes={"outcome": "ok"}
+        ),
+    )
+
+    (received,) = sqs.receive_message(QueueUrl=queue)["Messages"]
+    body = json.loads(received["Body"])
+    assert body["MessageId"] == message_id
+    assert body["Subject"] == "Offers: 18 sent 2 rejected"
+    assert body["Message"] == "details"
+    assert body["MessageAttributes"]["outcome"]["Value"] == "ok"
+
+
+def test_sns_subjects_are_ascii_single_line_and_short():
+    assert sns_subject("Angebote für Jürgen\r\nok") == "Angebote f r J rgen ok"
+    long = sns_subject("x" * 150)
+    assert len(long) == 100 and long.endswith("...")
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def account(enabled=True, max_24h=50000.0, sent=100.0, rate=14.0):
+    return {
+        "SendingEnabled": enabled,
+        "ProductionAccessEnabled": True,
+        "SendQuota": {"Max24HourSend": max_24h, "SentLast24Hours": sent, "MaxSendRate": rate},
+    }
+
+
+def stubbed(responses):
+    client = boto3.client(
+        "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stub = Stubber(client)
+    for method, response, params in responses:
+        if isinstance(response, str):
+            stub.add_client_error(method, service_error_code=response, http_status_code=404)
+        else:
+            stub.add_response(method, response, params)
+    stub.activate()
+    return client, stub
+
+
+def test_preflight_passes_with_a_verified_domain_and_enough_quota():
+    client, stub = stubbed(
+        [
+            ("get_account", account(), {}),
+            ("get_email_identity", "NotFoundException", None),
+            (
+                "get_email_identity",
+                {"VerifiedForSendingStatus": True},
+                {"EmailIdentity": "example.com"},
+            ),
+        ]
+    )
+    result = ses_account.preflight(sender="Talent <talent@example.com>", needed=20, client=client)
+    assert result == {"max_send_rate": 14.0, "remaining_24h": 49900}
+    stub.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("responses", "words"),
+    [
+        ([("get_account", account(enabled=False), {})], "sending is disabled"),
+        (
+            [
+                ("get_account", account(), {}),
+                ("get_email_identity", {"VerifiedForSendingStatus": False}, None),
+                ("get_email_identity", "NotFoundException", None),
+            ],
+            "is verified",
+        ),
+        (
+            [
+                ("get_account", account(max_24h=200.0, sent=190.0), {}),
+                ("get_email_identity", {"VerifiedForSendingStatus": True}, None),
+            ],
+            "needs 20 messages but only 10 of 200 remain",
+        ),
+    ],
+    ids=["disabled", "unverified", "quota"],
+)
+def test_preflight_halts_with_the_numbers(responses, words):
+    client, _ = stubbed(responses)
+    with pytest.raises(AccountSendingHalted, match=words) as raised:
+        ses_account.preflight(sender="talent@example.com", needed=20, client=client)
+    assert raised.value.details["needed"] == 20
+    assert "max_send_rate" in raised.value.details
