@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailmatrix.ports import ObjectInfo
 
@@ -23,10 +24,10 @@ MESSAGE_OVERHEAD_BYTES = 256 * 1024
 _BASE64_LINE = 76  # MIME base64 lines: 76 characters plus CRLF (RFC 2045)
 
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 10: "LF", 13: "CR", 127: "DEL"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(NamedTuple):
     """The outcome of looking up one name: the resolved ``name`` and ``size``, or a ``problem``."""
 
     name: str = ""
@@ -42,11 +43,11 @@ def encoded_size(size: int) -> int:
 
 def name_problem(name: str) -> str | None:
     """Return why ``name`` is not a safe bare file name, or None when it is."""
-    for char in name:
-        code = ord(char)
-        if code < 32 or 127 <= code < 160:
-            label = _CONTROL_NAMES.get(code, f"U+{code:04X}")
-            return f"control character ({label}) in attachment name"
+    control = _CONTROL.search(name)
+    if control:
+        code = ord(control.group())
+        label = _CONTROL_NAMES.get(code, f"U+{code:04X}")
+        return f"control character ({label}) in attachment name"
     if "\\" in name:
         return (
             f"backslash in attachment name {name!r}: give a bare file name "
@@ -65,9 +66,7 @@ class AttachmentIndex:
 
     def __init__(self, sizes: dict[str, int]) -> None:
         self._sizes = sizes
-        self._folded: dict[str, list[str]] = {}
-        for name in sizes:
-            self._folded.setdefault(name.casefold(), []).append(name)
+        self._folded: dict[str, list[str]] | None = None
 
     @classmethod
     def from_listing(
@@ -90,7 +89,9 @@ class AttachmentIndex:
 
     def lookup(self, raw: str, *, max_message_bytes: int | None = None) -> Lookup:
         """Check ``raw`` (a CSV cell) and find it; the problem names what to fix."""
-        name = unicodedata.normalize("NFC", raw.strip())
+        name = raw.strip()
+        if not name.isascii():
+            name = unicodedata.normalize("NFC", name)
         if not name:
             return Lookup(problem="Attachment_File is empty")
         problem = name_problem(name)
@@ -99,7 +100,7 @@ class AttachmentIndex:
 
         size = self._sizes.get(name)
         if size is None:
-            hints = sorted(self._folded.get(name.casefold(), ()))
+            hints = sorted(self._case_variants().get(name.casefold(), ()))
             hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
             return Lookup(problem=f"attachment not found: {name}{hint}")
         if size == 0:
@@ -114,6 +115,14 @@ class AttachmentIndex:
                     )
                 )
         return Lookup(name=name, size=size)
+
+    def _case_variants(self) -> dict[str, list[str]]:
+        """Names by their case-folded form, built at the first miss (most runs never miss)."""
+        if self._folded is None:
+            self._folded = {}
+            for name in self._sizes:
+                self._folded.setdefault(name.casefold(), []).append(name)
+        return self._folded
 
 
 def _size(count: int) -> str:

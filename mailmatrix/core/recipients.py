@@ -299,6 +299,7 @@ class _Intake:
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
         self.email_at = self.index["Email"]
+        self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
         self.header_pending = False
@@ -483,6 +484,8 @@ class _Intake:
         self, row: int, values: list[str], address: Address, email: str
     ) -> tuple[list[str], list[str], str | None] | None:
         """Return (cc, bcc, reply_to) checked, or None after rejecting the row."""
+        if not self.has_extra:
+            return [], [], None
         lists: dict[str, list[str]] = {}
         for column in ("Cc", "Bcc", "Reply_To"):
             index = self.index.get(column)
