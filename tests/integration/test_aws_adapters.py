@@ -77,7 +77,7 @@ def test_storage_lists_a_prefix_in_key_order(storage, tmp_path):
 
 
 def test_storage_missing_object_is_not_found(storage):
-    with pytest.raises(NotFoundError, match="s3://mail/incoming/none.csv: get"):
+    with pytest.raises(NotFoundError, match=r"s3://mail/incoming/none\.csv: get"):
         storage.get("incoming/none.csv")
     with pytest.raises(NotFoundError, match="head"):
         storage.head("incoming/none.csv")

@@ -1,0 +1,63 @@
+"""SesEvents: record SES configuration-set events (delivery, bounce, complaint...) in the ledger.
+
+SES publishes each event to EventBridge; the rule in infra/template.yaml sends those of the
+MailMatrix configuration set here. The SES message id (stored by record_sent) finds the entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.settings import Settings
+
+logger = Logger(service="mailmatrix")
+
+
+def describe(event_type: str, detail: dict[str, Any]) -> str:
+    """Return a short, address-free description of an SES event for the ledger."""
+    if event_type == "Bounce":
+        bounce = detail.get("bounce", {})
+        return f"{bounce.get('bounceType', '?')}/{bounce.get('bounceSubType', '?')}"
+    if event_type == "Complaint":
+        return str(detail.get("complaint", {}).get("complaintFeedbackType", "complaint"))
+    if event_type == "Reject":
+        return str(detail.get("reject", {}).get("reason", "rejected"))
+    if event_type == "DeliveryDelay":
+        return str(detail.get("deliveryDelay", {}).get("delayType", "delayed"))
+    if event_type == "Rendering Failure":
+        return str(detail.get("failure", {}).get("errorMessage", "rendering failure"))[:200]
+    return ""
+
+
+def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
+    """Record one SES event detail against its ledger entry; return what was done."""
+    event_type = str(detail.get("eventType") or detail.get("notificationType") or "Unknown")
+    mail = detail.get("mail", {})
+    message_id = str(mail.get("messageId", ""))
+    entry = ledger.find_by_message_id(message_id) if message_id else None
+    if entry is None:
+        return {"recorded": False, "event": event_type, "message_id": message_id}
+    ledger.record_event(
+        entry.key,
+        event_type=event_type,
+        timestamp=str(mail.get("timestamp", "")),
+        detail=describe(event_type, detail),
+    )
+    return {"recorded": True, "event": event_type, "message_id": message_id, "row": entry.row}
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Record the SES event carried by the EventBridge ``event``."""
+    ledger = ledger_from(Settings.from_env())
+    result = record(event.get("detail", {}), ledger)
+    if result["recorded"]:
+        logger.info("SES event recorded", event_type=result["event"], row=result["row"])
+    else:
+        # Mail sent outside MailMatrix through the same configuration set, or an entry
+        # already expired: nothing to record, nothing to retry.
+        logger.info("SES event without ledger entry", event_type=result["event"])
+    return result
