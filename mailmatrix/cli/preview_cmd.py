@@ -1,7 +1,239 @@
-"""Commands of the `mailmatrix` CLI (see docs/architecture.md for who owns this module)."""
+"""`mailmatrix preview FILE.csv --row N`: render one row as it would be sent, without sending."""
 
 from __future__ import annotations
 
+import os
+import unicodedata
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, NoReturn
+
 import click
 
-commands: list[click.Command] = []
+from mailmatrix.cli import exits
+from mailmatrix.cli.validate_cmd import bundled_templates, folder_index, load_folder_catalog
+from mailmatrix.core.message import build_message, destinations, message_bytes
+from mailmatrix.core.recipients import IntakeRules, validate_recipients
+from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
+from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+
+SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
+
+
+@click.command("preview")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--row",
+    "row",
+    type=click.IntRange(min=2),
+    required=True,
+    help="Line number of the row in the file (the header is line 1).",
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Templates folder (default: the bundled templates).",
+)
+@click.option(
+    "--attachments",
+    "attachments_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the attachment files (default: 'attachments' beside the CSV).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where N.eml and N.html are written.",
+)
+@click.option("--sender", help="From header (default: MAILMATRIX_SENDER, then the manifest).")
+@click.option(
+    "--unsubscribe", help="mailto: or https: URI for List-Unsubscribe (MAILMATRIX_UNSUBSCRIBE)."
+)
+def preview_command(
+    csv_file: Path,
+    row: int,
+    templates_dir: Path | None,
+    attachments_dir: Path | None,
+    out_dir: Path,
+    sender: str | None,
+    unsubscribe: str | None,
+) -> None:
+    """Validate FILE.csv, render row N, write N.eml and N.html, print headers and parts."""
+    attachments_dir = attachments_dir or csv_file.parent / "attachments"
+    templates_dir = templates_dir or bundled_templates()
+
+    try:
+        catalog = load_folder_catalog(templates_dir)
+        item, report = _validated_row(csv_file, row, catalog, attachments_dir)
+    except TemplateError as error:
+        _fail(f"templates: {error.message}", exits.INPUT_UNUSABLE)
+    except InputFileError as error:
+        _fail(error.message, exits.INPUT_UNUSABLE)
+    except (MailMatrixError, OSError) as error:
+        _fail(str(error), exits.RUN_FAILED)
+    if item is None:
+        _explain_missing_row(csv_file, row, report)
+
+    sender = sender or os.environ.get("MAILMATRIX_SENDER") or catalog.sender
+    if not sender:
+        _fail(
+            "sender: no From address: pass --sender, set MAILMATRIX_SENDER or 'sender' in "
+            "the templates manifest",
+            exits.USAGE,
+        )
+    unsubscribe = unsubscribe or os.environ.get("MAILMATRIX_UNSUBSCRIBE") or None
+    try:
+        rendered = catalog.render(item["template"], item["fields"])
+        attachment = None
+        if item.get("attachment"):
+            name = item["attachment"]
+            attachment = (name, _attachment_path(attachments_dir, name).read_bytes())
+        message = build_message(
+            sender=sender,
+            to_name=item.get("name") or "",
+            to_email=item["email"],
+            rendered=rendered,
+            attachment=attachment,
+            cc=item.get("cc") or [],
+            bcc=item.get("bcc") or [],
+            reply_to=item.get("reply_to"),
+            unsubscribe=unsubscribe,
+        )
+        raw = message_bytes(message)
+    except MailMatrixError as error:
+        _fail(f"{csv_file}: row {row}: {error.message}", exits.ROWS_REJECTED)
+    except OSError as error:
+        _fail(f"{csv_file}: row {row}: attachment: {error}", exits.ROWS_REJECTED)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    eml_path, html_path = out_dir / f"{row}.eml", out_dir / f"{row}.html"
+    eml_path.write_bytes(raw)
+    html_path.write_text(_html_page(message, rendered.html, rendered.text), encoding="utf-8")
+    _print_summary(csv_file, row, item, message, raw, eml_path, html_path)
+
+
+def _validated_row(
+    csv_file: Path, row: int, catalog: Any, attachments_dir: Path
+) -> tuple[dict[str, Any] | None, Any]:
+    """Run intake over the whole file (as a campaign would); keep only row ``row``."""
+    found: list[dict[str, Any]] = []
+
+    def keep(item: dict[str, Any]) -> None:
+        if item["row"] == row:
+            found.append(item)
+
+    rules = IntakeRules(max_message_bytes=SES_V2_MAX_MESSAGE_BYTES)
+    with csv_file.open("rb") as stream:
+        report = validate_recipients(
+            stream,
+            source=str(csv_file),
+            catalog=catalog,
+            attachments=folder_index(attachments_dir),
+            rules=rules,
+            emit=keep,
+        )
+    return (found[0] if found else None), report
+
+
+def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
+    for rejected in report.rejected:
+        if rejected["row"] == row:
+            _fail(
+                f"{csv_file}: row {row}: rejected: {rejected['column']}: {rejected['reason']}",
+                exits.ROWS_REJECTED,
+            )
+    for skipped in report.skipped:
+        if skipped["row"] == row:
+            _fail(f"{csv_file}: row {row}: skipped: {skipped['reason']}", exits.ROWS_REJECTED)
+    for duplicate in report.duplicates:
+        if duplicate["row"] == row:
+            _fail(
+                f"{csv_file}: row {row}: duplicate of row {duplicate['first_row']}",
+                exits.ROWS_REJECTED,
+            )
+    _fail(
+        f"{csv_file}: no row starts on line {row} (the header is line 1; blank lines hold no row)",
+        exits.USAGE,
+    )
+
+
+def _attachment_path(folder: Path, name: str) -> Path:
+    """The file for ``name``; intake compares names in NFC, the disk may hold NFD."""
+    path = folder / name
+    if path.exists():
+        return path
+    wanted = unicodedata.normalize("NFC", name)
+    for entry in folder.iterdir():
+        if unicodedata.normalize("NFC", entry.name) == wanted:
+            return entry
+    return path
+
+
+def _html_page(message: EmailMessage, html: str | None, text: str) -> str:
+    """The HTML body as a mail client shows it (the text in <pre> when there is no HTML)."""
+    if html is not None:
+        return html
+    from html import escape
+
+    subject = escape(str(message["Subject"]))
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{subject}</title></head>'
+        f"<body><pre>{escape(text)}</pre></body></html>\n"
+    )
+
+
+def _print_summary(
+    csv_file: Path,
+    row: int,
+    item: dict[str, Any],
+    message: EmailMessage,
+    raw: bytes,
+    eml_path: Path,
+    html_path: Path,
+) -> None:
+    click.echo(f"{csv_file}: row {row}: template {item['template']}")
+    for name in SHOWN_HEADERS:
+        value = message[name]
+        if value is not None:
+            click.echo(f"{name}: {value}")
+    for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
+        if message[name] is not None:
+            click.echo(f"{name}: {message[name]}")
+    click.echo(f"Envelope: {', '.join(destinations(message))}")
+    click.echo("")
+    click.echo("MIME tree:")
+    for line in mime_tree(message):
+        click.echo(f"  {line}")
+    click.echo("")
+    click.echo(f"{len(raw):,} bytes as sent")
+    click.echo(f"wrote {eml_path} and {html_path}")
+
+
+def mime_tree(part: EmailMessage, depth: int = 0) -> list[str]:
+    """One line per MIME part: type, charset or file name, decoded size."""
+    indent = "  " * depth
+    if part.is_multipart():
+        lines = [f"{indent}{part.get_content_type()}"]
+        for child in part.iter_parts():
+            lines.extend(mime_tree(child, depth + 1))  # type: ignore[arg-type]
+        return lines
+    details = []
+    if part.get_filename():
+        details.append(f"{part.get_content_disposition()}; {part.get_filename()!r}")
+    elif part.get_content_charset():
+        details.append(f"charset={part.get_content_charset()}")
+    payload = part.get_payload(decode=True) or b""
+    details.append(f"{len(payload):,} bytes, {part['Content-Transfer-Encoding'] or '7bit'}")
+    return [f"{indent}{part.get_content_type()} ({'; '.join(details)})"]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+commands: list[click.Command] = [preview_command]
