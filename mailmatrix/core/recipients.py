@@ -10,10 +10,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
+import json
 import logging
 import re
+import tempfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -25,6 +28,7 @@ from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 logger = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 64 * 1024
+SPOOL_BYTES = 1024 * 1024
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 # SES accepts at most 50 recipients per message (To, Cc and Bcc together):
@@ -119,6 +123,58 @@ class IntakeRules:
     check_deliverability: bool = False
 
 
+class ProblemList:
+    """Rows of one kind (rejected, duplicate, skipped) in file order, read like a list.
+
+    Kept as JSON lines in a spooled temporary file: in memory up to SPOOL_BYTES, on disk
+    beyond, so a file whose every row is bad does not make memory grow with it.
+    """
+
+    def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
+        # The list owns its spool for its whole life; the file goes when the list does.
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
+        self._count = 0
+        for item in items:
+            self.append(item)
+
+    def append(self, item: dict[str, Any]) -> None:
+        """Add one row's entry at the end."""
+        line = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        self._spool.write(line.encode("utf-8") + b"\n")
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        spool = self._spool
+        offset = 0
+        for _ in range(self._count):
+            end = spool.tell()
+            spool.seek(offset)
+            line = spool.readline()
+            offset = spool.tell()
+            spool.seek(end)
+            yield json.loads(line)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, ProblemList)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ProblemList({list(self)!r})"
+
+    def first(self, limit: int | None) -> list[dict[str, Any]]:
+        """Return the first ``limit`` entries (all when None)."""
+        return list(itertools.islice(self, limit))
+
+
 @dataclass
 class IntakeReport:
     """What intake found; ``rows`` counts the non-blank records after the header."""
@@ -130,13 +186,17 @@ class IntakeReport:
     rows: int = 0
     valid: int = 0
     empty: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    rejected: ProblemList = field(default_factory=ProblemList)
+    duplicates: ProblemList = field(default_factory=ProblemList)
+    skipped: ProblemList = field(default_factory=ProblemList)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the report as JSON-ready data (for `mailmatrix validate --json`, the handler)."""
-        return {
+    def to_dict(self, limit: int | None = None) -> dict[str, Any]:
+        """Return the report as JSON-ready data (for `mailmatrix validate --json`, the handler).
+
+        With ``limit``, each list holds at most that many entries and ``truncated`` gives the
+        full counts of the lists that were cut.
+        """
+        data: dict[str, Any] = {
             "source": self.source,
             "encoding": self.encoding,
             "delimiter": self.delimiter,
@@ -144,10 +204,16 @@ class IntakeReport:
             "rows": self.rows,
             "valid": self.valid,
             "empty": self.empty,
-            "rejected": [dict(item) for item in self.rejected],
-            "duplicates": [dict(item) for item in self.duplicates],
-            "skipped": [dict(item) for item in self.skipped],
         }
+        truncated = {}
+        for name in ("rejected", "duplicates", "skipped"):
+            problems: ProblemList = getattr(self, name)
+            data[name] = problems.first(limit)
+            if limit is not None and len(problems) > limit:
+                truncated[name] = len(problems)
+        if truncated:
+            data["truncated"] = truncated
+        return data
 
 
 def normalise_header(name: str) -> str:

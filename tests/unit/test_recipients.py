@@ -595,6 +595,26 @@ def test_many_distinct_addresses_grow_the_duplicate_table_without_false_hits():
     assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(5002, 4323)]
 
 
+def test_many_rejected_rows_spill_to_disk_and_read_back_in_order(monkeypatch):
+    # GIVEN a spool limit of 4 KiB and a file where every row is rejected
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 4096)
+    lines = "".join(f"user{i}@example.com,User {i},active,missing{i}.pdf\n" for i in range(500))
+
+    # WHEN it is validated
+    report, rows = run(HEADER + lines)
+
+    # THEN the rejects went beyond memory yet all read back, in file order, and a cut JSON
+    # report says how many there were
+    assert rows == []
+    assert len(report.rejected) == 500
+    assert report.rejected._spool._rolled
+    assert [item["row"] for item in report.rejected] == list(range(2, 502))
+    assert report.rejected[-1]["reason"] == "attachment not found: missing499.pdf"
+    cut = report.to_dict(limit=3)
+    assert [item["row"] for item in cut["rejected"]] == [2, 3, 4]
+    assert cut["truncated"] == {"rejected": 500}
+
+
 # --- streaming ---------------------------------------------------------------------------
 
 
