@@ -109,7 +109,7 @@ def load(text: str, substitutions: dict[str, str] | None = None) -> dict[str, An
         raise DefinitionError(f"definition: not valid JSON: {exc}") from exc
     if not isinstance(definition, dict):
         raise DefinitionError("definition: must be a JSON object")
-    _check_machine(definition, "definition")
+    _check_machine(definition, "definition", top=True)
     return definition
 
 
@@ -117,16 +117,9 @@ def _refuse(where: str, message: str) -> DefinitionError:
     return DefinitionError(f"{where}: {message}")
 
 
-def _check_machine(machine: dict[str, Any], where: str) -> None:
-    allowed = {
-        "StartAt",
-        "States",
-        "Comment",
-        "TimeoutSeconds",
-        "Version",
-        "QueryLanguage",
-        "ProcessorConfig",
-    }
+def _check_machine(machine: dict[str, Any], where: str, top: bool = False) -> None:
+    allowed = {"StartAt", "States", "Comment"}
+    allowed |= {"TimeoutSeconds", "Version", "QueryLanguage"} if top else {"ProcessorConfig"}
     for key in machine:
         if key not in allowed:
             raise _refuse(where, f"unsupported field '{key}'")
@@ -160,8 +153,6 @@ def _check_state(name: str, state: Any, scope: dict[str, Any]) -> None:
         "ItemsPath",
         "SecondsPath",
         "TimestampPath",
-        "ErrorPath",
-        "CausePath",
         "MaxConcurrencyPath",
         "TimeoutSecondsPath",
         "HeartbeatSecondsPath",
@@ -170,6 +161,16 @@ def _check_state(name: str, state: Any, scope: dict[str, Any]) -> None:
     ):
         if state.get(field) is not None:
             _check_path(where, field, state[field])
+    for field in ("ErrorPath", "CausePath"):
+        # A Fail state's ErrorPath/CausePath may be a path or an intrinsic function.
+        value = state.get(field)
+        if intrinsics.is_intrinsic(value):
+            try:
+                intrinsics.parse(value)
+            except intrinsics.IntrinsicSyntaxError as exc:
+                raise _refuse(where, f"field '{field}': {exc}") from exc
+        elif value is not None:
+            _check_path(where, field, value)
     if state.get("ResultPath") is not None:
         _check_path(where, "ResultPath", state["ResultPath"], reference=True)
     for field in ("Parameters", "ResultSelector", "ItemSelector"):

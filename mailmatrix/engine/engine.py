@@ -78,7 +78,9 @@ class Engine:
                 "roleArn": f"arn:aws:iam::{ACCOUNT}:role/local-engine",
             },
         )
-        return self._run(record, machine, data, log, listener, start_at=None, map_runs={})
+        return self._run(
+            record, machine, data, log, listener, start_at=None, map_runs={}, partials={}
+        )
 
     def redrive(self, execution_id: str, listener: Any = None) -> dict[str, Any]:
         """Rerun a failed execution from the state that failed, as RedriveExecution does."""
@@ -110,6 +112,9 @@ class Engine:
             listener,
             start_at=failed_at["state"],
             map_runs=map_runs,
+            partials={
+                failed_at["state"]: {int(k): v for k, v in failed_at.get("completed", {}).items()}
+            },
         )
 
     def list_executions(self) -> list[dict[str, Any]]:
@@ -164,10 +169,23 @@ class Engine:
         listener: Any,
         start_at: str | None,
         map_runs: dict[str, str],
+        partials: dict[str, dict[int, Any]],
     ) -> dict[str, Any]:
         notifier: Notifier = log.notifier  # type: ignore[attr-defined]
         map_runner = MapRunner(self.store, notifier, record["stateMachineName"])
-        interp = Interpreter(Hooks(self.registry, self.sleep, map_runner))
+        began = time.monotonic()
+        slept = [0.0]
+
+        def sleep(seconds: float) -> None:
+            slept[0] += seconds
+            self.sleep(seconds)
+
+        def expired() -> bool:
+            # Elapsed time counts the waits asked for, so an injected sleep still expires.
+            elapsed = max(time.monotonic() - began, slept[0])
+            return "TimeoutSeconds" in machine and elapsed > machine["TimeoutSeconds"]
+
+        interp = Interpreter(Hooks(self.registry, sleep, map_runner))
         context = {
             "Execution": {
                 "Id": record["executionArn"],
@@ -181,16 +199,35 @@ class Engine:
         }
         if record.get("redriveDate"):
             context["Execution"]["RedriveTime"] = record["redriveDate"]
-        scope = Scope(log, context, record["name"], top=True, redrive_map_runs=map_runs)
+        scope = Scope(
+            log,
+            context,
+            record["name"],
+            top=True,
+            redrive_map_runs=map_runs,
+            redrive_partials=partials,
+            expired=expired,
+        )
         try:
             output = interp.run_machine(machine, data, scope, start_at=start_at)
         except StatesError as err:
-            log.add("ExecutionFailed", {"error": err.error, "cause": err.cause})
-            record.update(status="FAILED", stopDate=now_iso(), error=err.error, cause=err.cause)
+            timed_out = getattr(err, "execution_timeout", False)
+            log.add(
+                "ExecutionTimedOut" if timed_out else "ExecutionFailed",
+                {"error": err.error, "cause": err.cause},
+            )
+            record.update(
+                status="TIMED_OUT" if timed_out else "FAILED",
+                stopDate=now_iso(),
+                error=err.error,
+                cause=err.cause,
+            )
             record["failedState"] = {
                 "state": getattr(err, "state_name", start_at or machine["StartAt"]),
                 "input": getattr(err, "state_input", data),
                 "mapRunId": getattr(err, "map_run_id", None),
+                # Outputs of the branches / inline iterations that succeeded (redrive skips them).
+                "completed": {str(k): v for k, v in getattr(err, "completed", {}).items()},
             }
             self.store.save(record)
             logger.debug("execution %s failed: %s", record["name"], err.error)

@@ -100,6 +100,8 @@ class Scope:
     execution_id: str
     top: bool = False
     redrive_map_runs: dict[str, str] = field(default_factory=dict)
+    expired: Callable[[], bool] | None = None
+    redrive_partials: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +129,12 @@ class Interpreter:
         states = machine["States"]
         while True:
             state = states[name]
+            if scope.expired and scope.expired():
+                err = StatesError(E.TIMEOUT, "The execution ran past its TimeoutSeconds.")
+                err.execution_timeout = True  # type: ignore[attr-defined]
+                err.state_name = name  # type: ignore[attr-defined]
+                err.state_input = data  # type: ignore[attr-defined]
+                raise err
             try:
                 data, name = self.run_state(name, state, data, scope)
             except StatesError as err:
@@ -478,13 +486,20 @@ class Interpreter:
                 effective = self.render(state["Parameters"], effective, ctx)
             scope.log.add("ParallelStateStarted")
             branch_scope = Scope(scope.log, scope.context, scope.execution_id)
-            try:
-                outputs = [self.run_machine(b, effective, branch_scope) for b in state["Branches"]]
-            except StatesError:
-                scope.log.add("ParallelStateFailed")
-                raise
+            done = scope.redrive_partials.pop(name, {}) if scope.top else {}
+            outputs: dict[int, Any] = {}
+            for index, branch in enumerate(state["Branches"]):
+                if index in done:
+                    outputs[index] = done[index]
+                    continue
+                try:
+                    outputs[index] = self.run_machine(branch, effective, branch_scope)
+                except StatesError as err:
+                    scope.log.add("ParallelStateFailed")
+                    _keep_partial(err, scope, outputs)
+                    raise
             scope.log.add("ParallelStateSucceeded")
-            return self.finish(state, data, outputs, ctx)
+            return self.finish(state, data, [outputs[i] for i in sorted(outputs)], ctx)
 
         return self.with_retry(name, state, data, scope, context, attempt)
 
@@ -519,20 +534,25 @@ class Interpreter:
         log = scope.log
         log.add("MapStateStarted", {"length": len(items)})
         selector = state.get("ItemSelector", state.get("Parameters"))
-        outputs = []
+        done = scope.redrive_partials.pop(name, {}) if scope.top else {}
+        outputs: dict[int, Any] = {}
         for index, item in enumerate(items):
+            if index in done:
+                outputs[index] = done[index]
+                continue
             item_input = item_value(self, selector, effective, context, index, item)
             log.add("MapIterationStarted", {"name": name, "index": index})
             iteration = Scope(log, scope.context, scope.execution_id)
             try:
-                outputs.append(self.run_machine(processor, item_input, iteration))
-            except StatesError:
+                outputs[index] = self.run_machine(processor, item_input, iteration)
+            except StatesError as err:
                 log.add("MapIterationFailed", {"name": name, "index": index})
                 log.add("MapStateFailed")
+                _keep_partial(err, scope, outputs)
                 raise
             log.add("MapIterationSucceeded", {"name": name, "index": index})
         log.add("MapStateSucceeded")
-        return outputs
+        return [outputs[i] for i in sorted(outputs)]
 
 
 def item_value(
@@ -548,6 +568,12 @@ def item_value(
         return item
     item_context = dict(context, Map={"Item": {"Index": index, "Value": item}})
     return interpreter.render(selector, effective, item_context)
+
+
+def _keep_partial(err: StatesError, scope: Scope, outputs: dict[int, Any]) -> None:
+    """Remember, for a redrive, the branches or iterations of a top-level state that succeeded."""
+    if scope.top:
+        err.completed = dict(outputs)  # type: ignore[attr-defined]
 
 
 class _Caught:

@@ -1,0 +1,446 @@
+"""Spec suite, continued: redrive, timeouts, concurrency, readers, writers, intrinsics, context.
+
+Expected values from the Step Functions developer guide: "Redriving executions"
+(https://docs.aws.amazon.com/step-functions/latest/dg/redrive-executions.html), "Intrinsic
+functions" (.../intrinsic-functions.html), "Error handling" (.../concepts-error-handling.html),
+"ItemReader", "ItemBatcher", "ResultWriter" (.../input-output-*.html), "Context object"
+(.../input-output-contextobject.html).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import threading
+from typing import Any
+
+import pytest
+
+from mailmatrix.engine import Engine, ProcessInvoker, ResourceRegistry
+from mailmatrix.errors import EngineError
+from tests.engine.test_spec import LAMBDA_END, Objects, distributed, run, task, types
+
+
+@pytest.fixture
+def objects() -> Objects:
+    return Objects()
+
+
+@pytest.fixture
+def registry(objects: Objects) -> ResourceRegistry:
+    reg = ResourceRegistry()
+    reg.set_object_store(objects.get, objects.put)
+    return reg
+
+
+@pytest.fixture
+def engine(tmp_path: pathlib.Path, registry: ResourceRegistry) -> Engine:
+    return Engine(tmp_path / "executions", registry, sleep=lambda s: None)
+
+
+def lambda_state(name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "Type": "Task",
+        "Resource": f"arn:aws:lambda:eu-west-1:123456789012:function:{name}",
+        **fields,
+    }
+
+
+def switchable(calls: list[Any], broken: set[Any], key: str | None = None) -> Any:
+    def handler(event: Any, context: Any) -> Any:
+        calls.append(event)
+        if (event[key] if key else event) in broken:
+            raise RuntimeError(f"broken {event}")
+        return event
+
+    return handler
+
+
+# ---- redrive --------------------------------------------------------------------------------
+
+
+def test_redrive_reruns_from_the_failed_state_only(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    calls: list[Any] = []
+    broken = {"b"}
+    registry.register_lambda("Fn", switchable(calls, broken))
+    definition = {
+        "StartAt": "A",
+        "States": {
+            "A": lambda_state("Fn", InputPath="$.a", ResultPath="$.ra", Next="B"),
+            "B": lambda_state("Fn", InputPath="$.b", ResultPath="$.rb", End=True),
+        },
+    }
+    record = run(engine, definition, {"a": "a", "b": "b"}, name="r1")
+    assert (record["status"], calls) == ("FAILED", ["a", "b"])
+
+    broken.clear()
+    again = engine.redrive("r1")
+    assert calls == ["a", "b", "b"]
+    assert again["output"] == {"a": "a", "b": "b", "ra": "a", "rb": "b"}
+    assert again["redriveCount"] == 1
+    history = types(engine, again)
+    assert history.count("ExecutionStarted") == 1
+    assert history[history.index("ExecutionFailed") + 1] == "ExecutionRedriven"
+
+
+def test_redrive_of_parallel_reruns_only_the_failed_branch(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    calls: list[Any] = []
+    broken = {2}
+    registry.register_lambda("Fn", switchable(calls, broken, key="v"))
+
+    def branch(value: int) -> dict[str, Any]:
+        return {
+            "StartAt": "S",
+            "States": {
+                "S": lambda_state("Fn", Parameters={"v": value}, OutputPath="$.v", End=True)
+            },
+        }
+
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Parallel", "Branches": [branch(1), branch(2), branch(3)], "End": True}
+        },
+    }
+    assert run(engine, definition, {}, name="p1")["status"] == "FAILED"
+    broken.clear()
+    calls.clear()
+    again = engine.redrive("p1")
+    assert again["output"] == [1, 2, 3]
+    assert calls == [{"v": 2}, {"v": 3}]
+
+
+def test_redrive_of_inline_map_reruns_failed_and_unrun_iterations(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    calls: list[Any] = []
+    broken = {1}
+    registry.register_lambda("Fn", switchable(calls, broken))
+    processor = {"StartAt": "S", "States": {"S": lambda_state("Fn", End=True)}}
+    definition = {
+        "StartAt": "M",
+        "States": {"M": {"Type": "Map", "ItemProcessor": processor, "End": True}},
+    }
+    assert run(engine, definition, [0, 1, 2], name="m1")["status"] == "FAILED"
+    broken.clear()
+    calls.clear()
+    assert engine.redrive("m1")["output"] == [0, 1, 2]
+    assert calls == [1, 2]
+
+
+def test_redrive_refuses_a_succeeded_execution(engine: Engine) -> None:
+    run(engine, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}, name="ok")
+    with pytest.raises(EngineError, match="SUCCEEDED and cannot be redriven"):
+        engine.redrive("ok")
+
+
+def test_execution_names_are_unique(engine: Engine) -> None:
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    run(engine, definition, name="same")
+    with pytest.raises(EngineError, match="already exists"):
+        run(engine, definition, name="same")
+
+
+def test_another_engine_reads_the_persisted_execution(
+    engine: Engine, tmp_path: pathlib.Path
+) -> None:
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": 1, "End": True}}}
+    record = run(engine, definition, name="x")
+    other = Engine(tmp_path / "executions", ResourceRegistry())
+    assert other.describe("x")["output"] == record["output"] == 1
+    assert other.history("x") == engine.history("x")
+
+
+# ---- timeouts and error matching -----------------------------------------------------------
+
+
+def test_execution_timeout_gives_timed_out(engine: Engine) -> None:
+    definition = {
+        "TimeoutSeconds": 5,
+        "StartAt": "W",
+        "States": {
+            "W": {"Type": "Wait", "Seconds": 10, "Next": "P"},
+            "P": {"Type": "Pass", "End": True},
+        },
+    }
+    record = run(engine, definition)
+    assert (record["status"], record["error"]) == ("TIMED_OUT", "States.Timeout")
+    assert types(engine, record)[-1] == "ExecutionTimedOut"
+
+
+def test_task_failed_does_not_match_timeout_and_all_does_not_catch_runtime(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    release = threading.Event()
+    registry.register_lambda("Slow", lambda e, c: release.wait(5))
+    definition = {
+        "StartAt": "T",
+        "States": {
+            "T": lambda_state(
+                "Slow",
+                TimeoutSeconds=0.05,
+                Next="Done",
+                Catch=[
+                    {"ErrorEquals": ["States.TaskFailed"], "Next": "Done"},
+                    {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.e", "Next": "Done"},
+                ],
+            ),
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+    record = run(engine, definition, {})
+    release.set()
+    assert record["output"]["e"]["Error"] == "States.Timeout"
+
+    bad_path = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Pass", "InputPath": "$.missing", "Next": "Q"},
+            "Q": {"Type": "Pass", "End": True},
+        },
+    }
+    bad_path["States"]["P"]["Type"] = "Parallel"
+    bad_path["States"]["P"]["Branches"] = [
+        {"StartAt": "Z", "States": {"Z": {"Type": "Pass", "End": True}}}
+    ]
+    bad_path["States"]["P"]["Catch"] = [{"ErrorEquals": ["States.ALL"], "Next": "Q"}]
+    assert run(engine, bad_path, {})["error"] == "States.Runtime"
+
+
+def test_retry_count_in_context_object(engine: Engine, registry: ResourceRegistry) -> None:
+    seen: list[int] = []
+
+    def handler(event: Any, context: Any) -> Any:
+        seen.append(event["retry"])
+        if len(seen) < 3:
+            raise RuntimeError("again")
+        return event
+
+    registry.register_lambda("Fn", handler)
+    definition = task(
+        Parameters={"FunctionName": "Fn", "Payload": {"retry.$": "$$.State.RetryCount"}},
+        Retry=[{"ErrorEquals": ["RuntimeError"], "MaxAttempts": 5}],
+    )
+    assert run(engine, definition)["status"] == "SUCCEEDED"
+    assert seen == [0, 1, 2]
+
+
+def test_max_attempts_zero_never_retries(engine: Engine, registry: ResourceRegistry) -> None:
+    calls: list[Any] = []
+    registry.register_lambda("Fn", switchable(calls, {1}))
+    definition = {
+        "StartAt": "T",
+        "States": {
+            "T": lambda_state(
+                "Fn",
+                End=True,
+                Retry=[
+                    {"ErrorEquals": ["RuntimeError"], "MaxAttempts": 0},
+                    {"ErrorEquals": ["States.ALL"], "MaxAttempts": 3},
+                ],
+            )
+        },
+    }
+    assert run(engine, definition, 1)["error"] == "RuntimeError"
+    assert calls == [1]
+
+
+# ---- Distributed Map details ----------------------------------------------------------------
+
+
+def test_map_children_run_concurrently(engine: Engine, registry: ResourceRegistry) -> None:
+    # Two children must be inside the handler at once to pass the barrier.
+    barrier = threading.Barrier(2, timeout=10)
+    registry.register_lambda("Work", lambda e, c: barrier.wait() is not None and e)
+    record = run(engine, distributed(LAMBDA_END, MaxConcurrency=2), [1, 2])
+    assert record["output"] == [1, 2]
+
+
+def test_process_invoker_runs_named_handlers_in_another_process(tmp_path: pathlib.Path) -> None:
+    invoker = ProcessInvoker(workers=1)
+    try:
+        registry = ResourceRegistry(invoker=invoker)
+        registry.register_lambda("Fn", "tests.engine.handlers_for_tests:pid_of_worker")
+        engine = Engine(tmp_path / "ex", registry)
+        record = run(engine, task("arn:aws:lambda:eu-west-1:123456789012:function:Fn"), {"a": 1})
+    finally:
+        invoker.close()
+    assert record["output"]["event"] == {"a": 1}
+    assert record["output"]["function"] == "Fn"
+    assert record["output"]["pid"] != os.getpid()
+
+
+def test_csv_and_json_readers_through_the_map(engine: Engine, objects: Objects) -> None:
+    objects.put("b", "x.csv", b"name;n\nann;1\nbob;2\n")
+    objects.put("b", "x.json", b'[{"k": 1}, {"k": 2}, {"k": 3}]')
+    echo = {"P": {"Type": "Pass", "End": True}}
+    csv_def = distributed(
+        echo,
+        ItemReader={
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {
+                "InputType": "CSV",
+                "CSVHeaderLocation": "FIRST_ROW",
+                "CSVDelimiter": "SEMICOLON",
+            },
+            "Parameters": {"Bucket": "b", "Key": "x.csv"},
+        },
+    )
+    assert run(engine, csv_def)["output"] == [{"name": "ann", "n": "1"}, {"name": "bob", "n": "2"}]
+    json_def = distributed(
+        echo,
+        ItemReader={
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {"InputType": "JSON", "MaxItems": 2},
+            "Parameters": {"Bucket": "b", "Key": "x.json"},
+        },
+    )
+    assert run(engine, json_def)["output"] == [{"k": 1}, {"k": 2}]
+
+
+def test_missing_object_is_item_reader_failed(engine: Engine) -> None:
+    definition = distributed(
+        {"P": {"Type": "Pass", "End": True}},
+        ItemReader={
+            "Resource": "arn:aws:states:::s3:getObject",
+            "ReaderConfig": {"InputType": "JSONL"},
+            "Parameters": {"Bucket": "b", "Key": "none.jsonl"},
+        },
+    )
+    assert run(engine, definition)["error"] == "States.ItemReaderFailed"
+
+
+def test_max_input_bytes_per_batch_splits_batches(engine: Engine) -> None:
+    definition = distributed(
+        {"P": {"Type": "Pass", "End": True}}, ItemBatcher={"MaxInputBytesPerBatch": 40}
+    )
+    output = run(engine, definition, ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"])["output"]
+    assert [len(b["Items"]) for b in output] == [2, 1]
+    assert all(len(json.dumps(b, separators=(",", ":"))) <= 40 for b in output)
+
+
+def test_tolerated_failure_count_and_failed_pending_files(
+    engine: Engine, registry: ResourceRegistry, objects: Objects
+) -> None:
+    calls: list[Any] = []
+    registry.register_lambda("Work", switchable(calls, {1, 2}))
+    definition = distributed(
+        LAMBDA_END,
+        ToleratedFailureCount=1,
+        MaxConcurrency=1,
+        Label="Sender",
+        ResultWriter={
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket": "o", "Prefix": "p"},
+        },
+    )
+    record = run(engine, definition, [0, 1, 2, 3])
+    assert record["error"] == "States.ExceedToleratedFailureThreshold"
+    (map_run,) = engine.describe(record["name"])["mapRuns"]
+    assert re.fullmatch(
+        r"arn:aws:states:eu-west-1:123456789012:mapRun:LocalStateMachine/"
+        r"Sender:[0-9a-f]{32}",
+        map_run["mapRunArn"],
+    )
+    manifest = json.loads(objects.get("o", f"p/{map_run['id']}/manifest.json"))
+    counts = {
+        status: len(json.loads(objects.get("o", files[0]["Key"])))
+        for status, files in manifest["ResultFiles"].items()
+        if files
+    }
+    assert counts == {"SUCCEEDED": 1, "FAILED": 2, "PENDING": 1}
+
+
+# ---- intrinsics and context -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("States.Format('a \\\\{\\\\} {}', $.s)", "a {} x"),
+        ("States.StringSplit('1,2;3', ',;')", ["1", "2", "3"]),
+        ("States.Hash('input data', 'MD5')", "812f45842bc6d66ee14572ce20db8e86"),
+        ("States.ArrayRange(1, 9, 2)", [1, 3, 5, 7, 9]),
+        ("States.MathAdd(111, -1)", 110),
+    ],
+)
+def test_intrinsic_examples(engine: Engine, expression: str, expected: Any) -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {"P": {"Type": "Pass", "Parameters": {"v.$": expression}, "End": True}},
+    }
+    assert run(engine, definition, {"s": "x"})["output"] == {"v": expected}
+
+
+def test_intrinsic_failures(engine: Engine) -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"v.$": "States.ArrayRange(1, 2000, 1)"},
+                "End": True,
+            }
+        },
+    }
+    assert run(engine, definition)["error"] == "States.IntrinsicFailure"
+
+
+def test_uuid_and_math_random(engine: Engine) -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"u.$": "States.UUID()", "r.$": "States.MathRandom(5, 10)"},
+                "End": True,
+            }
+        },
+    }
+    output = run(engine, definition)["output"]
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", output["u"]
+    )
+    assert 5 <= output["r"] < 10
+
+
+def test_fail_state_error_path_may_be_an_intrinsic(engine: Engine) -> None:
+    definition = {
+        "StartAt": "F",
+        "States": {
+            "F": {"Type": "Fail", "ErrorPath": "$.e", "CausePath": "States.Format('bad {}', $.n)"}
+        },
+    }
+    record = run(engine, definition, {"e": "Oops", "n": 3})
+    assert (record["error"], record["cause"]) == ("Oops", "bad 3")
+
+
+def test_context_object_execution_fields(engine: Engine) -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {
+                    "id.$": "$$.Execution.Id",
+                    "name.$": "$$.Execution.Name",
+                    "state.$": "$$.State.Name",
+                    "machine.$": "$$.StateMachine.Name",
+                },
+                "End": True,
+            }
+        },
+    }
+    record = run(engine, definition, name="ctx", state_machine_name="Demo")
+    assert record["output"] == {
+        "id": "arn:aws:states:eu-west-1:123456789012:execution:Demo:ctx",
+        "name": "ctx",
+        "state": "P",
+        "machine": "Demo",
+    }
