@@ -14,6 +14,11 @@ from mailmatrix.errors import AccountSendingHalted, ConfigurationError
 logger = logging.getLogger(__name__)
 
 
+def sesv2_client() -> Any:
+    """Return the SES v2 client that preflight uses when none is given."""
+    return _aws.client("sesv2")
+
+
 def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]:
     """Check that ``sender`` may send ``needed`` messages now; return the rate and what is left.
 
@@ -21,7 +26,7 @@ def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]
     with the numbers in its details, when sending is disabled for the account, the sender's
     identity is not verified, or the remaining 24-hour quota does not cover ``needed``.
     """
-    ses = client or _aws.client("sesv2")
+    ses = client or sesv2_client()
     address = parseaddr(sender)[1]
     if "@" not in address:
         raise ConfigurationError(f"ses preflight: sender: not an email address: {sender!r}")

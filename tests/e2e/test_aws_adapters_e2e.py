@@ -1,0 +1,231 @@
+"""The whole workflow on the local engine with the AWS adapters, backed by moto.
+
+The real definition and the real handlers run as on AWS (MAILMATRIX_STORAGE=s3, MAILER=ses,
+LEDGER=dynamodb://...), against an in-process moto account: S3 bucket, SES identity verified,
+SNS topics, DynamoDB table created from infra/template.yaml. Nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mailmatrix.adapters import ses_account
+from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+from mailmatrix.adapters.notifier_sns import SnsNotifier
+from mailmatrix.adapters.storage_s3 import S3Storage
+from mailmatrix.local import (
+    DEFINITION,
+    REPO,
+    environment,
+    load_sam_template,
+    object_created_event,
+    sam_functions,
+    sam_substitutions,
+)
+from mailmatrix.ports import Notification
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+BUCKET = "mailmatrix-e2e"
+EXAMPLE = REPO / "examples" / "offer-letters"
+SENDER = "Acme Talent <talent@example.com>"
+
+
+class MotoSesAccount:
+    """SES v2 account calls that moto lacks, answered from moto's own SES state.
+
+    moto 5.2 implements neither SES v2 GetAccount nor verification in GetEmailIdentity, so
+    these two read the quota (GetSendQuota) and verification (GetIdentityVerificationAttributes)
+    that moto keeps for SES v1, in the response shapes of the SES v2 API.
+    """
+
+    def __init__(self) -> None:
+        self._v1 = boto3.client("ses", region_name=REGION)
+
+    def get_account(self) -> dict[str, Any]:
+        quota = self._v1.get_send_quota()
+        return {
+            "SendingEnabled": True,
+            "ProductionAccessEnabled": False,
+            "SendQuota": {
+                "Max24HourSend": quota["Max24HourSend"],
+                "MaxSendRate": quota["MaxSendRate"],
+                "SentLast24Hours": quota["SentLast24Hours"],
+            },
+        }
+
+    def get_email_identity(self, EmailIdentity: str) -> dict[str, Any]:
+        found = self._v1.get_identity_verification_attributes(Identities=[EmailIdentity])
+        status = found["VerificationAttributes"].get(EmailIdentity, {}).get("VerificationStatus")
+        return {"VerifiedForSendingStatus": status == "Success"}
+
+
+def upload_tree(s3, folder: pathlib.Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            s3.put_object(
+                Bucket=BUCKET,
+                Key=prefix + path.relative_to(folder).as_posix(),
+                Body=path.read_bytes(),
+            )
+
+
+def create_ledger_table(dynamodb) -> None:
+    properties = load_sam_template()["Resources"]["LedgerTable"]["Properties"]
+    dynamodb.create_table(
+        TableName="ledger",
+        BillingMode=properties["BillingMode"],
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+    )
+
+
+@pytest.fixture
+def account(monkeypatch, tmp_path):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        upload_tree(s3, REPO / "templates", "templates/")
+        upload_tree(s3, EXAMPLE / "attachments", "attachments/")
+        boto3.client("ses", region_name=REGION).verify_email_identity(
+            EmailAddress="talent@example.com"
+        )
+        create_ledger_table(boto3.client("dynamodb", region_name=REGION))
+        sns = boto3.client("sns", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        topics = {}
+        for name in ("SummaryTopic", "AlertTopic"):
+            topics[name] = sns.create_topic(Name=name)["TopicArn"]
+            queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+            sns.subscribe(
+                TopicArn=topics[name], Protocol="sqs", Endpoint=arn["Attributes"]["QueueArn"]
+            )
+        monkeypatch.setattr(ses_account, "sesv2_client", MotoSesAccount)
+        yield {"s3": s3, "sns": sns, "sqs": sqs, "topics": topics, "tmp": tmp_path}
+
+
+def run_on_engine(account: dict, key: str, sender: str = SENDER) -> dict[str, Any]:
+    """Upload the example CSV under ``key`` and run the definition on the local engine."""
+    from functions.send_batch import app as send_batch_app
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    s3 = account["s3"]
+    body = (EXAMPLE / "recipients.csv").read_bytes()
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+
+    registry = ResourceRegistry()
+    for name, target in sam_functions(load_sam_template()).items():
+        registry.register_lambda(name, target)
+    notifier = SnsNotifier(account["sns"])
+    registry.register_service(
+        "arn:aws:states:::sns:publish",
+        lambda p: {
+            "MessageId": notifier.publish(
+                p["TopicArn"], Notification(p.get("Subject", ""), p["Message"])
+            )
+        },
+    )
+    registry.set_object_store(
+        lambda bucket, k: S3Storage(bucket, s3).get(k),
+        lambda bucket, k, data: S3Storage(bucket, s3).put(k, data),
+    )
+    substitutions = sam_substitutions(load_sam_template())
+    substitutions.update(
+        SummaryTopicArn=account["topics"]["SummaryTopic"],
+        AlertTopicArn=account["topics"]["AlertTopic"],
+    )
+    env = {
+        "MAILMATRIX_STORAGE": "s3",
+        "MAILMATRIX_MAILER": "ses",
+        "MAILMATRIX_LEDGER": "dynamodb://ledger",
+        "MAILMATRIX_SENDER": sender,
+        "MAILMATRIX_MAX_CONCURRENCY": "2",
+        "MAILMATRIX_SEND_RATE": "0",
+        "POWERTOOLS_SERVICE_NAME": "mailmatrix",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    with environment(env):
+        send_batch_app.reset()
+        engine = Engine(account["tmp"] / "executions", registry)
+        return engine.start(
+            DEFINITION.read_text(encoding="utf-8"),
+            object_created_event(BUCKET, key, len(body), etag),
+            substitutions=substitutions,
+        )
+
+
+def received(account: dict, topic: str) -> list[dict[str, Any]]:
+    queue = account["sqs"].get_queue_url(QueueName=topic)["QueueUrl"]
+    messages = account["sqs"].receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def test_the_campaign_runs_on_aws_adapters_and_never_sends_twice(account):
+    from moto.ses.models import ses_backends
+
+    # WHEN the example campaign is uploaded and the state machine runs
+    record = run_on_engine(account, "incoming/offers.csv")
+
+    # THEN it succeeded, SES accepted one message per valid row
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    assert len(sent) == 18
+    assert {message.source for message in sent} == {"talent@example.com"}
+    assert all("From: Acme Talent <talent@example.com>" in m.raw_data for m in sent)
+
+    # AND the summary was published to the summary topic, nothing to the alerts topic
+    (summary,) = received(account, "SummaryTopic")
+    assert "18" in summary["Message"]
+    assert received(account, "AlertTopic") == []
+
+    # AND the ledger holds one sent entry per message, found by SES's message id
+    campaign = (
+        json.loads(record["output"]) if isinstance(record["output"], str) else record["output"]
+    )
+    ledger = DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION))
+    outcomes = [o for o in ledger_outcomes(ledger) if o.state == "sent"]
+    assert sorted(o.message_id for o in outcomes) == sorted(m.id for m in sent)
+    assert ledger.find_by_message_id(sent[0].id).state == "sent"
+    assert campaign["counts"]["sent"] == 18
+
+    # WHEN the identical file is uploaded again THEN nothing more is sent
+    again = run_on_engine(account, "incoming/offers.csv")
+    assert again["status"] == "SUCCEEDED"
+    assert len(ses_backends[ACCOUNT][REGION].sent_messages) == 18
+
+
+def ledger_outcomes(ledger: DynamoDbLedger) -> list:
+    """Every email entry of the table (one campaign in this test)."""
+    items = boto3.client("dynamodb", region_name=REGION).scan(TableName="ledger")["Items"]
+    campaigns = {i["campaign"]["S"] for i in items if "campaign" in i}
+    return [o for c in sorted(campaigns) for o in ledger.outcomes(c)]
+
+
+def test_an_unverified_sender_stops_before_sending_and_alerts(account):
+    from moto.ses.models import ses_backends
+
+    # WHEN the campaign names a sender whose identity SES has not verified
+    record = run_on_engine(account, "incoming/offers.csv", sender="Other <hr@example.net>")
+
+    # THEN the run failed in the preflight, nothing was sent, and the alert says why
+    assert record["status"] == "FAILED"
+    assert record["error"] == "AccountSendingHalted"
+    assert ses_backends[ACCOUNT][REGION].sent_messages == []
+    (alert,) = received(account, "AlertTopic")
+    assert "is verified" in alert["Message"]
+    assert received(account, "SummaryTopic") == []
