@@ -66,6 +66,8 @@ _TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = frozenset("\r\n\u2028\u2029\x85\x0b\x0c")
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 27: "ESC", 127: "DEL"}
 _LIST_SPLIT = re.compile(r"[,;]")
+# Excel honours (and some exports write) a first line "sep=;" naming the delimiter.
+_SEP_DIRECTIVE = re.compile(r"sep=(.) *", re.IGNORECASE)
 
 # Magic numbers of files people upload by mistake instead of a CSV export.
 _MAGIC = (
@@ -254,7 +256,7 @@ def validate_recipients(
     intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
     for row, record in records:
         if intake.header_pending:
-            if "".join(record).strip():
+            if "".join(record).strip() and not _is_sep_directive(record):
                 intake.start(record, source)
         else:
             intake.check(row, record)
@@ -306,7 +308,11 @@ def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
 
 def detect_delimiter(head: str, source: str) -> str:
     """Return the delimiter that splits the header into columns including Email."""
-    line = next((part for part in re.split(r"\r\n|\r|\n", head) if part.strip()), "")
+    lines = (part for part in re.split(r"\r\n|\r|\n", head) if part.strip())
+    line = next(lines, "")
+    directive = _SEP_DIRECTIVE.fullmatch(line.replace("\ufeff", "").lstrip(" "))
+    if directive and directive.group(1) in DELIMITERS:
+        return directive.group(1)
     best: tuple[int, str] | None = None
     for delimiter in DELIMITERS:
         names = [normalise_header(cell) for cell in next(csv.reader([line], delimiter=delimiter))]
@@ -660,6 +666,11 @@ class _Prefixed(io.RawIOBase):
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _is_sep_directive(record: list[str]) -> bool:
+    """Whether a record is Excel's "sep=X" line (the delimiter splits it into "sep=", "")."""
+    return len(record) <= 2 and "".join(record).replace("\ufeff", "").strip().lower() == "sep="
 
 
 def _read_sample(stream: BinaryIO) -> bytes:

@@ -261,6 +261,24 @@ def test_delimiters_and_line_ends(delimiter, newline):
     assert report.empty == 2
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|", ","])
+def test_excel_sep_directive_names_the_delimiter_and_is_not_the_header(delimiter):
+    text = f"sep={delimiter}\r\n" + HEADER.replace(",", delimiter) + ALICE.replace(",", delimiter)
+
+    report, rows = run(codecs.BOM_UTF8 + text.encode())
+
+    assert report.delimiter == delimiter
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+    assert [(r["row"], r["email"]) for r in rows] == [(3, "alice@example.com")]
+
+
+def test_blank_lines_before_the_header_are_skipped_and_rows_keep_their_line_numbers():
+    report, rows = run("\r\n  \r\n" + HEADER + ALICE)
+
+    assert report.header == ["Email", "Name", "Status", "Attachment_File"]
+    assert [r["row"] for r in rows] == [4]
+
+
 def test_semicolon_file_with_commas_in_values_picks_semicolon():
     text = "Email;Name;Status;Attachment_File\nalice@example.com;Example, Alice;active;alice.pdf\n"
 
