@@ -144,7 +144,9 @@ def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         ):
             info = states[current[-1]]
             info.update(status="FAILED", stop=event["timestamp"])
-            details = next((v for k, v in event.items() if k.endswith("EventDetails")), {})
+            details: dict[str, Any] = next(
+                (v for k, v in event.items() if k.endswith("EventDetails")), {}
+            )
             info["error"] = details.get("error")
         elif kind in ("ExecutionFailed",) and current:
             states[current[-1]].update(status="FAILED", stop=event["timestamp"])

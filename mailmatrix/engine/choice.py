@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from mailmatrix.engine import jsonpath
+from mailmatrix.engine.errors import RUNTIME, StatesError
 
 _TYPE_TESTS = ("IsNull", "IsPresent", "IsNumeric", "IsString", "IsBoolean", "IsTimestamp")
 _KINDS = {"String": str, "Numeric": (int, float), "Boolean": bool, "Timestamp": str}
@@ -59,6 +60,8 @@ def evaluate(rule: dict[str, Any], data: Any, context: Any) -> bool:
     if "Not" in rule:
         return not evaluate(rule["Not"], data, context)
     operator = rule_operator(rule)
+    if operator is None:
+        raise StatesError(RUNTIME, f"choice rule without a supported operator: {rule}")
     variable = rule["Variable"]
     if operator == "IsPresent":
         return jsonpath.exists(variable, data, context) == rule[operator]

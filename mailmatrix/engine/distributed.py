@@ -58,7 +58,7 @@ class MapRunner:
         """Run the Map state's Map Run and return its result (array or ResultWriter details)."""
         items = self._items(interp, name, state, effective, context)
         children_inputs = self._batches(interp, state, effective, context, items)
-        processor = state.get("ItemProcessor", state.get("Iterator"))
+        processor: dict[str, Any] = state.get("ItemProcessor") or state["Iterator"]
         settings = self._settings(state, effective, context)
 
         previous: dict[int, dict[str, Any]] = {}

@@ -130,7 +130,7 @@ class Engine:
             "redriveDate",
             "error",
         )
-        return [{k: r[k] for k in keep if k in r} for r in self.store.list()]
+        return [{k: r[k] for k in keep if k in r} for r in self.store.list_records()]
 
     def describe(self, execution_id: str) -> dict[str, Any]:
         """The full record of one execution, with its Map Runs."""

@@ -506,7 +506,7 @@ class Interpreter:
     def _run_map(
         self, name: str, state: dict[str, Any], data: Any, scope: Scope, context: dict[str, Any]
     ) -> Any:
-        processor = state.get("ItemProcessor", state.get("Iterator"))
+        processor: dict[str, Any] = state.get("ItemProcessor") or state["Iterator"]
         mode = processor.get("ProcessorConfig", {}).get("Mode", "INLINE")
 
         def attempt(ctx: dict[str, Any]) -> Any:

@@ -30,7 +30,7 @@ ACCOUNT = "123456789012"
 
 Handler = Callable[[Any, Any], Any]
 ObjectGet = Callable[[str, str], bytes]
-ObjectPut = Callable[[str, str, bytes], None]
+ObjectPut = Callable[[str, str, bytes], object]
 
 
 def function_name(reference: str) -> tuple[str, str | None]:
@@ -132,7 +132,7 @@ class Invoker(Protocol):
         name: str,
         qualifier: str | None,
         event_json: str,
-        timeout: float,
+        timeout: float | None,
     ) -> tuple[str, str | None, str | None]:
         """Invoke; raise StatesError(States.Timeout) when the timeout passes."""
         ...

@@ -53,7 +53,7 @@ class ExecutionStore:
             raise EngineError(f"store: no execution {execution_id!r} in {self.root}")
         return json.loads(path.read_text(encoding="utf-8"))
 
-    def list(self) -> list[dict[str, Any]]:
+    def list_records(self) -> list[dict[str, Any]]:
         """Every execution record, oldest first."""
         records = []
         for path in self.root.glob("*/execution.json"):

@@ -247,7 +247,7 @@ CASES: list[tuple[str, dict[str, Any], Any]] = [
             "States": {
                 "Par": {
                     "Type": "Parallel",
-                    "Branches": [_BRANCH_A, _BRANCH_FAIL],
+                    "Branches": [_BRANCH_FAIL],
                     "Catch": [{"ErrorEquals": ["Boom"], "ResultPath": "$.err", "Next": "After"}],
                     "End": True,
                 },
