@@ -22,9 +22,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
 from email import utils as email_utils
-from email.headerregistry import Address, HeaderRegistry, UniqueAddressHeader
+from email.headerregistry import (
+    Address,
+    ContentDispositionHeader,
+    HeaderRegistry,
+    UniqueAddressHeader,
+    UniqueUnstructuredHeader,
+)
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import quote
 
 import idna
 
@@ -39,6 +46,8 @@ _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "sender")
 # 60 characters of base64, plus "=?utf-8?b?" and "?=".
 _EW_BYTES = 45
 _MAX_LINE = 78
+_PLAIN_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+_PARAMETER_CHUNK = 54  # " filename*0*=utf-8''" + 54 + ";" stays under 78 characters
 
 
 class _QuotingAddressHeader(UniqueAddressHeader):
@@ -56,10 +65,69 @@ class _QuotingAddressHeader(UniqueAddressHeader):
         return _fold_tokens(f"{self.name}:", tokens, policy.linesep)
 
 
+class _EncodedSubjectHeader(UniqueUnstructuredHeader):
+    """A Subject in whole encoded-words when it is not ASCII.
+
+    Python's own folding can lose the space between two encoded-words of a long subject
+    (both Python's and an independent parser then read "ÜnïcödéÜnd"); our words keep every
+    space inside an encoded-word.
+    """
+
+    def fold(self, *, policy: Any) -> str:
+        """ASCII subjects fold as usual; others become encoded-words split after spaces."""
+        if str(self).isascii():
+            return super().fold(policy=policy)
+        return _fold_tokens(f"{self.name}:", _encoded_words(str(self)), policy.linesep)
+
+
+class _FilenameDispositionHeader(ContentDispositionHeader):
+    """Content-Disposition whose file name survives every parser.
+
+    Plain names (letters, digits, spaces and ``._-+``) are quoted; any other name goes in
+    RFC 2231 form (``filename*=utf-8''...``), continued over several lines when long, so
+    characters such as ``;`` or ``"`` are percent-encoded instead of quoted, which some
+    parsers split on.
+    """
+
+    def fold(self, *, policy: Any) -> str:
+        """Render the disposition and its file name as described above."""
+        filename = self.params.get("filename")
+        if filename is None:
+            return super().fold(policy=policy)
+        head = f"{self.name}: {self.content_disposition};"
+        if _PLAIN_FILENAME.match(filename) and len(filename) < 60:
+            return f'{head}{policy.linesep} filename="{filename}"{policy.linesep}'
+        pieces = _percent_pieces(filename)
+        if len(pieces) == 1:
+            lines = [f"filename*=utf-8''{pieces[0]}"]
+        else:
+            lines = [f"filename*0*=utf-8''{pieces[0]};"]
+            lines += [f"filename*{n}*={piece};" for n, piece in enumerate(pieces[1:], start=1)]
+            lines[-1] = lines[-1].rstrip(";")
+        return head + "".join(f"{policy.linesep} {line}" for line in lines) + policy.linesep
+
+
+def _percent_pieces(filename: str) -> list[str]:
+    """Percent-encode ``filename`` in pieces of at most _PARAMETER_CHUNK, whole characters each.
+
+    RFC 2231 joins the pieces before decoding, but some parsers decode each piece alone, so
+    no piece ends inside a character's UTF-8 bytes.
+    """
+    pieces = [""]
+    for char in filename:
+        encoded = quote(char, safe="")
+        if len(pieces[-1]) + len(encoded) > _PARAMETER_CHUNK:
+            pieces.append("")
+        pieces[-1] += encoded
+    return pieces
+
+
 def _policy() -> email_policy.EmailPolicy:
     registry = HeaderRegistry()
     for name in _ADDRESS_HEADERS:
         registry.map_to_type(name, _QuotingAddressHeader)
+    registry.map_to_type("subject", _EncodedSubjectHeader)
+    registry.map_to_type("content-disposition", _FilenameDispositionHeader)
     return email_policy.SMTP.clone(header_factory=registry, max_line_length=_MAX_LINE)
 
 

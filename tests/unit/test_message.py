@@ -7,6 +7,7 @@ import email.policy
 import re
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
+from urllib.parse import unquote
 
 import pytest
 
@@ -237,3 +238,48 @@ def test_envelope_address_strips_the_display_name():
 def test_message_ids_are_unique():
     ids = {build()["Message-ID"] for _ in range(200)}
     assert len(ids) == 200
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("letter.pdf", ["Content-Disposition: attachment;", ' filename="letter.pdf"']),
+        (
+            'a;b="c".pdf',
+            ["Content-Disposition: attachment;", " filename*=utf-8''a%3Bb%3D%22c%22.pdf"],
+        ),
+    ],
+    ids=["plain", "tspecials"],
+)
+def test_attachment_names_are_quoted_or_rfc2231_encoded(filename, expected):
+    raw = message_bytes(build(attachment=(filename, PDF)))
+    lines = raw.decode("ascii").split("\r\n")
+    start = lines.index("Content-Disposition: attachment;")
+    assert lines[start : start + len(expected)] == expected
+    assert next(parse(raw).iter_attachments()).get_filename() == filename
+
+
+def test_long_non_ascii_attachment_name_is_continued_in_whole_characters():
+    filename = "Ångström " * 8 + ".pdf"
+    raw = message_bytes(build(attachment=(filename, PDF)))
+    lines = raw.decode("ascii").split("\r\n")
+    start = lines.index("Content-Disposition: attachment;")
+    pieces = [line for line in lines[start + 1 :] if line.startswith(" filename*")]
+    assert [p.split("=", 1)[0] for p in pieces] == [
+        f" filename*{n}*" for n in range(len(pieces))
+    ] and len(pieces) > 1
+    assert all(len(line) <= 78 for line in pieces)
+    values = [p.split("=", 1)[1].removeprefix("utf-8''").rstrip(";") for p in pieces]
+    assert all(unquote(v, errors="strict") for v in values)  # each piece decodes alone
+    assert "".join(unquote(v) for v in values) == filename
+    assert next(parse(raw).iter_attachments()).get_filename() == filename
+
+
+def test_non_ascii_subject_is_whole_encoded_words_keeping_every_space():
+    subject = " ".join(["Ünïcödé ünd ëmöjï 🎉"] * 4)
+    raw = message_bytes(build(rendered=Rendered(subject=subject, html=None, text="x\n")))
+    block = header_block(raw)
+    subject_lines = block.split("Subject:", 1)[1].split("\r\nDate:", 1)[0].split("\r\n")
+    assert all(len(line) <= 78 for line in subject_lines)
+    assert all(re.fullmatch(r" =\?utf-8\?b\?[A-Za-z0-9+/=]+\?=", line) for line in subject_lines)
+    assert parse(raw)["Subject"] == subject
