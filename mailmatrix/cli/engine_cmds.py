@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
@@ -238,6 +239,48 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     Console().print(render_execution(record, history))
 
 
+class LiveProgress:
+    """A listener drawing the current state and each Map Run's progress on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.state_task = progress.add_task("starting", total=None)
+        self.map_tasks: dict[str, Any] = {}
+
+    def on_event(self, execution_id: str, event: dict[str, Any]) -> None:
+        """Show the state the execution is in."""
+        details = event.get("stateEnteredEventDetails")
+        if details:
+            self.progress.update(self.state_task, description=f"state {details['name']}")
+
+    def on_map_run(self, map_run: dict[str, Any]) -> None:
+        """Advance the Map Run's bar."""
+        arn = map_run["mapRunArn"]
+        if arn not in self.map_tasks:
+            self.map_tasks[arn] = self.progress.add_task(
+                f"Map Run {map_run['stateName']}", total=map_run.get("total") or None
+            )
+        done = (map_run.get("succeeded") or 0) + (map_run.get("failed") or 0)
+        self.progress.update(
+            self.map_tasks[arn], completed=done, total=map_run.get("total") or None
+        )
+
+
+def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Run action(listener) with a live progress display when stderr is a terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return action(None)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        return action(LiveProgress(progress))
+
+
 def _report(record: dict[str, Any]) -> None:
     if record["status"] == "SUCCEEDED":
         click.echo(json.dumps(record.get("output"), indent=2, ensure_ascii=False))
@@ -258,9 +301,12 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
 
-            record = local.redrive(workdir, execution)
+            record = _with_progress(
+                lambda listener: local.redrive(workdir, execution, listener=listener)
+            )
         else:
-            record = _engine(workdir, registry_factory(workdir, functions)).redrive(execution)
+            engine = _engine(workdir, registry_factory(workdir, functions))
+            record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))
     except MailMatrixError as exc:
         raise click.ClickException(str(exc)) from exc
     _report(record)
@@ -303,8 +349,11 @@ def sfn_run_cmd(
     substitutions = dict(s.partition("=")[::2] for s in subs)
     try:
         engine = _engine(workdir, registry_factory(workdir, functions))
-        record = engine.start(
-            definition.read_text(encoding="utf-8"), data, name=name, substitutions=substitutions
+        text = definition.read_text(encoding="utf-8")
+        record = _with_progress(
+            lambda listener: engine.start(
+                text, data, name=name, substitutions=substitutions, listener=listener
+            )
         )
     except MailMatrixError as exc:
         raise click.ClickException(str(exc)) from exc

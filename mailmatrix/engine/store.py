@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import threading
 from typing import Any
 
 from mailmatrix.errors import EngineError
+
+# Execution names: 1-80 characters without whitespace, brackets, wildcards or the special
+# characters " # % \\ ^ | ~ ` $ & , ; : / (StartExecution API reference, "name").
+_NAME = re.compile(r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}")
 
 
 class ExecutionStore:
@@ -29,6 +34,8 @@ class ExecutionStore:
 
     def execution_dir(self, execution_id: str) -> pathlib.Path:
         """The directory of one execution."""
+        if not _NAME.fullmatch(execution_id) or execution_id in (".", ".."):
+            raise EngineError(f"store: {execution_id!r} is not a valid execution name")
         return self.root / execution_id
 
     def create(self, record: dict[str, Any]) -> None:

@@ -59,3 +59,60 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     again = runner.invoke(redrive_cmd, ["e1", *ok, *workdir])
     assert again.exit_code == 0, again.output
     assert json.loads(again.output) == {"event": {"n": 2}, "function": "Fn"}
+
+
+MAP_DEFINITION = {
+    "StartAt": "Fan",
+    "States": {
+        "Fan": {
+            "Type": "Map",
+            "ItemProcessor": {
+                "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                "StartAt": "Echo",
+                "States": {"Echo": {"Type": "Pass", "End": True}},
+            },
+            "ItemBatcher": {"MaxItemsPerBatch": 2},
+            "End": True,
+        }
+    },
+}
+
+
+def test_show_draws_map_run_counts(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(MAP_DEFINITION))
+    runner = CliRunner()
+    workdir = ["--workdir", str(tmp_path / "w")]
+    result = runner.invoke(
+        sfn_group, ["run", str(path), "--input", "[1, 2, 3]", "--name", "m", *workdir]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [{"Items": [1, 2]}, {"Items": [3]}]
+    shown = runner.invoke(show_cmd, ["m", *workdir], terminal_width=200)
+    assert "Map Run SUCCEEDED: total 2, succeeded 2, failed 0, pending 0" in shown.output
+
+
+def test_live_progress_follows_states_and_map_runs() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from mailmatrix.cli.engine_cmds import LiveProgress
+
+    progress = Progress(console=Console(file=StringIO()))
+    live = LiveProgress(progress)
+    live.on_event("e", {"type": "MapStateEntered", "stateEnteredEventDetails": {"name": "Fan"}})
+    live.on_map_run(
+        {"mapRunArn": "arn:x", "stateName": "Fan", "total": 4, "succeeded": 2, "failed": 1}
+    )
+    tasks = {t.description: t for t in progress.tasks}
+    assert set(tasks) == {"state Fan", "Map Run Fan"}
+    assert (tasks["Map Run Fan"].completed, tasks["Map Run Fan"].total) == (3, 4)
+
+
+def test_bad_execution_name_is_refused(tmp_path: pathlib.Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(show_cmd, ["../etc", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "is not a valid execution name" in result.output
