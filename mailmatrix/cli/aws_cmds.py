@@ -1,7 +1,271 @@
-"""Commands of the `mailmatrix` CLI (see docs/architecture.md for who owns this module)."""
+"""`mailmatrix aws send|status|redrive`: campaigns on a deployed MailMatrix stack.
+
+The stack's outputs (CloudFormation DescribeStacks) name the bucket and the state machine.
+`send` uploads the CSV under incoming/ (incoming/dry-run/ with --dry-run), waits for the
+execution that the EventBridge rule starts for that object, follows it with a progress bar fed
+by DescribeMapRun, and ends with the console link and the summary.
+"""
 
 from __future__ import annotations
 
-import click
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from mailmatrix.cli import exits
+
+DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+POLL_SECONDS = 2.0
+
+# Replaced in tests: how the CLI waits between polls, and how it gets its AWS clients.
+sleep: Callable[[float], None] = time.sleep
+
+
+def client(service: str, region: str | None) -> Any:
+    """Return a boto3 client for ``service`` in ``region`` (default: the configured one)."""
+    import boto3
+
+    return boto3.client(service, region_name=region) if region else boto3.client(service)
+
+
+def make_console() -> Console:
+    """A console that never breaks ARNs and links across lines (they must stay copyable)."""
+    return Console(soft_wrap=True)
+
+
+class AwsCommandError(click.ClickException):
+    """A stack, an execution or an AWS call the command needs is not there."""
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the CLI needs from a deployed stack's outputs."""
+
+    name: str
+    region: str
+    bucket: str
+    state_machine_arn: str
+
+    @classmethod
+    def describe(cls, name: str, region: str | None) -> Stack:
+        """Read the stack's outputs with DescribeStacks."""
+        cfn = client("cloudformation", region)
+        try:
+            (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
+        except (ClientError, BotoCoreError) as error:
+            raise AwsCommandError(f"stack {name}: cannot describe it: {error}") from error
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        missing = {"BucketName", "StateMachineArn"} - set(outputs)
+        if missing:
+            raise AwsCommandError(
+                f"stack {name}: outputs {sorted(missing)} missing: is it a MailMatrix stack?"
+            )
+        return cls(
+            name=name,
+            region=cfn.meta.region_name,
+            bucket=outputs["BucketName"],
+            state_machine_arn=outputs["StateMachineArn"],
+        )
+
+    def execution_arn(self, execution: str) -> str:
+        """Accept an execution ARN or a bare execution name of this stack's state machine."""
+        if execution.startswith("arn:"):
+            return execution
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + execution
+
+
+def console_link(region: str, execution_arn: str) -> str:
+    """The execution's page in the Step Functions console."""
+    return (
+        f"https://{region}.console.aws.amazon.com/states/home?region={region}"
+        f"#/v2/executions/details/{execution_arn}"
+    )
+
+
+def find_execution(
+    sfn: Any, state_machine_arn: str, key: str, *, etag: str, wait_seconds: float
+) -> str:
+    """Return the ARN of the execution that EventBridge started for the object ``key``."""
+    deadline = time.monotonic() + wait_seconds
+    seen: set[str] = set()
+    while True:
+        response = sfn.list_executions(stateMachineArn=state_machine_arn, maxResults=50)
+        for execution in response.get("executions", []):
+            arn = execution["executionArn"]
+            if arn in seen:
+                continue
+            seen.add(arn)
+            detail = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
+            obj = detail.get("detail", {}).get("object", {})
+            if obj.get("key") == key and obj.get("etag", etag).strip('"') == etag:
+                return arn
+        if time.monotonic() >= deadline:
+            raise AwsCommandError(
+                f"{key}: no execution started within {wait_seconds:.0f} s; check the stack's "
+                "UploadRule and its dead-letter queue (DeadLetterQueueUrl output)"
+            )
+        sleep(POLL_SECONDS)
+
+
+def map_run_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
+    """Item counts of the execution's Map Run (DescribeMapRun), or None before it starts."""
+    runs = sfn.list_map_runs(executionArn=execution_arn).get("mapRuns", [])
+    if not runs:
+        return None
+    counts = sfn.describe_map_run(mapRunArn=runs[0]["mapRunArn"]).get("itemCounts") or {}
+    return {name: int(counts.get(name, 0)) for name in ("total", "succeeded", "failed", "pending")}
+
+
+def follow(sfn: Any, execution_arn: str, console: Console) -> dict[str, Any]:
+    """Poll the execution to its end, showing the Map Run's progress; return DescribeExecution."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("batches", total=None)
+        while True:
+            described = sfn.describe_execution(executionArn=execution_arn)
+            counts = map_run_counts(sfn, execution_arn)
+            if counts and counts["total"]:
+                done = counts["succeeded"] + counts["failed"]
+                label = f"batches ({counts['failed']} failed)" if counts["failed"] else "batches"
+                progress.update(task, total=counts["total"], completed=done, description=label)
+            if described["status"] in DONE:
+                return described
+            sleep(POLL_SECONDS)
+
+
+def report(console: Console, stack: Stack, described: dict[str, Any]) -> int:
+    """Print the outcome, the summary and the console link; return the exit code."""
+    status = described["status"]
+    console.print(f"execution {described.get('name', '')}: {status}")
+    if described.get("output"):
+        summary = json.loads(described["output"])
+        if isinstance(summary, dict) and summary.get("message"):
+            console.print(summary["message"])
+        if isinstance(summary, dict) and summary.get("counts"):
+            counts = summary["counts"]
+            console.print(", ".join(f"{name} {value}" for name, value in counts.items()))
+    if described.get("error") or described.get("cause"):
+        console.print(f"error: {described.get('error', '')}: {described.get('cause', '')}")
+    console.print(f"console: {console_link(stack.region, described['executionArn'])}")
+    if status != "SUCCEEDED":
+        console.print(
+            f"to rerun what failed: mailmatrix aws redrive {described['executionArn']} "
+            f"--stack {stack.name}"
+        )
+    return exits.OK if status == "SUCCEEDED" else exits.RUN_FAILED
+
+
+_stack_option = click.option("--stack", "stack_name", required=True, help="The stack's name.")
+_region_option = click.option("--region", default=None, help="AWS region (default: configured).")
+
+
+@click.group("aws")
+def aws() -> None:
+    """Run and watch campaigns on a deployed MailMatrix stack."""
+
+
+@aws.command("send")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path))
+@_stack_option
+@_region_option
+@click.option("--dry-run", is_flag=True, help="Validate and render previews; send nothing.")
+@click.option("--no-follow", is_flag=True, help="Return once the execution has started.")
+@click.option("--wait-start", default=120.0, show_default=True, help="Seconds to wait for it.")
+def send(
+    csv_file: pathlib.Path,
+    stack_name: str,
+    region: str | None,
+    dry_run: bool,
+    no_follow: bool,
+    wait_start: float,
+) -> None:
+    """Upload CSV_FILE to the stack's bucket and follow the campaign it starts."""
+    if csv_file.suffix.lower() != ".csv":
+        raise click.BadParameter("the upload rule starts only on *.csv files", param_hint="FILE")
+    console = make_console()
+    stack = Stack.describe(stack_name, region)
+    key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
+    s3 = client("s3", stack.region)
+    sfn = client("stepfunctions", stack.region)
+    try:
+        etag = s3.put_object(
+            Bucket=stack.bucket, Key=key, Body=csv_file.read_bytes(), ContentType="text/csv"
+        )["ETag"].strip('"')
+        console.print(f"uploaded s3://{stack.bucket}/{key}")
+        arn = find_execution(sfn, stack.state_machine_arn, key, etag=etag, wait_seconds=wait_start)
+        console.print(f"execution started: {arn}")
+        if no_follow:
+            console.print(f"console: {console_link(stack.region, arn)}")
+            return
+        described = follow(sfn, arn, console)
+    except (ClientError, BotoCoreError) as error:
+        raise AwsCommandError(f"aws send: {error}") from error
+    raise SystemExit(report(console, stack, described))
+
+
+@aws.command("status")
+@click.argument("execution", required=False)
+@_stack_option
+@_region_option
+@click.option("--limit", default=10, show_default=True, help="Executions to list.")
+def status(execution: str | None, stack_name: str, region: str | None, limit: int) -> None:
+    """Show one execution (name or ARN), or list the stack's latest executions."""
+    console = make_console()
+    stack = Stack.describe(stack_name, region)
+    sfn = client("stepfunctions", stack.region)
+    try:
+        if execution is None:
+            listed = sfn.list_executions(stateMachineArn=stack.state_machine_arn, maxResults=limit)
+            for item in listed.get("executions", []):
+                started = item["startDate"].strftime("%Y-%m-%d %H:%M:%S")
+                console.print(f"{started}  {item['status']:<10} {item['name']}")
+            if not listed.get("executions"):
+                console.print("no executions yet")
+            return
+        described = sfn.describe_execution(executionArn=stack.execution_arn(execution))
+        counts = map_run_counts(sfn, described["executionArn"])
+    except (ClientError, BotoCoreError) as error:
+        raise AwsCommandError(f"aws status: {error}") from error
+    if counts:
+        console.print(
+            f"batches: {counts['succeeded']} succeeded, {counts['failed']} failed, "
+            f"{counts['pending']} pending of {counts['total']}"
+        )
+    code = report(console, stack, described)
+    if described["status"] not in DONE:
+        code = exits.OK
+    raise SystemExit(code)
+
+
+@aws.command("redrive")
+@click.argument("execution")
+@_stack_option
+@_region_option
+@click.option("--no-follow", is_flag=True, help="Return once the redrive has started.")
+def redrive(execution: str, stack_name: str, region: str | None, no_follow: bool) -> None:
+    """Redrive a failed execution (RedriveExecution): rerun what failed, then follow it."""
+    console = make_console()
+    stack = Stack.describe(stack_name, region)
+    sfn = client("stepfunctions", stack.region)
+    arn = stack.execution_arn(execution)
+    try:
+        sfn.redrive_execution(executionArn=arn)
+        console.print(f"redriven: {arn}")
+        if no_follow:
+            console.print(f"console: {console_link(stack.region, arn)}")
+            return
+        described = follow(sfn, arn, console)
+    except (ClientError, BotoCoreError) as error:
+        raise AwsCommandError(f"aws redrive: {error}") from error
+    raise SystemExit(report(console, stack, described))
+
+
+commands: list[click.Command] = [aws]

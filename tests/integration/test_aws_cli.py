@@ -1,0 +1,236 @@
+"""`mailmatrix aws send|status|redrive` against a stack in moto (CloudFormation, S3, SFN)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from click.testing import CliRunner
+from moto import mock_aws
+from rich.console import Console
+
+from mailmatrix.cli import aws_cmds
+from mailmatrix.cli.main import cli
+
+REGION = "eu-west-1"
+STACK_TEMPLATE = {
+    "Resources": {
+        "MailBucket": {"Type": "AWS::S3::Bucket"},
+        "Machine": {
+            "Type": "AWS::StepFunctions::StateMachine",
+            "Properties": {
+                "StateMachineName": "mailmatrix-test",
+                "RoleArn": "arn:aws:iam::123456789012:role/mailmatrix",
+                "DefinitionString": '{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
+            },
+        },
+    },
+    "Outputs": {
+        "BucketName": {"Value": {"Ref": "MailBucket"}},
+        "StateMachineArn": {"Value": {"Ref": "Machine"}},
+    },
+}
+SUMMARY = {
+    "subject": "MailMatrix: offers.csv",
+    "message": "18 sent, 2 rejected.",
+    "counts": {"rows": 20, "valid": 18, "sent": 18, "rejected": 2},
+    "outcome": "completed",
+}
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        cfn = boto3.client("cloudformation", region_name=REGION)
+        cfn.create_stack(StackName="mm", TemplateBody=json.dumps(STACK_TEMPLATE))
+        outputs = cfn.describe_stacks(StackName="mm")["Stacks"][0]["Outputs"]
+        yield {o["OutputKey"]: o["OutputValue"] for o in outputs}
+
+
+class EventBridgeAndService:
+    """Stands in for what AWS does while the CLI waits: start the execution, then finish it."""
+
+    def __init__(self, outputs: dict[str, str], key: str, *, status: str = "SUCCEEDED") -> None:
+        self.outputs, self.key, self.status = outputs, key, status
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.arn: str | None = None
+
+    def __call__(self, seconds: float) -> None:
+        from moto.stepfunctions.models import stepfunctions_backends
+
+        if self.arn is None:
+            s3 = boto3.client("s3", region_name=REGION)
+            head = s3.head_object(Bucket=self.outputs["BucketName"], Key=self.key)
+            event = {"detail": {"object": {"key": self.key, "etag": head["ETag"].strip('"')}}}
+            self.arn = self.sfn.start_execution(
+                stateMachineArn=self.outputs["StateMachineArn"], input=json.dumps(event)
+            )["executionArn"]
+            return
+        execution = stepfunctions_backends["123456789012"][REGION].describe_execution(self.arn)
+        execution.status = self.status
+        if self.status == "SUCCEEDED":
+            execution.output = json.dumps(SUMMARY)
+        else:
+            execution.error, execution.cause = "AccountSendingHalted", "daily quota used up"
+
+
+def write_csv(tmp_path):
+    path = tmp_path / "offers.csv"
+    path.write_text("Email,Name\nanna@example.org,Anna\n", encoding="utf-8")
+    return path
+
+
+def test_send_uploads_finds_the_execution_follows_it_and_prints_the_summary(
+    stack, tmp_path, monkeypatch
+):
+    service = EventBridgeAndService(stack, "incoming/offers.csv")
+    monkeypatch.setattr(aws_cmds, "sleep", service)
+
+    result = CliRunner().invoke(cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm"])
+
+    assert result.exit_code == 0, result.output
+    body = (
+        boto3.client("s3", region_name=REGION)
+        .get_object(Bucket=stack["BucketName"], Key="incoming/offers.csv")["Body"]
+        .read()
+    )
+    assert body == b"Email,Name\nanna@example.org,Anna\n"
+    assert f"execution started: {service.arn}" in result.output
+    assert "18 sent, 2 rejected." in result.output
+    assert "SUCCEEDED" in result.output
+    assert f"#/v2/executions/details/{service.arn}" in result.output
+
+
+def test_a_dry_run_goes_under_incoming_dry_run(stack, tmp_path, monkeypatch):
+    service = EventBridgeAndService(stack, "incoming/dry-run/offers.csv")
+    monkeypatch.setattr(aws_cmds, "sleep", service)
+
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--dry-run"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "uploaded s3://" in result.output and "/incoming/dry-run/offers.csv" in result.output
+
+
+def test_a_failed_execution_exits_1_and_says_how_to_redrive(stack, tmp_path, monkeypatch):
+    service = EventBridgeAndService(stack, "incoming/offers.csv", status="FAILED")
+    monkeypatch.setattr(aws_cmds, "sleep", service)
+
+    result = CliRunner().invoke(cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm"])
+
+    assert result.exit_code == 1
+    assert "error: AccountSendingHalted: daily quota used up" in result.output
+    assert f"mailmatrix aws redrive {service.arn} --stack mm" in result.output
+
+
+def test_send_without_an_execution_gives_up_with_a_hint(stack, tmp_path, monkeypatch):
+    monkeypatch.setattr(aws_cmds, "sleep", lambda seconds: None)
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--wait-start", "0"]
+    )
+    assert result.exit_code == 1
+    assert "no execution started" in result.output and "DeadLetterQueueUrl" in result.output
+
+
+def test_send_refuses_a_file_the_rule_would_ignore(stack, tmp_path):
+    path = tmp_path / "offers.txt"
+    path.write_text("Email\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["aws", "send", str(path), "--stack", "mm"])
+    assert result.exit_code == 2
+    assert "*.csv" in result.output
+
+
+def test_an_unknown_stack_is_a_clear_error(stack, tmp_path):
+    result = CliRunner().invoke(cli, ["aws", "status", "--stack", "nope"])
+    assert result.exit_code == 1
+    assert "stack nope: cannot describe it" in result.output
+
+
+def test_status_lists_and_shows_executions(stack):
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=stack["StateMachineArn"], name="run-1", input="{}")
+
+    listed = CliRunner().invoke(cli, ["aws", "status", "--stack", "mm"])
+    shown = CliRunner().invoke(cli, ["aws", "status", "run-1", "--stack", "mm"])
+
+    assert listed.exit_code == 0 and "RUNNING" in listed.output and "run-1" in listed.output
+    assert shown.exit_code == 0, shown.output
+    assert "execution run-1: RUNNING" in shown.output
+
+
+def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
+    arn = stack["StateMachineArn"].replace(":stateMachine:", ":execution:") + ":run-1"
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    stub = Stubber(sfn)
+    stub.add_response(
+        "redrive_execution", {"redriveDate": "2026-12-04T10:00:00Z"}, {"executionArn": arn}
+    )
+    stub.add_response(
+        "describe_execution",
+        {
+            "executionArn": arn,
+            "stateMachineArn": stack["StateMachineArn"],
+            "name": "run-1",
+            "status": "SUCCEEDED",
+            "startDate": "2026-12-04T09:00:00Z",
+            "output": json.dumps(SUMMARY),
+        },
+        {"executionArn": arn},
+    )
+    stub.add_response("list_map_runs", {"mapRuns": []}, {"executionArn": arn})
+    stub.activate()
+    real_client = aws_cmds.client
+    monkeypatch.setattr(
+        aws_cmds,
+        "client",
+        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
+    )
+
+    result = CliRunner().invoke(cli, ["aws", "redrive", "run-1", "--stack", "mm"])
+
+    assert result.exit_code == 0, result.output
+    assert f"redriven: {arn}" in result.output
+    assert "18 sent, 2 rejected." in result.output
+    stub.assert_no_pending_responses()
+
+
+class MapRunService:
+    """DescribeExecution / ListMapRuns / DescribeMapRun as a Map Run progresses."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def describe_execution(self, executionArn):
+        self.polls += 1
+        status = "SUCCEEDED" if self.polls >= 3 else "RUNNING"
+        return {"executionArn": executionArn, "name": "run-1", "status": status}
+
+    def list_map_runs(self, executionArn):
+        return {"mapRuns": [{"mapRunArn": executionArn + "/map"}]}
+
+    def describe_map_run(self, mapRunArn):
+        done = min(4, self.polls * 2)
+        return {"itemCounts": {"total": 4, "succeeded": done - 1, "failed": 1, "pending": 4 - done}}
+
+
+def test_follow_shows_the_map_run_progress(monkeypatch):
+    monkeypatch.setattr(aws_cmds, "sleep", lambda seconds: None)
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=False)
+
+    described = aws_cmds.follow(MapRunService(), "arn:aws:states:r:1:execution:m:run-1", console)
+
+    assert described["status"] == "SUCCEEDED"
+    assert "4/4" in out.getvalue()
+    assert "1 failed" in out.getvalue()
