@@ -10,8 +10,10 @@ dict, the same shape as the JSON files of the sending cases:
   every call (``<destination>`` in its Message is replaced by the address);
 - ``fail_all_after_successes`` with ``error_after_quota``: the daily quota;
 - ``max_send_rate_per_second`` with ``enforce_rate=True``: a token bucket holding one
-  second's worth of sends, refilled continuously; a call finding it empty is throttled
-  ("Maximum sending rate exceeded.");
+  second's worth of recipients, refilled continuously. SES counts recipients: a call is
+  accepted while at least one token is left and takes one per destination (the bucket may
+  go below zero); a call finding less than one is throttled ("Maximum sending rate
+  exceeded.");
 - ``latency_s``: time each call takes (slept through the injected ``sleep``).
 
 Every call is kept in ``calls``; every accepted message in ``accepted``.
@@ -86,7 +88,7 @@ class FakeSes:
         """How many calls were refused for the send rate."""
         return sum(1 for call in self.calls if call.error == "Throttled")
 
-    def _rate_error(self, now: float) -> Mapping[str, Any] | None:
+    def _rate_error(self, now: float, recipients: int) -> Mapping[str, Any] | None:
         if not (self.enforce_rate and self._rate > 0):
             return None
         if self._refilled_at is not None:
@@ -95,7 +97,7 @@ class FakeSes:
         self._refilled_at = now
         if self._tokens < 1.0:
             return RATE_EXCEEDED
-        self._tokens -= 1.0
+        self._tokens -= recipients
         return None
 
     def _scripted_error(self, number: int, destinations: list[str]) -> Mapping[str, Any] | None:
@@ -118,7 +120,9 @@ class FakeSes:
         with self._lock:
             number = len(self.calls) + 1
             now = self.clock()
-            error = self._rate_error(now) or self._scripted_error(number, destinations)
+            error = self._rate_error(now, len(destinations)) or self._scripted_error(
+                number, destinations
+            )
             message_id = None
             kind = None
             if error is None:

@@ -26,6 +26,10 @@ UTILISATION = 0.8
 # Region, plus the two ledger writes.
 DEFAULT_LATENCY_S = 0.1
 
+# Balanced batches never go below this many rows: each child costs a Lambda invocation and
+# a few state transitions, which tiny batches would multiply.
+MIN_BATCH_SIZE = 10
+
 
 def plan_send(
     *,
@@ -36,24 +40,50 @@ def plan_send(
     expected_latency_s: float = DEFAULT_LATENCY_S,
     tolerated_failure_percentage: int = 0,
 ) -> dict[str, Any]:
-    """Derive the Map's MaxConcurrency and each worker's rate from the campaign's send rate."""
-    batches = math.ceil(valid_rows / batch_size) if valid_rows > 0 else 0
-    ceiling = max(1, min(max_concurrency, batches))
+    """Derive the Map's MaxConcurrency and each worker's rate from the campaign's send rate.
+
+    With a rate, the batch size may shrink below ``batch_size`` so the batches share out
+    evenly over the workers: otherwise the last round runs with few workers busy and the
+    campaign as a whole falls well short of the rate.
+    """
     if not send_rate or send_rate <= 0:
-        workers = ceiling
-        per_worker_rate = 0.0
-        expected_rate = 0.0
-    else:
-        budget = send_rate * SAFETY
-        needed = max(1, math.ceil(budget * max(expected_latency_s, 0.0) / UTILISATION))
-        workers = min(needed, ceiling)
-        per_worker_rate = budget / workers
-        per_worker_capacity = math.inf if expected_latency_s <= 0 else 1 / expected_latency_s
-        expected_rate = workers * min(per_worker_rate, per_worker_capacity)
+        batches = math.ceil(valid_rows / batch_size) if valid_rows > 0 else 0
+        return _plan(
+            batch_size,
+            max(1, min(max_concurrency, batches)),
+            0.0,
+            0.0,
+            tolerated_failure_percentage,
+        )
+
+    budget = send_rate * SAFETY
+    needed = max(1, math.ceil(budget * max(expected_latency_s, 0.0) / UTILISATION))
+    workers = max(1, min(needed, max_concurrency, valid_rows))
+    batch_size = balanced_batch_size(valid_rows, batch_size, workers)
+    batches = math.ceil(valid_rows / batch_size) if valid_rows > 0 else 0
+    workers = max(1, min(workers, batches))
+    per_worker_rate = budget / workers
+    per_worker_capacity = math.inf if expected_latency_s <= 0 else 1 / expected_latency_s
+    expected_rate = workers * min(per_worker_rate, per_worker_capacity)
+    return _plan(batch_size, workers, per_worker_rate, expected_rate, tolerated_failure_percentage)
+
+
+def balanced_batch_size(rows: int, limit: int, workers: int) -> int:
+    """The batch size at most ``limit`` that gives every worker the same number of rounds."""
+    if rows <= 0:
+        return limit
+    rounds = math.ceil(rows / (workers * limit))
+    even = math.ceil(rows / (workers * rounds))
+    return max(min(limit, MIN_BATCH_SIZE), even)
+
+
+def _plan(
+    batch_size: int, workers: int, per_worker_rate: float, expected_rate: float, tolerated: int
+) -> dict[str, Any]:
     return {
         "batch_size": batch_size,
         "max_concurrency": workers,
-        "tolerated_failure_percentage": tolerated_failure_percentage,
+        "tolerated_failure_percentage": tolerated,
         "dry_run": False,
         "per_worker_rate": round(per_worker_rate, 6),
         "expected_rate": round(expected_rate, 3),
@@ -103,12 +133,16 @@ class Pacer:
             return None
         return cls(float(rate), clock=clock, sleep=sleep)
 
-    def acquire(self) -> float:
-        """Wait for the next slot; return how long this call waited, in seconds."""
+    def acquire(self, recipients: int = 1) -> float:
+        """Wait for the next slot; return how long this call waited, in seconds.
+
+        SES counts recipients, not messages, against the rate: a message to three
+        recipients goes now and holds the worker's next slot back by three intervals.
+        """
         with self._lock:
             now = self._clock()
             slot = now if self._next is None else max(now, self._next)
-            self._next = slot + self.interval
+            self._next = slot + self.interval * max(1, recipients)
         waited = slot - now
         if waited > 0:
             self._sleep(waited)

@@ -117,7 +117,8 @@ def classify_service_error(
 
     SES reports the daily quota with the same Throttling code as the rate limit, so the
     message decides: "Daily message quota exceeded" halts, "Maximum sending rate exceeded"
-    throttles.
+    throttles (https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html;
+    over SMTP both arrive as "454 Throttling failure: ...").
     """
     text = f"{where}: {code}: {message}"
     details = {"code": code, "status": status}
@@ -290,7 +291,7 @@ class _Batch:
         sender = envelope_sender(str(self.campaign["sender"]))
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
-                self.pacer.acquire()
+                self.pacer.acquire(len(destinations))
             try:
                 return self.mailer.send(raw, sender=sender, destinations=destinations)
             except (Throttled, TransientSendError) as exc:

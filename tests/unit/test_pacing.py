@@ -56,9 +56,19 @@ def test_a_small_campaign_runs_no_more_workers_than_batches():
         send_rate=100, valid_rows=40, batch_size=25, max_concurrency=40, expected_latency_s=0.1
     )
 
-    assert plan["max_concurrency"] == 2
-    # two workers cannot reach the rate; the plan says what it expects instead of pretending
-    assert plan["expected_rate"] == pytest.approx(20)
+    # batches shrink to share the rows out, but not below 10 rows
+    assert (plan["batch_size"], plan["max_concurrency"]) == (10, 4)
+    # four workers cannot reach the rate; the plan says what it expects instead of pretending
+    assert plan["expected_rate"] == pytest.approx(40)
+
+
+def test_batches_shrink_so_every_worker_gets_the_same_number_of_rounds():
+    plan = plan_send(
+        send_rate=100, valid_rows=400, batch_size=25, max_concurrency=40, expected_latency_s=0.05
+    )
+
+    # 7 workers; 16 batches of 25 would leave the third round to 2 of them
+    assert (plan["batch_size"], plan["max_concurrency"]) == (20, 7)
 
 
 def test_a_low_concurrency_bound_is_reported_as_a_lower_expected_rate():
@@ -90,10 +100,13 @@ def test_the_plan_never_exceeds_the_rate_and_reaches_95_percent_when_it_can(
 
     workers = plan["max_concurrency"]
     assert 1 <= workers <= bound
+    assert 1 <= plan["batch_size"] <= batch
     assert workers * plan["per_worker_rate"] <= rate * (1 + 1e-6)
-    enough_batches = -(-rows // batch) > workers
-    if workers < bound and enough_batches:
-        assert plan["expected_rate"] >= 0.95 * rate
+    batches = -(-rows // plan["batch_size"])
+    assert workers <= batches
+    if plan["expected_rate"] < 0.95 * rate:
+        # short of the rate only when the bound or the campaign's size caps the workers
+        assert workers in (bound, batches)
 
 
 def test_the_pacer_spaces_sends_from_slot_to_slot():
@@ -144,7 +157,8 @@ def simulate(rate, latency, *, rows, batch_size=25, jitter=0.0, overhead=0.02, s
     clock = FakeClock(start=0.0)
     ses = FakeSes({"max_send_rate_per_second": rate}, enforce_rate=True, clock=clock)
     rng = random.Random(seed)
-    batches = [min(batch_size, rows - start) for start in range(0, rows, batch_size)]
+    size = plan["batch_size"]
+    batches = [min(size, rows - start) for start in range(0, rows, size)]
     ready = [(0.0, worker) for worker in range(plan["max_concurrency"])]
     state = {}
     steady_until = None
