@@ -53,6 +53,8 @@ _PARAMETER_CHUNK = 54  # " filename*0*=utf-8''" + 54 + ";" stays under 78 charac
 class _QuotingAddressHeader(UniqueAddressHeader):
     """An address header that writes display names our way (see the module docstring)."""
 
+    name: str  # set by BaseHeader, which the registry mixes in
+
     def fold(self, *, policy: Any) -> str:
         """Render ``Name: addr, addr`` folded between words, ending in the policy's linesep."""
         tokens: list[str] = []
@@ -73,10 +75,12 @@ class _EncodedSubjectHeader(UniqueUnstructuredHeader):
     space inside an encoded-word.
     """
 
+    name: str  # set by BaseHeader, which the registry mixes in
+
     def fold(self, *, policy: Any) -> str:
         """ASCII subjects fold as usual; others become encoded-words split after spaces."""
         if str(self).isascii():
-            return super().fold(policy=policy)
+            return super().fold(policy=policy)  # type: ignore[misc]
         return _fold_tokens(f"{self.name}:", _encoded_words(str(self)), policy.linesep)
 
 
@@ -89,11 +93,13 @@ class _FilenameDispositionHeader(ContentDispositionHeader):
     parsers split on.
     """
 
+    name: str  # set by BaseHeader, which the registry mixes in
+
     def fold(self, *, policy: Any) -> str:
         """Render the disposition and its file name as described above."""
         filename = self.params.get("filename")
         if filename is None:
-            return super().fold(policy=policy)
+            return super().fold(policy=policy)  # type: ignore[misc]
         head = f"{self.name}: {self.content_disposition};"
         if _PLAIN_FILENAME.match(filename) and len(filename) < 60:
             return f'{head}{policy.linesep} filename="{filename}"{policy.linesep}'
@@ -122,12 +128,12 @@ def _percent_pieces(filename: str) -> list[str]:
     return pieces
 
 
-def _policy() -> email_policy.EmailPolicy:
+def _policy() -> email_policy.EmailPolicy[Any]:
     registry = HeaderRegistry()
     for name in _ADDRESS_HEADERS:
-        registry.map_to_type(name, _QuotingAddressHeader)
-    registry.map_to_type("subject", _EncodedSubjectHeader)
-    registry.map_to_type("content-disposition", _FilenameDispositionHeader)
+        registry.map_to_type(name, _QuotingAddressHeader)  # type: ignore[arg-type]
+    registry.map_to_type("subject", _EncodedSubjectHeader)  # type: ignore[arg-type]
+    registry.map_to_type("content-disposition", _FilenameDispositionHeader)  # type: ignore[arg-type]
     return email_policy.SMTP.clone(header_factory=registry, max_line_length=_MAX_LINE)
 
 
