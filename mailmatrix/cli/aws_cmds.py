@@ -38,7 +38,7 @@ def client(service: str, region: str | None) -> Any:
 
 def make_console() -> Console:
     """A console that never breaks ARNs and links across lines (they must stay copyable)."""
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, highlight=False, markup=False)
 
 
 class AwsCommandError(click.ClickException):
