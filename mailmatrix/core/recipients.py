@@ -150,14 +150,18 @@ class ProblemList:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         spool = self._spool
-        offset = 0
-        for _ in range(self._count):
+        offset, remaining = 0, self._count
+        while remaining > 0:
             end = spool.tell()
             spool.seek(offset)
-            line = spool.readline()
+            lines = spool.readlines(64 * 1024)[:remaining]
             offset = spool.tell()
             spool.seek(end)
-            yield json.loads(line)
+            if not lines:
+                break
+            remaining -= len(lines)
+            for line in lines:
+                yield json.loads(line.decode("utf-8"))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return list(self)[index]

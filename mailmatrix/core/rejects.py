@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 COLUMNS = ("row", "outcome", "column", "reason", "email")
@@ -23,27 +24,27 @@ def neutralise(cell: object) -> str:
     return text
 
 
-def report_lines(report: Any) -> list[dict[str, Any]]:
-    """Gather rejected, duplicate and skipped rows of an IntakeReport, in row order."""
-    lines: list[dict[str, Any]] = []
-    for item in report.rejected:
-        lines.append({"outcome": "rejected", **item})
-    for item in report.duplicates:
-        conflict = " with different values" if item.get("conflicting") else ""
-        reason = f"duplicate of row {item['first_row']}{conflict}; not sent again"
-        lines.append(
-            {
-                "row": item["row"],
-                "outcome": "duplicate",
-                "column": "Email",
-                "reason": reason,
-                "email": item.get("email", ""),
-            }
-        )
-    for item in report.skipped:
-        lines.append({"outcome": "skipped", "column": "", "email": "", **item})
-    lines.sort(key=lambda line: line["row"])
-    return lines
+def report_lines(report: Any) -> Iterator[dict[str, Any]]:
+    """Yield the rejected, duplicate and skipped rows of an IntakeReport, in row order.
+
+    Each list is already in file order, so they are merged as streams, never held at once.
+    """
+    rejected = ({"outcome": "rejected", **item} for item in report.rejected)
+    duplicates = (_duplicate_line(item) for item in report.duplicates)
+    skipped = ({"outcome": "skipped", "column": "", "email": "", **item} for item in report.skipped)
+    return heapq.merge(rejected, duplicates, skipped, key=lambda line: line["row"])
+
+
+def _duplicate_line(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Word a duplicate for the report."""
+    conflict = " with different values" if item.get("conflicting") else ""
+    return {
+        "row": item["row"],
+        "outcome": "duplicate",
+        "column": "Email",
+        "reason": f"duplicate of row {item['first_row']}{conflict}; not sent again",
+        "email": item.get("email", ""),
+    }
 
 
 def write_rejects(report: Any, out: BinaryIO) -> int:
