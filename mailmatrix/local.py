@@ -17,10 +17,12 @@ run wires exactly the functions AWS would run.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ DEFAULT_TEMPLATES = REPO / "templates"
 LOCAL_BUCKET = "mailmatrix-local"
 LOCAL_REGION = "local"
 LOCAL_ACCOUNT = "000000000000"
+LAMBDA_LOGGER = "mailmatrix"  # the powertools Logger(service="mailmatrix") of the handlers
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,8 @@ def build_registry(
     registry = ResourceRegistry()
     for name, target in sam_functions(template).items():
         registry.register_lambda(name, target)
+        importlib.import_module(target.partition(":")[0])
+    _route_handler_logs(workdir)
 
     notifier = LocalNotifier(workdir.notifications, echo=echo)
 
@@ -243,6 +248,26 @@ def build_registry(
         lambda bucket, key, data: storage(bucket).put(key, data),
     )
     return registry
+
+
+def _route_handler_logs(workdir: Workdir) -> None:
+    """Send the handlers' structured logs to WORKDIR/logs/lambda.jsonl, not the terminal.
+
+    On AWS they go to CloudWatch Logs; locally the terminal belongs to the person running the
+    CLI, and `run --json` must print nothing but its JSON object on stdout.
+    """
+    logger = logging.getLogger(LAMBDA_LOGGER)
+    path = workdir.root / "logs" / "lambda.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            stream = handler.stream
+            if getattr(stream, "name", None) != str(path):
+                handler.setStream(path.open("a", encoding="utf-8"))
+                if stream not in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                    stream.close()
 
 
 def settings_for(workdir: Workdir) -> dict[str, str]:
@@ -359,12 +384,14 @@ def execute(
     with environment(env):
         send_batch_app.reset()
         engine = start_engine(wd, build_registry(wd, echo=echo))
-        return engine.start(
+        record = engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             event,
             substitutions=sam_substitutions(template),
             listener=listener,
         )
+        record["history"] = engine.history(record["name"])
+        return record
 
 
 def redrive(workdir: Path, execution_id: str, *, listener: Any = None, echo: Any = None) -> Any:
@@ -375,7 +402,9 @@ def redrive(workdir: Path, execution_id: str, *, listener: Any = None, echo: Any
     with environment(settings_for(wd)):
         send_batch_app.reset()
         engine = start_engine(wd, build_registry(wd, echo=echo))
-        return engine.redrive(execution_id, listener=listener)
+        record = engine.redrive(execution_id, listener=listener)
+        record["history"] = engine.history(record["name"])
+        return record
 
 
 def reset_workdir(workdir: Path) -> None:

@@ -58,7 +58,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _rejects(path: Path) -> list[dict[str, str]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError:
         return []
     return list(csv.DictReader(io.StringIO(text)))
@@ -66,7 +66,10 @@ def _rejects(path: Path) -> list[dict[str, str]]:
 
 def outcome_of(record: Any, workdir: Workdir) -> dict[str, Any]:
     """The run's result as the JSON object `run --json` prints."""
-    output = record.output if isinstance(record.output, dict) else {}
+    output = record.get("output")
+    if isinstance(output, str):
+        output = json.loads(output or "{}")
+    output = output if isinstance(output, dict) else {}
     validation = _validation_of(record)
     campaign = validation.get("campaign", {})
     counts = dict(output.get("counts") or {})
@@ -86,23 +89,24 @@ def outcome_of(record: Any, workdir: Workdir) -> dict[str, Any]:
         f"reports/{campaign['id']}/report.csv" if campaign else None
     )
     result = {
-        "execution": record.execution_arn,
-        "status": record.status,
+        "execution": record["name"],
+        "execution_arn": record["executionArn"],
+        "status": record["status"],
         "counts": counts,
         "outbox": str(workdir.outbox),
         "report": str(workdir.bucket / report) if report else None,
         "rejects": str(workdir.bucket / campaign["rejects_key"]) if campaign else None,
         "outcome": output.get("outcome"),
     }
-    if record.status != "SUCCEEDED":
-        result["error"] = record.error
-        result["cause"] = record.cause
+    if record["status"] != "SUCCEEDED":
+        result["error"] = record.get("error")
+        result["cause"] = record.get("cause")
     return result
 
 
 def _validation_of(record: Any) -> dict[str, Any]:
     """The ValidateRecipients result, from the execution's history."""
-    for event in record.history or []:
+    for event in record.get("history") or []:
         details = event.get("stateExitedEventDetails") or {}
         if details.get("name") == "AnythingToSend":
             return json.loads(details.get("output") or "{}").get("validation", {})

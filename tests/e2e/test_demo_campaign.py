@@ -71,7 +71,7 @@ def test_first_run_succeeds_with_the_expected_counts(first_run):
 def test_rejected_rows_are_reported_with_line_and_reason(first_run):
     workdir, _, summary = first_run
 
-    with open(summary["rejects"], encoding="utf-8", newline="") as stream:
+    with open(summary["rejects"], encoding="utf-8-sig", newline="") as stream:
         rejects = {int(r["row"]): r for r in csv.DictReader(stream)}
 
     assert sorted(rejects) == [INVALID_ADDRESS_LINE, MISSING_PDF_LINE]
