@@ -7,14 +7,16 @@ set -euo pipefail
 cd "${0%/*}"
 export MAILMATRIX_ROOT="$(cd .. && pwd)"
 
+# Only shell builtins until here, so the check works on any PATH.
 if ! command -v sam >/dev/null 2>&1; then
-    cat >&2 <<'HELP'
-deploy: the AWS SAM CLI is not installed (it is not part of the project's dev dependencies).
-Install it with one of:
-  pipx install aws-sam-cli            # or: python3 -m pip install --user aws-sam-cli
-  https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html
-and configure AWS credentials (aws configure, or AWS_PROFILE), then run `make deploy` again.
-HELP
+    {
+        echo "deploy: the AWS SAM CLI is not installed (it is not among the dev dependencies)."
+        echo "Install it with one of:"
+        echo "  pipx install aws-sam-cli"
+        echo "  python3 -m pip install --user aws-sam-cli"
+        echo "  https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/install-sam-cli.html"
+        echo "then configure AWS credentials (aws configure, or AWS_PROFILE) and run 'make deploy' again."
+    } >&2
     exit 2
 fi
 if ! command -v aws >/dev/null 2>&1; then

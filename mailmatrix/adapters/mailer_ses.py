@@ -15,38 +15,19 @@ from botocore.exceptions import (
 )
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import (
-    AccountSendingHalted,
-    PermanentSendError,
-    SendError,
-    Throttled,
-    TransientSendError,
-)
+from mailmatrix.core.send import classify_service_error
+from mailmatrix.errors import AccountSendingHalted, SendError, TransientSendError
 
 logger = logging.getLogger(__name__)
 
-# SES reports both account limits with the same throttling code; only the message text tells
-# the daily quota (not retryable until the 24-hour window moves) from the send rate:
-# https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html
-_THROTTLING_CODES = {
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "LimitExceededException",
-}
-_DAILY_QUOTA_TEXT = "daily message quota exceeded"
+# Codes that mean no row of the campaign can go (on top of core's account-level codes): the
+# configuration set is missing or the role may not send as this identity.
 _HALTING_CODES = {
-    "AccountSendingPausedException",
-    "SendingPausedException",
-    "AccountSuspendedException",
-    "MailFromDomainNotVerified",
-    "MailFromDomainNotVerifiedException",
-    "ConfigurationSetDoesNotExist",
     "NotFoundException",
+    "ConfigurationSetDoesNotExist",
     "AccessDenied",
     "AccessDeniedException",
 }
-_PERMANENT_CODES = {"MessageRejected", "BadRequestException", "InvalidParameterValue"}
 _NOT_VERIFIED_TEXT = "not verified"
 
 
@@ -80,29 +61,21 @@ class SesMailer:
 
 
 def classify(error: ClientError, *, sender: str = "") -> SendError:
-    """Turn an SES ClientError into Throttled, AccountSendingHalted, Permanent or Transient."""
+    """Turn an SES ClientError into Throttled, AccountSendingHalted, Permanent or Transient.
+
+    Core's classify_service_error holds the rules shared by every mail service (the daily
+    quota and the send rate share one throttling code; the message tells them apart:
+    https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html). Here only
+    what is particular to SES v2 is added.
+    """
     code = _aws.error_code(error)
     message = _aws.error_message(error)
-    status = _aws.http_status(error)
-    details = {"code": code, "reason": message}
+    status = _aws.http_status(error) or None
     text = f"ses: send_email: {code}: {message}"
-
-    if code in _THROTTLING_CODES:
-        if _DAILY_QUOTA_TEXT in message.lower():
-            return AccountSendingHalted(text, details=details)
-        return Throttled(text, details=details)
-    if code in _HALTING_CODES:
-        return AccountSendingHalted(text, details=details)
-    if code in _PERMANENT_CODES:
-        if _sender_not_verified(message, sender):
-            # The sender's own identity failed the check: no row can go, so stop the run.
-            return AccountSendingHalted(text, details=details)
-        return PermanentSendError(text, details=details)
-    if status >= 500 or code in {"InternalFailure", "ServiceUnavailable", "RequestTimeout"}:
-        return TransientSendError(text, details=details)
-    # NOTE: an unknown 4xx code is treated as transient, so the batch fails and is retried
-    # rather than rows being marked failed for a reason nobody classified.
-    return TransientSendError(text, details=details)
+    if code in _HALTING_CODES or _sender_not_verified(message, sender):
+        # The sender's own identity failed the check, or the set is gone: no row can go.
+        return AccountSendingHalted(text, details={"code": code, "status": status})
+    return classify_service_error(code, message, status=status, where="ses: send_email")
 
 
 def _sender_not_verified(message: str, sender: str) -> bool:
