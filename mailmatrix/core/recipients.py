@@ -588,6 +588,9 @@ class _Intake:
 
     def _reject(self, row: int, column: str, reason: str, email: str) -> None:
         """File a rejected row with a reason a person can act on."""
+        if _UNDECODABLE.search(reason + email):  # undecodable bytes cannot be written out
+            reason = _UNDECODABLE.sub("\ufffd", reason)
+            email = _UNDECODABLE.sub("\ufffd", email)
         self.report.rejected.append(
             {"row": row, "column": column, "reason": reason, "email": mask(email)}
         )

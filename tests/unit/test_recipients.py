@@ -5,9 +5,12 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.recipients import (
@@ -16,6 +19,7 @@ from mailmatrix.core.recipients import (
     normalise_header,
     validate_recipients,
 )
+from mailmatrix.core.rejects import write_rejects
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.ports import ObjectInfo
 
@@ -687,3 +691,42 @@ def test_rows_are_emitted_while_reading_not_after():
     # THEN the first row went out when only the start of the file had been read
     assert len(positions) == 40_000
     assert positions[0] <= 256 * 1024 < len(raw)
+
+
+# --- any input: a clear outcome, never a crash ------------------------------------------
+
+_PIECES = st.sampled_from(
+    [",", ";", "\t", "|", '"', "\r\n", "\n", "\r", " ", "\x00", "\x1b", "\u2028", "@", "é",
+     "王", "\ufeff", "alice@example.com", "bob@bücher.example", "josé@example.com", "active",
+     "unsubscribed", "alice.pdf", "../x", "Name", "=1+1"]
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    body=st.lists(_PIECES, max_size=60).map("".join),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "cp1252"]),
+    stray=st.binary(max_size=3),
+)
+def test_any_input_ends_in_a_report_or_one_file_error(body, encoding, stray):
+    # GIVEN a header and a random body, possibly with bytes the encoding cannot decode
+    raw = (HEADER + body).encode(encoding, errors="replace") + stray
+
+    # WHEN it is validated
+    try:
+        report, rows = run(raw)
+    except (InputFileError, TemplateError) as error:
+        assert str(error).startswith("incoming/test.csv: ")
+        return
+
+    # THEN the counts add up, and every output is clean, serialisable text
+    assert report.rows == report.valid + len(report.rejected) + len(report.duplicates) + len(
+        report.skipped
+    )
+    assert len(rows) == report.valid
+    for row in rows:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+        for column in ("Email", "Name", "Status", "Attachment_File"):
+            assert not any(ch in row["fields"][column] for ch in "\x00\r\n\x1b\u2028")
+    json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
+    write_rejects(report, io.BytesIO())
