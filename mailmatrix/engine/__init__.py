@@ -7,7 +7,7 @@ execution as it runs.
 
 from __future__ import annotations
 
-from mailmatrix.engine.engine import Engine
+from mailmatrix.engine.engine import Engine, ExecutionRecord
 from mailmatrix.engine.errors import StatesError
 from mailmatrix.engine.listener import Listener
 from mailmatrix.engine.registry import (
@@ -19,6 +19,7 @@ from mailmatrix.engine.registry import (
 
 __all__ = [
     "Engine",
+    "ExecutionRecord",
     "LambdaContext",
     "Listener",
     "ProcessInvoker",

@@ -26,6 +26,55 @@ _INPUT_LIMIT = 256 * 1024
 REDRIVABLE = ("FAILED", "TIMED_OUT", "ABORTED")
 
 
+class ExecutionRecord(dict):
+    """An execution record: the persisted dict, also readable through attributes.
+
+    ``record["status"]`` and ``record.status`` are the same; ``record.history`` holds the
+    parent execution's history events (not persisted in execution.json, see history.jsonl).
+    """
+
+    history: list[dict[str, Any]]
+
+    def __init__(self, data: dict[str, Any], history: list[dict[str, Any]] | None = None):
+        super().__init__(data)
+        self.history = history or []
+
+    @property
+    def execution_id(self) -> str:
+        """The execution's name, its id in the store."""
+        return str(self["name"])
+
+    @property
+    def execution_arn(self) -> str:
+        """The execution's ARN ($$.Execution.Id)."""
+        return str(self["executionArn"])
+
+    @property
+    def status(self) -> str:
+        """RUNNING, SUCCEEDED, FAILED or TIMED_OUT."""
+        return str(self["status"])
+
+    @property
+    def output(self) -> Any:
+        """The execution's output (None unless it succeeded)."""
+        return self.get("output")
+
+    @property
+    def error(self) -> str | None:
+        """The error name of a failed execution."""
+        return self.get("error")
+
+    @property
+    def cause(self) -> str | None:
+        """The cause of a failed execution."""
+        return self.get("cause")
+
+    @property
+    def redrive_count(self) -> int:
+        """How many times the execution was redriven."""
+        return int(self.get("redriveCount", 0))
+
+
 class Engine:
     """Runs state machine definitions locally and keeps their executions on disk."""
 
@@ -47,7 +96,7 @@ class Engine:
         substitutions: dict[str, str] | None = None,
         listener: Any = None,
         state_machine_name: str = "LocalStateMachine",
-    ) -> dict[str, Any]:
+    ) -> ExecutionRecord:
         """Run a definition to its end and return the execution record."""
         machine = definitions.load(definition_text, substitutions)
         data = {} if input_dict is None else input_dict
@@ -82,7 +131,7 @@ class Engine:
             record, machine, data, log, listener, start_at=None, map_runs={}, partials={}
         )
 
-    def redrive(self, execution_id: str, listener: Any = None) -> dict[str, Any]:
+    def redrive(self, execution_id: str, listener: Any = None) -> ExecutionRecord:
         """Rerun a failed execution from the state that failed, as RedriveExecution does."""
         record = self.store.load(execution_id)
         if record["status"] not in REDRIVABLE:
@@ -132,11 +181,11 @@ class Engine:
         )
         return [{k: r[k] for k in keep if k in r} for r in self.store.list_records()]
 
-    def describe(self, execution_id: str) -> dict[str, Any]:
-        """The full record of one execution, with its Map Runs."""
+    def describe(self, execution_id: str) -> ExecutionRecord:
+        """The full record of one execution, with its Map Runs and history."""
         record = self.store.load(execution_id)
         record["mapRuns"] = self.store.map_runs(execution_id)
-        return record
+        return ExecutionRecord(record, self.store.history(execution_id))
 
     def history(self, execution_id: str) -> list[dict[str, Any]]:
         """The history events of one execution."""
@@ -170,7 +219,7 @@ class Engine:
         start_at: str | None,
         map_runs: dict[str, str],
         partials: dict[str, dict[int, Any]],
-    ) -> dict[str, Any]:
+    ) -> ExecutionRecord:
         notifier: Notifier = log.notifier  # type: ignore[attr-defined]
         map_runner = MapRunner(self.store, notifier, record["stateMachineName"])
         began = time.monotonic()
@@ -231,14 +280,14 @@ class Engine:
             }
             self.store.save(record)
             logger.debug("execution %s failed: %s", record["name"], err.error)
-            return record
+            return ExecutionRecord(record, self.store.history(record["name"]))
         log.add(
             "ExecutionSucceeded", {"output": dumps(output), "outputDetails": {"truncated": False}}
         )
         record.update(status="SUCCEEDED", stopDate=now_iso(), output=output)
         record.pop("failedState", None)
         self.store.save(record)
-        return record
+        return ExecutionRecord(record, self.store.history(record["name"]))
 
 
 __all__ = ["Engine"]
