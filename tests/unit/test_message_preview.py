@@ -1,0 +1,147 @@
+"""`mailmatrix preview FILE.csv --row N`: files written, what is printed, exit codes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmatrix.cli import exits
+from mailmatrix.cli.preview_cmd import preview_command
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CSV = REPO / "examples" / "offer-letters" / "recipients.csv"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "rendering"
+CASE_15 = FIXTURES / "15-mime-structure-and-attachment-filename"
+CASE_16 = FIXTURES / "16-undefined-template-variable"
+
+
+@pytest.fixture(autouse=True)
+def no_environment_settings(monkeypatch):
+    monkeypatch.delenv("MAILMATRIX_SENDER", raising=False)
+    monkeypatch.delenv("MAILMATRIX_UNSUBSCRIBE", raising=False)
+
+
+def preview(*args: str):
+    return CliRunner().invoke(preview_command, [str(a) for a in args])
+
+
+def demo_line(status: str) -> int:
+    """The line number of the first demo row with ``status``."""
+    lines = DEMO_CSV.read_text(encoding="utf-8").splitlines()
+    return next(n for n, line in enumerate(lines, start=1) if f",{status}," in line)
+
+
+def test_preview_writes_eml_and_html_and_prints_headers_and_tree(tmp_path):
+    line = demo_line("Offer")
+    result = preview(DEMO_CSV, "--row", line, "--out", tmp_path, "--unsubscribe", "mailto:u@x.org")
+
+    assert result.exit_code == exits.OK, result.output
+    raw = (tmp_path / f"{line}.eml").read_bytes()
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    html = (tmp_path / f"{line}.html").read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "Dana Whitfield" in html
+    assert f"{DEMO_CSV}: row {line}: template offer\n" in result.output
+    assert "From: Acme Talent <talent@example.com>\n" in result.output
+    assert f"Subject: {msg['Subject']}\n" in result.output
+    assert "List-Unsubscribe: <mailto:u@x.org>\n" in result.output
+    assert msg["List-Unsubscribe"] == "<mailto:u@x.org>"
+    tree = result.output.split("MIME tree:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    attachment = next(msg.iter_attachments())
+    assert [line.split(" (")[0] for line in tree] == [
+        "  multipart/mixed",
+        "    multipart/alternative",
+        "      text/plain",
+        "      text/html",
+        "    application/pdf",
+    ]
+    assert f"(attachment; {attachment.get_filename()!r};" in tree[-1]
+    assert f"{len(raw):,} bytes as sent" in result.output
+
+
+def test_rejected_row_exits_4_with_the_reason(tmp_path):
+    lines = DEMO_CSV.read_text(encoding="utf-8").splitlines()
+    bad = next(n for n, text in enumerate(lines, start=1) if text.startswith("kwame.mensah@"))
+    result = preview(DEMO_CSV, "--row", bad, "--out", tmp_path)
+    assert result.exit_code == exits.ROWS_REJECTED
+    assert f"row {bad}: rejected: Email: " in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_row_that_does_not_exist_is_a_usage_error(tmp_path):
+    result = preview(DEMO_CSV, "--row", 999, "--out", tmp_path)
+    assert result.exit_code == exits.USAGE
+    assert "no row starts on line 999" in result.output
+    assert preview(DEMO_CSV, "--row", 1).exit_code == exits.USAGE  # the header is no row
+
+
+def test_templates_that_do_not_fit_the_columns_make_the_file_unusable(tmp_path):
+    result = preview(
+        CASE_16 / "recipients.csv",
+        "--row",
+        2,
+        "--templates",
+        CASE_16 / "templates",
+        "--sender",
+        "s@example.com",
+        "--out",
+        tmp_path,
+    )
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert "body.txt: FirstName; body.html: Balance" in result.output
+
+
+def test_without_any_sender_it_says_where_to_set_one(tmp_path):
+    result = preview(
+        CASE_15 / "recipients.csv",
+        "--row",
+        2,
+        "--templates",
+        CASE_15 / "templates",
+        "--out",
+        tmp_path,
+    )
+    assert result.exit_code == exits.USAGE
+    assert "pass --sender, set MAILMATRIX_SENDER or 'sender'" in result.output
+
+
+def test_sender_from_the_environment_and_non_ascii_attachment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILMATRIX_SENDER", "Certificates <certs@example.com>")
+    result = preview(
+        CASE_15 / "recipients.csv",
+        "--row",
+        2,
+        "--templates",
+        CASE_15 / "templates",
+        "--out",
+        tmp_path,
+    )
+    assert result.exit_code == exits.OK, result.output
+    msg = email.message_from_bytes((tmp_path / "2.eml").read_bytes(), policy=email.policy.default)
+    assert str(msg["From"]) == "Certificates <certs@example.com>"
+    assert next(msg.iter_attachments()).get_filename() == "Diplom_Zdeňka Šťastná.pdf"
+
+
+def test_text_only_set_previews_as_a_pre_page(tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Hi {{ Name }}", encoding="utf-8")
+    (templates / "body.txt").write_text("Dear {{ Name }} <3\n", encoding="utf-8")
+    result = preview(
+        CASE_15 / "recipients.csv",
+        "--row",
+        3,
+        "--templates",
+        templates,
+        "--sender",
+        "s@example.com",
+        "--out",
+        tmp_path / "out",
+    )
+    assert result.exit_code == exits.OK, result.output
+    page = (tmp_path / "out" / "3.html").read_text(encoding="utf-8")
+    assert "<pre>Dear Pat Example &lt;3\n</pre>" in page
+    assert "<title>Hi Pat Example</title>" in page
