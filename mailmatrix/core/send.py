@@ -261,11 +261,13 @@ class _Batch:
         if halt is None:
             return
         hold = float(self.campaign.get("halt_hold_seconds", self.policy.halt_hold_s))
-        if self.clock() - halt.at < hold:
+        left = halt.at + hold - self.clock()
+        if left > 0:
             raise _Stop(
                 AccountSendingHalted(
                     f"send_batch: campaign {self.campaign_id} halted by attempt {halt.attempt}:"
-                    f" {halt.reason}",
+                    f" {halt.reason} (batches stop for {hold:.0f} s after a halt: redrive in"
+                    f" {left:.0f} s or later, once the cause is fixed)",
                     details={"code": halt.code, "halted_at": halt.at},
                 )
             )
@@ -294,20 +296,6 @@ class _Batch:
                 self.pacer.acquire(len(destinations))
             try:
                 return self.mailer.send(raw, sender=sender, destinations=destinations)
-            except (Throttled, TransientSendError) as exc:
-                if tries == self.policy.tries:
-                    self.ledger.record_failed(
-                        item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
-                    )
-                    raise _Stop(
-                        type(exc)(
-                            f"send_batch: row {item['row']}: gave up after {tries} tries:"
-                            f" {error_text(exc)}",
-                            details={"code": error_code(exc)},
-                        )
-                    ) from exc
-                log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
-                self.sleep(self.policy.backoff(tries, self.rng))
             except AccountSendingHalted as exc:
                 self.ledger.record_failed(
                     item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
@@ -324,6 +312,23 @@ class _Batch:
                         details={"code": error_code(exc)},
                     )
                 ) from exc
+            except SendError as exc:
+                if not exc.retryable:
+                    raise
+                if tries == self.policy.tries:
+                    self.ledger.record_failed(
+                        item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
+                    )
+                    kind = Throttled if isinstance(exc, Throttled) else TransientSendError
+                    raise _Stop(
+                        kind(
+                            f"send_batch: row {item['row']}: gave up after {tries} tries:"
+                            f" {error_text(exc)}",
+                            details={"code": error_code(exc)},
+                        )
+                    ) from exc
+                log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
+                self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
 
     def send_row(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> None:
@@ -394,7 +399,7 @@ class _Batch:
 
         try:
             message_id = self.deliver(item, raw, destinations)
-        except PermanentSendError as exc:
+        except SendError as exc:  # not retryable, not an account halt: this row only
             self.fail(item, error_code(exc), error_text(exc))
             return
         self.ledger.record_sent(item["key"], message_id=message_id)

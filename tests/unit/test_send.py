@@ -21,6 +21,7 @@ from mailmatrix.core.send import (
 from mailmatrix.errors import (
     AccountSendingHalted,
     PermanentSendError,
+    SendError,
     StorageError,
     Throttled,
     TransientSendError,
@@ -344,3 +345,46 @@ def test_core_logs_no_addresses(ledger, clock, caplog):
 def test_sizes_read_as_mebibytes():
     assert format_size(10 * 1024 * 1024) == "10 MiB"
     assert format_size(11_481_000) == "10.95 MiB"
+
+
+class Scripted:
+    """A mailer that raises the given errors in turn, then accepts."""
+
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def send(self, raw, *, sender, destinations):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return f"id-{self.calls}"
+
+
+def test_other_mailers_errors_follow_their_retryable_flag(ledger, clock):
+    class PassingFault(SendError):
+        retryable = True
+
+    mailer = Scripted(PassingFault("smtp: 421 try later"), SendError("smtp: 550 no such user"))
+
+    result = run(items(2), mailer, ledger, clock)
+
+    # row 2: the passing fault is retried, then the 550 fails the row; row 3 goes out
+    assert result.to_dict()["rows"] == [
+        {"row": 2, "status": "failed", "code": "SendError", "reason": "smtp: 550 no such user"},
+        {"row": 3, "status": "sent", "message_id": "id-3"},
+    ]
+    assert len(clock.slept) == 1
+
+
+def test_a_redrive_within_the_hold_is_told_when_to_come_back(ledger, clock):
+    ledger.halt(CID, code="Throttling", reason="Daily message quota exceeded.", attempt="x")
+    clock.sleep(15)
+
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(items(1), Scripted(), ledger, clock)
+
+    assert halted.value.message == (
+        f"send_batch: campaign {CID} halted by attempt x: Daily message quota exceeded."
+        " (batches stop for 60 s after a halt: redrive in 45 s or later, once the cause is fixed)"
+    )
