@@ -444,3 +444,52 @@ def test_context_object_execution_fields(engine: Engine) -> None:
         "state": "P",
         "machine": "Demo",
     }
+
+
+def test_record_reads_as_dict_and_attributes(engine: Engine) -> None:
+    definition = {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E", "Cause": "c"}}}
+    record = run(engine, definition, name="rec")
+    assert (record.status, record.error, record.cause) == ("FAILED", "E", "c")
+    assert record.execution_arn == record["executionArn"]
+    assert [e["type"] for e in record.history] == [
+        "ExecutionStarted",
+        "FailStateEntered",
+        "ExecutionFailed",
+    ]
+    assert engine.describe("rec").history == record.history
+
+
+def test_real_definition_failure_path_notifies_and_fails(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    repo = pathlib.Path(__file__).parents[2]
+
+    def validate(event: Any, context: Any) -> Any:
+        raise ValueError("no Email column")
+
+    published: list[dict] = []
+    registry.register_lambda("Validate", validate)
+    registry.register_service(
+        "arn:aws:states:::sns:publish", lambda p: published.append(p) or {"MessageId": "m"}
+    )
+    subs = {
+        "ValidateFunctionArn": "Validate",
+        "SendBatchFunctionArn": "Send",
+        "SummarizeFunctionArn": "Summarize",
+        "SummaryTopicArn": "arn:summary",
+        "AlertTopicArn": "arn:alert",
+    }
+    record = engine.start(
+        (repo / "statemachine" / "mailmatrix.asl.json").read_text(),
+        {"detail": {}},
+        substitutions=subs,
+        name="bad",
+    )
+    assert record.error == "ValueError"
+    assert json.loads(record.cause)["errorMessage"] == "no Email column"
+    (alert,) = published
+    assert alert["TopicArn"] == "arn:alert"
+    assert alert["Message"].startswith(
+        f"MailMatrix execution {record.execution_arn} failed.\nError: ValueError\nCause: "
+    )
+    assert record["failedState"]["state"] == "RunFailed"
