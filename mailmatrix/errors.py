@@ -12,7 +12,6 @@ from __future__ import annotations
 class MailMatrixError(Exception):
     """Root of every error MailMatrix raises on purpose."""
 
-
     def __init__(self, message: str, *, details: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -23,25 +22,20 @@ class ConfigurationError(MailMatrixError):
     """A setting, flag or environment variable is missing or malformed."""
 
 
-
 class InputFileError(MailMatrixError):
     """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
-
 
 
 class TemplateError(MailMatrixError):
     """A template cannot be loaded, compiled, or uses variables the CSV does not have."""
 
 
-
 class StorageError(MailMatrixError):
     """An object could not be read from or written to storage."""
 
 
-
 class NotFoundError(StorageError):
     """The object or key does not exist."""
-
 
 
 class SendError(MailMatrixError):
@@ -66,7 +60,6 @@ class PermanentSendError(SendError):
     """This message will never be accepted (address rejected, too large, suppressed)."""
 
 
-
 class AccountSendingHalted(SendError):
     """The account cannot send now: daily quota used up, sending paused, identity unverified.
 
@@ -74,17 +67,13 @@ class AccountSendingHalted(SendError):
     """
 
 
-
 class LedgerError(MailMatrixError):
     """The send ledger could not be read or written."""
-
 
 
 class EngineError(MailMatrixError):
     """The local state machine engine refused a definition or failed to run it."""
 
 
-
 class DefinitionError(EngineError):
     """The state machine definition is invalid or uses something the engine does not support."""
-

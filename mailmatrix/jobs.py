@@ -136,7 +136,7 @@ def validate_job(
     storage.put(rejects_key, rejects.getvalue(), content_type="text/csv; charset=utf-8")
     storage.put(
         f"reports/{campaign_id}/validation.json",
-        json.dumps(report.to_dict(), ensure_ascii=False, indent=2).encode(),
+        json.dumps(report.to_dict(limit=1000), ensure_ascii=False, indent=2).encode(),
         content_type="application/json",
     )
 

@@ -69,7 +69,7 @@ def test_first_run_succeeds_with_the_expected_counts(first_run):
 
 
 def test_rejected_rows_are_reported_with_line_and_reason(first_run):
-    workdir, _, summary = first_run
+    _, _, summary = first_run
 
     with open(summary["rejects"], encoding="utf-8-sig", newline="") as stream:
         rejects = {int(r["row"]): r for r in csv.DictReader(stream)}

@@ -25,7 +25,7 @@ def test_put_get_head_and_list_in_key_order(tmp_path):
 
 
 def test_missing_object_is_not_found(tmp_path):
-    with pytest.raises(NotFoundError, match="no such object: incoming/x.csv"):
+    with pytest.raises(NotFoundError, match=r"no such object: incoming/x\.csv"):
         LocalStorage(tmp_path).get("incoming/x.csv")
 
 
