@@ -59,7 +59,7 @@ class SmtpMailer:
         self.ssl_context = ssl_context or ssl.create_default_context()
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[smtplib.SMTP] = []
+        self._connections: dict[smtplib.SMTP, threading.Thread] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SmtpMailer:
@@ -123,12 +123,9 @@ class SmtpMailer:
     def close(self) -> None:
         """Say QUIT on every connection this mailer opened."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections, self._connections = list(self._connections), {}
         for connection in connections:
-            try:
-                connection.quit()
-            except (smtplib.SMTPException, OSError):
-                connection.close()
+            _quit(connection)
         self._local = threading.local()
 
     @property
@@ -142,7 +139,13 @@ class SmtpMailer:
         connection = self._connect()
         self._local.connection = connection
         with self._lock:
-            self._connections.append(connection)
+            # Engines may run each batch on a new thread: close what finished threads left.
+            ended = [c for c, thread in self._connections.items() if not thread.is_alive()]
+            for old in ended:
+                del self._connections[old]
+            self._connections[connection] = threading.current_thread()
+        for old in ended:
+            _quit(old)
         return connection, False
 
     def _connect(self) -> smtplib.SMTP:
@@ -233,9 +236,15 @@ class SmtpMailer:
         self._local.connection = None
         if connection is not None:
             with self._lock:
-                if connection in self._connections:
-                    self._connections.remove(connection)
+                self._connections.pop(connection, None)
             connection.close()
+
+
+def _quit(connection: smtplib.SMTP) -> None:
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
 
 
 class _StaleConnection(Exception):

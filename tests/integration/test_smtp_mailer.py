@@ -338,3 +338,21 @@ def test_url_defaults():
     assert (mailer.server.username, mailer.server.password) == ("u@x", "p%w")
     assert SmtpMailer.from_url("smtps://relay.example.com").server.port == 465
     assert SmtpMailer.from_url("smtp://relay.example.com").server.port == 25
+
+
+def test_connections_of_finished_threads_are_closed():
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        for _ in range(3):  # as an engine that runs every batch on a new thread
+            worker = threading.Thread(
+                target=mailer.send,
+                args=(message(),),
+                kwargs={"sender": SENDER, "destinations": ["amy@example.com"]},
+            )
+            worker.start()
+            worker.join(timeout=30)
+        assert len(mailer._connections) == 1  # the last thread's; earlier ones said QUIT
+        mailer.close()
+        assert mailer._connections == {}
+    assert len(handler.envelopes) == 3
