@@ -8,8 +8,8 @@ encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA (Pun
 
 Display names are quoted unless they are only ASCII letters, digits and spaces: RFC 5322
 allows some specials bare (an apostrophe), but some receivers (Yahoo) refuse them.
-CSV values cannot add headers: CR, LF and other control characters are removed from every
-value that goes into a header.
+CSV values cannot add headers: CR, LF and other control characters in any value that goes
+into a header are replaced by a space (and runs of blanks in display names by one).
 """
 
 from __future__ import annotations
