@@ -341,7 +341,10 @@ def sfn_run_cmd(
     functions: tuple[str, ...],
     workdir: pathlib.Path,
 ) -> None:
-    """Run DEFINITION.json; print the output as JSON, or the error and cause (exit 1)."""
+    """Run DEFINITION.json; print the output as JSON, or the error and cause (exit 1).
+
+    ItemReader and ResultWriter objects live under WORKDIR/bucket/BUCKET/KEY.
+    """
     try:
         data = json.loads(input_text)
     except ValueError as exc:
