@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")
+metrics = Metrics(namespace="MailMatrix", service="mailmatrix")
 
 
 def describe(event_type: str, detail: dict[str, Any]) -> str:
@@ -50,10 +52,14 @@ def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Record the SES event carried by the EventBridge ``event``."""
     ledger = ledger_from(Settings.from_env())
     result = record(event.get("detail", {}), ledger)
+    name = "SesEventRecorded" if result["recorded"] else "SesEventUnmatched"
+    metrics.add_dimension(name="event", value=result["event"])
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     if result["recorded"]:
         logger.info("SES event recorded", event_type=result["event"], row=result["row"])
     else:

@@ -76,6 +76,15 @@ def test_an_event_for_unknown_mail_is_ignored(ledger):
     assert result == {"recorded": False, "event": "Bounce", "message_id": "not-ours"}
 
 
+def test_each_event_is_counted_in_an_embedded_metric(ledger, capsys):
+    app.handler(bounce_event("not-ours"), Context())
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    (emf,) = lines
+    assert emf["SesEventUnmatched"] == [1.0]
+    assert emf["event"] == "Bounce"
+    assert emf["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "MailMatrix"
+
+
 @pytest.mark.parametrize(
     ("event_type", "detail", "text"),
     [
