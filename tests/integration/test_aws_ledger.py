@@ -159,3 +159,43 @@ def test_a_missing_table_is_a_ledger_error(aws):
     ledger = DynamoDbLedger("absent", boto3.client("dynamodb", region_name="eu-west-1"))
     with pytest.raises(LedgerError, match="dynamodb://absent"):
         ledger.claim("k1", campaign="c", row=2, attempt="a1")
+
+
+class RacingClient:
+    """A DynamoDB client that lets a rival attempt claim the key just before our write lands."""
+
+    def __init__(self, client, rival) -> None:
+        self._client, self._rival, self.raced = client, rival, False
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def put_item(self, **request):
+        if not self.raced:
+            self.raced = True
+            self._rival()
+        return self._client.put_item(**request)
+
+
+@pytest.mark.parametrize("existing", [None, "released"], ids=["new-key", "released-key"])
+def test_two_attempts_never_both_hold_a_claim(aws, clock, existing):
+    # GIVEN a rival attempt that claims the key between our read and our conditional write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_table_from_template(client)
+    rival = DynamoDbLedger(table, client, clock=clock)
+    if existing == "released":
+        rival.claim("k1", campaign="c", row=2, attempt="a0")
+        rival.record_failed("k1", code="Throttled", reason="later", permanent=False)
+    racing = RacingClient(client, lambda: rival.claim("k1", campaign="c", row=2, attempt="rival"))
+
+    # WHEN we claim the same key
+    claim = DynamoDbLedger(table, racing, clock=clock).claim(
+        "k1", campaign="c", row=2, attempt="ours"
+    )
+
+    # THEN our write was refused by its condition and we see the rival's live claim
+    assert racing.raced
+    assert claim.state == "busy"
+    assert claim.attempt == "rival"
+    (outcome,) = rival.outcomes("c")
+    assert (outcome.state, outcome.attempt) == ("claimed", "rival")
