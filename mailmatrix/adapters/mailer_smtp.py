@@ -150,10 +150,9 @@ class SmtpMailer:
 
     def _connect(self) -> smtplib.SMTP:
         server = self.server
-        connection: smtplib.SMTP
         try:
             if server.security == "tls":
-                connection = smtplib.SMTP_SSL(
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(
                     server.host,
                     server.port,
                     local_hostname=server.helo,
@@ -164,27 +163,40 @@ class SmtpMailer:
                 connection = smtplib.SMTP(
                     server.host, server.port, local_hostname=server.helo, timeout=server.timeout
                 )
+        except ssl.SSLCertVerificationError as exc:
+            raise self._untrusted(exc) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+
+        try:
             connection.ehlo()
             if server.security == "starttls":
                 connection.starttls(context=self.ssl_context)
                 connection.ehlo()
             if server.username:
-                connection.login(server.username, server.password or "")
-        except smtplib.SMTPAuthenticationError as exc:
-            raise AccountSendingHalted(
-                f"smtp {self._where}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}"
-            ) from exc
-        except smtplib.SMTPNotSupportedError as exc:
-            raise AccountSendingHalted(f"smtp {self._where}: connect: {exc}") from exc
-        except smtplib.SMTPResponseException as exc:
-            raise _classify(exc.smtp_code, exc.smtp_error, f"smtp {self._where}: connect") from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise AccountSendingHalted(
-                f"smtp {self._where}: connect: certificate not trusted: {exc.verify_message}"
-            ) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+                _login(connection, server.username, server.password or "")
+        except BaseException as exc:
+            connection.close()  # a half-open session would hold the server's slot
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise AccountSendingHalted(
+                    f"smtp {self._where}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}"
+                ) from exc
+            if isinstance(exc, smtplib.SMTPNotSupportedError):
+                raise AccountSendingHalted(f"smtp {self._where}: connect: {exc}") from exc
+            if isinstance(exc, smtplib.SMTPResponseException):
+                where = f"smtp {self._where}: connect"
+                raise _classify(exc.smtp_code, exc.smtp_error, where) from exc
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise self._untrusted(exc) from exc
+            if isinstance(exc, smtplib.SMTPException | OSError):
+                raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+            raise
         return connection
+
+    def _untrusted(self, exc: ssl.SSLCertVerificationError) -> AccountSendingHalted:
+        return AccountSendingHalted(
+            f"smtp {self._where}: connect: certificate not trusted: {exc.verify_message}"
+        )
 
     def _transaction(
         self, connection: smtplib.SMTP, mail_from: str, rcpt_to: list[str], raw: bytes
@@ -238,6 +250,27 @@ class SmtpMailer:
             with self._lock:
                 self._connections.pop(connection, None)
             connection.close()
+
+
+def _login(connection: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH with one mechanism only (PLAIN, else LOGIN, else CRAM-MD5).
+
+    smtplib's login() tries the next mechanism after a refusal: a second failed login per
+    connection, which servers count towards lock-outs, and a stall with some servers.
+    """
+    if not connection.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("the server offers no SMTP AUTH")
+    offered = connection.esmtp_features["auth"].upper().split()
+    connection.user, connection.password = user, password
+    for mechanism, respond in (
+        ("PLAIN", connection.auth_plain),
+        ("LOGIN", connection.auth_login),
+        ("CRAM-MD5", connection.auth_cram_md5),
+    ):
+        if mechanism in offered:
+            connection.auth(mechanism, respond)
+            return
+    raise smtplib.SMTPNotSupportedError(f"no AUTH mechanism in common (offered: {offered})")
 
 
 def _quit(connection: smtplib.SMTP) -> None:
