@@ -48,10 +48,10 @@ class Clock:
 
 
 def send_batch_retry() -> dict:
-    """The SendBatch task's Retry block from the real definition."""
+    """The SendBatch task's retrier for Throttled, from the real definition."""
     definition = json.loads(ASL.read_text(encoding="utf-8"))
     task = definition["States"]["SendEmails"]["ItemProcessor"]["States"]["SendBatch"]
-    (retry,) = task["Retry"]
+    (retry,) = [r for r in task["Retry"] if "Throttled" in r["ErrorEquals"]]
     return retry
 
 
