@@ -1,0 +1,93 @@
+"""The demo campaign through the real state machine, delivered to an SMTP server on loopback.
+
+What `mailmatrix run --smtp smtp://127.0.0.1:PORT` does, checked at the server: one message
+per valid row, each with its own PDF, and nothing at all on a second run of the same file.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import socket
+import threading
+from pathlib import Path
+
+import fast_mail_parser
+import pytest
+from aiosmtpd.controller import Controller
+
+from mailmatrix.core.message import envelope_address
+from mailmatrix.local import REPO, run_campaign
+
+EXAMPLE = REPO / "examples" / "offer-letters"
+HOST = "127.0.0.1"
+
+
+class Inbox:
+    """Keeps every envelope the server accepted."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.envelopes: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 Ok: queued"
+
+
+@pytest.fixture
+def smtp_inbox():
+    inbox = Inbox()
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    controller = Controller(inbox, hostname=HOST, port=port)
+    controller.start()
+    try:
+        yield inbox, f"smtp://{HOST}:{port}"
+    finally:
+        controller.stop()
+
+
+def demo_rows() -> dict[str, dict[str, str]]:
+    with (EXAMPLE / "recipients.csv").open(encoding="utf-8", newline="") as stream:
+        # keyed by the address as it travels: IDN domains in Punycode
+        return {
+            envelope_address(row["Email"], where="test"): row
+            for row in csv.DictReader(stream)
+            if "@" in row["Email"]
+        }
+
+
+def test_demo_campaign_over_smtp_once_and_only_once(smtp_inbox, tmp_path: Path):
+    inbox, url = smtp_inbox
+    rows = demo_rows()
+
+    # GIVEN the demo campaign WHEN it runs with the SMTP mailer
+    run_campaign(EXAMPLE / "recipients.csv", workdir=tmp_path / "work", mailer=url)
+
+    # THEN the server got one message per valid row (the demo has two bad rows)
+    received = {rcpts[0]: (sender, rcpts, raw) for sender, rcpts, raw in inbox.envelopes}
+    assert len(inbox.envelopes) == len(received) == len(rows) - 2
+    assert set(received) <= set(rows)
+    for address, (sender, rcpts, raw) in received.items():
+        row = rows[address]
+        assert sender == "talent@example.com"
+        assert rcpts == [address]
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [
+            (row["Name"], address)
+        ]
+        pdf = (EXAMPLE / "attachments" / row["Attachment_File"]).read_bytes()
+        other = fast_mail_parser.parse_email(raw)
+        assert [(a.filename, bytes(a.content)) for a in other.attachments] == [
+            (row["Attachment_File"], pdf)
+        ]
+        expected = "Your offer from" if row["Status"] == "Offer" else "Your application for"
+        assert str(msg["Subject"]).startswith(expected) and other.subject == msg["Subject"]
+
+    # WHEN the identical file runs again THEN nothing more reaches the server
+    run_campaign(EXAMPLE / "recipients.csv", workdir=tmp_path / "work", mailer=url)
+    assert len(inbox.envelopes) == len(received)
