@@ -47,12 +47,19 @@ class Clock:
             self.now += max(0.0, seconds)
 
 
-def send_batch_retry() -> dict:
-    """The SendBatch task's retrier for Throttled, from the real definition."""
+def send_batch_retriers() -> list[dict]:
+    """The SendBatch task's Retry list from the real definition."""
     definition = json.loads(ASL.read_text(encoding="utf-8"))
     task = definition["States"]["SendEmails"]["ItemProcessor"]["States"]["SendBatch"]
-    (retry,) = [r for r in task["Retry"] if "Throttled" in r["ErrorEquals"]]
-    return retry
+    return task["Retry"]
+
+
+def retrier_for(retriers: list[dict], error: str) -> int | None:
+    """Index of the first retrier that matches ``error`` (as Step Functions picks it)."""
+    for index, retrier in enumerate(retriers):
+        if error in retrier["ErrorEquals"] or "States.ALL" in retrier["ErrorEquals"]:
+            return index
+    return None
 
 
 def manifest() -> list[dict]:
@@ -93,14 +100,15 @@ class Drill:
             "sender": "Drill <drill@example.com>",
             "max_message_bytes": 41943040,
         }
-        self.retry = send_batch_retry()
+        self.retriers = send_batch_retriers()
         self.rng = random.Random(seed)
         self.task_errors: Counter[str] = Counter()
         self.results: dict[str, dict] = {}
 
     def child(self, owner: str, items: list[dict]) -> bool:
         """Run one child execution: SendBatch with the ASL's Retry. True when it succeeded."""
-        for attempt in range(self.retry["MaxAttempts"] + 1):
+        retries: Counter[int] = Counter()
+        for attempt in range(10_000):
             try:
                 result = send_batch(
                     items,
@@ -119,14 +127,17 @@ class Drill:
                 if isinstance(error, SimulatedCrash) and self.crash_as:
                     name = self.crash_as
                 self.task_errors[name] += 1
-                if name not in self.retry["ErrorEquals"]:
+                index = retrier_for(self.retriers, name)
+                if index is None or retries[index] >= self.retriers[index]["MaxAttempts"]:
                     return False
-                delay = self.retry["IntervalSeconds"] * self.retry["BackoffRate"] ** attempt
-                self.clock.sleep(self.rng.uniform(0, min(delay, self.retry["MaxDelaySeconds"])))
+                retrier = self.retriers[index]
+                delay = retrier["IntervalSeconds"] * retrier["BackoffRate"] ** retries[index]
+                retries[index] += 1
+                self.clock.sleep(self.rng.uniform(0, min(delay, retrier["MaxDelaySeconds"])))
                 continue
             self.results[owner] = result.to_dict()
             return True
-        return False
+        raise AssertionError(f"{owner}: retried forever")
 
     def run(self) -> int:
         """Run the Map, then redrive failed children until none is left; return redrives."""
