@@ -131,9 +131,11 @@ class Drill:
                 if index is None or retries[index] >= self.retriers[index]["MaxAttempts"]:
                     return False
                 retrier = self.retriers[index]
-                delay = retrier["IntervalSeconds"] * retrier["BackoffRate"] ** retries[index]
+                interval = retrier.get("IntervalSeconds", 1)
+                delay = interval * retrier.get("BackoffRate", 2.0) ** retries[index]
+                delay = min(delay, retrier.get("MaxDelaySeconds", delay))
                 retries[index] += 1
-                self.clock.sleep(self.rng.uniform(0, min(delay, retrier["MaxDelaySeconds"])))
+                self.clock.sleep(self.rng.uniform(0, delay))
                 continue
             self.results[owner] = result.to_dict()
             return True
