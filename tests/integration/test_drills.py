@@ -128,7 +128,7 @@ class Drill:
                     name = self.crash_as
                 self.task_errors[name] += 1
                 index = retrier_for(self.retriers, name)
-                if index is None or retries[index] >= self.retriers[index]["MaxAttempts"]:
+                if index is None or retries[index] >= self.retriers[index].get("MaxAttempts", 3):
                     return False
                 retrier = self.retriers[index]
                 interval = retrier.get("IntervalSeconds", 1)
