@@ -222,10 +222,25 @@ def test_an_unverified_sender_stops_before_sending_and_alerts(account):
     # WHEN the campaign names a sender whose identity SES has not verified
     record = run_on_engine(account, "incoming/offers.csv", sender="Other <hr@example.net>")
 
-    # THEN the run failed in the preflight, nothing was sent, and the alert says why
+    # THEN the run failed in the preflight with the reason, and nothing was sent or summarized
+    # (on AWS the stack's ExecutionAlertRule turns the failed status into the alert)
     assert record["status"] == "FAILED"
     assert record["error"] == "AccountSendingHalted"
+    assert "is verified" in record["cause"]
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
-    (alert,) = received(account, "AlertTopic")
-    assert "is verified" in alert["Message"]
     assert received(account, "SummaryTopic") == []
+
+
+def test_a_dry_run_upload_validates_and_reports_without_sending(account):
+    from moto.ses.models import ses_backends
+
+    # WHEN the campaign is uploaded under incoming/dry-run/
+    record = run_on_engine(account, "incoming/dry-run/offers.csv")
+
+    # THEN the run succeeded, nothing was sent, and reports/ holds what it wrote
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert ses_backends[ACCOUNT][REGION].sent_messages == []
+    listed = account["s3"].list_objects_v2(Bucket=BUCKET, Prefix="reports/")
+    assert [o["Key"] for o in listed.get("Contents", [])] != []
+    (summary,) = received(account, "SummaryTopic")
+    assert summary["Message"]

@@ -27,6 +27,13 @@ UNSCOPABLE_ACTIONS = {
     # The SES account (quota, sending enabled) is not a resource type.
     "ses:GetAccount": "SES account settings have no resource type",
 }
+POLICY_DOCUMENT_TYPES = {
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::S3::BucketPolicy",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
+}
 # In a KMS key policy "*" means the key the policy is attached to, nothing else.
 KEY_POLICY_TYPES = {"AWS::KMS::Key"}
 
@@ -39,10 +46,7 @@ def statements(template: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
         documents = []
         if kind == "AWS::IAM::Role":
             documents += [p["PolicyDocument"] for p in properties.get("Policies", [])]
-        elif kind in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} or kind in {
-            "AWS::S3::BucketPolicy",
-            "AWS::SQS::QueuePolicy",
-        }:
+        elif kind in POLICY_DOCUMENT_TYPES:
             documents.append(properties["PolicyDocument"])
         elif kind in KEY_POLICY_TYPES:
             documents.append(properties["KeyPolicy"])
@@ -112,6 +116,12 @@ def test_the_template_has_the_roles_and_policies_to_walk(transformed):
         "UploadRuleRole",
     } <= roles
     assert ("DataKey", "AWS::KMS::Key") in walked
+    resource_policies = {kind for _, kind in walked} & POLICY_DOCUMENT_TYPES
+    assert resource_policies == {
+        "AWS::S3::BucketPolicy",
+        "AWS::SQS::QueuePolicy",
+        "AWS::SNS::TopicPolicy",
+    }
 
 
 def test_no_statement_has_a_wildcard_action_or_an_unexplained_wildcard_resource(transformed):

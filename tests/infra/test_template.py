@@ -90,12 +90,45 @@ def test_functions_are_configured_for_aws_adapters(transformed):
         assert env["MAILMATRIX_CONFIGURATION_SET"] == {"Ref": "SendingConfigurationSet"}
 
 
-def test_state_machine_substitutions_match_the_definition(sam_template):
+def test_state_machine_substitutions_cover_the_definition(sam_template):
     properties = sam_template["Resources"]["MailMatrixStateMachine"]["Properties"]
     assert properties["DefinitionUri"] == "../statemachine/mailmatrix.asl.json"
     assert set(properties["DefinitionSubstitutions"]) == SUBSTITUTIONS
     definition = (INFRA / properties["DefinitionUri"]).read_text(encoding="utf-8")
-    assert set(re.findall(r"\$\{(\w+)\}", definition)) == SUBSTITUTIONS
+    used = set(re.findall(r"\$\{(\w+)\}", definition))
+    # Every placeholder is filled; AlertTopicArn stays offered even while the definition
+    # leaves failure alerts to ExecutionAlertRule.
+    assert used <= SUBSTITUTIONS
+    assert {"ValidateFunctionArn", "SendBatchFunctionArn", "SummarizeFunctionArn"} <= used
+
+
+def test_failed_executions_alert_through_an_eventbridge_rule(transformed):
+    rule = transformed["Resources"]["ExecutionAlertRule"]["Properties"]
+    assert rule["EventPattern"]["source"] == ["aws.states"]
+    assert rule["EventPattern"]["detail-type"] == ["Step Functions Execution Status Change"]
+    assert rule["EventPattern"]["detail"] == {
+        "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+        "stateMachineArn": [{"Ref": "MailMatrixStateMachine"}],
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "AlertTopic"}
+    transformer = target["InputTransformer"]
+    template = transformer["InputTemplate"]["Fn::Sub"]
+    # Filled in as EventBridge and CloudFormation would, the template is one JSON string.
+    filled = re.sub(r"<(\w+)>", lambda m: f"{m.group(1).upper()}", template)
+    filled = re.sub(r"\$\{[^}]+\}", "x", filled)
+    message = json.loads(filled)
+    assert message.startswith("MailMatrix execution NAME ended STATUS.\nError: ERROR\nCause: CAUSE")
+    assert "mailmatrix aws redrive EXECUTION --stack x" in message
+    assert set(re.findall(r"<(\w+)>", template)) == set(transformer["InputPathsMap"])
+
+    policy = transformed["Resources"]["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
+    (from_rule,) = [
+        s for s in policy["Statement"] if s["Principal"] == {"Service": "events.amazonaws.com"}
+    ]
+    assert from_rule["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ExecutionAlertRule", "Arn"]}}
+    }
 
 
 def test_state_machine_logs_and_traces(transformed):
