@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import html as html_lib
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmatrix.core.templates import Choice, Rendered, html_to_text, load_catalog
 from mailmatrix.errors import TemplateError
@@ -314,3 +318,22 @@ def test_unknown_variable_gets_a_suggestion():
 def test_render_unknown_set_is_an_error():
     with pytest.raises(TemplateError, match="unknown template set 'nope'"):
         load_catalog(simple()).render("nope", {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1))
+def test_any_csv_value_is_data_in_every_part(value):
+    catalog = load_catalog(
+        simple(**{"welcome__body.html": "<p>{{ Name }}</p>", "welcome__body.txt": "{{ Name }}"})
+    )
+    rendered = catalog.render("welcome", {"Name": value, "Status": "Offer"})
+
+    # the subject is one line, whatever the value holds
+    assert "\n" not in rendered.subject and "\r" not in rendered.subject
+    controls_as_blanks = re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", f"Hello {value}")
+    assert rendered.subject == " ".join(controls_as_blanks.split())
+    # the HTML holds the value escaped: no tag or entity of the value's own survives
+    html = rendered.html or ""
+    inner = html.removeprefix("<p>").removesuffix("</p>")
+    assert "<" not in inner and ">" not in inner
+    assert html_lib.unescape(inner) == value
