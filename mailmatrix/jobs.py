@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -239,8 +238,9 @@ def send_job(
     mailer: Mailer,
     ledger: Ledger,
     attempt: str,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Send one Map batch; return its per-row outcome."""
+    """Send one Map batch before ``deadline`` (epoch seconds); return each row's outcome."""
     prefix = campaign["attachments_prefix"]
 
     def fetch_attachment(name: str) -> bytes:
@@ -256,6 +256,7 @@ def send_job(
         ledger=ledger,
         attempt=attempt,
         pacer=Pacer(rate) if rate > 0 else None,
+        deadline=deadline,
     )
     return result.to_dict()
 
@@ -277,10 +278,16 @@ def summarize_job(
     counts: dict[str, Any],
     send: dict[str, Any],
     execution: str,
+    *,
+    ledger: Ledger | None = None,
 ) -> dict[str, Any]:
     """Count outcomes per template, write the report, return the summary state's result."""
+    children = list(read_map_results(storage, send))
+    settled = None
+    if ledger is not None and any(c.get("Status") != "SUCCEEDED" for c in children):
+        settled = {o.key: o for o in ledger.outcomes(campaign["id"])}
     summary: Summary = summarize_results(
-        campaign, counts, read_map_results(storage, send), dry_run=bool(send.get("dry_run"))
+        campaign, counts, children, dry_run=bool(send.get("dry_run")), settled=settled
     )
     report_key = f"reports/{campaign['id']}/report.csv"
     storage.put(report_key, summary.report_csv(), content_type="text/csv; charset=utf-8")
@@ -302,8 +309,3 @@ def summarize_job(
 def listing_signature(objects: Iterable[ObjectInfo]) -> tuple[tuple[str, int, str], ...]:
     """A hashable fingerprint of a listing, to know when cached templates are stale."""
     return tuple((o.key, o.size, o.etag) for o in objects)
-
-
-def count_by(rows: Iterable[dict[str, Any]], field: str) -> Counter[str]:
-    """Count rows by the value of ``field``."""
-    return Counter(str(row.get(field, "")) for row in rows)

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,8 +32,10 @@ import yaml
 
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.errors import ConfigurationError, InputFileError
 from mailmatrix.ports import Notification
+from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -266,8 +267,8 @@ def _route_handler_logs(workdir: Workdir) -> None:
             stream = handler.stream
             if getattr(stream, "name", None) != str(path):
                 handler.setStream(path.open("a", encoding="utf-8"))
-                if stream not in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-                    stream.close()
+                if str(getattr(stream, "name", "")).endswith(path.name):
+                    stream.close()  # the log file of an earlier run in this process
 
 
 def settings_for(workdir: Workdir) -> dict[str, str]:
@@ -324,11 +325,13 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     workdir.settings_file.write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
 
 
-def start_engine(workdir: Workdir, registry: Any) -> Any:
-    """An engine storing its executions in the workdir."""
+def start_engine(workdir: Workdir, registry: Any, sleep: Callable[[float], None] | None) -> Any:
+    """An engine storing its executions in the workdir (``sleep`` paces Retry and Wait)."""
     from mailmatrix.engine import Engine
 
-    return Engine(workdir.executions, registry)
+    if sleep is None:
+        return Engine(workdir.executions, registry)
+    return Engine(workdir.executions, registry, sleep=sleep)
 
 
 def run_campaign(
@@ -345,6 +348,7 @@ def run_campaign(
     batch_size: int | None = None,
     listener: Any = None,
     echo: Callable[[str, Notification], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Upload ``csv_path`` and run the state machine on it to the end; return the record."""
     wd = Workdir(Path(workdir))
@@ -366,7 +370,7 @@ def run_campaign(
     )
     prepare(wd, env)
     _, event = upload(wd, csv_path)
-    return execute(wd, event, env, listener=listener, echo=echo)
+    return execute(wd, event, env, listener=listener, echo=echo, sleep=sleep)
 
 
 def execute(
@@ -376,6 +380,7 @@ def execute(
     *,
     listener: Any = None,
     echo: Callable[[str, Notification], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Start an execution of the definition for ``event`` with the handlers' ``env``."""
     from functions.send_batch import app as send_batch_app
@@ -383,7 +388,7 @@ def execute(
     template = load_sam_template()
     with environment(env):
         send_batch_app.reset()
-        engine = start_engine(wd, build_registry(wd, echo=echo))
+        engine = start_engine(wd, build_registry(wd, echo=echo), sleep)
         record = engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             event,
@@ -391,20 +396,97 @@ def execute(
             listener=listener,
         )
         record["history"] = engine.history(record["name"])
-        return record
+        record["failure_details"] = failure_details(engine, record)
+    alert_if_failed(wd, record, echo=echo)
+    return record
 
 
-def redrive(workdir: Path, execution_id: str, *, listener: Any = None, echo: Any = None) -> Any:
+def redrive(
+    workdir: Path,
+    execution_id: str,
+    *,
+    listener: Any = None,
+    echo: Any = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Any:
     """Redrive a failed execution in ``workdir`` with the settings it ran with."""
     from functions.send_batch import app as send_batch_app
 
     wd = Workdir(Path(workdir))
     with environment(settings_for(wd)):
         send_batch_app.reset()
-        engine = start_engine(wd, build_registry(wd, echo=echo))
+        engine = start_engine(wd, build_registry(wd, echo=echo), sleep)
+        campaign = campaign_of(engine.history(execution_id))
+        if campaign:
+            # The operator redrives because they fixed the cause: lift an account halt.
+            ledger_from(Settings.from_env()).clear_halt(campaign)
         record = engine.redrive(execution_id, listener=listener)
         record["history"] = engine.history(record["name"])
-        return record
+        record["failure_details"] = failure_details(engine, record)
+    alert_if_failed(wd, record, echo=echo)
+    return record
+
+
+def campaign_of(history: list[dict[str, Any]]) -> str | None:
+    """The campaign id that ValidateRecipients chose in an execution, if it got that far."""
+    for event in history:
+        details = event.get("stateExitedEventDetails") or {}
+        if details.get("name") == "ValidateRecipients":
+            output = json.loads(details.get("output") or "{}")
+            return output.get("validation", {}).get("campaign", {}).get("id")
+    return None
+
+
+def failure_details(engine: Any, record: Any) -> list[str]:
+    """Say why a failed Map Run failed: its children's errors, counted, with one message each.
+
+    The execution's own error (States.ExceedToleratedFailureThreshold) names the symptom; the
+    operator needs the cause, e.g. "AccountSendingHalted (4 batches): Daily message quota".
+    """
+    if record["status"] == "SUCCEEDED":
+        return []
+    lines = []
+    for map_run in engine.describe(record["name"]).get("mapRuns", []):
+        if map_run.get("status") != "FAILED":
+            continue
+        errors: dict[str, list[str]] = {}
+        for child in engine.map_run_children(record["name"], map_run["id"]):
+            if child.get("status") in ("FAILED", "TIMED_OUT", "ABORTED"):
+                try:
+                    message = json.loads(child.get("cause") or "{}").get("errorMessage", "")
+                except (json.JSONDecodeError, AttributeError):
+                    message = str(child.get("cause") or "")
+                errors.setdefault(str(child.get("error")), []).append(message)
+        for error, messages in sorted(errors.items(), key=lambda e: -len(e[1])):
+            lines.append(f"{error} ({len(messages)} batches): {messages[0][:300]}")
+        pending = map_run.get("pending") or 0
+        if pending:
+            lines.append(f"{pending} batches were not started")
+    return lines
+
+
+def alert_if_failed(
+    wd: Workdir, record: Any, *, echo: Callable[[str, Notification], None] | None = None
+) -> None:
+    """Publish the failure alert, as the stack's EventBridge rule does on AWS.
+
+    On AWS a rule on "Step Functions Execution Status Change" (FAILED, TIMED_OUT, ABORTED)
+    sends the alert, so the definition needs no Catch and a redrive resumes where it failed.
+    """
+    if record["status"] == "SUCCEEDED":
+        return
+    notification = Notification(
+        subject=f"MailMatrix execution {record['status']}: {record.get('error') or ''}"[:100],
+        message=(
+            f"Execution {record['executionArn']} {record['status']}.\n"
+            f"Error: {record.get('error')}\nCause: {record.get('cause')}\n"
+            + "".join(f"  {line}\n" for line in record.get("failure_details") or [])
+            + "\n"
+            f"Fix the cause, then: mailmatrix redrive {record['name']} --workdir {wd.root}"
+        ),
+        attributes={"status": record["status"]},
+    )
+    LocalNotifier(wd.notifications, echo=echo).publish(local_topic_arn("AlertTopic"), notification)
 
 
 def reset_workdir(workdir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -59,6 +60,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             mailer=mailer,
             ledger=ledger,
             attempt=event.get("owner") or context.aws_request_id,
+            deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
         )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])

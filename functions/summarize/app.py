@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailmatrix.adapters.wiring import storage_for
+from mailmatrix.adapters.wiring import ledger_from, storage_for
 from mailmatrix.jobs import summarize_job
 from mailmatrix.settings import Settings
 
@@ -21,7 +21,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(campaign=campaign["id"], execution=event.get("execution"))
     storage = storage_for(settings, campaign["source"]["bucket"])
     result = summarize_job(
-        storage, campaign, event["counts"], event.get("send") or {}, event.get("execution", "")
+        storage,
+        campaign,
+        event["counts"],
+        event.get("send") or {},
+        event.get("execution", ""),
+        ledger=ledger_from(settings),
     )
     logger.info("Campaign summarized", outcome=result["outcome"], **result["counts"])
     return result

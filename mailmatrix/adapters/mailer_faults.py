@@ -21,6 +21,7 @@ import threading
 from collections import Counter
 
 from mailmatrix.errors import (
+    AccountSendingHalted,
     ConfigurationError,
     PermanentSendError,
     Throttled,
@@ -29,6 +30,7 @@ from mailmatrix.errors import (
 from mailmatrix.ports import Mailer
 
 RATES = ("throttle", "transient", "permanent", "timeout")
+COUNTS = ("crash-after", "quota-after")
 
 
 class SimulatedCrash(Exception):
@@ -43,7 +45,7 @@ class SimulatedCrash(Exception):
 
 def parse_spec(spec: str) -> dict[str, float]:
     """Parse ``throttle=0.2,transient=0.05,crash-after=500`` into a dict of numbers."""
-    known = (*RATES, "crash-after")
+    known = (*RATES, *COUNTS)
     parsed: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, value = part.partition("=")
@@ -56,11 +58,9 @@ def parse_spec(spec: str) -> dict[str, float]:
             number = float(value)
         except ValueError:
             raise ConfigurationError(f"faults: {name}: not a number: {value!r}") from None
-        if name == "crash-after":
+        if name in COUNTS:
             if number < 1 or number != int(number):
-                raise ConfigurationError(
-                    f"faults: crash-after: must be a whole number >= 1: {value}"
-                )
+                raise ConfigurationError(f"faults: {name}: must be a whole number >= 1: {value}")
         elif not 0 <= number <= 1:
             raise ConfigurationError(f"faults: {name}: a rate must be 0..1: {value}")
         parsed[name] = number
@@ -81,6 +81,7 @@ class FaultyMailer:
         permanent: float = 0.0,
         timeout: float = 0.0,
         crash_after: int | None = None,
+        quota_after: int | None = None,
         seed: int | None = None,
     ) -> None:
         self.inner = inner
@@ -91,6 +92,7 @@ class FaultyMailer:
             "timeout": timeout,
         }
         self.crash_after = crash_after
+        self.quota_after = quota_after
         self.accepted = 0
         self.crashed = False
         self.injected: Counter[str] = Counter()
@@ -102,7 +104,14 @@ class FaultyMailer:
         """Build from a drill spec such as ``throttle=0.2,transient=0.05,crash-after=500``."""
         parsed = parse_spec(spec)
         crash = parsed.pop("crash-after", None)
-        return cls(inner, **parsed, crash_after=None if crash is None else int(crash), seed=seed)
+        quota = parsed.pop("quota-after", None)
+        return cls(
+            inner,
+            **parsed,
+            crash_after=None if crash is None else int(crash),
+            quota_after=None if quota is None else int(quota),
+            seed=seed,
+        )
 
     def _draw(self) -> str | None:
         with self._lock:
@@ -115,6 +124,13 @@ class FaultyMailer:
 
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Pass the message on, or fail as the drill says."""
+        with self._lock:
+            exhausted = self.quota_after is not None and self.accepted >= self.quota_after
+        if exhausted:
+            raise AccountSendingHalted(
+                f"faults: quota-after={self.quota_after}: Daily message quota exceeded.",
+                details={"code": "Throttling"},
+            )
         fault = self._draw()
         if fault is not None:
             self.injected[fault] += 1

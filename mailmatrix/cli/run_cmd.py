@@ -101,6 +101,7 @@ def outcome_of(record: Any, workdir: Workdir) -> dict[str, Any]:
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
         result["cause"] = record.get("cause")
+        result["failure_details"] = record.get("failure_details") or []
     return result
 
 
@@ -161,7 +162,9 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
             console.print("Some rows failed: see the report for each reason.")
     else:
         console.print(f"[red]The run failed: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or "")[:2000])
+        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        for line in result.get("failure_details") or []:
+            console.print(f"  {line}", markup=False)
         console.print(
             f"Fix the cause, then rerun the failed part with: "
             f"mailmatrix redrive {result['execution']}"

@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,8 +130,13 @@ def summarize_results(
     children: Iterable[dict[str, Any]],
     *,
     dry_run: bool = False,
+    settled: Mapping[str, Any] | None = None,
 ) -> Summary:
-    """Fold the Map Run's child records (ResultWriter format) into a Summary."""
+    """Fold the Map Run's child records (ResultWriter format) into a Summary.
+
+    Rows of a batch that did not finish are looked up in ``settled`` (ledger outcomes by
+    idempotency key): some of them may have been sent before the batch failed.
+    """
     rows: list[dict[str, Any]] = []
     for child in children:
         items = {item["row"]: item for item in _items_of(child)}
@@ -139,19 +144,13 @@ def summarize_results(
             output = _json(child.get("Output")) or {}
             for outcome in output.get("rows", []):
                 item = items.get(outcome.get("row"), {})
-                rows.append({**_identity(item), **outcome})
+                row = {**_identity(item), **outcome}
+                if outcome.get("takeover"):
+                    row["reason"] = "sent after a crashed attempt: may have arrived twice"
+                rows.append(row)
         else:
-            status = "unsent" if child.get("Status") == "PENDING" else "failed"
-            reason = child.get("Cause") or child.get("Status", "")
             for item in items.values():
-                rows.append(
-                    {
-                        **_identity(item),
-                        "status": status,
-                        "code": child.get("Error") or child.get("Status"),
-                        "reason": f"batch did not finish: {reason}"[:500],
-                    }
-                )
+                rows.append(_unfinished(child, item, (settled or {}).get(item.get("key", ""))))
     outcomes = Counter(r["status"] for r in rows)
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     for row in rows:
@@ -170,6 +169,22 @@ def summarize_results(
     }
     log.debug("summary of %s: %s", campaign.get("id"), counts)
     return Summary(campaign, counts, dict(per_template), rows, dry_run=dry_run)
+
+
+def _unfinished(child: dict[str, Any], item: dict[str, Any], outcome: Any) -> dict[str, Any]:
+    """A row of a batch that failed or never ran, told by its ledger entry when there is one."""
+    row = _identity(item)
+    if outcome is not None and outcome.state == "sent":
+        return {**row, "status": "sent", "message_id": outcome.message_id}
+    if outcome is not None and outcome.state == "failed":
+        return {**row, "status": "failed", "code": outcome.code, "reason": outcome.reason}
+    reason = child.get("Cause") or child.get("Status", "")
+    return {
+        **row,
+        "status": "unsent" if child.get("Status") == "PENDING" else "failed",
+        "code": child.get("Error") or child.get("Status"),
+        "reason": f"batch did not finish: {reason}"[:500],
+    }
 
 
 def _items_of(child: dict[str, Any]) -> list[dict[str, Any]]:

@@ -120,7 +120,10 @@ def call_handler(
         result = resolve_handler(handler)(json.loads(event_json), context)
         return json.dumps(result), None, None
     except Exception as exc:  # every handler error becomes a task error
-        return "", type(exc).__name__, error_cause(exc, context.aws_request_id)
+        # NOTE: a drill's simulated crash names the error Lambda reports for a killed
+        # invocation (asl_error = "Sandbox.Timedout"); real errors use their class name.
+        error = getattr(exc, "asl_error", None) or type(exc).__name__
+        return "", error, error_cause(exc, context.aws_request_id)
 
 
 class Invoker(Protocol):

@@ -106,3 +106,21 @@ def test_report_cells_cannot_become_formulas():
 
     report = list(csv.DictReader(io.StringIO(summary.report_csv().decode())))
     assert report[0]["name"] == "'=HYPERLINK(1)"
+
+
+def test_rows_of_an_unfinished_batch_are_told_by_the_ledger():
+    # GIVEN a batch that failed after sending its first row, and a ledger that knows it
+    from mailmatrix.ports import Outcome
+
+    items = [{**_item(2, "offer"), "key": "k2"}, {**_item(3, "offer"), "key": "k3"}]
+    broken = _child("FAILED", items, error="Sandbox.Timedout", cause="killed")
+    settled = {"k2": Outcome(key="k2", row=2, state="sent", message_id="m2")}
+
+    # WHEN summarized with the ledger's outcomes
+    summary = summarize_results(CAMPAIGN, VALIDATION, [broken], settled=settled)
+
+    # THEN the sent row counts as sent, the other as failed with the batch's error
+    assert (summary.counts["sent"], summary.counts["failed"]) == (1, 1)
+    by_row = {r["row"]: r for r in summary.rows}
+    assert by_row[2]["message_id"] == "m2"
+    assert by_row[3]["code"] == "Sandbox.Timedout"

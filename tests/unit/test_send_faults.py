@@ -108,6 +108,22 @@ def test_the_crash_comes_once_right_after_the_nth_accepted_message():
     assert SimulatedCrash.asl_error == "Sandbox.Timedout"
 
 
+def test_the_quota_runs_out_after_n_accepted_messages_for_every_later_send():
+    inner = FakeSes()
+    mailer = FaultyMailer.from_spec("quota-after=2", inner)
+
+    send(mailer)
+    send(mailer)
+    for _ in range(2):
+        with pytest.raises(AccountSendingHalted, match="Daily message quota exceeded"):
+            send(mailer)
+
+    assert len(inner.accepted) == 2
+    assert parse_spec("quota-after=5") == {"quota-after": 5.0}
+    with pytest.raises(ConfigurationError, match="quota-after: must be a whole number"):
+        parse_spec("quota-after=0.5")
+
+
 def test_fake_ses_scripts_by_call_destination_and_quota():
     ses = FakeSes(
         {
