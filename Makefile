@@ -23,14 +23,18 @@ install: $(STAMP) ## Create .venv and install MailMatrix with its pinned depende
 demo: $(STAMP) ## Run the bundled offer/rejection campaign locally (outbox under ./demo)
 	$(BIN)/mailmatrix run examples/offer-letters/recipients.csv --workdir $(WORKDIR)
 
-test: $(STAMP) ## Run exactly what CI runs: lint, types, the whole test suite
+test: $(STAMP) $(VENV)/checkov/bin/checkov ## Run exactly what CI runs: lint, types, the whole test suite
 	$(MAKE) --no-print-directory check
+
+# checkov pins its own boto3, so it lives in a venv of its own (see the script).
+$(VENV)/checkov/bin/checkov: infra/install-checkov.sh
+	bash infra/install-checkov.sh
 
 check: lint types unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailmatrix functions tests bench
-	$(BIN)/ruff format --check mailmatrix functions tests bench
+	$(BIN)/ruff check mailmatrix functions tests bench tools examples
+	$(BIN)/ruff format --check mailmatrix functions tests bench tools examples
 
 types: $(STAMP)
 	$(BIN)/mypy mailmatrix/core

@@ -21,7 +21,7 @@ def _campaign(tmp_path: Path) -> Path:
     for n in range(ROWS):
         status = "Offer" if n % 2 else "Rejection"
         start, salary = ("2027-01-11", "€50,000") if status == "Offer" else ("", "")
-        fields = f"User {n},{status},u{n}.pdf,Engineer,Platform,{start},\"{salary}\""
+        fields = f'User {n},{status},u{n}.pdf,Engineer,Platform,{start},"{salary}"'
         lines.append(f"user{n:04d}@example.com,{fields}")
         (attachments / f"u{n}.pdf").write_bytes(b"%PDF-1.4\n% drill letter " + str(n).encode())
     csv_path = tmp_path / "drill.csv"
