@@ -22,7 +22,7 @@ from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, summarize_results
-from mailmatrix.core.send import idempotency_key, send_batch
+from mailmatrix.core.send import compose, idempotency_key, send_batch
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import ConfigurationError, InputFileError, TemplateError
 from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
@@ -199,32 +199,21 @@ def _write_previews(
     storage: Storage, campaign: dict[str, Any], catalog: Catalog, manifest_key: str
 ) -> None:
     """Render the first rows of a dry run as .eml files under reports/<id>/previews/."""
-    from mailmatrix.core.message import build_message, message_bytes
-
+    prefix = campaign["attachments_prefix"]
     with storage.open(manifest_key) as stream:
         for count, line in enumerate(stream):
             if count >= MAX_PREVIEWS:
                 break
             item = json.loads(line)
-            rendered = catalog.render(item["template"], item["fields"])
-            attachment = None
-            if item.get("attachment"):
-                data = storage.get(campaign["attachments_prefix"] + item["attachment"])
-                attachment = (item["attachment"], data)
-            message = build_message(
-                sender=campaign["sender"],
-                to_name=item.get("name") or "",
-                to_email=item["email"],
-                rendered=rendered,
-                attachment=attachment,
-                cc=item.get("cc") or [],
-                bcc=item.get("bcc") or [],
-                reply_to=item.get("reply_to"),
-                unsubscribe=campaign.get("unsubscribe"),
+            raw, _ = compose(
+                item,
+                campaign,
+                catalog=catalog,
+                fetch_attachment=lambda name: storage.get(prefix + name),
             )
             storage.put(
                 f"reports/{campaign['id']}/previews/row-{item['row']}.eml",
-                message_bytes(message),
+                raw,
                 content_type="message/rfc822",
             )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import unicodedata
 from email.message import EmailMessage
@@ -12,8 +14,9 @@ import click
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.validate_cmd import bundled_templates, folder_index, load_folder_catalog
-from mailmatrix.core.message import build_message, destinations, message_bytes
+from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
+from mailmatrix.core.send import compose
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -88,22 +91,13 @@ def preview_command(
     unsubscribe = unsubscribe or os.environ.get("MAILMATRIX_UNSUBSCRIBE") or None
     try:
         rendered = catalog.render(item["template"], item["fields"])
-        attachment = None
-        if item.get("attachment"):
-            name = item["attachment"]
-            attachment = (name, _attachment_path(attachments_dir, name).read_bytes())
-        message = build_message(
-            sender=sender,
-            to_name=item.get("name") or "",
-            to_email=item["email"],
-            rendered=rendered,
-            attachment=attachment,
-            cc=item.get("cc") or [],
-            bcc=item.get("bcc") or [],
-            reply_to=item.get("reply_to"),
-            unsubscribe=unsubscribe,
+        raw, _ = compose(
+            item,
+            {"sender": sender, "unsubscribe": unsubscribe},
+            catalog=catalog,
+            fetch_attachment=lambda name: _attachment_path(attachments_dir, name).read_bytes(),
         )
-        raw = message_bytes(message)
+        message = email.message_from_bytes(raw, policy=email.policy.default)
     except MailMatrixError as error:
         _fail(f"{csv_file}: row {row}: {error.message}", exits.ROWS_REJECTED)
     except OSError as error:
