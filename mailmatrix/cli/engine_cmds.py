@@ -97,17 +97,22 @@ def executions_cmd(workdir: pathlib.Path) -> None:
     if not records:
         click.echo(f"No executions in {workdir / 'executions'}.")
         return
-    table = Table("execution", "status", "started", "duration", "redrives")
+    table = Table("status", "started", "duration", "redrives")
+    # The id is what `show` and `redrive` take: never cut it, whatever the terminal width.
+    table.add_column("execution", no_wrap=True, min_width=36)
     for record in records:
         status = record["status"]
         table.add_row(
-            record["name"],
             f"[{_STYLE.get(status, 'white')}]{status}[/]",
-            record.get("startDate", "-"),
+            record.get("startDate", "-")[:19].replace("T", " "),
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
+            record["name"],
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # piped output: no squeezed columns
+    console.print(table)
 
 
 def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
