@@ -15,12 +15,17 @@ into a header are replaced by a space (and runs of blanks in display names by on
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import mimetypes
+import random
 import re
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email import quoprimime
 from email import utils as email_utils
 from email.headerregistry import (
     Address,
@@ -28,6 +33,7 @@ from email.headerregistry import (
     HeaderRegistry,
     UniqueAddressHeader,
     UniqueUnstructuredHeader,
+    UnstructuredHeader,
 )
 from email.message import EmailMessage
 from typing import Any
@@ -190,6 +196,227 @@ def build_message(
     bcc_list = [parse_address(a, where="bcc").addr_spec for a in bcc]
     msg.mailmatrix_bcc = bcc_list  # type: ignore[attr-defined]
     return msg
+
+
+def encode_message(
+    *,
+    sender: str,
+    to_name: str | None,
+    to_email: str,
+    rendered: Rendered,
+    attachment: tuple[str, bytes] | None = None,
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: str | None = None,
+    unsubscribe: str | Sequence[str] | None = None,
+    message_id_domain: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    date: datetime | None = None,
+) -> tuple[bytes, list[str]]:
+    """The bytes ``message_bytes(build_message(...))`` gives, and the envelope recipients.
+
+    The same headers, parts, encodings and folding as build_message, written straight to
+    bytes: headers that vary per row go through the policy's own header classes, the MIME
+    headers that never vary are folded once and reused, bodies use the email package's
+    encoders. It skips the EmailMessage tree, which costs more than everything else in a
+    send. tests/unit/test_perf_message.py checks it against build_message byte for byte.
+    """
+    sender_address = parse_address(sender, where="sender")
+    to_address = make_address(to_name, to_email, where="to")
+    cc_addresses = [parse_address(a, where="cc") for a in cc] if cc else []
+    top = [_fixed_line("From", sender), _address_line("To", to_address)]
+    if cc_addresses:
+        top.append(_header_line("Cc", cc_addresses))
+    if reply_to:
+        top.append(_header_line("Reply-To", parse_address(reply_to, where="reply-to")))
+    top.append(_header_line("Subject", _header_text(rendered.subject)))
+    top.append(f"Date: {email_utils.format_datetime(date or datetime.now(UTC))}\r\n")
+    domain = message_id_domain or sender_address.domain
+    message_id = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, 'message id')}>"
+    if _PLAIN_MESSAGE_ID.match(message_id) and len(message_id) <= _MAX_LINE - 12:
+        top.append(f"Message-ID: {message_id}\r\n")
+    else:
+        top.append(_header_line("Message-ID", message_id))
+    for name, value in _unsubscribe_headers(unsubscribe).items():
+        top.append(_fixed_line(name, value))
+    for name, value in (headers or {}).items():
+        if not _HEADER_NAME.match(name):
+            raise PermanentSendError(f"message: header name {name!r}: not a valid field name")
+        top.append(_header_line(name, _header_text(value)))
+
+    try:
+        body = _mime_body(rendered, attachment, top)
+    except _BoundaryClash:
+        message = build_message(
+            sender=sender,
+            to_name=to_name,
+            to_email=to_email,
+            rendered=rendered,
+            attachment=attachment,
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            unsubscribe=unsubscribe,
+            message_id_domain=message_id_domain,
+            headers=headers,
+            date=date,
+        )
+        return message_bytes(message), destinations(message)
+    bcc_list = [parse_address(a, where="bcc").addr_spec for a in bcc]
+    recipients = _unique([to_address.addr_spec, *(a.addr_spec for a in cc_addresses), *bcc_list])
+    return "".join(top).encode("ascii", "surrogateescape") + body, recipients
+
+
+def _mime_body(rendered: Rendered, attachment: tuple[str, bytes] | None, top: list[str]) -> bytes:
+    """The MIME headers (appended to ``top``), the blank line and the body."""
+    text = _quoted_printable(rendered.text)
+    if rendered.html is None and attachment is None:
+        top.append(_TEXT_HEAD["plain"] + "MIME-Version: 1.0\r\n\r\n")
+        return text
+    first = (_TEXT_HEAD["plain"] + "\r\n").encode("ascii") + text
+    if rendered.html is not None:
+        html = (_TEXT_HEAD["html"] + "\r\n").encode("ascii") + _quoted_printable(rendered.html)
+        inner = _boundary()  # drawn before the outer one, as the generator does
+        first = _boundary_line("alternative", inner) + _multipart(inner, [first, html])
+        if attachment is None:
+            top.append("MIME-Version: 1.0\r\n")
+            return first
+    assert attachment is not None
+    filename, data = attachment
+    filename = _header_text(filename)
+    head = (
+        _fixed_line("Content-Type", content_type_of(filename))
+        + "Content-Transfer-Encoding: base64\r\n"
+        + _disposition_line(filename)
+        + "\r\n"
+    )
+    outer = _boundary()
+    top.append("MIME-Version: 1.0\r\n")
+    parts = [first, head.encode("ascii") + _base64_lines(data)]
+    return _boundary_line("mixed", outer) + _multipart(outer, parts)
+
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_PLAIN_VALUE = re.compile(r"^[!-~]+(?: [!-~]+)*$")
+_PLAIN_MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@[a-z0-9-]+(?:\.[a-z0-9-]+)*>$")
+_B64_LINE = POLICY.max_line_length // 4 * 4  # what email.contentmanager._encode_base64 writes
+_BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
+_BOUNDARY_SAMPLE = "=" * 15 + "0" * _BOUNDARY_DIGITS + "=="
+
+
+class _BoundaryClash(Exception):
+    """Internal: a drawn boundary occurs in a body (never with QP and base64 bodies)."""
+
+
+def _boundary() -> str:
+    """A boundary drawn exactly as email.generator draws one (same form, same random calls)."""
+    return "=" * 15 + f"{random.randrange(sys.maxsize):0{_BOUNDARY_DIGITS}d}" + "=="
+
+
+@functools.lru_cache(maxsize=256)
+def _fixed_line(name: str, value: str) -> str:
+    """A header line whose value recurs (From, MIME headers), folded once by the policy."""
+    if name == "From":
+        return _header_line(name, parse_address(value, where="sender"))
+    return str(POLICY.header_factory(name, value).fold(policy=POLICY))
+
+
+@functools.lru_cache(maxsize=64)
+def _header_class(name: str) -> Any:
+    return POLICY.header_factory[name]
+
+
+def _header_line(name: str, value: Any) -> str:
+    """``Name: value`` folded exactly as the generator folds a header set with msg[name].
+
+    Short plain ASCII values of unstructured headers come back as they are, and non-ASCII
+    subjects become our encoded-words, without parsing (what the header classes would do).
+    """
+    cls = _header_class(name)
+    if isinstance(value, str) and "=?" not in value and issubclass(cls, UnstructuredHeader):
+        if len(name) + 2 + len(value) <= _MAX_LINE and _PLAIN_VALUE.match(value):
+            return f"{name}: {value}\r\n"
+        if issubclass(cls, _EncodedSubjectHeader) and not value.isascii():
+            return _fold_tokens(f"{name}:", _encoded_words(value), "\r\n")
+    return str(cls(name, value).fold(policy=POLICY))
+
+
+def _address_line(name: str, address: Address) -> str:
+    """A one-address header, as _QuotingAddressHeader.fold writes it."""
+    return _fold_tokens(f"{name}:", format_address(address).split(" "), "\r\n")
+
+
+@functools.lru_cache(maxsize=4)
+def _boundary_template(subtype: str) -> str:
+    return _fixed_line("Content-Type", f'multipart/{subtype}; boundary="{_BOUNDARY_SAMPLE}"')
+
+
+def _boundary_line(subtype: str, boundary: str) -> bytes:
+    """The Content-Type header of a multipart part with its boundary, then the blank line."""
+    line = _boundary_template(subtype).replace(_BOUNDARY_SAMPLE, boundary)
+    return (line + "\r\n").encode("ascii")
+
+
+def _multipart(boundary: str, parts: list[bytes]) -> bytes:
+    """The body of a multipart entity, as email.generator writes it."""
+    marker = b"--" + boundary.encode("ascii")
+    if any(marker in part for part in parts):
+        raise _BoundaryClash(boundary)
+    separator = b"\r\n" + marker + b"\r\n"
+    return marker + b"\r\n" + separator.join(parts) + b"\r\n" + marker + b"--\r\n"
+
+
+def _quoted_printable(text: str) -> bytes:
+    """A text body as set_content(..., cte="quoted-printable") stores and the generator writes."""
+    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
+    encoded = quoprimime.body_encode(body.decode("latin-1"), POLICY.max_line_length)
+    return _NEWLINES.sub("\r\n", encoded).encode("ascii")
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters, each ending in CRLF (as add_attachment writes it)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if not encoded:
+        return b""
+    step = _B64_LINE
+    lines = [encoded[i : i + step] for i in range(0, len(encoded), step)]
+    lines.append(b"")
+    return b"\r\n".join(lines)
+
+
+def _disposition_line(filename: str) -> str:
+    """The attachment's Content-Disposition, folded as add_attachment(filename=) leaves it."""
+    if (
+        _PLAIN_FILENAME.match(filename)
+        and len(filename) < 60
+        and "  " not in filename
+        and not filename.endswith(" ")
+    ):
+        return f'Content-Disposition: attachment;\r\n filename="{filename}"\r\n'
+    part = EmailMessage(policy=POLICY)
+    part["Content-Disposition"] = "attachment"
+    part.set_param("filename", filename, header="Content-Disposition", replace=True)
+    return str(part["Content-Disposition"].fold(policy=POLICY))
+
+
+def _text_head(subtype: str) -> str:
+    return (
+        _fixed_line("Content-Type", f'text/{subtype}; charset="utf-8"')
+        + "Content-Transfer-Encoding: quoted-printable\r\n"
+    )
+
+
+_TEXT_HEAD = {"plain": _text_head("plain"), "html": _text_head("html")}
+
+
+def _unique(addresses: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        if address.lower() not in seen:
+            seen.add(address.lower())
+            unique.append(address)
+    return unique
 
 
 def message_bytes(msg: EmailMessage) -> bytes:

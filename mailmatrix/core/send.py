@@ -190,14 +190,14 @@ def compose(
     fetch_attachment: Callable[[str], bytes],
 ) -> tuple[bytes, list[str]]:
     """Render the row's message; return its encoded bytes and the envelope recipients."""
-    from mailmatrix.core.message import build_message, destinations, message_bytes
+    from mailmatrix.core.message import encode_message
 
     rendered = catalog.render(item["template"], item["fields"])
     attachment = None
     if item.get("attachment"):
         attachment = (item["attachment"], fetch_attachment(item["attachment"]))
     sender = campaign["sender"]
-    message = build_message(
+    return encode_message(
         sender=sender,
         to_name=item.get("name") or "",
         to_email=item["email"],
@@ -209,7 +209,6 @@ def compose(
         unsubscribe=campaign.get("unsubscribe"),
         message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
     )
-    return message_bytes(message), destinations(message)
 
 
 Composer = Callable[..., tuple[bytes, list[str]]]
