@@ -1,7 +1,9 @@
 """The send ledger in one SQLite file (the local counterpart of the DynamoDB ledger).
 
 Every claim is one ``BEGIN IMMEDIATE`` transaction, so two threads or two processes asking
-for the same key never both get ``claimed`` while its lease holds. One connection is shared
+for the same key never both get ``claimed`` while its lease holds. Writes and reads of a single
+statement (record_sent, halted) run without BEGIN/COMMIT: SQLite makes each such statement a
+transaction of its own, at half the round trips. One connection is shared
 by the threads of a process behind a lock; other processes are kept apart by SQLite's file
 lock (``busy_timeout``).
 """
@@ -131,9 +133,18 @@ class SqliteLedger:
             return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
         return Claim("claimed")
 
+    @contextmanager
+    def _statement(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One statement on its own: SQLite runs it as a transaction of its own (autocommit)."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+
     def record_sent(self, key: str, *, message_id: str) -> None:
         """Mark ``key`` as sent with the service's message id."""
-        with self._transaction(f"record_sent {key[:12]}") as db:
+        with self._statement(f"record_sent {key[:12]}") as db:
             db.execute(
                 "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
                 " code = NULL, reason = NULL, updated_at = ? WHERE key = ?",
@@ -164,7 +175,7 @@ class SqliteLedger:
 
     def halted(self, campaign: str) -> Halt | None:
         """Return the campaign's recorded halt, or None."""
-        with self._transaction(f"halted {campaign}") as db:
+        with self._statement(f"halted {campaign}") as db:
             found = db.execute(
                 "SELECT code, reason, attempt, at FROM halts WHERE campaign = ?", (campaign,)
             ).fetchone()
