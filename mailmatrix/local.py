@@ -47,6 +47,7 @@ LOCAL_BUCKET = "mailmatrix-local"
 LOCAL_REGION = "local"
 LOCAL_ACCOUNT = "000000000000"
 LAMBDA_LOGGER = "mailmatrix"  # the powertools Logger(service="mailmatrix") of the handlers
+SEND_FUNCTION = "SendBatchFunction"  # the SAM function that runs in worker processes
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,46 @@ def _route_handler_logs(workdir: Workdir) -> None:
                     stream.close()  # the log file of an earlier run in this process
 
 
+def send_invoker(env: dict[str, str]) -> Any:
+    """Worker processes for SendBatch (CPU-bound: Jinja, MIME, base64), one per core.
+
+    Only SendBatch runs in them; the other functions stay in threads. With fault drills
+    (MAILMATRIX_FAULTS) or one core, everything stays in threads (None): the drills count
+    faults across the whole run in one process. Workers are forked now, before the engine
+    starts its threads, so they inherit this run's environment and log routing.
+    """
+    from mailmatrix.engine import ProcessInvoker
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if env.get("MAILMATRIX_FAULTS") or (cores or 1) < 2 or os.name != "posix":
+        return None
+    invoker = ProcessInvoker(cores, functions=[SEND_FUNCTION], start_method="fork")
+    return invoker.start()
+
+
+@contextlib.contextmanager
+def engine_for(
+    wd: Workdir,
+    env: dict[str, str],
+    *,
+    echo: Callable[[str, Notification], None] | None,
+    sleep: Callable[[float], None] | None,
+) -> Iterator[Any]:
+    """An engine on this workdir's resources, with SendBatch in worker processes."""
+    from functions.send_batch import app as send_batch_app
+
+    send_batch_app.reset()
+    registry = build_registry(wd, echo=echo)
+    invoker = send_invoker(env)
+    if invoker is not None:
+        registry.invoker = invoker
+    try:
+        yield start_engine(wd, registry, sleep)
+    finally:
+        if invoker is not None:
+            invoker.close()
+
+
 def settings_for(workdir: Workdir) -> dict[str, str]:
     """The handlers' environment saved by the last run in ``workdir``."""
     try:
@@ -383,12 +424,8 @@ def execute(
     sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Start an execution of the definition for ``event`` with the handlers' ``env``."""
-    from functions.send_batch import app as send_batch_app
-
     template = load_sam_template()
-    with environment(env):
-        send_batch_app.reset()
-        engine = start_engine(wd, build_registry(wd, echo=echo), sleep)
+    with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         record = engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             event,
@@ -410,12 +447,9 @@ def redrive(
     sleep: Callable[[float], None] | None = None,
 ) -> Any:
     """Redrive a failed execution in ``workdir`` with the settings it ran with."""
-    from functions.send_batch import app as send_batch_app
-
     wd = Workdir(Path(workdir))
-    with environment(settings_for(wd)):
-        send_batch_app.reset()
-        engine = start_engine(wd, build_registry(wd, echo=echo), sleep)
+    env = settings_for(wd)
+    with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         campaign = campaign_of(engine.history(execution_id))
         if campaign:
             # The operator redrives because they fixed the cause: lift an account halt.

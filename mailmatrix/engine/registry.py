@@ -13,11 +13,13 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import json
+import multiprocessing
+import os
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -168,12 +170,39 @@ class ThreadInvoker:
         return box[0]
 
 
-class ProcessInvoker:
-    """Runs ``"module:attr"`` handlers in a process pool; callables run in this process."""
+def _ready(_: object = None) -> int:
+    """A no-op task: returns once a worker process is up."""
+    return os.getpid()
 
-    def __init__(self, workers: int | None = None) -> None:
-        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers)
+
+class ProcessInvoker:
+    """Runs ``"module:attr"`` handlers in a process pool; callables run in this process.
+
+    ``functions`` limits the pool to those function names (others run in threads), e.g. only
+    the CPU-bound SendBatch. ``start_method`` picks the multiprocessing context ("fork",
+    "spawn", ...); with "fork", call start() while the process has no other threads, so the
+    workers are copies of a quiet process (environment, imported modules, log handlers).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        functions: Iterable[str] | None = None,
+        start_method: str | None = None,
+    ) -> None:
+        context = multiprocessing.get_context(start_method) if start_method else None
+        self._workers = workers or os.cpu_count() or 1
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=context
+        )
+        self._functions = frozenset(functions) if functions is not None else None
         self._threads = ThreadInvoker()
+
+    def start(self) -> ProcessInvoker:
+        """Start every worker process now rather than at the first invocation."""
+        list(self._pool.map(_ready, [None] * self._workers, chunksize=1))
+        return self
 
     def invoke(
         self,
@@ -184,7 +213,7 @@ class ProcessInvoker:
         timeout: float | None,
     ) -> tuple[str, str | None, str | None]:
         """Invoke in a worker process when the handler is importable by name."""
-        if callable(handler):
+        if callable(handler) or (self._functions is not None and name not in self._functions):
             return self._threads.invoke(handler, name, qualifier, event_json, timeout)
         future = self._pool.submit(
             call_handler, handler, name, qualifier, event_json, timeout or 900.0
