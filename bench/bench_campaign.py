@@ -1,0 +1,328 @@
+"""The whole local campaign next to mailmerge and next to the machine's floor.
+
+One campaign: 10,000 rows, two templates picked by Status (the bundled templates/ and the
+demo's columns), a distinct 50 KB random PDF per row. Measured side by side, each in a child
+process of its own, with its peak memory:
+
+- mailmerge (the PyPI CLI, installed only for this benchmark into .venv/bench-mailmerge):
+  ``--dry-run --no-limit`` with the same two templates written in its format, output to a file;
+- MailMatrix: ``mailmatrix run`` (validation, state machine, ledger, report) into its Maildir;
+- the floor: read each attachment, base64-encode it, write a file of the same size as the
+  MailMatrix message, nothing else (one process, like mailmerge).
+
+Peak memory is the most the process tree held at once, polled from /proc every 20 ms: the sum
+of PSS (proportional set size: pages shared by forked workers counted once) and, for
+reference, the sum of RSS. A last run without attachments (MAILMATRIX_BENCH_FLAT_ROWS rows
+each, default 10,000 and 100,000) shows whether memory grows with the campaign's size.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+ROWS = int(os.environ.get("MAILMATRIX_BENCH_ROWS", "10000"))
+FLAT_ROWS = [
+    int(n) for n in os.environ.get("MAILMATRIX_BENCH_FLAT_ROWS", "10000,100000").split(",") if n
+]
+ATTACHMENT_BYTES = 50 * 1024
+MAILMERGE = "mailmerge==2.3.0"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MAILMERGE_VENV = REPO / ".venv" / "bench-mailmerge"
+CONTEXT = {  # the templates' manifest constants, which mailmerge's template sets itself
+    "company": "Acme Corporation",
+    "signatory": "Dana Whitfield",
+    "signatory_title": "Head of Talent Acquisition",
+    "company_address": "1 Example Street, Springfield",
+    "contact_email": "talent@example.com",
+}
+HEADER = ["Email", "Name", "Status", "Attachment_File", "Position", "Department"]
+HEADER += ["Start_Date", "Salary"]
+_POSITIONS = (("Data Engineer", "Analytics"), ("Backend Developer", "Platform"))
+_NAMES = ("Amelia Hart", "José García", "Zoë Ångström", "陈静", "Sean O'Brien", "Ingrid Larsen")
+
+
+# --- the campaign -------------------------------------------------------------------------------
+
+
+def make_campaign(folder: pathlib.Path, rows: int, *, attachments: bool = True) -> pathlib.Path:
+    """Write recipients.csv (and attachments/, one random PDF a row); return the CSV's path."""
+    rng = random.Random(20261204)
+    files = folder / "attachments"
+    files.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipients.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(HEADER)
+        for i in range(rows):
+            offer = i % 3 != 2
+            position, department = _POSITIONS[i % len(_POSITIONS)]
+            name = f"letter-{i:07d}.pdf" if attachments else ""
+            if attachments:
+                body = b"%PDF-1.4\n" + rng.randbytes(ATTACHMENT_BYTES - 16) + b"\n%%EOF\n"
+                (files / name).write_bytes(body)
+            writer.writerow(
+                [
+                    f"person.{i}@example.com",
+                    f"{_NAMES[i % len(_NAMES)]} {i}",
+                    "Offer" if offer else "Rejection",
+                    name,
+                    position,
+                    department,
+                    f"2027-{1 + i % 12:02d}-11" if offer else "",
+                    f"€{60 + i % 30},000" if offer else "",
+                ]
+            )
+    return path
+
+
+def no_attachment_templates(folder: pathlib.Path) -> pathlib.Path:
+    """The bundled templates with ``attachment: none`` for both sets (the flat-memory run)."""
+    target = folder / "templates"
+    shutil.copytree(REPO / "templates", target, dirs_exist_ok=True)
+    manifest = target / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8").replace("attachment: required", "attachment: none")
+    manifest.write_text(text, encoding="utf-8")
+    return target
+
+
+# --- measuring a child process ------------------------------------------------------------------
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in KiB, (0, 0) once it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith(b"Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
+
+
+def measured(command: list[str], *, stdout: pathlib.Path, cwd: pathlib.Path | None = None) -> dict:
+    """Run ``command`` alone; return its seconds and the peak PSS / RSS of its process tree."""
+    peak = {"rss": 0, "pss": 0}
+    with stdout.open("wb") as out:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, cwd=cwd)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                totals = [_memory_kb(pid) for pid in _tree(child.pid)]
+                peak["rss"] = max(peak["rss"], sum(t[0] for t in totals))
+                peak["pss"] = max(peak["pss"], sum(t[1] for t in totals))
+                done.wait(0.02)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, stderr = child.communicate()
+        seconds = time.perf_counter() - started
+        done.set()
+        poller.join()
+    if child.returncode != 0:
+        raise RuntimeError(f"{command[0]} exited {child.returncode}: {stderr.decode()[-2000:]}")
+    return {"seconds": seconds, "rss_mb": peak["rss"] / 1024, "pss_mb": peak["pss"] / 1024}
+
+
+# --- the three contenders -----------------------------------------------------------------------
+
+
+def mailmerge_python() -> pathlib.Path:
+    """The mailmerge venv's python, created on first use (never the project's venv)."""
+    python = MAILMERGE_VENV / "bin" / "python"
+    if not (MAILMERGE_VENV / "bin" / "mailmerge").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MAILMERGE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MAILMERGE], check=True)
+    return python
+
+
+def mailmerge_files(folder: pathlib.Path, csv_path: pathlib.Path) -> list[str]:
+    """The same two templates in mailmerge's format; return mailmerge's arguments."""
+    for name in ("layout", "offer", "rejection"):
+        shutil.copytree(REPO / "templates" / name, folder / name, dirs_exist_ok=True)
+    constants = "".join(f'{{%- set {k} = "{v}" -%}}\n' for k, v in CONTEXT.items())
+    (folder / "template.txt").write_text(
+        constants + '{%- set chosen = "offer" if Status == "Offer" else "rejection" -%}\n'
+        "TO: {{ Name }} <{{ Email }}>\n"
+        "FROM: Acme Talent <talent@example.com>\n"
+        'SUBJECT: {% include chosen + "/subject.txt" %}\n'
+        f"ATTACHMENT: {csv_path.parent / 'attachments'}/{{{{ Attachment_File }}}}\n"
+        "MIME-Version: 1.0\n"
+        'Content-Type: multipart/alternative; boundary="mailmerge-alternative"\n\n'
+        "--mailmerge-alternative\nContent-Type: text/plain; charset=utf-8\n\n"
+        '{% include chosen + "/body.txt" %}\n\n'
+        "--mailmerge-alternative\nContent-Type: text/html; charset=utf-8\n\n"
+        '{% include chosen + "/body.html" %}\n\n'
+        "--mailmerge-alternative--\n",
+        encoding="utf-8",
+    )
+    (folder / "server.conf").write_text(
+        "[smtp_server]\nhost = 127.0.0.1\nport = 25\nsecurity = Never\nusername = None\n",
+        encoding="utf-8",
+    )
+    return [
+        "--dry-run",
+        "--no-limit",
+        "--output-format",
+        "raw",
+        "--template",
+        str(folder / "template.txt"),
+        "--database",
+        str(csv_path),
+        "--config",
+        str(folder / "server.conf"),
+    ]
+
+
+def mailmatrix_command(csv_path: pathlib.Path, workdir: pathlib.Path, *extra: str) -> list[str]:
+    """``mailmatrix run`` on ``csv_path`` into ``workdir`` (validation, ledger, report)."""
+    script = pathlib.Path(sys.executable).parent / "mailmatrix"
+    return [str(script), "run", str(csv_path), "--workdir", str(workdir), "--json", *extra]
+
+
+def floor(attachments: pathlib.Path, out: pathlib.Path, sizes_file: pathlib.Path) -> None:
+    """Base64-encode each attachment and write a file of the given size; nothing else."""
+    import binascii
+
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [int(n) for n in sizes_file.read_text().split()]
+    names = sorted(os.listdir(attachments))
+    for index, (name, size) in enumerate(zip(names, sizes, strict=False)):
+        with open(attachments / name, "rb") as source:
+            encoded = binascii.b2a_base64(source.read())
+        body = encoded + b"x" * max(0, size - len(encoded))
+        with open(out / f"{index}.eml", "wb") as target:
+            target.write(body[:size])
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+def _outbox_sizes(workdir: pathlib.Path) -> list[int]:
+    return [entry.stat().st_size for entry in os.scandir(workdir / "outbox" / "new")]
+
+
+def run(out_dir: pathlib.Path) -> dict[str, str]:
+    """Measure mailmerge, MailMatrix and the floor on the same campaign; then the flat run."""
+    campaign = out_dir / "campaign"
+    started = time.perf_counter()
+    csv_path = make_campaign(campaign, ROWS)
+    print(f"campaign: {ROWS} rows, {ATTACHMENT_BYTES // 1024} KB PDF each", end="")
+    print(f" (generated in {time.perf_counter() - started:.1f} s)", flush=True)
+
+    args = mailmerge_files(out_dir / "mailmerge", csv_path)
+    mailmerge_python()
+    merge = measured(
+        [str(MAILMERGE_VENV / "bin" / "mailmerge"), *args],
+        stdout=out_dir / "mailmerge" / "dry-run.txt",
+    )
+
+    workdir = out_dir / "mailmatrix"
+    ours = measured(mailmatrix_command(csv_path, workdir), stdout=out_dir / "mailmatrix.json")
+    sizes = _outbox_sizes(workdir)
+    if len(sizes) != ROWS:
+        raise RuntimeError(f"mailmatrix: {len(sizes)} messages in the outbox, expected {ROWS}")
+    sizes_file = out_dir / "sizes.txt"
+    sizes_file.write_text("\n".join(map(str, sizes)))
+    base = measured(
+        [
+            *(sys.executable, "-m", "bench.bench_campaign", "floor"),
+            *(str(campaign / "attachments"), str(out_dir / "floor"), str(sizes_file)),
+        ],
+        stdout=out_dir / "floor.txt",
+        cwd=REPO,
+    )
+    rates = {name: ROWS / m["seconds"] for name, m in (("mm", merge), ("us", ours), ("fl", base))}
+    total_mb = sum(sizes) / 1e6
+    print(f"{'':12}{'msg/s':>9}{'seconds':>9}{'peak PSS MB':>13}{'peak RSS MB':>13}")
+    for label, key, m in (
+        ("mailmerge", "mm", merge),
+        ("MailMatrix", "us", ours),
+        ("floor", "fl", base),
+    ):
+        print(
+            f"{label:12}{rates[key]:9.0f}{m['seconds']:9.1f}{m['pss_mb']:13.0f}{m['rss_mb']:13.0f}"
+        )
+    print(f"outbox: {total_mb:.0f} MB in {ROWS} messages", flush=True)
+
+    flat = flat_memory(out_dir / "flat")
+    figures = {
+        "campaign_msgs_per_s": f"{rates['us']:.0f}",
+        "mailmerge_msgs_per_s": f"{rates['mm']:.0f}",
+        "floor_msgs_per_s": f"{rates['fl']:.0f}",
+        "mailmerge_peak_rss_mb": f"{merge['pss_mb']:.0f}",
+        "campaign_peak_rss_sum_mb": f"{ours['rss_mb']:.0f}",
+        **flat,
+        "mailmerge_ratio": f"{rates['us'] / rates['mm']:.2f}",
+        "floor_ratio": f"{rates['us'] / rates['fl']:.2f}",
+        "peak_rss_mb": f"{ours['pss_mb']:.0f}",
+    }
+    return figures
+
+
+def flat_memory(folder: pathlib.Path) -> dict[str, str]:
+    """Campaigns without attachments of each size in FLAT_ROWS: peak memory of each."""
+    templates = no_attachment_templates(folder)
+    figures = {}
+    for rows in FLAT_ROWS:
+        csv_path = make_campaign(folder / f"rows-{rows}", rows, attachments=False)
+        result = measured(
+            mailmatrix_command(
+                csv_path,
+                folder / f"work-{rows}",
+                "--templates",
+                str(templates),
+                "--attachments",
+                str(csv_path.parent / "attachments"),
+            ),
+            stdout=folder / f"run-{rows}.json",
+        )
+        print(
+            f"no attachments, {rows} rows: {rows / result['seconds']:.0f} msg/s,"
+            f" peak PSS {result['pss_mb']:.0f} MB (RSS sum {result['rss_mb']:.0f} MB)",
+            flush=True,
+        )
+        figures[f"flat_{rows}_peak_rss_mb"] = f"{result['pss_mb']:.0f}"
+        shutil.rmtree(folder / f"work-{rows}", ignore_errors=True)
+    return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["floor"]:
+        floor(pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4]))
+    else:
+        figures = run(pathlib.Path(sys.argv[1]))
+        print(" ".join(f"{k}={v}" for k, v in figures.items()))
