@@ -11,6 +11,7 @@ lock (``busy_timeout``).
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -21,6 +22,9 @@ from mailmatrix.errors import LedgerError
 from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 
 log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_SECONDS = 30.0
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sends (
@@ -62,6 +66,10 @@ class SqliteLedger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            # Waiting for another process's write lock is done by _locked below, in steps of
+            # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
+            # which left the sending processes idle half the time.
+            self._db.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
 
@@ -78,11 +86,24 @@ class SqliteLedger:
         with self._lock:
             self._db.close()
 
+    def _locked(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        """Execute ``sql``, retrying while another connection holds the write lock (30 s)."""
+        delay = 0.0001
+        give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                return self._db.execute(sql, parameters)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.002)
+
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._locked("BEGIN IMMEDIATE")
                 try:
                     yield self._db
                 except BaseException:
@@ -133,23 +154,24 @@ class SqliteLedger:
             return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
         return Claim("claimed")
 
-    @contextmanager
-    def _statement(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _statement(
+        self, what: str, sql: str, parameters: tuple[object, ...]
+    ) -> list[tuple[object, ...]]:
         """One statement on its own: SQLite runs it as a transaction of its own (autocommit)."""
         with self._lock:
             try:
-                yield self._db
+                return self._locked(sql, parameters).fetchall()
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
     def record_sent(self, key: str, *, message_id: str) -> None:
         """Mark ``key`` as sent with the service's message id."""
-        with self._statement(f"record_sent {key[:12]}") as db:
-            db.execute(
-                "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
-                " code = NULL, reason = NULL, updated_at = ? WHERE key = ?",
-                (message_id, self._clock(), key),
-            )
+        self._statement(
+            f"record_sent {key[:12]}",
+            "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
+            " code = NULL, reason = NULL, updated_at = ? WHERE key = ?",
+            (message_id, self._clock(), key),
+        )
 
     def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
         """Mark ``key`` failed for good, or release the claim after a passing failure."""
@@ -175,13 +197,14 @@ class SqliteLedger:
 
     def halted(self, campaign: str) -> Halt | None:
         """Return the campaign's recorded halt, or None."""
-        with self._statement(f"halted {campaign}") as db:
-            found = db.execute(
-                "SELECT code, reason, attempt, at FROM halts WHERE campaign = ?", (campaign,)
-            ).fetchone()
-        if found is None:
+        found = self._statement(
+            f"halted {campaign}",
+            "SELECT code, reason, attempt, at FROM halts WHERE campaign = ?",
+            (campaign,),
+        )
+        if not found:
             return None
-        code, reason, attempt, at = found
+        code, reason, attempt, at = found[0]
         return Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=at)
 
     def clear_halt(self, campaign: str) -> None:
