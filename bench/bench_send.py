@@ -49,7 +49,7 @@ def _items(campaign_id: str, rows: int) -> list[dict]:
     return [
         {
             "row": row,
-            "key": idempotency_key(campaign_id, row, f"p{row}@example.com"),
+            "key": idempotency_key(campaign_id, f"p{row}@example.com", "default"),
             "email": f"p{row}@example.com",
             "name": f"Person {row}",
             "template": "default",

@@ -58,8 +58,12 @@ class Source:
 
 
 def campaign_id_for(source: Source) -> str:
-    """Derive the campaign id from bucket, key and ETag: the identical re-upload is the same."""
-    digest = hashlib.sha256(f"{source.bucket}/{source.key}\n{source.etag}".encode())
+    """Derive the campaign id from the bucket and the file's key (its name under incoming/).
+
+    Not from its ETag: a corrected upload under the same name is the same campaign, so rows
+    already sent are skipped. A new campaign to the same people needs a new file name.
+    """
+    digest = hashlib.sha256(f"{source.bucket}/{source.key}".encode())
     return "c-" + digest.hexdigest()[:16]
 
 
@@ -113,7 +117,7 @@ def validate_job(
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as manifest:
 
             def emit(row: dict[str, Any]) -> None:
-                row["key"] = idempotency_key(campaign_id, row["row"], row["email"])
+                row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
                 manifest.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
                 manifest.write("\n")
 

@@ -46,9 +46,14 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def idempotency_key(campaign_id: str, row: int, email: str) -> str:
-    """Return the hex sha256 of ``campaign|row|email``: one email of one campaign."""
-    return hashlib.sha256(f"{campaign_id}|{row}|{email}".encode()).hexdigest()
+def idempotency_key(campaign_id: str, email: str, template: str) -> str:
+    """Return the hex sha256 of ``campaign|address|template``: one email of one campaign.
+
+    No row number and no file version: an operator who fixes rejected rows and uploads the
+    file again (same name) must not mail the rows that already went out, though every line
+    after a deleted one has moved. Addresses compare case-insensitively, as duplicates do.
+    """
+    return hashlib.sha256(f"{campaign_id}|{email.casefold()}|{template}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

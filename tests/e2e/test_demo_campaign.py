@@ -151,3 +151,34 @@ def test_human_output_names_outbox_report_and_rejects(tmp_path):
     assert "Outbox:" in result.output and "Report:" in result.output
     assert f"row {INVALID_ADDRESS_LINE}" in result.output
     assert f"row {MISSING_PDF_LINE}" in result.output
+
+
+def test_fixing_rejected_rows_and_running_again_sends_only_the_fixed_rows(tmp_path):
+    # GIVEN the campaign ran once: 18 sent, 2 rejected
+    campaign = tmp_path / "offers"
+    campaign.mkdir()
+    (campaign / "attachments").symlink_to(EXAMPLE / "attachments")
+    lines = CSV.read_text(encoding="utf-8").splitlines()
+    (campaign / "recipients.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    workdir = tmp_path / "work"
+    first = CliRunner().invoke(
+        cli, ["run", str(campaign / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    )
+    assert json.loads(first.stdout)["counts"]["sent"] == 18
+
+    # WHEN the operator fixes the bad address, deletes a row above it (all later rows move)
+    # and uploads the file again under the same name
+    fixed = [line.replace("kwame.mensah@example,", "kwame.mensah@example.com,") for line in lines]
+    del fixed[3]  # zoe.angstrom, already sent
+    (campaign / "recipients.csv").write_text("\n".join(fixed) + "\n", encoding="utf-8")
+    second = CliRunner().invoke(
+        cli, ["run", str(campaign / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    )
+
+    # THEN only the fixed row goes out; everyone else is skipped as already sent
+    summary = json.loads(second.stdout)
+    assert second.exit_code == 0
+    assert (summary["counts"]["sent"], summary["counts"]["skipped"]) == (1, 17)
+    delivered = [m["To"].addresses[0].addr_spec for m in _outbox(workdir)]
+    assert len(delivered) == 19 == len(set(delivered))
+    assert "kwame.mensah@example.com" in delivered

@@ -69,7 +69,7 @@ def manifest() -> list[dict]:
         items.append(
             {
                 "row": row,
-                "key": idempotency_key(CID, row, email),
+                "key": idempotency_key(CID, email, "default"),
                 "email": email,
                 "name": f"Person {row}",
                 "template": "default",

@@ -71,9 +71,12 @@ def run(batch, mailer, ledger, clock, *, attempt="child-1", campaign=None, **kwa
     )
 
 
-def test_idempotency_key_is_the_sha256_of_campaign_row_and_address():
-    expected = hashlib.sha256(b"c-1|2|anna@xn--bcher-kva.example").hexdigest()
-    assert idempotency_key("c-1", 2, "anna@xn--bcher-kva.example") == expected
+def test_idempotency_key_is_the_sha256_of_campaign_address_and_template():
+    expected = hashlib.sha256(b"c-1|anna@xn--bcher-kva.example|offer").hexdigest()
+    assert idempotency_key("c-1", "anna@xn--bcher-kva.example", "offer") == expected
+    # case-insensitive like duplicate detection; another template is another email
+    assert idempotency_key("c-1", "Anna@XN--BCHER-KVA.example", "offer") == expected
+    assert idempotency_key("c-1", "anna@xn--bcher-kva.example", "rejection") != expected
 
 
 @pytest.mark.parametrize(
