@@ -188,7 +188,11 @@ class MapRunner:
         interp: Interpreter,
         scope: Scope,
     ) -> dict[int, dict[str, Any]]:
-        results = {i: c for i, c in previous.items() if c["status"] == "SUCCEEDED"}
+        results = {
+            i: {k: v for k, v in c.items() if k != "history"}
+            for i, c in previous.items()
+            if c["status"] == "SUCCEEDED"
+        }
         todo = [i for i in range(len(inputs)) if i not in results]
         counts = {"succeeded": len(results), "failed": 0, "running": 0}
         total = len(inputs)
@@ -216,7 +220,9 @@ class MapRunner:
             with lock:
                 counts["running"] -= 1
                 counts["succeeded" if record["status"] == "SUCCEEDED" else "failed"] += 1
-                results[index] = record
+                # The history goes to the store only: the result files do not need it, and
+                # keeping every child's events in memory made a run's memory grow with its rows.
+                results[index] = {k: v for k, v in record.items() if k != "history"}
                 buffer.append(record)
                 if len(buffer) >= _FLUSH_EVERY:
                     flush()
