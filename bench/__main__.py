@@ -12,6 +12,8 @@ import pathlib
 import sys
 import tempfile
 
+HEADLINE = ("mailmerge_ratio", "floor_ratio", "peak_rss_mb")  # the last line, in this order
+
 
 def main(argv: list[str]) -> int:
     """Run the selected benchmarks and print their figures."""
@@ -28,7 +30,11 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.bench_{name}")
         with tempfile.TemporaryDirectory(prefix=f"mm-bench-{name}-") as out:
             figures.update(module.run(pathlib.Path(out)) or {})
-    print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    headline = {k: figures.pop(k) for k in HEADLINE if k in figures}
+    if figures:
+        print(" ".join(f"{k}={v}" for k, v in figures.items()))
+    if headline:
+        print(" ".join(f"{k}={v}" for k, v in headline.items()))
     return 0
 
 
