@@ -474,13 +474,15 @@ def _clean_text(text: str) -> str:
     return text.strip("\n") + "\n"
 
 
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
 def _inline_css(html: str, path: str) -> str:
     """Move <style> rules into style attributes (many mail clients drop <style> blocks)."""
     if "<style" not in html.lower():
         return html
     try:
-        inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
-        return inliner.inline(html)
+        return _INLINER.inline(html)
     except ValueError as exc:
         raise TemplateError(f"{path}: render: CSS could not be inlined: {exc}") from exc
 
