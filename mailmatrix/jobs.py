@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.message import parse_address
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, summarize_results
 from mailmatrix.core.send import compose, idempotency_key, send_batch
 from mailmatrix.core.templates import Catalog, load_catalog
-from mailmatrix.errors import ConfigurationError, InputFileError, TemplateError
+from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
 from mailmatrix.settings import Settings
 
@@ -99,6 +100,10 @@ def validate_job(
             "sender: no From address: set MAILMATRIX_SENDER (mailmatrix run --sender) "
             "or 'sender' in the templates manifest"
         )
+    try:
+        parse_address(sender, where="sender")
+    except MailMatrixError as error:
+        raise ConfigurationError(f"sender: {error.message}") from None
     attachments = AttachmentIndex.from_listing(
         storage.list(settings.attachments_prefix), prefix=settings.attachments_prefix
     )

@@ -30,7 +30,7 @@ from mailmatrix.errors import (
 from mailmatrix.ports import Mailer
 
 RATES = ("throttle", "transient", "permanent", "timeout")
-COUNTS = ("crash-after", "quota-after")
+COUNTS = ("crash-after", "quota-after", "seed")
 
 
 class SimulatedCrash(Exception):
@@ -59,7 +59,7 @@ def parse_spec(spec: str) -> dict[str, float]:
         except ValueError:
             raise ConfigurationError(f"faults: {name}: not a number: {value!r}") from None
         if name in COUNTS:
-            if number < 1 or number != int(number):
+            if number < (0 if name == "seed" else 1) or number != int(number):
                 raise ConfigurationError(f"faults: {name}: must be a whole number >= 1: {value}")
         elif not 0 <= number <= 1:
             raise ConfigurationError(f"faults: {name}: a rate must be 0..1: {value}")
@@ -105,6 +105,8 @@ class FaultyMailer:
         parsed = parse_spec(spec)
         crash = parsed.pop("crash-after", None)
         quota = parsed.pop("quota-after", None)
+        if "seed" in parsed:
+            seed = int(parsed.pop("seed"))
         return cls(
             inner,
             **parsed,

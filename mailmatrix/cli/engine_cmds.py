@@ -305,10 +305,14 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
     try:
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
+            from mailmatrix.cli import run_cmd
 
             record = _with_progress(
                 lambda listener: local.redrive(workdir, execution, listener=listener)
             )
+            result = run_cmd.outcome_of(record, local.Workdir(workdir))
+            run_cmd.print_summary(Console(), result)
+            raise SystemExit(run_cmd.exit_code(result))
         else:
             engine = _engine(workdir, registry_factory(workdir, functions))
             record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))

@@ -5,3 +5,4 @@ RUN_FAILED = 1
 USAGE = 2
 INPUT_UNUSABLE = 3
 ROWS_REJECTED = 4
+STOPPED = 130  # interrupted (Ctrl-C, SIGTERM): resume with `mailmatrix redrive`

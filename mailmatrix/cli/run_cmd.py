@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,10 @@ def _rejects(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def outcome_of(record: Any, workdir: Workdir) -> dict[str, Any]:
+INPUT_ERRORS = ("InputFileError", "TemplateError", "ConfigurationError", "NothingToSend")
+
+
+def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dict[str, Any]:
     """The run's result as the JSON object `run --json` prints."""
     output = record.get("output")
     if isinstance(output, str):
@@ -74,51 +79,95 @@ def outcome_of(record: Any, workdir: Workdir) -> dict[str, Any]:
     campaign = validation.get("campaign", {})
     counts = dict(output.get("counts") or {})
     if not counts:
-        vcounts = validation.get("counts", {})
-        counts = {
-            "rows": vcounts.get("rows", 0),
-            "valid": vcounts.get("valid", 0),
-            "sent": 0,
-            "skipped": 0,
-            "rejected": vcounts.get("rejected", 0),
-            "duplicates": vcounts.get("duplicates", 0),
-            "excluded": vcounts.get("excluded", 0),
-            "failed": 0,
-        }
+        counts = _counts_without_summary(validation, workdir)
     report = output.get("report_key") or (
         f"reports/{campaign['id']}/report.csv" if campaign else None
     )
+    report_path = workdir.bucket / report if report else None
     result = {
         "execution": record["name"],
         "execution_arn": record["executionArn"],
         "status": record["status"],
         "counts": counts,
-        "outbox": str(workdir.outbox),
-        "report": str(workdir.bucket / report) if report else None,
+        "outbox": None if smtp else str(workdir.outbox),
+        "delivered_via": _redact(smtp) if smtp else "maildir",
+        "report": str(report_path) if report_path and report_path.exists() else None,
         "rejects": str(workdir.bucket / campaign["rejects_key"]) if campaign else None,
         "outcome": output.get("outcome"),
+        "workdir": str(workdir.root),
     }
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
-        result["cause"] = record.get("cause")
+        result["cause"] = _cause_message(record.get("cause"))
         result["failure_details"] = record.get("failure_details") or []
     return result
+
+
+def _redact(url: str) -> str:
+    """An SMTP URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, credentials = head.partition("//")
+    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
+
+
+def _cause_message(cause: Any) -> str | None:
+    """Lambda's cause is a JSON document with a stack trace; people need its message."""
+    if not isinstance(cause, str):
+        return cause
+    try:
+        document = json.loads(cause)
+    except json.JSONDecodeError:
+        return cause
+    if isinstance(document, dict) and "errorMessage" in document:
+        return str(document["errorMessage"])
+    return cause
+
+
+def _counts_without_summary(validation: dict[str, Any], workdir: Workdir) -> dict[str, int]:
+    """Counts of a run that did not reach Summarize: validation's, and the ledger's sends."""
+    vcounts = validation.get("counts", {})
+    counts = {
+        "rows": vcounts.get("rows", 0),
+        "valid": vcounts.get("valid", 0),
+        "sent": 0,
+        "skipped": 0,
+        "rejected": vcounts.get("rejected", 0),
+        "duplicates": vcounts.get("duplicates", 0),
+        "excluded": vcounts.get("excluded", 0),
+        "failed": 0,
+        "unsent": vcounts.get("valid", 0),
+    }
+    campaign = validation.get("campaign", {}).get("id")
+    if campaign and workdir.ledger.exists():
+        from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+
+        states = collections.Counter(
+            o.state for o in SqliteLedger(workdir.ledger).outcomes(campaign)
+        )
+        counts["sent"] = states.get("sent", 0)
+        counts["failed"] = states.get("failed", 0)
+        counts["unsent"] = max(0, counts["valid"] - counts["sent"] - counts["failed"])
+    return counts
 
 
 def _validation_of(record: Any) -> dict[str, Any]:
     """The ValidateRecipients result, from the execution's history."""
     for event in record.get("history") or []:
         details = event.get("stateExitedEventDetails") or {}
-        if details.get("name") == "AnythingToSend":
+        if details.get("name") == "ValidateRecipients":
             return json.loads(details.get("output") or "{}").get("validation", {})
     return {}
 
 
 def exit_code(result: dict[str, Any]) -> int:
-    """0 when the execution succeeded; 3 when the file was unusable; 1 for any other failure."""
+    """0 succeeded; 3 the file or templates are unusable; 130 stopped; 1 any other failure."""
     if result["status"] == "SUCCEEDED":
         return exits.OK
-    if result.get("error") in ("InputFileError", "TemplateError", "NothingToSend"):
+    if result["status"] == "ABORTED":
+        return exits.STOPPED
+    if result.get("error") in INPUT_ERRORS:
         return exits.INPUT_UNUSABLE
     return exits.RUN_FAILED
 
@@ -126,49 +175,80 @@ def exit_code(result: dict[str, Any]) -> int:
 def print_summary(console: Console, result: dict[str, Any]) -> None:
     """Tell the operator what happened and what to do next."""
     counts = result["counts"]
+    if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
+        console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
+        console.print(str(result.get("cause") or ""), markup=False)
+        _print_rejects(console, result)
+        console.print("Fix the file or the templates and run again.")
+        return
+
     table = Table(title="Campaign summary", show_header=False)
-    for label, key in (
+    rows = [
         ("Rows in the file", "rows"),
         ("Valid", "valid"),
-        ("Sent now", "sent"),
-        ("Already sent (skipped)", "skipped"),
+        ("Sent by this run" if result["status"] == "SUCCEEDED" else "Sent so far", "sent"),
+        ("Already sent earlier (skipped)", "skipped"),
         ("Rejected by validation", "rejected"),
         ("Duplicates (not sent)", "duplicates"),
+        ("Excluded by Status", "excluded"),
         ("Failed", "failed"),
-    ):
+        ("Not attempted", "unsent"),
+    ]
+    for label, key in rows:
+        if key in ("excluded", "unsent") and not counts.get(key):
+            continue
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
+    _print_rejects(console, result)
+    if counts.get("possible_duplicates"):
+        console.print(
+            f"[yellow]{counts['possible_duplicates']} recipient(s) may have received the "
+            "email twice (an attempt crashed after the service accepted it); the report marks "
+            "them.[/yellow]"
+        )
 
-    rejects = _rejects(Path(result["rejects"])) if result.get("rejects") else []
-    if rejects:
-        console.print(f"[bold]Rejected rows[/bold] ({len(rejects)}):")
-        for reject in rejects[:20]:
-            column = f" [{reject.get('column')}]" if reject.get("column") else ""
-            console.print(f"  row {reject.get('row')}{column}: {reject.get('reason')}")
-        if len(rejects) > 20:
-            console.print(f"  ... and {len(rejects) - 20} more in the rejects report")
-
+    where = f"--workdir {result['workdir']}"
+    execution = result["execution"]
+    console.print(f"Execution: {execution}  (details: mailmatrix show {execution} {where})")
     if result["status"] == "SUCCEEDED":
         if counts.get("sent", 0) == 0 and counts.get("skipped", 0):
             console.print(
                 f"[yellow]Nothing new sent: all {counts['skipped']} valid rows were already "
                 "sent by an earlier run (the ledger remembers).[/yellow]"
             )
-        console.print(f"Outbox:  {result['outbox']}")
+        if result.get("outbox"):
+            console.print(f"Outbox:  {result['outbox']}")
+        else:
+            console.print(f"Delivered through {result['delivered_via']}")
         console.print(f"Report:  {result['report']}")
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}")
         if counts.get("failed"):
-            console.print("Some rows failed: see the report for each reason.")
+            console.print("Some rows failed: the report gives each reason.")
+        return
+    if result["status"] == "ABORTED":
+        console.print("[yellow]Stopped. Batches already running were let finish.[/yellow]")
     else:
         console.print(f"[red]The run failed: {result.get('error')}[/red]")
         console.print(str(result.get("cause") or "")[:2000], markup=False)
-        for line in result.get("failure_details") or []:
-            console.print(f"  {line}", markup=False)
-        console.print(
-            f"Fix the cause, then rerun the failed part with: "
-            f"mailmatrix redrive {result['execution']}"
-        )
+    for line in result.get("failure_details") or []:
+        console.print(f"  {line}", markup=False)
+    console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
+    console.print(f"mailmatrix redrive {result['execution']} {where}", markup=False, soft_wrap=True)
+
+
+def _print_rejects(console: Console, result: dict[str, Any]) -> None:
+    rejects = _rejects(Path(result["rejects"])) if result.get("rejects") else []
+    if not rejects:
+        return
+    console.print(f"[bold]Rows not sent, and why[/bold] ({len(rejects)}):")
+    for reject in rejects[:20]:
+        column = f" [{reject.get('column')}]" if reject.get("column") else ""
+        outcome = reject.get("outcome") or "rejected"
+        line = f"  row {reject.get('row')} {outcome}{column}: {reject.get('reason')}"
+        console.print(line, markup=False)
+    if len(rejects) > 20:
+        console.print(f"  ... and {len(rejects) - 20} more in {result['rejects']}", markup=False)
 
 
 @click.command("run")
@@ -190,10 +270,22 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     show_default=True,
     help="Where the local bucket, outbox, ledger and executions live.",
 )
-@click.option("--sender", help="From address, e.g. 'Talent <talent@example.com>'.")
+@click.option(
+    "--sender",
+    callback=lambda ctx, param, value: _check_sender(value),
+    help="From address, e.g. 'Talent <talent@example.com>'.",
+)
 @click.option("--smtp", "smtp_url", help="Deliver through this SMTP server instead of the outbox.")
-@click.option("--send-rate", type=float, help="Messages per second for the whole campaign.")
-@click.option("--faults", help="Drill: fail on purpose, e.g. throttle=0.2,crash-after=500.")
+@click.option(
+    "--send-rate",
+    type=click.FloatRange(min=0),
+    help="Messages per second for the whole campaign (0: as fast as it goes).",
+)
+@click.option(
+    "--faults",
+    callback=lambda ctx, param, value: _check_faults(value),
+    help="Drill: fail on purpose, e.g. throttle=0.2,transient=0.05,crash-after=500.",
+)
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Batches sent at once.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), help="Rows per batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
@@ -225,6 +317,8 @@ def run(
         )
     )
     listener = ProgressListener(progress)
+    # SIGTERM stops the run like Ctrl-C: the engine aborts the execution, which a redrive resumes.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if progress is not None:
             progress.start()
@@ -253,12 +347,40 @@ def run(
         if progress is not None:
             progress.stop()
 
-    result = outcome_of(record, Workdir(workdir))
+    result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print_summary(console, result)
     sys.exit(exit_code(result))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_faults(value: str | None) -> str | None:
+    """Refuse a malformed drill spec before anything runs."""
+    if value:
+        from mailmatrix.adapters.mailer_faults import parse_spec
+
+        try:
+            parse_spec(value)
+        except MailMatrixError as error:
+            raise click.BadParameter(error.message) from None
+    return value
+
+
+def _check_sender(value: str | None) -> str | None:
+    """Refuse a From value that is not one address before anything runs."""
+    if value:
+        from mailmatrix.core.message import parse_address
+
+        try:
+            parse_address(value, where="sender")
+        except MailMatrixError as error:
+            raise click.BadParameter(error.message.removeprefix("message: ")) from None
+    return value
 
 
 commands: list[click.Command] = [run]

@@ -166,6 +166,7 @@ def summarize_results(
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
+        "possible_duplicates": sum(1 for r in rows if r.get("takeover")),
     }
     log.debug("summary of %s: %s", campaign.get("id"), counts)
     return Summary(campaign, counts, dict(per_template), rows, dry_run=dry_run)

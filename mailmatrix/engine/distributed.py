@@ -17,7 +17,7 @@ from typing import Any
 
 from mailmatrix.engine import errors as E
 from mailmatrix.engine import jsonpath
-from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.interpreter import (
     EventLog,
     Interpreter,
@@ -231,25 +231,37 @@ class MapRunner:
 
         workers = run["maxConcurrency"] or LOCAL_THREAD_CAP
         workers = max(1, min(workers, LOCAL_THREAD_CAP, len(todo) or 1))
+        aborted = False
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             pending = iter(todo)
             in_flight: set[concurrent.futures.Future] = set()
-            while True:
-                while len(in_flight) < workers and not _exceeded(run, counts, total):
-                    index = next(pending, None)
-                    if index is None:
+            try:
+                while True:
+                    while len(in_flight) < workers and not _exceeded(run, counts, total):
+                        index = next(pending, None)
+                        if index is None:
+                            break
+                        in_flight.add(pool.submit(child, index))
+                    if not in_flight:
                         break
-                    in_flight.add(pool.submit(child, index))
-                if not in_flight:
-                    break
-                done, in_flight = concurrent.futures.wait(
-                    in_flight, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for future in done:
-                    future.result()
+                    done, in_flight = concurrent.futures.wait(
+                        in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    for future in done:
+                        future.result()
+            except KeyboardInterrupt:
+                # Stopped: start no more children and let those in flight end, as a running
+                # Lambda invocation ends after StopExecution; a redrive runs the rest.
+                aborted = True
+                concurrent.futures.wait(in_flight)
         with lock:
             flush()
+            if aborted:
+                run["status"] = "ABORTED"
             publish(force=True)
+        if aborted:
+            scope.log.add("MapRunAborted")
+            raise ExecutionAborted(run["id"])
         return results
 
     def _child(

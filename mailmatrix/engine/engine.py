@@ -11,7 +11,7 @@ from typing import Any
 
 from mailmatrix.engine import definition as definitions
 from mailmatrix.engine.distributed import MapRunner
-from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.interpreter import EventLog, Hooks, Interpreter, Scope, dumps, now_iso
 from mailmatrix.engine.listener import Notifier
 from mailmatrix.engine.registry import ACCOUNT, REGION, ResourceRegistry
@@ -259,6 +259,17 @@ class Engine:
         )
         try:
             output = interp.run_machine(machine, data, scope, start_at=start_at)
+        except ExecutionAborted as aborted:
+            log.add("ExecutionAborted", {"error": "Aborted", "cause": "stopped by the user"})
+            record.update(status="ABORTED", stopDate=now_iso())
+            record["failedState"] = {
+                "state": getattr(aborted, "state_name", start_at or machine["StartAt"]),
+                "input": getattr(aborted, "state_input", data),
+                "mapRunId": aborted.map_run_id,
+                "completed": {},
+            }
+            self.store.save(record)
+            return ExecutionRecord(record, self.store.history(record["name"]))
         except StatesError as err:
             timed_out = getattr(err, "execution_timeout", False)
             log.add(

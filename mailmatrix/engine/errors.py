@@ -34,3 +34,16 @@ class StatesError(EngineError):
         super().__init__(f"{error}: {cause}" if cause else error)
         self.error = error
         self.cause = cause
+
+
+class ExecutionAborted(BaseException):
+    """The execution was stopped (Ctrl-C or SIGTERM locally; StopExecution on AWS).
+
+    A BaseException, like the KeyboardInterrupt it stands for, so no Retry or Catch of the
+    definition can intercept it. ``state_name``, ``state_input`` and ``map_run_id`` are set on
+    the way out so a redrive resumes at the stopped state (a Map Run reruns what did not run).
+    """
+
+    def __init__(self, map_run_id: str | None = None) -> None:
+        super().__init__("execution aborted")
+        self.map_run_id = map_run_id

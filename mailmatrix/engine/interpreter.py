@@ -20,7 +20,7 @@ from typing import Any
 
 from mailmatrix.engine import choice, intrinsics, jsonpath
 from mailmatrix.engine import errors as E
-from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.registry import LAMBDA_INVOKE, ResourceRegistry, is_function_arn
 
 logger = logging.getLogger(__name__)
@@ -141,6 +141,18 @@ class Interpreter:
                 if scope.top and not hasattr(err, "state_name"):
                     err.state_name = name  # type: ignore[attr-defined]
                     err.state_input = data  # type: ignore[attr-defined]
+                raise
+            except KeyboardInterrupt:
+                if not scope.top:
+                    raise
+                aborted = ExecutionAborted()
+                aborted.state_name = name  # type: ignore[attr-defined]
+                aborted.state_input = data  # type: ignore[attr-defined]
+                raise aborted from None
+            except ExecutionAborted as aborted:
+                if scope.top and not hasattr(aborted, "state_name"):
+                    aborted.state_name = name  # type: ignore[attr-defined]
+                    aborted.state_input = data  # type: ignore[attr-defined]
                 raise
             if name is None:
                 return data

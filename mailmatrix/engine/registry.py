@@ -15,6 +15,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import traceback
@@ -175,6 +176,12 @@ def _ready(_: object = None) -> int:
     return os.getpid()
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the engine: the engine stops the execution, and an invocation
+    already running finishes (an interrupted SendBatch would leave a claim in doubt)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ProcessInvoker:
     """Runs ``"module:attr"`` handlers in a process pool; callables run in this process.
 
@@ -194,7 +201,7 @@ class ProcessInvoker:
         context = multiprocessing.get_context(start_method) if start_method else None
         self._workers = workers or os.cpu_count() or 1
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=context
+            max_workers=self._workers, mp_context=context, initializer=_ignore_interrupts
         )
         self._functions = frozenset(functions) if functions is not None else None
         self._threads = ThreadInvoker()

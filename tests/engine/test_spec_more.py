@@ -492,3 +492,34 @@ def test_real_definition_fails_at_the_failing_state_without_a_catch(
     assert json.loads(record.cause)["errorMessage"] == "no Email column"
     assert published == []
     assert record["failedState"]["state"] == "ValidateRecipients"
+
+
+def test_a_stopped_execution_is_aborted_and_its_redrive_runs_only_what_did_not_run(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    # GIVEN a Distributed Map whose fourth child is interrupted (Ctrl-C reaches the engine)
+    calls: list[int] = []
+
+    def interrupted(event: Any, context: Any) -> Any:
+        if event == 3 and 3 not in calls:
+            calls.append(3)
+            raise KeyboardInterrupt
+        calls.append(event)
+        return event
+
+    registry.register_lambda("Work", interrupted)
+
+    # WHEN it runs, one child at a time
+    record = run(engine, distributed(LAMBDA_END, MaxConcurrency=1), list(range(6)))
+
+    # THEN the execution is ABORTED (not left RUNNING) at the Map, nothing after 3 started
+    assert record["status"] == "ABORTED"
+    assert record["failedState"]["state"] == "M"
+    assert calls == [0, 1, 2, 3]
+    assert "ExecutionAborted" in types(engine, record)
+
+    # WHEN it is redriven THEN only the children that did not succeed run
+    again = engine.redrive(record["name"])
+    assert again["status"] == "SUCCEEDED"
+    assert again["output"] == list(range(6))
+    assert calls == [0, 1, 2, 3, 3, 4, 5]

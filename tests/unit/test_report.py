@@ -60,6 +60,7 @@ def test_counts_per_outcome_and_template():
         "skipped": 1,
         "failed": 3,
         "unsent": 0,
+        "possible_duplicates": 0,
     }
     assert summary.per_template == {
         "offer": {"sent": 1, "failed": 2},

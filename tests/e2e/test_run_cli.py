@@ -1,0 +1,121 @@
+"""`mailmatrix run` for people: clear refusals, exit codes, a stop that a redrive resumes."""
+
+from __future__ import annotations
+
+import collections
+import email
+import email.policy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
+from mailmatrix.local import REPO, redrive, run_campaign
+
+EXAMPLE = REPO / "examples" / "offer-letters"
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["run", *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"\x00\x01\x02PK\x03\x04 binary", "not a text"),
+        (b"Name,Status\nAnn,Offer\n", "Email"),
+    ],
+    ids=["empty", "binary", "no-email-column"],
+)
+def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, message):
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_bytes(content)
+    (tmp_path / "attachments").mkdir()
+
+    code, output = _run(str(csv_path), "--workdir", str(tmp_path / "w"))
+
+    assert code == 3
+    assert "Nothing was sent" in output
+    assert message in output
+    assert "Traceback" not in output and "stackTrace" not in output
+    assert "redrive" not in output  # a bad file is fixed and run again, not redriven
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--sender", "not an address", "not an email address"),
+        ("--faults", "explode=1", "expected NAME=VALUE"),
+        ("--send-rate", "-1", "-1"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), option, value)
+
+    assert code == 2
+    assert message in output
+    assert not (tmp_path / "executions").exists()
+
+
+def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_bytes(b"")
+    (tmp_path / "attachments").mkdir()
+
+    result = CliRunner().invoke(
+        cli, ["run", str(csv_path), "--workdir", str(tmp_path / "w"), "--json"]
+    )
+
+    summary = json.loads(result.stdout)
+    assert (result.exit_code, summary["status"], summary["error"]) == (
+        3,
+        "FAILED",
+        "InputFileError",
+    )
+    assert summary["cause"] == "incoming/recipients.csv: empty file: no header and no rows"
+
+
+class StopAfterFirstBatch:
+    """Plays the operator pressing Ctrl-C once the first batch has finished."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def on_map_run(self, map_run: dict) -> None:
+        if not self.stopped and (map_run.get("succeeded") or 0) >= 1:
+            self.stopped = True
+            raise KeyboardInterrupt
+
+
+def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
+    # GIVEN the demo campaign in batches of 5, one batch at a time
+    workdir = tmp_path / "work"
+
+    # WHEN the operator stops it after the first batch
+    record = run_campaign(
+        EXAMPLE / "recipients.csv",
+        workdir=workdir,
+        batch_size=5,
+        max_concurrency=1,
+        listener=StopAfterFirstBatch(),
+    )
+
+    # THEN the execution is ABORTED (redrivable), not left RUNNING, and not everyone got mail
+    assert record["status"] == "ABORTED"
+    sent_first = len(list((workdir / "outbox" / "new").iterdir()))
+    assert 5 <= sent_first < 18
+
+    # WHEN it is redriven THEN the rest go out, and nobody gets two
+    record = redrive(workdir, record["name"])
+    assert record["status"] == "SUCCEEDED"
+    recipients = collections.Counter(
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
+        .addr_spec
+        for p in Path(workdir / "outbox" / "new").iterdir()
+    )
+    assert len(recipients) == 18 and set(recipients.values()) == {1}
