@@ -52,4 +52,4 @@ deploy: $(STAMP) ## Build and deploy the SAM stack (guided the first time)
 	bash infra/deploy.sh
 
 clean: ## Remove .venv, the demo workdir and caches
-	rm -rf $(VENV) $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

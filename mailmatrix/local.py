@@ -367,7 +367,11 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     """Create the workdir and record the settings the handlers will run with."""
     for folder in (workdir.root, workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
-    workdir.settings_file.write_text(json.dumps(env, indent=2) + "\n", encoding="utf-8")
+    # The settings may hold an SMTP password (--smtp URL): readable by the owner only.
+    fd = os.open(workdir.settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        stream.write(json.dumps(env, indent=2) + "\n")
+    os.chmod(workdir.settings_file, 0o600)
 
 
 def start_engine(workdir: Workdir, registry: Any, sleep: Callable[[float], None] | None) -> Any:

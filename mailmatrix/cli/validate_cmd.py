@@ -123,6 +123,8 @@ def validate_command(
         if not index and not attachments_dir.is_dir():
             console.print(f"[yellow]Note:[/] no attachments folder at {attachments_dir}")
         _show(console, report, rejects_path)
+    if not report.valid:
+        sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
     sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
 
 
@@ -185,7 +187,9 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
             console.print(f"... and {more} more; --rejects FILE writes them all.")
     if rejects_path is not None:
         console.print(f"Rejects report: {rejects_path}")
-    if report.rejected:
+    if not report.valid:
+        console.print("[red]Nothing to send[/]: no row is valid and sendable; `run` would stop.")
+    elif report.rejected:
         console.print(
             f"[red]{len(report.rejected)} row(s) rejected[/]: fix them and validate again; "
             f"the {report.valid} valid row(s) would be sent."

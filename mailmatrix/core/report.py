@@ -106,7 +106,7 @@ class Summary:
         writer.writeheader()
         for row in sorted(self.rows, key=lambda r: r["row"]):
             writer.writerow({k: _cell(row.get(k)) for k in REPORT_COLUMNS})
-        return out.getvalue().encode("utf-8")
+        return out.getvalue().encode("utf-8-sig")  # with a BOM, as Excel needs for UTF-8
 
     def to_dict(self, *, execution: str) -> dict[str, Any]:
         """The summary as JSON-ready data (without the per-row list)."""

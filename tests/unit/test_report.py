@@ -67,7 +67,9 @@ def test_counts_per_outcome_and_template():
         "rejection": {"skipped": 1, "failed": 1},
     }
     assert summary.outcome == "completed_with_failures"
-    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode())))
+    raw = summary.report_csv()
+    assert raw.startswith(b"\xef\xbb\xbf")  # Excel reads UTF-8 only with its byte-order mark
+    report = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
     assert [r["row"] for r in report] == ["2", "3", "4", "5", "6"]
     assert report[0]["message_id"] == "m2" and report[0]["email"] == "u2@example.com"
     assert report[3]["code"] == "Throttled" and "slow" in report[3]["reason"]
@@ -105,7 +107,7 @@ def test_report_cells_cannot_become_formulas():
     output = {"rows": [{"row": 2, "status": "sent"}]}
     summary = summarize_results(CAMPAIGN, VALIDATION, [_child("SUCCEEDED", rows, output)])
 
-    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode())))
+    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode("utf-8-sig"))))
     assert report[0]["name"] == "'=HYPERLINK(1)"
 
 

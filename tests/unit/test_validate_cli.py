@@ -199,3 +199,16 @@ def test_case_14_through_the_cli(tmp_path):
         (5, "Attachment_File is empty"),
         (6, "attachment is empty (0 bytes): empty.pdf"),
     ]
+
+
+def test_a_file_with_nothing_sendable_exits_3_like_run(tmp_path):
+    # GIVEN every row is excluded by its Status (the manifest skips Withdrawn)
+    text = HEADER + "ann@example.com,Ann,Withdrawn,ann.pdf,Engineer,Data,,\n"
+    path = campaign(tmp_path, text)
+
+    # WHEN validated THEN it is not "all good": `run` would stop with NothingToSend
+    result = invoke(path)
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert "Nothing to send" in result.output
+    assert "All good" not in result.output
