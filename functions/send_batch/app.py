@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from typing import Any
 
@@ -17,10 +18,20 @@ from mailmatrix.settings import Settings
 logger = Logger(service="mailmatrix")
 
 
-@functools.lru_cache(maxsize=4)
+_warm: dict[Settings, tuple[Mailer, Ledger]] = {}
+_warm_lock = threading.Lock()
+
+
 def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
-    """Mailer and ledger, kept warm across invocations of one Lambda container."""
-    return mailer_from(settings), ledger_from(settings)
+    """Mailer and ledger, kept warm across invocations of one Lambda container.
+
+    Built once per settings even when local batches start in several threads at once (a
+    drill's crash-after counter must be one per run, not one per thread).
+    """
+    with _warm_lock:
+        if settings not in _warm:
+            _warm[settings] = (mailer_from(settings), ledger_from(settings))
+        return _warm[settings]
 
 
 @functools.lru_cache(maxsize=8)
@@ -31,7 +42,8 @@ def _catalog(settings: Settings, bucket: str, prefix: str, signature: tuple) -> 
 
 def reset() -> None:
     """Forget warm adapters and templates (a new local run, a test)."""
-    _adapters.cache_clear()
+    with _warm_lock:
+        _warm.clear()
     _catalog.cache_clear()
 
 
