@@ -296,7 +296,7 @@ def _mime_body(rendered: Rendered, attachment: tuple[str, bytes] | None, top: li
     return _boundary_line("mixed", outer) + _multipart(outer, parts)
 
 
-_NEWLINES = re.compile(r"\r\n|\r|\n")
+_QP_CACHED_LINE = 1000  # longer lines are encoded without the cache, so it stays small
 _PLAIN_VALUE = re.compile(r"^[!-~]+(?: [!-~]+)*$")
 _PLAIN_MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@[a-z0-9-]+(?:\.[a-z0-9-]+)*>$")
 _B64_LINE = POLICY.max_line_length // 4 * 4  # what email.contentmanager._encode_base64 writes
@@ -367,10 +367,28 @@ def _multipart(boundary: str, parts: list[bytes]) -> bytes:
 
 
 def _quoted_printable(text: str) -> bytes:
-    """A text body as set_content(..., cte="quoted-printable") stores and the generator writes."""
-    body = b"\n".join(text.encode("utf-8").splitlines()) + b"\n"
-    encoded = quoprimime.body_encode(body.decode("latin-1"), POLICY.max_line_length)
-    return _NEWLINES.sub("\r\n", encoded).encode("ascii")
+    """A text body as set_content(..., cte="quoted-printable") stores and the generator writes.
+
+    quoprimime.body_encode encodes each line on its own (only CR and LF end lines once the
+    other control characters are escaped), so lines are encoded one by one, and the lines
+    every row shares (most of a template) come from a cache.
+    """
+    lines = text.encode("utf-8").splitlines()
+    encoded = [_qp_line(line.decode("latin-1")) for line in lines] if lines else [""]
+    encoded.append("")
+    return "\r\n".join(encoded).encode("ascii")
+
+
+def _qp_line(line: str) -> str:
+    """One line, quoted-printable, soft-wrapped with CRLF (``line`` holds no CR or LF)."""
+    if len(line) > _QP_CACHED_LINE:
+        return quoprimime.body_encode(line, POLICY.max_line_length, "\r\n")
+    return _qp_cached_line(line)
+
+
+@functools.lru_cache(maxsize=4096)
+def _qp_cached_line(line: str) -> str:
+    return quoprimime.body_encode(line, POLICY.max_line_length, "\r\n")
 
 
 def _base64_lines(data: bytes) -> bytes:

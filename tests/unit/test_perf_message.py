@@ -155,3 +155,23 @@ def test_any_values_match_the_email_package(monkeypatch, name, subject, text, ht
             encode_message(**kwargs, date=DATE)
         return
     assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\n\n\n",
+        "line with trailing space \nand tab\t\n" * 3,
+        "a=b " * 700 + "\n" + "ü" * 1500,
+        "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029 separators that are not line ends\r\n",
+        "no final newline",
+    ],
+)
+def test_bodies_match_the_email_package(monkeypatch, text):
+    # GIVEN text and HTML bodies with long lines, odd separators and blanks at line ends
+    rendered = Rendered(subject="s", html=text, text=text)
+    # WHEN both paths encode them THEN the bytes are identical (each encoded twice: cache)
+    for _ in range(2):
+        slow, fast = both(monkeypatch, rendered=rendered, attachment=("a.pdf", b"1"), **BASE)
+        assert fast == slow
