@@ -299,7 +299,7 @@ def _mime_body(rendered: Rendered, attachment: tuple[str, bytes] | None, top: li
 _QP_CACHED_LINE = 1000  # longer lines are encoded without the cache, so it stays small
 _PLAIN_VALUE = re.compile(r"^[!-~]+(?: [!-~]+)*$")
 _PLAIN_MESSAGE_ID = re.compile(r"^<[0-9a-f]{32}@[a-z0-9-]+(?:\.[a-z0-9-]+)*>$")
-_B64_LINE = POLICY.max_line_length // 4 * 4  # what email.contentmanager._encode_base64 writes
+_B64_LINE = _MAX_LINE // 4 * 4  # what email.contentmanager._encode_base64 writes
 _BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
 _BOUNDARY_SAMPLE = "=" * 15 + "0" * _BOUNDARY_DIGITS + "=="
 
@@ -323,7 +323,8 @@ def _fixed_line(name: str, value: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _header_class(name: str) -> Any:
-    return POLICY.header_factory[name]
+    registry: HeaderRegistry = POLICY.header_factory  # type: ignore[assignment]
+    return registry[name]
 
 
 def _header_line(name: str, value: Any) -> str:
@@ -382,13 +383,13 @@ def _quoted_printable(text: str) -> bytes:
 def _qp_line(line: str) -> str:
     """One line, quoted-printable, soft-wrapped with CRLF (``line`` holds no CR or LF)."""
     if len(line) > _QP_CACHED_LINE:
-        return quoprimime.body_encode(line, POLICY.max_line_length, "\r\n")
+        return quoprimime.body_encode(line, _MAX_LINE, "\r\n")
     return _qp_cached_line(line)
 
 
 @functools.lru_cache(maxsize=4096)
 def _qp_cached_line(line: str) -> str:
-    return quoprimime.body_encode(line, POLICY.max_line_length, "\r\n")
+    return quoprimime.body_encode(line, _MAX_LINE, "\r\n")
 
 
 def _base64_lines(data: bytes) -> bytes:
