@@ -33,6 +33,7 @@ FLAT_ROWS = [
     int(n) for n in os.environ.get("MAILMATRIX_BENCH_FLAT_ROWS", "10000,100000").split(",") if n
 ]
 ATTACHMENT_BYTES = 50 * 1024
+MILLION = 1_000_000
 MAILMERGE = "mailmerge==2.3.0"
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAILMERGE_VENV = REPO / ".venv" / "bench-mailmerge"
@@ -297,6 +298,7 @@ def flat_memory(folder: pathlib.Path) -> dict[str, str]:
     """Campaigns without attachments of each size in FLAT_ROWS: peak memory of each."""
     templates = no_attachment_templates(folder)
     figures = {}
+    runs: list[tuple[int, float, float]] = []
     for rows in FLAT_ROWS:
         csv_path = make_campaign(folder / f"rows-{rows}", rows, attachments=False)
         result = measured(
@@ -316,7 +318,21 @@ def flat_memory(folder: pathlib.Path) -> dict[str, str]:
             flush=True,
         )
         figures[f"flat_{rows}_peak_rss_mb"] = f"{result['pss_mb']:.0f}"
+        runs.append((rows, result["pss_mb"], rows / result["seconds"]))
         shutil.rmtree(folder / f"work-{rows}", ignore_errors=True)
+    if len(runs) >= 2 and runs[-1][0] < MILLION:
+        (small, small_mb, _), (large, large_mb, rate) = runs[0], runs[-1]
+        per_row_kb = (large_mb - small_mb) * 1024 / (large - small)
+        projected = large_mb + per_row_kb * (MILLION - large) / 1024
+        print(
+            f"1,000,000 rows not run: about {MILLION / rate / 60:.0f} min at {rate:.0f} msg/s;"
+            f" memory grows {per_row_kb:.1f} KB a row from {small} to {large} rows,"
+            f" so about {projected:.0f} MB at 1,000,000 (not flat)"
+            if per_row_kb > 0.5
+            else f"1,000,000 rows not run: about {MILLION / rate / 60:.0f} min; memory flat",
+            flush=True,
+        )
+        figures["flat_kb_per_row"] = f"{per_row_kb:.1f}"
     return figures
 
 
