@@ -123,7 +123,10 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
-                manifest.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                line = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+                # Escape the Unicode line separators JSON allows raw, so no line-oriented
+                # reader (ours, AWS's ItemReader, a person's editor) can split a record.
+                manifest.write(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
                 manifest.write("\n")
 
             with storage.open(source.key) as stream:

@@ -52,15 +52,23 @@ class LocalStorage:
             return stream.read()
 
     def open(self, key: str) -> BinaryIO:
-        """Open the object for reading."""
+        """Open the object for reading; a symlink may not lead outside its folder."""
         path, _ = self._path(key)
-        try:
-            return path.open("rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            path = self._nfc_match(path)
-            if path is None:
-                raise NotFoundError(f"local storage: no such object: {key}") from None
-            return path.open("rb")
+        if not path.is_file():
+            match = self._nfc_match(path)
+            if match is None:
+                raise NotFoundError(f"local storage: no such object: {key}")
+            path = match
+        self._confine(key, path)
+        return path.open("rb")
+
+    def _confine(self, key: str, path: Path) -> None:
+        """Refuse a file whose real location lies outside the folder that serves ``key``."""
+        base = next((b for prefix, b in self.mounts.items() if key.startswith(prefix)), self.root)
+        if not path.resolve().is_relative_to(base.resolve()):
+            raise NotFoundError(
+                f"local storage: {key}: a link to a file outside {base.name}/ is not followed"
+            )
 
     def _nfc_match(self, path: Path) -> Path | None:
         """Find a file stored under another Unicode normalisation of the same name (macOS NFD)."""
@@ -123,6 +131,7 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
     if not base.is_dir():
         return
     found = []
+    real_base = os.path.realpath(base)
     for folder, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = os.path.relpath(folder, base)
@@ -131,7 +140,9 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
                 continue
             relkey = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
             key = key_prefix + relkey
-            if key.startswith(wanted):
-                found.append((key, os.path.join(folder, name)))
+            path = os.path.join(folder, name)
+            outside = os.path.commonpath([os.path.realpath(path), real_base]) != real_base
+            if key.startswith(wanted) and not outside:  # links out of the folder don't count
+                found.append((key, path))
     for key, path in sorted(found):
         yield ObjectInfo(key=key, size=os.path.getsize(path))

@@ -110,7 +110,9 @@ def read_items(data: bytes, config: dict[str, Any], max_items: int | None) -> li
             raise StatesError(ITEM_READER_FAILED, "JSON: the object must hold a JSON array")
     else:
         items = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        # JSON Lines records end at "\n" only: str.splitlines() would also cut inside a string
+        # holding U+2028, U+0085 or a form feed, which JSON allows unescaped.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             if limit is not None and len(items) >= limit:

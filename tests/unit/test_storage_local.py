@@ -67,3 +67,24 @@ def test_put_file_copies_atomically(tmp_path):
     assert not [
         p for p in (tmp_path / "bucket" / "validated" / "c").iterdir() if p.name.startswith(".tmp")
     ]
+
+
+def test_a_symlink_out_of_a_mount_is_not_followed(tmp_path):
+    # GIVEN an attachments folder with a link to a file elsewhere on the machine
+    secret = tmp_path / "secret.pdf"
+    secret.write_bytes(b"%PDF-1.4 not yours")
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "link.pdf").symlink_to(secret)
+    (pdfs / "inside.pdf").write_bytes(b"%PDF-1.4 ok")
+    (pdfs / "alias.pdf").symlink_to(pdfs / "inside.pdf")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
+
+    # THEN the outside target is refused as missing; a link inside the folder still works
+    with pytest.raises(NotFoundError, match="outside pdfs/"):
+        storage.get("attachments/link.pdf")
+    assert storage.get("attachments/alias.pdf") == b"%PDF-1.4 ok"
+    assert [o.key for o in storage.list("attachments/")] == [
+        "attachments/alias.pdf",
+        "attachments/inside.pdf",
+    ]
