@@ -10,6 +10,7 @@ empty strings; extra fields are dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from mailmatrix.engine.errors import ITEM_READER_FAILED, StatesError
@@ -112,7 +113,7 @@ def read_items(data: bytes, config: dict[str, Any], max_items: int | None) -> li
         items = []
         # JSON Lines records end at "\n" only: str.splitlines() would also cut inside a string
         # holding U+2028, U+0085 or a form feed, which JSON allows unescaped.
-        for number, line in enumerate(text.split("\n"), start=1):
+        for number, line in enumerate(_lines(text), start=1):
             if not line.strip():
                 continue
             if limit is not None and len(items) >= limit:
@@ -124,3 +125,15 @@ def read_items(data: bytes, config: dict[str, Any], max_items: int | None) -> li
                     ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
                 ) from exc
     return items[:limit] if limit is not None else items
+
+
+def _lines(text: str) -> Iterator[str]:
+    """``text.split("\\n")`` one line at a time, without a list of every line at once."""
+    start = 0
+    while True:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1
