@@ -65,6 +65,16 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 _TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = frozenset("\r\n\u2028\u2029\x85\x0b\x0c")
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 27: "ESC", 127: "DEL"}
+# Well-formed multi-byte UTF-8 sequences (two to four bytes).
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+# Bidirectional overrides and isolates can make a display name read as something else.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# A header line may not exceed 998 characters (RFC 5322); names are kept far below that.
+MAX_HEADER_VALUE = 256
+# Any cell: a row with more is rejected, not the file.
+MAX_CELL = 65536
 _LIST_SPLIT = re.compile(r"[,;]")
 # Excel honours (and some exports write) a first line "sep=;" naming the delimiter.
 _SEP_DIRECTIVE = re.compile(r"sep=(.) *", re.IGNORECASE)
@@ -255,6 +265,7 @@ def validate_recipients(
         errors="surrogateescape",
         newline="",
     )
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
     reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
     records = _records(reader, source, encoding)
     intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
@@ -299,7 +310,10 @@ def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
     try:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(sample) < SAMPLE_BYTES)
     except UnicodeDecodeError:
-        pass
+        # A UTF-8 export with a few stray bytes is still UTF-8: decoding all of it as
+        # Windows-1252 would garble every accented name. The stray bytes reject their rows.
+        if len(_UTF8_SEQUENCE.findall(sample)) > sample.decode("utf-8", "replace").count("\ufffd"):
+            return "utf-8", "utf-8"
     else:
         return "utf-8", "utf-8"
 
@@ -387,11 +401,17 @@ class _Intake:
             report.empty += 1
             return
         report.rows += 1
+        self._check_swallowed_rows(row, record)
         values = self._shape(row, record)
         if values is None:
             return
         email_text = values[self.email_at]
-        if _CONTROL.search("".join(values)):
+        problem = self._size_problem(values)
+        if problem:
+            self._reject(row, problem[0], problem[1], email_text)
+            return
+        joined = "".join(values)
+        if _CONTROL.search(joined) or _BIDI.search(joined):
             problem = self._control_problem(values)
             if problem:
                 self._reject(row, problem[0], problem[1], email_text)
@@ -428,7 +448,9 @@ class _Intake:
             return
 
         content = hash(tuple(values[: self.email_at] + values[self.email_at + 1 :]))
-        first = self.seen.add(hash((address.key, template)), row, content)
+        # One email per address per file: the same address under another Status (an offer
+        # and a rejection) is a conflicting duplicate, never a second letter.
+        first = self.seen.add(hash(address.key), row, content)
         if first is not None:
             first_row, same = first
             duplicate = {"row": row, "first_row": first_row, "conflicting": not same}
@@ -482,6 +504,42 @@ class _Intake:
                 return None
         return values
 
+    def _check_swallowed_rows(self, row: int, values: list[str]) -> None:
+        """Fail the file when a quote left open made later lines part of one field.
+
+        Read on, such a file would silently lose every row up to the next quote; a field
+        whose continuation lines look like records is that, not a multi-line value.
+        """
+        delimiter = self.report.delimiter
+        for value in values:
+            if "\n" not in value and "\r" not in value:
+                continue
+            lines = value.splitlines()[1:]
+            looks_like_rows = [
+                line for line in lines if line.count(delimiter) >= max(1, self.width - 2)
+            ]
+            if looks_like_rows or len(value) > MAX_CELL:
+                first = (looks_like_rows or lines or [""])[0]
+                raise InputFileError(
+                    f"{self.report.source}: unreadable CSV at line {row}: a quote opened on "
+                    f"this line is not closed where expected, so the next {len(lines)} "
+                    f"line(s) were read into one field (the first: {first[:60]!r}); fix the "
+                    f"quotes on line {row}"
+                )
+
+    def _size_problem(self, values: list[str]) -> tuple[str, str] | None:
+        """Return (column, reason) for a cell too long to send or to put in a header."""
+        for index, name in self.named:
+            length = len(values[index])
+            if length > MAX_CELL:
+                return name, f"{name} is {length} characters long (at most {MAX_CELL})"
+            if name in HEADER_COLUMNS and name not in ("Cc", "Bcc") and length > MAX_HEADER_VALUE:
+                return name, (
+                    f"{name} is {length} characters long; at most {MAX_HEADER_VALUE} go into "
+                    "a mail header"
+                )
+        return None
+
     def _control_problem(self, values: list[str]) -> tuple[str, str] | None:
         """Return (column, reason) for the first forbidden or undecodable character, if any."""
         for index, name in self.named:
@@ -490,7 +548,7 @@ class _Intake:
         for index, name in self.named:
             value = values[index]
             if name in HEADER_COLUMNS:
-                found = _CONTROL.search(value)
+                found = _CONTROL.search(value) or _BIDI.search(value)
             else:
                 found = _TEXT_CONTROL.search(value)
             if found is None:

@@ -523,3 +523,14 @@ def test_a_stopped_execution_is_aborted_and_its_redrive_runs_only_what_did_not_r
     assert again["status"] == "SUCCEEDED"
     assert again["output"] == list(range(6))
     assert calls == [0, 1, 2, 3, 3, 4, 5]
+
+
+def test_json_lines_records_end_at_newline_only() -> None:
+    # JSON allows U+2028, U+2029 and U+0085 raw inside strings; they must not cut a record.
+    from mailmatrix.engine.reader import read_items
+
+    data = '{"Position": "Eng\u2028ineer"}\n{"Name": "A\u0085B\u2029C"}\n\n'.encode()
+
+    items = read_items(data, {"InputType": "JSONL"}, None)
+
+    assert items == [{"Position": "Eng\u2028ineer"}, {"Name": "A\u0085B\u2029C"}]

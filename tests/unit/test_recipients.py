@@ -588,14 +588,19 @@ def test_duplicates_are_kept_once_and_reported_with_conflicts():
     ]
 
 
-def test_same_address_for_two_templates_is_not_a_duplicate():
+def test_same_address_under_another_template_is_a_conflicting_duplicate():
+    # Decision (break test F5): one file sends one email per address. An offer and a rejection
+    # to the same candidate is a mistake in the file, not two letters to send; the first row
+    # goes, the later one is reported as a conflicting duplicate naming the first.
     catalog = FakeCatalog(templates={"active": "offer", "reminder": "reminder"})
     text = HEADER + ALICE + "alice@example.com,Alice Example,reminder,alice.pdf\r\n"
 
     report, rows = run(text, catalog=catalog)
 
-    assert [r["template"] for r in rows] == ["offer", "reminder"]
-    assert report.duplicates == []
+    assert [r["template"] for r in rows] == ["offer"]
+    assert report.duplicates == [
+        {"row": 3, "first_row": 2, "conflicting": True, "email": "a***@example.com"}
+    ]
 
 
 def test_a_rejected_row_does_not_hide_a_later_valid_one():
@@ -730,3 +735,68 @@ def test_any_input_ends_in_a_report_or_one_file_error(body, encoding, stray):
             assert not any(ch in row["fields"][column] for ch in "\x00\r\n\x1b\u2028")
     json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
     write_rejects(report, io.BytesIO())
+
+
+# ---- hardening found by the break test -------------------------------------------------------
+
+
+def test_a_quote_left_open_fails_the_file_instead_of_swallowing_rows():
+    # GIVEN row 3 opens a quote that only the last line closes
+    rows = "".join(f"user{i}@example.com,User {i},active,alice.pdf\r\n" for i in range(10))
+    text = HEADER + ALICE + 'bob@example.com,"Bob,active,bob.pdf\r\n' + rows + 'x"\r\n'
+
+    # THEN the file fails, naming the line, rather than reporting 2 rows and losing 10
+    with pytest.raises(InputFileError, match=r"line 3: a quote opened on this line"):
+        run(text)
+
+
+def test_a_multi_line_value_that_does_not_look_like_rows_is_only_that_rows_problem():
+    text = HEADER + 'bob@example.com,"Bob\r\nExample",active,alice.pdf\r\n' + ALICE
+
+    report, rows = run(text)
+
+    assert [r["row"] for r in rows] == [4]
+    assert report.rejected == [
+        {"row": 2, "column": "Name", "reason": "line break in Name", "email": "b***@example.com"}
+    ]
+
+
+def test_one_stray_byte_in_a_utf8_file_rejects_its_row_and_keeps_the_rest_utf8():
+    good = "zoe@example.com,Zoë Ångström,active,alice.pdf\r\n".encode()
+    bad = b"jo@example.com,Jos\xe9,active,alice.pdf\r\n"
+
+    report, rows = run(HEADER.encode() + good + bad)
+
+    assert report.encoding == "utf-8"
+    assert [r["name"] for r in rows] == ["Zoë Ångström"]
+    assert report.rejected[0]["row"] == 3 and "not valid utf-8" in report.rejected[0]["reason"]
+
+
+def test_a_long_name_is_rejected_before_it_makes_a_header_line_too_long():
+    text = HEADER + f"bob@example.com,{'x' * 5000},active,alice.pdf\r\n" + ALICE
+
+    report, rows = run(text)
+
+    assert [r["row"] for r in rows] == [3]
+    assert report.rejected[0]["column"] == "Name"
+    assert "5000 characters" in report.rejected[0]["reason"]
+
+
+def test_a_huge_cell_rejects_its_row_not_the_file():
+    text = HEADER + f'bob@example.com,Bob,active,"{"y" * 200_000}"\r\n' + ALICE
+
+    report, rows = run(text)
+
+    assert [r["row"] for r in rows] == [3]
+    assert report.rejected[0]["row"] == 2
+    assert "200000 characters" in report.rejected[0]["reason"]
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200f"])
+def test_bidi_controls_in_a_display_name_are_refused(char):
+    text = HEADER + f"bob@example.com,Bob{char}moc.evil,active,alice.pdf\r\n" + ALICE
+
+    report, rows = run(text)
+
+    assert [r["row"] for r in rows] == [3]
+    assert report.rejected[0]["reason"] == f"control character (U+{ord(char):04X}) in Name"
