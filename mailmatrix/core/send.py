@@ -227,6 +227,14 @@ class _Stop(Exception):
         self.error = error
 
 
+class _Defer(Exception):
+    """Internal: this row's passing fault outlasted its tries; the other rows go on."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class _Batch:
     """The state of one send_batch call."""
@@ -285,21 +293,29 @@ class _Batch:
                 )
             )
 
-    def fail(self, item: Mapping[str, Any], code: str, reason: str) -> None:
-        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=True)
+    def fail(
+        self, item: Mapping[str, Any], code: str, reason: str, *, permanent: bool = True
+    ) -> None:
+        # A setup problem (a template) is not the row's fault: not permanent in the ledger,
+        # so the run after the fix sends the row.
+        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=permanent)
         self.result.rows.append(
             {"row": item["row"], "status": "failed", "code": code, "reason": reason}
         )
         log.debug("send_batch: row %s failed: %s", item["row"], code)
 
-    def deliver(self, item: Mapping[str, Any], raw: bytes, destinations: list[str]) -> str:
-        """Send with in-batch retries; return the message id or raise _Stop."""
+    def deliver(
+        self, item: Mapping[str, Any], raw: bytes, destinations: list[str]
+    ) -> tuple[str, bool]:
+        """Send with in-batch retries; return (message id, whether an earlier try may also
+        have been accepted), or raise _Stop (the batch stops) or _Defer (this row waits)."""
         sender = envelope_sender(str(self.campaign["sender"]))
+        uncertain = False
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.pacer.acquire(len(destinations))
             try:
-                return self.mailer.send(raw, sender=sender, destinations=destinations)
+                return self.mailer.send(raw, sender=sender, destinations=destinations), uncertain
             except AccountSendingHalted as exc:
                 self.ledger.record_failed(
                     item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
@@ -319,18 +335,22 @@ class _Batch:
             except SendError as exc:
                 if not exc.retryable:
                     raise
+                # A throttle was refused for sure; any other passing fault (timeout, dropped
+                # connection) may hide a message the service accepted.
+                uncertain = uncertain or not isinstance(exc, Throttled)
                 if tries == self.policy.tries:
                     self.ledger.record_failed(
                         item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
                     )
                     kind = Throttled if isinstance(exc, Throttled) else TransientSendError
-                    raise _Stop(
-                        kind(
-                            f"send_batch: row {item['row']}: gave up after {tries} tries:"
-                            f" {error_text(exc)}",
-                            details={"code": error_code(exc)},
-                        )
-                    ) from exc
+                    error = kind(
+                        f"send_batch: row {item['row']}: gave up after {tries} tries:"
+                        f" {error_text(exc)}",
+                        details={"code": error_code(exc)},
+                    )
+                    if kind is Throttled:
+                        raise _Stop(error) from exc  # the rate: the next rows would fail too
+                    raise _Defer(error) from exc  # this recipient: the next rows may go
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
@@ -384,7 +404,10 @@ class _Batch:
                     details={"code": "StorageError"},
                 )
             ) from exc
-        except (TemplateError, PermanentSendError) as exc:
+        except TemplateError as exc:
+            self.fail(item, error_code(exc), error_text(exc), permanent=False)
+            return
+        except PermanentSendError as exc:
             self.fail(item, error_code(exc), error_text(exc))
             return
         except MailMatrixError as exc:
@@ -402,7 +425,17 @@ class _Batch:
             return
 
         try:
-            message_id = self.deliver(item, raw, destinations)
+            message_id, uncertain = self.deliver(item, raw, destinations)
+        except _Defer as defer:
+            self.result.rows.append(
+                {
+                    "row": row,
+                    "status": "deferred",
+                    "code": error_code(defer.error),
+                    "reason": error_text(defer.error),
+                }
+            )
+            return
         except SendError as exc:  # not retryable, not an account halt: this row only
             self.fail(item, error_code(exc), error_text(exc))
             return
@@ -410,6 +443,8 @@ class _Batch:
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
+        elif uncertain:
+            entry["takeover"] = "an earlier try timed out or lost its reply"
         self.result.rows.append(entry)
 
 
@@ -471,6 +506,17 @@ def send_batch(
         if pacer is not None:
             pacer.finish()
 
+    deferred = [row for row in batch.result.rows if row["status"] == "deferred"]
+    if deferred:
+        raise TransientSendError(
+            f"send_batch: {len(deferred)} row(s) kept failing for now, retry later: "
+            f"{deferred[0]['reason']}",
+            details={
+                "code": deferred[0]["code"],
+                "result": batch.result.to_dict(),
+                "deferred": [row["row"] for row in deferred],
+            },
+        )
     busy = [row["row"] for row in batch.result.rows if row["status"] == "busy"]
     if busy:
         raise TransientSendError(

@@ -163,10 +163,48 @@ def test_passing_faults_are_retried_within_the_batch(ledger, clock, kind):
     assert len(clock.slept) == 2
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "raised"),
-    [("Throttling", 400, Throttled), ("InternalFailure", 500, TransientSendError)],
-)
+def test_a_recipient_whose_fault_outlasts_the_retries_does_not_hold_up_the_rest(ledger, clock):
+    # GIVEN the second row fails on every one of its tries with a passing (non-rate) fault
+    policy = RetryPolicy(tries=3)
+    ses = FakeSes(fail_calls(2, 3, 4, code="InternalFailure", status=500), clock=clock)
+
+    # WHEN the batch runs
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(4), ses, ledger, clock, policy=policy)
+
+    # THEN the other rows were sent; only that row waits, and the state machine retries it
+    assert stopped.value.details["deferred"] == [3]
+    assert stopped.value.details["result"]["sent"] == 3
+    assert "row 3: gave up after 3 tries" in stopped.value.message
+    assert [(o.row, o.state) for o in ledger.outcomes(CID)] == [
+        (2, "sent"),
+        (3, "released"),
+        (4, "sent"),
+        (5, "sent"),
+    ]
+
+    # AND the retry sends it, nobody twice
+    result = run(items(4), ses, ledger, clock, policy=policy)
+    assert [r["status"] for r in result.rows] == ["sent"] * 4
+    assert set(ses.deliveries().values()) == {1}
+
+
+def test_a_row_sent_after_a_fault_with_an_unknown_outcome_is_flagged(ledger, clock):
+    # GIVEN the second row's first call fails with a fault that may hide an accepted message,
+    # and the third row's first call is throttled (refused for sure)
+    ses = FakeSes(fail_calls(2, code="InternalFailure", status=500), clock=clock)
+    ses_throttle = FakeSes(fail_calls(2, code="Throttling", status=400), clock=clock)
+
+    # WHEN each batch runs
+    result = run(items(2), ses, ledger, clock)
+    throttled = run(items(2, campaign_id="c-other"), ses_throttle, ledger, clock)
+
+    # THEN only the unknown outcome is flagged as a possible duplicate in the report
+    assert result.rows[1]["takeover"] == "an earlier try timed out or lost its reply"
+    assert "takeover" not in throttled.rows[1]
+
+
+@pytest.mark.parametrize(("code", "status", "raised"), [("Throttling", 400, Throttled)])
 def test_passing_faults_that_outlast_the_retries_stop_the_batch(
     ledger, clock, code, status, raised
 ):
@@ -391,3 +429,22 @@ def test_a_redrive_within_the_hold_is_told_when_to_come_back(ledger, clock):
         f"send_batch: campaign {CID} halted by attempt x: Daily message quota exceeded."
         " (batches stop for 60 s after a halt: redrive in 45 s or later, once the cause is fixed)"
     )
+
+
+def test_a_template_error_fails_the_row_now_but_not_for_good(ledger, clock):
+    # GIVEN templates that cannot render (a setup problem, not the recipient's)
+    from mailmatrix.errors import TemplateError
+
+    def broken(item, campaign, **kwargs):
+        raise TemplateError("offer/subject.txt: the subject is empty")
+
+    ses = FakeSes(clock=clock)
+
+    # WHEN the batch runs THEN the row fails with the reason, and nothing is sent
+    result = run(items(1), ses, ledger, clock, composer=broken)
+    assert [(r["status"], r["code"]) for r in result.rows] == [("failed", "TemplateError")]
+    assert ses.calls == []
+
+    # AND once the templates are fixed, the next run sends it (the ledger did not settle it)
+    fixed = run(items(1), ses, ledger, clock)
+    assert [r["status"] for r in fixed.rows] == ["sent"]
