@@ -85,7 +85,7 @@ class _EncodedSubjectHeader(UniqueUnstructuredHeader):
 
     def fold(self, *, policy: Any) -> str:
         """ASCII subjects fold as usual; others become encoded-words split after spaces."""
-        if str(self).isascii():
+        if str(self).isascii() and "=?" not in str(self):
             return super().fold(policy=policy)  # type: ignore[misc]
         return _fold_tokens(f"{self.name}:", _encoded_words(str(self)), policy.linesep)
 
@@ -170,7 +170,10 @@ def build_message(
         msg["Cc"] = [parse_address(a, where="cc") for a in cc]
     if reply_to:
         msg["Reply-To"] = parse_address(reply_to, where="reply-to")
-    msg["Subject"] = _header_text(rendered.subject)
+    subject = _header_text(rendered.subject)
+    # Setting a header parses it, decoding anything shaped like an encoded-word: hand such
+    # text over already encoded, so the header holds the literal characters.
+    msg["Subject"] = " ".join(_encoded_words(subject)) if "=?" in subject else subject
     msg["Date"] = email_utils.format_datetime(date or datetime.now(UTC))
     domain = message_id_domain or sender_address.domain
     msg["Message-ID"] = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, where='message id')}>"
@@ -334,6 +337,9 @@ def _header_line(name: str, value: Any) -> str:
     subjects become our encoded-words, without parsing (what the header classes would do).
     """
     cls = _header_class(name)
+    if isinstance(value, str) and "=?" in value and issubclass(cls, _EncodedSubjectHeader):
+        # Text that looks like an encoded-word is data: encode it, or readers decode it.
+        return _fold_tokens(f"{name}:", _encoded_words(value), "\r\n")
     if isinstance(value, str) and "=?" not in value and issubclass(cls, UnstructuredHeader):
         if len(name) + 2 + len(value) <= _MAX_LINE and _PLAIN_VALUE.match(value):
             return f"{name}: {value}\r\n"
@@ -506,7 +512,7 @@ def format_address(address: Address) -> str:
 
 
 def _phrase(name: str) -> str:
-    if not name.isascii():
+    if not name.isascii() or "=?" in name:  # "=?...?=" would be decoded by readers
         return " ".join(_encoded_words(name))
     if _BARE_PHRASE.match(name):
         return name

@@ -324,3 +324,28 @@ def test_any_name_subject_and_file_name_survive_both_parsers(name, subject, file
     assert other.subject.strip() == _CONTROLS.sub(" ", subject).strip()
     assert [a.filename for a in other.attachments] == [filename]
     assert next(parsed.iter_attachments()).get_filename() == filename
+
+
+@pytest.mark.parametrize("build", [build_message, "encode"], ids=["build", "encode"])
+def test_text_shaped_like_an_encoded_word_stays_literal(build):
+    # A CSV value "=?utf-8?q?Bcc=3A_x?=" must read back as itself, not as "Bcc: x".
+    literal = "=?utf-8?q?Bcc=3A_x?="
+    rendered = Rendered(subject=f"Hi {literal}", html="<p>x</p>", text="x")
+    arguments = dict(
+        sender="A <a@example.com>",
+        to_name=literal,
+        to_email="b@example.com",
+        rendered=rendered,
+        attachment=None,
+    )
+    if build == "encode":
+        from mailmatrix.core.message import encode_message
+
+        raw, _ = encode_message(**arguments)
+    else:
+        raw = message_bytes(build_message(**arguments))
+
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["To"].addresses[0].display_name == literal
+    assert parsed["Subject"] == f"Hi {literal}"
+    assert b"Bcc: x" not in raw
