@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -31,6 +33,8 @@ _STYLE = {
 def registry_from_functions(workdir: pathlib.Path, functions: tuple[str, ...]) -> ResourceRegistry:
     """A registry with each ``NAME=module:callable`` of --function registered as a Lambda."""
     registry = ResourceRegistry()
+    if functions and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # modules beside the definition, as `python -m` finds them
     for spec in functions:
         name, sep, target = spec.partition("=")
         if not sep or ":" not in target:

@@ -216,6 +216,11 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 f"[yellow]Nothing new sent: all {counts['skipped']} valid rows were already "
                 "sent by an earlier run (the ledger remembers).[/yellow]"
             )
+        if counts.get("skipped", 0):
+            console.print(
+                "Rows are skipped when an earlier run of a file with this name sent them "
+                "(even if other columns changed); to mail them again, use a new file name."
+            )
         if result.get("outbox"):
             console.print(f"Outbox:  {result['outbox']}")
         else:
@@ -275,7 +280,13 @@ def _print_rejects(console: Console, result: dict[str, Any]) -> None:
     callback=lambda ctx, param, value: _check_sender(value),
     help="From address, e.g. 'Talent <talent@example.com>'.",
 )
-@click.option("--smtp", "smtp_url", help="Deliver through this SMTP server instead of the outbox.")
+@click.option(
+    "--smtp",
+    "smtp_url",
+    callback=lambda ctx, param, value: _check_smtp(value),
+    help="Deliver through this SMTP server instead of the outbox "
+    "(smtp://, smtp+starttls:// or smtps://, optionally user:password@).",
+)
 @click.option(
     "--send-rate",
     type=click.FloatRange(min=0),
@@ -368,6 +379,19 @@ def _check_faults(value: str | None) -> str | None:
             parse_spec(value)
         except MailMatrixError as error:
             raise click.BadParameter(error.message) from None
+    return value
+
+
+def _check_smtp(value: str | None) -> str | None:
+    """Refuse a URL that names no SMTP server before anything runs."""
+    if value:
+        from urllib.parse import urlparse
+
+        url = urlparse(value)
+        if url.scheme not in ("smtp", "smtps", "smtp+starttls") or not url.hostname:
+            raise click.BadParameter(
+                f"{_redact(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
+            )
     return value
 
 

@@ -119,3 +119,13 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
         for p in Path(workdir / "outbox" / "new").iterdir()
     )
     assert len(recipients) == 18 and set(recipients.values()) == {1}
+
+
+def test_an_smtp_url_that_is_not_smtp_is_refused_without_its_password(tmp_path):
+    code, output = _run(
+        str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", "http://u:pw@h"
+    )
+
+    assert code == 2
+    assert "expected smtp://HOST" in output
+    assert "pw" not in output
