@@ -8,7 +8,7 @@ process of its own, with its peak memory:
   ``--dry-run --no-limit`` with the same two templates written in its format, output to a file;
 - MailMatrix: ``mailmatrix run`` (validation, state machine, ledger, report) into its Maildir;
 - the floor: read each attachment, base64-encode it, write a file of the same size as the
-  MailMatrix message, nothing else (one process, like mailmerge).
+  MailMatrix message, nothing else (one process, like mailmerge); the best of three runs.
 
 Peak memory is the most the process tree held at once, polled from /proc every 100 ms: the sum
 of PSS (proportional set size: pages shared by forked workers counted once) and, for
@@ -34,6 +34,7 @@ FLAT_ROWS = [
 ]
 ATTACHMENT_BYTES = 50 * 1024
 MILLION = 1_000_000
+FLOOR_RUNS = 3  # the floor's disk writes vary 3x from run to run here: its best run counts
 POLL_SECONDS = 0.1  # memory polling; faster polling took a fifth of a core from the runs
 MAILMERGE = "mailmerge==2.3.0"
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -281,14 +282,20 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
         raise RuntimeError(f"mailmatrix: {len(sizes)} messages in the outbox, expected {ROWS}")
     sizes_file = out_dir / "sizes.txt"
     sizes_file.write_text("\n".join(map(str, sizes)))
-    base = measured(
-        [
-            *(sys.executable, "-m", "bench.bench_campaign", "floor"),
-            *(str(campaign / "attachments"), str(out_dir / "floor"), str(sizes_file)),
-        ],
-        stdout=out_dir / "floor.txt",
-        cwd=REPO,
-        inputs=campaign / "attachments",
+    base = min(
+        (
+            measured(
+                [
+                    *(sys.executable, "-m", "bench.bench_campaign", "floor"),
+                    *(str(campaign / "attachments"), str(out_dir / f"floor-{n}"), str(sizes_file)),
+                ],
+                stdout=out_dir / "floor.txt",
+                cwd=REPO,
+                inputs=campaign / "attachments",
+            )
+            for n in range(FLOOR_RUNS)
+        ),
+        key=lambda m: m["seconds"],
     )
     rates = {name: ROWS / m["seconds"] for name, m in (("mm", merge), ("us", ours), ("fl", base))}
     total_mb = sum(sizes) / 1e6
