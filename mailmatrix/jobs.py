@@ -22,7 +22,7 @@ from mailmatrix.core.message import parse_address
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
-from mailmatrix.core.report import Summary, summarize_results
+from mailmatrix.core.report import Summary, report_writer, summarize_results
 from mailmatrix.core.send import compose, idempotency_key, send_batch
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
@@ -273,6 +273,15 @@ def read_map_results(storage: Storage, send: dict[str, Any]) -> Iterable[dict[st
             yield from json.loads(storage.get(entry["Key"]))
 
 
+def _has_unfinished_batches(storage: Storage, send: dict[str, Any]) -> bool:
+    """Whether the Map Run's result manifest lists failed or pending children."""
+    details = send.get("ResultWriterDetails") or {}
+    if not details.get("Key"):
+        return False
+    files = json.loads(storage.get(details["Key"])).get("ResultFiles", {})
+    return bool(files.get("FAILED") or files.get("PENDING"))
+
+
 def summarize_job(
     storage: Storage,
     campaign: dict[str, Any],
@@ -283,15 +292,25 @@ def summarize_job(
     ledger: Ledger | None = None,
 ) -> dict[str, Any]:
     """Count outcomes per template, write the report, return the summary state's result."""
-    children = list(read_map_results(storage, send))
+    # When a batch did not finish, the ledger tells which of its rows went out anyway.
     settled = None
-    if ledger is not None and any(c.get("Status") != "SUCCEEDED" for c in children):
+    if ledger is not None and _has_unfinished_batches(storage, send):
         settled = {o.key: o for o in ledger.outcomes(campaign["id"])}
-    summary: Summary = summarize_results(
-        campaign, counts, children, dry_run=bool(send.get("dry_run")), settled=settled
-    )
     report_key = f"reports/{campaign['id']}/report.csv"
-    storage.put(report_key, summary.report_csv(), content_type="text/csv; charset=utf-8")
+    handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8-sig", newline="") as out:
+            summary: Summary = summarize_results(
+                campaign,
+                counts,
+                read_map_results(storage, send),
+                dry_run=bool(send.get("dry_run")),
+                settled=settled,
+                report=report_writer(out),
+            )
+        storage.put_file(report_key, report_path, content_type="text/csv; charset=utf-8")
+    finally:
+        os.unlink(report_path)
     storage.put(
         f"reports/{campaign['id']}/summary.json",
         json.dumps(summary.to_dict(execution=execution), ensure_ascii=False, indent=2).encode(),

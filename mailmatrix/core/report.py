@@ -7,9 +7,9 @@ import io
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ class Summary:
     per_template: dict[str, dict[str, int]]
     rows: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    # Folded while the rows stream by, so the hint needs no list of rows.
+    failures_all_not_verified: bool = False
 
     @property
     def outcome(self) -> str:
@@ -81,13 +83,9 @@ class Summary:
 
     def hint(self) -> str | None:
         """Name the likely cause when failures share one, e.g. an SES sandbox account."""
-        failed = [r for r in self.rows if r["status"] == "failed"]
-        if not failed:
+        if not self.counts.get("failed"):
             return None
-        if (
-            all("not verified" in (r.get("reason") or "") for r in failed)
-            and not self.counts["sent"]
-        ):
+        if self.failures_all_not_verified and not self.counts["sent"]:
             return (
                 "Every failure says the address is not verified: the SES account is probably "
                 "still in the sandbox. Request production access, then redrive."
@@ -100,12 +98,11 @@ class Summary:
         return "Failed rows are listed in the per-row report with the service's reason."
 
     def report_csv(self) -> bytes:
-        """One line per validated row, spreadsheet-safe."""
+        """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
+        writer = report_writer(out)
         for row in sorted(self.rows, key=lambda r: r["row"]):
-            writer.writerow({k: _cell(row.get(k)) for k in REPORT_COLUMNS})
+            write_report_row(writer, row)
         return out.getvalue().encode("utf-8-sig")  # with a BOM, as Excel needs for UTF-8
 
     def to_dict(self, *, execution: str) -> dict[str, Any]:
@@ -117,6 +114,18 @@ class Summary:
             "counts": self.counts,
             "per_template": self.per_template,
         }
+
+
+def report_writer(out: TextIO) -> csv.DictWriter:
+    """A CSV writer of report rows on ``out``, its header written."""
+    writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    return writer
+
+
+def write_report_row(writer: csv.DictWriter, row: Mapping[str, Any]) -> None:
+    """Write one report row with every cell made spreadsheet-safe."""
+    writer.writerow({k: _cell(row.get(k)) for k in REPORT_COLUMNS})
 
 
 def _cell(value: Any) -> str:
@@ -131,31 +140,32 @@ def summarize_results(
     *,
     dry_run: bool = False,
     settled: Mapping[str, Any] | None = None,
+    report: csv.DictWriter | None = None,
 ) -> Summary:
     """Fold the Map Run's child records (ResultWriter format) into a Summary.
 
     Rows of a batch that did not finish are looked up in ``settled`` (ledger outcomes by
-    idempotency key): some of them may have been sent before the batch failed.
+    idempotency key): some of them may have been sent before the batch failed. With
+    ``report``, each row is written there as it comes and none is kept (memory stays flat
+    however many rows); without, the rows stay in ``Summary.rows``.
     """
-    rows: list[dict[str, Any]] = []
-    for child in children:
-        items = {item["row"]: item for item in _items_of(child)}
-        if child.get("Status") == "SUCCEEDED":
-            output = _json(child.get("Output")) or {}
-            for outcome in output.get("rows", []):
-                item = items.get(outcome.get("row"), {})
-                row = {**_identity(item), **outcome}
-                if outcome.get("takeover"):
-                    row["reason"] = "sent after a crashed attempt: may have arrived twice"
-                rows.append(row)
-        else:
-            for item in items.values():
-                rows.append(_unfinished(child, item, (settled or {}).get(item.get("key", ""))))
-    outcomes = Counter(r["status"] for r in rows)
+    outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in rows:
+    kept: list[dict[str, Any]] = []
+    possible_duplicates = 0
+    all_not_verified = True
+    for row in _rows_of(children, settled or {}):
+        status = row["status"]
+        outcomes[status] += 1
         numbers = per_template[row.get("template") or "?"]
-        numbers[row["status"]] = numbers.get(row["status"], 0) + 1
+        numbers[status] = numbers.get(status, 0) + 1
+        possible_duplicates += bool(row.get("takeover"))
+        if status == "failed" and "not verified" not in (row.get("reason") or ""):
+            all_not_verified = False
+        if report is None:
+            kept.append(row)
+        else:
+            write_report_row(report, row)
     counts = {
         "rows": int(validation_counts.get("rows", 0)),
         "valid": int(validation_counts.get("valid", 0)),
@@ -166,10 +176,35 @@ def summarize_results(
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
-        "possible_duplicates": sum(1 for r in rows if r.get("takeover")),
+        "possible_duplicates": possible_duplicates,
     }
     log.debug("summary of %s: %s", campaign.get("id"), counts)
-    return Summary(campaign, counts, dict(per_template), rows, dry_run=dry_run)
+    return Summary(
+        campaign,
+        counts,
+        dict(per_template),
+        kept,
+        dry_run=dry_run,
+        failures_all_not_verified=all_not_verified,
+    )
+
+
+def _rows_of(
+    children: Iterable[dict[str, Any]], settled: Mapping[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Every row of every child, as a report row."""
+    for child in children:
+        items = {item["row"]: item for item in _items_of(child)}
+        if child.get("Status") == "SUCCEEDED":
+            output = _json(child.get("Output")) or {}
+            for outcome in output.get("rows", []):
+                row = {**_identity(items.get(outcome.get("row"), {})), **outcome}
+                if outcome.get("takeover"):
+                    row["reason"] = "sent after a crashed attempt: may have arrived twice"
+                yield row
+        else:
+            for item in items.values():
+                yield _unfinished(child, item, settled.get(item.get("key", "")))
 
 
 def _unfinished(child: dict[str, Any], item: dict[str, Any], outcome: Any) -> dict[str, Any]:

@@ -127,3 +127,20 @@ def test_rows_of_an_unfinished_batch_are_told_by_the_ledger():
     by_row = {r["row"]: r for r in summary.rows}
     assert by_row[2]["message_id"] == "m2"
     assert by_row[3]["code"] == "Sandbox.Timedout"
+
+
+def test_with_a_report_writer_rows_stream_out_and_none_are_kept():
+    from mailmatrix.core.report import report_writer
+
+    rows = [_item(r, "offer") for r in (2, 3)]
+    output = {"rows": [{"row": 2, "status": "sent"}, {"row": 3, "status": "skipped"}]}
+    out = io.StringIO()
+
+    summary = summarize_results(
+        CAMPAIGN, VALIDATION, [_child("SUCCEEDED", rows, output)], report=report_writer(out)
+    )
+
+    assert summary.rows == []
+    assert (summary.counts["sent"], summary.counts["skipped"]) == (1, 1)
+    written = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["row"], r["status"]) for r in written] == [("2", "sent"), ("3", "skipped")]
