@@ -234,6 +234,20 @@ def _ordered(machine: dict[str, Any]) -> list[str]:
     return order + [n for n in machine["States"] if n not in order]
 
 
+def resolve_execution(engine: Engine, given: str) -> str:
+    """The execution named by ``given``: its id, its ARN, or a prefix of one id only."""
+    name = given.rsplit(":", 1)[-1]
+    names = [record["name"] for record in engine.list_executions()]
+    if name in names:
+        return name
+    matches = [n for n in names if n.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
+    raise MailMatrixError(f"execution {given!r}: no such execution (see: mailmatrix executions)")
+
+
 @click.command("show")
 @click.argument("execution")
 @_workdir_option
@@ -241,6 +255,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     """Draw the graph of an execution's states with status, timing, retries and Map Runs."""
     engine = _engine(workdir)
     try:
+        execution = resolve_execution(engine, execution)
         record = engine.describe(execution)
         history = engine.history(execution)
     except MailMatrixError as exc:
@@ -307,6 +322,7 @@ def _report(record: dict[str, Any]) -> None:
 def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...]) -> None:
     """Rerun a failed execution from the state that failed (only failed Map items rerun)."""
     try:
+        execution = resolve_execution(_engine(workdir), execution)
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
             from mailmatrix.cli import run_cmd

@@ -53,6 +53,10 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     shown = runner.invoke(show_cmd, ["e1", *workdir])
     assert "Add (Pass) SUCCEEDED" in shown.output
     assert "Call (Task) FAILED" in shown.output
+    by_prefix = runner.invoke(show_cmd, ["e", *workdir])
+    assert by_prefix.exit_code == 0 and "Call (Task) FAILED" in by_prefix.output
+    unknown = runner.invoke(show_cmd, ["nope", *workdir])
+    assert unknown.exit_code == 1 and "no such execution" in unknown.output
 
     # AND a redrive with a working function reruns from the failed state and succeeds
     ok = [f"--function=Fn={__name__}:echo_handler"]
