@@ -137,22 +137,13 @@ class Interpreter:
                 raise err
             try:
                 data, name = self.run_state(name, state, data, scope)
-            except StatesError as err:
-                if scope.top and not hasattr(err, "state_name"):
-                    err.state_name = name  # type: ignore[attr-defined]
-                    err.state_input = data  # type: ignore[attr-defined]
-                raise
             except KeyboardInterrupt:
                 if not scope.top:
                     raise
-                aborted = ExecutionAborted()
-                aborted.state_name = name  # type: ignore[attr-defined]
-                aborted.state_input = data  # type: ignore[attr-defined]
-                raise aborted from None
-            except ExecutionAborted as aborted:
-                if scope.top and not hasattr(aborted, "state_name"):
-                    aborted.state_name = name  # type: ignore[attr-defined]
-                    aborted.state_input = data  # type: ignore[attr-defined]
+                raise _at_state(ExecutionAborted(), name, data) from None
+            except (StatesError, ExecutionAborted) as err:
+                if scope.top and not hasattr(err, "state_name"):
+                    _at_state(err, name, data)
                 raise
             if name is None:
                 return data
@@ -656,3 +647,10 @@ __all__ = [
     "now_iso",
     "retry_delay",
 ]
+
+
+def _at_state(error: BaseException, name: str, data: Any) -> BaseException:
+    """Note on ``error`` the top-level state it ended and that state's input (for redrive)."""
+    error.state_name = name  # type: ignore[attr-defined]
+    error.state_input = data  # type: ignore[attr-defined]
+    return error
