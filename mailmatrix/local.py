@@ -248,6 +248,7 @@ def build_registry(
     registry.set_object_store(
         lambda bucket, key: storage(bucket).get(key),
         lambda bucket, key, data: storage(bucket).put(key, data),
+        lambda bucket, key: storage(bucket).open(key),
     )
     return registry
 

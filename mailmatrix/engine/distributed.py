@@ -9,10 +9,13 @@ Behaviour from the Step Functions developer guide: "Using Map state in Distribut
 from __future__ import annotations
 
 import concurrent.futures
+import io
+import itertools
 import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mailmatrix.engine import errors as E
@@ -28,14 +31,19 @@ from mailmatrix.engine.interpreter import (
     now_iso,
 )
 from mailmatrix.engine.listener import Notifier
-from mailmatrix.engine.reader import read_items
-from mailmatrix.engine.registry import ACCOUNT, REGION
+from mailmatrix.engine.reader import iter_items
+from mailmatrix.engine.registry import ACCOUNT, REGION, ObjectPut
 from mailmatrix.engine.store import ExecutionStore
 
 # Distributed Map runs up to 10,000 children at once on AWS; locally threads are capped.
 LOCAL_THREAD_CAP = 64
 _FLUSH_EVERY = 200
 _SNAPSHOT_SECONDS = 0.5
+# ResultWriter starts a new file for a status when its current one would grow past this.
+RESULT_FILE_BYTES = 8 * 1024 * 1024
+# What a redrive keeps of an earlier child: its outcome and what a rerun of it needs.
+_SUMMARY_KEYS = ("status", "name", "redriveCount", "error", "cause")
+_DONE = {"status": "SUCCEEDED"}
 
 
 class MapRunner:
@@ -57,15 +65,20 @@ class MapRunner:
     ) -> Any:
         """Run the Map state's Map Run and return its result (array or ResultWriter details)."""
         items = self._items(interp, name, state, effective, context)
-        children_inputs = self._batches(interp, state, effective, context, items)
+        batches = self._batches(interp, state, effective, context, items)
+        # A first pass reads (and checks) every item to count the children the thresholds
+        # and the Map Run's counts need; the children's inputs are formed again as they start.
+        total = sum(1 for _ in batches())
         processor: dict[str, Any] = state.get("ItemProcessor") or state["Iterator"]
         settings = self._settings(state, effective, context)
+        keep_output = "ResultWriter" not in state
 
         previous: dict[int, dict[str, Any]] = {}
         run_id = scope.redrive_map_runs.pop(name, None)
         if run_id:
             run = self.store.load_map_run(scope.execution_id, run_id)
-            previous = self.store.children(scope.execution_id, run_id)
+            keys = _SUMMARY_KEYS + (("output",) if keep_output else ())
+            previous = self.store.child_summaries(scope.execution_id, run_id, keys)
             run["redriveCount"] = run.get("redriveCount", 0) + 1
             run["status"] = "RUNNING"
             scope.log.add(
@@ -85,11 +98,13 @@ class MapRunner:
                 "redriveCount": 0,
             }
             scope.log.add("MapRunStarted", {"mapRunArn": run["mapRunArn"]})
-        run.update(settings, total=len(children_inputs), status="RUNNING")
+        run.update(settings, total=total, status="RUNNING")
         self.store.save_map_run(scope.execution_id, run)
-        results = self._run_children(run, processor, children_inputs, previous, interp, scope)
+        results = self._run_children(
+            run, processor, batches, total, previous, interp, scope, keep_output
+        )
         return self._conclude(
-            run, state, effective, context, interp, scope, results, children_inputs
+            run, state, effective, context, interp, scope, results, total, batches
         )
 
     # ---- items -------------------------------------------------------------------------
@@ -101,29 +116,42 @@ class MapRunner:
         state: dict[str, Any],
         effective: Any,
         context: dict[str, Any],
-    ) -> list[Any]:
+    ) -> Callable[[], Iterator[Any]]:
+        """A function that reads the Map's items afresh on each call, one at a time."""
         reader = state.get("ItemReader")
         if reader is None:
             items = jsonpath.select(state.get("ItemsPath", "$"), effective, context, "ItemsPath")
             if not isinstance(items, list):
                 raise StatesError(E.RUNTIME, f"state '{name}': ItemsPath did not select an array")
-            return items
+            return lambda: iter(items)
         params = interp.render(reader.get("Parameters", {}), effective, context)
         config = reader.get("ReaderConfig", {})
         max_items = config.get("MaxItems")
         if "MaxItemsPath" in config:
             max_items = jsonpath.select(config["MaxItemsPath"], effective, context, "MaxItemsPath")
         get = interp.hooks.registry.object_get
-        if get is None:
+        opener = interp.hooks.registry.object_open
+        if get is None and opener is None:
             raise StatesError(E.ITEM_READER_FAILED, "no object store is registered")
-        try:
-            data = get(params["Bucket"], params["Key"])
-        except Exception as exc:  # any store failure is the reader's failure
-            raise StatesError(
-                E.ITEM_READER_FAILED,
-                f"Unable to read s3://{params.get('Bucket')}/{params.get('Key')}: {exc}",
-            ) from exc
-        return read_items(data, config, max_items)
+        where = f"s3://{params.get('Bucket')}/{params.get('Key')}"
+        if opener is None:
+            assert get is not None
+            try:
+                data = get(params["Bucket"], params["Key"])
+            except Exception as exc:  # any store failure is the reader's failure
+                raise StatesError(E.ITEM_READER_FAILED, f"Unable to read {where}: {exc}") from exc
+            return lambda: iter_items(io.BytesIO(data), config, max_items)
+        open_object = opener
+
+        def stream() -> Iterator[Any]:
+            try:
+                handle = open_object(params["Bucket"], params["Key"])
+            except Exception as exc:  # any store failure is the reader's failure
+                raise StatesError(E.ITEM_READER_FAILED, f"Unable to read {where}: {exc}") from exc
+            with handle:
+                yield from iter_items(handle, config, max_items)
+
+        return stream
 
     def _batches(
         self,
@@ -131,39 +159,50 @@ class MapRunner:
         state: dict[str, Any],
         effective: Any,
         context: dict[str, Any],
-        items: list[Any],
-    ) -> list[Any]:
+        items: Callable[[], Iterator[Any]],
+    ) -> Callable[[], Iterator[Any]]:
+        """A function that forms the children's inputs afresh on each call, one at a time."""
         selector = state.get("ItemSelector", state.get("Parameters"))
-        if selector is not None:
-            items = [
-                item_value(interp, selector, effective, context, i, item)
-                for i, item in enumerate(items)
-            ]
         batcher = state.get("ItemBatcher")
-        if batcher is None:
-            return items
-        max_items = _number(batcher, "MaxItemsPerBatch", effective, context)
-        max_bytes = _number(batcher, "MaxInputBytesPerBatch", effective, context)
-        base: dict[str, Any] = {}
-        if "BatchInput" in batcher:
-            base["BatchInput"] = interp.render(batcher["BatchInput"], effective, context)
-        overhead = len(dumps({**base, "Items": []}).encode("utf-8"))
-        batches: list[Any] = []
-        current: list[Any] = []
-        size = overhead
-        for item in items:
-            item_size = len(dumps(item).encode("utf-8")) + 1
-            full = (max_items and len(current) >= max_items) or (
-                max_bytes and current and size + item_size > max_bytes
-            )
-            if full:
-                batches.append({**base, "Items": current})
-                current, size = [], overhead
-            current.append(item)
-            size += item_size
-        if current:
-            batches.append({**base, "Items": current})
-        return batches
+
+        def selected(values: Iterator[Any]) -> Iterator[Any]:
+            if selector is None:
+                yield from values
+                return
+            for i, item in enumerate(values):
+                yield item_value(interp, selector, effective, context, i, item)
+
+        def generate() -> Iterator[Any]:
+            source = items()
+            # The first item is read before the batcher's settings are: the reader's failure
+            # to open or parse the object comes first, as it did when items were a list.
+            head = list(itertools.islice(source, 1))
+            values = selected(itertools.chain(head, source))
+            if batcher is None:
+                yield from values
+                return
+            max_items = _number(batcher, "MaxItemsPerBatch", effective, context)
+            max_bytes = _number(batcher, "MaxInputBytesPerBatch", effective, context)
+            base: dict[str, Any] = {}
+            if "BatchInput" in batcher:
+                base["BatchInput"] = interp.render(batcher["BatchInput"], effective, context)
+            overhead = len(dumps({**base, "Items": []}).encode("utf-8"))
+            current: list[Any] = []
+            size = overhead
+            for item in values:
+                item_size = len(dumps(item).encode("utf-8")) + 1
+                full = (max_items and len(current) >= max_items) or (
+                    max_bytes and current and size + item_size > max_bytes
+                )
+                if full:
+                    yield {**base, "Items": current}
+                    current, size = [], overhead
+                current.append(item)
+                size += item_size
+            if current:
+                yield {**base, "Items": current}
+
+        return generate
 
     @staticmethod
     def _settings(state: dict[str, Any], effective: Any, context: dict[str, Any]) -> dict:
@@ -183,19 +222,19 @@ class MapRunner:
         self,
         run: dict[str, Any],
         processor: dict[str, Any],
-        inputs: list[Any],
+        batches: Callable[[], Iterator[Any]],
+        total: int,
         previous: dict[int, dict[str, Any]],
         interp: Interpreter,
         scope: Scope,
+        keep_output: bool,
     ) -> dict[int, dict[str, Any]]:
-        results = {
-            i: {k: v for k, v in c.items() if k != "history"}
-            for i, c in previous.items()
-            if c["status"] == "SUCCEEDED"
-        }
-        todo = [i for i in range(len(inputs)) if i not in results]
+        # Per child only what decides the Map's outcome (and its output when the Map returns
+        # an array): the whole records, histories included, go to the store as they finish.
+        results = {i: _summary(c, keep_output) for i, c in previous.items() if _succeeded(c)}
+        done_before = frozenset(results)
+        todo = ((i, value) for i, value in enumerate(batches()) if i not in done_before)
         counts = {"succeeded": len(results), "failed": 0, "running": 0}
-        total = len(inputs)
         lock = threading.Lock()
         buffer: list[dict[str, Any]] = []
         last_snapshot = [0.0]
@@ -212,36 +251,32 @@ class MapRunner:
                 self.store.append_children(scope.execution_id, run["id"], list(buffer))
                 buffer.clear()
 
-        def child(index: int) -> dict[str, Any]:
+        def child(index: int, child_input: Any) -> None:
             with lock:
                 counts["running"] += 1
                 publish()
-            record = self._child(run, processor, index, inputs[index], interp, previous.get(index))
+            record = self._child(run, processor, index, child_input, interp, previous.get(index))
             with lock:
                 counts["running"] -= 1
-                counts["succeeded" if record["status"] == "SUCCEEDED" else "failed"] += 1
-                # The history goes to the store only: the result files do not need it, and
-                # keeping every child's events in memory made a run's memory grow with its rows.
-                results[index] = {k: v for k, v in record.items() if k != "history"}
+                counts["succeeded" if _succeeded(record) else "failed"] += 1
+                results[index] = _summary(record, keep_output)
                 buffer.append(record)
                 if len(buffer) >= _FLUSH_EVERY:
                     flush()
                 publish()
-            return record
 
         workers = run["maxConcurrency"] or LOCAL_THREAD_CAP
-        workers = max(1, min(workers, LOCAL_THREAD_CAP, len(todo) or 1))
+        workers = max(1, min(workers, LOCAL_THREAD_CAP, (total - len(done_before)) or 1))
         aborted = False
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = iter(todo)
             in_flight: set[concurrent.futures.Future] = set()
             try:
                 while True:
                     while len(in_flight) < workers and not _exceeded(run, counts, total):
-                        index = next(pending, None)
-                        if index is None:
+                        nxt = next(todo, None)
+                        if nxt is None:
                             break
-                        in_flight.add(pool.submit(child, index))
+                        in_flight.add(pool.submit(child, *nxt))
                     if not in_flight:
                         break
                     done, in_flight = concurrent.futures.wait(
@@ -326,10 +361,10 @@ class MapRunner:
         interp: Interpreter,
         scope: Scope,
         results: dict[int, dict[str, Any]],
-        inputs: list[Any],
+        total: int,
+        batches: Callable[[], Iterator[Any]],
     ) -> Any:
-        total = len(inputs)
-        failed = sum(1 for r in results.values() if r["status"] != "SUCCEEDED")
+        failed = sum(1 for r in results.values() if not _succeeded(r))
         pending = total - len(results)
         exceeded = _over(run, failed + pending, total)
         run["stopDate"] = now_iso()
@@ -338,14 +373,14 @@ class MapRunner:
         if "ResultWriter" in state:
             try:
                 output = self._write_results(
-                    run, state, effective, context, interp, results, inputs
+                    run, state, effective, context, interp, scope, results, total, batches
                 )
             except StatesError as err:
                 writer_error = err
         else:
             output = [
                 results[i].get("output")
-                if results[i]["status"] == "SUCCEEDED"
+                if _succeeded(results[i])
                 else {"Error": results[i].get("error"), "Cause": results[i].get("cause")}
                 for i in sorted(results)
             ]
@@ -373,65 +408,72 @@ class MapRunner:
         effective: Any,
         context: dict[str, Any],
         interp: Interpreter,
+        scope: Scope,
         results: dict[int, dict[str, Any]],
-        inputs: list[Any],
+        total: int,
+        batches: Callable[[], Iterator[Any]],
     ) -> dict[str, Any]:
         params = interp.render(state["ResultWriter"].get("Parameters", {}), effective, context)
         bucket = params.get("Bucket")
         prefix = (params.get("Prefix") or "").rstrip("/")
         base = f"{prefix}/{run['id']}" if prefix else run["id"]
         put = interp.hooks.registry.object_put
-        groups: dict[str, list[dict[str, Any]]] = {"SUCCEEDED": [], "FAILED": [], "PENDING": []}
-        for index in range(len(inputs)):
-            record = results.get(index)
-            if record is None:
-                groups["PENDING"].append(
-                    {
-                        "Input": dumps(inputs[index]),
-                        "InputDetails": {"Included": True},
-                        "Status": "PENDING",
-                    }
-                )
-                continue
-            entry = {
-                "ExecutionArn": record["executionArn"],
-                "Input": dumps(record["input"]),
-                "InputDetails": {"Included": True},
-                "Name": record["name"],
-                "RedriveCount": record.get("redriveCount", 0),
-                "StartDate": record["startDate"],
-                "StateMachineArn": run["mapRunArn"],
-                "Status": record["status"],
-                "StopDate": record["stopDate"],
-            }
-            if record["status"] == "SUCCEEDED":
-                entry.update(
-                    Output=dumps(record["output"]),
-                    OutputDetails={"Included": True},
-                    RedriveStatus="NOT_REDRIVABLE",
-                    RedriveStatusReason="Execution is SUCCEEDED and cannot be redriven",
-                )
-                groups["SUCCEEDED"].append(entry)
-            else:
-                entry.update(
-                    Error=record.get("error"), Cause=record.get("cause"), RedriveStatus="REDRIVABLE"
-                )
-                groups["FAILED"].append(entry)
-        files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
         try:
             if put is None:
                 raise RuntimeError("no object store is registered")
-            for status, entries in groups.items():
-                if not entries:
+            files = _ResultFiles(put, bucket, base)
+            # Entries are written from the store's records, one child at a time, in index
+            # order; the inputs of children that never ran are formed again from the items.
+            offsets = self.store.child_offsets(scope.execution_id, run["id"])
+            inputs = batches() if len(results) < total else None
+            records = self.store.children_at(
+                scope.execution_id,
+                run["id"],
+                (offsets.get(i) if i in results else None for i in range(total)),
+            )
+            for index, record in enumerate(records):
+                child_input = next(inputs) if inputs is not None else None
+                if index not in results or record is None:
+                    files.add(
+                        "PENDING",
+                        {
+                            "Input": dumps(child_input),
+                            "InputDetails": {"Included": True},
+                            "Status": "PENDING",
+                        },
+                    )
                     continue
-                key = f"{base}/{status}_0.json"
-                body = json.dumps(entries).encode("utf-8")
-                put(bucket, key, body)
-                files[status].append({"Key": key, "Size": len(body)})
+                entry = {
+                    "ExecutionArn": record["executionArn"],
+                    "Input": dumps(record["input"]),
+                    "InputDetails": {"Included": True},
+                    "Name": record["name"],
+                    "RedriveCount": record.get("redriveCount", 0),
+                    "StartDate": record["startDate"],
+                    "StateMachineArn": run["mapRunArn"],
+                    "Status": record["status"],
+                    "StopDate": record["stopDate"],
+                }
+                if record["status"] == "SUCCEEDED":
+                    entry.update(
+                        Output=dumps(record["output"]),
+                        OutputDetails={"Included": True},
+                        RedriveStatus="NOT_REDRIVABLE",
+                        RedriveStatusReason="Execution is SUCCEEDED and cannot be redriven",
+                    )
+                    files.add("SUCCEEDED", entry)
+                else:
+                    entry.update(
+                        Error=record.get("error"),
+                        Cause=record.get("cause"),
+                        RedriveStatus="REDRIVABLE",
+                    )
+                    files.add("FAILED", entry)
+            files.close()
             manifest = {
                 "DestinationBucket": bucket,
                 "MapRunArn": run["mapRunArn"],
-                "ResultFiles": files,
+                "ResultFiles": files.files,
             }
             put(bucket, f"{base}/manifest.json", json.dumps(manifest).encode("utf-8"))
         except Exception as exc:  # any store failure is the writer's failure
@@ -442,6 +484,54 @@ class MapRunner:
             "MapRunArn": run["mapRunArn"],
             "ResultWriterDetails": {"Bucket": bucket, "Key": f"{base}/manifest.json"},
         }
+
+
+class _ResultFiles:
+    """ResultWriter's files: each status's entries as JSON arrays of at most about
+    RESULT_FILE_BYTES, ``<base>/<STATUS>_<n>.json``, put as each one fills."""
+
+    def __init__(self, put: ObjectPut, bucket: Any, base: str) -> None:
+        self.put = put
+        self.bucket = bucket
+        self.base = base
+        self.files: dict[str, list[dict[str, Any]]] = {"FAILED": [], "PENDING": [], "SUCCEEDED": []}
+        self._open: dict[str, bytearray] = {}
+
+    def add(self, status: str, entry: dict[str, Any]) -> None:
+        """Add one entry; put the status's file first when the entry would overfill it."""
+        text = json.dumps(entry).encode("utf-8")
+        body = self._open.get(status)
+        if body is not None and len(body) + len(text) + 3 > RESULT_FILE_BYTES:
+            self._put(status)
+            body = None
+        if body is None:
+            self._open[status] = bytearray(b"[" + text)
+        else:
+            body += b", " + text
+
+    def close(self) -> None:
+        """Put every status's last file, in the order SUCCEEDED, FAILED, PENDING."""
+        for status in ("SUCCEEDED", "FAILED", "PENDING"):
+            if status in self._open:
+                self._put(status)
+
+    def _put(self, status: str) -> None:
+        body = self._open.pop(status)
+        body += b"]"
+        key = f"{self.base}/{status}_{len(self.files[status])}.json"
+        self.put(self.bucket, key, bytes(body))
+        self.files[status].append({"Key": key, "Size": len(body)})
+
+
+def _succeeded(record: dict[str, Any]) -> bool:
+    return record["status"] == "SUCCEEDED"
+
+
+def _summary(record: dict[str, Any], keep_output: bool) -> dict[str, Any]:
+    """What the Map's outcome needs of one child record."""
+    if _succeeded(record):
+        return {"status": "SUCCEEDED", "output": record.get("output")} if keep_output else _DONE
+    return {k: record[k] for k in _SUMMARY_KEYS if k in record}
 
 
 def _number(holder: dict[str, Any], name: str, effective: Any, context: Any) -> Any:

@@ -9,9 +9,10 @@ empty strings; extra fields are dropped.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from mailmatrix.engine.errors import ITEM_READER_FAILED, StatesError
 
@@ -20,7 +21,11 @@ DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": 
 
 def parse_csv_records(text: str, delimiter: str = ",") -> list[list[str]]:
     """Split CSV text into records of fields by the Step Functions rules."""
-    records: list[list[str]] = []
+    return list(iter_csv_records(text, delimiter))
+
+
+def iter_csv_records(text: str, delimiter: str = ",") -> Iterator[list[str]]:
+    """CSV records one at a time by the Step Functions rules (an open quote fails at the end)."""
     fields: list[str] = []
     field: list[str] = []
     in_quotes = False
@@ -59,7 +64,7 @@ def parse_csv_records(text: str, delimiter: str = ",") -> list[list[str]]:
         elif char in "\r\n":
             if started or field:
                 fields.append("".join(field))
-                records.append(fields)
+                yield fields
             fields, field, started = [], [], False
             if char == "\r" and text.startswith("\n", i + 1):
                 i += 1
@@ -71,69 +76,81 @@ def parse_csv_records(text: str, delimiter: str = ",") -> list[list[str]]:
         raise StatesError(ITEM_READER_FAILED, "CSV: a quoted field is not closed")
     if started or field:
         fields.append("".join(field))
-        records.append(fields)
-    return records
+        yield fields
 
 
 def csv_items(text: str, config: dict[str, Any]) -> list[dict[str, str]]:
     """CSV text as a list of objects keyed by the header (first row or given headers)."""
+    return list(_csv_items(text, config, None))
+
+
+def _csv_items(text: str, config: dict[str, Any], limit: int | None) -> Iterator[dict[str, str]]:
     delimiter = DELIMITERS[config.get("CSVDelimiter", "COMMA")]
-    records = parse_csv_records(text, delimiter)
+    records = iter_csv_records(text, delimiter)
     if config.get("CSVHeaderLocation") == "GIVEN":
         headers = list(config["CSVHeaders"])
     else:
-        if not records:
+        first = next(records, None)
+        if first is None:
             raise StatesError(ITEM_READER_FAILED, "CSV: the file has no header row")
-        headers, records = records[0], records[1:]
-    items = []
+        headers = first
+    count = 0
     for record in records:
+        if limit is not None and count >= limit:
+            continue  # the rest is still parsed: an open quote anywhere fails the file
         padded = record[: len(headers)] + [""] * (len(headers) - len(record))
-        items.append(dict(zip(headers, padded, strict=True)))
-    return items
+        count += 1
+        yield dict(zip(headers, padded, strict=True))
 
 
 def read_items(data: bytes, config: dict[str, Any], max_items: int | None) -> list[Any]:
     """Decode an object's bytes into Map items per ReaderConfig; failures: ItemReaderFailed."""
+    return list(iter_items(io.BytesIO(data), config, max_items))
+
+
+def iter_items(stream: BinaryIO, config: dict[str, Any], max_items: int | None) -> Iterator[Any]:
+    """Map items read from a binary stream per ReaderConfig, one at a time.
+
+    JSON Lines are read line by line; CSV text and JSON arrays are read whole, then their items
+    are handed out one at a time. Failures raise ItemReaderFailed as the items are read.
+    """
     kind = config.get("InputType")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise StatesError(ITEM_READER_FAILED, f"{kind}: the object is not UTF-8: {exc}") from exc
     limit = max_items if max_items else None
-    if kind == "CSV":
-        items: list[Any] = csv_items(text, config)
-    elif kind == "JSON":
+    if kind in ("CSV", "JSON"):
+        text = _decode(stream.read(), kind, first=True)
+        if kind == "CSV":
+            yield from _csv_items(text, config, limit)
+            return
         try:
             items = json.loads(text)
         except ValueError as exc:
             raise StatesError(ITEM_READER_FAILED, f"JSON: not valid JSON: {exc}") from exc
         if not isinstance(items, list):
             raise StatesError(ITEM_READER_FAILED, "JSON: the object must hold a JSON array")
-    else:
-        items = []
-        # JSON Lines records end at "\n" only: str.splitlines() would also cut inside a string
-        # holding U+2028, U+0085 or a form feed, which JSON allows unescaped.
-        for number, line in enumerate(_lines(text), start=1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            try:
-                items.append(json.loads(line))
-            except ValueError as exc:
-                raise StatesError(
-                    ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
-                ) from exc
-    return items[:limit] if limit is not None else items
+        del text
+        yield from items[:limit] if limit is not None else items
+        return
+    # JSON Lines records end at "\n" only (a binary stream's lines): str.splitlines() would
+    # also cut inside a string holding U+2028, U+0085 or a form feed, which JSON allows.
+    count = 0
+    for number, raw in enumerate(stream, start=1):
+        line = _decode(raw, kind, first=number == 1)
+        if limit is not None and count >= limit:
+            continue  # the rest is still decoded: bytes that are not UTF-8 fail the object
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise StatesError(
+                ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
+            ) from exc
+        count += 1
+        yield item
 
 
-def _lines(text: str) -> Iterator[str]:
-    """``text.split("\\n")`` one line at a time, without a list of every line at once."""
-    start = 0
-    while True:
-        end = text.find("\n", start)
-        if end < 0:
-            yield text[start:]
-            return
-        yield text[start:end]
-        start = end + 1
+def _decode(data: bytes, kind: Any, *, first: bool) -> str:
+    try:
+        return data.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise StatesError(ITEM_READER_FAILED, f"{kind}: the object is not UTF-8: {exc}") from exc

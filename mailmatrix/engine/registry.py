@@ -22,7 +22,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from mailmatrix.engine.errors import TIMEOUT, StatesError
 from mailmatrix.errors import EngineError
@@ -34,6 +34,7 @@ ACCOUNT = "123456789012"
 Handler = Callable[[Any, Any], Any]
 ObjectGet = Callable[[str, str], bytes]
 ObjectPut = Callable[[str, str, bytes], object]
+ObjectOpen = Callable[[str, str], BinaryIO]
 
 
 def function_name(reference: str) -> tuple[str, str | None]:
@@ -243,6 +244,7 @@ class ResourceRegistry:
         self.services: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.object_get: ObjectGet | None = None
         self.object_put: ObjectPut | None = None
+        self.object_open: ObjectOpen | None = None
         self.invoker: Invoker = invoker or ThreadInvoker()
 
     def register_lambda(self, name: str, handler: Handler | str) -> None:
@@ -253,10 +255,17 @@ class ResourceRegistry:
         """Register a service integration, e.g. ``arn:aws:states:::sns:publish``."""
         self.services[resource] = fn
 
-    def set_object_store(self, get: ObjectGet, put: ObjectPut) -> None:
-        """Set how ItemReader reads and ResultWriter writes objects."""
+    def set_object_store(
+        self, get: ObjectGet, put: ObjectPut, open: ObjectOpen | None = None
+    ) -> None:
+        """Set how ItemReader reads and ResultWriter writes objects.
+
+        ``open(bucket, key)`` returns a binary stream; when given, ItemReader reads through it
+        item by item instead of getting the whole object.
+        """
         self.object_get = get
         self.object_put = put
+        self.object_open = open
 
     def lambda_handler(self, reference: str) -> tuple[Handler | str, str, str | None]:
         """The handler for a FunctionName or function ARN, with its name and qualifier."""

@@ -15,6 +15,7 @@ import os
 import pathlib
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mailmatrix.errors import EngineError
@@ -126,6 +127,50 @@ class ExecutionStore:
             for child in _read_jsonl(path):
                 latest[child["index"]] = child
         return latest
+
+    def child_summaries(
+        self, execution_id: str, map_run_id: str, keys: tuple[str, ...]
+    ) -> dict[int, dict[str, Any]]:
+        """The latest record of each child, by index, with only the given keys (no history)."""
+        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
+        latest: dict[int, dict[str, Any]] = {}
+        if path.is_file():
+            with open(path, "rb") as handle:
+                for line in handle:
+                    if line.strip():
+                        child = json.loads(line)
+                        latest[child["index"]] = {k: child[k] for k in keys if k in child}
+        return latest
+
+    def child_offsets(self, execution_id: str, map_run_id: str) -> dict[int, int]:
+        """Where the latest record of each child starts in children.jsonl, by index."""
+        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
+        offsets: dict[int, int] = {}
+        if path.is_file():
+            with open(path, "rb") as handle:
+                offset = 0
+                for line in handle:
+                    if line.strip():
+                        offsets[json.loads(line)["index"]] = offset
+                    offset += len(line)
+        return offsets
+
+    def children_at(
+        self, execution_id: str, map_run_id: str, offsets: Iterable[int | None]
+    ) -> Iterator[dict[str, Any] | None]:
+        """The child records starting at the given offsets, one at a time (None for None)."""
+        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
+        handle = open(path, "rb") if path.is_file() else None  # noqa: SIM115
+        try:
+            for offset in offsets:
+                if offset is None or handle is None:
+                    yield None
+                    continue
+                handle.seek(offset)
+                yield json.loads(handle.readline())
+        finally:
+            if handle is not None:
+                handle.close()
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:

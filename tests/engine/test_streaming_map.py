@@ -1,0 +1,193 @@
+"""The Distributed Map streams: items read through the store's open(), batches formed as
+children start, result files written from the store and split, redrive from the store."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+import mailmatrix.engine.distributed as distributed_map
+from mailmatrix.engine import Engine, ResourceRegistry
+from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.reader import iter_items
+from tests.engine.test_spec import LAMBDA_END
+from tests.engine.test_spec import distributed as map_definition
+
+
+class StreamingObjects:
+    """An object store that can only be read through open(); get() fails the test."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+        self.opened: list[str] = []
+
+    def get(self, bucket: str, key: str) -> bytes:
+        raise AssertionError(f"get({bucket!r}, {key!r}) read the whole object")
+
+    def open(self, bucket: str, key: str) -> io.BytesIO:
+        self.opened.append(key)
+        return io.BytesIO(self.data[(bucket, key)])
+
+    def put(self, bucket: str, key: str, body: bytes) -> None:
+        self.data[(bucket, key)] = body
+
+
+@pytest.fixture
+def objects() -> StreamingObjects:
+    return StreamingObjects()
+
+
+@pytest.fixture
+def registry(objects: StreamingObjects) -> ResourceRegistry:
+    reg = ResourceRegistry()
+    reg.set_object_store(objects.get, objects.put, objects.open)
+    return reg
+
+
+@pytest.fixture
+def engine(tmp_path: pathlib.Path, registry: ResourceRegistry) -> Engine:
+    return Engine(tmp_path / "executions", registry, sleep=lambda _: None)
+
+
+READER = {
+    "Resource": "arn:aws:states:::s3:getObject",
+    "ReaderConfig": {"InputType": "JSONL"},
+    "Parameters": {"Bucket": "b", "Key": "rows.jsonl"},
+}
+WRITER = {
+    "Resource": "arn:aws:states:::s3:putObject",
+    "Parameters": {"Bucket": "b", "Prefix": "out"},
+}
+
+
+def put_rows(objects: StreamingObjects, count: int) -> None:
+    objects.put("b", "rows.jsonl", b"".join(b'{"i": %d}\n' % i for i in range(count)))
+
+
+def result_entries(objects: StreamingObjects, manifest_key: str) -> dict[str, list[dict]]:
+    """Every status's entries, the files of each status read in the manifest's order."""
+    manifest = json.loads(objects.data[("b", manifest_key)])
+    entries: dict[str, list[dict]] = {}
+    for status, files in manifest["ResultFiles"].items():
+        for file in files:
+            body = objects.data[("b", file["Key"])]
+            assert file["Size"] == len(body)
+            entries.setdefault(status, []).extend(json.loads(body))
+    return entries
+
+
+def test_iter_items_reads_jsonl_lazily() -> None:
+    # GIVEN a JSON Lines object whose third line is broken
+    stream = io.BytesIO(b'{"a": 1}\n{"a": 2}\n{oops\n')
+    # WHEN items are taken one at a time THEN the first two come before the broken line is read
+    items = iter_items(stream, {"InputType": "JSONL"}, None)
+    assert [next(items), next(items)] == [{"a": 1}, {"a": 2}]
+    with pytest.raises(StatesError, match="JSONL: line 3 is not valid JSON"):
+        next(items)
+
+
+def test_reader_opens_the_object_and_never_gets_it_whole(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN 7 rows readable only through open(), batched by 3 under a MaxItems of 5
+    put_rows(objects, 7)
+    registry.register_lambda("Work", lambda e, c: [item["n"] for item in e["Items"]])
+    definition = map_definition(
+        LAMBDA_END,
+        ItemReader={**READER, "ReaderConfig": {"InputType": "JSONL", "MaxItems": 5}},
+        ItemSelector={"n.$": "$$.Map.Item.Value.i"},
+        ItemBatcher={"MaxItemsPerBatch": 3, "BatchInput": {"k": 1}},
+    )
+    # WHEN the Map runs THEN its children got every batch, and get() was never called
+    record = engine.start(json.dumps(definition), {})
+    assert (record["status"], record["output"]) == ("SUCCEEDED", [[0, 1, 2], [3, 4]])
+    assert set(objects.opened) == {"rows.jsonl"}
+    assert engine.describe(record["name"])["mapRuns"][0]["total"] == 2
+
+
+def test_result_writer_splits_a_status_into_several_files(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN result files bounded to about 2 KB and 12 children of about 500 bytes each
+    monkeypatch.setattr(distributed_map, "RESULT_FILE_BYTES", 2000)
+    put_rows(objects, 12)
+    registry.register_lambda("Work", lambda e, c: {"i": e["i"], "pad": "x" * 50})
+    definition = map_definition(LAMBDA_END, ItemReader=READER, ResultWriter=WRITER)
+    # WHEN the Map runs
+    record = engine.start(json.dumps(definition), {})
+    assert record["status"] == "SUCCEEDED"
+    manifest_key = record["output"]["ResultWriterDetails"]["Key"]
+    manifest = json.loads(objects.data[("b", manifest_key)])
+    run_id = engine.describe(record["name"])["mapRuns"][0]["id"]
+    # THEN SUCCEEDED is split into numbered files, none over the bound, nothing else written
+    files = manifest["ResultFiles"]["SUCCEEDED"]
+    assert len(files) > 1
+    assert [f["Key"] for f in files] == [
+        f"out/{run_id}/SUCCEEDED_{n}.json" for n in range(len(files))
+    ]
+    assert all(f["Size"] <= 2000 for f in files)
+    assert (manifest["ResultFiles"]["FAILED"], manifest["ResultFiles"]["PENDING"]) == ([], [])
+    # AND the files hold every child once, in item order, as one file would have
+    entries = result_entries(objects, manifest_key)["SUCCEEDED"]
+    assert [json.loads(e["Input"]) for e in entries] == [{"i": i} for i in range(12)]
+    assert [json.loads(e["Output"])["i"] for e in entries] == list(range(12))
+
+
+def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN 6 rows in batches of 2, where the batch holding row 2 fails, one child at a time
+    put_rows(objects, 6)
+    calls: list[list[int]] = []
+
+    def work(broken: set[int]) -> Any:
+        def handler(event: Any, context: Any) -> Any:
+            rows = [item["i"] for item in event["Items"]]
+            calls.append(rows)
+            if broken & set(rows):
+                raise RuntimeError(f"broken {rows}")
+            return rows
+
+        return handler
+
+    registry.register_lambda("Work", work({2}))
+    definition = map_definition(
+        LAMBDA_END,
+        ItemReader=READER,
+        ItemBatcher={"MaxItemsPerBatch": 2},
+        MaxConcurrency=1,
+        ResultWriter=WRITER,
+    )
+    first = engine.start(json.dumps(definition), {}, name="streamed")
+    assert first["error"] == "States.ExceedToleratedFailureThreshold"
+    assert calls == [[0, 1], [2, 3]]
+    (map_run,) = engine.describe("streamed")["mapRuns"]
+    first_files = result_entries(objects, f"out/{map_run['id']}/manifest.json")
+    # THEN the batch that never ran is PENDING with its input formed again from the rows
+    assert [json.loads(e["Input"]) for e in first_files["PENDING"]] == [
+        {"Items": [{"i": 4}, {"i": 5}]}
+    ]
+    assert [e["Status"] for e in first_files["FAILED"]] == ["FAILED"]
+
+    # WHEN it is redriven with the fault gone
+    calls.clear()
+    registry.register_lambda("Work", work(set()))
+    again = engine.redrive("streamed")
+    # THEN only the failed and the unrun batches ran, and the results hold all three batches
+    assert again["status"] == "SUCCEEDED"
+    assert calls == [[2, 3], [4, 5]]
+    entries = result_entries(objects, f"out/{map_run['id']}/manifest.json")
+    assert list(entries) == ["SUCCEEDED"]
+    assert [json.loads(e["Output"]) for e in entries["SUCCEEDED"]] == [[0, 1], [2, 3], [4, 5]]
+    assert [e["RedriveCount"] for e in entries["SUCCEEDED"]] == [
+        0,
+        1,
+        0,
+    ]  # the unrun batch runs first time
