@@ -13,7 +13,9 @@ process of its own, with its peak memory:
 Peak memory is the most the process tree held at once, polled from /proc every 100 ms: the sum
 of PSS (proportional set size: pages shared by forked workers counted once) and, for
 reference, the sum of RSS. A last run without attachments (MAILMATRIX_BENCH_FLAT_ROWS rows
-each, default 10,000 and 100,000) shows whether memory grows with the campaign's size.
+each, default 20,000 and 100,000; templates with ``attachment: none``) shows whether memory
+grows with the campaign's size: the two peaks and their ratio (1.00 is flat). That part alone:
+``python -m bench.bench_campaign flat OUT_DIR``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 
 ROWS = int(os.environ.get("MAILMATRIX_BENCH_ROWS", "10000"))
 FLAT_ROWS = [
-    int(n) for n in os.environ.get("MAILMATRIX_BENCH_FLAT_ROWS", "10000,100000").split(",") if n
+    int(n) for n in os.environ.get("MAILMATRIX_BENCH_FLAT_ROWS", "20000,100000").split(",") if n
 ]
 ATTACHMENT_BYTES = 50 * 1024
 MILLION = 1_000_000
@@ -364,12 +366,24 @@ def flat_memory(folder: pathlib.Path) -> dict[str, str]:
             flush=True,
         )
         figures["flat_kb_per_row"] = f"{per_row_kb:.1f}"
+    if len(runs) >= 2:
+        (small, small_mb, _), (large, large_mb, _) = runs[0], runs[-1]
+        ratio = large_mb / small_mb if small_mb else 0.0
+        print(
+            f"peak memory at {large} rows / at {small} rows: {large_mb:.0f} / {small_mb:.0f} MB"
+            f" = {ratio:.2f} for {large / small:.0f}x the rows",
+            flush=True,
+        )
+        figures["flat_peak_ratio"] = f"{ratio:.2f}"
     return figures
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["floor"]:
         floor(pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4]))
+    elif sys.argv[1:2] == ["flat"]:
+        figures = flat_memory(pathlib.Path(sys.argv[2]))
+        print(" ".join(f"{k}={v}" for k, v in figures.items()))
     else:
         figures = run(pathlib.Path(sys.argv[1]))
         print(" ".join(f"{k}={v}" for k, v in figures.items()))
