@@ -20,6 +20,8 @@ from typing import Any
 
 from mailmatrix.errors import EngineError
 
+# A children.jsonl record as append_children writes it begins with its index.
+_INDEX_FIRST = re.compile(rb'\{"index":(\d+),')
 # Execution names: 1-80 characters without whitespace, brackets, wildcards or the special
 # characters " # % \\ ^ | ~ ` $ & , ; : / (StartExecution API reference, "name").
 _NAME = re.compile(r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}")
@@ -151,7 +153,7 @@ class ExecutionStore:
                 offset = 0
                 for line in handle:
                     if line.strip():
-                        offsets[json.loads(line)["index"]] = offset
+                        offsets[_child_index(line)] = offset
                     offset += len(line)
         return offsets
 
@@ -171,6 +173,13 @@ class ExecutionStore:
         finally:
             if handle is not None:
                 handle.close()
+
+
+def _child_index(line: bytes) -> int:
+    """A children.jsonl record's index: read from its start, as append_children writes it
+    first, without decoding the whole record and its history."""
+    head = _INDEX_FIRST.match(line)
+    return int(head.group(1)) if head else json.loads(line)["index"]
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
