@@ -14,6 +14,7 @@ import mailmatrix.engine.distributed as distributed_map
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import StatesError
 from mailmatrix.engine.reader import iter_items
+from mailmatrix.engine.store import ExecutionStore
 from tests.engine.test_spec import LAMBDA_END
 from tests.engine.test_spec import distributed as map_definition
 
@@ -191,3 +192,19 @@ def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
         1,
         0,
     ]  # the unrun batch runs first time
+
+
+def test_store_finds_each_childs_latest_record_in_any_key_order(tmp_path: pathlib.Path) -> None:
+    # GIVEN a Map Run whose child 1 was recorded twice, the second time with "index" not first
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "ex", "status": "RUNNING"})
+    store.save_map_run("ex", {"id": "run"})
+    store.append_children("ex", "run", [{"index": 0, "v": "a"}, {"index": 1, "v": "b"}])
+    path = store.map_run_dir("ex", "run") / "children.jsonl"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"v": "c", "index": 1}\n')
+    # WHEN the offsets are read and the records fetched in index order (and one skipped)
+    offsets = store.child_offsets("ex", "run")
+    fetched = list(store.children_at("ex", "run", [offsets[0], None, offsets[1]]))
+    # THEN the latest record of each child comes back
+    assert fetched == [{"index": 0, "v": "a"}, None, {"v": "c", "index": 1}]
