@@ -21,7 +21,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -528,8 +527,3 @@ def alert_if_failed(
         attributes={"status": record["status"]},
     )
     LocalNotifier(wd.notifications, echo=echo).publish(local_topic_arn("AlertTopic"), notification)
-
-
-def reset_workdir(workdir: Path) -> None:
-    """Delete a workdir's local state (outbox, ledger, executions, bucket)."""
-    shutil.rmtree(workdir, ignore_errors=True)
