@@ -136,7 +136,7 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = os.path.relpath(folder, base)
         for name in files:
-            if name.startswith(".tmp-"):
+            if name.startswith("."):  # our .tmp- files, .DS_Store and other hidden files
                 continue
             relkey = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
             key = key_prefix + relkey

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import unicodedata
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,7 +12,13 @@ from typing import Any, NoReturn
 import click
 
 from mailmatrix.cli import exits
-from mailmatrix.cli.validate_cmd import bundled_templates, folder_index, load_folder_catalog
+from mailmatrix.cli.validate_cmd import (
+    ATTACHMENTS_PREFIX,
+    bundled_templates,
+    folder_index,
+    folder_storage,
+    load_folder_catalog,
+)
 from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.send import compose
@@ -89,13 +94,14 @@ def preview_command(
             exits.USAGE,
         )
     unsubscribe = unsubscribe or os.environ.get("MAILMATRIX_UNSUBSCRIBE") or None
+    attachments = folder_storage(attachments_dir, ATTACHMENTS_PREFIX)
     try:
         rendered = catalog.render(item["template"], item["fields"])
         raw, _ = compose(
             item,
             {"sender": sender, "unsubscribe": unsubscribe},
             catalog=catalog,
-            fetch_attachment=lambda name: _attachment_path(attachments_dir, name).read_bytes(),
+            fetch_attachment=lambda name: attachments.get(ATTACHMENTS_PREFIX + name),
         )
         message = email.message_from_bytes(raw, policy=email.policy.default)
     except MailMatrixError as error:
@@ -153,18 +159,6 @@ def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
         f"{csv_file}: no row starts on line {row} (the header is line 1; blank lines hold no row)",
         exits.USAGE,
     )
-
-
-def _attachment_path(folder: Path, name: str) -> Path:
-    """The file for ``name``; intake compares names in NFC, the disk may hold NFD."""
-    path = folder / name
-    if path.exists():
-        return path
-    wanted = unicodedata.normalize("NFC", name)
-    for entry in folder.iterdir():
-        if unicodedata.normalize("NFC", entry.name) == wanted:
-            return entry
-    return path
 
 
 def _html_page(message: EmailMessage, html: str | None, text: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 import mailmatrix
+from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.cli import exits
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
-from mailmatrix.ports import ObjectInfo
+from mailmatrix.jobs import load_templates
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 ATTACHMENTS_PREFIX = "attachments/"
+TEMPLATES_PREFIX = "templates/"
 SHOWN_PROBLEMS = 50
 
 
@@ -31,31 +32,26 @@ def bundled_templates() -> Path:
     return Path(mailmatrix.__file__).parents[1] / "templates"
 
 
+def folder_storage(folder: Path, prefix: str) -> LocalStorage:
+    """``folder`` served under ``prefix`` exactly as a local run serves it.
+
+    The same listing, Unicode normalisation and refusal of links out of the folder, so
+    `validate` and `preview` accept what `run` accepts and nothing else.
+    """
+    return LocalStorage(folder, mounts={prefix: folder})
+
+
 def load_folder_catalog(folder: Path) -> Any:
     """Read every template file under ``folder`` and build the catalog."""
-    from mailmatrix.core.templates import load_catalog
-
-    files: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            try:
-                files[path.relative_to(folder).as_posix()] = path.read_text("utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise TemplateError(f"{path}: cannot read template: {error}") from error
-    if not files:
+    storage = folder_storage(folder, TEMPLATES_PREFIX)
+    if not any(storage.list(TEMPLATES_PREFIX)):
         raise TemplateError(f"{folder}: no templates found")
-    return load_catalog(files)
+    return load_templates(storage, TEMPLATES_PREFIX)
 
 
 def folder_index(folder: Path) -> AttachmentIndex:
-    """List the attachments folder once (files directly in it) as an AttachmentIndex."""
-    listing: list[ObjectInfo] = []
-    if folder.is_dir():
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_file():
-                    size = entry.stat().st_size
-                    listing.append(ObjectInfo(ATTACHMENTS_PREFIX + entry.name, size))
+    """List the attachments folder once as an AttachmentIndex."""
+    listing = folder_storage(folder, ATTACHMENTS_PREFIX).list(ATTACHMENTS_PREFIX)
     return AttachmentIndex.from_listing(listing, prefix=ATTACHMENTS_PREFIX)
 
 

@@ -212,3 +212,18 @@ def test_a_file_with_nothing_sendable_exits_3_like_run(tmp_path):
     assert result.exit_code == exits.INPUT_UNUSABLE
     assert "Nothing to send" in result.output
     assert "All good" not in result.output
+
+
+def test_validate_sees_the_attachments_a_run_would_send(tmp_path):
+    # GIVEN an attachment that is a link to a file outside the attachments folder
+    (tmp_path / "secret.pdf").write_bytes(b"%PDF-1.4 not for Ann")
+    (tmp_path / "c").mkdir()
+    path = campaign(tmp_path / "c", HEADER + OFFER, files={})
+    (path.parent / "attachments" / "ann.pdf").symlink_to(tmp_path / "secret.pdf")
+
+    # WHEN validated THEN the row is rejected, as `run` (local storage) would refuse the file
+    result = invoke(path, "--json")
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    report = json.loads(result.output)
+    assert report["rejected"][0]["reason"] == "attachment not found: ann.pdf"
