@@ -33,8 +33,8 @@ $(VENV)/checkov/bin/checkov: infra/install-checkov.sh
 check: lint types unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailmatrix functions tests bench tools examples
-	$(BIN)/ruff format --check mailmatrix functions tests bench tools examples
+	$(BIN)/ruff check mailmatrix functions tests bench tools examples infra
+	$(BIN)/ruff format --check mailmatrix functions tests bench tools examples infra
 
 types: $(STAMP)
 	$(BIN)/mypy mailmatrix/core
