@@ -1,7 +1,8 @@
 """The Lambda layer is built for the functions' architecture, and a wrong build is refused.
 
-The real build (pip fetching aarch64 wheels from PyPI) needs the network, so these tests
-read what the Makefile would run and give check_layer.py layers made up on disk.
+The real build has pip fetch aarch64 wheels from PyPI, and tests send traffic only to
+loopback, so these tests read what the Makefile would run and give check_layer.py layers
+made up on disk.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,27 @@ def test_layer_build_asks_pip_for_aarch64_wheels_only_and_checks_the_result(tmp_
     assert "--python-version 3.12" in commands
     assert "constraints.txt" in commands
     assert re.search(r"check_layer\.py\"? \"?\S*artifacts/python", commands), commands
+    assert "--no-compile" in commands  # this machine's bytecode is not Lambda's
+
+
+def test_layer_build_without_artifacts_dir_stops_before_writing_anywhere():
+    completed = subprocess.run(
+        [shutil.which("make") or "make", "-n", "-C", str(INFRA / "layer"), "build-MailMatrixLayer"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert completed.returncode != 0
+    assert "ARTIFACTS_DIR is not set" in completed.stderr
+    assert "pip" not in completed.stdout
+
+
+def test_sam_build_does_not_reuse_a_cached_layer():
+    # sam keys a layer's build cache on its ContentUri (infra/layer/) only: a cached build
+    # would ship the mailmatrix code of an earlier build.
+    config = tomllib.loads((INFRA / "samconfig.toml").read_text(encoding="utf-8"))
+    assert not config["default"]["build"]["parameters"].get("cached", False)
 
 
 @pytest.mark.parametrize(
