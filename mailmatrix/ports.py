@@ -124,9 +124,20 @@ class Ledger(Protocol):
     """Durable record of every email's idempotency key and outcome."""
 
     def claim(
-        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+        self,
+        key: str,
+        *,
+        campaign: str,
+        row: int,
+        attempt: str,
+        lease_until: float | None = None,
+        sent_before: tuple[str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
+
+        ``sent_before`` = (key, message id) of the previous row, which has been sent: it is
+        recorded sent first, as record_sent would (a ledger that can, in the same
+        transaction: one write per email instead of two).
 
         The claim lasts until ``lease_until`` (epoch seconds; default now +
         DEFAULT_CLAIM_LEASE_SECONDS). A key left ``claimed`` is taken over (``state="claimed"``,

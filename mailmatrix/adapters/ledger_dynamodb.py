@@ -66,9 +66,22 @@ class DynamoDbLedger:
         self._clock = clock
 
     def claim(
-        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+        self,
+        key: str,
+        *,
+        campaign: str,
+        row: int,
+        attempt: str,
+        lease_until: float | None = None,
+        sent_before: tuple[str, str] | None = None,
     ) -> Claim:
-        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt."""
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
+
+        ``sent_before`` is recorded first, by its own request (two keys in one transaction
+        would cost twice the write capacity of the two single writes).
+        """
+        if sent_before is not None:
+            self.record_sent(sent_before[0], message_id=sent_before[1])
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         for _ in range(3):

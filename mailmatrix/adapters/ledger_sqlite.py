@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS halts (
 """
 
 
+_RECORD_SENT = (
+    "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
+    " code = NULL, reason = NULL, updated_at = ? WHERE key = ?"
+)
+
+
 class SqliteLedger:
     """Ledger port on a SQLite file; safe to share between threads and processes."""
 
@@ -118,12 +124,25 @@ class SqliteLedger:
                 raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
     def claim(
-        self, key: str, *, campaign: str, row: int, attempt: str, lease_until: float | None = None
+        self,
+        key: str,
+        *,
+        campaign: str,
+        row: int,
+        attempt: str,
+        lease_until: float | None = None,
+        sent_before: tuple[str, str] | None = None,
     ) -> Claim:
-        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt."""
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
+
+        ``sent_before`` (the previous row's key and message id) is recorded sent in the same
+        transaction: one write transaction per email.
+        """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         with self._transaction(f"claim {key[:12]}") as db:
+            if sent_before is not None:
+                db.execute(_RECORD_SENT, (sent_before[1], now, sent_before[0]))
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason FROM sends"
                 " WHERE key = ?",
@@ -170,12 +189,7 @@ class SqliteLedger:
 
     def record_sent(self, key: str, *, message_id: str) -> None:
         """Mark ``key`` as sent with the service's message id."""
-        self._statement(
-            f"record_sent {key[:12]}",
-            "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
-            " code = NULL, reason = NULL, updated_at = ? WHERE key = ?",
-            (message_id, self._clock(), key),
-        )
+        self._statement(f"record_sent {key[:12]}", _RECORD_SENT, (message_id, self._clock(), key))
 
     def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
         """Mark ``key`` failed for good, or release the claim after a passing failure."""

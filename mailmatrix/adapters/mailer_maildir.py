@@ -19,11 +19,13 @@ what was handed to ``send`` (CRLF line ends kept).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
+import secrets
 import socket
 import time
-import uuid
 from pathlib import Path
 
 from mailmatrix.core.message import envelope_address
@@ -44,6 +46,7 @@ class MaildirMailer:
         try:
             for sub in ("tmp", "new", "cur"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
+            self._tmp, self._new = str(self.path / "tmp"), str(self.path / "new")
         except OSError as exc:
             raise AccountSendingHalted(
                 f"maildir {self.path}: cannot create the outbox: {exc.strerror or exc}"
@@ -54,22 +57,45 @@ class MaildirMailer:
         if not destinations:
             raise PermanentSendError(f"maildir {self.path}: no envelope recipients")
         trace = _trace_headers(sender, destinations)
-        name = f"{time.time_ns() // 1_000_000_000}.M{uuid.uuid4().hex}P{os.getpid()}.{self._host}"
-        tmp = self.path / "tmp" / name
+        # time.MmicrosecondsPpidQcount.host, the usual unique name, plus random bits against a
+        # recycled pid within the same second.
+        now = time.time_ns() // 1000
+        name = (
+            f"{now // 1_000_000}.M{now % 1_000_000}P{os.getpid()}Q{next(_DELIVERIES)}"
+            f"R{_RANDOM}.{self._host}"
+        )
+        tmp = os.path.join(self._tmp, name)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(trace)
-                    stream.write(raw)
-                os.replace(tmp, self.path / "new" / name)
+                try:
+                    _write_all(fd, trace, raw)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, os.path.join(self._new, name))
             except BaseException:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
                 raise
         except OSError as exc:
             kind = AccountSendingHalted if exc.errno in _HALTING_ERRNOS else TransientSendError
             raise kind(f"maildir {self.path}: cannot write {name}: {exc.strerror or exc}") from exc
         return name
+
+
+_DELIVERIES = itertools.count(1)
+_RANDOM = secrets.token_hex(4)
+
+
+def _write_all(fd: int, *chunks: bytes) -> None:
+    """Write every chunk, in one system call when the kernel takes it all at once."""
+    left = sum(len(chunk) for chunk in chunks)
+    written = os.writev(fd, chunks)
+    if written == left:
+        return
+    rest = memoryview(b"".join(chunks))[written:]
+    while rest:
+        rest = rest[os.write(fd, rest) :]
 
 
 def _trace_headers(sender: str, destinations: list[str]) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from mailmatrix.errors import NotFoundError, StorageError
 from mailmatrix.ports import ObjectInfo
 
 _CHUNK = 1024 * 1024
+_OPEN_PLAIN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO: no wait
 
 
 class LocalStorage:
@@ -33,21 +35,42 @@ class LocalStorage:
         for prefix in self.mounts:
             if not prefix.endswith("/"):
                 raise StorageError(f"local storage: mount prefix must end with '/': {prefix!r}")
+        self._bases = [(prefix, str(path)) for prefix, path in self.mounts.items()]
 
-    def _path(self, key: str) -> tuple[Path, bool]:
-        """Return the file behind ``key`` and whether it lies in a read-only mount."""
+    def _location(self, key: str) -> tuple[str, str, bool]:
+        """(folder, path below it, whether it is a read-only mount) of the file behind ``key``."""
         if not key or key.startswith("/") or "\\" in key or "\x00" in key:
             raise StorageError(f"local storage: invalid key {key!r}")
         parts = key.split("/")
         if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
             raise StorageError(f"local storage: invalid key {key!r}")
-        for prefix, base in self.mounts.items():
+        for prefix, base in self._bases:
             if key.startswith(prefix):
-                return base / key[len(prefix) :], True
-        return self.root / key, False
+                return base, key[len(prefix) :], True
+        return str(self.root), key, False
+
+    def _path(self, key: str) -> tuple[Path, bool]:
+        """Return the file behind ``key`` and whether it lies in a read-only mount."""
+        base, below, mounted = self._location(key)
+        return Path(base) / below, mounted
 
     def get(self, key: str) -> bytes:
         """Return the object's bytes."""
+        base, below, _ = self._location(key)
+        if "/" not in below:
+            # The common case, a file right in its folder that is not a link, in three calls:
+            # it cannot lie outside the folder. Anything else goes the careful way below.
+            try:
+                fd = os.open(os.path.join(base, below), _OPEN_PLAIN_FILE)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        with open(fd, "rb", buffering=0, closefd=False) as stream:
+                            return stream.read()
+                finally:
+                    os.close(fd)
         with self.open(key) as stream:
             return stream.read()
 
@@ -141,7 +164,10 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
             relkey = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
             key = key_prefix + relkey
             path = os.path.join(folder, name)
-            outside = os.path.commonpath([os.path.realpath(path), real_base]) != real_base
+            # os.walk does not enter linked folders, so only a link itself can lead out.
+            outside = os.path.islink(path) and (
+                os.path.commonpath([os.path.realpath(path), real_base]) != real_base
+            )
             if key.startswith(wanted) and not outside:  # links out of the folder don't count
                 found.append((key, path))
     for key, path in sorted(found):

@@ -2,8 +2,9 @@
 
 One call handles one ItemBatcher batch (a Distributed Map child). Rows go out one after the
 other, each guarded by the ledger: a key already sent is skipped, a key that failed for good
-is reported again, a key held by another live attempt is left for a later retry. Errors are
-sorted into four kinds (docs/sending.md):
+is reported again, a key held by another live attempt is left for a later retry. A sent row
+is recorded by the claim of the next (one ledger write per email), the last one when the batch
+ends, however it ends. Errors are sorted into four kinds (docs/sending.md):
 
 - Throttled / TransientSendError: retried here with exponential backoff and full jitter,
   a few times; what is left stops the batch and is raised, so the state machine's Retry
@@ -182,6 +183,7 @@ def format_size(size: int) -> str:
     return f"{size / MIB:.2f} MiB"
 
 
+@functools.lru_cache(maxsize=16)
 def envelope_sender(sender: str) -> str:
     """The bare address of a From value such as ``Acme <a@example.com>``."""
     return parseaddr(sender)[1] or sender
@@ -250,6 +252,8 @@ class _Batch:
     policy: RetryPolicy
     deadline: float | None
     result: BatchResult = field(default_factory=BatchResult)
+    # The last row sent and not yet recorded: the next claim records it in its transaction.
+    unrecorded: tuple[str, str] | None = None
 
     @property
     def campaign_id(self) -> str:
@@ -260,13 +264,23 @@ class _Batch:
         return until if self.deadline is None else min(until, self.deadline)
 
     def claim(self, item: Mapping[str, Any]) -> Claim:
-        return self.ledger.claim(
+        claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
             row=int(item["row"]),
             attempt=self.attempt,
             lease_until=self.lease(),
+            sent_before=self.unrecorded,
         )
+        self.unrecorded = None
+        return claim
+
+    def record_unrecorded(self) -> None:
+        """Record the last row sent, when no claim of a next row has recorded it."""
+        if self.unrecorded is not None:
+            key, message_id = self.unrecorded
+            self.ledger.record_sent(key, message_id=message_id)
+            self.unrecorded = None
 
     def check_halt(self) -> None:
         halt = self.ledger.halted(self.campaign_id)
@@ -439,7 +453,7 @@ class _Batch:
         except SendError as exc:  # not retryable, not an account halt: this row only
             self.fail(item, error_code(exc), error_text(exc))
             return
-        self.ledger.record_sent(item["key"], message_id=message_id)
+        self.unrecorded = (item["key"], message_id)
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -503,8 +517,11 @@ def send_batch(
         log.debug("send_batch: stopped: %s, %d deferred", error_code(stop.error), len(deferred))
         raise stop.error from stop.__cause__
     finally:
-        if pacer is not None:
-            pacer.finish()
+        try:
+            batch.record_unrecorded()
+        finally:
+            if pacer is not None:
+                pacer.finish()
 
     deferred = [row for row in batch.result.rows if row["status"] == "deferred"]
     if deferred:

@@ -164,10 +164,10 @@ class Interpreter:
         result = runner(name, state, data, scope, context)
         caught = isinstance(result, _Caught)
         output = result.output if caught else result
-        check_size(output, f"output of state '{name}'")
+        text = check_size(output, f"output of state '{name}'")
         scope.log.add(
             f"{kind}StateExited",
-            {"name": name, "output": dumps(output), "outputDetails": {"truncated": False}},
+            {"name": name, "output": text, "outputDetails": {"truncated": False}},
         )
         if caught:
             return output, result.next

@@ -168,3 +168,21 @@ def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
     # THEN every key was claimed by exactly one attempt; the others were told it is busy
     assert wins == Counter({key: 1 for key in keys})
     assert {o.state for o in ledgers[0].outcomes("c")} == {"claimed"}
+
+
+def test_a_claim_records_the_previous_row_sent_in_the_same_transaction(ledger):
+    assert claim(ledger, key="k1", row=2) == Claim("claimed")
+    claimed = ledger.claim("k2", campaign="c", row=3, attempt="a", sent_before=("k1", "m-1"))
+    assert claimed == Claim("claimed")
+    assert [(o.key, o.state, o.message_id) for o in ledger.outcomes("c")] == [
+        ("k1", "sent", "m-1"),
+        ("k2", "claimed", None),
+    ]
+
+
+def test_a_failed_claim_rolls_back_the_previous_rows_record(ledger):
+    claim(ledger, key="k1", row=2)
+    # row=None breaks the NOT NULL constraint of the claim's INSERT, after the record ran
+    with pytest.raises(LedgerError):
+        ledger.claim("k2", campaign="c", row=None, attempt="a", sent_before=("k1", "m-1"))
+    assert [(o.key, o.state) for o in ledger.outcomes("c")] == [("k1", "claimed")]

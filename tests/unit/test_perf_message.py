@@ -175,3 +175,16 @@ def test_bodies_match_the_email_package(monkeypatch, text):
     for _ in range(2):
         slow, fast = both(monkeypatch, rendered=rendered, attachment=("a.pdf", b"1"), **BASE)
         assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 2, 3, 56, 57, 58, 57 * 63, 57 * 64 - 1, 57 * 64, 57 * 64 + 1, 57 * 129 + 5, 51_200],
+)
+def test_attachment_base64_lines_match_the_email_package(monkeypatch, size):
+    # the struct-cut lines: around a line, a block of 64 lines, and a typical 50 KB PDF
+    data = random.Random(size).randbytes(size)
+    rendered = Rendered(subject="Letter", text="See attached.\n", html=None)
+    slow, fast = both(monkeypatch, rendered=rendered, attachment=("letter.pdf", data), **BASE)
+    assert fast == slow
+    assert len(fast[0]) > len(data) * 4 // 3

@@ -448,3 +448,50 @@ def test_a_template_error_fails_the_row_now_but_not_for_good(ledger, clock):
     # AND once the templates are fixed, the next run sends it (the ledger did not settle it)
     fixed = run(items(1), ses, ledger, clock)
     assert [r["status"] for r in fixed.rows] == ["sent"]
+
+
+class _CountingLedger:
+    """The SQLite ledger, counting its write transactions (claims, records)."""
+
+    def __init__(self, inner: SqliteLedger) -> None:
+        self.inner = inner
+        self.writes: list[str] = []
+
+    def claim(self, key, **kwargs):
+        self.writes.append("claim+sent" if kwargs.get("sent_before") else "claim")
+        return self.inner.claim(key, **kwargs)
+
+    def record_sent(self, key, *, message_id):
+        self.writes.append("record_sent")
+        self.inner.record_sent(key, message_id=message_id)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_each_sent_row_costs_one_ledger_write_the_next_claim_records_it(ledger, clock):
+    counting = _CountingLedger(ledger)
+    result = run(items(4), FakeSes(), counting, clock)
+    assert result.sent == 4
+    # row 2 claimed alone, rows 3-5 claimed with the row before recorded, row 5 at the end
+    assert counting.writes == ["claim", "claim+sent", "claim+sent", "claim+sent", "record_sent"]
+    assert [o.state for o in ledger.outcomes(CID)] == ["sent"] * 4
+
+
+def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(ledger, clock):
+    class Crash(BaseException):
+        """A process killed in the middle of a send."""
+
+    class CrashOnThird(FakeSes):
+        sends = 0
+
+        def send(self, raw, *, sender, destinations):
+            self.sends += 1
+            if self.sends == 3:
+                raise Crash
+            return super().send(raw, sender=sender, destinations=destinations)
+
+    with pytest.raises(Crash):
+        run(items(4), CrashOnThird(), ledger, clock)
+    states = [(o.row, o.state) for o in ledger.outcomes(CID)]
+    assert states == [(2, "sent"), (3, "sent"), (4, "claimed")]

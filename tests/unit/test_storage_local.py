@@ -88,3 +88,19 @@ def test_a_symlink_out_of_a_mount_is_not_followed(tmp_path):
         "attachments/alias.pdf",
         "attachments/inside.pdf",
     ]
+
+
+def test_a_linked_folder_out_of_a_mount_and_a_folder_as_key_are_not_read(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.pdf").write_bytes(b"%PDF-1.4 not yours")
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "sub").symlink_to(outside, target_is_directory=True)
+    (pdfs / "folder.pdf").mkdir()
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
+
+    with pytest.raises(NotFoundError, match="outside pdfs/"):
+        storage.get("attachments/sub/x.pdf")
+    with pytest.raises(NotFoundError, match="no such object"):
+        storage.get("attachments/folder.pdf")
