@@ -23,6 +23,7 @@ import random
 import re
 import struct
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -235,7 +236,7 @@ def encode_message(
     if reply_to:
         top.append(_header_line("Reply-To", parse_address(reply_to, where="reply-to")))
     top.append(_header_line("Subject", _header_text(rendered.subject)))
-    top.append(f"Date: {email_utils.format_datetime(date or datetime.now(UTC))}\r\n")
+    top.append(f"Date: {_date_text(date)}\r\n")
     domain = message_id_domain or sender_address.domain
     message_id = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, 'message id')}>"
     if _PLAIN_MESSAGE_ID.match(message_id) and len(message_id) <= _MAX_LINE - 12:
@@ -515,8 +516,31 @@ def destinations(msg: EmailMessage) -> list[str]:
 
 def content_type_of(filename: str) -> str:
     """The MIME type for an attachment name (application/octet-stream when unknown)."""
+    parts = filename.split(".")
+    # guess_type reads no more than the last two extensions (".tar.gz"): names that end
+    # alike share one lookup.
+    return _content_type("x." + ".".join(parts[-2:]) if len(parts) > 2 else filename)
+
+
+@functools.lru_cache(maxsize=256)
+def _content_type(filename: str) -> str:
     kind, encoding = mimetypes.guess_type(filename, strict=False)
     return kind if kind and not encoding else "application/octet-stream"
+
+
+_date_of_second: tuple[int, str] = (-1, "")
+
+
+def _date_text(date: datetime | None) -> str:
+    """The Date header's value for ``date``, or for now (formatted once a second)."""
+    global _date_of_second
+    if date is not None:
+        return email_utils.format_datetime(date)
+    second = int(time.time())
+    if _date_of_second[0] != second:
+        now = datetime.fromtimestamp(second, UTC)
+        _date_of_second = (second, email_utils.format_datetime(now))
+    return _date_of_second[1]
 
 
 def make_address(name: str | None, email: str, *, where: str) -> Address:

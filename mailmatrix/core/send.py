@@ -64,9 +64,10 @@ class RetryPolicy:
     ``tries`` calls per row at most, sleeping a uniform random time in
     ``[0, min(cap_s, base_s * 2**n)]`` between them (full jitter). ``claim_lease_s`` bounds
     how long a claim keeps other attempts off a row (the invocation's deadline, when known,
-    bounds it too: a Lambda past its deadline is dead). A campaign halt
-    stops batches for ``halt_hold_s`` after it was recorded; later batches (a redrive) try
-    again. ``reserve_s``: stop starting rows this close to the invocation's deadline.
+    bounds it too: a Lambda past its deadline is dead). A campaign halt stops batches for
+    ``halt_hold_s`` after it was recorded; later batches (a redrive) try again. A running
+    batch looks for a halt every ``halt_check_s``. ``reserve_s``: stop starting rows this
+    close to the invocation's deadline.
     """
 
     tries: int = 5
@@ -74,6 +75,7 @@ class RetryPolicy:
     cap_s: float = 5.0
     claim_lease_s: float = 900.0
     halt_hold_s: float = 60.0
+    halt_check_s: float = 0.25
     reserve_s: float = 30.0
 
     def backoff(self, failures: int, rng: random.Random) -> float:
@@ -254,6 +256,7 @@ class _Batch:
     result: BatchResult = field(default_factory=BatchResult)
     # The last row sent and not yet recorded: the next claim records it in its transaction.
     unrecorded: tuple[str, str] | None = None
+    halt_checked: float | None = None  # clock() of the last halt lookup
 
     @property
     def campaign_id(self) -> str:
@@ -283,6 +286,12 @@ class _Batch:
             self.unrecorded = None
 
     def check_halt(self) -> None:
+        # Looked up before the first row, then at most every halt_check_s: a halt recorded by
+        # another batch stops this one within that time, without a ledger read per row.
+        now = self.clock()
+        if self.halt_checked is not None and now - self.halt_checked < self.policy.halt_check_s:
+            return
+        self.halt_checked = now
         halt = self.ledger.halted(self.campaign_id)
         if halt is None:
             return

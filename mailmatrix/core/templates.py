@@ -143,6 +143,7 @@ class Catalog:
             auto_reload=False,
         )
         self._by_value: dict[str, str] = {}
+        self._compiled: dict[str, jinja2.Template] = {}
         for tset in self.sets.values():
             for value in tset.values:
                 self._by_value[_fold(value)] = tset.name
@@ -258,7 +259,10 @@ class Catalog:
 
     def _render_file(self, path: str, context: dict[str, Any]) -> str:
         try:
-            return self._env.get_template(path).render(context)
+            template = self._compiled.get(path)
+            if template is None:
+                template = self._compiled[path] = self._env.get_template(path)
+            return template.render(context)
         except _EmptyFieldPrinted as exc:
             raise TemplateError(
                 f"{path}: render: {exc.column} is empty in this row but the template prints it"

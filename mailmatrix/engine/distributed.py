@@ -190,7 +190,9 @@ class MapRunner:
             current: list[Any] = []
             size = overhead
             for item in values:
-                item_size = len(dumps(item).encode("utf-8")) + 1
+                # Sized only against a byte limit; the 256 KiB payload limit is checked when
+                # the child starts.
+                item_size = len(dumps(item).encode("utf-8")) + 1 if max_bytes else 0
                 full = (max_items and len(current) >= max_items) or (
                     max_bytes and current and size + item_size > max_bytes
                 )

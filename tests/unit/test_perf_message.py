@@ -188,3 +188,46 @@ def test_attachment_base64_lines_match_the_email_package(monkeypatch, size):
     slow, fast = both(monkeypatch, rendered=rendered, attachment=("letter.pdf", data), **BASE)
     assert fast == slow
     assert len(fast[0]) > len(data) * 4 // 3
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "letter.pdf",
+        "LETTER.PDF",
+        "a.b.c.pdf",
+        "archive.tar.gz",
+        "x.tgz",
+        "a..tar.gz",
+        ".pdf",
+        "noext",
+        "trailing.",
+        "two..dots.docx",
+        "data.json.bz2",
+        "name.unknownext",
+        "a.b.c",
+    ],
+)
+def test_content_types_are_the_mimetypes_guess(filename):
+    import mimetypes
+
+    from mailmatrix.core.message import content_type_of
+
+    kind, encoding = mimetypes.guess_type(filename, strict=False)
+    assert content_type_of(filename) == (
+        kind if kind and not encoding else "application/octet-stream"
+    )
+
+
+def test_the_date_header_is_now_when_no_date_is_given(monkeypatch):
+    import email.utils
+    import time
+
+    from mailmatrix.core.message import encode_message
+
+    rendered = Rendered(subject="Letter", text="Hello.\n", html=None)
+    for moment in (1_796_400_000.2, 1_796_400_000.9, 1_796_400_001.1):
+        monkeypatch.setattr(time, "time", lambda moment=moment: moment)
+        raw = encode_message(**BASE, rendered=rendered)[0].decode("ascii")
+        date = next(line for line in raw.split("\r\n") if line.startswith("Date: "))
+        assert email.utils.parsedate_to_datetime(date[6:]).timestamp() == int(moment)

@@ -495,3 +495,26 @@ def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(l
         run(items(4), CrashOnThird(), ledger, clock)
     states = [(o.row, o.state) for o in ledger.outcomes(CID)]
     assert states == [(2, "sent"), (3, "sent"), (4, "claimed")]
+
+
+def test_a_halt_recorded_by_another_batch_stops_this_one_at_its_next_lookup(ledger, clock):
+    # GIVEN sends that take 0.1 s each, and a sibling batch recording a halt during send 2
+    class SlowSes(FakeSes):
+        sends = 0
+
+        def send(self, raw, *, sender, destinations):
+            self.sends += 1
+            clock.now += 0.1
+            if self.sends == 2:
+                ledger.halt(CID, code="Throttling", reason="Daily quota", attempt="sibling")
+            return super().send(raw, sender=sender, destinations=destinations)
+
+    mailer = SlowSes()
+    # WHEN this batch of 6 rows runs, looking for a halt every 0.25 s
+    with pytest.raises(AccountSendingHalted) as stopped:
+        run(items(6), mailer, ledger, clock, policy=RetryPolicy(halt_check_s=0.25))
+    # THEN rows 3 and 4 (at 0.1 and 0.2 s) go without a lookup; the lookup before row 5
+    # (0.3 s) finds the halt, and rows 5-7 are left for a later attempt
+    assert mailer.sends == 3
+    assert stopped.value.details["deferred"] == [5, 6, 7]
+    assert "halted by attempt sibling" in stopped.value.message
