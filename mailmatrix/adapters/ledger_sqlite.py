@@ -41,7 +41,6 @@ CREATE TABLE IF NOT EXISTS sends (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
-CREATE INDEX IF NOT EXISTS sends_by_message_id ON sends (message_id);
 CREATE TABLE IF NOT EXISTS halts (
     campaign TEXT PRIMARY KEY,
     code TEXT NOT NULL,
@@ -69,6 +68,11 @@ class SqliteLedger:
             self._db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
+            # Every commit appends each page it changed to the WAL, whole: with 4 KiB pages
+            # and an index on message ids, 10,000 emails wrote 260 MB here; with 1 KiB pages
+            # and no such index, 64 MB. (page_size only applies to a new file; message-id
+            # lookups, for delivery events on AWS, scan a local ledger instead.)
+            self._db.execute("PRAGMA page_size = 1024")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoint every 10,000 WAL pages (40 MB) rather than 1,000: each checkpoint

@@ -19,6 +19,7 @@ import binascii
 import functools
 import itertools
 import mimetypes
+import os
 import random
 import re
 import struct
@@ -516,10 +517,12 @@ def destinations(msg: EmailMessage) -> list[str]:
 
 def content_type_of(filename: str) -> str:
     """The MIME type for an attachment name (application/octet-stream when unknown)."""
-    parts = filename.split(".")
-    # guess_type reads no more than the last two extensions (".tar.gz"): names that end
-    # alike share one lookup.
-    return _content_type("x." + ".".join(parts[-2:]) if len(parts) > 2 else filename)
+    # guess_type reads no more than the last two extensions (".tar.gz"), so names that end
+    # alike share one cached lookup ("x.pdf"); a colon could make a name a URL: not cached.
+    root, ext = os.path.splitext(filename)
+    if not ext or ":" in filename:
+        return _content_type.__wrapped__(filename)
+    return _content_type("x" + os.path.splitext(root)[1] + ext)
 
 
 @functools.lru_cache(maxsize=256)

@@ -186,3 +186,12 @@ def test_a_failed_claim_rolls_back_the_previous_rows_record(ledger):
     with pytest.raises(LedgerError):
         ledger.claim("k2", campaign="c", row=None, attempt="a", sent_before=("k1", "m-1"))
     assert [(o.key, o.state) for o in ledger.outcomes("c")] == [("k1", "claimed")]
+
+
+def test_a_new_ledger_file_has_small_pages_so_each_commit_writes_little(tmp_path):
+    import sqlite3
+
+    SqliteLedger(str(tmp_path / "new.db")).close()
+    with sqlite3.connect(tmp_path / "new.db") as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (1024,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

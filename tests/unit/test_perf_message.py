@@ -206,6 +206,14 @@ def test_attachment_base64_lines_match_the_email_package(monkeypatch, size):
         "data.json.bz2",
         "name.unknownext",
         "a.b.c",
+        "..pdf",
+        "..tar.gz",
+        "a.b.tgz",
+        "x.svgz",
+        "a:b.pdf",
+        "data:x.pdf",
+        "sub/dir.d/file",
+        "Letter-0000001.PDF",
     ],
 )
 def test_content_types_are_the_mimetypes_guess(filename):
