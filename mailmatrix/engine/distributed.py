@@ -37,7 +37,8 @@ from mailmatrix.engine.store import ExecutionStore
 
 # Distributed Map runs up to 10,000 children at once on AWS; locally threads are capped.
 LOCAL_THREAD_CAP = 64
-_FLUSH_EVERY = 200
+_FLUSH_EVERY = 200  # finished children kept before they are appended to the store...
+_FLUSH_CHARS = 4_000_000  # ...or fewer, once their histories hold this much text
 _SNAPSHOT_SECONDS = 0.5
 # ResultWriter starts a new file for a status when its current one would grow past this.
 RESULT_FILE_BYTES = 8 * 1024 * 1024
@@ -239,6 +240,7 @@ class MapRunner:
         counts = {"succeeded": len(results), "failed": 0, "running": 0}
         lock = threading.Lock()
         buffer: list[dict[str, Any]] = []
+        buffered_chars = [0]
         last_snapshot = [0.0]
 
         def publish(force: bool = False) -> None:
@@ -252,6 +254,7 @@ class MapRunner:
             if buffer:
                 self.store.append_children(scope.execution_id, run["id"], list(buffer))
                 buffer.clear()
+                buffered_chars[0] = 0
 
         def child(index: int, child_input: Any) -> None:
             with lock:
@@ -263,7 +266,8 @@ class MapRunner:
                 counts["succeeded" if _succeeded(record) else "failed"] += 1
                 results[index] = _summary(record, keep_output)
                 buffer.append(record)
-                if len(buffer) >= _FLUSH_EVERY:
+                buffered_chars[0] += _history_chars(record)
+                if len(buffer) >= _FLUSH_EVERY or buffered_chars[0] >= _FLUSH_CHARS:
                     flush()
                 publish()
 
@@ -573,3 +577,15 @@ def _snapshot(run: dict[str, Any]) -> dict[str, Any]:
         "redriveCount",
     )
     return {k: run.get(k, 0) for k in keys}
+
+
+def _history_chars(record: dict[str, Any]) -> int:
+    """About how much text a child record holds: its history's inputs and outputs."""
+    return sum(
+        len(value)
+        for event in record.get("history", ())
+        for details in event.values()
+        if isinstance(details, dict)
+        for value in details.values()
+        if isinstance(value, str)
+    )

@@ -208,3 +208,36 @@ def test_store_finds_each_childs_latest_record_in_any_key_order(tmp_path: pathli
     fetched = list(store.children_at("ex", "run", [offsets[0], None, offsets[1]]))
     # THEN the latest record of each child comes back
     assert fetched == [{"index": 0, "v": "a"}, None, {"v": "c", "index": 1}]
+
+
+def test_children_with_large_histories_go_to_the_store_before_many_pile_up(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN children whose histories hold about 1,400 characters each, and a buffer of
+    # 3,000 characters (the count limit, 200, is never reached)
+    monkeypatch.setattr(distributed_map, "_FLUSH_CHARS", 3_000)
+    appended: list[int] = []
+    real_append = ExecutionStore.append_children
+
+    def spy(self, execution_id, map_run_id, children):
+        appended.append(len(children))
+        real_append(self, execution_id, map_run_id, children)
+
+    monkeypatch.setattr(ExecutionStore, "append_children", spy)
+    objects.put("b", "rows.jsonl", b"".join(b'{"pad": "%s"}\n' % (b"x" * 100) for _ in range(40)))
+    registry.register_lambda("Work", lambda e, c: len(e["Items"]))
+    definition = map_definition(
+        LAMBDA_END,
+        ItemReader=READER,
+        ItemBatcher={"MaxItemsPerBatch": 4},
+        MaxConcurrency=1,
+    )
+    # WHEN the Map runs THEN the 10 children reach the store in several appends, not one
+    record = engine.start(json.dumps(definition), {})
+    assert record["status"] == "SUCCEEDED"
+    assert sum(appended) == 10
+    assert len(appended) >= 4
+    assert max(appended) <= 3
