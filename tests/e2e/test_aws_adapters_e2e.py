@@ -13,7 +13,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from mailmatrix.adapters import ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
@@ -29,6 +28,7 @@ from mailmatrix.local import (
     sam_substitutions,
 )
 from mailmatrix.ports import Notification
+from tests.fixtures.aws import create_ledger_table, fake_aws
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -76,27 +76,9 @@ def upload_tree(s3, folder: pathlib.Path, prefix: str) -> None:
             )
 
 
-def create_ledger_table(dynamodb) -> None:
-    properties = load_sam_template()["Resources"]["LedgerTable"]["Properties"]
-    dynamodb.create_table(
-        TableName="ledger",
-        BillingMode=properties["BillingMode"],
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        KeySchema=properties["KeySchema"],
-        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-    )
-
-
 @pytest.fixture
 def account(monkeypatch, tmp_path):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch):
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         upload_tree(s3, REPO / "templates", "templates/")

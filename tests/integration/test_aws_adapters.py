@@ -8,7 +8,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from mailmatrix.adapters import ses_account
 from mailmatrix.adapters.mailer_ses import SesMailer, classify
@@ -22,6 +21,7 @@ from mailmatrix.errors import (
     TransientSendError,
 )
 from mailmatrix.ports import Notification
+from tests.fixtures.aws import fake_aws
 
 REGION = "eu-west-1"
 RAW = b"From: Talent <talent@example.com>\r\nTo: anna@example.org\r\nSubject: Hi\r\n\r\nHello\r\n"
@@ -29,14 +29,7 @@ RAW = b"From: Talent <talent@example.com>\r\nTo: anna@example.org\r\nSubject: Hi
 
 @pytest.fixture
 def aws(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch):
         yield
 
 

@@ -9,11 +9,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner
-from moto import mock_aws
 from rich.console import Console
 
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
+from tests.fixtures.aws import fake_aws
 
 REGION = "eu-west-1"
 STACK_TEMPLATE = {
@@ -43,14 +43,7 @@ SUMMARY = {
 
 @pytest.fixture
 def stack(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch):
         cfn = boto3.client("cloudformation", region_name=REGION)
         cfn.create_stack(StackName="mm", TemplateBody=json.dumps(STACK_TEMPLATE))
         outputs = cfn.describe_stacks(StackName="mm")["Stacks"][0]["Outputs"]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import pathlib
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
+from tests.fixtures.aws import create_ledger_table, fake_aws
 
-TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "infra" / "template.yaml"
 
 
 class Clock:
@@ -23,32 +21,9 @@ class Clock:
         return self.now
 
 
-def create_table_from_template(client) -> str:
-    """Create the LedgerTable exactly as the SAM template defines its keys and indexes."""
-    from samtranslator.yaml_helper import yaml_parse
-
-    table = yaml_parse(TEMPLATE.read_text(encoding="utf-8"))["Resources"]["LedgerTable"]
-    properties = table["Properties"]
-    client.create_table(
-        TableName="ledger",
-        BillingMode=properties["BillingMode"],
-        AttributeDefinitions=properties["AttributeDefinitions"],
-        KeySchema=properties["KeySchema"],
-        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
-    )
-    return "ledger"
-
-
 @pytest.fixture
 def aws(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch):
         yield
 
 
@@ -60,7 +35,7 @@ def clock():
 @pytest.fixture
 def ledger(aws, clock):
     client = boto3.client("dynamodb", region_name="eu-west-1")
-    return DynamoDbLedger(create_table_from_template(client), client, clock=clock)
+    return DynamoDbLedger(create_ledger_table(client), client, clock=clock)
 
 
 def test_a_new_key_is_claimed_then_sent_then_skipped(ledger):
@@ -181,7 +156,7 @@ class RacingClient:
 def test_two_attempts_never_both_hold_a_claim(aws, clock, existing):
     # GIVEN a rival attempt that claims the key between our read and our conditional write
     client = boto3.client("dynamodb", region_name="eu-west-1")
-    table = create_table_from_template(client)
+    table = create_ledger_table(client)
     rival = DynamoDbLedger(table, client, clock=clock)
     if existing == "released":
         rival.claim("k1", campaign="c", row=2, attempt="a0")

@@ -8,10 +8,9 @@ import pathlib
 
 import boto3
 import pytest
-from moto import mock_aws
-from test_aws_ledger import create_table_from_template
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+from tests.fixtures.aws import create_ledger_table, fake_aws
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EVENT = pathlib.Path(__file__).parent / "events" / "ses_bounce.json"
@@ -38,17 +37,9 @@ class Context:
 
 @pytest.fixture
 def ledger(monkeypatch):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "MAILMATRIX_LEDGER": "dynamodb://ledger",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
+    with fake_aws(monkeypatch, MAILMATRIX_LEDGER="dynamodb://ledger"):
         client = boto3.client("dynamodb", region_name="eu-west-1")
-        create_table_from_template(client)
+        create_ledger_table(client)
         yield DynamoDbLedger("ledger", client)
 
 
