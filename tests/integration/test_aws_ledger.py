@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import boto3
 import pytest
 
@@ -10,7 +9,6 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
-
 
 
 class Clock:
