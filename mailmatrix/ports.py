@@ -152,8 +152,15 @@ class Ledger(Protocol):
         """Mark ``key`` as sent with the service's message id."""
         ...
 
-    def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
-        """Mark ``key`` as failed; a non-permanent failure releases the claim."""
+    def record_failed(
+        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+    ) -> None:
+        """Mark ``key`` as failed; a non-permanent failure releases the claim.
+
+        ``uncertain``: a try of this release may have been accepted (a timeout, a lost reply).
+        The entry keeps that mark, and the claim that later takes the row says so in its
+        ``reason``, so the send is reported as a possible duplicate.
+        """
         ...
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:

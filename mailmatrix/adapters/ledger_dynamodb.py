@@ -28,6 +28,8 @@ MESSAGE_ID_INDEX = "by_message_id"
 CAMPAIGN_INDEX = "by_campaign"
 HALT_PREFIX = "halt#"
 
+_UNCERTAIN = "released by attempt {} after a try that may have been accepted"
+
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
 DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
 
@@ -42,6 +44,7 @@ _NAMES = {
     "#code": "code",
     "#reason": "reason",
     "#t": "takeovers",
+    "#unc": "uncertain",
     "#d": "delivery",
     "#dat": "delivery_at",
     "#dd": "delivery_detail",
@@ -89,7 +92,7 @@ class DynamoDbLedger:
             if held is None:
                 condition = "attribute_not_exists(#k)"
                 values: dict[str, Any] = {}
-                takeovers, previous = 0, None
+                takeovers, previous, uncertain, holder = 0, None, False, None
             else:
                 entry = _plain(held)
                 state, holder = entry.get("state"), entry.get("attempt")
@@ -115,6 +118,7 @@ class DynamoDbLedger:
                 }
                 takeovers = int(entry.get("takeovers", 0)) + (state == "claimed")
                 previous = holder if state == "claimed" else None
+                uncertain = bool(entry.get("uncertain"))
             item = {
                 KEY: {"S": key},
                 "campaign": {"S": campaign},
@@ -126,6 +130,8 @@ class DynamoDbLedger:
                 "updated_at": {"N": repr(float(now))},
                 "expires_at": {"N": str(int(now) + self.retention_seconds)},
             }
+            if uncertain:
+                item["uncertain"] = {"BOOL": True}
             names = {a: _NAMES[a] for a in re.findall(r"#\w+", condition)}
             try:
                 request: dict[str, Any] = {
@@ -148,6 +154,8 @@ class DynamoDbLedger:
                 return Claim(
                     "claimed", reason=f"taken over from attempt {previous}", attempt=previous
                 )
+            if uncertain:
+                return Claim("claimed", reason=_UNCERTAIN.format(holder), attempt=holder)
             return Claim("claimed")
         return Claim("busy", reason="the entry kept changing while being claimed")
 
@@ -160,18 +168,25 @@ class DynamoDbLedger:
             condition="attribute_exists(#k)",
         )
 
-    def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
-        """Mark ``key`` failed for good, or release the claim after a passing failure."""
+    def record_failed(
+        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+    ) -> None:
+        """Mark ``key`` failed for good, or release the claim after a passing failure; an
+        ``uncertain`` release is remembered (see the Ledger port)."""
         state = "failed" if permanent else "released"
+        values = {
+            ":state": {"S": state},
+            ":code": {"S": code},
+            ":reason": {"S": reason[:1000]},
+            ":sent": {"S": "sent"},
+        }
+        mark = ""
+        if uncertain:
+            mark, values[":true"] = ", #unc = :true", {"BOOL": True}
         self._update(
             key,
-            "SET #s = :state, #code = :code, #reason = :reason, #u = :now REMOVE #l",
-            {
-                ":state": {"S": state},
-                ":code": {"S": code},
-                ":reason": {"S": reason[:1000]},
-                ":sent": {"S": "sent"},
-            },
+            f"SET #s = :state, #code = :code, #reason = :reason, #u = :now{mark} REMOVE #l",
+            values,
             condition="attribute_exists(#k) AND #s <> :sent",
             missing_ok=True,
         )

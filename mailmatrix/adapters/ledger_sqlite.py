@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sends (
     code TEXT,
     reason TEXT,
     takeovers INTEGER NOT NULL DEFAULT 0,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    uncertain INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS halts (
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS halts (
 """
 
 
+_UNCERTAIN = "released by attempt {} after a try that may have been accepted"
 _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
     " code = NULL, reason = NULL, updated_at = ? WHERE key = ?"
@@ -80,6 +82,11 @@ class SqliteLedger:
             # 2,000-row run made 122 syncs with the default, 17 with this.
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sends)")}
+            if "uncertain" not in columns:  # a ledger file from before the column
+                self._db.execute(
+                    "ALTER TABLE sends ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0"
+                )
             # Waiting for another process's write lock is done by _locked below, in steps of
             # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
             # which left the sending processes idle half the time.
@@ -148,8 +155,8 @@ class SqliteLedger:
             if sent_before is not None:
                 db.execute(_RECORD_SENT, (sent_before[1], now, sent_before[0]))
             found = db.execute(
-                "SELECT state, attempt, lease_until, message_id, code, reason FROM sends"
-                " WHERE key = ?",
+                "SELECT state, attempt, lease_until, message_id, code, reason, uncertain"
+                " FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
             if found is None:
@@ -159,7 +166,7 @@ class SqliteLedger:
                     (key, campaign, row, attempt, lease, now),
                 )
                 return Claim("claimed")
-            state, holder, holder_lease, message_id, code, reason = found
+            state, holder, holder_lease, message_id, code, reason, uncertain = found
             if state == "sent":
                 return Claim("sent", message_id=message_id, attempt=holder)
             if state == "failed":
@@ -179,6 +186,8 @@ class SqliteLedger:
         if takeover:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
             return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
+        if uncertain:
+            return Claim("claimed", reason=_UNCERTAIN.format(holder), attempt=holder)
         return Claim("claimed")
 
     def _statement(
@@ -195,14 +204,17 @@ class SqliteLedger:
         """Mark ``key`` as sent with the service's message id."""
         self._statement(f"record_sent {key[:12]}", _RECORD_SENT, (message_id, self._clock(), key))
 
-    def record_failed(self, key: str, *, code: str, reason: str, permanent: bool) -> None:
-        """Mark ``key`` failed for good, or release the claim after a passing failure."""
+    def record_failed(
+        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+    ) -> None:
+        """Mark ``key`` failed for good, or release the claim after a passing failure; an
+        ``uncertain`` release is remembered (see the Ledger port)."""
         state = "failed" if permanent else "released"
         with self._transaction(f"record_failed {key[:12]}") as db:
             db.execute(
                 "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
-                " updated_at = ? WHERE key = ? AND state != 'sent'",
-                (state, code, reason, self._clock(), key),
+                " uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ? AND state != 'sent'",
+                (state, code, reason, int(uncertain), self._clock(), key),
             )
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:

@@ -341,7 +341,11 @@ class _Batch:
                 return self.mailer.send(raw, sender=sender, destinations=destinations), uncertain
             except AccountSendingHalted as exc:
                 self.ledger.record_failed(
-                    item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
+                    item["key"],
+                    code=error_code(exc),
+                    reason=error_text(exc),
+                    permanent=False,
+                    uncertain=uncertain,
                 )
                 self.ledger.halt(
                     self.campaign_id,
@@ -362,8 +366,14 @@ class _Batch:
                 # connection) may hide a message the service accepted.
                 uncertain = uncertain or not isinstance(exc, Throttled)
                 if tries == self.policy.tries:
+                    # An uncertain release is remembered: the attempt that later sends the
+                    # row reports it as a possible duplicate.
                     self.ledger.record_failed(
-                        item["key"], code=error_code(exc), reason=error_text(exc), permanent=False
+                        item["key"],
+                        code=error_code(exc),
+                        reason=error_text(exc),
+                        permanent=False,
+                        uncertain=uncertain,
                     )
                     kind = Throttled if isinstance(exc, Throttled) else TransientSendError
                     error = kind(

@@ -182,3 +182,16 @@ def test_a_claim_records_the_previous_row_sent_first(ledger):
         ("k1", "sent", "m-1"),
         ("k2", "claimed", None),
     ]
+
+
+def test_an_uncertain_release_is_remembered_and_told_to_the_next_claim(ledger):
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    ledger.record_failed("k1", code="Timeout", reason="no reply", permanent=False, uncertain=True)
+    found = ledger.claim("k1", campaign="c", row=2, attempt="b")
+    assert found.state == "claimed" and found.attempt == "a"
+    assert "may have been accepted" in found.reason
+    ledger.record_failed("k1", code="Throttling", reason="rate", permanent=False)
+    assert "may have been accepted" in ledger.claim("k1", campaign="c", row=2, attempt="c").reason
+    ledger.claim("k2", campaign="c", row=3, attempt="a")
+    ledger.record_failed("k2", code="Throttling", reason="rate", permanent=False)
+    assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")

@@ -195,3 +195,39 @@ def test_a_new_ledger_file_has_small_pages_so_each_commit_writes_little(tmp_path
     with sqlite3.connect(tmp_path / "new.db") as db:
         assert db.execute("PRAGMA page_size").fetchone() == (1024,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_an_uncertain_release_is_remembered_and_told_to_the_next_claim(ledger):
+    claim(ledger, key="k1", attempt="a")
+    ledger.record_failed("k1", code="Timeout", reason="no reply", permanent=False, uncertain=True)
+    found = claim(ledger, key="k1", attempt="b")
+    assert found.state == "claimed" and found.attempt == "a"
+    assert "may have been accepted" in found.reason
+    # a later release that is certain does not wipe the mark: the first try may still arrive
+    ledger.record_failed("k1", code="Throttling", reason="rate", permanent=False)
+    assert "may have been accepted" in claim(ledger, key="k1", attempt="c").reason
+    # a release without doubt leaves no mark
+    claim(ledger, key="k2", attempt="a")
+    ledger.record_failed("k2", code="Throttling", reason="rate", permanent=False)
+    assert claim(ledger, key="k2", attempt="b") == Claim("claimed")
+
+
+def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE sends (key TEXT PRIMARY KEY, campaign TEXT NOT NULL,"
+            " row INTEGER NOT NULL, state TEXT NOT NULL, attempt TEXT, lease_until REAL,"
+            " message_id TEXT, code TEXT, reason TEXT, takeovers INTEGER NOT NULL DEFAULT 0,"
+            " updated_at REAL NOT NULL);"
+            "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm-1', NULL, NULL, 0, 1);"
+        )
+    ledger = SqliteLedger(str(path))
+    assert ledger.claim("k1", campaign="c", row=2, attempt="b") == Claim(
+        "sent", message_id="m-1", attempt="a"
+    )
+    ledger.claim("k2", campaign="c", row=3, attempt="b")
+    ledger.record_failed("k2", code="Timeout", reason="x", permanent=False, uncertain=True)
+    assert "may have been accepted" in ledger.claim("k2", campaign="c", row=3, attempt="c").reason

@@ -518,3 +518,28 @@ def test_a_halt_recorded_by_another_batch_stops_this_one_at_its_next_lookup(ledg
     assert mailer.sends == 3
     assert stopped.value.details["deferred"] == [5, 6, 7]
     assert "halted by attempt sibling" in stopped.value.message
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "flagged"),
+    [("InternalFailure", 500, True), ("Throttling", 400, False)],
+)
+def test_a_row_released_after_tries_that_may_have_arrived_is_flagged_when_sent_later(
+    ledger, clock, code, status, flagged
+):
+    # GIVEN row 3's five tries all fail: a server error (the service may have accepted the
+    # message before failing) or a throttle (refused for sure)
+    person = "person3@example.com"
+    error = {"Code": code, "Message": "Maximum sending rate exceeded.", "HTTPStatusCode": status}
+    first = FakeSes({"by_destination": {person: error}}, clock=clock)
+    with pytest.raises((TransientSendError, Throttled)):
+        run(items(2), first, ledger, clock, attempt="child-1")
+    # WHEN a later attempt (another execution) sends the row
+    result = run(items(2), FakeSes(clock=clock), ledger, clock, attempt="child-2")
+    row3 = next(row for row in result.rows if row["row"] == 3)
+    assert row3["status"] == "sent"
+    # THEN it is reported as a possible duplicate only after tries whose outcome is unknown
+    if flagged:
+        assert "may have been accepted" in row3["takeover"]
+    else:
+        assert "takeover" not in row3
