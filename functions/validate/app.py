@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from mailmatrix.adapters.mailer_smtp import SmtpMailer
 from mailmatrix.adapters.wiring import storage_for
 from mailmatrix.jobs import Source, validate_job
 from mailmatrix.settings import Settings
@@ -27,6 +28,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
         def preflight(sender: str, needed: int) -> dict[str, Any]:
             return ses_preflight(sender=sender, needed=needed)
+
+    elif settings.mailer.startswith(("smtp://", "smtps://", "smtp+starttls://")):
+
+        def preflight(sender: str, needed: int) -> dict[str, Any]:
+            # The server declares no rate: 0 leaves the pace to MAILMATRIX_SEND_RATE.
+            SmtpMailer.from_url(settings.mailer).check()
+            return {"max_send_rate": 0.0}
 
     try:
         result = validate_job(storage, source, settings, preflight=preflight)

@@ -120,6 +120,18 @@ class SmtpMailer:
                 raise TransientSendError(f"smtp {self._where}: connection closed") from None
         return _message_id(raw) or reply
 
+    def check(self) -> None:
+        """Connect, greet (STARTTLS and login as configured) and say QUIT, before a campaign.
+
+        Raises what ``send`` would raise on connecting, so an unreachable server or a wrong
+        password stops the campaign at validation instead of after every batch's retries.
+        """
+        try:
+            connection = self._connect()
+        except SendError as exc:
+            raise type(exc)(f"{exc.message} (checked before sending)", details=exc.details) from exc
+        _quit(connection)
+
     def close(self) -> None:
         """Say QUIT on every connection this mailer opened."""
         with self._lock:

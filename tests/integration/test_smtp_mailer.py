@@ -356,3 +356,49 @@ def test_connections_of_finished_threads_are_closed():
         mailer.close()
         assert mailer._connections == {}
     assert len(handler.envelopes) == 3
+
+
+# ---------------------------------------------------------------- a whole local run over SMTP
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "offer-letters"
+
+
+def test_a_local_campaign_over_smtp_checks_the_server_then_sends_each_letter_once(tmp_path):
+    from mailmatrix.local import run_campaign
+
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        record = run_campaign(
+            EXAMPLE / "recipients.csv", workdir=tmp_path / "work", mailer=f"smtp://{HOST}:{port}"
+        )
+    assert record["status"] == "SUCCEEDED"
+    # 18 letters (2 rows of the example are rejected); the check sent no envelope
+    assert len(handler.envelopes) == 18
+    assert len({tuple(rcpts) for _, rcpts, _ in handler.envelopes}) == 18
+
+
+def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
+    from mailmatrix.local import run_campaign
+
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    record = run_campaign(
+        EXAMPLE / "recipients.csv",
+        workdir=tmp_path / "work",
+        mailer=f"smtp://{HOST}:{port}?timeout=5",
+    )
+    assert record["status"] == "FAILED"
+    assert record["error"] == "TransientSendError"
+    assert f"smtp {HOST}:{port}: connect:" in record["cause"]
+    assert "(checked before sending)" in record["cause"]
+    assert time.monotonic() - started < 30  # not the ~85 s of every batch's retries
+    assert not (tmp_path / "work" / "ledger.sqlite3").exists() or not _ledger_rows(
+        tmp_path / "work" / "ledger.sqlite3"
+    )
+
+
+def _ledger_rows(path: Path) -> list:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT key FROM sends").fetchall()
