@@ -232,6 +232,9 @@ class SmtpMailer:
             stage = "DATA"
             code, reply = connection.data(raw)
             if code != 250:
+                # Not every server forgets the envelope after a refused DATA (aiosmtpd answers
+                # the next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
+                self._reset(connection)
                 raise _classify(code, reply, f"{where}: DATA")
             return _text(reply)
         except smtplib.SMTPServerDisconnected as exc:
@@ -242,6 +245,8 @@ class SmtpMailer:
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421:
                 self._drop()
+            else:
+                self._reset(connection)  # e.g. DATA refused before the content: 554, 451
             raise _classify(exc.smtp_code, exc.smtp_error, f"{where}: {stage}") from exc
         except (SendError, _StaleConnection):
             raise

@@ -27,6 +27,7 @@ from mailmatrix.errors import (
     AccountSendingHalted,
     ConfigurationError,
     PermanentSendError,
+    SendError,
     Throttled,
     TransientSendError,
 )
@@ -402,3 +403,27 @@ def _ledger_rows(path: Path) -> list:
 
     with sqlite3.connect(path) as db:
         return db.execute("SELECT key FROM sends").fetchall()
+
+
+def test_a_refused_data_does_not_spoil_the_next_message_on_the_same_connection():
+    # GIVEN a server whose handler fails on the first message (aiosmtpd then answers 500 and
+    # keeps the envelope: without a reset the next MAIL gets "503 nested MAIL command")
+    class FailsFirst(Recorder):
+        failed = False
+
+        async def handle_DATA(self, server, session, envelope):
+            if not self.failed:
+                self.failed = True
+                raise OSError("mail folder missing")
+            return await super().handle_DATA(server, session, envelope)
+
+    handler = FailsFirst()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        with pytest.raises(SendError, match="DATA"):
+            mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        # WHEN the next recipient's message goes over the same connection THEN it is accepted
+        mailer.send(message(), sender=SENDER, destinations=["bob@example.com"])
+        mailer.close()
+    assert [rcpts for _, rcpts, _ in handler.envelopes] == [["bob@example.com"]]
+    assert len(handler.peers) == 1
