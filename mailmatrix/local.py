@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.errors import ConfigurationError, InputFileError
+from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
 
@@ -399,8 +401,13 @@ def run_campaign(
     listener: Any = None,
     echo: Callable[[str, Notification], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    retry_failed: bool = False,
 ) -> Any:
-    """Upload ``csv_path`` and run the state machine on it to the end; return the record."""
+    """Upload ``csv_path`` and run the state machine on it to the end; return the record.
+
+    ``retry_failed``: first give back the rows of this campaign that failed for good in
+    earlier runs (the operator fixed the cause), so this run sends them again.
+    """
     wd = Workdir(Path(workdir))
     templates_dir = templates_dir or DEFAULT_TEMPLATES
     attachments_dir = attachments_dir or csv_path.parent / "attachments"
@@ -421,7 +428,15 @@ def run_campaign(
         batch_size=batch_size,
     )
     prepare(wd, env)
-    _, event = upload(wd, csv_path)
+    key, event = upload(wd, csv_path)
+    if retry_failed:
+        campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None))
+        ledger = SqliteLedger(str(wd.ledger))  # a local run's ledger (local_settings)
+        try:
+            released = ledger.release_failed(campaign)
+        finally:
+            ledger.close()
+        log.info("ledger: %d failed row(s) of %s given back for this run", released, campaign)
     return execute(wd, event, env, listener=listener, echo=echo, sleep=sleep)
 
 

@@ -246,6 +246,17 @@ class SqliteLedger:
         with self._transaction(f"clear_halt {campaign}") as db:
             db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
 
+    def release_failed(self, campaign: str) -> int:
+        """Give back the rows of ``campaign`` that failed for good, so a run sends them again
+        (the operator fixed the cause); return how many."""
+        with self._transaction(f"release_failed {campaign}") as db:
+            cursor = db.execute(
+                "UPDATE sends SET state = 'released', updated_at = ?"
+                " WHERE campaign = ? AND state = 'failed'",
+                (self._clock(), campaign),
+            )
+            return cursor.rowcount
+
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every entry of ``campaign`` ordered by row."""
         with self._transaction(f"outcomes {campaign}") as db:

@@ -17,10 +17,10 @@ from rich.table import Table
 from rich.tree import Tree
 
 from mailmatrix.cli import exits
+from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.errors import MailMatrixError
 
-DEFAULT_WORKDIR = "demo"
 _STYLE = {
     "SUCCEEDED": "green",
     "FAILED": "red",
@@ -65,8 +65,8 @@ registry_factory: Callable[[pathlib.Path, tuple[str, ...]], ResourceRegistry] = 
 _workdir_option = click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=pathlib.Path),
-    default=DEFAULT_WORKDIR,
-    show_default=True,
+    default=default_workdir,
+    show_default=DEFAULT_WORKDIR_TEXT,
     help="Working directory (executions under it).",
 )
 _function_option = click.option(

@@ -17,10 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailmatrix.cli import exits
+from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError
 from mailmatrix.local import Workdir, run_campaign
-
-DEFAULT_WORKDIR = "demo"
 
 
 class ProgressListener:
@@ -162,9 +161,10 @@ def _validation_of(record: Any) -> dict[str, Any]:
 
 
 def exit_code(result: dict[str, Any]) -> int:
-    """0 succeeded; 3 the file or templates are unusable; 130 stopped; 1 any other failure."""
+    """0 succeeded; 5 succeeded but rows failed; 3 the file or templates are unusable;
+    130 stopped; 1 any other failure."""
     if result["status"] == "SUCCEEDED":
-        return exits.OK
+        return exits.ROWS_FAILED if result["counts"].get("failed") else exits.OK
     if result["status"] == "ABORTED":
         return exits.STOPPED
     if result.get("error") in INPUT_ERRORS:
@@ -224,12 +224,16 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         if result.get("outbox"):
             console.print(f"Outbox:  {result['outbox']}")
         else:
-            console.print(f"Delivered through {result['delivered_via']}")
+            console.print(f"Mail server: {result['delivered_via']}")
         console.print(f"Report:  {result['report']}")
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}")
         if counts.get("failed"):
-            console.print("Some rows failed: the report gives each reason.")
+            console.print(
+                f"[yellow]{counts['failed']} row(s) failed: the report gives each reason. Once"
+                " the cause is fixed, run the same file with --retry-failed to send them"
+                " again.[/yellow]"
+            )
         return
     if result["status"] == "ABORTED":
         console.print("[yellow]Stopped. Batches already running were let finish.[/yellow]")
@@ -271,9 +275,10 @@ def _print_rejects(console: Console, result: dict[str, Any]) -> None:
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_WORKDIR,
-    show_default=True,
-    help="Where the local bucket, outbox, ledger and executions live.",
+    default=default_workdir,
+    show_default=DEFAULT_WORKDIR_TEXT,
+    help="Where the local bucket, outbox, ledger and executions live; the ledger there is "
+    "what keeps a rerun from mailing anyone twice, so use the same one for a file's runs.",
 )
 @click.option(
     "--sender",
@@ -299,6 +304,12 @@ def _print_rejects(console: Console, result: dict[str, Any]) -> None:
 )
 @click.option("--concurrency", type=click.IntRange(1, 64), help="Batches sent at once.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), help="Rows per batch.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again the rows of this file that failed for good in earlier runs (after "
+    "fixing the cause, e.g. the mail server). Rows already sent are still skipped.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def run(
     csv_file: Path,
@@ -311,6 +322,7 @@ def run(
     faults: str | None,
     concurrency: int | None,
     batch_size: int | None,
+    retry_failed: bool,
     as_json: bool,
 ) -> None:
     """Validate CSV_FILE and send one email per valid row, on this machine."""
@@ -347,6 +359,7 @@ def run(
             max_concurrency=concurrency,
             batch_size=batch_size,
             listener=listener,
+            retry_failed=retry_failed,
         )
     except MailMatrixError as error:
         if progress is not None:

@@ -129,3 +129,58 @@ def test_an_smtp_url_that_is_not_smtp_is_refused_without_its_password(tmp_path):
     assert code == 2
     assert "expected smtp://HOST" in output
     assert "pw" not in output
+
+
+def test_the_same_file_run_from_another_folder_without_a_workdir_mails_nobody_twice(
+    tmp_path, monkeypatch
+):
+    # GIVEN a campaign folder, and no --workdir (the per-user default, here a test folder)
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "default"))
+    campaign = tmp_path / "camp"
+    campaign.mkdir()
+    (campaign / "hires.csv").write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    (campaign / "attachments").symlink_to(EXAMPLE / "attachments")
+    # WHEN it runs from its parent folder, then from inside it
+    monkeypatch.chdir(tmp_path)
+    first = CliRunner().invoke(cli, ["run", "camp/hires.csv", "--json"])
+    monkeypatch.chdir(campaign)
+    second = CliRunner().invoke(cli, ["run", "hires.csv", "--json"])
+    # THEN the second run finds the first one's ledger and sends nothing
+    assert json.loads(first.stdout)["counts"]["sent"] == 18
+    again = json.loads(second.stdout)
+    assert (again["counts"]["sent"], again["counts"]["skipped"]) == (0, 18)
+    assert again["workdir"] == str(tmp_path / "default")
+
+
+def test_rows_failed_for_good_exit_5_and_are_sent_again_only_with_retry_failed(tmp_path):
+    workdir = tmp_path / "work"
+    csv = str(EXAMPLE / "recipients.csv")
+    # GIVEN a run where the mail service refuses about half the messages for good
+    first = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", str(workdir), "--json", "--faults", "permanent=0.5,seed=3"]
+    )
+    counts = json.loads(first.stdout)["counts"]
+    assert first.exit_code == 5
+    assert counts["failed"] > 0 and counts["sent"] + counts["failed"] == 18
+    # WHEN the file runs again as it is THEN the failed rows stay failed (exit 5 again)
+    again = CliRunner().invoke(cli, ["run", csv, "--workdir", str(workdir), "--json"])
+    assert again.exit_code == 5
+    assert json.loads(again.stdout)["counts"]["sent"] == 0
+    # WHEN it runs with --retry-failed THEN exactly the failed rows go out, nobody twice
+    retried = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", str(workdir), "--json", "--retry-failed"]
+    )
+    assert retried.exit_code == 0
+    result = json.loads(retried.stdout)["counts"]
+    assert (result["sent"], result["skipped"], result["failed"]) == (
+        counts["failed"],
+        counts["sent"],
+        0,
+    )
+    recipients = collections.Counter(
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
+        .addr_spec
+        for path in (workdir / "outbox" / "new").iterdir()
+    )
+    assert len(recipients) == 18 and set(recipients.values()) == {1}

@@ -231,3 +231,16 @@ def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
     ledger.claim("k2", campaign="c", row=3, attempt="b")
     ledger.record_failed("k2", code="Timeout", reason="x", permanent=False, uncertain=True)
     assert "may have been accepted" in ledger.claim("k2", campaign="c", row=3, attempt="c").reason
+
+
+def test_release_failed_gives_back_only_the_campaigns_failed_rows(ledger):
+    for key, campaign in (("k1", "c"), ("k2", "c"), ("k3", "other")):
+        ledger.claim(key, campaign=campaign, row=2, attempt="a")
+        ledger.record_failed(key, code="MessageRejected", reason="no", permanent=True)
+    ledger.claim("k4", campaign="c", row=5, attempt="a")
+    ledger.record_sent("k4", message_id="m-4")
+
+    assert ledger.release_failed("c") == 2
+    assert claim(ledger, key="k1", attempt="b") == Claim("claimed")
+    assert claim(ledger, key="k3", attempt="b").state == "failed"
+    assert claim(ledger, key="k4", attempt="b").state == "sent"
