@@ -97,11 +97,12 @@ def _parse(stamp: str) -> datetime:
 @_workdir_option
 def executions_cmd(workdir: pathlib.Path) -> None:
     """List the executions of the local engine: id, status, start, duration."""
-    records = _engine(workdir).list_executions()
+    records = _engine(workdir).list_executions(with_input=True)
     if not records:
         click.echo(f"No executions in {workdir / 'executions'}.")
         return
     table = Table("status", "started", "duration", "redrives")
+    table.add_column("input", overflow="fold")
     # The id is what `show` and `redrive` take: never cut it, whatever the terminal width.
     table.add_column("execution", no_wrap=True, min_width=36)
     for record in records:
@@ -111,12 +112,28 @@ def executions_cmd(workdir: pathlib.Path) -> None:
             record.get("startDate", "-")[:19].replace("T", " "),
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
+            _input_label(record.get("input")),
             record["name"],
         )
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 120)  # piped output: no squeezed columns
     console.print(table)
+
+
+def _input_label(text: Any) -> str:
+    """What an execution ran on: the object an S3 event names (the uploaded CSV), else the
+    start of its input."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        value = text
+    if isinstance(value, dict):
+        key = ((value.get("detail") or {}).get("object") or {}).get("key")
+        if isinstance(key, str):
+            return key
+    shown = text if isinstance(text, str) else json.dumps(value)
+    return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
 def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

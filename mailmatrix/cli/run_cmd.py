@@ -209,7 +209,9 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
 
     where = f"--workdir {result['workdir']}"
     execution = result["execution"]
-    console.print(f"Execution: {execution}  (details: mailmatrix show {execution} {where})")
+    console.print(
+        f"Execution: {execution}  (details: mailmatrix show {execution} {where})", soft_wrap=True
+    )
     if result["status"] == "SUCCEEDED":
         if counts.get("sent", 0) == 0 and counts.get("skipped", 0):
             console.print(

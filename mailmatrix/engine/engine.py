@@ -166,9 +166,10 @@ class Engine:
             },
         )
 
-    def list_executions(self) -> list[dict[str, Any]]:
-        """Every execution record in the store, oldest first (without definition and data)."""
-        keep = (
+    def list_executions(self, *, with_input: bool = False) -> list[dict[str, Any]]:
+        """Every execution record in the store, oldest first (without definition and data,
+        but with the execution's input if ``with_input``)."""
+        keep: tuple[str, ...] = (
             "name",
             "executionArn",
             "stateMachineName",
@@ -179,6 +180,8 @@ class Engine:
             "redriveDate",
             "error",
         )
+        if with_input:
+            keep += ("input",)
         return [{k: r[k] for k in keep if k in r} for r in self.store.list_records()]
 
     def describe(self, execution_id: str) -> ExecutionRecord:

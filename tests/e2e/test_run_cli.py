@@ -184,3 +184,13 @@ def test_rows_failed_for_good_exit_5_and_are_sent_again_only_with_retry_failed(t
         for path in (workdir / "outbox" / "new").iterdir()
     )
     assert len(recipients) == 18 and set(recipients.values()) == {1}
+
+
+def test_executions_name_the_file_each_run_was_for(tmp_path):
+    workdir = tmp_path / "work"
+    CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
+    listed = CliRunner().invoke(
+        cli, ["executions", "--workdir", str(workdir)], env={"COLUMNS": "200"}
+    )
+    assert listed.exit_code == 0
+    assert "incoming/recipients.csv" in listed.output
