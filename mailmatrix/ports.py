@@ -118,6 +118,25 @@ class Outcome:
     reason: str | None = None
     attempt: str | None = None
     takeovers: int = 0
+    uncertain: bool = False
+
+    @property
+    def doubtful(self) -> bool:
+        """Whether this email may have gone out twice: a claim was taken over from an attempt
+        that died holding it, or a try whose outcome is unknown preceded the send."""
+        return self.takeovers > 0 or self.uncertain
+
+
+UNCERTAIN_RELEASE = "released by attempt {} after a try that may have been accepted"
+
+
+def doubt_reason(uncertain: bool, takeovers: int) -> str | None:
+    """Why a sent ledger entry may have gone out twice (a Claim's reason), or None."""
+    if takeovers:
+        return f"may have arrived twice: taken over {takeovers} time(s) from an attempt that died"
+    if uncertain:
+        return "may have arrived twice: a try before the send may have been accepted"
+    return None
 
 
 class Ledger(Protocol):
@@ -131,13 +150,16 @@ class Ledger(Protocol):
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str] | None = None,
+        sent_before: tuple[str, str, bool] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
-        ``sent_before`` = (key, message id) of the previous row, which has been sent: it is
-        recorded sent first, as record_sent would (a ledger that can, in the same
+        ``sent_before`` = (key, message id, uncertain) of the previous row, which has been
+        sent: it is recorded sent first, as record_sent would (a ledger that can, in the same
         transaction: one write per email instead of two).
+
+        A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
+        Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
 
         The claim lasts until ``lease_until`` (epoch seconds; default now +
         DEFAULT_CLAIM_LEASE_SECONDS). A key left ``claimed`` is taken over (``state="claimed"``,
@@ -148,8 +170,9 @@ class Ledger(Protocol):
         """
         ...
 
-    def record_sent(self, key: str, *, message_id: str) -> None:
-        """Mark ``key`` as sent with the service's message id."""
+    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
+        """Mark ``key`` as sent with the service's message id; ``uncertain``: a try before
+        this one may have been accepted too (kept, like a takeover, as a possible duplicate)."""
         ...
 
     def record_failed(

@@ -19,7 +19,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
+from mailmatrix.ports import (
+    DEFAULT_CLAIM_LEASE_SECONDS,
+    UNCERTAIN_RELEASE,
+    Claim,
+    Halt,
+    Outcome,
+    doubt_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +35,6 @@ MESSAGE_ID_INDEX = "by_message_id"
 CAMPAIGN_INDEX = "by_campaign"
 HALT_PREFIX = "halt#"
 
-_UNCERTAIN = "released by attempt {} after a try that may have been accepted"
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
 DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
@@ -76,7 +82,7 @@ class DynamoDbLedger:
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str] | None = None,
+        sent_before: tuple[str, str, bool] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
 
@@ -84,7 +90,8 @@ class DynamoDbLedger:
         would cost twice the write capacity of the two single writes).
         """
         if sent_before is not None:
-            self.record_sent(sent_before[0], message_id=sent_before[1])
+            done, message_id, doubt = sent_before
+            self.record_sent(done, message_id=message_id, uncertain=doubt)
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         for _ in range(3):
@@ -97,7 +104,12 @@ class DynamoDbLedger:
                 entry = _plain(held)
                 state, holder = entry.get("state"), entry.get("attempt")
                 if state == "sent":
-                    return Claim("sent", message_id=entry.get("message_id"), attempt=holder)
+                    doubt = doubt_reason(
+                        bool(entry.get("uncertain")), int(entry.get("takeovers", 0))
+                    )
+                    return Claim(
+                        "sent", message_id=entry.get("message_id"), attempt=holder, reason=doubt
+                    )
                 if state == "failed":
                     return Claim(
                         "failed", code=entry.get("code"), reason=entry.get("reason"), attempt=holder
@@ -155,16 +167,21 @@ class DynamoDbLedger:
                     "claimed", reason=f"taken over from attempt {previous}", attempt=previous
                 )
             if uncertain:
-                return Claim("claimed", reason=_UNCERTAIN.format(holder), attempt=holder)
+                return Claim("claimed", reason=UNCERTAIN_RELEASE.format(holder), attempt=holder)
             return Claim("claimed")
         return Claim("busy", reason="the entry kept changing while being claimed")
 
-    def record_sent(self, key: str, *, message_id: str) -> None:
-        """Mark ``key`` as sent with SES's message id (the by_message_id index finds it)."""
+    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
+        """Mark ``key`` as sent with SES's message id (the by_message_id index finds it); an
+        ``uncertain`` send is remembered as a possible duplicate (see the Ledger port)."""
+        values = {":sent": {"S": "sent"}, ":mid": {"S": message_id}}
+        mark = ""
+        if uncertain:
+            mark, values[":true"] = ", #unc = :true", {"BOOL": True}
         self._update(
             key,
-            "SET #s = :sent, #mid = :mid, #u = :now REMOVE #l, #code, #reason",
-            {":sent": {"S": "sent"}, ":mid": {"S": message_id}},
+            f"SET #s = :sent, #mid = :mid, #u = :now{mark} REMOVE #l, #code, #reason",
+            values,
             condition="attribute_exists(#k)",
         )
 
@@ -330,6 +347,7 @@ def _outcome(entry: dict[str, Any]) -> Outcome:
         reason=entry.get("reason"),
         attempt=entry.get("attempt"),
         takeovers=int(entry.get("takeovers", 0)),
+        uncertain=bool(entry.get("uncertain")),
     )
 
 

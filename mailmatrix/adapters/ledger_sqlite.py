@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
+from mailmatrix.ports import (
+    DEFAULT_CLAIM_LEASE_SECONDS,
+    UNCERTAIN_RELEASE,
+    Claim,
+    Halt,
+    Outcome,
+    doubt_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +59,9 @@ CREATE TABLE IF NOT EXISTS halts (
 """
 
 
-_UNCERTAIN = "released by attempt {} after a try that may have been accepted"
 _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
-    " code = NULL, reason = NULL, updated_at = ? WHERE key = ?"
+    " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
 
 
@@ -70,29 +76,46 @@ class SqliteLedger:
             self._db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            # Every commit appends each page it changed to the WAL, whole: with 4 KiB pages
-            # and an index on message ids, 10,000 emails wrote 260 MB here; with 1 KiB pages
-            # and no such index, 64 MB. (page_size only applies to a new file; message-id
-            # lookups, for delivery events on AWS, scan a local ledger instead.)
-            self._db.execute("PRAGMA page_size = 1024")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoint every 10,000 WAL pages (40 MB) rather than 1,000: each checkpoint
-            # syncs, and on ext4 a sync waits for the outbox's pending writes too; a
-            # 2,000-row run made 122 syncs with the default, 17 with this.
-            self._db.execute("PRAGMA wal_autocheckpoint=10000")
-            self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sends)")}
-            if "uncertain" not in columns:  # a ledger file from before the column
-                self._db.execute(
-                    "ALTER TABLE sends ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0"
-                )
+            # Several processes open a new ledger at once (the workers of a run): switching
+            # to WAL may answer "database is locked" without waiting, so the set-up, which
+            # can run twice, is tried again until it gets through.
+            give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
+            while True:
+                try:
+                    self._set_up()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
+                        raise
+                time.sleep(0.01 * (0.5 + random.random()))
             # Waiting for another process's write lock is done by _locked below, in steps of
             # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
             # which left the sending processes idle half the time.
             self._db.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+
+    def _set_up(self) -> None:
+        db = self._db
+        # Every commit appends each page it changed to the WAL, whole: with 4 KiB pages and
+        # an index on message ids, 10,000 emails wrote 260 MB here; with 1 KiB pages and no
+        # such index, 64 MB. (page_size only applies to a new file; message-id lookups, for
+        # delivery events on AWS, scan a local ledger instead.)
+        db.execute("PRAGMA page_size = 1024")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint every 10,000 WAL pages rather than 1,000: each checkpoint syncs, and on
+        # ext4 a sync waits for the outbox's pending writes too; a 2,000-row run made 122
+        # syncs with the default, 17 with this.
+        db.execute("PRAGMA wal_autocheckpoint=10000")
+        db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(sends)")}
+        if "uncertain" not in columns:  # a ledger file from before the column
+            try:
+                db.execute("ALTER TABLE sends ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
 
     @classmethod
     def from_url(cls, url: str) -> SqliteLedger:
@@ -142,7 +165,7 @@ class SqliteLedger:
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str] | None = None,
+        sent_before: tuple[str, str, bool] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
 
@@ -153,10 +176,11 @@ class SqliteLedger:
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
-                db.execute(_RECORD_SENT, (sent_before[1], now, sent_before[0]))
+                done, message_id, doubt = sent_before
+                db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
             found = db.execute(
-                "SELECT state, attempt, lease_until, message_id, code, reason, uncertain"
-                " FROM sends WHERE key = ?",
+                "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
+                " takeovers FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
             if found is None:
@@ -166,9 +190,10 @@ class SqliteLedger:
                     (key, campaign, row, attempt, lease, now),
                 )
                 return Claim("claimed")
-            state, holder, holder_lease, message_id, code, reason, uncertain = found
+            state, holder, holder_lease, message_id, code, reason, uncertain, takeovers = found
             if state == "sent":
-                return Claim("sent", message_id=message_id, attempt=holder)
+                doubt = doubt_reason(bool(uncertain), takeovers)
+                return Claim("sent", message_id=message_id, attempt=holder, reason=doubt)
             if state == "failed":
                 return Claim("failed", code=code, reason=reason, attempt=holder)
             if state == "claimed" and holder != attempt and holder_lease > now:
@@ -187,7 +212,7 @@ class SqliteLedger:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
             return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
         if uncertain:
-            return Claim("claimed", reason=_UNCERTAIN.format(holder), attempt=holder)
+            return Claim("claimed", reason=UNCERTAIN_RELEASE.format(holder), attempt=holder)
         return Claim("claimed")
 
     def _statement(
@@ -200,9 +225,13 @@ class SqliteLedger:
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
-    def record_sent(self, key: str, *, message_id: str) -> None:
-        """Mark ``key`` as sent with the service's message id."""
-        self._statement(f"record_sent {key[:12]}", _RECORD_SENT, (message_id, self._clock(), key))
+    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
+        """Mark ``key`` as sent with the service's message id (see the Ledger port)."""
+        self._statement(
+            f"record_sent {key[:12]}",
+            _RECORD_SENT,
+            (message_id, int(uncertain), self._clock(), key),
+        )
 
     def record_failed(
         self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
@@ -261,18 +290,23 @@ class SqliteLedger:
         """Return every entry of ``campaign`` ordered by row."""
         with self._transaction(f"outcomes {campaign}") as db:
             found = db.execute(
-                "SELECT key, row, state, message_id, code, reason, attempt, takeovers"
+                "SELECT key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
                 " FROM sends WHERE campaign = ? ORDER BY row, key",
                 (campaign,),
             ).fetchall()
-        return [Outcome(*values) for values in found]
+        return [_outcome(values) for values in found]
 
     def find_by_message_id(self, message_id: str) -> Outcome | None:
         """Return the entry that recorded ``message_id`` (for delivery events), or None."""
         with self._transaction("find_by_message_id") as db:
             found = db.execute(
-                "SELECT key, row, state, message_id, code, reason, attempt, takeovers"
+                "SELECT key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
                 " FROM sends WHERE message_id = ?",
                 (message_id,),
             ).fetchone()
-        return None if found is None else Outcome(*found)
+        return None if found is None else _outcome(found)
+
+
+def _outcome(values: tuple[object, ...]) -> Outcome:
+    *fields, uncertain = values
+    return Outcome(*fields, uncertain=bool(uncertain))  # type: ignore[arg-type]

@@ -171,4 +171,9 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
             if key.startswith(wanted) and not outside:  # links out of the folder don't count
                 found.append((key, path))
     for key, path in sorted(found):
-        yield ObjectInfo(key=key, size=os.path.getsize(path))
+        try:
+            info = os.stat(path)
+        except OSError:  # a dangling link, or the file went away: no object
+            continue
+        if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files
+            yield ObjectInfo(key=key, size=info.st_size)

@@ -200,18 +200,27 @@ def _rows_of(
             for outcome in output.get("rows", []):
                 row = {**_identity(items.get(outcome.get("row"), {})), **outcome}
                 if outcome.get("takeover"):
-                    row["reason"] = "sent after a crashed attempt: may have arrived twice"
+                    row["reason"] = DOUBTFUL_REASON
                 yield row
         else:
             for item in items.values():
                 yield _unfinished(child, item, settled.get(item.get("key", "")))
 
 
+DOUBTFUL_REASON = (
+    "may have arrived twice: an attempt died or lost the service's reply around this send"
+)
+
+
 def _unfinished(child: dict[str, Any], item: dict[str, Any], outcome: Any) -> dict[str, Any]:
     """A row of a batch that failed or never ran, told by its ledger entry when there is one."""
     row = _identity(item)
     if outcome is not None and outcome.state == "sent":
-        return {**row, "status": "sent", "message_id": outcome.message_id}
+        sent = {**row, "status": "sent", "message_id": outcome.message_id}
+        if outcome.doubtful:
+            sent["takeover"] = "the ledger marks it a possible duplicate"
+            sent["reason"] = DOUBTFUL_REASON
+        return sent
     if outcome is not None and outcome.state == "failed":
         return {**row, "status": "failed", "code": outcome.code, "reason": outcome.reason}
     reason = child.get("Cause") or child.get("Status", "")

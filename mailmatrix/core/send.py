@@ -109,13 +109,28 @@ class BatchResult:
         return self.count("failed")
 
     def to_dict(self) -> dict[str, Any]:
-        """The SendBatch Lambda's result (docs/architecture.md)."""
+        """The SendBatch Lambda's result (docs/architecture.md).
+
+        Reasons are cut to REASON_CHARS: a server's multi-line refusal repeated over a batch
+        of 100 rows would exceed the 256 KiB a state's result may hold, and the batch could
+        never finish (the ledger keeps the whole reason).
+        """
         return {
             "sent": self.sent,
             "skipped": self.skipped,
             "failed": self.failed,
-            "rows": [dict(row) for row in self.rows],
+            "rows": [_short_reason(row) for row in self.rows],
         }
+
+
+REASON_CHARS = 500
+
+
+def _short_reason(row: dict[str, Any]) -> dict[str, Any]:
+    reason = row.get("reason")
+    if isinstance(reason, str) and len(reason) > REASON_CHARS:
+        return {**row, "reason": reason[: REASON_CHARS - 1] + "…"}
+    return dict(row)
 
 
 def classify_service_error(
@@ -254,8 +269,9 @@ class _Batch:
     policy: RetryPolicy
     deadline: float | None
     result: BatchResult = field(default_factory=BatchResult)
-    # The last row sent and not yet recorded: the next claim records it in its transaction.
-    unrecorded: tuple[str, str] | None = None
+    # The last row sent and not yet recorded (key, message id, whether it may have gone out
+    # twice): the next claim records it in its transaction.
+    unrecorded: tuple[str, str, bool] | None = None
     halt_checked: float | None = None  # clock() of the last halt lookup
 
     @property
@@ -281,8 +297,8 @@ class _Batch:
     def record_unrecorded(self) -> None:
         """Record the last row sent, when no claim of a next row has recorded it."""
         if self.unrecorded is not None:
-            key, message_id = self.unrecorded
-            self.ledger.record_sent(key, message_id=message_id)
+            key, message_id, uncertain = self.unrecorded
+            self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain)
             self.unrecorded = None
 
     def check_halt(self) -> None:
@@ -392,10 +408,13 @@ class _Batch:
         row = item["row"]
         claim = self.claim(item)
         if claim.state == "sent" and claim.attempt == self.attempt:
-            # An earlier try of this same child sent it; that try's result was discarded.
-            self.result.rows.append(
-                {"row": row, "status": "sent", "message_id": claim.message_id, "earlier": True}
-            )
+            # An earlier try of this same child sent it; that try's result was discarded, so
+            # what the ledger kept of it (a possible duplicate) is reported here.
+            earlier = {"row": row, "status": "sent", "message_id": claim.message_id}
+            earlier["earlier"] = True
+            if claim.reason:
+                earlier["takeover"] = claim.reason
+            self.result.rows.append(earlier)
             return
         if claim.state == "sent":
             self.result.rows.append(
@@ -472,12 +491,13 @@ class _Batch:
         except SendError as exc:  # not retryable, not an account halt: this row only
             self.fail(item, error_code(exc), error_text(exc))
             return
-        self.unrecorded = (item["key"], message_id)
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
         elif uncertain:
             entry["takeover"] = "an earlier try timed out or lost its reply"
+        # Uncertain only for tries of this attempt: a takeover is already in the ledger.
+        self.unrecorded = (item["key"], message_id, uncertain)
         self.result.rows.append(entry)
 
 

@@ -176,7 +176,7 @@ def test_two_attempts_never_both_hold_a_claim(aws, clock, existing):
 
 def test_a_claim_records_the_previous_row_sent_first(ledger):
     assert ledger.claim("k1", campaign="c", row=2, attempt="a") == Claim("claimed")
-    claimed = ledger.claim("k2", campaign="c", row=3, attempt="a", sent_before=("k1", "m-1"))
+    claimed = ledger.claim("k2", campaign="c", row=3, attempt="a", sent_before=("k1", "m-1", False))
     assert claimed == Claim("claimed")
     assert [(o.key, o.state, o.message_id) for o in ledger.outcomes("c")] == [
         ("k1", "sent", "m-1"),

@@ -220,3 +220,28 @@ def test_drill_every_fault_kind_duplicates_only_in_the_measured_window(tmp_path)
     deliveries = drill.ses.deliveries()
     assert sum(deliveries.values()) == ROWS - permanent + timeouts + 1
     assert len(deliveries) == ROWS - permanent
+
+
+@pytest.mark.slow
+def test_drill_every_recipient_who_may_have_two_messages_is_reported(tmp_path):
+    # GIVEN lost replies (the service accepted the message, the answer never came) on 30% of
+    # calls and a crash: rows are sent again by in-batch retries, batch retries and takeovers,
+    # and many batches end up retried, so their rows come back as "sent earlier"
+    drill = Drill(tmp_path, "timeout=0.3,crash-after=900", seed=5, crash_as="Sandbox.Timedout")
+    drill.run()
+    deliveries = drill.ses.deliveries()
+    twice = {address for address, count in deliveries.items() if count > 1}
+    assert len(twice) > 100  # the faults really made duplicates
+
+    # THEN each of them is flagged in the children's final results and doubtful in the ledger
+    flagged = {
+        f"person{row['row']:04d}@example.com"
+        for result in drill.results.values()
+        for row in result["rows"]
+        if row.get("takeover")
+    }
+    assert twice <= flagged
+    doubtful = {f"person{o.row:04d}@example.com" for o in drill.ledger.outcomes(CID) if o.doubtful}
+    assert twice <= doubtful
+    # AND nobody is flagged whose every try was answered
+    assert flagged <= doubtful

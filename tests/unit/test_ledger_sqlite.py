@@ -172,7 +172,7 @@ def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
 
 def test_a_claim_records_the_previous_row_sent_in_the_same_transaction(ledger):
     assert claim(ledger, key="k1", row=2) == Claim("claimed")
-    claimed = ledger.claim("k2", campaign="c", row=3, attempt="a", sent_before=("k1", "m-1"))
+    claimed = ledger.claim("k2", campaign="c", row=3, attempt="a", sent_before=("k1", "m-1", False))
     assert claimed == Claim("claimed")
     assert [(o.key, o.state, o.message_id) for o in ledger.outcomes("c")] == [
         ("k1", "sent", "m-1"),
@@ -184,7 +184,7 @@ def test_a_failed_claim_rolls_back_the_previous_rows_record(ledger):
     claim(ledger, key="k1", row=2)
     # row=None breaks the NOT NULL constraint of the claim's INSERT, after the record ran
     with pytest.raises(LedgerError):
-        ledger.claim("k2", campaign="c", row=None, attempt="a", sent_before=("k1", "m-1"))
+        ledger.claim("k2", campaign="c", row=None, attempt="a", sent_before=("k1", "m-1", False))
     assert [(o.key, o.state) for o in ledger.outcomes("c")] == [("k1", "claimed")]
 
 
@@ -244,3 +244,56 @@ def test_release_failed_gives_back_only_the_campaigns_failed_rows(ledger):
     assert claim(ledger, key="k1", attempt="b") == Claim("claimed")
     assert claim(ledger, key="k3", attempt="b").state == "failed"
     assert claim(ledger, key="k4", attempt="b").state == "sent"
+
+
+def test_a_doubtful_send_is_kept_and_told_to_its_own_attempt_later(ledger):
+    claim(ledger, key="k1", attempt="a")
+    ledger.record_sent("k1", message_id="m-1", uncertain=True)
+    claim(ledger, key="k2", attempt="a")
+    ledger.claim("k3", campaign="c", row=4, attempt="a", sent_before=("k2", "m-2", False))
+    again = claim(ledger, key="k1", attempt="a")
+    assert (again.state, again.message_id) == ("sent", "m-1")
+    assert "may have arrived twice" in again.reason
+    assert claim(ledger, key="k2", attempt="a").reason is None
+    assert [(o.key, o.doubtful) for o in ledger.outcomes("c")] == [
+        ("k1", True),
+        ("k2", False),
+        ("k3", False),
+    ]
+
+
+def _open_at_once(path: str, barrier, answers) -> None:
+    barrier.wait()
+    try:
+        SqliteLedger(path).close()
+    except LedgerError as exc:
+        answers.put(str(exc))
+        return
+    answers.put("ok")
+
+
+@pytest.mark.parametrize("old_file", [False, True], ids=["new-file", "file-before-uncertain"])
+def test_processes_opening_one_ledger_at_once_all_get_it(tmp_path, old_file):
+    import multiprocessing
+    import sqlite3
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        path = str(tmp_path / f"ledger-{attempt}.db")
+        if old_file:
+            with sqlite3.connect(path) as db:
+                db.execute(
+                    "CREATE TABLE sends (key TEXT PRIMARY KEY, campaign TEXT NOT NULL,"
+                    " row INTEGER NOT NULL, state TEXT NOT NULL, attempt TEXT,"
+                    " lease_until REAL, message_id TEXT, code TEXT, reason TEXT,"
+                    " takeovers INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL)"
+                )
+        barrier, answers = context.Barrier(4), context.Queue()
+        workers = [
+            context.Process(target=_open_at_once, args=(path, barrier, answers)) for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert sorted(answers.get(timeout=5) for _ in workers) == ["ok"] * 4

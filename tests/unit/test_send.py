@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 
@@ -461,9 +462,9 @@ class _CountingLedger:
         self.writes.append("claim+sent" if kwargs.get("sent_before") else "claim")
         return self.inner.claim(key, **kwargs)
 
-    def record_sent(self, key, *, message_id):
+    def record_sent(self, key, *, message_id, uncertain=False):
         self.writes.append("record_sent")
-        self.inner.record_sent(key, message_id=message_id)
+        self.inner.record_sent(key, message_id=message_id, uncertain=uncertain)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -543,3 +544,17 @@ def test_a_row_released_after_tries_that_may_have_arrived_is_flagged_when_sent_l
         assert "may have been accepted" in row3["takeover"]
     else:
         assert "takeover" not in row3
+
+
+def test_a_batch_of_long_refusals_fits_in_a_state_result(ledger, clock):
+    # GIVEN a server refusing every recipient of a batch of 100 with a 3 KB, multi-line reply
+    refusal = {"Code": "MessageRejected", "Message": "550 no such mailbox\n" * 150}
+    ses = FakeSes({"all_destinations": refusal}, clock=clock)
+    result = run(items(100), ses, ledger, clock).to_dict()
+    # THEN every row is reported failed, and the result stays far below the 256 KiB limit
+    assert result["failed"] == 100
+    assert len(json.dumps(result).encode()) < 100 * 1024
+    assert all(len(row["reason"]) <= 500 for row in result["rows"])
+    assert result["rows"][0]["reason"].startswith("fake-ses: MessageRejected: 550 no such")
+    # AND the ledger keeps each whole reason
+    assert len(ledger.outcomes(CID)[0].reason) > 3000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import unicodedata
 
 import pytest
@@ -104,3 +105,13 @@ def test_a_linked_folder_out_of_a_mount_and_a_folder_as_key_are_not_read(tmp_pat
         storage.get("attachments/sub/x.pdf")
     with pytest.raises(NotFoundError, match="no such object"):
         storage.get("attachments/folder.pdf")
+
+
+def test_the_listing_leaves_out_dangling_links_and_special_files(tmp_path):
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "ok.pdf").write_bytes(b"%PDF-1.4")
+    (pdfs / "dangling.pdf").symlink_to(pdfs / "missing.pdf")
+    os.mkfifo(pdfs / "fifo.pdf")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
+    assert [(o.key, o.size) for o in storage.list("attachments/")] == [("attachments/ok.pdf", 8)]
