@@ -11,6 +11,7 @@ registered as ``"module:attr"`` strings in a process pool, for CPU-bound work.
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import importlib
 import json
 import multiprocessing
@@ -183,6 +184,11 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# What Step Functions reports for a Lambda invocation that ended without returning an error
+# type (the runtime was killed, e.g. out of memory).
+WORKER_DIED = "Lambda.Unknown"
+
+
 class ProcessInvoker:
     """Runs ``"module:attr"`` handlers in a process pool; callables run in this process.
 
@@ -199,13 +205,17 @@ class ProcessInvoker:
         functions: Iterable[str] | None = None,
         start_method: str | None = None,
     ) -> None:
-        context = multiprocessing.get_context(start_method) if start_method else None
+        self._context = multiprocessing.get_context(start_method) if start_method else None
         self._workers = workers or os.cpu_count() or 1
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=context, initializer=_ignore_interrupts
-        )
+        self._pool = self._new_pool()
+        self._pool_lock = threading.Lock()
         self._functions = frozenset(functions) if functions is not None else None
         self._threads = ThreadInvoker()
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=self._context, initializer=_ignore_interrupts
+        )
 
     def start(self) -> ProcessInvoker:
         """Start every worker process now rather than at the first invocation."""
@@ -223,13 +233,23 @@ class ProcessInvoker:
         """Invoke in a worker process when the handler is importable by name."""
         if callable(handler) or (self._functions is not None and name not in self._functions):
             return self._threads.invoke(handler, name, qualifier, event_json, timeout)
-        future = self._pool.submit(
-            call_handler, handler, name, qualifier, event_json, timeout or 900.0
-        )
+        pool = self._pool
         try:
+            future = pool.submit(
+                call_handler, handler, name, qualifier, event_json, timeout or 900.0
+            )
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             raise StatesError(TIMEOUT, f"Task timed out after {timeout} seconds.") from None
+        except concurrent.futures.process.BrokenProcessPool:
+            # A worker died (killed, out of memory): every invocation it or its pool ran
+            # fails the way Step Functions reports a Lambda that ended without an answer,
+            # and the next invocations get a new pool.
+            with self._pool_lock:
+                if self._pool is pool:
+                    self._pool = self._new_pool()
+                    pool.shutdown(wait=False, cancel_futures=True)
+            return "", WORKER_DIED, f"{name}: the process running the function died"
 
     def close(self) -> None:
         """Shut the pool down."""

@@ -534,3 +534,23 @@ def test_json_lines_records_end_at_newline_only() -> None:
     items = read_items(data, {"InputType": "JSONL"}, None)
 
     assert items == [{"Position": "Eng\u2028ineer"}, {"Name": "A\u0085B\u2029C"}]
+
+
+def test_a_worker_killed_mid_invocation_fails_that_task_and_the_next_ones_run(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN a function whose first invocation kills its worker process (as an OOM kill would)
+    invoker = ProcessInvoker(workers=1)
+    marker = str(tmp_path / "died")
+    try:
+        handler = "tests.engine.handlers_for_tests:die_once"
+        # WHEN it is invoked THEN that invocation fails like a Lambda that ended without answer
+        text, error, cause = invoker.invoke(handler, "Fn", None, json.dumps({"marker": marker}), 30)
+        assert (text, error) == ("", "Lambda.Unknown")
+        assert "died" in cause
+        # AND the next invocation runs in a new worker
+        text, error, _ = invoker.invoke(handler, "Fn", None, json.dumps({"marker": marker}), 30)
+    finally:
+        invoker.close()
+    assert error is None
+    assert json.loads(text)["pid"] != os.getpid()
