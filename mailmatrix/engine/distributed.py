@@ -314,7 +314,14 @@ class MapRunner:
         interp: Interpreter,
         previous: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        child_id = uuid.uuid4().hex if previous is None else previous["name"]
+        # The same name for the same item of the same Map Run, recorded or not: a redrive
+        # reruns the child a killed run never recorded under the name it had, as Step
+        # Functions redrives a child execution (SendBatch's ledger claims go by that name).
+        child_id = (
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{run['mapRunArn']}/{index}").hex
+            if previous is None
+            else previous["name"]
+        )
         arn = run["mapRunArn"].replace(":mapRun:", ":execution:", 1).rsplit(":", 1)[0]
         arn = f"{arn}:{child_id}"
         started = now_iso()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import pathlib
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -116,6 +119,7 @@ class Engine:
             "input": data,
             "definition": definitions.substitute(definition_text, substitutions),
             "redriveCount": 0,
+            "engine": _this_process(),
         }
         self.store.create(record)
         log = self._log(execution_id, listener, first_id=1)
@@ -133,7 +137,7 @@ class Engine:
 
     def redrive(self, execution_id: str, listener: Any = None) -> ExecutionRecord:
         """Rerun a failed execution from the state that failed, as RedriveExecution does."""
-        record = self.store.load(execution_id)
+        record = self._settled(self.store.load(execution_id))
         if record["status"] not in REDRIVABLE:
             raise EngineError(
                 f"engine: redrive {execution_id}: execution is {record['status']} and cannot be "
@@ -145,7 +149,10 @@ class Engine:
         machine = definitions.load(record["definition"])
         history = self.store.history(execution_id)
         record.update(
-            status="RUNNING", redriveCount=record.get("redriveCount", 0) + 1, redriveDate=now_iso()
+            status="RUNNING",
+            redriveCount=record.get("redriveCount", 0) + 1,
+            redriveDate=now_iso(),
+            engine=_this_process(),
         )
         for key in ("stopDate", "error", "cause", "output"):
             record.pop(key, None)
@@ -182,11 +189,12 @@ class Engine:
         )
         if with_input:
             keep += ("input",)
-        return [{k: r[k] for k in keep if k in r} for r in self.store.list_records()]
+        records = [self._settled(r) for r in self.store.list_records()]
+        return [{k: r[k] for k in keep if k in r} for r in records]
 
     def describe(self, execution_id: str) -> ExecutionRecord:
         """The full record of one execution, with its Map Runs and history."""
-        record = self.store.load(execution_id)
+        record = self._settled(self.store.load(execution_id))
         record["mapRuns"] = self.store.map_runs(execution_id)
         return ExecutionRecord(record, self.store.history(execution_id))
 
@@ -200,6 +208,45 @@ class Engine:
         return [children[i] for i in sorted(children)]
 
     # ---- internals ---------------------------------------------------------------------
+
+    def _settled(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record``, marked ABORTED if it is RUNNING but the process that ran it is gone.
+
+        A process killed outright (SIGKILL, a machine restart) leaves its execution RUNNING
+        for ever; Step Functions itself never dies. The state it was in (the earliest entered
+        and not exited) becomes the failed state, so a redrive resumes there.
+        """
+        if record.get("status") != "RUNNING" or _running(record.get("engine")):
+            return record
+        history = self.store.history(record["name"])
+        open_states: dict[str, Any] = {}
+        for event in history:
+            if "stateEnteredEventDetails" in event:
+                details = event["stateEnteredEventDetails"]
+                open_states.setdefault(details["name"], json.loads(details.get("input") or "null"))
+            elif "stateExitedEventDetails" in event:
+                open_states.pop(event["stateExitedEventDetails"]["name"], None)
+        if not open_states:
+            return record
+        state, data = next(iter(open_states.items()))
+        runs = [r for r in self.store.map_runs(record["name"]) if r.get("stateName") == state]
+        engine = record.get("engine") or {}
+        cause = f"the engine process {engine.get('pid')} ended while the execution ran"
+        log = self._log(record["name"], None, first_id=len(history) + 1)
+        log.add("ExecutionAborted", {"error": "Engine.ProcessEnded", "cause": cause})
+        record.update(status="ABORTED", stopDate=now_iso(), error="Engine.ProcessEnded")
+        record["cause"] = cause
+        record["failedState"] = {
+            "state": state,
+            "input": data,
+            "mapRunId": runs[-1]["id"] if runs else None,
+            "completed": {},
+        }
+        self.store.save(record)
+        logger.warning(
+            "engine: execution %s was left RUNNING by a process that ended", record["name"]
+        )
+        return record
 
     def _log(self, execution_id: str, listener: Any, first_id: int) -> EventLog:
         notifier = Notifier(execution_id, listener)
@@ -305,3 +352,41 @@ class Engine:
 
 
 __all__ = ["Engine"]
+
+
+def _this_process() -> dict[str, Any]:
+    """What identifies the process running an execution: host, pid, and its start time."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": _started(os.getpid())}
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid;
+    "ended" for a process that is dead but not yet reaped (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if len(fields) < 20:
+        return None
+    return "ended" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _running(engine: Any) -> bool:
+    """Whether the process in ``engine`` (see _this_process) still runs; True when unknown
+    (an execution from another machine, or recorded before processes were)."""
+    if not isinstance(engine, dict) or engine.get("host") != socket.gethostname():
+        return True
+    pid = engine.get("pid")
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = _started(pid)
+    if started == "ended":
+        return False
+    return engine.get("since") is None or started is None or started == engine.get("since")

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
+import ctypes
 import importlib
 import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -178,10 +181,23 @@ def _ready(_: object = None) -> int:
     return os.getpid()
 
 
-def _ignore_interrupts() -> None:
+def _ignore_interrupts(engine_pid: int | None = None) -> None:
     """Workers leave Ctrl-C to the engine: the engine stops the execution, and an invocation
-    already running finishes (an interrupted SendBatch would leave a claim in doubt)."""
+    already running finishes (an interrupted SendBatch would leave a claim in doubt).
+
+    On Linux a worker is also killed when the engine's process dies (PR_SET_PDEATHSIG): an
+    orphaned worker would go on sending while a redrive reruns its batch under the same name.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if engine_pid is not None and os.getppid() != engine_pid:
+            os._exit(1)  # the engine died before the line above ran
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 # What Step Functions reports for a Lambda invocation that ended without returning an error
@@ -214,7 +230,10 @@ class ProcessInvoker:
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=self._context, initializer=_ignore_interrupts
+            max_workers=self._workers,
+            mp_context=self._context,
+            initializer=_ignore_interrupts,
+            initargs=(os.getpid(),),
         )
 
     def start(self) -> ProcessInvoker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 
@@ -21,3 +22,21 @@ def die_once(event: Any, context: Any) -> dict[str, Any]:
             pass
         os.kill(os.getpid(), signal.SIGKILL)
     return {"pid": os.getpid()}
+
+
+def sleep_and_tell(event: Any, context: Any) -> dict[str, Any]:
+    """Write this worker's pid to ``event["pidfile"]``, then sleep for a minute."""
+    with open(event["pidfile"], "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(60)
+    return {}
+
+
+def hang_once(event: Any, context: Any) -> Any:
+    """The first time (no ``event["marker"]`` file yet) create it and hang; then echo."""
+    marker = event["marker"]
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        time.sleep(60)
+    return event

@@ -13,7 +13,10 @@ import json
 import os
 import pathlib
 import re
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -21,6 +24,8 @@ import pytest
 from mailmatrix.engine import Engine, ProcessInvoker, ResourceRegistry
 from mailmatrix.errors import EngineError
 from tests.engine.test_spec import LAMBDA_END, Objects, distributed, run, task, types
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -554,3 +559,83 @@ def test_a_worker_killed_mid_invocation_fails_that_task_and_the_next_ones_run(
         invoker.close()
     assert error is None
     assert json.loads(text)["pid"] != os.getpid()
+
+
+def test_workers_die_with_the_engine_process(tmp_path: pathlib.Path) -> None:
+    # GIVEN an engine process whose worker is busy in a long invocation
+    script = tmp_path / "engine.py"
+    script.write_text(
+        "import json, sys, threading\n"
+        "from mailmatrix.engine import ProcessInvoker\n"
+        "invoker = ProcessInvoker(workers=1).start()\n"
+        "threading.Thread(target=invoker.invoke, args=("
+        "'tests.engine.handlers_for_tests:sleep_and_tell', 'Fn', None,"
+        f" json.dumps({{'pidfile': {str(tmp_path / 'worker.pid')!r}}}), 60)).start()\n"
+        "threading.Event().wait()\n",
+        encoding="utf-8",
+    )
+    engine = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    pidfile = tmp_path / "worker.pid"
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        worker = int(pidfile.read_text())
+        # WHEN the engine is killed outright
+        engine.kill()
+        engine.wait(timeout=10)
+        # THEN its worker does not go on alone
+        deadline = time.monotonic() + 10
+        while _alive(worker):
+            assert time.monotonic() < deadline, "the worker outlived the engine"
+            time.sleep(0.05)
+    finally:
+        engine.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN an engine process killed outright while its execution ran a Task
+    definition = task("arn:aws:lambda:eu-west-1:123456789012:function:Fn")
+    marker = str(tmp_path / "hung")
+    script = tmp_path / "engine.py"
+    script.write_text(
+        "import json, pathlib\n"
+        "from mailmatrix.engine import Engine, ResourceRegistry\n"
+        "registry = ResourceRegistry()\n"
+        "registry.register_lambda('Fn', 'tests.engine.handlers_for_tests:hang_once')\n"
+        f"engine = Engine(pathlib.Path({str(tmp_path / 'ex')!r}), registry)\n"
+        f"engine.start({json.dumps(definition)!r}, {{'marker': {marker!r}}})\n",
+        encoding="utf-8",
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker):
+        assert time.monotonic() < deadline, "the execution never reached its task"
+        time.sleep(0.05)
+    process.kill()
+    process.wait(timeout=10)
+    registry = ResourceRegistry()
+    registry.register_lambda("Fn", "tests.engine.handlers_for_tests:hang_once")
+    engine = Engine(tmp_path / "ex", registry)
+    # WHEN it is looked at THEN it is ABORTED at the state it was in, not RUNNING for ever
+    [listed] = engine.list_executions()
+    assert (listed["status"], listed["error"]) == ("ABORTED", "Engine.ProcessEnded")
+    # AND a redrive runs that state again, to the end
+    record = engine.redrive(listed["name"])
+    assert record["status"] == "SUCCEEDED"
+    assert record["output"] == {"marker": marker}
