@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -584,6 +585,10 @@ def test_workers_die_with_the_engine_process(tmp_path: pathlib.Path) -> None:
             assert time.monotonic() < deadline, "the worker never started"
             time.sleep(0.05)
         worker = int(pidfile.read_text())
+        # a SIGTERM to the worker (as to the whole process group) leaves its invocation running
+        os.kill(worker, signal.SIGTERM)
+        time.sleep(0.3)
+        assert _alive(worker)
         # WHEN the engine is killed outright
         engine.kill()
         engine.wait(timeout=10)
