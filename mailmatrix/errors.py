@@ -22,6 +22,10 @@ class ConfigurationError(MailMatrixError):
     """A setting, flag or environment variable is missing or malformed."""
 
 
+class DeliveryChanged(ConfigurationError):
+    """A campaign's run would deliver another way than its earlier runs in the workdir."""
+
+
 class InputFileError(MailMatrixError):
     """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
 

@@ -21,11 +21,13 @@ import importlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -33,7 +35,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
-from mailmatrix.errors import ConfigurationError, InputFileError
+from mailmatrix.errors import ConfigurationError, DeliveryChanged, InputFileError
 from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
@@ -319,8 +321,13 @@ def engine_for(
             invoker.close()
 
 
-def settings_for(workdir: Workdir) -> dict[str, str]:
-    """The handlers' environment saved by the last run in ``workdir``."""
+def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str, str]:
+    """The handlers' environment an execution ran with (saved beside it), else the one saved
+    by the last run in ``workdir`` (executions from before settings were kept per run)."""
+    if execution_id is not None:
+        own = workdir.root / "runs" / f"{execution_id}.settings.json"
+        if own.is_file():
+            return json.loads(own.read_text(encoding="utf-8"))
     try:
         return json.loads(workdir.settings_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -366,15 +373,70 @@ def upload(workdir: Workdir, csv_path: Path) -> tuple[str, dict[str, Any]]:
     return key, object_created_event(LOCAL_BUCKET, key, info.size, info.etag)
 
 
+def delivery_of(mailer: str) -> str:
+    """How a mailer setting delivers, without its password: ``outbox`` or
+    ``smtp://user@host:port`` (what must not change between a campaign's runs)."""
+    if mailer.startswith("maildir://"):
+        return "outbox"
+    parts = urlsplit(mailer)
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}"
+
+
+def check_delivery(workdir: Workdir, campaign: str, name: str, mailer: str) -> None:
+    """Refuse to run a campaign through another way of delivery than its earlier runs used.
+
+    Rows sent to the outbox count as sent: a retry that forgot --smtp would mark the failed
+    rows sent without mailing them, and a run with --smtp after an outbox trial would skip
+    everyone. So a campaign keeps its delivery, per workdir.
+    """
+    earlier = _deliveries(workdir).get(campaign)
+    now = delivery_of(mailer)
+    if earlier is not None and earlier != now:
+        how = "the local outbox (no --smtp)" if earlier == "outbox" else f"--smtp {earlier}"
+        raise DeliveryChanged(
+            f"{name}: earlier runs of this file in {workdir.root} delivered through {how}; run"
+            f" it the same way (this run: {now if now != 'outbox' else 'the outbox'}), or use"
+            " a new file name or another --workdir to send again from the start"
+        )
+
+
+def record_delivery(workdir: Workdir, campaign: str, mailer: str) -> None:
+    """Remember how ``campaign`` delivers in this workdir (see check_delivery)."""
+    deliveries = _deliveries(workdir)
+    deliveries[campaign] = delivery_of(mailer)
+    path = workdir.root / "deliveries.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(deliveries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _deliveries(workdir: Workdir) -> dict[str, str]:
+    path = workdir.root / "deliveries.json"
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigurationError(f"{path}: not readable: {exc}") from exc
+    return found if isinstance(found, dict) else {}
+
+
 def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     """Create the workdir and record the settings the handlers will run with."""
     for folder in (workdir.root, workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
-    # The settings may hold an SMTP password (--smtp URL): readable by the owner only.
-    fd = os.open(workdir.settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _write_private(workdir.settings_file, env)
+
+
+def _write_private(path: Path, env: dict[str, str]) -> None:
+    """Write settings readable by the owner only: they may hold an SMTP password."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as stream:
         stream.write(json.dumps(env, indent=2) + "\n")
-    os.chmod(workdir.settings_file, 0o600)
+    os.chmod(path, 0o600)
 
 
 def start_engine(workdir: Workdir, registry: Any, sleep: Callable[[float], None] | None) -> Any:
@@ -427,17 +489,31 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
+    key = f"incoming/{csv_path.name}"
+    campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None))
+    check_delivery(wd, campaign, csv_path.name, env["MAILMATRIX_MAILER"])
     prepare(wd, env)
     key, event = upload(wd, csv_path)
     if retry_failed:
-        campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None))
-        ledger = SqliteLedger(str(wd.ledger))  # a local run's ledger (local_settings)
-        try:
+        with _local_ledger(wd) as ledger:
             released = ledger.release_failed(campaign)
-        finally:
-            ledger.close()
         log.info("ledger: %d failed row(s) of %s given back for this run", released, campaign)
-    return execute(wd, event, env, listener=listener, echo=echo, sleep=sleep)
+    try:
+        return execute(wd, event, env, listener=listener, echo=echo, sleep=sleep)
+    finally:
+        with _local_ledger(wd) as ledger:
+            if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
+                record_delivery(wd, campaign, env["MAILMATRIX_MAILER"])
+
+
+@contextlib.contextmanager
+def _local_ledger(wd: Workdir) -> Iterator[SqliteLedger]:
+    """The workdir's ledger (a local run's is always SQLite: local_settings)."""
+    ledger = SqliteLedger(str(wd.ledger))
+    try:
+        yield ledger
+    finally:
+        ledger.close()
 
 
 def execute(
@@ -451,10 +527,15 @@ def execute(
 ) -> Any:
     """Start an execution of the definition for ``event`` with the handlers' ``env``."""
     template = load_sam_template()
+    # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
+    # other files in the workdir have saved since.
+    execution_id = str(uuid.uuid4())
+    _write_private(wd.root / "runs" / f"{execution_id}.settings.json", env)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         record = engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             event,
+            name=execution_id,
             substitutions=sam_substitutions(template),
             listener=listener,
         )
@@ -474,7 +555,7 @@ def redrive(
 ) -> Any:
     """Redrive a failed execution in ``workdir`` with the settings it ran with."""
     wd = Workdir(Path(workdir))
-    env = settings_for(wd)
+    env = settings_for(wd, execution_id)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         campaign = campaign_of(engine.history(execution_id))
         if campaign:

@@ -275,6 +275,16 @@ class SqliteLedger:
         with self._transaction(f"clear_halt {campaign}") as db:
             db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
 
+    def has_entries(self, campaign: str) -> bool:
+        """Whether any row of ``campaign`` was ever claimed here."""
+        return bool(
+            self._statement(
+                f"has_entries {campaign}",
+                "SELECT 1 FROM sends WHERE campaign = ? LIMIT 1",
+                (campaign,),
+            )
+        )
+
     def release_failed(self, campaign: str) -> int:
         """Give back the rows of ``campaign`` that failed for good, so a run sends them again
         (the operator fixed the cause); return how many."""

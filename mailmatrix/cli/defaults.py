@@ -18,4 +18,6 @@ def default_workdir() -> Path:
     return Path(data) / "mailmatrix"
 
 
-DEFAULT_WORKDIR_TEXT = "$MAILMATRIX_WORKDIR, else ~/.local/share/mailmatrix"
+DEFAULT_WORKDIR_TEXT = (
+    "$MAILMATRIX_WORKDIR, else $XDG_DATA_HOME/mailmatrix or ~/.local/share/mailmatrix"
+)

@@ -18,8 +18,13 @@ from rich.table import Table
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError
-from mailmatrix.local import Workdir, run_campaign
+from mailmatrix.errors import (
+    ConfigurationError,
+    DeliveryChanged,
+    InputFileError,
+    MailMatrixError,
+)
+from mailmatrix.local import Workdir, delivery_of, run_campaign
 
 
 class ProgressListener:
@@ -200,6 +205,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
+    if counts.get("failed") and result.get("report"):
+        _print_failures(console, Path(result["report"]), int(counts["failed"]))
     if counts.get("possible_duplicates"):
         console.print(
             f"[yellow]{counts['possible_duplicates']} recipient(s) may have received the "
@@ -233,8 +240,12 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         if counts.get("failed"):
             console.print(
                 f"[yellow]{counts['failed']} row(s) failed: the report gives each reason. Once"
-                " the cause is fixed, run the same file with --retry-failed to send them"
-                " again.[/yellow]"
+                " the cause is fixed, send them with:[/yellow]"
+            )
+            console.print(
+                result.get("retry_command") or "mailmatrix run FILE --retry-failed",
+                markup=False,
+                soft_wrap=True,
             )
         return
     if result["status"] == "ABORTED":
@@ -260,6 +271,29 @@ def _print_rejects(console: Console, result: dict[str, Any]) -> None:
         console.print(line, markup=False)
     if len(rejects) > 20:
         console.print(f"  ... and {len(rejects) - 20} more in {result['rejects']}", markup=False)
+
+
+def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
+    """The first rows that failed at sending, with their reasons, read from the report."""
+    rows = []
+    try:
+        with report.open(encoding="utf-8-sig", newline="") as stream:
+            for row in csv.DictReader(stream):
+                if row.get("status") == "failed":
+                    rows.append(row)
+                    if len(rows) == shown:
+                        break
+    except OSError:
+        return
+    if not rows:
+        return
+    console.print(f"[bold]Rows that failed at sending[/bold] ({failed}):")
+    for row in rows:
+        reason = " ".join((row.get("reason") or "").split())
+        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
+    if failed > len(rows):
+        console.print(f"  ... and {failed - len(rows)} more in {report}", markup=False)
 
 
 @click.command("run")
@@ -367,6 +401,8 @@ def run(
         if progress is not None:
             progress.stop()
         click.echo(f"mailmatrix run: {error}", err=True)
+        if isinstance(error, DeliveryChanged):
+            sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
     finally:
@@ -374,6 +410,11 @@ def run(
             progress.stop()
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    if result["counts"].get("failed"):
+        smtp_part = f" --smtp {delivery_of(smtp_url)} (with its password)" if smtp_url else ""
+        result["retry_command"] = (
+            f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}{smtp_part}"
+        )
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:

@@ -194,3 +194,60 @@ def test_executions_name_the_file_each_run_was_for(tmp_path):
     )
     assert listed.exit_code == 0
     assert "incoming/recipients.csv" in listed.output
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_campaign_keeps_its_way_of_delivery_in_a_workdir(tmp_path):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    smtp = f"smtp://127.0.0.1:{_closed_port()}"
+    # GIVEN a first try through an unreachable SMTP server: it stops at validation, no row
+    # claimed, so it commits the campaign to nothing
+    tried = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--smtp", smtp])
+    assert tried.exit_code == 1
+    # WHEN the campaign then goes to the outbox THEN it runs
+    first = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--json"])
+    assert json.loads(first.stdout)["counts"]["sent"] == 18
+    # AND a later run of it through SMTP is refused (its rows count as sent already)
+    switched = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--smtp", smtp])
+    assert switched.exit_code == 2
+    assert "delivered through the local outbox" in switched.output
+    assert "use a new file name or another --workdir" in switched.output
+
+
+def test_a_redrive_delivers_as_its_execution_did_whatever_ran_since(tmp_path):
+    workdir = str(tmp_path / "work")
+    # GIVEN a campaign stopped by the daily quota after 5 messages, into the outbox
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    first = CliRunner().invoke(cli, [*args, "--faults", "quota-after=5"])
+    failed = json.loads(first.stdout)
+    assert failed["status"] == "FAILED"
+    # AND another file run since in the same workdir with other settings
+    other = tmp_path / "other.csv"
+    other.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    smtp = f"smtp://127.0.0.1:{_closed_port()}"
+    CliRunner().invoke(cli, ["run", str(other), "--workdir", workdir, "--smtp", smtp])
+    outbox = tmp_path / "work" / "outbox" / "new"
+    before = len(list(outbox.iterdir()))
+    # WHEN the first execution is redriven THEN it goes on into the outbox, as it ran (its
+    # drill included: the quota runs out again after 5 more), not through the other's server
+    redriven = CliRunner().invoke(cli, ["redrive", failed["execution"], "--workdir", workdir])
+    assert "Daily message quota exceeded" in redriven.output
+    assert len(list(outbox.iterdir())) == before + 5
+
+
+def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    code, output = _run(csv, "--workdir", workdir, "--faults", "permanent=0.3,seed=2")
+    assert code == 5
+    assert "Rows that failed at sending (" in output
+    assert "DrillRejected" in output
+    assert f"mailmatrix run {csv} --retry-failed --workdir {workdir}" in output.replace("\n", "")
