@@ -243,9 +243,7 @@ class Engine:
             "completed": {},
         }
         self.store.save(record)
-        logger.warning(
-            "engine: execution %s was left RUNNING by a process that ended", record["name"]
-        )
+        logger.debug("engine: execution %s left RUNNING by a process that ended", record["name"])
         return record
 
     def _log(self, execution_id: str, listener: Any, first_id: int) -> EventLog:
