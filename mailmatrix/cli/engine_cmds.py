@@ -140,10 +140,14 @@ def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per state name: status, entered/exited times, retries, from a history."""
     states: dict[str, dict[str, Any]] = {}
     current: list[str] = []
+    exited: str | None = None  # the state that ended last: the next one entered followed it
     for event in history:
         kind = event["type"]
         if "stateEnteredEventDetails" in event:
             name = event["stateEnteredEventDetails"]["name"]
+            if exited is not None:
+                states[exited]["taken"] = name
+                exited = None
             info = states.setdefault(name, {"entered": 0, "attempts": 0, "retries": 0})
             info.update(status="RUNNING", start=event["timestamp"], stop=None)
             info["entered"] += 1
@@ -152,6 +156,7 @@ def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         elif "stateExitedEventDetails" in event:
             name = event["stateExitedEventDetails"]["name"]
             states[name].update(status="SUCCEEDED", stop=event["timestamp"])
+            exited = name
             if name in current:
                 current.remove(name)
         elif kind in ("TaskScheduled", "LambdaFunctionScheduled") and current:
@@ -218,7 +223,9 @@ def _add_states(
         targets = [state.get("Next")] + [c.get("Next") for c in state.get("Catch", [])]
         targets += [c.get("Next") for c in state.get("Choices", [])] + [state.get("Default")]
         nexts = sorted({t for t in targets if t})
-        if nexts:
+        if info.get("taken") in nexts:
+            label += f" → {info['taken']}"  # the way this execution went
+        elif nexts:
             label += f" [dim]→ {', '.join(nexts)}[/]"
         node = tree.add(label)
         run = runs.get(name)

@@ -251,3 +251,17 @@ def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
     assert "Rows that failed at sending (" in output
     assert "DrillRejected" in output
     assert f"mailmatrix run {csv} --retry-failed --workdir {workdir}" in output.replace("\n", "")
+
+
+def test_show_draws_the_way_the_execution_went(tmp_path):
+    workdir = str(tmp_path / "work")
+    result = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    )
+    execution = json.loads(result.stdout)["execution"]
+    shown = CliRunner().invoke(
+        cli, ["show", execution, "--workdir", workdir], env={"COLUMNS": "200"}
+    )
+    choice = next(line for line in shown.output.splitlines() if "AnythingToSend (Choice)" in line)
+    assert choice.rstrip().endswith("→ SendEmails")
+    assert "NothingToSend (Fail) NOT RUN" in shown.output
