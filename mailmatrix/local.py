@@ -89,6 +89,15 @@ class Workdir:
         """The handlers' environment for this workdir."""
         return self.root / "settings.json"
 
+    def run_settings(self, execution_id: str) -> Path:
+        """The handlers' environment one execution ran with (for its redrives)."""
+        return self.root / "runs" / f"{execution_id}.settings.json"
+
+    @property
+    def deliveries(self) -> Path:
+        """How each campaign delivers in this workdir (see check_delivery)."""
+        return self.root / "deliveries.json"
+
 
 # --- the SAM template: which functions exist and what the definition's ${...} become ----------
 
@@ -325,7 +334,7 @@ def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str,
     """The handlers' environment an execution ran with (saved beside it), else the one saved
     by the last run in ``workdir`` (executions from before settings were kept per run)."""
     if execution_id is not None:
-        own = workdir.root / "runs" / f"{execution_id}.settings.json"
+        own = workdir.run_settings(execution_id)
         if own.is_file():
             return json.loads(own.read_text(encoding="utf-8"))
     try:
@@ -363,11 +372,16 @@ def object_created_event(bucket: str, key: str, size: int, etag: str) -> dict[st
     }
 
 
+def incoming_key(csv_path: Path) -> str:
+    """Where a run uploads ``csv_path`` in the local bucket (its name names the campaign)."""
+    return f"incoming/{csv_path.name}"
+
+
 def upload(workdir: Workdir, csv_path: Path) -> tuple[str, dict[str, Any]]:
     """Put the CSV under incoming/ in the local bucket; return its key and the event."""
     if not csv_path.is_file():
         raise InputFileError(f"{csv_path}: no such file")
-    key = f"incoming/{csv_path.name}"
+    key = incoming_key(csv_path)
     storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
     info = storage.put_file(key, str(csv_path), content_type="text/csv")
     return key, object_created_event(LOCAL_BUCKET, key, info.size, info.etag)
@@ -406,14 +420,14 @@ def record_delivery(workdir: Workdir, campaign: str, mailer: str) -> None:
     """Remember how ``campaign`` delivers in this workdir (see check_delivery)."""
     deliveries = _deliveries(workdir)
     deliveries[campaign] = delivery_of(mailer)
-    path = workdir.root / "deliveries.json"
+    path = workdir.deliveries
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(deliveries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
 def _deliveries(workdir: Workdir) -> dict[str, str]:
-    path = workdir.root / "deliveries.json"
+    path = workdir.deliveries
     if not path.is_file():
         return {}
     try:
@@ -489,11 +503,10 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    key = f"incoming/{csv_path.name}"
-    campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None))
+    campaign = campaign_id_for(Source(LOCAL_BUCKET, incoming_key(csv_path), "", None))
     check_delivery(wd, campaign, csv_path.name, env["MAILMATRIX_MAILER"])
     prepare(wd, env)
-    key, event = upload(wd, csv_path)
+    _, event = upload(wd, csv_path)
     if retry_failed:
         with _local_ledger(wd) as ledger:
             released = ledger.release_failed(campaign)
@@ -530,7 +543,7 @@ def execute(
     # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
     # other files in the workdir have saved since.
     execution_id = str(uuid.uuid4())
-    _write_private(wd.root / "runs" / f"{execution_id}.settings.json", env)
+    _write_private(wd.run_settings(execution_id), env)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         record = engine.start(
             DEFINITION.read_text(encoding="utf-8"),

@@ -24,7 +24,7 @@ from mailmatrix.errors import (
     InputFileError,
     MailMatrixError,
 )
-from mailmatrix.local import Workdir, delivery_of, run_campaign
+from mailmatrix.local import Workdir, run_campaign
 
 
 class ProgressListener:
@@ -411,7 +411,7 @@ def run(
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     if result["counts"].get("failed"):
-        smtp_part = f" --smtp {delivery_of(smtp_url)} (with its password)" if smtp_url else ""
+        smtp_part = f" --smtp {_redact(smtp_url)}" if smtp_url else ""
         result["retry_command"] = (
             f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}{smtp_part}"
         )
