@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import (
@@ -65,6 +66,24 @@ _RECORD_SENT = (
 )
 
 
+_T = TypeVar("_T")
+
+
+def _while_busy(action: Callable[[], _T]) -> _T:
+    """Run ``action``, again while another connection holds the lock it needs (up to 30 s),
+    after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler sleeps 1, 2, 5, 10 ms)."""
+    delay = 0.0001
+    give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.002)
+
+
 class SqliteLedger:
     """Ledger port on a SQLite file; safe to share between threads and processes."""
 
@@ -79,15 +98,7 @@ class SqliteLedger:
             # Several processes open a new ledger at once (the workers of a run): switching
             # to WAL may answer "database is locked" without waiting, so the set-up, which
             # can run twice, is tried again until it gets through.
-            give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
-            while True:
-                try:
-                    self._set_up()
-                    break
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
-                        raise
-                time.sleep(0.01 * (0.5 + random.random()))
+            _while_busy(self._set_up)
             # Waiting for another process's write lock is done by _locked below, in steps of
             # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
             # which left the sending processes idle half the time.
@@ -132,16 +143,7 @@ class SqliteLedger:
 
     def _locked(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Execute ``sql``, retrying while another connection holds the write lock (30 s)."""
-        delay = 0.0001
-        give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        while True:
-            try:
-                return self._db.execute(sql, parameters)
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
-                    raise
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.002)
+        return _while_busy(lambda: self._db.execute(sql, parameters))
 
     @contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -300,8 +302,7 @@ class SqliteLedger:
         """Return every entry of ``campaign`` ordered by row."""
         with self._transaction(f"outcomes {campaign}") as db:
             found = db.execute(
-                "SELECT key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
-                " FROM sends WHERE campaign = ? ORDER BY row, key",
+                f"SELECT {_OUTCOME_COLUMNS} FROM sends WHERE campaign = ? ORDER BY row, key",
                 (campaign,),
             ).fetchall()
         return [_outcome(values) for values in found]
@@ -310,11 +311,13 @@ class SqliteLedger:
         """Return the entry that recorded ``message_id`` (for delivery events), or None."""
         with self._transaction("find_by_message_id") as db:
             found = db.execute(
-                "SELECT key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
-                " FROM sends WHERE message_id = ?",
+                f"SELECT {_OUTCOME_COLUMNS} FROM sends WHERE message_id = ?",
                 (message_id,),
             ).fetchone()
         return None if found is None else _outcome(found)
+
+
+_OUTCOME_COLUMNS = "key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
 
 
 def _outcome(values: tuple[object, ...]) -> Outcome:
