@@ -175,9 +175,7 @@ class DynamoDbLedger:
         """Mark ``key`` as sent with SES's message id (the by_message_id index finds it); an
         ``uncertain`` send is remembered as a possible duplicate (see the Ledger port)."""
         values = {":sent": {"S": "sent"}, ":mid": {"S": message_id}}
-        mark = ""
-        if uncertain:
-            mark, values[":true"] = ", #unc = :true", {"BOOL": True}
+        mark = _uncertain_mark(values, uncertain)
         self._update(
             key,
             f"SET #s = :sent, #mid = :mid, #u = :now{mark} REMOVE #l, #code, #reason",
@@ -197,9 +195,7 @@ class DynamoDbLedger:
             ":reason": {"S": reason[:1000]},
             ":sent": {"S": "sent"},
         }
-        mark = ""
-        if uncertain:
-            mark, values[":true"] = ", #unc = :true", {"BOOL": True}
+        mark = _uncertain_mark(values, uncertain)
         self._update(
             key,
             f"SET #s = :state, #code = :code, #reason = :reason, #u = :now{mark} REMOVE #l",
@@ -349,6 +345,14 @@ def _outcome(entry: dict[str, Any]) -> Outcome:
         takeovers=int(entry.get("takeovers", 0)),
         uncertain=bool(entry.get("uncertain")),
     )
+
+
+def _uncertain_mark(values: dict[str, Any], uncertain: bool) -> str:
+    """The SET clause that marks an entry uncertain (its value added to ``values``), or ""."""
+    if not uncertain:
+        return ""
+    values[":true"] = {"BOOL": True}
+    return ", #unc = :true"
 
 
 def _plain(item: dict[str, Any]) -> dict[str, Any]:
