@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 import mailbox
+import os
 import shutil
 import threading
 
@@ -121,4 +123,68 @@ def test_write_failure_is_transient_and_leaves_nothing_behind(tmp_path):
     (tmp_path / "new").write_text("in the way")  # the rename into new/ now fails
     with pytest.raises(TransientSendError, match=r"^maildir .*: cannot write "):
         outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+needs_unnamed_files = pytest.mark.skipif(
+    not hasattr(os, "O_TMPFILE"), reason="no O_TMPFILE on this platform"
+)
+
+
+@needs_unnamed_files
+def test_message_is_written_unnamed_and_linked_without_a_rename(tmp_path, monkeypatch):
+    # GIVEN a file system that makes unnamed files, and renames that would fail
+    outbox = MaildirMailer(tmp_path)
+
+    def no_rename(*args, **kwargs):
+        raise AssertionError("renamed: the message went through tmp/ under a name")
+
+    monkeypatch.setattr(os, "rename", no_rename)
+    # WHEN a message is sent
+    raw = raw_message()
+    name = outbox.send(raw, sender=SENDER, destinations=["amy@example.com"])
+    # THEN it is whole in new/ and tmp/ never held a name
+    assert (tmp_path / "new" / name).read_bytes().endswith(raw)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@needs_unnamed_files
+def test_without_unnamed_files_it_writes_and_renames_and_stops_trying(tmp_path, monkeypatch):
+    # GIVEN a file system that refuses O_TMPFILE (as some network and FUSE file systems do)
+    real_open = os.open
+    tries = []
+
+    def open_without_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            tries.append(path)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_without_tmpfile)
+    outbox = MaildirMailer(tmp_path)
+    # WHEN two messages are sent
+    names = [outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])]
+    names.append(outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"]))
+    # THEN both are in new/ by the rename path, and only the first send tried O_TMPFILE
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(names)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert tries == [str(tmp_path / "tmp")]
+
+
+@needs_unnamed_files
+def test_without_proc_the_unnamed_file_is_dropped_and_the_message_renamed(tmp_path, monkeypatch):
+    # GIVEN no /proc, so an unnamed file cannot be linked by its descriptor
+    real_isdir = os.path.isdir
+
+    def link_without_proc(src, *args, **kwargs):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", src)
+
+    monkeypatch.setattr(os, "link", link_without_proc)
+    monkeypatch.setattr(
+        os.path, "isdir", lambda p: False if p == "/proc/self/fd" else real_isdir(p)
+    )
+    # WHEN a message is sent THEN it still lands whole in new/, nothing left in tmp/
+    raw = raw_message()
+    name = MaildirMailer(tmp_path).send(raw, sender=SENDER, destinations=["amy@example.com"])
+    assert (tmp_path / "new" / name).read_bytes().endswith(raw)
     assert list((tmp_path / "tmp").iterdir()) == []
