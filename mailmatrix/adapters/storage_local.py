@@ -150,29 +150,41 @@ class LocalStorage:
 
 
 def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
-    """Yield files below ``base`` as objects keyed ``key_prefix + relative path``."""
+    """Yield files below ``base`` as objects keyed ``key_prefix + relative path``.
+
+    One ``stat`` a file (the directory entries say which are links and folders): a folder of
+    10,000 attachments is listed at every validation.
+    """
     if not base.is_dir():
         return
-    found = []
+    found: list[tuple[str, os.DirEntry[str]]] = []
     real_base = os.path.realpath(base)
-    for folder, dirs, files in os.walk(base):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = os.path.relpath(folder, base)
-        for name in files:
-            if name.startswith("."):  # our .tmp- files, .DS_Store and other hidden files
-                continue
-            relkey = name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}"
-            key = key_prefix + relkey
-            path = os.path.join(folder, name)
-            # os.walk does not enter linked folders, so only a link itself can lead out.
-            outside = os.path.islink(path) and (
-                os.path.commonpath([os.path.realpath(path), real_base]) != real_base
-            )
-            if key.startswith(wanted) and not outside:  # links out of the folder don't count
-                found.append((key, path))
-    for key, path in sorted(found):
+    folders = [(str(base), "")]
+    while folders:
+        folder, rel = folders.pop()
         try:
-            info = os.stat(path)
+            entries = list(os.scandir(folder))
+        except OSError:  # removed or unreadable meanwhile: nothing below it
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):  # our .tmp- files, .DS_Store and other hidden files
+                continue
+            relkey = rel + entry.name
+            if entry.is_dir(follow_symlinks=False):  # linked folders are not entered
+                folders.append((entry.path, relkey + "/"))
+                continue
+            # Only a link itself can lead out of the folder; links out of it don't count.
+            if entry.is_symlink() and (
+                os.path.commonpath([os.path.realpath(entry.path), real_base]) != real_base
+            ):
+                continue
+            key = key_prefix + relkey
+            if key.startswith(wanted):
+                found.append((key, entry))
+    found.sort(key=lambda pair: pair[0])
+    for key, entry in found:
+        try:
+            info = entry.stat()
         except OSError:  # a dangling link, or the file went away: no object
             continue
         if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files
