@@ -66,6 +66,12 @@ _RECORD_SENT = (
 )
 
 
+_CLAIM_NEW = (
+    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at)"
+    " VALUES (?, ?, ?, 'claimed', ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+)
+
+
 _T = TypeVar("_T")
 
 
@@ -180,18 +186,14 @@ class SqliteLedger:
             if sent_before is not None:
                 done, message_id, doubt = sent_before
                 db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
+            # Most keys are new: claimed by the insert alone; the others are read.
+            if db.execute(_CLAIM_NEW, (key, campaign, row, attempt, lease, now)).rowcount:
+                return Claim("claimed")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
                 " takeovers FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
-            if found is None:
-                db.execute(
-                    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until,"
-                    " updated_at) VALUES (?, ?, ?, 'claimed', ?, ?, ?)",
-                    (key, campaign, row, attempt, lease, now),
-                )
-                return Claim("claimed")
             state, holder, holder_lease, message_id, code, reason, uncertain, takeovers = found
             if state == "sent":
                 doubt = doubt_reason(bool(uncertain), takeovers)
