@@ -20,6 +20,15 @@ subject and text templates do not (an apostrophe stays an apostrophe in the Subj
 A CSV cell that is empty and printed as it is (``{{ Name }}``) fails the row instead of
 producing "Dear ,"; templates guard optional columns with ``{% if Name %}`` or
 ``{{ Name or "colleague" }}``.
+
+The CSS of an HTML body is inlined into style attributes after rendering, but not once per
+row: rows of a set mostly differ only in the values they print, so the body is rendered with
+each escaped value replaced by a slot, that skeleton is inlined once (up to
+``SKELETON_CACHE_SIZE`` skeletons per catalog), and each row's values are escaped into the
+inlined copy as the inliner would have written them. Where a value could change how the page
+parses or what the CSS selects (inside <style>, a class, id or style attribute, text a macro or
+``{% filter %}`` captures, a value starting with a space, ...), the row is rendered and
+inlined by itself.
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ from typing import Any
 
 import css_inline
 import jinja2
+import jinja2.runtime
 import yaml
 from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 
 from mailmatrix.errors import TemplateError
 
@@ -118,9 +129,62 @@ def _finalize(value: Any) -> Any:
     return value
 
 
+# A skeleton prints each escaped value as one slot: a code point of Supplementary Private Use
+# Area-A (its index plus _SLOT_BASE). They pass through the HTML parser as they are; a template
+# holding one is never rendered as a skeleton.
+_SLOT_BASE = 0xF0000
+_SLOT_COUNT = 0xFFFFE - _SLOT_BASE
+_SLOT = re.compile("[\U000f0000-\U000ffffd]")
+_SLOT_SPLIT = re.compile("([\U000f0000-\U000ffffd])")
+# Where a skeleton render keeps its printed values: not a name a template can write.
+_SLOT_VALUES = "mailmatrix skeleton values"
+
+
+@jinja2.pass_context
+def _print_slot(context: jinja2.runtime.Context, value: Any) -> Any:
+    """Record an escaped value and print its slot; print markup, unescaped output and "" as is.
+
+    Taking the context keeps Jinja2 from folding constants at compile time, so every printed
+    value comes here. The values list is passed to render, so it is in the context's parent
+    (includes and scoped blocks copy it); a template imported without context has none. An
+    empty value stays out of slots: a slot is text, and the parser and ``:empty`` tell none
+    from some.
+    """
+    if isinstance(value, EmptyField):
+        raise _EmptyFieldPrinted(value.column)
+    values = context.parent.get(_SLOT_VALUES)
+    if (
+        values is None
+        or not context.eval_ctx.autoescape
+        or hasattr(value, "__html__")
+        or len(values) >= _SLOT_COUNT
+    ):
+        return value
+    text = str(value)
+    if not text:
+        return text
+    values.append(text)
+    return chr(_SLOT_BASE + len(values) - 1)
+
+
+def _environment(sources: dict[str, str], finalize: Any) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=jinja2.DictLoader(sources),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "htm"), default_for_string=False, default=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        finalize=finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+
+
 @dataclass
 class Catalog:
-    """The template sets of a campaign, compiled lazily in one sandboxed environment."""
+    """The template sets of a campaign, compiled lazily in sandboxed environments."""
 
     sets: dict[str, TemplateSet]
     column: str | None = None
@@ -130,20 +194,13 @@ class Catalog:
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._env = SandboxedEnvironment(
-            loader=jinja2.DictLoader(self.sources),
-            autoescape=jinja2.select_autoescape(
-                enabled_extensions=("html", "htm"), default_for_string=False, default=False
-            ),
-            undefined=jinja2.StrictUndefined,
-            finalize=_finalize,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=False,
-        )
+        self._env = _environment(self.sources, _finalize)
+        # The same templates again, printing values as slots for the HTML skeleton.
+        self._skeleton_env = _environment(self.sources, _print_slot)
         self._by_value: dict[str, str] = {}
-        self._compiled: dict[str, jinja2.Template] = {}
+        self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
+        self._in_place: dict[str, bool] = {}
+        self._skeletons: dict[str, _InlinedSkeleton | None] = {}
         for tset in self.sets.values():
             for value in tset.values:
                 self._by_value[_fold(value)] = tset.name
@@ -234,9 +291,7 @@ class Catalog:
         context = self._context(fields)
 
         subject = _one_line(self._render_file(tset.subject, context))
-        html = self._render_file(tset.html, context) if tset.html else None
-        if html is not None:
-            html = _inline_css(html, tset.html or "")
+        html = self._render_html(tset.html, context) if tset.html else None
         if tset.text:
             text = _clean_text(self._render_file(tset.text, context))
         else:
@@ -257,11 +312,84 @@ class Catalog:
         row = {k: (EmptyField(k) if v is None or v == "" else v) for k, v in fields.items()}
         return {**self.context, **row, "row": row}
 
-    def _render_file(self, path: str, context: dict[str, Any]) -> str:
+    def _render_html(self, path: str, context: dict[str, Any]) -> str:
+        """Render an HTML body and inline its CSS, running the inliner once per skeleton.
+
+        The skeleton is the body with each printed value replaced by a slot. Rows of a set
+        usually share it, so it is inlined once and each row's values are put back into the
+        inlined copy, escaped as the inliner writes them. A skeleton, or a row's value, for
+        which that could differ from inlining the row itself takes that path instead.
+        """
+        if not self._prints_in_place(path):
+            return self._render_and_inline(path, context)
+
+        values: list[str] = []
+        skeleton = self._render_file(path, {**context, _SLOT_VALUES: values}, skeleton=True)
         try:
-            template = self._compiled.get(path)
+            inlined = self._skeletons[skeleton]
+        except KeyError:
+            inlined = None
+            if len(self._skeletons) < SKELETON_CACHE_SIZE:
+                inlined = self._skeletons[skeleton] = _inline_skeleton(skeleton, len(values))
+        if inlined is not None:
+            html = inlined.fill(values)
+            if html is not None:
+                return html
+
+        filled = _fill_escaped(skeleton, values)
+        if filled is None:  # a value printed as it is (|safe) held slot characters
+            return self._render_and_inline(path, context)
+        return _inline_css(filled, path)
+
+    def _render_and_inline(self, path: str, context: dict[str, Any]) -> str:
+        """Render an HTML body and inline its CSS: what every row did before skeletons."""
+        return _inline_css(self._render_file(path, context), path)
+
+    def _prints_in_place(self, path: str) -> bool:
+        """Whether every value the HTML template prints reaches the page as it was printed.
+
+        Text printed inside a macro, ``{% filter %}``, ``{% set %}...{% endset %}``,
+        ``{% call %}``, a recursive loop, an import with context, or through ``self`` or a
+        ``super()`` that is not printed as it is can be changed before it reaches the page
+        (``{{ m()|upper }}``), so a slot there could not be filled later. Layouts and included
+        templates are checked too.
+        """
+        known = self._in_place.get(path)
+        if known is None:
+            known = self._in_place[path] = self._check_in_place(path)
+        return known
+
+    def _check_in_place(self, path: str) -> bool:
+        pending, seen = [path], set[str]()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            # A layout compiled without autoescape would print a slot's value unescaped.
+            source = self.sources.get(name)
+            if source is None or _SLOT.search(source) or not self._autoescaped(name):
+                return False
+            try:
+                ast = self._skeleton_env.parse(source, name=name)
+            except jinja2.TemplateSyntaxError:
+                return False  # rendering reports it
+            referenced = _printed_in_place(ast)
+            if referenced is None:
+                return False
+            pending.extend(referenced)
+        return True
+
+    def _autoescaped(self, name: str) -> bool:
+        autoescape = self._env.autoescape
+        return bool(autoescape(name) if callable(autoescape) else autoescape)
+
+    def _render_file(self, path: str, context: dict[str, Any], skeleton: bool = False) -> str:
+        try:
+            template = self._compiled.get((path, skeleton))
             if template is None:
-                template = self._compiled[path] = self._env.get_template(path)
+                env = self._skeleton_env if skeleton else self._env
+                template = self._compiled[(path, skeleton)] = env.get_template(path)
             return template.render(context)
         except _EmptyFieldPrinted as exc:
             raise TemplateError(
@@ -489,6 +617,242 @@ def _inline_css(html: str, path: str) -> str:
         return _INLINER.inline(html)
     except ValueError as exc:
         raise TemplateError(f"{path}: render: CSS could not be inlined: {exc}") from exc
+
+
+# --- inlining a skeleton once ----------------------------------------------------------------
+#
+# A slot is filled after inlining only where the inliner's parser treats any value's characters
+# as it treats the slot's: as text of an element whose text it escapes, or inside a quoted
+# attribute value. _inline_skeleton finds out by inlining the skeleton with a probe after each
+# slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
+# the parse could still differ.
+
+# Distinct skeletons inlined per catalog; rows with any other skeleton are inlined one by one.
+SKELETON_CACHE_SIZE = 64
+
+_PROBE = " \"<>'&\xa0"
+# The text or attribute value before a slot must not be able to join a value's first
+# characters into a tag name, an end tag or a character reference (or a CR into CR LF).
+_JOINS_NEXT = re.compile(r"(?:</?[A-Za-z]*|&[#A-Za-z0-9]*|\r)\Z")
+_HTML_SPACE = " \t\n\x0c\r"
+# Attributes a slot may fill: the inliner reads none of them, the parser builds nothing on them.
+_SLOT_ATTRIBUTES = frozenset({"alt", "href", "src", "title", "value"})
+# Formatting elements the parser compares by attributes (more than two open alike: "Noah's Ark").
+_COMPARED_START = re.compile(
+    r"<(b|big|code|em|font|i|nobr|s|small|strike|strong|tt|u)[\t\n\x0c\r />]"
+)
+_STYLE_END = re.compile(r"</style[\t\n\x0c\r />]")
+
+
+def _as_text(value: str) -> str:
+    """Escape text as the inliner writes it."""
+    return (
+        value.replace("&", "&amp;")
+        .replace("\xa0", "&nbsp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+    )
+
+
+def _as_attribute(value: str) -> str:
+    """Escape an attribute value as the inliner writes it."""
+    return value.replace("&", "&amp;").replace("\xa0", "&nbsp;").replace('"', "&quot;")
+
+
+_PROBE_ESCAPED = str(escape(_PROBE))
+_PROBE_AS_TEXT = _as_text(_PROBE)
+_PROBE_AS_ATTRIBUTE = _as_attribute(_PROBE)
+
+
+@dataclass(frozen=True)
+class _InlinedSkeleton:
+    """An inlined skeleton cut at its slots, in page order (foster parenting may move text).
+
+    ``first`` is the page up to the first slot; ``gaps`` holds, for each slot in page order,
+    its value's index, whether it is text (else an attribute value) and the page up to the
+    next slot.
+    """
+
+    first: str
+    gaps: tuple[tuple[int, bool, str], ...]
+
+    def fill(self, values: list[str]) -> str | None:
+        """The inlined page with ``values`` in its slots, or None if one could parse otherwise.
+
+        A text value must not start with a space (nor be empty, which slots never are): the
+        parser decides on the first character whether text stays in <head> or a <table>, and
+        drops a newline just after <pre>.
+        """
+        joined = "\0".join(values)
+        if len(values) != len(self.gaps) or not _parsed_as_is(joined, len(values)):
+            return None
+        as_text = _as_text(joined).split("\0")
+        out = [self.first]
+        for slot, in_text, piece in self.gaps:
+            if in_text:
+                value = values[slot]
+                if not value or value[0] in _HTML_SPACE:
+                    return None
+                out.append(as_text[slot])
+            else:
+                out.append(_as_attribute(values[slot]))
+            out.append(piece)
+        return "".join(out)
+
+
+def _parsed_as_is(joined: str, count: int) -> bool:
+    """Whether the parser keeps every character of ``count`` values joined by NULs.
+
+    It drops or replaces NUL, turns CR into LF, and the inliner refuses lone surrogates.
+    """
+    if joined.count("\0") != max(count - 1, 0) or "\r" in joined:
+        return False
+    try:
+        joined.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inline_skeleton(skeleton: str, count: int) -> _InlinedSkeleton | None:
+    """Inline ``skeleton`` once for all its rows; None when its rows must be inlined one by one."""
+    parts = _SLOT_SPLIT.split(skeleton)
+    lower = skeleton.lower()
+    if not _holds_each_slot_once(parts, count) or "<style" not in lower:
+        return None
+    if (count and not parts[0]) or any(_JOINS_NEXT.search(text) for text in parts[0:-1:2]):
+        return None
+    parts[1::2] = [slot + _PROBE_ESCAPED for slot in parts[1::2]]
+    try:
+        probed = _INLINER.inline("".join(parts))
+    except ValueError:
+        return None
+
+    attributes_may_vary = _attributes_may_vary(lower)
+    found = list(_SLOT.finditer(probed))
+    if sorted(ord(slot.group()) - _SLOT_BASE for slot in found) != list(range(count)):
+        return None
+    starts = [slot.start() for slot in found] + [len(probed)]
+    gaps = []
+    for slot, following in zip(found, starts[1:], strict=False):
+        after = slot.end()
+        if probed.startswith(_PROBE_AS_TEXT, after):
+            in_text, after = True, after + len(_PROBE_AS_TEXT)
+        elif (
+            attributes_may_vary
+            and probed.startswith(_PROBE_AS_ATTRIBUTE, after)
+            and _attribute_name(probed, slot.start()) in _SLOT_ATTRIBUTES
+        ):
+            in_text, after = False, after + len(_PROBE_AS_ATTRIBUTE)
+        else:
+            return None
+        gaps.append((ord(slot.group()) - _SLOT_BASE, in_text, probed[after:following]))
+    return _InlinedSkeleton(probed[: starts[0]], tuple(gaps))
+
+
+def _holds_each_slot_once(parts: list[str], count: int) -> bool:
+    """Whether the split skeleton holds each of the ``count`` slots once, and nothing else."""
+    return sorted(ord(slot) - _SLOT_BASE for slot in parts[1::2]) == list(range(count))
+
+
+def _attributes_may_vary(lower: str) -> bool:
+    """Whether attribute values of the lower-cased skeleton may differ without changing the page.
+
+    Not when CSS selects by attribute, a stylesheet link is near, or a formatting element
+    starts three times or more (the parser compares their attributes: "Noah's Ark").
+    """
+    if "<link" in lower or "[" in _style_text(lower):
+        return False
+    counts: dict[str, int] = {}
+    for tag in _COMPARED_START.findall(lower):
+        counts[tag] = counts.get(tag, 0) + 1
+    return all(count < 3 for count in counts.values())
+
+
+def _attribute_name(probed: str, at: int) -> str | None:
+    """The name of the attribute whose value holds position ``at`` of the inliner's output.
+
+    The inliner writes ``name="value"`` with quotes in values escaped (but for ``class``,
+    whose slots never match the probe), so the last quote before ``at`` opens the value.
+    """
+    quote = probed.rfind('"', 0, at)
+    if quote < 1 or probed[quote - 1] != "=":
+        return None
+    return probed[probed.rfind(" ", 0, quote) + 1 : quote - 1]
+
+
+def _style_text(lower: str) -> str:
+    """Every stretch of a lower-cased page that may be CSS: each <style to its end tag."""
+    found = []
+    start = lower.find("<style")
+    while start != -1:
+        end = _STYLE_END.search(lower, start)
+        stop = end.start() if end else len(lower)
+        found.append(lower[start:stop])
+        start = lower.find("<style", stop)
+    return "".join(found)
+
+
+def _fill_escaped(skeleton: str, values: list[str]) -> str | None:
+    """The skeleton with its values escaped in place: the page as rendered without slots.
+
+    None when the skeleton holds slot characters that are not its slots (from |safe values).
+    """
+    parts = _SLOT_SPLIT.split(skeleton)
+    if not _holds_each_slot_once(parts, len(values)):
+        return None
+    parts[1::2] = [escape(values[ord(slot) - _SLOT_BASE]) for slot in parts[1::2]]
+    return "".join(parts)
+
+
+def _printed_in_place(ast: nodes.Template) -> list[str] | None:
+    """The templates ``ast`` extends or includes, or None if its printed text may be captured.
+
+    See Catalog._prints_in_place.
+    """
+    printed_super = {
+        id(child.node)
+        for output in ast.find_all(nodes.Output)
+        for child in output.nodes
+        if isinstance(child, nodes.Call)
+        and isinstance(child.node, nodes.Name)
+        and child.node.name == "super"
+        and not (child.args or child.kwargs or child.dyn_args or child.dyn_kwargs)
+    }
+    referenced: list[str] = []
+    for node in ast.find_all(nodes.Node):
+        if isinstance(node, (nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.AssignBlock)):
+            return None
+        if isinstance(node, (nodes.Import, nodes.FromImport)) and node.with_context:
+            return None
+        if isinstance(node, nodes.For) and node.recursive:
+            return None
+        if (
+            isinstance(node, nodes.Name)
+            and node.name in ("self", "super")
+            and id(node) not in printed_super
+        ):
+            return None
+        if isinstance(node, (nodes.Extends, nodes.Include)):
+            names = _template_names(node.template)
+            if names is None:
+                return None
+            referenced.extend(names)
+    return referenced
+
+
+def _template_names(expr: nodes.Expr) -> list[str] | None:
+    """The names a constant ``{% extends %}`` or ``{% include %}`` may load, else None."""
+    items = expr.items if isinstance(expr, (nodes.Tuple, nodes.List)) else [expr]
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, nodes.Const):
+            return None
+        values = item.value if isinstance(item.value, (list, tuple)) else [item.value]
+        if not all(isinstance(value, str) for value in values):
+            return None
+        names.extend(values)
+    return names
 
 
 _BLOCKS = frozenset(
