@@ -162,9 +162,14 @@ class MapRunner:
         context: dict[str, Any],
         items: Callable[[], Iterator[Any]],
     ) -> Callable[[], Iterator[Any]]:
-        """A function that forms the children's inputs afresh on each call, one at a time."""
+        """A function that forms the children's inputs afresh on each call, one at a time.
+
+        The first call that runs to the end records how many items each batch took, so the
+        later calls cut the same batches without sizing every item again.
+        """
         selector = state.get("ItemSelector", state.get("Parameters"))
         batcher = state.get("ItemBatcher")
+        counted: list[int] = []
 
         def selected(values: Iterator[Any]) -> Iterator[Any]:
             if selector is None:
@@ -187,7 +192,12 @@ class MapRunner:
             base: dict[str, Any] = {}
             if "BatchInput" in batcher:
                 base["BatchInput"] = interp.render(batcher["BatchInput"], effective, context)
+            if counted:
+                for count in counted:
+                    yield {**base, "Items": list(itertools.islice(values, count))}
+                return
             overhead = len(dumps({**base, "Items": []}).encode("utf-8"))
+            counts: list[int] = []
             current: list[Any] = []
             size = overhead
             for item in values:
@@ -198,12 +208,15 @@ class MapRunner:
                     max_bytes and current and size + item_size > max_bytes
                 )
                 if full:
+                    counts.append(len(current))
                     yield {**base, "Items": current}
                     current, size = [], overhead
                 current.append(item)
                 size += item_size
             if current:
+                counts.append(len(current))
                 yield {**base, "Items": current}
+            counted[:] = counts
 
         return generate
 
