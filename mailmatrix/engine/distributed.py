@@ -26,6 +26,7 @@ from mailmatrix.engine.interpreter import (
     Interpreter,
     Scope,
     check_size,
+    check_text,
     dumps,
     item_value,
     now_iso,
@@ -361,10 +362,13 @@ class MapRunner:
         try:
             text = check_size(child_input, "child workflow input")
             log.add("ExecutionStarted", {"input": text, "inputDetails": {"truncated": False}})
-            output = interp.run_machine(
-                processor, json.loads(text), Scope(log, context, run["executionId"])
+            output, out_text = interp.run_machine_text(
+                processor,
+                json.loads(text),
+                Scope(log, context, run["executionId"]),
+                input_text=text,
             )
-            out_text = check_size(output, "child workflow output")
+            check_text(out_text, "child workflow output")
             log.add(
                 "ExecutionSucceeded", {"output": out_text, "outputDetails": {"truncated": False}}
             )
