@@ -460,6 +460,7 @@ class MapRunner:
                 scope.execution_id,
                 run["id"],
                 (offsets.get(i) if i in results else None for i in range(total)),
+                events=1,
             )
             for index, record in enumerate(records):
                 child_input = next(inputs) if inputs is not None else None
@@ -475,7 +476,7 @@ class MapRunner:
                     continue
                 entry = {
                     "ExecutionArn": record["executionArn"],
-                    "Input": dumps(record["input"]),
+                    "Input": _input_text(record),
                     "InputDetails": {"Included": True},
                     "Name": record["name"],
                     "RedriveCount": record.get("redriveCount", 0),
@@ -601,6 +602,16 @@ def _snapshot(run: dict[str, Any]) -> dict[str, Any]:
         "redriveCount",
     )
     return {k: run.get(k, 0) for k in keys}
+
+
+def _input_text(record: dict[str, Any]) -> str:
+    """A child's input as JSON: the text its ExecutionStarted event holds, else serialised."""
+    first = (record.get("history") or [{}])[0]
+    if first.get("type") == "ExecutionStarted":
+        text = (first.get("executionStartedEventDetails") or {}).get("input")
+        if isinstance(text, str):
+            return text
+    return dumps(record["input"])
 
 
 def _history_chars(record: dict[str, Any]) -> int:

@@ -285,3 +285,42 @@ def test_items_are_sized_once_and_later_passes_cut_the_same_batches(
     assert all(len(text.encode()) <= 120 for text in compact)
     assert len(batches) == map_run["total"] > 2
     assert entries["PENDING"]
+
+
+def test_store_reads_a_childs_first_events_without_the_rest_of_its_history(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN child records appended to the store: one whose output holds "history" lists, one
+    # without a history, one whose history is not its last key; and one written by hand
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "ex", "status": "RUNNING"})
+    store.save_map_run("ex", {"id": "run"})
+    events = [{"type": "ExecutionStarted", "d": {"input": '{"a":"]}"}'}}, {"type": "B"}, {}]
+    written = [
+        {"index": 0, "output": {"history": [1, {"history": []}]}, "history": events},
+        {"index": 1, "status": "FAILED"},
+        {"index": 2, "history": events, "tags": ["x"]},
+    ]
+    store.append_children("ex", "run", written)
+    path = store.map_run_dir("ex", "run") / "children.jsonl"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"index": 3, "history": [{"type": "A"}, {"type": "B"}], "v": 1}\n')
+    offsets = store.child_offsets("ex", "run")
+    # WHEN the records are read with their first event, or none
+    firsts = list(store.children_at("ex", "run", [offsets[i] for i in range(4)], events=1))
+    summaries = store.child_summaries("ex", "run", ("output", "status", "tags", "v"))
+    # THEN each is the record as written, its history cut to those events
+    assert firsts == [
+        {**written[0], "history": events[:1]},
+        written[1],
+        {**written[2], "history": events[:1]},
+        {"index": 3, "history": [{"type": "A"}], "v": 1},
+    ]
+    assert summaries == {
+        0: {"output": written[0]["output"]},
+        1: {"status": "FAILED"},
+        2: {"tags": ["x"]},
+        3: {"v": 1},
+    }
+    # AND read whole, they are as written
+    assert list(store.children("ex", "run").values())[:3] == written
