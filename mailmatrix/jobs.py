@@ -301,7 +301,10 @@ def summarize_job(
     report_key = f"reports/{campaign['id']}/report.csv"
     handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8-sig", newline="") as out:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            # The byte-order mark Excel needs, written once: the utf-8-sig codec would run
+            # Python code on every row written.
+            out.write("\ufeff")
             summary: Summary = summarize_results(
                 campaign,
                 counts,
