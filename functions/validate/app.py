@@ -6,7 +6,6 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailmatrix.adapters.mailer_smtp import SmtpMailer
 from mailmatrix.adapters.wiring import storage_for
 from mailmatrix.jobs import Source, validate_job
 from mailmatrix.settings import Settings
@@ -30,6 +29,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return ses_preflight(sender=sender, needed=needed)
 
     elif settings.mailer.startswith(("smtp://", "smtps://", "smtp+starttls://")):
+        # Imported here, as the mailers are in wiring: a run into the outbox needs no smtplib.
+        from mailmatrix.adapters.mailer_smtp import SmtpMailer
 
         def preflight(sender: str, needed: int) -> dict[str, Any]:
             # The server declares no rate: 0 leaves the pace to MAILMATRIX_SEND_RATE.

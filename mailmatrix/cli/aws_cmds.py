@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -34,6 +33,14 @@ def client(service: str, region: str | None) -> Any:
     import boto3
 
     return boto3.client(service, region_name=region) if region else boto3.client(service)
+
+
+def aws_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors, imported once an AWS call has failed: other commands (a local run)
+    need no botocore."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return ClientError, BotoCoreError
 
 
 def make_console() -> Console:
@@ -60,7 +67,7 @@ class Stack:
         cfn = client("cloudformation", region)
         try:
             (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
-        except (ClientError, BotoCoreError) as error:
+        except aws_errors() as error:
             raise AwsCommandError(f"stack {name}: cannot describe it: {error}") from error
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         missing = {"BucketName", "StateMachineArn"} - set(outputs)
@@ -206,7 +213,7 @@ def send(
             console.print(f"console: {console_link(stack.region, arn)}")
             return
         described = follow(sfn, arn, console)
-    except (ClientError, BotoCoreError) as error:
+    except aws_errors() as error:
         raise AwsCommandError(f"aws send: {error}") from error
     raise SystemExit(report(console, stack, described))
 
@@ -232,7 +239,7 @@ def status(execution: str | None, stack_name: str, region: str | None, limit: in
             return
         described = sfn.describe_execution(executionArn=stack.execution_arn(execution))
         counts = map_run_counts(sfn, described["executionArn"])
-    except (ClientError, BotoCoreError) as error:
+    except aws_errors() as error:
         raise AwsCommandError(f"aws status: {error}") from error
     if counts:
         console.print(
@@ -263,7 +270,7 @@ def redrive(execution: str, stack_name: str, region: str | None, no_follow: bool
             console.print(f"console: {console_link(stack.region, arn)}")
             return
         described = follow(sfn, arn, console)
-    except (ClientError, BotoCoreError) as error:
+    except aws_errors() as error:
         raise AwsCommandError(f"aws redrive: {error}") from error
     raise SystemExit(report(console, stack, described))
 

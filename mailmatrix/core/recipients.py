@@ -71,6 +71,8 @@ _UTF8_SEQUENCE = re.compile(
 )
 # Bidirectional overrides and isolates can make a display name read as something else.
 _BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Either: a row without one needs no closer look.
+_SUSPECT = re.compile(f"{_CONTROL.pattern}|{_BIDI.pattern}")
 # A header line may not exceed 998 characters (RFC 5322); names are kept far below that.
 MAX_HEADER_VALUE = 256
 # Any cell: a row with more is rejected, not the file.
@@ -397,11 +399,13 @@ class _Intake:
     def check(self, row: int, record: list[str]) -> None:
         """Check one record; emit it, or file it as rejected, duplicate, skipped or empty."""
         report = self.report
-        if not "".join(record).strip():
+        text = "".join(record)
+        if not text.strip():
             report.empty += 1
             return
         report.rows += 1
-        self._check_swallowed_rows(row, record)
+        if "\n" in text or "\r" in text:
+            self._check_swallowed_rows(row, record)
         values = self._shape(row, record)
         if values is None:
             return
@@ -410,8 +414,7 @@ class _Intake:
         if problem:
             self._reject(row, problem[0], problem[1], email_text)
             return
-        joined = "".join(values)
-        if _CONTROL.search(joined) or _BIDI.search(joined):
+        if _SUSPECT.search("".join(values)):
             problem = self._control_problem(values)
             if problem:
                 self._reject(row, problem[0], problem[1], email_text)
@@ -529,6 +532,8 @@ class _Intake:
 
     def _size_problem(self, values: list[str]) -> tuple[str, str] | None:
         """Return (column, reason) for a cell too long to send or to put in a header."""
+        if max(map(len, values)) <= MAX_HEADER_VALUE:  # below both limits: most rows
+            return None
         for index, name in self.named:
             length = len(values[index])
             if length > MAX_CELL:

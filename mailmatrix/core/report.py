@@ -125,7 +125,9 @@ def report_writer(out: TextIO) -> csv.DictWriter:
 
 def write_report_row(writer: csv.DictWriter, row: Mapping[str, Any]) -> None:
     """Write one report row with every cell made spreadsheet-safe."""
-    writer.writerow({k: _cell(row.get(k)) for k in REPORT_COLUMNS})
+    # The cells go in the writer's column order straight to its csv writer, without the
+    # dict DictWriter.writerow would take apart again.
+    writer.writer.writerow([_cell(row.get(k)) for k in writer.fieldnames])
 
 
 def _cell(value: Any) -> str:

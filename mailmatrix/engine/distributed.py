@@ -26,6 +26,7 @@ from mailmatrix.engine.interpreter import (
     Interpreter,
     Scope,
     check_size,
+    check_text,
     dumps,
     item_value,
     now_iso,
@@ -162,9 +163,14 @@ class MapRunner:
         context: dict[str, Any],
         items: Callable[[], Iterator[Any]],
     ) -> Callable[[], Iterator[Any]]:
-        """A function that forms the children's inputs afresh on each call, one at a time."""
+        """A function that forms the children's inputs afresh on each call, one at a time.
+
+        The first call that runs to the end records how many items each batch took, so the
+        later calls cut the same batches without sizing every item again.
+        """
         selector = state.get("ItemSelector", state.get("Parameters"))
         batcher = state.get("ItemBatcher")
+        counted: list[int] = []
 
         def selected(values: Iterator[Any]) -> Iterator[Any]:
             if selector is None:
@@ -187,7 +193,12 @@ class MapRunner:
             base: dict[str, Any] = {}
             if "BatchInput" in batcher:
                 base["BatchInput"] = interp.render(batcher["BatchInput"], effective, context)
+            if counted:
+                for count in counted:
+                    yield {**base, "Items": list(itertools.islice(values, count))}
+                return
             overhead = len(dumps({**base, "Items": []}).encode("utf-8"))
+            counts: list[int] = []
             current: list[Any] = []
             size = overhead
             for item in values:
@@ -198,12 +209,15 @@ class MapRunner:
                     max_bytes and current and size + item_size > max_bytes
                 )
                 if full:
+                    counts.append(len(current))
                     yield {**base, "Items": current}
                     current, size = [], overhead
                 current.append(item)
                 size += item_size
             if current:
+                counts.append(len(current))
                 yield {**base, "Items": current}
+            counted[:] = counts
 
         return generate
 
@@ -348,10 +362,13 @@ class MapRunner:
         try:
             text = check_size(child_input, "child workflow input")
             log.add("ExecutionStarted", {"input": text, "inputDetails": {"truncated": False}})
-            output = interp.run_machine(
-                processor, json.loads(text), Scope(log, context, run["executionId"])
+            output, out_text = interp.run_machine_text(
+                processor,
+                json.loads(text),
+                Scope(log, context, run["executionId"]),
+                input_text=text,
             )
-            out_text = check_size(output, "child workflow output")
+            check_text(out_text, "child workflow output")
             log.add(
                 "ExecutionSucceeded", {"output": out_text, "outputDetails": {"truncated": False}}
             )
@@ -443,6 +460,7 @@ class MapRunner:
                 scope.execution_id,
                 run["id"],
                 (offsets.get(i) if i in results else None for i in range(total)),
+                events=1,
             )
             for index, record in enumerate(records):
                 child_input = next(inputs) if inputs is not None else None
@@ -458,7 +476,7 @@ class MapRunner:
                     continue
                 entry = {
                     "ExecutionArn": record["executionArn"],
-                    "Input": dumps(record["input"]),
+                    "Input": _input_text(record),
                     "InputDetails": {"Included": True},
                     "Name": record["name"],
                     "RedriveCount": record.get("redriveCount", 0),
@@ -584,6 +602,16 @@ def _snapshot(run: dict[str, Any]) -> dict[str, Any]:
         "redriveCount",
     )
     return {k: run.get(k, 0) for k in keys}
+
+
+def _input_text(record: dict[str, Any]) -> str:
+    """A child's input as JSON: the text its ExecutionStarted event holds, else serialised."""
+    first = (record.get("history") or [{}])[0]
+    if first.get("type") == "ExecutionStarted":
+        text = (first.get("executionStartedEventDetails") or {}).get("input")
+        if isinstance(text, str):
+            return text
+    return dumps(record["input"])
 
 
 def _history_chars(record: dict[str, Any]) -> int:

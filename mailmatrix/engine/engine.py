@@ -306,7 +306,7 @@ class Engine:
             expired=expired,
         )
         try:
-            output = interp.run_machine(machine, data, scope, start_at=start_at)
+            output, text = interp.run_machine_text(machine, data, scope, start_at=start_at)
         except ExecutionAborted as aborted:
             log.add("ExecutionAborted", {"error": "Aborted", "cause": "stopped by the user"})
             record.update(status="ABORTED", stopDate=now_iso())
@@ -340,9 +340,7 @@ class Engine:
             self.store.save(record)
             logger.debug("execution %s failed: %s", record["name"], err.error)
             return ExecutionRecord(record, self.store.history(record["name"]))
-        log.add(
-            "ExecutionSucceeded", {"output": dumps(output), "outputDetails": {"truncated": False}}
-        )
+        log.add("ExecutionSucceeded", {"output": text, "outputDetails": {"truncated": False}})
         record.update(status="SUCCEEDED", stopDate=now_iso(), output=output)
         record.pop("failedState", None)
         self.store.save(record)

@@ -35,14 +35,22 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+# json.dumps with these options builds an encoder on every call; this one is built once.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON as Step Functions serialises state data."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(value)
 
 
 def check_size(value: Any, what: str) -> str:
     """Serialise value; States.DataLimitExceeded when above 256 KiB of UTF-8."""
-    text = dumps(value)
+    return check_text(dumps(value), what)
+
+
+def check_text(text: str, what: str) -> str:
+    """Return already serialised data; States.DataLimitExceeded when above 256 KiB of UTF-8."""
     size = len(text.encode("utf-8"))
     if size > PAYLOAD_LIMIT:
         raise StatesError(
@@ -50,6 +58,17 @@ def check_size(value: Any, what: str) -> str:
             f"The {what} has a size of {size} bytes, above the limit of {PAYLOAD_LIMIT} bytes.",
         )
     return text
+
+
+def object_text(value: dict[str, Any], known: dict[str, str]) -> str:
+    """``dumps(value)``, taking the members named in ``known`` as already serialised."""
+    if not all(isinstance(key, str) for key in value):
+        return dumps(value)  # json turns other keys into strings: let it
+    members = (
+        f"{dumps(key)}:{known[key] if key in known else dumps(member)}"
+        for key, member in value.items()
+    )
+    return "{" + ",".join(members) + "}"
 
 
 def details_key(event_type: str) -> str:
@@ -125,8 +144,24 @@ class Interpreter:
         self, machine: dict[str, Any], data: Any, scope: Scope, start_at: str | None = None
     ) -> Any:
         """Run from StartAt (or start_at) to a terminal state and return its output."""
+        return self.run_machine_text(machine, data, scope, start_at)[0]
+
+    def run_machine_text(
+        self,
+        machine: dict[str, Any],
+        data: Any,
+        scope: Scope,
+        start_at: str | None = None,
+        input_text: str | None = None,
+    ) -> tuple[Any, str]:
+        """run_machine, given the input's JSON text if known; return the output and its text.
+
+        Each state's input is the output of the state before it, already serialised for that
+        state's exit event: the text is passed on rather than serialised again.
+        """
         name = start_at or machine["StartAt"]
         states = machine["States"]
+        text = input_text
         while True:
             state = states[name]
             if scope.expired and scope.expired():
@@ -136,7 +171,7 @@ class Interpreter:
                 err.state_input = data  # type: ignore[attr-defined]
                 raise err
             try:
-                data, name = self.run_state(name, state, data, scope)
+                data, name, out_text = self.run_state(name, state, data, scope, text)
             except KeyboardInterrupt:
                 if not scope.top:
                     raise
@@ -146,17 +181,31 @@ class Interpreter:
                     _at_state(err, name, data)
                 raise
             if name is None:
-                return data
+                return data, out_text
+            text = out_text
 
     def run_state(
-        self, name: str, state: dict[str, Any], data: Any, scope: Scope
-    ) -> tuple[Any, str | None]:
-        """Run one state: enter, execute (with Retry/Catch), exit; return (output, next)."""
+        self,
+        name: str,
+        state: dict[str, Any],
+        data: Any,
+        scope: Scope,
+        input_text: str | None = None,
+    ) -> tuple[Any, str | None, str]:
+        """Run one state: enter, execute (with Retry/Catch), exit.
+
+        ``input_text`` is ``data`` as JSON when the caller has it. Returns (output, next
+        state, the output as JSON).
+        """
         kind = state["Type"]
         entered = now_iso()
         scope.log.add(
             f"{kind}StateEntered",
-            {"name": name, "input": dumps(data), "inputDetails": {"truncated": False}},
+            {
+                "name": name,
+                "input": dumps(data) if input_text is None else input_text,
+                "inputDetails": {"truncated": False},
+            },
         )
         context = dict(scope.context)
         context["State"] = {"EnteredTime": entered, "Name": name, "RetryCount": 0}
@@ -170,12 +219,12 @@ class Interpreter:
             {"name": name, "output": text, "outputDetails": {"truncated": False}},
         )
         if caught:
-            return output, result.next
+            return output, result.next, text
         if kind == "Choice":
-            return output, context["_choice_next"]
+            return output, context["_choice_next"], text
         if kind == "Succeed" or state.get("End"):
-            return output, None
-        return output, state["Next"]
+            return output, None, text
+        return output, state["Next"], text
 
     # ---- shared data flow ----------------------------------------------------------------
 
@@ -389,11 +438,18 @@ class Interpreter:
             )
             return result
         service, _, action = resource.removeprefix("arn:aws:states:::").partition(":")
+        payload_text = None
+        if resource == LAMBDA_INVOKE and isinstance(parameters, dict) and "Payload" in parameters:
+            # The payload is serialised once, for the Lambda and inside the task's parameters.
+            payload_text = dumps(parameters["Payload"])
+            parameters_text = object_text(parameters, {"Payload": payload_text})
+        else:
+            parameters_text = dumps(parameters)
         scheduled = {
             "resourceType": service,
             "resource": action,
             "region": "eu-west-1",
-            "parameters": check_size(parameters, "task parameters"),
+            "parameters": check_text(parameters_text, "task parameters"),
         }
         if timeout is not None:
             scheduled["timeoutInSeconds"] = int(timeout)
@@ -401,7 +457,7 @@ class Interpreter:
         log.add("TaskStarted", {"resourceType": service, "resource": action})
         try:
             if resource == LAMBDA_INVOKE:
-                result = self._lambda_invoke(parameters, timeout, timeout_error)
+                result = self._lambda_invoke(parameters, timeout, timeout_error, payload_text)
             else:
                 result = self._call_service(resource, parameters)
             text = check_size(result, "task result")
@@ -431,7 +487,11 @@ class Interpreter:
         return result
 
     def _lambda_invoke(
-        self, parameters: Any, timeout: float | None, timeout_error: str
+        self,
+        parameters: Any,
+        timeout: float | None,
+        timeout_error: str,
+        payload_text: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(parameters, dict) or "FunctionName" not in parameters:
             raise StatesError(E.RUNTIME, "lambda:invoke needs Parameters.FunctionName")
@@ -439,7 +499,9 @@ class Interpreter:
         if parameters.get("Qualifier") and ":" not in reference.split(":function:")[-1]:
             reference = f"{reference}:{parameters['Qualifier']}"
         handler, fname, qualifier = self.hooks.registry.lambda_handler(reference)
-        payload = check_size(parameters.get("Payload"), "Lambda payload")
+        if payload_text is None:
+            payload_text = dumps(parameters.get("Payload"))
+        payload = check_text(payload_text, "Lambda payload")
         result = self._call_lambda(handler, fname, qualifier, payload, timeout, timeout_error)
         return {
             "ExecutedVersion": "$LATEST",
@@ -643,6 +705,7 @@ __all__ = [
     "Interpreter",
     "Scope",
     "check_size",
+    "check_text",
     "dumps",
     "now_iso",
     "retry_delay",

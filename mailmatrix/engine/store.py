@@ -5,7 +5,8 @@ Layout under the store directory::
     <execution name>/execution.json        the execution record (rewritten atomically)
     <execution name>/history.jsonl         one history event a line, appended as it happens
     <execution name>/mapruns/<id>/maprun.json     the Map Run record and its counts
-    <execution name>/mapruns/<id>/children.jsonl  one finished child execution a line
+    <execution name>/mapruns/<id>/children.jsonl  one finished child execution a line,
+                                                  its index first and its history last
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import Any
 
 from mailmatrix.errors import EngineError
 
-# A children.jsonl record as append_children writes it begins with its index.
+# A children.jsonl record as append_children writes it begins with its index and ends with
+# its history.
 _INDEX_FIRST = re.compile(rb'\{"index":(\d+),')
+_HISTORY_LAST = b',"history":['
+_DECODER = json.JSONDecoder()
 # Execution names: 1-80 characters without whitespace, brackets, wildcards or the special
 # characters " # % \\ ^ | ~ ` $ & , ; : / (StartExecution API reference, "name").
 _NAME = re.compile(r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/]{1,80}")
@@ -116,7 +120,7 @@ class ExecutionStore:
         self, execution_id: str, map_run_id: str, children: list[dict[str, Any]]
     ) -> None:
         """Append finished child executions (with their histories) to a Map Run."""
-        text = "".join(json.dumps(c, separators=(",", ":")) + "\n" for c in children)
+        text = "".join(json.dumps(_history_last(c), separators=(",", ":")) + "\n" for c in children)
         path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
         with self._lock, open(path, "a", encoding="utf-8") as handle:
             handle.write(text)
@@ -140,7 +144,7 @@ class ExecutionStore:
             with open(path, "rb") as handle:
                 for line in handle:
                     if line.strip():
-                        child = json.loads(line)
+                        child = _child_head(line, 0) if "history" not in keys else json.loads(line)
                         latest[child["index"]] = {k: child[k] for k in keys if k in child}
         return latest
 
@@ -158,9 +162,18 @@ class ExecutionStore:
         return offsets
 
     def children_at(
-        self, execution_id: str, map_run_id: str, offsets: Iterable[int | None]
+        self,
+        execution_id: str,
+        map_run_id: str,
+        offsets: Iterable[int | None],
+        *,
+        events: int | None = None,
     ) -> Iterator[dict[str, Any] | None]:
-        """The child records starting at the given offsets, one at a time (None for None)."""
+        """The child records starting at the given offsets, one at a time (None for None).
+
+        With ``events``, a record's history holds only its first ``events`` events: the rest,
+        most of a record's text, is not decoded.
+        """
         path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
         handle = open(path, "rb") if path.is_file() else None  # noqa: SIM115
         try:
@@ -169,7 +182,8 @@ class ExecutionStore:
                     yield None
                     continue
                 handle.seek(offset)
-                yield json.loads(handle.readline())
+                line = handle.readline()
+                yield json.loads(line) if events is None else _child_head(line, events)
         finally:
             if handle is not None:
                 handle.close()
@@ -180,6 +194,40 @@ def _child_index(line: bytes) -> int:
     first, without decoding the whole record and its history."""
     head = _INDEX_FIRST.match(line)
     return int(head.group(1)) if head else json.loads(line)["index"]
+
+
+def _history_last(child: dict[str, Any]) -> dict[str, Any]:
+    """The child record with its history as its last key (see _child_head)."""
+    if "history" not in child or next(reversed(child)) == "history":
+        return child
+    return {**{k: v for k, v in child.items() if k != "history"}, "history": child["history"]}
+
+
+def _child_head(line: bytes, events: int) -> dict[str, Any]:
+    """A children.jsonl record with only the first ``events`` events of its history decoded.
+
+    append_children writes the history last: the record is decoded up to it, then the events
+    one at a time. A line laid out otherwise is decoded whole.
+    """
+    cut = line.rfind(_HISTORY_LAST)
+    if cut >= 0 and line.rstrip().endswith(b"]}"):
+        try:
+            record = json.loads(line[:cut] + b"}")
+            rest = line[cut + len(_HISTORY_LAST) :].decode("utf-8")
+            history: list[Any] = []
+            at = 0
+            while len(history) < events and not rest.startswith("]", at):
+                event, at = _DECODER.raw_decode(rest, at)
+                history.append(event)
+                at += rest.startswith(",", at)
+            record["history"] = history
+            return record
+        except ValueError:
+            pass
+    record = json.loads(line)
+    if "history" in record:
+        record["history"] = record["history"][:events]
+    return record
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:

@@ -65,7 +65,10 @@ def test_first_run_succeeds_with_the_expected_counts(first_run):
     assert (counts["rows"], counts["valid"], counts["sent"]) == (20, 18, 18)
     assert (counts["skipped"], counts["rejected"], counts["failed"]) == (0, 2, 0)
     assert Path(summary["outbox"]) == workdir / "outbox"
-    assert Path(summary["report"]).is_file()
+    # AND the report opens in Excel as UTF-8: one byte-order mark, then the header
+    report = Path(summary["report"]).read_bytes()
+    assert report.startswith(b"\xef\xbb\xbfrow,email,name,template,status,")
+    assert report.count(b"\xef\xbb\xbf") == 1
 
 
 def test_rejected_rows_are_reported_with_line_and_reason(first_run):

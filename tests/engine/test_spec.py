@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.engine.interpreter import retry_delay
+from mailmatrix.engine.interpreter import dumps, object_text, retry_delay
 from mailmatrix.engine.reader import csv_items
 from mailmatrix.errors import DefinitionError
 
@@ -264,6 +264,46 @@ def test_child_workflows_have_their_own_history(engine: Engine, registry: Resour
         "TaskStateExited",
         "ExecutionSucceeded",
     ]
+
+
+def test_child_history_holds_each_input_and_output_as_compact_json(
+    engine: Engine, registry: ResourceRegistry
+) -> None:
+    # GIVEN a child whose Lambda wraps its event, on an item JSON escapes in places
+    registry.register_lambda("Work", lambda e, c: {"got": e})
+    item = {"name": 'Zoë \u2028 "q" \\', "n": [1, 2.5, None, True, {}]}
+    # WHEN it runs
+    record = run(engine, distributed(LAMBDA_END), [item])
+    run_id = engine.describe(record["name"])["mapRuns"][0]["id"]
+    (child,) = engine.map_run_children(record["name"], run_id)
+    details = {
+        event["type"]: value
+        for event in child["history"]
+        for key, value in event.items()
+        if key.endswith("EventDetails")
+    }
+    # THEN each event holds its data as Step Functions serialises it (compact UTF-8 JSON)
+    assert details["ExecutionStarted"]["input"] == compact(item)
+    assert details["TaskStateEntered"]["input"] == compact(item)
+    assert details["TaskScheduled"]["parameters"] == compact(
+        {"FunctionName": "Work", "Payload": item}
+    )
+    assert details["TaskStateExited"]["output"] == compact({"got": item})
+    assert details["ExecutionSucceeded"]["output"] == compact({"got": item})
+
+
+def test_object_text_serialises_as_dumps_with_members_given_as_text() -> None:
+    # GIVEN an object with its Payload already serialised
+    value = {"FunctionName": "f", "Payload": {"a": "é"}, "n": [1.5, None]}
+    # WHEN it is serialised around that text THEN it reads as if serialised whole
+    assert object_text(value, {"Payload": dumps(value["Payload"])}) == dumps(value)
+    # AND keys that are not strings (JSON makes them strings) leave it to json
+    odd = {1: "a", "Payload": {}}
+    assert object_text(odd, {"Payload": "{}"}) == '{"1":"a","Payload":{}}'
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # ---- Lambda tasks ---------------------------------------------------------------------------

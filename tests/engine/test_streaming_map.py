@@ -81,6 +81,27 @@ def result_entries(objects: StreamingObjects, manifest_key: str) -> dict[str, li
     return entries
 
 
+def one_child_at_a_time(**fields: Any) -> dict[str, Any]:
+    """A Distributed Map of the rows object, running one child at a time, with a writer."""
+    return map_definition(
+        LAMBDA_END, ItemReader=READER, MaxConcurrency=1, ResultWriter=WRITER, **fields
+    )
+
+
+def batch_work(broken: set[int], calls: list[list[int]]) -> Any:
+    """A handler that notes the "i" of its batch's items in ``calls`` and returns them; it
+    fails a batch holding one of ``broken``."""
+
+    def handler(event: Any, context: Any) -> Any:
+        rows = [item["i"] for item in event["Items"]]
+        calls.append(rows)
+        if broken & set(rows):
+            raise RuntimeError(f"broken {rows}")
+        return rows
+
+    return handler
+
+
 def test_iter_items_reads_jsonl_lazily() -> None:
     # GIVEN a JSON Lines object whose third line is broken
     stream = io.BytesIO(b'{"a": 1}\n{"a": 2}\n{oops\n')
@@ -147,25 +168,8 @@ def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
     # GIVEN 6 rows in batches of 2, where the batch holding row 2 fails, one child at a time
     put_rows(objects, 6)
     calls: list[list[int]] = []
-
-    def work(broken: set[int]) -> Any:
-        def handler(event: Any, context: Any) -> Any:
-            rows = [item["i"] for item in event["Items"]]
-            calls.append(rows)
-            if broken & set(rows):
-                raise RuntimeError(f"broken {rows}")
-            return rows
-
-        return handler
-
-    registry.register_lambda("Work", work({2}))
-    definition = map_definition(
-        LAMBDA_END,
-        ItemReader=READER,
-        ItemBatcher={"MaxItemsPerBatch": 2},
-        MaxConcurrency=1,
-        ResultWriter=WRITER,
-    )
+    registry.register_lambda("Work", batch_work({2}, calls))
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
     first = engine.start(json.dumps(definition), {}, name="streamed")
     assert first["error"] == "States.ExceedToleratedFailureThreshold"
     assert calls == [[0, 1], [2, 3]]
@@ -179,7 +183,7 @@ def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
 
     # WHEN it is redriven with the fault gone
     calls.clear()
-    registry.register_lambda("Work", work(set()))
+    registry.register_lambda("Work", batch_work(set(), calls))
     again = engine.redrive("streamed")
     # THEN only the failed and the unrun batches ran, and the results hold all three batches
     assert again["status"] == "SUCCEEDED"
@@ -241,3 +245,82 @@ def test_children_with_large_histories_go_to_the_store_before_many_pile_up(
     assert sum(appended) == 10
     assert len(appended) >= 4
     assert max(appended) <= 3
+
+
+def test_items_are_sized_once_and_later_passes_cut_the_same_batches(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 20 items of uneven sizes under a byte limit, and a child that fails on item 13,
+    # so the Map reads its items three times (count, children, results of the unrun batches)
+    rows = [{"i": i, "pad": "é" * (7 * (i % 4))} for i in range(20)]
+    objects.put("b", "rows.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    sized: list[Any] = []
+    real_dumps = distributed_map.dumps
+
+    def counting_dumps(value: Any) -> str:
+        if isinstance(value, dict) and "pad" in value:
+            sized.append(value["i"])
+        return real_dumps(value)
+
+    monkeypatch.setattr(distributed_map, "dumps", counting_dumps)
+
+    registry.register_lambda("Work", batch_work({13}, []))
+    definition = one_child_at_a_time(ItemBatcher={"MaxInputBytesPerBatch": 120})
+    # WHEN the Map runs
+    record = engine.start(json.dumps(definition), {})
+    assert record["error"] == "States.ExceedToleratedFailureThreshold"
+    (map_run,) = engine.describe(record["name"])["mapRuns"]
+    entries = result_entries(objects, f"out/{map_run['id']}/manifest.json")
+    # THEN each item was sized once, by the first pass
+    assert sized == list(range(20))
+    # AND the batches the children got and the unrun ones hold every item once, in order,
+    # each within the byte limit
+    batches = [json.loads(e["Input"]) for status in entries.values() for e in status]
+    batches.sort(key=lambda batch: batch["Items"][0]["i"])
+    assert [item for batch in batches for item in batch["Items"]] == rows
+    compact = [json.dumps(b, ensure_ascii=False, separators=(",", ":")) for b in batches]
+    assert all(len(text.encode()) <= 120 for text in compact)
+    assert len(batches) == map_run["total"] > 2
+    assert entries["PENDING"]
+
+
+def test_store_reads_a_childs_first_events_without_the_rest_of_its_history(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN child records appended to the store: one whose output holds "history" lists, one
+    # without a history, one whose history is not its last key; and one written by hand
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "ex", "status": "RUNNING"})
+    store.save_map_run("ex", {"id": "run"})
+    events = [{"type": "ExecutionStarted", "d": {"input": '{"a":"]}"}'}}, {"type": "B"}, {}]
+    written = [
+        {"index": 0, "output": {"history": [1, {"history": []}]}, "history": events},
+        {"index": 1, "status": "FAILED"},
+        {"index": 2, "history": events, "tags": ["x"]},
+    ]
+    store.append_children("ex", "run", written)
+    path = store.map_run_dir("ex", "run") / "children.jsonl"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"index": 3, "history": [{"type": "A"}, {"type": "B"}], "v": 1}\n')
+    offsets = store.child_offsets("ex", "run")
+    # WHEN the records are read with their first event, or none
+    firsts = list(store.children_at("ex", "run", [offsets[i] for i in range(4)], events=1))
+    summaries = store.child_summaries("ex", "run", ("output", "status", "tags", "v"))
+    # THEN each is the record as written, its history cut to those events
+    assert firsts == [
+        {**written[0], "history": events[:1]},
+        written[1],
+        {**written[2], "history": events[:1]},
+        {"index": 3, "history": [{"type": "A"}], "v": 1},
+    ]
+    assert summaries == {
+        0: {"output": written[0]["output"]},
+        1: {"status": "FAILED"},
+        2: {"tags": ["x"]},
+        3: {"v": 1},
+    }
+    # AND read whole, they are as written
+    assert list(store.children("ex", "run").values())[:3] == written

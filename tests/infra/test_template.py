@@ -11,6 +11,7 @@ from cfnlint.api import ManualArgs, lint, lint_file
 from infra_support import INFRA, ROOT, TEMPLATE
 
 from mailmatrix.adapters import ledger_dynamodb
+from mailmatrix.local import load_sam_template
 
 FUNCTIONS = {
     "ValidateFunction": "validate",
@@ -60,6 +61,13 @@ def test_functions_have_the_shape_the_local_runner_reads(sam_template):
         assert properties["CodeUri"] == f"../functions/{folder}/"
         assert properties["Handler"] == "app.handler"
         assert (INFRA / properties["CodeUri"]).resolve() == ROOT / "functions" / folder
+
+
+def test_the_local_runner_reads_the_template_as_sam_does(sam_template):
+    # GIVEN the template parsed by SAM's own YAML reader (sam_template)
+    # WHEN the local runner parses it (with libyaml when PyYAML has it)
+    # THEN both hold the same resources, short-form tags included
+    assert load_sam_template(TEMPLATE) == sam_template
 
 
 def test_functions_run_python_312_with_the_layer_and_tracing(transformed):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -148,6 +150,14 @@ def test_an_unknown_stack_is_a_clear_error(stack, tmp_path):
     result = CliRunner().invoke(cli, ["aws", "status", "--stack", "nope"])
     assert result.exit_code == 1
     assert "stack nope: cannot describe it" in result.output
+
+
+def test_the_local_commands_load_without_botocore():
+    # GIVEN a fresh interpreter WHEN it loads the mailmatrix command THEN botocore stays out
+    # (a local run would pay for importing it, and AWS commands import it as they call AWS)
+    code = "import sys, mailmatrix.cli.main; print([m for m in sys.modules if 'botocore' in m])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout) == (0, "[]\n")
 
 
 def test_status_lists_and_shows_executions(stack):

@@ -782,6 +782,20 @@ def test_a_long_name_is_rejected_before_it_makes_a_header_line_too_long():
     assert "5000 characters" in report.rejected[0]["reason"]
 
 
+def test_header_values_may_hold_256_characters_and_body_columns_more():
+    # GIVEN names of 256 and 257 characters, and a body-only column of 1000
+    text = "Email,Name,Status,Attachment_File,Note\r\n"
+    text += f"alice@example.com,{'a' * 256},active,alice.pdf,{'n' * 1000}\r\n"
+    text += f"bob@example.com,{'b' * 257},active,bob.pdf,\r\n"
+    # WHEN the file is read
+    report, rows = run(text)
+    # THEN only the 257-character name is refused
+    assert [len(r["name"]) for r in rows] == [256]
+    assert reasons(report) == [
+        (3, "Name", "Name is 257 characters long; at most 256 go into a mail header")
+    ]
+
+
 def test_a_huge_cell_rejects_its_row_not_the_file():
     text = HEADER + f'bob@example.com,Bob,active,"{"y" * 200_000}"\r\n' + ALICE
 
