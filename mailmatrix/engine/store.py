@@ -7,6 +7,9 @@ Layout under the store directory::
     <execution name>/mapruns/<id>/maprun.json     the Map Run record and its counts
     <execution name>/mapruns/<id>/children.jsonl  one finished child execution a line,
                                                   its index first and its history last
+
+A process killed while appending can leave a last line without its newline: readers take
+such a line as never written, and the next append first cuts it off.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pathlib
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from mailmatrix.errors import EngineError
 
@@ -80,13 +83,13 @@ class ExecutionStore:
     def append_event(self, execution_id: str, event: dict[str, Any]) -> None:
         """Append one event to an execution's history."""
         line = json.dumps(event, separators=(",", ":")) + "\n"
-        with (
-            self._lock,
-            open(
-                self.execution_dir(execution_id) / "history.jsonl", "a", encoding="utf-8"
-            ) as handle,
-        ):
-            handle.write(line)
+        self._append(self.execution_dir(execution_id) / "history.jsonl", line)
+
+    def _append(self, path: pathlib.Path, text: str) -> None:
+        """Append whole lines to ``path``, after cutting off a line a killed process tore."""
+        with self._lock, open(path, "a+b") as handle:
+            _cut_torn_tail(handle)
+            handle.write(text.encode("utf-8"))
 
     def history(self, execution_id: str) -> list[dict[str, Any]]:
         """An execution's history events in order."""
@@ -121,9 +124,7 @@ class ExecutionStore:
     ) -> None:
         """Append finished child executions (with their histories) to a Map Run."""
         text = "".join(json.dumps(_history_last(c), separators=(",", ":")) + "\n" for c in children)
-        path = self.map_run_dir(execution_id, map_run_id) / "children.jsonl"
-        with self._lock, open(path, "a", encoding="utf-8") as handle:
-            handle.write(text)
+        self._append(self.map_run_dir(execution_id, map_run_id) / "children.jsonl", text)
 
     def children(self, execution_id: str, map_run_id: str) -> dict[int, dict[str, Any]]:
         """The latest record of each child of a Map Run, by item (batch) index."""
@@ -143,7 +144,7 @@ class ExecutionStore:
         if path.is_file():
             with open(path, "rb") as handle:
                 for line in handle:
-                    if line.strip():
+                    if _whole(line):
                         child = _child_head(line, 0) if "history" not in keys else json.loads(line)
                         latest[child["index"]] = {k: child[k] for k in keys if k in child}
         return latest
@@ -156,7 +157,7 @@ class ExecutionStore:
             with open(path, "rb") as handle:
                 offset = 0
                 for line in handle:
-                    if line.strip():
+                    if _whole(line):
                         offsets[_child_index(line)] = offset
                     offset += len(line)
         return offsets
@@ -237,9 +238,29 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-    events = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                events.append(json.loads(line))
-    return events
+    with open(path, "rb") as handle:
+        return [json.loads(line) for line in handle if _whole(line)]
+
+
+def _whole(line: bytes) -> bool:
+    """Whether a line read from a .jsonl file holds a record that was written whole."""
+    return line.endswith(b"\n") and bool(line.strip())
+
+
+def _cut_torn_tail(handle: BinaryIO) -> None:
+    """Cut off a last line without its newline (an append a killed process did not finish).
+
+    ``handle`` is open for appending; it costs a seek and a one-byte read when all is whole.
+    """
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0 or os.pread(handle.fileno(), 1, end - 1) == b"\n":
+        return
+    start = end
+    while start > 0:  # back to the newline that ends the last whole line
+        step = min(start, 1 << 16)
+        newline = os.pread(handle.fileno(), step, start - step).rfind(b"\n")
+        if newline >= 0:
+            start = start - step + newline + 1
+            break
+        start -= step
+    handle.truncate(start)

@@ -324,3 +324,74 @@ def test_store_reads_a_childs_first_events_without_the_rest_of_its_history(
     }
     # AND read whole, they are as written
     assert list(store.children("ex", "run").values())[:3] == written
+
+
+def test_store_takes_a_torn_last_line_as_never_written_and_cuts_it_before_appending(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN a history and a Map Run whose last lines a killed process left without their newline
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "ex", "status": "RUNNING"})
+    store.save_map_run("ex", {"id": "run"})
+    store.append_event("ex", {"type": "ExecutionStarted"})
+    store.append_children("ex", "run", [{"index": 0, "v": "a"}])
+    history = store.execution_dir("ex") / "history.jsonl"
+    children = store.map_run_dir("ex", "run") / "children.jsonl"
+    with history.open("a", encoding="utf-8") as handle:
+        handle.write('{"type":"TaskSucc')
+    with children.open("a", encoding="utf-8") as handle:
+        handle.write('{"index":1,"v":"b","history":[{"ty')
+    # WHEN another process reads them
+    reader = ExecutionStore(tmp_path)
+    # THEN the torn records count as never written
+    assert reader.history("ex") == [{"type": "ExecutionStarted"}]
+    assert list(reader.children("ex", "run")) == [0]
+    assert list(reader.child_offsets("ex", "run")) == [0]
+    assert list(reader.child_summaries("ex", "run", ("v",))) == [0]
+    # AND appending cuts each torn line off first, so every line is whole again
+    reader.append_event("ex", {"type": "ExecutionAborted"})
+    reader.append_children("ex", "run", [{"index": 1, "v": "c"}])
+    assert history.read_text(encoding="utf-8").splitlines() == [
+        '{"type":"ExecutionStarted"}',
+        '{"type":"ExecutionAborted"}',
+    ]
+    assert reader.children("ex", "run") == {0: {"index": 0, "v": "a"}, 1: {"index": 1, "v": "c"}}
+
+
+def test_a_file_that_is_one_torn_line_is_emptied_before_the_next_append(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN a history whose only line is torn, longer than one read-back step
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "ex", "status": "RUNNING"})
+    history = store.execution_dir("ex") / "history.jsonl"
+    history.write_text('{"type":"' + "x" * 200_000, encoding="utf-8")
+    assert store.history("ex") == []
+    # WHEN an event is appended THEN it is the only line
+    store.append_event("ex", {"type": "ExecutionStarted"})
+    assert history.read_text(encoding="utf-8") == '{"type":"ExecutionStarted"}\n'
+
+
+def test_redrive_reruns_a_batch_whose_record_a_killed_process_tore(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN a streamed Map whose batch holding row 2 failed, and a torn record of that batch
+    # appended after it, as if the process died while writing a later record of it
+    put_rows(objects, 6)
+    calls: list[list[int]] = []
+    registry.register_lambda("Work", batch_work({2}, calls))
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
+    engine.start(json.dumps(definition), {}, name="torn")
+    (map_run,) = engine.describe("torn")["mapRuns"]
+    children = engine.store.map_run_dir("torn", map_run["id"]) / "children.jsonl"
+    whole = children.read_bytes().splitlines()
+    with children.open("ab") as handle:
+        handle.write(whole[-1][: len(whole[-1]) // 2])
+    # WHEN it is redriven with the fault gone
+    calls.clear()
+    registry.register_lambda("Work", batch_work(set(), calls))
+    again = engine.redrive("torn")
+    # THEN the failed and the unrun batches ran, and every line of the file is whole JSON
+    assert again["status"] == "SUCCEEDED"
+    assert calls == [[2, 3], [4, 5]]
+    assert all(json.loads(line) for line in children.read_bytes().splitlines())
