@@ -142,17 +142,18 @@ def _counts_without_summary(validation: dict[str, Any], workdir: Workdir) -> dic
         "excluded": vcounts.get("excluded", 0),
         "failed": 0,
         "unsent": vcounts.get("valid", 0),
+        "possible_duplicates": 0,
     }
     campaign = validation.get("campaign", {}).get("id")
     if campaign and workdir.ledger.exists():
         from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
-        states = collections.Counter(
-            o.state for o in SqliteLedger(workdir.ledger).outcomes(campaign)
-        )
+        outcomes = SqliteLedger(workdir.ledger).outcomes(campaign)
+        states = collections.Counter(o.state for o in outcomes)
         counts["sent"] = states.get("sent", 0)
         counts["failed"] = states.get("failed", 0)
         counts["unsent"] = max(0, counts["valid"] - counts["sent"] - counts["failed"])
+        counts["possible_duplicates"] = sum(o.state == "sent" and o.doubtful for o in outcomes)
     return counts
 
 

@@ -227,6 +227,7 @@ class ProcessInvoker:
         self._workers = workers or os.cpu_count() or 1
         self._pool = self._new_pool()
         self._pool_lock = threading.Lock()
+        self._broken: list[concurrent.futures.ProcessPoolExecutor] = []  # replaced pools
         self._functions = frozenset(functions) if functions is not None else None
         self._threads = ThreadInvoker()
 
@@ -269,12 +270,19 @@ class ProcessInvoker:
             with self._pool_lock:
                 if self._pool is pool:
                     self._pool = self._new_pool()
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._broken.append(pool)  # shut down by close(), see there
             return "", WORKER_DIED, f"{name}: the process running the function died"
 
     def close(self) -> None:
-        """Shut the pool down."""
+        """Shut the pool down, once every worker has finished the invocation it runs.
+
+        That includes the other workers of a pool that broke: their invocations were reported
+        failed, but they ignore SIGTERM and go on to the end (a SendBatch cut short would leave
+        a claim in doubt), so what they did is in the ledger before the run is summed up.
+        """
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._broken:
+            pool.shutdown(wait=True)
 
 
 class ResourceRegistry:

@@ -243,6 +243,33 @@ def test_a_redrive_delivers_as_its_execution_did_whatever_ran_since(tmp_path):
     assert len(list(outbox.iterdir())) == before + 5
 
 
+def test_a_run_that_stops_early_counts_its_sends_and_possible_duplicates_from_the_ledger(
+    tmp_path,
+):
+    # GIVEN a run whose attempt ends abruptly after its 3rd message was accepted (so that row
+    # goes out again), and that the daily quota stops after 6 messages
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"),
+            *("--faults", "crash-after=3,quota-after=6"),
+        ],
+    )
+    summary = json.loads(result.stdout)
+    # THEN it failed before Summarize, and its counts agree with the outbox
+    assert summary["status"] == "FAILED"
+    recipients = collections.Counter(
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["To"]
+        for path in (workdir / "outbox" / "new").iterdir()
+    )
+    assert summary["counts"]["sent"] == len(recipients)
+    twice = sum(n > 1 for n in recipients.values())
+    assert twice == 1
+    assert summary["counts"]["possible_duplicates"] == twice
+    assert summary["counts"]["unsent"] == summary["counts"]["valid"] - len(recipients)
+
+
 def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
     workdir = str(tmp_path / "work")
     csv = str(EXAMPLE / "recipients.csv")

@@ -40,3 +40,13 @@ def hang_once(event: Any, context: Any) -> Any:
             pass
         time.sleep(60)
     return event
+
+
+def start_then_finish(event: Any, context: Any) -> dict[str, Any]:
+    """Create ``event["started"]``, wait ``event["seconds"]``, then create ``event["done"]``."""
+    with open(event["started"], "w"):
+        pass
+    time.sleep(event["seconds"])
+    with open(event["done"], "w"):
+        pass
+    return {}

@@ -562,6 +562,42 @@ def test_a_worker_killed_mid_invocation_fails_that_task_and_the_next_ones_run(
     assert json.loads(text)["pid"] != os.getpid()
 
 
+def test_closing_waits_for_the_other_workers_of_a_pool_that_broke(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN two workers: one busy in a long invocation while the other is killed
+    invoker = ProcessInvoker(workers=2).start()
+    started, done = tmp_path / "started", tmp_path / "done"
+    slow = {"started": str(started), "done": str(done), "seconds": 1.5}
+    answers: list[tuple[str, str | None, str | None]] = []
+    busy = threading.Thread(
+        target=lambda: answers.append(
+            invoker.invoke(
+                "tests.engine.handlers_for_tests:start_then_finish",
+                "Fn",
+                None,
+                json.dumps(slow),
+                30,
+            )
+        )
+    )
+    busy.start()
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the slow invocation never started"
+        time.sleep(0.02)
+    marker = json.dumps({"marker": str(tmp_path / "died")})
+    _, error, _ = invoker.invoke("tests.engine.handlers_for_tests:die_once", "Fn", None, marker, 30)
+    busy.join(timeout=30)
+    # THEN both invocations are reported failed, the slow one still running
+    assert error == "Lambda.Unknown"
+    assert [answer[1] for answer in answers] == ["Lambda.Unknown"]
+    assert not done.exists()
+    # WHEN the invoker is closed THEN it returns once the slow invocation has finished
+    invoker.close()
+    assert done.exists()
+
+
 def test_workers_die_with_the_engine_process(tmp_path: pathlib.Path) -> None:
     # GIVEN an engine process whose worker is busy in a long invocation
     script = tmp_path / "engine.py"
