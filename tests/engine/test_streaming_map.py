@@ -102,6 +102,18 @@ def batch_work(broken: set[int], calls: list[list[int]]) -> Any:
     return handler
 
 
+def run_with_a_failed_batch(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects, name: str
+) -> tuple[dict[str, Any], list[list[int]]]:
+    """Run 6 rows in batches of 2, one child at a time, the batch holding row 2 failing;
+    return the execution and the batches the handler was called with."""
+    put_rows(objects, 6)
+    calls: list[list[int]] = []
+    registry.register_lambda("Work", batch_work({2}, calls))
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
+    return engine.start(json.dumps(definition), {}, name=name), calls
+
+
 def test_iter_items_reads_jsonl_lazily() -> None:
     # GIVEN a JSON Lines object whose third line is broken
     stream = io.BytesIO(b'{"a": 1}\n{"a": 2}\n{oops\n')
@@ -166,11 +178,7 @@ def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
     engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
 ) -> None:
     # GIVEN 6 rows in batches of 2, where the batch holding row 2 fails, one child at a time
-    put_rows(objects, 6)
-    calls: list[list[int]] = []
-    registry.register_lambda("Work", batch_work({2}, calls))
-    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
-    first = engine.start(json.dumps(definition), {}, name="streamed")
+    first, calls = run_with_a_failed_batch(engine, registry, objects, "streamed")
     assert first["error"] == "States.ExceedToleratedFailureThreshold"
     assert calls == [[0, 1], [2, 3]]
     (map_run,) = engine.describe("streamed")["mapRuns"]
@@ -377,11 +385,7 @@ def test_redrive_reruns_a_batch_whose_record_a_killed_process_tore(
 ) -> None:
     # GIVEN a streamed Map whose batch holding row 2 failed, and a torn record of that batch
     # appended after it, as if the process died while writing a later record of it
-    put_rows(objects, 6)
-    calls: list[list[int]] = []
-    registry.register_lambda("Work", batch_work({2}, calls))
-    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
-    engine.start(json.dumps(definition), {}, name="torn")
+    _, calls = run_with_a_failed_batch(engine, registry, objects, "torn")
     (map_run,) = engine.describe("torn")["mapRuns"]
     children = engine.store.map_run_dir("torn", map_run["id"]) / "children.jsonl"
     whole = children.read_bytes().splitlines()
