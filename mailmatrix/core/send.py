@@ -25,7 +25,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any
 
 from mailmatrix.core.pacing import Pacer
@@ -202,8 +201,11 @@ def format_size(size: int) -> str:
 
 @functools.lru_cache(maxsize=16)
 def envelope_sender(sender: str) -> str:
-    """The bare address of a From value such as ``Acme <a@example.com>``."""
-    return parseaddr(sender)[1] or sender
+    """The bare address of a From value such as ``Acme <a@example.com>``, read as validation
+    and the From header read it (the name may hold commas: ``Büro Müller, Abt. <a@b.de>``)."""
+    from mailmatrix.core.message import parse_address
+
+    return parse_address(sender, where="sender").addr_spec
 
 
 def compose(

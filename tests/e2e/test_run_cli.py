@@ -270,6 +270,31 @@ def test_a_run_that_stops_early_counts_its_sends_and_possible_duplicates_from_th
     assert summary["counts"]["unsent"] == summary["counts"]["valid"] - len(recipients)
 
 
+def test_a_sender_whose_name_holds_a_comma_sends_every_row(tmp_path):
+    # GIVEN a From address whose display name holds a comma and quotes, not quoted as a whole
+    workdir = tmp_path / "work"
+    sender = 'Büro Müller, Abteilung "Rechnungen" <billing@example.com>'
+    # WHEN the example runs with it
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"),
+            *("--sender", sender),
+        ],
+    )
+    # THEN every valid row is sent, from that name and address, with it as envelope sender
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["sent"] == 18
+    for path in (workdir / "outbox" / "new").iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert message["Return-Path"] == "<billing@example.com>"
+        (author,) = message["From"].addresses
+        assert (author.display_name, author.addr_spec) == (
+            'Büro Müller, Abteilung "Rechnungen"',
+            "billing@example.com",
+        )
+
+
 def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
     workdir = str(tmp_path / "work")
     csv = str(EXAMPLE / "recipients.csv")
