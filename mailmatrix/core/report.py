@@ -202,7 +202,11 @@ def _rows_of(
             for outcome in output.get("rows", []):
                 row = {**_identity(items.get(outcome.get("row"), {})), **outcome}
                 if outcome.get("takeover"):
-                    row["reason"] = DOUBTFUL_REASON
+                    row["reason"] = (
+                        f"{row['reason']}; {DOUBTFUL_REASON}"
+                        if row["status"] == "skipped"
+                        else DOUBTFUL_REASON
+                    )
                 yield row
         else:
             for item in items.values():

@@ -419,14 +419,15 @@ class _Batch:
             self.result.rows.append(earlier)
             return
         if claim.state == "sent":
-            self.result.rows.append(
-                {
-                    "row": row,
-                    "status": "skipped",
-                    "reason": "already sent",
-                    "message_id": claim.message_id,
-                }
-            )
+            skipped = {
+                "row": row,
+                "status": "skipped",
+                "reason": "already sent",
+                "message_id": claim.message_id,
+            }
+            if claim.reason:  # the ledger still says it may have gone out twice
+                skipped["takeover"] = claim.reason
+            self.result.rows.append(skipped)
             return
         if claim.state == "failed":
             self.result.rows.append(

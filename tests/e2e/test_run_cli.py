@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import csv
 import email
 import email.policy
 import json
@@ -293,6 +294,23 @@ def test_a_sender_whose_name_holds_a_comma_sends_every_row(tmp_path):
             'Büro Müller, Abteilung "Rechnungen"',
             "billing@example.com",
         )
+
+
+def test_a_later_run_keeps_reporting_a_possible_duplicate(tmp_path):
+    # GIVEN a run whose attempt ended abruptly after its 3rd message, which went out twice
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--json"]
+    first = json.loads(CliRunner().invoke(cli, [*args, "--faults", "crash-after=3"]).stdout)
+    assert first["counts"]["possible_duplicates"] == 1
+    # WHEN the file is run again (nothing left to send)
+    again = json.loads(CliRunner().invoke(cli, args).stdout)
+    # THEN its summary and report still say that recipient may have had it twice
+    assert again["counts"]["skipped"] == 18
+    assert again["counts"]["possible_duplicates"] == 1
+    with open(again["report"], encoding="utf-8-sig", newline="") as report:
+        doubtful = [r for r in csv.DictReader(report) if "may have arrived twice" in r["reason"]]
+    assert [(r["status"], r["reason"].split(";")[0]) for r in doubtful] == [
+        ("skipped", "already sent")
+    ]
 
 
 def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
