@@ -635,6 +635,9 @@ _PROBE = " \"<>'&\xa0"
 # characters into a tag name, an end tag or a character reference (or a CR into CR LF).
 _JOINS_NEXT = re.compile(r"(?:</?[A-Za-z]*|&[#A-Za-z0-9]*|\r)\Z")
 _HTML_SPACE = " \t\n\x0c\r"
+# First characters of a text value the parser may treat apart: spaces, and U+FEFF, which it
+# drops right after a </script> (as if a byte-order mark began the rest of the page).
+_PARSED_FIRST = _HTML_SPACE + "\ufeff"
 # Attributes a slot may fill: the inliner reads none of them, the parser builds nothing on them.
 _SLOT_ATTRIBUTES = frozenset({"alt", "href", "src", "title", "value"})
 # Formatting elements the parser compares by attributes (more than two open alike: "Noah's Ark").
@@ -679,9 +682,9 @@ class _InlinedSkeleton:
     def fill(self, values: list[str]) -> str | None:
         """The inlined page with ``values`` in its slots, or None if one could parse otherwise.
 
-        A text value must not start with a space (nor be empty, which slots never are): the
-        parser decides on the first character whether text stays in <head> or a <table>, and
-        drops a newline just after <pre>.
+        A text value must not start with a space or U+FEFF (nor be empty, which slots never
+        are): the parser decides on the first character whether text stays in <head> or a
+        <table>, drops a newline just after <pre> and a U+FEFF just after </script>.
         """
         joined = "\0".join(values)
         if len(values) != len(self.gaps) or not _parsed_as_is(joined, len(values)):
@@ -691,7 +694,7 @@ class _InlinedSkeleton:
         for slot, in_text, piece in self.gaps:
             if in_text:
                 value = values[slot]
-                if not value or value[0] in _HTML_SPACE:
+                if not value or value[0] in _PARSED_FIRST:
                     return None
                 out.append(as_text[slot])
             else:

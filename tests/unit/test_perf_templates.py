@@ -37,6 +37,7 @@ FILLED = {
     "textarea": "<textarea>{{ x }}</textarea><p>{{ y }}</p>",
     "text-directly-in-a-table": "<table>{{ x }}<tr><td>{{ y }}</td></tr>{{ u }}</table>",
     "pre": "<pre>{{ x }}\n{{ y }}</pre>",
+    "after-a-script": '<script type="application/ld+json">{}</script>{{ x }}<p>{{ y }}</p>',
     "if-changes-structure": (
         "{% if y == 'Bo' %}<table><tr><td>{{ x }}</td></tr></table>"
         "{% else %}<div><p>{{ x }}</p></div>{% endif %}"
@@ -335,6 +336,8 @@ NASTY = [
     "'",
     "\xa0",
     "\xa0Amy",
+    "\ufeffAmy",  # dropped by the parser right after </script>
+    "\ufeff ",
     'O\'Brien & "Sons" <Ltd>',
     "Zoë Ångström",
     "李小龙",
@@ -370,6 +373,19 @@ def test_any_values_give_the_per_row_html(name, rows):
     catalog = catalog_of(name)
     for row in rows:
         assert rendered(catalog, "default", row) == per_row(catalog, "default", row)
+
+
+@pytest.mark.parametrize("name", sorted(FILLED))
+def test_each_nasty_value_gives_the_per_row_html(name):
+    # GIVEN a template whose rows are filled in WHEN each listed value is printed in each slot
+    catalog = catalog_of(name)
+    for value in NASTY:
+        for row in (
+            {"x": value, "y": "Bo", "u": "b@example.com"},
+            {"x": "Al", "y": value, "u": value},
+        ):
+            # THEN the page is the one the row inlined by itself gives
+            assert rendered(catalog, "default", row) == per_row(catalog, "default", row), value
 
 
 @settings(max_examples=200, deadline=None)
