@@ -114,6 +114,14 @@ def run_with_a_failed_batch(
     return engine.start(json.dumps(definition), {}, name=name), calls
 
 
+def store_with_a_map_run(folder: pathlib.Path) -> ExecutionStore:
+    """A store in ``folder`` holding execution "ex", RUNNING, with the Map Run "run"."""
+    store = ExecutionStore(folder)
+    store.create({"name": "ex", "status": "RUNNING"})
+    store.save_map_run("ex", {"id": "run"})
+    return store
+
+
 def test_iter_items_reads_jsonl_lazily() -> None:
     # GIVEN a JSON Lines object whose third line is broken
     stream = io.BytesIO(b'{"a": 1}\n{"a": 2}\n{oops\n')
@@ -208,9 +216,7 @@ def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
 
 def test_store_finds_each_childs_latest_record_in_any_key_order(tmp_path: pathlib.Path) -> None:
     # GIVEN a Map Run whose child 1 was recorded twice, the second time with "index" not first
-    store = ExecutionStore(tmp_path)
-    store.create({"name": "ex", "status": "RUNNING"})
-    store.save_map_run("ex", {"id": "run"})
+    store = store_with_a_map_run(tmp_path)
     store.append_children("ex", "run", [{"index": 0, "v": "a"}, {"index": 1, "v": "b"}])
     path = store.map_run_dir("ex", "run") / "children.jsonl"
     with path.open("a", encoding="utf-8") as handle:
@@ -300,9 +306,7 @@ def test_store_reads_a_childs_first_events_without_the_rest_of_its_history(
 ) -> None:
     # GIVEN child records appended to the store: one whose output holds "history" lists, one
     # without a history, one whose history is not its last key; and one written by hand
-    store = ExecutionStore(tmp_path)
-    store.create({"name": "ex", "status": "RUNNING"})
-    store.save_map_run("ex", {"id": "run"})
+    store = store_with_a_map_run(tmp_path)
     events = [{"type": "ExecutionStarted", "d": {"input": '{"a":"]}"}'}}, {"type": "B"}, {}]
     written = [
         {"index": 0, "output": {"history": [1, {"history": []}]}, "history": events},
@@ -338,9 +342,7 @@ def test_store_takes_a_torn_last_line_as_never_written_and_cuts_it_before_append
     tmp_path: pathlib.Path,
 ) -> None:
     # GIVEN a history and a Map Run whose last lines a killed process left without their newline
-    store = ExecutionStore(tmp_path)
-    store.create({"name": "ex", "status": "RUNNING"})
-    store.save_map_run("ex", {"id": "run"})
+    store = store_with_a_map_run(tmp_path)
     store.append_event("ex", {"type": "ExecutionStarted"})
     store.append_children("ex", "run", [{"index": 0, "v": "a"}])
     history = store.execution_dir("ex") / "history.jsonl"
