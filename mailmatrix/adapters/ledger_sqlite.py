@@ -64,8 +64,6 @@ _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
     " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
-
-
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at)"
     " VALUES (?, ?, ?, 'claimed', ?, ?, ?) ON CONFLICT (key) DO NOTHING"

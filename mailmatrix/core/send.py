@@ -201,11 +201,12 @@ def format_size(size: int) -> str:
 
 @functools.lru_cache(maxsize=16)
 def envelope_sender(sender: str) -> str:
-    """The bare address of a From value such as ``Acme <a@example.com>``, read as validation
-    and the From header read it (the name may hold commas: ``Büro Müller, Abt. <a@b.de>``)."""
-    from mailmatrix.core.message import parse_address
+    """The bare address of a From value such as ``Büro Müller, Abt. <a@example.com>``."""
+    # NOTE: read as validation and the From header read it (a name may hold commas), not by
+    # email.utils.parseaddr, which takes "Büro Müller" for an address.
+    from mailmatrix.core.message import envelope_address
 
-    return parse_address(sender, where="sender").addr_spec
+    return envelope_address(sender, where="sender")
 
 
 def compose(

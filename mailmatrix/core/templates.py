@@ -150,8 +150,7 @@ def _print_slot(context: jinja2.runtime.Context, value: Any) -> Any:
     empty value stays out of slots: a slot is text, and the parser and ``:empty`` tell none
     from some.
     """
-    if isinstance(value, EmptyField):
-        raise _EmptyFieldPrinted(value.column)
+    value = _finalize(value)
     values = context.parent.get(_SLOT_VALUES)
     if (
         values is None
@@ -360,7 +359,7 @@ class Catalog:
         return known
 
     def _check_in_place(self, path: str) -> bool:
-        pending, seen = [path], set[str]()
+        pending, seen, styled = [path], set[str](), False
         while pending:
             name = pending.pop()
             if name in seen:
@@ -370,6 +369,7 @@ class Catalog:
             source = self.sources.get(name)
             if source is None or _SLOT.search(source) or not self._autoescaped(name):
                 return False
+            styled = styled or "<style" in source.lower()
             try:
                 ast = self._skeleton_env.parse(source, name=name)
             except jinja2.TemplateSyntaxError:
@@ -378,7 +378,8 @@ class Catalog:
             if referenced is None:
                 return False
             pending.extend(referenced)
-        return True
+        # Without a <style> block there is nothing to inline: rendering directly is cheaper.
+        return styled
 
     def _autoescaped(self, name: str) -> bool:
         autoescape = self._env.autoescape

@@ -214,6 +214,28 @@ def test_bundled_sets_inline_once_per_skeleton_and_give_the_per_row_html(inliner
     assert got == [per_row(catalog, t, row) for t, row in zip(templates_of, rows, strict=True)]
 
 
+def test_a_body_without_a_style_block_is_rendered_without_a_skeleton(inliner, monkeypatch):
+    # GIVEN an HTML body with no <style> block, in a layout without one either
+    files = {
+        "subject.txt": "S",
+        "layout.html": "<html><body>{% block content %}{% endblock %}</body></html>",
+        "body.html": '{% extends "layout.html" %}{% block content %}<p>{{ x }}</p>{% endblock %}',
+    }
+    catalog = load_catalog(files)
+    skeletons = []
+    monkeypatch.setattr(templates, "_inline_skeleton", lambda *args: skeletons.append(args) or None)
+    # WHEN rows are rendered THEN no skeleton is made, the page is the rendered one as it is
+    for i in range(3):
+        assert catalog.render("default", plain_row(i)).html == per_row(
+            catalog, "default", plain_row(i)
+        )
+    assert skeletons == []
+    # AND with a <style> block in the layout, skeletons are made again
+    files["layout.html"] = files["layout.html"].replace("<body>", f"<head>{STYLE}</head><body>")
+    load_catalog(files).render("default", plain_row(0))
+    assert len(skeletons) == 1
+
+
 @pytest.mark.parametrize("name", sorted(FILLED))
 def test_rows_are_filled_in_where_it_is_safe(name, inliner):
     # GIVEN a template whose values all land as text or in plain attributes, its skeletons seen
