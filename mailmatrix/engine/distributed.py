@@ -195,7 +195,12 @@ class MapRunner:
                 base["BatchInput"] = interp.render(batcher["BatchInput"], effective, context)
             if counted:
                 for count in counted:
-                    yield {**base, "Items": list(itertools.islice(values, count))}
+                    batch = list(itertools.islice(values, count))
+                    if len(batch) != count:
+                        raise _items_changed()
+                    yield {**base, "Items": batch}
+                if next(values, None) is not None:
+                    raise _items_changed()
                 return
             overhead = len(dumps({**base, "Items": []}).encode("utf-8"))
             counts: list[int] = []
@@ -623,4 +628,12 @@ def _history_chars(record: dict[str, Any]) -> int:
         if isinstance(details, dict)
         for value in details.values()
         if isinstance(value, str)
+    )
+
+
+def _items_changed() -> StatesError:
+    """The error of a later read of the items that does not match the first, counting, one."""
+    return StatesError(
+        E.ITEM_READER_FAILED,
+        "the Map's items changed between reads: the batches cut on the first read no longer fit",
     )

@@ -401,3 +401,27 @@ def test_redrive_reruns_a_batch_whose_record_a_killed_process_tore(
     assert again["status"] == "SUCCEEDED"
     assert calls == [[2, 3], [4, 5]]
     assert all(json.loads(line) for line in children.read_bytes().splitlines())
+
+
+@pytest.mark.parametrize("rows_after", [0, 3])
+def test_items_that_shrink_between_reads_fail_the_map_rather_than_lose_rows(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects, rows_after: int
+) -> None:
+    # GIVEN 6 rows in batches of 2, and a child that replaces the rows object with fewer rows
+    # while the Map runs, after the batches were counted
+    put_rows(objects, 6)
+    calls: list[list[int]] = []
+    work = batch_work({2}, calls)
+
+    def replacing(event: Any, context: Any) -> Any:
+        if not calls:
+            put_rows(objects, rows_after)
+        return work(event, context)
+
+    registry.register_lambda("Work", replacing)
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
+    # WHEN the Map reads its items again to write the results of the batches that did not run
+    record = engine.start(json.dumps(definition), {})
+    # THEN the execution fails, naming the change, instead of writing batches cut wrongly
+    assert record["status"] == "FAILED"
+    assert "changed between reads" in record["cause"]
