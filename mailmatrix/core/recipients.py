@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from mailmatrix.core.addresses import Address, mask, parse_address
+from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
@@ -424,30 +424,30 @@ class _Intake:
         if choice.kind == "skip":
             report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
             return
-        if choice.kind != "template" or not choice.template:
-            column = self.catalog.column or ""
-            self._reject(row, column, self._unknown(choice, values), email_text)
-            return
-        template = choice.template
-
+        # Every problem of the row is named at once, so one round of fixes clears it.
+        problems: list[tuple[str, str]] = []
+        template = choice.template if choice.kind == "template" else None
+        if not template:
+            problems.append((self.catalog.column or "", self._unknown(choice, values)))
+        address = None
         if not email_text:
-            self._reject(row, "Email", "Email is missing", email_text)
-            return
-        address = parse_address(email_text, check_deliverability=self.rules.check_deliverability)
-        if address.problem:
-            self._reject(row, "Email", address.problem, email_text)
-            return
-        needs = self._template_needs(template)
-        for name, index in needs.columns:
-            if not values[index]:
-                reason = f"{name} is empty but used by template {template}"
-                self._reject(row, name, reason, email_text)
-                return
-        attachment = self._attachment(row, values, needs, email_text)
-        if attachment is False:
-            return
-        extra = self._extra_recipients(row, values, address, email_text)
-        if extra is None:
+            problems.append(("Email", "Email is missing"))
+        else:
+            address = parse_address(
+                email_text, check_deliverability=self.rules.check_deliverability
+            )
+            if address.problem:
+                problems.append(("Email", address.problem))
+        attachment = None
+        if template:
+            needs = self._template_needs(template)
+            for name, index in needs.columns:
+                if not values[index] and name != "Email":
+                    problems.append((name, f"{name} is empty but used by template {template}"))
+            attachment = self._attachment(values, needs, problems)
+        extra = self._extra_recipients(values, problems)
+        if problems or address is None:
+            self._reject_all(row, problems, email_text)
             return
 
         content = hash(tuple(values[: self.email_at] + values[self.email_at + 1 :]))
@@ -604,9 +604,9 @@ class _Intake:
         return needs
 
     def _attachment(
-        self, row: int, values: list[str], needs: _Needs, email: str
-    ) -> str | bool | None:
-        """Return the resolved attachment name, None for none, or False after rejecting."""
+        self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
+    ) -> str | None:
+        """Return the resolved attachment name, or None for none (a problem is added)."""
         if needs.mode == "none":
             return None
         index = self.index.get("Attachment_File")
@@ -615,14 +615,14 @@ class _Intake:
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
         if found.problem:
-            self._reject(row, "Attachment_File", found.problem, email)
-            return False
+            problems.append(("Attachment_File", found.problem))
+            return None
         return found.name
 
     def _extra_recipients(
-        self, row: int, values: list[str], address: Address, email: str
-    ) -> tuple[list[str], list[str], str | None] | None:
-        """Return (cc, bcc, reply_to) checked, or None after rejecting the row."""
+        self, values: list[str], problems: list[tuple[str, str]]
+    ) -> tuple[list[str], list[str], str | None]:
+        """Return (cc, bcc, reply_to) checked; a problem found is added to ``problems``."""
         if not self.has_extra:
             return [], [], None
         lists: dict[str, list[str]] = {}
@@ -635,19 +635,23 @@ class _Intake:
                     continue
                 parsed = parse_address(cell, check_deliverability=self.rules.check_deliverability)
                 if parsed.problem:
-                    self._reject(row, column, f"{column}: {parsed.problem}", email)
-                    return None
+                    problems.append((column, f"{column}: {parsed.problem}"))
+                    continue
                 lists[column].append(parsed.email)
         if len(lists["Reply_To"]) > 1:
-            self._reject(row, "Reply_To", "Reply_To holds more than one address", email)
-            return None
+            problems.append(("Reply_To", "Reply_To holds more than one address"))
         total = 1 + len(lists["Cc"]) + len(lists["Bcc"])
         if total > MAX_RECIPIENTS:
             reason = f"{total} recipients (Email, Cc, Bcc); SES allows {MAX_RECIPIENTS}"
-            self._reject(row, "Cc", reason, email)
-            return None
+            problems.append(("Cc", reason))
         reply_to = lists["Reply_To"][0] if lists["Reply_To"] else None
         return lists["Cc"], lists["Bcc"], reply_to
+
+    def _reject_all(self, row: int, problems: list[tuple[str, str]], email: str) -> None:
+        """File a row with several problems as one rejected row naming them all."""
+        columns = list(dict.fromkeys(column for column, _ in problems))
+        reasons = "; ".join(reason for _, reason in problems)
+        self._reject(row, "; ".join(columns), reasons, email)
 
     def _reject(self, row: int, column: str, reason: str, email: str) -> None:
         """File a rejected row with a reason a person can act on."""

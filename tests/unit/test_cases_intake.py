@@ -150,7 +150,9 @@ def test_06_blank_and_comma_only_rows_are_counted_not_reported():
     report, rows = run(case("case06/recipients.csv"))
 
     assert emails(rows) == ["alice@example.com", "bob@example.com"]
-    assert reasons(report) == [(5, "Email", "Email is missing")]
+    assert reasons(report) == [
+        (5, "Email; Attachment_File", "Email is missing; attachment not found: dan.pdf")
+    ]
     assert report.empty == 5
     assert (report.rows, report.valid) == (3, 2)
 

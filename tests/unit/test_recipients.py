@@ -474,6 +474,37 @@ def test_row_problems_reject_that_row_only(line, column, reason):
     )
 
 
+def test_a_row_with_several_problems_names_them_all_in_one_rejected_row():
+    # GIVEN a row with a bad address, an empty Name the template uses and a missing PDF
+    line = "alice,,active,nobody.pdf\r\n"
+
+    # WHEN it is validated
+    report, rows = run(HEADER + line + BOB)
+
+    # THEN it is one rejected row that names every problem, in column order
+    assert reasons(report) == [
+        (
+            2,
+            "Email; Name; Attachment_File",
+            "not an email address: 'alice' (no @-sign); "
+            "Name is empty but used by template offer; attachment not found: nobody.pdf",
+        )
+    ]
+    assert emails(rows) == ["bob@example.com"]
+
+
+def test_an_unknown_status_still_names_the_row_s_address_problem():
+    report, _ = run(HEADER + "alice,Alice,actve,alice.pdf\r\n" + BOB)
+
+    assert reasons(report) == [
+        (
+            2,
+            "Status; Email",
+            "unknown Status value 'actve'; not an email address: 'alice' (no @-sign)",
+        )
+    ]
+
+
 def test_tab_and_line_breaks_are_allowed_in_body_only_columns():
     text = "Email,Name,Status,Attachment_File,Note\r\n"
     text += 'alice@example.com,Alice,active,alice.pdf,"line one\r\n\tline two"\r\n'
