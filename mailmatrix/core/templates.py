@@ -23,8 +23,8 @@ producing "Dear ,"; templates guard optional columns with ``{% if Name %}`` or
 
 The CSS of an HTML body is inlined into style attributes after rendering, but not once per
 row: rows of a set mostly differ only in the values they print, so the body is rendered with
-each escaped value replaced by a slot, that skeleton is inlined once (up to
-``SKELETON_CACHE_SIZE`` skeletons per catalog), and each row's values are escaped into the
+each escaped value replaced by a slot, that skeleton is inlined once (each catalog keeps the
+``SKELETON_CACHE_SIZE`` most recently used), and each row's values are escaped into the
 inlined copy as the inliner would have written them. Where a value could change how the page
 parses or what the CSS selects (inside <style>, a class, id or style attribute, text a macro or
 ``{% filter %}`` captures, a value starting with a space, ...), the row is rendered and
@@ -37,6 +37,8 @@ import difflib
 import logging
 import posixpath
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -199,7 +201,7 @@ class Catalog:
         self._by_value: dict[str, str] = {}
         self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
         self._in_place: dict[str, bool] = {}
-        self._skeletons: dict[str, _InlinedSkeleton | None] = {}
+        self._skeletons = _SkeletonCache(SKELETON_CACHE_SIZE)
         for tset in self.sets.values():
             for value in tset.values:
                 self._by_value[_fold(value)] = tset.name
@@ -324,12 +326,7 @@ class Catalog:
 
         values: list[str] = []
         skeleton = self._render_file(path, {**context, _SLOT_VALUES: values}, skeleton=True)
-        try:
-            inlined = self._skeletons[skeleton]
-        except KeyError:
-            inlined = None
-            if len(self._skeletons) < SKELETON_CACHE_SIZE:
-                inlined = self._skeletons[skeleton] = _inline_skeleton(skeleton, len(values))
+        inlined = self._skeletons.get(skeleton, len(values))
         if inlined is not None:
             html = inlined.fill(values)
             if html is not None:
@@ -628,7 +625,7 @@ def _inline_css(html: str, path: str) -> str:
 # slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
 # the parse could still differ.
 
-# Distinct skeletons inlined per catalog; rows with any other skeleton are inlined one by one.
+# Distinct skeletons kept inlined per catalog, the most recently used.
 SKELETON_CACHE_SIZE = 64
 
 _PROBE = " \"<>'&\xa0"
@@ -716,6 +713,35 @@ def _parsed_as_is(joined: str, count: int) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class _SkeletonCache:
+    """The inlined skeletons of one catalog: the ``size`` most recently used (thread-safe).
+
+    A template whose skeleton changes with every row cannot crowd out the skeletons most rows
+    share: each new one pushes out the one used longest ago.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._kept: OrderedDict[str, _InlinedSkeleton | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, skeleton: str, count: int) -> _InlinedSkeleton | None:
+        """Return ``skeleton`` inlined (None when its rows must be inlined one by one)."""
+        with self._lock:
+            if skeleton in self._kept:
+                self._kept.move_to_end(skeleton)
+                return self._kept[skeleton]
+        inlined = _inline_skeleton(skeleton, count)  # outside the lock: threads inline at once
+        with self._lock:
+            self._kept[skeleton] = inlined
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return inlined
 
 
 def _inline_skeleton(skeleton: str, count: int) -> _InlinedSkeleton | None:

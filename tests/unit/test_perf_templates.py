@@ -322,6 +322,23 @@ def test_skeletons_kept_are_bounded_and_later_ones_are_inlined_per_row(inliner):
     assert got == [per_row(catalog, "default", row) for row in rows]
 
 
+def test_skeletons_that_change_every_row_do_not_crowd_out_a_shared_one(inliner):
+    # GIVEN a catalog that has seen more one-off skeletons than it keeps
+    catalog = load_catalog(page("safe-value"))
+    for i in range(SKELETON_CACHE_SIZE + 6):
+        catalog.render("default", {"x": f"<i>{i}</i>"})
+
+    # WHEN rows sharing one skeleton follow
+    inliner.calls = 0
+    shared = {"x": "<b>same</b>"}
+    got = [rendered(catalog, "default", shared) for _ in range(5)]
+
+    # THEN that skeleton is inlined once and kept, and the cache stays bounded
+    assert inliner.calls == 1
+    assert got == [per_row(catalog, "default", shared)] * 5
+    assert len(catalog._skeletons) == SKELETON_CACHE_SIZE
+
+
 def test_a_safe_value_holding_slot_characters_is_rendered_without_slots():
     # GIVEN a |safe value that holds the characters slots are made of
     catalog = load_catalog(page("safe-value"))
