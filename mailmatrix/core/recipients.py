@@ -70,6 +70,7 @@ _UTF8_SEQUENCE = re.compile(
     rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
 )
 # Bidirectional overrides and isolates can make a display name read as something else.
+_EDGE_SPACE = re.compile(r"\A[\s\ufeff]+|[\s\ufeff]+\Z")
 _BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # Either: a row without one needs no closer look.
 _SUSPECT = re.compile(f"{_CONTROL.pattern}|{_BIDI.pattern}")
@@ -406,7 +407,7 @@ class _Intake:
         report.rows += 1
         if "\n" in text or "\r" in text:
             self._check_swallowed_rows(row, record)
-        values = self._shape(row, record)
+        values = self._shape(row, record, bom="\ufeff" in text)
         if values is None:
             return
         email_text = values[self.email_at]
@@ -488,15 +489,22 @@ class _Intake:
                 )
             seen[name] = position
 
-    def _shape(self, row: int, record: list[str]) -> list[str] | None:
-        """Return the stripped values padded to the header's width, or None when rejected."""
+    def _shape(self, row: int, record: list[str], *, bom: bool) -> list[str] | None:
+        """Return the stripped values padded to the header's width, or None when rejected.
+
+        A byte-order mark (``bom``) at either end of a cell goes with its spaces: files glued
+        together from "UTF-8 with BOM" exports, or text pasted from them, carry it invisibly.
+        """
         count = len(record)
         too_wide = count > self.width and any(cell.strip() for cell in record[self.width :])
         if too_wide or count < self.named_width:
             email = record[self.email_at] if self.email_at < count else ""
             self._reject(row, "", f"{count} fields, header has {self.width}", email)
             return None
-        values = [cell.strip() for cell in record[: self.width]]
+        if bom:
+            values = [_EDGE_SPACE.sub("", cell) for cell in record[: self.width]]
+        else:
+            values = [cell.strip() for cell in record[: self.width]]
         if count < self.width:
             values.extend([""] * (self.width - count))
         for index in self.unnamed:

@@ -67,6 +67,20 @@ def test_01_neighbour_bom_before_another_first_column(first):
     assert emails(rows) == ["alice@example.com"]
 
 
+def test_01_a_bom_at_the_ends_of_a_cell_goes_like_a_space():
+    # GIVEN two "UTF-8 with BOM" exports glued together: the second's mark starts a data line
+    raw = case("case01/recipients.csv")
+    glued = raw + codecs.BOM_UTF8 + b"carol@example.com,Carol \xef\xbb\xbf,active,carol.pdf\r\n"
+
+    # WHEN it is read
+    report, rows = run(glued)
+
+    # THEN the marks are gone from Carol's address and name, and her row is valid
+    assert report.rejected == []
+    assert emails(rows) == ["alice@example.com", "bob@example.com", "carol@example.com"]
+    assert names(rows)[-1] == "Carol"
+
+
 # --- 02: semicolon-separated export from a comma-decimal locale ---------------------------
 
 
