@@ -96,13 +96,16 @@ def _parse(stamp: str) -> datetime:
 @click.command("executions")
 @_workdir_option
 def executions_cmd(workdir: pathlib.Path) -> None:
-    """List the executions of the local engine: id, status, start, duration."""
-    records = _engine(workdir).list_executions(with_input=True)
+    """List the executions of the local engine: id, status, start, duration, result."""
+    records = _engine(workdir).list_executions(with_data=True)
     if not records:
         click.echo(f"No executions in {workdir / 'executions'}.")
         return
-    table = Table("status", "started", "duration", "redrives")
+    table = Table()
+    for heading in ("status", "started", "duration", "redrives"):
+        table.add_column(heading, no_wrap=True)
     table.add_column("input", overflow="fold")
+    table.add_column("result", overflow="fold")
     # The id is what `show` and `redrive` take: never cut it, whatever the terminal width.
     table.add_column("execution", no_wrap=True, min_width=36)
     for record in records:
@@ -113,11 +116,12 @@ def executions_cmd(workdir: pathlib.Path) -> None:
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
             _input_label(record.get("input")),
+            result_label(record.get("output")),
             record["name"],
         )
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 120)  # piped output: no squeezed columns
+        console.width = max(console.width, 160)  # piped output: no squeezed columns
     console.print(table)
 
 
@@ -134,6 +138,38 @@ def _input_label(text: Any) -> str:
             return key
     shown = text if isinstance(text, str) else json.dumps(value)
     return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def result_label(output: Any) -> str:
+    """What a campaign's execution did, from its summary's counts ("18 sent, 2 rejected"),
+    in red when nothing was sent and rows failed (the execution itself still SUCCEEDED)."""
+    try:
+        value = json.loads(output) if isinstance(output, str) else output
+    except ValueError:
+        return "-"
+    counts = value.get("counts") if isinstance(value, dict) else None
+    if not isinstance(counts, dict):
+        return "-"
+    if value.get("outcome") == "dry_run":
+        return f"dry run: {counts.get('valid', 0)} valid, {counts.get('rejected', 0)} rejected"
+    parts = [f"{counts.get('sent', 0)} sent"]
+    for key, words in _RESULT_WORDS:
+        if counts.get(key):
+            parts.append(f"{counts[key]} {words}")
+    label = ", ".join(parts)
+    if counts.get("failed") or counts.get("unsent"):
+        return f"[{'red' if not counts.get('sent') else 'yellow'}]{label}[/]"
+    return label
+
+
+_RESULT_WORDS = (
+    ("skipped", "already sent"),
+    ("failed", "failed"),
+    ("unsent", "not attempted"),
+    ("rejected", "rejected"),
+    ("duplicates", "duplicate rows"),
+    ("possible_duplicates", "may have arrived twice"),
+)
 
 
 def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -197,6 +233,9 @@ def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> T
     )
     if record.get("error"):
         title += f"\n[red]{record['error']}[/]: {str(record.get('cause', ''))[:300]}"
+    result = result_label(record.get("output"))
+    if result != "-":
+        title += f"\nresult: {result}"
     tree = Tree(title)
     runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
     _add_states(tree, machine, summaries, runs)

@@ -173,9 +173,9 @@ class Engine:
             },
         )
 
-    def list_executions(self, *, with_input: bool = False) -> list[dict[str, Any]]:
+    def list_executions(self, *, with_data: bool = False) -> list[dict[str, Any]]:
         """Every execution record in the store, oldest first (without definition and data,
-        but with the execution's input if ``with_input``)."""
+        but with the execution's input and output if ``with_data``)."""
         keep: tuple[str, ...] = (
             "name",
             "executionArn",
@@ -187,8 +187,8 @@ class Engine:
             "redriveDate",
             "error",
         )
-        if with_input:
-            keep += ("input",)
+        if with_data:
+            keep += ("input", "output")
         records = [self._settled(r) for r in self.store.list_records()]
         return [{k: r[k] for k in keep if k in r} for r in records]
 

@@ -197,6 +197,32 @@ def test_executions_name_the_file_each_run_was_for(tmp_path):
     assert "incoming/recipients.csv" in listed.output
 
 
+def test_executions_and_show_say_what_a_run_did_even_when_every_row_failed(tmp_path):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    # GIVEN a run the mail service refused every message of (the execution still SUCCEEDED)
+    args = ["run", csv, "--workdir", workdir, "--json", "--faults", "permanent=1"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 5
+    # AND a run of another file that sent everything
+    other = tmp_path / "again.csv"
+    other.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    args = ["--attachments", str(EXAMPLE / "attachments")]
+    second = CliRunner().invoke(cli, ["run", str(other), "--workdir", workdir, *args])
+    assert second.exit_code == 0, second.output
+
+    # WHEN the executions are listed and the first is shown
+    env = {"COLUMNS": "250"}
+    listed = CliRunner().invoke(cli, ["executions", "--workdir", workdir], env=env).output
+    name = json.loads(first.stdout)["execution"]
+    shown = CliRunner().invoke(cli, ["show", name, "--workdir", workdir], env=env).output
+
+    # THEN each says what its run did, not only SUCCEEDED
+    assert "0 sent, 18 failed, 2 rejected" in listed
+    assert "18 sent, 2 rejected" in listed
+    assert "result: 0 sent, 18 failed, 2 rejected" in shown
+
+
 def _closed_port() -> int:
     import socket
 
