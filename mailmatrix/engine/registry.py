@@ -14,12 +14,15 @@ import concurrent.futures
 import concurrent.futures.process
 import contextlib
 import ctypes
+import fcntl
 import importlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -181,6 +184,47 @@ def _ready(_: object = None) -> int:
     return os.getpid()
 
 
+# A pool worker holds an exclusive lock on a file of its own while it runs an invocation, so
+# the engine can tell a worker that is busy from one that waits for a task (_stop_when_idle).
+_busy_file: int | None = None
+
+
+def _start_worker(engine_pid: int, busy_dir: str) -> None:
+    """A pool worker's set-up: signals (_ignore_interrupts) and its busy file."""
+    global _busy_file
+    _ignore_interrupts(engine_pid)
+    _busy_file = os.open(os.path.join(busy_dir, str(os.getpid())), os.O_CREAT | os.O_RDWR, 0o600)
+
+
+def _call_in_worker(
+    handler: Handler | str, name: str, qualifier: str | None, event_json: str, timeout: float
+) -> tuple[str, str | None, str | None]:
+    """call_handler in a pool worker, its busy file locked meanwhile."""
+    if _busy_file is None:
+        return call_handler(handler, name, qualifier, event_json, timeout)
+    fcntl.flock(_busy_file, fcntl.LOCK_EX)
+    try:
+        return call_handler(handler, name, qualifier, event_json, timeout)
+    finally:
+        fcntl.flock(_busy_file, fcntl.LOCK_UN)
+
+
+def _stop_when_idle(busy_dir: str) -> None:
+    """Kill each live worker of a broken pool once it runs no invocation (its busy file is
+    free: a worker that died holds no lock). Only this process's live children are killed."""
+    children = {child.pid: child for child in multiprocessing.active_children()}
+    for name in os.listdir(busy_dir):
+        child = children.get(int(name)) if name.isdigit() else None
+        if child is None:
+            continue
+        busy = os.open(os.path.join(busy_dir, name), os.O_RDWR)
+        try:
+            fcntl.flock(busy, fcntl.LOCK_EX)  # waits for the invocation it runs, if any
+            child.kill()
+        finally:
+            os.close(busy)
+
+
 def _ignore_interrupts(engine_pid: int | None = None) -> None:
     """Workers leave Ctrl-C and SIGTERM (also sent to the whole process group) to the engine:
     the engine stops the execution, and an invocation already running finishes (an
@@ -225,6 +269,8 @@ class ProcessInvoker:
     ) -> None:
         self._context = multiprocessing.get_context(start_method) if start_method else None
         self._workers = workers or os.cpu_count() or 1
+        self._busy_dirs: list[str] = []
+        self._busy_of: dict[int, str] = {}
         self._pool = self._new_pool()
         self._pool_lock = threading.Lock()
         self._broken: list[concurrent.futures.ProcessPoolExecutor] = []  # replaced pools
@@ -232,12 +278,16 @@ class ProcessInvoker:
         self._threads = ThreadInvoker()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(
+        busy = tempfile.mkdtemp(prefix="mailmatrix-workers-")
+        self._busy_dirs.append(busy)
+        pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=self._context,
-            initializer=_ignore_interrupts,
-            initargs=(os.getpid(),),
+            initializer=_start_worker,
+            initargs=(os.getpid(), busy),
         )
+        self._busy_of[id(pool)] = busy
+        return pool
 
     def start(self) -> ProcessInvoker:
         """Start every worker process now rather than at the first invocation."""
@@ -258,7 +308,7 @@ class ProcessInvoker:
         pool = self._pool
         try:
             future = pool.submit(
-                call_handler, handler, name, qualifier, event_json, timeout or 900.0
+                _call_in_worker, handler, name, qualifier, event_json, timeout or 900.0
             )
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -278,11 +328,16 @@ class ProcessInvoker:
 
         That includes the other workers of a pool that broke: their invocations were reported
         failed, but they ignore SIGTERM and go on to the end (a SendBatch cut short would leave
-        a claim in doubt), so what they did is in the ledger before the run is summed up.
+        a claim in doubt), so what they did is in the ledger before the run is summed up. Such
+        a worker is then stopped (SIGKILL), idle: it could wait for ever for its next task,
+        on the task queue's lock if the worker that died held it.
         """
         self._pool.shutdown(wait=True, cancel_futures=True)
         for pool in self._broken:
+            _stop_when_idle(self._busy_of[id(pool)])
             pool.shutdown(wait=True)
+        for busy in self._busy_dirs:
+            shutil.rmtree(busy, ignore_errors=True)
 
 
 class ResourceRegistry:
