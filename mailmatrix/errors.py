@@ -60,6 +60,14 @@ class TransientSendError(SendError):
     retryable = True
 
 
+class ClaimBusy(TransientSendError):
+    """Rows, or the whole batch, are held by another attempt that may still be sending them.
+
+    Its own error name, so the state machine retries it on a schedule that outlasts the
+    other attempt's lease (a Lambda that may still run holds its claims until its deadline).
+    """
+
+
 class PermanentSendError(SendError):
     """This message will never be accepted (address rejected, too large, suppressed)."""
 

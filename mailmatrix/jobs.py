@@ -242,8 +242,10 @@ def send_job(
     ledger: Ledger,
     attempt: str,
     deadline: float | None = None,
+    invocation: str | None = None,
 ) -> dict[str, Any]:
-    """Send one Map batch before ``deadline`` (epoch seconds); return each row's outcome."""
+    """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
+    request id: one invocation of an attempt sends at a time); return each row's outcome."""
     prefix = campaign["attachments_prefix"]
 
     def fetch_attachment(name: str) -> bytes:
@@ -260,6 +262,7 @@ def send_job(
         attempt=attempt,
         pacer=Pacer(rate) if rate > 0 else None,
         deadline=deadline,
+        invocation=invocation,
     )
     return result.to_dict()
 

@@ -164,10 +164,27 @@ class Ledger(Protocol):
         The claim lasts until ``lease_until`` (epoch seconds; default now +
         DEFAULT_CLAIM_LEASE_SECONDS). A key left ``claimed`` is taken over (``state="claimed"``,
         ``reason`` naming the previous holder, ``takeovers`` + 1) by the same attempt at once
-        (attempt = the child execution, which Step Functions runs one try at a time, so the
-        holder is a dead predecessor) and by another attempt once the lease has passed;
+        (attempt = the child execution, whose tries begin_batch keeps one at a time, so the
+        holder is a dead predecessor) and by another attempt once the lease has passed, or
+        once the process that claimed it has ended where the ledger can tell (a local one);
         before that another attempt gets ``busy``. A ``released`` key is claimed as if new.
         """
+        ...
+
+    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
+        """Mark ``attempt``'s batch as being sent by ``invocation`` until ``until`` (epoch
+        seconds, its deadline); return None, or the other invocation that is sending it.
+
+        Step Functions may start a try of a child while an earlier one still runs (a task
+        timeout or a lost Lambda reply does not stop the function; nor does aborting an
+        execution that is then redriven), and both tries claim rows as the same attempt: the
+        later one must wait until the earlier has ended (end_batch), passed its deadline, or,
+        where the ledger can tell, lost its process.
+        """
+        ...
+
+    def end_batch(self, attempt: str, *, invocation: str) -> None:
+        """``invocation`` has stopped sending ``attempt``'s batch (however it ended)."""
         ...
 
     def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:

@@ -51,8 +51,11 @@ def reset() -> None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Send the batch ``{"BatchInput": {"campaign": ...}, "Items": [...], "owner": ARN}``.
 
-    ``owner`` is the child execution's id: Step Functions runs one attempt of a child at a
-    time, so a retry of the same child may take over the ledger claims its predecessor left.
+    ``owner`` is the child execution's id: a retry of the same child takes over the ledger
+    claims its predecessor left. Step Functions can start that retry while the predecessor
+    still runs (a lost Lambda reply, a redrive after an abort), so each invocation holds the
+    batch in the ledger for its run (its request id) and a second one meanwhile raises
+    ClaimBusy, which the state machine retries until the first has ended or timed out.
     """
     settings = Settings.from_env()
     campaign = event["BatchInput"]["campaign"]
@@ -73,6 +76,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             ledger=ledger,
             attempt=event.get("owner") or context.aws_request_id,
             deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
+            invocation=context.aws_request_id,
         )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])

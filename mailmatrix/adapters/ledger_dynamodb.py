@@ -3,8 +3,9 @@
 Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global secondary
 indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
-an item keyed ``halt#<campaign>``. Every claim is a conditional write, so two attempts never
-both hold the claim of one key while its lease runs (semantics: mailmatrix.ports.Ledger).
+an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``. Every
+claim is a conditional write, so two attempts never both hold the claim of one key while its
+lease runs (semantics: mailmatrix.ports.Ledger).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ KEY = "idempotency_key"
 MESSAGE_ID_INDEX = "by_message_id"
 CAMPAIGN_INDEX = "by_campaign"
 HALT_PREFIX = "halt#"
+BATCH_PREFIX = "batch#"
 
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
@@ -221,6 +223,52 @@ class DynamoDbLedger:
         except (ClientError, BotoCoreError) as error:
             raise self._error("halt", campaign, error) from error
         return halt
+
+    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
+        """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port): one
+        conditional write; an earlier invocation holds it until it ends or its ``until``."""
+        item = {
+            KEY: {"S": BATCH_PREFIX + attempt},
+            "invocation": {"S": invocation},
+            "until": {"N": repr(float(until))},
+            "expires_at": {"N": str(int(until) + self.retention_seconds)},
+        }
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#k) OR #inv = :inv OR #until < :now",
+                ExpressionAttributeNames={"#k": KEY, "#inv": "invocation", "#until": "until"},
+                ExpressionAttributeValues={
+                    ":inv": {"S": invocation},
+                    ":now": {"N": repr(float(self._clock()))},
+                },
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise self._error("begin_batch", attempt, error) from error
+            held = self._get_item(BATCH_PREFIX + attempt)
+            return str(_plain(held).get("invocation")) if held else "another invocation"
+        except BotoCoreError as error:
+            raise self._error("begin_batch", attempt, error) from error
+        return None
+
+    def end_batch(self, attempt: str, *, invocation: str) -> None:
+        """End ``invocation``'s hold on ``attempt``'s batch (its ``until`` set to 0)."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": BATCH_PREFIX + attempt}},
+                UpdateExpression="SET #until = :zero",
+                ConditionExpression="#inv = :inv",
+                ExpressionAttributeNames={"#inv": "invocation", "#until": "until"},
+                ExpressionAttributeValues={":inv": {"S": invocation}, ":zero": {"N": "0"}},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise self._error("end_batch", attempt, error) from error
+        except BotoCoreError as error:
+            raise self._error("end_batch", attempt, error) from error
 
     def halted(self, campaign: str) -> Halt | None:
         """Return the campaign's recorded halt, or None."""

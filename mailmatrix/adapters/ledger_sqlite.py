@@ -6,6 +6,10 @@ statement (record_sent, halted) run without BEGIN/COMMIT: SQLite makes each such
 transaction of its own, at half the round trips. One connection is shared
 by the threads of a process behind a lock; other processes are kept apart by SQLite's file
 lock (``busy_timeout``).
+
+The ledger is local to one machine, so each claim and batch also records the process that
+made it: one whose process has ended (a run or a worker killed) is not waited for until its
+lease or deadline passes, and a later run or redrive takes its rows over at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mailmatrix.ports import (
     Outcome,
     doubt_reason,
 )
+from mailmatrix.processes import process_token, token_running
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,16 @@ CREATE TABLE IF NOT EXISTS sends (
     reason TEXT,
     takeovers INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    uncertain INTEGER NOT NULL DEFAULT 0
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    holder TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
+CREATE TABLE IF NOT EXISTS batches (
+    attempt TEXT PRIMARY KEY,
+    invocation TEXT NOT NULL,
+    holder TEXT,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS halts (
     campaign TEXT PRIMARY KEY,
     code TEXT NOT NULL,
@@ -65,8 +77,8 @@ _RECORD_SENT = (
     " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
 _CLAIM_NEW = (
-    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at)"
-    " VALUES (?, ?, ?, 'claimed', ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder)"
+    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 
 
@@ -125,9 +137,11 @@ class SqliteLedger:
         db.execute("PRAGMA wal_autocheckpoint=10000")
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(sends)")}
-        if "uncertain" not in columns:  # a ledger file from before the column
-            try:
-                db.execute("ALTER TABLE sends ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0")
+        for column, kind in (("uncertain", "INTEGER NOT NULL DEFAULT 0"), ("holder", "TEXT")):
+            if column in columns:
+                continue
+            try:  # a ledger file from before the column
+                db.execute(f"ALTER TABLE sends ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:
                 if "duplicate column" not in str(exc):  # another process added it first
                     raise
@@ -180,25 +194,32 @@ class SqliteLedger:
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
+        process = process_token()
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
                 done, message_id, doubt = sent_before
                 db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
             # Most keys are new: claimed by the insert alone; the others are read.
-            if db.execute(_CLAIM_NEW, (key, campaign, row, attempt, lease, now)).rowcount:
+            if db.execute(_CLAIM_NEW, (key, campaign, row, attempt, lease, now, process)).rowcount:
                 return Claim("claimed")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
-                " takeovers FROM sends WHERE key = ?",
+                " takeovers, holder FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
-            state, holder, holder_lease, message_id, code, reason, uncertain, takeovers = found
+            state, holder, holder_lease, message_id, code, reason, uncertain, takeovers = found[:8]
             if state == "sent":
                 doubt = doubt_reason(bool(uncertain), takeovers)
                 return Claim("sent", message_id=message_id, attempt=holder, reason=doubt)
             if state == "failed":
                 return Claim("failed", code=code, reason=reason, attempt=holder)
-            if state == "claimed" and holder != attempt and holder_lease > now:
+            # A claim outlives its process only by accident (killed): a local ledger can tell.
+            if (
+                state == "claimed"
+                and holder != attempt
+                and holder_lease > now
+                and token_running(found[8])
+            ):
                 return Claim(
                     "busy",
                     reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
@@ -207,8 +228,8 @@ class SqliteLedger:
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
-                " takeovers = takeovers + ?, updated_at = ? WHERE key = ?",
-                (attempt, lease, int(takeover), now, key),
+                " takeovers = takeovers + ?, updated_at = ?, holder = ? WHERE key = ?",
+                (attempt, lease, int(takeover), now, process, key),
             )
         if takeover:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
@@ -216,6 +237,33 @@ class SqliteLedger:
         if uncertain:
             return Claim("claimed", reason=UNCERTAIN_RELEASE.format(holder), attempt=holder)
         return Claim("claimed")
+
+    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
+        """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier
+        invocation still holds it while before its ``until`` and its process runs."""
+        with self._transaction(f"begin_batch {attempt[-12:]}") as db:
+            found = db.execute(
+                "SELECT invocation, holder, until FROM batches WHERE attempt = ?", (attempt,)
+            ).fetchone()
+            if found is not None:
+                other, holder, other_until = found
+                if other != invocation and other_until > self._clock() and token_running(holder):
+                    return str(other)
+            db.execute(
+                "INSERT INTO batches (attempt, invocation, holder, until) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (attempt) DO UPDATE SET invocation = excluded.invocation,"
+                " holder = excluded.holder, until = excluded.until",
+                (attempt, invocation, process_token(), until),
+            )
+        return None
+
+    def end_batch(self, attempt: str, *, invocation: str) -> None:
+        """Forget ``invocation``'s hold on ``attempt``'s batch."""
+        self._statement(
+            f"end_batch {attempt[-12:]}",
+            "DELETE FROM batches WHERE attempt = ? AND invocation = ?",
+            (attempt, invocation),
+        )
 
     def _statement(
         self, what: str, sql: str, parameters: tuple[object, ...]

@@ -30,6 +30,7 @@ from typing import Any
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.errors import (
     AccountSendingHalted,
+    ClaimBusy,
     MailMatrixError,
     NotFoundError,
     PermanentSendError,
@@ -521,14 +522,17 @@ def send_batch(
     policy: RetryPolicy | None = None,
     deadline: float | None = None,
     composer: Composer = compose,
+    invocation: str | None = None,
 ) -> BatchResult:
     """Send one batch of manifest lines once each; return what happened to every row.
 
-    Raises Throttled / TransientSendError when passing faults outlast the in-batch retries
-    or a row is held by another live attempt, and AccountSendingHalted when the account
-    cannot send; their ``details["result"]`` holds the rows settled so far and
-    ``details["deferred"]`` the rows left for a later attempt. ``deadline`` is the
-    invocation's end (``clock()`` time), which also bounds each claim's lease.
+    Raises Throttled / TransientSendError when passing faults outlast the in-batch retries,
+    ClaimBusy when a row, or the batch, is held by another live attempt or invocation, and
+    AccountSendingHalted when the account cannot send; their ``details["result"]`` holds
+    the rows settled so far and ``details["deferred"]`` the rows left for a later attempt.
+    ``deadline`` is the invocation's end (``clock()`` time), which also bounds each claim's
+    lease. ``invocation`` (the Lambda request id) holds the batch for its run: a second try
+    of the same attempt started while this one still runs sends nothing (ClaimBusy).
     """
     items = list(items)
     batch = _Batch(
@@ -543,14 +547,39 @@ def send_batch(
         policy=policy or RetryPolicy(),
         deadline=deadline,
     )
+    if invocation is None:
+        return _send_rows(items, batch, catalog, fetch_attachment, composer)
+    holder = ledger.begin_batch(attempt, invocation=invocation, until=batch.lease())
+    if holder is not None:
+        raise ClaimBusy(
+            f"send_batch: invocation {holder} is still sending this batch, retry later",
+            details={
+                "code": "ClaimBusy",
+                "result": batch.result.to_dict(),
+                "deferred": [item["row"] for item in items],
+            },
+        )
+    try:
+        return _send_rows(items, batch, catalog, fetch_attachment, composer)
+    finally:
+        ledger.end_batch(attempt, invocation=invocation)
 
+
+def _send_rows(
+    items: list[Mapping[str, Any]],
+    batch: _Batch,
+    catalog: Any,
+    fetch_attachment: Callable[[str], bytes],
+    composer: Composer,
+) -> BatchResult:
+    """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
     try:
         for item in items:
             batch.check_halt()
             batch.check_time()
             compose_row = functools.partial(
-                composer, item, campaign, catalog=catalog, fetch_attachment=fetch_attachment
+                composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
             )
             batch.send_row(item, compose_row)
             done += 1
@@ -563,8 +592,8 @@ def send_batch(
         try:
             batch.record_unrecorded()
         finally:
-            if pacer is not None:
-                pacer.finish()
+            if batch.pacer is not None:
+                batch.pacer.finish()
 
     deferred = [row for row in batch.result.rows if row["status"] == "deferred"]
     if deferred:
@@ -579,7 +608,7 @@ def send_batch(
         )
     busy = [row["row"] for row in batch.result.rows if row["status"] == "busy"]
     if busy:
-        raise TransientSendError(
+        raise ClaimBusy(
             f"send_batch: {len(busy)} row(s) held by another attempt, retry later: rows {busy}",
             details={"code": "ClaimBusy", "result": batch.result.to_dict(), "deferred": busy},
         )

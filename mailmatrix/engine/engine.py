@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from mailmatrix.engine.listener import Notifier
 from mailmatrix.engine.registry import ACCOUNT, REGION, ResourceRegistry
 from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.errors import EngineError
+from mailmatrix.processes import running, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class Engine:
             "input": data,
             "definition": definitions.substitute(definition_text, substitutions),
             "redriveCount": 0,
-            "engine": _this_process(),
+            "engine": this_process(),
         }
         self.store.create(record)
         log = self._log(execution_id, listener, first_id=1)
@@ -152,7 +151,7 @@ class Engine:
             status="RUNNING",
             redriveCount=record.get("redriveCount", 0) + 1,
             redriveDate=now_iso(),
-            engine=_this_process(),
+            engine=this_process(),
         )
         for key in ("stopDate", "error", "cause", "output"):
             record.pop(key, None)
@@ -216,7 +215,7 @@ class Engine:
         for ever; Step Functions itself never dies. The state it was in (the earliest entered
         and not exited) becomes the failed state, so a redrive resumes there.
         """
-        if record.get("status") != "RUNNING" or _running(record.get("engine")):
+        if record.get("status") != "RUNNING" or running(record.get("engine")):
             return record
         history = self.store.history(record["name"])
         open_states: dict[str, Any] = {}
@@ -348,41 +347,3 @@ class Engine:
 
 
 __all__ = ["Engine"]
-
-
-def _this_process() -> dict[str, Any]:
-    """What identifies the process running an execution: host, pid, and its start time."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": _started(os.getpid())}
-
-
-def _started(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid;
-    "ended" for a process that is dead but not yet reaped (a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if len(fields) < 20:
-        return None
-    return "ended" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _running(engine: Any) -> bool:
-    """Whether the process in ``engine`` (see _this_process) still runs; True when unknown
-    (an execution from another machine, or recorded before processes were)."""
-    if not isinstance(engine, dict) or engine.get("host") != socket.gethostname():
-        return True
-    pid = engine.get("pid")
-    if not isinstance(pid, int):
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    started = _started(pid)
-    if started == "ended":
-        return False
-    return engine.get("since") is None or started is None or started == engine.get("since")

@@ -598,6 +598,49 @@ def test_closing_waits_for_the_other_workers_of_a_pool_that_broke(
     assert done.exists()
 
 
+def _waiting_for_a_task(pid: int) -> bool:
+    """Whether worker ``pid`` is reading the task queue's pipe (it holds the queue's lock)."""
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as wchan:
+            return "pipe_read" in wchan.read()
+    except OSError:
+        return False
+
+
+def test_closing_returns_when_the_worker_that_died_held_the_task_queue(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN two idle workers: one reads the task queue (holding its lock), one waits for it
+    import multiprocessing
+
+    invoker = ProcessInvoker(workers=2).start()
+    workers = [child.pid for child in multiprocessing.active_children()]
+    deadline = time.monotonic() + 10
+    reading = [pid for pid in workers if _waiting_for_a_task(pid)]
+    while len(reading) != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        reading = [pid for pid in workers if _waiting_for_a_task(pid)]
+    if len(reading) != 1:
+        invoker.close()
+        pytest.skip("cannot tell which worker reads the task queue here (/proc wchan)")
+
+    # WHEN that one is killed (the other can then never get a task) and the pool is used
+    os.kill(reading[0], signal.SIGKILL)
+    marker = json.dumps({"marker": str(tmp_path / "died")})
+    _, error, _ = invoker.invoke("tests.engine.handlers_for_tests:die_once", "Fn", None, marker, 30)
+    closing = threading.Thread(target=invoker.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+
+    # THEN the invocation failed like a Lambda that died, and closing returned
+    try:
+        assert error == "Lambda.Unknown"
+        assert not closing.is_alive(), "close() hung on a worker waiting for the task queue"
+    finally:
+        for child in multiprocessing.active_children():
+            child.kill()
+
+
 def test_workers_die_with_the_engine_process(tmp_path: pathlib.Path) -> None:
     # GIVEN an engine process whose worker is busy in a long invocation
     script = tmp_path / "engine.py"

@@ -272,3 +272,22 @@ def test_outputs_give_bucket_state_machine_and_console_link(transformed):
 @pytest.mark.parametrize("path", ["deploy.sh", "install-checkov.sh", "layer/Makefile"])
 def test_infra_scripts_exist(path):
     assert (INFRA / path).is_file()
+
+
+def test_a_send_batch_task_never_times_out_while_its_lambda_may_still_run(sam_template):
+    # A task timeout does not stop the function: a retry started before the Lambda's own
+    # timeout would run beside it. And a ClaimBusy retry must outwait the longest invocation.
+    timeout = sam_template["Resources"]["SendBatchFunction"]["Properties"]["Timeout"]
+    definition = json.loads((ROOT / "statemachine" / "mailmatrix.asl.json").read_text())
+    processor = definition["States"]["SendEmails"]["ItemProcessor"]
+    task = processor["States"]["SendBatch"]
+    busy = next(r for r in task["Retry"] if "ClaimBusy" in r["ErrorEquals"])
+    waits = [
+        busy["IntervalSeconds"] * busy.get("BackoffRate", 2.0) ** n
+        for n in range(busy["MaxAttempts"])
+    ]
+
+    assert task["TimeoutSeconds"] > timeout
+    assert busy.get("JitterStrategy", "NONE") == "NONE"
+    assert sum(waits) > timeout
+    assert task["Retry"].index(busy) == 0  # before any retrier that could match it

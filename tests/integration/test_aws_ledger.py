@@ -9,6 +9,7 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
+from tests.fixtures.sending.ledger_contract import check_batch_holds
 
 
 class Clock:
@@ -195,3 +196,10 @@ def test_an_uncertain_release_is_remembered_and_told_to_the_next_claim(ledger):
     ledger.claim("k2", campaign="c", row=3, attempt="a")
     ledger.record_failed("k2", code="Throttling", reason="rate", permanent=False)
     assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
+
+
+def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends_or_its_deadline(ledger, clock):
+    def wait(seconds: float) -> None:
+        clock.now += seconds
+
+    check_batch_holds(ledger, clock, wait)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -11,6 +12,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
+from tests.fixtures.sending.ledger_contract import check_batch_holds
 
 
 @pytest.fixture
@@ -212,18 +214,27 @@ def test_an_uncertain_release_is_remembered_and_told_to_the_next_claim(ledger):
     assert claim(ledger, key="k2", attempt="b") == Claim("claimed")
 
 
-def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
+def _old_ledger_file(folder, more_columns: str, insert: str):
+    """A ledger file as an earlier version wrote it: the first columns, ``more_columns``."""
     import sqlite3
 
-    path = tmp_path / "old.db"
+    path = folder / "old.db"
     with sqlite3.connect(path) as db:
         db.executescript(
             "CREATE TABLE sends (key TEXT PRIMARY KEY, campaign TEXT NOT NULL,"
             " row INTEGER NOT NULL, state TEXT NOT NULL, attempt TEXT, lease_until REAL,"
             " message_id TEXT, code TEXT, reason TEXT, takeovers INTEGER NOT NULL DEFAULT 0,"
-            " updated_at REAL NOT NULL);"
-            "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm-1', NULL, NULL, 0, 1);"
+            f" updated_at REAL NOT NULL{more_columns}); {insert};"
         )
+    return path
+
+
+def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
+    path = _old_ledger_file(
+        tmp_path,
+        "",
+        "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm-1', NULL, NULL, 0, 1)",
+    )
     ledger = SqliteLedger(str(path))
     assert ledger.claim("k1", campaign="c", row=2, attempt="b") == Claim(
         "sent", message_id="m-1", attempt="a"
@@ -297,3 +308,75 @@ def test_processes_opening_one_ledger_at_once_all_get_it(tmp_path, old_file):
         for worker in workers:
             worker.join(timeout=60)
         assert sorted(answers.get(timeout=5) for _ in workers) == ["ok"] * 4
+
+
+# --- claims and batches of processes that have ended -------------------------------------------
+
+
+def _in_a_process_that_then_ends(action, *args) -> None:
+    """Run ``action(*args)`` in a child process that exits without cleaning up (as if killed)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=action, args=args)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+
+
+def _claim_rows(path: str, lease_until: float) -> None:
+    ledger = SqliteLedger(path)
+    for row in (2, 3):
+        ledger.claim(f"k{row}", campaign="c", row=row, attempt="run-1", lease_until=lease_until)
+
+
+def _hold_batch(path: str, until: float) -> None:
+    assert SqliteLedger(path).begin_batch("child-1", invocation="req-1", until=until) is None
+
+
+def test_a_claim_whose_process_has_ended_is_taken_over_before_its_lease_passes(tmp_path):
+    # GIVEN rows claimed by a run whose process ended (killed) with an hour of lease left
+    path = str(tmp_path / "ledger.db")
+    now = time.time()
+    _in_a_process_that_then_ends(_claim_rows, path, now + 3600)
+    ledger = SqliteLedger(path)
+
+    # WHEN another run claims them
+    taken = [ledger.claim(f"k{row}", campaign="c", row=row, attempt="run-2") for row in (2, 3)]
+
+    # THEN it takes them over at once, each marked as a takeover (a possible duplicate)
+    assert [claim.reason for claim in taken] == ["taken over from attempt run-1"] * 2
+    assert [(o.attempt, o.takeovers) for o in ledger.outcomes("c")] == [("run-2", 1)] * 2
+
+
+def test_a_claim_of_a_running_process_stays_busy_for_another_attempt(tmp_path):
+    path = str(tmp_path / "ledger.db")
+    now = time.time()
+    _claim_rows(path, now + 3600)  # this process, which runs
+
+    found = SqliteLedger(path).claim("k2", campaign="c", row=2, attempt="run-2")
+
+    assert found.state == "busy"
+
+
+def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends(ledger, clock):
+    check_batch_holds(ledger, clock, clock.sleep)
+
+
+def test_a_batch_hold_ends_with_its_process(tmp_path):
+    path = str(tmp_path / "other.db")
+    _in_a_process_that_then_ends(_hold_batch, path, time.time() + 3600)
+    assert SqliteLedger(path).begin_batch("child-1", invocation="req-2", until=0.0) is None
+
+
+def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
+    path = _old_ledger_file(
+        tmp_path,
+        ", uncertain INTEGER NOT NULL DEFAULT 0",
+        "INSERT INTO sends VALUES ('k1', 'c', 2, 'claimed', 'a', 9e12, NULL, NULL, NULL, 0, 1, 0)",
+    )
+
+    ledger = SqliteLedger(str(path))
+
+    # A claim from before holders were recorded counts as running: its lease decides
+    assert ledger.claim("k1", campaign="c", row=2, attempt="b").state == "busy"
+    assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")

@@ -21,6 +21,7 @@ from mailmatrix.core.send import (
 )
 from mailmatrix.errors import (
     AccountSendingHalted,
+    ClaimBusy,
     PermanentSendError,
     SendError,
     StorageError,
@@ -558,3 +559,37 @@ def test_a_batch_of_long_refusals_fits_in_a_state_result(ledger, clock):
     assert result["rows"][0]["reason"].startswith("fake-ses: MessageRejected: 550 no such")
     # AND the ledger keeps each whole reason
     assert len(ledger.outcomes(CID)[0].reason) > 3000
+
+
+def test_a_second_invocation_of_an_attempt_sends_nothing_while_the_first_holds_the_batch(
+    ledger, clock
+):
+    # GIVEN a first invocation of child-1 still sending its batch (a Lambda whose reply was
+    # lost, or one an abort left running before a redrive)
+    ledger.begin_batch("child-1", invocation="req-1", until=clock.now + 900)
+    ses = FakeSes(clock=clock)
+
+    # WHEN a retry of the same child runs
+    with pytest.raises(ClaimBusy) as raised:
+        run(items(3), ses, ledger, clock, invocation="req-2")
+
+    # THEN it sends nothing and leaves every row for later
+    assert ses.calls == []
+    assert raised.value.details["deferred"] == [2, 3, 4]
+    assert ledger.outcomes(CID) == []
+
+    # WHEN the first has ended THEN the retry sends the batch, and lets go of it at the end
+    ledger.end_batch("child-1", invocation="req-1")
+    assert run(items(3), ses, ledger, clock, invocation="req-2").sent == 3
+    assert ledger.begin_batch("child-1", invocation="req-3", until=clock.now + 900) is None
+
+
+def test_rows_held_by_another_live_attempt_are_left_with_claim_busy(ledger, clock):
+    ledger.claim(items(1)[0]["key"], campaign=CID, row=2, attempt="child-9")
+    ses = FakeSes(clock=clock)
+
+    with pytest.raises(ClaimBusy) as raised:
+        run(items(2), ses, ledger, clock)
+
+    assert raised.value.details["deferred"] == [2]
+    assert len(ses.accepted) == 1
