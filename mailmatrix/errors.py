@@ -43,9 +43,18 @@ class NotFoundError(StorageError):
 
 
 class SendError(MailMatrixError):
-    """A message could not be handed to the mail service."""
+    """A message could not be handed to the mail service.
+
+    ``refused``: the service answered that it did not take the message (an SMTP 4xx reply,
+    a throttle), so no copy went out; otherwise (a timeout, a dropped connection, a 5xx) it
+    may have, and a later send of the row is reported as a possible duplicate.
+    """
 
     retryable = False
+
+    def __init__(self, message: str, *, details: dict | None = None, refused: bool = False):
+        super().__init__(message, details=details)
+        self.refused = refused
 
 
 class Throttled(SendError):

@@ -133,9 +133,12 @@ UNCERTAIN_RELEASE = "released by attempt {} after a try that may have been accep
 def doubt_reason(uncertain: bool, takeovers: int) -> str | None:
     """Why a sent ledger entry may have gone out twice (a Claim's reason), or None."""
     if takeovers:
-        return f"may have arrived twice: taken over {takeovers} time(s) from an attempt that died"
+        return (
+            f"may have arrived more than once: taken over {takeovers} time(s) from an "
+            "attempt that died"
+        )
     if uncertain:
-        return "may have arrived twice: a try before the send may have been accepted"
+        return "may have arrived more than once: a try before the send may have been accepted"
     return None
 
 

@@ -139,7 +139,7 @@ class FaultyMailer:
         if fault == "throttle":
             raise Throttled("faults: throttle drill: Maximum sending rate exceeded")
         if fault == "transient":
-            raise TransientSendError("faults: transient drill: service unavailable")
+            raise TransientSendError("faults: transient drill: service unavailable", refused=True)
         if fault == "permanent":
             raise PermanentSendError(
                 "faults: permanent drill: message rejected", details={"code": "DrillRejected"}

@@ -312,8 +312,9 @@ def _classify(code: int, reply: bytes | str, where: str) -> SendError:
         return AccountSendingHalted(message, details={"code": code})
     if 400 <= code < 500:
         if any(word in lowered for word in _RATE_WORDS):
-            return Throttled(message, details={"code": code})
-        return TransientSendError(message, details={"code": code})
+            return Throttled(message, details={"code": code}, refused=True)
+        # The server answered "not now": it did not take the message.
+        return TransientSendError(message, details={"code": code}, refused=True)
     if code == -1:
         return TransientSendError(message, details={"code": code})
     return PermanentSendError(message, details={"code": code})

@@ -168,7 +168,7 @@ _RESULT_WORDS = (
     ("unsent", "not attempted"),
     ("rejected", "rejected"),
     ("duplicates", "duplicate rows"),
-    ("possible_duplicates", "may have arrived twice"),
+    ("possible_duplicates", "may have arrived more than once"),
 )
 
 

@@ -211,8 +211,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     if counts.get("possible_duplicates"):
         console.print(
             f"[yellow]{counts['possible_duplicates']} recipient(s) may have received the "
-            "email twice (an attempt crashed after the service accepted it); the report marks "
-            "them.[/yellow]"
+            "email more than once (an attempt ended, or lost the service's reply, after the "
+            "service had accepted it); the report marks them.[/yellow]"
         )
 
     where = f"--workdir {result['workdir']}"

@@ -212,7 +212,7 @@ def _rows_of(
 
 
 DOUBTFUL_REASON = (
-    "may have arrived twice: an attempt died or lost the service's reply around this send"
+    "may have arrived more than once: an attempt died or lost the service's reply around this send"
 )
 
 

@@ -382,9 +382,9 @@ class _Batch:
             except SendError as exc:
                 if not exc.retryable:
                     raise
-                # A throttle was refused for sure; any other passing fault (timeout, dropped
-                # connection) may hide a message the service accepted.
-                uncertain = uncertain or not isinstance(exc, Throttled)
+                # A throttle or a refusing reply was refused for sure; any other passing fault
+                # (timeout, dropped connection) may hide a message the service accepted.
+                uncertain = uncertain or not (exc.refused or isinstance(exc, Throttled))
                 if tries == self.policy.tries:
                     # An uncertain release is remembered: the attempt that later sends the
                     # row reports it as a possible duplicate.

@@ -153,6 +153,19 @@ def test_the_same_file_run_from_another_folder_without_a_workdir_mails_nobody_tw
     assert again["workdir"] == str(tmp_path / "default")
 
 
+def test_faults_the_service_answered_are_no_possible_duplicates(tmp_path):
+    # GIVEN a run where the service answers "unavailable" to a third of the calls (the
+    # transient drill: those calls never reach the outbox)
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "w")]
+    result = CliRunner().invoke(cli, [*args, "--json", "--faults", "transient=0.3,seed=3"])
+
+    # THEN every row is sent once and none is reported as a possible duplicate
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["sent"] == 18
+    assert summary["counts"]["possible_duplicates"] == 0
+    assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
+
+
 def test_rows_failed_for_good_exit_5_and_are_sent_again_only_with_retry_failed(tmp_path):
     workdir = tmp_path / "work"
     csv = str(EXAMPLE / "recipients.csv")
@@ -333,7 +346,9 @@ def test_a_later_run_keeps_reporting_a_possible_duplicate(tmp_path):
     assert again["counts"]["skipped"] == 18
     assert again["counts"]["possible_duplicates"] == 1
     with open(again["report"], encoding="utf-8-sig", newline="") as report:
-        doubtful = [r for r in csv.DictReader(report) if "may have arrived twice" in r["reason"]]
+        doubtful = [
+            r for r in csv.DictReader(report) if "may have arrived more than once" in r["reason"]
+        ]
     assert [(r["status"], r["reason"].split(";")[0]) for r in doubtful] == [
         ("skipped", "already sent")
     ]

@@ -264,13 +264,16 @@ def test_replies_to_data_map_to_the_port_errors(reply, error):
         mailer.close()
     assert type(caught.value) is error
     assert caught.value.message == f"smtp {HOST}:{port}: DATA: {reply}"
+    # A 4xx answer says the server did not take the message: no copy can have gone out
+    assert caught.value.refused == (error in (TransientSendError, Throttled))
 
 
 def test_connection_refused_is_transient():
     port = free_port()  # nothing listens there
     mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}?timeout=5")
-    with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: "):
+    with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: ") as caught:
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+    assert not caught.value.refused  # no answer: the outcome is not known
 
 
 def test_reconnects_after_the_server_dropped_an_idle_connection():

@@ -206,6 +206,26 @@ def test_a_row_sent_after_a_fault_with_an_unknown_outcome_is_flagged(ledger, clo
     assert "takeover" not in throttled.rows[1]
 
 
+def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):
+    # GIVEN a mailer whose first call answers "not now" (e.g. an SMTP 451): nothing taken
+    class RefusesOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                raise TransientSendError("451 try again later", refused=True)
+            return f"m-{self.calls}"
+
+    # WHEN the row is sent on the next try
+    result = run(items(1), RefusesOnce(), ledger, clock)
+
+    # THEN it is sent and not reported as a possible duplicate
+    assert result.rows[0]["status"] == "sent"
+    assert "takeover" not in result.rows[0]
+
+
 @pytest.mark.parametrize(("code", "status", "raised"), [("Throttling", 400, Throttled)])
 def test_passing_faults_that_outlast_the_retries_stop_the_batch(
     ledger, clock, code, status, raised
