@@ -2,7 +2,8 @@
 
 URLs: ``smtp://[user:pass@]host[:25]``, ``smtp+starttls://...[:587]``, ``smtps://...[:465]``.
 Query options: ``timeout`` (seconds, default 30), ``cafile`` (PEM bundle to trust, for
-private relays), ``helo`` (the name to greet with). User and password are percent-decoded.
+private relays), ``helo`` (the name to greet with). User and password are percent-decoded;
+a URL with a user and no password takes it from ``MAILMATRIX_SMTP_PASSWORD``.
 
 Each thread keeps its own connection (smtplib connections are not thread-safe) and
 reconnects when the server dropped it. A message goes out only when every envelope
@@ -16,11 +17,13 @@ authentication failures and a used-up daily quota halt the campaign.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import ssl
 import threading
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailmatrix.core.message import envelope_address
@@ -91,7 +94,7 @@ class SmtpMailer:
             port=port,
             security=security,
             username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
+            password=unquote(parts.password) if parts.password else _password_from_env(parts),
             timeout=timeout,
             helo=query.get("helo"),
         )
@@ -267,6 +270,15 @@ class SmtpMailer:
             with self._lock:
                 self._connections.pop(connection, None)
             connection.close()
+
+
+PASSWORD_VARIABLE = "MAILMATRIX_SMTP_PASSWORD"
+
+
+def _password_from_env(parts: Any) -> str | None:
+    """The password of a URL that names a user but no password, from the environment (so it
+    stays out of shell history and printed commands)."""
+    return os.environ.get(PASSWORD_VARIABLE) if parts.username else None
 
 
 def _login(connection: smtplib.SMTP, user: str, password: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -368,14 +369,18 @@ def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         return action(LiveProgress(progress))
 
 
-def _report(record: dict[str, Any]) -> None:
+def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str, ...] = ()) -> None:
+    """The output of a succeeded execution, else its error and the whole redrive command."""
     if record["status"] == "SUCCEEDED":
         click.echo(json.dumps(record.get("output"), indent=2, ensure_ascii=False))
         return
     click.echo(f"Execution {record['name']} {record['status']}", err=True)
     click.echo(f"Error: {record.get('error')}", err=True)
     click.echo(f"Cause: {record.get('cause')}", err=True)
-    click.echo(f"Rerun from the failed state: mailmatrix redrive {record['name']}", err=True)
+    options = [f"--workdir {shlex.quote(str(workdir))}"]
+    options += [f"--function {shlex.quote(function)}" for function in functions]
+    command = f"mailmatrix redrive {record['name']} {' '.join(options)}"
+    click.echo(f"Rerun from the failed state: {command}", err=True)
 
 
 @click.command("redrive")
@@ -401,7 +406,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))
     except MailMatrixError as exc:
         raise click.ClickException(str(exc)) from exc
-    _report(record)
+    _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 
 
@@ -452,7 +457,7 @@ def sfn_run_cmd(
         )
     except MailMatrixError as exc:
         raise click.ClickException(str(exc)) from exc
-    _report(record)
+    _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 
 

@@ -107,6 +107,11 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
     return result
 
 
+def _without_password(url: str) -> str:
+    """An SMTP URL with its user but not its password (``MAILMATRIX_SMTP_PASSWORD`` gives it)."""
+    return _redact(url).replace(":***@", "@", 1)
+
+
 def _redact(url: str) -> str:
     """An SMTP URL without its password."""
     head, at, tail = url.rpartition("@")
@@ -187,6 +192,19 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         _print_rejects(console, result)
         console.print("Fix the file or the templates and run again.")
         return
+    if result["status"] != "SUCCEEDED" and not any(counts.values()):
+        # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
+        where = f"--workdir {result['workdir']}"
+        console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
+        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        console.print(
+            "Once the cause is fixed, run the file again (other settings may be given), or "
+            "resume this execution with its settings:",
+            markup=False,
+        )
+        command = f"mailmatrix redrive {result['execution']} {where}"
+        console.print(command, markup=False, soft_wrap=True)
+        return
 
     table = Table(title="Campaign summary", show_header=False)
     rows = [
@@ -228,8 +246,9 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
             )
         if counts.get("skipped", 0):
             console.print(
-                "Rows are skipped when an earlier run of a file with this name sent them "
-                "(even if other columns changed); to mail them again, use a new file name."
+                "Rows are skipped when an earlier run of a file with this name sent the same "
+                "address the same template (whatever other columns changed); to mail them "
+                "again, use a new file name."
             )
         if result.get("outbox"):
             console.print(f"Outbox:  {result['outbox']}")
@@ -248,6 +267,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+            if result.get("retry_note"):
+                console.print(f"({result['retry_note']})", markup=False)
         return
     if result["status"] == "ABORTED":
         console.print("[yellow]Stopped. Batches already running were let finish.[/yellow]")
@@ -412,10 +433,15 @@ def run(
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     if result["counts"].get("failed"):
-        smtp_part = f" --smtp {_redact(smtp_url)}" if smtp_url else ""
+        smtp_part = f" --smtp {_without_password(smtp_url)}" if smtp_url else ""
         result["retry_command"] = (
             f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}{smtp_part}"
         )
+        if smtp_url and _redact(smtp_url) != smtp_url:
+            result["retry_note"] = (
+                "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "
+                "into the URL"
+            )
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -448,6 +474,11 @@ def _check_smtp(value: str | None) -> str | None:
         if url.scheme not in ("smtp", "smtps", "smtp+starttls") or not url.hostname:
             raise click.BadParameter(
                 f"{_redact(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
+            )
+        if url.password == "***":
+            raise click.BadParameter(
+                f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "
+                "the real one, or leave it out (smtp://USER@HOST) and set MAILMATRIX_SMTP_PASSWORD"
             )
     return value
 

@@ -354,6 +354,34 @@ def test_a_later_run_keeps_reporting_a_possible_duplicate(tmp_path):
     ]
 
 
+def test_a_masked_password_pasted_back_is_refused_before_anything_runs(tmp_path):
+    smtp = "smtp+starttls://hr:***@127.0.0.1:2525"
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
+
+    assert code == 2
+    assert "MAILMATRIX_SMTP_PASSWORD" in output
+    assert not (tmp_path / "executions").exists()
+
+
+def test_a_run_stopped_before_reading_a_row_says_nothing_was_sent_not_a_table_of_zeros(
+    tmp_path,
+):
+    smtp = f"smtp://127.0.0.1:{_closed_port()}?timeout=5"
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
+
+    assert code == 1
+    assert "Nothing was sent: TransientSendError" in output
+    assert "Rows in the file" not in output
+    assert "mailmatrix redrive " in output
+
+
+def test_the_retry_command_leaves_the_smtp_password_out():
+    from mailmatrix.cli.run_cmd import _without_password
+
+    assert _without_password("smtp+starttls://hr:pw@relay:587") == "smtp+starttls://hr@relay:587"
+    assert _without_password("smtp://relay:25") == "smtp://relay:25"
+
+
 def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
     workdir = str(tmp_path / "work")
     csv = str(EXAMPLE / "recipients.csv")

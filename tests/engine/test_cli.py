@@ -46,6 +46,9 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     )
     assert result.exit_code == 1
     assert "Error: RuntimeError" in result.output
+    # AND the redrive command it prints names the workdir and the function, as given
+    hint = f"mailmatrix redrive e1 --workdir {tmp_path / 'w'} {fail[0].replace('=', ' ', 1)}"
+    assert hint in result.output
 
     # THEN executions lists it, show draws the failed state
     listing = runner.invoke(executions_cmd, workdir)

@@ -344,6 +344,18 @@ def test_url_defaults():
     assert SmtpMailer.from_url("smtp://relay.example.com").server.port == 25
 
 
+def test_a_user_without_a_password_in_the_url_takes_it_from_the_environment(monkeypatch):
+    monkeypatch.setenv("MAILMATRIX_SMTP_PASSWORD", "s3cret:@")
+
+    assert SmtpMailer.from_url("smtp+starttls://hr@relay.example.com").server.password == (
+        "s3cret:@"
+    )
+    assert SmtpMailer.from_url("smtp+starttls://hr:given@relay.example.com").server.password == (
+        "given"
+    )
+    assert SmtpMailer.from_url("smtp://relay.example.com").server.password is None
+
+
 def test_connections_of_finished_threads_are_closed():
     handler = Recorder()
     with smtp_server(handler) as port:
