@@ -146,7 +146,7 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
     console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}")
     summary = Table(show_header=True, header_style="bold")
-    for column in ("rows", "valid", "rejected", "duplicates", "skipped", "empty"):
+    for column in ("rows", "valid", "rejected", "duplicates", "excluded", "empty"):
         summary.add_column(column, justify="right")
     summary.add_row(
         *map(
@@ -171,7 +171,7 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
         if item["conflicting"]:
             reason += " (with different values)"
         problems.append((item["row"], "duplicate", "Email", reason))
-    problems += [(item["row"], "skipped", "", item["reason"]) for item in report.skipped]
+    problems += [(item["row"], "excluded", "", item["reason"]) for item in report.skipped]
     problems.sort()
     if problems:
         table = Table("row", "outcome", "column", "reason", header_style="bold")

@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Protocol
 
 from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -107,7 +108,8 @@ class Catalog(Protocol):
     """The part of the template catalog (mailmatrix.core.templates) that intake uses.
 
     A catalog may also offer ``required_columns(template)`` (the columns printed unguarded,
-    preferred over ``variables``), ``attachment_mode(template)`` (required, optional or none)
+    preferred over ``variables``), ``attachment_mode(template)`` (required, optional, none, or
+    by_column: required when the CSV has an Attachment_File column, else none)
     and ``default_attachment(template)``; intake uses them when present.
     """
 
@@ -602,6 +604,8 @@ class _Intake:
                 mode = mode_of(template)
             else:
                 mode = "required" if catalog.needs_attachment(template) else "none"
+            if mode == BY_COLUMN:  # a folder without manifest: the CSV says
+                mode = "required" if "Attachment_File" in self.index else "none"
             default_of = getattr(catalog, "default_attachment", None)
             needs = _Needs(
                 columns=[(name, index) for index, name in self.named if name in used],

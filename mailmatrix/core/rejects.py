@@ -25,14 +25,18 @@ def neutralise(cell: object) -> str:
 
 
 def report_lines(report: Any) -> Iterator[dict[str, Any]]:
-    """Yield the rejected, duplicate and skipped rows of an IntakeReport, in row order.
+    """Yield the rejected, duplicate and excluded (by Status) rows of an IntakeReport, in row
+    order.
 
     Each list is already in file order, so they are merged as streams, never held at once.
     """
     rejected = ({"outcome": "rejected", **item} for item in report.rejected)
     duplicates = (_duplicate_line(item) for item in report.duplicates)
-    skipped = ({"outcome": "skipped", "column": "", "email": "", **item} for item in report.skipped)
-    return heapq.merge(rejected, duplicates, skipped, key=lambda line: line["row"])
+    # "excluded", as the run summary counts them: "skipped" there means sent by an earlier run
+    excluded = (
+        {"outcome": "excluded", "column": "", "email": "", **item} for item in report.skipped
+    )
+    return heapq.merge(rejected, duplicates, excluded, key=lambda line: line["row"])
 
 
 def _duplicate_line(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,7 +52,7 @@ def _duplicate_line(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_rejects(report: Any, out: BinaryIO) -> int:
-    """Write the report's rejected, duplicate and skipped rows to ``out``; return the count."""
+    """Write the report's rejected, duplicate and excluded rows to ``out``; return the count."""
     return write_lines(report_lines(report), out)
 
 

@@ -9,7 +9,8 @@ A templates folder holds ``manifest.yaml`` and one folder per template set::
     offer/body.txt          text body (derived from the HTML when absent)
 
 A folder with only ``subject.txt`` and ``body.html`` and/or ``body.txt`` and no manifest is a
-catalog with one set, ``default``, used for every row.
+catalog with one set, ``default``, used for every row; its rows attach their files when the
+CSV has an ``Attachment_File`` column (``attachment: by_column``), else none.
 
 Each set says whether rows attach their own file (``attachment: required``, the default, as
 the product sends each recipient's PDF), may attach one (``optional``) or never do (``none``).
@@ -62,6 +63,8 @@ SUBJECT_FILE = "subject.txt"
 HTML_FILE = "body.html"
 TEXT_FILE = "body.txt"
 ATTACHMENT_MODES = ("required", "optional", "none")
+# The set of a folder without manifest: "required" when the CSV has Attachment_File, else "none".
+BY_COLUMN = "by_column"
 _SET_KEYS = frozenset({"when", "subject", "html", "text", "attachment", "default_attachment"})
 
 # Names every template may use besides the CSV columns: ``row`` is the whole row as a mapping,
@@ -477,7 +480,9 @@ def _single_set(templates: dict[str, str]) -> Catalog:
             f"templates: no {MANIFEST}, and no {SUBJECT_FILE} with {HTML_FILE} and/or "
             f"{TEXT_FILE} at the top (found: {', '.join(sorted(templates)) or 'nothing'})"
         )
-    tset = TemplateSet(name=DEFAULT_SET, subject=SUBJECT_FILE, html=html, text=text)
+    tset = TemplateSet(
+        name=DEFAULT_SET, subject=SUBJECT_FILE, html=html, text=text, attachment=BY_COLUMN
+    )
     return Catalog(sets={DEFAULT_SET: tset}, column=None, sources=templates)
 
 

@@ -53,7 +53,7 @@ def test_report_lists_every_row_not_sent_in_row_order():
     assert count == 3
     assert lines == [
         ["row", "outcome", "column", "reason", "email"],
-        ["3", "skipped", "", "unsubscribed", ""],
+        ["3", "excluded", "", "unsubscribed", ""],
         ["4", "duplicate", "Email", "duplicate of row 2 with different values; not sent again",
          "a***@example.com"],
         ["5", "rejected", "Name", "'=cmd|' /C calc'!A0", "e***@example.com"],

@@ -249,7 +249,7 @@ def test_folder_without_manifest_is_one_set_for_every_row():
     assert catalog.column is None and catalog.sender is None
     assert catalog.names == ["default"]
     assert catalog.choose("anything") == Choice("template", template="default")
-    assert catalog.needs_attachment("default") is True
+    assert catalog.attachment_mode("default") == "by_column"  # the CSV decides
 
 
 def test_folder_without_subject_is_refused():

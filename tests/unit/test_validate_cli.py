@@ -163,6 +163,32 @@ def test_attachments_and_templates_options(tmp_path):
     assert json.loads(result.output)["valid"] == 1
 
 
+def test_a_folder_without_manifest_attaches_files_only_when_the_csv_names_them(tmp_path):
+    # GIVEN a one-set templates folder (no manifest) and an empty attachments folder
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Hello {{ Name }}")
+    (templates / "body.txt").write_text("Dear {{ Name }}")
+    (tmp_path / "attachments").mkdir()
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Email,Name\nann@example.com,Ann\n")
+    named = tmp_path / "named.csv"
+    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,\nbo@example.com,Bo,x.pdf\n")
+
+    # WHEN a CSV without an Attachment_File column, and one with it, are validated
+    without = invoke(plain, "--templates", templates, "--json")
+    with_column = invoke(named, "--templates", templates, "--json")
+
+    # THEN the first sends without attachments; in the second each row must name its file
+    assert without.exit_code == exits.OK, without.output
+    assert json.loads(without.output)["valid"] == 1
+    report = json.loads(with_column.output)
+    assert [(r["row"], r["column"]) for r in report["rejected"]] == [
+        (2, "Attachment_File"),
+        (3, "Attachment_File"),
+    ]
+
+
 def test_rejects_option_writes_a_spreadsheet_safe_report(tmp_path):
     # "=1+1@..." is a valid address (= and + are atext); its row lacks its attachment
     text = HEADER + OFFER + "=1+1@example.com,Eve,Offer,eve.pdf,Engineer,Data,2027-01-01,1\n"
