@@ -22,6 +22,14 @@ from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.errors import MailMatrixError
 
+
+class NotRunnable(click.ClickException):
+    """No such execution, one that cannot be redriven, a definition that does not load:
+    a usage problem (exit 2), not a failed execution (exit 1)."""
+
+    exit_code = exits.USAGE
+
+
 _STYLE = {
     "SUCCEEDED": "green",
     "FAILED": "red",
@@ -323,7 +331,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
         record = engine.describe(execution)
         history = engine.history(execution)
     except MailMatrixError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise NotRunnable(str(exc)) from exc
     Console().print(render_execution(record, history))
 
 
@@ -405,7 +413,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             engine = _engine(workdir, registry_factory(workdir, functions))
             record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))
     except MailMatrixError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise NotRunnable(str(exc)) from exc
     _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 
@@ -456,7 +464,7 @@ def sfn_run_cmd(
             )
         )
     except MailMatrixError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise NotRunnable(str(exc)) from exc
     _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 

@@ -63,11 +63,20 @@ def parse_address(text: str, *, check_deliverability: bool = False) -> Address:
 
 
 def mask(email: str) -> str:
-    """Return the address with its local part hidden after the first character (a***@x.org)."""
+    """Return the address with its local part hidden after the first character (a***@x.org);
+    a cell holding several (``a@x.org, b@y.org``) has each masked alike."""
+    if email.count("@") > 1:
+        pieces = [piece for piece in _SEVERAL.split(email.strip()) if piece]
+        if len(pieces) > 1:
+            return ", ".join(map(mask, pieces))
     local, at, domain = email.strip().rpartition("@")
     if not at:
         return "***" if email.strip() else ""
     return f"{local[:1]}***@{domain}"
+
+
+# Where a cell that holds several addresses splits: commas, semicolons, spaces.
+_SEVERAL = re.compile(r"[\s,;]+")
 
 
 @functools.lru_cache(maxsize=8192)

@@ -59,7 +59,7 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     by_prefix = runner.invoke(show_cmd, ["e", *workdir])
     assert by_prefix.exit_code == 0 and "Call (Task) FAILED" in by_prefix.output
     unknown = runner.invoke(show_cmd, ["nope", *workdir])
-    assert unknown.exit_code == 1 and "no such execution" in unknown.output
+    assert unknown.exit_code == 2 and "no such execution" in unknown.output
 
     # AND a redrive with a working function reruns from the failed state and succeeds
     ok = [f"--function=Fn={__name__}:echo_handler"]
@@ -121,5 +121,5 @@ def test_live_progress_follows_states_and_map_runs() -> None:
 def test_bad_execution_name_is_refused(tmp_path: pathlib.Path) -> None:
     runner = CliRunner()
     result = runner.invoke(show_cmd, ["../etc", "--workdir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no such execution" in result.output  # only names listed in the store resolve

@@ -94,6 +94,9 @@ def test_fast_path_agrees_with_email_validator(text):
         ("A@x.org", "A***@x.org"),
         ("nobody", "***"),
         ("", ""),
+        # a cell holding several: each masked, none shown under another's domain
+        ("bob@example.net, eve@evil.example", "b***@example.net, e***@evil.example"),
+        ("x@y.org;z@w.org", "x***@y.org, z***@w.org"),
     ],
 )
 def test_mask_hides_the_local_part(email, masked):
