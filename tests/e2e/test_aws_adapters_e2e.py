@@ -148,7 +148,6 @@ def run_on_engine(
     substitutions = sam_substitutions(load_sam_template())
     substitutions.update(
         SummaryTopicArn=account["topics"]["SummaryTopic"],
-        AlertTopicArn=account["topics"]["AlertTopic"],
     )
     env = {
         "MAILMATRIX_STORAGE": "s3",

@@ -1,8 +1,10 @@
-"""Each function's role allows every AWS call the function makes, and no S3 access it never makes.
+"""Each function's role allows every AWS call the function makes, and grants no call it never makes.
 
 The calls are not listed by hand: the example campaign runs on the local engine with the AWS
-adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending and once as a dry run,
-then SesEvents records a bounce; every SDK call is recorded with the function that made it.
+adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending and once as a dry run;
+Summarize runs again as after a failed batch, and SesEvents records a bounce. Every SDK call
+is recorded with the function that made it (the SES v2 preflight's too, which moto answers
+through a stand-in).
 Each call becomes the IAM requests AWS authorizes for it (policy_eval.requests_for) and is
 judged against that function's role as the template writes it (policy_eval.allowing).
 
@@ -18,14 +20,15 @@ import functools
 import json
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 from moto.ses.models import ses_backends
 from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
 
-from mailmatrix.adapters import _aws
+from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.engine.registry import make_context, resolve_handler
 from mailmatrix.local import environment
 from tests.e2e import test_aws_adapters_e2e as e2e
@@ -43,6 +46,7 @@ NAMES = {
     "LedgerTable": "ledger",
     "LedgerTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/ledger",
     "SenderIdentity": "talent@example.com",
+    "SendingConfigurationSet": "mailmatrix",
 }
 # The parameters that name what a call touches (bodies and the like are left out).
 NAMING_PARAMS = {
@@ -68,6 +72,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}
         self._current = threading.local()
 
     def client(self, real_client: Any) -> Any:
@@ -83,11 +88,20 @@ class Recorder:
 
         return build
 
+    def stand_in(self, make: Callable[[], Any], service: str) -> Callable[[], Any]:
+        """A replacement for a factory of stand-ins for ``service``'s client, calls recorded."""
+
+        def build() -> Any:
+            return _RecordedStandIn(make(), service, self._current.function, self.calls)
+
+        return build
+
     def wrap(self, function: str, handler: str) -> Any:
         """The handler, run with ``function`` named as the builder of the clients it builds."""
         resolved = resolve_handler(handler)
 
         def invoke(event: dict[str, Any], context: Any) -> Any:
+            self.events.setdefault(function, []).append(event)
             self._current.function = function
             try:
                 return resolved(event, context)
@@ -97,31 +111,77 @@ class Recorder:
         return invoke
 
     def _record(self, function: str | None, params: dict[str, Any], model: Any, **_: Any) -> None:
-        naming = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
         service = model.service_model.service_name
-        self.calls.append(Call(function, service, model.name, naming))
+        self.calls.append(Call(function, service, model.name, naming(params)))
+
+
+class _RecordedStandIn:
+    """A test's stand-in for a client (moto lacks SES v2 GetAccount), its calls recorded."""
+
+    def __init__(self, target: Any, service: str, function: str | None, calls: list) -> None:
+        self._target, self._service, self._function, self._calls = target, service, function, calls
+
+    def __getattr__(self, method: str) -> Any:
+        operation = "".join(word.title() for word in method.split("_"))
+
+        def call(**params: Any) -> Any:
+            self._calls.append(Call(self._function, self._service, operation, naming(params)))
+            return getattr(self._target, method)(**params)
+
+        return call
+
+
+def naming(params: dict[str, Any]) -> dict[str, str]:
+    """The parameters of a call that name what it touches."""
+    return {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+
+
+def with_a_failed_batch(s3: Any, send: dict[str, Any]) -> dict[str, Any]:
+    """The Map Run result ``send`` again, its batches' result files listed as FAILED."""
+    details = send["ResultWriterDetails"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=details["Key"])["Body"].read())
+    files = manifest["ResultFiles"]
+    failed = {"ResultFiles": {"FAILED": files["SUCCEEDED"], "SUCCEEDED": [], "PENDING": []}}
+    key = details["Key"].replace("manifest.json", "manifest-with-a-failed-batch.json")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(failed).encode())
+    return {**send, "ResultWriterDetails": {**details, "Key": key}}
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
-    """The calls of a campaign, a dry run of it, and SesEvents recording one bounce."""
+    """The calls of a campaign, a dry run of it, its summary after a failed batch, and
+    SesEvents recording a bounce."""
     recorder = Recorder()
     with (
         pytest.MonkeyPatch.context() as monkeypatch,
         e2e.moto_account(monkeypatch, tmp_path_factory.mktemp("iam")) as account,
     ):
         monkeypatch.setattr(_aws, "client", recorder.client(_aws.client))
+        preflight = recorder.stand_in(ses_account.sesv2_client, "sesv2")
+        monkeypatch.setattr(ses_account, "sesv2_client", preflight)
+        # As in the stack, every email goes through the configuration set.
+        boto3.client("sesv2", region_name=REGION).create_configuration_set(
+            ConfigurationSetName=NAMES["SendingConfigurationSet"]
+        )
+        monkeypatch.setenv("MAILMATRIX_CONFIGURATION_SET", NAMES["SendingConfigurationSet"])
+
         sent = e2e.run_on_engine(account, "incoming/offers.csv", wrap=recorder.wrap)
         dry = e2e.run_on_engine(account, "incoming/dry-run/offers.csv", wrap=recorder.wrap)
         assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
 
-        # A bounce of any message sent: the event only has to find its ledger entry.
-        first = ses_backends[ACCOUNT][REGION].sent_messages[0].id
-        event = json.loads(BOUNCE.read_text().replace("MESSAGE_ID", first))
-        handler = recorder.wrap("SesEventsFunction", "functions.ses_events.app:handler")
         with environment({"MAILMATRIX_LEDGER": "dynamodb://ledger"}):
+            # Summarize of a Map Run with a failed batch also asks the ledger what went out.
+            event = recorder.events["SummarizeFunction"][0]
+            event = {**event, "send": with_a_failed_batch(account["s3"], event["send"])}
+            handler = recorder.wrap("SummarizeFunction", "functions.summarize.app:handler")
+            handler(event, make_context("SummarizeFunction", None, 300))
+
+            # A bounce of any message sent: the event only has to find its ledger entry.
+            first = ses_backends[ACCOUNT][REGION].sent_messages[0].id
+            event = json.loads(BOUNCE.read_text().replace("MESSAGE_ID", first))
+            handler = recorder.wrap("SesEventsFunction", "functions.ses_events.app:handler")
             result = handler(event, make_context("SesEventsFunction", None, 30))
-        assert result["recorded"] is True, result
+            assert result["recorded"] is True, result
     yield recorder.calls
 
 
@@ -167,8 +227,13 @@ def test_each_role_allows_every_call_its_function_makes(transformed, recorded):
     assert denied_calls(transformed, recorded) == []
 
 
-def unused_s3_grants(template: dict[str, Any], calls: list[Call]) -> list[str]:
-    """Each S3 action, resource and listed prefix of a function's role that no call used."""
+# What a function's own code calls. Logs, X-Ray, KMS and the dead-letter queue are used by
+# Lambda and the AWS services on the function's behalf, so their grants are not judged here.
+CALLED_BY_CODE = ("s3:", "dynamodb:", "ses:")
+
+
+def unused_grants(template: dict[str, Any], calls: list[Call]) -> list[str]:
+    """Each action, resource and listed prefix of a function's role that no call used."""
     unused = []
     for function, role in function_roles(template).items():
         requests = [
@@ -178,9 +243,9 @@ def unused_s3_grants(template: dict[str, Any], calls: list[Call]) -> list[str]:
             for r in requests_for(c, region=REGION, account=ACCOUNT)
         ]
         for statement in role_statements(template, role, NAMES):
-            s3_actions = [a for a in as_list(statement["Action"]) if a.startswith("s3:")]
+            actions = [a for a in as_list(statement["Action"]) if a.startswith(CALLED_BY_CODE)]
             prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
-            for action in s3_actions:
+            for action in actions:
                 for resource in statement["Resource"]:
                     for prefix in as_list(prefixes) if prefixes else [None]:
                         single = {**statement, "Action": [action], "Resource": [resource]}
@@ -191,10 +256,11 @@ def unused_s3_grants(template: dict[str, Any], calls: list[Call]) -> list[str]:
     return unused
 
 
-def test_each_role_grants_no_s3_access_its_function_never_uses(transformed, recorded):
-    # GIVEN every S3 grant of a function's role WHEN the recorded calls are matched to them
-    # THEN each action on each prefix is used by some call (least privilege, prefix by prefix)
-    assert unused_s3_grants(transformed, recorded) == []
+def test_each_role_grants_nothing_its_function_never_uses(transformed, recorded):
+    # GIVEN every S3, DynamoDB and SES grant of a function's role
+    # WHEN the recorded calls are matched to them
+    # THEN each action on each resource (and listed prefix) is used by some call
+    assert unused_grants(transformed, recorded) == []
 
 
 def test_an_unused_listing_prefix_is_caught(transformed, recorded):
@@ -205,7 +271,7 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
     listing["Condition"]["StringLike"]["s3:prefix"].append("results/*")
 
     # WHEN the grants are matched to the calls THEN that prefix alone is reported
-    assert unused_s3_grants(broken, recorded) == [
+    assert unused_grants(broken, recorded) == [
         "SendBatchRole: s3:ListBucket arn:aws:s3:::mailmatrix-e2e results/*"
     ]
 

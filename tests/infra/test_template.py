@@ -24,7 +24,6 @@ SUBSTITUTIONS = {
     "SendBatchFunctionArn",
     "SummarizeFunctionArn",
     "SummaryTopicArn",
-    "AlertTopicArn",
 }
 
 
@@ -103,11 +102,25 @@ def test_state_machine_substitutions_cover_the_definition(sam_template):
     assert properties["DefinitionUri"] == "../statemachine/mailmatrix.asl.json"
     assert set(properties["DefinitionSubstitutions"]) == SUBSTITUTIONS
     definition = (INFRA / properties["DefinitionUri"]).read_text(encoding="utf-8")
-    used = set(re.findall(r"\$\{(\w+)\}", definition))
-    # Every placeholder is filled; AlertTopicArn stays offered even while the definition
-    # leaves failure alerts to ExecutionAlertRule.
-    assert used <= SUBSTITUTIONS
-    assert {"ValidateFunctionArn", "SendBatchFunctionArn", "SummarizeFunctionArn"} <= used
+    # Every placeholder is filled, and nothing is offered that the definition does not use.
+    assert set(re.findall(r"\$\{(\w+)\}", definition)) == SUBSTITUTIONS
+
+
+def test_the_state_machine_publishes_only_to_the_topics_its_definition_names(transformed):
+    # GIVEN the topics the definition's tasks publish to (failure alerts come from
+    # ExecutionAlertRule, not from a state)
+    machine = transformed["Resources"]["MailMatrixStateMachine"]["Properties"]
+    topics = [
+        machine["DefinitionSubstitutions"][name]
+        for name in re.findall(r"\$\{(\w+TopicArn)\}", json.dumps(machine["DefinitionString"]))
+    ]
+
+    # WHEN the state machine role's sns:Publish grants are read THEN they name those alone
+    role = transformed["Resources"]["StateMachineRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    published = [s["Resource"] for s in statements if "sns:Publish" in s["Action"]]
+    assert topics == [{"Ref": "SummaryTopic"}]
+    assert published == topics
 
 
 def test_failed_executions_alert_through_an_eventbridge_rule(transformed):
