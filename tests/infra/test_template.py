@@ -11,7 +11,7 @@ from cfnlint.api import ManualArgs, lint, lint_file
 from infra_support import INFRA, ROOT, TEMPLATE
 
 from mailmatrix.adapters import ledger_dynamodb
-from mailmatrix.local import load_sam_template
+from mailmatrix.local import load_sam_template, object_created_event
 
 FUNCTIONS = {
     "ValidateFunction": "validate",
@@ -193,12 +193,43 @@ def test_upload_rule_starts_the_state_machine_with_retries_and_dead_letters(tran
     rule = transformed["Resources"]["UploadRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.s3"]
     assert rule["EventPattern"]["detail-type"] == ["Object Created"]
-    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": "incoming/*.csv"}]
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Ref": "MailMatrixStateMachine"}
     assert target["RoleArn"] == {"Fn::GetAtt": ["UploadRuleRole", "Arn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+
+
+def upload_rule_matches(transformed: dict[str, Any], key: str) -> bool:
+    """Whether EventBridge (as moto implements its patterns) starts a run for ``key``."""
+    from moto.events.models import EventPattern
+
+    pattern = json.loads(
+        json.dumps(transformed["Resources"]["UploadRule"]["Properties"]["EventPattern"])
+    )
+    pattern["detail"]["bucket"]["name"] = ["mail"]
+    event = object_created_event("mail", key, 10, "etag")
+    return EventPattern.load(json.dumps(pattern)).matches_event(event)
+
+
+@pytest.mark.parametrize(
+    ("key", "starts"),
+    [
+        ("incoming/offers.csv", True),
+        ("incoming/OFFERS.CSV", True),
+        ("incoming/offers.Csv", True),
+        ("incoming/dry-run/offers.CSV", True),
+        ("incoming/offers.csv.bak", False),
+        ("incoming/offers.txt", False),
+        ("reports/c-1/report.csv", False),
+        ("validated/c-1/OFFERS.CSV", False),
+    ],
+)
+def test_the_upload_rule_starts_on_any_casing_of_csv_under_incoming(transformed, key, starts):
+    # GIVEN an object created under ``key`` WHEN the upload rule's pattern is matched
+    # THEN a .csv of any casing under incoming/ starts a run, and nothing else does (the
+    # reports the run writes must not start another)
+    assert upload_rule_matches(transformed, key) is starts
 
 
 def test_ledger_table_matches_the_dynamodb_adapter(transformed):
