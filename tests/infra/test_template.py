@@ -249,6 +249,31 @@ def test_ledger_table_matches_the_dynamodb_adapter(transformed):
     assert table["SSESpecification"] == {"SSEEnabled": True}
 
 
+def test_the_data_key_is_kept_while_what_it_encrypts_outlives_the_stack(transformed):
+    # GIVEN the resources encrypted with DataKey that outlive a deletion of the stack: those
+    # it retains, and the bucket (CloudFormation cannot delete a bucket that holds objects)
+    resources = transformed["Resources"]
+    outliving = sorted(
+        name
+        for name, resource in resources.items()
+        if name != "DataKey"
+        and resource["Type"] != "AWS::IAM::Role"
+        and '"DataKey"' in json.dumps(resource.get("Properties", {}))
+        and (
+            resource.get("DeletionPolicy") in ("Retain", "Snapshot")
+            or resource["Type"] == "AWS::S3::Bucket"
+        )
+    )
+
+    # THEN the key is kept too, on deletion and on replacement
+    assert outliving == ["MailBucket"]
+    key = resources["DataKey"]
+    assert (key.get("DeletionPolicy"), key.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+    # AND the ledger table, kept as well, does not depend on it (an AWS owned key)
+    assert resources["LedgerTable"]["DeletionPolicy"] == "Retain"
+    assert resources["LedgerTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+
+
 def test_topics_are_encrypted_and_subscriptions_are_optional(transformed):
     for name in ("SummaryTopic", "AlertTopic"):
         assert transformed["Resources"][name]["Properties"]["KmsMasterKeyId"] == {"Ref": "DataKey"}
