@@ -10,6 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from mailmatrix.adapters.wiring import ledger_from, mailer_from, storage_for
+from mailmatrix.core.payload import fit_batch_result, result_size
 from mailmatrix.core.templates import Catalog
 from mailmatrix.jobs import listing_signature, load_templates, send_job
 from mailmatrix.ports import Ledger, Mailer
@@ -56,6 +57,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     still runs (a lost Lambda reply, a redrive after an abort), so each invocation holds the
     batch in the ledger for its run (its request id) and a second one meanwhile raises
     ClaimBusy, which the state machine retries until the first has ended or timed out.
+    The result keeps every row; its reasons are shortened when it would not fit in a state.
     """
     settings = Settings.from_env()
     campaign = event["BatchInput"]["campaign"]
@@ -84,4 +86,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info(
         "Batch sent", sent=result["sent"], skipped=result["skipped"], failed=result["failed"]
     )
-    return result
+    fitted = fit_batch_result(result)
+    if fitted is not result:
+        logger.info("Batch result reasons shortened", bytes=result_size(fitted))
+    return fitted

@@ -52,11 +52,18 @@ def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]
             "ses preflight: account: sending is disabled for this account and region",
             details=figures,
         )
-    if not _identity_verified(ses, address):
+    verified, unreadable = _identity_verified(ses, address)
+    if not verified:
         domain = address.rpartition("@")[2]
+        hint = (
+            f" (the address itself could not be looked up: {unreadable}; the stack lets the "
+            "functions read only the SenderIdentity it was deployed with)"
+            if unreadable
+            else ""
+        )
         raise AccountSendingHalted(
             f"ses preflight: sender identity: neither the address nor {domain} is verified "
-            "for sending in this region",
+            f"for sending in this region{hint}",
             details=figures,
         )
     if needed > remaining:
@@ -69,20 +76,36 @@ def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]
     return {"max_send_rate": rate, "remaining_24h": remaining}
 
 
-def _identity_verified(ses: Any, address: str) -> bool:
-    """True when the address itself or its domain is verified for sending."""
+def _identity_verified(ses: Any, address: str) -> tuple[bool, str]:
+    """Whether the address itself or its domain is verified for sending, and why not read.
+
+    The second value names the error that kept the address from being read ("" when it was
+    read or not found). A role may read only the identity the sender is verified under (the
+    stack grants ses:GetEmailIdentity on SenderIdentity alone), so a domain identity's
+    sender gets AccessDenied on its address: like NotFound, that moves on to the domain.
+    Any other error, and AccessDenied on the domain, stops the preflight.
+    """
+    address_error = ""
     for identity in (address, address.rpartition("@")[2]):
         try:
             response = ses.get_email_identity(EmailIdentity=identity)
         except ClientError as error:
-            if _aws.error_code(error) == "NotFoundException":
+            code = _aws.error_code(error)
+            if code in _ACCESS_DENIED and identity == address:
+                address_error = code
+                continue
+            if code == "NotFoundException":
                 continue
             raise _failed("get_email_identity", error) from error
         except BotoCoreError as error:
             raise _failed("get_email_identity", error) from error
         if response.get("VerifiedForSendingStatus"):
-            return True
-    return False
+            return True, ""
+    return False, address_error
+
+
+# IAM's refusal, before SES looks anything up (the JSON APIs call it AccessDeniedException).
+_ACCESS_DENIED = {"AccessDeniedException", "AccessDenied"}
 
 
 def _call(operation: Any, name: str) -> dict[str, Any]:

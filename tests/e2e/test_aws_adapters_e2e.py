@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import boto3
@@ -76,8 +78,9 @@ def upload_tree(s3, folder: pathlib.Path, prefix: str) -> None:
             )
 
 
-@pytest.fixture
-def account(monkeypatch, tmp_path):
+@contextmanager
+def moto_account(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Iterator[dict]:
+    """A moto account holding the stack's bucket, verified sender, ledger table and topics."""
     with fake_aws(monkeypatch):
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -101,8 +104,24 @@ def account(monkeypatch, tmp_path):
         yield {"s3": s3, "sns": sns, "sqs": sqs, "topics": topics, "tmp": tmp_path}
 
 
-def run_on_engine(account: dict, key: str, sender: str = SENDER) -> dict[str, Any]:
-    """Upload the example CSV under ``key`` and run the definition on the local engine."""
+@pytest.fixture
+def account(monkeypatch, tmp_path):
+    with moto_account(monkeypatch, tmp_path) as created:
+        yield created
+
+
+def run_on_engine(
+    account: dict,
+    key: str,
+    sender: str = SENDER,
+    *,
+    wrap: Callable[[str, str], Callable[..., Any]] | None = None,
+) -> dict[str, Any]:
+    """Upload the example CSV under ``key`` and run the definition on the local engine.
+
+    ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
+    function's handler (``module:callable``).
+    """
     from functions.send_batch import app as send_batch_app
     from mailmatrix.engine import Engine, ResourceRegistry
 
@@ -112,7 +131,7 @@ def run_on_engine(account: dict, key: str, sender: str = SENDER) -> dict[str, An
 
     registry = ResourceRegistry()
     for name, target in sam_functions(load_sam_template()).items():
-        registry.register_lambda(name, target)
+        registry.register_lambda(name, wrap(name, target) if wrap else target)
     notifier = SnsNotifier(account["sns"])
     registry.register_service(
         "arn:aws:states:::sns:publish",
@@ -129,7 +148,6 @@ def run_on_engine(account: dict, key: str, sender: str = SENDER) -> dict[str, An
     substitutions = sam_substitutions(load_sam_template())
     substitutions.update(
         SummaryTopicArn=account["topics"]["SummaryTopic"],
-        AlertTopicArn=account["topics"]["AlertTopic"],
     )
     env = {
         "MAILMATRIX_STORAGE": "s3",

@@ -496,9 +496,14 @@ class Recorder:
         self.map_runs.append(map_run)
 
 
-def test_real_definition_runs_with_listener(
-    engine: Engine, registry: ResourceRegistry, objects: Objects
-) -> None:
+def run_real_definition(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: Objects,
+    publish: Any,
+    listener: Any = None,
+) -> dict:
+    """Run statemachine/mailmatrix.asl.json over 5 rows with stub functions and ``publish``."""
     rows = b"".join(json.dumps({"row": i}).encode() + b"\n" for i in range(5))
     plan = {
         "batch_size": 2,
@@ -534,23 +539,32 @@ def test_real_definition_runs_with_listener(
             "outcome": "ok",
         },
     )
-    published: list[dict] = []
-    registry.register_service(
-        "arn:aws:states:::sns:publish", lambda p: published.append(p) or {"MessageId": "m"}
-    )
+    registry.register_service("arn:aws:states:::sns:publish", publish)
     subs = {
         "ValidateFunctionArn": "Validate",
         "SendBatchFunctionArn": "Send",
         "SummarizeFunctionArn": "Summarize",
         "SummaryTopicArn": "arn:summary",
-        "AlertTopicArn": "arn:alert",
     }
-    listener = Recorder()
-    record = engine.start(
+    return engine.start(
         (REPO / "statemachine" / "mailmatrix.asl.json").read_text(),
         {"detail": {}},
         substitutions=subs,
         listener=listener,
+    )
+
+
+def test_real_definition_runs_with_listener(
+    engine: Engine, registry: ResourceRegistry, objects: Objects
+) -> None:
+    published: list[dict] = []
+    listener = Recorder()
+    record = run_real_definition(
+        engine,
+        registry,
+        objects,
+        lambda p: published.append(p) or {"MessageId": "m"},
+        listener,
     )
     assert record["status"] == "SUCCEEDED"
     assert published == [
@@ -562,3 +576,52 @@ def test_real_definition_runs_with_listener(
     assert [r["name"] for r in Engine(engine.store.root, ResourceRegistry()).list_executions()] == [
         record["name"]
     ]
+
+
+class SnsThrottled(Exception):
+    """What the SNS integration reports when the topic's publish rate is exceeded."""
+
+    asl_error = "SNS.ThrottledException"
+
+
+def test_a_throttled_summary_publish_is_retried_and_the_run_succeeds(
+    engine: Engine, registry: ResourceRegistry, objects: Objects, sleeps: list[float]
+) -> None:
+    # GIVEN SNS throttles the first two publishes of the summary
+    attempts: list[dict] = []
+
+    def publish(parameters: dict) -> dict:
+        attempts.append(parameters)
+        if len(attempts) <= 2:
+            raise SnsThrottled("Rate exceeded")
+        return {"MessageId": "m"}
+
+    # WHEN the real definition runs
+    record = run_real_definition(engine, registry, objects, publish)
+
+    # THEN NotifySummary tried three times and the run succeeded, the summary published once
+    history = engine.history(record["name"])
+    entered = next(
+        i
+        for i, e in enumerate(history)
+        if e.get("stateEnteredEventDetails", {}).get("name") == "NotifySummary"
+    )
+    attempt = ["TaskScheduled", "TaskStarted"]
+    assert [e["type"] for e in history[entered:]] == [
+        "TaskStateEntered",
+        *attempt,
+        "TaskFailed",
+        *attempt,
+        "TaskFailed",
+        *attempt,
+        "TaskSucceeded",
+        "TaskStateExited",
+        "ExecutionSucceeded",
+    ]
+    assert record["status"] == "SUCCEEDED"
+    assert len(attempts) == 3
+
+    # AND the waits before the retries grew and were jittered (full jitter: anywhere from
+    # 0 up to 2 s, then up to 4 s)
+    assert len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 2 and 0 <= sleeps[1] <= 4

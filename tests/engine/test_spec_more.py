@@ -485,7 +485,6 @@ def test_real_definition_fails_at_the_failing_state_without_a_catch(
         "SendBatchFunctionArn": "Send",
         "SummarizeFunctionArn": "Summarize",
         "SummaryTopicArn": "arn:summary",
-        "AlertTopicArn": "arn:alert",
     }
     record = engine.start(
         (repo / "statemachine" / "mailmatrix.asl.json").read_text(),

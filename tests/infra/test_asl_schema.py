@@ -15,7 +15,6 @@ ARNS = {
     "SendBatchFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:send-batch",
     "SummarizeFunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:summarize",
     "SummaryTopicArn": "arn:aws:sns:eu-west-1:123456789012:summaries",
-    "AlertTopicArn": "arn:aws:sns:eu-west-1:123456789012:alerts",
 }
 
 

@@ -11,7 +11,7 @@ from cfnlint.api import ManualArgs, lint, lint_file
 from infra_support import INFRA, ROOT, TEMPLATE
 
 from mailmatrix.adapters import ledger_dynamodb
-from mailmatrix.local import load_sam_template
+from mailmatrix.local import load_sam_template, object_created_event
 
 FUNCTIONS = {
     "ValidateFunction": "validate",
@@ -24,7 +24,6 @@ SUBSTITUTIONS = {
     "SendBatchFunctionArn",
     "SummarizeFunctionArn",
     "SummaryTopicArn",
-    "AlertTopicArn",
 }
 
 
@@ -103,11 +102,25 @@ def test_state_machine_substitutions_cover_the_definition(sam_template):
     assert properties["DefinitionUri"] == "../statemachine/mailmatrix.asl.json"
     assert set(properties["DefinitionSubstitutions"]) == SUBSTITUTIONS
     definition = (INFRA / properties["DefinitionUri"]).read_text(encoding="utf-8")
-    used = set(re.findall(r"\$\{(\w+)\}", definition))
-    # Every placeholder is filled; AlertTopicArn stays offered even while the definition
-    # leaves failure alerts to ExecutionAlertRule.
-    assert used <= SUBSTITUTIONS
-    assert {"ValidateFunctionArn", "SendBatchFunctionArn", "SummarizeFunctionArn"} <= used
+    # Every placeholder is filled, and nothing is offered that the definition does not use.
+    assert set(re.findall(r"\$\{(\w+)\}", definition)) == SUBSTITUTIONS
+
+
+def test_the_state_machine_publishes_only_to_the_topics_its_definition_names(transformed):
+    # GIVEN the topics the definition's tasks publish to (failure alerts come from
+    # ExecutionAlertRule, not from a state)
+    machine = transformed["Resources"]["MailMatrixStateMachine"]["Properties"]
+    topics = [
+        machine["DefinitionSubstitutions"][name]
+        for name in re.findall(r"\$\{(\w+TopicArn)\}", json.dumps(machine["DefinitionString"]))
+    ]
+
+    # WHEN the state machine role's sns:Publish grants are read THEN they name those alone
+    role = transformed["Resources"]["StateMachineRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    published = [s["Resource"] for s in statements if "sns:Publish" in s["Action"]]
+    assert topics == [{"Ref": "SummaryTopic"}]
+    assert published == topics
 
 
 def test_failed_executions_alert_through_an_eventbridge_rule(transformed):
@@ -180,12 +193,43 @@ def test_upload_rule_starts_the_state_machine_with_retries_and_dead_letters(tran
     rule = transformed["Resources"]["UploadRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.s3"]
     assert rule["EventPattern"]["detail-type"] == ["Object Created"]
-    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": "incoming/*.csv"}]
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Ref": "MailMatrixStateMachine"}
     assert target["RoleArn"] == {"Fn::GetAtt": ["UploadRuleRole", "Arn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+
+
+def upload_rule_matches(transformed: dict[str, Any], key: str) -> bool:
+    """Whether EventBridge (as moto implements its patterns) starts a run for ``key``."""
+    from moto.events.models import EventPattern
+
+    pattern = json.loads(
+        json.dumps(transformed["Resources"]["UploadRule"]["Properties"]["EventPattern"])
+    )
+    pattern["detail"]["bucket"]["name"] = ["mail"]
+    event = object_created_event("mail", key, 10, "etag")
+    return EventPattern.load(json.dumps(pattern)).matches_event(event)
+
+
+@pytest.mark.parametrize(
+    ("key", "starts"),
+    [
+        ("incoming/offers.csv", True),
+        ("incoming/OFFERS.CSV", True),
+        ("incoming/offers.Csv", True),
+        ("incoming/dry-run/offers.CSV", True),
+        ("incoming/offers.csv.bak", False),
+        ("incoming/offers.txt", False),
+        ("reports/c-1/report.csv", False),
+        ("validated/c-1/OFFERS.CSV", False),
+    ],
+)
+def test_the_upload_rule_starts_on_any_casing_of_csv_under_incoming(transformed, key, starts):
+    # GIVEN an object created under ``key`` WHEN the upload rule's pattern is matched
+    # THEN a .csv of any casing under incoming/ starts a run, and nothing else does (the
+    # reports the run writes must not start another)
+    assert upload_rule_matches(transformed, key) is starts
 
 
 def test_ledger_table_matches_the_dynamodb_adapter(transformed):
@@ -203,6 +247,31 @@ def test_ledger_table_matches_the_dynamodb_adapter(transformed):
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert table["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_the_data_key_is_kept_while_what_it_encrypts_outlives_the_stack(transformed):
+    # GIVEN the resources encrypted with DataKey that outlive a deletion of the stack: those
+    # it retains, and the bucket (CloudFormation cannot delete a bucket that holds objects)
+    resources = transformed["Resources"]
+    outliving = sorted(
+        name
+        for name, resource in resources.items()
+        if name != "DataKey"
+        and resource["Type"] != "AWS::IAM::Role"
+        and '"DataKey"' in json.dumps(resource.get("Properties", {}))
+        and (
+            resource.get("DeletionPolicy") in ("Retain", "Snapshot")
+            or resource["Type"] == "AWS::S3::Bucket"
+        )
+    )
+
+    # THEN the key is kept too, on deletion and on replacement
+    assert outliving == ["MailBucket"]
+    key = resources["DataKey"]
+    assert (key.get("DeletionPolicy"), key.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+    # AND the ledger table, kept as well, does not depend on it (an AWS owned key)
+    assert resources["LedgerTable"]["DeletionPolicy"] == "Retain"
+    assert resources["LedgerTable"]["Properties"]["SSESpecification"] == {"SSEEnabled": True}
 
 
 def test_topics_are_encrypted_and_subscriptions_are_optional(transformed):

@@ -230,6 +230,9 @@ def account(enabled=True, max_24h=50000.0, sent=100.0, rate=14.0):
     }
 
 
+ERROR_STATUS = {"NotFoundException": 404, "AccessDeniedException": 403}
+
+
 def stubbed(responses):
     client = boto3.client(
         "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
@@ -237,18 +240,29 @@ def stubbed(responses):
     stub = Stubber(client)
     for method, response, params in responses:
         if isinstance(response, str):
-            stub.add_client_error(method, service_error_code=response, http_status_code=404)
+            stub.add_client_error(
+                method,
+                service_error_code=response,
+                http_status_code=ERROR_STATUS[response],
+                expected_params=params,
+            )
         else:
             stub.add_response(method, response, params)
     stub.activate()
     return client, stub
 
 
-def test_preflight_passes_with_a_verified_domain_and_enough_quota():
+@pytest.mark.parametrize(
+    "address_error",
+    # AccessDenied: the role may read only the domain identity (SenderIdentity = example.com)
+    ["NotFoundException", "AccessDeniedException"],
+)
+def test_preflight_passes_with_a_verified_domain_and_enough_quota(address_error):
+    # GIVEN an address SES does not know, or that the role may not read, in a verified domain
     client, stub = stubbed(
         [
             ("get_account", account(), {}),
-            ("get_email_identity", "NotFoundException", None),
+            ("get_email_identity", address_error, {"EmailIdentity": "talent@example.com"}),
             (
                 "get_email_identity",
                 {"VerifiedForSendingStatus": True},
@@ -256,6 +270,8 @@ def test_preflight_passes_with_a_verified_domain_and_enough_quota():
             ),
         ]
     )
+
+    # WHEN the preflight checks the sender THEN the domain's verification lets it pass
     result = ses_account.preflight(sender="Talent <talent@example.com>", needed=20, client=client)
     assert result == {"max_send_rate": 14.0, "remaining_24h": 49900}
     stub.assert_no_pending_responses()
@@ -280,8 +296,16 @@ def test_preflight_passes_with_a_verified_domain_and_enough_quota():
             ],
             "needs 20 messages but only 10 of 200 remain",
         ),
+        (
+            [
+                ("get_account", account(), {}),
+                ("get_email_identity", "AccessDeniedException", None),
+                ("get_email_identity", {"VerifiedForSendingStatus": False}, None),
+            ],
+            r"nor example\.com is verified .* could not be looked up: AccessDeniedException",
+        ),
     ],
-    ids=["disabled", "unverified", "quota"],
+    ids=["disabled", "unverified", "quota", "address-unreadable-domain-unverified"],
 )
 def test_preflight_halts_with_the_numbers(responses, words):
     client, _ = stubbed(responses)
@@ -289,3 +313,22 @@ def test_preflight_halts_with_the_numbers(responses, words):
         ses_account.preflight(sender="talent@example.com", needed=20, client=client)
     assert raised.value.details["needed"] == 20
     assert "max_send_rate" in raised.value.details
+
+
+def test_preflight_stops_when_the_domain_cannot_be_read_either():
+    # GIVEN a role that may read neither the address nor its domain
+    client, _ = stubbed(
+        [
+            ("get_account", account(), {}),
+            (
+                "get_email_identity",
+                "AccessDeniedException",
+                {"EmailIdentity": "talent@example.com"},
+            ),
+            ("get_email_identity", "AccessDeniedException", {"EmailIdentity": "example.com"}),
+        ]
+    )
+
+    # WHEN the preflight checks the sender THEN it stops, naming the refused call
+    with pytest.raises(AccountSendingHalted, match=r"get_email_identity: .*AccessDeniedException"):
+        ses_account.preflight(sender="talent@example.com", needed=20, client=client)

@@ -1,0 +1,365 @@
+"""Each function's role allows every AWS call the function makes, and grants no call it never makes.
+
+The calls are not listed by hand: the example campaign runs on the local engine with the AWS
+adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending and once as a dry run;
+Summarize runs again as after a failed batch, and SesEvents records a bounce. Every SDK call
+is recorded with the function that made it (the SES v2 preflight's too, which moto answers
+through a stand-in).
+Each call becomes the IAM requests AWS authorizes for it (policy_eval.requests_for) and is
+judged against that function's role as the template writes it (policy_eval.allowing).
+
+moto can enforce IAM itself (INITIAL_NO_AUTH_ACTION_COUNT), and does reproduce the S3
+AccessDenied, but it cannot judge these roles: it authorizes every non-S3 call against
+Resource "*", so the table- and identity-scoped grants are refused, and it lets an S3 listing
+through whatever its s3:prefix condition says.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.ses.models import ses_backends
+from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
+
+from mailmatrix.adapters import _aws, ses_account
+from mailmatrix.engine.registry import make_context, resolve_handler
+from mailmatrix.local import environment
+from tests.e2e import test_aws_adapters_e2e as e2e
+
+REGION, ACCOUNT, BUCKET = e2e.REGION, e2e.ACCOUNT, e2e.BUCKET
+BOUNCE = pathlib.Path(__file__).parents[1] / "integration" / "events" / "ses_bounce.json"
+# What the template's names are in the moto account the campaign runs in.
+NAMES = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::StackName": "mailmatrix",
+    "MailBucket": BUCKET,
+    "MailBucket.Arn": f"arn:aws:s3:::{BUCKET}",
+    "LedgerTable": "ledger",
+    "LedgerTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/ledger",
+    "SenderIdentity": "talent@example.com",
+    "SendingConfigurationSet": "mailmatrix",
+}
+# The parameters that name what a call touches (bodies and the like are left out).
+NAMING_PARAMS = {
+    "Bucket",
+    "Key",
+    "Prefix",
+    "VersionId",
+    "TableName",
+    "IndexName",
+    "TopicArn",
+    "EmailIdentity",
+    "FromEmailAddress",
+    "ConfigurationSetName",
+}
+
+
+class Recorder:
+    """Records the SDK calls of every client the adapters build, by the function that built it.
+
+    A client belongs to the handler that built it (the adapters build theirs inside the
+    handler): calls are made on other threads too, e.g. s3transfer's upload_file.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self._current = threading.local()
+
+    def client(self, real_client: Any) -> Any:
+        """A replacement for _aws.client: the same client, its calls recorded."""
+
+        def build(service: str) -> Any:
+            made = real_client(service)
+            function = getattr(self._current, "function", None)
+            made.meta.events.register(
+                "before-parameter-build", functools.partial(self._record, function)
+            )
+            return made
+
+        return build
+
+    def stand_in(self, make: Callable[[], Any], service: str) -> Callable[[], Any]:
+        """A replacement for a factory of stand-ins for ``service``'s client, calls recorded."""
+
+        def build() -> Any:
+            return _RecordedStandIn(make(), service, self._current.function, self.calls)
+
+        return build
+
+    def wrap(self, function: str, handler: str) -> Any:
+        """The handler, run with ``function`` named as the builder of the clients it builds."""
+        resolved = resolve_handler(handler)
+
+        def invoke(event: dict[str, Any], context: Any) -> Any:
+            self.events.setdefault(function, []).append(event)
+            self._current.function = function
+            try:
+                return resolved(event, context)
+            finally:
+                self._current.function = None
+
+        return invoke
+
+    def _record(self, function: str | None, params: dict[str, Any], model: Any, **_: Any) -> None:
+        service = model.service_model.service_name
+        self.calls.append(Call(function, service, model.name, naming(params)))
+
+
+class _RecordedStandIn:
+    """A test's stand-in for a client (moto lacks SES v2 GetAccount), its calls recorded."""
+
+    def __init__(self, target: Any, service: str, function: str | None, calls: list) -> None:
+        self._target, self._service, self._function, self._calls = target, service, function, calls
+
+    def __getattr__(self, method: str) -> Any:
+        operation = "".join(word.title() for word in method.split("_"))
+
+        def call(**params: Any) -> Any:
+            self._calls.append(Call(self._function, self._service, operation, naming(params)))
+            return getattr(self._target, method)(**params)
+
+        return call
+
+
+def naming(params: dict[str, Any]) -> dict[str, str]:
+    """The parameters of a call that name what it touches."""
+    return {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+
+
+def with_a_failed_batch(s3: Any, send: dict[str, Any]) -> dict[str, Any]:
+    """The Map Run result ``send`` again, its batches' result files listed as FAILED."""
+    details = send["ResultWriterDetails"]
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=details["Key"])["Body"].read())
+    files = manifest["ResultFiles"]
+    failed = {"ResultFiles": {"FAILED": files["SUCCEEDED"], "SUCCEEDED": [], "PENDING": []}}
+    key = details["Key"].replace("manifest.json", "manifest-with-a-failed-batch.json")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(failed).encode())
+    return {**send, "ResultWriterDetails": {**details, "Key": key}}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
+    """The calls of a campaign, a dry run of it, its summary after a failed batch, and
+    SesEvents recording a bounce."""
+    recorder = Recorder()
+    with (
+        pytest.MonkeyPatch.context() as monkeypatch,
+        e2e.moto_account(monkeypatch, tmp_path_factory.mktemp("iam")) as account,
+    ):
+        monkeypatch.setattr(_aws, "client", recorder.client(_aws.client))
+        preflight = recorder.stand_in(ses_account.sesv2_client, "sesv2")
+        monkeypatch.setattr(ses_account, "sesv2_client", preflight)
+        # As in the stack, every email goes through the configuration set.
+        boto3.client("sesv2", region_name=REGION).create_configuration_set(
+            ConfigurationSetName=NAMES["SendingConfigurationSet"]
+        )
+        monkeypatch.setenv("MAILMATRIX_CONFIGURATION_SET", NAMES["SendingConfigurationSet"])
+
+        sent = e2e.run_on_engine(account, "incoming/offers.csv", wrap=recorder.wrap)
+        dry = e2e.run_on_engine(account, "incoming/dry-run/offers.csv", wrap=recorder.wrap)
+        assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
+
+        with environment({"MAILMATRIX_LEDGER": "dynamodb://ledger"}):
+            # Summarize of a Map Run with a failed batch also asks the ledger what went out.
+            event = recorder.events["SummarizeFunction"][0]
+            event = {**event, "send": with_a_failed_batch(account["s3"], event["send"])}
+            handler = recorder.wrap("SummarizeFunction", "functions.summarize.app:handler")
+            handler(event, make_context("SummarizeFunction", None, 300))
+
+            # A bounce of any message sent: the event only has to find its ledger entry.
+            first = ses_backends[ACCOUNT][REGION].sent_messages[0].id
+            event = json.loads(BOUNCE.read_text().replace("MESSAGE_ID", first))
+            handler = recorder.wrap("SesEventsFunction", "functions.ses_events.app:handler")
+            result = handler(event, make_context("SesEventsFunction", None, 30))
+            assert result["recorded"] is True, result
+    yield recorder.calls
+
+
+def function_roles(template: dict[str, Any]) -> dict[str, str]:
+    """Each function's logical id and the logical id of the role it runs as."""
+    return {
+        name: resource["Properties"]["Role"]["Fn::GetAtt"][0]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+
+
+def denied_calls(template: dict[str, Any], calls: list[Call]) -> list[str]:
+    """Each call a function made that its role does not allow, as 'Function: action resource'."""
+    roles = function_roles(template)
+    denied = []
+    for call in calls:
+        statements = role_statements(template, roles[call.function], NAMES)
+        for request in requests_for(call, region=REGION, account=ACCOUNT):
+            if not allowing(statements, request):
+                denied.append(f"{call.function}: {request.action} {request.resource}")
+    return sorted(set(denied))
+
+
+def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
+    # GIVEN the recorded campaign THEN every call was made inside a function's handler, and
+    # the ones that broke Validate and Summarize on AWS are among them
+    assert {c.function for c in recorded} == {
+        "ValidateFunction",
+        "SendBatchFunction",
+        "SummarizeFunction",
+        "SesEventsFunction",
+    }
+    heads = {
+        (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"
+    }
+    assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
+
+
+def test_each_role_allows_every_call_its_function_makes(transformed, recorded):
+    # WHEN each recorded call is judged against the role of the function that made it
+    # THEN none is denied (HeadObject after an upload needs s3:GetObject on that prefix)
+    assert denied_calls(transformed, recorded) == []
+
+
+# What a function's own code calls. Logs, X-Ray, KMS and the dead-letter queue are used by
+# Lambda and the AWS services on the function's behalf, so their grants are not judged here.
+CALLED_BY_CODE = ("s3:", "dynamodb:", "ses:")
+
+
+def unused_grants(template: dict[str, Any], calls: list[Call]) -> list[str]:
+    """Each action, resource and listed prefix of a function's role that no call used."""
+    unused = []
+    for function, role in function_roles(template).items():
+        requests = [
+            r
+            for c in calls
+            if c.function == function
+            for r in requests_for(c, region=REGION, account=ACCOUNT)
+        ]
+        for statement in role_statements(template, role, NAMES):
+            actions = [a for a in as_list(statement["Action"]) if a.startswith(CALLED_BY_CODE)]
+            prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            for action in actions:
+                for resource in statement["Resource"]:
+                    for prefix in as_list(prefixes) if prefixes else [None]:
+                        single = {**statement, "Action": [action], "Resource": [resource]}
+                        if prefix is not None:
+                            single["Condition"] = {"StringLike": {"s3:prefix": [prefix]}}
+                        if not any(allowing([single], r) for r in requests):
+                            unused.append(f"{role}: {action} {resource} {prefix or ''}".strip())
+    return unused
+
+
+def test_each_role_grants_nothing_its_function_never_uses(transformed, recorded):
+    # GIVEN every S3, DynamoDB and SES grant of a function's role
+    # WHEN the recorded calls are matched to them
+    # THEN each action on each resource (and listed prefix) is used by some call
+    assert unused_grants(transformed, recorded) == []
+
+
+def test_an_unused_listing_prefix_is_caught(transformed, recorded):
+    # GIVEN SendBatchRole also allowed to list results/, which SendBatch never lists
+    broken = json.loads(json.dumps(transformed))
+    policy = broken["Resources"]["SendBatchRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    (listing,) = [s for s in policy["Statement"] if s.get("Sid") == "ListTemplates"]
+    listing["Condition"]["StringLike"]["s3:prefix"].append("results/*")
+
+    # WHEN the grants are matched to the calls THEN that prefix alone is reported
+    assert unused_grants(broken, recorded) == [
+        "SendBatchRole: s3:ListBucket arn:aws:s3:::mailmatrix-e2e results/*"
+    ]
+
+
+def test_a_role_without_the_read_back_grant_is_caught(transformed, recorded):
+    # GIVEN ValidateRole without the statement that lets it read validated/ back
+    broken = json.loads(json.dumps(transformed))
+    policy = broken["Resources"]["ValidateRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != "ReadBackManifest"]
+
+    # WHEN the campaign's calls are judged THEN Validate's read back is denied
+    assert "ValidateFunction: s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/" in "\n".join(
+        denied_calls(broken, recorded)
+    )
+
+
+REPORTS = {"Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/reports/*"}
+LIST_TEMPLATES = {
+    "Action": "s3:ListBucket",
+    "Resource": "arn:aws:s3:::b",
+    "Condition": {"StringLike": {"s3:prefix": ["templates/*"]}},
+}
+LIST_FROM_ENDPOINT = {**LIST_TEMPLATES, "Condition": {"StringEquals": {"aws:SourceVpce": "v"}}}
+
+
+@pytest.mark.parametrize(
+    ("statement", "request_", "granted"),
+    [
+        (REPORTS, Request("s3:GetObject", "arn:aws:s3:::b/reports/c/report.csv"), True),
+        (REPORTS, Request("s3:GetObject", "arn:aws:s3:::b/validated/c/m.jsonl"), False),
+        (
+            {"Action": "S3:Get*", "Resource": "arn:aws:s3:::b/*"},
+            Request("s3:GetObject", "arn:aws:s3:::b/x"),
+            True,
+        ),
+        (
+            {"Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/*"},
+            Request("s3:GetObject", "arn:aws:s3:::b/x"),
+            False,
+        ),
+        (
+            LIST_TEMPLATES,
+            Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "templates/"}),
+            True,
+        ),
+        (
+            LIST_TEMPLATES,
+            Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "reports/"}),
+            False,
+        ),
+        (
+            LIST_FROM_ENDPOINT,
+            Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "templates/"}),
+            False,
+        ),
+    ],
+    ids=[
+        "prefix",
+        "other-prefix",
+        "wildcard-action",
+        "other-action",
+        "condition",
+        "bad-prefix",
+        "unknown-key",
+    ],
+)
+def test_the_evaluator_grants_only_what_a_statement_covers(statement, request_, granted):
+    statements = [{"Effect": "Allow", **statement, "Resource": [statement["Resource"]]}]
+    assert bool(allowing(statements, request_)) is granted
+
+
+def test_a_head_after_an_upload_needs_get_object_and_a_listing_its_prefix():
+    # GIVEN the calls S3Storage.put_file and S3Storage.list make WHEN mapped to IAM requests
+    head = Call("F", "s3", "HeadObject", {"Bucket": "b", "Key": "reports/c/report.csv"})
+    versioned = Call("F", "s3", "GetObject", {"Bucket": "b", "Key": "k", "VersionId": "v1"})
+    listing = Call("F", "s3", "ListObjectsV2", {"Bucket": "b", "Prefix": "templates/"})
+
+    # THEN they are what AWS authorizes
+    assert requests_for(head, region=REGION, account=ACCOUNT) == [
+        Request("s3:GetObject", "arn:aws:s3:::b/reports/c/report.csv")
+    ]
+    assert requests_for(versioned, region=REGION, account=ACCOUNT)[0].action == (
+        "s3:GetObjectVersion"
+    )
+    assert requests_for(listing, region=REGION, account=ACCOUNT) == [
+        Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "templates/"})
+    ]
+    with pytest.raises(ValueError, match="no IAM mapping for s3:DeleteBucket"):
+        requests_for(
+            Call("F", "s3", "DeleteBucket", {"Bucket": "b"}), region=REGION, account=ACCOUNT
+        )

@@ -1,0 +1,49 @@
+"""The SendBatch handler returns a result a Step Functions state can hold, however long the
+reasons of its failed rows."""
+
+from __future__ import annotations
+
+from functions.send_batch import app
+from mailmatrix.core.payload import CUT_MARK, RESULT_BUDGET_BYTES, result_size
+from mailmatrix.engine.registry import make_context
+from mailmatrix.local import REPO, environment
+from tests.unit.test_payload import STATE_LIMIT, failed_batch
+
+
+def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget(
+    tmp_path, monkeypatch
+):
+    # GIVEN a batch of 1,000 rows that all failed with 500-character reasons
+    result = failed_batch(1000)
+    assert result_size(result) > STATE_LIMIT
+    monkeypatch.setattr(app, "send_job", lambda items, campaign, **_: result)
+    settings = {
+        "MAILMATRIX_STORAGE": (tmp_path / "bucket").as_uri(),
+        "MAILMATRIX_STORAGE_MOUNTS": f"templates/={REPO / 'templates'}",
+        "MAILMATRIX_MAILER": f"maildir://{tmp_path / 'outbox'}",
+        "MAILMATRIX_LEDGER": f"sqlite://{tmp_path / 'ledger.sqlite3'}",
+    }
+    event = {
+        "BatchInput": {
+            "campaign": {
+                "id": "c-1",
+                "source": {"bucket": "local"},
+                "templates_prefix": "templates/",
+            }
+        },
+        "Items": [{"row": row["row"]} for row in result["rows"]],
+        "owner": "arn:aws:states:eu-west-1:123456789012:execution:m/SendEmails:child-1",
+    }
+
+    # WHEN the Lambda handler returns the batch
+    with environment(settings):
+        app.reset()
+        returned = app.handler(event, make_context("SendBatchFunction", None, 900))
+
+    # THEN the result fits, with every row, its status and code, the reasons cut and marked
+    assert result_size(returned) <= RESULT_BUDGET_BYTES
+    assert [(r["row"], r["status"], r["code"]) for r in returned["rows"]] == [
+        (r["row"], r["status"], r["code"]) for r in result["rows"]
+    ]
+    assert (returned["failed"], returned["sent"]) == (1000, 0)
+    assert all(r["reason"].endswith(CUT_MARK) for r in returned["rows"])
