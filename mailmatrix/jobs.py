@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.message import parse_address
@@ -25,7 +26,13 @@ from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
 from mailmatrix.core.send import compose, idempotency_key, send_batch
 from mailmatrix.core.templates import Catalog, load_catalog
-from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
+from mailmatrix.errors import (
+    ConfigurationError,
+    InputFileError,
+    MailMatrixError,
+    NotFoundError,
+    TemplateError,
+)
 from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
 from mailmatrix.settings import Settings
 
@@ -60,6 +67,27 @@ class Source:
         return cls(bucket, key, str(obj.get("etag") or "").strip('"'), obj.get("version-id"))
 
 
+def _stored_source(storage: Storage, source: Source) -> Source:
+    """``source`` under the key the object is stored at.
+
+    S3's event notifications URL-encode keys ("red flower.csv" arrives as "red+flower.csv");
+    whether EventBridge's "Object Created" events do is not said in its documentation, so a
+    key holding "+" or "%" that names no object is tried decoded once.
+    """
+    if "+" not in source.key and "%" not in source.key:
+        return source
+    try:
+        storage.head(source.key)
+        return source
+    except NotFoundError:
+        decoded = unquote_plus(source.key)
+        if decoded == source.key:
+            raise
+        storage.head(decoded)  # neither is there: say so for the key as stored
+        log.info("event key %s is URL-encoded; reading %s", source.key, decoded)
+        return Source(source.bucket, decoded, source.etag, source.version_id)
+
+
 def campaign_id_for(source: Source) -> str:
     """Derive the campaign id from the bucket and the file's key (its name under incoming/).
 
@@ -92,6 +120,7 @@ def validate_job(
     preflight: Callable[[str, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Validate the upload; write the manifest and rejects report; return the state's result."""
+    source = _stored_source(storage, source)
     if not source.etag:
         source = Source(source.bucket, source.key, storage.head(source.key).etag, source.version_id)
     campaign_id = campaign_id_for(source)

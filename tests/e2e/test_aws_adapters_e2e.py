@@ -116,8 +116,10 @@ def run_on_engine(
     sender: str = SENDER,
     *,
     wrap: Callable[[str, str], Callable[..., Any]] | None = None,
+    event_key: str | None = None,
 ) -> dict[str, Any]:
-    """Upload the example CSV under ``key`` and run the definition on the local engine.
+    """Upload the example CSV under ``key`` and run the definition on the local engine
+    (on an event naming ``event_key``, the key as the event spells it, when given).
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
     function's handler (``module:callable``).
@@ -164,7 +166,7 @@ def run_on_engine(
         engine = Engine(account["tmp"] / "executions", registry)
         return engine.start(
             DEFINITION.read_text(encoding="utf-8"),
-            object_created_event(BUCKET, key, len(body), etag),
+            object_created_event(BUCKET, event_key or key, len(body), etag),
             substitutions=substitutions,
         )
 
@@ -229,6 +231,22 @@ def test_an_unverified_sender_stops_before_sending_and_alerts(account):
     assert "is verified" in record["cause"]
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
     assert received(account, "SummaryTopic") == []
+
+
+def test_a_key_the_event_spells_url_encoded_is_read_as_stored(account):
+    # GIVEN a file uploaded with a space and a plus in its name, named URL-encoded by the event
+    # (as S3 notifications spell keys)
+    key = "incoming/offers 2026+1.csv"
+
+    # WHEN the state machine runs on that event
+    record = run_on_engine(account, key, event_key="incoming/offers+2026%2B1.csv")
+
+    # THEN the file as stored was read and its rows sent
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    output = (
+        record["output"] if isinstance(record["output"], dict) else json.loads(record["output"])
+    )
+    assert output["counts"]["sent"] == 18
 
 
 def test_a_dry_run_upload_validates_and_reports_without_sending(account):
