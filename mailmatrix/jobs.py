@@ -12,7 +12,9 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +90,12 @@ def _stored_source(storage: Storage, source: Source) -> Source:
         return Source(source.bucket, decoded, source.etag, source.version_id)
 
 
+def _execution_folder(execution: str | None) -> str:
+    """A folder name for an execution's files: its name (the end of its ARN), else a new id."""
+    name = (execution or "").rsplit(":", 1)[-1]
+    return name if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}", name) else uuid.uuid4().hex
+
+
 def campaign_id_for(source: Source) -> str:
     """Derive the campaign id from the bucket and the file's key (its name under incoming/).
 
@@ -118,8 +126,13 @@ def validate_job(
     settings: Settings,
     *,
     preflight: Callable[[str, int], dict[str, Any]] | None = None,
+    execution: str | None = None,
 ) -> dict[str, Any]:
-    """Validate the upload; write the manifest and rejects report; return the state's result."""
+    """Validate the upload; write the manifest and rejects report; return the state's result.
+
+    The manifest is the execution's own (under its name): a later run of the same file writes
+    another, so a redrive of this execution still sends the rows this one validated.
+    """
     source = _stored_source(storage, source)
     if not source.etag:
         source = Source(source.bucket, source.key, storage.head(source.key).etag, source.version_id)
@@ -142,7 +155,7 @@ def validate_job(
         max_message_bytes=settings.max_message_bytes,
         check_deliverability=settings.check_deliverability,
     )
-    manifest_key = f"validated/{campaign_id}/manifest.jsonl"
+    manifest_key = f"validated/{campaign_id}/{_execution_folder(execution)}/manifest.jsonl"
     rejects_key = f"reports/{campaign_id}/rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
 

@@ -38,7 +38,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return {"max_send_rate": 0.0}
 
     try:
-        result = validate_job(storage, source, settings, preflight=preflight)
+        result = validate_job(
+            storage, source, settings, preflight=preflight, execution=event.get("execution")
+        )
     except Exception:
         logger.exception("Validation failed")
         raise

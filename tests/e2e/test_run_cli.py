@@ -375,6 +375,29 @@ def test_a_run_stopped_before_reading_a_row_says_nothing_was_sent_not_a_table_of
     assert "mailmatrix redrive " in output
 
 
+def test_each_execution_keeps_the_rows_it_validated_for_its_redrives(tmp_path):
+    # GIVEN a file run once, then changed (an address fixed) and run again under its name
+    csv_path = tmp_path / "offers.csv"
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path.write_text(original, encoding="utf-8")
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+    first = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
+    csv_path.write_text(original.replace("amelia.hart@", "amelia.h@"), encoding="utf-8")
+    second = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
+
+    # WHEN the manifests each execution sends from are read
+    validated = tmp_path / "w" / "bucket" / "validated"
+    manifests = {
+        path.parent.name: path.read_text(encoding="utf-8")
+        for path in validated.glob("*/*/manifest.jsonl")
+    }
+
+    # THEN the second run did not overwrite the first's: a redrive of the first sends its rows
+    assert set(manifests) == {first["execution"], second["execution"]}
+    assert '"amelia.hart@' in manifests[first["execution"]]
+    assert '"amelia.h@' in manifests[second["execution"]]
+
+
 def test_the_retry_command_leaves_the_smtp_password_out():
     from mailmatrix.cli.run_cmd import _without_password
 
