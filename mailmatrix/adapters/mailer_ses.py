@@ -10,6 +10,8 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     ReadTimeoutError,
 )
@@ -51,6 +53,10 @@ class SesMailer:
             response = self._ses.send_email(**request)
         except ClientError as error:
             raise classify(error, sender=sender) from error
+        except (EndpointConnectionError, ConnectTimeoutError) as error:
+            # The request never reached SES: nothing can have been sent.
+            text = f"ses: send_email: connection failed: {error}"
+            raise TransientSendError(text, refused=True) from error
         except (ConnectionError, HTTPClientError, ReadTimeoutError) as error:
             raise TransientSendError(f"ses: send_email: connection failed: {error}") from error
         except BotoCoreError as error:

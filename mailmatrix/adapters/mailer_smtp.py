@@ -181,7 +181,7 @@ class SmtpMailer:
         except ssl.SSLCertVerificationError as exc:
             raise self._untrusted(exc) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+            raise TransientSendError(f"smtp {self._where}: connect: {exc}", refused=True) from exc
 
         try:
             connection.ehlo()
@@ -204,7 +204,8 @@ class SmtpMailer:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 raise self._untrusted(exc) from exc
             if isinstance(exc, smtplib.SMTPException | OSError):
-                raise TransientSendError(f"smtp {self._where}: connect: {exc}") from exc
+                where = f"smtp {self._where}: connect: {exc}"
+                raise TransientSendError(where, refused=True) from exc
             raise
         return connection
 
@@ -244,7 +245,10 @@ class SmtpMailer:
             if stage == "MAIL FROM":
                 raise _StaleConnection() from exc
             self._drop()
-            raise TransientSendError(f"{where}: connection lost during {stage}: {exc}") from exc
+            # Before DATA nothing was handed over; during it the server may have taken it.
+            raise TransientSendError(
+                f"{where}: connection lost during {stage}: {exc}", refused=stage != "DATA"
+            ) from exc
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421:
                 self._drop()
@@ -255,7 +259,7 @@ class SmtpMailer:
             raise
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise TransientSendError(f"{where}: {stage}: {exc}") from exc
+            raise TransientSendError(f"{where}: {stage}: {exc}", refused=stage != "DATA") from exc
 
     def _reset(self, connection: smtplib.SMTP) -> None:
         try:

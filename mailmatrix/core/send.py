@@ -62,15 +62,20 @@ class RetryPolicy:
     """How hard one batch tries before handing a passing fault to the state machine.
 
     ``tries`` calls per row at most, sleeping a uniform random time in
-    ``[0, min(cap_s, base_s * 2**n)]`` between them (full jitter). ``claim_lease_s`` bounds
-    how long a claim keeps other attempts off a row (the invocation's deadline, when known,
-    bounds it too: a Lambda past its deadline is dead). A campaign halt stops batches for
-    ``halt_hold_s`` after it was recorded; later batches (a redrive) try again. A running
-    batch looks for a halt every ``halt_check_s``. ``reserve_s``: stop starting rows this
-    close to the invocation's deadline.
+    ``[0, min(cap_s, base_s * 2**n)]`` between them (full jitter). A row is tried at most
+    ``unknown_tries`` times in all with an unknown outcome (a timeout, a connection lost while
+    the message was handed over, an earlier attempt that died sending it): a server that takes
+    messages but never answers would otherwise get one copy per try and per retry of the
+    batch; after that the row fails as OutcomeUnknown (``--retry-failed`` sends it again).
+    ``claim_lease_s`` bounds how long a claim keeps other attempts off a row (the
+    invocation's deadline, when known, bounds it too: a Lambda past its deadline is dead). A
+    campaign halt stops batches for ``halt_hold_s`` after it was recorded; later batches (a
+    redrive) try again. A running batch looks for a halt every ``halt_check_s``.
+    ``reserve_s``: stop starting rows this close to the invocation's deadline.
     """
 
     tries: int = 5
+    unknown_tries: int = 2
     base_s: float = 0.2
     cap_s: float = 5.0
     claim_lease_s: float = 900.0
@@ -250,6 +255,18 @@ class _Stop(Exception):
         self.error = error
 
 
+class _Unknown(Exception):
+    """A row tried too often with an unknown outcome: it fails, and is not sent again."""
+
+    def __init__(self, tries: int, error: SendError) -> None:
+        super().__init__(error_text(error))
+        self.reason = (
+            f"the service may have taken the message without answering, {tries} times (last:"
+            f" {error_text(error)}); not sent again: check the recipient got it, then"
+            " --retry-failed sends it"
+        )
+
+
 class _Defer(Exception):
     """Internal: this row's passing fault outlasted its tries; the other rows go on."""
 
@@ -337,23 +354,34 @@ class _Batch:
             )
 
     def fail(
-        self, item: Mapping[str, Any], code: str, reason: str, *, permanent: bool = True
+        self,
+        item: Mapping[str, Any],
+        code: str,
+        reason: str,
+        *,
+        permanent: bool = True,
+        uncertain: bool = False,
     ) -> None:
         # A setup problem (a template) is not the row's fault: not permanent in the ledger,
         # so the run after the fix sends the row.
-        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=permanent)
+        self.ledger.record_failed(
+            item["key"], code=code, reason=reason, permanent=permanent, uncertain=uncertain
+        )
         self.result.rows.append(
             {"row": item["row"], "status": "failed", "code": code, "reason": reason}
         )
         log.debug("send_batch: row %s failed: %s", item["row"], code)
 
     def deliver(
-        self, item: Mapping[str, Any], raw: bytes, destinations: list[str]
+        self, item: Mapping[str, Any], raw: bytes, destinations: list[str], *, doubt: bool
     ) -> tuple[str, bool]:
         """Send with in-batch retries; return (message id, whether an earlier try may also
-        have been accepted), or raise _Stop (the batch stops) or _Defer (this row waits)."""
+        have been accepted), or raise _Stop (the batch stops), _Defer (this row waits) or
+        _Unknown (too many tries may have been taken). ``doubt``: an earlier attempt's try
+        may have been."""
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
+        unknown = int(doubt)
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.pacer.acquire(len(destinations))
@@ -384,7 +412,11 @@ class _Batch:
                     raise
                 # A throttle or a refusing reply was refused for sure; any other passing fault
                 # (timeout, dropped connection) may hide a message the service accepted.
-                uncertain = uncertain or not (exc.refused or isinstance(exc, Throttled))
+                if not (exc.refused or isinstance(exc, Throttled)):
+                    uncertain = True
+                    unknown += 1
+                    if unknown >= self.policy.unknown_tries:
+                        raise _Unknown(unknown, exc) from exc
                 if tries == self.policy.tries:
                     # An uncertain release is remembered: the attempt that later sends the
                     # row reports it as a possible duplicate.
@@ -482,7 +514,10 @@ class _Batch:
             return
 
         try:
-            message_id, uncertain = self.deliver(item, raw, destinations)
+            message_id, uncertain = self.deliver(item, raw, destinations, doubt=bool(claim.reason))
+        except _Unknown as unknown:
+            self.fail(item, "OutcomeUnknown", unknown.reason, uncertain=True)
+            return
         except _Defer as defer:
             self.result.rows.append(
                 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import ipaddress
 import socket
@@ -273,7 +274,7 @@ def test_connection_refused_is_transient():
     mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}?timeout=5")
     with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: ") as caught:
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
-    assert not caught.value.refused  # no answer: the outcome is not known
+    assert caught.value.refused  # nothing was handed over: no copy can have gone out
 
 
 def test_reconnects_after_the_server_dropped_an_idle_connection():
@@ -391,6 +392,38 @@ def test_a_local_campaign_over_smtp_checks_the_server_then_sends_each_letter_onc
     # 18 letters (2 rows of the example are rejected); the check sent no envelope
     assert len(handler.envelopes) == 18
     assert len({tuple(rcpts) for _, rcpts, _ in handler.envelopes}) == 18
+
+
+class TakesThenHangsUp(Recorder):
+    """Keeps each message, then drops the connection instead of answering the DATA."""
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        server.transport.close()
+        return "250 never heard"
+
+
+def test_a_server_that_takes_messages_without_answering_gets_two_copies_at_most(tmp_path):
+    from mailmatrix.local import run_campaign
+
+    # GIVEN a server that keeps every message but never answers the DATA
+    handler = TakesThenHangsUp()
+    with smtp_server(handler) as port:
+        # WHEN the example campaign runs through it
+        record = run_campaign(
+            EXAMPLE / "recipients.csv",
+            workdir=tmp_path / "work",
+            mailer=f"smtp://{HOST}:{port}?timeout=5",
+        )
+
+    # THEN each recipient got two copies at most (not one per try and per batch retry), and
+    # every row is reported failed, in doubt, for a person to check
+    copies = collections.Counter(tuple(rcpts) for _, rcpts, _ in handler.envelopes)
+    assert len(copies) == 18
+    assert max(copies.values()) == 2
+    assert record["status"] == "SUCCEEDED"
+    assert record["output"]["counts"]["failed"] == 18
 
 
 def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):

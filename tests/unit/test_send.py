@@ -152,10 +152,15 @@ def test_the_envelope_uses_the_bare_sender_and_every_recipient(ledger, clock):
     assert b"Subject: Your letter, Person 2" in call.raw
 
 
-@pytest.mark.parametrize("kind", ["Throttling", "InternalFailure"])
-def test_passing_faults_are_retried_within_the_batch(ledger, clock, kind):
+@pytest.mark.parametrize(
+    ("kind", "failing"),
+    # a throttle twice on one row; server errors once on each of two rows (twice on one row
+    # would be two tries whose outcome is unknown: see the OutcomeUnknown test)
+    [("Throttling", (2, 3)), ("InternalFailure", (2, 4))],
+)
+def test_passing_faults_are_retried_within_the_batch(ledger, clock, kind, failing):
     ses = FakeSes(
-        fail_calls(2, 3, code=kind, status=400 if kind == "Throttling" else 500), clock=clock
+        fail_calls(*failing, code=kind, status=400 if kind == "Throttling" else 500), clock=clock
     )
 
     result = run(items(3), ses, ledger, clock)
@@ -167,7 +172,8 @@ def test_passing_faults_are_retried_within_the_batch(ledger, clock, kind):
 
 def test_a_recipient_whose_fault_outlasts_the_retries_does_not_hold_up_the_rest(ledger, clock):
     # GIVEN the second row fails on every one of its tries with a passing (non-rate) fault
-    policy = RetryPolicy(tries=3)
+    # (as many unknown outcomes allowed as tries: the cap on those has its own test)
+    policy = RetryPolicy(tries=3, unknown_tries=10)
     ses = FakeSes(fail_calls(2, 3, 4, code="InternalFailure", status=500), clock=clock)
 
     # WHEN the batch runs
@@ -204,6 +210,42 @@ def test_a_row_sent_after_a_fault_with_an_unknown_outcome_is_flagged(ledger, clo
     # THEN only the unknown outcome is flagged as a possible duplicate in the report
     assert result.rows[1]["takeover"] == "an earlier try timed out or lost its reply"
     assert "takeover" not in throttled.rows[1]
+
+
+def test_a_row_whose_tries_may_all_have_been_taken_fails_instead_of_being_sent_again(ledger, clock):
+    # GIVEN a service that takes row 3's message and then fails to answer, every time
+    person = "person3@example.com"
+    timeout = {"Code": "InternalFailure", "Message": "no reply", "HTTPStatusCode": 500}
+    ses = FakeSes({"by_destination": {person: timeout}}, clock=clock)
+
+    # WHEN the batch runs
+    result = run(items(3), ses, ledger, clock)
+
+    # THEN row 3 is tried twice only, then fails as OutcomeUnknown; the others are sent
+    assert [r["status"] for r in result.rows] == ["sent", "failed", "sent"]
+    assert result.rows[1]["code"] == "OutcomeUnknown"
+    assert "check the recipient got it" in result.rows[1]["reason"]
+    assert sum(1 for call in ses.calls if person in call.destinations) == 2
+    # AND a retry of the batch does not send it again: it failed for good, in doubt
+    again = run(items(3), ses, ledger, clock)
+    assert again.rows[1]["status"] == "failed"
+    assert sum(1 for call in ses.calls if person in call.destinations) == 2
+    (outcome,) = [o for o in ledger.outcomes(CID) if o.row == 3]
+    assert (outcome.state, outcome.doubtful) == ("failed", True)
+
+
+def test_an_earlier_attempt_s_doubt_counts_towards_the_unknown_tries(ledger, clock):
+    # GIVEN row 2 claimed by an attempt that died (its send may have gone out)
+    ledger.claim(items(1)[0]["key"], campaign=CID, row=2, attempt="child-1")
+    timeout = {"Code": "InternalFailure", "Message": "no reply", "HTTPStatusCode": 500}
+    ses = FakeSes(fail_calls(1, code=timeout["Code"], status=500), clock=clock)
+
+    # WHEN the same child's next attempt meets one more unknown outcome
+    result = run(items(1), ses, ledger, clock, attempt="child-1")
+
+    # THEN it stops there: two possible copies already
+    assert result.rows[0]["code"] == "OutcomeUnknown"
+    assert len(ses.calls) == 1
 
 
 def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):
@@ -555,7 +597,7 @@ def test_a_row_released_after_tries_that_may_have_arrived_is_flagged_when_sent_l
     error = {"Code": code, "Message": "Maximum sending rate exceeded.", "HTTPStatusCode": status}
     first = FakeSes({"by_destination": {person: error}}, clock=clock)
     with pytest.raises((TransientSendError, Throttled)):
-        run(items(2), first, ledger, clock, attempt="child-1")
+        run(items(2), first, ledger, clock, attempt="child-1", policy=RetryPolicy(unknown_tries=9))
     # WHEN a later attempt (another execution) sends the row
     result = run(items(2), FakeSes(clock=clock), ledger, clock, attempt="child-2")
     row3 = next(row for row in result.rows if row["row"] == 3)
