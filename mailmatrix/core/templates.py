@@ -38,9 +38,11 @@ import difflib
 import logging
 import posixpath
 import re
+import signal
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -205,6 +207,7 @@ class Catalog:
         self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
         self._in_place: dict[str, bool] = {}
         self._skeletons = _SkeletonCache(SKELETON_CACHE_SIZE)
+        self._too_slow: dict[str, int] = {}  # rows whose rendering ran out of time, per set
         for tset in self.sets.values():
             for value in tset.values:
                 self._by_value[_fold(value)] = tset.name
@@ -290,16 +293,32 @@ class Catalog:
         return problems
 
     def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
-        """Render the set ``template`` for one row; raise TemplateError naming what failed."""
+        """Render the set ``template`` for one row; raise TemplateError naming what failed.
+
+        A row's rendering may take RENDER_SECONDS (where a timer can interrupt it: the main
+        thread, as in a Lambda or a local worker): a template that loops for ever fails its
+        row instead of holding the batch, and the run, for ever.
+        """
         tset = self._set(template)
         context = self._context(fields)
-
-        subject = _one_line(self._render_file(tset.subject, context))
-        html = self._render_html(tset.html, context) if tset.html else None
-        if tset.text:
-            text = _clean_text(self._render_file(tset.text, context))
-        else:
-            text = html_to_text(html or "")
+        if self._too_slow.get(template, 0) >= SLOW_ROWS_BEFORE_GIVING_UP:
+            raise TemplateError(
+                f"{template}: render: took more than {RENDER_SECONDS:g} s on "
+                f"{SLOW_ROWS_BEFORE_GIVING_UP} rows; not rendered again (a loop without end?)"
+            )
+        try:
+            with _time_limit(RENDER_SECONDS):
+                subject = _one_line(self._render_file(tset.subject, context))
+                html = self._render_html(tset.html, context) if tset.html else None
+                if tset.text:
+                    text = _clean_text(self._render_file(tset.text, context))
+                else:
+                    text = html_to_text(html or "")
+        except _RenderTooLong:
+            self._too_slow[template] = self._too_slow.get(template, 0) + 1
+            raise TemplateError(
+                f"{template}: render: took more than {RENDER_SECONDS:g} s (a loop without end?)"
+            ) from None
         if not subject:
             raise TemplateError(f"{tset.subject}: render: the subject is empty")
         return Rendered(subject=subject, html=html, text=text)
@@ -404,6 +423,10 @@ class Catalog:
             raise TemplateError(_syntax_message(exc, path)) from exc
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{path}: render: {exc}") from exc
+        except (_RenderTooLong, TemplateError):
+            raise
+        except Exception as exc:  # the template's own logic: 1 // 0, deep recursion, ...
+            raise TemplateError(f"{path}: render: {type(exc).__name__}: {exc}") from exc
 
     def _variables_by_file(self, tset: TemplateSet) -> dict[str, set[str]]:
         """Map each file the set uses (its own and every layout it pulls in) to its names."""
@@ -629,6 +652,53 @@ def _inline_css(html: str, path: str) -> str:
 # attribute value. _inline_skeleton finds out by inlining the skeleton with a probe after each
 # slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
 # the parse could still differ.
+
+# How long one row's rendering may take, where a timer can stop it (see Catalog.render), and
+# after how many such rows a set's other rows fail at once.
+RENDER_SECONDS = 10.0
+SLOW_ROWS_BEFORE_GIVING_UP = 3
+
+
+class _RenderTooLong(Exception):
+    """Raised into a rendering that outlived RENDER_SECONDS."""
+
+
+_timing = threading.local()
+
+
+def _expired(signum: int, frame: Any) -> None:
+    if getattr(_timing, "active", False):
+        raise _RenderTooLong()
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _RenderTooLong into the block after ``seconds`` (main thread, POSIX timer only;
+    elsewhere the block runs unbounded). The SIGALRM handler is installed once, if free."""
+    if threading.current_thread() is not threading.main_thread() or not _alarm_ready():
+        yield
+        return
+    _timing.active = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _timing.active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _alarm_ready() -> bool:
+    """Whether SIGALRM is ours to use: installed by us, or free and now installed."""
+    if not hasattr(signal, "setitimer"):
+        return False
+    current = signal.getsignal(signal.SIGALRM)
+    if current is _expired:
+        return True
+    if current not in (signal.SIG_DFL, None):
+        return False  # someone else's timer: leave it alone
+    signal.signal(signal.SIGALRM, _expired)
+    return True
+
 
 # Distinct skeletons kept inlined per catalog, the most recently used.
 SKELETON_CACHE_SIZE = 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,44 @@ def test_sandbox_refuses_unsafe_attribute_access_in_templates():
     catalog = load_catalog(simple(**{"welcome__body.txt": "{{ ''.__class__.__mro__ }}"}))
     with pytest.raises(TemplateError, match=r"^welcome/body.txt: render: "):
         catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("{{ 1 // (Name|length - 3) }}", "ZeroDivisionError"),
+        ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "RecursionError"),
+        ("{{ range(10**20)|list }}", "OverflowError"),
+    ],
+)
+def test_a_template_s_own_errors_fail_the_row_with_their_name(body, error):
+    catalog = load_catalog(simple(**{"welcome__body.txt": body}))
+
+    with pytest.raises(TemplateError, match=rf"^welcome/body.txt: render: {error}"):
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+
+
+@pytest.mark.timeout(60, method="thread")  # the signal method would hold SIGALRM
+def test_a_template_that_never_ends_fails_its_row_after_the_time_limit(monkeypatch):
+    from mailmatrix.core import templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.2)
+    spin = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    catalog = load_catalog(simple(**{"welcome__body.txt": spin}))
+
+    with pytest.raises(TemplateError, match=r"took more than 0.2 s"):
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+    # AND after three such rows the set's next rows fail at once
+    for _ in range(2):
+        with pytest.raises(TemplateError, match=r"took more than 0.2 s \("):
+            catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match=r"on 3 rows; not rendered again"):
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+    assert time.monotonic() - started < 0.1
+    # AND another catalog renders as usual (the timer is off again)
+    quick = load_catalog(simple(**{"welcome__body.txt": "Hi {{ Name }}\n"}))
+    assert quick.render("welcome", {"Name": "Amy", "Status": "Offer"}).text == "Hi Amy\n"
 
 
 def test_dynamic_access_to_a_missing_column_fails_the_row_not_renders_blank():
