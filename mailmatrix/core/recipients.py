@@ -79,6 +79,10 @@ _SUSPECT = re.compile(f"{_CONTROL.pattern}|{_BIDI.pattern}")
 MAX_HEADER_VALUE = 256
 # Any cell: a row with more is rejected, not the file.
 MAX_CELL = 65536
+# All the cells of a row: its manifest line (at most ~4 bytes a character, JSON-escaped) must
+# fit, with the batch's other fields, in the 192 KiB a Map batch may hold (ASL ItemBatcher
+# MaxInputBytesPerBatch); a bigger row could never be sent, and would fail its whole batch.
+MAX_ROW_CHARS = 40000
 _LIST_SPLIT = re.compile(r"[,;]")
 # Excel honours (and some exports write) a first line "sep=;" naming the delimiter.
 _SEP_DIRECTIVE = re.compile(r"sep=(.) *", re.IGNORECASE)
@@ -390,6 +394,8 @@ class _Intake:
         self.names = names
         self.width = len(names)
         self.named = [(index, name) for index, name in enumerate(names) if name]
+        # What the column names add to each row's manifest line ("name": "", per column).
+        self.names_chars = sum(len(name) + 6 for _, name in self.named)
         self.named_width = self.named[-1][0] + 1
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
@@ -541,9 +547,12 @@ class _Intake:
                 )
 
     def _size_problem(self, values: list[str]) -> tuple[str, str] | None:
-        """Return (column, reason) for a cell too long to send or to put in a header."""
-        if max(map(len, values)) <= MAX_HEADER_VALUE:  # below both limits: most rows
-            return None
+        """Return (column, reason) for a row or cell too long to send or a cell too long to
+        put in a header."""
+        longest = max(map(len, values))
+        most = len(values) * MAX_HEADER_VALUE + self.names_chars
+        if longest <= MAX_HEADER_VALUE and most <= MAX_ROW_CHARS:
+            return None  # below every limit: most rows
         for index, name in self.named:
             length = len(values[index])
             if length > MAX_CELL:
@@ -553,6 +562,12 @@ class _Intake:
                     f"{name} is {length} characters long; at most {MAX_HEADER_VALUE} go into "
                     "a mail header"
                 )
+        total = sum(map(len, values)) + self.names_chars
+        if total > MAX_ROW_CHARS:
+            return "", (
+                f"the row holds {total} characters with its column names; at most "
+                f"{MAX_ROW_CHARS} fit in a batch"
+            )
         return None
 
     def _control_problem(self, values: list[str]) -> tuple[str, str] | None:

@@ -837,6 +837,31 @@ def test_a_huge_cell_rejects_its_row_not_the_file():
     assert "200000 characters" in report.rejected[0]["reason"]
 
 
+@pytest.mark.parametrize(
+    ("header_extra", "row_extra"),
+    [
+        (",A,B,C,D,E", "," + ",".join(["x" * 9000] * 5)),  # five long cells
+        # many columns: their names and ten characters in each pass the limit together
+        ("," + ",".join(f"c{i}" for i in range(2_000)), "," + ",".join(["z" * 10] * 2_000)),
+    ],
+    ids=["long-cells", "many-columns"],
+)
+def test_a_row_too_big_for_a_map_batch_is_rejected_not_sent(header_extra, row_extra):
+    # GIVEN a row whose cells are each within the limit but hold more than a batch can carry
+    header = HEADER.rstrip("\r\n") + header_extra + "\r\n"
+    line = "bob@example.com,Bob,active,alice.pdf" + row_extra + "\r\n"
+    width = header.count(",") + 1
+    short = "alice@example.com,Alice,active,alice.pdf" + "," * (width - 4) + "\r\n"
+
+    # WHEN it is validated
+    report, rows = run(header + line + short)
+
+    # THEN that row is rejected with its size, the next one goes
+    assert [r["row"] for r in rows] == [3]
+    assert report.rejected[0]["row"] == 2
+    assert "characters with its column names; at most 40000" in report.rejected[0]["reason"]
+
+
 @pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200f"])
 def test_bidi_controls_in_a_display_name_are_refused(char):
     text = HEADER + f"bob@example.com,Bob{char}moc.evil,active,alice.pdf\r\n" + ALICE
