@@ -92,6 +92,7 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         "execution": record["name"],
         "execution_arn": record["executionArn"],
         "status": record["status"],
+        "redrives": int(record.get("redriveCount") or 0),
         "counts": counts,
         "outbox": None if smtp else str(workdir.outbox),
         "delivered_via": _redact(smtp) if smtp else "maildir",
@@ -210,7 +211,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     rows = [
         ("Rows in the file", "rows"),
         ("Valid", "valid"),
-        ("Sent by this run" if result["status"] == "SUCCEEDED" else "Sent so far", "sent"),
+        (_sent_label(result), "sent"),
         ("Already sent earlier (skipped)", "skipped"),
         ("Rejected by validation", "rejected"),
         ("Duplicates (not sent)", "duplicates"),
@@ -279,6 +280,13 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"  {line}", markup=False)
     console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
     console.print(f"mailmatrix redrive {result['execution']} {where}", markup=False, soft_wrap=True)
+
+
+def _sent_label(result: dict[str, Any]) -> str:
+    """What the sent count covers: a redriven execution's count includes its earlier tries."""
+    if result["status"] != "SUCCEEDED":
+        return "Sent so far"
+    return "Sent by this execution" if result.get("redrives") else "Sent by this run"
 
 
 def _print_rejects(console: Console, result: dict[str, Any]) -> None:
@@ -427,6 +435,16 @@ def run(
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
+    except OSError as error:  # the workdir itself: disk full, a file size limit, permissions
+        if progress is not None:
+            progress.stop()
+        click.echo(
+            f"mailmatrix run: cannot write the workdir {workdir}: {error}. Once there is room "
+            "(or access), `mailmatrix executions` shows the run as ABORTED and `mailmatrix "
+            "redrive ID` sends the rest.",
+            err=True,
+        )
+        sys.exit(exits.RUN_FAILED)
     finally:
         if progress is not None:
             progress.stop()

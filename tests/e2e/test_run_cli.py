@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from mailmatrix.cli.main import cli
 from mailmatrix.local import REPO, redrive, run_campaign
@@ -120,6 +121,13 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
         for p in Path(workdir / "outbox" / "new").iterdir()
     )
     assert len(recipients) == 18 and set(recipients.values()) == {1}
+    # AND its summary says the count covers the whole execution, earlier tries included
+    from mailmatrix.cli.run_cmd import outcome_of, print_summary
+    from mailmatrix.local import Workdir
+
+    console = Console(record=True, width=120)
+    print_summary(console, outcome_of(record, Workdir(workdir)))
+    assert "Sent by this execution" in console.export_text()
 
 
 def test_an_smtp_url_that_is_not_smtp_is_refused_without_its_password(tmp_path):
@@ -396,6 +404,23 @@ def test_each_execution_keeps_the_rows_it_validated_for_its_redrives(tmp_path):
     assert set(manifests) == {first["execution"], second["execution"]}
     assert '"amelia.hart@' in manifests[first["execution"]]
     assert '"amelia.h@' in manifests[second["execution"]]
+
+
+def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    import errno
+
+    from mailmatrix.cli import run_cmd
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(run_cmd, "run_campaign", full_disk)
+
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path))
+
+    assert code == 1
+    assert "cannot write the workdir" in output and "File too large" in output
+    assert "redrive" in output
 
 
 def test_the_retry_command_leaves_the_smtp_password_out():
