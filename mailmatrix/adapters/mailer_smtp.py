@@ -18,6 +18,7 @@ authentication failures and a used-up daily quota halt the campaign.
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
 import threading
@@ -80,6 +81,9 @@ class SmtpMailer:
             raise ConfigurationError(f"MAILMATRIX_MAILER: unknown options: {', '.join(unknown)}")
         try:
             port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:  # its message would quote what follows the ':' (a password, often)
+            raise ConfigurationError(f"MAILMATRIX_MAILER: {UNREADABLE_PORT}") from None
+        try:
             timeout = float(query.get("timeout", 30))
         except ValueError as exc:
             raise ConfigurationError(f"MAILMATRIX_MAILER: {exc}") from exc
@@ -114,13 +118,15 @@ class SmtpMailer:
             # The server closed an idle connection: nothing was accepted, so send again once.
             self._drop()
             if not reused:
-                raise TransientSendError(f"smtp {self._where}: connection closed") from None
+                closed = f"smtp {self._where}: connection closed"
+                raise TransientSendError(closed, refused=True) from None
             connection, _ = self._connection()
             try:
                 reply = self._transaction(connection, mail_from, rcpt_to, raw)
             except _StaleConnection:
                 self._drop()
-                raise TransientSendError(f"smtp {self._where}: connection closed") from None
+                closed = f"smtp {self._where}: connection closed"
+                raise TransientSendError(closed, refused=True) from None
         return _message_id(raw) or reply
 
     def check(self) -> None:
@@ -234,7 +240,14 @@ class SmtpMailer:
                     self._reset(connection)
                     raise _classify(code, reply, f"{where}: recipient {_mask(address)} refused")
             stage = "DATA"
-            code, reply = connection.data(raw)
+            connection.putcmd("data")
+            code, reply = connection.getreply()
+            if code == 354:
+                stage = "message"
+                connection.send(_data_block(raw))
+                # Only from here can the server have taken the message without our knowing.
+                stage = _AWAITING
+                code, reply = connection.getreply()
             if code != 250:
                 # Not every server forgets the envelope after a refused DATA (aiosmtpd answers
                 # the next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
@@ -245,9 +258,9 @@ class SmtpMailer:
             if stage == "MAIL FROM":
                 raise _StaleConnection() from exc
             self._drop()
-            # Before DATA nothing was handed over; during it the server may have taken it.
+            # Until the whole message is sent the server cannot have taken it.
             raise TransientSendError(
-                f"{where}: connection lost during {stage}: {exc}", refused=stage != "DATA"
+                f"{where}: connection lost during {stage}: {exc}", refused=stage != _AWAITING
             ) from exc
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421:
@@ -259,7 +272,8 @@ class SmtpMailer:
             raise
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise TransientSendError(f"{where}: {stage}: {exc}", refused=stage != "DATA") from exc
+            refused = stage != _AWAITING
+            raise TransientSendError(f"{where}: {stage}: {exc}", refused=refused) from exc
 
     def _reset(self, connection: smtplib.SMTP) -> None:
         try:
@@ -277,6 +291,10 @@ class SmtpMailer:
 
 
 PASSWORD_VARIABLE = "MAILMATRIX_SMTP_PASSWORD"
+UNREADABLE_PORT = (
+    "the port is not a number: a '/', '@', ':', '?' or '#' in the user or password must be "
+    "URL-encoded (%2F, %40, %3A, %3F, %23), or the password left to MAILMATRIX_SMTP_PASSWORD"
+)
 
 
 def _password_from_env(parts: Any) -> str | None:
@@ -311,6 +329,20 @@ def _quit(connection: smtplib.SMTP) -> None:
         connection.quit()
     except (smtplib.SMTPException, OSError):
         connection.close()
+
+
+_AWAITING = "the reply to the message"
+# A line starting with a period gets a second one (RFC 5321 4.5.2, "transparency").
+_LEADING_PERIOD = re.compile(rb"(?m)^\.")
+
+
+def _data_block(raw: bytes) -> bytes:
+    """The message as DATA sends it: lines starting with "." doubled, ended by CRLF "." CRLF
+    (what smtplib's data() sends, written here so each stage's failure can be told apart)."""
+    block = _LEADING_PERIOD.sub(b"..", raw)
+    if not block.endswith(b"\r\n"):
+        block += b"\r\n"
+    return block + b".\r\n"
 
 
 class _StaleConnection(Exception):

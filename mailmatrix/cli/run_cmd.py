@@ -493,6 +493,12 @@ def _check_smtp(value: str | None) -> str | None:
             raise click.BadParameter(
                 f"{_redact(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
             )
+        try:
+            _ = url.port  # reading it checks it
+        except ValueError:
+            from mailmatrix.adapters.mailer_smtp import UNREADABLE_PORT
+
+            raise click.BadParameter(f"{_redact(value)}: {UNREADABLE_PORT}") from None
         if url.password == "***":
             raise click.BadParameter(
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "

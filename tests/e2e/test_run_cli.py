@@ -423,6 +423,15 @@ def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path,
     assert "redrive" in output
 
 
+def test_a_password_with_a_slash_is_a_usage_error_that_does_not_show_it(tmp_path):
+    smtp = "smtp://bob:pa/ssWORD@127.0.0.1:2525"
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
+
+    assert code == 2
+    assert "must be URL-encoded" in output
+    assert "ssWORD" not in output and "'pa'" not in output
+
+
 def test_the_retry_command_leaves_the_smtp_password_out():
     from mailmatrix.cli.run_cmd import _without_password
 

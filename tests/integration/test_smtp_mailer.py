@@ -404,6 +404,23 @@ class TakesThenHangsUp(Recorder):
         return "250 never heard"
 
 
+class BusyAtMail(Recorder):
+    """Answers every MAIL FROM with 421, as a server does before closing the connection."""
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        return "421 4.7.0 try again later"
+
+
+def test_a_server_that_refuses_before_data_is_a_refusal_not_an_unknown_outcome():
+    with smtp_server(BusyAtMail()) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        with pytest.raises(TransientSendError) as caught:
+            mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+        mailer.close()
+
+    assert caught.value.refused  # nothing was handed over: retried as often as needed
+
+
 def test_a_server_that_takes_messages_without_answering_gets_two_copies_at_most(tmp_path):
     from mailmatrix.local import run_campaign
 
