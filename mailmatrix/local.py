@@ -519,16 +519,51 @@ def run_campaign(
     check_delivery(wd, campaign, csv_path.name, env["MAILMATRIX_MAILER"])
     prepare(wd, env)
     _, event = upload(wd, csv_path)
-    if retry_failed:
-        with _local_ledger(wd) as ledger:
+    with _local_ledger(wd) as ledger:
+        halt = ledger.halted(campaign)
+        if halt is not None and halt.code == STOPPED_BY_OPERATOR:
+            ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
+        if retry_failed:
             released = ledger.release_failed(campaign)
-        log.info("ledger: %d failed row(s) of %s given back for this run", released, campaign)
+            log.info("ledger: %d failed row(s) of %s given back for this run", released, campaign)
     try:
-        return execute(wd, event, env, listener=listener, echo=echo, sleep=sleep)
+        stopper = _HaltOnStop(listener, wd, campaign)
+        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep)
     finally:
         with _local_ledger(wd) as ledger:
             if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
                 record_delivery(wd, campaign, env["MAILMATRIX_MAILER"])
+
+
+STOPPED_BY_OPERATOR = "StoppedByOperator"
+
+
+class _HaltOnStop:
+    """Passes a listener's calls on; when the run is stopped (Ctrl-C, SIGTERM), records a halt
+    of the campaign, which the batches running look for between rows (every 0.25 s): they stop
+    after the email they are on instead of sending the rest of their batch. The next run or
+    redrive of the campaign lifts it."""
+
+    def __init__(self, inner: Any, wd: Workdir, campaign: str) -> None:
+        self.inner, self.wd, self.campaign = inner, wd, campaign
+
+    def on_event(self, execution_id: str, event: dict[str, Any]) -> None:
+        if self.inner is not None and hasattr(self.inner, "on_event"):
+            self.inner.on_event(execution_id, event)
+
+    def on_map_run(self, map_run: dict[str, Any]) -> None:
+        if self.inner is not None and hasattr(self.inner, "on_map_run"):
+            self.inner.on_map_run(map_run)
+
+    def on_stopping(self, execution_id: str) -> None:
+        with _local_ledger(self.wd) as ledger:
+            ledger.halt(
+                self.campaign,
+                code=STOPPED_BY_OPERATOR,
+                reason="the run was stopped (Ctrl-C or SIGTERM); a redrive sends the rest",
+                attempt="operator",
+            )
+        log.info("stopping: batches end after the email they are on")
 
 
 @contextlib.contextmanager
@@ -589,6 +624,7 @@ def redrive(
         if campaign:
             # The operator redrives because they fixed the cause: lift an account halt.
             ledger_from(Settings.from_env()).clear_halt(campaign)
+            listener = _HaltOnStop(listener, wd, campaign)
         record = engine.redrive(execution_id, listener=listener)
         record["history"] = engine.history(record["name"])
         record["failure_details"] = failure_details(engine, record)

@@ -272,7 +272,10 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 console.print(f"({result['retry_note']})", markup=False)
         return
     if result["status"] == "ABORTED":
-        console.print("[yellow]Stopped. Batches already running were let finish.[/yellow]")
+        console.print(
+            "[yellow]Stopped: no new batch started, and each running batch ended after the "
+            "email it was on.[/yellow]"
+        )
     else:
         console.print(f"[red]The run failed: {result.get('error')}[/red]")
         console.print(str(result.get("cause") or "")[:2000], markup=False)

@@ -313,6 +313,7 @@ class MapRunner:
                 # Stopped: start no more children and let those in flight end, as a running
                 # Lambda invocation ends after StopExecution; a redrive runs the rest.
                 aborted = True
+                self.notifier.stopping()
                 concurrent.futures.wait(in_flight)
         with lock:
             flush()

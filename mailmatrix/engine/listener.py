@@ -11,7 +11,11 @@ engine's threads, as things happen:
   ``mapRunArn``, ``stateName``, ``status`` (RUNNING, SUCCEEDED, FAILED), ``redriveCount`` and the
   counts ``total``, ``succeeded``, ``failed``, ``running``, ``pending``.
 
-A listener may implement only one of the two methods; calls are made under a lock, so an
+- ``obj.on_stopping(execution_id)`` once, when the execution is being stopped (Ctrl-C), before
+  the engine waits for the Map children in flight: a caller that can ask them to stop sooner
+  (MailMatrix records a halt its batches look for between rows) does it there.
+
+A listener may implement any of the methods; calls are made under a lock, so an
 implementation does not need its own, but it must return quickly (it runs on the hot path).
 """
 
@@ -38,6 +42,7 @@ class Notifier:
         self.execution_id = execution_id
         self._on_event = getattr(listener, "on_event", None)
         self._on_map_run = getattr(listener, "on_map_run", None)
+        self._on_stopping = getattr(listener, "on_stopping", None)
         self._lock = threading.Lock()
 
     def event(self, event: dict[str, Any]) -> None:
@@ -51,3 +56,9 @@ class Notifier:
         if self._on_map_run:
             with self._lock:
                 self._on_map_run(dict(snapshot, executionId=self.execution_id))
+
+    def stopping(self) -> None:
+        """Say that the execution is being stopped."""
+        if self._on_stopping:
+            with self._lock:
+                self._on_stopping(self.execution_id)

@@ -130,6 +130,53 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
     assert "Sent by this execution" in console.export_text()
 
 
+class StopOnceABatchRuns:
+    """Plays the operator pressing Ctrl-C while the first batch is sending."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def on_map_run(self, map_run: dict) -> None:
+        if not self.stopped and (map_run.get("running") or 0) >= 1:
+            self.stopped = True
+            raise KeyboardInterrupt
+
+
+def _recipients(outbox: Path) -> collections.Counter:
+    """How many messages each address has in the outbox (none before the first)."""
+    new = outbox / "new"
+    return collections.Counter(
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
+        .addr_spec
+        for p in (new.iterdir() if new.is_dir() else ())
+    )
+
+
+def test_a_stop_ends_the_running_batch_after_its_current_email(tmp_path):
+    # GIVEN the demo campaign as one batch of 18, paced at 10 emails a second
+    workdir = tmp_path / "work"
+
+    # WHEN the operator stops it as soon as that batch runs
+    record = run_campaign(
+        EXAMPLE / "recipients.csv",
+        workdir=workdir,
+        batch_size=18,
+        max_concurrency=1,
+        send_rate=10,
+        listener=StopOnceABatchRuns(),
+    )
+
+    # THEN the batch stopped within a moment, not after its 18 emails (1.8 s)
+    assert record["status"] == "ABORTED"
+    assert len(_recipients(workdir / "outbox")) < 10
+    # AND a redrive at once sends the rest, nobody twice
+    record = redrive(workdir, record["name"])
+    assert record["status"] == "SUCCEEDED"
+    recipients = _recipients(workdir / "outbox")
+    assert len(recipients) == 18 and set(recipients.values()) == {1}
+
+
 def test_an_smtp_url_that_is_not_smtp_is_refused_without_its_password(tmp_path):
     code, output = _run(
         str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", "http://u:pw@h"
