@@ -81,14 +81,16 @@ def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path
     assert summary["cause"] == "incoming/recipients.csv: empty file: no header and no rows"
 
 
-class StopAfterFirstBatch:
-    """Plays the operator pressing Ctrl-C once the first batch has finished."""
+class StopWhen:
+    """Plays the operator pressing Ctrl-C once a Map Run count (``running``: a batch is
+    sending; ``succeeded``: one has finished) reaches 1."""
 
-    def __init__(self) -> None:
+    def __init__(self, count: str) -> None:
+        self.count = count
         self.stopped = False
 
     def on_map_run(self, map_run: dict) -> None:
-        if not self.stopped and (map_run.get("succeeded") or 0) >= 1:
+        if not self.stopped and (map_run.get(self.count) or 0) >= 1:
             self.stopped = True
             raise KeyboardInterrupt
 
@@ -103,7 +105,7 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
         workdir=workdir,
         batch_size=5,
         max_concurrency=1,
-        listener=StopAfterFirstBatch(),
+        listener=StopWhen("succeeded"),
     )
 
     # THEN the execution is ABORTED (redrivable), not left RUNNING, and not everyone got mail
@@ -114,12 +116,7 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
     # WHEN it is redriven THEN the rest go out, and nobody gets two
     record = redrive(workdir, record["name"])
     assert record["status"] == "SUCCEEDED"
-    recipients = collections.Counter(
-        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"]
-        .addresses[0]
-        .addr_spec
-        for p in Path(workdir / "outbox" / "new").iterdir()
-    )
+    recipients = _recipients(workdir / "outbox")
     assert len(recipients) == 18 and set(recipients.values()) == {1}
     # AND its summary says the count covers the whole execution, earlier tries included
     from mailmatrix.cli.run_cmd import outcome_of, print_summary
@@ -128,18 +125,6 @@ def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
     console = Console(record=True, width=120)
     print_summary(console, outcome_of(record, Workdir(workdir)))
     assert "Sent by this execution" in console.export_text()
-
-
-class StopOnceABatchRuns:
-    """Plays the operator pressing Ctrl-C while the first batch is sending."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def on_map_run(self, map_run: dict) -> None:
-        if not self.stopped and (map_run.get("running") or 0) >= 1:
-            self.stopped = True
-            raise KeyboardInterrupt
 
 
 def _recipients(outbox: Path) -> collections.Counter:
@@ -164,7 +149,7 @@ def test_a_stop_ends_the_running_batch_after_its_current_email(tmp_path):
         batch_size=18,
         max_concurrency=1,
         send_rate=10,
-        listener=StopOnceABatchRuns(),
+        listener=StopWhen("running"),
     )
 
     # THEN the batch stopped within a moment, not after its 18 emails (1.8 s)
