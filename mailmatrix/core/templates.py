@@ -440,9 +440,14 @@ class Catalog:
                 raise TemplateError(f"{tset.name}: template {path!r} does not exist")
             try:
                 ast = self._env.parse(self.sources[path], name=path)
+                # Compiled now, not at the first row: Python refuses some sources Jinja
+                # parses (too deeply nested blocks), and every row would fail at sending.
+                self._env.compile(ast, name=path, filename=path)
+                names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES - set(self.context)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(_syntax_message(exc, path)) from exc
-            names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES - set(self.context)
+            except (RecursionError, SyntaxError, MemoryError) as exc:  # nesting too deep
+                raise TemplateError(f"{path}: cannot compile: {type(exc).__name__}: {exc}") from exc
             found[path] = names
             for ref in meta.find_referenced_templates(ast):
                 if ref is None:

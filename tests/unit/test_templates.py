@@ -220,6 +220,24 @@ def test_a_template_that_never_ends_fails_its_row_after_the_time_limit(monkeypat
     assert quick.render("welcome", {"Name": "Amy", "Status": "Offer"}).text == "Hi Amy\n"
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ("{{ " + "(" * 300 + "1" + ")" * 300 + " }}", "RecursionError"),
+        ("{% for a in row %}" * 25 + "y" + "{% endfor %}" * 25, "too many statically nested"),
+    ],
+    ids=["deep-expression", "deep-blocks"],
+)
+def test_a_template_python_cannot_compile_is_named_before_anything_is_sent(body, error):
+    catalog = load_catalog(simple(**{"welcome__body.txt": body}))
+
+    problems = catalog.check_columns(["Name", "Status"])
+
+    assert len(problems) == 1
+    assert problems[0].startswith("welcome/body.txt: cannot compile: ")
+    assert error in problems[0]
+
+
 def test_dynamic_access_to_a_missing_column_fails_the_row_not_renders_blank():
     catalog = load_catalog(simple(**{"welcome__body.txt": "Balance: {{ row['Balance'] }}\n"}))
     assert catalog.check_columns(["Name", "Status"]) == []  # invisible to static analysis
