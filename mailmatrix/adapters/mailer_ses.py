@@ -38,7 +38,7 @@ class SesMailer:
 
     def __init__(self, configuration_set: str | None = None, client: Any = None) -> None:
         self.configuration_set = configuration_set
-        self._ses = client or _aws.client("sesv2")
+        self._ses = client or _aws.client("sesv2", sends=True)
 
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Send the raw RFC 5322 message to ``destinations``; return SES's message id."""

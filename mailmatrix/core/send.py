@@ -158,7 +158,9 @@ def classify_service_error(
     if code in HALTING_CODES:
         return AccountSendingHalted(text, details=details)
     if code in TRANSIENT_CODES or (status is not None and status >= 500):
-        return TransientSendError(text, details=details)
+        # 503 is the service declining the request for now; 500 may come after it acted.
+        refused = code == "ServiceUnavailable" or status == 503
+        return TransientSendError(text, details=details, refused=refused)
     return PermanentSendError(text, details=details)
 
 
@@ -262,8 +264,8 @@ class _Unknown(Exception):
         super().__init__(error_text(error))
         self.reason = (
             f"the service may have taken the message without answering, {tries} times (last:"
-            f" {error_text(error)}); not sent again: check the recipient got it, then"
-            " --retry-failed sends it"
+            f" {error_text(error)}); not sent again: check the recipient got it, then send it"
+            " again (locally: mailmatrix run FILE --retry-failed)"
         )
 
 

@@ -181,8 +181,22 @@ def test_connection_failures_are_transient():
         def send_email(self, **_):
             raise EndpointConnectionError(endpoint_url="https://email.eu-west-1.amazonaws.com")
 
-    with pytest.raises(TransientSendError, match="connection failed"):
+    with pytest.raises(TransientSendError, match="connection failed") as caught:
         SesMailer(client=Unreachable()).send(RAW, sender="t@example.com", destinations=["a@b.c"])
+    assert caught.value.refused  # the request never reached SES
+
+
+def test_which_ses_faults_may_hide_a_sent_message():
+    # 503: SES declined the request; 500: it may have acted before failing
+    unavailable = classify(client_error("ServiceUnavailable", "later", 503))
+    internal = classify(client_error("InternalFailure", "oops", 500))
+    assert (unavailable.refused, internal.refused) == (True, False)
+
+
+def test_the_ses_client_of_a_mailer_does_not_retry_a_send_itself(aws):
+    # A retry inside botocore would hide that the first try reached SES
+    mailer = SesMailer()
+    assert mailer._ses.meta.config.retries["total_max_attempts"] == 1
 
 
 # ---------------------------------------------------------------- SNS
