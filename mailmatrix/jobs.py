@@ -32,7 +32,7 @@ from mailmatrix.errors import (
     ConfigurationError,
     InputFileError,
     MailMatrixError,
-    NotFoundError,
+    StorageError,
     TemplateError,
 )
 from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
@@ -81,7 +81,7 @@ def _stored_source(storage: Storage, source: Source) -> Source:
     try:
         storage.head(source.key)
         return source
-    except NotFoundError:
+    except StorageError:  # S3 answers 403, not 404, to a role that may not list the bucket
         decoded = unquote_plus(source.key)
         if decoded == source.key:
             raise

@@ -438,15 +438,10 @@ def run(
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
-    except OSError as error:  # the workdir itself: disk full, a file size limit, permissions
+    except OSError as error:  # disk full, a file size limit, permissions
         if progress is not None:
             progress.stop()
-        click.echo(
-            f"mailmatrix run: cannot write the workdir {workdir}: {error}. Once there is room "
-            "(or access), `mailmatrix executions` shows the run as ABORTED and `mailmatrix "
-            "redrive ID` sends the rest.",
-            err=True,
-        )
+        click.echo(f"mailmatrix run: {_os_error_hint(error, workdir)}", err=True)
         sys.exit(exits.RUN_FAILED)
     finally:
         if progress is not None:
@@ -468,6 +463,18 @@ def run(
     else:
         print_summary(console, result)
     sys.exit(exit_code(result))
+
+
+def _os_error_hint(error: OSError, workdir: Path) -> str:
+    """What an OSError that ended a run means, and what to do next."""
+    where = Path(error.filename).resolve() if error.filename else None
+    if where is not None and where.is_relative_to(workdir.resolve()):
+        return (
+            f"cannot write the workdir {workdir}: {error}. Once there is room (or access), "
+            "`mailmatrix executions` shows the run as ABORTED and `mailmatrix redrive ID` "
+            "sends the rest."
+        )
+    return f"{error}. Fix it, then `mailmatrix executions --workdir {workdir}` shows what ran."
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -34,12 +34,13 @@ inlined by itself.
 
 from __future__ import annotations
 
+import ctypes
 import difflib
 import logging
 import posixpath
 import re
-import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -295,8 +296,7 @@ class Catalog:
     def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
         """Render the set ``template`` for one row; raise TemplateError naming what failed.
 
-        A row's rendering may take RENDER_SECONDS (where a timer can interrupt it: the main
-        thread, as in a Lambda or a local worker): a template that loops for ever fails its
+        A row's rendering may take RENDER_SECONDS: a template that loops for ever fails its
         row instead of holding the batch, and the run, for ever.
         """
         tset = self._set(template)
@@ -307,7 +307,7 @@ class Catalog:
                 f"{SLOW_ROWS_BEFORE_GIVING_UP} rows; not rendered again (a loop without end?)"
             )
         try:
-            with _time_limit(RENDER_SECONDS):
+            with _watchdog.limit(RENDER_SECONDS):
                 subject = _one_line(self._render_file(tset.subject, context))
                 html = self._render_html(tset.html, context) if tset.html else None
                 if tset.text:
@@ -322,6 +322,11 @@ class Catalog:
         if not subject:
             raise TemplateError(f"{tset.subject}: render: the subject is empty")
         return Rendered(subject=subject, html=html, text=text)
+
+    def new_batch(self) -> None:
+        """Start counting slow rows afresh: a catalog kept warm across batches (a Lambda's)
+        would otherwise refuse a set for good after three slow rows, slow only once."""
+        self._too_slow.clear()
 
     def _set(self, template: str) -> TemplateSet:
         try:
@@ -658,8 +663,8 @@ def _inline_css(html: str, path: str) -> str:
 # slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
 # the parse could still differ.
 
-# How long one row's rendering may take, where a timer can stop it (see Catalog.render), and
-# after how many such rows a set's other rows fail at once.
+# How long one row's rendering may take (see Catalog.render), and after how many such rows a
+# set's other rows fail at once.
 RENDER_SECONDS = 10.0
 SLOW_ROWS_BEFORE_GIVING_UP = 3
 
@@ -668,41 +673,58 @@ class _RenderTooLong(Exception):
     """Raised into a rendering that outlived RENDER_SECONDS."""
 
 
-_timing = threading.local()
+class _Watchdog:
+    """One daemon thread per process that raises _RenderTooLong into a thread whose rendering
+    has passed its deadline (CPython's PyThreadState_SetAsyncExc: the exception arrives at the
+    thread's next bytecode, as a signal would, but in any thread, so threaded runs are bounded
+    too)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}
+        self._fired: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def limit(self, seconds: float) -> Iterator[None]:
+        """Raise _RenderTooLong into the block when it runs longer than ``seconds``."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._deadlines[ident] = time.monotonic() + seconds
+            self._fired.discard(ident)  # left over if the last one arrived inside the finally
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="render")
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deadlines.pop(ident, None)
+                fired = ident in self._fired
+                self._fired.discard(ident)
+            if fired:  # fired as the block ended: cancel it if it has not arrived yet
+                _set_async_exc(ident, None)
+                raise _RenderTooLong()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_WATCH_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                for ident, deadline in list(self._deadlines.items()):
+                    if deadline <= now and ident not in self._fired:
+                        self._fired.add(ident)
+                        _set_async_exc(ident, _RenderTooLong)
 
 
-def _expired(signum: int, frame: Any) -> None:
-    if getattr(_timing, "active", False):
-        raise _RenderTooLong()
+def _set_async_exc(ident: int, exception: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exception) if exception else None
+    )
 
 
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise _RenderTooLong into the block after ``seconds`` (main thread, POSIX timer only;
-    elsewhere the block runs unbounded). The SIGALRM handler is installed once, if free."""
-    if threading.current_thread() is not threading.main_thread() or not _alarm_ready():
-        yield
-        return
-    _timing.active = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        _timing.active = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def _alarm_ready() -> bool:
-    """Whether SIGALRM is ours to use: installed by us, or free and now installed."""
-    if not hasattr(signal, "setitimer"):
-        return False
-    current = signal.getsignal(signal.SIGALRM)
-    if current is _expired:
-        return True
-    if current not in (signal.SIG_DFL, None):
-        return False  # someone else's timer: leave it alone
-    signal.signal(signal.SIGALRM, _expired)
-    return True
+_WATCH_SECONDS = 0.1
+_watchdog = _Watchdog()
 
 
 # Distinct skeletons kept inlined per catalog, the most recently used.

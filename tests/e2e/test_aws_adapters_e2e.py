@@ -249,6 +249,24 @@ def test_a_key_the_event_spells_url_encoded_is_read_as_stored(account):
     assert output["counts"]["sent"] == 18
 
 
+def test_an_encoded_key_is_tried_decoded_when_s3_answers_403_for_a_missing_object():
+    # S3 answers HeadObject on a missing key with 403 when the role may not list the bucket
+    from mailmatrix.errors import StorageError
+    from mailmatrix.jobs import Source, _stored_source
+
+    class ForbiddenWhenMissing:
+        def head(self, key: str) -> object:
+            if key != "incoming/offers 2026.csv":
+                raise StorageError(f"s3://b/{key}: head failed: 403 Forbidden")
+            return object()
+
+    found = _stored_source(
+        ForbiddenWhenMissing(), Source("b", "incoming/offers+2026.csv", "e", None)
+    )
+
+    assert found.key == "incoming/offers 2026.csv"
+
+
 def test_a_dry_run_upload_validates_and_reports_without_sending(account):
     from moto.ses.models import ses_backends
 

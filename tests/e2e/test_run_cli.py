@@ -443,16 +443,24 @@ def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path,
 
     from mailmatrix.cli import run_cmd
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.EFBIG, "File too large")
+    failing = [str(tmp_path / "executions" / "x" / "history.jsonl")]
 
-    monkeypatch.setattr(run_cmd, "run_campaign", full_disk)
+    def refused_write(*args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large", failing[0])
+
+    monkeypatch.setattr(run_cmd, "run_campaign", refused_write)
 
     code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path))
 
     assert code == 1
     assert "cannot write the workdir" in output and "File too large" in output
     assert "redrive" in output
+
+    # AND a file elsewhere (an unreadable template) is named as it is, without that advice
+    failing[0] = str(tmp_path.parent / "templates" / "body.txt")
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path))
+    assert code == 1
+    assert "cannot write the workdir" not in output and "body.txt" in output
 
 
 def test_a_password_with_a_slash_is_a_usage_error_that_does_not_show_it(tmp_path):
