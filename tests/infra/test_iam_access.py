@@ -78,8 +78,8 @@ class Recorder:
     def client(self, real_client: Any) -> Any:
         """A replacement for _aws.client: the same client, its calls recorded."""
 
-        def build(service: str) -> Any:
-            made = real_client(service)
+        def build(service: str, **options: Any) -> Any:
+            made = real_client(service, **options)
             function = getattr(self._current, "function", None)
             made.meta.events.register(
                 "before-parameter-build", functools.partial(self._record, function)
