@@ -73,6 +73,9 @@ class Claim:
     (another live attempt holds the claim: try again later). ``code`` and ``reason`` say why
     a key failed; on ``claimed``/``busy`` ``reason`` names the attempt taken over or waited on.
     ``attempt`` is the attempt that sent the key (``sent``) or holds it (``busy``).
+    ``doubts`` (on ``claimed``): how many earlier tries of the key may have gone out (the
+    attempts taken over, and one for tries released with an unknown outcome), which counts
+    towards send_batch's cap on such tries; not part of a Claim's equality.
     """
 
     state: str
@@ -80,6 +83,7 @@ class Claim:
     reason: str | None = None
     code: str | None = None
     attempt: str | None = None
+    doubts: int = field(default=0, compare=False)
 
 
 # A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).

@@ -163,14 +163,15 @@ class DynamoDbLedger:
                 raise self._error("claim", key, error) from error
             except BotoCoreError as error:
                 raise self._error("claim", key, error) from error
+            doubts = takeovers + int(uncertain)
             if previous is not None:
                 logger.debug("ledger: row %s taken over from %s by %s", row, previous, attempt)
-                return Claim(
-                    "claimed", reason=f"taken over from attempt {previous}", attempt=previous
-                )
+                reason = f"taken over from attempt {previous}"
+                return Claim("claimed", reason=reason, attempt=previous, doubts=doubts)
             if uncertain:
-                return Claim("claimed", reason=UNCERTAIN_RELEASE.format(holder), attempt=holder)
-            return Claim("claimed")
+                reason = UNCERTAIN_RELEASE.format(holder)
+                return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
+            return Claim("claimed", doubts=doubts)
         return Claim("busy", reason="the entry kept changing while being claimed")
 
     def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:

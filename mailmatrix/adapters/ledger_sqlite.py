@@ -231,12 +231,15 @@ class SqliteLedger:
                 " takeovers = takeovers + ?, updated_at = ?, holder = ? WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, key),
             )
+        doubts = takeovers + int(takeover) + int(bool(uncertain))
         if takeover:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
-            return Claim("claimed", reason=f"taken over from attempt {holder}", attempt=holder)
+            reason = f"taken over from attempt {holder}"
+            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
         if uncertain:
-            return Claim("claimed", reason=UNCERTAIN_RELEASE.format(holder), attempt=holder)
-        return Claim("claimed")
+            reason = UNCERTAIN_RELEASE.format(holder)
+            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
+        return Claim("claimed", doubts=doubts)
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier

@@ -375,15 +375,15 @@ class _Batch:
         log.debug("send_batch: row %s failed: %s", item["row"], code)
 
     def deliver(
-        self, item: Mapping[str, Any], raw: bytes, destinations: list[str], *, doubt: bool
+        self, item: Mapping[str, Any], raw: bytes, destinations: list[str], *, doubts: int
     ) -> tuple[str, bool]:
         """Send with in-batch retries; return (message id, whether an earlier try may also
         have been accepted), or raise _Stop (the batch stops), _Defer (this row waits) or
-        _Unknown (too many tries may have been taken). ``doubt``: an earlier attempt's try
-        may have been."""
+        _Unknown (too many tries may have been taken). ``doubts``: earlier attempts' tries
+        that may have been (Claim.doubts)."""
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
-        unknown = int(doubt)
+        unknown = doubts
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.pacer.acquire(len(destinations))
@@ -505,6 +505,15 @@ class _Batch:
             self.fail(item, type(exc).__name__, error_text(exc))
             return
 
+        if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
+            reason = (
+                f"earlier attempts may have sent it {claim.doubts} times; not sent again: check"
+                " the recipient got it, then send it again (locally: mailmatrix run FILE"
+                " --retry-failed)"
+            )
+            self.fail(item, "OutcomeUnknown", reason, uncertain=True)
+            return
+
         limit = int(self.campaign["max_message_bytes"])
         if len(raw) > limit:
             self.fail(
@@ -516,7 +525,7 @@ class _Batch:
             return
 
         try:
-            message_id, uncertain = self.deliver(item, raw, destinations, doubt=bool(claim.reason))
+            message_id, uncertain = self.deliver(item, raw, destinations, doubts=claim.doubts)
         except _Unknown as unknown:
             self.fail(item, "OutcomeUnknown", unknown.reason, uncertain=True)
             return

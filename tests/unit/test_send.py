@@ -248,6 +248,23 @@ def test_an_earlier_attempt_s_doubt_counts_towards_the_unknown_tries(ledger, clo
     assert len(ses.calls) == 1
 
 
+def test_a_row_whose_attempts_keep_dying_is_not_sent_a_third_time(ledger, clock):
+    # GIVEN row 2 claimed by two attempts in turn that both died holding it
+    key = items(1)[0]["key"]
+    ledger.claim(key, campaign=CID, row=2, attempt="child-1", lease_until=clock.now + 1)
+    clock.sleep(2)
+    ledger.claim(key, campaign=CID, row=2, attempt="child-2", lease_until=clock.now + 1)
+    clock.sleep(2)
+    ses = FakeSes(clock=clock)
+
+    # WHEN a third attempt comes to it
+    result = run(items(1), ses, ledger, clock, attempt="child-3")
+
+    # THEN it does not send it again: two copies may be out already
+    assert result.rows[0]["code"] == "OutcomeUnknown"
+    assert ses.calls == []
+
+
 def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):
     # GIVEN a mailer whose first call answers "not now" (e.g. an SMTP 451): nothing taken
     class RefusesOnce:
