@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 _TOKEN_SEPARATOR = "|"  # no host name holds one
+_tokens: dict[int, str] = {}  # process_token's, by pid
 
 
 def this_process() -> dict[str, Any]:
@@ -30,9 +31,6 @@ def process_token() -> str:
             (found["host"], str(pid), found["since"] or "")
         )
     return cached
-
-
-_tokens: dict[int, str] = {}
 
 
 def token_running(token: str | None) -> bool:

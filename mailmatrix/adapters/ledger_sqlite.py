@@ -207,7 +207,17 @@ class SqliteLedger:
                 " takeovers, holder FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
-            state, holder, holder_lease, message_id, code, reason, uncertain, takeovers = found[:8]
+            (
+                state,
+                holder,
+                holder_lease,
+                message_id,
+                code,
+                reason,
+                uncertain,
+                takeovers,
+                holder_process,
+            ) = found
             if state == "sent":
                 doubt = doubt_reason(bool(uncertain), takeovers)
                 return Claim("sent", message_id=message_id, attempt=holder, reason=doubt)
@@ -218,7 +228,7 @@ class SqliteLedger:
                 state == "claimed"
                 and holder != attempt
                 and holder_lease > now
-                and token_running(found[8])
+                and token_running(holder_process)
             ):
                 return Claim(
                     "busy",

@@ -611,7 +611,10 @@ def send_batch(
     try:
         return _send_rows(items, batch, catalog, fetch_attachment, composer)
     finally:
-        ledger.end_batch(attempt, invocation=invocation)
+        try:
+            ledger.end_batch(attempt, invocation=invocation)
+        except MailMatrixError as error:  # the hold ends at its deadline anyway; keep the
+            log.warning("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
 def _send_rows(
