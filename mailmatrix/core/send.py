@@ -581,9 +581,6 @@ def send_batch(
     of the same attempt started while this one still runs sends nothing (ClaimBusy).
     """
     items = list(items)
-    new_batch = getattr(catalog, "new_batch", None)
-    if new_batch is not None:  # a catalog's count of slow rows is per batch
-        new_batch()
     batch = _Batch(
         campaign=campaign,
         ledger=ledger,

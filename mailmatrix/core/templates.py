@@ -208,7 +208,9 @@ class Catalog:
         self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
         self._in_place: dict[str, bool] = {}
         self._skeletons = _SkeletonCache(SKELETON_CACHE_SIZE)
-        self._too_slow: dict[str, int] = {}  # rows whose rendering ran out of time, per set
+        # Per set: how many rows ran out of time, and when the last one did.
+        self._too_slow: dict[str, tuple[int, float]] = {}
+        self._slow_lock = threading.Lock()
         for tset in self.sets.values():
             for value in tset.values:
                 self._by_value[_fold(value)] = tset.name
@@ -301,10 +303,11 @@ class Catalog:
         """
         tset = self._set(template)
         context = self._context(fields)
-        if self._too_slow.get(template, 0) >= SLOW_ROWS_BEFORE_GIVING_UP:
+        slow, last = self._too_slow.get(template, (0, 0.0))
+        if slow >= SLOW_ROWS_BEFORE_GIVING_UP and time.monotonic() - last < GIVE_UP_SECONDS:
             raise TemplateError(
-                f"{template}: render: took more than {RENDER_SECONDS:g} s on "
-                f"{SLOW_ROWS_BEFORE_GIVING_UP} rows; not rendered again (a loop without end?)"
+                f"{template}: render: took more than {RENDER_SECONDS:g} s on {slow} rows; "
+                f"not rendered for {GIVE_UP_SECONDS / 60:g} minutes (a loop without end?)"
             )
         try:
             with _watchdog.limit(RENDER_SECONDS):
@@ -315,18 +318,15 @@ class Catalog:
                 else:
                     text = html_to_text(html or "")
         except _RenderTooLong:
-            self._too_slow[template] = self._too_slow.get(template, 0) + 1
+            with self._slow_lock:
+                count = self._too_slow.get(template, (0, 0.0))[0]
+                self._too_slow[template] = (count + 1, time.monotonic())
             raise TemplateError(
                 f"{template}: render: took more than {RENDER_SECONDS:g} s (a loop without end?)"
             ) from None
         if not subject:
             raise TemplateError(f"{tset.subject}: render: the subject is empty")
         return Rendered(subject=subject, html=html, text=text)
-
-    def new_batch(self) -> None:
-        """Start counting slow rows afresh: a catalog kept warm across batches (a Lambda's)
-        would otherwise refuse a set for good after three slow rows, slow only once."""
-        self._too_slow.clear()
 
     def _set(self, template: str) -> TemplateSet:
         try:
@@ -663,10 +663,12 @@ def _inline_css(html: str, path: str) -> str:
 # slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
 # the parse could still differ.
 
-# How long one row's rendering may take (see Catalog.render), and after how many such rows a
-# set's other rows fail at once.
+# How long one row's rendering may take (see Catalog.render); after how many such rows a set's
+# other rows fail at once, and for how long after the last one (a catalog kept warm, as a
+# Lambda's is, tries the set again then: a set slow only once is not refused for good).
 RENDER_SECONDS = 10.0
 SLOW_ROWS_BEFORE_GIVING_UP = 3
+GIVE_UP_SECONDS = 600.0
 
 
 class _RenderTooLong(Exception):
