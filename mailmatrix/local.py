@@ -208,7 +208,7 @@ def local_settings(
         "MAILMATRIX_MAILER": mailer or f"maildir://{workdir.outbox.resolve()}",
         "MAILMATRIX_LEDGER": f"sqlite://{workdir.ledger.resolve()}",
         "MAILMATRIX_SEND_RATE": str(send_rate or 0),
-        "MAILMATRIX_MAX_CONCURRENCY": str(max_concurrency or 4),
+        "MAILMATRIX_MAX_CONCURRENCY": str(max_concurrency or _concurrency(send_rate, faults)),
         # 100, not AWS's 25: no Lambda time limit here, and each child costs the engine a
         # few state transitions and history records (a fifth of the main process's time).
         "MAILMATRIX_BATCH_SIZE": str(batch_size or LOCAL_BATCH_SIZE),
@@ -301,6 +301,22 @@ def _route_handler_logs(workdir: Workdir) -> None:
                     stream.close()  # the log file of an earlier run in this process
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _concurrency(send_rate: float | None, faults: str | None) -> int:
+    """How many batches run at once by default: 4; with a send rate and worker processes, one
+    per process, since the plan splits the rate between the batches running at once (four
+    batches on two processes sent at half the rate)."""
+    if send_rate and not faults and _cores() >= 2 and os.name == "posix":
+        return _cores()
+    return 4
+
+
 def send_invoker(env: dict[str, str]) -> Any:
     """Worker processes for SendBatch (CPU-bound: Jinja, MIME, base64), one per core.
 
@@ -311,8 +327,8 @@ def send_invoker(env: dict[str, str]) -> Any:
     """
     from mailmatrix.engine import ProcessInvoker
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if env.get("MAILMATRIX_FAULTS") or (cores or 1) < 2 or os.name != "posix":
+    cores = _cores()
+    if env.get("MAILMATRIX_FAULTS") or cores < 2 or os.name != "posix":
         return None
     invoker = ProcessInvoker(cores, functions=[SEND_FUNCTION], start_method="fork")
     return invoker.start()

@@ -23,3 +23,23 @@ def test_the_environment_names_the_default_workdir_else_the_user_data_folder(mon
     assert default_workdir().is_absolute() and default_workdir() == Path(
         tmp_path / "home" / ".local" / "share" / "mailmatrix"
     )
+
+
+def test_a_paced_local_run_runs_one_batch_per_worker_process(monkeypatch, tmp_path):
+    # The plan splits the send rate between the batches running at once: four batches on two
+    # worker processes sent at half the rate asked for
+    from mailmatrix import local
+
+    monkeypatch.setattr(local, "_cores", lambda: 2)
+    workdir = local.Workdir(tmp_path)
+    folders = {"templates_dir": tmp_path, "attachments_dir": tmp_path}
+
+    paced = local.local_settings(workdir, send_rate=50, **folders)
+    unpaced = local.local_settings(workdir, **folders)
+    drill = local.local_settings(workdir, send_rate=50, faults="seed=1", **folders)
+    chosen = local.local_settings(workdir, send_rate=50, max_concurrency=3, **folders)
+
+    assert paced["MAILMATRIX_MAX_CONCURRENCY"] == "2"
+    assert unpaced["MAILMATRIX_MAX_CONCURRENCY"] == "4"
+    assert drill["MAILMATRIX_MAX_CONCURRENCY"] == "4"  # a drill sends from threads
+    assert chosen["MAILMATRIX_MAX_CONCURRENCY"] == "3"
