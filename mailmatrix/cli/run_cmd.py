@@ -371,7 +371,11 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
     callback=lambda ctx, param, value: _check_faults(value),
     help="Drill: fail on purpose, e.g. throttle=0.2,transient=0.05,crash-after=500.",
 )
-@click.option("--concurrency", type=click.IntRange(1, 64), help="Batches sent at once.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    help="Batches sent at once (default 4; with --send-rate, one per core).",
+)
 @click.option("--batch-size", type=click.IntRange(1, 1000), help="Rows per batch.")
 @click.option(
     "--retry-failed",
