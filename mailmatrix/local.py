@@ -308,13 +308,19 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+def _worker_processes(faults: str | None) -> int:
+    """How many processes send batches: one per core; none (threads) with a fault drill (it
+    counts faults across the run in one process), on one core, or off POSIX."""
+    cores = _cores()
+    return 0 if faults or cores < 2 or os.name != "posix" else cores
+
+
 def _concurrency(send_rate: float | None, faults: str | None) -> int:
     """How many batches run at once by default: 4; with a send rate and worker processes, one
     per process, since the plan splits the rate between the batches running at once (four
     batches on two processes sent at half the rate)."""
-    if send_rate and not faults and _cores() >= 2 and os.name == "posix":
-        return _cores()
-    return 4
+    processes = _worker_processes(faults)
+    return processes if send_rate and processes else 4
 
 
 def send_invoker(env: dict[str, str]) -> Any:
@@ -327,10 +333,10 @@ def send_invoker(env: dict[str, str]) -> Any:
     """
     from mailmatrix.engine import ProcessInvoker
 
-    cores = _cores()
-    if env.get("MAILMATRIX_FAULTS") or cores < 2 or os.name != "posix":
+    processes = _worker_processes(env.get("MAILMATRIX_FAULTS"))
+    if not processes:
         return None
-    invoker = ProcessInvoker(cores, functions=[SEND_FUNCTION], start_method="fork")
+    invoker = ProcessInvoker(processes, functions=[SEND_FUNCTION], start_method="fork")
     return invoker.start()
 
 

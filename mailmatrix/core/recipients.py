@@ -394,8 +394,10 @@ class _Intake:
         self.names = names
         self.width = len(names)
         self.named = [(index, name) for index, name in enumerate(names) if name]
-        # What the column names add to each row's manifest line ("name": "", per column).
+        # What the column names add to each row's manifest line ("name": "", per column), and
+        # whether a row whose cells all fit in a header can pass the row limit (per file).
         self.names_chars = sum(len(name) + 6 for _, name in self.named)
+        self.short_rows_fit = self.width * MAX_HEADER_VALUE + self.names_chars <= MAX_ROW_CHARS
         self.named_width = self.named[-1][0] + 1
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
@@ -549,9 +551,7 @@ class _Intake:
     def _size_problem(self, values: list[str]) -> tuple[str, str] | None:
         """Return (column, reason) for a row or cell too long to send or a cell too long to
         put in a header."""
-        longest = max(map(len, values))
-        most = len(values) * MAX_HEADER_VALUE + self.names_chars
-        if longest <= MAX_HEADER_VALUE and most <= MAX_ROW_CHARS:
+        if self.short_rows_fit and max(map(len, values)) <= MAX_HEADER_VALUE:
             return None  # below every limit: most rows
         for index, name in self.named:
             length = len(values[index])

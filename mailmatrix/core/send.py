@@ -262,11 +262,19 @@ class _Unknown(Exception):
 
     def __init__(self, tries: int, error: SendError) -> None:
         super().__init__(error_text(error))
-        self.reason = (
+        self.reason = _not_sent_again(
             f"the service may have taken the message without answering, {tries} times (last:"
-            f" {error_text(error)}); not sent again: check the recipient got it, then send it"
-            " again (locally: mailmatrix run FILE --retry-failed)"
+            f" {error_text(error)})"
         )
+
+
+def _not_sent_again(why: str) -> str:
+    """The reason of a row failed as OutcomeUnknown: ``why`` it may be out already, and what
+    a person does about it."""
+    return (
+        f"{why}; not sent again: check the recipient got it, then send it again (locally:"
+        " mailmatrix run FILE --retry-failed)"
+    )
 
 
 class _Defer(Exception):
@@ -478,6 +486,10 @@ class _Batch:
         if claim.state == "busy":
             self.result.rows.append({"row": row, "status": "busy", "reason": claim.reason})
             return
+        if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
+            why = f"earlier attempts may have sent it {claim.doubts} times"
+            self.fail(item, "OutcomeUnknown", _not_sent_again(why), uncertain=True)
+            return
 
         try:
             raw, destinations = compose_row()
@@ -503,15 +515,6 @@ class _Batch:
             return
         except MailMatrixError as exc:
             self.fail(item, type(exc).__name__, error_text(exc))
-            return
-
-        if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
-            reason = (
-                f"earlier attempts may have sent it {claim.doubts} times; not sent again: check"
-                " the recipient got it, then send it again (locally: mailmatrix run FILE"
-                " --retry-failed)"
-            )
-            self.fail(item, "OutcomeUnknown", reason, uncertain=True)
             return
 
         limit = int(self.campaign["max_message_bytes"])
