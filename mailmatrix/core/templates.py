@@ -655,13 +655,7 @@ def _inline_css(html: str, path: str) -> str:
         raise TemplateError(f"{path}: render: CSS could not be inlined: {exc}") from exc
 
 
-# --- inlining a skeleton once ----------------------------------------------------------------
-#
-# A slot is filled after inlining only where the inliner's parser treats any value's characters
-# as it treats the slot's: as text of an element whose text it escapes, or inside a quoted
-# attribute value. _inline_skeleton finds out by inlining the skeleton with a probe after each
-# slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
-# the parse could still differ.
+# --- a time limit on rendering ---------------------------------------------------------------
 
 # How long one row's rendering may take (see Catalog.render); after how many such rows a set's
 # other rows fail at once, and for how long after the last one (a catalog kept warm, as a
@@ -728,6 +722,14 @@ def _set_async_exc(ident: int, exception: type[BaseException] | None) -> None:
 _WATCH_SECONDS = 0.1
 _watchdog = _Watchdog()
 
+
+# --- inlining a skeleton once ----------------------------------------------------------------
+#
+# A slot is filled after inlining only where the inliner's parser treats any value's characters
+# as it treats the slot's: as text of an element whose text it escapes, or inside a quoted
+# attribute value. _inline_skeleton finds out by inlining the skeleton with a probe after each
+# slot and reading how the probe came out; _InlinedSkeleton.fill refuses the values for which
+# the parse could still differ.
 
 # Distinct skeletons kept inlined per catalog, the most recently used.
 SKELETON_CACHE_SIZE = 64

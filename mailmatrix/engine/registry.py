@@ -269,8 +269,7 @@ class ProcessInvoker:
     ) -> None:
         self._context = multiprocessing.get_context(start_method) if start_method else None
         self._workers = workers or os.cpu_count() or 1
-        self._busy_dirs: list[str] = []
-        self._busy_of: dict[int, str] = {}
+        self._busy_of: dict[int, str] = {}  # each pool's folder of busy files, by id(pool)
         self._pool = self._new_pool()
         self._pool_lock = threading.Lock()
         self._broken: list[concurrent.futures.ProcessPoolExecutor] = []  # replaced pools
@@ -279,7 +278,6 @@ class ProcessInvoker:
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         busy = tempfile.mkdtemp(prefix="mailmatrix-workers-")
-        self._busy_dirs.append(busy)
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=self._context,
@@ -336,7 +334,7 @@ class ProcessInvoker:
         for pool in self._broken:
             _stop_when_idle(self._busy_of[id(pool)])
             pool.shutdown(wait=True)
-        for busy in self._busy_dirs:
+        for busy in self._busy_of.values():
             shutil.rmtree(busy, ignore_errors=True)
 
 
