@@ -7,6 +7,7 @@ through storage (the validated manifest, the Map's result files), never through 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
+
+import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.message import parse_address
@@ -310,14 +313,17 @@ def send_job(
 
 
 def read_map_results(storage: Storage, send: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """Yield each child execution's record from the Map Run's ResultWriter files."""
+    """Yield each child execution's record from the Map Run's ResultWriter files, parsed one
+    record at a time: on AWS one file holds every batch's input and output, about 640 MB for a
+    million rows, which parsed whole would not fit in the Summarize function's memory."""
     details = send.get("ResultWriterDetails") or {}
     if not details.get("Key"):
         return
     manifest = json.loads(storage.get(details["Key"]))
     for status in ("SUCCEEDED", "FAILED", "PENDING"):
         for entry in manifest.get("ResultFiles", {}).get(status, []):
-            yield from json.loads(storage.get(entry["Key"]))
+            with contextlib.closing(storage.open(entry["Key"])) as stream:
+                yield from ijson.items(stream, "item", use_float=True)
 
 
 def _has_unfinished_batches(storage: Storage, send: dict[str, Any]) -> bool:
