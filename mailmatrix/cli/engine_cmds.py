@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
@@ -149,14 +150,20 @@ def _input_label(text: Any) -> str:
     return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
-def result_label(output: Any) -> str:
-    """What a campaign's execution did, from its summary's counts ("18 sent, 2 rejected"),
-    in red when nothing was sent and rows failed (the execution itself still SUCCEEDED)."""
+def _output(output: Any) -> dict[str, Any]:
+    """An execution's output as a mapping (empty when it has none, or another kind)."""
     try:
         value = json.loads(output) if isinstance(output, str) else output
     except ValueError:
-        return "-"
-    counts = value.get("counts") if isinstance(value, dict) else None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def result_label(output: Any) -> str:
+    """What a campaign's execution did, from its summary's counts ("18 sent, 2 rejected"),
+    in red when nothing was sent and rows failed (the execution itself still SUCCEEDED)."""
+    value = _output(output)
+    counts = value.get("counts")
     if not isinstance(counts, dict):
         return "-"
     if value.get("outcome") == "dry_run":
@@ -230,8 +237,11 @@ def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return states
 
 
-def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> Tree:
-    """The graph of states as a rich Tree with status, timing, retries and Map Run counts."""
+def render_execution(
+    record: dict[str, Any], history: list[dict[str, Any]], *, report: pathlib.Path | None = None
+) -> Tree:
+    """The graph of states as a rich Tree with status, timing, retries and Map Run counts
+    (and where the execution's ``report`` is, when it wrote one)."""
     machine = json.loads(record["definition"])
     summaries = state_summaries(history)
     status = record["status"]
@@ -245,6 +255,8 @@ def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> T
     result = result_label(record.get("output"))
     if result != "-":
         title += f"\nresult: {result}"
+    if report is not None:
+        title += f"\nreport: {escape(str(report))}"
     tree = Tree(title)
     runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
     _add_states(tree, machine, summaries, runs)
@@ -332,7 +344,14 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
         history = engine.history(execution)
     except MailMatrixError as exc:
         raise NotRunnable(str(exc)) from exc
-    Console().print(render_execution(record, history))
+    Console().print(render_execution(record, history, report=_report_file(workdir, record)))
+
+
+def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:
+    """The local file of the report an execution's summary names, if it is there."""
+    key = _output(record.get("output")).get("report_key")
+    path = workdir / "bucket" / key if isinstance(key, str) else None
+    return path if path is not None and path.is_file() else None
 
 
 class LiveProgress:

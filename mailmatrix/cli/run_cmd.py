@@ -24,6 +24,7 @@ from mailmatrix.errors import (
     InputFileError,
     MailMatrixError,
 )
+from mailmatrix.jobs import report_key
 from mailmatrix.local import Workdir, run_campaign
 
 
@@ -84,8 +85,9 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
     counts = dict(output.get("counts") or {})
     if not counts:
         counts = _counts_without_summary(validation, workdir)
+    # An execution that failed after Summarize (publishing the summary) still has its report.
     report = output.get("report_key") or (
-        f"reports/{campaign['id']}/report.csv" if campaign else None
+        report_key(campaign["id"], record["name"]) if campaign else None
     )
     report_path = workdir.bucket / report if report else None
     result = {

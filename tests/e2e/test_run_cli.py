@@ -95,18 +95,24 @@ class StopWhen:
             raise KeyboardInterrupt
 
 
-def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
-    # GIVEN the demo campaign in batches of 5, one batch at a time
-    workdir = tmp_path / "work"
-
-    # WHEN the operator stops it after the first batch
-    record = run_campaign(
+def _stopped_after_the_first_batch(workdir: Path) -> dict:
+    """Run the demo campaign in batches of 5, one at a time, and stop it (as Ctrl-C does)
+    once its first batch has finished."""
+    return run_campaign(
         EXAMPLE / "recipients.csv",
         workdir=workdir,
         batch_size=5,
         max_concurrency=1,
         listener=StopWhen("succeeded"),
     )
+
+
+def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
+    # GIVEN the demo campaign in batches of 5, one batch at a time
+    workdir = tmp_path / "work"
+
+    # WHEN the operator stops it after the first batch
+    record = _stopped_after_the_first_batch(workdir)
 
     # THEN the execution is ABORTED (redrivable), not left RUNNING, and not everyone got mail
     assert record["status"] == "ABORTED"
@@ -501,3 +507,39 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     choice = next(line for line in shown.output.splitlines() if "AnythingToSend (Choice)" in line)
     assert choice.rstrip().endswith("→ SendEmails")
     assert "NothingToSend (Fail) NOT RUN" in shown.output
+
+
+def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
+    workdir = tmp_path / "work"
+    # GIVEN a run of the file stopped after its first batch
+    stopped = _stopped_after_the_first_batch(workdir)
+    assert stopped["status"] == "ABORTED"
+    # AND a later run of the same file that sent the rest and printed its report
+    later = json.loads(
+        CliRunner()
+        .invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"])
+        .stdout
+    )
+    later_report = Path(later["report"]).read_bytes()
+
+    # WHEN the stopped execution is redriven
+    redriven = CliRunner().invoke(
+        cli, ["redrive", stopped["name"], "--workdir", str(workdir)], env={"COLUMNS": "400"}
+    )
+
+    # THEN the later run's report is as it printed it, and the redrive wrote its own beside
+    # its summary.json
+    assert redriven.exit_code == 0, redriven.output
+    assert Path(later["report"]).read_bytes() == later_report
+    (own,) = [line.split(None, 1)[1] for line in redriven.output.splitlines() if "Report:" in line]
+    assert Path(own).parent.name == stopped["name"] and own != later["report"]
+    summary = json.loads((Path(own).parent / "summary.json").read_text(encoding="utf-8"))
+    assert summary["execution"] == stopped["executionArn"]
+    with open(own, encoding="utf-8-sig", newline="") as report:
+        statuses = collections.Counter(row["status"] for row in csv.DictReader(report))
+    assert set(statuses) == {"sent", "skipped"} and statuses.total() == 18
+    # AND show names each execution's own report
+    shown = CliRunner().invoke(
+        cli, ["show", stopped["name"], "--workdir", str(workdir)], env={"COLUMNS": "400"}
+    )
+    assert f"report: {own}" in shown.output
