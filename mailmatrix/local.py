@@ -35,7 +35,8 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
-from mailmatrix.errors import ConfigurationError, DeliveryChanged, InputFileError
+from mailmatrix.core.report import progress_counts
+from mailmatrix.errors import ConfigurationError, DeliveryChanged, InputFileError, NotFoundError
 from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
@@ -656,12 +657,37 @@ def redrive(
 
 def campaign_of(history: list[dict[str, Any]]) -> str | None:
     """The campaign id that ValidateRecipients chose in an execution, if it got that far."""
+    return validation_of(history).get("campaign", {}).get("id")
+
+
+def validation_of(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ValidateRecipients result of an execution ({} when it did not get that far)."""
     for event in history:
         details = event.get("stateExitedEventDetails") or {}
         if details.get("name") == "ValidateRecipients":
-            output = json.loads(details.get("output") or "{}")
-            return output.get("validation", {}).get("campaign", {}).get("id")
-    return None
+            return json.loads(details.get("output") or "{}").get("validation", {})
+    return {}
+
+
+def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
+    """What an execution that has no summary got done (see report.progress_counts), from the
+    ledger; None when it validated nothing or its manifest is gone."""
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    engine = Engine(wd.executions, ResourceRegistry())
+    validation = validation_of(engine.history(execution_id))
+    storage = LocalStorage(wd.bucket, bucket=LOCAL_BUCKET)
+    try:
+        with storage.open(validation["manifest"]["key"]) as manifest:
+            keys = [json.loads(line)["key"] for line in manifest]
+    except (KeyError, NotFoundError):
+        return None
+    outcomes = {}
+    if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
+        with _local_ledger(wd) as ledger:
+            outcomes = {o.key: o for o in ledger.outcomes(validation["campaign"]["id"])}
+    attempts = engine.child_execution_arns(execution_id)
+    return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)
 
 
 def failure_details(engine: Any, record: Any) -> list[str]:

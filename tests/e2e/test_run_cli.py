@@ -543,3 +543,78 @@ def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
         cli, ["show", stopped["name"], "--workdir", str(workdir)], env={"COLUMNS": "400"}
     )
     assert f"report: {own}" in shown.output
+
+
+def _listed(workdir: Path) -> str:
+    return CliRunner().invoke(cli, ["executions", "--workdir", str(workdir)], env=WIDE).output
+
+
+WIDE = {"COLUMNS": "400"}
+
+
+def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
+    workdir = tmp_path / "work"
+    # GIVEN a run stopped after its first batch (no summary)
+    stopped = _stopped_after_the_first_batch(workdir)
+    sent = len(_recipients(workdir / "outbox"))
+
+    # WHEN the executions are listed, and the stopped one shown
+    listed = _listed(workdir)
+    shown = CliRunner().invoke(cli, ["show", stopped["name"], "--workdir", str(workdir)], env=WIDE)
+
+    # THEN each says what it sent, that it stopped, and what is left
+    result = f"stopped: {sent} sent, {18 - sent} not sent yet, 2 rejected"
+    assert result in listed
+    assert f"result: {result}" in shown.output
+    assert "counted from the send ledger" in shown.output
+
+    # WHEN a later run of the file sends the rest
+    CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
+
+    # THEN the stopped execution is not credited with that run's emails
+    assert f"stopped: {sent} sent, {18 - sent} already sent, 2 rejected" in _listed(workdir)
+
+
+def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a run of the demo campaign, paced, killed outright (SIGKILL) once 3 emails are out
+    workdir = tmp_path / "work"
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_recipients(workdir / "outbox")) < 3:
+            assert run.poll() is None, "the run ended before it was killed"
+            assert time.monotonic() < deadline, "the run sent nothing"
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    delivered = len(_recipients(workdir / "outbox"))
+
+    # WHEN the executions are listed
+    listed = _listed(workdir)
+
+    # THEN the killed one is ABORTED and says, from the ledger, what went out and what is left:
+    # the rows it held as it died may be in the outbox or not, and are counted apart
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None
+    assert counts["sent"] <= delivered <= counts["sent"] + counts["in_doubt"]
+    assert counts["sent"] + counts["in_doubt"] + counts["unsent"] == 18
+    row = next(line for line in listed.splitlines() if name in line)
+    assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
+    assert f"{counts['unsent']} not sent yet" in row
+    assert ("in doubt" in row) == bool(counts["in_doubt"])
