@@ -35,9 +35,16 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
-from mailmatrix.errors import ConfigurationError, DeliveryChanged, InputFileError, NotFoundError
-from mailmatrix.jobs import Source, campaign_id_for
+from mailmatrix.errors import (
+    ConfigurationError,
+    DeliveryChanged,
+    InputFileError,
+    MailMatrixError,
+    NotFoundError,
+)
+from mailmatrix.jobs import Source, campaign_id_for, load_templates
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
 
@@ -522,11 +529,17 @@ def run_campaign(
     wd = Workdir(Path(workdir))
     templates_dir = templates_dir or DEFAULT_TEMPLATES
     attachments_dir = attachments_dir or csv_path.parent / "attachments"
-    for label, folder in (("templates", templates_dir), ("attachments", attachments_dir)):
-        if not folder.is_dir():
-            raise ConfigurationError(f"{label}: {folder}: no such folder")
+    if not templates_dir.is_dir():
+        raise ConfigurationError(f"templates: {templates_dir}: no such folder")
     if not any(path.is_file() for path in templates_dir.rglob("*")):
         raise ConfigurationError(f"templates: {templates_dir}: the folder holds no template files")
+    if not attachments_dir.is_dir():
+        need = attachment_need(csv_path, templates_dir)
+        if need:
+            raise ConfigurationError(
+                f"attachments: {attachments_dir}: no such folder, and {need}; "
+                "give the folder of the files with --attachments"
+            )
     env = local_settings(
         wd,
         templates_dir=templates_dir,
@@ -556,6 +569,20 @@ def run_campaign(
         with _local_ledger(wd) as ledger:
             if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
                 record_delivery(wd, campaign, env["MAILMATRIX_MAILER"])
+
+
+def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
+    """Why the rows of ``csv_path`` may attach files, as far as its header and the templates
+    tell (see Catalog.attachment_need); None when they cannot, or when the file or the
+    templates are unusable: validation then says what is wrong with them."""
+    templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
+    try:
+        catalog = load_templates(templates, "templates/")
+        with csv_path.open("rb") as stream:
+            columns = read_columns(stream, source=csv_path.name)
+    except MailMatrixError:
+        return None
+    return catalog.attachment_need(columns)
 
 
 STOPPED_BY_OPERATOR = "StoppedByOperator"

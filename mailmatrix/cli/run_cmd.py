@@ -306,7 +306,8 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 @click.option(
     "--attachments",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder of the PDFs named in Attachment_File (default: attachments/ beside the CSV).",
+    help="Folder of the PDFs named in Attachment_File (default: attachments/ beside the CSV; "
+    "not needed when no row attaches a file).",
 )
 @click.option(
     "--templates",

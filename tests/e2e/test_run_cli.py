@@ -618,3 +618,30 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
     assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
     assert f"{counts['unsent']} not sent yet" in row
     assert ("in doubt" in row) == bool(counts["in_doubt"])
+
+
+def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
+    tmp_path, one_set_templates
+):
+    # GIVEN one-set templates (no manifest) and no attachments folder beside the CSVs
+    templates = one_set_templates
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Email,Name\nann@example.com,Ann\nbo@example.com,Bo\n")
+    named = tmp_path / "named.csv"
+    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+    args = ["--templates", str(templates), "--sender", "hr@example.com", "--json"]
+
+    # WHEN a CSV without an Attachment_File column runs THEN every row is sent
+    result = CliRunner().invoke(cli, ["run", str(plain), "--workdir", str(tmp_path / "w1"), *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["sent"] == 2
+
+    # WHEN a CSV whose rows name files runs THEN the missing folder is the one clear error,
+    # before anything runs
+    result = CliRunner().invoke(cli, ["run", str(named), "--workdir", str(tmp_path / "w2"), *args])
+    assert result.exit_code == 3
+    assert (
+        f"attachments: {tmp_path / 'attachments'}: no such folder, and the file has an "
+        "Attachment_File column" in result.output
+    )
+    assert not (tmp_path / "w2" / "executions").exists()
