@@ -99,6 +99,20 @@ def _execution_folder(execution: str | None) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}", name) else uuid.uuid4().hex
 
 
+def reports_prefix(campaign_id: str, folder: str) -> str:
+    """Where one execution's reports go: reports/<campaign>/<execution folder>/.
+
+    Each execution has its own, so a redrive of an older execution, or another run of the
+    same file meanwhile, rewrites no report that a newer run pointed to.
+    """
+    return f"reports/{campaign_id}/{folder}/"
+
+
+def report_key(campaign_id: str, execution: str) -> str:
+    """Where Summarize writes the per-row report of ``execution`` (its name or ARN)."""
+    return reports_prefix(campaign_id, _execution_folder(execution)) + "report.csv"
+
+
 def campaign_id_for(source: Source) -> str:
     """Derive the campaign id from the bucket and the file's key (its name under incoming/).
 
@@ -158,8 +172,10 @@ def validate_job(
         max_message_bytes=settings.max_message_bytes,
         check_deliverability=settings.check_deliverability,
     )
-    manifest_key = f"validated/{campaign_id}/{_execution_folder(execution)}/manifest.jsonl"
-    rejects_key = f"reports/{campaign_id}/rejects.csv"
+    folder = _execution_folder(execution)
+    manifest_key = f"validated/{campaign_id}/{folder}/manifest.jsonl"
+    reports = reports_prefix(campaign_id, folder)
+    rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -193,7 +209,7 @@ def validate_job(
     write_rejects(report, rejects)
     storage.put(rejects_key, rejects.getvalue(), content_type="text/csv; charset=utf-8")
     storage.put(
-        f"reports/{campaign_id}/validation.json",
+        f"{reports}validation.json",
         json.dumps(report.to_dict(limit=1000), ensure_ascii=False, indent=2).encode(),
         content_type="application/json",
     )
@@ -239,7 +255,7 @@ def validate_job(
         "empty": report.empty,
     }
     if dry_run:
-        _write_previews(storage, campaign, catalog, manifest_key)
+        _write_previews(storage, campaign, catalog, manifest_key, f"{reports}previews/")
     log.debug("validated %s: %s", source.key, counts)
     return {
         "campaign": campaign,
@@ -255,10 +271,10 @@ def validate_job(
 
 
 def _write_previews(
-    storage: Storage, campaign: dict[str, Any], catalog: Catalog, manifest_key: str
+    storage: Storage, campaign: dict[str, Any], catalog: Catalog, manifest_key: str, prefix: str
 ) -> None:
-    """Render the first rows of a dry run as .eml files under reports/<id>/previews/."""
-    prefix = campaign["attachments_prefix"]
+    """Render the first rows of a dry run as .eml files under ``prefix``."""
+    attachments = campaign["attachments_prefix"]
     with storage.open(manifest_key) as stream:
         for count, line in enumerate(stream):
             if count >= MAX_PREVIEWS:
@@ -268,10 +284,10 @@ def _write_previews(
                 item,
                 campaign,
                 catalog=catalog,
-                fetch_attachment=lambda name: storage.get(prefix + name),
+                fetch_attachment=lambda name: storage.get(attachments + name),
             )
             storage.put(
-                f"reports/{campaign['id']}/previews/row-{item['row']}.eml",
+                f"{prefix}row-{item['row']}.eml",
                 raw,
                 content_type="message/rfc822",
             )
@@ -344,12 +360,14 @@ def summarize_job(
     *,
     ledger: Ledger | None = None,
 ) -> dict[str, Any]:
-    """Count outcomes per template, write the report, return the summary state's result."""
+    """Count outcomes per template, write the execution's report and summary.json beside it,
+    return the summary state's result."""
     # When a batch did not finish, the ledger tells which of its rows went out anyway.
     settled = None
     if ledger is not None and _has_unfinished_batches(storage, send):
         settled = {o.key: o for o in ledger.outcomes(campaign["id"])}
-    report_key = f"reports/{campaign['id']}/report.csv"
+    reports = reports_prefix(campaign["id"], _execution_folder(execution))
+    report = f"{reports}report.csv"
     handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv")
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
@@ -364,20 +382,20 @@ def summarize_job(
                 settled=settled,
                 report=report_writer(out),
             )
-        storage.put_file(report_key, report_path, content_type="text/csv; charset=utf-8")
+        storage.put_file(report, report_path, content_type="text/csv; charset=utf-8")
     finally:
         os.unlink(report_path)
     storage.put(
-        f"reports/{campaign['id']}/summary.json",
+        f"{reports}summary.json",
         json.dumps(summary.to_dict(execution=execution), ensure_ascii=False, indent=2).encode(),
         content_type="application/json",
     )
     return {
         "subject": summary.subject(),
-        "message": summary.message(execution=execution, report_key=report_key),
+        "message": summary.message(execution=execution, report_key=report),
         "counts": summary.counts,
         "per_template": summary.per_template,
-        "report_key": report_key,
+        "report_key": report,
         "outcome": summary.outcome,
     }
 

@@ -35,8 +35,16 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
-from mailmatrix.errors import ConfigurationError, DeliveryChanged, InputFileError
-from mailmatrix.jobs import Source, campaign_id_for
+from mailmatrix.core.recipients import read_columns
+from mailmatrix.core.report import progress_counts
+from mailmatrix.errors import (
+    ConfigurationError,
+    DeliveryChanged,
+    InputFileError,
+    MailMatrixError,
+    NotFoundError,
+)
+from mailmatrix.jobs import Source, campaign_id_for, load_templates
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
 
@@ -521,11 +529,17 @@ def run_campaign(
     wd = Workdir(Path(workdir))
     templates_dir = templates_dir or DEFAULT_TEMPLATES
     attachments_dir = attachments_dir or csv_path.parent / "attachments"
-    for label, folder in (("templates", templates_dir), ("attachments", attachments_dir)):
-        if not folder.is_dir():
-            raise ConfigurationError(f"{label}: {folder}: no such folder")
+    if not templates_dir.is_dir():
+        raise ConfigurationError(f"templates: {templates_dir}: no such folder")
     if not any(path.is_file() for path in templates_dir.rglob("*")):
         raise ConfigurationError(f"templates: {templates_dir}: the folder holds no template files")
+    if not attachments_dir.is_dir():
+        need = attachment_need(csv_path, templates_dir)
+        if need:
+            raise ConfigurationError(
+                f"attachments: {attachments_dir}: no such folder, and {need}; "
+                "give the folder of the files with --attachments"
+            )
     env = local_settings(
         wd,
         templates_dir=templates_dir,
@@ -555,6 +569,20 @@ def run_campaign(
         with _local_ledger(wd) as ledger:
             if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
                 record_delivery(wd, campaign, env["MAILMATRIX_MAILER"])
+
+
+def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
+    """Why the rows of ``csv_path`` may attach files, as far as its header and the templates
+    tell (see Catalog.attachment_need); None when they cannot, or when the file or the
+    templates are unusable: validation then says what is wrong with them."""
+    templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
+    try:
+        catalog = load_templates(templates, "templates/")
+        with csv_path.open("rb") as stream:
+            columns = read_columns(stream, source=csv_path.name)
+    except MailMatrixError:
+        return None
+    return catalog.attachment_need(columns)
 
 
 STOPPED_BY_OPERATOR = "StoppedByOperator"
@@ -656,12 +684,37 @@ def redrive(
 
 def campaign_of(history: list[dict[str, Any]]) -> str | None:
     """The campaign id that ValidateRecipients chose in an execution, if it got that far."""
+    return validation_of(history).get("campaign", {}).get("id")
+
+
+def validation_of(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ValidateRecipients result of an execution ({} when it did not get that far)."""
     for event in history:
         details = event.get("stateExitedEventDetails") or {}
         if details.get("name") == "ValidateRecipients":
-            output = json.loads(details.get("output") or "{}")
-            return output.get("validation", {}).get("campaign", {}).get("id")
-    return None
+            return json.loads(details.get("output") or "{}").get("validation", {})
+    return {}
+
+
+def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
+    """What an execution that has no summary got done (see report.progress_counts), from the
+    ledger; None when it validated nothing or its manifest is gone."""
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    engine = Engine(wd.executions, ResourceRegistry())
+    validation = validation_of(engine.history(execution_id))
+    storage = LocalStorage(wd.bucket, bucket=LOCAL_BUCKET)
+    try:
+        with storage.open(validation["manifest"]["key"]) as manifest:
+            keys = [json.loads(line)["key"] for line in manifest]
+    except (KeyError, NotFoundError):
+        return None
+    outcomes = {}
+    if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
+        with _local_ledger(wd) as ledger:
+            outcomes = {o.key: o for o in ledger.outcomes(validation["campaign"]["id"])}
+    attempts = engine.child_execution_arns(execution_id)
+    return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)
 
 
 def failure_details(engine: Any, record: Any) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -9,3 +11,13 @@ import pytest
 def _default_workdir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
     """Commands run without --workdir use a folder of the test session, not ~/.local/share."""
     monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path_factory.getbasetemp() / "workdir"))
+
+
+@pytest.fixture
+def one_set_templates(tmp_path) -> Path:
+    """A templates folder without manifest: one set of a subject and a text body."""
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Hello {{ Name }}")
+    (templates / "body.txt").write_text("Dear {{ Name }}")
+    return templates

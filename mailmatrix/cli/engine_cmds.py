@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
@@ -125,7 +126,9 @@ def executions_cmd(workdir: pathlib.Path) -> None:
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
             _input_label(record.get("input")),
-            result_label(record.get("output")),
+            result_label(
+                record.get("output"), execution_progress(workdir, record), record["status"]
+            ),
             record["name"],
         )
     console = Console()
@@ -149,24 +152,39 @@ def _input_label(text: Any) -> str:
     return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
-def result_label(output: Any) -> str:
-    """What a campaign's execution did, from its summary's counts ("18 sent, 2 rejected"),
-    in red when nothing was sent and rows failed (the execution itself still SUCCEEDED)."""
+def _output(output: Any) -> dict[str, Any]:
+    """An execution's output as a mapping (empty when it has none, or another kind)."""
     try:
         value = json.loads(output) if isinstance(output, str) else output
     except ValueError:
-        return "-"
-    counts = value.get("counts") if isinstance(value, dict) else None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def result_label(output: Any, progress: dict[str, int] | None = None, status: str = "") -> str:
+    """What a campaign's execution did, from its summary's counts ("18 sent, 2 rejected"),
+    in red when nothing was sent and rows failed (the execution itself still SUCCEEDED).
+
+    An execution without a summary (stopped, killed, failed) is told by its ``progress``
+    (local.progress_of), said to be partial: "stopped: 120 sent, 9,880 not sent yet".
+    """
+    value = _output(output)
+    counts = value.get("counts")
     if not isinstance(counts, dict):
-        return "-"
+        if not progress or not progress.get("valid"):
+            return "-"
+        counts = progress
     if value.get("outcome") == "dry_run":
         return f"dry run: {counts.get('valid', 0)} valid, {counts.get('rejected', 0)} rejected"
-    parts = [f"{counts.get('sent', 0)} sent"]
-    for key, words in _RESULT_WORDS:
-        if counts.get(key):
-            parts.append(f"{counts[key]} {words}")
+    words = dict(_RESULT_WORDS)
+    if counts is progress:
+        words["unsent"] = "not sent yet"
+    parts = [f"{counts.get('sent', 0):,} sent"]
+    parts += [f"{counts[key]:,} {words[key]}" for key in words if counts.get(key)]
     label = ", ".join(parts)
-    if counts.get("failed") or counts.get("unsent"):
+    if counts is progress:
+        label = f"{_PARTIAL.get(status, 'unfinished')}: {label}"
+    if counts.get("failed") or counts.get("unsent") or counts.get("in_doubt"):
         return f"[{'red' if not counts.get('sent') else 'yellow'}]{label}[/]"
     return label
 
@@ -174,11 +192,24 @@ def result_label(output: Any) -> str:
 _RESULT_WORDS = (
     ("skipped", "already sent"),
     ("failed", "failed"),
+    ("in_doubt", "in doubt (being sent as the run ended)"),
     ("unsent", "not attempted"),
     ("rejected", "rejected"),
     ("duplicates", "duplicate rows"),
     ("possible_duplicates", "may have arrived more than once"),
 )
+# How the result of an execution without a summary begins, by its status.
+_PARTIAL = {"ABORTED": "stopped", "RUNNING": "so far"}
+
+
+def execution_progress(workdir: pathlib.Path, record: dict[str, Any]) -> dict[str, int] | None:
+    """What a MailMatrix execution in ``workdir`` that has no summary got done, from the local
+    send ledger (None elsewhere: `sfn run` workdirs, executions with a summary)."""
+    if _output(record.get("output")).get("counts") or not (workdir / "settings.json").is_file():
+        return None
+    from mailmatrix.local import Workdir, progress_of
+
+    return progress_of(Workdir(workdir), record["name"])
 
 
 def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -230,8 +261,16 @@ def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return states
 
 
-def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> Tree:
-    """The graph of states as a rich Tree with status, timing, retries and Map Run counts."""
+def render_execution(
+    record: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    report: pathlib.Path | None = None,
+    progress: dict[str, int] | None = None,
+) -> Tree:
+    """The graph of states as a rich Tree with status, timing, retries and Map Run counts
+    (and where the execution's ``report`` is, when it wrote one; ``progress``: see
+    result_label)."""
     machine = json.loads(record["definition"])
     summaries = state_summaries(history)
     status = record["status"]
@@ -242,9 +281,13 @@ def render_execution(record: dict[str, Any], history: list[dict[str, Any]]) -> T
     )
     if record.get("error"):
         title += f"\n[red]{record['error']}[/]: {str(record.get('cause', ''))[:300]}"
-    result = result_label(record.get("output"))
+    result = result_label(record.get("output"), progress, status)
     if result != "-":
         title += f"\nresult: {result}"
+    if progress is not None and result != "-":
+        title += "\n[dim](no summary: counted from the send ledger)[/]"
+    if report is not None:
+        title += f"\nreport: {escape(str(report))}"
     tree = Tree(title)
     runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
     _add_states(tree, machine, summaries, runs)
@@ -332,7 +375,15 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
         history = engine.history(execution)
     except MailMatrixError as exc:
         raise NotRunnable(str(exc)) from exc
-    Console().print(render_execution(record, history))
+    report, progress = _report_file(workdir, record), execution_progress(workdir, record)
+    Console().print(render_execution(record, history, report=report, progress=progress))
+
+
+def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:
+    """The local file of the report an execution's summary names, if it is there."""
+    key = _output(record.get("output")).get("report_key")
+    path = workdir / "bucket" / key if isinstance(key, str) else None
+    return path if path is not None and path.is_file() else None
 
 
 class LiveProgress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import csv
 import io
 import json
@@ -18,13 +17,15 @@ from rich.table import Table
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.core.report import progress_counts
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
     InputFileError,
     MailMatrixError,
 )
-from mailmatrix.local import Workdir, run_campaign
+from mailmatrix.jobs import report_key
+from mailmatrix.local import Workdir, progress_of, run_campaign, validation_of
 
 
 class ProgressListener:
@@ -79,13 +80,14 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
     if isinstance(output, str):
         output = json.loads(output or "{}")
     output = output if isinstance(output, dict) else {}
-    validation = _validation_of(record)
+    validation = validation_of(record.get("history") or [])
     campaign = validation.get("campaign", {})
     counts = dict(output.get("counts") or {})
-    if not counts:
-        counts = _counts_without_summary(validation, workdir)
+    if not counts:  # no summary: the ledger says what it got done (0s: nothing validated)
+        counts = progress_of(workdir, record["name"]) or progress_counts({}, (), {}, ())
+    # An execution that failed after Summarize (publishing the summary) still has its report.
     report = output.get("report_key") or (
-        f"reports/{campaign['id']}/report.csv" if campaign else None
+        report_key(campaign["id"], record["name"]) if campaign else None
     )
     report_path = workdir.bucket / report if report else None
     result = {
@@ -135,43 +137,6 @@ def _cause_message(cause: Any) -> str | None:
     return cause
 
 
-def _counts_without_summary(validation: dict[str, Any], workdir: Workdir) -> dict[str, int]:
-    """Counts of a run that did not reach Summarize: validation's, and the ledger's sends."""
-    vcounts = validation.get("counts", {})
-    counts = {
-        "rows": vcounts.get("rows", 0),
-        "valid": vcounts.get("valid", 0),
-        "sent": 0,
-        "skipped": 0,
-        "rejected": vcounts.get("rejected", 0),
-        "duplicates": vcounts.get("duplicates", 0),
-        "excluded": vcounts.get("excluded", 0),
-        "failed": 0,
-        "unsent": vcounts.get("valid", 0),
-        "possible_duplicates": 0,
-    }
-    campaign = validation.get("campaign", {}).get("id")
-    if campaign and workdir.ledger.exists():
-        from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-
-        outcomes = SqliteLedger(workdir.ledger).outcomes(campaign)
-        states = collections.Counter(o.state for o in outcomes)
-        counts["sent"] = states.get("sent", 0)
-        counts["failed"] = states.get("failed", 0)
-        counts["unsent"] = max(0, counts["valid"] - counts["sent"] - counts["failed"])
-        counts["possible_duplicates"] = sum(o.state == "sent" and o.doubtful for o in outcomes)
-    return counts
-
-
-def _validation_of(record: Any) -> dict[str, Any]:
-    """The ValidateRecipients result, from the execution's history."""
-    for event in record.get("history") or []:
-        details = event.get("stateExitedEventDetails") or {}
-        if details.get("name") == "ValidateRecipients":
-            return json.loads(details.get("output") or "{}").get("validation", {})
-    return {}
-
-
 def exit_code(result: dict[str, Any]) -> int:
     """0 succeeded; 5 succeeded but rows failed; 3 the file or templates are unusable;
     130 stopped; 1 any other failure."""
@@ -217,16 +182,23 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         ("Duplicates (not sent)", "duplicates"),
         ("Excluded by Status", "excluded"),
         ("Failed", "failed"),
-        ("Not attempted", "unsent"),
+        ("Being sent as the run ended (in doubt)", "in_doubt"),
+        ("Not attempted" if result["status"] == "SUCCEEDED" else "Not sent yet", "unsent"),
     ]
     for label, key in rows:
-        if key in ("excluded", "unsent") and not counts.get(key):
+        if key in ("excluded", "in_doubt", "unsent") and not counts.get(key):
             continue
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
     if counts.get("failed") and result.get("report"):
         _print_failures(console, Path(result["report"]), int(counts["failed"]))
+    if counts.get("in_doubt"):
+        console.print(
+            f"[yellow]{counts['in_doubt']} row(s) were being sent as the run ended and may have "
+            "gone out: the redrive sends them and the report marks them as possible "
+            "duplicates.[/yellow]"
+        )
     if counts.get("possible_duplicates"):
         console.print(
             f"[yellow]{counts['possible_duplicates']} recipient(s) may have received the "
@@ -334,7 +306,8 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 @click.option(
     "--attachments",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Folder of the PDFs named in Attachment_File (default: attachments/ beside the CSV).",
+    help="Folder of the PDFs named in Attachment_File (default: attachments/ beside the CSV; "
+    "not needed when no row attaches a file).",
 )
 @click.option(
     "--templates",

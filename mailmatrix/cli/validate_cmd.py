@@ -116,8 +116,10 @@ def validate_command(
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
-        if not index and not attachments_dir.is_dir():
-            console.print(f"[yellow]Note:[/] no attachments folder at {attachments_dir}")
+        need = catalog.attachment_need(report.header)
+        if need and not index and not attachments_dir.is_dir():
+            note = f"no attachments folder at {attachments_dir}, and {need}"
+            console.print(f"[yellow]Note:[/] {note}")
         _show(console, report, rejects_path)
     if not report.valid:
         sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend

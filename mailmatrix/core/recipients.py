@@ -261,11 +261,39 @@ def validate_recipients(
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have.
     """
+    encoding, delimiter, records = _open_records(stream, source)
+    report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
+    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
+    for row, record in records:
+        if intake.header_pending:
+            if _is_header(record):
+                intake.start(record, source)
+        else:
+            intake.check(row, record)
+    if intake.header_pending:
+        raise InputFileError(f"{source}: no header: the file holds only blank lines")
+    if report.rows == 0:
+        raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+    return report
+
+
+def read_columns(stream: BinaryIO, *, source: str) -> list[str]:
+    """The file's column names as intake names them (aliases mapped), from its header alone."""
+    _, _, records = _open_records(stream, source)
+    for _, record in records:
+        if _is_header(record):
+            return [normalise_header(cell) for cell in record]
+    return []
+
+
+def _open_records(
+    stream: BinaryIO, source: str
+) -> tuple[str, str, Iterator[tuple[int, list[str]]]]:
+    """Detect the upload's encoding and delimiter; return them and its records, read lazily."""
     sample = _read_sample(stream)
     codec, encoding = detect_encoding(sample, source)
     head = _decode_head(sample, codec)
     delimiter = detect_delimiter(head, source)
-    report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
     logger.debug("intake %s: encoding %s, delimiter %r", source, encoding, delimiter)
 
     text = io.TextIOWrapper(
@@ -276,19 +304,7 @@ def validate_recipients(
     )
     csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
     reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True)
-    records = _records(reader, source, encoding)
-    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
-    for row, record in records:
-        if intake.header_pending:
-            if "".join(record).strip() and not _is_sep_directive(record):
-                intake.start(record, source)
-        else:
-            intake.check(row, record)
-    if intake.header_pending:
-        raise InputFileError(f"{source}: no header: the file holds only blank lines")
-    if report.rows == 0:
-        raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
-    return report
+    return encoding, delimiter, _records(reader, source, encoding)
 
 
 def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
@@ -767,6 +783,11 @@ class _Prefixed(io.RawIOBase):
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _is_header(record: list[str]) -> bool:
+    """Whether a record before the header is it: not blank, not Excel's "sep=X" line."""
+    return bool("".join(record).strip()) and not _is_sep_directive(record)
 
 
 def _is_sep_directive(record: list[str]) -> bool:

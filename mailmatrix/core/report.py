@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -187,6 +187,47 @@ def summarize_results(
         dry_run=dry_run,
         failures_all_not_verified=all_not_verified,
     )
+
+
+def progress_counts(
+    validation_counts: Mapping[str, Any],
+    keys: Iterable[str],
+    outcomes: Mapping[str, Any],
+    attempts: Collection[str],
+) -> dict[str, int]:
+    """What an execution that has no summary (stopped, killed, failed) got done, told by the
+    ledger entry of each row it validated (``keys``; ``outcomes`` by key).
+
+    Only the ledger is sure after a SIGKILL: a batch's results are written when it ends. A row
+    counts as sent by this execution when one of its child workflows (``attempts``) sent it,
+    as ``skipped`` when another run did; ``in_doubt`` when its child still held the claim as
+    it ended (the email may have gone out; a redrive takes the claim over and sends it, as a
+    possible duplicate); ``unsent`` when no attempt settled it (none tried, a passing failure
+    gave it back, or another run holds it now).
+    """
+    found: Counter[str] = Counter()
+    possible_duplicates = 0
+    for key in keys:
+        outcome = outcomes.get(key)
+        if outcome is None:
+            found["unsent"] += 1
+            continue
+        ours = outcome.attempt in attempts
+        if outcome.state == "sent":
+            found["sent" if ours else "skipped"] += 1
+            possible_duplicates += outcome.doubtful
+        elif outcome.state == "failed":
+            found["failed"] += 1
+        else:
+            found["in_doubt" if outcome.state == "claimed" and ours else "unsent"] += 1
+    counts = {
+        name: int(validation_counts.get(name, 0))
+        for name in ("rows", "valid", "rejected", "duplicates", "excluded")
+    }
+    for name in ("sent", "skipped", "failed", "in_doubt", "unsent"):
+        counts[name] = found[name]
+    counts["possible_duplicates"] = possible_duplicates
+    return counts
 
 
 def _rows_of(

@@ -68,6 +68,7 @@ TEXT_FILE = "body.txt"
 ATTACHMENT_MODES = ("required", "optional", "none")
 # The set of a folder without manifest: "required" when the CSV has Attachment_File, else "none".
 BY_COLUMN = "by_column"
+ATTACHMENT_COLUMN = "Attachment_File"
 _SET_KEYS = frozenset({"when", "subject", "html", "text", "attachment", "default_attachment"})
 
 # Names every template may use besides the CSV columns: ``row`` is the whole row as a mapping,
@@ -243,6 +244,19 @@ class Catalog:
         shown = (value or "").strip()
         what = f"unknown {self.column} value {shown!r}" if shown else f"{self.column} is empty"
         return Choice("unknown", reason=f"{what} (expected one of: {', '.join(known)})")
+
+    def attachment_need(self, columns: Iterable[str]) -> str | None:
+        """Why rows of a file with these (normalised) columns may attach files, or None when
+        none can: then no attachments folder is needed."""
+        has_column = ATTACHMENT_COLUMN in set(columns)
+        for tset in self.sets.values():
+            if tset.attachment == "required":
+                return f"template set {tset.name!r} attaches a file to each row"
+            if tset.default_attachment and tset.attachment != "none":
+                return f"template set {tset.name!r} attaches {tset.default_attachment}"
+            if has_column and tset.attachment in ("optional", BY_COLUMN):
+                return f"the file has an {ATTACHMENT_COLUMN} column"
+        return None
 
     def needs_attachment(self, template: str) -> bool:
         """Whether every row of ``template`` must name its own attachment."""

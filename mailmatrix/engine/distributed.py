@@ -334,16 +334,8 @@ class MapRunner:
         interp: Interpreter,
         previous: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        # The same name for the same item of the same Map Run, recorded or not: a redrive
-        # reruns the child a killed run never recorded under the name it had, as Step
-        # Functions redrives a child execution (SendBatch's ledger claims go by that name).
-        child_id = (
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{run['mapRunArn']}/{index}").hex
-            if previous is None
-            else previous["name"]
-        )
-        arn = run["mapRunArn"].replace(":mapRun:", ":execution:", 1).rsplit(":", 1)[0]
-        arn = f"{arn}:{child_id}"
+        child_id = child_name(run["mapRunArn"], index) if previous is None else previous["name"]
+        arn = child_arn(run["mapRunArn"], child_id)
         started = now_iso()
         log = EventLog()
         redrives = 0 if previous is None else previous.get("redriveCount", 0) + 1
@@ -558,6 +550,22 @@ class _ResultFiles:
         key = f"{self.base}/{status}_{len(self.files[status])}.json"
         self.put(self.bucket, key, bytes(body))
         self.files[status].append({"Key": key, "Size": len(body)})
+
+
+def child_name(map_run_arn: str, index: int) -> str:
+    """The name of a Map Run's child for item ``index``.
+
+    The same for the same item of the same Map Run, recorded or not: a redrive reruns the child
+    a killed run never recorded under the name it had, as Step Functions redrives a child
+    execution (SendBatch's ledger claims go by that name).
+    """
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"{map_run_arn}/{index}").hex
+
+
+def child_arn(map_run_arn: str, name: str) -> str:
+    """The execution ARN of a Map Run's child named ``name``."""
+    prefix = map_run_arn.replace(":mapRun:", ":execution:", 1).rsplit(":", 1)[0]
+    return f"{prefix}:{name}"
 
 
 def _succeeded(record: dict[str, Any]) -> bool:

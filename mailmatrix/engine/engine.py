@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailmatrix.engine import definition as definitions
-from mailmatrix.engine.distributed import MapRunner
+from mailmatrix.engine.distributed import MapRunner, child_arn, child_name
 from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.interpreter import EventLog, Hooks, Interpreter, Scope, dumps, now_iso
 from mailmatrix.engine.listener import Notifier
@@ -200,6 +200,18 @@ class Engine:
     def history(self, execution_id: str) -> list[dict[str, Any]]:
         """The history events of one execution."""
         return self.store.history(execution_id)
+
+    def child_execution_arns(self, execution_id: str) -> set[str]:
+        """The ARNs of every child workflow of an execution's Map Runs, started or not.
+
+        Each item's child keeps its ARN in every redrive, so this holds the children that a
+        killed run started but never recorded too.
+        """
+        arns = set()
+        for run in self.store.map_runs(execution_id):
+            arn = run["mapRunArn"]
+            arns.update(child_arn(arn, child_name(arn, i)) for i in range(run.get("total") or 0))
+        return arns
 
     def map_run_children(self, execution_id: str, map_run_id: str) -> list[dict[str, Any]]:
         """The latest record of each child workflow of a Map Run, in item order."""

@@ -20,6 +20,7 @@ from mailmatrix.adapters import ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.adapters.notifier_sns import SnsNotifier
 from mailmatrix.adapters.storage_s3 import S3Storage
+from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.local import (
     DEFINITION,
     REPO,
@@ -205,10 +206,21 @@ def test_the_campaign_runs_on_aws_adapters_and_never_sends_twice(account):
     assert ledger.find_by_message_id(sent[0].id).state == "sent"
     assert campaign["counts"]["sent"] == 18
 
+    # AND the summary names the execution's own report, written beside its summary.json
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    reports = f"reports/{campaign_id}/{record['name']}/"
+    assert campaign["report_key"] == f"{reports}report.csv"
+    assert f"s3://{BUCKET}/{reports}report.csv" in summary["Message"]
+    written = account["s3"].list_objects_v2(Bucket=BUCKET, Prefix=reports)["Contents"]
+    assert {o["Key"] for o in written} >= {f"{reports}report.csv", f"{reports}summary.json"}
+
     # WHEN the identical file is uploaded again THEN nothing more is sent
     again = run_on_engine(account, "incoming/offers.csv")
     assert again["status"] == "SUCCEEDED"
     assert len(ses_backends[ACCOUNT][REGION].sent_messages) == 18
+    # AND that run's report is its own: the first one's still says it sent every row
+    first = account["s3"].get_object(Bucket=BUCKET, Key=f"{reports}report.csv")["Body"].read()
+    assert first.decode("utf-8-sig").count(",sent,") == 18
 
 
 def ledger_outcomes(ledger: DynamoDbLedger) -> list:

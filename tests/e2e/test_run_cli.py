@@ -95,18 +95,24 @@ class StopWhen:
             raise KeyboardInterrupt
 
 
-def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
-    # GIVEN the demo campaign in batches of 5, one batch at a time
-    workdir = tmp_path / "work"
-
-    # WHEN the operator stops it after the first batch
-    record = run_campaign(
+def _stopped_after_the_first_batch(workdir: Path) -> dict:
+    """Run the demo campaign in batches of 5, one at a time, and stop it (as Ctrl-C does)
+    once its first batch has finished."""
+    return run_campaign(
         EXAMPLE / "recipients.csv",
         workdir=workdir,
         batch_size=5,
         max_concurrency=1,
         listener=StopWhen("succeeded"),
     )
+
+
+def test_a_stopped_run_is_aborted_and_a_redrive_sends_the_rest_once(tmp_path):
+    # GIVEN the demo campaign in batches of 5, one batch at a time
+    workdir = tmp_path / "work"
+
+    # WHEN the operator stops it after the first batch
+    record = _stopped_after_the_first_batch(workdir)
 
     # THEN the execution is ABORTED (redrivable), not left RUNNING, and not everyone got mail
     assert record["status"] == "ABORTED"
@@ -501,3 +507,141 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     choice = next(line for line in shown.output.splitlines() if "AnythingToSend (Choice)" in line)
     assert choice.rstrip().endswith("→ SendEmails")
     assert "NothingToSend (Fail) NOT RUN" in shown.output
+
+
+def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
+    workdir = tmp_path / "work"
+    # GIVEN a run of the file stopped after its first batch
+    stopped = _stopped_after_the_first_batch(workdir)
+    assert stopped["status"] == "ABORTED"
+    # AND a later run of the same file that sent the rest and printed its report
+    later = json.loads(
+        CliRunner()
+        .invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"])
+        .stdout
+    )
+    later_report = Path(later["report"]).read_bytes()
+
+    # WHEN the stopped execution is redriven
+    redriven = CliRunner().invoke(
+        cli, ["redrive", stopped["name"], "--workdir", str(workdir)], env={"COLUMNS": "400"}
+    )
+
+    # THEN the later run's report is as it printed it, and the redrive wrote its own beside
+    # its summary.json
+    assert redriven.exit_code == 0, redriven.output
+    assert Path(later["report"]).read_bytes() == later_report
+    (own,) = [line.split(None, 1)[1] for line in redriven.output.splitlines() if "Report:" in line]
+    assert Path(own).parent.name == stopped["name"] and own != later["report"]
+    summary = json.loads((Path(own).parent / "summary.json").read_text(encoding="utf-8"))
+    assert summary["execution"] == stopped["executionArn"]
+    with open(own, encoding="utf-8-sig", newline="") as report:
+        statuses = collections.Counter(row["status"] for row in csv.DictReader(report))
+    assert set(statuses) == {"sent", "skipped"} and statuses.total() == 18
+    # AND show names each execution's own report
+    shown = CliRunner().invoke(
+        cli, ["show", stopped["name"], "--workdir", str(workdir)], env={"COLUMNS": "400"}
+    )
+    assert f"report: {own}" in shown.output
+
+
+def _listed(workdir: Path) -> str:
+    return CliRunner().invoke(cli, ["executions", "--workdir", str(workdir)], env=WIDE).output
+
+
+WIDE = {"COLUMNS": "400"}
+
+
+def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
+    workdir = tmp_path / "work"
+    # GIVEN a run stopped after its first batch (no summary)
+    stopped = _stopped_after_the_first_batch(workdir)
+    sent = len(_recipients(workdir / "outbox"))
+
+    # WHEN the executions are listed, and the stopped one shown
+    listed = _listed(workdir)
+    shown = CliRunner().invoke(cli, ["show", stopped["name"], "--workdir", str(workdir)], env=WIDE)
+
+    # THEN each says what it sent, that it stopped, and what is left
+    result = f"stopped: {sent} sent, {18 - sent} not sent yet, 2 rejected"
+    assert result in listed
+    assert f"result: {result}" in shown.output
+    assert "counted from the send ledger" in shown.output
+
+    # WHEN a later run of the file sends the rest
+    CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
+
+    # THEN the stopped execution is not credited with that run's emails
+    assert f"stopped: {sent} sent, {18 - sent} already sent, 2 rejected" in _listed(workdir)
+
+
+def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a run of the demo campaign, paced, killed outright (SIGKILL) once 3 emails are out
+    workdir = tmp_path / "work"
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_recipients(workdir / "outbox")) < 3:
+            assert run.poll() is None, "the run ended before it was killed"
+            assert time.monotonic() < deadline, "the run sent nothing"
+            time.sleep(0.02)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+    delivered = len(_recipients(workdir / "outbox"))
+
+    # WHEN the executions are listed
+    listed = _listed(workdir)
+
+    # THEN the killed one is ABORTED and says, from the ledger, what went out and what is left:
+    # the rows it held as it died may be in the outbox or not, and are counted apart
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None
+    assert counts["sent"] <= delivered <= counts["sent"] + counts["in_doubt"]
+    assert counts["sent"] + counts["in_doubt"] + counts["unsent"] == 18
+    row = next(line for line in listed.splitlines() if name in line)
+    assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
+    assert f"{counts['unsent']} not sent yet" in row
+    assert ("in doubt" in row) == bool(counts["in_doubt"])
+
+
+def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
+    tmp_path, one_set_templates
+):
+    # GIVEN one-set templates (no manifest) and no attachments folder beside the CSVs
+    templates = one_set_templates
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Email,Name\nann@example.com,Ann\nbo@example.com,Bo\n")
+    named = tmp_path / "named.csv"
+    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+    args = ["--templates", str(templates), "--sender", "hr@example.com", "--json"]
+
+    # WHEN a CSV without an Attachment_File column runs THEN every row is sent
+    result = CliRunner().invoke(cli, ["run", str(plain), "--workdir", str(tmp_path / "w1"), *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["sent"] == 2
+
+    # WHEN a CSV whose rows name files runs THEN the missing folder is the one clear error,
+    # before anything runs
+    result = CliRunner().invoke(cli, ["run", str(named), "--workdir", str(tmp_path / "w2"), *args])
+    assert result.exit_code == 3
+    assert (
+        f"attachments: {tmp_path / 'attachments'}: no such folder, and the file has an "
+        "Attachment_File column" in result.output
+    )
+    assert not (tmp_path / "w2" / "executions").exists()

@@ -17,6 +17,7 @@ from mailmatrix.core.recipients import (
     IntakeReport,
     IntakeRules,
     normalise_header,
+    read_columns,
     validate_recipients,
 )
 from mailmatrix.core.rejects import write_rejects
@@ -870,3 +871,11 @@ def test_bidi_controls_in_a_display_name_are_refused(char):
 
     assert [r["row"] for r in rows] == [3]
     assert report.rejected[0]["reason"] == f"control character (U+{ord(char):04X}) in Name"
+
+
+def test_the_columns_are_read_from_the_header_alone_as_intake_names_them():
+    # GIVEN a UTF-8 file with a byte-order mark, Excel's sep= line and an aliased column
+    raw = codecs.BOM_UTF8 + b"sep=;\nE-mail;Name;Attachment file\nann@example.com;Ann;a.pdf\n"
+
+    # WHEN its columns are read THEN they are named as intake names them
+    assert read_columns(io.BytesIO(raw), source="x.csv") == ["Email", "Name", "Attachment_File"]

@@ -6,7 +6,8 @@ import csv
 import io
 import json
 
-from mailmatrix.core.report import summarize_results
+from mailmatrix.core.report import progress_counts, summarize_results
+from mailmatrix.ports import Outcome
 
 CAMPAIGN = {
     "id": "c-1",
@@ -144,3 +145,37 @@ def test_with_a_report_writer_rows_stream_out_and_none_are_kept():
     assert (summary.counts["sent"], summary.counts["skipped"]) == (1, 1)
     written = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [(r["row"], r["status"]) for r in written] == [("2", "sent"), ("3", "skipped")]
+
+
+def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
+    # GIVEN the rows an execution validated, and what the ledger holds for each
+    ours, other = "arn:child-1", "arn:child-of-another-run"
+    outcomes = {
+        "k-sent": Outcome("k-sent", 2, "sent", "m2", attempt=ours),
+        "k-twice": Outcome("k-twice", 3, "sent", "m3", attempt=ours, takeovers=1),
+        "k-before": Outcome("k-before", 4, "sent", "m4", attempt=other),
+        "k-refused": Outcome("k-refused", 5, "failed", code="MessageRejected", attempt=ours),
+        "k-held": Outcome("k-held", 6, "claimed", attempt=ours),
+        "k-elsewhere": Outcome("k-elsewhere", 7, "claimed", attempt=other),
+        "k-released": Outcome("k-released", 8, "released", attempt=ours),
+    }
+    keys = [*outcomes, "k-never"]
+
+    # WHEN its progress is counted
+    counts = progress_counts(VALIDATION, keys, outcomes, {ours})
+
+    # THEN its own sends, other runs' sends, its claims held as it ended and the rest are told
+    # apart
+    assert counts == {
+        "rows": 6,
+        "valid": 5,
+        "rejected": 1,
+        "duplicates": 0,
+        "excluded": 0,
+        "sent": 2,
+        "skipped": 1,
+        "failed": 1,
+        "in_doubt": 1,
+        "unsent": 3,
+        "possible_duplicates": 1,
+    }

@@ -338,6 +338,36 @@ def test_folder_without_manifest_is_one_set_for_every_row():
     assert catalog.attachment_mode("default") == "by_column"  # the CSV decides
 
 
+@pytest.mark.parametrize(
+    ("files", "columns", "need"),
+    [
+        ({}, ["Email", "Name"], None),
+        ({}, ["Email", "Attachment_File"], "the file has an Attachment_File column"),
+        (
+            {"manifest.yaml": "sets: {a: {when: [A], attachment: optional}}"},
+            ["Email", "Status"],
+            None,
+        ),
+        (
+            {"manifest.yaml": "sets: {a: {when: [A], attachment: none}}"},
+            ["Email", "Status", "Attachment_File"],
+            None,
+        ),
+        (
+            {"manifest.yaml": "sets: {a: {when: [A]}}"},
+            ["Email", "Status"],
+            "template set 'a' attaches a file to each row",
+        ),
+    ],
+    ids=["no-manifest", "no-manifest-column", "optional", "none", "required"],
+)
+def test_a_catalog_says_when_rows_may_attach_files(files, columns, need):
+    # GIVEN a catalog WHEN asked about a file's columns THEN it names why rows attach files,
+    # or None when no row can (no attachments folder is needed)
+    body = {"subject.txt": "S", "body.txt": "T", "a/subject.txt": "S", "a/body.txt": "T"}
+    assert load_catalog({**body, **files}).attachment_need(columns) == need
+
+
 def test_folder_without_subject_is_refused():
     with pytest.raises(TemplateError, match=r"no manifest\.yaml, and no subject\.txt"):
         load_catalog({"body.html": "<p>x</p>"})

@@ -143,12 +143,9 @@ def test_missing_file_is_a_usage_error():
     assert result.exit_code == exits.USAGE
 
 
-def test_attachments_and_templates_options(tmp_path):
+def test_attachments_and_templates_options(tmp_path, one_set_templates):
     # GIVEN a one-set templates folder and attachments somewhere else
-    templates = tmp_path / "tpl"
-    templates.mkdir()
-    (templates / "subject.txt").write_text("Hello {{ Name }}")
-    (templates / "body.txt").write_text("Dear {{ Name }}")
+    templates = one_set_templates
     files = tmp_path / "elsewhere"
     files.mkdir()
     (files / "x.pdf").write_bytes(b"x")
@@ -163,12 +160,11 @@ def test_attachments_and_templates_options(tmp_path):
     assert json.loads(result.output)["valid"] == 1
 
 
-def test_a_folder_without_manifest_attaches_files_only_when_the_csv_names_them(tmp_path):
+def test_a_folder_without_manifest_attaches_files_only_when_the_csv_names_them(
+    tmp_path, one_set_templates
+):
     # GIVEN a one-set templates folder (no manifest) and an empty attachments folder
-    templates = tmp_path / "tpl"
-    templates.mkdir()
-    (templates / "subject.txt").write_text("Hello {{ Name }}")
-    (templates / "body.txt").write_text("Dear {{ Name }}")
+    templates = one_set_templates
     (tmp_path / "attachments").mkdir()
     plain = tmp_path / "plain.csv"
     plain.write_text("Email,Name\nann@example.com,Ann\n")
@@ -253,3 +249,25 @@ def test_validate_sees_the_attachments_a_run_would_send(tmp_path):
     assert result.exit_code == exits.INPUT_UNUSABLE
     report = json.loads(result.output)
     assert report["rejected"][0]["reason"] == "attachment not found: ann.pdf"
+
+
+def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
+    tmp_path, one_set_templates
+):
+    # GIVEN one-set templates (no manifest) and no attachments folder beside the CSVs
+    templates = one_set_templates
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Email,Name\nann@example.com,Ann\n")
+    named = tmp_path / "named.csv"
+    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+
+    # WHEN each is validated
+    without = invoke(plain, "--templates", templates)
+    with_column = invoke(named, "--templates", templates)
+
+    # THEN the one that attaches nothing is all good, with no note of the folder; the other
+    # is told why the folder matters
+    assert without.exit_code == exits.OK, without.output
+    assert "attachments folder" not in without.output
+    assert "no attachments folder" in with_column.output
+    assert "the file has an Attachment_File column" in with_column.output
