@@ -222,6 +222,17 @@ class Ledger(Protocol):
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
         ...
 
+    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+        """Release the rows of ``campaign`` that failed for good (before ``failed_before``,
+        epoch seconds, when given) so the next attempt claims them as new; return how many.
+
+        The operator asked for it, having fixed the cause (or checked that a row failed as
+        OutcomeUnknown did not arrive). Sent rows stay sent. A released row stays a possible
+        duplicate if it was one, but its takeovers no longer count as doubts: it gets one
+        more try.
+        """
+        ...
+
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every ledger entry of ``campaign``, ordered by row."""
         ...
