@@ -7,19 +7,22 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One stored object: its key, size in bytes, ETag and (where versioned) version id."""
+    """One stored object: its key, size in bytes, ETag and (where versioned) version id; from
+    ``head`` on S3 also when it was stored (epoch seconds) and its user metadata."""
 
     key: str
     size: int
     etag: str = ""
     version_id: str | None = None
+    modified: float | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class Storage(Protocol):
