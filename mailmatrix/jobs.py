@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable
@@ -44,6 +45,9 @@ from mailmatrix.settings import Settings
 log = logging.getLogger(__name__)
 
 DRY_RUN_PREFIX = "incoming/dry-run/"
+# S3 user metadata of an upload (x-amz-meta-mailmatrix-retry-failed: true) asking that the
+# campaign's rows failed for good in earlier runs be sent again.
+RETRY_FAILED_METADATA = "mailmatrix-retry-failed"
 MAX_PREVIEWS = 20
 # A manifest line: compact UTF-8 JSON (an encoder built once, not one per json.dumps call).
 _MANIFEST_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -123,6 +127,36 @@ def campaign_id_for(source: Source) -> str:
     return "c-" + digest.hexdigest()[:16]
 
 
+def retry_command(source: Source, stack: str) -> str:
+    """The command that sends the file's failed rows again: on the functions' stack, or on
+    this machine (where the run's summary prints it whole, with its --workdir)."""
+    if not stack:
+        return "mailmatrix run FILE --retry-failed"
+    name = source.key.rsplit("/", 1)[-1]
+    if source.key == "incoming/" + name:
+        return f"mailmatrix aws send {shlex.quote(name)} --stack {stack} --retry-failed"
+    # `aws send` uploads to incoming/NAME: a campaign is its key, so another key is uploaded
+    # again as it was
+    target = shlex.quote(f"s3://{source.bucket}/{source.key}")
+    return f"aws s3 cp {shlex.quote(name)} {target} --metadata {RETRY_FAILED_METADATA}=true"
+
+
+def _release_failed(upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger]) -> int:
+    """Release the campaign's rows that failed before ``upload`` was stored, if it asks to.
+
+    Only those: EventBridge may start a second execution for one upload, and the rows that
+    fail in the first must not be sent again by the second.
+    """
+    if upload.metadata.get(RETRY_FAILED_METADATA, "").strip().lower() != "true":
+        return 0
+    # S3 gives the time in whole seconds, cut: a second more keeps every row failed before it.
+    # (The first execution of an upload fails rows several seconds after the upload at best.)
+    before = None if upload.modified is None else upload.modified + 1
+    released = open_ledger().release_failed(campaign_id, failed_before=before)
+    log.debug("released %d failed row(s) of %s for this run", released, campaign_id)
+    return released
+
+
 def load_templates(storage: Storage, prefix: str) -> Catalog:
     """Read every template file under ``prefix`` and build the catalog."""
     files = {}
@@ -143,16 +177,20 @@ def validate_job(
     settings: Settings,
     *,
     preflight: Callable[[str, int], dict[str, Any]] | None = None,
+    open_ledger: Callable[[], Ledger],
     execution: str | None = None,
 ) -> dict[str, Any]:
     """Validate the upload; write the manifest and rejects report; return the state's result.
 
     The manifest is the execution's own (under its name): a later run of the same file writes
-    another, so a redrive of this execution still sends the rows this one validated.
+    another, so a redrive of this execution still sends the rows this one validated. An upload
+    whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
+    in the ledger (``open_ledger``) once the file has passed, before anything is sent.
     """
     source = _stored_source(storage, source)
+    upload = storage.head(source.key)
     if not source.etag:
-        source = Source(source.bucket, source.key, storage.head(source.key).etag, source.version_id)
+        source = Source(source.bucket, source.key, upload.etag, source.version_id)
     campaign_id = campaign_id_for(source)
     catalog = load_templates(storage, settings.templates_prefix)
     sender = settings.sender or catalog.sender
@@ -226,6 +264,7 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
+    released = 0 if dry_run else _release_failed(upload, campaign_id, open_ledger)
     campaign = {
         "id": campaign_id,
         "source": {
@@ -245,6 +284,7 @@ def validate_job(
         "rejects_key": rejects_key,
         "results_prefix": f"results/{campaign_id}",
         "dry_run": dry_run,
+        "retry_command": retry_command(source, settings.stack),
     }
     counts = {
         "rows": report.rows,
@@ -253,6 +293,7 @@ def validate_job(
         "duplicates": len(report.duplicates),
         "excluded": len(report.skipped),
         "empty": report.empty,
+        "released": released,
     }
     if dry_run:
         _write_previews(storage, campaign, catalog, manifest_key, f"{reports}previews/")

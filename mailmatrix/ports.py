@@ -7,19 +7,22 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One stored object: its key, size in bytes, ETag and (where versioned) version id."""
+    """One stored object: its key, size in bytes, ETag and (where versioned) version id; from
+    ``head`` on S3 also when it was stored (epoch seconds) and its user metadata."""
 
     key: str
     size: int
     etag: str = ""
     version_id: str | None = None
+    modified: float | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 class Storage(Protocol):
@@ -220,6 +223,17 @@ class Ledger(Protocol):
 
     def clear_halt(self, campaign: str) -> None:
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
+        ...
+
+    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+        """Release the rows of ``campaign`` that failed for good (before ``failed_before``,
+        epoch seconds, when given) so the next attempt claims them as new; return how many.
+
+        The operator asked for it, having fixed the cause (or checked that a row failed as
+        OutcomeUnknown did not arrive). Sent rows stay sent. A released row stays a possible
+        duplicate if it was one, but its takeovers no longer count as doubts: it gets one
+        more try.
+        """
         ...
 
     def outcomes(self, campaign: str) -> list[Outcome]:

@@ -36,6 +36,9 @@ class Settings:
     templates_prefix: str = "templates/"
     attachments_prefix: str = "attachments/"
     storage_mounts: tuple[tuple[str, str], ...] = ()
+    # The CloudFormation stack the functions run in (the operator's `mailmatrix aws` commands
+    # name it); empty on one machine.
+    stack: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,6 +80,7 @@ class Settings:
             templates_prefix=text("TEMPLATES_PREFIX", "templates/") or "templates/",
             attachments_prefix=text("ATTACHMENTS_PREFIX", "attachments/") or "attachments/",
             storage_mounts=_mounts(text("STORAGE_MOUNTS", "") or ""),
+            stack=text("STACK", "") or "",
         )
 
 

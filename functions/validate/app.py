@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailmatrix.adapters.wiring import storage_for
+from mailmatrix.adapters.wiring import ledger_from, storage_for
 from mailmatrix.jobs import Source, validate_job
 from mailmatrix.settings import Settings
 
@@ -39,7 +39,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     try:
         result = validate_job(
-            storage, source, settings, preflight=preflight, execution=event.get("execution")
+            storage,
+            source,
+            settings,
+            preflight=preflight,
+            open_ledger=lambda: ledger_from(settings),
+            execution=event.get("execution"),
         )
     except Exception:
         logger.exception("Validation failed")

@@ -57,6 +57,7 @@ _NAMES = {
     "#dat": "delivery_at",
     "#dd": "delivery_detail",
     "#events": "events",
+    "#c": "campaign",
 }
 
 
@@ -292,6 +293,43 @@ class DynamoDbLedger:
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
 
+    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+        """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
+        epoch seconds, when given), so the next attempt sends them; return how many.
+
+        The by_campaign index finds them (a query, not a scan); each is released by a write
+        conditional on the entry being as the index showed it, so a row that changed meanwhile
+        (claimed, sent, failed again) is left as it is. The index is eventually consistent: a
+        row that failed a moment ago may not be seen yet. The doubt of a released row stays
+        (see _release).
+        """
+        condition = "#s = :failed"
+        values: dict[str, Any] = {":c": {"S": campaign}, ":failed": {"S": "failed"}}
+        if failed_before is not None:
+            condition += " AND #u < :before"
+            values[":before"] = {"N": repr(float(failed_before))}
+        items = self._query(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=condition)
+        released = sum(self._release(item) for item in items)
+        logger.debug("ledger: %d failed row(s) of %s released", released, campaign)
+        return released
+
+    def _release(self, item: dict[str, Any]) -> bool:
+        """Release one failed entry unless it changed since ``item`` was read.
+
+        Its takeovers become the possible-duplicate mark: counted as doubts they would fail
+        the row again before it is sent (RetryPolicy.unknown_tries), and the operator who
+        releases it has checked that it did not arrive.
+        """
+        values = {":released": {"S": "released"}, ":seen": item["updated_at"]}
+        mark = _uncertain_mark(values, int(_plain(item).get("takeovers", 0)) > 0)
+        return self._update(
+            item[KEY]["S"],
+            f"SET #s = :released, #t = :zero, #u = :now{mark}",
+            {**values, ":failed": {"S": "failed"}, ":zero": {"N": "0"}},
+            condition="#s = :failed AND #u = :seen",
+            missing_ok=True,
+        )
+
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every entry of ``campaign`` ordered by row (by_campaign index)."""
         items = self._query(CAMPAIGN_INDEX, "campaign = :c", {":c": {"S": campaign}}, campaign)
@@ -322,7 +360,11 @@ class DynamoDbLedger:
             condition="attribute_exists(#k)",
         )
 
-    def _query(self, index: str, condition: str, values: dict, what: str) -> list[dict]:
+    def _query(
+        self, index: str, condition: str, values: dict, what: str, *, only: str | None = None
+    ) -> list[dict]:
+        """Every item of ``index`` matching ``condition``, page after page; ``only``: a filter
+        on the items read (it saves transfer, not read capacity)."""
         items: list[dict] = []
         request: dict[str, Any] = {
             "TableName": self.table,
@@ -330,6 +372,11 @@ class DynamoDbLedger:
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
+        aliases = re.findall(r"#\w+", condition + " " + (only or ""))
+        if aliases:
+            request["ExpressionAttributeNames"] = {a: _NAMES[a] for a in aliases}
+        if only:
+            request["FilterExpression"] = only
         try:
             while True:
                 response = self._db.query(**request)
@@ -348,7 +395,9 @@ class DynamoDbLedger:
         *,
         condition: str,
         missing_ok: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Update ``key`` if ``condition`` holds; return whether it did (``missing_ok``: a
+        condition that does not hold is no error)."""
         names = {a: _NAMES[a] for a in re.findall(r"#\w+", expression + " " + condition)}
         try:
             self._db.update_item(
@@ -366,8 +415,10 @@ class DynamoDbLedger:
                 raise LedgerError(
                     f"dynamodb://{self.table}: update {key[:12]}: no such entry"
                 ) from error
+            return False
         except BotoCoreError as error:
             raise self._error("update", key, error) from error
+        return True
 
     def _get_item(self, key: str) -> dict[str, Any] | None:
         try:

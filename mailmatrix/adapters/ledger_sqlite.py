@@ -348,14 +348,18 @@ class SqliteLedger:
             )
         )
 
-    def release_failed(self, campaign: str) -> int:
-        """Give back the rows of ``campaign`` that failed for good, so a run sends them again
-        (the operator fixed the cause); return how many."""
+    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+        """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
+        epoch seconds, when given), so a run sends them again (the operator fixed the cause);
+        return how many. A row's takeovers become its possible-duplicate mark: counted as
+        doubts they would fail it again before it is sent."""
+        before = float("inf") if failed_before is None else failed_before
         with self._transaction(f"release_failed {campaign}") as db:
             cursor = db.execute(
-                "UPDATE sends SET state = 'released', updated_at = ?"
-                " WHERE campaign = ? AND state = 'failed'",
-                (self._clock(), campaign),
+                "UPDATE sends SET state = 'released', uncertain = MAX(uncertain, takeovers > 0),"
+                " takeovers = 0, updated_at = ?"
+                " WHERE campaign = ? AND state = 'failed' AND updated_at < ?",
+                (self._clock(), campaign, before),
             )
             return cursor.rowcount
 

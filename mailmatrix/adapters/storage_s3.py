@@ -48,6 +48,8 @@ class S3Storage:
             size=int(response.get("ContentLength", 0)),
             etag=_etag(response.get("ETag")),
             version_id=_version(response.get("VersionId")),
+            modified=response["LastModified"].timestamp() if "LastModified" in response else None,
+            metadata=response.get("Metadata") or {},
         )
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:

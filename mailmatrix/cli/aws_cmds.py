@@ -3,7 +3,9 @@
 The stack's outputs (CloudFormation DescribeStacks) name the bucket and the state machine.
 `send` uploads the CSV under incoming/ (incoming/dry-run/ with --dry-run), waits for the
 execution that the EventBridge rule starts for that object, follows it with a progress bar fed
-by DescribeMapRun, and ends with the console link and the summary.
+by DescribeMapRun, and ends with the console link and the summary. With --retry-failed the
+upload carries the S3 metadata mailmatrix-retry-failed=true: ValidateRecipients then releases
+the campaign's rows that failed for good in earlier runs, before anything is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailmatrix.cli import exits
+from mailmatrix.jobs import RETRY_FAILED_METADATA
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 POLL_SECONDS = 2.0
@@ -184,6 +187,12 @@ def aws() -> None:
 @_stack_option
 @_region_option
 @click.option("--dry-run", is_flag=True, help="Validate and render previews; send nothing.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Send again the rows of this file that failed for good in earlier runs (after "
+    "fixing the cause). Rows already sent are still skipped.",
+)
 @click.option("--no-follow", is_flag=True, help="Return once the execution has started.")
 @click.option("--wait-start", default=120.0, show_default=True, help="Seconds to wait for it.")
 def send(
@@ -191,12 +200,15 @@ def send(
     stack_name: str,
     region: str | None,
     dry_run: bool,
+    retry_failed: bool,
     no_follow: bool,
     wait_start: float,
 ) -> None:
     """Upload CSV_FILE to the stack's bucket and follow the campaign it starts."""
     if csv_file.suffix.lower() != ".csv":
         raise click.BadParameter("the upload rule starts only on *.csv files", param_hint="FILE")
+    if dry_run and retry_failed:
+        raise click.UsageError("--retry-failed sends rows: a --dry-run sends none")
     console = make_console()
     stack = Stack.describe(stack_name, region)
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
@@ -204,7 +216,11 @@ def send(
     sfn = client("stepfunctions", stack.region)
     try:
         etag = s3.put_object(
-            Bucket=stack.bucket, Key=key, Body=csv_file.read_bytes(), ContentType="text/csv"
+            Bucket=stack.bucket,
+            Key=key,
+            Body=csv_file.read_bytes(),
+            ContentType="text/csv",
+            Metadata={RETRY_FAILED_METADATA: "true"} if retry_failed else {},
         )["ETag"].strip('"')
         console.print(f"uploaded s3://{stack.bucket}/{key}")
         arn = find_execution(sfn, stack.state_machine_arn, key, etag=etag, wait_seconds=wait_start)

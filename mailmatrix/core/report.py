@@ -82,20 +82,25 @@ class Summary:
         return "\n".join(lines)
 
     def hint(self) -> str | None:
-        """Name the likely cause when failures share one, e.g. an SES sandbox account."""
+        """Name the likely cause when failures share one, e.g. an SES sandbox account, and
+        how to send the failed rows again where the campaign ran (its ``retry_command``)."""
         if not self.counts.get("failed"):
             return None
+        again = f"send them again with: {retry_command(self.campaign)}"
         if self.failures_all_not_verified and not self.counts["sent"]:
             return (
                 "Every failure says the address is not verified: the SES account is probably "
-                "still in the sandbox. Request production access, then redrive."
+                f"still in the sandbox. Request production access, then {again}"
             )
         if self.counts.get("unsent"):
             return (
                 "Some rows were not attempted (see the report). Fix the cause, then redrive the "
                 "execution: rows already sent are skipped."
             )
-        return "Failed rows are listed in the per-row report with the service's reason."
+        return (
+            "Failed rows are listed in the per-row report with the service's reason. Once the "
+            f"cause is fixed, {again}"
+        )
 
     def report_csv(self) -> bytes:
         """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
@@ -114,6 +119,12 @@ class Summary:
             "counts": self.counts,
             "per_template": self.per_template,
         }
+
+
+def retry_command(campaign: Mapping[str, Any]) -> str:
+    """The command that sends the campaign's failed rows again where it ran (set by
+    validation; a campaign validated before it was is taken for a local one)."""
+    return str(campaign.get("retry_command") or "mailmatrix run FILE --retry-failed")
 
 
 def report_writer(out: TextIO) -> Any:

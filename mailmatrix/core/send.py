@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailmatrix.core.pacing import Pacer
+from mailmatrix.core.report import retry_command
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
@@ -262,18 +263,18 @@ class _Unknown(Exception):
 
     def __init__(self, tries: int, error: SendError) -> None:
         super().__init__(error_text(error))
-        self.reason = _not_sent_again(
+        self.why = (
             f"the service may have taken the message without answering, {tries} times (last:"
             f" {error_text(error)})"
         )
 
 
-def _not_sent_again(why: str) -> str:
+def _not_sent_again(why: str, campaign: Mapping[str, Any]) -> str:
     """The reason of a row failed as OutcomeUnknown: ``why`` it may be out already, and what
-    a person does about it."""
+    a person does about it, with the command for where the campaign runs."""
     return (
-        f"{why}; not sent again: check the recipient got it, then send it again (locally:"
-        " mailmatrix run FILE --retry-failed)"
+        f"{why}; not sent again: check whether the recipient got it; if not, send it again"
+        f" with: {retry_command(campaign)}"
     )
 
 
@@ -488,7 +489,7 @@ class _Batch:
             return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
-            self.fail(item, "OutcomeUnknown", _not_sent_again(why), uncertain=True)
+            self.fail(item, "OutcomeUnknown", _not_sent_again(why, self.campaign), uncertain=True)
             return
 
         try:
@@ -530,7 +531,8 @@ class _Batch:
         try:
             message_id, uncertain = self.deliver(item, raw, destinations, doubts=claim.doubts)
         except _Unknown as unknown:
-            self.fail(item, "OutcomeUnknown", unknown.reason, uncertain=True)
+            reason = _not_sent_again(unknown.why, self.campaign)
+            self.fail(item, "OutcomeUnknown", reason, uncertain=True)
             return
         except _Defer as defer:
             self.result.rows.append(

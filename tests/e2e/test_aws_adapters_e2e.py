@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,7 @@ ACCOUNT = "123456789012"
 BUCKET = "mailmatrix-e2e"
 EXAMPLE = REPO / "examples" / "offer-letters"
 SENDER = "Acme Talent <talent@example.com>"
+STACK = "mailmatrix"
 
 
 class MotoSesAccount:
@@ -118,9 +120,12 @@ def run_on_engine(
     *,
     wrap: Callable[[str, str], Callable[..., Any]] | None = None,
     event_key: str | None = None,
+    metadata: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Upload the example CSV under ``key`` and run the definition on the local engine
-    (on an event naming ``event_key``, the key as the event spells it, when given).
+    """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
+    on the local engine (on an event naming ``event_key``, the key as the event spells it, when
+    given), the functions' environment as the stack sets it plus ``settings``.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
     function's handler (``module:callable``).
@@ -130,7 +135,8 @@ def run_on_engine(
 
     s3 = account["s3"]
     body = (EXAMPLE / "recipients.csv").read_bytes()
-    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"')
+    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})["ETag"]
+    etag = etag.strip('"')
 
     registry = ResourceRegistry()
     for name, target in sam_functions(load_sam_template()).items():
@@ -159,8 +165,10 @@ def run_on_engine(
         "MAILMATRIX_SENDER": sender,
         "MAILMATRIX_MAX_CONCURRENCY": "2",
         "MAILMATRIX_SEND_RATE": "0",
+        "MAILMATRIX_STACK": STACK,
         "POWERTOOLS_SERVICE_NAME": "mailmatrix",
         "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **(settings or {}),
     }
     with environment(env):
         send_batch_app.reset()
@@ -292,3 +300,39 @@ def test_a_dry_run_upload_validates_and_reports_without_sending(account):
     assert [o["Key"] for o in listed.get("Contents", [])] != []
     (summary,) = received(account, "SummaryTopic")
     assert summary["Message"]
+
+
+def outcome(record: dict[str, Any]) -> dict[str, Any]:
+    """The execution's output: the summary."""
+    output = record["output"]
+    return output if isinstance(output, dict) else json.loads(output)
+
+
+def test_failed_rows_are_sent_again_only_by_an_upload_that_asks_for_it(account):
+    from moto.ses.models import ses_backends
+
+    # GIVEN a campaign whose mail service refused some rows for good
+    first = outcome(
+        run_on_engine(
+            account, "incoming/offers.csv", settings={"MAILMATRIX_FAULTS": "permanent=0.5,seed=3"}
+        )
+    )
+    failed = first["counts"]["failed"]
+    assert failed and first["counts"]["sent"] + failed == 18
+    # AND the summary says how to send them again on this stack
+    (summary,) = received(account, "SummaryTopic")
+    command = "mailmatrix aws send offers.csv --stack mailmatrix --retry-failed"
+    assert command in summary["Message"]
+
+    # WHEN the file is uploaded again as it was THEN the failed rows stay failed
+    again = outcome(run_on_engine(account, "incoming/offers.csv"))
+    assert (again["counts"]["sent"], again["counts"]["failed"]) == (0, failed)
+
+    # WHEN it is uploaded with the retry-failed metadata THEN exactly the failed rows go out
+    retried = outcome(
+        run_on_engine(account, "incoming/offers.csv", metadata={"mailmatrix-retry-failed": "true"})
+    )
+    counts = retried["counts"]
+    assert (counts["sent"], counts["skipped"], counts["failed"]) == (failed, 18 - failed, 0)
+    recipients = Counter(tuple(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages)
+    assert len(recipients) == 18 and set(recipients.values()) == {1}

@@ -1,7 +1,8 @@
 """Each function's role allows every AWS call the function makes, and grants no call it never makes.
 
 The calls are not listed by hand: the example campaign runs on the local engine with the AWS
-adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending and once as a dry run;
+adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending, once as a dry run, and
+once more uploaded with the retry-failed metadata after a row failed (Validate releases it);
 Summarize runs again as after a failed batch, and SesEvents records a bounce. Every SDK call
 is recorded with the function that made it (the SES v2 preflight's too, which moto answers
 through a stand-in).
@@ -29,12 +30,15 @@ from moto.ses.models import ses_backends
 from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
 
 from mailmatrix.adapters import _aws, ses_account
+from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.engine.registry import make_context, resolve_handler
+from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
 from mailmatrix.local import environment
 from tests.e2e import test_aws_adapters_e2e as e2e
 
 REGION, ACCOUNT, BUCKET = e2e.REGION, e2e.ACCOUNT, e2e.BUCKET
 BOUNCE = pathlib.Path(__file__).parents[1] / "integration" / "events" / "ses_bounce.json"
+RETRY_FAILED = {RETRY_FAILED_METADATA: "true"}
 # What the template's names are in the moto account the campaign runs in.
 NAMES = {
     "AWS::Partition": "aws",
@@ -169,6 +173,18 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
         dry = e2e.run_on_engine(account, "incoming/dry-run/offers.csv", wrap=recorder.wrap)
         assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
 
+        # A row of the campaign failed for good (written outside any function), then the file
+        # is uploaded again asking for its failed rows to be sent again.
+        ledger = DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION))
+        campaign = campaign_id_for(Source(BUCKET, "incoming/offers.csv", ""))
+        ledger.claim("failed-row", campaign=campaign, row=99, attempt="earlier-run")
+        ledger.record_failed("failed-row", code="MessageRejected", reason="no", permanent=True)
+        retried = e2e.run_on_engine(
+            account, "incoming/offers.csv", wrap=recorder.wrap, metadata=RETRY_FAILED
+        )
+        assert retried["status"] == "SUCCEEDED"
+        assert [o.state for o in ledger.outcomes(campaign) if o.key == "failed-row"] == ["released"]
+
         with environment({"MAILMATRIX_LEDGER": "dynamodb://ledger"}):
             # Summarize of a Map Run with a failed batch also asks the ledger what went out.
             event = recorder.events["SummarizeFunction"][0]
@@ -219,6 +235,13 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
         (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"
     }
     assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
+    # AND Validate's release of the failed row: a query of the campaign, then its update
+    releases = {
+        (c.operation, c.params.get("IndexName"))
+        for c in recorded
+        if c.service == "dynamodb" and c.function == "ValidateFunction"
+    }
+    assert releases == {("Query", "by_campaign"), ("UpdateItem", None)}
 
 
 def test_each_role_allows_every_call_its_function_makes(transformed, recorded):
@@ -276,16 +299,22 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
     ]
 
 
-def test_a_role_without_the_read_back_grant_is_caught(transformed, recorded):
-    # GIVEN ValidateRole without the statement that lets it read validated/ back
+@pytest.mark.parametrize(
+    ("sid", "denied"),
+    [
+        ("ReadBackManifest", "s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/"),
+        ("ReleaseFailedRows", f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}"),
+    ],
+    ids=["read-back", "release-failed"],
+)
+def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorded, sid, denied):
+    # GIVEN ValidateRole without one of its statements
     broken = json.loads(json.dumps(transformed))
     policy = broken["Resources"]["ValidateRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != "ReadBackManifest"]
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != sid]
 
-    # WHEN the campaign's calls are judged THEN Validate's read back is denied
-    assert "ValidateFunction: s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/" in "\n".join(
-        denied_calls(broken, recorded)
-    )
+    # WHEN the campaign's calls are judged THEN the call it allowed is denied
+    assert f"ValidateFunction: {denied}" in "\n".join(denied_calls(broken, recorded))
 
 
 REPORTS = {"Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/reports/*"}

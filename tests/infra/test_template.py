@@ -95,6 +95,7 @@ def test_functions_are_configured_for_aws_adapters(transformed):
         assert env["MAILMATRIX_LEDGER"] == {"Fn::Sub": "dynamodb://${LedgerTable}"}
         assert env["MAILMATRIX_SENDER"] == {"Ref": "SenderAddress"}
         assert env["MAILMATRIX_CONFIGURATION_SET"] == {"Ref": "SendingConfigurationSet"}
+        assert env["MAILMATRIX_STACK"] == {"Ref": "AWS::StackName"}
 
 
 def test_state_machine_substitutions_cover_the_definition(sam_template):

@@ -106,6 +106,42 @@ def test_send_uploads_finds_the_execution_follows_it_and_prints_the_summary(
     assert f"#/v2/executions/details/{service.arn}" in result.output
 
 
+def uploaded_metadata(stack: dict[str, str], key: str) -> dict[str, str]:
+    s3 = boto3.client("s3", region_name=REGION)
+    return s3.head_object(Bucket=stack["BucketName"], Key=key)["Metadata"]
+
+
+@pytest.mark.parametrize(
+    ("options", "metadata"),
+    [([], {}), (["--retry-failed"], {"mailmatrix-retry-failed": "true"})],
+    ids=["plain", "retry-failed"],
+)
+def test_retry_failed_travels_with_the_upload_as_metadata(
+    stack, tmp_path, monkeypatch, options, metadata
+):
+    # GIVEN a stack WHEN a file is sent with or without --retry-failed
+    service = EventBridgeAndService(stack, "incoming/offers.csv")
+    monkeypatch.setattr(aws_cmds, "sleep", service)
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", *options]
+    )
+
+    # THEN the object that starts the execution carries the request, for ValidateRecipients
+    assert result.exit_code == 0, result.output
+    assert uploaded_metadata(stack, "incoming/offers.csv") == metadata
+
+
+def test_retry_failed_with_a_dry_run_is_refused_before_uploading(stack, tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--dry-run", "--retry-failed"],
+    )
+    assert result.exit_code == 2
+    assert "a --dry-run sends none" in result.output
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["BucketName"])
+    assert listed.get("Contents", []) == []
+
+
 def test_a_dry_run_goes_under_incoming_dry_run(stack, tmp_path, monkeypatch):
     service = EventBridgeAndService(stack, "incoming/dry-run/offers.csv")
     monkeypatch.setattr(aws_cmds, "sleep", service)

@@ -9,7 +9,7 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
-from tests.fixtures.sending.ledger_contract import check_batch_holds
+from tests.fixtures.sending.ledger_contract import check_batch_holds, check_release_failed
 
 
 class Clock:
@@ -203,3 +203,46 @@ def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends_or_its_deadl
         clock.now += seconds
 
     check_batch_holds(ledger, clock, wait)
+
+
+def test_release_failed_gives_back_only_the_campaigns_failed_rows(ledger, clock):
+    def wait(seconds: float) -> None:
+        clock.now += seconds
+
+    check_release_failed(ledger, clock, wait)
+
+
+def test_release_failed_queries_the_campaign_and_never_scans(ledger, monkeypatch):
+    # GIVEN a failed row WHEN the campaign's failed rows are released
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    ledger.record_failed("k1", code="Refused", reason="no", permanent=True)
+    calls = []
+    real = ledger._db._make_api_call
+    monkeypatch.setattr(
+        ledger._db, "_make_api_call", lambda op, params: calls.append(op) or real(op, params)
+    )
+    assert ledger.release_failed("c") == 1
+
+    # THEN the by_campaign index was queried for it and the row updated, nothing scanned
+    assert calls == ["Query", "UpdateItem"]
+
+
+def test_release_failed_leaves_a_row_that_changed_since_it_was_read(ledger, monkeypatch):
+    # GIVEN a failed row that another run releases and claims just after this one read it
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    ledger.record_failed("k1", code="Refused", reason="no", permanent=True)
+    other = DynamoDbLedger(ledger.table, ledger._db)
+    query = ledger._query
+
+    def read_then_changed(*args, **kwargs):
+        items = query(*args, **kwargs)
+        other.release_failed("c")
+        other.claim("k1", campaign="c", row=2, attempt="other-run")
+        return items
+
+    monkeypatch.setattr(ledger, "_query", read_then_changed)
+
+    # WHEN this one releases what it read THEN it releases nothing: the other run's claim holds
+    assert ledger.release_failed("c") == 0
+    (outcome,) = ledger.outcomes("c")
+    assert (outcome.state, outcome.attempt) == ("claimed", "other-run")

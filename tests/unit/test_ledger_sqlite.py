@@ -12,7 +12,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
-from tests.fixtures.sending.ledger_contract import check_batch_holds
+from tests.fixtures.sending.ledger_contract import check_batch_holds, check_release_failed
 
 
 @pytest.fixture
@@ -244,17 +244,8 @@ def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
     assert "may have been accepted" in ledger.claim("k2", campaign="c", row=3, attempt="c").reason
 
 
-def test_release_failed_gives_back_only_the_campaigns_failed_rows(ledger):
-    for key, campaign in (("k1", "c"), ("k2", "c"), ("k3", "other")):
-        ledger.claim(key, campaign=campaign, row=2, attempt="a")
-        ledger.record_failed(key, code="MessageRejected", reason="no", permanent=True)
-    ledger.claim("k4", campaign="c", row=5, attempt="a")
-    ledger.record_sent("k4", message_id="m-4")
-
-    assert ledger.release_failed("c") == 2
-    assert claim(ledger, key="k1", attempt="b") == Claim("claimed")
-    assert claim(ledger, key="k3", attempt="b").state == "failed"
-    assert claim(ledger, key="k4", attempt="b").state == "sent"
+def test_release_failed_gives_back_only_the_campaigns_failed_rows(ledger, clock):
+    check_release_failed(ledger, clock, clock.sleep)
 
 
 def test_a_doubtful_send_is_kept_and_told_to_its_own_attempt_later(ledger):

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from mailmatrix.core.report import progress_counts, summarize_results
 from mailmatrix.ports import Outcome
 
@@ -101,6 +103,32 @@ def test_all_not_verified_points_at_the_sandbox():
     summary = summarize_results(CAMPAIGN, VALIDATION, [_child("SUCCEEDED", rows, output)])
 
     assert "sandbox" in summary.message(execution="e", report_key="k")
+
+
+ON_AWS = "mailmatrix aws send offers.csv --stack mm --retry-failed"
+
+
+@pytest.mark.parametrize(
+    ("reason", "campaign", "command"),
+    [
+        ("nope", {**CAMPAIGN, "retry_command": ON_AWS}, ON_AWS),
+        ("Email address is not verified.", {**CAMPAIGN, "retry_command": ON_AWS}, ON_AWS),
+        ("nope", CAMPAIGN, "mailmatrix run FILE --retry-failed"),
+    ],
+    ids=["aws", "aws-sandbox", "local"],
+)
+def test_the_notice_says_how_to_send_failed_rows_again_where_the_campaign_ran(
+    reason, campaign, command
+):
+    # GIVEN a campaign whose only row failed for good
+    output = {"rows": [{"row": 2, "status": "failed", "code": "MessageRejected", "reason": reason}]}
+    child = _child("SUCCEEDED", [_item(2, "offer")], output)
+
+    # WHEN summarized THEN the notice ends with the command for where it ran
+    summary = summarize_results(campaign, VALIDATION, [child])
+    assert summary.message(execution="e", report_key="k").endswith(
+        f"send them again with: {command}"
+    )
 
 
 def test_report_cells_cannot_become_formulas():

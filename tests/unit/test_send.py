@@ -224,7 +224,10 @@ def test_a_row_whose_tries_may_all_have_been_taken_fails_instead_of_being_sent_a
     # THEN row 3 is tried twice only, then fails as OutcomeUnknown; the others are sent
     assert [r["status"] for r in result.rows] == ["sent", "failed", "sent"]
     assert result.rows[1]["code"] == "OutcomeUnknown"
-    assert "check the recipient got it" in result.rows[1]["reason"]
+    assert result.rows[1]["reason"].endswith(
+        "check whether the recipient got it; if not, send it again with:"
+        " mailmatrix run FILE --retry-failed"
+    )
     assert sum(1 for call in ses.calls if person in call.destinations) == 2
     # AND a retry of the batch does not send it again: it failed for good, in doubt
     again = run(items(3), ses, ledger, clock)
@@ -263,6 +266,30 @@ def test_a_row_whose_attempts_keep_dying_is_not_sent_a_third_time(ledger, clock)
     # THEN it does not send it again: two copies may be out already
     assert result.rows[0]["code"] == "OutcomeUnknown"
     assert ses.calls == []
+
+
+def test_a_row_failed_in_doubt_is_sent_once_more_after_release_failed(ledger, clock):
+    # GIVEN row 2 failed as OutcomeUnknown after two attempts died holding it, in a campaign
+    # run on a stack
+    key = items(1)[0]["key"]
+    for attempt in ("child-1", "child-2"):
+        ledger.claim(key, campaign=CID, row=2, attempt=attempt, lease_until=clock.now + 1)
+        clock.sleep(2)
+    on_aws = kit.campaign(retry_command="mailmatrix aws send offers.csv --stack mm --retry-failed")
+    failed = run(items(1), FakeSes(clock=clock), ledger, clock, attempt="child-3", campaign=on_aws)
+    # AND its reason gives the stack's command
+    assert failed.rows[0]["reason"].endswith(
+        "if not, send it again with: mailmatrix aws send offers.csv --stack mm --retry-failed"
+    )
+
+    # WHEN the operator releases the campaign's failed rows and the next run comes to it
+    assert ledger.release_failed(CID) == 1
+    ses = FakeSes(clock=clock)
+    result = run(items(1), ses, ledger, clock, attempt="run-2", campaign=on_aws)
+
+    # THEN it is sent, once, and still marked as a possible duplicate
+    assert [(r["status"], bool(r.get("takeover"))) for r in result.rows] == [("sent", True)]
+    assert len(ses.calls) == 1
 
 
 def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):

@@ -15,6 +15,7 @@ def test_defaults_are_the_aws_ones():
     assert settings.max_message_bytes == SES_V2_MAX_MESSAGE_BYTES == 40 * 1024 * 1024
     assert settings.send_rate is None
     assert settings.storage_mounts == ()
+    assert settings.stack == ""
 
 
 def test_values_are_parsed():
@@ -24,6 +25,7 @@ def test_values_are_parsed():
             "MAILMATRIX_BATCH_SIZE": "50",
             "MAILMATRIX_CHECK_DELIVERABILITY": "1",
             "MAILMATRIX_STORAGE_MOUNTS": "attachments/=/x/pdfs; templates/=/x/t",
+            "MAILMATRIX_STACK": "mailmatrix-prod",
         }
     )
 
@@ -31,6 +33,7 @@ def test_values_are_parsed():
     assert settings.batch_size == 50
     assert settings.check_deliverability is True
     assert settings.storage_mounts == (("attachments/", "/x/pdfs"), ("templates/", "/x/t"))
+    assert settings.stack == "mailmatrix-prod"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,36 @@
+"""The command a summary gives for sending a campaign's failed rows again, where it ran."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmatrix.jobs import Source, retry_command
+
+
+@pytest.mark.parametrize(
+    ("key", "stack", "command"),
+    [
+        ("incoming/offers.csv", "", "mailmatrix run FILE --retry-failed"),
+        (
+            "incoming/offers.csv",
+            "mm",
+            "mailmatrix aws send offers.csv --stack mm --retry-failed",
+        ),
+        (
+            "incoming/offers 2027.csv",
+            "mm",
+            "mailmatrix aws send 'offers 2027.csv' --stack mm --retry-failed",
+        ),
+        (
+            "incoming/hr/offers.csv",
+            "mm",
+            "aws s3 cp offers.csv s3://b/incoming/hr/offers.csv"
+            " --metadata mailmatrix-retry-failed=true",
+        ),
+    ],
+    ids=["local", "stack", "quoted", "other-key"],
+)
+def test_the_retry_command_names_where_the_campaign_runs(key, stack, command):
+    # GIVEN an upload under ``key`` on ``stack`` (none: this machine) WHEN asked THEN
+    # the command sends the same campaign again: `aws send` uploads to incoming/NAME only
+    assert retry_command(Source("b", key, "e"), stack) == command
