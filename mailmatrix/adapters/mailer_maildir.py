@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import secrets
@@ -142,10 +143,16 @@ def _write_all(fd: int, *chunks: bytes) -> None:
         rest = rest[os.write(fd, rest) :]
 
 
+@functools.lru_cache(maxsize=16)
+def _return_path(sender: str) -> str:
+    """The Return-Path line of the campaign's sender, parsed once (the same for every row)."""
+    return f"Return-Path: <{envelope_address(sender, where='maildir sender')}>"
+
+
 def _trace_headers(sender: str, destinations: list[str]) -> bytes:
     """``Return-Path`` and the envelope recipients as 7-bit header lines, folded."""
     addresses = [envelope_address(a, where="maildir recipient") for a in destinations]
-    lines = [f"Return-Path: <{envelope_address(sender, where='maildir sender')}>"]
+    lines = [_return_path(sender)]
     line = f"{ENVELOPE_TO_HEADER}:"
     for index, address in enumerate(addresses):
         token = address + ("," if index < len(addresses) - 1 else "")
