@@ -406,7 +406,7 @@ def summarize_job(
     # When a batch did not finish, the ledger tells which of its rows went out anyway.
     settled = None
     if ledger is not None and _has_unfinished_batches(storage, send):
-        settled = {o.key: o for o in ledger.outcomes(campaign["id"])}
+        settled = ledger.outcomes_of
     reports = reports_prefix(campaign["id"], _execution_folder(execution))
     report = f"{reports}report.csv"
     handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv")

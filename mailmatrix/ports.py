@@ -7,7 +7,7 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -238,6 +238,10 @@ class Ledger(Protocol):
 
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every ledger entry of ``campaign``, ordered by row."""
+        ...
+
+    def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
+        """Return the ledger entries of ``keys`` by key; keys with no entry are left out."""
         ...
 
 

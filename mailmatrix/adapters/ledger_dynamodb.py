@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,6 +35,8 @@ KEY = "idempotency_key"
 MESSAGE_ID_INDEX = "by_message_id"
 CAMPAIGN_INDEX = "by_campaign"
 HALT_PREFIX = "halt#"
+_KEYS_PER_GET = 100  # BatchGetItem's limit
+_UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 BATCH_PREFIX = "batch#"
 
 
@@ -71,11 +73,13 @@ class DynamoDbLedger:
         *,
         retention_seconds: int = DEFAULT_RETENTION_SECONDS,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table = table
         self.retention_seconds = retention_seconds
         self._db = client or _aws.client("dynamodb")
         self._clock = clock
+        self._sleep = sleep
 
     def claim(
         self,
@@ -335,6 +339,34 @@ class DynamoDbLedger:
         items = self._query(CAMPAIGN_INDEX, "campaign = :c", {":c": {"S": campaign}}, campaign)
         entries = sorted((_plain(item) for item in items), key=lambda e: (e["row"], e[KEY]))
         return [_outcome(entry) for entry in entries]
+
+    def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
+        """Return the entries of ``keys`` by key (absent keys left out): BatchGetItem, 100
+        keys a request, strongly consistent; keys DynamoDB leaves unprocessed (throttled) are
+        asked again after a growing pause."""
+        found: dict[str, Outcome] = {}
+        unique = list(dict.fromkeys(keys))  # a request may not name a key twice
+        for start in range(0, len(unique), _KEYS_PER_GET):
+            wanted = [{KEY: {"S": key}} for key in unique[start : start + _KEYS_PER_GET]]
+            request = {self.table: {"Keys": wanted, "ConsistentRead": True}}
+            for pause in (*_UNPROCESSED_PAUSES, None):
+                try:
+                    response = self._db.batch_get_item(RequestItems=request)
+                except (ClientError, BotoCoreError) as error:
+                    raise self._error("batch_get", wanted[0][KEY]["S"], error) from error
+                for item in response.get("Responses", {}).get(self.table, []):
+                    outcome = _outcome(_plain(item))
+                    found[outcome.key] = outcome
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                if pause is None:
+                    raise LedgerError(
+                        f"dynamodb://{self.table}: batch_get: keys still unprocessed after "
+                        f"{len(_UNPROCESSED_PAUSES) + 1} requests (throttled)"
+                    )
+                self._sleep(pause)
+        return found
 
     def find_by_message_id(self, message_id: str) -> Outcome | None:
         """Return the entry that recorded ``message_id`` (for delivery events), or None."""

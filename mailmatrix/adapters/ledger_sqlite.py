@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -372,6 +372,20 @@ class SqliteLedger:
             ).fetchall()
         return [_outcome(values) for values in found]
 
+    def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
+        """Return the entries of ``keys`` by key (absent keys left out)."""
+        found: dict[str, Outcome] = {}
+        with self._transaction("outcomes_of") as db:
+            for start in range(0, len(keys), _KEYS_PER_SELECT):
+                chunk = list(keys[start : start + _KEYS_PER_SELECT])
+                marks = ", ".join("?" * len(chunk))
+                for values in db.execute(
+                    f"SELECT {_OUTCOME_COLUMNS} FROM sends WHERE key IN ({marks})", chunk
+                ):
+                    outcome = _outcome(values)
+                    found[outcome.key] = outcome
+        return found
+
     def find_by_message_id(self, message_id: str) -> Outcome | None:
         """Return the entry that recorded ``message_id`` (for delivery events), or None."""
         with self._transaction("find_by_message_id") as db:
@@ -382,6 +396,7 @@ class SqliteLedger:
         return None if found is None else _outcome(found)
 
 
+_KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
 _OUTCOME_COLUMNS = "key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
 
 

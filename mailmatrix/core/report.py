@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -150,13 +150,14 @@ def summarize_results(
     children: Iterable[dict[str, Any]],
     *,
     dry_run: bool = False,
-    settled: Mapping[str, Any] | None = None,
+    settled: Callable[[list[str]], Mapping[str, Any]] | None = None,
     report: Any = None,
 ) -> Summary:
     """Fold the Map Run's child records (ResultWriter format) into a Summary.
 
-    Rows of a batch that did not finish are looked up in ``settled`` (ledger outcomes by
-    idempotency key): some of them may have been sent before the batch failed. With
+    Rows of a batch that did not finish are looked up with ``settled`` (ledger outcomes by
+    idempotency key, asked once per such batch with its rows' keys): some of them may have
+    been sent before the batch failed. With
     ``report``, each row is written there as it comes and none is kept (memory stays flat
     however many rows); without, the rows stay in ``Summary.rows``.
     """
@@ -165,7 +166,7 @@ def summarize_results(
     kept: list[dict[str, Any]] = []
     possible_duplicates = 0
     all_not_verified = True
-    for row in _rows_of(children, settled or {}):
+    for row in _rows_of(children, settled):
         status = row["status"]
         outcomes[status] += 1
         numbers = per_template[row.get("template") or "?"]
@@ -242,7 +243,7 @@ def progress_counts(
 
 
 def _rows_of(
-    children: Iterable[dict[str, Any]], settled: Mapping[str, Any]
+    children: Iterable[dict[str, Any]], settled: Callable[[list[str]], Mapping[str, Any]] | None
 ) -> Iterator[dict[str, Any]]:
     """Every row of every child, as a report row."""
     for child in children:
@@ -259,8 +260,10 @@ def _rows_of(
                     )
                 yield row
         else:
+            keys = [item["key"] for item in items.values() if item.get("key")]
+            known = settled(keys) if settled is not None and keys else {}
             for item in items.values():
-                yield _unfinished(child, item, settled.get(item.get("key", "")))
+                yield _unfinished(child, item, known.get(item.get("key", "")))
 
 
 DOUBTFUL_REASON = (

@@ -154,7 +154,10 @@ def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
                 action = "s3:GetObjectVersion"
             return [Request(action, f"{bucket}/{p['Key']}")]
     if call.service == "dynamodb":
-        table = f"arn:{PARTITION}:dynamodb:{region}:{account}:table/{p['TableName']}"
+        tables = f"arn:{PARTITION}:dynamodb:{region}:{account}:table/"
+        if call.operation == "BatchGetItem":  # authorized on each table it reads
+            return [Request("dynamodb:BatchGetItem", tables + name) for name in p["RequestItems"].split(",")]
+        table = tables + p["TableName"]
         if p.get("IndexName"):
             table += f"/index/{p['IndexName']}"
         return [Request(f"dynamodb:{call.operation}", table)]

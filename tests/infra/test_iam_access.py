@@ -136,16 +136,26 @@ class _RecordedStandIn:
 
 
 def naming(params: dict[str, Any]) -> dict[str, str]:
-    """The parameters of a call that name what it touches."""
-    return {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+    """The parameters of a call that name what it touches (of a batch read: its tables)."""
+    named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+    if "RequestItems" in params:
+        named["RequestItems"] = ",".join(params["RequestItems"])
+    return named
 
 
 def with_a_failed_batch(s3: Any, send: dict[str, Any]) -> dict[str, Any]:
-    """The Map Run result ``send`` again, its batches' result files listed as FAILED."""
+    """The Map Run result ``send`` again, its batches written again as FAILED children."""
     details = send["ResultWriterDetails"]
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=details["Key"])["Body"].read())
-    files = manifest["ResultFiles"]
-    failed = {"ResultFiles": {"FAILED": files["SUCCEEDED"], "SUCCEEDED": [], "PENDING": []}}
+    records = []
+    for entry in manifest["ResultFiles"]["SUCCEEDED"]:
+        records += json.loads(s3.get_object(Bucket=BUCKET, Key=entry["Key"])["Body"].read())
+    for record in records:
+        record.pop("Output", None)
+        record.update(Status="FAILED", Error="Sandbox.Timedout", Cause="killed")
+    failed_key = details["Key"].replace("manifest.json", "FAILED_0.json")
+    s3.put_object(Bucket=BUCKET, Key=failed_key, Body=json.dumps(records).encode())
+    failed = {"ResultFiles": {"FAILED": [{"Key": failed_key}], "SUCCEEDED": [], "PENDING": []}}
     key = details["Key"].replace("manifest.json", "manifest-with-a-failed-batch.json")
     s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(failed).encode())
     return {**send, "ResultWriterDetails": {**details, "Key": key}}

@@ -9,7 +9,11 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
-from tests.fixtures.sending.ledger_contract import check_batch_holds, check_release_failed
+from tests.fixtures.sending.ledger_contract import (
+    check_batch_holds,
+    check_outcomes_of,
+    check_release_failed,
+)
 
 
 class Clock:
@@ -246,3 +250,50 @@ def test_release_failed_leaves_a_row_that_changed_since_it_was_read(ledger, monk
     assert ledger.release_failed("c") == 0
     (outcome,) = ledger.outcomes("c")
     assert (outcome.state, outcome.attempt) == ("claimed", "other-run")
+
+
+def test_outcomes_of_given_keys(ledger):
+    check_outcomes_of(ledger)
+
+
+def test_outcomes_of_asks_again_for_keys_left_unprocessed(ledger, monkeypatch):
+    # GIVEN two rows, and DynamoDB leaving the second unprocessed once (throttled)
+    for key in ("k1", "k2"):
+        ledger.claim(key, campaign="c", row=2, attempt="a")
+    real = ledger._db.batch_get_item
+    requests, pauses = [], []
+
+    def throttled_once(RequestItems):
+        requests.append([k["idempotency_key"]["S"] for k in RequestItems[ledger.table]["Keys"]])
+        response = real(RequestItems=RequestItems)
+        if len(requests) == 1:
+            got = response["Responses"][ledger.table]
+            left = [i for i in got if i["idempotency_key"]["S"] == "k2"]
+            response["Responses"][ledger.table] = [i for i in got if i not in left]
+            keys = [{"idempotency_key": i["idempotency_key"]} for i in left]
+            response["UnprocessedKeys"] = {ledger.table: {"Keys": keys, "ConsistentRead": True}}
+        return response
+
+    monkeypatch.setattr(ledger._db, "batch_get_item", throttled_once)
+    monkeypatch.setattr(ledger, "_sleep", pauses.append)
+
+    # WHEN both are asked for THEN both come back, the second after a pause and a new request
+    assert sorted(ledger.outcomes_of(["k1", "k2"])) == ["k1", "k2"]
+    assert requests == [["k1", "k2"], ["k2"]]
+    assert len(pauses) == 1
+
+
+def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
+    # GIVEN DynamoDB that never processes a key
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    table = ledger.table
+
+    def never(RequestItems):
+        return {"Responses": {table: []}, "UnprocessedKeys": RequestItems}
+
+    monkeypatch.setattr(ledger._db, "batch_get_item", never)
+    monkeypatch.setattr(ledger, "_sleep", lambda seconds: None)
+
+    # WHEN asked THEN a ledger error says so, after a bounded number of requests
+    with pytest.raises(LedgerError, match="unprocessed"):
+        ledger.outcomes_of(["k1"])

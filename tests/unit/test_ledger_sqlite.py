@@ -12,7 +12,11 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
-from tests.fixtures.sending.ledger_contract import check_batch_holds, check_release_failed
+from tests.fixtures.sending.ledger_contract import (
+    check_batch_holds,
+    check_outcomes_of,
+    check_release_failed,
+)
 
 
 @pytest.fixture
@@ -371,3 +375,7 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
     # A claim from before holders were recorded counts as running: its lease decides
     assert ledger.claim("k1", campaign="c", row=2, attempt="b").state == "busy"
     assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
+
+
+def test_outcomes_of_given_keys(ledger):
+    check_outcomes_of(ledger)

@@ -146,7 +146,12 @@ def test_rows_of_an_unfinished_batch_are_told_by_the_ledger():
 
     items = [{**_item(2, "offer"), "key": "k2"}, {**_item(3, "offer"), "key": "k3"}]
     broken = _child("FAILED", items, error="Sandbox.Timedout", cause="killed")
-    settled = {"k2": Outcome(key="k2", row=2, state="sent", message_id="m2")}
+    ledger = {"k2": Outcome(key="k2", row=2, state="sent", message_id="m2")}
+    asked: list[list[str]] = []
+
+    def settled(keys):
+        asked.append(keys)
+        return {k: ledger[k] for k in keys if k in ledger}
 
     # WHEN summarized with the ledger's outcomes
     summary = summarize_results(CAMPAIGN, VALIDATION, [broken], settled=settled)
@@ -156,6 +161,8 @@ def test_rows_of_an_unfinished_batch_are_told_by_the_ledger():
     by_row = {r["row"]: r for r in summary.rows}
     assert by_row[2]["message_id"] == "m2"
     assert by_row[3]["code"] == "Sandbox.Timedout"
+    # and the ledger was asked once, for that batch's rows only
+    assert asked == [["k2", "k3"]]
 
 
 def test_with_a_report_writer_rows_stream_out_and_none_are_kept():
