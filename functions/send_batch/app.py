@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from mailmatrix.adapters.wiring import ledger_from, mailer_from, storage_for
-from mailmatrix.core.payload import fit_batch_result, result_size
+from mailmatrix.core.payload import RESULT_BUDGET_BYTES, fit_batch_result, result_size
 from mailmatrix.core.templates import Catalog
 from mailmatrix.jobs import listing_signature, load_templates, send_job
 from mailmatrix.ports import Ledger, Mailer
@@ -88,5 +88,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     fitted = fit_batch_result(result)
     if fitted is not result:
-        logger.info("Batch result reasons shortened", bytes=result_size(fitted))
+        size = result_size(fitted)
+        if size > RESULT_BUDGET_BYTES:  # no text left to cut: the state may refuse it
+            logger.warning("Batch result over budget", bytes=size, budget=RESULT_BUDGET_BYTES)
+        else:
+            logger.info("Batch result reasons shortened", bytes=size)
     return fitted

@@ -53,13 +53,7 @@ def fit_batch_result(result: dict[str, Any], budget: int = RESULT_BUDGET_BYTES) 
             low = middle
         else:
             high = middle - 1
-    fitted = _cut(result, low)
-    if result_size(fitted) > budget:  # rows without text past any cut: say so, send it as is
-        log.warning(
-            "batch result of %d bytes stays over its budget of %d with no text left",
-            result_size(fitted),
-            budget,
-        )
+    fitted = _cut(result, low)  # may stay over the budget: rows without text past any cut
     log.debug(
         "batch result cut from %d to %d bytes: texts kept to %d characters",
         result_size(result),

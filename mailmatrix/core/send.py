@@ -616,7 +616,7 @@ def send_batch(
         try:
             ledger.end_batch(attempt, invocation=invocation)
         except MailMatrixError as error:  # the hold ends at its deadline anyway; keep the
-            log.warning("send_batch: could not end the batch hold: %s", error)  # batch's error
+            log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
 def _send_rows(

@@ -156,7 +156,8 @@ def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
     if call.service == "dynamodb":
         tables = f"arn:{PARTITION}:dynamodb:{region}:{account}:table/"
         if call.operation == "BatchGetItem":  # authorized on each table it reads
-            return [Request("dynamodb:BatchGetItem", tables + name) for name in p["RequestItems"].split(",")]
+            names = p["RequestItems"].split(",")
+            return [Request("dynamodb:BatchGetItem", tables + name) for name in names]
         table = tables + p["TableName"]
         if p.get("IndexName"):
             table += f"/index/{p['IndexName']}"

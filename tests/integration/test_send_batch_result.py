@@ -3,19 +3,17 @@ reasons of its failed rows."""
 
 from __future__ import annotations
 
+import logging
+
 from functions.send_batch import app
 from mailmatrix.core.payload import CUT_MARK, RESULT_BUDGET_BYTES, result_size
 from mailmatrix.engine.registry import make_context
-from mailmatrix.local import REPO, environment
+from mailmatrix.local import LAMBDA_LOGGER, REPO, environment
 from tests.unit.test_payload import STATE_LIMIT, failed_batch
 
 
-def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget(
-    tmp_path, monkeypatch
-):
-    # GIVEN a batch of 1,000 rows that all failed with 500-character reasons
-    result = failed_batch(1000)
-    assert result_size(result) > STATE_LIMIT
+def _handle(result: dict, tmp_path, monkeypatch) -> dict:
+    """What the SendBatch handler returns for a batch whose rows came out as ``result``."""
     monkeypatch.setattr(app, "send_job", lambda items, campaign, **_: result)
     settings = {
         "MAILMATRIX_STORAGE": (tmp_path / "bucket").as_uri(),
@@ -34,11 +32,20 @@ def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget
         "Items": [{"row": row["row"]} for row in result["rows"]],
         "owner": "arn:aws:states:eu-west-1:123456789012:execution:m/SendEmails:child-1",
     }
-
-    # WHEN the Lambda handler returns the batch
     with environment(settings):
         app.reset()
-        returned = app.handler(event, make_context("SendBatchFunction", None, 900))
+        return app.handler(event, make_context("SendBatchFunction", None, 900))
+
+
+def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget(
+    tmp_path, monkeypatch
+):
+    # GIVEN a batch of 1,000 rows that all failed with 500-character reasons
+    result = failed_batch(1000)
+    assert result_size(result) > STATE_LIMIT
+
+    # WHEN the Lambda handler returns the batch
+    returned = _handle(result, tmp_path, monkeypatch)
 
     # THEN the result fits, with every row, its status and code, the reasons cut and marked
     assert result_size(returned) <= RESULT_BUDGET_BYTES
@@ -47,3 +54,27 @@ def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget
     ]
     assert (returned["failed"], returned["sent"]) == (1000, 0)
     assert all(r["reason"].endswith(CUT_MARK) for r in returned["rows"])
+
+
+def test_the_handler_warns_of_a_result_too_big_even_without_its_reasons(tmp_path, monkeypatch):
+    # GIVEN a batch of so many failed rows that their numbers and codes alone pass the budget
+    result = failed_batch(6000, reason_chars=20)
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    handler_logger = logging.getLogger(LAMBDA_LOGGER)
+    handler_logger.addHandler(listener)
+
+    # WHEN the Lambda handler returns the batch
+    try:
+        returned = _handle(result, tmp_path, monkeypatch)
+    finally:
+        handler_logger.removeHandler(listener)
+
+    # THEN every row is still there, and the operator is warned, once, with the sizes
+    assert len(returned["rows"]) == 6000
+    assert result_size(returned) > RESULT_BUDGET_BYTES
+    warnings = [r for r in records if r.getMessage() == "Batch result over budget"]
+    assert [(w.levelname, w.budget, w.bytes) for w in warnings] == [  # type: ignore[attr-defined]
+        ("WARNING", RESULT_BUDGET_BYTES, result_size(returned))
+    ]
