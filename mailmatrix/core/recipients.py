@@ -390,6 +390,7 @@ class _Intake:
         self.emit = emit
         self.header_pending = True
         self.seen = _SeenTable()
+        self.owners = _SeenTable()  # attachment names -> the first row and recipient naming each
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -486,6 +487,12 @@ class _Intake:
             duplicate = {"row": row, "first_row": first_row, "conflicting": not same}
             report.duplicates.append({**duplicate, "email": mask(address.email)})
             return
+
+        if attachment is not None and self._names_own_file(values):
+            owner = self.owners.add(hash(attachment), row, hash(address.key))
+            if owner is not None and not owner[1]:
+                self._reject(row, "Attachment_File", _shared_file(attachment, owner[0]), email_text)
+                return
 
         report.valid += 1
         self.emit(
@@ -662,6 +669,11 @@ class _Intake:
             return None
         return found.name
 
+    def _names_own_file(self, values: list[str]) -> bool:
+        """Whether the row's Attachment_File cell names its file (not default_attachment)."""
+        index = self.index.get("Attachment_File")
+        return index is not None and bool(values[index])
+
     def _extra_recipients(
         self, values: list[str], problems: list[tuple[str, str]]
     ) -> tuple[list[str], list[str], str | None]:
@@ -713,6 +725,15 @@ class _Needs:
     columns: list[tuple[str, int]]
     mode: str
     default: str | None
+
+
+def _shared_file(name: str, first_row: int) -> str:
+    """Why a row is rejected whose file an earlier row of another recipient named."""
+    return (
+        f"{name} is already the attachment of row {first_row}, another recipient: each row "
+        "attaches its recipient's own file, so one of the two rows is wrong (check both; to "
+        "send one file to many, leave Attachment_File empty and set default_attachment)"
+    )
 
 
 class _SeenTable:

@@ -247,8 +247,12 @@ def test_08_neighbour_case_and_space_variants_are_the_same_mailbox(variant):
 
 def test_08_neighbour_plus_tags_and_dots_are_different_mailboxes():
     text = "Email,Name,Status,Attachment_File\n"
-    for address in ("alice@example.com", "alice+x@example.com", "a.lice@example.com"):
-        text += f"{address},A,active,alice.pdf\n"
+    for address, file in (
+        ("alice@example.com", "alice.pdf"),
+        ("alice+x@example.com", "bob.pdf"),
+        ("a.lice@example.com", "carol.pdf"),
+    ):
+        text += f"{address},A,active,{file}\n"
 
     report, rows = run(text)
 

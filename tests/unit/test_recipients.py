@@ -21,6 +21,7 @@ from mailmatrix.core.recipients import (
     validate_recipients,
 )
 from mailmatrix.core.rejects import write_rejects
+from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.ports import ObjectInfo
 
@@ -77,6 +78,11 @@ def index_of(*names: str, sizes: dict[str, int] | None = None) -> AttachmentInde
     sizes = sizes or {}
     listing = [ObjectInfo(f"attachments/{n}", sizes.get(n, 100)) for n in names or FILES]
     return AttachmentIndex.from_listing(listing, prefix="attachments/")
+
+
+def own_files(rows: int) -> list[str]:
+    """A file of its own for each of ``rows`` filler rows: u0.pdf, u1.pdf..."""
+    return [f"u{i}.pdf" for i in range(rows)]
 
 
 def run(
@@ -230,12 +236,12 @@ def test_bom_never_reaches_header_or_fields():
 
 def test_bytes_invalid_in_the_detected_encoding_reject_only_their_row():
     # GIVEN a UTF-8 file (detected from its first 64 KiB) with a stray Latin-1 byte much later
-    filler = "".join(f"u{i}@example.com,User {i},active,alice.pdf\n" for i in range(3000))
+    filler = "".join(f"u{i}@example.com,User {i},active,u{i}.pdf\n" for i in range(3000))
     raw = (HEADER + filler).encode() + b"late@example.com,Ren\xe9,active,alice.pdf\n"
     raw += BOB.encode()
 
     # WHEN it is validated
-    report, rows = run(raw)
+    report, rows = run(raw, index=index_of("alice.pdf", "bob.pdf", *own_files(3000)))
 
     # THEN that row alone is rejected, naming the line and the column
     assert reasons(report) == [(3002, "Name", "bytes that are not valid utf-8 in Name")]
@@ -645,10 +651,10 @@ def test_a_rejected_row_does_not_hide_a_later_valid_one():
 
 
 def test_many_distinct_addresses_grow_the_duplicate_table_without_false_hits():
-    lines = "".join(f"user{i}@example.com,User {i},active,alice.pdf\n" for i in range(5000))
-    lines += "user4321@example.com,User 4321,active,alice.pdf\n"
+    lines = "".join(f"user{i}@example.com,User {i},active,u{i}.pdf\n" for i in range(5000))
+    lines += "user4321@example.com,User 4321,active,u4321.pdf\n"
 
-    report, _ = run(HEADER + lines)
+    report, _ = run(HEADER + lines, index=index_of(*own_files(5000)))
 
     assert report.valid == 5000
     assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(5002, 4323)]
@@ -693,11 +699,12 @@ class TrickleStream(io.RawIOBase):
 
 
 def test_short_reads_and_multibyte_characters_split_across_reads():
-    text = HEADER + "zoe@example.com,王芳 Zoë,active,alice.pdf\r\n" * 3
+    text = HEADER + "z1@example.com,王芳 Zoë,active,bob.pdf\r\n"
+    text += "zoe@example.com,王芳 Zoë,active,alice.pdf\r\n" * 2
     rows: list[dict] = []
 
     report = validate_recipients(
-        TrickleStream(codecs.BOM_UTF16_LE + text.replace("zoe", "z1", 1).encode("utf-16-le")),
+        TrickleStream(codecs.BOM_UTF16_LE + text.encode("utf-16-le")),
         source="s",
         catalog=FakeCatalog(),
         attachments=index_of(),
@@ -711,7 +718,7 @@ def test_short_reads_and_multibyte_characters_split_across_reads():
 
 def test_rows_are_emitted_while_reading_not_after():
     # GIVEN a file of about 1.5 MB
-    body = "".join(f"user{i}@example.com,User {i},active,alice.pdf\n" for i in range(40_000))
+    body = "".join(f"user{i}@example.com,User {i},active,u{i}.pdf\n" for i in range(40_000))
     raw = (HEADER + body).encode()
     data = io.BytesIO(raw)
     positions: list[int] = []
@@ -721,7 +728,7 @@ def test_rows_are_emitted_while_reading_not_after():
         data,
         source="s",
         catalog=FakeCatalog(),
-        attachments=index_of(),
+        attachments=index_of(*own_files(40_000)),
         emit=lambda row: positions.append(data.tell()),
     )
 
@@ -879,3 +886,48 @@ def test_the_columns_are_read_from_the_header_alone_as_intake_names_them():
 
     # WHEN its columns are read THEN they are named as intake names them
     assert read_columns(io.BytesIO(raw), source="x.csv") == ["Email", "Name", "Attachment_File"]
+
+
+# --- each row's attachment is its recipient's own -------------------------------------------
+
+
+def test_a_file_already_named_for_another_recipient_rejects_the_later_row():
+    # GIVEN Bob's row naming Alice's letter (a row copied down), and Alice's own rows around it
+    text = HEADER + ALICE + "bob@example.com,Bob Example,active,alice.pdf\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN Bob's row is rejected, naming the row that named the file first; the others pass
+    assert emails(rows) == ["alice@example.com", "carol@example.com"]
+    [(row, column, reason)] = reasons(report)
+    assert (row, column) == (3, "Attachment_File")
+    assert reason.startswith("alice.pdf is already the attachment of row 2, another recipient")
+    assert "default_attachment" in reason
+
+
+def test_the_same_recipient_naming_the_same_file_twice_is_a_duplicate_not_a_shared_file():
+    report, rows = run(HEADER + ALICE + ALICE.replace("alice@", "ALICE@"))
+
+    assert emails(rows) == ["alice@example.com"]
+    assert reasons(report) == []
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
+
+
+def test_one_default_attachment_for_many_rows_is_no_shared_file():
+    # GIVEN a set whose rows attach one brochure when Attachment_File is empty
+    files = {
+        "manifest.yaml": "column: Status\nsets:\n  news:\n    when: [active]\n"
+        "    attachment: required\n    default_attachment: brochure.pdf\n",
+        "news/subject.txt": "News for {{ Name }}",
+        "news/body.txt": "Hello {{ Name }}",
+    }
+    text = HEADER + "".join(f"u{i}@example.com,U {i},active,\r\n" for i in range(3))
+
+    # WHEN validated
+    report, rows = run(text, catalog=load_catalog(files), index=index_of("brochure.pdf"))
+
+    # THEN every row attaches the brochure and none is rejected
+    assert [row["attachment"] for row in rows] == ["brochure.pdf"] * 3
+    assert reasons(report) == []
