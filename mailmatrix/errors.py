@@ -23,7 +23,8 @@ class ConfigurationError(MailMatrixError):
 
 
 class DeliveryChanged(ConfigurationError):
-    """A campaign's run would deliver another way than its earlier runs in the workdir."""
+    """A campaign's run would deliver another way, or make its letters from other templates,
+    attachments or sender, than its earlier runs in the workdir."""
 
 
 class InputFileError(MailMatrixError):

@@ -103,7 +103,7 @@ class Workdir:
 
     @property
     def deliveries(self) -> Path:
-        """How each campaign delivers in this workdir (see check_delivery)."""
+        """How each campaign runs in this workdir (see check_campaign_way)."""
         return self.root / "deliveries.json"
 
 
@@ -440,35 +440,64 @@ def delivery_of(mailer: str) -> str:
     return f"{parts.scheme}://{user}{parts.hostname or ''}{port}"
 
 
-def check_delivery(workdir: Workdir, campaign: str, name: str, mailer: str) -> None:
-    """Refuse to run a campaign through another way of delivery than its earlier runs used.
+def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
+    """What must not change between a campaign's runs in a workdir: how it delivers, and what
+    its letters are made of (the templates and attachments folders, the --sender)."""
+    return {
+        "delivery": delivery_of(mailer),
+        "templates": str(templates.resolve()),
+        "attachments": str(attachments.resolve()),
+        "sender": sender,
+    }
+
+
+def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) -> None:
+    """Refuse to run a campaign another way than its earlier runs in this workdir.
 
     Rows sent to the outbox count as sent: a retry that forgot --smtp would mark the failed
     rows sent without mailing them, and a run with --smtp after an outbox trial would skip
-    everyone. So a campaign keeps its delivery, per workdir.
+    everyone. A retry that forgot --templates, --attachments or --sender would send the rest
+    of the campaign other letters than its first rows got (the bundled ones, say). So a
+    campaign keeps its way, per workdir.
     """
     earlier = _deliveries(workdir).get(campaign)
-    now = delivery_of(mailer)
-    if earlier is not None and earlier != now:
-        how = "the local outbox (no --smtp)" if earlier == "outbox" else f"--smtp {earlier}"
-        raise DeliveryChanged(
-            f"{name}: earlier runs of this file in {workdir.root} delivered through {how}; run"
-            f" it the same way (this run: {now if now != 'outbox' else 'the outbox'}), or use"
-            " a new file name or another --workdir to send again from the start"
+    if earlier is None:
+        return
+    if isinstance(earlier, str):  # recorded before the letters' sources were
+        earlier = {"delivery": earlier}
+    changed = [key for key in way if key in earlier and earlier[key] != way[key]]
+    if not changed:
+        return
+    if "delivery" in changed:
+        how = earlier["delivery"]
+        how = "the local outbox (no --smtp)" if how == "outbox" else f"--smtp {how}"
+        now = way["delivery"] if way["delivery"] != "outbox" else "the outbox"
+        said = f"delivered through {how} (this run: {now})"
+    else:
+        said = "used " + ", ".join(
+            f"{_FLAGS[key]} {earlier[key]}" if earlier[key] else f"no {_FLAGS[key]}"
+            for key in changed
         )
+    raise DeliveryChanged(
+        f"{name}: earlier runs of this file in {workdir.root} {said}; run it the same way, or"
+        " use a new file name or another --workdir to send again from the start"
+    )
 
 
-def record_delivery(workdir: Workdir, campaign: str, mailer: str) -> None:
-    """Remember how ``campaign`` delivers in this workdir (see check_delivery)."""
+_FLAGS = {"templates": "--templates", "attachments": "--attachments", "sender": "--sender"}
+
+
+def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
+    """Remember how ``campaign`` runs in this workdir (see check_campaign_way)."""
     deliveries = _deliveries(workdir)
-    deliveries[campaign] = delivery_of(mailer)
+    deliveries[campaign] = way
     path = workdir.deliveries
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(deliveries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _deliveries(workdir: Workdir) -> dict[str, str]:
+def _deliveries(workdir: Workdir) -> dict[str, Any]:
     path = workdir.deliveries
     if not path.is_file():
         return {}
@@ -552,7 +581,8 @@ def run_campaign(
         batch_size=batch_size,
     )
     campaign = campaign_id_for(Source(LOCAL_BUCKET, incoming_key(csv_path), "", None))
-    check_delivery(wd, campaign, csv_path.name, env["MAILMATRIX_MAILER"])
+    way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
+    check_campaign_way(wd, campaign, csv_path.name, way)
     prepare(wd, env)
     _, event = upload(wd, csv_path)
     with _local_ledger(wd) as ledger:
@@ -568,7 +598,7 @@ def run_campaign(
     finally:
         with _local_ledger(wd) as ledger:
             if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
-                record_delivery(wd, campaign, env["MAILMATRIX_MAILER"])
+                record_campaign_way(wd, campaign, way)
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:

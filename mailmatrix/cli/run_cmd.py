@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -426,9 +427,18 @@ def run(
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     if result["counts"].get("failed"):
-        smtp_part = f" --smtp {_without_password(smtp_url)}" if smtp_url else ""
+        # Everything the campaign's letters and delivery came from: a retry without them
+        # is refused (check_campaign_way), or would have sent other letters.
+        given = {
+            "--templates": templates,
+            "--attachments": attachments,
+            "--sender": sender,
+            "--smtp": _without_password(smtp_url) if smtp_url else None,
+        }
+        flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in given.items() if v)
         result["retry_command"] = (
-            f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}{smtp_part}"
+            f"mailmatrix run {shlex.quote(str(csv_file))} --retry-failed"
+            f" --workdir {shlex.quote(str(workdir))}{flags}"
         )
         if smtp_url and _redact(smtp_url) != smtp_url:
             result["retry_note"] = (

@@ -7,6 +7,8 @@ import csv
 import email
 import email.policy
 import json
+import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -493,6 +495,69 @@ def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
     assert "Rows that failed at sending (" in output
     assert "DrillRejected" in output
     assert f"mailmatrix run {csv} --retry-failed --workdir {workdir}" in output.replace("\n", "")
+
+
+def _own_letters(tmp_path: Path) -> Path:
+    """A copy of the bundled templates that signs for another company."""
+    templates = tmp_path / "globex-templates"
+    shutil.copytree(REPO / "templates", templates)
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("Acme Corporation", "Globex Ltd"))
+    return templates
+
+
+def test_the_printed_retry_command_sends_the_failed_rows_the_same_letters(tmp_path):
+    workdir = tmp_path / "work"
+    csv = str(EXAMPLE / "recipients.csv")
+    templates = _own_letters(tmp_path)
+    sender = "Globex HR <hr@globex.example>"
+    # GIVEN a run with its own templates and sender where some rows fail for good
+    own = ["--templates", str(templates), "--sender", sender]
+    first = CliRunner().invoke(
+        cli,
+        ["run", csv, "--workdir", str(workdir), "--json", *own, "--faults", "permanent=0.3,seed=3"],
+    )
+    assert first.exit_code == 5
+    command = json.loads(first.stdout)["retry_command"]
+
+    # WHEN the command it printed is run as it is
+    words = shlex.split(command)
+    assert words[:2] == ["mailmatrix", "run"]
+    retried = CliRunner().invoke(cli, [*words[1:], "--json"])
+
+    # THEN the failed rows went out, with the campaign's own letters like every other row
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout)["counts"]["failed"] == 0
+    messages = [
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        for path in (workdir / "outbox" / "new").iterdir()
+    ]
+    assert len(messages) == 18
+    assert {m["From"] for m in messages} == {sender}
+    assert all("Globex Ltd" in m["Subject"] for m in messages if "offer" in m["Subject"])
+    assert not any("Acme" in str(m.get_body(("plain",)).get_content()) for m in messages)
+
+
+@pytest.mark.parametrize("change", ["templates", "sender"])
+def test_a_campaign_keeps_its_letters_in_a_workdir(tmp_path, change):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    own = ["--templates", str(_own_letters(tmp_path)), "--sender", "HR <hr@globex.example>"]
+    # GIVEN a campaign sent with its own templates and sender
+    first = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--json", *own])
+    assert json.loads(first.stdout)["counts"]["sent"] == 18
+    # WHEN it runs again without one of them
+    kept = own[2:] if change == "templates" else own[:2]
+    again = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, *kept])
+
+    # THEN it is refused, naming what the earlier runs used, before anything runs
+    assert again.exit_code == 2
+    assert f"used --{change} " in again.output.replace("\n", "")
+    assert len(list((tmp_path / "work" / "executions").iterdir())) == 1
+    # AND with the same ones it runs (everyone was sent already)
+    same = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--json", *own])
+    assert same.exit_code == 0
+    assert json.loads(same.stdout)["counts"]["skipped"] == 18
 
 
 def test_show_draws_the_way_the_execution_went(tmp_path):
