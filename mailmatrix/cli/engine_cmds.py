@@ -21,6 +21,7 @@ from rich.tree import Tree
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.engine import Engine, ResourceRegistry
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import MailMatrixError
 
 
@@ -196,6 +197,7 @@ _RESULT_WORDS = (
     ("unsent", "not attempted"),
     ("rejected", "rejected"),
     ("duplicates", "duplicate rows"),
+    ("excluded", "excluded"),
     ("possible_duplicates", "may have arrived more than once"),
 )
 # How the result of an execution without a summary begins, by its status.
@@ -280,7 +282,8 @@ def render_execution(
         f" redrives={record.get('redriveCount', 0)}"
     )
     if record.get("error"):
-        title += f"\n[red]{record['error']}[/]: {str(record.get('cause', ''))[:300]}"
+        cause = escape(str(cause_message(record.get("cause", "")))[:300])
+        title += f"\n[red]{escape(record['error'])}[/]: {cause}"
     result = result_label(record.get("output"), progress, status)
     if result != "-":
         title += f"\nresult: {result}"
@@ -290,7 +293,8 @@ def render_execution(
         title += f"\nreport: {escape(str(report))}"
     tree = Tree(title)
     runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
-    _add_states(tree, machine, summaries, runs)
+    ended = None if status == "RUNNING" else status
+    _add_states(tree, machine, summaries, runs, ended)
     return tree
 
 
@@ -299,11 +303,16 @@ def _add_states(
     machine: dict[str, Any],
     summaries: dict[str, dict[str, Any]],
     runs: dict[str, dict[str, Any]],
+    ended: str | None = None,
 ) -> None:
+    """``ended``: the status of an execution that has ended; a state it left running ended
+    with it (an ABORTED execution's Map is ABORTED, not RUNNING)."""
     for name in _ordered(machine):
         state = machine["States"][name]
         info = summaries.get(name, {"status": "NOT RUN"})
         status = info["status"]
+        if status == "RUNNING" and ended:
+            status = ended
         label = f"{name} [dim]({state['Type']})[/] [{_STYLE.get(status, 'white')}]{status}[/]"
         if info.get("start"):
             label += f" {_duration(info.get('start'), info.get('stop'))}"
@@ -316,7 +325,7 @@ def _add_states(
         nexts = sorted({t for t in targets if t})
         if info.get("taken") in nexts:
             label += f" → {info['taken']}"  # the way this execution went
-        elif nexts:
+        elif nexts and status == "NOT RUN":  # where it could have gone
             label += f" [dim]→ {', '.join(nexts)}[/]"
         node = tree.add(label)
         run = runs.get(name)
@@ -327,10 +336,10 @@ def _add_states(
                 f"{run.get('pending', 0)}, redrives {run.get('redriveCount', 0)}"
             )
         for index, branch in enumerate(state.get("Branches", [])):
-            _add_states(node.add(f"branch {index}"), branch, summaries, runs)
+            _add_states(node.add(f"branch {index}"), branch, summaries, runs, ended)
         processor = state.get("ItemProcessor", state.get("Iterator"))
         if processor and not run:
-            _add_states(node.add("iteration"), processor, summaries, runs)
+            _add_states(node.add("iteration"), processor, summaries, runs, ended)
 
 
 def _ordered(machine: dict[str, Any]) -> list[str]:

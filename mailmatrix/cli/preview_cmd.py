@@ -148,7 +148,7 @@ def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
             )
     for skipped in report.skipped:
         if skipped["row"] == row:
-            _fail(f"{csv_file}: row {row}: skipped: {skipped['reason']}", exits.ROWS_REJECTED)
+            _fail(f"{csv_file}: row {row}: excluded: {skipped['reason']}", exits.ROWS_REJECTED)
     for duplicate in report.duplicates:
         if duplicate["row"] == row:
             _fail(

@@ -19,6 +19,7 @@ from rich.table import Table
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.core.report import progress_counts
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -106,7 +107,7 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
     }
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
-        result["cause"] = _cause_message(record.get("cause"))
+        result["cause"] = cause_message(record.get("cause"))
         result["failure_details"] = record.get("failure_details") or []
     return result
 
@@ -123,19 +124,6 @@ def _redact(url: str) -> str:
         return url
     scheme, _, credentials = head.partition("//")
     return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
-
-
-def _cause_message(cause: Any) -> str | None:
-    """Lambda's cause is a JSON document with a stack trace; people need its message."""
-    if not isinstance(cause, str):
-        return cause
-    try:
-        document = json.loads(cause)
-    except json.JSONDecodeError:
-        return cause
-    if isinstance(document, dict) and "errorMessage" in document:
-        return str(document["errorMessage"])
-    return cause
 
 
 def exit_code(result: dict[str, Any]) -> int:
@@ -221,16 +209,17 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         if counts.get("skipped", 0):
             console.print(
                 "Rows are skipped when an earlier run of a file with this name sent the same "
-                "address the same template (whatever other columns changed); to mail them "
-                "again, use a new file name."
+                "address with the same template (whatever other columns changed); to mail "
+                "them again, use a new file name."
             )
+        # Paths on one line each, however narrow the terminal or log: they are copied.
         if result.get("outbox"):
-            console.print(f"Outbox:  {result['outbox']}")
+            console.print(f"Outbox:  {result['outbox']}", soft_wrap=True)
         else:
-            console.print(f"Mail server: {result['delivered_via']}")
-        console.print(f"Report:  {result['report']}")
+            console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True)
+        console.print(f"Report:  {result['report']}", soft_wrap=True)
         if result.get("rejects"):
-            console.print(f"Rejects: {result['rejects']}")
+            console.print(f"Rejects: {result['rejects']}", soft_wrap=True)
         if counts.get("failed"):
             console.print(
                 f"[yellow]{counts['failed']} row(s) failed: the report gives each reason. Once"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from mailmatrix.errors import EngineError
 
 # The States.* error names the engine raises (States Language specification, "Errors";
@@ -25,6 +28,20 @@ PERMISSIONS = "States.Permissions"
 # "States.ALL ... does not match States.Runtime" and the terminal data-limit error
 # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
 NOT_MATCHED_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
+
+
+def cause_message(cause: Any) -> Any:
+    """The message of a Lambda error's cause, which is a JSON document with a stack trace;
+    any other cause as it is."""
+    if not isinstance(cause, str):
+        return cause
+    try:
+        document = json.loads(cause)
+    except json.JSONDecodeError:
+        return cause
+    if isinstance(document, dict) and "errorMessage" in document:
+        return str(document["errorMessage"])
+    return cause
 
 
 class StatesError(EngineError):

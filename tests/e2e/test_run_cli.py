@@ -632,6 +632,9 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
     assert result in listed
     assert f"result: {result}" in shown.output
     assert "counted from the send ledger" in shown.output
+    # AND the Map it stopped in ended with it, as the execution did
+    assert "SendEmails (Map) ABORTED" in shown.output
+    assert "RUNNING" not in shown.output
 
     # WHEN a later run of the file sends the rest
     CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])

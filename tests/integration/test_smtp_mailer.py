@@ -461,6 +461,25 @@ def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
     assert not (tmp_path / "work" / "ledger.sqlite3").exists() or not _ledger_rows(
         tmp_path / "work" / "ledger.sqlite3"
     )
+    # AND show gives the cause's message, not the function's JSON error document, and no
+    # way out of the state that failed
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    shown = (
+        CliRunner()
+        .invoke(
+            cli,
+            ["show", record["name"], "--workdir", str(tmp_path / "work")],
+            env={"COLUMNS": "300"},
+        )
+        .output
+    )
+    assert f"TransientSendError: smtp {HOST}:{port}: connect:" in shown
+    assert "stackTrace" not in shown and "errorMessage" not in shown
+    (validate,) = [line for line in shown.splitlines() if "ValidateRecipients" in line]
+    assert "FAILED" in validate and "→" not in validate
 
 
 def _ledger_rows(path: Path) -> list:
