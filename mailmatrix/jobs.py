@@ -17,7 +17,7 @@ import re
 import shlex
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -98,9 +98,15 @@ def _stored_source(storage: Storage, source: Source) -> Source:
 
 
 def _execution_folder(execution: str | None) -> str:
-    """A folder name for an execution's files: its name (the end of its ARN), else a new id."""
+    """A folder name for an execution's files: its name (the end of its ARN); a name that
+    cannot be one (Step Functions allows "envío-1") is hashed, the same on every call, so
+    Validate, Summarize and the CLI agree; no execution at all: a new id."""
     name = (execution or "").rsplit(":", 1)[-1]
-    return name if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}", name) else uuid.uuid4().hex
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,79}", name):
+        return name
+    if name:
+        return "x-" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    return uuid.uuid4().hex
 
 
 def reports_prefix(campaign_id: str, folder: str) -> str:
@@ -379,8 +385,25 @@ def read_map_results(storage: Storage, send: dict[str, Any]) -> Iterable[dict[st
     manifest = json.loads(storage.get(details["Key"]))
     for status in ("SUCCEEDED", "FAILED", "PENDING"):
         for entry in manifest.get("ResultFiles", {}).get(status, []):
-            with contextlib.closing(storage.open(entry["Key"])) as stream:
-                yield from ijson.items(stream, "item", use_float=True)
+            yield from _result_records(storage, entry["Key"])
+
+
+def _result_records(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
+    """The child records of one result file, which must be a JSON array of objects: a
+    damaged file is an error naming it (ijson alone would read an object as no records)."""
+    with contextlib.closing(storage.open(key)) as stream:
+        events = ijson.parse(stream, use_float=True)
+        try:
+            first = next(events, None)
+            if first is None or first[1] != "start_array":
+                raise StorageError(f"{key}: not a Map Run result file (no JSON array)")
+            for record in ijson.items(events, "item"):  # the rest of the same parse
+                if not isinstance(record, dict):
+                    raise StorageError(f"{key}: a record is not a JSON object: {record!r:.80}")
+                yield record
+        except ijson.JSONError as error:  # its first line: the rest quotes the bytes
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            raise StorageError(f"{key}: not a Map Run result file: {reason:.200}") from None
 
 
 def _has_unfinished_batches(storage: Storage, send: dict[str, Any]) -> bool:
@@ -423,6 +446,7 @@ def summarize_job(
                 settled=settled,
                 report=report_writer(out),
             )
+        _check_every_row_counted(summary, counts, send)
         storage.put_file(report, report_path, content_type="text/csv; charset=utf-8")
     finally:
         os.unlink(report_path)
@@ -439,6 +463,21 @@ def summarize_job(
         "report_key": report,
         "outcome": summary.outcome,
     }
+
+
+def _check_every_row_counted(summary: Summary, counts: dict, send: dict[str, Any]) -> None:
+    """Fail when the Map Run's results account for other than the validated rows: each
+    valid row is in exactly one batch, so a result file is missing or damaged. A summary
+    that went on would call the execution done, and it could no longer be redriven."""
+    if send.get("dry_run"):
+        return  # a dry run sends no batch
+    counted = sum(sum(numbers.values()) for numbers in summary.per_template.values())
+    valid = int(counts.get("valid", 0))
+    if counted != valid:
+        raise StorageError(
+            f"the Map Run's results account for {counted} of the {valid} validated rows: a"
+            " result file is missing or damaged; restore it, then redrive the execution"
+        )
 
 
 def listing_signature(objects: Iterable[ObjectInfo]) -> tuple[tuple[str, int, str], ...]:
