@@ -699,6 +699,7 @@ def redrive(
     """Redrive a failed execution in ``workdir`` with the settings it ran with."""
     wd = Workdir(Path(workdir))
     env = settings_for(wd, execution_id)
+    _check_own_workdir(wd, env, execution_id)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         campaign = campaign_of(engine.history(execution_id))
         if campaign:
@@ -710,6 +711,22 @@ def redrive(
         record["failure_details"] = failure_details(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
+
+
+def _check_own_workdir(wd: Workdir, env: dict[str, str], execution_id: str) -> None:
+    """Refuse to redrive an execution whose saved settings point into another workdir.
+
+    A copy of a workdir holds the original's settings: its redrive would send through the
+    original's ledger and outbox, and each workdir would then count the other's sends wrong.
+    """
+    ledger = env.get("MAILMATRIX_LEDGER", "")
+    if ledger.startswith("sqlite://") and ledger != f"sqlite://{wd.ledger.resolve()}":
+        elsewhere = Path(ledger.removeprefix("sqlite://")).parent
+        raise ConfigurationError(
+            f"execution {execution_id} ran in the workdir {elsewhere} (its saved settings point"
+            f" there, not to {wd.root}): redrive it with --workdir {elsewhere}, or run the file"
+            " again here"
+        )
 
 
 def campaign_of(history: list[dict[str, Any]]) -> str | None:

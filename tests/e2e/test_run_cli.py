@@ -713,3 +713,24 @@ def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
         "Attachment_File column" in result.output
     )
     assert not (tmp_path / "w2" / "executions").exists()
+
+
+def test_a_copied_workdir_does_not_redrive_through_the_original(tmp_path):
+    # GIVEN a failed execution (the daily quota ran out after 5 emails) and a copy of its workdir
+    workdir = tmp_path / "work"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    failed = json.loads(CliRunner().invoke(cli, [*args, "--faults", "quota-after=5"]).stdout)
+    assert failed["status"] == "FAILED"
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+
+    # WHEN the copy redrives it
+    redriven = CliRunner().invoke(
+        cli, ["redrive", failed["execution"], "--workdir", str(copy)], env=WIDE
+    )
+
+    # THEN it is refused, naming the workdir it ran in, and nothing more went out anywhere
+    assert redriven.exit_code == 2
+    assert f"redrive it with --workdir {workdir.resolve()}" in redriven.output
+    for root in (workdir, copy):
+        assert len(list((root / "outbox" / "new").iterdir())) == 5
