@@ -15,6 +15,8 @@ import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import click
@@ -101,9 +103,21 @@ def console_link(region: str, execution_arn: str) -> str:
 
 
 def find_execution(
-    sfn: Any, state_machine_arn: str, key: str, *, etag: str, wait_seconds: float
+    sfn: Any,
+    state_machine_arn: str,
+    key: str,
+    *,
+    etag: str,
+    wait_seconds: float,
+    version: str | None = None,
+    uploaded: datetime | None = None,
 ) -> str:
-    """Return the ARN of the execution that EventBridge started for the object ``key``."""
+    """Return the ARN of the execution that EventBridge started for this upload of ``key``.
+
+    The same file uploaded again has the same ETag: the upload's ``version`` (the bucket is
+    versioned) tells this upload's execution from the earlier ones, and without a version,
+    executions started before the upload (``uploaded``, S3's own clock) are passed over.
+    """
     deadline = time.monotonic() + wait_seconds
     seen: set[str] = set()
     while True:
@@ -113,8 +127,13 @@ def find_execution(
             if arn in seen:
                 continue
             seen.add(arn)
+            started = execution.get("startDate")
+            if uploaded is not None and isinstance(started, datetime) and started < uploaded:
+                continue
             detail = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
             obj = detail.get("detail", {}).get("object", {})
+            if version is not None and obj.get("version-id", version) != version:
+                continue
             if obj.get("key") == key and obj.get("etag", etag).strip('"') == etag:
                 return arn
         if time.monotonic() >= deadline:
@@ -123,6 +142,16 @@ def find_execution(
                 "UploadRule and its dead-letter queue (DeadLetterQueueUrl output)"
             )
         sleep(POLL_SECONDS)
+
+
+def _answered_at(response: dict[str, Any]) -> datetime | None:
+    """When AWS answered a call, by its own clock (the Date header), a second early: the
+    execution an upload starts starts after it."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) - timedelta(seconds=1) if date else None
+    except (TypeError, ValueError):
+        return None
 
 
 def map_run_counts(sfn: Any, execution_arn: str) -> dict[str, int] | None:
@@ -215,15 +244,23 @@ def send(
     s3 = client("s3", stack.region)
     sfn = client("stepfunctions", stack.region)
     try:
-        etag = s3.put_object(
+        put = s3.put_object(
             Bucket=stack.bucket,
             Key=key,
             Body=csv_file.read_bytes(),
             ContentType="text/csv",
             Metadata={RETRY_FAILED_METADATA: "true"} if retry_failed else {},
-        )["ETag"].strip('"')
+        )
         console.print(f"uploaded s3://{stack.bucket}/{key}")
-        arn = find_execution(sfn, stack.state_machine_arn, key, etag=etag, wait_seconds=wait_start)
+        arn = find_execution(
+            sfn,
+            stack.state_machine_arn,
+            key,
+            etag=put["ETag"].strip('"'),
+            wait_seconds=wait_start,
+            version=put.get("VersionId"),
+            uploaded=_answered_at(put),
+        )
         console.print(f"execution started: {arn}")
         if no_follow:
             console.print(f"console: {console_link(stack.region, arn)}")

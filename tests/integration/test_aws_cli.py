@@ -49,7 +49,12 @@ def stack(monkeypatch):
         cfn = boto3.client("cloudformation", region_name=REGION)
         cfn.create_stack(StackName="mm", TemplateBody=json.dumps(STACK_TEMPLATE))
         outputs = cfn.describe_stacks(StackName="mm")["Stacks"][0]["Outputs"]
-        yield {o["OutputKey"]: o["OutputValue"] for o in outputs}
+        named = {o["OutputKey"]: o["OutputValue"] for o in outputs}
+        # Versioned, as the stack's bucket is (moto's CloudFormation leaves that setting out).
+        boto3.client("s3", region_name=REGION).put_bucket_versioning(
+            Bucket=named["BucketName"], VersioningConfiguration={"Status": "Enabled"}
+        )
+        yield named
 
 
 class EventBridgeAndService:
@@ -66,7 +71,10 @@ class EventBridgeAndService:
         if self.arn is None:
             s3 = boto3.client("s3", region_name=REGION)
             head = s3.head_object(Bucket=self.outputs["BucketName"], Key=self.key)
-            event = {"detail": {"object": {"key": self.key, "etag": head["ETag"].strip('"')}}}
+            obj = {"key": self.key, "etag": head["ETag"].strip('"')}
+            if head.get("VersionId"):
+                obj["version-id"] = head["VersionId"]
+            event = {"detail": {"object": obj}}
             self.arn = self.sfn.start_execution(
                 stateMachineArn=self.outputs["StateMachineArn"], input=json.dumps(event)
             )["executionArn"]
@@ -273,3 +281,47 @@ def test_follow_shows_the_map_run_progress(monkeypatch):
     assert described["status"] == "SUCCEEDED"
     assert "4/4" in out.getvalue()
     assert "1 failed" in out.getvalue()
+
+
+def test_sending_the_same_file_again_follows_the_new_execution(stack, tmp_path, monkeypatch):
+    # GIVEN a file sent once, its execution done
+    csv_file = write_csv(tmp_path)
+    first = EventBridgeAndService(stack, "incoming/offers.csv")
+    monkeypatch.setattr(aws_cmds, "sleep", first)
+    assert CliRunner().invoke(cli, ["aws", "send", str(csv_file), "--stack", "mm"]).exit_code == 0
+
+    # WHEN the same file is sent again (its failed rows asked for again): the same ETag
+    second = EventBridgeAndService(stack, "incoming/offers.csv")
+    monkeypatch.setattr(aws_cmds, "sleep", second)
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(csv_file), "--stack", "mm", "--retry-failed"]
+    )
+
+    # THEN the command waited for the execution this upload started, not the first one
+    assert result.exit_code == 0, result.output
+    assert second.arn is not None and second.arn != first.arn
+    assert f"execution started: {second.arn}" in result.output.replace("\n", "")
+
+
+def test_without_versions_executions_started_before_the_upload_are_passed_over():
+    from datetime import UTC, datetime, timedelta
+
+    uploaded = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+    event = json.dumps({"detail": {"object": {"key": "incoming/offers.csv", "etag": "e1"}}})
+
+    class Executions:  # two executions of the same key and ETag: an older one and this one
+        def list_executions(self, **_):
+            return {
+                "executions": [
+                    {"executionArn": "old", "startDate": uploaded - timedelta(minutes=5)},
+                    {"executionArn": "new", "startDate": uploaded + timedelta(seconds=2)},
+                ]
+            }
+
+        def describe_execution(self, executionArn):
+            return {"input": event}
+
+    found = aws_cmds.find_execution(
+        Executions(), "sm", "incoming/offers.csv", etag="e1", wait_seconds=0, uploaded=uploaded
+    )
+    assert found == "new"
