@@ -224,7 +224,9 @@ def validate_job(
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
-    handle, manifest_path = tempfile.mkstemp(prefix="mailmatrix-manifest-", suffix=".jsonl")
+    handle, manifest_path = tempfile.mkstemp(
+        prefix="mailmatrix-manifest-", suffix=".jsonl", dir=settings.scratch
+    )
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as manifest:
 
@@ -423,16 +425,18 @@ def summarize_job(
     execution: str,
     *,
     ledger: Ledger | None = None,
+    scratch: str | None = None,
 ) -> dict[str, Any]:
     """Count outcomes per template, write the execution's report and summary.json beside it,
-    return the summary state's result."""
+    return the summary state's result. The report is written in ``scratch`` (a folder; the
+    system's temporary one by default) on its way to storage."""
     # When a batch did not finish, the ledger tells which of its rows went out anyway.
     settled = None
     if ledger is not None and _has_unfinished_batches(storage, send):
         settled = ledger.outcomes_of
     reports = reports_prefix(campaign["id"], _execution_folder(execution))
     report = f"{reports}report.csv"
-    handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv")
+    handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv", dir=scratch)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             # The byte-order mark Excel needs, written once: the utf-8-sig codec would run

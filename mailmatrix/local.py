@@ -83,6 +83,12 @@ class Workdir:
         return self.root / "ledger.sqlite3"
 
     @property
+    def scratch(self) -> Path:
+        """The handlers' files on the way (manifest, report: addresses and names), kept here
+        rather than in the system's temporary folder, readable by the owner only."""
+        return self.root / "tmp"
+
+    @property
     def executions(self) -> Path:
         """The engine's persisted executions."""
         return self.root / "executions"
@@ -215,6 +221,7 @@ def local_settings(
         ),
         "MAILMATRIX_MAILER": mailer or f"maildir://{workdir.outbox.resolve()}",
         "MAILMATRIX_LEDGER": f"sqlite://{workdir.ledger.resolve()}",
+        "MAILMATRIX_SCRATCH": str(workdir.scratch.resolve()),
         "MAILMATRIX_SEND_RATE": str(send_rate or 0),
         "MAILMATRIX_MAX_CONCURRENCY": str(max_concurrency or _concurrency(send_rate, faults)),
         # 100, not AWS's 25: no Lambda time limit here, and each child costs the engine a
@@ -512,6 +519,7 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     """Create the workdir and record the settings the handlers will run with."""
     for folder in (workdir.root, workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
+    workdir.scratch.mkdir(mode=0o700, exist_ok=True)
     _write_private(workdir.settings_file, env)
 
 

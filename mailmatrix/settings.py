@@ -39,6 +39,10 @@ class Settings:
     # The CloudFormation stack the functions run in (the operator's `mailmatrix aws` commands
     # name it); empty on one machine.
     stack: str = ""
+    # Where Validate and Summarize write their files on the way (the manifest, the report,
+    # which hold addresses and names): the system's temporary folder (Lambda's /tmp) unless
+    # set; a local run keeps them in its workdir, so a killed run leaves none in /tmp.
+    scratch: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +85,7 @@ class Settings:
             attachments_prefix=text("ATTACHMENTS_PREFIX", "attachments/") or "attachments/",
             storage_mounts=_mounts(text("STORAGE_MOUNTS", "") or ""),
             stack=text("STACK", "") or "",
+            scratch=text("SCRATCH"),
         )
 
 

@@ -27,6 +27,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         event.get("send") or {},
         event.get("execution", ""),
         ledger=ledger_from(settings),
+        scratch=settings.scratch,
     )
     logger.info("Campaign summarized", outcome=result["outcome"], **result["counts"])
     return result

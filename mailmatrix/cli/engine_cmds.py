@@ -180,6 +180,8 @@ def result_label(output: Any, progress: dict[str, int] | None = None, status: st
     words = dict(_RESULT_WORDS)
     if counts is progress:
         words["unsent"] = "not sent yet"
+        if status == "RUNNING":
+            words["in_doubt"] = "being sent"
     parts = [f"{counts.get('sent', 0):,} sent"]
     parts += [f"{counts[key]:,} {words[key]}" for key in words if counts.get(key)]
     label = ", ".join(parts)

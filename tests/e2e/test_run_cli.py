@@ -734,3 +734,30 @@ def test_a_copied_workdir_does_not_redrive_through_the_original(tmp_path):
     assert f"redrive it with --workdir {workdir.resolve()}" in redriven.output
     for root in (workdir, copy):
         assert len(list((root / "outbox" / "new").iterdir())) == 5
+
+
+def test_a_local_run_keeps_its_files_on_the_way_in_its_workdir(tmp_path, monkeypatch):
+    # GIVEN the paths the handlers remove once their manifest and report are stored (a killed
+    # run leaves them where they were: they hold addresses and names)
+    from mailmatrix import jobs
+
+    removed: list[str] = []
+    unlink = jobs.os.unlink
+
+    def recorded(path, *args, **kwargs):
+        if str(path).rpartition("/")[2].startswith("mailmatrix-"):
+            removed.append(path)
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(jobs.os, "unlink", recorded)
+
+    # WHEN a campaign runs
+    workdir = tmp_path / "work"
+    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir)
+
+    # THEN the manifest and the report were written in the workdir's own folder, private
+    assert record["status"] == "SUCCEEDED"
+    names = sorted(Path(path).name.split("-")[1] for path in removed)
+    assert names == ["manifest", "report"]
+    assert {Path(path).parent for path in removed} == {(workdir / "tmp").resolve()}
+    assert (workdir / "tmp").stat().st_mode & 0o777 == 0o700
