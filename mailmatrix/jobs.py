@@ -147,6 +147,24 @@ def retry_command(source: Source, stack: str) -> str:
     return f"aws s3 cp {shlex.quote(name)} {target} --metadata {RETRY_FAILED_METADATA}=true"
 
 
+def _drop_rows(path: str, rows: frozenset[int]) -> None:
+    """Rewrite the manifest at ``path`` without ``rows``: rows intake rejected after it had
+    passed them on (IntakeReport.withdrawn; rare, so other runs never read it back)."""
+    kept = path + ".kept"
+    try:
+        with (
+            open(path, encoding="utf-8") as source,
+            open(kept, "w", encoding="utf-8", newline="\n") as target,
+        ):
+            for line in source:
+                if json.loads(line)["row"] not in rows:
+                    target.write(line)
+        os.replace(kept, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(kept)
+
+
 def _release_failed(upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger]) -> int:
     """Release the campaign's rows that failed before ``upload`` was stored, if it asks to.
 
@@ -247,6 +265,8 @@ def validate_job(
                     rules=rules,
                     emit=emit,
                 )
+        if report.withdrawn:
+            _drop_rows(manifest_path, report.withdrawn)
         storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
     finally:
         os.unlink(manifest_path)

@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -817,7 +818,8 @@ def alert_if_failed(
             f"Error: {record.get('error')}\nCause: {record.get('cause')}\n"
             + "".join(f"  {line}\n" for line in record.get("failure_details") or [])
             + "\n"
-            f"Fix the cause, then: mailmatrix redrive {record['name']} --workdir {wd.root}"
+            f"Fix the cause, then: mailmatrix redrive {record['name']} --workdir"
+            f" {shlex.quote(str(wd.root))}"
         ),
         attributes={"status": record["status"]},
     )

@@ -136,7 +136,8 @@ def _validated_row(
             rules=rules,
             emit=keep,
         )
-    return (found[0] if found else None), report
+    kept = found[0] if found and row not in report.withdrawn else None
+    return kept, report
 
 
 def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:

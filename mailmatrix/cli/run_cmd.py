@@ -149,7 +149,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         return
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
-        where = f"--workdir {result['workdir']}"
+        where = f"--workdir {shlex.quote(str(result['workdir']))}"
         console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
         console.print(str(result.get("cause") or "")[:2000], markup=False)
         console.print(
@@ -195,7 +195,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
             "service had accepted it); the report marks them.[/yellow]"
         )
 
-    where = f"--workdir {result['workdir']}"
+    where = f"--workdir {shlex.quote(str(result['workdir']))}"
     execution = result["execution"]
     console.print(
         f"Execution: {execution}  (details: mailmatrix show {execution} {where})", soft_wrap=True
@@ -450,7 +450,8 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
             "`mailmatrix executions` shows the run as ABORTED and `mailmatrix redrive ID` "
             "sends the rest."
         )
-    return f"{error}. Fix it, then `mailmatrix executions --workdir {workdir}` shows what ran."
+    shown = shlex.quote(str(workdir))
+    return f"{error}. Fix it, then `mailmatrix executions --workdir {shown}` shows what ran."
 
 
 def _interrupt(signum: int, frame: Any) -> None:

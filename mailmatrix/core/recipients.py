@@ -214,6 +214,8 @@ class IntakeReport:
     rejected: ProblemList = field(default_factory=ProblemList)
     duplicates: ProblemList = field(default_factory=ProblemList)
     skipped: ProblemList = field(default_factory=ProblemList)
+    # Rows passed to ``emit`` and rejected afterwards: the caller must not send them.
+    withdrawn: frozenset[int] = frozenset()
 
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         """Return the report as JSON-ready data (for `mailmatrix validate --json`, the handler).
@@ -274,6 +276,7 @@ def validate_recipients(
         raise InputFileError(f"{source}: no header: the file holds only blank lines")
     if report.rows == 0:
         raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+    intake.withdraw()
     return report
 
 
@@ -391,6 +394,9 @@ class _Intake:
         self.header_pending = True
         self.seen = _SeenTable()
         self.owners = _SeenTable()  # attachment names -> the first row and recipient naming each
+        # Rows already emitted whose file a later row of another recipient named: the caller
+        # drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
+        self.withdrawn: dict[int, str] = {}
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -491,7 +497,10 @@ class _Intake:
         if attachment is not None and self._names_own_file(values):
             owner = self.owners.add(hash(attachment), row, hash(address.key))
             if owner is not None and not owner[1]:
-                self._reject(row, "Attachment_File", _shared_file(attachment, owner[0]), email_text)
+                owner_row = owner[0]
+                reason = _shared_file(attachment, owner_row)
+                self._reject(row, "Attachment_File", reason, email_text)
+                self.withdrawn.setdefault(owner_row, _shared_file(attachment, row, earlier=False))
                 return
 
         report.valid += 1
@@ -669,6 +678,14 @@ class _Intake:
             return None
         return found.name
 
+    def withdraw(self) -> None:
+        """Reject the emitted rows whose file a later row of another recipient named (listed
+        after the others: they are found at the later row)."""
+        for row, reason in sorted(self.withdrawn.items()):
+            self.report.valid -= 1
+            self._reject(row, "Attachment_File", reason, "")
+        self.report.withdrawn = frozenset(self.withdrawn)
+
     def _names_own_file(self, values: list[str]) -> bool:
         """Whether the row's Attachment_File cell names its file (not default_attachment)."""
         index = self.index.get("Attachment_File")
@@ -727,12 +744,13 @@ class _Needs:
     default: str | None
 
 
-def _shared_file(name: str, first_row: int) -> str:
-    """Why a row is rejected whose file an earlier row of another recipient named."""
+def _shared_file(name: str, other_row: int, *, earlier: bool = True) -> str:
+    """Why a row is rejected whose file a row of another recipient names too."""
     return (
-        f"{name} is already the attachment of row {first_row}, another recipient: each row "
-        "attaches its recipient's own file, so one of the two rows is wrong (check both; to "
-        "send one file to many, leave Attachment_File empty and set default_attachment)"
+        f"{name} is {'already' if earlier else 'also'} the attachment of row {other_row}, "
+        "another recipient: each row attaches its recipient's own file, so one of the two "
+        "rows is wrong and neither is sent (check both; to send one file to many, leave "
+        "Attachment_File empty and set default_attachment)"
     )
 
 

@@ -6,6 +6,7 @@ import collections
 import csv
 import email
 import email.policy
+import io
 import json
 import shlex
 import shutil
@@ -761,3 +762,52 @@ def test_a_local_run_keeps_its_files_on_the_way_in_its_workdir(tmp_path, monkeyp
     assert names == ["manifest", "report"]
     assert {Path(path).parent for path in removed} == {(workdir / "tmp").resolve()}
     assert (workdir / "tmp").stat().st_mode & 0o777 == 0o700
+
+
+def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
+    # GIVEN the example campaign where row 3 names row 2's letter (a copied cell)
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    letter = next(csv.reader([lines[1]]))[3]
+    cells = next(csv.reader([lines[2]]))
+    cells[3] = letter
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(cells)
+    campaign = tmp_path / "offers.csv"
+    campaign.write_text("".join([lines[0], lines[1], out.getvalue(), *lines[3:]]))
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+
+    # WHEN it runs
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir), "--json"])
+
+    # THEN neither row 2 nor row 3 was mailed; the other 16 valid rows were
+    summary = json.loads(result.stdout)
+    assert (summary["counts"]["sent"], summary["counts"]["rejected"]) == (16, 4)
+    sent_to = _recipients(workdir / "outbox")
+    for row in (lines[1], out.getvalue()):
+        assert next(csv.reader([row]))[0].lower() not in {a.lower() for a in sent_to}
+    with open(summary["rejects"], encoding="utf-8-sig", newline="") as rejects:
+        held = {int(r["row"]): r["reason"] for r in csv.DictReader(rejects)}
+    assert f"{letter} is also the attachment of row 3" in held[2]
+    assert f"{letter} is already the attachment of row 2" in held[3]
+    # AND preview refuses row 2 with the reason
+    preview = ["preview", str(campaign), "--row", "2", "--out", str(tmp_path)]
+    shown = CliRunner().invoke(cli, preview)
+    assert shown.exit_code == 4
+    assert "is also the attachment of row 3" in shown.output
+
+
+def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
+    # GIVEN a workdir whose name has a space, and a run that fails (the quota runs out)
+    workdir = tmp_path / "hr work"
+    code, output = _run(
+        str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--faults", "quota-after=5"
+    )
+    assert code == 1
+
+    # THEN the printed show and redrive commands, pasted into a shell, name that workdir
+    text = output.replace("\n", " ")
+    for verb in ("show", "redrive"):
+        command = text[text.index(f"mailmatrix {verb} ") :]
+        words = shlex.split(command.split(")")[0])
+        assert words[words.index("--workdir") + 1] == str(workdir)

@@ -891,20 +891,25 @@ def test_the_columns_are_read_from_the_header_alone_as_intake_names_them():
 # --- each row's attachment is its recipient's own -------------------------------------------
 
 
-def test_a_file_already_named_for_another_recipient_rejects_the_later_row():
-    # GIVEN Bob's row naming Alice's letter (a row copied down), and Alice's own rows around it
+def test_a_file_named_for_two_recipients_rejects_both_rows():
+    # GIVEN Alice's row and Bob's naming the same letter (a row copied down: which one is
+    # wrong, only a person can tell), and Carol's own row
     text = HEADER + ALICE + "bob@example.com,Bob Example,active,alice.pdf\r\n"
     text += "carol@example.com,Carol,active,carol.pdf\r\n"
 
     # WHEN validated
     report, rows = run(text)
 
-    # THEN Bob's row is rejected, naming the row that named the file first; the others pass
-    assert emails(rows) == ["alice@example.com", "carol@example.com"]
-    [(row, column, reason)] = reasons(report)
-    assert (row, column) == (3, "Attachment_File")
-    assert reason.startswith("alice.pdf is already the attachment of row 2, another recipient")
-    assert "default_attachment" in reason
+    # THEN Bob's row is rejected naming Alice's, and Alice's, passed on before Bob's was read,
+    # is withdrawn naming Bob's: neither is sent; Carol's passes
+    assert report.withdrawn == {2}
+    assert [r["email"] for r in rows if r["row"] not in report.withdrawn] == ["carol@example.com"]
+    assert report.valid == 1
+    (bob, bob_column, bob_reason), (alice, alice_column, alice_reason) = reasons(report)
+    assert (bob, bob_column, alice, alice_column) == (3, "Attachment_File", 2, "Attachment_File")
+    assert bob_reason.startswith("alice.pdf is already the attachment of row 2, another")
+    assert alice_reason.startswith("alice.pdf is also the attachment of row 3, another")
+    assert "neither is sent" in alice_reason and "default_attachment" in alice_reason
 
 
 def test_the_same_recipient_naming_the_same_file_twice_is_a_duplicate_not_a_shared_file():
