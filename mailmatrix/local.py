@@ -233,9 +233,18 @@ def local_settings(
     }
     if sender:
         env["MAILMATRIX_SENDER"] = sender
+    unsubscribe = os.environ.get("MAILMATRIX_UNSUBSCRIBE", "").strip()
+    if unsubscribe:  # kept with the run's settings, so its redrives use it too
+        env["MAILMATRIX_UNSUBSCRIBE"] = unsubscribe
     if faults:
         env["MAILMATRIX_FAULTS"] = faults
     return env
+
+
+def sender_of(given: str | None) -> str | None:
+    """The From a run uses besides the manifest's: ``--sender``, else MAILMATRIX_SENDER from
+    the shell (the run records it, so a campaign's later runs and redrives keep it)."""
+    return given or os.environ.get("MAILMATRIX_SENDER", "").strip() or None
 
 
 @contextlib.contextmanager
@@ -483,7 +492,7 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         said = f"delivered through {how} (this run: {now})"
     else:
         said = "used " + ", ".join(
-            f"{_FLAGS[key]} {earlier[key]}" if earlier[key] else f"no {_FLAGS[key]}"
+            f"{_FLAGS[key]} {shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
             for key in changed
         )
     raise DeliveryChanged(
@@ -521,6 +530,7 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     for folder in (workdir.root, workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
     workdir.scratch.mkdir(mode=0o700, exist_ok=True)
+    workdir.scratch.chmod(0o700)  # one made before by hand may be open to others
     _write_private(workdir.settings_file, env)
 
 
@@ -565,6 +575,7 @@ def run_campaign(
     earlier runs (the operator fixed the cause), so this run sends them again.
     """
     wd = Workdir(Path(workdir))
+    sender = sender_of(sender)
     templates_dir = templates_dir or DEFAULT_TEMPLATES
     attachments_dir = attachments_dir or csv_path.parent / "attachments"
     if not templates_dir.is_dir():
@@ -731,10 +742,16 @@ def _check_own_workdir(wd: Workdir, env: dict[str, str], execution_id: str) -> N
     ledger = env.get("MAILMATRIX_LEDGER", "")
     if ledger.startswith("sqlite://") and ledger != f"sqlite://{wd.ledger.resolve()}":
         elsewhere = Path(ledger.removeprefix("sqlite://")).parent
+        where = shlex.quote(str(elsewhere))
+        advice = (
+            f"redrive it with --workdir {where}, or run the file again here"
+            if elsewhere.is_dir()
+            else f"{where} is gone (moved?): run the file again here (its ledger skips what"
+            " was sent)"
+        )
         raise ConfigurationError(
             f"execution {execution_id} ran in the workdir {elsewhere} (its saved settings point"
-            f" there, not to {wd.root}): redrive it with --workdir {elsewhere}, or run the file"
-            " again here"
+            f" there, not to {wd.root}): {advice}"
         )
 
 

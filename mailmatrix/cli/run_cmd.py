@@ -27,7 +27,7 @@ from mailmatrix.errors import (
     MailMatrixError,
 )
 from mailmatrix.jobs import report_key
-from mailmatrix.local import Workdir, progress_of, run_campaign, validation_of
+from mailmatrix.local import Workdir, progress_of, run_campaign, sender_of, validation_of
 
 
 class ProgressListener:
@@ -150,7 +150,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
         where = f"--workdir {shlex.quote(str(result['workdir']))}"
-        console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
+        why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
+        console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
         console.print(str(result.get("cause") or "")[:2000], markup=False)
         console.print(
             "Once the cause is fixed, run the file again (other settings may be given), or "
@@ -421,12 +422,17 @@ def run(
         given = {
             "--templates": templates,
             "--attachments": attachments,
-            "--sender": sender,
+            "--sender": sender_of(sender),
             "--smtp": _without_password(smtp_url) if smtp_url else None,
+            "--send-rate": send_rate,
+            "--concurrency": concurrency,
+            "--batch-size": batch_size,
         }
         flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in given.items() if v)
+        # A name starting with "-" would read as an option.
+        named = f"./{csv_file}" if str(csv_file).startswith("-") else str(csv_file)
         result["retry_command"] = (
-            f"mailmatrix run {shlex.quote(str(csv_file))} --retry-failed"
+            f"mailmatrix run {shlex.quote(named)} --retry-failed"
             f" --workdir {shlex.quote(str(workdir))}{flags}"
         )
         if smtp_url and _redact(smtp_url) != smtp_url:

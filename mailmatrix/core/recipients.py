@@ -457,6 +457,7 @@ class _Intake:
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
             report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
+            self._own_file(row, values, _identity(email_text), sent=False)
             return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
@@ -480,6 +481,12 @@ class _Intake:
                     problems.append((name, f"{name} is empty but used by template {template}"))
             attachment = self._attachment(values, needs, problems)
         extra = self._extra_recipients(values, problems)
+        identity = hash(address.key) if address is not None else _identity(email_text)
+        # Passed on unless rejected below or a duplicate (of a row passed on or not).
+        sent = not problems and address is not None and not self.seen.holds(identity)
+        shared = self._own_file(row, values, identity, sent=sent)
+        if shared:
+            problems.append(("Attachment_File", shared))
         if problems or address is None:
             self._reject_all(row, problems, email_text)
             return
@@ -489,19 +496,10 @@ class _Intake:
         # and a rejection) is a conflicting duplicate, never a second letter.
         first = self.seen.add(hash(address.key), row, content)
         if first is not None:
-            first_row, same = first
+            first_row, same, _ = first
             duplicate = {"row": row, "first_row": first_row, "conflicting": not same}
             report.duplicates.append({**duplicate, "email": mask(address.email)})
             return
-
-        if attachment is not None and self._names_own_file(values):
-            owner = self.owners.add(hash(attachment), row, hash(address.key))
-            if owner is not None and not owner[1]:
-                owner_row = owner[0]
-                reason = _shared_file(attachment, owner_row)
-                self._reject(row, "Attachment_File", reason, email_text)
-                self.withdrawn.setdefault(owner_row, _shared_file(attachment, row, earlier=False))
-                return
 
         report.valid += 1
         self.emit(
@@ -686,10 +684,23 @@ class _Intake:
             self._reject(row, "Attachment_File", reason, "")
         self.report.withdrawn = frozenset(self.withdrawn)
 
-    def _names_own_file(self, values: list[str]) -> bool:
-        """Whether the row's Attachment_File cell names its file (not default_attachment)."""
+    def _own_file(self, row: int, values: list[str], recipient: int, *, sent: bool) -> str | None:
+        """Record the file the row's Attachment_File cell names (a file of default_attachment
+        is many rows' by design) as ``recipient``'s; ``sent``: the row is about to be passed
+        on. Return why the row must not be sent when another recipient's row named it first,
+        and withdraw that row if it was passed on. Rows skipped or rejected for other reasons
+        count too: their file is their recipient's all the same."""
         index = self.index.get("Attachment_File")
-        return index is not None and bool(values[index])
+        if index is None or not values[index] or not values[self.email_at]:
+            return None  # no file of its own, or no one to tell apart from another
+        name = self.attachments.lookup(values[index]).name or values[index]
+        owner = self.owners.add(hash(name), row, recipient, flag=sent)
+        if owner is None or owner[1]:
+            return None
+        owner_row, _, owner_sent = owner
+        if owner_sent:
+            self.withdrawn.setdefault(owner_row, _shared_file(name, row, earlier=False))
+        return _shared_file(name, owner_row)
 
     def _extra_recipients(
         self, values: list[str], problems: list[tuple[str, str]]
@@ -754,6 +765,11 @@ def _shared_file(name: str, other_row: int, *, earlier: bool = True) -> str:
     )
 
 
+def _identity(email: str) -> int:
+    """Who a row is for when its address did not parse: its cell, as typed, in any case."""
+    return hash(email.strip().casefold())
+
+
 class _SeenTable:
     """Open-addressing hash table of 64-bit keys -> (first row, content check), in two arrays.
 
@@ -766,10 +782,13 @@ class _SeenTable:
         self._mask = 1023
         self._count = 0
 
-    def add(self, key: int, row: int, content: int) -> tuple[int, bool] | None:
-        """Insert key; return None if new, else (first row, whether the content is the same)."""
+    def add(
+        self, key: int, row: int, content: int, *, flag: bool = False
+    ) -> tuple[int, bool, bool] | None:
+        """Insert key; return None if new, else (first row, whether the content is the same,
+        the first row's ``flag``)."""
         key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
-        packed = (row << 24) | (content & 0xFF_FFFF)
+        packed = (row << 25) | (int(flag) << 24) | (content & 0xFF_FFFF)
         keys = self._keys
         slot = key & self._mask
         while True:
@@ -778,7 +797,8 @@ class _SeenTable:
                 break
             if found == key:
                 first = self._values[slot]
-                return first >> 24, (first & 0xFF_FFFF) == (content & 0xFF_FFFF)
+                same = (first & 0xFF_FFFF) == (content & 0xFF_FFFF)
+                return first >> 25, same, bool(first >> 24 & 1)
             slot = (slot + 1) & self._mask
         keys[slot] = key
         self._values[slot] = packed
@@ -786,6 +806,17 @@ class _SeenTable:
         if self._count * 2 > self._mask:
             self._grow()
         return None
+
+    def holds(self, key: int) -> bool:
+        """Whether ``key`` was added."""
+        key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
+        keys = self._keys
+        slot = key & self._mask
+        while keys[slot]:
+            if keys[slot] == key:
+                return True
+            slot = (slot + 1) & self._mask
+        return False
 
     def _grow(self) -> None:
         """Double the table and re-insert every key."""

@@ -811,3 +811,24 @@ def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
         command = text[text.index(f"mailmatrix {verb} ") :]
         words = shlex.split(command.split(")")[0])
         assert words[words.index("--workdir") + 1] == str(workdir)
+
+
+def test_a_sender_from_the_environment_is_kept_like_one_given_as_an_option(tmp_path):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    shell = {"MAILMATRIX_SENDER": "Globex HR <hr@globex.example>"}
+    # GIVEN a run whose sender came from the shell, where some rows failed for good
+    first = CliRunner().invoke(
+        cli,
+        ["run", csv, "--workdir", workdir, "--json", "--faults", "permanent=0.5,seed=3"],
+        env=shell,
+    )
+    assert first.exit_code == 5
+    # THEN its retry command names that sender
+    assert "--sender 'Globex HR <hr@globex.example>'" in json.loads(first.stdout)["retry_command"]
+    # AND a run of the file from a shell without it is refused, naming the earlier sender
+    again = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", workdir, "--retry-failed"], env={"MAILMATRIX_SENDER": ""}
+    )
+    assert again.exit_code == 2
+    assert "used --sender 'Globex HR <hr@globex.example>'" in again.output.replace("\n", "")

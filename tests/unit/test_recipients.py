@@ -936,3 +936,57 @@ def test_one_default_attachment_for_many_rows_is_no_shared_file():
     # THEN every row attaches the brochure and none is rejected
     assert [row["attachment"] for row in rows] == ["brochure.pdf"] * 3
     assert reasons(report) == []
+
+
+def test_a_file_named_by_a_row_not_sent_is_still_its_recipients():
+    # GIVEN Alice's row excluded by Status, and Bob's naming her letter
+    text = HEADER + "alice@example.com,Alice,unsubscribed,alice.pdf\r\n"
+    text += "bob@example.com,Bob Example,active,alice.pdf\r\n"
+
+    report, rows = run(text)
+
+    # THEN Bob's row is rejected naming Alice's; nothing is sent
+    assert rows == [] and report.valid == 0
+    [(row, column, reason)] = reasons(report)
+    assert (row, column) == (3, "Attachment_File")
+    assert reason.startswith("alice.pdf is already the attachment of row 2")
+
+
+def test_a_shared_file_is_named_with_a_rows_other_problems_and_withdraws_the_earlier_row():
+    # GIVEN Bob's valid row naming a letter, then a row with a bad address naming it too
+    text = HEADER + "bob@example.com,Bob Example,active,alice.pdf\r\n"
+    text += "alice@@example.com,Alice,active,alice.pdf\r\n"
+
+    report, _ = run(text)
+
+    # THEN the later row names both its problems, and Bob's row is held back as well
+    assert report.withdrawn == {2} and report.valid == 0
+    (later, columns, reason), (earlier, _, _) = reasons(report)
+    assert (later, columns, earlier) == (3, "Email; Attachment_File", 2)
+    assert "alice.pdf is already the attachment of row 2" in reason
+
+
+def test_a_row_held_back_for_a_shared_file_makes_no_duplicate_of_its_recipients_next_row():
+    # GIVEN Bob's row naming Alice's letter, then Bob's row with his own
+    text = HEADER + ALICE + "bob@example.com,Bob Example,active,alice.pdf\r\n" + BOB
+
+    report, rows = run(text)
+
+    # THEN Bob's own row is sent (Alice's and the copied one are held back)
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [4]
+    assert report.duplicates == []
+
+
+def test_a_duplicate_row_is_not_withdrawn_though_its_file_is_named_again():
+    # GIVEN Bob twice (the second row names Carol's letter), then Carol's row
+    text = HEADER + BOB + "bob@example.com,Bob Example,active,carol.pdf\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf\r\n"
+
+    report, rows = run(text)
+
+    # THEN Bob's first row is sent, his duplicate stays a duplicate (it was never passed on),
+    # and Carol's row, naming a file another recipient's row named, is held back
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [2]
+    assert report.withdrawn == frozenset() and report.valid == 1
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
+    assert [row for row, _, _ in reasons(report)] == [4]
