@@ -484,7 +484,7 @@ class _Intake:
         identity = hash(address.key) if address is not None else _identity(email_text)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
-        shared = self._own_file(row, values, identity, sent=sent)
+        shared = self._own_file(row, values, identity, sent=sent, name=attachment)
         if shared:
             problems.append(("Attachment_File", shared))
         if problems or address is None:
@@ -684,16 +684,19 @@ class _Intake:
             self._reject(row, "Attachment_File", reason, "")
         self.report.withdrawn = frozenset(self.withdrawn)
 
-    def _own_file(self, row: int, values: list[str], recipient: int, *, sent: bool) -> str | None:
+    def _own_file(
+        self, row: int, values: list[str], recipient: int, *, sent: bool, name: str | None = None
+    ) -> str | None:
         """Record the file the row's Attachment_File cell names (a file of default_attachment
         is many rows' by design) as ``recipient``'s; ``sent``: the row is about to be passed
-        on. Return why the row must not be sent when another recipient's row named it first,
-        and withdraw that row if it was passed on. Rows skipped or rejected for other reasons
-        count too: their file is their recipient's all the same."""
+        on; ``name``: the file the cell resolved to, when the row got that far. Return why the
+        row must not be sent when another recipient's row named it first, and withdraw that
+        row if it was passed on. Rows skipped or rejected for other reasons count too: their
+        file is their recipient's all the same."""
         index = self.index.get("Attachment_File")
         if index is None or not values[index] or not values[self.email_at]:
             return None  # no file of its own, or no one to tell apart from another
-        name = self.attachments.lookup(values[index]).name or values[index]
+        name = name or self.attachments.lookup(values[index]).name or values[index]
         owner = self.owners.add(hash(name), row, recipient, flag=sent)
         if owner is None or owner[1]:
             return None
