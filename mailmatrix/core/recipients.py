@@ -481,7 +481,10 @@ class _Intake:
                     problems.append((name, f"{name} is empty but used by template {template}"))
             attachment = self._attachment(values, needs, problems)
         extra = self._extra_recipients(values, problems)
-        identity = hash(address.key) if address is not None else _identity(email_text)
+        # Who the row is for: its address, or (not parsed) its cell as typed.
+        identity = (
+            hash(address.key) if address is not None and address.key else _identity(email_text)
+        )
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
         shared = self._own_file(row, values, identity, sent=sent, name=attachment)

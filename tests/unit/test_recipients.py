@@ -990,3 +990,17 @@ def test_a_duplicate_row_is_not_withdrawn_though_its_file_is_named_again():
     assert report.withdrawn == frozenset() and report.valid == 1
     assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
     assert [row for row, _, _ in reasons(report)] == [4]
+
+
+def test_rows_with_unusable_addresses_are_told_apart_by_what_was_typed():
+    # GIVEN two rows with different unusable addresses naming one file
+    text = HEADER + "alice@@example.com,Alice,active,alice.pdf\r\n"
+    text += "bob@@example.com,Bob,active,alice.pdf\r\n"
+
+    report, _ = run(text)
+
+    # THEN the second names the clash with the first among its problems
+    (_, _, first), (_, columns, second) = reasons(report)
+    assert "attachment of row" not in first
+    assert columns == "Email; Attachment_File"
+    assert "alice.pdf is already the attachment of row 2" in second
