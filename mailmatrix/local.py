@@ -233,7 +233,7 @@ def local_settings(
     }
     if sender:
         env["MAILMATRIX_SENDER"] = sender
-    unsubscribe = os.environ.get("MAILMATRIX_UNSUBSCRIBE", "").strip()
+    unsubscribe = unsubscribe_of()
     if unsubscribe:  # kept with the run's settings, so its redrives use it too
         env["MAILMATRIX_UNSUBSCRIBE"] = unsubscribe
     if faults:
@@ -459,13 +459,20 @@ def delivery_of(mailer: str) -> str:
 
 def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
     """What must not change between a campaign's runs in a workdir: how it delivers, and what
-    its letters are made of (the templates and attachments folders, the --sender)."""
+    its letters are made of (the templates and attachments folders, the sender, the
+    List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE)."""
     return {
         "delivery": delivery_of(mailer),
         "templates": str(templates.resolve()),
         "attachments": str(attachments.resolve()),
         "sender": sender,
+        "unsubscribe": unsubscribe_of(),
     }
+
+
+def unsubscribe_of() -> str | None:
+    """MAILMATRIX_UNSUBSCRIBE as a run takes it from the shell (None when unset)."""
+    return os.environ.get("MAILMATRIX_UNSUBSCRIBE", "").strip() or None
 
 
 def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) -> None:
@@ -492,7 +499,7 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         said = f"delivered through {how} (this run: {now})"
     else:
         said = "used " + ", ".join(
-            f"{_FLAGS[key]} {shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
+            f"{_FLAGS[key]}{shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
             for key in changed
         )
     raise DeliveryChanged(
@@ -501,7 +508,12 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     )
 
 
-_FLAGS = {"templates": "--templates", "attachments": "--attachments", "sender": "--sender"}
+_FLAGS = {
+    "templates": "--templates ",
+    "attachments": "--attachments ",
+    "sender": "--sender ",
+    "unsubscribe": "MAILMATRIX_UNSUBSCRIBE=",
+}
 
 
 def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:

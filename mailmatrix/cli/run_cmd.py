@@ -27,7 +27,14 @@ from mailmatrix.errors import (
     MailMatrixError,
 )
 from mailmatrix.jobs import report_key
-from mailmatrix.local import Workdir, progress_of, run_campaign, sender_of, validation_of
+from mailmatrix.local import (
+    Workdir,
+    progress_of,
+    run_campaign,
+    sender_of,
+    unsubscribe_of,
+    validation_of,
+)
 
 
 class ProgressListener:
@@ -431,8 +438,11 @@ def run(
         flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in given.items() if v)
         # A name starting with "-" would read as an option.
         named = f"./{csv_file}" if str(csv_file).startswith("-") else str(csv_file)
+        # No option carries it: the command sets it for itself, as the shell did for the run.
+        unsubscribe = unsubscribe_of()
+        shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
         result["retry_command"] = (
-            f"mailmatrix run {shlex.quote(named)} --retry-failed"
+            f"{shell}mailmatrix run {shlex.quote(named)} --retry-failed"
             f" --workdir {shlex.quote(str(workdir))}{flags}"
         )
         if smtp_url and _redact(smtp_url) != smtp_url:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from mailmatrix.core.addresses import mask, parse_address
+from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
@@ -397,6 +397,7 @@ class _Intake:
         # Rows already emitted whose file a later row of another recipient named: the caller
         # drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
         self.withdrawn: dict[int, str] = {}
+        self.contested: dict[int, int] = {}  # files named for two recipients -> a row of one
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -457,7 +458,7 @@ class _Intake:
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
             report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
-            self._own_file(row, values, _identity(email_text), sent=False)
+            self._own_file(row, values, self._recipient(email_text), sent=False)
             return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
@@ -481,10 +482,7 @@ class _Intake:
                     problems.append((name, f"{name} is empty but used by template {template}"))
             attachment = self._attachment(values, needs, problems)
         extra = self._extra_recipients(values, problems)
-        # Who the row is for: its address, or (not parsed) its cell as typed.
-        identity = (
-            hash(address.key) if address is not None and address.key else _identity(email_text)
-        )
+        identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
         shared = self._own_file(row, values, identity, sent=sent, name=attachment)
@@ -693,20 +691,42 @@ class _Intake:
         """Record the file the row's Attachment_File cell names (a file of default_attachment
         is many rows' by design) as ``recipient``'s; ``sent``: the row is about to be passed
         on; ``name``: the file the cell resolved to, when the row got that far. Return why the
-        row must not be sent when another recipient's row named it first, and withdraw that
-        row if it was passed on. Rows skipped or rejected for other reasons count too: their
-        file is their recipient's all the same."""
+        row must not be sent when rows of two recipients name the file, and withdraw the row
+        passed on before that was known. Rows skipped or rejected for other reasons count
+        too: their file is their recipient's all the same.
+
+        Before a file is contested, at most one row naming it has been passed on (one
+        recipient, whose other rows are duplicates): the table keeps that row once there is
+        one, else the first row. Once contested, every later row naming it is held back.
+        """
         index = self.index.get("Attachment_File")
         if index is None or not values[index] or not values[self.email_at]:
             return None  # no file of its own, or no one to tell apart from another
         name = name or self.attachments.lookup(values[index]).name or values[index]
-        owner = self.owners.add(hash(name), row, recipient, flag=sent)
-        if owner is None or owner[1]:
+        key = hash(name)
+        if key in self.contested:
+            return _shared_file(name, self.contested[key])
+        owner = self.owners.add(key, row, recipient, flag=sent)
+        if owner is None:
             return None
-        owner_row, _, owner_sent = owner
+        owner_row, same, owner_sent = owner
+        if same:
+            if sent:  # the recipient's row that goes out: the one to withdraw if need be
+                self.owners.put(key, row, recipient, flag=True)
+            return None
+        self.contested[key] = owner_row
         if owner_sent:
             self.withdrawn.setdefault(owner_row, _shared_file(name, row, earlier=False))
         return _shared_file(name, owner_row)
+
+    def _recipient(self, email: str, address: Address | None = None) -> int:
+        """Who a row is for, as a hash: its address as sent to (parsed now unless given),
+        or, when it does not parse, the cell as typed in any case."""
+        if address is None and email:
+            address = parse_address(email)
+        if address is not None and address.key:
+            return hash(address.key)
+        return hash(email.strip().casefold())
 
     def _extra_recipients(
         self, values: list[str], problems: list[tuple[str, str]]
@@ -771,73 +791,73 @@ def _shared_file(name: str, other_row: int, *, earlier: bool = True) -> str:
     )
 
 
-def _identity(email: str) -> int:
-    """Who a row is for when its address did not parse: its cell, as typed, in any case."""
-    return hash(email.strip().casefold())
-
-
 class _SeenTable:
-    """Open-addressing hash table of 64-bit keys -> (first row, content check), in two arrays.
+    """Open-addressing hash table of 64-bit keys -> (first row, flag, content), in three arrays.
 
-    About 32 bytes per distinct recipient, far below a dict of Python ints.
+    About 48 bytes per distinct key, far below a dict of Python ints. The content (a 64-bit
+    hash) tells whether a key comes back with the same content (the same recipient, the same
+    row); fewer bits let two recipients pass for one about once in 16 million pairs.
     """
 
     def __init__(self) -> None:
-        self._keys = array("q", bytes(8 * 1024))
-        self._values = array("q", bytes(8 * 1024))
         self._mask = 1023
+        self._keys, self._rows, self._contents = _arrays(self._mask + 1)
         self._count = 0
 
     def add(
         self, key: int, row: int, content: int, *, flag: bool = False
     ) -> tuple[int, bool, bool] | None:
-        """Insert key; return None if new, else (first row, whether the content is the same,
-        the first row's ``flag``)."""
+        """Insert key; return None if new, else (its row, whether the content is the same,
+        its ``flag``)."""
         key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
-        packed = (row << 25) | (int(flag) << 24) | (content & 0xFF_FFFF)
-        keys = self._keys
-        slot = key & self._mask
-        while True:
-            found = keys[slot]
-            if found == 0:
-                break
-            if found == key:
-                first = self._values[slot]
-                same = (first & 0xFF_FFFF) == (content & 0xFF_FFFF)
-                return first >> 25, same, bool(first >> 24 & 1)
-            slot = (slot + 1) & self._mask
-        keys[slot] = key
-        self._values[slot] = packed
+        slot = self._slot(key)
+        if self._keys[slot] == key:
+            packed = self._rows[slot]
+            return packed >> 1, self._contents[slot] == content, bool(packed & 1)
+        self._keys[slot] = key
+        self._rows[slot] = row << 1 | flag
+        self._contents[slot] = content
         self._count += 1
         if self._count * 2 > self._mask:
             self._grow()
         return None
 
+    def put(self, key: int, row: int, content: int, *, flag: bool = False) -> None:
+        """Set key's row, content and flag, whether it was added or not."""
+        key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
+        if self._keys[self._slot(key)] != key:
+            self.add(key, row, content, flag=flag)
+            return
+        slot = self._slot(key)
+        self._rows[slot] = row << 1 | flag
+        self._contents[slot] = content
+
     def holds(self, key: int) -> bool:
         """Whether ``key`` was added."""
         key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
+        return self._keys[self._slot(key)] == key
+
+    def _slot(self, key: int) -> int:
+        """Where ``key`` is, or the free slot where it would go."""
         keys = self._keys
         slot = key & self._mask
-        while keys[slot]:
-            if keys[slot] == key:
-                return True
+        while keys[slot] and keys[slot] != key:
             slot = (slot + 1) & self._mask
-        return False
+        return slot
 
     def _grow(self) -> None:
         """Double the table and re-insert every key."""
-        old_keys, old_values = self._keys, self._values
-        size = (self._mask + 1) * 2
-        self._keys = array("q", bytes(8 * size))
-        self._values = array("q", bytes(8 * size))
-        self._mask = size - 1
-        for key, value in zip(old_keys, old_values, strict=True):
+        old = zip(self._keys, self._rows, self._contents, strict=True)
+        self._mask = (self._mask + 1) * 2 - 1
+        self._keys, self._rows, self._contents = _arrays(self._mask + 1)
+        for key, row, content in old:
             if key:
-                slot = key & self._mask
-                while self._keys[slot]:
-                    slot = (slot + 1) & self._mask
-                self._keys[slot] = key
-                self._values[slot] = value
+                slot = self._slot(key)
+                self._keys[slot], self._rows[slot], self._contents[slot] = key, row, content
+
+
+def _arrays(size: int) -> tuple[array, array, array]:
+    return array("q", bytes(8 * size)), array("q", bytes(8 * size)), array("q", bytes(8 * size))
 
 
 class _Prefixed(io.RawIOBase):

@@ -813,22 +813,40 @@ def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
         assert words[words.index("--workdir") + 1] == str(workdir)
 
 
-def test_a_sender_from_the_environment_is_kept_like_one_given_as_an_option(tmp_path):
+@pytest.mark.parametrize(
+    ("variable", "value", "in_command", "refused_for"),
+    [
+        (
+            "MAILMATRIX_SENDER",
+            "Globex HR <hr@globex.example>",
+            " --sender 'Globex HR <hr@globex.example>'",
+            "used --sender 'Globex HR <hr@globex.example>'",
+        ),
+        (
+            "MAILMATRIX_UNSUBSCRIBE",
+            "mailto:unsubscribe@example.com",
+            "MAILMATRIX_UNSUBSCRIBE=mailto:unsubscribe@example.com mailmatrix run ",
+            "used MAILMATRIX_UNSUBSCRIBE=mailto:unsubscribe@example.com",
+        ),
+    ],
+)
+def test_a_letter_setting_from_the_shell_is_kept_for_the_campaign(
+    tmp_path, variable, value, in_command, refused_for
+):
     workdir = str(tmp_path / "work")
     csv = str(EXAMPLE / "recipients.csv")
-    shell = {"MAILMATRIX_SENDER": "Globex HR <hr@globex.example>"}
-    # GIVEN a run whose sender came from the shell, where some rows failed for good
+    # GIVEN a run that took a setting of its letters from the shell, where some rows failed
     first = CliRunner().invoke(
         cli,
         ["run", csv, "--workdir", workdir, "--json", "--faults", "permanent=0.5,seed=3"],
-        env=shell,
+        env={variable: value},
     )
     assert first.exit_code == 5
-    # THEN its retry command names that sender
-    assert "--sender 'Globex HR <hr@globex.example>'" in json.loads(first.stdout)["retry_command"]
-    # AND a run of the file from a shell without it is refused, naming the earlier sender
+    # THEN its retry command carries it
+    assert in_command in json.loads(first.stdout)["retry_command"]
+    # AND a retry from a shell without it is refused, naming it
     again = CliRunner().invoke(
-        cli, ["run", csv, "--workdir", workdir, "--retry-failed"], env={"MAILMATRIX_SENDER": ""}
+        cli, ["run", csv, "--workdir", workdir, "--retry-failed"], env={variable: ""}
     )
     assert again.exit_code == 2
-    assert "used --sender 'Globex HR <hr@globex.example>'" in again.output.replace("\n", "")
+    assert refused_for in again.output.replace("\n", "")

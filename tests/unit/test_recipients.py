@@ -1004,3 +1004,47 @@ def test_rows_with_unusable_addresses_are_told_apart_by_what_was_typed():
     assert "attachment of row" not in first
     assert columns == "Email; Attachment_File"
     assert "alice.pdf is already the attachment of row 2" in second
+
+
+def test_once_a_file_is_contested_no_row_naming_it_is_sent():
+    # GIVEN Alice's row (rejected: unknown Status) and Bob's naming Bob's letter, then Alice's
+    # row again, "corrected", still naming it
+    text = HEADER + "alice@example.com,Alice,actve,bob.pdf\r\n"
+    text += BOB + "alice@example.com,Alice,active,bob.pdf\r\n"
+
+    report, rows = run(text)
+
+    # THEN none of the three is sent
+    assert rows == [] and report.valid == 0
+    assert [row for row, _, _ in reasons(report)] == [2, 3, 4]
+
+
+def test_the_row_passed_on_is_withdrawn_though_an_earlier_row_of_its_recipient_named_the_file():
+    # GIVEN Alice excluded, then Alice's row sent, both naming a letter, then Bob's naming it
+    text = HEADER + "alice@example.com,Alice,unsubscribed,bob.pdf\r\n"
+    text += "alice@example.com,Alice,active,bob.pdf\r\n" + BOB
+
+    report, _ = run(text)
+
+    # THEN the row that was passed on (row 3) is withdrawn, and Bob's is held back
+    assert report.withdrawn == {3} and report.valid == 0
+
+
+def test_the_same_address_typed_as_it_is_sent_or_not_is_one_recipient():
+    # GIVEN an internationalised address excluded once, then its row sent, one file for both
+    text = HEADER + "jose@bücher.example,José,unsubscribed,jose.pdf\r\n"
+    text += "jose@bücher.example,José,active,jose.pdf\r\n"
+
+    report, rows = run(text, index=index_of("jose.pdf"))
+
+    # THEN it is sent: an earlier row of the same person is no other recipient
+    assert [r["row"] for r in rows] == [3] and reasons(report) == []
+
+
+def test_recipients_are_compared_by_every_bit_of_their_hash():
+    from mailmatrix.core.recipients import _SeenTable
+
+    table = _SeenTable()
+    assert table.add(7, 2, 5) is None
+    assert table.add(7, 3, 5 + (1 << 24)) == (2, False, False)  # alike in the low 24 bits
+    assert table.add(7, 4, 5) == (2, True, False)
