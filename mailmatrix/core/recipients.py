@@ -393,7 +393,7 @@ class _Intake:
         self.emit = emit
         self.header_pending = True
         self.seen = _SeenTable()
-        self.owners = _SeenTable()  # attachment names -> the first row and recipient naming each
+        self.owners = _SeenTable()  # file names -> recipient, and its row passed on or first
         # Rows already emitted whose file a later row of another recipient named: the caller
         # drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
         self.withdrawn: dict[int, str] = {}
