@@ -38,6 +38,7 @@ from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -767,6 +768,10 @@ def _check_own_workdir(wd: Workdir, env: dict[str, str], execution_id: str) -> N
         )
 
 
+def _batches(count: int) -> str:
+    return f"{count} batch" if count == 1 else f"{count} batches"
+
+
 def campaign_of(history: list[dict[str, Any]]) -> str | None:
     """The campaign id that ValidateRecipients chose in an execution, if it got that far."""
     return validation_of(history).get("campaign", {}).get("id")
@@ -817,16 +822,13 @@ def failure_details(engine: Any, record: Any) -> list[str]:
         errors: dict[str, list[str]] = {}
         for child in engine.map_run_children(record["name"], map_run["id"]):
             if child.get("status") in ("FAILED", "TIMED_OUT", "ABORTED"):
-                try:
-                    message = json.loads(child.get("cause") or "{}").get("errorMessage", "")
-                except (json.JSONDecodeError, AttributeError):
-                    message = str(child.get("cause") or "")
+                message = str(cause_message(child.get("cause")) or "")
                 errors.setdefault(str(child.get("error")), []).append(message)
         for error, messages in sorted(errors.items(), key=lambda e: -len(e[1])):
-            lines.append(f"{error} ({len(messages)} batches): {messages[0][:300]}")
+            lines.append(f"{error} ({_batches(len(messages))}): {messages[0][:300]}")
         pending = map_run.get("pending") or 0
         if pending:
-            lines.append(f"{pending} batches were not started")
+            lines.append(f"{_batches(pending)} {'was' if pending == 1 else 'were'} not started")
     return lines
 
 

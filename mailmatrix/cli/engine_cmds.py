@@ -371,7 +371,10 @@ def resolve_execution(engine: Engine, given: str) -> str:
         return matches[0]
     if matches:
         raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
-    raise MailMatrixError(f"execution {given!r}: no such execution (see: mailmatrix executions)")
+    raise MailMatrixError(
+        f"execution {given!r}: no such execution in this workdir (see: mailmatrix executions,"
+        " with the same --workdir)"
+    )
 
 
 @click.command("show")

@@ -210,9 +210,14 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     )
     if result["status"] == "SUCCEEDED":
         if counts.get("sent", 0) == 0 and counts.get("skipped", 0):
+            earlier = (
+                f"all {counts['skipped']} valid rows were"
+                if counts["skipped"] == counts.get("valid")
+                else f"{counts['skipped']} of the {counts.get('valid', 0)} valid rows were"
+            )
             console.print(
-                f"[yellow]Nothing new sent: all {counts['skipped']} valid rows were already "
-                "sent by an earlier run (the ledger remembers).[/yellow]"
+                f"[yellow]Nothing new sent: {earlier} already sent by an earlier run (the "
+                "ledger remembers).[/yellow]"
             )
         if counts.get("skipped", 0):
             console.print(

@@ -850,3 +850,20 @@ def test_a_letter_setting_from_the_shell_is_kept_for_the_campaign(
     )
     assert again.exit_code == 2
     assert refused_for in again.output.replace("\n", "")
+
+
+def test_a_rerun_after_failures_says_how_many_of_the_valid_rows_were_sent_before(tmp_path):
+    workdir = str(tmp_path / "work")
+    csv = str(EXAMPLE / "recipients.csv")
+    # GIVEN a run where some rows failed for good
+    first = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", workdir, "--json", "--faults", "permanent=0.5,seed=3"]
+    )
+    sent = json.loads(first.stdout)["counts"]["sent"]
+    assert 0 < sent < 18
+    # WHEN the file runs again as it is THEN it does not call every valid row sent
+    code, output = _run(csv, "--workdir", workdir)
+    text = " ".join(output.split())
+    assert code == 5  # the failed rows are still failed
+    assert f"Nothing new sent: {sent} of the 18 valid rows were already sent" in text
+    assert "all" not in text.split("Nothing new sent:")[1][:5]
