@@ -21,3 +21,14 @@ def one_set_templates(tmp_path) -> Path:
     (templates / "subject.txt").write_text("Hello {{ Name }}")
     (templates / "body.txt").write_text("Dear {{ Name }}")
     return templates
+
+
+@pytest.fixture
+def campaigns_without_attachments(tmp_path) -> tuple[Path, Path]:
+    """Two CSVs and no attachments folder beside them: one without an Attachment_File column
+    (two rows), one whose row names a file."""
+    plain = tmp_path / "plain.csv"
+    plain.write_text("Email,Name\nann@example.com,Ann\nbo@example.com,Bo\n")
+    named = tmp_path / "named.csv"
+    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+    return plain, named

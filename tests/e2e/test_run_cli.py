@@ -690,14 +690,11 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
 
 
 def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
-    tmp_path, one_set_templates
+    tmp_path, one_set_templates, campaigns_without_attachments
 ):
     # GIVEN one-set templates (no manifest) and no attachments folder beside the CSVs
     templates = one_set_templates
-    plain = tmp_path / "plain.csv"
-    plain.write_text("Email,Name\nann@example.com,Ann\nbo@example.com,Bo\n")
-    named = tmp_path / "named.csv"
-    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+    plain, named = campaigns_without_attachments
     args = ["--templates", str(templates), "--sender", "hr@example.com", "--json"]
 
     # WHEN a CSV without an Attachment_File column runs THEN every row is sent

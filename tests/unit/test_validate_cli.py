@@ -252,14 +252,11 @@ def test_validate_sees_the_attachments_a_run_would_send(tmp_path):
 
 
 def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
-    tmp_path, one_set_templates
+    one_set_templates, campaigns_without_attachments
 ):
     # GIVEN one-set templates (no manifest) and no attachments folder beside the CSVs
     templates = one_set_templates
-    plain = tmp_path / "plain.csv"
-    plain.write_text("Email,Name\nann@example.com,Ann\n")
-    named = tmp_path / "named.csv"
-    named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+    plain, named = campaigns_without_attachments
 
     # WHEN each is validated
     without = invoke(plain, "--templates", templates)
