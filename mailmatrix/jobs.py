@@ -428,15 +428,6 @@ def _result_records(storage: Storage, key: str) -> Iterator[dict[str, Any]]:
             raise StorageError(f"{key}: not a Map Run result file: {reason:.200}") from None
 
 
-def _has_unfinished_batches(storage: Storage, send: dict[str, Any]) -> bool:
-    """Whether the Map Run's result manifest lists failed or pending children."""
-    details = send.get("ResultWriterDetails") or {}
-    if not details.get("Key"):
-        return False
-    files = json.loads(storage.get(details["Key"])).get("ResultFiles", {})
-    return bool(files.get("FAILED") or files.get("PENDING"))
-
-
 def summarize_job(
     storage: Storage,
     campaign: dict[str, Any],
@@ -450,10 +441,9 @@ def summarize_job(
     """Count outcomes per template, write the execution's report and summary.json beside it,
     return the summary state's result. The report is written in ``scratch`` (a folder; the
     system's temporary one by default) on its way to storage."""
-    # When a batch did not finish, the ledger tells which of its rows went out anyway.
-    settled = None
-    if ledger is not None and _has_unfinished_batches(storage, send):
-        settled = ledger.outcomes_of
+    # When a batch did not finish, the ledger tells which of its rows went out anyway (asked
+    # for those rows only, as such a batch's record is read).
+    settled = ledger.outcomes_of if ledger is not None else None
     reports = reports_prefix(campaign["id"], _execution_folder(execution))
     report = f"{reports}report.csv"
     handle, report_path = tempfile.mkstemp(prefix="mailmatrix-report-", suffix=".csv", dir=scratch)

@@ -802,7 +802,7 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
     outcomes = {}
     if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
         with _local_ledger(wd) as ledger:
-            outcomes = {o.key: o for o in ledger.outcomes(validation["campaign"]["id"])}
+            outcomes = ledger.outcomes_of(keys)
     attempts = engine.child_execution_arns(execution_id)
     return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)
 
