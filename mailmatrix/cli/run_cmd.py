@@ -148,6 +148,7 @@ def exit_code(result: dict[str, Any]) -> int:
 def print_summary(console: Console, result: dict[str, Any]) -> None:
     """Tell the operator what happened and what to do next."""
     counts = result["counts"]
+    where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
         console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
         console.print(str(result.get("cause") or ""), markup=False)
@@ -156,7 +157,6 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         return
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
-        where = f"--workdir {shlex.quote(str(result['workdir']))}"
         why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
         console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
         console.print(str(result.get("cause") or "")[:2000], markup=False)
@@ -203,7 +203,6 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
             "service had accepted it); the report marks them.[/yellow]"
         )
 
-    where = f"--workdir {shlex.quote(str(result['workdir']))}"
     execution = result["execution"]
     console.print(
         f"Execution: {execution}  (details: mailmatrix show {execution} {where})", soft_wrap=True
