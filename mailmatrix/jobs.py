@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 
 DRY_RUN_PREFIX = "incoming/dry-run/"
 # S3 user metadata of an upload (x-amz-meta-mailmatrix-retry-failed: true) asking that the
-# campaign's rows failed for good in earlier runs be sent again.
+# campaign's rows failed for good in earlier runs be sent again; -retry-unknown: those failed
+# as OutcomeUnknown (they may have arrived: the operator checked that they did not).
 RETRY_FAILED_METADATA = "mailmatrix-retry-failed"
+RETRY_UNKNOWN_METADATA = "mailmatrix-retry-unknown"
 MAX_PREVIEWS = 20
 # A manifest line: compact UTF-8 JSON (an encoder built once, not one per json.dumps call).
 _MANIFEST_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -133,18 +135,21 @@ def campaign_id_for(source: Source) -> str:
     return "c-" + digest.hexdigest()[:16]
 
 
-def retry_command(source: Source, stack: str) -> str:
-    """The command that sends the file's failed rows again: on the functions' stack, or on
-    this machine (where the run's summary prints it whole, with its --workdir)."""
+def retry_command(source: Source, stack: str, *, unknown: bool = False) -> str:
+    """The command that sends the file's failed rows again (``unknown``: those failed as
+    OutcomeUnknown): on the functions' stack, or on this machine (where the run's summary
+    prints it whole, with its --workdir)."""
+    flag = "--retry-unknown" if unknown else "--retry-failed"
     if not stack:
-        return "mailmatrix run FILE --retry-failed"
+        return f"mailmatrix run FILE {flag}"
     name = source.key.rsplit("/", 1)[-1]
     if source.key == "incoming/" + name:
-        return f"mailmatrix aws send {shlex.quote(name)} --stack {stack} --retry-failed"
+        return f"mailmatrix aws send {shlex.quote(name)} --stack {stack} {flag}"
     # `aws send` uploads to incoming/NAME: a campaign is its key, so another key is uploaded
     # again as it was
     target = shlex.quote(f"s3://{source.bucket}/{source.key}")
-    return f"aws s3 cp {shlex.quote(name)} {target} --metadata {RETRY_FAILED_METADATA}=true"
+    metadata = RETRY_UNKNOWN_METADATA if unknown else RETRY_FAILED_METADATA
+    return f"aws s3 cp {shlex.quote(name)} {target} --metadata {metadata}=true"
 
 
 def _drop_rows(path: str, rows: frozenset[int]) -> None:
@@ -169,14 +174,25 @@ def _release_failed(upload: ObjectInfo, campaign_id: str, open_ledger: Callable[
     """Release the campaign's rows that failed before ``upload`` was stored, if it asks to.
 
     Only those: EventBridge may start a second execution for one upload, and the rows that
-    fail in the first must not be sent again by the second.
+    fail in the first must not be sent again by the second. The metadata asks for the rows
+    failed as OutcomeUnknown and for the others apart (RETRY_UNKNOWN_METADATA,
+    RETRY_FAILED_METADATA).
     """
-    if upload.metadata.get(RETRY_FAILED_METADATA, "").strip().lower() != "true":
+    asked = [
+        unknown
+        for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
+        if upload.metadata.get(name, "").strip().lower() == "true"
+    ]
+    if not asked:
         return 0
     # S3 gives the time in whole seconds, cut: a second more keeps every row failed before it.
     # (The first execution of an upload fails rows several seconds after the upload at best.)
     before = None if upload.modified is None else upload.modified + 1
-    released = open_ledger().release_failed(campaign_id, failed_before=before)
+    ledger = open_ledger()
+    released = sum(
+        ledger.release_failed(campaign_id, failed_before=before, unknown=unknown)
+        for unknown in asked
+    )
     log.debug("released %d failed row(s) of %s for this run", released, campaign_id)
     return released
 
@@ -313,6 +329,7 @@ def validate_job(
         "results_prefix": f"results/{campaign_id}",
         "dry_run": dry_run,
         "retry_command": retry_command(source, settings.stack),
+        "retry_unknown_command": retry_command(source, settings.stack, unknown=True),
     }
     counts = {
         "rows": report.rows,

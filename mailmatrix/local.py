@@ -581,11 +581,14 @@ def run_campaign(
     echo: Callable[[str, Notification], None] | None = None,
     sleep: Callable[[float], None] | None = None,
     retry_failed: bool = False,
+    retry_unknown: bool = False,
 ) -> Any:
     """Upload ``csv_path`` and run the state machine on it to the end; return the record.
 
     ``retry_failed``: first give back the rows of this campaign that failed for good in
-    earlier runs (the operator fixed the cause), so this run sends them again.
+    earlier runs (the operator fixed the cause), so this run sends them again;
+    ``retry_unknown``: those failed as OutcomeUnknown (the operator checked that they did
+    not arrive).
     """
     wd = Workdir(Path(workdir))
     sender = sender_of(sender)
@@ -622,9 +625,13 @@ def run_campaign(
         halt = ledger.halted(campaign)
         if halt is not None and halt.code == STOPPED_BY_OPERATOR:
             ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
-        if retry_failed:
-            released = ledger.release_failed(campaign)
-            log.info("ledger: %d failed row(s) of %s given back for this run", released, campaign)
+        for unknown, asked in ((False, retry_failed), (True, retry_unknown)):
+            if asked:
+                released = ledger.release_failed(campaign, unknown=unknown)
+                log.info(
+                    "ledger: %d row(s) of %s failed%s given back for this run",
+                    *(released, campaign, " as OutcomeUnknown" if unknown else ""),
+                )
     try:
         stopper = _HaltOnStop(listener, wd, campaign)
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep)

@@ -134,6 +134,9 @@ class Outcome:
         return self.takeovers > 0 or self.uncertain
 
 
+# The code of a row that failed because its tries' outcome is unknown: it may have arrived.
+OUTCOME_UNKNOWN = "OutcomeUnknown"
+
 UNCERTAIN_RELEASE = "released by attempt {} after a try that may have been accepted"
 
 
@@ -225,14 +228,17 @@ class Ledger(Protocol):
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
         ...
 
-    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+    def release_failed(
+        self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> int:
         """Release the rows of ``campaign`` that failed for good (before ``failed_before``,
         epoch seconds, when given) so the next attempt claims them as new; return how many.
 
-        The operator asked for it, having fixed the cause (or checked that a row failed as
-        OutcomeUnknown did not arrive). Sent rows stay sent. A released row stays a possible
-        duplicate if it was one, but its takeovers no longer count as doubts: it gets one
-        more try.
+        ``unknown`` picks which: False, those whose failure was an answer (the operator fixed
+        the cause); True, only those failed as OUTCOME_UNKNOWN, which may have arrived (the
+        operator checked that they did not). Sent rows stay sent. A released row stays a
+        possible duplicate if it was one, but its takeovers no longer count as doubts: it gets
+        one more try.
         """
         ...
 

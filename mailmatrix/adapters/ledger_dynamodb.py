@@ -22,6 +22,7 @@ from mailmatrix.adapters import _aws
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
     Claim,
     Halt,
@@ -297,9 +298,12 @@ class DynamoDbLedger:
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
 
-    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+    def release_failed(
+        self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> int:
         """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
-        epoch seconds, when given), so the next attempt sends them; return how many.
+        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others (see the
+        Ledger port), so the next attempt sends them; return how many.
 
         The by_campaign index finds them (a query, not a scan); each is released by a write
         conditional on the entry being as the index showed it, so a row that changed meanwhile
@@ -307,8 +311,12 @@ class DynamoDbLedger:
         row that failed a moment ago may not be seen yet. The doubt of a released row stays
         (see _release).
         """
-        condition = "#s = :failed"
-        values: dict[str, Any] = {":c": {"S": campaign}, ":failed": {"S": "failed"}}
+        condition = "#s = :failed AND " + ("#code = :unknown" if unknown else "#code <> :unknown")
+        values: dict[str, Any] = {
+            ":c": {"S": campaign},
+            ":failed": {"S": "failed"},
+            ":unknown": {"S": OUTCOME_UNKNOWN},
+        }
         if failed_before is not None:
             condition += " AND #u < :before"
             values[":before"] = {"N": repr(float(failed_before))}

@@ -26,6 +26,7 @@ from typing import TypeVar
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
     Claim,
     Halt,
@@ -348,18 +349,21 @@ class SqliteLedger:
             )
         )
 
-    def release_failed(self, campaign: str, *, failed_before: float | None = None) -> int:
+    def release_failed(
+        self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> int:
         """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
-        epoch seconds, when given), so a run sends them again (the operator fixed the cause);
-        return how many. A row's takeovers become its possible-duplicate mark: counted as
-        doubts they would fail it again before it is sent."""
+        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others (see the
+        Ledger port), so a run sends them again; return how many. A row's takeovers become its
+        possible-duplicate mark: counted as doubts they would fail it again before it is sent."""
         before = float("inf") if failed_before is None else failed_before
         with self._transaction(f"release_failed {campaign}") as db:
             cursor = db.execute(
                 "UPDATE sends SET state = 'released', uncertain = MAX(uncertain, takeovers > 0),"
                 " takeovers = 0, updated_at = ?"
-                " WHERE campaign = ? AND state = 'failed' AND updated_at < ?",
-                (self._clock(), campaign, before),
+                " WHERE campaign = ? AND state = 'failed' AND updated_at < ?"
+                " AND (code IS ?) = ?",
+                (self._clock(), campaign, before, OUTCOME_UNKNOWN, int(unknown)),
             )
             return cursor.rowcount
 

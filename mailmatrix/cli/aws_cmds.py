@@ -5,7 +5,8 @@ The stack's outputs (CloudFormation DescribeStacks) name the bucket and the stat
 execution that the EventBridge rule starts for that object, follows it with a progress bar fed
 by DescribeMapRun, and ends with the console link and the summary. With --retry-failed the
 upload carries the S3 metadata mailmatrix-retry-failed=true: ValidateRecipients then releases
-the campaign's rows that failed for good in earlier runs, before anything is sent.
+the campaign's rows that failed for good in earlier runs, before anything is sent; with
+--retry-unknown, mailmatrix-retry-unknown=true, those failed as OutcomeUnknown.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailmatrix.cli import exits
-from mailmatrix.jobs import RETRY_FAILED_METADATA
+from mailmatrix.jobs import RETRY_FAILED_METADATA, RETRY_UNKNOWN_METADATA
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 POLL_SECONDS = 2.0
@@ -220,7 +221,14 @@ def aws() -> None:
     "--retry-failed",
     is_flag=True,
     help="Send again the rows of this file that failed for good in earlier runs (after "
-    "fixing the cause). Rows already sent are still skipped.",
+    "fixing the cause), except those failed as OutcomeUnknown. Rows already sent are still "
+    "skipped.",
+)
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
+    "arrived: check first, and take those that did out of the file).",
 )
 @click.option("--no-follow", is_flag=True, help="Return once the execution has started.")
 @click.option("--wait-start", default=120.0, show_default=True, help="Seconds to wait for it.")
@@ -230,14 +238,24 @@ def send(
     region: str | None,
     dry_run: bool,
     retry_failed: bool,
+    retry_unknown: bool,
     no_follow: bool,
     wait_start: float,
 ) -> None:
     """Upload CSV_FILE to the stack's bucket and follow the campaign it starts."""
     if csv_file.suffix.lower() != ".csv":
         raise click.BadParameter("the upload rule starts only on *.csv files", param_hint="FILE")
-    if dry_run and retry_failed:
-        raise click.UsageError("--retry-failed sends rows: a --dry-run sends none")
+    for flag, given in (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown)):
+        if dry_run and given:
+            raise click.UsageError(f"{flag} sends rows: a --dry-run sends none")
+    metadata = {
+        name: "true"
+        for name, given in (
+            (RETRY_FAILED_METADATA, retry_failed),
+            (RETRY_UNKNOWN_METADATA, retry_unknown),
+        )
+        if given
+    }
     console = make_console()
     stack = Stack.describe(stack_name, region)
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
@@ -249,7 +267,7 @@ def send(
             Key=key,
             Body=csv_file.read_bytes(),
             ContentType="text/csv",
-            Metadata={RETRY_FAILED_METADATA: "true"} if retry_failed else {},
+            Metadata=metadata,
         )
         console.print(f"uploaded s3://{stack.bucket}/{key}")
         arn = find_execution(

@@ -232,18 +232,31 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"Report:  {result['report']}", soft_wrap=True)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True)
-        if counts.get("failed"):
+        unknown = counts.get("unknown", 0)
+        if counts.get("failed", 0) > unknown:
             console.print(
-                f"[yellow]{counts['failed']} row(s) failed: the report gives each reason. Once"
-                " the cause is fixed, send them with:[/yellow]"
+                f"[yellow]{counts['failed'] - unknown} row(s) failed: the report gives each"
+                " reason. Once the cause is fixed, send them with:[/yellow]"
             )
             console.print(
                 result.get("retry_command") or "mailmatrix run FILE --retry-failed",
                 markup=False,
                 soft_wrap=True,
             )
-            if result.get("retry_note"):
-                console.print(f"({result['retry_note']})", markup=False)
+        if unknown:
+            console.print(
+                f"[yellow]{unknown} row(s) failed as OutcomeUnknown: the mail server may have"
+                " taken them without answering, so they are not sent again with the other"
+                " failures. Check whether they arrived; take those that did out of the file,"
+                " then send the rest with:[/yellow]"
+            )
+            console.print(
+                result.get("retry_unknown_command") or "mailmatrix run FILE --retry-unknown",
+                markup=False,
+                soft_wrap=True,
+            )
+        if counts.get("failed") and result.get("retry_note"):
+            console.print(f"({result['retry_note']})", markup=False)
         return
     if result["status"] == "ABORTED":
         console.print(
@@ -356,7 +369,14 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
     "--retry-failed",
     is_flag=True,
     help="Send again the rows of this file that failed for good in earlier runs (after "
-    "fixing the cause, e.g. the mail server). Rows already sent are still skipped.",
+    "fixing the cause, e.g. the mail server), except those failed as OutcomeUnknown. Rows "
+    "already sent are still skipped.",
+)
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
+    "arrived: check first, and take those that did out of the file).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def run(
@@ -371,6 +391,7 @@ def run(
     concurrency: int | None,
     batch_size: int | None,
     retry_failed: bool,
+    retry_unknown: bool,
     as_json: bool,
 ) -> None:
     """Validate CSV_FILE and send one email per valid row, on this machine."""
@@ -408,6 +429,7 @@ def run(
             batch_size=batch_size,
             listener=listener,
             retry_failed=retry_failed,
+            retry_unknown=retry_unknown,
         )
     except MailMatrixError as error:
         if progress is not None:
@@ -445,10 +467,11 @@ def run(
         # No option carries it: the command sets it for itself, as the shell did for the run.
         unsubscribe = unsubscribe_of()
         shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
-        result["retry_command"] = (
-            f"{shell}mailmatrix run {shlex.quote(named)} --retry-failed"
-            f" --workdir {shlex.quote(str(workdir))}{flags}"
-        )
+        for key, flag in (("retry_command", "failed"), ("retry_unknown_command", "unknown")):
+            result[key] = (
+                f"{shell}mailmatrix run {shlex.quote(named)} --retry-{flag}"
+                f" --workdir {shlex.quote(str(workdir))}{flags}"
+            )
         if smtp_url and _redact(smtp_url) != smtp_url:
             result["retry_note"] = (
                 "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "

@@ -11,6 +11,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from mailmatrix.ports import OUTCOME_UNKNOWN
+
 log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
@@ -83,7 +85,8 @@ class Summary:
 
     def hint(self) -> str | None:
         """Name the likely cause when failures share one, e.g. an SES sandbox account, and
-        how to send the failed rows again where the campaign ran (its ``retry_command``)."""
+        how to send the failed rows again where the campaign ran (its ``retry_command``; the
+        rows failed as OutcomeUnknown apart, see unknown_hint)."""
         if not self.counts.get("failed"):
             return None
         again = f"send them again with: {retry_command(self.campaign)}"
@@ -97,10 +100,14 @@ class Summary:
                 "Some rows were not attempted (see the report). Fix the cause, then redrive the "
                 "execution: rows already sent are skipped."
             )
-        return (
+        unknown = unknown_hint(self.counts, self.campaign)
+        if self.counts.get("unknown", 0) == self.counts["failed"]:
+            return unknown
+        answered = (
             "Failed rows are listed in the per-row report with the service's reason. Once the "
             f"cause is fixed, {again}"
         )
+        return answered if unknown is None else f"{answered}\n{unknown}"
 
     def report_csv(self) -> bytes:
         """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
@@ -121,10 +128,28 @@ class Summary:
         }
 
 
-def retry_command(campaign: Mapping[str, Any]) -> str:
-    """The command that sends the campaign's failed rows again where it ran (set by
-    validation; a campaign validated before it was is taken for a local one)."""
+def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
+    """The command that sends the campaign's failed rows again where it ran (``unknown``:
+    those failed as OutcomeUnknown), as validation set it; a campaign validated before it
+    did is taken for a local one."""
+    if unknown:
+        return str(campaign.get("retry_unknown_command") or "mailmatrix run FILE --retry-unknown")
     return str(campaign.get("retry_command") or "mailmatrix run FILE --retry-failed")
+
+
+def unknown_hint(counts: Mapping[str, int], campaign: Mapping[str, Any]) -> str | None:
+    """What to do about the rows failed as OutcomeUnknown, if any: they may have arrived, so
+    no retry of failed rows sends them; the operator checks, then asks for them apart."""
+    unknown = counts.get("unknown", 0)
+    if not unknown:
+        return None
+    return (
+        f"{unknown} row(s) failed as {OUTCOME_UNKNOWN}: the mail service may have taken them"
+        " without answering, so they are not sent again with the other failures. Check"
+        " whether they arrived (ask the recipients, or look in the service's logs); take the"
+        " rows that did out of the file, then send the rest with:"
+        f" {retry_command(campaign, unknown=True)}"
+    )
 
 
 def report_writer(out: TextIO) -> Any:
@@ -164,7 +189,7 @@ def summarize_results(
     outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
-    possible_duplicates = 0
+    possible_duplicates = unknown = 0
     all_not_verified = True
     for row in _rows_of(children, settled):
         status = row["status"]
@@ -174,6 +199,7 @@ def summarize_results(
         possible_duplicates += bool(row.get("takeover"))
         if status == "failed" and "not verified" not in (row.get("reason") or ""):
             all_not_verified = False
+        unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
         if report is None:
             kept.append(row)
         else:
@@ -187,6 +213,7 @@ def summarize_results(
         "sent": outcomes.get("sent", 0),
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
+        "unknown": unknown,
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
         "possible_duplicates": possible_duplicates,
     }

@@ -41,7 +41,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import Claim, Ledger, Mailer
+from mailmatrix.ports import OUTCOME_UNKNOWN, Claim, Ledger, Mailer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class RetryPolicy:
     ``unknown_tries`` times in all with an unknown outcome (a timeout, a connection lost while
     the message was handed over, an earlier attempt that died sending it): a server that takes
     messages but never answers would otherwise get one copy per try and per retry of the
-    batch; after that the row fails as OutcomeUnknown (``--retry-failed`` sends it again).
+    batch; after that the row fails as OutcomeUnknown (``--retry-unknown`` sends it again).
     ``claim_lease_s`` bounds how long a claim keeps other attempts off a row (the
     invocation's deadline, when known, bounds it too: a Lambda past its deadline is dead). A
     campaign halt stops batches for ``halt_hold_s`` after it was recorded; later batches (a
@@ -274,7 +274,7 @@ def _not_sent_again(why: str, campaign: Mapping[str, Any]) -> str:
     a person does about it, with the command for where the campaign runs."""
     return (
         f"{why}; not sent again: check whether the recipient got it; if not, send it again"
-        f" with: {retry_command(campaign)}"
+        f" with: {retry_command(campaign, unknown=True)}"
     )
 
 
@@ -489,7 +489,7 @@ class _Batch:
             return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
-            self.fail(item, "OutcomeUnknown", _not_sent_again(why, self.campaign), uncertain=True)
+            self.fail(item, OUTCOME_UNKNOWN, _not_sent_again(why, self.campaign), uncertain=True)
             return
 
         try:
@@ -532,7 +532,7 @@ class _Batch:
             message_id, uncertain = self.deliver(item, raw, destinations, doubts=claim.doubts)
         except _Unknown as unknown:
             reason = _not_sent_again(unknown.why, self.campaign)
-            self.fail(item, "OutcomeUnknown", reason, uncertain=True)
+            self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True)
             return
         except _Defer as defer:
             self.result.rows.append(

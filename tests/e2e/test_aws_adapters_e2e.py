@@ -336,3 +336,41 @@ def test_failed_rows_are_sent_again_only_by_an_upload_that_asks_for_it(account):
     assert (counts["sent"], counts["skipped"], counts["failed"]) == (failed, 18 - failed, 0)
     recipients = Counter(tuple(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages)
     assert len(recipients) == 18 and set(recipients.values()) == {1}
+
+
+def test_rows_failed_as_outcome_unknown_are_sent_again_only_when_the_upload_asks_for_them(
+    account,
+):
+    from moto.ses.models import ses_backends
+
+    def delivered() -> Counter:
+        return Counter(tuple(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages)
+
+    # GIVEN a campaign whose mail service took some rows without answering (timeout drill:
+    # after two such tries a row fails as OutcomeUnknown) and refused others for good
+    faults = {"MAILMATRIX_FAULTS": "permanent=0.25,timeout=0.2,seed=2"}
+    first = outcome(run_on_engine(account, "incoming/offers.csv", settings=faults))
+    failed, unknown = first["counts"]["failed"], first["counts"]["unknown"]
+    assert 0 < unknown < failed
+    # AND the summary gives the command for them apart
+    (summary,) = received(account, "SummaryTopic")
+    assert "mailmatrix aws send offers.csv --stack mailmatrix --retry-unknown" in summary["Message"]
+    before = delivered()
+
+    # WHEN it is uploaded with the retry-failed metadata THEN the rows refused go out, and
+    # those failed as OutcomeUnknown stay failed
+    retried = outcome(
+        run_on_engine(account, "incoming/offers.csv", metadata={"mailmatrix-retry-failed": "true"})
+    )
+    assert (retried["counts"]["sent"], retried["counts"]["failed"]) == (failed - unknown, unknown)
+    after_retry = delivered()
+    assert not set(after_retry - before) & set(before)
+
+    # WHEN it is uploaded with the retry-unknown metadata THEN exactly those go out, once more
+    last = outcome(
+        run_on_engine(account, "incoming/offers.csv", metadata={"mailmatrix-retry-unknown": "true"})
+    )
+    assert (last["counts"]["sent"], last["counts"]["failed"]) == (unknown, 0)
+    last_new = delivered() - after_retry
+    assert len(last_new) == unknown and set(last_new.values()) == {1}
+    assert set(last_new) <= set(before)

@@ -240,13 +240,61 @@ def test_rows_failed_for_good_exit_5_and_are_sent_again_only_with_retry_failed(t
         counts["sent"],
         0,
     )
-    recipients = collections.Counter(
+    recipients = _outbox_recipients(workdir)
+    assert len(recipients) == 18 and set(recipients.values()) == {1}
+
+
+def test_rows_failed_as_outcome_unknown_are_sent_again_only_with_retry_unknown(tmp_path):
+    workdir = tmp_path / "work"
+    csv = str(EXAMPLE / "recipients.csv")
+    # GIVEN a run where the service refuses some messages for good and takes others without
+    # answering (the timeout drill: each such try lands in the outbox; after two the row
+    # fails as OutcomeUnknown)
+    faults = "permanent=0.25,timeout=0.2,seed=2"
+    first = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", str(workdir), "--json", "--faults", faults]
+    )
+    result = json.loads(first.stdout)
+    failed, unknown = result["counts"]["failed"], result["counts"]["unknown"]
+    assert 0 < unknown < failed
+    assert result["retry_unknown_command"].startswith(f"mailmatrix run {csv} --retry-unknown")
+    before = _outbox_recipients(workdir)
+    assert len(before) == 18 - failed + unknown  # the unknown rows' tries were taken
+
+    # WHEN it runs with --retry-failed THEN only the rows refused for good go out, and the
+    # summary gives the command for the others, which may have arrived
+    retried = CliRunner().invoke(cli, ["run", csv, "--workdir", str(workdir), "--retry-failed"])
+    assert retried.exit_code == 5
+    output = retried.output.replace("\n", "")
+    assert f"{unknown} row(s) failed as OutcomeUnknown" in output
+    assert f"mailmatrix run {csv} --retry-unknown --workdir {workdir}" in output
+    assert "--retry-failed" not in output
+    after_retry = _outbox_recipients(workdir)
+    assert set(after_retry - before) == set(after_retry) - set(before)  # only new people
+    assert len(after_retry - before) == failed - unknown
+    assert set(after_retry.values()) == {1} | set(before.values())
+
+    # WHEN it runs with --retry-unknown THEN exactly those go out, once more each
+    last = CliRunner().invoke(
+        cli, ["run", csv, "--workdir", str(workdir), "--json", "--retry-unknown"]
+    )
+    assert last.exit_code == 0
+    counts = json.loads(last.stdout)["counts"]
+    assert (counts["sent"], counts["failed"]) == (unknown, 0)
+    last_new = _outbox_recipients(workdir) - after_retry
+    assert len(last_new) == unknown and set(last_new.values()) == {1}
+    assert set(last_new) <= set(before)  # the ones whose tries had been taken
+    assert len(after_retry + last_new) == 18
+
+
+def _outbox_recipients(workdir):
+    """How many messages each recipient has in the workdir's outbox."""
+    return collections.Counter(
         email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["To"]
         .addresses[0]
         .addr_spec
         for path in (workdir / "outbox" / "new").iterdir()
     )
-    assert len(recipients) == 18 and set(recipients.values()) == {1}
 
 
 def test_executions_name_the_file_each_run_was_for(tmp_path):

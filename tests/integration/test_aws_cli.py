@@ -121,8 +121,16 @@ def uploaded_metadata(stack: dict[str, str], key: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("options", "metadata"),
-    [([], {}), (["--retry-failed"], {"mailmatrix-retry-failed": "true"})],
-    ids=["plain", "retry-failed"],
+    [
+        ([], {}),
+        (["--retry-failed"], {"mailmatrix-retry-failed": "true"}),
+        (["--retry-unknown"], {"mailmatrix-retry-unknown": "true"}),
+        (
+            ["--retry-failed", "--retry-unknown"],
+            {"mailmatrix-retry-failed": "true", "mailmatrix-retry-unknown": "true"},
+        ),
+    ],
+    ids=["plain", "retry-failed", "retry-unknown", "both"],
 )
 def test_retry_failed_travels_with_the_upload_as_metadata(
     stack, tmp_path, monkeypatch, options, metadata

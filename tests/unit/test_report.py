@@ -62,6 +62,7 @@ def test_counts_per_outcome_and_template():
         "sent": 1,
         "skipped": 1,
         "failed": 3,
+        "unknown": 0,
         "unsent": 0,
         "possible_duplicates": 0,
     }
@@ -214,3 +215,38 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
         "unsent": 3,
         "possible_duplicates": 1,
     }
+
+
+ON_AWS_UNKNOWN = "mailmatrix aws send offers.csv --stack mm --retry-unknown"
+
+
+@pytest.mark.parametrize(
+    ("codes", "retried"),
+    [
+        (["OutcomeUnknown"], [ON_AWS_UNKNOWN]),
+        (["MessageRejected", "OutcomeUnknown"], [ON_AWS, ON_AWS_UNKNOWN]),
+    ],
+    ids=["unknown-only", "both"],
+)
+def test_rows_failed_as_outcome_unknown_are_counted_and_retried_apart(codes, retried):
+    # GIVEN a campaign on a stack whose failed rows include one failed as OutcomeUnknown
+    campaign = {**CAMPAIGN, "retry_command": ON_AWS, "retry_unknown_command": ON_AWS_UNKNOWN}
+    output = {
+        "rows": [
+            {"row": row, "status": "failed", "code": code, "reason": "why"}
+            for row, code in enumerate(codes, start=2)
+        ]
+    }
+    child = _child("SUCCEEDED", [_item(r, "offer") for r in range(2, 2 + len(codes))], output)
+
+    # WHEN summarized
+    summary = summarize_results(campaign, VALIDATION, [child])
+
+    # THEN it is counted apart from the other failures
+    assert (summary.counts["failed"], summary.counts["unknown"]) == (len(codes), 1)
+    # AND the notice gives the command for it apart, after saying to check first, and the
+    # other failures' command only when there are others
+    notice = summary.message(execution="e", report_key="k")
+    commands = [line.rsplit(": ", 1)[1] for line in notice.splitlines() if "mailmatrix aws" in line]
+    assert commands == retried
+    assert "Check whether they arrived" in notice

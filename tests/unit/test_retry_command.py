@@ -34,3 +34,21 @@ def test_the_retry_command_names_where_the_campaign_runs(key, stack, command):
     # GIVEN an upload under ``key`` on ``stack`` (none: this machine) WHEN asked THEN
     # the command sends the same campaign again: `aws send` uploads to incoming/NAME only
     assert retry_command(Source("b", key, "e"), stack) == command
+
+
+@pytest.mark.parametrize(
+    ("key", "stack", "command"),
+    [
+        ("incoming/offers.csv", "", "mailmatrix run FILE --retry-unknown"),
+        ("incoming/offers.csv", "mm", "mailmatrix aws send offers.csv --stack mm --retry-unknown"),
+        (
+            "incoming/hr/offers.csv",
+            "mm",
+            "aws s3 cp offers.csv s3://b/incoming/hr/offers.csv"
+            " --metadata mailmatrix-retry-unknown=true",
+        ),
+    ],
+    ids=["local", "stack", "other-key"],
+)
+def test_the_command_for_rows_failed_as_outcome_unknown_asks_for_them(key, stack, command):
+    assert retry_command(Source("b", key, "e"), stack, unknown=True) == command

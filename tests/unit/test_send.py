@@ -226,7 +226,7 @@ def test_a_row_whose_tries_may_all_have_been_taken_fails_instead_of_being_sent_a
     assert result.rows[1]["code"] == "OutcomeUnknown"
     assert result.rows[1]["reason"].endswith(
         "check whether the recipient got it; if not, send it again with:"
-        " mailmatrix run FILE --retry-failed"
+        " mailmatrix run FILE --retry-unknown"
     )
     assert sum(1 for call in ses.calls if person in call.destinations) == 2
     # AND a retry of the batch does not send it again: it failed for good, in doubt
@@ -275,15 +275,20 @@ def test_a_row_failed_in_doubt_is_sent_once_more_after_release_failed(ledger, cl
     for attempt in ("child-1", "child-2"):
         ledger.claim(key, campaign=CID, row=2, attempt=attempt, lease_until=clock.now + 1)
         clock.sleep(2)
-    on_aws = kit.campaign(retry_command="mailmatrix aws send offers.csv --stack mm --retry-failed")
-    failed = run(items(1), FakeSes(clock=clock), ledger, clock, attempt="child-3", campaign=on_aws)
-    # AND its reason gives the stack's command
-    assert failed.rows[0]["reason"].endswith(
-        "if not, send it again with: mailmatrix aws send offers.csv --stack mm --retry-failed"
+    on_aws = kit.campaign(
+        retry_command="mailmatrix aws send offers.csv --stack mm --retry-failed",
+        retry_unknown_command="mailmatrix aws send offers.csv --stack mm --retry-unknown",
     )
+    failed = run(items(1), FakeSes(clock=clock), ledger, clock, attempt="child-3", campaign=on_aws)
+    # AND its reason gives the stack's command for rows failed as OutcomeUnknown
+    assert failed.rows[0]["reason"].endswith(
+        "if not, send it again with: mailmatrix aws send offers.csv --stack mm --retry-unknown"
+    )
+    # AND releasing the campaign's other failed rows leaves it failed
+    assert ledger.release_failed(CID) == 0
 
-    # WHEN the operator releases the campaign's failed rows and the next run comes to it
-    assert ledger.release_failed(CID) == 1
+    # WHEN the operator releases the rows failed as OutcomeUnknown and the next run comes to it
+    assert ledger.release_failed(CID, unknown=True) == 1
     ses = FakeSes(clock=clock)
     result = run(items(1), ses, ledger, clock, attempt="run-2", campaign=on_aws)
 
