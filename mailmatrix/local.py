@@ -539,8 +539,15 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
 
 
 def prepare(workdir: Workdir, env: dict[str, str]) -> None:
-    """Create the workdir and record the settings the handlers will run with."""
-    for folder in (workdir.root, workdir.bucket, workdir.outbox):
+    """Create the workdir and record the settings the handlers will run with.
+
+    A workdir made here is open to its owner only: its files (outbox, reports, ledger,
+    histories) hold the recipients' names, addresses and letters. One that exists is left as
+    its owner made it.
+    """
+    workdir.root.parent.mkdir(parents=True, exist_ok=True)
+    workdir.root.mkdir(mode=0o700, exist_ok=True)
+    for folder in (workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
     workdir.scratch.mkdir(mode=0o700, exist_ok=True)
     workdir.scratch.chmod(0o700)  # one made before by hand may be open to others

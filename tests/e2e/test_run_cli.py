@@ -809,6 +809,22 @@ def test_a_local_run_keeps_its_files_on_the_way_in_its_workdir(tmp_path, monkeyp
     assert (workdir / "tmp").stat().st_mode & 0o777 == 0o700
 
 
+def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path):
+    # GIVEN a workdir that does not exist yet, and one its owner made open to others
+    made, existing = tmp_path / "new" / "work", tmp_path / "shared"
+    existing.mkdir()
+    existing.chmod(0o755)
+
+    # WHEN the campaign runs into each
+    for workdir in (made, existing):
+        assert run_campaign(EXAMPLE / "recipients.csv", workdir=workdir)["status"] == "SUCCEEDED"
+
+    # THEN the one it made (outbox, reports, ledger: names and addresses) is private
+    assert made.stat().st_mode & 0o777 == 0o700
+    # AND the other is left as its owner made it
+    assert existing.stat().st_mode & 0o777 == 0o755
+
+
 def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
     # GIVEN the example campaign where row 3 names row 2's letter (a copied cell)
     lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines(keepends=True)
