@@ -18,6 +18,7 @@ from rich.table import Table
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.cli.options import check_sender
 from mailmatrix.core.report import progress_counts
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
@@ -326,7 +327,7 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 )
 @click.option(
     "--sender",
-    callback=lambda ctx, param, value: _check_sender(value),
+    callback=check_sender,
     help="From address, e.g. 'Talent <talent@example.com>'.",
 )
 @click.option(
@@ -511,18 +512,6 @@ def _check_smtp(value: str | None) -> str | None:
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "
                 "the real one, or leave it out (smtp://USER@HOST) and set MAILMATRIX_SMTP_PASSWORD"
             )
-    return value
-
-
-def _check_sender(value: str | None) -> str | None:
-    """Refuse a From value that is not one address before anything runs."""
-    if value:
-        from mailmatrix.core.message import parse_address
-
-        try:
-            parse_address(value, where="sender")
-        except MailMatrixError as error:
-            raise click.BadParameter(error.message.removeprefix("message: ")) from None
     return value
 
 

@@ -54,6 +54,7 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
     ("option", "value", "message"),
     [
         ("--sender", "not an address", "not an email address"),
+        ("--sender", "Acme <talent@mail.test>", "'talent@mail.test': invalid address domain"),
         ("--faults", "explode=1", "expected NAME=VALUE"),
         ("--send-rate", "-1", "-1"),
     ],
@@ -64,6 +65,23 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, 
     assert code == 2
     assert message in output
     assert not (tmp_path / "executions").exists()
+
+
+def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_path):
+    # GIVEN templates whose manifest signs from a reserved domain (.test), no --sender
+    templates = _own_letters(tmp_path)
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("talent@example.com>", "talent@acme.test>"))
+
+    code, output = _run(
+        str(EXAMPLE / "recipients.csv"), "--templates", str(templates), "--workdir", str(tmp_path)
+    )
+
+    # THEN nothing is sent, for the reason a recipient there would be rejected
+    assert code == 3
+    assert "Nothing was sent: ConfigurationError" in output
+    assert "sender: 'talent@acme.test': invalid address domain: " in output.replace("\n", " ")
+    assert _recipients(tmp_path / "outbox") == {}
 
 
 def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
