@@ -593,6 +593,28 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     assert "NothingToSend (Fail) NOT RUN" in shown.output
 
 
+def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_path):
+    workdir = str(tmp_path / "work")
+    # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
+    args = ["--faults", "quota-after=3", "--batch-size", "2", "--json"]
+    result = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, *args]
+    )
+    assert result.exit_code == 1
+    execution = json.loads(result.stdout)["execution"]
+
+    # WHEN the execution is shown
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", workdir], env=WIDE).output
+
+    # THEN beside the Map's own error it gives the batches' error and cause, counted once
+    failed = int(shown.split("Map Run FAILED: ")[1].split("failed ")[1].split(",")[0])
+    halted = [line for line in shown.splitlines() if "AccountSendingHalted" in line]
+    batches = "1 batch" if failed == 1 else f"{failed} batches"
+    assert len(halted) == 1
+    assert halted[0].startswith(f"  AccountSendingHalted ({batches}): send_batch: ")
+    assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
+
+
 def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
     workdir = tmp_path / "work"
     # GIVEN a run of the file stopped after its first batch
