@@ -21,7 +21,7 @@ from rich.tree import Tree
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import MailMatrixError
 
 
@@ -285,7 +285,7 @@ def render_execution(
         f" redrives={record.get('redriveCount', 0)}"
     )
     if record.get("error"):
-        cause = escape(str(cause_message(record.get("cause", "")))[:300])
+        cause = escape(str(cause_message(record.get("cause", "")))[:SHOWN_CAUSE_CHARS])
         title += f"\n[red]{escape(record['error'])}[/]: {cause}"
     for line in failures or []:
         title += f"\n  {escape(line)}"

@@ -20,7 +20,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
 from mailmatrix.core.report import progress_counts
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -160,7 +160,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
         why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
         console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
-        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
         console.print(
             "Once the cause is fixed, run the file again (other settings may be given), or "
             "resume this execution with its settings:",
@@ -253,7 +253,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         )
     else:
         console.print(f"[red]The run failed: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
     console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)

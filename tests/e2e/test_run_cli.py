@@ -615,6 +615,25 @@ def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_pat
     assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
 
 
+def test_a_run_during_a_quota_halt_says_whole_why_and_when_to_come_back(tmp_path):
+    workdir = str(tmp_path / "work")
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    # GIVEN a run halted by the account's daily quota (a drill)
+    halted = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
+    assert halted.exit_code == 1
+
+    # WHEN the file runs again within the halt's hold
+    again = CliRunner().invoke(cli, run)
+
+    # THEN its batches say the whole halt: which batch halted (by its ARN), why, and when
+    # to redrive, to the end of the sentence
+    assert again.exit_code == 1
+    (details,) = json.loads(again.stdout)["failure_details"]
+    assert " halted by attempt arn:aws:states:" in details
+    assert ": quota-after=3: Daily message quota exceeded. (batches stop for 60 s" in details
+    assert details.endswith(" or later, once the cause is fixed)")
+
+
 def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
     workdir = tmp_path / "work"
     # GIVEN a run of the file stopped after its first batch
