@@ -25,17 +25,15 @@ from urllib.parse import unquote_plus
 import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
-from mailmatrix.core.message import parse_address
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
-from mailmatrix.core.send import compose, idempotency_key, send_batch
+from mailmatrix.core.send import compose, idempotency_key, send_batch, sender_problem
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
     InputFileError,
-    MailMatrixError,
     StorageError,
     TemplateError,
 )
@@ -239,10 +237,9 @@ def validate_job(
             "sender: no From address: set MAILMATRIX_SENDER (mailmatrix run --sender) "
             "or 'sender' in the templates manifest"
         )
-    try:
-        parse_address(sender, where="sender")
-    except MailMatrixError as error:
-        raise ConfigurationError(f"sender: {error.message}") from None
+    problem = sender_problem(sender)
+    if problem:
+        raise ConfigurationError(problem)
     attachments = AttachmentIndex.from_listing(
         storage.list(settings.attachments_prefix), prefix=settings.attachments_prefix
     )

@@ -38,7 +38,7 @@ from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -839,7 +839,7 @@ def failure_details(engine: Any, record: Any) -> list[str]:
                 message = str(cause_message(child.get("cause")) or "")
                 errors.setdefault(str(child.get("error")), []).append(message)
         for error, messages in sorted(errors.items(), key=lambda e: -len(e[1])):
-            lines.append(f"{error} ({_batches(len(messages))}): {messages[0][:300]}")
+            lines.append(f"{error} ({_batches(len(messages))}): {messages[0][:SHOWN_CAUSE_CHARS]}")
         pending = map_run.get("pending") or 0
         if pending:
             lines.append(f"{_batches(pending)} {'was' if pending == 1 else 'were'} not started")

@@ -21,7 +21,7 @@ from rich.tree import Tree
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import MailMatrixError
 
 
@@ -271,10 +271,11 @@ def render_execution(
     *,
     report: pathlib.Path | None = None,
     progress: dict[str, int] | None = None,
+    failures: list[str] | None = None,
 ) -> Tree:
     """The graph of states as a rich Tree with status, timing, retries and Map Run counts
     (and where the execution's ``report`` is, when it wrote one; ``progress``: see
-    result_label)."""
+    result_label; ``failures``: why its Map Runs failed, see local.failure_details)."""
     machine = json.loads(record["definition"])
     summaries = state_summaries(history)
     status = record["status"]
@@ -284,8 +285,10 @@ def render_execution(
         f" redrives={record.get('redriveCount', 0)}"
     )
     if record.get("error"):
-        cause = escape(str(cause_message(record.get("cause", "")))[:300])
+        cause = escape(str(cause_message(record.get("cause", "")))[:SHOWN_CAUSE_CHARS])
         title += f"\n[red]{escape(record['error'])}[/]: {cause}"
+    for line in failures or []:
+        title += f"\n  {escape(line)}"
     result = result_label(record.get("output"), progress, status)
     if result != "-":
         title += f"\nresult: {result}"
@@ -390,7 +393,12 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     except MailMatrixError as exc:
         raise NotRunnable(str(exc)) from exc
     report, progress = _report_file(workdir, record), execution_progress(workdir, record)
-    Console().print(render_execution(record, history, report=report, progress=progress))
+    from mailmatrix.local import failure_details
+
+    failures = failure_details(engine, record)
+    Console().print(
+        render_execution(record, history, report=report, progress=progress, failures=failures)
+    )
 
 
 def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from mailmatrix.cli import exits
+from mailmatrix.cli.options import check_sender
 from mailmatrix.cli.validate_cmd import (
     ATTACHMENTS_PREFIX,
     bundled_templates,
@@ -21,7 +22,7 @@ from mailmatrix.cli.validate_cmd import (
 )
 from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
-from mailmatrix.core.send import compose
+from mailmatrix.core.send import compose, sender_problem
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -57,7 +58,11 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID"
     show_default=True,
     help="Where N.eml and N.html are written.",
 )
-@click.option("--sender", help="From header (default: MAILMATRIX_SENDER, then the manifest).")
+@click.option(
+    "--sender",
+    callback=check_sender,
+    help="From header (default: MAILMATRIX_SENDER, then the manifest).",
+)
 @click.option(
     "--unsubscribe", help="mailto: or https: URI for List-Unsubscribe (MAILMATRIX_UNSUBSCRIBE)."
 )
@@ -93,6 +98,9 @@ def preview_command(
             "the templates manifest",
             exits.USAGE,
         )
+    problem = sender_problem(sender)
+    if problem:  # from MAILMATRIX_SENDER or the manifest: as `run` refuses it
+        _fail(problem, exits.INPUT_UNUSABLE)
     unsubscribe = unsubscribe or os.environ.get("MAILMATRIX_UNSUBSCRIBE") or None
     attachments = folder_storage(attachments_dir, ATTACHMENTS_PREFIX)
     try:

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.cli.options import check_sender
 from mailmatrix.core.report import progress_counts
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -159,7 +160,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
         why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
         console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
-        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
         console.print(
             "Once the cause is fixed, run the file again (other settings may be given), or "
             "resume this execution with its settings:",
@@ -265,7 +266,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         )
     else:
         console.print(f"[red]The run failed: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or "")[:2000], markup=False)
+        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
     console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
@@ -339,7 +340,7 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 )
 @click.option(
     "--sender",
-    callback=lambda ctx, param, value: _check_sender(value),
+    callback=check_sender,
     help="From address, e.g. 'Talent <talent@example.com>'.",
 )
 @click.option(
@@ -534,18 +535,6 @@ def _check_smtp(value: str | None) -> str | None:
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "
                 "the real one, or leave it out (smtp://USER@HOST) and set MAILMATRIX_SMTP_PASSWORD"
             )
-    return value
-
-
-def _check_sender(value: str | None) -> str | None:
-    """Refuse a From value that is not one address before anything runs."""
-    if value:
-        from mailmatrix.core.message import parse_address
-
-        try:
-            parse_address(value, where="sender")
-        except MailMatrixError as error:
-            raise click.BadParameter(error.message.removeprefix("message: ")) from None
     return value
 
 

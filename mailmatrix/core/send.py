@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import retry_command
 from mailmatrix.errors import (
@@ -216,6 +217,17 @@ def envelope_sender(sender: str) -> str:
     from mailmatrix.core.message import envelope_address
 
     return envelope_address(sender, where="sender")
+
+
+def sender_problem(sender: str) -> str | None:
+    """Why a From value cannot be sent from, or None: it must be one address that passes
+    the rule recipients pass (so no special-use domain such as .test, .invalid or .local)."""
+    try:
+        address = envelope_sender(sender)
+    except MailMatrixError as error:
+        return error.message.removeprefix("message: ")
+    problem = parse_address(address).problem
+    return f"sender: {address!r}: {problem}" if problem else None
 
 
 def compose(

@@ -29,6 +29,11 @@ PERMISSIONS = "States.Permissions"
 # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
 NOT_MATCHED_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
 
+# How much of one cause the commands print: whole messages (a halt's names the batch that
+# halted by its execution ARN and ends with when to redrive), not pages of them. Step
+# Functions keeps up to 32,768 characters of a cause.
+SHOWN_CAUSE_CHARS = 2000
+
 
 def cause_message(cause: Any) -> Any:
     """The message of a Lambda error's cause, which is a JSON document with a stack trace;

@@ -54,6 +54,7 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
     ("option", "value", "message"),
     [
         ("--sender", "not an address", "not an email address"),
+        ("--sender", "Acme <talent@mail.test>", "'talent@mail.test': invalid address domain"),
         ("--faults", "explode=1", "expected NAME=VALUE"),
         ("--send-rate", "-1", "-1"),
     ],
@@ -64,6 +65,23 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, 
     assert code == 2
     assert message in output
     assert not (tmp_path / "executions").exists()
+
+
+def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_path):
+    # GIVEN templates whose manifest signs from a reserved domain (.test), no --sender
+    templates = _own_letters(tmp_path)
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("talent@example.com>", "talent@acme.test>"))
+
+    code, output = _run(
+        str(EXAMPLE / "recipients.csv"), "--templates", str(templates), "--workdir", str(tmp_path)
+    )
+
+    # THEN nothing is sent, for the reason a recipient there would be rejected
+    assert code == 3
+    assert "Nothing was sent: ConfigurationError" in output
+    assert "sender: 'talent@acme.test': invalid address domain: " in output.replace("\n", " ")
+    assert _recipients(tmp_path / "outbox") == {}
 
 
 def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
@@ -621,6 +639,47 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     choice = next(line for line in shown.output.splitlines() if "AnythingToSend (Choice)" in line)
     assert choice.rstrip().endswith("→ SendEmails")
     assert "NothingToSend (Fail) NOT RUN" in shown.output
+
+
+def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_path):
+    workdir = str(tmp_path / "work")
+    # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
+    args = ["--faults", "quota-after=3", "--batch-size", "2", "--json"]
+    result = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, *args]
+    )
+    assert result.exit_code == 1
+    execution = json.loads(result.stdout)["execution"]
+
+    # WHEN the execution is shown
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", workdir], env=WIDE).output
+
+    # THEN beside the Map's own error it gives the batches' error and cause, counted once
+    failed = int(shown.split("Map Run FAILED: ")[1].split("failed ")[1].split(",")[0])
+    halted = [line for line in shown.splitlines() if "AccountSendingHalted" in line]
+    batches = "1 batch" if failed == 1 else f"{failed} batches"
+    assert len(halted) == 1
+    assert halted[0].startswith(f"  AccountSendingHalted ({batches}): send_batch: ")
+    assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
+
+
+def test_a_run_during_a_quota_halt_says_whole_why_and_when_to_come_back(tmp_path):
+    workdir = str(tmp_path / "work")
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    # GIVEN a run halted by the account's daily quota (a drill)
+    halted = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
+    assert halted.exit_code == 1
+
+    # WHEN the file runs again within the halt's hold
+    again = CliRunner().invoke(cli, run)
+
+    # THEN its batches say the whole halt: which batch halted (by its ARN), why, and when
+    # to redrive, to the end of the sentence
+    assert again.exit_code == 1
+    (details,) = json.loads(again.stdout)["failure_details"]
+    assert " halted by attempt arn:aws:states:" in details
+    assert ": quota-after=3: Daily message quota exceeded. (batches stop for 60 s" in details
+    assert details.endswith(" or later, once the cause is fixed)")
 
 
 def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):

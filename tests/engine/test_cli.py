@@ -32,6 +32,28 @@ def failing_handler(event: dict, context: object) -> dict:
     raise RuntimeError("down")
 
 
+LONG_CAUSE = "halted by attempt arn:aws:states:eu-west-1:123456789012:execution:" + "M" * 300
+LONG_CAUSE += ": redrive in 60 s or later, once the cause is fixed"
+
+
+def failing_at_length(event: dict, context: object) -> dict:
+    """Fail with a cause longer than a line or two."""
+    raise RuntimeError(LONG_CAUSE)
+
+
+def test_show_gives_a_long_cause_to_its_end(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(DEFINITION))
+    workdir = ["--workdir", str(tmp_path / "w")]
+    fail = f"--function=Fn={__name__}:failing_at_length"
+    args = ["run", str(path), "--input", '{"n": 1}', "--name", "e1", fail, *workdir]
+    assert CliRunner().invoke(sfn_group, args).exit_code == 1
+
+    shown = CliRunner().invoke(show_cmd, ["e1", *workdir])
+
+    assert LONG_CAUSE.replace(" ", "") in "".join(shown.output.split())
+
+
 def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> None:
     # GIVEN a definition whose Lambda fails the first time
     path = tmp_path / "def.json"

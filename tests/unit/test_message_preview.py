@@ -108,6 +108,32 @@ def test_without_any_sender_it_says_where_to_set_one(tmp_path):
     assert "pass --sender, set MAILMATRIX_SENDER or 'sender'" in result.output
 
 
+@pytest.mark.parametrize(
+    ("sender", "message"),
+    [
+        ("not an address", "not an email address: 'not an address'"),
+        ("Acme <talent@mail.test>", "'talent@mail.test': invalid address domain: "),
+    ],
+    ids=["no-address", "special-use-domain"],
+)
+def test_a_bad_sender_option_is_a_usage_error_like_runs(tmp_path, sender, message):
+    result = preview(DEMO_CSV, "--row", demo_line("Offer"), "--sender", sender, "--out", tmp_path)
+
+    assert result.exit_code == exits.USAGE
+    assert f"Invalid value for '--sender': sender: {message}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_sender_from_the_environment_makes_the_setup_unusable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILMATRIX_SENDER", "talent@acme.invalid")
+
+    result = preview(DEMO_CSV, "--row", demo_line("Offer"), "--out", tmp_path)
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert result.output.startswith("error: sender: 'talent@acme.invalid': invalid address domain")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sender_from_the_environment_and_non_ascii_attachment(tmp_path, monkeypatch):
     monkeypatch.setenv("MAILMATRIX_SENDER", "Certificates <certs@example.com>")
     result = preview(

@@ -11,6 +11,7 @@ import pytest
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
+from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -18,6 +19,7 @@ from mailmatrix.core.send import (
     format_size,
     idempotency_key,
     send_batch,
+    sender_problem,
 )
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -704,3 +706,29 @@ def test_rows_held_by_another_live_attempt_are_left_with_claim_busy(ledger, cloc
 
     assert raised.value.details["deferred"] == [2]
     assert len(ses.accepted) == 1
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["Acme Talent <talent@example.com>", "hr@globex.example", "Büro <a@bücher.example>"],
+    ids=["example.com", "example-tld", "idn"],
+)
+def test_a_sender_the_demo_and_tests_use_is_accepted(sender):
+    assert sender_problem(sender) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["talent@mail.test", "talent@acme.invalid", "talent@box.localhost", "talent@printer.local"],
+)
+def test_a_sender_at_a_special_use_domain_is_refused_as_a_recipient_there_would_be(address):
+    # GIVEN an address that validation refuses as a recipient
+    refused = parse_address(address).problem
+    assert refused is not None
+
+    # THEN the same address as sender is refused for the same reason, name or not
+    assert sender_problem(f"Acme <{address}>") == f"sender: {address!r}: {refused}"
+
+
+def test_a_sender_that_is_no_address_says_so():
+    assert sender_problem("not an address") == "sender: not an email address: 'not an address'"
