@@ -32,6 +32,11 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
+    fcntl = None  # type: ignore[assignment]
+
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
@@ -517,10 +522,35 @@ _FLAGS = {
 }
 
 
+@contextlib.contextmanager
+def _ways_locked(workdir: Workdir) -> Iterator[None]:
+    """Hold the workdir's lock on its campaigns' ways, so that two runs starting at once check
+    and record one after the other (one with --smtp, one without, would both pass)."""
+    _make_root(workdir)
+    fd = os.open(workdir.root / ".deliveries.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # which releases the lock
+
+
+def forget_campaign_way(workdir: Workdir, campaign: str) -> None:
+    """Forget how ``campaign`` runs here: none of its rows was ever claimed."""
+    deliveries = _deliveries(workdir)
+    if deliveries.pop(campaign, None) is not None:
+        _write_deliveries(workdir, deliveries)
+
+
 def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
     """Remember how ``campaign`` runs in this workdir (see check_campaign_way)."""
     deliveries = _deliveries(workdir)
     deliveries[campaign] = way
+    _write_deliveries(workdir, deliveries)
+
+
+def _write_deliveries(workdir: Workdir, deliveries: dict[str, Any]) -> None:
     path = workdir.deliveries
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(deliveries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -545,13 +575,17 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
     histories) hold the recipients' names, addresses and letters. One that exists is left as
     its owner made it.
     """
-    workdir.root.parent.mkdir(parents=True, exist_ok=True)
-    workdir.root.mkdir(mode=0o700, exist_ok=True)
+    _make_root(workdir)
     for folder in (workdir.bucket, workdir.outbox):
         folder.mkdir(parents=True, exist_ok=True)
     workdir.scratch.mkdir(mode=0o700, exist_ok=True)
     workdir.scratch.chmod(0o700)  # one made before by hand may be open to others
     _write_private(workdir.settings_file, env)
+
+
+def _make_root(workdir: Workdir) -> None:
+    workdir.root.parent.mkdir(parents=True, exist_ok=True)
+    workdir.root.mkdir(mode=0o700, exist_ok=True)
 
 
 def _write_private(path: Path, env: dict[str, str]) -> None:
@@ -625,27 +659,42 @@ def run_campaign(
     )
     campaign = campaign_id_for(Source(LOCAL_BUCKET, incoming_key(csv_path), "", None))
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
-    check_campaign_way(wd, campaign, csv_path.name, way)
-    prepare(wd, env)
-    _, event = upload(wd, csv_path)
-    with _local_ledger(wd) as ledger:
-        halt = ledger.halted(campaign)
-        if halt is not None and halt.code == STOPPED_BY_OPERATOR:
-            ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
-        for unknown, asked in ((False, retry_failed), (True, retry_unknown)):
-            if asked:
-                released = ledger.release_failed(campaign, unknown=unknown)
-                log.info(
-                    "ledger: %d row(s) of %s failed%s given back for this run",
-                    *(released, campaign, " as OutcomeUnknown" if unknown else ""),
-                )
+    with _ways_locked(wd):
+        check_campaign_way(wd, campaign, csv_path.name, way)
+        first = campaign not in _deliveries(wd)
+        # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
+        # to its end, and the next run of the file must still be held to its way.
+        record_campaign_way(wd, campaign, way)
     try:
+        prepare(wd, env)
+        _, event = upload(wd, csv_path)
+        with _local_ledger(wd) as ledger:
+            halt = ledger.halted(campaign)
+            if halt is not None and halt.code == STOPPED_BY_OPERATOR:
+                ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
+            for unknown, asked in ((False, retry_failed), (True, retry_unknown)):
+                if asked:
+                    released = ledger.release_failed(campaign, unknown=unknown)
+                    log.info(
+                        "ledger: %d row(s) of %s failed%s given back for this run",
+                        *(released, campaign, " as OutcomeUnknown" if unknown else ""),
+                    )
         stopper = _HaltOnStop(listener, wd, campaign)
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep)
     finally:
-        with _local_ledger(wd) as ledger:
-            if ledger.has_entries(campaign):  # a run that claimed no row commits to nothing
+        _settle_campaign_way(wd, campaign, way, first=first)
+
+
+def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) -> None:
+    """After a run: keep its way if any row of the campaign was ever claimed (again: a run
+    beside it may have ended meanwhile), forget it if this first run claimed none. When the
+    ledger cannot tell (the disk, say), the way stays recorded: the safe side."""
+    with contextlib.suppress(MailMatrixError, OSError):
+        with _ways_locked(wd), _local_ledger(wd) as ledger:
+            if ledger.has_entries(campaign):
                 record_campaign_way(wd, campaign, way)
+            elif first:
+                forget_campaign_way(wd, campaign)
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:

@@ -751,17 +751,15 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
     assert f"stopped: {sent} sent, {18 - sent} already sent, 2 rejected" in _listed(workdir)
 
 
-def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
+def _kill_run_once_sent(workdir: Path, emails: int) -> None:
+    """Run the demo campaign into ``workdir`` paced, and kill it outright (SIGKILL: nothing
+    of it runs after) once ``emails`` are in the outbox."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    from mailmatrix.local import Workdir, progress_of
-
-    # GIVEN a run of the demo campaign, paced, killed outright (SIGKILL) once 3 emails are out
-    workdir = tmp_path / "work"
     args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
     run = subprocess.Popen(
         [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
@@ -771,13 +769,21 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
     )
     try:
         deadline = time.monotonic() + 60
-        while len(_recipients(workdir / "outbox")) < 3:
+        while len(_recipients(workdir / "outbox")) < emails:
             assert run.poll() is None, "the run ended before it was killed"
             assert time.monotonic() < deadline, "the run sent nothing"
             time.sleep(0.02)
     finally:
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(timeout=30)
+
+
+def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a run of the demo campaign, paced, killed outright (SIGKILL) once 3 emails are out
+    workdir = tmp_path / "work"
+    _kill_run_once_sent(workdir, 3)
     delivered = len(_recipients(workdir / "outbox"))
 
     # WHEN the executions are listed
@@ -794,6 +800,45 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
     assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
     assert f"{counts['unsent']} not sent yet" in row
     assert ("in doubt" in row) == bool(counts["in_doubt"])
+
+
+def test_a_killed_run_still_holds_its_file_to_its_way_of_delivery(tmp_path):
+    # GIVEN a run into the outbox killed outright once 2 emails are out (its end never ran)
+    workdir = tmp_path / "work"
+    _kill_run_once_sent(workdir, 2)
+    delivered = _recipients(workdir / "outbox")
+
+    # WHEN the file runs again through a mail server
+    smtp = f"smtp://127.0.0.1:{_closed_port()}"
+    again = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--smtp", smtp]
+    )
+
+    # THEN it is refused (the rows in the outbox count as sent, the server would never get
+    # them), and nothing more was written
+    assert again.exit_code == 2, again.output
+    assert "delivered through the local outbox" in again.output
+    assert _recipients(workdir / "outbox") == delivered
+
+
+def test_a_first_run_that_claims_nothing_leaves_its_file_free(tmp_path):
+    # GIVEN a first run of a file that stops before sending (every row is rejected)
+    workdir = tmp_path / "work"
+    campaign = tmp_path / "bad.csv"
+    campaign.write_text("Email,Name\nnot-an-address,X\n", encoding="utf-8")
+    (tmp_path / "attachments").mkdir()
+    first = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+    assert first.exit_code == 3
+    assert "executions" in [path.name for path in workdir.iterdir()]  # it ran, and stopped
+
+    # WHEN it runs again another way (a mail server) THEN that is not refused as a change:
+    # it fails the same way, on its rows
+    smtp = f"smtp://127.0.0.1:{_closed_port()}"
+    again = CliRunner().invoke(
+        cli, ["run", str(campaign), "--workdir", str(workdir), "--smtp", smtp]
+    )
+    assert again.exit_code == 3, again.output
+    assert "earlier runs" not in again.output
 
 
 def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
