@@ -689,12 +689,15 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
     """After a run: keep its way if any row of the campaign was ever claimed (again: a run
     beside it may have ended meanwhile), forget it if this first run claimed none. When the
     ledger cannot tell (the disk, say), the way stays recorded: the safe side."""
-    with contextlib.suppress(MailMatrixError, OSError):
-        with _ways_locked(wd), _local_ledger(wd) as ledger:
-            if ledger.has_entries(campaign):
-                record_campaign_way(wd, campaign, way)
-            elif first:
-                forget_campaign_way(wd, campaign)
+    with (
+        contextlib.suppress(MailMatrixError, OSError),
+        _ways_locked(wd),
+        _local_ledger(wd) as ledger,
+    ):
+        if ledger.has_entries(campaign):
+            record_campaign_way(wd, campaign, way)
+        elif first:
+            forget_campaign_way(wd, campaign)
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
