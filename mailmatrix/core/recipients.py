@@ -1,18 +1,23 @@
 """CSV intake: read what spreadsheets and HR systems export, keep the good rows, say why not.
 
 The upload is read once as a stream: the encoding and delimiter are detected from the first
-64 KiB, then rows are decoded incrementally and handed to ``emit`` one at a time. The only
-state that grows with the file is the duplicate table (8-byte hashes in flat arrays).
+64 KiB, then rows are decoded incrementally and handed to ``emit`` one at a time. In memory,
+what grows with the file is two tables of 8-byte hashes in flat arrays (the recipients, for
+duplicates; the attachment files, for the recipient each belongs to) and the files named for
+two recipients; the rows not sent, and the addresses a row withdrawn at the end is reported
+with, are spooled to disk.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import heapq
 import io
 import itertools
 import json
 import logging
+import operator
 import re
 import tempfile
 from array import array
@@ -148,13 +153,16 @@ class ProblemList:
     """Rows of one kind (rejected, duplicate, skipped) in file order, read like a list.
 
     Kept as JSON lines in a spooled temporary file: in memory up to SPOOL_BYTES, on disk
-    beyond, so a file whose every row is bad does not make memory grow with it.
+    beyond, so a file whose every row is bad does not make memory grow with it. Rows found
+    wanting only after later rows were added (``merge``) are spooled apart and read back in
+    their place, so the list always reads in row order.
     """
 
     def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
         # The list owns its spool for its whole life; the file goes when the list does.
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
         self._count = 0
+        self._merged: list[ProblemList] = []
         for item in items:
             self.append(item)
 
@@ -164,10 +172,23 @@ class ProblemList:
         self._spool.write(line.encode("utf-8") + b"\n")
         self._count += 1
 
+    def merge(self, items: Iterable[dict[str, Any]]) -> None:
+        """Add entries, in row order among themselves, whose rows may come before rows already
+        added; they are read back in row order with the others."""
+        merged = ProblemList(items)
+        if merged:
+            self._merged.append(merged)
+
     def __len__(self) -> int:
-        return self._count
+        return self._count + sum(map(len, self._merged))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self._merged:
+            return self._appended()
+        return heapq.merge(self._appended(), *self._merged, key=operator.itemgetter("row"))
+
+    def _appended(self) -> Iterator[dict[str, Any]]:
+        """The entries added by ``append``, in the order they were."""
         spool = self._spool
         offset, remaining = 0, self._count
         while remaining > 0:
@@ -394,9 +415,11 @@ class _Intake:
         self.header_pending = True
         self.seen = _SeenTable()
         self.owners = _SeenTable()  # file names -> recipient, and its row passed on or first
-        # Rows already emitted whose file a later row of another recipient named: the caller
-        # drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
-        self.withdrawn: dict[int, str] = {}
+        # Rows already emitted whose file a later row of another recipient named, with the file
+        # and that row: the caller drops them from what it sends (IntakeReport.withdrawn), so
+        # neither row goes out.
+        self.withdrawn: dict[int, tuple[str, int]] = {}
+        self.sent_addresses = _SentAddresses()  # of the rows emitted that could be withdrawn
         self.contested: dict[int, int] = {}  # files named for two recipients -> a row of one
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
@@ -426,6 +449,7 @@ class _Intake:
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
         self.email_at = self.index["Email"]
+        self.file_at = self.index.get("Attachment_File")
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
@@ -503,6 +527,8 @@ class _Intake:
             return
 
         report.valid += 1
+        if self.file_at is not None and values[self.file_at]:
+            self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
         self.emit(
             {
                 "row": row,
@@ -678,12 +704,28 @@ class _Intake:
         return found.name
 
     def withdraw(self) -> None:
-        """Reject the emitted rows whose file a later row of another recipient named (listed
-        after the others: they are found at the later row)."""
-        for row, reason in sorted(self.withdrawn.items()):
-            self.report.valid -= 1
-            self._reject(row, "Attachment_File", reason, "")
+        """Reject the emitted rows whose file a later row of another recipient named (found
+        at that later row): each with the address it was passed on with, read back in row
+        order among the other rejects."""
         self.report.withdrawn = frozenset(self.withdrawn)
+        self.report.valid -= len(self.withdrawn)
+        if self.withdrawn:
+            self.report.rejected.merge(self._withdrawn_rejections())
+            # Every row withdrawn was passed on naming a file, so its address was kept; one
+            # that was not would still be listed, without it, never lost.
+            leftover = sorted(self.withdrawn.items())
+            self.report.rejected.merge(_withdrawal(row, shared, "") for row, shared in leftover)
+        self.sent_addresses.close()
+
+    def _withdrawn_rejections(self) -> Iterator[dict[str, Any]]:
+        """Take the withdrawn rows out of ``withdrawn`` as rejects, in row order, with their
+        addresses (the rows passed on are kept in row order: no sort, no second table)."""
+        for row, masked in self.sent_addresses:
+            shared = self.withdrawn.pop(row, None)
+            if shared is not None:
+                yield _withdrawal(row, shared, masked)
+                if not self.withdrawn:
+                    return
 
     def _own_file(
         self, row: int, values: list[str], recipient: int, *, sent: bool, name: str | None = None
@@ -699,7 +741,7 @@ class _Intake:
         recipient, whose other rows are duplicates): the table keeps that row once there is
         one, else the first row. Once contested, every later row naming it is held back.
         """
-        index = self.index.get("Attachment_File")
+        index = self.file_at
         if index is None or not values[index] or not values[self.email_at]:
             return None  # no file of its own, or no one to tell apart from another
         name = name or self.attachments.lookup(values[index]).name or values[index]
@@ -716,7 +758,7 @@ class _Intake:
             return None
         self.contested[key] = owner_row
         if owner_sent:
-            self.withdrawn.setdefault(owner_row, _shared_file(name, row, earlier=False))
+            self.withdrawn.setdefault(owner_row, (name, row))
         return _shared_file(name, owner_row)
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
@@ -764,12 +806,57 @@ class _Intake:
 
     def _reject(self, row: int, column: str, reason: str, email: str) -> None:
         """File a rejected row with a reason a person can act on."""
-        if _UNDECODABLE.search(reason + email):  # undecodable bytes cannot be written out
-            reason = _UNDECODABLE.sub("\ufffd", reason)
-            email = _UNDECODABLE.sub("\ufffd", email)
-        self.report.rejected.append(
-            {"row": row, "column": column, "reason": reason, "email": mask(email)}
-        )
+        self.report.rejected.append(_rejection(row, column, reason, mask(email)))
+
+
+def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any]:
+    """A rejected row's entry, with its address ``masked`` (mask())."""
+    if _UNDECODABLE.search(reason + masked):  # undecodable bytes cannot be written out
+        reason = _UNDECODABLE.sub("\ufffd", reason)
+        masked = _UNDECODABLE.sub("\ufffd", masked)
+    return {"row": row, "column": column, "reason": reason, "email": masked}
+
+
+def _withdrawal(row: int, shared: tuple[str, int], masked: str) -> dict[str, Any]:
+    """The reject of a row withdrawn because ``shared`` (its file, the later row naming it)."""
+    name, later_row = shared
+    return _rejection(row, "Attachment_File", _shared_file(name, later_row, earlier=False), masked)
+
+
+class _SentAddresses:
+    """The address, masked, of each row passed on that names a file, in row order: such a row
+    may be withdrawn once the whole file is read, and is reported with its address.
+
+    Spooled like a ProblemList (in memory up to SPOOL_BYTES, on disk beyond), a line per row
+    written some thousand rows at a time, so memory does not grow with the file.
+    """
+
+    def __init__(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
+        self._pending: list[str] = []
+
+    def add(self, row: int, email: str) -> None:
+        """Keep row ``row``'s address, masked (a parsed address holds no line break)."""
+        self._pending.append(f"{row}\t{mask(email)}\n")
+        if len(self._pending) == 4096:
+            self._write()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        """Yield (row, masked address) in the order they were added."""
+        self._write()
+        self._spool.seek(0)
+        for line in self._spool:
+            row, _, masked = line.decode("utf-8").partition("\t")
+            yield int(row), masked[:-1]
+
+    def close(self) -> None:
+        """Drop the addresses."""
+        self._pending.clear()
+        self._spool.close()
+
+    def _write(self) -> None:
+        self._spool.write("".join(self._pending).encode("utf-8"))
+        self._pending.clear()
 
 
 @dataclass(frozen=True)

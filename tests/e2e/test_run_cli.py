@@ -8,6 +8,7 @@ import email
 import email.policy
 import io
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -929,8 +930,9 @@ def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path):
     assert existing.stat().st_mode & 0o777 == 0o755
 
 
-def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
-    # GIVEN the example campaign where row 3 names row 2's letter (a copied cell)
+def _copied_letter_campaign(tmp_path: Path, extra: str = "") -> tuple[Path, list[str], str]:
+    """The example campaign where row 3 names row 2's letter (a copied cell), then ``extra``
+    lines; return the file, its first three lines and that letter."""
     lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     letter = next(csv.reader([lines[1]]))[3]
     cells = next(csv.reader([lines[2]]))
@@ -938,8 +940,14 @@ def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(cells)
     campaign = tmp_path / "offers.csv"
-    campaign.write_text("".join([lines[0], lines[1], out.getvalue(), *lines[3:]]))
+    campaign.write_text("".join([lines[0], lines[1], out.getvalue(), *lines[3:]]) + extra)
     shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+    return campaign, [lines[0], lines[1], out.getvalue()], letter
+
+
+def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
+    # GIVEN the example campaign where row 3 names row 2's letter (a copied cell)
+    campaign, lines, letter = _copied_letter_campaign(tmp_path)
 
     # WHEN it runs
     workdir = tmp_path / "work"
@@ -949,7 +957,7 @@ def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
     summary = json.loads(result.stdout)
     assert (summary["counts"]["sent"], summary["counts"]["rejected"]) == (16, 4)
     sent_to = _recipients(workdir / "outbox")
-    for row in (lines[1], out.getvalue()):
+    for row in lines[1:]:
         assert next(csv.reader([row]))[0].lower() not in {a.lower() for a in sent_to}
     with open(summary["rejects"], encoding="utf-8-sig", newline="") as rejects:
         held = {int(r["row"]): r["reason"] for r in csv.DictReader(rejects)}
@@ -960,6 +968,54 @@ def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
     shown = CliRunner().invoke(cli, preview)
     assert shown.exit_code == 4
     assert "is also the attachment of row 3" in shown.output
+
+
+def test_withdrawn_rows_are_reported_in_row_order_among_more_than_1000_rejects(tmp_path):
+    # GIVEN the campaign where row 3 names row 2's letter, then 1,100 rows naming missing
+    # files (rows 22 to 1121), Lee's row with a letter of his own (1122), and Kim's naming it
+    missing = "".join(
+        f"x{i}@example.com,X {i},Rejection,missing-{i}.pdf,QA,QA,,\n" for i in range(1100)
+    )
+    late = "".join(
+        f"{name}@example.com,{name},Rejection,lee.pdf,QA,QA,,\n" for name in ("lee", "kim")
+    )
+    campaign, _, letter = _copied_letter_campaign(tmp_path, missing + late)
+    shutil.copy(tmp_path / "attachments" / letter, tmp_path / "attachments" / "lee.pdf")
+
+    # WHEN it runs
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+
+    # THEN the rejects report lists every row not sent once, in row order, the two withdrawn
+    # rows (2 and 1122) in their place with their addresses
+    assert result.exit_code == 0, result.output
+    [rejects_path] = (workdir / "bucket" / "reports").glob("*/*/rejects.csv")
+    with open(rejects_path, encoding="utf-8-sig", newline="") as rejects:
+        lines = list(csv.DictReader(rejects))
+    rows = [int(line["row"]) for line in lines]
+    assert rows == [2, 3, 16, 21, *range(22, 1124)]
+    by_row = {int(line["row"]): line for line in lines}
+    assert (by_row[2]["email"], by_row[1122]["email"]) == ("a***@example.com", "l***@example.com")
+    assert by_row[1122]["reason"].startswith("lee.pdf is also the attachment of row 1123")
+    assert {line["outcome"] for line in lines} == {"rejected"}
+    # AND validation.json lists the first 1,000 by row order (row 2 among them, as in the
+    # CSV) and counts all 1,106, the withdrawn rows included
+    validation = json.loads((rejects_path.parent / "validation.json").read_text("utf-8"))
+    assert validation["rejected"] == [
+        {key: line[key] if key != "row" else int(line["row"]) for key in line if key != "outcome"}
+        for line in lines[:1000]
+    ]
+    assert (validation["valid"], validation["truncated"]) == (16, {"rejected": 1106})
+    # AND the run's summary says the same: 16 sent, 1,106 rejected, row 2's reason first
+    assert len(_recipients(workdir / "outbox")) == 16
+    assert re.search(r"Rejected by validation\s*│\s*1106\s", result.output)
+    listed = result.output[result.output.index("Rows not sent, and why (1106):") :]
+    assert listed.splitlines()[1].startswith(f"  row 2 rejected [Attachment_File]: {letter} is")
+    # AND preview refuses the late withdrawn row with its reason
+    preview = ["preview", str(campaign), "--row", "1122", "--out", str(tmp_path)]
+    shown = CliRunner().invoke(cli, preview)
+    assert shown.exit_code == 4
+    assert "lee.pdf is also the attachment of row 1123" in shown.output
 
 
 def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):

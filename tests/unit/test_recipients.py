@@ -901,12 +901,14 @@ def test_a_file_named_for_two_recipients_rejects_both_rows():
     report, rows = run(text)
 
     # THEN Bob's row is rejected naming Alice's, and Alice's, passed on before Bob's was read,
-    # is withdrawn naming Bob's: neither is sent; Carol's passes
+    # is withdrawn naming Bob's: neither is sent; Carol's passes. Both are listed in row
+    # order, each with its address as every rejected row shows it
     assert report.withdrawn == {2}
     assert [r["email"] for r in rows if r["row"] not in report.withdrawn] == ["carol@example.com"]
     assert report.valid == 1
-    (bob, bob_column, bob_reason), (alice, alice_column, alice_reason) = reasons(report)
-    assert (bob, bob_column, alice, alice_column) == (3, "Attachment_File", 2, "Attachment_File")
+    (alice, alice_column, alice_reason), (bob, bob_column, bob_reason) = reasons(report)
+    assert (alice, alice_column, bob, bob_column) == (2, "Attachment_File", 3, "Attachment_File")
+    assert [r["email"] for r in report.rejected] == ["a***@example.com", "b***@example.com"]
     assert bob_reason.startswith("alice.pdf is already the attachment of row 2, another")
     assert alice_reason.startswith("alice.pdf is also the attachment of row 3, another")
     assert "neither is sent" in alice_reason and "default_attachment" in alice_reason
@@ -961,7 +963,7 @@ def test_a_shared_file_is_named_with_a_rows_other_problems_and_withdraws_the_ear
 
     # THEN the later row names both its problems, and Bob's row is held back as well
     assert report.withdrawn == {2} and report.valid == 0
-    (later, columns, reason), (earlier, _, _) = reasons(report)
+    (earlier, _, _), (later, columns, reason) = reasons(report)
     assert (later, columns, earlier) == (3, "Email; Attachment_File", 2)
     assert "alice.pdf is already the attachment of row 2" in reason
 
@@ -1048,3 +1050,103 @@ def test_recipients_are_compared_by_every_bit_of_their_hash():
     assert table.add(7, 2, 5) is None
     assert table.add(7, 3, 5 + (1 << 24)) == (2, False, False)  # alike in the low 24 bits
     assert table.add(7, 4, 5) == (2, True, False)
+
+
+# --- rows withdrawn for a shared file, in the rejects -------------------------------------
+
+
+def test_withdrawn_rows_are_listed_in_row_order_with_their_address(monkeypatch):
+    # GIVEN spools of 4 KiB, and Alice's row, 200 rows with their own letters, 200 rows naming
+    # files that do not exist, Carol's row, then Bob's naming Alice's letter and Dave's naming
+    # Carol's (so Alice's and Carol's rows, passed on, are withdrawn at the end)
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 4096)
+    fillers = own_files(200)
+    text = HEADER + ALICE
+    text += "".join(f"u{i}@example.com,U {i},active,{name}\r\n" for i, name in enumerate(fillers))
+    text += "".join(f"m{i}@example.com,M {i},active,missing{i}.pdf\r\n" for i in range(200))
+    text += "carol@example.com,Carol,active,carol.pdf\r\n"
+    text += "bob@example.com,Bob,active,alice.pdf\r\ndave@example.com,Dave,active,carol.pdf\r\n"
+    index = index_of("alice.pdf", "carol.pdf", *fillers)
+
+    # WHEN validated
+    report, rows = run(text, index=index)
+
+    # THEN the withdrawn rows are read in their place in row order (both spools on disk),
+    # with their addresses masked as every rejected row's, and counted once
+    assert report.withdrawn == {2, 403} and report.valid == 200 and len(rows) == 202
+    assert report.rejected._spool._rolled
+    assert [item["row"] for item in report.rejected] == [2, *range(203, 406)]
+    assert len(report.rejected) == 204
+    alice, carol = report.rejected[0], report.rejected[201]
+    assert alice == {
+        "row": 2,
+        "column": "Attachment_File",
+        "reason": alice["reason"],
+        "email": "a***@example.com",
+    }
+    assert alice["reason"].startswith("alice.pdf is also the attachment of row 404, another")
+    assert (carol["row"], carol["email"]) == (403, "c***@example.com")
+    assert carol["reason"].startswith("carol.pdf is also the attachment of row 405, another")
+    # AND the JSON report's capped list takes them by row order like the others, its count
+    # includes them
+    cut = report.to_dict(limit=202)
+    assert [item["row"] for item in cut["rejected"]][:3] == [2, 203, 204]
+    assert cut["rejected"][-1] == carol
+    assert cut["truncated"] == {"rejected": 204}
+    assert report.to_dict(limit=201)["rejected"][-1]["row"] == 402
+
+
+def test_a_withdrawn_row_whose_address_was_not_kept_is_still_listed(monkeypatch):
+    # GIVEN rows passed on whose addresses are not kept (a safety net: they always are)
+    monkeypatch.setattr("mailmatrix.core.recipients._SentAddresses.add", lambda *args: None)
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,alice.pdf\r\n"
+
+    # WHEN validated
+    report, _ = run(text)
+
+    # THEN the withdrawn row is listed all the same, in its place, without an address
+    assert [(item["row"], item["email"]) for item in report.rejected] == [
+        (2, ""),
+        (4, "c***@example.com"),
+    ]
+    assert report.withdrawn == {2} and report.valid == 1
+
+
+def test_the_rejects_report_shows_a_withdrawn_row_in_its_place_and_nothing_else_moves():
+    # GIVEN a file with a row of every kind that is not sent: a bad address, an excluded row,
+    # a duplicate, a row naming a missing file, and Alice's row whose letter Erin's names later
+    text = HEADER + ALICE
+    text += "bob@@example.com,Bob,active,bob.pdf\r\n"
+    text += "carol@example.com,Carol,unsubscribed,carol.pdf\r\n"
+    text += "dave@example.com,Dave,active,dave.pdf\r\nDAVE@example.com,Dave,active,dave.pdf\r\n"
+    text += "frank@example.com,Frank,active,missing.pdf\r\n"
+    text += "erin@example.com,Erin,active,alice.pdf\r\n"
+    report, _ = run(text)
+    out = io.BytesIO()
+
+    # WHEN the rejects report is written
+    count = write_rejects(report, out)
+
+    # THEN every row not sent is there once, in row order, each as before, and Alice's with
+    # her address and the reason
+    lines = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
+    also = "alice.pdf is also the attachment of row 8, another recipient: "
+    already = "alice.pdf is already the attachment of row 2, another recipient: "
+    rest = (
+        "each row attaches its recipient's own file, so one of the two rows is wrong and "
+        "neither is sent (check both; to send one file to many, leave Attachment_File empty "
+        "and set default_attachment)"
+    )
+    assert count == 6
+    assert lines == [
+        ["row", "outcome", "column", "reason", "email"],
+        ["2", "rejected", "Attachment_File", also + rest, "a***@example.com"],
+        ["3", "rejected", "Email",
+         "invalid address: The part after the @-sign contains invalid characters: '@'.",
+         "b***@example.com"],
+        ["4", "excluded", "", "unsubscribed", ""],
+        ["6", "duplicate", "Email", "duplicate of row 5; not sent again", "D***@example.com"],
+        ["7", "rejected", "Attachment_File", "attachment not found: missing.pdf",
+         "f***@example.com"],
+        ["8", "rejected", "Attachment_File", already + rest, "e***@example.com"],
+    ]  # fmt: skip

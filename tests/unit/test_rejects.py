@@ -65,3 +65,28 @@ def test_empty_report_has_only_the_header():
 
     assert write_rejects(IntakeReport(source="s"), out) == 0
     assert out.getvalue() == codecs.BOM_UTF8 + b"row,outcome,column,reason,email\r\n"
+
+
+def test_rejects_merged_in_later_are_written_in_row_order():
+    # GIVEN rejects at rows 5 and 9, then rows 3 and 7 found wanting at the end (withdrawn)
+    report = IntakeReport(source="s")
+    for row in (5, 9):
+        report.rejected.append({"row": row, "column": "Name", "reason": "r", "email": "e***@x.org"})
+    report.rejected.merge(
+        {"row": row, "column": "Attachment_File", "reason": "w", "email": "w***@x.org"}
+        for row in (3, 7)
+    )
+    report.skipped.append({"row": 4, "reason": "unsubscribed"})
+    out = io.BytesIO()
+
+    # WHEN written THEN each is in its place, counted once
+    assert write_rejects(report, out) == 5
+    lines = list(csv.reader(io.StringIO(out.getvalue().decode("utf-8-sig"))))
+    assert [(line[0], line[3], line[4]) for line in lines[1:]] == [
+        ("3", "w", "w***@x.org"),
+        ("4", "unsubscribed", ""),
+        ("5", "r", "e***@x.org"),
+        ("7", "w", "w***@x.org"),
+        ("9", "r", "e***@x.org"),
+    ]
+    assert len(report.rejected) == 4
