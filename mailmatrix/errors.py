@@ -27,6 +27,11 @@ class DeliveryChanged(ConfigurationError):
     attachments or sender, than its earlier runs in the workdir."""
 
 
+class NoEarlierRun(ConfigurationError):
+    """A retry of a campaign's failed rows in a workdir where the campaign never ran: it would
+    send every row (the ledger there knows none)."""
+
+
 class InputFileError(MailMatrixError):
     """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
 

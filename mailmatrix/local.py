@@ -49,6 +49,7 @@ from mailmatrix.errors import (
     DeliveryChanged,
     InputFileError,
     MailMatrixError,
+    NoEarlierRun,
     NotFoundError,
 )
 from mailmatrix.jobs import Source, campaign_id_for, load_templates
@@ -113,6 +114,10 @@ class Workdir:
     def run_settings(self, execution_id: str) -> Path:
         """The handlers' environment one execution ran with (for its redrives)."""
         return self.root / "runs" / f"{execution_id}.settings.json"
+
+    def run_source(self, execution_id: str) -> Path:
+        """Which file one execution ran (for its redrives): {"path": the CSV as given}."""
+        return self.root / "runs" / f"{execution_id}.source.json"
 
     @property
     def deliveries(self) -> Path:
@@ -669,6 +674,14 @@ def run_campaign(
         prepare(wd, env)
         _, event = upload(wd, csv_path)
         with _local_ledger(wd) as ledger:
+            asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
+            retries = [flag for flag, given in asked if given]
+            if retries and not ledger.has_entries(campaign):
+                raise NoEarlierRun(
+                    f"{csv_path.name}: no earlier run of this file in the workdir {wd.root}, so"
+                    f" {' and '.join(retries)} would send every row: give the --workdir of the"
+                    " runs whose failed rows should go again (the command a run prints has it)"
+                )
             halt = ledger.halted(campaign)
             if halt is not None and halt.code == STOPPED_BY_OPERATOR:
                 ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
@@ -680,7 +693,7 @@ def run_campaign(
                         *(released, campaign, " as OutcomeUnknown" if unknown else ""),
                     )
         stopper = _HaltOnStop(listener, wd, campaign)
-        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep)
+        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, source=csv_path)
     finally:
         _settle_campaign_way(wd, campaign, way, first=first)
 
@@ -763,13 +776,17 @@ def execute(
     listener: Any = None,
     echo: Callable[[str, Notification], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    source: Path | None = None,
 ) -> Any:
-    """Start an execution of the definition for ``event`` with the handlers' ``env``."""
+    """Start an execution of the definition for ``event`` with the handlers' ``env``
+    (``source``: the file it runs, as given)."""
     template = load_sam_template()
     # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
     # other files in the workdir have saved since.
     execution_id = str(uuid.uuid4())
     _write_private(wd.run_settings(execution_id), env)
+    if source is not None:
+        _write_private(wd.run_source(execution_id), {"path": str(source)})
     with (
         environment(env),
         engine_for(wd, env, echo=echo, sleep=sleep, template=template) as engine,
@@ -800,7 +817,9 @@ def redrive(
     env = settings_for(wd, execution_id)
     _check_own_workdir(wd, env, execution_id)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
-        campaign = campaign_of(engine.history(execution_id))
+        history = engine.history(execution_id)
+        _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {})
+        campaign = campaign_of(history)
         if campaign:
             # The operator redrives because they fixed the cause: lift an account halt.
             ledger_from(Settings.from_env()).clear_halt(campaign)
@@ -810,6 +829,69 @@ def redrive(
         record["failure_details"] = failure_details(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
+
+
+def run_source(wd: Workdir, execution_id: str) -> Path | None:
+    """The file an execution ran, as its run was given it (None: not recorded)."""
+    try:
+        return Path(json.loads(wd.run_source(execution_id).read_text(encoding="utf-8"))["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], str | None]:
+    """How to run an execution's file again the way it ran (for the retry commands a redrive
+    prints): the file as its run was given it, the options that its letters and delivery
+    came from (the campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE."""
+    env = settings_for(wd, execution_id)
+    mailer = env.get("MAILMATRIX_MAILER", "")
+    given = run_source(wd, execution_id)
+    key = incoming_key(given) if given is not None else None
+    campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None)) if key else None
+    way = _deliveries(wd).get(campaign or "") or {}
+    way = way if isinstance(way, dict) else {}
+    options = {
+        "--templates": way.get("templates"),
+        "--attachments": way.get("attachments"),
+        "--sender": way.get("sender") or env.get("MAILMATRIX_SENDER"),
+        "--smtp": None if mailer.startswith("maildir://") else mailer or None,
+        "--send-rate": env.get("MAILMATRIX_SEND_RATE")
+        if env.get("MAILMATRIX_SEND_RATE") != "0"
+        else None,
+        "--concurrency": env.get("MAILMATRIX_MAX_CONCURRENCY"),
+        "--batch-size": env.get("MAILMATRIX_BATCH_SIZE"),
+    }
+    return str(given) if given is not None else "FILE", options, way.get("unsubscribe")
+
+
+def _check_same_file(wd: Workdir, execution_id: str, campaign: dict[str, Any]) -> None:
+    """Refuse to redrive an execution whose file changed since it was validated.
+
+    A redrive sends the rows as validated then: after the operator corrected an address, it
+    would mail the old one. Changed means: a later run uploaded other content under the same
+    name, or the file the run was given now holds other content (a file since removed cannot
+    be compared: the execution's own copy of its rows stands).
+    """
+    source = campaign.get("source") or {}
+    etag, key = source.get("etag"), source.get("key")
+    if not etag or not key:
+        return
+    given = run_source(wd, execution_id)
+    for where, path in (("a later run uploaded it", wd.bucket / key), ("it was edited", given)):
+        if path is None or not path.is_file() or _etag_of(path) == etag:
+            continue
+        named = shlex.quote(str(given)) if given is not None else "FILE"
+        raise ConfigurationError(
+            f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
+            f" the file has changed since ({where}): its redrive would send the rows as they"
+            f" were. Run the file again instead (rows already sent are skipped): mailmatrix"
+            f" run {named} --workdir {shlex.quote(str(wd.root))}"
+        )
+
+
+def _etag_of(path: Path) -> str:
+    """The ETag the local bucket would give the file (the MD5 of its content)."""
+    return LocalStorage(path.parent).head(path.name).etag
 
 
 def _check_own_workdir(wd: Workdir, env: dict[str, str], execution_id: str) -> None:

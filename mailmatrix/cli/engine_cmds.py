@@ -479,7 +479,11 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             record = _with_progress(
                 lambda listener: local.redrive(workdir, execution, listener=listener)
             )
-            result = run_cmd.outcome_of(record, local.Workdir(workdir))
+            wd = local.Workdir(workdir)
+            csv_file, options, unsubscribe = local.rerun_options(wd, execution)
+            result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
+            if result["counts"].get("failed"):
+                result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
             run_cmd.print_summary(Console(), result)
             raise SystemExit(run_cmd.exit_code(result))
         else:

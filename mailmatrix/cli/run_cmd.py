@@ -26,6 +26,7 @@ from mailmatrix.errors import (
     DeliveryChanged,
     InputFileError,
     MailMatrixError,
+    NoEarlierRun,
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
@@ -436,7 +437,7 @@ def run(
         if progress is not None:
             progress.stop()
         click.echo(f"mailmatrix run: {error}", err=True)
-        if isinstance(error, DeliveryChanged):
+        if isinstance(error, DeliveryChanged | NoEarlierRun):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
@@ -451,38 +452,48 @@ def run(
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     if result["counts"].get("failed"):
-        # Everything the campaign's letters and delivery came from: a retry without them
-        # is refused (check_campaign_way), or would have sent other letters.
         given = {
             "--templates": templates,
             "--attachments": attachments,
             "--sender": sender_of(sender),
-            "--smtp": _without_password(smtp_url) if smtp_url else None,
+            "--smtp": smtp_url,
             "--send-rate": send_rate,
             "--concurrency": concurrency,
             "--batch-size": batch_size,
         }
-        flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in given.items() if v)
-        # A name starting with "-" would read as an option.
-        named = f"./{csv_file}" if str(csv_file).startswith("-") else str(csv_file)
-        # No option carries it: the command sets it for itself, as the shell did for the run.
-        unsubscribe = unsubscribe_of()
-        shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
-        for key, flag in (("retry_command", "failed"), ("retry_unknown_command", "unknown")):
-            result[key] = (
-                f"{shell}mailmatrix run {shlex.quote(named)} --retry-{flag}"
-                f" --workdir {shlex.quote(str(workdir))}{flags}"
-            )
-        if smtp_url and _redact(smtp_url) != smtp_url:
-            result["retry_note"] = (
-                "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "
-                "into the URL"
-            )
+        result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print_summary(console, result)
     sys.exit(exit_code(result))
+
+
+def retry_commands(
+    csv_file: str, workdir: Path, given: dict[str, Any], unsubscribe: str | None
+) -> dict[str, str]:
+    """The commands that send the file's failed rows again (retry_command) and those failed as
+    OutcomeUnknown (retry_unknown_command), with every option ``given`` that the campaign's
+    letters and delivery came from: a retry without them is refused (check_campaign_way), or
+    would send other letters. The SMTP password is left out (retry_note says so)."""
+    smtp = given.get("--smtp")
+    shown = {**given, "--smtp": _without_password(smtp) if smtp else None}
+    flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in shown.items() if v)
+    # A name starting with "-" would read as an option.
+    named = f"./{csv_file}" if csv_file.startswith("-") else csv_file
+    # No option carries it: the command sets it for itself, as the shell did for the run.
+    shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
+    commands = {
+        key: f"{shell}mailmatrix run {shlex.quote(named)} --retry-{kind}"
+        f" --workdir {shlex.quote(str(workdir))}{flags}"
+        for key, kind in (("retry_command", "failed"), ("retry_unknown_command", "unknown"))
+    }
+    if smtp and _redact(smtp) != smtp:
+        commands["retry_note"] = (
+            "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "
+            "into the URL"
+        )
+    return commands
 
 
 def _os_error_hint(error: OSError, workdir: Path) -> str:

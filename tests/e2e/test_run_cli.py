@@ -842,6 +842,51 @@ def test_a_first_run_that_claims_nothing_leaves_its_file_free(tmp_path):
     assert "earlier runs" not in again.output
 
 
+def test_a_redrive_after_the_file_changed_is_refused(tmp_path):
+    # GIVEN a run stopped by the daily quota after 5 messages (redrivable)
+    csv_path = tmp_path / "offers.csv"
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path.write_text(original, encoding="utf-8")
+    workdir = tmp_path / "w"
+    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments")]
+    first = CliRunner().invoke(
+        cli, ["run", str(csv_path), *args, "--json", "--faults", "quota-after=5"]
+    )
+    execution = json.loads(first.stdout)["execution"]
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN the operator corrects an address in the file and redrives
+    csv_path.write_text(original.replace("sofia.bianchi@", "sofia.b@"), encoding="utf-8")
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+
+    # THEN it is refused (it would mail the old address) and says to run the file again
+    output = redriven.output.replace("\n", "")
+    assert redriven.exit_code == 2, output
+    assert "has changed since (it was edited)" in output
+    assert f"mailmatrix run {csv_path} --workdir {workdir}" in output
+    assert _recipients(workdir / "outbox") == sent
+
+    # WHEN the file is as it was again THEN the redrive goes on
+    csv_path.write_text(original, encoding="utf-8")
+    again = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+    assert "has changed" not in again.output
+    assert len(_recipients(workdir / "outbox")) > len(sent)
+
+
+def test_a_retry_in_a_workdir_where_the_file_never_ran_is_refused(tmp_path):
+    # GIVEN a workdir where the file never ran (the operator forgot --workdir)
+    workdir = tmp_path / "elsewhere"
+    for flag in ("--retry-failed", "--retry-unknown"):
+        # WHEN a retry of its failed rows is asked THEN it is refused: it would send them all
+        result = CliRunner().invoke(
+            cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), flag]
+        )
+        assert result.exit_code == 2, result.output
+        assert f"no earlier run of this file in the workdir {workdir}" in result.output
+        assert flag in result.output
+    assert not _recipients(workdir / "outbox")
+
+
 def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
     tmp_path, one_set_templates, campaigns_without_attachments
 ):

@@ -91,3 +91,40 @@ def test_demo_campaign_over_smtp_once_and_only_once(smtp_inbox, tmp_path: Path):
     # WHEN the identical file runs again THEN nothing more reaches the server
     run_campaign(EXAMPLE / "recipients.csv", workdir=tmp_path / "work", mailer=url)
     assert len(inbox.envelopes) == len(received)
+
+
+def test_a_redrive_of_a_run_through_a_server_says_so_and_how_to_retry_through_it(
+    smtp_inbox, tmp_path: Path
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN a run through the server that the daily quota stops (the drill: 8 messages a
+    # process), and whose server refuses some rows for good
+    inbox, url = smtp_inbox
+    workdir = str(tmp_path / "work")
+    csv_file = str(EXAMPLE / "recipients.csv")
+    faults = "permanent=0.3,quota-after=8,seed=3"
+    first = CliRunner().invoke(
+        cli, ["run", csv_file, "--workdir", workdir, "--smtp", url, "--json", "--faults", faults]
+    )
+    execution = json.loads(first.stdout)["execution"]
+
+    # WHEN it is redriven until it ends
+    for _ in range(5):
+        redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+        if "Daily message quota exceeded" not in redriven.output:
+            break
+    output = redriven.output.replace("\n", "")
+
+    # THEN the last redrive names the server it delivered through, not the empty outbox
+    assert redriven.exit_code == 5, output
+    assert f"Mail server: {url}" in output and "Outbox:" not in output
+    assert inbox.envelopes and not list((tmp_path / "work" / "outbox").rglob("*.*"))
+    # AND its retry command runs the same file the same way (a run without --smtp would be
+    # refused, or would put the rows in the outbox)
+    assert f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}" in output
+    assert f"--smtp {url}" in output
