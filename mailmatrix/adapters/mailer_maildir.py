@@ -14,6 +14,11 @@ No fsync per message: once the link or rename returns, the message survives a cr
 commits (synchronous=NORMAL). An fsync per message cost 4 ms here, more than everything
 else a send does.
 
+The link or rename is the moment of delivery. An error before it (a file size limit, an I/O
+error) left nothing in ``new/``, so the try is refused for sure (``refused=True``): it is tried
+again, never reported as a message that may have gone out. An error after it (closing a
+descriptor) cannot undo the delivery and is only logged.
+
 Envelope: a Maildir file has no envelope, and Bcc recipients are (rightly) not in the
 headers. So the mailer prepends two trace headers, as a delivery agent prepends
 Return-Path and Delivered-To: ``Return-Path: <sender>`` and ``X-MailMatrix-Envelope-To:``
@@ -27,6 +32,7 @@ import contextlib
 import errno
 import functools
 import itertools
+import logging
 import os
 import secrets
 import socket
@@ -35,6 +41,8 @@ from pathlib import Path
 
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import AccountSendingHalted, PermanentSendError, TransientSendError
+
+log = logging.getLogger(__name__)
 
 ENVELOPE_TO_HEADER = "X-MailMatrix-Envelope-To"
 
@@ -74,8 +82,11 @@ class MaildirMailer:
             if not (self._unnamed and self._link_unnamed(name, trace, raw)):
                 self._write_and_rename(name, trace, raw)
         except OSError as exc:
-            kind = AccountSendingHalted if exc.errno in _HALTING_ERRNOS else TransientSendError
-            raise kind(f"maildir {self.path}: cannot write {name}: {exc.strerror or exc}") from exc
+            # Raised before the message was linked into new/ (see _close): nothing delivered.
+            message = f"maildir {self.path}: cannot write {name}: {exc.strerror or exc}"
+            if exc.errno in _HALTING_ERRNOS:
+                raise AccountSendingHalted(message) from exc
+            raise TransientSendError(message, refused=True) from exc
         return name
 
     def _link_unnamed(self, name: str, *chunks: bytes) -> bool:
@@ -91,6 +102,7 @@ class MaildirMailer:
                 raise
             self._unnamed = False
             return False
+        linked = False
         try:
             _write_all(fd, *chunks)
             # linkat() of an open file needs its /proc/self/fd link followed: os.link calls
@@ -98,15 +110,16 @@ class MaildirMailer:
             new = os.open(self._new, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=new, follow_symlinks=True)
+                linked = True
             except FileNotFoundError:
                 if os.path.isdir("/proc/self/fd"):
                     raise
                 self._unnamed = False  # no /proc: the file cannot be given a name
                 return False
             finally:
-                os.close(new)
+                _close(new, delivered=linked)
         finally:
-            os.close(fd)
+            _close(fd, delivered=linked)
         return True
 
     def _write_and_rename(self, name: str, *chunks: bytes) -> None:
@@ -130,6 +143,17 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _NO_UNNAMED_FILES = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 _DELIVERIES = itertools.count(1)
 _RANDOM = secrets.token_hex(4)
+
+
+def _close(fd: int, *, delivered: bool) -> None:
+    """Close ``fd``; once the message is in ``new/``, a failure to close is only logged: the
+    message went out, and an error would have it sent again."""
+    try:
+        os.close(fd)
+    except OSError as exc:
+        if not delivered:
+            raise
+        log.debug("maildir: message delivered, but closing a descriptor failed: %s", exc)
 
 
 def _write_all(fd: int, *chunks: bytes) -> None:

@@ -275,7 +275,7 @@ class Catalog:
         used: set[str] = set()
         for names in self._variables_by_file(self._set(template)).values():
             used |= names
-        return used
+        return used - set(self.context)
 
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
@@ -300,6 +300,10 @@ class Catalog:
             )
 
         unknown: dict[str, list[str]] = {}
+        constants = set(self.context)
+        # Constants a column of the same name would replace in the render context -> the
+        # files that use them.
+        shadowed: dict[str, list[str]] = {}
         for tset in self.sets.values():
             try:
                 by_file = self._variables_by_file(tset)
@@ -308,9 +312,14 @@ class Catalog:
                     problems.append(exc.message)
                 continue
             for path, names in by_file.items():
-                missing = sorted(names - available)
+                missing = sorted(names - available - constants)
                 if missing and path not in unknown:
                     unknown[path] = missing
+                for name in names & constants & available:
+                    users = shadowed.setdefault(name, [])
+                    if path not in users:
+                        users.append(path)
+        problems.extend(_shadowed_constant(n, shadowed[n]) for n in columns if n in shadowed)
         if unknown:
             listed = "; ".join(f"{path}: {', '.join(names)}" for path, names in unknown.items())
             hints = _suggestions({n for names in unknown.values() for n in names}, columns)
@@ -456,7 +465,8 @@ class Catalog:
             raise TemplateError(f"{path}: render: {type(exc).__name__}: {exc}") from exc
 
     def _variables_by_file(self, tset: TemplateSet) -> dict[str, set[str]]:
-        """Map each file the set uses (its own and every layout it pulls in) to its names."""
+        """Map each file the set uses (its own and every layout it pulls in) to the names it
+        takes from the render context: CSV columns and the manifest's constants."""
         found: dict[str, set[str]] = {}
         pending = list(tset.files)
         while pending:
@@ -470,7 +480,7 @@ class Catalog:
                 # Compiled now, not at the first row: Python refuses some sources Jinja
                 # parses (too deeply nested blocks), and every row would fail at sending.
                 self._env.compile(ast, name=path, filename=path)
-                names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES - set(self.context)
+                names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(_syntax_message(exc, path)) from exc
             except (RecursionError, SyntaxError, MemoryError) as exc:  # nesting too deep
@@ -651,6 +661,17 @@ def _suggestions(unknown: set[str], columns: list[str]) -> str:
         if close:
             hints.append(f"{name} -> {close[0]}?")
     return f" (did you mean: {'; '.join(hints)})" if hints else ""
+
+
+def _shadowed_constant(name: str, paths: list[str]) -> str:
+    """The problem of a CSV column named like a constant the templates use: the row's value
+    would silently take the constant's place in every letter."""
+    shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (
+        f"column {name!r} has the name of the constant {name!r} in {MANIFEST} (context), used"
+        f" by {shown}: each row's value would replace the constant in its letter; rename the"
+        f" column in the file, or rename or remove the constant in {MANIFEST}"
+    )
 
 
 def _one_line(text: str) -> str:

@@ -122,10 +122,12 @@ def run_on_engine(
     event_key: str | None = None,
     metadata: dict[str, str] | None = None,
     settings: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> dict[str, Any]:
     """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
     on the local engine (on an event naming ``event_key``, the key as the event spells it, when
-    given), the functions' environment as the stack sets it plus ``settings``.
+    given), the functions' environment as the stack sets it plus ``settings``. ``body``, when
+    given, is uploaded in place of the example CSV.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
     function's handler (``module:callable``).
@@ -134,7 +136,7 @@ def run_on_engine(
     from mailmatrix.engine import Engine, ResourceRegistry
 
     s3 = account["s3"]
-    body = (EXAMPLE / "recipients.csv").read_bytes()
+    body = body if body is not None else (EXAMPLE / "recipients.csv").read_bytes()
     etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})["ETag"]
     etag = etag.strip('"')
 
@@ -251,6 +253,24 @@ def test_an_unverified_sender_stops_before_sending_and_alerts(account):
     assert "is verified" in record["cause"]
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
     assert received(account, "SummaryTopic") == []
+
+
+def test_a_column_named_like_a_manifest_constant_fails_validation_on_aws(account):
+    from moto.ses.models import ses_backends
+
+    # GIVEN the example file with a `company` column: each candidate's current employer
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    rows = [lines[0] + ",company"] + [f"{line},Globex Ltd" for line in lines[1:]]
+    body = ("\n".join(rows) + "\n").encode()
+
+    # WHEN it is uploaded
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN ValidateRecipients refuses it, naming the clash, and nothing is sent
+    assert record["status"] == "FAILED"
+    assert record["error"] == "TemplateError"
+    assert "column 'company' has the name of the constant 'company'" in record["cause"]
+    assert ses_backends[ACCOUNT][REGION].sent_messages == []
 
 
 def test_a_key_the_event_spells_url_encoded_is_read_as_stored(account):

@@ -85,6 +85,24 @@ def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_
     assert _recipients(tmp_path / "outbox") == {}
 
 
+def test_a_column_named_like_a_manifest_constant_sends_nothing(tmp_path):
+    # GIVEN the demo file with a `company` column: each candidate's current employer
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    rows = [lines[0] + ",company"] + [f"{line},Globex Ltd" for line in lines[1:]]
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    code, output = _run(
+        str(csv_path), "--attachments", str(EXAMPLE / "attachments"), "--workdir", str(tmp_path)
+    )
+
+    # THEN no offer "from Globex Ltd" goes out: the run stops at validation and says why
+    assert code == 3
+    assert "Nothing was sent: TemplateError" in output
+    assert "column 'company' has the name of the constant 'company'" in " ".join(output.split())
+    assert _recipients(tmp_path / "outbox") == {}
+
+
 def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
     csv_path = tmp_path / "recipients.csv"
     csv_path.write_bytes(b"")

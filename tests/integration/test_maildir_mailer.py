@@ -12,10 +12,14 @@ import threading
 
 import pytest
 
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_maildir import ENVELOPE_TO_HEADER, MaildirMailer
 from mailmatrix.core.message import build_message, message_bytes
+from mailmatrix.core.send import RetryPolicy
 from mailmatrix.core.templates import Rendered
 from mailmatrix.errors import AccountSendingHalted, PermanentSendError, TransientSendError
+from tests.fixtures.sending import kit
+from tests.unit.test_send import run
 
 SENDER = "Acme Talent <talent@example.com>"
 
@@ -121,9 +125,104 @@ def test_write_failure_is_transient_and_leaves_nothing_behind(tmp_path):
     outbox = MaildirMailer(tmp_path)
     shutil.rmtree(tmp_path / "new")
     (tmp_path / "new").write_text("in the way")  # the rename into new/ now fails
-    with pytest.raises(TransientSendError, match=r"^maildir .*: cannot write "):
+    with pytest.raises(TransientSendError, match=r"^maildir .*: cannot write ") as failed:
         outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+    assert failed.value.refused  # nothing reached new/: not a message that may have gone out
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def fail_writes(monkeypatch, code: int) -> None:
+    """Make every write of a message fail with ``code``, as a full size limit or a bad disk."""
+
+    def writev(fd, chunks):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "writev", writev)
+
+
+def no_unnamed_files(monkeypatch, tries: list[str] | None = None) -> None:
+    """Refuse O_TMPFILE (as some network and FUSE file systems do), noting each try in
+    ``tries``: messages are then written under a name and renamed."""
+    real_open = os.open
+    unnamed = getattr(os, "O_TMPFILE", 0)
+
+    def open_without_tmpfile(path, flags, *args, **kwargs):
+        if unnamed and flags & unnamed == unnamed:
+            if tries is not None:
+                tries.append(path)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_without_tmpfile)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "renamed"])
+@pytest.mark.parametrize("code", [errno.EFBIG, errno.EIO], ids=["EFBIG", "EIO"])
+def test_a_failed_write_is_refused_for_sure_and_leaves_nothing(
+    tmp_path, monkeypatch, code, unnamed
+):
+    # GIVEN an outbox whose writes fail (a file size limit, an I/O error), by either path
+    if not unnamed:
+        no_unnamed_files(monkeypatch)
+    outbox = MaildirMailer(tmp_path)
+    fail_writes(monkeypatch, code)
+
+    # WHEN a message is sent
+    with pytest.raises(TransientSendError) as failed:
+        outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+
+    # THEN the error says the message was not delivered, and neither new/ nor tmp/ holds it
+    assert failed.value.refused
+    assert "cannot write " in failed.value.message
+    assert os.strerror(code) in failed.value.message
+    assert list((tmp_path / "new").iterdir()) == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES])
+def test_a_write_failing_for_the_whole_outbox_still_halts(tmp_path, monkeypatch, code):
+    outbox = MaildirMailer(tmp_path)
+    fail_writes(monkeypatch, code)
+    with pytest.raises(AccountSendingHalted, match=r"^maildir .*: cannot write "):
+        outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+
+
+def test_rows_whose_writes_fail_are_retried_and_deferred_not_outcome_unknown(tmp_path, monkeypatch):
+    # GIVEN a batch of two rows into an outbox whose every write fails with "File too large"
+    clock = kit.FakeClock()
+    ledger = SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+    outbox = MaildirMailer(tmp_path / "outbox")
+    fail_writes(monkeypatch, errno.EFBIG)
+    policy = RetryPolicy(tries=4)
+    batch = [kit.item("c-1", row, f"p{row}@example.com", f"Person {row}", None) for row in (2, 3)]
+
+    def send(attempt: str):
+        campaign = kit.campaign("c-1")
+        return run(batch, outbox, ledger, clock, attempt=attempt, campaign=campaign, policy=policy)
+
+    # WHEN the batch is sent
+    with pytest.raises(TransientSendError) as stopped:
+        send("child-1")
+
+    # THEN each row had its every try and is left for a later retry, not failed as
+    # OutcomeUnknown (the message never reached new/), and nothing marks it a possible duplicate
+    assert stopped.value.details["deferred"] == [2, 3]
+    rows = stopped.value.details["result"]["rows"]
+    assert [(r["row"], r["status"], r["code"]) for r in rows] == [
+        (2, "deferred", "TransientSendError"),
+        (3, "deferred", "TransientSendError"),
+    ]
+    assert "gave up after 4 tries" in rows[0]["reason"]
+    assert [(o.row, o.state, o.uncertain) for o in ledger.outcomes("c-1")] == [
+        (2, "released", False),
+        (3, "released", False),
+    ]
+
+    # AND once the writes work again, the next attempt sends each row once, not as a duplicate
+    monkeypatch.undo()
+    result = send("child-2")
+    assert [(r["status"], "takeover" in r) for r in result.rows] == [("sent", False)] * 2
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2
 
 
 needs_unnamed_files = pytest.mark.skipif(
@@ -151,16 +250,8 @@ def test_message_is_written_unnamed_and_linked_without_a_rename(tmp_path, monkey
 @needs_unnamed_files
 def test_without_unnamed_files_it_writes_and_renames_and_stops_trying(tmp_path, monkeypatch):
     # GIVEN a file system that refuses O_TMPFILE (as some network and FUSE file systems do)
-    real_open = os.open
-    tries = []
-
-    def open_without_tmpfile(path, flags, *args, **kwargs):
-        if flags & os.O_TMPFILE == os.O_TMPFILE:
-            tries.append(path)
-            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", open_without_tmpfile)
+    tries: list[str] = []
+    no_unnamed_files(monkeypatch, tries)
     outbox = MaildirMailer(tmp_path)
     # WHEN two messages are sent
     names = [outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])]
@@ -186,5 +277,31 @@ def test_without_proc_the_unnamed_file_is_dropped_and_the_message_renamed(tmp_pa
     # WHEN a message is sent THEN it still lands whole in new/, nothing left in tmp/
     raw = raw_message()
     name = MaildirMailer(tmp_path).send(raw, sender=SENDER, destinations=["amy@example.com"])
+    assert (tmp_path / "new" / name).read_bytes().endswith(raw)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@needs_unnamed_files
+def test_a_close_failing_after_the_link_does_not_undo_the_delivery(tmp_path, monkeypatch):
+    # GIVEN an outbox where closing a descriptor reports an error (as NFS may, after the write)
+    outbox = MaildirMailer(tmp_path)
+    real_close = os.close
+    closed = []
+
+    def close_with_error(fd):
+        real_close(fd)
+        closed.append(fd)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "close", close_with_error)
+
+    # WHEN a message is sent, written unnamed and linked into new/ before the closes
+    raw = raw_message()
+    name = outbox.send(raw, sender=SENDER, destinations=["amy@example.com"])
+
+    # THEN the send reports it delivered: it is in new/, and an error would send it twice
+    monkeypatch.undo()
+    assert len(closed) == 2  # the file and the new/ directory
+    assert [p.name for p in (tmp_path / "new").iterdir()] == [name]
     assert (tmp_path / "new" / name).read_bytes().endswith(raw)
     assert list((tmp_path / "tmp").iterdir()) == []

@@ -94,6 +94,24 @@ def test_templates_that_do_not_fit_the_columns_make_the_file_unusable(tmp_path):
     assert "body.txt: FirstName; body.html: Balance" in result.output
 
 
+def test_a_column_named_like_a_manifest_constant_is_refused_before_rendering(tmp_path):
+    # GIVEN the demo file with a `contact_email` column: the candidate's own address
+    lines = DEMO_CSV.read_text(encoding="utf-8").splitlines()
+    rows = [lines[0] + ",contact_email"] + [f"{line},me@example.net" for line in lines[1:]]
+    path = tmp_path / "recipients.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+
+    attachments = DEMO_CSV.parent / "attachments"
+    result = preview(path, "--row", demo_line("Offer"), "--attachments", attachments, "--out", out)
+
+    # THEN no letter is shown with the candidate's address as the one to write to
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    output = " ".join(result.output.split())
+    assert "column 'contact_email' has the name of the constant 'contact_email'" in output
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_without_any_sender_it_says_where_to_set_one(tmp_path):
     result = preview(
         CASE_15 / "recipients.csv",

@@ -120,6 +120,45 @@ def test_demo_check_names_every_missing_column_and_file(demo):
     ]
 
 
+def test_a_column_named_like_a_constant_the_templates_use_is_a_problem(demo):
+    # GIVEN an HR export whose `company` is the candidate's current employer and whose
+    # `contact_email` is the candidate's own address: as render context they would replace
+    # the manifest's constants in every letter
+    problems = demo.check_columns([*DEMO_COLUMNS, "contact_email", "company"])
+
+    # THEN each clash is named, in the file's column order, with where it is used and the way out
+    assert problems == [
+        "column 'contact_email' has the name of the constant 'contact_email' in manifest.yaml"
+        " (context), used by layout/base.txt, layout/base.html: each row's value would replace"
+        " the constant in its letter; rename the column in the file, or rename or remove the"
+        " constant in manifest.yaml",
+        "column 'company' has the name of the constant 'company' in manifest.yaml (context),"
+        " used by offer/subject.txt, layout/base.txt, layout/base.html and 1 more: each row's"
+        " value would replace the constant in its letter; rename the column in the file, or"
+        " rename or remove the constant in manifest.yaml",
+    ]
+
+
+def test_a_constant_is_shadowed_only_by_a_column_of_its_exact_name_that_is_used():
+    # GIVEN constants `company` (used) and `motto` (used by no template)
+    manifest = SIMPLE_MANIFEST + "context:\n  company: Acme\n  motto: Be kind\n"
+    catalog = load_catalog(
+        simple(**{"manifest.yaml": manifest, "welcome__body.txt": "{{ company }}, {{ Name }}\n"})
+    )
+
+    # WHEN the file has `Company` (another name to Jinja) and `motto` THEN nothing clashes,
+    # and the letter prints the constant
+    assert catalog.check_columns(["Name", "Status", "Company", "motto"]) == []
+    fields = {"Name": "Ann", "Status": "Offer", "Company": "Globex", "motto": "x"}
+    assert catalog.render("welcome", fields).text == "Acme, Ann\n"
+    # AND `company` itself does
+    assert catalog.check_columns(["Name", "Status", "company"]) == [
+        "column 'company' has the name of the constant 'company' in manifest.yaml (context),"
+        " used by welcome/body.txt: each row's value would replace the constant in its letter;"
+        " rename the column in the file, or rename or remove the constant in manifest.yaml"
+    ]
+
+
 def test_demo_offer_renders_layout_signature_and_inlined_css(demo):
     rendered = demo.render("offer", offer_row(Name="Seán O'Brien"))
 

@@ -137,6 +137,22 @@ def test_templates_missing_columns_exit_3(tmp_path):
     assert "not CSV columns" in result.output
 
 
+def test_a_column_named_like_a_manifest_constant_exits_3_naming_both_ways_out(tmp_path):
+    # GIVEN an export whose ` company ` column (spaces around it, as a header may have) is the
+    # candidate's current employer, while the templates print the manifest's `company`
+    path = campaign(
+        tmp_path, HEADER.rstrip("\n") + ", company \n" + OFFER.rstrip("\n") + ",Globex Ltd\n"
+    )
+
+    result = invoke(path)
+
+    # THEN nothing passes, and the message names the column, the constant and the fixes
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    output = " ".join(result.output.split())
+    assert "column 'company' has the name of the constant 'company' in manifest.yaml" in output
+    assert "rename the column in the file, or rename or remove the constant" in output
+
+
 def test_missing_file_is_a_usage_error():
     result = invoke("no/such/file.csv")
 
