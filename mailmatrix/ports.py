@@ -15,7 +15,13 @@ from typing import BinaryIO, Protocol
 @dataclass(frozen=True)
 class ObjectInfo:
     """One stored object: its key, size in bytes, ETag and (where versioned) version id; from
-    ``head`` on S3 also when it was stored (epoch seconds) and its user metadata."""
+    ``head`` on S3 also when it was stored (epoch seconds) and its user metadata.
+
+    ``identity``, from a listing, tells which keys hold one and the same file where the
+    storage can link a file under several keys (a local folder: symlinks, hard links); two
+    objects with the same identity are one file. None: the key is the object's only name
+    (S3 has no links).
+    """
 
     key: str
     size: int
@@ -23,6 +29,7 @@ class ObjectInfo:
     version_id: str | None = None
     modified: float | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
+    identity: str | None = None
 
 
 class Storage(Protocol):

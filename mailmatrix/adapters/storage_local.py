@@ -153,7 +153,9 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
     """Yield files below ``base`` as objects keyed ``key_prefix + relative path``.
 
     One ``stat`` a file (the directory entries say which are links and folders): a folder of
-    10,000 attachments is listed at every validation.
+    10,000 attachments is listed at every validation. That stat follows a symlink, so each
+    object's identity is the file it reaches (device and inode): a symlink and its target, or
+    two hard links, are one file under two keys.
     """
     if not base.is_dir():
         return
@@ -188,4 +190,9 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
         except OSError:  # a dangling link, or the file went away: no object
             continue
         if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files
-            yield ObjectInfo(key=key, size=info.st_size)
+            yield ObjectInfo(key=key, size=info.st_size, identity=_identity(info))
+
+
+def _identity(info: os.stat_result) -> str | None:
+    """The file a stat describes, as device and inode; None where the system gives no inode."""
+    return f"{info.st_dev}:{info.st_ino}" if info.st_ino else None

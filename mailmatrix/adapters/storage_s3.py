@@ -81,7 +81,8 @@ class S3Storage:
         return self.head(key)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Yield every object whose key starts with ``prefix``, in key order."""
+        """Yield every object whose key starts with ``prefix``, in key order (S3 has no links:
+        each key is its own object, so no identity is given)."""
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):

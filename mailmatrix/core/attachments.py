@@ -3,6 +3,8 @@
 A name is a bare file name. Paths of any kind are refused rather than resolved, so a row can
 never reach outside the attachments location. Lookup is exact and case-sensitive, like S3
 keys, with both sides in Unicode NFC (macOS and Windows write names in different forms).
+Where the listing says two names are one file (links in a local folder), the index knows
+them as one file, so intake can tell that rows naming them name the same letter.
 """
 
 from __future__ import annotations
@@ -62,10 +64,16 @@ def name_problem(name: str) -> str | None:
 
 
 class AttachmentIndex:
-    """The attachments location as listed once: bare file name -> size in bytes."""
+    """The attachments location as listed once: bare file name -> size in bytes.
 
-    def __init__(self, sizes: dict[str, int]) -> None:
+    ``links`` maps each name of a file listed under more than one name (a symlink and its
+    target, hard links) to the first of its names in key order; names of a file that has
+    only one are not in it.
+    """
+
+    def __init__(self, sizes: dict[str, int], links: dict[str, str] | None = None) -> None:
         self._sizes = sizes
+        self._links = links or {}
         self._folded: dict[str, list[str]] | None = None
 
     @classmethod
@@ -74,15 +82,27 @@ class AttachmentIndex:
     ) -> AttachmentIndex:
         """Build the index from one listing; objects in sub-folders are not reachable."""
         sizes: dict[str, int] = {}
+        named: dict[str, str] = {}  # identity -> the first name listed with it
+        links: dict[str, str] = {}
         for info in objects:
             if not info.key.startswith(prefix):
                 continue
             name = info.key[len(prefix) :]
             if not name or "/" in name:
                 continue
-            sizes[unicodedata.normalize("NFC", name)] = info.size
-        logger.debug("attachment index: %d files under %s", len(sizes), prefix)
-        return cls(sizes)
+            name = unicodedata.normalize("NFC", name)
+            sizes[name] = info.size
+            if info.identity is not None:
+                first = named.setdefault(info.identity, name)
+                if first != name:
+                    links[first] = links[name] = first
+        logger.debug(
+            "attachment index: %d files under %s, %d names of linked files",
+            len(sizes),
+            prefix,
+            len(links),
+        )
+        return cls(sizes, links)
 
     def __len__(self) -> int:
         return len(self._sizes)
@@ -115,6 +135,10 @@ class AttachmentIndex:
                     )
                 )
         return Lookup(name=name, size=size)
+
+    def same_file(self, name: str) -> str | None:
+        """For a name of a file listed under several names, the first of them; else None."""
+        return self._links.get(name) if self._links else None
 
     def _case_variants(self) -> dict[str, list[str]]:
         """Names by their case-folded form, built at the first miss (most runs never miss)."""

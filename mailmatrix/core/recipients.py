@@ -23,7 +23,7 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex
@@ -414,11 +414,15 @@ class _Intake:
         self.emit = emit
         self.header_pending = True
         self.seen = _SeenTable()
-        self.owners = _SeenTable()  # file names -> recipient, and its row passed on or first
-        # Rows already emitted whose file a later row of another recipient named, with the file
-        # and that row: the caller drops them from what it sends (IntakeReport.withdrawn), so
-        # neither row goes out.
-        self.withdrawn: dict[int, tuple[str, int]] = {}
+        # Files -> recipient, and its row passed on or first. A file is its name, or for a file
+        # the attachments location holds under several names (links), the first of them.
+        self.owners = _SeenTable()
+        # Of those linked files only (a few): the name the row in ``owners`` gave the file.
+        self.owner_names: dict[int, str] = {}
+        # Rows already emitted whose file a later row of another recipient named, with the
+        # name they gave it, that row and its name for it: the caller drops them from what it
+        # sends (IntakeReport.withdrawn), so neither row goes out.
+        self.withdrawn: dict[int, _Shared] = {}
         self.sent_addresses = _SentAddresses()  # of the rows emitted that could be withdrawn
         self.contested: dict[int, int] = {}  # files named for two recipients -> a row of one
         self._choices: dict[str, Choice] = {}
@@ -735,7 +739,8 @@ class _Intake:
         on; ``name``: the file the cell resolved to, when the row got that far. Return why the
         row must not be sent when rows of two recipients name the file, and withdraw the row
         passed on before that was known. Rows skipped or rejected for other reasons count
-        too: their file is their recipient's all the same.
+        too: their file is their recipient's all the same. Names the attachments location
+        links to one file (a symlink, hard links) are that one file.
 
         Before a file is contested, at most one row naming it has been passed on (one
         recipient, whose other rows are duplicates): the table keeps that row once there is
@@ -745,21 +750,27 @@ class _Intake:
         if index is None or not values[index] or not values[self.email_at]:
             return None  # no file of its own, or no one to tell apart from another
         name = name or self.attachments.lookup(values[index]).name or values[index]
-        key = hash(name)
+        linked = self.attachments.same_file(name)
+        key = hash(linked or name)
         if key in self.contested:
-            return _shared_file(name, self.contested[key])
+            return _shared_file(name, self.contested[key], self.owner_names.get(key, name))
         owner = self.owners.add(key, row, recipient, flag=sent)
         if owner is None:
+            if linked:
+                self.owner_names[key] = name
             return None
         owner_row, same, owner_sent = owner
         if same:
             if sent:  # the recipient's row that goes out: the one to withdraw if need be
                 self.owners.put(key, row, recipient, flag=True)
+                if linked:
+                    self.owner_names[key] = name
             return None
         self.contested[key] = owner_row
+        owner_name = self.owner_names.get(key, name)
         if owner_sent:
-            self.withdrawn.setdefault(owner_row, (name, row))
-        return _shared_file(name, owner_row)
+            self.withdrawn.setdefault(owner_row, _Shared(owner_name, row, name))
+        return _shared_file(name, owner_row, owner_name)
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
         """Who a row is for, as a hash: its address as sent to (parsed now unless given),
@@ -817,10 +828,19 @@ def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any
     return {"row": row, "column": column, "reason": reason, "email": masked}
 
 
-def _withdrawal(row: int, shared: tuple[str, int], masked: str) -> dict[str, Any]:
-    """The reject of a row withdrawn because ``shared`` (its file, the later row naming it)."""
-    name, later_row = shared
-    return _rejection(row, "Attachment_File", _shared_file(name, later_row, earlier=False), masked)
+class _Shared(NamedTuple):
+    """Why a row passed on is withdrawn: its file's ``name`` there, and the later row of
+    another recipient that names the file too, as ``other_name``."""
+
+    name: str
+    other_row: int
+    other_name: str
+
+
+def _withdrawal(row: int, shared: _Shared, masked: str) -> dict[str, Any]:
+    """The reject of a row withdrawn because a later row of another recipient names its file."""
+    reason = _shared_file(shared.name, shared.other_row, shared.other_name, earlier=False)
+    return _rejection(row, "Attachment_File", reason, masked)
 
 
 class _SentAddresses:
@@ -868,14 +888,25 @@ class _Needs:
     default: str | None
 
 
-def _shared_file(name: str, other_row: int, *, earlier: bool = True) -> str:
-    """Why a row is rejected whose file a row of another recipient names too."""
+def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = True) -> str:
+    """Why a row is rejected whose file a row of another recipient names too (as
+    ``other_name``: another name of the same file when the attachments location links them)."""
+    when = "already" if earlier else "also"
+    if other_name == name:
+        return (
+            f"{name} is {when} the attachment of row {other_row}, another recipient: each row "
+            "attaches its recipient's own file, so one of the two rows is wrong and neither is "
+            f"sent (check both; {_ONE_FOR_MANY})"
+        )
     return (
-        f"{name} is {'already' if earlier else 'also'} the attachment of row {other_row}, "
-        "another recipient: each row attaches its recipient's own file, so one of the two "
-        "rows is wrong and neither is sent (check both; to send one file to many, leave "
-        "Attachment_File empty and set default_attachment)"
+        f"{name} is the same file as {other_name} (a link in the attachments folder), "
+        f"{when} the attachment of row {other_row}, another recipient: each row attaches its "
+        "recipient's own file, so one of the two rows or the link is wrong and neither is "
+        f"sent (check both rows and the link; {_ONE_FOR_MANY})"
     )
+
+
+_ONE_FOR_MANY = "to send one file to many, leave Attachment_File empty and set default_attachment"
 
 
 class _SeenTable:

@@ -1033,6 +1033,49 @@ def test_two_recipients_naming_one_letter_are_both_held_back(tmp_path):
     assert "is also the attachment of row 3" in shown.output
 
 
+def test_names_linked_to_another_recipient_s_letter_are_not_mailed(tmp_path):
+    # GIVEN the example campaign whose attachments folder makes José's letter a symlink to
+    # Amelia's, Olga's a hard link to Chen's, and Fatima's a symlink to a file outside it
+    campaign = tmp_path / "offers.csv"
+    shutil.copy(EXAMPLE / "recipients.csv", campaign)
+    folder = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", folder)
+    (folder / "jose-garcia.pdf").unlink()
+    (folder / "jose-garcia.pdf").symlink_to("amelia-hart.pdf")
+    (folder / "olga-ivanova.pdf").unlink()
+    (folder / "olga-ivanova.pdf").hardlink_to(folder / "chen-jing.pdf")
+    (tmp_path / "elsewhere.pdf").write_bytes(b"%PDF-1.4 not in the folder")
+    (folder / "fatima-zahra.pdf").unlink()
+    (folder / "fatima-zahra.pdf").symlink_to(tmp_path / "elsewhere.pdf")
+
+    # WHEN it runs
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir), "--json"])
+
+    # THEN the rows of the two linked letters and the link out of the folder are not mailed;
+    # the 13 other valid rows are, each with its own letter
+    summary = json.loads(result.stdout)
+    assert (summary["counts"]["sent"], summary["counts"]["rejected"]) == (13, 7), result.output
+    held = {"amelia.hart", "jose.garcia", "chen.jing", "olga.ivanova", "fatima.zahra"}
+    sent_to = _recipients(workdir / "outbox")
+    assert not {address.split("@")[0] for address in sent_to} & held
+    assert len(sent_to) == 13 and set(sent_to.values()) == {1}
+    for path in (workdir / "outbox" / "new").iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        [letter] = message.iter_attachments()
+        own = message["To"].addresses[0].username.replace(".", "-") + ".pdf"
+        assert letter.get_content() == (EXAMPLE / "attachments" / own).read_bytes()
+    # AND the report says which name is the same file as which
+    with open(summary["rejects"], encoding="utf-8-sig", newline="") as rejects:
+        reasons = {int(r["row"]): r["reason"] for r in csv.DictReader(rejects)}
+    assert reasons[3].startswith(
+        "jose-garcia.pdf is the same file as amelia-hart.pdf (a link in the attachments folder)"
+        ", already the attachment of row 2, another recipient"
+    )
+    assert reasons[7].startswith("olga-ivanova.pdf is the same file as chen-jing.pdf (a link")
+    assert reasons[9] == "attachment not found: fatima-zahra.pdf"
+
+
 def test_withdrawn_rows_are_reported_in_row_order_among_more_than_1000_rejects(tmp_path):
     # GIVEN the campaign where row 3 names row 2's letter, then 1,100 rows naming missing
     # files (rows 22 to 1121), Lee's row with a letter of his own (1122), and Kim's naming it

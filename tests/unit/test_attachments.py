@@ -122,3 +122,39 @@ def test_index_ignores_other_prefixes_and_folders():
         ObjectInfo("attachmentsX/c.pdf", 1),
     ]
     assert len(AttachmentIndex.from_listing(listing, prefix="attachments/")) == 1
+
+
+def test_names_listed_as_one_file_are_known_as_the_first_of_them():
+    # GIVEN a listing where a.pdf and c.pdf are one file (a link), b.pdf and d.pdf another,
+    # e.pdf a file of its own, and f.pdf an object without an identity (an S3 key)
+    listing = [
+        ObjectInfo("attachments/a.pdf", 5, identity="1:10"),
+        ObjectInfo("attachments/b.pdf", 5, identity="1:11"),
+        ObjectInfo("attachments/c.pdf", 5, identity="1:10"),
+        ObjectInfo("attachments/d.pdf", 5, identity="1:11"),
+        ObjectInfo("attachments/e.pdf", 5, identity="1:12"),
+        ObjectInfo("attachments/f.pdf", 5),
+    ]
+
+    # WHEN indexed
+    idx = AttachmentIndex.from_listing(listing)
+
+    # THEN every name of a linked file leads to its first name; the others to none
+    assert [idx.same_file(n) for n in ("a.pdf", "b.pdf", "c.pdf", "d.pdf")] == [
+        "a.pdf",
+        "b.pdf",
+        "a.pdf",
+        "b.pdf",
+    ]
+    assert (idx.same_file("e.pdf"), idx.same_file("f.pdf"), idx.same_file("x.pdf")) == (None,) * 3
+    # AND each name is still found under its own name
+    assert idx.lookup("c.pdf") == Lookup(name="c.pdf", size=5)
+
+
+def test_keys_without_identities_are_each_their_own_file():
+    # GIVEN an S3 listing: no identities, even for objects alike in size and ETag
+    listing = [ObjectInfo(f"attachments/{n}.pdf", 5, etag="same") for n in "ab"]
+
+    # THEN no two names are one file
+    idx = AttachmentIndex.from_listing(listing)
+    assert (idx.same_file("a.pdf"), idx.same_file("b.pdf")) == (None, None)

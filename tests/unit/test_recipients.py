@@ -1043,6 +1043,94 @@ def test_the_same_address_typed_as_it_is_sent_or_not_is_one_recipient():
     assert [r["row"] for r in rows] == [3] and reasons(report) == []
 
 
+def linked_index(*groups: tuple[str, ...]) -> AttachmentIndex:
+    """An index where the names of each group are one file (links in a local folder)."""
+    listing = [
+        ObjectInfo(f"attachments/{name}", 100, identity=f"1:{number}")
+        for number, group in enumerate(groups)
+        for name in group
+    ]
+    return AttachmentIndex.from_listing(sorted(listing, key=lambda info: info.key))
+
+
+LINKED = " (a link in the attachments folder), "
+
+
+def test_a_link_to_a_contested_file_named_for_a_third_recipient_is_held_back():
+    # GIVEN Alice's and Bob's rows naming her letter, and Carol's naming a link to it
+    index = linked_index(("alice.pdf", "link.pdf"), ("carol.pdf",))
+    text = HEADER + ALICE + "bob@example.com,Bob,active,alice.pdf\r\n"
+    text += "carol@example.com,Carol,active,link.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=index)
+
+    # THEN none of the three is sent: Carol's row names both names and the row of the other
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == []
+    assert report.valid == 0
+    (_, _, _), (_, _, _), (carol, column, reason) = reasons(report)
+    assert (carol, column) == (4, "Attachment_File")
+    assert reason.startswith(
+        f"link.pdf is the same file as alice.pdf{LINKED}already the attachment of row 2, "
+        "another recipient: each row attaches its recipient's own file, so one of the two rows "
+        "or the link is wrong and neither is sent (check both rows and the link; "
+    )
+
+
+def test_hard_links_named_for_two_recipients_hold_back_both_rows():
+    # GIVEN Alice's row naming her letter, Bob's naming another name of the same file, and
+    # Carol's and Dave's own distinct files
+    index = linked_index(("alice.pdf", "bob.pdf"), ("carol.pdf",), ("dave.pdf",))
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
+    text += "dave@example.com,Dave,active,dave.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=index)
+
+    # THEN Alice's row is withdrawn and Bob's rejected, each naming the other's name for the
+    # file; Carol and Dave are sent their own
+    sent = [r["email"] for r in rows if r["row"] not in report.withdrawn]
+    assert sent == ["carol@example.com", "dave@example.com"]
+    assert report.withdrawn == {2} and report.valid == 2
+    (alice, _, alice_reason), (bob, _, bob_reason) = reasons(report)
+    assert (alice, bob) == (2, 3)
+    assert alice_reason.startswith(
+        f"alice.pdf is the same file as bob.pdf{LINKED}also the attachment of row 3, another"
+    )
+    assert bob_reason.startswith(
+        f"bob.pdf is the same file as alice.pdf{LINKED}already the attachment of row 2, another"
+    )
+
+
+def test_the_name_reported_is_the_one_the_row_passed_on_gave_the_file():
+    # GIVEN Alice's row excluded naming a link, her row sent naming its target, then Bob's
+    # naming the link
+    index = linked_index(("alice.pdf", "link.pdf"), ("bob.pdf",))
+    text = HEADER + "alice@example.com,Alice,unsubscribed,link.pdf\r\n" + ALICE
+    text += "bob@example.com,Bob,active,link.pdf\r\n"
+
+    # WHEN validated
+    report, _ = run(text, index=index)
+
+    # THEN Alice's row passed on is withdrawn, and each reason names the file as the other
+    # row did
+    assert report.withdrawn == {3} and report.valid == 0
+    (alice, _, alice_reason), (bob, _, bob_reason) = reasons(report)
+    assert (alice, bob) == (3, 4)
+    assert alice_reason.startswith(f"alice.pdf is the same file as link.pdf{LINKED}also")
+    assert bob_reason.startswith(f"link.pdf is the same file as alice.pdf{LINKED}already")
+
+
+def test_one_recipient_naming_two_names_of_one_file_is_a_duplicate_not_a_shared_file():
+    index = linked_index(("alice.pdf", "link.pdf"))
+    text = HEADER + ALICE + "ALICE@example.com,Alice Example,active,link.pdf\r\n"
+
+    report, rows = run(text, index=index)
+
+    assert emails(rows) == ["alice@example.com"] and reasons(report) == []
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
+
+
 def test_recipients_are_compared_by_every_bit_of_their_hash():
     from mailmatrix.core.recipients import _SeenTable
 

@@ -115,3 +115,28 @@ def test_the_listing_leaves_out_dangling_links_and_special_files(tmp_path):
     os.mkfifo(pdfs / "fifo.pdf")
     storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
     assert [(o.key, o.size) for o in storage.list("attachments/")] == [("attachments/ok.pdf", 8)]
+
+
+def test_the_listing_gives_links_to_one_file_one_identity(tmp_path):
+    # GIVEN a folder with two distinct files alike in content, a symlink to one of them, and
+    # a hard link to the other
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (pdfs / name).write_bytes(b"%PDF-1.4 same bytes")
+    (pdfs / "a-link.pdf").symlink_to("a.pdf")
+    os.link(pdfs / "b.pdf", pdfs / "b-hard.pdf")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": pdfs})
+
+    # WHEN listed
+    identity = {
+        o.key.removeprefix("attachments/"): o.identity for o in storage.list("attachments/")
+    }
+
+    # THEN a link and its target are one file, two hard links are one file, and the distinct
+    # files (same bytes) are two
+    assert set(identity) == {"a.pdf", "a-link.pdf", "b.pdf", "b-hard.pdf"}
+    assert identity["a-link.pdf"] == identity["a.pdf"]
+    assert identity["b-hard.pdf"] == identity["b.pdf"]
+    assert identity["a.pdf"] != identity["b.pdf"]
+    assert None not in identity.values()

@@ -267,6 +267,38 @@ def test_validate_sees_the_attachments_a_run_would_send(tmp_path):
     assert report["rejected"][0]["reason"] == "attachment not found: ann.pdf"
 
 
+def test_names_linked_to_one_file_are_one_recipient_s_file(tmp_path):
+    # GIVEN a folder where u4.pdf is a symlink to u0.pdf and u5.pdf and u6.pdf are hard links
+    # to one file, and u7.pdf and u8.pdf are distinct files with the same bytes
+    files = {f"u{i}.pdf": b"%PDF-1.4 same" for i in (0, 5, 7, 8)}
+    offers = "".join(
+        OFFER.replace("ann", f"user{i}").replace(f"user{i}.pdf", name)
+        for i, name in [(0, "u0.pdf"), (1, "u0.pdf"), (4, "u4.pdf"), (5, "u5.pdf"),
+                        (6, "u6.pdf"), (7, "u7.pdf"), (8, "u8.pdf")]
+    )  # fmt: skip
+    path = campaign(tmp_path, HEADER + offers, files=files)
+    folder = path.parent / "attachments"
+    (folder / "u4.pdf").symlink_to("u0.pdf")
+    (folder / "u6.pdf").hardlink_to(folder / "u5.pdf")
+
+    # WHEN validated
+    result = invoke(path, "--json")
+
+    # THEN only the distinct files' rows are valid; the third person naming the link to the
+    # contested letter and both hard-link rows are rejected, each reason naming both names
+    assert result.exit_code == exits.ROWS_REJECTED, result.output
+    report = json.loads(result.output)
+    assert report["valid"] == 2
+    held = {item["row"]: item["reason"] for item in report["rejected"]}
+    assert sorted(held) == [2, 3, 4, 5, 6]
+    assert held[4].startswith(
+        "u4.pdf is the same file as u0.pdf (a link in the attachments folder), already the "
+        "attachment of row 2, another recipient"
+    )
+    assert held[5].startswith("u5.pdf is the same file as u6.pdf (a link in the attachments")
+    assert held[6].startswith("u6.pdf is the same file as u5.pdf (a link in the attachments")
+
+
 def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     one_set_templates, campaigns_without_attachments
 ):
