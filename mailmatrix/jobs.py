@@ -168,31 +168,69 @@ def _drop_rows(path: str, rows: frozenset[int]) -> None:
             os.unlink(kept)
 
 
-def _release_failed(upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger]) -> int:
-    """Release the campaign's rows that failed before ``upload`` was stored, if it asks to.
+def retry_metadata(failed: bool, unknown: bool) -> dict[str, str]:
+    """An upload's metadata asking for the campaign's failed rows again: those failed with an
+    answer (``failed``), those failed as OutcomeUnknown (``unknown``); see _Retry."""
+    asked = ((RETRY_FAILED_METADATA, failed), (RETRY_UNKNOWN_METADATA, unknown))
+    return {name: "true" for name, given in asked if given}
 
-    Only those: EventBridge may start a second execution for one upload, and the rows that
-    fail in the first must not be sent again by the second. The metadata asks for the rows
-    failed as OutcomeUnknown and for the others apart (RETRY_UNKNOWN_METADATA,
-    RETRY_FAILED_METADATA).
+
+class _Retry:
+    """The campaign's failed rows an upload asks to send again (its metadata), as far as the
+    file still holds them.
+
+    Asked for: rows failed with an answer (RETRY_FAILED_METADATA), rows failed as
+    OutcomeUnknown (RETRY_UNKNOWN_METADATA), each only if failed before the upload was
+    stored: EventBridge may start a second execution for one upload, and the rows that fail
+    in the first must not be sent again by the second. The ledger lists them before the file
+    is read (few); the rows passed on mark theirs; only those are released: a row taken out of
+    the file (one found to have arrived) stays failed, and no later run of it sends it.
     """
-    asked = [
-        unknown
-        for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
-        if upload.metadata.get(name, "").strip().lower() == "true"
-    ]
-    if not asked:
-        return 0
-    # S3 gives the time in whole seconds, cut: a second more keeps every row failed before it.
-    # (The first execution of an upload fails rows several seconds after the upload at best.)
-    before = None if upload.modified is None else upload.modified + 1
-    ledger = open_ledger()
-    released = sum(
-        ledger.release_failed(campaign_id, failed_before=before, unknown=unknown)
-        for unknown in asked
-    )
-    log.debug("released %d failed row(s) of %s for this run", released, campaign_id)
-    return released
+
+    def __init__(
+        self, upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger] | None
+    ) -> None:
+        self.campaign_id = campaign_id
+        # S3 gives the time in whole seconds, cut: a second more keeps every row failed
+        # before it. (The first execution of an upload fails rows seconds after it at best.)
+        self.before = None if upload.modified is None else upload.modified + 1
+        self.kinds = [
+            unknown
+            for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
+            if open_ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
+        ]
+        self.ledger = open_ledger() if open_ledger is not None and self.kinds else None
+        self.failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown
+        for unknown in self.kinds:
+            assert self.ledger is not None
+            keys = self.ledger.failed_keys(campaign_id, failed_before=self.before, unknown=unknown)
+            self.failed.update(dict.fromkeys(keys, unknown))
+        self.held: dict[str, int] = {}  # key -> row, of the failed rows the file holds
+
+    def see(self, key: str, row: int) -> None:
+        """A row passed on: given back if it is one of the failed."""
+        if key in self.failed:
+            self.held[key] = row
+
+    def release(self, withdrawn: frozenset[int]) -> int:
+        """Release the failed rows the file holds (withdrawn rows left out); how many."""
+        if self.ledger is None or not self.held:
+            return 0
+        released = sum(
+            self.ledger.release_failed(
+                self.campaign_id,
+                failed_before=self.before,
+                unknown=unknown,
+                keys=[
+                    key
+                    for key, row in self.held.items()
+                    if self.failed[key] is unknown and row not in withdrawn
+                ],
+            )
+            for unknown in self.kinds
+        )
+        log.debug("released %d failed row(s) of %s for this run", released, self.campaign_id)
+        return released
 
 
 def load_templates(storage: Storage, prefix: str) -> Catalog:
@@ -252,6 +290,7 @@ def validate_job(
     reports = reports_prefix(campaign_id, folder)
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
+    retry = _Retry(upload, campaign_id, None if dry_run else open_ledger)
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -263,6 +302,7 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
+                retry.see(row["key"], row["row"])
                 line = _MANIFEST_LINE.encode(row)
                 # Escape the Unicode line separators JSON allows raw, so no line-oriented
                 # reader (ours, AWS's ItemReader, a person's editor) can split a record.
@@ -305,7 +345,7 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
-    released = 0 if dry_run else _release_failed(upload, campaign_id, open_ledger)
+    released = retry.release(report.withdrawn)
     campaign = {
         "id": campaign_id,
         "source": {

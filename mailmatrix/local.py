@@ -52,7 +52,7 @@ from mailmatrix.errors import (
     NoEarlierRun,
     NotFoundError,
 )
-from mailmatrix.jobs import Source, campaign_id_for, load_templates
+from mailmatrix.jobs import Source, campaign_id_for, load_templates, retry_metadata
 from mailmatrix.ports import Notification
 from mailmatrix.settings import Settings
 
@@ -447,13 +447,16 @@ def incoming_key(csv_path: Path) -> str:
     return f"incoming/{csv_path.name}"
 
 
-def upload(workdir: Workdir, csv_path: Path) -> tuple[str, dict[str, Any]]:
-    """Put the CSV under incoming/ in the local bucket; return its key and the event."""
+def upload(
+    workdir: Workdir, csv_path: Path, *, metadata: dict[str, str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Put the CSV under incoming/ in the local bucket, with user ``metadata``; return its key
+    and the event."""
     if not csv_path.is_file():
         raise InputFileError(f"{csv_path}: no such file")
     key = incoming_key(csv_path)
     storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
-    info = storage.put_file(key, str(csv_path), content_type="text/csv")
+    info = storage.put_file(key, str(csv_path), content_type="text/csv", metadata=metadata)
     return key, object_created_event(LOCAL_BUCKET, key, info.size, info.etag)
 
 
@@ -672,10 +675,11 @@ def run_campaign(
         record_campaign_way(wd, campaign, way)
     try:
         prepare(wd, env)
-        _, event = upload(wd, csv_path)
+        asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
+        retries = [flag for flag, given in asked if given]
+        # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
+        _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         with _local_ledger(wd) as ledger:
-            asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
-            retries = [flag for flag, given in asked if given]
             if retries and not ledger.has_entries(campaign):
                 raise NoEarlierRun(
                     f"{csv_path.name}: no earlier run of this file in the workdir {wd.root}, so"
@@ -685,13 +689,6 @@ def run_campaign(
             halt = ledger.halted(campaign)
             if halt is not None and halt.code == STOPPED_BY_OPERATOR:
                 ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
-            for unknown, asked in ((False, retry_failed), (True, retry_unknown)):
-                if asked:
-                    released = ledger.release_failed(campaign, unknown=unknown)
-                    log.info(
-                        "ledger: %d row(s) of %s failed%s given back for this run",
-                        *(released, campaign, " as OutcomeUnknown" if unknown else ""),
-                    )
         stopper = _HaltOnStop(listener, wd, campaign)
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, source=csv_path)
     finally:

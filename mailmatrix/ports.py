@@ -7,7 +7,7 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -235,15 +235,27 @@ class Ledger(Protocol):
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
         ...
 
-    def release_failed(
+    def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> list[str]:
+        """The keys of the rows release_failed would give back (same arguments)."""
+        ...
+
+    def release_failed(
+        self,
+        campaign: str,
+        *,
+        failed_before: float | None = None,
+        unknown: bool = False,
+        keys: Collection[str] | None = None,
     ) -> int:
         """Release the rows of ``campaign`` that failed for good (before ``failed_before``,
         epoch seconds, when given) so the next attempt claims them as new; return how many.
 
         ``unknown`` picks which: False, those whose failure was an answer (the operator fixed
         the cause); True, only those failed as OUTCOME_UNKNOWN, which may have arrived (the
-        operator checked that they did not). Sent rows stay sent. A released row stays a
+        operator checked that they did not); ``keys``, when given: only those of these keys
+        (the rows the file still holds). Sent rows stay sent. A released row stays a
         possible duplicate if it was one, but its takeovers no longer count as doubts: it gets
         one more try.
         """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -298,12 +298,23 @@ class DynamoDbLedger:
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
 
-    def release_failed(
+    def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> list[str]:
+        """The keys of the rows release_failed would give back (see the Ledger port)."""
+        return [item[KEY]["S"] for item in self._failed(campaign, failed_before, unknown)]
+
+    def release_failed(
+        self,
+        campaign: str,
+        *,
+        failed_before: float | None = None,
+        unknown: bool = False,
+        keys: Collection[str] | None = None,
     ) -> int:
         """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
-        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others (see the
-        Ledger port), so the next attempt sends them; return how many.
+        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others, of ``keys``
+        when given (see the Ledger port), so the next attempt sends them; return how many.
 
         The by_campaign index finds them (a query, not a scan); each is released by a write
         conditional on the entry being as the index showed it, so a row that changed meanwhile
@@ -311,6 +322,17 @@ class DynamoDbLedger:
         row that failed a moment ago may not be seen yet. The doubt of a released row stays
         (see _release).
         """
+        wanted = None if keys is None else frozenset(keys)
+        items = self._failed(campaign, failed_before, unknown)
+        released = sum(
+            self._release(item) for item in items if wanted is None or item[KEY]["S"] in wanted
+        )
+        logger.debug("ledger: %d failed row(s) of %s released", released, campaign)
+        return released
+
+    def _failed(self, campaign: str, failed_before: float | None, unknown: bool) -> list[dict]:
+        """The campaign's entries failed for good before ``failed_before``: those failed as
+        OUTCOME_UNKNOWN, or (``unknown`` False) the others."""
         condition = "#s = :failed AND " + ("#code = :unknown" if unknown else "#code <> :unknown")
         values: dict[str, Any] = {
             ":c": {"S": campaign},
@@ -320,10 +342,7 @@ class DynamoDbLedger:
         if failed_before is not None:
             condition += " AND #u < :before"
             values[":before"] = {"N": repr(float(failed_before))}
-        items = self._query(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=condition)
-        released = sum(self._release(item) for item in items)
-        logger.debug("ledger: %d failed row(s) of %s released", released, campaign)
-        return released
+        return self._query(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=condition)
 
     def _release(self, item: dict[str, Any]) -> bool:
         """Release one failed entry unless it changed since ``item`` was read.

@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -349,23 +349,49 @@ class SqliteLedger:
             )
         )
 
-    def release_failed(
+    def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
+    ) -> list[str]:
+        """The keys of the rows release_failed would give back (see the Ledger port)."""
+        where, parameters = _failed_rows(campaign, failed_before, unknown)
+        return [
+            str(r[0])
+            for r in self._statement(
+                "failed_keys", f"SELECT key FROM sends WHERE {where}", parameters
+            )
+        ]
+
+    def release_failed(
+        self,
+        campaign: str,
+        *,
+        failed_before: float | None = None,
+        unknown: bool = False,
+        keys: Collection[str] | None = None,
     ) -> int:
         """Give back the rows of ``campaign`` that failed for good (before ``failed_before``,
-        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others (see the
-        Ledger port), so a run sends them again; return how many. A row's takeovers become its
-        possible-duplicate mark: counted as doubts they would fail it again before it is sent."""
-        before = float("inf") if failed_before is None else failed_before
+        epoch seconds, when given), those failed as OUTCOME_UNKNOWN or the others, of ``keys``
+        when given (see the Ledger port), so a run sends them again; return how many. A row's
+        takeovers become its possible-duplicate mark: counted as doubts they would fail it
+        again before it is sent."""
+        where, parameters = _failed_rows(campaign, failed_before, unknown)
+        update = (
+            "UPDATE sends SET state = 'released', uncertain = MAX(uncertain, takeovers > 0),"
+            f" takeovers = 0, updated_at = ? WHERE {where}"
+        )
+        chunks = [None] if keys is None else _chunks(list(keys))
+        released = 0
         with self._transaction(f"release_failed {campaign}") as db:
-            cursor = db.execute(
-                "UPDATE sends SET state = 'released', uncertain = MAX(uncertain, takeovers > 0),"
-                " takeovers = 0, updated_at = ?"
-                " WHERE campaign = ? AND state = 'failed' AND updated_at < ?"
-                " AND (code IS ?) = ?",
-                (self._clock(), campaign, before, OUTCOME_UNKNOWN, int(unknown)),
-            )
-            return cursor.rowcount
+            for chunk in chunks:
+                if chunk is None:
+                    cursor = db.execute(update, (self._clock(), *parameters))
+                else:
+                    marks = ", ".join("?" * len(chunk))
+                    cursor = db.execute(
+                        f"{update} AND key IN ({marks})", (self._clock(), *parameters, *chunk)
+                    )
+                released += cursor.rowcount
+        return released
 
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every entry of ``campaign`` ordered by row."""
@@ -380,8 +406,7 @@ class SqliteLedger:
         """Return the entries of ``keys`` by key (absent keys left out)."""
         found: dict[str, Outcome] = {}
         with self._transaction("outcomes_of") as db:
-            for start in range(0, len(keys), _KEYS_PER_SELECT):
-                chunk = list(keys[start : start + _KEYS_PER_SELECT])
+            for chunk in _chunks(list(keys)):
                 marks = ", ".join("?" * len(chunk))
                 for values in db.execute(
                     f"SELECT {_OUTCOME_COLUMNS} FROM sends WHERE key IN ({marks})", chunk
@@ -401,6 +426,26 @@ class SqliteLedger:
 
 
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
+
+
+def _chunks(keys: list[str]) -> list[list[str]]:
+    return [
+        keys[start : start + _KEYS_PER_SELECT] for start in range(0, len(keys), _KEYS_PER_SELECT)
+    ]
+
+
+def _failed_rows(
+    campaign: str, failed_before: float | None, unknown: bool
+) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause (and its parameters) of a campaign's rows failed for good before
+    ``failed_before``: those failed as OUTCOME_UNKNOWN, or (``unknown`` False) the others."""
+    before = float("inf") if failed_before is None else failed_before
+    return (
+        "campaign = ? AND state = 'failed' AND updated_at < ? AND (code IS ?) = ?",
+        (campaign, before, OUTCOME_UNKNOWN, int(unknown)),
+    )
+
+
 _OUTCOME_COLUMNS = "key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
 
 

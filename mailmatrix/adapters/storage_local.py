@@ -7,6 +7,7 @@ read an operator's attachments and templates where they are instead of copying t
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -105,14 +106,20 @@ class LocalStorage:
         return None
 
     def head(self, key: str) -> ObjectInfo:
-        """Return size and ETag (MD5 of the content, as S3 gives for single-part uploads)."""
+        """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads) and the
+        user metadata it was stored with."""
         with self.open(key) as stream:
             digest = hashlib.md5(usedforsecurity=False)
             size = 0
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
-        return ObjectInfo(key=key, size=size, etag=digest.hexdigest())
+        path, _ = self._path(key)
+        try:
+            metadata = json.loads(_metadata_file(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metadata = {}
+        return ObjectInfo(key=key, size=size, etag=digest.hexdigest(), metadata=metadata)
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""
@@ -120,16 +127,26 @@ class LocalStorage:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
+        _keep_metadata(path, None)
         os.replace(tmp, path)
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         return ObjectInfo(key=key, size=len(data), etag=etag)
 
-    def put_file(self, key: str, path: str, *, content_type: str | None = None) -> ObjectInfo:
-        """Copy the local file at ``path`` under ``key`` atomically."""
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Copy the local file at ``path`` under ``key`` atomically, with user ``metadata``
+        (as S3 keeps it: each upload replaces the last one's)."""
         target = self._writable(key)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         os.close(fd)
         shutil.copyfile(path, tmp)
+        _keep_metadata(target, metadata)
         os.replace(tmp, target)
         return self.head(key)
 
@@ -147,6 +164,25 @@ class LocalStorage:
                 yield from _walk(base, mount, prefix)
                 return
         yield from _walk(self.root, "", prefix)
+
+
+def _metadata_file(path: Path) -> Path:
+    """Where the user metadata of the object at ``path`` is kept: a hidden file beside it
+    (listings leave hidden files out)."""
+    return path.with_name(f".{path.name}.metadata.json")
+
+
+def _keep_metadata(path: Path, metadata: Mapping[str, str] | None) -> None:
+    """Store ``metadata`` for the object about to be written at ``path``, or remove the last
+    upload's: it must not carry over."""
+    where = _metadata_file(path)
+    if not metadata:
+        where.unlink(missing_ok=True)
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        json.dump(dict(metadata), stream)
+    os.replace(tmp, where)
 
 
 def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:

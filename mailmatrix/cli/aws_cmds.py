@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailmatrix.cli import exits
-from mailmatrix.jobs import RETRY_FAILED_METADATA, RETRY_UNKNOWN_METADATA
+from mailmatrix.jobs import retry_metadata
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 POLL_SECONDS = 2.0
@@ -248,14 +248,7 @@ def send(
     for flag, given in (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown)):
         if dry_run and given:
             raise click.UsageError(f"{flag} sends rows: a --dry-run sends none")
-    metadata = {
-        name: "true"
-        for name, given in (
-            (RETRY_FAILED_METADATA, retry_failed),
-            (RETRY_UNKNOWN_METADATA, retry_unknown),
-        )
-        if given
-    }
+    metadata = retry_metadata(retry_failed, retry_unknown)
     console = make_console()
     stack = Stack.describe(stack_name, region)
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name

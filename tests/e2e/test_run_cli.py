@@ -324,6 +324,39 @@ def test_rows_failed_as_outcome_unknown_are_sent_again_only_with_retry_unknown(t
     assert len(after_retry + last_new) == 18
 
 
+def test_a_row_left_out_of_a_retry_stays_failed_for_later_runs(tmp_path):
+    # GIVEN a run where two rows failed as OutcomeUnknown (the timeout drill)
+    csv_path = tmp_path / "offers.csv"
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path.write_text(original, encoding="utf-8")
+    workdir = tmp_path / "work"
+    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments"), "--json"]
+    faults = "permanent=0.25,timeout=0.2,seed=2"
+    first = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--faults", faults])
+    report = json.loads(first.stdout)["report"]
+    with open(report, encoding="utf-8-sig", newline="") as stream:
+        unknown = [r["email"] for r in csv.DictReader(stream) if r["code"] == "OutcomeUnknown"]
+    assert len(unknown) == 2
+    arrived, lost = unknown
+    before = _outbox_recipients(workdir)
+
+    # WHEN the operator, who found the first one arrived, takes its row out of the file and
+    # asks for the others
+    lines = original.splitlines(keepends=True)
+    csv_path.write_text("".join(line for line in lines if arrived not in line), encoding="utf-8")
+    retried = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--retry-unknown"])
+
+    # THEN only the one still in the file goes out
+    assert json.loads(retried.stdout)["counts"]["sent"] == 1
+    assert _outbox_recipients(workdir) - before == collections.Counter({lost: 1})
+
+    # WHEN the whole file runs again later THEN the row left out stays failed: not sent
+    csv_path.write_text(original, encoding="utf-8")
+    later = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args]).stdout)
+    assert later["counts"]["sent"] == 0
+    assert _outbox_recipients(workdir)[arrived] == before[arrived]
+
+
 def _outbox_recipients(workdir):
     """How many messages each recipient has in the workdir's outbox."""
     return collections.Counter(

@@ -31,6 +31,7 @@ from policy_eval import Call, Request, allowing, as_list, requests_for, role_sta
 
 from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+from mailmatrix.core.send import idempotency_key
 from mailmatrix.engine.registry import make_context, resolve_handler
 from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
 from mailmatrix.local import environment
@@ -179,21 +180,24 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
         )
         monkeypatch.setenv("MAILMATRIX_CONFIGURATION_SET", NAMES["SendingConfigurationSet"])
 
+        # A row of the campaign failed for good in an earlier run (written outside any
+        # function) is skipped by the first upload, and sent by one asking for failed rows.
+        ledger = DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION))
+        campaign = campaign_id_for(Source(BUCKET, "incoming/offers.csv", ""))
+        failed = idempotency_key(campaign, "amelia.hart@example.com", "offer")
+        ledger.claim(failed, campaign=campaign, row=2, attempt="earlier-run")
+        ledger.record_failed(failed, code="MessageRejected", reason="no", permanent=True)
+
         sent = e2e.run_on_engine(account, "incoming/offers.csv", wrap=recorder.wrap)
         dry = e2e.run_on_engine(account, "incoming/dry-run/offers.csv", wrap=recorder.wrap)
         assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
+        assert [o.state for o in ledger.outcomes(campaign) if o.key == failed] == ["failed"]
 
-        # A row of the campaign failed for good (written outside any function), then the file
-        # is uploaded again asking for its failed rows to be sent again.
-        ledger = DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION))
-        campaign = campaign_id_for(Source(BUCKET, "incoming/offers.csv", ""))
-        ledger.claim("failed-row", campaign=campaign, row=99, attempt="earlier-run")
-        ledger.record_failed("failed-row", code="MessageRejected", reason="no", permanent=True)
         retried = e2e.run_on_engine(
             account, "incoming/offers.csv", wrap=recorder.wrap, metadata=RETRY_FAILED
         )
         assert retried["status"] == "SUCCEEDED"
-        assert [o.state for o in ledger.outcomes(campaign) if o.key == "failed-row"] == ["released"]
+        assert [o.state for o in ledger.outcomes(campaign) if o.key == failed] == ["sent"]
 
         with environment({"MAILMATRIX_LEDGER": "dynamodb://ledger"}):
             # Summarize of a Map Run with a failed batch also asks the ledger what went out.

@@ -140,3 +140,24 @@ def test_the_listing_gives_links_to_one_file_one_identity(tmp_path):
     assert identity["b-hard.pdf"] == identity["b.pdf"]
     assert identity["a.pdf"] != identity["b.pdf"]
     assert None not in identity.values()
+
+
+def test_an_upload_keeps_its_own_metadata_as_s3_does(tmp_path):
+    storage = LocalStorage(tmp_path)
+    source = tmp_path / "offers.csv"
+    source.write_text("Email\na@example.com\n", encoding="utf-8")
+    # GIVEN a file stored with user metadata
+    storage.put_file(
+        "incoming/offers.csv", str(source), metadata={"mailmatrix-retry-failed": "true"}
+    )
+
+    # THEN head gives it back, and a listing shows the object alone
+    assert storage.head("incoming/offers.csv").metadata == {"mailmatrix-retry-failed": "true"}
+    assert [info.key for info in storage.list("incoming/")] == ["incoming/offers.csv"]
+
+    # WHEN the file is stored again without metadata, or written by put THEN none is left over
+    storage.put_file("incoming/offers.csv", str(source))
+    assert storage.head("incoming/offers.csv").metadata == {}
+    storage.put_file("incoming/offers.csv", str(source), metadata={"a": "b"})
+    storage.put("incoming/offers.csv", b"Email\n")
+    assert storage.head("incoming/offers.csv").metadata == {}
