@@ -75,6 +75,14 @@ class TransientSendError(SendError):
     retryable = True
 
 
+class ServiceUnreachable(TransientSendError):
+    """The mail service could not be reached at all (no connection): nothing was handed over,
+    and the next rows would fail the same way, so a batch stops at the first row that gives up
+    instead of trying every row in turn. The state machine sees a TransientSendError."""
+
+    asl_error = "TransientSendError"
+
+
 class ClaimBusy(TransientSendError):
     """Rows, or the whole batch, are held by another attempt that may still be sending them.
 

@@ -18,7 +18,12 @@ from botocore.exceptions import (
 
 from mailmatrix.adapters import _aws
 from mailmatrix.core.send import classify_service_error
-from mailmatrix.errors import AccountSendingHalted, SendError, TransientSendError
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    SendError,
+    ServiceUnreachable,
+    TransientSendError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class SesMailer:
         except (EndpointConnectionError, ConnectTimeoutError) as error:
             # The request never reached SES: nothing can have been sent.
             text = f"ses: send_email: connection failed: {error}"
-            raise TransientSendError(text, refused=True) from error
+            raise ServiceUnreachable(text, refused=True) from error
         except (ConnectionError, HTTPClientError, ReadTimeoutError) as error:
             raise TransientSendError(f"ses: send_email: connection failed: {error}") from error
         except BotoCoreError as error:

@@ -33,6 +33,7 @@ from mailmatrix.errors import (
     ConfigurationError,
     PermanentSendError,
     SendError,
+    ServiceUnreachable,
     Throttled,
     TransientSendError,
 )
@@ -187,7 +188,7 @@ class SmtpMailer:
         except ssl.SSLCertVerificationError as exc:
             raise self._untrusted(exc) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise TransientSendError(f"smtp {self._where}: connect: {exc}", refused=True) from exc
+            raise ServiceUnreachable(f"smtp {self._where}: connect: {exc}", refused=True) from exc
 
         try:
             connection.ehlo()

@@ -37,6 +37,7 @@ from mailmatrix.errors import (
     NotFoundError,
     PermanentSendError,
     SendError,
+    ServiceUnreachable,
     StorageError,
     TemplateError,
     Throttled,
@@ -456,8 +457,9 @@ class _Batch:
                         f" {error_text(exc)}",
                         details={"code": error_code(exc)},
                     )
-                    if kind is Throttled:
-                        raise _Stop(error) from exc  # the rate: the next rows would fail too
+                    if kind is Throttled or isinstance(exc, ServiceUnreachable):
+                        # the rate, or no way to the service: the next rows would fail too
+                        raise _Stop(error) from exc
                     raise _Defer(error) from exc  # this recipient: the next rows may go
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))

@@ -29,6 +29,7 @@ from mailmatrix.errors import (
     ConfigurationError,
     PermanentSendError,
     SendError,
+    ServiceUnreachable,
     Throttled,
     TransientSendError,
 )
@@ -275,6 +276,8 @@ def test_connection_refused_is_transient():
     with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: ") as caught:
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
     assert caught.value.refused  # nothing was handed over: no copy can have gone out
+    # and the server as a whole is out of reach: a batch stops instead of trying each row
+    assert isinstance(caught.value, ServiceUnreachable)
 
 
 def test_reconnects_after_the_server_dropped_an_idle_connection():

@@ -26,6 +26,7 @@ from mailmatrix.errors import (
     ClaimBusy,
     PermanentSendError,
     SendError,
+    ServiceUnreachable,
     StorageError,
     Throttled,
     TransientSendError,
@@ -346,6 +347,32 @@ def test_passing_faults_that_outlast_the_retries_stop_the_batch(
     assert [r["status"] for r in result.rows] == ["sent"] * 4
     assert result.rows[0].get("earlier") is True
     assert ses.deliveries()["person2@example.com"] == 1
+
+
+def test_a_mail_service_that_cannot_be_reached_stops_the_batch_at_the_first_row(ledger, clock):
+    # GIVEN a mail service that cannot be reached at all (no connection)
+    class Unreachable:
+        calls = 0
+
+        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+            self.calls += 1
+            raise ServiceUnreachable("smtp 127.0.0.1:1: connect: refused", refused=True)
+
+    mailer = Unreachable()
+
+    # WHEN a batch runs
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(4), mailer, ledger, clock, policy=RetryPolicy(tries=3))
+
+    # THEN it stops after the first row's tries, not after every row's (the next rows would
+    # fail the same way), for the state machine's Retry, which it sees as a passing fault
+    assert mailer.calls == 3
+    assert stopped.value.details["deferred"] == [2, 3, 4, 5]
+    assert getattr(stopped.value, "asl_error", type(stopped.value).__name__) == (
+        "TransientSendError"
+    )
+    # AND nothing is in doubt: no connection, no message handed over
+    assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [(2, "released", False)]
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap():
