@@ -275,7 +275,7 @@ class Catalog:
         used: set[str] = set()
         for names in self._variables_by_file(self._set(template)).values():
             used |= names
-        return used - set(self.context)
+        return used - BUILTIN_NAMES - set(self.context)
 
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
@@ -312,10 +312,10 @@ class Catalog:
                     problems.append(exc.message)
                 continue
             for path, names in by_file.items():
-                missing = sorted(names - available - constants)
+                missing = sorted(names - available - constants - BUILTIN_NAMES)
                 if missing and path not in unknown:
                     unknown[path] = missing
-                for name in names & constants & available:
+                for name in names & (constants | BUILTIN_NAMES) & available:
                     users = shadowed.setdefault(name, [])
                     if path not in users:
                         users.append(path)
@@ -466,7 +466,7 @@ class Catalog:
 
     def _variables_by_file(self, tset: TemplateSet) -> dict[str, set[str]]:
         """Map each file the set uses (its own and every layout it pulls in) to the names it
-        takes from the render context: CSV columns and the manifest's constants."""
+        takes from the render context: CSV columns, the manifest's constants, BUILTIN_NAMES."""
         found: dict[str, set[str]] = {}
         pending = list(tset.files)
         while pending:
@@ -480,7 +480,7 @@ class Catalog:
                 # Compiled now, not at the first row: Python refuses some sources Jinja
                 # parses (too deeply nested blocks), and every row would fail at sending.
                 self._env.compile(ast, name=path, filename=path)
-                names = meta.find_undeclared_variables(ast) - BUILTIN_NAMES
+                names = meta.find_undeclared_variables(ast)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(_syntax_message(exc, path)) from exc
             except (RecursionError, SyntaxError, MemoryError) as exc:  # nesting too deep
@@ -665,8 +665,15 @@ def _suggestions(unknown: set[str], columns: list[str]) -> str:
 
 def _shadowed_constant(name: str, paths: list[str]) -> str:
     """The problem of a CSV column named like a constant the templates use: the row's value
-    would silently take the constant's place in every letter."""
+    would silently take the constant's place in every letter (or, for ``row``, the whole row
+    the column's place: every column, the address included, printed in the letter)."""
     shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    if name in BUILTIN_NAMES:
+        return (
+            f"column {name!r} has the name templates use for the whole row, and {shown} use"
+            f" it: each letter would print every column of its row, not the column's value;"
+            f" rename the column in the file (templates reach it as row[{name!r}] then)"
+        )
     return (
         f"column {name!r} has the name of the constant {name!r} in {MANIFEST} (context), used"
         f" by {shown}: each row's value would replace the constant in its letter; rename the"

@@ -159,6 +159,22 @@ def test_a_constant_is_shadowed_only_by_a_column_of_its_exact_name_that_is_used(
     ]
 
 
+def test_a_column_named_row_is_a_problem_only_where_templates_use_the_whole_row():
+    # GIVEN a template that prints `row` (meaning the file's column), one that does not
+    using = load_catalog(simple(**{"welcome__body.txt": "Seat {{ row }}, {{ Name }}\n"}))
+    other = load_catalog(simple(**{"welcome__body.txt": "{{ Name }}\n"}))
+
+    # WHEN the file has a column `row` THEN where `row` is printed it is refused, as the
+    # letter would print the whole row (the address included), not the seat
+    problems = using.check_columns(["Name", "Status", "row"])
+    assert len(problems) == 1 and problems[0].startswith(
+        "column 'row' has the name templates use for the whole row, and welcome/body.txt use it"
+    )
+    # AND elsewhere it is no problem, nor is `row` without such a column
+    assert other.check_columns(["Name", "Status", "row"]) == []
+    assert using.check_columns(["Name", "Status"]) == []
+
+
 def test_demo_offer_renders_layout_signature_and_inlined_css(demo):
     rendered = demo.render("offer", offer_row(Name="Seán O'Brien"))
 
