@@ -633,6 +633,50 @@ def send_batch(
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
+OTHER_LETTER_SENT = "OtherLetterSent"
+
+
+def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) -> dict[str, str]:
+    """The rows whose address an earlier run of the campaign mailed another set's letter,
+    by key, with that set: once the file's Status changed (an offer made a rejection, say), a
+    row's key is new, and its letter would contradict the one its recipient has. The ledger
+    is asked once for the batch; a letter counts once it may have gone out (sent, held by an
+    attempt, failed as OutcomeUnknown). Rows whose own letter went out are left to the claim
+    (skipped as already sent)."""
+    names = list(getattr(catalog, "names", ()))
+    if len(names) < 2 or not items:
+        return {}
+    others: dict[str, tuple[str, str]] = {}  # another set's key -> (the row's key, that set)
+    for item in items:
+        for name in names:
+            if name != item["template"]:
+                key = idempotency_key(batch.campaign_id, item["email"], name)
+                others[key] = (item["key"], name)
+    found = batch.ledger.outcomes_of([*(item["key"] for item in items), *others])
+    conflicts: dict[str, str] = {}
+    for key, (row_key, name) in others.items():
+        outcome, own = found.get(key), found.get(row_key)
+        if outcome is None or (own is not None and own.state == "sent"):
+            continue
+        if outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN:
+            conflicts.setdefault(row_key, name)
+    return conflicts
+
+
+def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
+    """The report row of a row not sent because its address has another set's letter."""
+    return {
+        "row": item["row"],
+        "status": "failed",
+        "code": OTHER_LETTER_SENT,
+        "reason": (
+            f"an earlier run of this file sent this address the {other!r} letter: the"
+            f" {item['template']!r} one would contradict it, so it is not sent (the Status"
+            " changed?); to send it all the same, run it from a file of another name"
+        ),
+    }
+
+
 def _send_rows(
     items: list[Mapping[str, Any]],
     batch: _Batch,
@@ -642,10 +686,16 @@ def _send_rows(
 ) -> BatchResult:
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
+    sent_another = _other_letters(items, batch, catalog)
     try:
         for item in items:
             batch.check_halt()
             batch.check_time()
+            other = sent_another.get(item["key"])
+            if other is not None:
+                batch.result.rows.append(_other_letter_row(item, other))
+                done += 1
+                continue
             compose_row = functools.partial(
                 composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
             )

@@ -357,6 +357,39 @@ def test_a_row_left_out_of_a_retry_stays_failed_for_later_runs(tmp_path):
     assert _outbox_recipients(workdir)[arrived] == before[arrived]
 
 
+def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_another(tmp_path):
+    # GIVEN the example campaign sent, then Amelia's row changed from Offer to Rejection
+    csv_path = tmp_path / "offers.csv"
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path.write_text(original, encoding="utf-8")
+    workdir = tmp_path / "work"
+    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments"), "--json"]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    csv_path.write_text(
+        original.replace(
+            "amelia.hart@example.com,Amelia Hart,Offer,",
+            "amelia.hart@example.com,Amelia Hart,Rejection,",
+        ),
+        encoding="utf-8",
+    )
+    before = _outbox_recipients(workdir)
+
+    # WHEN the file runs again
+    again = CliRunner().invoke(cli, ["run", str(csv_path), *args])
+
+    # THEN her rejection is not mailed after her offer: the row fails, saying why and what to
+    # do; everyone else is skipped as already sent
+    assert again.exit_code == 5
+    result = json.loads(again.stdout)
+    assert (result["counts"]["sent"], result["counts"]["failed"]) == (0, 1)
+    assert _outbox_recipients(workdir) == before
+    with open(result["report"], encoding="utf-8-sig", newline="") as stream:
+        (row,) = [r for r in csv.DictReader(stream) if r["status"] == "failed"]
+    assert (row["email"], row["code"]) == ("amelia.hart@example.com", "OtherLetterSent")
+    assert "sent this address the 'offer' letter" in row["reason"]
+    assert "run it from a file of another name" in row["reason"]
+
+
 def _outbox_recipients(workdir):
     """How many messages each recipient has in the workdir's outbox."""
     return collections.Counter(

@@ -21,6 +21,7 @@ from mailmatrix.core.send import (
     send_batch,
     sender_problem,
 )
+from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
@@ -64,7 +65,7 @@ def run(batch, mailer, ledger, clock, *, attempt="child-1", campaign=None, **kwa
     return send_batch(
         batch,
         campaign or kit.campaign(),
-        catalog=kit.catalog(),
+        catalog=kwargs.pop("catalog", None) or kit.catalog(),
         fetch_attachment=kwargs.pop("fetch", kit.fetcher()),
         mailer=mailer,
         ledger=ledger,
@@ -373,6 +374,64 @@ def test_a_mail_service_that_cannot_be_reached_stops_the_batch_at_the_first_row(
     )
     # AND nothing is in doubt: no connection, no message handed over
     assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [(2, "released", False)]
+
+
+TWO_SETS = {
+    "manifest.yaml": "column: Status\nsets:\n  offer:\n    when: [Offer]\n"
+    "  rejection:\n    when: [Rejection]\n",
+    "offer/subject.txt": "Offer for {{ Name }}",
+    "offer/body.txt": "Welcome\n",
+    "rejection/subject.txt": "About your application, {{ Name }}",
+    "rejection/body.txt": "Sorry\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("earlier", "sent_now"),
+    [("sent", False), ("released", True), ("failed-unknown", False), ("failed", True)],
+)
+def test_a_row_is_not_sent_a_letter_of_another_set_after_one_may_have_gone_out(
+    ledger, clock, earlier, sent_now
+):
+    # GIVEN row 2 had the offer letter in an earlier run (sent, given back, or failed), and
+    # now asks for the rejection (its Status changed); row 3 is new
+    catalog = load_catalog(TWO_SETS)
+    batch = items(2)
+    for item in batch:
+        item["template"] = "rejection"
+        item["key"] = idempotency_key(CID, item["email"], "rejection")
+    offered = idempotency_key(CID, batch[0]["email"], "offer")
+    ledger.claim(offered, campaign=CID, row=2, attempt="run-1")
+    if earlier == "sent":
+        ledger.record_sent(offered, message_id="m-offer")
+    elif earlier != "claimed":
+        code = "OutcomeUnknown" if earlier == "failed-unknown" else "MessageRejected"
+        ledger.record_failed(offered, code=code, reason="x", permanent=earlier != "released")
+
+    # WHEN the batch runs
+    ses = FakeSes(clock=clock)
+    result = run(batch, ses, ledger, clock, catalog=catalog)
+
+    # THEN row 2 gets the rejection only if the offer cannot have gone out; row 3 gets it
+    statuses = [(r["row"], r["status"], r.get("code")) for r in result.rows]
+    expected = (2, "sent", None) if sent_now else (2, "failed", "OtherLetterSent")
+    assert statuses == [expected, (3, "sent", None)]
+    assert len(ses.calls) == 1 + sent_now
+
+
+def test_a_row_whose_own_letter_went_out_is_skipped_whatever_else_went(ledger, clock):
+    # GIVEN both the offer and the rejection went to row 2's address in earlier runs
+    catalog = load_catalog(TWO_SETS)
+    (item,) = items(1)
+    for name in ("offer", "rejection"):
+        key = idempotency_key(CID, item["email"], name)
+        ledger.claim(key, campaign=CID, row=2, attempt="run-1")
+        ledger.record_sent(key, message_id=f"m-{name}")
+    item["template"], item["key"] = "rejection", idempotency_key(CID, item["email"], "rejection")
+
+    # WHEN the rejection row runs again THEN it is skipped as already sent, as any rerun
+    result = run([item], FakeSes(clock=clock), ledger, clock, catalog=catalog)
+    assert [(r["status"], r.get("message_id")) for r in result.rows] == [("skipped", "m-rejection")]
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap():
