@@ -116,7 +116,7 @@ class Workdir:
         return self.root / "runs" / f"{execution_id}.settings.json"
 
     def run_source(self, execution_id: str) -> Path:
-        """Which file one execution ran (for its redrives): {"path": the CSV as given}."""
+        """Which file one execution ran (for its redrives): {"path": the CSV's whole path}."""
         return self.root / "runs" / f"{execution_id}.source.json"
 
     @property
@@ -677,8 +677,6 @@ def run_campaign(
         prepare(wd, env)
         asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
         retries = [flag for flag, given in asked if given]
-        # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
-        _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         with _local_ledger(wd) as ledger:
             if retries and not ledger.has_entries(campaign):
                 raise NoEarlierRun(
@@ -689,6 +687,8 @@ def run_campaign(
             halt = ledger.halted(campaign)
             if halt is not None and halt.code == STOPPED_BY_OPERATOR:
                 ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
+        # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
+        _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         stopper = _HaltOnStop(listener, wd, campaign)
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, source=csv_path)
     finally:
@@ -776,14 +776,14 @@ def execute(
     source: Path | None = None,
 ) -> Any:
     """Start an execution of the definition for ``event`` with the handlers' ``env``
-    (``source``: the file it runs, as given)."""
+    (``source``: the file it runs)."""
     template = load_sam_template()
     # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
     # other files in the workdir have saved since.
     execution_id = str(uuid.uuid4())
     _write_private(wd.run_settings(execution_id), env)
-    if source is not None:
-        _write_private(wd.run_source(execution_id), {"path": str(source)})
+    if source is not None:  # whole: a redrive may run from another folder
+        _write_private(wd.run_source(execution_id), {"path": str(source.resolve())})
     with (
         environment(env),
         engine_for(wd, env, echo=echo, sleep=sleep, template=template) as engine,
@@ -829,7 +829,7 @@ def redrive(
 
 
 def run_source(wd: Workdir, execution_id: str) -> Path | None:
-    """The file an execution ran, as its run was given it (None: not recorded)."""
+    """The file an execution ran, its whole path (None: not recorded)."""
     try:
         return Path(json.loads(wd.run_source(execution_id).read_text(encoding="utf-8"))["path"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -838,7 +838,7 @@ def run_source(wd: Workdir, execution_id: str) -> Path | None:
 
 def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], str | None]:
     """How to run an execution's file again the way it ran (for the retry commands a redrive
-    prints): the file as its run was given it, the options that its letters and delivery
+    prints): the file's whole path, the options that its letters and delivery
     came from (the campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
