@@ -116,7 +116,8 @@ class Workdir:
         return self.root / "runs" / f"{execution_id}.settings.json"
 
     def run_source(self, execution_id: str) -> Path:
-        """Which file one execution ran (for its redrives): {"path": the CSV's whole path}."""
+        """Which file one execution ran and how (for its redrives): {"path": the CSV's whole
+        path, "way": the campaign's way, see campaign_way}."""
         return self.root / "runs" / f"{execution_id}.source.json"
 
     @property
@@ -474,14 +475,26 @@ def delivery_of(mailer: str) -> str:
 def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
     """What must not change between a campaign's runs in a workdir: how it delivers, and what
     its letters are made of (the templates and attachments folders, the sender, the
-    List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE)."""
+    List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE); and the names of the template sets,
+    which may grow but not lose one (the ledger keeps a letter under its set's name)."""
     return {
         "delivery": delivery_of(mailer),
         "templates": str(templates.resolve()),
         "attachments": str(attachments.resolve()),
         "sender": sender,
         "unsubscribe": unsubscribe_of(),
+        "sets": _set_names(templates),
     }
+
+
+def _set_names(templates: Path) -> list[str] | None:
+    """The template sets' names, sorted (None when the templates cannot be read: validation
+    then says why)."""
+    try:
+        storage = LocalStorage(templates, mounts={"templates/": templates})
+        return sorted(load_templates(storage, "templates/").names)
+    except MailMatrixError:
+        return None
 
 
 def unsubscribe_of() -> str | None:
@@ -503,7 +516,15 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         return
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
-    changed = [key for key in way if key in earlier and earlier[key] != way[key]]
+    gone = sorted(set(earlier.get("sets") or ()) - set(way.get("sets") or earlier["sets"]))
+    if gone:
+        raise DeliveryChanged(
+            f"{name}: earlier runs of this file in {workdir.root} sent letters of the template"
+            f" set(s) {', '.join(gone)}, which the templates no longer have (renamed?): the"
+            " ledger knows a letter by its set's name, so everyone would be mailed again. Give"
+            " the sets their names back, or use a new file name to send again from the start"
+        )
+    changed = [key for key in way if key != "sets" and key in earlier and earlier[key] != way[key]]
     if not changed:
         return
     if "delivery" in changed:
@@ -552,9 +573,14 @@ def forget_campaign_way(workdir: Workdir, campaign: str) -> None:
 
 
 def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
-    """Remember how ``campaign`` runs in this workdir (see check_campaign_way)."""
+    """Remember how ``campaign`` runs in this workdir (see check_campaign_way); its sets are
+    those of every run."""
     deliveries = _deliveries(workdir)
-    deliveries[campaign] = way
+    earlier = deliveries.get(campaign)
+    sets = set(way.get("sets") or ())
+    if isinstance(earlier, dict):
+        sets |= set(earlier.get("sets") or ())
+    deliveries[campaign] = {**way, "sets": sorted(sets)}
     _write_deliveries(workdir, deliveries)
 
 
@@ -639,6 +665,9 @@ def run_campaign(
     ``retry_unknown``: those failed as OutcomeUnknown (the operator checked that they did
     not arrive).
     """
+    if csv_path.name.startswith("."):
+        # The local bucket keeps its own files hidden beside the objects (metadata).
+        raise InputFileError(f"{csv_path}: a hidden file's name: rename it without the leading '.'")
     wd = Workdir(Path(workdir))
     sender = sender_of(sender)
     templates_dir = templates_dir or DEFAULT_TEMPLATES
@@ -690,7 +719,9 @@ def run_campaign(
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
         _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         stopper = _HaltOnStop(listener, wd, campaign)
-        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, source=csv_path)
+        # whole: a redrive may run from another folder
+        ran = {"path": str(csv_path.resolve()), "way": way}
+        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
     finally:
         _settle_campaign_way(wd, campaign, way, first=first)
 
@@ -773,17 +804,17 @@ def execute(
     listener: Any = None,
     echo: Callable[[str, Notification], None] | None = None,
     sleep: Callable[[float], None] | None = None,
-    source: Path | None = None,
+    ran: dict[str, Any] | None = None,
 ) -> Any:
     """Start an execution of the definition for ``event`` with the handlers' ``env``
-    (``source``: the file it runs)."""
+    (``ran``: the file it runs and the campaign's way, kept for its redrives)."""
     template = load_sam_template()
     # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
     # other files in the workdir have saved since.
     execution_id = str(uuid.uuid4())
     _write_private(wd.run_settings(execution_id), env)
-    if source is not None:  # whole: a redrive may run from another folder
-        _write_private(wd.run_source(execution_id), {"path": str(source.resolve())})
+    if ran is not None:
+        _write_private(wd.run_source(execution_id), ran)
     with (
         environment(env),
         engine_for(wd, env, echo=echo, sleep=sleep, template=template) as engine,
@@ -813,27 +844,57 @@ def redrive(
     wd = Workdir(Path(workdir))
     env = settings_for(wd, execution_id)
     _check_own_workdir(wd, env, execution_id)
+    ran = _ran(wd, execution_id)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {})
-        campaign = campaign_of(history)
-        if campaign:
-            # The operator redrives because they fixed the cause: lift an account halt.
-            ledger_from(Settings.from_env()).clear_halt(campaign)
-            listener = _HaltOnStop(listener, wd, campaign)
-        record = engine.redrive(execution_id, listener=listener)
+        campaign = campaign_of(history) or _campaign_of_file(ran.get("path"))
+        way, first = ran.get("way"), False
+        if isinstance(way, dict) and way.get("templates"):
+            # The letters are made from the templates folder as it is now.
+            way = {**way, "sets": _set_names(Path(way["templates"]))}
+        if campaign and isinstance(way, dict):
+            # Held to its file's way like a run, and recorded before it sends: it may be the
+            # first of the file to send (its run stopped before any row).
+            with _ways_locked(wd):
+                check_campaign_way(wd, campaign, Path(ran["path"]).name, way)
+                first = campaign not in _deliveries(wd)
+                record_campaign_way(wd, campaign, way)
+        try:
+            if campaign:
+                # The operator redrives because they fixed the cause: lift an account halt.
+                ledger_from(Settings.from_env()).clear_halt(campaign)
+                listener = _HaltOnStop(listener, wd, campaign)
+            record = engine.redrive(execution_id, listener=listener)
+        finally:
+            if campaign and isinstance(way, dict):
+                _settle_campaign_way(wd, campaign, way, first=first)
         record["history"] = engine.history(record["name"])
         record["failure_details"] = failure_details(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
 
 
+def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
+    """What an execution's run recorded of its file and way ({}: not recorded)."""
+    try:
+        found = json.loads(wd.run_source(execution_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _campaign_of_file(path: str | None) -> str | None:
+    """The campaign of a file run here (its name names it), or None."""
+    if not path:
+        return None
+    return campaign_id_for(Source(LOCAL_BUCKET, incoming_key(Path(path)), "", None))
+
+
 def run_source(wd: Workdir, execution_id: str) -> Path | None:
     """The file an execution ran, its whole path (None: not recorded)."""
-    try:
-        return Path(json.loads(wd.run_source(execution_id).read_text(encoding="utf-8"))["path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    path = _ran(wd, execution_id).get("path")
+    return Path(path) if isinstance(path, str) else None
 
 
 def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], str | None]:
@@ -843,13 +904,13 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
     given = run_source(wd, execution_id)
-    key = incoming_key(given) if given is not None else None
-    campaign = campaign_id_for(Source(LOCAL_BUCKET, key, "", None)) if key else None
-    way = _deliveries(wd).get(campaign or "") or {}
+    way = _ran(wd, execution_id).get("way") or {}
     way = way if isinstance(way, dict) else {}
+    attachments = way.get("attachments")
     options = {
         "--templates": way.get("templates"),
-        "--attachments": way.get("attachments"),
+        # a folder the run did not need (no row attaches a file) may not exist
+        "--attachments": attachments if attachments and Path(attachments).is_dir() else None,
         "--sender": way.get("sender") or env.get("MAILMATRIX_SENDER"),
         "--smtp": None if mailer.startswith("maildir://") else mailer or None,
         "--send-rate": env.get("MAILMATRIX_SEND_RATE")
@@ -866,17 +927,22 @@ def _check_same_file(wd: Workdir, execution_id: str, campaign: dict[str, Any]) -
 
     A redrive sends the rows as validated then: after the operator corrected an address, it
     would mail the old one. Changed means: a later run uploaded other content under the same
-    name, or the file the run was given now holds other content (a file since removed cannot
-    be compared: the execution's own copy of its rows stands).
+    name, or the file the run was given now holds other content, or is gone (moved: it may
+    have been edited where it went).
     """
     source = campaign.get("source") or {}
     etag, key = source.get("etag"), source.get("key")
     if not etag or not key:
         return
     given = run_source(wd, execution_id)
-    for where, path in (("a later run uploaded it", wd.bucket / key), ("it was edited", given)):
-        if path is None or not path.is_file() or _etag_of(path) == etag:
+    checks = [("a later run uploaded it", wd.bucket / key)]
+    if given is not None:
+        checks.append(("it was edited", given))
+    for where, path in checks:
+        if path.is_file() and _etag_of(path) == etag:
             continue
+        if not path.is_file():
+            where = "it is no longer there, and may have been edited elsewhere"
         named = shlex.quote(str(given)) if given is not None else "FILE"
         raise ConfigurationError(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"

@@ -86,6 +86,8 @@ class MaildirMailer:
             message = f"maildir {self.path}: cannot write {name}: {exc.strerror or exc}"
             if exc.errno in _HALTING_ERRNOS:
                 raise AccountSendingHalted(message) from exc
+            if exc.errno == errno.EFBIG:  # over the size a file may have here: it never fits
+                raise PermanentSendError(f"{message} (larger than a file may be)") from exc
             raise TransientSendError(message, refused=True) from exc
         return name
 

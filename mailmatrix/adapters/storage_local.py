@@ -119,7 +119,13 @@ class LocalStorage:
             metadata = json.loads(_metadata_file(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             metadata = {}
-        return ObjectInfo(key=key, size=size, etag=digest.hexdigest(), metadata=metadata)
+        try:  # when it was stored, as S3's LastModified (whole seconds there)
+            modified: float | None = path.stat().st_mtime
+        except OSError:
+            modified = None
+        return ObjectInfo(
+            key=key, size=size, etag=digest.hexdigest(), modified=modified, metadata=metadata
+        )
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""

@@ -240,9 +240,9 @@ def progress_counts(
     Only the ledger is sure after a SIGKILL: a batch's results are written when it ends. A row
     counts as sent by this execution when one of its child workflows (``attempts``) sent it,
     as ``skipped`` when another run did; ``in_doubt`` when its child still held the claim as
-    it ended (the email may have gone out; a redrive takes the claim over and sends it, as a
-    possible duplicate); ``unsent`` when no attempt settled it (none tried, a passing failure
-    gave it back, or another run holds it now).
+    it ended, or gave it back after a try that may have been taken (the email may have gone
+    out; a redrive sends it, as a possible duplicate); ``unsent`` when no attempt settled it
+    (none tried, a passing failure gave it back, or another run holds it now).
     """
     found: Counter[str] = Counter()
     possible_duplicates = 0
@@ -257,8 +257,9 @@ def progress_counts(
             possible_duplicates += outcome.doubtful
         elif outcome.state == "failed":
             found["failed"] += 1
-        else:
-            found["in_doubt" if outcome.state == "claimed" and ours else "unsent"] += 1
+        else:  # claimed as it ended, or given back after a try that may have been taken
+            doubt = outcome.state == "claimed" or outcome.doubtful
+            found["in_doubt" if doubt and ours else "unsent"] += 1
     counts = {
         name: int(validation_counts.get(name, 0))
         for name in ("rows", "valid", "rejected", "duplicates", "excluded")

@@ -641,8 +641,8 @@ def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) 
     by key, with that set: once the file's Status changed (an offer made a rejection, say), a
     row's key is new, and its letter would contradict the one its recipient has. The ledger
     is asked once for the batch; a letter counts once it may have gone out (sent, held by an
-    attempt, failed as OutcomeUnknown). Rows whose own letter went out are left to the claim
-    (skipped as already sent)."""
+    attempt, failed as OutcomeUnknown, given back after a try that may have been taken). Rows
+    whose own letter went out are left to the claim (skipped as already sent)."""
     names = list(getattr(catalog, "names", ()))
     if len(names) < 2 or not items:
         return {}
@@ -658,7 +658,9 @@ def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) 
         outcome, own = found.get(key), found.get(row_key)
         if outcome is None or (own is not None and own.state == "sent"):
             continue
-        if outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN:
+        # sent, held, or failed or given back after a try that may have been taken
+        went = outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN
+        if went or outcome.doubtful:
             conflicts.setdefault(row_key, name)
     return conflicts
 

@@ -957,6 +957,90 @@ def test_a_redrive_after_the_file_changed_is_refused(tmp_path):
     assert len(_recipients(workdir / "outbox")) > len(sent)
 
 
+def test_a_redrive_from_another_folder_or_of_a_moved_file_is_refused_too(tmp_path, monkeypatch):
+    # GIVEN a run of offers.csv, given by a relative path, stopped by the daily quota
+    campaign = tmp_path / "campaign"
+    campaign.mkdir()
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    (campaign / "offers.csv").write_text(original, encoding="utf-8")
+    workdir = tmp_path / "w"
+    monkeypatch.chdir(campaign)
+    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments")]
+    first = CliRunner().invoke(
+        cli, ["run", "offers.csv", *args, "--json", "--faults", "quota-after=5"]
+    )
+    execution = json.loads(first.stdout)["execution"]
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN the file is corrected and the redrive runs from another folder THEN it is refused
+    corrected = original.replace("sofia.bianchi@", "sofia.b@")
+    (campaign / "offers.csv").write_text(corrected, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    redrive = ["redrive", execution, "--workdir", str(workdir)]
+    refused = CliRunner().invoke(cli, redrive)
+    assert refused.exit_code == 2, refused.output
+    assert "it was edited" in refused.output
+    # AND once the corrected file is moved elsewhere, too (it cannot be compared)
+    (campaign / "offers.csv").rename(tmp_path / "moved.csv")
+    moved = CliRunner().invoke(cli, redrive)
+    assert moved.exit_code == 2, moved.output
+    assert "it is no longer there" in moved.output.replace("\n", "")
+    assert _recipients(workdir / "outbox") == sent
+
+
+def test_a_redrive_is_held_to_the_way_its_file_was_sent_since(tmp_path):
+    # GIVEN a first run of the file through a mail server that stopped before any row (the
+    # server was down: nothing claimed, so the file is held to no way yet)
+    csv_path = str(EXAMPLE / "recipients.csv")
+    workdir = str(tmp_path / "w")
+    smtp = f"smtp://127.0.0.1:{_closed_port()}"
+    down = CliRunner().invoke(
+        cli, ["run", csv_path, "--workdir", workdir, "--smtp", smtp, "--json"]
+    )
+    execution = json.loads(down.stdout)["execution"]
+    # AND the file sent since into the outbox (stopped by the quota drill after 2)
+    CliRunner().invoke(cli, ["run", csv_path, "--workdir", workdir, "--faults", "quota-after=2"])
+    sent = _recipients(tmp_path / "w" / "outbox")
+    assert len(sent) == 2
+
+    # WHEN the first execution is redriven THEN it is refused: the rows in the outbox count
+    # as sent, the server would never get them
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+    assert redriven.exit_code == 2, redriven.output
+    assert "delivered through the local outbox" in redriven.output
+    assert _recipients(tmp_path / "w" / "outbox") == sent
+
+
+def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "w")]
+    args += ["--templates", str(templates)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    sent = _recipients(tmp_path / "w" / "outbox")
+
+    # WHEN its set offer is renamed (the ledger knows each letter by its set's name)
+    (templates / "offer").rename(templates / "offer_letter")
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace("\n  offer:", "\n  offer_letter:"), encoding="utf-8")
+    again = CliRunner().invoke(cli, args)
+
+    # THEN the run is refused instead of mailing every offer again
+    assert again.exit_code == 2, again.output
+    assert "offer, which the templates no longer have" in again.output.replace("\n", "")
+    assert _recipients(tmp_path / "w" / "outbox") == sent
+
+
+def test_a_file_with_a_hidden_name_is_refused(tmp_path):
+    hidden = tmp_path / ".offers.csv"
+    hidden.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    result = CliRunner().invoke(cli, ["run", str(hidden), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 3
+    assert "a hidden file's name" in result.output
+
+
 def test_a_retry_in_a_workdir_where_the_file_never_ran_is_refused(tmp_path):
     # GIVEN a workdir where the file never ran (the operator forgot --workdir)
     workdir = tmp_path / "elsewhere"

@@ -128,3 +128,38 @@ def test_a_redrive_of_a_run_through_a_server_says_so_and_how_to_retry_through_it
     # refused, or would put the rows in the outbox)
     assert f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}" in output
     assert f"--smtp {url}" in output
+
+
+def test_a_redrive_that_sends_first_holds_the_file_to_its_server(tmp_path: Path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN a first run through a mail server that was down (stopped before any row)
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    url = f"smtp://{HOST}:{port}"
+    workdir = str(tmp_path / "work")
+    csv_file = str(EXAMPLE / "recipients.csv")
+    down = CliRunner().invoke(cli, ["run", csv_file, "--workdir", workdir, "--smtp", url, "--json"])
+    execution = json.loads(down.stdout)["execution"]
+
+    # WHEN the server is up and the execution is redriven, its rows going out through it
+    inbox = Inbox()
+    controller = Controller(inbox, hostname=HOST, port=port)
+    controller.start()
+    try:
+        redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+    finally:
+        controller.stop()
+    assert redriven.exit_code == 0, redriven.output
+    assert len(inbox.envelopes) == 18
+
+    # THEN a later run of the file into the outbox is refused: the rows went to the server
+    later = CliRunner().invoke(cli, ["run", csv_file, "--workdir", workdir, "--retry-failed"])
+    assert later.exit_code == 2, later.output
+    assert f"delivered through --smtp {url}" in later.output.replace("\n", "")
+    assert not list((tmp_path / "work" / "outbox").rglob("*.*"))

@@ -194,14 +194,15 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
         "k-held": Outcome("k-held", 6, "claimed", attempt=ours),
         "k-elsewhere": Outcome("k-elsewhere", 7, "claimed", attempt=other),
         "k-released": Outcome("k-released", 8, "released", attempt=ours),
+        "k-lost-reply": Outcome("k-lost-reply", 9, "released", attempt=ours, uncertain=True),
     }
     keys = [*outcomes, "k-never"]
 
     # WHEN its progress is counted
     counts = progress_counts(VALIDATION, keys, outcomes, {ours})
 
-    # THEN its own sends, other runs' sends, its claims held as it ended and the rest are told
-    # apart
+    # THEN its own sends, other runs' sends, its claims held as it ended or given back after a
+    # try that may have been taken, and the rest are told apart
     assert counts == {
         "rows": 6,
         "valid": 5,
@@ -211,7 +212,7 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
         "sent": 2,
         "skipped": 1,
         "failed": 1,
-        "in_doubt": 1,
+        "in_doubt": 2,
         "unsent": 3,
         "possible_duplicates": 1,
     }

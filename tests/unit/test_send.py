@@ -388,7 +388,13 @@ TWO_SETS = {
 
 @pytest.mark.parametrize(
     ("earlier", "sent_now"),
-    [("sent", False), ("released", True), ("failed-unknown", False), ("failed", True)],
+    [
+        ("sent", False),
+        ("released", True),
+        ("released-uncertain", False),
+        ("failed-unknown", False),
+        ("failed", True),
+    ],
 )
 def test_a_row_is_not_sent_a_letter_of_another_set_after_one_may_have_gone_out(
     ledger, clock, earlier, sent_now
@@ -406,7 +412,11 @@ def test_a_row_is_not_sent_a_letter_of_another_set_after_one_may_have_gone_out(
         ledger.record_sent(offered, message_id="m-offer")
     elif earlier != "claimed":
         code = "OutcomeUnknown" if earlier == "failed-unknown" else "MessageRejected"
-        ledger.record_failed(offered, code=code, reason="x", permanent=earlier != "released")
+        permanent = not earlier.startswith("released")
+        uncertain = earlier in ("released-uncertain", "failed-unknown")
+        ledger.record_failed(
+            offered, code=code, reason="x", permanent=permanent, uncertain=uncertain
+        )
 
     # WHEN the batch runs
     ses = FakeSes(clock=clock)

@@ -151,8 +151,10 @@ def test_an_upload_keeps_its_own_metadata_as_s3_does(tmp_path):
         "incoming/offers.csv", str(source), metadata={"mailmatrix-retry-failed": "true"}
     )
 
-    # THEN head gives it back, and a listing shows the object alone
-    assert storage.head("incoming/offers.csv").metadata == {"mailmatrix-retry-failed": "true"}
+    # THEN head gives it back, with when it was stored, and a listing shows the object alone
+    head = storage.head("incoming/offers.csv")
+    assert head.metadata == {"mailmatrix-retry-failed": "true"}
+    assert head.modified == (tmp_path / "incoming" / "offers.csv").stat().st_mtime
     assert [info.key for info in storage.list("incoming/")] == ["incoming/offers.csv"]
 
     # WHEN the file is stored again without metadata, or written by put THEN none is left over
