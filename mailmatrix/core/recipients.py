@@ -791,7 +791,7 @@ class _Intake:
         self.contested[key] = owner_row
         owner_name = self.owner_names.get(key, name)
         if owner_sent:
-            self.withdrawn.setdefault(owner_row, _Shared(owner_name, row, name))
+            self._withdraw(owner_row, _Shared(owner_name, row, name))
         return _shared_file(name, owner_row, owner_name)
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
@@ -858,7 +858,7 @@ class _Intake:
             return first_row, None
         columns, number = self._columns_differing(first_row, others)
         if first_sent:
-            self.withdrawn.setdefault(first_row, _SameAddress(row * _COLUMN_TEXTS + number))
+            self._withdraw(first_row, _SameAddress(row * _COLUMN_TEXTS + number))
         return first_row, _same_address(first_row, columns)
 
     def _columns_differing(self, first_row: int, others: list[str]) -> tuple[str, int]:
@@ -883,23 +883,45 @@ class _Intake:
             self.column_texts.append(text)
         return text, number
 
+    def _withdraw(self, row: int, why: _Withdrawal) -> None:
+        """Withdraw ``row``, passed on, for ``why``; one withdrawn for its file and for its
+        address keeps both (the first later row of each), so its reject names both."""
+        held = self.withdrawn.setdefault(row, why)
+        if isinstance(held, _Shared):
+            if held.same_address is None and not isinstance(why, _Shared):
+                self.withdrawn[row] = held._replace(same_address=why)
+        elif isinstance(why, _Shared):
+            self.withdrawn[row] = why._replace(same_address=held)
+
     def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
-        """The reject of a row withdrawn for ``why``, found at a later row."""
+        """The reject of a row withdrawn for ``why``, found at later rows."""
+        problems = []
         if isinstance(why, _Shared):
             reason = _shared_file(why.name, why.other_row, why.other_name, earlier=False)
-            return _rejection(row, "Attachment_File", reason, masked)
-        later_row, number = divmod(why, _COLUMN_TEXTS)
-        return _rejection(row, "Email", _same_address(later_row, self.column_texts[number]), masked)
+            problems.append(("Attachment_File", reason))
+            same_address = why.same_address
+        else:
+            same_address = why
+        if same_address is not None:
+            later_row, number = divmod(same_address, _COLUMN_TEXTS)
+            problems.append(("Email", _same_address(later_row, self.column_texts[number])))
+        column, reason = _joined(problems)
+        return _rejection(row, column, reason, masked)
 
     def _reject_all(self, row: int, problems: list[tuple[str, str]], email: str) -> None:
         """File a row with several problems as one rejected row naming them all."""
-        columns = list(dict.fromkeys(column for column, _ in problems))
-        reasons = "; ".join(reason for _, reason in problems)
-        self._reject(row, "; ".join(columns), reasons, email)
+        column, reason = _joined(problems)
+        self._reject(row, column, reason, email)
 
     def _reject(self, row: int, column: str, reason: str, email: str) -> None:
         """File a rejected row with a reason a person can act on."""
         self.report.rejected.append(_rejection(row, column, reason, mask(email)))
+
+
+def _joined(problems: list[tuple[str, str]]) -> tuple[str, str]:
+    """The column and reason of a row with several problems, (column, reason) each."""
+    columns = "; ".join(dict.fromkeys(column for column, _ in problems))
+    return columns, "; ".join(reason for _, reason in problems)
 
 
 def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any]:
@@ -912,11 +934,13 @@ def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any
 
 class _Shared(NamedTuple):
     """Why a row passed on is withdrawn: its file's ``name`` there, and the later row of
-    another recipient that names the file too, as ``other_name``."""
+    another recipient that names the file too, as ``other_name``; and when a later row has
+    the row's address with other values as well, that too (``same_address``)."""
 
     name: str
     other_row: int
     other_name: str
+    same_address: _SameAddress | None = None
 
 
 # Why a row passed on is withdrawn: a later row has its address with other values. One

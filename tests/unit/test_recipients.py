@@ -1339,6 +1339,43 @@ def test_rows_of_one_address_naming_two_names_of_one_file_differ_only_in_other_c
     assert later_reason.startswith("row 2 has the same address with other values in Name:")
 
 
+SOFIA_AS_LIAM = "liam@example.com,Sofia,active,sofia.pdf\r\n"
+SOFIA = "sofia@example.com,Sofia,active,sofia.pdf\r\n"
+LIAM = "liam@example.com,Liam,active,liam.pdf\r\n"
+
+
+@pytest.mark.parametrize(
+    "later",
+    [SOFIA + LIAM, LIAM + SOFIA],
+    ids=["her file named again first", "his address named again first"],
+)
+def test_a_row_withdrawn_for_its_file_and_its_address_names_both(later):
+    # GIVEN Sofia's row with Liam's address typed in, then (in either order) Sofia's own row
+    # naming her file, and Liam's own row
+    index = linked_index(("sofia.pdf",), ("liam.pdf",))
+    text = HEADER + SOFIA_AS_LIAM + later
+
+    # WHEN validated
+    report, _ = run(text, index=index)
+
+    # THEN nothing is sent, and the row withdrawn names both later rows, once
+    assert report.withdrawn == {2} and report.valid == 0
+    sofia_row = 3 if later.startswith(SOFIA) else 4
+    liam_row = 7 - sofia_row
+    withdrawn, *later_rows = reasons(report)
+    assert [row for row, _, _ in later_rows] == [3, 4]
+    assert withdrawn == (
+        2,
+        "Attachment_File; Email",
+        f"sofia.pdf is also the attachment of row {sofia_row}, another recipient: each row "
+        "attaches its recipient's own file, so one of the two rows is wrong and neither is "
+        "sent (check both; to send one file to many, leave Attachment_File empty and set "
+        f"default_attachment); row {liam_row} has the same address with other values in "
+        "Name, Attachment_File: one address gets one letter, so one of the two rows is wrong "
+        "and neither is sent (correct the address of the wrong row, or delete one of them)",
+    )
+
+
 def test_one_recipient_naming_two_names_of_one_file_is_a_duplicate_not_a_shared_file():
     index = linked_index(("alice.pdf", "link.pdf"))
     text = HEADER + ALICE + "ALICE@example.com,Alice Example,active,link.pdf\r\n"
