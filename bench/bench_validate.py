@@ -30,7 +30,8 @@ def address(i: int) -> str:
 
 
 def generate(path: pathlib.Path, rows: int = ROWS) -> int:
-    """Write the benchmark CSV (mostly valid rows, 0.1% rejects, 0.05% duplicates); return bytes."""
+    """Write the benchmark CSV (mostly valid rows, 0.1% rejects, 0.05% rows with an earlier
+    row's address and other values: both held back); return bytes."""
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write(HEADER)
         chunk: list[str] = []
@@ -39,7 +40,7 @@ def generate(path: pathlib.Path, rows: int = ROWS) -> int:
             email = address(i)
             twin = i - 1000 if i % 2000 == 13 and i > 1000 else i
             if twin != i:
-                email = address(twin).upper()  # a duplicate of an earlier row
+                email = address(twin).upper()  # an earlier row's address, another Name
             if i % 1000 == 7:
                 email = email.replace("@", "")  # rejected: no @-sign
             status = "Offer" if twin % 3 else "Rejection"

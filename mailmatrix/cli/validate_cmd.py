@@ -169,10 +169,9 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
         (item["row"], "rejected", item["column"], item["reason"]) for item in report.rejected
     ]
     for item in report.duplicates:
-        reason = f"duplicate of row {item['first_row']}"
-        if item["conflicting"]:
-            reason += " (with different values)"
-        problems.append((item["row"], "duplicate", "Email", reason))
+        problems.append(
+            (item["row"], "duplicate", "Email", f"duplicate of row {item['first_row']}")
+        )
     problems += [(item["row"], "excluded", "", item["reason"]) for item in report.skipped]
     problems.sort()
     if problems:

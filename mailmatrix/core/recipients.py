@@ -5,7 +5,8 @@ The upload is read once as a stream: the encoding and delimiter are detected fro
 what grows with the file is two tables of 8-byte hashes in flat arrays (the recipients, for
 duplicates; the attachment files, for the recipient each belongs to) and the files named for
 two recipients; the rows not sent, and the addresses a row withdrawn at the end is reported
-with, are spooled to disk.
+with, are spooled to disk. So is a 4-byte hash of each cell of the first row of each address,
+read back to name the columns in which a later row of the address differs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex
@@ -413,17 +414,23 @@ class _Intake:
         self.rules = rules
         self.emit = emit
         self.header_pending = True
+        # Addresses -> the first row naming each (skipped and rejected rows too), whether it was
+        # passed on (flag), and the hash of its other cells: a later row of the address is a
+        # duplicate when they are the same, else it and a first row passed on are held back.
         self.seen = _SeenTable()
         # Files -> recipient, and its row passed on or first. A file is its name, or for a file
         # the attachments location holds under several names (links), the first of them.
         self.owners = _SeenTable()
         # Of those linked files only (a few): the name the row in ``owners`` gave the file.
         self.owner_names: dict[int, str] = {}
-        # Rows already emitted whose file a later row of another recipient named, with the
-        # name they gave it, that row and its name for it: the caller drops them from what it
-        # sends (IntakeReport.withdrawn), so neither row goes out.
-        self.withdrawn: dict[int, _Shared] = {}
-        self.sent_addresses = _SentAddresses()  # of the rows emitted that could be withdrawn
+        # Rows already emitted that a later row shows must not go out: it names their file for
+        # another recipient, or has their address with other values (see _Withdrawal). The
+        # caller drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
+        self.withdrawn: dict[int, _Withdrawal] = {}
+        self.sent_addresses = _SentAddresses()  # of the rows emitted: any could be withdrawn
+        # The columns two rows of an address differ in, as reasons name them, by number.
+        self.column_texts = ["other columns"]  # 0: once _COLUMN_TEXTS sets were named
+        self._text_numbers: dict[tuple[str, ...], int] = {}
         self.contested: dict[int, int] = {}  # files named for two recipients -> a row of one
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
@@ -453,7 +460,13 @@ class _Intake:
         self.unnamed = [index for index, name in enumerate(names) if not name]
         self.index = {name: index for index, name in self.named}
         self.email_at = self.index["Email"]
+        # The cells compared between rows of one address: all but Email (its case may vary).
+        self.other_names = names[: self.email_at] + names[self.email_at + 1 :]
+        self.prints = _RowPrints(len(self.other_names))
         self.file_at = self.index.get("Attachment_File")
+        self.other_file_at = None  # where Attachment_File is among those cells
+        if self.file_at is not None:
+            self.other_file_at = self.file_at - (self.file_at > self.email_at)
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
@@ -486,7 +499,9 @@ class _Intake:
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
             report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
-            self._own_file(row, values, self._recipient(email_text), sent=False)
+            address = parse_address(email_text) if email_text else None
+            self._own_file(row, values, self._recipient(email_text, address), sent=False)
+            self._claim_address(row, values, address, sent=False)
             return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
@@ -517,22 +532,27 @@ class _Intake:
         if shared:
             problems.append(("Attachment_File", shared))
         if problems or address is None:
+            earlier = self._claim_address(row, values, address, sent=False)
+            if earlier is not None and earlier[1]:
+                problems.append(("Email", earlier[1]))
             self._reject_all(row, problems, email_text)
             return
 
-        content = hash(tuple(values[: self.email_at] + values[self.email_at + 1 :]))
         # One email per address per file: the same address under another Status (an offer
-        # and a rejection) is a conflicting duplicate, never a second letter.
-        first = self.seen.add(hash(address.key), row, content)
-        if first is not None:
-            first_row, same, _ = first
-            duplicate = {"row": row, "first_row": first_row, "conflicting": not same}
-            report.duplicates.append({**duplicate, "email": mask(address.email)})
+        # and a rejection) or with another Name is held back with its first row, never a
+        # second letter or the first row's letter to the wrong person.
+        earlier = self._claim_address(row, values, address, sent=True)
+        if earlier is not None:
+            first_row, held = earlier
+            if held:
+                self._reject(row, "Email", held, email_text)
+            else:
+                duplicate = {"row": row, "first_row": first_row, "email": mask(address.email)}
+                report.duplicates.append(duplicate)
             return
 
         report.valid += 1
-        if self.file_at is not None and values[self.file_at]:
-            self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
+        self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
         self.emit(
             {
                 "row": row,
@@ -708,26 +728,27 @@ class _Intake:
         return found.name
 
     def withdraw(self) -> None:
-        """Reject the emitted rows whose file a later row of another recipient named (found
-        at that later row): each with the address it was passed on with, read back in row
-        order among the other rejects."""
+        """Reject the emitted rows a later row showed must not go out (it named their file for
+        another recipient, or has their address with other values): each with the address it
+        was passed on with, read back in row order among the other rejects."""
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
-            # Every row withdrawn was passed on naming a file, so its address was kept; one
-            # that was not would still be listed, without it, never lost.
+            # Every row withdrawn was passed on, so its address was kept; one that was not would
+            # still be listed, without it, never lost.
             leftover = sorted(self.withdrawn.items())
-            self.report.rejected.merge(_withdrawal(row, shared, "") for row, shared in leftover)
+            self.report.rejected.merge(self._withdrawal(row, why, "") for row, why in leftover)
         self.sent_addresses.close()
+        self.prints.close()
 
     def _withdrawn_rejections(self) -> Iterator[dict[str, Any]]:
         """Take the withdrawn rows out of ``withdrawn`` as rejects, in row order, with their
         addresses (the rows passed on are kept in row order: no sort, no second table)."""
         for row, masked in self.sent_addresses:
-            shared = self.withdrawn.pop(row, None)
-            if shared is not None:
-                yield _withdrawal(row, shared, masked)
+            why = self.withdrawn.pop(row, None)
+            if why is not None:
+                yield self._withdrawal(row, why, masked)
                 if not self.withdrawn:
                     return
 
@@ -743,8 +764,9 @@ class _Intake:
         links to one file (a symlink, hard links) are that one file.
 
         Before a file is contested, at most one row naming it has been passed on (one
-        recipient, whose other rows are duplicates): the table keeps that row once there is
-        one, else the first row. Once contested, every later row naming it is held back.
+        recipient, whose other rows are duplicates or held for the address: _claim_address):
+        the table keeps that row once there is one, else the first row. Once contested, every
+        later row naming it is held back.
         """
         index = self.file_at
         if index is None or not values[index] or not values[self.email_at]:
@@ -769,7 +791,7 @@ class _Intake:
         self.contested[key] = owner_row
         owner_name = self.owner_names.get(key, name)
         if owner_sent:
-            self.withdrawn.setdefault(owner_row, _Shared(owner_name, row, name))
+            self._withdraw(owner_row, _Shared(owner_name, row, name))
         return _shared_file(name, owner_row, owner_name)
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
@@ -809,15 +831,97 @@ class _Intake:
         reply_to = lists["Reply_To"][0] if lists["Reply_To"] else None
         return lists["Cc"], lists["Bcc"], reply_to
 
+    def _claim_address(
+        self, row: int, values: list[str], address: Address | None, *, sent: bool
+    ) -> tuple[int, str | None] | None:
+        """Record the row's address; ``sent``: the row is passed on unless its address was seen.
+
+        For an address an earlier row has, return that first row and why this row is held back,
+        None when the two hold the same values (a duplicate). A first row passed on that
+        differs is withdrawn: which of the two is wrong, only a person can tell. Rows skipped
+        or rejected for other reasons count too: a letter goes to an address only when every
+        row for it agrees. Two names of one file (links) are one value, as for shared files.
+        """
+        if address is None or not address.key:
+            return None  # no address to compare: its row is rejected for it
+        others = values[: self.email_at] + values[self.email_at + 1 :]
+        if self.other_file_at is not None:
+            linked = self.attachments.same_file(others[self.other_file_at])
+            if linked:
+                others[self.other_file_at] = linked
+        first = self.seen.add(hash(address.key), row, hash(tuple(others)), flag=sent)
+        if first is None:
+            self.prints.add(row, others)
+            return None
+        first_row, same, first_sent = first
+        if same:
+            return first_row, None
+        columns, number = self._columns_differing(first_row, others)
+        if first_sent:
+            self._withdraw(first_row, _SameAddress(row * _COLUMN_TEXTS + number))
+        return first_row, _same_address(first_row, columns)
+
+    def _columns_differing(self, first_row: int, others: list[str]) -> tuple[str, int]:
+        """Name the columns in which ``others`` (a row's cells but Email) differ from those of
+        ``first_row``, the first row of its address; return the names and their number in
+        ``column_texts``."""
+        before = self.prints.get(first_row)
+        after = array("I", _prints(others))
+        names = tuple(
+            name
+            for name, old, new in zip(self.other_names, before, after, strict=False)
+            if old != new
+        )
+        number = self._text_numbers.get(names, 0)
+        if number:
+            return self.column_texts[number], number
+        text = ", ".join(names[:_SHOWN_COLUMNS]) or self.column_texts[0]
+        if len(names) > _SHOWN_COLUMNS:
+            text += f" and {len(names) - _SHOWN_COLUMNS} more columns"
+        if len(self.column_texts) < _COLUMN_TEXTS:
+            number = self._text_numbers[names] = len(self.column_texts)
+            self.column_texts.append(text)
+        return text, number
+
+    def _withdraw(self, row: int, why: _Withdrawal) -> None:
+        """Withdraw ``row``, passed on, for ``why``; one withdrawn for its file and for its
+        address keeps both (the first later row of each), so its reject names both."""
+        held = self.withdrawn.setdefault(row, why)
+        if isinstance(held, _Shared):
+            if held.same_address is None and not isinstance(why, _Shared):
+                self.withdrawn[row] = held._replace(same_address=why)
+        elif isinstance(why, _Shared):
+            self.withdrawn[row] = why._replace(same_address=held)
+
+    def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
+        """The reject of a row withdrawn for ``why``, found at later rows."""
+        problems = []
+        if isinstance(why, _Shared):
+            reason = _shared_file(why.name, why.other_row, why.other_name, earlier=False)
+            problems.append(("Attachment_File", reason))
+            same_address = why.same_address
+        else:
+            same_address = why
+        if same_address is not None:
+            later_row, number = divmod(same_address, _COLUMN_TEXTS)
+            problems.append(("Email", _same_address(later_row, self.column_texts[number])))
+        column, reason = _joined(problems)
+        return _rejection(row, column, reason, masked)
+
     def _reject_all(self, row: int, problems: list[tuple[str, str]], email: str) -> None:
         """File a row with several problems as one rejected row naming them all."""
-        columns = list(dict.fromkeys(column for column, _ in problems))
-        reasons = "; ".join(reason for _, reason in problems)
-        self._reject(row, "; ".join(columns), reasons, email)
+        column, reason = _joined(problems)
+        self._reject(row, column, reason, email)
 
     def _reject(self, row: int, column: str, reason: str, email: str) -> None:
         """File a rejected row with a reason a person can act on."""
         self.report.rejected.append(_rejection(row, column, reason, mask(email)))
+
+
+def _joined(problems: list[tuple[str, str]]) -> tuple[str, str]:
+    """The column and reason of a row with several problems, (column, reason) each."""
+    columns = "; ".join(dict.fromkeys(column for column, _ in problems))
+    return columns, "; ".join(reason for _, reason in problems)
 
 
 def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any]:
@@ -830,22 +934,27 @@ def _rejection(row: int, column: str, reason: str, masked: str) -> dict[str, Any
 
 class _Shared(NamedTuple):
     """Why a row passed on is withdrawn: its file's ``name`` there, and the later row of
-    another recipient that names the file too, as ``other_name``."""
+    another recipient that names the file too, as ``other_name``; and when a later row has
+    the row's address with other values as well, that too (``same_address``)."""
 
     name: str
     other_row: int
     other_name: str
+    same_address: _SameAddress | None = None
 
 
-def _withdrawal(row: int, shared: _Shared, masked: str) -> dict[str, Any]:
-    """The reject of a row withdrawn because a later row of another recipient names its file."""
-    reason = _shared_file(shared.name, shared.other_row, shared.other_name, earlier=False)
-    return _rejection(row, "Attachment_File", reason, masked)
+# Why a row passed on is withdrawn: a later row has its address with other values. One
+# number, that row * _COLUMN_TEXTS + the number of the columns they differ in (column_texts):
+# as many as half the rows may be withdrawn so, and a tuple each took 30 MB more for 500,000.
+_SameAddress = NewType("_SameAddress", int)
+
+# Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn).
+_Withdrawal = _Shared | _SameAddress
 
 
 class _SentAddresses:
-    """The address, masked, of each row passed on that names a file, in row order: such a row
-    may be withdrawn once the whole file is read, and is reported with its address.
+    """The address, masked, of each row passed on, in row order: a row may be withdrawn once
+    the whole file is read (for its file or its address), and is reported with its address.
 
     Spooled like a ProblemList (in memory up to SPOOL_BYTES, on disk beyond), a line per row
     written some thousand rows at a time, so memory does not grow with the file.
@@ -907,6 +1016,94 @@ def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = 
 
 
 _ONE_FOR_MANY = "to send one file to many, leave Attachment_File empty and set default_attachment"
+
+
+# Columns a reason names at most: the rest are counted.
+_SHOWN_COLUMNS = 5
+# Sets of columns that reasons name apart: a file of many columns could make many more.
+_COLUMN_TEXTS = 1024
+
+
+def _same_address(other_row: int, columns: str) -> str:
+    """Why a row is held back whose address a row with other values has too."""
+    return (
+        f"row {other_row} has the same address with other values in {columns}: one address "
+        "gets one letter, so one of the two rows is wrong and neither is sent (correct the "
+        "address of the wrong row, or delete one of them)"
+    )
+
+
+def _prints(cells: Iterable[str]) -> bytes:
+    """4 bytes of the hash of each cell, in order: enough to tell which cells of two rows differ.
+
+    Computed in C (no Python step per cell), for a batch of rows at once.
+    """
+    hashes = memoryview(array("q", map(hash, cells)))
+    return hashes.cast("B").cast("I")[::2].tobytes()
+
+
+class _RowPrints:
+    """The cell prints (_prints) of the first row of each address, by row number, to name
+    the columns a later row of the address differs in; read back only then.
+
+    Spooled like a ProblemList (in memory up to SPOOL_BYTES, on disk beyond), 4 bytes a cell
+    at the row's offset, written a thousand rows at a time.
+    """
+
+    def __init__(self, cells: int) -> None:
+        # The spool lives as long as the intake; close() drops it.
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
+        self._size = array("I").itemsize * cells  # bytes a row
+        self._blank = [""] * cells  # for a row not kept between two that are
+        self._first = -1  # the row written at offset 0
+        self._start = 0  # the row of the first one pending
+        self._next = -1  # the row after the last one added
+        self._pending: list[list[str]] = []
+
+    def add(self, row: int, cells: list[str]) -> None:
+        """Keep row ``row``'s prints (rows come in increasing order)."""
+        if row != self._next:
+            self._skip_to(row)
+        self._pending.append(cells)
+        self._next = row + 1
+        if len(self._pending) >= 1024:
+            self._write()
+
+    def get(self, row: int) -> array:
+        """The prints of row ``row``, added before."""
+        index = row - self._start
+        if 0 <= index < len(self._pending):
+            return array("I", _prints(self._pending[index]))
+        self._spool.seek((row - self._first) * self._size)
+        return array("I", self._spool.read(self._size))
+
+    def close(self) -> None:
+        """Drop the prints."""
+        self._pending.clear()
+        self._spool.close()
+
+    def _skip_to(self, row: int) -> None:
+        """Leave blank rows since the last one added, or, far from it, write the pending rows
+        out and go on at ``row``'s offset."""
+        if self._first < 0:
+            self._first = row
+        if self._pending and row - self._next <= 64:
+            self._pending.extend([self._blank] * (row - self._next))
+            return
+        self._write()
+        self._start = row
+
+    def _write(self) -> None:
+        """Write the pending rows' prints out at their offset; the next rows follow them."""
+        if not self._pending:
+            return
+        offset = (self._start - self._first) * self._size
+        if offset > SPOOL_BYTES:
+            self._spool.rollover()  # a far offset in memory would be zeros up to it
+        self._spool.seek(offset)
+        self._spool.write(_prints(itertools.chain.from_iterable(self._pending)))
+        self._start += len(self._pending)
+        self._pending.clear()
 
 
 class _SeenTable:

@@ -40,13 +40,13 @@ def report_lines(report: Any) -> Iterator[dict[str, Any]]:
 
 
 def _duplicate_line(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Word a duplicate for the report."""
-    conflict = " with different values" if item.get("conflicting") else ""
+    """Word a duplicate for the report (a row with other values is rejected, not a duplicate)."""
+    first = item["first_row"]
     return {
         "row": item["row"],
         "outcome": "duplicate",
         "column": "Email",
-        "reason": f"duplicate of row {item['first_row']}{conflict}; not sent again",
+        "reason": f"duplicate of row {first}: the same address and values; only row {first} counts",
         "email": item.get("email", ""),
     }
 

@@ -1274,6 +1274,92 @@ def test_withdrawn_rows_are_reported_in_row_order_among_more_than_1000_rejects(t
     assert "lee.pdf is also the attachment of row 1123" in shown.output
 
 
+def _trial_letters(tmp_path: Path, first: str) -> tuple[Path, list[str]]:
+    """The trial's file: row 2 Sofia's letter sent to ``first``, row 3 Liam's to liam@, with a
+    folder of templates without a manifest (each row names its letter); return the file and
+    the options that run it."""
+    templates = tmp_path / "tpl"
+    templates.mkdir(exist_ok=True)
+    (templates / "subject.txt").write_text("Hi {{ Name }}")
+    (templates / "body.txt").write_text("Dear {{ Name }},\nyour letter is attached.\n")
+    attachments = tmp_path / "attachments"
+    attachments.mkdir(exist_ok=True)
+    for name in ("sofia.pdf", "liam.pdf"):
+        (attachments / name).write_bytes(b"%PDF-1.4 " + name.encode())
+    letters = tmp_path / "letters.csv"
+    letters.write_text(
+        "Email,Name,Attachment_File\n"
+        f"{first},Sofia Nguyen,sofia.pdf\nliam@example.com,Liam Garcia,liam.pdf\n"
+    )
+    options = ["--templates", str(templates), "--workdir", str(tmp_path / "wd")]
+    return letters, [*options, "--sender", "HR <hr@example.com>"]
+
+
+def test_two_rows_of_one_address_with_other_values_mail_no_one(tmp_path):
+    # GIVEN the trial's file: Sofia's row with Liam's address typed in, then Liam's own row
+    letters, options = _trial_letters(tmp_path, "liam@example.com")
+    workdir = tmp_path / "wd"
+
+    # WHEN it is validated, then run
+    validated = CliRunner().invoke(cli, ["validate", str(letters), *options[:2]])
+    result = CliRunner().invoke(cli, ["run", str(letters), *options])
+
+    # THEN validate does not call it good, and nothing goes to liam@ (he used to get Sofia's
+    # letter and PDF): both rows are held, each naming the other row and what differs
+    assert validated.exit_code == 3 and "All good" not in validated.output
+    assert result.exit_code == 3, result.output
+    assert _recipients(workdir / "outbox") == {}
+    [rejects_path] = (workdir / "bucket" / "reports").glob("*/*/rejects.csv")
+    with open(rejects_path, encoding="utf-8-sig", newline="") as rejects:
+        held = [(r["row"], r["column"], r["reason"], r["email"]) for r in csv.DictReader(rejects)]
+    differ = "has the same address with other values in Name, Attachment_File: one address"
+    assert [(row, column, email) for row, column, _, email in held] == [
+        ("2", "Email", "l***@example.com"),
+        ("3", "Email", "l***@example.com"),
+    ]
+    assert held[0][2].startswith(f"row 3 {differ}") and held[1][2].startswith(f"row 2 {differ}")
+    assert "Sofia" not in rejects_path.read_text("utf-8-sig")
+    validation = json.loads((rejects_path.parent / "validation.json").read_text("utf-8"))
+    assert (validation["valid"], validation["duplicates"]) == (0, [])
+    assert [item["row"] for item in validation["rejected"]] == [2, 3]
+    # AND preview refuses the first row with its reason
+    preview = ["preview", str(letters), *options[:2], "--row", "2", "--out", str(tmp_path)]
+    shown = CliRunner().invoke(cli, preview)
+    assert shown.exit_code == 4
+    assert f"row 2: rejected: Email: row 3 {differ}" in shown.output
+
+    # WHEN row 2's address is corrected and the file runs again
+    letters, options = _trial_letters(tmp_path, "sofia@example.com")
+    again = CliRunner().invoke(cli, ["run", str(letters), *options])
+
+    # THEN each gets their own letter: no earlier send stands for Liam's row
+    assert again.exit_code == 0, again.output
+    assert _recipients(workdir / "outbox") == {"sofia@example.com": 1, "liam@example.com": 1}
+    for path in (workdir / "outbox" / "new").iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        [attachment] = message.iter_attachments()
+        local = message["To"].addresses[0].addr_spec.partition("@")[0]
+        assert attachment.get_filename() == f"{local}.pdf"
+
+
+def test_exact_copies_of_a_row_are_sent_once(tmp_path):
+    # GIVEN the example campaign with row 2 copied twice, its address in capitals once
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    address = lines[1].split(",")[0]
+    campaign = tmp_path / "offers.csv"
+    campaign.write_text("".join([*lines, lines[1], lines[1].replace(address, address.upper())]))
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+
+    # WHEN it runs
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir), "--json"])
+
+    # THEN row 2's recipient gets one letter, and the copies are counted as duplicates
+    summary = json.loads(result.stdout)
+    assert (summary["counts"]["sent"], summary["counts"]["duplicates"]) == (18, 2)
+    assert _recipients(workdir / "outbox")[address] == 1
+
+
 def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
     # GIVEN a workdir whose name has a space, and a run that fails (the quota runs out)
     workdir = tmp_path / "hr work"

@@ -612,7 +612,7 @@ def test_oversized_attachment_is_rejected_with_sizes():
 # --- duplicates --------------------------------------------------------------------------
 
 
-def test_duplicates_are_kept_once_and_reported_with_conflicts():
+def test_an_exact_copy_is_a_duplicate_and_a_copy_with_other_values_holds_both():
     text = HEADER + ALICE + BOB
     text += "Alice@EXAMPLE.com,Alice Again,active,carol.pdf\r\n"
     text += ALICE
@@ -620,34 +620,41 @@ def test_duplicates_are_kept_once_and_reported_with_conflicts():
     report, rows = run(text)
 
     assert emails(rows) == ["alice@example.com", "bob@example.com"]
-    assert [(d["row"], d["first_row"], d["conflicting"]) for d in report.duplicates] == [
-        (4, 2, True),
-        (5, 2, False),
-    ]
+    assert report.withdrawn == {2} and report.valid == 1
+    assert [(row, column) for row, column, _ in reasons(report)] == [(2, "Email"), (4, "Email")]
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(5, 2)]
 
 
-def test_same_address_under_another_template_is_a_conflicting_duplicate():
+def test_same_address_under_another_template_holds_both_rows():
     # Decision (break test F5): one file sends one email per address. An offer and a rejection
-    # to the same candidate is a mistake in the file, not two letters to send; the first row
-    # goes, the later one is reported as a conflicting duplicate naming the first.
+    # to the same candidate is a mistake in the file, not two letters to send; which letter is
+    # the right one only a person can tell, so neither goes (the first row used to).
     catalog = FakeCatalog(templates={"active": "offer", "reminder": "reminder"})
     text = HEADER + ALICE + "alice@example.com,Alice Example,reminder,alice.pdf\r\n"
 
     report, rows = run(text, catalog=catalog)
 
-    assert [r["template"] for r in rows] == ["offer"]
-    assert report.duplicates == [
-        {"row": 3, "first_row": 2, "conflicting": True, "email": "a***@example.com"}
+    assert [r["template"] for r in rows] == ["offer"] and report.withdrawn == {2}
+    assert report.duplicates == []
+    assert [(item["row"], item["email"]) for item in report.rejected] == [
+        (2, "a***@example.com"),
+        (3, "a***@example.com"),
     ]
+    assert reasons(report)[1][2].startswith(
+        "row 2 has the same address with other values in Status:"
+    )
 
 
-def test_a_rejected_row_does_not_hide_a_later_valid_one():
+def test_a_rejected_row_holds_a_later_valid_one_of_its_address_and_says_so():
+    # Decision: a row rejected for another reason still says whose the address is; a later row
+    # with other values for it is held back with a reason, not sent, nor hidden as a duplicate
     text = HEADER + "alice@example.com,,active,alice.pdf\r\n" + ALICE
 
     report, rows = run(text)
 
-    assert [r["row"] for r in rows] == [3]
-    assert report.duplicates == []
+    assert rows == [] and report.duplicates == []
+    assert [(row, column) for row, column, _ in reasons(report)] == [(2, "Name"), (3, "Email")]
+    assert reasons(report)[1][2].startswith("row 2 has the same address with other values in Name:")
 
 
 def test_many_distinct_addresses_grow_the_duplicate_table_without_false_hits():
@@ -678,6 +685,165 @@ def test_many_rejected_rows_spill_to_disk_and_read_back_in_order(monkeypatch):
     cut = report.to_dict(limit=3)
     assert [item["row"] for item in cut["rejected"]] == [2, 3, 4]
     assert cut["truncated"] == {"rejected": 500}
+
+
+# --- one address, one letter: rows of it with other values are all held ---------------------
+
+HELD = (
+    ": one address gets one letter, so one of the two rows is wrong and neither is sent "
+    "(correct the address of the wrong row, or delete one of them)"
+)
+TRIAL = index_of("sofia.pdf", "liam.pdf", "noah.pdf", "bob.pdf")
+
+
+def test_rows_of_one_address_with_other_values_are_all_held_naming_what_differs():
+    # GIVEN Sofia's row with Liam's address typed in, Liam's own row (his address in capitals),
+    # Bob's row, a third row with Liam's address, and a copy of Sofia's row with spaces
+    text = HEADER + "liam@example.com,Sofia Nguyen,active,sofia.pdf\r\n"
+    text += "LIAM@example.com,Liam Garcia,active,liam.pdf\r\n" + BOB
+    text += "liam@example.com,Noah Example,active,noah.pdf\r\n"
+    text += " liam@example.com , Sofia Nguyen ,active,sofia.pdf \r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=TRIAL)
+
+    # THEN only Bob's row is sent: Sofia's, passed on before Liam's was read, is withdrawn,
+    # and each later row with Liam's address and other values is rejected, each reason naming
+    # the other row and the columns (never the values); the copy is a duplicate of row 2
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [4]
+    assert report.withdrawn == {2} and report.valid == 1
+    assert reasons(report) == [
+        (
+            2,
+            "Email",
+            "row 3 has the same address with other values in Name, Attachment_File" + HELD,
+        ),
+        (
+            3,
+            "Email",
+            "row 2 has the same address with other values in Name, Attachment_File" + HELD,
+        ),
+        (
+            5,
+            "Email",
+            "row 2 has the same address with other values in Name, Attachment_File" + HELD,
+        ),
+    ]
+    assert [item["email"] for item in report.rejected] == [
+        "l***@example.com",
+        "L***@example.com",
+        "l***@example.com",
+    ]
+    assert report.duplicates == [{"row": 6, "first_row": 2, "email": "l***@example.com"}]
+
+
+def test_exact_copies_of_a_row_are_sent_once_whatever_the_case_of_the_address():
+    # GIVEN Alice's row, then copies with her address in capitals and cells padded with spaces
+    text = HEADER + ALICE + "ALICE@Example.COM,Alice Example,active,alice.pdf\r\n"
+    text += "alice@example.com,Alice Example ,active , alice.pdf\r\n"
+
+    report, rows = run(text)
+
+    # THEN one letter goes, from row 2; the copies are duplicates, nothing is held
+    assert [r["row"] for r in rows] == [2] and report.withdrawn == frozenset()
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2), (4, 2)]
+    assert report.rejected == []
+
+
+def test_a_later_row_rejected_for_another_reason_still_holds_the_first_row_of_its_address():
+    # GIVEN Alice's row, then a row with her address and no Name
+    text = HEADER + ALICE + "alice@example.com,,active,bob.pdf\r\n"
+
+    report, _ = run(text)
+
+    # THEN the later row names both problems, and Alice's row is withdrawn: the later one may
+    # be hers, with Alice's letter meant for someone else
+    assert report.withdrawn == {2} and report.valid == 0
+    assert [(row, column) for row, column, _ in reasons(report)] == [
+        (2, "Email"),
+        (3, "Name; Email"),
+    ]
+    later = reasons(report)[1][2]
+    assert later.startswith("Name is empty but used by template offer; row 2 has the same address")
+    assert "other values in Name, Attachment_File: " in later
+
+
+def test_rows_of_one_address_excluded_by_status_stay_excluded_and_hold_a_later_row_to_send():
+    # Decision: rows excluded by Status send nothing, so two of them for one address with
+    # other values hold nothing back: both stay excluded, neither is rejected. They still say
+    # whose the address is: a later row to send with other values is held (case 25: a file
+    # that marks an address unsubscribed must not mail it from another row).
+    text = HEADER + "liam@example.com,Liam Garcia,unsubscribed,liam.pdf\r\n"
+    text += "liam@example.com,Sofia Nguyen,unsubscribed,sofia.pdf\r\n"
+    text += "liam@example.com,Liam Garcia,active,liam.pdf\r\n" + BOB
+
+    report, rows = run(text, index=TRIAL)
+
+    assert [item["row"] for item in report.skipped] == [2, 3]
+    assert [r["row"] for r in rows] == [5] and report.withdrawn == frozenset()
+    assert reasons(report) == [
+        (4, "Email", "row 2 has the same address with other values in Status" + HELD)
+    ]
+    assert report.duplicates == []
+
+
+def test_a_reason_names_five_columns_and_counts_the_rest():
+    # GIVEN a file of eight more columns, and two rows of one address differing in all but one
+    extra = [f"C{i}" for i in range(1, 9)]
+    text = "Email,Name,Status,Attachment_File," + ",".join(extra) + "\r\n"
+    text += "alice@example.com,Alice,active,alice.pdf," + ",".join("a" * 8) + "\r\n"
+    text += "alice@example.com,Alice,active,alice.pdf," + ",".join("b" * 7 + "a") + "\r\n"
+
+    report, _ = run(text)
+
+    assert reasons(report)[1][2].startswith(
+        "row 2 has the same address with other values in C1, C2, C3, C4, C5 and 2 more columns: "
+    )
+
+
+def test_the_columns_named_are_those_of_the_first_row_wherever_its_prints_are(monkeypatch):
+    # GIVEN spools of 4 KiB, the first rows of 1,500 addresses with a row without a usable
+    # address after every third, 100 such rows (a long gap), 10 more first rows, then later
+    # rows for an address of each stretch, each differing in other columns
+    from mailmatrix.core.recipients import _RowPrints
+
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 4096)
+    written: list[int] = []
+    rolled: list[bool] = []
+    write, close = _RowPrints._write, _RowPrints.close
+    monkeypatch.setattr(
+        _RowPrints, "_write", lambda self: written.append(len(self._pending)) or write(self)
+    )
+    monkeypatch.setattr(
+        _RowPrints, "close", lambda self: rolled.append(self._spool._rolled) or close(self)
+    )
+    bad = "x@@example.com,X,active,,T\r\n"
+    text = "Email,Name,Status,Attachment_File,Team\r\n"
+    for i in range(1500):
+        text += f"u{i}@example.com,U {i},active,u{i}.pdf,T{i}\r\n" + (bad if i % 3 == 2 else "")
+    text += bad * 100
+    text += "".join(f"u{i}@example.com,U {i},active,u{i}.pdf,T{i}\r\n" for i in range(1500, 1510))
+    text += "u0@example.com,U 0,active,u0.pdf,New\r\n"
+    text += "u149@example.com,Other,active,u149.pdf,T149\r\n"
+    text += "u1505@example.com,V,active,u1505.pdf,W\r\n"
+
+    # WHEN validated
+    report, _ = run(text, index=index_of(*own_files(1510)))
+
+    # THEN the prints went to disk a thousand rows at a time, and each held row names the
+    # columns that differ from the first row of its address, read back from disk (u0, u149)
+    # or memory (u1505)
+    assert rolled == [True] and 0 < max(written) <= 1024 + 64
+    assert report.withdrawn == {2, 200, 2107}
+    held = [(row, reason.split(":")[0]) for row, _, reason in reasons(report) if "same" in reason]
+    assert held == [
+        (2, "row 2112 has the same address with other values in Team"),
+        (200, "row 2113 has the same address with other values in Name"),
+        (2107, "row 2114 has the same address with other values in Name, Team"),
+        (2112, "row 2 has the same address with other values in Team"),
+        (2113, "row 200 has the same address with other values in Name"),
+        (2114, "row 2107 has the same address with other values in Name, Team"),
+    ]
 
 
 # --- streaming ---------------------------------------------------------------------------
@@ -968,30 +1134,56 @@ def test_a_shared_file_is_named_with_a_rows_other_problems_and_withdraws_the_ear
     assert "alice.pdf is already the attachment of row 2" in reason
 
 
-def test_a_row_held_back_for_a_shared_file_makes_no_duplicate_of_its_recipients_next_row():
+def test_a_row_held_back_for_a_shared_file_holds_its_recipients_next_row_with_another_file():
     # GIVEN Bob's row naming Alice's letter, then Bob's row with his own
     text = HEADER + ALICE + "bob@example.com,Bob Example,active,alice.pdf\r\n" + BOB
 
     report, rows = run(text)
 
-    # THEN Bob's own row is sent (Alice's and the copied one are held back)
-    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [4]
+    # THEN none is sent: Bob's two rows disagree on his letter (it used to go with row 4), and
+    # row 3 names Alice's; none is a duplicate
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == []
+    assert [(row, column) for row, column, _ in reasons(report)] == [
+        (2, "Attachment_File"),
+        (3, "Attachment_File"),
+        (4, "Email"),
+    ]
+    assert reasons(report)[2][2].startswith(
+        "row 3 has the same address with other values in Attachment_File:"
+    )
     assert report.duplicates == []
 
 
 def test_a_duplicate_row_is_not_withdrawn_though_its_file_is_named_again():
+    # GIVEN Bob twice, then Carol's row naming Bob's letter
+    text = HEADER + BOB + BOB + "carol@example.com,Carol,active,bob.pdf\r\n"
+
+    report, rows = run(text)
+
+    # THEN Bob's first row, passed on, is withdrawn; his duplicate stays a duplicate (it was
+    # never passed on), and Carol's row, naming a file another recipient's row named, is held
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == []
+    assert report.withdrawn == {2} and report.valid == 0
+    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
+    assert [row for row, _, _ in reasons(report)] == [2, 4]
+
+
+def test_a_row_held_for_its_address_still_owns_its_file():
     # GIVEN Bob twice (the second row names Carol's letter), then Carol's row
     text = HEADER + BOB + "bob@example.com,Bob Example,active,carol.pdf\r\n"
     text += "carol@example.com,Carol,active,carol.pdf\r\n"
 
     report, rows = run(text)
 
-    # THEN Bob's first row is sent, his duplicate stays a duplicate (it was never passed on),
-    # and Carol's row, naming a file another recipient's row named, is held back
-    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [2]
-    assert report.withdrawn == frozenset() and report.valid == 1
-    assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(3, 2)]
-    assert [row for row, _, _ in reasons(report)] == [4]
+    # THEN Bob's rows disagree, so both are held; and Carol's, naming the letter one of his
+    # rows named, is held too (his first row used to be sent)
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == []
+    assert report.withdrawn == {2} and report.valid == 0 and report.duplicates == []
+    assert [(row, column) for row, column, _ in reasons(report)] == [
+        (2, "Email"),
+        (3, "Email"),
+        (4, "Attachment_File"),
+    ]
 
 
 def test_rows_with_unusable_addresses_are_told_apart_by_what_was_typed():
@@ -1021,26 +1213,36 @@ def test_once_a_file_is_contested_no_row_naming_it_is_sent():
     assert [row for row, _, _ in reasons(report)] == [2, 3, 4]
 
 
-def test_the_row_passed_on_is_withdrawn_though_an_earlier_row_of_its_recipient_named_the_file():
-    # GIVEN Alice excluded, then Alice's row sent, both naming a letter, then Bob's naming it
+def test_an_excluded_row_holds_a_later_row_of_its_address_and_keeps_its_file():
+    # GIVEN Alice excluded, then Alice's row to send, both naming a letter, then Bob's naming it
     text = HEADER + "alice@example.com,Alice,unsubscribed,bob.pdf\r\n"
     text += "alice@example.com,Alice,active,bob.pdf\r\n" + BOB
 
-    report, _ = run(text)
+    report, rows = run(text)
 
-    # THEN the row that was passed on (row 3) is withdrawn, and Bob's is held back
-    assert report.withdrawn == {3} and report.valid == 0
+    # THEN nothing is sent: Alice's second row disagrees with her excluded one (its Status),
+    # and Bob's names her letter
+    assert rows == [] and report.withdrawn == frozenset() and report.valid == 0
+    assert [(row, column) for row, column, _ in reasons(report)] == [
+        (3, "Email"),
+        (4, "Attachment_File"),
+    ]
+    assert reasons(report)[0][2].startswith(
+        "row 2 has the same address with other values in Status:"
+    )
 
 
 def test_the_same_address_typed_as_it_is_sent_or_not_is_one_recipient():
-    # GIVEN an internationalised address excluded once, then its row sent, one file for both
+    # GIVEN an internationalised address excluded once, then its row to send, one file for both
     text = HEADER + "jose@bücher.example,José,unsubscribed,jose.pdf\r\n"
-    text += "jose@bücher.example,José,active,jose.pdf\r\n"
+    text += "jose@BÜCHER.example,José,active,jose.pdf\r\n"
 
     report, rows = run(text, index=index_of("jose.pdf"))
 
-    # THEN it is sent: an earlier row of the same person is no other recipient
-    assert [r["row"] for r in rows] == [3] and reasons(report) == []
+    # THEN the file is no other recipient's: the later row is held for its Status alone
+    [(row, column, reason)] = reasons(report)
+    assert rows == [] and (row, column) == (3, "Email")
+    assert reason.startswith("row 2 has the same address with other values in Status:")
 
 
 def linked_index(*groups: tuple[str, ...]) -> AttachmentIndex:
@@ -1102,23 +1304,76 @@ def test_hard_links_named_for_two_recipients_hold_back_both_rows():
     )
 
 
-def test_the_name_reported_is_the_one_the_row_passed_on_gave_the_file():
-    # GIVEN Alice's row excluded naming a link, her row sent naming its target, then Bob's
-    # naming the link
+def test_the_name_reported_is_the_one_the_owning_row_gave_the_file():
+    # GIVEN Alice's row excluded naming a link, her row to send naming its target, then Bob's
+    # naming the target
     index = linked_index(("alice.pdf", "link.pdf"), ("bob.pdf",))
-    text = HEADER + "alice@example.com,Alice,unsubscribed,link.pdf\r\n" + ALICE
-    text += "bob@example.com,Bob,active,link.pdf\r\n"
+    text = HEADER + "alice@example.com,Alice Example,unsubscribed,link.pdf\r\n" + ALICE
+    text += "bob@example.com,Bob,active,alice.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=index)
+
+    # THEN nothing is sent: Alice's row to send is held for her excluded row's Status alone
+    # (the two names are one file), and Bob's names the file as her first row did
+    assert rows == [] and report.valid == 0
+    (alice, alice_column, alice_reason), (bob, _, bob_reason) = reasons(report)
+    assert (alice, alice_column, bob) == (3, "Email", 4)
+    assert alice_reason.startswith("row 2 has the same address with other values in Status:")
+    assert bob_reason.startswith(f"alice.pdf is the same file as link.pdf{LINKED}already")
+
+
+def test_rows_of_one_address_naming_two_names_of_one_file_differ_only_in_other_columns():
+    # GIVEN Alice's row, then a row of her address naming a link to her file, with another Name
+    index = linked_index(("alice.pdf", "link.pdf"))
+    text = HEADER + ALICE + "alice@example.com,Bob Example,active,link.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=index)
+
+    # THEN both are held for the address, naming the Name only: the file is the same file
+    assert [row["row"] for row in rows] == [2] and report.withdrawn == {2} and report.valid == 0
+    (first, first_column, first_reason), (later, later_column, later_reason) = reasons(report)
+    assert (first, first_column, later, later_column) == (2, "Email", 3, "Email")
+    assert first_reason.startswith("row 3 has the same address with other values in Name:")
+    assert later_reason.startswith("row 2 has the same address with other values in Name:")
+
+
+SOFIA_AS_LIAM = "liam@example.com,Sofia,active,sofia.pdf\r\n"
+SOFIA = "sofia@example.com,Sofia,active,sofia.pdf\r\n"
+LIAM = "liam@example.com,Liam,active,liam.pdf\r\n"
+
+
+@pytest.mark.parametrize(
+    "later",
+    [SOFIA + LIAM, LIAM + SOFIA],
+    ids=["her file named again first", "his address named again first"],
+)
+def test_a_row_withdrawn_for_its_file_and_its_address_names_both(later):
+    # GIVEN Sofia's row with Liam's address typed in, then (in either order) Sofia's own row
+    # naming her file, and Liam's own row
+    index = linked_index(("sofia.pdf",), ("liam.pdf",))
+    text = HEADER + SOFIA_AS_LIAM + later
 
     # WHEN validated
     report, _ = run(text, index=index)
 
-    # THEN Alice's row passed on is withdrawn, and each reason names the file as the other
-    # row did
-    assert report.withdrawn == {3} and report.valid == 0
-    (alice, _, alice_reason), (bob, _, bob_reason) = reasons(report)
-    assert (alice, bob) == (3, 4)
-    assert alice_reason.startswith(f"alice.pdf is the same file as link.pdf{LINKED}also")
-    assert bob_reason.startswith(f"link.pdf is the same file as alice.pdf{LINKED}already")
+    # THEN nothing is sent, and the row withdrawn names both later rows, once
+    assert report.withdrawn == {2} and report.valid == 0
+    sofia_row = 3 if later.startswith(SOFIA) else 4
+    liam_row = 7 - sofia_row
+    withdrawn, *later_rows = reasons(report)
+    assert [row for row, _, _ in later_rows] == [3, 4]
+    assert withdrawn == (
+        2,
+        "Attachment_File; Email",
+        f"sofia.pdf is also the attachment of row {sofia_row}, another recipient: each row "
+        "attaches its recipient's own file, so one of the two rows is wrong and neither is "
+        "sent (check both; to send one file to many, leave Attachment_File empty and set "
+        f"default_attachment); row {liam_row} has the same address with other values in "
+        "Name, Attachment_File: one address gets one letter, so one of the two rows is wrong "
+        "and neither is sent (correct the address of the wrong row, or delete one of them)",
+    )
 
 
 def test_one_recipient_naming_two_names_of_one_file_is_a_duplicate_not_a_shared_file():
@@ -1233,7 +1488,8 @@ def test_the_rejects_report_shows_a_withdrawn_row_in_its_place_and_nothing_else_
          "invalid address: The part after the @-sign contains invalid characters: '@'.",
          "b***@example.com"],
         ["4", "excluded", "", "unsubscribed", ""],
-        ["6", "duplicate", "Email", "duplicate of row 5; not sent again", "D***@example.com"],
+        ["6", "duplicate", "Email",
+         "duplicate of row 5: the same address and values; only row 5 counts", "D***@example.com"],
         ["7", "rejected", "Attachment_File", "attachment not found: missing.pdf",
          "f***@example.com"],
         ["8", "rejected", "Attachment_File", already + rest, "e***@example.com"],

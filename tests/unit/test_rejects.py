@@ -37,9 +37,7 @@ def test_report_lists_every_row_not_sent_in_row_order():
     report.rejected.append(
         {"row": 5, "column": "Name", "reason": "=cmd|' /C calc'!A0", "email": "e***@example.com"}
     )
-    report.duplicates.append(
-        {"row": 4, "first_row": 2, "conflicting": True, "email": "a***@example.com"}
-    )
+    report.duplicates.append({"row": 4, "first_row": 2, "email": "a***@example.com"})
     report.skipped.append({"row": 3, "reason": "unsubscribed"})
     out = io.BytesIO()
 
@@ -54,7 +52,8 @@ def test_report_lists_every_row_not_sent_in_row_order():
     assert lines == [
         ["row", "outcome", "column", "reason", "email"],
         ["3", "excluded", "", "unsubscribed", ""],
-        ["4", "duplicate", "Email", "duplicate of row 2 with different values; not sent again",
+        ["4", "duplicate", "Email",
+         "duplicate of row 2: the same address and values; only row 2 counts",
          "a***@example.com"],
         ["5", "rejected", "Name", "'=cmd|' /C calc'!A0", "e***@example.com"],
     ]  # fmt: skip
