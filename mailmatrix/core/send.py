@@ -274,11 +274,14 @@ class _Stop(Exception):
 class _Unknown(Exception):
     """A row tried too often with an unknown outcome: it fails, and is not sent again."""
 
-    def __init__(self, tries: int, error: SendError) -> None:
+    def __init__(self, tries: int, error: SendError, *, refused_after: bool = False) -> None:
         super().__init__(error_text(error))
         self.why = (
-            f"the service may have taken the message without answering, {tries} times (last:"
-            f" {error_text(error)})"
+            f"an earlier try may have been taken without an answer, then the service refused"
+            f" it ({error_text(error)})"
+            if refused_after
+            else f"the service may have taken the message without answering, {tries} times"
+            f" (last: {error_text(error)})"
         )
 
 
@@ -401,8 +404,9 @@ class _Batch:
     ) -> tuple[str, bool]:
         """Send with in-batch retries; return (message id, whether an earlier try may also
         have been accepted), or raise _Stop (the batch stops), _Defer (this row waits) or
-        _Unknown (too many tries may have been taken). ``doubts``: earlier attempts' tries
-        that may have been (Claim.doubts)."""
+        _Unknown (too many tries may have been taken, or the service refused the message after
+        one that may have been). ``doubts``: earlier attempts' tries that may have been
+        (Claim.doubts)."""
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
         unknown = doubts
@@ -433,6 +437,8 @@ class _Batch:
                 ) from exc
             except SendError as exc:
                 if not exc.retryable:
+                    if unknown:  # refused now, but a try before may have gone through
+                        raise _Unknown(unknown, exc, refused_after=True) from exc
                     raise
                 # A throttle or a refusing reply was refused for sure; any other passing fault
                 # (timeout, dropped connection) may hide a message the service accepted.

@@ -301,6 +301,32 @@ def test_a_row_failed_in_doubt_is_sent_once_more_after_release_failed(ledger, cl
     assert len(ses.calls) == 1
 
 
+def test_a_row_refused_after_a_try_that_may_have_been_taken_fails_as_outcome_unknown(ledger, clock):
+    # GIVEN a service that takes the first try without answering, then refuses for good
+    class LostThenRefused:
+        calls = 0
+
+        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                raise TransientSendError("reply lost")  # not refused: it may have gone out
+            raise PermanentSendError("550 mailbox unavailable")
+
+    # WHEN the row is sent
+    result = run(items(1), LostThenRefused(), ledger, clock)
+
+    # THEN it fails as OutcomeUnknown, saying the first try may have gone out, not as a plain
+    # refusal that a retry of failures would send again
+    (row,) = result.rows
+    assert (row["status"], row["code"]) == ("failed", "OutcomeUnknown")
+    assert row["reason"].startswith(
+        "an earlier try may have been taken without an answer, then the service refused it"
+        " (550 mailbox unavailable); not sent again: check whether the recipient got it"
+    )
+    assert ledger.release_failed(CID) == 0
+    assert ledger.release_failed(CID, unknown=True) == 1
+
+
 def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):
     # GIVEN a mailer whose first call answers "not now" (e.g. an SMTP 451): nothing taken
     class RefusesOnce:
@@ -617,7 +643,8 @@ def test_other_mailers_errors_follow_their_retryable_flag(ledger, clock):
     class PassingFault(SendError):
         retryable = True
 
-    mailer = Scripted(PassingFault("smtp: 421 try later"), SendError("smtp: 550 no such user"))
+    refusal = PassingFault("smtp: 421 try later", refused=True)  # an answer: nothing went out
+    mailer = Scripted(refusal, SendError("smtp: 550 no such user"))
 
     result = run(items(2), mailer, ledger, clock)
 
