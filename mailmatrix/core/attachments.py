@@ -2,7 +2,9 @@
 
 A name is a bare file name. Paths of any kind are refused rather than resolved, so a row can
 never reach outside the attachments location. Lookup is exact and case-sensitive, like S3
-keys, with both sides in Unicode NFC (macOS and Windows write names in different forms).
+keys, with both sides in Unicode NFC (macOS and Windows write names in different forms); it
+gives the name as listed, which the storage knows (S3 knows a key in one form only), and
+refuses a name two files have in different forms.
 Where the listing says two names are one file (links in a local folder), the index knows
 them as one file, so intake can tell that rows naming them name the same letter.
 """
@@ -71,9 +73,22 @@ class AttachmentIndex:
     only one are not in it.
     """
 
-    def __init__(self, sizes: dict[str, int], links: dict[str, str] | None = None) -> None:
-        self._sizes = sizes
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        links: dict[str, str] | None = None,
+        *,
+        listed: dict[str, str] | None = None,
+        ambiguous: set[str] | None = None,
+    ) -> None:
+        self._sizes = sizes  # by the name in NFC
         self._links = links or {}
+        # The name as listed, where it is not in NFC (a file written on macOS): the storage
+        # knows it by that name, and S3 by no other.
+        self._listed = listed or {}
+        # Names in NFC of two files listed apart (one name in NFC, one in NFD): a row naming
+        # either cannot tell which file it means.
+        self._ambiguous = ambiguous or set()
         self._folded: dict[str, list[str]] | None = None
 
     @classmethod
@@ -84,14 +99,20 @@ class AttachmentIndex:
         sizes: dict[str, int] = {}
         named: dict[str, str] = {}  # identity -> the first name listed with it
         links: dict[str, str] = {}
+        listed: dict[str, str] = {}  # name in NFC -> the name as listed, where they differ
+        ambiguous: set[str] = set()
         for info in objects:
             if not info.key.startswith(prefix):
                 continue
             name = info.key[len(prefix) :]
             if not name or "/" in name:
                 continue
-            name = unicodedata.normalize("NFC", name)
-            sizes[name] = info.size
+            nfc = name if name.isascii() else unicodedata.normalize("NFC", name)
+            if nfc in sizes and listed.get(nfc, nfc) != name:
+                ambiguous.add(nfc)  # another file under the same name in another form
+            sizes[nfc] = info.size
+            if nfc != name:
+                listed[nfc] = name
             if info.identity is not None:
                 first = named.setdefault(info.identity, name)
                 if first != name:
@@ -102,7 +123,7 @@ class AttachmentIndex:
             prefix,
             len(links),
         )
-        return cls(sizes, links)
+        return cls(sizes, links, listed=listed, ambiguous=ambiguous)
 
     def __len__(self) -> int:
         return len(self._sizes)
@@ -119,6 +140,14 @@ class AttachmentIndex:
             return Lookup(problem=problem)
 
         size = self._sizes.get(name)
+        if name in self._ambiguous:
+            return Lookup(
+                problem=(
+                    f"two files in the attachments location are named {name} (one of the names"
+                    " in another Unicode form, as macOS and Windows write accents): which one"
+                    " this row means cannot be told; rename one of them"
+                )
+            )
         if size is None:
             hints = sorted(self._case_variants().get(name.casefold(), ()))
             hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
@@ -134,7 +163,7 @@ class AttachmentIndex:
                         f"as an encoded message; the limit is {_size(max_message_bytes)}"
                     )
                 )
-        return Lookup(name=name, size=size)
+        return Lookup(name=self._listed.get(name, name), size=size)
 
     def same_file(self, name: str) -> str | None:
         """For a name of a file listed under several names, the first of them; else None."""

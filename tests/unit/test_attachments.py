@@ -87,7 +87,23 @@ def test_names_match_in_either_unicode_form(stored_form, asked_form):
 
     found = AttachmentIndex.from_listing(listing).lookup(unicodedata.normalize(asked_form, name))
 
-    assert found == Lookup(name=unicodedata.normalize("NFC", name), size=5)
+    # found, under the name the storage knows it by (S3 knows a key in one form only)
+    assert found == Lookup(name=unicodedata.normalize(stored_form, name), size=5)
+
+
+@pytest.mark.parametrize("asked_form", ["NFC", "NFD"])
+def test_a_name_two_files_have_in_different_forms_is_refused(asked_form):
+    # GIVEN two files whose names differ only in Unicode form (one written on macOS)
+    name = "Zoë Müller.pdf"
+    listing = [
+        ObjectInfo("attachments/" + unicodedata.normalize("NFC", name), 5),
+        ObjectInfo("attachments/" + unicodedata.normalize("NFD", name), 7),
+    ]
+
+    # WHEN a row names either THEN it is refused: which letter it means cannot be told
+    found = AttachmentIndex.from_listing(listing).lookup(unicodedata.normalize(asked_form, name))
+    assert found.name == "" and found.problem is not None
+    assert "two files in the attachments location are named" in found.problem
 
 
 def test_encoded_size_counts_base64_and_line_breaks():

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,15 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     assert "attachments folder" not in without.output
     assert "no attachments folder" in with_column.output
     assert "the file has an Attachment_File column" in with_column.output
+
+
+def test_a_file_name_two_files_have_in_different_unicode_forms_is_refused(tmp_path):
+    # GIVEN a folder holding Zoë.pdf twice: one name in NFC, one in NFD (two letters)
+    nfc, nfd = (unicodedata.normalize(form, "Zoë.pdf") for form in ("NFC", "NFD"))
+    row = f"zoe@example.com,Zoë,Offer,{nfd},Engineer,Data,2027-01-01,1\n"
+    path = campaign(tmp_path, HEADER + row, {nfc: b"%PDF-1.4 one", nfd: b"%PDF-1.4 another"})
+
+    # WHEN validated THEN the row is rejected: it cannot be told which letter it means
+    result = invoke(path, "--json")
+    assert result.exit_code == 3, result.output
+    assert "two files in the attachments location are named" in result.output
