@@ -42,7 +42,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -275,7 +275,7 @@ class Catalog:
         used: set[str] = set()
         for names in self._variables_by_file(self._set(template)).values():
             used |= names
-        return used - BUILTIN_NAMES - set(self.context)
+        return used - BUILTIN_NAMES - self._env.globals.keys() - set(self.context)
 
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
@@ -286,7 +286,7 @@ class Catalog:
         for path in self._variables_by_file(self._set(template)):
             ast = self._env.parse(self.sources[path], name=path)
             required |= _printed_names(ast, frozenset())
-        return required - BUILTIN_NAMES - set(self.context)
+        return required - BUILTIN_NAMES - self._env.globals.keys() - set(self.context)
 
     def check_columns(self, columns: Iterable[str]) -> list[str]:
         """Compile every template; return one message per problem (empty: all good)."""
@@ -311,15 +311,18 @@ class Catalog:
                 if exc.message not in problems:
                     problems.append(exc.message)
                 continue
+            reserved = BUILTIN_NAMES | self._env.globals.keys()
             for path, names in by_file.items():
-                missing = sorted(names - available - constants - BUILTIN_NAMES)
+                missing = sorted(names - available - constants - reserved)
                 if missing and path not in unknown:
                     unknown[path] = missing
-                for name in names & (constants | BUILTIN_NAMES) & available:
+                for name in names & (constants | reserved) & available:
                     users = shadowed.setdefault(name, [])
                     if path not in users:
                         users.append(path)
-        problems.extend(_shadowed_constant(n, shadowed[n]) for n in columns if n in shadowed)
+        problems.extend(
+            _shadowed_constant(n, shadowed[n], constants) for n in columns if n in shadowed
+        )
         if unknown:
             listed = "; ".join(f"{path}: {', '.join(names)}" for path, names in unknown.items())
             hints = _suggestions({n for names in unknown.values() for n in names}, columns)
@@ -480,7 +483,12 @@ class Catalog:
                 # Compiled now, not at the first row: Python refuses some sources Jinja
                 # parses (too deeply nested blocks), and every row would fail at sending.
                 self._env.compile(ast, name=path, filename=path)
-                names = meta.find_undeclared_variables(ast)
+                # and the environment's globals it calls (range, dict...), which a column of
+                # the same name would replace
+                names = meta.find_undeclared_variables(ast) | (
+                    {node.name for node in ast.find_all(nodes.Name) if node.ctx == "load"}
+                    & self._env.globals.keys()
+                )
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(_syntax_message(exc, path)) from exc
             except (RecursionError, SyntaxError, MemoryError) as exc:  # nesting too deep
@@ -663,11 +671,17 @@ def _suggestions(unknown: set[str], columns: list[str]) -> str:
     return f" (did you mean: {'; '.join(hints)})" if hints else ""
 
 
-def _shadowed_constant(name: str, paths: list[str]) -> str:
+def _shadowed_constant(name: str, paths: list[str], constants: Collection[str]) -> str:
     """The problem of a CSV column named like a constant the templates use: the row's value
     would silently take the constant's place in every letter (or, for ``row``, the whole row
     the column's place: every column, the address included, printed in the letter)."""
     shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    if name not in BUILTIN_NAMES and name not in constants:
+        return (
+            f"column {name!r} has the name of a template function ({name}) that {shown} use:"
+            f" each row's value would take its place and the letter could not be made; rename"
+            f" the column in the file (templates reach it as row[{name!r}] then)"
+        )
     if name in BUILTIN_NAMES:
         return (
             f"column {name!r} has the name templates use for the whole row, and {shown} use"

@@ -175,6 +175,23 @@ def test_a_column_named_row_is_a_problem_only_where_templates_use_the_whole_row(
     assert using.check_columns(["Name", "Status"]) == []
 
 
+def test_a_column_named_like_a_template_function_the_templates_call_is_a_problem():
+    # GIVEN a template that calls range() (a Jinja global)
+    body = "Hi {{ Name }}{% for i in range(2) %}.{% endfor %}\n"
+    catalog = load_catalog(simple(**{"welcome__body.txt": body}))
+
+    # WHEN the file has a column range (a salary range, say) THEN it is refused: its value
+    # would replace the function and no letter could be made
+    (problem,) = catalog.check_columns(["Name", "Status", "range"])
+    assert problem.startswith(
+        "column 'range' has the name of a template function (range) that welcome/body.txt use"
+    )
+    # AND without such a column, or where no template calls it, there is none
+    assert catalog.check_columns(["Name", "Status"]) == []
+    plain = load_catalog(simple())
+    assert plain.check_columns(["Name", "Status", "range"]) == []
+
+
 def test_demo_offer_renders_layout_signature_and_inlined_css(demo):
     rendered = demo.render("offer", offer_row(Name="Seán O'Brien"))
 
