@@ -19,7 +19,7 @@ from rich.table import Table
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
-from mailmatrix.core.report import progress_counts
+from mailmatrix.core.report import other_letter_hint, progress_counts
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -234,11 +234,11 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"Report:  {result['report']}", soft_wrap=True)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True)
-        unknown = counts.get("unknown", 0)
-        if counts.get("failed", 0) > unknown:
+        unknown, other_letter = counts.get("unknown", 0), counts.get("other_letter", 0)
+        if counts.get("failed", 0) > unknown + other_letter:
             console.print(
-                f"[yellow]{counts['failed'] - unknown} row(s) failed: the report gives each"
-                " reason. Once the cause is fixed, send them with:[/yellow]"
+                f"[yellow]{counts['failed'] - unknown - other_letter} row(s) failed: the report"
+                " gives each reason. Once the cause is fixed, send them with:[/yellow]"
             )
             console.print(
                 result.get("retry_command") or "mailmatrix run FILE --retry-failed",
@@ -257,6 +257,9 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+        hint = other_letter_hint(counts)
+        if hint:
+            console.print(f"[yellow]{hint}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
         return

@@ -100,14 +100,15 @@ class Summary:
                 "Some rows were not attempted (see the report). Fix the cause, then redrive the "
                 "execution: rows already sent are skipped."
             )
-        unknown = unknown_hint(self.counts, self.campaign)
-        if self.counts.get("unknown", 0) == self.counts["failed"]:
-            return unknown
-        answered = (
-            "Failed rows are listed in the per-row report with the service's reason. Once the "
-            f"cause is fixed, {again}"
-        )
-        return answered if unknown is None else f"{answered}\n{unknown}"
+        hints = [unknown_hint(self.counts, self.campaign), other_letter_hint(self.counts)]
+        apart = self.counts.get("unknown", 0) + self.counts.get("other_letter", 0)
+        if self.counts["failed"] > apart:
+            hints.insert(
+                0,
+                "Failed rows are listed in the per-row report with the service's reason. Once"
+                f" the cause is fixed, {again}",
+            )
+        return "\n".join(hint for hint in hints if hint) or None
 
     def report_csv(self) -> bytes:
         """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
@@ -135,6 +136,23 @@ def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
     if unknown:
         return str(campaign.get("retry_unknown_command") or "mailmatrix run FILE --retry-unknown")
     return str(campaign.get("retry_command") or "mailmatrix run FILE --retry-failed")
+
+
+OTHER_LETTER_SENT = "OtherLetterSent"
+
+
+def other_letter_hint(counts: Mapping[str, int]) -> str | None:
+    """What to do about rows not sent because their address had another set's letter: no
+    retry sends them (the letters would contradict each other)."""
+    rows = counts.get("other_letter", 0)
+    if not rows:
+        return None
+    return (
+        f"{rows} row(s) failed as {OTHER_LETTER_SENT}: an earlier run sent their address the"
+        " letter of another template set (their Status changed?), and no retry sends them. If"
+        " the old Status was right, set it back; if they must have the new letter as well, put"
+        " those rows alone in a file of another name and run that."
+    )
 
 
 def unknown_hint(counts: Mapping[str, int], campaign: Mapping[str, Any]) -> str | None:
@@ -189,7 +207,7 @@ def summarize_results(
     outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
-    possible_duplicates = unknown = 0
+    possible_duplicates = unknown = other_letter = 0
     all_not_verified = True
     for row in _rows_of(children, settled):
         status = row["status"]
@@ -200,6 +218,7 @@ def summarize_results(
         if status == "failed" and "not verified" not in (row.get("reason") or ""):
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
+        other_letter += status == "failed" and row.get("code") == OTHER_LETTER_SENT
         if report is None:
             kept.append(row)
         else:
@@ -214,6 +233,7 @@ def summarize_results(
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
         "unknown": unknown,
+        "other_letter": other_letter,
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
         "possible_duplicates": possible_duplicates,
     }

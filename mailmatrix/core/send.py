@@ -29,7 +29,7 @@ from typing import Any
 
 from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
-from mailmatrix.core.report import retry_command
+from mailmatrix.core.report import OTHER_LETTER_SENT, retry_command
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
@@ -639,9 +639,6 @@ def send_batch(
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
-OTHER_LETTER_SENT = "OtherLetterSent"
-
-
 def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) -> dict[str, str]:
     """The rows whose address an earlier run of the campaign mailed another set's letter,
     by key, with that set: once the file's Status changed (an offer made a rejection, say), a
@@ -680,7 +677,8 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
         "reason": (
             f"an earlier run of this file sent this address the {other!r} letter: the"
             f" {item['template']!r} one would contradict it, so it is not sent (the Status"
-            " changed?); to send it all the same, run it from a file of another name"
+            " changed?); to send it all the same, put this row alone in a file of another name"
+            " and run that (all the rows under a new name would mail everyone again)"
         ),
     }
 

@@ -387,7 +387,12 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
         (row,) = [r for r in csv.DictReader(stream) if r["status"] == "failed"]
     assert (row["email"], row["code"]) == ("amelia.hart@example.com", "OtherLetterSent")
     assert "sent this address the 'offer' letter" in row["reason"]
-    assert "run it from a file of another name" in row["reason"]
+    assert "put this row alone in a file of another name" in row["reason"]
+    # AND the summary says what to do about it, not to retry it (no retry sends it)
+    shown = CliRunner().invoke(cli, ["run", str(csv_path), *args[:-1]])
+    output = shown.output.replace("\n", " ")
+    assert "1 row(s) failed as OtherLetterSent" in output
+    assert "--retry-failed" not in output
 
 
 def _outbox_recipients(workdir):

@@ -63,6 +63,7 @@ def test_counts_per_outcome_and_template():
         "skipped": 1,
         "failed": 3,
         "unknown": 0,
+        "other_letter": 0,
         "unsent": 0,
         "possible_duplicates": 0,
     }
@@ -251,3 +252,17 @@ def test_rows_failed_as_outcome_unknown_are_counted_and_retried_apart(codes, ret
     commands = [line.rsplit(": ", 1)[1] for line in notice.splitlines() if "mailmatrix aws" in line]
     assert commands == retried
     assert "Check whether they arrived" in notice
+
+
+def test_rows_not_sent_another_sets_letter_are_not_told_to_be_retried():
+    # GIVEN a campaign whose only failure is a row whose address had the other set's letter
+    output = {"rows": [{"row": 2, "status": "failed", "code": "OtherLetterSent", "reason": "why"}]}
+    summary = summarize_results(
+        CAMPAIGN, VALIDATION, [_child("SUCCEEDED", [_item(2, "offer")], output)]
+    )
+
+    # THEN it is counted apart, and the notice says what to do instead of a retry command
+    assert summary.counts["other_letter"] == 1
+    notice = summary.message(execution="e", report_key="k")
+    assert "1 row(s) failed as OtherLetterSent" in notice
+    assert "--retry-failed" not in notice
