@@ -524,7 +524,14 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
             " ledger knows a letter by its set's name, so everyone would be mailed again. Give"
             " the sets their names back, or use a new file name to send again from the start"
         )
-    changed = [key for key in way if key != "sets" and key in earlier and earlier[key] != way[key]]
+    changed = [
+        key
+        for key in way
+        if key not in ("sets", "delivery") and key in earlier and earlier[key] != way[key]
+    ]
+    # Another mail server is no change (a backup relay delivers as well); the outbox is.
+    if "delivery" in earlier and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
+        changed.insert(0, "delivery")
     if not changed:
         return
     if "delivery" in changed:

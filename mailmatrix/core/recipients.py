@@ -522,7 +522,7 @@ class _Intake:
             needs = self._template_needs(template)
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
-                    problems.append((name, f"{name} is empty but used by template {template}"))
+                    problems.append((name, _empty_but_used(name, template)))
             attachment = self._attachment(values, needs, problems)
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
@@ -995,6 +995,14 @@ class _Needs:
     columns: list[tuple[str, int]]
     mode: str
     default: str | None
+
+
+def _empty_but_used(column: str, template: str) -> str:
+    """Why a row is rejected whose cell a template prints unguarded, and the two ways out."""
+    return (
+        f"{column} is empty but used by template {template} (fill the cell, or print it in the"
+        f" template within {{% if {column} %}}...{{% endif %}})"
+    )
 
 
 def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = True) -> str:

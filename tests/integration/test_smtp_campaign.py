@@ -163,3 +163,24 @@ def test_a_redrive_that_sends_first_holds_the_file_to_its_server(tmp_path: Path)
     assert later.exit_code == 2, later.output
     assert f"delivered through --smtp {url}" in later.output.replace("\n", "")
     assert not list((tmp_path / "work" / "outbox").rglob("*.*"))
+
+
+def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN the demo campaign sent through one mail server, where the quota stopped it
+    _, url = smtp_inbox
+    workdir = str(tmp_path / "work")
+    csv_file = str(EXAMPLE / "recipients.csv")
+    args = ["run", csv_file, "--workdir", workdir]
+    CliRunner().invoke(cli, [*args, "--smtp", url, "--faults", "quota-after=5"])
+
+    # WHEN it runs again through a backup relay THEN that is no change of delivery (both
+    # deliver): it is not refused as one, as a run into the outbox is
+    backup = CliRunner().invoke(cli, [*args, "--smtp", "smtp://127.0.0.1:9?timeout=2"])
+    assert "earlier runs of this file" not in backup.output, backup.output
+    outbox = CliRunner().invoke(cli, args)
+    assert outbox.exit_code == 2
+    assert "earlier runs of this file" in outbox.output

@@ -496,5 +496,10 @@ def test_25_with_the_bundled_templates_status_picks_the_set_or_skips():
             "unknown Status value 'Hired' (expected one of: Offer, Rejection, Withdrawn, "
             "Unsubscribed)",
         ),
-        (6, "Start_Date", "Start_Date is empty but used by template offer"),
+        (
+            6,
+            "Start_Date",
+            "Start_Date is empty but used by template offer (fill the cell, or print it in the"
+            " template within {% if Start_Date %}...{% endif %})",
+        ),
     ]

@@ -461,7 +461,8 @@ def test_templates_using_missing_columns_raise_template_error():
         ("josé@example.com,José,active,alice.pdf\r\n", "Email",
          "non-ASCII local part not supported by SES (no SMTPUTF8)"),
         ("alice@example.com,,active,alice.pdf\r\n", "Name",
-         "Name is empty but used by template offer"),
+         "Name is empty but used by template offer (fill the cell, or print it in the"
+         " template within {% if Name %}...{% endif %})"),
         ("alice@example.com,Alice,actve,alice.pdf\r\n", "Status", "unknown Status value 'actve'"),
         ("alice@example.com,Alice,,alice.pdf\r\n", "Status", "Status is empty"),
         ("alice@example.com,Alice,active,../alice.pdf\r\n", "Attachment_File",
@@ -494,7 +495,8 @@ def test_a_row_with_several_problems_names_them_all_in_one_rejected_row():
             2,
             "Email; Name; Attachment_File",
             "not an email address: 'alice' (no @-sign); "
-            "Name is empty but used by template offer; attachment not found: nobody.pdf",
+            "Name is empty but used by template offer (fill the cell, or print it in the"
+            " template within {% if Name %}...{% endif %}); attachment not found: nobody.pdf",
         )
     ]
     assert emails(rows) == ["bob@example.com"]
@@ -764,7 +766,8 @@ def test_a_later_row_rejected_for_another_reason_still_holds_the_first_row_of_it
         (3, "Name; Email"),
     ]
     later = reasons(report)[1][2]
-    assert later.startswith("Name is empty but used by template offer; row 2 has the same address")
+    assert later.startswith("Name is empty but used by template offer (fill the cell")
+    assert "{% endif %}); row 2 has the same address" in later
     assert "other values in Name, Attachment_File: " in later
 
 
