@@ -32,6 +32,11 @@ class NoEarlierRun(ConfigurationError):
     send every row (the ledger there knows none)."""
 
 
+class AttachmentChanged(MailMatrixError):
+    """A row's attachment is not the file validation saw (another size): it may have been
+    replaced, or relinked to another recipient's letter, since."""
+
+
 class InputFileError(MailMatrixError):
     """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
 

@@ -560,6 +560,8 @@ class _Intake:
                 "name": values[self.index["Name"]] if "Name" in self.index else "",
                 "template": template,
                 "attachment": attachment,
+                # as listed now: a file changed by the time the row is sent is not sent
+                "attachment_size": self.attachments.size(attachment) if attachment else None,
                 "fields": {name: values[index] for index, name in self.named},
                 "cc": extra[0],
                 "bcc": extra[1],

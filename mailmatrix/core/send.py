@@ -32,6 +32,7 @@ from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import OTHER_LETTER_SENT, retry_command
 from mailmatrix.errors import (
     AccountSendingHalted,
+    AttachmentChanged,
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
@@ -244,7 +245,16 @@ def compose(
     rendered = catalog.render(item["template"], item["fields"])
     attachment = None
     if item.get("attachment"):
-        attachment = (item["attachment"], fetch_attachment(item["attachment"]))
+        data = fetch_attachment(item["attachment"])
+        listed = item.get("attachment_size")
+        if listed is not None and len(data) != listed:
+            raise AttachmentChanged(
+                f"attachment changed since the rows were validated: {item['attachment']} is"
+                f" {len(data)} bytes, it was {listed} (replaced, or relinked to another file?);"
+                " run the file again: its attachments are checked again (rows already sent are"
+                " skipped)"
+            )
+        attachment = (item["attachment"], data)
     sender = campaign["sender"]
     return encode_message(
         sender=sender,
@@ -528,7 +538,7 @@ class _Batch:
                     details={"code": "StorageError"},
                 )
             ) from exc
-        except TemplateError as exc:
+        except (TemplateError, AttachmentChanged) as exc:  # not the row's fault: not for good
             self.fail(item, error_code(exc), error_text(exc), permanent=False)
             return
         except PermanentSendError as exc:

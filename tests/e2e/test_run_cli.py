@@ -1046,6 +1046,41 @@ def test_a_file_with_a_hidden_name_is_refused(tmp_path):
     assert "a hidden file's name" in result.output
 
 
+def test_an_attachment_replaced_before_a_redrive_is_not_sent(tmp_path):
+    # GIVEN a run of three rows, one batch each, stopped by the quota after the first
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    for name, body in (("a", b"%PDF-1.4 Anna's offer, 68,000\n"), ("b", b"%PDF-1.4 Bob\n")):
+        (folder / f"{name}.pdf").write_bytes(body)
+    (folder / "c.pdf").write_bytes(b"%PDF-1.4 Carl\n")
+    csv_path = tmp_path / "r.csv"
+    header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
+    rows = "".join(
+        f"{who}@example.com,{who.title()},Offer,{who[0]}.pdf,Eng,R,2027,1\n"
+        for who in ("anna", "bob", "carl")
+    )
+    csv_path.write_text(header + rows, encoding="utf-8")
+    workdir = str(tmp_path / "w")
+    args = ["--workdir", workdir, "--batch-size", "1", "--concurrency", "1"]
+    first = CliRunner().invoke(
+        cli, ["run", str(csv_path), *args, "--faults", "quota-after=1", "--json"]
+    )
+    execution = json.loads(first.stdout)["execution"]
+
+    # WHEN Bob's file is relinked to Anna's letter, then the execution is redriven
+    (folder / "b.pdf").unlink()
+    (folder / "b.pdf").symlink_to("a.pdf")
+    CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+
+    # THEN Bob is not sent Anna's letter: his row fails, saying to run the file again
+    sent = _recipients(tmp_path / "w" / "outbox")
+    assert "bob@example.com" not in sent and sent["carl@example.com"] == 1
+    report = next((tmp_path / "w" / "bucket" / "reports").glob("*/*/report.csv"))
+    with report.open(encoding="utf-8-sig", newline="") as stream:
+        bob = next(r for r in csv.DictReader(stream) if r["email"] == "bob@example.com")
+    assert (bob["status"], bob["code"]) == ("failed", "AttachmentChanged")
+
+
 def test_a_retry_in_a_workdir_where_the_file_never_ran_is_refused(tmp_path):
     # GIVEN a workdir where the file never ran (the operator forgot --workdir)
     workdir = tmp_path / "elsewhere"

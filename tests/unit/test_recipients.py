@@ -140,6 +140,7 @@ def test_valid_row_is_emitted_whole():
             "name": "Anna Example",
             "template": "offer",
             "attachment": "alice.pdf",
+            "attachment_size": 100,
             "fields": {
                 "Email": "anna@Bücher.example",
                 "Name": "Anna Example",
