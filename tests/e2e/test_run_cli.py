@@ -326,11 +326,8 @@ def test_rows_failed_as_outcome_unknown_are_sent_again_only_with_retry_unknown(t
 
 def test_a_row_left_out_of_a_retry_stays_failed_for_later_runs(tmp_path):
     # GIVEN a run where two rows failed as OutcomeUnknown (the timeout drill)
-    csv_path = tmp_path / "offers.csv"
-    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
-    csv_path.write_text(original, encoding="utf-8")
-    workdir = tmp_path / "work"
-    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments"), "--json"]
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    args.append("--json")
     faults = "permanent=0.25,timeout=0.2,seed=2"
     first = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--faults", faults])
     report = json.loads(first.stdout)["report"]
@@ -359,11 +356,8 @@ def test_a_row_left_out_of_a_retry_stays_failed_for_later_runs(tmp_path):
 
 def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_another(tmp_path):
     # GIVEN the example campaign sent, then Amelia's row changed from Offer to Rejection
-    csv_path = tmp_path / "offers.csv"
-    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
-    csv_path.write_text(original, encoding="utf-8")
-    workdir = tmp_path / "work"
-    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments"), "--json"]
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    args.append("--json")
     assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
     csv_path.write_text(
         original.replace(
@@ -393,6 +387,21 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
     output = shown.output.replace("\n", " ")
     assert "1 row(s) failed as OtherLetterSent" in output
     assert "--retry-failed" not in output
+
+
+def _editable_copy(tmp_path: Path) -> tuple[Path, str, Path, list[str]]:
+    """The example campaign copied to edit between runs: the file, its text, a workdir, and
+    the run's options (the example's attachments)."""
+    csv_path = tmp_path / "offers.csv"
+    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path.write_text(original, encoding="utf-8")
+    workdir = tmp_path / "work"
+    return (
+        csv_path,
+        original,
+        workdir,
+        ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments")],
+    )
 
 
 def _outbox_recipients(workdir):
@@ -582,16 +591,13 @@ def test_a_run_stopped_before_reading_a_row_says_nothing_was_sent_not_a_table_of
 
 def test_each_execution_keeps_the_rows_it_validated_for_its_redrives(tmp_path):
     # GIVEN a file run once, then changed (an address fixed) and run again under its name
-    csv_path = tmp_path / "offers.csv"
-    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
-    csv_path.write_text(original, encoding="utf-8")
-    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
     first = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
     csv_path.write_text(original.replace("amelia.hart@", "amelia.h@"), encoding="utf-8")
     second = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
 
     # WHEN the manifests each execution sends from are read
-    validated = tmp_path / "w" / "bucket" / "validated"
+    validated = workdir / "bucket" / "validated"
     manifests = {
         path.parent.name: path.read_text(encoding="utf-8")
         for path in validated.glob("*/*/manifest.jsonl")
@@ -933,11 +939,7 @@ def test_a_first_run_that_claims_nothing_leaves_its_file_free(tmp_path):
 
 def test_a_redrive_after_the_file_changed_is_refused(tmp_path):
     # GIVEN a run stopped by the daily quota after 5 messages (redrivable)
-    csv_path = tmp_path / "offers.csv"
-    original = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
-    csv_path.write_text(original, encoding="utf-8")
-    workdir = tmp_path / "w"
-    args = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments")]
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
     first = CliRunner().invoke(
         cli, ["run", str(csv_path), *args, "--json", "--faults", "quota-after=5"]
     )
