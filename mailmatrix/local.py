@@ -701,7 +701,7 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    campaign = campaign_id_for(Source(LOCAL_BUCKET, incoming_key(csv_path), "", None))
+    campaign = campaign_of_file(csv_path)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
     with _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
@@ -852,10 +852,11 @@ def redrive(
     env = settings_for(wd, execution_id)
     _check_own_workdir(wd, env, execution_id)
     ran = _ran(wd, execution_id)
+    source = _source_of(ran)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
-        _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {})
-        campaign = campaign_of(history) or _campaign_of_file(ran.get("path"))
+        _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {}, source)
+        campaign = campaign_of(history) or (campaign_of_file(source) if source else None)
         way, first = ran.get("way"), False
         if isinstance(way, dict) and way.get("templates"):
             # The letters are made from the templates folder as it is now.
@@ -891,16 +892,14 @@ def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _campaign_of_file(path: str | None) -> str | None:
-    """The campaign of a file run here (its name names it), or None."""
-    if not path:
-        return None
-    return campaign_id_for(Source(LOCAL_BUCKET, incoming_key(Path(path)), "", None))
+def campaign_of_file(path: Path) -> str:
+    """The campaign of a file run here: its name names it (incoming_key)."""
+    return campaign_id_for(Source(LOCAL_BUCKET, incoming_key(path), "", None))
 
 
-def run_source(wd: Workdir, execution_id: str) -> Path | None:
-    """The file an execution ran, its whole path (None: not recorded)."""
-    path = _ran(wd, execution_id).get("path")
+def _source_of(ran: dict[str, Any]) -> Path | None:
+    """The file a run record names, its whole path (None: not recorded)."""
+    path = ran.get("path")
     return Path(path) if isinstance(path, str) else None
 
 
@@ -910,8 +909,9 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     came from (the campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
-    given = run_source(wd, execution_id)
-    way = _ran(wd, execution_id).get("way") or {}
+    ran = _ran(wd, execution_id)
+    given = _source_of(ran)
+    way = ran.get("way") or {}
     way = way if isinstance(way, dict) else {}
     attachments = way.get("attachments")
     options = {
@@ -929,19 +929,20 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     return str(given) if given is not None else "FILE", options, way.get("unsubscribe")
 
 
-def _check_same_file(wd: Workdir, execution_id: str, campaign: dict[str, Any]) -> None:
+def _check_same_file(
+    wd: Workdir, execution_id: str, campaign: dict[str, Any], given: Path | None
+) -> None:
     """Refuse to redrive an execution whose file changed since it was validated.
 
     A redrive sends the rows as validated then: after the operator corrected an address, it
     would mail the old one. Changed means: a later run uploaded other content under the same
-    name, or the file the run was given now holds other content, or is gone (moved: it may
-    have been edited where it went).
+    name, or the file the run was given (``given``) now holds other content, or is gone
+    (moved: it may have been edited where it went).
     """
     source = campaign.get("source") or {}
     etag, key = source.get("etag"), source.get("key")
     if not etag or not key:
         return
-    given = run_source(wd, execution_id)
     checks = [("a later run uploaded it", wd.bucket / key)]
     if given is not None:
         checks.append(("it was edited", given))

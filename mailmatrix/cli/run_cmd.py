@@ -19,7 +19,7 @@ from rich.table import Table
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
-from mailmatrix.core.report import other_letter_hint, progress_counts
+from mailmatrix.core.report import other_letter_hint, progress_counts, unknown_advice
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -246,12 +246,7 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 soft_wrap=True,
             )
         if unknown:
-            console.print(
-                f"[yellow]{unknown} row(s) failed as OutcomeUnknown: the mail server may have"
-                " taken them without answering, so they are not sent again with the other"
-                " failures. Check whether they arrived; take those that did out of the file,"
-                " then send the rest with:[/yellow]"
-            )
+            console.print(f"[yellow]{unknown_advice(unknown)}[/yellow]")
             console.print(
                 result.get("retry_unknown_command") or "mailmatrix run FILE --retry-unknown",
                 markup=False,

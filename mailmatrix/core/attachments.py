@@ -165,10 +165,6 @@ class AttachmentIndex:
                 )
         return Lookup(name=self._listed.get(name, name), size=size)
 
-    def size(self, name: str) -> int | None:
-        """The listed size of ``name`` (a name lookup gave), or None."""
-        return self._sizes.get(name if name.isascii() else unicodedata.normalize("NFC", name))
-
     def same_file(self, name: str) -> str | None:
         """For a name of a file listed under several names, the first of them; else None."""
         return self._links.get(name) if self._links else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
-from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
@@ -524,11 +524,12 @@ class _Intake:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
             attachment = self._attachment(values, needs, problems)
+        file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
-        shared = self._own_file(row, values, identity, sent=sent, name=attachment)
+        shared = self._own_file(row, values, identity, sent=sent, name=file_name)
         if shared:
             problems.append(("Attachment_File", shared))
         if problems or address is None:
@@ -559,9 +560,9 @@ class _Intake:
                 "email": address.email,
                 "name": values[self.index["Name"]] if "Name" in self.index else "",
                 "template": template,
-                "attachment": attachment,
+                "attachment": file_name,
                 # as listed now: a file changed by the time the row is sent is not sent
-                "attachment_size": self.attachments.size(attachment) if attachment else None,
+                "attachment_size": attachment.size if attachment else None,
                 "fields": {name: values[index] for index, name in self.named},
                 "cc": extra[0],
                 "bcc": extra[1],
@@ -715,8 +716,9 @@ class _Intake:
 
     def _attachment(
         self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
-    ) -> str | None:
-        """Return the resolved attachment name, or None for none (a problem is added)."""
+    ) -> Lookup | None:
+        """Return the resolved attachment (its name and size), or None for none (a problem
+        is added)."""
         if needs.mode == "none":
             return None
         index = self.index.get("Attachment_File")
@@ -727,7 +729,7 @@ class _Intake:
         if found.problem:
             problems.append(("Attachment_File", found.problem))
             return None
-        return found.name
+        return found
 
     def withdraw(self) -> None:
         """Reject the emitted rows a later row showed must not go out (it named their file for
@@ -1150,10 +1152,10 @@ class _SeenTable:
     def put(self, key: int, row: int, content: int, *, flag: bool = False) -> None:
         """Set key's row, content and flag, whether it was added or not."""
         key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
-        if self._keys[self._slot(key)] != key:
+        slot = self._slot(key)
+        if self._keys[slot] != key:
             self.add(key, row, content, flag=flag)
             return
-        slot = self._slot(key)
         self._rows[slot] = row << 1 | flag
         self._contents[slot] = content
 

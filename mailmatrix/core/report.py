@@ -161,12 +161,17 @@ def unknown_hint(counts: Mapping[str, int], campaign: Mapping[str, Any]) -> str 
     unknown = counts.get("unknown", 0)
     if not unknown:
         return None
+    return f"{unknown_advice(unknown)} {retry_command(campaign, unknown=True)}"
+
+
+def unknown_advice(rows: int) -> str:
+    """Why ``rows`` failed as OutcomeUnknown are not retried with the others, and what to do,
+    up to the command that sends them (which follows it)."""
     return (
-        f"{unknown} row(s) failed as {OUTCOME_UNKNOWN}: the mail service may have taken them"
+        f"{rows} row(s) failed as {OUTCOME_UNKNOWN}: the mail service may have taken them"
         " without answering, so they are not sent again with the other failures. Check"
         " whether they arrived (ask the recipients, or look in the service's logs); take the"
         " rows that did out of the file, then send the rest with:"
-        f" {retry_command(campaign, unknown=True)}"
     )
 
 

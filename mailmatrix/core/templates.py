@@ -211,6 +211,9 @@ class Catalog:
 
     def __post_init__(self) -> None:
         self._env = _environment(self.sources, _finalize)
+        # Names the render context holds besides columns and constants: ``row`` and the
+        # environment's functions (range, dict...); a column of such a name would replace one.
+        self._reserved = BUILTIN_NAMES | self._env.globals.keys()
         # The same templates again, printing values as slots for the HTML skeleton.
         self._skeleton_env = _environment(self.sources, _print_slot)
         self._by_value: dict[str, str] = {}
@@ -275,7 +278,7 @@ class Catalog:
         used: set[str] = set()
         for names in self._variables_by_file(self._set(template)).values():
             used |= names
-        return used - BUILTIN_NAMES - self._env.globals.keys() - set(self.context)
+        return used - self._reserved - set(self.context)
 
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
@@ -286,7 +289,7 @@ class Catalog:
         for path in self._variables_by_file(self._set(template)):
             ast = self._env.parse(self.sources[path], name=path)
             required |= _printed_names(ast, frozenset())
-        return required - BUILTIN_NAMES - self._env.globals.keys() - set(self.context)
+        return required - self._reserved - set(self.context)
 
     def check_columns(self, columns: Iterable[str]) -> list[str]:
         """Compile every template; return one message per problem (empty: all good)."""
@@ -311,12 +314,11 @@ class Catalog:
                 if exc.message not in problems:
                     problems.append(exc.message)
                 continue
-            reserved = BUILTIN_NAMES | self._env.globals.keys()
             for path, names in by_file.items():
-                missing = sorted(names - available - constants - reserved)
+                missing = sorted(names - available - constants - self._reserved)
                 if missing and path not in unknown:
                     unknown[path] = missing
-                for name in names & (constants | reserved) & available:
+                for name in names & (constants | self._reserved) & available:
                     users = shadowed.setdefault(name, [])
                     if path not in users:
                         users.append(path)
@@ -469,7 +471,8 @@ class Catalog:
 
     def _variables_by_file(self, tset: TemplateSet) -> dict[str, set[str]]:
         """Map each file the set uses (its own and every layout it pulls in) to the names it
-        takes from the render context: CSV columns, the manifest's constants, BUILTIN_NAMES."""
+        takes from the render context: CSV columns, the manifest's constants, the reserved
+        names (``_reserved``)."""
         found: dict[str, set[str]] = {}
         pending = list(tset.files)
         while pending:
