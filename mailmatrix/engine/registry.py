@@ -209,6 +209,29 @@ def _call_in_worker(
         fcntl.flock(_busy_file, fcntl.LOCK_UN)
 
 
+_BUSY_PREFIX = "mailmatrix-workers-"  # + the engine's pid + "-": its pools' busy folders
+
+
+def _remove_orphaned_busy_dirs() -> None:
+    """Remove the busy folders of engines that are gone: close() removes its own, but an
+    engine killed outright (SIGKILL, out of memory) leaves them in the temporary folder."""
+    root = tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name.removeprefix(_BUSY_PREFIX).partition("-")
+        if not (name.startswith(_BUSY_PREFIX) and dash and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # no such process: the engine died without close()
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:  # alive under another user, or cannot tell: leave it
+            continue
+
+
 def _stop_when_idle(busy_dir: str) -> None:
     """Kill each live worker of a broken pool once it runs no invocation (its busy file is
     free: a worker that died holds no lock). Only this process's live children are killed."""
@@ -277,7 +300,8 @@ class ProcessInvoker:
         self._threads = ThreadInvoker()
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        busy = tempfile.mkdtemp(prefix="mailmatrix-workers-")
+        _remove_orphaned_busy_dirs()
+        busy = tempfile.mkdtemp(prefix=f"{_BUSY_PREFIX}{os.getpid()}-")
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=self._context,

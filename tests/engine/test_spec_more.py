@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -677,6 +678,50 @@ def test_workers_die_with_the_engine_process(tmp_path: pathlib.Path) -> None:
             time.sleep(0.05)
     finally:
         engine.kill()
+
+
+def test_the_busy_folder_of_an_engine_killed_outright_is_removed_by_the_next_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an engine process with a started pool, killed outright (no close())
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from mailmatrix.engine import ProcessInvoker\n"
+            "ProcessInvoker(workers=1).start()\nprint('up', flush=True)\ninput()\n",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(temp)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert engine.stdout is not None and engine.stdout.readline() == b"up\n"
+    finally:
+        engine.kill()
+        engine.wait(timeout=10)
+    left = os.listdir(temp)
+    assert len(left) == 1 and left[0].startswith(f"mailmatrix-workers-{engine.pid}-")
+    # and the folder of a live engine (this process's), and one the sweep does not know
+    (temp / f"mailmatrix-workers-{os.getpid()}-live").mkdir()
+    (temp / "mailmatrix-workers-other").mkdir()
+    # WHEN another engine starts a pool in the same temporary folder
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    invoker = ProcessInvoker(workers=1)
+    try:
+        # THEN the dead engine's folder is gone; the others, and its own, are there
+        assert not (temp / left[0]).exists()
+        assert (temp / f"mailmatrix-workers-{os.getpid()}-live").exists()
+        assert (temp / "mailmatrix-workers-other").exists()
+        assert len(os.listdir(temp)) == 3
+    finally:
+        invoker.close()
+    assert sorted(os.listdir(temp)) == sorted(
+        [f"mailmatrix-workers-{os.getpid()}-live", "mailmatrix-workers-other"]
+    )
 
 
 def _alive(pid: int) -> bool:
