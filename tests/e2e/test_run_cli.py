@@ -1309,6 +1309,9 @@ def test_withdrawn_rows_are_reported_in_row_order_among_more_than_1000_rejects(t
     assert re.search(r"Rejected by validation\s*│\s*1106\s", result.output)
     listed = result.output[result.output.index("Rows not sent, and why (1106):") :]
     assert listed.splitlines()[1].startswith(f"  row 2 rejected [Attachment_File]: {letter} is")
+    # AND it lists the first 20 in row order, and says how many more the file holds
+    assert re.findall(r"^  row (\d+) rejected", listed, flags=re.M) == [str(r) for r in rows[:20]]
+    assert "\n  ... and 1086 more in " in listed
     # AND preview refuses the late withdrawn row with its reason
     preview = ["preview", str(campaign), "--row", "1122", "--out", str(tmp_path)]
     shown = CliRunner().invoke(cli, preview)
