@@ -33,8 +33,8 @@ class NoEarlierRun(ConfigurationError):
 
 
 class AttachmentChanged(MailMatrixError):
-    """A row's attachment is not the file validation saw (another size): it may have been
-    replaced, or relinked to another recipient's letter, since."""
+    """A row's attachment is not the file validation saw (another size or version tag): it
+    may have been replaced, rewritten, or relinked to another recipient's letter, since."""
 
 
 class InputFileError(MailMatrixError):
@@ -51,6 +51,10 @@ class StorageError(MailMatrixError):
 
 class NotFoundError(StorageError):
     """The object or key does not exist."""
+
+
+class ObjectChanged(StorageError):
+    """The object under a key is no longer the version asked for (its tag differs)."""
 
 
 class SendError(MailMatrixError):

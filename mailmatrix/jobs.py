@@ -29,7 +29,13 @@ from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
-from mailmatrix.core.send import compose, idempotency_key, send_batch, sender_problem
+from mailmatrix.core.send import (
+    attachment_fetcher,
+    compose,
+    idempotency_key,
+    send_batch,
+    sender_problem,
+)
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
@@ -407,7 +413,7 @@ def _write_previews(
                 item,
                 campaign,
                 catalog=catalog,
-                fetch_attachment=lambda name: storage.get(attachments + name),
+                fetch_attachment=attachment_fetcher(storage, attachments),
             )
             storage.put(
                 f"{prefix}row-{item['row']}.eml",
@@ -430,17 +436,12 @@ def send_job(
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
     request id: one invocation of an attempt sends at a time); return each row's outcome."""
-    prefix = campaign["attachments_prefix"]
-
-    def fetch_attachment(name: str) -> bytes:
-        return storage.get(prefix + name)
-
     rate = float(campaign.get("per_worker_rate") or 0.0)
     result = send_batch(
         items,
         campaign,
         catalog=catalog,
-        fetch_attachment=fetch_attachment,
+        fetch_attachment=attachment_fetcher(storage, campaign["attachments_prefix"]),
         mailer=mailer,
         ledger=ledger,
         attempt=attempt,

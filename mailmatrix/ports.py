@@ -21,6 +21,11 @@ class ObjectInfo:
     storage can link a file under several keys (a local folder: symlinks, hard links); two
     objects with the same identity are one file. None: the key is the object's only name
     (S3 has no links).
+
+    ``tag``, from a listing, tells this version of the object from any other under its key:
+    S3's ETag; for a local file, its device, inode, size and modification and change times
+    (another file put in its place, or the file rewritten, has another). ``get(key, tag=...)``
+    reads that version or none. "": the listing gives none.
     """
 
     key: str
@@ -30,6 +35,7 @@ class ObjectInfo:
     modified: float | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
     identity: str | None = None
+    tag: str = ""
 
 
 class Storage(Protocol):
@@ -37,8 +43,9 @@ class Storage(Protocol):
 
     bucket: str
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise NotFoundError when absent."""
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent, and ObjectChanged when
+        ``tag`` (an ObjectInfo.tag) is given and the object is no longer that version."""
         ...
 
     def open(self, key: str) -> BinaryIO:

@@ -563,6 +563,7 @@ class _Intake:
                 "attachment": file_name,
                 # as listed now: a file changed by the time the row is sent is not sent
                 "attachment_size": attachment.size if attachment else None,
+                "attachment_tag": (attachment.tag or None) if attachment else None,
                 "fields": {name: values[index] for index, name in self.named},
                 "cc": extra[0],
                 "bcc": extra[1],
@@ -717,7 +718,7 @@ class _Intake:
     def _attachment(
         self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
     ) -> Lookup | None:
-        """Return the resolved attachment (its name and size), or None for none (a problem
+        """Return the resolved attachment (its name, size and tag), or None for none (a problem
         is added)."""
         if needs.mode == "none":
             return None

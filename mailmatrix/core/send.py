@@ -36,6 +36,7 @@ from mailmatrix.errors import (
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
+    ObjectChanged,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
@@ -44,7 +45,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import OUTCOME_UNKNOWN, Claim, Ledger, Mailer
+from mailmatrix.ports import OUTCOME_UNKNOWN, Claim, Ledger, Mailer, Storage
 
 log = logging.getLogger(__name__)
 
@@ -232,12 +233,26 @@ def sender_problem(sender: str) -> str | None:
     return f"sender: {address!r}: {problem}" if problem else None
 
 
+# fetch_attachment(name, tag): the file's bytes; with a tag (the manifest's attachment_tag),
+# only that version of it, else ObjectChanged (Storage.get).
+FetchAttachment = Callable[[str, str | None], bytes]
+
+
+def attachment_fetcher(storage: Storage, prefix: str) -> FetchAttachment:
+    """The fetch_attachment of the files under ``prefix`` (the attachments location)."""
+
+    def fetch(name: str, tag: str | None) -> bytes:
+        return storage.get(prefix + name, tag=tag)
+
+    return fetch
+
+
 def compose(
     item: Mapping[str, Any],
     campaign: Mapping[str, Any],
     *,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
 ) -> tuple[bytes, list[str]]:
     """Render the row's message; return its encoded bytes and the envelope recipients."""
     from mailmatrix.core.message import encode_message
@@ -245,16 +260,7 @@ def compose(
     rendered = catalog.render(item["template"], item["fields"])
     attachment = None
     if item.get("attachment"):
-        data = fetch_attachment(item["attachment"])
-        listed = item.get("attachment_size")
-        if listed is not None and len(data) != listed:
-            raise AttachmentChanged(
-                f"attachment changed since the rows were validated: {item['attachment']} is"
-                f" {len(data)} bytes, it was {listed} (replaced, or relinked to another file?);"
-                " run the file again: its attachments are checked again (rows already sent are"
-                " skipped)"
-            )
-        attachment = (item["attachment"], data)
+        attachment = (item["attachment"], _listed_attachment(item, fetch_attachment))
     sender = campaign["sender"]
     return encode_message(
         sender=sender,
@@ -267,6 +273,40 @@ def compose(
         reply_to=item.get("reply_to"),
         unsubscribe=campaign.get("unsubscribe"),
         message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
+    )
+
+
+def _listed_attachment(item: Mapping[str, Any], fetch_attachment: FetchAttachment) -> bytes:
+    """The row's attachment as validation listed it: the version it recorded (a manifest
+    written before versions were recorded has the size only), else AttachmentChanged."""
+    name = item["attachment"]
+    try:
+        data = fetch_attachment(name, item.get("attachment_tag"))
+    except ObjectChanged as error:
+        log.debug("attachment %s: %s", name, error)
+        raise AttachmentChanged(
+            _attachment_changed(
+                f"{name} is not the file validation listed (replaced, edited, or relinked to"
+                " another file since?)"
+            )
+        ) from error
+    listed = item.get("attachment_size")
+    if listed is not None and len(data) != listed:
+        raise AttachmentChanged(
+            _attachment_changed(
+                f"{name} is {len(data)} bytes, it was {listed} (replaced, or"
+                " relinked to another file?)"
+            )
+        )
+    return data
+
+
+def _attachment_changed(what: str) -> str:
+    """The reason of a row whose attachment changed since validation: ``what`` changed, and
+    what a person does about it."""
+    return (
+        f"attachment changed since the rows were validated: {what}; run the file again: its"
+        " attachments are checked again (rows already sent are skipped)"
     )
 
 
@@ -592,7 +632,7 @@ def send_batch(
     campaign: Mapping[str, Any],
     *,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
     mailer: Mailer,
     ledger: Ledger,
     attempt: str,
@@ -697,7 +737,7 @@ def _send_rows(
     items: list[Mapping[str, Any]],
     batch: _Batch,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
     composer: Composer,
 ) -> BatchResult:
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""

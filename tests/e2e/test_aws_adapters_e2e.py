@@ -7,6 +7,8 @@ SNS topics, DynamoDB table created from infra/template.yaml. Nothing leaves the 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import pathlib
 from collections import Counter
@@ -394,3 +396,46 @@ def test_rows_failed_as_outcome_unknown_are_sent_again_only_when_the_upload_asks
     last_new = delivered() - after_retry
     assert len(last_new) == unknown and set(last_new.values()) == {1}
     assert set(last_new) <= set(before)
+
+
+def test_an_attachment_replaced_in_s3_after_validation_by_one_of_its_size_is_not_sent(account):
+    import importlib
+
+    from moto.ses.models import ses_backends
+
+    # GIVEN Chen's letter replaced in the bucket once validation listed it, before the first
+    # batch is sent, by another letter of the very same size
+    s3 = account["s3"]
+    key = "attachments/chen-jing.pdf"
+    listed = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    other = (b"%PDF-1.4 another candidate's letter\n" * 1000)[: len(listed)]
+    replaced: list[str] = []
+
+    def wrap(function: str, target: str) -> Callable[..., Any]:
+        module, _, name = target.partition(":")
+        handler = getattr(importlib.import_module(module), name)
+
+        def send_batch(event: Any, context: Any) -> Any:
+            if not replaced:
+                replaced.append(s3.put_object(Bucket=BUCKET, Key=key, Body=other)["ETag"])
+            return handler(event, context)
+
+        return send_batch if function == "SendBatchFunction" else handler
+
+    # WHEN the campaign runs
+    summary = outcome(run_on_engine(account, "incoming/offers.csv", wrap=wrap))
+
+    # THEN S3 refused the version validation listed (If-Match), so Chen got nothing; the
+    # others their letters
+    assert replaced
+    sent = [tuple(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages]
+    assert len(sent) == 17 and not any("chen.jing@example.com" in to for to in sent)
+    assert (summary["counts"]["sent"], summary["counts"]["failed"]) == (17, 1)
+    report = s3.get_object(Bucket=BUCKET, Key=summary["report_key"])["Body"].read()
+    (chen,) = [
+        row
+        for row in csv.DictReader(io.StringIO(report.decode("utf-8-sig")))
+        if row["email"] == "chen.jing@example.com"
+    ]
+    assert (chen["status"], chen["code"]) == ("failed", "AttachmentChanged")
+    assert "chen-jing.pdf is not the file validation listed" in chen["reason"]

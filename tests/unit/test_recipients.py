@@ -74,9 +74,12 @@ FILES = ("alice.pdf", "bob.pdf", "carol.pdf", "dave.pdf", "erin.pdf", "frank.pdf
 
 
 def index_of(*names: str, sizes: dict[str, int] | None = None) -> AttachmentIndex:
-    """An attachment index holding ``names`` (100 bytes each unless ``sizes`` says otherwise)."""
+    """An attachment index holding ``names`` (100 bytes each unless ``sizes`` says otherwise,
+    each listed with the tag ``v1-NAME``)."""
     sizes = sizes or {}
-    listing = [ObjectInfo(f"attachments/{n}", sizes.get(n, 100)) for n in names or FILES]
+    listing = [
+        ObjectInfo(f"attachments/{n}", sizes.get(n, 100), tag=f"v1-{n}") for n in names or FILES
+    ]
     return AttachmentIndex.from_listing(listing, prefix="attachments/")
 
 
@@ -141,6 +144,7 @@ def test_valid_row_is_emitted_whole():
             "template": "offer",
             "attachment": "alice.pdf",
             "attachment_size": 100,
+            "attachment_tag": "v1-alice.pdf",
             "fields": {
                 "Email": "anna@Bücher.example",
                 "Name": "Anna Example",

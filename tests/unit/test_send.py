@@ -25,6 +25,7 @@ from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
+    ObjectChanged,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
@@ -537,8 +538,41 @@ def test_a_missing_attachment_fails_its_row_and_the_batch_goes_on(ledger, clock)
     assert len(ses.calls) == 2
 
 
+def test_an_attachment_no_longer_the_version_listed_is_given_back_and_the_batch_goes_on(
+    ledger, clock
+):
+    # GIVEN rows whose manifest lines carry their attachments' tags, and storage where p3.pdf
+    # is now another version (same size)
+    batch = items(3)
+    for item in batch:
+        item.update(attachment_size=len(b"%PDF-1.4\n%%EOF\n"), attachment_tag=f"v1-{item['row']}")
+    asked = []
+
+    def fetch(name, tag):
+        asked.append((name, tag))
+        if name == "p3.pdf":
+            raise ObjectChanged(f"attachments/{name}: not the version listed before")
+        return b"%PDF-1.4\n%%EOF\n"
+
+    # WHEN the batch is sent
+    result = run(batch, FakeSes(clock=clock), ledger, clock, fetch=fetch)
+
+    # THEN each file was asked for in the version listed; p3.pdf's row failed, given back
+    assert asked == [("p2.pdf", "v1-2"), ("p3.pdf", "v1-3"), ("p4.pdf", "v1-4")]
+    assert result.rows[1] == {
+        "row": 3,
+        "status": "failed",
+        "code": "AttachmentChanged",
+        "reason": "attachment changed since the rows were validated: p3.pdf is not the file"
+        " validation listed (replaced, edited, or relinked to another file since?); run the"
+        " file again: its attachments are checked again (rows already sent are skipped)",
+    }
+    assert (result.sent, result.failed) == (2, 1)
+    assert [o.state for o in ledger.outcomes(CID)] == ["sent", "released", "sent"]
+
+
 def test_an_unreadable_attachment_is_a_passing_fault(ledger, clock):
-    def fetch(name):
+    def fetch(name, tag):
         raise StorageError(f"attachments/{name}: read failed: connection reset")
 
     with pytest.raises(TransientSendError) as stopped:
