@@ -17,6 +17,7 @@ from mailmatrix.engine.reader import iter_items
 from mailmatrix.engine.store import ExecutionStore
 from tests.engine.test_spec import LAMBDA_END
 from tests.engine.test_spec import distributed as map_definition
+from tests.memory import TracedPeak
 
 
 class StreamingObjects:
@@ -180,6 +181,26 @@ def test_result_writer_splits_a_status_into_several_files(
     entries = result_entries(objects, manifest_key)["SUCCEEDED"]
     assert [json.loads(e["Input"]) for e in entries] == [{"i": i} for i in range(12)]
     assert [json.loads(e["Output"])["i"] for e in entries] == list(range(12))
+
+
+def test_result_writer_holds_one_file_of_entries_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN result files of at most 1 MiB, and 150 entries of about 20 KB (three files)
+    monkeypatch.setattr(distributed_map, "RESULT_FILE_BYTES", 1 << 20)
+    sizes: list[int] = []
+    files = distributed_map._ResultFiles(lambda b, k, body: sizes.append(len(body)), "b", "out")
+    entry = {"Status": "SUCCEEDED", "Output": "x" * 20_000}
+    # WHEN they are written
+    with TracedPeak() as peak:
+        for _ in range(150):
+            files.add("SUCCEEDED", entry)
+        files.close()
+    # THEN each file was put as it filled, and no more than one file's bytes and one entry
+    # were held at a time (the body is handed over as it is: a copy of it doubled that)
+    assert len(sizes) == 3 and sum(sizes) > 3_000_000
+    assert all(size <= 1 << 20 for size in sizes)
+    assert peak.bytes < 1.4 * (1 << 20)
 
 
 def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(

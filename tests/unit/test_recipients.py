@@ -24,6 +24,7 @@ from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.ports import ObjectInfo
+from tests.memory import TracedPeak
 
 
 @dataclass(frozen=True)
@@ -1400,30 +1401,19 @@ def test_recipients_are_compared_by_every_bit_of_their_hash():
 
 
 def test_the_table_of_addresses_holds_under_64_bytes_a_key_at_its_peak():
-    import tracemalloc
-
     from mailmatrix.core.recipients import _SeenTable
 
     # GIVEN the keys of 50,000 addresses (a million took 97 MB at the peak of the table's
     # last doubling, 33 MB now)
     keys = [hash(f"person.{i}@example.com") for i in range(50_000)]
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        # WHEN each goes into the table validation keeps of the addresses it saw
+    # WHEN each goes into the table validation keeps of the addresses it saw
+    with TracedPeak() as peak:
         table = _SeenTable()
         for row, key in enumerate(keys, 2):
             table.add(key, row, key ^ 1)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        if not tracing:
-            tracemalloc.stop()
     # THEN the table never held more than 64 bytes a key (36 now; 121 when it doubled whole
     # slots of 24 bytes, old and new at once), and it still finds them
-    assert peak / len(keys) < 64
+    assert peak.bytes / len(keys) < 64
     assert table.add(keys[12_345], 9, keys[12_345] ^ 1) == (12_347, True, False)
 
 
