@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import shlex
 import signal
@@ -74,12 +73,19 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _rejects(path: Path) -> list[dict[str, str]]:
+def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int]:
+    """The first ``shown`` rows of the rejects report and how many rows it holds, read one
+    row at a time (a file of a million rows rejected is a million of them)."""
+    first: list[dict[str, str]] = []
+    count = 0
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig") as stream:
+            for count, reject in enumerate(csv.DictReader(stream), 1):
+                if count <= shown:
+                    first.append(reject)
     except OSError:
-        return []
-    return list(csv.DictReader(io.StringIO(text)))
+        return [], 0
+    return first, count
 
 
 INPUT_ERRORS = ("InputFileError", "TemplateError", "ConfigurationError", "NothingToSend")
@@ -279,18 +285,18 @@ def _sent_label(result: dict[str, Any]) -> str:
     return "Sent by this execution" if result.get("redrives") else "Sent by this run"
 
 
-def _print_rejects(console: Console, result: dict[str, Any]) -> None:
-    rejects = _rejects(Path(result["rejects"])) if result.get("rejects") else []
-    if not rejects:
+def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) -> None:
+    rejects, count = _rejects(Path(result["rejects"]), shown) if result.get("rejects") else ([], 0)
+    if not count:
         return
-    console.print(f"[bold]Rows not sent, and why[/bold] ({len(rejects)}):")
-    for reject in rejects[:20]:
+    console.print(f"[bold]Rows not sent, and why[/bold] ({count}):")
+    for reject in rejects:
         column = f" [{reject.get('column')}]" if reject.get("column") else ""
         outcome = reject.get("outcome") or "rejected"
         line = f"  row {reject.get('row')} {outcome}{column}: {reject.get('reason')}"
         console.print(line, markup=False)
-    if len(rejects) > 20:
-        console.print(f"  ... and {len(rejects) - 20} more in {result['rejects']}", markup=False)
+    if count > shown:
+        console.print(f"  ... and {count - shown} more in {result['rejects']}", markup=False)
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
