@@ -82,7 +82,13 @@ def _rejects(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-INPUT_ERRORS = ("InputFileError", "TemplateError", "ConfigurationError", "NothingToSend")
+INPUT_ERRORS = (
+    "InputFileError",
+    "TemplateError",
+    "TemplateSetsChanged",
+    "ConfigurationError",
+    "NothingToSend",
+)
 
 
 def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dict[str, Any]:

@@ -361,3 +361,15 @@ def test_a_send_batch_task_never_times_out_while_its_lambda_may_still_run(sam_te
     assert busy.get("JitterStrategy", "NONE") == "NONE"
     assert sum(waits) > timeout
     assert task["Retry"].index(busy) == 0  # before any retrier that could match it
+
+
+def test_a_campaign_refused_for_its_template_sets_is_retried_by_no_task():
+    # A catalog that lost a set the campaign used stays so until the operator acts: the
+    # failure ends the execution (FAILED, which ExecutionAlertRule alerts on) without retries.
+    definition = json.loads((ROOT / "statemachine" / "mailmatrix.asl.json").read_text())
+    processor = definition["States"]["SendEmails"]["ItemProcessor"]["States"]
+    for task in (definition["States"]["ValidateRecipients"], processor["SendBatch"]):
+        retried = {name for retrier in task["Retry"] for name in retrier["ErrorEquals"]}
+        assert not retried & {"TemplateSetsChanged", "TemplateError", "States.ALL"}
+        assert "States.TaskFailed" not in retried
+        assert "Catch" not in task
