@@ -45,6 +45,12 @@ class TemplateError(MailMatrixError):
     """A template cannot be loaded, compiled, or uses variables the CSV does not have."""
 
 
+class TemplateSetsChanged(TemplateError):
+    """The templates lack a set whose name earlier runs of the campaign used (renamed or
+    removed): the ledger knows each letter by its set's name, so its letters would go out again
+    under the new one. Nothing is sent until the set is back or the file has a new name."""
+
+
 class StorageError(MailMatrixError):
     """An object could not be read from or written to storage."""
 

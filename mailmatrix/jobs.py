@@ -35,6 +35,7 @@ from mailmatrix.core.send import (
     idempotency_key,
     send_batch,
     sender_problem,
+    template_sets_changed,
 )
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
@@ -193,9 +194,7 @@ class _Retry:
     the file (one found to have arrived) stays failed, and no later run of it sends it.
     """
 
-    def __init__(
-        self, upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger] | None
-    ) -> None:
+    def __init__(self, upload: ObjectInfo, campaign_id: str, ledger: Ledger | None) -> None:
         self.campaign_id = campaign_id
         # S3 gives the time in whole seconds, cut: a second more keeps every row failed
         # before it. (The first execution of an upload fails rows seconds after it at best.)
@@ -203,9 +202,9 @@ class _Retry:
         self.kinds = [
             unknown
             for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
-            if open_ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
+            if ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
         ]
-        self.ledger = open_ledger() if open_ledger is not None and self.kinds else None
+        self.ledger = ledger if self.kinds else None
         self.failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown
         for unknown in self.kinds:
             assert self.ledger is not None
@@ -268,6 +267,10 @@ def validate_job(
     another, so a redrive of this execution still sends the rows this one validated. An upload
     whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
     in the ledger (``open_ledger``) once the file has passed, before anything is sent.
+
+    Before anything is sent, the template sets of the valid rows are added to those the
+    campaign has used (Ledger.record_template_sets), and a run whose templates lack one used
+    before is refused (TemplateSetsChanged): its letters would be keyed anew and sent again.
     """
     source = _stored_source(storage, source)
     upload = storage.head(source.key)
@@ -296,7 +299,9 @@ def validate_job(
     reports = reports_prefix(campaign_id, folder)
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
-    retry = _Retry(upload, campaign_id, None if dry_run else open_ledger)
+    ledger = None if dry_run else open_ledger()
+    retry = _Retry(upload, campaign_id, ledger)
+    used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -308,6 +313,7 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
+                used_sets.add(row["template"])
                 retry.see(row["key"], row["row"])
                 line = _MANIFEST_LINE.encode(row)
                 # Escape the Unicode line separators JSON allows raw, so no line-oriented
@@ -351,6 +357,10 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
+    if ledger is not None and used_sets:
+        gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
+        if gone:
+            raise template_sets_changed(source.key, gone, scope="this run")
     released = retry.release(report.withdrawn)
     campaign = {
         "id": campaign_id,

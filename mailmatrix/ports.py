@@ -242,6 +242,23 @@ class Ledger(Protocol):
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
         ...
 
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used (record_template_sets)."""
+        ...
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` (the sets of the rows a run is about to send) to the names ``campaign``
+        has used, unless ``catalog`` (the run's template sets) lacks one used before: then
+        nothing is recorded and the names it lacks are returned, sorted ([]: recorded). One
+        atomic step: two runs at once, one of them with a set renamed, never both pass.
+
+        A letter's idempotency key holds its set's name: under a new name the ledger would not
+        know the letters already sent, and a run would mail them all again.
+        """
+        ...
+
     def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
     ) -> list[str]:

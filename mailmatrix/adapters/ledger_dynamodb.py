@@ -3,7 +3,8 @@
 Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global secondary
 indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
-an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``. Every
+an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the names
+of the template sets a campaign has used one keyed ``sets#<campaign>`` (a string set). Every
 claim is a conditional write, so two attempts never both hold the claim of one key while its
 lease runs (semantics: mailmatrix.ports.Ledger).
 """
@@ -39,6 +40,8 @@ HALT_PREFIX = "halt#"
 _KEYS_PER_GET = 100  # BatchGetItem's limit
 _UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 BATCH_PREFIX = "batch#"
+SETS_PREFIX = "sets#"
+_SETS_TRIES = 5
 
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
@@ -61,6 +64,8 @@ _NAMES = {
     "#dd": "delivery_detail",
     "#events": "events",
     "#c": "campaign",
+    "#ts": "template_sets",
+    "#tc": "sets_campaign",
 }
 
 
@@ -297,6 +302,54 @@ class DynamoDbLedger:
             self._db.delete_item(TableName=self.table, Key={KEY: {"S": HALT_PREFIX + campaign}})
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used (a strongly consistent read)."""
+        item = self._get_item(SETS_PREFIX + campaign)
+        return frozenset(item.get("template_sets", {}).get("SS", [])) if item else frozenset()
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` to the sets ``campaign`` has used unless ``catalog`` lacks one used
+        before; return those it lacks (see the Ledger port).
+
+        The names are read, checked, then added (ADD to the string set) by an update that holds
+        only while the set is as read: names are only ever added, so the same size means the
+        same names. A run that added some meanwhile makes this one read and check again. The
+        item has no expires_at: a few names, kept as long as the table (refusing a renamed set
+        after the campaign's entries expired is never unsafe).
+        """
+        for _ in range(_SETS_TRIES):
+            earlier = self.template_sets(campaign)
+            missing = sorted(earlier - set(catalog))
+            new = set(names) - earlier
+            if missing or not new:
+                return missing
+            condition = "size(#ts) = :seen" if earlier else "attribute_not_exists(#ts)"
+            values: dict[str, Any] = {":new": {"SS": sorted(new)}, ":c": {"S": campaign}}
+            if earlier:
+                values[":seen"] = {"N": str(len(earlier))}
+            try:
+                self._db.update_item(
+                    TableName=self.table,
+                    Key={KEY: {"S": SETS_PREFIX + campaign}},
+                    UpdateExpression="ADD #ts :new SET #tc = :c",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#ts": _NAMES["#ts"], "#tc": _NAMES["#tc"]},
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as error:
+                if _aws.error_code(error) == "ConditionalCheckFailedException":
+                    continue  # another run added names meanwhile: read and check again
+                raise self._error("record_template_sets", campaign, error) from error
+            except BotoCoreError as error:
+                raise self._error("record_template_sets", campaign, error) from error
+            return []
+        raise LedgerError(
+            f"dynamodb://{self.table}: record_template_sets {campaign}: the campaign's set"
+            f" names kept changing ({_SETS_TRIES} tries)"
+        )
 
     def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False

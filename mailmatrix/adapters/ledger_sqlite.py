@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS halts (
     attempt TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS template_sets (
+    campaign TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (campaign, name)
+);
 """
 
 
@@ -77,6 +82,8 @@ _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
     " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
+_TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
+_ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder)"
     " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
@@ -338,6 +345,30 @@ class SqliteLedger:
         """Remove the campaign's halt."""
         with self._transaction(f"clear_halt {campaign}") as db:
             db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used."""
+        found = self._statement(f"template_sets {campaign}", _TEMPLATE_SETS, (campaign,))
+        return frozenset(str(row[0]) for row in found)
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` to the sets ``campaign`` has used, in one transaction with the check
+        that ``catalog`` has every set used before; return those it lacks (see the Ledger
+        port)."""
+        with self._transaction(f"record_template_sets {campaign}") as db:
+            earlier = {row[0] for row in db.execute(_TEMPLATE_SETS, (campaign,))}
+            missing = sorted(earlier - set(catalog))
+            if not missing:
+                db.executemany(_ADD_TEMPLATE_SET, [(campaign, name) for name in set(names)])
+        return missing
+
+    def add_template_sets(self, campaign: str, names: Collection[str]) -> None:
+        """Add ``names`` to the sets ``campaign`` has used, unchecked (sets a workdir recorded
+        before the ledger did)."""
+        with self._transaction(f"add_template_sets {campaign}") as db:
+            db.executemany(_ADD_TEMPLATE_SET, [(campaign, name) for name in set(names)])
 
     def has_entries(self, campaign: str) -> bool:
         """Whether any row of ``campaign`` was ever claimed here."""

@@ -14,6 +14,9 @@ ends, however it ends. Errors are sorted into four kinds (docs/sending.md):
 - AccountSendingHalted: the account cannot send at all. The batch stops, the campaign is
   marked halted in the ledger so every other batch stops before calling the mailer, and the
   error is raised (the state machine does not retry it). Rows not attempted stay unsent.
+
+Before its first row, a batch whose templates lack a set the campaign used (the ledger keeps
+their names) raises TemplateSetsChanged: its letters would be keyed anew and sent again.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import OTHER_LETTER_SENT, retry_command
+from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
 from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
@@ -42,6 +46,7 @@ from mailmatrix.errors import (
     ServiceUnreachable,
     StorageError,
     TemplateError,
+    TemplateSetsChanged,
     Throttled,
     TransientSendError,
 )
@@ -60,6 +65,29 @@ def idempotency_key(campaign_id: str, email: str, template: str) -> str:
     after a deleted one has moved. Addresses compare case-insensitively, as duplicates do.
     """
     return hashlib.sha256(f"{campaign_id}|{email.casefold()}|{template}".encode()).hexdigest()
+
+
+def template_sets_changed(
+    source_key: str, missing: list[str], *, scope: str
+) -> TemplateSetsChanged:
+    """The refusal of a run (``scope`` says what sends nothing: "this run", "this batch")
+    whose templates lack the sets ``missing`` that earlier runs of the file at ``source_key``
+    used: their letters are known by those names (idempotency_key)."""
+    named = ", ".join(
+        f"{name!r} (the one set of a templates folder without {MANIFEST})"
+        if name == DEFAULT_SET
+        else repr(name)
+        for name in missing
+    )
+    return TemplateSetsChanged(
+        f"{source_key.rsplit('/', 1)[-1]}: earlier runs of this file sent letters of the"
+        f" template set(s) {named}, which the templates no longer have (renamed or removed?)."
+        " The ledger knows each letter by its set's name, so under another name every one of"
+        f" them would be sent again: {scope} sends nothing. Put the set(s) back under the same"
+        " name(s) (new sets may be added beside them) and run again; or, to mail everyone"
+        " again on purpose, send the file under a new file name (a new campaign)",
+        details={"code": "TemplateSetsChanged", "missing": missing},
+    )
 
 
 @dataclass(frozen=True)
@@ -656,6 +684,12 @@ def send_batch(
     of the same attempt started while this one still runs sends nothing (ClaimBusy).
     """
     items = list(items)
+    # The templates may have changed since validation (a redrive, a long run): a set gone
+    # would leave the ledger blind to the letters sent under its name.
+    gone = sorted(ledger.template_sets(str(campaign["id"])) - set(getattr(catalog, "names", ())))
+    if gone:
+        source = str((campaign.get("source") or {}).get("key") or "the file")
+        raise template_sets_changed(source, gone, scope="this batch")
     batch = _Batch(
         campaign=campaign,
         ledger=ledger,

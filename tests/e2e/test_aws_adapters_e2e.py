@@ -134,14 +134,41 @@ def run_on_engine(
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
     function's handler (``module:callable``).
     """
-    from functions.send_batch import app as send_batch_app
-    from mailmatrix.engine import Engine, ResourceRegistry
-
     s3 = account["s3"]
     body = body if body is not None else (EXAMPLE / "recipients.csv").read_bytes()
     etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})["ETag"]
     etag = etag.strip('"')
+    with engine_on(account, sender, wrap=wrap, settings=settings) as (engine, substitutions):
+        return engine.start(
+            DEFINITION.read_text(encoding="utf-8"),
+            object_created_event(BUCKET, event_key or key, len(body), etag),
+            substitutions=substitutions,
+        )
 
+
+def redrive_on_engine(
+    account: dict, execution: str, *, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Redrive an execution that run_on_engine started, the functions' environment as the
+    stack sets it plus ``settings``."""
+    with engine_on(account, SENDER, settings=settings) as (engine, _):
+        return engine.redrive(execution)
+
+
+@contextmanager
+def engine_on(
+    account: dict,
+    sender: str,
+    *,
+    wrap: Callable[[str, str], Callable[..., Any]] | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The local engine on the moto account's resources (and the definition's substitutions),
+    in the functions' environment as the stack sets it plus ``settings``."""
+    from functions.send_batch import app as send_batch_app
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    s3 = account["s3"]
     registry = ResourceRegistry()
     for name, target in sam_functions(load_sam_template()).items():
         registry.register_lambda(name, wrap(name, target) if wrap else target)
@@ -176,12 +203,7 @@ def run_on_engine(
     }
     with environment(env):
         send_batch_app.reset()
-        engine = Engine(account["tmp"] / "executions", registry)
-        return engine.start(
-            DEFINITION.read_text(encoding="utf-8"),
-            object_created_event(BUCKET, event_key or key, len(body), etag),
-            substitutions=substitutions,
-        )
+        yield Engine(account["tmp"] / "executions", registry), substitutions
 
 
 def received(account: dict, topic: str) -> list[dict[str, Any]]:
@@ -439,3 +461,152 @@ def test_an_attachment_replaced_in_s3_after_validation_by_one_of_its_size_is_not
     ]
     assert (chen["status"], chen["code"]) == ("failed", "AttachmentChanged")
     assert "chen-jing.pdf is not the file validation listed" in chen["reason"]
+
+
+def rename_template_set(s3: Any, old: str, new: str) -> None:
+    """Rename a template set in the bucket as an operator would: its folder under templates/,
+    and its name in manifest.yaml."""
+    for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"templates/{old}/")["Contents"]:
+        body = s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read()
+        moved = f"templates/{new}/" + listed["Key"].removeprefix(f"templates/{old}/")
+        s3.put_object(Bucket=BUCKET, Key=moved, Body=body)
+        s3.delete_object(Bucket=BUCKET, Key=listed["Key"])
+    edit_manifest(s3, lambda text: text.replace(f"\n  {old}:\n", f"\n  {new}:\n"))
+
+
+def edit_manifest(s3: Any, change: Callable[[str], str]) -> None:
+    """Replace templates/manifest.yaml in the bucket with ``change`` of its text."""
+    key = "templates/manifest.yaml"
+    text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=change(text).encode("utf-8"))
+
+
+def offers_ledger() -> tuple[DynamoDbLedger, str]:
+    """The stack's ledger, and the campaign id of incoming/offers.csv."""
+    campaign = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    return DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION)), campaign
+
+
+def history_of(account: dict, execution: str) -> list[dict[str, Any]]:
+    """The history the local engine recorded for ``execution``."""
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    return Engine(account["tmp"] / "executions", ResourceRegistry()).history(execution)
+
+
+def test_a_template_set_renamed_in_the_bucket_is_refused_before_anything_is_sent(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+    assert len(sent) == 18
+    assert len(received(account, "SummaryTopic")) == 1
+
+    # WHEN templates/offer/ is renamed templates/offer-2026/ (in manifest.yaml too) and the
+    # same file is uploaded again
+    rename_template_set(account["s3"], "offer", "offer-2026")
+    record = run_on_engine(account, "incoming/offers.csv")
+
+    # THEN ValidateRecipients refused it, naming the set and the two ways out
+    assert record["status"] == "FAILED"
+    assert record["error"] == "TemplateSetsChanged"
+    cause = json.loads(record["cause"])["errorMessage"]
+    assert cause.startswith(
+        "offers.csv: earlier runs of this file sent letters of the template set(s) 'offer',"
+        " which the templates no longer have (renamed or removed?)."
+    )
+    assert "Put the set(s) back under the same name(s)" in cause
+    assert "send the file under a new file name (a new campaign)" in cause
+    # AND no Offer row was mailed again, no summary published
+    assert len(sent) == 18
+    assert received(account, "SummaryTopic") == []
+    # AND the execution failed in ValidateRecipients, tried once (no Retry for it, no Map Run):
+    # its FAILED status is what the stack's ExecutionAlertRule turns into the alert
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+    tries = ("TaskScheduled", "TaskSucceeded", "TaskFailed")
+    assert [e["type"] for e in history if e["type"] in tries] == ["TaskScheduled", "TaskFailed"]
+    assert history[-1]["type"] == "ExecutionFailed"
+    # AND the ledger still knows the campaign's sets by their first names
+    ledger, campaign = offers_ledger()
+    assert ledger.template_sets(campaign) == {"offer", "rejection"}
+
+    # WHEN the set gets its name back THEN the file runs, and every row is skipped as sent
+    rename_template_set(account["s3"], "offer-2026", "offer")
+    back = run_on_engine(account, "incoming/offers.csv")
+    assert back["status"] == "SUCCEEDED", back.get("cause")
+    assert (outcome(back)["counts"]["sent"], outcome(back)["counts"]["skipped"]) == (0, 18)
+    assert len(sent) == 18
+
+
+def test_a_set_added_beside_the_used_ones_is_allowed_and_its_rows_sent(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+
+    # WHEN a set "reminder" is added to the bucket's templates, and the file comes again with
+    # one more row that picks it
+    s3 = account["s3"]
+    s3.put_object(Bucket=BUCKET, Key="templates/reminder/subject.txt", Body=b"Hi {{ Name }}")
+    s3.put_object(Bucket=BUCKET, Key="templates/reminder/body.txt", Body=b"A reminder.\n")
+    edit_manifest(
+        s3,
+        lambda text: text.replace(
+            "\n# Values that are not errors",
+            "  reminder:\n    when: [Reminder]\n    attachment: none\n\n# Values that are not"
+            " errors",
+        ),
+    )
+    body = (EXAMPLE / "recipients.csv").read_bytes() + b"new.person@example.com,New Person,"
+    body += b"Reminder,,Tester,QA,2027-02-01,1\n"
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN the run went through: the new row was sent, the others skipped as sent
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert (outcome(record)["counts"]["sent"], outcome(record)["counts"]["skipped"]) == (1, 18)
+    assert "new.person@example.com" in sent[-1].destinations
+    assert len(sent) == 19
+    # AND the campaign's sets now include it
+    ledger, campaign = offers_ledger()
+    assert ledger.template_sets(campaign) == {"offer", "rejection", "reminder"}
+
+
+def test_a_redrive_after_a_set_was_renamed_sends_nothing_until_the_set_is_back(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN a run stopped by the daily quota after 5 emails
+    first = run_on_engine(
+        account, "incoming/offers.csv", settings={"MAILMATRIX_FAULTS": "quota-after=5"}
+    )
+    assert first["status"] == "FAILED"
+    assert len(sent) == 5
+    # AND the set offer renamed since, and the quota halt lifted by the operator
+    rename_template_set(account["s3"], "offer", "offer-2026")
+    ledger, campaign = offers_ledger()
+    ledger.clear_halt(campaign)
+
+    # WHEN the execution is redriven (its failed batch runs again; Validate does not)
+    redriven = redrive_on_engine(account, first["name"])
+
+    # THEN the batch sent nothing: it failed as TemplateSetsChanged, and the Map with it
+    assert redriven["status"] == "FAILED"
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    engine = Engine(account["tmp"] / "executions", ResourceRegistry())
+    (map_run,) = engine.describe(first["name"])["mapRuns"]
+    children = engine.map_run_children(first["name"], map_run["id"])
+    assert {c["error"] for c in children if c["status"] == "FAILED"} == {"TemplateSetsChanged"}
+    assert len(sent) == 5
+
+    # WHEN the set has its name back and the execution is redriven again THEN the rest went
+    # out, each recipient mailed once
+    rename_template_set(account["s3"], "offer-2026", "offer")
+    again = redrive_on_engine(account, first["name"])
+    assert again["status"] == "SUCCEEDED", again.get("cause")
+    recipients = Counter(tuple(m.destinations) for m in sent)
+    assert len(recipients) == 18 and set(recipients.values()) == {1}

@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -1018,26 +1019,83 @@ def test_a_redrive_is_held_to_the_way_its_file_was_sent_since(tmp_path):
     assert _recipients(tmp_path / "w" / "outbox") == sent
 
 
-def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
-    # GIVEN the example campaign sent with a copy of the bundled templates
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "templates", templates)
-    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "w")]
-    args += ["--templates", str(templates)]
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    sent = _recipients(tmp_path / "w" / "outbox")
-
-    # WHEN its set offer is renamed (the ledger knows each letter by its set's name)
-    (templates / "offer").rename(templates / "offer_letter")
+def _rename_set(templates: Path, old: str, new: str) -> None:
+    """Rename a template set: its folder and its name in manifest.yaml."""
+    (templates / old).rename(templates / new)
     manifest = templates / "manifest.yaml"
     text = manifest.read_text(encoding="utf-8")
-    manifest.write_text(text.replace("\n  offer:", "\n  offer_letter:"), encoding="utf-8")
+    manifest.write_text(text.replace(f"\n  {old}:", f"\n  {new}:"), encoding="utf-8")
+
+
+def _sent_with_own_templates(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The example campaign sent with a copy of the bundled templates: the copy, the workdir,
+    and the arguments of its run."""
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    args += ["--templates", str(templates)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    return templates, workdir, args
+
+
+def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, workdir, args = _sent_with_own_templates(tmp_path)
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN its set offer is renamed (the ledger knows each letter by its set's name)
+    _rename_set(templates, "offer", "offer_letter")
     again = CliRunner().invoke(cli, args)
 
-    # THEN the run is refused instead of mailing every offer again
-    assert again.exit_code == 2, again.output
-    assert "offer, which the templates no longer have" in again.output.replace("\n", "")
-    assert _recipients(tmp_path / "w" / "outbox") == sent
+    # THEN the run is refused before anything is sent, naming the set and the ways out
+    assert again.exit_code == 3, again.output
+    said = " ".join(again.output.split())
+    assert "Nothing was sent: TemplateSetsChanged" in said
+    assert "template set(s) 'offer', which the templates no longer have" in said
+    assert "send the file under a new file name" in said
+    assert _recipients(workdir / "outbox") == sent
+    # AND the failure alert says so, as the stack's alert does on AWS
+    alert = json.loads((workdir / "notifications.jsonl").read_text().splitlines()[-1])
+    assert "TemplateSetsChanged" in alert["subject"]
+
+    # WHEN the set has its name back, and another set is added beside THEN the file runs,
+    # and sends nothing again
+    _rename_set(templates, "offer_letter", "offer")
+    shutil.copytree(templates / "offer", templates / "reminder")
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace("\nskip:", "\n  reminder:\n    when: [Reminder]\nskip:"))
+    back = CliRunner().invoke(cli, [*args, "--json"])
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["counts"]["skipped"] == len(sent), back.stdout
+    assert _recipients(workdir / "outbox") == sent
+
+
+def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path):
+    # GIVEN the example campaign sent, in a workdir where an earlier version kept the names
+    # of the campaign's template sets in deliveries.json rather than in the ledger
+    templates, workdir, args = _sent_with_own_templates(tmp_path)
+    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+        db.execute("DELETE FROM template_sets")
+    deliveries = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
+    (campaign,) = deliveries
+    deliveries[campaign]["sets"] = ["offer", "rejection"]
+    (workdir / "deliveries.json").write_text(json.dumps(deliveries), encoding="utf-8")
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN its set rejection is renamed THEN the run is refused, nothing sent again
+    _rename_set(templates, "rejection", "regrets")
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 3, again.output
+    assert "template set(s) 'rejection'" in " ".join(again.output.split())
+    assert _recipients(workdir / "outbox") == sent
+    # AND the ledger keeps the names now
+    recorded = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
+    assert "sets" not in recorded[campaign]
+    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+        names = {row[0] for row in db.execute("SELECT name FROM template_sets")}
+    assert names == {"offer", "rejection"}
 
 
 def test_a_file_with_a_hidden_name_is_refused(tmp_path):

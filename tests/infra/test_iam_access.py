@@ -249,13 +249,14 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
         (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"
     }
     assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
-    # AND Validate's release of the failed row: a query of the campaign, then its update
-    releases = {
+    # AND Validate's ledger calls: the campaign's template sets read and extended, and the
+    # release of the failed row (a query of the campaign, then its update)
+    ledger_calls = {
         (c.operation, c.params.get("IndexName"))
         for c in recorded
         if c.service == "dynamodb" and c.function == "ValidateFunction"
     }
-    assert releases == {("Query", "by_campaign"), ("UpdateItem", None)}
+    assert ledger_calls == {("GetItem", None), ("Query", "by_campaign"), ("UpdateItem", None)}
 
 
 def test_each_role_allows_every_call_its_function_makes(transformed, recorded):
@@ -317,9 +318,13 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
     ("sid", "denied"),
     [
         ("ReadBackManifest", "s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/"),
-        ("ReleaseFailedRows", f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}"),
+        (
+            "RecordTemplateSetsAndReleaseFailedRows",
+            f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}",
+        ),
+        ("ReadCampaignTemplateSets", f"dynamodb:GetItem {NAMES['LedgerTable.Arn']}"),
     ],
-    ids=["read-back", "release-failed"],
+    ids=["read-back", "update-ledger", "read-template-sets"],
 )
 def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorded, sid, denied):
     # GIVEN ValidateRole without one of its statements

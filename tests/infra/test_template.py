@@ -411,3 +411,15 @@ def test_the_validate_function_has_room_in_tmp_for_a_million_row_manifest_rewrit
     needed_mb = 2 * 1_000_000 * (sum(lines) / len(lines)) / 1e6
     properties = sam_template["Resources"]["ValidateFunction"]["Properties"]
     assert properties.get("EphemeralStorage", {"Size": 512})["Size"] >= needed_mb
+
+
+def test_a_campaign_refused_for_its_template_sets_is_retried_by_no_task():
+    # A catalog that lost a set the campaign used stays so until the operator acts: the
+    # failure ends the execution (FAILED, which ExecutionAlertRule alerts on) without retries.
+    definition = json.loads((ROOT / "statemachine" / "mailmatrix.asl.json").read_text())
+    processor = definition["States"]["SendEmails"]["ItemProcessor"]["States"]
+    for task in (definition["States"]["ValidateRecipients"], processor["SendBatch"]):
+        retried = {name for retrier in task["Retry"] for name in retrier["ErrorEquals"]}
+        assert not retried & {"TemplateSetsChanged", "TemplateError", "States.ALL"}
+        assert "States.TaskFailed" not in retried
+        assert "Catch" not in task

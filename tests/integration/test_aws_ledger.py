@@ -13,6 +13,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
     check_outcomes_of,
     check_release_failed,
+    check_template_sets,
 )
 
 
@@ -297,3 +298,69 @@ def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
     # WHEN asked THEN a ledger error says so, after a bounded number of requests
     with pytest.raises(LedgerError, match="unprocessed"):
         ledger.outcomes_of(["k1"])
+
+
+def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):
+    check_template_sets(ledger)
+
+
+def test_template_sets_are_one_item_read_consistently_and_written_only_when_new(
+    ledger, monkeypatch
+):
+    # GIVEN a campaign that used offer
+    calls = []
+    real = ledger._db._make_api_call
+
+    def recorded(operation, params):
+        calls.append((operation, params.get("ConsistentRead")))
+        return real(operation, params)
+
+    monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+
+    # WHEN runs record offer again, or are refused THEN each reads the item, none writes
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer", "x"]) == []
+    assert ledger.record_template_sets("c", {"x"}, catalog=["x"]) == ["offer"]
+    read = ("GetItem", True)
+    assert calls == [read, ("UpdateItem", None), read, read]
+    # AND the names are one string set in the item sets#c
+    item = ledger._db.get_item(TableName=ledger.table, Key={"idempotency_key": {"S": "sets#c"}})
+    assert item["Item"]["template_sets"] == {"SS": ["offer"]}
+
+
+@pytest.mark.parametrize("rival_sets", [{"offer-2026"}, {"offer"}], ids=["renamed", "same"])
+def test_a_run_that_recorded_sets_meanwhile_is_seen(aws, rival_sets):
+    # GIVEN a campaign that used offer, and a rival run that records its sets between our
+    # read and our conditional write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client)
+    assert rival.record_template_sets("c", {"rejection"}, catalog=["rejection"]) == []
+
+    class Racing:
+        raced = False
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def update_item(self, **request):
+            if not self.raced:
+                self.raced = True
+                rival.record_template_sets("c", rival_sets, catalog=[*rival_sets, "rejection"])
+            return client.update_item(**request)
+
+    racing = Racing()
+
+    # WHEN this run records offer and rejection
+    found = DynamoDbLedger(table, racing).record_template_sets(
+        "c", {"offer"}, catalog=["offer", "rejection"]
+    )
+
+    # THEN its write was refused by its condition, and it decided again on what the rival wrote:
+    # refused when the rival brought a name it lacks, recorded otherwise
+    assert racing.raced
+    if rival_sets == {"offer"}:
+        assert found == []
+    else:
+        assert found == ["offer-2026"]
+    assert rival.template_sets("c") == {"rejection", *rival_sets}

@@ -16,6 +16,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
     check_outcomes_of,
     check_release_failed,
+    check_template_sets,
 )
 
 
@@ -379,3 +380,32 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
 
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
+
+
+def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):
+    check_template_sets(ledger)
+
+
+def test_template_sets_are_kept_across_connections_and_added_unchecked(tmp_path):
+    # GIVEN names recorded through one connection
+    path = str(tmp_path / "ledger.db")
+    first = SqliteLedger(path)
+    assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+
+    # WHEN another adds names a workdir had recorded before the ledger did (unchecked)
+    second = SqliteLedger(path)
+    second.add_template_sets("c", ["rejection", "offer"])
+
+    # THEN both see them all, and a catalog without one is refused through either
+    assert first.template_sets("c") == second.template_sets("c") == {"offer", "rejection"}
+    assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == ["rejection"]
+
+
+def test_a_ledger_file_from_before_template_sets_gets_them(tmp_path):
+    # GIVEN a ledger file written before the template_sets table existed
+    path = _old_ledger_file(tmp_path, "", "")
+
+    # WHEN it is opened THEN the names of a campaign's sets can be recorded and read
+    ledger = SqliteLedger(str(path))
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+    assert ledger.template_sets("c") == {"offer"}

@@ -20,6 +20,7 @@ from mailmatrix.core.send import (
     idempotency_key,
     send_batch,
     sender_problem,
+    template_sets_changed,
 )
 from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import (
@@ -30,6 +31,7 @@ from mailmatrix.errors import (
     SendError,
     ServiceUnreachable,
     StorageError,
+    TemplateSetsChanged,
     Throttled,
     TransientSendError,
 )
@@ -889,3 +891,42 @@ def test_a_sender_at_a_special_use_domain_is_refused_as_a_recipient_there_would_
 
 def test_a_sender_that_is_no_address_says_so():
     assert sender_problem("not an address") == "sender: not an email address: 'not an address'"
+
+
+def test_the_refusal_of_a_renamed_set_names_it_and_both_ways_out():
+    error = template_sets_changed("incoming/offers.csv", ["offer", "rejection"], scope="this run")
+
+    assert error.message == (
+        "offers.csv: earlier runs of this file sent letters of the template set(s) 'offer',"
+        " 'rejection', which the templates no longer have (renamed or removed?). The ledger"
+        " knows each letter by its set's name, so under another name every one of them would"
+        " be sent again: this run sends nothing. Put the set(s) back under the same name(s)"
+        " (new sets may be added beside them) and run again; or, to mail everyone again on"
+        " purpose, send the file under a new file name (a new campaign)"
+    )
+    assert error.details == {"code": "TemplateSetsChanged", "missing": ["offer", "rejection"]}
+    # AND the one set of templates without a manifest is named as the operator knows it
+    default = template_sets_changed("offers.csv", ["default"], scope="this batch")
+    assert "set(s) 'default' (the one set of a templates folder without manifest.yaml)," in (
+        default.message
+    )
+    assert "this batch sends nothing" in default.message
+
+
+def test_a_batch_whose_templates_lost_a_set_the_campaign_used_sends_nothing(ledger, clock):
+    # GIVEN a campaign whose earlier run sent letters of its one set (default)
+    assert ledger.record_template_sets(CID, {"default"}, catalog=["default"]) == []
+    ses = FakeSes(clock=clock)
+
+    # WHEN a batch of it (a redrive, say) runs with templates that have other sets only
+    with pytest.raises(TemplateSetsChanged, match="'default'") as refused:
+        run(items(3), ses, ledger, clock, catalog=load_catalog(TWO_SETS), invocation="req-1")
+
+    # THEN nothing was sent, no row was claimed, and the batch is not held
+    assert ses.calls == []
+    assert ledger.outcomes(CID) == []
+    assert ledger.begin_batch("child-1", invocation="req-2", until=clock() + 60) is None
+    assert refused.value.details["missing"] == ["default"]
+
+    # WHEN the set is back THEN the batch sends its rows
+    assert run(items(3), ses, ledger, clock).sent == 3
