@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -194,11 +194,14 @@ class SqliteLedger:
         attempt: str,
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> Claim:
-        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
+        or (``others``) another set's letter to the address may have gone out.
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
-        transaction: one write transaction per email.
+        transaction: one write transaction per email. The other letters are looked up in it
+        too (one indexed read, only when the campaign has several sets).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -207,14 +210,18 @@ class SqliteLedger:
             if sent_before is not None:
                 done, message_id, doubt = sent_before
                 db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
+            letter = _other_letter(db, others) if others else None
             # Most keys are new: claimed by the insert alone; the others are read.
-            if db.execute(_CLAIM_NEW, (key, campaign, row, attempt, lease, now, process)).rowcount:
+            new = (key, campaign, row, attempt, lease, now, process)
+            if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
                 return Claim("claimed")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
                 " takeovers, holder FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
+            if found is None:  # a new key, refused for the other letter
+                return Claim("other", letter=letter)
             (
                 state,
                 holder,
@@ -243,6 +250,8 @@ class SqliteLedger:
                     reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
                     attempt=holder,
                 )
+            if letter is not None:
+                return Claim("other", letter=letter)
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
@@ -454,6 +463,19 @@ class SqliteLedger:
                 (message_id,),
             ).fetchone()
         return None if found is None else _outcome(found)
+
+
+def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:
+    """The set of the first of ``others`` (keys, with their sets) whose letter may have gone
+    out (see the Ledger port's claim), or None."""
+    marks = ", ".join("?" * len(others))
+    found = db.execute(
+        f"SELECT key FROM sends WHERE key IN ({marks}) AND (state IN ('sent', 'claimed')"
+        " OR code IS ? OR takeovers > 0 OR uncertain)",
+        (*others, OUTCOME_UNKNOWN),
+    ).fetchall()
+    gone = {row[0] for row in found}
+    return next((name for key, name in others.items() if key in gone), None)
 
 
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)

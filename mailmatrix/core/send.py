@@ -399,6 +399,9 @@ class _Batch:
     # twice): the next claim records it in its transaction.
     unrecorded: tuple[str, str, bool] | None = None
     halt_checked: float | None = None  # clock() of the last halt lookup
+    # The campaign's template sets: each claim checks the address's letters of the others
+    # (Ledger.claim's ``others``; none in a campaign of one set).
+    sets: tuple[str, ...] = ()
 
     @property
     def campaign_id(self) -> str:
@@ -409,6 +412,11 @@ class _Batch:
         return until if self.deadline is None else min(until, self.deadline)
 
     def claim(self, item: Mapping[str, Any]) -> Claim:
+        others = {
+            idempotency_key(self.campaign_id, item["email"], name): name
+            for name in self.sets
+            if name != item["template"]
+        }
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -416,6 +424,7 @@ class _Batch:
             attempt=self.attempt,
             lease_until=self.lease(),
             sent_before=self.unrecorded,
+            others=others,
         )
         self.unrecorded = None
         return claim
@@ -585,6 +594,9 @@ class _Batch:
         if claim.state == "busy":
             self.result.rows.append({"row": row, "status": "busy", "reason": claim.reason})
             return
+        if claim.state == "other":
+            self.result.rows.append(_other_letter_row(item, str(claim.letter)))
+            return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
             self.fail(item, OUTCOME_UNKNOWN, _not_sent_again(why, self.campaign), uncertain=True)
@@ -701,6 +713,7 @@ def send_batch(
         rng=rng or random.Random(),
         policy=policy or RetryPolicy(),
         deadline=deadline,
+        sets=tuple(getattr(catalog, "names", ())),
     )
     if invocation is None:
         return _send_rows(items, batch, catalog, fetch_attachment, composer)
@@ -721,35 +734,6 @@ def send_batch(
             ledger.end_batch(attempt, invocation=invocation)
         except MailMatrixError as error:  # the hold ends at its deadline anyway; keep the
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
-
-
-def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) -> dict[str, str]:
-    """The rows whose address an earlier run of the campaign mailed another set's letter,
-    by key, with that set: once the file's Status changed (an offer made a rejection, say), a
-    row's key is new, and its letter would contradict the one its recipient has. The ledger
-    is asked once for the batch; a letter counts once it may have gone out (sent, held by an
-    attempt, failed as OutcomeUnknown, given back after a try that may have been taken). Rows
-    whose own letter went out are left to the claim (skipped as already sent)."""
-    names = list(getattr(catalog, "names", ()))
-    if len(names) < 2 or not items:
-        return {}
-    others: dict[str, tuple[str, str]] = {}  # another set's key -> (the row's key, that set)
-    for item in items:
-        for name in names:
-            if name != item["template"]:
-                key = idempotency_key(batch.campaign_id, item["email"], name)
-                others[key] = (item["key"], name)
-    found = batch.ledger.outcomes_of([*(item["key"] for item in items), *others])
-    conflicts: dict[str, str] = {}
-    for key, (row_key, name) in others.items():
-        outcome, own = found.get(key), found.get(row_key)
-        if outcome is None or (own is not None and own.state == "sent"):
-            continue
-        # sent, held, or failed or given back after a try that may have been taken
-        went = outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN
-        if went or outcome.doubtful:
-            conflicts.setdefault(row_key, name)
-    return conflicts
 
 
 def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
@@ -776,16 +760,10 @@ def _send_rows(
 ) -> BatchResult:
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
-    sent_another = _other_letters(items, batch, catalog)
     try:
         for item in items:
             batch.check_halt()
             batch.check_time()
-            other = sent_another.get(item["key"])
-            if other is not None:
-                batch.result.rows.append(_other_letter_row(item, other))
-                done += 1
-                continue
             compose_row = functools.partial(
                 composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
             )

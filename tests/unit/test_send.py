@@ -419,6 +419,7 @@ TWO_SETS = {
     ("earlier", "sent_now"),
     [
         ("sent", False),
+        ("claimed", False),
         ("released", True),
         ("released-uncertain", False),
         ("failed-unknown", False),
