@@ -505,6 +505,28 @@ class Catalog:
         return found
 
 
+class _ManifestLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the last,
+    so a set written twice (say, ``offer:`` again lower down, with other Status values)
+    silently replaced the first, and rows got another letter than the one the file reads."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is written twice in one mapping (lines {seen[key]} and {line}):"
+                    " keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_catalog(files: Mapping[str, str]) -> Catalog:
     """Build the catalog from ``files``: path relative to the templates root -> text."""
     sources = {_normalise_path(p): text for p, text in files.items()}
@@ -513,7 +535,7 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         return _single_set(templates)
 
     try:
-        manifest = yaml.safe_load(sources[MANIFEST]) or {}
+        manifest = yaml.load(sources[MANIFEST], Loader=_ManifestLoader) or {}  # a safe loader
     except yaml.YAMLError as exc:
         raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
     if not isinstance(manifest, dict):

@@ -472,6 +472,16 @@ def test_folder_without_subject_is_refused():
         ),
         ("sets: {other: {when: A}}\n", "manifest.yaml: set 'other': no subject template"),
         ("sets: [\n", "manifest.yaml: not valid YAML"),
+        (
+            "sets:\n  welcome: {when: A}\n  welcome: {when: B}\n",
+            "manifest.yaml: not valid YAML: 'welcome' is written twice in one mapping"
+            " (lines 2 and 3): keep one",
+        ),
+        (
+            "column: Status\nsets: {welcome: {when: A}}\ncolumn: Stage\n",
+            "manifest.yaml: not valid YAML: 'column' is written twice in one mapping"
+            " (lines 1 and 3)",
+        ),
     ],
 )
 def test_manifest_mistakes_are_named(manifest, message):
