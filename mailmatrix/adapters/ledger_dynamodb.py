@@ -39,6 +39,18 @@ HALT_PREFIX = "halt#"
 _KEYS_PER_GET = 100  # BatchGetItem's limit
 _UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 BATCH_PREFIX = "batch#"
+# How far along an SES event says a message got: a later rank is what a person wants to see
+# (a Bounce or Complaint after the Delivery); an event of a lower rank that arrives after
+# one of a higher rank changes nothing but the entry's list of events.
+_EVENT_RANKS = {
+    "Send": 1,
+    "DeliveryDelay": 2,
+    "Delivery": 3,
+    "Bounce": 4,
+    "Complaint": 4,
+    "Reject": 4,
+    "Rendering Failure": 4,
+}
 
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
@@ -406,16 +418,32 @@ class DynamoDbLedger:
         return _outcome(_plain(item)) if item else None
 
     def record_event(self, key: str, *, event_type: str, timestamp: str, detail: str = "") -> None:
-        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``."""
+        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``.
+
+        EventBridge delivers events in no set order: one that says less than the entry holds
+        (a Send after the Bounce) is added to the entry's events but leaves the delivery state,
+        its time and detail as they are.
+        """
+        values = {
+            ":event": {"S": event_type},
+            ":at": {"S": timestamp},
+            ":detail": {"S": detail[:1000] or "-"},
+            ":one": {"SS": [event_type]},
+        }
+        rank = _EVENT_RANKS.get(event_type, 0)
+        further = sorted(name for name, later in _EVENT_RANKS.items() if later > rank)
+        condition = "attribute_exists(#k)"
+        if further:
+            placeholders = [f":further{i}" for i in range(len(further))]
+            values.update({p: {"S": name} for p, name in zip(placeholders, further, strict=True)})
+            condition += f" AND (attribute_not_exists(#d) OR NOT #d IN ({', '.join(placeholders)}))"
+        expression = "SET #d = :event, #dat = :at, #dd = :detail, #u = :now ADD #events :one"
+        if self._update(key, expression, values, condition=condition, missing_ok=True):
+            return
         self._update(
             key,
-            "SET #d = :event, #dat = :at, #dd = :detail, #u = :now ADD #events :one",
-            {
-                ":event": {"S": event_type},
-                ":at": {"S": timestamp},
-                ":detail": {"S": detail[:1000] or "-"},
-                ":one": {"SS": [event_type]},
-            },
+            "SET #u = :now ADD #events :one",
+            {":one": values[":one"]},
             condition="attribute_exists(#k)",
         )
 

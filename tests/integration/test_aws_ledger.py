@@ -133,6 +133,44 @@ def test_events_are_recorded_against_the_entry(ledger):
     assert item["state"] == {"S": "sent"}
 
 
+def test_a_late_event_leaves_a_more_final_delivery_state(ledger):
+    # GIVEN a sent entry whose Bounce is recorded
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    ledger.record_sent("k1", message_id="m-1")
+    ledger.record_event(
+        "k1", event_type="Bounce", timestamp="2026-12-04T10:05:00Z", detail="Permanent/NoEmail"
+    )
+
+    # WHEN the Send and Delivery events arrive after it (EventBridge does not order them)
+    ledger.record_event("k1", event_type="Send", timestamp="2026-12-04T10:00:00Z")
+    ledger.record_event("k1", event_type="Delivery", timestamp="2026-12-04T10:01:00Z")
+
+    # THEN the entry still says Bounce, with its time and detail, and lists every event
+    item = boto3.client("dynamodb", region_name="eu-west-1").get_item(
+        TableName="ledger", Key={"idempotency_key": {"S": "k1"}}
+    )["Item"]
+    assert (item["delivery"], item["delivery_at"], item["delivery_detail"]) == (
+        {"S": "Bounce"},
+        {"S": "2026-12-04T10:05:00Z"},
+        {"S": "Permanent/NoEmail"},
+    )
+    assert sorted(item["events"]["SS"]) == ["Bounce", "Delivery", "Send"]
+
+    # AND a Complaint, as final as a Bounce, is recorded over it
+    ledger.record_event("k1", event_type="Complaint", timestamp="2026-12-04T11:00:00Z")
+    assert ledger_item(ledger, "k1")["delivery"] == {"S": "Complaint"}
+
+
+def test_an_event_for_a_missing_entry_is_a_ledger_error(ledger):
+    with pytest.raises(LedgerError, match="no such entry"):
+        ledger.record_event("absent", event_type="Send", timestamp="2026-12-04T10:00:00Z")
+
+
+def ledger_item(ledger, key):
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    return client.get_item(TableName=ledger.table, Key={"idempotency_key": {"S": key}})["Item"]
+
+
 def test_a_missing_table_is_a_ledger_error(aws):
     ledger = DynamoDbLedger("absent", boto3.client("dynamodb", region_name="eu-west-1"))
     with pytest.raises(LedgerError, match="dynamodb://absent"):
