@@ -195,7 +195,9 @@ def report(console: Console, stack: Stack, described: dict[str, Any]) -> int:
     if described.get("error") or described.get("cause"):
         console.print(f"error: {described.get('error', '')}: {described.get('cause', '')}")
     console.print(f"console: {console_link(stack.region, described['executionArn'])}")
-    if status != "SUCCEEDED":
+    if status not in DONE:
+        console.print("still running: run this command again later to see how it ended")
+    elif status != "SUCCEEDED":
         console.print(
             f"to rerun what failed: mailmatrix aws redrive {described['executionArn']} "
             f"--stack {stack.name}"

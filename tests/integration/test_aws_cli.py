@@ -222,6 +222,9 @@ def test_status_lists_and_shows_executions(stack):
     assert listed.exit_code == 0 and "RUNNING" in listed.output and "run-1" in listed.output
     assert shown.exit_code == 0, shown.output
     assert "execution run-1: RUNNING" in shown.output
+    # AND a running execution is not one to redrive: the command says so, and no redrive
+    assert "still running" in shown.output
+    assert "redrive" not in shown.output
 
 
 def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
