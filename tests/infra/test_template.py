@@ -201,6 +201,50 @@ def test_upload_rule_starts_the_state_machine_with_retries_and_dead_letters(tran
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
 
 
+def insecure_transport_denials(transformed: dict[str, Any], kind: str) -> dict[str, list]:
+    """For each resource a policy of ``kind`` covers, the actions its statements deny to
+    every principal on requests made without TLS, and nothing else."""
+    listed = "Topics" if kind == "AWS::SNS::TopicPolicy" else "Queues"
+    denied: dict[str, list] = {}
+    for policy in resources_of(transformed, kind).values():
+        properties = policy["Properties"]
+        for statement in properties["PolicyDocument"]["Statement"]:
+            if statement["Effect"] != "Deny":
+                continue
+            assert statement["Principal"] == "*"
+            assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for target in properties[listed]:
+                denied.setdefault(json.dumps(target), []).append(statement["Action"])
+    return denied
+
+
+def test_topics_and_the_dead_letter_queue_deny_requests_without_tls(transformed):
+    # GIVEN every topic and queue of the stack WHEN their resource policies are read
+    # THEN each denies, to any principal, publishing or sending without TLS
+    topics = resources_of(transformed, "AWS::SNS::Topic")
+    queues = resources_of(transformed, "AWS::SQS::Queue")
+    by_topic = insecure_transport_denials(transformed, "AWS::SNS::TopicPolicy")
+    by_queue = insecure_transport_denials(transformed, "AWS::SQS::QueuePolicy")
+    assert by_topic == {json.dumps({"Ref": name}): ["sns:Publish"] for name in topics}
+    assert by_queue == {json.dumps({"Ref": name}): ["sqs:*"] for name in queues}
+
+    # AND the services that publish alerts and dead letters are still let in (over TLS)
+    policy = transformed["Resources"]["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
+    allowed = {s["Principal"]["Service"] for s in policy["Statement"] if s["Effect"] == "Allow"}
+    assert "cloudwatch.amazonaws.com" in allowed
+
+
+def test_the_ledger_is_encrypted_with_the_aws_managed_key_and_says_so(sam_template):
+    # SSEEnabled true without a key id is the AWS managed key aws/dynamodb, not an AWS owned
+    # key (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_SSESpecification.html)
+    table = sam_template["Resources"]["LedgerTable"]
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    (skip,) = [s for s in table["Metadata"]["checkov"]["skip"] if s["id"] == "CKV_AWS_119"]
+    assert "AWS managed key aws/dynamodb" in skip["comment"]
+    assert "owned" not in skip["comment"]
+    assert "AWS owned key" not in TEMPLATE.read_text(encoding="utf-8")
+
+
 def upload_rule_matches(transformed: dict[str, Any], key: str) -> bool:
     """Whether EventBridge (as moto implements its patterns) starts a run for ``key``."""
     from moto.events.models import EventPattern
