@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,7 @@ def run_on_engine(
     metadata: dict[str, str] | None = None,
     settings: dict[str, str] | None = None,
     body: bytes | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> dict[str, Any]:
     """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
     on the local engine (on an event naming ``event_key``, the key as the event spells it, when
@@ -130,7 +132,7 @@ def run_on_engine(
     given, is uploaded in place of the example CSV.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
-    function's handler (``module:callable``).
+    function's handler (``module:callable``); ``sleep``, how the engine waits before a retry.
     """
     from functions.send_batch import app as send_batch_app
     from mailmatrix.engine import Engine, ResourceRegistry
@@ -174,7 +176,7 @@ def run_on_engine(
     }
     with environment(env):
         send_batch_app.reset()
-        engine = Engine(account["tmp"] / "executions", registry)
+        engine = Engine(account["tmp"] / "executions", registry, sleep=sleep or time.sleep)
         return engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             object_created_event(BUCKET, event_key or key, len(body), etag),
