@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -316,6 +316,21 @@ class DynamoDbLedger:
         """The keys of the rows release_failed would give back (see the Ledger port)."""
         return [item[KEY]["S"] for item in self._failed(campaign, failed_before, unknown)]
 
+    def settled_keys(self, campaign: str) -> Iterator[str]:
+        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port): one
+        query of the by_campaign index, a page at a time, returning the keys alone."""
+        yield from (
+            item[KEY]["S"]
+            for item in self._items(
+                CAMPAIGN_INDEX,
+                "#c = :c",
+                {":c": {"S": campaign}, ":sent": {"S": "sent"}, ":failed": {"S": "failed"}},
+                campaign,
+                only="#s IN (:sent, :failed)",
+                projection="#k",
+            )
+        )
+
     def release_failed(
         self,
         campaign: str,
@@ -452,24 +467,38 @@ class DynamoDbLedger:
     ) -> list[dict]:
         """Every item of ``index`` matching ``condition``, page after page; ``only``: a filter
         on the items read (it saves transfer, not read capacity)."""
-        items: list[dict] = []
+        return list(self._items(index, condition, values, what, only=only))
+
+    def _items(
+        self,
+        index: str,
+        condition: str,
+        values: dict,
+        what: str,
+        *,
+        only: str | None = None,
+        projection: str | None = None,
+    ) -> Iterator[dict]:
+        """The items of _query one page at a time; ``projection``: the attributes to return."""
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
-        aliases = re.findall(r"#\w+", condition + " " + (only or ""))
+        aliases = re.findall(r"#\w+", f"{condition} {only or ''} {projection or ''}")
         if aliases:
             request["ExpressionAttributeNames"] = {a: _NAMES[a] for a in aliases}
         if only:
             request["FilterExpression"] = only
+        if projection:
+            request["ProjectionExpression"] = projection
         try:
             while True:
                 response = self._db.query(**request)
-                items += response.get("Items", [])
+                yield from response.get("Items", [])
                 if "LastEvaluatedKey" not in response:
-                    return items
+                    return
                 request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as error:
             raise self._error(f"query {index}", what, error) from error

@@ -13,6 +13,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
     check_outcomes_of,
     check_release_failed,
+    check_settled_keys,
 )
 
 
@@ -335,3 +336,38 @@ def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
     # WHEN asked THEN a ledger error says so, after a bounded number of requests
     with pytest.raises(LedgerError, match="unprocessed"):
         ledger.outcomes_of(["k1"])
+
+
+def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
+    check_settled_keys(ledger)
+
+
+class CountingClient:
+    """A DynamoDB client that counts its query requests."""
+
+    def __init__(self, client) -> None:
+        self._client, self.queries = client, []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def query(self, **request):
+        self.queries.append(request)
+        return self._client.query(**request)
+
+
+def test_settled_keys_read_the_campaign_index_once_and_return_keys_only(ledger):
+    # GIVEN 300 sent rows of a campaign
+    for row in range(300):
+        ledger.claim(f"k{row:03d}", campaign="c", row=row, attempt="a")
+        ledger.record_sent(f"k{row:03d}", message_id=f"m{row}")
+
+    # WHEN its settled keys are read through a client that counts queries
+    counting = CountingClient(ledger._db)
+    keys = list(DynamoDbLedger("ledger", counting).settled_keys("c"))
+
+    # THEN one query of by_campaign (one page here) brought every key, and the keys alone
+    assert len(keys) == 300
+    (request,) = counting.queries
+    assert request["IndexName"] == "by_campaign"
+    assert request["ProjectionExpression"] == "#k"

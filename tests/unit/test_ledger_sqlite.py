@@ -16,6 +16,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
     check_outcomes_of,
     check_release_failed,
+    check_settled_keys,
 )
 
 
@@ -379,3 +380,7 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
 
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
+
+
+def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
+    check_settled_keys(ledger)
