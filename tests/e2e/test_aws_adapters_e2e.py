@@ -125,6 +125,7 @@ def run_on_engine(
     settings: dict[str, str] | None = None,
     body: bytes | None = None,
     sleep: Callable[[float], None] | None = None,
+    state_machine: str = "LocalStateMachine",
 ) -> dict[str, Any]:
     """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
     on the local engine (on an event naming ``event_key``, the key as the event spells it, when
@@ -132,7 +133,8 @@ def run_on_engine(
     given, is uploaded in place of the example CSV.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
-    function's handler (``module:callable``); ``sleep``, how the engine waits before a retry.
+    function's handler (``module:callable``); ``sleep``, how the engine waits before a retry;
+    ``state_machine``, the name in the execution's ARNs.
     """
     from functions.send_batch import app as send_batch_app
     from mailmatrix.engine import Engine, ResourceRegistry
@@ -181,6 +183,7 @@ def run_on_engine(
             DEFINITION.read_text(encoding="utf-8"),
             object_created_event(BUCKET, event_key or key, len(body), etag),
             substitutions=substitutions,
+            state_machine_name=state_machine,
         )
 
 

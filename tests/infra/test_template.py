@@ -18,6 +18,7 @@ FUNCTIONS = {
     "SendBatchFunction": "send_batch",
     "SummarizeFunction": "summarize",
     "SesEventsFunction": "ses_events",
+    "AlertFunction": "alert",
 }
 SUBSTITUTIONS = {
     "ValidateFunctionArn",
@@ -124,33 +125,57 @@ def test_the_state_machine_publishes_only_to_the_topics_its_definition_names(tra
     assert published == topics
 
 
-def test_failed_executions_alert_through_an_eventbridge_rule(transformed):
-    rule = transformed["Resources"]["ExecutionAlertRule"]["Properties"]
+def test_failed_executions_alert_through_the_alert_function(transformed):
+    # GIVEN the rule on the state machine's failed, timed-out and aborted executions
+    resources = transformed["Resources"]
+    rule = resources["ExecutionAlertRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.states"]
     assert rule["EventPattern"]["detail-type"] == ["Step Functions Execution Status Change"]
     assert rule["EventPattern"]["detail"] == {
         "status": ["FAILED", "TIMED_OUT", "ABORTED"],
         "stateMachineArn": [{"Ref": "MailMatrixStateMachine"}],
     }
-    (target,) = rule["Targets"]
-    assert target["Arn"] == {"Ref": "AlertTopic"}
-    transformer = target["InputTransformer"]
-    template = transformer["InputTemplate"]["Fn::Sub"]
-    # Filled in as EventBridge and CloudFormation would, the template is one JSON string.
-    filled = re.sub(r"<(\w+)>", lambda m: f"{m.group(1).upper()}", template)
-    filled = re.sub(r"\$\{[^}]+\}", "x", filled)
-    message = json.loads(filled)
-    assert message.startswith("MailMatrix execution NAME ended STATUS.\nError: ERROR\nCause: CAUSE")
-    assert "mailmatrix aws redrive EXECUTION --stack x" in message
-    assert set(re.findall(r"<(\w+)>", template)) == set(transformer["InputPathsMap"])
 
-    policy = transformed["Resources"]["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
-    (from_rule,) = [
-        s for s in policy["Statement"] if s["Principal"] == {"Service": "events.amazonaws.com"}
+    # THEN it invokes AlertFunction with the whole event (the function reads the failed
+    # batches' errors), with retries and dead letters, and may do so by a permission of its own
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
+    assert "InputTransformer" not in target and "Input" not in target
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    (permission,) = [
+        p
+        for p in resources_of(transformed, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Ref": "AlertFunction"}
     ]
-    assert from_rule["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ExecutionAlertRule", "Arn"]}}
+    assert permission["Properties"] == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Ref": "AlertFunction"},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": {"Fn::GetAtt": ["ExecutionAlertRule", "Arn"]},
     }
+
+    # AND the function publishes to the alerts topic, its undelivered events go to the
+    # dead-letter queue, and only its role may publish there besides the alarms
+    function = resources["AlertFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["MAILMATRIX_ALERT_TOPIC"] == {"Ref": "AlertTopic"}
+    assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    role = resources["AlertRole"]["Properties"]
+    granted = {
+        action: statement["Resource"]
+        for policy in role["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert granted["sns:Publish"] == {"Ref": "AlertTopic"}
+    assert {"states:ListMapRuns", "states:ListExecutions", "states:DescribeExecution"} <= set(
+        granted
+    )
+    policy = resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
+    allowed = [s["Principal"] for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allowed == [{"Service": "cloudwatch.amazonaws.com"}]
 
 
 def test_state_machine_logs_and_traces(transformed):
