@@ -385,6 +385,26 @@ def test_alarms_cover_executions_lambda_and_ses_reputation(transformed):
     } <= metrics
 
 
+def test_lambda_errors_alarm_on_the_functions_outside_executions_only(transformed):
+    # GIVEN the alarm on Lambda's Errors metric
+    alarm = transformed["Resources"]["LambdaErrorsAlarm"]["Properties"]
+    watched = {
+        query["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query and query["MetricStat"]["Metric"]["MetricName"] == "Errors"
+    }
+    # THEN it leaves out SendBatch, whose ClaimBusy, Throttled and time-limit errors are
+    # retried on purpose (and Validate and Summarize, whose errors fail the execution, which
+    # ExecutionsFailedAlarm and the alert report), and watches what nothing else would report
+    assert watched == {"SesEventsFunction", "AlertFunction"}
+    (total,) = [q for q in alarm["Metrics"] if "Expression" in q]
+    assert set(total["Expression"].replace("+", " ").split()) == {
+        q["Id"] for q in alarm["Metrics"] if "MetricStat" in q
+    }
+    failed = transformed["Resources"]["ExecutionsFailedAlarm"]["Properties"]
+    assert (failed["Namespace"], failed["MetricName"]) == ("AWS/States", "ExecutionsFailed")
+
+
 def test_dashboard_shows_the_alarmed_figures(transformed):
     body = transformed["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
     for figure in (
