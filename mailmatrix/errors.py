@@ -33,8 +33,8 @@ class NoEarlierRun(ConfigurationError):
 
 
 class AttachmentChanged(MailMatrixError):
-    """A row's attachment is not the file validation saw (another size): it may have been
-    replaced, or relinked to another recipient's letter, since."""
+    """A row's attachment is not the file validation saw (another size or version tag): it
+    may have been replaced, rewritten, or relinked to another recipient's letter, since."""
 
 
 class InputFileError(MailMatrixError):
@@ -45,12 +45,22 @@ class TemplateError(MailMatrixError):
     """A template cannot be loaded, compiled, or uses variables the CSV does not have."""
 
 
+class TemplateSetsChanged(TemplateError):
+    """The templates lack a set whose name earlier runs of the campaign used (renamed or
+    removed): the ledger knows each letter by its set's name, so its letters would go out again
+    under the new one. Nothing is sent until the set is back or the file has a new name."""
+
+
 class StorageError(MailMatrixError):
     """An object could not be read from or written to storage."""
 
 
 class NotFoundError(StorageError):
     """The object or key does not exist."""
+
+
+class ObjectChanged(StorageError):
+    """The object under a key is no longer the version asked for (its tag differs)."""
 
 
 class SendError(MailMatrixError):

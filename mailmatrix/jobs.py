@@ -8,7 +8,6 @@ through storage (the validated manifest, the Map's result files), never through 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import json
@@ -30,7 +29,14 @@ from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
-from mailmatrix.core.send import compose, idempotency_key, send_batch, sender_problem
+from mailmatrix.core.send import (
+    attachment_fetcher,
+    compose,
+    idempotency_key,
+    send_batch,
+    sender_problem,
+    template_sets_changed,
+)
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
@@ -192,9 +198,7 @@ class _Retry:
     the file (one found to have arrived) stays failed, and no later run of it sends it.
     """
 
-    def __init__(
-        self, upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger] | None
-    ) -> None:
+    def __init__(self, upload: ObjectInfo, campaign_id: str, ledger: Ledger | None) -> None:
         self.campaign_id = campaign_id
         # S3 gives the time in whole seconds, cut: a second more keeps every row failed
         # before it. (The first execution of an upload fails rows seconds after it at best.)
@@ -202,9 +206,9 @@ class _Retry:
         self.kinds = [
             unknown
             for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
-            if open_ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
+            if ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
         ]
-        self.ledger = open_ledger() if open_ledger is not None and self.kinds else None
+        self.ledger = ledger if self.kinds else None
         self.failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown
         for unknown in self.kinds:
             assert self.ledger is not None
@@ -310,6 +314,10 @@ def validate_job(
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
     will send (see _Demand), for which the ledger is asked once; otherwise the valid rows.
+
+    Before anything is sent, the template sets of the valid rows are added to those the
+    campaign has used (Ledger.record_template_sets), and a run whose templates lack one used
+    before is refused (TemplateSetsChanged): its letters would be keyed anew and sent again.
     """
     source = _stored_source(storage, source)
     upload = storage.head(source.key)
@@ -338,10 +346,11 @@ def validate_job(
     reports = reports_prefix(campaign_id, folder)
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
-    open_ledger = functools.cache(open_ledger)  # one ledger for the retry and the count
-    retry = _Retry(upload, campaign_id, None if dry_run else open_ledger)
-    counting = preflight is not None and preflight_counts and not dry_run
-    demand = _Demand(open_ledger(), campaign_id, retry) if counting else None
+    ledger = None if dry_run else open_ledger()
+    retry = _Retry(upload, campaign_id, ledger)
+    counting = preflight is not None and preflight_counts
+    demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
+    used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -353,6 +362,7 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
+                used_sets.add(row["template"])
                 retry.see(row["key"], row["row"])
                 if demand is not None:
                     demand.add(row)
@@ -398,6 +408,10 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
+    if ledger is not None and used_sets:
+        gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
+        if gone:
+            raise template_sets_changed(source.key, gone, scope="this run")
     released = retry.release(report.withdrawn)
     campaign = {
         "id": campaign_id,
@@ -460,7 +474,7 @@ def _write_previews(
                 item,
                 campaign,
                 catalog=catalog,
-                fetch_attachment=lambda name: storage.get(attachments + name),
+                fetch_attachment=attachment_fetcher(storage, attachments),
             )
             storage.put(
                 f"{prefix}row-{item['row']}.eml",
@@ -483,17 +497,12 @@ def send_job(
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
     request id: one invocation of an attempt sends at a time); return each row's outcome."""
-    prefix = campaign["attachments_prefix"]
-
-    def fetch_attachment(name: str) -> bytes:
-        return storage.get(prefix + name)
-
     rate = float(campaign.get("per_worker_rate") or 0.0)
     result = send_batch(
         items,
         campaign,
         catalog=catalog,
-        fetch_attachment=fetch_attachment,
+        fetch_attachment=attachment_fetcher(storage, campaign["attachments_prefix"]),
         mailer=mailer,
         ledger=ledger,
         attempt=attempt,

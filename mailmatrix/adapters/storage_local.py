@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
 _CHUNK = 1024 * 1024
@@ -55,8 +55,9 @@ class LocalStorage:
         base, below, mounted = self._location(key)
         return Path(base) / below, mounted
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes."""
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; with ``tag`` (from a listing), only while the file is
+        still that one, unchanged (ObjectChanged otherwise)."""
         base, below, _ = self._location(key)
         if "/" not in below:
             # The common case, a file right in its folder that is not a link, in three calls:
@@ -69,11 +70,11 @@ class LocalStorage:
                 try:
                     if stat.S_ISREG(os.fstat(fd).st_mode):
                         with open(fd, "rb", buffering=0, closefd=False) as stream:
-                            return stream.read()
+                            return _read_version(stream, key, tag)
                 finally:
                     os.close(fd)
         with self.open(key) as stream:
-            return stream.read()
+            return _read_version(stream, key, tag)
 
     def open(self, key: str) -> BinaryIO:
         """Open the object for reading; a symlink may not lead outside its folder."""
@@ -164,12 +165,25 @@ class LocalStorage:
         return path
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Yield the objects under ``prefix`` in key order (sizes only; no ETag)."""
+        """Yield the objects under ``prefix`` in key order (size, identity and tag; no ETag)."""
         for mount, base in self.mounts.items():
             if prefix.startswith(mount):
                 yield from _walk(base, mount, prefix)
                 return
         yield from _walk(self.root, "", prefix)
+
+
+def _read_version(stream: BinaryIO, key: str, tag: str | None) -> bytes:
+    """Read ``stream`` whole; with ``tag``, refuse it unless the file read is still the
+    version listed. The file's own stat, taken after the read, decides: no other file can
+    have been put between the check and the read, and a rewrite during the read shows."""
+    data = stream.read()
+    if tag and _version_tag(os.fstat(stream.fileno())) != tag:
+        raise ObjectChanged(
+            f"local storage: {key}: not the file listed before (replaced, rewritten or relinked"
+            " since)"
+        )
+    return data
 
 
 def _metadata_file(path: Path) -> Path:
@@ -197,7 +211,7 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
     One ``stat`` a file (the directory entries say which are links and folders): a folder of
     10,000 attachments is listed at every validation. That stat follows a symlink, so each
     object's identity is the file it reaches (device and inode): a symlink and its target, or
-    two hard links, are one file under two keys.
+    two hard links, are one file under two keys. The same stat gives each object's tag.
     """
     if not base.is_dir():
         return
@@ -232,9 +246,21 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
         except OSError:  # a dangling link, or the file went away: no object
             continue
         if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files
-            yield ObjectInfo(key=key, size=info.st_size, identity=_identity(info))
+            yield ObjectInfo(
+                key=key, size=info.st_size, identity=_identity(info), tag=_version_tag(info)
+            )
 
 
 def _identity(info: os.stat_result) -> str | None:
     """The file a stat describes, as device and inode; None where the system gives no inode."""
     return f"{info.st_dev}:{info.st_ino}" if info.st_ino else None
+
+
+def _version_tag(info: os.stat_result) -> str:
+    """A file's version as a stat shows it: another file in its place has another device or
+    inode, a rewrite another change time (which tools do not set back, unlike the modification
+    time: ``cp -p`` or ``touch -r`` over a file of the same size still shows)."""
+    return (
+        f"{info.st_dev:x}:{info.st_ino:x}:{info.st_size:x}:{info.st_mtime_ns:x}"
+        f":{info.st_ctime_ns:x}"
+    )

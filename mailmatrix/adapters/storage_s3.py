@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
 logger = logging.getLogger(__name__)
@@ -24,15 +24,20 @@ class S3Storage:
         self.bucket = bucket
         self._s3 = client or _aws.client("s3")
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise NotFoundError when absent."""
-        with self.open(key) as body:
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent. With ``tag`` (an ETag
+        from a listing) S3 gives that version or none (If-Match): ObjectChanged on its 412."""
+        with self._body(key, tag) as body:
             return body.read()
 
     def open(self, key: str) -> BinaryIO:
         """Return a readable stream of the object's body."""
+        return self._body(key, None)
+
+    def _body(self, key: str, tag: str | None) -> BinaryIO:
+        match = {"IfMatch": f'"{tag}"'} if tag else {}
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            response = self._s3.get_object(Bucket=self.bucket, Key=key, **match)
         except (ClientError, BotoCoreError) as error:
             raise self._error("get", key, error) from error
         return cast(BinaryIO, response["Body"])
@@ -82,13 +87,14 @@ class S3Storage:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with ``prefix``, in key order (S3 has no links:
-        each key is its own object, so no identity is given)."""
+        each key is its own object, so no identity is given); an object's tag is its ETag."""
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
+                    etag = _etag(item.get("ETag"))
                     yield ObjectInfo(
-                        key=item["Key"], size=int(item.get("Size", 0)), etag=_etag(item.get("ETag"))
+                        key=item["Key"], size=int(item.get("Size", 0)), etag=etag, tag=etag
                     )
         except (ClientError, BotoCoreError) as error:
             raise self._error("list", prefix, error) from error
@@ -99,6 +105,10 @@ class S3Storage:
             _aws.error_code(error) in _MISSING or _aws.http_status(error) == 404
         ):
             return NotFoundError(f"{where}: {action}: no such object")
+        if isinstance(error, ClientError) and (
+            _aws.error_code(error) == "PreconditionFailed" or _aws.http_status(error) == 412
+        ):  # If-Match did not hold
+            return ObjectChanged(f"{where}: {action}: not the version listed before (its ETag)")
         return StorageError(f"{where}: {action} failed: {error}")
 
 

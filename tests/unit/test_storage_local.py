@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from mailmatrix.adapters.storage_local import LocalStorage
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 
 
 def test_put_get_head_and_list_in_key_order(tmp_path):
@@ -163,3 +163,74 @@ def test_an_upload_keeps_its_own_metadata_as_s3_does(tmp_path):
     storage.put_file("incoming/offers.csv", str(source), metadata={"a": "b"})
     storage.put("incoming/offers.csv", b"Email\n")
     assert storage.head("incoming/offers.csv").metadata == {}
+
+
+def _listed_tag(storage: LocalStorage, key: str) -> str:
+    return next(o.tag for o in storage.list(key) if o.key == key)
+
+
+def test_a_fetch_by_tag_reads_the_file_listed_and_no_other_of_its_size(tmp_path):
+    # GIVEN a mounted folder with two letters of the same size, listed with their tags
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    (folder / "anna.pdf").write_bytes(b"%PDF Anna 68,000")
+    (folder / "bob.pdf").write_bytes(b"%PDF Bob 61,000 ")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+    tags = {o.key: o.tag for o in storage.list("attachments/")}
+    assert len(set(tags.values())) == 2 and all(tags.values())
+
+    # THEN each is read by its tag, and a fetch without one is not checked
+    assert storage.get("attachments/anna.pdf", tag=tags["attachments/anna.pdf"]).startswith(
+        b"%PDF Anna"
+    )
+    assert storage.get("attachments/bob.pdf", tag=None) == b"%PDF Bob 61,000 "
+
+    # WHEN Bob's letter is replaced by a file of the same size (written beside it, moved over)
+    (folder / "new.pdf").write_bytes(b"%PDF Bob 99,000 ")
+    os.replace(folder / "new.pdf", folder / "bob.pdf")
+
+    # THEN a fetch of the version listed is refused
+    with pytest.raises(ObjectChanged, match=r"attachments/bob\.pdf: not the file listed before"):
+        storage.get("attachments/bob.pdf", tag=tags["attachments/bob.pdf"])
+
+
+def test_a_rewrite_in_place_with_its_times_set_back_is_seen(tmp_path):
+    # GIVEN a listed file
+    storage = LocalStorage(tmp_path)
+    path = tmp_path / "attachments" / "bob.pdf"
+    path.parent.mkdir()
+    path.write_bytes(b"%PDF Bob 61,000 ")
+    before = os.stat(path)
+    tag = _listed_tag(storage, "attachments/bob.pdf")
+
+    # WHEN it is rewritten in place, same size, its times set back as `cp -p` or `touch -r`
+    # would (same inode, same size, same modification time)
+    with open(path, "r+b") as stream:
+        stream.write(b"%PDF Bob 99,000 ")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_ino == before.st_ino
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+
+    # THEN the change time tells it apart
+    with pytest.raises(ObjectChanged):
+        storage.get("attachments/bob.pdf", tag=tag)
+
+
+def test_a_name_relinked_to_another_file_of_its_size_is_refused(tmp_path):
+    # GIVEN two letters of the same size, one reached through a symlink, listed
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    (folder / "anna.pdf").write_bytes(b"%PDF Anna 68,000")
+    (folder / "letters-bob.pdf").write_bytes(b"%PDF Bob 61,000 ")
+    (folder / "bob.pdf").symlink_to("letters-bob.pdf")
+    storage = LocalStorage(tmp_path)
+    tag = _listed_tag(storage, "attachments/bob.pdf")
+    assert storage.get("attachments/bob.pdf", tag=tag) == b"%PDF Bob 61,000 "
+
+    # WHEN Bob's name is relinked to Anna's letter
+    (folder / "bob.pdf").unlink()
+    (folder / "bob.pdf").symlink_to("anna.pdf")
+
+    # THEN the link's new file is not the one listed
+    with pytest.raises(ObjectChanged):
+        storage.get("attachments/bob.pdf", tag=tag)
