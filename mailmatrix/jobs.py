@@ -157,9 +157,10 @@ def retry_command(source: Source, stack: str, *, unknown: bool = False) -> str:
     return f"aws s3 cp {shlex.quote(name)} {target} --metadata {metadata}=true"
 
 
-def _drop_rows(path: str, rows: frozenset[int]) -> None:
+def _drop_rows(path: str, rows: frozenset[int], dropped: Callable[[dict], None]) -> None:
     """Rewrite the manifest at ``path`` without ``rows``: rows intake rejected after it had
-    passed them on (IntakeReport.withdrawn; rare, so other runs never read it back)."""
+    passed them on (IntakeReport.withdrawn; rare, so other runs never read it back). Each
+    row left out is handed to ``dropped``."""
     kept = path + ".kept"
     try:
         with (
@@ -167,7 +168,10 @@ def _drop_rows(path: str, rows: frozenset[int]) -> None:
             open(kept, "w", encoding="utf-8", newline="\n") as target,
         ):
             for line in source:
-                if json.loads(line)["row"] not in rows:
+                row = json.loads(line)
+                if row["row"] in rows:
+                    dropped(row)
+                else:
                     target.write(line)
         os.replace(kept, path)
     finally:
@@ -238,6 +242,44 @@ class _Retry:
         return released
 
 
+class _Demand:
+    """The messages a run will send, for the quota preflight.
+
+    A row counts unless the ledger has it settled: sent (it will be skipped), or failed for
+    good and not one this upload releases (_Retry). It counts its recipients, To, Cc and Bcc,
+    as SES counts them against the 24-hour quota. The ledger is asked once for the campaign
+    (not once per row); its keys are kept as 64-bit numbers (a key is a sha256 in hex), a
+    few dozen bytes each for a million rows, where a clash would only count a row less.
+    """
+
+    def __init__(self, ledger: Ledger, campaign_id: str, retry: _Retry) -> None:
+        self.settled = frozenset(_short(key) for key in ledger.settled_keys(campaign_id))
+        self.released = retry.failed
+        self.messages = 0
+
+    def recipients(self, row: dict[str, Any]) -> int:
+        """How many messages ``row`` adds to this run (0: the run skips it)."""
+        if _short(row["key"]) in self.settled and row["key"] not in self.released:
+            return 0
+        return 1 + len(row.get("cc") or ()) + len(row.get("bcc") or ())
+
+    def add(self, row: dict[str, Any]) -> None:
+        """A row passed on to the manifest."""
+        self.messages += self.recipients(row)
+
+    def drop(self, row: dict[str, Any]) -> None:
+        """A row taken out of the manifest again (IntakeReport.withdrawn)."""
+        self.messages -= self.recipients(row)
+
+
+def _short(key: str) -> int:
+    return int(key[:16], 16)
+
+
+def _ignore(row: dict[str, Any]) -> None:
+    """A row dropped from the manifest when nothing counts rows."""
+
+
 def load_templates(storage: Storage, prefix: str) -> Catalog:
     """Read every template file under ``prefix`` and build the catalog."""
     files = {}
@@ -258,6 +300,7 @@ def validate_job(
     settings: Settings,
     *,
     preflight: Callable[[str, int], dict[str, Any]] | None = None,
+    preflight_counts: bool = True,
     open_ledger: Callable[[], Ledger],
     execution: str | None = None,
 ) -> dict[str, Any]:
@@ -267,6 +310,10 @@ def validate_job(
     another, so a redrive of this execution still sends the rows this one validated. An upload
     whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
     in the ledger (``open_ledger``) once the file has passed, before anything is sent.
+
+    ``preflight(sender, needed)`` checks the mail service before anything is planned;
+    ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
+    will send (see _Demand), for which the ledger is asked once; otherwise the valid rows.
 
     Before anything is sent, the template sets of the valid rows are added to those the
     campaign has used (Ledger.record_template_sets), and a run whose templates lack one used
@@ -301,6 +348,8 @@ def validate_job(
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
     ledger = None if dry_run else open_ledger()
     retry = _Retry(upload, campaign_id, ledger)
+    counting = preflight is not None and preflight_counts
+    demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
     used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -315,6 +364,8 @@ def validate_job(
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
                 used_sets.add(row["template"])
                 retry.see(row["key"], row["row"])
+                if demand is not None:
+                    demand.add(row)
                 line = _MANIFEST_LINE.encode(row)
                 # Escape the Unicode line separators JSON allows raw, so no line-oriented
                 # reader (ours, AWS's ItemReader, a person's editor) can split a record.
@@ -331,7 +382,7 @@ def validate_job(
                     emit=emit,
                 )
         if report.withdrawn:
-            _drop_rows(manifest_path, report.withdrawn)
+            _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
         storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
     finally:
         os.unlink(manifest_path)
@@ -347,7 +398,7 @@ def validate_job(
 
     send_rate = settings.send_rate
     if preflight is not None and not dry_run:
-        account = preflight(sender, report.valid)
+        account = preflight(sender, report.valid if demand is None else demand.messages)
         if send_rate is None:
             send_rate = float(account["max_send_rate"])
     plan = plan_send(

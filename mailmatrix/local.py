@@ -37,13 +37,20 @@ try:
 except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.core.failures import (
+    Stopped,
+    failure_alert,
+    redrive_advice,
+    why_lines,
+)
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
-from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
@@ -823,7 +830,7 @@ def execute(
             listener=listener,
         )
         record["history"] = engine.history(record["name"])
-        record["failure_details"] = failure_details(engine, record)
+        _explain(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
 
@@ -864,7 +871,7 @@ def redrive(
             if campaign and isinstance(way, dict):
                 _settle_campaign_way(wd, campaign, way, first=first)
         record["history"] = engine.history(record["name"])
-        record["failure_details"] = failure_details(engine, record)
+        _explain(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
 
@@ -973,10 +980,6 @@ def _check_own_workdir(wd: Workdir, env: dict[str, str], execution_id: str) -> N
         )
 
 
-def _batches(count: int) -> str:
-    return f"{count} batch" if count == 1 else f"{count} batches"
-
-
 def campaign_of(history: list[dict[str, Any]]) -> str | None:
     """The campaign id that ValidateRecipients chose in an execution, if it got that far."""
     return validation_of(history).get("campaign", {}).get("id")
@@ -1012,51 +1015,57 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
     return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)
 
 
+def _explain(engine: Any, record: Any) -> None:
+    """Add to a finished execution's record why it stopped and when to redrive it."""
+    stopped = stopped_of(engine, record)
+    record["stopped"] = stopped
+    record["failure_details"] = why_lines(stopped)
+    if record["status"] != "SUCCEEDED":
+        ended = ending(record)
+        record["redrive_advice"] = redrive_advice(ended.status, ended.error, ended.cause, stopped)
+
+
+def stopped_of(engine: Any, record: Any) -> Stopped:
+    """What stopped a failed execution's Map Runs: its failed batches' errors and messages
+    (without Lambda's stack trace), and the batches never started."""
+    if record["status"] == "SUCCEEDED":
+        return Stopped()
+    found: list[tuple[str, str]] = []
+    not_started = 0
+    for map_run in engine.describe(record["name"]).get("mapRuns", []):
+        if map_run.get("status") != "FAILED":
+            continue
+        for child in engine.map_run_children(record["name"], map_run["id"]):
+            if child.get("status") in ("FAILED", "TIMED_OUT", "ABORTED"):
+                message = str(cause_message(child.get("cause")) or "")
+                found.append((str(child.get("error")), message))
+        not_started += map_run.get("pending") or 0
+    return Stopped(batches=tuple(found), not_started=not_started)
+
+
 def failure_details(engine: Any, record: Any) -> list[str]:
     """Say why a failed Map Run failed: its children's errors, counted, with one message each.
 
     The execution's own error (States.ExceedToleratedFailureThreshold) names the symptom; the
     operator needs the cause, e.g. "AccountSendingHalted (4 batches): Daily message quota".
     """
-    if record["status"] == "SUCCEEDED":
-        return []
-    lines = []
-    for map_run in engine.describe(record["name"]).get("mapRuns", []):
-        if map_run.get("status") != "FAILED":
-            continue
-        errors: dict[str, list[str]] = {}
-        for child in engine.map_run_children(record["name"], map_run["id"]):
-            if child.get("status") in ("FAILED", "TIMED_OUT", "ABORTED"):
-                message = str(cause_message(child.get("cause")) or "")
-                errors.setdefault(str(child.get("error")), []).append(message)
-        for error, messages in sorted(errors.items(), key=lambda e: -len(e[1])):
-            lines.append(f"{error} ({_batches(len(messages))}): {messages[0][:SHOWN_CAUSE_CHARS]}")
-        pending = map_run.get("pending") or 0
-        if pending:
-            lines.append(f"{_batches(pending)} {'was' if pending == 1 else 'were'} not started")
-    return lines
+    return why_lines(stopped_of(engine, record))
 
 
 def alert_if_failed(
     wd: Workdir, record: Any, *, echo: Callable[[str, Notification], None] | None = None
 ) -> None:
-    """Publish the failure alert, as the stack's EventBridge rule does on AWS.
+    """Publish the failure alert, as the stack's Alert function does on AWS: why sending
+    stopped (the batches' errors) and when a redrive makes sense.
 
     On AWS a rule on "Step Functions Execution Status Change" (FAILED, TIMED_OUT, ABORTED)
     sends the alert, so the definition needs no Catch and a redrive resumes where it failed.
     """
     if record["status"] == "SUCCEEDED":
         return
-    notification = Notification(
-        subject=f"MailMatrix execution {record['status']}: {record.get('error') or ''}"[:100],
-        message=(
-            f"Execution {record['executionArn']} {record['status']}.\n"
-            f"Error: {record.get('error')}\nCause: {record.get('cause')}\n"
-            + "".join(f"  {line}\n" for line in record.get("failure_details") or [])
-            + "\n"
-            f"Fix the cause, then: mailmatrix redrive {record['name']} --workdir"
-            f" {shlex.quote(str(wd.root))}"
-        ),
-        attributes={"status": record["status"]},
+    notification = failure_alert(
+        ending(record),
+        record.get("stopped") or Stopped(),
+        redrive=f"mailmatrix redrive {record['name']} --workdir {shlex.quote(str(wd.root))}",
     )
     LocalNotifier(wd.notifications, echo=echo).publish(local_topic_arn("AlertTopic"), notification)

@@ -7,7 +7,7 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -276,6 +276,11 @@ class Ledger(Protocol):
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
     ) -> list[str]:
         """The keys of the rows release_failed would give back (same arguments)."""
+        ...
+
+    def settled_keys(self, campaign: str) -> Iterable[str]:
+        """The keys of ``campaign``'s rows a run skips: sent, or failed for good (unless
+        released first). One query of the campaign, for counting what a run will send."""
         ...
 
     def release_failed(

@@ -22,7 +22,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     storage = storage_for(settings, source.bucket)
 
     preflight = None
+    counts = False  # whether the preflight checks a quota, so needs what the run will send
     if settings.mailer == "ses":
+        counts = True
         from mailmatrix.adapters.ses_account import preflight as ses_preflight
 
         def preflight(sender: str, needed: int) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             source,
             settings,
             preflight=preflight,
+            preflight_counts=counts,
             open_ledger=lambda: ledger_from(settings),
             execution=event.get("execution"),
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,6 +46,18 @@ HALT_PREFIX = "halt#"
 _KEYS_PER_GET = 100  # BatchGetItem's limit
 _UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 BATCH_PREFIX = "batch#"
+# How far along an SES event says a message got: a later rank is what a person wants to see
+# (a Bounce or Complaint after the Delivery); an event of a lower rank that arrives after
+# one of a higher rank changes nothing but the entry's list of events.
+_EVENT_RANKS = {
+    "Send": 1,
+    "DeliveryDelay": 2,
+    "Delivery": 3,
+    "Bounce": 4,
+    "Complaint": 4,
+    "Reject": 4,
+    "Rendering Failure": 4,
+}
 SETS_PREFIX = "sets#"
 _SETS_TRIES = 5
 
@@ -426,6 +438,21 @@ class DynamoDbLedger:
         """The keys of the rows release_failed would give back (see the Ledger port)."""
         return [item[KEY]["S"] for item in self._failed(campaign, failed_before, unknown)]
 
+    def settled_keys(self, campaign: str) -> Iterator[str]:
+        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port): one
+        query of the by_campaign index, a page at a time, returning the keys alone."""
+        yield from (
+            item[KEY]["S"]
+            for item in self._items(
+                CAMPAIGN_INDEX,
+                "#c = :c",
+                {":c": {"S": campaign}, ":sent": {"S": "sent"}, ":failed": {"S": "failed"}},
+                campaign,
+                only="#s IN (:sent, :failed)",
+                projection="#k",
+            )
+        )
+
     def release_failed(
         self,
         campaign: str,
@@ -528,16 +555,32 @@ class DynamoDbLedger:
         return _outcome(_plain(item)) if item else None
 
     def record_event(self, key: str, *, event_type: str, timestamp: str, detail: str = "") -> None:
-        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``."""
+        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``.
+
+        EventBridge delivers events in no set order: one that says less than the entry holds
+        (a Send after the Bounce) is added to the entry's events but leaves the delivery state,
+        its time and detail as they are.
+        """
+        values = {
+            ":event": {"S": event_type},
+            ":at": {"S": timestamp},
+            ":detail": {"S": detail[:1000] or "-"},
+            ":one": {"SS": [event_type]},
+        }
+        rank = _EVENT_RANKS.get(event_type, 0)
+        further = sorted(name for name, later in _EVENT_RANKS.items() if later > rank)
+        condition = "attribute_exists(#k)"
+        if further:
+            placeholders = [f":further{i}" for i in range(len(further))]
+            values.update({p: {"S": name} for p, name in zip(placeholders, further, strict=True)})
+            condition += f" AND (attribute_not_exists(#d) OR NOT #d IN ({', '.join(placeholders)}))"
+        expression = "SET #d = :event, #dat = :at, #dd = :detail, #u = :now ADD #events :one"
+        if self._update(key, expression, values, condition=condition, missing_ok=True):
+            return
         self._update(
             key,
-            "SET #d = :event, #dat = :at, #dd = :detail, #u = :now ADD #events :one",
-            {
-                ":event": {"S": event_type},
-                ":at": {"S": timestamp},
-                ":detail": {"S": detail[:1000] or "-"},
-                ":one": {"SS": [event_type]},
-            },
+            "SET #u = :now ADD #events :one",
+            {":one": values[":one"]},
             condition="attribute_exists(#k)",
         )
 
@@ -546,24 +589,38 @@ class DynamoDbLedger:
     ) -> list[dict]:
         """Every item of ``index`` matching ``condition``, page after page; ``only``: a filter
         on the items read (it saves transfer, not read capacity)."""
-        items: list[dict] = []
+        return list(self._items(index, condition, values, what, only=only))
+
+    def _items(
+        self,
+        index: str,
+        condition: str,
+        values: dict,
+        what: str,
+        *,
+        only: str | None = None,
+        projection: str | None = None,
+    ) -> Iterator[dict]:
+        """The items of _query one page at a time; ``projection``: the attributes to return."""
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
-        aliases = re.findall(r"#\w+", condition + " " + (only or ""))
+        aliases = re.findall(r"#\w+", f"{condition} {only or ''} {projection or ''}")
         if aliases:
             request["ExpressionAttributeNames"] = {a: _NAMES[a] for a in aliases}
         if only:
             request["FilterExpression"] = only
+        if projection:
+            request["ProjectionExpression"] = projection
         try:
             while True:
                 response = self._db.query(**request)
-                items += response.get("Items", [])
+                yield from response.get("Items", [])
                 if "LastEvaluatedKey" not in response:
-                    return items
+                    return
                 request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as error:
             raise self._error(f"query {index}", what, error) from error

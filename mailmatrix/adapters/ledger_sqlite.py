@@ -401,6 +401,15 @@ class SqliteLedger:
             )
         ]
 
+    def settled_keys(self, campaign: str) -> Iterator[str]:
+        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port)."""
+        found = self._statement(
+            f"settled_keys {campaign}",
+            "SELECT key FROM sends WHERE campaign = ? AND state IN ('sent', 'failed')",
+            (campaign,),
+        )
+        return (str(row[0]) for row in found)
+
     def release_failed(
         self,
         campaign: str,

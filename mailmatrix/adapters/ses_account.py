@@ -20,7 +20,8 @@ def sesv2_client() -> Any:
 
 
 def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]:
-    """Check that ``sender`` may send ``needed`` messages now; return the rate and what is left.
+    """Check that ``sender`` may send ``needed`` messages now (recipients, as SES counts its
+    quota); return the rate and what is left.
 
     Returns ``{"max_send_rate": float, "remaining_24h": int}``. Raises AccountSendingHalted,
     with the numbers in its details, when sending is disabled for the account, the sender's
@@ -68,8 +69,9 @@ def preflight(*, sender: str, needed: int, client: Any = None) -> dict[str, Any]
         )
     if needed > remaining:
         raise AccountSendingHalted(
-            f"ses preflight: quota: the campaign needs {needed} messages but only {remaining} "
-            f"of {int(max_24h)} remain in the 24-hour window",
+            f"ses preflight: quota: this run needs {needed} messages but only {remaining} of"
+            f" {int(max_24h)} remain in the 24-hour window (a message per recipient, To, Cc"
+            " and Bcc, of the rows not sent yet)",
             details=figures,
         )
     logger.debug("ses preflight passed: rate %s, remaining %s, needed %s", rate, remaining, needed)

@@ -24,7 +24,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from mailmatrix.adapters.executions_sfn import console_link, ending, stopped_batches
 from mailmatrix.cli import exits
+from mailmatrix.core.failures import (
+    MESSAGE_CHARS,
+    Ending,
+    Stopped,
+    redrive_advice,
+    why_lines,
+)
 from mailmatrix.jobs import retry_metadata
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -93,14 +101,6 @@ class Stack:
         if execution.startswith("arn:"):
             return execution
         return self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + execution
-
-
-def console_link(region: str, execution_arn: str) -> str:
-    """The execution's page in the Step Functions console."""
-    return (
-        f"https://{region}.console.aws.amazon.com/states/home?region={region}"
-        f"#/v2/executions/details/{execution_arn}"
-    )
 
 
 def find_execution(
@@ -181,8 +181,10 @@ def follow(sfn: Any, execution_arn: str, console: Console) -> dict[str, Any]:
             sleep(POLL_SECONDS)
 
 
-def report(console: Console, stack: Stack, described: dict[str, Any]) -> int:
-    """Print the outcome, the summary and the console link; return the exit code."""
+def report(console: Console, stack: Stack, described: dict[str, Any], sfn: Any = None) -> int:
+    """Print the outcome, the summary and the console link, and for an execution that failed,
+    why it stopped (its batches' errors, read with ``sfn``) and when to redrive it; return
+    the exit code."""
     status = described["status"]
     console.print(f"execution {described.get('name', '')}: {status}")
     if described.get("output"):
@@ -192,15 +194,39 @@ def report(console: Console, stack: Stack, described: dict[str, Any]) -> int:
         if isinstance(summary, dict) and summary.get("counts"):
             counts = summary["counts"]
             console.print(", ".join(f"{name} {value}" for name, value in counts.items()))
-    if described.get("error") or described.get("cause"):
-        console.print(f"error: {described.get('error', '')}: {described.get('cause', '')}")
+    ended = ending(described)
+    if ended.error or ended.cause:
+        console.print(f"error: {ended.error or ''}: {ended.cause[:MESSAGE_CHARS]}")
     console.print(f"console: {console_link(stack.region, described['executionArn'])}")
-    if status != "SUCCEEDED":
+    if status not in DONE:
+        console.print("still running: run this command again later to see how it ended")
+    elif status != "SUCCEEDED":
+        stopped = _stopped(console, sfn, ended)
+        why = why_lines(stopped)
+        if why:
+            console.print("why sending stopped:")
+            for line in why:
+                console.print(f"  {line}")
+        console.print(
+            f"when to redrive: {redrive_advice(status, ended.error, ended.cause, stopped)}"
+        )
         console.print(
             f"to rerun what failed: mailmatrix aws redrive {described['executionArn']} "
             f"--stack {stack.name}"
         )
     return exits.OK if status == "SUCCEEDED" else exits.RUN_FAILED
+
+
+def _stopped(console: Console, sfn: Any, ended: Ending) -> Stopped:
+    """The failed batches of a failed execution (none read without ``sfn``, or when AWS
+    refuses: the command says so and goes on)."""
+    if sfn is None or ended.status != "FAILED":
+        return Stopped()
+    try:
+        return stopped_batches(sfn, ended.arn)
+    except aws_errors() as error:
+        console.print(f"(the failed batches could not be read: {error})")
+        return Stopped()
 
 
 _stack_option = click.option("--stack", "stack_name", required=True, help="The stack's name.")
@@ -279,7 +305,7 @@ def send(
         described = follow(sfn, arn, console)
     except aws_errors() as error:
         raise AwsCommandError(f"aws send: {error}") from error
-    raise SystemExit(report(console, stack, described))
+    raise SystemExit(report(console, stack, described, sfn))
 
 
 @aws.command("status")
@@ -310,7 +336,7 @@ def status(execution: str | None, stack_name: str, region: str | None, limit: in
             f"batches: {counts['succeeded']} succeeded, {counts['failed']} failed, "
             f"{counts['pending']} pending of {counts['total']}"
         )
-    code = report(console, stack, described)
+    code = report(console, stack, described, sfn)
     if described["status"] not in DONE:
         code = exits.OK
     raise SystemExit(code)
@@ -336,7 +362,7 @@ def redrive(execution: str, stack_name: str, region: str | None, no_follow: bool
         described = follow(sfn, arn, console)
     except aws_errors() as error:
         raise AwsCommandError(f"aws redrive: {error}") from error
-    raise SystemExit(report(console, stack, described))
+    raise SystemExit(report(console, stack, described, sfn))
 
 
 commands: list[click.Command] = [aws]

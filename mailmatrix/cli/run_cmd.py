@@ -130,6 +130,8 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         result["error"] = record.get("error")
         result["cause"] = cause_message(record.get("cause"))
         result["failure_details"] = record.get("failure_details") or []
+        if record.get("redrive_advice"):
+            result["redrive_advice"] = record["redrive_advice"]
     return result
 
 
@@ -174,6 +176,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
         console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
         console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
+        if result.get("redrive_advice"):
+            console.print(f"When to resume: {result['redrive_advice']}", markup=False)
         console.print(
             "Once the cause is fixed, run the file again (other settings may be given), or "
             "resume this execution with its settings:",
@@ -280,6 +284,8 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
+    if result.get("redrive_advice"):
+        console.print(f"When to resume: {result['redrive_advice']}", markup=False)
     console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
     console.print(f"mailmatrix redrive {result['execution']} {where}", markup=False, soft_wrap=True)
 

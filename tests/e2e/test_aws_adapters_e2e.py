@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import pathlib
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,6 +126,8 @@ def run_on_engine(
     metadata: dict[str, str] | None = None,
     settings: dict[str, str] | None = None,
     body: bytes | None = None,
+    sleep: Callable[[float], None] | None = None,
+    state_machine: str = "LocalStateMachine",
 ) -> dict[str, Any]:
     """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
     on the local engine (on an event naming ``event_key``, the key as the event spells it, when
@@ -132,17 +135,22 @@ def run_on_engine(
     given, is uploaded in place of the example CSV.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
-    function's handler (``module:callable``).
+    function's handler (``module:callable``); ``sleep``, how the engine waits before a retry;
+    ``state_machine``, the name in the execution's ARNs.
     """
     s3 = account["s3"]
     body = body if body is not None else (EXAMPLE / "recipients.csv").read_bytes()
     etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})["ETag"]
     etag = etag.strip('"')
-    with engine_on(account, sender, wrap=wrap, settings=settings) as (engine, substitutions):
+    with engine_on(account, sender, wrap=wrap, settings=settings, sleep=sleep) as (
+        engine,
+        substitutions,
+    ):
         return engine.start(
             DEFINITION.read_text(encoding="utf-8"),
             object_created_event(BUCKET, event_key or key, len(body), etag),
             substitutions=substitutions,
+            state_machine_name=state_machine,
         )
 
 
@@ -162,9 +170,11 @@ def engine_on(
     *,
     wrap: Callable[[str, str], Callable[..., Any]] | None = None,
     settings: dict[str, str] | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> Iterator[tuple[Any, dict[str, str]]]:
     """The local engine on the moto account's resources (and the definition's substitutions),
-    in the functions' environment as the stack sets it plus ``settings``."""
+    in the functions' environment as the stack sets it plus ``settings``; ``sleep``, how the
+    engine waits before a retry."""
     from functions.send_batch import app as send_batch_app
     from mailmatrix.engine import Engine, ResourceRegistry
 
@@ -203,7 +213,10 @@ def engine_on(
     }
     with environment(env):
         send_batch_app.reset()
-        yield Engine(account["tmp"] / "executions", registry), substitutions
+        yield (
+            Engine(account["tmp"] / "executions", registry, sleep=sleep or time.sleep),
+            substitutions,
+        )
 
 
 def received(account: dict, topic: str) -> list[dict[str, Any]]:

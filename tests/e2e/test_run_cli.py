@@ -760,6 +760,50 @@ def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_pat
     assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
 
 
+def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tmp_path):
+    workdir = tmp_path / "work"
+    # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
+    args = ["--faults", "quota-after=3", "--batch-size", "2", "--workdir", str(workdir)]
+    code, output = _run(str(EXAMPLE / "recipients.csv"), *args)
+
+    # THEN it says the batches' error and reason, and that resuming waits for the quota
+    assert code == 1
+    flat = " ".join(output.split())
+    assert "AccountSendingHalted (" in flat and "Daily message quota exceeded." in flat
+    assert "When to resume: the 24-hour sending quota is used up" in flat
+    assert flat.index("When to resume") < flat.index("Resume (rows already sent are skipped)")
+    # AND the alert says the same, the Map's error's cause being no stack trace
+    (alert,) = [
+        json.loads(line)
+        for line in (workdir / "notifications.jsonl").read_text(encoding="utf-8").splitlines()
+        if "AlertTopic" in line
+    ]
+    assert alert["subject"] == "MailMatrix execution FAILED: AccountSendingHalted"
+    assert "Why sending stopped:\n  AccountSendingHalted (" in alert["message"]
+    assert "When to redrive: the 24-hour sending quota is used up" in alert["message"]
+    assert "stackTrace" not in alert["message"]
+
+
+def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stack_trace(
+    tmp_path,
+):
+    # GIVEN a file whose column clashes with a template constant: ValidateRecipients raises
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    rows = [lines[0] + ",company"] + [f"{line},Globex Ltd" for line in lines[1:]]
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    workdir = tmp_path / "work"
+
+    _run(str(csv_path), "--attachments", str(EXAMPLE / "attachments"), "--workdir", str(workdir))
+
+    # THEN the alert gives the error's message, and no Python stack trace with file paths
+    alerts = (workdir / "notifications.jsonl").read_text(encoding="utf-8")
+    assert "Error: TemplateError" in alerts
+    assert "column 'company' has the name of the constant 'company'" in alerts
+    for trace in ("stackTrace", "Traceback", ".py"):
+        assert trace not in alerts
+
+
 def test_a_run_during_a_quota_halt_says_whole_why_and_when_to_come_back(tmp_path):
     workdir = str(tmp_path / "work")
     run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]

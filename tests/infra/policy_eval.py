@@ -137,6 +137,8 @@ _S3_OBJECT_ACTIONS = {
 }
 
 
+_STATES_READS = {"ListMapRuns", "DescribeMapRun", "ListExecutions", "DescribeExecution"}
+
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
 _TRANSACT_ACTIONS = {
     "Put": "dynamodb:PutItem",
@@ -189,6 +191,12 @@ def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
                 name = p["ConfigurationSetName"]
                 requests.append(Request("ses:SendEmail", f"{ses}:configuration-set/{name}"))
             return requests
+    if call.service == "stepfunctions":
+        # Authorized on what the call names: the execution (ListMapRuns, DescribeExecution)
+        # or the Map Run (DescribeMapRun, ListExecutions by Map Run).
+        named = p.get("executionArn") or p.get("mapRunArn")
+        if call.operation in _STATES_READS and named:
+            return [Request(f"states:{call.operation}", named)]
     if call.service == "sns" and call.operation == "Publish":
         return [Request("sns:Publish", p["TopicArn"])]
     raise ValueError(f"no IAM mapping for {call.service}:{call.operation}: add one here")

@@ -3,9 +3,10 @@
 The calls are not listed by hand: the example campaign runs on the local engine with the AWS
 adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending, once as a dry run, and
 once more uploaded with the retry-failed metadata after a row failed (Validate releases it);
-Summarize runs again as after a failed batch, and SesEvents records a bounce. Every SDK call
-is recorded with the function that made it (the SES v2 preflight's too, which moto answers
-through a stand-in).
+Summarize runs again as after a failed batch, SesEvents records a bounce, and the Alert
+function alerts a run stopped by the daily quota. Every SDK call is recorded with the function
+that made it (the SES v2 preflight's too, which moto answers through a stand-in, and the Alert
+function's Step Functions reads, answered from the local engine's store).
 Each call becomes the IAM requests AWS authorizes for it (policy_eval.requests_for) and is
 judged against that function's role as the template writes it (policy_eval.allowing).
 
@@ -32,14 +33,19 @@ from policy_eval import Call, Request, allowing, as_list, requests_for, role_sta
 from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.core.send import idempotency_key
+from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.registry import make_context, resolve_handler
 from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
 from mailmatrix.local import environment
 from tests.e2e import test_aws_adapters_e2e as e2e
+from tests.e2e.test_failure_alert import status_change
+from tests.fixtures.engine_sfn import EngineStepFunctions
 
 REGION, ACCOUNT, BUCKET = e2e.REGION, e2e.ACCOUNT, e2e.BUCKET
 BOUNCE = pathlib.Path(__file__).parents[1] / "integration" / "events" / "ses_bounce.json"
 RETRY_FAILED = {RETRY_FAILED_METADATA: "true"}
+# The state machine's name in the stack (mailmatrix-STACK), given to the executions run here.
+MACHINE = "mailmatrix-mailmatrix"
 # What the template's names are in the moto account the campaign runs in.
 NAMES = {
     "AWS::Partition": "aws",
@@ -52,6 +58,8 @@ NAMES = {
     "LedgerTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/ledger",
     "SenderIdentity": "talent@example.com",
     "SendingConfigurationSet": "mailmatrix",
+    "AlertTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:AlertTopic",
+    "MailMatrixStateMachine": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{MACHINE}",
 }
 # The parameters that name what a call touches (bodies and the like are left out).
 NAMING_PARAMS = {
@@ -65,6 +73,8 @@ NAMING_PARAMS = {
     "EmailIdentity",
     "FromEmailAddress",
     "ConfigurationSetName",
+    "executionArn",
+    "mapRunArn",
 }
 
 
@@ -219,6 +229,31 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
             handler = recorder.wrap("SesEventsFunction", "functions.ses_events.app:handler")
             result = handler(event, make_context("SesEventsFunction", None, 30))
             assert result["recorded"] is True, result
+
+        # A run stopped by the daily quota, alerted: Step Functions' reads of its batches
+        # answered from the engine's store, the alert published to the alerts topic.
+        stopped = e2e.run_on_engine(
+            account,
+            "incoming/quota.csv",
+            wrap=recorder.wrap,
+            settings={"MAILMATRIX_FAULTS": "quota-after=2", "MAILMATRIX_BATCH_SIZE": "5"},
+            state_machine=MACHINE,
+        )
+        assert stopped["status"] == "FAILED"
+        engine = Engine(account["tmp"] / "executions", ResourceRegistry())
+        recorded_client = _aws.client
+
+        def client(service: str, **options: Any) -> Any:
+            if service != "stepfunctions":
+                return recorded_client(service, **options)
+            return recorder.stand_in(lambda: EngineStepFunctions(engine), service)()
+
+        monkeypatch.setattr(_aws, "client", client)
+        alerted = {"MAILMATRIX_ALERT_TOPIC": account["topics"]["AlertTopic"]}
+        with environment(alerted):
+            handler = recorder.wrap("AlertFunction", "functions.alert.app:handler")
+            handler(status_change(stopped), make_context("AlertFunction", None, 60))
+        assert "Daily message quota exceeded" in e2e.received(account, "AlertTopic")[0]["Message"]
     yield recorder.calls
 
 
@@ -251,6 +286,15 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
         "SendBatchFunction",
         "SummarizeFunction",
         "SesEventsFunction",
+        "AlertFunction",
+    }
+    # AND the Alert function's reads of the failed batches and its publication
+    assert {(c.service, c.operation) for c in recorded if c.function == "AlertFunction"} == {
+        ("stepfunctions", "ListMapRuns"),
+        ("stepfunctions", "DescribeMapRun"),
+        ("stepfunctions", "ListExecutions"),
+        ("stepfunctions", "DescribeExecution"),
+        ("sns", "Publish"),
     }
     heads = {
         (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"

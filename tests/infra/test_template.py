@@ -18,6 +18,7 @@ FUNCTIONS = {
     "SendBatchFunction": "send_batch",
     "SummarizeFunction": "summarize",
     "SesEventsFunction": "ses_events",
+    "AlertFunction": "alert",
 }
 SUBSTITUTIONS = {
     "ValidateFunctionArn",
@@ -124,33 +125,57 @@ def test_the_state_machine_publishes_only_to_the_topics_its_definition_names(tra
     assert published == topics
 
 
-def test_failed_executions_alert_through_an_eventbridge_rule(transformed):
-    rule = transformed["Resources"]["ExecutionAlertRule"]["Properties"]
+def test_failed_executions_alert_through_the_alert_function(transformed):
+    # GIVEN the rule on the state machine's failed, timed-out and aborted executions
+    resources = transformed["Resources"]
+    rule = resources["ExecutionAlertRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.states"]
     assert rule["EventPattern"]["detail-type"] == ["Step Functions Execution Status Change"]
     assert rule["EventPattern"]["detail"] == {
         "status": ["FAILED", "TIMED_OUT", "ABORTED"],
         "stateMachineArn": [{"Ref": "MailMatrixStateMachine"}],
     }
-    (target,) = rule["Targets"]
-    assert target["Arn"] == {"Ref": "AlertTopic"}
-    transformer = target["InputTransformer"]
-    template = transformer["InputTemplate"]["Fn::Sub"]
-    # Filled in as EventBridge and CloudFormation would, the template is one JSON string.
-    filled = re.sub(r"<(\w+)>", lambda m: f"{m.group(1).upper()}", template)
-    filled = re.sub(r"\$\{[^}]+\}", "x", filled)
-    message = json.loads(filled)
-    assert message.startswith("MailMatrix execution NAME ended STATUS.\nError: ERROR\nCause: CAUSE")
-    assert "mailmatrix aws redrive EXECUTION --stack x" in message
-    assert set(re.findall(r"<(\w+)>", template)) == set(transformer["InputPathsMap"])
 
-    policy = transformed["Resources"]["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
-    (from_rule,) = [
-        s for s in policy["Statement"] if s["Principal"] == {"Service": "events.amazonaws.com"}
+    # THEN it invokes AlertFunction with the whole event (the function reads the failed
+    # batches' errors), with retries and dead letters, and may do so by a permission of its own
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
+    assert "InputTransformer" not in target and "Input" not in target
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    (permission,) = [
+        p
+        for p in resources_of(transformed, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Ref": "AlertFunction"}
     ]
-    assert from_rule["Condition"] == {
-        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ExecutionAlertRule", "Arn"]}}
+    assert permission["Properties"] == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Ref": "AlertFunction"},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": {"Fn::GetAtt": ["ExecutionAlertRule", "Arn"]},
     }
+
+    # AND the function publishes to the alerts topic, its undelivered events go to the
+    # dead-letter queue, and only its role may publish there besides the alarms
+    function = resources["AlertFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["MAILMATRIX_ALERT_TOPIC"] == {"Ref": "AlertTopic"}
+    assert function["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    role = resources["AlertRole"]["Properties"]
+    granted = {
+        action: statement["Resource"]
+        for policy in role["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert granted["sns:Publish"] == {"Ref": "AlertTopic"}
+    assert {"states:ListMapRuns", "states:ListExecutions", "states:DescribeExecution"} <= set(
+        granted
+    )
+    policy = resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
+    allowed = [s["Principal"] for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert allowed == [{"Service": "cloudwatch.amazonaws.com"}]
 
 
 def test_state_machine_logs_and_traces(transformed):
@@ -199,6 +224,50 @@ def test_upload_rule_starts_the_state_machine_with_retries_and_dead_letters(tran
     assert target["RoleArn"] == {"Fn::GetAtt": ["UploadRuleRole", "Arn"]}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+
+
+def insecure_transport_denials(transformed: dict[str, Any], kind: str) -> dict[str, list]:
+    """For each resource a policy of ``kind`` covers, the actions its statements deny to
+    every principal on requests made without TLS, and nothing else."""
+    listed = "Topics" if kind == "AWS::SNS::TopicPolicy" else "Queues"
+    denied: dict[str, list] = {}
+    for policy in resources_of(transformed, kind).values():
+        properties = policy["Properties"]
+        for statement in properties["PolicyDocument"]["Statement"]:
+            if statement["Effect"] != "Deny":
+                continue
+            assert statement["Principal"] == "*"
+            assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for target in properties[listed]:
+                denied.setdefault(json.dumps(target), []).append(statement["Action"])
+    return denied
+
+
+def test_topics_and_the_dead_letter_queue_deny_requests_without_tls(transformed):
+    # GIVEN every topic and queue of the stack WHEN their resource policies are read
+    # THEN each denies, to any principal, publishing or sending without TLS
+    topics = resources_of(transformed, "AWS::SNS::Topic")
+    queues = resources_of(transformed, "AWS::SQS::Queue")
+    by_topic = insecure_transport_denials(transformed, "AWS::SNS::TopicPolicy")
+    by_queue = insecure_transport_denials(transformed, "AWS::SQS::QueuePolicy")
+    assert by_topic == {json.dumps({"Ref": name}): ["sns:Publish"] for name in topics}
+    assert by_queue == {json.dumps({"Ref": name}): ["sqs:*"] for name in queues}
+
+    # AND the services that publish alerts and dead letters are still let in (over TLS)
+    policy = transformed["Resources"]["AlertTopicPolicy"]["Properties"]["PolicyDocument"]
+    allowed = {s["Principal"]["Service"] for s in policy["Statement"] if s["Effect"] == "Allow"}
+    assert "cloudwatch.amazonaws.com" in allowed
+
+
+def test_the_ledger_is_encrypted_with_the_aws_managed_key_and_says_so(sam_template):
+    # SSEEnabled true without a key id is the AWS managed key aws/dynamodb, not an AWS owned
+    # key (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_SSESpecification.html)
+    table = sam_template["Resources"]["LedgerTable"]
+    assert table["Properties"]["SSESpecification"] == {"SSEEnabled": True}
+    (skip,) = [s for s in table["Metadata"]["checkov"]["skip"] if s["id"] == "CKV_AWS_119"]
+    assert "AWS managed key aws/dynamodb" in skip["comment"]
+    assert "owned" not in skip["comment"]
+    assert "AWS owned key" not in TEMPLATE.read_text(encoding="utf-8")
 
 
 def upload_rule_matches(transformed: dict[str, Any], key: str) -> bool:
@@ -314,6 +383,26 @@ def test_alarms_cover_executions_lambda_and_ses_reputation(transformed):
         "Reputation.BounceRate",
         "Reputation.ComplaintRate",
     } <= metrics
+
+
+def test_lambda_errors_alarm_on_the_functions_outside_executions_only(transformed):
+    # GIVEN the alarm on Lambda's Errors metric
+    alarm = transformed["Resources"]["LambdaErrorsAlarm"]["Properties"]
+    watched = {
+        query["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Ref"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query and query["MetricStat"]["Metric"]["MetricName"] == "Errors"
+    }
+    # THEN it leaves out SendBatch, whose ClaimBusy, Throttled and time-limit errors are
+    # retried on purpose (and Validate and Summarize, whose errors fail the execution, which
+    # ExecutionsFailedAlarm and the alert report), and watches what nothing else would report
+    assert watched == {"SesEventsFunction", "AlertFunction"}
+    (total,) = [q for q in alarm["Metrics"] if "Expression" in q]
+    assert set(total["Expression"].replace("+", " ").split()) == {
+        q["Id"] for q in alarm["Metrics"] if "MetricStat" in q
+    }
+    failed = transformed["Resources"]["ExecutionsFailedAlarm"]["Properties"]
+    assert (failed["Namespace"], failed["MetricName"]) == ("AWS/States", "ExecutionsFailed")
 
 
 def test_dashboard_shows_the_alarmed_figures(transformed):

@@ -222,6 +222,9 @@ def test_status_lists_and_shows_executions(stack):
     assert listed.exit_code == 0 and "RUNNING" in listed.output and "run-1" in listed.output
     assert shown.exit_code == 0, shown.output
     assert "execution run-1: RUNNING" in shown.output
+    # AND a running execution is not one to redrive: the command says so, and no redrive
+    assert "still running" in shown.output
+    assert "redrive" not in shown.output
 
 
 def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
@@ -333,3 +336,91 @@ def test_without_versions_executions_started_before_the_upload_are_passed_over()
         Executions(), "sm", "incoming/offers.csv", etag="e1", wait_seconds=0, uploaded=uploaded
     )
     assert found == "new"
+
+
+QUOTA_MESSAGE = "send_batch: row 9: ses: Throttling: Daily message quota exceeded."
+
+
+def lambda_cause(error: str, message: str) -> str:
+    """A Lambda error as Step Functions records it: a JSON document with a stack trace."""
+    trace = ['  File "/var/task/app.py", line 70, in handler\n    raise error\n']
+    return json.dumps(
+        {"errorMessage": message, "errorType": error, "requestId": "r-1", "stackTrace": trace}
+    )
+
+
+class QuotaStoppedMapRun:
+    """The Step Functions reads of an execution whose 3 batches stopped at the daily quota."""
+
+    def list_map_runs(self, executionArn):
+        return {"mapRuns": [{"mapRunArn": "arn:aws:states:r:1:mapRun:m/SendEmails:run"}]}
+
+    def describe_map_run(self, mapRunArn):
+        return {"status": "FAILED", "executionCounts": {"failed": 3}}
+
+    def list_executions(self, mapRunArn, statusFilter, maxResults):
+        assert statusFilter == "FAILED"
+        child = "arn:aws:states:r:1:execution:m/SendEmails:c"
+        return {"executions": [{"executionArn": f"{child}{i}"} for i in range(2)]}
+
+    def describe_execution(self, executionArn):
+        cause = lambda_cause("AccountSendingHalted", QUOTA_MESSAGE)
+        return {"status": "FAILED", "error": "AccountSendingHalted", "cause": cause}
+
+
+class NoMapRun:
+    """The Step Functions reads of an execution that failed before its Map."""
+
+    def list_map_runs(self, executionArn):
+        return {"mapRuns": []}
+
+
+def report_of(described, sfn) -> tuple[int, str]:
+    out = io.StringIO()
+    console = Console(file=out, width=100, soft_wrap=True, highlight=False, markup=False)
+    stack = aws_cmds.Stack("mm", REGION, "bucket", "arn:aws:states:r:1:stateMachine:m")
+    return aws_cmds.report(console, stack, described, sfn), out.getvalue()
+
+
+def test_a_failed_execution_is_reported_with_its_batches_errors_and_when_to_redrive():
+    # GIVEN an execution whose Map failed because its batches hit the daily quota
+    described = {
+        "executionArn": "arn:aws:states:r:1:execution:m:run-1",
+        "name": "run-1",
+        "status": "FAILED",
+        "error": "States.ExceedToleratedFailureThreshold",
+        "cause": "The specified tolerated failure threshold was exceeded",
+    }
+
+    # WHEN it is reported
+    code, output = report_of(described, QuotaStoppedMapRun())
+
+    # THEN the batches' error and reason are shown (2 looked at, 1 more counted), then when a
+    # redrive makes sense, then the redrive command
+    assert code == 1
+    assert f"why sending stopped:\n  AccountSendingHalted (2 batches): {QUOTA_MESSAGE}" in output
+    assert "1 batch more failed" in output
+    assert "when to redrive: the 24-hour sending quota is used up" in output
+    assert "to rerun what failed: mailmatrix aws redrive" in output
+    assert output.index("when to redrive") < output.index("to rerun what failed")
+    assert "stackTrace" not in output and "/var/task" not in output
+
+
+PREFLIGHT_MESSAGE = "ses preflight: quota: this run needs 9 messages"
+
+
+def test_an_execution_failed_by_a_function_shows_the_message_without_the_stack_trace():
+    described = {
+        "executionArn": "arn:aws:states:r:1:execution:m:run-1",
+        "name": "run-1",
+        "status": "FAILED",
+        "error": "AccountSendingHalted",
+        "cause": lambda_cause("AccountSendingHalted", PREFLIGHT_MESSAGE),
+    }
+
+    code, output = report_of(described, NoMapRun())
+
+    assert code == 1
+    assert f"error: AccountSendingHalted: {PREFLIGHT_MESSAGE}" in output
+    assert "when to redrive: the 24-hour sending quota is used up" in output
+    assert "stackTrace" not in output and "/var/task" not in output

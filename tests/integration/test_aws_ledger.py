@@ -17,6 +17,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_exclusive_claim_order,
     check_outcomes_of,
     check_release_failed,
+    check_settled_keys,
     check_template_sets,
 )
 
@@ -136,6 +137,44 @@ def test_events_are_recorded_against_the_entry(ledger):
     assert item["delivery"] == {"S": "Bounce"}
     assert sorted(item["events"]["SS"]) == ["Bounce", "Delivery"]
     assert item["state"] == {"S": "sent"}
+
+
+def test_a_late_event_leaves_a_more_final_delivery_state(ledger):
+    # GIVEN a sent entry whose Bounce is recorded
+    ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    ledger.record_sent("k1", message_id="m-1")
+    ledger.record_event(
+        "k1", event_type="Bounce", timestamp="2026-12-04T10:05:00Z", detail="Permanent/NoEmail"
+    )
+
+    # WHEN the Send and Delivery events arrive after it (EventBridge does not order them)
+    ledger.record_event("k1", event_type="Send", timestamp="2026-12-04T10:00:00Z")
+    ledger.record_event("k1", event_type="Delivery", timestamp="2026-12-04T10:01:00Z")
+
+    # THEN the entry still says Bounce, with its time and detail, and lists every event
+    item = boto3.client("dynamodb", region_name="eu-west-1").get_item(
+        TableName="ledger", Key={"idempotency_key": {"S": "k1"}}
+    )["Item"]
+    assert (item["delivery"], item["delivery_at"], item["delivery_detail"]) == (
+        {"S": "Bounce"},
+        {"S": "2026-12-04T10:05:00Z"},
+        {"S": "Permanent/NoEmail"},
+    )
+    assert sorted(item["events"]["SS"]) == ["Bounce", "Delivery", "Send"]
+
+    # AND a Complaint, as final as a Bounce, is recorded over it
+    ledger.record_event("k1", event_type="Complaint", timestamp="2026-12-04T11:00:00Z")
+    assert ledger_item(ledger, "k1")["delivery"] == {"S": "Complaint"}
+
+
+def test_an_event_for_a_missing_entry_is_a_ledger_error(ledger):
+    with pytest.raises(LedgerError, match="no such entry"):
+        ledger.record_event("absent", event_type="Send", timestamp="2026-12-04T10:00:00Z")
+
+
+def ledger_item(ledger, key):
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    return client.get_item(TableName=ledger.table, Key={"idempotency_key": {"S": key}})["Item"]
 
 
 def test_a_missing_table_is_a_ledger_error(aws):
@@ -417,6 +456,41 @@ def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
     # WHEN asked THEN a ledger error says so, after a bounded number of requests
     with pytest.raises(LedgerError, match="unprocessed"):
         ledger.outcomes_of(["k1"])
+
+
+def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
+    check_settled_keys(ledger)
+
+
+class CountingClient:
+    """A DynamoDB client that counts its query requests."""
+
+    def __init__(self, client) -> None:
+        self._client, self.queries = client, []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def query(self, **request):
+        self.queries.append(request)
+        return self._client.query(**request)
+
+
+def test_settled_keys_read_the_campaign_index_once_and_return_keys_only(ledger):
+    # GIVEN 300 sent rows of a campaign
+    for row in range(300):
+        ledger.claim(f"k{row:03d}", campaign="c", row=row, attempt="a")
+        ledger.record_sent(f"k{row:03d}", message_id=f"m{row}")
+
+    # WHEN its settled keys are read through a client that counts queries
+    counting = CountingClient(ledger._db)
+    keys = list(DynamoDbLedger("ledger", counting).settled_keys("c"))
+
+    # THEN one query of by_campaign (one page here) brought every key, and the keys alone
+    assert len(keys) == 300
+    (request,) = counting.queries
+    assert request["IndexName"] == "by_campaign"
+    assert request["ProjectionExpression"] == "#k"
 
 
 def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):

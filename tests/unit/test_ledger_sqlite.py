@@ -21,6 +21,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_exclusive_claim_order,
     check_outcomes_of,
     check_release_failed,
+    check_settled_keys,
     check_template_sets,
 )
 
@@ -451,6 +452,10 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
 
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
+
+
+def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
+    check_settled_keys(ledger)
 
 
 def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):

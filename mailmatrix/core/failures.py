@@ -1,0 +1,159 @@
+"""Why an execution stopped, and when a redrive makes sense: the words of the failure alert,
+of a local run that failed and of `mailmatrix aws status`.
+
+A Distributed Map whose batches fail ends with States.ExceedToleratedFailureThreshold, and its
+cause says only that the threshold was exceeded: the operator needs the batches' own errors
+(an account halt and its reason, a throttle that outlasted the retries...). The callers
+gather those (from the local engine, or from Step Functions' child executions) and hand them
+here as (error, message) pairs, the message without Lambda's stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailmatrix.ports import Notification
+
+# The Map state's own error when too many batches failed: the symptom, not the cause.
+THRESHOLD_EXCEEDED = "States.ExceedToleratedFailureThreshold"
+# How much of one message is shown: whole messages (a halt's ends with when to redrive), not
+# pages of them.
+MESSAGE_CHARS = 2000
+
+# Errors that a later try may not meet again: a redrive can go at once.
+_PASSING = frozenset(
+    {
+        "TransientSendError",
+        "LedgerError",
+        "StorageError",
+        "Sandbox.Timedout",
+        "States.Timeout",
+        "States.TaskFailed",
+        "Lambda.Unknown",
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.ClientExecutionTimeoutException",
+    }
+)
+# Errors of the file or the templates, which a redrive meets again until they are fixed.
+_UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What stopped an execution's sending: the (error, message) of each failed batch looked
+    at, how many failed batches were not looked at, how many were never started."""
+
+    batches: Sequence[tuple[str, str]] = ()
+    unseen: int = 0
+    not_started: int = 0
+
+
+def batches(count: int) -> str:
+    """``1 batch``, ``2 batches``."""
+    return f"{count} batch" if count == 1 else f"{count} batches"
+
+
+def why_lines(stopped: Stopped) -> list[str]:
+    """The batches' errors, most frequent first, each counted with its first message, e.g.
+    ``AccountSendingHalted (4 batches): ses: Throttling: Daily message quota exceeded.``"""
+    errors: dict[str, list[str]] = {}
+    for error, message in stopped.batches:
+        errors.setdefault(error, []).append(message)
+    lines = [
+        f"{error} ({batches(len(messages))}): {messages[0][:MESSAGE_CHARS]}"
+        for error, messages in sorted(errors.items(), key=lambda item: -len(item[1]))
+    ]
+    if stopped.unseen:
+        lines.append(f"{batches(stopped.unseen)} more failed (the console lists them)")
+    if stopped.not_started:
+        verb = "was" if stopped.not_started == 1 else "were"
+        lines.append(f"{batches(stopped.not_started)} {verb} not started")
+    return lines
+
+
+def redrive_advice(status: str, error: str | None, message: str, stopped: Stopped) -> str:
+    """When a redrive of the execution makes sense, given how it ended: its status, its own
+    error and message, and its batches' errors."""
+    if status == "ABORTED":
+        return "it was stopped on purpose: a redrive sends the rest (rows sent are skipped)."
+    if status == "TIMED_OUT":
+        return "it ran out of time: a redrive goes on where it stopped."
+    pairs = list(stopped.batches)
+    if error and error != THRESHOLD_EXCEEDED:
+        pairs.append((error, message))
+    errors = {name for name, _ in pairs}
+    halted = " ".join(text for name, text in pairs if name == "AccountSendingHalted").casefold()
+    if "quota" in halted:
+        return (
+            "the 24-hour sending quota is used up, so a redrive now stops the same way. Redrive "
+            "once enough of it is free again: each message counts for 24 hours after it was "
+            "sent (for SES: aws sesv2 get-account shows SentLast24Hours of Max24HourSend), "
+            "or once the quota has been raised."
+        )
+    if halted:
+        return (
+            "the account could not send (see above), and a redrive stops the same way until "
+            "that is fixed (sending resumed, the sender verified): redrive once it is."
+        )
+    if errors & _UNUSABLE_INPUT:
+        return (
+            "the file or the templates are unusable: a redrive reads the same upload. Fix the "
+            "templates and redrive, or upload a corrected file (a new run)."
+        )
+    if "ClaimBusy" in errors:
+        return (
+            "another invocation was still sending these rows: redrive once it has ended "
+            "(a function runs 15 minutes at most)."
+        )
+    if "Throttled" in errors:
+        return (
+            "the mail service kept throttling after every retry: redrive in a few minutes, "
+            "when it takes mail at the full rate again."
+        )
+    if errors and errors <= _PASSING:
+        return (
+            "a passing fault outlasted the retries: redrive now; if it stops the same way, "
+            "look into the cause first."
+        )
+    return "fix the cause, then redrive: rows already sent are skipped."
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How an execution ended, as Step Functions describes it (the cause without Lambda's
+    stack trace)."""
+
+    name: str
+    arn: str
+    status: str
+    error: str | None = None
+    cause: str = ""
+
+
+def failure_alert(
+    ending: Ending, stopped: Stopped, *, redrive: str, console: str | None = None
+) -> Notification:
+    """The alert for an execution that failed, timed out or was aborted: why it stopped, when
+    a redrive makes sense, and the redrive command."""
+    why = why_lines(stopped)
+    lines = [
+        f"MailMatrix execution {ending.name} ended {ending.status}.",
+        f"Error: {ending.error or '-'}",
+        f"Cause: {ending.cause[:MESSAGE_CHARS] or '-'}",
+    ]
+    if why:
+        lines += ["Why sending stopped:", *(f"  {line}" for line in why)]
+    advice = redrive_advice(ending.status, ending.error, ending.cause, stopped)
+    lines += [f"When to redrive: {advice}", f"Redrive: {redrive}", f"Execution: {ending.arn}"]
+    if console:
+        lines.append(f"Console: {console}")
+    headline = why[0].split(" (", 1)[0] if stopped.batches else ending.error or ""
+    return Notification(
+        subject=f"MailMatrix execution {ending.status}: {headline}"[:100],
+        message="\n".join(lines) + "\n",
+        attributes={"status": ending.status},
+    )
