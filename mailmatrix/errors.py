@@ -53,6 +53,16 @@ class NotFoundError(StorageError):
     """The object or key does not exist."""
 
 
+class ObjectChanged(StorageError):
+    """The object at a key is no longer the one asked for: its ETag is another (replaced)."""
+
+
+class UploadReplaced(MailMatrixError):
+    """The upload an execution was started for was replaced under its key before the
+    execution read it, in storage that keeps no versions: the newer upload has an execution
+    of its own, which sends the file."""
+
+
 class SendError(MailMatrixError):
     """A message could not be handed to the mail service.
 

@@ -8,6 +8,7 @@ through storage (the validated manifest, the Map's result files), never through 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -34,8 +35,10 @@ from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
     InputFileError,
+    ObjectChanged,
     StorageError,
     TemplateError,
+    UploadReplaced,
 )
 from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
 from mailmatrix.settings import Settings
@@ -73,7 +76,14 @@ class Source:
             raise InputFileError(
                 f"event: not an S3 Object Created event detail: missing {error}"
             ) from None
-        return cls(bucket, key, str(obj.get("etag") or "").strip('"'), obj.get("version-id"))
+        return cls(
+            bucket, key, str(obj.get("etag") or "").strip('"'), _version(obj.get("version-id"))
+        )
+
+
+def _version(value: Any) -> str | None:
+    # S3 gives "null" for an object stored while the bucket kept no versions.
+    return None if value in (None, "", "null") else str(value)
 
 
 def _stored_source(storage: Storage, source: Source) -> Source:
@@ -86,15 +96,35 @@ def _stored_source(storage: Storage, source: Source) -> Source:
     if "+" not in source.key and "%" not in source.key:
         return source
     try:
-        storage.head(source.key)
+        storage.head(source.key, version=source.version_id)
         return source
     except StorageError:  # S3 answers 403, not 404, to a role that may not list the bucket
         decoded = unquote_plus(source.key)
         if decoded == source.key:
             raise
-        storage.head(decoded)  # neither is there: say so for the key as stored
+        storage.head(decoded, version=source.version_id)  # neither is there: say so for it
         log.info("event key %s is URL-encoded; reading %s", source.key, decoded)
-        return Source(source.bucket, decoded, source.etag, source.version_id)
+        return dataclasses.replace(source, key=decoded)
+
+
+@contextlib.contextmanager
+def _the_upload(source: Source) -> Iterator[dict[str, str | None]]:
+    """The read arguments that reach the upload ``source`` names and no other, for head and
+    open: its version where the bucket keeps versions, else its ETag (the event's), so an
+    upload that replaced it under the key is refused (UploadReplaced), not read in its place.
+    """
+    try:
+        if source.version_id:
+            yield {"version": source.version_id}
+        else:
+            yield {"if_match": source.etag or None}
+    except ObjectChanged:
+        raise UploadReplaced(
+            f"{source.key}: replaced by a newer upload before this run read it (the event named"
+            f" the upload with ETag {source.etag}): nothing was sent by this run; the newer"
+            " upload's own run sends the file. (Where the bucket keeps versions, each run reads"
+            " the upload that started it.)"
+        ) from None
 
 
 def _execution_folder(execution: str | None) -> str:
@@ -258,15 +288,18 @@ def validate_job(
 ) -> dict[str, Any]:
     """Validate the upload; write the manifest and rejects report; return the state's result.
 
-    The manifest is the execution's own (under its name): a later run of the same file writes
-    another, so a redrive of this execution still sends the rows this one validated. An upload
+    The upload read, content and metadata, is the one the event names (its version, else its
+    ETag: UploadReplaced when another has replaced it). The manifest is the execution's own
+    (under its name): a later run of the same file writes another, so a redrive of this
+    execution still sends the rows this one validated. An upload
     whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
     in the ledger (``open_ledger``) once the file has passed, before anything is sent.
     """
     source = _stored_source(storage, source)
-    upload = storage.head(source.key)
+    with _the_upload(source) as pinned:
+        upload = storage.head(source.key, **pinned)
     if not source.etag:
-        source = Source(source.bucket, source.key, upload.etag, source.version_id)
+        source = dataclasses.replace(source, etag=upload.etag)
     campaign_id = campaign_id_for(source)
     catalog = load_templates(storage, settings.templates_prefix)
     sender = settings.sender or catalog.sender
@@ -309,7 +342,7 @@ def validate_job(
                 line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
                 manifest.write(line + "\n")
 
-            with storage.open(source.key) as stream:
+            with _the_upload(source) as pinned, storage.open(source.key, **pinned) as stream:
                 report = validate_recipients(
                     stream,
                     source=source.key,

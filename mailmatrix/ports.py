@@ -41,12 +41,19 @@ class Storage(Protocol):
         """Return the object's bytes; raise NotFoundError when absent."""
         ...
 
-    def open(self, key: str) -> BinaryIO:
-        """Return a readable binary stream of the object (for large files)."""
+    def open(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> BinaryIO:
+        """Return a readable binary stream of the object (for large files): of its
+        ``version`` when given (storage that keeps versions); ``if_match``: only while its
+        ETag is that one, else raise ObjectChanged."""
         ...
 
-    def head(self, key: str) -> ObjectInfo:
-        """Return the object's metadata; raise NotFoundError when absent."""
+    def head(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> ObjectInfo:
+        """Return the object's metadata (of ``version``; ``if_match`` as for ``open``); raise
+        NotFoundError when absent."""
         ...
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:

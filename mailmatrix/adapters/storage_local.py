@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
 _CHUNK = 1024 * 1024
@@ -75,8 +75,17 @@ class LocalStorage:
         with self.open(key) as stream:
             return stream.read()
 
-    def open(self, key: str) -> BinaryIO:
-        """Open the object for reading; a symlink may not lead outside its folder."""
+    def open(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> BinaryIO:
+        """Open the object for reading; a symlink may not lead outside its folder.
+
+        The folder keeps no versions (``version`` is refused). ``if_match``: only while the
+        file's ETag is that one (else ObjectChanged), checked on the file opened: a later
+        upload replaces the file (put_file), and the stream keeps reading the one checked.
+        """
+        if version is not None:
+            raise StorageError(f"local storage: {key}: keeps no versions (asked for {version})")
         path, _ = self._path(key)
         if not path.is_file():
             match = self._nfc_match(path)
@@ -84,7 +93,15 @@ class LocalStorage:
                 raise NotFoundError(f"local storage: no such object: {key}")
             path = match
         self._confine(key, path)
-        return path.open("rb")
+        stream = path.open("rb")
+        if if_match is not None:
+            try:
+                _check_etag(key, _md5(stream), if_match)
+                stream.seek(0)
+            except BaseException:
+                stream.close()
+                raise
+        return stream
 
     def _confine(self, key: str, path: Path) -> None:
         """Refuse a file whose real location lies outside the folder that serves ``key``."""
@@ -105,15 +122,16 @@ class LocalStorage:
             return None
         return None
 
-    def head(self, key: str) -> ObjectInfo:
+    def head(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> ObjectInfo:
         """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads) and the
-        user metadata it was stored with."""
-        with self.open(key) as stream:
-            digest = hashlib.md5(usedforsecurity=False)
-            size = 0
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+        user metadata it was stored with (``version`` and ``if_match`` as for ``open``)."""
+        with self.open(key, version=version) as stream:
+            etag = _md5(stream)
+            size = stream.tell()
+        if if_match is not None:
+            _check_etag(key, etag, if_match)
         path, _ = self._path(key)
         try:
             metadata = json.loads(_metadata_file(path).read_text(encoding="utf-8"))
@@ -123,9 +141,7 @@ class LocalStorage:
             modified: float | None = path.stat().st_mtime
         except OSError:
             modified = None
-        return ObjectInfo(
-            key=key, size=size, etag=digest.hexdigest(), modified=modified, metadata=metadata
-        )
+        return ObjectInfo(key=key, size=size, etag=etag, modified=modified, metadata=metadata)
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""
@@ -170,6 +186,19 @@ class LocalStorage:
                 yield from _walk(base, mount, prefix)
                 return
         yield from _walk(self.root, "", prefix)
+
+
+def _md5(stream: BinaryIO) -> str:
+    """The hex MD5 of the rest of ``stream``, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_etag(key: str, etag: str, if_match: str) -> None:
+    if etag != if_match.strip('"'):
+        raise ObjectChanged(f"local storage: {key}: its ETag is no longer {if_match}")
 
 
 def _metadata_file(path: Path) -> Path:

@@ -9,12 +9,12 @@ from typing import Any, BinaryIO, cast
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
 logger = logging.getLogger(__name__)
 
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 
 
 class S3Storage:
@@ -29,20 +29,30 @@ class S3Storage:
         with self.open(key) as body:
             return body.read()
 
-    def open(self, key: str) -> BinaryIO:
-        """Return a readable stream of the object's body."""
+    def open(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> BinaryIO:
+        """Return a readable stream of the object's body (of ``version``; ``if_match``: only
+        while its ETag is that one, else ObjectChanged)."""
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            response = self._s3.get_object(
+                Bucket=self.bucket, Key=key, **_pinned(version, if_match)
+            )
         except (ClientError, BotoCoreError) as error:
-            raise self._error("get", key, error) from error
+            raise self._error("get", key, error, if_match) from error
         return cast(BinaryIO, response["Body"])
 
-    def head(self, key: str) -> ObjectInfo:
-        """Return the object's metadata; raise NotFoundError when absent."""
+    def head(
+        self, key: str, *, version: str | None = None, if_match: str | None = None
+    ) -> ObjectInfo:
+        """Return the object's metadata (of ``version``; ``if_match`` as for ``open``); raise
+        NotFoundError when absent."""
         try:
-            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+            response = self._s3.head_object(
+                Bucket=self.bucket, Key=key, **_pinned(version, if_match)
+            )
         except (ClientError, BotoCoreError) as error:
-            raise self._error("head", key, error) from error
+            raise self._error("head", key, error, if_match) from error
         return ObjectInfo(
             key=key,
             size=int(response.get("ContentLength", 0)),
@@ -93,13 +103,26 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise self._error("list", prefix, error) from error
 
-    def _error(self, action: str, key: str, error: Exception) -> StorageError:
+    def _error(
+        self, action: str, key: str, error: Exception, if_match: str | None = None
+    ) -> StorageError:
         where = f"s3://{self.bucket}/{key}"
         if isinstance(error, ClientError) and (
             _aws.error_code(error) in _MISSING or _aws.http_status(error) == 404
         ):
             return NotFoundError(f"{where}: {action}: no such object")
+        if isinstance(error, ClientError) and _aws.http_status(error) == 412:
+            return ObjectChanged(f"{where}: {action}: its ETag is no longer {if_match}")
         return StorageError(f"{where}: {action} failed: {error}")
+
+
+def _pinned(version: str | None, if_match: str | None) -> dict[str, str]:
+    """The GetObject/HeadObject parameters that read one version, or only a given ETag (S3
+    answers 412 Precondition Failed to another)."""
+    pinned = {"VersionId": version} if version else {}
+    if if_match:
+        pinned["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+    return pinned
 
 
 def _etag(value: str | None) -> str:

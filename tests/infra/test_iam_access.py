@@ -2,7 +2,8 @@
 
 The calls are not listed by hand: the example campaign runs on the local engine with the AWS
 adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending, once as a dry run, and
-once more uploaded with the retry-failed metadata after a row failed (Validate releases it);
+once more uploaded with the retry-failed metadata after a row failed (Validate releases it),
+the bucket keeping versions by then (Validate reads the version the event names);
 Summarize runs again as after a failed batch, and SesEvents records a bounce. Every SDK call
 is recorded with the function that made it (the SES v2 preflight's too, which moto answers
 through a stand-in).
@@ -193,6 +194,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
         assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
         assert [o.state for o in ledger.outcomes(campaign) if o.key == failed] == ["failed"]
 
+        # The bucket keeps versions from now on, as the stack's does: Validate reads the
+        # upload by the version its event names (before, by its ETag).
+        account["s3"].put_bucket_versioning(
+            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
         retried = e2e.run_on_engine(
             account, "incoming/offers.csv", wrap=recorder.wrap, metadata=RETRY_FAILED
         )
@@ -318,8 +324,9 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
     [
         ("ReadBackManifest", "s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/"),
         ("ReleaseFailedRows", f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}"),
+        ("ReadTheUploadOfTheEvent", "s3:GetObjectVersion arn:aws:s3:::mailmatrix-e2e/incoming/"),
     ],
-    ids=["read-back", "release-failed"],
+    ids=["read-back", "release-failed", "upload-version"],
 )
 def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorded, sid, denied):
     # GIVEN ValidateRole without one of its statements

@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from mailmatrix.adapters.storage_local import LocalStorage
-from mailmatrix.errors import NotFoundError, StorageError
+from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
 
 
 def test_put_get_head_and_list_in_key_order(tmp_path):
@@ -163,3 +163,24 @@ def test_an_upload_keeps_its_own_metadata_as_s3_does(tmp_path):
     storage.put_file("incoming/offers.csv", str(source), metadata={"a": "b"})
     storage.put("incoming/offers.csv", b"Email\n")
     assert storage.head("incoming/offers.csv").metadata == {}
+
+
+def test_an_object_is_read_only_while_its_etag_is_the_one_given(tmp_path):
+    # GIVEN a file stored, its ETag taken, and a stream opened on it while it has that ETag
+    storage = LocalStorage(tmp_path)
+    etag = storage.put("incoming/a.csv", b"first").etag
+    stream = storage.open("incoming/a.csv", if_match=etag)
+
+    # WHEN another upload replaces it
+    storage.put("incoming/a.csv", b"second")
+
+    # THEN the stream opened reads the first still; a new read by the old ETag is refused
+    with stream:
+        assert stream.read() == b"first"
+    for read in (storage.open, storage.head):
+        with pytest.raises(ObjectChanged, match=f"incoming/a.csv: its ETag is no longer {etag}"):
+            read("incoming/a.csv", if_match=etag)
+    assert storage.head("incoming/a.csv", if_match=f'"{storage.head("incoming/a.csv").etag}"')
+    # AND a folder keeps no versions: asking for one is an error, not another file's content
+    with pytest.raises(StorageError, match="keeps no versions"):
+        storage.open("incoming/a.csv", version="v1")
