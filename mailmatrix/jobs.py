@@ -40,7 +40,7 @@ from mailmatrix.errors import (
     TemplateError,
     UploadReplaced,
 )
-from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
+from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage, Upload
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,13 @@ class Source:
     key: str
     etag: str
     version_id: str | None = None
+    # S3's order of the events on one key (hex; a later upload has a greater one), or None
+    sequencer: str | None = None
 
     @classmethod
     def from_event_detail(cls, detail: dict[str, Any]) -> Source:
-        """Read bucket, key, ETag and version from an S3 "Object Created" event's detail."""
+        """Read bucket, key, ETag, version and sequencer from an S3 "Object Created" event's
+        detail."""
         try:
             bucket = detail["bucket"]["name"]
             obj = detail["object"]
@@ -77,8 +80,31 @@ class Source:
                 f"event: not an S3 Object Created event detail: missing {error}"
             ) from None
         return cls(
-            bucket, key, str(obj.get("etag") or "").strip('"'), _version(obj.get("version-id"))
+            bucket,
+            key,
+            str(obj.get("etag") or "").strip('"'),
+            _version(obj.get("version-id")),
+            str(obj.get("sequencer") or "") or None,
         )
+
+    def upload(self, campaign_id: str, execution: str | None) -> Upload:
+        """This upload of the campaign's file, validated by ``execution`` (see Upload)."""
+        return Upload(
+            campaign=campaign_id,
+            upload=self.version_id or self.sequencer or self.etag,
+            order=upload_order(self.sequencer),
+            execution=execution or "",
+        )
+
+
+# A sequencer is hex of varying length: right-padded with zeros, sequencers compare as
+# strings (https://repost.aws/knowledge-center/s3-duplicate-sqs-messages); none sorts first.
+_ORDER_WIDTH = 32
+
+
+def upload_order(sequencer: str | None) -> str:
+    """A string that sorts uploads of one key as S3 stored them, from an event's sequencer."""
+    return sequencer.upper().ljust(_ORDER_WIDTH, "0") if sequencer else "-"  # "-" < "0"
 
 
 def _version(value: Any) -> str | None:
@@ -217,9 +243,7 @@ class _Retry:
     the file (one found to have arrived) stays failed, and no later run of it sends it.
     """
 
-    def __init__(
-        self, upload: ObjectInfo, campaign_id: str, open_ledger: Callable[[], Ledger] | None
-    ) -> None:
+    def __init__(self, upload: ObjectInfo, campaign_id: str, ledger: Ledger | None) -> None:
         self.campaign_id = campaign_id
         # S3 gives the time in whole seconds, cut: a second more keeps every row failed
         # before it. (The first execution of an upload fails rows seconds after it at best.)
@@ -227,9 +251,9 @@ class _Retry:
         self.kinds = [
             unknown
             for unknown, name in ((False, RETRY_FAILED_METADATA), (True, RETRY_UNKNOWN_METADATA))
-            if open_ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
+            if ledger is not None and upload.metadata.get(name, "").strip().lower() == "true"
         ]
-        self.ledger = open_ledger() if open_ledger is not None and self.kinds else None
+        self.ledger = ledger if self.kinds else None
         self.failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown
         for unknown in self.kinds:
             assert self.ledger is not None
@@ -291,9 +315,11 @@ def validate_job(
     The upload read, content and metadata, is the one the event names (its version, else its
     ETag: UploadReplaced when another has replaced it). The manifest is the execution's own
     (under its name): a later run of the same file writes another, so a redrive of this
-    execution still sends the rows this one validated. An upload
-    whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
-    in the ledger (``open_ledger``) once the file has passed, before anything is sent.
+    execution still sends the rows this one validated — unless a newer upload of the file has
+    been validated since: once the file has passed, the upload is recorded in the ledger
+    (``open_ledger``) as its campaign's latest, and batches of older uploads send no more. An
+    upload whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows
+    released in the ledger then, before anything is sent (not when it is already superseded).
     """
     source = _stored_source(storage, source)
     with _the_upload(source) as pinned:
@@ -323,7 +349,8 @@ def validate_job(
     reports = reports_prefix(campaign_id, folder)
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
-    retry = _Retry(upload, campaign_id, None if dry_run else open_ledger)
+    ledger = None if dry_run else open_ledger()  # a dry run sends nothing: no ledger
+    retry = _Retry(upload, campaign_id, ledger)
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -366,8 +393,14 @@ def validate_job(
         content_type="application/json",
     )
 
+    # The file has passed: from now on this upload is the one its campaign sends, unless a
+    # newer upload of it was validated already (its execution sends the file then: this
+    # one's batches send nothing, see send_batch).
+    this = source.upload(campaign_id, execution)
+    latest = None if ledger is None else ledger.record_upload(this)
+    superseded = latest is not None and latest.upload != this.upload
     send_rate = settings.send_rate
-    if preflight is not None and not dry_run:
+    if preflight is not None and not dry_run and not superseded:
         account = preflight(sender, report.valid)
         if send_rate is None:
             send_rate = float(account["max_send_rate"])
@@ -378,7 +411,7 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
-    released = retry.release(report.withdrawn)
+    released = 0 if superseded else retry.release(report.withdrawn)
     campaign = {
         "id": campaign_id,
         "source": {
@@ -386,7 +419,10 @@ def validate_job(
             "key": source.key,
             "etag": source.etag,
             "version_id": source.version_id,
+            "sequencer": source.sequencer,
         },
+        # which upload this is: a batch sends only while it is the campaign's latest validated
+        "upload": this.upload,
         "sender": sender,
         "templates_prefix": settings.templates_prefix,
         "attachments_prefix": settings.attachments_prefix,

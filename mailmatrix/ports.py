@@ -166,6 +166,22 @@ def doubt_reason(uncertain: bool, takeovers: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One upload of a campaign's file, as the execution that validated it saw it.
+
+    ``upload`` tells uploads apart (the S3 version id, else the event's sequencer, else the
+    ETag); two executions of one upload (a duplicate event) share it. ``order`` sorts the
+    uploads of one key as they were stored (the S3 event's sequencer, padded): a newer upload
+    has a greater one, whichever execution validated first.
+    """
+
+    campaign: str
+    upload: str
+    order: str
+    execution: str
+
+
 class Ledger(Protocol):
     """Durable record of every email's idempotency key and outcome."""
 
@@ -240,6 +256,16 @@ class Ledger(Protocol):
 
     def clear_halt(self, campaign: str) -> None:
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
+        ...
+
+    def record_upload(self, upload: Upload) -> Upload:
+        """Record that ``upload`` of its campaign's file has been validated, unless a newer
+        one (a greater ``order``) has been; return the campaign's latest validated upload.
+        One conditional write: the newer upload wins, whichever execution writes first."""
+        ...
+
+    def latest_upload(self, campaign: str) -> Upload | None:
+        """The campaign's latest validated upload (record_upload), or None."""
         ...
 
     def failed_keys(

@@ -3,9 +3,10 @@
 Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global secondary
 indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
-an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``. Every
-claim is a conditional write, so two attempts never both hold the claim of one key while its
-lease runs (semantics: mailmatrix.ports.Ledger).
+an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
+campaign's latest validated upload one keyed ``upload#<campaign>``. Every claim is a
+conditional write, so two attempts never both hold the claim of one key while its lease runs
+(semantics: mailmatrix.ports.Ledger).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mailmatrix.ports import (
     Claim,
     Halt,
     Outcome,
+    Upload,
     doubt_reason,
 )
 
@@ -39,6 +41,15 @@ HALT_PREFIX = "halt#"
 _KEYS_PER_GET = 100  # BatchGetItem's limit
 _UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 BATCH_PREFIX = "batch#"
+UPLOAD_PREFIX = "upload#"
+_UPLOAD_NAMES = {
+    "#k": KEY,
+    "#uc": "upload_campaign",
+    "#up": "upload",
+    "#so": "sort",
+    "#ex": "execution",
+    "#exp": "expires_at",
+}
 
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
@@ -230,6 +241,48 @@ class DynamoDbLedger:
         except (ClientError, BotoCoreError) as error:
             raise self._error("halt", campaign, error) from error
         return halt
+
+    def record_upload(self, upload: Upload) -> Upload:
+        """Record ``upload`` as its campaign's latest validated one unless a newer one (a
+        greater ``order``) is recorded; return the latest (see the Ledger port). One
+        conditional update, which hands back the item that stopped it (no read needed)."""
+        values = {
+            ":c": {"S": upload.campaign},
+            ":up": {"S": upload.upload},
+            ":so": {"S": upload.order},
+            ":exp": {"N": str(int(self._clock()) + self.retention_seconds)},
+        }
+        expression = "SET #uc = :c, #up = :up, #so = :so, #exp = :exp"
+        if upload.execution:
+            values[":ex"] = {"S": upload.execution}
+            expression += ", #ex = :ex"
+        else:
+            expression += " REMOVE #ex"
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": UPLOAD_PREFIX + upload.campaign}},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#k) OR #so <= :so",
+                ExpressionAttributeNames=_UPLOAD_NAMES,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if _aws.error_code(error) != "ConditionalCheckFailedException":
+                raise self._error("record_upload", upload.campaign, error) from error
+            newer = error.response.get("Item")
+            if not newer:
+                raise self._error("record_upload", upload.campaign, error) from error
+            return _upload(upload.campaign, newer)
+        except BotoCoreError as error:
+            raise self._error("record_upload", upload.campaign, error) from error
+        return upload
+
+    def latest_upload(self, campaign: str) -> Upload | None:
+        """The campaign's latest validated upload, or None."""
+        item = self._get_item(UPLOAD_PREFIX + campaign)
+        return None if item is None else _upload(campaign, item)
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port): one
@@ -490,6 +543,11 @@ class DynamoDbLedger:
 
     def _error(self, action: str, what: str, error: Exception) -> LedgerError:
         return LedgerError(f"dynamodb://{self.table}: {action} {what[:24]}: {error}")
+
+
+def _upload(campaign: str, item: dict[str, Any]) -> Upload:
+    entry = _plain(item)
+    return Upload(campaign, entry["upload"], entry["sort"], entry.get("execution", ""))
 
 
 def _outcome(entry: dict[str, Any]) -> Outcome:

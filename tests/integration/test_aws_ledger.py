@@ -11,6 +11,7 @@ from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
+    check_latest_upload,
     check_outcomes_of,
     check_release_failed,
 )
@@ -297,3 +298,7 @@ def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
     # WHEN asked THEN a ledger error says so, after a bounded number of requests
     with pytest.raises(LedgerError, match="unprocessed"):
         ledger.outcomes_of(["k1"])
+
+
+def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
+    check_latest_upload(ledger)

@@ -14,6 +14,7 @@ from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     check_batch_holds,
+    check_latest_upload,
     check_outcomes_of,
     check_release_failed,
 )
@@ -379,3 +380,7 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
 
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
+
+
+def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
+    check_latest_upload(ledger)
