@@ -111,7 +111,7 @@ def _scenario(out_dir: pathlib.Path, rate, latency, rows, batch_size, paced) -> 
                         batch,
                         campaign,
                         catalog=CATALOG,
-                        fetch_attachment=lambda name: b"",
+                        fetch_attachment=lambda name, tag: b"",
                         mailer=recorder,
                         ledger=ledger,
                         attempt=f"w{number}-{batch[0]['row']}",

@@ -33,8 +33,8 @@ class NoEarlierRun(ConfigurationError):
 
 
 class AttachmentChanged(MailMatrixError):
-    """A row's attachment is not the file validation saw (another size): it may have been
-    replaced, or relinked to another recipient's letter, since."""
+    """A row's attachment is not the file validation saw (another size or version tag): it
+    may have been replaced, rewritten, or relinked to another recipient's letter, since."""
 
 
 class InputFileError(MailMatrixError):
@@ -43,6 +43,12 @@ class InputFileError(MailMatrixError):
 
 class TemplateError(MailMatrixError):
     """A template cannot be loaded, compiled, or uses variables the CSV does not have."""
+
+
+class TemplateSetsChanged(TemplateError):
+    """The templates lack a set whose name earlier runs of the campaign used (renamed or
+    removed): the ledger knows each letter by its set's name, so its letters would go out again
+    under the new one. Nothing is sent until the set is back or the file has a new name."""
 
 
 class StorageError(MailMatrixError):
@@ -54,7 +60,8 @@ class NotFoundError(StorageError):
 
 
 class ObjectChanged(StorageError):
-    """The object at a key is no longer the one asked for: its ETag is another (replaced)."""
+    """The object under a key is no longer the version asked for (its tag or ETag differs:
+    replaced, rewritten or relinked)."""
 
 
 class UploadReplaced(MailMatrixError):

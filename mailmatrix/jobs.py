@@ -30,7 +30,14 @@ from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
-from mailmatrix.core.send import compose, idempotency_key, send_batch, sender_problem
+from mailmatrix.core.send import (
+    attachment_fetcher,
+    compose,
+    idempotency_key,
+    send_batch,
+    sender_problem,
+    template_sets_changed,
+)
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
@@ -143,7 +150,7 @@ def _the_upload(source: Source) -> Iterator[dict[str, str | None]]:
         if source.version_id:
             yield {"version": source.version_id}
         else:
-            yield {"if_match": source.etag or None}
+            yield {"tag": source.etag or None}
     except ObjectChanged:
         raise UploadReplaced(
             f"{source.key}: replaced by a newer upload before this run read it (the event named"
@@ -316,10 +323,16 @@ def validate_job(
     ETag: UploadReplaced when another has replaced it). The manifest is the execution's own
     (under its name): a later run of the same file writes another, so a redrive of this
     execution still sends the rows this one validated — unless a newer upload of the file has
-    been validated since: once the file has passed, the upload is recorded in the ledger
-    (``open_ledger``) as its campaign's latest, and batches of older uploads send no more. An
-    upload whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows
-    released in the ledger then, before anything is sent (not when it is already superseded).
+    been validated since.
+
+    Once the file has passed, before anything is sent, the ledger (``open_ledger``) is told,
+    in this order: the template sets of the valid rows, added to those the campaign has used
+    (Ledger.record_template_sets; a run whose templates lack one used before is refused,
+    TemplateSetsChanged, as its letters would be keyed anew and sent again, and does not
+    count as the file's latest upload); then this upload, as its campaign's latest (batches
+    of older uploads send no more). An upload whose metadata asks for it
+    (RETRY_FAILED_METADATA) has the campaign's failed rows released then (not when it is
+    superseded already).
     """
     source = _stored_source(storage, source)
     with _the_upload(source) as pinned:
@@ -351,6 +364,7 @@ def validate_job(
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
     ledger = None if dry_run else open_ledger()  # a dry run sends nothing: no ledger
     retry = _Retry(upload, campaign_id, ledger)
+    used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -362,6 +376,7 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
+                used_sets.add(row["template"])
                 retry.see(row["key"], row["row"])
                 line = _MANIFEST_LINE.encode(row)
                 # Escape the Unicode line separators JSON allows raw, so no line-oriented
@@ -393,6 +408,10 @@ def validate_job(
         content_type="application/json",
     )
 
+    if ledger is not None and used_sets:
+        gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
+        if gone:
+            raise template_sets_changed(source.key, gone, scope="this run")
     # The file has passed: from now on this upload is the one its campaign sends, unless a
     # newer upload of it was validated already (its execution sends the file then: this
     # one's batches send nothing, see send_batch).
@@ -476,7 +495,7 @@ def _write_previews(
                 item,
                 campaign,
                 catalog=catalog,
-                fetch_attachment=lambda name: storage.get(attachments + name),
+                fetch_attachment=attachment_fetcher(storage, attachments),
             )
             storage.put(
                 f"{prefix}row-{item['row']}.eml",
@@ -499,17 +518,12 @@ def send_job(
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
     request id: one invocation of an attempt sends at a time); return each row's outcome."""
-    prefix = campaign["attachments_prefix"]
-
-    def fetch_attachment(name: str) -> bytes:
-        return storage.get(prefix + name)
-
     rate = float(campaign.get("per_worker_rate") or 0.0)
     result = send_batch(
         items,
         campaign,
         catalog=catalog,
-        fetch_attachment=fetch_attachment,
+        fetch_attachment=attachment_fetcher(storage, campaign["attachments_prefix"]),
         mailer=mailer,
         ledger=ledger,
         attempt=attempt,

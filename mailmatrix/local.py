@@ -486,26 +486,15 @@ def delivery_of(mailer: str) -> str:
 def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
     """What must not change between a campaign's runs in a workdir: how it delivers, and what
     its letters are made of (the templates and attachments folders, the sender, the
-    List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE); and the names of the template sets,
-    which may grow but not lose one (the ledger keeps a letter under its set's name)."""
+    List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE). The names of its template sets are
+    the ledger's to keep, here as on AWS (Ledger.record_template_sets)."""
     return {
         "delivery": delivery_of(mailer),
         "templates": str(templates.resolve()),
         "attachments": str(attachments.resolve()),
         "sender": sender,
         "unsubscribe": unsubscribe_of(),
-        "sets": _set_names(templates),
     }
-
-
-def _set_names(templates: Path) -> list[str] | None:
-    """The template sets' names, sorted (None when the templates cannot be read: validation
-    then says why)."""
-    try:
-        storage = LocalStorage(templates, mounts={"templates/": templates})
-        return sorted(load_templates(storage, "templates/").names)
-    except MailMatrixError:
-        return None
 
 
 def unsubscribe_of() -> str | None:
@@ -527,14 +516,7 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         return
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
-    gone = sorted(set(earlier.get("sets") or ()) - set(way.get("sets") or earlier["sets"]))
-    if gone:
-        raise DeliveryChanged(
-            f"{name}: earlier runs of this file in {workdir.root} sent letters of the template"
-            f" set(s) {', '.join(gone)}, which the templates no longer have (renamed?): the"
-            " ledger knows a letter by its set's name, so everyone would be mailed again. Give"
-            " the sets their names back, or use a new file name to send again from the start"
-        )
+    # "sets": in the way an execution of an earlier version recorded; the ledger checks them
     changed = [
         key
         for key in way
@@ -591,14 +573,21 @@ def forget_campaign_way(workdir: Workdir, campaign: str) -> None:
 
 
 def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
-    """Remember how ``campaign`` runs in this workdir (see check_campaign_way); its sets are
-    those of every run."""
+    """Remember how ``campaign`` runs in this workdir (see check_campaign_way).
+
+    The names of the template sets that the way of earlier versions held (here, or in an
+    execution's run record) go to the ledger, which keeps them now.
+    """
     deliveries = _deliveries(workdir)
     earlier = deliveries.get(campaign)
-    sets = set(way.get("sets") or ())
+    way = dict(way)
+    sets = set(way.pop("sets", None) or ())
     if isinstance(earlier, dict):
         sets |= set(earlier.get("sets") or ())
-    deliveries[campaign] = {**way, "sets": sorted(sets)}
+    if sets:
+        with _local_ledger(workdir) as ledger:
+            ledger.add_template_sets(campaign, sets)
+    deliveries[campaign] = way
     _write_deliveries(workdir, deliveries)
 
 
@@ -869,9 +858,6 @@ def redrive(
         _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {}, source)
         campaign = campaign_of(history) or (campaign_of_file(source) if source else None)
         way, first = ran.get("way"), False
-        if isinstance(way, dict) and way.get("templates"):
-            # The letters are made from the templates folder as it is now.
-            way = {**way, "sets": _set_names(Path(way["templates"]))}
         if campaign and isinstance(way, dict):
             # Held to its file's way like a run, and recorded before it sends: it may be the
             # first of the file to send (its run stopped before any row).

@@ -21,6 +21,12 @@ class ObjectInfo:
     storage can link a file under several keys (a local folder: symlinks, hard links); two
     objects with the same identity are one file. None: the key is the object's only name
     (S3 has no links).
+
+    ``tag``, from a listing or ``head``, tells this version of the object from any other
+    under its key: S3's ETag; for a local file, its device, inode, size and modification and
+    change times (another file put in its place, or the file rewritten, has another).
+    ``get``, ``open`` and ``head`` given ``tag=`` (that tag, or the object's ETag as an upload
+    event names it) reach that version or none: ObjectChanged. "": the listing gives none.
     """
 
     key: str
@@ -30,6 +36,7 @@ class ObjectInfo:
     modified: float | None = None
     metadata: Mapping[str, str] = field(default_factory=dict, compare=False)
     identity: str | None = None
+    tag: str = ""
 
 
 class Storage(Protocol):
@@ -37,22 +44,18 @@ class Storage(Protocol):
 
     bucket: str
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise NotFoundError when absent."""
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent, and ObjectChanged when
+        ``tag`` (see ObjectInfo.tag) is given and the object is no longer that version."""
         ...
 
-    def open(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> BinaryIO:
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
         """Return a readable binary stream of the object (for large files): of its
-        ``version`` when given (storage that keeps versions); ``if_match``: only while its
-        ETag is that one, else raise ObjectChanged."""
+        ``version`` when given (storage that keeps versions); ``tag`` as for ``get``."""
         ...
 
-    def head(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> ObjectInfo:
-        """Return the object's metadata (of ``version``; ``if_match`` as for ``open``); raise
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return the object's metadata (``version`` and ``tag`` as for ``open``); raise
         NotFoundError when absent."""
         ...
 
@@ -86,9 +89,11 @@ class Claim:
     """What the ledger said when asked to claim a key before sending.
 
     ``state`` is ``claimed`` (go ahead and send), ``sent`` (already sent: skip),
-    ``failed`` (permanently failed earlier: skip, already reported) or ``busy``
-    (another live attempt holds the claim: try again later). ``code`` and ``reason`` say why
-    a key failed; on ``claimed``/``busy`` ``reason`` names the attempt taken over or waited on.
+    ``failed`` (permanently failed earlier: skip, already reported), ``busy``
+    (another live attempt holds the claim: try again later) or ``other`` (the letter of
+    another template set may have gone to the same address: not sent, nothing recorded;
+    ``letter`` names that set). ``code`` and ``reason`` say why a key failed; on
+    ``claimed``/``busy`` ``reason`` names the attempt taken over or waited on.
     ``attempt`` is the attempt that sent the key (``sent``) or holds it (``busy``).
     ``doubts`` (on ``claimed``): how many earlier tries of the key may have gone out (the
     attempts taken over, and one for tries released with an unknown outcome), which counts
@@ -101,6 +106,7 @@ class Claim:
     code: str | None = None
     attempt: str | None = None
     doubts: int = field(default=0, compare=False)
+    letter: str | None = None
 
 
 # A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).
@@ -182,6 +188,17 @@ class Upload:
     execution: str
 
 
+@dataclass(frozen=True)
+class CampaignStatus:
+    """What a batch checks of its campaign before its first row and every halt_check_s
+    after, read at once (Ledger.campaign_status): its halt, its latest validated upload and
+    the names of the template sets it has used."""
+
+    halt: Halt | None = None
+    latest_upload: Upload | None = None
+    template_sets: frozenset[str] = frozenset()
+
+
 class Ledger(Protocol):
     """Durable record of every email's idempotency key and outcome."""
 
@@ -194,12 +211,22 @@ class Ledger(Protocol):
         attempt: str,
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
         ``sent_before`` = (key, message id, uncertain) of the previous row, which has been
         sent: it is recorded sent first, as record_sent would (a ledger that can, in the same
         transaction: one write per email instead of two).
+
+        ``others`` = the keys of the same address's letters of the campaign's other template
+        sets, each with its set's name. If one of those letters may have gone out (its entry
+        is sent; claimed, by a live attempt or a dead one; failed as OUTCOME_UNKNOWN; or
+        doubtful, see Outcome.doubtful), a claim that would be granted is refused instead
+        (``state="other"``, ``letter`` = that set) and nothing is written. The check and the
+        claim are one atomic step: of two runs sending one address two sets' letters at once,
+        one at most gets ``claimed``. A key of its own that is sent, failed or busy is
+        answered as such first. None or empty (a campaign of one set): no check, no cost.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
@@ -266,6 +293,28 @@ class Ledger(Protocol):
 
     def latest_upload(self, campaign: str) -> Upload | None:
         """The campaign's latest validated upload (record_upload), or None."""
+        ...
+
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest validated upload and template set names, as halted,
+        latest_upload and template_sets give them, in one read where the ledger can."""
+        ...
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used (record_template_sets)."""
+        ...
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` (the sets of the rows a run is about to send) to the names ``campaign``
+        has used, unless ``catalog`` (the run's template sets) lacks one used before: then
+        nothing is recorded and the names it lacks are returned, sorted ([]: recorded). One
+        atomic step: two runs at once, one of them with a set renamed, never both pass.
+
+        A letter's idempotency key holds its set's name: under a new name the ledger would not
+        know the letters already sent, and a run would mail them all again.
+        """
         ...
 
     def failed_keys(

@@ -4,9 +4,17 @@ Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global
 indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
 an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
-campaign's latest validated upload one keyed ``upload#<campaign>``. Every claim is a
-conditional write, so two attempts never both hold the claim of one key while its lease runs
-(semantics: mailmatrix.ports.Ledger).
+campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
+sets a campaign has used one keyed ``sets#<campaign>`` (a string set). A batch reads the
+campaign's halt, latest upload and set names in one BatchGetItem (campaign_status). Every
+claim is a conditional write, so two attempts never both hold the claim of one key while its
+lease runs (semantics: mailmatrix.ports.Ledger).
+
+In a campaign of several template sets a claim is a transaction instead: the conditional Put
+and a ConditionCheck of the same address's entry in each other set (none of their letters may
+have gone out). A transaction bills each of its items at twice a plain write's capacity, so
+such a claim costs 2 write units per set (4 with two sets, against 1), in one request as
+before; a campaign of one set claims with the plain Put.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,6 +33,7 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignStatus,
     Claim,
     Halt,
     Outcome,
@@ -50,6 +59,36 @@ _UPLOAD_NAMES = {
     "#ex": "execution",
     "#exp": "expires_at",
 }
+SETS_PREFIX = "sets#"
+_SETS_TRIES = 5
+
+
+# The ConditionCheck of another set's letter to the address: it cannot have gone out (no
+# entry, or one failed or given back after an answer, never taken over, never uncertain).
+_NOT_GONE = {
+    "ConditionExpression": "attribute_not_exists(#k) OR ((#s = :failed OR #s = :released)"
+    " AND (attribute_not_exists(#code) OR #code <> :unknown)"
+    " AND (attribute_not_exists(#t) OR #t = :zero)"
+    " AND (attribute_not_exists(#unc) OR #unc = :false))",
+    "ExpressionAttributeNames": {
+        "#k": KEY,
+        "#s": "state",
+        "#code": "code",
+        "#t": "takeovers",
+        "#unc": "uncertain",
+    },
+    "ExpressionAttributeValues": {
+        ":failed": {"S": "failed"},
+        ":released": {"S": "released"},
+        ":unknown": {"S": OUTCOME_UNKNOWN},
+        ":zero": {"N": "0"},
+        ":false": {"BOOL": False},
+    },
+}
+
+
+class _EntryChanged(Exception):
+    """Internal: a claim's write found its entry changed since it was read."""
 
 
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
@@ -72,6 +111,8 @@ _NAMES = {
     "#dd": "delivery_detail",
     "#events": "events",
     "#c": "campaign",
+    "#ts": "template_sets",
+    "#tc": "sets_campaign",
 }
 
 
@@ -102,8 +143,10 @@ class DynamoDbLedger:
         attempt: str,
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> Claim:
-        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
+        or (``others``) another set's letter to the address may have gone out.
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -163,23 +206,22 @@ class DynamoDbLedger:
             }
             if uncertain:
                 item["uncertain"] = {"BOOL": True}
-            names = {a: _NAMES[a] for a in re.findall(r"#\w+", condition)}
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": item,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {a: _NAMES[a] for a in re.findall(r"#\w+", condition)},
+            }
+            if values:
+                request["ExpressionAttributeValues"] = values
             try:
-                request: dict[str, Any] = {
-                    "TableName": self.table,
-                    "Item": item,
-                    "ConditionExpression": condition,
-                    "ExpressionAttributeNames": names,
-                }
-                if values:
-                    request["ExpressionAttributeValues"] = values
-                self._db.put_item(**request)
-            except ClientError as error:
-                if _aws.error_code(error) == "ConditionalCheckFailedException":
-                    continue  # another attempt wrote first: read again and decide again
+                letter = self._put_claim(request, others or {})
+            except _EntryChanged:
+                continue  # another attempt wrote first: read again and decide again
+            except (ClientError, BotoCoreError) as error:
                 raise self._error("claim", key, error) from error
-            except BotoCoreError as error:
-                raise self._error("claim", key, error) from error
+            if letter is not None:
+                return Claim("other", letter=letter)
             doubts = takeovers + int(uncertain)
             if previous is not None:
                 logger.debug("ledger: row %s taken over from %s by %s", row, previous, attempt)
@@ -190,6 +232,40 @@ class DynamoDbLedger:
                 return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
             return Claim("claimed", doubts=doubts)
         return Claim("busy", reason="the entry kept changing while being claimed")
+
+    def _put_claim(self, request: dict[str, Any], others: Mapping[str, str]) -> str | None:
+        """Write the claim (a conditional PutItem ``request``), with ``others`` in one
+        transaction with the check that none of their letters may have gone out; return None,
+        or the set of the letter that refused it. Raise _EntryChanged when the claim's own
+        condition failed, or another transaction was writing one of the items."""
+        if not others:
+            try:
+                self._db.put_item(**request)
+            except ClientError as error:
+                if _aws.error_code(error) == "ConditionalCheckFailedException":
+                    raise _EntryChanged from error
+                raise
+            return None
+        checks = [
+            {"ConditionCheck": {"TableName": self.table, "Key": {KEY: {"S": key}}, **_NOT_GONE}}
+            for key in others
+        ]
+        try:
+            self._db.transact_write_items(TransactItems=[{"Put": request}, *checks])
+        except ClientError as error:
+            if _aws.error_code(error) != "TransactionCanceledException":
+                raise
+            # One reason per item, in order: the claim's Put, then each other set's check.
+            codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+            if len(codes) != 1 + len(others):
+                raise
+            if codes[0] == "ConditionalCheckFailed" or "TransactionConflict" in codes:
+                raise _EntryChanged from error
+            for code, letter in zip(codes[1:], others.values(), strict=True):
+                if code == "ConditionalCheckFailed":
+                    return letter
+            raise
+        return None
 
     def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
         """Mark ``key`` as sent with SES's message id (the by_message_id index finds it); an
@@ -271,18 +347,17 @@ class DynamoDbLedger:
         except ClientError as error:
             if _aws.error_code(error) != "ConditionalCheckFailedException":
                 raise self._error("record_upload", upload.campaign, error) from error
-            newer = error.response.get("Item")
-            if not newer:
+            newer = _upload(upload.campaign, error.response.get("Item"))
+            if newer is None:
                 raise self._error("record_upload", upload.campaign, error) from error
-            return _upload(upload.campaign, newer)
+            return newer
         except BotoCoreError as error:
             raise self._error("record_upload", upload.campaign, error) from error
         return upload
 
     def latest_upload(self, campaign: str) -> Upload | None:
         """The campaign's latest validated upload, or None."""
-        item = self._get_item(UPLOAD_PREFIX + campaign)
-        return None if item is None else _upload(campaign, item)
+        return _upload(campaign, self._get_item(UPLOAD_PREFIX + campaign))
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port): one
@@ -332,16 +407,17 @@ class DynamoDbLedger:
 
     def halted(self, campaign: str) -> Halt | None:
         """Return the campaign's recorded halt, or None."""
-        item = self._get_item(HALT_PREFIX + campaign)
-        if item is None:
-            return None
-        entry = _plain(item)
-        return Halt(
-            campaign=campaign,
-            code=entry["code"],
-            reason=entry["reason"],
-            attempt=entry["attempt"],
-            at=float(entry["at"]),
+        return _halt(campaign, self._get_item(HALT_PREFIX + campaign))
+
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest validated upload and set names in one BatchGetItem
+        (strongly consistent; see the Ledger port)."""
+        wanted = {prefix: prefix + campaign for prefix in (HALT_PREFIX, UPLOAD_PREFIX, SETS_PREFIX)}
+        found = {item[KEY]["S"]: item for item in self._batch_get(list(wanted.values()))}
+        return CampaignStatus(
+            halt=_halt(campaign, found.get(wanted[HALT_PREFIX])),
+            latest_upload=_upload(campaign, found.get(wanted[UPLOAD_PREFIX])),
+            template_sets=_sets(found.get(wanted[SETS_PREFIX])),
         )
 
     def clear_halt(self, campaign: str) -> None:
@@ -350,6 +426,53 @@ class DynamoDbLedger:
             self._db.delete_item(TableName=self.table, Key={KEY: {"S": HALT_PREFIX + campaign}})
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used (a strongly consistent read)."""
+        return _sets(self._get_item(SETS_PREFIX + campaign))
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` to the sets ``campaign`` has used unless ``catalog`` lacks one used
+        before; return those it lacks (see the Ledger port).
+
+        The names are read, checked, then added (ADD to the string set) by an update that holds
+        only while the set is as read: names are only ever added, so the same size means the
+        same names. A run that added some meanwhile makes this one read and check again. The
+        item has no expires_at: a few names, kept as long as the table (refusing a renamed set
+        after the campaign's entries expired is never unsafe).
+        """
+        for _ in range(_SETS_TRIES):
+            earlier = self.template_sets(campaign)
+            missing = sorted(earlier - set(catalog))
+            new = set(names) - earlier
+            if missing or not new:
+                return missing
+            condition = "size(#ts) = :seen" if earlier else "attribute_not_exists(#ts)"
+            values: dict[str, Any] = {":new": {"SS": sorted(new)}, ":c": {"S": campaign}}
+            if earlier:
+                values[":seen"] = {"N": str(len(earlier))}
+            try:
+                self._db.update_item(
+                    TableName=self.table,
+                    Key={KEY: {"S": SETS_PREFIX + campaign}},
+                    UpdateExpression="ADD #ts :new SET #tc = :c",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#ts": _NAMES["#ts"], "#tc": _NAMES["#tc"]},
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as error:
+                if _aws.error_code(error) == "ConditionalCheckFailedException":
+                    continue  # another run added names meanwhile: read and check again
+                raise self._error("record_template_sets", campaign, error) from error
+            except BotoCoreError as error:
+                raise self._error("record_template_sets", campaign, error) from error
+            return []
+        raise LedgerError(
+            f"dynamodb://{self.table}: record_template_sets {campaign}: the campaign's set"
+            f" names kept changing ({_SETS_TRIES} tries)"
+        )
 
     def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
@@ -421,10 +544,17 @@ class DynamoDbLedger:
         return [_outcome(entry) for entry in entries]
 
     def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
-        """Return the entries of ``keys`` by key (absent keys left out): BatchGetItem, 100
-        keys a request, strongly consistent; keys DynamoDB leaves unprocessed (throttled) are
-        asked again after a growing pause."""
-        found: dict[str, Outcome] = {}
+        """Return the entries of ``keys`` by key (absent keys left out; see _batch_get)."""
+        return {
+            outcome.key: outcome
+            for outcome in (_outcome(_plain(item)) for item in self._batch_get(keys))
+        }
+
+    def _batch_get(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The items of ``keys`` that exist: BatchGetItem, 100 keys a request, strongly
+        consistent; keys DynamoDB leaves unprocessed (throttled) are asked again after a
+        growing pause."""
+        found: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))  # a request may not name a key twice
         for start in range(0, len(unique), _KEYS_PER_GET):
             wanted = [{KEY: {"S": key}} for key in unique[start : start + _KEYS_PER_GET]]
@@ -434,9 +564,7 @@ class DynamoDbLedger:
                     response = self._db.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as error:
                     raise self._error("batch_get", wanted[0][KEY]["S"], error) from error
-                for item in response.get("Responses", {}).get(self.table, []):
-                    outcome = _outcome(_plain(item))
-                    found[outcome.key] = outcome
+                found += response.get("Responses", {}).get(self.table, [])
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -545,9 +673,28 @@ class DynamoDbLedger:
         return LedgerError(f"dynamodb://{self.table}: {action} {what[:24]}: {error}")
 
 
-def _upload(campaign: str, item: dict[str, Any]) -> Upload:
+def _upload(campaign: str, item: dict[str, Any] | None) -> Upload | None:
+    if not item:
+        return None
     entry = _plain(item)
     return Upload(campaign, entry["upload"], entry["sort"], entry.get("execution", ""))
+
+
+def _halt(campaign: str, item: dict[str, Any] | None) -> Halt | None:
+    if item is None:
+        return None
+    entry = _plain(item)
+    return Halt(
+        campaign=campaign,
+        code=entry["code"],
+        reason=entry["reason"],
+        attempt=entry["attempt"],
+        at=float(entry["at"]),
+    )
+
+
+def _sets(item: dict[str, Any] | None) -> frozenset[str]:
+    return frozenset(item.get("template_sets", {}).get("SS", [])) if item else frozenset()
 
 
 def _outcome(entry: dict[str, Any]) -> Outcome:

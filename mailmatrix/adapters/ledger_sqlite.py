@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignStatus,
     Claim,
     Halt,
     Outcome,
@@ -77,6 +78,11 @@ CREATE TABLE IF NOT EXISTS halts (
     attempt TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS template_sets (
+    campaign TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (campaign, name)
+);
 """
 
 
@@ -84,6 +90,8 @@ _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
     " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
+_TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
+_ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder)"
     " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
@@ -194,11 +202,14 @@ class SqliteLedger:
         attempt: str,
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
+        others: Mapping[str, str] | None = None,
     ) -> Claim:
-        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt.
+        """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
+        or (``others``) another set's letter to the address may have gone out.
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
-        transaction: one write transaction per email.
+        transaction: one write transaction per email. The other letters are looked up in it
+        too (one indexed read, only when the campaign has several sets).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -207,14 +218,18 @@ class SqliteLedger:
             if sent_before is not None:
                 done, message_id, doubt = sent_before
                 db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
+            letter = _other_letter(db, others) if others else None
             # Most keys are new: claimed by the insert alone; the others are read.
-            if db.execute(_CLAIM_NEW, (key, campaign, row, attempt, lease, now, process)).rowcount:
+            new = (key, campaign, row, attempt, lease, now, process)
+            if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
                 return Claim("claimed")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
                 " takeovers, holder FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
+            if found is None:  # a new key, refused for the other letter
+                return Claim("other", letter=letter)
             (
                 state,
                 holder,
@@ -243,6 +258,8 @@ class SqliteLedger:
                     reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
                     attempt=holder,
                 )
+            if letter is not None:
+                return Claim("other", letter=letter)
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
@@ -371,6 +388,39 @@ class SqliteLedger:
         )
         return Upload(campaign, *found[0]) if found else None  # type: ignore[arg-type]
 
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest upload and set names: three reads of a local file,
+        each a few rows at most (see the Ledger port)."""
+        return CampaignStatus(
+            halt=self.halted(campaign),
+            latest_upload=self.latest_upload(campaign),
+            template_sets=self.template_sets(campaign),
+        )
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        """The names of the template sets ``campaign`` has used."""
+        found = self._statement(f"template_sets {campaign}", _TEMPLATE_SETS, (campaign,))
+        return frozenset(str(row[0]) for row in found)
+
+    def record_template_sets(
+        self, campaign: str, names: Collection[str], *, catalog: Collection[str]
+    ) -> list[str]:
+        """Add ``names`` to the sets ``campaign`` has used, in one transaction with the check
+        that ``catalog`` has every set used before; return those it lacks (see the Ledger
+        port)."""
+        with self._transaction(f"record_template_sets {campaign}") as db:
+            earlier = {row[0] for row in db.execute(_TEMPLATE_SETS, (campaign,))}
+            missing = sorted(earlier - set(catalog))
+            if not missing:
+                db.executemany(_ADD_TEMPLATE_SET, [(campaign, name) for name in set(names)])
+        return missing
+
+    def add_template_sets(self, campaign: str, names: Collection[str]) -> None:
+        """Add ``names`` to the sets ``campaign`` has used, unchecked (sets a workdir recorded
+        before the ledger did)."""
+        with self._transaction(f"add_template_sets {campaign}") as db:
+            db.executemany(_ADD_TEMPLATE_SET, [(campaign, name) for name in set(names)])
+
     def has_entries(self, campaign: str) -> bool:
         """Whether any row of ``campaign`` was ever claimed here."""
         return bool(
@@ -455,6 +505,19 @@ class SqliteLedger:
                 (message_id,),
             ).fetchone()
         return None if found is None else _outcome(found)
+
+
+def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:
+    """The set of the first of ``others`` (keys, with their sets) whose letter may have gone
+    out (see the Ledger port's claim), or None."""
+    marks = ", ".join("?" * len(others))
+    found = db.execute(
+        f"SELECT key FROM sends WHERE key IN ({marks}) AND (state IN ('sent', 'claimed')"
+        " OR code IS ? OR takeovers > 0 OR uncertain)",
+        (*others, OUTCOME_UNKNOWN),
+    ).fetchall()
+    gone = {row[0] for row in found}
+    return next((name for key, name in others.items() if key in gone), None)
 
 
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)

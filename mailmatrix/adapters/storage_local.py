@@ -55,8 +55,9 @@ class LocalStorage:
         base, below, mounted = self._location(key)
         return Path(base) / below, mounted
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes."""
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; with ``tag`` (from a listing), only while the file is
+        still that one, unchanged (ObjectChanged otherwise)."""
         base, below, _ = self._location(key)
         if "/" not in below:
             # The common case, a file right in its folder that is not a link, in three calls:
@@ -69,19 +70,17 @@ class LocalStorage:
                 try:
                     if stat.S_ISREG(os.fstat(fd).st_mode):
                         with open(fd, "rb", buffering=0, closefd=False) as stream:
-                            return stream.read()
+                            return _read_version(stream, key, tag)
                 finally:
                     os.close(fd)
         with self.open(key) as stream:
-            return stream.read()
+            return _read_version(stream, key, tag)
 
-    def open(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> BinaryIO:
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
         """Open the object for reading; a symlink may not lead outside its folder.
 
-        The folder keeps no versions (``version`` is refused). ``if_match``: only while the
-        file's ETag is that one (else ObjectChanged), checked on the file opened: a later
+        The folder keeps no versions (``version`` is refused). ``tag``: only while the file is
+        that version (see _check_tag; else ObjectChanged), checked on the file opened: a later
         upload replaces the file (put_file), and the stream keeps reading the one checked.
         """
         if version is not None:
@@ -94,10 +93,9 @@ class LocalStorage:
             path = match
         self._confine(key, path)
         stream = path.open("rb")
-        if if_match is not None:
+        if tag:
             try:
-                _check_etag(key, _md5(stream), if_match)
-                stream.seek(0)
+                _check_tag(stream, key, tag)
             except BaseException:
                 stream.close()
                 raise
@@ -122,16 +120,15 @@ class LocalStorage:
             return None
         return None
 
-    def head(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> ObjectInfo:
-        """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads) and the
-        user metadata it was stored with (``version`` and ``if_match`` as for ``open``)."""
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads), tag
+        and the user metadata it was stored with (``version`` and ``tag`` as for ``open``)."""
         with self.open(key, version=version) as stream:
             etag = _md5(stream)
             size = stream.tell()
-        if if_match is not None:
-            _check_etag(key, etag, if_match)
+            version_tag = _version_tag(os.fstat(stream.fileno()))
+        if tag and tag.strip('"') not in (etag, version_tag):
+            raise _changed(key)
         path, _ = self._path(key)
         try:
             metadata = json.loads(_metadata_file(path).read_text(encoding="utf-8"))
@@ -141,7 +138,9 @@ class LocalStorage:
             modified: float | None = path.stat().st_mtime
         except OSError:
             modified = None
-        return ObjectInfo(key=key, size=size, etag=etag, modified=modified, metadata=metadata)
+        return ObjectInfo(
+            key=key, size=size, etag=etag, modified=modified, metadata=metadata, tag=version_tag
+        )
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""
@@ -180,7 +179,7 @@ class LocalStorage:
         return path
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Yield the objects under ``prefix`` in key order (sizes only; no ETag)."""
+        """Yield the objects under ``prefix`` in key order (size, identity and tag; no ETag)."""
         for mount, base in self.mounts.items():
             if prefix.startswith(mount):
                 yield from _walk(base, mount, prefix)
@@ -196,9 +195,37 @@ def _md5(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _check_etag(key: str, etag: str, if_match: str) -> None:
-    if etag != if_match.strip('"'):
-        raise ObjectChanged(f"local storage: {key}: its ETag is no longer {if_match}")
+def _check_tag(stream: BinaryIO, key: str, tag: str, data: bytes | None = None) -> None:
+    """Raise ObjectChanged unless the file open on ``stream`` is the version ``tag`` names:
+    a tag from a listing (its stat: see _version_tag), or its ETag (the MD5 of its content,
+    as an upload's event names it: of ``data`` when read already, else of the rest of
+    ``stream``, which is set back where it was)."""
+    if ":" in tag:  # a listing's tag; an ETag is hex alone
+        current = _version_tag(os.fstat(stream.fileno()))
+    elif data is not None:
+        current = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    else:
+        position = stream.tell()
+        current = _md5(stream)
+        stream.seek(position)
+    if current != tag.strip('"'):
+        raise _changed(key)
+
+
+def _read_version(stream: BinaryIO, key: str, tag: str | None) -> bytes:
+    """Read ``stream`` whole; with ``tag``, refuse it unless the file read is still that
+    version. The file's own stat, taken after the read, decides: no other file can have been
+    put between the check and the read, and a rewrite during the read shows."""
+    data = stream.read()
+    if tag:
+        _check_tag(stream, key, tag, data)
+    return data
+
+
+def _changed(key: str) -> ObjectChanged:
+    return ObjectChanged(
+        f"local storage: {key}: not the version asked for (replaced, rewritten or relinked since)"
+    )
 
 
 def _metadata_file(path: Path) -> Path:
@@ -226,7 +253,7 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
     One ``stat`` a file (the directory entries say which are links and folders): a folder of
     10,000 attachments is listed at every validation. That stat follows a symlink, so each
     object's identity is the file it reaches (device and inode): a symlink and its target, or
-    two hard links, are one file under two keys.
+    two hard links, are one file under two keys. The same stat gives each object's tag.
     """
     if not base.is_dir():
         return
@@ -261,9 +288,21 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
         except OSError:  # a dangling link, or the file went away: no object
             continue
         if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files
-            yield ObjectInfo(key=key, size=info.st_size, identity=_identity(info))
+            yield ObjectInfo(
+                key=key, size=info.st_size, identity=_identity(info), tag=_version_tag(info)
+            )
 
 
 def _identity(info: os.stat_result) -> str | None:
     """The file a stat describes, as device and inode; None where the system gives no inode."""
     return f"{info.st_dev}:{info.st_ino}" if info.st_ino else None
+
+
+def _version_tag(info: os.stat_result) -> str:
+    """A file's version as a stat shows it: another file in its place has another device or
+    inode, a rewrite another change time (which tools do not set back, unlike the modification
+    time: ``cp -p`` or ``touch -r`` over a file of the same size still shows)."""
+    return (
+        f"{info.st_dev:x}:{info.st_ino:x}:{info.st_size:x}:{info.st_mtime_ns:x}"
+        f":{info.st_ctime_ns:x}"
+    )

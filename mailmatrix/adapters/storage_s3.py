@@ -24,39 +24,35 @@ class S3Storage:
         self.bucket = bucket
         self._s3 = client or _aws.client("s3")
 
-    def get(self, key: str) -> bytes:
-        """Return the object's bytes; raise NotFoundError when absent."""
-        with self.open(key) as body:
+    def get(self, key: str, *, tag: str | None = None) -> bytes:
+        """Return the object's bytes; raise NotFoundError when absent (``tag`` as for
+        ``open``)."""
+        with self.open(key, tag=tag) as body:
             return body.read()
 
-    def open(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> BinaryIO:
-        """Return a readable stream of the object's body (of ``version``; ``if_match``: only
-        while its ETag is that one, else ObjectChanged)."""
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
+        """Return a readable stream of the object's body: of ``version`` when given; with
+        ``tag`` (its ETag, from a listing or an event) S3 gives that version or none
+        (If-Match): ObjectChanged on its 412."""
         try:
-            response = self._s3.get_object(
-                Bucket=self.bucket, Key=key, **_pinned(version, if_match)
-            )
+            response = self._s3.get_object(Bucket=self.bucket, Key=key, **_pinned(version, tag))
         except (ClientError, BotoCoreError) as error:
-            raise self._error("get", key, error, if_match) from error
+            raise self._error("get", key, error, tag) from error
         return cast(BinaryIO, response["Body"])
 
-    def head(
-        self, key: str, *, version: str | None = None, if_match: str | None = None
-    ) -> ObjectInfo:
-        """Return the object's metadata (of ``version``; ``if_match`` as for ``open``); raise
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return the object's metadata (``version`` and ``tag`` as for ``open``); raise
         NotFoundError when absent."""
         try:
-            response = self._s3.head_object(
-                Bucket=self.bucket, Key=key, **_pinned(version, if_match)
-            )
+            response = self._s3.head_object(Bucket=self.bucket, Key=key, **_pinned(version, tag))
         except (ClientError, BotoCoreError) as error:
-            raise self._error("head", key, error, if_match) from error
+            raise self._error("head", key, error, tag) from error
+        etag = _etag(response.get("ETag"))
         return ObjectInfo(
             key=key,
             size=int(response.get("ContentLength", 0)),
-            etag=_etag(response.get("ETag")),
+            etag=etag,
+            tag=etag,
             version_id=_version(response.get("VersionId")),
             modified=response["LastModified"].timestamp() if "LastModified" in response else None,
             metadata=response.get("Metadata") or {},
@@ -92,36 +88,41 @@ class S3Storage:
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with ``prefix``, in key order (S3 has no links:
-        each key is its own object, so no identity is given)."""
+        each key is its own object, so no identity is given); an object's tag is its ETag."""
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
+                    etag = _etag(item.get("ETag"))
                     yield ObjectInfo(
-                        key=item["Key"], size=int(item.get("Size", 0)), etag=_etag(item.get("ETag"))
+                        key=item["Key"], size=int(item.get("Size", 0)), etag=etag, tag=etag
                     )
         except (ClientError, BotoCoreError) as error:
             raise self._error("list", prefix, error) from error
 
     def _error(
-        self, action: str, key: str, error: Exception, if_match: str | None = None
+        self, action: str, key: str, error: Exception, tag: str | None = None
     ) -> StorageError:
         where = f"s3://{self.bucket}/{key}"
         if isinstance(error, ClientError) and (
             _aws.error_code(error) in _MISSING or _aws.http_status(error) == 404
         ):
             return NotFoundError(f"{where}: {action}: no such object")
-        if isinstance(error, ClientError) and _aws.http_status(error) == 412:
-            return ObjectChanged(f"{where}: {action}: its ETag is no longer {if_match}")
+        if isinstance(error, ClientError) and (
+            _aws.error_code(error) == "PreconditionFailed" or _aws.http_status(error) == 412
+        ):  # If-Match did not hold
+            return ObjectChanged(
+                f"{where}: {action}: not the version asked for (its ETag is no longer {tag})"
+            )
         return StorageError(f"{where}: {action} failed: {error}")
 
 
-def _pinned(version: str | None, if_match: str | None) -> dict[str, str]:
+def _pinned(version: str | None, tag: str | None) -> dict[str, str]:
     """The GetObject/HeadObject parameters that read one version, or only a given ETag (S3
     answers 412 Precondition Failed to another)."""
     pinned = {"VersionId": version} if version else {}
-    if if_match:
-        pinned["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+    if tag:
+        pinned["IfMatch"] = f'"{tag.strip(chr(34))}"'
     return pinned
 
 

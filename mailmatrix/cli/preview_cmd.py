@@ -22,7 +22,7 @@ from mailmatrix.cli.validate_cmd import (
 )
 from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
-from mailmatrix.core.send import compose, sender_problem
+from mailmatrix.core.send import attachment_fetcher, compose, sender_problem
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -109,7 +109,7 @@ def preview_command(
             item,
             {"sender": sender, "unsubscribe": unsubscribe},
             catalog=catalog,
-            fetch_attachment=lambda name: attachments.get(ATTACHMENTS_PREFIX + name),
+            fetch_attachment=attachment_fetcher(attachments, ATTACHMENTS_PREFIX),
         )
         message = email.message_from_bytes(raw, policy=email.policy.default)
     except MailMatrixError as error:

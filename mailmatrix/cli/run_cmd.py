@@ -95,7 +95,13 @@ def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int]:
     return first, count
 
 
-INPUT_ERRORS = ("InputFileError", "TemplateError", "ConfigurationError", "NothingToSend")
+INPUT_ERRORS = (
+    "InputFileError",
+    "TemplateError",
+    "TemplateSetsChanged",
+    "ConfigurationError",
+    "NothingToSend",
+)
 
 
 def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dict[str, Any]:

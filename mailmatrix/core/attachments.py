@@ -32,11 +32,13 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class Lookup(NamedTuple):
-    """The outcome of looking up one name: the resolved ``name`` and ``size``, or a ``problem``."""
+    """The outcome of looking up one name: the resolved ``name``, ``size`` and ``tag`` (the
+    version listed, "" when the listing gives none), or a ``problem``."""
 
     name: str = ""
     size: int = 0
     problem: str | None = None
+    tag: str = ""
 
 
 def encoded_size(size: int) -> int:
@@ -66,7 +68,11 @@ def name_problem(name: str) -> str | None:
 
 
 class AttachmentIndex:
-    """The attachments location as listed once: bare file name -> size in bytes.
+    """The attachments location as listed once: bare file name -> size in bytes and tag.
+
+    A file's entry is its size (an int) where the listing gives no tag, else one string,
+    ``"SIZE TAG"``: a million files' index holds one object per name either way (a pair
+    would take another 90 bytes a file).
 
     ``links`` maps each name of a file listed under more than one name (a symlink and its
     target, hard links) to the first of its names in key order; names of a file that has
@@ -75,13 +81,13 @@ class AttachmentIndex:
 
     def __init__(
         self,
-        sizes: dict[str, int],
+        files: dict[str, int | str],
         links: dict[str, str] | None = None,
         *,
         listed: dict[str, str] | None = None,
         ambiguous: set[str] | None = None,
     ) -> None:
-        self._sizes = sizes  # by the name in NFC
+        self._files = files  # by the name in NFC
         self._links = links or {}
         # The name as listed, where it is not in NFC (a file written on macOS): the storage
         # knows it by that name, and S3 by no other.
@@ -96,7 +102,7 @@ class AttachmentIndex:
         cls, objects: Iterable[ObjectInfo], prefix: str = "attachments/"
     ) -> AttachmentIndex:
         """Build the index from one listing; objects in sub-folders are not reachable."""
-        sizes: dict[str, int] = {}
+        files: dict[str, int | str] = {}
         named: dict[str, str] = {}  # identity -> the first name listed with it
         links: dict[str, str] = {}
         listed: dict[str, str] = {}  # name in NFC -> the name as listed, where they differ
@@ -108,9 +114,9 @@ class AttachmentIndex:
             if not name or "/" in name:
                 continue
             nfc = name if name.isascii() else unicodedata.normalize("NFC", name)
-            if nfc in sizes and listed.get(nfc, nfc) != name:
+            if nfc in files and listed.get(nfc, nfc) != name:
                 ambiguous.add(nfc)  # another file under the same name in another form
-            sizes[nfc] = info.size
+            files[nfc] = f"{info.size} {info.tag}" if info.tag else info.size
             if nfc != name:
                 listed[nfc] = name
             if info.identity is not None:
@@ -119,14 +125,14 @@ class AttachmentIndex:
                     links[first] = links[name] = first
         logger.debug(
             "attachment index: %d files under %s, %d names of linked files",
-            len(sizes),
+            len(files),
             prefix,
             len(links),
         )
-        return cls(sizes, links, listed=listed, ambiguous=ambiguous)
+        return cls(files, links, listed=listed, ambiguous=ambiguous)
 
     def __len__(self) -> int:
-        return len(self._sizes)
+        return len(self._files)
 
     def lookup(self, raw: str, *, max_message_bytes: int | None = None) -> Lookup:
         """Check ``raw`` (a CSV cell) and find it; the problem names what to fix."""
@@ -139,7 +145,7 @@ class AttachmentIndex:
         if problem:
             return Lookup(problem=problem)
 
-        size = self._sizes.get(name)
+        entry = self._files.get(name)
         if name in self._ambiguous:
             return Lookup(
                 problem=(
@@ -148,10 +154,15 @@ class AttachmentIndex:
                     " this row means cannot be told; rename one of them"
                 )
             )
-        if size is None:
+        if entry is None:
             hints = sorted(self._case_variants().get(name.casefold(), ()))
             hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
             return Lookup(problem=f"attachment not found: {name}{hint}")
+        if isinstance(entry, int):
+            size, tag = entry, ""
+        else:
+            digits, _, tag = entry.partition(" ")
+            size = int(digits)
         if size == 0:
             return Lookup(problem=f"attachment is empty (0 bytes): {name}")
         if max_message_bytes is not None:
@@ -163,7 +174,7 @@ class AttachmentIndex:
                         f"as an encoded message; the limit is {_size(max_message_bytes)}"
                     )
                 )
-        return Lookup(name=self._listed.get(name, name), size=size)
+        return Lookup(name=self._listed.get(name, name), size=size, tag=tag)
 
     def same_file(self, name: str) -> str | None:
         """For a name of a file listed under several names, the first of them; else None."""
@@ -173,7 +184,7 @@ class AttachmentIndex:
         """Names by their case-folded form, built at the first miss (most runs never miss)."""
         if self._folded is None:
             self._folded = {}
-            for name in self._sizes:
+            for name in self._files:
                 self._folded.setdefault(name.casefold(), []).append(name)
         return self._folded
 

@@ -15,10 +15,15 @@ ends, however it ends. Errors are sorted into four kinds (docs/sending.md):
   marked halted in the ledger so every other batch stops before calling the mailer, and the
   error is raised (the state machine does not retry it). Rows not attempted stay unsent.
 
-A batch also stops once a newer upload of the campaign's file has been validated (looked up
-with the halt): its rows not sent yet are reported Superseded, not retried and not written to
-the ledger, and the batch ends normally; the newer upload's execution sends the file as it
-is now, so a row the operator took out of it is not mailed by this one, running or redriven.
+A batch reads its campaign in the ledger before its first row, then at most every
+halt_check_s (one read: Ledger.campaign_status), and stops:
+- once a newer upload of the campaign's file has been validated: its rows not sent yet are
+  reported Superseded, not retried and not written to the ledger, and the batch ends
+  normally; the newer upload's execution sends the file as it is now, so a row the operator
+  took out of it is not mailed by this one, running or redriven;
+- before its first row, when its templates lack a set the campaign used (the ledger keeps
+  their names): TemplateSetsChanged, as its letters would be keyed anew and sent again;
+- while the campaign is halted (AccountSendingHalted, above).
 """
 
 from __future__ import annotations
@@ -35,21 +40,32 @@ from typing import Any
 from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import OTHER_LETTER_SENT, SUPERSEDED, retry_command
+from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
 from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
+    ObjectChanged,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
     StorageError,
     TemplateError,
+    TemplateSetsChanged,
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import OUTCOME_UNKNOWN, Claim, Ledger, Mailer, Upload, doubt_reason
+from mailmatrix.ports import (
+    OUTCOME_UNKNOWN,
+    Claim,
+    Ledger,
+    Mailer,
+    Storage,
+    Upload,
+    doubt_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +80,29 @@ def idempotency_key(campaign_id: str, email: str, template: str) -> str:
     after a deleted one has moved. Addresses compare case-insensitively, as duplicates do.
     """
     return hashlib.sha256(f"{campaign_id}|{email.casefold()}|{template}".encode()).hexdigest()
+
+
+def template_sets_changed(
+    source_key: str, missing: list[str], *, scope: str
+) -> TemplateSetsChanged:
+    """The refusal of a run (``scope`` says what sends nothing: "this run", "this batch")
+    whose templates lack the sets ``missing`` that earlier runs of the file at ``source_key``
+    used: their letters are known by those names (idempotency_key)."""
+    named = ", ".join(
+        f"{name!r} (the one set of a templates folder without {MANIFEST})"
+        if name == DEFAULT_SET
+        else repr(name)
+        for name in missing
+    )
+    return TemplateSetsChanged(
+        f"{source_key.rsplit('/', 1)[-1]}: earlier runs of this file sent letters of the"
+        f" template set(s) {named}, which the templates no longer have (renamed or removed?)."
+        " The ledger knows each letter by its set's name, so under another name every one of"
+        f" them would be sent again: {scope} sends nothing. Put the set(s) back under the same"
+        " name(s) (new sets may be added beside them) and run again; or, to mail everyone"
+        " again on purpose, send the file under a new file name (a new campaign)",
+        details={"code": "TemplateSetsChanged", "missing": missing},
+    )
 
 
 @dataclass(frozen=True)
@@ -237,12 +276,26 @@ def sender_problem(sender: str) -> str | None:
     return f"sender: {address!r}: {problem}" if problem else None
 
 
+# fetch_attachment(name, tag): the file's bytes; with a tag (the manifest's attachment_tag),
+# only that version of it, else ObjectChanged (Storage.get).
+FetchAttachment = Callable[[str, str | None], bytes]
+
+
+def attachment_fetcher(storage: Storage, prefix: str) -> FetchAttachment:
+    """The fetch_attachment of the files under ``prefix`` (the attachments location)."""
+
+    def fetch(name: str, tag: str | None) -> bytes:
+        return storage.get(prefix + name, tag=tag)
+
+    return fetch
+
+
 def compose(
     item: Mapping[str, Any],
     campaign: Mapping[str, Any],
     *,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
 ) -> tuple[bytes, list[str]]:
     """Render the row's message; return its encoded bytes and the envelope recipients."""
     from mailmatrix.core.message import encode_message
@@ -250,16 +303,7 @@ def compose(
     rendered = catalog.render(item["template"], item["fields"])
     attachment = None
     if item.get("attachment"):
-        data = fetch_attachment(item["attachment"])
-        listed = item.get("attachment_size")
-        if listed is not None and len(data) != listed:
-            raise AttachmentChanged(
-                f"attachment changed since the rows were validated: {item['attachment']} is"
-                f" {len(data)} bytes, it was {listed} (replaced, or relinked to another file?);"
-                " run the file again: its attachments are checked again (rows already sent are"
-                " skipped)"
-            )
-        attachment = (item["attachment"], data)
+        attachment = (item["attachment"], _listed_attachment(item, fetch_attachment))
     sender = campaign["sender"]
     return encode_message(
         sender=sender,
@@ -272,6 +316,40 @@ def compose(
         reply_to=item.get("reply_to"),
         unsubscribe=campaign.get("unsubscribe"),
         message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
+    )
+
+
+def _listed_attachment(item: Mapping[str, Any], fetch_attachment: FetchAttachment) -> bytes:
+    """The row's attachment as validation listed it: the version it recorded (a manifest
+    written before versions were recorded has the size only), else AttachmentChanged."""
+    name = item["attachment"]
+    try:
+        data = fetch_attachment(name, item.get("attachment_tag"))
+    except ObjectChanged as error:
+        log.debug("attachment %s: %s", name, error)
+        raise AttachmentChanged(
+            _attachment_changed(
+                f"{name} is not the file validation listed (replaced, edited, or relinked to"
+                " another file since?)"
+            )
+        ) from error
+    listed = item.get("attachment_size")
+    if listed is not None and len(data) != listed:
+        raise AttachmentChanged(
+            _attachment_changed(
+                f"{name} is {len(data)} bytes, it was {listed} (replaced, or"
+                " relinked to another file?)"
+            )
+        )
+    return data
+
+
+def _attachment_changed(what: str) -> str:
+    """The reason of a row whose attachment changed since validation: ``what`` changed, and
+    what a person does about it."""
+    return (
+        f"attachment changed since the rows were validated: {what}; run the file again: its"
+        " attachments are checked again (rows already sent are skipped)"
     )
 
 
@@ -344,7 +422,10 @@ class _Batch:
     # The last row sent and not yet recorded (key, message id, whether it may have gone out
     # twice): the next claim records it in its transaction.
     unrecorded: tuple[str, str, bool] | None = None
-    halt_checked: float | None = None  # clock() of the last halt lookup
+    halt_checked: float | None = None  # clock() of the last check_campaign read
+    # The campaign's template sets: each claim checks the address's letters of the others
+    # (Ledger.claim's ``others``; none in a campaign of one set).
+    sets: tuple[str, ...] = ()
 
     @property
     def campaign_id(self) -> str:
@@ -355,6 +436,11 @@ class _Batch:
         return until if self.deadline is None else min(until, self.deadline)
 
     def claim(self, item: Mapping[str, Any]) -> Claim:
+        others = {
+            idempotency_key(self.campaign_id, item["email"], name): name
+            for name in self.sets
+            if name != item["template"]
+        }
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -362,6 +448,7 @@ class _Batch:
             attempt=self.attempt,
             lease_until=self.lease(),
             sent_before=self.unrecorded,
+            others=others,
         )
         self.unrecorded = None
         return claim
@@ -374,18 +461,26 @@ class _Batch:
             self.unrecorded = None
 
     def check_campaign(self) -> None:
-        # Looked up before the first row, then at most every halt_check_s: a halt recorded by
+        # Read before the first row, then at most every halt_check_s: a halt recorded by
         # another batch, or a newer upload of the file validated, stops this one within that
         # time, without a ledger read per row.
         now = self.clock()
+        first = self.halt_checked is None
         if self.halt_checked is not None and now - self.halt_checked < self.policy.halt_check_s:
             return
         self.halt_checked = now
-        latest = self.ledger.latest_upload(self.campaign_id)
+        status = self.ledger.campaign_status(self.campaign_id)
+        latest = status.latest_upload
         # A campaign validated before uploads were recorded has none: any recorded is newer.
         if latest is not None and latest.upload != self.campaign.get("upload"):
             raise _Superseded(latest)
-        halt = self.ledger.halted(self.campaign_id)
+        # The templates may have changed since validation (a redrive, a long run): a set gone
+        # would leave the ledger blind to the letters sent under its name.
+        gone = sorted(status.template_sets - set(self.sets)) if first else []
+        if gone:
+            source = str((self.campaign.get("source") or {}).get("key") or "the file")
+            raise template_sets_changed(source, gone, scope="this batch")
+        halt = status.halt
         if halt is None:
             return
         hold = float(self.campaign.get("halt_hold_seconds", self.policy.halt_hold_s))
@@ -532,6 +627,9 @@ class _Batch:
         if claim.state == "busy":
             self.result.rows.append({"row": row, "status": "busy", "reason": claim.reason})
             return
+        if claim.state == "other":
+            self.result.rows.append(_other_letter_row(item, str(claim.letter)))
+            return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
             self.fail(item, OUTCOME_UNKNOWN, _not_sent_again(why, self.campaign), uncertain=True)
@@ -607,7 +705,7 @@ def send_batch(
     campaign: Mapping[str, Any],
     *,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
     mailer: Mailer,
     ledger: Ledger,
     attempt: str,
@@ -642,6 +740,7 @@ def send_batch(
         rng=rng or random.Random(),
         policy=policy or RetryPolicy(),
         deadline=deadline,
+        sets=tuple(getattr(catalog, "names", ())),
     )
     if invocation is None:
         return _send_rows(items, batch, catalog, fetch_attachment, composer)
@@ -712,35 +811,6 @@ def _superseded_row(row: int, latest: Upload) -> dict[str, Any]:
     }
 
 
-def _other_letters(items: list[Mapping[str, Any]], batch: _Batch, catalog: Any) -> dict[str, str]:
-    """The rows whose address an earlier run of the campaign mailed another set's letter,
-    by key, with that set: once the file's Status changed (an offer made a rejection, say), a
-    row's key is new, and its letter would contradict the one its recipient has. The ledger
-    is asked once for the batch; a letter counts once it may have gone out (sent, held by an
-    attempt, failed as OutcomeUnknown, given back after a try that may have been taken). Rows
-    whose own letter went out are left to the claim (skipped as already sent)."""
-    names = list(getattr(catalog, "names", ()))
-    if len(names) < 2 or not items:
-        return {}
-    others: dict[str, tuple[str, str]] = {}  # another set's key -> (the row's key, that set)
-    for item in items:
-        for name in names:
-            if name != item["template"]:
-                key = idempotency_key(batch.campaign_id, item["email"], name)
-                others[key] = (item["key"], name)
-    found = batch.ledger.outcomes_of([*(item["key"] for item in items), *others])
-    conflicts: dict[str, str] = {}
-    for key, (row_key, name) in others.items():
-        outcome, own = found.get(key), found.get(row_key)
-        if outcome is None or (own is not None and own.state == "sent"):
-            continue
-        # sent, held, or failed or given back after a try that may have been taken
-        went = outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN
-        if went or outcome.doubtful:
-            conflicts.setdefault(row_key, name)
-    return conflicts
-
-
 def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
     """The report row of a row not sent because its address has another set's letter."""
     return {
@@ -760,22 +830,15 @@ def _send_rows(
     items: list[Mapping[str, Any]],
     batch: _Batch,
     catalog: Any,
-    fetch_attachment: Callable[[str], bytes],
+    fetch_attachment: FetchAttachment,
     composer: Composer,
 ) -> BatchResult:
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
     try:
-        batch.check_campaign()  # first: a superseded batch needs no lookup of other letters
-        sent_another = _other_letters(items, batch, catalog)
         for item in items:
             batch.check_campaign()
             batch.check_time()
-            other = sent_another.get(item["key"])
-            if other is not None:
-                batch.result.rows.append(_other_letter_row(item, other))
-                done += 1
-                continue
             compose_row = functools.partial(
                 composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
             )

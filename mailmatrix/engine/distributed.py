@@ -38,8 +38,6 @@ from mailmatrix.engine.store import ExecutionStore
 
 # Distributed Map runs up to 10,000 children at once on AWS; locally threads are capped.
 LOCAL_THREAD_CAP = 64
-_FLUSH_EVERY = 200  # finished children kept before they are appended to the store...
-_FLUSH_CHARS = 4_000_000  # ...or fewer, once their histories hold this much text
 _SNAPSHOT_SECONDS = 0.5
 # ResultWriter starts a new file for a status when its current one would grow past this.
 RESULT_FILE_BYTES = 8 * 1024 * 1024
@@ -252,14 +250,12 @@ class MapRunner:
         keep_output: bool,
     ) -> dict[int, dict[str, Any]]:
         # Per child only what decides the Map's outcome (and its output when the Map returns
-        # an array): the whole records, histories included, go to the store as they finish.
+        # an array): each whole record, history included, goes to the store as it finishes.
         results = {i: _summary(c, keep_output) for i, c in previous.items() if _succeeded(c)}
         done_before = frozenset(results)
         todo = ((i, value) for i, value in enumerate(batches()) if i not in done_before)
         counts = {"succeeded": len(results), "failed": 0, "running": 0}
         lock = threading.Lock()
-        buffer: list[dict[str, Any]] = []
-        buffered_chars = [0]
         last_snapshot = [0.0]
 
         def publish(force: bool = False) -> None:
@@ -269,25 +265,19 @@ class MapRunner:
                 last_snapshot[0] = time.monotonic()
                 self.store.save_map_run(scope.execution_id, run)
 
-        def flush() -> None:
-            if buffer:
-                self.store.append_children(scope.execution_id, run["id"], list(buffer))
-                buffer.clear()
-                buffered_chars[0] = 0
-
         def child(index: int, child_input: Any) -> None:
             with lock:
                 counts["running"] += 1
                 publish()
             record = self._child(run, processor, index, child_input, interp, previous.get(index))
+            # Stored at once: records kept back for fewer writes held tens of MB (a batch of
+            # 100 rows is about 600 KB of objects), and the heap they left fragmented grew the
+            # main process with the campaign's size.
+            self.store.append_children(scope.execution_id, run["id"], [record])
             with lock:
                 counts["running"] -= 1
                 counts["succeeded" if _succeeded(record) else "failed"] += 1
                 results[index] = _summary(record, keep_output)
-                buffer.append(record)
-                buffered_chars[0] += _history_chars(record)
-                if len(buffer) >= _FLUSH_EVERY or buffered_chars[0] >= _FLUSH_CHARS:
-                    flush()
                 publish()
 
         workers = run["maxConcurrency"] or LOCAL_THREAD_CAP
@@ -316,7 +306,6 @@ class MapRunner:
                 self.notifier.stopping()
                 concurrent.futures.wait(in_flight)
         with lock:
-            flush()
             if aborted:
                 run["status"] = "ABORTED"
             publish(force=True)
@@ -548,7 +537,8 @@ class _ResultFiles:
         body = self._open.pop(status)
         body += b"]"
         key = f"{self.base}/{status}_{len(self.files[status])}.json"
-        self.put(self.bucket, key, bytes(body))
+        # The buffer itself, not a copy of its 8 MB: stores take any bytes-like body.
+        self.put(self.bucket, key, body)
         self.files[status].append({"Key": key, "Size": len(body)})
 
 
@@ -626,18 +616,6 @@ def _input_text(record: dict[str, Any]) -> str:
         if isinstance(text, str):
             return text
     return dumps(record["input"])
-
-
-def _history_chars(record: dict[str, Any]) -> int:
-    """About how much text a child record holds: its history's inputs and outputs."""
-    return sum(
-        len(value)
-        for event in record.get("history", ())
-        for details in event.values()
-        if isinstance(details, dict)
-        for value in details.values()
-        if isinstance(value, str)
-    )
 
 
 def _items_changed() -> StatesError:

@@ -7,6 +7,8 @@ SNS topics, DynamoDB table created from infra/template.yaml. Nothing leaves the 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import pathlib
 from collections import Counter
@@ -147,6 +149,18 @@ def upload(
     if put.get("VersionId") and "version-id" not in event["detail"]["object"]:
         event["detail"]["object"]["version-id"] = put["VersionId"]  # as S3 names it
     return event
+
+
+def redrive_on_engine(
+    account: dict, execution: str, *, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Redrive an execution that run_on_engine started, the functions' environment as the
+    stack sets it plus ``settings``."""
+    from functions.send_batch import app as send_batch_app
+
+    with environment(functions_environment(SENDER, settings)):
+        send_batch_app.reset()
+        return engine_on(account).redrive(execution)
 
 
 def functions_environment(
@@ -426,3 +440,195 @@ def test_rows_failed_as_outcome_unknown_are_sent_again_only_when_the_upload_asks
     last_new = delivered() - after_retry
     assert len(last_new) == unknown and set(last_new.values()) == {1}
     assert set(last_new) <= set(before)
+
+
+def test_an_attachment_replaced_in_s3_after_validation_by_one_of_its_size_is_not_sent(account):
+    import importlib
+
+    from moto.ses.models import ses_backends
+
+    # GIVEN Chen's letter replaced in the bucket once validation listed it, before the first
+    # batch is sent, by another letter of the very same size
+    s3 = account["s3"]
+    key = "attachments/chen-jing.pdf"
+    listed = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    other = (b"%PDF-1.4 another candidate's letter\n" * 1000)[: len(listed)]
+    replaced: list[str] = []
+
+    def wrap(function: str, target: str) -> Callable[..., Any]:
+        module, _, name = target.partition(":")
+        handler = getattr(importlib.import_module(module), name)
+
+        def send_batch(event: Any, context: Any) -> Any:
+            if not replaced:
+                replaced.append(s3.put_object(Bucket=BUCKET, Key=key, Body=other)["ETag"])
+            return handler(event, context)
+
+        return send_batch if function == "SendBatchFunction" else handler
+
+    # WHEN the campaign runs
+    summary = outcome(run_on_engine(account, "incoming/offers.csv", wrap=wrap))
+
+    # THEN S3 refused the version validation listed (If-Match), so Chen got nothing; the
+    # others their letters
+    assert replaced
+    sent = [tuple(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages]
+    assert len(sent) == 17 and not any("chen.jing@example.com" in to for to in sent)
+    assert (summary["counts"]["sent"], summary["counts"]["failed"]) == (17, 1)
+    report = s3.get_object(Bucket=BUCKET, Key=summary["report_key"])["Body"].read()
+    (chen,) = [
+        row
+        for row in csv.DictReader(io.StringIO(report.decode("utf-8-sig")))
+        if row["email"] == "chen.jing@example.com"
+    ]
+    assert (chen["status"], chen["code"]) == ("failed", "AttachmentChanged")
+    assert "chen-jing.pdf is not the file validation listed" in chen["reason"]
+
+
+def rename_template_set(s3: Any, old: str, new: str) -> None:
+    """Rename a template set in the bucket as an operator would: its folder under templates/,
+    and its name in manifest.yaml."""
+    for listed in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"templates/{old}/")["Contents"]:
+        body = s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read()
+        moved = f"templates/{new}/" + listed["Key"].removeprefix(f"templates/{old}/")
+        s3.put_object(Bucket=BUCKET, Key=moved, Body=body)
+        s3.delete_object(Bucket=BUCKET, Key=listed["Key"])
+    edit_manifest(s3, lambda text: text.replace(f"\n  {old}:\n", f"\n  {new}:\n"))
+
+
+def edit_manifest(s3: Any, change: Callable[[str], str]) -> None:
+    """Replace templates/manifest.yaml in the bucket with ``change`` of its text."""
+    key = "templates/manifest.yaml"
+    text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8")
+    s3.put_object(Bucket=BUCKET, Key=key, Body=change(text).encode("utf-8"))
+
+
+def offers_ledger() -> tuple[DynamoDbLedger, str]:
+    """The stack's ledger, and the campaign id of incoming/offers.csv."""
+    campaign = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    return DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION)), campaign
+
+
+def history_of(account: dict, execution: str) -> list[dict[str, Any]]:
+    """The history the local engine recorded for ``execution``."""
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    return Engine(account["tmp"] / "executions", ResourceRegistry()).history(execution)
+
+
+def test_a_template_set_renamed_in_the_bucket_is_refused_before_anything_is_sent(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+    assert len(sent) == 18
+    assert len(received(account, "SummaryTopic")) == 1
+
+    # WHEN templates/offer/ is renamed templates/offer-2026/ (in manifest.yaml too) and the
+    # same file is uploaded again
+    rename_template_set(account["s3"], "offer", "offer-2026")
+    record = run_on_engine(account, "incoming/offers.csv")
+
+    # THEN ValidateRecipients refused it, naming the set and the two ways out
+    assert record["status"] == "FAILED"
+    assert record["error"] == "TemplateSetsChanged"
+    cause = json.loads(record["cause"])["errorMessage"]
+    assert cause.startswith(
+        "offers.csv: earlier runs of this file sent letters of the template set(s) 'offer',"
+        " which the templates no longer have (renamed or removed?)."
+    )
+    assert "Put the set(s) back under the same name(s)" in cause
+    assert "send the file under a new file name (a new campaign)" in cause
+    # AND no Offer row was mailed again, no summary published
+    assert len(sent) == 18
+    assert received(account, "SummaryTopic") == []
+    # AND the execution failed in ValidateRecipients, tried once (no Retry for it, no Map Run):
+    # its FAILED status is what the stack's ExecutionAlertRule turns into the alert
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+    tries = ("TaskScheduled", "TaskSucceeded", "TaskFailed")
+    assert [e["type"] for e in history if e["type"] in tries] == ["TaskScheduled", "TaskFailed"]
+    assert history[-1]["type"] == "ExecutionFailed"
+    # AND the ledger still knows the campaign's sets by their first names
+    ledger, campaign = offers_ledger()
+    assert ledger.template_sets(campaign) == {"offer", "rejection"}
+
+    # WHEN the set gets its name back THEN the file runs, and every row is skipped as sent
+    rename_template_set(account["s3"], "offer-2026", "offer")
+    back = run_on_engine(account, "incoming/offers.csv")
+    assert back["status"] == "SUCCEEDED", back.get("cause")
+    assert (outcome(back)["counts"]["sent"], outcome(back)["counts"]["skipped"]) == (0, 18)
+    assert len(sent) == 18
+
+
+def test_a_set_added_beside_the_used_ones_is_allowed_and_its_rows_sent(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+
+    # WHEN a set "reminder" is added to the bucket's templates, and the file comes again with
+    # one more row that picks it
+    s3 = account["s3"]
+    s3.put_object(Bucket=BUCKET, Key="templates/reminder/subject.txt", Body=b"Hi {{ Name }}")
+    s3.put_object(Bucket=BUCKET, Key="templates/reminder/body.txt", Body=b"A reminder.\n")
+    edit_manifest(
+        s3,
+        lambda text: text.replace(
+            "\n# Values that are not errors",
+            "  reminder:\n    when: [Reminder]\n    attachment: none\n\n# Values that are not"
+            " errors",
+        ),
+    )
+    body = (EXAMPLE / "recipients.csv").read_bytes() + b"new.person@example.com,New Person,"
+    body += b"Reminder,,Tester,QA,2027-02-01,1\n"
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN the run went through: the new row was sent, the others skipped as sent
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert (outcome(record)["counts"]["sent"], outcome(record)["counts"]["skipped"]) == (1, 18)
+    assert "new.person@example.com" in sent[-1].destinations
+    assert len(sent) == 19
+    # AND the campaign's sets now include it
+    ledger, campaign = offers_ledger()
+    assert ledger.template_sets(campaign) == {"offer", "rejection", "reminder"}
+
+
+def test_a_redrive_after_a_set_was_renamed_sends_nothing_until_the_set_is_back(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN a run stopped by the daily quota after 5 emails
+    first = run_on_engine(
+        account, "incoming/offers.csv", settings={"MAILMATRIX_FAULTS": "quota-after=5"}
+    )
+    assert first["status"] == "FAILED"
+    assert len(sent) == 5
+    # AND the set offer renamed since, and the quota halt lifted by the operator
+    rename_template_set(account["s3"], "offer", "offer-2026")
+    ledger, campaign = offers_ledger()
+    ledger.clear_halt(campaign)
+
+    # WHEN the execution is redriven (its failed batch runs again; Validate does not)
+    redriven = redrive_on_engine(account, first["name"])
+
+    # THEN the batch sent nothing: it failed as TemplateSetsChanged, and the Map with it
+    assert redriven["status"] == "FAILED"
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    engine = Engine(account["tmp"] / "executions", ResourceRegistry())
+    (map_run,) = engine.describe(first["name"])["mapRuns"]
+    children = engine.map_run_children(first["name"], map_run["id"])
+    assert {c["error"] for c in children if c["status"] == "FAILED"} == {"TemplateSetsChanged"}
+    assert len(sent) == 5
+
+    # WHEN the set has its name back and the execution is redriven again THEN the rest went
+    # out, each recipient mailed once
+    rename_template_set(account["s3"], "offer-2026", "offer")
+    again = redrive_on_engine(account, first["name"])
+    assert again["status"] == "SUCCEEDED", again.get("cause")
+    recipients = Counter(tuple(m.destinations) for m in sent)
+    assert len(recipients) == 18 and set(recipients.values()) == {1}

@@ -25,7 +25,7 @@ from mailmatrix.cli.run_cmd import outcome_of, print_summary
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.errors import AccountSendingHalted
 from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
-from mailmatrix.local import Workdir, environment, run_campaign
+from mailmatrix.local import Workdir, run_campaign
 from tests.e2e import test_aws_adapters_e2e as e2e
 from tests.e2e.test_run_cli import _recipients
 
@@ -164,8 +164,7 @@ def test_a_redrive_after_a_corrected_upload_mails_nobody_the_correction_took_out
     assert mailed()[GONE] == 0
 
     # WHEN execution 1 is redriven, as its failure alert says
-    with environment(e2e.functions_environment(settings=BATCHES_OF_5)):
-        redriven = e2e.engine_on(account).redrive(first["name"])
+    redriven = e2e.redrive_on_engine(account, first["name"], settings=BATCHES_OF_5)
 
     # THEN Sean is not mailed, nobody twice, and the redrive's rows are Superseded
     assert redriven["status"] == "SUCCEEDED"

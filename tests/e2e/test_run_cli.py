@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -1021,26 +1022,83 @@ def test_a_redrive_is_held_to_the_way_its_file_was_sent_since(tmp_path):
     assert _recipients(tmp_path / "w" / "outbox") == sent
 
 
-def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
-    # GIVEN the example campaign sent with a copy of the bundled templates
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "templates", templates)
-    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "w")]
-    args += ["--templates", str(templates)]
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    sent = _recipients(tmp_path / "w" / "outbox")
-
-    # WHEN its set offer is renamed (the ledger knows each letter by its set's name)
-    (templates / "offer").rename(templates / "offer_letter")
+def _rename_set(templates: Path, old: str, new: str) -> None:
+    """Rename a template set: its folder and its name in manifest.yaml."""
+    (templates / old).rename(templates / new)
     manifest = templates / "manifest.yaml"
     text = manifest.read_text(encoding="utf-8")
-    manifest.write_text(text.replace("\n  offer:", "\n  offer_letter:"), encoding="utf-8")
+    manifest.write_text(text.replace(f"\n  {old}:", f"\n  {new}:"), encoding="utf-8")
+
+
+def _sent_with_own_templates(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The example campaign sent with a copy of the bundled templates: the copy, the workdir,
+    and the arguments of its run."""
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    args += ["--templates", str(templates)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    return templates, workdir, args
+
+
+def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, workdir, args = _sent_with_own_templates(tmp_path)
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN its set offer is renamed (the ledger knows each letter by its set's name)
+    _rename_set(templates, "offer", "offer_letter")
     again = CliRunner().invoke(cli, args)
 
-    # THEN the run is refused instead of mailing every offer again
-    assert again.exit_code == 2, again.output
-    assert "offer, which the templates no longer have" in again.output.replace("\n", "")
-    assert _recipients(tmp_path / "w" / "outbox") == sent
+    # THEN the run is refused before anything is sent, naming the set and the ways out
+    assert again.exit_code == 3, again.output
+    said = " ".join(again.output.split())
+    assert "Nothing was sent: TemplateSetsChanged" in said
+    assert "template set(s) 'offer', which the templates no longer have" in said
+    assert "send the file under a new file name" in said
+    assert _recipients(workdir / "outbox") == sent
+    # AND the failure alert says so, as the stack's alert does on AWS
+    alert = json.loads((workdir / "notifications.jsonl").read_text().splitlines()[-1])
+    assert "TemplateSetsChanged" in alert["subject"]
+
+    # WHEN the set has its name back, and another set is added beside THEN the file runs,
+    # and sends nothing again
+    _rename_set(templates, "offer_letter", "offer")
+    shutil.copytree(templates / "offer", templates / "reminder")
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace("\nskip:", "\n  reminder:\n    when: [Reminder]\nskip:"))
+    back = CliRunner().invoke(cli, [*args, "--json"])
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["counts"]["skipped"] == len(sent), back.stdout
+    assert _recipients(workdir / "outbox") == sent
+
+
+def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path):
+    # GIVEN the example campaign sent, in a workdir where an earlier version kept the names
+    # of the campaign's template sets in deliveries.json rather than in the ledger
+    templates, workdir, args = _sent_with_own_templates(tmp_path)
+    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+        db.execute("DELETE FROM template_sets")
+    deliveries = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
+    (campaign,) = deliveries
+    deliveries[campaign]["sets"] = ["offer", "rejection"]
+    (workdir / "deliveries.json").write_text(json.dumps(deliveries), encoding="utf-8")
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN its set rejection is renamed THEN the run is refused, nothing sent again
+    _rename_set(templates, "rejection", "regrets")
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 3, again.output
+    assert "template set(s) 'rejection'" in " ".join(again.output.split())
+    assert _recipients(workdir / "outbox") == sent
+    # AND the ledger keeps the names now
+    recorded = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
+    assert "sets" not in recorded[campaign]
+    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+        names = {row[0] for row in db.execute("SELECT name FROM template_sets")}
+    assert names == {"offer", "rejection"}
 
 
 def test_a_file_with_a_hidden_name_is_refused(tmp_path):
@@ -1051,13 +1109,16 @@ def test_a_file_with_a_hidden_name_is_refused(tmp_path):
     assert "a hidden file's name" in result.output
 
 
-def test_an_attachment_replaced_before_a_redrive_is_not_sent(tmp_path):
-    # GIVEN a run of three rows, one batch each, stopped by the quota after the first
+def _three_letters_stopped_after_the_first(
+    tmp_path: Path, letters: dict[str, bytes]
+) -> tuple[Path, Path, str, str]:
+    """Rows of anna, bob and carl with ``letters`` a.pdf, b.pdf and c.pdf, run one batch a row
+    and stopped by the quota after anna's; return the attachments folder, the CSV, the
+    workdir and the execution."""
     folder = tmp_path / "attachments"
     folder.mkdir()
-    for name, body in (("a", b"%PDF-1.4 Anna's offer, 68,000\n"), ("b", b"%PDF-1.4 Bob\n")):
-        (folder / f"{name}.pdf").write_bytes(body)
-    (folder / "c.pdf").write_bytes(b"%PDF-1.4 Carl\n")
+    for name, body in letters.items():
+        (folder / name).write_bytes(body)
     csv_path = tmp_path / "r.csv"
     header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
     rows = "".join(
@@ -1070,7 +1131,33 @@ def test_an_attachment_replaced_before_a_redrive_is_not_sent(tmp_path):
     first = CliRunner().invoke(
         cli, ["run", str(csv_path), *args, "--faults", "quota-after=1", "--json"]
     )
-    execution = json.loads(first.stdout)["execution"]
+    assert _recipients(tmp_path / "w" / "outbox") == {"anna@example.com": 1}
+    return folder, csv_path, workdir, json.loads(first.stdout)["execution"]
+
+
+def _report_rows(workdir: str) -> dict[str, dict[str, str]]:
+    """The rows of the workdir's latest report, by address."""
+    reports = Path(workdir) / "bucket" / "reports"
+    report = max(reports.glob("*/*/report.csv"), key=lambda path: path.stat().st_mtime_ns)
+    with report.open(encoding="utf-8-sig", newline="") as stream:
+        return {row["email"]: row for row in csv.DictReader(stream)}
+
+
+def _attached(outbox: Path, address: str) -> list[bytes]:
+    """The attachments of the messages to ``address`` in the outbox."""
+    found = []
+    for path in (outbox / "new").iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if message["To"].addresses[0].addr_spec == address:
+            found += [part.get_content() for part in message.iter_attachments()]
+    return found
+
+
+def test_an_attachment_replaced_before_a_redrive_is_not_sent(tmp_path):
+    # GIVEN a run of three rows, one batch each, stopped by the quota after the first
+    letters = {"a.pdf": b"%PDF-1.4 Anna's offer, 68,000\n", "b.pdf": b"%PDF-1.4 Bob\n"}
+    letters["c.pdf"] = b"%PDF-1.4 Carl\n"
+    folder, _, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
 
     # WHEN Bob's file is relinked to Anna's letter, then the execution is redriven
     (folder / "b.pdf").unlink()
@@ -1080,10 +1167,82 @@ def test_an_attachment_replaced_before_a_redrive_is_not_sent(tmp_path):
     # THEN Bob is not sent Anna's letter: his row fails, saying to run the file again
     sent = _recipients(tmp_path / "w" / "outbox")
     assert "bob@example.com" not in sent and sent["carl@example.com"] == 1
-    report = next((tmp_path / "w" / "bucket" / "reports").glob("*/*/report.csv"))
-    with report.open(encoding="utf-8-sig", newline="") as stream:
-        bob = next(r for r in csv.DictReader(stream) if r["email"] == "bob@example.com")
+    bob = _report_rows(workdir)["bob@example.com"]
     assert (bob["status"], bob["code"]) == ("failed", "AttachmentChanged")
+
+
+def test_letters_swapped_for_ones_of_the_same_size_before_a_redrive_are_not_sent(tmp_path):
+    # GIVEN a run stopped after Anna's row, Bob's and Carl's letters of one size
+    letters = {"a.pdf": b"%PDF-1.4 Anna 68,000\n", "b.pdf": b"%PDF-1.4 Bob, 61,000\n"}
+    letters["c.pdf"] = b"%PDF-1.4 Carl 59,000\n"
+    folder, _, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
+
+    # WHEN their files are swapped (moved over each other), then the execution is redriven
+    (folder / "b.pdf").rename(folder / "x.pdf")
+    (folder / "c.pdf").rename(folder / "b.pdf")
+    (folder / "x.pdf").rename(folder / "c.pdf")
+    CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+
+    # THEN neither is sent the other's letter: both rows fail, saying what changed and what
+    # to do
+    assert _recipients(tmp_path / "w" / "outbox") == {"anna@example.com": 1}
+    rows = _report_rows(workdir)
+    for who, name in (("bob", "b.pdf"), ("carl", "c.pdf")):
+        row = rows[f"{who}@example.com"]
+        assert (row["status"], row["code"]) == ("failed", "AttachmentChanged")
+        assert row["reason"] == (
+            f"attachment changed since the rows were validated: {name} is not the file"
+            " validation listed (replaced, edited, or relinked to another file since?); run the"
+            " file again: its attachments are checked again (rows already sent are skipped)"
+        )
+
+
+def test_a_letter_edited_in_place_to_its_size_goes_out_only_once_validated_again(tmp_path):
+    # GIVEN a run stopped after Anna's row
+    letters = {"a.pdf": b"%PDF-1.4 Anna 68,000\n", "b.pdf": b"%PDF-1.4 Bob, 61,000\n"}
+    letters["c.pdf"] = b"%PDF-1.4 Carl 59,000\n"
+    folder, csv_path, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
+
+    # WHEN the operator corrects Bob's letter in place, to the same size, and redrives
+    with open(folder / "b.pdf", "r+b") as stream:
+        stream.write(b"%PDF-1.4 Bob, 64,000\n")
+    CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+
+    # THEN Bob's row is not sent with a letter validation never saw; Carl's is
+    outbox = tmp_path / "w" / "outbox"
+    assert _recipients(outbox) == {"anna@example.com": 1, "carl@example.com": 1}
+    assert _report_rows(workdir)["bob@example.com"]["code"] == "AttachmentChanged"
+
+    # WHEN the file is run again, as the reason says
+    again = CliRunner().invoke(cli, ["run", str(csv_path), "--workdir", workdir])
+
+    # THEN Bob gets the corrected letter, and nobody gets a second one
+    assert again.exit_code == 0, again.output
+    assert _recipients(outbox) == {f"{who}@example.com": 1 for who in ("anna", "bob", "carl")}
+    assert _attached(outbox, "bob@example.com") == [b"%PDF-1.4 Bob, 64,000\n"]
+
+
+def test_a_manifest_written_before_attachment_tags_still_sends(tmp_path):
+    # GIVEN a run stopped after Anna's row, whose manifest has no attachment tags (as the
+    # version before them wrote it)
+    letters = {"a.pdf": b"%PDF-1.4 Anna\n", "b.pdf": b"%PDF-1.4 Bob\n", "c.pdf": b"%PDF Carl\n"}
+    folder, _, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
+    (manifest,) = (Path(workdir) / "bucket" / "validated").glob("*/*/manifest.jsonl")
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    assert all(row.pop("attachment_tag") for row in rows)
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+    # WHEN Carl's letter is replaced by a longer one, then the execution is redriven
+    (folder / "c.pdf").write_bytes(b"%PDF Carl, another\n")
+    CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+
+    # THEN Bob's row is sent as before, and Carl's is still held back by its size
+    assert _recipients(tmp_path / "w" / "outbox") == {
+        "anna@example.com": 1,
+        "bob@example.com": 1,
+    }
+    carl = _report_rows(workdir)["carl@example.com"]
+    assert carl["code"] == "AttachmentChanged" and "c.pdf is 19 bytes, it was 10" in carl["reason"]
 
 
 def test_a_retry_in_a_workdir_where_the_file_never_ran_is_refused(tmp_path):

@@ -17,6 +17,7 @@ from mailmatrix.engine.reader import iter_items
 from mailmatrix.engine.store import ExecutionStore
 from tests.engine.test_spec import LAMBDA_END
 from tests.engine.test_spec import distributed as map_definition
+from tests.memory import TracedPeak
 
 
 class StreamingObjects:
@@ -182,6 +183,26 @@ def test_result_writer_splits_a_status_into_several_files(
     assert [json.loads(e["Output"])["i"] for e in entries] == list(range(12))
 
 
+def test_result_writer_holds_one_file_of_entries_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN result files of at most 1 MiB, and 150 entries of about 20 KB (three files)
+    monkeypatch.setattr(distributed_map, "RESULT_FILE_BYTES", 1 << 20)
+    sizes: list[int] = []
+    files = distributed_map._ResultFiles(lambda b, k, body: sizes.append(len(body)), "b", "out")
+    entry = {"Status": "SUCCEEDED", "Output": "x" * 20_000}
+    # WHEN they are written
+    with TracedPeak() as peak:
+        for _ in range(150):
+            files.add("SUCCEEDED", entry)
+        files.close()
+    # THEN each file was put as it filled, and no more than one file's bytes and one entry
+    # were held at a time (the body is handed over as it is: a copy of it doubled that)
+    assert len(sizes) == 3 and sum(sizes) > 3_000_000
+    assert all(size <= 1 << 20 for size in sizes)
+    assert peak.bytes < 1.4 * (1 << 20)
+
+
 def test_redrive_after_a_streamed_map_reruns_only_failed_and_unrun_batches(
     engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
 ) -> None:
@@ -228,37 +249,45 @@ def test_store_finds_each_childs_latest_record_in_any_key_order(tmp_path: pathli
     assert fetched == [{"index": 0, "v": "a"}, None, {"v": "c", "index": 1}]
 
 
-def test_children_with_large_histories_go_to_the_store_before_many_pile_up(
+def test_each_child_goes_to_the_store_as_it_finishes(
     engine: Engine,
     registry: ResourceRegistry,
     objects: StreamingObjects,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN children whose histories hold about 1,400 characters each, and a buffer of
-    # 3,000 characters (the count limit, 200, is never reached)
-    monkeypatch.setattr(distributed_map, "_FLUSH_CHARS", 3_000)
-    appended: list[int] = []
+    # GIVEN a Map of 10 batches run one at a time, and a log of the batches run and of the
+    # child records appended to the store
+    log: list[tuple[str, list[int]]] = []
     real_append = ExecutionStore.append_children
 
     def spy(self, execution_id, map_run_id, children):
-        appended.append(len(children))
+        log.append(("stored", [child["index"] for child in children]))
         real_append(self, execution_id, map_run_id, children)
 
+    def work(event: dict[str, Any], context: Any) -> int:
+        log.append(("ran", [event["Items"][0]["i"] // 4]))
+        return len(event["Items"])
+
     monkeypatch.setattr(ExecutionStore, "append_children", spy)
-    objects.put("b", "rows.jsonl", b"".join(b'{"pad": "%s"}\n' % (b"x" * 100) for _ in range(40)))
-    registry.register_lambda("Work", lambda e, c: len(e["Items"]))
+    put_rows(objects, 40)
+    registry.register_lambda("Work", work)
     definition = map_definition(
         LAMBDA_END,
         ItemReader=READER,
         ItemBatcher={"MaxItemsPerBatch": 4},
         MaxConcurrency=1,
     )
-    # WHEN the Map runs THEN the 10 children reach the store in several appends, not one
+    # WHEN the Map runs
     record = engine.start(json.dumps(definition), {})
+    # THEN each child's record (its history: most of the Map's memory) reached the store
+    # before the next child ran: the Map holds no finished child's record, however many
     assert record["status"] == "SUCCEEDED"
-    assert sum(appended) == 10
-    assert len(appended) >= 4
-    assert max(appended) <= 3
+    assert log == [entry for i in range(10) for entry in (("ran", [i]), ("stored", [i]))]
+    (map_run,) = engine.describe(record["name"])["mapRuns"]
+    children = engine.map_run_children(record["name"], map_run["id"])
+    assert [(c["index"], c["status"], c["output"]) for c in children] == [
+        (i, "SUCCEEDED", 4) for i in range(10)
+    ]
 
 
 def test_items_are_sized_once_and_later_passes_cut_the_same_batches(

@@ -137,6 +137,15 @@ _S3_OBJECT_ACTIONS = {
 }
 
 
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
+_TRANSACT_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+
+
 def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
     """The IAM requests AWS authorizes for ``call``; ValueError for a call not known here.
 
@@ -158,6 +167,9 @@ def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
         if call.operation == "BatchGetItem":  # authorized on each table it reads
             names = p["RequestItems"].split(",")
             return [Request("dynamodb:BatchGetItem", tables + name) for name in names]
+        if call.operation == "TransactWriteItems":  # authorized item by item, as its action
+            items = (item.split(":", 1) for item in p["TransactItems"].split(","))
+            return [Request(_TRANSACT_ACTIONS[op], tables + name) for op, name in items]
         table = tables + p["TableName"]
         if p.get("IndexName"):
             table += f"/index/{p['IndexName']}"

@@ -138,10 +138,17 @@ class _RecordedStandIn:
 
 
 def naming(params: dict[str, Any]) -> dict[str, str]:
-    """The parameters of a call that name what it touches (of a batch read: its tables)."""
+    """The parameters of a call that name what it touches (of a batch read: its tables; of a
+    transaction: each item's action and table, as ``Put:table``)."""
     named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
     if "RequestItems" in params:
         named["RequestItems"] = ",".join(params["RequestItems"])
+    if "TransactItems" in params:
+        named["TransactItems"] = ",".join(
+            f"{action}:{request['TableName']}"
+            for item in params["TransactItems"]
+            for action, request in item.items()
+        )
     return named
 
 
@@ -255,13 +262,14 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
         (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"
     }
     assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
-    # AND Validate's release of the failed row: a query of the campaign, then its update
-    releases = {
+    # AND Validate's ledger calls: the campaign's template sets read and extended, and the
+    # release of the failed row (a query of the campaign, then its update)
+    ledger_calls = {
         (c.operation, c.params.get("IndexName"))
         for c in recorded
         if c.service == "dynamodb" and c.function == "ValidateFunction"
     }
-    assert releases == {("Query", "by_campaign"), ("UpdateItem", None)}
+    assert ledger_calls == {("GetItem", None), ("Query", "by_campaign"), ("UpdateItem", None)}
 
 
 def test_each_role_allows_every_call_its_function_makes(transformed, recorded):
@@ -323,10 +331,14 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
     ("sid", "denied"),
     [
         ("ReadBackManifest", "s3:GetObject arn:aws:s3:::mailmatrix-e2e/validated/"),
-        ("ReleaseFailedRows", f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}"),
+        (
+            "RecordTemplateSetsAndReleaseFailedRows",
+            f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}",
+        ),
+        ("ReadCampaignTemplateSets", f"dynamodb:GetItem {NAMES['LedgerTable.Arn']}"),
         ("ReadTheUploadOfTheEvent", "s3:GetObjectVersion arn:aws:s3:::mailmatrix-e2e/incoming/"),
     ],
-    ids=["read-back", "release-failed", "upload-version"],
+    ids=["read-back", "update-ledger", "read-template-sets", "upload-version"],
 )
 def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorded, sid, denied):
     # GIVEN ValidateRole without one of its statements
@@ -336,6 +348,22 @@ def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorde
 
     # WHEN the campaign's calls are judged THEN the call it allowed is denied
     assert f"ValidateFunction: {denied}" in "\n".join(denied_calls(broken, recorded))
+
+
+def test_send_batch_claims_in_transactions_its_role_allows_item_by_item(transformed, recorded):
+    # GIVEN the example campaign (two template sets): its claims are transactions
+    transactions = [c for c in recorded if c.operation == "TransactWriteItems"]
+    assert {c.function for c in transactions} == {"SendBatchFunction"}
+    assert {c.params["TransactItems"] for c in transactions} == {"Put:ledger,ConditionCheck:ledger"}
+
+    # WHEN SendBatchRole lacks dynamodb:ConditionCheckItem THEN those calls are denied
+    broken = json.loads(json.dumps(transformed))
+    policy = broken["Resources"]["SendBatchRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    (ledger,) = [s for s in policy["Statement"] if s.get("Sid") == "Ledger"]
+    ledger["Action"].remove("dynamodb:ConditionCheckItem")
+    assert denied_calls(broken, recorded) == [
+        f"SendBatchFunction: dynamodb:ConditionCheckItem {NAMES['LedgerTable.Arn']}"
+    ]
 
 
 REPORTS = {"Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/reports/*"}
@@ -408,6 +436,15 @@ def test_a_head_after_an_upload_needs_get_object_and_a_listing_its_prefix():
     )
     assert requests_for(listing, region=REGION, account=ACCOUNT) == [
         Request("s3:ListBucket", "arn:aws:s3:::b", {"s3:prefix": "templates/"})
+    ]
+    # AND a transaction needs each item's own action on its table
+    transaction = Call(
+        "F", "dynamodb", "TransactWriteItems", {"TransactItems": "Put:t,ConditionCheck:t"}
+    )
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/t"
+    assert requests_for(transaction, region=REGION, account=ACCOUNT) == [
+        Request("dynamodb:PutItem", table),
+        Request("dynamodb:ConditionCheckItem", table),
     ]
     with pytest.raises(ValueError, match="no IAM mapping for s3:DeleteBucket"):
         requests_for(

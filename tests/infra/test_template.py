@@ -361,3 +361,65 @@ def test_a_send_batch_task_never_times_out_while_its_lambda_may_still_run(sam_te
     assert busy.get("JitterStrategy", "NONE") == "NONE"
     assert sum(waits) > timeout
     assert task["Retry"].index(busy) == 0  # before any retrier that could match it
+
+
+def test_the_validate_function_has_room_in_tmp_for_a_million_row_manifest_rewritten(
+    sam_template, tmp_path
+):
+    import hashlib
+
+    from bench.bench_validate import generate
+    from mailmatrix.core.attachments import AttachmentIndex
+    from mailmatrix.core.recipients import IntakeRules, validate_recipients
+    from mailmatrix.core.templates import load_catalog
+    from mailmatrix.jobs import _MANIFEST_LINE
+    from mailmatrix.ports import ObjectInfo
+
+    # GIVEN manifest lines of the benchmark's rows, each attachment listed with an S3 ETag
+    rows = 500
+    generate(tmp_path / "rows.csv", rows)
+    listing = [
+        ObjectInfo(f"attachments/letter-{i}.pdf", 50_000, tag=hashlib.md5(bytes(i)).hexdigest())
+        for i in range(rows)
+    ]
+    templates = ROOT / "templates"
+    catalog = load_catalog(
+        {
+            p.relative_to(templates).as_posix(): p.read_text("utf-8")
+            for p in templates.rglob("*")
+            if p.is_file()
+        }
+    )
+    lines: list[int] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        row["key"] = "0" * 64  # an idempotency key's length
+        lines.append(len(_MANIFEST_LINE.encode(row).encode()) + 1)
+
+    with (tmp_path / "rows.csv").open("rb") as stream:
+        validate_recipients(
+            stream,
+            source="incoming/rows.csv",
+            catalog=catalog,
+            attachments=AttachmentIndex.from_listing(listing),
+            rules=IntakeRules(),
+            emit=emit,
+        )
+
+    # THEN the Validate function's /tmp holds a million of them twice (the manifest and its
+    # rewrite without withdrawn rows)
+    needed_mb = 2 * 1_000_000 * (sum(lines) / len(lines)) / 1e6
+    properties = sam_template["Resources"]["ValidateFunction"]["Properties"]
+    assert properties.get("EphemeralStorage", {"Size": 512})["Size"] >= needed_mb
+
+
+def test_a_campaign_refused_for_its_template_sets_is_retried_by_no_task():
+    # A catalog that lost a set the campaign used stays so until the operator acts: the
+    # failure ends the execution (FAILED, which ExecutionAlertRule alerts on) without retries.
+    definition = json.loads((ROOT / "statemachine" / "mailmatrix.asl.json").read_text())
+    processor = definition["States"]["SendEmails"]["ItemProcessor"]["States"]
+    for task in (definition["States"]["ValidateRecipients"], processor["SendBatch"]):
+        retried = {name for retrier in task["Retry"] for name in retrier["ErrorEquals"]}
+        assert not retried & {"TemplateSetsChanged", "TemplateError", "States.ALL"}
+        assert "States.TaskFailed" not in retried
+        assert "Catch" not in task

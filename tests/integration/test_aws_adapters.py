@@ -70,6 +70,42 @@ def test_storage_lists_a_prefix_in_key_order(storage, tmp_path):
     assert listed == [("templates/a.txt", 1), ("templates/b.txt", 1), ("templates/c.jsonl", 3000)]
 
 
+def test_a_fetch_by_tag_gets_the_version_listed_or_none(storage):
+    # GIVEN two letters of the same size, listed with their ETags as tags
+    storage.put("attachments/anna.pdf", b"%PDF Anna 68,000")
+    storage.put("attachments/bob.pdf", b"%PDF Bob 61,000 ")
+    tags = {o.key: o.tag for o in storage.list("attachments/")}
+    assert tags["attachments/bob.pdf"] == storage.head("attachments/bob.pdf").etag
+    assert storage.get("attachments/bob.pdf", tag=tags["attachments/bob.pdf"]).startswith(b"%PDF")
+
+    # WHEN Bob's letter is replaced by one of the same size
+    storage.put("attachments/bob.pdf", b"%PDF Bob 99,000 ")
+
+    # THEN S3 refuses the version listed (If-Match: 412), and a fetch without a tag still reads
+    with pytest.raises(ObjectChanged, match=r"s3://mail/attachments/bob\.pdf: get: not the"):
+        storage.get("attachments/bob.pdf", tag=tags["attachments/bob.pdf"])
+    assert storage.get("attachments/bob.pdf") == b"%PDF Bob 99,000 "
+
+
+def test_a_fetch_by_tag_sends_if_match_and_reads_s3s_412_as_changed():
+    # GIVEN S3 as it answers a GetObject whose If-Match does not hold (moto aside)
+    s3 = boto3.client("s3", region_name=REGION)
+    stub = Stubber(s3)
+    expected = {"Bucket": "mail", "Key": "attachments/bob.pdf", "IfMatch": '"9b2cf535"'}
+    stub.add_client_error(
+        "get_object",
+        service_error_code="PreconditionFailed",
+        service_message="At least one of the pre-conditions you specified did not hold",
+        http_status_code=412,
+        expected_params=expected,
+    )
+
+    # THEN the ETag goes quoted in If-Match, and the answer is ObjectChanged
+    with stub, pytest.raises(ObjectChanged):
+        S3Storage("mail", s3).get("attachments/bob.pdf", tag="9b2cf535")
+    stub.assert_no_pending_responses()
+
+
 def test_storage_missing_object_is_not_found(storage):
     with pytest.raises(NotFoundError, match=r"s3://mail/incoming/none\.csv: get"):
         storage.get("incoming/none.csv")
@@ -91,9 +127,9 @@ def test_storage_reads_a_given_version_or_only_a_given_etag(storage):
     # AND asked by the first's ETag, the object (now the second) is refused, not read
     etag = first["ETag"].strip('"')
     with pytest.raises(ObjectChanged, match=f"s3://mail/incoming/a.csv: get: .*{etag}"):
-        storage.open("incoming/a.csv", if_match=etag)
+        storage.open("incoming/a.csv", tag=etag)
     with pytest.raises(ObjectChanged, match="head"):
-        storage.head("incoming/a.csv", if_match=etag)
+        storage.head("incoming/a.csv", tag=etag)
     # AND a version that is not there is not found
     with pytest.raises(NotFoundError):
         storage.head("incoming/a.csv", version="no-such-version")

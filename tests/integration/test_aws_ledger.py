@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending.ledger_contract import (
+    OTHER_LETTER_CASES,
     check_batch_holds,
+    check_campaign_status,
+    check_exclusive_claim,
+    check_exclusive_claim_order,
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
+    check_template_sets,
 )
 
 
@@ -253,6 +259,121 @@ def test_release_failed_leaves_a_row_that_changed_since_it_was_read(ledger, monk
     assert (outcome.state, outcome.attempt) == ("claimed", "other-run")
 
 
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_a_claim_is_refused_while_another_sets_letter_may_have_gone_out(ledger, clock, case):
+    def wait(seconds: float) -> None:
+        clock.now += seconds
+
+    check_exclusive_claim(ledger, wait, case)
+
+
+def test_a_rows_own_entry_is_answered_before_the_other_letters(ledger):
+    check_exclusive_claim_order(ledger)
+
+
+def recorded_calls(ledger, monkeypatch) -> list[tuple[str, list[str]]]:
+    """Each call the ledger's client makes from now on: its operation, and of a transaction
+    the kind and key of each item."""
+    calls: list[tuple[str, list[str]]] = []
+    real = ledger._db._make_api_call
+
+    def record(operation, params):
+        items = [
+            f"{kind}:{(part.get('Key') or part['Item'])['idempotency_key']['S']}"
+            for item in params.get("TransactItems", [])
+            for kind, part in item.items()
+        ]
+        calls.append((operation, items))
+        return real(operation, params)
+
+    monkeypatch.setattr(ledger._db, "_make_api_call", record)
+    return calls
+
+
+def test_a_claim_is_one_transaction_only_in_a_campaign_of_several_sets(ledger, monkeypatch):
+    # GIVEN every call the ledger makes
+    calls = recorded_calls(ledger, monkeypatch)
+
+    # WHEN a row of a campaign of one set is claimed, then one of a campaign of three
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    others = {"k2-rejection": "rejection", "k2-reminder": "reminder"}
+    assert ledger.claim("k2", campaign="c", row=3, attempt="a", others=others) == Claim("claimed")
+
+    # THEN the first is the read and the plain conditional write it always was; the second
+    # the same read, then one transaction: its write and a check of each other letter
+    assert calls == [
+        ("GetItem", []),
+        ("PutItem", []),
+        ("GetItem", []),
+        (
+            "TransactWriteItems",
+            ["Put:k2", "ConditionCheck:k2-rejection", "ConditionCheck:k2-reminder"],
+        ),
+    ]
+
+
+def test_a_letter_claimed_between_the_read_and_the_write_refuses_the_claim(ledger, monkeypatch):
+    # GIVEN another run that claims the address's offer just after this claim read its entry
+    other = DynamoDbLedger(ledger.table, ledger._db)
+    read = ledger._get_item
+
+    def read_then_offered(key):
+        found = read(key)
+        other.claim("offer", campaign="c", row=2, attempt="run-2", others={"rejection": "r"})
+        return found
+
+    monkeypatch.setattr(ledger, "_get_item", read_then_offered)
+
+    # WHEN this run claims the rejection THEN its transaction is refused for the offer
+    claim = ledger.claim("rejection", campaign="c", row=2, attempt="run-1", others={"offer": "o"})
+    assert claim == Claim("other", letter="o")
+    assert [o.key for o in ledger.outcomes("c")] == ["offer"]
+
+
+def cancelled(*codes: str) -> ClientError:
+    """The TransactionCanceledException of a transaction, with one reason per item."""
+    reasons = [{"Code": code} for code in codes]
+    return ClientError(
+        {
+            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+            "CancellationReasons": reasons,
+        },
+        "TransactWriteItems",
+    )
+
+
+def test_a_transaction_in_conflict_is_tried_again(ledger, monkeypatch):
+    # GIVEN DynamoDB that cancels the first try of the claim's transaction: another
+    # transaction was writing one of its items
+    real = ledger._db.transact_write_items
+    tries = []
+
+    def conflict_once(**request):
+        tries.append(request)
+        if len(tries) == 1:
+            raise cancelled("None", "TransactionConflict")
+        return real(**request)
+
+    monkeypatch.setattr(ledger._db, "transact_write_items", conflict_once)
+
+    # WHEN the row is claimed THEN the second try claims it
+    claim = ledger.claim("rejection", campaign="c", row=2, attempt="a", others={"offer": "o"})
+    assert claim == Claim("claimed")
+    assert len(tries) == 2
+
+
+def test_a_transaction_cancelled_for_another_reason_is_a_ledger_error(ledger, monkeypatch):
+    # GIVEN DynamoDB that cancels the claim's transaction as throttled
+    def throttled(**request):
+        raise cancelled("ThrottlingError", "None")
+
+    monkeypatch.setattr(ledger._db, "transact_write_items", throttled)
+
+    # WHEN the row is claimed THEN the batch is told the ledger failed, not that it may send
+    with pytest.raises(LedgerError, match="claim rejection"):
+        ledger.claim("rejection", campaign="c", row=2, attempt="a", others={"offer": "o"})
+
+
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
 
@@ -302,3 +423,100 @@ def test_outcomes_of_gives_up_on_keys_never_processed(ledger, monkeypatch):
 
 def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
     check_latest_upload(ledger)
+
+
+def test_a_campaigns_halt_latest_upload_and_sets_are_read_at_once(ledger):
+    check_campaign_status(ledger)
+
+
+def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
+    # GIVEN a campaign with a halt recorded
+    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
+    calls = []
+    real = ledger._db._make_api_call
+
+    def recorded(operation, params):
+        calls.append((operation, params))
+        return real(operation, params)
+
+    monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+
+    # WHEN a batch reads its campaign
+    status = ledger.campaign_status("c")
+
+    # THEN one strongly consistent BatchGetItem read the halt, upload and sets items
+    assert status.halt is not None and status.halt.code == "DailyQuotaExceeded"
+    assert [operation for operation, _ in calls] == ["BatchGetItem"]
+    request = calls[0][1]["RequestItems"][ledger.table]
+    assert request["ConsistentRead"] is True
+    assert sorted(key["idempotency_key"]["S"] for key in request["Keys"]) == [
+        "halt#c",
+        "sets#c",
+        "upload#c",
+    ]
+
+
+def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):
+    check_template_sets(ledger)
+
+
+def test_template_sets_are_one_item_read_consistently_and_written_only_when_new(
+    ledger, monkeypatch
+):
+    # GIVEN a campaign that used offer
+    calls = []
+    real = ledger._db._make_api_call
+
+    def recorded(operation, params):
+        calls.append((operation, params.get("ConsistentRead")))
+        return real(operation, params)
+
+    monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+
+    # WHEN runs record offer again, or are refused THEN each reads the item, none writes
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer", "x"]) == []
+    assert ledger.record_template_sets("c", {"x"}, catalog=["x"]) == ["offer"]
+    read = ("GetItem", True)
+    assert calls == [read, ("UpdateItem", None), read, read]
+    # AND the names are one string set in the item sets#c
+    item = ledger._db.get_item(TableName=ledger.table, Key={"idempotency_key": {"S": "sets#c"}})
+    assert item["Item"]["template_sets"] == {"SS": ["offer"]}
+
+
+@pytest.mark.parametrize("rival_sets", [{"offer-2026"}, {"offer"}], ids=["renamed", "same"])
+def test_a_run_that_recorded_sets_meanwhile_is_seen(aws, rival_sets):
+    # GIVEN a campaign that used offer, and a rival run that records its sets between our
+    # read and our conditional write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client)
+    assert rival.record_template_sets("c", {"rejection"}, catalog=["rejection"]) == []
+
+    class Racing:
+        raced = False
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def update_item(self, **request):
+            if not self.raced:
+                self.raced = True
+                rival.record_template_sets("c", rival_sets, catalog=[*rival_sets, "rejection"])
+            return client.update_item(**request)
+
+    racing = Racing()
+
+    # WHEN this run records offer and rejection
+    found = DynamoDbLedger(table, racing).record_template_sets(
+        "c", {"offer"}, catalog=["offer", "rejection"]
+    )
+
+    # THEN its write was refused by its condition, and it decided again on what the rival wrote:
+    # refused when the rival brought a name it lacks, recorded otherwise
+    assert racing.raced
+    if rival_sets == {"offer"}:
+        assert found == []
+    else:
+        assert found == ["offer-2026"]
+    assert rival.template_sets("c") == {"rejection", *rival_sets}

@@ -114,7 +114,7 @@ class Drill:
                     items,
                     self.campaign,
                     catalog=self.catalog,
-                    fetch_attachment=lambda name: b"",
+                    fetch_attachment=lambda name, tag: b"",
                     mailer=self.mailer,
                     ledger=self.ledger,
                     attempt=owner,

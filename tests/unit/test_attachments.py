@@ -53,6 +53,25 @@ def test_lookup_finds_exact_name_with_its_size():
     assert index(alice_pdf=120).lookup(" alice.pdf ") == Lookup(name="alice.pdf", size=120)
 
 
+def test_lookup_gives_the_tag_listed_with_the_size():
+    # GIVEN a listing with tags (an S3 ETag, a local file's stat) and one without
+    listing = [
+        ObjectInfo("attachments/a.pdf", 120, tag="9b2cf535f27731c974343645a3985328"),
+        ObjectInfo("attachments/b c.pdf", 7, tag="803:1a2b:7:17f:180"),
+        ObjectInfo("attachments/d.pdf", 30),
+    ]
+
+    # THEN each name is found with its size and the tag it was listed with
+    idx = AttachmentIndex.from_listing(listing)
+    assert [idx.lookup(name) for name in ("a.pdf", "b c.pdf", "d.pdf")] == [
+        Lookup(name="a.pdf", size=120, tag="9b2cf535f27731c974343645a3985328"),
+        Lookup(name="b c.pdf", size=7, tag="803:1a2b:7:17f:180"),
+        Lookup(name="d.pdf", size=30),
+    ]
+    # AND the size checks still read the size of a tagged file
+    assert idx.lookup("b c.pdf", max_message_bytes=100).problem is not None
+
+
 @pytest.mark.parametrize(
     ("asked", "problem"),
     [

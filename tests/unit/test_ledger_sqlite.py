@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -13,10 +15,15 @@ from mailmatrix.errors import LedgerError
 from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
+    OTHER_LETTER_CASES,
     check_batch_holds,
+    check_campaign_status,
+    check_exclusive_claim,
+    check_exclusive_claim_order,
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
+    check_template_sets,
 )
 
 
@@ -150,31 +157,97 @@ def test_a_bad_url_or_path_is_a_ledger_error(tmp_path):
         SqliteLedger(str(tmp_path / "missing-dir" / "ledger.db"))
 
 
+def race(*workers: Callable[[], list[str]]) -> Counter[str]:
+    """Run each worker on a thread of its own, all started at once; count what they won."""
+    start = threading.Barrier(len(workers))
+    won: list[list[str]] = []
+
+    def run(worker: Callable[[], list[str]]) -> None:
+        start.wait()
+        won.append(worker())
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Counter(name for names in won for name in names)
+
+
 def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
     # GIVEN two ledger objects on one file (like two processes) and 8 threads racing
     path = str(tmp_path / "ledger.db")
     ledgers = [SqliteLedger(path), SqliteLedger(path)]
     keys = [f"k{n}" for n in range(150)]
-    wins: Counter[str] = Counter()
-    lock = threading.Lock()
 
-    def worker(number: int) -> None:
-        ledger = ledgers[number % 2]
-        for key in keys:
-            got = ledger.claim(key, campaign="c", row=int(key[1:]), attempt=f"w{number}")
-            if got.state == "claimed":
-                with lock:
-                    wins[key] += 1
+    def worker(number: int) -> list[str]:
+        ledger, attempt = ledgers[number % 2], f"w{number}"
+        claims = {key: ledger.claim(key, campaign="c", row=2, attempt=attempt) for key in keys}
+        return [key for key, got in claims.items() if got.state == "claimed"]
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    wins = race(*(functools.partial(worker, n) for n in range(8)))
 
     # THEN every key was claimed by exactly one attempt; the others were told it is busy
     assert wins == Counter({key: 1 for key in keys})
     assert {o.state for o in ledgers[0].outcomes("c")} == {"claimed"}
+
+
+def test_threads_on_two_connections_claim_one_letter_per_address(tmp_path):
+    # GIVEN two ledger objects on one file (like two processes), and for each of 100
+    # addresses one thread claiming its offer while another claims its rejection
+    path = str(tmp_path / "ledger.db")
+    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    addresses = [f"person{n}" for n in range(100)]
+
+    def worker(mine: str, theirs: str, ledger: SqliteLedger) -> list[str]:
+        claims = {
+            address: ledger.claim(
+                f"{address}|{mine}",
+                campaign="c",
+                row=2,
+                attempt=mine,
+                others={f"{address}|{theirs}": theirs},
+            )
+            for address in addresses
+        }
+        return [address for address, got in claims.items() if got.state == "claimed"]
+
+    wins = race(
+        functools.partial(worker, "offer", "rejection", ledgers[0]),
+        functools.partial(worker, "rejection", "offer", ledgers[1]),
+    )
+
+    # THEN each address had one of its two letters claimed, never both
+    assert wins == Counter(dict.fromkeys(addresses, 1))
+    assert len(ledgers[0].outcomes("c")) == len(addresses)
+
+
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_a_claim_is_refused_while_another_sets_letter_may_have_gone_out(ledger, clock, case):
+    check_exclusive_claim(ledger, clock.sleep, case)
+
+
+def test_a_rows_own_entry_is_answered_before_the_other_letters(ledger):
+    check_exclusive_claim_order(ledger)
+
+
+def test_a_claim_reads_the_other_letters_only_in_a_campaign_of_several_sets(ledger):
+    # GIVEN every statement the ledger's connection runs
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+
+    # WHEN a row of a campaign of one set is claimed, then one of a campaign of two
+    claim(ledger, key="k1")
+    ledger.claim("k2", campaign="c", row=3, attempt="a", others={"k2-other": "rejection"})
+
+    # THEN the first is the insert alone, the second reads the other letter first, in the
+    # same transaction
+    selects = [s for s in statements if s.startswith("SELECT")]
+    assert len(selects) == 1 and "'k2-other'" in selects[0]
+    assert [s.split()[0] for s in statements] == [
+        *("BEGIN", "INSERT", "COMMIT"),
+        *("BEGIN", "SELECT", "INSERT", "COMMIT"),
+    ]
 
 
 def test_a_claim_records_the_previous_row_sent_in_the_same_transaction(ledger):
@@ -384,3 +457,36 @@ def test_outcomes_of_given_keys(ledger):
 
 def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
     check_latest_upload(ledger)
+
+
+def test_a_campaigns_halt_latest_upload_and_sets_are_read_at_once(ledger):
+    check_campaign_status(ledger)
+
+
+def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):
+    check_template_sets(ledger)
+
+
+def test_template_sets_are_kept_across_connections_and_added_unchecked(tmp_path):
+    # GIVEN names recorded through one connection
+    path = str(tmp_path / "ledger.db")
+    first = SqliteLedger(path)
+    assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+
+    # WHEN another adds names a workdir had recorded before the ledger did (unchecked)
+    second = SqliteLedger(path)
+    second.add_template_sets("c", ["rejection", "offer"])
+
+    # THEN both see them all, and a catalog without one is refused through either
+    assert first.template_sets("c") == second.template_sets("c") == {"offer", "rejection"}
+    assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == ["rejection"]
+
+
+def test_a_ledger_file_from_before_template_sets_gets_them(tmp_path):
+    # GIVEN a ledger file written before the template_sets table existed
+    path = _old_ledger_file(tmp_path, "", "")
+
+    # WHEN it is opened THEN the names of a campaign's sets can be recorded and read
+    ledger = SqliteLedger(str(path))
+    assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
+    assert ledger.template_sets("c") == {"offer"}

@@ -20,15 +20,18 @@ from mailmatrix.core.send import (
     idempotency_key,
     send_batch,
     sender_problem,
+    template_sets_changed,
 )
 from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
+    ObjectChanged,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
     StorageError,
+    TemplateSetsChanged,
     Throttled,
     TransientSendError,
 )
@@ -417,6 +420,7 @@ TWO_SETS = {
     ("earlier", "sent_now"),
     [
         ("sent", False),
+        ("claimed", False),
         ("released", True),
         ("released-uncertain", False),
         ("failed-unknown", False),
@@ -538,8 +542,41 @@ def test_a_missing_attachment_fails_its_row_and_the_batch_goes_on(ledger, clock)
     assert len(ses.calls) == 2
 
 
+def test_an_attachment_no_longer_the_version_listed_is_given_back_and_the_batch_goes_on(
+    ledger, clock
+):
+    # GIVEN rows whose manifest lines carry their attachments' tags, and storage where p3.pdf
+    # is now another version (same size)
+    batch = items(3)
+    for item in batch:
+        item.update(attachment_size=len(b"%PDF-1.4\n%%EOF\n"), attachment_tag=f"v1-{item['row']}")
+    asked = []
+
+    def fetch(name, tag):
+        asked.append((name, tag))
+        if name == "p3.pdf":
+            raise ObjectChanged(f"attachments/{name}: not the version listed before")
+        return b"%PDF-1.4\n%%EOF\n"
+
+    # WHEN the batch is sent
+    result = run(batch, FakeSes(clock=clock), ledger, clock, fetch=fetch)
+
+    # THEN each file was asked for in the version listed; p3.pdf's row failed, given back
+    assert asked == [("p2.pdf", "v1-2"), ("p3.pdf", "v1-3"), ("p4.pdf", "v1-4")]
+    assert result.rows[1] == {
+        "row": 3,
+        "status": "failed",
+        "code": "AttachmentChanged",
+        "reason": "attachment changed since the rows were validated: p3.pdf is not the file"
+        " validation listed (replaced, edited, or relinked to another file since?); run the"
+        " file again: its attachments are checked again (rows already sent are skipped)",
+    }
+    assert (result.sent, result.failed) == (2, 1)
+    assert [o.state for o in ledger.outcomes(CID)] == ["sent", "released", "sent"]
+
+
 def test_an_unreadable_attachment_is_a_passing_fault(ledger, clock):
-    def fetch(name):
+    def fetch(name, tag):
         raise StorageError(f"attachments/{name}: read failed: connection reset")
 
     with pytest.raises(TransientSendError) as stopped:
@@ -970,3 +1007,81 @@ def test_a_row_left_for_a_retry_is_superseded_too_and_the_batch_ends(ledger, clo
         (3, "Superseded"),
         (4, "Superseded"),
     ]
+
+
+def test_the_refusal_of_a_renamed_set_names_it_and_both_ways_out():
+    error = template_sets_changed("incoming/offers.csv", ["offer", "rejection"], scope="this run")
+
+    assert error.message == (
+        "offers.csv: earlier runs of this file sent letters of the template set(s) 'offer',"
+        " 'rejection', which the templates no longer have (renamed or removed?). The ledger"
+        " knows each letter by its set's name, so under another name every one of them would"
+        " be sent again: this run sends nothing. Put the set(s) back under the same name(s)"
+        " (new sets may be added beside them) and run again; or, to mail everyone again on"
+        " purpose, send the file under a new file name (a new campaign)"
+    )
+    assert error.details == {"code": "TemplateSetsChanged", "missing": ["offer", "rejection"]}
+    # AND the one set of templates without a manifest is named as the operator knows it
+    default = template_sets_changed("offers.csv", ["default"], scope="this batch")
+    assert "set(s) 'default' (the one set of a templates folder without manifest.yaml)," in (
+        default.message
+    )
+    assert "this batch sends nothing" in default.message
+
+
+def test_a_batch_whose_templates_lost_a_set_the_campaign_used_sends_nothing(ledger, clock):
+    # GIVEN a campaign whose earlier run sent letters of its one set (default)
+    assert ledger.record_template_sets(CID, {"default"}, catalog=["default"]) == []
+    ses = FakeSes(clock=clock)
+
+    # WHEN a batch of it (a redrive, say) runs with templates that have other sets only
+    with pytest.raises(TemplateSetsChanged, match="'default'") as refused:
+        run(items(3), ses, ledger, clock, catalog=load_catalog(TWO_SETS), invocation="req-1")
+
+    # THEN nothing was sent, no row was claimed, and the batch is not held
+    assert ses.calls == []
+    assert ledger.outcomes(CID) == []
+    assert ledger.begin_batch("child-1", invocation="req-2", until=clock() + 60) is None
+    assert refused.value.details["missing"] == ["default"]
+
+    # WHEN the set is back THEN the batch sends its rows
+    assert run(items(3), ses, ledger, clock).sent == 3
+
+
+def test_a_batchs_checks_of_its_campaign_are_one_ledger_read(ledger, clock):
+    # GIVEN a ledger that notes which of its reads of a campaign are made
+    campaign_reads = {"campaign_status", "halted", "latest_upload", "template_sets"}
+
+    class Noting:
+        def __init__(self) -> None:
+            self.reads: list[str] = []
+
+        def __getattr__(self, name):
+            if name in campaign_reads:
+                self.reads.append(name)
+            return getattr(ledger, name)
+
+    noting = Noting()
+
+    # WHEN a batch of 3 rows runs, looking up its campaign at most every 10 s
+    run(items(3), FakeSes(clock=clock), noting, clock, policy=RetryPolicy(halt_check_s=10))
+
+    # THEN halt, latest upload and template sets were checked in one read
+    assert noting.reads == ["campaign_status"]
+
+
+def test_a_superseded_batch_whose_templates_lost_a_set_is_superseded(ledger, clock):
+    # GIVEN a newer upload validated, and a set the campaign used missing from the templates
+    assert ledger.record_template_sets(CID, {"default"}, catalog=["default"]) == []
+    ledger.record_upload(_upload("v2", "0002"))
+
+    # WHEN a batch of the older upload runs THEN its rows are left to the newer execution
+    result = run(
+        items(2),
+        FakeSes(clock=clock),
+        ledger,
+        clock,
+        campaign=kit.campaign(upload="v1"),
+        catalog=load_catalog(TWO_SETS),
+    )
+    assert {r["code"] for r in result.rows} == {"Superseded"}

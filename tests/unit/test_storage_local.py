@@ -169,7 +169,7 @@ def test_an_object_is_read_only_while_its_etag_is_the_one_given(tmp_path):
     # GIVEN a file stored, its ETag taken, and a stream opened on it while it has that ETag
     storage = LocalStorage(tmp_path)
     etag = storage.put("incoming/a.csv", b"first").etag
-    stream = storage.open("incoming/a.csv", if_match=etag)
+    stream = storage.open("incoming/a.csv", tag=etag)
 
     # WHEN another upload replaces it
     storage.put("incoming/a.csv", b"second")
@@ -178,9 +178,102 @@ def test_an_object_is_read_only_while_its_etag_is_the_one_given(tmp_path):
     with stream:
         assert stream.read() == b"first"
     for read in (storage.open, storage.head):
-        with pytest.raises(ObjectChanged, match=f"incoming/a.csv: its ETag is no longer {etag}"):
-            read("incoming/a.csv", if_match=etag)
-    assert storage.head("incoming/a.csv", if_match=f'"{storage.head("incoming/a.csv").etag}"')
+        with pytest.raises(ObjectChanged, match=r"incoming/a\.csv: not the version asked for"):
+            read("incoming/a.csv", tag=etag)
+    assert storage.head("incoming/a.csv", tag=f'"{storage.head("incoming/a.csv").etag}"')
     # AND a folder keeps no versions: asking for one is an error, not another file's content
     with pytest.raises(StorageError, match="keeps no versions"):
         storage.open("incoming/a.csv", version="v1")
+
+
+def _listed_tag(storage: LocalStorage, key: str) -> str:
+    return next(o.tag for o in storage.list(key) if o.key == key)
+
+
+def test_a_fetch_by_tag_reads_the_file_listed_and_no_other_of_its_size(tmp_path):
+    # GIVEN a mounted folder with two letters of the same size, listed with their tags
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    (folder / "anna.pdf").write_bytes(b"%PDF Anna 68,000")
+    (folder / "bob.pdf").write_bytes(b"%PDF Bob 61,000 ")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+    tags = {o.key: o.tag for o in storage.list("attachments/")}
+    assert len(set(tags.values())) == 2 and all(tags.values())
+
+    # THEN each is read by its tag, and a fetch without one is not checked
+    assert storage.get("attachments/anna.pdf", tag=tags["attachments/anna.pdf"]).startswith(
+        b"%PDF Anna"
+    )
+    assert storage.get("attachments/bob.pdf", tag=None) == b"%PDF Bob 61,000 "
+
+    # WHEN Bob's letter is replaced by a file of the same size (written beside it, moved over)
+    (folder / "new.pdf").write_bytes(b"%PDF Bob 99,000 ")
+    os.replace(folder / "new.pdf", folder / "bob.pdf")
+
+    # THEN a fetch of the version listed is refused
+    with pytest.raises(ObjectChanged, match=r"attachments/bob\.pdf: not the version asked for"):
+        storage.get("attachments/bob.pdf", tag=tags["attachments/bob.pdf"])
+
+
+def test_a_rewrite_in_place_with_its_times_set_back_is_seen(tmp_path):
+    # GIVEN a listed file
+    storage = LocalStorage(tmp_path)
+    path = tmp_path / "attachments" / "bob.pdf"
+    path.parent.mkdir()
+    path.write_bytes(b"%PDF Bob 61,000 ")
+    before = os.stat(path)
+    tag = _listed_tag(storage, "attachments/bob.pdf")
+
+    # WHEN it is rewritten in place, same size, its times set back as `cp -p` or `touch -r`
+    # would (same inode, same size, same modification time)
+    with open(path, "r+b") as stream:
+        stream.write(b"%PDF Bob 99,000 ")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_ino == before.st_ino
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+
+    # THEN the change time tells it apart
+    with pytest.raises(ObjectChanged):
+        storage.get("attachments/bob.pdf", tag=tag)
+
+
+def test_a_name_relinked_to_another_file_of_its_size_is_refused(tmp_path):
+    # GIVEN two letters of the same size, one reached through a symlink, listed
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    (folder / "anna.pdf").write_bytes(b"%PDF Anna 68,000")
+    (folder / "letters-bob.pdf").write_bytes(b"%PDF Bob 61,000 ")
+    (folder / "bob.pdf").symlink_to("letters-bob.pdf")
+    storage = LocalStorage(tmp_path)
+    tag = _listed_tag(storage, "attachments/bob.pdf")
+    assert storage.get("attachments/bob.pdf", tag=tag) == b"%PDF Bob 61,000 "
+
+    # WHEN Bob's name is relinked to Anna's letter
+    (folder / "bob.pdf").unlink()
+    (folder / "bob.pdf").symlink_to("anna.pdf")
+
+    # THEN the link's new file is not the one listed
+    with pytest.raises(ObjectChanged):
+        storage.get("attachments/bob.pdf", tag=tag)
+
+
+def test_a_version_is_named_by_its_tag_or_its_etag_for_get_open_and_head(tmp_path):
+    # GIVEN a stored file, its tag and ETag as head gives them
+    storage = LocalStorage(tmp_path)
+    storage.put("incoming/a.csv", b"first")
+    info = storage.head("incoming/a.csv")
+    assert info.tag and info.etag and info.tag != info.etag
+
+    # THEN either names it to every read
+    for tag in (info.tag, info.etag):
+        assert storage.get("incoming/a.csv", tag=tag) == b"first"
+        with storage.open("incoming/a.csv", tag=tag) as stream:
+            assert stream.read() == b"first"
+        assert storage.head("incoming/a.csv", tag=tag).tag == info.tag
+
+    # WHEN another upload replaces it THEN no read by either reaches the new one
+    storage.put("incoming/a.csv", b"other")
+    for tag in (info.tag, info.etag):
+        for read in (storage.get, storage.open, storage.head):
+            with pytest.raises(ObjectChanged):
+                read("incoming/a.csv", tag=tag)
