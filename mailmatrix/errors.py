@@ -60,7 +60,14 @@ class NotFoundError(StorageError):
 
 
 class ObjectChanged(StorageError):
-    """The object under a key is no longer the version asked for (its tag differs)."""
+    """The object under a key is no longer the version asked for (its tag or ETag differs:
+    replaced, rewritten or relinked)."""
+
+
+class UploadReplaced(MailMatrixError):
+    """The upload an execution was started for was replaced under its key before the
+    execution read it, in storage that keeps no versions: the newer upload has an execution
+    of its own, which sends the file."""
 
 
 class SendError(MailMatrixError):

@@ -8,6 +8,7 @@ through storage (the validated manifest, the Map's result files), never through 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -41,10 +42,12 @@ from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
     InputFileError,
+    ObjectChanged,
     StorageError,
     TemplateError,
+    UploadReplaced,
 )
-from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage
+from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage, Upload
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,10 +71,13 @@ class Source:
     key: str
     etag: str
     version_id: str | None = None
+    # S3's order of the events on one key (hex; a later upload has a greater one), or None
+    sequencer: str | None = None
 
     @classmethod
     def from_event_detail(cls, detail: dict[str, Any]) -> Source:
-        """Read bucket, key, ETag and version from an S3 "Object Created" event's detail."""
+        """Read bucket, key, ETag, version and sequencer from an S3 "Object Created" event's
+        detail."""
         try:
             bucket = detail["bucket"]["name"]
             obj = detail["object"]
@@ -80,7 +86,37 @@ class Source:
             raise InputFileError(
                 f"event: not an S3 Object Created event detail: missing {error}"
             ) from None
-        return cls(bucket, key, str(obj.get("etag") or "").strip('"'), obj.get("version-id"))
+        return cls(
+            bucket,
+            key,
+            str(obj.get("etag") or "").strip('"'),
+            _version(obj.get("version-id")),
+            str(obj.get("sequencer") or "") or None,
+        )
+
+    def upload(self, campaign_id: str, execution: str | None) -> Upload:
+        """This upload of the campaign's file, validated by ``execution`` (see Upload)."""
+        return Upload(
+            campaign=campaign_id,
+            upload=self.version_id or self.sequencer or self.etag,
+            order=upload_order(self.sequencer),
+            execution=execution or "",
+        )
+
+
+# A sequencer is hex of varying length: right-padded with zeros, sequencers compare as
+# strings (https://repost.aws/knowledge-center/s3-duplicate-sqs-messages); none sorts first.
+_ORDER_WIDTH = 32
+
+
+def upload_order(sequencer: str | None) -> str:
+    """A string that sorts uploads of one key as S3 stored them, from an event's sequencer."""
+    return sequencer.upper().ljust(_ORDER_WIDTH, "0") if sequencer else "-"  # "-" < "0"
+
+
+def _version(value: Any) -> str | None:
+    # S3 gives "null" for an object stored while the bucket kept no versions.
+    return None if value in (None, "", "null") else str(value)
 
 
 def _stored_source(storage: Storage, source: Source) -> Source:
@@ -93,15 +129,35 @@ def _stored_source(storage: Storage, source: Source) -> Source:
     if "+" not in source.key and "%" not in source.key:
         return source
     try:
-        storage.head(source.key)
+        storage.head(source.key, version=source.version_id)
         return source
     except StorageError:  # S3 answers 403, not 404, to a role that may not list the bucket
         decoded = unquote_plus(source.key)
         if decoded == source.key:
             raise
-        storage.head(decoded)  # neither is there: say so for the key as stored
+        storage.head(decoded, version=source.version_id)  # neither is there: say so for it
         log.info("event key %s is URL-encoded; reading %s", source.key, decoded)
-        return Source(source.bucket, decoded, source.etag, source.version_id)
+        return dataclasses.replace(source, key=decoded)
+
+
+@contextlib.contextmanager
+def _the_upload(source: Source) -> Iterator[dict[str, str | None]]:
+    """The read arguments that reach the upload ``source`` names and no other, for head and
+    open: its version where the bucket keeps versions, else its ETag (the event's), so an
+    upload that replaced it under the key is refused (UploadReplaced), not read in its place.
+    """
+    try:
+        if source.version_id:
+            yield {"version": source.version_id}
+        else:
+            yield {"tag": source.etag or None}
+    except ObjectChanged:
+        raise UploadReplaced(
+            f"{source.key}: replaced by a newer upload before this run read it (the event named"
+            f" the upload with ETag {source.etag}): nothing was sent by this run; the newer"
+            " upload's own run sends the file. (Where the bucket keeps versions, each run reads"
+            " the upload that started it.)"
+        ) from None
 
 
 def _execution_folder(execution: str | None) -> str:
@@ -306,23 +362,30 @@ def validate_job(
 ) -> dict[str, Any]:
     """Validate the upload; write the manifest and rejects report; return the state's result.
 
-    The manifest is the execution's own (under its name): a later run of the same file writes
-    another, so a redrive of this execution still sends the rows this one validated. An upload
-    whose metadata asks for it (RETRY_FAILED_METADATA) has the campaign's failed rows released
-    in the ledger (``open_ledger``) once the file has passed, before anything is sent.
+    The upload read, content and metadata, is the one the event names (its version, else its
+    ETag: UploadReplaced when another has replaced it). The manifest is the execution's own
+    (under its name): a later run of the same file writes another, so a redrive of this
+    execution still sends the rows this one validated — unless a newer upload of the file has
+    been validated since.
 
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
     will send (see _Demand), for which the ledger is asked once; otherwise the valid rows.
 
-    Before anything is sent, the template sets of the valid rows are added to those the
-    campaign has used (Ledger.record_template_sets), and a run whose templates lack one used
-    before is refused (TemplateSetsChanged): its letters would be keyed anew and sent again.
+    Once the file has passed, before anything is sent, the ledger (``open_ledger``) is told,
+    in this order: the template sets of the valid rows, added to those the campaign has used
+    (Ledger.record_template_sets; a run whose templates lack one used before is refused,
+    TemplateSetsChanged, as its letters would be keyed anew and sent again, and does not
+    count as the file's latest upload); then this upload, as its campaign's latest (batches
+    of older uploads send no more). An upload whose metadata asks for it
+    (RETRY_FAILED_METADATA) has the campaign's failed rows released then (not when it is
+    superseded already).
     """
     source = _stored_source(storage, source)
-    upload = storage.head(source.key)
+    with _the_upload(source) as pinned:
+        upload = storage.head(source.key, **pinned)
     if not source.etag:
-        source = Source(source.bucket, source.key, upload.etag, source.version_id)
+        source = dataclasses.replace(source, etag=upload.etag)
     campaign_id = campaign_id_for(source)
     catalog = load_templates(storage, settings.templates_prefix)
     sender = settings.sender or catalog.sender
@@ -346,7 +409,7 @@ def validate_job(
     reports = reports_prefix(campaign_id, folder)
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
-    ledger = None if dry_run else open_ledger()
+    ledger = None if dry_run else open_ledger()  # a dry run sends nothing: no ledger
     retry = _Retry(upload, campaign_id, ledger)
     counting = preflight is not None and preflight_counts
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
@@ -372,7 +435,7 @@ def validate_job(
                 line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
                 manifest.write(line + "\n")
 
-            with storage.open(source.key) as stream:
+            with _the_upload(source) as pinned, storage.open(source.key, **pinned) as stream:
                 report = validate_recipients(
                     stream,
                     source=source.key,
@@ -396,8 +459,18 @@ def validate_job(
         content_type="application/json",
     )
 
+    if ledger is not None and used_sets:
+        gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
+        if gone:
+            raise template_sets_changed(source.key, gone, scope="this run")
+    # The file has passed: from now on this upload is the one its campaign sends, unless a
+    # newer upload of it was validated already (its execution sends the file then: this
+    # one's batches send nothing, see send_batch).
+    this = source.upload(campaign_id, execution)
+    latest = None if ledger is None else ledger.record_upload(this)
+    superseded = latest is not None and latest.upload != this.upload
     send_rate = settings.send_rate
-    if preflight is not None and not dry_run:
+    if preflight is not None and not dry_run and not superseded:
         account = preflight(sender, report.valid if demand is None else demand.messages)
         if send_rate is None:
             send_rate = float(account["max_send_rate"])
@@ -408,11 +481,7 @@ def validate_job(
         max_concurrency=settings.max_concurrency,
     )
     plan["dry_run"] = dry_run
-    if ledger is not None and used_sets:
-        gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
-        if gone:
-            raise template_sets_changed(source.key, gone, scope="this run")
-    released = retry.release(report.withdrawn)
+    released = 0 if superseded else retry.release(report.withdrawn)
     campaign = {
         "id": campaign_id,
         "source": {
@@ -420,7 +489,10 @@ def validate_job(
             "key": source.key,
             "etag": source.etag,
             "version_id": source.version_id,
+            "sequencer": source.sequencer,
         },
+        # which upload this is: a batch sends only while it is the campaign's latest validated
+        "upload": this.upload,
         "sender": sender,
         "templates_prefix": settings.templates_prefix,
         "attachments_prefix": settings.attachments_prefix,

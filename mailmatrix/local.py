@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shlex
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -428,7 +429,12 @@ def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str,
 
 
 def object_created_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
-    """The event EventBridge delivers for an S3 Object Created notification."""
+    """The event EventBridge delivers for an S3 Object Created notification.
+
+    Its sequencer orders the uploads of one key as S3's does (hex, greater for a later
+    upload): here the clock in nanoseconds, as the upload is made just before (a clock set
+    back between two runs of one file would order them wrong).
+    """
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "version": "0",
@@ -442,7 +448,12 @@ def object_created_event(bucket: str, key: str, size: int, etag: str) -> dict[st
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": size, "etag": etag},
+            "object": {
+                "key": key,
+                "size": size,
+                "etag": etag,
+                "sequencer": f"{time.time_ns():016X}",
+            },
             "request-id": "local",
             "requester": LOCAL_ACCOUNT,
             "reason": "PutObject",

@@ -22,10 +22,11 @@ class ObjectInfo:
     objects with the same identity are one file. None: the key is the object's only name
     (S3 has no links).
 
-    ``tag``, from a listing, tells this version of the object from any other under its key:
-    S3's ETag; for a local file, its device, inode, size and modification and change times
-    (another file put in its place, or the file rewritten, has another). ``get(key, tag=...)``
-    reads that version or none. "": the listing gives none.
+    ``tag``, from a listing or ``head``, tells this version of the object from any other
+    under its key: S3's ETag; for a local file, its device, inode, size and modification and
+    change times (another file put in its place, or the file rewritten, has another).
+    ``get``, ``open`` and ``head`` given ``tag=`` (that tag, or the object's ETag as an upload
+    event names it) reach that version or none: ObjectChanged. "": the listing gives none.
     """
 
     key: str
@@ -45,15 +46,17 @@ class Storage(Protocol):
 
     def get(self, key: str, *, tag: str | None = None) -> bytes:
         """Return the object's bytes; raise NotFoundError when absent, and ObjectChanged when
-        ``tag`` (an ObjectInfo.tag) is given and the object is no longer that version."""
+        ``tag`` (see ObjectInfo.tag) is given and the object is no longer that version."""
         ...
 
-    def open(self, key: str) -> BinaryIO:
-        """Return a readable binary stream of the object (for large files)."""
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
+        """Return a readable binary stream of the object (for large files): of its
+        ``version`` when given (storage that keeps versions); ``tag`` as for ``get``."""
         ...
 
-    def head(self, key: str) -> ObjectInfo:
-        """Return the object's metadata; raise NotFoundError when absent."""
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return the object's metadata (``version`` and ``tag`` as for ``open``); raise
+        NotFoundError when absent."""
         ...
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
@@ -169,6 +172,33 @@ def doubt_reason(uncertain: bool, takeovers: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One upload of a campaign's file, as the execution that validated it saw it.
+
+    ``upload`` tells uploads apart (the S3 version id, else the event's sequencer, else the
+    ETag); two executions of one upload (a duplicate event) share it. ``order`` sorts the
+    uploads of one key as they were stored (the S3 event's sequencer, padded): a newer upload
+    has a greater one, whichever execution validated first.
+    """
+
+    campaign: str
+    upload: str
+    order: str
+    execution: str
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    """What a batch checks of its campaign before its first row and every halt_check_s
+    after, read at once (Ledger.campaign_status): its halt, its latest validated upload and
+    the names of the template sets it has used."""
+
+    halt: Halt | None = None
+    latest_upload: Upload | None = None
+    template_sets: frozenset[str] = frozenset()
+
+
 class Ledger(Protocol):
     """Durable record of every email's idempotency key and outcome."""
 
@@ -253,6 +283,21 @@ class Ledger(Protocol):
 
     def clear_halt(self, campaign: str) -> None:
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
+        ...
+
+    def record_upload(self, upload: Upload) -> Upload:
+        """Record that ``upload`` of its campaign's file has been validated, unless a newer
+        one (a greater ``order``) has been; return the campaign's latest validated upload.
+        One conditional write: the newer upload wins, whichever execution writes first."""
+        ...
+
+    def latest_upload(self, campaign: str) -> Upload | None:
+        """The campaign's latest validated upload (record_upload), or None."""
+        ...
+
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest validated upload and template set names, as halted,
+        latest_upload and template_sets give them, in one read where the ledger can."""
         ...
 
     def template_sets(self, campaign: str) -> frozenset[str]:

@@ -3,8 +3,10 @@
 Table shape (infra/template.yaml): partition key ``idempotency_key`` (S); global secondary
 indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``by_campaign``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
-an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the names
-of the template sets a campaign has used one keyed ``sets#<campaign>`` (a string set). Every
+an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
+campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
+sets a campaign has used one keyed ``sets#<campaign>`` (a string set). A batch reads the
+campaign's halt, latest upload and set names in one BatchGetItem (campaign_status). Every
 claim is a conditional write, so two attempts never both hold the claim of one key while its
 lease runs (semantics: mailmatrix.ports.Ledger).
 
@@ -31,9 +33,11 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignStatus,
     Claim,
     Halt,
     Outcome,
+    Upload,
     doubt_reason,
 )
 
@@ -57,6 +61,15 @@ _EVENT_RANKS = {
     "Complaint": 4,
     "Reject": 4,
     "Rendering Failure": 4,
+}
+UPLOAD_PREFIX = "upload#"
+_UPLOAD_NAMES = {
+    "#k": KEY,
+    "#uc": "upload_campaign",
+    "#up": "upload",
+    "#so": "sort",
+    "#ex": "execution",
+    "#exp": "expires_at",
 }
 SETS_PREFIX = "sets#"
 _SETS_TRIES = 5
@@ -317,6 +330,47 @@ class DynamoDbLedger:
             raise self._error("halt", campaign, error) from error
         return halt
 
+    def record_upload(self, upload: Upload) -> Upload:
+        """Record ``upload`` as its campaign's latest validated one unless a newer one (a
+        greater ``order``) is recorded; return the latest (see the Ledger port). One
+        conditional update, which hands back the item that stopped it (no read needed)."""
+        values = {
+            ":c": {"S": upload.campaign},
+            ":up": {"S": upload.upload},
+            ":so": {"S": upload.order},
+            ":exp": {"N": str(int(self._clock()) + self.retention_seconds)},
+        }
+        expression = "SET #uc = :c, #up = :up, #so = :so, #exp = :exp"
+        if upload.execution:
+            values[":ex"] = {"S": upload.execution}
+            expression += ", #ex = :ex"
+        else:
+            expression += " REMOVE #ex"
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": UPLOAD_PREFIX + upload.campaign}},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_not_exists(#k) OR #so <= :so",
+                ExpressionAttributeNames=_UPLOAD_NAMES,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if _aws.error_code(error) != "ConditionalCheckFailedException":
+                raise self._error("record_upload", upload.campaign, error) from error
+            newer = _upload(upload.campaign, error.response.get("Item"))
+            if newer is None:
+                raise self._error("record_upload", upload.campaign, error) from error
+            return newer
+        except BotoCoreError as error:
+            raise self._error("record_upload", upload.campaign, error) from error
+        return upload
+
+    def latest_upload(self, campaign: str) -> Upload | None:
+        """The campaign's latest validated upload, or None."""
+        return _upload(campaign, self._get_item(UPLOAD_PREFIX + campaign))
+
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port): one
         conditional write; an earlier invocation holds it until it ends or its ``until``."""
@@ -365,16 +419,17 @@ class DynamoDbLedger:
 
     def halted(self, campaign: str) -> Halt | None:
         """Return the campaign's recorded halt, or None."""
-        item = self._get_item(HALT_PREFIX + campaign)
-        if item is None:
-            return None
-        entry = _plain(item)
-        return Halt(
-            campaign=campaign,
-            code=entry["code"],
-            reason=entry["reason"],
-            attempt=entry["attempt"],
-            at=float(entry["at"]),
+        return _halt(campaign, self._get_item(HALT_PREFIX + campaign))
+
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest validated upload and set names in one BatchGetItem
+        (strongly consistent; see the Ledger port)."""
+        wanted = {prefix: prefix + campaign for prefix in (HALT_PREFIX, UPLOAD_PREFIX, SETS_PREFIX)}
+        found = {item[KEY]["S"]: item for item in self._batch_get(list(wanted.values()))}
+        return CampaignStatus(
+            halt=_halt(campaign, found.get(wanted[HALT_PREFIX])),
+            latest_upload=_upload(campaign, found.get(wanted[UPLOAD_PREFIX])),
+            template_sets=_sets(found.get(wanted[SETS_PREFIX])),
         )
 
     def clear_halt(self, campaign: str) -> None:
@@ -386,8 +441,7 @@ class DynamoDbLedger:
 
     def template_sets(self, campaign: str) -> frozenset[str]:
         """The names of the template sets ``campaign`` has used (a strongly consistent read)."""
-        item = self._get_item(SETS_PREFIX + campaign)
-        return frozenset(item.get("template_sets", {}).get("SS", [])) if item else frozenset()
+        return _sets(self._get_item(SETS_PREFIX + campaign))
 
     def record_template_sets(
         self, campaign: str, names: Collection[str], *, catalog: Collection[str]
@@ -517,10 +571,17 @@ class DynamoDbLedger:
         return [_outcome(entry) for entry in entries]
 
     def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
-        """Return the entries of ``keys`` by key (absent keys left out): BatchGetItem, 100
-        keys a request, strongly consistent; keys DynamoDB leaves unprocessed (throttled) are
-        asked again after a growing pause."""
-        found: dict[str, Outcome] = {}
+        """Return the entries of ``keys`` by key (absent keys left out; see _batch_get)."""
+        return {
+            outcome.key: outcome
+            for outcome in (_outcome(_plain(item)) for item in self._batch_get(keys))
+        }
+
+    def _batch_get(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The items of ``keys`` that exist: BatchGetItem, 100 keys a request, strongly
+        consistent; keys DynamoDB leaves unprocessed (throttled) are asked again after a
+        growing pause."""
+        found: list[dict[str, Any]] = []
         unique = list(dict.fromkeys(keys))  # a request may not name a key twice
         for start in range(0, len(unique), _KEYS_PER_GET):
             wanted = [{KEY: {"S": key}} for key in unique[start : start + _KEYS_PER_GET]]
@@ -530,9 +591,7 @@ class DynamoDbLedger:
                     response = self._db.batch_get_item(RequestItems=request)
                 except (ClientError, BotoCoreError) as error:
                     raise self._error("batch_get", wanted[0][KEY]["S"], error) from error
-                for item in response.get("Responses", {}).get(self.table, []):
-                    outcome = _outcome(_plain(item))
-                    found[outcome.key] = outcome
+                found += response.get("Responses", {}).get(self.table, [])
                 request = response.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -669,6 +728,30 @@ class DynamoDbLedger:
 
     def _error(self, action: str, what: str, error: Exception) -> LedgerError:
         return LedgerError(f"dynamodb://{self.table}: {action} {what[:24]}: {error}")
+
+
+def _upload(campaign: str, item: dict[str, Any] | None) -> Upload | None:
+    if not item:
+        return None
+    entry = _plain(item)
+    return Upload(campaign, entry["upload"], entry["sort"], entry.get("execution", ""))
+
+
+def _halt(campaign: str, item: dict[str, Any] | None) -> Halt | None:
+    if item is None:
+        return None
+    entry = _plain(item)
+    return Halt(
+        campaign=campaign,
+        code=entry["code"],
+        reason=entry["reason"],
+        attempt=entry["attempt"],
+        at=float(entry["at"]),
+    )
+
+
+def _sets(item: dict[str, Any] | None) -> frozenset[str]:
+    return frozenset(item.get("template_sets", {}).get("SS", [])) if item else frozenset()
 
 
 def _outcome(entry: dict[str, Any]) -> Outcome:

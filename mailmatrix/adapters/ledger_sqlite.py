@@ -28,9 +28,11 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignStatus,
     Claim,
     Halt,
     Outcome,
+    Upload,
     doubt_reason,
 )
 from mailmatrix.processes import process_token, token_running
@@ -62,6 +64,12 @@ CREATE TABLE IF NOT EXISTS batches (
     invocation TEXT NOT NULL,
     holder TEXT,
     until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    campaign TEXT PRIMARY KEY,
+    upload TEXT NOT NULL,
+    sort TEXT NOT NULL,
+    execution TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS halts (
     campaign TEXT PRIMARY KEY,
@@ -354,6 +362,40 @@ class SqliteLedger:
         """Remove the campaign's halt."""
         with self._transaction(f"clear_halt {campaign}") as db:
             db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
+
+    def record_upload(self, upload: Upload) -> Upload:
+        """Record ``upload`` as its campaign's latest validated one unless a newer one (a
+        greater ``order``) is recorded; return the latest (see the Ledger port)."""
+        with self._transaction(f"record_upload {upload.campaign}") as db:
+            db.execute(
+                "INSERT INTO uploads (campaign, upload, sort, execution) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (campaign) DO UPDATE SET upload = excluded.upload,"
+                " sort = excluded.sort, execution = excluded.execution"
+                " WHERE excluded.sort >= uploads.sort",
+                (upload.campaign, upload.upload, upload.order, upload.execution),
+            )
+            found = db.execute(
+                "SELECT upload, sort, execution FROM uploads WHERE campaign = ?", (upload.campaign,)
+            ).fetchone()
+        return Upload(upload.campaign, *found)
+
+    def latest_upload(self, campaign: str) -> Upload | None:
+        """The campaign's latest validated upload, or None."""
+        found = self._statement(
+            f"latest_upload {campaign}",
+            "SELECT upload, sort, execution FROM uploads WHERE campaign = ?",
+            (campaign,),
+        )
+        return Upload(campaign, *found[0]) if found else None  # type: ignore[arg-type]
+
+    def campaign_status(self, campaign: str) -> CampaignStatus:
+        """The campaign's halt, latest upload and set names: three reads of a local file,
+        each a few rows at most (see the Ledger port)."""
+        return CampaignStatus(
+            halt=self.halted(campaign),
+            latest_upload=self.latest_upload(campaign),
+            template_sets=self.template_sets(campaign),
+        )
 
     def template_sets(self, campaign: str) -> frozenset[str]:
         """The names of the template sets ``campaign`` has used."""

@@ -76,8 +76,15 @@ class LocalStorage:
         with self.open(key) as stream:
             return _read_version(stream, key, tag)
 
-    def open(self, key: str) -> BinaryIO:
-        """Open the object for reading; a symlink may not lead outside its folder."""
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
+        """Open the object for reading; a symlink may not lead outside its folder.
+
+        The folder keeps no versions (``version`` is refused). ``tag``: only while the file is
+        that version (see _check_tag; else ObjectChanged), checked on the file opened: a later
+        upload replaces the file (put_file), and the stream keeps reading the one checked.
+        """
+        if version is not None:
+            raise StorageError(f"local storage: {key}: keeps no versions (asked for {version})")
         path, _ = self._path(key)
         if not path.is_file():
             match = self._nfc_match(path)
@@ -85,7 +92,14 @@ class LocalStorage:
                 raise NotFoundError(f"local storage: no such object: {key}")
             path = match
         self._confine(key, path)
-        return path.open("rb")
+        stream = path.open("rb")
+        if tag:
+            try:
+                _check_tag(stream, key, tag)
+            except BaseException:
+                stream.close()
+                raise
+        return stream
 
     def _confine(self, key: str, path: Path) -> None:
         """Refuse a file whose real location lies outside the folder that serves ``key``."""
@@ -106,15 +120,15 @@ class LocalStorage:
             return None
         return None
 
-    def head(self, key: str) -> ObjectInfo:
-        """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads) and the
-        user metadata it was stored with."""
-        with self.open(key) as stream:
-            digest = hashlib.md5(usedforsecurity=False)
-            size = 0
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return size, ETag (MD5 of the content, as S3 gives for single-part uploads), tag
+        and the user metadata it was stored with (``version`` and ``tag`` as for ``open``)."""
+        with self.open(key, version=version) as stream:
+            etag = _md5(stream)
+            size = stream.tell()
+            version_tag = _version_tag(os.fstat(stream.fileno()))
+        if tag and tag.strip('"') not in (etag, version_tag):
+            raise _changed(key)
         path, _ = self._path(key)
         try:
             metadata = json.loads(_metadata_file(path).read_text(encoding="utf-8"))
@@ -125,7 +139,7 @@ class LocalStorage:
         except OSError:
             modified = None
         return ObjectInfo(
-            key=key, size=size, etag=digest.hexdigest(), modified=modified, metadata=metadata
+            key=key, size=size, etag=etag, modified=modified, metadata=metadata, tag=version_tag
         )
 
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
@@ -173,17 +187,45 @@ class LocalStorage:
         yield from _walk(self.root, "", prefix)
 
 
+def _md5(stream: BinaryIO) -> str:
+    """The hex MD5 of the rest of ``stream``, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_tag(stream: BinaryIO, key: str, tag: str, data: bytes | None = None) -> None:
+    """Raise ObjectChanged unless the file open on ``stream`` is the version ``tag`` names:
+    a tag from a listing (its stat: see _version_tag), or its ETag (the MD5 of its content,
+    as an upload's event names it: of ``data`` when read already, else of the rest of
+    ``stream``, which is set back where it was)."""
+    if ":" in tag:  # a listing's tag; an ETag is hex alone
+        current = _version_tag(os.fstat(stream.fileno()))
+    elif data is not None:
+        current = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    else:
+        position = stream.tell()
+        current = _md5(stream)
+        stream.seek(position)
+    if current != tag.strip('"'):
+        raise _changed(key)
+
+
 def _read_version(stream: BinaryIO, key: str, tag: str | None) -> bytes:
-    """Read ``stream`` whole; with ``tag``, refuse it unless the file read is still the
-    version listed. The file's own stat, taken after the read, decides: no other file can
-    have been put between the check and the read, and a rewrite during the read shows."""
+    """Read ``stream`` whole; with ``tag``, refuse it unless the file read is still that
+    version. The file's own stat, taken after the read, decides: no other file can have been
+    put between the check and the read, and a rewrite during the read shows."""
     data = stream.read()
-    if tag and _version_tag(os.fstat(stream.fileno())) != tag:
-        raise ObjectChanged(
-            f"local storage: {key}: not the file listed before (replaced, rewritten or relinked"
-            " since)"
-        )
+    if tag:
+        _check_tag(stream, key, tag, data)
     return data
+
+
+def _changed(key: str) -> ObjectChanged:
+    return ObjectChanged(
+        f"local storage: {key}: not the version asked for (replaced, rewritten or relinked since)"
+    )
 
 
 def _metadata_file(path: Path) -> Path:

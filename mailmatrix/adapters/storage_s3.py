@@ -14,7 +14,7 @@ from mailmatrix.ports import ObjectInfo
 
 logger = logging.getLogger(__name__)
 
-_MISSING = {"NoSuchKey", "404", "NotFound"}
+_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 
 
 class S3Storage:
@@ -25,33 +25,34 @@ class S3Storage:
         self._s3 = client or _aws.client("s3")
 
     def get(self, key: str, *, tag: str | None = None) -> bytes:
-        """Return the object's bytes; raise NotFoundError when absent. With ``tag`` (an ETag
-        from a listing) S3 gives that version or none (If-Match): ObjectChanged on its 412."""
-        with self._body(key, tag) as body:
+        """Return the object's bytes; raise NotFoundError when absent (``tag`` as for
+        ``open``)."""
+        with self.open(key, tag=tag) as body:
             return body.read()
 
-    def open(self, key: str) -> BinaryIO:
-        """Return a readable stream of the object's body."""
-        return self._body(key, None)
-
-    def _body(self, key: str, tag: str | None) -> BinaryIO:
-        match = {"IfMatch": f'"{tag}"'} if tag else {}
+    def open(self, key: str, *, version: str | None = None, tag: str | None = None) -> BinaryIO:
+        """Return a readable stream of the object's body: of ``version`` when given; with
+        ``tag`` (its ETag, from a listing or an event) S3 gives that version or none
+        (If-Match): ObjectChanged on its 412."""
         try:
-            response = self._s3.get_object(Bucket=self.bucket, Key=key, **match)
+            response = self._s3.get_object(Bucket=self.bucket, Key=key, **_pinned(version, tag))
         except (ClientError, BotoCoreError) as error:
-            raise self._error("get", key, error) from error
+            raise self._error("get", key, error, tag) from error
         return cast(BinaryIO, response["Body"])
 
-    def head(self, key: str) -> ObjectInfo:
-        """Return the object's metadata; raise NotFoundError when absent."""
+    def head(self, key: str, *, version: str | None = None, tag: str | None = None) -> ObjectInfo:
+        """Return the object's metadata (``version`` and ``tag`` as for ``open``); raise
+        NotFoundError when absent."""
         try:
-            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+            response = self._s3.head_object(Bucket=self.bucket, Key=key, **_pinned(version, tag))
         except (ClientError, BotoCoreError) as error:
-            raise self._error("head", key, error) from error
+            raise self._error("head", key, error, tag) from error
+        etag = _etag(response.get("ETag"))
         return ObjectInfo(
             key=key,
             size=int(response.get("ContentLength", 0)),
-            etag=_etag(response.get("ETag")),
+            etag=etag,
+            tag=etag,
             version_id=_version(response.get("VersionId")),
             modified=response["LastModified"].timestamp() if "LastModified" in response else None,
             metadata=response.get("Metadata") or {},
@@ -99,7 +100,9 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise self._error("list", prefix, error) from error
 
-    def _error(self, action: str, key: str, error: Exception) -> StorageError:
+    def _error(
+        self, action: str, key: str, error: Exception, tag: str | None = None
+    ) -> StorageError:
         where = f"s3://{self.bucket}/{key}"
         if isinstance(error, ClientError) and (
             _aws.error_code(error) in _MISSING or _aws.http_status(error) == 404
@@ -108,8 +111,19 @@ class S3Storage:
         if isinstance(error, ClientError) and (
             _aws.error_code(error) == "PreconditionFailed" or _aws.http_status(error) == 412
         ):  # If-Match did not hold
-            return ObjectChanged(f"{where}: {action}: not the version listed before (its ETag)")
+            return ObjectChanged(
+                f"{where}: {action}: not the version asked for (its ETag is no longer {tag})"
+            )
         return StorageError(f"{where}: {action} failed: {error}")
+
+
+def _pinned(version: str | None, tag: str | None) -> dict[str, str]:
+    """The GetObject/HeadObject parameters that read one version, or only a given ETag (S3
+    answers 412 Precondition Failed to another)."""
+    pinned = {"VersionId": version} if version else {}
+    if tag:
+        pinned["IfMatch"] = f'"{tag.strip(chr(34))}"'
+    return pinned
 
 
 def _etag(value: str | None) -> str:

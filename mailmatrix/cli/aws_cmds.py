@@ -288,14 +288,18 @@ def send(
             ContentType="text/csv",
             Metadata=metadata,
         )
-        console.print(f"uploaded s3://{stack.bucket}/{key}")
+        # The version is the upload's own: its execution reads it, whatever is uploaded next.
+        version = put.get("VersionId")
+        console.print(
+            f"uploaded s3://{stack.bucket}/{key}" + (f" (version {version})" if version else "")
+        )
         arn = find_execution(
             sfn,
             stack.state_machine_arn,
             key,
             etag=put["ETag"].strip('"'),
             wait_seconds=wait_start,
-            version=put.get("VersionId"),
+            version=version,
             uploaded=_answered_at(put),
         )
         console.print(f"execution started: {arn}")

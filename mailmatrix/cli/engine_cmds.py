@@ -195,6 +195,7 @@ def result_label(output: Any, progress: dict[str, int] | None = None, status: st
 _RESULT_WORDS = (
     ("skipped", "already sent"),
     ("failed", "failed"),
+    ("superseded", "of them left to a newer upload"),
     ("in_doubt", "in doubt (being sent as the run ended)"),
     ("unsent", "not attempted"),
     ("rejected", "rejected"),

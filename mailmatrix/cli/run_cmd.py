@@ -18,7 +18,14 @@ from rich.table import Table
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
-from mailmatrix.core.report import other_letter_hint, progress_counts, unknown_advice
+from mailmatrix.core.report import (
+    FAILED_APART,
+    SUPERSEDED,
+    other_letter_hint,
+    progress_counts,
+    superseded_hint,
+    unknown_advice,
+)
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -126,6 +133,9 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         "outcome": output.get("outcome"),
         "workdir": str(workdir.root),
     }
+    if counts.get("superseded") and report_path is not None:
+        summary = _read_json(report_path.with_name("summary.json"))
+        result["superseded_by"] = summary.get("superseded_by")
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
         result["cause"] = cause_message(record.get("cause"))
@@ -197,17 +207,19 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         ("Duplicates (not sent)", "duplicates"),
         ("Excluded by Status", "excluded"),
         ("Failed", "failed"),
+        ("  of them left to a newer run of the file", "superseded"),
         ("Being sent as the run ended (in doubt)", "in_doubt"),
         ("Not attempted" if result["status"] == "SUCCEEDED" else "Not sent yet", "unsent"),
     ]
     for label, key in rows:
-        if key in ("excluded", "in_doubt", "unsent") and not counts.get(key):
+        if key in ("excluded", "superseded", "in_doubt", "unsent") and not counts.get(key):
             continue
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
-    if counts.get("failed") and result.get("report"):
-        _print_failures(console, Path(result["report"]), int(counts["failed"]))
+    failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
+    if failed > 0 and result.get("report"):
+        _print_failures(console, Path(result["report"]), failed)
     if counts.get("in_doubt"):
         console.print(
             f"[yellow]{counts['in_doubt']} row(s) were being sent as the run ended and may have "
@@ -250,10 +262,11 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"Report:  {result['report']}", soft_wrap=True)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True)
-        unknown, other_letter = counts.get("unknown", 0), counts.get("other_letter", 0)
-        if counts.get("failed", 0) > unknown + other_letter:
+        unknown = counts.get("unknown", 0)
+        apart = sum(counts.get(name, 0) for name in FAILED_APART)
+        if counts.get("failed", 0) > apart:
             console.print(
-                f"[yellow]{counts['failed'] - unknown - other_letter} row(s) failed: the report"
+                f"[yellow]{counts['failed'] - apart} row(s) failed: the report"
                 " gives each reason. Once the cause is fixed, send them with:[/yellow]"
             )
             console.print(
@@ -268,9 +281,10 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 markup=False,
                 soft_wrap=True,
             )
-        hint = other_letter_hint(counts)
-        if hint:
-            console.print(f"[yellow]{hint}[/yellow]")
+        by = result.get("superseded_by")
+        for hint in (other_letter_hint(counts), superseded_hint(counts, by)):
+            if hint:
+                console.print(f"[yellow]{hint}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
         return
@@ -312,12 +326,13 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
-    """The first rows that failed at sending, with their reasons, read from the report."""
+    """The first rows that failed at sending, with their reasons, read from the report (not
+    those left to a newer upload of the file: one hint says it for them all)."""
     rows = []
     try:
         with report.open(encoding="utf-8-sig", newline="") as stream:
             for row in csv.DictReader(stream):
-                if row.get("status") == "failed":
+                if row.get("status") == "failed" and row.get("code") != SUPERSEDED:
                     rows.append(row)
                     if len(rows) == shown:
                         break

@@ -30,6 +30,7 @@ class Summary:
     dry_run: bool = False
     # Folded while the rows stream by, so the hint needs no list of rows.
     failures_all_not_verified: bool = False
+    superseded_by: str | None = None  # the execution of the newer upload (Superseded rows)
 
     @property
     def outcome(self) -> str:
@@ -51,6 +52,8 @@ class Summary:
                 f"MailMatrix {name}: {c['sent']} sent, {c['skipped']} already sent, "
                 f"{c['rejected']} rejected, {c['failed']} failed"
             )
+            if c.get("superseded"):  # failed, yet nothing to fix: said in the subject too
+                text += f" ({c['superseded']} left to a newer upload)"
         text = text.encode("ascii", "replace").decode("ascii")
         return text if len(text) <= 100 else text[:97] + "..."
 
@@ -100,8 +103,12 @@ class Summary:
                 "Some rows were not attempted (see the report). Fix the cause, then redrive the "
                 "execution: rows already sent are skipped."
             )
-        hints = [unknown_hint(self.counts, self.campaign), other_letter_hint(self.counts)]
-        apart = self.counts.get("unknown", 0) + self.counts.get("other_letter", 0)
+        hints = [
+            unknown_hint(self.counts, self.campaign),
+            other_letter_hint(self.counts),
+            superseded_hint(self.counts, self.superseded_by),
+        ]
+        apart = sum(self.counts.get(name, 0) for name in FAILED_APART)
         if self.counts["failed"] > apart:
             hints.insert(
                 0,
@@ -120,13 +127,20 @@ class Summary:
 
     def to_dict(self, *, execution: str) -> dict[str, Any]:
         """The summary as JSON-ready data (without the per-row list)."""
-        return {
+        found = {
             "campaign": self.campaign["id"],
             "execution": execution,
             "outcome": self.outcome,
             "counts": self.counts,
             "per_template": self.per_template,
         }
+        if self.superseded_by:
+            found["superseded_by"] = self.superseded_by
+        return found
+
+
+# The counts of failed rows that the retry of failed rows does not send (each has a hint).
+FAILED_APART = ("unknown", "other_letter", "superseded")
 
 
 def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
@@ -139,6 +153,22 @@ def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
 
 
 OTHER_LETTER_SENT = "OtherLetterSent"
+# The code of a row an execution left to a newer upload of its file (see core.send).
+SUPERSEDED = "Superseded"
+
+
+def superseded_hint(counts: Mapping[str, int], by: str | None) -> str | None:
+    """What the rows left to a newer upload of the file mean: nothing to do here."""
+    rows = counts.get("superseded", 0)
+    if not rows:
+        return None
+    return (
+        f"{rows} row(s) failed as {SUPERSEDED}: a newer upload of this file was validated"
+        f" (execution {by or 'named in the per-row report'}), and that execution sends the"
+        " file as it is now, so this one sent none of them; see that execution's summary."
+        " Redriving this execution sends nothing (to have the file sent as it is now, send it"
+        " again)."
+    )
 
 
 def other_letter_hint(counts: Mapping[str, int]) -> str | None:
@@ -212,7 +242,8 @@ def summarize_results(
     outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
-    possible_duplicates = unknown = other_letter = 0
+    possible_duplicates = unknown = other_letter = superseded = 0
+    superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
         status = row["status"]
@@ -224,6 +255,9 @@ def summarize_results(
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
         other_letter += status == "failed" and row.get("code") == OTHER_LETTER_SENT
+        if status == "failed" and row.get("code") == SUPERSEDED:
+            superseded += 1
+            superseded_by = superseded_by or row.get("superseded_by")
         if report is None:
             kept.append(row)
         else:
@@ -239,6 +273,7 @@ def summarize_results(
         "failed": outcomes.get("failed", 0),
         "unknown": unknown,
         "other_letter": other_letter,
+        "superseded": superseded,
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
         "possible_duplicates": possible_duplicates,
     }
@@ -250,6 +285,7 @@ def summarize_results(
         kept,
         dry_run=dry_run,
         failures_all_not_verified=all_not_verified,
+        superseded_by=superseded_by,
     )
 
 

@@ -15,8 +15,15 @@ ends, however it ends. Errors are sorted into four kinds (docs/sending.md):
   marked halted in the ledger so every other batch stops before calling the mailer, and the
   error is raised (the state machine does not retry it). Rows not attempted stay unsent.
 
-Before its first row, a batch whose templates lack a set the campaign used (the ledger keeps
-their names) raises TemplateSetsChanged: its letters would be keyed anew and sent again.
+A batch reads its campaign in the ledger before its first row, then at most every
+halt_check_s (one read: Ledger.campaign_status), and stops:
+- once a newer upload of the campaign's file has been validated: its rows not sent yet are
+  reported Superseded, not retried and not written to the ledger, and the batch ends
+  normally; the newer upload's execution sends the file as it is now, so a row the operator
+  took out of it is not mailed by this one, running or redriven;
+- before its first row, when its templates lack a set the campaign used (the ledger keeps
+  their names): TemplateSetsChanged, as its letters would be keyed anew and sent again;
+- while the campaign is halted (AccountSendingHalted, above).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 
 from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
-from mailmatrix.core.report import OTHER_LETTER_SENT, retry_command
+from mailmatrix.core.report import OTHER_LETTER_SENT, SUPERSEDED, retry_command
 from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -50,7 +57,15 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import OUTCOME_UNKNOWN, Claim, Ledger, Mailer, Storage
+from mailmatrix.ports import (
+    OUTCOME_UNKNOWN,
+    Claim,
+    Ledger,
+    Mailer,
+    Storage,
+    Upload,
+    doubt_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +387,15 @@ def _not_sent_again(why: str, campaign: Mapping[str, Any]) -> str:
     )
 
 
+class _Superseded(Exception):
+    """Internal: a newer upload of the campaign's file has been validated; its execution
+    sends the file as it is now, and this batch sends no more."""
+
+    def __init__(self, latest: Upload) -> None:
+        super().__init__(latest.upload)
+        self.latest = latest
+
+
 class _Defer(Exception):
     """Internal: this row's passing fault outlasted its tries; the other rows go on."""
 
@@ -398,7 +422,7 @@ class _Batch:
     # The last row sent and not yet recorded (key, message id, whether it may have gone out
     # twice): the next claim records it in its transaction.
     unrecorded: tuple[str, str, bool] | None = None
-    halt_checked: float | None = None  # clock() of the last halt lookup
+    halt_checked: float | None = None  # clock() of the last check_campaign read
     # The campaign's template sets: each claim checks the address's letters of the others
     # (Ledger.claim's ``others``; none in a campaign of one set).
     sets: tuple[str, ...] = ()
@@ -436,14 +460,27 @@ class _Batch:
             self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain)
             self.unrecorded = None
 
-    def check_halt(self) -> None:
-        # Looked up before the first row, then at most every halt_check_s: a halt recorded by
-        # another batch stops this one within that time, without a ledger read per row.
+    def check_campaign(self) -> None:
+        # Read before the first row, then at most every halt_check_s: a halt recorded by
+        # another batch, or a newer upload of the file validated, stops this one within that
+        # time, without a ledger read per row.
         now = self.clock()
+        first = self.halt_checked is None
         if self.halt_checked is not None and now - self.halt_checked < self.policy.halt_check_s:
             return
         self.halt_checked = now
-        halt = self.ledger.halted(self.campaign_id)
+        status = self.ledger.campaign_status(self.campaign_id)
+        latest = status.latest_upload
+        # A campaign validated before uploads were recorded has none: any recorded is newer.
+        if latest is not None and latest.upload != self.campaign.get("upload"):
+            raise _Superseded(latest)
+        # The templates may have changed since validation (a redrive, a long run): a set gone
+        # would leave the ledger blind to the letters sent under its name.
+        gone = sorted(status.template_sets - set(self.sets)) if first else []
+        if gone:
+            source = str((self.campaign.get("source") or {}).get("key") or "the file")
+            raise template_sets_changed(source, gone, scope="this batch")
+        halt = status.halt
         if halt is None:
             return
         hold = float(self.campaign.get("halt_hold_seconds", self.policy.halt_hold_s))
@@ -564,11 +601,7 @@ class _Batch:
         if claim.state == "sent" and claim.attempt == self.attempt:
             # An earlier try of this same child sent it; that try's result was discarded, so
             # what the ledger kept of it (a possible duplicate) is reported here.
-            earlier = {"row": row, "status": "sent", "message_id": claim.message_id}
-            earlier["earlier"] = True
-            if claim.reason:
-                earlier["takeover"] = claim.reason
-            self.result.rows.append(earlier)
+            self.result.rows.append(_sent_earlier(row, claim.message_id, claim.reason))
             return
         if claim.state == "sent":
             skipped = {
@@ -696,12 +729,6 @@ def send_batch(
     of the same attempt started while this one still runs sends nothing (ClaimBusy).
     """
     items = list(items)
-    # The templates may have changed since validation (a redrive, a long run): a set gone
-    # would leave the ledger blind to the letters sent under its name.
-    gone = sorted(ledger.template_sets(str(campaign["id"])) - set(getattr(catalog, "names", ())))
-    if gone:
-        source = str((campaign.get("source") or {}).get("key") or "the file")
-        raise template_sets_changed(source, gone, scope="this batch")
     batch = _Batch(
         campaign=campaign,
         ledger=ledger,
@@ -736,6 +763,54 @@ def send_batch(
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
+def _sent_earlier(row: int, message_id: str | None, doubt: str | None) -> dict[str, Any]:
+    """The report row of a row an earlier try of this same child sent (``doubt``: why it may
+    have gone out twice)."""
+    earlier: dict[str, Any] = {
+        "row": row,
+        "status": "sent",
+        "message_id": message_id,
+        "earlier": True,
+    }
+    if doubt:
+        earlier["takeover"] = doubt
+    return earlier
+
+
+def _hand_over(rest: list[Mapping[str, Any]], batch: _Batch, latest: Upload) -> None:
+    """Report the batch's rows not settled yet as Superseded: the newer upload's execution
+    sends them, or leaves them out if its file does. Nothing is written to the ledger for
+    them. A row an earlier try of this child sent is reported sent (a redrive's batch)."""
+    unsettled = [row["row"] for row in batch.result.rows if row["status"] in ("deferred", "busy")]
+    batch.result.rows = [row for row in batch.result.rows if row["row"] not in unsettled]
+    batch.result.rows += [_superseded_row(row, latest) for row in unsettled]
+    found = batch.ledger.outcomes_of([item["key"] for item in rest]) if rest else {}
+    for item in rest:
+        outcome = found.get(item["key"])
+        if outcome is not None and outcome.state == "sent" and outcome.attempt == batch.attempt:
+            doubt = doubt_reason(outcome.uncertain, outcome.takeovers)
+            batch.result.rows.append(_sent_earlier(item["row"], outcome.message_id, doubt))
+        else:
+            batch.result.rows.append(_superseded_row(item["row"], latest))
+    log.debug("send_batch: superseded by %s: %d row(s) handed over", latest.upload, len(rest))
+
+
+def _superseded_row(row: int, latest: Upload) -> dict[str, Any]:
+    """The report row of a row this execution leaves to the newer upload's."""
+    by = latest.execution.rsplit(":", 1)[-1] or "another execution"
+    return {
+        "row": row,
+        "status": "failed",
+        "code": SUPERSEDED,
+        "reason": (
+            f"not sent by this execution: a newer upload of this file was validated (execution"
+            f" {by}), which sends the file as it is now, so nothing more is sent from this"
+            " upload (a redrive of this execution sends nothing either)"
+        ),
+        "superseded_by": by,
+    }
+
+
 def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
     """The report row of a row not sent because its address has another set's letter."""
     return {
@@ -762,7 +837,7 @@ def _send_rows(
     done = 0
     try:
         for item in items:
-            batch.check_halt()
+            batch.check_campaign()
             batch.check_time()
             compose_row = functools.partial(
                 composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
@@ -774,6 +849,8 @@ def _send_rows(
         stop.error.details.update({"result": batch.result.to_dict(), "deferred": deferred})
         log.debug("send_batch: stopped: %s, %d deferred", error_code(stop.error), len(deferred))
         raise stop.error from stop.__cause__
+    except _Superseded as superseded:
+        _hand_over(items[done:], batch, superseded.latest)
     finally:
         try:
             batch.record_unrecorded()

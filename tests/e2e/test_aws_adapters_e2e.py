@@ -110,12 +110,6 @@ def moto_account(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> Ite
         yield {"s3": s3, "sns": sns, "sqs": sqs, "topics": topics, "tmp": tmp_path}
 
 
-@pytest.fixture
-def account(monkeypatch, tmp_path):
-    with moto_account(monkeypatch, tmp_path) as created:
-        yield created
-
-
 def run_on_engine(
     account: dict,
     key: str,
@@ -131,27 +125,42 @@ def run_on_engine(
 ) -> dict[str, Any]:
     """Upload the example CSV under ``key`` (with S3 user ``metadata``) and run the definition
     on the local engine (on an event naming ``event_key``, the key as the event spells it, when
-    given), the functions' environment as the stack sets it plus ``settings``. ``body``, when
-    given, is uploaded in place of the example CSV.
+    given, and the upload's version where the bucket keeps versions), the functions'
+    environment as the stack sets it plus ``settings``. ``body``, when given, is uploaded in
+    place of the example CSV.
 
     ``wrap(function, handler)``, when given, returns what the engine invokes in place of each
     function's handler (``module:callable``); ``sleep``, how the engine waits before a retry;
     ``state_machine``, the name in the execution's ARNs.
     """
-    s3 = account["s3"]
     body = body if body is not None else (EXAMPLE / "recipients.csv").read_bytes()
-    etag = s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})["ETag"]
-    etag = etag.strip('"')
-    with engine_on(account, sender, wrap=wrap, settings=settings, sleep=sleep) as (
-        engine,
-        substitutions,
-    ):
-        return engine.start(
-            DEFINITION.read_text(encoding="utf-8"),
-            object_created_event(BUCKET, event_key or key, len(body), etag),
-            substitutions=substitutions,
-            state_machine_name=state_machine,
-        )
+    event = upload(account, key, body, metadata=metadata, event_key=event_key)
+    return start_on_engine(
+        account,
+        event,
+        sender,
+        wrap=wrap,
+        settings=settings,
+        sleep=sleep,
+        state_machine=state_machine,
+    )
+
+
+def upload(
+    account: dict,
+    key: str,
+    body: bytes,
+    *,
+    metadata: dict[str, str] | None = None,
+    event_key: str | None = None,
+) -> dict[str, Any]:
+    """Put ``body`` under ``key``; return the Object Created event EventBridge would deliver
+    for it (its key spelled ``event_key`` when given)."""
+    put = account["s3"].put_object(Bucket=BUCKET, Key=key, Body=body, Metadata=metadata or {})
+    event = object_created_event(BUCKET, event_key or key, len(body), put["ETag"].strip('"'))
+    if put.get("VersionId") and "version-id" not in event["detail"]["object"]:
+        event["detail"]["object"]["version-id"] = put["VersionId"]  # as S3 names it
+    return event
 
 
 def redrive_on_engine(
@@ -159,23 +168,39 @@ def redrive_on_engine(
 ) -> dict[str, Any]:
     """Redrive an execution that run_on_engine started, the functions' environment as the
     stack sets it plus ``settings``."""
-    with engine_on(account, SENDER, settings=settings) as (engine, _):
-        return engine.redrive(execution)
+    from functions.send_batch import app as send_batch_app
+
+    with environment(functions_environment(SENDER, settings)):
+        send_batch_app.reset()
+        return engine_on(account).redrive(execution)
 
 
-@contextmanager
+def functions_environment(
+    sender: str = SENDER, settings: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The functions' environment as the stack sets it, plus ``settings``."""
+    return {
+        "MAILMATRIX_STORAGE": "s3",
+        "MAILMATRIX_MAILER": "ses",
+        "MAILMATRIX_LEDGER": "dynamodb://ledger",
+        "MAILMATRIX_SENDER": sender,
+        "MAILMATRIX_MAX_CONCURRENCY": "2",
+        "MAILMATRIX_SEND_RATE": "0",
+        "MAILMATRIX_STACK": STACK,
+        "POWERTOOLS_SERVICE_NAME": "mailmatrix",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **(settings or {}),
+    }
+
+
 def engine_on(
     account: dict,
-    sender: str,
     *,
     wrap: Callable[[str, str], Callable[..., Any]] | None = None,
-    settings: dict[str, str] | None = None,
     sleep: Callable[[float], None] | None = None,
-) -> Iterator[tuple[Any, dict[str, str]]]:
-    """The local engine on the moto account's resources (and the definition's substitutions),
-    in the functions' environment as the stack sets it plus ``settings``; ``sleep``, how the
-    engine waits before a retry."""
-    from functions.send_batch import app as send_batch_app
+) -> Any:
+    """The local engine with the stack's functions (``wrap`` as for run_on_engine) and the
+    moto account's S3 and SNS; ``sleep``, how it waits before a retry."""
     from mailmatrix.engine import Engine, ResourceRegistry
 
     s3 = account["s3"]
@@ -195,27 +220,31 @@ def engine_on(
         lambda bucket, k: S3Storage(bucket, s3).get(k),
         lambda bucket, k, data: S3Storage(bucket, s3).put(k, data),
     )
+    return Engine(account["tmp"] / "executions", registry, sleep=sleep or time.sleep)
+
+
+def start_on_engine(
+    account: dict,
+    event: dict[str, Any],
+    sender: str = SENDER,
+    *,
+    wrap: Callable[[str, str], Callable[..., Any]] | None = None,
+    settings: dict[str, str] | None = None,
+    sleep: Callable[[float], None] | None = None,
+    state_machine: str = "LocalStateMachine",
+) -> dict[str, Any]:
+    """Run the definition on the local engine for ``event`` (see run_on_engine)."""
+    from functions.send_batch import app as send_batch_app
+
     substitutions = sam_substitutions(load_sam_template())
-    substitutions.update(
-        SummaryTopicArn=account["topics"]["SummaryTopic"],
-    )
-    env = {
-        "MAILMATRIX_STORAGE": "s3",
-        "MAILMATRIX_MAILER": "ses",
-        "MAILMATRIX_LEDGER": "dynamodb://ledger",
-        "MAILMATRIX_SENDER": sender,
-        "MAILMATRIX_MAX_CONCURRENCY": "2",
-        "MAILMATRIX_SEND_RATE": "0",
-        "MAILMATRIX_STACK": STACK,
-        "POWERTOOLS_SERVICE_NAME": "mailmatrix",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        **(settings or {}),
-    }
-    with environment(env):
+    substitutions.update(SummaryTopicArn=account["topics"]["SummaryTopic"])
+    with environment(functions_environment(sender, settings)):
         send_batch_app.reset()
-        yield (
-            Engine(account["tmp"] / "executions", registry, sleep=sleep or time.sleep),
-            substitutions,
+        return engine_on(account, wrap=wrap, sleep=sleep).start(
+            DEFINITION.read_text(encoding="utf-8"),
+            event,
+            substitutions=substitutions,
+            state_machine_name=state_machine,
         )
 
 
@@ -332,7 +361,7 @@ def test_an_encoded_key_is_tried_decoded_when_s3_answers_403_for_a_missing_objec
     from mailmatrix.jobs import Source, _stored_source
 
     class ForbiddenWhenMissing:
-        def head(self, key: str) -> object:
+        def head(self, key: str, *, version: str | None = None) -> object:
             if key != "incoming/offers 2026.csv":
                 raise StorageError(f"s3://b/{key}: head failed: 403 Forbidden")
             return object()

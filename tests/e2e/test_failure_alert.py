@@ -18,7 +18,6 @@ from mailmatrix.adapters import _aws
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.registry import make_context
 from tests.e2e import test_aws_adapters_e2e as e2e
-from tests.e2e.test_aws_adapters_e2e import account  # noqa: F401
 from tests.fixtures.engine_sfn import EngineStepFunctions
 
 QUOTA_RUN = {"MAILMATRIX_FAULTS": "quota-after=5", "MAILMATRIX_BATCH_SIZE": "5"}
@@ -63,7 +62,7 @@ def assert_no_stack_trace(text: str) -> None:
         assert trace not in text
 
 
-def test_when_the_quota_runs_out_the_alert_says_so_and_to_wait(account, monkeypatch):  # noqa: F811
+def test_when_the_quota_runs_out_the_alert_says_so_and_to_wait(account, monkeypatch):
     # GIVEN a campaign whose account runs out of daily quota after 5 messages
     record = e2e.run_on_engine(account, "incoming/offers.csv", settings=QUOTA_RUN)
     assert (record["status"], record["error"]) == (
@@ -90,7 +89,7 @@ def test_when_the_quota_runs_out_the_alert_says_so_and_to_wait(account, monkeypa
 
 
 def test_a_failed_preflight_alert_gives_the_message_without_a_stack_trace(
-    account,  # noqa: F811
+    account,
     monkeypatch,
 ):
     # GIVEN a run refused by the SES preflight (the sender is not verified): the execution's
@@ -118,7 +117,7 @@ class RefusingStepFunctions:
         return refuse
 
 
-def test_the_alert_goes_out_when_the_batches_cannot_be_read(account, monkeypatch):  # noqa: F811
+def test_the_alert_goes_out_when_the_batches_cannot_be_read(account, monkeypatch):
     record = e2e.run_on_engine(account, "incoming/offers.csv", settings=QUOTA_RUN)
 
     message = alert(account, record, monkeypatch, sfn=RefusingStepFunctions())["Message"]

@@ -16,7 +16,6 @@ import pytest
 from mailmatrix.engine.registry import WORKER_DIED, resolve_handler
 from mailmatrix.local import DEFINITION
 from tests.e2e import test_aws_adapters_e2e as e2e
-from tests.e2e.test_aws_adapters_e2e import account  # noqa: F401
 
 LAMBDA_ERRORS = {
     "Lambda.Unknown",
@@ -69,7 +68,7 @@ class LambdaFailed(Exception):
 @pytest.mark.parametrize("function", ["ValidateFunction", "SendBatchFunction", "SummarizeFunction"])
 @pytest.mark.parametrize("error", [WORKER_DIED, "Lambda.ClientExecutionTimeoutException"])
 def test_a_function_that_fails_once_this_way_is_retried_and_the_campaign_completes(
-    account,  # noqa: F811
+    account,
     function,
     error,
 ):

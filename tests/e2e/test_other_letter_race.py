@@ -9,6 +9,7 @@ goes out after the first run's batch started, and before it reaches his row.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from typing import Any
@@ -21,6 +22,7 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_ses import SesMailer
 from mailmatrix.adapters.storage_s3 import S3Storage
+from mailmatrix.core.send import RetryPolicy, send_batch
 from mailmatrix.errors import ClaimBusy
 from mailmatrix.jobs import Source, load_templates, send_job, validate_job
 from mailmatrix.settings import Settings
@@ -62,35 +64,46 @@ def validated(account, storage, ledger, body: bytes, execution: str):
     return result["campaign"], [json.loads(line) for line in manifest]
 
 
-def test_a_status_changed_during_a_run_gets_its_person_one_letter(setting):
-    # GIVEN the file validated by a first run, then corrected (Tomás: Rejection to Offer) and
-    # validated by a second run of the same campaign
+def test_a_status_changed_during_a_run_gets_its_person_one_letter(setting, monkeypatch):
+    # GIVEN the file validated by a first run; the operator corrects it (Tomás: Rejection to
+    # Offer) and uploads it again while the first run's batch is sending its first row, and
+    # the second run validates and sends its batch then
     account, storage, ledger = setting
     first_file = (EXAMPLE / "recipients.csv").read_bytes()
     assert REJECTED in first_file
     campaign_1, rows_1 = validated(account, storage, ledger, first_file, "arn:x:exec1")
     second_file = first_file.replace(REJECTED, OFFERED)
-    campaign_2, rows_2 = validated(account, storage, ledger, second_file, "arn:x:exec2")
-    assert campaign_1["id"] == campaign_2["id"]
     catalog = load_templates(storage, "templates/")
     ses = SesMailer(None, boto3.client("sesv2", region_name=REGION))
     second: dict[str, Any] = {}
+    # AND the first run's batch, which looked up its campaign before the second run was
+    # validated, does not look again during these rows (it does every 0.25 s, and would then
+    # leave the rest to the newer upload: Superseded): its claims alone keep Tomás to one letter
+    monkeypatch.setattr(
+        "mailmatrix.jobs.send_batch",
+        functools.partial(send_batch, policy=RetryPolicy(halt_check_s=3600)),
+    )
 
     class FirstRunMailer:
-        """The first run's mailer: the second run's batch runs while it sends its first row."""
+        """The first run's mailer: the second run runs while it sends its first row."""
 
         def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
             if not second:
+                campaign_2, rows_2 = validated(account, storage, ledger, second_file, "arn:x:exec2")
+                assert campaign_1["id"] == campaign_2["id"]
+                second["rows"] = rows_2
                 try:
-                    send_job(
-                        rows_2,
-                        campaign_2,
-                        storage=storage,
-                        catalog=catalog,
-                        mailer=ses,
-                        ledger=ledger,
-                        attempt="arn:x:exec2/SendEmails:child-1",
-                        invocation="req-2",
+                    second.update(
+                        send_job(
+                            rows_2,
+                            campaign_2,
+                            storage=storage,
+                            catalog=catalog,
+                            mailer=ses,
+                            ledger=ledger,
+                            attempt="arn:x:exec2/SendEmails:child-1",
+                            invocation="req-2",
+                        )
                     )
                 except ClaimBusy as busy:  # the first run holds the row it is sending
                     second.update(busy.details["result"])
@@ -124,7 +137,7 @@ def test_a_status_changed_during_a_run_gets_its_person_one_letter(setting):
     )
     # AND every other row went out once, from one run or the other
     assert (first["sent"], first["skipped"], first["failed"]) == (1, len(rows_1) - 2, 1)
-    assert (second["sent"], second["failed"]) == (len(rows_2) - 1, 0)
+    assert (second["sent"], second["failed"]) == (len(second["rows"]) - 1, 0)
     assert len(sent) == len(rows_1)
 
 

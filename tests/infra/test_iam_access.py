@@ -2,7 +2,8 @@
 
 The calls are not listed by hand: the example campaign runs on the local engine with the AWS
 adapters under moto (tests/e2e/test_aws_adapters_e2e.py), once sending, once as a dry run, and
-once more uploaded with the retry-failed metadata after a row failed (Validate releases it);
+once more uploaded with the retry-failed metadata after a row failed (Validate releases it),
+the bucket keeping versions by then (Validate reads the version the event names);
 Summarize runs again as after a failed batch, SesEvents records a bounce, and the Alert
 function alerts a run stopped by the daily quota. Every SDK call is recorded with the function
 that made it (the SES v2 preflight's too, which moto answers through a stand-in, and the Alert
@@ -210,6 +211,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
         assert (sent["status"], dry["status"]) == ("SUCCEEDED", "SUCCEEDED")
         assert [o.state for o in ledger.outcomes(campaign) if o.key == failed] == ["failed"]
 
+        # The bucket keeps versions from now on, as the stack's does: Validate reads the
+        # upload by the version its event names (before, by its ETag).
+        account["s3"].put_bucket_versioning(
+            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
         retried = e2e.run_on_engine(
             account, "incoming/offers.csv", wrap=recorder.wrap, metadata=RETRY_FAILED
         )
@@ -374,8 +380,9 @@ def test_an_unused_listing_prefix_is_caught(transformed, recorded):
             f"dynamodb:UpdateItem {NAMES['LedgerTable.Arn']}",
         ),
         ("ReadCampaignTemplateSets", f"dynamodb:GetItem {NAMES['LedgerTable.Arn']}"),
+        ("ReadTheUploadOfTheEvent", "s3:GetObjectVersion arn:aws:s3:::mailmatrix-e2e/incoming/"),
     ],
-    ids=["read-back", "update-ledger", "read-template-sets"],
+    ids=["read-back", "update-ledger", "read-template-sets", "upload-version"],
 )
 def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorded, sid, denied):
     # GIVEN ValidateRole without one of its statements

@@ -113,6 +113,28 @@ def test_storage_missing_object_is_not_found(storage):
         storage.head("incoming/none.csv")
 
 
+def test_storage_reads_a_given_version_or_only_a_given_etag(storage):
+    # GIVEN two uploads under one key, the first with metadata
+    s3 = boto3.client("s3", region_name=REGION)
+    first = s3.put_object(Bucket="mail", Key="incoming/a.csv", Body=b"A", Metadata={"m": "1"})
+    storage.put("incoming/a.csv", b"B")
+
+    # WHEN the first version is asked for THEN it is read, content and metadata
+    head = storage.head("incoming/a.csv", version=first["VersionId"])
+    assert (head.version_id, head.metadata) == (first["VersionId"], {"m": "1"})
+    with storage.open("incoming/a.csv", version=first["VersionId"]) as stream:
+        assert stream.read() == b"A"
+    # AND asked by the first's ETag, the object (now the second) is refused, not read
+    etag = first["ETag"].strip('"')
+    with pytest.raises(ObjectChanged, match=f"s3://mail/incoming/a.csv: get: .*{etag}"):
+        storage.open("incoming/a.csv", tag=etag)
+    with pytest.raises(ObjectChanged, match="head"):
+        storage.head("incoming/a.csv", tag=etag)
+    # AND a version that is not there is not found
+    with pytest.raises(NotFoundError):
+        storage.head("incoming/a.csv", version="no-such-version")
+
+
 # ---------------------------------------------------------------- SES v2
 
 

@@ -102,12 +102,13 @@ def test_send_uploads_finds_the_execution_follows_it_and_prints_the_summary(
     result = CliRunner().invoke(cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm"])
 
     assert result.exit_code == 0, result.output
-    body = (
-        boto3.client("s3", region_name=REGION)
-        .get_object(Bucket=stack["BucketName"], Key="incoming/offers.csv")["Body"]
-        .read()
+    stored = boto3.client("s3", region_name=REGION).get_object(
+        Bucket=stack["BucketName"], Key="incoming/offers.csv"
     )
-    assert body == b"Email,Name\nanna@example.org,Anna\n"
+    assert stored["Body"].read() == b"Email,Name\nanna@example.org,Anna\n"
+    # AND it names the version uploaded: the one its execution reads, whatever comes next
+    uploaded = f"uploaded s3://{stack['BucketName']}/incoming/offers.csv"
+    assert f"{uploaded} (version {stored['VersionId']})" in result.output
     assert f"execution started: {service.arn}" in result.output
     assert "18 sent, 2 rejected." in result.output
     assert "SUCCEEDED" in result.output

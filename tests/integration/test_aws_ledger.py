@@ -13,8 +13,10 @@ from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
     check_batch_holds,
+    check_campaign_status,
     check_exclusive_claim,
     check_exclusive_claim_order,
+    check_latest_upload,
     check_outcomes_of,
     check_release_failed,
     check_settled_keys,
@@ -491,6 +493,41 @@ def test_settled_keys_read_the_campaign_index_once_and_return_keys_only(ledger):
     (request,) = counting.queries
     assert request["IndexName"] == "by_campaign"
     assert request["ProjectionExpression"] == "#k"
+
+
+def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
+    check_latest_upload(ledger)
+
+
+def test_a_campaigns_halt_latest_upload_and_sets_are_read_at_once(ledger):
+    check_campaign_status(ledger)
+
+
+def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
+    # GIVEN a campaign with a halt recorded
+    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
+    calls = []
+    real = ledger._db._make_api_call
+
+    def recorded(operation, params):
+        calls.append((operation, params))
+        return real(operation, params)
+
+    monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+
+    # WHEN a batch reads its campaign
+    status = ledger.campaign_status("c")
+
+    # THEN one strongly consistent BatchGetItem read the halt, upload and sets items
+    assert status.halt is not None and status.halt.code == "DailyQuotaExceeded"
+    assert [operation for operation, _ in calls] == ["BatchGetItem"]
+    request = calls[0][1]["RequestItems"][ledger.table]
+    assert request["ConsistentRead"] is True
+    assert sorted(key["idempotency_key"]["S"] for key in request["Keys"]) == [
+        "halt#c",
+        "sets#c",
+        "upload#c",
+    ]
 
 
 def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):

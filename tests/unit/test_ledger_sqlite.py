@@ -17,8 +17,10 @@ from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
     check_batch_holds,
+    check_campaign_status,
     check_exclusive_claim,
     check_exclusive_claim_order,
+    check_latest_upload,
     check_outcomes_of,
     check_release_failed,
     check_settled_keys,
@@ -456,6 +458,14 @@ def test_outcomes_of_given_keys(ledger):
 
 def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
     check_settled_keys(ledger)
+
+
+def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
+    check_latest_upload(ledger)
+
+
+def test_a_campaigns_halt_latest_upload_and_sets_are_read_at_once(ledger):
+    check_campaign_status(ledger)
 
 
 def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):

@@ -64,6 +64,7 @@ def test_counts_per_outcome_and_template():
         "failed": 3,
         "unknown": 0,
         "other_letter": 0,
+        "superseded": 0,
         "unsent": 0,
         "possible_duplicates": 0,
     }
@@ -266,3 +267,30 @@ def test_rows_not_sent_another_sets_letter_are_not_told_to_be_retried():
     notice = summary.message(execution="e", report_key="k")
     assert "1 row(s) failed as OtherLetterSent" in notice
     assert "--retry-failed" not in notice
+
+
+def test_rows_left_to_a_newer_upload_are_counted_apart_and_named_not_retried():
+    # GIVEN a batch whose rows a newer upload's execution (exec-2) sends, and a refused row
+    superseded = {"status": "failed", "code": "Superseded", "reason": "why"}
+    output = {
+        "rows": [
+            {"row": 2, **superseded, "superseded_by": "exec-2"},
+            {"row": 3, **superseded, "superseded_by": "exec-2"},
+            {"row": 4, "status": "failed", "code": "MessageRejected", "reason": "no"},
+        ]
+    }
+    child = _child("SUCCEEDED", [_item(r, "offer") for r in (2, 3, 4)], output)
+    campaign = {**CAMPAIGN, "retry_command": ON_AWS}
+
+    # WHEN summarized
+    summary = summarize_results(campaign, VALIDATION, [child])
+
+    # THEN they are counted apart from the other failures, in the subject too
+    assert (summary.counts["failed"], summary.counts["superseded"]) == (3, 2)
+    assert summary.subject().endswith("3 failed (2 left to a newer upload)")
+    # AND the notice names the execution that sends them, and the retry only for the other
+    notice = summary.message(execution="e", report_key="k")
+    assert "2 row(s) failed as Superseded: a newer upload of this file was validated" in notice
+    assert "(execution exec-2)" in notice and "Redriving this execution sends nothing" in notice
+    assert ON_AWS in notice  # for the refused row
+    assert summary.to_dict(execution="e")["superseded_by"] == "exec-2"

@@ -35,6 +35,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
+from mailmatrix.ports import Upload
 from tests.fixtures.sending import kit
 
 CID = "c-sending-test"
@@ -772,19 +773,27 @@ def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(l
     assert states == [(2, "sent"), (3, "sent"), (4, "claimed")]
 
 
+class _SlowSes(FakeSes):
+    """Sends that take 0.1 s each; ``during_second`` runs while the second one does."""
+
+    def __init__(self, clock, during_second) -> None:
+        super().__init__(clock=clock)  # kept as self.clock
+        self.during_second, self.sends = during_second, 0
+
+    def send(self, raw, *, sender, destinations):
+        self.sends += 1
+        self.clock.now += 0.1
+        if self.sends == 2:
+            self.during_second()
+        return super().send(raw, sender=sender, destinations=destinations)
+
+
 def test_a_halt_recorded_by_another_batch_stops_this_one_at_its_next_lookup(ledger, clock):
     # GIVEN sends that take 0.1 s each, and a sibling batch recording a halt during send 2
-    class SlowSes(FakeSes):
-        sends = 0
-
-        def send(self, raw, *, sender, destinations):
-            self.sends += 1
-            clock.now += 0.1
-            if self.sends == 2:
-                ledger.halt(CID, code="Throttling", reason="Daily quota", attempt="sibling")
-            return super().send(raw, sender=sender, destinations=destinations)
-
-    mailer = SlowSes()
+    mailer = _SlowSes(
+        clock,
+        lambda: ledger.halt(CID, code="Throttling", reason="Daily quota", attempt="sibling"),
+    )
     # WHEN this batch of 6 rows runs, looking for a halt every 0.25 s
     with pytest.raises(AccountSendingHalted) as stopped:
         run(items(6), mailer, ledger, clock, policy=RetryPolicy(halt_check_s=0.25))
@@ -894,6 +903,112 @@ def test_a_sender_that_is_no_address_says_so():
     assert sender_problem("not an address") == "sender: not an email address: 'not an address'"
 
 
+def _upload(name: str, order: str, execution: str = "exec-new") -> Upload:
+    return Upload(CID, upload=name, order=order, execution=execution)
+
+
+def test_a_batch_of_an_upload_no_longer_the_latest_sends_nothing_and_says_whose_it_is(
+    ledger, clock
+):
+    # GIVEN a newer upload of the file validated (execution exec-new) than this batch's
+    ledger.record_upload(_upload("v2", "0002", "arn:aws:states:r:1:execution:sm:exec-new"))
+    ses = FakeSes(clock=clock)
+
+    # WHEN a batch of the older upload runs
+    result = run(items(3), ses, ledger, clock, campaign=kit.campaign(upload="v1"))
+
+    # THEN it ends normally having sent nothing, every row Superseded naming that execution,
+    # and nothing is written to the ledger for them (the newer execution sends them)
+    assert ses.calls == []
+    assert [(r["row"], r["status"], r["code"]) for r in result.rows] == [
+        (2, "failed", "Superseded"),
+        (3, "failed", "Superseded"),
+        (4, "failed", "Superseded"),
+    ]
+    assert (
+        "a newer upload of this file was validated (execution exec-new)"
+        in (result.rows[0]["reason"])
+    )
+    assert ledger.outcomes(CID) == []
+
+
+def test_a_batch_of_the_latest_upload_sends(ledger, clock):
+    ledger.record_upload(_upload("v2", "0002"))
+    latest = kit.campaign(upload="v2")
+    assert run(items(2), FakeSes(clock=clock), ledger, clock, campaign=latest).sent == 2
+
+
+def test_a_batch_validated_before_uploads_were_recorded_yields_to_any_recorded(ledger, clock):
+    # GIVEN a campaign object without its upload (an execution from before), and one recorded
+    ledger.record_upload(_upload("v2", "0002"))
+    # WHEN its batch runs (a redrive) THEN it sends nothing
+    result = run(items(2), FakeSes(clock=clock), ledger, clock)
+    assert {r["code"] for r in result.rows} == {"Superseded"}
+
+
+def test_a_batch_stops_at_its_next_lookup_once_a_newer_upload_is_validated(ledger, clock):
+    # GIVEN sends that take 0.1 s each, and the newer upload validated during send 2
+    ledger.record_upload(_upload("v1", "0001", "exec-old"))
+    mailer = _SlowSes(clock, lambda: ledger.record_upload(_upload("v2", "0002")))
+    # WHEN this batch of 6 rows runs, looking every 0.25 s
+    result = run(
+        items(6),
+        mailer,
+        ledger,
+        clock,
+        campaign=kit.campaign(upload="v1"),
+        policy=RetryPolicy(halt_check_s=0.25),
+    )
+    # THEN the rows sent before the lookup that found it stay sent, the rest are Superseded
+    assert mailer.sends == 3
+    assert [r["status"] for r in result.rows] == ["sent"] * 3 + ["failed"] * 3
+    assert [o.row for o in ledger.outcomes(CID)] == [2, 3, 4]
+
+
+def test_a_superseded_retry_reports_the_rows_its_earlier_try_sent_as_sent(ledger, clock):
+    # GIVEN a try of this child that sent two rows, then failed (a Lambda timeout)
+    ledger.record_upload(_upload("v1", "0001", "exec-old"))
+    ses = FakeSes(clock=clock)
+    run(items(2), ses, ledger, clock, campaign=kit.campaign(upload="v1"))
+    # AND a newer upload validated since
+    ledger.record_upload(_upload("v2", "0002"))
+
+    # WHEN the child's batch of four runs again (its retry, or a redrive)
+    result = run(items(4), ses, ledger, clock, campaign=kit.campaign(upload="v1"))
+
+    # THEN the two it sent are reported sent, the other two Superseded, nothing sent again
+    assert [(r["status"], r.get("earlier")) for r in result.rows] == [
+        ("sent", True),
+        ("sent", True),
+        ("failed", None),
+        ("failed", None),
+    ]
+    assert len(ses.calls) == 2
+
+
+def test_a_row_left_for_a_retry_is_superseded_too_and_the_batch_ends(ledger, clock):
+    # GIVEN a service refusing the first row for now on each of its tries, and a newer upload
+    # validated meanwhile
+    ledger.record_upload(_upload("v1", "0001", "exec-old"))
+
+    class Refusing:
+        calls = 0
+
+        def send(self, raw, *, sender, destinations):
+            self.calls += 1
+            if self.calls == 5:
+                ledger.record_upload(_upload("v2", "0002"))
+            raise TransientSendError("smtp: 451 try later", refused=True)
+
+    # WHEN the batch runs THEN it does not ask for a retry: the row it left is Superseded too
+    result = run(items(3), Refusing(), ledger, clock, campaign=kit.campaign(upload="v1"))
+    assert [(r["row"], r["code"]) for r in result.rows] == [
+        (2, "Superseded"),
+        (3, "Superseded"),
+        (4, "Superseded"),
+    ]
+
+
 def test_the_refusal_of_a_renamed_set_names_it_and_both_ways_out():
     error = template_sets_changed("incoming/offers.csv", ["offer", "rejection"], scope="this run")
 
@@ -931,3 +1046,42 @@ def test_a_batch_whose_templates_lost_a_set_the_campaign_used_sends_nothing(ledg
 
     # WHEN the set is back THEN the batch sends its rows
     assert run(items(3), ses, ledger, clock).sent == 3
+
+
+def test_a_batchs_checks_of_its_campaign_are_one_ledger_read(ledger, clock):
+    # GIVEN a ledger that notes which of its reads of a campaign are made
+    campaign_reads = {"campaign_status", "halted", "latest_upload", "template_sets"}
+
+    class Noting:
+        def __init__(self) -> None:
+            self.reads: list[str] = []
+
+        def __getattr__(self, name):
+            if name in campaign_reads:
+                self.reads.append(name)
+            return getattr(ledger, name)
+
+    noting = Noting()
+
+    # WHEN a batch of 3 rows runs, looking up its campaign at most every 10 s
+    run(items(3), FakeSes(clock=clock), noting, clock, policy=RetryPolicy(halt_check_s=10))
+
+    # THEN halt, latest upload and template sets were checked in one read
+    assert noting.reads == ["campaign_status"]
+
+
+def test_a_superseded_batch_whose_templates_lost_a_set_is_superseded(ledger, clock):
+    # GIVEN a newer upload validated, and a set the campaign used missing from the templates
+    assert ledger.record_template_sets(CID, {"default"}, catalog=["default"]) == []
+    ledger.record_upload(_upload("v2", "0002"))
+
+    # WHEN a batch of the older upload runs THEN its rows are left to the newer execution
+    result = run(
+        items(2),
+        FakeSes(clock=clock),
+        ledger,
+        clock,
+        campaign=kit.campaign(upload="v1"),
+        catalog=load_catalog(TWO_SETS),
+    )
+    assert {r["code"] for r in result.rows} == {"Superseded"}

@@ -165,6 +165,27 @@ def test_an_upload_keeps_its_own_metadata_as_s3_does(tmp_path):
     assert storage.head("incoming/offers.csv").metadata == {}
 
 
+def test_an_object_is_read_only_while_its_etag_is_the_one_given(tmp_path):
+    # GIVEN a file stored, its ETag taken, and a stream opened on it while it has that ETag
+    storage = LocalStorage(tmp_path)
+    etag = storage.put("incoming/a.csv", b"first").etag
+    stream = storage.open("incoming/a.csv", tag=etag)
+
+    # WHEN another upload replaces it
+    storage.put("incoming/a.csv", b"second")
+
+    # THEN the stream opened reads the first still; a new read by the old ETag is refused
+    with stream:
+        assert stream.read() == b"first"
+    for read in (storage.open, storage.head):
+        with pytest.raises(ObjectChanged, match=r"incoming/a\.csv: not the version asked for"):
+            read("incoming/a.csv", tag=etag)
+    assert storage.head("incoming/a.csv", tag=f'"{storage.head("incoming/a.csv").etag}"')
+    # AND a folder keeps no versions: asking for one is an error, not another file's content
+    with pytest.raises(StorageError, match="keeps no versions"):
+        storage.open("incoming/a.csv", version="v1")
+
+
 def _listed_tag(storage: LocalStorage, key: str) -> str:
     return next(o.tag for o in storage.list(key) if o.key == key)
 
@@ -190,7 +211,7 @@ def test_a_fetch_by_tag_reads_the_file_listed_and_no_other_of_its_size(tmp_path)
     os.replace(folder / "new.pdf", folder / "bob.pdf")
 
     # THEN a fetch of the version listed is refused
-    with pytest.raises(ObjectChanged, match=r"attachments/bob\.pdf: not the file listed before"):
+    with pytest.raises(ObjectChanged, match=r"attachments/bob\.pdf: not the version asked for"):
         storage.get("attachments/bob.pdf", tag=tags["attachments/bob.pdf"])
 
 
@@ -234,3 +255,25 @@ def test_a_name_relinked_to_another_file_of_its_size_is_refused(tmp_path):
     # THEN the link's new file is not the one listed
     with pytest.raises(ObjectChanged):
         storage.get("attachments/bob.pdf", tag=tag)
+
+
+def test_a_version_is_named_by_its_tag_or_its_etag_for_get_open_and_head(tmp_path):
+    # GIVEN a stored file, its tag and ETag as head gives them
+    storage = LocalStorage(tmp_path)
+    storage.put("incoming/a.csv", b"first")
+    info = storage.head("incoming/a.csv")
+    assert info.tag and info.etag and info.tag != info.etag
+
+    # THEN either names it to every read
+    for tag in (info.tag, info.etag):
+        assert storage.get("incoming/a.csv", tag=tag) == b"first"
+        with storage.open("incoming/a.csv", tag=tag) as stream:
+            assert stream.read() == b"first"
+        assert storage.head("incoming/a.csv", tag=tag).tag == info.tag
+
+    # WHEN another upload replaces it THEN no read by either reaches the new one
+    storage.put("incoming/a.csv", b"other")
+    for tag in (info.tag, info.etag):
+        for read in (storage.get, storage.open, storage.head):
+            with pytest.raises(ObjectChanged):
+                read("incoming/a.csv", tag=tag)
