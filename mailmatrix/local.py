@@ -960,13 +960,34 @@ def _check_same_file(
             continue
         if not path.is_file():
             where = "it is no longer there, and may have been edited elsewhere"
-        named = shlex.quote(str(given)) if given is not None else "FILE"
         raise ConfigurationError(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
             f" the file has changed since ({where}): its redrive would send the rows as they"
-            f" were. Run the file again instead (rows already sent are skipped): mailmatrix"
-            f" run {named} --workdir {shlex.quote(str(wd.root))}"
+            f" were. Run the file again instead (rows already sent are skipped): "
+            + _run_again(wd, execution_id, given)
         )
+
+
+def _run_again(wd: Workdir, execution_id: str, given: Path | None) -> str:
+    """The command that runs an execution's file again the way it ran: the options its
+    letters and delivery came from (a run without them is refused by the way check)."""
+    _, options, unsubscribe = rerun_options(wd, execution_id)
+    smtp = options.get("--smtp")
+    if smtp:  # without its password (MAILMATRIX_SMTP_PASSWORD gives it)
+        parts = urlsplit(smtp)
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        smtp = f"{parts.scheme}://{user}{parts.hostname}{port}"
+    way = {
+        "--templates": options.get("--templates"),
+        "--attachments": options.get("--attachments"),
+        "--sender": options.get("--sender"),
+        "--smtp": smtp,
+    }
+    flags = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in way.items() if value)
+    shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
+    named = shlex.quote(str(given)) if given is not None else "FILE"
+    return f"{shell}mailmatrix run {named} --workdir {shlex.quote(str(wd.root))}{flags}"
 
 
 def _etag_of(path: Path) -> str:

@@ -1012,6 +1012,36 @@ def test_a_redrive_after_the_file_changed_is_refused(tmp_path):
     assert len(_recipients(workdir / "outbox")) > len(sent)
 
 
+def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
+    # GIVEN a run with a templates folder of its own, stopped by the daily quota
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    templates = tmp_path / "my-templates"
+    shutil.copytree(REPO / "templates", templates)
+    args = [*args, "--templates", str(templates)]
+    first = CliRunner().invoke(
+        cli, ["run", str(csv_path), *args, "--json", "--faults", "quota-after=5"]
+    )
+    execution = json.loads(first.stdout)["execution"]
+    sent = len(_recipients(workdir / "outbox"))
+
+    # WHEN the file is corrected, the redrive refused, and the command it gives is run
+    csv_path.write_text(original.replace("sofia.bianchi@", "sofia.b@"), encoding="utf-8")
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+    assert redriven.exit_code == 2, redriven.output
+    (line,) = [line for line in redriven.output.splitlines() if "skipped): mailmatrix run" in line]
+    command = shlex.split(line.split("skipped): ", 1)[1])
+    rerun = CliRunner().invoke(cli, [*command[1:], "--json"])
+
+    # THEN it carries the run's templates, and the run is not refused for its way (without
+    # them it was, in turn: a trial's dead end); it validates the corrected file and goes on
+    # to send (here it meets the drill's quota halt again, which only a redrive lifts)
+    assert command[command.index("--templates") + 1] == str(templates.resolve())
+    assert rerun.exit_code != 2, rerun.output
+    assert "earlier runs of this file" not in rerun.output
+    assert json.loads(rerun.stdout)["counts"]["valid"] == 18
+    assert len(_recipients(workdir / "outbox")) == sent
+
+
 def test_a_redrive_from_another_folder_or_of_a_moved_file_is_refused_too(tmp_path, monkeypatch):
     # GIVEN a run of offers.csv, given by a relative path, stopped by the daily quota
     campaign = tmp_path / "campaign"
