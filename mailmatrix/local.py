@@ -867,7 +867,7 @@ def redrive(
     source = _source_of(ran)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
-        _check_same_file(wd, execution_id, validation_of(history).get("campaign") or {}, source)
+        _check_same_file(wd, execution_id, _validated_upload(history), source)
         campaign = campaign_of(history) or (campaign_of_file(source) if source else None)
         way, first = ran.get("way"), False
         if campaign and isinstance(way, dict):
@@ -966,6 +966,22 @@ def _check_same_file(
             f" were. Run the file again instead (rows already sent are skipped): "
             + _run_again(wd, execution_id, given)
         )
+
+
+def _validated_upload(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The campaign ValidateRecipients chose, with the upload it read (``source``); for an
+    execution that failed before, the upload its event named (its redrive validates that
+    one, and fails as UploadReplaced once the file ran again with other content)."""
+    campaign = validation_of(history).get("campaign") or {}
+    if campaign.get("source") or not history:
+        return campaign
+    details = history[0].get("executionStartedEventDetails") or {}
+    try:
+        event = json.loads(details.get("input") or "{}")
+    except json.JSONDecodeError:
+        return campaign
+    upload = (event.get("detail") or {}).get("object") if isinstance(event, dict) else None
+    return {"source": upload} if isinstance(upload, dict) else campaign
 
 
 def _run_again(wd: Workdir, execution_id: str, given: Path | None) -> str:

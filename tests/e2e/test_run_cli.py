@@ -1042,6 +1042,31 @@ def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
     assert len(_recipients(workdir / "outbox")) == sent
 
 
+def test_a_redrive_of_a_run_that_failed_in_validation_is_refused_once_the_file_changed(
+    tmp_path,
+):
+    # GIVEN a run that failed in ValidateRecipients (a column the templates use misnamed)
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    csv_path.write_text(original.replace(",Position,", ",Role,", 1), encoding="utf-8")
+    first = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+    assert first.exit_code == 3, first.output
+    execution = json.loads(first.stdout)["execution"]
+    # AND the corrected file run since
+    csv_path.write_text(original, encoding="utf-8")
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN the failed execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+
+    # THEN it is refused as a changed file, with the command to run (a trial's redrive failed
+    # as UploadReplaced and advised another redrive, over and over)
+    assert redriven.exit_code == 2, redriven.output
+    assert "has changed since" in redriven.output.replace("\n", " ")
+    assert "UploadReplaced" not in redriven.output
+    assert _recipients(workdir / "outbox") == sent
+
+
 def test_a_redrive_from_another_folder_or_of_a_moved_file_is_refused_too(tmp_path, monkeypatch):
     # GIVEN a run of offers.csv, given by a relative path, stopped by the daily quota
     campaign = tmp_path / "campaign"
