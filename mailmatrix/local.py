@@ -40,6 +40,7 @@ except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
 
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.mailer_smtp import without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
@@ -964,7 +965,7 @@ def _check_same_file(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
             f" the file has changed since ({where}): its redrive would send the rows as they"
             f" were. Run the file again instead (rows already sent are skipped): "
-            + _run_again(wd, execution_id, given)
+            + _run_again(wd, execution_id)
         )
 
 
@@ -984,26 +985,32 @@ def _validated_upload(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"source": upload} if isinstance(upload, dict) else campaign
 
 
-def _run_again(wd: Workdir, execution_id: str, given: Path | None) -> str:
-    """The command that runs an execution's file again the way it ran: the options its
-    letters and delivery came from (a run without them is refused by the way check)."""
-    _, options, unsubscribe = rerun_options(wd, execution_id)
-    smtp = options.get("--smtp")
-    if smtp:  # without its password (MAILMATRIX_SMTP_PASSWORD gives it)
-        parts = urlsplit(smtp)
-        user = f"{parts.username}@" if parts.username else ""
-        port = f":{parts.port}" if parts.port else ""
-        smtp = f"{parts.scheme}://{user}{parts.hostname}{port}"
-    way = {
-        "--templates": options.get("--templates"),
-        "--attachments": options.get("--attachments"),
-        "--sender": options.get("--sender"),
-        "--smtp": smtp,
-    }
-    flags = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in way.items() if value)
+def run_command(
+    csv_file: str, workdir: Path, given: dict[str, Any], unsubscribe: str | None, *flags: str
+) -> str:
+    """The ``mailmatrix run`` command of ``csv_file`` in ``workdir`` with ``flags`` and the
+    options ``given`` (those set; an SMTP URL without its password), and the
+    MAILMATRIX_UNSUBSCRIBE the run had: a run of a campaign without the options its letters
+    and delivery came from is refused (check_campaign_way), or sends other letters."""
+    smtp = given.get("--smtp")
+    shown = {**given, "--smtp": without_password(smtp) if smtp else None}
+    options = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in shown.items() if v)
+    # A name starting with "-" would read as an option.
+    named = f"./{csv_file}" if csv_file.startswith("-") else csv_file
+    # No option carries it: the command sets it for itself, as the shell did for the run.
     shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
-    named = shlex.quote(str(given)) if given is not None else "FILE"
-    return f"{shell}mailmatrix run {named} --workdir {shlex.quote(str(wd.root))}{flags}"
+    return (
+        f"{shell}mailmatrix run {shlex.quote(named)}{''.join(f' {f}' for f in flags)}"
+        f" --workdir {shlex.quote(str(workdir))}{options}"
+    )
+
+
+def _run_again(wd: Workdir, execution_id: str) -> str:
+    """The command that runs an execution's file again the way it ran: the options its
+    letters and delivery came from."""
+    csv_file, options, unsubscribe = rerun_options(wd, execution_id)
+    way = ("--templates", "--attachments", "--sender", "--smtp")
+    return run_command(csv_file, wd.root, {f: options.get(f) for f in way}, unsubscribe)
 
 
 def _etag_of(path: Path) -> str:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
@@ -39,6 +40,7 @@ from mailmatrix.local import (
     Workdir,
     progress_of,
     run_campaign,
+    run_command,
     sender_of,
     unsubscribe_of,
     validation_of,
@@ -127,7 +129,7 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         "redrives": int(record.get("redriveCount") or 0),
         "counts": counts,
         "outbox": None if smtp else str(workdir.outbox),
-        "delivered_via": _redact(smtp) if smtp else "maildir",
+        "delivered_via": redacted(smtp) if smtp else "maildir",
         "report": str(report_path) if report_path and report_path.exists() else None,
         "rejects": str(workdir.bucket / campaign["rejects_key"]) if campaign else None,
         "outcome": output.get("outcome"),
@@ -143,20 +145,6 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         if record.get("redrive_advice"):
             result["redrive_advice"] = record["redrive_advice"]
     return result
-
-
-def _without_password(url: str) -> str:
-    """An SMTP URL with its user but not its password (``MAILMATRIX_SMTP_PASSWORD`` gives it)."""
-    return _redact(url).replace(":***@", "@", 1)
-
-
-def _redact(url: str) -> str:
-    """An SMTP URL without its password."""
-    head, at, tail = url.rpartition("@")
-    if not at or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, credentials = head.partition("//")
-    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
 
 
 def exit_code(result: dict[str, Any]) -> int:
@@ -508,18 +496,11 @@ def retry_commands(
     letters and delivery came from: a retry without them is refused (check_campaign_way), or
     would send other letters. The SMTP password is left out (retry_note says so)."""
     smtp = given.get("--smtp")
-    shown = {**given, "--smtp": _without_password(smtp) if smtp else None}
-    flags = "".join(f" {flag} {shlex.quote(str(v))}" for flag, v in shown.items() if v)
-    # A name starting with "-" would read as an option.
-    named = f"./{csv_file}" if csv_file.startswith("-") else csv_file
-    # No option carries it: the command sets it for itself, as the shell did for the run.
-    shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
     commands = {
-        key: f"{shell}mailmatrix run {shlex.quote(named)} --retry-{kind}"
-        f" --workdir {shlex.quote(str(workdir))}{flags}"
+        key: run_command(csv_file, workdir, given, unsubscribe, f"--retry-{kind}")
         for key, kind in (("retry_command", "failed"), ("retry_unknown_command", "unknown"))
     }
-    if smtp and _redact(smtp) != smtp:
+    if smtp and redacted(smtp) != smtp:
         commands["retry_note"] = (
             "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "
             "into the URL"
@@ -564,14 +545,14 @@ def _check_smtp(value: str | None) -> str | None:
         url = urlparse(value)
         if url.scheme not in ("smtp", "smtps", "smtp+starttls") or not url.hostname:
             raise click.BadParameter(
-                f"{_redact(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
+                f"{redacted(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
             )
         try:
             _ = url.port  # reading it checks it
         except ValueError:
             from mailmatrix.adapters.mailer_smtp import UNREADABLE_PORT
 
-            raise click.BadParameter(f"{_redact(value)}: {UNREADABLE_PORT}") from None
+            raise click.BadParameter(f"{redacted(value)}: {UNREADABLE_PORT}") from None
         if url.password == "***":
             raise click.BadParameter(
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "

@@ -645,10 +645,10 @@ def test_a_password_with_a_slash_is_a_usage_error_that_does_not_show_it(tmp_path
 
 
 def test_the_retry_command_leaves_the_smtp_password_out():
-    from mailmatrix.cli.run_cmd import _without_password
+    from mailmatrix.adapters.mailer_smtp import without_password
 
-    assert _without_password("smtp+starttls://hr:pw@relay:587") == "smtp+starttls://hr@relay:587"
-    assert _without_password("smtp://relay:25") == "smtp://relay:25"
+    assert without_password("smtp+starttls://hr:pw@relay:587") == "smtp+starttls://hr@relay:587"
+    assert without_password("smtp://relay:25") == "smtp://relay:25"
 
 
 def test_the_summary_lists_failed_rows_and_the_whole_retry_command(tmp_path):
