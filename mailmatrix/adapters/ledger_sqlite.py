@@ -444,13 +444,21 @@ class SqliteLedger:
         ]
 
     def settled_keys(self, campaign: str) -> Iterator[str]:
-        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port)."""
-        found = self._statement(
-            f"settled_keys {campaign}",
-            "SELECT key FROM sends WHERE campaign = ? AND state IN ('sent', 'failed')",
-            (campaign,),
-        )
-        return (str(row[0]) for row in found)
+        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port), read
+        _SETTLED_PAGE at a time in (row, key) order along the campaign's index: a rerun of a
+        million-row file held every key as a tuple at once (over 100 MB)."""
+        after: tuple[object, object] = (-1, "")
+        while True:
+            page = self._statement(
+                f"settled_keys {campaign}",
+                "SELECT row, key FROM sends WHERE campaign = ? AND (row, key) > (?, ?)"
+                " AND state IN ('sent', 'failed') ORDER BY row, key LIMIT ?",
+                (campaign, *after, _SETTLED_PAGE),
+            )
+            yield from (str(key) for _, key in page)
+            if len(page) < _SETTLED_PAGE:
+                return
+            after = page[-1]
 
     def release_failed(
         self,
@@ -529,6 +537,7 @@ def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | No
     return next((name for key, name in others.items() if key in gone), None)
 
 
+_SETTLED_PAGE = 10_000
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
 
 

@@ -460,6 +460,32 @@ def test_settled_keys_are_the_campaigns_sent_and_failed_rows(ledger):
     check_settled_keys(ledger)
 
 
+def test_settled_keys_come_a_page_at_a_time_each_once(ledger, monkeypatch):
+    # GIVEN a campaign with 8 settled rows, two of them sharing a row number (an earlier
+    # upload's content at that row), and a claimed one; pages of 3 keys
+    import mailmatrix.adapters.ledger_sqlite as module
+
+    monkeypatch.setattr(module, "_SETTLED_PAGE", 3)
+    rows = {f"k{n}": n for n in range(1, 8)} | {"k4b": 4}
+    for key, row in rows.items():
+        ledger.claim(key, campaign="c", row=row, attempt="a")
+        ledger.record_sent(key, message_id=f"m-{key}")
+    ledger.claim("k9", campaign="c", row=9, attempt="a")
+    statements: list[int] = []
+    answer = ledger._statement
+
+    def counted(what, sql, parameters):
+        found = answer(what, sql, parameters)
+        statements.append(len(found))
+        return found
+
+    monkeypatch.setattr(ledger, "_statement", counted)
+
+    # WHEN the settled keys are read THEN each comes once, in pages no larger than 3
+    assert sorted(ledger.settled_keys("c")) == sorted(rows)
+    assert statements == [3, 3, 2]
+
+
 def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
     check_latest_upload(ledger)
 
