@@ -27,6 +27,8 @@ _OPEN_PLAIN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  #
 class LocalStorage:
     """The Storage port on a local folder: key ``a/b.csv`` is the file ``ROOT/a/b.csv``."""
 
+    concurrent_reads = 1
+
     def __init__(
         self, root: str | Path, *, bucket: str = "local", mounts: Mapping[str, str | Path] = {}
     ) -> None:
@@ -58,21 +60,6 @@ class LocalStorage:
     def get(self, key: str, *, tag: str | None = None) -> bytes:
         """Return the object's bytes; with ``tag`` (from a listing), only while the file is
         still that one, unchanged (ObjectChanged otherwise)."""
-        base, below, _ = self._location(key)
-        if "/" not in below:
-            # The common case, a file right in its folder that is not a link, in three calls:
-            # it cannot lie outside the folder. Anything else goes the careful way below.
-            try:
-                fd = os.open(os.path.join(base, below), _OPEN_PLAIN_FILE)
-            except OSError:
-                fd = -1
-            if fd >= 0:
-                try:
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        with open(fd, "rb", buffering=0, closefd=False) as stream:
-                            return _read_version(stream, key, tag)
-                finally:
-                    os.close(fd)
         with self.open(key) as stream:
             return _read_version(stream, key, tag)
 
@@ -85,14 +72,16 @@ class LocalStorage:
         """
         if version is not None:
             raise StorageError(f"local storage: {key}: keeps no versions (asked for {version})")
-        path, _ = self._path(key)
-        if not path.is_file():
-            match = self._nfc_match(path)
-            if match is None:
-                raise NotFoundError(f"local storage: no such object: {key}")
-            path = match
-        self._confine(key, path)
-        stream = path.open("rb")
+        stream = self._open_plain(key)
+        if stream is None:
+            path, _ = self._path(key)
+            if not path.is_file():
+                match = self._nfc_match(path)
+                if match is None:
+                    raise NotFoundError(f"local storage: no such object: {key}")
+                path = match
+            self._confine(key, path)
+            stream = path.open("rb")
         if tag:
             try:
                 _check_tag(stream, key, tag)
@@ -100,6 +89,25 @@ class LocalStorage:
                 stream.close()
                 raise
         return stream
+
+    def _open_plain(self, key: str) -> BinaryIO | None:
+        """Open the common case, a file right in its folder that is not a link, in three calls
+        (it cannot lie outside the folder); None for anything else, to go the careful way."""
+        base, below, _ = self._location(key)
+        if "/" in below:
+            return None
+        try:
+            fd = os.open(os.path.join(base, below), _OPEN_PLAIN_FILE)
+        except OSError:
+            return None
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return None
 
     def _confine(self, key: str, path: Path) -> None:
         """Refuse a file whose real location lies outside the folder that serves ``key``."""
@@ -185,6 +193,10 @@ class LocalStorage:
                 yield from _walk(base, mount, prefix)
                 return
         yield from _walk(self.root, "", prefix)
+
+    def checksum(self, key: str, *, tag: str | None = None) -> str | None:
+        """None: a folder keeps no checksums (the contents are read to compare them)."""
+        return None
 
 
 def _md5(stream: BinaryIO) -> str:
