@@ -77,9 +77,11 @@ class Storage(Protocol):
         ...
 
     def checksum(self, key: str, *, tag: str | None = None) -> str | None:
-        """Return the checksum of the whole object that storage keeps with it, as "ALGORITHM
-        value" (two objects with the same bytes and algorithm have the same value), or None
-        where it keeps none; ``tag`` as for ``open``."""
+        """Return the checksum of the whole object that storage keeps with it, or a print
+        computed from samples of its bytes (a folder), as "ALGORITHM value": two objects with
+        the same bytes have the same value, and equal values make candidates, never a verdict
+        (contents.copies reads their bytes). None where there is neither; ``tag`` as for
+        ``open``."""
         ...
 
 

@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 import unicodedata
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -93,6 +94,17 @@ class LocalStorage:
     def _open_plain(self, key: str) -> BinaryIO | None:
         """Open the common case, a file right in its folder that is not a link, in three calls
         (it cannot lie outside the folder); None for anything else, to go the careful way."""
+        found = self._plain_fd(key)
+        if found is None:
+            return None
+        try:
+            return os.fdopen(found[0], "rb")
+        except BaseException:
+            os.close(found[0])
+            raise
+
+    def _plain_fd(self, key: str) -> tuple[int, os.stat_result] | None:
+        """_open_plain's descriptor and its stat, or None."""
         base, below, _ = self._location(key)
         if "/" in below:
             return None
@@ -101,11 +113,12 @@ class LocalStorage:
         except OSError:
             return None
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                return os.fdopen(fd, "rb")
+            info = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
+        if stat.S_ISREG(info.st_mode):
+            return fd, info
         os.close(fd)
         return None
 
@@ -195,8 +208,35 @@ class LocalStorage:
         yield from _walk(self.root, "", prefix)
 
     def checksum(self, key: str, *, tag: str | None = None) -> str | None:
-        """None: a folder keeps no checksums (the contents are read to compare them)."""
-        return None
+        """A folder keeps no checksums; a print of the file stands in: the CRC-32 of three
+        samples of _SAMPLE_BYTES (start, middle, end; the whole file when it is smaller).
+        Files whose prints differ differ; equal prints only make two files candidates, whose
+        bytes decide (contents.copies). Hashing every file of a size whole cost validation of
+        the bench's 10,000 letters of 50 KB, all one size, 1.6 s; the prints, 0.15 s."""
+        found = self._plain_fd(key) if not tag or ":" in tag else None
+        if found is None:  # a link, a file below its folder, an ETag to check: the careful way
+            with self.open(key, tag=tag) as stream:
+                return _sample_print(stream.fileno(), os.fstat(stream.fileno()).st_size)
+        fd, info = found
+        try:
+            if tag and _version_tag(info) != tag:
+                raise _changed(key)
+            return _sample_print(fd, info.st_size)
+        finally:
+            os.close(fd)
+
+
+def _sample_print(fd: int, size: int) -> str:
+    """LocalStorage.checksum's print of the file open on ``fd``."""
+    if size <= 3 * _SAMPLE_BYTES:
+        return f"SAMPLE {zlib.crc32(os.pread(fd, size, 0)):08x}"
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, 0))
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, (size - _SAMPLE_BYTES) // 2), crc)
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, size - _SAMPLE_BYTES), crc)
+    return f"SAMPLE {crc:08x}"
+
+
+_SAMPLE_BYTES = 4096
 
 
 def _md5(stream: BinaryIO) -> str:

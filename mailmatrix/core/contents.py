@@ -3,9 +3,10 @@
 Intake's shared-file rule compares files; a copy of one person's letter saved under another
 person's name is another file with the same bytes. Only files of one size can be copies, so
 intake asks here only about the files of a size that rows of two recipients name. A file is
-read at most once: where storage keeps a checksum of every file of the group in one algorithm
-(S3), the checksums are compared first and only files whose checksum another recipient's file
-has are read; otherwise every file of the group is read and hashed.
+read whole at most once: where storage has a checksum of every file of the group in one
+algorithm (S3's full-object checksums; a folder's prints of three samples of each file), those
+are compared first and only files whose checksum another recipient's file has are read whole
+and hashed; otherwise every file of the group is.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import zlib
 
 import pytest
 
@@ -109,17 +110,84 @@ def test_a_local_file_is_hashed_in_the_version_listed_or_validation_stops(tmp_pa
     [listed] = storage.list("attachments/")
     contents = StoredContents(storage, "attachments/")
 
-    # THEN it is read in the version listed, and the folder keeps no checksums
+    # THEN it is read in the version listed, and its print (a small file: all of it) stands
+    # in for a checksum
     assert (
         contents.digest("a.pdf", listed.tag)
         == hashlib.blake2b(b"%PDF-1.4 alice", digest_size=32).digest()
     )
-    assert contents.checksum("a.pdf", listed.tag) is None
+    assert contents.checksum("a.pdf", listed.tag) == f"SAMPLE {zlib.crc32(b'%PDF-1.4 alice'):08x}"
 
     # WHEN it is replaced by a file of the same size since the listing
     (folder / "new.pdf").write_bytes(b"%PDF-1.4 bobby")
     os.replace(folder / "new.pdf", folder / "a.pdf")
 
-    # THEN reading it stops validation, naming the file
+    # THEN reading it, or its print, stops validation, naming the file
     with pytest.raises(ObjectChanged, match=r"attachments/a\.pdf changed or went away"):
         contents.digest("a.pdf", listed.tag)
+    with pytest.raises(ObjectChanged, match=r"attachments/a\.pdf changed or went away"):
+        contents.checksum("a.pdf", listed.tag)
+
+
+def _folder(tmp_path, files: dict[str, bytes]) -> tuple[StoredContents, dict[str, str]]:
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    storage = LocalStorage(tmp_path, mounts={"attachments/": folder})
+    tags = {info.key.rpartition("/")[2]: info.tag for info in storage.list("attachments/")}
+    return StoredContents(storage, "attachments/"), tags
+
+
+def _reads_whole(contents: StoredContents, monkeypatch) -> list[str]:
+    """The names of the files ``contents`` reads whole from now on, in turn."""
+    read: list[str] = []
+    digest = contents.digest
+    monkeypatch.setattr(
+        contents, "digest", lambda name, tag: read.append(name) or digest(name, tag)
+    )
+    return read
+
+
+def test_local_files_of_one_size_are_told_apart_by_samples_without_reading_them_whole(
+    tmp_path, monkeypatch
+):
+    # GIVEN 40 letters of 64 KiB for 40 recipients, all different, two of them only at
+    # the middle sample, two only at the end
+    size = 64 * 1024
+    base = bytes(range(256)) * (size // 256)
+    letters = {f"l{n:02d}.pdf": n.to_bytes(2, "big") + base[2:] for n in range(36)}
+    middle, end = size // 2, size - 10
+    letters["m1.pdf"] = base[:middle] + b"\x01" + base[middle + 1 :]
+    letters["m2.pdf"] = base[:middle] + b"\x02" + base[middle + 1 :]
+    letters["e1.pdf"] = base[:end] + b"\x01" + base[end + 1 :]
+    letters["e2.pdf"] = base[:end] + b"\x02" + base[end + 1 :]
+    contents, tags = _folder(tmp_path, letters)
+    read_whole = _reads_whole(contents, monkeypatch)
+    names = sorted(letters)
+
+    # WHEN they are compared THEN none is a copy, and none was read whole
+    found = copies(names, [tags[n] for n in names], list(range(40)), bytes(40), contents)
+    assert found == []
+    assert read_whole == []
+
+
+def test_local_files_alike_in_every_sample_are_decided_by_their_bytes(tmp_path, monkeypatch):
+    # GIVEN two recipients' 64 KiB files alike in the three samples but not between them,
+    # and a true copy of a third recipient's file for a fourth
+    size = 64 * 1024
+    base = bytes(range(256)) * (size // 256)
+    letters = {
+        "a.pdf": base[:10_000] + b"A" + base[10_001:],
+        "b.pdf": base[:10_000] + b"B" + base[10_001:],
+        "c.pdf": b"C" + base[1:],
+        "d.pdf": b"C" + base[1:],
+    }
+    contents, tags = _folder(tmp_path, letters)
+    read_whole = _reads_whole(contents, monkeypatch)
+    names = sorted(letters)
+
+    # WHEN they are compared THEN only the true copies are, and only the candidates were read
+    found = copies(names, [tags[n] for n in names], [1, 2, 3, 4], bytes(4), contents)
+    assert found == [(2, 3), (3, 2)]
+    assert sorted(read_whole) == ["a.pdf", "b.pdf", "c.pdf", "d.pdf"]
