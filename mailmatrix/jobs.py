@@ -26,6 +26,7 @@ from urllib.parse import unquote_plus
 import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
@@ -443,6 +444,7 @@ def validate_job(
                     attachments=attachments,
                     rules=rules,
                     emit=emit,
+                    contents=StoredContents(storage, settings.attachments_prefix),
                 )
         if report.withdrawn:
             _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)

@@ -40,9 +40,14 @@ class ObjectInfo:
 
 
 class Storage(Protocol):
-    """A bucket: incoming/, attachments/, templates/, validated/, results/, reports/."""
+    """A bucket: incoming/, attachments/, templates/, validated/, results/, reports/.
+
+    ``concurrent_reads``: how many objects to read at once when many are read in turn (reads
+    from S3 mostly wait on the network; a local disk gains nothing from threads).
+    """
 
     bucket: str
+    concurrent_reads: int
 
     def get(self, key: str, *, tag: str | None = None) -> bytes:
         """Return the object's bytes; raise NotFoundError when absent, and ObjectChanged when
@@ -69,6 +74,14 @@ class Storage(Protocol):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Yield every object whose key starts with ``prefix``, in key order."""
+        ...
+
+    def checksum(self, key: str, *, tag: str | None = None) -> str | None:
+        """Return the checksum of the whole object that storage keeps with it, or a print
+        computed from samples of its bytes (a folder), as "ALGORITHM value": two objects with
+        the same bytes have the same value, and equal values make candidates, never a verdict
+        (contents.copies reads their bytes). None where there is neither; ``tag`` as for
+        ``open``."""
         ...
 
 

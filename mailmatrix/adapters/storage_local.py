@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 import unicodedata
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +27,8 @@ _OPEN_PLAIN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  #
 
 class LocalStorage:
     """The Storage port on a local folder: key ``a/b.csv`` is the file ``ROOT/a/b.csv``."""
+
+    concurrent_reads = 1
 
     def __init__(
         self, root: str | Path, *, bucket: str = "local", mounts: Mapping[str, str | Path] = {}
@@ -58,21 +61,6 @@ class LocalStorage:
     def get(self, key: str, *, tag: str | None = None) -> bytes:
         """Return the object's bytes; with ``tag`` (from a listing), only while the file is
         still that one, unchanged (ObjectChanged otherwise)."""
-        base, below, _ = self._location(key)
-        if "/" not in below:
-            # The common case, a file right in its folder that is not a link, in three calls:
-            # it cannot lie outside the folder. Anything else goes the careful way below.
-            try:
-                fd = os.open(os.path.join(base, below), _OPEN_PLAIN_FILE)
-            except OSError:
-                fd = -1
-            if fd >= 0:
-                try:
-                    if stat.S_ISREG(os.fstat(fd).st_mode):
-                        with open(fd, "rb", buffering=0, closefd=False) as stream:
-                            return _read_version(stream, key, tag)
-                finally:
-                    os.close(fd)
         with self.open(key) as stream:
             return _read_version(stream, key, tag)
 
@@ -85,14 +73,16 @@ class LocalStorage:
         """
         if version is not None:
             raise StorageError(f"local storage: {key}: keeps no versions (asked for {version})")
-        path, _ = self._path(key)
-        if not path.is_file():
-            match = self._nfc_match(path)
-            if match is None:
-                raise NotFoundError(f"local storage: no such object: {key}")
-            path = match
-        self._confine(key, path)
-        stream = path.open("rb")
+        stream = self._open_plain(key)
+        if stream is None:
+            path, _ = self._path(key)
+            if not path.is_file():
+                match = self._nfc_match(path)
+                if match is None:
+                    raise NotFoundError(f"local storage: no such object: {key}")
+                path = match
+            self._confine(key, path)
+            stream = path.open("rb")
         if tag:
             try:
                 _check_tag(stream, key, tag)
@@ -100,6 +90,37 @@ class LocalStorage:
                 stream.close()
                 raise
         return stream
+
+    def _open_plain(self, key: str) -> BinaryIO | None:
+        """Open the common case, a file right in its folder that is not a link, in three calls
+        (it cannot lie outside the folder); None for anything else, to go the careful way."""
+        found = self._plain_fd(key)
+        if found is None:
+            return None
+        try:
+            return os.fdopen(found[0], "rb")
+        except BaseException:
+            os.close(found[0])
+            raise
+
+    def _plain_fd(self, key: str) -> tuple[int, os.stat_result] | None:
+        """_open_plain's descriptor and its stat, or None."""
+        base, below, _ = self._location(key)
+        if "/" in below:
+            return None
+        try:
+            fd = os.open(os.path.join(base, below), _OPEN_PLAIN_FILE)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if stat.S_ISREG(info.st_mode):
+            return fd, info
+        os.close(fd)
+        return None
 
     def _confine(self, key: str, path: Path) -> None:
         """Refuse a file whose real location lies outside the folder that serves ``key``."""
@@ -185,6 +206,37 @@ class LocalStorage:
                 yield from _walk(base, mount, prefix)
                 return
         yield from _walk(self.root, "", prefix)
+
+    def checksum(self, key: str, *, tag: str | None = None) -> str | None:
+        """A folder keeps no checksums; a print of the file stands in: the CRC-32 of three
+        samples of _SAMPLE_BYTES (start, middle, end; the whole file when it is smaller).
+        Files whose prints differ differ; equal prints only make two files candidates, whose
+        bytes decide (contents.copies). Hashing every file of a size whole cost validation of
+        the bench's 10,000 letters of 50 KB, all one size, 1.6 s; the prints, 0.15 s."""
+        found = self._plain_fd(key) if not tag or ":" in tag else None
+        if found is None:  # a link, a file below its folder, an ETag to check: the careful way
+            with self.open(key, tag=tag) as stream:
+                return _sample_print(stream.fileno(), os.fstat(stream.fileno()).st_size)
+        fd, info = found
+        try:
+            if tag and _version_tag(info) != tag:
+                raise _changed(key)
+            return _sample_print(fd, info.st_size)
+        finally:
+            os.close(fd)
+
+
+def _sample_print(fd: int, size: int) -> str:
+    """LocalStorage.checksum's print of the file open on ``fd``."""
+    if size <= 3 * _SAMPLE_BYTES:
+        return f"SAMPLE {zlib.crc32(os.pread(fd, size, 0)):08x}"
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, 0))
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, (size - _SAMPLE_BYTES) // 2), crc)
+    crc = zlib.crc32(os.pread(fd, _SAMPLE_BYTES, size - _SAMPLE_BYTES), crc)
+    return f"SAMPLE {crc:08x}"
+
+
+_SAMPLE_BYTES = 4096
 
 
 def _md5(stream: BinaryIO) -> str:

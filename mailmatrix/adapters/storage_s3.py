@@ -20,6 +20,8 @@ _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 class S3Storage:
     """The bucket's incoming/, attachments/, templates/, validated/, results/, reports/."""
 
+    concurrent_reads = 16  # each GetObject or HeadObject waits some milliseconds on S3
+
     def __init__(self, bucket: str, client: Any = None) -> None:
         self.bucket = bucket
         self._s3 = client or _aws.client("s3")
@@ -100,6 +102,18 @@ class S3Storage:
         except (ClientError, BotoCoreError) as error:
             raise self._error("list", prefix, error) from error
 
+    def checksum(self, key: str, *, tag: str | None = None) -> str | None:
+        """The object's full-object checksum (HeadObject with ChecksumMode=ENABLED; ``tag`` as
+        for ``open``), or None: none stored, or a multipart upload's composite checksum, which
+        depends on the part sizes as well as the bytes."""
+        try:
+            response = self._s3.head_object(
+                Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **_pinned(None, tag)
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("head", key, error, tag) from error
+        return _full_object_checksum(response)
+
     def _error(
         self, action: str, key: str, error: Exception, tag: str | None = None
     ) -> StorageError:
@@ -124,6 +138,31 @@ def _pinned(version: str | None, tag: str | None) -> dict[str, str]:
     if tag:
         pinned["IfMatch"] = f'"{tag.strip(chr(34))}"'
     return pinned
+
+
+# The algorithms of S3's full-object checksums, the strongest first (an object may carry one):
+# https://docs.aws.amazon.com/AmazonS3/latest/API/API_Checksum.html
+_CHECKSUMS = ("SHA256", "CRC64NVME", "SHA1", "CRC32C", "CRC32")
+
+
+def _full_object_checksum(response: dict[str, Any]) -> str | None:
+    """ "ALGORITHM value" of a HeadObject response's checksum, if it is of the whole object.
+
+    ChecksumType FULL_OBJECT says so; COMPOSITE (a checksum of the parts' checksums) does not
+    tell two copies uploaded in other parts apart from two different files. An object that
+    names no type (stored before S3 gave one, or by an S3 look-alike) counts only if it was
+    not a multipart upload, whose ETag ends in -N and whose composite value does too.
+    """
+    kind = response.get("ChecksumType")
+    if kind not in (None, "FULL_OBJECT"):
+        return None
+    if kind is None and "-" in _etag(response.get("ETag")):
+        return None
+    for algorithm in _CHECKSUMS:
+        value = response.get(f"Checksum{algorithm}")
+        if value:
+            return None if "-" in value else f"{algorithm} {value}"
+    return None
 
 
 def _etag(value: str | None) -> str:

@@ -16,6 +16,7 @@ from mailmatrix.cli.options import check_sender
 from mailmatrix.cli.validate_cmd import (
     ATTACHMENTS_PREFIX,
     bundled_templates,
+    folder_contents,
     folder_index,
     folder_storage,
     load_folder_catalog,
@@ -143,6 +144,7 @@ def _validated_row(
             attachments=folder_index(attachments_dir),
             rules=rules,
             emit=keep,
+            contents=folder_contents(attachments_dir),
         )
     kept = found[0] if found and row not in report.withdrawn else None
     return kept, report

@@ -15,6 +15,7 @@ import mailmatrix
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.cli import exits
 from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
@@ -53,6 +54,11 @@ def folder_index(folder: Path) -> AttachmentIndex:
     """List the attachments folder once as an AttachmentIndex."""
     listing = folder_storage(folder, ATTACHMENTS_PREFIX).list(ATTACHMENTS_PREFIX)
     return AttachmentIndex.from_listing(listing, prefix=ATTACHMENTS_PREFIX)
+
+
+def folder_contents(folder: Path) -> StoredContents:
+    """The files of the attachments folder, read to compare their contents."""
+    return StoredContents(folder_storage(folder, ATTACHMENTS_PREFIX), ATTACHMENTS_PREFIX)
 
 
 @click.command("validate")
@@ -106,6 +112,7 @@ def validate_command(
                 attachments=index,
                 rules=rules,
                 emit=lambda row: None,
+                contents=folder_contents(attachments_dir),
             )
         if rejects_path is not None:
             with rejects_path.open("wb") as out:

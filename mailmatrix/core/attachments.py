@@ -15,7 +15,7 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 from mailmatrix.ports import ObjectInfo
@@ -179,6 +179,27 @@ class AttachmentIndex:
     def same_file(self, name: str) -> str | None:
         """For a name of a file listed under several names, the first of them; else None."""
         return self._links.get(name) if self._links else None
+
+    def by_size(self, sizes: Collection[int]) -> dict[int, list[str]]:
+        """The files of each of ``sizes``, by their names as listed (one name of a file listed
+        under several: the first); one pass over the index. A name two files have in other
+        Unicode forms is left out: its rows are rejected, and which file it means is unknown."""
+        groups: dict[int, list[str]] = {}
+        for name, entry in self._files.items():
+            size = entry if isinstance(entry, int) else int(entry.partition(" ")[0])
+            if size not in sizes or name in self._ambiguous:
+                continue
+            listed = self._listed.get(name, name)
+            if self.same_file(listed) not in (None, listed):
+                continue
+            groups.setdefault(size, []).append(listed)
+        return groups
+
+    def tag(self, listed: str) -> str:
+        """The version tag the listing gave the file listed as ``listed`` ("" for none)."""
+        name = listed if listed.isascii() else unicodedata.normalize("NFC", listed)
+        entry = self._files.get(name, 0)
+        return "" if isinstance(entry, int) else entry.partition(" ")[2]
 
     def _case_variants(self) -> dict[str, list[str]]:
         """Names by their case-folded form, built at the first miss (most runs never miss)."""

@@ -4,9 +4,11 @@ The upload is read once as a stream: the encoding and delimiter are detected fro
 64 KiB, then rows are decoded incrementally and handed to ``emit`` one at a time. In memory,
 what grows with the file is two tables of 8-byte hashes in flat arrays (the recipients, for
 duplicates; the attachment files, for the recipient each belongs to) and the files named for
-two recipients; the rows not sent, and the addresses a row withdrawn at the end is reported
-with, are spooled to disk. So is a 4-byte hash of each cell of the first row of each address,
-read back to name the columns in which a later row of the address differs.
+two recipients; and, given the means to read the attachments, a table of the files' sizes to
+find the files of one size named for different recipients, whose contents are compared once
+the whole file is read. The rows not sent, and the addresses a row withdrawn at the end is
+reported with, are spooled to disk. So is a 4-byte hash of each cell of the first row of each
+address, read back to name the columns in which a later row of the address differs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
+from mailmatrix.core.contents import Contents, copies
+from mailmatrix.core.seen import SeenTable
 from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
@@ -279,15 +283,21 @@ def validate_recipients(
     attachments: AttachmentIndex,
     rules: IntakeRules | None = None,
     emit: Callable[[dict[str, Any]], None],
+    contents: Contents | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
+    With ``contents`` (reads the attachment files), rows of different recipients whose files
+    hold the same bytes are rejected too, like rows naming one file; without, files are told
+    apart by name (and link) alone.
+
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
-    templates use columns the file does not have.
+    templates use columns the file does not have; ObjectChanged when an attachment changes
+    while its contents are compared.
     """
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
-    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit)
+    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit, contents)
     for row, record in records:
         if intake.header_pending:
             if _is_header(record):
@@ -298,6 +308,7 @@ def validate_recipients(
         raise InputFileError(f"{source}: no header: the file holds only blank lines")
     if report.rows == 0:
         raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+    intake.compare_contents()
     intake.withdraw()
     return report
 
@@ -407,6 +418,7 @@ class _Intake:
         attachments: AttachmentIndex,
         rules: IntakeRules,
         emit: Callable[[dict[str, Any]], None],
+        contents: Contents | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -417,10 +429,10 @@ class _Intake:
         # Addresses -> the first row naming each (skipped and rejected rows too), whether it was
         # passed on (flag), and the hash of its other cells: a later row of the address is a
         # duplicate when they are the same, else it and a first row passed on are held back.
-        self.seen = _SeenTable()
+        self.seen = SeenTable()
         # Files -> recipient, and its row passed on or first. A file is its name, or for a file
         # the attachments location holds under several names (links), the first of them.
-        self.owners = _SeenTable()
+        self.owners = SeenTable()
         # Of those linked files only (a few): the name the row in ``owners`` gave the file.
         self.owner_names: dict[int, str] = {}
         # Rows already emitted that a later row shows must not go out: it names their file for
@@ -432,6 +444,12 @@ class _Intake:
         self.column_texts = ["other columns"]  # 0: once _COLUMN_TEXTS sets were named
         self._text_numbers: dict[tuple[str, ...], int] = {}
         self.contested: dict[int, int] = {}  # files named for two recipients -> a row of one
+        # With the means to read files: each size of file -> the recipient of the first file
+        # of that size; and the sizes of files of two recipients (or of a contested file),
+        # whose files are compared at the end.
+        self.contents = contents
+        self.sizes = SeenTable() if contents is not None else None
+        self.crowded: set[int] = set()
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -529,7 +547,7 @@ class _Intake:
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
-        shared = self._own_file(row, values, identity, sent=sent, name=file_name)
+        shared = self._own_file(row, values, identity, sent=sent, found=attachment)
         if shared:
             problems.append(("Attachment_File", shared))
         if problems or address is None:
@@ -758,11 +776,17 @@ class _Intake:
                     return
 
     def _own_file(
-        self, row: int, values: list[str], recipient: int, *, sent: bool, name: str | None = None
+        self,
+        row: int,
+        values: list[str],
+        recipient: int,
+        *,
+        sent: bool,
+        found: Lookup | None = None,
     ) -> str | None:
         """Record the file the row's Attachment_File cell names (a file of default_attachment
         is many rows' by design) as ``recipient``'s; ``sent``: the row is about to be passed
-        on; ``name``: the file the cell resolved to, when the row got that far. Return why the
+        on; ``found``: the file the cell resolved to, when the row got that far. Return why the
         row must not be sent when rows of two recipients name the file, and withdraw the row
         passed on before that was known. Rows skipped or rejected for other reasons count
         too: their file is their recipient's all the same. Names the attachments location
@@ -771,12 +795,14 @@ class _Intake:
         Before a file is contested, at most one row naming it has been passed on (one
         recipient, whose other rows are duplicates or held for the address: _claim_address):
         the table keeps that row once there is one, else the first row. Once contested, every
-        later row naming it is held back.
+        later row naming it is held back. Each file found is also filed by its size, for
+        compare_contents.
         """
         index = self.file_at
         if index is None or not values[index] or not values[self.email_at]:
             return None  # no file of its own, or no one to tell apart from another
-        name = name or self.attachments.lookup(values[index]).name or values[index]
+        found = found or self.attachments.lookup(values[index])
+        name = found.name or values[index]
         linked = self.attachments.same_file(name)
         key = hash(linked or name)
         if key in self.contested:
@@ -785,6 +811,10 @@ class _Intake:
         if owner is None:
             if linked:
                 self.owner_names[key] = name
+            if self.sizes is not None and found.name:
+                first = self.sizes.add(_size_key(found.size), row, recipient)
+                if first is not None and not first[1]:
+                    self.crowded.add(found.size)
             return None
         owner_row, same, owner_sent = owner
         if same:
@@ -794,6 +824,8 @@ class _Intake:
                     self.owner_names[key] = name
             return None
         self.contested[key] = owner_row
+        if self.sizes is not None and found.name:
+            self.crowded.add(found.size)  # named for two: any copy of it is another's too
         owner_name = self.owner_names.get(key, name)
         if owner_sent:
             self._withdraw(owner_row, _Shared(owner_name, row, name))
@@ -888,18 +920,27 @@ class _Intake:
             self.column_texts.append(text)
         return text, number
 
-    def _withdraw(self, row: int, why: _Withdrawal) -> None:
+    def _withdraw(self, row: int, why: _Shared | _SameAddress) -> None:
         """Withdraw ``row``, passed on, for ``why``; one withdrawn for its file and for its
         address keeps both (the first later row of each), so its reject names both."""
         held = self.withdrawn.setdefault(row, why)
         if isinstance(held, _Shared):
             if held.same_address is None and not isinstance(why, _Shared):
                 self.withdrawn[row] = held._replace(same_address=why)
-        elif isinstance(why, _Shared):
+        elif isinstance(why, _Shared) and not isinstance(held, _SameContent):
             self.withdrawn[row] = why._replace(same_address=held)
 
     def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
-        """The reject of a row withdrawn for ``why``, found at later rows."""
+        """The reject of a row withdrawn for ``why``, found at later rows (or at the end)."""
+        column, reason = _joined(self._withdrawal_problems(why))
+        return _rejection(row, column, reason, masked)
+
+    def _withdrawal_problems(self, why: _Withdrawal) -> list[tuple[str, str]]:
+        """(column, reason) of each thing a withdrawn row was withdrawn for."""
+        if isinstance(why, _SameContent):
+            problems = [] if why.before is None else self._withdrawal_problems(why.before)
+            reason = _same_content(why.name, why.other_row, why.other_name)
+            return [*problems, ("Attachment_File", reason)]
         problems = []
         if isinstance(why, _Shared):
             reason = _shared_file(why.name, why.other_row, why.other_name, earlier=False)
@@ -910,8 +951,50 @@ class _Intake:
         if same_address is not None:
             later_row, number = divmod(same_address, _COLUMN_TEXTS)
             problems.append(("Email", _same_address(later_row, self.column_texts[number])))
-        column, reason = _joined(problems)
-        return _rejection(row, column, reason, masked)
+        return problems
+
+    def compare_contents(self) -> None:
+        """Withdraw each row passed on whose file holds the same bytes as a file of another
+        recipient's row (or of a file named for two recipients); rows not passed on keep
+        their reason.
+
+        Only files of one size can be copies: the files of each size that rows of two
+        recipients name are read (mailmatrix.core.contents), each file once, the file of a
+        few rows of one recipient once for them all.
+        """
+        if self.contents is None or not self.crowded:
+            return
+        for listed in self.attachments.by_size(self.crowded).values():
+            names: list[str] = []
+            rows, recipients, many = array("q"), array("q"), bytearray()
+            for name in listed:
+                key = hash(self.attachments.same_file(name) or name)
+                owner = self.owners.get(key)
+                if owner is None:
+                    continue  # no row names it
+                row, recipient, sent = owner
+                names.append(name)
+                rows.append(row << 1 | sent)
+                recipients.append(recipient)
+                many.append(key in self.contested)
+            if len(names) < 2 or (not any(many) and len(set(recipients)) < 2):
+                continue
+            tags = [self.attachments.tag(name) for name in names]
+            for file, other in copies(names, tags, recipients, many, self.contents):
+                row, passed = divmod(rows[file], 2)
+                if passed:
+                    copy = _SameContent(
+                        self._name_given(names[file]),
+                        rows[other] >> 1,
+                        self._name_given(names[other]),
+                    )
+                    self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
+        self.crowded.clear()
+
+    def _name_given(self, name: str) -> str:
+        """The name the row that owns the file ``name`` gave it (one of its links, maybe)."""
+        linked = self.attachments.same_file(name)
+        return self.owner_names.get(hash(linked), name) if linked else name
 
     def _reject_all(self, row: int, problems: list[tuple[str, str]], email: str) -> None:
         """File a row with several problems as one rejected row naming them all."""
@@ -953,8 +1036,21 @@ class _Shared(NamedTuple):
 # as many as half the rows may be withdrawn so, and a tuple each took 30 MB more for 500,000.
 _SameAddress = NewType("_SameAddress", int)
 
-# Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn).
-_Withdrawal = _Shared | _SameAddress
+
+class _SameContent(NamedTuple):
+    """Why a row passed on is withdrawn once the whole file is read: its file's ``name``
+    holds the same bytes as the file ``other_name`` of ``other_row``, another recipient's;
+    and what it was withdrawn for before that, if anything (``before``)."""
+
+    name: str
+    other_row: int
+    other_name: str
+    before: _Withdrawal | None = None
+
+
+# Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn), or the whole
+# file (_SameContent).
+_Withdrawal = _Shared | _SameAddress | _SameContent
 
 
 class _SentAddresses:
@@ -1029,6 +1125,22 @@ def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = 
 
 
 _ONE_FOR_MANY = "to send one file to many, leave Attachment_File empty and set default_attachment"
+
+
+def _same_content(name: str, other_row: int, other_name: str) -> str:
+    """Why a row is held back whose file is a copy of another recipient's row's file."""
+    return (
+        f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
+        "another recipient: the two files are identical copies, so one of the two rows names "
+        "another person's letter and neither is sent (open both files and check each is its "
+        f"own recipient's; {_ONE_FOR_MANY})"
+    )
+
+
+def _size_key(size: int) -> int:
+    """A file size as a table key spread over 63 bits, one key a size (sizes run close
+    together, and the table picks slots by the low bits)."""
+    return size * 0x9E37_79B9_7F4A_7C15 & 0x7FFF_FFFF_FFFF_FFFF
 
 
 # Columns a reason names at most: the rest are counted.
@@ -1117,81 +1229,6 @@ class _RowPrints:
         self._spool.write(_prints(itertools.chain.from_iterable(self._pending)))
         self._start += len(self._pending)
         self._pending.clear()
-
-
-class _SeenTable:
-    """Open-addressing hash table of 64-bit keys -> (first row, flag, content).
-
-    The entries sit in the order they came in three arrays that grow in place (key, row and
-    flag, content: 24 bytes); the table holds 32-bit entry numbers, at most half of its slots
-    used, and only it is built anew as it doubles. A million keys peak at 33 MB (whole 24-byte
-    slots, the old table beside the new one as it doubled, took 97 MB), far below a dict of
-    Python ints. The content (a 64-bit hash) tells whether a key comes back with the same content
-    (the same recipient, the same row); fewer bits let two recipients pass for one about once
-    in 16 million pairs.
-    """
-
-    def __init__(self) -> None:
-        self._mask = 1023
-        self._slots = _zeros(self._mask + 1)  # entry number + 1; 0: free
-        self._keys, self._rows, self._contents = array("q"), array("q"), array("q")
-
-    def add(
-        self, key: int, row: int, content: int, *, flag: bool = False
-    ) -> tuple[int, bool, bool] | None:
-        """Insert key; return None if new, else (its row, whether the content is the same,
-        its ``flag``)."""
-        key = (key & 0x7FFF_FFFF_FFFF_FFFF) or 1
-        slot, entry = self._find(key)
-        if entry:
-            packed = self._rows[entry - 1]
-            return packed >> 1, self._contents[entry - 1] == content, bool(packed & 1)
-        self._keys.append(key)
-        self._rows.append(row << 1 | flag)
-        self._contents.append(content)
-        self._slots[slot] = len(self._keys)
-        if len(self._keys) * 2 > self._mask:
-            self._grow()
-        return None
-
-    def put(self, key: int, row: int, content: int, *, flag: bool = False) -> None:
-        """Set key's row, content and flag, whether it was added or not."""
-        entry = self._find((key & 0x7FFF_FFFF_FFFF_FFFF) or 1)[1]
-        if not entry:
-            self.add(key, row, content, flag=flag)
-            return
-        self._rows[entry - 1] = row << 1 | flag
-        self._contents[entry - 1] = content
-
-    def holds(self, key: int) -> bool:
-        """Whether ``key`` was added."""
-        return bool(self._find((key & 0x7FFF_FFFF_FFFF_FFFF) or 1)[1])
-
-    def _find(self, key: int) -> tuple[int, int]:
-        """The slot of ``key`` and its entry number + 1, or the free slot where it would go
-        and 0."""
-        slots, keys, mask = self._slots, self._keys, self._mask
-        slot = key & mask
-        entry = slots[slot]
-        while entry and keys[entry - 1] != key:
-            slot = (slot + 1) & mask
-            entry = slots[slot]
-        return slot, entry
-
-    def _grow(self) -> None:
-        """Double the table and enter every key again (the entries stay where they are)."""
-        self._mask = mask = self._mask * 2 + 1
-        self._slots = slots = _zeros(mask + 1)
-        for entry, key in enumerate(self._keys, 1):
-            slot = key & mask
-            while slots[slot]:
-                slot = (slot + 1) & mask
-            slots[slot] = entry
-
-
-def _zeros(size: int) -> array:
-    """``size`` unsigned 32-bit zeros, made without a temporary of their size."""
-    return array("I", [0]) * size
 
 
 class _Prefixed(io.RawIOBase):

@@ -505,6 +505,32 @@ def test_an_attachment_replaced_in_s3_after_validation_by_one_of_its_size_is_not
     assert "chen-jing.pdf is not the file validation listed" in chen["reason"]
 
 
+def test_a_copy_of_one_persons_letter_in_the_bucket_is_sent_to_neither(account):
+    from moto.ses.models import ses_backends
+
+    # GIVEN Amelia's letter put again in the bucket as José's
+    s3 = account["s3"]
+    letter = (EXAMPLE / "attachments" / "amelia-hart.pdf").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="attachments/jose-garcia.pdf", Body=letter)
+
+    # WHEN the campaign is uploaded and the state machine runs
+    record = run_on_engine(account, "incoming/offers.csv")
+
+    # THEN neither of the two was mailed, the 16 other valid rows were
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    assert len(sent) == 16
+    mailed = " ".join(str(message.destinations) for message in sent)
+    assert "amelia.hart@" not in mailed and "jose.garcia@" not in mailed
+    # AND the rejects report in the bucket says why, for both rows
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
+    rejects = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8-sig")
+    held = {int(r["row"]): r["reason"] for r in csv.DictReader(io.StringIO(rejects))}
+    assert held[2].startswith("amelia-hart.pdf has the same contents as jose-garcia.pdf, the")
+    assert held[3].startswith("jose-garcia.pdf has the same contents as amelia-hart.pdf, the")
+
+
 def rename_template_set(s3: Any, old: str, new: str) -> None:
     """Rename a template set in the bucket as an operator would: its folder under templates/,
     and its name in manifest.yaml."""

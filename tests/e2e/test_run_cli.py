@@ -1529,6 +1529,43 @@ def test_names_linked_to_another_recipient_s_letter_are_not_mailed(tmp_path):
     assert reasons[9] == "attachment not found: fatima-zahra.pdf"
 
 
+def test_a_copy_of_one_persons_letter_under_anothers_name_is_sent_to_neither(tmp_path):
+    # GIVEN the example campaign where Amelia's letter was copied over José's (row 3's) file
+    campaign = tmp_path / "offers.csv"
+    shutil.copy(EXAMPLE / "recipients.csv", campaign)
+    folder = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", folder)
+    shutil.copy(folder / "amelia-hart.pdf", folder / "jose-garcia.pdf")
+
+    # WHEN it runs
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+
+    # THEN neither Amelia nor José was mailed; the 16 other valid rows were, and the reason
+    # is printed, naming the other row and both files
+    assert result.exit_code == 0, result.output
+    sent_to = _recipients(workdir / "outbox")
+    assert len(sent_to) == 16
+    assert not {address.split("@")[0] for address in sent_to} & {"amelia.hart", "jose.garcia"}
+    said = " ".join(result.output.split())
+    assert (
+        "row 3 rejected [Attachment_File]: jose-garcia.pdf has the same contents as "
+        "amelia-hart.pdf, the attachment of row 2, another recipient: the two files are "
+        "identical copies"
+    ) in said
+    # AND the rejects report carries it for both rows
+    [rejects_path] = (workdir / "bucket" / "reports").glob("*/*/rejects.csv")
+    with open(rejects_path, encoding="utf-8-sig", newline="") as rejects:
+        held = {int(r["row"]): r["reason"] for r in csv.DictReader(rejects)}
+    assert held[2].startswith("amelia-hart.pdf has the same contents as jose-garcia.pdf, the")
+    assert held[3].startswith("jose-garcia.pdf has the same contents as amelia-hart.pdf, the")
+    # AND `validate` without a workdir refuses both rows too
+    checked = CliRunner().invoke(cli, ["validate", str(campaign), "--json"])
+    assert checked.exit_code == 4
+    refused = {r["row"]: r["reason"] for r in json.loads(checked.output)["rejected"]}
+    assert "has the same contents as" in refused[2] and "has the same contents as" in refused[3]
+
+
 def test_withdrawn_rows_are_reported_in_row_order_among_more_than_1000_rejects(tmp_path):
     # GIVEN the campaign where row 3 names row 2's letter, then 1,100 rows naming missing
     # files (rows 22 to 1121), Lee's row with a letter of his own (1122), and Kim's naming it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import boto3
@@ -104,6 +105,54 @@ def test_a_fetch_by_tag_sends_if_match_and_reads_s3s_412_as_changed():
     with stub, pytest.raises(ObjectChanged):
         S3Storage("mail", s3).get("attachments/bob.pdf", tag="9b2cf535")
     stub.assert_no_pending_responses()
+
+
+def test_a_checksum_is_the_full_object_one_s3_keeps_in_the_version_listed(storage):
+    # GIVEN a letter put whole (boto3 sends a CRC32), one with SHA-256, and one uploaded in
+    # parts (its checksum is of the parts' checksums)
+    storage.put("attachments/anna.pdf", b"%PDF Anna 68,000")
+    storage._s3.put_object(
+        Bucket="mail", Key="attachments/bob.pdf", Body=b"%PDF Bob", ChecksumAlgorithm="SHA256"
+    )
+    storage._s3.upload_fileobj(io.BytesIO(b"%" * (9 * 1024 * 1024)), "mail", "attachments/big")
+    tags = {o.key: o.tag for o in storage.list("attachments/")}
+
+    # THEN the whole letters' checksums are given with their algorithm, the parted one's not
+    anna = storage.checksum("attachments/anna.pdf", tag=tags["attachments/anna.pdf"])
+    assert anna is not None and anna.startswith("CRC32 ")
+    assert anna == storage.checksum("attachments/anna.pdf")
+    bob = storage.checksum("attachments/bob.pdf", tag=tags["attachments/bob.pdf"])
+    assert bob is not None and bob.startswith("SHA256 ")
+    assert storage.checksum("attachments/big", tag=tags["attachments/big"]) is None
+
+    # WHEN Anna's letter is replaced THEN the version listed is gone: ObjectChanged
+    storage.put("attachments/anna.pdf", b"%PDF Anna 99,000")
+    with pytest.raises(ObjectChanged, match=r"s3://mail/attachments/anna\.pdf: head: not the"):
+        storage.checksum("attachments/anna.pdf", tag=tags["attachments/anna.pdf"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"ChecksumCRC64NVME": "AAAA", "ChecksumType": "FULL_OBJECT"}, "CRC64NVME AAAA"),
+        ({"ChecksumCRC32": "AAAA-3", "ChecksumType": "COMPOSITE", "ETag": '"e-3"'}, None),
+        ({"ChecksumCRC32": "AAAA", "ChecksumType": "COMPOSITE", "ETag": '"e-3"'}, None),
+        ({"ChecksumCRC32": "AAAA", "ETag": '"e-3"'}, None),  # parts, no type named
+        ({"ChecksumSHA256": "AAAA", "ETag": '"e"'}, "SHA256 AAAA"),  # whole, no type named
+        ({"ETag": '"e"'}, None),  # stored before S3 kept checksums
+    ],
+    ids=["full-object", "composite", "composite-unsuffixed", "multipart", "whole", "none"],
+)
+def test_only_a_checksum_of_the_whole_object_counts(answer, expected):
+    # GIVEN S3 answering HeadObject with ChecksumMode=ENABLED as it does (moto aside)
+    s3 = boto3.client("s3", region_name=REGION)
+    stub = Stubber(s3)
+    asked = {"Bucket": "mail", "Key": "attachments/a.pdf", "ChecksumMode": "ENABLED"}
+    stub.add_response("head_object", answer, {**asked, "IfMatch": '"e"'})
+
+    # THEN a composite checksum (which tells copies uploaded in other parts apart) is none
+    with stub:
+        assert S3Storage("mail", s3).checksum("attachments/a.pdf", tag="e") == expected
 
 
 def test_storage_missing_object_is_not_found(storage):

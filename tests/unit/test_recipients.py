@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from mailmatrix.core.recipients import (
 )
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.templates import load_catalog
-from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.errors import InputFileError, ObjectChanged, TemplateError
 from mailmatrix.ports import ObjectInfo
 from tests.memory import TracedPeak
 
@@ -95,8 +97,10 @@ def run(
     catalog: FakeCatalog | None = None,
     index: AttachmentIndex | None = None,
     rules: IntakeRules | None = None,
+    contents: FakeContents | None = None,
 ) -> tuple[IntakeReport, list[dict]]:
-    """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows."""
+    """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows;
+    with ``contents``, the attachments' bytes are compared too."""
     raw = data.encode() if isinstance(data, str) else data
     rows: list[dict] = []
     report = validate_recipients(
@@ -106,8 +110,37 @@ def run(
         attachments=index or index_of(),
         rules=rules or IntakeRules(),
         emit=rows.append,
+        contents=contents,
     )
     return report, rows
+
+
+class FakeContents:
+    """Attachment files' bytes by name, for the contents check; counts each file's reads.
+
+    ``checksums``: the checksum storage keeps of each file named there (else none)."""
+
+    readers = 1
+
+    def __init__(self, files: dict[str, bytes], checksums: dict[str, str] | None = None):
+        self.files = files
+        self.checksums = checksums or {}
+        self.read: collections.Counter[str] = collections.Counter()
+        self.asked: collections.Counter[str] = collections.Counter()
+        self.tags: dict[str, str] = {}
+
+    def index(self) -> AttachmentIndex:
+        """The listing of the files, each with its size and the tag ``v1-NAME``."""
+        return index_of(*self.files, sizes={n: len(data) for n, data in self.files.items()})
+
+    def checksum(self, name: str, tag: str) -> str | None:
+        self.asked[name] += 1
+        return self.checksums.get(name)
+
+    def digest(self, name: str, tag: str) -> bytes:
+        self.read[name] += 1
+        self.tags[name] = tag
+        return hashlib.sha256(self.files[name]).digest()
 
 
 HEADER = "Email,Name,Status,Attachment_File\r\n"
@@ -1396,29 +1429,229 @@ def test_one_recipient_naming_two_names_of_one_file_is_a_duplicate_not_a_shared_
 
 
 def test_recipients_are_compared_by_every_bit_of_their_hash():
-    from mailmatrix.core.recipients import _SeenTable
+    from mailmatrix.core.seen import SeenTable
 
-    table = _SeenTable()
+    table = SeenTable()
     assert table.add(7, 2, 5) is None
     assert table.add(7, 3, 5 + (1 << 24)) == (2, False, False)  # alike in the low 24 bits
     assert table.add(7, 4, 5) == (2, True, False)
 
 
 def test_the_table_of_addresses_holds_under_64_bytes_a_key_at_its_peak():
-    from mailmatrix.core.recipients import _SeenTable
+    from mailmatrix.core.seen import SeenTable
 
     # GIVEN the keys of 50,000 addresses (a million took 97 MB at the peak of the table's
     # last doubling, 33 MB now)
     keys = [hash(f"person.{i}@example.com") for i in range(50_000)]
     # WHEN each goes into the table validation keeps of the addresses it saw
     with TracedPeak() as peak:
-        table = _SeenTable()
+        table = SeenTable()
         for row, key in enumerate(keys, 2):
             table.add(key, row, key ^ 1)
     # THEN the table never held more than 64 bytes a key (36 now; 121 when it doubled whole
     # slots of 24 bytes, old and new at once), and it still finds them
     assert peak.bytes / len(keys) < 64
     assert table.add(keys[12_345], 9, keys[12_345] ^ 1) == (12_347, True, False)
+
+
+# --- copies: the same bytes under two recipients' file names -------------------------------
+
+OFFER_ALICE = b"%PDF-1.4 offer for Alice Example, salary 90,000"
+OFFER_CAROL = b"%PDF-1.4 offer for Carol Example, salary 80,000"  # the same size
+
+
+def test_a_copy_of_one_recipients_letter_under_anothers_name_holds_back_both_rows():
+    # GIVEN Alice's letter copied to bob.pdf (both rows in the CSV), and Carol's own letter of
+    # the same size
+    contents = FakeContents(
+        {"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE, "carol.pdf": OFFER_CAROL}
+    )
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN neither Alice's nor Bob's row is sent, each naming the other row and both files;
+    # Carol's goes; each file was read once, in the version listed
+    assert [r["email"] for r in rows if r["row"] not in report.withdrawn] == ["carol@example.com"]
+    assert report.withdrawn == {2, 3} and report.valid == 1
+    assert reasons(report) == [
+        (
+            2,
+            "Attachment_File",
+            "alice.pdf has the same contents as bob.pdf, the attachment of row 3, another "
+            "recipient: the two files are identical copies, so one of the two rows names "
+            "another person's letter and neither is sent (open both files and check each is "
+            "its own recipient's; to send one file to many, leave Attachment_File empty and "
+            "set default_attachment)",
+        ),
+        (
+            3,
+            "Attachment_File",
+            "bob.pdf has the same contents as alice.pdf, the attachment of row 2, another "
+            "recipient: the two files are identical copies, so one of the two rows names "
+            "another person's letter and neither is sent (open both files and check each is "
+            "its own recipient's; to send one file to many, leave Attachment_File empty and "
+            "set default_attachment)",
+        ),
+    ]
+    assert [item["email"] for item in report.rejected] == ["a***@example.com", "b***@example.com"]
+    assert contents.read == {"alice.pdf": 1, "bob.pdf": 1, "carol.pdf": 1}
+    assert contents.tags == {name: f"v1-{name}" for name in contents.files}
+
+
+def test_without_the_means_to_read_files_copies_are_told_apart_by_name_alone():
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
+
+    report, rows = run(HEADER + ALICE + BOB, index=contents.index())
+
+    assert emails(rows) == ["alice@example.com", "bob@example.com"] and report.valid == 2
+
+
+def test_files_of_sizes_no_other_recipient_has_are_not_read():
+    # GIVEN Alice's and Bob's letters of different sizes, and two of Carol's rows whose letters
+    # have one size (her Name differs between them)
+    contents = FakeContents(
+        {
+            "alice.pdf": b"%PDF-1.4 Alice",
+            "bob.pdf": b"%PDF-1.4 Bob, a longer letter",
+            "carol.pdf": OFFER_CAROL,
+            "carol2.pdf": OFFER_CAROL.upper(),
+        }
+    )
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
+    text += "carol@example.com,Carol C,active,carol2.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN nothing is read: Carol's two letters are one recipient's (her rows are held for her
+    # address alone)
+    assert contents.read == {} and contents.asked == {}
+    assert emails(rows)[:2] == ["alice@example.com", "bob@example.com"]
+    assert [(row, column) for row, column, _ in reasons(report)] == [(4, "Email"), (5, "Email")]
+
+
+def test_a_campaign_of_distinct_letters_of_one_size_reads_each_file_once():
+    # GIVEN 300 recipients, each with a letter of their own, all of one size
+    names = own_files(300)
+    contents = FakeContents({n: f"%PDF-1.4 letter of {n:>9}".encode() for n in names})
+    text = HEADER + "".join(f"u{i}@example.com,U {i},active,{n}\r\n" for i, n in enumerate(names))
+
+    # WHEN validated
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN every row goes, and each file was read exactly once
+    assert len(rows) == 300 and report.valid == 300 and reasons(report) == []
+    assert set(contents.read) == set(names) and set(contents.read.values()) == {1}
+
+
+def test_one_recipients_rows_with_copies_of_one_letter_are_not_held_for_the_contents():
+    # GIVEN two of Alice's rows (another Name in the second) naming two copies of her letter
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "alice2.pdf": OFFER_ALICE})
+    text = HEADER + ALICE + "alice@example.com,Alice E.,active,alice2.pdf\r\n"
+
+    # WHEN validated
+    report, _ = run(text, index=contents.index(), contents=contents)
+
+    # THEN the files are not read (one recipient's), and the rows are held for the address only
+    assert contents.read == {}
+    assert [(row, column) for row, column, _ in reasons(report)] == [(2, "Email"), (3, "Email")]
+    assert "same contents" not in " ".join(reason for _, _, reason in reasons(report))
+
+
+def test_a_copy_of_a_letter_named_by_a_row_not_sent_holds_back_the_row_that_would_go():
+    # GIVEN Alice's row excluded by Status, and Bob's naming a copy of her letter
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
+    text = HEADER + "alice@example.com,Alice,unsubscribed,alice.pdf\r\n" + BOB
+
+    # WHEN validated
+    report, _ = run(text, index=contents.index(), contents=contents)
+
+    # THEN Bob's row is withdrawn naming Alice's; hers stays excluded
+    assert report.withdrawn == {3} and report.valid == 0
+    [(row, column, reason)] = reasons(report)
+    assert (row, column) == (3, "Attachment_File")
+    assert reason.startswith("bob.pdf has the same contents as alice.pdf, the attachment of row 2")
+    assert [item["row"] for item in report.skipped] == [2]
+
+
+def test_a_copy_of_a_letter_named_for_two_recipients_is_held_back_too():
+    # GIVEN Alice's and Bob's rows naming her letter, and Carol's naming a copy of it
+    contents = FakeContents(
+        {"alice.pdf": OFFER_ALICE, "carol.pdf": OFFER_ALICE, "dave.pdf": OFFER_CAROL}
+    )
+    text = HEADER + ALICE + "bob@example.com,Bob,active,alice.pdf\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf\r\ndave@example.com,Dave,active,dave.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN only Dave's row goes; Alice's, withdrawn for the shared file, names the copy too
+    assert [r["email"] for r in rows if r["row"] not in report.withdrawn] == ["dave@example.com"]
+    held = {row: reason for row, _, reason in reasons(report)}
+    assert sorted(held) == [2, 3, 4]
+    assert held[2].startswith("alice.pdf is also the attachment of row 3, another recipient")
+    assert "; alice.pdf has the same contents as carol.pdf, the attachment of row 4" in held[2]
+    assert held[4].startswith("carol.pdf has the same contents as alice.pdf, the attachment of")
+
+
+def test_a_copy_of_the_default_attachment_as_one_rows_own_file_is_allowed():
+    # GIVEN a set whose rows attach a brochure when Attachment_File is empty, and one row that
+    # names a copy of the brochure as its own file
+    files = {
+        "manifest.yaml": "column: Status\nsets:\n  news:\n    when: [active]\n"
+        "    attachment: required\n    default_attachment: brochure.pdf\n",
+        "news/subject.txt": "News for {{ Name }}",
+        "news/body.txt": "Hello {{ Name }}",
+    }
+    contents = FakeContents({"brochure.pdf": OFFER_ALICE, "copy.pdf": OFFER_ALICE})
+    text = HEADER + "".join(f"u{i}@example.com,U {i},active,\r\n" for i in range(3))
+    text += "v@example.com,V,active,copy.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(text, catalog=load_catalog(files), index=contents.index(), contents=contents)
+
+    # THEN every row goes: the brochure is many rows' by design, the copy one recipient's
+    assert [row["attachment"] for row in rows] == ["brochure.pdf"] * 3 + ["copy.pdf"]
+    assert reasons(report) == [] and report.withdrawn == frozenset()
+
+
+def test_a_copy_behind_a_link_names_the_name_its_row_gave():
+    # GIVEN Alice's row naming a link to her letter, and Bob's naming a copy of it
+    listing = [
+        ObjectInfo("attachments/alice.pdf", len(OFFER_ALICE), identity="1:1", tag="t1"),
+        ObjectInfo("attachments/bob.pdf", len(OFFER_ALICE), identity="1:2", tag="t2"),
+        ObjectInfo("attachments/link.pdf", len(OFFER_ALICE), identity="1:1", tag="t1"),
+    ]
+    index = AttachmentIndex.from_listing(listing)
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
+    text = HEADER + "alice@example.com,Alice,active,link.pdf\r\n" + BOB
+
+    # WHEN validated
+    report, _ = run(text, index=index, contents=contents)
+
+    # THEN both are held; the file behind the link is read once, by its first name
+    assert report.withdrawn == {2, 3}
+    held = {row: reason for row, _, reason in reasons(report)}
+    assert held[2].startswith("link.pdf has the same contents as bob.pdf, the attachment of row 3")
+    assert held[3].startswith("bob.pdf has the same contents as link.pdf, the attachment of row 2")
+    assert contents.read == {"alice.pdf": 1, "bob.pdf": 1}
+
+
+def test_a_file_changed_while_it_is_compared_stops_validation():
+    # GIVEN two recipients' letters of one size, the second replaced since the listing
+    class Changing(FakeContents):
+        def digest(self, name: str, tag: str) -> bytes:
+            if name == "bob.pdf":
+                raise ObjectChanged("attachments/bob.pdf changed or went away while validation")
+            return super().digest(name, tag)
+
+    contents = Changing({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_CAROL})
+
+    # WHEN validated THEN it stops, saying which file changed: nothing is sent half-compared
+    with pytest.raises(ObjectChanged, match=r"attachments/bob\.pdf changed"):
+        run(HEADER + ALICE + BOB, index=contents.index(), contents=contents)
 
 
 # --- rows withdrawn for a shared file, in the rejects -------------------------------------

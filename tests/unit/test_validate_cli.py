@@ -270,8 +270,8 @@ def test_validate_sees_the_attachments_a_run_would_send(tmp_path):
 
 def test_names_linked_to_one_file_are_one_recipient_s_file(tmp_path):
     # GIVEN a folder where u4.pdf is a symlink to u0.pdf and u5.pdf and u6.pdf are hard links
-    # to one file, and u7.pdf and u8.pdf are distinct files with the same bytes
-    files = {f"u{i}.pdf": b"%PDF-1.4 same" for i in (0, 5, 7, 8)}
+    # to one file, and u7.pdf and u8.pdf are distinct files (of their own letters)
+    files = {f"u{i}.pdf": f"%PDF-1.4 letter {i}".encode() for i in (0, 5, 7, 8)}
     offers = "".join(
         OFFER.replace("ann", f"user{i}").replace(f"user{i}.pdf", name)
         for i, name in [(0, "u0.pdf"), (1, "u0.pdf"), (4, "u4.pdf"), (5, "u5.pdf"),
