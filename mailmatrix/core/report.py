@@ -250,7 +250,9 @@ def summarize_results(
         outcomes[status] += 1
         numbers = per_template[row.get("template") or "?"]
         numbers[status] = numbers.get(status, 0) + 1
-        possible_duplicates += bool(row.get("takeover"))
+        # Only rows this execution sent: a row sent earlier keeps its mark in the per-row
+        # report, but the run that sent it reported it (counted again, it reads as a new one).
+        possible_duplicates += status == "sent" and bool(row.get("takeover"))
         if status == "failed" and "not verified" not in (row.get("reason") or ""):
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
@@ -315,7 +317,7 @@ def progress_counts(
         ours = outcome.attempt in attempts
         if outcome.state == "sent":
             found["sent" if ours else "skipped"] += 1
-            possible_duplicates += outcome.doubtful
+            possible_duplicates += ours and outcome.doubtful  # (another run reported its own)
         elif outcome.state == "failed":
             found["failed"] += 1
         else:  # claimed as it ended, or given back after a try that may have been taken

@@ -550,16 +550,22 @@ def test_a_sender_whose_name_holds_a_comma_sends_every_row(tmp_path):
         )
 
 
-def test_a_later_run_keeps_reporting_a_possible_duplicate(tmp_path):
+def test_a_possible_duplicate_is_reported_by_its_run_and_only_marked_in_later_reports(tmp_path):
     # GIVEN a run whose attempt ended abruptly after its 3rd message, which went out twice
     args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--json"]
     first = json.loads(CliRunner().invoke(cli, [*args, "--faults", "crash-after=3"]).stdout)
     assert first["counts"]["possible_duplicates"] == 1
     # WHEN the file is run again (nothing left to send)
     again = json.loads(CliRunner().invoke(cli, args).stdout)
-    # THEN its summary and report still say that recipient may have had it twice
+    # THEN the later run's summary and its line in the listing do not count it again (it
+    # read as a new duplicate each time), while its per-row report still marks the row
     assert again["counts"]["skipped"] == 18
-    assert again["counts"]["possible_duplicates"] == 1
+    assert again["counts"]["possible_duplicates"] == 0
+    text = CliRunner().invoke(cli, ["run", *args[1:-1]]).output
+    assert "more than once" not in text
+    wide = CliRunner(env={"COLUMNS": "400"})  # one line per execution
+    listing = wide.invoke(cli, ["executions", "--workdir", str(tmp_path)]).output
+    assert listing.count("may have arrived more than once") == 1
     with open(again["report"], encoding="utf-8-sig", newline="") as report:
         doubtful = [
             r for r in csv.DictReader(report) if "may have arrived more than once" in r["reason"]
