@@ -45,6 +45,7 @@ from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.failures import (
+    DRILL_QUOTA_CODE,
     Stopped,
     failure_alert,
     redrive_advice,
@@ -734,8 +735,11 @@ def run_campaign(
                     " runs whose failed rows should go again (the command a run prints has it)"
                 )
             halt = ledger.halted(campaign)
-            if halt is not None and halt.code == STOPPED_BY_OPERATOR:
-                ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
+            # The operator runs it again: they want it sent. A drill's used-up quota is the
+            # drill's, not the account's: a run without the drill is not held by it.
+            lifted = (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
+            if halt is not None and halt.code in lifted:
+                ledger.clear_halt(campaign)
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
         _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         stopper = _HaltOnStop(listener, wd, campaign)

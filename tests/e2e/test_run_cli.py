@@ -772,11 +772,11 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     args = ["--faults", "quota-after=3", "--batch-size", "2", "--workdir", str(workdir)]
     code, output = _run(str(EXAMPLE / "recipients.csv"), *args)
 
-    # THEN it says the batches' error and reason, and that resuming waits for the quota
+    # THEN it says the batches' error and reason, and that the quota is the drill's
     assert code == 1
     flat = " ".join(output.split())
     assert "AccountSendingHalted (" in flat and "Daily message quota exceeded." in flat
-    assert "When to resume: the 24-hour sending quota is used up" in flat
+    assert "When to resume: the daily quota ran out in a drill (--faults quota-after)" in flat
     assert flat.index("When to resume") < flat.index("Resume (rows already sent are skipped)")
     # AND the alert says the same, the Map's error's cause being no stack trace
     (alert,) = [
@@ -786,7 +786,7 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     ]
     assert alert["subject"] == "MailMatrix execution FAILED: AccountSendingHalted"
     assert "Why sending stopped:\n  AccountSendingHalted (" in alert["message"]
-    assert "When to redrive: the 24-hour sending quota is used up" in alert["message"]
+    assert "When to redrive: the daily quota ran out in a drill" in alert["message"]
     assert "stackTrace" not in alert["message"]
 
 
@@ -810,23 +810,63 @@ def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stac
         assert trace not in alerts
 
 
-def test_a_run_during_a_quota_halt_says_whole_why_and_when_to_come_back(tmp_path):
-    workdir = str(tmp_path / "work")
-    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
-    # GIVEN a run halted by the account's daily quota (a drill)
-    halted = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
-    assert halted.exit_code == 1
+def test_a_run_during_the_accounts_quota_halt_gives_one_advice(tmp_path):
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    # GIVEN a file run once, and the account's daily quota used up since (a halt recorded)
+    CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"])
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.local import campaign_of_file
+
+    ledger = SqliteLedger(str(workdir / "ledger.sqlite3"))
+    reason = "ses: Throttling: Daily message quota exceeded."
+    ledger.halt(
+        campaign_of_file(EXAMPLE / "recipients.csv"),
+        code="Throttling",
+        reason=reason,
+        attempt="arn:aws:states:eu-west-1:123456789012:execution:M/SendEmails:1",
+    )
+    ledger.close()
 
     # WHEN the file runs again within the halt's hold
     again = CliRunner().invoke(cli, run)
 
-    # THEN its batches say the whole halt: which batch halted (by its ARN), why, and when
-    # to redrive, to the end of the sentence
+    # THEN it fails (exit 1) saying what halted it and the reason, to the end of the sentence,
+    # and when to come back once: no "redrive in N s" beside the 24-hour advice, no ARN
     assert again.exit_code == 1
-    (details,) = json.loads(again.stdout)["failure_details"]
-    assert " halted by attempt arn:aws:states:" in details
-    assert ": quota-after=3: Daily message quota exceeded. (batches stop for 60 s" in details
-    assert details.endswith(" or later, once the cause is fixed)")
+    result = json.loads(again.stdout)
+    (details,) = result["failure_details"]
+    assert " by an earlier batch: ses: Throttling: Daily message quota exceeded. (" in details
+    assert details.endswith("a redrive lifts it at once)")
+    assert "redrive in" not in details and "arn:" not in details
+    assert result["redrive_advice"].startswith("the 24-hour sending quota is used up")
+
+
+def test_a_run_after_a_quota_drill_is_not_held_by_the_drills_halt(tmp_path):
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    # GIVEN a run halted by a drill's daily quota after 3 messages
+    drilled = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
+    assert drilled.exit_code == 1
+    advice = json.loads(drilled.stdout)["redrive_advice"]
+    assert advice.startswith("the daily quota ran out in a drill (--faults quota-after)")
+    assert "24-hour" not in advice
+
+    # WHEN the drill runs again within the halt's hold THEN the drill's halt holds it, and
+    # the advice says it is the drill's, once
+    held = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"])
+    assert held.exit_code == 1
+    result = json.loads(held.stdout)
+    (details,) = result["failure_details"]
+    assert "by an earlier batch: faults: quota-after=3: Daily message quota exceeded." in details
+    assert result["redrive_advice"] == advice
+
+    # WHEN the file runs without the drill, at once THEN it sends the rest (it failed, saying
+    # both "redrive in 51 s" and to wait 24 hours)
+    plain = CliRunner().invoke(cli, run)
+    assert plain.exit_code == 0, plain.output
+    counts = json.loads(plain.stdout)["counts"]
+    assert (counts["sent"] + counts["skipped"], counts["unsent"]) == (18, 0)
 
 
 def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
@@ -1040,12 +1080,14 @@ def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
 
     # THEN it carries the run's templates, and the run is not refused for its way (without
     # them it was, in turn: a trial's dead end); it validates the corrected file and goes on
-    # to send (here it meets the drill's quota halt again, which only a redrive lifts)
+    # to send (a run without the drill is not held by the drill's quota halt)
     assert command[command.index("--templates") + 1] == str(templates.resolve())
     assert rerun.exit_code != 2, rerun.output
     assert "earlier runs of this file" not in rerun.output
-    assert json.loads(rerun.stdout)["counts"]["valid"] == 18
-    assert len(_recipients(workdir / "outbox")) == sent
+    counts = json.loads(rerun.stdout)["counts"]
+    assert counts["valid"] == 18
+    assert (counts["skipped"], counts["sent"]) == (sent, 18 - sent)
+    assert len(_recipients(workdir / "outbox")) == 18
 
 
 def test_a_redrive_of_a_run_that_failed_in_validation_is_refused_once_the_file_changed(
