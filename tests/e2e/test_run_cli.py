@@ -1189,6 +1189,47 @@ def _sent_with_own_templates(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     return templates, workdir, args
 
 
+def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_path):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, workdir, _ = _sent_with_own_templates(tmp_path)
+    csv_path = str(EXAMPLE / "recipients.csv")
+    validate = ["validate", csv_path, "--templates", str(templates), "--workdir", str(workdir)]
+    # (as it is: the check passes, saying it was made; the rejected rows decide the exit)
+    passed = CliRunner().invoke(cli, validate, env=WIDE)
+    assert passed.exit_code == 4, passed.output
+    assert "(Checked against its earlier runs in " in passed.output
+
+    # WHEN its set offer is renamed THEN validate says that run refuses the file, as run
+    # does, with run's exit code (it said "the 16 valid rows would be sent")
+    _rename_set(templates, "offer", "offer_letter")
+    renamed = CliRunner().invoke(cli, validate, env=WIDE)
+    ran = CliRunner().invoke(cli, ["run", csv_path, *validate[2:]])
+    assert renamed.exit_code == ran.exit_code == 3, ran.output
+    said = " ".join(renamed.output.split())
+    assert "`run` would refuse this file (TemplateSetsChanged):" in said
+    assert "template set(s) 'offer', which the templates no longer have" in said
+    assert "row(s) would be sent" not in said
+    as_json = json.loads(CliRunner().invoke(cli, [*validate, "--json"]).stdout)
+    assert as_json["earlier_runs"]["error"] == "TemplateSetsChanged"
+
+    # WHEN another templates folder is given THEN it is refused as run refuses it (exit 2)
+    other = CliRunner().invoke(cli, ["validate", csv_path, "--workdir", str(workdir)], env=WIDE)
+    assert other.exit_code == 2, other.output
+    assert f"used --templates {templates}" in other.output
+
+
+def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_path):
+    result = CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv")], env=WIDE)
+
+    assert result.exit_code == 4, result.output
+    assert "(Not checked against earlier runs of this file: " in result.output
+    assert "give --workdir, the run's, to check that too.)" in result.output
+    as_json = json.loads(
+        CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv"), "--json"]).stdout
+    )
+    assert as_json["earlier_runs"] == {"checked": False}
+
+
 def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
     # GIVEN the example campaign sent with a copy of the bundled templates
     templates, workdir, args = _sent_with_own_templates(tmp_path)
