@@ -179,9 +179,11 @@ def other_letter_hint(counts: Mapping[str, int]) -> str | None:
         return None
     return (
         f"{rows} row(s) failed as {OTHER_LETTER_SENT}: an earlier run sent their address the"
-        " letter of another template set (their Status changed?), and no retry sends them. If"
-        " the old Status was right, set it back; if they must have the new letter as well, put"
-        " those rows alone in a file of another name and run that."
+        " letter of another template set, and no retry sends them. Either their Status changed,"
+        " or templates/manifest.yaml now maps it to another set (a set renamed, say, its old"
+        " name kept for another Status). If the earlier letter was right, set the Status or"
+        " the mapping back; if they must have the new letter as well, put those rows alone in"
+        " a file of another name and run that."
     )
 
 

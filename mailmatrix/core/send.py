@@ -822,9 +822,10 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
         "code": OTHER_LETTER_SENT,
         "reason": (
             f"an earlier run of this file sent this address the {other!r} letter: the"
-            f" {item['template']!r} one would contradict it, so it is not sent (the Status"
-            " changed?); to send it all the same, put this row alone in a file of another name"
-            " and run that (all the rows under a new name would mail everyone again)"
+            f" {item['template']!r} one would contradict it, so it is not sent (the row's"
+            f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
+            " all the same, put this row alone in a file of another name and run that (all the"
+            " rows under a new name would mail everyone again)"
         ),
     }
 

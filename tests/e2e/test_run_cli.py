@@ -1230,6 +1230,36 @@ def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_pat
     assert as_json["earlier_runs"] == {"checked": False}
 
 
+def test_a_set_renamed_with_its_old_name_kept_for_another_status_is_not_blamed_on_the_status(
+    tmp_path,
+):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, _, args = _sent_with_own_templates(tmp_path)
+    # AND its set offer renamed offer_2027 for the Status Offer, the old name kept beside it
+    # for another Status (so the run is not refused as TemplateSetsChanged)
+    shutil.copytree(templates / "offer", templates / "offer_2027")
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    renamed = "\n  offer_2027:\n    when: [Offer]\n  offer:\n    when: [Old Offer]"
+    manifest.write_text(text.replace("\n  offer:\n    when: [Offer]", renamed), encoding="utf-8")
+
+    # WHEN the file runs again
+    again = CliRunner().invoke(cli, [*args, "--json"])
+
+    # THEN the offers fail as OtherLetterSent, in words that fit a mapping changed as well as
+    # a Status changed (they said "(the Status changed?)"; the rows' Status had not)
+    assert again.exit_code == 5, again.output
+    result = json.loads(again.stdout)
+    assert result["counts"]["other_letter"] == result["counts"]["failed"] > 0
+    with open(result["report"], encoding="utf-8-sig", newline="") as stream:
+        reasons = {r["reason"] for r in csv.DictReader(stream) if r["status"] == "failed"}
+    (reason,) = reasons
+    assert "(the row's Status changed, or the manifest now maps it to 'offer_2027')" in reason
+    shown = " ".join(CliRunner().invoke(cli, args).output.split())
+    assert "Either their Status changed, or templates/manifest.yaml now maps it to" in shown
+    assert "Status changed?" not in shown
+
+
 def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):
     # GIVEN the example campaign sent with a copy of the bundled templates
     templates, workdir, args = _sent_with_own_templates(tmp_path)
