@@ -766,6 +766,33 @@ def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_pat
     assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
 
 
+def test_show_of_a_superseded_then_redriven_execution_names_the_newer_one_and_no_stale_error(
+    tmp_path,
+):
+    workdir = str(tmp_path / "work")
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    # GIVEN a run stopped by a quota drill, and the file run again since (which sent the rest)
+    first = json.loads(CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"]).stdout)
+    newer = json.loads(CliRunner().invoke(cli, run).stdout)["execution"]
+    show = ["show", first["execution"], "--workdir", workdir]
+
+    # WHEN the first is shown THEN it names the newer execution that sends the file
+    failed = " ".join(CliRunner().invoke(cli, show, env=WIDE).output.split())
+    assert f"superseded: a newer run of the file sends it, execution {newer}" in failed
+    assert "SendEmails (Map) FAILED" in failed
+
+    # WHEN it is redriven (its Map succeeds, sending nothing) and shown again THEN the Map's
+    # old error is no longer printed as if it were the Map's state now
+    CliRunner().invoke(cli, ["redrive", first["execution"], "--workdir", workdir])
+    redriven = " ".join(CliRunner().invoke(cli, show, env=WIDE).output.split())
+    assert "SendEmails (Map) SUCCEEDED" in redriven
+    assert "(after an earlier try failed: States.ExceedToleratedFailureThreshold)" in redriven
+    assert f"execution {newer}" in redriven
+    # AND the newer one, which sent the whole file, names no other
+    shown = CliRunner().invoke(cli, ["show", newer, "--workdir", workdir], env=WIDE).output
+    assert "superseded: " not in shown
+
+
 def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tmp_path):
     workdir = tmp_path / "work"
     # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
