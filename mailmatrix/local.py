@@ -24,7 +24,7 @@ import os
 import shlex
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.failures import (
+    DRILL_QUOTA_CODE,
     Stopped,
     failure_alert,
     redrive_advice,
@@ -52,6 +53,7 @@ from mailmatrix.core.failures import (
 )
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
+from mailmatrix.core.send import template_sets_changed
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -535,8 +537,10 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         for key in way
         if key not in ("sets", "delivery") and key in earlier and earlier[key] != way[key]
     ]
-    # Another mail server is no change (a backup relay delivers as well); the outbox is.
-    if "delivery" in earlier and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
+    # Another mail server is no change (a backup relay delivers as well); the outbox is. (A
+    # way without delivery: `validate`, which checks the letters' sources only.)
+    both = "delivery" in earlier and "delivery" in way
+    if both and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
         changed.insert(0, "delivery")
     if not changed:
         return
@@ -554,6 +558,28 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         f"{name}: earlier runs of this file in {workdir.root} {said}; run it the same way, or"
         " use a new file name or another --workdir to send again from the start"
     )
+
+
+def check_earlier_runs(
+    workdir: Path, csv_path: Path, templates: Path, attachments: Path, sets: Collection[str]
+) -> bool:
+    """Refuse, as `run` would in ``workdir``, a file whose earlier runs there used other
+    templates or attachments folders (DeliveryChanged) or template sets that ``sets`` lacks
+    (TemplateSetsChanged); return whether the workdir has earlier runs of the file. Reads
+    only: a workdir that is not there has none."""
+    wd = Workdir(Path(workdir))
+    campaign = campaign_of_file(csv_path)
+    way = {"templates": str(templates.resolve()), "attachments": str(attachments.resolve())}
+    check_campaign_way(wd, campaign, csv_path.name, way)
+    found = campaign in _deliveries(wd)
+    if wd.ledger.is_file():
+        with _local_ledger(wd) as ledger:
+            used = ledger.template_sets(campaign)
+            found = found or bool(used) or ledger.has_entries(campaign)
+        missing = sorted(used - set(sets))
+        if missing:
+            raise template_sets_changed(csv_path.name, missing, scope="a run of it")
+    return found
 
 
 _FLAGS = {
@@ -734,8 +760,11 @@ def run_campaign(
                     " runs whose failed rows should go again (the command a run prints has it)"
                 )
             halt = ledger.halted(campaign)
-            if halt is not None and halt.code == STOPPED_BY_OPERATOR:
-                ledger.clear_halt(campaign)  # the operator runs it again: they want it sent
+            # The operator runs it again: they want it sent. A drill's used-up quota is the
+            # drill's, not the account's: a run without the drill is not held by it.
+            lifted = (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
+            if halt is not None and halt.code in lifted:
+                ledger.clear_halt(campaign)
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
         _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
         stopper = _HaltOnStop(listener, wd, campaign)

@@ -9,6 +9,9 @@ either lets the call through or injects one fault:
 - ``timeout=P``: the inner mailer accepts the message, then the reply is "lost" and the
   caller sees TransientSendError (code ``DrillTimeout``). This is the worst kind of timeout:
   a retry sends the message again, so each one is a duplicate the ledger cannot prevent;
+- ``quota-after=N``: after N accepted messages every call fails as the daily quota used up
+  (AccountSendingHalted, code ``DrillQuota``: its halt is the drill's, which a run without the
+  drill lifts);
 - ``crash-after=N``: once, right after the inner mailer accepted its N-th message, raise
   SimulatedCrash, which nothing in send_batch catches: the attempt ends abruptly with the
   message sent but not recorded, like a Lambda timeout at the worst moment.
@@ -20,6 +23,7 @@ import random
 import threading
 from collections import Counter
 
+from mailmatrix.core.failures import DRILL_QUOTA, DRILL_QUOTA_CODE
 from mailmatrix.errors import (
     AccountSendingHalted,
     ConfigurationError,
@@ -130,8 +134,8 @@ class FaultyMailer:
             exhausted = self.quota_after is not None and self.accepted >= self.quota_after
         if exhausted:
             raise AccountSendingHalted(
-                f"faults: quota-after={self.quota_after}: Daily message quota exceeded.",
-                details={"code": "Throttling"},
+                f"{DRILL_QUOTA}{self.quota_after}: Daily message quota exceeded.",
+                details={"code": DRILL_QUOTA_CODE},
             )
         fault = self._draw()
         if fault is not None:

@@ -324,7 +324,9 @@ def _add_states(
             label += f" {_duration(info.get('start'), info.get('stop'))}"
         if info.get("retries"):
             label += f" retries={info['retries']}"
-        if info.get("error"):
+        if info.get("error") and status == "SUCCEEDED":  # a retry or a redrive got past it
+            label += f" [dim](after an earlier try failed: {info['error']})[/]"
+        elif info.get("error"):
             label += f" [red]{info['error']}[/]"
         targets = [state.get("Next")] + [c.get("Next") for c in state.get("Catch", [])]
         targets += [c.get("Next") for c in state.get("Choices", [])] + [state.get("Default")]
@@ -397,9 +399,38 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     from mailmatrix.local import failure_details
 
     failures = failure_details(engine, record)
-    Console().print(
-        render_execution(record, history, report=report, progress=progress, failures=failures)
-    )
+    tree = render_execution(record, history, report=report, progress=progress, failures=failures)
+    # Only for one that left rows unsent: a run that sent the whole file was superseded too,
+    # but nothing of it is left to the newer one.
+    counts = _output(record.get("output")).get("counts") or {}
+    unfinished = record["status"] != "SUCCEEDED" or bool(counts.get("superseded"))
+    newer = _newer_run(workdir, history) if unfinished else None
+    if newer and newer != record["name"]:
+        tree.label = (
+            f"{tree.label}\nsuperseded: a newer run of the file sends it, execution {newer}"
+        )
+    Console().print(tree)
+
+
+def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | None:
+    """The execution of the newer upload of the file that superseded this execution's (the
+    campaign's latest validated upload, when it is another), or None."""
+    from mailmatrix.local import Workdir, validation_of
+
+    campaign = validation_of(history).get("campaign") or {}
+    ledger_path = Workdir(workdir).ledger
+    if not campaign.get("id") or not campaign.get("upload") or not ledger_path.is_file():
+        return None
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+
+    ledger = SqliteLedger(str(ledger_path))
+    try:
+        latest = ledger.latest_upload(campaign["id"])
+    finally:
+        ledger.close()
+    if latest is None or latest.upload == campaign["upload"]:
+        return None
+    return latest.execution.rsplit(":", 1)[-1]
 
 
 def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:

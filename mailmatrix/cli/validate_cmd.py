@@ -85,6 +85,13 @@ def folder_contents(folder: Path) -> StoredContents:
 @click.option(
     "--check-deliverability", is_flag=True, help="Also look up each domain in DNS (slower)."
 )
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also check the file against its earlier runs in this workdir (the one `run` uses), "
+    "as `run` does: the same templates and attachments folders, no template set they used "
+    "gone. Without it, earlier runs are not looked at.",
+)
 def validate_command(
     csv_file: Path,
     attachments_dir: Path | None,
@@ -92,6 +99,7 @@ def validate_command(
     as_json: bool,
     rejects_path: Path | None,
     check_deliverability: bool,
+    workdir: Path | None,
 ) -> None:
     """Check FILE.csv as a campaign would: encoding, columns, every row, attachments."""
     attachments_dir = attachments_dir or csv_file.parent / "attachments"
@@ -119,18 +127,46 @@ def validate_command(
                 write_rejects(report, out)
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json)
+    earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
 
     if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        found = report.to_dict()
+        found["earlier_runs"] = earlier
+        click.echo(json.dumps(found, ensure_ascii=False))
     else:
         need = catalog.attachment_need(report.header)
         if need and not index and not attachments_dir.is_dir():
             note = f"no attachments folder at {attachments_dir}, and {need}"
             console.print(f"[yellow]Note:[/] {note}")
-        _show(console, report, rejects_path)
+        _show(console, report, rejects_path, earlier)
+    if refused is not None:
+        sys.exit(refused)  # as `run` refuses the file
     if not report.valid:
         sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
     sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+
+
+def _earlier_runs(
+    workdir: Path | None, csv_file: Path, templates_dir: Path, attachments_dir: Path, catalog: Any
+) -> tuple[dict[str, Any], int | None]:
+    """What the file's earlier runs in ``workdir`` say of it (``checked``: whether they were
+    looked at; ``found``: whether there are any; ``error`` and ``message``: how `run` would
+    refuse it), and the exit code of that refusal (None: none)."""
+    if workdir is None:
+        return {"checked": False}, None
+    from mailmatrix.errors import DeliveryChanged, TemplateSetsChanged
+    from mailmatrix.local import check_earlier_runs
+
+    found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
+    try:
+        found["found"] = check_earlier_runs(
+            workdir, csv_file, templates_dir, attachments_dir, catalog.names
+        )
+    except (DeliveryChanged, TemplateSetsChanged) as error:
+        found.update(found=True, error=type(error).__name__, message=error.message)
+        usage = isinstance(error, DeliveryChanged)  # `run` exits so for each
+        return found, exits.USAGE if usage else exits.INPUT_UNUSABLE
+    return found, None
 
 
 def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
@@ -149,8 +185,11 @@ def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
     sys.exit(code)
 
 
-def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> None:
-    """Print the report for people: a summary, then each row that will not be sent."""
+def _show(
+    console: Console, report: IntakeReport, rejects_path: Path | None, earlier: dict[str, Any]
+) -> None:
+    """Print the report for people: a summary, each row that will not be sent, and what the
+    file's earlier runs say (``earlier``, see _earlier_runs)."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}")
@@ -191,6 +230,10 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
             console.print(f"... and {more} more; --rejects FILE writes them all.")
     if rejects_path is not None:
         console.print(f"Rejects report: {rejects_path}")
+    if earlier.get("error"):
+        console.print(f"[red]`run` would refuse this file ({earlier['error']})[/]:")
+        console.print(earlier["message"], markup=False)
+        return
     if not report.valid:
         console.print("[red]Nothing to send[/]: no row is valid and sendable; `run` would stop.")
     elif report.rejected:
@@ -200,6 +243,25 @@ def _show(console: Console, report: IntakeReport, rejects_path: Path | None) -> 
         )
     else:
         console.print(f"[green]All good[/]: {report.valid} row(s) would be sent.")
+    console.print(_earlier_note(earlier), markup=False)
+
+
+def _earlier_note(earlier: dict[str, Any]) -> str:
+    """What was, or was not, checked against the file's earlier runs (rows already sent
+    are skipped by `run` in any case)."""
+    if not earlier.get("checked"):
+        return (
+            "(Not checked against earlier runs of this file: `run` refuses a file whose earlier"
+            " runs used other --templates or --attachments folders, or a template set since"
+            " renamed or removed; give --workdir, the run's, to check that too.)"
+        )
+    where = earlier["workdir"]
+    if not earlier.get("found"):
+        return f"(No earlier run of this file in {where}.)"
+    return (
+        f"(Checked against its earlier runs in {where}: the same --templates and --attachments"
+        " folders, every template set they used is here; rows they sent are skipped.)"
+    )
 
 
 commands: list[click.Command] = [validate_command]

@@ -38,6 +38,12 @@ _PASSING = frozenset(
         "Lambda.ClientExecutionTimeoutException",
     }
 )
+# How a drill's used-up quota (``--faults quota-after=N``) begins its message, in the failed
+# row's batch and in every batch its halt holds: the account's real quota is not used up.
+DRILL_QUOTA = "faults: quota-after="
+# The code of the halt such a drill records (a new run without the drill lifts it).
+DRILL_QUOTA_CODE = "DrillQuota"
+
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
 
@@ -87,6 +93,13 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         pairs.append((error, message))
     errors = {name for name, _ in pairs}
     halted = " ".join(text for name, text in pairs if name == "AccountSendingHalted").casefold()
+    if DRILL_QUOTA in halted:
+        return (
+            "the daily quota ran out in a drill (--faults quota-after), not in the account: to "
+            "send the rest, run the file again without --faults (that run lifts the drill's "
+            "halt; rows already sent are skipped). A redrive goes on with the drill's faults, "
+            "so it stops the same way after as many messages."
+        )
     if "quota" in halted:
         return (
             "the 24-hour sending quota is used up, so a redrive now stops the same way. Redrive "

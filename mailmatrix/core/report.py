@@ -179,9 +179,11 @@ def other_letter_hint(counts: Mapping[str, int]) -> str | None:
         return None
     return (
         f"{rows} row(s) failed as {OTHER_LETTER_SENT}: an earlier run sent their address the"
-        " letter of another template set (their Status changed?), and no retry sends them. If"
-        " the old Status was right, set it back; if they must have the new letter as well, put"
-        " those rows alone in a file of another name and run that."
+        " letter of another template set, and no retry sends them. Either their Status changed,"
+        " or templates/manifest.yaml now maps it to another set (a set renamed, say, its old"
+        " name kept for another Status). If the earlier letter was right, set the Status or"
+        " the mapping back; if they must have the new letter as well, put those rows alone in"
+        " a file of another name and run that."
     )
 
 
@@ -250,7 +252,9 @@ def summarize_results(
         outcomes[status] += 1
         numbers = per_template[row.get("template") or "?"]
         numbers[status] = numbers.get(status, 0) + 1
-        possible_duplicates += bool(row.get("takeover"))
+        # Only rows this execution sent: a row sent earlier keeps its mark in the per-row
+        # report, but the run that sent it reported it (counted again, it reads as a new one).
+        possible_duplicates += status == "sent" and bool(row.get("takeover"))
         if status == "failed" and "not verified" not in (row.get("reason") or ""):
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
@@ -315,7 +319,7 @@ def progress_counts(
         ours = outcome.attempt in attempts
         if outcome.state == "sent":
             found["sent" if ours else "skipped"] += 1
-            possible_duplicates += outcome.doubtful
+            possible_duplicates += ours and outcome.doubtful  # (another run reported its own)
         elif outcome.state == "failed":
             found["failed"] += 1
         else:  # claimed as it ended, or given back after a try that may have been taken

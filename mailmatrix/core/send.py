@@ -484,14 +484,17 @@ class _Batch:
         if halt is None:
             return
         hold = float(self.campaign.get("halt_hold_seconds", self.policy.halt_hold_s))
-        left = halt.at + hold - self.clock()
-        if left > 0:
+        age = self.clock() - halt.at
+        if age < hold:
+            # What happened, not when to redrive: the advice beside it (core.failures) says
+            # that, from the reason (a used-up quota lasts longer than the hold).
+            when = f"{age:.0f} s ago" if age >= 1 else "just now"
             raise _Stop(
                 AccountSendingHalted(
-                    f"send_batch: campaign {self.campaign_id} halted by attempt {halt.attempt}:"
-                    f" {halt.reason} (batches stop for {hold:.0f} s after a halt: redrive in"
-                    f" {left:.0f} s or later, once the cause is fixed)",
-                    details={"code": halt.code, "halted_at": halt.at},
+                    f"send_batch: campaign {self.campaign_id} halted {when} by an earlier"
+                    f" batch: {halt.reason} (a halt holds the campaign's batches for"
+                    f" {hold:.0f} s; a redrive lifts it at once)",
+                    details={"code": halt.code, "halted_at": halt.at, "attempt": halt.attempt},
                 )
             )
 
@@ -819,9 +822,10 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
         "code": OTHER_LETTER_SENT,
         "reason": (
             f"an earlier run of this file sent this address the {other!r} letter: the"
-            f" {item['template']!r} one would contradict it, so it is not sent (the Status"
-            " changed?); to send it all the same, put this row alone in a file of another name"
-            " and run that (all the rows under a new name would mail everyone again)"
+            f" {item['template']!r} one would contradict it, so it is not sent (the row's"
+            f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
+            " all the same, put this row alone in a file of another name and run that (all the"
+            " rows under a new name would mail everyone again)"
         ),
     }
 

@@ -80,8 +80,10 @@ def test_when_the_quota_runs_out_the_alert_says_so_and_to_wait(account, monkeypa
     assert "Error: States.ExceedToleratedFailureThreshold" in message
     assert "Why sending stopped:\n  AccountSendingHalted (" in message
     assert "Daily message quota exceeded" in message
-    # AND says that a redrive makes sense once the 24-hour window has moved, and how
-    assert "When to redrive: the 24-hour sending quota is used up" in message
+    # AND says that the quota ran out in a drill (the account's is not used up: no 24-hour
+    # wait), and how to go on
+    assert "When to redrive: the daily quota ran out in a drill (--faults quota-after)" in message
+    assert "24-hour" not in message
     arn = record["executionArn"]
     assert f"Redrive: mailmatrix aws redrive {arn} --stack {e2e.STACK}" in message
     assert f"#/v2/executions/details/{arn}" in message
@@ -134,7 +136,28 @@ def test_the_alert_goes_out_when_the_batches_cannot_be_read(account, monkeypatch
         ("Throttled", "ses: Throttling: Maximum sending rate exceeded.", "redrive in a few"),
         ("Lambda.Unknown", "SendBatchFunction: the process died", "redrive now"),
         ("ClaimBusy", "send_batch: invocation r-1 is still sending", "once it has ended"),
+        (
+            "AccountSendingHalted",
+            "send_batch: row 7: account cannot send: ses: Daily message quota exceeded.",
+            "the 24-hour sending quota is used up",
+        ),
+        (
+            "AccountSendingHalted",
+            "send_batch: campaign c-1 halted 9 s ago by an earlier batch: ses: Daily message"
+            " quota exceeded. (a halt holds the campaign's batches for 60 s; a redrive lifts it"
+            " at once)",
+            "the 24-hour sending quota is used up",
+        ),
+        (
+            "AccountSendingHalted",
+            "send_batch: campaign c-1 halted 9 s ago by an earlier batch: faults:"
+            " quota-after=5: Daily message quota exceeded. (a halt holds the campaign's batches"
+            " for 60 s; a redrive lifts it at once)",
+            "ran out in a drill (--faults quota-after), not in the account: to send the rest,"
+            " run the file again without --faults",
+        ),
     ],
+    ids=["throttled", "died", "busy", "quota", "quota-held", "drill-quota-held"],
 )
 def test_the_advice_follows_the_batches_error(error, cause, advice):
     from mailmatrix.core.failures import THRESHOLD_EXCEEDED, Stopped, redrive_advice

@@ -550,16 +550,22 @@ def test_a_sender_whose_name_holds_a_comma_sends_every_row(tmp_path):
         )
 
 
-def test_a_later_run_keeps_reporting_a_possible_duplicate(tmp_path):
+def test_a_possible_duplicate_is_reported_by_its_run_and_only_marked_in_later_reports(tmp_path):
     # GIVEN a run whose attempt ended abruptly after its 3rd message, which went out twice
     args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--json"]
     first = json.loads(CliRunner().invoke(cli, [*args, "--faults", "crash-after=3"]).stdout)
     assert first["counts"]["possible_duplicates"] == 1
     # WHEN the file is run again (nothing left to send)
     again = json.loads(CliRunner().invoke(cli, args).stdout)
-    # THEN its summary and report still say that recipient may have had it twice
+    # THEN the later run's summary and its line in the listing do not count it again (it
+    # read as a new duplicate each time), while its per-row report still marks the row
     assert again["counts"]["skipped"] == 18
-    assert again["counts"]["possible_duplicates"] == 1
+    assert again["counts"]["possible_duplicates"] == 0
+    text = CliRunner().invoke(cli, ["run", *args[1:-1]]).output
+    assert "more than once" not in text
+    wide = CliRunner(env={"COLUMNS": "400"})  # one line per execution
+    listing = wide.invoke(cli, ["executions", "--workdir", str(tmp_path)]).output
+    assert listing.count("may have arrived more than once") == 1
     with open(again["report"], encoding="utf-8-sig", newline="") as report:
         doubtful = [
             r for r in csv.DictReader(report) if "may have arrived more than once" in r["reason"]
@@ -760,17 +766,44 @@ def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_pat
     assert "faults: quota-after=3: Daily message quota exceeded." in halted[0]
 
 
+def test_show_of_a_superseded_then_redriven_execution_names_the_newer_one_and_no_stale_error(
+    tmp_path,
+):
+    workdir = str(tmp_path / "work")
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
+    # GIVEN a run stopped by a quota drill, and the file run again since (which sent the rest)
+    first = json.loads(CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"]).stdout)
+    newer = json.loads(CliRunner().invoke(cli, run).stdout)["execution"]
+    show = ["show", first["execution"], "--workdir", workdir]
+
+    # WHEN the first is shown THEN it names the newer execution that sends the file
+    failed = " ".join(CliRunner().invoke(cli, show, env=WIDE).output.split())
+    assert f"superseded: a newer run of the file sends it, execution {newer}" in failed
+    assert "SendEmails (Map) FAILED" in failed
+
+    # WHEN it is redriven (its Map succeeds, sending nothing) and shown again THEN the Map's
+    # old error is no longer printed as if it were the Map's state now
+    CliRunner().invoke(cli, ["redrive", first["execution"], "--workdir", workdir])
+    redriven = " ".join(CliRunner().invoke(cli, show, env=WIDE).output.split())
+    assert "SendEmails (Map) SUCCEEDED" in redriven
+    assert "(after an earlier try failed: States.ExceedToleratedFailureThreshold)" in redriven
+    assert f"execution {newer}" in redriven
+    # AND the newer one, which sent the whole file, names no other
+    shown = CliRunner().invoke(cli, ["show", newer, "--workdir", workdir], env=WIDE).output
+    assert "superseded: " not in shown
+
+
 def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tmp_path):
     workdir = tmp_path / "work"
     # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
     args = ["--faults", "quota-after=3", "--batch-size", "2", "--workdir", str(workdir)]
     code, output = _run(str(EXAMPLE / "recipients.csv"), *args)
 
-    # THEN it says the batches' error and reason, and that resuming waits for the quota
+    # THEN it says the batches' error and reason, and that the quota is the drill's
     assert code == 1
     flat = " ".join(output.split())
     assert "AccountSendingHalted (" in flat and "Daily message quota exceeded." in flat
-    assert "When to resume: the 24-hour sending quota is used up" in flat
+    assert "When to resume: the daily quota ran out in a drill (--faults quota-after)" in flat
     assert flat.index("When to resume") < flat.index("Resume (rows already sent are skipped)")
     # AND the alert says the same, the Map's error's cause being no stack trace
     (alert,) = [
@@ -780,7 +813,7 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     ]
     assert alert["subject"] == "MailMatrix execution FAILED: AccountSendingHalted"
     assert "Why sending stopped:\n  AccountSendingHalted (" in alert["message"]
-    assert "When to redrive: the 24-hour sending quota is used up" in alert["message"]
+    assert "When to redrive: the daily quota ran out in a drill" in alert["message"]
     assert "stackTrace" not in alert["message"]
 
 
@@ -804,23 +837,63 @@ def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stac
         assert trace not in alerts
 
 
-def test_a_run_during_a_quota_halt_says_whole_why_and_when_to_come_back(tmp_path):
-    workdir = str(tmp_path / "work")
-    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir, "--json"]
-    # GIVEN a run halted by the account's daily quota (a drill)
-    halted = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
-    assert halted.exit_code == 1
+def test_a_run_during_the_accounts_quota_halt_gives_one_advice(tmp_path):
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    # GIVEN a file run once, and the account's daily quota used up since (a halt recorded)
+    CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"])
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.local import campaign_of_file
+
+    ledger = SqliteLedger(str(workdir / "ledger.sqlite3"))
+    reason = "ses: Throttling: Daily message quota exceeded."
+    ledger.halt(
+        campaign_of_file(EXAMPLE / "recipients.csv"),
+        code="Throttling",
+        reason=reason,
+        attempt="arn:aws:states:eu-west-1:123456789012:execution:M/SendEmails:1",
+    )
+    ledger.close()
 
     # WHEN the file runs again within the halt's hold
     again = CliRunner().invoke(cli, run)
 
-    # THEN its batches say the whole halt: which batch halted (by its ARN), why, and when
-    # to redrive, to the end of the sentence
+    # THEN it fails (exit 1) saying what halted it and the reason, to the end of the sentence,
+    # and when to come back once: no "redrive in N s" beside the 24-hour advice, no ARN
     assert again.exit_code == 1
-    (details,) = json.loads(again.stdout)["failure_details"]
-    assert " halted by attempt arn:aws:states:" in details
-    assert ": quota-after=3: Daily message quota exceeded. (batches stop for 60 s" in details
-    assert details.endswith(" or later, once the cause is fixed)")
+    result = json.loads(again.stdout)
+    (details,) = result["failure_details"]
+    assert " by an earlier batch: ses: Throttling: Daily message quota exceeded. (" in details
+    assert details.endswith("a redrive lifts it at once)")
+    assert "redrive in" not in details and "arn:" not in details
+    assert result["redrive_advice"].startswith("the 24-hour sending quota is used up")
+
+
+def test_a_run_after_a_quota_drill_is_not_held_by_the_drills_halt(tmp_path):
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    # GIVEN a run halted by a drill's daily quota after 3 messages
+    drilled = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3", "--batch-size", "2"])
+    assert drilled.exit_code == 1
+    advice = json.loads(drilled.stdout)["redrive_advice"]
+    assert advice.startswith("the daily quota ran out in a drill (--faults quota-after)")
+    assert "24-hour" not in advice
+
+    # WHEN the drill runs again within the halt's hold THEN the drill's halt holds it, and
+    # the advice says it is the drill's, once
+    held = CliRunner().invoke(cli, [*run, "--faults", "quota-after=3"])
+    assert held.exit_code == 1
+    result = json.loads(held.stdout)
+    (details,) = result["failure_details"]
+    assert "by an earlier batch: faults: quota-after=3: Daily message quota exceeded." in details
+    assert result["redrive_advice"] == advice
+
+    # WHEN the file runs without the drill, at once THEN it sends the rest (it failed, saying
+    # both "redrive in 51 s" and to wait 24 hours)
+    plain = CliRunner().invoke(cli, run)
+    assert plain.exit_code == 0, plain.output
+    counts = json.loads(plain.stdout)["counts"]
+    assert (counts["sent"] + counts["skipped"], counts["unsent"]) == (18, 0)
 
 
 def test_a_redrive_of_an_older_execution_rewrites_only_its_own_report(tmp_path):
@@ -1034,12 +1107,14 @@ def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
 
     # THEN it carries the run's templates, and the run is not refused for its way (without
     # them it was, in turn: a trial's dead end); it validates the corrected file and goes on
-    # to send (here it meets the drill's quota halt again, which only a redrive lifts)
+    # to send (a run without the drill is not held by the drill's quota halt)
     assert command[command.index("--templates") + 1] == str(templates.resolve())
     assert rerun.exit_code != 2, rerun.output
     assert "earlier runs of this file" not in rerun.output
-    assert json.loads(rerun.stdout)["counts"]["valid"] == 18
-    assert len(_recipients(workdir / "outbox")) == sent
+    counts = json.loads(rerun.stdout)["counts"]
+    assert counts["valid"] == 18
+    assert (counts["skipped"], counts["sent"]) == (sent, 18 - sent)
+    assert len(_recipients(workdir / "outbox")) == 18
 
 
 def test_a_redrive_of_a_run_that_failed_in_validation_is_refused_once_the_file_changed(
@@ -1139,6 +1214,77 @@ def _sent_with_own_templates(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     args += ["--templates", str(templates)]
     assert CliRunner().invoke(cli, args).exit_code == 0
     return templates, workdir, args
+
+
+def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_path):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, workdir, _ = _sent_with_own_templates(tmp_path)
+    csv_path = str(EXAMPLE / "recipients.csv")
+    validate = ["validate", csv_path, "--templates", str(templates), "--workdir", str(workdir)]
+    # (as it is: the check passes, saying it was made; the rejected rows decide the exit)
+    passed = CliRunner().invoke(cli, validate, env=WIDE)
+    assert passed.exit_code == 4, passed.output
+    assert "(Checked against its earlier runs in " in passed.output
+
+    # WHEN its set offer is renamed THEN validate says that run refuses the file, as run
+    # does, with run's exit code (it said "the 16 valid rows would be sent")
+    _rename_set(templates, "offer", "offer_letter")
+    renamed = CliRunner().invoke(cli, validate, env=WIDE)
+    ran = CliRunner().invoke(cli, ["run", csv_path, *validate[2:]])
+    assert renamed.exit_code == ran.exit_code == 3, ran.output
+    said = " ".join(renamed.output.split())
+    assert "`run` would refuse this file (TemplateSetsChanged):" in said
+    assert "template set(s) 'offer', which the templates no longer have" in said
+    assert "row(s) would be sent" not in said
+    as_json = json.loads(CliRunner().invoke(cli, [*validate, "--json"]).stdout)
+    assert as_json["earlier_runs"]["error"] == "TemplateSetsChanged"
+
+    # WHEN another templates folder is given THEN it is refused as run refuses it (exit 2)
+    other = CliRunner().invoke(cli, ["validate", csv_path, "--workdir", str(workdir)], env=WIDE)
+    assert other.exit_code == 2, other.output
+    assert f"used --templates {templates}" in other.output
+
+
+def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_path):
+    result = CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv")], env=WIDE)
+
+    assert result.exit_code == 4, result.output
+    assert "(Not checked against earlier runs of this file: " in result.output
+    assert "give --workdir, the run's, to check that too.)" in result.output
+    as_json = json.loads(
+        CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv"), "--json"]).stdout
+    )
+    assert as_json["earlier_runs"] == {"checked": False}
+
+
+def test_a_set_renamed_with_its_old_name_kept_for_another_status_is_not_blamed_on_the_status(
+    tmp_path,
+):
+    # GIVEN the example campaign sent with a copy of the bundled templates
+    templates, _, args = _sent_with_own_templates(tmp_path)
+    # AND its set offer renamed offer_2027 for the Status Offer, the old name kept beside it
+    # for another Status (so the run is not refused as TemplateSetsChanged)
+    shutil.copytree(templates / "offer", templates / "offer_2027")
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    renamed = "\n  offer_2027:\n    when: [Offer]\n  offer:\n    when: [Old Offer]"
+    manifest.write_text(text.replace("\n  offer:\n    when: [Offer]", renamed), encoding="utf-8")
+
+    # WHEN the file runs again
+    again = CliRunner().invoke(cli, [*args, "--json"])
+
+    # THEN the offers fail as OtherLetterSent, in words that fit a mapping changed as well as
+    # a Status changed (they said "(the Status changed?)"; the rows' Status had not)
+    assert again.exit_code == 5, again.output
+    result = json.loads(again.stdout)
+    assert result["counts"]["other_letter"] == result["counts"]["failed"] > 0
+    with open(result["report"], encoding="utf-8-sig", newline="") as stream:
+        reasons = {r["reason"] for r in csv.DictReader(stream) if r["status"] == "failed"}
+    (reason,) = reasons
+    assert "(the row's Status changed, or the manifest now maps it to 'offer_2027')" in reason
+    shown = " ".join(CliRunner().invoke(cli, args).output.split())
+    assert "Either their Status changed, or templates/manifest.yaml now maps it to" in shown
+    assert "Status changed?" not in shown
 
 
 def test_renaming_a_template_set_after_a_run_is_refused(tmp_path):

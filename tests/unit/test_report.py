@@ -81,6 +81,29 @@ def test_counts_per_outcome_and_template():
     assert report[3]["code"] == "Throttled" and "slow" in report[3]["reason"]
 
 
+def test_a_possible_duplicate_sent_by_an_earlier_run_is_not_counted_again():
+    # GIVEN a batch that skips a row an earlier run sent, which may have arrived twice, and
+    # sends one that may have arrived twice now (a takeover from an attempt that died)
+    ok = _child(
+        "SUCCEEDED",
+        [_item(2, "offer"), _item(3, "offer")],
+        output={
+            "rows": [
+                {"row": 2, "status": "skipped", "reason": "already sent", "takeover": "died"},
+                {"row": 3, "status": "sent", "message_id": "m3", "takeover": "died"},
+            ]
+        },
+    )
+
+    # WHEN summarized
+    summary = summarize_results(CAMPAIGN, VALIDATION, [ok])
+
+    # THEN only this execution's own is counted, while the report still marks both rows
+    assert summary.counts["possible_duplicates"] == 1
+    report = list(csv.DictReader(io.StringIO(summary.report_csv().decode("utf-8-sig"))))
+    assert ["may have arrived more than once" in r["reason"] for r in report] == [True, True]
+
+
 def test_subject_is_short_ascii():
     campaign = {**CAMPAIGN, "source": {"bucket": "b", "key": "incoming/Zusagen-Ü" + "x" * 120}}
     summary = summarize_results(campaign, VALIDATION, [])
@@ -191,7 +214,7 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
     outcomes = {
         "k-sent": Outcome("k-sent", 2, "sent", "m2", attempt=ours),
         "k-twice": Outcome("k-twice", 3, "sent", "m3", attempt=ours, takeovers=1),
-        "k-before": Outcome("k-before", 4, "sent", "m4", attempt=other),
+        "k-before": Outcome("k-before", 4, "sent", "m4", attempt=other, takeovers=1),
         "k-refused": Outcome("k-refused", 5, "failed", code="MessageRejected", attempt=ours),
         "k-held": Outcome("k-held", 6, "claimed", attempt=ours),
         "k-elsewhere": Outcome("k-elsewhere", 7, "claimed", attempt=other),
@@ -204,7 +227,8 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
     counts = progress_counts(VALIDATION, keys, outcomes, {ours})
 
     # THEN its own sends, other runs' sends, its claims held as it ended or given back after a
-    # try that may have been taken, and the rest are told apart
+    # try that may have been taken, and the rest are told apart; a possible duplicate another
+    # run sent is that run's to report, not this one's
     assert counts == {
         "rows": 6,
         "valid": 5,

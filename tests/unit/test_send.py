@@ -499,7 +499,8 @@ def test_an_account_halt_stops_this_batch_and_every_other_until_the_hold_ends(le
     assert halted.value.details["deferred"] == [3, 4]
     assert "account cannot send" in halted.value.message
     assert sibling.value.details["deferred"] == [5, 6, 7]
-    assert "halted by attempt child-1" in sibling.value.message
+    assert "halted just now by an earlier batch: " in sibling.value.message
+    assert sibling.value.details["attempt"] == "child-1"
     assert len(ses.calls) == 2
     assert clock.slept == []
 
@@ -694,17 +695,19 @@ def test_other_mailers_errors_follow_their_retryable_flag(ledger, clock):
     assert len(clock.slept) == 1
 
 
-def test_a_redrive_within_the_hold_is_told_when_to_come_back(ledger, clock):
+def test_a_batch_within_the_hold_says_what_halted_it_and_leaves_when_to_the_advice(ledger, clock):
     ledger.halt(CID, code="Throttling", reason="Daily message quota exceeded.", attempt="x")
     clock.sleep(15)
 
     with pytest.raises(AccountSendingHalted) as halted:
         run(items(1), Scripted(), ledger, clock)
 
+    # (a "redrive in 45 s" here contradicted the advice to wait for the 24-hour quota)
     assert halted.value.message == (
-        f"send_batch: campaign {CID} halted by attempt x: Daily message quota exceeded."
-        " (batches stop for 60 s after a halt: redrive in 45 s or later, once the cause is fixed)"
+        f"send_batch: campaign {CID} halted 15 s ago by an earlier batch: Daily message quota"
+        " exceeded. (a halt holds the campaign's batches for 60 s; a redrive lifts it at once)"
     )
+    assert halted.value.details["attempt"] == "x"
 
 
 def test_a_template_error_fails_the_row_now_but_not_for_good(ledger, clock):
@@ -801,7 +804,7 @@ def test_a_halt_recorded_by_another_batch_stops_this_one_at_its_next_lookup(ledg
     # (0.3 s) finds the halt, and rows 5-7 are left for a later attempt
     assert mailer.sends == 3
     assert stopped.value.details["deferred"] == [5, 6, 7]
-    assert "halted by attempt sibling" in stopped.value.message
+    assert "halted just now by an earlier batch: Daily quota" in stopped.value.message
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "rejected": [],
         "duplicates": [],
         "skipped": [],
+        "earlier_runs": {"checked": False},
     }  # fmt: skip
 
 
@@ -314,7 +315,7 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     # THEN the one that attaches nothing is all good, with no note of the folder; the other
     # is told why the folder matters
     assert without.exit_code == exits.OK, without.output
-    assert "attachments folder" not in without.output
+    assert "no attachments folder" not in without.output
     assert "no attachments folder" in with_column.output
     assert "the file has an Attachment_File column" in with_column.output
 
