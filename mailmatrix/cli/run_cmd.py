@@ -330,11 +330,26 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
         return
     console.print(f"[bold]Rows that failed at sending[/bold] ({failed}):")
     for row in rows:
-        reason = " ".join((row.get("reason") or "").split())
-        reason = reason if len(reason) <= 200 else reason[:199] + "…"
+        reason = _shown_reason(row.get("reason") or "")
         console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
     if failed > len(rows):
         console.print(f"  ... and {failed - len(rows)} more in {report}", markup=False)
+
+
+# Long enough for the reasons that end with what to do (OtherLetterSent, AttachmentChanged);
+# a server's long refusal is cut.
+SHOWN_REASON_CHARS = 500
+
+
+def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
+    """``reason`` on one line of at most ``limit`` characters: a longer one loses its middle,
+    not its end, where a reason says what to do (the per-row report has the rest)."""
+    text = " ".join(reason.split())
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) // 2
+    tail = limit - 3 - head
+    return f"{text[:head]} … {text[-tail:]}"
 
 
 @click.command("run")

@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from mailmatrix.cli.run_cmd import print_summary
+from mailmatrix.core.report import OTHER_LETTER_SENT, REPORT_COLUMNS
+from mailmatrix.core.send import _attachment_changed, _other_letter_row
 from tests.memory import TracedPeak
 
 COLUMNS = ["row", "email", "column", "reason", "outcome"]
@@ -54,3 +56,65 @@ def test_the_summary_lists_the_first_rejects_and_counts_the_rest_row_by_row(tmp_
     assert lines[start + 41] == f"  ... and 19980 more in {rejects}"
     # AND it read the report a row at a time: the whole of it as rows took over 20 MB
     assert peak.bytes < 5_000_000
+
+
+def failures_report(path: Path, rows: list[tuple[int, str, str]]) -> Path:
+    """A per-row report as Summarize writes it, of failed ``rows`` (row, code, reason)."""
+    with path.open("w", encoding="utf-8-sig", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(REPORT_COLUMNS)
+        for row, code, reason in rows:
+            writer.writerow([row, f"p{row}@example.com", "", "offer", "failed", "", code, reason])
+    return path
+
+
+RETRY = "mailmatrix run r.csv --retry-failed --workdir w"
+RUN_AGAIN = "mailmatrix run r.csv --workdir w"
+
+
+def succeeded_with_failures(report: Path, failed: int, attachment_changed: int) -> dict:
+    """The result of a run that ended with ``failed`` rows failed at sending, of them
+    ``attachment_changed`` as AttachmentChanged."""
+    counts = {"rows": 4, "valid": 4, "sent": 4 - failed, "skipped": 0, "rejected": 0}
+    counts |= {"duplicates": 0, "failed": failed, "attachment_changed": attachment_changed}
+    return {
+        "status": "SUCCEEDED",
+        "execution": "e-1",
+        "counts": counts,
+        "outbox": "w/outbox",
+        "report": str(report),
+        "workdir": "w",
+        "retry_command": RETRY,
+        "run_again_command": RUN_AGAIN,
+    }
+
+
+def printed(result: dict) -> str:
+    out = io.StringIO()
+    print_summary(Console(file=out, width=100), result)
+    return out.getvalue()
+
+
+def test_the_failed_rows_listed_keep_the_advice_their_reasons_end_with(tmp_path):
+    # GIVEN rows failed with the reasons that end with what to do, and a server's long refusal
+    other = _other_letter_row({"row": 2, "template": "offer_engineering"}, "offer_sales")
+    changed = _attachment_changed(
+        "b.pdf is not the file validation listed (replaced, edited, or relinked to another"
+        " file since?)"
+    )
+    refusal = "550 refused: " + "x" * 1500 + " see https://example.com/why"
+    rows = [(2, OTHER_LETTER_SENT, other["reason"]), (3, "AttachmentChanged", changed)]
+    report = failures_report(tmp_path / "report.csv", [*rows, (4, "Refused", refusal)])
+
+    # WHEN the summary is printed
+    output = printed(succeeded_with_failures(report, failed=3, attachment_changed=1))
+
+    # THEN each reason is shown whole, up to its advice
+    flat = " ".join(output.split())
+    assert other["reason"] in flat
+    assert changed in flat
+    # AND a longer one loses its middle, not its start or end
+    shown = flat[flat.index("row 4 [Refused]: ") :].split(" Execution: ")[0]
+    assert shown.startswith("row 4 [Refused]: 550 refused: xxx")
+    assert shown.endswith("xxx see https://example.com/why")
+    assert " … " in shown and len(shown) < 550
