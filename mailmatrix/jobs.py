@@ -201,17 +201,31 @@ def retry_command(source: Source, stack: str, *, unknown: bool = False) -> str:
     """The command that sends the file's failed rows again (``unknown``: those failed as
     OutcomeUnknown): on the functions' stack, or on this machine (where the run's summary
     prints it whole, with its --workdir)."""
-    flag = "--retry-unknown" if unknown else "--retry-failed"
+    return _send_command(source, stack, "unknown" if unknown else "failed")
+
+
+def run_again_command(source: Source, stack: str) -> str:
+    """The command that sends the file again as it is now, asking for no failed rows: it
+    validates the file and its attachments anew and skips the rows already sent (what rows
+    failed as AttachmentChanged need)."""
+    return _send_command(source, stack, None)
+
+
+def _send_command(source: Source, stack: str, retry: str | None) -> str:
+    """The command that sends the file of ``source`` where it runs, asking for its rows failed
+    as ``retry`` ("failed", "unknown"; None: none of them)."""
+    flag = f" --retry-{retry}" if retry else ""
     if not stack:
-        return f"mailmatrix run FILE {flag}"
+        return f"mailmatrix run FILE{flag}"
     name = source.key.rsplit("/", 1)[-1]
     if source.key == "incoming/" + name:
-        return f"mailmatrix aws send {shlex.quote(name)} --stack {stack} {flag}"
+        return f"mailmatrix aws send {shlex.quote(name)} --stack {stack}{flag}"
     # `aws send` uploads to incoming/NAME: a campaign is its key, so another key is uploaded
     # again as it was
     target = shlex.quote(f"s3://{source.bucket}/{source.key}")
-    metadata = RETRY_UNKNOWN_METADATA if unknown else RETRY_FAILED_METADATA
-    return f"aws s3 cp {shlex.quote(name)} {target} --metadata {metadata}=true"
+    metadata = RETRY_UNKNOWN_METADATA if retry == "unknown" else RETRY_FAILED_METADATA
+    asked = f" --metadata {metadata}=true" if retry else ""
+    return f"aws s3 cp {shlex.quote(name)} {target}{asked}"
 
 
 def _drop_rows(path: str, rows: frozenset[int], dropped: Callable[[dict], None]) -> None:
@@ -508,6 +522,7 @@ def validate_job(
         "dry_run": dry_run,
         "retry_command": retry_command(source, settings.stack),
         "retry_unknown_command": retry_command(source, settings.stack, unknown=True),
+        "run_again_command": run_again_command(source, settings.stack),
     }
     counts = {
         "rows": report.rows,

@@ -22,6 +22,7 @@ from mailmatrix.cli.options import check_sender
 from mailmatrix.core.report import (
     FAILED_APART,
     SUPERSEDED,
+    attachment_changed_advice,
     other_letter_hint,
     progress_counts,
     superseded_hint,
@@ -196,11 +197,12 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         ("Excluded by Status", "excluded"),
         ("Failed", "failed"),
         ("  of them left to a newer run of the file", "superseded"),
+        ("  of them with an attachment changed since validation", "attachment_changed"),
         ("Being sent as the run ended (in doubt)", "in_doubt"),
         ("Not attempted" if result["status"] == "SUCCEEDED" else "Not sent yet", "unsent"),
     ]
     for label, key in rows:
-        if key in ("excluded", "superseded", "in_doubt", "unsent") and not counts.get(key):
+        if key in _SHOWN_IF_ANY and not counts.get(key):
             continue
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
@@ -262,6 +264,13 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 markup=False,
                 soft_wrap=True,
             )
+        if counts.get("attachment_changed"):
+            console.print(f"[yellow]{attachment_changed_advice(counts['attachment_changed'])}[/]")
+            console.print(
+                result.get("run_again_command") or "mailmatrix run FILE",
+                markup=False,
+                soft_wrap=True,
+            )
         if unknown:
             console.print(f"[yellow]{unknown_advice(unknown)}[/yellow]")
             console.print(
@@ -290,6 +299,10 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
     console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
     console.print(f"mailmatrix redrive {result['execution']} {where}", markup=False, soft_wrap=True)
+
+
+# The rows of the summary's table shown only when their count is not 0.
+_SHOWN_IF_ANY = ("excluded", "superseded", "attachment_changed", "in_doubt", "unsent")
 
 
 def _sent_label(result: dict[str, Any]) -> str:
@@ -506,14 +519,19 @@ def run(
 def retry_commands(
     csv_file: str, workdir: Path, given: dict[str, Any], unsubscribe: str | None
 ) -> dict[str, str]:
-    """The commands that send the file's failed rows again (retry_command) and those failed as
-    OutcomeUnknown (retry_unknown_command), with every option ``given`` that the campaign's
+    """The commands that send the file's failed rows again (retry_command), those failed as
+    OutcomeUnknown (retry_unknown_command) and the file as it is now (run_again_command, for
+    rows failed as AttachmentChanged), with every option ``given`` that the campaign's
     letters and delivery came from: a retry without them is refused (check_campaign_way), or
     would send other letters. The SMTP password is left out (retry_note says so)."""
     smtp = given.get("--smtp")
     commands = {
-        key: run_command(csv_file, workdir, given, unsubscribe, f"--retry-{kind}")
-        for key, kind in (("retry_command", "failed"), ("retry_unknown_command", "unknown"))
+        key: run_command(csv_file, workdir, given, unsubscribe, *flags)
+        for key, flags in (
+            ("retry_command", ("--retry-failed",)),
+            ("retry_unknown_command", ("--retry-unknown",)),
+            ("run_again_command", ()),
+        )
     }
     if smtp and redacted(smtp) != smtp:
         commands["retry_note"] = (

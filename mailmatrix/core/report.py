@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from mailmatrix.errors import AttachmentChanged
 from mailmatrix.ports import OUTCOME_UNKNOWN
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class Summary:
                 "execution: rows already sent are skipped."
             )
         hints = [
+            attachment_changed_hint(self.counts, self.campaign),
             unknown_hint(self.counts, self.campaign),
             other_letter_hint(self.counts),
             superseded_hint(self.counts, self.superseded_by),
@@ -139,8 +141,9 @@ class Summary:
         return found
 
 
-# The counts of failed rows that the retry of failed rows does not send (each has a hint).
-FAILED_APART = ("unknown", "other_letter", "superseded")
+# The counts of failed rows each with a remedy of its own, not the retry of failed rows (each
+# has a hint): those failed as AttachmentChanged are sent by a plain run of the file.
+FAILED_APART = ("attachment_changed", "unknown", "other_letter", "superseded")
 
 
 def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
@@ -152,7 +155,15 @@ def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
     return str(campaign.get("retry_command") or "mailmatrix run FILE --retry-failed")
 
 
+def run_again_command(campaign: Mapping[str, Any]) -> str:
+    """The command that sends the campaign's file again where it ran, as it is now, as
+    validation set it (a campaign validated before it did is taken for a local one)."""
+    return str(campaign.get("run_again_command") or "mailmatrix run FILE")
+
+
 OTHER_LETTER_SENT = "OtherLetterSent"
+# The code of a row whose attachment changed after validation (see core.send).
+ATTACHMENT_CHANGED = AttachmentChanged.__name__
 # The code of a row an execution left to a newer upload of its file (see core.send).
 SUPERSEDED = "Superseded"
 
@@ -184,6 +195,25 @@ def other_letter_hint(counts: Mapping[str, int]) -> str | None:
         " name kept for another Status). If the earlier letter was right, set the Status or"
         " the mapping back; if they must have the new letter as well, put those rows alone in"
         " a file of another name and run that."
+    )
+
+
+def attachment_changed_hint(counts: Mapping[str, int], campaign: Mapping[str, Any]) -> str | None:
+    """What to do about the rows failed as AttachmentChanged, if any: run the file again."""
+    rows = counts.get("attachment_changed", 0)
+    if not rows:
+        return None
+    return f"{attachment_changed_advice(rows)} {run_again_command(campaign)}"
+
+
+def attachment_changed_advice(rows: int) -> str:
+    """What ``rows`` failed as AttachmentChanged need, up to the command that sends them
+    (which follows it): a run of the file, not the retry of failed rows."""
+    return (
+        f"{rows} row(s) failed as {ATTACHMENT_CHANGED}: their attachment changed after the"
+        " rows were validated, so they were not sent. Check that the attachments are the"
+        " right ones, then run the file again: it checks them as they are now and sends these"
+        " rows (rows already sent are skipped):"
     )
 
 
@@ -244,7 +274,7 @@ def summarize_results(
     outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
-    possible_duplicates = unknown = other_letter = superseded = 0
+    possible_duplicates = unknown = other_letter = superseded = attachment_changed = 0
     superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
@@ -259,6 +289,7 @@ def summarize_results(
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
         other_letter += status == "failed" and row.get("code") == OTHER_LETTER_SENT
+        attachment_changed += status == "failed" and row.get("code") == ATTACHMENT_CHANGED
         if status == "failed" and row.get("code") == SUPERSEDED:
             superseded += 1
             superseded_by = superseded_by or row.get("superseded_by")
@@ -277,6 +308,7 @@ def summarize_results(
         "failed": outcomes.get("failed", 0),
         "unknown": unknown,
         "other_letter": other_letter,
+        "attachment_changed": attachment_changed,
         "superseded": superseded,
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),
         "possible_duplicates": possible_duplicates,

@@ -1451,15 +1451,24 @@ def test_a_letter_edited_in_place_to_its_size_goes_out_only_once_validated_again
     # WHEN the operator corrects Bob's letter in place, to the same size, and redrives
     with open(folder / "b.pdf", "r+b") as stream:
         stream.write(b"%PDF-1.4 Bob, 64,000\n")
-    CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
 
     # THEN Bob's row is not sent with a letter validation never saw; Carl's is
     outbox = tmp_path / "w" / "outbox"
     assert _recipients(outbox) == {"anna@example.com": 1, "carl@example.com": 1}
     assert _report_rows(workdir)["bob@example.com"]["code"] == "AttachmentChanged"
+    # AND the summary counts the row apart, shows its reason to the end, and gives the one
+    # remedy the reason gives: run the file again, not a retry of failed rows
+    assert redriven.exit_code == 5, redriven.output
+    output = " ".join(redriven.output.split())
+    assert "of them with an attachment changed since validation │ 1" in output
+    assert "its attachments are checked again (rows already sent are skipped)" in output
+    assert "--retry-failed" not in output
+    command = redriven.output.splitlines()[-1]
+    assert command.startswith(f"mailmatrix run {csv_path} --workdir {workdir}")
 
-    # WHEN the file is run again, as the reason says
-    again = CliRunner().invoke(cli, ["run", str(csv_path), "--workdir", workdir])
+    # WHEN the command it printed is run as it is
+    again = CliRunner().invoke(cli, shlex.split(command)[1:])
 
     # THEN Bob gets the corrected letter, and nobody gets a second one
     assert again.exit_code == 0, again.output

@@ -64,6 +64,7 @@ def test_counts_per_outcome_and_template():
         "failed": 3,
         "unknown": 0,
         "other_letter": 0,
+        "attachment_changed": 0,
         "superseded": 0,
         "unsent": 0,
         "possible_duplicates": 0,
@@ -245,19 +246,43 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
 
 
 ON_AWS_UNKNOWN = "mailmatrix aws send offers.csv --stack mm --retry-unknown"
+ON_AWS_AGAIN = "mailmatrix aws send offers.csv --stack mm"
 
 
 @pytest.mark.parametrize(
-    ("codes", "retried"),
+    ("codes", "counted", "retried", "told"),
     [
-        (["OutcomeUnknown"], [ON_AWS_UNKNOWN]),
-        (["MessageRejected", "OutcomeUnknown"], [ON_AWS, ON_AWS_UNKNOWN]),
+        (["OutcomeUnknown"], "unknown", [ON_AWS_UNKNOWN], "Check whether they arrived"),
+        (
+            ["MessageRejected", "OutcomeUnknown"],
+            "unknown",
+            [ON_AWS, ON_AWS_UNKNOWN],
+            "Check whether they arrived",
+        ),
+        (
+            ["AttachmentChanged"],
+            "attachment_changed",
+            [ON_AWS_AGAIN],
+            "1 row(s) failed as AttachmentChanged",
+        ),
+        (
+            ["MessageRejected", "AttachmentChanged"],
+            "attachment_changed",
+            [ON_AWS, ON_AWS_AGAIN],
+            "1 row(s) failed as AttachmentChanged",
+        ),
     ],
-    ids=["unknown-only", "both"],
+    ids=["unknown-only", "unknown-and-other", "attachment-only", "attachment-and-other"],
 )
-def test_rows_failed_as_outcome_unknown_are_counted_and_retried_apart(codes, retried):
-    # GIVEN a campaign on a stack whose failed rows include one failed as OutcomeUnknown
-    campaign = {**CAMPAIGN, "retry_command": ON_AWS, "retry_unknown_command": ON_AWS_UNKNOWN}
+def test_rows_failed_apart_are_counted_and_given_their_own_command(codes, counted, retried, told):
+    # GIVEN a campaign on a stack whose failed rows include one failed as OutcomeUnknown (it
+    # may have arrived), or one whose attachment changed (a run of the file sends it)
+    campaign = {
+        **CAMPAIGN,
+        "retry_command": ON_AWS,
+        "retry_unknown_command": ON_AWS_UNKNOWN,
+        "run_again_command": ON_AWS_AGAIN,
+    }
     output = {
         "rows": [
             {"row": row, "status": "failed", "code": code, "reason": "why"}
@@ -270,13 +295,13 @@ def test_rows_failed_as_outcome_unknown_are_counted_and_retried_apart(codes, ret
     summary = summarize_results(campaign, VALIDATION, [child])
 
     # THEN it is counted apart from the other failures
-    assert (summary.counts["failed"], summary.counts["unknown"]) == (len(codes), 1)
-    # AND the notice gives the command for it apart, after saying to check first, and the
-    # other failures' command only when there are others
+    assert (summary.counts["failed"], summary.counts[counted]) == (len(codes), 1)
+    # AND the notice gives the command for it apart, after saying what to do first, and the
+    # other failures' command only when there are others: one remedy per row
     notice = summary.message(execution="e", report_key="k")
     commands = [line.rsplit(": ", 1)[1] for line in notice.splitlines() if "mailmatrix aws" in line]
     assert commands == retried
-    assert "Check whether they arrived" in notice
+    assert told in notice
 
 
 def test_rows_not_sent_another_sets_letter_are_not_told_to_be_retried():
@@ -290,6 +315,17 @@ def test_rows_not_sent_another_sets_letter_are_not_told_to_be_retried():
     assert summary.counts["other_letter"] == 1
     notice = summary.message(execution="e", report_key="k")
     assert "1 row(s) failed as OtherLetterSent" in notice
+    assert "--retry-failed" not in notice
+
+
+def test_a_campaign_validated_before_the_run_again_command_is_taken_for_a_local_one():
+    output = {"rows": [{"row": 2, "status": "failed", "code": "AttachmentChanged", "reason": "x"}]}
+    summary = summarize_results(
+        CAMPAIGN, VALIDATION, [_child("SUCCEEDED", [_item(2, "offer")], output)]
+    )
+
+    notice = summary.message(execution="e", report_key="k")
+    assert notice.endswith("(rows already sent are skipped): mailmatrix run FILE")
     assert "--retry-failed" not in notice
 
 

@@ -95,6 +95,38 @@ def printed(result: dict) -> str:
     return out.getvalue()
 
 
+def test_rows_whose_attachment_changed_are_given_the_run_of_the_file_not_the_retry(tmp_path):
+    # GIVEN a run whose only failed row's attachment changed after validation
+    changed = _attachment_changed("b.pdf is not the file validation listed")
+    report = failures_report(tmp_path / "report.csv", [(3, "AttachmentChanged", changed)])
+
+    # WHEN its summary is printed
+    output = printed(succeeded_with_failures(report, failed=1, attachment_changed=1))
+
+    # THEN it counts the row apart and gives the one remedy its reason gives: run the file
+    # again; no retry of failed rows
+    assert "of them with an attachment changed since validation │ 1" in output
+    assert "1 row(s) failed as AttachmentChanged" in output
+    assert output.splitlines()[-1] == RUN_AGAIN
+    assert "--retry-failed" not in output
+
+
+def test_other_failures_keep_the_retry_and_those_with_a_changed_attachment_the_run(tmp_path):
+    # GIVEN a run with two rows refused by the service and one whose attachment changed
+    changed = _attachment_changed("c.pdf is 19 bytes, it was 10")
+    rows = [(2, "MessageRejected", "refused"), (3, "AttachmentChanged", changed)]
+    report = failures_report(tmp_path / "report.csv", [*rows, (4, "MessageRejected", "no")])
+
+    # WHEN its summary is printed
+    lines = printed(succeeded_with_failures(report, failed=3, attachment_changed=1)).splitlines()
+
+    # THEN the retry is given for the two others, the run of the file for the third
+    retry = lines.index(RETRY)
+    assert lines[retry - 1].startswith("2 row(s) failed: the report gives each reason")
+    assert lines[retry + 1].startswith("1 row(s) failed as AttachmentChanged")
+    assert lines[-1] == RUN_AGAIN
+
+
 def test_the_failed_rows_listed_keep_the_advice_their_reasons_end_with(tmp_path):
     # GIVEN rows failed with the reasons that end with what to do, and a server's long refusal
     other = _other_letter_row({"row": 2, "template": "offer_engineering"}, "offer_sales")
