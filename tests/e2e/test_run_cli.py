@@ -1675,6 +1675,49 @@ def test_names_linked_to_another_recipient_s_letter_are_not_mailed(tmp_path):
     assert reasons[9] == "attachment not found: fatima-zahra.pdf"
 
 
+def test_a_default_attachment_that_is_a_copy_of_one_persons_letter_sends_nothing(tmp_path):
+    # GIVEN the example campaign, a set "welcome" whose default_attachment welcome.pdf is a
+    # copy of Amelia's letter (row 2's), and two rows picking it with no file of their own
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    shutil.copytree(templates / "offer", templates / "welcome")
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace(
+            "  rejection:\n",
+            "  welcome:\n    when: [Welcome]\n    attachment: optional\n"
+            "    default_attachment: welcome.pdf\n  rejection:\n",
+        ),
+        encoding="utf-8",
+    )
+    folder = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", folder)
+    shutil.copy(folder / "amelia-hart.pdf", folder / "welcome.pdf")
+    campaign = tmp_path / "offers.csv"
+    text = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    text += "new.one@example.com,New One,Welcome,,Tester,QA,2027-02-01,1\n"
+    text += "new.two@example.com,New Two,Welcome,,Tester,QA,2027-02-01,1\n"
+    campaign.write_text(text, encoding="utf-8")
+
+    # WHEN it is validated, and run
+    args = [str(campaign), "--templates", str(templates)]
+    checked = CliRunner().invoke(cli, ["validate", *args])
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", *args, "--workdir", str(workdir)])
+
+    # THEN both refuse the file, naming the set, the file, Amelia's row and her file; nothing
+    # is sent
+    expected = (
+        "template set 'welcome' attaches its default_attachment welcome.pdf to every row of the "
+        "set whose Attachment_File is empty, and row 2 names amelia-hart.pdf, a file with the "
+        "same contents, in Attachment_File as its recipient's own letter"
+    )
+    assert checked.exit_code == 3 and expected in " ".join(checked.output.split())
+    assert result.exit_code == 3 and expected in " ".join(result.output.split())
+    assert "Nothing was sent: TemplateError" in result.output
+    assert _recipients(workdir / "outbox") == {}
+
+
 def test_a_copy_of_one_persons_letter_under_anothers_name_is_sent_to_neither(tmp_path):
     # GIVEN the example campaign where Amelia's letter was copied over José's (row 3's) file
     campaign = tmp_path / "offers.csv"
