@@ -24,7 +24,7 @@ import operator
 import re
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
@@ -284,12 +284,15 @@ def validate_recipients(
     rules: IntakeRules | None = None,
     emit: Callable[[dict[str, Any]], None],
     contents: Contents | None = None,
+    sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
     With ``contents`` (reads the attachment files), rows of different recipients whose files
     hold the same bytes are rejected too, like rows naming one file; without, files are told
-    apart by name (and link) alone.
+    apart by name (and link) alone. ``sent_before(rows)``, when given, says which of ``rows``
+    (rows passed on, then withdrawn: a few) an earlier run of the file sent already; the
+    rejects of those held for a copy, and of the rows held for a copy of their letter, say so.
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
@@ -299,7 +302,9 @@ def validate_recipients(
     """
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
-    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit, contents)
+    intake = _Intake(
+        report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before
+    )
     for row, record in records:
         if intake.header_pending:
             if _is_header(record):
@@ -422,6 +427,7 @@ class _Intake:
         rules: IntakeRules,
         emit: Callable[[dict[str, Any]], None],
         contents: Contents | None = None,
+        sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -453,6 +459,9 @@ class _Intake:
         self.contents = contents
         self.sizes = SeenTable() if contents is not None else None
         self.crowded: set[int] = set()
+        # Of the rows withdrawn, those an earlier run sent (asked once they are known).
+        self.sent_before = sent_before
+        self.sent_earlier: frozenset[int] = frozenset()
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
@@ -783,6 +792,8 @@ class _Intake:
         was passed on with, read back in row order among the other rejects."""
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
+        if self.withdrawn and self.sent_before is not None:
+            self.sent_earlier = frozenset(self.sent_before(self.report.withdrawn))
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
             # Every row withdrawn was passed on, so its address was kept; one that was not would
@@ -959,14 +970,15 @@ class _Intake:
 
     def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
         """The reject of a row withdrawn for ``why``, found at later rows (or at the end)."""
-        column, reason = _joined(self._withdrawal_problems(why))
+        column, reason = _joined(self._withdrawal_problems(row, why))
         return _rejection(row, column, reason, masked)
 
-    def _withdrawal_problems(self, why: _Withdrawal) -> list[tuple[str, str]]:
-        """(column, reason) of each thing a withdrawn row was withdrawn for."""
+    def _withdrawal_problems(self, row: int, why: _Withdrawal) -> list[tuple[str, str]]:
+        """(column, reason) of each thing the withdrawn ``row`` was withdrawn for."""
         if isinstance(why, _SameContent):
-            problems = [] if why.before is None else self._withdrawal_problems(why.before)
-            reason = _same_content(why.name, why.other_row, why.other_name)
+            problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            sent = (row in self.sent_earlier, why.other_row in self.sent_earlier)
+            reason = _same_content(why.name, why.other_row, why.other_name, sent=sent)
             return [*problems, ("Attachment_File", reason)]
         problems = []
         if isinstance(why, _Shared):
@@ -1201,8 +1213,33 @@ def _default_owned(
     )
 
 
-def _same_content(name: str, other_row: int, other_name: str) -> str:
-    """Why a row is held back whose file is a copy of another recipient's row's file."""
+def _same_content(
+    name: str, other_row: int, other_name: str, *, sent: tuple[bool, bool] = (False, False)
+) -> str:
+    """Why a row is held back whose file is a copy of another recipient's row's file;
+    ``sent``: whether an earlier run of the file sent the row, and the other row."""
+    if all(sent):
+        return (
+            f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
+            "another recipient, and an earlier run of this file sent both rows: one of the two "
+            "people may have received the other's letter (open both files to tell which); "
+            "neither is sent again"
+        )
+    if sent[0]:
+        return (
+            f"{name} went to this row's recipient in an earlier run of this file, and "
+            f"{other_name}, the attachment of row {other_row}, another recipient, has the same "
+            f"contents: row {other_row} names a copy of this letter, so it is held back; this "
+            f"row is not sent again and needs nothing (put row {other_row}'s own letter in "
+            f"{other_name}, then run the file again)"
+        )
+    if sent[1]:
+        return (
+            f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
+            "which an earlier run of this file sent to its recipient: this row names a copy of "
+            f"that person's letter, so it is not sent (put this recipient's own letter in "
+            f"{name}, then run the file again; row {other_row} is not sent again)"
+        )
     return (
         f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
         "another recipient: the two files are identical copies, so one of the two rows names "

@@ -565,6 +565,42 @@ def test_a_default_attachment_that_is_one_persons_letter_in_the_bucket_sends_not
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
 
 
+def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_suspect(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once: Amelia (row 2) got her letter
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+    assert len(sent) == 18
+
+    # WHEN a row for a new person is added whose file in the bucket is a copy of Amelia's
+    # letter, and the file is uploaded again
+    s3 = account["s3"]
+    letter = (EXAMPLE / "attachments" / "amelia-hart.pdf").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="attachments/new-person.pdf", Body=letter)
+    body = (EXAMPLE / "recipients.csv").read_bytes()
+    row = len(body.splitlines()) + 1
+    body += b"new.person@example.com,New Person,Offer,new-person.pdf,QA,QA,2027-02-01,1\n"
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN nothing more is mailed, and the rejects report says Amelia's row went out already
+    # and the new row names a copy of her letter
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent) == 18
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
+    rejects = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8-sig")
+    held = {int(r["row"]): r["reason"] for r in csv.DictReader(io.StringIO(rejects))}
+    assert held[2].startswith(
+        "amelia-hart.pdf went to this row's recipient in an earlier run of this file, and "
+        f"new-person.pdf, the attachment of row {row}, another recipient, has the same contents"
+    )
+    assert held[row].startswith(
+        "new-person.pdf has the same contents as amelia-hart.pdf, the attachment of row 2, "
+        "which an earlier run of this file sent to its recipient"
+    )
+
+
 def rename_template_set(s3: Any, old: str, new: str) -> None:
     """Rename a template set in the bucket as an operator would: its folder under templates/,
     and its name in manifest.yaml."""

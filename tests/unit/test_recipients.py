@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import pytest
@@ -98,9 +99,11 @@ def run(
     index: AttachmentIndex | None = None,
     rules: IntakeRules | None = None,
     contents: FakeContents | None = None,
+    sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
 ) -> tuple[IntakeReport, list[dict]]:
     """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows;
-    with ``contents``, the attachments' bytes are compared too."""
+    with ``contents``, the attachments' bytes are compared too; ``sent_before``: as
+    validate_recipients'."""
     raw = data.encode() if isinstance(data, str) else data
     rows: list[dict] = []
     report = validate_recipients(
@@ -111,6 +114,7 @@ def run(
         rules=rules or IntakeRules(),
         emit=rows.append,
         contents=contents,
+        sent_before=sent_before,
     )
     return report, rows
 
@@ -1498,6 +1502,63 @@ def test_a_copy_of_one_recipients_letter_under_anothers_name_holds_back_both_row
     assert [item["email"] for item in report.rejected] == ["a***@example.com", "b***@example.com"]
     assert contents.read == {"alice.pdf": 1, "bob.pdf": 1, "carol.pdf": 1}
     assert contents.tags == {name: f"v1-{name}" for name in contents.files}
+
+
+@pytest.mark.parametrize(
+    "sent, alice_reason, bob_reason",
+    [
+        (
+            {2},
+            "alice.pdf went to this row's recipient in an earlier run of this file, and "
+            "bob.pdf, the attachment of row 3, another recipient, has the same contents: row 3 "
+            "names a copy of this letter, so it is held back; this row is not sent again and "
+            "needs nothing (put row 3's own letter in bob.pdf, then run the file again)",
+            "bob.pdf has the same contents as alice.pdf, the attachment of row 2, which an "
+            "earlier run of this file sent to its recipient: this row names a copy of that "
+            "person's letter, so it is not sent (put this recipient's own letter in bob.pdf, "
+            "then run the file again; row 2 is not sent again)",
+        ),
+        (
+            {2, 3},
+            "alice.pdf has the same contents as bob.pdf, the attachment of row 3, another "
+            "recipient, and an earlier run of this file sent both rows: one of the two people "
+            "may have received the other's letter (open both files to tell which); neither is "
+            "sent again",
+            "bob.pdf has the same contents as alice.pdf, the attachment of row 2, another "
+            "recipient, and an earlier run of this file sent both rows: one of the two people "
+            "may have received the other's letter (open both files to tell which); neither is "
+            "sent again",
+        ),
+    ],
+    ids=["alice's sent", "both sent"],
+)
+def test_a_copy_of_a_letter_an_earlier_run_sent_says_which_row_went_out(
+    sent, alice_reason, bob_reason
+):
+    # GIVEN Alice's letter, sent by an earlier run of the file (and Bob's row too, in one
+    # case), copied to bob.pdf for Bob's row, and Carol's own letter of the same size
+    contents = FakeContents(
+        {"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE, "carol.pdf": OFFER_CAROL}
+    )
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
+    asked: list[frozenset[int]] = []
+
+    def sent_before(rows: frozenset[int]) -> set[int]:
+        asked.append(rows)
+        return sent & rows
+
+    # WHEN validated
+    report, _ = run(text, index=contents.index(), contents=contents, sent_before=sent_before)
+
+    # THEN both rows are held back as before, and their reasons say which row went out
+    # already, never that it is not sent at all; the earlier runs were asked once, of the
+    # withdrawn rows only
+    assert report.withdrawn == {2, 3} and report.valid == 1
+    assert reasons(report) == [
+        (2, "Attachment_File", alice_reason),
+        (3, "Attachment_File", bob_reason),
+    ]
+    assert asked == [frozenset({2, 3})]
 
 
 def test_without_the_means_to_read_files_copies_are_told_apart_by_name_alone():
