@@ -250,6 +250,19 @@ def _drop_rows(path: str, rows: frozenset[int], dropped: Callable[[dict], None])
             os.unlink(kept)
 
 
+def _sent_rows(path: str, rows: frozenset[int], ledger: Ledger) -> frozenset[int]:
+    """Of ``rows``, in the manifest at ``path``, those the ledger has sent (by an earlier run
+    of the file): intake words their rejects for that. Rows withdrawn only, so few."""
+    keys: dict[str, int] = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            if row["row"] in rows:
+                keys[row["key"]] = row["row"]
+    outcomes = ledger.outcomes_of(list(keys)) if keys else {}
+    return frozenset(keys[key] for key, outcome in outcomes.items() if outcome.state == "sent")
+
+
 def retry_metadata(failed: bool, unknown: bool) -> dict[str, str]:
     """An upload's metadata asking for the campaign's failed rows again: those failed with an
     answer (``failed``), those failed as OutcomeUnknown (``unknown``); see _Retry."""
@@ -450,6 +463,12 @@ def validate_job(
                 line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
                 manifest.write(line + "\n")
 
+            def sent_before(rows: frozenset[int]) -> frozenset[int]:
+                if ledger is None:
+                    return frozenset()
+                manifest.flush()
+                return _sent_rows(manifest_path, rows, ledger)
+
             with _the_upload(source) as pinned, storage.open(source.key, **pinned) as stream:
                 report = validate_recipients(
                     stream,
@@ -459,6 +478,7 @@ def validate_job(
                     rules=rules,
                     emit=emit,
                     contents=StoredContents(storage, settings.attachments_prefix),
+                    sent_before=sent_before,
                 )
         if report.withdrawn:
             _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)

@@ -1,12 +1,13 @@
 """Attachment contents: which files of one size hold the same bytes for different recipients.
 
 Intake's shared-file rule compares files; a copy of one person's letter saved under another
-person's name is another file with the same bytes. Only files of one size can be copies, so
-intake asks here only about the files of a size that rows of two recipients name. A file is
-read whole at most once: where storage has a checksum of every file of the group in one
-algorithm (S3's full-object checksums; a folder's prints of three samples of each file), those
-are compared first and only files whose checksum another recipient's file has are read whole
-and hashed; otherwise every file of the group is.
+person's name is another file with the same bytes, and so is a copy of it made a set's
+default_attachment, which goes to many. Only files of one size can be copies, so intake asks
+here only about the files of a size that rows of two recipients name, or a row and a default.
+A file is read whole at most once: where storage has a checksum of every file of the group in
+one algorithm (S3's full-object checksums; a folder's prints of three samples of each file),
+those are compared first and only files whose checksum another recipient's file has are read
+whole and hashed; otherwise every file of the group is.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import operator
 import re
 import tempfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
@@ -284,20 +284,27 @@ def validate_recipients(
     rules: IntakeRules | None = None,
     emit: Callable[[dict[str, Any]], None],
     contents: Contents | None = None,
+    sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
     With ``contents`` (reads the attachment files), rows of different recipients whose files
     hold the same bytes are rejected too, like rows naming one file; without, files are told
-    apart by name (and link) alone.
+    apart by name (and link) alone. ``sent_before(rows)``, when given, says which of ``rows``
+    (rows passed on, then withdrawn: a few) an earlier run of the file sent already; the
+    rejects of those held for a copy, and of the rows held for a copy of their letter, say so.
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
-    templates use columns the file does not have; ObjectChanged when an attachment changes
-    while its contents are compared.
+    templates use columns the file does not have, or give rows a set's default_attachment
+    that a row names as its recipient's own (the same file, a link to it or, with
+    ``contents``, a copy); ObjectChanged when an attachment changes while its contents are
+    compared.
     """
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
-    intake = _Intake(report, catalog, attachments, rules or IntakeRules(), emit, contents)
+    intake = _Intake(
+        report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before
+    )
     for row, record in records:
         if intake.header_pending:
             if _is_header(record):
@@ -308,6 +315,7 @@ def validate_recipients(
         raise InputFileError(f"{source}: no header: the file holds only blank lines")
     if report.rows == 0:
         raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+    intake.check_defaults()
     intake.compare_contents()
     intake.withdraw()
     return report
@@ -419,6 +427,7 @@ class _Intake:
         rules: IntakeRules,
         emit: Callable[[dict[str, Any]], None],
         contents: Contents | None = None,
+        sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -450,6 +459,11 @@ class _Intake:
         self.contents = contents
         self.sizes = SeenTable() if contents is not None else None
         self.crowded: set[int] = set()
+        # Of the rows withdrawn, those an earlier run sent (asked once they are known).
+        self.sent_before = sent_before
+        self.sent_earlier: frozenset[int] = frozenset()
+        # The default_attachment files rows were given (a few): file key -> the first set.
+        self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -542,6 +556,8 @@ class _Intake:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
             attachment = self._attachment(values, needs, problems)
+            if attachment is not None and needs.default and not self._cell(values):
+                self._default_given(template, attachment)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
@@ -740,8 +756,7 @@ class _Intake:
         is added)."""
         if needs.mode == "none":
             return None
-        index = self.index.get("Attachment_File")
-        raw = (values[index] if index is not None else "") or (needs.default or "")
+        raw = self._cell(values) or (needs.default or "")
         if not raw and needs.mode == "optional":
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
@@ -750,12 +765,35 @@ class _Intake:
             return None
         return found
 
+    def _cell(self, values: list[str]) -> str:
+        """The row's Attachment_File cell ("" without the column)."""
+        return values[self.file_at] if self.file_at is not None else ""
+
+    def _default_given(self, template: str, found: Lookup) -> None:
+        """Note that a row of ``template`` gets its default_attachment, ``found``: a file
+        for many, which check_defaults and compare_contents hold to no row naming it."""
+        key = hash(self.attachments.same_file(found.name) or found.name)
+        if key not in self.defaults:
+            self.defaults[key] = _Default(found.name, template, found.size)
+
+    def check_defaults(self) -> None:
+        """Refuse the file when a default_attachment rows were given is a file a row names
+        in Attachment_File (by its name or a link's): its recipient's own letter would go to
+        everyone the set gives its default. Copies are compare_contents'."""
+        for key, default in self.defaults.items():
+            owner = self.owners.get(key)
+            if owner is not None:
+                named = self.owner_names.get(key, default.name)
+                raise TemplateError(_default_owned(self.report.source, default, owner[0], named))
+
     def withdraw(self) -> None:
         """Reject the emitted rows a later row showed must not go out (it named their file for
         another recipient, or has their address with other values): each with the address it
         was passed on with, read back in row order among the other rejects."""
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
+        if self.withdrawn and self.sent_before is not None:
+            self.sent_earlier = frozenset(self.sent_before(self.report.withdrawn))
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
             # Every row withdrawn was passed on, so its address was kept; one that was not would
@@ -932,14 +970,15 @@ class _Intake:
 
     def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
         """The reject of a row withdrawn for ``why``, found at later rows (or at the end)."""
-        column, reason = _joined(self._withdrawal_problems(why))
+        column, reason = _joined(self._withdrawal_problems(row, why))
         return _rejection(row, column, reason, masked)
 
-    def _withdrawal_problems(self, why: _Withdrawal) -> list[tuple[str, str]]:
-        """(column, reason) of each thing a withdrawn row was withdrawn for."""
+    def _withdrawal_problems(self, row: int, why: _Withdrawal) -> list[tuple[str, str]]:
+        """(column, reason) of each thing the withdrawn ``row`` was withdrawn for."""
         if isinstance(why, _SameContent):
-            problems = [] if why.before is None else self._withdrawal_problems(why.before)
-            reason = _same_content(why.name, why.other_row, why.other_name)
+            problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            sent = (row in self.sent_earlier, why.other_row in self.sent_earlier)
+            reason = _same_content(why.name, why.other_row, why.other_name, sent=sent)
             return [*problems, ("Attachment_File", reason)]
         problems = []
         if isinstance(why, _Shared):
@@ -960,18 +999,30 @@ class _Intake:
 
         Only files of one size can be copies: the files of each size that rows of two
         recipients name are read (mailmatrix.core.contents), each file once, the file of a
-        few rows of one recipient once for them all.
+        few rows of one recipient once for them all. A default_attachment rows were given
+        takes part as no one's file: its size's files are compared whenever a row names one,
+        and a copy of it that a row names refuses the file (TemplateError, as check_defaults).
         """
-        if self.contents is None or not self.crowded:
+        if self.contents is None or self.sizes is None:
+            return
+        for default in self.defaults.values():
+            if self.sizes.holds(_size_key(default.size)):  # a row's own file has its size
+                self.crowded.add(default.size)
+        if not self.crowded:
             return
         for listed in self.attachments.by_size(self.crowded).values():
             names: list[str] = []
             rows, recipients, many = array("q"), array("q"), bytearray()
+            given: dict[int, _Default] = {}  # of the group: the default attachments
             for name in listed:
                 key = hash(self.attachments.same_file(name) or name)
                 owner = self.owners.get(key)
                 if owner is None:
-                    continue  # no row names it
+                    if key not in self.defaults:
+                        continue  # no row names it
+                    # the defaults' own recipient, no one's: hash() is never -1
+                    given[len(names)] = self.defaults[key]
+                    owner = (0, -1, False)
                 row, recipient, sent = owner
                 names.append(name)
                 rows.append(row << 1 | sent)
@@ -981,6 +1032,12 @@ class _Intake:
                 continue
             tags = [self.attachments.tag(name) for name in names]
             for file, other in copies(names, tags, recipients, many, self.contents):
+                if file in given:
+                    row, named = rows[other] >> 1, self._name_given(names[other])
+                    reason = _default_owned(self.report.source, given[file], row, named, copy=True)
+                    raise TemplateError(reason)
+                if other in given:
+                    continue  # the default's own pair says it
                 row, passed = divmod(rows[file], 2)
                 if passed:
                     copy = _SameContent(
@@ -1089,6 +1146,15 @@ class _SentAddresses:
         self._pending.clear()
 
 
+class _Default(NamedTuple):
+    """A default_attachment rows were given: the file's ``name``, the first set that gave
+    it (``template``), its ``size``."""
+
+    name: str
+    template: str
+    size: int
+
+
 @dataclass(frozen=True)
 class _Needs:
     """What one template set needs from a row."""
@@ -1127,8 +1193,53 @@ def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = 
 _ONE_FOR_MANY = "to send one file to many, leave Attachment_File empty and set default_attachment"
 
 
-def _same_content(name: str, other_row: int, other_name: str) -> str:
-    """Why a row is held back whose file is a copy of another recipient's row's file."""
+def _default_owned(
+    source: str, default: _Default, row: int, named: str, *, copy: bool = False
+) -> str:
+    """Why a file is refused whose set's default_attachment is a file, a link to it or (with
+    ``copy``) a copy of it, that ``row`` names as ``named`` in its Attachment_File cell."""
+    if copy:
+        what = f"{named}, a file with the same contents,"
+    elif named != default.name:
+        what = f"{named}, the same file (a link in the attachments folder),"
+    else:
+        what = "that file"
+    return (
+        f"{source}: template set {default.template!r} attaches its default_attachment "
+        f"{default.name} to every row of the set whose Attachment_File is empty, and row {row} "
+        f"names {what} in Attachment_File as its recipient's own letter: that person's letter "
+        "would go to everyone the default goes to, so nothing is sent (point default_attachment "
+        f"at the file meant for everyone, or correct row {row}; then run the file again)"
+    )
+
+
+def _same_content(
+    name: str, other_row: int, other_name: str, *, sent: tuple[bool, bool] = (False, False)
+) -> str:
+    """Why a row is held back whose file is a copy of another recipient's row's file;
+    ``sent``: whether an earlier run of the file sent the row, and the other row."""
+    if all(sent):
+        return (
+            f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
+            "another recipient, and an earlier run of this file sent both rows: one of the two "
+            "people may have received the other's letter (open both files to tell which); "
+            "neither is sent again"
+        )
+    if sent[0]:
+        return (
+            f"{name} went to this row's recipient in an earlier run of this file, and "
+            f"{other_name}, the attachment of row {other_row}, another recipient, has the same "
+            f"contents: row {other_row} names a copy of this letter, so it is held back; this "
+            f"row is not sent again and needs nothing (put row {other_row}'s own letter in "
+            f"{other_name}, then run the file again)"
+        )
+    if sent[1]:
+        return (
+            f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
+            "which an earlier run of this file sent to its recipient: this row names a copy of "
+            f"that person's letter, so it is not sent (put this recipient's own letter in "
+            f"{name}, then run the file again; row {other_row} is not sent again)"
+        )
     return (
         f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
         "another recipient: the two files are identical copies, so one of the two rows names "

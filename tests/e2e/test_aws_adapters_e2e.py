@@ -531,6 +531,76 @@ def test_a_copy_of_one_persons_letter_in_the_bucket_is_sent_to_neither(account):
     assert held[3].startswith("jose-garcia.pdf has the same contents as amelia-hart.pdf, the")
 
 
+@pytest.mark.parametrize("default", ["amelia-hart.pdf", "welcome.pdf"], ids=["named", "copy"])
+def test_a_default_attachment_that_is_one_persons_letter_in_the_bucket_sends_nothing(
+    account, default
+):
+    from moto.ses.models import ses_backends
+
+    # GIVEN a set "welcome" in the bucket whose default_attachment is Amelia's letter, by its
+    # key or as a copy under another key, and two rows picking the set with no file of their own
+    s3 = account["s3"]
+    letter = (EXAMPLE / "attachments" / "amelia-hart.pdf").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="attachments/welcome.pdf", Body=letter)
+    add_template_set(
+        s3, "welcome", f"when: [Welcome]\nattachment: optional\ndefault_attachment: {default}"
+    )
+    body = (EXAMPLE / "recipients.csv").read_bytes()
+    body += b"new.one@example.com,New One,Welcome,,Tester,QA,2027-02-01,1\n"
+    body += b"new.two@example.com,New Two,Welcome,,Tester,QA,2027-02-01,1\n"
+
+    # WHEN the file is uploaded and the state machine runs
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN ValidateRecipients refused the file, naming the set, the file and Amelia's row, and
+    # nothing was sent
+    assert record["status"] == "FAILED"
+    assert record["error"] == "TemplateError"
+    cause = json.loads(record["cause"])["errorMessage"]
+    named = "that file" if default == "amelia-hart.pdf" else "amelia-hart.pdf, a file with the"
+    assert cause.startswith(
+        f"incoming/offers.csv: template set 'welcome' attaches its default_attachment {default}"
+        f" to every row of the set whose Attachment_File is empty, and row 2 names {named}"
+    )
+    assert ses_backends[ACCOUNT][REGION].sent_messages == []
+
+
+def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_suspect(account):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once: Amelia (row 2) got her letter
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+    assert len(sent) == 18
+
+    # WHEN a row for a new person is added whose file in the bucket is a copy of Amelia's
+    # letter, and the file is uploaded again
+    s3 = account["s3"]
+    letter = (EXAMPLE / "attachments" / "amelia-hart.pdf").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="attachments/new-person.pdf", Body=letter)
+    body = (EXAMPLE / "recipients.csv").read_bytes()
+    row = len(body.splitlines()) + 1
+    body += b"new.person@example.com,New Person,Offer,new-person.pdf,QA,QA,2027-02-01,1\n"
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN nothing more is mailed, and the rejects report says Amelia's row went out already
+    # and the new row names a copy of her letter
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent) == 18
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
+    rejects = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8-sig")
+    held = {int(r["row"]): r["reason"] for r in csv.DictReader(io.StringIO(rejects))}
+    assert held[2].startswith(
+        "amelia-hart.pdf went to this row's recipient in an earlier run of this file, and "
+        f"new-person.pdf, the attachment of row {row}, another recipient, has the same contents"
+    )
+    assert held[row].startswith(
+        "new-person.pdf has the same contents as amelia-hart.pdf, the attachment of row 2, "
+        "which an earlier run of this file sent to its recipient"
+    )
+
+
 def rename_template_set(s3: Any, old: str, new: str) -> None:
     """Rename a template set in the bucket as an operator would: its folder under templates/,
     and its name in manifest.yaml."""
@@ -547,6 +617,20 @@ def edit_manifest(s3: Any, change: Callable[[str], str]) -> None:
     key = "templates/manifest.yaml"
     text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8")
     s3.put_object(Bucket=BUCKET, Key=key, Body=change(text).encode("utf-8"))
+
+
+def add_template_set(s3: Any, name: str, spec: str) -> None:
+    """Add the template set ``name`` to the bucket's templates (a subject and a text body),
+    its manifest entry the YAML lines ``spec``."""
+    s3.put_object(Bucket=BUCKET, Key=f"templates/{name}/subject.txt", Body=b"Hi {{ Name }}")
+    s3.put_object(Bucket=BUCKET, Key=f"templates/{name}/body.txt", Body=b"A letter.\n")
+    entry = f"  {name}:\n" + "".join(f"    {line}\n" for line in spec.splitlines())
+    edit_manifest(
+        s3,
+        lambda text: text.replace(
+            "\n# Values that are not errors", entry + "\n# Values that are not errors"
+        ),
+    )
 
 
 def offers_ledger() -> tuple[DynamoDbLedger, str]:
@@ -619,16 +703,7 @@ def test_a_set_added_beside_the_used_ones_is_allowed_and_its_rows_sent(account):
     # WHEN a set "reminder" is added to the bucket's templates, and the file comes again with
     # one more row that picks it
     s3 = account["s3"]
-    s3.put_object(Bucket=BUCKET, Key="templates/reminder/subject.txt", Body=b"Hi {{ Name }}")
-    s3.put_object(Bucket=BUCKET, Key="templates/reminder/body.txt", Body=b"A reminder.\n")
-    edit_manifest(
-        s3,
-        lambda text: text.replace(
-            "\n# Values that are not errors",
-            "  reminder:\n    when: [Reminder]\n    attachment: none\n\n# Values that are not"
-            " errors",
-        ),
-    )
+    add_template_set(s3, "reminder", "when: [Reminder]\nattachment: none")
     body = (EXAMPLE / "recipients.csv").read_bytes() + b"new.person@example.com,New Person,"
     body += b"Reminder,,Tester,QA,2027-02-01,1\n"
     record = run_on_engine(account, "incoming/offers.csv", body=body)

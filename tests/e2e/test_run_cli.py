@@ -1684,6 +1684,87 @@ def test_names_linked_to_another_recipient_s_letter_are_not_mailed(tmp_path):
     assert reasons[9] == "attachment not found: fatima-zahra.pdf"
 
 
+def test_a_default_attachment_that_is_a_copy_of_one_persons_letter_sends_nothing(tmp_path):
+    # GIVEN the example campaign, a set "welcome" whose default_attachment welcome.pdf is a
+    # copy of Amelia's letter (row 2's), and two rows picking it with no file of their own
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    shutil.copytree(templates / "offer", templates / "welcome")
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace(
+            "  rejection:\n",
+            "  welcome:\n    when: [Welcome]\n    attachment: optional\n"
+            "    default_attachment: welcome.pdf\n  rejection:\n",
+        ),
+        encoding="utf-8",
+    )
+    folder = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", folder)
+    shutil.copy(folder / "amelia-hart.pdf", folder / "welcome.pdf")
+    campaign = tmp_path / "offers.csv"
+    text = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    text += "new.one@example.com,New One,Welcome,,Tester,QA,2027-02-01,1\n"
+    text += "new.two@example.com,New Two,Welcome,,Tester,QA,2027-02-01,1\n"
+    campaign.write_text(text, encoding="utf-8")
+
+    # WHEN it is validated, and run
+    args = [str(campaign), "--templates", str(templates)]
+    checked = CliRunner().invoke(cli, ["validate", *args])
+    workdir = tmp_path / "work"
+    result = CliRunner().invoke(cli, ["run", *args, "--workdir", str(workdir)])
+
+    # THEN both refuse the file, naming the set, the file, Amelia's row and her file; nothing
+    # is sent
+    expected = (
+        "template set 'welcome' attaches its default_attachment welcome.pdf to every row of the "
+        "set whose Attachment_File is empty, and row 2 names amelia-hart.pdf, a file with the "
+        "same contents, in Attachment_File as its recipient's own letter"
+    )
+    assert checked.exit_code == 3 and expected in " ".join(checked.output.split())
+    assert result.exit_code == 3 and expected in " ".join(result.output.split())
+    assert "Nothing was sent: TemplateError" in result.output
+    assert _recipients(workdir / "outbox") == {}
+
+
+def test_a_copy_of_a_letter_sent_by_an_earlier_run_names_the_new_row_as_the_suspect(tmp_path):
+    # GIVEN the example campaign run once: Amelia (row 2) got her letter
+    campaign = tmp_path / "offers.csv"
+    shutil.copy(EXAMPLE / "recipients.csv", campaign)
+    folder = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", folder)
+    workdir = tmp_path / "work"
+    first = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+    assert first.exit_code == 0, first.output
+    assert _recipients(workdir / "outbox")["amelia.hart@example.com"] == 1
+
+    # WHEN a row for a new person is added whose file is a copy of Amelia's letter, and the
+    # file runs again
+    shutil.copy(folder / "amelia-hart.pdf", folder / "new-person.pdf")
+    with campaign.open("a", encoding="utf-8") as out:
+        out.write("new.person@example.com,New Person,Offer,new-person.pdf,QA,QA,2027-02-01,1\n")
+    row = len(campaign.read_text(encoding="utf-8").splitlines())
+    again = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+
+    # THEN nothing more is mailed, and the output says Amelia's row went out already and the
+    # new row names a copy of her letter: nothing says hers is not sent, or to send it again
+    assert _recipients(workdir / "outbox")["amelia.hart@example.com"] == 1
+    assert "new.person@example.com" not in _recipients(workdir / "outbox")
+    said = " ".join(again.output.split())
+    assert (
+        "row 2 rejected [Attachment_File]: amelia-hart.pdf went to this row's recipient in an "
+        f"earlier run of this file, and new-person.pdf, the attachment of row {row}, another "
+        f"recipient, has the same contents: row {row} names a copy of this letter, so it is "
+        "held back; this row is not sent again and needs nothing"
+    ) in said
+    assert (
+        f"row {row} rejected [Attachment_File]: new-person.pdf has the same contents as "
+        "amelia-hart.pdf, the attachment of row 2, which an earlier run of this file sent to "
+        "its recipient: this row names a copy of that person's letter, so it is not sent"
+    ) in said
+    assert "neither is sent" not in said
+
+
 def test_a_copy_of_one_persons_letter_under_anothers_name_is_sent_to_neither(tmp_path):
     # GIVEN the example campaign where Amelia's letter was copied over José's (row 3's) file
     campaign = tmp_path / "offers.csv"

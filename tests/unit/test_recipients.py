@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import pytest
@@ -98,9 +99,11 @@ def run(
     index: AttachmentIndex | None = None,
     rules: IntakeRules | None = None,
     contents: FakeContents | None = None,
+    sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
 ) -> tuple[IntakeReport, list[dict]]:
     """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows;
-    with ``contents``, the attachments' bytes are compared too."""
+    with ``contents``, the attachments' bytes are compared too; ``sent_before``: as
+    validate_recipients'."""
     raw = data.encode() if isinstance(data, str) else data
     rows: list[dict] = []
     report = validate_recipients(
@@ -111,6 +114,7 @@ def run(
         rules=rules or IntakeRules(),
         emit=rows.append,
         contents=contents,
+        sent_before=sent_before,
     )
     return report, rows
 
@@ -1500,6 +1504,63 @@ def test_a_copy_of_one_recipients_letter_under_anothers_name_holds_back_both_row
     assert contents.tags == {name: f"v1-{name}" for name in contents.files}
 
 
+@pytest.mark.parametrize(
+    "sent, alice_reason, bob_reason",
+    [
+        (
+            {2},
+            "alice.pdf went to this row's recipient in an earlier run of this file, and "
+            "bob.pdf, the attachment of row 3, another recipient, has the same contents: row 3 "
+            "names a copy of this letter, so it is held back; this row is not sent again and "
+            "needs nothing (put row 3's own letter in bob.pdf, then run the file again)",
+            "bob.pdf has the same contents as alice.pdf, the attachment of row 2, which an "
+            "earlier run of this file sent to its recipient: this row names a copy of that "
+            "person's letter, so it is not sent (put this recipient's own letter in bob.pdf, "
+            "then run the file again; row 2 is not sent again)",
+        ),
+        (
+            {2, 3},
+            "alice.pdf has the same contents as bob.pdf, the attachment of row 3, another "
+            "recipient, and an earlier run of this file sent both rows: one of the two people "
+            "may have received the other's letter (open both files to tell which); neither is "
+            "sent again",
+            "bob.pdf has the same contents as alice.pdf, the attachment of row 2, another "
+            "recipient, and an earlier run of this file sent both rows: one of the two people "
+            "may have received the other's letter (open both files to tell which); neither is "
+            "sent again",
+        ),
+    ],
+    ids=["alice's sent", "both sent"],
+)
+def test_a_copy_of_a_letter_an_earlier_run_sent_says_which_row_went_out(
+    sent, alice_reason, bob_reason
+):
+    # GIVEN Alice's letter, sent by an earlier run of the file (and Bob's row too, in one
+    # case), copied to bob.pdf for Bob's row, and Carol's own letter of the same size
+    contents = FakeContents(
+        {"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE, "carol.pdf": OFFER_CAROL}
+    )
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
+    asked: list[frozenset[int]] = []
+
+    def sent_before(rows: frozenset[int]) -> set[int]:
+        asked.append(rows)
+        return sent & rows
+
+    # WHEN validated
+    report, _ = run(text, index=contents.index(), contents=contents, sent_before=sent_before)
+
+    # THEN both rows are held back as before, and their reasons say which row went out
+    # already, never that it is not sent at all; the earlier runs were asked once, of the
+    # withdrawn rows only
+    assert report.withdrawn == {2, 3} and report.valid == 1
+    assert reasons(report) == [
+        (2, "Attachment_File", alice_reason),
+        (3, "Attachment_File", bob_reason),
+    ]
+    assert asked == [frozenset({2, 3})]
+
+
 def test_without_the_means_to_read_files_copies_are_told_apart_by_name_alone():
     contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
 
@@ -1596,25 +1657,150 @@ def test_a_copy_of_a_letter_named_for_two_recipients_is_held_back_too():
     assert held[4].startswith("carol.pdf has the same contents as alice.pdf, the attachment of")
 
 
-def test_a_copy_of_the_default_attachment_as_one_rows_own_file_is_allowed():
-    # GIVEN a set whose rows attach a brochure when Attachment_File is empty, and one row that
-    # names a copy of the brochure as its own file
-    files = {
-        "manifest.yaml": "column: Status\nsets:\n  news:\n    when: [active]\n"
-        "    attachment: required\n    default_attachment: brochure.pdf\n",
-        "news/subject.txt": "News for {{ Name }}",
-        "news/body.txt": "Hello {{ Name }}",
-    }
-    contents = FakeContents({"brochure.pdf": OFFER_ALICE, "copy.pdf": OFFER_ALICE})
-    text = HEADER + "".join(f"u{i}@example.com,U {i},active,\r\n" for i in range(3))
-    text += "v@example.com,V,active,copy.pdf\r\n"
+# A set that gives rows with an empty Attachment_File one file for all, and one that attaches
+# each row's own letter.
+TWO_SETS = {
+    "manifest.yaml": "column: Status\nsets:\n  offer:\n    when: [active]\n"
+    "    attachment: required\n  info:\n    when: [info]\n    attachment: optional\n"
+    "    default_attachment: brochure.pdf\n",
+    "offer/subject.txt": "Offer for {{ Name }}",
+    "offer/body.txt": "Hello {{ Name }}",
+    "info/subject.txt": "News for {{ Name }}",
+    "info/body.txt": "Hello {{ Name }}",
+}
+INFO_ROWS = "".join(f"u{i}@example.com,U {i},info,\r\n" for i in range(2))
+
+
+@pytest.mark.parametrize("first", ["own row", "default rows"])
+def test_a_default_attachment_that_a_row_names_as_its_own_refuses_the_file(first):
+    # GIVEN Alice's row naming brochure.pdf as her own letter, and rows of a set whose default
+    # is brochure.pdf, in either order
+    own = "alice@example.com,Alice,active,brochure.pdf\r\n"
+    text = HEADER + (own + INFO_ROWS if first == "own row" else INFO_ROWS + own)
 
     # WHEN validated
+    with pytest.raises(TemplateError) as raised:
+        run(text, catalog=load_catalog(TWO_SETS), index=index_of("brochure.pdf"))
+
+    # THEN the file is refused, naming the set, the file and Alice's row
+    row = 2 if first == "own row" else 4
+    assert raised.value.message == (
+        "incoming/test.csv: template set 'info' attaches its default_attachment brochure.pdf to "
+        f"every row of the set whose Attachment_File is empty, and row {row} names that file in "
+        "Attachment_File as its recipient's own letter: that person's letter would go to "
+        "everyone the default goes to, so nothing is sent (point default_attachment at the "
+        f"file meant for everyone, or correct row {row}; then run the file again)"
+    )
+
+
+def test_a_default_attachment_that_a_row_names_by_a_link_refuses_the_file():
+    # GIVEN Alice's row naming alice.pdf, and the set's default brochure.pdf a link to it
+    listing = [
+        ObjectInfo("attachments/alice.pdf", 100, identity="1:1", tag="t1"),
+        ObjectInfo("attachments/brochure.pdf", 100, identity="1:1", tag="t1"),
+    ]
+    index = AttachmentIndex.from_listing(listing)
+    text = HEADER + ALICE + INFO_ROWS
+
+    with pytest.raises(TemplateError) as raised:
+        run(text, catalog=load_catalog(TWO_SETS), index=index)
+
+    assert "default_attachment brochure.pdf to every row" in raised.value.message
+    assert (
+        "row 2 names alice.pdf, the same file (a link in the attachments folder), in "
+        "Attachment_File as its recipient's own letter"
+    ) in raised.value.message
+
+
+@pytest.mark.parametrize("checksums", [False, True], ids=["folder", "s3 checksums"])
+@pytest.mark.parametrize("first", ["own row", "default rows"])
+def test_a_default_attachment_that_is_a_copy_of_a_rows_own_file_refuses_the_file(first, checksums):
+    # GIVEN Alice's letter copied to brochure.pdf, the default of the info set, and Carol's
+    # own letter of the same size
+    files = {"alice.pdf": OFFER_ALICE, "brochure.pdf": OFFER_ALICE, "carol.pdf": OFFER_CAROL}
+    sums = {n: f"CRC64NVME {hash(data)}" for n, data in files.items()} if checksums else None
+    contents = FakeContents(files, sums)
+    own = ALICE + "carol@example.com,Carol,active,carol.pdf\r\n"
+    text = HEADER + (own + INFO_ROWS if first == "own row" else INFO_ROWS + own)
+
+    # WHEN validated with the means to read the files
+    with pytest.raises(TemplateError) as raised:
+        run(text, catalog=load_catalog(TWO_SETS), index=contents.index(), contents=contents)
+
+    # THEN the file is refused naming the set, the default, Alice's row and her file
+    row = 2 if first == "own row" else 4
+    assert raised.value.message.startswith(
+        "incoming/test.csv: template set 'info' attaches its default_attachment brochure.pdf "
+        f"to every row of the set whose Attachment_File is empty, and row {row} names "
+        "alice.pdf, a file with the same contents, in Attachment_File as its recipient's own "
+        "letter: that person's letter would go to everyone the default goes to, so nothing is "
+        "sent"
+    )
+    # AND Carol's letter, whose print differs, was not read whole where prints are kept
+    assert ("carol.pdf" in contents.read) is not checksums
+
+
+def test_a_default_attachment_no_row_names_goes_to_every_row_beside_own_files_of_its_size():
+    # GIVEN a brochure, the info set's default, and Alice's and Carol's own letters of its size
+    files = {
+        "alice.pdf": OFFER_ALICE,
+        "brochure.pdf": OFFER_CAROL.upper(),
+        "carol.pdf": OFFER_CAROL,
+    }
+    contents = FakeContents(files)
+    text = HEADER + ALICE + INFO_ROWS + "carol@example.com,Carol,active,carol.pdf\r\n"
+
+    # WHEN validated
+    report, rows = run(
+        text, catalog=load_catalog(TWO_SETS), index=contents.index(), contents=contents
+    )
+
+    # THEN every row goes, each own letter to its recipient and the brochure to the info rows
+    assert [(row["email"], row["attachment"]) for row in rows] == [
+        ("alice@example.com", "alice.pdf"),
+        ("u0@example.com", "brochure.pdf"),
+        ("u1@example.com", "brochure.pdf"),
+        ("carol@example.com", "carol.pdf"),
+    ]
+    assert reasons(report) == [] and report.withdrawn == frozenset()
+
+
+def test_two_sets_may_give_copies_of_one_brochure_as_their_defaults():
+    # GIVEN two sets whose defaults hold the same bytes, and Alice's own letter of their size
+    files = dict(TWO_SETS)
+    files["manifest.yaml"] += (
+        "  news:\n    when: [news]\n    attachment: optional\n"
+        "    default_attachment: brochure2.pdf\n"
+    )
+    files["news/subject.txt"], files["news/body.txt"] = "News", "Hello {{ Name }}"
+    brochure = OFFER_CAROL.upper()
+    contents = FakeContents(
+        {"alice.pdf": OFFER_ALICE, "brochure.pdf": brochure, "brochure2.pdf": brochure}
+    )
+    text = HEADER + ALICE + INFO_ROWS + "v@example.com,V,news,\r\n"
+
     report, rows = run(text, catalog=load_catalog(files), index=contents.index(), contents=contents)
 
-    # THEN every row goes: the brochure is many rows' by design, the copy one recipient's
-    assert [row["attachment"] for row in rows] == ["brochure.pdf"] * 3 + ["copy.pdf"]
-    assert reasons(report) == [] and report.withdrawn == frozenset()
+    assert [row["attachment"] for row in rows] == [
+        "alice.pdf",
+        "brochure.pdf",
+        "brochure.pdf",
+        "brochure2.pdf",
+    ]
+    assert reasons(report) == []
+
+
+def test_a_default_attachment_no_row_is_given_is_not_held_to_rows_naming_it():
+    # GIVEN the info set's default brochure.pdf, and no row of the file given it: Alice's own
+    # row names a file of that name
+    report, rows = run(
+        HEADER + "alice@example.com,Alice,active,brochure.pdf\r\n",
+        catalog=load_catalog(TWO_SETS),
+        index=index_of("brochure.pdf"),
+    )
+
+    # THEN her row goes (a default the file does not use sends nothing to anyone)
+    assert [row["attachment"] for row in rows] == ["brochure.pdf"] and reasons(report) == []
 
 
 def test_a_copy_behind_a_link_names_the_name_its_row_gave():
