@@ -1257,6 +1257,91 @@ def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_pat
     assert as_json["earlier_runs"] == {"checked": False}
 
 
+def _validate_json(csv_path: Path, workdir: Path) -> dict:
+    args = ["validate", str(csv_path), "--workdir", str(workdir), "--json"]
+    return json.loads(CliRunner().invoke(cli, args).stdout)["earlier_runs"]
+
+
+def test_validate_with_the_workdir_counts_the_rows_run_would_send(tmp_path):
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    run = ["run", str(csv_path), "--workdir", str(workdir), "--json"]
+    # GIVEN the example campaign (18 valid rows) stopped by a drill's quota after 5 messages
+    # (or 6: batches running at once may pass the drill's count together)
+    drilled = CliRunner().invoke(cli, [*run, "--faults", "quota-after=5", "--batch-size", "2"])
+    assert drilled.exit_code == 1, drilled.output
+    sent = json.loads(drilled.stdout)["counts"]["sent"]
+    assert 5 <= sent < 18
+
+    # WHEN it is validated against the workdir THEN it counts those sent as skipped, and the
+    # drill's halt as lifted (a run without the drill is not held by it)
+    earlier = _validate_json(csv_path, workdir)
+    assert (earlier["sent_before"], earlier["would_send"], earlier["halt"]) == (
+        sent,
+        18 - sent,
+        None,
+    )
+    said = " ".join(
+        CliRunner()
+        .invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+        .output.split()
+    )
+    assert f"{18 - sent} of the 18 valid row(s) would be sent." in said
+    assert f"{sent} row(s) were sent by earlier runs of this file: `run` skips them." in said
+    # AND the run sends the rest and skips those
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (18 - sent, sent)
+
+    # WHEN it is validated again THEN nothing is left to send (it said "All good: 18 row(s)
+    # would be sent")
+    earlier = _validate_json(csv_path, workdir)
+    assert (earlier["sent_before"], earlier["would_send"]) == (18, 0)
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (0, 18)
+
+
+def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_them(tmp_path):
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    run = ["run", str(csv_path), "--workdir", str(workdir), "--json"]
+    # GIVEN a run where the mail service refused some rows for good
+    first = json.loads(CliRunner().invoke(cli, [*run, "--faults", "permanent=0.3,seed=3"]).stdout)
+    failed = first["counts"]["failed"]
+    assert 0 < failed < 18
+
+    # WHEN it is validated THEN those rows are not counted as would-be-sent, nor as sent
+    earlier = _validate_json(csv_path, workdir)
+    assert earlier["failed_before"] == failed
+    assert (earlier["sent_before"], earlier["would_send"]) == (18 - failed, 0)
+    # AND the next run reports them failed again, sending nothing
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"], counts["failed"]) == (0, 18 - failed, failed)
+
+
+def test_validate_says_when_an_old_halt_no_longer_holds_the_file(tmp_path):
+    import time
+
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.local import campaign_of_file
+
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    CliRunner().invoke(cli, ["run", str(csv_path), "--workdir", str(workdir), "--batch-size", "30"])
+    # GIVEN the account's quota halt recorded 5 minutes ago
+    ledger = SqliteLedger(str(workdir / "ledger.sqlite3"), clock=lambda: time.time() - 300)
+    reason = "smtp 127.0.0.1:25: DATA: 452 4.3.1 Daily message quota exceeded"
+    ledger.halt(campaign_of_file(csv_path), code="452", reason=reason, attempt="a-1")
+    ledger.close()
+
+    # WHEN the file is validated THEN the halt is told, as one that no longer holds runs
+    earlier = _validate_json(csv_path, workdir)
+    assert earlier["halt"]["holds"] is False
+    result = CliRunner().invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+    assert result.exit_code == 4, result.output  # the 2 rejected rows decide it
+    said = " ".join(result.output.split())
+    assert f"An earlier run of this file was halted 5 min ago ({reason}); a run now tries" in said
+
+
 def test_a_set_renamed_with_its_old_name_kept_for_another_status_is_not_blamed_on_the_status(
     tmp_path,
 ):
