@@ -804,7 +804,14 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     flat = " ".join(output.split())
     assert "AccountSendingHalted (" in flat and "Daily message quota exceeded." in flat
     assert "When to resume: the daily quota ran out in a drill (--faults quota-after)" in flat
-    assert flat.index("When to resume") < flat.index("Resume (rows already sent are skipped)")
+    # AND its last line offers what the advice says, the run without the drill, not a redrive
+    # (it offered "Resume ...: mailmatrix redrive ID", which stops the same way)
+    command = f"mailmatrix run {EXAMPLE / 'recipients.csv'} --workdir {workdir} --batch-size 2"
+    assert output.rstrip().splitlines()[-1].endswith(command)
+    assert flat.index("When to resume") < flat.index(
+        "Send the rest, without the drill (rows already sent are skipped): mailmatrix run"
+    )
+    assert "mailmatrix redrive" not in flat
     # AND the alert says the same, the Map's error's cause being no stack trace
     (alert,) = [
         json.loads(line)
@@ -815,6 +822,19 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     assert "Why sending stopped:\n  AccountSendingHalted (" in alert["message"]
     assert "When to redrive: the daily quota ran out in a drill" in alert["message"]
     assert "stackTrace" not in alert["message"]
+
+    # WHEN the execution is redriven (the drill stops it again) THEN it offers the same
+    (execution,) = [path.name for path in (workdir / "executions").iterdir()]
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+    assert redriven.exit_code == 1, redriven.output
+    last = redriven.output.rstrip().splitlines()[-1]
+    assert last.startswith("Send the rest, without the drill (rows already sent are skipped): ")
+    assert " --faults" not in last
+
+    # AND the command offered sends the rest
+    again = CliRunner().invoke(cli, [*shlex.split(command)[1:], "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["unsent"] == 0
 
 
 def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stack_trace(
@@ -1942,9 +1962,10 @@ def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
     )
     assert code == 1
 
-    # THEN the printed show and redrive commands, pasted into a shell, name that workdir
+    # THEN the printed show and run commands (a drill's quota: the run without the drill, not
+    # a redrive), pasted into a shell, name that workdir
     text = output.replace("\n", " ")
-    for verb in ("show", "redrive"):
+    for verb in ("show", "run"):
         command = text[text.index(f"mailmatrix {verb} ") :]
         words = shlex.split(command.split(")")[0])
         assert words[words.index("--workdir") + 1] == str(workdir)
