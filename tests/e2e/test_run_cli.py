@@ -988,9 +988,9 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
     assert f"stopped: {sent} sent, {18 - sent} already sent, 2 rejected" in _listed(workdir)
 
 
-def _kill_run_once_sent(workdir: Path, emails: int) -> None:
-    """Run the demo campaign into ``workdir`` paced, and kill it outright (SIGKILL: nothing
-    of it runs after) once ``emails`` are in the outbox."""
+def _kill_run_once_sent(workdir: Path, emails: int, *options: str) -> None:
+    """Run the demo campaign into ``workdir`` paced (with ``options``), and kill it outright
+    (SIGKILL: nothing of it runs after) once ``emails`` are in the outbox."""
     import os
     import signal
     import subprocess
@@ -998,6 +998,7 @@ def _kill_run_once_sent(workdir: Path, emails: int) -> None:
     import time
 
     args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    args += options
     run = subprocess.Popen(
         [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
         cwd=REPO,
@@ -1037,6 +1038,35 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
     assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
     assert f"{counts['unsent']} not sent yet" in row
     assert ("in doubt" in row) == bool(counts["in_doubt"])
+
+
+def test_show_of_a_killed_run_gives_its_map_run_aborted_with_counts_that_add_up(tmp_path):
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    # GIVEN a run of the demo campaign in batches of 2 killed outright (SIGKILL) while
+    # sending, once 7 emails are out
+    workdir = tmp_path / "work"
+    _kill_run_once_sent(workdir, 7, "--batch-size", "2")
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+
+    # WHEN it is shown
+    shown = CliRunner().invoke(cli, ["show", name, "--workdir", str(workdir)], env=WIDE).output
+
+    # THEN its Map Run ended with it, as Step Functions aborts it (it said "Map Run RUNNING"
+    # with the counts of its last snapshot, the running batches in none of them)
+    assert "SendEmails (Map) ABORTED" in shown
+    line = next(line for line in shown.splitlines() if "Map Run " in line)
+    numbers = re.search(
+        r"Map Run ABORTED: total (\d+), succeeded (\d+), failed (\d+), pending (\d+)", line
+    )
+    assert numbers, line
+    total, succeeded, failed, pending = map(int, numbers.groups())
+    assert succeeded + failed + pending == total
+    # AND its succeeded batches are those that finished
+    engine = Engine(workdir / "executions", ResourceRegistry())
+    (run,) = engine.describe(name)["mapRuns"]
+    children = engine.map_run_children(name, run["id"])
+    assert succeeded == sum(1 for child in children if child["status"] == "SUCCEEDED") > 0
 
 
 def test_a_killed_run_still_holds_its_file_to_its_way_of_delivery(tmp_path):
