@@ -326,24 +326,38 @@ class _Retry:
         return released
 
 
+class SettledKeys:
+    """The keys of a campaign's rows that the ledger has settled: sent (a run skips them) or
+    failed for good (a run reports them failed again, unless an upload releases them).
+
+    The ledger is asked once for the campaign (not once per row); its keys are kept as
+    64-bit numbers (a key is a sha256 in hex), a few dozen bytes each for a million rows,
+    where a clash would only take one row for settled.
+    """
+
+    def __init__(self, ledger: Ledger, campaign_id: str) -> None:
+        self._keys = frozenset(_short(key) for key in ledger.settled_keys(campaign_id))
+
+    def __contains__(self, key: str) -> bool:
+        return _short(key) in self._keys
+
+
 class _Demand:
     """The messages a run will send, for the quota preflight.
 
-    A row counts unless the ledger has it settled: sent (it will be skipped), or failed for
-    good and not one this upload releases (_Retry). It counts its recipients, To, Cc and Bcc,
-    as SES counts them against the 24-hour quota. The ledger is asked once for the campaign
-    (not once per row); its keys are kept as 64-bit numbers (a key is a sha256 in hex), a
-    few dozen bytes each for a million rows, where a clash would only count a row less.
+    A row counts unless the ledger has it settled (SettledKeys) and this upload does not
+    release it (_Retry). It counts its recipients, To, Cc and Bcc, as SES counts them against
+    the 24-hour quota.
     """
 
     def __init__(self, ledger: Ledger, campaign_id: str, retry: _Retry) -> None:
-        self.settled = frozenset(_short(key) for key in ledger.settled_keys(campaign_id))
+        self.settled = SettledKeys(ledger, campaign_id)
         self.released = retry.failed
         self.messages = 0
 
     def recipients(self, row: dict[str, Any]) -> int:
         """How many messages ``row`` adds to this run (0: the run skips it)."""
-        if _short(row["key"]) in self.settled and row["key"] not in self.released:
+        if row["key"] in self.settled and row["key"] not in self.released:
             return 0
         return 1 + len(row.get("cc") or ()) + len(row.get("bcc") or ())
 

@@ -16,6 +16,7 @@ run wires exactly the functions AWS would run.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import importlib
 import json
@@ -53,7 +54,7 @@ from mailmatrix.core.failures import (
 )
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
-from mailmatrix.core.send import template_sets_changed
+from mailmatrix.core.send import RetryPolicy, idempotency_key, template_sets_changed
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -63,8 +64,14 @@ from mailmatrix.errors import (
     NoEarlierRun,
     NotFoundError,
 )
-from mailmatrix.jobs import Source, campaign_id_for, load_templates, retry_metadata
-from mailmatrix.ports import Notification
+from mailmatrix.jobs import (
+    SettledKeys,
+    Source,
+    campaign_id_for,
+    load_templates,
+    retry_metadata,
+)
+from mailmatrix.ports import Halt, Notification
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -760,10 +767,7 @@ def run_campaign(
                     " runs whose failed rows should go again (the command a run prints has it)"
                 )
             halt = ledger.halted(campaign)
-            # The operator runs it again: they want it sent. A drill's used-up quota is the
-            # drill's, not the account's: a run without the drill is not held by it.
-            lifted = (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
-            if halt is not None and halt.code in lifted:
+            if halt is not None and halt.code in lifted_halts(faults):
                 ledger.clear_halt(campaign)
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
         _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
@@ -805,6 +809,67 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
 
 
 STOPPED_BY_OPERATOR = "StoppedByOperator"
+
+
+def lifted_halts(faults: str | None) -> tuple[str, ...]:
+    """The codes of the campaign halts that a run of its file lifts as it starts (run with
+    the drill ``faults``): the operator's stop, as they run it again to have it sent, and a
+    drill's used-up quota unless the run drills too (the drill's, not the account's)."""
+    return (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
+
+
+class RunForecast:
+    """What a run of a file in a workdir, without --faults or --retry-*, would do with the
+    rows validation passes on, as the ledger of the file's earlier runs there tells: skip
+    those sent, report again those failed for good, or send nothing at all while a halt
+    holds the campaign (send_batch's check, before any row).
+
+    ``see`` each row passed on; ``counts`` leaves out the rows withdrawn after.
+    """
+
+    def __init__(
+        self, workdir: Path, csv_path: Path, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        wd = Workdir(Path(workdir))
+        self.campaign = campaign_of_file(csv_path)
+        # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
+        self._rows = {state: array.array("q") for state in ("sent", "failed", "unknown")}
+        self._settled: SettledKeys | None = None
+        self._failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown (few)
+        self.halt: Halt | None = None
+        self.halt_age = 0.0
+        self.hold_left = 0.0
+        if not wd.ledger.is_file():  # no run of any file here claimed a row
+            return
+        with _local_ledger(wd) as ledger:
+            self._settled = SettledKeys(ledger, self.campaign)
+            for unknown in (False, True):
+                keys = ledger.failed_keys(self.campaign, unknown=unknown)
+                self._failed.update(dict.fromkeys(keys, unknown))
+            halt = ledger.halted(self.campaign)
+        if halt is not None and halt.code not in lifted_halts(None):
+            self.halt = halt
+            self.halt_age = max(0.0, clock() - halt.at)
+            self.hold_left = max(0.0, RetryPolicy().halt_hold_s - self.halt_age)
+
+    def see(self, row: dict[str, Any]) -> None:
+        """A row validation passed on (its email and template set make its ledger key)."""
+        if self._settled is None:
+            return
+        key = idempotency_key(self.campaign, row["email"], row["template"])
+        if key not in self._settled:
+            return
+        failed = self._failed.get(key)
+        state = "sent" if failed is None else "unknown" if failed else "failed"
+        self._rows[state].append(int(row["row"]))
+
+    def counts(self, withdrawn: Collection[int] = ()) -> dict[str, int]:
+        """The rows a run would skip as ``sent``, report failed again as ``failed`` for good
+        and as ``unknown`` (OutcomeUnknown), leaving out those ``withdrawn``."""
+        return {
+            state: sum(1 for row in rows if row not in withdrawn) if withdrawn else len(rows)
+            for state, rows in self._rows.items()
+        }
 
 
 class _HaltOnStop:

@@ -516,6 +516,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
             if result["counts"].get("failed"):
                 result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
+            run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)
             run_cmd.print_summary(Console(), result)
             raise SystemExit(run_cmd.exit_code(result))
         else:

@@ -19,6 +19,7 @@ from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
+from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
     SUPERSEDED,
@@ -297,8 +298,14 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         console.print(f"  {line}", markup=False)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
-    console.print("Resume (rows already sent are skipped):", style="bold", end=" ", highlight=False)
-    console.print(f"mailmatrix redrive {result['execution']} {where}", markup=False, soft_wrap=True)
+    if result.get("run_again_command"):  # the advice says why not a redrive
+        heading, command = "Send the rest, without the drill", result["run_again_command"]
+    else:
+        heading, command = "Resume", f"mailmatrix redrive {result['execution']} {where}"
+    console.print(
+        f"{heading} (rows already sent are skipped):", style="bold", end=" ", highlight=False
+    )
+    console.print(command, markup=False, soft_wrap=True)
 
 
 # The rows of the summary's table shown only when their count is not 0.
@@ -498,17 +505,18 @@ def run(
             progress.stop()
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    given = {
+        "--templates": templates,
+        "--attachments": attachments,
+        "--sender": sender_of(sender),
+        "--smtp": smtp_url,
+        "--send-rate": send_rate,
+        "--concurrency": concurrency,
+        "--batch-size": batch_size,
+    }
     if result["counts"].get("failed"):
-        given = {
-            "--templates": templates,
-            "--attachments": attachments,
-            "--sender": sender_of(sender),
-            "--smtp": smtp_url,
-            "--send-rate": send_rate,
-            "--concurrency": concurrency,
-            "--batch-size": batch_size,
-        }
         result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
+    add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -539,6 +547,20 @@ def retry_commands(
             "into the URL"
         )
     return commands
+
+
+def add_run_without_drill(
+    result: dict[str, Any],
+    csv_file: str,
+    workdir: Path,
+    given: dict[str, Any],
+    unsubscribe: str | None,
+) -> None:
+    """When only a drill's used-up quota stopped the run, add the run of the file without the
+    drill (``run_again_command``), which the advice offers instead of a redrive: a redrive
+    goes on with the drill."""
+    if result.get("redrive_advice") == DRILL_QUOTA_ADVICE:
+        result["run_again_command"] = run_command(csv_file, workdir, given, unsubscribe)
 
 
 def _os_error_hint(error: OSError, workdir: Path) -> str:

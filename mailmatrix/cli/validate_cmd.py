@@ -112,6 +112,7 @@ def validate_command(
     try:
         catalog = load_folder_catalog(templates_dir)
         index = folder_index(attachments_dir)
+        forecast = _forecast(workdir, csv_file)
         with csv_file.open("rb") as stream:
             report = run_intake(
                 stream,
@@ -119,7 +120,7 @@ def validate_command(
                 catalog=catalog,
                 attachments=index,
                 rules=rules,
-                emit=lambda row: None,
+                emit=forecast.see if forecast is not None else lambda row: None,
                 contents=folder_contents(attachments_dir),
             )
         if rejects_path is not None:
@@ -128,6 +129,10 @@ def validate_command(
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json)
     earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
+    if forecast is not None and earlier.get("found") and not earlier.get("error"):
+        earlier.update(_what_run_would_do(forecast, report))
+        if earlier["halt"] and earlier["halt"]["holds"]:
+            refused = exits.RUN_FAILED  # as `run` fails at once
 
     if as_json:
         found = report.to_dict()
@@ -167,6 +172,34 @@ def _earlier_runs(
         usage = isinstance(error, DeliveryChanged)  # `run` exits so for each
         return found, exits.USAGE if usage else exits.INPUT_UNUSABLE
     return found, None
+
+
+def _forecast(workdir: Path | None, csv_file: Path) -> Any:
+    """The file's earlier runs in ``workdir`` as a RunForecast (None: no workdir given)."""
+    if workdir is None:
+        return None
+    from mailmatrix.local import RunForecast
+
+    return RunForecast(workdir, csv_file)
+
+
+def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
+    """What `run` would do with the file's valid rows after its earlier runs: rows it would
+    skip as sent (``sent_before``) or report failed again (``failed_before``, and
+    ``unknown_before`` as OutcomeUnknown), the rows it would send (``would_send``), and the
+    campaign's halt (``halt``; ``holds``: `run` would stop at once, sending nothing)."""
+    counts = forecast.counts(report.withdrawn)
+    found: dict[str, Any] = {f"{state}_before": count for state, count in counts.items()}
+    found["would_send"] = report.valid - sum(counts.values())
+    halt = forecast.halt
+    found["halt"] = halt and {
+        "code": halt.code,
+        "reason": halt.reason,
+        "age_seconds": round(forecast.halt_age, 1),
+        "holds": forecast.hold_left > 0,
+        "holds_for_seconds": round(forecast.hold_left, 1),
+    }
+    return found
 
 
 def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
@@ -234,16 +267,80 @@ def _show(
         console.print(f"[red]`run` would refuse this file ({earlier['error']})[/]:")
         console.print(earlier["message"], markup=False)
         return
+    would = earlier.get("would_send", report.valid)
+    sending = f"{would} of the {report.valid} valid row(s) would be sent"
+    if would == report.valid:
+        sending = f"the {report.valid} valid row(s) would be sent"
     if not report.valid:
         console.print("[red]Nothing to send[/]: no row is valid and sendable; `run` would stop.")
     elif report.rejected:
         console.print(
             f"[red]{len(report.rejected)} row(s) rejected[/]: fix them and validate again; "
-            f"the {report.valid} valid row(s) would be sent."
+            f"{sending}."
         )
+    elif (earlier.get("halt") or {}).get("holds"):
+        console.print(
+            "[red]Not now[/]: a halt holds this file's runs (below): `run` would stop at once,"
+            f" sending nothing; after the halt, {sending}."
+        )
+    elif not would:
+        console.print(
+            f"[yellow]Nothing new to send[/]: none of the {report.valid} valid row(s) would be"
+            " sent."
+        )
+    elif would == report.valid:
+        console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
-        console.print(f"[green]All good[/]: {report.valid} row(s) would be sent.")
+        console.print(f"[green]All good[/]: {sending}.")
+    for line in _earlier_sends(earlier):
+        console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)
+
+
+def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
+    """What the file's earlier runs leave `run` to skip, to report failed again, or to wait
+    for (see _what_run_would_do)."""
+    lines = []
+    if earlier.get("sent_before"):
+        lines.append(
+            f"{earlier['sent_before']} row(s) were sent by earlier runs of this file: `run`"
+            " skips them."
+        )
+    if earlier.get("failed_before"):
+        lines.append(
+            f"{earlier['failed_before']} row(s) failed for good in earlier runs: `run` reports"
+            " them failed again without sending; `run --retry-failed` sends them."
+        )
+    if earlier.get("unknown_before"):
+        lines.append(
+            f"{earlier['unknown_before']} row(s) failed in earlier runs as OutcomeUnknown (they"
+            " may have arrived): `run` reports them failed again without sending; once checked,"
+            " `run --retry-unknown` sends them."
+        )
+    halt = earlier.get("halt")
+    if halt:
+        when = _ago(halt["age_seconds"])
+        if halt["holds"]:
+            lines.append(
+                f"An earlier run of this file was halted {when} ({halt['reason']}); the halt"
+                f" holds the file's runs for {halt['holds_for_seconds']:.0f} s more (`run`"
+                " stops at once, sending nothing), and a run after that tries again."
+            )
+        else:
+            lines.append(
+                f"An earlier run of this file was halted {when} ({halt['reason']}); a run now"
+                " tries again."
+            )
+    return lines
+
+
+def _ago(seconds: float) -> str:
+    """``12 s ago``, ``5 min ago``, ``3 h ago``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
 
 
 def _earlier_note(earlier: dict[str, Any]) -> str:

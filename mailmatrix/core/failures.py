@@ -44,6 +44,15 @@ DRILL_QUOTA = "faults: quota-after="
 # The code of the halt such a drill records (a new run without the drill lifts it).
 DRILL_QUOTA_CODE = "DrillQuota"
 
+# When to redrive an execution that only a drill's used-up quota stopped: not at all (whoever
+# prints it offers the run again without --faults instead of the redrive).
+DRILL_QUOTA_ADVICE = (
+    "the daily quota ran out in a drill (--faults quota-after), not in the account: to "
+    "send the rest, run the file again without --faults (that run lifts the drill's "
+    "halt; rows already sent are skipped). A redrive goes on with the drill's faults, "
+    "so it stops the same way after as many messages."
+)
+
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
 
@@ -92,26 +101,24 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     if error and error != THRESHOLD_EXCEEDED:
         pairs.append((error, message))
     errors = {name for name, _ in pairs}
-    halted = " ".join(text for name, text in pairs if name == "AccountSendingHalted").casefold()
-    if DRILL_QUOTA in halted:
-        return (
-            "the daily quota ran out in a drill (--faults quota-after), not in the account: to "
-            "send the rest, run the file again without --faults (that run lifts the drill's "
-            "halt; rows already sent are skipped). A redrive goes on with the drill's faults, "
-            "so it stops the same way after as many messages."
-        )
-    if "quota" in halted:
+    halts = [text.casefold() for name, text in pairs if name == "AccountSendingHalted"]
+    # The account's own halts first: a run without the drill does not lift theirs (the
+    # ledger keeps the halt recorded last, which may be either), and meets their cause again.
+    real = [text for text in halts if DRILL_QUOTA not in text]
+    if any("quota" in text for text in real):
         return (
             "the 24-hour sending quota is used up, so a redrive now stops the same way. Redrive "
             "once enough of it is free again: each message counts for 24 hours after it was "
             "sent (for SES: aws sesv2 get-account shows SentLast24Hours of Max24HourSend), "
             "or once the quota has been raised."
         )
-    if halted:
+    if real:
         return (
             "the account could not send (see above), and a redrive stops the same way until "
             "that is fixed (sending resumed, the sender verified): redrive once it is."
         )
+    if halts:
+        return DRILL_QUOTA_ADVICE
     if errors & _UNUSABLE_INPUT:
         return (
             "the file or the templates are unusable: a redrive reads the same upload. Fix the "

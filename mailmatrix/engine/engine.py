@@ -194,7 +194,10 @@ class Engine:
     def describe(self, execution_id: str) -> ExecutionRecord:
         """The full record of one execution, with its Map Runs and history."""
         record = self._settled(self.store.load(execution_id))
-        record["mapRuns"] = self.store.map_runs(execution_id)
+        runs = self.store.map_runs(execution_id)
+        if record.get("status") != "RUNNING":
+            runs = [self._ended_map_run(record, run) for run in runs]
+        record["mapRuns"] = runs
         return ExecutionRecord(record, self.store.history(execution_id))
 
     def history(self, execution_id: str) -> list[dict[str, Any]]:
@@ -256,6 +259,32 @@ class Engine:
         self.store.save(record)
         logger.debug("engine: execution %s left RUNNING by a process that ended", record["name"])
         return record
+
+    def _ended_map_run(self, record: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        """``run`` of the execution ``record``, which has ended: ABORTED if still RUNNING, as
+        Step Functions aborts the Map Runs of an execution that stops.
+
+        Such a run is one whose process was killed: its counts are the last snapshot, taken
+        every few seconds, and its running children never finished. They are counted again
+        from the children stored as each finished; the rest are pending (which of them had
+        started is not recorded), so that the counts add up to the total. Not written back:
+        a redrive starting meanwhile owns the stored run.
+        """
+        if run.get("status") != "RUNNING":
+            return run
+        children = self.store.child_summaries(record["name"], run["id"], ("status",))
+        succeeded = sum(1 for child in children.values() if child.get("status") == "SUCCEEDED")
+        failed = len(children) - succeeded
+        total = int(run.get("total") or 0)
+        return {
+            **run,
+            "status": "ABORTED",
+            "stopDate": run.get("stopDate") or record.get("stopDate"),
+            "succeeded": succeeded,
+            "failed": failed,
+            "running": 0,
+            "pending": max(0, total - succeeded - failed),
+        }
 
     def _log(self, execution_id: str, listener: Any, first_id: int) -> EventLog:
         notifier = Notifier(execution_id, listener)

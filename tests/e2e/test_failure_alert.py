@@ -164,3 +164,49 @@ def test_the_advice_follows_the_batches_error(error, cause, advice):
 
     stopped = Stopped(batches=((error, cause),))
     assert advice in redrive_advice("FAILED", THRESHOLD_EXCEEDED, "exceeded", stopped)
+
+
+DRILL_HALT = (
+    "AccountSendingHalted",
+    "send_batch: row 5: account cannot send: faults: quota-after=4: Daily message quota exceeded.",
+)
+
+
+@pytest.mark.parametrize(
+    ("real", "advice"),
+    [
+        (
+            "send_batch: row 3: account cannot send: smtp 127.0.0.1:2525: DATA: 452 4.3.1 Daily"
+            " message quota exceeded",
+            "the 24-hour sending quota is used up",
+        ),
+        (
+            "send_batch: campaign c-1 halted 1 s ago by an earlier batch: smtp 127.0.0.1:2525:"
+            " DATA: 452 4.3.1 Daily message quota exceeded (a halt holds the campaign's batches"
+            " for 60 s; a redrive lifts it at once)",
+            "the 24-hour sending quota is used up",
+        ),
+        (
+            "send_batch: row 3: account cannot send: smtp 127.0.0.1:2525: AUTH: 535 5.7.8"
+            " Authentication credentials invalid",
+            "the account could not send (see above)",
+        ),
+    ],
+    ids=["real-quota", "held-by-real-quota", "real-auth"],
+)
+def test_an_accounts_own_halt_beside_a_drills_quota_is_not_called_the_drills(real, advice):
+    from mailmatrix.core.failures import THRESHOLD_EXCEEDED, Stopped, redrive_advice
+
+    # GIVEN a run whose batches met both a drill's used-up quota and the account's own halt,
+    # in either order (the ledger keeps the halt recorded last, which may be the account's)
+    for batches in (
+        (DRILL_HALT, ("AccountSendingHalted", real)),
+        (("AccountSendingHalted", real), DRILL_HALT),
+    ):
+        stopped = Stopped(batches=batches)
+
+        # WHEN the advice is given THEN it is the account's (it said to run the file again
+        # without --faults, and that run was held by the account's halt)
+        said = redrive_advice("FAILED", THRESHOLD_EXCEEDED, "exceeded", stopped)
+        assert said.startswith(advice), said
+        assert "drill" not in said

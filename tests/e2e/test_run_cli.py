@@ -804,7 +804,14 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     flat = " ".join(output.split())
     assert "AccountSendingHalted (" in flat and "Daily message quota exceeded." in flat
     assert "When to resume: the daily quota ran out in a drill (--faults quota-after)" in flat
-    assert flat.index("When to resume") < flat.index("Resume (rows already sent are skipped)")
+    # AND its last line offers what the advice says, the run without the drill, not a redrive
+    # (it offered "Resume ...: mailmatrix redrive ID", which stops the same way)
+    command = f"mailmatrix run {EXAMPLE / 'recipients.csv'} --workdir {workdir} --batch-size 2"
+    assert output.rstrip().splitlines()[-1].endswith(command)
+    assert flat.index("When to resume") < flat.index(
+        "Send the rest, without the drill (rows already sent are skipped): mailmatrix run"
+    )
+    assert "mailmatrix redrive" not in flat
     # AND the alert says the same, the Map's error's cause being no stack trace
     (alert,) = [
         json.loads(line)
@@ -815,6 +822,19 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     assert "Why sending stopped:\n  AccountSendingHalted (" in alert["message"]
     assert "When to redrive: the daily quota ran out in a drill" in alert["message"]
     assert "stackTrace" not in alert["message"]
+
+    # WHEN the execution is redriven (the drill stops it again) THEN it offers the same
+    (execution,) = [path.name for path in (workdir / "executions").iterdir()]
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+    assert redriven.exit_code == 1, redriven.output
+    last = redriven.output.rstrip().splitlines()[-1]
+    assert last.startswith("Send the rest, without the drill (rows already sent are skipped): ")
+    assert " --faults" not in last
+
+    # AND the command offered sends the rest
+    again = CliRunner().invoke(cli, [*shlex.split(command)[1:], "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["unsent"] == 0
 
 
 def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stack_trace(
@@ -968,9 +988,9 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
     assert f"stopped: {sent} sent, {18 - sent} already sent, 2 rejected" in _listed(workdir)
 
 
-def _kill_run_once_sent(workdir: Path, emails: int) -> None:
-    """Run the demo campaign into ``workdir`` paced, and kill it outright (SIGKILL: nothing
-    of it runs after) once ``emails`` are in the outbox."""
+def _kill_run_once_sent(workdir: Path, emails: int, *options: str) -> None:
+    """Run the demo campaign into ``workdir`` paced (with ``options``), and kill it outright
+    (SIGKILL: nothing of it runs after) once ``emails`` are in the outbox."""
     import os
     import signal
     import subprocess
@@ -978,6 +998,7 @@ def _kill_run_once_sent(workdir: Path, emails: int) -> None:
     import time
 
     args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    args += options
     run = subprocess.Popen(
         [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
         cwd=REPO,
@@ -1017,6 +1038,35 @@ def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
     assert "ABORTED" in row and f"stopped: {counts['sent']} sent" in row
     assert f"{counts['unsent']} not sent yet" in row
     assert ("in doubt" in row) == bool(counts["in_doubt"])
+
+
+def test_show_of_a_killed_run_gives_its_map_run_aborted_with_counts_that_add_up(tmp_path):
+    from mailmatrix.engine import Engine, ResourceRegistry
+
+    # GIVEN a run of the demo campaign in batches of 2 killed outright (SIGKILL) while
+    # sending, once 7 emails are out
+    workdir = tmp_path / "work"
+    _kill_run_once_sent(workdir, 7, "--batch-size", "2")
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+
+    # WHEN it is shown
+    shown = CliRunner().invoke(cli, ["show", name, "--workdir", str(workdir)], env=WIDE).output
+
+    # THEN its Map Run ended with it, as Step Functions aborts it (it said "Map Run RUNNING"
+    # with the counts of its last snapshot, the running batches in none of them)
+    assert "SendEmails (Map) ABORTED" in shown
+    line = next(line for line in shown.splitlines() if "Map Run " in line)
+    numbers = re.search(
+        r"Map Run ABORTED: total (\d+), succeeded (\d+), failed (\d+), pending (\d+)", line
+    )
+    assert numbers, line
+    total, succeeded, failed, pending = map(int, numbers.groups())
+    assert succeeded + failed + pending == total
+    # AND its succeeded batches are those that finished
+    engine = Engine(workdir / "executions", ResourceRegistry())
+    (run,) = engine.describe(name)["mapRuns"]
+    children = engine.map_run_children(name, run["id"])
+    assert succeeded == sum(1 for child in children if child["status"] == "SUCCEEDED") > 0
 
 
 def test_a_killed_run_still_holds_its_file_to_its_way_of_delivery(tmp_path):
@@ -1255,6 +1305,91 @@ def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_pat
         CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv"), "--json"]).stdout
     )
     assert as_json["earlier_runs"] == {"checked": False}
+
+
+def _validate_json(csv_path: Path, workdir: Path) -> dict:
+    args = ["validate", str(csv_path), "--workdir", str(workdir), "--json"]
+    return json.loads(CliRunner().invoke(cli, args).stdout)["earlier_runs"]
+
+
+def test_validate_with_the_workdir_counts_the_rows_run_would_send(tmp_path):
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    run = ["run", str(csv_path), "--workdir", str(workdir), "--json"]
+    # GIVEN the example campaign (18 valid rows) stopped by a drill's quota after 5 messages
+    # (or 6: batches running at once may pass the drill's count together)
+    drilled = CliRunner().invoke(cli, [*run, "--faults", "quota-after=5", "--batch-size", "2"])
+    assert drilled.exit_code == 1, drilled.output
+    sent = json.loads(drilled.stdout)["counts"]["sent"]
+    assert 5 <= sent < 18
+
+    # WHEN it is validated against the workdir THEN it counts those sent as skipped, and the
+    # drill's halt as lifted (a run without the drill is not held by it)
+    earlier = _validate_json(csv_path, workdir)
+    assert (earlier["sent_before"], earlier["would_send"], earlier["halt"]) == (
+        sent,
+        18 - sent,
+        None,
+    )
+    said = " ".join(
+        CliRunner()
+        .invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+        .output.split()
+    )
+    assert f"{18 - sent} of the 18 valid row(s) would be sent." in said
+    assert f"{sent} row(s) were sent by earlier runs of this file: `run` skips them." in said
+    # AND the run sends the rest and skips those
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (18 - sent, sent)
+
+    # WHEN it is validated again THEN nothing is left to send (it said "All good: 18 row(s)
+    # would be sent")
+    earlier = _validate_json(csv_path, workdir)
+    assert (earlier["sent_before"], earlier["would_send"]) == (18, 0)
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (0, 18)
+
+
+def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_them(tmp_path):
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    run = ["run", str(csv_path), "--workdir", str(workdir), "--json"]
+    # GIVEN a run where the mail service refused some rows for good
+    first = json.loads(CliRunner().invoke(cli, [*run, "--faults", "permanent=0.3,seed=3"]).stdout)
+    failed = first["counts"]["failed"]
+    assert 0 < failed < 18
+
+    # WHEN it is validated THEN those rows are not counted as would-be-sent, nor as sent
+    earlier = _validate_json(csv_path, workdir)
+    assert earlier["failed_before"] == failed
+    assert (earlier["sent_before"], earlier["would_send"]) == (18 - failed, 0)
+    # AND the next run reports them failed again, sending nothing
+    counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
+    assert (counts["sent"], counts["skipped"], counts["failed"]) == (0, 18 - failed, failed)
+
+
+def test_validate_says_when_an_old_halt_no_longer_holds_the_file(tmp_path):
+    import time
+
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.local import campaign_of_file
+
+    workdir = tmp_path / "work"
+    csv_path = EXAMPLE / "recipients.csv"
+    CliRunner().invoke(cli, ["run", str(csv_path), "--workdir", str(workdir), "--batch-size", "30"])
+    # GIVEN the account's quota halt recorded 5 minutes ago
+    ledger = SqliteLedger(str(workdir / "ledger.sqlite3"), clock=lambda: time.time() - 300)
+    reason = "smtp 127.0.0.1:25: DATA: 452 4.3.1 Daily message quota exceeded"
+    ledger.halt(campaign_of_file(csv_path), code="452", reason=reason, attempt="a-1")
+    ledger.close()
+
+    # WHEN the file is validated THEN the halt is told, as one that no longer holds runs
+    earlier = _validate_json(csv_path, workdir)
+    assert earlier["halt"]["holds"] is False
+    result = CliRunner().invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+    assert result.exit_code == 4, result.output  # the 2 rejected rows decide it
+    said = " ".join(result.output.split())
+    assert f"An earlier run of this file was halted 5 min ago ({reason}); a run now tries" in said
 
 
 def test_a_set_renamed_with_its_old_name_kept_for_another_status_is_not_blamed_on_the_status(
@@ -1947,9 +2082,10 @@ def test_printed_commands_keep_a_workdir_with_spaces_in_one_piece(tmp_path):
     )
     assert code == 1
 
-    # THEN the printed show and redrive commands, pasted into a shell, name that workdir
+    # THEN the printed show and run commands (a drill's quota: the run without the drill, not
+    # a redrive), pasted into a shell, name that workdir
     text = output.replace("\n", " ")
-    for verb in ("show", "redrive"):
+    for verb in ("show", "run"):
         command = text[text.index(f"mailmatrix {verb} ") :]
         words = shlex.split(command.split(")")[0])
         assert words[words.index("--workdir") + 1] == str(workdir)

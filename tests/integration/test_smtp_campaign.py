@@ -184,3 +184,69 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
     outbox = CliRunner().invoke(cli, args)
     assert outbox.exit_code == 2
     assert "earlier runs of this file" in outbox.output
+
+
+class DailyQuota(Inbox):
+    """Takes ``left`` messages, then answers each as a server whose daily quota is used up."""
+
+    def __init__(self, left: int) -> None:
+        super().__init__()
+        self.left = left
+        self.refused = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            if len(self.envelopes) >= self.left:
+                self.refused += 1
+                return "452 4.3.1 Daily message quota exceeded"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_validate_says_what_run_would_do_while_the_servers_quota_halt_holds(tmp_path: Path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN the demo campaign (18 valid rows) stopped by the server's daily quota after 4
+    quota = DailyQuota(4)
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    controller = Controller(quota, hostname=HOST, port=port)
+    controller.start()
+    workdir = str(tmp_path / "work")
+    csv_file = str(EXAMPLE / "recipients.csv")
+    run = ["run", csv_file, "--workdir", workdir, "--smtp", f"smtp://{HOST}:{port}"]
+    validate = ["validate", csv_file, "--workdir", workdir]
+    try:
+        first = CliRunner().invoke(cli, [*run, "--json"])
+        assert first.exit_code == 1, first.output
+        assert len(quota.envelopes) == 4
+
+        # WHEN it is validated against the workdir, within the halt's hold
+        checked = CliRunner().invoke(cli, validate)
+        earlier = json.loads(CliRunner().invoke(cli, [*validate, "--json"]).stdout)["earlier_runs"]
+
+        # THEN it says the 4 sent are skipped, 14 would be sent, but not now: the halt holds
+        # the file's runs, and it exits as run does (it said "the 18 valid row(s) would be
+        # sent", exit 4)
+        said = " ".join(checked.output.split())
+        assert checked.exit_code == 1, said
+        assert "14 of the 18 valid row(s) would be sent." in said
+        assert "4 row(s) were sent by earlier runs of this file: `run` skips them." in said
+        assert "452 4.3.1 Daily message quota exceeded); the halt holds the file's runs" in said
+        assert "(`run` stops at once, sending nothing)" in said
+        assert (earlier["sent_before"], earlier["would_send"]) == (4, 14)
+        assert earlier["halt"]["holds"] is True
+        assert 0 < earlier["halt"]["holds_for_seconds"] <= 60
+        assert "Daily message quota exceeded" in earlier["halt"]["reason"]
+
+        # AND the run fails at once, as it said, without asking the server
+        refused = quota.refused
+        again = CliRunner().invoke(cli, [*run, "--json"])
+        assert again.exit_code == 1, again.output
+        assert (len(quota.envelopes), quota.refused) == (4, refused)
+    finally:
+        controller.stop()
