@@ -37,12 +37,17 @@ class Inbox:
         return "250 2.0.0 Ok: queued"
 
 
+def _free_port() -> int:
+    """A loopback port this test bound and let go: nothing listens on it."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def smtp_inbox():
     inbox = Inbox()
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     controller = Controller(inbox, hostname=HOST, port=port)
     controller.start()
     try:
@@ -138,9 +143,7 @@ def test_a_redrive_that_sends_first_holds_the_file_to_its_server(tmp_path: Path)
     from mailmatrix.cli.main import cli
 
     # GIVEN a first run through a mail server that was down (stopped before any row)
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     url = f"smtp://{HOST}:{port}"
     workdir = str(tmp_path / "work")
     csv_file = str(EXAMPLE / "recipients.csv")
@@ -179,7 +182,8 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
 
     # WHEN it runs again through a backup relay THEN that is no change of delivery (both
     # deliver): it is not refused as one, as a run into the outbox is
-    backup = CliRunner().invoke(cli, [*args, "--smtp", "smtp://127.0.0.1:9?timeout=2"])
+    relay = f"smtp://{HOST}:{_free_port()}?timeout=2"
+    backup = CliRunner().invoke(cli, [*args, "--smtp", relay])
     assert "earlier runs of this file" not in backup.output, backup.output
     outbox = CliRunner().invoke(cli, args)
     assert outbox.exit_code == 2
@@ -211,9 +215,7 @@ def test_validate_says_what_run_would_do_while_the_servers_quota_halt_holds(tmp_
 
     # GIVEN the demo campaign (18 valid rows) stopped by the server's daily quota after 4
     quota = DailyQuota(4)
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     controller = Controller(quota, hostname=HOST, port=port)
     controller.start()
     workdir = str(tmp_path / "work")
