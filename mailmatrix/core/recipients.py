@@ -462,6 +462,9 @@ class _Intake:
         # Of the rows withdrawn, those an earlier run sent (asked once they are known).
         self.sent_before = sent_before
         self.sent_earlier: frozenset[int] = frozenset()
+        # With earlier runs to ask: the rejects of rows held for a row withdrawn (its file,
+        # its address), worded once it is known whether an earlier run sent that row.
+        self.held = ProblemList()
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
@@ -564,13 +567,10 @@ class _Intake:
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
         shared = self._own_file(row, values, identity, sent=sent, found=attachment)
-        if shared:
-            problems.append(("Attachment_File", shared))
-        if problems or address is None:
-            earlier = self._claim_address(row, values, address, sent=False)
-            if earlier is not None and earlier[1]:
-                problems.append(("Email", earlier[1]))
-            self._reject_all(row, problems, email_text)
+        if shared or problems or address is None:
+            first_row, columns = self._claim_address(row, values, address, sent=False) or (0, "")
+            same = _Held(first_row, columns) if columns else None
+            self._hold(row, problems, email_text, shared, same)
             return
 
         # One email per address per file: the same address under another Status (an offer
@@ -578,9 +578,9 @@ class _Intake:
         # second letter or the first row's letter to the wrong person.
         earlier = self._claim_address(row, values, address, sent=True)
         if earlier is not None:
-            first_row, held = earlier
-            if held:
-                self._reject(row, "Email", held, email_text)
+            first_row, columns = earlier
+            if columns:
+                self._hold(row, [], email_text, None, _Held(first_row, columns))
             else:
                 duplicate = {"row": row, "first_row": first_row, "email": mask(address.email)}
                 report.duplicates.append(duplicate)
@@ -796,6 +796,7 @@ class _Intake:
             self.sent_earlier = frozenset(self.sent_before(self.report.withdrawn))
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
+            self.report.rejected.merge(map(self._held_rejection, self.held))
             # Every row withdrawn was passed on, so its address was kept; one that was not would
             # still be listed, without it, never lost.
             leftover = sorted(self.withdrawn.items())
@@ -821,14 +822,15 @@ class _Intake:
         *,
         sent: bool,
         found: Lookup | None = None,
-    ) -> str | None:
+    ) -> _Shared | None:
         """Record the file the row's Attachment_File cell names (a file of default_attachment
         is many rows' by design) as ``recipient``'s; ``sent``: the row is about to be passed
-        on; ``found``: the file the cell resolved to, when the row got that far. Return why the
-        row must not be sent when rows of two recipients name the file, and withdraw the row
-        passed on before that was known. Rows skipped or rejected for other reasons count
-        too: their file is their recipient's all the same. Names the attachments location
-        links to one file (a symlink, hard links) are that one file.
+        on; ``found``: the file the cell resolved to, when the row got that far. Return the
+        file, the other recipient's row and its name for the file when rows of two recipients
+        name it (the row must not be sent), and withdraw the row passed on before that was
+        known. Rows skipped or rejected for other reasons count too: their file is their
+        recipient's all the same. Names the attachments location links to one file (a
+        symlink, hard links) are that one file.
 
         Before a file is contested, at most one row naming it has been passed on (one
         recipient, whose other rows are duplicates or held for the address: _claim_address):
@@ -844,7 +846,7 @@ class _Intake:
         linked = self.attachments.same_file(name)
         key = hash(linked or name)
         if key in self.contested:
-            return _shared_file(name, self.contested[key], self.owner_names.get(key, name))
+            return _Shared(name, self.contested[key], self.owner_names.get(key, name))
         owner = self.owners.add(key, row, recipient, flag=sent)
         if owner is None:
             if linked:
@@ -867,7 +869,7 @@ class _Intake:
         owner_name = self.owner_names.get(key, name)
         if owner_sent:
             self._withdraw(owner_row, _Shared(owner_name, row, name))
-        return _shared_file(name, owner_row, owner_name)
+        return _Shared(name, owner_row, owner_name)
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
         """Who a row is for, as a hash: its address as sent to (parsed now unless given),
@@ -911,11 +913,12 @@ class _Intake:
     ) -> tuple[int, str | None] | None:
         """Record the row's address; ``sent``: the row is passed on unless its address was seen.
 
-        For an address an earlier row has, return that first row and why this row is held back,
-        None when the two hold the same values (a duplicate). A first row passed on that
-        differs is withdrawn: which of the two is wrong, only a person can tell. Rows skipped
-        or rejected for other reasons count too: a letter goes to an address only when every
-        row for it agrees. Two names of one file (links) are one value, as for shared files.
+        For an address an earlier row has, return that first row and the columns the two
+        differ in (this row is held back), None when they hold the same values (a duplicate).
+        A first row passed on that differs is withdrawn: which of the two is wrong, only a
+        person can tell. Rows skipped or rejected for other reasons count too: a letter goes
+        to an address only when every row for it agrees. Two names of one file (links) are
+        one value, as for shared files.
         """
         if address is None or not address.key:
             return None  # no address to compare: its row is rejected for it
@@ -934,7 +937,7 @@ class _Intake:
         columns, number = self._columns_differing(first_row, others)
         if first_sent:
             self._withdraw(first_row, _SameAddress(row * _COLUMN_TEXTS + number))
-        return first_row, _same_address(first_row, columns)
+        return first_row, columns
 
     def _columns_differing(self, first_row: int, others: list[str]) -> tuple[str, int]:
         """Name the columns in which ``others`` (a row's cells but Email) differ from those of
@@ -968,6 +971,47 @@ class _Intake:
         elif isinstance(why, _Shared) and not isinstance(held, _SameContent):
             self.withdrawn[row] = why._replace(same_address=held)
 
+    def _hold(
+        self,
+        row: int,
+        problems: list[tuple[str, str]],
+        email: str,
+        shared: _Shared | None,
+        same: _Held | None,
+    ) -> None:
+        """Reject a row for ``problems`` and for what holds it back for another row: that
+        row's recipient has its file (``shared``), or that row has its address with other
+        values (``same``). When that row was passed on, then withdrawn, and earlier runs can
+        be asked, the reject waits for withdraw(): its reason says if one sent that row."""
+        if self.sent_before is not None and any(
+            held is not None and held.other_row in self.withdrawn for held in (shared, same)
+        ):
+            entry = {"row": row, "email": mask(email), "problems": problems}
+            self.held.append({**entry, "shared": shared, "same": same})
+            return
+        self._reject_all(row, [*problems, *self._held_problems(shared, same)], email)
+
+    def _held_rejection(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The reject of a row _hold kept back until the earlier runs were asked."""
+        shared = _Shared(*entry["shared"]) if entry["shared"] else None
+        same = _Held(*entry["same"]) if entry["same"] else None
+        problems = [(column, reason) for column, reason in entry["problems"]]
+        column, reason = _joined([*problems, *self._held_problems(shared, same)])
+        return _rejection(entry["row"], column, reason, entry["email"])
+
+    def _held_problems(self, shared: _Shared | None, same: _Held | None) -> list[tuple[str, str]]:
+        """(column, reason) of what holds a row back for another row (see _hold), saying so
+        when an earlier run of the file sent that row."""
+        problems = []
+        if shared is not None:
+            sent = (False, shared.other_row in self.sent_earlier)
+            reason = _shared_file(shared.name, shared.other_row, shared.other_name, sent=sent)
+            problems.append(("Attachment_File", reason))
+        if same is not None:
+            sent = (False, same.other_row in self.sent_earlier)
+            problems.append(("Email", _same_address(same.other_row, same.columns, sent=sent)))
+        return problems
+
     def _withdrawal(self, row: int, why: _Withdrawal, masked: str) -> dict[str, Any]:
         """The reject of a row withdrawn for ``why``, found at later rows (or at the end)."""
         column, reason = _joined(self._withdrawal_problems(row, why))
@@ -981,15 +1025,17 @@ class _Intake:
             reason = _same_content(why.name, why.other_row, why.other_name, sent=sent)
             return [*problems, ("Attachment_File", reason)]
         problems = []
+        sent = (row in self.sent_earlier, False)  # the later row was not passed on
         if isinstance(why, _Shared):
-            reason = _shared_file(why.name, why.other_row, why.other_name, earlier=False)
+            reason = _shared_file(why.name, why.other_row, why.other_name, earlier=False, sent=sent)
             problems.append(("Attachment_File", reason))
             same_address = why.same_address
         else:
             same_address = why
         if same_address is not None:
             later_row, number = divmod(same_address, _COLUMN_TEXTS)
-            problems.append(("Email", _same_address(later_row, self.column_texts[number])))
+            columns = self.column_texts[number]
+            problems.append(("Email", _same_address(later_row, columns, sent=sent)))
         return problems
 
     def compare_contents(self) -> None:
@@ -1094,6 +1140,14 @@ class _Shared(NamedTuple):
 _SameAddress = NewType("_SameAddress", int)
 
 
+class _Held(NamedTuple):
+    """Why a row is held back for an earlier row of its address: that row (``other_row``)
+    has other values, in ``columns``."""
+
+    other_row: int
+    columns: str
+
+
 class _SameContent(NamedTuple):
     """Why a row passed on is withdrawn once the whole file is read: its file's ``name``
     holds the same bytes as the file ``other_name`` of ``other_row``, another recipient's;
@@ -1172,9 +1226,37 @@ def _empty_but_used(column: str, template: str) -> str:
     )
 
 
-def _shared_file(name: str, other_row: int, other_name: str, *, earlier: bool = True) -> str:
+def _shared_file(
+    name: str,
+    other_row: int,
+    other_name: str,
+    *,
+    earlier: bool = True,
+    sent: tuple[bool, bool] = (False, False),
+) -> str:
     """Why a row is rejected whose file a row of another recipient names too (as
-    ``other_name``: another name of the same file when the attachments location links them)."""
+    ``other_name``: another name of the same file when the attachments location links them);
+    ``earlier``: that row comes first; ``sent``: whether an earlier run of the file sent the
+    row, and the other row (only the first of the two can have been asked)."""
+    link = other_name != name
+    if sent[0]:
+        what = f"the same file as {other_name} (a link in the attachments folder)"
+        return (
+            f"{name} went to this row's recipient in an earlier run of this file, and row "
+            f"{other_row}, another recipient, names {what if link else 'it'} too: each row "
+            f"attaches its recipient's own file, so row {other_row} is held back; this row is "
+            f"not sent again and needs nothing (give row {other_row} its recipient's own file"
+            f"{', or correct the link' if link else ''}, then run the file again)"
+        )
+    if sent[1]:
+        what = f" the same file as {other_name} (a link in the attachments folder)," if link else ""
+        return (
+            f"{name} is{what} already the attachment of row {other_row}, another recipient, "
+            "which an earlier run of this file sent to its recipient: each row attaches its "
+            "recipient's own file, so this row is not sent (name this recipient's own file in "
+            f"Attachment_File{', or correct the link' if link else ''}, then run the file "
+            f"again; row {other_row} is not sent again; {_ONE_FOR_MANY})"
+        )
     when = "already" if earlier else "also"
     if other_name == name:
         return (
@@ -1260,8 +1342,24 @@ _SHOWN_COLUMNS = 5
 _COLUMN_TEXTS = 1024
 
 
-def _same_address(other_row: int, columns: str) -> str:
-    """Why a row is held back whose address a row with other values has too."""
+def _same_address(other_row: int, columns: str, *, sent: tuple[bool, bool] = (False, False)) -> str:
+    """Why a row is held back whose address a row with other values has too; ``sent``:
+    whether an earlier run of the file sent the row, and the other row."""
+    if sent[0]:
+        return (
+            "this row's letter went to its address in an earlier run of this file, and row "
+            f"{other_row} has the same address with other values in {columns}: one address "
+            f"gets one letter, so row {other_row} is held back; this row is not sent again and "
+            f"needs nothing (correct row {other_row}'s address if it is meant for someone "
+            "else, or delete that row; then run the file again)"
+        )
+    if sent[1]:
+        return (
+            f"row {other_row} has the same address with other values in {columns}, and an "
+            f"earlier run of this file sent row {other_row}'s letter to it: one address gets one "
+            "letter, so this row is not sent (correct this row's address if it is meant for "
+            f"someone else, or delete this row; row {other_row} is not sent again)"
+        )
     return (
         f"row {other_row} has the same address with other values in {columns}: one address "
         "gets one letter, so one of the two rows is wrong and neither is sent (correct the "

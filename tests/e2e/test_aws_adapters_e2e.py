@@ -601,6 +601,54 @@ def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_s
     )
 
 
+def test_a_row_held_for_a_letter_an_earlier_upload_sent_names_the_added_row_as_the_suspect(
+    account,
+):
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    # GIVEN the campaign sent once: Amelia (row 2) and José (row 3) got their letters
+    assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
+    assert len(sent) == 18
+
+    # WHEN rows are added naming Amelia's file for a new person, and José's address with
+    # another name, and the file is uploaded again
+    body = (EXAMPLE / "recipients.csv").read_bytes()
+    row = len(body.splitlines()) + 1
+    body += b"new.person@example.com,New Person,Offer,amelia-hart.pdf,QA,QA,2027-02-01,1\n"
+    body += "jose.garcia@example.org,José G,Offer,jose-garcia.pdf,QA,QA,2027-02-01,1\n".encode()
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN nothing more is mailed, and the rejects report says the first rows went out
+    # already and need nothing, and the added rows are the ones held
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent) == 18
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
+    rejects = account["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    held = {
+        int(r["row"]): r["reason"] for r in csv.DictReader(io.StringIO(rejects.decode("utf-8-sig")))
+    }
+    assert held[2].startswith(
+        "amelia-hart.pdf went to this row's recipient in an earlier run of this file, and "
+        f"row {row}, another recipient, names it too"
+    )
+    assert held[3].startswith(
+        "this row's letter went to its address in an earlier run of this file, and row "
+        f"{row + 1} has the same address with other values in Name, Position, Department, "
+        "Start_Date, Salary"
+    )
+    assert held[row].startswith(
+        "amelia-hart.pdf is already the attachment of row 2, another recipient, which an "
+        "earlier run of this file sent to its recipient"
+    )
+    assert held[row + 1].startswith(
+        "row 3 has the same address with other values in Name, Position, Department, "
+        "Start_Date, Salary, and an earlier run of this file sent row 3's letter to it"
+    )
+    assert "neither is sent" not in " ".join(held[n] for n in (2, 3, row, row + 1))
+
+
 def rename_template_set(s3: Any, old: str, new: str) -> None:
     """Rename a template set in the bucket as an operator would: its folder under templates/,
     and its name in manifest.yaml."""

@@ -1862,8 +1862,9 @@ def test_a_default_attachment_that_is_a_copy_of_one_persons_letter_sends_nothing
     assert _recipients(workdir / "outbox") == {}
 
 
-def test_a_copy_of_a_letter_sent_by_an_earlier_run_names_the_new_row_as_the_suspect(tmp_path):
-    # GIVEN the example campaign run once: Amelia (row 2) got her letter
+def _run_once(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The example campaign, with its attachments, copied and run once, to edit and run again;
+    return the file, the attachments folder and the workdir."""
     campaign = tmp_path / "offers.csv"
     shutil.copy(EXAMPLE / "recipients.csv", campaign)
     folder = tmp_path / "attachments"
@@ -1871,6 +1872,12 @@ def test_a_copy_of_a_letter_sent_by_an_earlier_run_names_the_new_row_as_the_susp
     workdir = tmp_path / "work"
     first = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
     assert first.exit_code == 0, first.output
+    return campaign, folder, workdir
+
+
+def test_a_copy_of_a_letter_sent_by_an_earlier_run_names_the_new_row_as_the_suspect(tmp_path):
+    # GIVEN the example campaign run once: Amelia (row 2) got her letter
+    campaign, folder, workdir = _run_once(tmp_path)
     assert _recipients(workdir / "outbox")["amelia.hart@example.com"] == 1
 
     # WHEN a row for a new person is added whose file is a copy of Amelia's letter, and the
@@ -1896,6 +1903,53 @@ def test_a_copy_of_a_letter_sent_by_an_earlier_run_names_the_new_row_as_the_susp
         f"row {row} rejected [Attachment_File]: new-person.pdf has the same contents as "
         "amelia-hart.pdf, the attachment of row 2, which an earlier run of this file sent to "
         "its recipient: this row names a copy of that person's letter, so it is not sent"
+    ) in said
+    assert "neither is sent" not in said
+
+
+def test_a_row_held_for_a_letter_an_earlier_run_sent_names_the_added_row_as_the_suspect(
+    tmp_path,
+):
+    # GIVEN the example campaign run once: Amelia (row 2) and José (row 3) got their letters
+    campaign, _, workdir = _run_once(tmp_path)
+    sent = _recipients(workdir / "outbox")
+    assert sent["amelia.hart@example.com"] == sent["jose.garcia@example.org"] == 1
+
+    # WHEN rows are added naming Amelia's file for a new person, and José's address with
+    # another name, and the file runs again
+    with campaign.open("a", encoding="utf-8") as out:
+        out.write("new.person@example.com,New Person,Offer,amelia-hart.pdf,QA,QA,2027-02-01,1\n")
+        out.write("jose.garcia@example.org,José G,Offer,jose-garcia.pdf,QA,QA,2027-02-01,1\n")
+    row = len(campaign.read_text(encoding="utf-8").splitlines()) - 1
+    again = CliRunner().invoke(cli, ["run", str(campaign), "--workdir", str(workdir)])
+
+    # THEN nothing more is mailed, and the output says Amelia's and José's rows went out
+    # already and need nothing, and the added rows are the ones held: nothing says the first
+    # rows are not sent, or to send them again
+    assert _recipients(workdir / "outbox") == sent
+    said = " ".join(again.output.split())
+    columns = "Name, Position, Department, Start_Date, Salary"
+    assert (
+        "row 2 rejected [Attachment_File]: amelia-hart.pdf went to this row's recipient in an "
+        f"earlier run of this file, and row {row}, another recipient, names it too: each row "
+        f"attaches its recipient's own file, so row {row} is held back; this row is not sent "
+        "again and needs nothing"
+    ) in said
+    assert (
+        "row 3 rejected [Email]: this row's letter went to its address in an earlier run of "
+        f"this file, and row {row + 1} has the same address with other values in {columns}: "
+        f"one address gets one letter, so row {row + 1} is held back; this row is not sent "
+        "again and needs nothing"
+    ) in said
+    assert (
+        f"row {row} rejected [Attachment_File]: amelia-hart.pdf is already the attachment of "
+        "row 2, another recipient, which an earlier run of this file sent to its recipient: "
+        "each row attaches its recipient's own file, so this row is not sent"
+    ) in said
+    assert (
+        f"row {row + 1} rejected [Email]: row 3 has the same address with other values in "
+        f"{columns}, and an earlier run of this file sent row 3's letter to it: one address "
+        "gets one letter, so this row is not sent"
     ) in said
     assert "neither is sent" not in said
 

@@ -1561,6 +1561,143 @@ def test_a_copy_of_a_letter_an_earlier_run_sent_says_which_row_went_out(
     assert asked == [frozenset({2, 3})]
 
 
+def asking(sent: set[int], asked: list[frozenset[int]]) -> Callable[[frozenset[int]], set[int]]:
+    """A sent_before hook: of the rows asked about, those in ``sent``; each question is kept
+    in ``asked``."""
+
+    def sent_before(rows: frozenset[int]) -> set[int]:
+        asked.append(rows)
+        return sent & rows
+
+    return sent_before
+
+
+@pytest.mark.parametrize(
+    "second, index, column, first_reason, second_reason",
+    [
+        (
+            "bob@example.com,Bob Example,active,alice.pdf\r\n",
+            None,
+            "Attachment_File",
+            "alice.pdf went to this row's recipient in an earlier run of this file, and row 3, "
+            "another recipient, names it too: each row attaches its recipient's own file, so "
+            "row 3 is held back; this row is not sent again and needs nothing (give row 3 its "
+            "recipient's own file, then run the file again)",
+            "alice.pdf is already the attachment of row 2, another recipient, which an earlier "
+            "run of this file sent to its recipient: each row attaches its recipient's own "
+            "file, so this row is not sent (name this recipient's own file in Attachment_File, "
+            "then run the file again; row 2 is not sent again; to send one file to many, leave "
+            "Attachment_File empty and set default_attachment)",
+        ),
+        (
+            BOB,
+            linked_index(("alice.pdf", "bob.pdf"), ("carol.pdf",)),
+            "Attachment_File",
+            f"alice.pdf went to this row's recipient in an earlier run of this file, and row 3, "
+            f"another recipient, names the same file as bob.pdf{LINKED[:-2]} too: each row "
+            "attaches its recipient's own file, so row 3 is held back; this row is not sent "
+            "again and needs nothing (give row 3 its recipient's own file, or correct the link, "
+            "then run the file again)",
+            f"bob.pdf is the same file as alice.pdf{LINKED}already the attachment of row 2, "
+            "another recipient, which an earlier run of this file sent to its recipient: each "
+            "row attaches its recipient's own file, so this row is not sent (name this "
+            "recipient's own file in Attachment_File, or correct the link, then run the file "
+            "again; row 2 is not sent again; to send one file to many, leave Attachment_File "
+            "empty and set default_attachment)",
+        ),
+        (
+            "alice@example.com,Alicia Example,active,alice.pdf\r\n",
+            None,
+            "Email",
+            "this row's letter went to its address in an earlier run of this file, and row 3 "
+            "has the same address with other values in Name: one address gets one letter, so "
+            "row 3 is held back; this row is not sent again and needs nothing (correct row 3's "
+            "address if it is meant for someone else, or delete that row; then run the file "
+            "again)",
+            "row 2 has the same address with other values in Name, and an earlier run of this "
+            "file sent row 2's letter to it: one address gets one letter, so this row is not "
+            "sent (correct this row's address if it is meant for someone else, or delete this "
+            "row; row 2 is not sent again)",
+        ),
+    ],
+    ids=["a file named twice", "a link to the file", "an address with other values"],
+)
+def test_a_row_held_for_one_an_earlier_run_sent_says_which_row_went_out(
+    second, index, column, first_reason, second_reason
+):
+    # GIVEN Alice's row, sent by an earlier run of the file, and a row added after it that
+    # names her file (or a link to it) for Bob, or has her address with another Name
+    text = HEADER + ALICE + second + "carol@example.com,Carol,active,carol.pdf\r\n"
+    asked: list[frozenset[int]] = []
+
+    # WHEN validated
+    report, rows = run(
+        text, index=index or index_of("alice.pdf", "carol.pdf"), sent_before=asking({2}, asked)
+    )
+
+    # THEN both rows are held back as before, and their reasons say that Alice's went out
+    # already and needs nothing, and that the added row is the one to fix; the earlier runs
+    # were asked once, of the withdrawn row only
+    assert report.withdrawn == {2} and report.valid == 1
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [4]
+    assert reasons(report) == [(2, column, first_reason), (3, column, second_reason)]
+    assert asked == [frozenset({2})]
+
+
+def test_rows_held_for_a_letter_an_earlier_run_sent_keep_their_place_and_other_problems():
+    # GIVEN Alice's row, sent by an earlier run, then Bob's row naming her file, a row with a
+    # bad address, and Carol's row naming her file with an empty Name the template prints
+    text = HEADER + ALICE + "bob@example.com,Bob,active,alice.pdf\r\n"
+    text += "not-an-address,Nobody,active,carol.pdf\r\n"
+    text += "carol@example.com,,active,alice.pdf\r\n"
+    asked: list[frozenset[int]] = []
+
+    # WHEN validated
+    report, rows = run(
+        text, index=index_of("alice.pdf", "carol.pdf"), sent_before=asking({2}, asked)
+    )
+
+    # THEN the rejects read in row order, Bob's and Carol's saying Alice's row went out, and
+    # Carol's naming her empty Name first, as it would without the earlier run
+    assert rows and report.withdrawn == {2} and report.valid == 0
+    held = reasons(report)
+    assert [(row, column) for row, column, _ in held] == [
+        (2, "Attachment_File"),
+        (3, "Attachment_File"),
+        (4, "Email"),
+        (5, "Name; Attachment_File"),
+    ]
+    assert held[0][2].startswith("alice.pdf went to this row's recipient in an earlier run")
+    sent_earlier = "alice.pdf is already the attachment of row 2, another recipient, which an"
+    assert held[1][2].startswith(sent_earlier)
+    assert held[3][2].startswith("Name is empty but used by template offer")
+    assert f"; {sent_earlier}" in held[3][2]
+    assert "neither is sent" not in " ".join(reason for _, _, reason in held)
+    assert asked == [frozenset({2})]
+
+
+def test_a_row_held_for_one_no_earlier_run_sent_keeps_the_first_run_wording():
+    # GIVEN Alice's row and Bob's naming her file, neither sent by an earlier run
+    text = HEADER + ALICE + "bob@example.com,Bob,active,alice.pdf\r\n"
+    asked: list[frozenset[int]] = []
+
+    # WHEN validated with earlier runs to ask, and without
+    report, _ = run(text, index=index_of("alice.pdf"), sent_before=asking(set(), asked))
+    plain, _ = run(text, index=index_of("alice.pdf"))
+
+    # THEN the reasons are those of a first run: one of the two rows is wrong, neither is sent
+    assert reasons(report) == reasons(plain)
+    assert [reason for _, _, reason in reasons(report)] == [
+        "alice.pdf is also the attachment of row 3, another recipient: each row attaches its "
+        "recipient's own file, so one of the two rows is wrong and neither is sent (check both; "
+        "to send one file to many, leave Attachment_File empty and set default_attachment)",
+        "alice.pdf is already the attachment of row 2, another recipient: each row attaches its "
+        "recipient's own file, so one of the two rows is wrong and neither is sent (check both; "
+        "to send one file to many, leave Attachment_File empty and set default_attachment)",
+    ]
+    assert asked == [frozenset({2})]
+
+
 def test_without_the_means_to_read_files_copies_are_told_apart_by_name_alone():
     contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
 
