@@ -5,12 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo
+# The Lambda runtimes (infra/template.yaml runs python3.12), for `make test-pythons`.
+PYTHONS ?= 3.12 3.13
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test check lint types unit bench mailcheck deploy clean
+.PHONY: help install demo test test-pythons check lint types unit bench mailcheck deploy clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ demo: $(STAMP) ## Run the bundled offer/rejection campaign locally (outbox under
 
 test: $(STAMP) $(VENV)/checkov/bin/checkov ## Run exactly what CI runs: lint, types, the whole test suite
 	$(MAKE) --no-print-directory check
+
+# Not part of `make test` (CI time): each suite takes as long as `make unit`.
+test-pythons: ## Run the test suite on Python 3.12 and 3.13 (those found here), not in CI
+	bash tools/test-pythons.sh $(PYTHONS)
 
 # checkov pins its own boto3, so it lives in a venv of its own (see the script).
 $(VENV)/checkov/bin/checkov: infra/install-checkov.sh

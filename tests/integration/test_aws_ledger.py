@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import boto3
 import pytest
 from botocore.exceptions import ClientError
@@ -594,3 +597,34 @@ def test_a_run_that_recorded_sets_meanwhile_is_seen(aws, rival_sets):
     else:
         assert found == ["offer-2026"]
     assert rival.template_sets("c") == {"rejection", *rival_sets}
+
+
+def test_concurrent_batches_claim_on_moto_as_on_dynamodb(ledger):
+    # GIVEN two batches of a campaign claiming their rows in threads at once, each row's claim
+    # a transaction with another letter's check (as SendBatch does with MaxConcurrency 2)
+    errors: list[BaseException] = []
+
+    def batch(name: str) -> None:
+        try:
+            for row in range(40):
+                key = f"{name}-{row}"
+                ledger.claim(key, campaign="c", row=row, attempt=name, others={f"o-{key}": "s"})
+                ledger.record_sent(key, message_id=f"m-{key}")
+        except BaseException as error:
+            errors.append(error)
+
+    # WHEN they run, the interpreter switching threads as often as it can
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=batch, args=(name,)) for name in ("a", "b", "c")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+
+    # THEN every claim went through: the fake applies one request at a time, as AWS does
+    assert errors == []
+    assert len([o for o in ledger.outcomes("c") if o.state == "sent"]) == 120

@@ -283,7 +283,7 @@ def test_connection_refused_is_transient():
 def test_reconnects_after_the_server_dropped_an_idle_connection():
     handler = Recorder()
     # aiosmtpd closes a connection idle for longer than its timeout (server side)
-    with smtp_server(handler, server_kwargs={"timeout": 0.3}) as port:
+    with smtp_server(handler, timeout=0.3) as port:
         mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
         time.sleep(0.8)
