@@ -441,7 +441,8 @@ def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path 
 
 
 class LiveProgress:
-    """A listener drawing the current state and each Map Run's progress on stderr."""
+    """A listener drawing the current state and each Map Run's progress on stderr, from the
+    engine's first event on (after the redrive forked its workers: see run_cmd's listener)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -452,10 +453,12 @@ class LiveProgress:
         """Show the state the execution is in."""
         details = event.get("stateEnteredEventDetails")
         if details:
+            self.progress.start()
             self.progress.update(self.state_task, description=f"state {details['name']}")
 
     def on_map_run(self, map_run: dict[str, Any]) -> None:
         """Advance the Map Run's bar."""
+        self.progress.start()
         arn = map_run["mapRunArn"]
         if arn not in self.map_tasks:
             self.map_tasks[arn] = self.progress.add_task(
@@ -478,8 +481,11 @@ def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    progress = Progress(*columns, console=console, transient=True)
+    try:
         return action(LiveProgress(progress))
+    finally:
+        progress.stop()
 
 
 def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str, ...] = ()) -> None:

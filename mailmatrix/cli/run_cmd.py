@@ -50,7 +50,12 @@ from mailmatrix.local import (
 
 
 class ProgressListener:
-    """Feeds the engine's progress into a rich progress bar (states, then the Map Run)."""
+    """Feeds the engine's progress into a rich progress bar (states, then the Map Run).
+
+    The bar is drawn from the engine's first event on: its refresh thread must not run yet
+    when the run forks its worker processes (a fork with other threads running may leave a
+    worker deadlocked on a lock one of them held), and the engine's events come after it.
+    """
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -61,6 +66,7 @@ class ProgressListener:
         """Show which state the parent execution is in."""
         if self.progress is None or not event.get("type", "").endswith("StateEntered"):
             return
+        self.progress.start()  # the first call starts the display; the others do nothing
         details = event.get("stateEnteredEventDetails") or {}
         name = details.get("name")
         if name and ":" not in execution_id.split(":execution:")[-1].split(":")[-1]:
@@ -70,6 +76,7 @@ class ProgressListener:
         """Advance the bar as batches of the Map Run finish."""
         if self.progress is None:
             return
+        self.progress.start()
         total = map_run.get("total") or None
         done = (map_run.get("succeeded") or 0) + (map_run.get("failed") or 0)
         if self.map_task is None:
@@ -468,9 +475,7 @@ def run(
     # SIGTERM stops the run like Ctrl-C: the engine aborts the execution, which a redrive resumes.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if progress is not None:
-            progress.start()
-        else:
+        if progress is None:
             console.print(f"Running {csv_file} (workdir {workdir}) ...")
         record = run_campaign(
             csv_file,
