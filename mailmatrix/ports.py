@@ -103,10 +103,12 @@ class Claim:
 
     ``state`` is ``claimed`` (go ahead and send), ``sent`` (already sent: skip),
     ``failed`` (permanently failed earlier: skip, already reported), ``busy``
-    (another live attempt holds the claim: try again later) or ``other`` (the letter of
+    (another live attempt holds the claim: try again later), ``other`` (the letter of
     another template set may have gone to the same address: not sent, nothing recorded;
-    ``letter`` names that set). ``code`` and ``reason`` say why a key failed; on
-    ``claimed``/``busy`` ``reason`` names the attempt taken over or waited on.
+    ``letter`` names that set) or ``owned`` (the row's own attachment may have gone to
+    another recipient of the campaign: not sent, nothing recorded). ``code`` and ``reason``
+    say why a key failed; on ``claimed``/``busy`` ``reason`` names the attempt taken over or
+    waited on.
     ``attempt`` is the attempt that sent the key (``sent``) or holds it (``busy``).
     ``doubts`` (on ``claimed``): how many earlier tries of the key may have gone out (the
     attempts taken over, and one for tries released with an unknown outcome), which counts
@@ -225,6 +227,7 @@ class Ledger(Protocol):
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
@@ -240,6 +243,16 @@ class Ledger(Protocol):
         claim are one atomic step: of two runs sending one address two sets' letters at once,
         one at most gets ``claimed``. A key of its own that is sent, failed or busy is
         answered as such first. None or empty (a campaign of one set): no check, no cost.
+
+        ``owner`` = (file name, recipient) of a row whose Attachment_File names its own
+        file (not a set's default_attachment); ``recipient`` tells the row's recipient from
+        others (recipient_key). The campaign's file is its recipient's: a claim that would be
+        granted while the file's owner is another recipient whose letter with it may have
+        gone out (as for ``others``) is refused (``state="owned"``) and nothing is written.
+        Otherwise the claim records this recipient and ``key`` as the file's owner (taking it
+        over from one whose letter cannot have gone out), in the same atomic step: of two
+        runs sending one file to two people at once, one at most gets ``claimed``. None: no
+        check, no cost.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.

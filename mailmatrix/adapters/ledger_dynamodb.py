@@ -5,7 +5,9 @@ indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
 an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
 campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
-sets a campaign has used one keyed ``sets#<campaign>`` (a string set). A batch reads the
+sets a campaign has used one keyed ``sets#<campaign>`` (a string set), the recipient a file
+named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
+(``recipient``, ``letter``: the key of the letter that carries it). A batch reads the
 campaign's halt, latest upload and set names in one BatchGetItem (campaign_status). Every
 claim is a conditional write, so two attempts never both hold the claim of one key while its
 lease runs (semantics: mailmatrix.ports.Ledger).
@@ -14,11 +16,14 @@ In a campaign of several template sets a claim is a transaction instead: the con
 and a ConditionCheck of the same address's entry in each other set (none of their letters may
 have gone out). A transaction bills each of its items at twice a plain write's capacity, so
 such a claim costs 2 write units per set (4 with two sets, against 1), in one request as
-before; a campaign of one set claims with the plain Put.
+before; a campaign of one set claims with the plain Put. A row that names its own file claims
+in a transaction too, with a conditional Put of the file's owner item (docs/sending.md, "One
+recipient per file").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -103,6 +108,29 @@ class _EntryChanged(Exception):
     """Internal: a claim's write found its entry changed since it was read."""
 
 
+class _OwnerHeld(Exception):
+    """Internal: a claim's write found its file owned by another recipient."""
+
+
+OWNER_PREFIX = "owner#"
+
+
+def _owner_key(campaign: str, attachment: str) -> str:
+    """The key of the item naming the owner of ``attachment`` in ``campaign`` (the name
+    hashed: a key holds at most 2,048 bytes, and a file name may be long)."""
+    return f"{OWNER_PREFIX}{campaign}#{hashlib.sha256(attachment.encode()).hexdigest()}"
+
+
+def _gone(entry: Mapping[str, Any]) -> bool:
+    """Whether the letter of ``entry`` may have gone out (the opposite of _NOT_GONE)."""
+    return (
+        entry.get("state") in ("sent", "claimed")
+        or entry.get("code") == OUTCOME_UNKNOWN
+        or int(entry.get("takeovers", 0)) > 0
+        or bool(entry.get("uncertain"))
+    )
+
+
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
 DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
 
@@ -156,9 +184,11 @@ class DynamoDbLedger:
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
-        or (``others``) another set's letter to the address may have gone out.
+        or (``others``) another set's letter to the address may have gone out, or (``owner``)
+        the row's own file may have gone to another recipient.
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -168,6 +198,7 @@ class DynamoDbLedger:
             self.record_sent(done, message_id=message_id, uncertain=doubt)
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
+        taken_from = None  # the letter of the file's owner, which cannot have gone out
         for _ in range(3):
             held = self._get_item(key)
             if held is None:
@@ -226,10 +257,19 @@ class DynamoDbLedger:
             }
             if values:
                 request["ExpressionAttributeValues"] = values
+            owning = None
+            if owner is not None:
+                owning = self._owner_put(campaign, key, owner, now, taken_from)
             try:
-                letter = self._put_claim(request, others or {})
+                letter = self._put_claim(request, others or {}, owning)
             except _EntryChanged:
                 continue  # another attempt wrote first: read again and decide again
+            except _OwnerHeld:
+                assert owner is not None
+                gone, taken_from = self._owner_letter(campaign, owner)
+                if gone:
+                    return Claim("owned")
+                continue  # take the file over from a letter that cannot have gone out
             except (ClientError, BotoCoreError) as error:
                 raise self._error("claim", key, error) from error
             if letter is not None:
@@ -245,12 +285,19 @@ class DynamoDbLedger:
             return Claim("claimed", doubts=doubts)
         return Claim("busy", reason="the entry kept changing while being claimed")
 
-    def _put_claim(self, request: dict[str, Any], others: Mapping[str, str]) -> str | None:
-        """Write the claim (a conditional PutItem ``request``), with ``others`` in one
-        transaction with the check that none of their letters may have gone out; return None,
-        or the set of the letter that refused it. Raise _EntryChanged when the claim's own
-        condition failed, or another transaction was writing one of the items."""
-        if not others:
+    def _put_claim(
+        self,
+        request: dict[str, Any],
+        others: Mapping[str, str],
+        owning: list[dict[str, Any]] | None = None,
+    ) -> str | None:
+        """Write the claim (a conditional PutItem ``request``), in one transaction with the
+        check that none of ``others``' letters may have gone out and with ``owning`` (the
+        file owner's Put, and the check of the letter it takes the file over from); return
+        None, or the set of the letter that refused it. Raise _OwnerHeld when the file's owner
+        is another recipient, _EntryChanged when the claim's own condition failed, or another
+        transaction was writing one of the items."""
+        if not others and not owning:
             try:
                 self._db.put_item(**request)
             except ClientError as error:
@@ -258,26 +305,76 @@ class DynamoDbLedger:
                     raise _EntryChanged from error
                 raise
             return None
+        owned = owning or []
         checks = [
             {"ConditionCheck": {"TableName": self.table, "Key": {KEY: {"S": key}}, **_NOT_GONE}}
             for key in others
         ]
         try:
-            self._db.transact_write_items(TransactItems=[{"Put": request}, *checks])
+            self._db.transact_write_items(TransactItems=[{"Put": request}, *owned, *checks])
         except ClientError as error:
             if _aws.error_code(error) != "TransactionCanceledException":
                 raise
-            # One reason per item, in order: the claim's Put, then each other set's check.
+            # One reason per item, in order: the claim's Put, the owner's, then the checks.
             codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            if len(codes) != 1 + len(others):
+            if len(codes) != 1 + len(owned) + len(others):
                 raise
             if codes[0] == "ConditionalCheckFailed" or "TransactionConflict" in codes:
                 raise _EntryChanged from error
-            for code, letter in zip(codes[1:], others.values(), strict=True):
+            for code, letter in zip(codes[1 + len(owned) :], others.values(), strict=True):
                 if code == "ConditionalCheckFailed":
                     return letter
+            if owned and codes[1] == "ConditionalCheckFailed":
+                raise _OwnerHeld from error
+            if "ConditionalCheckFailed" in codes[2 : 1 + len(owned)]:
+                raise _EntryChanged from error  # the letter taken over from may have gone now
             raise
         return None
+
+    def _owner_put(
+        self, campaign: str, key: str, owner: tuple[str, str], now: float, taken_from: str | None
+    ) -> list[dict[str, Any]]:
+        """The transaction items that make ``owner``'s recipient, with the letter ``key``, the
+        owner of its file: a Put that holds while the file has no owner or is the recipient's,
+        or (``taken_from``) is still that letter's, with a check that it cannot have gone."""
+        attachment, recipient = owner
+        item = {
+            KEY: {"S": _owner_key(campaign, attachment)},
+            "owner_campaign": {"S": campaign},
+            "attachment": {"S": attachment},
+            "recipient": {"S": recipient},
+            "letter": {"S": key},
+            "expires_at": {"N": str(int(now) + self.retention_seconds)},
+        }
+        if taken_from is None:
+            condition = "attribute_not_exists(#k) OR #rcp = :rcp"
+            values = {":rcp": {"S": recipient}}
+            names = {"#k": KEY, "#rcp": "recipient"}
+        else:
+            condition, values, names = "#ol = :ol", {":ol": {"S": taken_from}}, {"#ol": "letter"}
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        items: list[dict[str, Any]] = [{"Put": put}]
+        if taken_from is not None:
+            key_of = {KEY: {"S": taken_from}}
+            items.append({"ConditionCheck": {"TableName": self.table, "Key": key_of, **_NOT_GONE}})
+        return items
+
+    def _owner_letter(self, campaign: str, owner: tuple[str, str]) -> tuple[bool, str | None]:
+        """Whether the letter of the file's owner, another recipient, may have gone out, and
+        that letter's key (None: the file has no owner, or it is ``owner``'s recipient now)."""
+        attachment, recipient = owner
+        held = self._get_item(_owner_key(campaign, attachment))
+        if held is None or _plain(held).get("recipient") == recipient:
+            return False, None
+        letter = str(_plain(held).get("letter"))
+        entry = self._get_item(letter)
+        return entry is not None and _gone(_plain(entry)), letter
 
     def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
         """Mark ``key`` as sent with SES's message id (the by_message_id index finds it); an

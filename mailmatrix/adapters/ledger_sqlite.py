@@ -7,6 +7,10 @@ transaction of its own, at half the round trips. One connection is shared
 by the threads of a process behind a lock; other processes are kept apart by SQLite's file
 lock (``busy_timeout``).
 
+A row naming its own attachment also records, in its claim's transaction, the recipient the
+file goes to (the table attachment_owners): the file is refused to another recipient of the
+campaign while that letter may have gone out.
+
 The ledger is local to one machine, so each claim and batch also records the process that
 made it: one whose process has ended (a run or a worker killed) is not waited for until its
 lease or deadline passes, and a later run or redrive takes its rows over at once.
@@ -78,6 +82,13 @@ CREATE TABLE IF NOT EXISTS halts (
     attempt TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attachment_owners (
+    campaign TEXT NOT NULL,
+    attachment TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    letter TEXT NOT NULL,
+    PRIMARY KEY (campaign, attachment)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS template_sets (
     campaign TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -96,6 +107,13 @@ _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder)"
     " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
+_OWN_NEW = (
+    "INSERT INTO attachment_owners (campaign, attachment, recipient, letter) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (campaign, attachment) DO NOTHING"
+)
+# An entry whose letter may have gone out: sent, claimed (by a live attempt or a dead one),
+# failed as OUTCOME_UNKNOWN, or doubtful (taken over, or a try released with an unknown outcome).
+_GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertain)"
 
 
 _T = TypeVar("_T")
@@ -203,13 +221,17 @@ class SqliteLedger:
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
-        or (``others``) another set's letter to the address may have gone out.
+        or (``others``) another set's letter to the address may have gone out, or (``owner``)
+        the row's own file may have gone to another recipient.
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
         transaction: one write transaction per email. The other letters are looked up in it
-        too (one indexed read, only when the campaign has several sets).
+        too (one indexed read, only when the campaign has several sets), and the file's owner
+        is recorded in it (one insert, only for a row naming its own file; more statements
+        only when the file already has an owner).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -222,7 +244,10 @@ class SqliteLedger:
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process)
             if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
-                return Claim("claimed")
+                if owner is None or _own(db, campaign, key, owner):
+                    return Claim("claimed")
+                db.execute("DELETE FROM sends WHERE key = ?", (key,))  # nothing written
+                return Claim("owned")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
                 " takeovers, holder FROM sends WHERE key = ?",
@@ -260,6 +285,8 @@ class SqliteLedger:
                 )
             if letter is not None:
                 return Claim("other", letter=letter)
+            if owner is not None and not _own(db, campaign, key, owner):
+                return Claim("owned")
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
@@ -529,12 +556,36 @@ def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | No
     out (see the Ledger port's claim), or None."""
     marks = ", ".join("?" * len(others))
     found = db.execute(
-        f"SELECT key FROM sends WHERE key IN ({marks}) AND (state IN ('sent', 'claimed')"
-        " OR code IS ? OR takeovers > 0 OR uncertain)",
-        (*others, OUTCOME_UNKNOWN),
+        f"SELECT key FROM sends WHERE key IN ({marks}) AND {_GONE}", (*others, OUTCOME_UNKNOWN)
     ).fetchall()
     gone = {row[0] for row in found}
     return next((name for key, name in others.items() if key in gone), None)
+
+
+def _own(db: sqlite3.Connection, campaign: str, key: str, owner: tuple[str, str]) -> bool:
+    """Record ``owner``'s recipient, with the letter ``key``, as the owner of its file in
+    ``campaign``, unless another recipient owns it whose letter may have gone out; return
+    whether the file is now the recipient's (see the Ledger port's claim)."""
+    attachment, recipient = owner
+    if db.execute(_OWN_NEW, (campaign, attachment, recipient, key)).rowcount:
+        return True  # the file's first letter: one insert
+    where = "WHERE campaign = ? AND attachment = ?"
+    held, letter = db.execute(
+        f"SELECT recipient, letter FROM attachment_owners {where}", (campaign, attachment)
+    ).fetchone()
+    if (
+        held != recipient
+        and db.execute(
+            f"SELECT 1 FROM sends WHERE key = ? AND {_GONE}", (letter, OUTCOME_UNKNOWN)
+        ).fetchone()
+    ):
+        return False
+    if (held, letter) != (recipient, key):  # the letter that carries the file now
+        db.execute(
+            f"UPDATE attachment_owners SET recipient = ?, letter = ? {where}",
+            (recipient, key, campaign, attachment),
+        )
+    return True
 
 
 _SETTLED_PAGE = 10_000

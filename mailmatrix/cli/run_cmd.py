@@ -24,6 +24,7 @@ from mailmatrix.core.report import (
     FAILED_APART,
     SUPERSEDED,
     attachment_changed_advice,
+    attachment_of_another_hint,
     other_letter_hint,
     progress_counts,
     superseded_hint,
@@ -287,7 +288,12 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
                 soft_wrap=True,
             )
         by = result.get("superseded_by")
-        for hint in (other_letter_hint(counts), superseded_hint(counts, by)):
+        hints = (
+            other_letter_hint(counts),
+            attachment_of_another_hint(counts),
+            superseded_hint(counts, by),
+        )
+        for hint in hints:
             if hint:
                 console.print(f"[yellow]{hint}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):

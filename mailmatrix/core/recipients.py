@@ -595,6 +595,8 @@ class _Intake:
                 "name": values[self.index["Name"]] if "Name" in self.index else "",
                 "template": template,
                 "attachment": file_name,
+                # its recipient's own (named in Attachment_File), not its set's default
+                "own_attachment": bool(file_name and self._cell(values)),
                 # as listed now: a file changed by the time the row is sent is not sent
                 "attachment_size": attachment.size if attachment else None,
                 "attachment_tag": (attachment.tag or None) if attachment else None,

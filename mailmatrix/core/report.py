@@ -108,6 +108,7 @@ class Summary:
             attachment_changed_hint(self.counts, self.campaign),
             unknown_hint(self.counts, self.campaign),
             other_letter_hint(self.counts),
+            attachment_of_another_hint(self.counts),
             superseded_hint(self.counts, self.superseded_by),
         ]
         apart = sum(self.counts.get(name, 0) for name in FAILED_APART)
@@ -143,7 +144,13 @@ class Summary:
 
 # The counts of failed rows each with a remedy of its own, not the retry of failed rows (each
 # has a hint): those failed as AttachmentChanged are sent by a plain run of the file.
-FAILED_APART = ("attachment_changed", "unknown", "other_letter", "superseded")
+FAILED_APART = (
+    "attachment_changed",
+    "unknown",
+    "other_letter",
+    "attachment_of_another",
+    "superseded",
+)
 
 
 def retry_command(campaign: Mapping[str, Any], *, unknown: bool = False) -> str:
@@ -162,6 +169,8 @@ def run_again_command(campaign: Mapping[str, Any]) -> str:
 
 
 OTHER_LETTER_SENT = "OtherLetterSent"
+# The code of a row whose own attachment an earlier run sent to another recipient (core.send).
+ATTACHMENT_OF_ANOTHER = "AttachmentOfAnother"
 # The code of a row whose attachment changed after validation (see core.send).
 ATTACHMENT_CHANGED = AttachmentChanged.__name__
 # The code of a row an execution left to a newer upload of its file (see core.send).
@@ -195,6 +204,21 @@ def other_letter_hint(counts: Mapping[str, int]) -> str | None:
         " name kept for another Status). If the earlier letter was right, set the Status or"
         " the mapping back; if they must have the new letter as well, put those rows alone in"
         " a file of another name and run that."
+    )
+
+
+def attachment_of_another_hint(counts: Mapping[str, int]) -> str | None:
+    """What to do about rows not sent because their own file went to another recipient in
+    an earlier run: no retry sends them."""
+    rows = counts.get("attachment_of_another", 0)
+    if not rows:
+        return None
+    return (
+        f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent"
+        " the file they name in Attachment_File to another recipient, and no retry sends them."
+        " Name each recipient's own file in its row and run the file again; if an earlier"
+        " address was wrong and the row is the same person, put the row alone in a file of"
+        " another name and run that."
     )
 
 
@@ -274,7 +298,7 @@ def summarize_results(
     outcomes: Counter[str] = Counter()
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
-    possible_duplicates = unknown = other_letter = superseded = attachment_changed = 0
+    possible_duplicates = unknown = other_letter = owned = superseded = attachment_changed = 0
     superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
@@ -289,6 +313,7 @@ def summarize_results(
             all_not_verified = False
         unknown += status == "failed" and row.get("code") == OUTCOME_UNKNOWN
         other_letter += status == "failed" and row.get("code") == OTHER_LETTER_SENT
+        owned += status == "failed" and row.get("code") == ATTACHMENT_OF_ANOTHER
         attachment_changed += status == "failed" and row.get("code") == ATTACHMENT_CHANGED
         if status == "failed" and row.get("code") == SUPERSEDED:
             superseded += 1
@@ -308,6 +333,7 @@ def summarize_results(
         "failed": outcomes.get("failed", 0),
         "unknown": unknown,
         "other_letter": other_letter,
+        "attachment_of_another": owned,
         "attachment_changed": attachment_changed,
         "superseded": superseded,
         "unsent": outcomes.get("unsent", 0) + outcomes.get("deferred", 0),

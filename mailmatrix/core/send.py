@@ -39,7 +39,12 @@ from typing import Any
 
 from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.pacing import Pacer
-from mailmatrix.core.report import OTHER_LETTER_SENT, SUPERSEDED, retry_command
+from mailmatrix.core.report import (
+    ATTACHMENT_OF_ANOTHER,
+    OTHER_LETTER_SENT,
+    SUPERSEDED,
+    retry_command,
+)
 from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -80,6 +85,12 @@ def idempotency_key(campaign_id: str, email: str, template: str) -> str:
     after a deleted one has moved. Addresses compare case-insensitively, as duplicates do.
     """
     return hashlib.sha256(f"{campaign_id}|{email.casefold()}|{template}".encode()).hexdigest()
+
+
+def recipient_key(campaign_id: str, email: str) -> str:
+    """Return the hex sha256 of ``campaign|address``: one recipient of one campaign, told
+    apart as idempotency_key tells them (the ledger keeps no address)."""
+    return hashlib.sha256(f"{campaign_id}|{email.casefold()}".encode()).hexdigest()
 
 
 def template_sets_changed(
@@ -441,6 +452,10 @@ class _Batch:
             for name in self.sets
             if name != item["template"]
         }
+        # A file the row names as its recipient's own goes to no one else (Ledger.claim).
+        owner = None
+        if item.get("own_attachment") and item.get("attachment"):
+            owner = (str(item["attachment"]), recipient_key(self.campaign_id, item["email"]))
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -449,6 +464,7 @@ class _Batch:
             lease_until=self.lease(),
             sent_before=self.unrecorded,
             others=others,
+            owner=owner,
         )
         self.unrecorded = None
         return claim
@@ -632,6 +648,9 @@ class _Batch:
             return
         if claim.state == "other":
             self.result.rows.append(_other_letter_row(item, str(claim.letter)))
+            return
+        if claim.state == "owned":
+            self.result.rows.append(_owned_attachment_row(item))
             return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
@@ -826,6 +845,24 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
             f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
             " all the same, put this row alone in a file of another name and run that (all the"
             " rows under a new name would mail everyone again)"
+        ),
+    }
+
+
+def _owned_attachment_row(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The report row of a row not sent because its own file went to another recipient."""
+    return {
+        "row": item["row"],
+        "status": "failed",
+        "code": ATTACHMENT_OF_ANOTHER,
+        "reason": (
+            f"Attachment_File {item['attachment']}: an earlier run of this file sent it to"
+            " another recipient as their own, so it is not sent to this one (each row attaches"
+            " its recipient's own file; the row names the wrong file, or the earlier row had"
+            " the wrong address). Name this recipient's own file in the row; or, if the earlier"
+            " address was wrong and this is the same person, put this row alone in a file of"
+            " another name and run that (all the rows under a new name would mail everyone"
+            " again)"
         ),
     }
 

@@ -390,6 +390,52 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
     assert "--retry-failed" not in output
 
 
+def test_a_file_sent_to_one_recipient_is_not_attached_for_another_in_a_later_run(tmp_path):
+    # GIVEN the example campaign sent, then its rows deleted and a new candidate's row added
+    # that names Amelia's letter
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    header = original.splitlines()[0]
+    new_row = (
+        'new.cand@example.com,New Cand,Offer,amelia-hart.pdf,Data Engineer,Analytics,2027-01-11,"1"'
+    )
+    csv_path.write_text(f"{header}\n{new_row}\n", encoding="utf-8")
+    before = _outbox_recipients(workdir)
+
+    # WHEN the file runs again
+    again = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN Amelia's letter is not mailed to the new candidate: the row fails, naming the file,
+    # why and what to do
+    assert again.exit_code == 5
+    result = json.loads(again.stdout)
+    assert (result["counts"]["sent"], result["counts"]["failed"]) == (0, 1)
+    assert result["counts"]["attachment_of_another"] == 1
+    assert _outbox_recipients(workdir) == before
+    with open(result["report"], encoding="utf-8-sig", newline="") as stream:
+        (row,) = list(csv.DictReader(stream))
+    assert (row["email"], row["status"], row["code"]) == (
+        "new.cand@example.com",
+        "failed",
+        "AttachmentOfAnother",
+    )
+    assert "amelia-hart.pdf" in row["reason"]
+    assert "sent it to another recipient" in row["reason"]
+    assert "put this row alone in a file of another name" in row["reason"]
+    # AND the summary says what to do, not to retry it (no retry sends it)
+    shown = CliRunner().invoke(cli, ["run", str(csv_path), *args])
+    output = shown.output.replace("\n", " ")
+    assert "1 row(s) failed as AttachmentOfAnother" in output
+    assert "--retry-failed" not in output
+
+    # WHEN Amelia's own row comes back, as it was THEN it is skipped as sent, as before
+    csv_path.write_text(original, encoding="utf-8")
+    rerun = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+    assert rerun.exit_code == 0
+    assert json.loads(rerun.stdout)["counts"]["sent"] == 0
+    assert _outbox_recipients(workdir) == before
+
+
 def _editable_copy(tmp_path: Path) -> tuple[Path, str, Path, list[str]]:
     """The example campaign copied to edit between runs: the file, its text, a workdir, and
     the run's options (the example's attachments)."""

@@ -395,10 +395,13 @@ def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorde
 
 
 def test_send_batch_claims_in_transactions_its_role_allows_item_by_item(transformed, recorded):
-    # GIVEN the example campaign (two template sets): its claims are transactions
+    # GIVEN the example campaign (two template sets, rows naming their own files): its claims
+    # are transactions: the claim, the file's owner, the address's letter of the other set
     transactions = [c for c in recorded if c.operation == "TransactWriteItems"]
     assert {c.function for c in transactions} == {"SendBatchFunction"}
-    assert {c.params["TransactItems"] for c in transactions} == {"Put:ledger,ConditionCheck:ledger"}
+    assert {c.params["TransactItems"] for c in transactions} == {
+        "Put:ledger,Put:ledger,ConditionCheck:ledger"
+    }
 
     # WHEN SendBatchRole lacks dynamodb:ConditionCheckItem THEN those calls are denied
     broken = json.loads(json.dumps(transformed))

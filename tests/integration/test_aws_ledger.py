@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 
@@ -15,6 +16,8 @@ from mailmatrix.ports import Claim
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    check_attachment_owner,
+    check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
     check_exclusive_claim,
@@ -33,6 +36,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @pytest.fixture
@@ -303,14 +309,33 @@ def test_release_failed_leaves_a_row_that_changed_since_it_was_read(ledger, monk
 
 @pytest.mark.parametrize("case", OTHER_LETTER_CASES)
 def test_a_claim_is_refused_while_another_sets_letter_may_have_gone_out(ledger, clock, case):
-    def wait(seconds: float) -> None:
-        clock.now += seconds
-
-    check_exclusive_claim(ledger, wait, case)
+    check_exclusive_claim(ledger, clock.sleep, case)
 
 
 def test_a_rows_own_entry_is_answered_before_the_other_letters(ledger):
     check_exclusive_claim_order(ledger)
+
+
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_a_file_that_may_have_gone_to_one_recipient_is_refused_to_another(ledger, clock, case):
+    check_attachment_owner(ledger, clock.sleep, case)
+
+
+def test_the_file_owner_check_comes_after_the_rows_own_entry_and_keeps_to_its_campaign(ledger):
+    check_attachment_owner_rules(ledger)
+
+
+def test_a_claim_naming_its_own_file_is_one_transaction_with_the_files_owner(ledger, monkeypatch):
+    # GIVEN a campaign of one set, whose rows name their own files
+    calls = recorded_calls(ledger, monkeypatch)
+
+    # WHEN a row is claimed
+    ledger.claim("k1", campaign="c", row=2, attempt="a", owner=("a.pdf", "recipient-a"))
+
+    # THEN after the row's read, the claim and the file's owner (its name hashed) are
+    # written in one transaction
+    owner = "owner#c#" + hashlib.sha256(b"a.pdf").hexdigest()
+    assert calls == [("GetItem", []), ("TransactWriteItems", ["Put:k1", f"Put:{owner}"])]
 
 
 def recorded_calls(ledger, monkeypatch) -> list[tuple[str, list[str]]]:

@@ -16,6 +16,8 @@ from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    check_attachment_owner,
+    check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
     check_exclusive_claim,
@@ -223,6 +225,35 @@ def test_threads_on_two_connections_claim_one_letter_per_address(tmp_path):
     assert len(ledgers[0].outcomes("c")) == len(addresses)
 
 
+def test_threads_on_two_connections_send_one_file_to_one_recipient(tmp_path):
+    # GIVEN two ledger objects on one file (like two batches at once), and for each of 100
+    # files one thread claiming it for Ann while another claims it for Bob
+    path = str(tmp_path / "ledger.db")
+    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    files = [f"letter-{n}.pdf" for n in range(100)]
+
+    def worker(recipient: str, ledger: SqliteLedger) -> list[str]:
+        claims = {
+            name: ledger.claim(
+                f"{recipient}|{name}",
+                campaign="c",
+                row=2,
+                attempt=recipient,
+                owner=(name, recipient),
+            )
+            for name in files
+        }
+        return [name for name, got in claims.items() if got.state == "claimed"]
+
+    wins = race(
+        functools.partial(worker, "ann", ledgers[0]), functools.partial(worker, "bob", ledgers[1])
+    )
+
+    # THEN each file was claimed for one of the two, never both, and nothing else was written
+    assert wins == Counter(dict.fromkeys(files, 1))
+    assert len(ledgers[0].outcomes("c")) == len(files)
+
+
 @pytest.mark.parametrize("case", OTHER_LETTER_CASES)
 def test_a_claim_is_refused_while_another_sets_letter_may_have_gone_out(ledger, clock, case):
     check_exclusive_claim(ledger, clock.sleep, case)
@@ -230,6 +261,15 @@ def test_a_claim_is_refused_while_another_sets_letter_may_have_gone_out(ledger, 
 
 def test_a_rows_own_entry_is_answered_before_the_other_letters(ledger):
     check_exclusive_claim_order(ledger)
+
+
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_a_file_that_may_have_gone_to_one_recipient_is_refused_to_another(ledger, clock, case):
+    check_attachment_owner(ledger, clock.sleep, case)
+
+
+def test_the_file_owner_check_comes_after_the_rows_own_entry_and_keeps_to_its_campaign(ledger):
+    check_attachment_owner_rules(ledger)
 
 
 def test_a_claim_reads_the_other_letters_only_in_a_campaign_of_several_sets(ledger):

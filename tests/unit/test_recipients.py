@@ -181,6 +181,7 @@ def test_valid_row_is_emitted_whole():
             "name": "Anna Example",
             "template": "offer",
             "attachment": "alice.pdf",
+            "own_attachment": True,
             "attachment_size": 100,
             "attachment_tag": "v1-alice.pdf",
             "fields": {
@@ -1892,12 +1893,14 @@ def test_a_default_attachment_no_row_names_goes_to_every_row_beside_own_files_of
         text, catalog=load_catalog(TWO_SETS), index=contents.index(), contents=contents
     )
 
-    # THEN every row goes, each own letter to its recipient and the brochure to the info rows
-    assert [(row["email"], row["attachment"]) for row in rows] == [
-        ("alice@example.com", "alice.pdf"),
-        ("u0@example.com", "brochure.pdf"),
-        ("u1@example.com", "brochure.pdf"),
-        ("carol@example.com", "carol.pdf"),
+    # THEN every row goes, each own letter to its recipient and the brochure to the info rows;
+    # the manifest tells own letters from the default (the ledger keeps each own one to its
+    # recipient)
+    assert [(row["email"], row["attachment"], row["own_attachment"]) for row in rows] == [
+        ("alice@example.com", "alice.pdf", True),
+        ("u0@example.com", "brochure.pdf", False),
+        ("u1@example.com", "brochure.pdf", False),
+        ("carol@example.com", "carol.pdf", True),
     ]
     assert reasons(report) == [] and report.withdrawn == frozenset()
 

@@ -64,6 +64,7 @@ def test_counts_per_outcome_and_template():
         "failed": 3,
         "unknown": 0,
         "other_letter": 0,
+        "attachment_of_another": 0,
         "attachment_changed": 0,
         "superseded": 0,
         "unsent": 0,
