@@ -474,7 +474,41 @@ def test_a_campaign_keeps_its_way_of_delivery_in_a_workdir(tmp_path):
     switched = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--smtp", smtp])
     assert switched.exit_code == 2
     assert "delivered through the local outbox" in switched.output
-    assert "use a new file name or another --workdir" in switched.output
+    assert "give it a new file name" in switched.output
+
+
+def _this_month(tmp_path: Path, month: str) -> Path:
+    """The example campaign as a month's offers.csv in a folder of its own, PDFs beside it."""
+    folder = tmp_path / month
+    shutil.copytree(EXAMPLE / "attachments", folder / "attachments")
+    shutil.copy(EXAMPLE / "recipients.csv", folder / "offers.csv")
+    return folder / "offers.csv"
+
+
+def test_another_file_of_the_same_name_is_told_first_to_take_a_new_name(tmp_path, monkeypatch):
+    # GIVEN January's offers.csv sent from its folder in the default workdir
+    workdir = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(workdir))
+    january, february = _this_month(tmp_path, "jan"), _this_month(tmp_path, "feb")
+    assert CliRunner().invoke(cli, ["run", str(january)]).exit_code == 0
+
+    # WHEN February's offers.csv, from another folder, is run there too
+    code, output = _run(str(february))
+
+    # THEN it is refused, sending nothing, and the first advice is the one for another
+    # campaign (a new file name); running it "the same way" (January's letters) comes after,
+    # for the same campaign's corrected file only
+    assert code == 2
+    said = " ".join(output.split())
+    refusal = said[said.index("offers.csv: ") :]
+    assert refusal.startswith(
+        f"offers.csv: if this file is another campaign than the earlier runs of a file named "
+        f"offers.csv in {workdir} (other people, or the same people mailed again on purpose), "
+        "give it a new file name and run it under that name: a campaign is its file name "
+        "within a workdir. Only if it is that campaign's own file, corrected, run it the same "
+        f"way as those runs: they used --attachments {january.parent / 'attachments'}"
+    ), refusal
+    assert len(list((workdir / "outbox" / "new").iterdir())) == 18
 
 
 def test_a_redrive_delivers_as_its_execution_did_whatever_ran_since(tmp_path):
@@ -1160,7 +1194,7 @@ def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
     # to send (a run without the drill is not held by the drill's quota halt)
     assert command[command.index("--templates") + 1] == str(templates.resolve())
     assert rerun.exit_code != 2, rerun.output
-    assert "earlier runs of this file" not in rerun.output
+    assert "earlier runs of a file named" not in rerun.output
     counts = json.loads(rerun.stdout)["counts"]
     assert counts["valid"] == 18
     assert (counts["skipped"], counts["sent"]) == (sent, 18 - sent)
