@@ -1329,16 +1329,126 @@ def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_pa
     assert f"used --templates {templates}" in other.output
 
 
-def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_path):
+def test_validate_without_a_workdir_where_run_s_default_is_not_there_says_so(tmp_path, monkeypatch):
+    # GIVEN no --workdir, and no workdir yet where `run` keeps its runs by default
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+
     result = CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv")], env=WIDE)
 
+    # THEN it says it looked for earlier runs there, found no workdir, and what --workdir is for
     assert result.exit_code == 4, result.output
-    assert "(Not checked against earlier runs of this file: " in result.output
-    assert "give --workdir, the run's, to check that too.)" in result.output
+    said = " ".join(result.output.split())
+    assert (
+        f"(Not checked against earlier runs of this file: no --workdir given, and {default}, "
+        "the workdir `run` uses without --workdir, does not exist yet, so a run without "
+        "--workdir has none. If the run will use another workdir, give it as --workdir: "
+    ) in said
     as_json = json.loads(
         CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv"), "--json"]).stdout
     )
-    assert as_json["earlier_runs"] == {"checked": False}
+    assert as_json["earlier_runs"] == {
+        "checked": False,
+        "workdir": str(default),
+        "default_workdir": True,
+    }
+    assert not default.exists()  # validate creates no workdir
+
+
+def test_validate_without_a_workdir_checks_the_runs_in_run_s_default_one(tmp_path, monkeypatch):
+    # GIVEN January's offers.csv sent in the default workdir (no --workdir)
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    january, february = _this_month(tmp_path, "jan"), _this_month(tmp_path, "feb")
+    assert CliRunner().invoke(cli, ["run", str(january)]).exit_code == 0
+
+    # WHEN February's offers.csv is validated without --workdir
+    refused = CliRunner().invoke(cli, ["validate", str(february)], env=WIDE)
+    as_json = json.loads(CliRunner().invoke(cli, ["validate", str(february), "--json"]).stdout)
+    ran = CliRunner().invoke(cli, ["run", str(february)])
+
+    # THEN it says, as `run` does and with its exit code, that `run` would refuse it, and
+    # that it looked in the default workdir
+    assert refused.exit_code == ran.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "`run` would refuse this file (DeliveryChanged): offers.csv: if this file is " in said
+    assert (
+        f"(Checked in {default}, the workdir `run` uses without --workdir; give --workdir if the "
+        "run will use another.)"
+    ) in said
+    assert as_json["earlier_runs"]["error"] == "DeliveryChanged"
+    assert (as_json["earlier_runs"]["workdir"], as_json["earlier_runs"]["default_workdir"]) == (
+        str(default),
+        True,
+    )
+
+    # AND January's own file, validated the same way, is counted against its runs there
+    again = CliRunner().invoke(cli, ["validate", str(january)], env=WIDE)
+    assert again.exit_code == 4, again.output  # the example's two rejected rows
+    said = " ".join(again.output.split())
+    assert "18 row(s) were sent by earlier runs of this file: `run` skips them." in said
+    assert f"earlier runs in {default} (the workdir `run` uses without --workdir;" in said
+
+
+@pytest.mark.parametrize(
+    ("source", "origin"),
+    [("manifest", "the templates manifest's sender"), ("shell", "MAILMATRIX_SENDER")],
+)
+def test_validate_refuses_a_sender_run_refuses_with_run_s_exit_code(tmp_path, source, origin):
+    # GIVEN templates whose manifest signs from a reserved domain (.test), or a shell that
+    # sets such a sender over the bundled manifest's
+    templates, env = _own_letters(tmp_path), {"MAILMATRIX_SENDER": "HR <hr@acme.test>"}
+    if source == "manifest":
+        manifest = templates / "manifest.yaml"
+        manifest.write_text(
+            manifest.read_text().replace("talent@example.com>", "talent@acme.test>")
+        )
+        env = {}
+    options = ["--templates", str(templates)]
+    csv_path = str(EXAMPLE / "recipients.csv")
+
+    # WHEN the file is validated, and run
+    checked = CliRunner().invoke(cli, ["validate", csv_path, *options], env={**env, **WIDE})
+    as_json = json.loads(
+        CliRunner().invoke(cli, ["validate", csv_path, *options, "--json"], env=env).stdout
+    )
+    ran = CliRunner().invoke(
+        cli, ["run", csv_path, *options, "--workdir", str(tmp_path / "w")], env=env
+    )
+
+    # THEN validate refuses it as `run` does (exit 3, nothing sent), saying where it came from
+    assert checked.exit_code == ran.exit_code == 3, checked.output
+    assert "Nothing was sent: ConfigurationError" in ran.output
+    said = " ".join(checked.output.split())
+    assert "Error: sender: " in said and "invalid address domain: " in said
+    assert f"(from {origin})" in said
+    assert "`run` would stop here too, sending nothing" in said
+    assert as_json["error"] == "ConfigurationError"
+    assert as_json["message"].startswith("sender: ")
+
+    # AND a --sender, as `run` takes it, is what validate checks instead
+    given = ["--sender", "Acme Talent <talent@acme.example>"]
+    fixed = CliRunner().invoke(cli, ["validate", csv_path, *options, *given], env=env)
+    assert fixed.exit_code == 4, fixed.output  # the example's two rejected rows
+
+
+def test_validate_refuses_templates_without_a_sender_as_run_does(
+    tmp_path, one_set_templates, campaigns_without_attachments, monkeypatch
+):
+    # GIVEN templates that name no sender, and none in the shell
+    monkeypatch.delenv("MAILMATRIX_SENDER", raising=False)
+    plain, _ = campaigns_without_attachments
+    options = ["--templates", str(one_set_templates)]
+
+    checked = CliRunner().invoke(cli, ["validate", str(plain), *options])
+    ran = CliRunner().invoke(cli, ["run", str(plain), *options, "--workdir", str(tmp_path / "w")])
+
+    assert checked.exit_code == ran.exit_code == 3, checked.output
+    assert "sender: no From address: pass --sender (as to `run`)" in checked.output
+    given = CliRunner().invoke(
+        cli, ["validate", str(plain), *options, "--sender", "hr@example.com"]
+    )
+    assert given.exit_code == 0, given.output
 
 
 def _validate_json(csv_path: Path, workdir: Path) -> dict:
