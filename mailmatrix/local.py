@@ -561,9 +561,15 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
             f"{_FLAGS[key]}{shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
             for key in changed
         )
+    # A campaign is its file name: this may be another file of that name (next month's
+    # offers.csv from another folder), and running it "the same way" would send those people
+    # the earlier campaign's letters. So the advice for another campaign comes first.
     raise DeliveryChanged(
-        f"{name}: earlier runs of this file in {workdir.root} {said}; run it the same way, or"
-        " use a new file name or another --workdir to send again from the start"
+        f"{name}: if this file is another campaign than the earlier runs of a file named"
+        f" {name} in {workdir.root} (other people, or the same people mailed again on"
+        " purpose), give it a new file name and run it under that name: a campaign is its file"
+        " name within a workdir. Only if it is that campaign's own file, corrected, run it the"
+        f" same way as those runs: they {said}"
     )
 
 

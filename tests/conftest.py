@@ -9,8 +9,11 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _default_workdir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
-    """Commands run without --workdir use a folder of the test session, not ~/.local/share."""
-    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path_factory.getbasetemp() / "workdir"))
+    """Commands run without --workdir use a folder of their own test, not ~/.local/share: not
+    one of the session either, where `validate` (which checks a file against its earlier runs
+    in the default workdir) would see what other tests ran. Not created: `run` creates it."""
+    default = tmp_path_factory.mktemp("default-workdir") / "mailmatrix"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
 
 
 @pytest.fixture

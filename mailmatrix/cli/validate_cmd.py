@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,15 @@ from rich.table import Table
 import mailmatrix
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.cli import exits
+from mailmatrix.cli.defaults import default_workdir
+from mailmatrix.cli.options import check_sender
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
-from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
+from mailmatrix.core.send import sender_problem
+from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -88,9 +92,15 @@ def folder_contents(folder: Path) -> StoredContents:
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also check the file against its earlier runs in this workdir (the one `run` uses), "
-    "as `run` does: the same templates and attachments folders, no template set they used "
-    "gone. Without it, earlier runs are not looked at.",
+    help="Check the file against its earlier runs in this workdir (the one `run` uses), as "
+    "`run` does: the same templates and attachments folders, no template set they used gone. "
+    "Default: the workdir `run` uses without --workdir, when it exists.",
+)
+@click.option(
+    "--sender",
+    callback=check_sender,
+    help="From address, as `run --sender` takes it (default: MAILMATRIX_SENDER, then the "
+    "manifest's sender).",
 )
 def validate_command(
     csv_file: Path,
@@ -100,10 +110,14 @@ def validate_command(
     rejects_path: Path | None,
     check_deliverability: bool,
     workdir: Path | None,
+    sender: str | None,
 ) -> None:
     """Check FILE.csv as a campaign would: encoding, columns, every row, attachments."""
     attachments_dir = attachments_dir or csv_file.parent / "attachments"
     templates_dir = templates_dir or bundled_templates()
+    by_default = workdir is None
+    if workdir is None and default_workdir().is_dir():
+        workdir = default_workdir()  # where `run` without --workdir finds the earlier runs
     console = Console(highlight=False, soft_wrap=True)
     rules = IntakeRules(
         max_message_bytes=SES_V2_MAX_MESSAGE_BYTES, check_deliverability=check_deliverability
@@ -111,6 +125,7 @@ def validate_command(
 
     try:
         catalog = load_folder_catalog(templates_dir)
+        check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file)
         with csv_file.open("rb") as stream:
@@ -129,6 +144,9 @@ def validate_command(
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json)
     earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
+    earlier["default_workdir"] = by_default
+    if by_default and workdir is None:
+        earlier["workdir"] = str(default_workdir())
     if forecast is not None and earlier.get("found") and not earlier.get("error"):
         earlier.update(_what_run_would_do(forecast, report))
         if earlier["halt"] and earlier["halt"]["holds"]:
@@ -149,6 +167,25 @@ def validate_command(
     if not report.valid:
         sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
     sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+
+
+def check_run_sender(given: str | None, catalog: Any) -> None:
+    """Refuse, as `run` does before anything is sent (ConfigurationError, exit 3), a missing
+    From address or one that cannot be sent from (a special-use domain such as .test)."""
+    shell = os.environ.get("MAILMATRIX_SENDER", "").strip()
+    sender, origin = given, "--sender"
+    if not sender:
+        sender, origin = shell, "MAILMATRIX_SENDER"
+    if not sender:
+        sender, origin = catalog.sender, "the templates manifest's sender"
+    if not sender:
+        raise ConfigurationError(
+            "sender: no From address: pass --sender (as to `run`), set MAILMATRIX_SENDER or "
+            "'sender' in the templates manifest"
+        )
+    problem = sender_problem(sender)
+    if problem:
+        raise ConfigurationError(f"{problem} (from {origin})")
 
 
 def _earlier_runs(
@@ -212,8 +249,12 @@ def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
         click.echo(f"Error: {message}", err=True)
         if isinstance(error, InputFileError):
             click.echo("Nothing was validated; fix the file and run again.", err=True)
-    code = exits.INPUT_UNUSABLE
-    if not isinstance(error, (InputFileError, TemplateError, OSError)):
+        elif isinstance(error, ConfigurationError):
+            click.echo(
+                "`run` would stop here too, sending nothing; fix it and validate again.", err=True
+            )
+    code = exits.INPUT_UNUSABLE  # as `run` exits for each of these, sending nothing
+    if not isinstance(error, (InputFileError, TemplateError, ConfigurationError, OSError)):
         code = exits.RUN_FAILED
     sys.exit(code)
 
@@ -266,6 +307,12 @@ def _show(
     if earlier.get("error"):
         console.print(f"[red]`run` would refuse this file ({earlier['error']})[/]:")
         console.print(earlier["message"], markup=False)
+        if earlier.get("default_workdir"):
+            console.print(
+                f"(Checked in {earlier['workdir']}, the workdir `run` uses without --workdir;"
+                " give --workdir if the run will use another.)",
+                markup=False,
+            )
         return
     would = earlier.get("would_send", report.valid)
     sending = f"{would} of the {report.valid} valid row(s) would be sent"
@@ -344,15 +391,22 @@ def _ago(seconds: float) -> str:
 
 
 def _earlier_note(earlier: dict[str, Any]) -> str:
-    """What was, or was not, checked against the file's earlier runs (rows already sent
-    are skipped by `run` in any case)."""
+    """What was, or was not, checked against the file's earlier runs, and in which workdir
+    (rows already sent are skipped by `run` in any case)."""
+    where = earlier["workdir"]
     if not earlier.get("checked"):
         return (
-            "(Not checked against earlier runs of this file: `run` refuses a file whose earlier"
-            " runs used other --templates or --attachments folders, or a template set since"
-            " renamed or removed; give --workdir, the run's, to check that too.)"
+            f"(Not checked against earlier runs of this file: no --workdir given, and {where},"
+            " the workdir `run` uses without --workdir, does not exist yet, so a run without"
+            " --workdir has none. If the run will use another workdir, give it as --workdir:"
+            " `run` refuses a file whose earlier runs there used other --templates or"
+            " --attachments folders, or a template set since renamed or removed.)"
         )
-    where = earlier["workdir"]
+    if earlier.get("default_workdir"):
+        where += (
+            " (the workdir `run` uses without --workdir; give --workdir if the run will use"
+            " another)"
+        )
     if not earlier.get("found"):
         return f"(No earlier run of this file in {where}.)"
     return (

@@ -520,7 +520,41 @@ def test_a_campaign_keeps_its_way_of_delivery_in_a_workdir(tmp_path):
     switched = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--smtp", smtp])
     assert switched.exit_code == 2
     assert "delivered through the local outbox" in switched.output
-    assert "use a new file name or another --workdir" in switched.output
+    assert "give it a new file name" in switched.output
+
+
+def _this_month(tmp_path: Path, month: str) -> Path:
+    """The example campaign as a month's offers.csv in a folder of its own, PDFs beside it."""
+    folder = tmp_path / month
+    shutil.copytree(EXAMPLE / "attachments", folder / "attachments")
+    shutil.copy(EXAMPLE / "recipients.csv", folder / "offers.csv")
+    return folder / "offers.csv"
+
+
+def test_another_file_of_the_same_name_is_told_first_to_take_a_new_name(tmp_path, monkeypatch):
+    # GIVEN January's offers.csv sent from its folder in the default workdir
+    workdir = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(workdir))
+    january, february = _this_month(tmp_path, "jan"), _this_month(tmp_path, "feb")
+    assert CliRunner().invoke(cli, ["run", str(january)]).exit_code == 0
+
+    # WHEN February's offers.csv, from another folder, is run there too
+    code, output = _run(str(february))
+
+    # THEN it is refused, sending nothing, and the first advice is the one for another
+    # campaign (a new file name); running it "the same way" (January's letters) comes after,
+    # for the same campaign's corrected file only
+    assert code == 2
+    said = " ".join(output.split())
+    refusal = said[said.index("offers.csv: ") :]
+    assert refusal.startswith(
+        f"offers.csv: if this file is another campaign than the earlier runs of a file named "
+        f"offers.csv in {workdir} (other people, or the same people mailed again on purpose), "
+        "give it a new file name and run it under that name: a campaign is its file name "
+        "within a workdir. Only if it is that campaign's own file, corrected, run it the same "
+        f"way as those runs: they used --attachments {january.parent / 'attachments'}"
+    ), refusal
+    assert len(list((workdir / "outbox" / "new").iterdir())) == 18
 
 
 def test_a_redrive_delivers_as_its_execution_did_whatever_ran_since(tmp_path):
@@ -1206,7 +1240,7 @@ def test_the_command_a_refused_redrive_gives_runs_the_file_its_way(tmp_path):
     # to send (a run without the drill is not held by the drill's quota halt)
     assert command[command.index("--templates") + 1] == str(templates.resolve())
     assert rerun.exit_code != 2, rerun.output
-    assert "earlier runs of this file" not in rerun.output
+    assert "earlier runs of a file named" not in rerun.output
     counts = json.loads(rerun.stdout)["counts"]
     assert counts["valid"] == 18
     assert (counts["skipped"], counts["sent"]) == (sent, 18 - sent)
@@ -1341,16 +1375,126 @@ def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_pa
     assert f"used --templates {templates}" in other.output
 
 
-def test_validate_without_a_workdir_says_it_did_not_look_at_earlier_runs(tmp_path):
+def test_validate_without_a_workdir_where_run_s_default_is_not_there_says_so(tmp_path, monkeypatch):
+    # GIVEN no --workdir, and no workdir yet where `run` keeps its runs by default
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+
     result = CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv")], env=WIDE)
 
+    # THEN it says it looked for earlier runs there, found no workdir, and what --workdir is for
     assert result.exit_code == 4, result.output
-    assert "(Not checked against earlier runs of this file: " in result.output
-    assert "give --workdir, the run's, to check that too.)" in result.output
+    said = " ".join(result.output.split())
+    assert (
+        f"(Not checked against earlier runs of this file: no --workdir given, and {default}, "
+        "the workdir `run` uses without --workdir, does not exist yet, so a run without "
+        "--workdir has none. If the run will use another workdir, give it as --workdir: "
+    ) in said
     as_json = json.loads(
         CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv"), "--json"]).stdout
     )
-    assert as_json["earlier_runs"] == {"checked": False}
+    assert as_json["earlier_runs"] == {
+        "checked": False,
+        "workdir": str(default),
+        "default_workdir": True,
+    }
+    assert not default.exists()  # validate creates no workdir
+
+
+def test_validate_without_a_workdir_checks_the_runs_in_run_s_default_one(tmp_path, monkeypatch):
+    # GIVEN January's offers.csv sent in the default workdir (no --workdir)
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    january, february = _this_month(tmp_path, "jan"), _this_month(tmp_path, "feb")
+    assert CliRunner().invoke(cli, ["run", str(january)]).exit_code == 0
+
+    # WHEN February's offers.csv is validated without --workdir
+    refused = CliRunner().invoke(cli, ["validate", str(february)], env=WIDE)
+    as_json = json.loads(CliRunner().invoke(cli, ["validate", str(february), "--json"]).stdout)
+    ran = CliRunner().invoke(cli, ["run", str(february)])
+
+    # THEN it says, as `run` does and with its exit code, that `run` would refuse it, and
+    # that it looked in the default workdir
+    assert refused.exit_code == ran.exit_code == 2, refused.output
+    said = " ".join(refused.output.split())
+    assert "`run` would refuse this file (DeliveryChanged): offers.csv: if this file is " in said
+    assert (
+        f"(Checked in {default}, the workdir `run` uses without --workdir; give --workdir if the "
+        "run will use another.)"
+    ) in said
+    assert as_json["earlier_runs"]["error"] == "DeliveryChanged"
+    assert (as_json["earlier_runs"]["workdir"], as_json["earlier_runs"]["default_workdir"]) == (
+        str(default),
+        True,
+    )
+
+    # AND January's own file, validated the same way, is counted against its runs there
+    again = CliRunner().invoke(cli, ["validate", str(january)], env=WIDE)
+    assert again.exit_code == 4, again.output  # the example's two rejected rows
+    said = " ".join(again.output.split())
+    assert "18 row(s) were sent by earlier runs of this file: `run` skips them." in said
+    assert f"earlier runs in {default} (the workdir `run` uses without --workdir;" in said
+
+
+@pytest.mark.parametrize(
+    ("source", "origin"),
+    [("manifest", "the templates manifest's sender"), ("shell", "MAILMATRIX_SENDER")],
+)
+def test_validate_refuses_a_sender_run_refuses_with_run_s_exit_code(tmp_path, source, origin):
+    # GIVEN templates whose manifest signs from a reserved domain (.test), or a shell that
+    # sets such a sender over the bundled manifest's
+    templates, env = _own_letters(tmp_path), {"MAILMATRIX_SENDER": "HR <hr@acme.test>"}
+    if source == "manifest":
+        manifest = templates / "manifest.yaml"
+        manifest.write_text(
+            manifest.read_text().replace("talent@example.com>", "talent@acme.test>")
+        )
+        env = {}
+    options = ["--templates", str(templates)]
+    csv_path = str(EXAMPLE / "recipients.csv")
+
+    # WHEN the file is validated, and run
+    checked = CliRunner().invoke(cli, ["validate", csv_path, *options], env={**env, **WIDE})
+    as_json = json.loads(
+        CliRunner().invoke(cli, ["validate", csv_path, *options, "--json"], env=env).stdout
+    )
+    ran = CliRunner().invoke(
+        cli, ["run", csv_path, *options, "--workdir", str(tmp_path / "w")], env=env
+    )
+
+    # THEN validate refuses it as `run` does (exit 3, nothing sent), saying where it came from
+    assert checked.exit_code == ran.exit_code == 3, checked.output
+    assert "Nothing was sent: ConfigurationError" in ran.output
+    said = " ".join(checked.output.split())
+    assert "Error: sender: " in said and "invalid address domain: " in said
+    assert f"(from {origin})" in said
+    assert "`run` would stop here too, sending nothing" in said
+    assert as_json["error"] == "ConfigurationError"
+    assert as_json["message"].startswith("sender: ")
+
+    # AND a --sender, as `run` takes it, is what validate checks instead
+    given = ["--sender", "Acme Talent <talent@acme.example>"]
+    fixed = CliRunner().invoke(cli, ["validate", csv_path, *options, *given], env=env)
+    assert fixed.exit_code == 4, fixed.output  # the example's two rejected rows
+
+
+def test_validate_refuses_templates_without_a_sender_as_run_does(
+    tmp_path, one_set_templates, campaigns_without_attachments, monkeypatch
+):
+    # GIVEN templates that name no sender, and none in the shell
+    monkeypatch.delenv("MAILMATRIX_SENDER", raising=False)
+    plain, _ = campaigns_without_attachments
+    options = ["--templates", str(one_set_templates)]
+
+    checked = CliRunner().invoke(cli, ["validate", str(plain), *options])
+    ran = CliRunner().invoke(cli, ["run", str(plain), *options, "--workdir", str(tmp_path / "w")])
+
+    assert checked.exit_code == ran.exit_code == 3, checked.output
+    assert "sender: no From address: pass --sender (as to `run`)" in checked.output
+    given = CliRunner().invoke(
+        cli, ["validate", str(plain), *options, "--sender", "hr@example.com"]
+    )
+    assert given.exit_code == 0, given.output
 
 
 def _validate_json(csv_path: Path, workdir: Path) -> dict:

@@ -184,10 +184,10 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
     # deliver): it is not refused as one, as a run into the outbox is
     relay = f"smtp://{HOST}:{_free_port()}?timeout=2"
     backup = CliRunner().invoke(cli, [*args, "--smtp", relay])
-    assert "earlier runs of this file" not in backup.output, backup.output
+    assert "earlier runs of a file named" not in backup.output, backup.output
     outbox = CliRunner().invoke(cli, args)
     assert outbox.exit_code == 2
-    assert "earlier runs of this file" in outbox.output
+    assert "earlier runs of a file named" in outbox.output
 
 
 class DailyQuota(Inbox):

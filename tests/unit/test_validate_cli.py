@@ -6,6 +6,7 @@ import codecs
 import csv
 import io
 import json
+import os
 import shutil
 import unicodedata
 from pathlib import Path
@@ -19,6 +20,8 @@ from mailmatrix.cli.validate_cmd import bundled_templates, validate_command
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "intake"
 HEADER = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
 OFFER = "ann@example.com,Ann,Offer,ann.pdf,Engineer,Data,2027-01-01,1\n"
+# Templates without a manifest name no sender: `run` is then given one, and so is `validate`.
+SENDER = ("--sender", "HR <hr@example.com>")
 
 
 def campaign(tmp_path: Path, text: str | bytes, files: dict[str, bytes] | None = None) -> Path:
@@ -61,7 +64,9 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "rejected": [],
         "duplicates": [],
         "skipped": [],
-        "earlier_runs": {"checked": False},
+        "earlier_runs": {
+            "checked": False, "default_workdir": True, "workdir": os.environ["MAILMATRIX_WORKDIR"]
+        },
     }  # fmt: skip
 
 
@@ -171,7 +176,7 @@ def test_attachments_and_templates_options(tmp_path, one_set_templates):
     path.write_text("email;name;attachment\nann@example.com;Ann;x.pdf\n")
 
     # WHEN validated with both options
-    result = invoke(path, "--templates", templates, "--attachments", files, "--json")
+    result = invoke(path, "--templates", templates, "--attachments", files, "--json", *SENDER)
 
     # THEN the row is valid
     assert result.exit_code == exits.OK, result.output
@@ -190,8 +195,8 @@ def test_a_folder_without_manifest_attaches_files_only_when_the_csv_names_them(
     named.write_text("Email,Name,Attachment_File\nann@example.com,Ann,\nbo@example.com,Bo,x.pdf\n")
 
     # WHEN a CSV without an Attachment_File column, and one with it, are validated
-    without = invoke(plain, "--templates", templates, "--json")
-    with_column = invoke(named, "--templates", templates, "--json")
+    without = invoke(plain, "--templates", templates, "--json", *SENDER)
+    with_column = invoke(named, "--templates", templates, "--json", *SENDER)
 
     # THEN the first sends without attachments; in the second each row must name its file
     assert without.exit_code == exits.OK, without.output
@@ -228,7 +233,7 @@ def test_case_14_through_the_cli(tmp_path):
     (templates / "subject.txt").write_text("Your letter")
     (templates / "body.txt").write_text("Dear {{ Name }}")
 
-    result = invoke(path, "--templates", templates, "--json")
+    result = invoke(path, "--templates", templates, "--json", *SENDER)
 
     assert result.exit_code == exits.ROWS_REJECTED
     report = json.loads(result.output)
@@ -309,8 +314,8 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     plain, named = campaigns_without_attachments
 
     # WHEN each is validated
-    without = invoke(plain, "--templates", templates)
-    with_column = invoke(named, "--templates", templates)
+    without = invoke(plain, "--templates", templates, *SENDER)
+    with_column = invoke(named, "--templates", templates, *SENDER)
 
     # THEN the one that attaches nothing is all good, with no note of the folder; the other
     # is told why the folder matters
