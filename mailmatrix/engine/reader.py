@@ -114,12 +114,28 @@ def iter_items(stream: BinaryIO, config: dict[str, Any], max_items: int | None) 
     JSON Lines are read line by line; CSV text and JSON arrays are read whole, then their items
     are handed out one at a time. Failures raise ItemReaderFailed as the items are read.
     """
+    for item, _ in iter_bounded_items(stream, config, max_items):
+        yield item
+
+
+def iter_bounded_items(
+    stream: BinaryIO, config: dict[str, Any], max_items: int | None
+) -> Iterator[tuple[Any, int | None]]:
+    """iter_items, each item with a bound on its compact JSON's UTF-8 bytes plus one (a
+    separator's), or None where none is known without serialising it.
+
+    A JSON Lines item's bound is its line's bytes plus one: compact JSON drops the line's
+    blanks, keeps or shortens each string escape and integer, and keeps the last of repeated
+    keys, so it is never longer, except for a number with a fraction or exponent ("1e5" is
+    100000.0): an item holding one has no bound.
+    """
     kind = config.get("InputType")
     limit = max_items if max_items else None
     if kind in ("CSV", "JSON"):
         text = _decode(stream.read(), kind, first=True)
         if kind == "CSV":
-            yield from _csv_items(text, config, limit)
+            for row in _csv_items(text, config, limit):
+                yield row, None
             return
         try:
             items = json.loads(text)
@@ -128,8 +144,16 @@ def iter_items(stream: BinaryIO, config: dict[str, Any], max_items: int | None) 
         if not isinstance(items, list):
             raise StatesError(ITEM_READER_FAILED, "JSON: the object must hold a JSON array")
         del text
-        yield from items[:limit] if limit is not None else items
+        for item in items[:limit] if limit is not None else items:
+            yield item, None
         return
+    floats = [False]
+
+    def parse_float(literal: str) -> float:
+        floats[0] = True
+        return float(literal)
+
+    decoder = json.JSONDecoder(parse_float=parse_float)
     # JSON Lines records end at "\n" only (a binary stream's lines): str.splitlines() would
     # also cut inside a string holding U+2028, U+0085 or a form feed, which JSON allows.
     count = 0
@@ -139,14 +163,15 @@ def iter_items(stream: BinaryIO, config: dict[str, Any], max_items: int | None) 
             continue  # the rest is still decoded: bytes that are not UTF-8 fail the object
         if not line.strip():
             continue
+        floats[0] = False
         try:
-            item = json.loads(line)
+            item = decoder.decode(line)
         except ValueError as exc:
             raise StatesError(
                 ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
             ) from exc
         count += 1
-        yield item
+        yield item, None if floats[0] else len(raw) + 1
 
 
 def _decode(data: bytes, kind: Any, *, first: bool) -> str:

@@ -290,6 +290,20 @@ def test_each_child_goes_to_the_store_as_it_finishes(
     ]
 
 
+def items_sized(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The "i" of each item holding "pad" that the Map serialises, in order, from now on."""
+    sized: list[Any] = []
+    real_dumps = distributed_map.dumps
+
+    def counting_dumps(value: Any) -> str:
+        if isinstance(value, dict) and "pad" in value:
+            sized.append(value["i"])
+        return real_dumps(value)
+
+    monkeypatch.setattr(distributed_map, "dumps", counting_dumps)
+    return sized
+
+
 def test_items_are_sized_once_and_later_passes_cut_the_same_batches(
     engine: Engine,
     registry: ResourceRegistry,
@@ -300,15 +314,7 @@ def test_items_are_sized_once_and_later_passes_cut_the_same_batches(
     # so the Map reads its items three times (count, children, results of the unrun batches)
     rows = [{"i": i, "pad": "é" * (7 * (i % 4))} for i in range(20)]
     objects.put("b", "rows.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in rows))
-    sized: list[Any] = []
-    real_dumps = distributed_map.dumps
-
-    def counting_dumps(value: Any) -> str:
-        if isinstance(value, dict) and "pad" in value:
-            sized.append(value["i"])
-        return real_dumps(value)
-
-    monkeypatch.setattr(distributed_map, "dumps", counting_dumps)
+    sized = items_sized(monkeypatch)
 
     registry.register_lambda("Work", batch_work({13}, []))
     definition = one_child_at_a_time(ItemBatcher={"MaxInputBytesPerBatch": 120})
@@ -328,6 +334,76 @@ def test_items_are_sized_once_and_later_passes_cut_the_same_batches(
     assert all(len(text.encode()) <= 120 for text in compact)
     assert len(batches) == map_run["total"] > 2
     assert entries["PENDING"]
+
+
+def exact_cuts(items: list[Any], max_bytes: int, max_items: int) -> list[int]:
+    """How many items each batch takes when every item is sized by its compact JSON."""
+    counts, size, current = [], len('{"Items":[]}'), 0
+    for item in items:
+        item_size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+        if current and (current >= max_items or size + item_size + 1 > max_bytes):
+            counts.append(current)
+            size, current = len('{"Items":[]}'), 0
+        size += item_size + 1
+        current += 1
+    return [*counts, current]
+
+
+# Lines whose compact JSON is shorter (blanks, escapes, repeated keys) or, for numbers with a
+# fraction or exponent, longer than the line.
+UNEVEN_LINES = [
+    b'{"i": 0, "pad": "\\u00e9\\u00e9\\u00e9"}',
+    b'{"i":1,"n":1e5,"m":1E22}',
+    b'{"i":2,"pad":"\\ud83d\\ude00 \\/ \\u0001","i":2}',
+    b'   {"i" :  3 ,  "pad" : [ 1 , 2 , 3 ] }   ',
+    b'{"i":4,"f":123456789012345678.0}',
+    b'{"i":5,"pad":"' + "é".encode() * 9 + b'"}',
+    b'{"i":6}',
+    b'{"i":7,"n":-0,"big":12345678901234567890}',
+    b'{"i":8,"n":[1e9,1e9,1e9,1e9,1e9,1e9]}',
+]
+
+
+@pytest.mark.parametrize("max_bytes", [40, 64, 90, 150, 10_000])
+def test_batches_cut_where_exact_sizes_cut_them_whatever_the_lines_hold(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects, max_bytes: int
+) -> None:
+    # GIVEN lines whose compact JSON is shorter or longer than the line, repeated in turn
+    lines = [UNEVEN_LINES[(i * 5) % len(UNEVEN_LINES)] for i in range(45)]
+    objects.put("b", "rows.jsonl", b"\n".join(lines) + b"\n")
+    items = [json.loads(line) for line in lines]
+    calls: list[list[int]] = []
+    registry.register_lambda("Work", batch_work(set(), calls))
+    definition = one_child_at_a_time(
+        ItemBatcher={"MaxInputBytesPerBatch": max_bytes, "MaxItemsPerBatch": 7}
+    )
+    # WHEN the Map runs
+    record = engine.start(json.dumps(definition), {})
+    # THEN its batches are those exact sizes give, each within the limit unless of one item
+    assert record["status"] == "SUCCEEDED"
+    assert [len(batch) for batch in calls] == exact_cuts(items, max_bytes, 7)
+
+
+def test_items_that_fit_by_their_lines_are_not_serialised_to_be_sized(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 30 compact lines well under the byte limit, and one holding a float
+    rows: list[dict[str, Any]] = [{"i": i, "pad": "x" * 20} for i in range(30)]
+    rows[17]["f"] = 2.5
+    objects.put("b", "rows.jsonl", b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    sized = items_sized(monkeypatch)
+    registry.register_lambda("Work", batch_work(set(), []))
+    definition = one_child_at_a_time(
+        ItemBatcher={"MaxInputBytesPerBatch": 4096, "MaxItemsPerBatch": 10}
+    )
+    # WHEN the Map runs
+    record = engine.start(json.dumps(definition), {})
+    # THEN only the item with a float, whose line bounds nothing, was serialised to size it
+    assert record["status"] == "SUCCEEDED"
+    assert sized == [17]
 
 
 def test_store_reads_a_childs_first_events_without_the_rest_of_its_history(
