@@ -508,6 +508,32 @@ def test_redrive_reruns_a_batch_whose_record_a_killed_process_tore(
     assert all(json.loads(line) for line in children.read_bytes().splitlines())
 
 
+@pytest.mark.parametrize("added", [b'{"i": 6}\n', b"null\n", b"false\n"])
+def test_items_added_between_reads_fail_the_map_whatever_they_hold(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    added: bytes,
+) -> None:
+    # GIVEN 6 rows in batches of 2, to which an item (a JSON null among them) is added once
+    # the Map has counted its batches, before it reads the items again to start the children
+    put_rows(objects, 6)
+
+    def open_grown(bucket: str, key: str) -> io.BytesIO:
+        if len(objects.opened) == 1:
+            objects.data[(bucket, key)] += added
+        return objects.open(bucket, key)
+
+    registry.set_object_store(objects.get, objects.put, open_grown)
+    registry.register_lambda("Work", batch_work(set(), []))
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
+    # WHEN the Map runs
+    record = engine.start(json.dumps(definition), {})
+    # THEN the execution fails, naming the change, instead of leaving the new item unsent
+    assert record["status"] == "FAILED"
+    assert "changed between reads" in record["cause"]
+
+
 @pytest.mark.parametrize("rows_after", [0, 3])
 def test_items_that_shrink_between_reads_fail_the_map_rather_than_lose_rows(
     engine: Engine, registry: ResourceRegistry, objects: StreamingObjects, rows_after: int
