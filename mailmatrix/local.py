@@ -39,6 +39,7 @@ try:
 except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.adapters import deliveries
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_smtp import without_password
@@ -414,12 +415,14 @@ def engine_for(
 
     send_batch_app.reset()
     registry = build_registry(wd, echo=echo, template=template)
+    deliveries.start()  # before the workers fork: they count into it (the progress bar)
     invoker = send_invoker(env)
     if invoker is not None:
         registry.invoker = invoker
     try:
         yield start_engine(wd, registry, sleep)
     finally:
+        deliveries.stop()
         if invoker is not None:
             invoker.close()
 

@@ -14,12 +14,13 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 from rich.tree import Tree
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.cli.progress import progress_display
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import MailMatrixError
@@ -462,7 +463,9 @@ class LiveProgress:
         arn = map_run["mapRunArn"]
         if arn not in self.map_tasks:
             self.map_tasks[arn] = self.progress.add_task(
-                f"Map Run {map_run['stateName']}", total=map_run.get("total") or None
+                f"Map Run {map_run['stateName']}",
+                total=map_run.get("total") or None,
+                sending=True,
             )
         done = (map_run.get("succeeded") or 0) + (map_run.get("failed") or 0)
         self.progress.update(
@@ -475,13 +478,7 @@ def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     console = Console(stderr=True)
     if not console.is_terminal:
         return action(None)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    progress = Progress(*columns, console=console, transient=True)
+    progress = progress_display(console)
     try:
         return action(LiveProgress(progress))
     finally:

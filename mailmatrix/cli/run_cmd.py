@@ -12,13 +12,14 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
+from mailmatrix.cli.progress import progress_display
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -81,7 +82,7 @@ class ProgressListener:
         total = map_run.get("total") or None
         done = (map_run.get("succeeded") or 0) + (map_run.get("failed") or 0)
         if self.map_task is None:
-            self.map_task = self.progress.add_task("Sending batches", total=total)
+            self.map_task = self.progress.add_task("Sending batches", total=total, sending=True)
         self.progress.update(self.map_task, completed=done, total=total)
 
 
@@ -465,18 +466,7 @@ def run(
 ) -> None:
     """Validate CSV_FILE and send one email per valid row, on this machine."""
     console = Console(stderr=as_json)
-    progress = (
-        None
-        if as_json or not console.is_terminal
-        else Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-    )
+    progress = None if as_json or not console.is_terminal else progress_display(console)
     listener = ProgressListener(progress)
     # SIGTERM stops the run like Ctrl-C: the engine aborts the execution, which a redrive resumes.
     signal.signal(signal.SIGTERM, _interrupt)

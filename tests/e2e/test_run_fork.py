@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 from click.testing import CliRunner
@@ -38,3 +39,18 @@ def test_the_workers_are_forked_while_no_thread_of_the_run_is_running(tmp_path, 
     assert result.exit_code == 0, result.output
     assert "Sent by this run" in result.output
     assert at_fork == [[]]
+
+
+def test_the_progress_display_counts_the_messages_the_workers_sent(tmp_path, monkeypatch):
+    # GIVEN a console that counts as a terminal, and two worker processes sending
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.delenv("MAILMATRIX_FAULTS", raising=False)
+    monkeypatch.setattr(local, "_worker_processes", lambda faults: 2)
+    # WHEN the example campaign (18 valid rows) runs
+    result = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "w")]
+    )
+    # THEN the display's last frame counted the 18 messages the workers sent, never more
+    assert result.exit_code == 0, result.output
+    shown = [int(n) for n in re.findall(r"(\d+) sent", result.output)]
+    assert shown and max(shown) == 18
