@@ -326,20 +326,26 @@ class _Retry:
         return released
 
 
-class SettledKeys:
-    """The keys of a campaign's rows that the ledger has settled: sent (a run skips them) or
-    failed for good (a run reports them failed again, unless an upload releases them).
+class KeySet:
+    """Ledger keys kept as 64-bit numbers (a key is a sha256 in hex), a few dozen bytes each
+    for a million rows, where a clash would only take one key for another."""
 
-    The ledger is asked once for the campaign (not once per row); its keys are kept as
-    64-bit numbers (a key is a sha256 in hex), a few dozen bytes each for a million rows,
-    where a clash would only take one row for settled.
-    """
-
-    def __init__(self, ledger: Ledger, campaign_id: str) -> None:
-        self._keys = frozenset(_short(key) for key in ledger.settled_keys(campaign_id))
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._keys = frozenset(_short(key) for key in keys)
 
     def __contains__(self, key: str) -> bool:
         return _short(key) in self._keys
+
+
+class SettledKeys(KeySet):
+    """The keys of a campaign's rows that the ledger has settled: sent (a run skips them) or
+    failed for good (a run reports them failed again, unless an upload releases them).
+
+    The ledger is asked once for the campaign (not once per row).
+    """
+
+    def __init__(self, ledger: Ledger, campaign_id: str) -> None:
+        super().__init__(ledger.settled_keys(campaign_id))
 
 
 class _Demand:

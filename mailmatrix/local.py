@@ -55,7 +55,12 @@ from mailmatrix.core.failures import (
 )
 from mailmatrix.core.recipients import read_columns
 from mailmatrix.core.report import progress_counts
-from mailmatrix.core.send import RetryPolicy, idempotency_key, template_sets_changed
+from mailmatrix.core.send import (
+    RetryPolicy,
+    idempotency_key,
+    recipient_key,
+    template_sets_changed,
+)
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
@@ -66,6 +71,7 @@ from mailmatrix.errors import (
     NotFoundError,
 )
 from mailmatrix.jobs import (
+    KeySet,
     SettledKeys,
     Source,
     campaign_id_for,
@@ -830,21 +836,34 @@ def lifted_halts(faults: str | None) -> tuple[str, ...]:
 class RunForecast:
     """What a run of a file in a workdir, without --faults or --retry-*, would do with the
     rows validation passes on, as the ledger of the file's earlier runs there tells: skip
-    those sent, report again those failed for good, or send nothing at all while a halt
-    holds the campaign (send_batch's check, before any row).
+    those sent, report again those failed for good, refuse those whose address had another
+    set's letter or whose own file went to another recipient (the claim's checks), or send
+    nothing at all while a halt holds the campaign (send_batch's check, before any row).
 
-    ``see`` each row passed on; ``counts`` leaves out the rows withdrawn after.
+    ``see`` each row passed on; ``counts`` leaves out the rows withdrawn after. ``sets`` are
+    the template sets of the run's templates (a claim checks the address's letters of the
+    others).
     """
 
+    STATES = ("sent", "failed", "unknown", "other_letter", "attachment_of_another")
+
     def __init__(
-        self, workdir: Path, csv_path: Path, *, clock: Callable[[], float] = time.time
+        self,
+        workdir: Path,
+        csv_path: Path,
+        *,
+        sets: Collection[str] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
+        self._sets = tuple(sets)
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
-        self._rows = {state: array.array("q") for state in ("sent", "failed", "unknown")}
+        self._rows = {state: array.array("q") for state in self.STATES}
         self._settled: SettledKeys | None = None
         self._failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown (few)
+        self._gone = KeySet(())  # letters that may have gone out (several sets only)
+        self._owners: dict[str, str] = {}  # file -> its owner's recipient, letter gone out
         self.halt: Halt | None = None
         self.halt_age = 0.0
         self.hold_left = 0.0
@@ -855,6 +874,9 @@ class RunForecast:
             for unknown in (False, True):
                 keys = ledger.failed_keys(self.campaign, unknown=unknown)
                 self._failed.update(dict.fromkeys(keys, unknown))
+            if len(self._sets) > 1:
+                self._gone = KeySet(ledger.gone_keys(self.campaign))
+            self._owners = ledger.file_owners(self.campaign)
             halt = ledger.halted(self.campaign)
         if halt is not None and halt.code not in lifted_halts(None):
             self.halt = halt
@@ -865,16 +887,30 @@ class RunForecast:
         """A row validation passed on (its email and template set make its ledger key)."""
         if self._settled is None:
             return
-        key = idempotency_key(self.campaign, row["email"], row["template"])
-        if key not in self._settled:
-            return
-        failed = self._failed.get(key)
-        state = "sent" if failed is None else "unknown" if failed else "failed"
-        self._rows[state].append(int(row["row"]))
+        state = self._state(row)
+        if state is not None:
+            self._rows[state].append(int(row["row"]))
+
+    def _state(self, row: dict[str, Any]) -> str | None:
+        """What a claim of ``row`` would answer, in the claim's order (None: it sends)."""
+        email, template = row["email"], row["template"]
+        key = idempotency_key(self.campaign, email, template)
+        if self._settled is not None and key in self._settled:
+            failed = self._failed.get(key)
+            return "sent" if failed is None else "unknown" if failed else "failed"
+        others = (name for name in self._sets if name != template)
+        if any(idempotency_key(self.campaign, email, name) in self._gone for name in others):
+            return "other_letter"
+        if row.get("own_attachment") and row.get("attachment"):
+            owner = self._owners.get(str(row["attachment"]))
+            if owner is not None and owner != recipient_key(self.campaign, email):
+                return "attachment_of_another"
+        return None
 
     def counts(self, withdrawn: Collection[int] = ()) -> dict[str, int]:
         """The rows a run would skip as ``sent``, report failed again as ``failed`` for good
-        and as ``unknown`` (OutcomeUnknown), leaving out those ``withdrawn``."""
+        and as ``unknown`` (OutcomeUnknown), or refuse as ``other_letter`` and
+        ``attachment_of_another``, leaving out those ``withdrawn``."""
         return {
             state: sum(1 for row in rows if row not in withdrawn) if withdrawn else len(rows)
             for state, rows in self._rows.items()

@@ -470,6 +470,27 @@ class SqliteLedger:
             )
         ]
 
+    def gone_keys(self, campaign: str) -> list[str]:
+        """The keys of ``campaign``'s rows whose letter may have gone out, as a claim's
+        ``others`` check counts them (sent, claimed, failed as OUTCOME_UNKNOWN, doubtful)."""
+        found = self._statement(
+            f"gone_keys {campaign}",
+            f"SELECT key FROM sends WHERE campaign = ? AND {_GONE}",
+            (campaign, OUTCOME_UNKNOWN),
+        )
+        return [str(key) for (key,) in found]
+
+    def file_owners(self, campaign: str) -> dict[str, str]:
+        """The files of ``campaign`` a claim of another recipient is refused (state "owned"),
+        each with its owner's recipient key: those whose owner's letter may have gone out."""
+        found = self._statement(
+            f"file_owners {campaign}",
+            "SELECT attachment, recipient FROM attachment_owners JOIN sends ON key = letter"
+            f" WHERE attachment_owners.campaign = ? AND {_GONE}",
+            (campaign, OUTCOME_UNKNOWN),
+        )
+        return {str(attachment): str(recipient) for attachment, recipient in found}
+
     def settled_keys(self, campaign: str) -> Iterator[str]:
         """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port), read
         _SETTLED_PAGE at a time in (row, key) order along the campaign's index: a rerun of a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
+from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, OTHER_LETTER_SENT
 from mailmatrix.core.send import sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
@@ -127,7 +129,7 @@ def validate_command(
         catalog = load_folder_catalog(templates_dir)
         check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
-        forecast = _forecast(workdir, csv_file)
+        forecast = _forecast(workdir, csv_file, catalog.names)
         with csv_file.open("rb") as stream:
             report = run_intake(
                 stream,
@@ -211,19 +213,21 @@ def _earlier_runs(
     return found, None
 
 
-def _forecast(workdir: Path | None, csv_file: Path) -> Any:
-    """The file's earlier runs in ``workdir`` as a RunForecast (None: no workdir given)."""
+def _forecast(workdir: Path | None, csv_file: Path, sets: Collection[str]) -> Any:
+    """The file's earlier runs in ``workdir`` as a RunForecast, for a run with the template
+    sets ``sets`` (None: no workdir given)."""
     if workdir is None:
         return None
     from mailmatrix.local import RunForecast
 
-    return RunForecast(workdir, csv_file)
+    return RunForecast(workdir, csv_file, sets=sets)
 
 
 def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     """What `run` would do with the file's valid rows after its earlier runs: rows it would
-    skip as sent (``sent_before``) or report failed again (``failed_before``, and
-    ``unknown_before`` as OutcomeUnknown), the rows it would send (``would_send``), and the
+    skip as sent (``sent_before``), report failed again (``failed_before``, and
+    ``unknown_before`` as OutcomeUnknown) or fail without sending (``other_letter_before``,
+    ``attachment_of_another_before``), the rows it would send (``would_send``), and the
     campaign's halt (``halt``; ``holds``: `run` would stop at once, sending nothing)."""
     counts = forecast.counts(report.withdrawn)
     found: dict[str, Any] = {f"{state}_before": count for state, count in counts.items()}
@@ -363,6 +367,19 @@ def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
             f"{earlier['unknown_before']} row(s) failed in earlier runs as OutcomeUnknown (they"
             " may have arrived): `run` reports them failed again without sending; once checked,"
             " `run --retry-unknown` sends them."
+        )
+    if earlier.get("other_letter_before"):
+        lines.append(
+            f"{earlier['other_letter_before']} row(s) would fail as {OTHER_LETTER_SENT}: an"
+            " earlier run of this file sent their address the letter of another template set;"
+            " `run` does not send them, nor does any retry."
+        )
+    if earlier.get("attachment_of_another_before"):
+        lines.append(
+            f"{earlier['attachment_of_another_before']} row(s) would fail as"
+            f" {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent the file they name in"
+            " Attachment_File to another recipient as their own; `run` does not send them, nor"
+            " does any retry (name each recipient's own file)."
         )
     halt = earlier.get("halt")
     if halt:

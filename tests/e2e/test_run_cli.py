@@ -1558,6 +1558,55 @@ def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_th
     assert (counts["sent"], counts["skipped"], counts["failed"]) == (0, 18 - failed, failed)
 
 
+def _validate_copy(csv_path: Path, args: list[str]) -> tuple[dict, str]:
+    """validate of an _editable_copy with its run's options: what --json says of the earlier
+    runs, and the text output on one line."""
+    validate = ["validate", str(csv_path), *args]
+    earlier = json.loads(CliRunner().invoke(cli, [*validate, "--json"]).stdout)["earlier_runs"]
+    return earlier, " ".join(CliRunner().invoke(cli, validate).output.split())
+
+
+def test_validate_with_the_workdir_counts_a_row_run_refuses_another_recipients_file(tmp_path):
+    # GIVEN the example campaign sent, then its rows deleted and a new candidate's row added
+    # that names Amelia's letter
+    csv_path, original, _, args = _editable_copy(tmp_path)
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    new_row = "new.cand@example.com,New Cand,Offer,amelia-hart.pdf,Data Engineer,IT,2027-01-11,1"
+    csv_path.write_text(f"{original.splitlines()[0]}\n{new_row}\n", encoding="utf-8")
+
+    # WHEN it is validated against the workdir THEN the row is not among those sent: run
+    # refuses it as AttachmentOfAnother (it said "All good: 1 row(s) would be sent")
+    earlier, said = _validate_copy(csv_path, args)
+    assert (earlier["attachment_of_another_before"], earlier["would_send"]) == (1, 0)
+    assert "none of the 1 valid row(s) would be sent" in said
+    assert "1 row(s) would fail as AttachmentOfAnother" in said
+    # AND run does as it said
+    counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
+        "counts"
+    ]
+    assert (counts["sent"], counts["attachment_of_another"]) == (0, 1)
+
+
+def test_validate_with_the_workdir_counts_a_row_run_refuses_for_another_letter(tmp_path):
+    # GIVEN the example campaign sent, then Amelia's row changed from Offer to Rejection
+    csv_path, original, _, args = _editable_copy(tmp_path)
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    offer = "amelia.hart@example.com,Amelia Hart,Offer,"
+    csv_path.write_text(original.replace(offer, offer.replace("Offer", "Rejection")), "utf-8")
+
+    # WHEN it is validated against the workdir THEN her row is not among those sent: run
+    # refuses it as OtherLetterSent (it said "1 of the 18 valid row(s) would be sent")
+    earlier, said = _validate_copy(csv_path, args)
+    assert (earlier["sent_before"], earlier["other_letter_before"]) == (17, 1)
+    assert earlier["would_send"] == 0
+    assert "1 row(s) would fail as OtherLetterSent" in said
+    # AND run does as it said
+    counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
+        "counts"
+    ]
+    assert (counts["sent"], counts["skipped"], counts["other_letter"]) == (0, 17, 1)
+
+
 def test_validate_says_when_an_old_halt_no_longer_holds_the_file(tmp_path):
     import time
 
