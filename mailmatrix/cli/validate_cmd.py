@@ -22,6 +22,7 @@ from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
+from mailmatrix.core.report import other_letter_hint
 from mailmatrix.core.send import sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
@@ -127,7 +128,7 @@ def validate_command(
         catalog = load_folder_catalog(templates_dir)
         check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
-        forecast = _forecast(workdir, csv_file)
+        forecast = _forecast(workdir, csv_file, catalog.names)
         with csv_file.open("rb") as stream:
             report = run_intake(
                 stream,
@@ -161,7 +162,7 @@ def validate_command(
         if need and not index and not attachments_dir.is_dir():
             note = f"no attachments folder at {attachments_dir}, and {need}"
             console.print(f"[yellow]Note:[/] {note}")
-        _show(console, report, rejects_path, earlier)
+        _show(console, report, rejects_path, earlier, templates_dir)
     if refused is not None:
         sys.exit(refused)  # as `run` refuses the file
     if not report.valid:
@@ -211,19 +212,22 @@ def _earlier_runs(
     return found, None
 
 
-def _forecast(workdir: Path | None, csv_file: Path) -> Any:
-    """The file's earlier runs in ``workdir`` as a RunForecast (None: no workdir given)."""
+def _forecast(workdir: Path | None, csv_file: Path, sets: Any) -> Any:
+    """The file's earlier runs in ``workdir`` as a RunForecast (None: no workdir given), for
+    templates of the set names ``sets``."""
     if workdir is None:
         return None
     from mailmatrix.local import RunForecast
 
-    return RunForecast(workdir, csv_file)
+    return RunForecast(workdir, csv_file, sets=sets)
 
 
 def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     """What `run` would do with the file's valid rows after its earlier runs: rows it would
     skip as sent (``sent_before``) or report failed again (``failed_before``, and
-    ``unknown_before`` as OutcomeUnknown), the rows it would send (``would_send``), and the
+    ``unknown_before`` as OutcomeUnknown), fail as OtherLetterSent (``other_letter_before``:
+    an earlier run sent their address another set's letter), the rows it would send
+    (``would_send``), and the
     campaign's halt (``halt``; ``holds``: `run` would stop at once, sending nothing)."""
     counts = forecast.counts(report.withdrawn)
     found: dict[str, Any] = {f"{state}_before": count for state, count in counts.items()}
@@ -260,10 +264,15 @@ def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
 
 
 def _show(
-    console: Console, report: IntakeReport, rejects_path: Path | None, earlier: dict[str, Any]
+    console: Console,
+    report: IntakeReport,
+    rejects_path: Path | None,
+    earlier: dict[str, Any],
+    templates_dir: Path,
 ) -> None:
     """Print the report for people: a summary, each row that will not be sent, and what the
-    file's earlier runs say (``earlier``, see _earlier_runs)."""
+    file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
+    in ``templates_dir``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}")
@@ -339,14 +348,14 @@ def _show(
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
-    for line in _earlier_sends(earlier):
+    for line in _earlier_sends(earlier, templates_dir):
         console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)
 
 
-def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
+def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
     """What the file's earlier runs leave `run` to skip, to report failed again, or to wait
-    for (see _what_run_would_do)."""
+    for (see _what_run_would_do), with the templates in ``templates_dir``."""
     lines = []
     if earlier.get("sent_before"):
         lines.append(
@@ -364,6 +373,13 @@ def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
             " may have arrived): `run` reports them failed again without sending; once checked,"
             " `run --retry-unknown` sends them."
         )
+    other = other_letter_hint(
+        {"other_letter": earlier.get("other_letter_before", 0)},
+        manifest=str(templates_dir / "manifest.yaml"),
+        failed="would fail",
+    )
+    if other:
+        lines.append(other)
     halt = earlier.get("halt")
     if halt:
         when = _ago(halt["age_seconds"])
