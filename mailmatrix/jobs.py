@@ -326,9 +326,10 @@ class _Retry:
         return released
 
 
-class KeySet:
-    """Ledger keys kept as 64-bit numbers (a key is a sha256 in hex), a few dozen bytes each
-    for a million rows, where a clash would only take one key for another."""
+class ShortKeys:
+    """Ledger keys read once for a campaign (not once per row), kept as 64-bit numbers (a key
+    is a sha256 in hex): a few dozen bytes each for a million rows, where a clash would only
+    take one row for another's."""
 
     def __init__(self, keys: Iterable[str]) -> None:
         self._keys = frozenset(_short(key) for key in keys)
@@ -336,13 +337,13 @@ class KeySet:
     def __contains__(self, key: str) -> bool:
         return _short(key) in self._keys
 
+    def __bool__(self) -> bool:
+        return bool(self._keys)
 
-class SettledKeys(KeySet):
+
+class SettledKeys(ShortKeys):
     """The keys of a campaign's rows that the ledger has settled: sent (a run skips them) or
-    failed for good (a run reports them failed again, unless an upload releases them).
-
-    The ledger is asked once for the campaign (not once per row).
-    """
+    failed for good (a run reports them failed again, unless an upload releases them)."""
 
     def __init__(self, ledger: Ledger, campaign_id: str) -> None:
         super().__init__(ledger.settled_keys(campaign_id))

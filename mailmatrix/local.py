@@ -71,8 +71,8 @@ from mailmatrix.errors import (
     NotFoundError,
 )
 from mailmatrix.jobs import (
-    KeySet,
     SettledKeys,
+    ShortKeys,
     Source,
     campaign_id_for,
     load_templates,
@@ -542,9 +542,28 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     of the campaign other letters than its first rows got (the bundled ones, say). So a
     campaign keeps its way, per workdir.
     """
+    said = campaign_way_change(workdir, campaign, way)
+    if said is None:
+        return
+    # A campaign is its file name: this may be another file of that name (next month's
+    # offers.csv from another folder), and running it "the same way" would send those people
+    # the earlier campaign's letters. So the advice for another campaign comes first.
+    raise DeliveryChanged(
+        f"{name}: if this file is another campaign than the earlier runs of a file named"
+        f" {name} in {workdir.root} (other people, or the same people mailed again on"
+        " purpose), give it a new file name and run it under that name: a campaign is its file"
+        " name within a workdir. Only if it is that campaign's own file, corrected, run it the"
+        f" same way as those runs: they {said}"
+    )
+
+
+def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | None:
+    """How the campaign's earlier runs in this workdir differ from ``way`` (``delivered
+    through ...`` or ``used --sender ...``), or None: in nothing that matters (see
+    check_campaign_way)."""
     earlier = _deliveries(workdir).get(campaign)
     if earlier is None:
-        return
+        return None
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
     # "sets": in the way an execution of an earlier version recorded; the ledger checks them
@@ -559,26 +578,15 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     if both and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
         changed.insert(0, "delivery")
     if not changed:
-        return
+        return None
     if "delivery" in changed:
         how = earlier["delivery"]
         how = "the local outbox (no --smtp)" if how == "outbox" else f"--smtp {how}"
         now = way["delivery"] if way["delivery"] != "outbox" else "the outbox"
-        said = f"delivered through {how} (this run: {now})"
-    else:
-        said = "used " + ", ".join(
-            f"{_FLAGS[key]}{shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
-            for key in changed
-        )
-    # A campaign is its file name: this may be another file of that name (next month's
-    # offers.csv from another folder), and running it "the same way" would send those people
-    # the earlier campaign's letters. So the advice for another campaign comes first.
-    raise DeliveryChanged(
-        f"{name}: if this file is another campaign than the earlier runs of a file named"
-        f" {name} in {workdir.root} (other people, or the same people mailed again on"
-        " purpose), give it a new file name and run it under that name: a campaign is its file"
-        " name within a workdir. Only if it is that campaign's own file, corrected, run it the"
-        f" same way as those runs: they {said}"
+        return f"delivered through {how} (this run: {now})"
+    return "used " + ", ".join(
+        f"{_FLAGS[key]}{shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
+        for key in changed
     )
 
 
@@ -836,9 +844,11 @@ def lifted_halts(faults: str | None) -> tuple[str, ...]:
 class RunForecast:
     """What a run of a file in a workdir, without --faults or --retry-*, would do with the
     rows validation passes on, as the ledger of the file's earlier runs there tells: skip
-    those sent, report again those failed for good, refuse those whose address had another
-    set's letter or whose own file went to another recipient (the claim's checks), or send
-    nothing at all while a halt holds the campaign (send_batch's check, before any row).
+    those sent, report again those failed for good, fail those whose address an earlier run
+    sent another set's letter (``other_letter``, as a claim checks ``sets``, the templates'
+    set names) or whose own file an earlier run sent another recipient as theirs
+    (``attachment_of_another``), or send nothing at all while a halt holds the campaign
+    (send_batch's check, before any row).
 
     ``see`` each row passed on; ``counts`` leaves out the rows withdrawn after. ``sets`` are
     the template sets of the run's templates (a claim checks the address's letters of the
@@ -857,12 +867,16 @@ class RunForecast:
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
-        self._sets = tuple(sets)
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
         self._rows = {state: array.array("q") for state in self.STATES}
         self._settled: SettledKeys | None = None
+        # When the templates have several sets (a claim looks for the address's letters of
+        # the others then only), the keys of the letters not recorded sent that may have gone
+        # out all the same (few): with those recorded sent (settled, not failed), the letters
+        # that may have gone out.
+        self._sets = tuple(sets) if len(sets) > 1 else ()
+        self._unsent_gone = ShortKeys(())
         self._failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown (few)
-        self._gone = KeySet(())  # letters that may have gone out (several sets only)
         self._owners: dict[str, str] = {}  # file -> its owner's recipient, letter gone out
         self.halt: Halt | None = None
         self.halt_age = 0.0
@@ -874,8 +888,8 @@ class RunForecast:
             for unknown in (False, True):
                 keys = ledger.failed_keys(self.campaign, unknown=unknown)
                 self._failed.update(dict.fromkeys(keys, unknown))
-            if len(self._sets) > 1:
-                self._gone = KeySet(ledger.gone_keys(self.campaign))
+            if self._sets:
+                self._unsent_gone = ShortKeys(ledger.unsent_gone_keys(self.campaign))
             self._owners = ledger.file_owners(self.campaign)
             halt = ledger.halted(self.campaign)
         if halt is not None and halt.code not in lifted_halts(None):
@@ -893,24 +907,37 @@ class RunForecast:
 
     def _state(self, row: dict[str, Any]) -> str | None:
         """What a claim of ``row`` would answer, in the claim's order (None: it sends)."""
-        email, template = row["email"], row["template"]
-        key = idempotency_key(self.campaign, email, template)
-        if self._settled is not None and key in self._settled:
+        assert self._settled is not None
+        key = idempotency_key(self.campaign, row["email"], row["template"])
+        if key in self._settled:
             failed = self._failed.get(key)
             return "sent" if failed is None else "unknown" if failed else "failed"
-        others = (name for name in self._sets if name != template)
-        if any(idempotency_key(self.campaign, email, name) in self._gone for name in others):
+        if self._sets and self._other_letter_gone(row):
             return "other_letter"
         if row.get("own_attachment") and row.get("attachment"):
             owner = self._owners.get(str(row["attachment"]))
-            if owner is not None and owner != recipient_key(self.campaign, email):
+            if owner is not None and owner != recipient_key(self.campaign, row["email"]):
                 return "attachment_of_another"
         return None
 
+    def _other_letter_gone(self, row: dict[str, Any]) -> bool:
+        """Whether a letter of another set may have gone to the row's address (the claim of
+        a row not settled refuses it then: OtherLetterSent)."""
+        return any(
+            self._gone(idempotency_key(self.campaign, row["email"], name))
+            for name in self._sets
+            if name != row["template"]
+        )
+
+    def _gone(self, key: str) -> bool:
+        """Whether the letter ``key`` may have gone out: recorded sent, or not and doubtful."""
+        settled = self._settled is not None and key in self._settled
+        return (settled and key not in self._failed) or key in self._unsent_gone
+
     def counts(self, withdrawn: Collection[int] = ()) -> dict[str, int]:
         """The rows a run would skip as ``sent``, report failed again as ``failed`` for good
-        and as ``unknown`` (OutcomeUnknown), or refuse as ``other_letter`` and
-        ``attachment_of_another``, leaving out those ``withdrawn``."""
+        and as ``unknown`` (OutcomeUnknown), or fail as ``other_letter`` (OtherLetterSent) and
+        ``attachment_of_another`` (AttachmentOfAnother), leaving out those ``withdrawn``."""
         return {
             state: sum(1 for row in rows if row not in withdrawn) if withdrawn else len(rows)
             for state, rows in self._rows.items()
@@ -1014,7 +1041,7 @@ def redrive(
             # Held to its file's way like a run, and recorded before it sends: it may be the
             # first of the file to send (its run stopped before any row).
             with _ways_locked(wd):
-                check_campaign_way(wd, campaign, Path(ran["path"]).name, way)
+                _check_redrive_way(wd, campaign, execution_id, Path(ran["path"]).name, way)
                 first = campaign not in _deliveries(wd)
                 record_campaign_way(wd, campaign, way)
         try:
@@ -1030,6 +1057,39 @@ def redrive(
         _explain(engine, record)
     alert_if_failed(wd, record, echo=echo)
     return record
+
+
+def _check_redrive_way(
+    wd: Workdir, campaign: str, execution_id: str, name: str, way: dict[str, Any]
+) -> None:
+    """Refuse to redrive an execution whose way (delivery, templates, attachments, sender)
+    the file's later runs here changed: its rows would get other letters, or go another way,
+    than the campaign's. Says which execution superseded it, and what to do instead."""
+    said = campaign_way_change(wd, campaign, way)
+    if said is None:
+        return
+    latest = None
+    if wd.ledger.is_file():
+        with _local_ledger(wd) as ledger:
+            latest = ledger.latest_upload(campaign)
+    newer = latest.execution.rsplit(":", 1)[-1] if latest is not None else ""
+    if newer and newer != execution_id:
+        why = (
+            f"a newer run of {name} (execution {newer}) superseded it, with other settings than"
+            f" this execution's: that run {said}"
+        )
+        instead = (
+            f"See that execution instead (`mailmatrix show {newer} --workdir"
+            f" {shlex.quote(str(wd.root))}`; redrive it if it did not finish), or run the file"
+            f" again as that run did (rows already sent are skipped): {_run_again(wd, newer)}"
+        )
+    else:
+        why = f"the file's later runs here have other settings than this execution's: they {said}"
+        instead = "Run the file again as those runs did (rows already sent are skipped)."
+    raise DeliveryChanged(
+        f"execution {execution_id} cannot be redriven: {why}. Its redrive would give its rows"
+        f" other letters, or send them another way, than the rest of the campaign. {instead}"
+    )
 
 
 def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:

@@ -470,16 +470,6 @@ class SqliteLedger:
             )
         ]
 
-    def gone_keys(self, campaign: str) -> list[str]:
-        """The keys of ``campaign``'s rows whose letter may have gone out, as a claim's
-        ``others`` check counts them (sent, claimed, failed as OUTCOME_UNKNOWN, doubtful)."""
-        found = self._statement(
-            f"gone_keys {campaign}",
-            f"SELECT key FROM sends WHERE campaign = ? AND {_GONE}",
-            (campaign, OUTCOME_UNKNOWN),
-        )
-        return [str(key) for (key,) in found]
-
     def file_owners(self, campaign: str) -> dict[str, str]:
         """The files of ``campaign`` a claim of another recipient is refused (state "owned"),
         each with its owner's recipient key: those whose owner's letter may have gone out."""
@@ -492,16 +482,30 @@ class SqliteLedger:
         return {str(attachment): str(recipient) for attachment, recipient in found}
 
     def settled_keys(self, campaign: str) -> Iterator[str]:
-        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port), read
-        _SETTLED_PAGE at a time in (row, key) order along the campaign's index: a rerun of a
-        million-row file held every key as a tuple at once (over 100 MB)."""
+        """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port)."""
+        return self._keys_where(f"settled_keys {campaign}", campaign, "state IN ('sent', 'failed')")
+
+    def unsent_gone_keys(self, campaign: str) -> Iterator[str]:
+        """The keys of ``campaign``'s letters not recorded sent that may have gone out all the
+        same, as a claim's check of the address's other letters counts them (``others``):
+        claimed, failed as OUTCOME_UNKNOWN, or doubtful (a few, as a rule). With the keys
+        recorded sent, `validate` reads them once for the whole file."""
+        where = f"state != 'sent' AND {_GONE}"
+        return self._keys_where(f"unsent_gone_keys {campaign}", campaign, where, OUTCOME_UNKNOWN)
+
+    def _keys_where(
+        self, what: str, campaign: str, condition: str, *parameters: object
+    ) -> Iterator[str]:
+        """The keys of ``campaign``'s entries that meet ``condition``, read _SETTLED_PAGE at a
+        time in (row, key) order along the campaign's index: a rerun of a million-row file
+        held every key as a tuple at once (over 100 MB)."""
         after: tuple[object, object] = (-1, "")
         while True:
             page = self._statement(
-                f"settled_keys {campaign}",
+                what,
                 "SELECT row, key FROM sends WHERE campaign = ? AND (row, key) > (?, ?)"
-                " AND state IN ('sent', 'failed') ORDER BY row, key LIMIT ?",
-                (campaign, *after, _SETTLED_PAGE),
+                f" AND {condition} ORDER BY row, key LIMIT ?",
+                (campaign, *after, *parameters, _SETTLED_PAGE),
             )
             yield from (str(key) for _, key in page)
             if len(page) < _SETTLED_PAGE:

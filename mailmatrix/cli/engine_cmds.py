@@ -520,7 +520,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             if result["counts"].get("failed"):
                 result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
             run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)
-            run_cmd.print_summary(Console(), result)
+            run_cmd.print_summary(Console(), result, templates=options["--templates"])
             raise SystemExit(run_cmd.exit_code(result))
         else:
             engine = _engine(workdir, registry_factory(workdir, functions))

@@ -41,6 +41,7 @@ from mailmatrix.errors import (
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
+    DEFAULT_TEMPLATES,
     Workdir,
     progress_of,
     run_campaign,
@@ -170,8 +171,11 @@ def exit_code(result: dict[str, Any]) -> int:
     return exits.RUN_FAILED
 
 
-def print_summary(console: Console, result: dict[str, Any]) -> None:
-    """Tell the operator what happened and what to do next."""
+def print_summary(
+    console: Console, result: dict[str, Any], *, templates: Path | str | None = None
+) -> None:
+    """Tell the operator what happened and what to do next (``templates``: the templates
+    folder the run used, None: the bundled one)."""
     counts = result["counts"]
     where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
@@ -290,7 +294,9 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
             )
         by = result.get("superseded_by")
         hints = (
-            other_letter_hint(counts),
+            other_letter_hint(
+                counts, manifest=str(Path(templates or DEFAULT_TEMPLATES) / "manifest.yaml")
+            ),
             attachment_of_another_hint(counts),
             superseded_hint(counts, by),
         )
@@ -521,7 +527,7 @@ def run(
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print_summary(console, result)
+        print_summary(console, result, templates=templates)
     sys.exit(exit_code(result))
 
 

@@ -23,7 +23,7 @@ from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
-from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, OTHER_LETTER_SENT
+from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
 from mailmatrix.core.send import sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
@@ -163,7 +163,7 @@ def validate_command(
         if need and not index and not attachments_dir.is_dir():
             note = f"no attachments folder at {attachments_dir}, and {need}"
             console.print(f"[yellow]Note:[/] {note}")
-        _show(console, report, rejects_path, earlier)
+        _show(console, report, rejects_path, earlier, templates_dir)
     if refused is not None:
         sys.exit(refused)  # as `run` refuses the file
     if not report.valid:
@@ -264,10 +264,15 @@ def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
 
 
 def _show(
-    console: Console, report: IntakeReport, rejects_path: Path | None, earlier: dict[str, Any]
+    console: Console,
+    report: IntakeReport,
+    rejects_path: Path | None,
+    earlier: dict[str, Any],
+    templates_dir: Path,
 ) -> None:
     """Print the report for people: a summary, each row that will not be sent, and what the
-    file's earlier runs say (``earlier``, see _earlier_runs)."""
+    file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
+    in ``templates_dir``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}")
@@ -343,14 +348,14 @@ def _show(
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
-    for line in _earlier_sends(earlier):
+    for line in _earlier_sends(earlier, templates_dir):
         console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)
 
 
-def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
+def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
     """What the file's earlier runs leave `run` to skip, to report failed again, or to wait
-    for (see _what_run_would_do)."""
+    for (see _what_run_would_do), with the templates in ``templates_dir``."""
     lines = []
     if earlier.get("sent_before"):
         lines.append(
@@ -368,12 +373,13 @@ def _earlier_sends(earlier: dict[str, Any]) -> list[str]:
             " may have arrived): `run` reports them failed again without sending; once checked,"
             " `run --retry-unknown` sends them."
         )
-    if earlier.get("other_letter_before"):
-        lines.append(
-            f"{earlier['other_letter_before']} row(s) would fail as {OTHER_LETTER_SENT}: an"
-            " earlier run of this file sent their address the letter of another template set;"
-            " `run` does not send them, nor does any retry."
-        )
+    other = other_letter_hint(
+        {"other_letter": earlier.get("other_letter_before", 0)},
+        manifest=str(templates_dir / "manifest.yaml"),
+        failed="would fail",
+    )
+    if other:
+        lines.append(other)
     if earlier.get("attachment_of_another_before"):
         lines.append(
             f"{earlier['attachment_of_another_before']} row(s) would fail as"

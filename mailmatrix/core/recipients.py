@@ -133,8 +133,9 @@ class Catalog(Protocol):
         """Return the template set for a value of ``column`` (kind template/skip/unknown)."""
         ...
 
-    def check_columns(self, columns: list[str]) -> list[str]:
-        """Return problems with the templates against the file's columns (empty when fine)."""
+    def check(self, columns: list[str]) -> tuple[list[str], list[str]]:
+        """Return the problems of templates that do not compile, and those of templates that
+        do not fit the file's columns (both empty when fine)."""
         ...
 
     def variables(self, template: str) -> set[str]:
@@ -478,11 +479,14 @@ class _Intake:
             if choice_column and name.casefold() == choice_column.casefold():
                 names[index] = choice_column
         self._check_names(names, source)
-        problems = self.catalog.check_columns([name for name in names if name])
-        if problems:
-            raise TemplateError(
-                f"{source}: templates do not fit the columns: {'; '.join(problems)}"
-            )
+        broken, unfit = self.catalog.check([name for name in names if name])
+        headings = (
+            ("templates do not compile", broken),
+            ("templates do not fit the columns", unfit),
+        )
+        found = [f"{heading}: {'; '.join(problems)}" for heading, problems in headings if problems]
+        if found:
+            raise TemplateError(f"{source}: {'; '.join(found)}")
 
         self.names = names
         self.width = len(names)

@@ -191,16 +191,22 @@ def superseded_hint(counts: Mapping[str, int], by: str | None) -> str | None:
     )
 
 
-def other_letter_hint(counts: Mapping[str, int]) -> str | None:
+def other_letter_hint(
+    counts: Mapping[str, int],
+    *,
+    manifest: str = "templates/manifest.yaml",
+    failed: str = "failed",
+) -> str | None:
     """What to do about rows not sent because their address had another set's letter: no
-    retry sends them (the letters would contradict each other)."""
+    retry sends them (the letters would contradict each other). ``manifest``: the manifest
+    of the templates the run used; ``failed``: "would fail" for `validate`."""
     rows = counts.get("other_letter", 0)
     if not rows:
         return None
     return (
-        f"{rows} row(s) failed as {OTHER_LETTER_SENT}: an earlier run sent their address the"
+        f"{rows} row(s) {failed} as {OTHER_LETTER_SENT}: an earlier run sent their address the"
         " letter of another template set, and no retry sends them. Either their Status changed,"
-        " or templates/manifest.yaml now maps it to another set (a set renamed, say, its old"
+        f" or {manifest} now maps it to another set (a set renamed, say, its old"
         " name kept for another Status). If the earlier letter was right, set the Status or"
         " the mapping back; if they must have the new letter as well, put those rows alone in"
         " a file of another name and run that."

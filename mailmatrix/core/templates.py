@@ -293,9 +293,17 @@ class Catalog:
 
     def check_columns(self, columns: Iterable[str]) -> list[str]:
         """Compile every template; return one message per problem (empty: all good)."""
+        broken, unfit = self.check(columns)
+        return broken + unfit
+
+    def check(self, columns: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Compile every template; return one message per problem, those of templates that do
+        not compile (a syntax error, a template that does not exist) apart from those of
+        templates that do not fit ``columns``."""
         columns = list(columns)
         available = set(columns)
         problems: list[str] = []
+        broken: list[str] = []
         if self.column is not None and self.column not in available:
             problems.append(
                 f"{MANIFEST}: column {self.column!r} picks the template set but is not a CSV "
@@ -311,8 +319,8 @@ class Catalog:
             try:
                 by_file = self._variables_by_file(tset)
             except TemplateError as exc:
-                if exc.message not in problems:
-                    problems.append(exc.message)
+                if exc.message not in broken:
+                    broken.append(exc.message)
                 continue
             for path, names in by_file.items():
                 missing = sorted(names - available - constants - self._reserved)
@@ -329,7 +337,7 @@ class Catalog:
             listed = "; ".join(f"{path}: {', '.join(names)}" for path, names in unknown.items())
             hints = _suggestions({n for names in unknown.values() for n in names}, columns)
             problems.append(f"{listed} — not CSV columns (available: {', '.join(columns)}){hints}")
-        return problems
+        return broken, problems
 
     def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
         """Render the set ``template`` for one row; raise TemplateError naming what failed.

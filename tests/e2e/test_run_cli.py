@@ -355,11 +355,9 @@ def test_a_row_left_out_of_a_retry_stays_failed_for_later_runs(tmp_path):
     assert _outbox_recipients(workdir)[arrived] == before[arrived]
 
 
-def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_another(tmp_path):
-    # GIVEN the example campaign sent, then Amelia's row changed from Offer to Rejection
-    csv_path, original, workdir, args = _editable_copy(tmp_path)
-    args.append("--json")
-    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+def _amelia_rejected(csv_path: Path, original: str) -> None:
+    """Write the example file ``original`` to ``csv_path`` with Amelia's Status changed from
+    Offer to Rejection."""
     csv_path.write_text(
         original.replace(
             "amelia.hart@example.com,Amelia Hart,Offer,",
@@ -367,6 +365,14 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
         ),
         encoding="utf-8",
     )
+
+
+def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_another(tmp_path):
+    # GIVEN the example campaign sent, then Amelia's row changed from Offer to Rejection
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    args.append("--json")
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    _amelia_rejected(csv_path, original)
     before = _outbox_recipients(workdir)
 
     # WHEN the file runs again
@@ -1540,6 +1546,69 @@ def test_validate_with_the_workdir_counts_the_rows_run_would_send(tmp_path):
     assert (counts["sent"], counts["skipped"]) == (0, 18)
 
 
+def test_validate_counts_a_row_whose_address_had_another_letter_as_run_fails_it(tmp_path):
+    # GIVEN the example campaign sent with its own templates folder, then Amelia's Status
+    # changed from Offer to Rejection
+    csv_path, original, _, args = _editable_copy(tmp_path)
+    templates = tmp_path / "mytemplates"
+    shutil.copytree(REPO / "templates", templates)
+    args += ["--templates", str(templates)]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    _amelia_rejected(csv_path, original)
+
+    # WHEN the file is validated against the workdir
+    validate = ["validate", str(csv_path), *args]
+    earlier = json.loads(CliRunner().invoke(cli, [*validate, "--json"]).stdout)["earlier_runs"]
+    said = " ".join(CliRunner().invoke(cli, validate, env=WIDE).output.split())
+
+    # THEN her row is counted as run fails it, not as one it would send (it said "1 of the
+    # 18 valid row(s) would be sent"), with run's advice naming the templates folder used
+    assert (earlier["other_letter_before"], earlier["sent_before"]) == (1, 17)
+    assert earlier["would_send"] == 0
+    assert "0 of the 18 valid row(s) would be sent" in said
+    assert "1 row(s) would fail as OtherLetterSent: an earlier run sent their address" in said
+    assert f"or {templates / 'manifest.yaml'} now maps it to another set" in said
+    # AND the run does so
+    counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
+    assert (counts["counts"]["sent"], counts["counts"]["other_letter"]) == (0, 1)
+
+
+def test_a_redrive_of_a_run_superseded_with_other_settings_says_so_not_to_rename(tmp_path):
+    # GIVEN templates naming no sender, a run of the example without one (it fails, sending
+    # nothing), then a run of it with --sender
+    templates = tmp_path / "nosender"
+    shutil.copytree(REPO / "templates", templates)
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(re.sub(r"(?m)^sender:.*$", "", text), encoding="utf-8")
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    run += ["--templates", str(templates)]
+    unset = {"MAILMATRIX_SENDER": None}
+    first = CliRunner().invoke(cli, run, env=unset)
+    assert first.exit_code == 3, first.output
+    assert json.loads(first.stdout)["error"] == "ConfigurationError"
+    second = CliRunner().invoke(cli, [*run, "--sender", "HR <hr@example.com>"], env=unset)
+    assert second.exit_code == 0, second.output
+    newer = json.loads(second.stdout)["execution"]
+
+    # WHEN the first execution is redriven
+    redriven = CliRunner().invoke(
+        cli, ["redrive", json.loads(first.stdout)["execution"], "--workdir", str(workdir)]
+    )
+
+    # THEN it is refused (exit 2), saying that the newer execution superseded it with other
+    # settings, and what to do: that execution, or the file run again as it ran; not the
+    # advice of a run of another campaign (a new file name)
+    assert redriven.exit_code == 2, redriven.output
+    said = " ".join(redriven.output.split())
+    assert f"cannot be redriven: a newer run of recipients.csv (execution {newer})" in said
+    assert "that run used --sender 'HR <hr@example.com>'" in said
+    assert f"mailmatrix show {newer} --workdir" in said
+    assert "--sender 'HR <hr@example.com>'" in said.split("run the file again as that run did")[1]
+    assert "new file name" not in said and "another campaign" not in said
+
+
 def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_them(tmp_path):
     workdir = tmp_path / "work"
     csv_path = EXAMPLE / "recipients.csv"
@@ -1656,8 +1725,10 @@ def test_a_set_renamed_with_its_old_name_kept_for_another_status_is_not_blamed_o
         reasons = {r["reason"] for r in csv.DictReader(stream) if r["status"] == "failed"}
     (reason,) = reasons
     assert "(the row's Status changed, or the manifest now maps it to 'offer_2027')" in reason
-    shown = " ".join(CliRunner().invoke(cli, args).output.split())
-    assert "Either their Status changed, or templates/manifest.yaml now maps it to" in shown
+    shown = " ".join(CliRunner().invoke(cli, args, env=WIDE).output.split())
+    # (naming the manifest of the templates folder the run used, not the bundled one's)
+    manifest = templates / "manifest.yaml"
+    assert f"Either their Status changed, or {manifest} now maps it to" in shown
     assert "Status changed?" not in shown
 
 

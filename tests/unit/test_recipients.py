@@ -59,8 +59,8 @@ class FakeCatalog:
             return FakeChoice("skip", reason=self.skips[key])
         return FakeChoice("unknown")
 
-    def check_columns(self, columns: list[str]) -> list[str]:
-        return [
+    def check(self, columns: list[str]) -> tuple[list[str], list[str]]:
+        return [], [
             f"template {name} uses {column}, which the file lacks"
             for name, used in sorted(self.uses.items())
             for column in sorted(used)

@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.cli import exits
 from mailmatrix.cli.validate_cmd import bundled_templates, validate_command
+from mailmatrix.core.send import idempotency_key
+from mailmatrix.local import RunForecast, Workdir, campaign_of_file
+from tests.fixtures.sending.kit import FakeClock
+from tests.fixtures.sending.ledger_contract import OTHER_LETTER_CASES, letter_in_state
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "intake"
 HEADER = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
@@ -142,6 +147,30 @@ def test_templates_missing_columns_exit_3(tmp_path):
 
     assert result.exit_code == exits.INPUT_UNUSABLE
     assert "not CSV columns" in result.output
+
+
+def test_a_template_syntax_error_has_a_heading_of_its_own(tmp_path):
+    # GIVEN a copy of the bundled templates whose offer body has a Jinja syntax error, and a
+    # file that also lacks a column the templates print
+    templates = tmp_path / "mytemplates"
+    shutil.copytree(bundled_templates(), templates)
+    body = templates / "offer" / "body.html"
+    body.write_text(body.read_text(encoding="utf-8") + "{{ Name }\n", encoding="utf-8")
+    path = campaign(
+        tmp_path, "Email,Name,Status,Attachment_File\nann@example.com,A,Offer,ann.pdf\n"
+    )
+
+    # WHEN the file is validated
+    result = invoke(path, "--templates", templates)
+
+    # THEN the syntax error is told as one (it stood under "templates do not fit the
+    # columns"), and the missing columns apart
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    output = " ".join(result.output.split())
+    assert "templates do not compile: offer/body.html: line " in output
+    assert "template syntax error: unexpected '}'" in output
+    unfit = output.split("templates do not fit the columns: ", 1)[1]
+    assert "syntax error" not in unfit and "not CSV columns" in unfit
 
 
 def test_a_column_named_like_a_manifest_constant_exits_3_naming_both_ways_out(tmp_path):
@@ -335,3 +364,31 @@ def test_a_file_name_two_files_have_in_different_unicode_forms_is_refused(tmp_pa
     result = invoke(path, "--json")
     assert result.exit_code == 3, result.output
     assert "two files in the attachments location are named" in result.output
+
+
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_validate_counts_a_row_as_other_letter_exactly_when_its_claim_is_refused(tmp_path, case):
+    # GIVEN a workdir whose ledger has Ann's offer letter of offers.csv in the state ``case``
+    csv_path = tmp_path / "offers.csv"
+    wd = Workdir(tmp_path / "work")
+    wd.root.mkdir()
+    clock = FakeClock(start=5000.0)
+    ledger = SqliteLedger(str(wd.ledger), clock=clock)
+    campaign = campaign_of_file(csv_path)
+    offer, rejection = (idempotency_key(campaign, "ann@example.com", s) for s in SETS)
+    letter_in_state(ledger, clock.sleep, offer, case, campaign=campaign)
+
+    # WHEN validation sees her row, now with the rejection set
+    forecast = RunForecast(wd.root, csv_path, sets=SETS, clock=clock)
+    forecast.see({"row": 2, "email": "Ann@example.com", "template": "rejection"})
+
+    # THEN it counts the row as failing OtherLetterSent exactly when the run's claim of it
+    # is refused for the offer, and as nothing else
+    claim = ledger.claim(rejection, campaign=campaign, row=2, attempt="r", others={offer: "offer"})
+    assert claim.state == ("other" if OTHER_LETTER_CASES[case] else "claimed")
+    expected = int(OTHER_LETTER_CASES[case])
+    assert forecast.counts() == {"sent": 0, "failed": 0, "unknown": 0, "other_letter": expected}
+    ledger.close()
+
+
+SETS = ("offer", "rejection")
