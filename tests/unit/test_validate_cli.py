@@ -387,7 +387,13 @@ def test_validate_counts_a_row_as_other_letter_exactly_when_its_claim_is_refused
     claim = ledger.claim(rejection, campaign=campaign, row=2, attempt="r", others={offer: "offer"})
     assert claim.state == ("other" if OTHER_LETTER_CASES[case] else "claimed")
     expected = int(OTHER_LETTER_CASES[case])
-    assert forecast.counts() == {"sent": 0, "failed": 0, "unknown": 0, "other_letter": expected}
+    assert forecast.counts() == {
+        "sent": 0,
+        "failed": 0,
+        "unknown": 0,
+        "other_letter": expected,
+        "attachment_of_another": 0,
+    }
     ledger.close()
 
 
