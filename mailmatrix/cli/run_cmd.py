@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -343,7 +346,8 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         line = f"  row {reject.get('row')} {outcome}{column}: {reject.get('reason')}"
         console.print(line, markup=False)
     if count > shown:
-        console.print(f"  ... and {count - shown} more in {result['rejects']}", markup=False)
+        more = f"  ... and {count - shown} more in {result['rejects']}"
+        console.print(more, markup=False, soft_wrap=True)
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
@@ -366,7 +370,8 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
         reason = _shown_reason(row.get("reason") or "")
         console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
     if failed > len(rows):
-        console.print(f"  ... and {failed - len(rows)} more in {report}", markup=False)
+        more = f"  ... and {failed - len(rows)} more in {report}"
+        console.print(more, markup=False, soft_wrap=True)
 
 
 # Long enough for the reasons that end with what to do (OtherLetterSent, AttachmentChanged);
@@ -478,11 +483,10 @@ def run(
         )
     )
     listener = ProgressListener(progress)
-    # SIGTERM stops the run like Ctrl-C: the engine aborts the execution, which a redrive resumes.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     try:
         if progress is None:
-            console.print(f"Running {csv_file} (workdir {workdir}) ...")
+            console.print(f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -528,10 +532,11 @@ def run(
     if result["counts"].get("failed"):
         result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
-    else:
-        print_summary(console, result)
+    with output_after_hangup():
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        else:
+            print_summary(console, result)
     sys.exit(exit_code(result))
 
 
@@ -587,8 +592,36 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
     return f"{error}. Fix it, then `mailmatrix executions --workdir {shown}` shows what ran."
 
 
+def stop_on_signals() -> None:
+    """Take SIGTERM, and SIGHUP (the terminal closed), as Ctrl-C: the engine aborts the
+    execution, batches end after the email they are on, and a redrive resumes it. A SIGHUP
+    ignored from the start (``nohup``) stays ignored."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    hangup = getattr(signal, "SIGHUP", None)  # POSIX
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signal.signal(hangup, _interrupt)
+
+
+_hung_up: list[int] = []  # SIGHUP, once it came
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    if signum == getattr(signal, "SIGHUP", None):
+        _hung_up.append(signum)
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def output_after_hangup() -> Iterator[None]:
+    """Print the result; after a SIGHUP the terminal may be gone, and writing to it fails:
+    then what is left of the output goes nowhere, and the command still exits with its code
+    (not a traceback)."""
+    try:
+        yield
+    except OSError:
+        if not _hung_up:
+            raise
+        sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
 
 def _check_faults(value: str | None) -> str | None:

@@ -25,6 +25,7 @@ from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.send import sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
+from mailmatrix.private import private_files
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 ATTACHMENTS_PREFIX = "attachments/"
@@ -188,6 +189,7 @@ def check_run_sender(given: str | None, catalog: Any) -> None:
         raise ConfigurationError(f"{problem} (from {origin})")
 
 
+@private_files()  # the ledger's journal files, made as it is read
 def _earlier_runs(
     workdir: Path | None, csv_file: Path, templates_dir: Path, attachments_dir: Path, catalog: Any
 ) -> tuple[dict[str, Any], int | None]:
@@ -211,6 +213,7 @@ def _earlier_runs(
     return found, None
 
 
+@private_files()
 def _forecast(workdir: Path | None, csv_file: Path) -> Any:
     """The file's earlier runs in ``workdir`` as a RunForecast (None: no workdir given)."""
     if workdir is None:
