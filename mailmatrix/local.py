@@ -740,10 +740,7 @@ def run_campaign(
     if not attachments_dir.is_dir():
         need = attachment_need(csv_path, templates_dir)
         if need:
-            raise ConfigurationError(
-                f"attachments: {attachments_dir}: no such folder, and {need}; "
-                "give the folder of the files with --attachments"
-            )
+            raise ConfigurationError(attachments_missing(attachments_dir, need))
     env = local_settings(
         wd,
         templates_dir=templates_dir,
@@ -811,6 +808,14 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
             record_campaign_way(wd, campaign, way)
         elif first:
             forget_campaign_way(wd, campaign)
+
+
+def attachments_missing(attachments_dir: Path, need: str) -> str:
+    """Why a file's rows cannot get their attachments: no folder where it was looked for."""
+    return (
+        f"attachments: {attachments_dir}: no such folder, and {need}; "
+        "give the folder of the files with --attachments"
+    )
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:

@@ -578,6 +578,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
             result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
+            run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):
                 result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
             run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)

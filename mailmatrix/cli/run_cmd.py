@@ -22,6 +22,7 @@ from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
+from mailmatrix.cli.validate_cmd import bundled_templates_hint
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -44,6 +45,7 @@ from mailmatrix.errors import (
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
     Workdir,
+    incoming_key,
     progress_of,
     run_campaign,
     run_command,
@@ -178,9 +180,12 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
     where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
         console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or ""), markup=False)
+        # It begins with the file's path: on one line, however narrow the terminal.
+        console.print(str(result.get("cause") or ""), markup=False, soft_wrap=True)
         _print_rejects(console, result)
         console.print("Fix the file or the templates and run again.")
+        if result.get("hint"):
+            console.print(result["hint"], markup=False, soft_wrap=True)
         return
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
@@ -520,6 +525,7 @@ def run(
             progress.stop()
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    name_the_file(result, str(csv_file))
     given = {
         "--templates": templates,
         "--attachments": attachments,
@@ -532,12 +538,23 @@ def run(
     if result["counts"].get("failed"):
         result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
+    hint = bundled_templates_hint(str(result.get("error"))) if templates is None else None
+    if hint and result["status"] != "SUCCEEDED":
+        result["hint"] = hint
     with output_after_hangup():
         if as_json:
             click.echo(json.dumps(result, ensure_ascii=False, indent=2))
         else:
             print_summary(console, result)
     sys.exit(exit_code(result))
+
+
+def name_the_file(result: dict[str, Any], csv_file: str) -> None:
+    """Name the file in the result's cause as it was given (``csv_file``), not by its key in
+    the local bucket (``incoming/NAME.csv``), which the handlers know it by."""
+    cause = result.get("cause")
+    if isinstance(cause, str):
+        result["cause"] = cause.replace(f"{incoming_key(Path(csv_file))}:", f"{csv_file}:")
 
 
 def retry_commands(

@@ -48,6 +48,8 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
     assert code == 3
     assert "Nothing was sent" in output
     assert message in output
+    assert f"{csv_path}: " in output.splitlines()[2]  # the file as given, whole
+    assert "incoming/" not in output
     assert "Traceback" not in output and "stackTrace" not in output
     assert "redrive" not in output  # a bad file is fixed and run again, not redriven
 
@@ -104,6 +106,22 @@ def test_a_column_named_like_a_manifest_constant_sends_nothing(tmp_path):
     assert _recipients(tmp_path / "outbox") == {}
 
 
+def test_a_file_the_bundled_templates_do_not_fit_is_told_of_templates(tmp_path):
+    # GIVEN a file of other columns than the bundled templates use, run without --templates
+    csv_path = tmp_path / "courses.csv"
+    csv_path.write_text("Email,Name,Status,Course\nann@example.com,Ann,Offer,Python\n")
+    (tmp_path / "attachments").mkdir()
+
+    code, output = _run(str(csv_path), "--workdir", str(tmp_path / "w"))
+
+    # THEN nothing is sent, and it says the bundled templates were used, and the way out
+    assert code == 3
+    said = " ".join(output.split())
+    assert "not CSV columns" in said
+    assert "These are the bundled templates" in said
+    assert "give a folder of your own with --templates DIR" in said
+
+
 def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
     csv_path = tmp_path / "recipients.csv"
     csv_path.write_bytes(b"")
@@ -119,7 +137,8 @@ def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path
         "FAILED",
         "InputFileError",
     )
-    assert summary["cause"] == "incoming/recipients.csv: empty file: no header and no rows"
+    # AND the file is named as it was given, not by its key in the local bucket
+    assert summary["cause"] == f"{csv_path}: empty file: no header and no rows"
 
 
 class StopWhen:
