@@ -1122,16 +1122,23 @@ def _signal_run_once_sent(
     it starts with ignored, as ``nohup`` starts it), send ``signum`` to its whole process
     group (as a terminal does) once ``emails`` are in the outbox; return its exit status and
     what it printed."""
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    return _signal_once_sent(workdir, emails, signum, ["run", *args, *options], ignored)
+
+
+def _signal_once_sent(
+    workdir: Path, emails: int, signum: int, args: list[str], ignored: int | None = None
+) -> tuple:
+    """Run ``mailmatrix ARGS`` (sending into ``workdir``), and signal it as
+    _signal_run_once_sent does."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
-    args += options
     run = subprocess.Popen(
-        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         start_new_session=True,
@@ -1140,8 +1147,8 @@ def _signal_run_once_sent(
     try:
         deadline = time.monotonic() + 60
         while len(_recipients(workdir / "outbox")) < emails:
-            assert run.poll() is None, "the run ended before it was signalled"
-            assert time.monotonic() < deadline, "the run sent nothing"
+            assert run.poll() is None, "the command ended before it was signalled"
+            assert time.monotonic() < deadline, "the command sent nothing"
             time.sleep(0.02)
         os.killpg(run.pid, signum)
         out, _ = run.communicate(timeout=60)
@@ -1173,6 +1180,27 @@ def test_a_hangup_stops_a_run_as_ctrl_c_does_with_its_summary_and_nothing_in_dou
     assert counts["in_doubt"] == 0
     assert counts["sent"] == len(_recipients(workdir / "outbox"))
     assert counts["sent"] + counts["unsent"] == 18
+
+
+def test_a_hangup_stops_a_redrive_as_it_stops_a_run(tmp_path):
+    import signal
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a paced run stopped once 3 emails were out, redriven (paced as it ran), and its
+    # terminal closing once 6 are out
+    workdir = tmp_path / "work"
+    _signal_run_once_sent(workdir, 3, signal.SIGTERM)
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    args = ["redrive", name, "--workdir", str(workdir)]
+    code, printed = _signal_once_sent(workdir, 6, signal.SIGHUP, args)
+
+    # THEN the redrive stopped in order, with its summary, and no row is in doubt
+    assert code == 130, printed
+    assert "Stopped: no new batch started" in printed
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None and counts["in_doubt"] == 0
+    assert counts["sent"] == len(_recipients(workdir / "outbox")) < 18
 
 
 def test_a_run_started_with_hangups_ignored_goes_on_after_one(tmp_path):
