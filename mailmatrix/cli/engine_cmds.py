@@ -541,7 +541,9 @@ def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     try:
         return action(LiveProgress(progress))
     finally:
-        progress.stop()
+        from mailmatrix.cli.run_cmd import stop_display
+
+        stop_display(progress)
 
 
 def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str, ...] = ()) -> None:

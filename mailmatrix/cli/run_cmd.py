@@ -508,21 +508,18 @@ def run(
             retry_unknown=retry_unknown,
         )
     except MailMatrixError as error:
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
         if isinstance(error, DeliveryChanged | NoEarlierRun):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
     except OSError as error:  # disk full, a file size limit, permissions
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
         click.echo(f"mailmatrix run: {_os_error_hint(error, workdir)}", err=True)
         sys.exit(exits.RUN_FAILED)
     finally:
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
     name_the_file(result, str(csv_file))
@@ -626,6 +623,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     if signum == getattr(signal, "SIGHUP", None):
         _hung_up.append(signum)
     raise KeyboardInterrupt
+
+
+def stop_display(progress: Progress | None) -> None:
+    """Take the progress display off the terminal (which a SIGHUP may have closed)."""
+    if progress is not None:
+        with output_after_hangup():
+            progress.stop()
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import email
 import email.policy
@@ -1180,6 +1181,55 @@ def test_a_hangup_stops_a_run_as_ctrl_c_does_with_its_summary_and_nothing_in_dou
     assert counts["in_doubt"] == 0
     assert counts["sent"] == len(_recipients(workdir / "outbox"))
     assert counts["sent"] + counts["unsent"] == 18
+
+
+def test_a_run_whose_terminal_closes_stops_in_order_and_exits_130(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a paced run at a terminal of its own (its progress bar drawn there)
+    workdir = tmp_path / "work"
+    master, slave = pty.openpty()
+
+    def at_the_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=at_the_terminal,
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_recipients(workdir / "outbox")) < 3:
+            assert run.poll() is None and time.monotonic() < deadline
+            with contextlib.suppress(OSError):
+                os.read(master, 65536)  # what it draws, read as a terminal reads it
+            time.sleep(0.02)
+    finally:
+        # WHEN the terminal closes (the kernel sends SIGHUP; writing to it fails after)
+        os.close(master)
+    code = run.wait(timeout=60)
+
+    # THEN the run stopped in order: exit 130, no row in doubt
+    assert code == 130
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None and counts["in_doubt"] == 0
+    assert counts["sent"] == len(_recipients(workdir / "outbox"))
 
 
 def test_a_hangup_stops_a_redrive_as_it_stops_a_run(tmp_path):
