@@ -79,6 +79,7 @@ from mailmatrix.jobs import (
     retry_metadata,
 )
 from mailmatrix.ports import Halt, Notification
+from mailmatrix.private import private_files
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -716,6 +717,7 @@ def start_engine(workdir: Workdir, registry: Any, sleep: Callable[[float], None]
     return Engine(workdir.executions, registry, sleep=sleep)
 
 
+@private_files()
 def run_campaign(
     csv_path: Path,
     *,
@@ -755,10 +757,7 @@ def run_campaign(
     if not attachments_dir.is_dir():
         need = attachment_need(csv_path, templates_dir)
         if need:
-            raise ConfigurationError(
-                f"attachments: {attachments_dir}: no such folder, and {need}; "
-                "give the folder of the files with --attachments"
-            )
+            raise ConfigurationError(attachments_missing(attachments_dir, need))
     env = local_settings(
         wd,
         templates_dir=templates_dir,
@@ -771,6 +770,10 @@ def run_campaign(
         batch_size=batch_size,
     )
     campaign = campaign_of_file(csv_path)
+    asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
+    retries = [flag for flag, given in asked if given]
+    if retries:
+        _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
     with _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
@@ -780,15 +783,7 @@ def run_campaign(
         record_campaign_way(wd, campaign, way)
     try:
         prepare(wd, env)
-        asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
-        retries = [flag for flag, given in asked if given]
         with _local_ledger(wd) as ledger:
-            if retries and not ledger.has_entries(campaign):
-                raise NoEarlierRun(
-                    f"{csv_path.name}: no earlier run of this file in the workdir {wd.root}, so"
-                    f" {' and '.join(retries)} would send every row: give the --workdir of the"
-                    " runs whose failed rows should go again (the command a run prints has it)"
-                )
             halt = ledger.halted(campaign)
             if halt is not None and halt.code in lifted_halts(faults):
                 ledger.clear_halt(campaign)
@@ -800,6 +795,21 @@ def run_campaign(
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
     finally:
         _settle_campaign_way(wd, campaign, way, first=first)
+
+
+def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]) -> None:
+    """Refuse a retry of a campaign's failed rows (``retries``: its flags) in a workdir where
+    the campaign never ran: it would send every row. Refused before anything is made there
+    (a workdir that is not there is left so)."""
+    if wd.ledger.is_file():
+        with _local_ledger(wd) as ledger:
+            if ledger.has_entries(campaign):
+                return
+    raise NoEarlierRun(
+        f"{name}: no earlier run of this file in the workdir {wd.root}, so"
+        f" {' and '.join(retries)} would send every row: give the --workdir of the"
+        " runs whose failed rows should go again (the command a run prints has it)"
+    )
 
 
 def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) -> None:
@@ -815,6 +825,14 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
             record_campaign_way(wd, campaign, way)
         elif first:
             forget_campaign_way(wd, campaign)
+
+
+def attachments_missing(attachments_dir: Path, need: str) -> str:
+    """Why a file's rows cannot get their attachments: no folder where it was looked for."""
+    return (
+        f"attachments: {attachments_dir}: no such folder, and {need}; "
+        "give the folder of the files with --attachments"
+    )
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
@@ -945,10 +963,10 @@ class RunForecast:
 
 
 class _HaltOnStop:
-    """Passes a listener's calls on; when the run is stopped (Ctrl-C, SIGTERM), records a halt
-    of the campaign, which the batches running look for between rows (every 0.25 s): they stop
-    after the email they are on instead of sending the rest of their batch. The next run or
-    redrive of the campaign lifts it."""
+    """Passes a listener's calls on; when the run is stopped (Ctrl-C, SIGTERM, SIGHUP), records
+    a halt of the campaign, which the batches running look for between rows (every 0.25 s):
+    they stop after the email they are on instead of sending the rest of their batch. The next
+    run or redrive of the campaign lifts it."""
 
     def __init__(self, inner: Any, wd: Workdir, campaign: str) -> None:
         self.inner, self.wd, self.campaign = inner, wd, campaign
@@ -966,7 +984,7 @@ class _HaltOnStop:
             ledger.halt(
                 self.campaign,
                 code=STOPPED_BY_OPERATOR,
-                reason="the run was stopped (Ctrl-C or SIGTERM); a redrive sends the rest",
+                reason="the run was stopped (Ctrl-C, SIGTERM or SIGHUP); a redrive sends the rest",
                 attempt="operator",
             )
         log.info("stopping: batches end after the email they are on")
@@ -1018,6 +1036,7 @@ def execute(
     return record
 
 
+@private_files()
 def redrive(
     workdir: Path,
     execution_id: str,

@@ -24,6 +24,7 @@ from mailmatrix.cli.progress import progress_display
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import MailMatrixError
+from mailmatrix.private import private_files
 
 
 class NotRunnable(click.ClickException):
@@ -94,6 +95,58 @@ def _engine(workdir: pathlib.Path, registry: ResourceRegistry | None = None) -> 
     return Engine(workdir / "executions", registry or ResourceRegistry())
 
 
+def _looked_up(workdir: pathlib.Path, given: str) -> Engine:
+    """The engine of ``workdir``'s executions, to look up the execution ``given``; none
+    there: no such execution (and no workdir made)."""
+    engine = _existing_engine(workdir)
+    if engine is None:
+        raise MailMatrixError(f"execution {given!r}: no such execution. {_no_executions(workdir)}")
+    return engine
+
+
+def _existing_engine(workdir: pathlib.Path) -> Engine | None:
+    """The engine of ``workdir``'s executions, or None when it has none: a command that only
+    looks (executions, show) makes no workdir."""
+    if not (workdir / "executions").is_dir():
+        return None
+    return _engine(workdir)
+
+
+def _no_executions(workdir: pathlib.Path) -> str:
+    """Why ``workdir`` lists no execution, and where executions may be instead."""
+    if not workdir.is_dir():
+        said = f"No workdir at {workdir}: nothing has run there."
+    else:
+        said = f"No executions in {workdir / 'executions'}."
+    found = _workdirs_here(workdir)
+    if len(found) == 1:
+        return (
+            f"{said} The folder ./{found[0]} here holds executions: give"
+            f" --workdir {shlex.quote(found[0])}."
+        )
+    if found:
+        named = ", ".join(f"./{name}" for name in found)
+        return (
+            f"{said} The folders {named} here hold executions: give one as --workdir"
+            f" (e.g. --workdir {shlex.quote(found[0])})."
+        )
+    return f"{said} A run given --workdir DIR keeps its executions there: give the same --workdir."
+
+
+def _workdirs_here(workdir: pathlib.Path, most: int = 3) -> list[str]:
+    """The folders of the current one that hold runs' executions (`make demo`'s ./demo, say),
+    other than ``workdir``."""
+    try:
+        folders = sorted(path for path in pathlib.Path().iterdir() if path.is_dir())
+    except OSError:
+        return []
+    shown = workdir.resolve()
+    found = [
+        path.name for path in folders if (path / "executions").is_dir() and path.resolve() != shown
+    ]
+    return found[:most]
+
+
 def _duration(start: str | None, stop: str | None) -> str:
     if not start or not stop:
         return "-"
@@ -107,11 +160,13 @@ def _parse(stamp: str) -> datetime:
 
 @click.command("executions")
 @_workdir_option
+@private_files()  # it marks an execution whose process is gone ABORTED
 def executions_cmd(workdir: pathlib.Path) -> None:
     """List the executions of the local engine: id, status, start, duration, result."""
-    records = _engine(workdir).list_executions(with_data=True)
+    engine = _existing_engine(workdir)
+    records = engine.list_executions(with_data=True) if engine is not None else []
     if not records:
-        click.echo(f"No executions in {workdir / 'executions'}.")
+        click.echo(_no_executions(workdir))
         return
     table = Table()
     for heading in ("status", "started", "duration", "redrives"):
@@ -271,13 +326,12 @@ def render_execution(
     record: dict[str, Any],
     history: list[dict[str, Any]],
     *,
-    report: pathlib.Path | None = None,
     progress: dict[str, int] | None = None,
     failures: list[str] | None = None,
 ) -> Tree:
     """The graph of states as a rich Tree with status, timing, retries and Map Run counts
-    (and where the execution's ``report`` is, when it wrote one; ``progress``: see
-    result_label; ``failures``: why its Map Runs failed, see local.failure_details)."""
+    (``progress``: see result_label; ``failures``: why its Map Runs failed, see
+    local.failure_details)."""
     machine = json.loads(record["definition"])
     summaries = state_summaries(history)
     status = record["status"]
@@ -296,8 +350,6 @@ def render_execution(
         title += f"\nresult: {result}"
     if progress is not None and result != "-":
         title += "\n[dim](no summary: counted from the send ledger)[/]"
-    if report is not None:
-        title += f"\nreport: {escape(str(report))}"
     tree = Tree(title)
     runs = {run["stateName"]: run for run in record.get("mapRuns", [])}
     ended = None if status == "RUNNING" else status
@@ -387,10 +439,11 @@ def resolve_execution(engine: Engine, given: str) -> str:
 @click.command("show")
 @click.argument("execution")
 @_workdir_option
+@private_files()  # it marks an execution whose process is gone ABORTED
 def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     """Draw the graph of an execution's states with status, timing, retries and Map Runs."""
-    engine = _engine(workdir)
     try:
+        engine = _looked_up(workdir, execution)
         execution = resolve_execution(engine, execution)
         record = engine.describe(execution)
         history = engine.history(execution)
@@ -400,7 +453,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     from mailmatrix.local import failure_details
 
     failures = failure_details(engine, record)
-    tree = render_execution(record, history, report=report, progress=progress, failures=failures)
+    tree = render_execution(record, history, progress=progress, failures=failures)
     # Only for one that left rows unsent: a run that sent the whole file was superseded too,
     # but nothing of it is left to the newer one.
     counts = _output(record.get("output")).get("counts") or {}
@@ -410,7 +463,10 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
         tree.label = (
             f"{tree.label}\nsuperseded: a newer run of the file sends it, execution {newer}"
         )
-    Console().print(tree)
+    console = Console()
+    console.print(tree)
+    if report is not None:  # on one line, however narrow the terminal or pipe: it is copied
+        console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | None:
@@ -482,7 +538,9 @@ def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     try:
         return action(LiveProgress(progress))
     finally:
-        progress.stop()
+        from mailmatrix.cli.run_cmd import stop_display
+
+        stop_display(progress)
 
 
 def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str, ...] = ()) -> None:
@@ -503,24 +561,28 @@ def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str,
 @click.argument("execution")
 @_workdir_option
 @_function_option
+@private_files()  # what it writes in the workdir is open to the owner only
 def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...]) -> None:
     """Rerun a failed execution from the state that failed (only failed Map items rerun)."""
     try:
-        execution = resolve_execution(_engine(workdir), execution)
+        execution = resolve_execution(_looked_up(workdir, execution), execution)
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
             from mailmatrix.cli import run_cmd
 
+            run_cmd.stop_on_signals()  # as `run` stops
             record = _with_progress(
                 lambda listener: local.redrive(workdir, execution, listener=listener)
             )
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
             result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
+            run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):
                 result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
             run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)
-            run_cmd.print_summary(Console(), result, templates=options["--templates"])
+            with run_cmd.output_after_hangup():
+                run_cmd.print_summary(Console(), result, templates=options["--templates"])
             raise SystemExit(run_cmd.exit_code(result))
         else:
             engine = _engine(workdir, registry_factory(workdir, functions))
@@ -551,6 +613,7 @@ def sfn_group() -> None:
 )
 @_function_option
 @_workdir_option
+@private_files()  # what it writes in the workdir is open to the owner only
 def sfn_run_cmd(
     definition: pathlib.Path,
     input_text: str,

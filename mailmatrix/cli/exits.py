@@ -6,4 +6,4 @@ USAGE = 2
 INPUT_UNUSABLE = 3
 ROWS_REJECTED = 4
 ROWS_FAILED = 5  # `run` finished, but some rows failed (the report gives each reason)
-STOPPED = 130  # interrupted (Ctrl-C, SIGTERM): resume with `mailmatrix redrive`
+STOPPED = 130  # interrupted (Ctrl-C, SIGTERM, SIGHUP): resume with `mailmatrix redrive`

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import click
+
+SENDER_VARIABLE = "MAILMATRIX_SENDER"
 
 
 def check_sender(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Refuse a --sender that is not one usable address before anything runs (exit 2)."""
-    if value:
+    """Refuse a From address that is not one usable address before anything runs: a bad
+    usage or setting (exit 2), whether it is --sender or, without it, MAILMATRIX_SENDER (the
+    manifest's sender is the templates', checked with them)."""
+    given = value or os.environ.get(SENDER_VARIABLE, "").strip()
+    if given:
         from mailmatrix.core.send import sender_problem
 
-        problem = sender_problem(value)
+        problem = sender_problem(given)
         if problem:
-            raise click.BadParameter(problem)
+            raise click.BadParameter(problem, param_hint=None if value else SENDER_VARIABLE)
     return value

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender
 from mailmatrix.cli.progress import progress_display
+from mailmatrix.cli.validate_cmd import bundled_templates_hint
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -43,6 +47,7 @@ from mailmatrix.jobs import report_key
 from mailmatrix.local import (
     DEFAULT_TEMPLATES,
     Workdir,
+    incoming_key,
     progress_of,
     run_campaign,
     run_command,
@@ -180,9 +185,12 @@ def print_summary(
     where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
         console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or ""), markup=False)
+        # It begins with the file's path: on one line, however narrow the terminal.
+        console.print(str(result.get("cause") or ""), markup=False, soft_wrap=True)
         _print_rejects(console, result)
         console.print("Fix the file or the templates and run again.")
+        if result.get("hint"):
+            console.print(result["hint"], markup=False, soft_wrap=True)
         return
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
@@ -350,7 +358,8 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         line = f"  row {reject.get('row')} {outcome}{column}: {reject.get('reason')}"
         console.print(line, markup=False)
     if count > shown:
-        console.print(f"  ... and {count - shown} more in {result['rejects']}", markup=False)
+        more = f"  ... and {count - shown} more in {result['rejects']}"
+        console.print(more, markup=False, soft_wrap=True)
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
@@ -373,7 +382,8 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
         reason = _shown_reason(row.get("reason") or "")
         console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
     if failed > len(rows):
-        console.print(f"  ... and {failed - len(rows)} more in {report}", markup=False)
+        more = f"  ... and {failed - len(rows)} more in {report}"
+        console.print(more, markup=False, soft_wrap=True)
 
 
 # Long enough for the reasons that end with what to do (OtherLetterSent, AttachmentChanged);
@@ -474,11 +484,10 @@ def run(
     console = Console(stderr=as_json)
     progress = None if as_json or not console.is_terminal else progress_display(console)
     listener = ProgressListener(progress)
-    # SIGTERM stops the run like Ctrl-C: the engine aborts the execution, which a redrive resumes.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     try:
         if progress is None:
-            console.print(f"Running {csv_file} (workdir {workdir}) ...")
+            console.print(f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -495,23 +504,21 @@ def run(
             retry_unknown=retry_unknown,
         )
     except MailMatrixError as error:
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
         if isinstance(error, DeliveryChanged | NoEarlierRun):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
     except OSError as error:  # disk full, a file size limit, permissions
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
         click.echo(f"mailmatrix run: {_os_error_hint(error, workdir)}", err=True)
         sys.exit(exits.RUN_FAILED)
     finally:
-        if progress is not None:
-            progress.stop()
+        stop_display(progress)
 
     result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    name_the_file(result, str(csv_file))
     given = {
         "--templates": templates,
         "--attachments": attachments,
@@ -524,11 +531,23 @@ def run(
     if result["counts"].get("failed"):
         result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
-    else:
-        print_summary(console, result, templates=templates)
+    hint = bundled_templates_hint(str(result.get("error"))) if templates is None else None
+    if hint and result["status"] != "SUCCEEDED":
+        result["hint"] = hint
+    with output_after_hangup():
+        if as_json:
+            click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        else:
+            print_summary(console, result, templates=templates)
     sys.exit(exit_code(result))
+
+
+def name_the_file(result: dict[str, Any], csv_file: str) -> None:
+    """Name the file in the result's cause as it was given (``csv_file``), not by its key in
+    the local bucket (``incoming/NAME.csv``), which the handlers know it by."""
+    cause = result.get("cause")
+    if isinstance(cause, str):
+        result["cause"] = cause.replace(f"{incoming_key(Path(csv_file))}:", f"{csv_file}:")
 
 
 def retry_commands(
@@ -583,8 +602,43 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
     return f"{error}. Fix it, then `mailmatrix executions --workdir {shown}` shows what ran."
 
 
+def stop_on_signals() -> None:
+    """Take SIGTERM, and SIGHUP (the terminal closed), as Ctrl-C: the engine aborts the
+    execution, batches end after the email they are on, and a redrive resumes it. A SIGHUP
+    ignored from the start (``nohup``) stays ignored."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    hangup = getattr(signal, "SIGHUP", None)  # POSIX
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signal.signal(hangup, _interrupt)
+
+
+_hung_up: list[int] = []  # SIGHUP, once it came
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    if signum == getattr(signal, "SIGHUP", None):
+        _hung_up.append(signum)
     raise KeyboardInterrupt
+
+
+def stop_display(progress: Progress | None) -> None:
+    """Take the progress display off the terminal (which a SIGHUP may have closed)."""
+    if progress is not None:
+        with output_after_hangup():
+            progress.stop()
+
+
+@contextlib.contextmanager
+def output_after_hangup() -> Iterator[None]:
+    """Print the result; after a SIGHUP the terminal may be gone, and writing to it fails:
+    then what is left of the output goes nowhere, and the command still exits with its code
+    (not a traceback)."""
+    try:
+        yield
+    except OSError:
+        if not _hung_up:
+            raise
+        sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
 
 
 def _check_faults(value: str | None) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import mailmatrix
@@ -27,6 +28,7 @@ from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
 from mailmatrix.core.send import sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
 from mailmatrix.jobs import load_templates
+from mailmatrix.private import private_files
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 ATTACHMENTS_PREFIX = "attachments/"
@@ -37,6 +39,18 @@ SHOWN_PROBLEMS = 50
 def bundled_templates() -> Path:
     """The repository's templates/ folder, beside the package."""
     return Path(mailmatrix.__file__).parents[1] / "templates"
+
+
+def bundled_templates_hint(error_name: str) -> str | None:
+    """What to do when the bundled templates, used as no --templates was given, do not fit a
+    file (``error_name``: the error's class name), else None."""
+    if error_name != "TemplateError":  # not TemplateSetsChanged: that is about earlier runs
+        return None
+    return (
+        f"These are the bundled templates ({bundled_templates()}), used as no --templates was"
+        " given: for a file with other columns, give a folder of your own with --templates DIR"
+        " (manifest.yaml and a folder per template set, as in the bundled one)."
+    )
 
 
 def folder_storage(folder: Path, prefix: str) -> LocalStorage:
@@ -144,7 +158,7 @@ def validate_command(
             with rejects_path.open("wb") as out:
                 write_rejects(report, out)
     except (MailMatrixError, OSError) as error:
-        _fail(error, csv_file, as_json)
+        _fail(error, csv_file, as_json, bundled=templates_dir == bundled_templates())
     earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
     earlier["default_workdir"] = by_default
     if by_default and workdir is None:
@@ -154,16 +168,22 @@ def validate_command(
         if earlier["halt"] and earlier["halt"]["holds"]:
             refused = exits.RUN_FAILED  # as `run` fails at once
 
+    need = catalog.attachment_need(report.header)
+    missing = None  # as `run` refuses the file, saying so
+    if need and not index and not attachments_dir.is_dir():
+        from mailmatrix.local import attachments_missing
+
+        missing = attachments_missing(attachments_dir, need)
     if as_json:
         found = report.to_dict()
         found["earlier_runs"] = earlier
+        if missing:
+            found["attachments_missing"] = missing
         click.echo(json.dumps(found, ensure_ascii=False))
     else:
-        need = catalog.attachment_need(report.header)
-        if need and not index and not attachments_dir.is_dir():
-            note = f"no attachments folder at {attachments_dir}, and {need}"
-            console.print(f"[yellow]Note:[/] {note}")
         _show(console, report, rejects_path, earlier, templates_dir)
+        if missing:
+            console.print(f"[yellow]Note:[/] {escape(missing)}")
     if refused is not None:
         sys.exit(refused)  # as `run` refuses the file
     if not report.valid:
@@ -190,6 +210,7 @@ def check_run_sender(given: str | None, catalog: Any) -> None:
         raise ConfigurationError(f"{problem} (from {origin})")
 
 
+@private_files()  # the ledger's journal files, made as it is read
 def _earlier_runs(
     workdir: Path | None, csv_file: Path, templates_dir: Path, attachments_dir: Path, catalog: Any
 ) -> tuple[dict[str, Any], int | None]:
@@ -213,6 +234,7 @@ def _earlier_runs(
     return found, None
 
 
+@private_files()
 def _forecast(workdir: Path | None, csv_file: Path, sets: Collection[str]) -> Any:
     """The file's earlier runs in ``workdir`` as a RunForecast, for a run with the template
     sets ``sets`` (None: no workdir given)."""
@@ -243,14 +265,20 @@ def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     return found
 
 
-def _fail(error: BaseException, csv_file: Path, as_json: bool) -> None:
-    """Report a file-level problem without a traceback and exit with the matching code."""
+def _fail(error: BaseException, csv_file: Path, as_json: bool, *, bundled: bool) -> None:
+    """Report a file-level problem without a traceback and exit with the matching code
+    (``bundled``: the templates are the bundled ones, no --templates given)."""
     message = error.message if isinstance(error, MailMatrixError) else f"{csv_file}: {error}"
+    hint = bundled_templates_hint(type(error).__name__) if bundled else None
     if as_json:
         payload = {"source": str(csv_file), "error": type(error).__name__, "message": message}
+        if hint:
+            payload["hint"] = hint
         click.echo(json.dumps(payload, ensure_ascii=False))
     else:
         click.echo(f"Error: {message}", err=True)
+        if hint:
+            click.echo(hint, err=True)
         if isinstance(error, InputFileError):
             click.echo("Nothing was validated; fix the file and run again.", err=True)
         elif isinstance(error, ConfigurationError):

@@ -282,9 +282,21 @@ def sender_problem(sender: str) -> str | None:
     try:
         address = envelope_sender(sender)
     except MailMatrixError as error:
-        return error.message.removeprefix("message: ")
+        return _with_hint(error.message.removeprefix("message: "), sender)
     problem = parse_address(address).problem
-    return f"sender: {address!r}: {problem}" if problem else None
+    return _with_hint(f"sender: {address!r}: {problem}", sender) if problem else None
+
+
+def _with_hint(problem: str, sender: str) -> str:
+    """``problem``, and how to write a name with the address when ``sender`` looks like one
+    written without the angle brackets (``HR hr@example.org``)."""
+    name, _, address = " ".join(sender.split()).rpartition(" ")
+    if "<" in sender or not name or "@" not in address:
+        return problem
+    return (
+        f"{problem.rstrip('.')}. To give a name with the address, write it as"
+        f" 'Name <address>': '{name} <{address}>'."
+    )
 
 
 # fetch_attachment(name, tag): the file's bytes; with a tag (the manifest's attachment_tag),

@@ -249,15 +249,17 @@ def _stop_when_idle(busy_dir: str) -> None:
 
 
 def _ignore_interrupts(engine_pid: int | None = None) -> None:
-    """Workers leave Ctrl-C and SIGTERM (also sent to the whole process group) to the engine:
-    the engine stops the execution, and an invocation already running finishes (an
-    interrupted SendBatch would leave a claim in doubt).
+    """Workers leave Ctrl-C, SIGTERM and SIGHUP (the terminal closed), also sent to the whole
+    process group, to the engine: the engine stops the execution, and an invocation already
+    running finishes (an interrupted SendBatch would leave a claim in doubt).
 
     On Linux a worker is also killed when the engine's process dies (PR_SET_PDEATHSIG): an
     orphaned worker would go on sending while a redrive reruns its batch under the same name.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # POSIX
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)

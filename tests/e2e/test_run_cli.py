@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import email
 import email.policy
@@ -48,6 +49,8 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
     assert code == 3
     assert "Nothing was sent" in output
     assert message in output
+    assert f"{csv_path}: " in output.splitlines()[2]  # the file as given, whole
+    assert "incoming/" not in output
     assert "Traceback" not in output and "stackTrace" not in output
     assert "redrive" not in output  # a bad file is fixed and run again, not redriven
 
@@ -104,6 +107,22 @@ def test_a_column_named_like_a_manifest_constant_sends_nothing(tmp_path):
     assert _recipients(tmp_path / "outbox") == {}
 
 
+def test_a_file_the_bundled_templates_do_not_fit_is_told_of_templates(tmp_path):
+    # GIVEN a file of other columns than the bundled templates use, run without --templates
+    csv_path = tmp_path / "courses.csv"
+    csv_path.write_text("Email,Name,Status,Course\nann@example.com,Ann,Offer,Python\n")
+    (tmp_path / "attachments").mkdir()
+
+    code, output = _run(str(csv_path), "--workdir", str(tmp_path / "w"))
+
+    # THEN nothing is sent, and it says the bundled templates were used, and the way out
+    assert code == 3
+    said = " ".join(output.split())
+    assert "not CSV columns" in said
+    assert "These are the bundled templates" in said
+    assert "give a folder of your own with --templates DIR" in said
+
+
 def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path):
     csv_path = tmp_path / "recipients.csv"
     csv_path.write_bytes(b"")
@@ -119,7 +138,8 @@ def test_json_output_of_a_failure_carries_the_message_not_a_stack_trace(tmp_path
         "FAILED",
         "InputFileError",
     )
-    assert summary["cause"] == "incoming/recipients.csv: empty file: no header and no rows"
+    # AND the file is named as it was given, not by its key in the local bucket
+    assert summary["cause"] == f"{csv_path}: empty file: no header and no rows"
 
 
 class StopWhen:
@@ -830,6 +850,26 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     assert "NothingToSend (Fail) NOT RUN" in shown.output
 
 
+def test_paths_the_run_and_show_print_stay_on_one_line_at_80_columns(tmp_path):
+    # GIVEN a workdir whose path is longer than a line of 80 columns
+    workdir = tmp_path / ("a-long-folder-name-" * 4) / "work"
+    narrow = {"COLUMNS": "80"}
+
+    # WHEN the campaign runs, and its execution is shown, both printing into a pipe
+    ran = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)], env=narrow
+    )
+    (execution,) = [path.name for path in (workdir / "executions").iterdir()]
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)], env=narrow)
+
+    # THEN each path is whole on one line, to be copied
+    lines = ran.output.splitlines()
+    assert any(f"(workdir {workdir})" in line for line in lines), ran.output
+    (report,) = workdir.glob("bucket/reports/*/*/report.csv")
+    assert f"Report:  {report}" in lines
+    assert f"report: {report}" in shown.output.splitlines(), shown.output
+
+
 def test_show_of_a_failed_map_says_why_its_batches_failed_once_per_error(tmp_path):
     workdir = str(tmp_path / "work")
     # GIVEN a run in batches of 2 whose account runs out of quota after 3 messages
@@ -1077,29 +1117,158 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
 def _kill_run_once_sent(workdir: Path, emails: int, *options: str) -> None:
     """Run the demo campaign into ``workdir`` paced (with ``options``), and kill it outright
     (SIGKILL: nothing of it runs after) once ``emails`` are in the outbox."""
+    import signal
+
+    _signal_run_once_sent(workdir, emails, signal.SIGKILL, *options)
+
+
+def _signal_run_once_sent(
+    workdir: Path, emails: int, signum: int, *options: str, ignored: int | None = None
+) -> tuple:
+    """Run the demo campaign into ``workdir`` paced (with ``options``; ``ignored``: a signal
+    it starts with ignored, as ``nohup`` starts it), send ``signum`` to its whole process
+    group (as a terminal does) once ``emails`` are in the outbox; return its exit status and
+    what it printed."""
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    return _signal_once_sent(workdir, emails, signum, ["run", *args, *options], ignored)
+
+
+def _signal_once_sent(
+    workdir: Path, emails: int, signum: int, args: list[str], ignored: int | None = None
+) -> tuple:
+    """Run ``mailmatrix ARGS`` (sending into ``workdir``), and signal it as
+    _signal_run_once_sent does."""
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
-    args += options
     run = subprocess.Popen(
-        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=None if ignored is None else lambda: signal.signal(ignored, signal.SIG_IGN),
     )
     try:
         deadline = time.monotonic() + 60
         while len(_recipients(workdir / "outbox")) < emails:
-            assert run.poll() is None, "the run ended before it was killed"
-            assert time.monotonic() < deadline, "the run sent nothing"
+            assert run.poll() is None, "the command ended before it was signalled"
+            assert time.monotonic() < deadline, "the command sent nothing"
+            time.sleep(0.02)
+        os.killpg(run.pid, signum)
+        out, _ = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(timeout=30)
+    return run.returncode, out.decode("utf-8")
+
+
+def test_a_hangup_stops_a_run_as_ctrl_c_does_with_its_summary_and_nothing_in_doubt(tmp_path):
+    import signal
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a run of the demo campaign, paced, whose terminal closes (SIGHUP to its process
+    # group, its workers included) once 3 emails are out
+    workdir = tmp_path / "work"
+    code, printed = _signal_run_once_sent(workdir, 3, signal.SIGHUP)
+
+    # THEN it stopped as Ctrl-C stops it: exit 130 and its summary
+    assert code == 130, printed
+    assert "Stopped: no new batch started" in printed
+    assert "mailmatrix redrive" in printed
+    # AND no row is in doubt: each batch ended after the email it was on
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None
+    assert counts["in_doubt"] == 0
+    assert counts["sent"] == len(_recipients(workdir / "outbox"))
+    assert counts["sent"] + counts["unsent"] == 18
+
+
+def test_a_run_whose_terminal_closes_stops_in_order_and_exits_130(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a paced run at a terminal of its own (its progress bar drawn there)
+    workdir = tmp_path / "work"
+    master, slave = pty.openpty()
+
+    def at_the_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--send-rate", "4"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", "run", *args],
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=at_the_terminal,
+    )
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_recipients(workdir / "outbox")) < 3:
+            assert run.poll() is None and time.monotonic() < deadline
+            with contextlib.suppress(OSError):
+                os.read(master, 65536)  # what it draws, read as a terminal reads it
             time.sleep(0.02)
     finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait(timeout=30)
+        # WHEN the terminal closes (the kernel sends SIGHUP; writing to it fails after)
+        os.close(master)
+    code = run.wait(timeout=60)
+
+    # THEN the run stopped in order: exit 130, no row in doubt
+    assert code == 130
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None and counts["in_doubt"] == 0
+    assert counts["sent"] == len(_recipients(workdir / "outbox"))
+
+
+def test_a_hangup_stops_a_redrive_as_it_stops_a_run(tmp_path):
+    import signal
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a paced run stopped once 3 emails were out, redriven (paced as it ran), and its
+    # terminal closing once 6 are out
+    workdir = tmp_path / "work"
+    _signal_run_once_sent(workdir, 3, signal.SIGTERM)
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    args = ["redrive", name, "--workdir", str(workdir)]
+    code, printed = _signal_once_sent(workdir, 6, signal.SIGHUP, args)
+
+    # THEN the redrive stopped in order, with its summary, and no row is in doubt
+    assert code == 130, printed
+    assert "Stopped: no new batch started" in printed
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None and counts["in_doubt"] == 0
+    assert counts["sent"] == len(_recipients(workdir / "outbox")) < 18
+
+
+def test_a_run_started_with_hangups_ignored_goes_on_after_one(tmp_path):
+    import signal
+
+    # GIVEN a run started as `nohup` starts it (SIGHUP ignored), whose terminal closes
+    workdir = tmp_path / "work"
+    code, printed = _signal_run_once_sent(workdir, 3, signal.SIGHUP, ignored=signal.SIGHUP)
+
+    # THEN it sent the whole campaign
+    assert code == 0, printed
+    assert len(_recipients(workdir / "outbox")) == 18
 
 
 def test_a_killed_run_is_listed_with_what_the_ledger_says_it_sent(tmp_path):
@@ -1442,46 +1611,71 @@ def test_validate_without_a_workdir_checks_the_runs_in_run_s_default_one(tmp_pat
     assert f"earlier runs in {default} (the workdir `run` uses without --workdir;" in said
 
 
-@pytest.mark.parametrize(
-    ("source", "origin"),
-    [("manifest", "the templates manifest's sender"), ("shell", "MAILMATRIX_SENDER")],
-)
-def test_validate_refuses_a_sender_run_refuses_with_run_s_exit_code(tmp_path, source, origin):
-    # GIVEN templates whose manifest signs from a reserved domain (.test), or a shell that
-    # sets such a sender over the bundled manifest's
-    templates, env = _own_letters(tmp_path), {"MAILMATRIX_SENDER": "HR <hr@acme.test>"}
-    if source == "manifest":
-        manifest = templates / "manifest.yaml"
-        manifest.write_text(
-            manifest.read_text().replace("talent@example.com>", "talent@acme.test>")
-        )
-        env = {}
+def test_validate_refuses_a_manifest_sender_run_refuses_with_run_s_exit_code(tmp_path):
+    # GIVEN templates whose manifest signs from a reserved domain (.test)
+    templates = _own_letters(tmp_path)
+    manifest = templates / "manifest.yaml"
+    manifest.write_text(manifest.read_text().replace("talent@example.com>", "talent@acme.test>"))
     options = ["--templates", str(templates)]
     csv_path = str(EXAMPLE / "recipients.csv")
 
     # WHEN the file is validated, and run
-    checked = CliRunner().invoke(cli, ["validate", csv_path, *options], env={**env, **WIDE})
-    as_json = json.loads(
-        CliRunner().invoke(cli, ["validate", csv_path, *options, "--json"], env=env).stdout
-    )
-    ran = CliRunner().invoke(
-        cli, ["run", csv_path, *options, "--workdir", str(tmp_path / "w")], env=env
-    )
+    checked = CliRunner().invoke(cli, ["validate", csv_path, *options], env=WIDE)
+    as_json = json.loads(CliRunner().invoke(cli, ["validate", csv_path, *options, "--json"]).stdout)
+    ran = CliRunner().invoke(cli, ["run", csv_path, *options, "--workdir", str(tmp_path / "w")])
 
-    # THEN validate refuses it as `run` does (exit 3, nothing sent), saying where it came from
+    # THEN validate refuses it as `run` does (exit 3: the templates are unusable, nothing
+    # sent), saying where it came from
     assert checked.exit_code == ran.exit_code == 3, checked.output
     assert "Nothing was sent: ConfigurationError" in ran.output
     said = " ".join(checked.output.split())
     assert "Error: sender: " in said and "invalid address domain: " in said
-    assert f"(from {origin})" in said
+    assert "(from the templates manifest's sender)" in said
     assert "`run` would stop here too, sending nothing" in said
     assert as_json["error"] == "ConfigurationError"
     assert as_json["message"].startswith("sender: ")
 
     # AND a --sender, as `run` takes it, is what validate checks instead
     given = ["--sender", "Acme Talent <talent@acme.example>"]
-    fixed = CliRunner().invoke(cli, ["validate", csv_path, *options, *given], env=env)
+    fixed = CliRunner().invoke(cli, ["validate", csv_path, *options, *given])
     assert fixed.exit_code == 4, fixed.output  # the example's two rejected rows
+
+
+@pytest.mark.parametrize("how", ["--sender", "MAILMATRIX_SENDER"])
+def test_a_bad_sender_setting_is_a_usage_error_flag_or_shell_alike(tmp_path, how):
+    # GIVEN a sender at a reserved domain (.test), as the flag or in the shell
+    sender = "HR <hr@company.test>"
+    given, env = (["--sender", sender], {}) if how == "--sender" else ([], {how: sender})
+    csv_path = str(EXAMPLE / "recipients.csv")
+    workdir = tmp_path / "w"
+
+    # WHEN the file is validated, run, and a row previewed
+    commands = (
+        ["validate", csv_path, "--workdir", str(workdir)],
+        ["run", csv_path, "--workdir", str(workdir)],
+        ["preview", csv_path, "--row", "2", "--out", str(tmp_path / "out")],
+    )
+    results = [CliRunner().invoke(cli, [*args, *given], env=env) for args in commands]
+
+    # THEN each refuses it as a bad setting (exit 2), naming where it came from, before
+    # anything is made
+    named = "'--sender'" if how == "--sender" else how
+    for result in results:
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, said
+        assert f"Invalid value for {named}: sender: 'hr@company.test': invalid" in said
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_sender_without_angle_brackets_is_told_how_to_write_a_name(tmp_path):
+    env = {"MAILMATRIX_SENDER": "HR hr@example.org"}
+
+    checked = CliRunner().invoke(cli, ["validate", str(EXAMPLE / "recipients.csv")], env=env)
+
+    assert checked.exit_code == 2
+    said = " ".join(checked.output.split())
+    assert "Quoting the part before the @-sign is not allowed" in said
+    assert "write it as 'Name <address>': 'HR <hr@example.org>'" in said
 
 
 def test_validate_refuses_templates_without_a_sender_as_run_does(
@@ -1955,7 +2149,8 @@ def test_a_retry_in_a_workdir_where_the_file_never_ran_is_refused(tmp_path):
         assert result.exit_code == 2, result.output
         assert f"no earlier run of this file in the workdir {workdir}" in result.output
         assert flag in result.output
-    assert not _recipients(workdir / "outbox")
+    # AND nothing is made there: no workdir left behind by a refused run
+    assert not workdir.exists()
 
 
 def test_a_file_that_attaches_nothing_runs_without_an_attachments_folder(
@@ -2030,8 +2225,29 @@ def test_a_local_run_keeps_its_files_on_the_way_in_its_workdir(tmp_path, monkeyp
     assert (workdir / "tmp").stat().st_mode & 0o777 == 0o700
 
 
-def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path):
-    # GIVEN a workdir that does not exist yet, and one its owner made open to others
+def _open_to_others(root: Path) -> list[str]:
+    """What below ``root`` is not open to its owner only: a folder not 0700, a file not 0600."""
+    found = []
+    for path in root.rglob("*"):
+        mode = path.stat().st_mode & 0o777
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found.append(f"{mode:o} {path.relative_to(root)}")
+    return found
+
+
+@pytest.fixture
+def open_umask():
+    """The process's umask 0 (files made 0666, folders 0777 unless the program says)."""
+    import os
+
+    umask = os.umask(0)
+    yield
+    os.umask(umask)
+
+
+def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path, open_umask):
+    # GIVEN a workdir that does not exist yet, and one its owner made open to others, under a
+    # umask that closes nothing
     made, existing = tmp_path / "new" / "work", tmp_path / "shared"
     existing.mkdir()
     existing.chmod(0o755)
@@ -2044,6 +2260,61 @@ def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path):
     assert made.stat().st_mode & 0o777 == 0o700
     # AND the other is left as its owner made it
     assert existing.stat().st_mode & 0o777 == 0o755
+    # AND in both, every folder and file the run made is open to its owner only
+    assert _open_to_others(made) == []
+    assert _open_to_others(existing) == []
+
+
+def test_a_command_that_looks_makes_no_workdir_and_runs_make_every_file_private(
+    tmp_path, open_umask
+):
+    # GIVEN no default workdir yet, under a umask that closes nothing
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "MAILMATRIX_WORKDIR": ""}
+    workdir = tmp_path / "data" / "mailmatrix"
+
+    # WHEN the executions are listed, and an execution shown, first
+    listed = CliRunner().invoke(cli, ["executions"], env=env)
+    shown = CliRunner().invoke(cli, ["show", "0123abcd"], env=env)
+
+    # THEN each says there is no workdir, and makes none
+    assert listed.exit_code == 0
+    assert f"No workdir at {workdir}: nothing has run there" in " ".join(listed.output.split())
+    assert shown.exit_code == 2
+    assert "No workdir at" in shown.output
+    assert not (tmp_path / "data").exists()
+
+    # WHEN the campaign runs, then each command that looks or redrives does
+    ran = CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv")], env=env)
+    assert ran.exit_code == 0, ran.output
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    for args in (["executions"], ["show", name], ["redrive", name]):
+        CliRunner().invoke(cli, args, env=env)
+
+    # THEN the workdir, and all in it (each row's email and name), is open to its owner only
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    assert workdir.stat().st_mode & 0o777 == 0o700
+    assert list(workdir.glob("executions/*/mapruns/*/children.jsonl"))
+    assert _open_to_others(workdir) == []
+
+
+def test_executions_in_an_empty_workdir_point_at_a_workdir_here(tmp_path, monkeypatch):
+    # GIVEN `make demo`'s workdir ./demo here, and no default workdir
+    monkeypatch.chdir(tmp_path)
+    run_campaign(EXAMPLE / "recipients.csv", workdir=Path("demo"))
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "MAILMATRIX_WORKDIR": ""}
+
+    # WHEN the executions are listed without --workdir
+    listed = CliRunner().invoke(cli, ["executions"], env=env)
+
+    # THEN it says there are none there, and where they are
+    said = " ".join(listed.output.split())
+    assert "nothing has run there" in said
+    assert "The folder ./demo here holds executions: give --workdir demo." in said
+
+    # AND elsewhere it names the option
+    monkeypatch.chdir(tmp_path / "demo")
+    said = " ".join(CliRunner().invoke(cli, ["executions"], env=env).output.split())
+    assert "A run given --workdir DIR keeps its executions there: give the same" in said
 
 
 def _copied_letter_campaign(tmp_path: Path, extra: str = "") -> tuple[Path, list[str], str]:

@@ -142,13 +142,14 @@ def test_a_bad_sender_option_is_a_usage_error_like_runs(tmp_path, sender, messag
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_bad_sender_from_the_environment_makes_the_setup_unusable(tmp_path, monkeypatch):
+def test_a_bad_sender_from_the_environment_is_a_bad_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("MAILMATRIX_SENDER", "talent@acme.invalid")
 
     result = preview(DEMO_CSV, "--row", demo_line("Offer"), "--out", tmp_path)
 
-    assert result.exit_code == exits.INPUT_UNUSABLE
-    assert result.output.startswith("error: sender: 'talent@acme.invalid': invalid address domain")
+    assert result.exit_code == exits.USAGE
+    said = " ".join(result.output.split())
+    assert "Invalid value for MAILMATRIX_SENDER: sender: 'talent@acme.invalid': invalid" in said
     assert list(tmp_path.iterdir()) == []
 
 

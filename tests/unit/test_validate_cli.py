@@ -147,6 +147,26 @@ def test_templates_missing_columns_exit_3(tmp_path):
 
     assert result.exit_code == exits.INPUT_UNUSABLE
     assert "not CSV columns" in result.output
+    # AND, as no --templates was given, it says the bundled ones were used, and the way out
+    said = " ".join(result.output.split())
+    assert f"These are the bundled templates ({bundled_templates()})" in said
+    assert "give a folder of your own with --templates DIR" in said
+    as_json = json.loads(invoke(path, "--json").stdout)
+    assert as_json["hint"].startswith("These are the bundled templates")
+
+
+def test_own_templates_that_do_not_fit_are_not_said_to_be_the_bundled_ones(tmp_path):
+    own = tmp_path / "own"
+    shutil.copytree(bundled_templates(), own)
+    path = campaign(
+        tmp_path, "Email,Name,Status,Attachment_File\nann@example.com,A,Offer,ann.pdf\n"
+    )
+
+    result = invoke(path, "--templates", own)
+
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    assert "not CSV columns" in result.output
+    assert "bundled" not in result.output
 
 
 def test_a_template_syntax_error_has_a_heading_of_its_own(tmp_path):
@@ -349,9 +369,16 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     # THEN the one that attaches nothing is all good, with no note of the folder; the other
     # is told why the folder matters
     assert without.exit_code == exits.OK, without.output
-    assert "no attachments folder" not in without.output
-    assert "no attachments folder" in with_column.output
-    assert "the file has an Attachment_File column" in with_column.output
+    assert "no such folder" not in without.output
+    said = " ".join(with_column.output.split())
+    assert f"attachments: {named.parent / 'attachments'}: no such folder" in said
+    assert "the file has an Attachment_File column" in said
+    # AND, as `run` tells it, how to give the folder (last, where it is seen)
+    assert said.endswith("give the folder of the files with --attachments")
+    as_json = json.loads(invoke(named, "--templates", templates, *SENDER, "--json").stdout)
+    assert as_json["attachments_missing"].endswith(
+        "give the folder of the files with --attachments"
+    )
 
 
 def test_a_file_name_two_files_have_in_different_unicode_forms_is_refused(tmp_path):
