@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
+from mailmatrix.core.earlier import EarlierFiles
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
@@ -35,6 +37,7 @@ from mailmatrix.core.send import (
     attachment_fetcher,
     compose,
     idempotency_key,
+    recipient_key,
     send_batch,
     sender_problem,
     template_sets_changed,
@@ -417,6 +420,10 @@ def validate_job(
     execution still sends the rows this one validated — unless a newer upload of the file has
     been validated since.
 
+    The files earlier runs sent as their recipients' own (the ledger's owners, read once:
+    earlier_files) that the attachments still hold are those recipients' to intake: a row of
+    another recipient naming a link to one, or a copy of one, is not sent.
+
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
     will send (see _Demand), for which the ledger is asked once; otherwise the valid rows.
@@ -462,6 +469,7 @@ def validate_job(
     retry = _Retry(upload, campaign_id, ledger)
     counting = preflight is not None and preflight_counts
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
+    earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
     used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -500,6 +508,7 @@ def validate_job(
                     emit=emit,
                     contents=StoredContents(storage, settings.attachments_prefix),
                     sent_before=sent_before,
+                    earlier=earlier,
                 )
         if report.withdrawn:
             _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
@@ -588,6 +597,16 @@ def validate_job(
             "dry_run": dry_run,
         },
     }
+
+
+def earlier_files(ledger: Ledger, campaign_id: str, attachments: AttachmentIndex) -> EarlierFiles:
+    """The files earlier runs of the campaign sent as their recipients' own, which the
+    attachments listing still holds under their names: one query of the ledger."""
+    return EarlierFiles(
+        ledger.file_owners(campaign_id),
+        attachments,
+        functools.partial(recipient_key, campaign_id),
+    )
 
 
 def _write_previews(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -46,6 +47,8 @@ from mailmatrix.adapters.mailer_smtp import without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.earlier import EarlierFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
     Stopped,
@@ -78,7 +81,7 @@ from mailmatrix.jobs import (
     load_templates,
     retry_metadata,
 )
-from mailmatrix.ports import Halt, Notification
+from mailmatrix.ports import FileOwner, Halt, Notification
 from mailmatrix.private import private_files
 from mailmatrix.settings import Settings
 
@@ -896,6 +899,7 @@ class RunForecast:
         self._unsent_gone = ShortKeys(())
         self._failed: dict[str, bool] = {}  # key -> failed as OutcomeUnknown (few)
         self._owners: dict[str, str] = {}  # file -> its owner's recipient, letter gone out
+        self.owners: list[FileOwner] = []  # the same, whole, for intake (earlier_files)
         self.halt: Halt | None = None
         self.halt_age = 0.0
         self.hold_left = 0.0
@@ -908,12 +912,20 @@ class RunForecast:
                 self._failed.update(dict.fromkeys(keys, unknown))
             if self._sets:
                 self._unsent_gone = ShortKeys(ledger.unsent_gone_keys(self.campaign))
-            self._owners = ledger.file_owners(self.campaign)
+            self.owners = list(ledger.file_owners(self.campaign))
+            self._owners = {owner.attachment: owner.recipient for owner in self.owners}
             halt = ledger.halted(self.campaign)
         if halt is not None and halt.code not in lifted_halts(None):
             self.halt = halt
             self.halt_age = max(0.0, clock() - halt.at)
             self.hold_left = max(0.0, RetryPolicy().halt_hold_s - self.halt_age)
+
+    def earlier_files(self, attachments: AttachmentIndex) -> EarlierFiles:
+        """The files earlier runs sent as their recipients' own that ``attachments`` still
+        holds, for intake to hold to them (as validate_job does), from the ledger's one read."""
+        return EarlierFiles(
+            self.owners, attachments, functools.partial(recipient_key, self.campaign)
+        )
 
     def see(self, row: dict[str, Any]) -> None:
         """A row validation passed on (its email and template set make its ledger key)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,16 @@ class Upload:
     execution: str
 
 
+class FileOwner(NamedTuple):
+    """A file an earlier letter of a campaign carried as its recipient's own, and that letter
+    may have gone out (Ledger.file_owners)."""
+
+    attachment: str  # the file's name, as the row named it
+    recipient: str  # recipient_key of the letter's recipient
+    row: int  # the letter's row, in the run that claimed it
+    masked: str = ""  # the recipient's address, masked (mask()); "" where not recorded
+
+
 @dataclass(frozen=True)
 class CampaignStatus:
     """What a batch checks of its campaign before its first row and every halt_check_s
@@ -227,7 +237,7 @@ class Ledger(Protocol):
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
-        owner: tuple[str, str] | None = None,
+        owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
@@ -244,11 +254,13 @@ class Ledger(Protocol):
         one at most gets ``claimed``. A key of its own that is sent, failed or busy is
         answered as such first. None or empty (a campaign of one set): no check, no cost.
 
-        ``owner`` = (file name, recipient) of a row whose Attachment_File names its own
-        file (not a set's default_attachment); ``recipient`` tells the row's recipient from
-        others (recipient_key). The campaign's file is its recipient's: a claim that would be
-        granted while the file's owner is another recipient whose letter with it may have
-        gone out (as for ``others``) is refused (``state="owned"``) and nothing is written.
+        ``owner`` = (file name, recipient, masked address) of a row whose Attachment_File
+        names its own file (not a set's default_attachment); ``recipient`` tells the row's
+        recipient from others (recipient_key); the masked address (mask(), may be left out)
+        is kept for the reasons that name the file's letter (file_owners). The campaign's
+        file is its recipient's: a claim that would be granted while the file's owner is
+        another recipient whose letter with it may have gone out (as for ``others``) is
+        refused (``state="owned"``) and nothing is written.
         Otherwise the claim records this recipient and ``key`` as the file's owner (taking it
         over from one whose letter cannot have gone out), in the same atomic step: of two
         runs sending one file to two people at once, one at most gets ``claimed``. None: no
@@ -352,6 +364,13 @@ class Ledger(Protocol):
     def settled_keys(self, campaign: str) -> Iterable[str]:
         """The keys of ``campaign``'s rows a run skips: sent, or failed for good (unless
         released first). One query of the campaign, for counting what a run will send."""
+        ...
+
+    def file_owners(self, campaign: str) -> Iterable[FileOwner]:
+        """The files of ``campaign`` whose owner's letter may have gone out (the files a
+        claim of another recipient is refused, state "owned"), each once with its owner.
+        Read a page at a time, by one query of the campaign: validation holds every file
+        the attachments still hold to its earlier recipient."""
         ...
 
     def release_failed(

@@ -7,7 +7,9 @@ an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt
 campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
 sets a campaign has used one keyed ``sets#<campaign>`` (a string set), the recipient a file
 named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
-(``recipient``, ``letter``: the key of the letter that carries it). A batch reads the
+(``recipient``, ``masked``: the address masked, ``letter``: the key of the letter that carries
+it; ``campaign`` and ``row``, -1 - the letter's row, list it in ``by_campaign`` below the
+campaign's rows, which its readers ask for as ``row >= 0``). A batch reads the
 campaign's halt, latest upload and set names in one BatchGetItem (campaign_status). Every
 claim is a conditional write, so two attempts never both hold the claim of one key while its
 lease runs (semantics: mailmatrix.ports.Ledger).
@@ -40,6 +42,7 @@ from mailmatrix.ports import (
     UNCERTAIN_RELEASE,
     CampaignStatus,
     Claim,
+    FileOwner,
     Halt,
     Outcome,
     Upload,
@@ -113,6 +116,14 @@ class _OwnerHeld(Exception):
 
 
 OWNER_PREFIX = "owner#"
+# The campaign's rows in the by_campaign index (a file's row is 1 or more), not its owner
+# items, which sit below them: an owner item's row is _owner_row of its letter's.
+_ROWS = "#c = :c AND #r >= :zero"
+
+
+def _owner_row(row: int) -> int:
+    """An owner item's row in the by_campaign index from its letter's row, and back."""
+    return -1 - row
 
 
 def _owner_key(campaign: str, attachment: str) -> str:
@@ -151,6 +162,7 @@ _NAMES = {
     "#dd": "delivery_detail",
     "#events": "events",
     "#c": "campaign",
+    "#r": "row",
     "#ts": "template_sets",
     "#tc": "sets_campaign",
 }
@@ -184,7 +196,7 @@ class DynamoDbLedger:
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
-        owner: tuple[str, str] | None = None,
+        owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
@@ -259,7 +271,7 @@ class DynamoDbLedger:
                 request["ExpressionAttributeValues"] = values
             owning = None
             if owner is not None:
-                owning = self._owner_put(campaign, key, owner, now, taken_from)
+                owning = self._owner_put(campaign, key, row, owner, now, taken_from)
             try:
                 letter = self._put_claim(request, others or {}, owning)
             except _EntryChanged:
@@ -332,20 +344,31 @@ class DynamoDbLedger:
         return None
 
     def _owner_put(
-        self, campaign: str, key: str, owner: tuple[str, str], now: float, taken_from: str | None
+        self,
+        campaign: str,
+        key: str,
+        row: int,
+        owner: tuple[str, str] | tuple[str, str, str],
+        now: float,
+        taken_from: str | None,
     ) -> list[dict[str, Any]]:
-        """The transaction items that make ``owner``'s recipient, with the letter ``key``, the
-        owner of its file: a Put that holds while the file has no owner or is the recipient's,
-        or (``taken_from``) is still that letter's, with a check that it cannot have gone."""
-        attachment, recipient = owner
+        """The transaction items that make ``owner``'s recipient, with the letter ``key`` of
+        ``row``, the owner of its file: a Put that holds while the file has no owner or is
+        the recipient's, or (``taken_from``) is still that letter's, with a check that it
+        cannot have gone. The item is in the by_campaign index below the rows (_owner_row)."""
+        attachment, recipient, *more = owner
         item = {
             KEY: {"S": _owner_key(campaign, attachment)},
             "owner_campaign": {"S": campaign},
+            "campaign": {"S": campaign},
+            "row": {"N": str(_owner_row(row))},
             "attachment": {"S": attachment},
             "recipient": {"S": recipient},
             "letter": {"S": key},
             "expires_at": {"N": str(int(now) + self.retention_seconds)},
         }
+        if more and more[0]:
+            item["masked"] = {"S": more[0]}
         if taken_from is None:
             condition = "attribute_not_exists(#k) OR #rcp = :rcp"
             values = {":rcp": {"S": recipient}}
@@ -365,10 +388,12 @@ class DynamoDbLedger:
             items.append({"ConditionCheck": {"TableName": self.table, "Key": key_of, **_NOT_GONE}})
         return items
 
-    def _owner_letter(self, campaign: str, owner: tuple[str, str]) -> tuple[bool, str | None]:
+    def _owner_letter(
+        self, campaign: str, owner: tuple[str, str] | tuple[str, str, str]
+    ) -> tuple[bool, str | None]:
         """Whether the letter of the file's owner, another recipient, may have gone out, and
         that letter's key (None: the file has no owner, or it is ``owner``'s recipient now)."""
-        attachment, recipient = owner
+        attachment, recipient = owner[0], owner[1]
         held = self._get_item(_owner_key(campaign, attachment))
         if held is None or _plain(held).get("recipient") == recipient:
             return False, None
@@ -596,13 +621,45 @@ class DynamoDbLedger:
             item[KEY]["S"]
             for item in self._items(
                 CAMPAIGN_INDEX,
-                "#c = :c",
-                {":c": {"S": campaign}, ":sent": {"S": "sent"}, ":failed": {"S": "failed"}},
+                _ROWS,
+                {
+                    ":c": {"S": campaign},
+                    ":zero": {"N": "0"},
+                    ":sent": {"S": "sent"},
+                    ":failed": {"S": "failed"},
+                },
                 campaign,
                 only="#s IN (:sent, :failed)",
                 projection="#k",
             )
         )
+
+    def file_owners(self, campaign: str) -> Iterator[FileOwner]:
+        """The files of ``campaign`` whose owner's letter may have gone out (see the Ledger
+        port), by one query of the by_campaign index, a page at a time: the owner items come
+        first (below the rows), then the rows, which give their letters' state; it stops at
+        the first row when there are no owners (its first page is one item), and once every
+        owner's letter has been read. An owner item written before owner items had
+        ``campaign`` and ``row`` is not in the index, so not listed: such a file is held to
+        its recipient by the claim alone."""
+        owners: dict[str, list[FileOwner]] = {}  # letter -> its files (one, but for a race)
+        items = self._items(CAMPAIGN_INDEX, "#c = :c", {":c": {"S": campaign}}, campaign, first=1)
+        for item in items:
+            found = _plain(item)
+            if int(found["row"]) < 0:
+                owner = FileOwner(
+                    str(found["attachment"]),
+                    str(found["recipient"]),
+                    _owner_row(int(found["row"])),
+                    str(found.get("masked") or ""),
+                )
+                owners.setdefault(str(found["letter"]), []).append(owner)
+                continue
+            files = owners.pop(item[KEY]["S"], None)
+            if files is not None and _gone(found):
+                yield from files
+            if not owners:
+                return
 
     def release_failed(
         self,
@@ -636,13 +693,14 @@ class DynamoDbLedger:
         condition = "#s = :failed AND " + ("#code = :unknown" if unknown else "#code <> :unknown")
         values: dict[str, Any] = {
             ":c": {"S": campaign},
+            ":zero": {"N": "0"},
             ":failed": {"S": "failed"},
             ":unknown": {"S": OUTCOME_UNKNOWN},
         }
         if failed_before is not None:
             condition += " AND #u < :before"
             values[":before"] = {"N": repr(float(failed_before))}
-        return self._query(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=condition)
+        return self._query(CAMPAIGN_INDEX, _ROWS, values, campaign, only=condition)
 
     def _release(self, item: dict[str, Any]) -> bool:
         """Release one failed entry unless it changed since ``item`` was read.
@@ -663,7 +721,8 @@ class DynamoDbLedger:
 
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every entry of ``campaign`` ordered by row (by_campaign index)."""
-        items = self._query(CAMPAIGN_INDEX, "campaign = :c", {":c": {"S": campaign}}, campaign)
+        values = {":c": {"S": campaign}, ":zero": {"N": "0"}}
+        items = self._query(CAMPAIGN_INDEX, _ROWS, values, campaign)
         entries = sorted((_plain(item) for item in items), key=lambda e: (e["row"], e[KEY]))
         return [_outcome(entry) for entry in entries]
 
@@ -756,8 +815,10 @@ class DynamoDbLedger:
         *,
         only: str | None = None,
         projection: str | None = None,
+        first: int | None = None,
     ) -> Iterator[dict]:
-        """The items of _query one page at a time; ``projection``: the attributes to return."""
+        """The items of _query one page at a time; ``projection``: the attributes to return;
+        ``first``: how many items the first page holds at most (the others, up to 1 MB)."""
         request: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": index,
@@ -771,6 +832,8 @@ class DynamoDbLedger:
             request["FilterExpression"] = only
         if projection:
             request["ProjectionExpression"] = projection
+        if first is not None:
+            request["Limit"] = first
         try:
             while True:
                 response = self._db.query(**request)
@@ -778,6 +841,7 @@ class DynamoDbLedger:
                 if "LastEvaluatedKey" not in response:
                     return
                 request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+                request.pop("Limit", None)
         except (ClientError, BotoCoreError) as error:
             raise self._error(f"query {index}", what, error) from error
 

@@ -8,8 +8,9 @@ by the threads of a process behind a lock; other processes are kept apart by SQL
 lock (``busy_timeout``).
 
 A row naming its own attachment also records, in its claim's transaction, the recipient the
-file goes to (the table attachment_owners): the file is refused to another recipient of the
-campaign while that letter may have gone out.
+file goes to (the table attachment_owners, with the address masked): the file is refused to
+another recipient of the campaign while that letter may have gone out, and validation holds
+links to it and copies of it to that recipient (file_owners).
 
 The ledger is local to one machine, so each claim and batch also records the process that
 made it: one whose process has ended (a run or a worker killed) is not waited for until its
@@ -34,6 +35,7 @@ from mailmatrix.ports import (
     UNCERTAIN_RELEASE,
     CampaignStatus,
     Claim,
+    FileOwner,
     Halt,
     Outcome,
     Upload,
@@ -87,6 +89,7 @@ CREATE TABLE IF NOT EXISTS attachment_owners (
     attachment TEXT NOT NULL,
     recipient TEXT NOT NULL,
     letter TEXT NOT NULL,
+    masked TEXT,
     PRIMARY KEY (campaign, attachment)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS template_sets (
@@ -108,8 +111,8 @@ _CLAIM_NEW = (
     " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
-    "INSERT INTO attachment_owners (campaign, attachment, recipient, letter) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (campaign, attachment) DO NOTHING"
+    "INSERT INTO attachment_owners (campaign, attachment, recipient, letter, masked)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (campaign, attachment) DO NOTHING"
 )
 # An entry whose letter may have gone out: sent, claimed (by a live attempt or a dead one),
 # failed as OUTCOME_UNKNOWN, or doubtful (taken over, or a try released with an unknown outcome).
@@ -170,12 +173,16 @@ class SqliteLedger:
         # syncs with the default, 17 with this.
         db.execute("PRAGMA wal_autocheckpoint=10000")
         db.executescript(SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(sends)")}
-        for column, kind in (("uncertain", "INTEGER NOT NULL DEFAULT 0"), ("holder", "TEXT")):
-            if column in columns:
+        added = (
+            ("sends", "uncertain", "INTEGER NOT NULL DEFAULT 0"),
+            ("sends", "holder", "TEXT"),
+            ("attachment_owners", "masked", "TEXT"),
+        )
+        for table, column, kind in added:
+            if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
                 continue
             try:  # a ledger file from before the column
-                db.execute(f"ALTER TABLE sends ADD COLUMN {column} {kind}")
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:
                 if "duplicate column" not in str(exc):  # another process added it first
                     raise
@@ -221,7 +228,7 @@ class SqliteLedger:
         lease_until: float | None = None,
         sent_before: tuple[str, str, bool] | None = None,
         others: Mapping[str, str] | None = None,
-        owner: tuple[str, str] | None = None,
+        owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
@@ -470,16 +477,24 @@ class SqliteLedger:
             )
         ]
 
-    def file_owners(self, campaign: str) -> dict[str, str]:
+    def file_owners(self, campaign: str) -> Iterator[FileOwner]:
         """The files of ``campaign`` a claim of another recipient is refused (state "owned"),
-        each with its owner's recipient key: those whose owner's letter may have gone out."""
-        found = self._statement(
-            f"file_owners {campaign}",
-            "SELECT attachment, recipient FROM attachment_owners JOIN sends ON key = letter"
-            f" WHERE attachment_owners.campaign = ? AND {_GONE}",
-            (campaign, OUTCOME_UNKNOWN),
-        )
-        return {str(attachment): str(recipient) for attachment, recipient in found}
+        each with its owner: those whose owner's letter may have gone out (see the Ledger
+        port). Read _SETTLED_PAGE at a time along the table's key, each letter by its key."""
+        after = ""
+        while True:
+            page = self._statement(
+                f"file_owners {campaign}",
+                "SELECT attachment, recipient, row, masked FROM attachment_owners"
+                " JOIN sends ON key = letter WHERE attachment_owners.campaign = ?"
+                f" AND attachment > ? AND {_GONE} ORDER BY attachment LIMIT ?",
+                (campaign, after, OUTCOME_UNKNOWN, _SETTLED_PAGE),
+            )
+            for attachment, recipient, row, masked in page:
+                yield FileOwner(str(attachment), str(recipient), int(str(row)), str(masked or ""))
+            if len(page) < _SETTLED_PAGE:
+                return
+            after = str(page[-1][0])
 
     def settled_keys(self, campaign: str) -> Iterator[str]:
         """The keys of ``campaign``'s rows sent or failed for good (see the Ledger port)."""
@@ -587,12 +602,15 @@ def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | No
     return next((name for key, name in others.items() if key in gone), None)
 
 
-def _own(db: sqlite3.Connection, campaign: str, key: str, owner: tuple[str, str]) -> bool:
+def _own(
+    db: sqlite3.Connection, campaign: str, key: str, owner: tuple[str, str] | tuple[str, str, str]
+) -> bool:
     """Record ``owner``'s recipient, with the letter ``key``, as the owner of its file in
     ``campaign``, unless another recipient owns it whose letter may have gone out; return
     whether the file is now the recipient's (see the Ledger port's claim)."""
-    attachment, recipient = owner
-    if db.execute(_OWN_NEW, (campaign, attachment, recipient, key)).rowcount:
+    attachment, recipient, *more = owner
+    masked = more[0] if more else None
+    if db.execute(_OWN_NEW, (campaign, attachment, recipient, key, masked)).rowcount:
         return True  # the file's first letter: one insert
     where = "WHERE campaign = ? AND attachment = ?"
     held, letter = db.execute(
@@ -607,8 +625,8 @@ def _own(db: sqlite3.Connection, campaign: str, key: str, owner: tuple[str, str]
         return False
     if (held, letter) != (recipient, key):  # the letter that carries the file now
         db.execute(
-            f"UPDATE attachment_owners SET recipient = ?, letter = ? {where}",
-            (recipient, key, campaign, attachment),
+            f"UPDATE attachment_owners SET recipient = ?, letter = ?, masked = ? {where}",
+            (recipient, key, masked, campaign, attachment),
         )
     return True
 

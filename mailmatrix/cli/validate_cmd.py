@@ -153,6 +153,7 @@ def validate_command(
                 rules=rules,
                 emit=forecast.see if forecast is not None else lambda row: None,
                 contents=folder_contents(attachments_dir),
+                earlier=forecast.earlier_files(index) if forecast is not None else None,
             )
         if rejects_path is not None:
             with rejects_path.open("wb") as out:

@@ -195,6 +195,15 @@ class AttachmentIndex:
             groups.setdefault(size, []).append(listed)
         return groups
 
+    def size(self, listed: str) -> int | None:
+        """The size of the file listed as ``listed`` (None: not listed, or under a name two
+        files have in other Unicode forms), without lookup's checks of a cell."""
+        name = listed if listed.isascii() else unicodedata.normalize("NFC", listed)
+        entry = self._files.get(name)
+        if entry is None or name in self._ambiguous:
+            return None
+        return entry if isinstance(entry, int) else int(entry.partition(" ")[0])
+
     def tag(self, listed: str) -> str:
         """The version tag the listing gave the file listed as ``listed`` ("" for none)."""
         name = listed if listed.isascii() else unicodedata.normalize("NFC", listed)

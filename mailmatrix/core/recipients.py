@@ -31,7 +31,8 @@ from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents, copies
-from mailmatrix.core.seen import SeenTable
+from mailmatrix.core.earlier import EarlierFiles
+from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
@@ -286,6 +287,7 @@ def validate_recipients(
     emit: Callable[[dict[str, Any]], None],
     contents: Contents | None = None,
     sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
+    earlier: EarlierFiles | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
@@ -294,6 +296,10 @@ def validate_recipients(
     apart by name (and link) alone. ``sent_before(rows)``, when given, says which of ``rows``
     (rows passed on, then withdrawn: a few) an earlier run of the file sent already; the
     rejects of those held for a copy, and of the rows held for a copy of their letter, say so.
+    ``earlier``: the files earlier runs' letters carried as their recipients' own, which the
+    attachments still hold; each is its recipient's as a row's file is: a row of another
+    recipient naming a link to one is rejected, one naming (with ``contents``) a copy of one
+    is withheld. A row naming the very name is left to the claim (AttachmentOfAnother).
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
@@ -304,7 +310,7 @@ def validate_recipients(
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
     intake = _Intake(
-        report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before
+        report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before, earlier
     )
     for row, record in records:
         if intake.header_pending:
@@ -429,6 +435,7 @@ class _Intake:
         emit: Callable[[dict[str, Any]], None],
         contents: Contents | None = None,
         sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
+        earlier: EarlierFiles | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -466,6 +473,11 @@ class _Intake:
         # With earlier runs to ask: the rejects of rows held for a row withdrawn (its file,
         # its address), worded once it is known whether an earlier run sent that row.
         self.held = ProblemList()
+        # The files of earlier runs' letters (None: none), and of the files rows name as their
+        # own that have the size of one, but for a recipient's own earlier letter: file key ->
+        # the recipient (EarlierFiles.who) of the first row naming it.
+        self.earlier = earlier if earlier else None
+        self.earlier_who = SeenTable()
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
@@ -565,6 +577,8 @@ class _Intake:
             attachment = self._attachment(values, needs, problems)
             if attachment is not None and needs.default and not self._cell(values):
                 self._default_given(template, attachment)
+            elif attachment is not None and self.earlier is not None and address is not None:
+                self._earlier_file(attachment, address, problems)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
@@ -858,7 +872,7 @@ class _Intake:
             if linked:
                 self.owner_names[key] = name
             if self.sizes is not None and found.name:
-                first = self.sizes.add(_size_key(found.size), row, recipient)
+                first = self.sizes.add(size_key(found.size), row, recipient)
                 if first is not None and not first[1]:
                     self.crowded.add(found.size)
             return None
@@ -876,6 +890,32 @@ class _Intake:
         if owner_sent:
             self._withdraw(owner_row, _Shared(owner_name, row, name))
         return _Shared(name, owner_row, owner_name)
+
+    def _earlier_file(
+        self, found: Lookup, address: Address, problems: list[tuple[str, str]]
+    ) -> None:
+        """Add the problem of a row whose own file ``found`` is a link to a file an earlier
+        run sent to another recipient as theirs; note the row's recipient for
+        compare_contents when the file has the size of such a file. The file's very name is
+        the claim's to refuse."""
+        earlier = self.earlier
+        if earlier is None or address.problem or not address.email:
+            return
+        linked = self.attachments.same_file(found.name)
+        key = hash(linked or found.name)
+        if not earlier.has_size(found.size):
+            return  # neither one of those files nor a copy of one
+        who = earlier.who(address.email)
+        entry = earlier.entry(key)
+        if entry is not None and earlier.belongs(entry, who):
+            return  # the recipient's own earlier letter (_earlier_copy knows them by it)
+        self.earlier_who.add(key, 0, who)
+        if entry is None:
+            return
+        named = earlier.name(entry)
+        if named is not None and named != found.name:
+            row, masked = earlier.letter(entry)
+            problems.append(("Attachment_File", _earlier_letter(found.name, named, row, masked)))
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
         """Who a row is for, as a hash: its address as sent to (parsed now unless given),
@@ -1027,6 +1067,16 @@ class _Intake:
         """(column, reason) of each thing the withdrawn ``row`` was withdrawn for."""
         if isinstance(why, _SameContent):
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            if why.earlier is not None:
+                reason = _earlier_letter(
+                    why.name,
+                    why.other_name,
+                    why.other_row,
+                    why.earlier,
+                    copy=True,
+                    sent=row in self.sent_earlier,
+                )
+                return [*problems, ("Attachment_File", reason)]
             sent = (row in self.sent_earlier, why.other_row in self.sent_earlier)
             reason = _same_content(why.name, why.other_row, why.other_name, sent=sent)
             return [*problems, ("Attachment_File", reason)]
@@ -1058,24 +1108,35 @@ class _Intake:
         if self.contents is None or self.sizes is None:
             return
         for default in self.defaults.values():
-            if self.sizes.holds(_size_key(default.size)):  # a row's own file has its size
+            if self.sizes.holds(size_key(default.size)):  # a row's own file has its size
                 self.crowded.add(default.size)
+        if self.earlier is not None:
+            for key, size in self.earlier.files():  # those no row names: another's files
+                if not self.owners.holds(key) and self.sizes.holds(size_key(size)):
+                    self.crowded.add(size)
         if not self.crowded:
             return
         for listed in self.attachments.by_size(self.crowded).values():
             names: list[str] = []
-            rows, recipients, many = array("q"), array("q"), bytearray()
+            rows, recipients, many, keys = array("q"), array("q"), bytearray(), array("q")
             given: dict[int, _Default] = {}  # of the group: the default attachments
+            sent_files: set[int] = set()  # of the group: earlier letters' files
             for name in listed:
                 key = hash(self.attachments.same_file(name) or name)
                 owner = self.owners.get(key)
                 if owner is None:
-                    if key not in self.defaults:
+                    entry = None if self.earlier is None else self.earlier.entry(key)
+                    if key in self.defaults:
+                        given[len(names)] = self.defaults[key]
+                    elif entry is not None:
+                        sent_files.add(len(names))
+                    else:
                         continue  # no row names it
-                    # the defaults' own recipient, no one's: hash() is never -1
-                    given[len(names)] = self.defaults[key]
+                    # the defaults' and the earlier letters' recipient, no row's: hash() is
+                    # never -1
                     owner = (0, -1, False)
                 row, recipient, sent = owner
+                keys.append(key)
                 names.append(name)
                 rows.append(row << 1 | sent)
                 recipients.append(recipient)
@@ -1088,9 +1149,13 @@ class _Intake:
                     row, named = rows[other] >> 1, self._name_given(names[other])
                     reason = _default_owned(self.report.source, given[file], row, named, copy=True)
                     raise TemplateError(reason)
-                if other in given:
-                    continue  # the default's own pair says it
+                if other in given or file in sent_files:
+                    continue  # the default's own pair says it; an earlier letter went out
                 row, passed = divmod(rows[file], 2)
+                if other in sent_files:
+                    if passed:
+                        self._earlier_copy(row, keys[file], names[file], names[other])
+                    continue
                 if passed:
                     copy = _SameContent(
                         self._name_given(names[file]),
@@ -1099,6 +1164,22 @@ class _Intake:
                     )
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
+
+    def _earlier_copy(self, row: int, key: int, name: str, other_name: str) -> None:
+        """Withdraw ``row``, passed on, whose file ``name`` (keyed ``key``) holds the bytes of
+        ``other_name``, an earlier letter's file, unless that letter went to the row's own
+        recipient."""
+        earlier = self.earlier
+        assert earlier is not None
+        entry = earlier.entry(hash(self.attachments.same_file(other_name) or other_name))
+        noted = self.earlier_who.get(key)
+        own = earlier.entry(key)  # the row's file is its recipient's earlier letter's too
+        who = noted[1] if noted is not None else None if own is None else earlier.whose(own)
+        if entry is None or (who is not None and earlier.belongs(entry, who)):
+            return  # a copy of the recipient's own earlier letter
+        letter_row, masked = earlier.letter(entry)
+        copy = _SameContent(self._name_given(name), letter_row, other_name, earlier=masked)
+        self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
 
     def _name_given(self, name: str) -> str:
         """The name the row that owns the file ``name`` gave it (one of its links, maybe)."""
@@ -1163,6 +1244,9 @@ class _SameContent(NamedTuple):
     other_row: int
     other_name: str
     before: _Withdrawal | None = None
+    # the file of an earlier run's letter: its recipient's masked address ("" unknown), and
+    # ``other_row`` is that letter's row in its run
+    earlier: str | None = None
 
 
 # Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn), or the whole
@@ -1336,10 +1420,34 @@ def _same_content(
     )
 
 
-def _size_key(size: int) -> int:
-    """A file size as a table key spread over 63 bits, one key a size (sizes run close
-    together, and the table picks slots by the low bits)."""
-    return size * 0x9E37_79B9_7F4A_7C15 & 0x7FFF_FFFF_FFFF_FFFF
+def _earlier_letter(
+    name: str, other_name: str, row: int, masked: str, *, copy: bool = False, sent: bool = False
+) -> str:
+    """Why a row is not sent whose own file ``name`` is a link to (``copy``: has the bytes
+    of) the file ``other_name`` that an earlier run of the file sent, with the letter of its
+    ``row``, to another recipient (``masked``: their address, masked; "" unknown) as their
+    own; ``sent``: an earlier run sent this row too."""
+    whom = f"another recipient ({masked})" if masked else "another recipient"
+    letter = f"sent to {whom} as their own letter (row {row} of that run)"
+    if sent:
+        return (
+            f"{name} went to this row's recipient in an earlier run of this file, and has the "
+            f"same contents as {other_name}, which an earlier run {letter}: one of the two "
+            "people may have received the other's letter (open both files to tell which); this "
+            "row is not sent again"
+        )
+    if copy:
+        return (
+            f"{name} has the same contents as {other_name}, which an earlier run of this file "
+            f"{letter}: this row names a copy of that person's letter, so it is not sent (put "
+            f"this recipient's own letter in {name}, then run the file again)"
+        )
+    return (
+        f"{name} is the same file as {other_name} (a link in the attachments folder), which an "
+        f"earlier run of this file {letter}: each row attaches its recipient's own file, so "
+        "this row is not sent (name this recipient's own file in Attachment_File, or correct "
+        "the link; then run the file again)"
+    )
 
 
 # Columns a reason names at most: the rest are counted.

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmatrix.core.addresses import parse_address
+from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
@@ -465,9 +465,10 @@ class _Batch:
             if name != item["template"]
         }
         # A file the row names as its recipient's own goes to no one else (Ledger.claim).
-        owner = None
+        owner: tuple[str, str, str] | None = None
         if item.get("own_attachment") and item.get("attachment"):
-            owner = (str(item["attachment"]), recipient_key(self.campaign_id, item["email"]))
+            email = item["email"]
+            owner = (str(item["attachment"]), recipient_key(self.campaign_id, email), mask(email))
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,

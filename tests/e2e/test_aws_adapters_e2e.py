@@ -565,32 +565,44 @@ def test_a_default_attachment_that_is_one_persons_letter_in_the_bucket_sends_not
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
 
 
-def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_suspect(account):
+NEW_PERSON = b"new.person@example.com,New Person,Offer,new-person.pdf,QA,QA,2027-02-01,1\n"
+
+
+def sent_then_copied(account: dict) -> list:
+    """Send the campaign once (Amelia, row 2, gets her letter), then put a copy of her letter
+    in the bucket as new-person.pdf; return SES's list of the messages sent."""
     from moto.ses.models import ses_backends
 
     sent = ses_backends[ACCOUNT][REGION].sent_messages
-    # GIVEN the campaign sent once: Amelia (row 2) got her letter
     assert run_on_engine(account, "incoming/offers.csv")["status"] == "SUCCEEDED"
     assert len(sent) == 18
-
-    # WHEN a row for a new person is added whose file in the bucket is a copy of Amelia's
-    # letter, and the file is uploaded again
-    s3 = account["s3"]
     letter = (EXAMPLE / "attachments" / "amelia-hart.pdf").read_bytes()
-    s3.put_object(Bucket=BUCKET, Key="attachments/new-person.pdf", Body=letter)
+    account["s3"].put_object(Bucket=BUCKET, Key="attachments/new-person.pdf", Body=letter)
+    return sent
+
+
+def rejects_of(account: dict, record: dict) -> list[dict[str, str]]:
+    """The rows of the rejects report of the execution ``record`` of incoming/offers.csv."""
+    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
+    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
+    rejects = account["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    return list(csv.DictReader(io.StringIO(rejects.decode("utf-8-sig"))))
+
+
+def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_suspect(account):
+    # GIVEN the campaign sent once, and a copy of Amelia's letter in the bucket
+    sent = sent_then_copied(account)
+
+    # WHEN a row for a new person naming the copy is added, and the file is uploaded again
     body = (EXAMPLE / "recipients.csv").read_bytes()
     row = len(body.splitlines()) + 1
-    body += b"new.person@example.com,New Person,Offer,new-person.pdf,QA,QA,2027-02-01,1\n"
-    record = run_on_engine(account, "incoming/offers.csv", body=body)
+    record = run_on_engine(account, "incoming/offers.csv", body=body + NEW_PERSON)
 
     # THEN nothing more is mailed, and the rejects report says Amelia's row went out already
     # and the new row names a copy of her letter
     assert record["status"] == "SUCCEEDED", record.get("cause")
     assert len(sent) == 18
-    campaign_id = campaign_id_for(Source(BUCKET, "incoming/offers.csv", "", None))
-    key = f"reports/{campaign_id}/{record['name']}/rejects.csv"
-    rejects = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode("utf-8-sig")
-    held = {int(r["row"]): r["reason"] for r in csv.DictReader(io.StringIO(rejects))}
+    held = {int(r["row"]): r["reason"] for r in rejects_of(account, record)}
     assert held[2].startswith(
         "amelia-hart.pdf went to this row's recipient in an earlier run of this file, and "
         f"new-person.pdf, the attachment of row {row}, another recipient, has the same contents"
@@ -598,6 +610,26 @@ def test_a_copy_of_a_letter_sent_by_an_earlier_upload_names_the_new_row_as_the_s
     assert held[row].startswith(
         "new-person.pdf has the same contents as amelia-hart.pdf, the attachment of row 2, "
         "which an earlier run of this file sent to its recipient"
+    )
+
+
+def test_a_copy_of_a_letter_sent_earlier_is_refused_once_the_senders_row_is_gone(account):
+    # GIVEN the campaign sent once, and a copy of Amelia's letter in the bucket
+    sent = sent_then_copied(account)
+
+    # WHEN the file is uploaded again holding only a new person's row, naming the copy
+    header = (EXAMPLE / "recipients.csv").read_bytes().splitlines()[0]
+    record = run_on_engine(account, "incoming/offers.csv", body=header + b"\n" + NEW_PERSON)
+
+    # THEN nothing more is mailed: the ledger's owners (read from its by_campaign index) hold
+    # Amelia's file to her, and the rejects say which earlier letter it is
+    assert len(sent) == 18
+    (held,) = rejects_of(account, record)
+    assert (held["row"], held["email"]) == ("2", "n***@example.com")
+    assert held["reason"].startswith(
+        "new-person.pdf has the same contents as amelia-hart.pdf, which an earlier run of this"
+        " file sent to another recipient (a***@example.com) as their own letter (row 2 of that"
+        " run)"
     )
 
 

@@ -9,6 +9,7 @@ import email
 import email.policy
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -2780,3 +2781,43 @@ def test_a_rerun_after_failures_says_how_many_of_the_valid_rows_were_sent_before
     assert code == 5  # the failed rows are still failed
     assert f"Nothing new sent: {sent} of the 18 valid rows were already sent" in text
     assert "all" not in text.split("Nothing new sent:")[1][:5]
+
+
+@pytest.mark.parametrize("make", ["copy", "link"])
+def test_a_copy_or_link_of_a_letter_sent_earlier_is_refused_for_another_recipient(tmp_path, make):
+    # GIVEN Alice's offer sent with her own file, then her row replaced by Bob's, naming a
+    # copy of her file, or a link to it, under his name
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    (folder / "alice.pdf").write_bytes(b"%PDF-1.4\n" + os.urandom(30_000))
+    header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary"
+    csv_path = tmp_path / "r.csv"
+    csv_path.write_text(f"{header}\nalice@example.com,Alice,Offer,alice.pdf,Dev,Eng,2027-01-01,1\n")
+    workdir = tmp_path / "wd"
+    args = ["--workdir", str(workdir), "--attachments", str(folder)]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+    if make == "copy":
+        shutil.copyfile(folder / "alice.pdf", folder / "bob.pdf")
+    else:
+        (folder / "bob.pdf").symlink_to("alice.pdf")
+    csv_path.write_text(f"{header}\nbob@example.com,Bob,Offer,bob.pdf,Dev,Eng,2027-01-01,1\n")
+    before = _outbox_recipients(workdir)
+
+    # WHEN it is validated against the workdir THEN Bob's row is refused, the reason naming
+    # Alice's letter by its row and her masked address
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), *args, "--json"])
+    rejected = json.loads(checked.stdout)["rejected"]
+    assert [(r["row"], r["column"], r["email"]) for r in rejected] == [
+        (2, "Attachment_File", "b***@example.com")
+    ]
+    what = "has the same contents as" if make == "copy" else "is the same file as"
+    assert rejected[0]["reason"].startswith(f"bob.pdf {what} alice.pdf")
+    assert (
+        "sent to another recipient (a***@example.com) as their own letter (row 2"
+        in (rejected[0]["reason"])
+    )
+
+    # AND run sends nothing: Bob does not receive Alice's letter
+    again = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+    assert again.exit_code != 0
+    assert _outbox_recipients(workdir) == before == {"alice@example.com": 1}

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import Claim
+from mailmatrix.ports import Claim, FileOwner
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
@@ -22,6 +22,8 @@ from tests.fixtures.sending.ledger_contract import (
     check_campaign_status,
     check_exclusive_claim,
     check_exclusive_claim_order,
+    check_file_owners,
+    check_file_owners_by_state,
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
@@ -325,6 +327,15 @@ def test_the_file_owner_check_comes_after_the_rows_own_entry_and_keeps_to_its_ca
     check_attachment_owner_rules(ledger)
 
 
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_the_files_owners_are_those_whose_letter_may_have_gone_out(ledger, clock, case):
+    check_file_owners_by_state(ledger, clock.sleep, case)
+
+
+def test_the_files_owners_are_listed_from_the_campaign_index(ledger):
+    check_file_owners(ledger)
+
+
 def test_a_claim_naming_its_own_file_is_one_transaction_with_the_files_owner(ledger, monkeypatch):
     # GIVEN a campaign of one set, whose rows name their own files
     calls = recorded_calls(ledger, monkeypatch)
@@ -336,6 +347,40 @@ def test_a_claim_naming_its_own_file_is_one_transaction_with_the_files_owner(led
     # written in one transaction
     owner = "owner#c#" + hashlib.sha256(b"a.pdf").hexdigest()
     assert calls == [("GetItem", []), ("TransactWriteItems", ["Put:k1", f"Put:{owner}"])]
+
+
+def test_an_owner_item_from_before_owners_were_indexed_is_not_listed(ledger):
+    # GIVEN Amelia's letter sent with her file, its owner item written as before it carried
+    # the campaign and row (not in the by_campaign index), and Jose's written now
+    ledger.claim("k1", campaign="c", row=2, attempt="a", owner=("a.pdf", "r-amelia"))
+    ledger.record_sent("k1", message_id="m-1")
+    owner_key = "owner#c#" + hashlib.sha256(b"a.pdf").hexdigest()
+    ledger._db.update_item(
+        TableName=ledger.table,
+        Key={"idempotency_key": {"S": owner_key}},
+        UpdateExpression="REMOVE campaign, #r",
+        ExpressionAttributeNames={"#r": "row"},
+    )
+    jose = ("b.pdf", "r-jose", "j***@example.com")
+    assert ledger.claim("k2", campaign="c", row=3, attempt="a", owner=jose) == Claim("claimed")
+    ledger.record_sent("k2", message_id="m-2")
+
+    # WHEN the campaign's owners are read THEN only Jose's is listed; the old item still
+    # refuses Amelia's file to another recipient, as the claim reads it by its key
+    assert list(ledger.file_owners("c")) == [FileOwner("b.pdf", "r-jose", 3, "j***@example.com")]
+    refused = ledger.claim("k3", campaign="c", row=4, attempt="a", owner=("a.pdf", "r-x"))
+    assert refused == Claim("owned")
+
+
+def test_a_campaign_without_owners_costs_one_query_to_list_them(ledger, monkeypatch):
+    # GIVEN a campaign whose letters name no file of their own
+    ledger.claim("k1", campaign="c", row=2, attempt="a")
+    ledger.record_sent("k1", message_id="m-1")
+    calls = recorded_calls(ledger, monkeypatch)
+
+    # WHEN its owners are read THEN none are, after one query (its rows are not read)
+    assert list(ledger.file_owners("c")) == []
+    assert calls == [("Query", [])]
 
 
 def recorded_calls(ledger, monkeypatch) -> list[tuple[str, list[str]]]:

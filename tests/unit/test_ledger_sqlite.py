@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
+from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, Halt, Outcome
+from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, FileOwner, Halt, Outcome
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
@@ -22,6 +23,8 @@ from tests.fixtures.sending.ledger_contract import (
     check_campaign_status,
     check_exclusive_claim,
     check_exclusive_claim_order,
+    check_file_owners,
+    check_file_owners_by_state,
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
@@ -272,6 +275,16 @@ def test_the_file_owner_check_comes_after_the_rows_own_entry_and_keeps_to_its_ca
     check_attachment_owner_rules(ledger)
 
 
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_the_files_owners_are_those_whose_letter_may_have_gone_out(ledger, clock, case):
+    check_file_owners_by_state(ledger, clock.sleep, case)
+
+
+def test_the_files_owners_are_read_a_page_at_a_time(ledger, monkeypatch):
+    monkeypatch.setattr(ledger_sqlite, "_SETTLED_PAGE", 7)
+    check_file_owners(ledger)
+
+
 def test_a_claim_reads_the_other_letters_only_in_a_campaign_of_several_sets(ledger):
     # GIVEN every statement the ledger's connection runs
     statements: list[str] = []
@@ -490,6 +503,32 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
     # A claim from before holders were recorded counts as running: its lease decides
     assert ledger.claim("k1", campaign="c", row=2, attempt="b").state == "busy"
     assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
+
+
+def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path):
+    # GIVEN a ledger file whose file owners were recorded without an address: Amelia's sent
+    path = _old_ledger_file(
+        tmp_path,
+        ", uncertain INTEGER NOT NULL DEFAULT 0, holder TEXT",
+        "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm', NULL, NULL, 0, 1, 0,"
+        " NULL); CREATE TABLE attachment_owners (campaign TEXT NOT NULL, attachment TEXT NOT NULL,"
+        " recipient TEXT NOT NULL, letter TEXT NOT NULL, PRIMARY KEY (campaign, attachment))"
+        " WITHOUT ROWID; INSERT INTO attachment_owners VALUES ('c', 'a.pdf', 'r-amelia', 'k1')",
+    )
+
+    # WHEN it is opened and a new letter claims a file of its own
+    ledger = SqliteLedger(str(path))
+    owner = ("b.pdf", "r-jose", "j***@example.com")
+    assert ledger.claim("k2", campaign="c", row=3, attempt="b", owner=owner) == Claim("claimed")
+    ledger.record_sent("k2", message_id="m-2")
+
+    # THEN both files are listed, the old one without an address; the old owner still holds
+    assert sorted(ledger.file_owners("c")) == [
+        FileOwner("a.pdf", "r-amelia", 2, ""),
+        FileOwner("b.pdf", "r-jose", 3, "j***@example.com"),
+    ]
+    taken = ledger.claim("k3", campaign="c", row=4, attempt="b", owner=("a.pdf", "r-x", "x"))
+    assert taken == Claim("owned")
 
 
 def test_outcomes_of_given_keys(ledger):

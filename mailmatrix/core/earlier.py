@@ -1,0 +1,103 @@
+"""The files earlier runs of a campaign sent as their recipients' own, for intake.
+
+The ledger knows each file a letter carried as its recipient's own by the name the row gave
+it (Ledger.file_owners); a link to it or a copy of it under another name is another name to
+the ledger. Intake holds the files the attachments location still holds under those names
+to their recipients, as it holds the files of the rows it reads (see recipients._Intake):
+a row of another recipient naming a link to one, or a file of the same bytes, is not sent.
+
+Who a recipient is, the ledger keeps as recipient_key (a sha256 of the campaign and the
+address), so intake asks ``recipient`` (that function for the campaign) only for the rows
+whose file is one of these files or has the size of one; a campaign with no such files
+costs nothing more. The table keeps each file as a few numbers in flat arrays (a hash of
+its recipient, its letter's row, its size) and the masked addresses as one buffer.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.seen import SeenTable, size_key
+from mailmatrix.ports import FileOwner
+
+
+class EarlierFiles:
+    """The earlier letters' files the attachments listing still holds under their names."""
+
+    def __init__(
+        self,
+        owners: Iterable[FileOwner],
+        attachments: AttachmentIndex,
+        recipient: Callable[[str], str],
+    ) -> None:
+        self._recipient = recipient
+        self._files = SeenTable()  # file key (as intake keys files) -> entry number
+        self._sizes = SeenTable()  # the sizes of the files
+        self._keys, self._file_sizes = array("q"), array("q")
+        self._prints, self._rows = array("q"), array("q")
+        self._masked, self._ends = bytearray(), array("q")
+        self._names: dict[int, str] = {}  # entry -> the file's name, of linked files only
+        for owner in owners:
+            name = owner.attachment  # as the row's lookup gave it: as listed
+            size = attachments.size(name)
+            if not size:
+                continue  # gone, or emptied: nothing of it can go out again
+            linked = attachments.same_file(name)
+            key = hash(linked or name)
+            entry = len(self._keys)
+            if self._files.add(key, entry, 0) is not None:
+                continue  # two names of one file went to two people before: the first
+            if linked:
+                self._names[entry] = name
+            self._sizes.add(size_key(size), 0, 0)
+            self._keys.append(key)
+            self._file_sizes.append(size)
+            self._prints.append(recipient_print(owner.recipient))
+            self._rows.append(owner.row)
+            self._masked += owner.masked.encode("utf-8")
+            self._ends.append(len(self._masked))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def entry(self, key: int) -> int | None:
+        """The entry of the file intake keys as ``key``, or None."""
+        found = self._files.get(key)
+        return None if found is None else found[0]
+
+    def has_size(self, size: int) -> bool:
+        """Whether one of the files has ``size`` bytes (only such a file can be a copy)."""
+        return self._sizes.holds(size_key(size))
+
+    def who(self, email: str) -> int:
+        """The print of the recipient of ``email`` (an address as a row is sent to)."""
+        return recipient_print(self._recipient(email))
+
+    def belongs(self, entry: int, who: int) -> bool:
+        """Whether the file of ``entry`` went to the recipient ``who`` (a print of who())."""
+        return self._prints[entry] == who
+
+    def whose(self, entry: int) -> int:
+        """The recipient (a print of who()) the file of ``entry`` went to."""
+        return self._prints[entry]
+
+    def name(self, entry: int) -> str | None:
+        """The name the letter gave its file, where the file has several (links); else None."""
+        return self._names.get(entry)
+
+    def letter(self, entry: int) -> tuple[int, str]:
+        """The row of the letter that carried the file, and its recipient's masked address
+        ("" where the ledger did not record it)."""
+        start = self._ends[entry - 1] if entry else 0
+        return self._rows[entry], self._masked[start : self._ends[entry]].decode("utf-8")
+
+    def files(self) -> Iterator[tuple[int, int]]:
+        """Each file's key and size."""
+        return zip(self._keys, self._file_sizes, strict=True)
+
+
+def recipient_print(recipient: str) -> int:
+    """A recipient_key as a number (its hash: both sides are taken in one process)."""
+    return hash(recipient)
