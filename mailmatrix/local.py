@@ -155,7 +155,11 @@ class _CfnLoader(_SafeLoader):
     """A YAML loader that reads CloudFormation short-form tags (!Ref, !GetAtt, !Sub...)."""
 
 
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+# PyYAML's nodes are of these three kinds only.
+_CfnNode = yaml.ScalarNode | yaml.SequenceNode | yaml.MappingNode
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: _CfnNode) -> dict[str, Any]:
     name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)

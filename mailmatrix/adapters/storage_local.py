@@ -163,7 +163,9 @@ class LocalStorage:
             key=key, size=size, etag=etag, modified=modified, metadata=metadata, tag=version_tag
         )
 
-    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, data: bytes | bytearray, *, content_type: str | None = None
+    ) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""
         path = self._writable(key)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

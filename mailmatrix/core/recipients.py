@@ -111,11 +111,16 @@ _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 
 class Choice(Protocol):
-    """What the catalog decided for one Status value."""
+    """What the catalog decided for one Status value (read only: intake never changes it)."""
 
-    kind: str
-    template: str | None
-    reason: str | None
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def template(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
 
 
 class Catalog(Protocol):
