@@ -426,6 +426,7 @@ def engine_for(
     finally:
         if invoker is not None:
             invoker.close()
+        send_batch_app.reset()  # closes the ledger its batches sent through in this process
 
 
 def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str, str]:
@@ -985,7 +986,8 @@ def redrive(
         try:
             if campaign:
                 # The operator redrives because they fixed the cause: lift an account halt.
-                ledger_from(Settings.from_env()).clear_halt(campaign)
+                with contextlib.closing(ledger_from(Settings.from_env())) as ledger:
+                    ledger.clear_halt(campaign)
                 listener = _HaltOnStop(listener, wd, campaign)
             record = engine.redrive(execution_id, listener=listener)
         finally:

@@ -171,8 +171,14 @@ class DynamoDbLedger:
         self.table = table
         self.retention_seconds = retention_seconds
         self._db = client or _aws.client("dynamodb")
+        self._owns_client = client is None
         self._clock = clock
         self._sleep = sleep
+
+    def close(self) -> None:
+        """Close the client's connections, where the ledger made the client itself."""
+        if self._owns_client:
+            self._db.close()
 
     def claim(
         self,

@@ -138,35 +138,39 @@ def validate_command(
                 emit=forecast.see if forecast is not None else lambda row: None,
                 contents=folder_contents(attachments_dir),
             )
-        if rejects_path is not None:
-            with rejects_path.open("wb") as out:
-                write_rejects(report, out)
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json)
-    earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
-    earlier["default_workdir"] = by_default
-    if by_default and workdir is None:
-        earlier["workdir"] = str(default_workdir())
-    if forecast is not None and earlier.get("found") and not earlier.get("error"):
-        earlier.update(_what_run_would_do(forecast, report))
-        if earlier["halt"] and earlier["halt"]["holds"]:
-            refused = exits.RUN_FAILED  # as `run` fails at once
+    with report:  # its lists are spooled to temporary files: closed when done
+        if rejects_path is not None:
+            try:
+                with rejects_path.open("wb") as out:
+                    write_rejects(report, out)
+            except (MailMatrixError, OSError) as error:
+                _fail(error, csv_file, as_json)
+        earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
+        earlier["default_workdir"] = by_default
+        if by_default and workdir is None:
+            earlier["workdir"] = str(default_workdir())
+        if forecast is not None and earlier.get("found") and not earlier.get("error"):
+            earlier.update(_what_run_would_do(forecast, report))
+            if earlier["halt"] and earlier["halt"]["holds"]:
+                refused = exits.RUN_FAILED  # as `run` fails at once
 
-    if as_json:
-        found = report.to_dict()
-        found["earlier_runs"] = earlier
-        click.echo(json.dumps(found, ensure_ascii=False))
-    else:
-        need = catalog.attachment_need(report.header)
-        if need and not index and not attachments_dir.is_dir():
-            note = f"no attachments folder at {attachments_dir}, and {need}"
-            console.print(f"[yellow]Note:[/] {note}")
-        _show(console, report, rejects_path, earlier)
-    if refused is not None:
-        sys.exit(refused)  # as `run` refuses the file
-    if not report.valid:
-        sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
-    sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+        if as_json:
+            found = report.to_dict()
+            found["earlier_runs"] = earlier
+            click.echo(json.dumps(found, ensure_ascii=False))
+        else:
+            need = catalog.attachment_need(report.header)
+            if need and not index and not attachments_dir.is_dir():
+                note = f"no attachments folder at {attachments_dir}, and {need}"
+                console.print(f"[yellow]Note:[/] {note}")
+            _show(console, report, rejects_path, earlier)
+        if refused is not None:
+            sys.exit(refused)  # as `run` refuses the file
+        if not report.valid:
+            sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
+        sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
 
 
 def check_run_sender(given: str | None, catalog: Any) -> None:
