@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mailmatrix functions tests bench tools examples infra
 
 types: $(STAMP)
-	$(BIN)/mypy mailmatrix/core
+	$(BIN)/mypy mailmatrix functions
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

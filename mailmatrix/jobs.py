@@ -510,20 +510,21 @@ def validate_job(
                     sent_before=sent_before,
                     earlier=earlier,
                 )
-        if report.withdrawn:
-            _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
-        storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
+        # The report's lists are read for the last time here: closed then (counts stay).
+        with report:
+            if report.withdrawn:
+                _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
+            storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
+            rejects = io.BytesIO()
+            write_rejects(report, rejects)
+            storage.put(rejects_key, rejects.getvalue(), content_type="text/csv; charset=utf-8")
+            storage.put(
+                f"{reports}validation.json",
+                json.dumps(report.to_dict(limit=1000), ensure_ascii=False, indent=2).encode(),
+                content_type="application/json",
+            )
     finally:
         os.unlink(manifest_path)
-
-    rejects = io.BytesIO()
-    write_rejects(report, rejects)
-    storage.put(rejects_key, rejects.getvalue(), content_type="text/csv; charset=utf-8")
-    storage.put(
-        f"{reports}validation.json",
-        json.dumps(report.to_dict(limit=1000), ensure_ascii=False, indent=2).encode(),
-        content_type="application/json",
-    )
 
     if ledger is not None and used_sets:
         gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)

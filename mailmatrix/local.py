@@ -166,7 +166,11 @@ class _CfnLoader(_SafeLoader):
     """A YAML loader that reads CloudFormation short-form tags (!Ref, !GetAtt, !Sub...)."""
 
 
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+# PyYAML's nodes are of these three kinds only.
+_CfnNode = yaml.ScalarNode | yaml.SequenceNode | yaml.MappingNode
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: _CfnNode) -> dict[str, Any]:
     name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
@@ -435,6 +439,7 @@ def engine_for(
         deliveries.stop()
         if invoker is not None:
             invoker.close()
+        send_batch_app.reset()  # closes the ledger its batches sent through in this process
 
 
 def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str, str]:
@@ -1078,7 +1083,8 @@ def redrive(
         try:
             if campaign:
                 # The operator redrives because they fixed the cause: lift an account halt.
-                ledger_from(Settings.from_env()).clear_halt(campaign)
+                with contextlib.closing(ledger_from(Settings.from_env())) as ledger:
+                    ledger.clear_halt(campaign)
                 listener = _HaltOnStop(listener, wd, campaign)
             record = engine.redrive(execution_id, listener=listener)
         finally:

@@ -96,6 +96,10 @@ class Mailer(Protocol):
         """Send the raw RFC 5322 message; return the service's message id."""
         ...
 
+    def close(self) -> None:
+        """Release what the mailer holds open (connections to a server); no sends after it."""
+        ...
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -399,6 +403,10 @@ class Ledger(Protocol):
 
     def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]:
         """Return the ledger entries of ``keys`` by key; keys with no entry are left out."""
+        ...
+
+    def close(self) -> None:
+        """Release what the ledger holds open (a database connection); no calls after it."""
         ...
 
 

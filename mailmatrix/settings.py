@@ -7,14 +7,18 @@ one machine (``mailmatrix.local`` sets them from the CLI's flags).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mailmatrix.errors import ConfigurationError
 
 # SES v2 accepts messages up to 40 MB including attachments, counted after base64 encoding:
 # https://docs.aws.amazon.com/ses/latest/dg/quotas.html
 SES_V2_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
+
+N = TypeVar("N", int, float)  # a setting's number
+D = TypeVar("D", int, float, None)  # its default
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Settings:
             value = env.get(f"MAILMATRIX_{name}", "").strip()
             return value or default
 
-        def number(name: str, default, kind):
+        def number(name: str, default: D, kind: Callable[[str], N]) -> N | D:
             raw = text(name)
             if raw is None:
                 return default

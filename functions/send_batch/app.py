@@ -42,9 +42,13 @@ def _catalog(settings: Settings, bucket: str, prefix: str, signature: tuple) -> 
 
 
 def reset() -> None:
-    """Forget warm adapters and templates (a new local run, a test)."""
+    """Close and forget the warm adapters, forget the templates (a local run ends, a test)."""
     with _warm_lock:
+        warm = list(_warm.values())
         _warm.clear()
+    for mailer, ledger in warm:
+        mailer.close()
+        ledger.close()
     _catalog.cache_clear()
 
 

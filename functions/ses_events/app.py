@@ -6,6 +6,7 @@ MailMatrix configuration set here. The SES message id (stored by record_sent) fi
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -55,8 +56,8 @@ def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Record the SES event carried by the EventBridge ``event``."""
-    ledger = ledger_from(Settings.from_env())
-    result = record(event.get("detail", {}), ledger)
+    with closing(ledger_from(Settings.from_env())) as ledger:
+        result = record(event.get("detail", {}), ledger)
     name = "SesEventRecorded" if result["recorded"] else "SesEventUnmatched"
     metrics.add_dimension(name="event", value=result["event"])
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -20,14 +21,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     campaign = event["campaign"]
     logger.append_keys(campaign=campaign["id"], execution=event.get("execution"))
     storage = storage_for(settings, campaign["source"]["bucket"])
-    result = summarize_job(
-        storage,
-        campaign,
-        event["counts"],
-        event.get("send") or {},
-        event.get("execution", ""),
-        ledger=ledger_from(settings),
-        scratch=settings.scratch,
-    )
+    with closing(ledger_from(settings)) as ledger:
+        result = summarize_job(
+            storage,
+            campaign,
+            event["counts"],
+            event.get("send") or {},
+            event.get("execution", ""),
+            ledger=ledger,
+            scratch=settings.scratch,
+        )
     logger.info("Campaign summarized", outcome=result["outcome"], **result["counts"])
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, closing
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -40,15 +41,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return {"max_send_rate": 0.0}
 
     try:
-        result = validate_job(
-            storage,
-            source,
-            settings,
-            preflight=preflight,
-            preflight_counts=counts,
-            open_ledger=lambda: ledger_from(settings),
-            execution=event.get("execution"),
-        )
+        # The ledger is opened only when the run sends (not for a dry run); closed after.
+        with ExitStack() as opened:
+            result = validate_job(
+                storage,
+                source,
+                settings,
+                preflight=preflight,
+                preflight_counts=counts,
+                open_ledger=lambda: opened.enter_context(closing(ledger_from(settings))),
+                execution=event.get("execution"),
+            )
     except Exception:
         logger.exception("Validation failed")
         raise

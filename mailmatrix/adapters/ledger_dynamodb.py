@@ -183,8 +183,14 @@ class DynamoDbLedger:
         self.table = table
         self.retention_seconds = retention_seconds
         self._db = client or _aws.client("dynamodb")
+        self._owns_client = client is None
         self._clock = clock
         self._sleep = sleep
+
+    def close(self) -> None:
+        """Close the client's connections, where the ledger made the client itself."""
+        if self._owns_client:
+            self._db.close()
 
     def claim(
         self,
@@ -206,8 +212,8 @@ class DynamoDbLedger:
         would cost twice the write capacity of the two single writes).
         """
         if sent_before is not None:
-            done, message_id, doubt = sent_before
-            self.record_sent(done, message_id=message_id, uncertain=doubt)
+            done, message_id, unsure = sent_before
+            self.record_sent(done, message_id=message_id, uncertain=unsure)
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         taken_from = None  # the letter of the file's owner, which cannot have gone out
@@ -248,7 +254,7 @@ class DynamoDbLedger:
                 takeovers = int(entry.get("takeovers", 0)) + (state == "claimed")
                 previous = holder if state == "claimed" else None
                 uncertain = bool(entry.get("uncertain"))
-            item = {
+            item: dict[str, dict[str, str | bool]] = {
                 KEY: {"S": key},
                 "campaign": {"S": campaign},
                 "row": {"N": str(row)},

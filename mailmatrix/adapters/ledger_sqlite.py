@@ -20,13 +20,14 @@ lease or deadline passes, and a later run or redrive takes its rows over at once
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import (
@@ -140,7 +141,9 @@ def _while_busy(action: Callable[[], _T]) -> _T:
 class SqliteLedger:
     """Ledger port on a SQLite file; safe to share between threads and processes."""
 
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = str(path)
         self._clock = clock
         self._lock = threading.Lock()
@@ -245,8 +248,8 @@ class SqliteLedger:
         process = process_token()
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
-                done, message_id, doubt = sent_before
-                db.execute(_RECORD_SENT, (message_id, int(doubt), now, done))
+                done, message_id, unsure = sent_before
+                db.execute(_RECORD_SENT, (message_id, int(unsure), now, done))
             letter = _other_letter(db, others) if others else None
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process)
@@ -339,8 +342,9 @@ class SqliteLedger:
 
     def _statement(
         self, what: str, sql: str, parameters: tuple[object, ...]
-    ) -> list[tuple[object, ...]]:
-        """One statement on its own: SQLite runs it as a transaction of its own (autocommit)."""
+    ) -> list[tuple[Any, ...]]:
+        """One statement on its own: SQLite runs it as a transaction of its own (autocommit);
+        its rows, whose values are typed by the table's columns, not by the driver."""
         with self._lock:
             try:
                 return self._locked(sql, parameters).fetchall()
@@ -420,7 +424,7 @@ class SqliteLedger:
             "SELECT upload, sort, execution FROM uploads WHERE campaign = ?",
             (campaign,),
         )
-        return Upload(campaign, *found[0]) if found else None  # type: ignore[arg-type]
+        return Upload(campaign, *found[0]) if found else None
 
     def campaign_status(self, campaign: str) -> CampaignStatus:
         """The campaign's halt, latest upload and set names: three reads of a local file,
@@ -656,6 +660,17 @@ def _failed_rows(
 _OUTCOME_COLUMNS = "key, row, state, message_id, code, reason, attempt, takeovers, uncertain"
 
 
-def _outcome(values: tuple[object, ...]) -> Outcome:
-    *fields, uncertain = values
-    return Outcome(*fields, uncertain=bool(uncertain))  # type: ignore[arg-type]
+def _outcome(values: tuple[Any, ...]) -> Outcome:
+    """The Outcome of a row of _OUTCOME_COLUMNS."""
+    key, row, state, message_id, code, reason, attempt, takeovers, uncertain = values
+    return Outcome(
+        key=key,
+        row=row,
+        state=state,
+        message_id=message_id,
+        code=code,
+        reason=reason,
+        attempt=attempt,
+        takeovers=takeovers,
+        uncertain=bool(uncertain),
+    )

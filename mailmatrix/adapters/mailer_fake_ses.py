@@ -115,6 +115,9 @@ class FakeSes:
             return error
         return None
 
+    def close(self) -> None:
+        """Nothing to release: the script holds no connection."""
+
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Accept or refuse the message as the script says; return a message id."""
         with self._lock:

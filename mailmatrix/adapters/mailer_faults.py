@@ -128,6 +128,10 @@ class FaultyMailer:
             point -= self.rates[name]
         return None
 
+    def close(self) -> None:
+        """Close the mailer the drill wraps."""
+        self.inner.close()
+
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Pass the message on, or fail as the drill says."""
         with self._lock:

@@ -66,6 +66,9 @@ class MaildirMailer:
                 f"maildir {self.path}: cannot create the outbox: {exc.strerror or exc}"
             ) from exc
 
+    def close(self) -> None:
+        """Nothing to release: each delivery closes the files it opened."""
+
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Write the message into ``new/``; return its Maildir file name."""
         if not destinations:

@@ -44,6 +44,12 @@ class SesMailer:
     def __init__(self, configuration_set: str | None = None, client: Any = None) -> None:
         self.configuration_set = configuration_set
         self._ses = client or _aws.client("sesv2", sends=True)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        """Close the client's connections, where the mailer made the client itself."""
+        if self._owns_client:
+            self._ses.close()
 
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         """Send the raw RFC 5322 message to ``destinations``; return SES's message id."""

@@ -134,9 +134,10 @@ class LocalStorage:
         """Find a file stored under another Unicode normalisation of the same name (macOS NFD)."""
         wanted = unicodedata.normalize("NFC", path.name)
         try:
-            for entry in os.scandir(path.parent):
-                if entry.is_file() and unicodedata.normalize("NFC", entry.name) == wanted:
-                    return Path(entry.path)
+            with os.scandir(path.parent) as entries:  # closed when left at the file found
+                for entry in entries:
+                    if entry.is_file() and unicodedata.normalize("NFC", entry.name) == wanted:
+                        return Path(entry.path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return None
@@ -163,7 +164,9 @@ class LocalStorage:
             key=key, size=size, etag=etag, modified=modified, metadata=metadata, tag=version_tag
         )
 
-    def put(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+    def put(
+        self, key: str, data: bytes | bytearray, *, content_type: str | None = None
+    ) -> ObjectInfo:
         """Write ``data`` atomically under ``key``."""
         path = self._writable(key)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")

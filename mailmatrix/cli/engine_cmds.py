@@ -60,7 +60,7 @@ def registry_from_functions(workdir: pathlib.Path, functions: tuple[str, ...]) -
     def get(bucket: str, key: str) -> bytes:
         return (bucket_root / bucket / key).read_bytes()
 
-    def put(bucket: str, key: str, data: bytes) -> None:
+    def put(bucket: str, key: str, data: bytes | bytearray) -> None:
         path = bucket_root / bucket / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

@@ -89,8 +89,9 @@ def preview_command(
         _fail(error.message, exits.INPUT_UNUSABLE)
     except (MailMatrixError, OSError) as error:
         _fail(str(error), exits.RUN_FAILED)
-    if item is None:
-        _explain_missing_row(csv_file, row, report)
+    with report:  # only a row not passed on is looked up in it
+        if item is None:
+            _explain_missing_row(csv_file, row, report)
 
     sender = sender or os.environ.get("MAILMATRIX_SENDER") or catalog.sender
     if not sender:

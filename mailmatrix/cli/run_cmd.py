@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mailmatrix.adapters.mailer_smtp import redacted
@@ -68,11 +68,13 @@ class ProgressListener:
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
         self.state_task = progress.add_task("Starting", total=None) if progress else None
-        self.map_task: Any = None
+        self.map_task: TaskID | None = None
 
     def on_event(self, execution_id: str, event: dict[str, Any]) -> None:
         """Show which state the parent execution is in."""
-        if self.progress is None or not event.get("type", "").endswith("StateEntered"):
+        if self.progress is None or self.state_task is None:
+            return
+        if not event.get("type", "").endswith("StateEntered"):
             return
         self.progress.start()  # the first call starts the display; the others do nothing
         details = event.get("stateEnteredEventDetails") or {}

@@ -155,41 +155,45 @@ def validate_command(
                 contents=folder_contents(attachments_dir),
                 earlier=forecast.earlier_files(index) if forecast is not None else None,
             )
-        if rejects_path is not None:
-            with rejects_path.open("wb") as out:
-                write_rejects(report, out)
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json, bundled=templates_dir == bundled_templates())
-    earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
-    earlier["default_workdir"] = by_default
-    if by_default and workdir is None:
-        earlier["workdir"] = str(default_workdir())
-    if forecast is not None and earlier.get("found") and not earlier.get("error"):
-        earlier.update(_what_run_would_do(forecast, report))
-        if earlier["halt"] and earlier["halt"]["holds"]:
-            refused = exits.RUN_FAILED  # as `run` fails at once
+    with report:  # its lists are spooled to temporary files: closed when done
+        if rejects_path is not None:
+            try:
+                with rejects_path.open("wb") as out:
+                    write_rejects(report, out)
+            except (MailMatrixError, OSError) as error:
+                _fail(error, csv_file, as_json, bundled=False)  # the rejects file failed
+        earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
+        earlier["default_workdir"] = by_default
+        if by_default and workdir is None:
+            earlier["workdir"] = str(default_workdir())
+        if forecast is not None and earlier.get("found") and not earlier.get("error"):
+            earlier.update(_what_run_would_do(forecast, report))
+            if earlier["halt"] and earlier["halt"]["holds"]:
+                refused = exits.RUN_FAILED  # as `run` fails at once
 
-    need = catalog.attachment_need(report.header)
-    missing = None  # as `run` refuses the file, saying so
-    if need and not index and not attachments_dir.is_dir():
-        from mailmatrix.local import attachments_missing
+        need = catalog.attachment_need(report.header)
+        missing = None  # as `run` refuses the file, saying so
+        if need and not index and not attachments_dir.is_dir():
+            from mailmatrix.local import attachments_missing
 
-        missing = attachments_missing(attachments_dir, need)
-    if as_json:
-        found = report.to_dict()
-        found["earlier_runs"] = earlier
-        if missing:
-            found["attachments_missing"] = missing
-        click.echo(json.dumps(found, ensure_ascii=False))
-    else:
-        _show(console, report, rejects_path, earlier, templates_dir)
-        if missing:
-            console.print(f"[yellow]Note:[/] {escape(missing)}")
-    if refused is not None:
-        sys.exit(refused)  # as `run` refuses the file
-    if not report.valid:
-        sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
-    sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+            missing = attachments_missing(attachments_dir, need)
+        if as_json:
+            found = report.to_dict()
+            found["earlier_runs"] = earlier
+            if missing:
+                found["attachments_missing"] = missing
+            click.echo(json.dumps(found, ensure_ascii=False))
+        else:
+            _show(console, report, rejects_path, earlier, templates_dir)
+            if missing:
+                console.print(f"[yellow]Note:[/] {escape(missing)}")
+        if refused is not None:
+            sys.exit(refused)  # as `run` refuses the file
+        if not report.valid:
+            sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
+        sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
 
 
 def check_run_sender(given: str | None, catalog: Any) -> None:

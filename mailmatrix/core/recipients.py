@@ -112,11 +112,16 @@ _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 
 class Choice(Protocol):
-    """What the catalog decided for one Status value."""
+    """What the catalog decided for one Status value (read only: intake never changes it)."""
 
-    kind: str
-    template: str | None
-    reason: str | None
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def template(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str | None: ...
 
 
 class Catalog(Protocol):
@@ -162,11 +167,11 @@ class ProblemList:
     Kept as JSON lines in a spooled temporary file: in memory up to SPOOL_BYTES, on disk
     beyond, so a file whose every row is bad does not make memory grow with it. Rows found
     wanting only after later rows were added (``merge``) are spooled apart and read back in
-    their place, so the list always reads in row order.
+    their place, so the list always reads in row order. ``close`` drops the spools (the
+    entries cannot be read after it; the list still counts them).
     """
 
     def __init__(self, items: Iterable[dict[str, Any]] = ()) -> None:
-        # The list owns its spool for its whole life; the file goes when the list does.
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
         self._count = 0
         self._merged: list[ProblemList] = []
@@ -185,9 +190,17 @@ class ProblemList:
         merged = ProblemList(items)
         if merged:
             self._merged.append(merged)
+        else:
+            merged.close()
 
     def __len__(self) -> int:
         return self._count + sum(map(len, self._merged))
+
+    def close(self) -> None:
+        """Drop the entries' spools (their temporary files, where they went to disk)."""
+        self._spool.close()
+        for merged in self._merged:
+            merged.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self._merged:
@@ -244,6 +257,17 @@ class IntakeReport:
     skipped: ProblemList = field(default_factory=ProblemList)
     # Rows passed to ``emit`` and rejected afterwards: the caller must not send them.
     withdrawn: frozenset[int] = frozenset()
+
+    def close(self) -> None:
+        """Drop the spooled lists (the counts stay): once the report has been read."""
+        for problems in (self.rejected, self.duplicates, self.skipped):
+            problems.close()
+
+    def __enter__(self) -> IntakeReport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def to_dict(self, limit: int | None = None) -> dict[str, Any]:
         """Return the report as JSON-ready data (for `mailmatrix validate --json`, the handler).
@@ -306,25 +330,34 @@ def validate_recipients(
     that a row names as its recipient's own (the same file, a link to it or, with
     ``contents``, a copy); ObjectChanged when an attachment changes while its contents are
     compared.
+
+    The report's lists are spooled to temporary files: close the report (``with report:``)
+    once it has been read.
     """
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
     intake = _Intake(
         report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before, earlier
     )
-    for row, record in records:
+    try:
+        for row, record in records:
+            if intake.header_pending:
+                if _is_header(record):
+                    intake.start(record, source)
+            else:
+                intake.check(row, record)
         if intake.header_pending:
-            if _is_header(record):
-                intake.start(record, source)
-        else:
-            intake.check(row, record)
-    if intake.header_pending:
-        raise InputFileError(f"{source}: no header: the file holds only blank lines")
-    if report.rows == 0:
-        raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
-    intake.check_defaults()
-    intake.compare_contents()
-    intake.withdraw()
+            raise InputFileError(f"{source}: no header: the file holds only blank lines")
+        if report.rows == 0:
+            raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+        intake.check_defaults()
+        intake.compare_contents()
+        intake.withdraw()
+    except BaseException:
+        report.close()  # nobody gets to read it
+        raise
+    finally:
+        intake.close()
     return report
 
 
@@ -821,8 +854,14 @@ class _Intake:
             # still be listed, without it, never lost.
             leftover = sorted(self.withdrawn.items())
             self.report.rejected.merge(self._withdrawal(row, why, "") for row, why in leftover)
+
+    def close(self) -> None:
+        """Drop the spools the intake kept for itself (the report's lists are the caller's)."""
         self.sent_addresses.close()
-        self.prints.close()
+        self.held.close()
+        prints: _RowPrints | None = getattr(self, "prints", None)  # start() makes it
+        if prints is not None:
+            prints.close()
 
     def _withdrawn_rejections(self) -> Iterator[dict[str, Any]]:
         """Take the withdrawn rows out of ``withdrawn`` as rejects, in row order, with their

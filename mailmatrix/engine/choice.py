@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mailmatrix.engine import jsonpath
@@ -16,7 +17,7 @@ from mailmatrix.engine.errors import RUNTIME, StatesError
 
 _TYPE_TESTS = ("IsNull", "IsPresent", "IsNumeric", "IsString", "IsBoolean", "IsTimestamp")
 _KINDS = {"String": str, "Numeric": (int, float), "Boolean": bool, "Timestamp": str}
-_RELATIONS = {
+_RELATIONS: dict[str, Callable[[Any, Any], bool]] = {
     "Equals": lambda a, b: a == b,
     "LessThan": lambda a, b: a < b,
     "GreaterThan": lambda a, b: a > b,

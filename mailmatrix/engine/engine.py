@@ -210,7 +210,7 @@ class Engine:
         Each item's child keeps its ARN in every redrive, so this holds the children that a
         killed run started but never recorded too.
         """
-        arns = set()
+        arns: set[str] = set()
         for run in self.store.map_runs(execution_id):
             arn = run["mapRunArn"]
             arns.update(child_arn(arn, child_name(arn, i)) for i in range(run.get("total") or 0))

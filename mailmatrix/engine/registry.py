@@ -40,7 +40,8 @@ ACCOUNT = "123456789012"
 
 Handler = Callable[[Any, Any], Any]
 ObjectGet = Callable[[str, str], bytes]
-ObjectPut = Callable[[str, str, bytes], object]
+# A put may be handed a bytearray: the Map's ResultWriter puts its buffers without a copy.
+ObjectPut = Callable[[str, str, bytes | bytearray], object]
 ObjectOpen = Callable[[str, str], BinaryIO]
 
 

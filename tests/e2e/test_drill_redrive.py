@@ -6,6 +6,7 @@ import collections
 import email
 import email.policy
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from mailmatrix.local import redrive, run_campaign
@@ -109,7 +110,7 @@ def test_a_daily_quota_halt_fails_the_run_and_redrives_resume_without_resending(
 def _takeovers(workdir: Path) -> int:
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
-    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db:
         (campaign,) = {row[0] for row in db.execute("select distinct campaign from sends")}
-    ledger = SqliteLedger(workdir / "ledger.sqlite3")
-    return sum(o.takeovers for o in ledger.outcomes(campaign))
+    with closing(SqliteLedger(workdir / "ledger.sqlite3")) as ledger:
+        return sum(o.takeovers for o in ledger.outcomes(campaign))

@@ -51,6 +51,7 @@ def setting(request, monkeypatch, tmp_path):
         else:
             ledger = SqliteLedger(str(tmp_path / "ledger.sqlite3"))
         yield account, S3Storage(BUCKET, account["s3"]), ledger
+        ledger.close()
 
 
 def validated(account, storage, ledger, body: bytes, execution: str):

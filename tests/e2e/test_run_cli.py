@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -1964,7 +1965,7 @@ def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path
     # GIVEN the example campaign sent, in a workdir where an earlier version kept the names
     # of the campaign's template sets in deliveries.json rather than in the ledger
     templates, workdir, args = _sent_with_own_templates(tmp_path)
-    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
         db.execute("DELETE FROM template_sets")
     deliveries = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
     (campaign,) = deliveries
@@ -1981,7 +1982,7 @@ def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path
     # AND the ledger keeps the names now
     recorded = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
     assert "sets" not in recorded[campaign]
-    with sqlite3.connect(workdir / "ledger.sqlite3") as db:
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db:
         names = {row[0] for row in db.execute("SELECT name FROM template_sets")}
     assert names == {"offer", "rejection"}
 

@@ -83,6 +83,20 @@ def manifest() -> list[dict]:
     return items
 
 
+@pytest.fixture
+def open_drill(tmp_path):
+    """Set up drills in this test's folder; their ledgers are closed when it ends."""
+    drills: list[Drill] = []
+
+    def open_one(spec: str, seed: int, crash_as: str | None = None) -> Drill:
+        drills.append(Drill(tmp_path, spec, seed, crash_as))
+        return drills[-1]
+
+    yield open_one
+    for drill in drills:
+        drill.ledger.close()
+
+
 class Drill:
     """One campaign run under faults, with the state machine's retries and redrives."""
 
@@ -168,10 +182,10 @@ class Drill:
     [("Sandbox.Timedout", 0), ("SimulatedCrash", 1)],
     ids=["crash-retried-like-a-lambda-timeout", "crash-fails-the-child-then-redrive"],
 )
-def test_drill_throttling_transient_faults_and_one_crash(tmp_path, crash_as, redrives):
+def test_drill_throttling_transient_faults_and_one_crash(open_drill, crash_as, redrives):
     # GIVEN 20% throttling, 5% transient failures and a crash after the 700th accepted message
     spec = "throttle=0.2,transient=0.05,crash-after=700"
-    drill = Drill(tmp_path, spec, seed=7, crash_as=crash_as)
+    drill = open_drill(spec, seed=7, crash_as=crash_as)
 
     # WHEN the campaign runs, with retries and redrives until settled
     assert drill.run() == redrives
@@ -200,10 +214,10 @@ def test_drill_throttling_transient_faults_and_one_crash(tmp_path, crash_as, red
 
 
 @pytest.mark.slow
-def test_drill_every_fault_kind_duplicates_only_in_the_measured_window(tmp_path):
+def test_drill_every_fault_kind_duplicates_only_in_the_measured_window(open_drill):
     # GIVEN every fault kind at once, timeouts included (sent, then the reply is lost)
     spec = "throttle=0.2,transient=0.05,permanent=0.01,timeout=0.01,crash-after=1200"
-    drill = Drill(tmp_path, spec, seed=11)
+    drill = open_drill(spec, seed=11)
 
     drill.run()
 
@@ -223,11 +237,11 @@ def test_drill_every_fault_kind_duplicates_only_in_the_measured_window(tmp_path)
 
 
 @pytest.mark.slow
-def test_drill_every_recipient_who_may_have_two_messages_is_reported(tmp_path):
+def test_drill_every_recipient_who_may_have_two_messages_is_reported(open_drill):
     # GIVEN lost replies (the service accepted the message, the answer never came) on 30% of
     # calls and a crash: rows are sent again by in-batch retries, batch retries and takeovers,
     # and many batches end up retried, so their rows come back as "sent earlier"
-    drill = Drill(tmp_path, "timeout=0.3,crash-after=900", seed=5, crash_as="Sandbox.Timedout")
+    drill = open_drill("timeout=0.3,crash-after=900", seed=5, crash_as="Sandbox.Timedout")
     drill.run()
     deliveries = drill.ses.deliveries()
     twice = {address for address, count in deliveries.items() if count > 1}

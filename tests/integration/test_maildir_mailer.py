@@ -235,6 +235,7 @@ def test_rows_whose_writes_fail_are_retried_and_deferred_not_outcome_unknown(tmp
     result = send("child-2")
     assert [(r["status"], "takeover" in r) for r in result.rows] == [("sent", False)] * 2
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2
+    ledger.close()
 
 
 needs_unnamed_files = pytest.mark.skipif(

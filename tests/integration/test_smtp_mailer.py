@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -488,7 +488,7 @@ def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
 def _ledger_rows(path: Path) -> list:
     import sqlite3
 
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT key FROM sends").fetchall()
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 
@@ -32,8 +34,9 @@ def clock() -> kit.FakeClock:
 
 
 @pytest.fixture
-def ledger(tmp_path, clock) -> SqliteLedger:
-    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+def ledger(tmp_path, clock) -> Iterator[SqliteLedger]:
+    with closing(SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)) as kept:
+        yield kept
 
 
 def run(items, mailer, ledger, clock, *, attempt="child-1", campaign=None, **kwargs):

@@ -6,7 +6,9 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
+from typing import Any
 
 import pytest
 
@@ -39,8 +41,28 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def ledger(tmp_path, clock) -> SqliteLedger:
-    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+def ledger(tmp_path, clock) -> Iterator[SqliteLedger]:
+    with closing(SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)) as kept:
+        yield kept
+
+
+class _Opened:
+    """Opens ledgers for one test, each closed when the test ends."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+
+    def __call__(self, path: str, **kwargs: Any) -> SqliteLedger:
+        return self._stack.enter_context(closing(SqliteLedger(path, **kwargs)))
+
+    def from_url(self, url: str) -> SqliteLedger:
+        return self._stack.enter_context(closing(SqliteLedger.from_url(url)))
+
+
+@pytest.fixture
+def opened() -> Iterator[_Opened]:
+    with ExitStack() as stack:
+        yield _Opened(stack)
 
 
 def claim(ledger, key="k1", attempt="a", lease_until=None, row=2):
@@ -144,14 +166,14 @@ def test_outcomes_are_per_campaign_in_row_order_and_found_by_message_id(ledger):
     assert ledger.find_by_message_id("nope") is None
 
 
-def test_the_ledger_survives_reopening(tmp_path):
+def test_the_ledger_survives_reopening(tmp_path, opened):
     path = str(tmp_path / "ledger.db")
-    first = SqliteLedger(path)
+    first = opened(path)
     first.claim("k1", campaign="c", row=2, attempt="a")
     first.record_sent("k1", message_id="m-1")
     first.close()
 
-    assert SqliteLedger.from_url(f"sqlite://{path}").claim(
+    assert opened.from_url(f"sqlite://{path}").claim(
         "k1", campaign="c", row=2, attempt="b"
     ) == Claim("sent", message_id="m-1", attempt="a")
 
@@ -180,10 +202,10 @@ def race(*workers: Callable[[], list[str]]) -> Counter[str]:
     return Counter(name for names in won for name in names)
 
 
-def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
+def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path, opened):
     # GIVEN two ledger objects on one file (like two processes) and 8 threads racing
     path = str(tmp_path / "ledger.db")
-    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    ledgers = [opened(path), opened(path)]
     keys = [f"k{n}" for n in range(150)]
 
     def worker(number: int) -> list[str]:
@@ -198,11 +220,11 @@ def test_many_threads_and_two_connections_never_claim_a_key_twice(tmp_path):
     assert {o.state for o in ledgers[0].outcomes("c")} == {"claimed"}
 
 
-def test_threads_on_two_connections_claim_one_letter_per_address(tmp_path):
+def test_threads_on_two_connections_claim_one_letter_per_address(tmp_path, opened):
     # GIVEN two ledger objects on one file (like two processes), and for each of 100
     # addresses one thread claiming its offer while another claims its rejection
     path = str(tmp_path / "ledger.db")
-    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    ledgers = [opened(path), opened(path)]
     addresses = [f"person{n}" for n in range(100)]
 
     def worker(mine: str, theirs: str, ledger: SqliteLedger) -> list[str]:
@@ -228,11 +250,11 @@ def test_threads_on_two_connections_claim_one_letter_per_address(tmp_path):
     assert len(ledgers[0].outcomes("c")) == len(addresses)
 
 
-def test_threads_on_two_connections_send_one_file_to_one_recipient(tmp_path):
+def test_threads_on_two_connections_send_one_file_to_one_recipient(tmp_path, opened):
     # GIVEN two ledger objects on one file (like two batches at once), and for each of 100
     # files one thread claiming it for Ann while another claims it for Bob
     path = str(tmp_path / "ledger.db")
-    ledgers = [SqliteLedger(path), SqliteLedger(path)]
+    ledgers = [opened(path), opened(path)]
     files = [f"letter-{n}.pdf" for n in range(100)]
 
     def worker(recipient: str, ledger: SqliteLedger) -> list[str]:
@@ -326,7 +348,7 @@ def test_a_new_ledger_file_has_small_pages_so_each_commit_writes_little(tmp_path
     import sqlite3
 
     SqliteLedger(str(tmp_path / "new.db")).close()
-    with sqlite3.connect(tmp_path / "new.db") as db:
+    with closing(sqlite3.connect(tmp_path / "new.db")) as db:
         assert db.execute("PRAGMA page_size").fetchone() == (1024,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -351,7 +373,7 @@ def _old_ledger_file(folder, more_columns: str, insert: str):
     import sqlite3
 
     path = folder / "old.db"
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.executescript(
             "CREATE TABLE sends (key TEXT PRIMARY KEY, campaign TEXT NOT NULL,"
             " row INTEGER NOT NULL, state TEXT NOT NULL, attempt TEXT, lease_until REAL,"
@@ -361,13 +383,13 @@ def _old_ledger_file(folder, more_columns: str, insert: str):
     return path
 
 
-def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path):
+def test_a_ledger_file_from_before_the_uncertain_column_is_upgraded(tmp_path, opened):
     path = _old_ledger_file(
         tmp_path,
         "",
         "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm-1', NULL, NULL, 0, 1)",
     )
-    ledger = SqliteLedger(str(path))
+    ledger = opened(str(path))
     assert ledger.claim("k1", campaign="c", row=2, attempt="b") == Claim(
         "sent", message_id="m-1", attempt="a"
     )
@@ -415,7 +437,7 @@ def test_processes_opening_one_ledger_at_once_all_get_it(tmp_path, old_file):
     for attempt in range(5):
         path = str(tmp_path / f"ledger-{attempt}.db")
         if old_file:
-            with sqlite3.connect(path) as db:
+            with closing(sqlite3.connect(path)) as db, db:
                 db.execute(
                     "CREATE TABLE sends (key TEXT PRIMARY KEY, campaign TEXT NOT NULL,"
                     " row INTEGER NOT NULL, state TEXT NOT NULL, attempt TEXT,"
@@ -447,21 +469,21 @@ def _in_a_process_that_then_ends(action, *args) -> None:
 
 
 def _claim_rows(path: str, lease_until: float) -> None:
-    ledger = SqliteLedger(path)
-    for row in (2, 3):
-        ledger.claim(f"k{row}", campaign="c", row=row, attempt="run-1", lease_until=lease_until)
+    with closing(SqliteLedger(path)) as ledger:
+        for row in (2, 3):
+            ledger.claim(f"k{row}", campaign="c", row=row, attempt="run-1", lease_until=lease_until)
 
 
 def _hold_batch(path: str, until: float) -> None:
     assert SqliteLedger(path).begin_batch("child-1", invocation="req-1", until=until) is None
 
 
-def test_a_claim_whose_process_has_ended_is_taken_over_before_its_lease_passes(tmp_path):
+def test_a_claim_whose_process_has_ended_is_taken_over_before_its_lease_passes(tmp_path, opened):
     # GIVEN rows claimed by a run whose process ended (killed) with an hour of lease left
     path = str(tmp_path / "ledger.db")
     now = time.time()
     _in_a_process_that_then_ends(_claim_rows, path, now + 3600)
-    ledger = SqliteLedger(path)
+    ledger = opened(path)
 
     # WHEN another run claims them
     taken = [ledger.claim(f"k{row}", campaign="c", row=row, attempt="run-2") for row in (2, 3)]
@@ -471,12 +493,12 @@ def test_a_claim_whose_process_has_ended_is_taken_over_before_its_lease_passes(t
     assert [(o.attempt, o.takeovers) for o in ledger.outcomes("c")] == [("run-2", 1)] * 2
 
 
-def test_a_claim_of_a_running_process_stays_busy_for_another_attempt(tmp_path):
+def test_a_claim_of_a_running_process_stays_busy_for_another_attempt(tmp_path, opened):
     path = str(tmp_path / "ledger.db")
     now = time.time()
     _claim_rows(path, now + 3600)  # this process, which runs
 
-    found = SqliteLedger(path).claim("k2", campaign="c", row=2, attempt="run-2")
+    found = opened(path).claim("k2", campaign="c", row=2, attempt="run-2")
 
     assert found.state == "busy"
 
@@ -485,20 +507,20 @@ def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends(ledger, cloc
     check_batch_holds(ledger, clock, clock.sleep)
 
 
-def test_a_batch_hold_ends_with_its_process(tmp_path):
+def test_a_batch_hold_ends_with_its_process(tmp_path, opened):
     path = str(tmp_path / "other.db")
     _in_a_process_that_then_ends(_hold_batch, path, time.time() + 3600)
-    assert SqliteLedger(path).begin_batch("child-1", invocation="req-2", until=0.0) is None
+    assert opened(path).begin_batch("child-1", invocation="req-2", until=0.0) is None
 
 
-def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path):
+def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path, opened):
     path = _old_ledger_file(
         tmp_path,
         ", uncertain INTEGER NOT NULL DEFAULT 0",
         "INSERT INTO sends VALUES ('k1', 'c', 2, 'claimed', 'a', 9e12, NULL, NULL, NULL, 0, 1, 0)",
     )
 
-    ledger = SqliteLedger(str(path))
+    ledger = opened(str(path))
 
     # A claim from before holders were recorded counts as running: its lease decides
     assert ledger.claim("k1", campaign="c", row=2, attempt="b").state == "busy"
@@ -577,14 +599,14 @@ def test_template_sets_only_grow_and_a_catalog_lacking_one_is_refused(ledger):
     check_template_sets(ledger)
 
 
-def test_template_sets_are_kept_across_connections_and_added_unchecked(tmp_path):
+def test_template_sets_are_kept_across_connections_and_added_unchecked(tmp_path, opened):
     # GIVEN names recorded through one connection
     path = str(tmp_path / "ledger.db")
-    first = SqliteLedger(path)
+    first = opened(path)
     assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
 
     # WHEN another adds names a workdir had recorded before the ledger did (unchecked)
-    second = SqliteLedger(path)
+    second = opened(path)
     second.add_template_sets("c", ["rejection", "offer"])
 
     # THEN both see them all, and a catalog without one is refused through either
@@ -592,11 +614,11 @@ def test_template_sets_are_kept_across_connections_and_added_unchecked(tmp_path)
     assert first.record_template_sets("c", {"offer"}, catalog=["offer"]) == ["rejection"]
 
 
-def test_a_ledger_file_from_before_template_sets_gets_them(tmp_path):
+def test_a_ledger_file_from_before_template_sets_gets_them(tmp_path, opened):
     # GIVEN a ledger file written before the template_sets table existed
     path = _old_ledger_file(tmp_path, "", "")
 
     # WHEN it is opened THEN the names of a campaign's sets can be recorded and read
-    ledger = SqliteLedger(str(path))
+    ledger = opened(str(path))
     assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
     assert ledger.template_sets("c") == {"offer"}

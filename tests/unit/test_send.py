@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 
@@ -47,8 +49,9 @@ def clock() -> kit.FakeClock:
 
 
 @pytest.fixture
-def ledger(tmp_path, clock) -> SqliteLedger:
-    return SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)
+def ledger(tmp_path, clock) -> Iterator[SqliteLedger]:
+    with closing(SqliteLedger(str(tmp_path / "ledger.db"), clock=clock)) as kept:
+        yield kept
 
 
 def items(count: int = 4, campaign_id: str = CID) -> list[dict]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import unicodedata
+import warnings
 
 import pytest
 
@@ -54,6 +56,23 @@ def test_a_file_stored_in_nfd_is_found_by_its_nfc_name(tmp_path):
     (tmp_path / "attachments" / unicodedata.normalize("NFD", nfc)).write_bytes(b"pdf")
 
     assert LocalStorage(tmp_path).get(f"attachments/{nfc}") == b"pdf"
+
+
+def test_finding_a_file_by_another_normalisation_closes_the_folder_listing(tmp_path):
+    # GIVEN a folder of many files, one stored under its NFD name (listed last only rarely)
+    nfc = "Diplom_Zdeňka Šťastná.pdf"
+    (tmp_path / "attachments").mkdir()
+    for name in [unicodedata.normalize("NFD", nfc), *(f"{n}.pdf" for n in range(40))]:
+        (tmp_path / "attachments" / name).write_bytes(b"pdf")
+
+    # WHEN it is found by its NFC name (the listing left before its end)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert LocalStorage(tmp_path).get(f"attachments/{nfc}") == b"pdf"
+        gc.collect()
+
+    # THEN the listing was closed, not left to the garbage collector
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 def test_put_file_copies_atomically(tmp_path):
