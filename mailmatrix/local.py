@@ -1339,15 +1339,6 @@ def stopped_of(engine: Any, record: Any) -> Stopped:
     return Stopped(batches=tuple(found), not_started=not_started)
 
 
-def failure_details(engine: Any, record: Any) -> list[str]:
-    """Say why a failed Map Run failed: its children's errors, counted, with one message each.
-
-    The execution's own error (States.ExceedToleratedFailureThreshold) names the symptom; the
-    operator needs the cause, e.g. "AccountSendingHalted (4 batches): Daily message quota".
-    """
-    return why_lines(stopped_of(engine, record))
-
-
 def alert_if_failed(
     wd: Workdir, record: Any, *, echo: Callable[[str, Notification], None] | None = None
 ) -> None:

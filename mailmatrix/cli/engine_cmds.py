@@ -21,6 +21,7 @@ from rich.tree import Tree
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.progress import progress_display
+from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import MailMatrixError
@@ -331,7 +332,7 @@ def render_execution(
 ) -> Tree:
     """The graph of states as a rich Tree with status, timing, retries and Map Run counts
     (``progress``: see result_label; ``failures``: why its Map Runs failed, see
-    local.failure_details)."""
+    why_lines of local.stopped_of)."""
     machine = json.loads(record["definition"])
     summaries = state_summaries(history)
     status = record["status"]
@@ -450,9 +451,10 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     except MailMatrixError as exc:
         raise NotRunnable(str(exc)) from exc
     report, progress = _report_file(workdir, record), execution_progress(workdir, record)
-    from mailmatrix.local import failure_details
+    from mailmatrix.local import stopped_of
 
-    failures = failure_details(engine, record)
+    stopped = stopped_of(engine, record)
+    failures = why_lines(stopped)
     tree = render_execution(record, history, progress=progress, failures=failures)
     # Only for one that left rows unsent: a run that sent the whole file was superseded too,
     # but nothing of it is left to the newer one.
@@ -467,6 +469,24 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     console.print(tree)
     if report is not None:  # on one line, however narrow the terminal or pipe: it is copied
         console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+    for line in _resume_lines(record, stopped, newer, workdir):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _resume_lines(
+    record: dict[str, Any], stopped: Stopped, newer: str | None, workdir: pathlib.Path
+) -> list[str]:
+    """For an execution that ended before its end: what sends the rest (the redrive, and
+    when it makes sense), or the newer run that has its rows."""
+    if record["status"] not in ("FAILED", "ABORTED", "TIMED_OUT"):
+        return []
+    if newer and newer != record["name"]:
+        where = shlex.quote(str(workdir))
+        return [f"its rows are the newer run's: mailmatrix show {newer} --workdir {where}"]
+    cause = str(cause_message(record.get("cause") or "") or "")
+    advice = redrive_advice(record["status"], record.get("error"), cause, stopped)
+    command = f"mailmatrix redrive {record['name']} --workdir {shlex.quote(str(workdir))}"
+    return [f"when to redrive: {advice}", f"redrive: {command}"]
 
 
 def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | None:

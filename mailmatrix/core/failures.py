@@ -154,6 +154,11 @@ class Ending:
     cause: str = ""
 
 
+# The headline of an execution stopped with no error of its own (StopExecution; locally
+# Ctrl-C, SIGTERM or a closed terminal), or of one that timed out.
+_STOPPED = "stopped before the end, a redrive sends the rest"
+
+
 def failure_alert(
     ending: Ending, stopped: Stopped, *, redrive: str, console: str | None = None
 ) -> Notification:
@@ -171,7 +176,7 @@ def failure_alert(
     lines += [f"When to redrive: {advice}", f"Redrive: {redrive}", f"Execution: {ending.arn}"]
     if console:
         lines.append(f"Console: {console}")
-    headline = why[0].split(" (", 1)[0] if stopped.batches else ending.error or ""
+    headline = why[0].split(" (", 1)[0] if stopped.batches else ending.error or _STOPPED
     return Notification(
         subject=f"MailMatrix execution {ending.status}: {headline}"[:100],
         message="\n".join(lines) + "\n",

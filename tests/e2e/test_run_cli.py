@@ -850,6 +850,7 @@ def test_show_draws_the_way_the_execution_went(tmp_path):
     choice = next(line for line in shown.output.splitlines() if "AnythingToSend (Choice)" in line)
     assert choice.rstrip().endswith("→ SendEmails")
     assert "NothingToSend (Fail) NOT RUN" in shown.output
+    assert "redrive: " not in shown.output  # it succeeded: nothing to resume
 
 
 def test_paths_the_run_and_show_print_stay_on_one_line_at_80_columns(tmp_path):
@@ -908,6 +909,9 @@ def test_show_of_a_superseded_then_redriven_execution_names_the_newer_one_and_no
     failed = " ".join(CliRunner().invoke(cli, show, env=WIDE).output.split())
     assert f"superseded: a newer run of the file sends it, execution {newer}" in failed
     assert "SendEmails (Map) FAILED" in failed
+    # AND points at the newer run, not at a redrive of its own
+    assert f"its rows are the newer run's: mailmatrix show {newer} --workdir {workdir}" in failed
+    assert "redrive: " not in failed
 
     # WHEN it is redriven (its Map succeeds, sending nothing) and shown again THEN the Map's
     # old error is no longer printed as if it were the Map's state now
@@ -1108,6 +1112,9 @@ def test_executions_and_show_say_what_a_stopped_run_sent_and_no_more(tmp_path):
     # AND the Map it stopped in ended with it, as the execution did
     assert "SendEmails (Map) ABORTED" in shown.output
     assert "RUNNING" not in shown.output
+    # AND it says how to send the rest, on lines that can be copied
+    assert f"redrive: mailmatrix redrive {stopped['name']} --workdir {workdir}\n" in shown.output
+    assert "when to redrive: it was stopped on purpose: a redrive sends the rest" in shown.output
 
     # WHEN a later run of the file sends the rest
     CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
