@@ -20,6 +20,7 @@ import array
 import contextlib
 import functools
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -968,6 +969,12 @@ class RunForecast:
         """Whether the letter ``key`` may have gone out: recorded sent, or not and doubtful."""
         settled = self._settled is not None and key in self._settled
         return (settled and key not in self._failed) or key in self._unsent_gone
+
+    def rows(self, state: str, withdrawn: Collection[int] = (), limit: int = 20) -> list[int]:
+        """The first ``limit`` rows (file row numbers) a run would answer with ``state``,
+        leaving out those ``withdrawn``."""
+        kept = (row for row in self._rows[state] if row not in withdrawn)
+        return sorted(itertools.islice(kept, limit))
 
     def counts(self, withdrawn: Collection[int] = ()) -> dict[str, int]:
         """The rows a run would skip as ``sent``, report failed again as ``failed`` for good

@@ -259,6 +259,9 @@ def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     counts = forecast.counts(report.withdrawn)
     found: dict[str, Any] = {f"{state}_before": count for state, count in counts.items()}
     found["would_send"] = report.valid - sum(counts.values())
+    for state in ("other_letter", "attachment_of_another"):  # rows `run` fails: which ones
+        if counts[state]:
+            found[f"{state}_rows"] = forecast.rows(state, report.withdrawn, SHOWN_ROWS)
     halt = forecast.halt
     found["halt"] = halt and {
         "code": halt.code,
@@ -386,6 +389,20 @@ def _show(
     console.print(_earlier_note(earlier), markup=False)
 
 
+# Rows named where validate says `run` would fail rows: the first of them.
+SHOWN_ROWS = 20
+
+
+def _which(earlier: dict[str, Any], state: str) -> str:
+    """ " Rows: 3, 7 (and 4 more)." for the rows `run` would fail as ``state``."""
+    rows = earlier.get(f"{state}_rows") or []
+    if not rows:
+        return ""
+    more = earlier.get(f"{state}_before", 0) - len(rows)
+    tail = f" (and {more} more)" if more > 0 else ""
+    return f" Rows: {', '.join(str(row) for row in rows)}{tail}."
+
+
 def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
     """What the file's earlier runs leave `run` to skip, to report failed again, or to wait
     for (see _what_run_would_do), with the templates in ``templates_dir``."""
@@ -412,13 +429,14 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
         failed="would fail",
     )
     if other:
-        lines.append(other)
+        lines.append(other + _which(earlier, "other_letter"))
     if earlier.get("attachment_of_another_before"):
         lines.append(
             f"{earlier['attachment_of_another_before']} row(s) would fail as"
             f" {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent the file they name in"
             " Attachment_File to another recipient as their own; `run` does not send them, nor"
             " does any retry (name each recipient's own file)."
+            + _which(earlier, "attachment_of_another")
         )
     halt = earlier.get("halt")
     if halt:

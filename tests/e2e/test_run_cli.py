@@ -1852,6 +1852,9 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_another_recipients_f
     assert (earlier["attachment_of_another_before"], earlier["would_send"]) == (1, 0)
     assert "none of the 1 valid row(s) would be sent" in said
     assert "1 row(s) would fail as AttachmentOfAnother" in said
+    # AND it names the row, so it can be found before anything is sent
+    assert earlier["attachment_of_another_rows"] == [2]
+    assert "(name each recipient's own file). Rows: 2." in said
     # AND run does as it said
     counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
         "counts"
@@ -1872,6 +1875,9 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_for_another_letter(t
     assert (earlier["sent_before"], earlier["other_letter_before"]) == (17, 1)
     assert earlier["would_send"] == 0
     assert "1 row(s) would fail as OtherLetterSent" in said
+    # AND it names her row (the first of the file), so it can be found before anything is sent
+    assert earlier["other_letter_rows"] == [2]
+    assert "run that. Rows: 2." in said
     # AND run does as it said
     counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
         "counts"
