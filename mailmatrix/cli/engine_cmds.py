@@ -599,7 +599,10 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
             run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):
-                result.update(run_cmd.retry_commands(csv_file, workdir, options, unsubscribe))
+                commands = run_cmd.retry_commands(
+                    csv_file, workdir, options, unsubscribe, result["counts"]
+                )
+                result.update(commands)
             run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)
             with run_cmd.output_after_hangup():
                 run_cmd.print_summary(Console(), result, templates=options["--templates"])

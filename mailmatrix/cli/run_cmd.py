@@ -531,7 +531,9 @@ def run(
         "--batch-size": batch_size,
     }
     if result["counts"].get("failed"):
-        result.update(retry_commands(str(csv_file), workdir, given, unsubscribe_of()))
+        result.update(
+            retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])
+        )
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
     hint = bundled_templates_hint(str(result.get("error"))) if templates is None else None
     if hint and result["status"] != "SUCCEEDED":
@@ -553,23 +555,32 @@ def name_the_file(result: dict[str, Any], csv_file: str) -> None:
 
 
 def retry_commands(
-    csv_file: str, workdir: Path, given: dict[str, Any], unsubscribe: str | None
+    csv_file: str,
+    workdir: Path,
+    given: dict[str, Any],
+    unsubscribe: str | None,
+    counts: dict[str, int],
 ) -> dict[str, str]:
-    """The commands that send the file's failed rows again (retry_command), those failed as
-    OutcomeUnknown (retry_unknown_command) and the file as it is now (run_again_command, for
-    rows failed as AttachmentChanged), with every option ``given`` that the campaign's
-    letters and delivery came from: a retry without them is refused (check_campaign_way), or
-    would send other letters. The SMTP password is left out (retry_note says so)."""
-    smtp = given.get("--smtp")
+    """The commands the summary prints for the rows failed as ``counts`` says: the one that
+    sends the file's failed rows again (retry_command), those failed as OutcomeUnknown
+    (retry_unknown_command), and the file as it is now (run_again_command, for rows failed
+    as AttachmentChanged); none for failures no retry sends (OtherLetterSent,
+    AttachmentOfAnother, Superseded). Each has every option ``given`` that the campaign's
+    letters and delivery came from: a retry without them is refused (check_campaign_way),
+    or would send other letters. The SMTP password is left out (retry_note says so)."""
+    apart = sum(counts.get(name, 0) for name in FAILED_APART)
+    wanted = {
+        "retry_command": (counts.get("failed", 0) > apart, ("--retry-failed",)),
+        "retry_unknown_command": (counts.get("unknown", 0) > 0, ("--retry-unknown",)),
+        "run_again_command": (counts.get("attachment_changed", 0) > 0, ()),
+    }
     commands = {
         key: run_command(csv_file, workdir, given, unsubscribe, *flags)
-        for key, flags in (
-            ("retry_command", ("--retry-failed",)),
-            ("retry_unknown_command", ("--retry-unknown",)),
-            ("run_again_command", ()),
-        )
+        for key, (needed, flags) in wanted.items()
+        if needed
     }
-    if smtp and redacted(smtp) != smtp:
+    smtp = given.get("--smtp")
+    if commands and smtp and redacted(smtp) != smtp:
         commands["retry_note"] = (
             "the SMTP password is left out: set MAILMATRIX_SMTP_PASSWORD, or put it back "
             "into the URL"

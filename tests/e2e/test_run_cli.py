@@ -1879,10 +1879,12 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_for_another_letter(t
     assert earlier["other_letter_rows"] == [2]
     assert "run that. Rows: 2." in said
     # AND run does as it said
-    counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
-        "counts"
-    ]
+    result = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
+    counts = result["counts"]
     assert (counts["sent"], counts["skipped"], counts["other_letter"]) == (0, 17, 1)
+    # AND offers no retry: none sends such a row (the printed summary offers none either)
+    offered = {"retry_command", "retry_unknown_command", "run_again_command"} & set(result)
+    assert not offered
 
 
 def test_validate_says_when_an_old_halt_no_longer_holds_the_file(tmp_path):
