@@ -190,6 +190,8 @@ def print_summary(
         # It begins with the file's path: on one line, however narrow the terminal.
         console.print(str(result.get("cause") or ""), markup=False, soft_wrap=True)
         _print_rejects(console, result)
+        if result.get("rejects") and Path(result["rejects"]).is_file():  # the cause's is a key
+            console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
         console.print("Fix the file or the templates and run again.")
         if result.get("hint"):
             console.print(result["hint"], markup=False, soft_wrap=True)

@@ -32,6 +32,23 @@ def _run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_a_file_with_nothing_to_send_names_its_rejects_report_where_it_can_be_opened(tmp_path):
+    # GIVEN a file whose only row is rejected (its address has no top-level domain)
+    header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary"
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_text(f"{header}\nann@localhost,Ann,Offer,,Dev,IT,2027-01-11,1\n")
+    (tmp_path / "attachments").mkdir()
+    workdir = tmp_path / "w"
+    # WHEN it runs
+    code, output = _run(str(csv_path), "--workdir", str(workdir), "--attachments", str(tmp_path))
+    # THEN nothing is sent, and the rejects report is named by its path in the workdir
+    assert code == 3
+    assert "Nothing was sent: NothingToSend" in output
+    (line,) = [line for line in output.splitlines() if line.startswith("Rejects: ")]
+    assert Path(line.removeprefix("Rejects: ")).is_file()
+    assert line.removeprefix("Rejects: ").startswith(str(workdir))
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
