@@ -327,9 +327,9 @@ def validate_recipients(
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
-    that a row names as its recipient's own (the same file, a link to it or, with
-    ``contents``, a copy); ObjectChanged when an attachment changes while its contents are
-    compared.
+    that a row names as its recipient's own, or that is one of the ``earlier`` files (the
+    same file, a link to it or, with ``contents``, a copy); ObjectChanged when an attachment
+    changes while its contents are compared.
 
     The report's lists are spooled to temporary files: close the report (``with report:``)
     once it has been read.
