@@ -151,6 +151,9 @@ class SqliteLedger:
             self._db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
             )
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+        try:
             # Several processes open a new ledger at once (the workers of a run): switching
             # to WAL may answer "database is locked" without waiting, so the set-up, which
             # can run twice, is tried again until it gets through.
@@ -159,8 +162,11 @@ class SqliteLedger:
             # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
             # which left the sending processes idle half the time.
             self._db.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+        except BaseException as exc:
+            self._db.close()  # a file that is no ledger (or busy for good): not left open
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+            raise
 
     def _set_up(self) -> None:
         db = self._db

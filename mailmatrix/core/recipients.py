@@ -327,9 +327,9 @@ def validate_recipients(
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
-    that a row names as its recipient's own (the same file, a link to it or, with
-    ``contents``, a copy); ObjectChanged when an attachment changes while its contents are
-    compared.
+    that a row names as its recipient's own, or that is one of the ``earlier`` files (the
+    same file, a link to it or, with ``contents``, a copy); ObjectChanged when an attachment
+    changes while its contents are compared.
 
     The report's lists are spooled to temporary files: close the report (``with report:``)
     once it has been read.
@@ -831,13 +831,18 @@ class _Intake:
 
     def check_defaults(self) -> None:
         """Refuse the file when a default_attachment rows were given is a file a row names
-        in Attachment_File (by its name or a link's): its recipient's own letter would go to
-        everyone the set gives its default. Copies are compare_contents'."""
+        in Attachment_File (by its name or a link's), or the file of an earlier run's letter
+        (``earlier``): its recipient's own letter would go to everyone the set gives its
+        default. Copies are compare_contents'."""
         for key, default in self.defaults.items():
             owner = self.owners.get(key)
             if owner is not None:
                 named = self.owner_names.get(key, default.name)
                 raise TemplateError(_default_owned(self.report.source, default, owner[0], named))
+            earlier = self.earlier
+            entry = None if earlier is None else earlier.entry(key)
+            if earlier is not None and entry is not None:  # an earlier letter's own file
+                self._default_sent(default, entry, earlier.name(entry) or default.name)
 
     def withdraw(self) -> None:
         """Reject the emitted rows a later row showed must not go out (it named their file for
@@ -1146,8 +1151,14 @@ class _Intake:
         """
         if self.contents is None or self.sizes is None:
             return
-        for default in self.defaults.values():
-            if self.sizes.holds(size_key(default.size)):  # a row's own file has its size
+        # A default of an earlier letter's size is compared with those files, apart from them
+        # though both are no row's (``many``: of that size, the default is everyone's).
+        everyones: set[int] = set()
+        for key, default in self.defaults.items():
+            if self.earlier is not None and self.earlier.has_size(default.size):
+                everyones.add(key)
+                self.crowded.add(default.size)
+            elif self.sizes.holds(size_key(default.size)):  # a row's own file has its size
                 self.crowded.add(default.size)
         if self.earlier is not None:
             for key, size in self.earlier.files():  # those no row names: another's files
@@ -1179,11 +1190,17 @@ class _Intake:
                 names.append(name)
                 rows.append(row << 1 | sent)
                 recipients.append(recipient)
-                many.append(key in self.contested)
+                many.append(key in self.contested or key in everyones)
             if len(names) < 2 or (not any(many) and len(set(recipients)) < 2):
                 continue
             tags = [self.attachments.tag(name) for name in names]
             for file, other in copies(names, tags, recipients, many, self.contents):
+                if file in given and other in given:
+                    continue  # two sets' defaults: one brochure for everyone
+                if file in given and other in sent_files:
+                    self._default_sent(given[file], keys[other], names[other], copy=True)
+                if file in sent_files and other in given:
+                    self._default_sent(given[other], keys[file], names[file], copy=True)
                 if file in given:
                     row, named = rows[other] >> 1, self._name_given(names[other])
                     reason = _default_owned(self.report.source, given[file], row, named, copy=True)
@@ -1203,6 +1220,26 @@ class _Intake:
                     )
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
+
+    def _default_sent(self, default: _Default, file: int, name: str, *, copy: bool = False) -> None:
+        """Refuse the file: ``default``, a default_attachment rows were given, is the file
+        ``name`` of an earlier run's letter (``file``: its entry in ``earlier``, or with
+        ``copy`` its key there), or a copy of it."""
+        earlier = self.earlier
+        assert earlier is not None
+        entry = earlier.entry(file) if copy else file
+        assert entry is not None
+        row, masked = earlier.letter(entry)
+        what = _default_is(default, name, copy=copy)
+        whom = f"another recipient ({masked})" if masked else "another recipient"
+        raise TemplateError(
+            f"{self.report.source}: template set {default.template!r} attaches its "
+            f"default_attachment {default.name} to every row of the set whose Attachment_File "
+            f"is empty, and an earlier run of this file sent {what} to {whom} as their own "
+            f"letter (row {row} of that run): that person's letter would go to everyone the "
+            "default goes to, so nothing is sent (point default_attachment at the file meant "
+            "for everyone; then run the file again)"
+        )
 
     def _earlier_copy(self, row: int, key: int, name: str, other_name: str) -> None:
         """Withdraw ``row``, passed on, whose file ``name`` (keyed ``key``) holds the bytes of
@@ -1404,17 +1441,22 @@ def _shared_file(
 _ONE_FOR_MANY = "to send one file to many, leave Attachment_File empty and set default_attachment"
 
 
+def _default_is(default: _Default, named: str, *, copy: bool = False) -> str:
+    """How the file ``named`` is ``default``'s file: the very file, a link to it (the name
+    differs) or (``copy``) a copy of it, as the reasons that refuse the default say it."""
+    if copy:
+        return f"{named}, a file with the same contents,"
+    if named != default.name:
+        return f"{named}, the same file (a link in the attachments folder),"
+    return "that file"
+
+
 def _default_owned(
     source: str, default: _Default, row: int, named: str, *, copy: bool = False
 ) -> str:
     """Why a file is refused whose set's default_attachment is a file, a link to it or (with
     ``copy``) a copy of it, that ``row`` names as ``named`` in its Attachment_File cell."""
-    if copy:
-        what = f"{named}, a file with the same contents,"
-    elif named != default.name:
-        what = f"{named}, the same file (a link in the attachments folder),"
-    else:
-        what = "that file"
+    what = _default_is(default, named, copy=copy)
     return (
         f"{source}: template set {default.template!r} attaches its default_attachment "
         f"{default.name} to every row of the set whose Attachment_File is empty, and row {row} "

@@ -322,8 +322,8 @@ class MapRunner:
                 # Stopped: start no more children and let those in flight end, as a running
                 # Lambda invocation ends after StopExecution; a redrive runs the rest.
                 aborted = True
-                self.notifier.stopping()
-                concurrent.futures.wait(in_flight)
+                _despite_interrupts(self.notifier.stopping)
+                _despite_interrupts(lambda: concurrent.futures.wait(in_flight))
         with lock:
             if aborted:
                 run["status"] = "ABORTED"
@@ -559,6 +559,19 @@ class _ResultFiles:
         # The buffer itself, not a copy of its 8 MB: stores take any bytes-like body.
         self.put(self.bucket, key, body)
         self.files[status].append({"Key": key, "Size": len(body)})
+
+
+def _despite_interrupts(step: Callable[[], object]) -> None:
+    """Run ``step`` to its end, from its start again each time an interrupt cuts it short: the
+    Map is stopping already, and another Ctrl-C (or a SIGTERM after a SIGHUP) must not end the
+    execution while children run. A child cut off would leave its batch's claim in doubt, and
+    once the execution ends, the ledger and mailer children share in threads are closed."""
+    while True:
+        try:
+            step()
+        except KeyboardInterrupt:
+            continue
+        return
 
 
 def _batch_bytes(item: Any) -> int:

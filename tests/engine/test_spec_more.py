@@ -9,6 +9,7 @@ functions" (.../intrinsic-functions.html), "Error handling" (.../concepts-error-
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -529,6 +530,46 @@ def test_a_stopped_execution_is_aborted_and_its_redrive_runs_only_what_did_not_r
     assert again["status"] == "SUCCEEDED"
     assert again["output"] == list(range(6))
     assert calls == [0, 1, 2, 3, 3, 4, 5]
+
+
+def test_a_stop_interrupted_again_still_lets_the_running_children_end(
+    engine: Engine, registry: ResourceRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a Distributed Map whose second child is running when the run is stopped, and
+    # interrupts that come again while the Map waits for it (Ctrl-C pressed twice more, or a
+    # SIGTERM after the SIGHUP of a closed terminal): the children may share a ledger and a
+    # mailer that are closed once the execution ends (SendBatch in threads: drills, one core)
+    started, release = threading.Event(), threading.Event()
+    ended: list[str] = []
+
+    def work(event: Any, context: Any) -> Any:
+        if event == 1:
+            started.set()
+            # (a bound only so that a Map that stopped waiting does not hang the suite)
+            ended.append("released" if release.wait(timeout=10) else "cut off")
+        return event
+
+    registry.register_lambda("Work", work)
+    wait = concurrent.futures.wait
+    waits: list[int] = []
+
+    def interrupted(futures: Any, **kwargs: Any) -> Any:
+        waits.append(len(futures))
+        if len(waits) <= 3:  # the stop, then two more interrupts
+            started.wait(timeout=10)
+            raise KeyboardInterrupt
+        release.set()
+        return wait(futures, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "wait", interrupted)
+
+    # WHEN it runs, two children at a time
+    record = run(engine, distributed(LAMBDA_END, MaxConcurrency=2), [0, 1, 2])
+
+    # THEN the Map waited for its running child to end, and the execution ended ABORTED there
+    assert record["status"] == "ABORTED"
+    assert ended == ["released"]
+    assert "MapRunAborted" in types(engine, record)
 
 
 def test_json_lines_records_end_at_newline_only() -> None:

@@ -10,13 +10,17 @@ import pytest
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.earlier import EarlierFiles
 from mailmatrix.core.recipients import IntakeReport, validate_recipients
+from mailmatrix.core.templates import load_catalog
+from mailmatrix.errors import TemplateError
 from mailmatrix.ports import FileOwner
 from tests.unit.test_recipients import (
     ALICE,
     BOB,
     HEADER,
+    INFO_ROWS,
     OFFER_ALICE,
     OFFER_CAROL,
+    TWO_SETS,
     FakeCatalog,
     FakeContents,
     emails,
@@ -41,13 +45,14 @@ def run(
     owners: list[FileOwner],
     contents: FakeContents | None = None,
     sent_before=None,
+    catalog=None,
 ) -> tuple[IntakeReport, list[dict]]:
     ASKED.clear()
     rows: list[dict] = []
     report = validate_recipients(
         io.BytesIO(text.encode()),
         source="incoming/test.csv",
-        catalog=FakeCatalog(),
+        catalog=catalog or FakeCatalog(),
         attachments=index,
         emit=rows.append,
         contents=contents,
@@ -211,3 +216,73 @@ def test_an_earlier_letter_of_the_row_s_recipient_that_another_earlier_letter_co
         "alice.pdf has the same contents as carol.pdf, which an earlier run of this file sent to"
         " another recipient (c***@example.com)"
     )
+
+
+# The refusal of a file whose info set gives its rows, as their default_attachment, the file of
+# Alice's earlier letter (WHAT: how the default is that file)
+DEFAULT_SENT = (
+    "incoming/test.csv: template set 'info' attaches its default_attachment brochure.pdf to "
+    "every row of the set whose Attachment_File is empty, and an earlier run of this file sent "
+    "{what} to another recipient (a***@example.com) as their own letter (row 2 of that run): "
+    "that person's letter would go to everyone the default goes to, so nothing is sent (point "
+    "default_attachment at the file meant for everyone; then run the file again)"
+)
+
+
+@pytest.mark.parametrize("how", ["name", "link"])
+def test_a_default_attachment_that_is_an_earlier_letters_file_refuses_the_file(how):
+    # GIVEN Alice's letter sent earlier with alice.pdf, her row gone from the file, and the
+    # info set's default_attachment that very file (by its name, or a link to it)
+    if how == "name":
+        owner = SENT_ALICE._replace(attachment="brochure.pdf")
+        index = linked_index(("brochure.pdf",), ("carol.pdf",))
+        what = "that file"
+    else:
+        index = linked_index(("alice.pdf", "brochure.pdf"), ("carol.pdf",))
+        owner = SENT_ALICE
+        what = "alice.pdf, the same file (a link in the attachments folder),"
+
+    # WHEN a file whose rows are given the default is validated
+    with pytest.raises(TemplateError) as raised:
+        run(HEADER + INFO_ROWS, index, [owner], catalog=load_catalog(TWO_SETS))
+
+    # THEN it is refused whole: her letter would go to everyone the set gives its default
+    assert raised.value.message == DEFAULT_SENT.format(what=what)
+
+
+@pytest.mark.parametrize("own_row", [False, True], ids=["default rows only", "with an own row"])
+@pytest.mark.parametrize("checksums", [False, True], ids=["folder", "s3 checksums"])
+def test_a_default_attachment_that_is_a_copy_of_an_earlier_letter_refuses_the_file(
+    own_row, checksums
+):
+    # GIVEN Alice's letter sent earlier, her row gone from the file; the info set's default
+    # brochure.pdf a copy of it (and maybe Carol's own letter of that size)
+    files = {"alice.pdf": OFFER_ALICE, "brochure.pdf": OFFER_ALICE, "carol.pdf": OFFER_CAROL}
+    sums = {n: f"CRC64NVME {hash(data)}" for n, data in files.items()} if checksums else None
+    contents = FakeContents(files, sums)
+    text = HEADER + INFO_ROWS
+    if own_row:
+        text += "carol@example.com,Carol,active,carol.pdf\r\n"
+
+    # WHEN validated with the means to read the files
+    with pytest.raises(TemplateError) as raised:
+        run(text, contents.index(), [SENT_ALICE], contents, catalog=load_catalog(TWO_SETS))
+
+    # THEN the file is refused whole, naming the earlier letter
+    what = "alice.pdf, a file with the same contents,"
+    assert raised.value.message == DEFAULT_SENT.format(what=what)
+
+
+def test_a_default_attachment_other_than_the_earlier_letters_goes_to_its_rows():
+    # GIVEN Alice's letter sent earlier, and the info set's default brochure.pdf of its size
+    # but other bytes
+    files = {"alice.pdf": OFFER_ALICE, "brochure.pdf": OFFER_CAROL}
+    contents = FakeContents(files)
+
+    # WHEN validated
+    report, rows = run(
+        HEADER + INFO_ROWS, contents.index(), [SENT_ALICE], contents, catalog=load_catalog(TWO_SETS)
+    )
+
+    # THEN its rows go, the brochure to each
+    assert report.rejected == [] and [row["attachment"] for row in rows] == ["brochure.pdf"] * 2

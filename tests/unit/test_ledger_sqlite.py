@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -183,6 +184,30 @@ def test_a_bad_url_or_path_is_a_ledger_error(tmp_path):
         SqliteLedger.from_url("dynamodb://table")
     with pytest.raises(LedgerError, match="cannot open"):
         SqliteLedger(str(tmp_path / "missing-dir" / "ledger.db"))
+
+
+def test_a_file_that_is_not_a_ledger_is_refused_and_its_connection_closed(tmp_path, monkeypatch):
+    # GIVEN a file that is not a SQLite database where the ledger should be, and every
+    # connection the ledger opens
+    path = tmp_path / "ledger.db"
+    path.write_bytes(b"not a database, " * 64)
+    connections: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recorded(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connections.append(connect(*args, **kwargs))
+        return connections[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", recorded)
+
+    # WHEN it is opened THEN it is refused
+    with pytest.raises(LedgerError, match="cannot open: file is not a database"):
+        SqliteLedger(str(path))
+
+    # AND the connection it made is closed, not left to the garbage collector
+    assert len(connections) == 1
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connections[0].execute("SELECT 1")
 
 
 def race(*workers: Callable[[], list[str]]) -> Counter[str]:
@@ -527,7 +552,7 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path, opene
     assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
 
 
-def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path):
+def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path, opened):
     # GIVEN a ledger file whose file owners were recorded without an address: Amelia's sent
     path = _old_ledger_file(
         tmp_path,
@@ -539,7 +564,7 @@ def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path):
     )
 
     # WHEN it is opened and a new letter claims a file of its own
-    ledger = SqliteLedger(str(path))
+    ledger = opened(str(path))
     owner = ("b.pdf", "r-jose", "j***@example.com")
     assert ledger.claim("k2", campaign="c", row=3, attempt="b", owner=owner) == Claim("claimed")
     ledger.record_sent("k2", message_id="m-2")
