@@ -25,6 +25,7 @@ from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.send import attachment_fetcher, compose, sender_problem
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
+from mailmatrix.private import private_files
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
@@ -119,10 +120,11 @@ def preview_command(
     except OSError as error:
         _fail(f"{csv_file}: row {row}: attachment: {error}", exits.ROWS_REJECTED)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     eml_path, html_path = out_dir / f"{row}.eml", out_dir / f"{row}.html"
-    eml_path.write_bytes(raw)
-    html_path.write_text(_html_page(message, rendered.html, rendered.text), encoding="utf-8")
+    with private_files():  # a person's letter: open to its owner only, as in a workdir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        eml_path.write_bytes(raw)
+        html_path.write_text(_html_page(message, rendered.html, rendered.text), encoding="utf-8")
     _print_summary(csv_file, row, item, message, raw, eml_path, html_path)
 
 

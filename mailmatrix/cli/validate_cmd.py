@@ -160,7 +160,7 @@ def validate_command(
     with report:  # its lists are spooled to temporary files: closed when done
         if rejects_path is not None:
             try:
-                with rejects_path.open("wb") as out:
+                with private_files(), rejects_path.open("wb") as out:  # rows of people
                     write_rejects(report, out)
             except (MailMatrixError, OSError) as error:
                 _fail(error, csv_file, as_json, bundled=False)  # the rejects file failed

@@ -2299,6 +2299,22 @@ def test_a_workdir_the_run_makes_is_open_to_its_owner_only(tmp_path, open_umask)
     assert _open_to_others(existing) == []
 
 
+def test_a_preview_and_a_rejects_report_are_open_to_their_owner_only(tmp_path, open_umask):
+    # GIVEN a umask that closes nothing
+    csv = str(EXAMPLE / "recipients.csv")
+    out, rejects = tmp_path / "previews", tmp_path / "rejects.csv"
+    # WHEN a row is previewed (a person's letter) and the file validated with its rejects
+    preview = CliRunner().invoke(cli, ["preview", csv, "--row", "2", "--out", str(out)])
+    validate = CliRunner().invoke(cli, ["validate", csv, "--rejects", str(rejects)])
+    # THEN what they wrote is open to its owner only, as in a workdir
+    assert preview.exit_code == 0, preview.output
+    assert validate.exit_code == 4, validate.output
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert _open_to_others(out) == []
+    assert sorted(path.name for path in out.iterdir()) == ["2.eml", "2.html"]
+
+
 def test_a_command_that_looks_makes_no_workdir_and_runs_make_every_file_private(
     tmp_path, open_umask
 ):
