@@ -96,6 +96,7 @@ class AttachmentIndex:
         # either cannot tell which file it means.
         self._ambiguous = ambiguous or set()
         self._folded: dict[str, list[str]] | None = None
+        self._stems: dict[str, list[str]] = {}
 
     @classmethod
     def from_listing(
@@ -155,8 +156,9 @@ class AttachmentIndex:
                 )
             )
         if entry is None:
-            hints = sorted(self._case_variants().get(name.casefold(), ()))
-            hint = f" (did you mean {' or '.join(hints)}?)" if hints else ""
+            by_name, by_stem = self._variants()
+            hints = by_name.get(name.casefold()) or by_stem.get(_stem(name.casefold()), [])
+            hint = f" (did you mean {' or '.join(sorted(hints))}?)" if hints else ""
             return Lookup(problem=f"attachment not found: {name}{hint}")
         if isinstance(entry, int):
             size, tag = entry, ""
@@ -210,13 +212,23 @@ class AttachmentIndex:
         entry = self._files.get(name, 0)
         return "" if isinstance(entry, int) else entry.partition(" ")[2]
 
-    def _case_variants(self) -> dict[str, list[str]]:
-        """Names by their case-folded form, built at the first miss (most runs never miss)."""
+    def _variants(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Names by their case-folded form, and by that form without its extension (a cell
+        naming ``greta-berg`` or ``greta-berg.docx`` for ``greta-berg.pdf``); built at the
+        first miss (most runs never miss)."""
         if self._folded is None:
-            self._folded = {}
+            self._folded, self._stems = {}, {}
             for name in self._files:
-                self._folded.setdefault(name.casefold(), []).append(name)
-        return self._folded
+                folded = name.casefold()
+                self._folded.setdefault(folded, []).append(name)
+                self._stems.setdefault(_stem(folded), []).append(name)
+        return self._folded, self._stems
+
+
+def _stem(name: str) -> str:
+    """``name`` without its extension (``a.pdf`` -> ``a``; ``a`` and ``.pdf`` as they are)."""
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
 
 
 def _size(count: int) -> str:

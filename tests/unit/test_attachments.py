@@ -82,6 +82,11 @@ def test_lookup_gives_the_tag_listed_with_the_size():
         ("DAVE.pdf", "attachment not found: DAVE.pdf (did you mean Dave.pdf or dave.pdf?)"),
         ("empty.pdf", "attachment is empty (0 bytes): empty.pdf"),
         ("nested.pdf", "attachment not found: nested.pdf"),
+        # the extension left out, or another one: the file of that name is suggested
+        ("carol", "attachment not found: carol (did you mean carol.pdf?)"),
+        ("Carol.docx", "attachment not found: Carol.docx (did you mean carol.pdf?)"),
+        ("dave", "attachment not found: dave (did you mean Dave.pdf or dave.pdf?)"),
+        (".pdf", "attachment not found: .pdf"),
     ],
 )
 def test_lookup_problems(asked, problem):
