@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import mailmatrix
 from mailmatrix.adapters.storage_local import LocalStorage
@@ -340,9 +341,11 @@ def _show(
     problems += [(item["row"], "excluded", "", item["reason"]) for item in report.skipped]
     problems.sort()
     if problems:
-        table = Table("row", "outcome", "column", "reason", header_style="bold")
+        table = Table("row", "outcome", "column", header_style="bold")
+        table.add_column("reason", overflow="fold")  # whole, however narrow the terminal
         for row, outcome, column, reason in problems[:SHOWN_PROBLEMS]:
-            table.add_row(str(row), outcome, column, reason)
+            # The file's own text (names, cells) is shown as it is, never read as markup.
+            table.add_row(str(row), outcome, Text(column), Text(reason))
         console.print(table)
         if len(problems) > SHOWN_PROBLEMS:
             more = len(problems) - SHOWN_PROBLEMS

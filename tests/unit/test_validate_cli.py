@@ -425,3 +425,19 @@ def test_validate_counts_a_row_as_other_letter_exactly_when_its_claim_is_refused
 
 
 SETS = ("offer", "rejection")
+
+
+def test_a_reason_is_shown_whole_at_80_columns_and_a_cell_never_as_markup(tmp_path):
+    # GIVEN a row naming a missing file with a long name that holds text like rich markup
+    (tmp_path / "attachments").mkdir()
+    name = "[bold]an-attachment-file-with-a-rather-long-name-for-the-table-to-fold.pdf"
+    header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary"
+    path = tmp_path / "r.csv"
+    path.write_text(f"{header}\nann@example.com,Ann,Offer,{name},Dev,IT,2027-01-11,1\n")
+    # WHEN it is validated on a terminal 80 columns wide
+    result = CliRunner().invoke(validate_command, [str(path)], env={"COLUMNS": "80"})
+    # THEN the reason is folded over lines, not cut, and the name is shown as it is
+    assert result.exit_code == 3, result.output
+    assert "…" not in result.output
+    flat = "".join(result.output.replace("│", " ").split())
+    assert f"attachmentnotfound:{name}" in flat
