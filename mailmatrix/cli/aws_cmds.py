@@ -190,13 +190,13 @@ def report(console: Console, stack: Stack, described: dict[str, Any], sfn: Any =
     if described.get("output"):
         summary = json.loads(described["output"])
         if isinstance(summary, dict) and summary.get("message"):
-            console.print(summary["message"])
+            console.print(summary["message"], markup=False)
         if isinstance(summary, dict) and summary.get("counts"):
             counts = summary["counts"]
             console.print(", ".join(f"{name} {value}" for name, value in counts.items()))
     ended = ending(described)
     if ended.error or ended.cause:
-        console.print(f"error: {ended.error or ''}: {ended.cause[:MESSAGE_CHARS]}")
+        console.print(f"error: {ended.error or ''}: {ended.cause[:MESSAGE_CHARS]}", markup=False)
     console.print(f"console: {console_link(stack.region, described['executionArn'])}")
     if status not in DONE:
         console.print("still running: run this command again later to see how it ended")
@@ -206,7 +206,7 @@ def report(console: Console, stack: Stack, described: dict[str, Any], sfn: Any =
         if why:
             console.print("why sending stopped:")
             for line in why:
-                console.print(f"  {line}")
+                console.print(f"  {line}", markup=False)
         console.print(
             f"when to redrive: {redrive_advice(status, ended.error, ended.cause, stopped)}"
         )
@@ -225,7 +225,7 @@ def _stopped(console: Console, sfn: Any, ended: Ending) -> Stopped:
     try:
         return stopped_batches(sfn, ended.arn)
     except aws_errors() as error:
-        console.print(f"(the failed batches could not be read: {error})")
+        console.print(f"(the failed batches could not be read: {error})", markup=False)
         return Stopped()
 
 
@@ -291,7 +291,8 @@ def send(
         # The version is the upload's own: its execution reads it, whatever is uploaded next.
         version = put.get("VersionId")
         console.print(
-            f"uploaded s3://{stack.bucket}/{key}" + (f" (version {version})" if version else "")
+            f"uploaded s3://{stack.bucket}/{key}" + (f" (version {version})" if version else ""),
+            markup=False,
         )
         arn = find_execution(
             sfn,

@@ -183,11 +183,11 @@ def executions_cmd(workdir: pathlib.Path) -> None:
             record.get("startDate", "-")[:19].replace("T", " "),
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
-            _input_label(record.get("input")),
+            escape(_input_label(record.get("input"))),
             result_label(
                 record.get("output"), execution_progress(workdir, record), record["status"]
             ),
-            record["name"],
+            escape(record["name"]),
         )
     console = Console()
     if not console.is_terminal:
@@ -337,7 +337,7 @@ def render_execution(
     summaries = state_summaries(history)
     status = record["status"]
     title = (
-        f"[bold]{record['name']}[/] [{_STYLE.get(status, 'white')}]{status}[/] "
+        f"[bold]{escape(record['name'])}[/] [{_STYLE.get(status, 'white')}]{status}[/] "
         f"{_duration(record.get('startDate'), record.get('stopDate'))}"
         f" redrives={record.get('redriveCount', 0)}"
     )
@@ -373,22 +373,26 @@ def _add_states(
         status = info["status"]
         if status == "RUNNING" and ended:
             status = ended
-        label = f"{name} [dim]({state['Type']})[/] [{_STYLE.get(status, 'white')}]{status}[/]"
+        # Names and errors come from the definition and its run: shown as they are.
+        label = (
+            f"{escape(name)} [dim]({escape(str(state['Type']))})[/]"
+            f" [{_STYLE.get(status, 'white')}]{status}[/]"
+        )
         if info.get("start"):
             label += f" {_duration(info.get('start'), info.get('stop'))}"
         if info.get("retries"):
             label += f" retries={info['retries']}"
         if info.get("error") and status == "SUCCEEDED":  # a retry or a redrive got past it
-            label += f" [dim](after an earlier try failed: {info['error']})[/]"
+            label += f" [dim](after an earlier try failed: {escape(info['error'])})[/]"
         elif info.get("error"):
-            label += f" [red]{info['error']}[/]"
+            label += f" [red]{escape(info['error'])}[/]"
         targets = [state.get("Next")] + [c.get("Next") for c in state.get("Catch", [])]
         targets += [c.get("Next") for c in state.get("Choices", [])] + [state.get("Default")]
         nexts = sorted({t for t in targets if t})
         if info.get("taken") in nexts:
-            label += f" → {info['taken']}"  # the way this execution went
+            label += f" → {escape(info['taken'])}"  # the way this execution went
         elif nexts and status == "NOT RUN":  # where it could have gone
-            label += f" [dim]→ {', '.join(nexts)}[/]"
+            label += f" [dim]→ {escape(', '.join(nexts))}[/]"
         node = tree.add(label)
         run = runs.get(name)
         if run:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
@@ -251,7 +252,9 @@ def print_summary(
 
     execution = result["execution"]
     console.print(
-        f"Execution: {execution}  (details: mailmatrix show {execution} {where})", soft_wrap=True
+        f"Execution: {execution}  (details: mailmatrix show {execution} {where})",
+        soft_wrap=True,
+        markup=False,
     )
     if result["status"] == "SUCCEEDED":
         if counts.get("sent", 0) == 0 and counts.get("skipped", 0):
@@ -272,12 +275,12 @@ def print_summary(
             )
         # Paths on one line each, however narrow the terminal or log: they are copied.
         if result.get("outbox"):
-            console.print(f"Outbox:  {result['outbox']}", soft_wrap=True)
+            console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
         else:
-            console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True)
-        console.print(f"Report:  {result['report']}", soft_wrap=True)
+            console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True, markup=False)
+        console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
         if result.get("rejects"):
-            console.print(f"Rejects: {result['rejects']}", soft_wrap=True)
+            console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
         unknown = counts.get("unknown", 0)
         apart = sum(counts.get(name, 0) for name in FAILED_APART)
         if counts.get("failed", 0) > apart:
@@ -314,7 +317,7 @@ def print_summary(
         )
         for hint in hints:
             if hint:
-                console.print(f"[yellow]{hint}[/yellow]")
+                console.print(f"[yellow]{escape(hint)}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
         return
@@ -491,7 +494,9 @@ def run(
     stop_on_signals()
     try:
         if progress is None:
-            console.print(f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True)
+            console.print(
+                f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True, markup=False
+            )
         record = run_campaign(
             csv_file,
             workdir=workdir,

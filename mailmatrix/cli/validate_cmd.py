@@ -311,8 +311,8 @@ def _show(
     file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
     in ``templates_dir``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
-    console.print(f"[bold]{report.source}[/]: {report.encoding}, {delimiter}-separated")
-    console.print(f"Columns: {', '.join(report.header)}")
+    console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
+    console.print(f"Columns: {', '.join(report.header)}", markup=False)  # the file's own text
     summary = Table(show_header=True, header_style="bold")
     for column in ("rows", "valid", "rejected", "duplicates", "excluded", "empty"):
         summary.add_column(column, justify="right")
@@ -351,9 +351,9 @@ def _show(
             more = len(problems) - SHOWN_PROBLEMS
             console.print(f"... and {more} more; --rejects FILE writes them all.")
     if rejects_path is not None:
-        console.print(f"Rejects report: {rejects_path}")
+        console.print(f"Rejects report: {rejects_path}", markup=False, soft_wrap=True)
     if earlier.get("error"):
-        console.print(f"[red]`run` would refuse this file ({earlier['error']})[/]:")
+        console.print(f"[red]`run` would refuse this file ({escape(earlier['error'])})[/]:")
         console.print(earlier["message"], markup=False)
         if earlier.get("default_workdir"):
             console.print(

@@ -2870,3 +2870,30 @@ def test_a_copy_or_link_of_a_letter_sent_earlier_is_refused_for_another_recipien
     again = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
     assert again.exit_code != 0
     assert _outbox_recipients(workdir) == before == {"alice@example.com": 1}
+
+
+def test_text_that_looks_like_markup_is_shown_as_it_is_and_never_breaks_a_command(tmp_path):
+    # GIVEN a workdir and a file name holding brackets as rich markup reads them, and a
+    # column named like a closing tag
+    workdir = tmp_path / "w[" / "y]"  # the path .../w[/y]
+    csv_path = tmp_path / "offers[final].csv"
+    text = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    rows = [f"{text[0]},[/x]", *(f"{line},z" for line in text[1:])]
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    common = ["--workdir", str(workdir), "--attachments", str(EXAMPLE / "attachments")]
+    wide = {"COLUMNS": "300"}
+
+    # WHEN the file is validated and run, and its execution listed and shown
+    validated = CliRunner().invoke(cli, ["validate", str(csv_path), *common], env=wide)
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *common], env=wide)
+    listed = CliRunner().invoke(cli, ["executions", "--workdir", str(workdir)], env=wide)
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    shown = CliRunner().invoke(cli, ["show", name, "--workdir", str(workdir)], env=wide)
+
+    # THEN each works and shows the names as they are
+    assert (validated.exit_code, ran.exit_code) == (4, 0), validated.output + ran.output
+    assert "Columns: " in validated.output and ", [/x]" in validated.output
+    assert f"Outbox:  {workdir}/outbox" in ran.output
+    assert (listed.exit_code, shown.exit_code) == (0, 0), listed.output + shown.output
+    assert "offers[final].csv" in listed.output
+    assert f"report: {workdir}/bucket/" in shown.output
