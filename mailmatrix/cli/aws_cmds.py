@@ -82,7 +82,11 @@ class Stack:
         try:
             (stack,) = cfn.describe_stacks(StackName=name)["Stacks"]
         except aws_errors() as error:
-            raise AwsCommandError(f"stack {name}: cannot describe it: {error}") from error
+            where = cfn.meta.region_name
+            raise AwsCommandError(
+                f"stack {name} in region {where}: cannot describe it: {error} (a stack in another"
+                " region is named with --region, or AWS_REGION)"
+            ) from error
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         missing = {"BucketName", "StateMachineArn"} - set(outputs)
         if missing:

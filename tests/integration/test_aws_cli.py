@@ -202,7 +202,9 @@ def test_send_refuses_a_file_the_rule_would_ignore(stack, tmp_path):
 def test_an_unknown_stack_is_a_clear_error(stack, tmp_path):
     result = CliRunner().invoke(cli, ["aws", "status", "--stack", "nope"])
     assert result.exit_code == 1
-    assert "stack nope: cannot describe it" in result.output
+    said = " ".join(result.output.split())
+    assert "stack nope in region " in said and ": cannot describe it" in said
+    assert "--region" in said  # where else it may be
 
 
 def test_the_local_commands_load_without_botocore():
