@@ -1,8 +1,12 @@
-"""Generate one small PDF letter per candidate of recipients.csv into attachments/.
+"""Generate one small PDF letter per row of a recipients CSV, named by its Attachment_File.
 
-The PDFs are committed, so the demo needs neither this script nor fpdf2; rerun it after
-changing the candidates: `.venv/bin/python examples/offer-letters/make_letters.py`.
-Deliberately skips the row named in MISSING so the demo shows a missing attachment.
+The example's PDFs are committed, so the demo needs neither this script nor fpdf2; rerun it
+after changing the candidates: `.venv/bin/python examples/offer-letters/make_letters.py`.
+It deliberately skips the example's row named in MISSING, so the demo shows a missing
+attachment. To try a campaign of your own, give your CSV and a folder:
+`.venv/bin/python examples/offer-letters/make_letters.py my.csv my-attachments/` writes a
+letter for each row naming a file (an offer where Status is Offer and the row has Position,
+Department, Start_Date and Salary; otherwise a short letter naming the row's Status).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def letter(row: dict[str, str], out: Path) -> None:
     """Write the offer or rejection letter of one candidate."""
     pdf = FPDF(format="A4")
     pdf.set_creator("MailMatrix example campaign")
-    pdf.set_title(f"{row['Status']} letter")
+    pdf.set_title(f"{row.get('Status') or 'Your'} letter")
     font = _font(pdf)
     pdf.add_page()
     pdf.set_font(font, "B", 16)
@@ -48,16 +52,19 @@ def letter(row: dict[str, str], out: Path) -> None:
     pdf.set_font(font, "", 11)
     pdf.cell(0, 8, "Talent Acquisition", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(8)
-    name = _printable(row["Name"], font)
+    name = _printable(row.get("Name") or "", font)
     pdf.multi_cell(0, 7, f"Dear {name}," if name else "Dear candidate,")
     pdf.ln(3)
-    if row["Status"] == "Offer":
+    offer_columns = ("Position", "Department", "Start_Date", "Salary")
+    if row.get("Status") == "Offer" and all(row.get(column) for column in offer_columns):
         body = (
             f"We are delighted to offer you the position of {row['Position']} in our "
             f"{row['Department']} team, starting on {row['Start_Date']}, with an annual "
             f"salary of {row['Salary']}.\n\nPlease sign and return this letter within "
             "ten working days."
         )
+    elif row.get("Status") != "Rejection" or not row.get("Position"):
+        body = f"This letter is about your {row.get('Status') or 'request'}."
     else:
         body = (
             f"Thank you for applying for the position of {row['Position']}. After careful "
@@ -70,16 +77,26 @@ def letter(row: dict[str, str], out: Path) -> None:
     pdf.output(str(out))
 
 
-def main() -> int:
-    """Generate every letter listed in recipients.csv except those in MISSING."""
-    out = HERE / "attachments"
-    out.mkdir(exist_ok=True)
-    with (HERE / "recipients.csv").open(encoding="utf-8", newline="") as stream:
+def main(argv: list[str]) -> int:
+    """Write the letters of ``argv``'s CSV into its folder (the example's when none is given,
+    without those in MISSING); say how many."""
+    if len(argv) not in (0, 2):
+        print("usage: make_letters.py [RECIPIENTS.csv ATTACHMENTS_DIR]", file=sys.stderr)
+        return 2
+    source = Path(argv[0]) if argv else HERE / "recipients.csv"
+    out = Path(argv[1]) if argv else HERE / "attachments"
+    skipped = set() if argv else MISSING
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with source.open(encoding="utf-8-sig", newline="") as stream:
         for row in csv.DictReader(stream):
-            if row["Attachment_File"] not in MISSING:
-                letter(row, out / row["Attachment_File"])
+            name = (row.get("Attachment_File") or "").strip()
+            if name and name not in skipped and "/" not in name and "\\" not in name:
+                letter(row, out / name)
+                written += 1
+    print(f"{written} letter(s) written into {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
