@@ -535,7 +535,7 @@ class LiveProgress:
         details = event.get("stateEnteredEventDetails")
         if details:
             self.progress.start()
-            self.progress.update(self.state_task, description=f"state {details['name']}")
+            self.progress.update(self.state_task, description=f"state {escape(details['name'])}")
 
     def on_map_run(self, map_run: dict[str, Any]) -> None:
         """Advance the Map Run's bar."""
@@ -543,7 +543,7 @@ class LiveProgress:
         arn = map_run["mapRunArn"]
         if arn not in self.map_tasks:
             self.map_tasks[arn] = self.progress.add_task(
-                f"Map Run {map_run['stateName']}",
+                f"Map Run {escape(map_run['stateName'])}",
                 total=map_run.get("total") or None,
                 sending=True,
             )

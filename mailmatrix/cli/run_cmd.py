@@ -81,7 +81,7 @@ class ProgressListener:
         details = event.get("stateEnteredEventDetails") or {}
         name = details.get("name")
         if name and ":" not in execution_id.split(":execution:")[-1].split(":")[-1]:
-            self.progress.update(self.state_task, description=f"State: {name}")
+            self.progress.update(self.state_task, description=f"State: {escape(name)}")
 
     def on_map_run(self, map_run: dict[str, Any]) -> None:
         """Advance the bar as batches of the Map Run finish."""

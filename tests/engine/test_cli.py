@@ -145,3 +145,28 @@ def test_bad_execution_name_is_refused(tmp_path: pathlib.Path) -> None:
     result = runner.invoke(show_cmd, ["../etc", "--workdir", str(tmp_path)])
     assert result.exit_code == 2
     assert "no such execution" in result.output  # only names listed in the store resolve
+
+
+def test_state_names_like_markup_are_drawn_as_they_are(tmp_path: pathlib.Path) -> None:
+    # GIVEN a definition whose state names hold what rich markup reads as tags, on a console
+    # that counts as a terminal (the live display is drawn)
+    names = ["[/x] first", "[bold]second"]
+    definition = {
+        "StartAt": names[0],
+        "States": {
+            names[0]: {"Type": "Wait", "Seconds": 1, "Next": names[1]},  # drawn meanwhile
+            names[1]: {"Type": "Fail", "Error": "[/e]", "Cause": "[/c] cause"},
+        },
+    }
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(definition))
+    workdir = ["--workdir", str(tmp_path / "w")]
+    terminal = {"TTY_COMPATIBLE": "1", "COLUMNS": "200"}
+    # WHEN it runs and is shown
+    ran = CliRunner().invoke(sfn_group, ["run", str(path), "--name", "e1", *workdir], env=terminal)
+    shown = CliRunner().invoke(show_cmd, ["e1", *workdir], env={"COLUMNS": "200"})
+    # THEN neither breaks, and the names, error and cause are shown as written
+    assert ran.exit_code == 1, ran.output
+    assert shown.exit_code == 0, shown.output
+    for text in (*names, "[/e]", "[/c] cause"):
+        assert text in shown.output
