@@ -271,7 +271,10 @@ def execution_progress(workdir: pathlib.Path, record: dict[str, Any]) -> dict[st
         return None
     from mailmatrix.local import Workdir, progress_of
 
-    return progress_of(Workdir(workdir), record["name"])
+    try:
+        return progress_of(Workdir(workdir), record["name"])
+    except MailMatrixError:  # an unreadable history: the list goes on, `show` says what is wrong
+        return None
 
 
 def state_summaries(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -68,16 +68,24 @@ class ExecutionStore:
         path = self.execution_dir(execution_id) / "execution.json"
         if not path.is_file():
             raise EngineError(f"store: no execution {execution_id!r} in {self.root}")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:  # not JSON, or not UTF-8 text
+            raise EngineError(f"store: {path}: unreadable: {error}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            raise EngineError(f"store: {path}: unreadable: not an execution record")
+        return record
 
     def list_records(self) -> list[dict[str, Any]]:
         """Every execution record, oldest first."""
         records = []
         for path in self.root.glob("*/execution.json"):
             try:
-                records.append(json.loads(path.read_text(encoding="utf-8")))
+                record = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
                 continue
+            if isinstance(record, dict) and isinstance(record.get("name"), str):
+                records.append(record)
         return sorted(records, key=lambda r: (r.get("startDate", ""), r["name"]))
 
     def append_event(self, execution_id: str, event: dict[str, Any]) -> None:
@@ -96,7 +104,11 @@ class ExecutionStore:
         path = self.execution_dir(execution_id) / "history.jsonl"
         if not path.is_file():
             raise EngineError(f"store: no history for execution {execution_id!r}")
-        return _read_jsonl(path)
+        events = _read_jsonl(path)
+        for number, event in enumerate(events, 1):
+            if not isinstance(event.get("type"), str):
+                raise EngineError(f"store: {path}: event {number} has no type")
+        return events
 
     def map_run_dir(self, execution_id: str, map_run_id: str) -> pathlib.Path:
         """The directory of one Map Run."""
@@ -238,8 +250,20 @@ def _write_json(path: pathlib.Path, value: Any) -> None:
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The records of a .jsonl file; an EngineError names the line that is not one."""
+    records = []
     with open(path, "rb") as handle:
-        return [json.loads(line) for line in handle if _whole(line)]
+        for number, line in enumerate(handle, 1):
+            if not _whole(line):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as error:  # not JSON, or not UTF-8 text
+                raise EngineError(f"store: {path}: line {number} unreadable: {error}") from None
+            if not isinstance(record, dict):
+                raise EngineError(f"store: {path}: line {number} unreadable: not a JSON object")
+            records.append(record)
+    return records
 
 
 def _whole(line: bytes) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
 from click.testing import CliRunner
 
 from mailmatrix.cli.engine_cmds import executions_cmd, redrive_cmd, sfn_group, show_cmd
@@ -41,13 +42,20 @@ def failing_at_length(event: dict, context: object) -> dict:
     raise RuntimeError(LONG_CAUSE)
 
 
-def test_show_gives_a_long_cause_to_its_end(tmp_path: pathlib.Path) -> None:
+def _failed_execution(tmp_path: pathlib.Path, handler: str) -> list[str]:
+    """Run execution e1 of DEFINITION in tmp_path/w with the Lambda ``handler`` (it fails);
+    return the --workdir arguments."""
     path = tmp_path / "def.json"
     path.write_text(json.dumps(DEFINITION))
     workdir = ["--workdir", str(tmp_path / "w")]
-    fail = f"--function=Fn={__name__}:failing_at_length"
+    fail = f"--function=Fn={__name__}:{handler}"
     args = ["run", str(path), "--input", '{"n": 1}', "--name", "e1", fail, *workdir]
     assert CliRunner().invoke(sfn_group, args).exit_code == 1
+    return workdir
+
+
+def test_show_gives_a_long_cause_to_its_end(tmp_path: pathlib.Path) -> None:
+    workdir = _failed_execution(tmp_path, "failing_at_length")
 
     shown = CliRunner().invoke(show_cmd, ["e1", *workdir])
 
@@ -170,3 +178,54 @@ def test_state_names_like_markup_are_drawn_as_they_are(tmp_path: pathlib.Path) -
     assert shown.exit_code == 0, shown.output
     for text in (*names, "[/e]", "[/c] cause"):
         assert text in shown.output
+
+
+def _failed_execution_with_history(tmp_path: pathlib.Path, history: bytes) -> list[str]:
+    """Run e1 to a failure in a workdir, then put ``history`` in place of its history."""
+    workdir = _failed_execution(tmp_path, "failing_handler")
+    (tmp_path / "w" / "executions" / "e1" / "history.jsonl").write_bytes(history)
+    return workdir
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        (b'{"type":"ExecutionStarted"}\n{"type": \n', "line 2 unreadable"),
+        (b"\xff\xfe garbage\n", "line 1 unreadable"),
+        (b"[1, 2]\n", "line 1 unreadable: not a JSON object"),
+        (b"{}\n", "event 1 has no type"),
+    ],
+    ids=["cut-json", "not-utf8", "not-an-object", "no-type"],
+)
+def test_show_of_a_corrupt_history_says_which_line_without_a_traceback(
+    tmp_path: pathlib.Path, history: bytes, message: str
+) -> None:
+    workdir = _failed_execution_with_history(tmp_path, history)
+
+    shown = CliRunner().invoke(show_cmd, ["e1", *workdir])
+
+    assert shown.exit_code == 2
+    assert "history.jsonl" in shown.output and message in shown.output
+    assert shown.exception is None or isinstance(shown.exception, SystemExit)
+
+
+def test_executions_lists_an_execution_whose_history_is_corrupt(tmp_path: pathlib.Path) -> None:
+    # GIVEN a MailMatrix workdir (it has settings.json) whose failed execution has a torn history
+    workdir = _failed_execution_with_history(tmp_path, b'{"type": \n')
+    (tmp_path / "w" / "settings.json").write_text("{}")
+    # WHEN its executions are listed
+    listed = CliRunner().invoke(executions_cmd, workdir, env={"COLUMNS": "200"})
+    # THEN the list is drawn, with the execution in it
+    assert listed.exit_code == 0, listed.output
+    assert "e1" in listed.output and "FAILED" in listed.output
+
+
+def test_a_record_that_is_not_an_execution_is_left_out_of_the_list(tmp_path: pathlib.Path) -> None:
+    workdir = _failed_execution_with_history(tmp_path, b'{"type":"ExecutionStarted"}\n')
+    (tmp_path / "w" / "executions" / "e2").mkdir()
+    (tmp_path / "w" / "executions" / "e2" / "execution.json").write_text("[]")
+
+    listed = CliRunner().invoke(executions_cmd, workdir, env={"COLUMNS": "200"})
+
+    assert listed.exit_code == 0, listed.output
+    assert "e1" in listed.output
