@@ -506,7 +506,10 @@ def upload(
     """Put the CSV under incoming/ in the local bucket, with user ``metadata``; return its key
     and the event."""
     if not csv_path.is_file():
-        raise InputFileError(f"{csv_path}: no such file")
+        said = "no such file"
+        if csv_path.exists():
+            said = "not a regular file (a pipe, device or folder)"
+        raise InputFileError(f"{csv_path}: {said}: give the CSV file itself")
     key = incoming_key(csv_path)
     storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
     info = storage.put_file(key, str(csv_path), content_type="text/csv", metadata=metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import shlex
 import signal
@@ -445,6 +446,7 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--send-rate",
     type=click.FloatRange(min=0),
+    callback=lambda ctx, param, value: _check_send_rate(value),
     help="Messages per second for the whole campaign (0: as fast as it goes).",
 )
 @click.option(
@@ -673,12 +675,25 @@ def _check_faults(value: str | None) -> str | None:
     return value
 
 
+def _check_send_rate(value: float | None) -> float | None:
+    """Refuse a rate that is no number of messages a second (nan, inf) before anything runs."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value}: give a number of messages per second (0: no limit)")
+    return value
+
+
 def _check_smtp(value: str | None) -> str | None:
     """Refuse a URL that names no SMTP server before anything runs."""
     if value:
         from urllib.parse import urlparse
 
-        url = urlparse(value)
+        try:
+            url = urlparse(value)
+        except ValueError as error:  # e.g. an unclosed [ of an IPv6 address
+            raise click.BadParameter(
+                f"{redacted(value)}: not a URL ({error}): expected smtp://HOST[:PORT], "
+                "smtp+starttls://... or smtps://..."
+            ) from None
         if url.scheme not in ("smtp", "smtps", "smtp+starttls") or not url.hostname:
             raise click.BadParameter(
                 f"{redacted(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."

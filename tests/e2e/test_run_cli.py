@@ -81,6 +81,9 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--sender", "Acme <talent@mail.test>", "'talent@mail.test': invalid address domain"),
         ("--faults", "explode=1", "expected NAME=VALUE"),
         ("--send-rate", "-1", "-1"),
+        ("--send-rate", "nan", "messages per second"),
+        ("--send-rate", "inf", "messages per second"),
+        ("--smtp", "smtp://[::1", "not a URL"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):
@@ -89,6 +92,14 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, 
     assert code == 2
     assert message in output
     assert not (tmp_path / "executions").exists()
+
+
+def test_a_csv_that_is_a_device_is_refused_as_not_a_file(tmp_path):
+    code, output = _run(os.devnull, "--workdir", str(tmp_path / "w"))
+
+    assert code == 3
+    assert f"{os.devnull}: not a regular file" in output
+    assert "no such file" not in output
 
 
 def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_path):
