@@ -45,8 +45,14 @@ sleep: Callable[[float], None] = time.sleep
 def client(service: str, region: str | None) -> Any:
     """Return a boto3 client for ``service`` in ``region`` (default: the configured one)."""
     import boto3
+    from botocore.exceptions import InvalidRegionError, NoRegionError
 
-    return boto3.client(service, region_name=region) if region else boto3.client(service)
+    try:
+        return boto3.client(service, region_name=region) if region else boto3.client(service)
+    except (NoRegionError, InvalidRegionError) as error:
+        raise AwsSetupError(
+            f"AWS region: {error} Give the stack's region with --region, or set AWS_REGION."
+        ) from None
 
 
 def aws_errors() -> tuple[type[Exception], ...]:
@@ -64,6 +70,13 @@ def make_console() -> Console:
 
 class AwsCommandError(click.ClickException):
     """A stack, an execution or an AWS call the command needs is not there."""
+
+
+class AwsSetupError(click.ClickException):
+    """No AWS region, or one that is no region name: a usage problem (exit 2), not a failed
+    command."""
+
+    exit_code = exits.USAGE
 
 
 @dataclass(frozen=True)

@@ -427,3 +427,27 @@ def test_an_execution_failed_by_a_function_shows_the_message_without_the_stack_t
     assert f"error: AccountSendingHalted: {PREFLIGHT_MESSAGE}" in output
     assert "when to redrive: the 24-hour sending quota is used up" in output
     assert "stackTrace" not in output and "/var/task" not in output
+
+
+@pytest.mark.parametrize(
+    ("region", "message"),
+    [("bad region!", "doesn't match a supported format"), (None, "You must specify a region")],
+    ids=["malformed", "none"],
+)
+@pytest.mark.parametrize("command", [["status"], ["redrive", "e1"]])
+def test_a_missing_or_malformed_region_is_a_usage_error_not_a_traceback(
+    monkeypatch, tmp_path, command, region, message
+):
+    # GIVEN no region configured anywhere, and maybe a --region that is no region name
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    given = ["--region", region] if region else []
+    # WHEN an aws command runs (the client is refused before any call is made)
+    result = CliRunner().invoke(cli, ["aws", *command, "--stack", "s", *given])
+    # THEN one line says what is wrong with the region, exit 2
+    assert result.exit_code == 2, result.output
+    assert "AWS region: " in result.output and message in result.output
+    assert "--region" in result.output
