@@ -121,10 +121,14 @@ def preview_command(
         _fail(f"{csv_file}: row {row}: attachment: {error}", exits.ROWS_REJECTED)
 
     eml_path, html_path = out_dir / f"{row}.eml", out_dir / f"{row}.html"
-    with private_files():  # a person's letter: open to its owner only, as in a workdir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        eml_path.write_bytes(raw)
-        html_path.write_text(_html_page(message, rendered.html, rendered.text), encoding="utf-8")
+    try:
+        with private_files():  # a person's letter: open to its owner only, as in a workdir
+            out_dir.mkdir(parents=True, exist_ok=True)
+            eml_path.write_bytes(raw)
+            page = _html_page(message, rendered.html, rendered.text)
+            html_path.write_text(page, encoding="utf-8")
+    except OSError as error:  # no access, no room: said in one line, nothing else to undo
+        _fail(f"--out {out_dir}: cannot write the preview: {error}", exits.RUN_FAILED)
     _print_summary(csv_file, row, item, message, raw, eml_path, html_path)
 
 

@@ -190,3 +190,16 @@ def test_text_only_set_previews_as_a_pre_page(tmp_path):
     page = (tmp_path / "out" / "3.html").read_text(encoding="utf-8")
     assert "<pre>Dear Pat Example &lt;3\n</pre>" in page
     assert "<title>Hi Pat Example</title>" in page
+
+
+def test_a_preview_that_cannot_be_written_says_so_in_one_line(tmp_path):
+    # GIVEN an --out folder where N.eml cannot be written (a folder holds its name)
+    line = demo_line("Offer")
+    (tmp_path / f"{line}.eml").mkdir()
+    # WHEN the row is previewed there
+    result = preview(DEMO_CSV, "--row", line, "--out", tmp_path)
+    # THEN the command fails with the reason, not an OSError traceback
+    assert result.exit_code == exits.RUN_FAILED, result.output
+    assert f"--out {tmp_path}: cannot write the preview: " in result.output
+    assert "Is a directory" in result.output
+    assert not isinstance(result.exception, OSError)
