@@ -283,10 +283,10 @@ def print_summary(
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
         unknown = counts.get("unknown", 0)
-        apart = sum(counts.get(name, 0) for name in FAILED_APART)
-        if counts.get("failed", 0) > apart:
+        retryable = _retryable(counts)
+        if retryable:
             console.print(
-                f"[yellow]{counts['failed'] - apart} row(s) failed: the report"
+                f"[yellow]{retryable} row(s) failed: the report"
                 " gives each reason. Once the cause is fixed, send them with:[/yellow]"
             )
             console.print(
@@ -577,9 +577,8 @@ def retry_commands(
     AttachmentOfAnother, Superseded). Each has every option ``given`` that the campaign's
     letters and delivery came from: a retry without them is refused (check_campaign_way),
     or would send other letters. The SMTP password is left out (retry_note says so)."""
-    apart = sum(counts.get(name, 0) for name in FAILED_APART)
     wanted = {
-        "retry_command": (counts.get("failed", 0) > apart, ("--retry-failed",)),
+        "retry_command": (_retryable(counts) > 0, ("--retry-failed",)),
         "retry_unknown_command": (counts.get("unknown", 0) > 0, ("--retry-unknown",)),
         "run_again_command": (counts.get("attachment_changed", 0) > 0, ()),
     }
@@ -595,6 +594,11 @@ def retry_commands(
             "into the URL"
         )
     return commands
+
+
+def _retryable(counts: dict[str, int]) -> int:
+    """The failed rows `run --retry-failed` sends: those not counted apart (FAILED_APART)."""
+    return max(0, counts.get("failed", 0) - sum(counts.get(name, 0) for name in FAILED_APART))
 
 
 def add_run_without_drill(
