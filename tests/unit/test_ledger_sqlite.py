@@ -480,6 +480,84 @@ def test_processes_opening_one_ledger_at_once_all_get_it(tmp_path, old_file):
         assert sorted(answers.get(timeout=5) for _ in workers) == ["ok"] * 4
 
 
+# --- writers take turns on the lock file --------------------------------------------------------
+
+
+def test_a_writer_waits_while_another_holds_the_lock_file_and_goes_on_when_it_is_free(
+    tmp_path, opened
+):
+    import fcntl
+    import os
+
+    # GIVEN another process's writer holding the ledger's lock file (another open of it)
+    path = str(tmp_path / "ledger.db")
+    ledger = opened(path)
+    other = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    answers: list[Claim] = []
+    claimer = threading.Thread(target=lambda: answers.append(claim(ledger)))
+
+    # WHEN a claim is asked meanwhile
+    try:
+        claimer.start()
+        claimer.join(timeout=0.3)
+
+        # THEN it waits its turn, nothing written yet
+        assert claimer.is_alive()
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT COUNT(*) FROM sends").fetchone() == (0,)
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)  # AND once the other is done, it goes on
+        os.close(other)
+    claimer.join(timeout=30)
+    assert [answer.state for answer in answers] == ["claimed"]
+
+
+def test_the_lock_file_is_made_private_at_the_first_write_and_never_for_reads(tmp_path, opened):
+    import stat
+
+    path = tmp_path / "ledger.db"
+    ledger = opened(str(path))
+    lock = tmp_path / "ledger.db-lock"
+
+    ledger.halted("c")
+    ledger.latest_upload("c")
+    assert not lock.exists()
+
+    ledger.record_sent("k1", message_id="m-1")
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_writers_poll_when_the_lock_file_cannot_be_made(tmp_path, opened):
+    # GIVEN a folder in the lock file's place (as good as a read-only folder for open())
+    path = tmp_path / "ledger.db"
+    (tmp_path / "ledger.db-lock").mkdir()
+    ledger = opened(str(path))
+
+    # WHEN rows are claimed and recorded THEN the ledger works as before
+    assert claim(ledger).state == "claimed"
+    ledger.record_sent("k1", message_id="m-1")
+    assert [(o.key, o.state) for o in ledger.outcomes("c")] == [("k1", "sent")]
+
+
+def test_a_forked_copy_of_an_open_ledger_opens_the_lock_file_anew(tmp_path, opened, monkeypatch):
+    import os
+
+    # flock is shared by the copies of one open file: a child using its parent's would never
+    # wait for it, so each process opens its own.
+    ledger = opened(str(tmp_path / "ledger.db"))
+    parents = ledger._turn_file()
+    monkeypatch.setattr(ledger_sqlite.os, "getpid", lambda: -7)
+
+    childs = ledger._turn_file()
+
+    assert parents is not None and childs is not None and childs != parents
+    assert ledger._turn_file() == childs
+    monkeypatch.undo()
+    os.close(parents)  # the ledger knows only the "child's" now, which close() leaves alone
+    os.close(childs)
+
+
 # --- claims and batches of processes that have ended -------------------------------------------
 
 
