@@ -296,3 +296,18 @@ def test_a_version_is_named_by_its_tag_or_its_etag_for_get_open_and_head(tmp_pat
         for read in (storage.get, storage.open, storage.head):
             with pytest.raises(ObjectChanged):
                 read("incoming/a.csv", tag=tag)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 3 * 1024 * 1024 + 7])
+def test_a_file_right_in_its_folder_is_read_whole_by_tag_or_without(tmp_path, size):
+    # GIVEN a letter right in a mounted folder (the descriptor path), of any size
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    content = os.urandom(size)
+    (folder / "anna.pdf").write_bytes(content)
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+
+    # THEN it is read whole, with its listed tag and without one
+    tag = _listed_tag(storage, "attachments/anna.pdf")
+    assert storage.get("attachments/anna.pdf", tag=tag) == content
+    assert storage.get("attachments/anna.pdf") == content
