@@ -12,7 +12,9 @@ message that is then reported as failed.
 
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
-authentication failures and a used-up daily quota halt the campaign.
+authentication failures and a used-up daily quota halt the campaign. A message counts as
+sent on a 2xx reply to its content only after a 354 to DATA: a success to DATA itself means
+the content was never sent.
 """
 
 from __future__ import annotations
@@ -243,18 +245,38 @@ class SmtpMailer:
             stage = "DATA"
             connection.putcmd("data")
             code, reply = connection.getreply()
+            if code != 354 and code < 400:
+                # A success here (a broken server, or a reply out of step) is not the message
+                # taken: its content was never sent. The session's state is unknown: drop it.
+                self._drop()
+                raise TransientSendError(
+                    f"{where}: DATA: the server answered {code} {_text(reply)}, not 354 (go"
+                    " ahead): the message was not sent",
+                    details={"code": code},
+                    refused=True,
+                )
             if code == 354:
                 stage = "message"
                 connection.send(_data_block(raw))
                 # Only from here can the server have taken the message without our knowing.
                 stage = _AWAITING
                 code, reply = connection.getreply()
-            if code != 250:
-                # Not every server forgets the envelope after a refused DATA (aiosmtpd answers
-                # the next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
-                self._reset(connection)
-                raise _classify(code, reply, f"{where}: DATA")
-            return _text(reply)
+                if 200 <= code < 300:
+                    # Any success is the message taken (250 is the rule): reporting another
+                    # as a failure would let --retry-failed send a second, unmarked copy.
+                    return _text(reply)
+                if code < 400:
+                    # Neither taken nor refused: the server may hold the message.
+                    self._drop()
+                    raise TransientSendError(
+                        f"{where}: DATA: the server answered the message with {code}"
+                        f" {_text(reply)}, neither success nor failure",
+                        details={"code": code},
+                    )
+            # Not every server forgets the envelope after a refused DATA (aiosmtpd answers the
+            # next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
+            self._reset(connection)
+            raise _classify(code, reply, f"{where}: DATA")
         except smtplib.SMTPServerDisconnected as exc:
             if stage == "MAIL FROM":
                 raise _StaleConnection() from exc
