@@ -241,7 +241,8 @@ class SmtpMailer:
                 code, reply = connection.rcpt(address)
                 if code not in (250, 251):
                     self._reset(connection)
-                    raise _classify(code, reply, f"{where}: recipient {_mask(address)} refused")
+                    refused_rcpt = f"{where}: recipient {_mask(address)} refused"
+                    raise _classify(code, reply, refused_rcpt, recipient=True)
             stage = "DATA"
             connection.putcmd("data")
             code, reply = connection.getreply()
@@ -372,11 +373,21 @@ class _StaleConnection(Exception):
     """The connection was gone before the server accepted anything."""
 
 
-def _classify(code: int, reply: bytes | str, where: str) -> SendError:
-    """Turn an SMTP reply into the Mailer port's error."""
+def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = False) -> SendError:
+    """Turn an SMTP reply into the Mailer port's error.
+
+    ``recipient``: the reply to a RCPT. One whose enhanced status code is of the mailbox
+    class (X.2.X, RFC 3463: "receiving mail at a rate", "over its daily quota") is about that
+    recipient, not the account: it neither throttles nor halts the campaign, or one limited
+    mailbox would stop every row after it, in every retry and redrive.
+    """
     text = _text(reply)
     message = f"{where}: {code} {text}"
     lowered = text.lower()
+    if recipient and _MAILBOX_STATUS.match(text):
+        if 400 <= code < 500:
+            return TransientSendError(message, details={"code": code}, refused=True)
+        return PermanentSendError(message, details={"code": code})
     if code in (530, 534, 535, 538):
         return AccountSendingHalted(message, details={"code": code})
     if ("daily" in lowered and "quota" in lowered) or "sending paused" in lowered:
@@ -389,6 +400,10 @@ def _classify(code: int, reply: bytes | str, where: str) -> SendError:
     if code == -1:
         return TransientSendError(message, details={"code": code})
     return PermanentSendError(message, details={"code": code})
+
+
+# An enhanced status code of the mailbox class at the start of a reply's text: 4.2.1, 5.2.2.
+_MAILBOX_STATUS = re.compile(r"[45]\.2\.\d{1,3}\b")
 
 
 def _text(reply: bytes | str) -> str:

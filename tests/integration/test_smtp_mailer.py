@@ -623,3 +623,68 @@ def test_a_reply_to_the_message_that_is_neither_success_nor_failure_is_an_unknow
     # THEN it is neither sent nor refused for good: in doubt, tried at most twice in all
     assert len(server.messages) == 1
     assert not caught.value.refused
+
+
+# ------------------------------------------- one recipient's mailbox limits, not the account's
+
+MAILBOX_RATE = (
+    "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents"
+    " additional messages from being delivered"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (MAILBOX_RATE, TransientSendError),
+        ("552 5.2.2 Mailbox over its daily quota", PermanentSendError),
+    ],
+    ids=["4.2.1-rate", "5.2.2-daily-quota"],
+)
+def test_a_recipient_s_own_mailbox_limit_neither_throttles_nor_halts_the_campaign(reply, error):
+    handler = Recorder()
+    handler.rcpt_reply["amy@example.com"] = reply
+    with smtp_server(handler) as port, pytest.raises(SendError) as caught:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+
+    assert type(caught.value) is error  # not Throttled, not AccountSendingHalted
+    assert caught.value.refused == (error is TransientSendError)
+
+
+def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.core.send import RetryPolicy, send_batch
+    from tests.fixtures.sending import kit
+
+    # GIVEN a server that refuses the first row's recipient for receiving mail too fast
+    handler = Recorder()
+    handler.rcpt_reply["person2@example.com"] = MAILBOX_RATE
+    rows = [
+        kit.item("c-1", row, f"person{row}@example.com", f"Person {row}", f"p{row}.pdf")
+        for row in (2, 3, 4)
+    ]
+    with (
+        smtp_server(handler) as port,
+        closing(SqliteLedger(str(tmp_path / "ledger.db"))) as ledger,
+        pytest.raises(TransientSendError) as stopped,
+    ):
+        # WHEN a batch of three rows is sent through it
+        send_batch(
+            rows,
+            kit.campaign("c-1"),
+            catalog=kit.catalog(),
+            fetch_attachment=kit.fetcher(),
+            mailer=SmtpMailer.from_url(f"smtp://{HOST}:{port}"),
+            ledger=ledger,
+            attempt="child-1",
+            sleep=lambda seconds: None,
+            policy=RetryPolicy(tries=2),
+        )
+
+    # THEN the other recipients got their letters; only that row waits for a retry
+    assert stopped.value.details["deferred"] == [2]
+    assert [rcpts for _, rcpts, _ in handler.envelopes] == [
+        ["person3@example.com"],
+        ["person4@example.com"],
+    ]
