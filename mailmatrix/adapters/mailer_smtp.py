@@ -12,7 +12,9 @@ message that is then reported as failed.
 
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
-authentication failures and a used-up daily quota halt the campaign.
+authentication failures and a used-up daily quota halt the campaign. A message counts as
+sent on a 2xx reply to its content only after a 354 to DATA: a success to DATA itself means
+the content was never sent.
 """
 
 from __future__ import annotations
@@ -239,22 +241,43 @@ class SmtpMailer:
                 code, reply = connection.rcpt(address)
                 if code not in (250, 251):
                     self._reset(connection)
-                    raise _classify(code, reply, f"{where}: recipient {_mask(address)} refused")
+                    refused_rcpt = f"{where}: recipient {_mask(address)} refused"
+                    raise _classify(code, reply, refused_rcpt, recipient=True)
             stage = "DATA"
             connection.putcmd("data")
             code, reply = connection.getreply()
+            if code != 354 and code < 400:
+                # A success here (a broken server, or a reply out of step) is not the message
+                # taken: its content was never sent. The session's state is unknown: drop it.
+                self._drop()
+                raise TransientSendError(
+                    f"{where}: DATA: the server answered {code} {_text(reply)}, not 354 (go"
+                    " ahead): the message was not sent",
+                    details={"code": code},
+                    refused=True,
+                )
             if code == 354:
                 stage = "message"
                 connection.send(_data_block(raw))
                 # Only from here can the server have taken the message without our knowing.
                 stage = _AWAITING
                 code, reply = connection.getreply()
-            if code != 250:
-                # Not every server forgets the envelope after a refused DATA (aiosmtpd answers
-                # the next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
-                self._reset(connection)
-                raise _classify(code, reply, f"{where}: DATA")
-            return _text(reply)
+                if 200 <= code < 300:
+                    # Any success is the message taken (250 is the rule): reporting another
+                    # as a failure would let --retry-failed send a second, unmarked copy.
+                    return _text(reply)
+                if code < 400:
+                    # Neither taken nor refused: the server may hold the message.
+                    self._drop()
+                    raise TransientSendError(
+                        f"{where}: DATA: the server answered the message with {code}"
+                        f" {_text(reply)}, neither success nor failure",
+                        details={"code": code},
+                    )
+            # Not every server forgets the envelope after a refused DATA (aiosmtpd answers the
+            # next MAIL with "503 nested MAIL command"): reset it, as after MAIL/RCPT.
+            self._reset(connection)
+            raise _classify(code, reply, f"{where}: DATA")
         except smtplib.SMTPServerDisconnected as exc:
             if stage == "MAIL FROM":
                 raise _StaleConnection() from exc
@@ -350,11 +373,21 @@ class _StaleConnection(Exception):
     """The connection was gone before the server accepted anything."""
 
 
-def _classify(code: int, reply: bytes | str, where: str) -> SendError:
-    """Turn an SMTP reply into the Mailer port's error."""
+def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = False) -> SendError:
+    """Turn an SMTP reply into the Mailer port's error.
+
+    ``recipient``: the reply to a RCPT. One whose enhanced status code is of the mailbox
+    class (X.2.X, RFC 3463: "receiving mail at a rate", "over its daily quota") is about that
+    recipient, not the account: it neither throttles nor halts the campaign, or one limited
+    mailbox would stop every row after it, in every retry and redrive.
+    """
     text = _text(reply)
     message = f"{where}: {code} {text}"
     lowered = text.lower()
+    if recipient and _MAILBOX_STATUS.match(text):
+        if 400 <= code < 500:
+            return TransientSendError(message, details={"code": code}, refused=True)
+        return PermanentSendError(message, details={"code": code})
     if code in (530, 534, 535, 538):
         return AccountSendingHalted(message, details={"code": code})
     if ("daily" in lowered and "quota" in lowered) or "sending paused" in lowered:
@@ -367,6 +400,10 @@ def _classify(code: int, reply: bytes | str, where: str) -> SendError:
     if code == -1:
         return TransientSendError(message, details={"code": code})
     return PermanentSendError(message, details={"code": code})
+
+
+# An enhanced status code of the mailbox class at the start of a reply's text: 4.2.1, 5.2.2.
+_MAILBOX_STATUS = re.compile(r"[45]\.2\.\d{1,3}\b")
 
 
 def _text(reply: bytes | str) -> str:

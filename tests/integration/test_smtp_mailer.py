@@ -514,3 +514,177 @@ def test_a_refused_data_does_not_spoil_the_next_message_on_the_same_connection()
         mailer.close()
     assert [rcpts for _, rcpts, _ in handler.envelopes] == [["bob@example.com"]]
     assert len(handler.peers) == 1
+
+
+# ------------------------------------------------ a server that answers out of the protocol
+
+
+class ScriptedServer:
+    """A bare SMTP server on 127.0.0.1 whose replies to DATA and to the message are given,
+    answering out of the protocol where aiosmtpd cannot be made to (one connection at a time).
+    It keeps each message whose content it received."""
+
+    def __init__(self, data_reply: str, end_reply: str) -> None:
+        self.data_reply, self.end_reply = data_reply, end_reply
+        self.messages: list[bytes] = []
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                peer, _ = self.listener.accept()
+            except OSError:  # closed by stop()
+                return
+            with peer, peer.makefile("rb") as lines:
+                self._session(peer, lines)
+
+    def _session(self, peer: socket.socket, lines) -> None:
+        peer.sendall(b"220 scripted ESMTP\r\n")
+        for line in lines:
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                peer.sendall(b"250 ok\r\n")
+            elif verb == b"DATA":
+                peer.sendall(self.data_reply.encode() + b"\r\n")
+                if self.data_reply.startswith("354"):
+                    content = b"".join(iter(lines.readline, b".\r\n"))
+                    self.messages.append(content)
+                    peer.sendall(self.end_reply.encode() + b"\r\n")
+            elif verb == b"QUIT":
+                peer.sendall(b"221 bye\r\n")
+                return
+            else:
+                peer.sendall(b"502 unknown\r\n")
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@contextmanager
+def scripted_server(data_reply: str = "354 go on", end_reply: str = "250 ok") -> Iterator:
+    server = ScriptedServer(data_reply, end_reply)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def send_through(server: ScriptedServer) -> str:
+    """Send one message through ``server`` with a mailer of its own; return its Message-ID."""
+    mailer = SmtpMailer.from_url(f"smtp://{HOST}:{server.port}?timeout=5")
+    try:
+        return mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+    finally:
+        mailer.close()
+
+
+def test_a_server_that_says_250_to_data_itself_has_not_taken_the_message():
+    # GIVEN a server that answers the DATA command with 250 instead of 354 (a broken server,
+    # or a reply out of step): the message's content is never sent to it
+    # WHEN a message is sent THEN it is not reported sent: nothing was handed over
+    with (
+        scripted_server(data_reply="250 2.0.0 ok") as server,
+        pytest.raises(TransientSendError) as caught,
+    ):
+        send_through(server)
+
+    assert server.messages == []
+    assert caught.value.refused  # so retrying it cannot make a second copy
+    assert caught.value.message == (
+        f"smtp {HOST}:{server.port}: DATA: the server answered 250 2.0.0 ok, not 354 (go"
+        " ahead): the message was not sent"
+    )
+
+
+@pytest.mark.parametrize("end_reply", ["251 2.1.5 will forward", "252 2.0.0 accepted"])
+def test_any_2xx_reply_to_the_message_means_the_server_took_it(end_reply):
+    # GIVEN a server that accepts the message with another success code than 250
+    with scripted_server(end_reply=end_reply) as server:
+        # WHEN a message is sent THEN it counts as sent: a failure would be retried by
+        # --retry-failed, and the recipient would get a second copy, unmarked
+        message_id = send_through(server)
+
+    assert len(server.messages) == 1
+    assert f"Message-ID: <{message_id}>".encode() in server.messages[0]
+
+
+def test_a_reply_to_the_message_that_is_neither_success_nor_failure_is_an_unknown_outcome():
+    # GIVEN a server that answers the message's content with a 3xx reply: whether it took the
+    # message cannot be told
+    with (
+        scripted_server(end_reply="354 more please") as server,
+        pytest.raises(TransientSendError) as caught,
+    ):
+        send_through(server)
+
+    # THEN it is neither sent nor refused for good: in doubt, tried at most twice in all
+    assert len(server.messages) == 1
+    assert not caught.value.refused
+
+
+# ------------------------------------------- one recipient's mailbox limits, not the account's
+
+MAILBOX_RATE = (
+    "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents"
+    " additional messages from being delivered"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (MAILBOX_RATE, TransientSendError),
+        ("552 5.2.2 Mailbox over its daily quota", PermanentSendError),
+    ],
+    ids=["4.2.1-rate", "5.2.2-daily-quota"],
+)
+def test_a_recipient_s_own_mailbox_limit_neither_throttles_nor_halts_the_campaign(reply, error):
+    handler = Recorder()
+    handler.rcpt_reply["amy@example.com"] = reply
+    with smtp_server(handler) as port, pytest.raises(SendError) as caught:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+        mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
+
+    assert type(caught.value) is error  # not Throttled, not AccountSendingHalted
+    assert caught.value.refused == (error is TransientSendError)
+
+
+def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.core.send import RetryPolicy, send_batch
+    from tests.fixtures.sending import kit
+
+    # GIVEN a server that refuses the first row's recipient for receiving mail too fast
+    handler = Recorder()
+    handler.rcpt_reply["person2@example.com"] = MAILBOX_RATE
+    rows = [
+        kit.item("c-1", row, f"person{row}@example.com", f"Person {row}", f"p{row}.pdf")
+        for row in (2, 3, 4)
+    ]
+    with (
+        smtp_server(handler) as port,
+        closing(SqliteLedger(str(tmp_path / "ledger.db"))) as ledger,
+        pytest.raises(TransientSendError) as stopped,
+    ):
+        # WHEN a batch of three rows is sent through it
+        send_batch(
+            rows,
+            kit.campaign("c-1"),
+            catalog=kit.catalog(),
+            fetch_attachment=kit.fetcher(),
+            mailer=SmtpMailer.from_url(f"smtp://{HOST}:{port}"),
+            ledger=ledger,
+            attempt="child-1",
+            sleep=lambda seconds: None,
+            policy=RetryPolicy(tries=2),
+        )
+
+    # THEN the other recipients got their letters; only that row waits for a retry
+    assert stopped.value.details["deferred"] == [2]
+    assert [rcpts for _, rcpts, _ in handler.envelopes] == [
+        ["person3@example.com"],
+        ["person4@example.com"],
+    ]
