@@ -164,8 +164,13 @@ def build_message(
     message_id_domain: str | None = None,
     headers: Mapping[str, str] | None = None,
     date: datetime | None = None,
+    message_token: str | None = None,
 ) -> EmailMessage:
-    """Build one recipient's message; ``bcc`` goes to the envelope only (see destinations)."""
+    """Build one recipient's message; ``bcc`` goes to the envelope only (see destinations).
+
+    ``message_token``: the Message-ID's left part (letters and digits), the same for every
+    copy of one letter (see message_token); a random one when not given.
+    """
     sender_address = parse_address(sender, where="sender")
     msg = EmailMessage(policy=POLICY)
     msg["From"] = sender_address
@@ -180,7 +185,8 @@ def build_message(
     msg["Subject"] = " ".join(_encoded_words(subject)) if "=?" in subject else subject
     msg["Date"] = email_utils.format_datetime(date or datetime.now(UTC))
     domain = message_id_domain or sender_address.domain
-    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, where='message id')}>"
+    token = message_token or uuid.uuid4().hex
+    msg["Message-ID"] = f"<{token}@{_ascii_domain(domain, where='message id')}>"
     for name, value in _unsubscribe_headers(unsubscribe).items():
         msg[name] = value
     for name, value in (headers or {}).items():
@@ -219,6 +225,7 @@ def encode_message(
     message_id_domain: str | None = None,
     headers: Mapping[str, str] | None = None,
     date: datetime | None = None,
+    message_token: str | None = None,
 ) -> tuple[bytes, list[str]]:
     """The bytes ``message_bytes(build_message(...))`` gives, and the envelope recipients.
 
@@ -239,7 +246,7 @@ def encode_message(
     top.append(_header_line("Subject", _header_text(rendered.subject)))
     top.append(f"Date: {_date_text(date)}\r\n")
     domain = message_id_domain or sender_address.domain
-    message_id = f"<{uuid.uuid4().hex}@{_ascii_domain(domain, 'message id')}>"
+    message_id = f"<{message_token or uuid.uuid4().hex}@{_ascii_domain(domain, 'message id')}>"
     if _PLAIN_MESSAGE_ID.match(message_id) and len(message_id) <= _MAX_LINE - 12:
         top.append(f"Message-ID: {message_id}\r\n")
     else:
@@ -267,6 +274,7 @@ def encode_message(
             message_id_domain=message_id_domain,
             headers=headers,
             date=date,
+            message_token=message_token,
         )
         return message_bytes(message), destinations(message)
     bcc_list = [parse_address(a, where="bcc").addr_spec for a in bcc]

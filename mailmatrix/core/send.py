@@ -87,6 +87,15 @@ def idempotency_key(campaign_id: str, email: str, template: str) -> str:
     return hashlib.sha256(f"{campaign_id}|{email.casefold()}|{template}".encode()).hexdigest()
 
 
+def message_token(key: str) -> str:
+    """The Message-ID's left part of the letter whose idempotency key is ``key``: every copy
+    of one letter (a retry whose first try may have arrived, a redrive, a takeover) carries
+    the same Message-ID, so a mail system that drops messages it already holds by their
+    Message-ID drops the copy. A hash of the key, not the key: the ledger's keys stay its own.
+    (SES replaces the Message-ID with its own.)"""
+    return hashlib.sha256(f"message-id|{key}".encode()).hexdigest()[:32]
+
+
 def recipient_key(campaign_id: str, email: str) -> str:
     """Return the hex sha256 of ``campaign|address``: one recipient of one campaign, told
     apart as idempotency_key tells them (the ledger keeps no address)."""
@@ -339,6 +348,7 @@ def compose(
         reply_to=item.get("reply_to"),
         unsubscribe=campaign.get("unsubscribe"),
         message_id_domain=envelope_sender(sender).rpartition("@")[2] or None,
+        message_token=message_token(item["key"]) if item.get("key") else None,
     )
 
 

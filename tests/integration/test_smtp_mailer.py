@@ -667,6 +667,7 @@ def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):
     with (
         smtp_server(handler) as port,
         closing(SqliteLedger(str(tmp_path / "ledger.db"))) as ledger,
+        closing(SmtpMailer.from_url(f"smtp://{HOST}:{port}")) as mailer,
         pytest.raises(TransientSendError) as stopped,
     ):
         # WHEN a batch of three rows is sent through it
@@ -675,7 +676,7 @@ def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):
             kit.campaign("c-1"),
             catalog=kit.catalog(),
             fetch_attachment=kit.fetcher(),
-            mailer=SmtpMailer.from_url(f"smtp://{HOST}:{port}"),
+            mailer=mailer,
             ledger=ledger,
             attempt="child-1",
             sleep=lambda seconds: None,

@@ -385,3 +385,24 @@ def test_case21_a_message_exactly_at_the_limit_goes_one_byte_over_does_not(ledge
         ]
 
     assert outcomes == {"c-over": ["failed"], "c-exact": ["sent"]}
+
+
+def test_case20_every_copy_of_one_letter_carries_one_message_id():
+    # GIVEN two rows of one campaign (two letters) and the first row of another campaign
+    first, second = kit.manifest(SIZE_CASE)[:2]
+    elsewhere = kit.manifest(SIZE_CASE, campaign_id="c-other")[0]
+
+    def message_id(item) -> bytes:
+        raw, _ = compose(
+            item, kit.campaign(), catalog=kit.catalog(), fetch_attachment=kit.fetcher()
+        )
+        return next(line for line in raw.split(b"\r\n") if line.startswith(b"Message-ID:"))
+
+    # WHEN each is composed, the first twice (a retry whose first try may have arrived)
+    ids = [message_id(first), message_id(first), message_id(second), message_id(elsewhere)]
+
+    # THEN both copies of the first letter carry one Message-ID, each other letter its own,
+    # and the ledger's key is not shown in it
+    assert ids[0] == ids[1]
+    assert len(set(ids)) == 3
+    assert first["key"].encode() not in ids[0] and first["key"][:32].encode() not in ids[0]
