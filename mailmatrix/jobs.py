@@ -28,7 +28,7 @@ import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
-from mailmatrix.core.earlier import EarlierFiles
+from mailmatrix.core.earlier import EarlierFiles, SentFiles
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
@@ -470,6 +470,12 @@ def validate_job(
     counting = preflight is not None and preflight_counts
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
     earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
+    contents = StoredContents(storage, settings.attachments_prefix)
+    sent_files = (
+        None
+        if ledger is None
+        else SentFiles(ledger, attachments, contents, campaign=campaign_id, recipient=recipient_key)
+    )
     used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -506,9 +512,10 @@ def validate_job(
                     attachments=attachments,
                     rules=rules,
                     emit=emit,
-                    contents=StoredContents(storage, settings.attachments_prefix),
+                    contents=contents,
                     sent_before=sent_before,
                     earlier=earlier,
+                    sent_files=sent_files,
                 )
         # The report's lists are read for the last time here: closed then (counts stay).
         with report:

@@ -49,7 +49,8 @@ from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.attachments import AttachmentIndex
-from mailmatrix.core.earlier import EarlierFiles
+from mailmatrix.core.contents import Contents
+from mailmatrix.core.earlier import EarlierFiles, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
     Stopped,
@@ -912,6 +913,8 @@ class RunForecast:
         self.halt: Halt | None = None
         self.halt_age = 0.0
         self.hold_left = 0.0
+        self._workdir = wd
+        self._ledger: SqliteLedger | None = None  # open while intake asks it (sent_files)
         if not wd.ledger.is_file():  # no run of any file here claimed a row
             return
         with _local_ledger(wd) as ledger:
@@ -935,6 +938,23 @@ class RunForecast:
         return EarlierFiles(
             self.owners, attachments, functools.partial(recipient_key, self.campaign)
         )
+
+    def sent_files(self, attachments: AttachmentIndex, contents: Contents) -> SentFiles | None:
+        """The files letters of every campaign here carried as their recipients' own, for
+        intake to refuse copies of them to other people (as validate_job does); the ledger
+        stays open for intake's questions until close(). None: no run here sent a letter."""
+        if not self._workdir.ledger.is_file():
+            return None
+        self._ledger = SqliteLedger(str(self._workdir.ledger))
+        return SentFiles(
+            self._ledger, attachments, contents, campaign=self.campaign, recipient=recipient_key
+        )
+
+    def close(self) -> None:
+        """Close the ledger sent_files opened, if it did."""
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
 
     def see(self, row: dict[str, Any]) -> None:
         """A row validation passed on (its email and template set make its ledger key)."""

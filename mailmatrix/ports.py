@@ -217,6 +217,38 @@ class FileOwner(NamedTuple):
     masked: str = ""  # the recipient's address, masked (mask()); "" where not recorded
 
 
+class LetterFile(NamedTuple):
+    """The file a letter carried as its recipient's own, as the send read it: the ledger
+    keeps it with the letter (record_sent), so validation of any campaign can tell a copy of
+    it under another name, or the same name after a rename (Ledger.sent_copies)."""
+
+    name: str  # as the row named it
+    size: int
+    sha256: str  # hex, of the bytes sent
+    print: str  # contents.sample_print of the bytes: what validation compares first
+    recipient: str  # recipient_key of the letter's recipient, in the letter's campaign
+    masked: str  # the recipient's address, masked (mask())
+    source: str = ""  # the name of the campaign's file (its CSV), for people to recognise it
+
+
+class SentCopy(NamedTuple):
+    """A letter of any campaign that may have gone out carrying, as its recipient's own, a
+    file of a given size and print (Ledger.sent_copies)."""
+
+    campaign: str
+    attachment: str  # the file's name, as the letter's row named it
+    recipient: str  # recipient_key(campaign, the letter's address)
+    row: int  # the letter's row, in the run that sent it
+    masked: str  # the recipient's address, masked; "" where not recorded
+    sha256: str  # hex, of the bytes the letter carried
+    source: str = ""  # the name of the campaign's file; "" where not recorded
+
+
+# (key, message id, uncertain) of a letter sent, or with the file it carried as its
+# recipient's own (LetterFile), as record_sent takes them.
+SentLetter = tuple[str, str, bool] | tuple[str, str, bool, LetterFile | None]
+
+
 @dataclass(frozen=True)
 class CampaignStatus:
     """What a batch checks of its campaign before its first row and every halt_check_s
@@ -239,14 +271,14 @@ class Ledger(Protocol):
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str, bool] | None = None,
+        sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
-        ``sent_before`` = (key, message id, uncertain) of the previous row, which has been
-        sent: it is recorded sent first, as record_sent would (a ledger that can, in the same
+        ``sent_before`` = (key, message id, uncertain[, file]) of the previous row, which has
+        been sent: it is recorded sent first, as record_sent would (a ledger that can, in the same
         transaction: one write per email instead of two).
 
         ``others`` = the keys of the same address's letters of the campaign's other template
@@ -299,19 +331,36 @@ class Ledger(Protocol):
         """``invocation`` has stopped sending ``attempt``'s batch (however it ended)."""
         ...
 
-    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
+    def record_sent(
+        self,
+        key: str,
+        *,
+        message_id: str,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
+    ) -> None:
         """Mark ``key`` as sent with the service's message id; ``uncertain``: a try before
-        this one may have been accepted too (kept, like a takeover, as a possible duplicate)."""
+        this one may have been accepted too (kept, like a takeover, as a possible duplicate).
+        ``file``: the file the letter carried as its recipient's own, kept with the letter in
+        the same write (sent_copies finds it by its size and print)."""
         ...
 
     def record_failed(
-        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+        self,
+        key: str,
+        *,
+        code: str,
+        reason: str,
+        permanent: bool,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
     ) -> None:
         """Mark ``key`` as failed; a non-permanent failure releases the claim.
 
         ``uncertain``: a try of this release may have been accepted (a timeout, a lost reply).
         The entry keeps that mark, and the claim that later takes the row says so in its
-        ``reason``, so the send is reported as a possible duplicate.
+        ``reason``, so the send is reported as a possible duplicate. ``file``: as for
+        record_sent, for a failure after the letter was composed (it may have gone out).
         """
         ...
 
@@ -375,6 +424,18 @@ class Ledger(Protocol):
         claim of another recipient is refused, state "owned"), each once with its owner.
         Read a page at a time, by one query of the campaign: validation holds every file
         the attachments still hold to its earlier recipient."""
+        ...
+
+    def sent_sizes(self, sizes: Collection[int]) -> set[int]:
+        """Of ``sizes``, those of files that letters of any campaign carried as their
+        recipients' own and that the ledger has a digest of (record_sent's ``file``): a
+        shortlist, read by the ledger's index of files, never the whole ledger."""
+        ...
+
+    def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
+        """The letters of every campaign that may have gone out (as file_owners counts
+        them) carrying as their recipient's own a file of ``size`` bytes and ``print``, read
+        by the ledger's index of files a page at a time."""
         ...
 
     def release_failed(

@@ -9,10 +9,15 @@ sets a campaign has used one keyed ``sets#<campaign>`` (a string set), the recip
 named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
 (``recipient``, ``masked``: the address masked, ``letter``: the key of the letter that carries
 it; ``campaign`` and ``row``, -1 - the letter's row, list it in ``by_campaign`` below the
-campaign's rows, which its readers ask for as ``row >= 0``). A batch reads the
-campaign's halt, latest upload and set names in one BatchGetItem (campaign_status). Every
-claim is a conditional write, so two attempts never both hold the claim of one key while its
-lease runs (semantics: mailmatrix.ports.Ledger).
+campaign's rows, which its readers ask for as ``row >= 0``). A letter recorded sent with its
+recipient's own file (record_sent's ``file``) keeps, in the same update, the file's name
+(``file``), ``file_size``, ``file_sha256``, ``file_print`` and ``file_source`` (the campaign's
+CSV name) with the owner's ``recipient`` and ``masked``: the sparse index ``by_file``
+(``file_size``, ``file_print``) holds those letters alone, and validation of any campaign
+finds a file's copies by it (sent_copies); letters recorded before it are not in it. A
+batch reads the campaign's halt, latest upload and set names in one BatchGetItem
+(campaign_status). Every claim is a conditional write, so two attempts never both hold the
+claim of one key while its lease runs (semantics: mailmatrix.ports.Ledger).
 
 In a campaign of several template sets a claim is a transaction instead: the conditional Put
 and a ConditionCheck of the same address's entry in each other set (none of their letters may
@@ -44,7 +49,10 @@ from mailmatrix.ports import (
     Claim,
     FileOwner,
     Halt,
+    LetterFile,
     Outcome,
+    SentCopy,
+    SentLetter,
     Upload,
     doubt_reason,
 )
@@ -54,6 +62,7 @@ logger = logging.getLogger(__name__)
 KEY = "idempotency_key"
 MESSAGE_ID_INDEX = "by_message_id"
 CAMPAIGN_INDEX = "by_campaign"
+FILE_INDEX = "by_file"
 HALT_PREFIX = "halt#"
 _KEYS_PER_GET = 100  # BatchGetItem's limit
 _UNPROCESSED_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
@@ -165,6 +174,13 @@ _NAMES = {
     "#r": "row",
     "#ts": "template_sets",
     "#tc": "sets_campaign",
+    "#file": "file",
+    "#fs": "file_size",
+    "#fsha": "file_sha256",
+    "#fp": "file_print",
+    "#rcp": "recipient",
+    "#masked": "masked",
+    "#fsrc": "file_source",
 }
 
 
@@ -200,7 +216,7 @@ class DynamoDbLedger:
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str, bool] | None = None,
+        sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
@@ -212,8 +228,9 @@ class DynamoDbLedger:
         would cost twice the write capacity of the two single writes).
         """
         if sent_before is not None:
-            done, message_id, unsure = sent_before
-            self.record_sent(done, message_id=message_id, uncertain=unsure)
+            done, message_id, unsure, *more = sent_before
+            file = more[0] if more else None
+            self.record_sent(done, message_id=message_id, uncertain=unsure, file=file)
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
         taken_from = None  # the letter of the file's owner, which cannot have gone out
@@ -407,11 +424,19 @@ class DynamoDbLedger:
         entry = self._get_item(letter)
         return entry is not None and _gone(_plain(entry)), letter
 
-    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
+    def record_sent(
+        self,
+        key: str,
+        *,
+        message_id: str,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
+    ) -> None:
         """Mark ``key`` as sent with SES's message id (the by_message_id index finds it); an
-        ``uncertain`` send is remembered as a possible duplicate (see the Ledger port)."""
+        ``uncertain`` send is remembered as a possible duplicate; ``file`` is kept with the
+        letter in the same update (the by_file index finds it; see the Ledger port)."""
         values = {":sent": {"S": "sent"}, ":mid": {"S": message_id}}
-        mark = _uncertain_mark(values, uncertain)
+        mark = _uncertain_mark(values, uncertain) + _file_mark(values, file)
         self._update(
             key,
             f"SET #s = :sent, #mid = :mid, #u = :now{mark} REMOVE #l, #code, #reason",
@@ -420,10 +445,18 @@ class DynamoDbLedger:
         )
 
     def record_failed(
-        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+        self,
+        key: str,
+        *,
+        code: str,
+        reason: str,
+        permanent: bool,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
     ) -> None:
         """Mark ``key`` failed for good, or release the claim after a passing failure; an
-        ``uncertain`` release is remembered (see the Ledger port)."""
+        ``uncertain`` release is remembered; ``file`` kept as by record_sent (see the Ledger
+        port)."""
         state = "failed" if permanent else "released"
         values = {
             ":state": {"S": state},
@@ -431,7 +464,7 @@ class DynamoDbLedger:
             ":reason": {"S": reason[:1000]},
             ":sent": {"S": "sent"},
         }
-        mark = _uncertain_mark(values, uncertain)
+        mark = _uncertain_mark(values, uncertain) + _file_mark(values, file)
         self._update(
             key,
             f"SET #s = :state, #code = :code, #reason = :reason, #u = :now{mark} REMOVE #l",
@@ -439,6 +472,51 @@ class DynamoDbLedger:
             condition="attribute_exists(#k) AND #s <> :sent",
             missing_ok=True,
         )
+
+    def sent_sizes(self, sizes: Collection[int]) -> set[int]:
+        """Of ``sizes``, those of letters' own files with a digest (see the Ledger port): one
+        query of the by_file index per size, of one key each."""
+        found = set()
+        for size in sizes:
+            try:
+                response = self._db.query(
+                    TableName=self.table,
+                    IndexName=FILE_INDEX,
+                    KeyConditionExpression="#fs = :fs",
+                    ExpressionAttributeNames={"#fs": _NAMES["#fs"]},
+                    ExpressionAttributeValues={":fs": {"N": str(size)}},
+                    ProjectionExpression="#fs",
+                    Limit=1,
+                )
+            except (ClientError, BotoCoreError) as error:
+                raise self._error(f"query {FILE_INDEX}", str(size), error) from error
+            if response.get("Items"):
+                found.add(size)
+        return found
+
+    def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
+        """The letters of any campaign that may have gone out with their recipient's own
+        file of ``size`` and ``print`` (see the Ledger port): one query of the by_file
+        index, a page at a time."""
+        items = self._items(
+            FILE_INDEX,
+            "#fs = :fs AND #fp = :fp",
+            {":fs": {"N": str(size)}, ":fp": {"S": print}},
+            f"{size} {print}",
+        )
+        for item in items:
+            found = _plain(item)
+            if not _gone(found):
+                continue
+            yield SentCopy(
+                str(found["campaign"]),
+                str(found["file"]),
+                str(found["recipient"]),
+                int(found["row"]),
+                str(found.get("masked") or ""),
+                str(found["file_sha256"]),
+                str(found.get("file_source") or ""),
+            )
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
@@ -932,6 +1010,28 @@ def _outcome(entry: dict[str, Any]) -> Outcome:
         attempt=entry.get("attempt"),
         takeovers=int(entry.get("takeovers", 0)),
         uncertain=bool(entry.get("uncertain")),
+    )
+
+
+def _file_mark(values: dict[str, Any], file: LetterFile | None) -> str:
+    """The SET clause that keeps a letter's own ``file`` with it (its values added to
+    ``values``), or ""."""
+    if file is None:
+        return ""
+    values.update(
+        {
+            ":file": {"S": file.name},
+            ":fs": {"N": str(file.size)},
+            ":fsha": {"S": file.sha256},
+            ":fp": {"S": file.print},
+            ":rcp": {"S": file.recipient},
+            ":masked": {"S": file.masked},
+            ":fsrc": {"S": file.source},
+        }
+    )
+    return (
+        ", #file = :file, #fs = :fs, #fsha = :fsha, #fp = :fp, #rcp = :rcp, #masked = :masked,"
+        " #fsrc = :fsrc"
     )
 
 

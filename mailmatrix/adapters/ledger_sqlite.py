@@ -10,7 +10,12 @@ lock (``busy_timeout``).
 A row naming its own attachment also records, in its claim's transaction, the recipient the
 file goes to (the table attachment_owners, with the address masked): the file is refused to
 another recipient of the campaign while that letter may have gone out, and validation holds
-links to it and copies of it to that recipient (file_owners).
+links to it and copies of it to that recipient (file_owners). When that letter is recorded
+sent, the same UPDATE keeps with it the file's name, size, SHA-256 and sample print (columns
+``file``, ``file_size``, ``file_sha256``, ``file_print``, and ``file_source``, the name of
+the campaign's CSV; NULL in rows written before them,
+and for letters without a file of their own): validation of any campaign finds the letters
+that carried a file of a size and print by the index ``sends_by_file`` (sent_copies).
 
 Writers take turns on a lock file beside the ledger (``<ledger>-lock``, flock): a worker that
 finds the ledger busy sleeps until the other's transaction ends, woken by the kernel, where
@@ -50,7 +55,10 @@ from mailmatrix.ports import (
     Claim,
     FileOwner,
     Halt,
+    LetterFile,
     Outcome,
+    SentCopy,
+    SentLetter,
     Upload,
     doubt_reason,
 )
@@ -75,7 +83,12 @@ CREATE TABLE IF NOT EXISTS sends (
     takeovers INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     uncertain INTEGER NOT NULL DEFAULT 0,
-    holder TEXT
+    holder TEXT,
+    file TEXT,
+    file_size INTEGER,
+    file_sha256 TEXT,
+    file_print TEXT,
+    file_source TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -117,6 +130,9 @@ _RECORD_SENT = (
     "UPDATE sends SET state = 'sent', message_id = ?, lease_until = NULL,"
     " code = NULL, reason = NULL, uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ?"
 )
+# The same, for a letter that carried its recipient's own file: the file is kept with it.
+_FILE_SET = ", file = ?, file_size = ?, file_sha256 = ?, file_print = ?, file_source = ?"
+_RECORD_SENT_FILE = _RECORD_SENT.replace(" WHERE", _FILE_SET + " WHERE")
 _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
@@ -199,6 +215,11 @@ class SqliteLedger:
             ("sends", "uncertain", "INTEGER NOT NULL DEFAULT 0"),
             ("sends", "holder", "TEXT"),
             ("attachment_owners", "masked", "TEXT"),
+            ("sends", "file", "TEXT"),
+            ("sends", "file_size", "INTEGER"),
+            ("sends", "file_sha256", "TEXT"),
+            ("sends", "file_print", "TEXT"),
+            ("sends", "file_source", "TEXT"),
         )
         for table, column, kind in added:
             if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
@@ -208,6 +229,11 @@ class SqliteLedger:
             except sqlite3.OperationalError as exc:
                 if "duplicate column" not in str(exc):  # another process added it first
                     raise
+        # Only letters with a file of their own are in it: the others cost it nothing.
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS sends_by_file ON sends (file_size, file_print)"
+            " WHERE file_size IS NOT NULL"
+        )
 
     @classmethod
     def from_url(cls, url: str) -> SqliteLedger:
@@ -281,7 +307,7 @@ class SqliteLedger:
         row: int,
         attempt: str,
         lease_until: float | None = None,
-        sent_before: tuple[str, str, bool] | None = None,
+        sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
@@ -300,8 +326,7 @@ class SqliteLedger:
         process = process_token()
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
-                done, message_id, unsure = sent_before
-                db.execute(_RECORD_SENT, (message_id, int(unsure), now, done))
+                db.execute(*_record_sent(sent_before, now))
             letter = _other_letter(db, others) if others else None
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process)
@@ -405,27 +430,91 @@ class SqliteLedger:
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
 
-    def record_sent(self, key: str, *, message_id: str, uncertain: bool = False) -> None:
-        """Mark ``key`` as sent with the service's message id (see the Ledger port)."""
+    def record_sent(
+        self,
+        key: str,
+        *,
+        message_id: str,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
+    ) -> None:
+        """Mark ``key`` as sent with the service's message id, and the file it carried as
+        its recipient's own, in one statement (see the Ledger port)."""
         self._statement(
             f"record_sent {key[:12]}",
-            _RECORD_SENT,
-            (message_id, int(uncertain), self._clock(), key),
+            *_record_sent((key, message_id, uncertain, file), self._clock()),
             write=True,
         )
 
     def record_failed(
-        self, key: str, *, code: str, reason: str, permanent: bool, uncertain: bool = False
+        self,
+        key: str,
+        *,
+        code: str,
+        reason: str,
+        permanent: bool,
+        uncertain: bool = False,
+        file: LetterFile | None = None,
     ) -> None:
         """Mark ``key`` failed for good, or release the claim after a passing failure; an
-        ``uncertain`` release is remembered (see the Ledger port)."""
+        ``uncertain`` release is remembered; ``file`` is kept with the letter in the same
+        statement (see the Ledger port)."""
         state = "failed" if permanent else "released"
+        update = (
+            "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
+            " uncertain = MAX(uncertain, ?), updated_at = ?{} WHERE key = ? AND state != 'sent'"
+        )
+        values: tuple[object, ...] = (state, code, reason, int(uncertain), self._clock())
         with self._transaction(f"record_failed {key[:12]}") as db:
-            db.execute(
-                "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
-                " uncertain = MAX(uncertain, ?), updated_at = ? WHERE key = ? AND state != 'sent'",
-                (state, code, reason, int(uncertain), self._clock(), key),
+            if file is None:
+                db.execute(update.format(""), (*values, key))
+            else:
+                db.execute(update.format(_FILE_SET), (*values, *_file_values(file), key))
+
+    def sent_sizes(self, sizes: Collection[int]) -> set[int]:
+        """Of ``sizes``, those of letters' own files with a digest (see the Ledger port):
+        one read of the index sends_by_file per _KEYS_PER_SELECT sizes."""
+        found: set[int] = set()
+        listed = sorted(sizes)
+        for start in range(0, len(listed), _KEYS_PER_SELECT):
+            chunk = listed[start : start + _KEYS_PER_SELECT]
+            marks = ", ".join("?" * len(chunk))
+            page = self._statement(
+                "sent_sizes",
+                f"SELECT DISTINCT file_size FROM sends WHERE file_size IN ({marks})",
+                tuple(chunk),
             )
+            found.update(int(row[0]) for row in page)
+        return found
+
+    def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
+        """The letters of any campaign that may have gone out with their recipient's own
+        file of ``size`` and ``print`` (see the Ledger port), by the index sends_by_file, each
+        with its file's owner (the owner record of its campaign and file naming it)."""
+        after = ""
+        while True:
+            page = self._statement(
+                f"sent_copies {size}",
+                "SELECT key, sends.campaign, file, recipient, row, masked, file_sha256, file_source"
+                " FROM sends JOIN attachment_owners ON attachment_owners.campaign ="
+                " sends.campaign AND attachment = file AND letter = key"
+                f" WHERE file_size = ? AND file_print = ? AND key > ? AND {_GONE}"
+                " ORDER BY key LIMIT ?",
+                (size, print, after, OUTCOME_UNKNOWN, _SETTLED_PAGE),
+            )
+            for _, campaign, name, recipient, row, masked, sha256, source in page:
+                yield SentCopy(
+                    str(campaign),
+                    str(name),
+                    str(recipient),
+                    int(row),
+                    str(masked or ""),
+                    str(sha256),
+                    str(source or ""),
+                )
+            if len(page) < _SETTLED_PAGE:
+                return
+            after = str(page[-1][0])
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
@@ -648,6 +737,21 @@ class SqliteLedger:
                 (message_id,),
             ).fetchone()
         return None if found is None else _outcome(found)
+
+
+def _record_sent(letter: SentLetter, now: float) -> tuple[str, tuple[object, ...]]:
+    """The statement, and its values, that records ``letter`` (key, message id, uncertain,
+    and maybe its own file) sent at ``now``."""
+    key, message_id, uncertain, *more = letter
+    file = more[0] if more else None
+    if file is None:
+        return _RECORD_SENT, (message_id, int(uncertain), now, key)
+    return _RECORD_SENT_FILE, (message_id, int(uncertain), now, *_file_values(file), key)
+
+
+def _file_values(file: LetterFile) -> tuple[object, ...]:
+    """The values of _FILE_SET for ``file``."""
+    return (file.name, file.size, file.sha256, file.print, file.source)
 
 
 def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:

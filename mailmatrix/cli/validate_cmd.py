@@ -145,17 +145,25 @@ def validate_command(
         check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
-        with csv_file.open("rb") as stream:
-            report = run_intake(
-                stream,
-                source=str(csv_file),
-                catalog=catalog,
-                attachments=index,
-                rules=rules,
-                emit=forecast.see if forecast is not None else lambda row: None,
-                contents=folder_contents(attachments_dir),
-                earlier=forecast.earlier_files(index) if forecast is not None else None,
-            )
+        contents = folder_contents(attachments_dir)
+        try:
+            with csv_file.open("rb") as stream:
+                report = run_intake(
+                    stream,
+                    source=str(csv_file),
+                    catalog=catalog,
+                    attachments=index,
+                    rules=rules,
+                    emit=forecast.see if forecast is not None else lambda row: None,
+                    contents=contents,
+                    earlier=forecast.earlier_files(index) if forecast is not None else None,
+                    sent_files=(
+                        forecast.sent_files(index, contents) if forecast is not None else None
+                    ),
+                )
+        finally:
+            if forecast is not None:
+                forecast.close()
     except (MailMatrixError, OSError) as error:
         _fail(error, csv_file, as_json, bundled=templates_dir == bundled_templates())
     with report:  # its lists are spooled to temporary files: closed when done

@@ -197,6 +197,13 @@ class AttachmentIndex:
             groups.setdefault(size, []).append(listed)
         return groups
 
+    def sizes(self) -> set[int]:
+        """The sizes of the files listed, each once."""
+        return {
+            entry if isinstance(entry, int) else int(entry.partition(" ")[0])
+            for entry in self._files.values()
+        }
+
     def size(self, listed: str) -> int | None:
         """The size of the file listed as ``listed`` (None: not listed, or under a name two
         files have in other Unicode forms), without lookup's checks of a cell."""

@@ -8,6 +8,10 @@ A file is read whole at most once: where storage has a checksum of every file of
 one algorithm (S3's full-object checksums; a folder's prints of three samples of each file),
 those are compared first and only files whose checksum another recipient's file has are read
 whole and hashed; otherwise every file of the group is.
+
+The ledger keeps, with each letter that carried its recipient's own file, the file's size,
+SHA-256 and sample print (sample_print: what a folder's checksum is), so validation of any
+later campaign can tell a copy of it, or the file renamed (mailmatrix.core.earlier.SentFiles).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import zlib
 from array import array
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +30,7 @@ from mailmatrix.errors import NotFoundError, ObjectChanged
 from mailmatrix.ports import Storage
 
 _CHUNK = 1024 * 1024
+SAMPLE_BYTES = 4096  # each of a print's three samples (sample_print)
 _SLICE = 256  # files handed to the readers at a time: the queue stays short in any group
 _KEY_BITS = 0x7FFF_FFFF_FFFF_FFFF
 
@@ -43,6 +49,15 @@ class Contents(Protocol):
 
     def digest(self, name: str, tag: str) -> bytes:
         """A hash of the file's bytes, read as a stream."""
+        ...
+
+    def fingerprint(self, name: str, tag: str) -> tuple[str, str | None]:
+        """The file's sample_print, and its hex SHA-256 when that was had on the way (the
+        file read whole), else None."""
+        ...
+
+    def sha256(self, name: str, tag: str) -> str:
+        """The hex SHA-256 of the file's bytes, read as a stream."""
         ...
 
 
@@ -65,15 +80,56 @@ class StoredContents:
     def digest(self, name: str, tag: str) -> bytes:
         """The BLAKE2b hash of the file's bytes, read a chunk at a time from the version
         ``tag`` names (a local file's tag is checked on the file opened)."""
-        key = self._prefix + name
         digest = hashlib.blake2b(digest_size=32)
+        self._read_into(name, tag, digest.update)
+        return digest.digest()
+
+    def fingerprint(self, name: str, tag: str) -> tuple[str, str | None]:
+        """The file's sample_print: a folder's checksum is that print (a few small reads);
+        other storage's file is read whole once, and its SHA-256 comes with it."""
+        checksum = self.checksum(name, tag)
+        if checksum is not None and checksum.startswith(SAMPLE_CHECKSUM):
+            return checksum[len(SAMPLE_CHECKSUM) :], None
+        key = self._prefix + name
+        try:
+            data = self._storage.get(key, tag=tag or None)
+        except (ObjectChanged, NotFoundError) as error:
+            raise _changed_while_compared(key) from error
+        return sample_print(data), hashlib.sha256(data).hexdigest()
+
+    def sha256(self, name: str, tag: str) -> str:
+        """The hex SHA-256 of the file's bytes, read a chunk at a time (see digest)."""
+        digest = hashlib.sha256()
+        self._read_into(name, tag, digest.update)
+        return digest.hexdigest()
+
+    def _read_into(self, name: str, tag: str, update: Callable[[bytes], object]) -> None:
+        """Pass the file's bytes to ``update`` a chunk at a time."""
+        key = self._prefix + name
         try:
             with self._storage.open(key, tag=tag or None) as stream:
                 while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
+                    update(chunk)
         except (ObjectChanged, NotFoundError) as error:
             raise _changed_while_compared(key) from error
-        return digest.digest()
+
+
+# A folder's checksum of a file (LocalStorage.checksum): this, then the file's sample_print.
+SAMPLE_CHECKSUM = "SAMPLE "
+
+
+def sample_print(data: bytes | memoryview) -> str:
+    """The CRC-32 of three samples of SAMPLE_BYTES of ``data`` (start, middle, end; all of it
+    when it is smaller), in hex: files whose prints differ differ; equal prints only make
+    two files candidates, whose bytes decide."""
+    size = len(data)
+    if size <= 3 * SAMPLE_BYTES:
+        return f"{zlib.crc32(data):08x}"
+    middle = (size - SAMPLE_BYTES) // 2
+    crc = zlib.crc32(data[:SAMPLE_BYTES])
+    crc = zlib.crc32(data[middle : middle + SAMPLE_BYTES], crc)
+    crc = zlib.crc32(data[size - SAMPLE_BYTES :], crc)
+    return f"{crc:08x}"
 
 
 def _changed_while_compared(key: str) -> ObjectChanged:

@@ -16,11 +16,13 @@ its recipient, its letter's row, its size) and the masked addresses as one buffe
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Protocol
 
-from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.attachments import AttachmentIndex, Lookup
+from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import FileOwner
+from mailmatrix.ports import FileOwner, SentCopy
 
 
 class EarlierFiles:
@@ -96,6 +98,79 @@ class EarlierFiles:
     def files(self) -> Iterator[tuple[int, int]]:
         """Each file's key and size."""
         return zip(self._keys, self._file_sizes, strict=True)
+
+
+class SentLedger(Protocol):
+    """What SentFiles asks the ledger (Ledger.sent_sizes, Ledger.sent_copies)."""
+
+    def sent_sizes(self, sizes: Collection[int]) -> set[int]: ...
+
+    def sent_copies(self, size: int, print: str) -> Iterable[SentCopy]: ...
+
+
+class SentFiles:
+    """The files letters of every campaign carried as their recipients' own, as the ledger
+    keeps them (size, SHA-256 and print; Ledger.sent_copies), for intake to refuse a row
+    whose own file holds the bytes of another person's letter: a copy made for a batch of
+    another name (a new campaign), or the file renamed after it went out.
+
+    The ledger is asked once for the sizes of the listed files that such letters have
+    (kept here as a table of sizes); then, per row whose file has one of those sizes, the
+    file's print is taken (a folder: three small reads; S3: the object read whole) and the
+    letters of that size and print are read by the ledger's index; only when there is one is
+    the file hashed whole, and only a letter of the same bytes is asked whose it was (by its
+    campaign's recipient_key of the row's address). Nothing else of the ledger is held.
+    """
+
+    def __init__(
+        self,
+        ledger: SentLedger,
+        attachments: AttachmentIndex,
+        contents: Contents,
+        *,
+        campaign: str,
+        recipient: Callable[[str, str], str],
+    ) -> None:
+        self._ledger = ledger
+        self._attachments = attachments
+        self._contents = contents
+        self.campaign = campaign
+        self._recipient = recipient
+        self._sizes = SeenTable()
+        for size in ledger.sent_sizes(attachments.sizes()):
+            self._sizes.add(size_key(size), 0, 0)
+
+    def __bool__(self) -> bool:
+        return len(self._sizes) > 0
+
+    def another(self, found: Lookup, email: str) -> SentCopy | None:
+        """The letter of another person (one that may have gone out) that carried the bytes
+        of ``found``, the row's own file, as their own; None when there is none. A letter
+        of this campaign that carried the very name is the claim's to refuse (by name), and
+        one whose file is still listed under its name with those bytes is intake's, as the
+        rows' files and EarlierFiles are (their reasons name the rows)."""
+        if not found.size or not self._sizes.holds(size_key(found.size)):
+            return None
+        print, sha256 = self._contents.fingerprint(found.name, found.tag)
+        for letter in self._ledger.sent_copies(found.size, print):
+            if letter.campaign == self.campaign and letter.attachment == found.name:
+                continue
+            if self._recipient(letter.campaign, email) == letter.recipient:
+                continue  # the person's own letter (a rerun): no need to hash the file
+            sha256 = sha256 or self._contents.sha256(found.name, found.tag)
+            if letter.sha256 != sha256:
+                continue
+            if letter.campaign != self.campaign or not self._still_listed(letter, found.size):
+                return letter
+        return None
+
+    def _still_listed(self, letter: SentCopy, size: int) -> bool:
+        """Whether the file of ``letter`` (of this campaign, ``size`` bytes) is listed under
+        its name still, with the bytes the letter carried."""
+        name = letter.attachment
+        if self._attachments.size(name) != size:
+            return False
+        return self._contents.sha256(name, self._attachments.tag(name)) == letter.sha256
 
 
 def recipient_print(recipient: str) -> int:

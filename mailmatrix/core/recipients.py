@@ -31,10 +31,11 @@ from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents, copies
-from mailmatrix.core.earlier import EarlierFiles
+from mailmatrix.core.earlier import EarlierFiles, SentFiles
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN
 from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.ports import SentCopy
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,7 @@ def validate_recipients(
     contents: Contents | None = None,
     sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
     earlier: EarlierFiles | None = None,
+    sent_files: SentFiles | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
@@ -324,6 +326,10 @@ def validate_recipients(
     attachments still hold; each is its recipient's as a row's file is: a row of another
     recipient naming a link to one is rejected, one naming (with ``contents``) a copy of one
     is withheld. A row naming the very name is left to the claim (AttachmentOfAnother).
+    ``sent_files``: the files letters of every campaign carried as their recipients' own, as
+    the ledger keeps them (size, print, SHA-256): a row whose own file holds the bytes of one
+    that went to another person is rejected (a copy made for a new campaign, or the file
+    renamed since it went out), whatever its name now.
 
     Raises InputFileError when the file is unusable as a whole and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
@@ -337,7 +343,15 @@ def validate_recipients(
     encoding, delimiter, records = _open_records(stream, source)
     report = IntakeReport(source=source, encoding=encoding, delimiter=delimiter)
     intake = _Intake(
-        report, catalog, attachments, rules or IntakeRules(), emit, contents, sent_before, earlier
+        report,
+        catalog,
+        attachments,
+        rules or IntakeRules(),
+        emit,
+        contents,
+        sent_before,
+        earlier,
+        sent_files,
     )
     try:
         for row, record in records:
@@ -469,6 +483,7 @@ class _Intake:
         contents: Contents | None = None,
         sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
         earlier: EarlierFiles | None = None,
+        sent_files: SentFiles | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -511,6 +526,8 @@ class _Intake:
         # the recipient (EarlierFiles.who) of the first row naming it.
         self.earlier = earlier if earlier else None
         self.earlier_who = SeenTable()
+        # The files letters of every campaign carried (the ledger's digests; None: none).
+        self.sent_files = sent_files if sent_files else None
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
@@ -612,6 +629,13 @@ class _Intake:
                 self._default_given(template, attachment)
             elif attachment is not None and self.earlier is not None and address is not None:
                 self._earlier_file(attachment, address, problems)
+            if (
+                attachment is not None
+                and not problems
+                and address is not None
+                and self._cell(values)
+            ):
+                self._sent_file(attachment, address.email, problems)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
@@ -960,6 +984,22 @@ class _Intake:
         if named is not None and named != found.name:
             row, masked = earlier.letter(entry)
             problems.append(("Attachment_File", _earlier_letter(found.name, named, row, masked)))
+
+    def _sent_file(self, found: Lookup, email: str, problems: list[tuple[str, str]]) -> None:
+        """Add the problem of a row whose own file ``found`` holds the bytes of a letter's
+        file that went to another person, in any campaign (``sent_files``)."""
+        if self.sent_files is None:
+            return
+        letter = self.sent_files.another(found, email)
+        if letter is None:
+            return
+        if letter.campaign == self.sent_files.campaign:
+            reason = _earlier_letter(
+                found.name, letter.attachment, letter.row, letter.masked, copy=True
+            )
+        else:
+            reason = _letter_of_another_campaign(found.name, letter)
+        problems.append(("Attachment_File", reason))
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
         """Who a row is for, as a hash: its address as sent to (parsed now unless given),
@@ -1528,6 +1568,19 @@ def _earlier_letter(
         f"earlier run of this file {letter}: each row attaches its recipient's own file, so "
         "this row is not sent (name this recipient's own file in Attachment_File, or correct "
         "the link; then run the file again)"
+    )
+
+
+def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
+    """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
+    (of another campaign) carried to another person as their own."""
+    whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
+    campaign = f"{letter.source} (campaign {letter.campaign})" if letter.source else letter.campaign
+    return (
+        f"{name} has the same contents as {letter.attachment}, which a run of {campaign} sent "
+        f"to {whom} as their own letter (row {letter.row} of that run): this row names a copy "
+        f"of that person's letter, so it is not sent (put this recipient's own letter in "
+        f"{name}, then run the file again)"
     )
 
 

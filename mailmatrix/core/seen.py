@@ -25,6 +25,9 @@ class SeenTable:
         self._slots = zeros(self._mask + 1)  # entry number + 1; 0: free
         self._keys, self._rows, self._contents = array("q"), array("q"), array("q")
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def add(
         self, key: int, row: int, content: int, *, flag: bool = False
     ) -> tuple[int, bool, bool] | None:

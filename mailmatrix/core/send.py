@@ -4,7 +4,10 @@ One call handles one ItemBatcher batch (a Distributed Map child). Rows go out on
 other, each guarded by the ledger: a key already sent is skipped, a key that failed for good
 is reported again, a key held by another live attempt is left for a later retry. A sent row
 is recorded by the claim of the next (one ledger write per email), the last one when the batch
-ends, however it ends. Errors are sorted into four kinds (docs/sending.md):
+ends, however it ends. A row's own attachment, already in memory to build its message, is
+recorded with it: its size, SHA-256 and sample print (LetterFile), in the same write, so a
+later validation of any campaign can refuse a copy of it to another person. Errors are
+sorted into four kinds (docs/sending.md):
 
 - Throttled / TransientSendError: retried here with exponential backoff and full jitter,
   a few times; what is left stops the batch and is raised, so the state machine's Retry
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailmatrix.core.addresses import mask, parse_address
+from mailmatrix.core.contents import sample_print
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
@@ -66,6 +70,7 @@ from mailmatrix.ports import (
     OUTCOME_UNKNOWN,
     Claim,
     Ledger,
+    LetterFile,
     Mailer,
     Storage,
     Upload,
@@ -453,8 +458,13 @@ class _Batch:
     deadline: float | None
     result: BatchResult = field(default_factory=BatchResult)
     # The last row sent and not yet recorded (key, message id, whether it may have gone out
-    # twice): the next claim records it in its transaction.
-    unrecorded: tuple[str, str, bool] | None = None
+    # twice, the file it carried as its recipient's own): the next claim records it in its
+    # transaction.
+    unrecorded: tuple[str, str, bool, LetterFile | None] | None = None
+    # What the claim of the row being sent made its file's owner (name, recipient, masked).
+    owner: tuple[str, str, str] | None = None
+    # The attachment fetcher of the batch's composer, which keeps the file it read last.
+    kept: _KeptAttachment | None = None
     halt_checked: float | None = None  # clock() of the last check_campaign read
     # The campaign's template sets: each claim checks the address's letters of the others
     # (Ledger.claim's ``others``; none in a campaign of one set).
@@ -479,6 +489,7 @@ class _Batch:
         if item.get("own_attachment") and item.get("attachment"):
             email = item["email"]
             owner = (str(item["attachment"]), recipient_key(self.campaign_id, email), mask(email))
+        self.owner = owner
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -495,8 +506,11 @@ class _Batch:
     def record_unrecorded(self) -> None:
         """Record the last row sent, when no claim of a next row has recorded it."""
         if self.unrecorded is not None:
-            key, message_id, uncertain = self.unrecorded
-            self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain)
+            key, message_id, uncertain, file = self.unrecorded
+            if file is None:
+                self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain)
+            else:
+                self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain, file=file)
             self.unrecorded = None
 
     def check_campaign(self) -> None:
@@ -554,11 +568,13 @@ class _Batch:
         *,
         permanent: bool = True,
         uncertain: bool = False,
+        file: LetterFile | None = None,
     ) -> None:
         # A setup problem (a template) is not the row's fault: not permanent in the ledger,
         # so the run after the fix sends the row.
+        more = {} if file is None else {"file": file}
         self.ledger.record_failed(
-            item["key"], code=code, reason=reason, permanent=permanent, uncertain=uncertain
+            item["key"], code=code, reason=reason, permanent=permanent, uncertain=uncertain, **more
         )
         self.result.rows.append(
             {"row": item["row"], "status": "failed", "code": code, "reason": reason}
@@ -680,6 +696,8 @@ class _Batch:
             self.fail(item, OUTCOME_UNKNOWN, _not_sent_again(why, self.campaign), uncertain=True)
             return
 
+        if self.kept is not None:
+            self.kept.data = None
         try:
             raw, destinations = compose_row()
         except NotFoundError as exc:
@@ -706,6 +724,7 @@ class _Batch:
             self.fail(item, type(exc).__name__, error_text(exc))
             return
 
+        file = self.letter_file()
         limit = int(self.campaign["max_message_bytes"])
         if len(raw) > limit:
             self.fail(
@@ -720,7 +739,7 @@ class _Batch:
             message_id, uncertain = self.deliver(item, raw, destinations, doubts=claim.doubts)
         except _Unknown as unknown:
             reason = _not_sent_again(unknown.why, self.campaign)
-            self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True)
+            self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=file)
             return
         except _Defer as defer:
             self.result.rows.append(
@@ -741,8 +760,32 @@ class _Batch:
         elif uncertain:
             entry["takeover"] = "an earlier try timed out or lost its reply"
         # Uncertain only for tries of this attempt: a takeover is already in the ledger.
-        self.unrecorded = (item["key"], message_id, uncertain)
+        self.unrecorded = (item["key"], message_id, uncertain, file)
         self.result.rows.append(entry)
+
+    def letter_file(self) -> LetterFile | None:
+        """The file the row being sent carries as its recipient's own, from the bytes its
+        message was built with (SHA-256 of 50 KB: about 30 us), or None."""
+        data = None if self.kept is None else self.kept.data
+        if self.owner is None or data is None:
+            return None
+        name, recipient, masked = self.owner
+        source = str((self.campaign.get("source") or {}).get("key") or "").rsplit("/", 1)[-1]
+        sha256 = hashlib.sha256(data).hexdigest()
+        return LetterFile(name, len(data), sha256, sample_print(data), recipient, masked, source)
+
+
+class _KeptAttachment:
+    """A fetch_attachment that keeps the bytes it fetched last (``data``), for the letter's
+    LetterFile: the file is read once, to build the message."""
+
+    def __init__(self, fetch: FetchAttachment) -> None:
+        self.fetch = fetch
+        self.data: bytes | None = None
+
+    def __call__(self, name: str, tag: str | None) -> bytes:
+        self.data = self.fetch(name, tag)
+        return self.data
 
 
 def send_batch(
@@ -899,12 +942,13 @@ def _send_rows(
 ) -> BatchResult:
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
+    batch.kept = kept = _KeptAttachment(fetch_attachment)
     try:
         for item in items:
             batch.check_campaign()
             batch.check_time()
             compose_row = functools.partial(
-                composer, item, batch.campaign, catalog=catalog, fetch_attachment=fetch_attachment
+                composer, item, batch.campaign, catalog=catalog, fetch_attachment=kept
             )
             batch.send_row(item, compose_row)
             done += 1

@@ -306,14 +306,20 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
         (c.function, c.params["Key"].split("/")[0]) for c in recorded if c.operation == "HeadObject"
     }
     assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
-    # AND Validate's ledger calls: the campaign's template sets read and extended, and the
-    # release of the failed row (a query of the campaign, then its update)
+    # AND Validate's ledger calls: the campaign's template sets read and extended, the
+    # release of the failed row (a query of the campaign, then its update), and the letters
+    # of every campaign sent with a file of a listed size (by_file)
     ledger_calls = {
         (c.operation, c.params.get("IndexName"))
         for c in recorded
         if c.service == "dynamodb" and c.function == "ValidateFunction"
     }
-    assert ledger_calls == {("GetItem", None), ("Query", "by_campaign"), ("UpdateItem", None)}
+    assert ledger_calls == {
+        ("GetItem", None),
+        ("Query", "by_campaign"),
+        ("Query", "by_file"),
+        ("UpdateItem", None),
+    }
 
 
 def test_each_role_allows_every_call_its_function_makes(transformed, recorded):

@@ -313,6 +313,10 @@ def test_ledger_table_matches_the_dynamodb_adapter(transformed):
             {"AttributeName": "campaign", "KeyType": "HASH"},
             {"AttributeName": "row", "KeyType": "RANGE"},
         ],
+        ledger_dynamodb.FILE_INDEX: [
+            {"AttributeName": "file_size", "KeyType": "HASH"},
+            {"AttributeName": "file_print", "KeyType": "RANGE"},
+        ],
     }
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}

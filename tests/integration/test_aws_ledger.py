@@ -27,6 +27,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
+    check_sent_copies,
     check_settled_keys,
     check_template_sets,
 )
@@ -698,3 +699,9 @@ def test_concurrent_batches_claim_on_moto_as_on_dynamodb(ledger):
     # THEN every claim went through: the fake applies one request at a time, as AWS does
     assert errors == []
     assert len([o for o in ledger.outcomes("c") if o.state == "sent"]) == 120
+
+
+def test_letters_sent_with_their_own_file_are_found_by_its_size_and_print_in_any_campaign(
+    ledger,
+):
+    check_sent_copies(ledger)

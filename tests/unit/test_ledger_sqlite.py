@@ -16,7 +16,15 @@ import pytest
 from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import DEFAULT_CLAIM_LEASE_SECONDS, Claim, FileOwner, Halt, Outcome
+from mailmatrix.ports import (
+    DEFAULT_CLAIM_LEASE_SECONDS,
+    Claim,
+    FileOwner,
+    Halt,
+    LetterFile,
+    Outcome,
+    SentCopy,
+)
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
@@ -31,6 +39,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_latest_upload,
     check_outcomes_of,
     check_release_failed,
+    check_sent_copies,
     check_settled_keys,
     check_template_sets,
 )
@@ -656,6 +665,33 @@ def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path, 
     assert taken == Claim("owned")
 
 
+def test_a_ledger_file_from_before_letters_kept_their_files_is_upgraded(tmp_path, opened):
+    # GIVEN a ledger file from before letters kept their files: Amelia's sent with a.pdf
+    path = _old_ledger_file(
+        tmp_path,
+        ", uncertain INTEGER NOT NULL DEFAULT 0, holder TEXT",
+        "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm', NULL, NULL, 0, 1, 0,"
+        " NULL); CREATE TABLE attachment_owners (campaign TEXT NOT NULL, attachment TEXT NOT NULL,"
+        " recipient TEXT NOT NULL, letter TEXT NOT NULL, masked TEXT,"
+        " PRIMARY KEY (campaign, attachment)) WITHOUT ROWID;"
+        " INSERT INTO attachment_owners VALUES ('c', 'a.pdf', 'r-amelia', 'k1', 'a***')",
+    )
+
+    # WHEN it is opened and a new letter is sent with its own file
+    ledger = opened(str(path))
+    owner = ("b.pdf", "r-jose", "j***@example.com")
+    assert ledger.claim("k2", campaign="d", row=3, attempt="b", owner=owner) == Claim("claimed")
+    file = LetterFile("b.pdf", 10, "e" * 64, "12345678", "r-jose", "j***@example.com", "d.csv")
+    ledger.record_sent("k2", message_id="m-2", file=file)
+
+    # THEN the new letter's file is found; the old letter has no digest, its owner still holds
+    assert ledger.sent_sizes([10, 20]) == {10}
+    assert list(ledger.sent_copies(10, "12345678")) == [
+        SentCopy("d", "b.pdf", "r-jose", 3, "j***@example.com", "e" * 64, "d.csv")
+    ]
+    assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "a***")]
+
+
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
 
@@ -725,3 +761,9 @@ def test_a_ledger_file_from_before_template_sets_gets_them(tmp_path, opened):
     ledger = opened(str(path))
     assert ledger.record_template_sets("c", {"offer"}, catalog=["offer"]) == []
     assert ledger.template_sets("c") == {"offer"}
+
+
+def test_letters_sent_with_their_own_file_are_found_by_its_size_and_print_in_any_campaign(
+    ledger,
+):
+    check_sent_copies(ledger)

@@ -13,13 +13,15 @@ import pytest
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
-from mailmatrix.core.addresses import parse_address
+from mailmatrix.core.addresses import mask, parse_address
+from mailmatrix.core.contents import sample_print
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.send import (
     RetryPolicy,
     classify_service_error,
     format_size,
     idempotency_key,
+    recipient_key,
     send_batch,
     sender_problem,
     template_sets_changed,
@@ -37,7 +39,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import Upload
+from mailmatrix.ports import SentCopy, Upload
 from tests.fixtures.sending import kit
 
 CID = "c-sending-test"
@@ -743,9 +745,9 @@ class _CountingLedger:
         self.writes.append("claim+sent" if kwargs.get("sent_before") else "claim")
         return self.inner.claim(key, **kwargs)
 
-    def record_sent(self, key, *, message_id, uncertain=False):
+    def record_sent(self, key, *, message_id, uncertain=False, **more):
         self.writes.append("record_sent")
-        self.inner.record_sent(key, message_id=message_id, uncertain=uncertain)
+        self.inner.record_sent(key, message_id=message_id, uncertain=uncertain, **more)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -758,6 +760,43 @@ def test_each_sent_row_costs_one_ledger_write_the_next_claim_records_it(ledger, 
     # row 2 claimed alone, rows 3-5 claimed with the row before recorded, row 5 at the end
     assert counting.writes == ["claim", "claim+sent", "claim+sent", "claim+sent", "record_sent"]
     assert [o.state for o in ledger.outcomes(CID)] == ["sent"] * 4
+
+
+def test_a_rows_own_file_is_kept_with_its_letter_in_the_same_writes(ledger, clock):
+    # GIVEN three rows naming their own files, of one size, and a fourth given its set's
+    # default_attachment (a file for many: not its own)
+    files = {f"p{row}.pdf": bytes([row]) * 20_000 for row in range(2, 5)}
+    batch = items(4)
+    for item in batch[:3]:
+        item["own_attachment"] = True
+    batch[3]["attachment"] = "brochure.pdf"
+    counting = _CountingLedger(ledger)
+    campaign = kit.campaign(source={"bucket": "local", "key": "incoming/offers.csv"})
+
+    # WHEN sent
+    result = run(batch, FakeSes(), counting, clock, fetch=kit.fetcher(files), campaign=campaign)
+
+    # THEN no write more than before: each letter's file goes with its record
+    assert result.sent == 4
+    assert counting.writes == ["claim", "claim+sent", "claim+sent", "claim+sent", "record_sent"]
+    # AND each file is found by its size and print, with its SHA-256 and owner
+    for row in range(2, 5):
+        data, email = files[f"p{row}.pdf"], f"person{row}@example.com"
+        found = list(ledger.sent_copies(len(data), sample_print(data)))
+        assert found == [
+            SentCopy(
+                CID,
+                f"p{row}.pdf",
+                recipient_key(CID, email),
+                row,
+                mask(email),
+                hashlib.sha256(data).hexdigest(),
+                "offers.csv",
+            )
+        ]
+    # AND the default_attachment is kept as no one's
+    default = kit.fetcher()("brochure.pdf", None)
+    assert list(ledger.sent_copies(len(default), sample_print(default))) == []
 
 
 def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(ledger, clock):

@@ -1,0 +1,102 @@
+"""A person's letter goes to no one else: not as a copy made for a campaign of another name,
+nor renamed after it went out (the ledger keeps each letter's file by its digest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
+from mailmatrix.local import REPO
+
+LETTERS = REPO / "examples" / "offer-letters" / "attachments"
+HEADER = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """The exit code and standard output (the JSON object) of a command."""
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout
+
+
+def _file(folder: Path, name: str, *rows: tuple[str, str, str]) -> Path:
+    """A campaign's CSV in ``folder``: a row (email, name, attachment) per recipient."""
+    path = folder / name
+    lines = [f"{email},{person},Offer,{file},Dev,IT,2027-01-11,1\n" for email, person, file in rows]
+    path.write_text(HEADER + "".join(lines), encoding="utf-8")
+    return path
+
+
+def _run(csv_path: Path, workdir: Path) -> dict:
+    code, output = _cli("run", str(csv_path), "--workdir", str(workdir), "--json")
+    assert code in (0, 3), output  # sent, or nothing sendable
+    return json.loads(output)
+
+
+def _validate(csv_path: Path, workdir: Path) -> tuple[int, dict]:
+    code, output = _cli("validate", str(csv_path), "--workdir", str(workdir), "--json")
+    return code, json.loads(output)
+
+
+def _outbox(workdir: Path) -> list[Path]:
+    return sorted((workdir / "outbox" / "new").iterdir())
+
+
+def test_a_copy_of_a_letter_sent_by_another_campaign_is_refused_for_another_person(tmp_path):
+    # GIVEN Anna's letter sent by a.csv, then a copy of her file made for Kim
+    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    first = _file(tmp_path, "a.csv", ("anna@example.com", "Anna", "anna.pdf"))
+    assert _run(first, workdir)["counts"]["sent"] == 1
+    shutil.copy(attachments / "anna.pdf", attachments / "kim.pdf")
+
+    # WHEN b.csv, another campaign, names the copy for Kim
+    second = _file(tmp_path, "b.csv", ("kim@example.com", "Kim", "kim.pdf"))
+
+    # THEN validate forecasts the refusal, naming the earlier campaign and the masked owner
+    code, found = _validate(second, workdir)
+    assert (code, found["valid"]) == (3, 0)
+    (reject,) = found["rejected"]
+    assert reject["row"] == 2 and reject["column"] == "Attachment_File"
+    assert reject["reason"].startswith(
+        "kim.pdf has the same contents as anna.pdf, which a run of a.csv (campaign c-"
+    )
+    assert "another recipient (a***@example.com)" in reject["reason"]
+    # AND run sends nothing: the row is rejected
+    result = _run(second, workdir)
+    assert (result["counts"]["sent"], result["counts"]["rejected"]) == (0, 1)
+    assert len(_outbox(workdir)) == 1
+
+    # AND the same file to Anna herself in a new campaign goes out
+    third = _file(tmp_path, "c.csv", ("anna@example.com", "Anna", "kim.pdf"))
+    assert _run(third, workdir)["counts"]["sent"] == 1
+    assert len(_outbox(workdir)) == 2
+
+
+def test_a_letter_renamed_after_it_went_out_is_refused_for_another_person(tmp_path):
+    # GIVEN Alice's letter sent by offers.csv, then alice.pdf renamed carol.pdf
+    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "jose-garcia.pdf", attachments / "alice.pdf")
+    alice = ("alice@example.com", "Alice", "alice.pdf")
+    assert _run(_file(tmp_path, "offers.csv", alice), workdir)["counts"]["sent"] == 1
+    (attachments / "alice.pdf").rename(attachments / "carol.pdf")
+
+    # WHEN the file gets a row for Carol naming carol.pdf
+    offers = _file(tmp_path, "offers.csv", alice, ("carol@example.com", "Carol", "carol.pdf"))
+
+    # THEN validate forecasts Carol's row refused as a copy of the earlier letter
+    _, found = _validate(offers, workdir)
+    carol = [reject for reject in found["rejected"] if reject["row"] == 3]
+    assert carol and carol[0]["reason"].startswith(
+        "carol.pdf has the same contents as alice.pdf, which an earlier run of this file sent to"
+        " another recipient (a***@example.com)"
+    )
+    # AND run sends Carol nothing
+    result = _run(offers, workdir)
+    assert result["counts"]["sent"] == 0
+    assert len(_outbox(workdir)) == 1
