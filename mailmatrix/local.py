@@ -616,7 +616,7 @@ def check_earlier_runs(
     check_campaign_way(wd, campaign, csv_path.name, way)
     found = campaign in _deliveries(wd)
     if wd.ledger.is_file():
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             used = ledger.template_sets(campaign)
             found = found or bool(used) or ledger.has_entries(campaign)
         missing = sorted(used - set(sets))
@@ -914,7 +914,7 @@ class RunForecast:
         self.hold_left = 0.0
         if not wd.ledger.is_file():  # no run of any file here claimed a row
             return
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             self._settled = SettledKeys(ledger, self.campaign)
             for unknown in (False, True):
                 keys = ledger.failed_keys(self.campaign, unknown=unknown)
@@ -1018,9 +1018,10 @@ class _HaltOnStop:
 
 
 @contextlib.contextmanager
-def _local_ledger(wd: Workdir) -> Iterator[SqliteLedger]:
-    """The workdir's ledger (a local run's is always SQLite: local_settings)."""
-    ledger = SqliteLedger(str(wd.ledger))
+def _local_ledger(wd: Workdir, *, read_only: bool = False) -> Iterator[SqliteLedger]:
+    """The workdir's ledger (a local run's is always SQLite: local_settings); ``read_only``
+    for what only looks (`validate`, `show`), as in a workdir the user cannot write."""
+    ledger = SqliteLedger(str(wd.ledger), read_only=read_only)
     try:
         yield ledger
     finally:
@@ -1315,7 +1316,7 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
         return None
     outcomes = {}
     if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             outcomes = ledger.outcomes_of(keys)
     attempts = engine.child_execution_arns(execution_id)
     return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)

@@ -507,7 +507,7 @@ def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | No
         return None
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
-    ledger = SqliteLedger(str(ledger_path))
+    ledger = SqliteLedger(str(ledger_path), read_only=True)
     try:
         latest = ledger.latest_upload(campaign["id"])
     finally:

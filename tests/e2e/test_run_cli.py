@@ -14,6 +14,8 @@ import re
 import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -1585,6 +1587,47 @@ def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_pa
     other = CliRunner().invoke(cli, ["validate", csv_path, "--workdir", str(workdir)], env=WIDE)
     assert other.exit_code == 2, other.output
     assert f"used --templates {templates}" in other.output
+
+
+def _as_unprivileged(args: list[str]) -> list[str]:
+    """``args`` as a command run by a user whom file modes bind: as root, in a user namespace
+    of its own as another user (root's files are theirs there, and they keep no capability to
+    write what a mode closes); skipped where no such namespace can be made."""
+    if os.geteuid() != 0:
+        return args
+    unshare = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"]).returncode:
+        pytest.skip("as root, and no user namespace to drop the privilege in")
+    return [*unshare, *args]
+
+
+def test_validate_reads_the_ledger_of_a_workdir_the_user_cannot_write(tmp_path):
+    # GIVEN the example campaign sent, then its workdir closed to writing
+    workdir = tmp_path / "w"
+    csv_path = str(EXAMPLE / "recipients.csv")
+    assert _run(csv_path, "--workdir", str(workdir))[0] == 0
+    before = sorted(path.name for path in workdir.iterdir())
+    workdir.chmod(0o500)
+
+    # WHEN the file is validated against its earlier runs there
+    try:
+        cli_main = "from mailmatrix.cli.main import main; main()"
+        command = [sys.executable, "-c", cli_main, "validate", csv_path, "--workdir", str(workdir)]
+        done = subprocess.run(
+            _as_unprivileged(command),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **WIDE},
+            timeout=120,
+        )
+    finally:
+        workdir.chmod(0o700)
+
+    # THEN the ledger is read (the sent rows are named), nothing is made there, and the exit
+    # is the rejected rows' (not 1, a ledger it could not open for writing)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "18 row(s) were sent by earlier runs of this file: `run` skips them." in done.stdout
+    assert sorted(path.name for path in workdir.iterdir()) == before
 
 
 def test_validate_without_a_workdir_where_run_s_default_is_not_there_says_so(tmp_path, monkeypatch):
