@@ -46,7 +46,7 @@ from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_smtp import without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
-from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.earlier import EarlierFiles
@@ -505,11 +505,7 @@ def upload(
 ) -> tuple[str, dict[str, Any]]:
     """Put the CSV under incoming/ in the local bucket, with user ``metadata``; return its key
     and the event."""
-    if not csv_path.is_file():
-        said = "no such file"
-        if csv_path.exists():
-            said = "not a regular file (a pipe, device or folder)"
-        raise InputFileError(f"{csv_path}: {said}: give the CSV file itself")
+    open_recipients(csv_path).close()  # no such file, or none to put (a pipe, a device)
     key = incoming_key(csv_path)
     storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
     info = storage.put_file(key, str(csv_path), content_type="text/csv", metadata=metadata)
@@ -758,6 +754,7 @@ def run_campaign(
     if csv_path.name.startswith("."):
         # The local bucket keeps its own files hidden beside the objects (metadata).
         raise InputFileError(f"{csv_path}: a hidden file's name: rename it without the leading '.'")
+    open_recipients(csv_path).close()  # no such file, or no file (a pipe): before any is made
     wd = Workdir(Path(workdir))
     sender = sender_of(sender)
     templates_dir = templates_dir or DEFAULT_TEMPLATES
@@ -854,7 +851,7 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
     templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
     try:
         catalog = load_templates(templates, "templates/")
-        with csv_path.open("rb") as stream:
+        with open_recipients(csv_path) as stream:
             columns = read_columns(stream, source=csv_path.name)
     except MailMatrixError:
         return None

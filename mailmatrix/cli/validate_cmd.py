@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 import mailmatrix
-from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
@@ -145,7 +145,7 @@ def validate_command(
         check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
-        with csv_file.open("rb") as stream:
+        with open_recipients(csv_file) as stream:
             report = run_intake(
                 stream,
                 source=str(csv_file),

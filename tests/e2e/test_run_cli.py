@@ -104,6 +104,27 @@ def test_a_csv_that_is_a_device_is_refused_as_not_a_file(tmp_path):
     assert "no such file" not in output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["run", "--workdir", "w"], ["validate"], ["preview", "--row", "2"]],
+    ids=["run", "validate", "preview"],
+)
+def test_a_csv_that_is_a_fifo_without_a_writer_is_refused_not_waited_for(tmp_path, command):
+    # GIVEN a CSV path that is a FIFO nothing writes to (no attachments folder beside it)
+    os.mkfifo(tmp_path / "offers.csv")
+    cli_main = "from mailmatrix.cli.main import main; main()"
+    args = [sys.executable, "-c", cli_main, command[0], "offers.csv", *command[1:]]
+
+    # WHEN a command is given it (the timeout only guards the suite against the old hang)
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    # THEN it is refused at once as no file of rows, and no workdir is made
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "offers.csv: not a regular file (a pipe, device or folder)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_path):
     # GIVEN templates whose manifest signs from a reserved domain (.test), no --sender
     templates = _own_letters(tmp_path)
