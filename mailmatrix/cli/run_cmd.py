@@ -702,12 +702,11 @@ def _check_smtp(value: str | None) -> str | None:
             raise click.BadParameter(
                 f"{redacted(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
             )
-        try:
-            _ = url.port  # reading it checks it
-        except ValueError:
-            from mailmatrix.adapters.mailer_smtp import UNREADABLE_PORT
+        from mailmatrix.adapters.mailer_smtp import port_problem
 
-            raise click.BadParameter(f"{redacted(value)}: {UNREADABLE_PORT}") from None
+        problem = port_problem(url)
+        if problem:
+            raise click.BadParameter(f"{redacted(value)}: {problem}")
         if url.password == "***":
             raise click.BadParameter(
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "

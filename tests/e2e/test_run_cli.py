@@ -86,6 +86,10 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--send-rate", "nan", "messages per second"),
         ("--send-rate", "inf", "messages per second"),
         ("--smtp", "smtp://[::1", "not a URL"),
+        ("--smtp", "smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
+        ("--smtp", "smtp://[::1]:0", "the port is out of range"),
+        ("--smtp", "smtp://127.0.0.1:-1", "the port is out of range"),
+        ("--smtp", "smtp://127.0.0.1:abc", "the port is not a number"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):
