@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import shlex
 import signal
@@ -23,7 +22,7 @@ from rich.table import Table
 from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_sender
+from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import bundled_templates_hint
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
@@ -446,7 +445,7 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--send-rate",
     type=click.FloatRange(min=0),
-    callback=lambda ctx, param, value: _check_send_rate(value),
+    callback=finite("a number of messages per second (0: no limit)"),
     help="Messages per second for the whole campaign (0: as fast as it goes).",
 )
 @click.option(
@@ -676,13 +675,6 @@ def _check_faults(value: str | None) -> str | None:
             parse_spec(value)
         except MailMatrixError as error:
             raise click.BadParameter(error.message) from None
-    return value
-
-
-def _check_send_rate(value: float | None) -> float | None:
-    """Refuse a rate that is no number of messages a second (nan, inf) before anything runs."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value}: give a number of messages per second (0: no limit)")
     return value
 
 
