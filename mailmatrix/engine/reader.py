@@ -151,7 +151,7 @@ def iter_bounded_items(
         del text
         for index, item in enumerate(items[:limit] if limit is not None else items):
             if escapes:
-                _check_characters(item, f"JSON: item {index}")
+                check_characters(item, f"JSON: item {index}")
             yield item, None
         return
     floats = [False]
@@ -178,14 +178,14 @@ def iter_bounded_items(
                 ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
             ) from exc
         if _SURROGATE_ESCAPE.search(line):
-            _check_characters(item, f"JSONL: line {number}")
+            check_characters(item, f"JSONL: line {number}")
         count += 1
         yield item, None if floats[0] else len(raw) + 1
 
 
-def _check_characters(item: Any, where: str) -> None:
-    """Refuse an item holding a lone surrogate (ItemReaderFailed): the Map could write it
-    nowhere, and it would fail as it serialises the item, without saying which it was."""
+def check_characters(item: Any, where: str) -> None:
+    """Refuse an item (or any JSON value) holding a lone surrogate, as ItemReaderFailed:
+    it could be written nowhere, and would fail as it is serialised, without saying where."""
     try:
         json.dumps(item, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
