@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailmatrix.adapters.executions_sfn import console_link, ending, stopped_batches
+from mailmatrix.adapters.storage_local import open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.options import finite
 from mailmatrix.core.failures import (
@@ -34,6 +35,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
+from mailmatrix.errors import InputFileError
 from mailmatrix.jobs import retry_metadata
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -301,6 +303,11 @@ def send(
     for flag, given in (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown)):
         if dry_run and given:
             raise click.UsageError(f"{flag} sends rows: a --dry-run sends none")
+    try:
+        with open_recipients(csv_file) as stream:  # a FIFO with no writer: refused, not waited for
+            body = stream.read()
+    except InputFileError as error:
+        raise click.BadParameter(error.message, param_hint="FILE") from None
     metadata = retry_metadata(retry_failed, retry_unknown)
     console = make_console()
     stack = Stack.describe(stack_name, region)
@@ -311,7 +318,7 @@ def send(
         put = s3.put_object(
             Bucket=stack.bucket,
             Key=key,
-            Body=csv_file.read_bytes(),
+            Body=body,
             ContentType="text/csv",
             Metadata=metadata,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -216,6 +217,20 @@ def test_a_bad_number_is_a_usage_error_before_any_aws_client_is_made(
 
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_send_refuses_a_fifo_before_any_aws_client_is_made(stack, tmp_path, monkeypatch):
+    # GIVEN offers.csv is a FIFO nothing writes to (reading it waited for ever)
+    def no_client(service, region):
+        raise AssertionError(f"a {service} client was made")
+
+    monkeypatch.setattr(aws_cmds, "client", no_client)
+    os.mkfifo(tmp_path / "offers.csv")
+
+    result = CliRunner().invoke(cli, ["aws", "send", str(tmp_path / "offers.csv"), "--stack", "mm"])
+
+    assert result.exit_code == 2, result.output
+    assert "offers.csv: not a regular file (a pipe, device or folder)" in result.output
 
 
 def test_send_refuses_a_file_the_rule_would_ignore(stack, tmp_path):
