@@ -46,7 +46,7 @@ from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_smtp import without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
-from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
@@ -506,11 +506,7 @@ def upload(
 ) -> tuple[str, dict[str, Any]]:
     """Put the CSV under incoming/ in the local bucket, with user ``metadata``; return its key
     and the event."""
-    if not csv_path.is_file():
-        said = "no such file"
-        if csv_path.exists():
-            said = "not a regular file (a pipe, device or folder)"
-        raise InputFileError(f"{csv_path}: {said}: give the CSV file itself")
+    open_recipients(csv_path).close()  # no such file, or none to put (a pipe, a device)
     key = incoming_key(csv_path)
     storage = LocalStorage(workdir.bucket, bucket=LOCAL_BUCKET)
     info = storage.put_file(key, str(csv_path), content_type="text/csv", metadata=metadata)
@@ -617,7 +613,7 @@ def check_earlier_runs(
     check_campaign_way(wd, campaign, csv_path.name, way)
     found = campaign in _deliveries(wd)
     if wd.ledger.is_file():
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             used = ledger.template_sets(campaign)
             found = found or bool(used) or ledger.has_entries(campaign)
         missing = sorted(used - set(sets))
@@ -759,6 +755,7 @@ def run_campaign(
     if csv_path.name.startswith("."):
         # The local bucket keeps its own files hidden beside the objects (metadata).
         raise InputFileError(f"{csv_path}: a hidden file's name: rename it without the leading '.'")
+    open_recipients(csv_path).close()  # no such file, or no file (a pipe): before any is made
     wd = Workdir(Path(workdir))
     sender = sender_of(sender)
     templates_dir = templates_dir or DEFAULT_TEMPLATES
@@ -855,7 +852,7 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
     templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
     try:
         catalog = load_templates(templates, "templates/")
-        with csv_path.open("rb") as stream:
+        with open_recipients(csv_path) as stream:
             columns = read_columns(stream, source=csv_path.name)
     except MailMatrixError:
         return None
@@ -917,7 +914,7 @@ class RunForecast:
         self._ledger: SqliteLedger | None = None  # open while intake asks it (sent_files)
         if not wd.ledger.is_file():  # no run of any file here claimed a row
             return
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             self._settled = SettledKeys(ledger, self.campaign)
             for unknown in (False, True):
                 keys = ledger.failed_keys(self.campaign, unknown=unknown)
@@ -945,7 +942,7 @@ class RunForecast:
         stays open for intake's questions until close(). None: no run here sent a letter."""
         if not self._workdir.ledger.is_file():
             return None
-        self._ledger = SqliteLedger(str(self._workdir.ledger))
+        self._ledger = SqliteLedger(str(self._workdir.ledger), read_only=True)
         return SentFiles(
             self._ledger, attachments, contents, campaign=self.campaign, recipient=recipient_key
         )
@@ -1038,9 +1035,10 @@ class _HaltOnStop:
 
 
 @contextlib.contextmanager
-def _local_ledger(wd: Workdir) -> Iterator[SqliteLedger]:
-    """The workdir's ledger (a local run's is always SQLite: local_settings)."""
-    ledger = SqliteLedger(str(wd.ledger))
+def _local_ledger(wd: Workdir, *, read_only: bool = False) -> Iterator[SqliteLedger]:
+    """The workdir's ledger (a local run's is always SQLite: local_settings); ``read_only``
+    for what only looks (`validate`, `show`), as in a workdir the user cannot write."""
+    ledger = SqliteLedger(str(wd.ledger), read_only=read_only)
     try:
         yield ledger
     finally:
@@ -1335,7 +1333,7 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
         return None
     outcomes = {}
     if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
-        with _local_ledger(wd) as ledger:
+        with _local_ledger(wd, read_only=True) as ledger:
             outcomes = ledger.outcomes_of(keys)
     attempts = engine.child_execution_arns(execution_id)
     return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)

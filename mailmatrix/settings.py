@@ -6,6 +6,7 @@ one machine (``mailmatrix.local`` sets them from the CLI's flags).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Settings:
                 return default
             try:
                 value = kind(raw)
+                if not math.isfinite(value):  # float() takes nan and inf
+                    raise ValueError(raw)
             except ValueError:
                 raise ConfigurationError(f"MAILMATRIX_{name}: not a number: {raw!r}") from None
             if value < 0:

@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 try:
@@ -166,22 +167,51 @@ def _while_busy(action: Callable[[], _T]) -> _T:
         delay = min(delay * 2, 0.002)
 
 
+def _read_only_uri(path: str) -> str | None:
+    """The URI that opens the ledger at ``path`` read-only, making nothing beside it, when the
+    user may not write it or its folder (`validate` in a workdir closed to them); None when
+    they may, and it opens as usual (which brings a file of an earlier version up to date).
+
+    SQLite reads a WAL database through a -shm and a -wal file beside it, which it cannot
+    make there; without a -wal it reads the file as immutable, without either: no run can be
+    writing it then, as a writer needs both files (and to write the file).
+    """
+    file = Path(path).absolute()
+    wal = file.with_name(f"{file.name}-wal")
+    if os.access(file.parent, os.W_OK) and os.access(file, os.W_OK):
+        return None
+    return f"{file.as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+
+
 class SqliteLedger:
     """Ledger port on a SQLite file; safe to share between threads and processes."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
+        """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
+        for what only reads it, read-only where the user may not write it (_read_only_uri)."""
         self.path = str(path)
         self._clock = clock
         self._lock = threading.Lock()
         self._turns: tuple[int, int] | None = None  # (pid, fd) of the lock file, once opened
+        uri = _read_only_uri(self.path) if read_only else None
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                uri or self.path,
+                timeout=30.0,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri is not None,
             )
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+        if uri is not None:
+            return
         try:
             # Several processes open a new ledger at once (the workers of a run): switching
             # to WAL may answer "database is locked" without waiting, so the set-up, which

@@ -82,10 +82,10 @@ class SmtpMailer:
         unknown = set(query) - {"timeout", "cafile", "helo"}
         if unknown:
             raise ConfigurationError(f"MAILMATRIX_MAILER: unknown options: {', '.join(unknown)}")
-        try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
-        except ValueError:  # its message would quote what follows the ':' (a password, often)
-            raise ConfigurationError(f"MAILMATRIX_MAILER: {UNREADABLE_PORT}") from None
+        problem = port_problem(parts)
+        if problem:
+            raise ConfigurationError(f"MAILMATRIX_MAILER: {problem}")
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
         try:
             timeout = float(query.get("timeout", 30))
         except ValueError as exc:
@@ -319,6 +319,21 @@ UNREADABLE_PORT = (
     "the port is not a number: a '/', '@', ':', '?' or '#' in the user or password must be "
     "URL-encoded (%2F, %40, %3A, %3F, %23), or the password left to MAILMATRIX_SMTP_PASSWORD"
 )
+PORT_OUT_OF_RANGE = "the port is out of range: give one from 1 to 65535"
+
+
+def port_problem(parts: Any) -> str | None:
+    """Why the port of the split URL ``parts`` cannot be used (None: it can, or none is given).
+
+    Said without quoting it: what follows the ':' is often a password whose '/' or '@' was not
+    URL-encoded. Port 0 is refused too: no server listens there.
+    """
+    try:
+        port = parts.port
+    except ValueError:  # out of 0-65535, or no number
+        written = parts.netloc.rpartition("@")[2].rpartition(":")[2].lstrip("+-")
+        return PORT_OUT_OF_RANGE if written.isascii() and written.isdigit() else UNREADABLE_PORT
+    return PORT_OUT_OF_RANGE if port == 0 else None
 
 
 def _password_from_env(parts: Any) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailmatrix.core.contents import SAMPLE_BYTES, SAMPLE_CHECKSUM, sample_print
-from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
+from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
 _CHUNK = 1024 * 1024
@@ -242,6 +242,28 @@ class LocalStorage:
             return _sample_print(fd, info.st_size)
         finally:
             os.close(fd)
+
+
+def open_recipients(path: Path) -> BinaryIO:
+    """Open the recipients file ``path`` (or the file a link names) to read it.
+
+    Opened without waiting, then checked: a plain open of a FIFO waits for a writer, for
+    ever when there is none. Anything but a regular file (a pipe, device or folder), or no
+    file at all, is an InputFileError; another reason it cannot be opened, an OSError.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file: give the CSV file itself") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputFileError(
+                f"{path}: not a regular file (a pipe, device or folder): give the CSV file itself"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _sample_print(fd: int, size: int) -> str:

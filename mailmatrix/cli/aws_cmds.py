@@ -25,7 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from mailmatrix.adapters.executions_sfn import console_link, ending, stopped_batches
+from mailmatrix.adapters.storage_local import open_recipients
 from mailmatrix.cli import exits
+from mailmatrix.cli.options import finite
 from mailmatrix.core.failures import (
     MESSAGE_CHARS,
     Ending,
@@ -33,6 +35,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
+from mailmatrix.errors import InputFileError
 from mailmatrix.jobs import retry_metadata
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -247,6 +250,8 @@ def _stopped(console: Console, sfn: Any, ended: Ending) -> Stopped:
 
 
 _stack_option = click.option("--stack", "stack_name", required=True, help="The stack's name.")
+# The most executions one ListExecutions call answers with (its maxResults).
+MAX_LISTED = 1000
 _region_option = click.option("--region", default=None, help="AWS region (default: configured).")
 
 
@@ -274,7 +279,14 @@ def aws() -> None:
     "arrived: check first, and take those that did out of the file).",
 )
 @click.option("--no-follow", is_flag=True, help="Return once the execution has started.")
-@click.option("--wait-start", default=120.0, show_default=True, help="Seconds to wait for it.")
+@click.option(
+    "--wait-start",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    callback=finite("a number of seconds"),
+    help="Seconds to wait for it.",
+)
 def send(
     csv_file: pathlib.Path,
     stack_name: str,
@@ -291,6 +303,11 @@ def send(
     for flag, given in (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown)):
         if dry_run and given:
             raise click.UsageError(f"{flag} sends rows: a --dry-run sends none")
+    try:
+        with open_recipients(csv_file) as stream:  # a FIFO with no writer: refused, not waited for
+            body = stream.read()
+    except InputFileError as error:
+        raise click.BadParameter(error.message, param_hint="FILE") from None
     metadata = retry_metadata(retry_failed, retry_unknown)
     console = make_console()
     stack = Stack.describe(stack_name, region)
@@ -301,7 +318,7 @@ def send(
         put = s3.put_object(
             Bucket=stack.bucket,
             Key=key,
-            Body=csv_file.read_bytes(),
+            Body=body,
             ContentType="text/csv",
             Metadata=metadata,
         )
@@ -334,7 +351,13 @@ def send(
 @click.argument("execution", required=False)
 @_stack_option
 @_region_option
-@click.option("--limit", default=10, show_default=True, help="Executions to list.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LISTED),
+    default=10,
+    show_default=True,
+    help="Executions to list.",
+)
 def status(execution: str | None, stack_name: str, region: str | None, limit: int) -> None:
     """Show one execution (name or ARN), or list the stack's latest executions."""
     console = make_console()

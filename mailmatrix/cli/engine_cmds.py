@@ -23,7 +23,8 @@ from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_message
+from mailmatrix.engine.reader import check_characters
 from mailmatrix.errors import MailMatrixError
 from mailmatrix.private import private_files
 
@@ -507,7 +508,7 @@ def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | No
         return None
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
-    ledger = SqliteLedger(str(ledger_path))
+    ledger = SqliteLedger(str(ledger_path), read_only=True)
     try:
         latest = ledger.latest_upload(campaign["id"])
     finally:
@@ -658,6 +659,9 @@ def sfn_run_cmd(
     """
     try:
         data = json.loads(input_text)
+        check_characters(data, "a string")  # the engine records it as UTF-8
+    except StatesError as exc:
+        raise click.BadParameter(exc.cause, param_hint="--input") from None
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from exc
     substitutions = dict(s.partition("=")[::2] for s in subs)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 import click
 
@@ -21,3 +23,15 @@ def check_sender(ctx: click.Context, param: click.Parameter, value: str | None) 
         if problem:
             raise click.BadParameter(problem, param_hint=None if value else SENDER_VARIABLE)
     return value
+
+
+def finite(what: str) -> Callable[[click.Context, click.Parameter, float | None], float | None]:
+    """An option callback that refuses nan and inf, which click's FloatRange lets through (a
+    deadline of nan never comes): a bad usage (exit 2) that says to give ``what``."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"{value}: give {what}")
+        return value
+
+    return check

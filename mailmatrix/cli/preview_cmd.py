@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
+from mailmatrix.adapters.storage_local import open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.options import check_sender
 from mailmatrix.cli.validate_cmd import (
@@ -143,7 +144,7 @@ def _validated_row(
             found.append(item)
 
     rules = IntakeRules(max_message_bytes=SES_V2_MAX_MESSAGE_BYTES)
-    with csv_file.open("rb") as stream:
+    with open_recipients(csv_file) as stream:
         report = validate_recipients(
             stream,
             source=str(csv_file),

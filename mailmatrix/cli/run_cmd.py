@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import os
 import shlex
 import signal
@@ -23,7 +22,7 @@ from rich.table import Table
 from mailmatrix.adapters.mailer_smtp import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_sender
+from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import bundled_templates_hint
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
@@ -446,7 +445,7 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--send-rate",
     type=click.FloatRange(min=0),
-    callback=lambda ctx, param, value: _check_send_rate(value),
+    callback=finite("a number of messages per second (0: no limit)"),
     help="Messages per second for the whole campaign (0: as fast as it goes).",
 )
 @click.option(
@@ -679,13 +678,6 @@ def _check_faults(value: str | None) -> str | None:
     return value
 
 
-def _check_send_rate(value: float | None) -> float | None:
-    """Refuse a rate that is no number of messages a second (nan, inf) before anything runs."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value}: give a number of messages per second (0: no limit)")
-    return value
-
-
 def _check_smtp(value: str | None) -> str | None:
     """Refuse a URL that names no SMTP server before anything runs."""
     if value:
@@ -702,12 +694,11 @@ def _check_smtp(value: str | None) -> str | None:
             raise click.BadParameter(
                 f"{redacted(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
             )
-        try:
-            _ = url.port  # reading it checks it
-        except ValueError:
-            from mailmatrix.adapters.mailer_smtp import UNREADABLE_PORT
+        from mailmatrix.adapters.mailer_smtp import port_problem
 
-            raise click.BadParameter(f"{redacted(value)}: {UNREADABLE_PORT}") from None
+        problem = port_problem(url)
+        if problem:
+            raise click.BadParameter(f"{redacted(value)}: {problem}")
         if url.password == "***":
             raise click.BadParameter(
                 f"{value}: '***' is how MailMatrix masks a password when it prints a URL; give "

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 import mailmatrix
-from mailmatrix.adapters.storage_local import LocalStorage
+from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
@@ -147,7 +147,7 @@ def validate_command(
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
         try:
-            with csv_file.open("rb") as stream:
+            with open_recipients(csv_file) as stream:
                 report = run_intake(
                     stream,
                     source=str(csv_file),
@@ -171,8 +171,9 @@ def validate_command(
             try:
                 with private_files(), rejects_path.open("wb") as out:  # rows of people
                     write_rejects(report, out)
-            except (MailMatrixError, OSError) as error:
-                _fail(error, csv_file, as_json, bundled=False)  # the rejects file failed
+            except OSError as error:  # the option's file, not the CSV: a bad --rejects
+                where = f"--rejects {rejects_path}: cannot write the rejects report"
+                _fail(error, csv_file, as_json, bundled=False, where=where, code=exits.USAGE)
         earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
         earlier["default_workdir"] = by_default
         if by_default and workdir is None:
@@ -282,10 +283,21 @@ def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     return found
 
 
-def _fail(error: BaseException, csv_file: Path, as_json: bool, *, bundled: bool) -> None:
+def _fail(
+    error: BaseException,
+    csv_file: Path,
+    as_json: bool,
+    *,
+    bundled: bool,
+    where: str | None = None,
+    code: int | None = None,
+) -> None:
     """Report a file-level problem without a traceback and exit with the matching code
-    (``bundled``: the templates are the bundled ones, no --templates given)."""
+    (``bundled``: the templates are the bundled ones, no --templates given; ``where``: what
+    failed, when not the CSV; ``code``: the exit code, when not the one of the error's kind)."""
     message = error.message if isinstance(error, MailMatrixError) else f"{csv_file}: {error}"
+    if where is not None:
+        message = f"{where}: {getattr(error, 'strerror', None) or error}"
     hint = bundled_templates_hint(type(error).__name__) if bundled else None
     if as_json:
         payload = {"source": str(csv_file), "error": type(error).__name__, "message": message}
@@ -302,9 +314,10 @@ def _fail(error: BaseException, csv_file: Path, as_json: bool, *, bundled: bool)
             click.echo(
                 "`run` would stop here too, sending nothing; fix it and validate again.", err=True
             )
-    code = exits.INPUT_UNUSABLE  # as `run` exits for each of these, sending nothing
-    if not isinstance(error, (InputFileError, TemplateError, ConfigurationError, OSError)):
-        code = exits.RUN_FAILED
+    if code is None:
+        code = exits.INPUT_UNUSABLE  # as `run` exits for each of these, sending nothing
+        if not isinstance(error, (InputFileError, TemplateError, ConfigurationError, OSError)):
+            code = exits.RUN_FAILED
     sys.exit(code)
 
 

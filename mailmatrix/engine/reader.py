@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from mailmatrix.engine.errors import ITEM_READER_FAILED, StatesError
 
 DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": "\t"}
+# A \u escape of a UTF-16 surrogate (U+D800 to U+DFFF): JSON lets one stand alone, but alone
+# it is no character, and no UTF-8 text (a child's input, a result file) can hold it.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_csv_records(text: str, delimiter: str = ",") -> list[list[str]]:
@@ -143,8 +147,11 @@ def iter_bounded_items(
             raise StatesError(ITEM_READER_FAILED, f"JSON: not valid JSON: {exc}") from exc
         if not isinstance(items, list):
             raise StatesError(ITEM_READER_FAILED, "JSON: the object must hold a JSON array")
+        escapes = _SURROGATE_ESCAPE.search(text) is not None
         del text
-        for item in items[:limit] if limit is not None else items:
+        for index, item in enumerate(items[:limit] if limit is not None else items):
+            if escapes:
+                check_characters(item, f"JSON: item {index}")
             yield item, None
         return
     floats = [False]
@@ -170,8 +177,23 @@ def iter_bounded_items(
             raise StatesError(
                 ITEM_READER_FAILED, f"JSONL: line {number} is not valid JSON: {exc}"
             ) from exc
+        if _SURROGATE_ESCAPE.search(line):
+            check_characters(item, f"JSONL: line {number}")
         count += 1
         yield item, None if floats[0] else len(raw) + 1
+
+
+def check_characters(item: Any, where: str) -> None:
+    """Refuse an item (or any JSON value) holding a lone surrogate, as ItemReaderFailed:
+    it could be written nowhere, and would fail as it is serialised, without saying where."""
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise StatesError(
+            ITEM_READER_FAILED,
+            f"{where} holds a lone surrogate (a \\ud800 to \\udfff escape not in a pair),"
+            " which is no character",
+        ) from None
 
 
 def _decode(data: bytes, kind: Any, *, first: bool) -> str:

@@ -14,6 +14,8 @@ import re
 import shlex
 import shutil
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -84,6 +86,10 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--send-rate", "nan", "messages per second"),
         ("--send-rate", "inf", "messages per second"),
         ("--smtp", "smtp://[::1", "not a URL"),
+        ("--smtp", "smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
+        ("--smtp", "smtp://[::1]:0", "the port is out of range"),
+        ("--smtp", "smtp://127.0.0.1:-1", "the port is out of range"),
+        ("--smtp", "smtp://127.0.0.1:abc", "the port is not a number"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):
@@ -100,6 +106,27 @@ def test_a_csv_that_is_a_device_is_refused_as_not_a_file(tmp_path):
     assert code == 3
     assert f"{os.devnull}: not a regular file" in output
     assert "no such file" not in output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run", "--workdir", "w"], ["validate"], ["preview", "--row", "2"]],
+    ids=["run", "validate", "preview"],
+)
+def test_a_csv_that_is_a_fifo_without_a_writer_is_refused_not_waited_for(tmp_path, command):
+    # GIVEN a CSV path that is a FIFO nothing writes to (no attachments folder beside it)
+    os.mkfifo(tmp_path / "offers.csv")
+    cli_main = "from mailmatrix.cli.main import main; main()"
+    args = [sys.executable, "-c", cli_main, command[0], "offers.csv", *command[1:]]
+
+    # WHEN a command is given it (the timeout only guards the suite against the old hang)
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    # THEN it is refused at once as no file of rows, and no workdir is made
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "offers.csv: not a regular file (a pipe, device or folder)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_manifest_sender_at_a_special_use_domain_makes_the_setup_unusable(tmp_path):
@@ -1585,6 +1612,47 @@ def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_pa
     other = CliRunner().invoke(cli, ["validate", csv_path, "--workdir", str(workdir)], env=WIDE)
     assert other.exit_code == 2, other.output
     assert f"used --templates {templates}" in other.output
+
+
+def _as_unprivileged(args: list[str]) -> list[str]:
+    """``args`` as a command run by a user whom file modes bind: as root, in a user namespace
+    of its own as another user (root's files are theirs there, and they keep no capability to
+    write what a mode closes); skipped where no such namespace can be made."""
+    if os.geteuid() != 0:
+        return args
+    unshare = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"]).returncode:
+        pytest.skip("as root, and no user namespace to drop the privilege in")
+    return [*unshare, *args]
+
+
+def test_validate_reads_the_ledger_of_a_workdir_the_user_cannot_write(tmp_path):
+    # GIVEN the example campaign sent, then its workdir closed to writing
+    workdir = tmp_path / "w"
+    csv_path = str(EXAMPLE / "recipients.csv")
+    assert _run(csv_path, "--workdir", str(workdir))[0] == 0
+    before = sorted(path.name for path in workdir.iterdir())
+    workdir.chmod(0o500)
+
+    # WHEN the file is validated against its earlier runs there
+    try:
+        cli_main = "from mailmatrix.cli.main import main; main()"
+        command = [sys.executable, "-c", cli_main, "validate", csv_path, "--workdir", str(workdir)]
+        done = subprocess.run(
+            _as_unprivileged(command),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **WIDE},
+            timeout=120,
+        )
+    finally:
+        workdir.chmod(0o700)
+
+    # THEN the ledger is read (the sent rows are named), nothing is made there, and the exit
+    # is the rejected rows' (not 1, a ledger it could not open for writing)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "18 row(s) were sent by earlier runs of this file: `run` skips them." in done.stdout
+    assert sorted(path.name for path in workdir.iterdir()) == before
 
 
 def test_validate_without_a_workdir_where_run_s_default_is_not_there_says_so(tmp_path, monkeypatch):

@@ -155,6 +155,22 @@ def test_bad_execution_name_is_refused(tmp_path: pathlib.Path) -> None:
     assert "no such execution" in result.output  # only names listed in the store resolve
 
 
+def test_an_input_holding_a_lone_surrogate_is_a_usage_error_not_a_traceback(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN an input that is valid JSON, but whose string escapes half a surrogate pair
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(DEFINITION))
+    args = ["run", str(path), "--input", '{"n": "\\ud800"}', "--workdir", str(tmp_path / "w")]
+
+    result = CliRunner().invoke(sfn_group, args)
+
+    # THEN it is refused as a bad --input, before any execution is made
+    assert result.exit_code == 2, result.output
+    assert "--input: a string holds a lone surrogate" in " ".join(result.output.split())
+    assert not (tmp_path / "w").exists()
+
+
 def test_state_names_like_markup_are_drawn_as_they_are(tmp_path: pathlib.Path) -> None:
     # GIVEN a definition whose state names hold what rich markup reads as tags, on a console
     # that counts as a terminal (the live display is drawn)

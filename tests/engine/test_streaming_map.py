@@ -133,6 +133,42 @@ def test_iter_items_reads_jsonl_lazily() -> None:
         next(items)
 
 
+@pytest.mark.parametrize(
+    ("data", "kind", "where"),
+    [
+        (b'{"a": 1}\n{"a": "x\\ud800"}\n', "JSONL", "JSONL: line 2"),
+        (b'[{"a": 1}, {"a": ["\\uDC00"]}]', "JSON", "JSON: item 1"),
+    ],
+    ids=["jsonl", "json"],
+)
+def test_an_item_holding_a_lone_surrogate_fails_the_reader_naming_it(data, kind, where) -> None:
+    # GIVEN an object whose second item holds a surrogate escape not in a pair
+    items = iter_items(io.BytesIO(data), {"InputType": kind}, None)
+    # WHEN its items are read THEN the first comes, and the second fails the reader, named
+    assert next(items) == {"a": 1}
+    with pytest.raises(StatesError, match=f"^States.ItemReaderFailed: {where} holds a lone"):
+        next(items)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_read_as_they_are() -> None:
+    data = b'{"a": "\\ud83d\\ude00"}\n{"a": "\\\\ud800"}\n'
+    items = list(iter_items(io.BytesIO(data), {"InputType": "JSONL"}, None))
+    assert items == [{"a": "\U0001f600"}, {"a": "\\ud800"}]
+
+
+def test_a_map_over_an_item_holding_a_lone_surrogate_fails_with_the_readers_error(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN a JSON Lines object whose line 2 holds "\ud800", batched or not
+    objects.put("b", "rows.jsonl", b'{"i": 0}\n{"i": 1, "s": "\\ud800"}\n{"i": 2}\n')
+    registry.register_lambda("Work", lambda event, context: event)
+    for name, fields in (("one", {}), ("batched", {"ItemBatcher": {"MaxItemsPerBatch": 2}})):
+        # WHEN the Map runs THEN it fails with a States error naming the line, no traceback
+        record = engine.start(json.dumps(one_child_at_a_time(**fields)), {}, name=name)
+        assert (record["status"], record["error"]) == ("FAILED", "States.ItemReaderFailed")
+        assert record["cause"].startswith("JSONL: line 2 holds a lone surrogate")
+
+
 def test_reader_opens_the_object_and_never_gets_it_whole(
     engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -189,6 +190,47 @@ def test_send_without_an_execution_gives_up_with_a_hint(stack, tmp_path, monkeyp
     )
     assert result.exit_code == 1
     assert "no execution started" in result.output and "DeadLetterQueueUrl" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["send", "FILE", "--wait-start", "nan"], "nan: give a number of seconds"),
+        (["send", "FILE", "--wait-start", "inf"], "inf: give a number of seconds"),
+        (["send", "FILE", "--wait-start", "-1"], "-1.0 is not in the range x>=0"),
+        (["status", "--limit", "0"], "0 is not in the range 1<=x<=1000"),
+        (["status", "--limit", "-3"], "-3 is not in the range 1<=x<=1000"),
+    ],
+    ids=["wait-nan", "wait-inf", "wait-negative", "limit-0", "limit-negative"],
+)
+def test_a_bad_number_is_a_usage_error_before_any_aws_client_is_made(
+    stack, tmp_path, monkeypatch, command, message
+):
+    # GIVEN no AWS client may be made (a nan deadline never came: send waited for ever)
+    def no_client(service, region):
+        raise AssertionError(f"a {service} client was made")
+
+    monkeypatch.setattr(aws_cmds, "client", no_client)
+    args = [str(write_csv(tmp_path)) if arg == "FILE" else arg for arg in command]
+
+    result = CliRunner().invoke(cli, ["aws", *args, "--stack", "mm"])
+
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_send_refuses_a_fifo_before_any_aws_client_is_made(stack, tmp_path, monkeypatch):
+    # GIVEN offers.csv is a FIFO nothing writes to (reading it waited for ever)
+    def no_client(service, region):
+        raise AssertionError(f"a {service} client was made")
+
+    monkeypatch.setattr(aws_cmds, "client", no_client)
+    os.mkfifo(tmp_path / "offers.csv")
+
+    result = CliRunner().invoke(cli, ["aws", "send", str(tmp_path / "offers.csv"), "--stack", "mm"])
+
+    assert result.exit_code == 2, result.output
+    assert "offers.csv: not a regular file (a pipe, device or folder)" in result.output
 
 
 def test_send_refuses_a_file_the_rule_would_ignore(stack, tmp_path):

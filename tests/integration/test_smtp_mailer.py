@@ -332,6 +332,9 @@ def test_one_connection_per_thread():
         ("smtp://127.0.0.1:2525?tls=yes", "unknown options: tls"),
         ("smtp://127.0.0.1:2525?timeout=soon", "could not convert string to float"),
         ("smtps://127.0.0.1?cafile=missing.pem", "cafile"),
+        ("smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
+        ("smtp://127.0.0.1:0", "the port is out of range"),  # not the default port in its place
+        ("smtp://u:p/w@127.0.0.1", "the port is not a number"),
     ],
 )
 def test_bad_urls_are_configuration_errors(url, message_text):

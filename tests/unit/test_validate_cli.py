@@ -274,6 +274,23 @@ def test_rejects_option_writes_a_spreadsheet_safe_report(tmp_path):
     assert rows[1][4] == "'=***@example.com"
 
 
+def test_a_rejects_file_that_cannot_be_written_is_a_usage_error_not_the_csv_s(tmp_path):
+    # GIVEN a --rejects path under a regular file (no folder can be made there, root or not)
+    path = campaign(tmp_path, HEADER + OFFER)
+    (tmp_path / "afile").write_text("")
+    out = tmp_path / "afile" / "rejects.csv"
+
+    result = invoke(path, "--rejects", out, "--json")
+
+    # THEN the option is blamed, with the reason, and the CSV is not
+    assert result.exit_code == exits.USAGE
+    assert json.loads(result.output) == {
+        "source": str(path),
+        "error": "NotADirectoryError",
+        "message": f"--rejects {out}: cannot write the rejects report: Not a directory",
+    }
+
+
 def test_case_14_through_the_cli(tmp_path):
     shutil.copytree(FIXTURES / "case14", tmp_path / "case14")
     path = tmp_path / "case14" / "recipients.csv"
