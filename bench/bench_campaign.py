@@ -11,10 +11,18 @@ process of its own, with its peak memory:
   MailMatrix message, nothing else (one process, like mailmerge).
 
 Each contender runs MAILMATRIX_BENCH_RUNS times (default 3), in turn, and its fastest run
-counts: on this shared machine the kernel's time for the same 750 MB of writes varies up to
-3x from run to run (seen: 1.2 s to 4 s of system time for the floor alone), and the fastest
-run is the one least disturbed. Every run's time is printed; peak memory is the largest of
-the runs.
+counts; every run's time is printed; peak memory is the largest of the runs.
+
+Where the outputs go: MailMatrix and the floor each make 10,000 files, mailmerge one. On the
+disk of the machine this was written on (ext4 mounted without a journal), the kernel's time
+to make a file depends on what other processes deleted in the minutes before (the inode
+allocator of a file system without a journal passes over inodes freed recently): 10,000
+files of 75 KB took 0.6 to 4.5 s of system time there, against 0.4 s, steady, on tmpfs. That
+is the machine's weather, not either program, so the three contenders write their outputs to
+a folder on tmpfs (/dev/shm) when it has room (MAILMATRIX_BENCH_OUTPUT=DIR picks another
+folder, ``disk`` the benchmark's own temporary folder). The run also prints, side by side,
+making 10,000 such files on the disk and on the folder used, and one more turn of
+MailMatrix and of the floor writing to the disk, with their ratios (``*_disk``).
 
 Peak memory is the most the process tree held at once, polled from /proc every 100 ms: the sum
 of RSS over its processes (``peak_rss_mb``; it counts pages the forked workers share with the
@@ -35,6 +43,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -270,6 +279,39 @@ def floor(attachments: pathlib.Path, out: pathlib.Path, sizes_file: pathlib.Path
 
 # --- the benchmark ------------------------------------------------------------------------------
 
+TMPFS = pathlib.Path("/dev/shm")
+OUTPUT_ROOM = 4 * 1024**3  # the outputs of the turns on tmpfs: two of 750 MB at a time, and more
+
+
+def output_root(out_dir: pathlib.Path) -> pathlib.Path:
+    """The folder the contenders write to (see the module's docstring)."""
+    chosen = os.environ.get("MAILMATRIX_BENCH_OUTPUT", "")
+    if chosen == "disk":
+        return out_dir
+    if chosen:
+        return pathlib.Path(chosen)
+    try:
+        room = os.statvfs(TMPFS)
+    except OSError:
+        return out_dir
+    if room.f_bavail * room.f_frsize < OUTPUT_ROOM or not os.access(TMPFS, os.W_OK):
+        return out_dir
+    return TMPFS
+
+
+def file_making(folder: pathlib.Path, count: int, size: int) -> float:
+    """CPU seconds (user and system) to make ``count`` files of ``size`` bytes in ``folder``,
+    as the floor writes them; the files are removed after."""
+    folder.mkdir(parents=True)
+    data = os.urandom(size)
+    started = time.process_time()
+    for index in range(count):
+        with open(folder / f"{index}.eml", "wb") as target:
+            target.write(data)
+    spent = time.process_time() - started
+    shutil.rmtree(folder)
+    return spent
+
 
 def _outbox_sizes(workdir: pathlib.Path) -> list[int]:
     return [entry.stat().st_size for entry in os.scandir(workdir / "outbox" / "new")]
@@ -296,6 +338,20 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
 
     args = mailmerge_files(out_dir / "mailmerge", csv_path)
     mailmerge_python()
+    root = output_root(out_dir)
+    outputs = pathlib.Path(tempfile.mkdtemp(prefix="mm-bench-out-", dir=root))
+    try:
+        return _turns(out_dir, outputs, csv_path, args)
+    finally:
+        shutil.rmtree(outputs, ignore_errors=True)
+
+
+def _turns(
+    out_dir: pathlib.Path, outputs: pathlib.Path, csv_path: pathlib.Path, args: list[str]
+) -> dict[str, str]:
+    """The three contenders' turns, writing to ``outputs``; then the same on the disk."""
+    campaign = csv_path.parent
+    print(f"outputs written to {outputs.parent}", flush=True)
     inputs = campaign / "attachments"
     sizes_file = out_dir / "sizes.txt"
     runs: dict[str, list[dict]] = {"mm": [], "us": [], "fl": []}
@@ -303,36 +359,18 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
         runs["mm"].append(
             measured(
                 [str(MAILMERGE_VENV / "bin" / "mailmerge"), *args],
-                stdout=out_dir / "mailmerge" / "dry-run.txt",
+                stdout=outputs / "dry-run.txt",
                 inputs=inputs,
             )
         )
-        workdir = out_dir / "mailmatrix"
+        workdir = outputs / "mailmatrix"
         shutil.rmtree(workdir, ignore_errors=True)
-        runs["us"].append(
-            measured(
-                mailmatrix_command(csv_path, workdir),
-                stdout=out_dir / "mailmatrix.json",
-                inputs=inputs,
-            )
-        )
+        runs["us"].append(_mailmatrix_turn(csv_path, workdir, out_dir, inputs))
         sizes = _outbox_sizes(workdir)
-        if len(sizes) != ROWS:
-            raise RuntimeError(f"mailmatrix: {len(sizes)} messages in the outbox, expected {ROWS}")
         sizes_file.write_text("\n".join(map(str, sizes)))
-        floor_out = out_dir / "floor"
+        floor_out = outputs / "floor"
         shutil.rmtree(floor_out, ignore_errors=True)
-        runs["fl"].append(
-            measured(
-                [
-                    *(sys.executable, "-m", "bench.bench_campaign", "floor"),
-                    *(str(inputs), str(floor_out), str(sizes_file)),
-                ],
-                stdout=out_dir / "floor.txt",
-                cwd=REPO,
-                inputs=inputs,
-            )
-        )
+        runs["fl"].append(_floor_turn(inputs, floor_out, sizes_file, out_dir))
         print(
             f"run {attempt + 1}/{RUNS}: "
             + ", ".join(
@@ -367,6 +405,9 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
         flush=True,
     )
 
+    shutil.rmtree(outputs / "mailmatrix", ignore_errors=True)
+    shutil.rmtree(outputs / "floor", ignore_errors=True)
+    disk = _on_disk(out_dir, outputs, csv_path, sizes_file, merge["seconds"])
     flat = flat_memory(out_dir / "flat")
     figures = {
         "campaign_msgs_per_s": f"{rates['us']:.0f}",
@@ -382,8 +423,81 @@ def run(out_dir: pathlib.Path) -> dict[str, str]:
         # RSS summed over the process tree: pages the forked workers share with the main
         # process count once per process, so this overstates the memory used (PSS is printed)
         "peak_rss_mb": f"{ours['rss_mb']:.0f}",
+        **disk,
     }
     return figures
+
+
+def _mailmatrix_turn(
+    csv_path: pathlib.Path, workdir: pathlib.Path, out_dir: pathlib.Path, inputs: pathlib.Path
+) -> dict:
+    """One measured ``mailmatrix run`` into ``workdir``, its outbox checked whole."""
+    result = measured(
+        mailmatrix_command(csv_path, workdir), stdout=out_dir / "mailmatrix.json", inputs=inputs
+    )
+    sent = len(_outbox_sizes(workdir))
+    if sent != ROWS:
+        raise RuntimeError(f"mailmatrix: {sent} messages in the outbox, expected {ROWS}")
+    return result
+
+
+def _floor_turn(
+    inputs: pathlib.Path, floor_out: pathlib.Path, sizes_file: pathlib.Path, out_dir: pathlib.Path
+) -> dict:
+    """One measured run of the floor into ``floor_out``."""
+    return measured(
+        [
+            *(sys.executable, "-m", "bench.bench_campaign", "floor"),
+            *(str(inputs), str(floor_out), str(sizes_file)),
+        ],
+        stdout=out_dir / "floor.txt",
+        cwd=REPO,
+        inputs=inputs,
+    )
+
+
+def _on_disk(
+    out_dir: pathlib.Path,
+    outputs: pathlib.Path,
+    csv_path: pathlib.Path,
+    sizes_file: pathlib.Path,
+    mailmerge_seconds: float,
+) -> dict[str, str]:
+    """When the turns wrote to tmpfs: making the files on the disk and there, side by side,
+    and one turn of MailMatrix and of the floor on the disk, with their ratios."""
+    if outputs.parent == out_dir:
+        return {}
+    inputs = csv_path.parent / "attachments"
+    try:  # nothing deleted on the disk between these two: a deletion slows what follows
+        ours = _mailmatrix_turn(csv_path, out_dir / "mailmatrix-disk", out_dir, inputs)
+        base = _floor_turn(inputs, out_dir / "floor-disk", sizes_file, out_dir)
+    finally:
+        shutil.rmtree(out_dir / "mailmatrix-disk", ignore_errors=True)
+        shutil.rmtree(out_dir / "floor-disk", ignore_errors=True)
+    sizes = [int(n) for n in sizes_file.read_text().split()]
+    size = sum(sizes) // len(sizes)
+    on_disk = file_making(out_dir / "probe", ROWS, size)
+    here = file_making(outputs / "probe", ROWS, size)
+    print(
+        f"making {ROWS} files of {size / 1024:.0f} KB: {on_disk:.1f} s of CPU on the disk,"
+        f" {here:.1f} s in {outputs.parent}",
+        flush=True,
+    )
+    ratios = {
+        "mailmerge_ratio_disk": f"{mailmerge_seconds / ours['seconds']:.2f}",
+        "floor_ratio_disk": f"{base['seconds'] / ours['seconds']:.2f}",
+    }
+    print(
+        f"on the disk, one turn each: MailMatrix {ours['seconds']:.1f} s ({ours['cpu_s']:.1f} s"
+        f" CPU), floor {base['seconds']:.1f} s: mailmerge ratio"
+        f" {ratios['mailmerge_ratio_disk']}, floor ratio {ratios['floor_ratio_disk']}",
+        flush=True,
+    )
+    return {
+        "file_making_disk_s": f"{on_disk:.2f}",
+        "file_making_s": f"{here:.2f}",
+        **ratios,
+    }
 
 
 def flat_memory(folder: pathlib.Path) -> dict[str, str]:
