@@ -17,6 +17,8 @@ from pathlib import Path
 
 from fpdf import FPDF
 
+from mailmatrix.core.recipients import normalise_header
+
 HERE = Path(__file__).parent
 MISSING = {"sofia-bianchi.pdf"}
 FONT_DIRS = [Path("/usr/share/fonts/truetype/dejavu")]
@@ -89,8 +91,10 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written = 0
     with source.open(encoding="utf-8-sig", newline="") as stream:
-        for row in csv.DictReader(stream):
-            name = (row.get("Attachment_File") or "").strip()
+        for read in csv.DictReader(stream):
+            # The headers MailMatrix accepts for its columns (Attachment, Full Name) count too.
+            row = {normalise_header(k): v or "" for k, v in read.items() if k is not None}
+            name = row.get("Attachment_File", "").strip()
             if name and name not in skipped and "/" not in name and "\\" not in name:
                 letter(row, out / name)
                 written += 1

@@ -68,10 +68,15 @@ def fill(value: Any, names: Mapping[str, str]) -> str:
 def role_statements(
     template: dict[str, Any], role: str, names: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    """The statements of ``role``'s inline policies, with their resources filled in."""
+    """The statements of ``role``'s inline policies (or of the managed policy ``role``),
+    with their resources filled in."""
+    properties = template["Resources"][role]["Properties"]
+    documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+    if "PolicyDocument" in properties:
+        documents.append(properties["PolicyDocument"])
     found = []
-    for policy in template["Resources"][role]["Properties"].get("Policies", []):
-        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+    for document in documents:
+        for statement in as_list(document["Statement"]):
             resources = [fill(r, names) for r in as_list(statement.get("Resource", []))]
             found.append({**statement, "Resource": resources})
     return found
@@ -137,7 +142,15 @@ _S3_OBJECT_ACTIONS = {
 }
 
 
-_STATES_READS = {"ListMapRuns", "DescribeMapRun", "ListExecutions", "DescribeExecution"}
+_STATES_CALLS = {
+    "ListMapRuns",
+    "DescribeMapRun",
+    "ListExecutions",
+    "DescribeExecution",
+    "RedriveExecution",
+}
+# A stack named in a call is authorized by its ARN, which ends in an id AWS gives it.
+STACK_ID = "0a1b2c3d-0000-4000-8000-000000000000"
 
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html
 _TRANSACT_ACTIONS = {
@@ -192,11 +205,17 @@ def requests_for(call: Call, *, region: str, account: str) -> list[Request]:
                 requests.append(Request("ses:SendEmail", f"{ses}:configuration-set/{name}"))
             return requests
     if call.service == "stepfunctions":
-        # Authorized on what the call names: the execution (ListMapRuns, DescribeExecution)
-        # or the Map Run (DescribeMapRun, ListExecutions by Map Run).
-        named = p.get("executionArn") or p.get("mapRunArn")
-        if call.operation in _STATES_READS and named:
+        # Authorized on what the call names: the execution (ListMapRuns, DescribeExecution,
+        # RedriveExecution), the Map Run (DescribeMapRun, ListExecutions by Map Run) or the
+        # state machine (ListExecutions of it).
+        named = p.get("executionArn") or p.get("mapRunArn") or p.get("stateMachineArn")
+        if call.operation in _STATES_CALLS and named:
             return [Request(f"states:{call.operation}", named)]
+    if call.service == "cloudformation" and call.operation == "DescribeStacks":
+        stack = p["StackName"]
+        if not stack.startswith("arn:"):
+            stack = f"arn:{PARTITION}:cloudformation:{region}:{account}:stack/{stack}/{STACK_ID}"
+        return [Request("cloudformation:DescribeStacks", stack)]
     if call.service == "sns" and call.operation == "Publish":
         return [Request("sns:Publish", p["TopicArn"])]
     raise ValueError(f"no IAM mapping for {call.service}:{call.operation}: add one here")

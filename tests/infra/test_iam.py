@@ -116,8 +116,11 @@ def test_the_template_has_the_roles_and_policies_to_walk(transformed):
         "UploadRuleRole",
     } <= roles
     assert ("DataKey", "AWS::KMS::Key") in walked
+    # The operators' policy is walked as the roles are: a wildcard action in it fails too.
+    assert ("OperatorPolicy", "AWS::IAM::ManagedPolicy") in walked
     resource_policies = {kind for _, kind in walked} & POLICY_DOCUMENT_TYPES
     assert resource_policies == {
+        "AWS::IAM::ManagedPolicy",
         "AWS::S3::BucketPolicy",
         "AWS::SQS::QueuePolicy",
         "AWS::SNS::TopicPolicy",

@@ -16,26 +16,10 @@ from rich.console import Console
 
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
-from tests.fixtures.aws import fake_aws
+from tests.fixtures.aws import fake_aws, outputs_stack_template
 
 REGION = "eu-west-1"
-STACK_TEMPLATE = {
-    "Resources": {
-        "MailBucket": {"Type": "AWS::S3::Bucket"},
-        "Machine": {
-            "Type": "AWS::StepFunctions::StateMachine",
-            "Properties": {
-                "StateMachineName": "mailmatrix-test",
-                "RoleArn": "arn:aws:iam::123456789012:role/mailmatrix",
-                "DefinitionString": '{"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}',
-            },
-        },
-    },
-    "Outputs": {
-        "BucketName": {"Value": {"Ref": "MailBucket"}},
-        "StateMachineArn": {"Value": {"Ref": "Machine"}},
-    },
-}
+STACK_TEMPLATE = outputs_stack_template("mailmatrix-test")
 SUMMARY = {
     "subject": "MailMatrix: offers.csv",
     "message": "18 sent, 2 rejected.",

@@ -37,6 +37,19 @@ def test_letters_are_made_for_any_csv_naming_files_and_none_outside_the_folder(t
     assert not (tmp_path / "max.pdf").exists()
 
 
+def test_letters_are_made_under_the_header_names_mailmatrix_accepts(tmp_path):
+    # GIVEN a CSV naming its files under "Attachment", and its people under "Full Name"
+    source = tmp_path / "offers.csv"
+    source.write_text(
+        "E-mail,Full Name,Status,Attachment\nann@example.com,Ann Lee,Offer,ann-lee.pdf\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "letters"
+    # WHEN the letters are made THEN the row's file is written, as run would look for it
+    assert _make_letters().main([str(source), str(out)]) == 0
+    assert [path.name for path in out.iterdir()] == ["ann-lee.pdf"]
+
+
 def test_a_wrong_number_of_arguments_is_a_usage_error(capsys):
     assert _make_letters().main(["only-one.csv"]) == 2
     assert "usage: make_letters.py" in capsys.readouterr().err

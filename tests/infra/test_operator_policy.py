@@ -1,0 +1,261 @@
+"""The stack's OperatorPolicy allows every AWS call `mailmatrix aws send|status|redrive` makes,
+and grants nothing they never use.
+
+The calls are not listed by hand: the three commands run against a stack in moto
+(CloudFormation, S3) and a Step Functions client whose answers come from a stand-in (moto runs
+no Distributed Map and has no RedriveExecution), each call recorded as the CLI made it.
+botocore checks every call's parameters against the real API before the stand-in answers.
+The campaign fails at its batches, so the commands also read the failed batches to say why.
+Each call becomes the IAM requests AWS authorizes for it (policy_eval.requests_for), and the
+policy as the template writes it is judged against them (policy_eval.allowing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from click.testing import CliRunner
+from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
+
+from mailmatrix.cli import aws_cmds
+from mailmatrix.cli.main import cli
+from tests.fixtures.aws import fake_aws, outputs_stack_template
+
+REGION, ACCOUNT, STACK = "eu-west-1", "123456789012", "mm"
+MACHINE = f"mailmatrix-{STACK}"  # the state machine's name in the stack
+MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{MACHINE}"
+EXECUTION_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{MACHINE}:run-1"
+MAP_RUN_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{MACHINE}/SendEmails:5e1f0c2a"
+CHILD_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{MACHINE}/SendEmails:batch-1"
+KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+STACK_TEMPLATE = outputs_stack_template(MACHINE)
+NAMING_PARAMS = ("Bucket", "Key", "StackName", "stateMachineArn", "executionArn", "mapRunArn")
+
+
+class FailedCampaign:
+    """Step Functions' answers about one execution of the upload of ``key``, whose batches
+    stopped at the daily quota (and stop there again when redriven)."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self.key = ""
+        self.s3 = boto3.client("s3", region_name=REGION)  # not the CLI's: not recorded
+
+    def answer(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        head = self.s3.head_object(Bucket=self.bucket, Key=self.key)
+        execution = {
+            "executionArn": EXECUTION_ARN,
+            "stateMachineArn": MACHINE_ARN,
+            "name": "run-1",
+            "status": "FAILED",
+            "startDate": head["LastModified"] + timedelta(seconds=1),
+        }
+        if operation == "ListExecutions" and "mapRunArn" in params:
+            return {"executions": [{**execution, "executionArn": CHILD_ARN, "name": "batch-1"}]}
+        if operation == "ListExecutions":
+            return {"executions": [execution]}
+        if operation == "DescribeExecution" and params["executionArn"] == CHILD_ARN:
+            cause = "send_batch: row 9: ses: Throttling: Daily message quota exceeded."
+            return {**execution, "error": "AccountSendingHalted", "cause": cause}
+        if operation == "DescribeExecution":
+            upload = {"key": self.key, "etag": head["ETag"].strip('"')}
+            upload["version-id"] = head["VersionId"]
+            event = {"detail": {"object": upload}}
+            error = "States.ExceedToleratedFailureThreshold"
+            return {**execution, "input": json.dumps(event), "error": error, "cause": ""}
+        if operation == "ListMapRuns":
+            return {"mapRuns": [{"executionArn": EXECUTION_ARN, "mapRunArn": MAP_RUN_ARN}]}
+        if operation == "DescribeMapRun":
+            counts = {"total": 2, "succeeded": 1, "failed": 1, "pending": 0}
+            return {"status": "FAILED", "itemCounts": counts, "executionCounts": counts}
+        if operation == "RedriveExecution":
+            return {"redriveDate": execution["startDate"]}
+        raise AssertionError(f"the stand-in has no answer to {operation}: add one")
+
+
+def recording_client(calls: list[Call], campaign: FailedCampaign) -> Any:
+    """A replacement for aws_cmds.client: the same clients, every call recorded, Step
+    Functions answered by ``campaign``."""
+    real_client = aws_cmds.client
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+        calls.append(Call("cli", model.service_model.service_name, model.name, named))
+
+    def answer(model: Any, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
+        parsed = campaign.answer(model.name, json.loads(params["body"] or b"{}"))
+        return AWSResponse(params["url"], 200, {}, None), parsed
+
+    def build(service: str, region: str | None) -> Any:
+        made = real_client(service, region)
+        made.meta.events.register("before-parameter-build", record)
+        if service == "stepfunctions":
+            made.meta.events.register("before-call", answer)
+        return made
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Call], str]]:
+    """The calls of a campaign sent (and dry-run) that failed, its status, and its redrive;
+    and the name of the stack's bucket."""
+    calls: list[Call] = []
+    csv_file = tmp_path_factory.mktemp("operator") / "offers.csv"
+    csv_file.write_text("Email,Name\nanna@example.org,Anna\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as monkeypatch, fake_aws(monkeypatch):
+        cfn = boto3.client("cloudformation", region_name=REGION)
+        cfn.create_stack(StackName=STACK, TemplateBody=json.dumps(STACK_TEMPLATE))
+        outputs = cfn.describe_stacks(StackName=STACK)["Stacks"][0]["Outputs"]
+        bucket = {o["OutputKey"]: o["OutputValue"] for o in outputs}["BucketName"]
+        boto3.client("s3", region_name=REGION).put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+        campaign = FailedCampaign(bucket)
+        monkeypatch.setattr(aws_cmds, "client", recording_client(calls, campaign))
+        monkeypatch.setattr(aws_cmds, "sleep", lambda seconds: None)
+
+        commands = [
+            ("incoming/dry-run/offers.csv", ["send", str(csv_file), "--dry-run"]),
+            ("incoming/offers.csv", ["send", str(csv_file)]),
+            ("incoming/offers.csv", ["status"]),
+            ("incoming/offers.csv", ["status", "run-1"]),
+            ("incoming/offers.csv", ["redrive", "run-1"]),
+        ]
+        for key, command in commands:
+            campaign.key = key
+            result = CliRunner().invoke(cli, ["aws", *command, "--stack", STACK])
+            assert "why sending stopped" in result.output or command == ["status"], result.output
+    yield calls, bucket
+
+
+def names(bucket: str) -> dict[str, str]:
+    """What the template's names are in the moto account the commands ran in."""
+    return {
+        "AWS::Partition": "aws",
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+        "AWS::StackName": STACK,
+        "MailBucket.Arn": f"arn:aws:s3:::{bucket}",
+        "DataKey.Arn": KEY_ARN,
+        "MailMatrixStateMachine": MACHINE_ARN,
+    }
+
+
+def requests_of(call: Call) -> list[Request]:
+    """The IAM requests of one call. An upload to the bucket also needs the data key, with
+    the uploader's rights, as the bucket encrypts with it (SSE-KMS):
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html"""
+    requests = requests_for(call, region=REGION, account=ACCOUNT)
+    if (call.service, call.operation) == ("s3", "PutObject"):
+        requests += [Request("kms:GenerateDataKey", KEY_ARN), Request("kms:Decrypt", KEY_ARN)]
+    return requests
+
+
+def denied_calls(template: dict[str, Any], recorded: tuple[list[Call], str]) -> list[str]:
+    """Each request of the commands that the policy does not allow, as 'action resource'."""
+    calls, bucket = recorded
+    statements = role_statements(template, "OperatorPolicy", names(bucket))
+    return sorted(
+        {
+            f"{request.action} {request.resource}"
+            for call in calls
+            for request in requests_of(call)
+            if not allowing(statements, request)
+        }
+    )
+
+
+def unused_grants(template: dict[str, Any], recorded: tuple[list[Call], str]) -> list[str]:
+    """Each action on each resource of the policy that no request of the commands used."""
+    calls, bucket = recorded
+    requests = [request for call in calls for request in requests_of(call)]
+    unused = []
+    for statement in role_statements(template, "OperatorPolicy", names(bucket)):
+        for action in as_list(statement["Action"]):
+            for resource in statement["Resource"]:
+                single = {**statement, "Action": [action], "Resource": [resource]}
+                if not any(allowing([single], request) for request in requests):
+                    unused.append(f"{action} {resource}")
+    return unused
+
+
+def test_the_recorded_calls_are_every_call_of_send_status_and_redrive(recorded):
+    # GIVEN the commands' run THEN each AWS call they can make is among the recorded ones
+    calls, _ = recorded
+    assert {(c.service, c.operation) for c in calls} == {
+        ("cloudformation", "DescribeStacks"),
+        ("s3", "PutObject"),
+        ("stepfunctions", "ListExecutions"),
+        ("stepfunctions", "DescribeExecution"),
+        ("stepfunctions", "ListMapRuns"),
+        ("stepfunctions", "DescribeMapRun"),
+        ("stepfunctions", "RedriveExecution"),
+    }
+    # AND the failed batch was read (a child execution of the Map Run), and both uploads made
+    assert {c.params.get("executionArn") for c in calls} >= {EXECUTION_ARN, CHILD_ARN}
+    assert {c.params["Key"] for c in calls if c.operation == "PutObject"} == {
+        "incoming/offers.csv",
+        "incoming/dry-run/offers.csv",
+    }
+
+
+def test_the_operator_policy_allows_every_call_the_commands_make(transformed, recorded):
+    assert denied_calls(transformed, recorded) == []
+
+
+def test_the_operator_policy_grants_nothing_the_commands_never_use(transformed, recorded):
+    assert unused_grants(transformed, recorded) == []
+
+
+def test_the_operator_policy_names_its_actions_and_this_stack_only(transformed):
+    statements = transformed["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    for statement in statements["Statement"]:
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        assert all("*" not in action for action in as_list(statement["Action"])), statement
+        assert "*" not in as_list(statement["Resource"]), statement
+
+
+def test_the_operator_policy_is_an_exported_output(transformed):
+    output = transformed["Outputs"]["OperatorPolicyArn"]
+    assert output["Value"] == {"Ref": "OperatorPolicy"}
+    assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-OperatorPolicyArn"}
+
+
+@pytest.mark.parametrize(
+    ("sid", "denied"),
+    [
+        ("ReadTheStackOutputs", "cloudformation:DescribeStacks"),
+        ("UploadRecipientFiles", "s3:PutObject"),
+        ("EncryptUploadsWithTheDataKey", "kms:GenerateDataKey"),
+        ("FollowExecutionsAndTheirBatches", f"states:DescribeExecution {CHILD_ARN}"),
+        ("RedriveFailedExecutions", "states:RedriveExecution"),
+    ],
+    ids=["stack", "upload", "key", "batches", "redrive"],
+)
+def test_a_policy_without_a_grant_the_commands_need_is_caught(transformed, recorded, sid, denied):
+    # GIVEN the policy without one of its statements
+    broken = json.loads(json.dumps(transformed))
+    document = broken["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    document["Statement"] = [s for s in document["Statement"] if s.get("Sid") != sid]
+
+    # WHEN the commands' calls are judged THEN a call it allowed is denied
+    assert denied in "\n".join(denied_calls(broken, recorded))
+
+
+def test_a_grant_the_commands_never_use_is_caught(transformed, recorded):
+    # GIVEN the policy also letting its holder read the reports
+    broken = json.loads(json.dumps(transformed))
+    document = broken["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
+    reports = {"Fn::Sub": "${MailBucket.Arn}/reports/*"}
+    document["Statement"].append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": reports})
+
+    # WHEN its grants are matched to the calls THEN that grant alone is reported
+    _, bucket = recorded
+    assert unused_grants(broken, recorded) == [f"s3:GetObject arn:aws:s3:::{bucket}/reports/*"]
