@@ -647,8 +647,11 @@ MAILBOX_RATE = (
 def test_a_recipient_s_own_mailbox_limit_neither_throttles_nor_halts_the_campaign(reply, error):
     handler = Recorder()
     handler.rcpt_reply["amy@example.com"] = reply
-    with smtp_server(handler) as port, pytest.raises(SendError) as caught:
-        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+    with (
+        smtp_server(handler) as port,
+        closing(SmtpMailer.from_url(f"smtp://{HOST}:{port}")) as mailer,
+        pytest.raises(SendError) as caught,
+    ):
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
 
     assert type(caught.value) is error  # not Throttled, not AccountSendingHalted
