@@ -24,7 +24,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
-from mailmatrix.cli.validate_cmd import bundled_templates_hint
+from mailmatrix.cli.validate_cmd import bundled_templates_hint, templates_shown
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -40,6 +40,7 @@ from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
+    DemoTemplates,
     InputFileError,
     MailMatrixError,
     NoEarlierRun,
@@ -49,6 +50,7 @@ from mailmatrix.local import (
     DEFAULT_TEMPLATES,
     Workdir,
     incoming_key,
+    is_bundled,
     progress_of,
     run_campaign,
     run_command,
@@ -126,8 +128,15 @@ INPUT_ERRORS = (
 )
 
 
-def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dict[str, Any]:
-    """The run's result as the JSON object `run --json` prints."""
+def outcome_of(
+    record: Any,
+    workdir: Workdir,
+    *,
+    smtp: str | None = None,
+    templates: Path | str | None = None,
+) -> dict[str, Any]:
+    """The run's result as the JSON object `run --json` prints (``templates``: the folder the
+    run made its letters from, None: the bundled one)."""
     output = record.get("output")
     if isinstance(output, str):
         output = json.loads(output or "{}")
@@ -154,6 +163,9 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         "rejects": str(workdir.bucket / campaign["rejects_key"]) if campaign else None,
         "outcome": output.get("outcome"),
         "workdir": str(workdir.root),
+        "templates": str(templates or DEFAULT_TEMPLATES),
+        "templates_bundled": is_bundled(Path(templates or DEFAULT_TEMPLATES)),
+        "sender": campaign.get("sender"),  # the From validation settled on (None: no campaign)
     }
     if counts.get("superseded") and report_path is not None:
         summary = _read_json(report_path.with_name("summary.json"))
@@ -278,6 +290,7 @@ def print_summary(
             console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
         else:
             console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True, markup=False)
+        _print_letters(console, result)
         console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
@@ -331,6 +344,7 @@ def print_summary(
         console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
+    _print_letters(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
     if result.get("run_again_command"):  # the advice says why not a redrive
@@ -345,6 +359,16 @@ def print_summary(
 
 # The rows of the summary's table shown only when their count is not 0.
 _SHOWN_IF_ANY = ("excluded", "superseded", "attachment_changed", "in_doubt", "unsent")
+
+
+def _print_letters(console: Console, result: dict[str, Any]) -> None:
+    """Which templates folder and From the letters were made with: a run that forgot
+    --templates shows it sent the bundled demo company's letters."""
+    if not result.get("templates"):
+        return
+    console.print(f"Templates: {templates_shown(result)}", soft_wrap=True, markup=False)
+    if result.get("sender"):
+        console.print(f"From:    {result['sender']}", soft_wrap=True, markup=False)
 
 
 def _sent_label(result: dict[str, Any]) -> str:
@@ -516,7 +540,7 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        if isinstance(error, DeliveryChanged | NoEarlierRun):
+        if isinstance(error, DeliveryChanged | NoEarlierRun | DemoTemplates):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
@@ -527,7 +551,7 @@ def run(
     finally:
         stop_display(progress)
 
-    result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    result = outcome_of(record, Workdir(workdir), smtp=smtp_url, templates=templates)
     name_the_file(result, str(csv_file))
     given = {
         "--templates": templates,

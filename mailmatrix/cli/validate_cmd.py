@@ -54,6 +54,14 @@ def bundled_templates_hint(error_name: str) -> str | None:
     )
 
 
+def templates_shown(letters: dict[str, Any]) -> str:
+    """The templates folder of ``letters`` (``templates``, ``templates_bundled``) as a summary
+    names it: the bundled one as the demo's, so that a forgotten --templates shows."""
+    if letters.get("templates_bundled"):
+        return f"bundled demo templates ({letters['templates']})"
+    return str(letters["templates"])
+
+
 def folder_storage(folder: Path, prefix: str) -> LocalStorage:
     """``folder`` served under ``prefix`` exactly as a local run serves it.
 
@@ -142,7 +150,7 @@ def validate_command(
 
     try:
         catalog = load_folder_catalog(templates_dir)
-        check_run_sender(sender, catalog)
+        sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
@@ -189,14 +197,22 @@ def validate_command(
             from mailmatrix.local import attachments_missing
 
             missing = attachments_missing(attachments_dir, need)
+        from mailmatrix.local import is_bundled
+
+        letters = {
+            "templates": str(templates_dir),
+            "templates_bundled": is_bundled(templates_dir),
+            "sender": sender,
+            "sender_from": origin,
+        }
         if as_json:
-            found = report.to_dict()
+            found = report.to_dict() | letters
             found["earlier_runs"] = earlier
             if missing:
                 found["attachments_missing"] = missing
             click.echo(json.dumps(found, ensure_ascii=False))
         else:
-            _show(console, report, rejects_path, earlier, templates_dir)
+            _show(console, report, rejects_path, earlier, letters)
             if missing:
                 console.print(f"[yellow]Note:[/] {escape(missing)}")
         if refused is not None:
@@ -206,9 +222,10 @@ def validate_command(
         sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
 
 
-def check_run_sender(given: str | None, catalog: Any) -> None:
-    """Refuse, as `run` does before anything is sent (ConfigurationError, exit 3), a missing
-    From address or one that cannot be sent from (a special-use domain such as .test)."""
+def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:
+    """The From address `run` would use and where it comes from; refuse, as `run` does before
+    anything is sent (ConfigurationError, exit 3), a missing one or one that cannot be sent
+    from (a special-use domain such as .test)."""
     shell = os.environ.get("MAILMATRIX_SENDER", "").strip()
     sender, origin = given, "--sender"
     if not sender:
@@ -223,6 +240,7 @@ def check_run_sender(given: str | None, catalog: Any) -> None:
     problem = sender_problem(sender)
     if problem:
         raise ConfigurationError(f"{problem} (from {origin})")
+    return sender, origin
 
 
 @private_files()  # the ledger's journal files, made as it is read
@@ -326,14 +344,16 @@ def _show(
     report: IntakeReport,
     rejects_path: Path | None,
     earlier: dict[str, Any],
-    templates_dir: Path,
+    letters: dict[str, Any],
 ) -> None:
     """Print the report for people: a summary, each row that will not be sent, and what the
     file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
-    in ``templates_dir``."""
+    and From in ``letters``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}", markup=False)  # the file's own text
+    console.print(f"Templates: {templates_shown(letters)}", markup=False)
+    console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     summary = Table(show_header=True, header_style="bold")
     for column in ("rows", "valid", "rejected", "duplicates", "excluded", "empty"):
         summary.add_column(column, justify="right")
@@ -408,7 +428,7 @@ def _show(
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
-    for line in _earlier_sends(earlier, templates_dir):
+    for line in _earlier_sends(earlier, Path(letters["templates"])):
         console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)
 
