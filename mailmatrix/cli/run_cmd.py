@@ -24,7 +24,8 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
-from mailmatrix.cli.validate_cmd import bundled_templates_hint, templates_shown
+from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
+from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -104,19 +105,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int]:
-    """The first ``shown`` rows of a rejects.csv and how many it has, read as a stream (a
-    campaign may reject a million rows)."""
+def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
+    """The first ``shown`` rows of a rejects.csv, how many it has, and whether any was not
+    found in the attachments folder; read as a stream (a campaign may reject a million rows)."""
     first: list[dict[str, str]] = []
     count = 0
+    not_found = False
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             for count, reject in enumerate(csv.DictReader(stream), start=1):
                 if count <= shown:
                     first.append(reject)
+                not_found = not_found or ATTACHMENT_NOT_FOUND in (reject.get("reason") or "")
     except OSError:
-        return [], 0
-    return first, count
+        return [], 0, False
+    return first, count, not_found
 
 
 INPUT_ERRORS = (
@@ -134,9 +137,11 @@ def outcome_of(
     *,
     smtp: str | None = None,
     templates: Path | str | None = None,
+    attachments: Path | str | None = None,
 ) -> dict[str, Any]:
     """The run's result as the JSON object `run --json` prints (``templates``: the folder the
-    run made its letters from, None: the bundled one)."""
+    run made its letters from, None: the bundled one; ``attachments``: the folder it looked
+    for the files in, None: not known)."""
     output = record.get("output")
     if isinstance(output, str):
         output = json.loads(output or "{}")
@@ -166,6 +171,7 @@ def outcome_of(
         "templates": str(templates or DEFAULT_TEMPLATES),
         "templates_bundled": is_bundled(Path(templates or DEFAULT_TEMPLATES)),
         "sender": campaign.get("sender"),  # the From validation settled on (None: no campaign)
+        "attachments": str(attachments) if attachments else None,
     }
     if counts.get("superseded") and report_path is not None:
         summary = _read_json(report_path.with_name("summary.json"))
@@ -379,7 +385,9 @@ def _sent_label(result: dict[str, Any]) -> str:
 
 
 def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) -> None:
-    rejects, count = _rejects(Path(result["rejects"]), shown) if result.get("rejects") else ([], 0)
+    rejects, count, not_found = (
+        _rejects(Path(result["rejects"]), shown) if result.get("rejects") else ([], 0, False)
+    )
     if not count:
         return
     console.print(f"[bold]Rows not sent, and why[/bold] ({count}):")
@@ -391,6 +399,8 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
     if count > shown:
         more = f"  ... and {count - shown} more in {result['rejects']}"
         console.print(more, markup=False, soft_wrap=True)
+    if not_found and result.get("attachments"):
+        console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
@@ -551,7 +561,13 @@ def run(
     finally:
         stop_display(progress)
 
-    result = outcome_of(record, Workdir(workdir), smtp=smtp_url, templates=templates)
+    result = outcome_of(
+        record,
+        Workdir(workdir),
+        smtp=smtp_url,
+        templates=templates,
+        attachments=attachments or csv_file.parent / "attachments",
+    )
     name_the_file(result, str(csv_file))
     given = {
         "--templates": templates,

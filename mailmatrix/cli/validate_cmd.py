@@ -20,7 +20,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
-from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
@@ -60,6 +60,20 @@ def templates_shown(letters: dict[str, Any]) -> str:
     if letters.get("templates_bundled"):
         return f"bundled demo templates ({letters['templates']})"
     return str(letters["templates"])
+
+
+def attachments_note(folder: Path) -> str:
+    """Where the files of rows rejected as not found were looked for: said once, after the
+    rows, rather than in every row's reason (a wrong --attachments rejects every row)."""
+    try:
+        with os.scandir(folder) as entries:
+            state = "" if any(entry.is_file() for entry in entries) else ", which holds no file"
+    except OSError:
+        state = ", which does not exist"
+    return (
+        f"Files named in Attachment_File were looked for in {folder}{state}; if they are in"
+        " another folder, give it with --attachments DIR."
+    )
 
 
 def folder_storage(folder: Path, prefix: str) -> LocalStorage:
@@ -204,6 +218,7 @@ def validate_command(
             "templates_bundled": is_bundled(templates_dir),
             "sender": sender,
             "sender_from": origin,
+            "attachments": str(attachments_dir),
         }
         if as_json:
             found = report.to_dict() | letters
@@ -391,6 +406,8 @@ def _show(
         if len(problems) > SHOWN_PROBLEMS:
             more = len(problems) - SHOWN_PROBLEMS
             console.print(f"... and {more} more; --rejects FILE writes them all.")
+        if any(ATTACHMENT_NOT_FOUND in item["reason"] for item in report.rejected):
+            console.print(attachments_note(Path(letters["attachments"])), markup=False)
     if rejects_path is not None:
         console.print(f"Rejects report: {rejects_path}", markup=False, soft_wrap=True)
     if earlier.get("error"):

@@ -2995,3 +2995,21 @@ def test_text_that_looks_like_markup_is_shown_as_it_is_and_never_breaks_a_comman
     assert (listed.exit_code, shown.exit_code) == (0, 0), listed.output + shown.output
     assert "offers[final].csv" in listed.output
     assert f"report: {workdir}/bucket/" in shown.output
+
+
+def test_a_run_whose_files_are_not_found_names_the_folder_it_searched_once(tmp_path):
+    # GIVEN the example campaign and an empty folder given as its attachments
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--workdir", str(tmp_path / "work"), "--attachments", str(empty)]
+
+    # WHEN it runs
+    result = CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), *args])
+
+    # THEN nothing is sent, every row with a file is rejected as not found, and the summary
+    # names the folder searched once, as empty
+    said = " ".join(result.output.split())
+    assert result.exit_code == 3, said
+    assert "attachment not found: amelia-hart.pdf" in said
+    assert said.count(str(empty)) == 1
+    assert f"Files named in Attachment_File were looked for in {empty}, which holds no file" in said
