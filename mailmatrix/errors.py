@@ -32,6 +32,11 @@ class NoEarlierRun(ConfigurationError):
     send every row (the ledger there knows none)."""
 
 
+class DemoTemplates(ConfigurationError):
+    """A run would deliver the bundled demo templates (another company's letters and sender)
+    through an SMTP server to a recipient outside the domains reserved for examples."""
+
+
 class AttachmentChanged(MailMatrixError):
     """A row's attachment is not the file validation saw (another size or version tag): it
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import email.utils
 import functools
 import importlib
 import itertools
@@ -44,10 +45,11 @@ except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
 from mailmatrix.adapters import deliveries
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.adapters.mailer_smtp import without_password
+from mailmatrix.adapters.mailer_smtp import redacted, without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.core.addresses import is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.earlier import EarlierFiles, SentFiles
@@ -58,7 +60,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
-from mailmatrix.core.recipients import read_columns
+from mailmatrix.core.recipients import read_columns, recipient_addresses
 from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -70,6 +72,7 @@ from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
+    DemoTemplates,
     InputFileError,
     MailMatrixError,
     NoEarlierRun,
@@ -779,6 +782,8 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
+    if mailer and delivery_of(mailer) != "outbox" and is_demo(templates_dir):
+        check_demo_recipients(csv_path, mailer)
     campaign = campaign_of_file(csv_path)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
@@ -805,6 +810,60 @@ def run_campaign(
         return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
     finally:
         _settle_campaign_way(wd, campaign, way, first=first)
+
+
+def is_bundled(templates_dir: Path) -> bool:
+    """Whether ``templates_dir`` is the bundled templates folder: the demo company's letters."""
+    return templates_dir.resolve() == DEFAULT_TEMPLATES.resolve()
+
+
+def is_demo(templates_dir: Path) -> bool:
+    """Whether ``templates_dir`` holds the demo company's letters: the bundled folder whose
+    manifest's sender is still at a domain reserved for examples (the demo's is
+    talent@example.com). The bundled folder made one's own in place, as the AWS set-up
+    suggests (its sender one's own), is not."""
+    if not is_bundled(templates_dir):
+        return False
+    try:
+        manifest = yaml.safe_load((templates_dir / "manifest.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return True  # validation says what is wrong with it; the guard stays on
+    sender = manifest.get("sender") if isinstance(manifest, dict) else None
+    _, address = email.utils.parseaddr(str(sender or ""))
+    return not address or is_reserved_domain(address.rpartition("@")[2])
+
+
+def check_demo_recipients(csv_path: Path, mailer: str) -> None:
+    """Refuse (DemoTemplates) to deliver the bundled demo templates through the SMTP server
+    ``mailer`` when the file has a recipient outside the domains reserved for examples: run
+    without --templates, a real campaign would mail its people the demo company's letters.
+    The demo's own addresses (example.com, .example) may go through a local mail catcher.
+    A file intake cannot read is left to validation, which refuses it."""
+    try:
+        with open_recipients(csv_path) as stream:
+            real = next(
+                (
+                    (row, column, address)
+                    for row, column, address in recipient_addresses(stream, source=csv_path.name)
+                    if not is_reserved_domain(address.rpartition("@")[2])
+                ),
+                None,
+            )
+    except MailMatrixError:
+        return
+    if real is None:
+        return
+    row, column, address = real
+    raise DemoTemplates(
+        f"templates: the letters would be made from the bundled demo templates"
+        f" ({DEFAULT_TEMPLATES}: the demo company's text and its From), and --smtp"
+        f" {redacted(mailer)} would deliver them to real people ({csv_path.name} row {row},"
+        f" {column} {mask(address)}); nothing was sent. Copy that folder, make the letters and"
+        " the manifest's sender your own, and pass the copy with --templates DIR (without"
+        " --smtp, the demo goes to the local outbox; through SMTP, only to addresses at"
+        " domains reserved for examples: example.com, example.org, example.net, .example,"
+        " .test, .invalid, .localhost)"
+    )
 
 
 def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]) -> None:

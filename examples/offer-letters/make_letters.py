@@ -6,18 +6,21 @@ It deliberately skips the example's row named in MISSING, so the demo shows a mi
 attachment. To try a campaign of your own, give your CSV and a folder:
 `.venv/bin/python examples/offer-letters/make_letters.py my.csv my-attachments/` writes a
 letter for each row naming a file (an offer where Status is Offer and the row has Position,
-Department, Start_Date and Salary; otherwise a short letter naming the row's Status).
+Department, Start_Date and Salary; otherwise a short letter naming the row's Status). The CSV
+is read as `mailmatrix run` reads it (its encoding and delimiter, and its header's aliases:
+`Full Name` is Name, `E-mail` is Email), and each letter names its row and recipient, so that
+no two rows get the same bytes (which validation would reject as one person's letter copied
+to another).
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 from fpdf import FPDF
 
-from mailmatrix.core.recipients import normalise_header
+from mailmatrix.core.recipients import read_rows
 
 HERE = Path(__file__).parent
 MISSING = {"sofia-bianchi.pdf"}
@@ -42,8 +45,10 @@ def _printable(text: str, font: str) -> str:
     return "" if any("\u2e80" <= ch <= "\u9fff" for ch in text) else text
 
 
-def letter(row: dict[str, str], out: Path) -> None:
-    """Write the offer or rejection letter of one candidate."""
+def letter(row: dict[str, str], out: Path, number: int | None = None) -> None:
+    """Write the offer or rejection letter of one candidate (``row``: cells by the column
+    names intake gives them), ending with a reference to its row (``number``, its line in
+    the CSV) and recipient that makes it the row's own."""
     pdf = FPDF(format="A4")
     pdf.set_creator("MailMatrix example campaign")
     pdf.set_title(f"{row.get('Status') or 'Your'} letter")
@@ -76,6 +81,11 @@ def letter(row: dict[str, str], out: Path) -> None:
     pdf.multi_cell(0, 7, body)
     pdf.ln(10)
     pdf.multi_cell(0, 7, "Kind regards,\nDana Whitfield, Head of Talent Acquisition")
+    if number is not None:
+        email = _printable((row.get("Email") or "").strip(), font)
+        pdf.ln(10)
+        pdf.set_font(font, "", 8)
+        pdf.multi_cell(0, 5, f"Reference: row {number}" + (f", {email}" if email else ""))
     pdf.output(str(out))
 
 
@@ -90,13 +100,11 @@ def main(argv: list[str]) -> int:
     skipped = set() if argv else MISSING
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    with source.open(encoding="utf-8-sig", newline="") as stream:
-        for read in csv.DictReader(stream):
-            # The headers MailMatrix accepts for its columns (Attachment, Full Name) count too.
-            row = {normalise_header(k): v or "" for k, v in read.items() if k is not None}
-            name = row.get("Attachment_File", "").strip()
+    with source.open("rb") as stream:
+        for number, row in read_rows(stream, source=str(source)):
+            name = (row.get("Attachment_File") or "").strip()
             if name and name not in skipped and "/" not in name and "\\" not in name:
-                letter(row, out / name)
+                letter(row, out / name, number)
                 written += 1
     print(f"{written} letter(s) written into {out}")
     return 0

@@ -604,7 +604,13 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             )
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
-            result = run_cmd.outcome_of(record, wd, smtp=options["--smtp"])
+            result = run_cmd.outcome_of(
+                record,
+                wd,
+                smtp=options["--smtp"],
+                templates=options["--templates"],
+                attachments=options["--attachments"],
+            )
             run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):
                 commands = run_cmd.retry_commands(

@@ -21,6 +21,7 @@ from mailmatrix.cli.validate_cmd import (
     folder_index,
     folder_storage,
     load_folder_catalog,
+    templates_shown,
 )
 from mailmatrix.core.message import destinations
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
@@ -130,7 +131,7 @@ def preview_command(
             html_path.write_text(page, encoding="utf-8")
     except OSError as error:  # no access, no room: said in one line, nothing else to undo
         _fail(f"--out {out_dir}: cannot write the preview: {error}", exits.RUN_FAILED)
-    _print_summary(csv_file, row, item, message, raw, eml_path, html_path)
+    _print_summary(csv_file, row, item, message, raw, (eml_path, html_path), templates_dir)
 
 
 def _validated_row(
@@ -199,10 +200,17 @@ def _print_summary(
     item: dict[str, Any],
     message: EmailMessage,
     raw: bytes,
-    eml_path: Path,
-    html_path: Path,
+    written: tuple[Path, Path],
+    templates_dir: Path,
 ) -> None:
+    """What row ``row`` would be sent as (``written``: the .eml and .html files), naming the
+    templates folder it was made from: the bundled one as the demo's."""
+    from mailmatrix.local import is_bundled
+
+    eml_path, html_path = written
     click.echo(f"{csv_file}: row {row}: template {item['template']}")
+    folder = {"templates": str(templates_dir), "templates_bundled": is_bundled(templates_dir)}
+    click.echo(f"Templates: {templates_shown(folder)}")
     for name in SHOWN_HEADERS:
         value = message[name]
         if value is not None:

@@ -24,7 +24,8 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
-from mailmatrix.cli.validate_cmd import bundled_templates_hint
+from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
+from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
 from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -40,6 +41,7 @@ from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
+    DemoTemplates,
     InputFileError,
     MailMatrixError,
     NoEarlierRun,
@@ -49,6 +51,7 @@ from mailmatrix.local import (
     DEFAULT_TEMPLATES,
     Workdir,
     incoming_key,
+    is_bundled,
     progress_of,
     run_campaign,
     run_command,
@@ -102,19 +105,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int]:
-    """The first ``shown`` rows of a rejects.csv and how many it has, read as a stream (a
-    campaign may reject a million rows)."""
+def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
+    """The first ``shown`` rows of a rejects.csv, how many it has, and whether any was not
+    found in the attachments folder; read as a stream (a campaign may reject a million rows)."""
     first: list[dict[str, str]] = []
     count = 0
+    not_found = False
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             for count, reject in enumerate(csv.DictReader(stream), start=1):
                 if count <= shown:
                     first.append(reject)
+                not_found = not_found or ATTACHMENT_NOT_FOUND in (reject.get("reason") or "")
     except OSError:
-        return [], 0
-    return first, count
+        return [], 0, False
+    return first, count, not_found
 
 
 INPUT_ERRORS = (
@@ -126,8 +131,17 @@ INPUT_ERRORS = (
 )
 
 
-def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dict[str, Any]:
-    """The run's result as the JSON object `run --json` prints."""
+def outcome_of(
+    record: Any,
+    workdir: Workdir,
+    *,
+    smtp: str | None = None,
+    templates: Path | str | None = None,
+    attachments: Path | str | None = None,
+) -> dict[str, Any]:
+    """The run's result as the JSON object `run --json` prints (``templates``: the folder the
+    run made its letters from, None: the bundled one; ``attachments``: the folder it looked
+    for the files in, None: not known)."""
     output = record.get("output")
     if isinstance(output, str):
         output = json.loads(output or "{}")
@@ -154,6 +168,10 @@ def outcome_of(record: Any, workdir: Workdir, *, smtp: str | None = None) -> dic
         "rejects": str(workdir.bucket / campaign["rejects_key"]) if campaign else None,
         "outcome": output.get("outcome"),
         "workdir": str(workdir.root),
+        "templates": str(templates or DEFAULT_TEMPLATES),
+        "templates_bundled": is_bundled(Path(templates or DEFAULT_TEMPLATES)),
+        "sender": campaign.get("sender"),  # the From validation settled on (None: no campaign)
+        "attachments": str(attachments) if attachments else None,
     }
     if counts.get("superseded") and report_path is not None:
         summary = _read_json(report_path.with_name("summary.json"))
@@ -278,6 +296,7 @@ def print_summary(
             console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
         else:
             console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True, markup=False)
+        _print_letters(console, result)
         console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
@@ -331,6 +350,7 @@ def print_summary(
         console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
+    _print_letters(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
     if result.get("run_again_command"):  # the advice says why not a redrive
@@ -347,6 +367,16 @@ def print_summary(
 _SHOWN_IF_ANY = ("excluded", "superseded", "attachment_changed", "in_doubt", "unsent")
 
 
+def _print_letters(console: Console, result: dict[str, Any]) -> None:
+    """Which templates folder and From the letters were made with: a run that forgot
+    --templates shows it sent the bundled demo company's letters."""
+    if not result.get("templates"):
+        return
+    console.print(f"Templates: {templates_shown(result)}", soft_wrap=True, markup=False)
+    if result.get("sender"):
+        console.print(f"From:    {result['sender']}", soft_wrap=True, markup=False)
+
+
 def _sent_label(result: dict[str, Any]) -> str:
     """What the sent count covers: a redriven execution's count includes its earlier tries."""
     if result["status"] != "SUCCEEDED":
@@ -355,7 +385,9 @@ def _sent_label(result: dict[str, Any]) -> str:
 
 
 def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) -> None:
-    rejects, count = _rejects(Path(result["rejects"]), shown) if result.get("rejects") else ([], 0)
+    rejects, count, not_found = (
+        _rejects(Path(result["rejects"]), shown) if result.get("rejects") else ([], 0, False)
+    )
     if not count:
         return
     console.print(f"[bold]Rows not sent, and why[/bold] ({count}):")
@@ -367,6 +399,8 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
     if count > shown:
         more = f"  ... and {count - shown} more in {result['rejects']}"
         console.print(more, markup=False, soft_wrap=True)
+    if not_found and result.get("attachments"):
+        console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
@@ -516,7 +550,7 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        if isinstance(error, DeliveryChanged | NoEarlierRun):
+        if isinstance(error, DeliveryChanged | NoEarlierRun | DemoTemplates):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
@@ -527,7 +561,13 @@ def run(
     finally:
         stop_display(progress)
 
-    result = outcome_of(record, Workdir(workdir), smtp=smtp_url)
+    result = outcome_of(
+        record,
+        Workdir(workdir),
+        smtp=smtp_url,
+        templates=templates,
+        attachments=attachments or csv_file.parent / "attachments",
+    )
     name_the_file(result, str(csv_file))
     given = {
         "--templates": templates,

@@ -20,7 +20,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
-from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
@@ -51,6 +51,28 @@ def bundled_templates_hint(error_name: str) -> str | None:
         f"These are the bundled templates ({bundled_templates()}), used as no --templates was"
         " given: for a file with other columns, give a folder of your own with --templates DIR"
         " (manifest.yaml and a folder per template set, as in the bundled one)."
+    )
+
+
+def templates_shown(letters: dict[str, Any]) -> str:
+    """The templates folder of ``letters`` (``templates``, ``templates_bundled``) as a summary
+    names it: the bundled one as the demo's, so that a forgotten --templates shows."""
+    if letters.get("templates_bundled"):
+        return f"bundled demo templates ({letters['templates']})"
+    return str(letters["templates"])
+
+
+def attachments_note(folder: Path) -> str:
+    """Where the files of rows rejected as not found were looked for: said once, after the
+    rows, rather than in every row's reason (a wrong --attachments rejects every row)."""
+    try:
+        with os.scandir(folder) as entries:
+            state = "" if any(entry.is_file() for entry in entries) else ", which holds no file"
+    except OSError:
+        state = ", which does not exist"
+    return (
+        f"Files named in Attachment_File were looked for in {folder}{state}; if they are in"
+        " another folder, give it with --attachments DIR."
     )
 
 
@@ -142,7 +164,7 @@ def validate_command(
 
     try:
         catalog = load_folder_catalog(templates_dir)
-        check_run_sender(sender, catalog)
+        sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
@@ -189,14 +211,23 @@ def validate_command(
             from mailmatrix.local import attachments_missing
 
             missing = attachments_missing(attachments_dir, need)
+        from mailmatrix.local import is_bundled
+
+        letters = {
+            "templates": str(templates_dir),
+            "templates_bundled": is_bundled(templates_dir),
+            "sender": sender,
+            "sender_from": origin,
+            "attachments": str(attachments_dir),
+        }
         if as_json:
-            found = report.to_dict()
+            found = report.to_dict() | letters
             found["earlier_runs"] = earlier
             if missing:
                 found["attachments_missing"] = missing
             click.echo(json.dumps(found, ensure_ascii=False))
         else:
-            _show(console, report, rejects_path, earlier, templates_dir)
+            _show(console, report, rejects_path, earlier, letters)
             if missing:
                 console.print(f"[yellow]Note:[/] {escape(missing)}")
         if refused is not None:
@@ -206,9 +237,10 @@ def validate_command(
         sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
 
 
-def check_run_sender(given: str | None, catalog: Any) -> None:
-    """Refuse, as `run` does before anything is sent (ConfigurationError, exit 3), a missing
-    From address or one that cannot be sent from (a special-use domain such as .test)."""
+def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:
+    """The From address `run` would use and where it comes from; refuse, as `run` does before
+    anything is sent (ConfigurationError, exit 3), a missing one or one that cannot be sent
+    from (a special-use domain such as .test)."""
     shell = os.environ.get("MAILMATRIX_SENDER", "").strip()
     sender, origin = given, "--sender"
     if not sender:
@@ -223,6 +255,7 @@ def check_run_sender(given: str | None, catalog: Any) -> None:
     problem = sender_problem(sender)
     if problem:
         raise ConfigurationError(f"{problem} (from {origin})")
+    return sender, origin
 
 
 @private_files()  # the ledger's journal files, made as it is read
@@ -326,14 +359,16 @@ def _show(
     report: IntakeReport,
     rejects_path: Path | None,
     earlier: dict[str, Any],
-    templates_dir: Path,
+    letters: dict[str, Any],
 ) -> None:
     """Print the report for people: a summary, each row that will not be sent, and what the
     file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
-    in ``templates_dir``."""
+    and From in ``letters``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}", markup=False)  # the file's own text
+    console.print(f"Templates: {templates_shown(letters)}", markup=False)
+    console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     summary = Table(show_header=True, header_style="bold")
     for column in ("rows", "valid", "rejected", "duplicates", "excluded", "empty"):
         summary.add_column(column, justify="right")
@@ -371,6 +406,8 @@ def _show(
         if len(problems) > SHOWN_PROBLEMS:
             more = len(problems) - SHOWN_PROBLEMS
             console.print(f"... and {more} more; --rejects FILE writes them all.")
+        if any(ATTACHMENT_NOT_FOUND in item["reason"] for item in report.rejected):
+            console.print(attachments_note(Path(letters["attachments"])), markup=False)
     if rejects_path is not None:
         console.print(f"Rejects report: {rejects_path}", markup=False, soft_wrap=True)
     if earlier.get("error"):
@@ -408,7 +445,7 @@ def _show(
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
-    for line in _earlier_sends(earlier, templates_dir):
+    for line in _earlier_sends(earlier, Path(letters["templates"])):
         console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)
 

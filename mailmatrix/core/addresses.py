@@ -78,6 +78,25 @@ def mask(email: str) -> str:
 # Where a cell that holds several addresses splits: commas, semicolons, spaces.
 _SEVERAL = re.compile(r"[\s,;]+")
 
+# Names reserved for examples and tests, where no real person receives mail: the second-level
+# names of RFC 2606 (with their subdomains) and its top-level ones with RFC 6761's .localhost.
+# (email-validator refuses .test, .invalid and .localhost as special-use already; it takes
+# example.com and .example, which the demo campaign is addressed to.)
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
+RESERVED_TOP_LEVEL = frozenset({"example", "test", "invalid", "localhost"})
+
+
+def is_reserved_domain(domain: str) -> bool:
+    """Whether ``domain`` is one reserved for examples and tests (example.com, .test, ...).
+
+    Read as written (case and a final dot aside): a domain spelled in any other way counts as
+    a real one, the safe side for a check that keeps demo letters from real people.
+    """
+    name = domain.strip().rstrip(".").lower()
+    if name.rpartition(".")[2] in RESERVED_TOP_LEVEL:
+        return True
+    return any(name == example or name.endswith(f".{example}") for example in EXAMPLE_DOMAINS)
+
 
 @functools.lru_cache(maxsize=8192)
 def _check_domain(domain: str, check_deliverability: bool) -> str:

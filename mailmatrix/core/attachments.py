@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 MESSAGE_OVERHEAD_BYTES = 256 * 1024
 _BASE64_LINE = 76  # MIME base64 lines: 76 characters plus CRLF (RFC 2045)
 
+# How a row's reason begins when its file is not in the attachments location (which the
+# reason does not name: the summaries name it once, see cli.validate_cmd.attachments_note).
+ATTACHMENT_NOT_FOUND = "attachment not found"
+
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 10: "LF", 13: "CR", 127: "DEL"}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
@@ -159,7 +163,7 @@ class AttachmentIndex:
             by_name, by_stem = self._variants()
             hints = by_name.get(name.casefold()) or by_stem.get(_stem(name.casefold()), [])
             hint = f" (did you mean {' or '.join(sorted(hints))}?)" if hints else ""
-            return Lookup(problem=f"attachment not found: {name}{hint}")
+            return Lookup(problem=f"{ATTACHMENT_NOT_FOUND}: {name}{hint}")
         if isinstance(entry, int):
             size, tag = entry, ""
         else:

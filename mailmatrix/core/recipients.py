@@ -384,6 +384,36 @@ def read_columns(stream: BinaryIO, *, source: str) -> list[str]:
     return []
 
 
+# The columns whose addresses a message goes to.
+RECIPIENT_COLUMNS = ("Email", "Cc", "Bcc")
+
+
+def recipient_addresses(stream: BinaryIO, *, source: str) -> Iterator[tuple[int, str, str]]:
+    """(row, column, address) for each address the file's messages could go to: those of its
+    RECIPIENT_COLUMNS (a cell split as intake splits Cc) that pass the check intake makes,
+    normalised as they would be sent. The rows are not otherwise checked."""
+    for row, cells in read_rows(stream, source=source):
+        for column in RECIPIENT_COLUMNS:
+            for piece in _LIST_SPLIT.split(cells.get(column, "")):
+                address = parse_address(piece) if piece.strip() else None
+                if address is not None and address.email:
+                    yield row, column, address.email
+
+
+def read_rows(stream: BinaryIO, *, source: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(row, cells by column) for each row of the file that is not blank, read as intake reads
+    it (encoding, delimiter, the header's aliases mapped: ``Full Name`` is ``Name``), without
+    checking the rows."""
+    _, _, records = _open_records(stream, source)
+    header: list[str] | None = None
+    for row, record in records:
+        if header is None:
+            if _is_header(record):
+                header = [normalise_header(cell) for cell in record]
+        elif "".join(record).strip():
+            yield row, dict(zip(header, record, strict=False))
+
+
 def _open_records(
     stream: BinaryIO, source: str
 ) -> tuple[str, str, Iterator[tuple[int, list[str]]]]:

@@ -209,7 +209,8 @@ def other_letter_hint(
         f" or {manifest} now maps it to another set (a set renamed, say, its old"
         " name kept for another Status). If the earlier letter was right, set the Status or"
         " the mapping back; if they must have the new letter as well, put those rows alone in"
-        " a file of another name and run that."
+        " a file of another name and run that, then take them out of this file (or set their"
+        " Status back): as long as it holds them so, every run of it reports them failed again."
     )
 
 
@@ -224,7 +225,8 @@ def attachment_of_another_hint(counts: Mapping[str, int]) -> str | None:
         " the file they name in Attachment_File to another recipient, and no retry sends them."
         " Name each recipient's own file in its row and run the file again; if an earlier"
         " address was wrong and the row is the same person, put the row alone in a file of"
-        " another name and run that."
+        " another name and run that, then take it out of this file (as long as it holds the"
+        " row, every run of it reports the row failed again)."
     )
 
 

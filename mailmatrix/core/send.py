@@ -909,8 +909,9 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
             f"an earlier run of this file sent this address the {other!r} letter: the"
             f" {item['template']!r} one would contradict it, so it is not sent (the row's"
             f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
-            " all the same, put this row alone in a file of another name and run that (all the"
-            " rows under a new name would mail everyone again)"
+            " all the same, put this row alone in a file of another name (not the whole file:"
+            " that would mail everyone again), run that, then take the row out of this file or"
+            " set its Status back: kept so, it fails in every run of this file"
         ),
     }
 
@@ -923,12 +924,12 @@ def _owned_attachment_row(item: Mapping[str, Any]) -> dict[str, Any]:
         "code": ATTACHMENT_OF_ANOTHER,
         "reason": (
             f"Attachment_File {item['attachment']}: an earlier run of this file sent it to"
-            " another recipient as their own, so it is not sent to this one (each row attaches"
-            " its recipient's own file; the row names the wrong file, or the earlier row had"
-            " the wrong address). Name this recipient's own file in the row; or, if the earlier"
-            " address was wrong and this is the same person, put this row alone in a file of"
-            " another name and run that (all the rows under a new name would mail everyone"
-            " again)"
+            " another recipient as their own, so it is not sent to this one (the row names the"
+            " wrong file, or the earlier row had the wrong address). Name this recipient's own"
+            " file in the row; or, if the earlier address was wrong and this is the same person,"
+            " put this row alone in a file of another name (not the whole file: that would mail"
+            " everyone again), run that, then take the row out of this file, where it fails in"
+            " every run"
         ),
     }
 

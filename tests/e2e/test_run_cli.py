@@ -466,11 +466,28 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
     assert (row["email"], row["code"]) == ("amelia.hart@example.com", "OtherLetterSent")
     assert "sent this address the 'offer' letter" in row["reason"]
     assert "put this row alone in a file of another name" in row["reason"]
+    assert "then take the row out of this file or set its Status back" in row["reason"]
     # AND the summary says what to do about it, not to retry it (no retry sends it)
     shown = CliRunner().invoke(cli, ["run", str(csv_path), *args[:-1]])
-    output = shown.output.replace("\n", " ")
+    output = " ".join(shown.output.split())
     assert "1 row(s) failed as OtherLetterSent" in output
+    assert "then take them out of this file (or set their Status back)" in output
     assert "--retry-failed" not in output
+
+    # WHEN the advice is followed: the row alone in a file of another name, run, then taken
+    # out of this file
+    header, *rows = csv_path.read_text(encoding="utf-8").splitlines()
+    (amelia,) = [line for line in rows if line.startswith("amelia.hart@")]
+    alone = csv_path.with_name("amelia-rejection.csv")
+    alone.write_text(f"{header}\n{amelia}\n", encoding="utf-8")
+    assert CliRunner().invoke(cli, ["run", str(alone), *args]).exit_code == 0
+    csv_path.write_text("\n".join([header, *(r for r in rows if r != amelia)]), encoding="utf-8")
+
+    # THEN she has her second letter, and this file's runs no longer report a failure
+    assert _outbox_recipients(workdir)["amelia.hart@example.com"] == 2
+    later = CliRunner().invoke(cli, ["run", str(csv_path), *args])
+    assert later.exit_code == 0, later.output
+    assert json.loads(later.stdout)["counts"]["failed"] == 0
 
 
 def test_a_file_sent_to_one_recipient_is_not_attached_for_another_in_a_later_run(tmp_path):
@@ -505,10 +522,12 @@ def test_a_file_sent_to_one_recipient_is_not_attached_for_another_in_a_later_run
     assert "amelia-hart.pdf" in row["reason"]
     assert "sent it to another recipient" in row["reason"]
     assert "put this row alone in a file of another name" in row["reason"]
+    assert "then take the row out of this file" in row["reason"]
     # AND the summary says what to do, not to retry it (no retry sends it)
     shown = CliRunner().invoke(cli, ["run", str(csv_path), *args])
-    output = shown.output.replace("\n", " ")
+    output = " ".join(shown.output.split())
     assert "1 row(s) failed as AttachmentOfAnother" in output
+    assert "then take it out of this file" in output
     assert "--retry-failed" not in output
 
     # WHEN Amelia's own row comes back, as it was THEN it is skipped as sent, as before
@@ -1973,7 +1992,7 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_for_another_letter(t
     assert "1 row(s) would fail as OtherLetterSent" in said
     # AND it names her row (the first of the file), so it can be found before anything is sent
     assert earlier["other_letter_rows"] == [2]
-    assert "run that. Rows: 2." in said
+    assert "every run of it reports them failed again. Rows: 2." in said
     # AND run does as it said
     result = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)
     counts = result["counts"]
@@ -2976,3 +2995,21 @@ def test_text_that_looks_like_markup_is_shown_as_it_is_and_never_breaks_a_comman
     assert (listed.exit_code, shown.exit_code) == (0, 0), listed.output + shown.output
     assert "offers[final].csv" in listed.output
     assert f"report: {workdir}/bucket/" in shown.output
+
+
+def test_a_run_whose_files_are_not_found_names_the_folder_it_searched_once(tmp_path):
+    # GIVEN the example campaign and an empty folder given as its attachments
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--workdir", str(tmp_path / "work"), "--attachments", str(empty)]
+
+    # WHEN it runs
+    result = CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), *args])
+
+    # THEN nothing is sent, every row with a file is rejected as not found, and the summary
+    # names the folder searched once, as empty
+    said = " ".join(result.output.split())
+    assert result.exit_code == 3, said
+    assert "attachment not found: amelia-hart.pdf" in said
+    assert said.count(str(empty)) == 1
+    assert f"Files named in Attachment_File were looked for in {empty}, which holds no file" in said

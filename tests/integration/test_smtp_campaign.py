@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -252,3 +253,96 @@ def test_validate_says_what_run_would_do_while_the_servers_quota_halt_holds(tmp_
         assert (len(quota.envelopes), quota.refused) == (4, refused)
     finally:
         controller.stop()
+
+
+def _demo_with(tmp_path: Path, header: str, row: str) -> Path:
+    """The demo's first row under ``header`` and the row ``row``, with the demo's letters
+    beside them."""
+    folder = tmp_path / "campaign"
+    shutil.copytree(EXAMPLE / "attachments", folder / "attachments")
+    first = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[1]
+    path = folder / "mine.csv"
+    path.write_text(f"{header}\n{first}\n{row}\n", encoding="utf-8")
+    return path
+
+
+DEMO_HEADER = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary"
+REAL_ROW = "jo@gmail.com,Jo Real,Offer,jose-garcia.pdf,Backend Developer,Platform,2027-01-18,1"
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "named"),
+    [
+        (DEMO_HEADER, REAL_ROW, "Email j***@gmail.com"),
+        (DEMO_HEADER.replace("Email", "E-mail Address"), REAL_ROW, "Email j***@gmail.com"),
+        (
+            f"{DEMO_HEADER},CC",
+            "jo@example.org,Jo,Offer,jose-garcia.pdf,Dev,Platform,2027-01-18,1,boss@acme.io",
+            "Cc b***@acme.io",
+        ),
+    ],
+    ids=["email", "email-alias", "cc"],
+)
+@pytest.mark.parametrize("given", [False, True], ids=["default", "named"])
+def test_the_bundled_demo_templates_never_go_through_smtp_to_real_people(
+    smtp_inbox, tmp_path: Path, header: str, row: str, named: str, given: bool
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a file with a recipient at a real domain, and the bundled demo templates (not
+    # given, or named as the folder they are)
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, header, row)
+    workdir = tmp_path / "work"
+    templates = ["--templates", str(DEFAULT_TEMPLATES)] if given else []
+
+    # WHEN it runs through the SMTP server
+    refused = CliRunner().invoke(
+        cli, ["run", str(path), "--workdir", str(workdir), "--smtp", url, *templates]
+    )
+
+    # THEN it is refused as a bad setting before anything is sent or made, naming the row
+    # and saying how to use letters of one's own
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    assert f"mine.csv row 3, {named}" in said
+    assert "bundled demo templates" in said and "--templates DIR" in said
+    assert inbox.envelopes == [] and not workdir.exists()
+
+
+def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_smtp(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a file with a recipient at a real domain
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, DEMO_HEADER, REAL_ROW)
+
+    # WHEN it runs into the outbox with the bundled templates THEN both rows go there, and
+    # the summary says which letters they were
+    outbox = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "a")])
+    said = " ".join(outbox.output.split())
+    assert outbox.exit_code == 0, said
+    assert len(list((tmp_path / "a" / "outbox" / "new").iterdir())) == 2
+    assert f"Templates: bundled demo templates ({DEFAULT_TEMPLATES})" in said
+    assert "From: Acme Talent <talent@example.com>" in said
+
+    # WHEN it runs through the server with a copy of the templates THEN both rows go there
+    own = tmp_path / "own"
+    shutil.copytree(DEFAULT_TEMPLATES, own)
+    args = ["--templates", str(own), "--sender", "HR <hr@example.net>", "--smtp", url]
+    sent = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "b"), *args])
+    said = " ".join(sent.output.split())
+    assert sent.exit_code == 0, said
+    assert sorted(rcpts[0] for _, rcpts, _ in inbox.envelopes) == [
+        "amelia.hart@example.com",
+        "jo@gmail.com",
+    ]
+    assert f"Templates: {own} From: HR <hr@example.net>" in said

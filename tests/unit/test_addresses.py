@@ -5,7 +5,13 @@ from __future__ import annotations
 import email_validator
 import pytest
 
-from mailmatrix.core.addresses import NON_ASCII_LOCAL, Address, mask, parse_address
+from mailmatrix.core.addresses import (
+    NON_ASCII_LOCAL,
+    Address,
+    is_reserved_domain,
+    mask,
+    parse_address,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +107,25 @@ def test_fast_path_agrees_with_email_validator(text):
 )
 def test_mask_hides_the_local_part(email, masked):
     assert mask(email) == masked
+
+
+@pytest.mark.parametrize(
+    ("domain", "reserved"),
+    [
+        ("example.com", True),
+        ("Mail.EXAMPLE.org.", True),
+        ("example.net", True),
+        ("bücher.example", True),
+        ("example", True),
+        ("host.test", True),
+        ("x.invalid", True),
+        ("localhost", True),
+        ("gmail.com", False),
+        ("example.com.evil.net", False),
+        ("notexample.com", False),
+        ("example.co", False),
+        ("", False),
+    ],
+)
+def test_reserved_domains_are_those_of_examples_and_tests(domain, reserved):
+    assert is_reserved_domain(domain) is reserved

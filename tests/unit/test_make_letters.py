@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+import zlib
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).parents[2] / "examples" / "offer-letters" / "make_letters.py"
 
@@ -53,3 +58,64 @@ def test_letters_are_made_under_the_header_names_mailmatrix_accepts(tmp_path):
 def test_a_wrong_number_of_arguments_is_a_usage_error(capsys):
     assert _make_letters().main(["only-one.csv"]) == 2
     assert "usage: make_letters.py" in capsys.readouterr().err
+
+
+@pytest.fixture
+def same_second(monkeypatch):
+    """The letter maker, its PDFs all made at one moment and in Helvetica (its text then
+    stands in the page as written)."""
+    module = _make_letters()
+
+    class OneMoment(module.FPDF):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.set_creation_date(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+
+    monkeypatch.setattr(module, "FPDF", OneMoment)
+    monkeypatch.setattr(module, "FONT_DIRS", [])
+    return module
+
+
+def _page_text(pdf: bytes) -> str:
+    """The text drawn on a PDF's pages (Helvetica: the strings of the Tj operators)."""
+    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.DOTALL)
+    text = []
+    for stream in streams:
+        try:
+            text.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            continue
+    return " ".join(re.findall(r"\((.*?)\) ?Tj", " ".join(text)))
+
+
+def test_the_name_is_read_under_any_header_the_tool_accepts(same_second, tmp_path):
+    # GIVEN a CSV whose Name column is headed "Full Name" and Email column "E-mail Address"
+    source = tmp_path / "offers.csv"
+    source.write_text(
+        "E-mail Address;Full Name;Status;Attachment File\n"
+        "anna@example.com;Anna Berg;Approved;anna.pdf\n",
+        encoding="utf-8",
+    )
+    # WHEN the letters are made
+    assert same_second.main([str(source), str(tmp_path / "out")]) == 0
+    # THEN the letter greets the person by name and names their row and address
+    text = _page_text((tmp_path / "out" / "anna.pdf").read_bytes())
+    assert "Dear Anna Berg," in text and "Dear candidate" not in text
+    assert "Reference: row 2, anna@example.com" in text
+
+
+def test_two_rows_alike_made_in_the_same_second_get_letters_of_their_own(same_second, tmp_path):
+    # GIVEN two rows of one position whose letters would read the same (no name given)
+    source = tmp_path / "offers.csv"
+    row = "Offer,Engineer,Data,2027-01-01,1"
+    source.write_text(
+        "Email,Status,Position,Department,Start_Date,Salary,Attachment_File\n"
+        f"ann@example.com,{row},ann.pdf\n"
+        f"bob@example.com,{row},bob.pdf\n",
+        encoding="utf-8",
+    )
+    # WHEN their letters are made at one moment
+    assert same_second.main([str(source), str(tmp_path / "out")]) == 0
+    # THEN the files differ (validation rejects one person's letter copied to another)
+    ann, bob = ((tmp_path / "out" / name).read_bytes() for name in ("ann.pdf", "bob.pdf"))
+    assert ann != bob

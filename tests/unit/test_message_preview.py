@@ -45,6 +45,7 @@ def test_preview_writes_eml_and_html_and_prints_headers_and_tree(tmp_path):
     html = (tmp_path / f"{line}.html").read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and "Dana Whitfield" in html
     assert f"{DEMO_CSV}: row {line}: template offer\n" in result.output
+    assert f"Templates: bundled demo templates ({REPO / 'templates'})\n" in result.output
     assert "From: Acme Talent <talent@example.com>\n" in result.output
     assert f"Subject: {msg['Subject']}\n" in result.output
     assert "List-Unsubscribe: <mailto:u@x.org>\n" in result.output

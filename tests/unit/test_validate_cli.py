@@ -72,7 +72,47 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "earlier_runs": {
             "checked": False, "default_workdir": True, "workdir": os.environ["MAILMATRIX_WORKDIR"]
         },
+        "templates": str(bundled_templates()),
+        "templates_bundled": True,
+        "sender": "Acme Talent <talent@example.com>",
+        "sender_from": "the templates manifest's sender",
+        "attachments": str(tmp_path / "attachments"),
     }  # fmt: skip
+
+
+def test_rows_whose_files_are_not_found_name_the_folder_searched_once(tmp_path):
+    # GIVEN a file of two rows and an empty folder given as the attachments
+    text = HEADER + OFFER + "bob@example.com,Bob,Offer,bob.pdf,Engineer,Data,2027-01-01,1\n"
+    path = campaign(tmp_path, text)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    result = invoke(path, "--attachments", empty)
+
+    # THEN both rows are rejected as not found, and the folder is named once, as empty
+    said = " ".join(result.output.split())
+    assert result.exit_code == exits.INPUT_UNUSABLE, said
+    assert said.count("attachment not found") == 2
+    assert said.count(str(empty)) == 1
+    assert f"Files named in Attachment_File were looked for in {empty}, which holds no file" in said
+
+
+def test_the_report_names_the_templates_and_the_from_it_checked_with(tmp_path):
+    # GIVEN a file checked once without --templates, once with a copy of the bundled folder
+    path = campaign(tmp_path, HEADER + OFFER)
+    own = tmp_path / "own-templates"
+    shutil.copytree(bundled_templates(), own)
+
+    bundled = invoke(path)
+    copied = invoke(path, "--templates", own, "--sender", "HR <hr@example.org>")
+
+    # THEN the first says it used the bundled demo's letters and From, the second the copy's
+    assert f"Templates: bundled demo templates ({bundled_templates()})" in bundled.output
+    assert "From: Acme Talent <talent@example.com> (the templates manifest's sender)" in (
+        bundled.output
+    )
+    assert f"Templates: {own}\n" in copied.output
+    assert "From: HR <hr@example.org> (--sender)" in copied.output
 
 
 def test_rejected_rows_exit_4_and_are_named_by_row_and_column(tmp_path):
