@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import time
 
 import boto3
 import pytest
@@ -705,3 +706,52 @@ def test_letters_sent_with_their_own_file_are_found_by_its_size_and_print_in_any
     ledger,
 ):
     check_sent_copies(ledger)
+
+
+def test_sizes_are_asked_many_at_once_and_each_answered(ledger, monkeypatch):
+    from mailmatrix.ports import LetterFile
+
+    # GIVEN letters sent with files of three sizes, among 60 sizes validation lists
+    for row, size in enumerate((1001, 1030, 1059), start=2):
+        key = f"key-{size}"
+        ledger.claim(key, campaign="c", row=row, attempt="a", owner=(f"{size}.pdf", f"r{size}"))
+        file = LetterFile(f"{size}.pdf", size, "a" * 64, "0badf00d", f"r{size}", "", "c.csv")
+        ledger.record_sent(key, message_id=f"m-{size}", file=file)
+    listed = list(range(1000, 1060))
+    asked: list[int] = []
+    in_flight, most = [0], [0]
+    query = ledger._db.query
+    lock = threading.Lock()
+
+    def counting(**kwargs):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            asked.append(int(kwargs["ExpressionAttributeValues"][":fs"]["N"]))
+        try:
+            time.sleep(0.01)  # long enough for the others to start (not a measure of speed)
+            return query(**kwargs)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(ledger._db, "query", counting)
+
+    # WHEN validation asks which of them letters carried
+    found = ledger.sent_sizes(listed)
+
+    # THEN exactly those three, each size asked once, several queries in flight at a time
+    assert found == {1001, 1030, 1059}
+    assert sorted(asked) == listed
+    assert most[0] > 1
+
+
+def test_a_size_query_that_fails_is_a_ledger_error(ledger, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    def failing(**kwargs):
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+    monkeypatch.setattr(ledger._db, "query", failing)
+    with pytest.raises(LedgerError, match="by_file"):
+        ledger.sent_sizes([1, 2, 3])
