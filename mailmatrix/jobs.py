@@ -471,11 +471,22 @@ def validate_job(
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
     earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
     contents = StoredContents(storage, settings.attachments_prefix)
-    sent_files = (
-        None
-        if ledger is None
-        else SentFiles(ledger, attachments, contents, campaign=campaign_id, recipient=recipient_key)
-    )
+    sent_files = None
+    if ledger is not None:
+        settled = demand.settled if demand is not None else SettledKeys(ledger, campaign_id)
+
+        def skipped(email: str, template: str) -> bool:
+            key = idempotency_key(campaign_id, email, template)
+            return key in settled and key not in retry.failed
+
+        sent_files = SentFiles(
+            ledger,
+            attachments,
+            contents,
+            campaign=campaign_id,
+            recipient=recipient_key,
+            skipped=skipped,
+        )
     used_sets: set[str] = set()
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's

@@ -1002,8 +1002,16 @@ class RunForecast:
         if not self._workdir.ledger.is_file():
             return None
         self._ledger = SqliteLedger(str(self._workdir.ledger), read_only=True)
+        settled = self._settled
         return SentFiles(
-            self._ledger, attachments, contents, campaign=self.campaign, recipient=recipient_key
+            self._ledger,
+            attachments,
+            contents,
+            campaign=self.campaign,
+            recipient=recipient_key,
+            skipped=lambda email, template: (
+                settled is not None and idempotency_key(self.campaign, email, template) in settled
+            ),
         )
 
     def close(self) -> None:

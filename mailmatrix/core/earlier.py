@@ -130,12 +130,17 @@ class SentFiles:
         *,
         campaign: str,
         recipient: Callable[[str, str], str],
+        skipped: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._ledger = ledger
         self._attachments = attachments
         self._contents = contents
         self.campaign = campaign
         self._recipient = recipient
+        # (address, template set) -> whether the run skips that letter (settled in the
+        # ledger, not released by this upload): it goes nowhere, so its file is not asked
+        # after, and a rerun of a sent file costs no query a row.
+        self._skipped = skipped
         self._sizes = SeenTable()
         for size in ledger.sent_sizes(attachments.sizes()):
             self._sizes.add(size_key(size), 0, 0)
@@ -143,13 +148,16 @@ class SentFiles:
     def __bool__(self) -> bool:
         return len(self._sizes) > 0
 
-    def another(self, found: Lookup, email: str) -> SentCopy | None:
+    def another(self, found: Lookup, email: str, template: str) -> SentCopy | None:
         """The letter of another person (one that may have gone out) that carried the bytes
-        of ``found``, the row's own file, as their own; None when there is none. A letter
+        of ``found``, the row's own file, as their own; None when there is none, or when the
+        run skips the row's letter (``template``: its set; see ``skipped``). A letter
         of this campaign that carried the very name is the claim's to refuse (by name), and
         one whose file is still listed under its name with those bytes is intake's, as the
         rows' files and EarlierFiles are (their reasons name the rows)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
+            return None
+        if self._skipped is not None and self._skipped(email, template):
             return None
         print, sha256 = self._contents.fingerprint(found.name, found.tag)
         for letter in self._ledger.sent_copies(found.size, print):

@@ -665,7 +665,7 @@ class _Intake:
                 and address is not None
                 and self._cell(values)
             ):
-                self._sent_file(attachment, address.email, problems)
+                self._sent_file(attachment, address.email, template, problems)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         identity = self._recipient(email_text, address)
@@ -1015,12 +1015,14 @@ class _Intake:
             row, masked = earlier.letter(entry)
             problems.append(("Attachment_File", _earlier_letter(found.name, named, row, masked)))
 
-    def _sent_file(self, found: Lookup, email: str, problems: list[tuple[str, str]]) -> None:
+    def _sent_file(
+        self, found: Lookup, email: str, template: str, problems: list[tuple[str, str]]
+    ) -> None:
         """Add the problem of a row whose own file ``found`` holds the bytes of a letter's
         file that went to another person, in any campaign (``sent_files``)."""
         if self.sent_files is None:
             return
-        letter = self.sent_files.another(found, email)
+        letter = self.sent_files.another(found, email, template)
         if letter is None:
             return
         if letter.campaign == self.sent_files.campaign:

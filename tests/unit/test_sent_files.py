@@ -184,3 +184,40 @@ def test_a_copy_of_a_letter_whose_file_was_replaced_since_is_rejected(folder, le
         assert [reason[2][:45] for reason in reasons(report)] == [
             "carol.pdf has the same contents as alice.pdf,"
         ]
+
+
+def test_the_file_of_a_letter_the_run_skips_is_not_asked_after(folder, ledger, monkeypatch):
+    # GIVEN Anna's letter sent by campaign c-a, and a copy of it named for Kim
+    sent(ledger, "c-a", "anna@example.com", "anna.pdf", LETTER)
+    (folder / "kim.pdf").write_bytes(LETTER)
+    index, contents = folder_index(folder), folder_contents(folder)
+    asked: list[tuple[str, str]] = []
+
+    def skipped(email: str, template: str) -> bool:
+        asked.append((email, template))
+        return True  # as if Kim's letter were settled: the run skips it
+
+    copies: list[int] = []
+    real = ledger.sent_copies
+    monkeypatch.setattr(ledger, "sent_copies", lambda *a: copies.append(1) or real(*a))
+    rows: list[dict] = []
+
+    # WHEN a file of campaign c-b naming it is validated, its letter one the run skips
+    report = validate_recipients(
+        io.BytesIO((HEADER + KIM).encode()),
+        source="incoming/b.csv",
+        catalog=FakeCatalog(),
+        attachments=index,
+        emit=rows.append,
+        contents=contents,
+        sent_files=SentFiles(
+            ledger, index, contents, campaign="c-b", recipient=recipient_key, skipped=skipped
+        ),
+    )
+
+    # THEN the row passes (its letter goes nowhere) and the ledger is not asked about its file
+    with report:
+        assert reasons(report) == []
+    assert [row["row"] for row in rows] == [2]
+    assert asked == [("kim@example.com", rows[0]["template"])]
+    assert copies == []
