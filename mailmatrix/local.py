@@ -783,7 +783,7 @@ def run_campaign(
         batch_size=batch_size,
     )
     if mailer and delivery_of(mailer) != "outbox" and is_demo(templates_dir):
-        check_demo_recipients(csv_path, mailer)
+        check_demo_recipients(csv_path, mailer, templates_dir)
     campaign = campaign_of_file(csv_path)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
@@ -821,9 +821,10 @@ def is_demo(templates_dir: Path) -> bool:
     """Whether ``templates_dir`` holds the demo company's letters: the bundled folder whose
     manifest's sender is still at a domain reserved for examples (the demo's is
     talent@example.com). The bundled folder made one's own in place, as the AWS set-up
-    suggests (its sender one's own), is not."""
+    suggests (its sender one's own), is not; a copy of it left as it is (every template file
+    the same bytes) is."""
     if not is_bundled(templates_dir):
-        return False
+        return _unedited_copy(templates_dir)
     try:
         manifest = yaml.safe_load((templates_dir / "manifest.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -833,8 +834,29 @@ def is_demo(templates_dir: Path) -> bool:
     return not address or is_reserved_domain(address.rpartition("@")[2])
 
 
-def check_demo_recipients(csv_path: Path, mailer: str) -> None:
-    """Refuse (DemoTemplates) to deliver the bundled demo templates through the SMTP server
+def _unedited_copy(templates_dir: Path) -> bool:
+    """Whether ``templates_dir`` holds the bundled folder's template files (its Markdown and
+    hidden files aside), every one the same bytes: a copy not yet made one's own."""
+
+    def files(folder: Path) -> dict[Path, Path]:
+        return {
+            path.relative_to(folder): path
+            for path in folder.rglob("*")
+            if path.is_file() and path.suffix != ".md" and not path.name.startswith(".")
+        }
+
+    try:
+        mine, bundled = files(templates_dir), files(DEFAULT_TEMPLATES)
+        return mine.keys() == bundled.keys() and all(
+            mine[name].read_bytes() == bundled[name].read_bytes() for name in mine
+        )
+    except OSError:
+        return False  # a folder that does not read: validation says so
+
+
+def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> None:
+    """Refuse (DemoTemplates) to deliver the demo templates (``templates_dir``: the bundled
+    folder, or a copy of it left as it is; see is_demo) through the SMTP server
     ``mailer`` when the file has a recipient outside the domains reserved for examples: run
     without --templates, a real campaign would mail its people the demo company's letters.
     The demo's own addresses (example.com, .example) may go through a local mail catcher.
@@ -854,12 +876,14 @@ def check_demo_recipients(csv_path: Path, mailer: str) -> None:
     if real is None:
         return
     row, column, address = real
+    which = "the bundled demo templates" if is_bundled(templates_dir) else "a copy of the"
+    which += "" if is_bundled(templates_dir) else " bundled demo templates, left as they are"
     raise DemoTemplates(
-        f"templates: the letters would be made from the bundled demo templates"
-        f" ({DEFAULT_TEMPLATES}: the demo company's text and its From), and --smtp"
+        f"templates: the letters would be made from {which}"
+        f" ({templates_dir}: the demo company's text and its From), and --smtp"
         f" {redacted(mailer)} would deliver them to real people ({csv_path.name} row {row},"
-        f" {column} {mask(address)}); nothing was sent. Copy that folder, make the letters and"
-        " the manifest's sender your own, and pass the copy with --templates DIR (without"
+        f" {column} {mask(address)}); nothing was sent. Make the letters and the manifest's"
+        " sender your own in a copy of that folder, and pass it with --templates DIR (without"
         " --smtp, the demo goes to the local outbox; through SMTP, only to addresses at"
         " domains reserved for examples: example.com, example.org, example.net, .example,"
         " .test, .invalid, .localhost)"

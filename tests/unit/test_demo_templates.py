@@ -17,10 +17,16 @@ def test_the_bundled_folder_is_the_demo_until_its_sender_is_made_ones_own(tmp_pa
     manifest = bundled / "manifest.yaml"
     assert DEMO_SENDER in manifest.read_text(encoding="utf-8")
 
-    # THEN as shipped it is the demo; another folder is not, whatever its sender
+    # THEN as shipped it is the demo, and so is a copy of it left as it is (Markdown and
+    # hidden files aside); a copy with any template file changed is not, whatever its sender
     assert local.is_demo(bundled)
     other = tmp_path / "mine"
     shutil.copytree(bundled, other)
+    (other / "README.md").write_text("my notes", encoding="utf-8")
+    (other / ".DS_Store").write_bytes(b"\0")
+    assert local.is_demo(other)
+    subject = other / "offer" / "subject.txt"
+    subject.write_text(subject.read_text(encoding="utf-8") + " ", encoding="utf-8")
     assert not local.is_demo(other)
 
     # WHEN its sender is made one's own in place (as the AWS set-up has one do)
