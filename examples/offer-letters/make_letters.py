@@ -89,6 +89,12 @@ def letter(row: dict[str, str], out: Path, number: int | None = None) -> None:
     pdf.output(str(out))
 
 
+def _bare_file_name(name: str) -> bool:
+    """Whether ``name`` names a file right in the folder (not a path, nor the folder itself
+    or its parent, ``.`` and ``..``, which a row may hold by mistake)."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
 def main(argv: list[str]) -> int:
     """Write the letters of ``argv``'s CSV into its folder (the example's when none is given,
     without those in MISSING); say how many."""
@@ -103,7 +109,7 @@ def main(argv: list[str]) -> int:
     with source.open("rb") as stream:
         for number, row in read_rows(stream, source=str(source)):
             name = (row.get("Attachment_File") or "").strip()
-            if name and name not in skipped and "/" not in name and "\\" not in name:
+            if name not in skipped and _bare_file_name(name):
                 letter(row, out / name, number)
                 written += 1
     print(f"{written} letter(s) written into {out}")

@@ -211,6 +211,7 @@ class SqliteLedger:
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
         if uri is not None:
+            self._db = _up_to_date(self._db, self.path)
             return
         try:
             # Several processes open a new ledger at once (the workers of a run): switching
@@ -240,30 +241,7 @@ class SqliteLedger:
         # ext4 a sync waits for the outbox's pending writes too; a 2,000-row run made 122
         # syncs with the default, 17 with this.
         db.execute("PRAGMA wal_autocheckpoint=10000")
-        db.executescript(SCHEMA)
-        added = (
-            ("sends", "uncertain", "INTEGER NOT NULL DEFAULT 0"),
-            ("sends", "holder", "TEXT"),
-            ("attachment_owners", "masked", "TEXT"),
-            ("sends", "file", "TEXT"),
-            ("sends", "file_size", "INTEGER"),
-            ("sends", "file_sha256", "TEXT"),
-            ("sends", "file_print", "TEXT"),
-            ("sends", "file_source", "TEXT"),
-        )
-        for table, column, kind in added:
-            if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-                continue
-            try:  # a ledger file from before the column
-                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process added it first
-                    raise
-        # Only letters with a file of their own are in it: the others cost it nothing.
-        db.execute(
-            "CREATE INDEX IF NOT EXISTS sends_by_file ON sends (file_size, file_print)"
-            " WHERE file_size IS NOT NULL"
-        )
+        _bring_up_to_date(db)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteLedger:
@@ -767,6 +745,65 @@ class SqliteLedger:
                 (message_id,),
             ).fetchone()
         return None if found is None else _outcome(found)
+
+
+# The columns later versions added to the tables, with their types: a ledger file from before
+# one is brought up to date as it is opened (_bring_up_to_date).
+_ADDED_COLUMNS = (
+    ("sends", "uncertain", "INTEGER NOT NULL DEFAULT 0"),
+    ("sends", "holder", "TEXT"),
+    ("attachment_owners", "masked", "TEXT"),
+    ("sends", "file", "TEXT"),
+    ("sends", "file_size", "INTEGER"),
+    ("sends", "file_sha256", "TEXT"),
+    ("sends", "file_print", "TEXT"),
+    ("sends", "file_source", "TEXT"),
+)
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The _ADDED_COLUMNS the ledger ``db`` has not (all of a table it has not)."""
+    have: dict[str, set[str]] = {}
+    for table, _, _ in _ADDED_COLUMNS:
+        if table not in have:
+            have[table] = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    return [added for added in _ADDED_COLUMNS if added[1] not in have[added[0]]]
+
+
+def _bring_up_to_date(db: sqlite3.Connection) -> None:
+    """Make the tables, columns and indexes a ledger file of an earlier version lacks."""
+    db.executescript(SCHEMA)
+    for table, column, kind in _missing_columns(db):
+        try:  # a ledger file from before the column
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it first
+                raise
+    # Only letters with a file of their own are in it: the others cost it nothing.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS sends_by_file ON sends (file_size, file_print)"
+        " WHERE file_size IS NOT NULL"
+    )
+
+
+def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
+    """``db``, a ledger opened read-only, as is when it is up to date; else a copy of it in
+    memory brought up to date and ``db`` closed. A ledger an earlier version wrote, in a
+    workdir the user cannot write (validate), cannot be changed there, and its readers ask
+    for the columns of this version (a letter's file): the copy has them, empty for what
+    the earlier version did not record. Its cost, the ledger in memory, only then."""
+    try:
+        if not _missing_columns(db):
+            return db
+        copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.backup(copy)
+        _bring_up_to_date(copy)
+    except sqlite3.Error as exc:
+        db.close()
+        raise LedgerError(f"ledger {path}: cannot read: {exc}") from exc
+    db.close()
+    log.debug("ledger: %s is of an earlier version: read from a copy brought up to date", path)
+    return copy
 
 
 def _record_sent(letter: SentLetter, now: float) -> tuple[str, tuple[object, ...]]:

@@ -156,21 +156,39 @@ class SentFiles:
         one whose file is still listed under its name with those bytes is intake's, as the
         rows' files and EarlierFiles are (their reasons name the rows)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
-            return None
+            return None  # (as _letters does first: the cheaper question before the skip)
         if self._skipped is not None and self._skipped(email, template):
             return None
+
+        def own(letter: SentCopy) -> bool:
+            return self._recipient(letter.campaign, email) == letter.recipient
+
+        return next(self._letters(found, own), None)
+
+    def anyones(self, found: Lookup) -> SentCopy | None:
+        """The letter of anyone (one that may have gone out) that carried the bytes of
+        ``found``, a default_attachment, as their own: a file for many that is one person's
+        letter. Letters of this campaign are left as ``another`` leaves them."""
+        return next(self._letters(found), None)
+
+    def _letters(
+        self, found: Lookup, own: Callable[[SentCopy], bool] | None = None
+    ) -> Iterator[SentCopy]:
+        """The letters ``another`` and ``anyones`` refuse ``found`` for; ``own``: whether a
+        letter went to the person the file goes to (not hashed for then: a rerun)."""
+        if not found.size or not self._sizes.holds(size_key(found.size)):
+            return
         print, sha256 = self._contents.fingerprint(found.name, found.tag)
         for letter in self._ledger.sent_copies(found.size, print):
             if letter.campaign == self.campaign and letter.attachment == found.name:
                 continue
-            if self._recipient(letter.campaign, email) == letter.recipient:
+            if own is not None and own(letter):
                 continue  # the person's own letter (a rerun): no need to hash the file
             sha256 = sha256 or self._contents.sha256(found.name, found.tag)
             if letter.sha256 != sha256:
                 continue
             if letter.campaign != self.campaign or not self._still_listed(letter, found.size):
-                return letter
-        return None
+                yield letter
 
     def _still_listed(self, letter: SentCopy, size: int) -> bool:
         """Whether the file of ``letter`` (of this campaign, ``size`` bytes) is listed under

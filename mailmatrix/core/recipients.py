@@ -897,6 +897,11 @@ class _Intake:
             entry = None if earlier is None else earlier.entry(key)
             if earlier is not None and entry is not None:  # an earlier letter's own file
                 self._default_sent(default, entry, earlier.name(entry) or default.name)
+            if self.sent_files is not None:  # a copy of a letter, of any campaign
+                tag = self.attachments.tag(default.name)
+                letter = self.sent_files.anyones(Lookup(default.name, default.size, tag=tag))
+                if letter is not None:
+                    raise TemplateError(_default_of_a_letter(self.report.source, default, letter))
 
     def withdraw(self) -> None:
         """Reject the emitted rows a later row showed must not go out (it named their file for
@@ -1607,13 +1612,33 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
     (of another campaign) carried to another person as their own."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
-    campaign = f"{letter.source} (campaign {letter.campaign})" if letter.source else letter.campaign
     return (
-        f"{name} has the same contents as {letter.attachment}, which a run of {campaign} sent "
-        f"to {whom} as their own letter (row {letter.row} of that run): this row names a copy "
+        f"{name} has the same contents as {letter.attachment}, which a run of"
+        f" {_campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
+        " run): this row names a copy "
         f"of that person's letter, so it is not sent (put this recipient's own letter in "
         f"{name}, then run the file again)"
     )
+
+
+def _default_of_a_letter(source: str, default: _Default, letter: SentCopy) -> str:
+    """Why a file is refused whose set's default_attachment holds the bytes of the file
+    ``letter`` carried to one person as their own (in any campaign)."""
+    whom = f"a recipient ({letter.masked})" if letter.masked else "a recipient"
+    return (
+        f"{source}: template set {default.template!r} attaches its default_attachment "
+        f"{default.name} to every row of the set whose Attachment_File is empty, and it has "
+        f"the same contents as {letter.attachment}, which a run of {_campaign_of(letter)} sent"
+        f" to {whom} as their own letter (row {letter.row} of that run): that person's letter"
+        " would go "
+        "to everyone the default goes to, so nothing is sent (point default_attachment at the "
+        "file meant for everyone; then run the file again)"
+    )
+
+
+def _campaign_of(letter: SentCopy) -> str:
+    """The campaign of ``letter`` as people know it: its CSV's name, with its id."""
+    return f"{letter.source} (campaign {letter.campaign})" if letter.source else letter.campaign
 
 
 # Columns a reason names at most: the rest are counted.

@@ -572,9 +572,13 @@ class _Batch:
     ) -> None:
         # A setup problem (a template) is not the row's fault: not permanent in the ledger,
         # so the run after the fix sends the row.
-        more = {} if file is None else {"file": file}
         self.ledger.record_failed(
-            item["key"], code=code, reason=reason, permanent=permanent, uncertain=uncertain, **more
+            item["key"],
+            code=code,
+            reason=reason,
+            permanent=permanent,
+            uncertain=uncertain,
+            **_kept(file),
         )
         self.result.rows.append(
             {"row": item["row"], "status": "failed", "code": code, "reason": reason}
@@ -582,13 +586,20 @@ class _Batch:
         log.debug("send_batch: row %s failed: %s", item["row"], code)
 
     def deliver(
-        self, item: Mapping[str, Any], raw: bytes, destinations: list[str], *, doubts: int
+        self,
+        item: Mapping[str, Any],
+        raw: bytes,
+        destinations: list[str],
+        *,
+        doubts: int,
+        file: LetterFile | None = None,
     ) -> tuple[str, bool]:
         """Send with in-batch retries; return (message id, whether an earlier try may also
         have been accepted), or raise _Stop (the batch stops), _Defer (this row waits) or
         _Unknown (too many tries may have been taken, or the service refused the message after
         one that may have been). ``doubts``: earlier attempts' tries that may have been
-        (Claim.doubts)."""
+        (Claim.doubts); ``file``: the row's own file, kept with a release in doubt (a try may
+        have carried it out)."""
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
         unknown = doubts
@@ -604,6 +615,7 @@ class _Batch:
                     reason=error_text(exc),
                     permanent=False,
                     uncertain=uncertain,
+                    **_kept(file if uncertain else None),
                 )
                 self.ledger.halt(
                     self.campaign_id,
@@ -638,6 +650,7 @@ class _Batch:
                         reason=error_text(exc),
                         permanent=False,
                         uncertain=uncertain,
+                        **_kept(file if uncertain else None),
                     )
                     kind = Throttled if isinstance(exc, Throttled) else TransientSendError
                     error = kind(
@@ -693,7 +706,8 @@ class _Batch:
             return
         if claim.doubts >= self.policy.unknown_tries:  # attempts keep dying as they send it
             why = f"earlier attempts may have sent it {claim.doubts} times"
-            self.fail(item, OUTCOME_UNKNOWN, _not_sent_again(why, self.campaign), uncertain=True)
+            reason = _not_sent_again(why, self.campaign)
+            self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=self.listed_file(item))
             return
 
         if self.kept is not None:
@@ -736,7 +750,9 @@ class _Batch:
             return
 
         try:
-            message_id, uncertain = self.deliver(item, raw, destinations, doubts=claim.doubts)
+            message_id, uncertain = self.deliver(
+                item, raw, destinations, doubts=claim.doubts, file=file
+            )
         except _Unknown as unknown:
             reason = _not_sent_again(unknown.why, self.campaign)
             self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=file)
@@ -763,6 +779,21 @@ class _Batch:
         self.unrecorded = (item["key"], message_id, uncertain, file)
         self.result.rows.append(entry)
 
+    def listed_file(self, item: Mapping[str, Any]) -> LetterFile | None:
+        """The row's own file as validation listed it, read for a letter that earlier
+        attempts may have sent and this one will not (OutcomeUnknown before composing): kept
+        with the failure, it lets validation of any campaign refuse copies of it to another
+        person, as for a letter recorded sent. None where it is not the file listed now."""
+        if self.owner is None or self.kept is None:
+            return None
+        self.kept.data = None
+        try:
+            _listed_attachment(item, self.kept)
+        except MailMatrixError as exc:  # gone or changed: what went out is not known
+            log.debug("send_batch: row %s: own file not kept: %s", item["row"], exc)
+            return None
+        return self.letter_file()
+
     def letter_file(self) -> LetterFile | None:
         """The file the row being sent carries as its recipient's own, from the bytes its
         message was built with (SHA-256 of 50 KB: about 30 us), or None."""
@@ -773,6 +804,12 @@ class _Batch:
         source = str((self.campaign.get("source") or {}).get("key") or "").rsplit("/", 1)[-1]
         sha256 = hashlib.sha256(data).hexdigest()
         return LetterFile(name, len(data), sha256, sample_print(data), recipient, masked, source)
+
+
+def _kept(file: LetterFile | None) -> dict[str, LetterFile]:
+    """record_failed's keyword for ``file``: none at all without one, the call as it was
+    before letters kept their files (which ledgers written for it still take)."""
+    return {} if file is None else {"file": file}
 
 
 class _KeptAttachment:

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
 from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
@@ -45,13 +46,19 @@ def _outbox(workdir: Path) -> list[Path]:
     return sorted((workdir / "outbox" / "new").iterdir())
 
 
-def test_a_copy_of_a_letter_sent_by_another_campaign_is_refused_for_another_person(tmp_path):
-    # GIVEN Anna's letter sent by a.csv, then a copy of her file made for Kim
-    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+def _annas_letter_sent(folder: Path) -> tuple[Path, Path]:
+    """The attachments folder and workdir of a.csv, run: Anna's letter (anna.pdf) sent."""
+    attachments, workdir = folder / "attachments", folder / "w"
     attachments.mkdir()
     shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
-    first = _file(tmp_path, "a.csv", ("anna@example.com", "Anna", "anna.pdf"))
+    first = _file(folder, "a.csv", ("anna@example.com", "Anna", "anna.pdf"))
     assert _run(first, workdir)["counts"]["sent"] == 1
+    return attachments, workdir
+
+
+def test_a_copy_of_a_letter_sent_by_another_campaign_is_refused_for_another_person(tmp_path):
+    # GIVEN Anna's letter sent by a.csv, then a copy of her file made for Kim
+    attachments, workdir = _annas_letter_sent(tmp_path)
     shutil.copy(attachments / "anna.pdf", attachments / "kim.pdf")
 
     # WHEN b.csv, another campaign, names the copy for Kim
@@ -99,4 +106,31 @@ def test_a_letter_renamed_after_it_went_out_is_refused_for_another_person(tmp_pa
     # AND run sends Carol nothing
     result = _run(offers, workdir)
     assert result["counts"]["sent"] == 0
+    assert len(_outbox(workdir)) == 1
+
+
+def test_a_default_attachment_holding_a_letter_sent_by_another_campaign_is_refused(tmp_path):
+    # GIVEN Anna's letter sent by a.csv, then a copy of her file made a set's default
+    # attachment (the file for every row of the set without one of its own) by mistake
+    attachments, workdir = _annas_letter_sent(tmp_path)
+    shutil.copy(attachments / "anna.pdf", attachments / "terms.pdf")
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    manifest = yaml.safe_load((templates / "manifest.yaml").read_text(encoding="utf-8"))
+    offer = {"when": ["Offer"], "attachment": "optional", "default_attachment": "terms.pdf"}
+    manifest["sets"]["offer"] = offer
+    (templates / "manifest.yaml").write_text(yaml.safe_dump(manifest), encoding="utf-8")
+
+    # WHEN b.csv, another campaign, gives Kim and Lee that set's default
+    second = _file(
+        tmp_path, "b.csv", ("kim@example.com", "Kim", ""), ("lee@example.com", "Lee", "")
+    )
+    code, output = _cli(
+        "run", str(second), "--workdir", str(workdir), "--templates", str(templates)
+    )
+
+    # THEN nothing is sent: the templates are refused, naming the letter the default copies
+    assert code != 0
+    assert "default_attachment terms.pdf" in output
+    assert "same contents as anna.pdf, which a run of a.csv (campaign c-" in output
     assert len(_outbox(workdir)) == 1

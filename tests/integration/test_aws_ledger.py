@@ -12,9 +12,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+from mailmatrix.adapters.mailer_fake_ses import FakeSes
+from mailmatrix.core.addresses import mask
+from mailmatrix.core.contents import sample_print
+from mailmatrix.core.send import recipient_key, send_batch
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim, FileOwner
 from tests.fixtures.aws import create_ledger_table, fake_aws
+from tests.fixtures.sending import kit
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
     check_attachment_owner,
@@ -755,3 +760,35 @@ def test_a_size_query_that_fails_is_a_ledger_error(ledger, monkeypatch):
     monkeypatch.setattr(ledger._db, "query", failing)
     with pytest.raises(LedgerError, match="by_file"):
         ledger.sent_sizes([1, 2, 3])
+
+
+def test_a_letter_failed_in_doubt_before_composing_keeps_its_file(ledger, clock):
+    # GIVEN row 2, naming its own file, claimed by two attempts in turn that died holding it
+    data = b"%PDF-1.4 anna" * 2000
+    item = kit.item("c", 2, "anna@example.com", "Anna", "anna.pdf")
+    item["own_attachment"] = True
+    owner = ("anna.pdf", recipient_key("c", item["email"]), mask(item["email"]))
+    for attempt in ("child-1", "child-2"):
+        lease = clock.now + 1
+        ledger.claim(
+            item["key"], campaign="c", row=2, attempt=attempt, lease_until=lease, owner=owner
+        )
+        clock.sleep(2)
+
+    # WHEN a third attempt fails it as OutcomeUnknown, sending nothing
+    result = send_batch(
+        [item],
+        kit.campaign("c"),
+        catalog=kit.catalog(),
+        fetch_attachment=kit.fetcher({"anna.pdf": data}),
+        mailer=FakeSes(clock=clock),
+        ledger=ledger,
+        attempt="child-3",
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    assert result.rows[0]["code"] == "OutcomeUnknown"
+
+    # THEN the file those attempts may have sent is found by validation's query
+    (copy,) = ledger.sent_copies(len(data), sample_print(data))
+    assert (copy.row, copy.sha256) == (2, hashlib.sha256(data).hexdigest())

@@ -639,16 +639,21 @@ def test_a_ledger_file_from_before_the_holder_column_is_upgraded(tmp_path, opene
     assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
 
 
-def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path, opened):
-    # GIVEN a ledger file whose file owners were recorded without an address: Amelia's sent
-    path = _old_ledger_file(
-        tmp_path,
+def _ledger_before_owners_kept_an_address(folder):
+    """A ledger file from before owners kept an address: Amelia's letter sent with a.pdf."""
+    return _old_ledger_file(
+        folder,
         ", uncertain INTEGER NOT NULL DEFAULT 0, holder TEXT",
         "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm', NULL, NULL, 0, 1, 0,"
         " NULL); CREATE TABLE attachment_owners (campaign TEXT NOT NULL, attachment TEXT NOT NULL,"
         " recipient TEXT NOT NULL, letter TEXT NOT NULL, PRIMARY KEY (campaign, attachment))"
         " WITHOUT ROWID; INSERT INTO attachment_owners VALUES ('c', 'a.pdf', 'r-amelia', 'k1')",
     )
+
+
+def test_a_ledger_file_from_before_owners_kept_an_address_is_upgraded(tmp_path, opened):
+    # GIVEN a ledger file whose file owners were recorded without an address: Amelia's sent
+    path = _ledger_before_owners_kept_an_address(tmp_path)
 
     # WHEN it is opened and a new letter claims a file of its own
     ledger = opened(str(path))
@@ -690,6 +695,28 @@ def test_a_ledger_file_from_before_letters_kept_their_files_is_upgraded(tmp_path
         SentCopy("d", "b.pdf", "r-jose", 3, "j***@example.com", "e" * 64, "d.csv")
     ]
     assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "a***")]
+
+
+def test_a_ledger_file_from_before_letters_kept_their_files_is_read_where_it_cannot_be_written(
+    tmp_path, monkeypatch
+):
+    # GIVEN a ledger file from before letters kept their files (and owners their addresses),
+    # in a workdir the user may not write: Amelia's letter sent with a.pdf
+    path = _ledger_before_owners_kept_an_address(tmp_path)
+    before = path.read_bytes()
+    monkeypatch.setattr(ledger_sqlite.os, "access", lambda *args, **kwargs: False)
+
+    # WHEN validation opens it to read
+    with closing(SqliteLedger(str(path), read_only=True)) as ledger:
+        # THEN what it asks is answered: no letter has a digest; the owner is listed
+        assert ledger.sent_sizes([10, 20]) == set()
+        assert list(ledger.sent_copies(10, "12345678")) == []
+        assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "")]
+        assert ledger.has_entries("c")
+
+    # AND the file is as it was, nothing made beside it
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
 
 
 def test_outcomes_of_given_keys(ledger):

@@ -22,14 +22,17 @@ def _make_letters():
 
 
 def test_letters_are_made_for_any_csv_naming_files_and_none_outside_the_folder(tmp_path):
-    # GIVEN a CSV of other columns and statuses, one row naming no file, one a path
+    # GIVEN a CSV of other columns and statuses, one row naming no file, one a path, two
+    # the folder itself or its parent
     source = tmp_path / "leave.csv"
     source.write_text(
         "Email,Name,Status,Attachment_File,Request_Id\n"
         "anna@example.com,Anna Berg,Approved,anna-berg.pdf,LR-1\n"
         "kim@example.com,Kim Nguyen,Offer,kim-nguyen.pdf,LR-2\n"
         "lee@example.com,Lee,Declined,,LR-3\n"
-        "max@example.com,Max,Approved,../max.pdf,LR-4\n",
+        "max@example.com,Max,Approved,../max.pdf,LR-4\n"
+        "ola@example.com,Ola,Approved,..,LR-5\n"
+        "pat@example.com,Pat,Approved,.,LR-6\n",
         encoding="utf-8",
     )
     out = tmp_path / "letters"

@@ -818,6 +818,62 @@ def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(l
     assert states == [(2, "sent"), (3, "sent"), (4, "claimed")]
 
 
+def _own(item: dict) -> dict:
+    """``item`` naming its recipient's own file."""
+    item["own_attachment"] = True
+    return item
+
+
+def _copies_of(ledger, data: bytes) -> list[tuple[int, str]]:
+    """The rows and SHA-256s of the letters sent_copies finds carrying ``data``."""
+    return [(c.row, c.sha256) for c in ledger.sent_copies(len(data), sample_print(data))]
+
+
+def test_a_letter_failed_in_doubt_before_composing_keeps_its_file(ledger, clock):
+    # GIVEN row 2, naming its own file, claimed by two attempts in turn that died holding it
+    # (each may have sent it: their files were never recorded)
+    data = b"%PDF-1.4 anna" * 2000
+    item = _own(items(1)[0])
+    owner = ("p2.pdf", recipient_key(CID, item["email"]), mask(item["email"]))
+    for attempt in ("child-1", "child-2"):
+        lease = clock.now + 1
+        ledger.claim(
+            item["key"], campaign=CID, row=2, attempt=attempt, lease_until=lease, owner=owner
+        )
+        clock.sleep(2)
+
+    # WHEN a third attempt comes to it and fails it as OutcomeUnknown, sending nothing
+    fetch = kit.fetcher({"p2.pdf": data})
+    result = run([item], FakeSes(clock=clock), ledger, clock, attempt="child-3", fetch=fetch)
+    assert result.rows[0]["code"] == "OutcomeUnknown"
+
+    # THEN the file those attempts may have sent is kept with the letter, for validation
+    assert _copies_of(ledger, data) == [(2, hashlib.sha256(data).hexdigest())]
+
+
+def test_a_letter_released_in_doubt_keeps_its_file(ledger, clock):
+    # GIVEN a service that may take row 2's message and fails to answer, on every try
+    data = b"%PDF-1.4 anna" * 2000
+    timeout = {"Code": "InternalFailure", "Message": "no reply", "HTTPStatusCode": 500}
+    ses = FakeSes({"by_destination": {"person2@example.com": timeout}}, clock=clock)
+    policy = RetryPolicy(tries=3, unknown_tries=10)
+
+    # WHEN the batch gives the row back for a later retry
+    with pytest.raises(TransientSendError):
+        run(
+            [_own(items(1)[0])],
+            ses,
+            ledger,
+            clock,
+            policy=policy,
+            fetch=kit.fetcher({"p2.pdf": data}),
+        )
+
+    # THEN the file its tries may have carried out is kept with the letter
+    assert [(o.state, o.doubtful) for o in ledger.outcomes(CID)] == [("released", True)]
+    assert _copies_of(ledger, data) == [(2, hashlib.sha256(data).hexdigest())]
+
+
 class _SlowSes(FakeSes):
     """Sends that take 0.1 s each; ``during_second`` runs while the second one does."""
 
