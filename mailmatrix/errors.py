@@ -32,6 +32,10 @@ class NoEarlierRun(ConfigurationError):
     send every row (the ledger there knows none)."""
 
 
+class BadWorkdir(ConfigurationError):
+    """A --workdir that cannot be one: a folder on its path is a file."""
+
+
 class DemoTemplates(ConfigurationError):
     """A run would deliver the bundled demo templates (another company's letters and sender)
     through an SMTP server to a recipient outside the domains reserved for examples."""

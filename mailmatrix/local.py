@@ -70,6 +70,7 @@ from mailmatrix.core.send import (
 )
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
+    BadWorkdir,
     ConfigurationError,
     DeliveryChanged,
     DemoTemplates,
@@ -707,6 +708,13 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
 
 
 def _make_root(workdir: Workdir) -> None:
+    """Make the workdir's folder; one of its parents that is a file is a bad --workdir."""
+    blocked = next((p for p in workdir.root.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise BadWorkdir(
+            f"workdir {workdir.root}: {blocked} is a file, not a folder: give a --workdir"
+            " whose parent folders are folders (or do not exist yet)"
+        )
     workdir.root.parent.mkdir(parents=True, exist_ok=True)
     workdir.root.mkdir(mode=0o700, exist_ok=True)
 

@@ -39,6 +39,7 @@ from mailmatrix.core.report import (
 )
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
+    BadWorkdir,
     ConfigurationError,
     DeliveryChanged,
     DemoTemplates,
@@ -550,7 +551,7 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        if isinstance(error, DeliveryChanged | NoEarlierRun | DemoTemplates):
+        if isinstance(error, DeliveryChanged | NoEarlierRun | DemoTemplates | BadWorkdir):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)

@@ -3013,3 +3013,17 @@ def test_a_run_whose_files_are_not_found_names_the_folder_it_searched_once(tmp_p
     assert "attachment not found: amelia-hart.pdf" in said
     assert said.count(str(empty)) == 1
     assert f"Files named in Attachment_File were looked for in {empty}, which holds no file" in said
+
+
+def test_a_workdir_below_a_file_is_bad_usage_and_nothing_is_made(tmp_path):
+    # GIVEN a --workdir whose parent is a regular file
+    (tmp_path / "f").write_text("not a folder")
+
+    # WHEN the example runs there
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "f" / "w"))
+
+    # THEN it is bad usage naming the file (not "[Errno 17] File exists", exit 1), nothing made
+    said = " ".join(output.split())
+    assert code == 2, said
+    assert f"{tmp_path / 'f'} is a file, not a folder" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
