@@ -884,8 +884,9 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
     if real is None:
         return
     row, column, address = real
-    which = "the bundled demo templates" if is_bundled(templates_dir) else "a copy of the"
-    which += "" if is_bundled(templates_dir) else " bundled demo templates, left as they are"
+    which = "the bundled demo templates"
+    if not is_bundled(templates_dir):
+        which = f"a copy of {which}, left as they are"
     raise DemoTemplates(
         f"templates: the letters would be made from {which}"
         f" ({templates_dir}: the demo company's text and its From), and --smtp"

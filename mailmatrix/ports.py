@@ -249,6 +249,12 @@ class SentCopy(NamedTuple):
 SentLetter = tuple[str, str, bool] | tuple[str, str, bool, LetterFile | None]
 
 
+def letter_parts(letter: SentLetter) -> tuple[str, str, bool, LetterFile | None]:
+    """``letter``'s key, message id, uncertain and file (None when it names none)."""
+    key, message_id, uncertain, *more = letter
+    return key, message_id, uncertain, more[0] if more else None
+
+
 @dataclass(frozen=True)
 class CampaignStatus:
     """What a batch checks of its campaign before its first row and every halt_check_s

@@ -56,6 +56,7 @@ from mailmatrix.ports import (
     SentLetter,
     Upload,
     doubt_reason,
+    letter_parts,
 )
 
 logger = logging.getLogger(__name__)
@@ -229,8 +230,7 @@ class DynamoDbLedger:
         would cost twice the write capacity of the two single writes).
         """
         if sent_before is not None:
-            done, message_id, unsure, *more = sent_before
-            file = more[0] if more else None
+            done, message_id, unsure, file = letter_parts(sent_before)
             self.record_sent(done, message_id=message_id, uncertain=unsure, file=file)
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until

@@ -62,6 +62,7 @@ from mailmatrix.ports import (
     SentLetter,
     Upload,
     doubt_reason,
+    letter_parts,
 )
 from mailmatrix.processes import process_token, token_running
 
@@ -279,6 +280,8 @@ class SqliteLedger:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _turn_file(self) -> int | None:
+        """This process's descriptor of the lock file, opened at its first write; None where
+        it cannot be made (writers poll then)."""
         pid = os.getpid()
         if self._turns is not None:
             opened_by, fd = self._turns
@@ -483,9 +486,7 @@ class SqliteLedger:
         """Of ``sizes``, those of letters' own files with a digest (see the Ledger port):
         one read of the index sends_by_file per _KEYS_PER_SELECT sizes."""
         found: set[int] = set()
-        listed = sorted(sizes)
-        for start in range(0, len(listed), _KEYS_PER_SELECT):
-            chunk = listed[start : start + _KEYS_PER_SELECT]
+        for chunk in _chunks(sorted(sizes)):
             marks = ", ".join("?" * len(chunk))
             page = self._statement(
                 "sent_sizes",
@@ -809,8 +810,7 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
 def _record_sent(letter: SentLetter, now: float) -> tuple[str, tuple[object, ...]]:
     """The statement, and its values, that records ``letter`` (key, message id, uncertain,
     and maybe its own file) sent at ``now``."""
-    key, message_id, uncertain, *more = letter
-    file = more[0] if more else None
+    key, message_id, uncertain, file = letter_parts(letter)
     if file is None:
         return _RECORD_SENT, (message_id, int(uncertain), now, key)
     return _RECORD_SENT_FILE, (message_id, int(uncertain), now, *_file_values(file), key)
@@ -865,7 +865,8 @@ _SETTLED_PAGE = 10_000
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
 
 
-def _chunks(keys: list[str]) -> list[list[str]]:
+def _chunks(keys: list[_T]) -> list[list[_T]]:
+    """``keys`` in lists of _KEYS_PER_SELECT at most, each the parameters of one statement."""
     return [
         keys[start : start + _KEYS_PER_SELECT] for start in range(0, len(keys), _KEYS_PER_SELECT)
     ]

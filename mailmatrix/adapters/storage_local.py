@@ -13,12 +13,11 @@ import shutil
 import stat
 import tempfile
 import unicodedata
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from mailmatrix.core.contents import SAMPLE_BYTES, SAMPLE_CHECKSUM, sample_print
+from mailmatrix.core.contents import SAMPLE_CHECKSUM, print_of_samples
 from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
 
@@ -269,13 +268,7 @@ def open_recipients(path: Path) -> BinaryIO:
 def _sample_print(fd: int, size: int) -> str:
     """LocalStorage.checksum's print of the file open on ``fd``: contents.sample_print of
     its bytes, read as three samples (the ledger keeps the same print of a letter's file)."""
-    if size <= 3 * SAMPLE_BYTES:
-        return SAMPLE_CHECKSUM + sample_print(os.pread(fd, size, 0))
-    middle = (size - SAMPLE_BYTES) // 2
-    crc = zlib.crc32(os.pread(fd, SAMPLE_BYTES, 0))
-    crc = zlib.crc32(os.pread(fd, SAMPLE_BYTES, middle), crc)
-    crc = zlib.crc32(os.pread(fd, SAMPLE_BYTES, size - SAMPLE_BYTES), crc)
-    return f"{SAMPLE_CHECKSUM}{crc:08x}"
+    return SAMPLE_CHECKSUM + print_of_samples(lambda offset, n: os.pread(fd, n, offset), size)
 
 
 def _md5(stream: BinaryIO) -> str:

@@ -122,13 +122,21 @@ def sample_print(data: bytes | memoryview) -> str:
     """The CRC-32 of three samples of SAMPLE_BYTES of ``data`` (start, middle, end; all of it
     when it is smaller), in hex: files whose prints differ differ; equal prints only make
     two files candidates, whose bytes decide."""
-    size = len(data)
+    return print_of_samples(lambda offset, length: data[offset : offset + length], len(data))
+
+
+def print_of_samples(read: Callable[[int, int], bytes | memoryview], size: int) -> str:
+    """sample_print of a file of ``size`` bytes whose samples ``read(offset, length)`` gives
+    (a folder reads only them from the file: the ledger keeps the print of a letter's bytes,
+    and the two must agree)."""
     if size <= 3 * SAMPLE_BYTES:
-        return f"{zlib.crc32(data):08x}"
-    middle = (size - SAMPLE_BYTES) // 2
-    crc = zlib.crc32(data[:SAMPLE_BYTES])
-    crc = zlib.crc32(data[middle : middle + SAMPLE_BYTES], crc)
-    crc = zlib.crc32(data[size - SAMPLE_BYTES :], crc)
+        spans = [(0, size)]
+    else:
+        spans = [(0, SAMPLE_BYTES), ((size - SAMPLE_BYTES) // 2, SAMPLE_BYTES)]
+        spans.append((size - SAMPLE_BYTES, SAMPLE_BYTES))
+    crc = 0
+    for offset, length in spans:
+        crc = zlib.crc32(read(offset, length), crc)
     return f"{crc:08x}"
 
 

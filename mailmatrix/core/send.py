@@ -507,10 +507,7 @@ class _Batch:
         """Record the last row sent, when no claim of a next row has recorded it."""
         if self.unrecorded is not None:
             key, message_id, uncertain, file = self.unrecorded
-            if file is None:
-                self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain)
-            else:
-                self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain, file=file)
+            self.ledger.record_sent(key, message_id=message_id, uncertain=uncertain, **_kept(file))
             self.unrecorded = None
 
     def check_campaign(self) -> None:
@@ -807,8 +804,8 @@ class _Batch:
 
 
 def _kept(file: LetterFile | None) -> dict[str, LetterFile]:
-    """record_failed's keyword for ``file``: none at all without one, the call as it was
-    before letters kept their files (which ledgers written for it still take)."""
+    """record_sent's and record_failed's keyword for ``file``: none at all without one, the
+    call as it was before letters kept their files (which ledgers written for it still take)."""
     return {} if file is None else {"file": file}
 
 

@@ -311,3 +311,17 @@ def test_a_file_right_in_its_folder_is_read_whole_by_tag_or_without(tmp_path, si
     tag = _listed_tag(storage, "attachments/anna.pdf")
     assert storage.get("attachments/anna.pdf", tag=tag) == content
     assert storage.get("attachments/anna.pdf") == content
+
+
+@pytest.mark.parametrize("size", [0, 100, 3 * 4096, 3 * 4096 + 1, 51200])
+def test_a_folders_print_of_a_file_is_the_print_of_its_bytes(tmp_path, size):
+    # The ledger keeps sample_print of a letter's bytes; validation compares it with the
+    # folder's print of a file, read as samples: the two must agree at every size.
+    from mailmatrix.core.contents import SAMPLE_CHECKSUM, sample_print
+
+    content = os.urandom(size)
+    (tmp_path / "attachments").mkdir()
+    (tmp_path / "attachments" / "a.pdf").write_bytes(content)
+    storage = LocalStorage(tmp_path)
+
+    assert storage.checksum("attachments/a.pdf") == SAMPLE_CHECKSUM + sample_print(content)
