@@ -85,13 +85,23 @@ class SendError(MailMatrixError):
     ``refused``: the service answered that it did not take the message (an SMTP 4xx reply,
     a throttle), so no copy went out; otherwise (a timeout, a dropped connection, a 5xx) it
     may have, and a later send of the row is reported as a possible duplicate.
+    ``recipient``: the refusal concerns this recipient only (an SMTP reply to RCPT about the
+    mailbox or its address), not the service's taking of mail in general.
     """
 
     retryable = False
 
-    def __init__(self, message: str, *, details: dict | None = None, refused: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict | None = None,
+        refused: bool = False,
+        recipient: bool = False,
+    ):
         super().__init__(message, details=details)
         self.refused = refused
+        self.recipient = recipient
 
 
 class Throttled(SendError):

@@ -12,7 +12,10 @@ message that is then reported as failed.
 
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
-authentication failures and a used-up daily quota halt the campaign. A message counts as
+authentication failures and a used-up daily quota halt the campaign. A refused RCPT about
+the recipient (mailbox or address class) is marked so (``SendError.recipient``): send_batch
+halts a campaign whose service refused every try of several rows in a row, but not for a
+run of such recipients. A message counts as
 sent on a 2xx reply to its content only after a 354 to DATA: a success to DATA itself means
 the content was never sent.
 """
@@ -42,7 +45,9 @@ from mailmatrix.errors import (
 
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
-_RATE_WORDS = ("rate", "throttl", "too many messages", "try again later")
+# Words of a reply that asks for a slower rate. "Try again later" alone is not one: it says
+# "not now" (greylisting, a busy server), which send_batch handles as a refusal.
+_RATE_WORDS = ("rate", "throttl", "too many messages")
 
 
 @dataclass(frozen=True)
@@ -392,17 +397,19 @@ def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = Fa
     """Turn an SMTP reply into the Mailer port's error.
 
     ``recipient``: the reply to a RCPT. One whose enhanced status code is of the mailbox
-    class (X.2.X, RFC 3463: "receiving mail at a rate", "over its daily quota") is about that
+    class (X.2.X, RFC 3463: "receiving mail at a rate", "over its daily quota") or about the
+    recipient's address (X.1.1 to X.1.6: no such mailbox, domain not found) is about that
     recipient, not the account: it neither throttles nor halts the campaign, or one limited
     mailbox would stop every row after it, in every retry and redrive.
     """
     text = _text(reply)
     message = f"{where}: {code} {text}"
     lowered = text.lower()
-    if recipient and _MAILBOX_STATUS.match(text):
+    if recipient and _RECIPIENT_STATUS.match(text):
         if 400 <= code < 500:
-            return TransientSendError(message, details={"code": code}, refused=True)
-        return PermanentSendError(message, details={"code": code})
+            details = {"code": code}
+            return TransientSendError(message, details=details, refused=True, recipient=True)
+        return PermanentSendError(message, details={"code": code}, recipient=True)
     if code in (530, 534, 535, 538):
         return AccountSendingHalted(message, details={"code": code})
     if ("daily" in lowered and "quota" in lowered) or "sending paused" in lowered:
@@ -417,8 +424,10 @@ def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = Fa
     return PermanentSendError(message, details={"code": code})
 
 
-# An enhanced status code of the mailbox class at the start of a reply's text: 4.2.1, 5.2.2.
-_MAILBOX_STATUS = re.compile(r"[45]\.2\.\d{1,3}\b")
+# An enhanced status code about the recipient at the start of a reply's text: of the mailbox
+# class (4.2.1, 5.2.2) or of the addressing class about the destination (4.1.1 to 4.1.6;
+# 4.1.7 and 4.1.8 are about the sender's address, which every row shares).
+_RECIPIENT_STATUS = re.compile(r"[45]\.(?:2\.\d{1,3}|1\.[1-6])\b")
 
 
 def _text(reply: bytes | str) -> str:

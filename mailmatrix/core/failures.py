@@ -53,6 +53,11 @@ DRILL_QUOTA_ADVICE = (
     "so it stops the same way after as many messages."
 )
 
+# The code of the halt a batch records when the mail service refused every try of several rows
+# in a row (send_batch), and the words its reason begins with.
+SERVICE_REFUSING = "ServiceRefusing"
+REFUSING_WORDS = "the mail service refused every try of"
+
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
 
@@ -111,6 +116,13 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "once enough of it is free again: each message counts for 24 hours after it was "
             "sent (for SES: aws sesv2 get-account shows SentLast24Hours of Max24HourSend), "
             "or once the quota has been raised."
+        )
+    if any(REFUSING_WORDS in text for text in real):
+        return (
+            "the mail service refused every message for now (see above: a greylisting or busy"
+            " server, or one that holds this sender's mail): redrive in a few minutes, rows"
+            " already sent are skipped; if it stops the same way, ask the server's operator"
+            " why it refuses the mail."
         )
     if real:
         return (

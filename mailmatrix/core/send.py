@@ -17,6 +17,9 @@ sorted into four kinds (docs/sending.md):
 - AccountSendingHalted: the account cannot send at all. The batch stops, the campaign is
   marked halted in the ledger so every other batch stops before calling the mailer, and the
   error is raised (the state machine does not retry it). Rows not attempted stay unsent.
+  So too when the service refused every try of ``refusing_rows`` rows in a row for now
+  (SMTP 4xx not about the recipient: greylisting, a busy or paused server): the next rows,
+  and every retry of the batch, would only be refused the same way (ServiceRefusing).
 
 A batch reads its campaign in the ledger before its first row, then at most every
 halt_check_s (one read: Ledger.campaign_status), and stops:
@@ -42,6 +45,7 @@ from typing import Any
 
 from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.contents import sample_print
+from mailmatrix.core.failures import REFUSING_WORDS, SERVICE_REFUSING
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
@@ -145,6 +149,8 @@ class RetryPolicy:
     campaign halt stops batches for ``halt_hold_s`` after it was recorded; later batches (a
     redrive) try again. A running batch looks for a halt every ``halt_check_s``.
     ``reserve_s``: stop starting rows this close to the invocation's deadline.
+    ``refusing_rows``: rows in a row whose every try the service refused, not for reasons of
+    their recipients, that halt the campaign (ServiceRefusing).
     """
 
     tries: int = 5
@@ -155,6 +161,7 @@ class RetryPolicy:
     halt_hold_s: float = 60.0
     halt_check_s: float = 0.25
     reserve_s: float = 30.0
+    refusing_rows: int = 3
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Full-jitter delay before the next try after ``failures`` failed tries."""
@@ -435,11 +442,13 @@ class _Superseded(Exception):
 
 
 class _Defer(Exception):
-    """Internal: this row's passing fault outlasted its tries; the other rows go on."""
+    """Internal: this row's passing fault outlasted its tries; the other rows go on.
+    ``refusal``: the service refused every try, not for reasons of the recipient."""
 
-    def __init__(self, error: SendError) -> None:
+    def __init__(self, error: SendError, *, refusal: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
+        self.refusal = refusal
 
 
 @dataclass
@@ -469,6 +478,8 @@ class _Batch:
     # The campaign's template sets: each claim checks the address's letters of the others
     # (Ledger.claim's ``others``; none in a campaign of one set).
     sets: tuple[str, ...] = ()
+    # Rows in a row, up to the current one, whose every try the service refused for now.
+    refusals: int = 0
 
     @property
     def campaign_id(self) -> str:
@@ -658,7 +669,8 @@ class _Batch:
                     if kind is Throttled or isinstance(exc, ServiceUnreachable):
                         # the rate, or no way to the service: the next rows would fail too
                         raise _Stop(error) from exc
-                    raise _Defer(error) from exc  # this recipient: the next rows may go
+                    refusal = exc.refused and not exc.recipient and not uncertain
+                    raise _Defer(error, refusal=refusal) from exc  # the next rows may go
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
@@ -755,6 +767,7 @@ class _Batch:
             self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=file)
             return
         except _Defer as defer:
+            self.count_refusal(item, defer)
             self.result.rows.append(
                 {
                     "row": row,
@@ -765,8 +778,10 @@ class _Batch:
             )
             return
         except SendError as exc:  # not retryable, not an account halt: this row only
+            self.refusals = 0  # the service answered for this row alone
             self.fail(item, error_code(exc), error_text(exc))
             return
+        self.refusals = 0
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -775,6 +790,29 @@ class _Batch:
         # Uncertain only for tries of this attempt: a takeover is already in the ledger.
         self.unrecorded = (item["key"], message_id, uncertain, file)
         self.result.rows.append(entry)
+
+    def count_refusal(self, item: Mapping[str, Any], defer: _Defer) -> None:
+        """Count a row deferred because the service refused it; the last of ``refusing_rows``
+        in a row halts the campaign (raises _Stop: this row is deferred with the rest)."""
+        if not defer.refusal:
+            self.refusals = 0
+            return
+        self.refusals += 1
+        if self.refusals < self.policy.refusing_rows:
+            return
+        last = defer.__cause__ if isinstance(defer.__cause__, SendError) else defer.error
+        reason = (
+            f"{REFUSING_WORDS} {self.refusals} rows in a row: it takes no mail now"
+            f" (the last reply: {error_text(last)})"
+        )
+        self.ledger.halt(
+            self.campaign_id, code=SERVICE_REFUSING, reason=reason, attempt=self.attempt
+        )
+        raise _Stop(
+            AccountSendingHalted(
+                f"send_batch: row {item['row']}: {reason}", details={"code": SERVICE_REFUSING}
+            )
+        ) from defer.error
 
     def listed_file(self, item: Mapping[str, Any]) -> LetterFile | None:
         """The row's own file as validation listed it, read for a letter that earlier

@@ -357,3 +357,59 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         "jo@gmail.com",
     ]
     assert f"Templates: {own} From: HR <hr@example.net>" in said
+
+
+class NotNow(Inbox):
+    """Answers every RCPT "not now" (a greylisting or paused server) until ``taking``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taking = False
+        self.refused = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self.lock:
+            if not self.taking:
+                self.refused += 1
+                return "450 4.3.2 Service currently unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_server_refusing_all_mail_for_now_stops_the_run_after_three_rows(tmp_path: Path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN a server that answers "not now" to every recipient
+    server = NotNow()
+    port = _free_port()
+    controller = Controller(server, hostname=HOST, port=port)
+    controller.start()
+    workdir = str(tmp_path / "work")
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", workdir]
+    run += ["--smtp", f"smtp://{HOST}:{port}", "--json"]
+    try:
+        # WHEN the demo campaign (18 valid rows) runs through it
+        first = CliRunner().invoke(cli, run)
+
+        # THEN it stops after every try of three rows (5 each), not every try of all 18 in
+        # every retry of the batch, and says when to go on
+        result = json.loads(first.stdout)
+        assert first.exit_code == 1, first.output
+        assert (server.refused, len(server.envelopes)) == (15, 0)
+        assert result["counts"]["sent"] == 0
+        assert result["redrive_advice"].startswith("the mail service refused every message for now")
+
+        # WHEN the server takes mail again and the run is redriven
+        server.taking = True
+        again = CliRunner().invoke(cli, ["redrive", result["execution"], "--workdir", workdir])
+
+        # THEN every valid row goes out, once
+        assert again.exit_code == 0, again.output
+        assert len({tuple(rcpts) for _, rcpts, _ in server.envelopes}) == 18
+        assert len(server.envelopes) == 18
+    finally:
+        controller.stop()

@@ -641,10 +641,36 @@ MAILBOX_RATE = (
     [
         (MAILBOX_RATE, TransientSendError),
         ("552 5.2.2 Mailbox over its daily quota", PermanentSendError),
+        ("450 4.1.2 <amy@example.com>: domain not found, try again later", TransientSendError),
     ],
-    ids=["4.2.1-rate", "5.2.2-daily-quota"],
+    ids=["4.2.1-rate", "5.2.2-daily-quota", "4.1.2-domain"],
 )
 def test_a_recipient_s_own_mailbox_limit_neither_throttles_nor_halts_the_campaign(reply, error):
+    refusal = _rcpt_refused_with(reply)
+
+    assert type(refusal) is error  # not Throttled, not AccountSendingHalted
+    assert refusal.refused == (error is TransientSendError)
+    assert refusal.recipient  # a run of such rows does not halt the campaign either
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "451 4.7.1 Greylisted, please try again later",
+        "450 4.1.8 <talent@example.com>: sender address rejected: domain not found",
+    ],
+    ids=["greylisted", "4.1.8-sender"],
+)
+def test_a_refusal_of_all_mail_for_now_is_neither_a_throttle_nor_about_the_recipient(reply):
+    refusal = _rcpt_refused_with(reply)
+
+    # "try again later" is "not now", not "slower": a run of such rows halts the campaign
+    assert type(refusal) is TransientSendError
+    assert refusal.refused and not refusal.recipient
+
+
+def _rcpt_refused_with(reply: str) -> SendError:
+    """The error of a send whose one recipient the server refuses with ``reply``."""
     handler = Recorder()
     handler.rcpt_reply["amy@example.com"] = reply
     with (
@@ -653,9 +679,7 @@ def test_a_recipient_s_own_mailbox_limit_neither_throttles_nor_halts_the_campaig
         pytest.raises(SendError) as caught,
     ):
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
-
-    assert type(caught.value) is error  # not Throttled, not AccountSendingHalted
-    assert caught.value.refused == (error is TransientSendError)
+    return caught.value
 
 
 def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):

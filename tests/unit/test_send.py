@@ -1186,3 +1186,91 @@ def test_a_superseded_batch_whose_templates_lost_a_set_is_superseded(ledger, clo
         catalog=load_catalog(TWO_SETS),
     )
     assert {r["code"] for r in result.rows} == {"Superseded"}
+
+
+class RefusesRows:
+    """A mailer whose answer to each row (by its recipient) is scripted: an error raised on
+    every try of that row, or none (the row is taken)."""
+
+    def __init__(self, **refusals: SendError) -> None:
+        self.refusals = refusals
+        self.calls: list[str] = []
+
+    def send(self, raw, *, sender, destinations):
+        recipient = destinations[0].split("@")[0]
+        self.calls.append(recipient)
+        if recipient in self.refusals:
+            raise self.refusals[recipient]
+        return f"id-{len(self.calls)}"
+
+
+def _not_now() -> TransientSendError:
+    return TransientSendError("smtp: 450 4.3.2 Service currently unavailable", refused=True)
+
+
+def test_a_service_that_refuses_every_try_of_three_rows_in_a_row_halts_the_campaign(ledger, clock):
+    # GIVEN a server answering "not now" to every try of every row (greylisting, paused)
+    policy = RetryPolicy(tries=3)
+    mailer = RefusesRows(**{f"person{row}": _not_now() for row in range(2, 12)})
+    first, sibling = items(10)[:8], items(10)[8:]
+
+    # WHEN a batch of 8 rows runs
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(first, mailer, ledger, clock, policy=policy)
+
+    # THEN it stops at the third row refused in a row, not after trying all eight: 3 x 3 tries
+    assert mailer.calls == ["person2"] * 3 + ["person3"] * 3 + ["person4"] * 3
+    assert halted.value.details["code"] == "ServiceRefusing"
+    assert halted.value.message == (
+        "send_batch: row 4: the mail service refused every try of 3 rows in a row: it takes no"
+        " mail now (the last reply: smtp: 450 4.3.2 Service currently unavailable)"
+    )
+    assert halted.value.details["deferred"] == [4, 5, 6, 7, 8, 9]
+    assert [r["status"] for r in halted.value.details["result"]["rows"]] == ["deferred"] * 2
+    # AND the campaign is halted, so another batch stops before asking the server at all
+    assert ledger.campaign_status(CID).halt.code == "ServiceRefusing"
+    with pytest.raises(AccountSendingHalted):
+        run(sibling, mailer, ledger, clock, attempt="child-2", policy=policy)
+    assert len(mailer.calls) == 9
+    # AND nothing was recorded sent or failed for good: a redrive sends every row
+    assert {o.state for o in ledger.outcomes(CID)} == {"released"}
+
+
+def test_a_row_taken_between_refusals_starts_the_count_again(ledger, clock):
+    # GIVEN refusals of rows 2, 3, 5, 6 (row 4 is taken) and of rows 8, 9 (row 7 is refused
+    # for good, an answer about that recipient)
+    refusals: dict[str, SendError] = {f"person{row}": _not_now() for row in (2, 3, 5, 6, 8, 9)}
+    refusals["person7"] = PermanentSendError("smtp: 550 5.1.1 no such user")
+    mailer = RefusesRows(**refusals)
+
+    # WHEN the batch runs
+    with pytest.raises(TransientSendError) as deferred:
+        run(items(8), mailer, ledger, clock, policy=RetryPolicy(tries=2))
+
+    # THEN no halt: never three refused rows in a row; the refused rows wait for a retry
+    assert type(deferred.value) is TransientSendError
+    assert deferred.value.details["deferred"] == [2, 3, 5, 6, 8, 9]
+    assert ledger.campaign_status(CID).halt is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        TransientSendError("smtp: 450 4.2.1 mailbox busy", refused=True, recipient=True),
+        TransientSendError("smtp: connection lost while awaiting the reply"),  # may be taken
+    ],
+    ids=["about-the-recipient", "unknown-outcome"],
+)
+def test_faults_that_say_nothing_of_the_service_taking_mail_never_halt_it(ledger, clock, fault):
+    # GIVEN every row meets a fault that is about its recipient, or not a refusal
+    mailer = RefusesRows(**{f"person{row}": fault for row in range(2, 8)})
+
+    # WHEN a batch of six rows runs (unknown outcomes allowed as often as tries)
+    with pytest.raises(TransientSendError) as deferred:
+        run(items(6), mailer, ledger, clock, policy=RetryPolicy(tries=2, unknown_tries=10))
+
+    # THEN every row was tried, each waits for a retry, and the campaign is not halted
+    assert type(deferred.value) is TransientSendError
+    assert len(mailer.calls) == 12
+    assert deferred.value.details["deferred"] == [2, 3, 4, 5, 6, 7]
+    assert ledger.campaign_status(CID).halt is None
