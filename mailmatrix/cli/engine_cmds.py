@@ -599,9 +599,12 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             from mailmatrix.cli import run_cmd
 
             run_cmd.stop_on_signals()  # as `run` stops
-            record = _with_progress(
-                lambda listener: local.redrive(workdir, execution, listener=listener)
-            )
+            try:
+                record = _with_progress(
+                    lambda listener: local.redrive(workdir, execution, listener=listener)
+                )
+            except KeyboardInterrupt:  # the engine turns one inside the execution into ABORTED
+                run_cmd.stopped_outside_the_engine("redrive", workdir)
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
             result = run_cmd.outcome_of(

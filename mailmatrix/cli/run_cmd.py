@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -37,6 +37,7 @@ from mailmatrix.core.report import (
     superseded_hint,
     unknown_advice,
 )
+from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
@@ -559,6 +560,9 @@ def run(
         stop_display(progress)
         click.echo(f"mailmatrix run: {_os_error_hint(error, workdir)}", err=True)
         sys.exit(exits.RUN_FAILED)
+    except KeyboardInterrupt:  # the engine turns one inside an execution into ABORTED
+        stop_display(progress)
+        stopped_outside_the_engine("run", workdir)
     finally:
         stop_display(progress)
 
@@ -671,7 +675,11 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
 def stop_on_signals() -> None:
     """Take SIGTERM, and SIGHUP (the terminal closed), as Ctrl-C: the engine aborts the
     execution, batches end after the email they are on, and a redrive resumes it. A SIGHUP
-    ignored from the start (``nohup``) stays ignored."""
+    ignored from the start (``nohup``) stays ignored. Each also records the stop for the
+    engine (engine.stopping), which sees it even where Python dropped the KeyboardInterrupt."""
+    stopping.clear()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     hangup = getattr(signal, "SIGHUP", None)  # POSIX
     if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
@@ -684,7 +692,21 @@ _hung_up: list[int] = []  # SIGHUP, once it came
 def _interrupt(signum: int, frame: Any) -> None:
     if signum == getattr(signal, "SIGHUP", None):
         _hung_up.append(signum)
+    stopping.request()
     raise KeyboardInterrupt
+
+
+def stopped_outside_the_engine(command: str, workdir: Path) -> NoReturn:
+    """Exit as stopped (130) for a stop that came before the engine ran an execution, or
+    after it ended: say so, and how to see whether one began."""
+    shown = shlex.quote(str(workdir))
+    click.echo(
+        f"mailmatrix {command}: stopped (Ctrl-C, SIGTERM or SIGHUP) outside an execution's"
+        f" run: `mailmatrix executions --workdir {shown}` shows whether one began, and"
+        " `mailmatrix redrive ID` sends the rest of one that was stopped",
+        err=True,
+    )
+    sys.exit(exits.STOPPED)
 
 
 def stop_display(progress: Progress | None) -> None:

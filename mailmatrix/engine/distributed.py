@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mailmatrix.engine import errors as E
-from mailmatrix.engine import jsonpath
+from mailmatrix.engine import jsonpath, stopping
 from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.interpreter import (
     EventLog,
@@ -306,6 +306,7 @@ class MapRunner:
             in_flight: set[concurrent.futures.Future] = set()
             try:
                 while True:
+                    stopping.check()  # a stop whose KeyboardInterrupt Python dropped
                     while len(in_flight) < workers and not _exceeded(run, counts, total):
                         nxt = next(todo, None)
                         if nxt is None:
@@ -314,7 +315,9 @@ class MapRunner:
                     if not in_flight:
                         break
                     done, in_flight = concurrent.futures.wait(
-                        in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+                        in_flight,
+                        timeout=_STOP_LOOK_SECONDS,
+                        return_when=concurrent.futures.FIRST_COMPLETED,
                     )
                     for future in done:
                         future.result()
@@ -559,6 +562,10 @@ class _ResultFiles:
         # The buffer itself, not a copy of its 8 MB: stores take any bytes-like body.
         self.put(self.bucket, key, body)
         self.files[status].append({"Key": key, "Size": len(body)})
+
+
+# How often a Map waiting for its children looks for a stop whose KeyboardInterrupt was lost.
+_STOP_LOOK_SECONDS = 0.5
 
 
 def _despite_interrupts(step: Callable[[], object]) -> None:

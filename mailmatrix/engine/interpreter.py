@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmatrix.engine import choice, intrinsics, jsonpath
+from mailmatrix.engine import choice, intrinsics, jsonpath, stopping
 from mailmatrix.engine import errors as E
 from mailmatrix.engine.errors import ExecutionAborted, StatesError
 from mailmatrix.engine.registry import LAMBDA_INVOKE, ResourceRegistry, is_function_arn
@@ -171,6 +171,8 @@ class Interpreter:
                 err.state_input = data  # type: ignore[attr-defined]
                 raise err
             try:
+                if scope.top:  # a stop whose KeyboardInterrupt Python dropped
+                    stopping.check()
                 data, name, out_text = self.run_state(name, state, data, scope, text)
             except KeyboardInterrupt:
                 if not scope.top:

@@ -3027,3 +3027,34 @@ def test_a_workdir_below_a_file_is_bad_usage_and_nothing_is_made(tmp_path):
     assert code == 2, said
     assert f"{tmp_path / 'f'} is a file, not a folder" in said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("command", ["run", "redrive"])
+def test_a_stop_outside_an_execution_exits_as_stopped_and_says_where_to_look(
+    tmp_path, monkeypatch, command
+):
+    from mailmatrix import local
+    from mailmatrix.cli import run_cmd
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # as a signal before the engine ran the execution, or after
+
+    # GIVEN a workdir with an earlier run (redrive needs its settings)
+    workdir = tmp_path / "work"
+    first = CliRunner().invoke(
+        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    )
+    execution = json.loads(first.stdout)["execution"]
+    monkeypatch.setattr(run_cmd, "run_campaign", stopped)
+    monkeypatch.setattr(local, "redrive", stopped)
+
+    # WHEN the command is stopped outside the engine
+    args = {"run": ["run", str(EXAMPLE / "recipients.csv")], "redrive": ["redrive", execution]}
+    result = CliRunner().invoke(cli, [*args[command], "--workdir", str(workdir)])
+
+    # THEN it exits 130 (stopped), not click's "Aborted!" (1), and says how to see what ran
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert "Aborted!" not in said
+    assert f"mailmatrix {command}: stopped (Ctrl-C, SIGTERM or SIGHUP) outside" in said
+    assert f"`mailmatrix executions --workdir {workdir}` shows whether one began" in said

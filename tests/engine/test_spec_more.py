@@ -532,6 +532,71 @@ def test_a_stopped_execution_is_aborted_and_its_redrive_runs_only_what_did_not_r
     assert calls == [0, 1, 2, 3, 3, 4, 5]
 
 
+@pytest.fixture
+def lost_stop() -> Any:
+    """stopping.request as a signal handler calls it, for a stop whose KeyboardInterrupt
+    Python then dropped (raised in a fork handler, a __del__): forgotten after the test."""
+    from mailmatrix.engine import stopping
+
+    yield stopping.request
+    stopping.clear()
+
+
+def test_a_stop_whose_interrupt_was_lost_still_aborts_the_map_before_its_next_child(
+    engine: Engine, registry: ResourceRegistry, lost_stop: Any
+) -> None:
+    # GIVEN a Distributed Map whose fourth child is running when a stop comes, whose
+    # KeyboardInterrupt never reaches the engine
+    calls: list[int] = []
+
+    def work(event: Any, context: Any) -> Any:
+        calls.append(event)
+        if event == 3 and calls.count(3) == 1:
+            lost_stop()
+        return event
+
+    registry.register_lambda("Work", work)
+
+    # WHEN it runs, one child at a time
+    record = run(engine, distributed(LAMBDA_END, MaxConcurrency=1), list(range(6)))
+
+    # THEN the Map starts no child after it, and the execution is ABORTED there
+    assert record["status"] == "ABORTED"
+    assert record["failedState"]["state"] == "M"
+    assert calls == [0, 1, 2, 3]
+    assert "MapRunAborted" in types(engine, record)
+
+
+def test_a_stop_whose_interrupt_was_lost_still_aborts_before_the_next_state(
+    engine: Engine, registry: ResourceRegistry, lost_stop: Any
+) -> None:
+    # GIVEN two Task states, the first of which sees a stop whose KeyboardInterrupt is lost
+    calls: list[str] = []
+
+    def work(event: Any, context: Any) -> Any:
+        calls.append(event["at"])
+        if event["at"] == "First":
+            lost_stop()
+        return event
+
+    registry.register_lambda("Work", work)
+    definition = {
+        "StartAt": "First",
+        "States": {
+            "First": lambda_state("Work", Parameters={"at": "First"}, Next="Second"),
+            "Second": lambda_state("Work", Parameters={"at": "Second"}, End=True),
+        },
+    }
+
+    # WHEN it runs
+    record = run(engine, definition, {})
+
+    # THEN the second state never runs: the execution is ABORTED before it
+    assert calls == ["First"]
+    assert record["status"] == "ABORTED"
+    assert record["failedState"]["state"] == "Second"
+
+
 def test_a_stop_interrupted_again_still_lets_the_running_children_end(
     engine: Engine, registry: ResourceRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
