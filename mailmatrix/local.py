@@ -604,6 +604,87 @@ def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | Non
     )
 
 
+# The workdirs that `run` delivered through a mail server from (their absolute paths), kept in
+# the default workdir: a file's first run in another workdir is checked against them.
+KNOWN_WORKDIRS = "known-workdirs.json"
+
+
+def check_other_workdirs(wd: Workdir, campaign: str, name: str, delivery: str) -> None:
+    """Refuse (DeliveryChanged) the first run of a file in ``wd`` through the mail server
+    ``delivery`` when a run in another known workdir sent letters of the same file through
+    it: this workdir's ledger knows nothing of them, and would mail those people again (a
+    mistyped or forgotten --workdir). Then remember ``wd``. Outbox trials, and runs through
+    another server (a rehearsal with a mail catcher), are not held back."""
+    known = _known_workdirs()
+    here = str(wd.root.resolve())
+    for other in known:
+        if other == here:
+            continue
+        sent = _sent_through(Workdir(Path(other)), campaign, delivery)
+        if sent:
+            shown = shlex.quote(other)
+            raise DeliveryChanged(
+                f"{name}: a run in another workdir, {other}, already sent {sent} letter(s) of a"
+                f" file named {name} through {delivery}, and this workdir ({wd.root}) has no"
+                " record of them: a run here would mail those people again; nothing was sent."
+                f" To send the rest of that campaign, run it there (--workdir {shown}). If this"
+                " file is another campaign (other people, or the same people mailed again on"
+                " purpose), give it a new file name and run that"
+            )
+    _remember_workdir(known, here)
+
+
+def _sent_through(other: Workdir, campaign: str, delivery: str) -> int:
+    """How many letters of ``campaign`` runs in ``other`` sent through ``delivery`` (0 when
+    they delivered another way, or the workdir is gone or unreadable)."""
+    try:
+        earlier = _deliveries(other).get(campaign)
+        if not isinstance(earlier, dict) or earlier.get("delivery") != delivery:
+            return 0
+        if not other.ledger.is_file():
+            return 0
+        with _local_ledger(other, read_only=True) as ledger:
+            return ledger.sent_count(campaign)
+    except (OSError, MailMatrixError) as exc:
+        log.debug("run: workdir %s not checked for earlier runs: %s", other.root, exc)
+        return 0
+
+
+def _known_workdirs() -> list[str]:
+    """The workdirs `run` delivered through a mail server from, and the default workdir."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    default = default_workdir()
+    known = [str(default.resolve())]
+    try:
+        found = json.loads((default / KNOWN_WORKDIRS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        found = []
+    if isinstance(found, list):
+        known += [path for path in found if isinstance(path, str) and path not in known]
+    return known
+
+
+def _remember_workdir(known: list[str], here: str) -> None:
+    """Add ``here`` to the known workdirs (best effort: a default workdir that cannot be
+    written only leaves this one out of later checks)."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    if here in known:
+        return
+    default = default_workdir()
+    try:
+        with _ways_locked(Workdir(default)):
+            kept = _known_workdirs()[1:]
+            if here not in kept:
+                path = default / KNOWN_WORKDIRS
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps([*kept, here], indent=2) + "\n", encoding="utf-8")
+                os.replace(tmp, path)
+    except (OSError, MailMatrixError) as exc:
+        log.debug("run: workdir %s not remembered: %s", here, exc)
+
+
 def check_earlier_runs(
     workdir: Path, csv_path: Path, templates: Path, attachments: Path, sets: Collection[str]
 ) -> bool:
@@ -801,6 +882,8 @@ def run_campaign(
     with _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
+        if first and way["delivery"] != "outbox":
+            check_other_workdirs(wd, campaign, csv_path.name, way["delivery"])
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         record_campaign_way(wd, campaign, way)

@@ -622,6 +622,15 @@ class SqliteLedger:
             )
         )
 
+    def sent_count(self, campaign: str) -> int:
+        """How many rows of ``campaign`` are recorded sent here."""
+        found = self._statement(
+            f"sent_count {campaign}",
+            "SELECT count(*) FROM sends WHERE campaign = ? AND state = 'sent'",
+            (campaign,),
+        )
+        return int(found[0][0]) if found else 0
+
     def failed_keys(
         self, campaign: str, *, failed_before: float | None = None, unknown: bool = False
     ) -> list[str]:

@@ -413,3 +413,65 @@ def test_a_server_refusing_all_mail_for_now_stops_the_run_after_three_rows(tmp_p
         assert len(server.envelopes) == 18
     finally:
         controller.stop()
+
+
+def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_another(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    csv_file = str(EXAMPLE / "recipients.csv")
+
+    def run(workdir: str, *more: str):
+        return CliRunner().invoke(cli, ["run", csv_file, "--workdir", workdir, *more])
+
+    # GIVEN the demo campaign sent through the server from one workdir
+    sent_from = str(tmp_path / "offers")
+    assert run(sent_from, "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+    # WHEN the same file runs through the same server from another workdir (mistyped)
+    again = run(str(tmp_path / "offer"), "--smtp", url)
+
+    # THEN it is refused before anything is sent, naming the workdir that sent it
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"a run in another workdir, {sent_from}, already sent 18 letter(s)" in said
+    assert f"run it there (--workdir {sent_from})" in said
+    assert len(inbox.envelopes) == 18
+
+    # AND a trial into the outbox there, and the run from the first workdir, are not held back
+    assert run(str(tmp_path / "offer")).exit_code == 0
+    assert run(sent_from, "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    catcher = Inbox()
+    port = _free_port()
+    controller = Controller(catcher, hostname=HOST, port=port)
+    controller.start()
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir"]
+    try:
+        # GIVEN a rehearsal of the campaign through a mail catcher, from its own workdir
+        rehearsal = [*run, str(tmp_path / "rehearsal"), "--smtp", f"smtp://{HOST}:{port}"]
+        assert CliRunner().invoke(cli, rehearsal).exit_code == 0
+
+        # WHEN the real send goes through the real server from another workdir
+        real = CliRunner().invoke(cli, [*run, str(tmp_path / "real"), "--smtp", url])
+
+        # THEN it goes out: the letters so far went to the catcher, not to the people
+        assert real.exit_code == 0, real.output
+        assert (len(catcher.envelopes), len(inbox.envelopes)) == (18, 18)
+    finally:
+        controller.stop()
