@@ -415,24 +415,30 @@ def _quoted_printable(text: str) -> bytes:
 
     quoprimime.body_encode encodes each line on its own (only CR and LF end lines once the
     other control characters are escaped), so lines are encoded one by one, and the lines
-    every row shares (most of a template) come from a cache.
+    every row shares (most of a template) come from a dict looked up inline: a function call
+    a line cost more than the lookup.
     """
     lines = text.encode("utf-8").splitlines()
-    encoded = [_qp_line(line.decode("latin-1")) for line in lines] if lines else [""]
-    encoded.append("")
-    return "\r\n".join(encoded).encode("ascii")
+    if not lines:
+        return b"\r\n"
+    known = _QP_LINES.get
+    encoded = [done if (done := known(line)) is not None else _qp_line(line) for line in lines]
+    encoded.append(b"")
+    return b"\r\n".join(encoded)
 
 
-def _qp_line(line: str) -> str:
-    """One line, quoted-printable, soft-wrapped with CRLF (``line`` holds no CR or LF)."""
-    if len(line) > _QP_CACHED_LINE:
-        return quoprimime.body_encode(line, _MAX_LINE, "\r\n")
-    return _qp_cached_line(line)
+_QP_LINES: dict[bytes, bytes] = {}  # line -> its encoding, for lines up to _QP_CACHED_LINE
+_QP_LINES_KEPT = 4096
 
 
-@functools.lru_cache(maxsize=4096)
-def _qp_cached_line(line: str) -> str:
-    return quoprimime.body_encode(line, _MAX_LINE, "\r\n")
+def _qp_line(line: bytes) -> bytes:
+    """One line not met lately, quoted-printable, soft-wrapped with CRLF (no CR or LF in it)."""
+    encoded = quoprimime.body_encode(line.decode("latin-1"), _MAX_LINE, "\r\n").encode("ascii")
+    if len(line) <= _QP_CACHED_LINE:
+        if len(_QP_LINES) >= _QP_LINES_KEPT:  # templates changed, or lines differ row by row
+            _QP_LINES.clear()
+        _QP_LINES[line] = encoded
+    return encoded
 
 
 def _base64_lines(data: bytes) -> bytes:

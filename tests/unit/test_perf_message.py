@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailmatrix.core import message
 from mailmatrix.core.message import build_message, destinations, encode_message, message_bytes
 from mailmatrix.core.templates import Rendered
 from mailmatrix.errors import PermanentSendError
@@ -175,6 +176,20 @@ def test_bodies_match_the_email_package(monkeypatch, text):
     for _ in range(2):
         slow, fast = both(monkeypatch, rendered=rendered, attachment=("a.pdf", b"1"), **BASE)
         assert fast == slow
+
+
+def test_bodies_match_the_email_package_when_the_line_cache_fills(monkeypatch):
+    # GIVEN a cache of encoded lines kept small, and bodies whose lines differ each time
+    monkeypatch.setattr(message, "_QP_LINES_KEPT", 5)
+    monkeypatch.setattr(message, "_QP_LINES", {})
+    shared = "Dear Zoë, a = b \n"
+    for n in range(12):
+        text = shared + "".join(f"row {n} line {i} é\n" for i in range(3))
+        rendered = Rendered(subject="s", html=None, text=text)
+        # WHEN both paths encode them THEN the bytes are identical, and the cache stays small
+        slow, fast = both(monkeypatch, rendered=rendered, attachment=None, **BASE)
+        assert fast == slow
+        assert len(message._QP_LINES) <= 5
 
 
 @pytest.mark.parametrize(
