@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -605,84 +606,142 @@ def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | Non
 
 
 # The workdirs that `run` delivered through a mail server from (their absolute paths), kept in
-# the default workdir: a file's first run in another workdir is checked against them.
+# the default workdir: a file's runs in a workdir are checked against the others.
 KNOWN_WORKDIRS = "known-workdirs.json"
 
 
-def check_other_workdirs(wd: Workdir, campaign: str, name: str, delivery: str) -> None:
-    """Refuse (DeliveryChanged) the first run of a file in ``wd`` through the mail server
-    ``delivery`` when a run in another known workdir sent letters of the same file through
-    it: this workdir's ledger knows nothing of them, and would mail those people again (a
-    mistyped or forgotten --workdir). Then remember ``wd``. Outbox trials, and runs through
-    another server (a rehearsal with a mail catcher), are not held back."""
-    known = _known_workdirs()
+@contextlib.contextmanager
+def _known_locked() -> Iterator[list[str]]:
+    """Hold the lock on the known workdirs (taken before any workdir's own lock) and yield
+    their list: the default workdir, then those `run` delivered through a server from. Two
+    runs starting at once check and record one after the other. Refuses (ConfigurationError)
+    when the list cannot be kept: a check that could not remember this run would let the
+    next one mail its people again."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    default = default_workdir()
+    path = default / KNOWN_WORKDIRS
+    try:
+        default.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(default / f".{KNOWN_WORKDIRS}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigurationError(_unkept(path, exc)) from exc
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        known = [str(default.resolve())]
+        try:
+            found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{path}: not readable ({exc}): it lists the workdirs that mailed through a"
+                " server, so that a file sent from one is not sent again from another. Restore"
+                " it, or delete it to start the list anew (the workdirs it named are then"
+                " unknown to the check)"
+            ) from exc
+        if not isinstance(found, list):
+            raise ConfigurationError(f"{path}: not a list of workdirs: restore it or delete it")
+        known += [entry for entry in found if isinstance(entry, str) and entry not in known]
+        yield known
+    finally:
+        os.close(fd)  # which releases the lock
+
+
+def _unkept(path: Path, exc: OSError) -> str:
+    return (
+        f"{path}: cannot be kept ({exc.strerror or exc}): runs through a mail server list their"
+        " workdirs there, so that a file sent from one is not sent again from another; make"
+        " the folder writable, or set MAILMATRIX_WORKDIR to one that is (nothing was sent)"
+    )
+
+
+def check_other_workdirs(
+    known: list[str], wd: Workdir, campaign: str, name: str, delivery: str
+) -> None:
+    """Refuse (DeliveryChanged) a run of a file in ``wd`` through the mail server
+    ``delivery`` when a run in another known workdir delivered a file of that name through
+    the same server (however its URL is written): this workdir's ledger knows nothing of its
+    letters, and would mail those people again (a mistyped or forgotten --workdir). Then add
+    ``wd`` to the known workdirs. Outbox trials, and runs through another server (a rehearsal
+    with a mail catcher), are not held back. Call under _known_locked, which gave ``known``."""
     here = str(wd.root.resolve())
     for other in known:
         if other == here:
             continue
-        sent = _sent_through(Workdir(Path(other)), campaign, delivery)
-        if sent:
-            shown = shlex.quote(other)
-            raise DeliveryChanged(
-                f"{name}: a run in another workdir, {other}, already sent {sent} letter(s) of a"
-                f" file named {name} through {delivery}, and this workdir ({wd.root}) has no"
-                " record of them: a run here would mail those people again; nothing was sent."
-                f" To send the rest of that campaign, run it there (--workdir {shown}). If this"
-                " file is another campaign (other people, or the same people mailed again on"
-                " purpose), give it a new file name and run that"
-            )
-    _remember_workdir(known, here)
+        found = _delivered_through(Workdir(Path(other)), campaign, delivery)
+        if found is None:
+            continue
+        server, sent = found
+        recorded = f" ({sent} letter(s) of it are recorded sent there)" if sent else ""
+        raise DeliveryChanged(
+            f"{name}: runs in another workdir, {other}, delivered a file named {name} through"
+            f" {server}{recorded}, and this workdir ({wd.root}) has no record of its letters:"
+            " a run here through that server would mail those people again; nothing was sent."
+            f" To send the rest of that campaign, run it there (--workdir {shlex.quote(other)})."
+            " If this file is another campaign (other people, or the same people mailed again"
+            " on purpose), give it a new file name and run that"
+        )
+    if here not in known:
+        from mailmatrix.cli.defaults import default_workdir
+
+        path = default_workdir() / KNOWN_WORKDIRS
+        tmp = path.with_name(f".{KNOWN_WORKDIRS}.tmp")
+        try:
+            tmp.write_text(json.dumps([*known[1:], here], indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ConfigurationError(_unkept(path, exc)) from exc
 
 
-def _sent_through(other: Workdir, campaign: str, delivery: str) -> int:
-    """How many letters of ``campaign`` runs in ``other`` sent through ``delivery`` (0 when
-    they delivered another way, or the workdir is gone or unreadable)."""
+def _delivered_through(other: Workdir, campaign: str, delivery: str) -> tuple[str, int] | None:
+    """The server, as ``other`` wrote it, through which runs there delivered ``campaign``
+    when it is the server of ``delivery``, and how many of its rows are recorded sent there;
+    None when they delivered otherwise (or the workdir is gone)."""
+    earlier = _deliveries(other).get(campaign) if other.root.is_dir() else None
+    if not isinstance(earlier, dict):
+        return None
+    servers = earlier.get("servers") or [earlier.get("delivery")]
+    server = next(
+        (s for s in servers if isinstance(s, str) and s != "outbox" and same_server(s, delivery)),
+        None,
+    )
+    if server is None:
+        return None
+    if not other.ledger.is_file():
+        return server, 0
+    with _local_ledger(other, read_only=True) as ledger:
+        return server, ledger.sent_count(campaign)
+
+
+def same_server(one: str, another: str) -> bool:
+    """Whether two deliveries (``smtp://user@host:port``, as delivery_of writes them) reach
+    the same server: the same port (the scheme's own when none is written) on the same host,
+    by name or by any address the names resolve to (localhost and 127.0.0.1 are one)."""
+    first, second = urlsplit(one), urlsplit(another)
+    if _port_of(first) != _port_of(second):
+        return False
+    hosts = (first.hostname or "").lower(), (second.hostname or "").lower()
+    if hosts[0] == hosts[1]:
+        return True
+    return bool(_addresses(hosts[0]) & _addresses(hosts[1]))
+
+
+def _port_of(parts: Any) -> int | None:
+    from mailmatrix.adapters.mailer_smtp import DEFAULT_PORTS
+
     try:
-        earlier = _deliveries(other).get(campaign)
-        if not isinstance(earlier, dict) or earlier.get("delivery") != delivery:
-            return 0
-        if not other.ledger.is_file():
-            return 0
-        with _local_ledger(other, read_only=True) as ledger:
-            return ledger.sent_count(campaign)
-    except (OSError, MailMatrixError) as exc:
-        log.debug("run: workdir %s not checked for earlier runs: %s", other.root, exc)
-        return 0
+        return parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
 
 
-def _known_workdirs() -> list[str]:
-    """The workdirs `run` delivered through a mail server from, and the default workdir."""
-    from mailmatrix.cli.defaults import default_workdir
-
-    default = default_workdir()
-    known = [str(default.resolve())]
+@functools.lru_cache(maxsize=64)
+def _addresses(host: str) -> frozenset[str]:
+    """The addresses ``host`` resolves to (none when it does not)."""
     try:
-        found = json.loads((default / KNOWN_WORKDIRS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        found = []
-    if isinstance(found, list):
-        known += [path for path in found if isinstance(path, str) and path not in known]
-    return known
-
-
-def _remember_workdir(known: list[str], here: str) -> None:
-    """Add ``here`` to the known workdirs (best effort: a default workdir that cannot be
-    written only leaves this one out of later checks)."""
-    from mailmatrix.cli.defaults import default_workdir
-
-    if here in known:
-        return
-    default = default_workdir()
-    try:
-        with _ways_locked(Workdir(default)):
-            kept = _known_workdirs()[1:]
-            if here not in kept:
-                path = default / KNOWN_WORKDIRS
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps([*kept, here], indent=2) + "\n", encoding="utf-8")
-                os.replace(tmp, path)
-    except (OSError, MailMatrixError) as exc:
-        log.debug("run: workdir %s not remembered: %s", here, exc)
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+    except (OSError, UnicodeError):
+        return frozenset()
 
 
 def check_earlier_runs(
@@ -746,8 +805,14 @@ def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
     earlier = deliveries.get(campaign)
     way = dict(way)
     sets = set(way.pop("sets", None) or ())
+    # Every server the campaign went through from here, not only the last (check_other_workdirs)
+    servers = [way["delivery"]] if way.get("delivery", "outbox") != "outbox" else []
     if isinstance(earlier, dict):
         sets |= set(earlier.get("sets") or ())
+        before = earlier.get("servers") or [earlier.get("delivery")]
+        servers = [s for s in before if isinstance(s, str) and s != "outbox"] + servers
+    if servers:
+        way["servers"] = list(dict.fromkeys(servers))
     if sets:
         with _local_ledger(workdir) as ledger:
             ledger.add_template_sets(campaign, sets)
@@ -879,11 +944,15 @@ def run_campaign(
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
-    with _ways_locked(wd):
+    mails = way["delivery"] != "outbox"
+    known_locked: contextlib.AbstractContextManager[list[str]] = (
+        _known_locked() if mails else contextlib.nullcontext([])
+    )
+    with known_locked as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
-        if first and way["delivery"] != "outbox":
-            check_other_workdirs(wd, campaign, csv_path.name, way["delivery"])
+        if mails:
+            check_other_workdirs(known, wd, campaign, csv_path.name, way["delivery"])
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         record_campaign_way(wd, campaign, way)

@@ -478,8 +478,11 @@ class _Batch:
     # The campaign's template sets: each claim checks the address's letters of the others
     # (Ledger.claim's ``others``; none in a campaign of one set).
     sets: tuple[str, ...] = ()
-    # Rows in a row, up to the current one, whose every try the service refused for now.
+    # Rows in a row, up to the current one, whose every try the service refused for now; how
+    # many halt the campaign (RetryPolicy.refusing_rows, or the whole batch when smaller, if
+    # it holds two rows at least: one row alone may be one recipient greylisted).
     refusals: int = 0
+    refusing_rows: int = 3
 
     @property
     def campaign_id(self) -> str:
@@ -798,7 +801,7 @@ class _Batch:
             self.refusals = 0
             return
         self.refusals += 1
-        if self.refusals < self.policy.refusing_rows:
+        if self.refusals < self.refusing_rows:
             return
         last = defer.__cause__ if isinstance(defer.__cause__, SendError) else defer.error
         reason = (
@@ -902,6 +905,7 @@ def send_batch(
         deadline=deadline,
         sets=tuple(getattr(catalog, "names", ())),
     )
+    batch.refusing_rows = min(batch.policy.refusing_rows, max(2, len(items)))
     if invocation is None:
         return _send_rows(items, batch, catalog, fetch_attachment, composer)
     holder = ledger.begin_batch(attempt, invocation=invocation, until=batch.lease())

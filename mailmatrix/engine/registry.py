@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -249,6 +249,25 @@ def _stop_when_idle(busy_dir: str) -> None:
             os.close(busy)
 
 
+# The signals that stop a local run: Ctrl-C, SIGTERM and SIGHUP (the terminal closed).
+_STOPS = frozenset(
+    {signal.SIGINT, signal.SIGTERM} | ({signal.SIGHUP} if hasattr(signal, "SIGHUP") else set())
+)
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """Hold the stop signals back (pending, not lost) in this thread for the block."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _ignore_interrupts(engine_pid: int | None = None) -> None:
     """Workers leave Ctrl-C, SIGTERM and SIGHUP (the terminal closed), also sent to the whole
     process group, to the engine: the engine stops the execution, and an invocation already
@@ -257,10 +276,10 @@ def _ignore_interrupts(engine_pid: int | None = None) -> None:
     On Linux a worker is also killed when the engine's process dies (PR_SET_PDEATHSIG): an
     orphaned worker would go on sending while a redrive reruns its batch under the same name.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "SIGHUP"):  # POSIX
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for stop in _STOPS:
+        signal.signal(stop, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held back while the engine forked this worker
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
@@ -315,8 +334,15 @@ class ProcessInvoker:
         return pool
 
     def start(self) -> ProcessInvoker:
-        """Start every worker process now rather than at the first invocation."""
-        list(self._pool.map(_ready, [None] * self._workers, chunksize=1))
+        """Start every worker process now rather than at the first invocation.
+
+        The stop signals are held back while the workers are forked: one that came then would
+        run this process's handler in a worker before the worker ignores it (a traceback), or
+        in this process amid the fork's own handlers (which drop its KeyboardInterrupt). It is
+        taken once the workers are there."""
+        with _stops_held():
+            ready = self._pool.map(_ready, [None] * self._workers, chunksize=1)
+        list(ready)
         return self
 
     def invoke(

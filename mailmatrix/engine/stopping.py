@@ -2,7 +2,8 @@
 
 A signal handler stops a local run by raising KeyboardInterrupt in the main thread. Python
 drops an exception raised while the main thread runs certain code: a fork's handlers (the
-workers are forked when a run starts), a ``__del__``, a weakref callback. The handler also
+engine holds the stop signals back while it forks its workers, see ProcessInvoker.start), a
+``__del__``, a weakref callback. The handler also
 calls ``request()``, and the engine looks at ``requested()`` between states and while a Map
 waits for its children, so a stop whose KeyboardInterrupt was lost still aborts the
 execution, at the next of those points.

@@ -873,3 +873,31 @@ def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
     record = engine.redrive(listed["name"])
     assert record["status"] == "SUCCEEDED"
     assert record["output"] == {"marker": marker}
+
+
+_HELD_STOP = """
+import os, signal, time
+from mailmatrix.engine.registry import _stops_held
+
+taken = []
+signal.signal(signal.SIGTERM, lambda signum, frame: taken.append(signum))
+with _stops_held():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    held = list(taken)
+time.sleep(0.05)
+print(held, taken, signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+"""
+
+
+def test_a_stop_while_workers_are_forked_is_held_back_and_taken_after_not_lost() -> None:
+    # GIVEN a process of one thread (as the engine's is when it forks its workers) with a
+    # handler of SIGTERM, as `run` installs one
+    # WHEN a SIGTERM comes while the stops are held
+    done = subprocess.run(
+        [sys.executable, "-c", _HELD_STOP], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+    # THEN the handler runs only after the hold, once: the stop is not lost, nor blocked after
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[] [15] False"

@@ -6,13 +6,16 @@ per valid row, each with its own PDF, and nothing at all on a second run of the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import email
 import email.policy
 import shutil
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fast_mail_parser
 import pytest
@@ -48,11 +51,26 @@ def _free_port() -> int:
 @pytest.fixture
 def smtp_inbox():
     inbox = Inbox()
+    with serving(inbox) as url:
+        yield inbox, url
+
+
+@pytest.fixture
+def other_inbox():
+    """A second server: a backup relay, or a mail catcher for rehearsals."""
+    inbox = Inbox()
+    with serving(inbox) as url:
+        yield inbox, url
+
+
+@contextlib.contextmanager
+def serving(handler: Any) -> Iterator[str]:
+    """An SMTP server on a loopback port with ``handler``; its URL."""
     port = _free_port()
-    controller = Controller(inbox, hostname=HOST, port=port)
+    controller = Controller(handler, hostname=HOST, port=port)
     controller.start()
     try:
-        yield inbox, f"smtp://{HOST}:{port}"
+        yield f"smtp://{HOST}:{port}"
     finally:
         controller.stop()
 
@@ -415,63 +433,111 @@ def test_a_server_refusing_all_mail_for_now_stops_the_run_after_three_rows(tmp_p
         controller.stop()
 
 
-def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_another(
-    smtp_inbox, tmp_path: Path
-):
+def _runner(csv_file: str):
+    """`mailmatrix run csv_file --workdir WORKDIR ...` through the CLI."""
     from click.testing import CliRunner
 
     from mailmatrix.cli.main import cli
 
-    inbox, url = smtp_inbox
-    csv_file = str(EXAMPLE / "recipients.csv")
+    def run(workdir: Path | str, *more: str):
+        return CliRunner().invoke(cli, ["run", csv_file, "--workdir", str(workdir), *more])
 
-    def run(workdir: str, *more: str):
-        return CliRunner().invoke(cli, ["run", csv_file, "--workdir", workdir, *more])
+    return run
+
+
+def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_another(
+    smtp_inbox, tmp_path: Path
+):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    port = url.rsplit(":", 1)[1]
 
     # GIVEN the demo campaign sent through the server from one workdir
     sent_from = str(tmp_path / "offers")
     assert run(sent_from, "--smtp", url).exit_code == 0
     assert len(inbox.envelopes) == 18
 
-    # WHEN the same file runs through the same server from another workdir (mistyped)
-    again = run(str(tmp_path / "offer"), "--smtp", url)
+    # WHEN the same file runs through the same server from another workdir (mistyped), its
+    # URL written as before or otherwise
+    for written in (url, f"smtp://localhost:{port}", f"smtp://user@127.0.0.1:{port}/"):
+        again = run(tmp_path / "offer", "--smtp", written)
 
-    # THEN it is refused before anything is sent, naming the workdir that sent it
-    said = " ".join(again.output.split())
-    assert again.exit_code == 2, said
-    assert f"a run in another workdir, {sent_from}, already sent 18 letter(s)" in said
-    assert f"run it there (--workdir {sent_from})" in said
-    assert len(inbox.envelopes) == 18
+        # THEN it is refused before anything is sent, naming the workdir that sent it
+        said = " ".join(again.output.split())
+        assert again.exit_code == 2, said
+        assert f"runs in another workdir, {sent_from}, delivered a file named" in said
+        assert "(18 letter(s) of it are recorded sent there)" in said
+        assert f"run it there (--workdir {sent_from})" in said
+        assert len(inbox.envelopes) == 18
 
     # AND a trial into the outbox there, and the run from the first workdir, are not held back
-    assert run(str(tmp_path / "offer")).exit_code == 0
+    assert run(tmp_path / "offer").exit_code == 0
     assert run(sent_from, "--smtp", url).exit_code == 0
     assert len(inbox.envelopes) == 18
 
 
-def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
-    smtp_inbox, tmp_path: Path
+def test_a_workdir_that_mailed_through_two_servers_holds_the_file_to_both(
+    smtp_inbox, other_inbox, tmp_path: Path
 ):
-    from click.testing import CliRunner
+    (inbox, url), (relay, relay_url) = smtp_inbox, other_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
 
-    from mailmatrix.cli.main import cli
+    # GIVEN the campaign sent through the server, then run again from the same workdir
+    # through a backup relay (nothing left to send)
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    assert run(tmp_path / "a", "--smtp", relay_url).exit_code == 0
 
+    # WHEN another workdir, which first rehearsed through the relay, runs it through the
+    # first server
+    assert run(tmp_path / "b", "--smtp", relay_url).exit_code == 2
+    real = run(tmp_path / "b", "--smtp", url)
+
+    # THEN both are refused: the first server is not forgotten behind the relay, and a
+    # workdir's later runs are checked as its first
+    assert real.exit_code == 2, real.output
+    assert (len(inbox.envelopes), len(relay.envelopes)) == (18, 0)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "unwritable"])
+def test_a_list_of_workdirs_that_cannot_be_kept_stops_the_run(
+    smtp_inbox, tmp_path: Path, monkeypatch, damage
+):
     inbox, url = smtp_inbox
-    catcher = Inbox()
-    port = _free_port()
-    controller = Controller(catcher, hostname=HOST, port=port)
-    controller.start()
-    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir"]
-    try:
-        # GIVEN a rehearsal of the campaign through a mail catcher, from its own workdir
-        rehearsal = [*run, str(tmp_path / "rehearsal"), "--smtp", f"smtp://{HOST}:{port}"]
-        assert CliRunner().invoke(cli, rehearsal).exit_code == 0
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
 
-        # WHEN the real send goes through the real server from another workdir
-        real = CliRunner().invoke(cli, [*run, str(tmp_path / "real"), "--smtp", url])
+    # GIVEN the list of workdirs damaged, or a default workdir that cannot hold it
+    if damage == "corrupt":
+        (default / "known-workdirs.json").write_text('["' + str(tmp_path / "a"))
+    else:
+        blocked = tmp_path / "a-file"
+        blocked.write_text("")
+        monkeypatch.setenv("MAILMATRIX_WORKDIR", str(blocked / "default"))
 
-        # THEN it goes out: the letters so far went to the catcher, not to the people
-        assert real.exit_code == 0, real.output
-        assert (len(catcher.envelopes), len(inbox.envelopes)) == (18, 18)
-    finally:
-        controller.stop()
+    # WHEN the file runs through the server from another workdir
+    again = run(tmp_path / "b", "--smtp", url)
+
+    # THEN nothing is sent, and it says why (the check would not know the workdirs)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 3, said
+    assert ("not readable" if damage == "corrupt" else "cannot be kept") in said
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
+    smtp_inbox, other_inbox, tmp_path: Path
+):
+    (inbox, url), (catcher, catcher_url) = smtp_inbox, other_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN a rehearsal of the campaign through a mail catcher, from its own workdir
+    assert run(tmp_path / "rehearsal", "--smtp", catcher_url).exit_code == 0
+
+    # WHEN the real send goes through the real server from another workdir
+    real = run(tmp_path / "real", "--smtp", url)
+
+    # THEN it goes out: the letters so far went to the catcher, not to the people
+    assert real.exit_code == 0, real.output
+    assert (len(catcher.envelopes), len(inbox.envelopes)) == (18, 18)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mailmatrix.cli.defaults import default_workdir
 
 
@@ -43,3 +45,24 @@ def test_a_paced_local_run_runs_one_batch_per_worker_process(monkeypatch, tmp_pa
     assert unpaced["MAILMATRIX_MAX_CONCURRENCY"] == "4"
     assert drill["MAILMATRIX_MAX_CONCURRENCY"] == "4"  # a drill sends from threads
     assert chosen["MAILMATRIX_MAX_CONCURRENCY"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("one", "another", "same"),
+    [
+        ("smtp://127.0.0.1:2525", "smtp://localhost:2525", True),
+        ("smtp://127.0.0.1", "smtp://127.0.0.1:25", True),  # the scheme's own port
+        ("smtps://relay.invalid", "smtps://RELAY.invalid:465", True),  # no lookup needed
+        ("smtp://user@127.0.0.1:2525", "smtp://127.0.0.1:2525", True),
+        ("smtp://127.0.0.1:2525", "smtp://127.0.0.1:1025", False),  # a catcher beside it
+        ("smtp://127.0.0.1", "smtp+starttls://127.0.0.1", False),  # 25 and 587
+        ("smtp://127.0.0.1:2525", "smtp://127.0.0.2:2525", False),
+        ("smtp://[::1]:2525", "smtp://127.0.0.1:2525", False),
+    ],
+)
+def test_deliveries_are_one_server_by_host_address_and_port(one, another, same):
+    # (names here are equal, or localhost, which /etc/hosts answers: no lookup leaves)
+    from mailmatrix.local import same_server
+
+    assert same_server(one, another) is same
+    assert same_server(another, one) is same

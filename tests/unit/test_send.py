@@ -1274,3 +1274,19 @@ def test_faults_that_say_nothing_of_the_service_taking_mail_never_halt_it(ledger
     assert len(mailer.calls) == 12
     assert deferred.value.details["deferred"] == [2, 3, 4, 5, 6, 7]
     assert ledger.campaign_status(CID).halt is None
+
+
+@pytest.mark.parametrize(("size", "halts"), [(1, False), (2, True)])
+def test_a_batch_smaller_than_the_refusing_rows_halts_when_all_its_rows_are_refused(
+    ledger, clock, size, halts
+):
+    # GIVEN batches of one or two rows (--batch-size), a server refusing every try of each
+    mailer = RefusesRows(**{f"person{row}": _not_now() for row in range(2, 4)})
+
+    # WHEN one batch runs
+    with pytest.raises(TransientSendError if not halts else AccountSendingHalted) as stopped:
+        run(items(size), mailer, ledger, clock, policy=RetryPolicy(tries=2))
+
+    # THEN two refused rows halt the campaign; one alone (one recipient greylisted) does not
+    assert type(stopped.value) is (AccountSendingHalted if halts else TransientSendError)
+    assert (ledger.campaign_status(CID).halt is not None) is halts
