@@ -119,10 +119,11 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         )
     if any(REFUSING_WORDS in text for text in real):
         return (
-            "the mail service refused every message for now (see above: a greylisting or busy"
-            " server, or one that holds this sender's mail): redrive in a few minutes, rows"
-            " already sent are skipped; if it stops the same way, ask the server's operator"
-            " why it refuses the mail."
+            "the mail service took no message for now (see above: a greylisting or busy"
+            " server, one that holds this sender's mail, or an outbox that cannot be"
+            " written): redrive in a few minutes, rows already sent are skipped; if it stops"
+            " the same way, look into that cause first (a server: ask its operator why it"
+            " refuses the mail)."
         )
     if real:
         return (

@@ -2,8 +2,8 @@
 
 The tree is ``multipart/mixed`` -> [``multipart/alternative`` -> [text/plain, text/html],
 the attachment]; without an attachment the alternative part is the top; without HTML the
-text part stands alone. Text and HTML go quoted-printable (7-bit, lines under 1,000
-characters). Every header is 7-bit ASCII: non-ASCII display names and subjects as RFC 2047
+text part stands alone. Text and HTML go quoted-printable (7-bit, lines of 76 characters at
+most, as RFC 2045 asks). Every header is 7-bit ASCII: non-ASCII display names and subjects as RFC 2047
 encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA (Punycode).
 
 Display names are quoted unless they are only ASCII letters, digits and spaces: RFC 5322
@@ -56,6 +56,9 @@ _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to", "sender")
 # 60 characters of base64, plus "=?utf-8?b?" and "?=".
 _EW_BYTES = 45
 _MAX_LINE = 78
+# Quoted-printable lines, their soft line break included: RFC 2045 6.7 (5) allows 76 (the email
+# package takes the policy's max_line_length, 78, the headers' length).
+_QP_LINE = 76
 _PLAIN_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
 _PARAMETER_CHUNK = 54  # " filename*0*=utf-8''" + 54 + ";" stays under 78 characters
 
@@ -148,6 +151,7 @@ def _policy() -> email_policy.EmailPolicy[Any]:
 
 
 POLICY = _policy()
+_BODY_POLICY = POLICY.clone(max_line_length=_QP_LINE)
 
 
 def build_message(
@@ -194,9 +198,11 @@ def build_message(
             raise PermanentSendError(f"message: header name {name!r}: not a valid field name")
         msg[name] = _header_text(value)
 
+    msg.policy = _BODY_POLICY  # the bodies' quoted-printable lines (the headers fold later)
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     if rendered.html is not None:
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    msg.policy = POLICY
     if attachment is not None:
         filename, data = attachment
         maintype, subtype = content_type_of(filename).split("/", 1)
@@ -433,7 +439,7 @@ _QP_LINES_KEPT = 4096
 
 def _qp_line(line: bytes) -> bytes:
     """One line not met lately, quoted-printable, soft-wrapped with CRLF (no CR or LF in it)."""
-    encoded = quoprimime.body_encode(line.decode("latin-1"), _MAX_LINE, "\r\n").encode("ascii")
+    encoded = quoprimime.body_encode(line.decode("latin-1"), _QP_LINE, "\r\n").encode("ascii")
     if len(line) <= _QP_CACHED_LINE:
         if len(_QP_LINES) >= _QP_LINES_KEPT:  # templates changed, or lines differ row by row
             _QP_LINES.clear()

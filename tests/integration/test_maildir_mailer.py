@@ -213,16 +213,18 @@ def test_rows_whose_writes_fail_are_retried_and_deferred_not_outcome_unknown(tmp
         return run(batch, outbox, ledger, clock, attempt=attempt, campaign=campaign, policy=policy)
 
     # WHEN the batch is sent
-    with pytest.raises(TransientSendError) as stopped:
+    with pytest.raises(AccountSendingHalted) as stopped:
         send("child-1")
 
-    # THEN each row had its every try and is left for a later retry, not failed as
-    # OutcomeUnknown (the message never reached new/), and nothing marks it a possible duplicate
-    assert stopped.value.details["deferred"] == [2, 3]
+    # THEN each row had its every try, then the campaign halted (the outbox took neither row:
+    # the next rows would fare no better); both are left for a later retry, not failed as
+    # OutcomeUnknown (the message never reached new/), and nothing marks one a possible duplicate
+    assert stopped.value.details["code"] == "ServiceRefusing"
+    assert "Input/output error" in stopped.value.message
+    assert stopped.value.details["deferred"] == [3]
     rows = stopped.value.details["result"]["rows"]
     assert [(r["row"], r["status"], r["code"]) for r in rows] == [
         (2, "deferred", "TransientSendError"),
-        (3, "deferred", "TransientSendError"),
     ]
     assert "gave up after 4 tries" in rows[0]["reason"]
     assert [(o.row, o.state, o.uncertain) for o in ledger.outcomes("c-1")] == [
@@ -230,8 +232,10 @@ def test_rows_whose_writes_fail_are_retried_and_deferred_not_outcome_unknown(tmp
         (3, "released", False),
     ]
 
-    # AND once the writes work again, the next attempt sends each row once, not as a duplicate
+    # AND once the writes work again, the next attempt (a redrive, which lifts the halt) sends
+    # each row once, not as a duplicate
     monkeypatch.undo()
+    ledger.clear_halt("c-1")
     result = send("child-2")
     assert [(r["status"], "takeover" in r) for r in result.rows] == [("sent", False)] * 2
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2

@@ -419,7 +419,7 @@ def test_a_server_refusing_all_mail_for_now_stops_the_run_after_three_rows(tmp_p
         assert first.exit_code == 1, first.output
         assert (server.refused, len(server.envelopes)) == (15, 0)
         assert result["counts"]["sent"] == 0
-        assert result["redrive_advice"].startswith("the mail service refused every message for now")
+        assert result["redrive_advice"].startswith("the mail service took no message for now")
 
         # WHEN the server takes mail again and the run is redriven
         server.taking = True

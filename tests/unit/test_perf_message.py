@@ -178,6 +178,23 @@ def test_bodies_match_the_email_package(monkeypatch, text):
         assert fast == slow
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a" * 300, "é" * 200, "a= " * 100, "x" * 75 + "é\n" + "y" * 76 + "\t\n", "€ " * 120],
+)
+def test_quoted_printable_lines_are_76_characters_at_most(monkeypatch, text):
+    # GIVEN bodies with long lines of characters that quoted-printable escapes
+    rendered = Rendered(subject="s", html=text, text=text)
+
+    # WHEN both paths encode them
+    slow, fast = both(monkeypatch, rendered=rendered, attachment=None, **BASE)
+
+    # THEN they agree, and no line of the message is over RFC 2045's 76 characters (the
+    # email package's own default, the policy's 78, is the headers' limit)
+    assert fast == slow
+    assert max(len(line) for line in fast[0].split(b"\r\n")) <= 76
+
+
 def test_bodies_match_the_email_package_when_the_line_cache_fills(monkeypatch):
     # GIVEN a cache of encoded lines kept small, and bodies whose lines differ each time
     monkeypatch.setattr(message, "_QP_LINES_KEPT", 5)
