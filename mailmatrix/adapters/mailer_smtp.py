@@ -435,17 +435,3 @@ def _mask(address: str) -> str:
 def _message_id(raw: bytes) -> str:
     headers = BytesHeaderParser().parsebytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
     return (headers.get("Message-ID") or "").strip().strip("<>")
-
-
-def redacted(url: str) -> str:
-    """An SMTP URL with its password shown as ``***``."""
-    head, at, tail = url.rpartition("@")
-    if not at or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, credentials = head.partition("//")
-    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
-
-
-def without_password(url: str) -> str:
-    """An SMTP URL with its user but not its password (``MAILMATRIX_SMTP_PASSWORD`` gives it)."""
-    return redacted(url).replace(":***@", "@", 1)

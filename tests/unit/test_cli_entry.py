@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mailmatrix.cli.main as cli_main
 
 
@@ -14,3 +17,15 @@ def test_the_console_script_freezes_the_collector_before_the_command_runs(monkey
     cli_main.main()
     # THEN what was imported is frozen first: the workers forked later share its pages
     assert calls == ["freeze", "command"]
+
+
+def test_a_local_run_loads_no_smtp_client():
+    # GIVEN a fresh interpreter WHEN it loads the command and the functions a local run calls
+    # THEN smtplib and ssl stay out: the run delivers to a Maildir unless told to use SMTP
+    code = (
+        "import sys, mailmatrix.cli.main, mailmatrix.local, functions.validate.app,"
+        " functions.send_batch.app, functions.summarize.app;"
+        " print(sorted(m for m in ('smtplib', 'ssl') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout) == (0, "[]\n")
