@@ -629,16 +629,20 @@ def test_result_entries_made_as_children_finish_are_those_the_store_gives(
     assert put == formed
 
 
+@pytest.mark.parametrize("refusal", ["raises", "takes nothing"])
 def test_result_entries_come_from_the_store_when_the_spool_cannot_keep_them(
     engine: Engine,
     registry: ResourceRegistry,
     objects: StreamingObjects,
     monkeypatch: pytest.MonkeyPatch,
+    refusal: str,
 ) -> None:
     # GIVEN a spool file that takes nothing (its disk is full)
     class Full(io.BytesIO):
         def write(self, data: Any) -> int:
-            raise OSError(28, "No space left on device")
+            if refusal == "raises":
+                raise OSError(28, "No space left on device")
+            return 0
 
     monkeypatch.setattr(distributed_map.tempfile, "TemporaryFile", lambda **kwargs: Full())
     # WHEN a Map with a failing batch runs
