@@ -46,8 +46,8 @@ except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
 from mailmatrix.adapters import deliveries
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.adapters.mailer_smtp import redacted, without_password
 from mailmatrix.adapters.notifier_local import LocalNotifier
+from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, redacted, without_password
 from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import is_reserved_domain, mask
@@ -727,8 +727,6 @@ def same_server(one: str, another: str) -> bool:
 
 
 def _port_of(parts: Any) -> int | None:
-    from mailmatrix.adapters.mailer_smtp import DEFAULT_PORTS
-
     try:
         return parts.port or DEFAULT_PORTS.get(parts.scheme)
     except ValueError:

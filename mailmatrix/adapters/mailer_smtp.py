@@ -32,6 +32,7 @@ from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -43,7 +44,6 @@ from mailmatrix.errors import (
     TransientSendError,
 )
 
-DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
 # Words of a reply that asks for a slower rate. "Try again later" alone is not one: it says
 # "not now" (greylisting, a busy server), which send_batch handles as a refusal.
@@ -444,17 +444,3 @@ def _mask(address: str) -> str:
 def _message_id(raw: bytes) -> str:
     headers = BytesHeaderParser().parsebytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
     return (headers.get("Message-ID") or "").strip().strip("<>")
-
-
-def redacted(url: str) -> str:
-    """An SMTP URL with its password shown as ``***``."""
-    head, at, tail = url.rpartition("@")
-    if not at or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, credentials = head.partition("//")
-    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
-
-
-def without_password(url: str) -> str:
-    """An SMTP URL with its user but not its password (``MAILMATRIX_SMTP_PASSWORD`` gives it)."""
-    return redacted(url).replace(":***@", "@", 1)

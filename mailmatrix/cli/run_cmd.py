@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from mailmatrix.adapters.mailer_smtp import redacted
+from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender, finite

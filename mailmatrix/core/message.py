@@ -3,8 +3,9 @@
 The tree is ``multipart/mixed`` -> [``multipart/alternative`` -> [text/plain, text/html],
 the attachment]; without an attachment the alternative part is the top; without HTML the
 text part stands alone. Text and HTML go quoted-printable (7-bit, lines of 76 characters at
-most, as RFC 2045 asks). Every header is 7-bit ASCII: non-ASCII display names and subjects as RFC 2047
-encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA (Punycode).
+most, as RFC 2045 asks). Every header is 7-bit ASCII: non-ASCII display names and subjects as
+RFC 2047 encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA
+(Punycode).
 
 Display names are quoted unless they are only ASCII letters, digits and spaces: RFC 5322
 allows some specials bare (an apostrophe), but some receivers (Yahoo) refuse them.

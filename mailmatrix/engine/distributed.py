@@ -12,6 +12,8 @@ import concurrent.futures
 import io
 import itertools
 import json
+import os
+import tempfile
 import threading
 import time
 import uuid
@@ -100,12 +102,21 @@ class MapRunner:
             scope.log.add("MapRunStarted", {"mapRunArn": run["mapRunArn"]})
         run.update(settings, total=total, status="RUNNING")
         self.store.save_map_run(scope.execution_id, run)
-        results = self._run_children(
-            run, processor, batches, total, previous, interp, scope, keep_output
+        spool = (
+            None
+            if keep_output
+            else _ResultSpool(self.store.map_run_dir(scope.execution_id, run_id))
         )
-        return self._conclude(
-            run, state, effective, context, interp, scope, results, total, batches
-        )
+        try:
+            results = self._run_children(
+                run, processor, batches, total, previous, interp, scope, keep_output, spool
+            )
+            return self._conclude(
+                run, state, effective, context, interp, scope, results, total, batches, spool
+            )
+        finally:
+            if spool is not None:
+                spool.close()
 
     # ---- items -------------------------------------------------------------------------
 
@@ -267,6 +278,7 @@ class MapRunner:
         interp: Interpreter,
         scope: Scope,
         keep_output: bool,
+        spool: _ResultSpool | None,
     ) -> dict[int, dict[str, Any]]:
         # Per child only what decides the Map's outcome (and its output when the Map returns
         # an array): each whole record, history included, goes to the store as it finishes.
@@ -293,6 +305,8 @@ class MapRunner:
             # 100 rows is about 600 KB of objects), and the heap they left fragmented grew the
             # main process with the campaign's size.
             self.store.append_children(scope.execution_id, run["id"], [record])
+            if spool is not None:
+                spool.add(index, *_result_entry(record, run["mapRunArn"]))
             with lock:
                 counts["running"] -= 1
                 counts["succeeded" if _succeeded(record) else "failed"] += 1
@@ -402,6 +416,7 @@ class MapRunner:
         results: dict[int, dict[str, Any]],
         total: int,
         batches: Callable[[], Iterator[Any]],
+        spool: _ResultSpool | None,
     ) -> Any:
         failed = sum(1 for r in results.values() if not _succeeded(r))
         pending = total - len(results)
@@ -412,7 +427,7 @@ class MapRunner:
         if "ResultWriter" in state:
             try:
                 output = self._write_results(
-                    run, state, effective, context, interp, scope, results, total, batches
+                    run, state, effective, context, interp, scope, results, total, batches, spool
                 )
             except StatesError as err:
                 writer_error = err
@@ -451,6 +466,7 @@ class MapRunner:
         results: dict[int, dict[str, Any]],
         total: int,
         batches: Callable[[], Iterator[Any]],
+        spool: _ResultSpool | None,
     ) -> dict[str, Any]:
         params = interp.render(state["ResultWriter"].get("Parameters", {}), effective, context)
         bucket = params.get("Bucket")
@@ -461,18 +477,28 @@ class MapRunner:
             if put is None:
                 raise RuntimeError("no object store is registered")
             files = _ResultFiles(put, bucket, base)
-            # Entries are written from the store's records, one child at a time, in index
-            # order; the inputs of children that never ran are formed again from the items.
-            offsets = self.store.child_offsets(scope.execution_id, run["id"])
+            # Entries are written in index order: those of the children this Map Run ran were
+            # made as each finished; the others' from the store's records, one child at a
+            # time; the inputs of children that never ran are formed again from the items.
+            spooled = spool.entries() if spool is not None else {}
+            stored = any(i not in spooled for i in results)  # children of an earlier run
+            offsets = self.store.child_offsets(scope.execution_id, run["id"]) if stored else {}
             inputs = batches() if len(results) < total else None
             records = self.store.children_at(
                 scope.execution_id,
                 run["id"],
-                (offsets.get(i) if i in results else None for i in range(total)),
+                (
+                    None if i in spooled else offsets.get(i) if i in results else None
+                    for i in range(total)
+                ),
                 events=1,
             )
             for index, record in enumerate(records):
                 child_input = next(inputs) if inputs is not None else None
+                if index in spooled:
+                    assert spool is not None
+                    files.add_text(spooled[index], spool.text(index))
+                    continue
                 if index not in results or record is None:
                     files.add(
                         "PENDING",
@@ -483,32 +509,7 @@ class MapRunner:
                         },
                     )
                     continue
-                entry = {
-                    "ExecutionArn": record["executionArn"],
-                    "Input": _input_text(record),
-                    "InputDetails": {"Included": True},
-                    "Name": record["name"],
-                    "RedriveCount": record.get("redriveCount", 0),
-                    "StartDate": record["startDate"],
-                    "StateMachineArn": run["mapRunArn"],
-                    "Status": record["status"],
-                    "StopDate": record["stopDate"],
-                }
-                if record["status"] == "SUCCEEDED":
-                    entry.update(
-                        Output=dumps(record["output"]),
-                        OutputDetails={"Included": True},
-                        RedriveStatus="NOT_REDRIVABLE",
-                        RedriveStatusReason="Execution is SUCCEEDED and cannot be redriven",
-                    )
-                    files.add("SUCCEEDED", entry)
-                else:
-                    entry.update(
-                        Error=record.get("error"),
-                        Cause=record.get("cause"),
-                        RedriveStatus="REDRIVABLE",
-                    )
-                    files.add("FAILED", entry)
+                files.add_text(*_result_entry(record, run["mapRunArn"]))
             files.close()
             manifest = {
                 "DestinationBucket": bucket,
@@ -539,7 +540,10 @@ class _ResultFiles:
 
     def add(self, status: str, entry: dict[str, Any]) -> None:
         """Add one entry; put the status's file first when the entry would overfill it."""
-        text = json.dumps(entry).encode("utf-8")
+        self.add_text(status, _entry_text(entry))
+
+    def add_text(self, status: str, text: bytes) -> None:
+        """add, given the entry's JSON text (_entry_text)."""
         body = self._open.get(status)
         if body is not None and len(body) + len(text) + 3 > RESULT_FILE_BYTES:
             self._put(status)
@@ -562,6 +566,76 @@ class _ResultFiles:
         # The buffer itself, not a copy of its 8 MB: stores take any bytes-like body.
         self.put(self.bucket, key, body)
         self.files[status].append({"Key": key, "Size": len(body)})
+
+
+class _ResultSpool:
+    """ResultWriter's entries of the children this Map Run ran, made as each finishes (by the
+    child's thread, while the others run) and kept in an unnamed file of the Map Run's folder
+    until the results are written: after the Map, each is copied, not formed again from the
+    store's record (about 0.7 ms of CPU a child of 100 rows, with nothing else running)."""
+
+    def __init__(self, folder: Any) -> None:
+        # Unbuffered: a write that fails fails in add(), not in a later flush.
+        self._file = tempfile.TemporaryFile(dir=folder, buffering=0)  # noqa: SIM115 (close())
+        self._lock = threading.Lock()
+        self._where: dict[int, tuple[str, int, int]] = {}  # index -> status, offset, length
+
+    def add(self, index: int, status: str, text: bytes) -> None:
+        """Keep child ``index``'s entry (its status and JSON text), if the file takes it."""
+        with self._lock:
+            try:
+                offset = self._file.seek(0, os.SEEK_END)
+                done = 0
+                while done < len(text):
+                    written = self._file.write(memoryview(text)[done:])
+                    if not written:
+                        return  # the file takes no more: as below
+                    done += written
+            except OSError:  # no room: the entry is formed from the store's record instead
+                return
+            self._where[index] = (status, offset, len(text))
+
+    def entries(self) -> dict[int, str]:
+        """The status of each child whose entry is kept, by index."""
+        with self._lock:
+            return {index: status for index, (status, _, _) in self._where.items()}
+
+    def text(self, index: int) -> bytes:
+        """The JSON text of child ``index``'s entry."""
+        _, offset, length = self._where[index]
+        return os.pread(self._file.fileno(), length, offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _result_entry(record: dict[str, Any], map_run_arn: str) -> tuple[str, bytes]:
+    """ResultWriter's entry for a child record: its status (its results file) and JSON text."""
+    entry = {
+        "ExecutionArn": record["executionArn"],
+        "Input": _input_text(record),
+        "InputDetails": {"Included": True},
+        "Name": record["name"],
+        "RedriveCount": record.get("redriveCount", 0),
+        "StartDate": record["startDate"],
+        "StateMachineArn": map_run_arn,
+        "Status": record["status"],
+        "StopDate": record["stopDate"],
+    }
+    if record["status"] == "SUCCEEDED":
+        entry.update(
+            Output=dumps(record["output"]),
+            OutputDetails={"Included": True},
+            RedriveStatus="NOT_REDRIVABLE",
+            RedriveStatusReason="Execution is SUCCEEDED and cannot be redriven",
+        )
+        return "SUCCEEDED", _entry_text(entry)
+    entry.update(Error=record.get("error"), Cause=record.get("cause"), RedriveStatus="REDRIVABLE")
+    return "FAILED", _entry_text(entry)
+
+
+def _entry_text(entry: dict[str, Any]) -> bytes:
+    return json.dumps(entry).encode("utf-8")
 
 
 # How often a Map waiting for its children looks for a stop whose KeyboardInterrupt was lost.

@@ -833,7 +833,7 @@ def test_a_password_with_a_slash_is_a_usage_error_that_does_not_show_it(tmp_path
 
 
 def test_the_retry_command_leaves_the_smtp_password_out():
-    from mailmatrix.adapters.mailer_smtp import without_password
+    from mailmatrix.adapters.smtp_urls import without_password
 
     assert without_password("smtp+starttls://hr:pw@relay:587") == "smtp+starttls://hr@relay:587"
     assert without_password("smtp://relay:25") == "smtp://relay:25"

@@ -592,3 +592,69 @@ def test_items_that_shrink_between_reads_fail_the_map_rather_than_lose_rows(
     # THEN the execution fails, naming the change, instead of writing batches cut wrongly
     assert record["status"] == "FAILED"
     assert "changed between reads" in record["cause"]
+
+
+def files_from_the_store(engine: Engine, name: str, objects: StreamingObjects) -> list[bytes]:
+    """The Map Run's result files as put, next to what each entry is when formed from the
+    child's record in the store, joined in the same order."""
+    (map_run,) = engine.describe(name)["mapRuns"]
+    manifest = json.loads(objects.data[("b", f"out/{map_run['id']}/manifest.json")])
+    records = sorted(engine.map_run_children(name, map_run["id"]), key=lambda r: r["index"])
+    formed: dict[str, list[bytes]] = {}
+    for record in records:
+        status, text = distributed_map._result_entry(record, map_run["mapRunArn"])
+        formed.setdefault(status, []).append(text)
+    put = [
+        objects.data[("b", f["Key"])]
+        for s in ("SUCCEEDED", "FAILED")
+        for f in manifest["ResultFiles"][s]
+    ]
+    return [
+        b"".join(put),
+        b"".join(
+            b"[" + b", ".join(t) + b"]"
+            for t in (formed.get("SUCCEEDED", []), formed.get("FAILED", []))
+            if t
+        ),
+    ]
+
+
+def test_result_entries_made_as_children_finish_are_those_the_store_gives(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN 6 rows in batches of 2, the batch holding row 2 failing (the Map fails)
+    run_with_a_failed_batch(engine, registry, objects, "spooled")
+    # THEN each child's entry, made as it finished, is what its stored record makes
+    put, formed = files_from_the_store(engine, "spooled", objects)
+    assert put == formed
+
+
+@pytest.mark.parametrize("refusal", ["raises", "takes nothing"])
+def test_result_entries_come_from_the_store_when_the_spool_cannot_keep_them(
+    engine: Engine,
+    registry: ResourceRegistry,
+    objects: StreamingObjects,
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: str,
+) -> None:
+    # GIVEN a spool file that takes nothing (its disk is full)
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            if refusal == "raises":
+                raise OSError(28, "No space left on device")
+            return 0
+
+    monkeypatch.setattr(distributed_map.tempfile, "TemporaryFile", lambda **kwargs: Full())
+    # WHEN a Map with a failing batch runs
+    record, _ = run_with_a_failed_batch(engine, registry, objects, "full")
+    # THEN it ends as it would, its result files written whole from the store's records
+    assert record["error"] == "States.ExceedToleratedFailureThreshold"
+    put, formed = files_from_the_store(engine, "full", objects)
+    assert put == formed
+    entries = result_entries(
+        objects, f"out/{engine.describe('full')['mapRuns'][0]['id']}/manifest.json"
+    )
+    assert [e["Status"] for e in entries["SUCCEEDED"] + entries["FAILED"]] == [
+        "SUCCEEDED",
+        "FAILED",
+    ]
