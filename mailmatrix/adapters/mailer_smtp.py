@@ -12,7 +12,8 @@ message that is then reported as failed.
 
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
-authentication failures and a used-up daily quota halt the campaign. A refused RCPT about
+authentication failures, a used-up daily quota and a sender refused for good (5xx to MAIL
+FROM) halt the campaign. A refused RCPT about
 the recipient (mailbox or address class) is marked so (``SendError.recipient``): send_batch
 halts a campaign whose service refused every try of several rows in a row, but not for a
 run of such recipients. A message counts as
@@ -240,6 +241,12 @@ class SmtpMailer:
                 raise _StaleConnection()
             if code != 250:
                 self._reset(connection)
+                if code >= 500:  # the sender, the same in every row: no row would go
+                    raise AccountSendingHalted(
+                        f"{where}: MAIL FROM: the server refuses the sender for good: {code}"
+                        f" {_text(reply)}",
+                        details={"code": code},
+                    )
                 raise _classify(code, reply, f"{where}: MAIL FROM")
             stage = "RCPT TO"
             for address in rcpt_to:

@@ -719,3 +719,43 @@ def test_a_rate_limited_mailbox_holds_back_its_own_row_only(tmp_path):
         ["person3@example.com"],
         ["person4@example.com"],
     ]
+
+
+class RefusesTheSender(Recorder):
+    """Refuses the envelope sender for good, as a server that does not let it send does."""
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        return "553 5.7.1 <talent@example.com>: Sender address rejected: not owned by user"
+
+
+def test_a_sender_refused_for_good_halts_the_campaign_instead_of_failing_every_row(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import campaign_of_file
+
+    # GIVEN a server that refuses the campaign's sender at MAIL FROM
+    handler = RefusesTheSender()
+    csv_file = EXAMPLE / "recipients.csv"
+    with smtp_server(handler) as port:
+        # WHEN the example campaign runs through it
+        args = ["run", str(csv_file), "--workdir", str(tmp_path / "work")]
+        done = CliRunner().invoke(cli, [*args, "--smtp", f"smtp://{HOST}:{port}", "--json"])
+
+    # THEN the campaign halts at its first row, naming the refusal, and no row is failed for
+    # good: every row would fail the same way, and the run after the fix must send them all
+    result = json.loads(done.stdout)
+    assert done.exit_code == 1, done.output
+    assert (result["counts"]["sent"], result["counts"]["failed"]) == (0, 0)
+    assert "the server refuses the sender for good: 553 5.7.1" in json.dumps(result)
+    assert result["redrive_advice"].startswith("the account could not send (see above)")
+    ledger = SqliteLedger(str(tmp_path / "work" / "ledger.sqlite3"))
+    try:
+        outcomes = ledger.outcomes(campaign_of_file(csv_file))
+    finally:
+        ledger.close()
+    assert [o.state for o in outcomes] == ["released"]
+    assert handler.envelopes == []
