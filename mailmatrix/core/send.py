@@ -443,12 +443,14 @@ class _Superseded(Exception):
 
 class _Defer(Exception):
     """Internal: this row's passing fault outlasted its tries; the other rows go on.
-    ``refusal``: the service refused every try, not for reasons of the recipient."""
+    ``refusal``: the service refused every try, not for reasons of the recipient;
+    ``recipient``: the last try was refused for reasons of the recipient (a full mailbox)."""
 
-    def __init__(self, error: SendError, *, refusal: bool = False) -> None:
+    def __init__(self, error: SendError, *, refusal: bool = False, recipient: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.refusal = refusal
+        self.recipient = recipient
 
 
 @dataclass
@@ -673,7 +675,8 @@ class _Batch:
                         # the rate, or no way to the service: the next rows would fail too
                         raise _Stop(error) from exc
                     refusal = exc.refused and not exc.recipient and not uncertain
-                    raise _Defer(error, refusal=refusal) from exc  # the next rows may go
+                    recipient = exc.recipient
+                    raise _Defer(error, refusal=refusal, recipient=recipient) from exc
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
@@ -796,9 +799,12 @@ class _Batch:
 
     def count_refusal(self, item: Mapping[str, Any], defer: _Defer) -> None:
         """Count a row deferred because the service refused it; the last of ``refusing_rows``
-        in a row halts the campaign (raises _Stop: this row is deferred with the rest)."""
+        in a row halts the campaign (raises _Stop: this row is deferred with the rest). A row
+        refused for reasons of its recipient leaves the count as it is; one whose outcome is
+        unknown (the service may have taken it) starts it again."""
         if not defer.refusal:
-            self.refusals = 0
+            if not defer.recipient:
+                self.refusals = 0
             return
         self.refusals += 1
         if self.refusals < self.refusing_rows:

@@ -1290,3 +1290,21 @@ def test_a_batch_smaller_than_the_refusing_rows_halts_when_all_its_rows_are_refu
     # THEN two refused rows halt the campaign; one alone (one recipient greylisted) does not
     assert type(stopped.value) is (AccountSendingHalted if halts else TransientSendError)
     assert (ledger.campaign_status(CID).halt is not None) is halts
+
+
+def test_rows_refused_for_their_recipients_neither_count_nor_restart_the_refusals(ledger, clock):
+    # GIVEN a server that answers "not now" to every row but those whose mailbox is full,
+    # which it refuses for that reason (rows 3 and 5)
+    full = TransientSendError("smtp: 450 4.2.2 Mailbox full", refused=True, recipient=True)
+    refusals = {f"person{row}": _not_now() for row in range(2, 10)}
+    refusals.update(person3=full, person5=full)
+    mailer = RefusesRows(**refusals)
+
+    # WHEN a batch of eight rows runs
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(items(8), mailer, ledger, clock, policy=RetryPolicy(tries=2))
+
+    # THEN the third row the server refused as a whole (row 6) halts the campaign: the full
+    # mailboxes between them said nothing of its taking mail
+    assert halted.value.message.startswith("send_batch: row 6: the mail service refused")
+    assert halted.value.details["deferred"] == [6, 7, 8, 9]
