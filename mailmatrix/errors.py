@@ -86,7 +86,8 @@ class SendError(MailMatrixError):
     a throttle), so no copy went out; otherwise (a timeout, a dropped connection, a 5xx) it
     may have, and a later send of the row is reported as a possible duplicate.
     ``recipient``: the refusal concerns this recipient only (an SMTP reply to RCPT about the
-    mailbox or its address), not the service's taking of mail in general.
+    mailbox or its address), not the service's taking of mail in general. ``alike``: a
+    refusal for good that every recipient would meet alike (relaying denied to this sender).
     """
 
     retryable = False
@@ -98,10 +99,12 @@ class SendError(MailMatrixError):
         details: dict | None = None,
         refused: bool = False,
         recipient: bool = False,
+        alike: bool = False,
     ):
         super().__init__(message, details=details)
         self.refused = refused
         self.recipient = recipient
+        self.alike = alike
 
 
 class Throttled(SendError):

@@ -428,7 +428,10 @@ def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = Fa
         return TransientSendError(message, details={"code": code}, refused=True)
     if code == -1:
         return TransientSendError(message, details={"code": code})
-    return PermanentSendError(message, details={"code": code})
+    # "Relay access denied": the server does not pass this sender's mail on (no login, or not
+    # its server): every recipient outside its own domains meets it alike.
+    alike = recipient and "relay" in lowered
+    return PermanentSendError(message, details={"code": code}, alike=alike)
 
 
 # An enhanced status code about the recipient at the start of a reply's text: of the mailbox

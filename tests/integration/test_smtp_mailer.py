@@ -759,3 +759,39 @@ def test_a_sender_refused_for_good_halts_the_campaign_instead_of_failing_every_r
         ledger.close()
     assert [o.state for o in outcomes] == ["released"]
     assert handler.envelopes == []
+
+
+class RelayDenied(Recorder):
+    """Refuses every recipient for good, as a server that does not relay the sender's mail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tried: list[str] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.tried.append(address)
+        return f"554 5.7.1 <{address}>: Relay access denied"
+
+
+def test_a_relay_that_refuses_the_sender_s_mail_halts_after_five_rows(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN a server that relays nothing for this sender (no login): every RCPT refused
+    handler = RelayDenied()
+    with smtp_server(handler) as port:
+        # WHEN the demo campaign (18 valid rows) runs through it
+        args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "work")]
+        done = CliRunner().invoke(cli, [*args, "--smtp", f"smtp://{HOST}:{port}", "--json"])
+
+    # THEN it stops after five rows refused alike, none failed for good, and says what to fix
+    result = json.loads(done.stdout)
+    assert done.exit_code == 1, done.output
+    assert len(handler.tried) == 5
+    assert result["redrive_advice"].startswith(
+        "the mail server does not pass this sender's mail on"
+    )
+    assert handler.envelopes == []

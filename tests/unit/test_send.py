@@ -1308,3 +1308,35 @@ def test_rows_refused_for_their_recipients_neither_count_nor_restart_the_refusal
     # mailboxes between them said nothing of its taking mail
     assert halted.value.message.startswith("send_batch: row 6: the mail service refused")
     assert halted.value.details["deferred"] == [6, 7, 8, 9]
+
+
+def test_a_relay_refusing_five_rows_in_a_row_alike_halts_and_fails_none_for_good(ledger, clock):
+    # GIVEN a server that does not relay this sender's mail: every RCPT refused for good alike
+    denied = PermanentSendError("smtp: 554 5.7.1 Relay access denied", alike=True)
+    mailer = RefusesRows(**{f"person{row}": denied for row in range(2, 12)})
+
+    # WHEN a batch of ten rows runs
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(items(10), mailer, ledger, clock)
+
+    # THEN the fifth such row halts the campaign, each tried once; none is failed for good,
+    # so the run after the fix sends them without --retry-failed
+    assert len(mailer.calls) == 5
+    assert "5 rows in a row for good, alike" in halted.value.message
+    assert halted.value.details["deferred"] == [6, 7, 8, 9, 10, 11]
+    assert {o.state for o in ledger.outcomes(CID)} == {"released"}
+    assert ledger.campaign_status(CID).halt.code == "ServiceRefusing"
+
+
+def test_a_relay_refusal_between_sent_rows_fails_its_row_only(ledger, clock):
+    # GIVEN rows 3 and 5 refused alike, the others taken (a relay for some domains only)
+    denied = PermanentSendError("smtp: 554 5.7.1 Relay access denied", alike=True)
+    mailer = RefusesRows(person3=denied, person5=denied)
+
+    # WHEN the batch runs
+    result = run(items(5), mailer, ledger, clock)
+
+    # THEN those two fail, not for good, and the campaign goes on
+    assert [r["status"] for r in result.rows] == ["sent", "failed", "sent", "failed", "sent"]
+    assert [o.state for o in ledger.outcomes(CID)][1::2] == ["released", "released"]
+    assert ledger.campaign_status(CID).halt is None
