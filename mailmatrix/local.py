@@ -21,6 +21,7 @@ import contextlib
 import email.utils
 import functools
 import importlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -526,7 +527,9 @@ def delivery_of(mailer: str) -> str:
     parts = urlsplit(mailer)
     user = f"{unquote(parts.username)}@" if parts.username else ""
     port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    return f"{parts.scheme}://{user}{host}{port}"
 
 
 def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
@@ -605,118 +608,172 @@ def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | Non
     )
 
 
-# The workdirs that `run` delivered through a mail server from (their absolute paths), kept in
-# the default workdir: a file's runs in a workdir are checked against the others.
+# What each workdir delivered through mail servers, kept in the default workdir for every
+# run and redrive through a server: {"workdirs": {"/abs/workdir": {"campaign": ["smtp://..."]}}}.
+# A file's run through a server from one workdir is checked against the others' (see
+# check_other_workdirs); the record stays when a workdir is moved or deleted.
 KNOWN_WORKDIRS = "known-workdirs.json"
 
 
+@dataclass
+class KnownWorkdirs:
+    """The known workdirs' deliveries, read under their lock (see _known_locked)."""
+
+    path: Path
+    workdirs: dict[str, dict[str, list[str]]]
+
+    def add(self, here: str, campaign: str, delivery: str) -> None:
+        """Record that ``here`` delivers ``campaign`` through ``delivery``, and save."""
+        servers = self.workdirs.setdefault(here, {}).setdefault(campaign, [])
+        if delivery not in servers:
+            servers.append(delivery)
+            self._save()
+
+    def forget(self, here: str, campaign: str, delivery: str) -> None:
+        """Forget that ``here`` delivered ``campaign`` through ``delivery`` (no row of it was
+        claimed there), and save."""
+        servers = self.workdirs.get(here, {}).get(campaign, [])
+        if delivery in servers:
+            servers.remove(delivery)
+            if not servers:
+                del self.workdirs[here][campaign]
+            self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(f".{KNOWN_WORKDIRS}.tmp")
+        try:
+            text = json.dumps({"workdirs": self.workdirs}, indent=2, sort_keys=True) + "\n"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise ConfigurationError(_unkept(self.path, exc)) from exc
+
+
 @contextlib.contextmanager
-def _known_locked() -> Iterator[list[str]]:
+def _known_locked() -> Iterator[KnownWorkdirs]:
     """Hold the lock on the known workdirs (taken before any workdir's own lock) and yield
-    their list: the default workdir, then those `run` delivered through a server from. Two
-    runs starting at once check and record one after the other. Refuses (ConfigurationError)
-    when the list cannot be kept: a check that could not remember this run would let the
-    next one mail its people again."""
+    them: two runs starting at once check and record one after the other. Refuses
+    (ConfigurationError) when they cannot be kept: a check that could not remember this run
+    would let the next one mail its people again."""
     from mailmatrix.cli.defaults import default_workdir
 
     default = default_workdir()
     path = default / KNOWN_WORKDIRS
     try:
         default.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(default / f".{KNOWN_WORKDIRS}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        lock = default / f".{KNOWN_WORKDIRS}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise ConfigurationError(_unkept(path, exc)) from exc
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        known = [str(default.resolve())]
-        try:
-            found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(
-                f"{path}: not readable ({exc}): it lists the workdirs that mailed through a"
-                " server, so that a file sent from one is not sent again from another. Restore"
-                " it, or delete it to start the list anew (the workdirs it named are then"
-                " unknown to the check)"
-            ) from exc
-        if not isinstance(found, list):
-            raise ConfigurationError(f"{path}: not a list of workdirs: restore it or delete it")
-        known += [entry for entry in found if isinstance(entry, str) and entry not in known]
-        yield known
+        yield KnownWorkdirs(path, _read_known(path))
     finally:
         os.close(fd)  # which releases the lock
 
 
+def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
+    """The known workdirs' deliveries in ``path`` (none when there is no such file yet)."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(_damaged(path, f"not readable ({exc})")) from exc
+    workdirs = found.get("workdirs", {}) if isinstance(found, dict) else None
+    if not isinstance(workdirs, dict):
+        raise ConfigurationError(_damaged(path, "not the record this version writes"))
+    well_formed = all(
+        isinstance(campaigns, dict)
+        and all(
+            isinstance(servers, list) and all(isinstance(server, str) for server in servers)
+            for servers in campaigns.values()
+        )
+        for campaigns in workdirs.values()
+    )
+    if not well_formed:
+        raise ConfigurationError(_damaged(path, "not the record this version writes"))
+    return workdirs
+
+
+def _damaged(path: Path, what: str) -> str:
+    return (
+        f"{path}: {what}: it records what each workdir delivered through a mail server, so that"
+        " a file sent from one is not sent again from another. Restore it, or delete it to start"
+        " the record anew (what it held is then unknown to the check); nothing was sent"
+    )
+
+
 def _unkept(path: Path, exc: OSError) -> str:
     return (
-        f"{path}: cannot be kept ({exc.strerror or exc}): runs through a mail server list their"
-        " workdirs there, so that a file sent from one is not sent again from another; make"
-        " the folder writable, or set MAILMATRIX_WORKDIR to one that is (nothing was sent)"
+        f"{path}: cannot be kept ({exc.strerror or exc}): runs through a mail server record"
+        " there what each workdir delivered, so that a file sent from one is not sent again"
+        " from another; make the folder writable, or set MAILMATRIX_WORKDIR to one that is"
+        " (nothing was sent)"
     )
 
 
 def check_other_workdirs(
-    known: list[str], wd: Workdir, campaign: str, name: str, delivery: str
+    known: KnownWorkdirs, wd: Workdir, campaign: str, name: str, delivery: str
 ) -> None:
-    """Refuse (DeliveryChanged) a run of a file in ``wd`` through the mail server
-    ``delivery`` when a run in another known workdir delivered a file of that name through
-    the same server (however its URL is written): this workdir's ledger knows nothing of its
-    letters, and would mail those people again (a mistyped or forgotten --workdir). Then add
-    ``wd`` to the known workdirs. Outbox trials, and runs through another server (a rehearsal
-    with a mail catcher), are not held back. Call under _known_locked, which gave ``known``."""
+    """Refuse (DeliveryChanged) to run or redrive a file in ``wd`` through the mail server
+    ``delivery`` when runs in another workdir delivered a file of that name through the same
+    server (however its URL is written): this workdir's ledger knows nothing of its letters,
+    and would mail those people again (a mistyped or forgotten --workdir). Then record that
+    ``wd`` delivers it there. Outbox trials, and runs through another server (a rehearsal
+    with a mail catcher), are not held back. The default workdir's own earlier deliveries
+    count too (those of versions before the record). Call under _known_locked."""
+    from mailmatrix.cli.defaults import default_workdir
+
     here = str(wd.root.resolve())
-    for other in known:
-        if other == here:
+    others = {path: campaigns.get(campaign, []) for path, campaigns in known.workdirs.items()}
+    default = Workdir(default_workdir())
+    others.setdefault(str(default.root.resolve()), [])
+    others[str(default.root.resolve())] += _servers_of(default, campaign)
+    for other, servers in others.items():
+        server = next((s for s in servers if same_server(s, delivery)), None)
+        if other == here or server is None:
             continue
-        found = _delivered_through(Workdir(Path(other)), campaign, delivery)
-        if found is None:
-            continue
-        server, sent = found
-        recorded = f" ({sent} letter(s) of it are recorded sent there)" if sent else ""
         raise DeliveryChanged(
             f"{name}: runs in another workdir, {other}, delivered a file named {name} through"
-            f" {server}{recorded}, and this workdir ({wd.root}) has no record of its letters:"
-            " a run here through that server would mail those people again; nothing was sent."
-            f" To send the rest of that campaign, run it there (--workdir {shlex.quote(other)})."
-            " If this file is another campaign (other people, or the same people mailed again"
-            " on purpose), give it a new file name and run that"
+            f" {server}{_sent_there(Workdir(Path(other)), campaign)}, and this workdir"
+            f" ({wd.root}) has no record of its letters: a run here through that server would"
+            " mail those people again; nothing was sent. To send the rest of that campaign, run"
+            f" it there (--workdir {shlex.quote(other)}). If this file is another campaign"
+            " (other people, or the same people mailed again on purpose), give it a new file"
+            " name and run that"
         )
-    if here not in known:
-        from mailmatrix.cli.defaults import default_workdir
-
-        path = default_workdir() / KNOWN_WORKDIRS
-        tmp = path.with_name(f".{KNOWN_WORKDIRS}.tmp")
-        try:
-            tmp.write_text(json.dumps([*known[1:], here], indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise ConfigurationError(_unkept(path, exc)) from exc
+    known.add(here, campaign, delivery)
 
 
-def _delivered_through(other: Workdir, campaign: str, delivery: str) -> tuple[str, int] | None:
-    """The server, as ``other`` wrote it, through which runs there delivered ``campaign``
-    when it is the server of ``delivery``, and how many of its rows are recorded sent there;
-    None when they delivered otherwise (or the workdir is gone)."""
-    earlier = _deliveries(other).get(campaign) if other.root.is_dir() else None
+def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
+    """The servers ``workdir``'s own record says ``campaign`` went through (deliveries.json)."""
+    earlier = _deliveries(workdir).get(campaign) if workdir.root.is_dir() else None
     if not isinstance(earlier, dict):
-        return None
+        return []
     servers = earlier.get("servers") or [earlier.get("delivery")]
-    server = next(
-        (s for s in servers if isinstance(s, str) and s != "outbox" and same_server(s, delivery)),
-        None,
-    )
-    if server is None:
-        return None
-    if not other.ledger.is_file():
-        return server, 0
-    with _local_ledger(other, read_only=True) as ledger:
-        return server, ledger.sent_count(campaign)
+    return [s for s in servers if isinstance(s, str) and s != "outbox"]
+
+
+def _sent_there(other: Workdir, campaign: str) -> str:
+    """How many of ``campaign``'s rows ``other``'s ledger has sent, said for the refusal."""
+    if not other.root.is_dir():
+        return " (that folder is gone now: moved, renamed or deleted?)"
+    try:
+        if not other.ledger.is_file():
+            return ""
+        with _local_ledger(other, read_only=True) as ledger:
+            sent = ledger.sent_count(campaign)
+    except (OSError, MailMatrixError) as exc:
+        log.debug("run: the ledger of %s not read: %s", other.root, exc)
+        return ""
+    return f" ({sent} letter(s) of it are recorded sent there)" if sent else ""
 
 
 def same_server(one: str, another: str) -> bool:
     """Whether two deliveries (``smtp://user@host:port``, as delivery_of writes them) reach
     the same server: the same port (the scheme's own when none is written) on the same host,
-    by name or by any address the names resolve to (localhost and 127.0.0.1 are one)."""
+    by name or by any address the names resolve to (this machine's addresses are one:
+    localhost, 127.0.0.1, ::1, 0.0.0.0)."""
     first, second = urlsplit(one), urlsplit(another)
     if _port_of(first) != _port_of(second):
         return False
@@ -735,11 +792,25 @@ def _port_of(parts: Any) -> int | None:
 
 @functools.lru_cache(maxsize=64)
 def _addresses(host: str) -> frozenset[str]:
-    """The addresses ``host`` resolves to (none when it does not)."""
+    """The addresses ``host`` resolves to (none when it does not), this machine's as one."""
     try:
-        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
         return frozenset()
+    addresses = set()
+    for text in found:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        local = address.is_loopback or address.is_unspecified
+        addresses.add("this machine" if local else str(address))
+    return frozenset(addresses)
+
+
+def _known_workdirs(way: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
+    """_known_locked for a way through a mail server; nothing (None) for the outbox."""
+    mails = way.get("delivery", "outbox") != "outbox"
+    return _known_locked() if mails else contextlib.nullcontext()
 
 
 def check_earlier_runs(
@@ -942,14 +1013,10 @@ def run_campaign(
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
-    mails = way["delivery"] != "outbox"
-    known_locked: contextlib.AbstractContextManager[list[str]] = (
-        _known_locked() if mails else contextlib.nullcontext([])
-    )
-    with known_locked as known, _ways_locked(wd):
+    with _known_workdirs(way) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
-        if mails:
+        if known is not None:
             check_other_workdirs(known, wd, campaign, csv_path.name, way["delivery"])
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
@@ -1067,9 +1134,11 @@ def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]
 def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) -> None:
     """After a run: keep its way if any row of the campaign was ever claimed (again: a run
     beside it may have ended meanwhile), forget it if this first run claimed none. When the
-    ledger cannot tell (the disk, say), the way stays recorded: the safe side."""
+    ledger cannot tell (the disk, say), the way stays recorded: the safe side. So does the
+    known workdirs' record of its delivery (see check_other_workdirs)."""
     with (
         contextlib.suppress(MailMatrixError, OSError),
+        _known_workdirs(way) as known,
         _ways_locked(wd),
         _local_ledger(wd) as ledger,
     ):
@@ -1077,6 +1146,8 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
             record_campaign_way(wd, campaign, way)
         elif first:
             forget_campaign_way(wd, campaign)
+            if known is not None:
+                known.forget(str(wd.root.resolve()), campaign, way["delivery"])
 
 
 def attachments_missing(attachments_dir: Path, need: str) -> str:
@@ -1354,9 +1425,12 @@ def redrive(
         if campaign and isinstance(way, dict):
             # Held to its file's way like a run, and recorded before it sends: it may be the
             # first of the file to send (its run stopped before any row).
-            with _ways_locked(wd):
-                _check_redrive_way(wd, campaign, execution_id, Path(ran["path"]).name, way)
+            name = Path(ran["path"]).name
+            with _known_workdirs(way) as known, _ways_locked(wd):
+                _check_redrive_way(wd, campaign, execution_id, name, way)
                 first = campaign not in _deliveries(wd)
+                if known is not None:
+                    check_other_workdirs(known, wd, campaign, name, way["delivery"])
                 record_campaign_way(wd, campaign, way)
         try:
             if campaign:

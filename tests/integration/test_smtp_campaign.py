@@ -498,7 +498,7 @@ def test_a_workdir_that_mailed_through_two_servers_holds_the_file_to_both(
     assert (len(inbox.envelopes), len(relay.envelopes)) == (18, 0)
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "unwritable"])
+@pytest.mark.parametrize("damage", ["corrupt", "not-a-record", "unwritable"])
 def test_a_list_of_workdirs_that_cannot_be_kept_stops_the_run(
     smtp_inbox, tmp_path: Path, monkeypatch, damage
 ):
@@ -510,7 +510,9 @@ def test_a_list_of_workdirs_that_cannot_be_kept_stops_the_run(
 
     # GIVEN the list of workdirs damaged, or a default workdir that cannot hold it
     if damage == "corrupt":
-        (default / "known-workdirs.json").write_text('["' + str(tmp_path / "a"))
+        (default / "known-workdirs.json").write_text('{"workdirs": {"' + str(tmp_path / "a"))
+    elif damage == "not-a-record":
+        (default / "known-workdirs.json").write_text('{"workdirs": {"/x": {"c": [1, 2]}}}')
     else:
         blocked = tmp_path / "a-file"
         blocked.write_text("")
@@ -522,7 +524,8 @@ def test_a_list_of_workdirs_that_cannot_be_kept_stops_the_run(
     # THEN nothing is sent, and it says why (the check would not know the workdirs)
     said = " ".join(again.output.split())
     assert again.exit_code == 3, said
-    assert ("not readable" if damage == "corrupt" else "cannot be kept") in said
+    expected = {"corrupt": "not readable", "not-a-record": "not the record this version"}
+    assert expected.get(damage, "cannot be kept") in said
     assert len(inbox.envelopes) == 18
 
 
@@ -541,3 +544,61 @@ def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
     # THEN it goes out: the letters so far went to the catcher, not to the people
     assert real.exit_code == 0, real.output
     assert (len(catcher.envelopes), len(inbox.envelopes)) == (18, 18)
+
+
+def test_a_redrive_is_held_to_what_other_workdirs_delivered_too(
+    smtp_inbox, tmp_path: Path, monkeypatch
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from functions.validate import app as validate_app
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN a run from workdir B stopped while it validated (nothing claimed: B keeps no
+    # record of the file, but its execution can be redriven)
+    validate_job = validate_app.validate_job
+
+    def stopped(*args, **kwargs):
+        monkeypatch.setattr(validate_app, "validate_job", validate_job)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate_app, "validate_job", stopped)
+    first = run(tmp_path / "b", "--smtp", url, "--json")
+    execution = json.loads(first.stdout)["execution"]
+    assert json.loads(first.stdout)["status"] == "ABORTED"
+
+    # AND the file then sent from workdir A
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+    # WHEN B's execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(tmp_path / "b")])
+
+    # THEN it is refused as a run from B would be: nobody gets a second letter
+    said = " ".join(redriven.output.split())
+    assert redriven.exit_code != 0, said
+    assert f"runs in another workdir, {tmp_path / 'a'}, delivered a file named" in said
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_workdir_moved_after_sending_still_holds_the_file(smtp_inbox, tmp_path: Path):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN the file sent from a workdir that was then moved away
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    (tmp_path / "a").rename(tmp_path / "a-archived")
+
+    # WHEN it runs through the same server from another workdir
+    again = run(tmp_path / "b", "--smtp", url)
+
+    # THEN it is refused: the record of what that workdir delivered outlives the folder
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert "(that folder is gone now: moved, renamed or deleted?)" in said
+    assert len(inbox.envelopes) == 18

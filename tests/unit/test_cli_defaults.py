@@ -56,8 +56,12 @@ def test_a_paced_local_run_runs_one_batch_per_worker_process(monkeypatch, tmp_pa
         ("smtp://user@127.0.0.1:2525", "smtp://127.0.0.1:2525", True),
         ("smtp://127.0.0.1:2525", "smtp://127.0.0.1:1025", False),  # a catcher beside it
         ("smtp://127.0.0.1", "smtp+starttls://127.0.0.1", False),  # 25 and 587
-        ("smtp://127.0.0.1:2525", "smtp://127.0.0.2:2525", False),
-        ("smtp://[::1]:2525", "smtp://127.0.0.1:2525", False),
+        ("smtp://127.0.0.1:2525", "smtp://127.0.0.2:2525", True),  # this machine, all of it
+        ("smtp://[::1]:2525", "smtp://127.0.0.1:2525", True),
+        ("smtp://0.0.0.0:2525", "smtp://localhost:2525", True),
+        ("smtp://[::ffff:127.0.0.1]", "smtp://127.0.0.1:25", True),
+        ("smtp://[::1]:2525", "smtp://[::1]:2526", False),
+        ("smtp://192.0.2.1", "smtp://127.0.0.1", False),  # another host, by address
     ],
 )
 def test_deliveries_are_one_server_by_host_address_and_port(one, another, same):
@@ -66,3 +70,18 @@ def test_deliveries_are_one_server_by_host_address_and_port(one, another, same):
 
     assert same_server(one, another) is same
     assert same_server(another, one) is same
+
+
+@pytest.mark.parametrize(
+    ("url", "delivery"),
+    [
+        ("smtp://[::1]:2525", "smtp://[::1]:2525"),
+        ("smtp://user:pw@[::ffff:127.0.0.1]", "smtp://user@[::ffff:127.0.0.1]"),
+        ("smtps://relay.example.com:465?timeout=5", "smtps://relay.example.com:465"),
+        ("maildir:///tmp/x", "outbox"),
+    ],
+)
+def test_a_delivery_is_the_url_without_its_password_and_options(url, delivery):
+    from mailmatrix.local import delivery_of
+
+    assert delivery_of(url) == delivery
