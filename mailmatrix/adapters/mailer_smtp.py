@@ -430,8 +430,16 @@ def _classify(code: int, reply: bytes | str, where: str, *, recipient: bool = Fa
         return TransientSendError(message, details={"code": code})
     # "Relay access denied": the server does not pass this sender's mail on (no login, or not
     # its server): every recipient outside its own domains meets it alike.
-    alike = recipient and "relay" in lowered
+    alike = recipient and _RELAY_DENIED.search(lowered) is not None
     return PermanentSendError(message, details={"code": code}, alike=alike)
+
+
+# How servers say they do not relay the sender's mail (Postfix, Sendmail, Exim, Exchange):
+# not "user unknown in relay recipient table", which is about the recipient.
+_RELAY_DENIED = re.compile(
+    r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited)|unable to relay"
+    r"|not permitted to relay"
+)
 
 
 # An enhanced status code about the recipient at the start of a reply's text: of the mailbox

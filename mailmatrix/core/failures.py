@@ -57,8 +57,6 @@ DRILL_QUOTA_ADVICE = (
 # in a row (send_batch), and the words its reason begins with.
 SERVICE_REFUSING = "ServiceRefusing"
 REFUSING_WORDS = "the mail service refused every try of"
-# ... and the words of such a halt's reason when the refusals were for good (relaying denied).
-ALIKE_WORDS = "in a row for good, alike"
 
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
@@ -118,13 +116,6 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "once enough of it is free again: each message counts for 24 hours after it was "
             "sent (for SES: aws sesv2 get-account shows SentLast24Hours of Max24HourSend), "
             "or once the quota has been raised."
-        )
-    if any(ALIKE_WORDS in text for text in real):
-        return (
-            "the mail server does not pass this sender's mail on (see above): send through the"
-            " server that relays for the sender, or log in to this one; then redrive, and run"
-            " the file again for any row still unsent (rows already sent are skipped; the rows"
-            " it refused so are not failed for good)."
         )
     if any(REFUSING_WORDS in text for text in real):
         return (

@@ -45,7 +45,7 @@ from typing import Any
 
 from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.contents import sample_print
-from mailmatrix.core.failures import ALIKE_WORDS, REFUSING_WORDS, SERVICE_REFUSING
+from mailmatrix.core.failures import REFUSING_WORDS, SERVICE_REFUSING
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
@@ -150,8 +150,7 @@ class RetryPolicy:
     redrive) try again. A running batch looks for a halt every ``halt_check_s``.
     ``reserve_s``: stop starting rows this close to the invocation's deadline.
     ``refusing_rows``: rows in a row whose every try the service refused, not for reasons of
-    their recipients, that halt the campaign (ServiceRefusing); ``alike_rows``: rows in a row
-    the service refused for good alike (relaying denied) that halt it.
+    their recipients, that halt the campaign (ServiceRefusing).
     """
 
     tries: int = 5
@@ -163,7 +162,6 @@ class RetryPolicy:
     halt_check_s: float = 0.25
     reserve_s: float = 30.0
     refusing_rows: int = 3
-    alike_rows: int = 5
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Full-jitter delay before the next try after ``failures`` failed tries."""
@@ -487,8 +485,6 @@ class _Batch:
     # it holds two rows at least: one row alone may be one recipient greylisted).
     refusals: int = 0
     refusing_rows: int = 3
-    # Rows in a row refused for good alike (relaying denied), up to the current one.
-    alike: int = 0
 
     @property
     def campaign_id(self) -> str:
@@ -789,13 +785,11 @@ class _Batch:
             return
         except SendError as exc:  # not retryable, not an account halt: this row only
             self.refusals = 0  # the service answered for this row alone
-            if exc.alike:
-                self.refused_alike(item, exc)
-                return
-            self.alike = 0
-            self.fail(item, error_code(exc), error_text(exc))
+            # Refused alike (relaying denied to this sender): not for good, so the run after
+            # the fix sends it (a halt is no help: a server may relay for some domains only).
+            self.fail(item, error_code(exc), error_text(exc), permanent=not exc.alike)
             return
-        self.refusals = self.alike = 0
+        self.refusals = 0
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -830,28 +824,6 @@ class _Batch:
                 f"send_batch: row {item['row']}: {reason}", details={"code": SERVICE_REFUSING}
             )
         ) from defer.error
-
-    def refused_alike(self, item: Mapping[str, Any], error: SendError) -> None:
-        """Fail a row refused for good alike (see SendError.alike), not for good in the ledger:
-        a run after the fix sends it. The last of ``alike_rows`` in a row halts the campaign
-        (raises _Stop): the server refuses this sender's mail, not these recipients."""
-        code, reason = error_code(error), error_text(error)
-        self.alike += 1
-        if self.alike < self.policy.alike_rows:
-            self.fail(item, code, reason, permanent=False)
-            return
-        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
-        why = (
-            f"{REFUSING_WORDS} {self.alike} rows {ALIKE_WORDS}: it does not pass"
-            f" this sender's mail on (the last reply: {reason}); send through the server that"
-            " relays for the sender, or log in to this one (user and password in the URL)"
-        )
-        self.ledger.halt(self.campaign_id, code=SERVICE_REFUSING, reason=why, attempt=self.attempt)
-        raise _Stop(
-            AccountSendingHalted(
-                f"send_batch: row {item['row']}: {why}", details={"code": SERVICE_REFUSING}
-            )
-        ) from error
 
     def listed_file(self, item: Mapping[str, Any]) -> LetterFile | None:
         """The row's own file as validation listed it, read for a letter that earlier

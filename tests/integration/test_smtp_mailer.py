@@ -762,18 +762,22 @@ def test_a_sender_refused_for_good_halts_the_campaign_instead_of_failing_every_r
 
 
 class RelayDenied(Recorder):
-    """Refuses every recipient for good, as a server that does not relay the sender's mail."""
+    """Refuses every recipient for good, as a server that does not relay the sender's mail,
+    until ``relaying``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tried: list[str] = []
+        self.relaying = False
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.relaying:
+            return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
         self.tried.append(address)
         return f"554 5.7.1 <{address}>: Relay access denied"
 
 
-def test_a_relay_that_refuses_the_sender_s_mail_halts_after_five_rows(tmp_path):
+def test_rows_a_relay_refuses_are_sent_by_the_run_after_the_fix(tmp_path):
     import json
 
     from click.testing import CliRunner
@@ -782,16 +786,30 @@ def test_a_relay_that_refuses_the_sender_s_mail_halts_after_five_rows(tmp_path):
 
     # GIVEN a server that relays nothing for this sender (no login): every RCPT refused
     handler = RelayDenied()
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "work")]
     with smtp_server(handler) as port:
+        url = f"smtp://{HOST}:{port}"
         # WHEN the demo campaign (18 valid rows) runs through it
-        args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path / "work")]
-        done = CliRunner().invoke(cli, [*args, "--smtp", f"smtp://{HOST}:{port}", "--json"])
+        done = CliRunner().invoke(cli, [*args, "--smtp", url, "--json"])
 
-    # THEN it stops after five rows refused alike, none failed for good, and says what to fix
-    result = json.loads(done.stdout)
-    assert done.exit_code == 1, done.output
-    assert len(handler.tried) == 5
-    assert result["redrive_advice"].startswith(
-        "the mail server does not pass this sender's mail on"
+        # THEN every row fails, each tried once, none for good
+        result = json.loads(done.stdout)
+        assert done.exit_code == 5, done.output
+        assert (len(handler.tried), result["counts"]["failed"]) == (18, 18)
+
+        # AND once the server relays, a plain run of the file sends them all, once
+        handler.relaying = True
+        again = CliRunner().invoke(cli, [*args, "--smtp", url, "--json"])
+    assert again.exit_code == 0, again.output
+    assert len({tuple(rcpts) for _, rcpts, _ in handler.envelopes}) == 18
+    assert len(handler.envelopes) == 18
+
+
+def test_a_recipient_unknown_in_the_relay_table_fails_for_good():
+    refusal = _rcpt_refused_with(
+        "550 Recipient address rejected: User unknown in relay recipient table"
     )
-    assert handler.envelopes == []
+
+    # a "relay" in the words, but about the recipient: not the sender's mail refused alike
+    assert type(refusal) is PermanentSendError
+    assert not refusal.alike
