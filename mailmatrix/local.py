@@ -637,6 +637,8 @@ class KnownWorkdirs:
             servers.remove(delivery)
             if not servers:
                 del self.workdirs[here][campaign]
+            if not self.workdirs[here]:
+                del self.workdirs[here]
             self._save()
 
     def _save(self) -> None:
@@ -679,6 +681,9 @@ def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
         found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError) as exc:
         raise ConfigurationError(_damaged(path, f"not readable ({exc})")) from exc
+    if isinstance(found, list) and all(isinstance(entry, str) for entry in found):
+        # The list of workdirs an earlier build kept: what each delivered, from its own record
+        found = {"workdirs": {entry: _deliveries_through_servers(Path(entry)) for entry in found}}
     workdirs = found.get("workdirs", {}) if isinstance(found, dict) else None
     if not isinstance(workdirs, dict):
         raise ConfigurationError(_damaged(path, "not the record this version writes"))
@@ -693,6 +698,14 @@ def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
     if not well_formed:
         raise ConfigurationError(_damaged(path, "not the record this version writes"))
     return workdirs
+
+
+def _deliveries_through_servers(root: Path) -> dict[str, list[str]]:
+    """The campaigns the workdir at ``root`` delivered through a server, by its own record."""
+    workdir = Workdir(root)
+    campaigns = _deliveries(workdir) if root.is_dir() else {}
+    found = {campaign: _servers_of(workdir, campaign) for campaign in campaigns}
+    return {campaign: servers for campaign, servers in found.items() if servers}
 
 
 def _damaged(path: Path, what: str) -> str:
@@ -727,20 +740,39 @@ def check_other_workdirs(
     here = str(wd.root.resolve())
     others = {path: campaigns.get(campaign, []) for path, campaigns in known.workdirs.items()}
     default = Workdir(default_workdir())
-    others.setdefault(str(default.root.resolve()), [])
-    others[str(default.root.resolve())] += _servers_of(default, campaign)
+    key = str(default.root.resolve())
+    others[key] = [*others.get(key, []), *_servers_of(default, campaign)]
+    own = [s for s in _servers_of(wd, campaign) if same_server(s, delivery)]
+    if not own and any(same_server(s, delivery) for s in others.get(here, [])):
+        raise DeliveryChanged(
+            f"{name}: the record of the workdirs says runs in this one, {wd.root}, delivered a"
+            f" file named {name} through {delivery}, but the workdir holds no trace of them (a"
+            " new folder where a moved or deleted one was?): a run here would mail those people"
+            " again; nothing was sent. Run the file in the folder the workdir was moved to. If"
+            " this file is another campaign, give it a new file name and run that"
+        )
     for other, servers in others.items():
         server = next((s for s in servers if same_server(s, delivery)), None)
         if other == here or server is None:
             continue
+        # A workdir that no longer records the campaign: moved, renamed or deleted
+        gone = not _servers_of(Workdir(Path(other)), campaign)
+        if gone and own:  # this workdir, moved from there: its own ledger holds the campaign
+            known.forget(other, campaign, server)
+            continue
+        there = f"run it there (--workdir {shlex.quote(other)})"
+        where = (
+            "If that workdir was moved, run the file in its new place."
+            if gone
+            else f"To send the rest of that campaign, {there}."
+        )
         raise DeliveryChanged(
             f"{name}: runs in another workdir, {other}, delivered a file named {name} through"
-            f" {server}{_sent_there(Workdir(Path(other)), campaign)}, and this workdir"
+            f" {server}{_sent_there(Workdir(Path(other)), campaign, gone)}, and this workdir"
             f" ({wd.root}) has no record of its letters: a run here through that server would"
-            " mail those people again; nothing was sent. To send the rest of that campaign, run"
-            f" it there (--workdir {shlex.quote(other)}). If this file is another campaign"
-            " (other people, or the same people mailed again on purpose), give it a new file"
-            " name and run that"
+            f" mail those people again; nothing was sent. {where} If this file is another"
+            " campaign (other people, or the same people mailed again on purpose), give it a"
+            " new file name and run that"
         )
     known.add(here, campaign, delivery)
 
@@ -754,10 +786,10 @@ def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
     return [s for s in servers if isinstance(s, str) and s != "outbox"]
 
 
-def _sent_there(other: Workdir, campaign: str) -> str:
+def _sent_there(other: Workdir, campaign: str, gone: bool) -> str:
     """How many of ``campaign``'s rows ``other``'s ledger has sent, said for the refusal."""
-    if not other.root.is_dir():
-        return " (that folder is gone now: moved, renamed or deleted?)"
+    if gone:
+        return " (that folder no longer holds their record: moved, renamed or deleted?)"
     try:
         if not other.ledger.is_file():
             return ""

@@ -600,5 +600,60 @@ def test_a_workdir_moved_after_sending_still_holds_the_file(smtp_inbox, tmp_path
     # THEN it is refused: the record of what that workdir delivered outlives the folder
     said = " ".join(again.output.split())
     assert again.exit_code == 2, said
-    assert "(that folder is gone now: moved, renamed or deleted?)" in said
+    assert "(that folder no longer holds their record: moved, renamed or deleted?)" in said
+    assert "If that workdir was moved, run the file in its new place." in said
+
+    # AND a new folder where the old one was is refused too (its ledger knows nothing)
+    anew = run(tmp_path / "a", "--smtp", url)
+    assert anew.exit_code == 2, anew.output
+    assert "holds no trace of them" in " ".join(anew.output.split())
+
+    # AND the moved workdir goes on in its new place: nobody is mailed again
+    moved = run(tmp_path / "a-archived", "--smtp", url)
+    assert moved.exit_code == 0, moved.output
+    assert len(inbox.envelopes) == 18
+
+
+def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
+    smtp_inbox, tmp_path: Path, monkeypatch
+):
+    import json
+
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+
+    # GIVEN the file sent from workdir A, and the known workdirs kept as a plain list
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    (default / "known-workdirs.json").write_text(json.dumps([str(tmp_path / "a")]))
+
+    # WHEN it runs through the same server from workdir B
+    again = run(tmp_path / "b", "--smtp", url)
+
+    # THEN the list is read as the record (A's own record says what it delivered): refused
+    assert again.exit_code == 2, again.output
+    assert len(inbox.envelopes) == 18
+
+
+def test_runs_from_the_default_workdir_record_each_server_once(smtp_inbox, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--smtp", url]
+
+    # GIVEN three runs of the file from the default workdir, named and not
+    for more in ([], ["--workdir", str(default)], []):
+        assert CliRunner().invoke(cli, [*run, *more]).exit_code == 0
+
+    # THEN its record holds the server once
+    record = json.loads((default / "known-workdirs.json").read_text())["workdirs"]
+    assert list(record) == [str(default.resolve())]
+    assert [len(servers) for servers in record[str(default.resolve())].values()] == [1]
     assert len(inbox.envelopes) == 18
