@@ -1,12 +1,14 @@
 """Generate one small PDF letter per row of a recipients CSV, named by its Attachment_File.
 
 The example's PDFs are committed, so the demo needs neither this script nor fpdf2; rerun it
-after changing the candidates: `.venv/bin/python examples/offer-letters/make_letters.py`.
+after changing the candidates: `.venv/bin/python examples/offer-letters/make_letters.py
+--overwrite`.
 It deliberately skips the example's row named in MISSING, so the demo shows a missing
 attachment. To try a campaign of your own, give your CSV and a folder:
 `.venv/bin/python examples/offer-letters/make_letters.py my.csv my-attachments/` writes a
-letter for each row naming a file (an offer where Status is Offer and the row has Position,
-Department, Start_Date and Salary; otherwise a short letter naming the row's Status). The CSV
+letter for each row naming a file not there yet (with `--overwrite`, every one): an offer
+where Status is Offer and the row has Position, Department, Start_Date and Salary; otherwise
+a short letter naming the row's Status. The CSV
 is read as `mailmatrix run` reads it (its encoding and delimiter, and its header's aliases:
 `Full Name` is Name, `E-mail` is Email), and each letter names its row and recipient, so that
 no two rows get the same bytes (which validation would reject as one person's letter copied
@@ -97,22 +99,34 @@ def _bare_file_name(name: str) -> bool:
 
 def main(argv: list[str]) -> int:
     """Write the letters of ``argv``'s CSV into its folder (the example's when none is given,
-    without those in MISSING); say how many."""
+    without those in MISSING); say how many. A letter already there is kept as it is, unless
+    ``--overwrite`` is given: it may have been sent, and a new one of other bytes would be
+    another letter."""
+    overwrite = "--overwrite" in argv
+    argv = [arg for arg in argv if arg != "--overwrite"]
     if len(argv) not in (0, 2):
-        print("usage: make_letters.py [RECIPIENTS.csv ATTACHMENTS_DIR]", file=sys.stderr)
+        usage = "usage: make_letters.py [--overwrite] [RECIPIENTS.csv ATTACHMENTS_DIR]"
+        print(usage, file=sys.stderr)
         return 2
     source = Path(argv[0]) if argv else HERE / "recipients.csv"
     out = Path(argv[1]) if argv else HERE / "attachments"
     skipped = set() if argv else MISSING
     out.mkdir(parents=True, exist_ok=True)
-    written = 0
+    written = kept = 0
     with source.open("rb") as stream:
         for number, row in read_rows(stream, source=str(source)):
             name = (row.get("Attachment_File") or "").strip()
-            if name not in skipped and _bare_file_name(name):
-                letter(row, out / name, number)
-                written += 1
-    print(f"{written} letter(s) written into {out}")
+            if name in skipped or not _bare_file_name(name):
+                continue
+            if (out / name).exists() and not overwrite:
+                kept += 1
+                continue
+            letter(row, out / name, number)
+            written += 1
+    said = f"{written} letter(s) written into {out}"
+    if kept:
+        said += f"; {kept} already there kept as they were (--overwrite writes them anew)"
+    print(said)
     return 0
 
 

@@ -122,3 +122,30 @@ def test_two_rows_alike_made_in_the_same_second_get_letters_of_their_own(same_se
     # THEN the files differ (validation rejects one person's letter copied to another)
     ann, bob = ((tmp_path / "out" / name).read_bytes() for name in ("ann.pdf", "bob.pdf"))
     assert ann != bob
+
+
+def test_letters_already_there_are_kept_unless_overwrite_is_given(tmp_path, capsys):
+    # GIVEN a letter made and, say, sent; then a row added to the CSV
+    source = tmp_path / "offers.csv"
+    source.write_text(
+        "Email,Name,Status,Attachment_File\nann@example.com,Ann Lee,Offer,ann-lee.pdf\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "letters"
+    assert _make_letters().main([str(source), str(out)]) == 0
+    sent = (out / "ann-lee.pdf").read_bytes()
+    with source.open("a", encoding="utf-8") as csv:
+        csv.write("bo@example.com,Bo Berg,Offer,bo-berg.pdf\n")
+    capsys.readouterr()
+
+    # WHEN the letters are made again
+    assert _make_letters().main([str(source), str(out)]) == 0
+
+    # THEN only the new row's letter is written: the one sent keeps its bytes
+    assert (out / "ann-lee.pdf").read_bytes() == sent
+    assert (out / "bo-berg.pdf").exists()
+    assert "1 letter(s) written" in capsys.readouterr().out
+
+    # AND --overwrite writes every letter anew
+    assert _make_letters().main(["--overwrite", str(source), str(out)]) == 0
+    assert "2 letter(s) written" in capsys.readouterr().out
