@@ -780,9 +780,13 @@ def check_other_workdirs(
 def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
     """The servers ``workdir``'s own record says ``campaign`` went through (deliveries.json)."""
     earlier = _deliveries(workdir).get(campaign) if workdir.root.is_dir() else None
-    if not isinstance(earlier, dict):
-        return []
-    servers = earlier.get("servers") or [earlier.get("delivery")]
+    return _servers_in(earlier) if isinstance(earlier, dict) else []
+
+
+def _servers_in(way: dict[str, Any]) -> list[str]:
+    """The mail servers a campaign's recorded way went through: all of them, or the last one
+    alone in a way recorded before they were kept."""
+    servers = way.get("servers") or [way.get("delivery")]
     return [s for s in servers if isinstance(s, str) and s != "outbox"]
 
 
@@ -910,8 +914,7 @@ def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
     servers = [way["delivery"]] if way.get("delivery", "outbox") != "outbox" else []
     if isinstance(earlier, dict):
         sets |= set(earlier.get("sets") or ())
-        before = earlier.get("servers") or [earlier.get("delivery")]
-        servers = [s for s in before if isinstance(s, str) and s != "outbox"] + servers
+        servers = _servers_in(earlier) + servers
     if servers:
         way["servers"] = list(dict.fromkeys(servers))
     if sets:

@@ -675,8 +675,7 @@ class _Batch:
                         # the rate, or no way to the service: the next rows would fail too
                         raise _Stop(error) from exc
                     refusal = exc.refused and not exc.recipient and not uncertain
-                    recipient = exc.recipient
-                    raise _Defer(error, refusal=refusal, recipient=recipient) from exc
+                    raise _Defer(error, refusal=refusal, recipient=exc.recipient) from exc
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
