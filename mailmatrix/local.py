@@ -91,6 +91,7 @@ from mailmatrix.jobs import (
 )
 from mailmatrix.ports import FileOwner, Halt, Notification
 from mailmatrix.private import private_files
+from mailmatrix.program import program
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -462,7 +463,7 @@ def settings_for(workdir: Workdir, execution_id: str | None = None) -> dict[str,
     except FileNotFoundError:
         raise ConfigurationError(
             f"{workdir.root}: no MailMatrix run here yet (no settings.json); "
-            "start one with 'mailmatrix run FILE.csv --workdir DIR'"
+            f"start one with '{program()} run FILE.csv --workdir DIR'"
         ) from None
 
 
@@ -1503,7 +1504,7 @@ def _check_redrive_way(
             f" this execution's: that run {said}"
         )
         instead = (
-            f"See that execution instead (`mailmatrix show {newer} --workdir"
+            f"See that execution instead (`{program()} show {newer} --workdir"
             f" {shlex.quote(str(wd.root))}`; redrive it if it did not finish), or run the file"
             f" again as that run did (rows already sent are skipped): {_run_again(wd, newer)}"
         )
@@ -1623,7 +1624,7 @@ def run_command(
     # No option carries it: the command sets it for itself, as the shell did for the run.
     shell = f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(unsubscribe)} " if unsubscribe else ""
     return (
-        f"{shell}mailmatrix run {shlex.quote(named)}{''.join(f' {f}' for f in flags)}"
+        f"{shell}{program()} run {shlex.quote(named)}{''.join(f' {f}' for f in flags)}"
         f" --workdir {shlex.quote(str(workdir))}{options}"
     )
 
@@ -1740,6 +1741,6 @@ def alert_if_failed(
     notification = failure_alert(
         ending(record),
         record.get("stopped") or Stopped(),
-        redrive=f"mailmatrix redrive {record['name']} --workdir {shlex.quote(str(wd.root))}",
+        redrive=f"{program()} redrive {record['name']} --workdir {shlex.quote(str(wd.root))}",
     )
     LocalNotifier(wd.notifications, echo=echo).publish(local_topic_arn("AlertTopic"), notification)

@@ -37,6 +37,7 @@ from mailmatrix.core.failures import (
 )
 from mailmatrix.errors import InputFileError
 from mailmatrix.jobs import retry_metadata
+from mailmatrix.program import program
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 POLL_SECONDS = 2.0
@@ -231,7 +232,7 @@ def report(console: Console, stack: Stack, described: dict[str, Any], sfn: Any =
             f"when to redrive: {redrive_advice(status, ended.error, ended.cause, stopped)}"
         )
         console.print(
-            f"to rerun what failed: mailmatrix aws redrive {described['executionArn']} "
+            f"to rerun what failed: {program()} aws redrive {described['executionArn']} "
             f"--stack {stack.name}"
         )
     return exits.OK if status == "SUCCEEDED" else exits.RUN_FAILED

@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -27,6 +27,7 @@ from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_messa
 from mailmatrix.engine.reader import check_characters
 from mailmatrix.errors import MailMatrixError
 from mailmatrix.private import private_files
+from mailmatrix.program import program
 
 
 class NotRunnable(click.ClickException):
@@ -34,6 +35,15 @@ class NotRunnable(click.ClickException):
     a usage problem (exit 2), not a failed execution (exit 1)."""
 
     exit_code = exits.USAGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        context = click.get_current_context(silent=True)
+        self.command = context.command_path if context else "mailmatrix"
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Say it as `run` says its refusals: ``mailmatrix redrive: ...``, not ``Error: ...``."""
+        click.echo(f"{self.command}: {self.format_message()}", file=file, err=True)
 
 
 _STYLE = {
@@ -440,7 +450,7 @@ def resolve_execution(engine: Engine, given: str) -> str:
     if matches:
         raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
     raise MailMatrixError(
-        f"execution {given!r}: no such execution in this workdir (see: mailmatrix executions,"
+        f"execution {given!r}: no such execution in this workdir (see: {program()} executions,"
         " with the same --workdir)"
     )
 
@@ -490,10 +500,10 @@ def _resume_lines(
         return []
     if newer and newer != record["name"]:
         where = shlex.quote(str(workdir))
-        return [f"its rows are the newer run's: mailmatrix show {newer} --workdir {where}"]
+        return [f"its rows are the newer run's: {program()} show {newer} --workdir {where}"]
     cause = str(cause_message(record.get("cause") or "") or "")
     advice = redrive_advice(record["status"], record.get("error"), cause, stopped)
-    command = f"mailmatrix redrive {record['name']} --workdir {shlex.quote(str(workdir))}"
+    command = f"{program()} redrive {record['name']} --workdir {shlex.quote(str(workdir))}"
     return [f"when to redrive: {advice}", f"redrive: {command}"]
 
 
@@ -581,7 +591,7 @@ def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str,
     click.echo(f"Cause: {record.get('cause')}", err=True)
     options = [f"--workdir {shlex.quote(str(workdir))}"]
     options += [f"--function {shlex.quote(function)}" for function in functions]
-    command = f"mailmatrix redrive {record['name']} {' '.join(options)}"
+    command = f"{program()} redrive {record['name']} {' '.join(options)}"
     click.echo(f"Rerun from the failed state: {command}", err=True)
 
 

@@ -26,7 +26,7 @@ from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
-from mailmatrix.core.failures import DRILL_QUOTA_ADVICE
+from mailmatrix.core.failures import DRILL_QUOTA_ADVICE, generic_cause, plain_error
 from mailmatrix.core.report import (
     FAILED_APART,
     SUPERSEDED,
@@ -61,6 +61,7 @@ from mailmatrix.local import (
     unsubscribe_of,
     validation_of,
 )
+from mailmatrix.program import program
 
 
 class ProgressListener:
@@ -220,7 +221,9 @@ def print_summary(
     if result["status"] != "SUCCEEDED" and not any(counts.values()):
         # Stopped before any row was read (e.g. the mail server checked first): no table of 0s
         why = result.get("error") or ("stopped" if result["status"] == "ABORTED" else "")
-        console.print(f"[red]Nothing was sent: {why or result['status']}[/red]")
+        console.print(
+            f"[red]Nothing was sent: {escape(plain_error(why or result['status']))}[/red]"
+        )
         console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
         if result.get("redrive_advice"):
             console.print(f"When to resume: {result['redrive_advice']}", markup=False)
@@ -229,7 +232,7 @@ def print_summary(
             "resume this execution with its settings:",
             markup=False,
         )
-        command = f"mailmatrix redrive {result['execution']} {where}"
+        command = f"{program()} redrive {result['execution']} {where}"
         console.print(command, markup=False, soft_wrap=True)
         return
 
@@ -272,7 +275,7 @@ def print_summary(
 
     execution = result["execution"]
     console.print(
-        f"Execution: {execution}  (details: mailmatrix show {execution} {where})",
+        f"Execution: {execution}  (details: {program()} show {execution} {where})",
         soft_wrap=True,
         markup=False,
     )
@@ -310,21 +313,21 @@ def print_summary(
                 " gives each reason. Once the cause is fixed, send them with:[/yellow]"
             )
             console.print(
-                result.get("retry_command") or "mailmatrix run FILE --retry-failed",
+                result.get("retry_command") or f"{program()} run FILE --retry-failed",
                 markup=False,
                 soft_wrap=True,
             )
         if counts.get("attachment_changed"):
             console.print(f"[yellow]{attachment_changed_advice(counts['attachment_changed'])}[/]")
             console.print(
-                result.get("run_again_command") or "mailmatrix run FILE",
+                result.get("run_again_command") or f"{program()} run FILE",
                 markup=False,
                 soft_wrap=True,
             )
         if unknown:
             console.print(f"[yellow]{unknown_advice(unknown)}[/yellow]")
             console.print(
-                result.get("retry_unknown_command") or "mailmatrix run FILE --retry-unknown",
+                result.get("retry_unknown_command") or f"{program()} run FILE --retry-unknown",
                 markup=False,
                 soft_wrap=True,
             )
@@ -348,8 +351,10 @@ def print_summary(
             "email it was on.[/yellow]"
         )
     else:
-        console.print(f"[red]The run failed: {result.get('error')}[/red]")
-        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
+        error, cause = result.get("error"), str(result.get("cause") or "")
+        console.print(f"[red]The run failed: {escape(plain_error(error))}[/red]")
+        if not (generic_cause(error, cause) and result.get("failure_details")):
+            console.print(cause[:SHOWN_CAUSE_CHARS], markup=False)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
     _print_letters(console, result)
@@ -358,7 +363,7 @@ def print_summary(
     if result.get("run_again_command"):  # the advice says why not a redrive
         heading, command = "Send the rest, without the drill", result["run_again_command"]
     else:
-        heading, command = "Resume", f"mailmatrix redrive {result['execution']} {where}"
+        heading, command = "Resume", f"{program()} redrive {result['execution']} {where}"
     console.print(
         f"{heading} (rows already sent are skipped):", style="bold", end=" ", highlight=False
     )
@@ -665,11 +670,11 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
     if where is not None and where.is_relative_to(workdir.resolve()):
         return (
             f"cannot write the workdir {workdir}: {error}. Once there is room (or access), "
-            "`mailmatrix executions` shows the run as ABORTED and `mailmatrix redrive ID` "
+            f"`{program()} executions` shows the run as ABORTED and `{program()} redrive ID` "
             "sends the rest."
         )
     shown = shlex.quote(str(workdir))
-    return f"{error}. Fix it, then `mailmatrix executions --workdir {shown}` shows what ran."
+    return f"{error}. Fix it, then `{program()} executions --workdir {shown}` shows what ran."
 
 
 def stop_on_signals() -> None:
@@ -702,8 +707,8 @@ def stopped_outside_the_engine(command: str, workdir: Path) -> NoReturn:
     shown = shlex.quote(str(workdir))
     click.echo(
         f"mailmatrix {command}: stopped (Ctrl-C, SIGTERM or SIGHUP) outside an execution's"
-        f" run: `mailmatrix executions --workdir {shown}` shows whether one began, and"
-        " `mailmatrix redrive ID` sends the rest of one that was stopped",
+        f" run: `{program()} executions --workdir {shown}` shows whether one began, and"
+        f" `{program()} redrive ID` sends the rest of one that was stopped",
         err=True,
     )
     sys.exit(exits.STOPPED)

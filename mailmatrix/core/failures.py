@@ -58,6 +58,34 @@ DRILL_QUOTA_ADVICE = (
 SERVICE_REFUSING = "ServiceRefusing"
 REFUSING_WORDS = "the mail service refused every try of"
 
+# The state machine's own error names, in the operator's words (the name stays beside them:
+# it is what the console, the history and the AWS documentation call it).
+_PLAIN = {
+    THRESHOLD_EXCEEDED: "more batches of rows failed than the campaign tolerates",
+    "States.Timeout": "a step ran longer than its time limit",
+    "States.TaskFailed": "a step failed",
+    "States.Runtime": "the state machine met an error in its own data",
+    "States.DataLimitExceeded": "a step's data grew past the 256 KiB Step Functions allows",
+    "States.ItemReaderFailed": "the validated rows could not be read",
+    "States.ResultWriterFailed": "the batches' results could not be written",
+    "States.Permissions": "a step was not allowed to do what it needed",
+}
+
+
+def plain_error(error: str | None) -> str:
+    """``error`` as the operator reads it: what it means, then its name in brackets, for the
+    state machine's own errors; the others (MailMatrix's own) as they are."""
+    if error in _PLAIN:
+        return f"{_PLAIN[error]} ({error})"
+    return error or ""
+
+
+def generic_cause(error: str | None, cause: str) -> bool:
+    """Whether ``cause`` only repeats what the error says (the Map's cause when its batches
+    failed): the batches' own errors, shown with it, are the cause."""
+    return error == THRESHOLD_EXCEEDED and "threshold was exceeded" in cause
+
+
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
 
@@ -180,7 +208,7 @@ def failure_alert(
     why = why_lines(stopped)
     lines = [
         f"MailMatrix execution {ending.name} ended {ending.status}.",
-        f"Error: {ending.error or '-'}",
+        f"Error: {plain_error(ending.error) or '-'}",
         f"Cause: {ending.cause[:MESSAGE_CHARS] or '-'}",
     ]
     if why:

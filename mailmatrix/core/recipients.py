@@ -365,6 +365,7 @@ def validate_recipients(
         if report.rows == 0:
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
         intake.check_defaults()
+        intake.trials.check()
         intake.compare_contents()
         intake.withdraw()
     except BaseException:
@@ -373,6 +374,54 @@ def validate_recipients(
     finally:
         intake.close()
     return report
+
+
+# Rows of each template set rendered at intake while none of them has rendered.
+TRIAL_ROWS = 3
+
+
+class _TrialRenders:
+    """The first rows of each template set, rendered at intake until one renders.
+
+    The columns check reads which names a template uses, not what it does with their values:
+    an expression that fails on every row (an attribute of a text, a filter given the wrong
+    kind of value) passed validation and failed each of its set's rows at sending, after the
+    other sets' letters had gone out. A set whose first rows (two at least, TRIAL_ROWS at
+    most) all fail stops the file before anything is sent, as a column the file lacks does.
+    One row that fails alone is that row's: it fails at sending, as before.
+    """
+
+    def __init__(self, catalog: Any) -> None:
+        self._catalog = catalog
+        self._rendered: set[str] = set()
+        self._failed: dict[str, list[tuple[int, str]]] = {}  # set -> (row, error) of each try
+
+    def render(self, row: int, template: str, fields: dict[str, str]) -> None:
+        """Render ``row`` with ``template`` unless a row of that set rendered already or
+        TRIAL_ROWS of them failed."""
+        if template in self._rendered:
+            return
+        tried = self._failed.setdefault(template, [])
+        if len(tried) >= TRIAL_ROWS:
+            return
+        try:
+            self._catalog.render(template, fields)
+        except TemplateError as error:
+            tried.append((row, error.message))
+        else:
+            self._rendered.add(template)
+            del self._failed[template]
+
+    def check(self) -> None:
+        """Raise TemplateError for the sets whose every row tried, two at least, failed."""
+        broken = {name: tried for name, tried in self._failed.items() if len(tried) >= 2}
+        if not broken:
+            return
+        said = []
+        for name, tried in sorted(broken.items()):
+            rows = ", ".join(str(row) for row, _ in tried)
+            said.append(f"{tried[0][1]} (every row of set {name} tried failed: rows {rows})")
+        raise TemplateError(f"{'; '.join(said)}: the template, not the rows, is likely at fault")
 
 
 def read_columns(stream: BinaryIO, *, source: str) -> list[str]:
@@ -520,6 +569,7 @@ class _Intake:
         self.attachments = attachments
         self.rules = rules
         self.emit = emit
+        self.trials = _TrialRenders(catalog)
         self.header_pending = True
         # Addresses -> the first row naming each (skipped and rejected rows too), whether it was
         # passed on (flag), and the hash of its other cells: a later row of the address is a
@@ -693,6 +743,9 @@ class _Intake:
 
         report.valid += 1
         self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
+        fields = {name: values[index] for index, name in self.named}
+        assert template is not None  # a row without a set was rejected above
+        self.trials.render(row, template, fields)
         self.emit(
             {
                 "row": row,
@@ -705,7 +758,7 @@ class _Intake:
                 # as listed now: a file changed by the time the row is sent is not sent
                 "attachment_size": attachment.size if attachment else None,
                 "attachment_tag": (attachment.tag or None) if attachment else None,
-                "fields": {name: values[index] for index, name in self.named},
+                "fields": fields,
                 "cc": extra[0],
                 "bcc": extra[1],
                 "reply_to": extra[2],

@@ -37,6 +37,7 @@ from __future__ import annotations
 import ctypes
 import difflib
 import logging
+import os
 import posixpath
 import re
 import threading
@@ -778,6 +779,12 @@ class _Watchdog:
         self._fired: set[int] = set()
         self._thread: threading.Thread | None = None
 
+    def forked(self) -> None:
+        """In a process forked from one that rendered (a SendBatch worker of a pool started
+        after Validate rendered its trial rows): the parent's thread is not there, nor is its
+        lock's holder. Start afresh, so the next render starts this process's own watchdog."""
+        self.__init__()  # type: ignore[misc]
+
     @contextmanager
     def limit(self, seconds: float) -> Iterator[None]:
         """Raise _RenderTooLong into the block when it runs longer than ``seconds``."""
@@ -818,6 +825,8 @@ def _set_async_exc(ident: int, exception: type[BaseException] | None) -> None:
 
 _WATCH_SECONDS = 0.1
 _watchdog = _Watchdog()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_watchdog.forked)
 
 
 # --- inlining a skeleton once ----------------------------------------------------------------

@@ -77,7 +77,10 @@ def test_when_the_quota_runs_out_the_alert_says_so_and_to_wait(account, monkeypa
     message = published["Message"]
     assert published["Subject"] == "MailMatrix execution FAILED: AccountSendingHalted"
     assert message.startswith(f"MailMatrix execution {record['name']} ended FAILED.\n")
-    assert "Error: States.ExceedToleratedFailureThreshold" in message
+    assert (
+        "Error: more batches of rows failed than the campaign tolerates"
+        " (States.ExceedToleratedFailureThreshold)" in message
+    )
     assert "Why sending stopped:\n  AccountSendingHalted (" in message
     assert "Daily message quota exceeded" in message
     # AND says that the quota ran out in a drill (the account's is not used up: no 24-hour
@@ -124,7 +127,10 @@ def test_the_alert_goes_out_when_the_batches_cannot_be_read(account, monkeypatch
 
     message = alert(account, record, monkeypatch, sfn=RefusingStepFunctions())["Message"]
 
-    assert "Error: States.ExceedToleratedFailureThreshold" in message
+    assert (
+        "Error: more batches of rows failed than the campaign tolerates"
+        " (States.ExceedToleratedFailureThreshold)" in message
+    )
     assert "(The failed batches could not be read: ClientError:" in message
     assert "AccessDeniedException" in message
     assert f"mailmatrix aws redrive {record['executionArn']}" in message

@@ -3058,3 +3058,66 @@ def test_a_stop_outside_an_execution_exits_as_stopped_and_says_where_to_look(
     assert "Aborted!" not in said
     assert f"mailmatrix {command}: stopped (Ctrl-C, SIGTERM or SIGHUP) outside" in said
     assert f"`mailmatrix executions --workdir {workdir}` shows whether one began" in said
+
+
+def test_a_printed_command_runs_when_pasted_though_mailmatrix_is_not_on_the_path(tmp_path):
+    # GIVEN the console script called by its path, from a folder outside it, with a PATH
+    # that does not lead to it (the README's `.venv/bin/mailmatrix`, no venv activated)
+    script = Path(sys.executable).parent / "mailmatrix"
+    assert script.is_file()
+    env = {**os.environ, "PATH": os.pathsep.join(["/usr/bin", "/bin"])}
+    csv = str(EXAMPLE / "recipients.csv")
+    first = subprocess.run(
+        [str(script), "run", csv, "--workdir", "w", "--faults", "permanent=0.3,seed=3"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 5, first.stdout + first.stderr
+
+    # WHEN the retry command its summary printed is pasted into a shell
+    retry = next(line for line in first.stdout.splitlines() if "--retry-failed" in line)
+    assert retry.startswith(shlex.quote(str(script)) + " run "), retry
+    again = subprocess.run(
+        retry, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    # THEN it runs (it was `mailmatrix ...`: command not found) and sends the failed rows
+    assert again.returncode == 0, again.stdout + again.stderr
+    details = next(line for line in first.stdout.splitlines() if "(details: " in line)
+    assert f"(details: {shlex.quote(str(script))} show " in details
+
+
+def test_a_template_that_fails_on_every_row_of_its_set_stops_the_run_before_any_letter(
+    tmp_path,
+):
+    # GIVEN the example campaign with an offer template whose expression fails on any row
+    # (the name is a text: it has no attribute), which the columns check cannot see
+    templates = _own_letters(tmp_path)
+    body = templates / "offer" / "body.txt"
+    body.write_text(body.read_text().replace("{{ Name }}", "{{ Name.given }}", 1))
+    assert "Name.given" in body.read_text()
+    workdir = tmp_path / "w"
+    csv = str(EXAMPLE / "recipients.csv")
+    own = ["--templates", str(templates), "--sender", "Globex HR <hr@globex.example>"]
+
+    # WHEN it runs
+    code, output = _run(csv, "--workdir", str(workdir), *own)
+
+    # THEN nothing went out, not even the rejections (which render): the file is refused as
+    # a file with a broken template is, naming the template, its error and the rows tried
+    assert code == 3, output
+    assert "Nothing was sent: TemplateError" in output
+    said = " ".join(output.split())
+    assert "offer/body.txt: render: 'str object' has no attribute 'given'" in said
+    assert "(every row of set offer tried failed: rows 2, 3, 5)" in said
+    outbox = workdir / "outbox" / "new"
+    assert not outbox.exists() or not list(outbox.iterdir())
+
+    # AND once the template is fixed, the run sends every letter (none was recorded before)
+    body.write_text(body.read_text().replace("{{ Name.given }}", "{{ Name }}"))
+    code, output = _run(csv, "--workdir", str(workdir), *own)
+    assert code == 0, output
+    assert len(list((workdir / "outbox" / "new").iterdir())) == 18

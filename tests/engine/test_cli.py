@@ -90,6 +90,8 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     assert by_prefix.exit_code == 0 and "Call (Task) FAILED" in by_prefix.output
     unknown = runner.invoke(show_cmd, ["nope", *workdir])
     assert unknown.exit_code == 2 and "no such execution" in unknown.output
+    # said as `run` says its refusals, by the command's name
+    assert unknown.output.startswith("show: execution 'nope': no such execution")
 
     # AND a redrive with a working function reruns from the failed state and succeeds
     ok = [f"--function=Fn={__name__}:echo_handler"]

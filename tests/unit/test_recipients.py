@@ -49,6 +49,9 @@ class FakeCatalog:
     uses: dict[str, set[str]] = field(default_factory=lambda: {"offer": {"Name"}})
     attachment: dict[str, bool] = field(default_factory=lambda: {"offer": True})
     asked: list[str] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)
+    rendered: list[str] = field(default_factory=list)
 
     def choose(self, value: str) -> FakeChoice:
         self.asked.append(value)
@@ -72,6 +75,13 @@ class FakeCatalog:
 
     def needs_attachment(self, template: str) -> bool:
         return self.attachment.get(template, False)
+
+    def render(self, template: str, fields: dict[str, str]) -> None:
+        """Render nothing; fail as a template does for the sets in ``broken`` and the rows
+        whose Name is in ``failing``; each try's Name is in ``rendered``."""
+        self.rendered.append(fields.get("Name", ""))
+        if template in self.broken or fields.get("Name") in self.failing:
+            raise TemplateError(f"{template}/body.txt: render: 'str object' has no attribute 'x'")
 
 
 FILES = ("alice.pdf", "bob.pdf", "carol.pdf", "dave.pdf", "erin.pdf", "frank.pdf")
@@ -2079,3 +2089,50 @@ def test_the_rejects_report_shows_a_withdrawn_row_in_its_place_and_nothing_else_
          "f***@example.com"],
         ["8", "rejected", "Attachment_File", already + rest, "e***@example.com"],
     ]  # fmt: skip
+
+
+def _offers(count: int) -> str:
+    text = "Email,Name,Status,Attachment_File\r\n"
+    for n in range(count):
+        text += f"p{n}@example.com,P{n},Active,{FILES[n]}\r\n"
+    return text
+
+
+def test_a_set_whose_first_rows_all_fail_to_render_stops_the_file_naming_them():
+    # GIVEN a set whose template fails on every row (an expression the columns check passes)
+    catalog = FakeCatalog(broken={"offer"})
+
+    # WHEN a file of five of its rows is validated
+    with pytest.raises(TemplateError) as raised:
+        run(_offers(5), catalog=catalog)
+
+    # THEN the file is refused before anything is sent, with the template's error and the
+    # rows tried (three, not all five)
+    assert raised.value.message == (
+        "offer/body.txt: render: 'str object' has no attribute 'x' (every row of set offer"
+        " tried failed: rows 2, 3, 4): the template, not the rows, is likely at fault"
+    )
+    assert catalog.rendered == ["P0", "P1", "P2"]
+
+
+def test_rows_that_fail_to_render_alone_are_left_to_fail_at_sending():
+    # GIVEN a set whose first row fails to render but whose second renders
+    catalog = FakeCatalog(failing={"P0"})
+
+    # WHEN the file is validated
+    report, rows = run(_offers(4), catalog=catalog)
+
+    # THEN every row passes (the first fails at sending, as its own), and once a row of the
+    # set rendered no other is tried
+    assert [row["row"] for row in rows] == [2, 3, 4, 5]
+    assert report.valid == 4
+    assert catalog.rendered == ["P0", "P1"]
+
+
+def test_a_set_of_one_row_that_fails_to_render_does_not_stop_the_file():
+    catalog = FakeCatalog(failing={"P0"})
+
+    report, rows = run(_offers(1), catalog=catalog)
+
+    assert [row["row"] for row in rows] == [2]
+    assert catalog.rendered == ["P0"]

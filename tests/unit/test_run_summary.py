@@ -150,3 +150,48 @@ def test_the_failed_rows_listed_keep_the_advice_their_reasons_end_with(tmp_path)
     assert shown.startswith("row 4 [Refused]: 550 refused: xxx")
     assert shown.endswith("xxx see https://example.com/why")
     assert " … " in shown and len(shown) < 550
+
+
+def _failed_run(tmp_path: Path, error: str, cause: str, details: list[str]) -> str:
+    result = {
+        "status": "FAILED",
+        "error": error,
+        "cause": cause,
+        "counts": {"rows": 20, "valid": 18, "sent": 3, "failed": 0},
+        "failure_details": details,
+        "execution": "e-1",
+        "workdir": str(tmp_path),
+    }
+    out = io.StringIO()
+    print_summary(Console(file=out, width=300), result)
+    return out.getvalue()
+
+
+def test_a_run_whose_batches_failed_says_so_in_words_and_shows_their_errors_as_the_cause(
+    tmp_path,
+):
+    # GIVEN a run whose Map ended over its tolerated failures, with its batches' errors
+    detail = "AccountSendingHalted (1 batch): send_batch: row 4: the mail service refused"
+    said = _failed_run(
+        tmp_path,
+        "States.ExceedToleratedFailureThreshold",
+        "The specified tolerated failure threshold was exceeded",
+        [detail],
+    )
+
+    # THEN the failure reads as what it means, its name beside; the batches' errors follow,
+    # not the Map's cause, which only repeated the name
+    lines = said.splitlines()
+    failed = next(line for line in lines if line.startswith("The run failed:"))
+    assert failed == (
+        "The run failed: more batches of rows failed than the campaign tolerates"
+        " (States.ExceedToleratedFailureThreshold)"
+    )
+    assert lines[lines.index(failed) + 1] == f"  {detail}"
+    assert "tolerated failure threshold was exceeded" not in said
+
+
+def test_an_error_of_mailmatrix_itself_is_shown_with_its_cause_as_it_is(tmp_path):
+    said = _failed_run(tmp_path, "LedgerError", "ledger ledger.db: claim: disk I/O error", [])
+
+    assert "The run failed: LedgerError\nledger ledger.db: claim: disk I/O error\n" in said

@@ -535,3 +535,34 @@ def test_any_csv_value_is_data_in_every_part(value):
     inner = html.removeprefix("<p>").removesuffix("</p>")
     assert "<" not in inner and ">" not in inner
     assert html_lib.unescape(inner) == value
+
+
+def _loops_past_its_limit() -> str:
+    """In a forked worker: whether a render limit of 0.3 s stops a 5 s loop."""
+    from mailmatrix.core import templates
+
+    try:
+        with templates._watchdog.limit(0.3):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                pass
+    except templates._RenderTooLong:
+        return "stopped"
+    return "ran on"
+
+
+# It forks a process with a thread on purpose: a pool replaced after Validate rendered does.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_process_forked_after_a_render_limits_its_own_renders():
+    import multiprocessing
+
+    from mailmatrix.core import templates
+
+    # GIVEN a process whose render limit's watchdog thread runs (it rendered)
+    with templates._watchdog.limit(5):
+        pass
+    # WHEN a worker forked from it renders past the limit
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        said = pool.apply(_loops_past_its_limit)
+    # THEN the worker's own watchdog stops it (the parent's thread is not in the worker)
+    assert said == "stopped"

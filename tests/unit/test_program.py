@@ -1,0 +1,65 @@
+"""The command name printed in the commands a user is told to run next."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailmatrix.program import program
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    program.cache_clear()
+    yield
+    program.cache_clear()
+
+
+def _script(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    script = folder / "mailmatrix"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_a_program_the_shell_finds_by_name_is_printed_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _script(tmp_path / "venv" / "bin")
+    monkeypatch.setenv("PATH", str(script.parent))
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    assert program() == "mailmatrix"
+
+
+def test_a_venv_program_not_on_the_path_is_printed_as_called_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _script(tmp_path / ".venv" / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    assert program() == os.path.join(".venv", "bin", "mailmatrix")
+
+
+def test_another_mailmatrix_on_the_path_does_not_stand_for_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _script(tmp_path / "my folder" / "bin")
+    other = _script(tmp_path / "other" / "bin")
+    monkeypatch.setenv("PATH", str(other.parent))
+    monkeypatch.chdir(tmp_path / "other")
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    assert program() == f"'{script}'"  # outside the folder: whole, quoted for the shell
+
+
+def test_code_not_called_as_the_console_script_gets_the_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/somewhere/pytest", "-q"])
+    assert program() == "mailmatrix"
