@@ -1189,7 +1189,7 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
 def attachments_missing(attachments_dir: Path, need: str) -> str:
     """Why a file's rows cannot get their attachments: no folder where it was looked for."""
     return (
-        f"attachments: {attachments_dir}: no such folder, and {need}; "
+        f"no attachments folder at {attachments_dir}, and {need}; "
         "give the folder of the files with --attachments"
     )
 

@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import IO, Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 from rich.tree import Tree
 
 from mailmatrix.cli import exits
+from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
@@ -200,7 +200,7 @@ def executions_cmd(workdir: pathlib.Path) -> None:
             ),
             escape(record["name"]),
         )
-    console = Console()
+    console = RunConsole()
     if not console.is_terminal:
         console.width = max(console.width, 160)  # piped output: no squeezed columns
     console.print(table)
@@ -438,8 +438,9 @@ def _ordered(machine: dict[str, Any]) -> list[str]:
     return order + [n for n in machine["States"] if n not in order]
 
 
-def resolve_execution(engine: Engine, given: str) -> str:
-    """The execution named by ``given``: its id, its ARN, or a prefix of one id only."""
+def resolve_execution(engine: Engine, given: str, workdir: pathlib.Path) -> str:
+    """The execution named by ``given`` in ``workdir``: its id, its ARN, or a prefix of one id
+    only."""
     name = given.rsplit(":", 1)[-1]
     names = [record["name"] for record in engine.list_executions()]
     if name in names:
@@ -449,9 +450,11 @@ def resolve_execution(engine: Engine, given: str) -> str:
         return matches[0]
     if matches:
         raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
+    where = shlex.quote(str(workdir))
     raise MailMatrixError(
-        f"execution {given!r}: no such execution in this workdir (see: {program()} executions,"
-        " with the same --workdir)"
+        f"execution {given!r}: no such execution in the workdir {where} (`{program()}"
+        f" executions --workdir {where}` lists them); a run given another --workdir is found"
+        " with that --workdir"
     )
 
 
@@ -463,7 +466,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     """Draw the graph of an execution's states with status, timing, retries and Map Runs."""
     try:
         engine = _looked_up(workdir, execution)
-        execution = resolve_execution(engine, execution)
+        execution = resolve_execution(engine, execution, workdir)
         record = engine.describe(execution)
         history = engine.history(execution)
     except MailMatrixError as exc:
@@ -483,7 +486,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
         tree.label = (
             f"{tree.label}\nsuperseded: a newer run of the file sends it, execution {newer}"
         )
-    console = Console()
+    console = RunConsole()
     console.print(tree)
     if report is not None:  # on one line, however narrow the terminal or pipe: it is copied
         console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
@@ -569,7 +572,7 @@ class LiveProgress:
 
 def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """Run action(listener) with a live progress display when stderr is a terminal."""
-    console = Console(stderr=True)
+    console = RunConsole(stderr=True)
     if not console.is_terminal:
         return action(None)
     progress = progress_display(console)
@@ -603,7 +606,7 @@ def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str,
 def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...]) -> None:
     """Rerun a failed execution from the state that failed (only failed Map items rerun)."""
     try:
-        execution = resolve_execution(_looked_up(workdir, execution), execution)
+        execution = resolve_execution(_looked_up(workdir, execution), execution, workdir)
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
             from mailmatrix.cli import run_cmd
@@ -632,7 +635,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 result.update(commands)
             run_cmd.add_run_without_drill(result, csv_file, workdir, options, unsubscribe)
             with run_cmd.output_after_hangup():
-                run_cmd.print_summary(Console(), result, templates=options["--templates"])
+                run_cmd.print_summary(RunConsole(), result, templates=options["--templates"])
             raise SystemExit(run_cmd.exit_code(result))
         else:
             engine = _engine(workdir, registry_factory(workdir, functions))

@@ -247,7 +247,7 @@ def mime_tree(part: EmailMessage, depth: int = 0) -> list[str]:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"mailmatrix preview: {message}", err=True)
     raise SystemExit(code)
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
+from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_sender, finite
 from mailmatrix.cli.progress import progress_display
@@ -182,6 +183,9 @@ def outcome_of(
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
         result["cause"] = cause_message(record.get("cause"))
+        if campaign and isinstance(result["cause"], str):  # the report where it can be opened
+            key = campaign["rejects_key"]
+            result["cause"] = result["cause"].replace(f" {key}", f" {result['rejects']}")
         result["failure_details"] = record.get("failure_details") or []
         if record.get("redrive_advice"):
             result["redrive_advice"] = record["redrive_advice"]
@@ -208,11 +212,12 @@ def print_summary(
     counts = result["counts"]
     where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
-        console.print(f"[red]Nothing was sent: {result.get('error')}[/red]")
+        console.print(f"[red]Nothing was sent: {escape(plain_error(result.get('error')))}[/red]")
         # It begins with the file's path: on one line, however narrow the terminal.
         console.print(str(result.get("cause") or ""), markup=False, soft_wrap=True)
         _print_rejects(console, result)
-        if result.get("rejects") and Path(result["rejects"]).is_file():  # the cause's is a key
+        rejects = result.get("rejects")
+        if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
         console.print("Fix the file or the templates and run again.")
         if result.get("hint"):
@@ -530,7 +535,7 @@ def run(
     as_json: bool,
 ) -> None:
     """Validate CSV_FILE and send one email per valid row, on this machine."""
-    console = Console(stderr=as_json)
+    console = RunConsole(stderr=as_json)
     progress = None if as_json or not console.is_terminal else progress_display(console)
     listener = ProgressListener(progress)
     stop_on_signals()
@@ -723,12 +728,18 @@ def stop_display(progress: Progress | None) -> None:
 
 @contextlib.contextmanager
 def output_after_hangup() -> Iterator[None]:
-    """Print the result; after a SIGHUP the terminal may be gone, and writing to it fails:
-    then what is left of the output goes nowhere, and the command still exits with its code
-    (not a traceback)."""
+    """Print the result; after a SIGHUP the terminal may be gone, and writing to it fails, as
+    it does to a pipe whose reader has gone (``| head -1``): then what is left of the output
+    goes nowhere, and the command still exits with the run's code (not a traceback, nor
+    click's exit 1 for a closed pipe, which reads as a failed run)."""
     try:
         yield
-    except OSError:
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            # Python flushes stdout once more at exit: into the void, not the closed pipe
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
         if not _hung_up:
             raise
         sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115

@@ -58,8 +58,8 @@ DRILL_QUOTA_ADVICE = (
 SERVICE_REFUSING = "ServiceRefusing"
 REFUSING_WORDS = "the mail service refused every try of"
 
-# The state machine's own error names, in the operator's words (the name stays beside them:
-# it is what the console, the history and the AWS documentation call it).
+# The state machine's error names, in the operator's words (the name stays beside them: it
+# is what the console, the history, the report and the AWS documentation call it).
 _PLAIN = {
     THRESHOLD_EXCEEDED: "more batches of rows failed than the campaign tolerates",
     "States.Timeout": "a step ran longer than its time limit",
@@ -69,12 +69,19 @@ _PLAIN = {
     "States.ItemReaderFailed": "the validated rows could not be read",
     "States.ResultWriterFailed": "the batches' results could not be written",
     "States.Permissions": "a step was not allowed to do what it needed",
+    # and MailMatrix's own that end a run before it sends
+    "InputFileError": "the file cannot be used as it is",
+    "TemplateError": "the templates cannot be used with this file",
+    "TemplateSetsChanged": "the templates lack a set that earlier runs used",
+    "ConfigurationError": "a setting is missing or wrong",
+    "NothingToSend": "no row of the file can be sent",
+    "TransientSendError": "the mail service failed for now",
 }
 
 
 def plain_error(error: str | None) -> str:
-    """``error`` as the operator reads it: what it means, then its name in brackets, for the
-    state machine's own errors; the others (MailMatrix's own) as they are."""
+    """``error`` as the operator reads it: what it means, then its name in brackets; an error
+    without words here as it is."""
     if error in _PLAIN:
         return f"{_PLAIN[error]} ({error})"
     return error or ""

@@ -92,6 +92,9 @@ def test_sfn_run_prints_output_and_show_and_redrive(tmp_path: pathlib.Path) -> N
     assert unknown.exit_code == 2 and "no such execution" in unknown.output
     # said as `run` says its refusals, by the command's name
     assert unknown.output.startswith("show: execution 'nope': no such execution")
+    # AND it names the workdir it looked in, and how to list that workdir's executions
+    assert f"no such execution in the workdir {tmp_path / 'w'} (" in unknown.output
+    assert f"executions --workdir {tmp_path / 'w'}` lists them" in unknown.output
 
     # AND a redrive with a working function reruns from the failed state and succeeds
     ok = [f"--function=Fn={__name__}:echo_handler"]

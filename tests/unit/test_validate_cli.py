@@ -426,9 +426,9 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     # THEN the one that attaches nothing is all good, with no note of the folder; the other
     # is told why the folder matters
     assert without.exit_code == exits.OK, without.output
-    assert "no such folder" not in without.output
+    assert "no attachments folder" not in without.output
     said = " ".join(with_column.output.split())
-    assert f"attachments: {named.parent / 'attachments'}: no such folder" in said
+    assert f"no attachments folder at {named.parent / 'attachments'}, and" in said
     assert "the file has an Attachment_File column" in said
     # AND, as `run` tells it, how to give the folder (last, where it is seen)
     assert said.endswith("give the folder of the files with --attachments")

@@ -1,0 +1,22 @@
+"""The console the local commands print through."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from rich.console import Console
+
+
+class RunConsole(Console):
+    """A rich console whose output may outlive its reader (``mailmatrix run FILE | head -1``).
+
+    rich exits with status 1 when the pipe it writes to is closed, wherever it was: in the
+    middle of a run's progress display as well, and after a run that succeeded (1 reads as
+    "the execution failed"). This one sends the rest of its output nowhere and lets the
+    command go on to its end and its own exit status, as after a hang-up.
+    """
+
+    def on_broken_pipe(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
