@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import difflib
 import heapq
 import io
 import itertools
@@ -33,7 +34,7 @@ from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, SentFiles
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.core.templates import BY_COLUMN
+from mailmatrix.core.templates import BY_COLUMN, misspelt_column
 from mailmatrix.errors import InputFileError, TemplateError
 from mailmatrix.ports import SentCopy
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
@@ -69,6 +70,9 @@ _ALIASES = {
     "bcc": "Bcc",
     "replyto": "Reply_To",
 }
+# The spellings of an Attachment_File column, as _ALIASES holds them: a header spelt much
+# like one (Attachement_File) is likely that column misspelt.
+_FILE_SPELLINGS = [key for key, name in _ALIASES.items() if name == "Attachment_File"]
 # Columns whose values end up in message headers: no line breaks, no control characters.
 HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
 _SQUASH = re.compile(r"[\s_.\-]+")
@@ -331,7 +335,8 @@ def validate_recipients(
     that went to another person is rejected (a copy made for a new campaign, or the file
     renamed since it went out), whatever its name now.
 
-    Raises InputFileError when the file is unusable as a whole and TemplateError when the
+    Raises InputFileError when the file is unusable as a whole (among others: it has no
+    Attachment_File column, and a set of its rows needs one) and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
     that a row names as its recipient's own, or that is one of the ``earlier`` files (the
     same file, a link to it or, with ``contents``, a copy); ObjectChanged when an attachment
@@ -648,6 +653,7 @@ class _Intake:
         self.other_file_at = None  # where Attachment_File is among those cells
         if self.file_at is not None:
             self.other_file_at = self.file_at - (self.file_at > self.email_at)
+        self.file_lookalike = None if self.file_at is not None else _like_attachment_file(names)
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
@@ -700,7 +706,7 @@ class _Intake:
                 problems.append(("Email", address.problem))
         attachment = None
         if template:
-            needs = self._template_needs(template)
+            needs = self._template_needs(template, row)
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
@@ -886,8 +892,10 @@ class _Intake:
         column = self.catalog.column or "Status"
         return f"{column} is empty" if not value else f"unknown {column} value {value!r}"
 
-    def _template_needs(self, template: str) -> _Needs:
-        """Return what a template set needs from a row (asked once per set)."""
+    def _template_needs(self, template: str, row: int) -> _Needs:
+        """Return what a template set needs from a row (asked once per set, at its first
+        ``row``); raise InputFileError when the set needs an Attachment_File column the file
+        lacks (see _check_file_column)."""
         needs = self._needs.get(template)
         if needs is None:
             catalog: Any = self.catalog
@@ -898,16 +906,43 @@ class _Intake:
                 mode = mode_of(template)
             else:
                 mode = "required" if catalog.needs_attachment(template) else "none"
+            default_of = getattr(catalog, "default_attachment", None)
+            default = default_of(template) if default_of is not None else None
+            self._check_file_column(template, mode, default, row)
             if mode == BY_COLUMN:  # a folder without manifest: the CSV says
                 mode = "required" if "Attachment_File" in self.index else "none"
-            default_of = getattr(catalog, "default_attachment", None)
             needs = _Needs(
                 columns=[(name, index) for index, name in self.named if name in used],
                 mode=mode,
-                default=default_of(template) if default_of is not None else None,
+                default=default,
             )
             self._needs[template] = needs
         return needs
+
+    def _check_file_column(self, template: str, mode: str, default: str | None, row: int) -> None:
+        """Refuse the file, at ``row``, the first of ``template``, when it has no Attachment_File
+        column and the set needs one: it attaches each row's own file (``mode`` required, no
+        ``default``), or the file has a header spelt like the column.
+
+        Else each row of a set that gives every row its own file is rejected alone, its
+        Attachment_File "empty", the missing column never named; and a set that may attach the
+        files rows name (optional, by_column, a default_attachment) sends its letters without
+        them, or each with the default.
+        """
+        if self.file_at is not None or mode == "none":
+            return
+        own = mode == "required" and default is None
+        if own or self.file_lookalike is not None:
+            raise InputFileError(
+                _no_file_column(
+                    self.report.source,
+                    template,
+                    row,
+                    self.report.header,
+                    self.file_lookalike,
+                    None if own else default,
+                )
+            )
 
     def _attachment(
         self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
@@ -1512,6 +1547,44 @@ class _Needs:
     columns: list[tuple[str, int]]
     mode: str
     default: str | None
+
+
+def _like_attachment_file(names: list[str]) -> str | None:
+    """The first of the header's ``names`` spelt much like a name of the Attachment_File
+    column (compared as normalise_header compares them), or None."""
+    for name in names:
+        spelling = _SQUASH.sub("", name).casefold()
+        if spelling and difflib.get_close_matches(spelling, _FILE_SPELLINGS, n=1, cutoff=0.8):
+            return name
+    return None
+
+
+def _no_file_column(
+    source: str,
+    template: str,
+    row: int,
+    header: list[str],
+    lookalike: str | None,
+    default: str | None,
+) -> str:
+    """Why a file is refused that has no Attachment_File column, though ``template`` (of
+    ``row``, its first row) attaches the files rows name there (else its ``default``)."""
+    what = "the file each row names in that column"
+    if default:
+        what += f" (else its default_attachment, {default})"
+    said = (
+        f"{source}: no Attachment_File column, though template set {template!r} attaches "
+        f"{what}, and row {row} is of that set"
+    )
+    if lookalike is not None:
+        return (
+            f"{said}; {misspelt_column(lookalike, 'Attachment_File')} Nothing is sent (name "
+            "that column Attachment_File; then run the file again)"
+        )
+    return (
+        f"{said}: nothing is sent (the header has {', '.join(header)}; add an Attachment_File "
+        "column naming each row's file, then run the file again)"
+    )
 
 
 def _empty_but_used(column: str, template: str) -> str:

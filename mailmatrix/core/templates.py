@@ -312,6 +312,7 @@ class Catalog:
             )
 
         unknown: dict[str, list[str]] = {}
+        used: set[str] = set()  # every name the templates use
         constants = set(self.context)
         # Constants a column of the same name would replace in the render context -> the
         # files that use them.
@@ -324,6 +325,7 @@ class Catalog:
                     broken.append(exc.message)
                 continue
             for path, names in by_file.items():
+                used |= names
                 missing = sorted(names - available - constants - self._reserved)
                 if missing and path not in unknown:
                     unknown[path] = missing
@@ -336,7 +338,7 @@ class Catalog:
         )
         if unknown:
             listed = "; ".join(f"{path}: {', '.join(names)}" for path, names in unknown.items())
-            hints = _suggestions({n for names in unknown.values() for n in names}, columns)
+            hints = _suggestions({n for names in unknown.values() for n in names}, columns, used)
             problems.append(f"{listed} — not CSV columns (available: {', '.join(columns)}){hints}")
         return broken, problems
 
@@ -696,13 +698,23 @@ def _syntax_message(exc: jinja2.TemplateSyntaxError, path: str) -> str:
     return f"{path}: line {exc.lineno}: template syntax error: {exc.message}"
 
 
-def _suggestions(unknown: set[str], columns: list[str]) -> str:
+def _suggestions(unknown: set[str], columns: list[str], used: set[str]) -> str:
+    """For each name in ``unknown`` (the templates use it, the file has no such column), the
+    column spelt most like it: a column the templates do not use (``used``) is likely the
+    header misspelt, one they use too is likely what the template meant."""
     hints = []
     for name in sorted(unknown):
         close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
-        if close:
-            hints.append(f"{name} -> {close[0]}?")
-    return f" (did you mean: {'; '.join(hints)})" if hints else ""
+        if close and close[0] in used:
+            hints.append(f"the templates use {name!r}: did you mean the column {close[0]!r}?")
+        elif close:
+            hints.append(misspelt_column(close[0], name))
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def misspelt_column(column: str, meant: str) -> str:
+    """Say that the file's ``column`` is likely the column ``meant``, misspelt in the header."""
+    return f"the file has a column {column!r}: a misspelling of {meant!r}?"
 
 
 def _shadowed_constant(name: str, paths: list[str], constants: Collection[str]) -> str:

@@ -174,6 +174,33 @@ def test_a_column_named_like_a_manifest_constant_sends_nothing(tmp_path):
     assert _recipients(tmp_path / "outbox") == {}
 
 
+def test_a_misspelt_attachment_column_sends_nothing_and_says_so_once(tmp_path):
+    # GIVEN the demo file whose header spells Attachement_File: every offer and rejection
+    # attaches its recipient's own letter
+    text = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8")
+    csv_path = tmp_path / "recipients.csv"
+    csv_path.write_text(text.replace("Attachment_File", "Attachement_File", 1), encoding="utf-8")
+
+    # WHEN it runs
+    code, output = _run(
+        str(csv_path), "--attachments", str(EXAMPLE / "attachments"), "--workdir", str(tmp_path)
+    )
+
+    # THEN nothing is sent: the run stops at validation, naming the column it lacks and the
+    # one it has, once, instead of rejecting each row as having an empty Attachment_File
+    said = " ".join(output.split())
+    assert code == 3
+    assert "Nothing was sent: InputFileError" in said
+    assert (
+        f"{csv_path}: no Attachment_File column, though template set 'offer' attaches the file "
+        "each row names in that column, and row 2 is of that set; the file has a column "
+        "'Attachement_File': a misspelling of 'Attachment_File'?"
+    ) in said
+    assert said.count("Attachement_File") == 1
+    assert "is empty" not in said and "Rejects: " not in said
+    assert _recipients(tmp_path / "outbox") == {}
+
+
 def test_a_file_the_bundled_templates_do_not_fit_is_told_of_templates(tmp_path):
     # GIVEN a file of other columns than the bundled templates use, run without --templates
     csv_path = tmp_path / "courses.csv"

@@ -201,7 +201,8 @@ def test_case16_unknown_variables_are_listed_with_their_files():
     columns = list(rows(CASE_16)[0])
     assert catalog.check_columns(columns) == [
         "body.txt: FirstName; body.html: Balance — not CSV columns "
-        "(available: Email, Name, Status, Attachment_File) (did you mean: FirstName -> Name?)"
+        "(available: Email, Name, Status, Attachment_File) "
+        "(the templates use 'FirstName': did you mean the column 'Name'?)"
     ]
 
 

@@ -490,6 +490,142 @@ def test_templates_using_missing_columns_raise_template_error():
     )
 
 
+# --- no Attachment_File column ----------------------------------------------------------
+
+MISSPELT = HEADER.replace("Attachment_File", "Attachement_File")
+NO_FILE_COLUMN = (
+    "incoming/test.csv: no Attachment_File column, though template set 'offer' attaches the "
+    "file each row names in that column"
+)
+
+
+def one_set(attachment: str) -> dict[str, str]:
+    """Templates of one set, ``offer`` (Status active), with ``attachment`` as its manifest's
+    attachment lines."""
+    return {
+        "manifest.yaml": f"column: Status\nsets:\n  offer:\n    when: [active]\n{attachment}",
+        "offer/subject.txt": "Offer for {{ Name }}",
+        "offer/body.txt": "Hello {{ Name }}",
+    }
+
+
+def test_a_misspelt_attachment_column_refuses_the_file_naming_the_header():
+    # GIVEN a set that attaches each row's own file, and a header spelling Attachement_File
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(MISSPELT + ALICE + BOB)
+
+    # THEN the file is refused once, naming the column it has, not each row as empty
+    assert caught.value.message == (
+        f"{NO_FILE_COLUMN}, and row 2 is of that set; the file has a column "
+        "'Attachement_File': a misspelling of 'Attachment_File'? Nothing is sent (name that "
+        "column Attachment_File; then run the file again)"
+    )
+
+
+def test_a_file_without_the_attachment_column_is_refused_at_the_first_row_that_needs_it():
+    # GIVEN no column like Attachment_File, and the first row of the attaching set third
+    catalog = FakeCatalog(
+        templates={"active": "offer", "rejected": "rejection"},
+        attachment={"offer": True, "rejection": False},
+    )
+    text = "Email,Name,Status\r\ncarl@example.com,Carl,rejected\r\n"
+    text += "dan@example.com,Dan,unsubscribed\r\nalice@example.com,Alice,active\r\n"
+
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(text, catalog=catalog)
+
+    # THEN the file is refused, naming that row and the header
+    assert caught.value.message == (
+        f"{NO_FILE_COLUMN}, and row 4 is of that set: nothing is sent (the header has Email, "
+        "Name, Status; add an Attachment_File column naming each row's file, then run the file "
+        "again)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("attachment", "text", "attached"),
+    [
+        ("    attachment: none\n", MISSPELT + ALICE, None),
+        ("    attachment: optional\n", "Email,Name,Status\r\nalice@example.com,Alice,active\r\n",
+         None),
+        ("    default_attachment: brochure.pdf\n",
+         "Email,Name,Status\r\nalice@example.com,Alice,active\r\n", "brochure.pdf"),
+    ],
+    ids=["none", "optional", "default"],
+)  # fmt: skip
+def test_rows_that_need_no_attachment_column_are_sent_without_one(attachment, text, attached):
+    # GIVEN a set whose rows need no file of their own, and a file without Attachment_File
+    # WHEN validated
+    report, rows = run(
+        text, catalog=load_catalog(one_set(attachment)), index=index_of("brochure.pdf")
+    )
+
+    # THEN the row goes, with the set's default or nothing
+    assert [(row["email"], row["attachment"]) for row in rows] == [("alice@example.com", attached)]
+    assert reasons(report) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "template", "default"),
+    [
+        (one_set("    attachment: optional\n"), "offer", ""),
+        (one_set("    default_attachment: brochure.pdf\n"), "offer", " (else its "
+         "default_attachment, brochure.pdf)"),
+        ({"subject.txt": "Offer for {{ Name }}", "body.txt": "Hello"}, "default", ""),
+    ],
+    ids=["optional", "default", "no-manifest"],
+)  # fmt: skip
+def test_a_misspelt_attachment_column_refuses_the_file_where_rows_may_name_files(
+    files, template, default
+):
+    # GIVEN a set that attaches a file a row names, and a header spelling Attachement_File,
+    # without which each letter would go without its file (or with the default)
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(MISSPELT + ALICE, catalog=load_catalog(files), index=index_of("brochure.pdf"))
+
+    # THEN the file is refused, naming the header
+    assert caught.value.message == (
+        f"incoming/test.csv: no Attachment_File column, though template set {template!r} "
+        f"attaches the file each row names in that column{default}, and row 2 is of that set; "
+        "the file has a column 'Attachement_File': a misspelling of 'Attachment_File'? Nothing "
+        "is sent (name that column Attachment_File; then run the file again)"
+    )
+
+
+@pytest.mark.parametrize(
+    "header", ["Attachments", "Attachmnt", "attachement file", "ATTACH-FILE", "Attachment Filenme"]
+)
+def test_headers_spelt_like_a_name_of_the_attachment_column_are_named(header):
+    # GIVEN the attachment column's header misspelt one way or another
+    text = HEADER.replace("Attachment_File", header) + ALICE
+
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(text)
+
+    # THEN the refusal names it as the column misspelt
+    assert f"the file has a column {header!r}: a misspelling of 'Attachment_File'?" in (
+        caught.value.message
+    )
+
+
+@pytest.mark.parametrize("header", ["Department", "Statement", "File", "Notes"])
+def test_other_headers_are_not_taken_for_the_attachment_column(header):
+    # GIVEN a file without Attachment_File whose other column is not spelt like it
+    text = HEADER.replace("Attachment_File", header) + ALICE
+
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(text)
+
+    # THEN the refusal names the header, not a look-alike
+    assert "a misspelling" not in caught.value.message
+    assert f"the header has Email, Name, Status, {header};" in caught.value.message
+
+
 # --- per-row checks ----------------------------------------------------------------------
 
 
@@ -2136,4 +2272,5 @@ def test_a_set_of_one_row_that_fails_to_render_does_not_stop_the_file():
     assert report.valid == 1
 
     assert [row["row"] for row in rows] == [2]
+    assert (report.valid, reasons(report)) == (1, [])
     assert catalog.rendered == ["P0"]

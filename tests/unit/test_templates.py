@@ -506,10 +506,46 @@ def test_status_column_missing_from_csv_is_a_problem():
 
 
 def test_unknown_variable_gets_a_suggestion():
+    # GIVEN a subject misspelling Name, a column the bodies print too
     catalog = load_catalog(simple(**{"welcome__subject.txt": "Hi {{ Nmae }}"}))
+
+    # WHEN checked THEN the template's name is the one said to be misspelt
     assert catalog.check_columns(["Name", "Status"]) == [
         "welcome/subject.txt: Nmae — not CSV columns (available: Name, Status)"
-        " (did you mean: Nmae -> Name?)"
+        " (the templates use 'Nmae': did you mean the column 'Name'?)"
+    ]
+
+
+def test_a_column_misspelt_in_the_header_is_said_to_be_the_misspelling():
+    # GIVEN templates that print Position, and a file whose header spells it Postion
+    catalog = load_catalog(simple(**{"welcome__body.txt": "Dear {{ Name }}, our {{ Position }}"}))
+
+    # WHEN the templates are checked against the file's columns
+    problems = catalog.check_columns(["Name", "Status", "Postion"])
+
+    # THEN the file's header is the misspelling, not the name the templates use
+    assert problems == [
+        "welcome/body.txt: Position — not CSV columns (available: Name, Status, Postion)"
+        " (the file has a column 'Postion': a misspelling of 'Position'?)"
+    ]
+
+
+def test_each_unknown_name_gets_its_own_suggestion():
+    # GIVEN a template misspelling Name, and another printing a column the header misspells
+    catalog = load_catalog(
+        simple(
+            **{
+                "welcome__subject.txt": "Hi {{ Nmae }}",
+                "welcome__body.txt": "{{ Name }}, {{ Salary }}",
+            }
+        )
+    )
+
+    # WHEN checked THEN each is said the way round it likely is, in the names' order
+    assert catalog.check_columns(["Name", "Status", "Salery"]) == [
+        "welcome/subject.txt: Nmae; welcome/body.txt: Salary — not CSV columns (available: "
+        "Name, Status, Salery) (the templates use 'Nmae': did you mean the column 'Name'?; "
+        "the file has a column 'Salery': a misspelling of 'Salary'?)"
     ]
 
 

@@ -178,6 +178,32 @@ def test_unusable_file_with_json_is_one_json_object(tmp_path):
     }
 
 
+def test_a_misspelt_attachment_column_exits_3_naming_it_once(tmp_path):
+    # GIVEN the bundled templates (each row attaches its own letter) and a header that spells
+    # the column Attachement_File
+    path = campaign(tmp_path, HEADER.replace("Attachment_File", "Attachement_File") + OFFER * 2)
+
+    # WHEN the file is validated, for people and as JSON
+    result = invoke(path)
+    as_json = json.loads(invoke(path, "--json").stdout)
+
+    # THEN it is refused whole, saying once which column is missing and which one it has,
+    # not that the bundled templates do not fit
+    assert result.exit_code == exits.INPUT_UNUSABLE
+    message = (
+        f"{path}: no Attachment_File column, though template set 'offer' attaches the file each "
+        "row names in that column, and row 2 is of that set; the file has a column "
+        "'Attachement_File': a misspelling of 'Attachment_File'? Nothing is sent (name that "
+        "column Attachment_File; then run the file again)"
+    )
+    assert result.output.split("\n") == [
+        f"Error: {message}",
+        "Nothing was validated; fix the file and run again.",
+        "",
+    ]
+    assert as_json == {"source": str(path), "error": "InputFileError", "message": message}
+
+
 def test_templates_missing_columns_exit_3(tmp_path):
     path = campaign(
         tmp_path, "Email,Name,Status,Attachment_File\nann@example.com,A,Offer,ann.pdf\n"
