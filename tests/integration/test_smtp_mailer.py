@@ -237,7 +237,7 @@ def test_refused_recipient_is_permanent_and_nobody_gets_the_message():
 
     assert caught.value.message == (
         f"smtp {HOST}:{port}: recipient k***@example.com refused: "
-        "550 5.1.1 <kim@example.com>: user unknown"
+        "550 5.1.1 <k***@example.com>: user unknown"
     )
     assert caught.value.details == {"code": 550}
     assert [e[1] for e in handler.envelopes] == [["amy@example.com"]]
@@ -278,6 +278,57 @@ def test_connection_refused_is_transient():
     assert caught.value.refused  # nothing was handed over: no copy can have gone out
     # and the server as a whole is out of reach: a batch stops instead of trying each row
     assert isinstance(caught.value, ServiceUnreachable)
+
+
+@pytest.mark.parametrize(
+    ("at", "reply", "error", "said"),
+    [
+        (
+            "RCPT",
+            "450 4.1.1 <victor.hugo@example.com>: Recipient address rejected: unverified address",
+            TransientSendError,
+            "recipient v***@example.com refused: 450 4.1.1 <v***@example.com>: Recipient address"
+            " rejected: unverified address",
+        ),
+        (
+            "RCPT",
+            "550 5.1.1 <victor.hugo@example.com>: Recipient address rejected: User unknown",
+            PermanentSendError,
+            "recipient v***@example.com refused: 550 5.1.1 <v***@example.com>: Recipient address"
+            " rejected: User unknown",
+        ),
+        (
+            "DATA",
+            "554 5.7.1 <victor.hugo@example.com>: Recipient address rejected: Access denied",
+            PermanentSendError,
+            "DATA: 554 5.7.1 <v***@example.com>: Recipient address rejected: Access denied",
+        ),
+    ],
+    ids=["rcpt-4xx", "rcpt-5xx", "data"],
+)
+def test_a_reply_that_quotes_the_recipient_is_quoted_with_the_address_masked(
+    at, reply, error, said
+):
+    # GIVEN a server whose refusal names the recipient in full
+    handler = Recorder()
+    if at == "RCPT":
+        handler.rcpt_reply["victor.hugo@example.com"] = reply
+    else:
+        handler.data_reply = reply
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+
+        # WHEN a message to that recipient is refused
+        with pytest.raises(error) as caught:
+            mailer.send(
+                message("victor.hugo@example.com"),
+                sender=SENDER,
+                destinations=["victor.hugo@example.com"],
+            )
+        mailer.close()
+
+    # THEN the error quotes the reply with the address masked as the recipient's own is
+    assert caught.value.message == f"smtp {HOST}:{port}: {said}"
 
 
 def test_reconnects_after_the_server_dropped_an_idle_connection():
