@@ -13,12 +13,13 @@ message that is then reported as failed.
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
 authentication failures, a used-up daily quota and a sender refused for good (5xx to MAIL
-FROM) halt the campaign. A refused RCPT about the recipient (mailbox or address class) is
-marked so (``SendError.recipient``): send_batch halts a campaign whose service refused every
-try of several rows in a row, but not for a run of such recipients. A message counts as sent
-on a 2xx reply to its content only after a 354 to DATA: a success to DATA itself means the
-content was never sent. Errors quote the server's replies with the addresses in them masked
-(a refused RCPT's reply names the recipient).
+FROM) halt the campaign; a connection refused when checked before a campaign is CannotConnect
+(nothing listens there: a setup problem). A refused RCPT about the recipient (mailbox or
+address class) is marked so (``SendError.recipient``): send_batch halts a campaign whose
+service refused every try of several rows in a row, but not for a run of such recipients. A
+message counts as sent on a 2xx reply to its content only after a 354 to DATA: a success to
+DATA itself means the content was never sent. Errors quote the server's replies with the
+addresses in them masked (a refused RCPT's reply names the recipient).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mailmatrix.core.addresses import mask, mask_addresses
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import (
     AccountSendingHalted,
+    CannotConnect,
     ConfigurationError,
     PermanentSendError,
     SendError,
@@ -143,11 +145,20 @@ class SmtpMailer:
         """Connect, greet (STARTTLS and login as configured) and say QUIT, before a campaign.
 
         Raises what ``send`` would raise on connecting, so an unreachable server or a wrong
-        password stops the campaign at validation instead of after every batch's retries.
+        password stops the campaign at validation instead of after every batch's retries; a
+        refused connection, before anything was ever sent, as CannotConnect.
         """
         try:
             connection = self._connect()
         except SendError as exc:
+            if isinstance(exc.__cause__, ConnectionRefusedError):
+                # Nothing listens there: a setup problem (a server not started, another
+                # port), not a passing fault that a redrive at once would get past.
+                raise CannotConnect(
+                    f"smtp: cannot connect to {self._where} (connection refused): is the mail"
+                    " server running, and is the port right?",
+                    refused=True,
+                ) from exc
             raise type(exc)(f"{exc.message} (checked before sending)", details=exc.details) from exc
         _quit(connection)
 
@@ -161,7 +172,8 @@ class SmtpMailer:
 
     @property
     def _where(self) -> str:
-        return f"{self.server.host}:{self.server.port}"
+        host = self.server.host
+        return f"[{host}]:{self.server.port}" if ":" in host else f"{host}:{self.server.port}"
 
     def _connection(self) -> tuple[smtplib.SMTP, bool]:
         existing = getattr(self._local, "connection", None)
