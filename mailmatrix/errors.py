@@ -127,6 +127,12 @@ class ServiceUnreachable(TransientSendError):
     asl_error = "TransientSendError"
 
 
+class CannotConnect(SendError):
+    """The mail server refused the connection when the campaign checked it, before sending:
+    nothing listens at its host and port (a server not started, a URL naming another port).
+    A setup problem, not a passing fault: a redrive meets it again until the server runs."""
+
+
 class ClaimBusy(TransientSendError):
     """Rows, or the whole batch, are held by another attempt that may still be sending them.
 

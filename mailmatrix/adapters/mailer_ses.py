@@ -17,6 +17,7 @@ from botocore.exceptions import (
 )
 
 from mailmatrix.adapters import _aws
+from mailmatrix.core.addresses import mask_addresses
 from mailmatrix.core.send import classify_service_error
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -88,7 +89,7 @@ def classify(error: ClientError, *, sender: str = "") -> SendError:
     code = _aws.error_code(error)
     message = _aws.error_message(error)
     status = _aws.http_status(error) or None
-    text = f"ses: send_email: {code}: {message}"
+    text = f"ses: send_email: {code}: {mask_addresses(message)}"
     if code in _HALTING_CODES or _sender_not_verified(message, sender):
         # The sender's own identity failed the check, or the set is gone: no row can go.
         return AccountSendingHalted(text, details={"code": code, "status": status})

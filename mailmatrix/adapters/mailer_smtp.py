@@ -13,12 +13,13 @@ message that is then reported as failed.
 Failures map to the Mailer port's errors: 421/450/451/452/454 and dropped connections are
 transient; other 5xx replies are permanent for the message; rate replies are Throttled;
 authentication failures, a used-up daily quota and a sender refused for good (5xx to MAIL
-FROM) halt the campaign. A refused RCPT about
-the recipient (mailbox or address class) is marked so (``SendError.recipient``): send_batch
-halts a campaign whose service refused every try of several rows in a row, but not for a
-run of such recipients. A message counts as
-sent on a 2xx reply to its content only after a 354 to DATA: a success to DATA itself means
-the content was never sent.
+FROM) halt the campaign; a connection refused when checked before a campaign is CannotConnect
+(nothing listens there: a setup problem). A refused RCPT about the recipient (mailbox or
+address class) is marked so (``SendError.recipient``): send_batch halts a campaign whose
+service refused every try of several rows in a row, but not for a run of such recipients. A
+message counts as sent on a 2xx reply to its content only after a 354 to DATA: a success to
+DATA itself means the content was never sent. Errors quote the server's replies with the
+addresses in them masked (a refused RCPT's reply names the recipient).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS
+from mailmatrix.core.addresses import mask, mask_addresses
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import (
     AccountSendingHalted,
+    CannotConnect,
     ConfigurationError,
     PermanentSendError,
     SendError,
@@ -142,11 +145,20 @@ class SmtpMailer:
         """Connect, greet (STARTTLS and login as configured) and say QUIT, before a campaign.
 
         Raises what ``send`` would raise on connecting, so an unreachable server or a wrong
-        password stops the campaign at validation instead of after every batch's retries.
+        password stops the campaign at validation instead of after every batch's retries; a
+        refused connection, before anything was ever sent, as CannotConnect.
         """
         try:
             connection = self._connect()
         except SendError as exc:
+            if isinstance(exc.__cause__, ConnectionRefusedError):
+                # Nothing listens there: a setup problem (a server not started, another
+                # port), not a passing fault that a redrive at once would get past.
+                raise CannotConnect(
+                    f"smtp: cannot connect to {self._where} (connection refused): is the mail"
+                    " server running, and is the port right?",
+                    refused=True,
+                ) from exc
             raise type(exc)(f"{exc.message} (checked before sending)", details=exc.details) from exc
         _quit(connection)
 
@@ -160,7 +172,8 @@ class SmtpMailer:
 
     @property
     def _where(self) -> str:
-        return f"{self.server.host}:{self.server.port}"
+        host = self.server.host
+        return f"[{host}]:{self.server.port}" if ":" in host else f"{host}:{self.server.port}"
 
     def _connection(self) -> tuple[smtplib.SMTP, bool]:
         existing = getattr(self._local, "connection", None)
@@ -253,7 +266,7 @@ class SmtpMailer:
                 code, reply = connection.rcpt(address)
                 if code not in (250, 251):
                     self._reset(connection)
-                    refused_rcpt = f"{where}: recipient {_mask(address)} refused"
+                    refused_rcpt = f"{where}: recipient {mask(address)} refused"
                     raise _classify(code, reply, refused_rcpt, recipient=True)
             stage = "DATA"
             connection.putcmd("data")
@@ -277,7 +290,7 @@ class SmtpMailer:
                 if 200 <= code < 300:
                     # Any success is the message taken (250 is the rule): reporting another
                     # as a failure would let --retry-failed send a second, unmarked copy.
-                    return _text(reply)
+                    return _one_line(reply)
                 if code < 400:
                     # Neither taken nor refused: the server may hold the message.
                     self._drop()
@@ -449,14 +462,15 @@ _RECIPIENT_STATUS = re.compile(r"[45]\.(?:2\.\d{1,3}|1\.[1-6])\b")
 
 
 def _text(reply: bytes | str) -> str:
+    """A server's reply as an error quotes it: on one line, the addresses in it masked (a
+    refused RCPT's reply names the recipient)."""
+    return mask_addresses(_one_line(reply))
+
+
+def _one_line(reply: bytes | str) -> str:
     if isinstance(reply, bytes):
         reply = reply.decode("utf-8", "replace")
     return " ".join(reply.split())
-
-
-def _mask(address: str) -> str:
-    local, _, domain = address.rpartition("@")
-    return f"{local[:1]}***@{domain}"
 
 
 def _message_id(raw: bytes) -> str:

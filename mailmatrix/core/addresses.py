@@ -78,6 +78,18 @@ def mask(email: str) -> str:
 # Where a cell that holds several addresses splits: commas, semicolons, spaces.
 _SEVERAL = re.compile(r"[\s,;]+")
 
+
+def mask_addresses(text: str) -> str:
+    """``text`` with every address in it masked as mask() masks one: a mail server's reply
+    may quote the recipient in full (``550 5.1.1 <v***@example.com>: ... rejected``)."""
+    return _IN_TEXT.sub(lambda found: mask(found.group()), text)
+
+
+# An address within free text: a local part (plain, or quoted), "@", a domain. A local part
+# stops at the brackets and punctuation that set an address off in a reply; a domain at a
+# full stop that ends a sentence.
+_IN_TEXT = re.compile(r'(?:"[^"\r\n]*"|[^\s<>()\[\],;:"@]+)@[\w-]+(?:\.[\w-]+)*')
+
 # Names reserved for examples and tests, where no real person receives mail: the second-level
 # names of RFC 2606 (with their subdomains) and its top-level ones with RFC 6761's .localhost.
 # (email-validator refuses .test, .invalid and .localhost as special-use already; it takes

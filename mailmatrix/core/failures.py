@@ -58,6 +58,9 @@ DRILL_QUOTA_ADVICE = (
 SERVICE_REFUSING = "ServiceRefusing"
 REFUSING_WORDS = "the mail service refused every try of"
 
+# The error of a mail server that refused the connection when checked before sending.
+CANNOT_CONNECT = "CannotConnect"
+
 # The state machine's error names, in the operator's words (the name stays beside them: it
 # is what the console, the history, the report and the AWS documentation call it).
 _PLAIN = {
@@ -76,6 +79,7 @@ _PLAIN = {
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
+    CANNOT_CONNECT: "the mail server cannot be reached",
 }
 
 
@@ -167,6 +171,11 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         )
     if halts:
         return DRILL_QUOTA_ADVICE
+    if CANNOT_CONNECT in errors:
+        return (
+            "once a mail server listens at that host and port: a redrive connects to the same "
+            "one (for another, run the file again with its URL)."
+        )
     if errors & _UNUSABLE_INPUT:
         return (
             "the file or the templates are unusable: a redrive reads the same upload. Fix the "

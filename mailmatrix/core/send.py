@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmatrix.core.addresses import mask, parse_address
+from mailmatrix.core.addresses import mask, mask_addresses, parse_address
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.failures import REFUSING_WORDS, SERVICE_REFUSING
 from mailmatrix.core.pacing import Pacer
@@ -226,9 +226,10 @@ def classify_service_error(
     SES reports the daily quota with the same Throttling code as the rate limit, so the
     message decides: "Daily message quota exceeded" halts, "Maximum sending rate exceeded"
     throttles (https://docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html;
-    over SMTP both arrive as "454 Throttling failure: ...").
+    over SMTP both arrive as "454 Throttling failure: ..."). The addresses the message names
+    (SES's "identities failed the check: ...") are masked in the error's.
     """
-    text = f"{where}: {code}: {message}"
+    text = f"{where}: {code}: {mask_addresses(message)}"
     details = {"code": code, "status": status}
     lowered = message.casefold()
     if code in THROTTLING_CODES:

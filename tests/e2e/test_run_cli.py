@@ -190,7 +190,7 @@ def test_a_misspelt_attachment_column_sends_nothing_and_says_so_once(tmp_path):
     # one it has, once, instead of rejecting each row as having an empty Attachment_File
     said = " ".join(output.split())
     assert code == 3
-    assert "Nothing was sent: InputFileError" in said
+    assert "Nothing was sent: the file cannot be used as it is (InputFileError)" in said
     assert (
         f"{csv_path}: no Attachment_File column, though template set 'offer' attaches the file "
         "each row names in that column, and row 2 is of that set; the file has a column "
@@ -810,11 +810,34 @@ def test_a_run_stopped_before_reading_a_row_says_nothing_was_sent_not_a_table_of
     code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
 
     assert code == 1
-    assert "Nothing was sent: the mail service failed for now (TransientSendError)" in _words(
-        output
-    )
+    assert "Nothing was sent: the mail server cannot be reached (CannotConnect)" in _words(output)
     assert "Rows in the file" not in output
     assert "mailmatrix redrive " in output
+
+
+def test_a_mail_server_not_listening_is_told_as_a_setup_problem_not_a_passing_fault(tmp_path):
+    # GIVEN an SMTP URL, with a password, whose port nothing listens on
+    port = _closed_port()
+    smtp = f"smtp+starttls://hr:s3cret@127.0.0.1:{port}"
+
+    # WHEN the file is run through it
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
+
+    # THEN nothing is sent, and it says where it could not connect and what to look at,
+    # without the password and without the advice to redrive at once
+    said = " ".join(output.split())  # as the terminal wrapped it
+    assert code == 1
+    assert "Nothing was sent: the mail server cannot be reached (CannotConnect)" in said
+    assert (
+        f"smtp: cannot connect to 127.0.0.1:{port} (connection refused): is the mail server"
+        " running, and is the port right?" in said
+    )
+    assert (
+        "When to resume: once a mail server listens at that host and port: a redrive connects"
+        " to the same one (for another, run the file again with its URL)." in said
+    )
+    assert "redrive now" not in said and "passing fault" not in said
+    assert "s3cret" not in output
 
 
 def test_each_execution_keeps_the_rows_it_validated_for_its_redrives(tmp_path):

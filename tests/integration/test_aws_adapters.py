@@ -274,14 +274,28 @@ def test_ses_errors_are_classified(code, message, status, kind):
     assert code in error.message
 
 
-def test_case_19_one_rejected_recipient_is_permanent_and_keeps_the_ses_words():
+def test_case_19_one_rejected_recipient_is_permanent_and_keeps_the_ses_words_masked():
     error = classify(
         client_error("MessageRejected", NOT_VERIFIED.format("bob@example.com")),
         sender="talent@example.com",
     )
     assert isinstance(error, PermanentSendError)
     assert error.details["code"] == "MessageRejected"
-    assert error.message.endswith(NOT_VERIFIED.format("bob@example.com"))
+    assert error.message.endswith(NOT_VERIFIED.format("b***@example.com"))
+
+
+def test_a_sender_not_verified_halts_with_its_address_masked():
+    # GIVEN SES's refusal naming the sender among the identities that failed the check
+    identities = NOT_VERIFIED.format("bob@example.com, talent@example.com")
+    refusal = client_error("MessageRejected", identities)
+
+    # WHEN it is classified THEN the campaign halts, and the reason names no address in full
+    error = classify(refusal, sender="Talent <talent@example.com>")
+    assert isinstance(error, AccountSendingHalted)
+    assert error.message == (
+        "ses: send_email: MessageRejected: "
+        + NOT_VERIFIED.format("b***@example.com, t***@example.com")
+    )
 
 
 def test_connection_failures_are_transient():

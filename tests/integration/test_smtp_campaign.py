@@ -12,6 +12,7 @@ import email
 import email.policy
 import shutil
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -431,6 +432,45 @@ def test_a_server_refusing_all_mail_for_now_stops_the_run_after_three_rows(tmp_p
         assert len(server.envelopes) == 18
     finally:
         controller.stop()
+
+
+class UnknownUser(Inbox):
+    """Refuses one recipient for good, quoting its address in full as Postfix does."""
+
+    def __init__(self, unknown: str) -> None:
+        super().__init__()
+        self.unknown = unknown
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address == self.unknown:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_refused_recipients_reason_masks_the_address_the_server_quoted(tmp_path: Path):
+    # GIVEN a server that refuses the demo's first recipient, naming the address
+    with serving(UnknownUser("amelia.hart@example.com")) as url:
+        # WHEN the demo campaign runs through it
+        ran = _runner(str(EXAMPLE / "recipients.csv"))(tmp_path / "work", "--smtp", url)
+
+    # THEN the row fails with the server's words, the address in them masked as the row's
+    # is, in the printed summary, the report and the ledger alike
+    port = url.rpartition(":")[2]
+    reason = (
+        f"smtp {HOST}:{port}: recipient a***@example.com refused: 550 5.1.1"
+        " <a***@example.com>: Recipient address rejected: User unknown"
+    )
+    assert ran.exit_code == 5, ran.output
+    assert f"row 2 [550]: {reason}" in " ".join(ran.output.split())
+    assert "amelia.hart@" not in ran.output
+    (report,) = (tmp_path / "work" / "bucket" / "reports").glob("*/*/report.csv")
+    with report.open(encoding="utf-8-sig", newline="") as stream:
+        failed = [row for row in csv.DictReader(stream) if row["status"] == "failed"]
+    assert [(row["row"], row["code"], row["reason"]) for row in failed] == [("2", "550", reason)]
+    with contextlib.closing(sqlite3.connect(tmp_path / "work" / "ledger.sqlite3")) as ledger:
+        reasons = ledger.execute("SELECT reason FROM sends WHERE state = 'failed'").fetchall()
+    assert reasons == [(reason,)]
 
 
 def _runner(csv_file: str):

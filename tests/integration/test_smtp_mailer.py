@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime
 import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -26,6 +27,7 @@ from mailmatrix.core.message import build_message, message_bytes
 from mailmatrix.core.templates import Rendered
 from mailmatrix.errors import (
     AccountSendingHalted,
+    CannotConnect,
     ConfigurationError,
     PermanentSendError,
     SendError,
@@ -237,7 +239,7 @@ def test_refused_recipient_is_permanent_and_nobody_gets_the_message():
 
     assert caught.value.message == (
         f"smtp {HOST}:{port}: recipient k***@example.com refused: "
-        "550 5.1.1 <kim@example.com>: user unknown"
+        "550 5.1.1 <k***@example.com>: user unknown"
     )
     assert caught.value.details == {"code": 550}
     assert [e[1] for e in handler.envelopes] == [["amy@example.com"]]
@@ -270,14 +272,129 @@ def test_replies_to_data_map_to_the_port_errors(reply, error):
     assert caught.value.refused == (error in (TransientSendError, Throttled))
 
 
-def test_connection_refused_is_transient():
-    port = free_port()  # nothing listens there
+def test_connection_refused_while_sending_is_transient():
+    port = free_port()  # nothing listens there: a server restarting, after the check passed
     mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}?timeout=5")
     with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: ") as caught:
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
     assert caught.value.refused  # nothing was handed over: no copy can have gone out
     # and the server as a whole is out of reach: a batch stops instead of trying each row
     assert isinstance(caught.value, ServiceUnreachable)
+
+
+NOT_LISTENING = (
+    "smtp: cannot connect to {} (connection refused): is the mail server running, and is the"
+    " port right?"
+)
+
+
+@pytest.mark.parametrize("scheme", ["smtp", "smtp+starttls", "smtps"])
+def test_a_check_refused_a_connection_says_it_as_a_setup_problem(scheme):
+    # GIVEN a URL, with a password, of a port nothing listens on
+    port = free_port()
+    mailer = SmtpMailer.from_url(f"{scheme}://mailer:s3cret@{HOST}:{port}?timeout=5")
+
+    # WHEN the server is checked before sending THEN it is told as a setup problem, naming
+    # where it connected (and not the password), not as a passing fault to redrive at once
+    with pytest.raises(CannotConnect) as caught:
+        mailer.check()
+    assert caught.value.message == NOT_LISTENING.format(f"{HOST}:{port}")
+    assert not isinstance(caught.value, TransientSendError)
+
+
+@pytest.mark.parametrize(
+    ("url", "asked", "shown"),
+    [
+        ("smtp://127.0.0.1", ("127.0.0.1", 25), "127.0.0.1:25"),
+        ("smtp+starttls://localhost", ("localhost", 587), "localhost:587"),
+        ("smtps://[::1]", ("::1", 465), "[::1]:465"),
+    ],
+    ids=["smtp", "starttls", "smtps-ipv6"],
+)
+def test_a_refused_check_names_the_default_port_of_a_url_that_gives_none(
+    monkeypatch, url, asked, shown
+):
+    # GIVEN no server at the scheme's default port (the socket refuses without the network)
+    tried = []
+
+    def refuse(address, *args, **kwargs):
+        tried.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+    # WHEN the server is checked THEN the message names the port that was tried
+    with pytest.raises(CannotConnect) as caught:
+        SmtpMailer.from_url(url).check()
+    assert tried == [asked]
+    assert caught.value.message == NOT_LISTENING.format(shown)
+
+
+def test_a_check_that_times_out_stays_a_passing_fault():
+    # GIVEN a server that takes the connection but never greets
+    with socket.socket() as silent:
+        silent.bind((HOST, 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}?timeout=1")
+
+        # WHEN it is checked THEN it is the passing fault it was (a redrive may get past it)
+        with pytest.raises(ServiceUnreachable) as caught:
+            mailer.check()
+    assert type(caught.value) is ServiceUnreachable
+    assert caught.value.message.startswith(f"smtp {HOST}:{port}: connect: ")
+    assert caught.value.message.endswith("(checked before sending)")
+
+
+@pytest.mark.parametrize(
+    ("at", "reply", "error", "said"),
+    [
+        (
+            "RCPT",
+            "450 4.1.1 <victor.hugo@example.com>: Recipient address rejected: unverified address",
+            TransientSendError,
+            "recipient v***@example.com refused: 450 4.1.1 <v***@example.com>: Recipient address"
+            " rejected: unverified address",
+        ),
+        (
+            "RCPT",
+            "550 5.1.1 <victor.hugo@example.com>: Recipient address rejected: User unknown",
+            PermanentSendError,
+            "recipient v***@example.com refused: 550 5.1.1 <v***@example.com>: Recipient address"
+            " rejected: User unknown",
+        ),
+        (
+            "DATA",
+            "554 5.7.1 <victor.hugo@example.com>: Recipient address rejected: Access denied",
+            PermanentSendError,
+            "DATA: 554 5.7.1 <v***@example.com>: Recipient address rejected: Access denied",
+        ),
+    ],
+    ids=["rcpt-4xx", "rcpt-5xx", "data"],
+)
+def test_a_reply_that_quotes_the_recipient_is_quoted_with_the_address_masked(
+    at, reply, error, said
+):
+    # GIVEN a server whose refusal names the recipient in full
+    handler = Recorder()
+    if at == "RCPT":
+        handler.rcpt_reply["victor.hugo@example.com"] = reply
+    else:
+        handler.data_reply = reply
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer.from_url(f"smtp://{HOST}:{port}")
+
+        # WHEN a message to that recipient is refused
+        with pytest.raises(error) as caught:
+            mailer.send(
+                message("victor.hugo@example.com"),
+                sender=SENDER,
+                destinations=["victor.hugo@example.com"],
+            )
+        mailer.close()
+
+    # THEN the error quotes the reply with the address masked as the recipient's own is
+    assert caught.value.message == f"smtp {HOST}:{port}: {said}"
 
 
 def test_reconnects_after_the_server_dropped_an_idle_connection():
@@ -449,7 +566,7 @@ def test_a_server_that_takes_messages_without_answering_gets_two_copies_at_most(
     assert record["output"]["counts"]["failed"] == 18
 
 
-def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
+def test_a_server_not_listening_stops_the_campaign_at_validation_as_a_setup_problem(tmp_path):
     from mailmatrix.local import run_campaign
 
     port = free_port()  # nothing listens there
@@ -460,9 +577,10 @@ def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
         mailer=f"smtp://{HOST}:{port}?timeout=5",
     )
     assert record["status"] == "FAILED"
-    assert record["error"] == "TransientSendError"
-    assert f"smtp {HOST}:{port}: connect:" in record["cause"]
-    assert "(checked before sending)" in record["cause"]
+    assert record["error"] == "CannotConnect"
+    assert json.loads(record["cause"])["errorMessage"] == NOT_LISTENING.format(f"{HOST}:{port}")
+    assert "redrive now" not in record["redrive_advice"]
+    assert record["redrive_advice"].startswith("once a mail server listens at that host and port")
     assert time.monotonic() - started < 30  # not the ~85 s of every batch's retries
     assert not (tmp_path / "work" / "ledger.sqlite3").exists() or not _ledger_rows(
         tmp_path / "work" / "ledger.sqlite3"
@@ -482,7 +600,7 @@ def test_an_unreachable_smtp_server_stops_the_campaign_at_validation(tmp_path):
         )
         .output
     )
-    assert f"TransientSendError: smtp {HOST}:{port}: connect:" in shown
+    assert f"CannotConnect: smtp: cannot connect to {HOST}:{port} (connection refused)" in shown
     assert "stackTrace" not in shown and "errorMessage" not in shown
     (validate,) = [line for line in shown.splitlines() if "ValidateRecipients" in line]
     assert "FAILED" in validate and "→" not in validate

@@ -10,6 +10,7 @@ from mailmatrix.core.addresses import (
     Address,
     is_reserved_domain,
     mask,
+    mask_addresses,
     parse_address,
 )
 
@@ -107,6 +108,29 @@ def test_fast_path_agrees_with_email_validator(text):
 )
 def test_mask_hides_the_local_part(email, masked):
     assert mask(email) == masked
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "550 5.1.1 <victor.hugo@example.com>: Recipient address rejected",
+            "550 5.1.1 <v***@example.com>: Recipient address rejected",
+        ),
+        (
+            "identities failed the check in region EU-WEST-1: bob@example.com, ann@x.org.",
+            "identities failed the check in region EU-WEST-1: b***@example.com, a***@x.org.",
+        ),
+        ("550 <jürgen@exämple.org>: user unknown", "550 <j***@exämple.org>: user unknown"),
+        ('550 <"victor hugo"@example.com> unknown', '550 <"***@example.com> unknown'),
+        ("550 <bounce+id=x/y@mail.example.com>", "550 <b***@mail.example.com>"),
+        ("550 <v***@example.com> masked already", "550 <v***@example.com> masked already"),
+        ("smtp 127.0.0.1:25: no address @ here, nor in x@ y", None),
+    ],
+    ids=["rcpt-reply", "ses-identities", "non-ascii", "quoted-local", "tagged", "masked", "none"],
+)
+def test_mask_addresses_hides_each_address_in_a_text(text, masked):
+    assert mask_addresses(text) == (text if masked is None else masked)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
 from mailmatrix.adapters.mailer_faults import FaultyMailer, SimulatedCrash
+from mailmatrix.core.addresses import mask
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.send import RetryPolicy, compose, send_batch
 from mailmatrix.errors import AccountSendingHalted, TransientSendError
@@ -171,8 +172,10 @@ def test_case19_one_rejected_recipient_fails_alone_and_is_not_retried(ledger, cl
         (5, "sent"),
     ]
     assert rows[1]["code"] == "MessageRejected"
-    assert "Email address is not verified" in rows[1]["reason"]
-    assert "bob@example.com" in rows[1]["reason"]
+    assert rows[1]["reason"].endswith(
+        "Email address is not verified. The following identities failed the check in region"
+        " EU-WEST-1: b***@example.com"
+    )
     assert (result.sent, result.failed, result.skipped) == (3, 1, 0)
     assert len(ses.calls) == 4
     assert clock.slept == []
@@ -201,7 +204,8 @@ def test_case19_sandbox_rejects_everyone_each_row_fails_once(ledger, clock):
     assert len(ses.calls) == 4
     for row, entry in zip(items, result.rows, strict=True):
         assert entry["code"] == "MessageRejected"
-        assert row["email"] in entry["reason"]
+        assert entry["reason"].endswith(f": {mask(row['email'])}")
+        assert row["email"] not in entry["reason"]
     outcomes = ledger.outcomes("c-sending-test")
     assert [(o.state, o.code) for o in outcomes] == [("failed", "MessageRejected")] * 4
 

@@ -2269,7 +2269,6 @@ def test_a_set_of_one_row_that_fails_to_render_does_not_stop_the_file():
     catalog = FakeCatalog(failing={"P0"})
 
     report, rows = run(_offers(1), catalog=catalog)
-    assert report.valid == 1
 
     assert [row["row"] for row in rows] == [2]
     assert (report.valid, reasons(report)) == (1, [])
