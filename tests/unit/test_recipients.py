@@ -2132,7 +2132,7 @@ def test_rows_that_fail_to_render_alone_are_left_to_fail_at_sending():
 def test_a_set_of_one_row_that_fails_to_render_does_not_stop_the_file():
     catalog = FakeCatalog(failing={"P0"})
 
-    report, rows = run(_offers(1), catalog=catalog)
+    _, rows = run(_offers(1), catalog=catalog)
 
     assert [row["row"] for row in rows] == [2]
     assert catalog.rendered == ["P0"]
