@@ -533,18 +533,21 @@ def delivery_of(mailer: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}"
 
 
-def campaign_way(mailer: str, templates: Path, attachments: Path, sender: str | None) -> dict:
+def campaign_way(
+    mailer: str | None, templates: Path, attachments: Path, sender: str | None
+) -> dict:
     """What must not change between a campaign's runs in a workdir: how it delivers, and what
     its letters are made of (the templates and attachments folders, the sender, the
     List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE). The names of its template sets are
-    the ledger's to keep, here as on AWS (Ledger.record_template_sets)."""
-    return {
-        "delivery": delivery_of(mailer),
+    the ledger's to keep, here as on AWS (Ledger.record_template_sets). ``mailer`` None: a way
+    without delivery (`validate`, which cannot know it)."""
+    letters = {
         "templates": str(templates.resolve()),
         "attachments": str(attachments.resolve()),
         "sender": sender,
         "unsubscribe": unsubscribe_of(),
     }
+    return letters if mailer is None else {"delivery": delivery_of(mailer), **letters}
 
 
 def unsubscribe_of() -> str | None:
@@ -561,28 +564,54 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     of the campaign other letters than its first rows got (the bundled ones, say). So a
     campaign keeps its way, per workdir.
     """
-    said = campaign_way_change(workdir, campaign, way)
-    if said is None:
+    changes = campaign_way_changes(workdir, campaign, way)
+    if not changes:
         return
-    # A campaign is its file name: this may be another file of that name (next month's
-    # offers.csv from another folder), and running it "the same way" would send those people
-    # the earlier campaign's letters. So the advice for another campaign comes first.
+    # Most often a rerun that forgot an option: what differs and how to run it as before come
+    # first. A new file name comes last, for a really different campaign only (next month's
+    # offers.csv from another folder): it mails everyone in the file.
+    differs = "; they ".join(f"{change.earlier}, but this run {change.now}" for change in changes)
+    fixes = [change.fix for change in changes]
+    fix = ", ".join(fixes[:-1]) + " and " + fixes[-1] if len(fixes) > 1 else fixes[0]
+    notes = "".join(f" {change.note}" for change in changes if change.note)
     raise DeliveryChanged(
-        f"{name}: if this file is another campaign than the earlier runs of a file named"
-        f" {name} in {workdir.root} (other people, or the same people mailed again on"
-        " purpose), give it a new file name and run it under that name: a campaign is its file"
-        " name within a workdir. Only if it is that campaign's own file, corrected, run it the"
-        f" same way as those runs: they {said}"
+        f"{name}: the earlier runs of a file named {name} in {workdir.root} {differs}. Nothing"
+        f" was sent. To go on with that campaign (a rerun, or its file corrected), run it again"
+        f" {fix}: rows already sent are skipped.{notes} Only if this file is really a different"
+        " campaign (other people, or the same people to be mailed again on purpose), give it a"
+        " new file name and run it under that name instead: a new name is a new campaign, and"
+        " everyone in it is mailed (run as above, they would get the earlier campaign's letters)"
     )
 
 
+@dataclass(frozen=True)
+class WayChange:
+    """One way a run differs from its campaign's earlier runs in a workdir: what those did
+    (``used --sender ...``), what this run did instead (``gave no --sender ...``), how to run
+    it as they did (``with --templates DIR``, ``without --smtp``), and what else to know."""
+
+    earlier: str
+    now: str
+    fix: str
+    note: str = ""
+
+
 def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | None:
-    """How the campaign's earlier runs in this workdir differ from ``way`` (``delivered
-    through ...`` or ``used --sender ...``), or None: in nothing that matters (see
+    """How the campaign's earlier runs in this workdir differ from the execution's ``way``
+    (``used --sender ..., where this execution ...``), or None: in nothing that matters (see
     check_campaign_way)."""
+    changes = campaign_way_changes(workdir, campaign, way)
+    if not changes:
+        return None
+    return "; ".join(f"{change.earlier}, where this execution {change.now}" for change in changes)
+
+
+def campaign_way_changes(workdir: Workdir, campaign: str, way: dict) -> list[WayChange]:
+    """How the campaign's earlier runs in this workdir differ from ``way``, delivery first
+    (none: in nothing that matters, see check_campaign_way)."""
     earlier = _deliveries(workdir).get(campaign)
     if earlier is None:
-        return None
+        return []
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
     # "sets": in the way an execution of an earlier version recorded; the ledger checks them
@@ -591,22 +620,72 @@ def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | Non
         for key in way
         if key not in ("sets", "delivery") and key in earlier and earlier[key] != way[key]
     ]
+    changes = [_letters_change(key, earlier[key], way[key]) for key in changed]
     # Another mail server is no change (a backup relay delivers as well); the outbox is. (A
     # way without delivery: `validate`, which checks the letters' sources only.)
     both = "delivery" in earlier and "delivery" in way
     if both and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
-        changed.insert(0, "delivery")
-    if not changed:
-        return None
-    if "delivery" in changed:
-        how = earlier["delivery"]
-        how = "the local outbox (no --smtp)" if how == "outbox" else f"--smtp {how}"
-        now = way["delivery"] if way["delivery"] != "outbox" else "the outbox"
-        return f"delivered through {how} (this run: {now})"
-    return "used " + ", ".join(
-        f"{_FLAGS[key]}{shlex.quote(earlier[key])}" if earlier[key] else f"no {_FLAGS[key]}"
-        for key in changed
+        changes.insert(0, _delivery_change(earlier["delivery"], way["delivery"]))
+    return changes
+
+
+def _delivery_change(earlier: str, now: str) -> WayChange:
+    """The outbox for a mail server, or the other way round."""
+    if earlier == "outbox":
+        return WayChange(
+            "delivered through the local outbox (no --smtp)",
+            f"gave --smtp {now}",
+            "without --smtp",
+            "Rows in the outbox count as sent, so a run through a server would skip them: to"
+            " deliver through the server after an outbox trial, run the file in another"
+            " --workdir (which mails everyone in it).",
+        )
+    password = " (its password in the URL or in MAILMATRIX_SMTP_PASSWORD)" if "@" in earlier else ""
+    return WayChange(
+        f"delivered through --smtp {earlier}",
+        "gave no --smtp (the local outbox)",
+        f"with --smtp {earlier}{password}",
     )
+
+
+def _letters_change(key: str, earlier: str | None, now: str | None) -> WayChange:
+    """A templates or attachments folder, a sender or an unsubscribe target changed."""
+    if key == "sender":
+        shell = os.environ.get("MAILMATRIX_SENDER", "").strip()
+        unset = " and with MAILMATRIX_SENDER unset" if shell else ""
+        return WayChange(
+            f"used {_sender_said(earlier)}",
+            f"gave {_sender_said(now, shell=shell)}",
+            f"with --sender {shlex.quote(earlier)}" if earlier else f"without --sender{unset}",
+        )
+    if key == "unsubscribe":
+        return WayChange(
+            f"used {_unsubscribe_said(earlier)}",
+            f"gave {_unsubscribe_said(now)}",
+            f"with MAILMATRIX_UNSUBSCRIBE={shlex.quote(earlier)} set in the shell"
+            if earlier
+            else "with MAILMATRIX_UNSUBSCRIBE unset",
+        )
+    flag, folder = f"--{key}", shlex.quote(str(earlier))
+    used = shlex.quote(str(now))
+    if key == "templates" and now and is_bundled(Path(now)):
+        used = f"the bundled demo templates ({used})"
+    return WayChange(f"used {flag} {folder}", f"used {used}", f"with {flag} {folder}")
+
+
+def _sender_said(sender: str | None, *, shell: str = "") -> str:
+    """A way's sender as a refusal names it (``shell``: MAILMATRIX_SENDER, a source of it)."""
+    if sender is None:
+        return "no --sender (the templates manifest's sender)"
+    source = " (or MAILMATRIX_SENDER)" if sender == shell else ""
+    return f"--sender {shlex.quote(sender)}{source}"
+
+
+def _unsubscribe_said(target: str | None) -> str:
+    """A way's List-Unsubscribe target as a refusal names it."""
+    if target is None:
+        return "no MAILMATRIX_UNSUBSCRIBE"
+    return f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(target)}"
 
 
 # What each workdir delivered through mail servers, kept in the default workdir for every
@@ -851,15 +930,21 @@ def _known_workdirs(way: dict[str, Any]) -> contextlib.AbstractContextManager[An
 
 
 def check_earlier_runs(
-    workdir: Path, csv_path: Path, templates: Path, attachments: Path, sets: Collection[str]
+    workdir: Path,
+    csv_path: Path,
+    templates: Path,
+    attachments: Path,
+    sender: str | None,
+    sets: Collection[str],
 ) -> bool:
-    """Refuse, as `run` would in ``workdir``, a file whose earlier runs there used other
-    templates or attachments folders (DeliveryChanged) or template sets that ``sets`` lacks
-    (TemplateSetsChanged); return whether the workdir has earlier runs of the file. Reads
-    only: a workdir that is not there has none."""
+    """Refuse, as `run` would in ``workdir`` with ``sender`` (its --sender), a file whose
+    earlier runs there made their letters otherwise: other templates or attachments folders,
+    another sender or MAILMATRIX_UNSUBSCRIBE (DeliveryChanged), or template sets that ``sets``
+    lacks (TemplateSetsChanged); return whether the workdir has earlier runs of the file.
+    Reads only: a workdir that is not there has none."""
     wd = Workdir(Path(workdir))
     campaign = campaign_of_file(csv_path)
-    way = {"templates": str(templates.resolve()), "attachments": str(attachments.resolve())}
+    way = campaign_way(None, templates, attachments, sender_of(sender))
     check_campaign_way(wd, campaign, csv_path.name, way)
     found = campaign in _deliveries(wd)
     if wd.ledger.is_file():
@@ -870,14 +955,6 @@ def check_earlier_runs(
         if missing:
             raise template_sets_changed(csv_path.name, missing, scope="a run of it")
     return found
-
-
-_FLAGS = {
-    "templates": "--templates ",
-    "attachments": "--attachments ",
-    "sender": "--sender ",
-    "unsubscribe": "MAILMATRIX_UNSUBSCRIBE=",
-}
 
 
 @contextlib.contextmanager

@@ -132,7 +132,8 @@ def folder_contents(folder: Path) -> StoredContents:
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Check the file against its earlier runs in this workdir (the one `run` uses), as "
-    "`run` does: the same templates and attachments folders, no template set they used gone. "
+    "`run` does: the same templates and attachments folders and sender, no template set they "
+    "used gone. "
     "Default: the workdir `run` uses without --workdir, when it exists.",
 )
 @click.option(
@@ -164,7 +165,7 @@ def validate_command(
 
     try:
         catalog = load_folder_catalog(templates_dir)
-        sender, origin = check_run_sender(sender, catalog)
+        run_sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
@@ -196,7 +197,9 @@ def validate_command(
             except OSError as error:  # the option's file, not the CSV: a bad --rejects
                 where = f"--rejects {rejects_path}: cannot write the rejects report"
                 _fail(error, csv_file, as_json, bundled=False, where=where, code=exits.USAGE)
-        earlier, refused = _earlier_runs(workdir, csv_file, templates_dir, attachments_dir, catalog)
+        earlier, refused = _earlier_runs(
+            workdir, csv_file, templates_dir, attachments_dir, sender, catalog
+        )
         earlier["default_workdir"] = by_default
         if by_default and workdir is None:
             earlier["workdir"] = str(default_workdir())
@@ -216,7 +219,7 @@ def validate_command(
         letters = {
             "templates": str(templates_dir),
             "templates_bundled": is_bundled(templates_dir),
-            "sender": sender,
+            "sender": run_sender,
             "sender_from": origin,
             "attachments": str(attachments_dir),
         }
@@ -260,11 +263,17 @@ def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:
 
 @private_files()  # the ledger's journal files, made as it is read
 def _earlier_runs(
-    workdir: Path | None, csv_file: Path, templates_dir: Path, attachments_dir: Path, catalog: Any
+    workdir: Path | None,
+    csv_file: Path,
+    templates_dir: Path,
+    attachments_dir: Path,
+    sender: str | None,
+    catalog: Any,
 ) -> tuple[dict[str, Any], int | None]:
-    """What the file's earlier runs in ``workdir`` say of it (``checked``: whether they were
-    looked at; ``found``: whether there are any; ``error`` and ``message``: how `run` would
-    refuse it), and the exit code of that refusal (None: none)."""
+    """What the file's earlier runs in ``workdir`` say of it, for a run with --sender
+    ``sender`` (``checked``: whether they were looked at; ``found``: whether there are any;
+    ``error`` and ``message``: how `run` would refuse it), and the exit code of that refusal
+    (None: none)."""
     if workdir is None:
         return {"checked": False}, None
     from mailmatrix.errors import DeliveryChanged, TemplateSetsChanged
@@ -273,7 +282,7 @@ def _earlier_runs(
     found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
     try:
         found["found"] = check_earlier_runs(
-            workdir, csv_file, templates_dir, attachments_dir, catalog.names
+            workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
         )
     except (DeliveryChanged, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
@@ -535,7 +544,8 @@ def _earlier_note(earlier: dict[str, Any]) -> str:
             " the workdir `run` uses without --workdir, does not exist yet, so a run without"
             " --workdir has none. If the run will use another workdir, give it as --workdir:"
             " `run` refuses a file whose earlier runs there used other --templates or"
-            " --attachments folders, or a template set since renamed or removed.)"
+            " --attachments folders or another sender, or a template set since renamed or"
+            " removed.)"
         )
     if earlier.get("default_workdir"):
         where += (
@@ -546,7 +556,8 @@ def _earlier_note(earlier: dict[str, Any]) -> str:
         return f"(No earlier run of this file in {where}.)"
     return (
         f"(Checked against its earlier runs in {where}: the same --templates and --attachments"
-        " folders, every template set they used is here; rows they sent are skipped.)"
+        " folders and sender, every template set they used is here; rows they sent are skipped."
+        " Their delivery, --smtp or the outbox, is checked by `run`.)"
     )
 
 

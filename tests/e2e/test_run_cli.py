@@ -8,6 +8,7 @@ import csv
 import email
 import email.policy
 import io
+import itertools
 import json
 import os
 import re
@@ -188,7 +189,7 @@ def test_a_misspelt_attachment_column_sends_nothing_and_says_so_once(tmp_path):
 
     # THEN nothing is sent: the run stops at validation, naming the column it lacks and the
     # one it has, once, instead of rejecting each row as having an empty Attachment_File
-    said = " ".join(output.split())
+    said = _words(output)
     assert code == 3
     assert "Nothing was sent: the file cannot be used as it is (InputFileError)" in said
     assert (
@@ -655,11 +656,15 @@ def test_a_campaign_keeps_its_way_of_delivery_in_a_workdir(tmp_path):
     # WHEN the campaign then goes to the outbox THEN it runs
     first = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--json"])
     assert json.loads(first.stdout)["counts"]["sent"] == 18
-    # AND a later run of it through SMTP is refused (its rows count as sent already)
+    # AND a later run of it through SMTP is refused (its rows count as sent already): first
+    # how to go on as before, then the new name, for another campaign only
     switched = CliRunner().invoke(cli, ["run", csv, "--workdir", workdir, "--smtp", smtp])
     assert switched.exit_code == 2
-    assert "delivered through the local outbox" in switched.output
-    assert "give it a new file name" in switched.output
+    said = _words(switched.output)
+    assert (
+        f"delivered through the local outbox (no --smtp), but this run gave --smtp {smtp}" in said
+    )
+    assert said.index("run it again without --smtp") < said.index("give it a new file name")
 
 
 def _this_month(tmp_path: Path, month: str) -> Path:
@@ -670,7 +675,9 @@ def _this_month(tmp_path: Path, month: str) -> Path:
     return folder / "offers.csv"
 
 
-def test_another_file_of_the_same_name_is_told_first_to_take_a_new_name(tmp_path, monkeypatch):
+def test_another_file_of_the_same_name_is_told_what_differs_then_to_take_a_new_name(
+    tmp_path, monkeypatch
+):
     # GIVEN January's offers.csv sent from its folder in the default workdir
     workdir = tmp_path / "default"
     monkeypatch.setenv("MAILMATRIX_WORKDIR", str(workdir))
@@ -680,20 +687,109 @@ def test_another_file_of_the_same_name_is_told_first_to_take_a_new_name(tmp_path
     # WHEN February's offers.csv, from another folder, is run there too
     code, output = _run(str(february))
 
-    # THEN it is refused, sending nothing, and the first advice is the one for another
-    # campaign (a new file name); running it "the same way" (January's letters) comes after,
-    # for the same campaign's corrected file only
+    # THEN it is refused, sending nothing: it says what differs and how to run the file as
+    # those runs did; then, for a really different campaign only, a new file name (warned that
+    # it mails everyone, and that "the same way" would send January's letters)
     assert code == 2
     said = _words(output)
     refusal = said[said.index("offers.csv: ") :]
-    assert refusal.startswith(
-        f"offers.csv: if this file is another campaign than the earlier runs of a file named "
-        f"offers.csv in {workdir} (other people, or the same people mailed again on purpose), "
-        "give it a new file name and run it under that name: a campaign is its file name "
-        "within a workdir. Only if it is that campaign's own file, corrected, run it the same "
-        f"way as those runs: they used --attachments {january.parent / 'attachments'}"
+    assert refusal == (
+        f"offers.csv: the earlier runs of a file named offers.csv in {workdir} used"
+        f" --attachments {january.parent / 'attachments'}, but this run used"
+        f" {february.parent / 'attachments'}. Nothing was sent. To go on with that campaign (a"
+        " rerun, or its file corrected), run it again with --attachments"
+        f" {january.parent / 'attachments'}: rows already sent are skipped. Only if this file"
+        " is really a different campaign (other people, or the same people to be mailed again"
+        " on purpose), give it a new file name and run it under that name instead: a new name"
+        " is a new campaign, and everyone in it is mailed (run as above, they would get the"
+        " earlier campaign's letters)"
     ), refusal
     assert len(list((workdir / "outbox" / "new").iterdir())) == 18
+
+
+@pytest.mark.parametrize("forgotten", ["--templates", "--attachments", "--sender"])
+def test_a_rerun_that_forgot_an_option_is_told_first_to_run_it_again_with_it(tmp_path, forgotten):
+    # GIVEN a campaign sent with its own templates, attachments folder and sender
+    attachments = tmp_path / "pdfs"
+    shutil.copytree(EXAMPLE / "attachments", attachments)
+    own = {
+        "--templates": str(_own_letters(tmp_path)),
+        "--attachments": str(attachments),
+        "--sender": "Globex HR <hr@globex.example>",
+    }
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    assert CliRunner().invoke(cli, [*run, *itertools.chain(*own.items())]).exit_code == 0
+
+    # WHEN it runs again without one of them
+    kept = [word for flag, value in own.items() if flag != forgotten for word in (flag, value)]
+    code, output = _run(*run[1:], *kept)
+
+    # THEN it is refused, sending nothing, leading with what the earlier runs used and the
+    # option to add; the new file name comes after, for a really different campaign only
+    assert code == 2
+    said = _words(output)
+    refusal = said[said.index("recipients.csv: ") :]
+    option = f"{forgotten} {shlex.quote(own[forgotten])}"
+    assert refusal.startswith(
+        f"recipients.csv: the earlier runs of a file named recipients.csv in {workdir} used"
+        f" {option}, but this run "
+    ), refusal
+    assert (
+        "Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run it"
+        f" again with {option}: rows already sent are skipped. Only if this file is really a"
+        " different campaign "
+    ) in refusal
+    assert refusal.endswith(
+        "a new name is a new campaign, and everyone in it is mailed (run as"
+        " above, they would get the earlier campaign's letters)"
+    )
+    assert len(list((workdir / "executions").iterdir())) == 1
+
+    # AND run again with what it said to add, it goes on (everyone was sent already)
+    added = shlex.split(refusal.split("run it again with ")[1].split(": rows already sent")[0])
+    again = CliRunner().invoke(cli, [*run, *kept, *added, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["skipped"] == 18
+
+
+@pytest.mark.parametrize(
+    ("how", "said_of_it", "to_leave_it_out"),
+    [
+        ("--sender", "", "without --sender"),
+        (
+            "MAILMATRIX_SENDER",
+            " (or MAILMATRIX_SENDER)",
+            "without --sender and with MAILMATRIX_SENDER unset",
+        ),
+    ],
+    ids=["flag", "shell"],
+)
+def test_a_rerun_given_a_sender_the_earlier_runs_did_not_use_is_told_to_leave_it_out(
+    tmp_path, how, said_of_it, to_leave_it_out
+):
+    # GIVEN a campaign sent with its templates manifest's sender (none given)
+    workdir = tmp_path / "work"
+    run = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    assert CliRunner().invoke(cli, run, env={"MAILMATRIX_SENDER": None}).exit_code == 0
+
+    # WHEN it runs again with a sender, as the flag or from the shell
+    sender = "HR <hr@example.org>"
+    given, env = (["--sender", sender], {}) if how == "--sender" else ([], {how: sender})
+    again = CliRunner().invoke(cli, [*run, *given], env={"MAILMATRIX_SENDER": None, **env})
+
+    # THEN it is refused, sending nothing, saying the earlier runs used the manifest's sender
+    # and how to run it as they did (not cut off after "no --sender")
+    assert again.exit_code == 2
+    said = _words(again.output)
+    assert (
+        f"recipients.csv: the earlier runs of a file named recipients.csv in {workdir} used no"
+        " --sender (the templates manifest's sender), but this run gave --sender"
+        f" '{sender}'{said_of_it}. Nothing was sent. To go on with that campaign (a rerun, or"
+        f" its file corrected), run it again {to_leave_it_out}: rows already sent are skipped."
+        " Only if this file is really a different campaign "
+    ) in said
+    assert len(list((workdir / "executions").iterdir())) == 1
 
 
 def test_a_redrive_delivers_as_its_execution_did_whatever_ran_since(tmp_path):
@@ -825,7 +921,7 @@ def test_a_mail_server_not_listening_is_told_as_a_setup_problem_not_a_passing_fa
 
     # THEN nothing is sent, and it says where it could not connect and what to look at,
     # without the password and without the advice to redrive at once
-    said = " ".join(output.split())  # as the terminal wrapped it
+    said = _words(output)  # as the terminal wrapped it
     assert code == 1
     assert "Nothing was sent: the mail server cannot be reached (CannotConnect)" in said
     assert (
@@ -1695,6 +1791,38 @@ def test_validate_with_the_workdir_says_what_run_will_say_of_earlier_runs(tmp_pa
     assert f"used --templates {templates}" in other.output
 
 
+@pytest.mark.parametrize("how", ["--sender", "MAILMATRIX_SENDER"])
+def test_validate_refuses_a_sender_the_earlier_runs_did_not_use_as_run_does(tmp_path, how):
+    # GIVEN the example campaign sent with a copy of the bundled templates and their
+    # manifest's sender
+    templates, workdir, run = _sent_with_own_templates(tmp_path)
+    validate = ["validate", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    validate += ["--templates", str(templates)]
+
+    # WHEN the file is validated, and run, with another sender (the flag, or from the shell)
+    sender = "HR <hr@example.org>"
+    given, env = (["--sender", sender], {}) if how == "--sender" else ([], {how: sender})
+    checked = CliRunner().invoke(cli, [*validate, *given], env={**WIDE, **env})
+    as_json = json.loads(CliRunner().invoke(cli, [*validate, *given, "--json"], env=env).stdout)
+    ran = CliRunner().invoke(cli, [*run, *given], env=env)
+
+    # THEN validate says that `run` refuses the file, in run's words and with its exit code,
+    # and counts no row as one it would send
+    assert checked.exit_code == ran.exit_code == 2, checked.output
+    refusal = " ".join(ran.output.split("mailmatrix run: ", 1)[1].split())
+    assert "but this run gave --sender 'HR <hr@example.org>'" in refusal
+    said = _words(checked.output)
+    assert f"`run` would refuse this file (DeliveryChanged): {refusal}" in said
+    assert "row(s) would be sent" not in said and "(Checked against its earlier" not in said
+    assert as_json["earlier_runs"]["error"] == "DeliveryChanged"
+    assert " ".join(as_json["earlier_runs"]["message"].split()) == refusal
+
+    # AND without it, as those runs were, the check passes and says the sender was checked
+    passed = CliRunner().invoke(cli, validate, env={**WIDE, "MAILMATRIX_SENDER": None})
+    assert passed.exit_code == 4, passed.output  # the example's two rejected rows
+    assert "the same --templates and --attachments folders and sender" in _words(passed.output)
+
+
 def _as_unprivileged(args: list[str]) -> list[str]:
     """``args`` as a command run by a user whom file modes bind: as root, in a user namespace
     of its own as another user (root's files are theirs there, and they keep no capability to
@@ -1778,7 +1906,10 @@ def test_validate_without_a_workdir_checks_the_runs_in_run_s_default_one(tmp_pat
     # that it looked in the default workdir
     assert refused.exit_code == ran.exit_code == 2, refused.output
     said = _words(refused.output)
-    assert "`run` would refuse this file (DeliveryChanged): offers.csv: if this file is " in said
+    assert (
+        "`run` would refuse this file (DeliveryChanged): offers.csv: the earlier runs of a file"
+        " named offers.csv in "
+    ) in said
     assert (
         f"(Checked in {default}, the workdir `run` uses without --workdir; give --workdir if the "
         "run will use another.)"

@@ -210,6 +210,38 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
     assert "earlier runs of a file named" in outbox.output
 
 
+def test_a_rerun_that_forgot_smtp_is_told_first_to_add_it(smtp_inbox, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN the demo campaign sent through a mail server
+    inbox, url = smtp_inbox
+    workdir = tmp_path / "work"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    assert CliRunner().invoke(cli, [*args, "--smtp", url]).exit_code == 0
+
+    # WHEN it runs again without --smtp
+    forgot = CliRunner().invoke(cli, args)
+
+    # THEN it is refused, nothing going to the outbox, leading with the server the earlier
+    # runs delivered through and the option to add; the new file name comes after
+    assert forgot.exit_code == 2
+    said = " ".join(forgot.output.split())
+    assert (
+        f"recipients.csv: the earlier runs of a file named recipients.csv in {workdir}"
+        f" delivered through --smtp {url}, but this run gave no --smtp (the local outbox)."
+        " Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run"
+        f" it again with --smtp {url}: rows already sent are skipped. Only if this file is"
+        " really a different campaign "
+    ) in said
+    assert not list((workdir / "outbox").rglob("*.*"))
+    # AND with it, the run goes on, sending no one again
+    again = CliRunner().invoke(cli, [*args, "--smtp", url])
+    assert again.exit_code == 0, again.output
+    assert len(inbox.envelopes) == 18
+
+
 class DailyQuota(Inbox):
     """Takes ``left`` messages, then answers each as a server whose daily quota is used up."""
 
