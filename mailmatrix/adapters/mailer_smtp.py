@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -157,6 +158,12 @@ class SmtpMailer:
                 raise CannotConnect(
                     f"smtp: cannot connect to {self._where} (connection refused): is the mail"
                     " server running, and is the port right?",
+                    refused=True,
+                ) from exc
+            if _no_such_host(exc.__cause__):
+                raise CannotConnect(
+                    f"smtp: cannot connect to {self._where}: no such host ({exc.__cause__}): is"
+                    " the server's name right?",
                     refused=True,
                 ) from exc
             raise type(exc)(f"{exc.message} (checked before sending)", details=exc.details) from exc
@@ -386,6 +393,13 @@ def _login(connection: smtplib.SMTP, user: str, password: str) -> None:
             connection.auth(mechanism, respond)
             return
     raise smtplib.SMTPNotSupportedError(f"no AUTH mechanism in common (offered: {offered})")
+
+
+def _no_such_host(error: BaseException | None) -> bool:
+    """Whether ``error`` is the name service's answer that the host name has no address (a
+    mistyped name), not that it could not answer now (EAI_AGAIN: a passing fault)."""
+    answers = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    return isinstance(error, socket.gaierror) and error.errno in answers
 
 
 def _quit(connection: smtplib.SMTP) -> None:

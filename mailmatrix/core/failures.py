@@ -174,7 +174,7 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     if CANNOT_CONNECT in errors:
         return (
             "once a mail server listens at that host and port: a redrive connects to the same "
-            "one (for another, run the file again with its URL)."
+            "one (for another host or port, a mistyped name, run the file again with its URL)."
         )
     if errors & _UNUSABLE_INPUT:
         return (

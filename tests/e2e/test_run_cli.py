@@ -930,7 +930,9 @@ def test_a_mail_server_not_listening_is_told_as_a_setup_problem_not_a_passing_fa
     )
     assert (
         "When to resume: once a mail server listens at that host and port: a redrive connects"
-        " to the same one (for another, run the file again with its URL)." in said
+        " to the same one (for another host or port, a mistyped name, run the file again with"
+        " its URL)."
+        in said
     )
     assert "redrive now" not in said and "passing fault" not in said
     assert "s3cret" not in output

@@ -330,6 +330,38 @@ def test_a_refused_check_names_the_default_port_of_a_url_that_gives_none(
     assert caught.value.message == NOT_LISTENING.format(shown)
 
 
+@pytest.mark.parametrize(
+    ("errno", "passing"),
+    [(socket.EAI_NONAME, False), (socket.EAI_AGAIN, True)],
+    ids=["no-such-host", "name-service-busy"],
+)
+def test_a_host_name_without_an_address_is_a_setup_problem_a_busy_name_service_is_not(
+    monkeypatch, errno, passing
+):
+    # GIVEN a name service (stood in for: no lookup leaves this machine) that answers the
+    # server's name with no address, or cannot answer now
+    def look_up(host, *args, **kwargs):
+        raise socket.gaierror(errno, "lookup failed")
+
+    monkeypatch.setattr(socket, "getaddrinfo", look_up)
+    mailer = SmtpMailer.from_url("smtp://mail.exmaple.invalid:2525")
+
+    # WHEN the server is checked before sending
+    with pytest.raises(SendError) as caught:
+        mailer.check()
+
+    # THEN a name without an address is told as the setup problem it is (a mistyped name),
+    # not as a passing fault to redrive at once; a busy name service stays one
+    if passing:
+        assert type(caught.value) is ServiceUnreachable
+    else:
+        assert type(caught.value) is CannotConnect
+        assert caught.value.message == (
+            "smtp: cannot connect to mail.exmaple.invalid:2525: no such host ([Errno"
+            f" {errno}] lookup failed): is the server's name right?"
+        )
+
+
 def test_a_check_that_times_out_stays_a_passing_fault():
     # GIVEN a server that takes the connection but never greets
     with socket.socket() as silent:

@@ -45,6 +45,8 @@ def test_a_mail_server_not_listening_is_not_advised_a_redrive_at_once():
     assert f"Cause: {cause}" in alert.message
     assert (
         "When to redrive: once a mail server listens at that host and port: a redrive connects"
-        " to the same one (for another, run the file again with its URL)." in alert.message
+        " to the same one (for another host or port, a mistyped name, run the file again with"
+        " its URL)."
+        in alert.message
     )
     assert "redrive now" not in alert.message
