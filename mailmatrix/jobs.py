@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -195,8 +196,13 @@ def campaign_id_for(source: Source) -> str:
 
     Not from its ETag: a corrected upload under the same name is the same campaign, so rows
     already sent are skipped. A new campaign to the same people needs a new file name.
+
+    A name is one name in any Unicode form: ``résumé.csv`` typed on Linux (NFC) and the same
+    name from a Mac, whose file names are often decomposed (NFD), look alike and are one
+    campaign (they were two, and the second mailed everyone again).
     """
-    digest = hashlib.sha256(f"{source.bucket}/{source.key}".encode())
+    key = unicodedata.normalize("NFC", source.key)
+    digest = hashlib.sha256(f"{source.bucket}/{key}".encode())
     return "c-" + digest.hexdigest()[:16]
 
 

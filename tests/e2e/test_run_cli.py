@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from contextlib import closing
 from pathlib import Path
 
@@ -931,8 +932,7 @@ def test_a_mail_server_not_listening_is_told_as_a_setup_problem_not_a_passing_fa
     assert (
         "When to resume: once a mail server listens at that host and port: a redrive connects"
         " to the same one (for another host or port, a mistyped name, run the file again with"
-        " its URL)."
-        in said
+        " its URL)." in said
     )
     assert "redrive now" not in said and "passing fault" not in said
     assert "s3cret" not in output
@@ -3351,4 +3351,26 @@ def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_s
     # read as a failed execution, and came before the run when the first line failed)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+    assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
+
+
+def test_a_file_name_in_another_unicode_form_is_the_same_campaign(tmp_path):
+    # GIVEN a campaign run under a name typed on Linux (NFC), and the same file saved on a
+    # Mac, whose file systems often hand names over decomposed (NFD): they look alike
+    composed, decomposed = (unicodedata.normalize(form, "résumé.csv") for form in ("NFC", "NFD"))
+    assert composed != decomposed
+    for folder, name in (("linux", composed), ("mac", decomposed)):
+        (tmp_path / folder).mkdir()
+        shutil.copy(EXAMPLE / "recipients.csv", tmp_path / folder / name)
+    common = ["--attachments", str(EXAMPLE / "attachments"), "--workdir", str(tmp_path / "w")]
+    code, _ = _run(str(tmp_path / "linux" / composed), *common)
+    assert code == 0
+
+    # WHEN the Mac's copy runs in the same workdir
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "mac" / decomposed), *common, "--json"])
+
+    # THEN it is the same campaign: every letter is known as sent, none goes out again
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (0, 18)
     assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
