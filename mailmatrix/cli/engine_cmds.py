@@ -177,6 +177,8 @@ def executions_cmd(workdir: pathlib.Path) -> None:
     """List the executions of the local engine: id, status, start, duration, result."""
     engine = _existing_engine(workdir)
     records = engine.list_executions(with_data=True) if engine is not None else []
+    for problem in engine.store.unreadable() if engine is not None else []:
+        click.echo(f"mailmatrix executions: {problem}: not listed", err=True)
     if not records:
         click.echo(_no_executions(workdir))
         return
@@ -450,6 +452,8 @@ def resolve_execution(engine: Engine, given: str, workdir: pathlib.Path) -> str:
         return matches[0]
     if matches:
         raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
+    if (engine.store.execution_dir(name) / "execution.json").is_file():
+        engine.store.load(name)  # there, but not listed: says why it cannot be read
     where = shlex.quote(str(workdir))
     raise MailMatrixError(
         f"execution {given!r}: no such execution in the workdir {where} (`{program()}"

@@ -673,10 +673,12 @@ def _os_error_hint(error: OSError, workdir: Path) -> str:
     """What an OSError that ended a run means, and what to do next."""
     where = Path(error.filename).resolve() if error.filename else None
     if where is not None and where.is_relative_to(workdir.resolve()):
+        shown = shlex.quote(str(workdir))
         return (
-            f"cannot write the workdir {workdir}: {error}. Once there is room (or access), "
-            f"`{program()} executions` shows the run as ABORTED and `{program()} redrive ID` "
-            "sends the rest."
+            f"cannot write the workdir {workdir}: {error}. Once there is room (or access): if"
+            f" the run had begun, `{program()} executions --workdir {shown}` shows it ABORTED"
+            f" and `{program()} redrive ID --workdir {shown}` sends the rest; if it lists"
+            " none, run the file again."
         )
     shown = shlex.quote(str(workdir))
     return f"{error}. Fix it, then `{program()} executions --workdir {shown}` shows what ran."

@@ -246,8 +246,6 @@ class Engine:
         runs = [r for r in self.store.map_runs(record["name"]) if r.get("stateName") == state]
         engine = record.get("engine") or {}
         cause = f"the engine process {engine.get('pid')} ended while the execution ran"
-        log = self._log(record["name"], None, first_id=len(history) + 1)
-        log.add("ExecutionAborted", {"error": "Engine.ProcessEnded", "cause": cause})
         record.update(status="ABORTED", stopDate=now_iso(), error="Engine.ProcessEnded")
         record["cause"] = cause
         record["failedState"] = {
@@ -256,7 +254,15 @@ class Engine:
             "mapRunId": runs[-1]["id"] if runs else None,
             "completed": {},
         }
-        self.store.save(record)
+        try:
+            log = self._log(record["name"], None, first_id=len(history) + 1)
+            log.add("ExecutionAborted", {"error": "Engine.ProcessEnded", "cause": cause})
+            self.store.save(record)
+        except OSError as error:
+            # A full disk (what ended the run, often): the commands that only look still show
+            # it as it is, ABORTED; it is written by the first of them once there is room.
+            logger.warning("engine: execution %s ended, not recorded: %s", record["name"], error)
+            return record
         logger.debug("engine: execution %s left RUNNING by a process that ended", record["name"])
         return record
 

@@ -77,7 +77,7 @@ class ExecutionStore:
         return record
 
     def list_records(self) -> list[dict[str, Any]]:
-        """Every execution record, oldest first."""
+        """Every readable execution record, oldest first (see unreadable)."""
         records = []
         for path in self.root.glob("*/execution.json"):
             try:
@@ -87,6 +87,17 @@ class ExecutionStore:
             if isinstance(record, dict) and isinstance(record.get("name"), str):
                 records.append(record)
         return sorted(records, key=lambda r: (r.get("startDate", ""), r["name"]))
+
+    def unreadable(self) -> list[str]:
+        """Why each execution record that list_records leaves out cannot be read (damaged:
+        not JSON, or not a record), so that no execution disappears without a word."""
+        problems = []
+        for path in sorted(self.root.glob("*/execution.json")):
+            try:
+                self.load(path.parent.name)
+            except EngineError as error:
+                problems.append(error.message.removeprefix("store: "))
+        return problems
 
     def append_event(self, execution_id: str, event: dict[str, Any]) -> None:
         """Append one event to an execution's history."""

@@ -250,3 +250,30 @@ def test_a_record_that_is_not_an_execution_is_left_out_of_the_list(tmp_path: pat
 
     assert listed.exit_code == 0, listed.output
     assert "e1" in listed.output
+
+
+def test_a_damaged_execution_record_is_named_not_lost(tmp_path: pathlib.Path) -> None:
+    # GIVEN two executions in a workdir, one of whose records was damaged
+    path = tmp_path / "def.json"
+    path.write_text(json.dumps(DEFINITION))
+    workdir = ["--workdir", str(tmp_path / "w")]
+    ok = [f"--function=Fn={__name__}:echo_handler"]
+    runner = CliRunner()
+    for name in ("kept", "damaged"):
+        args = ["run", str(path), "--input", '{"n": 1}', "--name", name, *ok, *workdir]
+        ran = runner.invoke(sfn_group, args)
+        assert ran.exit_code == 0, ran.output
+    record = tmp_path / "w" / "executions" / "damaged" / "execution.json"
+    record.write_text("{broken")
+
+    # WHEN the executions are listed THEN the damaged one is named, with why
+    listing = runner.invoke(executions_cmd, workdir)
+    assert listing.exit_code == 0
+    assert "kept" in listing.stdout
+    assert f"mailmatrix executions: {record}: unreadable: " in listing.stderr
+    # AND show and redrive of it say it cannot be read, not that there is no such execution
+    for command in (show_cmd, redrive_cmd):
+        refused = runner.invoke(command, ["damaged", *workdir])
+        assert refused.exit_code == 2
+        assert f"store: {record}: unreadable: " in refused.output
+        assert "no such execution" not in refused.output

@@ -10,6 +10,7 @@ functions" (.../intrinsic-functions.html), "Error handling" (.../concepts-error-
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
 import os
 import pathlib
@@ -838,10 +839,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
-    tmp_path: pathlib.Path,
-) -> None:
-    # GIVEN an engine process killed outright while its execution ran a Task
+def _killed_engine(tmp_path: pathlib.Path) -> tuple[Engine, str]:
+    """An engine process killed outright while its execution ran a Task; its store's engine
+    here, and the Task's marker."""
     definition = task("arn:aws:lambda:eu-west-1:123456789012:function:Fn")
     marker = str(tmp_path / "hung")
     script = tmp_path / "engine.py"
@@ -865,7 +865,14 @@ def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
     process.wait(timeout=10)
     registry = ResourceRegistry()
     registry.register_lambda("Fn", "tests.engine.handlers_for_tests:hang_once")
-    engine = Engine(tmp_path / "ex", registry)
+    return Engine(tmp_path / "ex", registry), marker
+
+
+def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
+    tmp_path: pathlib.Path,
+) -> None:
+    # GIVEN an engine process killed outright while its execution ran a Task
+    engine, marker = _killed_engine(tmp_path)
     # WHEN it is looked at THEN it is ABORTED at the state it was in, not RUNNING for ever
     [listed] = engine.list_executions()
     assert (listed["status"], listed["error"]) == ("ABORTED", "Engine.ProcessEnded")
@@ -873,6 +880,30 @@ def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
     record = engine.redrive(listed["name"])
     assert record["status"] == "SUCCEEDED"
     assert record["output"] == {"marker": marker}
+
+
+def test_an_execution_killed_on_a_full_disk_is_shown_aborted_and_recorded_once_there_is_room(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an execution whose engine process was killed, in a store that cannot be written
+    engine, _ = _killed_engine(tmp_path)
+    [name] = [record["name"] for record in engine.store.list_records()]
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(engine.store, "append_event", full)
+        # WHEN it is looked at THEN it is shown ABORTED, not a traceback
+        [listed] = engine.list_executions()
+        assert (listed["status"], listed["error"]) == ("ABORTED", "Engine.ProcessEnded")
+    assert engine.store.load(name)["status"] == "RUNNING"  # nothing written yet
+
+    # AND once the store can be written, the first look records it, once
+    engine.list_executions()
+    assert engine.store.load(name)["status"] == "ABORTED"
+    events = [event["type"] for event in engine.store.history(name)]
+    assert events.count("ExecutionAborted") == 1
 
 
 _HELD_STOP = """
