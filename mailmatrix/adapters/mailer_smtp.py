@@ -24,6 +24,7 @@ addresses in them masked (a refused RCPT's reply names the recipient).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import smtplib
@@ -55,6 +56,13 @@ TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
 _RATE_WORDS = ("rate", "throttl", "too many messages")
 
 
+# The query options of an SMTP URL, and the bounds of its timeout (seconds): a socket takes no
+# 0 (it would not block), and RFC 5321 4.5.3.2 gives a server 10 minutes for its longest step.
+QUERY_OPTIONS = ("timeout", "cafile", "helo")
+DEFAULT_TIMEOUT = 30.0
+MAX_TIMEOUT = 600.0
+
+
 @dataclass(frozen=True)
 class SmtpServer:
     """Where and how to connect."""
@@ -64,7 +72,7 @@ class SmtpServer:
     security: str = "plain"  # plain | starttls | tls
     username: str | None = None
     password: str | None = None
-    timeout: float = 30.0
+    timeout: float = DEFAULT_TIMEOUT
     helo: str | None = None
 
 
@@ -89,17 +97,11 @@ class SmtpMailer:
                 f"got {parts.scheme or url!r}"
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"timeout", "cafile", "helo"}
-        if unknown:
-            raise ConfigurationError(f"MAILMATRIX_MAILER: unknown options: {', '.join(unknown)}")
-        problem = port_problem(parts)
+        problem = port_problem(parts) or query_problem(query)
         if problem:
             raise ConfigurationError(f"MAILMATRIX_MAILER: {problem}")
         port = parts.port or DEFAULT_PORTS[parts.scheme]
-        try:
-            timeout = float(query.get("timeout", 30))
-        except ValueError as exc:
-            raise ConfigurationError(f"MAILMATRIX_MAILER: {exc}") from exc
+        timeout = float(query.get("timeout", DEFAULT_TIMEOUT))
         context = None
         if "cafile" in query:
             try:
@@ -366,6 +368,24 @@ def port_problem(parts: Any) -> str | None:
         written = parts.netloc.rpartition("@")[2].rpartition(":")[2].lstrip("+-")
         return PORT_OUT_OF_RANGE if written.isascii() and written.isdigit() else UNREADABLE_PORT
     return PORT_OUT_OF_RANGE if port == 0 else None
+
+
+def query_problem(query: dict[str, str]) -> str | None:
+    """Why the query options of an SMTP URL cannot be used (None: they can)."""
+    unknown = sorted(set(query) - set(QUERY_OPTIONS))
+    if unknown:
+        return f"unknown options: {', '.join(unknown)} (known: {', '.join(QUERY_OPTIONS)})"
+    if "timeout" in query:
+        try:
+            timeout = float(query["timeout"])
+        except ValueError:
+            timeout = math.nan
+        if not 0 < timeout <= MAX_TIMEOUT:  # NaN too
+            return (
+                f"timeout={query['timeout']}: expected seconds, more than 0 and at most"
+                f" {MAX_TIMEOUT:g}"
+            )
+    return None
 
 
 def _password_from_env(parts: Any) -> str | None:

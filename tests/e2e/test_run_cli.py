@@ -99,6 +99,13 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--smtp", "smtp://[::1]:0", "the port is out of range"),
         ("--smtp", "smtp://127.0.0.1:-1", "the port is out of range"),
         ("--smtp", "smtp://127.0.0.1:abc", "the port is not a number"),
+        # a socket takes no 0 (non-blocking); inf and nan overflowed; each made an execution
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=0", "timeout=0: expected seconds, more than 0"),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=-1", "more than 0 and at most 600"),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=nan", "more than 0 and at most 600"),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=inf", "more than 0 and at most 600"),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=abc", "timeout=abc: expected seconds"),
+        ("--smtp", "smtp://127.0.0.1:2525?tmeout=3", "unknown options: tmeout (known: timeout"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):

@@ -479,7 +479,9 @@ def test_one_connection_per_thread():
         ("http://example.com", "expected smtp://, smtp+starttls:// or smtps://HOST[:PORT]"),
         ("smtp://", "expected smtp://"),
         ("smtp://127.0.0.1:2525?tls=yes", "unknown options: tls"),
-        ("smtp://127.0.0.1:2525?timeout=soon", "could not convert string to float"),
+        ("smtp://127.0.0.1:2525?timeout=soon", "timeout=soon: expected seconds, more than 0"),
+        ("smtp://127.0.0.1:2525?timeout=0", "timeout=0: expected seconds, more than 0"),
+        ("smtp://127.0.0.1:2525?timeout=inf", "more than 0 and at most 600"),
         ("smtps://127.0.0.1?cafile=missing.pem", "cafile"),
         ("smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
         ("smtp://127.0.0.1:0", "the port is out of range"),  # not the default port in its place
