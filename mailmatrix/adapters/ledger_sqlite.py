@@ -184,6 +184,11 @@ def _read_only_uri(path: str) -> str | None:
     return f"{file.as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
 
 
+# The invocations that hold a batch (begin_batch) in this process and have not ended
+# (end_batch): one whose hold is recorded for this process but that is not here has ended.
+_sending_here: set[str] = set()
+
+
 class SqliteLedger:
     """Ledger port on a SQLite file; safe to share between threads and processes."""
 
@@ -403,25 +408,36 @@ class SqliteLedger:
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier
-        invocation still holds it while before its ``until`` and its process runs."""
+        invocation still holds it while before its ``until`` and its process runs, unless that
+        process is this one and the invocation has ended here (its end_batch failed: a ledger
+        that could not be written, whose hold would keep the retries waiting till its end)."""
+        process = process_token()
         with self._transaction(f"begin_batch {attempt[-12:]}") as db:
             found = db.execute(
                 "SELECT invocation, holder, until FROM batches WHERE attempt = ?", (attempt,)
             ).fetchone()
             if found is not None:
                 other, holder, other_until = found
-                if other != invocation and other_until > self._clock() and token_running(holder):
+                ended_here = holder == process and other not in _sending_here
+                if (
+                    other != invocation
+                    and other_until > self._clock()
+                    and token_running(holder)
+                    and not ended_here
+                ):
                     return str(other)
             db.execute(
                 "INSERT INTO batches (attempt, invocation, holder, until) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (attempt) DO UPDATE SET invocation = excluded.invocation,"
                 " holder = excluded.holder, until = excluded.until",
-                (attempt, invocation, process_token(), until),
+                (attempt, invocation, process, until),
             )
+        _sending_here.add(invocation)
         return None
 
     def end_batch(self, attempt: str, *, invocation: str) -> None:
         """Forget ``invocation``'s hold on ``attempt``'s batch."""
+        _sending_here.discard(invocation)  # ended here, though the write below may fail
         self._statement(
             f"end_batch {attempt[-12:]}",
             "DELETE FROM batches WHERE attempt = ? AND invocation = ?",

@@ -619,6 +619,37 @@ def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends(ledger, cloc
     check_batch_holds(ledger, clock, clock.sleep)
 
 
+def test_a_hold_whose_invocation_ended_here_unrecorded_does_not_keep_its_retry_waiting(
+    ledger, monkeypatch
+):
+    # GIVEN a batch held by an invocation of this process, which ended but could not record
+    # that it ended (the ledger file could not be written: a disk full, a file size limit)
+    until = ledger._clock() + 3600
+    assert ledger.begin_batch("child-1", invocation="req-1", until=until) is None
+
+    def unwritable(*args: Any, **kwargs: Any) -> None:
+        raise LedgerError("ledger: end_batch: disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger, "_statement", unwritable)
+        with pytest.raises(LedgerError):
+            ledger.end_batch("child-1", invocation="req-1")
+
+    # WHEN its retry begins in this process (it waited out the hold before: 16 minutes)
+    # THEN it takes the batch at once
+    assert ledger.begin_batch("child-1", invocation="req-2", until=until) is None
+
+
+def test_a_hold_of_an_invocation_still_sending_in_this_process_keeps_its_retry_waiting(ledger):
+    # GIVEN a batch held by an invocation still sending here (a thread the engine gave up on)
+    until = ledger._clock() + 3600
+    assert ledger.begin_batch("child-1", invocation="req-1", until=until) is None
+
+    # WHEN its retry begins in this process THEN it waits for the batch
+    assert ledger.begin_batch("child-1", invocation="req-2", until=until) == "req-1"
+    ledger.end_batch("child-1", invocation="req-1")
+
+
 def test_a_batch_hold_ends_with_its_process(tmp_path, opened):
     path = str(tmp_path / "other.db")
     _in_a_process_that_then_ends(_hold_batch, path, time.time() + 3600)
