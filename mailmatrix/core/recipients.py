@@ -6,9 +6,11 @@ what grows with the file is two tables of 8-byte hashes in flat arrays (the reci
 duplicates; the attachment files, for the recipient each belongs to) and the files named for
 two recipients; and, given the means to read the attachments, a table of the files' sizes to
 find the files of one size named for different recipients, whose contents are compared once
-the whole file is read. The rows not sent, and the addresses a row withdrawn at the end is
-reported with, are spooled to disk. So is a 4-byte hash of each cell of the first row of each
-address, read back to name the columns in which a later row of the address differs.
+the whole file is read; and, of the rows passed on with a Cc or Bcc, 16 bytes an address there
+that no row had as its Email yet, looked up among the recipients at the end. The rows not
+sent, and the addresses a row withdrawn at the end is reported with, are spooled to disk. So
+is a 4-byte hash of each cell of the first row of each address, read back to name the columns
+in which a later row of the address differs.
 """
 
 from __future__ import annotations
@@ -335,6 +337,9 @@ def validate_recipients(
     that went to another person is rejected (a copy made for a new campaign, or the file
     renamed since it went out), whatever its name now.
 
+    A row whose Cc or Bcc names another row's Email (compared as Email is for duplicates, its
+    own aside) is rejected, before or after that row: that person would get its letter.
+
     Raises InputFileError when the file is unusable as a whole (among others: it has no
     Attachment_File column, and a set of its rows needs one) and TemplateError when the
     templates use columns the file does not have, or give rows a set's default_attachment
@@ -371,6 +376,7 @@ def validate_recipients(
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
         intake.check_defaults()
         intake.trials.check()
+        intake.withdraw_copies()
         intake.compare_contents()
         intake.withdraw()
     except BaseException:
@@ -590,6 +596,10 @@ class _Intake:
         # caller drops them from what it sends (IntakeReport.withdrawn), so neither row goes out.
         self.withdrawn: dict[int, _Withdrawal] = {}
         self.sent_addresses = _SentAddresses()  # of the rows emitted: any could be withdrawn
+        # Of the rows emitted, each address in Cc or Bcc that no row had as its Email yet: the
+        # row (shifted left, 1 for Bcc) and the hash of the address's key. One a later row has
+        # as its Email withdraws the row (withdraw_copies): that person would get its letter.
+        self.copied_rows, self.copied_keys = array("q"), array("q")
         # The columns two rows of an address differ in, as reasons name them, by number.
         self.column_texts = ["other columns"]  # 0: once _COLUMN_TEXTS sets were named
         self._text_numbers: dict[tuple[str, ...], int] = {}
@@ -724,6 +734,7 @@ class _Intake:
                 self._sent_file(attachment, address.email, template, problems)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
+        copied = self._copied_recipients(extra.named, address, problems) if extra.named else []
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
@@ -749,6 +760,9 @@ class _Intake:
 
         report.valid += 1
         self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
+        for column, key in copied:  # a later row's Email may be one of them
+            self.copied_rows.append(row << 1 | (column == "Bcc"))
+            self.copied_keys.append(key)
         fields = {name: values[index] for index, name in self.named}
         assert template is not None  # a row without a set was rejected above
         self.trials.render(row, template, fields)
@@ -765,9 +779,9 @@ class _Intake:
                 "attachment_size": attachment.size if attachment else None,
                 "attachment_tag": (attachment.tag or None) if attachment else None,
                 "fields": fields,
-                "cc": extra[0],
-                "bcc": extra[1],
-                "reply_to": extra[2],
+                "cc": extra.cc,
+                "bcc": extra.bcc,
+                "reply_to": extra.reply_to,
             }
         )
 
@@ -993,8 +1007,9 @@ class _Intake:
 
     def withdraw(self) -> None:
         """Reject the emitted rows a later row showed must not go out (it named their file for
-        another recipient, or has their address with other values): each with the address it
-        was passed on with, read back in row order among the other rejects."""
+        another recipient, has their address with other values, or has as its Email an address
+        in their Cc or Bcc): each with the address it was passed on with, read back in row
+        order among the other rejects."""
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
         if self.withdrawn and self.sent_before is not None:
@@ -1135,13 +1150,13 @@ class _Intake:
             return hash(address.key)
         return hash(email.strip().casefold())
 
-    def _extra_recipients(
-        self, values: list[str], problems: list[tuple[str, str]]
-    ) -> tuple[list[str], list[str], str | None]:
-        """Return (cc, bcc, reply_to) checked; a problem found is added to ``problems``."""
+    def _extra_recipients(self, values: list[str], problems: list[tuple[str, str]]) -> _Extra:
+        """Return the row's Cc, Bcc and Reply_To checked; a problem found is added to
+        ``problems``."""
         if not self.has_extra:
-            return [], [], None
+            return _Extra([], [], None, [])
         lists: dict[str, list[str]] = {}
+        named: list[tuple[str, str]] = []
         for column in ("Cc", "Bcc", "Reply_To"):
             index = self.index.get(column)
             cells = _LIST_SPLIT.split(values[index]) if index is not None else []
@@ -1154,6 +1169,8 @@ class _Intake:
                     problems.append((column, f"{column}: {parsed.problem}"))
                     continue
                 lists[column].append(parsed.email)
+                if column != "Reply_To":  # it receives nothing
+                    named.append((column, parsed.key))
         if len(lists["Reply_To"]) > 1:
             problems.append(("Reply_To", "Reply_To holds more than one address"))
         total = 1 + len(lists["Cc"]) + len(lists["Bcc"])
@@ -1161,7 +1178,39 @@ class _Intake:
             reason = f"{total} recipients (Email, Cc, Bcc); SES allows {MAX_RECIPIENTS}"
             problems.append(("Cc", reason))
         reply_to = lists["Reply_To"][0] if lists["Reply_To"] else None
-        return lists["Cc"], lists["Bcc"], reply_to
+        return _Extra(lists["Cc"], lists["Bcc"], reply_to, named)
+
+    def _copied_recipients(
+        self,
+        named: list[tuple[str, str]],
+        address: Address | None,
+        problems: list[tuple[str, str]],
+    ) -> list[tuple[str, int]]:
+        """Add the problem of each address in Cc or Bcc (``named``: column, key) that an
+        earlier row has as its Email: that person would get this row's letter. Return the
+        others, (column, hash of the key), which a later row's Email may still be (see
+        withdraw_copies). The row's own address in Cc is only a copy of its To."""
+        own = address.key if address is not None else ""
+        later = []
+        for column, key in dict.fromkeys(named):
+            if key == own:
+                continue
+            first = self.seen.get(hash(key))
+            if first is None:
+                later.append((column, hash(key)))
+            else:
+                problems.append((column, _copied_recipient(column, first[0])))
+        return later
+
+    def withdraw_copies(self) -> None:
+        """Withdraw each row passed on whose Cc or Bcc names the Email of a row read after it
+        (those of earlier rows were rejected as read)."""
+        for packed, key in zip(self.copied_rows, self.copied_keys, strict=True):
+            first = self.seen.get(key)
+            if first is not None:
+                row, column = packed >> 1, "Bcc" if packed & 1 else "Cc"
+                self.withdrawn[row] = _Copied(column, first[0], self.withdrawn.get(row))
+        del self.copied_rows[:], self.copied_keys[:]
 
     def _claim_address(
         self, row: int, values: list[str], address: Address | None, *, sent: bool
@@ -1223,7 +1272,7 @@ class _Intake:
         if isinstance(held, _Shared):
             if held.same_address is None and not isinstance(why, _Shared):
                 self.withdrawn[row] = held._replace(same_address=why)
-        elif isinstance(why, _Shared) and not isinstance(held, _SameContent):
+        elif isinstance(why, _Shared) and not isinstance(held, (_SameContent, _Copied)):
             self.withdrawn[row] = why._replace(same_address=held)
 
     def _hold(
@@ -1274,6 +1323,10 @@ class _Intake:
 
     def _withdrawal_problems(self, row: int, why: _Withdrawal) -> list[tuple[str, str]]:
         """(column, reason) of each thing the withdrawn ``row`` was withdrawn for."""
+        if isinstance(why, _Copied):
+            problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            reason = _copied_recipient(why.column, why.other_row, sent=row in self.sent_earlier)
+            return [*problems, (why.column, reason)]
         if isinstance(why, _SameContent):
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
             if why.earlier is not None:
@@ -1490,9 +1543,29 @@ class _SameContent(NamedTuple):
     earlier: str | None = None
 
 
+class _Copied(NamedTuple):
+    """Why a row passed on is withdrawn once the whole file is read: its ``column`` (Cc or
+    Bcc) names the Email of ``other_row``, read after it; and what it was withdrawn for before
+    that, if anything (``before``)."""
+
+    column: str
+    other_row: int
+    before: _Withdrawal | None = None
+
+
 # Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn), or the whole
-# file (_SameContent).
-_Withdrawal = _Shared | _SameAddress | _SameContent
+# file (_SameContent, _Copied).
+_Withdrawal = _Shared | _SameAddress | _SameContent | _Copied
+
+
+class _Extra(NamedTuple):
+    """A row's Cc, Bcc and Reply_To addresses as sent, and (column, key) of each address in
+    Cc and Bcc (``named``), to compare with the other rows' Email."""
+
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str | None
+    named: list[tuple[str, str]]
 
 
 class _SentAddresses:
@@ -1795,6 +1868,26 @@ def _same_address(other_row: int, columns: str, *, sent: tuple[bool, bool] = (Fa
         f"row {other_row} has the same address with other values in {columns}: one address "
         "gets one letter, so one of the two rows is wrong and neither is sent (correct the "
         "address of the wrong row, or delete one of them)"
+    )
+
+
+def _copied_recipient(column: str, other_row: int, *, sent: bool = False) -> str:
+    """Why a row is not sent whose ``column`` (Cc or Bcc) names the Email of ``other_row``;
+    ``sent``: an earlier run of the file sent the row."""
+    remedy = (
+        f"take row {other_row}'s address out of {column}, or correct it if it is meant for "
+        "someone else"
+    )
+    if sent:
+        return (
+            f"this row's letter went out in an earlier run of this file, and its {column} names "
+            f"the recipient of row {other_row}, who may have received it: a row's letter goes "
+            f"to no other row's recipient, so this row is not sent again ({remedy})"
+        )
+    return (
+        f"{column} names the recipient of row {other_row}, who would get this row's letter: a "
+        f"row's letter goes to no other row's recipient, so this row is not sent ({remedy}; "
+        "then run the file again)"
     )
 
 

@@ -3381,3 +3381,34 @@ def test_a_file_name_in_another_unicode_form_is_the_same_campaign(tmp_path):
     counts = json.loads(result.stdout)["counts"]
     assert (counts["sent"], counts["skipped"]) == (0, 18)
     assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
+
+
+def test_no_letter_goes_to_another_rows_recipient_through_cc_or_bcc(tmp_path):
+    # GIVEN the example's first three rows with Cc and Bcc columns: Amelia's row copies José,
+    # whose own row comes next, and Zoë's row copies Amelia, whose row came before
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    header, amelia, jose, zoe = original.splitlines()[:4]
+    lines = [
+        f"{header},Cc,Bcc",
+        f"{amelia},JOSE.GARCIA@example.org,",
+        f"{jose},,",
+        f"{zoe},,amelia.hart@example.com",
+    ]
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    # WHEN the file runs
+    result = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN José gets his own letter only, to him alone; Amelia's and Zoë's rows are rejected,
+    # naming the row whose recipient their letter would have reached
+    summary = json.loads(result.stdout)
+    assert (result.exit_code, summary["counts"]["sent"]) == (0, 1), result.output
+    (path,) = (workdir / "outbox" / "new").iterdir()
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["X-MailMatrix-Envelope-To"] == "jose.garcia@example.org"
+    assert message["Cc"] is None
+    with open(summary["rejects"], encoding="utf-8-sig", newline="") as stream:
+        rejected = [(row["row"], row["column"], row["reason"]) for row in csv.DictReader(stream)]
+    assert [(row, column) for row, column, _ in rejected] == [("2", "Cc"), ("4", "Bcc")]
+    assert rejected[0][2].startswith("Cc names the recipient of row 3, who would get this row's")
+    assert rejected[1][2].startswith("Bcc names the recipient of row 2, who would get this row's")

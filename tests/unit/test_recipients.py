@@ -1039,6 +1039,174 @@ def test_the_columns_named_are_those_of_the_first_row_wherever_its_prints_are(mo
     ]
 
 
+# --- Cc and Bcc: no row's letter to another row's recipient --------------------------------
+
+EXTRA = "Email,Name,Status,Attachment_File,Cc,Bcc\r\n"
+
+
+def copied(column: str, other_row: int) -> str:
+    """The reason of a row whose ``column`` names the recipient of ``other_row``."""
+    return (
+        f"{column} names the recipient of row {other_row}, who would get this row's letter: a "
+        f"row's letter goes to no other row's recipient, so this row is not sent (take row "
+        f"{other_row}'s address out of {column}, or correct it if it is meant for someone "
+        "else; then run the file again)"
+    )
+
+
+def test_rows_copying_another_rows_recipient_are_not_sent_wherever_that_row_is():
+    # GIVEN the tester's file: Alice's row with Bob's address in Cc (Bob's row comes later),
+    # Bob's row, and Carol's row with Alice's address in Bcc (Alice's row came before)
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,bob@example.com,\r\n"
+    text += "bob@example.com,Bob,active,bob.pdf,,\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf,,alice@example.com\r\n"
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN only Bob's own letter goes: Alice's row, passed on before Bob's was read, is
+    # withdrawn, and Carol's is rejected as read, each naming its column and the other row
+    assert [r["row"] for r in rows if r["row"] not in report.withdrawn] == [3]
+    assert report.withdrawn == {2} and report.valid == 1
+    assert report.rejected == [
+        {"row": 2, "column": "Cc", "reason": copied("Cc", 3), "email": "a***@example.com"},
+        {"row": 4, "column": "Bcc", "reason": copied("Bcc", 2), "email": "c***@example.com"},
+    ]
+    assert report.duplicates == [] and report.skipped == []
+
+
+@pytest.mark.parametrize("column", ["Cc", "Bcc"])
+@pytest.mark.parametrize("named_first", [True, False], ids=["named row first", "named row last"])
+def test_a_cc_or_bcc_naming_another_rows_email_rejects_only_the_row_that_names_it(
+    column, named_first
+):
+    # GIVEN Dave's row, and Alice's row naming Dave's address in Cc or Bcc, in either order
+    cells = {"Cc": "dave@example.com,", "Bcc": ",dave@example.com"}[column]
+    dave = "dave@example.com,Dave,active,dave.pdf,,\r\n"
+    alice = f"alice@example.com,Alice,active,alice.pdf,{cells}\r\n"
+    text = EXTRA + (dave + alice if named_first else alice + dave)
+    dave_row, alice_row = (2, 3) if named_first else (3, 2)
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN Dave's own letter goes and Alice's does not, its reason naming Dave's row
+    assert emails(r for r in rows if r["row"] not in report.withdrawn) == ["dave@example.com"]
+    assert report.valid == 1
+    assert report.withdrawn == (frozenset() if named_first else {alice_row})
+    assert reasons(report) == [(alice_row, column, copied(column, dave_row))]
+
+
+@pytest.mark.parametrize(
+    ("email", "cc"),
+    [
+        ("dave@example.com", "DAVE@Example.COM"),
+        ("Dave@EXAMPLE.com", "dave@example.com"),
+        ("anna@Bücher.example", "ANNA@xn--bcher-kva.example"),
+        ("anna@xn--bcher-kva.example", "Anna@BÜCHER.example"),
+    ],
+    ids=["cc in capitals", "email in capitals", "idn email", "idn cc"],
+)
+@pytest.mark.parametrize("named_first", [True, False], ids=["named row first", "named row last"])
+def test_a_cc_is_compared_with_email_as_duplicates_are(email, cc, named_first):
+    # GIVEN a recipient's row, and Alice's row naming that address in Cc written otherwise
+    other = f"{email},Dave,active,dave.pdf,,\r\n"
+    alice = f"alice@example.com,Alice,active,alice.pdf,{cc},\r\n"
+    text = EXTRA + (other + alice if named_first else alice + other)
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN it is the same address: Alice's row is not sent
+    assert [r["name"] for r in rows if r["row"] not in report.withdrawn] == ["Dave"]
+    alice_row = 3 if named_first else 2
+    assert [(row, column) for row, column, _ in reasons(report)] == [(alice_row, "Cc")]
+
+
+def test_a_cc_that_is_no_rows_email_or_the_rows_own_goes_and_reply_to_is_not_compared():
+    # GIVEN Alice's row copying HR and herself (her address in capitals), and Bob's row with
+    # Alice's address as its Reply_To, which receives nothing
+    text = "Email,Name,Status,Attachment_File,Cc,Bcc,Reply_To\r\n"
+    text += "alice@example.com,Alice,active,alice.pdf,hr@example.com; ALICE@example.com,,\r\n"
+    text += "bob@example.com,Bob,active,bob.pdf,,ops@example.com,alice@example.com\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf,hr@example.com,,\r\n"
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN every row goes with its copies as written
+    assert report.rejected == [] and report.withdrawn == frozenset() and report.valid == 3
+    assert [(r["cc"], r["bcc"], r["reply_to"]) for r in rows] == [
+        (["hr@example.com", "ALICE@example.com"], [], None),
+        ([], ["ops@example.com"], "alice@example.com"),
+        (["hr@example.com"], [], None),
+    ]
+
+
+def test_every_row_copying_an_address_is_withdrawn_once_a_row_has_it_as_its_email():
+    # GIVEN three rows copying HR, HR's own row excluded by Status, then a fourth copying HR
+    text = EXTRA + "".join(
+        f"{name}@example.com,{name},active,{name}.pdf,hr@example.com,\r\n"
+        for name in ("alice", "bob", "carol")
+    )
+    text += "HR@example.com,HR,unsubscribed,,,\r\n"
+    text += "dave@example.com,Dave,active,dave.pdf,,hr@example.com\r\n"
+
+    # WHEN validated
+    report, rows = run(text)
+
+    # THEN no letter goes: an excluded row's address is a recipient's too, and every row
+    # copying it names that row, in row order
+    assert rows and report.withdrawn == {2, 3, 4} and report.valid == 0
+    assert reasons(report) == [
+        (2, "Cc", copied("Cc", 5)),
+        (3, "Cc", copied("Cc", 5)),
+        (4, "Cc", copied("Cc", 5)),
+        (6, "Bcc", copied("Bcc", 5)),
+    ]
+
+
+def test_a_row_withdrawn_for_its_cc_and_its_file_names_both():
+    # GIVEN Alice's row copying Bob, Carol's row naming Alice's file, then Bob's row
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,bob@example.com,\r\n"
+    text += "carol@example.com,Carol,active,alice.pdf,,\r\n"
+    text += "bob@example.com,Bob,active,bob.pdf,,\r\n"
+
+    # WHEN validated
+    report, _ = run(text)
+
+    # THEN Alice's row names the shared file first, then the copy to Bob
+    assert report.withdrawn == {2} and report.valid == 1
+    (row, column, reason), carol = reasons(report)
+    assert (row, column) == (2, "Attachment_File; Cc")
+    assert reason.startswith("alice.pdf is also the attachment of row 3, another recipient")
+    assert reason.endswith("; " + copied("Cc", 4))
+    assert carol[:2] == (3, "Attachment_File")
+
+
+def test_a_row_withdrawn_for_its_cc_that_an_earlier_run_sent_says_so():
+    # GIVEN Alice's row copying Bob, sent by an earlier run, and Bob's row added after it
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,bob@example.com,\r\n"
+    text += "bob@example.com,Bob,active,bob.pdf,,\r\n"
+    asked: list[frozenset[int]] = []
+
+    # WHEN validated
+    report, _ = run(text, sent_before=asking({2}, asked))
+
+    # THEN Alice's row is not sent again, and its reason says Bob may have had her letter
+    assert report.withdrawn == {2} and asked == [frozenset({2})]
+    assert reasons(report) == [
+        (
+            2,
+            "Cc",
+            "this row's letter went out in an earlier run of this file, and its Cc names the "
+            "recipient of row 3, who may have received it: a row's letter goes to no other "
+            "row's recipient, so this row is not sent again (take row 3's address out of Cc, "
+            "or correct it if it is meant for someone else)",
+        )
+    ]
+
+
 # --- streaming ---------------------------------------------------------------------------
 
 

@@ -524,3 +524,32 @@ def test_a_reason_is_shown_whole_at_80_columns_and_a_cell_never_as_markup(tmp_pa
     assert "…" not in result.output
     flat = "".join(result.output.replace("│", " ").split())
     assert f"attachmentnotfound:{name}" in flat
+
+
+def test_a_row_copying_another_rows_recipient_is_rejected_naming_that_row(tmp_path):
+    # GIVEN the tester's file: Ann's row with Bob's address in Cc, Bob's row, and Cy's row
+    # with Ann's address in Bcc, each naming its own letter
+    text = HEADER.replace("\n", ",Cc,Bcc\n")
+    text += OFFER.replace("\n", ",bob@example.com,\n")
+    text += OFFER.replace("ann", "bob").replace("\n", ",,\n")
+    text += OFFER.replace("ann", "cy").replace("\n", ",,ann@example.com\n")
+    files = {f"{name}.pdf": f"%PDF-1.4 {name}'s letter".encode() for name in ("ann", "bob", "cy")}
+    path = campaign(tmp_path, text, files=files)
+
+    # WHEN it is validated, for people and as JSON
+    result = invoke(path, *SENDER)
+    as_json = invoke(path, *SENDER, "--json")
+
+    # THEN neither is "all good": both rows are rejected, each reason naming its column and
+    # the row whose recipient would get its letter; Bob's own row stays valid
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == exits.ROWS_REJECTED, result.output
+    assert "All good" not in said and "2 row(s) rejected" in said
+    assert "Cc names the recipient of row 3, who would get this row's letter" in said
+    assert "Bcc names the recipient of row 2, who would get this row's letter" in said
+    report = json.loads(as_json.output)
+    assert report["valid"] == 1
+    assert [(item["row"], item["column"], item["email"]) for item in report["rejected"]] == [
+        (2, "Cc", "a***@example.com"),
+        (4, "Bcc", "c***@example.com"),
+    ]
