@@ -184,9 +184,9 @@ def _read_only_uri(path: str) -> str | None:
     return f"{file.as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
 
 
-# The invocations that hold a batch (begin_batch) in this process and have not ended
-# (end_batch): one whose hold is recorded for this process but that is not here has ended.
-_sending_here: set[str] = set()
+# The holds of this process's invocations that ended without end_batch recording it: the
+# attempt of each, with its invocation.
+_unended: dict[str, str] = {}
 
 
 class SqliteLedger:
@@ -408,42 +408,46 @@ class SqliteLedger:
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier
-        invocation still holds it while before its ``until`` and its process runs, unless that
-        process is this one and the invocation has ended here (its end_batch failed: a ledger
-        that could not be written, whose hold would keep the retries waiting till its end)."""
-        process = process_token()
+        invocation still holds it while before its ``until`` and its process runs.
+
+        The holds this process's invocations could not end (end_batch failed: a full disk, a
+        file size limit) end here first, once the ledger can be written: they kept the
+        batch's retries waiting as ClaimBusy until their ``until`` (a quarter of an hour)."""
+        ended = dict(_unended)
         with self._transaction(f"begin_batch {attempt[-12:]}") as db:
+            db.executemany(
+                "DELETE FROM batches WHERE attempt = ? AND invocation = ?", ended.items()
+            )
             found = db.execute(
                 "SELECT invocation, holder, until FROM batches WHERE attempt = ?", (attempt,)
             ).fetchone()
             if found is not None:
                 other, holder, other_until = found
-                ended_here = holder == process and other not in _sending_here
-                if (
-                    other != invocation
-                    and other_until > self._clock()
-                    and token_running(holder)
-                    and not ended_here
-                ):
+                if other != invocation and other_until > self._clock() and token_running(holder):
                     return str(other)
             db.execute(
                 "INSERT INTO batches (attempt, invocation, holder, until) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (attempt) DO UPDATE SET invocation = excluded.invocation,"
                 " holder = excluded.holder, until = excluded.until",
-                (attempt, invocation, process, until),
+                (attempt, invocation, process_token(), until),
             )
-        _sending_here.add(invocation)
+        for key in ended:
+            _unended.pop(key, None)
         return None
 
     def end_batch(self, attempt: str, *, invocation: str) -> None:
-        """Forget ``invocation``'s hold on ``attempt``'s batch."""
-        _sending_here.discard(invocation)  # ended here, though the write below may fail
-        self._statement(
-            f"end_batch {attempt[-12:]}",
-            "DELETE FROM batches WHERE attempt = ? AND invocation = ?",
-            (attempt, invocation),
-            write=True,
-        )
+        """Forget ``invocation``'s hold on ``attempt``'s batch; when that cannot be written,
+        the next begin_batch of this process forgets it."""
+        try:
+            self._statement(
+                f"end_batch {attempt[-12:]}",
+                "DELETE FROM batches WHERE attempt = ? AND invocation = ?",
+                (attempt, invocation),
+                write=True,
+            )
+        except LedgerError:
+            _unended[attempt] = invocation
+            raise
 
     def _statement(
         self, what: str, sql: str, parameters: tuple[object, ...], *, write: bool = False

@@ -635,7 +635,7 @@ def test_a_hold_whose_invocation_ended_here_unrecorded_does_not_keep_its_retry_w
         with pytest.raises(LedgerError):
             ledger.end_batch("child-1", invocation="req-1")
 
-    # WHEN its retry begins in this process (it waited out the hold before: 16 minutes)
+    # WHEN its retry, or any batch, begins in this process (it waited out the hold before)
     # THEN it takes the batch at once
     assert ledger.begin_batch("child-1", invocation="req-2", until=until) is None
 
