@@ -46,7 +46,6 @@ def test_a_mail_server_not_listening_is_not_advised_a_redrive_at_once():
     assert (
         "When to redrive: once a mail server listens at that host and port: a redrive connects"
         " to the same one (for another host or port, a mistyped name, run the file again with"
-        " its URL)."
-        in alert.message
+        " its URL)." in alert.message
     )
     assert "redrive now" not in alert.message
