@@ -32,6 +32,12 @@ class NoEarlierRun(ConfigurationError):
     send every row (the ledger there knows none)."""
 
 
+class LedgerLost(ConfigurationError):
+    """The workdir records that its runs sent letters, but its ledger does not know them: the
+    ledger file is missing or empty, or holds none of a campaign it held (deleted, truncated,
+    or put back from a backup taken before those runs). A run would mail those people again."""
+
+
 class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 

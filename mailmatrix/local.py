@@ -28,6 +28,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -77,6 +78,7 @@ from mailmatrix.errors import (
     DeliveryChanged,
     DemoTemplates,
     InputFileError,
+    LedgerLost,
     MailMatrixError,
     NoEarlierRun,
     NotFoundError,
@@ -127,6 +129,16 @@ class Workdir:
     def ledger(self) -> Path:
         """The SQLite send ledger."""
         return self.root / "ledger.sqlite3"
+
+    def has_ledger(self) -> bool:
+        """Whether the ledger file is there and not empty. What only looks leaves an emptied
+        one (truncated to nothing) alone: opening it would make it a new, empty ledger, and
+        the next run could no longer tell that the ledger was lost (check_ledger_kept)."""
+        try:
+            found = self.ledger.stat()
+        except OSError:
+            return False
+        return stat.S_ISREG(found.st_mode) and found.st_size > 0
 
     @property
     def scratch(self) -> Path:
@@ -875,7 +887,7 @@ def _sent_there(other: Workdir, campaign: str, gone: bool) -> str:
     if gone:
         return " (that folder no longer holds their record: moved, renamed or deleted?)"
     try:
-        if not other.ledger.is_file():
+        if not other.has_ledger():
             return ""
         with _local_ledger(other, read_only=True) as ledger:
             sent = ledger.sent_count(campaign)
@@ -944,10 +956,11 @@ def check_earlier_runs(
     Reads only: a workdir that is not there has none."""
     wd = Workdir(Path(workdir))
     campaign = campaign_of_file(csv_path)
+    check_ledger_kept(wd, campaign, csv_path.name)
     way = campaign_way(None, templates, attachments, sender_of(sender))
     check_campaign_way(wd, campaign, csv_path.name, way)
     found = campaign in _deliveries(wd)
-    if wd.ledger.is_file():
+    if wd.has_ledger():
         with _local_ledger(wd, read_only=True) as ledger:
             used = ledger.template_sets(campaign)
             found = found or bool(used) or ledger.has_entries(campaign)
@@ -978,8 +991,11 @@ def forget_campaign_way(workdir: Workdir, campaign: str) -> None:
         _write_deliveries(workdir, deliveries)
 
 
-def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
-    """Remember how ``campaign`` runs in this workdir (see check_campaign_way).
+def record_campaign_way(
+    workdir: Workdir, campaign: str, way: dict, *, in_ledger: bool = False
+) -> None:
+    """Remember how ``campaign`` runs in this workdir (see check_campaign_way), and
+    (``in_ledger``) that rows of it were claimed in the ledger (see check_ledger_kept).
 
     The names of the template sets that the way of earlier versions held (here, or in an
     execution's run record) go to the ledger, which keeps them now.
@@ -987,6 +1003,8 @@ def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
     deliveries = _deliveries(workdir)
     earlier = deliveries.get(campaign)
     way = dict(way)
+    if in_ledger or (isinstance(earlier, dict) and earlier.get(IN_LEDGER)):
+        way[IN_LEDGER] = True
     sets = set(way.pop("sets", None) or ())
     # Every server the campaign went through from here, not only the last (check_other_workdirs)
     servers = [way["delivery"]] if way.get("delivery", "outbox") != "outbox" else []
@@ -995,8 +1013,9 @@ def record_campaign_way(workdir: Workdir, campaign: str, way: dict) -> None:
         servers = _servers_in(earlier) + servers
     if servers:
         way["servers"] = list(dict.fromkeys(servers))
-    if sets:
-        with _local_ledger(workdir) as ledger:
+    # The ledger file is made before the record: a record without one is a ledger lost
+    with _local_ledger(workdir) as ledger:
+        if sets:
             ledger.add_template_sets(campaign, sets)
     deliveries[campaign] = way
     _write_deliveries(workdir, deliveries)
@@ -1018,6 +1037,96 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
     except ValueError as exc:
         raise ConfigurationError(f"{path}: not readable: {exc}") from exc
     return found if isinstance(found, dict) else {}
+
+
+# In a campaign's record in deliveries.json: rows of it were claimed in the ledger (which never
+# forgets one), set as a run or redrive of it ends (see _settle_campaign_way).
+IN_LEDGER = "in_ledger"
+
+
+def check_ledger_kept(
+    wd: Workdir, campaign: str | None, name: str, *, execution: str | None = None
+) -> None:
+    """Refuse (LedgerLost) a run of the file ``name`` (``campaign``), or the redrive of its
+    ``execution``, when the workdir records runs that sent letters (deliveries.json) but its
+    ledger does not know them: the file is missing or empty, or holds no entry of a campaign
+    recorded as in it. The ledger is what skips the people mailed before: without their
+    entries, it would mail them again. Reads only, and little: the record, the ledger's size,
+    one indexed lookup per campaign recorded as in it."""
+    recorded = _deliveries(wd) if wd.root.is_dir() else {}
+    loss = _ledger_loss(wd, recorded) if recorded else None
+    if loss is not None:
+        how, lost = loss
+        raise LedgerLost(_ledger_lost(wd, campaign, name, execution, how, lost))
+
+
+def _ledger_lost(
+    wd: Workdir,
+    campaign: str | None,
+    name: str,
+    execution: str | None,
+    how: str | None,
+    lost: list[str],
+) -> str:
+    """What check_ledger_kept says: what the ledger lost (``how``: None, the entries of the
+    campaigns ``lost``), that nothing was sent, and the ways on."""
+    this = campaign in lost
+    if how is None:
+        how = "holds no entry of " + (
+            "this file's letters" if this else f"the letters of {len(lost)} file(s) run here"
+        )
+    subject, again = name, "run the file again"
+    if execution is not None:
+        subject, again = f"execution {execution}", "redrive it again"
+    servers = _servers_of(wd, campaign) if campaign else []
+    elsewhere = (
+        f" under a new file name as well (runs from here delivered {name} through"
+        f" {servers[-1]}, and a file of that name is refused through it from another workdir)"
+        if servers
+        else ""
+    )
+    said = (
+        f"{subject}: the workdir {wd.root} records runs that sent letters"
+        f"{' of this file' if this else ''} (deliveries.json), but its ledger"
+        f" ({wd.ledger.name}) {how}: it has lost the record of the emails sent earlier"
+        " (deleted or emptied, or put back from a backup older than those runs?). The ledger"
+        " is what skips the people already mailed"
+    )
+    put_back = (
+        "Put back the ledger file those runs wrote (with its -wal file, if the backup has one)"
+        f" and {again}"
+    )
+    if this:
+        doing = "its redrive" if execution is not None else "this run"
+        return (
+            f"{said}, so {doing} would mail them again; nothing was sent. {put_back}: rows"
+            f" already sent are skipped. Only to mail everyone in {name} again on purpose, run"
+            f" it in a new --workdir{elsewhere}"
+        )
+    return (
+        f"{said}, so runs here would mail them again; nothing was sent. {put_back}. Or run"
+        f" {name} in a new --workdir{elsewhere}: its own letters are not among those lost"
+    )
+
+
+def _ledger_loss(wd: Workdir, recorded: dict[str, Any]) -> tuple[str | None, list[str]] | None:
+    """How the ledger lost what the runs ``recorded`` in deliveries.json sent ("is missing",
+    "is empty"; None: it holds no entry of the campaigns returned) and which campaigns it
+    lost; None when it lost none. A run records a campaign only once the ledger file is made
+    (record_campaign_way): a record with no ledger file, or an empty one, is a ledger deleted
+    or emptied since."""
+    try:
+        size = wd.ledger.stat().st_size
+    except FileNotFoundError:
+        return "is missing", list(recorded)
+    if size == 0:
+        return "is empty", list(recorded)
+    kept = [key for key, way in recorded.items() if isinstance(way, dict) and way.get(IN_LEDGER)]
+    if not kept:
+        return None
+    with _local_ledger(wd, read_only=True) as ledger:
+        lost = [key for key in kept if not ledger.has_entries(key)]
+    return (None, lost) if lost else None
 
 
 def prepare(workdir: Workdir, env: dict[str, str]) -> None:
@@ -1121,6 +1230,7 @@ def run_campaign(
     if mailer and delivery_of(mailer) != "outbox" and is_demo(templates_dir):
         check_demo_recipients(csv_path, mailer, templates_dir)
     campaign = campaign_of_file(csv_path)
+    check_ledger_kept(wd, campaign, csv_path.name)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
     if retries:
@@ -1256,7 +1366,7 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
         _local_ledger(wd) as ledger,
     ):
         if ledger.has_entries(campaign):
-            record_campaign_way(wd, campaign, way)
+            record_campaign_way(wd, campaign, way, in_ledger=True)
         elif first:
             forget_campaign_way(wd, campaign)
             if known is not None:
@@ -1338,7 +1448,7 @@ class RunForecast:
         self.hold_left = 0.0
         self._workdir = wd
         self._ledger: SqliteLedger | None = None  # open while intake asks it (sent_files)
-        if not wd.ledger.is_file():  # no run of any file here claimed a row
+        if not wd.has_ledger():  # no run of any file here claimed a row
             return
         with _local_ledger(wd, read_only=True) as ledger:
             self._settled = SettledKeys(ledger, self.campaign)
@@ -1366,7 +1476,7 @@ class RunForecast:
         """The files letters of every campaign here carried as their recipients' own, for
         intake to refuse copies of them to other people (as validate_job does); the ledger
         stays open for intake's questions until close(). None: no run here sent a letter."""
-        if not self._workdir.ledger.is_file():
+        if not self._workdir.has_ledger():
             return None
         self._ledger = SqliteLedger(str(self._workdir.ledger), read_only=True)
         settled = self._settled
@@ -1534,11 +1644,12 @@ def redrive(
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, _validated_upload(history), source)
         campaign = campaign_of(history) or (campaign_of_file(source) if source else None)
+        name = source.name if source else "its file"
+        check_ledger_kept(wd, campaign, name, execution=execution_id)
         way, first = ran.get("way"), False
         if campaign and isinstance(way, dict):
             # Held to its file's way like a run, and recorded before it sends: it may be the
             # first of the file to send (its run stopped before any row).
-            name = Path(ran["path"]).name
             with _known_workdirs(way) as known, _ways_locked(wd):
                 _check_redrive_way(wd, campaign, execution_id, name, way)
                 first = campaign not in _deliveries(wd)
@@ -1769,7 +1880,7 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
     except (KeyError, NotFoundError):
         return None
     outcomes = {}
-    if wd.ledger.is_file():  # no ledger yet: no row was ever claimed here
+    if wd.has_ledger():  # no ledger yet: no row was ever claimed here
         with _local_ledger(wd, read_only=True) as ledger:
             outcomes = ledger.outcomes_of(keys)
     attempts = engine.child_execution_arns(execution_id)

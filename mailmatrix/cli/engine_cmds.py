@@ -520,12 +520,12 @@ def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | No
     from mailmatrix.local import Workdir, validation_of
 
     campaign = validation_of(history).get("campaign") or {}
-    ledger_path = Workdir(workdir).ledger
-    if not campaign.get("id") or not campaign.get("upload") or not ledger_path.is_file():
+    wd = Workdir(workdir)
+    if not campaign.get("id") or not campaign.get("upload") or not wd.has_ledger():
         return None
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
-    ledger = SqliteLedger(str(ledger_path), read_only=True)
+    ledger = SqliteLedger(str(wd.ledger), read_only=True)
     try:
         latest = ledger.latest_upload(campaign["id"])
     finally:

@@ -46,6 +46,7 @@ from mailmatrix.errors import (
     DeliveryChanged,
     DemoTemplates,
     InputFileError,
+    LedgerLost,
     MailMatrixError,
     NoEarlierRun,
 )
@@ -562,7 +563,8 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        if isinstance(error, DeliveryChanged | NoEarlierRun | DemoTemplates | BadWorkdir):
+        refusals = DeliveryChanged | NoEarlierRun | DemoTemplates | BadWorkdir | LedgerLost
+        if isinstance(error, refusals):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)

@@ -276,7 +276,7 @@ def _earlier_runs(
     (None: none)."""
     if workdir is None:
         return {"checked": False}, None
-    from mailmatrix.errors import DeliveryChanged, TemplateSetsChanged
+    from mailmatrix.errors import DeliveryChanged, LedgerLost, TemplateSetsChanged
     from mailmatrix.local import check_earlier_runs
 
     found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
@@ -284,9 +284,9 @@ def _earlier_runs(
         found["found"] = check_earlier_runs(
             workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
         )
-    except (DeliveryChanged, TemplateSetsChanged) as error:
+    except (DeliveryChanged, LedgerLost, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
-        usage = isinstance(error, DeliveryChanged)  # `run` exits so for each
+        usage = isinstance(error, DeliveryChanged | LedgerLost)  # `run` exits so for each
         return found, exits.USAGE if usage else exits.INPUT_UNUSABLE
     return found, None
 

@@ -3412,3 +3412,200 @@ def test_no_letter_goes_to_another_rows_recipient_through_cc_or_bcc(tmp_path):
     assert [(row, column) for row, column, _ in rejected] == [("2", "Cc"), ("4", "Bcc")]
     assert rejected[0][2].startswith("Cc names the recipient of row 3, who would get this row's")
     assert rejected[1][2].startswith("Bcc names the recipient of row 2, who would get this row's")
+
+
+def _five_sent(tmp_path: Path, name: str = "five.csv") -> tuple[Path, list[str]]:
+    """A file of the example's first five rows, sent: the workdir, and the arguments of its
+    run."""
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[:6]
+    csv_path = tmp_path / name
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    workdir = tmp_path / "w"
+    args = ["run", str(csv_path), "--workdir", str(workdir)]
+    args += ["--attachments", str(EXAMPLE / "attachments")]
+    first = CliRunner().invoke(cli, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["counts"]["sent"] == 5
+    return workdir, args
+
+
+def _empty_ledger(workdir: Path) -> None:
+    """Truncate the workdir's ledger to nothing, its -wal and -shm files removed."""
+    (workdir / "ledger.sqlite3").write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        (workdir / f"ledger.sqlite3{suffix}").unlink(missing_ok=True)
+
+
+def _delete_ledger(workdir: Path) -> None:
+    """Delete the workdir's ledger and the files SQLite keeps beside it."""
+    for path in workdir.glob("ledger.sqlite3*"):
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("lose", "how"),
+    [(_empty_ledger, "is empty"), (_delete_ledger, "is missing")],
+    ids=["truncated", "deleted"],
+)
+def test_a_run_is_refused_when_the_ledger_lost_the_emails_sent_before(tmp_path, lose, how):
+    # GIVEN a file of five rows sent, whose workdir's ledger is then emptied or deleted
+    workdir, args = _five_sent(tmp_path)
+    sent = _recipients(workdir / "outbox")
+    executions = len(list((workdir / "executions").iterdir()))
+    lose(workdir)
+
+    # WHEN the file runs again
+    code, output = _run(*args[1:])
+
+    # THEN it is refused (exit 2) before any execution, saying what was lost and the ways on
+    assert code == 2, output
+    said = _words(output)
+    assert f"five.csv: the workdir {workdir} records runs that sent letters of this file" in said
+    assert f"its ledger (ledger.sqlite3) {how}: it has lost the record of the emails" in said
+    assert "this run would mail them again; nothing was sent." in said
+    assert "Put back the ledger file those runs wrote" in said
+    assert "Only to mail everyone in five.csv again on purpose, run it in a new --workdir" in said
+    assert "Traceback" not in output
+    # AND nobody was mailed twice, and no execution was started
+    assert _recipients(workdir / "outbox") == sent
+    assert set(sent.values()) == {1}
+    assert len(list((workdir / "executions").iterdir())) == executions
+    # AND validate with the workdir says run would refuse it, as run does (exit 2)
+    checked = CliRunner().invoke(
+        cli,
+        ["validate", args[1], "--workdir", str(workdir), "--json", *args[4:]],
+    )
+    assert checked.exit_code == 2, checked.output
+    earlier = json.loads(checked.stdout)["earlier_runs"]
+    assert earlier["error"] == "LedgerLost"
+    assert "would_send" not in earlier
+    # AND a run in a new workdir, the way on for mailing them again on purpose, sends them
+    again = CliRunner().invoke(cli, [*args[:3], str(tmp_path / "new"), *args[4:], "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["counts"]["sent"] == 5
+
+
+def test_an_emptied_ledger_stays_so_through_what_only_looks_and_the_run_is_still_refused(
+    tmp_path,
+):
+    # GIVEN a file sent in a workdir recorded as an earlier version did (its campaign not
+    # marked as in the ledger), whose ledger is then emptied
+    workdir, args = _five_sent(tmp_path)
+    deliveries = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8"))
+    for way in deliveries.values():
+        way.pop("in_ledger", None)
+    (workdir / "deliveries.json").write_text(json.dumps(deliveries), encoding="utf-8")
+    _empty_ledger(workdir)
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN executions, show and validate look at the workdir
+    listed = CliRunner().invoke(cli, ["executions", "--workdir", str(workdir)])
+    assert listed.exit_code == 0, listed.output
+    (execution,) = (path.name for path in (workdir / "executions").iterdir())
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)])
+    assert shown.exit_code == 0, shown.output
+    CliRunner().invoke(cli, ["validate", args[1], "--workdir", str(workdir), *args[4:]])
+
+    # THEN the ledger is left empty, and the run is refused, mailing nobody twice
+    assert (workdir / "ledger.sqlite3").stat().st_size == 0
+    code, output = _run(*args[1:])
+    assert code == 2, output
+    assert "its ledger (ledger.sqlite3) is empty" in _words(output)
+    assert _recipients(workdir / "outbox") == sent
+
+
+def _ledger_copy(workdir: Path, path: Path) -> Path:
+    """A backup of the workdir's ledger at ``path``, as SQLite makes one of a ledger in use."""
+    with (
+        closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db,
+        closing(sqlite3.connect(path)) as copy,
+    ):
+        db.backup(copy)
+    return path
+
+
+def test_a_ledger_put_back_from_an_older_backup_refuses_the_files_run_since(tmp_path):
+    # GIVEN a file sent, a copy of the ledger taken then, and another file sent after
+    workdir, first = _five_sent(tmp_path)
+    backup = _ledger_copy(workdir, tmp_path / "backup.sqlite3")
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    later = tmp_path / "later.csv"
+    later.write_text("\n".join([lines[0], *lines[6:9]]) + "\n", encoding="utf-8")
+    second = [first[0], str(later), *first[2:]]
+    assert CliRunner().invoke(cli, second).exit_code == 0
+    kept = _ledger_copy(workdir, tmp_path / "kept.sqlite3")
+    sent = _recipients(workdir / "outbox")
+
+    # WHEN the ledger is put back from the older copy
+    _delete_ledger(workdir)
+    shutil.copyfile(backup, workdir / "ledger.sqlite3")
+
+    # THEN the later file is refused: the ledger holds none of its letters
+    code, output = _run(*second[1:])
+    assert code == 2, output
+    assert "its ledger (ledger.sqlite3) holds no entry of this file's letters" in _words(output)
+    # AND so is the first one, which the copy knows: the ledger is not the one runs wrote
+    code, output = _run(*first[1:])
+    assert code == 2, output
+    said = _words(output)
+    assert "holds no entry of the letters of 1 file(s) run here" in said
+    assert "so runs here would mail them again; nothing was sent." in said
+    assert _recipients(workdir / "outbox") == sent
+    # AND with the ledger the runs wrote put back, both run again and send nothing twice
+    _delete_ledger(workdir)
+    shutil.copyfile(kept, workdir / "ledger.sqlite3")
+    for args in (first, second):
+        again = CliRunner().invoke(cli, [*args, "--json"])
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["counts"]["sent"] == 0
+    assert _recipients(workdir / "outbox") == sent
+
+
+def test_a_redrive_is_refused_when_the_ledger_lost_the_emails_its_run_sent(tmp_path):
+    # GIVEN a run stopped by the daily quota before its 5 rows were sent (after 3, or 4 when
+    # both workers' batches counted the same third: the drill's count is per process), whose
+    # ledger is deleted
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[:6]
+    csv_path = tmp_path / "five.csv"
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    workdir = tmp_path / "w"
+    args = ["run", str(csv_path), "--workdir", str(workdir), "--json"]
+    args += ["--attachments", str(EXAMPLE / "attachments"), "--batch-size", "2"]
+    failed = json.loads(CliRunner().invoke(cli, [*args, "--faults", "quota-after=3"]).stdout)
+    assert failed["status"] == "FAILED"
+    sent = _recipients(workdir / "outbox")
+    assert 0 < sum(sent.values()) < 5
+    _delete_ledger(workdir)
+
+    # WHEN its execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", failed["execution"], "--workdir", str(workdir)])
+
+    # THEN the redrive is refused (exit 2), and nobody is mailed twice
+    assert redriven.exit_code == 2, redriven.output
+    said = _words(redriven.output)
+    assert f"execution {failed['execution']}: the workdir {workdir} records runs" in said
+    assert "its ledger (ledger.sqlite3) is missing" in said
+    assert "its redrive would mail them again; nothing was sent." in said
+    assert "and redrive it again: rows already sent are skipped" in said
+    assert _recipients(workdir / "outbox") == sent
+
+
+def test_a_new_workdir_runs_a_file_and_a_rerun_there_skips_what_went_out(tmp_path):
+    # GIVEN a workdir that is not there yet
+    workdir = tmp_path / "w"
+    assert not workdir.exists()
+
+    # WHEN a file of five rows runs in it (_five_sent: it sends each row), and again
+    made, args = _five_sent(tmp_path)
+    again = CliRunner().invoke(cli, [*args, "--json"])
+
+    # THEN the rerun sends none, mailing nobody twice
+    assert made == workdir
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (0, 5)
+    recipients = _recipients(workdir / "outbox")
+    assert len(recipients) == 5 and set(recipients.values()) == {1}
+    # AND the workdir records the file as in its ledger, which holds it
+    (way,) = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8")).values()
+    assert way["in_ledger"] is True

@@ -548,6 +548,38 @@ def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_an
     assert len(inbox.envelopes) == 18
 
 
+def test_a_ledger_lost_after_sending_through_a_server_refuses_the_file_and_says_the_way_on(
+    smtp_inbox, tmp_path: Path
+):
+    inbox, url = smtp_inbox
+    workdir = tmp_path / "offers"
+    # GIVEN the demo campaign sent through the server, whose workdir's ledger is then deleted
+    assert _runner(str(EXAMPLE / "recipients.csv"))(workdir, "--smtp", url).exit_code == 0
+    for path in workdir.glob("ledger.sqlite3*"):
+        path.unlink()
+
+    # WHEN the file runs again through the server
+    again = _runner(str(EXAMPLE / "recipients.csv"))(workdir, "--smtp", url)
+
+    # THEN it is refused, nothing sent, and the way to mail them again on purpose names the
+    # file name as well as the workdir: the server's record holds the name to this workdir
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert "its ledger (ledger.sqlite3) is missing: it has lost the record" in said
+    way_on = "run it in a new --workdir under a new file name as well (runs from here delivered"
+    assert f"{way_on} recipients.csv through {url}" in said
+    assert len(inbox.envelopes) == 18
+    # AND from a new workdir through that server, the file is refused under its name, and
+    # sent under a new one
+    elsewhere = _runner(str(EXAMPLE / "recipients.csv"))(tmp_path / "new", "--smtp", url)
+    assert elsewhere.exit_code == 2, elsewhere.output
+    renamed = tmp_path / "offers-again.csv"
+    shutil.copyfile(EXAMPLE / "recipients.csv", renamed)
+    attachments = ("--attachments", str(EXAMPLE / "attachments"))
+    assert _runner(str(renamed))(tmp_path / "new", "--smtp", url, *attachments).exit_code == 0
+    assert len(inbox.envelopes) == 36
+
+
 def test_a_workdir_that_mailed_through_two_servers_holds_the_file_to_both(
     smtp_inbox, other_inbox, tmp_path: Path
 ):
