@@ -12,11 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from mailmatrix.core.pacing import MIN_SEND_RATE
 from mailmatrix.errors import ConfigurationError
 
 # SES v2 accepts messages up to 40 MB including attachments, counted after base64 encoding:
 # https://docs.aws.amazon.com/ses/latest/dg/quotas.html
 SES_V2_MAX_MESSAGE_BYTES = 40 * 1024 * 1024
+
+# What a send rate may be (messages a second), the words that refuse another.
+SEND_RATE_RANGE = (
+    f"give 0 (no limit) or at least {MIN_SEND_RATE:.4f} (one message a minute): each batch"
+    " paces its rows within one run of the send function, 15 minutes at most"
+)
 
 N = TypeVar("N", int, float)  # a setting's number
 D = TypeVar("D", int, float, None)  # its default
@@ -75,12 +82,15 @@ class Settings:
         batch_size = number("BATCH_SIZE", 25, int)
         if not 1 <= batch_size <= 1000:
             raise ConfigurationError(f"MAILMATRIX_BATCH_SIZE: must be 1..1000, got {batch_size}")
+        send_rate = number("SEND_RATE", None, float)
+        if send_rate and send_rate < MIN_SEND_RATE:
+            raise ConfigurationError(f"MAILMATRIX_SEND_RATE: {send_rate:g}: {SEND_RATE_RANGE}")
         return cls(
             storage=text("STORAGE", "s3") or "s3",
             mailer=text("MAILER", "ses") or "ses",
             ledger=text("LEDGER", "") or "",
             sender=text("SENDER", "") or "",
-            send_rate=number("SEND_RATE", None, float),
+            send_rate=send_rate,
             max_message_bytes=number("MAX_MESSAGE_BYTES", SES_V2_MAX_MESSAGE_BYTES, int),
             batch_size=batch_size,
             max_concurrency=max(1, number("MAX_CONCURRENCY", 40, int)),

@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 import click
 
+from mailmatrix.core.pacing import MIN_SEND_RATE
+from mailmatrix.settings import SEND_RATE_RANGE
+
 SENDER_VARIABLE = "MAILMATRIX_SENDER"
 
 
@@ -35,3 +38,15 @@ def finite(what: str) -> Callable[[click.Context, click.Parameter, float | None]
         return value
 
     return check
+
+
+def check_send_rate(
+    ctx: click.Context, param: click.Parameter, value: float | None
+) -> float | None:
+    """Refuse a send rate that cannot be paced: nan and inf (``finite``), and one above 0 but
+    below MIN_SEND_RATE, which the plan's rounding took for no limit at all: a bad usage
+    (exit 2), as the setting MAILMATRIX_SEND_RATE is refused."""
+    value = finite("a number of messages per second (0: no limit)")(ctx, param, value)
+    if value and value < MIN_SEND_RATE:
+        raise click.BadParameter(f"{value:g}: {SEND_RATE_RANGE}")
+    return value

@@ -23,7 +23,7 @@ from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_sender, finite
+from mailmatrix.cli.options import check_send_rate, check_sender
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
@@ -311,7 +311,6 @@ def print_summary(
         console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
         if result.get("rejects"):
             console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
-        unknown = counts.get("unknown", 0)
         retryable = _retryable(counts)
         if retryable:
             console.print(
@@ -330,13 +329,7 @@ def print_summary(
                 markup=False,
                 soft_wrap=True,
             )
-        if unknown:
-            console.print(f"[yellow]{unknown_advice(unknown)}[/yellow]")
-            console.print(
-                result.get("retry_unknown_command") or f"{program()} run FILE --retry-unknown",
-                markup=False,
-                soft_wrap=True,
-            )
+        _print_unknown(console, result)
         by = result.get("superseded_by")
         hints = (
             other_letter_hint(
@@ -374,6 +367,21 @@ def print_summary(
         f"{heading} (rows already sent are skipped):", style="bold", end=" ", highlight=False
     )
     console.print(command, markup=False, soft_wrap=True)
+    _print_unknown(console, result)
+
+
+def _print_unknown(console: Console, result: dict[str, Any]) -> None:
+    """What to do about the rows failed as OutcomeUnknown, if any, and the command that sends
+    them: no retry or redrive sends them (they may have arrived)."""
+    unknown = result["counts"].get("unknown", 0)
+    if not unknown:
+        return
+    console.print(f"[yellow]{unknown_advice(unknown)}[/yellow]")
+    console.print(
+        result.get("retry_unknown_command") or f"{program()} run FILE --retry-unknown",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 # The rows of the summary's table shown only when their count is not 0.
@@ -492,8 +500,9 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--send-rate",
     type=click.FloatRange(min=0),
-    callback=finite("a number of messages per second (0: no limit)"),
-    help="Messages per second for the whole campaign (0: as fast as it goes).",
+    callback=check_send_rate,
+    help="Messages per second for the whole campaign (0: as fast as it goes; else at "
+    "least 0.0167, one a minute).",
 )
 @click.option(
     "--faults",

@@ -58,6 +58,12 @@ DRILL_QUOTA_ADVICE = (
 SERVICE_REFUSING = "ServiceRefusing"
 REFUSING_WORDS = "the mail service refused every try of"
 
+# The code of the halt a batch records when several rows in a row ended with an unknown
+# outcome (OutcomeUnknown: the service took their tries without answering), and the words its
+# reason begins with.
+OUTCOMES_UNKNOWN = "OutcomesUnknown"
+UNKNOWN_WORDS = "the mail service confirmed no try of"
+
 # The error of a mail server that refused the connection when checked before sending.
 CANNOT_CONNECT = "CannotConnect"
 
@@ -149,6 +155,15 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     # The account's own halts first: a run without the drill does not lift theirs (the
     # ledger keeps the halt recorded last, which may be either), and meets their cause again.
     real = [text for text in halts if DRILL_QUOTA not in text]
+    if any(UNKNOWN_WORDS in text for text in real):
+        return (
+            "the mail server took messages without confirming them (it dropped the connection,"
+            " or did not answer, after each message): do not redrive yet. Ask its operator"
+            " why, or look at what arrived: a redrive sends the rows not tried yet through the"
+            " same server. The rows failed as OutcomeUnknown (named above) may have arrived,"
+            " some twice: no redrive sends them; once checked, send those that did not arrive"
+            " with --retry-unknown."
+        )
     if any("quota" in text for text in real):
         return (
             "the 24-hour sending quota is used up, so a redrive now stops the same way. Redrive "

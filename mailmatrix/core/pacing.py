@@ -30,6 +30,18 @@ DEFAULT_LATENCY_S = 0.1
 # a few state transitions, which tiny batches would multiply.
 MIN_BATCH_SIZE = 10
 
+# How long a batch may spend pacing its rows: it paces them within one SendBatch invocation
+# and waits out its interval at the end (Pacer.finish), so the function's timeout (900 s,
+# infra/template.yaml) less the 30 s a batch keeps at its end (RetryPolicy.reserve_s) and a
+# margin for the sends themselves.
+BATCH_TIME_S = 840.0
+
+# The slowest campaign rate that can be paced, in messages a second: one a minute. Each batch
+# is a fresh pacer whose first row goes at once, kept in step with the batch before it only
+# by that batch's last wait; at this rate a batch of MIN_BATCH_SIZE rows waits out its
+# intervals in about ten minutes, within BATCH_TIME_S. A slower one could not keep its pace.
+MIN_SEND_RATE = 1 / 60
+
 
 def plan_send(
     *,
@@ -59,7 +71,9 @@ def plan_send(
     budget = send_rate * SAFETY
     needed = max(1, math.ceil(budget * max(expected_latency_s, 0.0) / UTILISATION))
     workers = max(1, min(needed, max_concurrency, valid_rows))
-    batch_size = balanced_batch_size(valid_rows, batch_size, workers)
+    # No more rows a batch than it can pace within one invocation (a slow rate).
+    paced = max(MIN_BATCH_SIZE, math.floor(BATCH_TIME_S * budget / workers))
+    batch_size = balanced_batch_size(valid_rows, min(batch_size, paced), workers)
     batches = math.ceil(valid_rows / batch_size) if valid_rows > 0 else 0
     workers = max(1, min(workers, batches))
     per_worker_rate = budget / workers
@@ -133,11 +147,13 @@ class Pacer:
             return None
         return cls(float(rate), clock=clock, sleep=sleep)
 
-    def acquire(self, recipients: int = 1) -> float:
+    def acquire(self, recipients: int = 1, *, wait: Callable[[float], None] | None = None) -> float:
         """Wait for the next slot; return how long this call waited, in seconds.
 
         SES counts recipients, not messages, against the rate: a message to three
         recipients goes now and holds the worker's next slot back by three intervals.
+        ``wait`` sleeps instead of the pacer's ``sleep``: a batch's, which raises to end a
+        long wait when the batch must stop (send_batch).
         """
         with self._lock:
             now = self._clock()
@@ -145,13 +161,14 @@ class Pacer:
             self._next = slot + self.interval * max(1, recipients)
         waited = slot - now
         if waited > 0:
-            self._sleep(waited)
+            (wait or self._sleep)(waited)
         return waited
 
-    def finish(self) -> float:
-        """Wait until the next slot would open; return how long this call waited."""
+    def finish(self, *, wait: Callable[[float], None] | None = None) -> float:
+        """Wait until the next slot would open (with ``wait``, as acquire does); return how
+        long this call waited."""
         with self._lock:
             waited = 0.0 if self._next is None else max(0.0, self._next - self._clock())
         if waited > 0:
-            self._sleep(waited)
+            (wait or self._sleep)(waited)
         return waited

@@ -373,7 +373,8 @@ def progress_counts(
     as ``skipped`` when another run did; ``in_doubt`` when its child still held the claim as
     it ended, or gave it back after a try that may have been taken (the email may have gone
     out; a redrive sends it, as a possible duplicate); ``unsent`` when no attempt settled it
-    (none tried, a passing failure gave it back, or another run holds it now).
+    (none tried, a passing failure gave it back, or another run holds it now). Of the
+    ``failed``, ``unknown`` are those failed as OutcomeUnknown (--retry-unknown sends them).
     """
     found: Counter[str] = Counter()
     possible_duplicates = 0
@@ -388,6 +389,7 @@ def progress_counts(
             possible_duplicates += ours and outcome.doubtful  # (another run reported its own)
         elif outcome.state == "failed":
             found["failed"] += 1
+            found["unknown"] += outcome.code == OUTCOME_UNKNOWN
         else:  # claimed as it ended, or given back after a try that may have been taken
             doubt = outcome.state == "claimed" or outcome.doubtful
             found["in_doubt" if doubt and ours else "unsent"] += 1
@@ -395,7 +397,7 @@ def progress_counts(
         name: int(validation_counts.get(name, 0))
         for name in ("rows", "valid", "rejected", "duplicates", "excluded")
     }
-    for name in ("sent", "skipped", "failed", "in_doubt", "unsent"):
+    for name in ("sent", "skipped", "failed", "unknown", "in_doubt", "unsent"):
         counts[name] = found[name]
     counts["possible_duplicates"] = possible_duplicates
     return counts

@@ -19,7 +19,9 @@ sorted into four kinds (docs/sending.md):
   error is raised (the state machine does not retry it). Rows not attempted stay unsent.
   So too when the service refused every try of ``refusing_rows`` rows in a row for now
   (SMTP 4xx not about the recipient: greylisting, a busy or paused server): the next rows,
-  and every retry of the batch, would only be refused the same way (ServiceRefusing).
+  and every retry of the batch, would only be refused the same way (ServiceRefusing); and
+  when ``unknown_rows`` rows in a row failed as OutcomeUnknown (OutcomesUnknown): a service
+  that takes messages without answering would otherwise get two copies of every row.
 
 A batch reads its campaign in the ledger before its first row, then at most every
 halt_check_s (one read: Ledger.campaign_status), and stops:
@@ -30,6 +32,8 @@ halt_check_s (one read: Ledger.campaign_status), and stops:
 - before its first row, when its templates lack a set the campaign used (the ledger keeps
   their names): TemplateSetsChanged, as its letters would be keyed anew and sent again;
 - while the campaign is halted (AccountSendingHalted, above).
+It looks too while it waits for its pacer's next slot, so a stop asked for (the operator's
+halt) ends a long wait of a slow send rate within halt_check_s.
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ from typing import Any
 
 from mailmatrix.core.addresses import mask, mask_addresses, parse_address
 from mailmatrix.core.contents import sample_print
-from mailmatrix.core.failures import REFUSING_WORDS, SERVICE_REFUSING
+from mailmatrix.core.failures import (
+    OUTCOMES_UNKNOWN,
+    REFUSING_WORDS,
+    SERVICE_REFUSING,
+    UNKNOWN_WORDS,
+)
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
@@ -150,7 +159,9 @@ class RetryPolicy:
     redrive) try again. A running batch looks for a halt every ``halt_check_s``.
     ``reserve_s``: stop starting rows this close to the invocation's deadline.
     ``refusing_rows``: rows in a row whose every try the service refused, not for reasons of
-    their recipients, that halt the campaign (ServiceRefusing).
+    their recipients, that halt the campaign (ServiceRefusing). ``unknown_rows``: rows in a
+    row failed as OutcomeUnknown, their last try unanswered, that halt it (OutcomesUnknown);
+    after the first of them, the next row fails at its first unanswered try.
     """
 
     tries: int = 5
@@ -162,6 +173,7 @@ class RetryPolicy:
     halt_check_s: float = 0.25
     reserve_s: float = 30.0
     refusing_rows: int = 3
+    unknown_rows: int = 2
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Full-jitter delay before the next try after ``failures`` failed tries."""
@@ -411,17 +423,36 @@ class _Stop(Exception):
 
 
 class _Unknown(Exception):
-    """A row tried too often with an unknown outcome: it fails, and is not sent again."""
+    """A row tried too often with an unknown outcome: it fails, and is not sent again.
+    ``refused_after``: its last try was refused (an answer); ``after_row``: it was tried once
+    only, as the row before it failed so too."""
 
-    def __init__(self, tries: int, error: SendError, *, refused_after: bool = False) -> None:
+    def __init__(
+        self,
+        tries: int,
+        error: SendError,
+        *,
+        refused_after: bool = False,
+        after_row: bool = False,
+    ) -> None:
         super().__init__(error_text(error))
-        self.why = (
-            f"an earlier try may have been taken without an answer, then the service refused"
-            f" it ({error_text(error)})"
-            if refused_after
-            else f"the service may have taken the message without answering, {tries} times"
-            f" (last: {error_text(error)})"
-        )
+        self.error = error
+        self.answered = refused_after
+        if refused_after:
+            self.why = (
+                f"an earlier try may have been taken without an answer, then the service"
+                f" refused it ({error_text(error)})"
+            )
+        elif after_row:
+            self.why = (
+                f"the service may have taken the message without answering, as it did the row"
+                f" before (last: {error_text(error)})"
+            )
+        else:
+            self.why = (
+                f"the service may have taken the message without answering, {tries} times"
+                f" (last: {error_text(error)})"
+            )
 
 
 def _not_sent_again(why: str, campaign: Mapping[str, Any]) -> str:
@@ -486,6 +517,9 @@ class _Batch:
     # it holds two rows at least: one row alone may be one recipient greylisted).
     refusals: int = 0
     refusing_rows: int = 3
+    # The rows in a row, up to the current one, failed as OutcomeUnknown with their last try
+    # unanswered; RetryPolicy.unknown_rows of them halt the campaign.
+    unknowns: list[int] = field(default_factory=list)
 
     @property
     def campaign_id(self) -> str:
@@ -617,20 +651,16 @@ class _Batch:
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
         unknown = doubts
+        # Right after a row failed so, one unanswered try is enough: the service is likely
+        # taking every message without answering, and a second try would be a second copy.
+        unknown_tries = 1 if self.unknowns else self.policy.unknown_tries
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
-                self.pacer.acquire(len(destinations))
+                self.wait_for_slot(self.pacer, item, len(destinations), uncertain, file)
             try:
                 return self.mailer.send(raw, sender=sender, destinations=destinations), uncertain
             except AccountSendingHalted as exc:
-                self.ledger.record_failed(
-                    item["key"],
-                    code=error_code(exc),
-                    reason=error_text(exc),
-                    permanent=False,
-                    uncertain=uncertain,
-                    **_kept(file if uncertain else None),
-                )
+                self.release(item, error_code(exc), error_text(exc), uncertain, file)
                 self.ledger.halt(
                     self.campaign_id,
                     code=error_code(exc),
@@ -653,19 +683,13 @@ class _Batch:
                 if not (exc.refused or isinstance(exc, Throttled)):
                     uncertain = True
                     unknown += 1
-                    if unknown >= self.policy.unknown_tries:
-                        raise _Unknown(unknown, exc) from exc
+                    if unknown >= unknown_tries:
+                        after_row = unknown == 1 and bool(self.unknowns)
+                        raise _Unknown(unknown, exc, after_row=after_row) from exc
                 if tries == self.policy.tries:
                     # An uncertain release is remembered: the attempt that later sends the
                     # row reports it as a possible duplicate.
-                    self.ledger.record_failed(
-                        item["key"],
-                        code=error_code(exc),
-                        reason=error_text(exc),
-                        permanent=False,
-                        uncertain=uncertain,
-                        **_kept(file if uncertain else None),
-                    )
+                    self.release(item, error_code(exc), error_text(exc), uncertain, file)
                     kind = Throttled if isinstance(exc, Throttled) else TransientSendError
                     error = kind(
                         f"send_batch: row {item['row']}: gave up after {tries} tries:"
@@ -680,6 +704,73 @@ class _Batch:
                 log.debug("send_batch: row %s: %s, try %d", item["row"], error_code(exc), tries)
                 self.sleep(self.policy.backoff(tries, self.rng))
         raise AssertionError("unreachable: the last try returns or raises")
+
+    def release(
+        self,
+        item: Mapping[str, Any],
+        code: str,
+        reason: str,
+        uncertain: bool,
+        file: LetterFile | None,
+    ) -> None:
+        """Give the row's claim back unsent, not failed for good: a later attempt sends it.
+        ``uncertain``: a try of this attempt may have been taken, so the file it carried
+        (``file``) is kept with it."""
+        self.ledger.record_failed(
+            item["key"],
+            code=code,
+            reason=reason,
+            permanent=False,
+            uncertain=uncertain,
+            **_kept(file if uncertain else None),
+        )
+
+    def wait_for_slot(
+        self,
+        pacer: Pacer,
+        item: Mapping[str, Any],
+        recipients: int,
+        uncertain: bool,
+        file: LetterFile | None,
+    ) -> None:
+        """Wait for the pacer's next slot (pause); a stop meanwhile gives the row back."""
+        try:
+            pacer.acquire(recipients, wait=self.pause)
+        except _Stop as stop:
+            self.release(item, error_code(stop.error), error_text(stop.error), uncertain, file)
+            raise
+        except _Superseded as superseded:
+            why = f"a newer upload of the file was validated ({superseded.latest.upload})"
+            self.release(item, SUPERSEDED, why, uncertain, file)
+            raise
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` for the pacer, halt_check_s at a time, looking at the campaign
+        in between: a halt (the operator's stop too) or a newer upload ends the wait as it
+        ends the batch between rows (_Stop, _Superseded), so a slow send rate does not keep a
+        stopped run going; a wait into the invocation's last reserve_s ends there
+        (TimeBudget: the retry goes on)."""
+        end = self.clock() + seconds
+        into_reserve = self.deadline is not None and end > self.deadline - self.policy.reserve_s
+        while True:
+            self.check_campaign()
+            left = end - self.clock()
+            if left <= 0:
+                return
+            if into_reserve:
+                self.check_time()
+            self.sleep(min(left, self.policy.halt_check_s))
+
+    def finish_pacing(self) -> None:
+        """Wait out the pacer's interval at the batch's end, so the next batch of its Map slot
+        cannot send early; not once the campaign is halted or superseded (that batch stops
+        too), nor into the invocation's reserve."""
+        if self.pacer is None:
+            return
+        try:
+            self.pacer.finish(wait=self.pause)
+        except (_Stop, _Superseded) as stop:
+            log.debug("send_batch: pacing not waited out: %s", stop)
 
     def send_row(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> None:
         row = item["row"]
@@ -771,8 +862,11 @@ class _Batch:
         except _Unknown as unknown:
             reason = _not_sent_again(unknown.why, self.campaign)
             self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=file)
+            self.refusals = 0  # a try may have been taken: not a refusal
+            self.count_unknown(item, unknown)
             return
         except _Defer as defer:
+            self.unknowns = []
             self.count_refusal(item, defer)
             self.result.rows.append(
                 {
@@ -784,12 +878,12 @@ class _Batch:
             )
             return
         except SendError as exc:  # not retryable, not an account halt: this row only
-            self.refusals = 0  # the service answered for this row alone
+            self.refusals, self.unknowns = 0, []  # the service answered for this row alone
             # Refused alike (relaying denied to this sender): not for good, so the run after
             # the fix sends it (a halt is no help: a server may relay for some domains only).
             self.fail(item, error_code(exc), error_text(exc), permanent=not exc.alike)
             return
-        self.refusals = 0
+        self.refusals, self.unknowns = 0, []
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -816,14 +910,33 @@ class _Batch:
             f"{REFUSING_WORDS} {self.refusals} rows in a row: it takes no mail now"
             f" (the last reply: {error_text(last)})"
         )
-        self.ledger.halt(
-            self.campaign_id, code=SERVICE_REFUSING, reason=reason, attempt=self.attempt
+        raise self.halt(item, SERVICE_REFUSING, reason) from defer.error
+
+    def count_unknown(self, item: Mapping[str, Any], unknown: _Unknown) -> None:
+        """Count a row failed as OutcomeUnknown; the last of ``unknown_rows`` in a row halts
+        the campaign (raises _Stop; the row stays failed): a service that takes messages
+        without answering would get a copy of every row. One whose last try was answered (a
+        refusal) starts the count again."""
+        if unknown.answered:
+            self.unknowns = []
+            return
+        self.unknowns.append(int(item["row"]))
+        if len(self.unknowns) < self.policy.unknown_rows:
+            return
+        rows = ", ".join(map(str, self.unknowns[:-1])) + f" and {self.unknowns[-1]}"
+        reason = (
+            f"{UNKNOWN_WORDS} {len(self.unknowns)} rows in a row: it may take messages without"
+            f" confirming them (rows {rows} failed as {OUTCOME_UNKNOWN}: they may have arrived;"
+            f" the last error: {error_text(unknown.error)})"
         )
-        raise _Stop(
-            AccountSendingHalted(
-                f"send_batch: row {item['row']}: {reason}", details={"code": SERVICE_REFUSING}
-            )
-        ) from defer.error
+        raise self.halt(item, OUTCOMES_UNKNOWN, reason) from unknown.error
+
+    def halt(self, item: Mapping[str, Any], code: str, reason: str) -> _Stop:
+        """Halt the campaign (``code``, ``reason``) at ``item``'s row, for every batch; return
+        what stops this one."""
+        self.ledger.halt(self.campaign_id, code=code, reason=reason, attempt=self.attempt)
+        message = f"send_batch: row {item['row']}: {reason}"
+        return _Stop(AccountSendingHalted(message, details={"code": code}))
 
     def listed_file(self, item: Mapping[str, Any]) -> LetterFile | None:
         """The row's own file as validation listed it, read for a letter that earlier
@@ -1038,7 +1151,9 @@ def _send_rows(
             batch.send_row(item, compose_row)
             done += 1
     except _Stop as stop:
-        deferred = [item["row"] for item in items[done:]]
+        # the row it stopped at is left for later with the rest, unless it was settled first
+        settled = {row["row"] for row in batch.result.rows}
+        deferred = [item["row"] for item in items[done:] if item["row"] not in settled]
         stop.error.details.update({"result": batch.result.to_dict(), "deferred": deferred})
         log.debug("send_batch: stopped: %s, %d deferred", error_code(stop.error), len(deferred))
         raise stop.error from stop.__cause__
@@ -1048,8 +1163,7 @@ def _send_rows(
         try:
             batch.record_unrecorded()
         finally:
-            if batch.pacer is not None:
-                batch.pacer.finish()
+            batch.finish_pacing()
 
     deferred = [row for row in batch.result.rows if row["status"] == "deferred"]
     if deferred:

@@ -94,6 +94,8 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--send-rate", "-1", "-1"),
         ("--send-rate", "nan", "messages per second"),
         ("--send-rate", "inf", "messages per second"),
+        ("--send-rate", "1e-9", "1e-09: give 0 (no limit) or at least 0.0167 (one message a"),
+        ("--send-rate", "0.01", "0.01: give 0 (no limit) or at least 0.0167"),
         ("--smtp", "smtp://[::1", "not a URL"),
         ("--smtp", "smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
         ("--smtp", "smtp://[::1]:0", "the port is out of range"),
@@ -1507,6 +1509,31 @@ def test_a_hangup_stops_a_redrive_as_it_stops_a_run(tmp_path):
     counts = progress_of(Workdir(workdir), name)
     assert counts is not None and counts["in_doubt"] == 0
     assert counts["sent"] == len(_recipients(workdir / "outbox")) < 18
+
+
+def test_a_stop_while_a_slow_rate_waits_for_the_next_email_ends_the_run_at_once(tmp_path):
+    import signal
+
+    from mailmatrix.local import Workdir, progress_of
+
+    # GIVEN a run at one message a minute, the slowest rate taken: its first email out, the
+    # next a minute away
+    workdir = tmp_path / "work"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+    args += ["--send-rate", "0.0167"]
+
+    # WHEN it gets SIGTERM (and 60 s to end, less than the wait: a run that waited it out
+    # fails here)
+    code, printed = _signal_once_sent(workdir, 1, signal.SIGTERM, args)
+
+    # THEN it stopped during the wait, in order, with its summary: the row it waited to send
+    # given back unsent and not in doubt, for the redrive with the rest
+    assert code == 130, printed
+    assert "Stopped: no new batch started" in printed
+    (name,) = [path.name for path in (workdir / "executions").iterdir()]
+    counts = progress_of(Workdir(workdir), name)
+    assert counts is not None
+    assert (counts["sent"], counts["in_doubt"], counts["unsent"]) == (1, 0, 17)
 
 
 def test_a_run_started_with_hangups_ignored_goes_on_after_one(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
 from mailmatrix.adapters.mailer_faults import FaultyMailer, SimulatedCrash
-from mailmatrix.core.send import idempotency_key, send_batch
+from mailmatrix.core.send import RetryPolicy, idempotency_key, send_batch
 from mailmatrix.core.templates import load_catalog
 
 ASL = Path(__file__).resolve().parents[2] / "statemachine" / "mailmatrix.asl.json"
@@ -88,8 +88,10 @@ def open_drill(tmp_path):
     """Set up drills in this test's folder; their ledgers are closed when it ends."""
     drills: list[Drill] = []
 
-    def open_one(spec: str, seed: int, crash_as: str | None = None) -> Drill:
-        drills.append(Drill(tmp_path, spec, seed, crash_as))
+    def open_one(
+        spec: str, seed: int, crash_as: str | None = None, policy: RetryPolicy | None = None
+    ) -> Drill:
+        drills.append(Drill(tmp_path, spec, seed, crash_as, policy))
         return drills[-1]
 
     yield open_one
@@ -100,8 +102,16 @@ def open_drill(tmp_path):
 class Drill:
     """One campaign run under faults, with the state machine's retries and redrives."""
 
-    def __init__(self, tmp_path: Path, spec: str, seed: int, crash_as: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        spec: str,
+        seed: int,
+        crash_as: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.crash_as = crash_as
+        self.policy = policy
         self.clock = Clock()
         self.ses = FakeSes()
         self.mailer = FaultyMailer.from_spec(spec, self.ses, seed=seed)
@@ -135,6 +145,7 @@ class Drill:
                     sleep=self.clock.sleep,
                     clock=self.clock,
                     rng=random.Random(f"{owner}/{attempt}"),
+                    policy=self.policy,
                 )
             except Exception as error:
                 name = getattr(error, "asl_error", type(error).__name__)
@@ -241,7 +252,13 @@ def test_drill_every_recipient_who_may_have_two_messages_is_reported(open_drill)
     # GIVEN lost replies (the service accepted the message, the answer never came) on 30% of
     # calls and a crash: rows are sent again by in-batch retries, batch retries and takeovers,
     # and many batches end up retried, so their rows come back as "sent earlier"
-    drill = open_drill("timeout=0.3,crash-after=900", seed=5, crash_as="Sandbox.Timedout")
+    # (the halt at rows in a row left without an answer is off: at 30% of lost replies it
+    # stops the campaign every few dozen rows, as it should, and every row is to be settled
+    # here; test_send and test_smtp_campaign check it)
+    never = RetryPolicy(unknown_rows=ROWS + 1)
+    drill = open_drill(
+        "timeout=0.3,crash-after=900", seed=5, crash_as="Sandbox.Timedout", policy=never
+    )
     drill.run()
     deliveries = drill.ses.deliveries()
     twice = {address for address, count in deliveries.items() if count > 1}

@@ -6,6 +6,7 @@ per valid row, each with its own PDF, and nothing at all on a second run of the 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import email
@@ -503,6 +504,46 @@ def test_a_refused_recipients_reason_masks_the_address_the_server_quoted(tmp_pat
     with contextlib.closing(sqlite3.connect(tmp_path / "work" / "ledger.sqlite3")) as ledger:
         reasons = ledger.execute("SELECT reason FROM sends WHERE state = 'failed'").fetchall()
     assert reasons == [(reason,)]
+
+
+class TakesWithoutAnswering(Inbox):
+    """Keeps each message, then drops the connection instead of answering it."""
+
+    async def handle_DATA(self, server, session, envelope):
+        await super().handle_DATA(server, session, envelope)
+        server.transport.close()
+        return "250 never heard"
+
+
+def test_a_server_taking_mail_without_answering_gets_a_few_copies_all_of_them_marked(
+    tmp_path: Path,
+):
+    import json
+
+    # GIVEN a server that keeps every message without ever answering it
+    server = TakesWithoutAnswering()
+    with serving(server) as url:
+        # WHEN the demo campaign (18 valid rows) runs through it, two batches of 10 at once
+        ran = _runner(str(EXAMPLE / "recipients.csv"))(
+            tmp_path / "work", "--smtp", url, "--batch-size", "10", "--concurrency", "2", "--json"
+        )
+
+    # THEN the run stops (not two copies of every row): each batch sends 3 copies at most
+    # before the halt stops it (two of its first row's, one of the next row's)
+    result = json.loads(ran.stdout)
+    assert ran.exit_code == 1, ran.output
+    copies = collections.Counter(rcpts[0] for _, rcpts, _ in server.envelopes)
+    assert 3 <= len(server.envelopes) <= 6
+    assert max(copies.values()) == 2
+    # AND every recipient who got a message has their row failed as OutcomeUnknown, for a
+    # person to check, and the summary gives the command that sends those rows
+    assert result["counts"]["unknown"] == result["counts"]["failed"] == len(copies)
+    assert result["counts"]["sent"] == 0
+    assert "--retry-unknown" in result["retry_unknown_command"]
+    assert "retry_command" not in result  # --retry-failed would leave them out
+    assert result["redrive_advice"].startswith(
+        "the mail server took messages without confirming them"
+    )
 
 
 def _runner(csv_file: str):

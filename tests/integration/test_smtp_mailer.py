@@ -578,26 +578,37 @@ def test_a_server_that_refuses_before_data_is_a_refusal_not_an_unknown_outcome()
     assert caught.value.refused  # nothing was handed over: retried as often as needed
 
 
-def test_a_server_that_takes_messages_without_answering_gets_two_copies_at_most(tmp_path):
-    from mailmatrix.local import run_campaign
+def test_a_server_that_takes_messages_without_answering_stops_the_campaign_at_two_rows(tmp_path):
+    from mailmatrix.local import Workdir, progress_of, run_campaign
 
     # GIVEN a server that keeps every message but never answers the DATA
     handler = TakesThenHangsUp()
     with smtp_server(handler) as port:
-        # WHEN the example campaign runs through it
+        # WHEN the example campaign (18 valid rows, one batch) runs through it
         record = run_campaign(
             EXAMPLE / "recipients.csv",
             workdir=tmp_path / "work",
             mailer=f"smtp://{HOST}:{port}?timeout=5",
         )
 
-    # THEN each recipient got two copies at most (not one per try and per batch retry), and
-    # every row is reported failed, in doubt, for a person to check
+    # THEN the first row was tried twice (one lost reply may be a passing fault), the second
+    # once, and the campaign halted there: three copies for two rows, not two for every row
     copies = collections.Counter(tuple(rcpts) for _, rcpts, _ in handler.envelopes)
-    assert len(copies) == 18
-    assert max(copies.values()) == 2
-    assert record["status"] == "SUCCEEDED"
-    assert record["output"]["counts"]["failed"] == 18
+    assert sorted(copies.values()) == [1, 2]
+    assert record["status"] == "FAILED"
+    (why,) = record["failure_details"]
+    assert why.startswith(
+        "AccountSendingHalted (1 batch): send_batch: row 3: the mail service confirmed no try"
+        " of 2 rows in a row: it may take messages without confirming them (rows 2 and 3"
+        " failed as OutcomeUnknown: they may have arrived;"
+    )
+    assert record["redrive_advice"].startswith(
+        "the mail server took messages without confirming them"
+    )
+    # AND both rows are failed in doubt, for a person to check; the others were not tried
+    counts = progress_of(Workdir(tmp_path / "work"), record["name"])
+    assert counts is not None
+    assert (counts["failed"], counts["unknown"], counts["unsent"]) == (2, 2, 16)
 
 
 def test_a_server_not_listening_stops_the_campaign_at_validation_as_a_setup_problem(tmp_path):

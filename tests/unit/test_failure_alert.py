@@ -49,3 +49,41 @@ def test_a_mail_server_not_listening_is_not_advised_a_redrive_at_once():
         " its URL)." in alert.message
     )
     assert "redrive now" not in alert.message
+
+
+def test_a_server_taking_mail_without_answering_is_not_advised_a_redrive_before_a_check():
+    # GIVEN an execution whose batches a halt stopped: rows in a row went unanswered (the
+    # halting batch's words, and a sibling's that met the halt)
+    halted = (
+        "the mail service confirmed no try of 2 rows in a row: it may take messages without"
+        " confirming them (rows 2 and 3 failed as OutcomeUnknown: they may have arrived; the"
+        " last error: smtp: connection lost during the reply to the message)"
+    )
+    stopped = Stopped(
+        batches=(
+            ("AccountSendingHalted", f"send_batch: row 3: {halted}"),
+            (
+                "AccountSendingHalted",
+                f"send_batch: campaign c-1 halted just now by an earlier"
+                f" batch: {halted} (a halt holds the campaign's batches for 60 s)",
+            ),
+        )
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="States.ExceedToleratedFailureThreshold"
+    )
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+
+    # THEN it names the rows in doubt, says to check what arrived before a redrive, and how
+    # to send those rows
+    assert "rows 2 and 3 failed as OutcomeUnknown" in alert.message
+    assert (
+        "When to redrive: the mail server took messages without confirming them (it dropped"
+        " the connection, or did not answer, after each message): do not redrive yet."
+        in alert.message
+    )
+    assert "send those that did not arrive with --retry-unknown." in alert.message
+    assert "redrive now" not in alert.message

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
-from mailmatrix.core.pacing import SAFETY, Pacer, plan_send
+from mailmatrix.core.pacing import (
+    BATCH_TIME_S,
+    MIN_SEND_RATE,
+    SAFETY,
+    Pacer,
+    plan_send,
+)
 from mailmatrix.errors import Throttled
 from tests.fixtures.sending.kit import FakeClock
 
@@ -81,13 +87,13 @@ def test_a_low_concurrency_bound_is_reported_as_a_lower_expected_rate():
 
 
 @given(
-    rate=st.floats(min_value=0.5, max_value=5000),
+    rate=st.floats(min_value=MIN_SEND_RATE, max_value=5000),
     rows=st.integers(min_value=1, max_value=200_000),
     batch=st.integers(min_value=1, max_value=1000),
     bound=st.integers(min_value=1, max_value=10_000),
     latency=st.floats(min_value=0.0, max_value=2.0),
 )
-def test_the_plan_never_exceeds_the_rate_and_reaches_95_percent_when_it_can(
+def test_the_plan_never_exceeds_the_rate_reaches_95_percent_when_it_can_and_paces_each_batch(
     rate, rows, batch, bound, latency
 ):
     plan = plan_send(
@@ -107,6 +113,31 @@ def test_the_plan_never_exceeds_the_rate_and_reaches_95_percent_when_it_can(
     if plan["expected_rate"] < 0.95 * rate:
         # short of the rate only when the bound or the campaign's size caps the workers
         assert workers in (bound, batches)
+    # a batch's rows and the wait at its end, an interval each, fit in one invocation (the
+    # plan's rate is rounded: 1e-4)
+    assert plan["batch_size"] / plan["per_worker_rate"] <= BATCH_TIME_S * (1 + 1e-4)
+
+
+def test_a_slow_rate_gets_batches_it_can_pace_within_one_invocation():
+    # GIVEN one message a minute, the slowest rate taken, and batches of 25 asked for
+    plan = plan_send(send_rate=MIN_SEND_RATE, valid_rows=100, batch_size=25, max_concurrency=4)
+
+    # THEN one worker sends batches of 13 rows, the most whose intervals fit in an invocation
+    # (25 would take 25 minutes: the invocation's time would cut every batch short)
+    assert (plan["batch_size"], plan["max_concurrency"]) == (13, 1)
+    assert plan["batch_size"] / plan["per_worker_rate"] <= BATCH_TIME_S
+
+
+def test_a_wait_given_to_the_pacer_waits_instead_of_its_sleep():
+    clock = FakeClock(start=0.0)
+    pacer = Pacer(2, clock=clock, sleep=lambda seconds: pytest.fail("the pacer's own sleep"))
+    waits: list[float] = []
+
+    pacer.acquire(wait=waits.append)
+    pacer.acquire(wait=waits.append)
+    pacer.finish(wait=waits.append)
+
+    assert waits == [0.5, 1.0]
 
 
 def test_the_pacer_spaces_sends_from_slot_to_slot():

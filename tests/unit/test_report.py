@@ -218,6 +218,7 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
         "k-twice": Outcome("k-twice", 3, "sent", "m3", attempt=ours, takeovers=1),
         "k-before": Outcome("k-before", 4, "sent", "m4", attempt=other, takeovers=1),
         "k-refused": Outcome("k-refused", 5, "failed", code="MessageRejected", attempt=ours),
+        "k-unknown": Outcome("k-unknown", 10, "failed", code="OutcomeUnknown", attempt=ours),
         "k-held": Outcome("k-held", 6, "claimed", attempt=ours),
         "k-elsewhere": Outcome("k-elsewhere", 7, "claimed", attempt=other),
         "k-released": Outcome("k-released", 8, "released", attempt=ours),
@@ -230,7 +231,8 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
 
     # THEN its own sends, other runs' sends, its claims held as it ended or given back after a
     # try that may have been taken, and the rest are told apart; a possible duplicate another
-    # run sent is that run's to report, not this one's
+    # run sent is that run's to report, not this one's; of the failed rows, those failed as
+    # OutcomeUnknown are counted apart (no retry of failures sends them)
     assert counts == {
         "rows": 6,
         "valid": 5,
@@ -239,7 +241,8 @@ def test_an_execution_without_a_summary_is_told_row_by_row_by_the_ledger():
         "excluded": 0,
         "sent": 2,
         "skipped": 1,
-        "failed": 1,
+        "failed": 2,
+        "unknown": 1,
         "in_doubt": 2,
         "unsent": 3,
         "possible_duplicates": 1,

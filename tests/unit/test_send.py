@@ -1340,3 +1340,189 @@ def test_a_relay_refusal_between_sent_rows_fails_its_row_only(ledger, clock):
     assert [r["status"] for r in result.rows] == ["sent", "failed", "sent", "failed", "sent"]
     assert [o.state for o in ledger.outcomes(CID)][1::2] == ["released", "released"]
     assert ledger.campaign_status(CID).halt is None
+
+
+def _unanswered() -> TransientSendError:
+    """A fault after the message was handed over: the service may have taken it."""
+    return TransientSendError("smtp: connection lost during the reply to the message")
+
+
+def test_a_service_taking_two_rows_in_a_row_without_answering_halts_the_campaign(ledger, clock):
+    # GIVEN a server that takes every message and then drops the connection (no reply)
+    mailer = RefusesRows(**{f"person{row}": _unanswered() for row in range(2, 12)})
+    first, sibling = items(10)[:6], items(10)[6:]
+
+    # WHEN a batch of 6 rows runs
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(first, mailer, ledger, clock)
+
+    # THEN the first row is tried twice (one lost reply may be a passing fault), the second
+    # once only, and the batch stops there: three possible copies, not two for every row
+    assert mailer.calls == ["person2", "person2", "person3"]
+    assert halted.value.details["code"] == "OutcomesUnknown"
+    assert halted.value.message == (
+        "send_batch: row 3: the mail service confirmed no try of 2 rows in a row: it may take"
+        " messages without confirming them (rows 2 and 3 failed as OutcomeUnknown: they may"
+        " have arrived; the last error: smtp: connection lost during the reply to the message)"
+    )
+    # AND both rows are failed in doubt, each saying why; the rest wait for a redrive
+    failed = halted.value.details["result"]["rows"]
+    assert [(r["row"], r["code"]) for r in failed] == [(2, "OutcomeUnknown"), (3, "OutcomeUnknown")]
+    assert failed[1]["reason"].startswith(
+        "the service may have taken the message without answering, as it did the row before"
+    )
+    assert halted.value.details["deferred"] == [4, 5, 6, 7]
+    assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [
+        (2, "failed", True),
+        (3, "failed", True),
+    ]
+    # AND the campaign is halted: another batch stops before asking the server at all
+    assert ledger.campaign_status(CID).halt.code == "OutcomesUnknown"
+    with pytest.raises(AccountSendingHalted):
+        run(sibling, mailer, ledger, clock, attempt="child-2")
+    assert len(mailer.calls) == 3
+
+
+def test_unknown_outcomes_apart_are_each_tried_twice_and_never_halt(ledger, clock):
+    # GIVEN lost replies to every try of rows 2 and 5, and to the first try of row 4, whose
+    # second try the server refuses for good (an answer); rows 3 and 6 are taken
+    class LostReplies:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def send(self, raw, *, sender, destinations):
+            recipient = destinations[0].split("@")[0]
+            self.calls.append(recipient)
+            first = self.calls.count(recipient) == 1
+            if recipient in ("person2", "person5") or (recipient == "person4" and first):
+                raise _unanswered()
+            if recipient == "person4":
+                raise PermanentSendError("smtp: 550 5.1.1 no such user")
+            return f"id-{len(self.calls)}"
+
+    mailer = LostReplies()
+
+    # WHEN a batch of 5 rows runs
+    result = run(items(5), mailer, ledger, clock)
+
+    # THEN each row in doubt was tried twice, as before this halt, and the batch ended: no two
+    # rows in a row went unanswered (row 4's last try was)
+    assert mailer.calls == ["person2"] * 2 + ["person3"] + ["person4"] * 2 + ["person5"] * 2 + [
+        "person6"
+    ]
+    assert [(r["row"], r["status"], r.get("code")) for r in result.rows] == [
+        (2, "failed", "OutcomeUnknown"),
+        (3, "sent", None),
+        (4, "failed", "OutcomeUnknown"),
+        (5, "failed", "OutcomeUnknown"),
+        (6, "sent", None),
+    ]
+    assert ledger.campaign_status(CID).halt is None
+
+
+def _stop_at_nap(clock: kit.FakeClock, nap: int, stop) -> list[float]:
+    """Make the batch's sleeps (naps) run ``stop()`` during the ``nap``-th; return the naps."""
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        kit.FakeClock.sleep(clock, seconds)
+        if len(naps) == nap:
+            stop()
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    return naps
+
+
+def _operator_stop(ledger: SqliteLedger):
+    """The halt a local run records when it is stopped (Ctrl-C, SIGTERM, SIGHUP)."""
+    return lambda: ledger.halt(
+        CID, code="StoppedByOperator", reason="the run was stopped", attempt="operator"
+    )
+
+
+def test_a_stop_while_the_pacer_waits_ends_the_wait_at_the_next_lookup(ledger, clock):
+    # GIVEN a batch paced at one message every 1,000 s, and the operator's stop recorded
+    # during the fourth nap of its wait for row 3 (it looks every 0.25 s)
+    naps = _stop_at_nap(clock, 4, _operator_stop(ledger))
+    ses = FakeSes(clock=clock)
+
+    # WHEN the batch runs
+    with pytest.raises(AccountSendingHalted) as stopped:
+        run(items(3), ses, ledger, clock, pacer=Pacer(0.001, clock=clock, sleep=clock.sleep))
+
+    # THEN the wait ends at the lookup after that nap, and the wait at the batch's end after
+    # one more nap (its next lookup), not 1,000 s later: row 2 went, row 3 is given back
+    # unsent and in no doubt (nothing was tried), row 4 is left for the redrive
+    assert len(naps) == 5
+    assert len(ses.calls) == 1
+    assert stopped.value.details["deferred"] == [3, 4]
+    assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [
+        (2, "sent", False),
+        (3, "released", False),
+    ]
+    # AND the redrive sends the rest, none of them as a possible duplicate
+    ledger.clear_halt(CID)
+    result = run(items(3), ses, ledger, clock, pacer=Pacer(1000, clock=clock, sleep=clock.sleep))
+    assert [(r["row"], r["status"], "takeover" in r) for r in result.rows] == [
+        (2, "sent", False),
+        (3, "sent", False),
+        (4, "sent", False),
+    ]
+    assert len(ses.calls) == 3
+
+
+def test_a_stop_during_the_wait_at_a_batch_s_end_ends_it(ledger, clock):
+    # GIVEN a batch of one row paced at one message every 1,000 s, and the operator's stop
+    # recorded during the fourth nap of the wait that follows its send
+    naps = _stop_at_nap(clock, 4, _operator_stop(ledger))
+
+    # WHEN the batch runs
+    pacer = Pacer(0.001, clock=clock, sleep=clock.sleep)
+    result = run(items(1), FakeSes(clock=clock), ledger, clock, pacer=pacer)
+
+    # THEN its row is sent and the wait ends at the next lookup: the batch succeeds at once
+    assert result.sent == 1
+    assert len(naps) == 4
+
+
+def test_a_newer_upload_validated_while_the_pacer_waits_ends_the_wait(ledger, clock):
+    # GIVEN a batch of the latest upload, paced at one message every 1,000 s, and a newer
+    # upload validated during the second nap of its wait for row 3
+    ledger.record_upload(_upload("v1", "0001"))
+    naps = _stop_at_nap(clock, 2, lambda: ledger.record_upload(_upload("v2", "0002")))
+    ses = FakeSes(clock=clock)
+
+    # WHEN the batch runs
+    paced, v1 = Pacer(0.001, clock=clock, sleep=clock.sleep), kit.campaign(upload="v1")
+    result = run(items(3), ses, ledger, clock, campaign=v1, pacer=paced)
+
+    # THEN it hands rows 3 and 4 to the newer upload's execution at the next lookup (and ends
+    # the wait at its end after one more nap), row 3's claim given back so that execution
+    # sends it at once
+    assert len(naps) == 3
+    assert len(ses.calls) == 1
+    assert [(r["row"], r.get("code")) for r in result.rows] == [
+        (2, None),
+        (3, "Superseded"),
+        (4, "Superseded"),
+    ]
+    assert [(o.row, o.state) for o in ledger.outcomes(CID)] == [(2, "sent"), (3, "released")]
+
+
+def test_a_pacer_wait_into_the_invocation_s_last_seconds_stops_the_batch_for_a_retry(ledger, clock):
+    # GIVEN a batch paced at one message every 100 s, in an invocation with 200 s left
+    ses = FakeSes(clock=clock)
+    pacer = Pacer(0.01, clock=clock, sleep=clock.sleep)
+
+    # WHEN it runs
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(4), ses, ledger, clock, pacer=pacer, deadline=clock.now + 200)
+
+    # THEN rows 2 and 3 go; the wait for row 4, which would end in the last 30 s the batch
+    # keeps, stops it there (not Lambda's timeout in the middle of a send): row 4 is given
+    # back, and the retry sends it and row 5
+    assert len(ses.calls) == 2
+    assert stopped.value.details["code"] == "TimeBudget"
+    assert stopped.value.details["deferred"] == [4, 5]
+    assert [(o.row, o.state) for o in ledger.outcomes(CID)][2:] == [(4, "released")]

@@ -42,6 +42,7 @@ def test_values_are_parsed():
         ({"MAILMATRIX_SEND_RATE": "fast"}, "MAILMATRIX_SEND_RATE: not a number: 'fast'"),
         ({"MAILMATRIX_SEND_RATE": "nan"}, "MAILMATRIX_SEND_RATE: not a number: 'nan'"),
         ({"MAILMATRIX_SEND_RATE": "inf"}, "MAILMATRIX_SEND_RATE: not a number: 'inf'"),
+        ({"MAILMATRIX_SEND_RATE": "1e-9"}, "MAILMATRIX_SEND_RATE: 1e-09: give 0 .no limit. or"),
         ({"MAILMATRIX_BATCH_SIZE": "0"}, "MAILMATRIX_BATCH_SIZE: must be 1..1000"),
         ({"MAILMATRIX_MAX_MESSAGE_BYTES": "-1"}, "must not be negative"),
         ({"MAILMATRIX_STORAGE_MOUNTS": "attachments=/x"}, "expected PREFIX/=DIR"),
