@@ -13,6 +13,7 @@ import click
 
 from mailmatrix.adapters.storage_local import open_recipients
 from mailmatrix.cli import exits
+from mailmatrix.cli.console import reader_may_go
 from mailmatrix.cli.options import check_sender
 from mailmatrix.cli.validate_cmd import (
     ATTACHMENTS_PREFIX,
@@ -131,7 +132,8 @@ def preview_command(
             html_path.write_text(page, encoding="utf-8")
     except OSError as error:  # no access, no room: said in one line, nothing else to undo
         _fail(f"--out {out_dir}: cannot write the preview: {error}", exits.RUN_FAILED)
-    _print_summary(csv_file, row, item, message, raw, (eml_path, html_path), templates_dir)
+    with reader_may_go():
+        _print_summary(csv_file, row, item, message, raw, (eml_path, html_path), templates_dir)
 
 
 def _validated_row(

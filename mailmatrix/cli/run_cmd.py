@@ -21,7 +21,7 @@ from rich.table import Table
 
 from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
-from mailmatrix.cli.console import RunConsole
+from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_send_rate, check_sender
 from mailmatrix.cli.progress import progress_display
@@ -749,9 +749,7 @@ def output_after_hangup() -> Iterator[None]:
         yield
     except OSError as error:
         if isinstance(error, BrokenPipeError):
-            # Python flushes stdout once more at exit: into the void, not the closed pipe
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stdout_to_nowhere()
             return
         if not _hung_up:
             raise

@@ -18,6 +18,7 @@ from rich.text import Text
 import mailmatrix
 from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.cli import exits
+from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
@@ -158,7 +159,7 @@ def validate_command(
     by_default = workdir is None
     if workdir is None and default_workdir().is_dir():
         workdir = default_workdir()  # where `run` without --workdir finds the earlier runs
-    console = Console(highlight=False, soft_wrap=True)
+    console = RunConsole(highlight=False, soft_wrap=True)
     rules = IntakeRules(
         max_message_bytes=SES_V2_MAX_MESSAGE_BYTES, check_deliverability=check_deliverability
     )
@@ -228,7 +229,8 @@ def validate_command(
             found["earlier_runs"] = earlier
             if missing:
                 found["attachments_missing"] = missing
-            click.echo(json.dumps(found, ensure_ascii=False))
+            with reader_may_go():
+                click.echo(json.dumps(found, ensure_ascii=False))
         else:
             _show(console, report, rejects_path, earlier, letters)
             if missing:

@@ -3388,6 +3388,38 @@ def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_s
     assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
 
 
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        (["validate", str(EXAMPLE / "recipients.csv"), "--workdir", "w"], 4),  # 2 rejected
+        (["validate", str(EXAMPLE / "recipients.csv"), "--workdir", "w", "--json"], 4),
+        (["preview", str(EXAMPLE / "recipients.csv"), "--row", "2", "--out", "p"], 0),
+    ],
+    ids=["validate", "validate-json", "preview"],
+)
+def test_a_check_whose_output_reader_went_away_exits_with_its_own_status(tmp_path, command, status):
+    # GIVEN a command whose standard output is a pipe nobody reads any more (`| head -1`)
+    script = Path(sys.executable).parent / "mailmatrix"
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        # WHEN it runs
+        done = subprocess.run(
+            [str(script), *command],
+            cwd=tmp_path,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(writer)
+
+    # THEN its status is its own (it was 1, which reads as a failure, for a good file)
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_file_name_in_another_unicode_form_is_the_same_campaign(tmp_path):
     # GIVEN a campaign run under a name typed on Linux (NFC), and the same file saved on a
     # Mac, whose file systems often hand names over decomposed (NFD): they look alike
