@@ -56,6 +56,13 @@ TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
 _RATE_WORDS = ("rate", "throttl", "too many messages")
 
 
+# Which scheme speaks how, for a URL whose scheme is not what the server at its port speaks.
+SCHEMES_ADVICE = (
+    "smtps:// is TLS from the start (usually port 465), smtp+starttls:// plain then STARTTLS"
+    " (usually 587), smtp:// no TLS (25, or a local test server's port): give the scheme the"
+    " port speaks"
+)
+
 # The query options of an SMTP URL, and the bounds of its timeout (seconds): a socket takes no
 # 0 (it would not block), and RFC 5321 4.5.3.2 gives a server 10 minutes for its longest step.
 QUERY_OPTIONS = ("timeout", "cafile", "helo")
@@ -96,8 +103,8 @@ class SmtpMailer:
                 f"MAILMATRIX_MAILER: expected smtp://, smtp+starttls:// or smtps://HOST[:PORT], "
                 f"got {parts.scheme or url!r}"
             )
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        problem = port_problem(parts) or query_problem(query)
+        query = query_options(parts.query)
+        problem = port_problem(parts) or query_problem(parts.query)
         if problem:
             raise ConfigurationError(f"MAILMATRIX_MAILER: {problem}")
         port = parts.port or DEFAULT_PORTS[parts.scheme]
@@ -168,8 +175,24 @@ class SmtpMailer:
                     " the server's name right?",
                     refused=True,
                 ) from exc
+            mismatch = self._scheme_mismatch(exc.__cause__)
+            if mismatch:
+                raise CannotConnect(
+                    f"smtp: {self._where}: {mismatch}: {SCHEMES_ADVICE}", refused=True
+                ) from exc
             raise type(exc)(f"{exc.message} (checked before sending)", details=exc.details) from exc
         _quit(connection)
+
+    def _scheme_mismatch(self, error: BaseException | None) -> str | None:
+        """What the server at the URL's port does not do that its scheme asks of it (TLS from
+        the start, STARTTLS), from the error of connecting to it; None when that is not it."""
+        security = self.server.security
+        if isinstance(error, smtplib.SMTPNotSupportedError) and security == "starttls":
+            return "the server offers no STARTTLS, which smtp+starttls:// asks of it"
+        cert = isinstance(error, ssl.SSLCertVerificationError)
+        if isinstance(error, ssl.SSLError) and not cert and security == "tls":
+            return f"no TLS there ({error.reason or error}), which smtps:// asks of it"
+        return None
 
     def close(self) -> None:
         """Say QUIT on every connection this mailer opened."""
@@ -370,11 +393,26 @@ def port_problem(parts: Any) -> str | None:
     return PORT_OUT_OF_RANGE if port == 0 else None
 
 
-def query_problem(query: dict[str, str]) -> str | None:
-    """Why the query options of an SMTP URL cannot be used (None: they can)."""
-    unknown = sorted(set(query) - set(QUERY_OPTIONS))
+def query_options(text: str) -> dict[str, str]:
+    """The query options of an SMTP URL (its part after '?'), each with its value."""
+    return {name: values[-1] for name, values in parse_qs(text, keep_blank_values=True).items()}
+
+
+def query_problem(text: str) -> str | None:
+    """Why the query options of an SMTP URL (its part after '?') cannot be used (None: they
+    can). An option given twice, or without a value, is refused: either was taken silently
+    (the last value, or the default)."""
+    given = parse_qs(text, keep_blank_values=True)
+    unknown = sorted(set(given) - set(QUERY_OPTIONS))
     if unknown:
         return f"unknown options: {', '.join(unknown)} (known: {', '.join(QUERY_OPTIONS)})"
+    twice = sorted(name for name, values in given.items() if len(values) > 1)
+    if twice:
+        return f"options given twice: {', '.join(twice)}"
+    empty = sorted(name for name, values in given.items() if not values[0])
+    if empty:
+        return f"options without a value: {', '.join(f'{name}=' for name in empty)}"
+    query = query_options(text)
     if "timeout" in query:
         try:
             timeout = float(query["timeout"])

@@ -784,12 +784,9 @@ def _check_smtp(value: str | None) -> str | None:
             raise click.BadParameter(
                 f"{redacted(value)}: expected smtp://HOST[:PORT], smtp+starttls://... or smtps://..."
             )
-        from urllib.parse import parse_qs
-
         from mailmatrix.adapters.mailer_smtp import port_problem, query_problem
 
-        query = {name: values[-1] for name, values in parse_qs(url.query).items()}
-        problem = port_problem(url) or query_problem(query)
+        problem = port_problem(url) or query_problem(url.query)
         if problem:
             raise click.BadParameter(f"{redacted(value)}: {problem}")
         if url.password == "***":

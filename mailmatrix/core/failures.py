@@ -188,8 +188,9 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         return DRILL_QUOTA_ADVICE
     if CANNOT_CONNECT in errors:
         return (
-            "once a mail server listens at that host and port: a redrive connects to the same "
-            "one (for another host or port, a mistyped name, run the file again with its URL)."
+            "once the URL names a mail server that answers as its scheme says (started, at that"
+            " host and port): a redrive connects to the same URL (for another host, port or"
+            " scheme, run the file again with that URL)."
         )
     if errors & _UNUSABLE_INPUT:
         return (

@@ -108,6 +108,8 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--smtp", "smtp://127.0.0.1:2525?timeout=inf", "more than 0 and at most 600"),
         ("--smtp", "smtp://127.0.0.1:2525?timeout=abc", "timeout=abc: expected seconds"),
         ("--smtp", "smtp://127.0.0.1:2525?tmeout=3", "unknown options: tmeout (known: timeout"),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=", "options without a value: timeout="),
+        ("--smtp", "smtp://127.0.0.1:2525?timeout=abc&timeout=5", "options given twice: timeout"),
     ],
 )
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, option, value, message):
@@ -939,9 +941,9 @@ def test_a_mail_server_not_listening_is_told_as_a_setup_problem_not_a_passing_fa
         " running, and is the port right?" in said
     )
     assert (
-        "When to resume: once a mail server listens at that host and port: a redrive connects"
-        " to the same one (for another host or port, a mistyped name, run the file again with"
-        " its URL)." in said
+        "When to resume: once the URL names a mail server that answers as its scheme says"
+        " (started, at that host and port): a redrive connects to the same URL (for another"
+        " host, port or scheme, run the file again with that URL)." in said
     )
     assert "redrive now" not in said and "passing fault" not in said
     assert "s3cret" not in output

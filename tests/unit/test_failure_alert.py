@@ -44,9 +44,9 @@ def test_a_mail_server_not_listening_is_not_advised_a_redrive_at_once():
     # THEN it says the cause, and to redrive once the server listens, not at once
     assert f"Cause: {cause}" in alert.message
     assert (
-        "When to redrive: once a mail server listens at that host and port: a redrive connects"
-        " to the same one (for another host or port, a mistyped name, run the file again with"
-        " its URL)." in alert.message
+        "When to redrive: once the URL names a mail server that answers as its scheme says"
+        " (started, at that host and port): a redrive connects to the same URL (for another"
+        " host, port or scheme, run the file again with that URL)." in alert.message
     )
     assert "redrive now" not in alert.message
 

