@@ -1817,12 +1817,21 @@ def run_command(
     )
 
 
-def _run_again(wd: Workdir, execution_id: str) -> str:
-    """The command that runs an execution's file again the way it ran: the options its
-    letters and delivery came from."""
+def _run_again(wd: Workdir, execution_id: str, *flags: str) -> str:
+    """The command that runs an execution's file again the way it ran (the options its
+    letters and delivery came from), with ``flags``."""
     csv_file, options, unsubscribe = rerun_options(wd, execution_id)
     way = ("--templates", "--attachments", "--sender", "--smtp")
-    return run_command(csv_file, wd.root, {f: options.get(f) for f in way}, unsubscribe)
+    return run_command(csv_file, wd.root, {f: options.get(f) for f in way}, unsubscribe, *flags)
+
+
+def nothing_to_redrive(wd: Workdir, execution_id: str) -> str:
+    """Why an execution that succeeded is not redriven, and what sends its failed rows."""
+    return (
+        f"execution {execution_id} SUCCEEDED: a redrive resumes an execution that failed or"
+        " was stopped. Its rows that failed at sending (its report gives each reason) are sent"
+        f" again, once the cause is fixed, by: {_run_again(wd, execution_id, '--retry-failed')}"
+    )
 
 
 def _etag_of(path: Path) -> str:

@@ -610,10 +610,14 @@ def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str,
 def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...]) -> None:
     """Rerun a failed execution from the state that failed (only failed Map items rerun)."""
     try:
-        execution = resolve_execution(_looked_up(workdir, execution), execution, workdir)
+        looked_up = _looked_up(workdir, execution)
+        execution = resolve_execution(looked_up, execution, workdir)
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
             from mailmatrix.cli import run_cmd
+
+            if looked_up.describe(execution)["status"] == "SUCCEEDED":
+                raise MailMatrixError(local.nothing_to_redrive(local.Workdir(workdir), execution))
 
             run_cmd.stop_on_signals()  # as `run` stops
             try:

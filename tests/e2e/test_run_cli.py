@@ -3670,3 +3670,28 @@ def test_a_new_workdir_runs_a_file_and_a_rerun_there_skips_what_went_out(tmp_pat
     # AND the workdir records the file as in its ledger, which holds it
     (way,) = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8")).values()
     assert way["in_ledger"] is True
+
+
+def test_a_redrive_of_a_run_that_succeeded_points_to_the_retry_of_its_failed_rows(tmp_path):
+    # GIVEN a run that succeeded with rows failed at sending
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    first = CliRunner().invoke(cli, [*args, "--faults", "permanent=0.3,seed=3"])
+    summary = json.loads(first.stdout)
+    assert (summary["status"], first.exit_code) == ("SUCCEEDED", 5)
+
+    # WHEN it is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", summary["execution"], "--workdir", str(workdir)])
+
+    # THEN it is refused with what sends those rows, not the engine's "cannot be redriven"
+    assert redriven.exit_code == 2
+    said = _words(redriven.output)
+    assert f"execution {summary['execution']} SUCCEEDED: a redrive resumes an execution" in said
+    command = said.split("once the cause is fixed, by: ", 1)[1]
+    assert "engine:" not in said
+    # AND that command, run as printed, sends them
+    words = shlex.split(command)
+    assert words[:2] == ["mailmatrix", "run"] and "--retry-failed" in words
+    retried = CliRunner().invoke(cli, [*words[1:], "--json"])
+    assert retried.exit_code == 0, retried.output
+    assert json.loads(retried.stdout)["counts"]["sent"] == summary["counts"]["failed"]
