@@ -71,6 +71,7 @@ from mailmatrix.core.send import (
     recipient_key,
     template_sets_changed,
 )
+from mailmatrix.core.templates import MANIFEST
 from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     BadWorkdir,
@@ -553,6 +554,8 @@ def campaign_way(
     List-Unsubscribe target of MAILMATRIX_UNSUBSCRIBE). The names of its template sets are
     the ledger's to keep, here as on AWS (Ledger.record_template_sets). ``mailer`` None: a way
     without delivery (`validate`, which cannot know it)."""
+    if sender and same_sender(sender, manifest_sender(templates)):
+        sender = None  # the letters' From is the manifest's, given or not
     letters = {
         "templates": str(templates.resolve()),
         "attachments": str(attachments.resolve()),
@@ -560,6 +563,31 @@ def campaign_way(
         "unsubscribe": unsubscribe_of(),
     }
     return letters if mailer is None else {"delivery": delivery_of(mailer), **letters}
+
+
+def manifest_sender(templates: Path) -> str | None:
+    """The sender the templates folder's manifest names (None: none, or no readable one:
+    loading the templates says what is wrong with it)."""
+    import yaml
+
+    try:
+        manifest = yaml.safe_load((templates / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    sender = manifest.get("sender") if isinstance(manifest, dict) else None
+    return str(sender) if sender else None
+
+
+def same_sender(one: str, other: str | None) -> bool:
+    """Whether two From values are one: the same name and the same address (its case aside)."""
+    if other is None:
+        return False
+    (name, address) = email.utils.parseaddr(one)
+    (other_name, other_address) = email.utils.parseaddr(other)
+    return bool(address) and (name.strip(), address.casefold()) == (
+        other_name.strip(),
+        other_address.casefold(),
+    )
 
 
 def unsubscribe_of() -> str | None:

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import email
 import email.policy
+import email.utils
 import io
 import itertools
 import json
@@ -22,6 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -3278,11 +3280,17 @@ def test_a_stop_outside_an_execution_exits_as_stopped_and_says_where_to_look(
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt  # as a signal before the engine ran the execution, or after
 
-    # GIVEN a workdir with an earlier run (redrive needs its settings)
+    # GIVEN a workdir with an earlier run that failed (a redrive needs its settings, and an
+    # execution to resume)
     workdir = tmp_path / "work"
     first = CliRunner().invoke(
-        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+        cli,
+        [
+            *("run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"),
+            *("--faults", "quota-after=3"),
+        ],
     )
+    assert json.loads(first.stdout)["status"] == "FAILED"
     execution = json.loads(first.stdout)["execution"]
     monkeypatch.setattr(run_cmd, "run_campaign", stopped)
     monkeypatch.setattr(local, "redrive", stopped)
@@ -3695,3 +3703,22 @@ def test_a_redrive_of_a_run_that_succeeded_points_to_the_retry_of_its_failed_row
     retried = CliRunner().invoke(cli, [*words[1:], "--json"])
     assert retried.exit_code == 0, retried.output
     assert json.loads(retried.stdout)["counts"]["sent"] == summary["counts"]["failed"]
+
+
+def test_a_rerun_given_the_manifests_own_sender_is_the_same_way(tmp_path):
+    # GIVEN the example sent with the manifest's sender (no --sender)
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    manifest = yaml.safe_load((REPO / "templates" / "manifest.yaml").read_text())
+
+    # WHEN it runs again given that same sender (its address in other case)
+    name, address = email.utils.parseaddr(manifest["sender"])
+    same = email.utils.formataddr((name, address.upper()))
+    again = CliRunner().invoke(cli, [*args, "--sender", same])
+
+    # THEN it is not refused as another sender: the letters' From is the same, and every row
+    # is skipped as sent
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["sent"], counts["skipped"]) == (0, 18)
