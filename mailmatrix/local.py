@@ -20,6 +20,7 @@ import array
 import contextlib
 import email.utils
 import functools
+import glob
 import importlib
 import ipaddress
 import itertools
@@ -568,7 +569,6 @@ def campaign_way(
 def manifest_sender(templates: Path) -> str | None:
     """The sender the templates folder's manifest names (None: none, or no readable one:
     loading the templates says what is wrong with it)."""
-    import yaml
 
     try:
         manifest = yaml.safe_load((templates / MANIFEST).read_text(encoding="utf-8"))
@@ -793,6 +793,32 @@ def _known_locked() -> Iterator[KnownWorkdirs]:
         yield KnownWorkdirs(path, _read_known(path))
     finally:
         os.close(fd)  # which releases the lock
+
+
+def workdirs_holding(execution: str, here: Path) -> list[Path]:
+    """Other workdirs that hold an execution whose id starts with ``execution``: the folders
+    below ``here`` (two levels: ``demo``, ``my-campaign/real``), the default workdir and
+    those the record of known workdirs names. For a `show` or `redrive` not given the
+    --workdir its run had; reads only, and finds nothing rather than fail."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    places = [*here.glob("*/executions"), *here.glob("*/*/executions")]
+    places.append(default_workdir() / "executions")
+    try:
+        known = _read_known(default_workdir() / KNOWN_WORKDIRS)
+    except ConfigurationError:
+        known = {}
+    places += [Path(workdir) / "executions" for workdir in known]
+    found: list[Path] = []
+    for place in places:
+        try:
+            holds = any(place.glob(f"{glob.escape(execution)}*/execution.json"))
+        except OSError:
+            continue
+        workdir = place.parent
+        if holds and not any(workdir.resolve() == other.resolve() for other in found):
+            found.append(workdir)
+    return found
 
 
 def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:

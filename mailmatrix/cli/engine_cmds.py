@@ -112,8 +112,26 @@ def _looked_up(workdir: pathlib.Path, given: str) -> Engine:
     there: no such execution (and no workdir made)."""
     engine = _existing_engine(workdir)
     if engine is None:
+        _found_elsewhere(given, workdir)
         raise MailMatrixError(f"execution {given!r}: no such execution. {_no_executions(workdir)}")
     return engine
+
+
+def _found_elsewhere(given: str, workdir: pathlib.Path) -> None:
+    """Raise MailMatrixError naming the --workdir to give when another workdir holds the
+    execution ``given`` (local.workdirs_holding): `show ID` of `make demo`'s run, say."""
+    from mailmatrix.local import workdirs_holding
+
+    name = given.rsplit(":", 1)[-1]
+    here = pathlib.Path.cwd()
+    found = [w for w in workdirs_holding(name, here) if w.resolve() != workdir.resolve()]
+    if not found:
+        return
+    shown = [w.relative_to(here) if w.is_relative_to(here) else w for w in found]
+    named = " or ".join(f"--workdir {shlex.quote(str(w))}" for w in shown)
+    raise MailMatrixError(
+        f"execution {given!r}: not in the workdir {workdir}, but in another: give {named}"
+    )
 
 
 def _existing_engine(workdir: pathlib.Path) -> Engine | None:
@@ -454,6 +472,7 @@ def resolve_execution(engine: Engine, given: str, workdir: pathlib.Path) -> str:
         raise MailMatrixError(f"execution {given!r}: {len(matches)} executions start so; give more")
     if (engine.store.execution_dir(name) / "execution.json").is_file():
         engine.store.load(name)  # there, but not listed: says why it cannot be read
+    _found_elsewhere(given, workdir)
     where = shlex.quote(str(workdir))
     raise MailMatrixError(
         f"execution {given!r}: no such execution in the workdir {where} (`{program()}"

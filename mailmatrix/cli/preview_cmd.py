@@ -39,7 +39,8 @@ SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID"
 @click.option(
     "--row",
     "row",
-    type=click.IntRange(min=2),
+    type=int,
+    callback=lambda ctx, param, value: _row_number(value),
     required=True,
     help="Line number of the row in the file (the header is line 1).",
 )
@@ -181,6 +182,16 @@ def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
         f"{csv_file}: no row starts on line {row} (the header is line 1; blank lines hold no row)",
         exits.USAGE,
     )
+
+
+def _row_number(value: int) -> int:
+    """Refuse a row number that is no recipient's: the header is row 1."""
+    if value < 2:
+        raise click.BadParameter(
+            f"{value}: rows are numbered as the file's lines, and line 1 is the header: the"
+            " first recipient is row 2"
+        )
+    return value
 
 
 def _html_page(message: EmailMessage, html: str | None, text: str) -> str:

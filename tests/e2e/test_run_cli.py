@@ -3722,3 +3722,21 @@ def test_a_rerun_given_the_manifests_own_sender_is_the_same_way(tmp_path):
     assert again.exit_code == 0, again.output
     counts = json.loads(again.stdout)["counts"]
     assert (counts["sent"], counts["skipped"]) == (0, 18)
+
+
+def test_show_and_redrive_without_the_runs_workdir_name_the_one_that_holds_it(
+    tmp_path, monkeypatch
+):
+    # GIVEN a run in ./campaign/real (as the README's walk-through would have it)
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("campaign") / "real"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    execution = json.loads(CliRunner().invoke(cli, args).stdout)["execution"]
+
+    # WHEN it is asked for by its id's start without that --workdir, or with another
+    for command in (["show", execution[:8]], ["redrive", execution[:8], "--workdir", "other"]):
+        result = CliRunner().invoke(cli, command)
+
+        # THEN the refusal names the --workdir that holds it (it said only "no such execution")
+        assert result.exit_code == 2, result.output
+        assert "but in another: give --workdir campaign/real" in _words(result.output)

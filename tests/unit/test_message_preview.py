@@ -76,7 +76,9 @@ def test_row_that_does_not_exist_is_a_usage_error(tmp_path):
     result = preview(DEMO_CSV, "--row", 999, "--out", tmp_path)
     assert result.exit_code == exits.USAGE
     assert "no row starts on line 999" in result.output
-    assert preview(DEMO_CSV, "--row", 1).exit_code == exits.USAGE  # the header is no row
+    header = preview(DEMO_CSV, "--row", 1)  # the header is no row, and it says so
+    assert header.exit_code == exits.USAGE
+    assert "line 1 is the header: the first recipient is row 2" in " ".join(header.output.split())
 
 
 def test_templates_that_do_not_fit_the_columns_make_the_file_unusable(tmp_path):
