@@ -393,6 +393,11 @@ def port_problem(parts: Any) -> str | None:
     return PORT_OUT_OF_RANGE if port == 0 else None
 
 
+# What EHLO may name (RFC 5321 4.1.1.1: a domain or an address literal): no space, no line
+# break, which would end the command and start another.
+_HELO = re.compile(r"[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f.:]{2,60}\]|\[IPv6:[0-9A-Fa-f.:]{2,60}\]")
+
+
 def query_options(text: str) -> dict[str, str]:
     """The query options of an SMTP URL (its part after '?'), each with its value."""
     return {name: values[-1] for name, values in parse_qs(text, keep_blank_values=True).items()}
@@ -413,6 +418,12 @@ def query_problem(text: str) -> str | None:
     if empty:
         return f"options without a value: {', '.join(f'{name}=' for name in empty)}"
     query = query_options(text)
+    helo = query.get("helo")
+    if helo is not None and not _HELO.fullmatch(helo):
+        return (
+            f"helo={helo!r}: expected a host name or an address literal ([192.0.2.1]):"
+            " letters, digits, '.', '-', ':' and brackets"
+        )
     if "timeout" in query:
         try:
             timeout = float(query["timeout"])

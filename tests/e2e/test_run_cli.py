@@ -111,6 +111,8 @@ def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, m
         ("--smtp", "smtp://127.0.0.1:2525?timeout=abc", "timeout=abc: expected seconds"),
         ("--smtp", "smtp://127.0.0.1:2525?tmeout=3", "unknown options: tmeout (known: timeout"),
         ("--smtp", "smtp://127.0.0.1:2525?timeout=", "options without a value: timeout="),
+        # a line break would end EHLO and start another command (it failed on a raw ValueError)
+        ("--smtp", "smtp://127.0.0.1:2525?helo=a%0d%0aRCPT%20TO:<x>", "expected a host name"),
         ("--smtp", "smtp://127.0.0.1:2525?timeout=abc&timeout=5", "options given twice: timeout"),
     ],
 )

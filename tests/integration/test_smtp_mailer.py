@@ -505,6 +505,7 @@ def test_one_connection_per_thread():
         ("smtp://127.0.0.1:2525?tls=yes", "unknown options: tls"),
         ("smtp://127.0.0.1:2525?timeout=soon", "timeout=soon: expected seconds, more than 0"),
         ("smtp://127.0.0.1:2525?timeout=0", "timeout=0: expected seconds, more than 0"),
+        ("smtp://127.0.0.1:2525?helo=a b", "helo='a b': expected a host name"),
         ("smtp://127.0.0.1:2525?timeout=inf", "more than 0 and at most 600"),
         ("smtps://127.0.0.1?cafile=missing.pem", "cafile"),
         ("smtp://127.0.0.1:99999", "the port is out of range: give one from 1 to 65535"),
