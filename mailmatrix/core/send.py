@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -518,7 +519,10 @@ class _Batch:
     refusals: int = 0
     refusing_rows: int = 3
     # The rows in a row, up to the current one, failed as OutcomeUnknown with their last try
-    # unanswered; RetryPolicy.unknown_rows of them halt the campaign.
+    # unanswered; RetryPolicy.unknown_rows of them halt the campaign. One list for all the
+    # batches of the campaign this process sends (unknown_rows_of): batches of one row each
+    # never counted two, and a server that took every message without answering got each
+    # row twice.
     unknowns: list[int] = field(default_factory=list)
 
     @property
@@ -686,6 +690,8 @@ class _Batch:
                     if unknown >= unknown_tries:
                         after_row = unknown == 1 and bool(self.unknowns)
                         raise _Unknown(unknown, exc, after_row=after_row) from exc
+                    if self.stopped_meanwhile():  # no second copy once the run was stopped
+                        raise _Unknown(unknown, exc) from exc
                 if tries == self.policy.tries:
                     # An uncertain release is remembered: the attempt that later sends the
                     # row reports it as a possible duplicate.
@@ -743,6 +749,18 @@ class _Batch:
             why = f"a newer upload of the file was validated ({superseded.latest.upload})"
             self.release(item, SUPERSEDED, why, uncertain, file)
             raise
+
+    def stopped_meanwhile(self) -> bool:
+        """Whether the campaign was halted (the operator's stop among others) or superseded,
+        read now: a try left unanswered (a server that hung until the timeout) may have taken
+        long, and its row's next try would be a second copy of a letter nobody waits for."""
+        self.halt_checked = -math.inf  # read now (not the batch's first read)
+        try:
+            self.check_campaign()
+        except (_Stop, _Superseded):
+            self.halt_checked = -math.inf  # and again before the next row, which it stops
+            return True
+        return False
 
     def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` for the pacer, halt_check_s at a time, looking at the campaign
@@ -866,7 +884,7 @@ class _Batch:
             self.count_unknown(item, unknown)
             return
         except _Defer as defer:
-            self.unknowns = []
+            self.unknowns.clear()
             self.count_refusal(item, defer)
             self.result.rows.append(
                 {
@@ -878,12 +896,14 @@ class _Batch:
             )
             return
         except SendError as exc:  # not retryable, not an account halt: this row only
-            self.refusals, self.unknowns = 0, []  # the service answered for this row alone
+            self.refusals = 0  # the service answered for this row alone
+            self.unknowns.clear()
             # Refused alike (relaying denied to this sender): not for good, so the run after
             # the fix sends it (a halt is no help: a server may relay for some domains only).
             self.fail(item, error_code(exc), error_text(exc), permanent=not exc.alike)
             return
-        self.refusals, self.unknowns = 0, []
+        self.refusals = 0
+        self.unknowns.clear()
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -918,7 +938,7 @@ class _Batch:
         without answering would get a copy of every row. One whose last try was answered (a
         refusal) starts the count again."""
         if unknown.answered:
-            self.unknowns = []
+            self.unknowns.clear()
             return
         self.unknowns.append(int(item["row"]))
         if len(self.unknowns) < self.policy.unknown_rows:
@@ -929,6 +949,7 @@ class _Batch:
             f" confirming them (rows {rows} failed as {OUTCOME_UNKNOWN}: they may have arrived;"
             f" the last error: {error_text(unknown.error)})"
         )
+        self.unknowns.clear()  # counted into the halt: a redrive starts again
         raise self.halt(item, OUTCOMES_UNKNOWN, reason) from unknown.error
 
     def halt(self, item: Mapping[str, Any], code: str, reason: str) -> _Stop:
@@ -1027,6 +1048,7 @@ def send_batch(
         sets=tuple(getattr(catalog, "names", ())),
     )
     batch.refusing_rows = min(batch.policy.refusing_rows, max(2, len(items)))
+    batch.unknowns = unknown_rows_of(campaign)
     if invocation is None:
         return _send_rows(items, batch, catalog, fetch_attachment, composer)
     holder = ledger.begin_batch(attempt, invocation=invocation, until=batch.lease())
@@ -1046,6 +1068,24 @@ def send_batch(
             ledger.end_batch(attempt, invocation=invocation)
         except MailMatrixError as error:  # the hold ends at its deadline anyway; keep the
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
+
+
+# The rows in a row failed as OutcomeUnknown (unanswered) of each upload of a campaign this
+# process sends, shared by its batches (_Batch.unknowns); the latest few uploads only.
+_UNKNOWN_ROWS: dict[tuple[str, str], list[int]] = {}
+_UPLOADS_KEPT = 16
+
+
+def unknown_rows_of(campaign: Mapping[str, Any]) -> list[int]:
+    """The list of rows in a row failed as OutcomeUnknown that every batch of ``campaign``'s
+    upload in this process counts into."""
+    key = (str(campaign["id"]), str(campaign.get("upload") or ""))
+    found = _UNKNOWN_ROWS.get(key)
+    if found is None:
+        while len(_UNKNOWN_ROWS) >= _UPLOADS_KEPT:
+            del _UNKNOWN_ROWS[next(iter(_UNKNOWN_ROWS))]
+        found = _UNKNOWN_ROWS[key] = []
+    return found
 
 
 def _sent_earlier(row: int, message_id: str | None, doubt: str | None) -> dict[str, Any]:
