@@ -66,15 +66,28 @@ def templates_shown(letters: dict[str, Any]) -> str:
 def attachments_note(folder: Path) -> str:
     """Where the files of rows rejected as not found were looked for: said once, after the
     rows, rather than in every row's reason (a wrong --attachments rejects every row)."""
+    links_out = 0
     try:
+        real = os.path.realpath(folder)
         with os.scandir(folder) as entries:
-            state = "" if any(entry.is_file() for entry in entries) else ", which holds no file"
-    except OSError:
+            found = list(entries)
+        state = "" if any(entry.is_file() for entry in found) else ", which holds no file"
+        for entry in found:
+            target = os.path.realpath(entry.path) if entry.is_symlink() else real
+            links_out += os.path.commonpath([target, real]) != real
+    except (OSError, ValueError):
         state = ", which does not exist"
-    return (
+    said = (
         f"Files named in Attachment_File were looked for in {folder}{state}; if they are in"
         " another folder, give it with --attachments DIR."
     )
+    if links_out:  # not found though there: listing leaves such links out
+        said += (
+            f" {links_out} of its entries {'links' if links_out == 1 else 'link'} to files"
+            " outside it, which are not followed"
+            " (a letter must not leave its folder): copy those files in."
+        )
+    return said
 
 
 def folder_storage(folder: Path, prefix: str) -> LocalStorage:

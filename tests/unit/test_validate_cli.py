@@ -553,3 +553,28 @@ def test_a_row_copying_another_rows_recipient_is_rejected_naming_that_row(tmp_pa
         (2, "Cc", "a***@example.com"),
         (4, "Bcc", "c***@example.com"),
     ]
+
+
+def test_a_row_whose_file_is_a_link_out_of_the_folder_is_told_why_it_was_not_found(
+    tmp_path, one_set_templates
+):
+    # GIVEN an attachments folder whose a.pdf is a link to a file beside the folder
+    (tmp_path / "elsewhere.pdf").write_bytes(b"%PDF-1.4 a letter")
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    (folder / "a.pdf").symlink_to(tmp_path / "elsewhere.pdf")
+    (folder / "b.pdf").write_bytes(b"%PDF-1.4 another letter")
+    csv_path = tmp_path / "named.csv"
+    csv_path.write_text("Email,Name,Attachment_File\nann@example.com,Ann,a.pdf\n")
+
+    # WHEN it is validated
+    result = invoke(csv_path, "--templates", one_set_templates, *SENDER)
+
+    # THEN its row is rejected as not found (the link is not followed), and the note after
+    # the rows says why: a link out of the folder (it said only "not found")
+    said = " ".join(result.output.split())
+    assert "attachment not found: a.pdf" in said
+    assert (
+        "1 of its entries links to files outside it, which are not followed (a letter must not"
+        " leave its folder): copy those files in." in said
+    )
