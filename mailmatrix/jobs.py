@@ -29,7 +29,7 @@ import ijson
 
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
-from mailmatrix.core.earlier import EarlierFiles, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
@@ -428,7 +428,8 @@ def validate_job(
 
     The files earlier runs sent as their recipients' own (the ledger's owners, read once:
     earlier_files) that the attachments still hold are those recipients' to intake: a row of
-    another recipient naming a link to one, or a copy of one, is not sent.
+    another recipient naming a link to one, or a copy of one, is not sent. Nor is a row whose
+    Cc or Bcc names a recipient earlier runs mailed (the ledger asked of those addresses only).
 
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
@@ -477,7 +478,7 @@ def validate_job(
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
     earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
     contents = StoredContents(storage, settings.attachments_prefix)
-    sent_files = None
+    sent_files = mailed = None
     if ledger is not None:
         settled = demand.settled if demand is not None else SettledKeys(ledger, campaign_id)
 
@@ -492,6 +493,9 @@ def validate_job(
             campaign=campaign_id,
             recipient=recipient_key,
             skipped=skipped,
+        )
+        mailed = EarlierRecipients(
+            ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
         )
     used_sets: set[str] = set()
 
@@ -533,6 +537,7 @@ def validate_job(
                     sent_before=sent_before,
                     earlier=earlier,
                     sent_files=sent_files,
+                    mailed=mailed,
                 )
         # The report's lists are read for the last time here: closed then (counts stay).
         with report:

@@ -56,7 +56,7 @@ from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
-from mailmatrix.core.earlier import EarlierFiles, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
     Stopped,
@@ -1530,20 +1530,38 @@ class RunForecast:
         """The files letters of every campaign here carried as their recipients' own, for
         intake to refuse copies of them to other people (as validate_job does); the ledger
         stays open for intake's questions until close(). None: no run here sent a letter."""
-        if not self._workdir.has_ledger():
+        ledger = self._open_ledger()
+        if ledger is None:
             return None
-        self._ledger = SqliteLedger(str(self._workdir.ledger), read_only=True)
-        settled = self._settled
         return SentFiles(
-            self._ledger,
+            ledger,
             attachments,
             contents,
             campaign=self.campaign,
             recipient=recipient_key,
-            skipped=lambda email, template: (
-                settled is not None and idempotency_key(self.campaign, email, template) in settled
-            ),
+            skipped=self._skipped,
         )
+
+    def earlier_recipients(self) -> EarlierRecipients | None:
+        """The recipients earlier runs here mailed, asked for the addresses in rows' Cc and
+        Bcc (as validate_job does); the ledger stays open until close(). None: no ledger."""
+        ledger = self._open_ledger()
+        if ledger is None:
+            return None
+        return EarlierRecipients(
+            ledger, campaign=self.campaign, key=idempotency_key, skipped=self._skipped
+        )
+
+    def _open_ledger(self) -> SqliteLedger | None:
+        """The workdir's ledger, opened read-only once for intake's questions; None: none."""
+        if self._ledger is None and self._workdir.has_ledger():
+            self._ledger = SqliteLedger(str(self._workdir.ledger), read_only=True)
+        return self._ledger
+
+    def _skipped(self, email: str, template: str) -> bool:
+        """Whether a run skips the letter of ``email`` and ``template`` (settled)."""
+        key = idempotency_key(self.campaign, email, template)
+        return self._settled is not None and key in self._settled
 
     def close(self) -> None:
         """Close the ledger sent_files opened, if it did."""

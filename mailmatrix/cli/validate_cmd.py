@@ -197,6 +197,7 @@ def validate_command(
                     sent_files=(
                         forecast.sent_files(index, contents) if forecast is not None else None
                     ),
+                    mailed=forecast.earlier_recipients() if forecast is not None else None,
                 )
         finally:
             if forecast is not None:

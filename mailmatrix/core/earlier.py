@@ -11,18 +11,21 @@ address), so intake asks ``recipient`` (that function for the campaign) only for
 whose file is one of these files or has the size of one; a campaign with no such files
 costs nothing more. The table keeps each file as a few numbers in flat arrays (a hash of
 its recipient, its letter's row, its size) and the masked addresses as one buffer.
+
+The recipients earlier runs mailed (EarlierRecipients) are asked of the ledger by their
+letters' keys, for the addresses in rows' Cc and Bcc only: a file without them costs nothing.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import FileOwner, SentCopy
+from mailmatrix.ports import OUTCOME_UNKNOWN, FileOwner, Outcome, SentCopy
 
 
 class EarlierFiles:
@@ -197,6 +200,71 @@ class SentFiles:
         if self._attachments.size(name) != size:
             return False
         return self._contents.sha256(name, self._attachments.tag(name)) == letter.sha256
+
+
+class LetterLedger(Protocol):
+    """What EarlierRecipients asks the ledger (Ledger.template_sets, Ledger.outcomes_of)."""
+
+    def template_sets(self, campaign: str) -> frozenset[str]: ...
+
+    def outcomes_of(self, keys: Sequence[str]) -> dict[str, Outcome]: ...
+
+
+class EarlierRecipients:
+    """The recipients earlier runs of a campaign may have sent a letter to, for intake to
+    refuse a row whose Cc or Bcc names one: that person would get another's letter.
+
+    The ledger keeps no address, only each letter's key (its campaign, address and template
+    set), so an address is asked as the keys of its letters of every set the campaign has
+    used, in one batched read (Ledger.outcomes_of) per row that names new ones. Each address
+    is asked once (a table of 8-byte hashes); a row whose own letter the run skips (``skipped``,
+    as for SentFiles: it goes nowhere) asks nothing.
+    """
+
+    def __init__(
+        self,
+        ledger: LetterLedger,
+        *,
+        campaign: str,
+        key: Callable[[str, str, str], str],
+        skipped: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self.campaign = campaign
+        self._key = key  # idempotency_key
+        self._skipped = skipped
+        self._sets: frozenset[str] | None = None  # read at the first question
+        self._asked = SeenTable()  # hash of an address -> flag: mailed
+
+    def mailed(self, addresses: Collection[str], email: str, template: str) -> set[str]:
+        """Of ``addresses`` (in Cc or Bcc of the row sent to ``email`` with the set
+        ``template``), those an earlier run may have sent a letter to; none when the run skips
+        the row's letter."""
+        if not addresses or (self._skipped is not None and self._skipped(email, template)):
+            return set()
+        new = [address for address in addresses if not self._asked.holds(hash(address))]
+        if new:
+            if self._sets is None:
+                self._sets = self._ledger.template_sets(self.campaign)
+            keys = {self._key(self.campaign, a, name): a for a in new for name in self._sets}
+            found = self._ledger.outcomes_of(list(keys)) if keys else {}
+            gone = {keys[key] for key, outcome in found.items() if _may_have_gone(outcome)}
+            for address in new:
+                self._asked.add(hash(address), int(address in gone), 0)
+        return {address for address in addresses if self._answer(address)}
+
+    def _answer(self, address: str) -> bool:
+        """Whether the ledger said ``address`` was mailed (asked already)."""
+        found = self._asked.get(hash(address))
+        return found is not None and found[0] == 1
+
+
+def _may_have_gone(outcome: Outcome) -> bool:
+    """Whether the letter of ``outcome`` may have reached its recipient: sent, claimed (by a
+    run that may have sent it), failed as OutcomeUnknown, or doubtful."""
+    return (
+        outcome.state in ("sent", "claimed") or outcome.code == OUTCOME_UNKNOWN or outcome.doubtful
+    )
 
 
 def recipient_print(recipient: str) -> int:

@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 from mailmatrix.core.addresses import Address, mask, parse_address
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents, copies
-from mailmatrix.core.earlier import EarlierFiles, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
 from mailmatrix.errors import InputFileError, TemplateError
@@ -320,6 +320,7 @@ def validate_recipients(
     sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
     earlier: EarlierFiles | None = None,
     sent_files: SentFiles | None = None,
+    mailed: EarlierRecipients | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
@@ -338,7 +339,9 @@ def validate_recipients(
     renamed since it went out), whatever its name now.
 
     A row whose Cc or Bcc names another row's Email (compared as Email is for duplicates, its
-    own aside) is rejected, before or after that row: that person would get its letter.
+    own aside) is rejected, before or after that row: that person would get its letter. So is
+    one whose Cc or Bcc names a recipient an earlier run of the campaign mailed (``mailed``:
+    the ledger asked of those addresses only), unless the run skips the row's own letter.
 
     Raises InputFileError when the file is unusable as a whole (among others: it has no
     Attachment_File column, and a set of its rows needs one) and TemplateError when the
@@ -362,6 +365,7 @@ def validate_recipients(
         sent_before,
         earlier,
         sent_files,
+        mailed,
     )
     try:
         for row, record in records:
@@ -574,6 +578,7 @@ class _Intake:
         sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
         earlier: EarlierFiles | None = None,
         sent_files: SentFiles | None = None,
+        mailed: EarlierRecipients | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -623,6 +628,9 @@ class _Intake:
         self.earlier_who = SeenTable()
         # The files letters of every campaign carried (the ledger's digests; None: none).
         self.sent_files = sent_files if sent_files else None
+        # The recipients earlier runs mailed, asked for the addresses in Cc and Bcc (None: no
+        # earlier run to ask).
+        self.mailed = mailed
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         self._choices: dict[str, Choice] = {}
@@ -734,7 +742,9 @@ class _Intake:
                 self._sent_file(attachment, address.email, template, problems)
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
-        copied = self._copied_recipients(extra.named, address, problems) if extra.named else []
+        copied = (
+            self._copied_recipients(extra.named, address, template, problems) if extra.named else []
+        )
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
@@ -1184,12 +1194,14 @@ class _Intake:
         self,
         named: list[tuple[str, str]],
         address: Address | None,
+        template: str | None,
         problems: list[tuple[str, str]],
     ) -> list[tuple[str, int]]:
         """Add the problem of each address in Cc or Bcc (``named``: column, key) that an
-        earlier row has as its Email: that person would get this row's letter. Return the
-        others, (column, hash of the key), which a later row's Email may still be (see
-        withdraw_copies). The row's own address in Cc is only a copy of its To."""
+        earlier row has as its Email, or an earlier run mailed: that person would get this
+        row's letter. Return the others, (column, hash of the key), which a later row's Email
+        may still be (see withdraw_copies). The row's own address in Cc is only a copy of its
+        To."""
         own = address.key if address is not None else ""
         later = []
         for column, key in dict.fromkeys(named):
@@ -1197,10 +1209,17 @@ class _Intake:
                 continue
             first = self.seen.get(hash(key))
             if first is None:
-                later.append((column, hash(key)))
+                later.append((column, key))
             else:
                 problems.append((column, _copied_recipient(column, first[0])))
-        return later
+        mailed: Collection[str] = ()
+        if later and self.mailed is not None and address is not None and template:
+            keys = list(dict.fromkeys(key for _, key in later))
+            mailed = self.mailed.mailed(keys, address.email, template)
+        for column, key in later:
+            if key in mailed:
+                problems.append((column, _mailed_recipient(column)))
+        return [(column, hash(key)) for column, key in later if key not in mailed]
 
     def withdraw_copies(self) -> None:
         """Withdraw each row passed on whose Cc or Bcc names the Email of a row read after it
@@ -1888,6 +1907,17 @@ def _copied_recipient(column: str, other_row: int, *, sent: bool = False) -> str
         f"{column} names the recipient of row {other_row}, who would get this row's letter: a "
         f"row's letter goes to no other row's recipient, so this row is not sent ({remedy}; "
         "then run the file again)"
+    )
+
+
+def _mailed_recipient(column: str) -> str:
+    """Why a row is not sent whose ``column`` (Cc or Bcc) names a recipient an earlier run of
+    the file mailed."""
+    return (
+        f"{column} names a recipient an earlier run of this file mailed, who would get this "
+        "row's letter: a row's letter goes to no other recipient of the campaign, so this row "
+        f"is not sent (take that address out of {column}, or correct it if it is meant for "
+        "someone else; then run the file again)"
     )
 
 

@@ -3485,6 +3485,35 @@ def test_no_letter_goes_to_another_rows_recipient_through_cc_or_bcc(tmp_path):
     assert rejected[1][2].startswith("Bcc names the recipient of row 2, who would get this row's")
 
 
+def test_no_letter_goes_through_cc_to_a_recipient_an_earlier_run_mailed(tmp_path):
+    # GIVEN a run of the file that mailed Amelia and José
+    csv_path, original, workdir, args = _editable_copy(tmp_path)
+    header, amelia, jose, zoe = original.splitlines()[:4]
+    csv_path.write_text(f"{header},Cc\n{amelia},\n{jose},\n", encoding="utf-8")
+    first = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+    assert json.loads(first.stdout)["counts"]["sent"] == 2, first.output
+
+    # WHEN José's row is taken out, Zoë's row copying him comes in, and the file runs again
+    text = f"{header},Cc\n{amelia},\n{zoe},JOSE.GARCIA@example.org\n"
+    csv_path.write_text(text, encoding="utf-8")
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), *args, "--json"])
+    result = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN validate and the run reject Zoë's row for its Cc; nothing more is sent
+    found = json.loads(checked.stdout)
+    assert [(item["row"], item["column"]) for item in found["rejected"]] == [(3, "Cc")]
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["sent"] == 0, result.output
+    assert _outbox_recipients(workdir) == {
+        "amelia.hart@example.com": 1,
+        "jose.garcia@example.org": 1,
+    }
+    with open(summary["rejects"], encoding="utf-8-sig", newline="") as stream:
+        rejected = [(row["row"], row["column"], row["reason"]) for row in csv.DictReader(stream)]
+    assert [(row, column) for row, column, _ in rejected] == [("3", "Cc")]
+    assert rejected[0][2].startswith("Cc names a recipient an earlier run of this file mailed")
+
+
 def _five_sent(tmp_path: Path, name: str = "five.csv") -> tuple[Path, list[str]]:
     """A file of the example's first five rows, sent: the workdir, and the arguments of its
     run."""

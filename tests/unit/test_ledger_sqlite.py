@@ -32,6 +32,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
+    check_earlier_recipients,
     check_exclusive_claim,
     check_exclusive_claim_order,
     check_file_owners,
@@ -825,3 +826,7 @@ def test_letters_sent_with_their_own_file_are_found_by_its_size_and_print_in_any
     ledger,
 ):
     check_sent_copies(ledger)
+
+
+def test_the_recipients_earlier_runs_may_have_mailed_are_found_by_address(ledger):
+    check_earlier_recipients(ledger)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.earlier import EarlierRecipients
 from mailmatrix.core.recipients import (
     IntakeReport,
     IntakeRules,
@@ -24,9 +25,10 @@ from mailmatrix.core.recipients import (
     validate_recipients,
 )
 from mailmatrix.core.rejects import write_rejects
+from mailmatrix.core.send import idempotency_key
 from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import InputFileError, ObjectChanged, TemplateError
-from mailmatrix.ports import ObjectInfo
+from mailmatrix.ports import OUTCOME_UNKNOWN, ObjectInfo, Outcome
 from tests.memory import TracedPeak
 
 
@@ -110,10 +112,11 @@ def run(
     rules: IntakeRules | None = None,
     contents: FakeContents | None = None,
     sent_before: Callable[[frozenset[int]], Collection[int]] | None = None,
+    mailed: EarlierRecipients | None = None,
 ) -> tuple[IntakeReport, list[dict]]:
     """Validate ``data`` (str is encoded as UTF-8) and return the report and emitted rows;
-    with ``contents``, the attachments' bytes are compared too; ``sent_before``: as
-    validate_recipients'."""
+    with ``contents``, the attachments' bytes are compared too; ``sent_before`` and
+    ``mailed``: as validate_recipients'."""
     raw = data.encode() if isinstance(data, str) else data
     rows: list[dict] = []
     report = validate_recipients(
@@ -125,6 +128,7 @@ def run(
         emit=rows.append,
         contents=contents,
         sent_before=sent_before,
+        mailed=mailed,
     )
     return report, rows
 
@@ -1205,6 +1209,94 @@ def test_a_row_withdrawn_for_its_cc_that_an_earlier_run_sent_says_so():
             "or correct it if it is meant for someone else)",
         )
     ]
+
+
+class EarlierLetters:
+    """A ledger of campaign c's earlier letters of the set offer (Ledger.template_sets and
+    outcomes_of), keeping each batch of keys it is asked."""
+
+    def __init__(self, outcomes: dict[str, Outcome]) -> None:
+        self.outcomes = {
+            idempotency_key("c", email, "offer"): outcome for email, outcome in outcomes.items()
+        }
+        self.asked: list[int] = []
+
+    def template_sets(self, campaign: str) -> frozenset[str]:
+        return frozenset({"offer"}) if campaign == "c" else frozenset()
+
+    def outcomes_of(self, keys: list[str]) -> dict[str, Outcome]:
+        self.asked.append(len(keys))
+        return {key: self.outcomes[key] for key in keys if key in self.outcomes}
+
+
+def mailed_by(ledger: EarlierLetters, skipped: set[str] = frozenset()) -> EarlierRecipients:
+    """Campaign c's earlier recipients in ``ledger``; the letters of ``skipped`` are settled."""
+    return EarlierRecipients(
+        ledger, campaign="c", key=idempotency_key, skipped=lambda email, _: email in skipped
+    )
+
+
+def mailed_earlier(column: str) -> str:
+    """The reason of a row whose ``column`` names a recipient an earlier run mailed."""
+    return (
+        f"{column} names a recipient an earlier run of this file mailed, who would get this "
+        "row's letter: a row's letter goes to no other recipient of the campaign, so this row "
+        f"is not sent (take that address out of {column}, or correct it if it is meant for "
+        "someone else; then run the file again)"
+    )
+
+
+def test_a_cc_or_bcc_naming_a_recipient_an_earlier_run_mailed_is_rejected():
+    # GIVEN an earlier run that mailed Bob (his row since taken out of the file); Alice's row
+    # copying him (his address in capitals) and HR, Carol's blind-copying him, Dave's copying
+    # HR only, and Erin's with neither
+    ledger = EarlierLetters({"bob@example.com": Outcome("k", 2, "sent", message_id="m")})
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,BOB@example.com; hr@example.com,\r\n"
+    text += "carol@example.com,Carol,active,carol.pdf,,bob@example.com\r\n"
+    text += "dave@example.com,Dave,active,dave.pdf,hr@example.com,\r\n"
+    text += "erin@example.com,Erin,active,erin.pdf,,\r\n"
+
+    # WHEN validated with the earlier runs to ask
+    report, rows = run(text, mailed=mailed_by(ledger))
+
+    # THEN Alice's and Carol's rows are rejected as read, naming the column; Dave's and Erin's
+    # go; the ledger was asked once for Bob and HR together, and never again
+    assert emails(rows) == ["dave@example.com", "erin@example.com"]
+    assert report.withdrawn == frozenset() and report.valid == 2
+    assert reasons(report) == [(2, "Cc", mailed_earlier("Cc")), (3, "Bcc", mailed_earlier("Bcc"))]
+    assert ledger.asked == [2]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "rejected"),
+    [
+        (Outcome("k", 2, "sent", message_id="m"), True),
+        (Outcome("k", 2, "claimed", attempt="a"), True),
+        (Outcome("k", 2, "failed", code=OUTCOME_UNKNOWN), True),
+        (Outcome("k", 2, "released", uncertain=True), True),
+        (Outcome("k", 2, "failed", code="Refused"), False),
+        (Outcome("k", 2, "released"), False),
+    ],
+    ids=["sent", "claimed", "unknown", "doubtful", "refused", "released"],
+)
+def test_a_cc_is_rejected_when_the_earlier_letter_may_have_gone_out(outcome, rejected):
+    # GIVEN Bob's earlier letter in a given state, and Alice's row copying him
+    ledger = EarlierLetters({"bob@example.com": outcome})
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,bob@example.com,\r\n"
+
+    # WHEN validated THEN Alice's row is rejected only if Bob may have had a letter
+    report, _ = run(text, mailed=mailed_by(ledger))
+    assert reasons(report) == ([(2, "Cc", mailed_earlier("Cc"))] if rejected else [])
+
+
+def test_a_row_whose_letter_the_run_skips_asks_nothing_of_its_cc():
+    # GIVEN Bob mailed earlier, and Alice's letter settled already, her row now copying Bob
+    ledger = EarlierLetters({"bob@example.com": Outcome("k", 2, "sent", message_id="m")})
+    text = EXTRA + "alice@example.com,Alice,active,alice.pdf,bob@example.com,\r\n"
+
+    # WHEN validated THEN her letter, which goes nowhere, is not rejected; nothing was asked
+    report, _ = run(text, mailed=mailed_by(ledger, skipped={"alice@example.com"}))
+    assert report.rejected == [] and ledger.asked == []
 
 
 # --- streaming ---------------------------------------------------------------------------
