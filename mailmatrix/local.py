@@ -1046,10 +1046,16 @@ def forget_campaign_way(workdir: Workdir, campaign: str) -> None:
 
 
 def record_campaign_way(
-    workdir: Workdir, campaign: str, way: dict, *, in_ledger: bool = False
+    workdir: Workdir,
+    campaign: str,
+    way: dict,
+    *,
+    in_ledger: bool = False,
+    sent: int | None = None,
 ) -> None:
     """Remember how ``campaign`` runs in this workdir (see check_campaign_way), and
-    (``in_ledger``) that rows of it were claimed in the ledger (see check_ledger_kept).
+    (``in_ledger``) that rows of it were claimed in the ledger, ``sent`` of its letters
+    recorded sent there: the most it ever held is kept (see check_ledger_kept).
 
     The names of the template sets that the way of earlier versions held (here, or in an
     execution's run record) go to the ledger, which keeps them now.
@@ -1059,6 +1065,9 @@ def record_campaign_way(
     way = dict(way)
     if in_ledger or (isinstance(earlier, dict) and earlier.get(IN_LEDGER)):
         way[IN_LEDGER] = True
+    most = max(_sent_mark(earlier), sent or 0)
+    if most:
+        way[SENT_IN_LEDGER] = most
     sets = set(way.pop("sets", None) or ())
     # Every server the campaign went through from here, not only the last (check_other_workdirs)
     servers = [way["delivery"]] if way.get("delivery", "outbox") != "outbox" else []
@@ -1096,6 +1105,16 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
 # In a campaign's record in deliveries.json: rows of it were claimed in the ledger (which never
 # forgets one), set as a run or redrive of it ends (see _settle_campaign_way).
 IN_LEDGER = "in_ledger"
+# And how many of its letters the ledger held as sent, the most as any run or redrive ended: a
+# sent letter stays so, and a ledger holding fewer lost some (rows deleted, an older backup).
+SENT_IN_LEDGER = "sent_in_ledger"
+
+
+def _sent_mark(way: Any) -> int:
+    """The letters a campaign's record (``way``) says its ledger held as sent; 0 when it does
+    not say (a record of an earlier version: nothing to check)."""
+    mark = way.get(SENT_IN_LEDGER) if isinstance(way, dict) else None
+    return mark if isinstance(mark, int) and not isinstance(mark, bool) else 0
 
 
 def check_ledger_kept(
@@ -1105,10 +1124,12 @@ def check_ledger_kept(
     ``execution``, when the workdir records runs that sent letters (deliveries.json) but its
     ledger does not know them: the file is missing or empty, or holds no entry of a campaign
     recorded as in it. The ledger is what skips the people mailed before: without their
-    entries, it would mail them again. Reads only, and little: the record, the ledger's size,
-    one indexed lookup per campaign recorded as in it."""
+    entries, it would mail them again; so it would when it holds fewer letters of ``campaign``
+    as sent than the record says it did (rows deleted, put back from an older backup). Reads
+    only, and little: the record, the ledger's size, one indexed lookup per campaign recorded
+    as in it, and one indexed count of ``campaign``'s letters sent."""
     recorded = _deliveries(wd) if wd.root.is_dir() else {}
-    loss = _ledger_loss(wd, recorded) if recorded else None
+    loss = _ledger_loss(wd, recorded, campaign) if recorded else None
     if loss is not None:
         how, lost = loss
         raise LedgerLost(_ledger_lost(wd, campaign, name, execution, how, lost))
@@ -1163,12 +1184,14 @@ def _ledger_lost(
     )
 
 
-def _ledger_loss(wd: Workdir, recorded: dict[str, Any]) -> tuple[str | None, list[str]] | None:
+def _ledger_loss(
+    wd: Workdir, recorded: dict[str, Any], campaign: str | None
+) -> tuple[str | None, list[str]] | None:
     """How the ledger lost what the runs ``recorded`` in deliveries.json sent ("is missing",
-    "is empty"; None: it holds no entry of the campaigns returned) and which campaigns it
-    lost; None when it lost none. A run records a campaign only once the ledger file is made
-    (record_campaign_way): a record with no ledger file, or an empty one, is a ledger deleted
-    or emptied since."""
+    "is empty", fewer of ``campaign``'s letters sent than recorded; None: it holds no entry
+    of the campaigns returned) and which campaigns it lost; None when it lost none. A run
+    records a campaign only once the ledger file is made (record_campaign_way): a record with
+    no ledger file, or an empty one, is a ledger deleted or emptied since."""
     try:
         size = wd.ledger.stat().st_size
     except FileNotFoundError:
@@ -1178,9 +1201,17 @@ def _ledger_loss(wd: Workdir, recorded: dict[str, Any]) -> tuple[str | None, lis
     kept = [key for key, way in recorded.items() if isinstance(way, dict) and way.get(IN_LEDGER)]
     if not kept:
         return None
+    mark = _sent_mark(recorded.get(campaign)) if campaign is not None else 0
     with _local_ledger(wd, read_only=True) as ledger:
         lost = [key for key in kept if not ledger.has_entries(key)]
-    return (None, lost) if lost else None
+        if lost:
+            return None, lost
+        if campaign is None or not mark:
+            return None
+        sent = ledger.sent_count(campaign)
+    if sent >= mark:
+        return None
+    return f"holds {sent} of this file's letters as sent, fewer than the {mark} it held", [campaign]
 
 
 def prepare(workdir: Workdir, env: dict[str, str]) -> None:
@@ -1420,7 +1451,8 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
         _local_ledger(wd) as ledger,
     ):
         if ledger.has_entries(campaign):
-            record_campaign_way(wd, campaign, way, in_ledger=True)
+            sent = ledger.sent_count(campaign)
+            record_campaign_way(wd, campaign, way, in_ledger=True, sent=sent)
         elif first:
             forget_campaign_way(wd, campaign)
             if known is not None:

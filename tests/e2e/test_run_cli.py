@@ -3661,6 +3661,74 @@ def test_a_ledger_put_back_from_an_older_backup_refuses_the_files_run_since(tmp_
     assert _recipients(workdir / "outbox") == sent
 
 
+def _sent_in_ledger(workdir: Path) -> int:
+    """How many letters of the workdir's one campaign its record says the ledger held as sent."""
+    (way,) = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8")).values()
+    return way["sent_in_ledger"]
+
+
+def test_a_run_is_refused_when_letters_sent_were_deleted_from_the_ledger(tmp_path):
+    # GIVEN a file of five rows sent, whose last two letters are then deleted from the ledger
+    workdir, args = _five_sent(tmp_path)
+    sent = _recipients(workdir / "outbox")
+    executions = len(list((workdir / "executions").iterdir()))
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
+        db.execute(
+            "DELETE FROM sends WHERE row IN (SELECT row FROM sends ORDER BY row DESC LIMIT 2)"
+        )
+
+    # WHEN the file runs again
+    code, output = _run(*args[1:])
+
+    # THEN it is refused (exit 2) before any execution, saying how many letters the ledger lost
+    assert code == 2, output
+    said = _words(output)
+    assert f"five.csv: the workdir {workdir} records runs that sent letters of this file" in said
+    assert (
+        "its ledger (ledger.sqlite3) holds 3 of this file's letters as sent, fewer than the 5"
+        " it held: it has lost the record of the emails sent earlier" in said
+    )
+    assert "this run would mail them again; nothing was sent." in said
+    # AND nobody was mailed twice, and no execution was started
+    assert _recipients(workdir / "outbox") == sent
+    assert len(list((workdir / "executions").iterdir())) == executions
+    # AND validate with the workdir says run would refuse it, as run does (exit 2)
+    checked = CliRunner().invoke(
+        cli, ["validate", args[1], "--workdir", str(workdir), "--json", *args[4:]]
+    )
+    assert checked.exit_code == 2, checked.output
+    assert json.loads(checked.stdout)["earlier_runs"]["error"] == "LedgerLost"
+
+
+def test_a_ledger_put_back_from_a_copy_older_than_a_run_that_sent_more_is_refused(tmp_path):
+    # GIVEN a file of three rows sent, and a copy of the ledger taken then
+    workdir, args = _five_sent(tmp_path)
+    csv_path = Path(args[1])
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path.write_text("\n".join(lines[:9]) + "\n", encoding="utf-8")
+    assert _sent_in_ledger(workdir) == 5
+    backup = _ledger_copy(workdir, tmp_path / "backup.sqlite3")
+
+    # WHEN the file, three rows longer, runs again and sends those only
+    more = CliRunner().invoke(cli, [*args, "--json"])
+
+    # THEN the record of the letters sent rises with them
+    assert more.exit_code == 0, more.output
+    assert json.loads(more.stdout)["counts"]["sent"] == 3
+    assert _sent_in_ledger(workdir) == 8
+    sent = _recipients(workdir / "outbox")
+    assert len(sent) == 8 and set(sent.values()) == {1}
+
+    # AND once the ledger is put back from the older copy, which knows the file, the run is
+    # refused (exit 2), mailing nobody twice
+    _delete_ledger(workdir)
+    shutil.copyfile(backup, workdir / "ledger.sqlite3")
+    code, output = _run(*args[1:])
+    assert code == 2, output
+    assert "holds 5 of this file's letters as sent, fewer than the 8 it held" in _words(output)
+    assert _recipients(workdir / "outbox") == sent
+
+
 def test_a_redrive_is_refused_when_the_ledger_lost_the_emails_its_run_sent(tmp_path):
     # GIVEN a run stopped by the daily quota before its 5 rows were sent (after 3, or 4 when
     # both workers' batches counted the same third: the drill's count is per process), whose
@@ -3706,9 +3774,9 @@ def test_a_new_workdir_runs_a_file_and_a_rerun_there_skips_what_went_out(tmp_pat
     assert (counts["sent"], counts["skipped"]) == (0, 5)
     recipients = _recipients(workdir / "outbox")
     assert len(recipients) == 5 and set(recipients.values()) == {1}
-    # AND the workdir records the file as in its ledger, which holds it
+    # AND the workdir records the file as in its ledger, which holds its five letters as sent
     (way,) = json.loads((workdir / "deliveries.json").read_text(encoding="utf-8")).values()
-    assert way["in_ledger"] is True
+    assert (way["in_ledger"], way["sent_in_ledger"]) == (True, 5)
 
 
 def test_a_redrive_of_a_run_that_succeeded_points_to_the_retry_of_its_failed_rows(tmp_path):
