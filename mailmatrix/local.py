@@ -59,6 +59,7 @@ from mailmatrix.core.contents import Contents
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
+    STOPPED_BY_OPERATOR,
     Stopped,
     failure_alert,
     redrive_advice,
@@ -1479,9 +1480,6 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
     except MailMatrixError:
         return None
     return catalog.attachment_need(columns)
-
-
-STOPPED_BY_OPERATOR = "StoppedByOperator"
 
 
 def lifted_halts(faults: str | None) -> tuple[str, ...]:

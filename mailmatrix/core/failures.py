@@ -53,6 +53,10 @@ DRILL_QUOTA_ADVICE = (
     "so it stops the same way after as many messages."
 )
 
+# The code of the halt a local run records when the operator stops it (Ctrl-C, SIGTERM,
+# SIGHUP): its batches stop after the email they are on.
+STOPPED_BY_OPERATOR = "StoppedByOperator"
+
 # The code of the halt a batch records when the mail service refused every try of several rows
 # in a row (send_batch), and the words its reason begins with.
 SERVICE_REFUSING = "ServiceRefusing"

@@ -43,6 +43,7 @@ import hashlib
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from mailmatrix.core.failures import (
     OUTCOMES_UNKNOWN,
     REFUSING_WORDS,
     SERVICE_REFUSING,
+    STOPPED_BY_OPERATOR,
     UNKNOWN_WORDS,
 )
 from mailmatrix.core.pacing import Pacer
@@ -751,16 +753,14 @@ class _Batch:
             raise
 
     def stopped_meanwhile(self) -> bool:
-        """Whether the campaign was halted (the operator's stop among others) or superseded,
+        """Whether the operator stopped the run (Ctrl-C, SIGTERM: the halt `run` records),
         read now: a try left unanswered (a server that hung until the timeout) may have taken
         long, and its row's next try would be a second copy of a letter nobody waits for."""
-        self.halt_checked = -math.inf  # read now (not the batch's first read)
-        try:
-            self.check_campaign()
-        except (_Stop, _Superseded):
-            self.halt_checked = -math.inf  # and again before the next row, which it stops
-            return True
-        return False
+        halt = self.ledger.campaign_status(self.campaign_id).halt
+        if halt is None or halt.code != STOPPED_BY_OPERATOR:
+            return False
+        self.halt_checked = -math.inf  # read again before the next row, which it stops
+        return True
 
     def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` for the pacer, halt_check_s at a time, looking at the campaign
@@ -1071,15 +1071,17 @@ def send_batch(
 
 
 # The rows in a row failed as OutcomeUnknown (unanswered) of each upload of a campaign this
-# process sends, shared by its batches (_Batch.unknowns); the latest few uploads only.
-_UNKNOWN_ROWS: dict[tuple[str, str], list[int]] = {}
-_UPLOADS_KEPT = 16
+# process sends, shared by the batches each thread sends one after the other (a pool worker,
+# a Lambda: one thread; batches run at once in threads are not one row after another);
+# the latest few only.
+_UNKNOWN_ROWS: dict[tuple[str, str, int], list[int]] = {}
+_UPLOADS_KEPT = 64
 
 
 def unknown_rows_of(campaign: Mapping[str, Any]) -> list[int]:
-    """The list of rows in a row failed as OutcomeUnknown that every batch of ``campaign``'s
-    upload in this process counts into."""
-    key = (str(campaign["id"]), str(campaign.get("upload") or ""))
+    """The list of rows in a row failed as OutcomeUnknown that the batches of ``campaign``'s
+    upload this thread sends count into, one after the other."""
+    key = (str(campaign["id"]), str(campaign.get("upload") or ""), threading.get_ident())
     found = _UNKNOWN_ROWS.get(key)
     if found is None:
         while len(_UNKNOWN_ROWS) >= _UPLOADS_KEPT:

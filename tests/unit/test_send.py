@@ -15,6 +15,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
 from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.contents import sample_print
+from mailmatrix.core.failures import STOPPED_BY_OPERATOR
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -1411,7 +1412,7 @@ def test_a_row_left_unanswered_is_not_tried_again_once_the_run_was_stopped(ledge
 
         def send(self, raw, *, sender, destinations):
             self.calls.append(destinations[0].split("@")[0])
-            ledger.halt(CID, code="Stopped", reason="stopped by the operator", attempt="run")
+            ledger.halt(CID, code=STOPPED_BY_OPERATOR, reason="run stopped", attempt="run")
             raise _unanswered()
 
     mailer = HangsThenStopped()
