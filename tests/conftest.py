@@ -16,15 +16,6 @@ def _default_workdir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -
     monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
 
 
-@pytest.fixture(autouse=True)
-def _no_unknown_rows_of_other_tests() -> None:
-    """Each test counts its own rows failed as OutcomeUnknown (send_batch keeps them per
-    campaign upload for the process, and tests reuse campaign ids)."""
-    from mailmatrix.core import send
-
-    send._UNKNOWN_ROWS.clear()
-
-
 @pytest.fixture
 def one_set_templates(tmp_path) -> Path:
     """A templates folder without manifest: one set of a subject and a text body."""

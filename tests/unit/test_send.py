@@ -15,7 +15,6 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
 from mailmatrix.core.addresses import mask, parse_address
 from mailmatrix.core.contents import sample_print
-from mailmatrix.core.failures import STOPPED_BY_OPERATOR
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -1382,51 +1381,6 @@ def test_a_service_taking_two_rows_in_a_row_without_answering_halts_the_campaign
     with pytest.raises(AccountSendingHalted):
         run(sibling, mailer, ledger, clock, attempt="child-2")
     assert len(mailer.calls) == 3
-
-
-def test_batches_of_one_row_each_left_unanswered_halt_the_campaign_as_one_batch(ledger, clock):
-    # GIVEN a server that takes every message and then drops the connection, and batches of
-    # one row each (--batch-size 1), sent one after the other by this process
-    mailer = RefusesRows(**{f"person{row}": _unanswered() for row in range(2, 12)})
-    rows = items(4)
-
-    # WHEN the first batch runs, then the second
-    first = run(rows[:1], mailer, ledger, clock, attempt="child-1")
-    with pytest.raises(AccountSendingHalted) as halted:
-        run(rows[1:2], mailer, ledger, clock, attempt="child-2")
-
-    # THEN the second batch's row is tried once and halts the campaign, as in one batch (each
-    # row of such batches was tried twice, and the server got two copies of every letter)
-    assert [r["code"] for r in first.rows] == ["OutcomeUnknown"]
-    assert mailer.calls == ["person2", "person2", "person3"]
-    assert halted.value.details["code"] == "OutcomesUnknown"
-    assert "(rows 2 and 3 failed as OutcomeUnknown" in halted.value.message
-
-
-def test_a_row_left_unanswered_is_not_tried_again_once_the_run_was_stopped(ledger, clock):
-    # GIVEN a server that hangs until the timeout, during which the operator stops the run
-    # (run's Ctrl-C or SIGTERM records a halt of the campaign)
-    class HangsThenStopped:
-        def __init__(self) -> None:
-            self.calls: list[str] = []
-
-        def send(self, raw, *, sender, destinations):
-            self.calls.append(destinations[0].split("@")[0])
-            ledger.halt(CID, code=STOPPED_BY_OPERATOR, reason="run stopped", attempt="run")
-            raise _unanswered()
-
-    mailer = HangsThenStopped()
-
-    # WHEN a batch runs
-    with pytest.raises(AccountSendingHalted) as stopped:
-        run(items(3), mailer, ledger, clock)
-
-    # THEN the row in flight is not tried a second time (a second copy after the stop): it
-    # fails as OutcomeUnknown, and the batch stops before the next row
-    assert mailer.calls == ["person2"]
-    assert [(r["row"], r["code"]) for r in stopped.value.details["result"]["rows"]] == [
-        (2, "OutcomeUnknown")
-    ]
 
 
 def test_unknown_outcomes_apart_are_each_tried_twice_and_never_halt(ledger, clock):
