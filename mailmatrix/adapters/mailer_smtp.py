@@ -417,7 +417,7 @@ def query_problem(text: str) -> str | None:
     empty = sorted(name for name, values in given.items() if not values[0])
     if empty:
         return f"options without a value: {', '.join(f'{name}=' for name in empty)}"
-    query = query_options(text)
+    query = {name: values[0] for name, values in given.items()}  # each given once
     helo = query.get("helo")
     if helo is not None and not _HELO.fullmatch(helo):
         return (

@@ -519,7 +519,7 @@ class _Batch:
     refusing_rows: int = 3
     # The rows in a row, up to the current one, failed as OutcomeUnknown with their last try
     # unanswered; RetryPolicy.unknown_rows of them halt the campaign.
-    # Known gap: counted per batch, so batches of one row never halt on them (a server that
+    # NOTE: a known gap: counted per batch, so batches of one row never halt on them (a server that
     # takes every message without answering then gets each row twice), and a row whose
     # unanswered try outlasted the operator's stop is tried again: each change made the
     # threaded drills' seeded, exact counts differ; to be redone with those drills.

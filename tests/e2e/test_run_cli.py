@@ -3375,16 +3375,16 @@ def test_a_template_that_fails_on_every_row_of_its_set_stops_the_run_before_any_
     assert len(list((workdir / "outbox" / "new").iterdir())) == 18
 
 
-def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_status(tmp_path):
-    # GIVEN a run whose standard output is a pipe nobody reads any more (`| head -1` done)
+def _with_reader_gone(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """The console script run with ``args`` in ``folder``, its standard output a pipe nobody
+    reads any more (`| head -1` done)."""
     script = Path(sys.executable).parent / "mailmatrix"
     reader, writer = os.pipe()
     os.close(reader)
     try:
-        # WHEN the example campaign runs
-        done = subprocess.run(
-            [str(script), "run", str(EXAMPLE / "recipients.csv"), "--workdir", "w"],
-            cwd=tmp_path,
+        return subprocess.run(
+            [str(script), *args],
+            cwd=folder,
             stdout=writer,
             stderr=subprocess.PIPE,
             text=True,
@@ -3392,6 +3392,12 @@ def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_s
         )
     finally:
         os.close(writer)
+
+
+def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_status(tmp_path):
+    # GIVEN a run whose standard output is a pipe nobody reads any more (`| head -1` done)
+    # WHEN the example campaign runs
+    done = _with_reader_gone(tmp_path, "run", str(EXAMPLE / "recipients.csv"), "--workdir", "w")
 
     # THEN every letter went out and it exits 0, as the run did (rich's closed-pipe exit 1
     # read as a failed execution, and came before the run when the first line failed)
@@ -3411,21 +3417,8 @@ def test_a_run_whose_output_reader_went_away_still_runs_and_exits_with_its_own_s
 )
 def test_a_check_whose_output_reader_went_away_exits_with_its_own_status(tmp_path, command, status):
     # GIVEN a command whose standard output is a pipe nobody reads any more (`| head -1`)
-    script = Path(sys.executable).parent / "mailmatrix"
-    reader, writer = os.pipe()
-    os.close(reader)
-    try:
-        # WHEN it runs
-        done = subprocess.run(
-            [str(script), *command],
-            cwd=tmp_path,
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        os.close(writer)
+    # WHEN it runs
+    done = _with_reader_gone(tmp_path, *command)
 
     # THEN its status is its own (it was 1, which reads as a failure, for a good file)
     assert done.returncode == status, done.stderr
