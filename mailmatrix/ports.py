@@ -147,6 +147,17 @@ class Halt:
 
 
 @dataclass(frozen=True)
+class Unanswered:
+    """The campaign's rows in a row, across its batches, that failed as OUTCOME_UNKNOWN with
+    their last try unanswered (``rows``, in the order noted), and when the last was noted
+    (``at``, seconds since the epoch): the service may be taking messages without answering.
+    A row answered since (sent, or refused) ends it (Ledger.clear_unanswered)."""
+
+    rows: tuple[int, ...]
+    at: float
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One email's ledger entry, for the campaign report.
 
@@ -258,12 +269,13 @@ def letter_parts(letter: SentLetter) -> tuple[str, str, bool, LetterFile | None]
 @dataclass(frozen=True)
 class CampaignStatus:
     """What a batch checks of its campaign before its first row and every halt_check_s
-    after, read at once (Ledger.campaign_status): its halt, its latest validated upload and
-    the names of the template sets it has used."""
+    after, read at once (Ledger.campaign_status): its halt, its latest validated upload, the
+    names of the template sets it has used and its rows in a row left unanswered."""
 
     halt: Halt | None = None
     latest_upload: Upload | None = None
     template_sets: frozenset[str] = frozenset()
+    unanswered: Unanswered | None = None
 
 
 class Ledger(Protocol):
@@ -382,6 +394,19 @@ class Ledger(Protocol):
         """Remove the campaign's halt (the operator acted; a redrive or new run may send)."""
         ...
 
+    def note_unanswered(self, campaign: str, row: int, *, answered_at: float | None) -> Unanswered:
+        """Add ``row``, failed as OUTCOME_UNKNOWN with its last try unanswered, to the
+        campaign's rows in a row so (Unanswered), and return them: they are counted across
+        the campaign's batches, so batches of one row, or many at once, stop as one would.
+        ``answered_at``: when the calling batch last had a row answered (None: none yet);
+        a streak noted last before it has ended, and ``row`` starts a new one."""
+        ...
+
+    def clear_unanswered(self, campaign: str) -> None:
+        """End the campaign's rows in a row unanswered: a row was answered, or they halted
+        the campaign (the halt says which they were)."""
+        ...
+
     def record_upload(self, upload: Upload) -> Upload:
         """Record that ``upload`` of its campaign's file has been validated, unless a newer
         one (a greater ``order``) has been; return the campaign's latest validated upload.
@@ -393,8 +418,9 @@ class Ledger(Protocol):
         ...
 
     def campaign_status(self, campaign: str) -> CampaignStatus:
-        """The campaign's halt, latest validated upload and template set names, as halted,
-        latest_upload and template_sets give them, in one read where the ledger can."""
+        """The campaign's halt, latest validated upload, template set names and rows in a
+        row unanswered, as halted, latest_upload, template_sets and note_unanswered give
+        them, in one read where the ledger can."""
         ...
 
     def template_sets(self, campaign: str) -> frozenset[str]:

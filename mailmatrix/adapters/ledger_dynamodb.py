@@ -5,17 +5,18 @@ indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``
 (``campaign``, ``row``) for the campaign's outcomes; TTL on ``expires_at``. A campaign halt is
 an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
 campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
-sets a campaign has used one keyed ``sets#<campaign>`` (a string set), the recipient a file
-named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
+sets a campaign has used one keyed ``sets#<campaign>`` (a string set), its rows in a row left
+unanswered one keyed ``unanswered#<campaign>`` (``rows``, a list, and ``at``), the recipient a
+file named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
 (``recipient``, ``masked``: the address masked, ``letter``: the key of the letter that carries
 it; ``campaign`` and ``row``, -1 - the letter's row, list it in ``by_campaign`` below the
 campaign's rows, which its readers ask for as ``row >= 0``). A letter recorded sent with its
 recipient's own file (record_sent's ``file``) keeps, in the same update, the file's name
 (``file``), ``file_size``, ``file_sha256``, ``file_print`` and ``file_source`` (the campaign's
 CSV name) with the owner's ``recipient`` and ``masked``: the sparse index ``by_file``
-(``file_size``, ``file_print``) holds those letters alone, and validation of any campaign
-finds a file's copies by it (sent_copies); letters recorded before it are not in it. A
-batch reads the campaign's halt, latest upload and set names in one BatchGetItem
+(``file_size``, ``file_print``) holds those letters alone, and validation of any campaign finds
+a file's copies by it (sent_copies); letters recorded before it are not in it. A batch reads
+the campaign's halt, latest upload, set names and rows unanswered in one BatchGetItem
 (campaign_status). Every claim is a conditional write, so two attempts never both hold the
 claim of one key while its lease runs (semantics: mailmatrix.ports.Ledger).
 
@@ -54,6 +55,7 @@ from mailmatrix.ports import (
     Outcome,
     SentCopy,
     SentLetter,
+    Unanswered,
     Upload,
     doubt_reason,
     letter_parts,
@@ -91,6 +93,7 @@ _UPLOAD_NAMES = {
     "#exp": "expires_at",
 }
 SETS_PREFIX = "sets#"
+UNANSWERED_PREFIX = "unanswered#"
 _SETS_TRIES = 5
 
 
@@ -636,12 +639,14 @@ class DynamoDbLedger:
     def campaign_status(self, campaign: str) -> CampaignStatus:
         """The campaign's halt, latest validated upload and set names in one BatchGetItem
         (strongly consistent; see the Ledger port)."""
-        wanted = {prefix: prefix + campaign for prefix in (HALT_PREFIX, UPLOAD_PREFIX, SETS_PREFIX)}
+        prefixes = (HALT_PREFIX, UPLOAD_PREFIX, SETS_PREFIX, UNANSWERED_PREFIX)
+        wanted = {prefix: prefix + campaign for prefix in prefixes}
         found = {item[KEY]["S"]: item for item in self._batch_get(list(wanted.values()))}
         return CampaignStatus(
             halt=_halt(campaign, found.get(wanted[HALT_PREFIX])),
             latest_upload=_upload(campaign, found.get(wanted[UPLOAD_PREFIX])),
             template_sets=_sets(found.get(wanted[SETS_PREFIX])),
+            unanswered=_unanswered(found.get(wanted[UNANSWERED_PREFIX])),
         )
 
     def clear_halt(self, campaign: str) -> None:
@@ -650,6 +655,73 @@ class DynamoDbLedger:
             self._db.delete_item(TableName=self.table, Key={KEY: {"S": HALT_PREFIX + campaign}})
         except (ClientError, BotoCoreError) as error:
             raise self._error("clear_halt", campaign, error) from error
+
+    def note_unanswered(self, campaign: str, row: int, *, answered_at: float | None) -> Unanswered:
+        """Add ``row`` to the campaign's rows in a row unanswered, or start them again at it
+        (see the Ledger port): one conditional update, which appends while the streak's last
+        row was noted after ``answered_at``; when that fails, one put of ``row`` alone."""
+        now = self._clock()
+        key = {KEY: {"S": UNANSWERED_PREFIX + campaign}}
+        values: dict[str, Any] = {
+            ":row": {"L": [{"N": str(row)}]},
+            ":now": {"N": repr(float(now))},
+            ":exp": {"N": str(int(now) + self.retention_seconds)},
+        }
+        condition = "attribute_exists(#k)"
+        if answered_at is not None:
+            condition += " AND #at >= :answered"
+            values[":answered"] = {"N": repr(float(answered_at))}
+        try:
+            try:
+                response = self._db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET #rows = list_append(#rows, :row), #at = :now,"
+                    " #exp = :exp",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={
+                        "#k": KEY,
+                        "#rows": "rows",
+                        "#at": "at",
+                        "#exp": "expires_at",
+                    },
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as error:
+                if _aws.error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                item = {
+                    **key,
+                    "rows": values[":row"],
+                    "at": values[":now"],
+                    "expires_at": values[":exp"],
+                }
+                self._db.put_item(TableName=self.table, Item=item)
+                return Unanswered((row,), now)
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("note_unanswered", campaign, error) from error
+        found = _unanswered(response.get("Attributes"))
+        return found if found is not None else Unanswered((row,), now)
+
+    def clear_unanswered(self, campaign: str) -> None:
+        """End the campaign's rows in a row unanswered: the item's ``rows`` emptied (an
+        update: SendBatch's role may update ledger items, not delete them)."""
+        now = self._clock()
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": UNANSWERED_PREFIX + campaign}},
+                UpdateExpression="SET #rows = :none, #at = :now, #exp = :exp",
+                ExpressionAttributeNames={"#rows": "rows", "#at": "at", "#exp": "expires_at"},
+                ExpressionAttributeValues={
+                    ":none": {"L": []},
+                    ":now": {"N": repr(float(now))},
+                    ":exp": {"N": str(int(now) + self.retention_seconds)},
+                },
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("clear_unanswered", campaign, error) from error
 
     def template_sets(self, campaign: str) -> frozenset[str]:
         """The names of the template sets ``campaign`` has used (a strongly consistent read)."""
@@ -999,6 +1071,14 @@ def _halt(campaign: str, item: dict[str, Any] | None) -> Halt | None:
         attempt=entry["attempt"],
         at=float(entry["at"]),
     )
+
+
+def _unanswered(item: dict[str, Any] | None) -> Unanswered | None:
+    """The Unanswered of an ``unanswered#`` item; None for none, or one cleared (no rows)."""
+    rows = [int(value["N"]) for value in (item or {}).get("rows", {}).get("L", [])]
+    if not item or not rows:
+        return None
+    return Unanswered(tuple(dict.fromkeys(rows)), float(item["at"]["N"]))
 
 
 def _sets(item: dict[str, Any] | None) -> frozenset[str]:

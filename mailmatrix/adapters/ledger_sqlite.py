@@ -60,6 +60,7 @@ from mailmatrix.ports import (
     Outcome,
     SentCopy,
     SentLetter,
+    Unanswered,
     Upload,
     doubt_reason,
     letter_parts,
@@ -124,6 +125,11 @@ CREATE TABLE IF NOT EXISTS template_sets (
     campaign TEXT NOT NULL,
     name TEXT NOT NULL,
     PRIMARY KEY (campaign, name)
+);
+CREATE TABLE IF NOT EXISTS unanswered (
+    campaign TEXT PRIMARY KEY,
+    rows TEXT NOT NULL,
+    at REAL NOT NULL
 );
 """
 
@@ -574,6 +580,45 @@ class SqliteLedger:
         with self._transaction(f"clear_halt {campaign}") as db:
             db.execute("DELETE FROM halts WHERE campaign = ?", (campaign,))
 
+    def note_unanswered(self, campaign: str, row: int, *, answered_at: float | None) -> Unanswered:
+        """Add ``row`` to the campaign's rows in a row unanswered, unless the calling batch
+        had a row answered after the last of them (``answered_at``): then it starts them
+        again; one transaction (see the Ledger port)."""
+        now = self._clock()
+        with self._transaction(f"note_unanswered {campaign}") as db:
+            found = db.execute(
+                "SELECT rows, at FROM unanswered WHERE campaign = ?", (campaign,)
+            ).fetchone()
+            rows: tuple[int, ...] = ()
+            if found is not None and (answered_at is None or found[1] >= answered_at):
+                rows = _row_numbers(found[0])
+            if row not in rows:
+                rows = (*rows, row)
+            db.execute(
+                "INSERT INTO unanswered (campaign, rows, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (campaign) DO UPDATE SET rows = excluded.rows, at = excluded.at",
+                (campaign, ",".join(map(str, rows)), now),
+            )
+        return Unanswered(rows, now)
+
+    def clear_unanswered(self, campaign: str) -> None:
+        """End the campaign's rows in a row unanswered."""
+        self._statement(
+            f"clear_unanswered {campaign}",
+            "DELETE FROM unanswered WHERE campaign = ?",
+            (campaign,),
+            write=True,
+        )
+
+    def unanswered(self, campaign: str) -> Unanswered | None:
+        """The campaign's rows in a row unanswered, or None."""
+        found = self._statement(
+            f"unanswered {campaign}",
+            "SELECT rows, at FROM unanswered WHERE campaign = ?",
+            (campaign,),
+        )
+        return Unanswered(_row_numbers(found[0][0]), float(found[0][1])) if found else None
+
     def record_upload(self, upload: Upload) -> Upload:
         """Record ``upload`` as its campaign's latest validated one unless a newer one (a
         greater ``order``) is recorded; return the latest (see the Ledger port)."""
@@ -600,12 +645,13 @@ class SqliteLedger:
         return Upload(campaign, *found[0]) if found else None
 
     def campaign_status(self, campaign: str) -> CampaignStatus:
-        """The campaign's halt, latest upload and set names: three reads of a local file,
-        each a few rows at most (see the Ledger port)."""
+        """The campaign's halt, latest upload, set names and rows unanswered: four reads of a
+        local file, each a few rows at most (see the Ledger port)."""
         return CampaignStatus(
             halt=self.halted(campaign),
             latest_upload=self.latest_upload(campaign),
             template_sets=self.template_sets(campaign),
+            unanswered=self.unanswered(campaign),
         )
 
     def template_sets(self, campaign: str) -> frozenset[str]:
@@ -788,6 +834,8 @@ _ADDED_COLUMNS = (
     ("sends", "file_sha256", "TEXT"),
     ("sends", "file_print", "TEXT"),
     ("sends", "file_source", "TEXT"),
+    # A whole table: a ledger read-only from before it is read from a copy that has it.
+    ("unanswered", "rows", "TEXT NOT NULL"),
 )
 
 
@@ -892,6 +940,11 @@ def _own(
 
 _SETTLED_PAGE = 10_000
 _KEYS_PER_SELECT = 500  # below SQLite's limit on a statement's parameters (999 before 3.32)
+
+
+def _row_numbers(text: str) -> tuple[int, ...]:
+    """The row numbers of the unanswered table's ``rows`` ("12,13")."""
+    return tuple(int(part) for part in text.split(",") if part)
 
 
 def _chunks(keys: list[_T]) -> list[list[_T]]:

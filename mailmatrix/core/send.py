@@ -86,6 +86,7 @@ from mailmatrix.ports import (
     LetterFile,
     Mailer,
     Storage,
+    Unanswered,
     Upload,
     doubt_reason,
 )
@@ -425,7 +426,8 @@ class _Stop(Exception):
 class _Unknown(Exception):
     """A row tried too often with an unknown outcome: it fails, and is not sent again.
     ``refused_after``: its last try was refused (an answer); ``after_row``: it was tried once
-    only, as the row before it failed so too."""
+    only, as that row of the campaign, the last before it, failed so too; ``stop``: the
+    campaign was halted while its try waited for the answer (the batch stops after it)."""
 
     def __init__(
         self,
@@ -433,20 +435,28 @@ class _Unknown(Exception):
         error: SendError,
         *,
         refused_after: bool = False,
-        after_row: bool = False,
+        after_row: int | None = None,
+        stop: _Stop | None = None,
     ) -> None:
         super().__init__(error_text(error))
         self.error = error
         self.answered = refused_after
-        if refused_after:
+        self.stop = stop
+        if stop is not None:
+            self.why = (
+                f"the service may have taken the message without answering (last:"
+                f" {error_text(error)}), and the campaign was halted before another try"
+                f" ({error_code(stop.error)})"
+            )
+        elif refused_after:
             self.why = (
                 f"an earlier try may have been taken without an answer, then the service"
                 f" refused it ({error_text(error)})"
             )
-        elif after_row:
+        elif after_row is not None:
             self.why = (
-                f"the service may have taken the message without answering, as it did the row"
-                f" before (last: {error_text(error)})"
+                f"the service may have taken the message without answering, as it did row"
+                f" {after_row} just before (last: {error_text(error)})"
             )
         else:
             self.why = (
@@ -471,6 +481,7 @@ class _Superseded(Exception):
     def __init__(self, latest: Upload) -> None:
         super().__init__(latest.upload)
         self.latest = latest
+        self.why = f"a newer upload of the file was validated ({latest.upload})"
 
 
 class _Defer(Exception):
@@ -517,13 +528,12 @@ class _Batch:
     # it holds two rows at least: one row alone may be one recipient greylisted).
     refusals: int = 0
     refusing_rows: int = 3
-    # The rows in a row, up to the current one, failed as OutcomeUnknown with their last try
-    # unanswered; RetryPolicy.unknown_rows of them halt the campaign.
-    # NOTE: a known gap: counted per batch, so batches of one row never halt on them (a server that
-    # takes every message without answering then gets each row twice), and a row whose
-    # unanswered try outlasted the operator's stop is tried again: each change made the
-    # threaded drills' seeded, exact counts differ; to be redone with those drills.
+    # The campaign's rows in a row failed as OutcomeUnknown with their last try unanswered, as
+    # this batch last knew them (Ledger.note_unanswered, campaign_status): counted across the
+    # campaign's batches, so batches of one row, or several at once, halt as one would;
+    # RetryPolicy.unknown_rows of them halt the campaign.
     unknowns: list[int] = field(default_factory=list)
+    answered_at: float | None = None  # clock() when a row of this batch was last answered
 
     @property
     def campaign_id(self) -> str:
@@ -585,6 +595,7 @@ class _Batch:
         if gone:
             source = str((self.campaign.get("source") or {}).get("key") or "the file")
             raise template_sets_changed(source, gone, scope="this batch")
+        self.take_unanswered(status.unanswered)
         halt = status.halt
         if halt is None:
             return
@@ -602,6 +613,24 @@ class _Batch:
                     details={"code": halt.code, "halted_at": halt.at, "attempt": halt.attempt},
                 )
             )
+
+    def take_unanswered(self, unanswered: Unanswered | None) -> None:
+        """Take the campaign's rows in a row unanswered as read; those noted before a row of
+        this batch was answered have ended (the ledger is told)."""
+        if unanswered is None:
+            self.unknowns = []
+        elif self.answered_at is not None and self.answered_at > unanswered.at:
+            self.unknowns = []
+            self.ledger.clear_unanswered(self.campaign_id)
+        else:
+            self.unknowns = list(unanswered.rows)
+
+    def answered(self) -> None:
+        """A row was answered (sent, or refused): the rows in a row unanswered end."""
+        self.answered_at = self.clock()
+        if self.unknowns:
+            self.unknowns = []
+            self.ledger.clear_unanswered(self.campaign_id)
 
     def check_time(self) -> None:
         if self.deadline is not None and self.deadline - self.clock() < self.policy.reserve_s:
@@ -655,9 +684,6 @@ class _Batch:
         sender = envelope_sender(str(self.campaign["sender"]))
         uncertain = False
         unknown = doubts
-        # Right after a row failed so, one unanswered try is enough: the service is likely
-        # taking every message without answering, and a second try would be a second copy.
-        unknown_tries = 1 if self.unknowns else self.policy.unknown_tries
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.wait_for_slot(self.pacer, item, len(destinations), uncertain, file)
@@ -687,9 +713,22 @@ class _Batch:
                 if not (exc.refused or isinstance(exc, Throttled)):
                     uncertain = True
                     unknown += 1
-                    if unknown >= unknown_tries:
-                        after_row = unknown == 1 and bool(self.unknowns)
-                        raise _Unknown(unknown, exc, after_row=after_row) from exc
+                    # The try may have waited long for its answer: meanwhile the operator may
+                    # have stopped the run, or other batches' rows gone unanswered too. Once
+                    # the campaign is halted, the row is not tried again, now or by a redrive.
+                    try:
+                        self.check_campaign()
+                    except _Stop as stop:
+                        raise _Unknown(unknown, exc, stop=stop) from exc
+                    except _Superseded as superseded:
+                        self.release(item, SUPERSEDED, superseded.why, uncertain, file)
+                        raise
+                    # Right after a row failed so, one unanswered try is enough: the service
+                    # is likely taking every message without answering, and a second try
+                    # would be a second copy.
+                    if unknown >= (1 if self.unknowns else self.policy.unknown_tries):
+                        after = self.unknowns[-1] if unknown == 1 and self.unknowns else None
+                        raise _Unknown(unknown, exc, after_row=after) from exc
                 if tries == self.policy.tries:
                     # An uncertain release is remembered: the attempt that later sends the
                     # row reports it as a possible duplicate.
@@ -744,8 +783,7 @@ class _Batch:
             self.release(item, error_code(stop.error), error_text(stop.error), uncertain, file)
             raise
         except _Superseded as superseded:
-            why = f"a newer upload of the file was validated ({superseded.latest.upload})"
-            self.release(item, SUPERSEDED, why, uncertain, file)
+            self.release(item, SUPERSEDED, superseded.why, uncertain, file)
             raise
 
     def pause(self, seconds: float) -> None:
@@ -867,10 +905,12 @@ class _Batch:
             reason = _not_sent_again(unknown.why, self.campaign)
             self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=file)
             self.refusals = 0  # a try may have been taken: not a refusal
+            if unknown.stop is not None:  # halted already: the halt is not replaced
+                raise unknown.stop from unknown.error
             self.count_unknown(item, unknown)
             return
         except _Defer as defer:
-            self.unknowns.clear()
+            self.answered()
             self.count_refusal(item, defer)
             self.result.rows.append(
                 {
@@ -883,13 +923,13 @@ class _Batch:
             return
         except SendError as exc:  # not retryable, not an account halt: this row only
             self.refusals = 0  # the service answered for this row alone
-            self.unknowns.clear()
+            self.answered()
             # Refused alike (relaying denied to this sender): not for good, so the run after
             # the fix sends it (a halt is no help: a server may relay for some domains only).
             self.fail(item, error_code(exc), error_text(exc), permanent=not exc.alike)
             return
         self.refusals = 0
-        self.unknowns.clear()
+        self.answered()
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
         if claim.reason:
             entry["takeover"] = claim.reason
@@ -919,14 +959,16 @@ class _Batch:
         raise self.halt(item, SERVICE_REFUSING, reason) from defer.error
 
     def count_unknown(self, item: Mapping[str, Any], unknown: _Unknown) -> None:
-        """Count a row failed as OutcomeUnknown; the last of ``unknown_rows`` in a row halts
-        the campaign (raises _Stop; the row stays failed): a service that takes messages
-        without answering would get a copy of every row. One whose last try was answered (a
-        refusal) starts the count again."""
+        """Count a row failed as OutcomeUnknown, in the campaign's count of such rows in a
+        row (across its batches); the last of ``unknown_rows`` halts the campaign (raises
+        _Stop; the row stays failed): a service that takes messages without answering would
+        get a copy of every row. One whose last try was answered (a refusal) ends the count."""
         if unknown.answered:
-            self.unknowns.clear()
+            self.answered()
             return
-        self.unknowns.append(int(item["row"]))
+        row = int(item["row"])
+        noted = self.ledger.note_unanswered(self.campaign_id, row, answered_at=self.answered_at)
+        self.unknowns = list(noted.rows)
         if len(self.unknowns) < self.policy.unknown_rows:
             return
         rows = ", ".join(map(str, self.unknowns[:-1])) + f" and {self.unknowns[-1]}"
@@ -935,8 +977,10 @@ class _Batch:
             f" confirming them (rows {rows} failed as {OUTCOME_UNKNOWN}: they may have arrived;"
             f" the last error: {error_text(unknown.error)})"
         )
-        self.unknowns.clear()  # counted into the halt: a redrive starts again
-        raise self.halt(item, OUTCOMES_UNKNOWN, reason) from unknown.error
+        stop = self.halt(item, OUTCOMES_UNKNOWN, reason)
+        self.unknowns = []  # counted into the halt: a redrive starts again
+        self.ledger.clear_unanswered(self.campaign_id)
+        raise stop from unknown.error
 
     def halt(self, item: Mapping[str, Any], code: str, reason: str) -> _Stop:
         """Halt the campaign (``code``, ``reason``) at ``item``'s row, for every batch; return

@@ -37,6 +37,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_sent_copies,
     check_settled_keys,
     check_template_sets,
+    check_unanswered,
 )
 
 
@@ -584,9 +585,17 @@ def test_a_campaigns_halt_latest_upload_and_sets_are_read_at_once(ledger):
     check_campaign_status(ledger)
 
 
+def test_a_campaigns_rows_unanswered_in_a_row_are_counted_across_its_batches(ledger, clock):
+    def wait(seconds):
+        clock.now += seconds
+
+    check_unanswered(ledger, clock, wait)
+
+
 def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
-    # GIVEN a campaign with a halt recorded
+    # GIVEN a campaign with a halt and a row unanswered recorded
     ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
+    ledger.note_unanswered("c", 12, answered_at=None)
     calls = []
     real = ledger._db._make_api_call
 
@@ -599,14 +608,17 @@ def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
     # WHEN a batch reads its campaign
     status = ledger.campaign_status("c")
 
-    # THEN one strongly consistent BatchGetItem read the halt, upload and sets items
+    # THEN one strongly consistent BatchGetItem read the halt, upload, sets and rows
+    # unanswered items
     assert status.halt is not None and status.halt.code == "DailyQuotaExceeded"
+    assert status.unanswered is not None and status.unanswered.rows == (12,)
     assert [operation for operation, _ in calls] == ["BatchGetItem"]
     request = calls[0][1]["RequestItems"][ledger.table]
     assert request["ConsistentRead"] is True
     assert sorted(key["idempotency_key"]["S"] for key in request["Keys"]) == [
         "halt#c",
         "sets#c",
+        "unanswered#c",
         "upload#c",
     ]
 

@@ -515,21 +515,31 @@ class TakesWithoutAnswering(Inbox):
         return "250 never heard"
 
 
+@pytest.mark.parametrize("batch_size", ["10", "1"], ids=["batches-of-10", "batches-of-one-row"])
 def test_a_server_taking_mail_without_answering_gets_a_few_copies_all_of_them_marked(
-    tmp_path: Path,
+    tmp_path: Path, batch_size: str
 ):
     import json
 
     # GIVEN a server that keeps every message without ever answering it
     server = TakesWithoutAnswering()
     with serving(server) as url:
-        # WHEN the demo campaign (18 valid rows) runs through it, two batches of 10 at once
+        # WHEN the demo campaign (18 valid rows) runs through it, two batches at once
         ran = _runner(str(EXAMPLE / "recipients.csv"))(
-            tmp_path / "work", "--smtp", url, "--batch-size", "10", "--concurrency", "2", "--json"
+            tmp_path / "work",
+            "--smtp",
+            url,
+            "--batch-size",
+            batch_size,
+            "--concurrency",
+            "2",
+            "--json",
         )
 
-    # THEN the run stops (not two copies of every row): each batch sends 3 copies at most
-    # before the halt stops it (two of its first row's, one of the next row's)
+    # THEN the run stops (not two copies of every row): the rows in a row unanswered are
+    # counted across batches, so each of the two batches at once sends 3 copies at most
+    # before the halt stops it (two of its first row's, one of the next row's), whatever
+    # the batches' size
     result = json.loads(ran.stdout)
     assert ran.exit_code == 1, ran.output
     copies = collections.Counter(rcpts[0] for _, rcpts, _ in server.envelopes)

@@ -43,6 +43,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_sent_copies,
     check_settled_keys,
     check_template_sets,
+    check_unanswered,
 )
 
 
@@ -620,6 +621,10 @@ def test_one_invocation_of_an_attempt_holds_its_batch_until_it_ends(ledger, cloc
     check_batch_holds(ledger, clock, clock.sleep)
 
 
+def test_a_campaigns_rows_unanswered_in_a_row_are_counted_across_its_batches(ledger, clock):
+    check_unanswered(ledger, clock, clock.sleep)
+
+
 def test_a_hold_whose_invocation_ended_here_unrecorded_does_not_keep_its_retry_waiting(
     ledger, monkeypatch
 ):
@@ -745,6 +750,8 @@ def test_a_ledger_file_from_before_letters_kept_their_files_is_read_where_it_can
         assert list(ledger.sent_copies(10, "12345678")) == []
         assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "")]
         assert ledger.has_entries("c")
+        # (and a batch's read of its campaign, from before rows unanswered were counted)
+        assert ledger.campaign_status("c").unanswered is None
 
     # AND the file is as it was, nothing made beside it
     assert path.read_bytes() == before

@@ -1369,7 +1369,7 @@ def test_a_service_taking_two_rows_in_a_row_without_answering_halts_the_campaign
     failed = halted.value.details["result"]["rows"]
     assert [(r["row"], r["code"]) for r in failed] == [(2, "OutcomeUnknown"), (3, "OutcomeUnknown")]
     assert failed[1]["reason"].startswith(
-        "the service may have taken the message without answering, as it did the row before"
+        "the service may have taken the message without answering, as it did row 2 just before"
     )
     assert halted.value.details["deferred"] == [4, 5, 6, 7]
     assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [
@@ -1381,6 +1381,92 @@ def test_a_service_taking_two_rows_in_a_row_without_answering_halts_the_campaign
     with pytest.raises(AccountSendingHalted):
         run(sibling, mailer, ledger, clock, attempt="child-2")
     assert len(mailer.calls) == 3
+
+
+def test_batches_of_one_row_taken_without_answers_halt_the_campaign_as_one_batch_would(
+    ledger, clock
+):
+    # GIVEN a server that takes every message and then drops the connection (no reply), and
+    # a campaign sent in batches of one row each (--batch-size 1), one after the other
+    mailer = RefusesRows(**{f"person{row}": _unanswered() for row in range(2, 8)})
+    batches = [[item] for item in items(6)]
+
+    # WHEN the batches run
+    first = run(batches[0], mailer, ledger, clock, attempt="child-1")
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(batches[1], mailer, ledger, clock, attempt="child-2")
+    with pytest.raises(AccountSendingHalted):
+        run(batches[2], mailer, ledger, clock, attempt="child-3")
+
+    # THEN the rows in a row unanswered are counted across batches: the first row is tried
+    # twice, the second once, and the second batch halts the campaign: three possible
+    # copies, not two for every row
+    assert [(r["row"], r["code"]) for r in first.rows] == [(2, "OutcomeUnknown")]
+    assert mailer.calls == ["person2", "person2", "person3"]
+    assert halted.value.details["code"] == "OutcomesUnknown"
+    assert "rows 2 and 3 failed as OutcomeUnknown" in halted.value.message
+    # AND the count starts afresh after the halt (a redrive, once the server is mended)
+    assert ledger.campaign_status(CID).unanswered is None
+
+
+def test_a_row_answered_in_another_batch_ends_the_rows_in_a_row_unanswered(ledger, clock):
+    # GIVEN lost replies to every try of rows 2 and 4; row 3 is taken; one row per batch
+    mailer = RefusesRows(person2=_unanswered(), person4=_unanswered())
+    batches = [[item] for item in items(3)]
+
+    # WHEN the three batches run one after the other
+    results = [
+        run(batch, mailer, ledger, clock, attempt=f"child-{n}") for n, batch in enumerate(batches)
+    ]
+
+    # THEN row 3's answer ended the count: row 4 is tried twice as row 2 was, and no halt
+    assert mailer.calls == ["person2", "person2", "person3", "person4", "person4"]
+    assert [result.rows[0]["status"] for result in results] == ["failed", "sent", "failed"]
+    assert ledger.campaign_status(CID).halt is None
+    assert ledger.campaign_status(CID).unanswered.rows == (4,)
+
+
+def test_a_stop_while_a_try_waits_for_its_answer_sends_nothing_more(ledger, clock):
+    # GIVEN a server that takes row 2 without answering, after a wait (its timeout) during
+    # which the operator stops the run
+    stop = _operator_stop(ledger)
+
+    class StoppedWhileWaiting(RefusesRows):
+        def send(self, raw, *, sender, destinations):
+            if not self.calls:
+                clock.sleep(30)
+                stop()
+            return super().send(raw, sender=sender, destinations=destinations)
+
+    mailer = StoppedWhileWaiting(person2=_unanswered())
+
+    # WHEN the batch runs
+    with pytest.raises(AccountSendingHalted) as stopped:
+        run(items(3), mailer, ledger, clock)
+
+    # THEN the row is not tried again after the stop: failed in doubt, for a person to check,
+    # the stop (not replaced by another halt) saying why the rest are unsent
+    assert mailer.calls == ["person2"]
+    assert stopped.value.details["code"] == "StoppedByOperator"
+    assert stopped.value.details["deferred"] == [3, 4]
+    (failed,) = stopped.value.details["result"]["rows"]
+    assert (failed["row"], failed["code"]) == (2, "OutcomeUnknown")
+    assert failed["reason"].startswith(
+        "the service may have taken the message without answering (last: smtp: connection lost"
+        " during the reply to the message), and the campaign was halted before another try"
+        " (StoppedByOperator); not sent again"
+    )
+    assert [(o.row, o.state, o.doubtful) for o in ledger.outcomes(CID)] == [(2, "failed", True)]
+    assert ledger.campaign_status(CID).halt.code == "StoppedByOperator"
+    # AND the redrive sends the rest, not that row
+    ledger.clear_halt(CID)
+    result = run(items(3), mailer, ledger, clock, attempt="child-1-redrive")
+    assert mailer.calls == ["person2", "person3", "person4"]
+    assert [(r["row"], r["status"], r.get("code")) for r in result.rows] == [
+        (2, "failed", "OutcomeUnknown"),
+        (3, "sent", None),
+        (4, "sent", None),
+    ]
 
 
 def test_unknown_outcomes_apart_are_each_tried_twice_and_never_halt(ledger, clock):
