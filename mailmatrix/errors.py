@@ -38,6 +38,12 @@ class LedgerLost(ConfigurationError):
     or put back from a backup taken before those runs). A run would mail those people again."""
 
 
+class NameLikeAnother(ConfigurationError):
+    """The file's name is that of a file run before but for case (``Offers.csv`` after
+    ``offers.csv``): a name is a campaign, so this one would be sent in full, though on a
+    disk that ignores case, and to a person, the two are one file."""
+
+
 class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 

@@ -47,12 +47,13 @@ from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
     InputFileError,
+    NameLikeAnother,
     ObjectChanged,
     StorageError,
     TemplateError,
     UploadReplaced,
 )
-from mailmatrix.ports import Ledger, Mailer, ObjectInfo, Storage, Upload
+from mailmatrix.ports import CampaignName, Ledger, Mailer, ObjectInfo, Storage, Upload
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,31 @@ def campaign_id_for(source: Source) -> str:
     key = unicodedata.normalize("NFC", source.key)
     digest = hashlib.sha256(f"{source.bucket}/{key}".encode())
     return "c-" + digest.hexdigest()[:16]
+
+
+def campaign_name(source: Source) -> str:
+    """The name the ledger records for the campaign of ``source`` (Ledger.record_name): its
+    bucket and key, in NFC, as campaign_id_for reads them."""
+    return unicodedata.normalize("NFC", f"{source.bucket}/{source.key}")
+
+
+def name_like_another(source: Source, other: CampaignName, *, stack: str) -> NameLikeAnother:
+    """The refusal of ``source``, whose name is alike ``other``'s, a campaign run before:
+    what it would do, and the way on for the same file and for a new campaign."""
+    name = source.key.rsplit("/", 1)[-1]
+    other_name = other.name.rsplit("/", 1)[-1]
+    if stack:
+        same = f"upload it as {other.name.split('/', 1)[-1]} (the name it had)"
+    else:
+        same = f"run it as {other_name} (rename it)"
+    return NameLikeAnother(
+        f"{name}: a file named {other_name} was run before (campaign {other.campaign}): names"
+        " that differ only in case are different campaigns here, so this one would mail"
+        " everyone in it again, though many disks, and most people, take the two for one"
+        f" file. Nothing was sent. If it is the same file, {same}: its rows sent already are"
+        " skipped; if it is a new campaign, give it a name that differs by more than case",
+        details={"code": "NameLikeAnother", "campaign": other.campaign, "name": other.name},
+    )
 
 
 def retry_command(source: Source, stack: str, *, unknown: bool = False) -> str:
@@ -473,6 +499,10 @@ def validate_job(
     rejects_key = f"{reports}rejects.csv"
     dry_run = source.key.startswith(DRY_RUN_PREFIX)
     ledger = None if dry_run else open_ledger()  # a dry run sends nothing: no ledger
+    if ledger is not None:
+        alike = ledger.record_name(campaign_id, campaign_name(source))
+        if alike is not None:
+            raise name_like_another(source, alike, stack=settings.stack)
     retry = _Retry(upload, campaign_id, ledger)
     counting = preflight is not None and preflight_counts
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None

@@ -91,10 +91,12 @@ from mailmatrix.jobs import (
     ShortKeys,
     Source,
     campaign_id_for,
+    campaign_name,
     load_templates,
+    name_like_another,
     retry_metadata,
 )
-from mailmatrix.ports import FileOwner, Halt, Notification
+from mailmatrix.ports import CampaignName, FileOwner, Halt, Notification, name_fold
 from mailmatrix.private import private_files
 from mailmatrix.program import program
 from mailmatrix.settings import Settings
@@ -1012,6 +1014,7 @@ def check_earlier_runs(
     wd = Workdir(Path(workdir))
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
+    check_name_alike(wd, csv_path)
     way = campaign_way(None, templates, attachments, sender_of(sender))
     check_campaign_way(wd, campaign, csv_path.name, way)
     found = campaign in _deliveries(wd)
@@ -1317,6 +1320,7 @@ def run_campaign(
         check_demo_recipients(csv_path, mailer, templates_dir)
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
+    check_name_alike(wd, csv_path)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
     if retries:
@@ -1423,6 +1427,41 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
         " domains reserved for examples: example.com, example.org, example.net, .example,"
         " .test, .invalid, .localhost)"
     )
+
+
+def check_name_alike(wd: Workdir, csv_path: Path) -> None:
+    """Refuse (NameLikeAnother) a file whose name is alike (but for case) that of a file run
+    in ``wd`` before, as Validate would: the ledger's record of names (Ledger.record_name),
+    else, for runs from before it, the files the local bucket holds under incoming/. Reads
+    only."""
+    source = Source(LOCAL_BUCKET, incoming_key(csv_path), "", None)
+    campaign = campaign_id_for(source)
+    found = None
+    if wd.has_ledger():
+        with _local_ledger(wd, read_only=True) as ledger:
+            found = ledger.named_alike(campaign_name(source))
+    if found is None:
+        found = _incoming_alike(wd, csv_path.name)
+    if found is not None and found.campaign != campaign:
+        raise name_like_another(source, found, stack="")
+
+
+def _incoming_alike(wd: Workdir, name: str) -> CampaignName | None:
+    """A file under the local bucket's incoming/ whose name is alike ``name`` (but for case)
+    and whose campaign ran in ``wd`` (deliveries.json), or None."""
+    folder = wd.bucket / "incoming"
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    except OSError:  # no runs here yet
+        return None
+    folded, ran = name_fold(name), _deliveries(wd)
+    for other in names:
+        if name_fold(other) != folded:
+            continue
+        campaign = campaign_of_file(Path(other))
+        if campaign in ran:
+            return CampaignName(campaign, f"{LOCAL_BUCKET}/{incoming_key(Path(other))}")
+    return None
 
 
 def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]) -> None:

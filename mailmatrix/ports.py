@@ -7,6 +7,7 @@ these protocols, never on boto3.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
@@ -218,6 +219,20 @@ class Upload:
     execution: str
 
 
+class CampaignName(NamedTuple):
+    """The name of a campaign's file (``bucket/key``, in NFC), as the ledger recorded it
+    (Ledger.record_name)."""
+
+    campaign: str
+    name: str
+
+
+def name_fold(name: str) -> str:
+    """``name`` as names are compared for likeness (Ledger.record_name): case folded, in
+    Unicode's compatibility form (a fullwidth letter is its plain one)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 class FileOwner(NamedTuple):
     """A file an earlier letter of a campaign carried as its recipient's own, and that letter
     may have gone out (Ledger.file_owners)."""
@@ -415,6 +430,18 @@ class Ledger(Protocol):
 
     def latest_upload(self, campaign: str) -> Upload | None:
         """The campaign's latest validated upload (record_upload), or None."""
+        ...
+
+    def record_name(self, campaign: str, name: str) -> CampaignName | None:
+        """Record ``name``, ``campaign``'s file (``bucket/key`` in NFC), as its campaign's,
+        unless a file of a name alike (equal but for case, name_fold) is recorded as another
+        campaign's: return that one, nothing written. One conditional write. Two names alike
+        are two campaigns, each sent in full, where a disk or a person takes them for one."""
+        ...
+
+    def named_alike(self, name: str) -> CampaignName | None:
+        """The campaign recorded (record_name) for a file of a name alike ``name`` (its own
+        too), or None."""
         ...
 
     def campaign_status(self, campaign: str) -> CampaignStatus:

@@ -6,7 +6,9 @@ indexes ``by_message_id`` (``message_id``) so SES events find their entry and ``
 an item keyed ``halt#<campaign>``, a batch being sent one keyed ``batch#<attempt>``, the
 campaign's latest validated upload one keyed ``upload#<campaign>``, the names of the template
 sets a campaign has used one keyed ``sets#<campaign>`` (a string set), its rows in a row left
-unanswered one keyed ``unanswered#<campaign>`` (``rows``, a list, and ``at``), the recipient a
+unanswered one keyed ``unanswered#<campaign>`` (``rows``, a list, and ``at``), the campaign a
+file's name is (``name_campaign``, ``name``) one keyed ``name#<sha256 of the name folded>``
+(names alike share it, see ports.name_fold), the recipient a
 file named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
 (``recipient``, ``masked``: the address masked, ``letter``: the key of the letter that carries
 it; ``campaign`` and ``row``, -1 - the letter's row, list it in ``by_campaign`` below the
@@ -47,6 +49,7 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignName,
     CampaignStatus,
     Claim,
     FileOwner,
@@ -59,6 +62,7 @@ from mailmatrix.ports import (
     Upload,
     doubt_reason,
     letter_parts,
+    name_fold,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,6 +98,7 @@ _UPLOAD_NAMES = {
 }
 SETS_PREFIX = "sets#"
 UNANSWERED_PREFIX = "unanswered#"
+NAME_PREFIX = "name#"
 _SETS_TRIES = 5
 
 
@@ -581,6 +586,38 @@ class DynamoDbLedger:
         except BotoCoreError as error:
             raise self._error("record_upload", upload.campaign, error) from error
         return upload
+
+    def record_name(self, campaign: str, name: str) -> CampaignName | None:
+        """Record ``name`` as ``campaign``'s file unless a name alike is another campaign's:
+        return that one (see the Ledger port). One update that sets the campaign and name
+        only where the item has none (if_not_exists) and returns what the item holds."""
+        now = int(self._clock())
+        try:
+            response = self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": _name_key(name)}},
+                UpdateExpression="SET #c = if_not_exists(#c, :c), #n = if_not_exists(#n, :n),"
+                " #exp = :exp",
+                ExpressionAttributeNames={
+                    "#c": "name_campaign",
+                    "#n": "name",
+                    "#exp": "expires_at",
+                },
+                ExpressionAttributeValues={
+                    ":c": {"S": campaign},
+                    ":n": {"S": name},
+                    ":exp": {"N": str(now + self.retention_seconds)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("record_name", campaign, error) from error
+        found = _campaign_name(response.get("Attributes"))
+        return None if found is None or found.campaign == campaign else found
+
+    def named_alike(self, name: str) -> CampaignName | None:
+        """The campaign recorded for a file of a name alike ``name``, or None (one read)."""
+        return _campaign_name(self._get_item(_name_key(name)))
 
     def latest_upload(self, campaign: str) -> Upload | None:
         """The campaign's latest validated upload, or None."""
@@ -1071,6 +1108,17 @@ def _halt(campaign: str, item: dict[str, Any] | None) -> Halt | None:
         attempt=entry["attempt"],
         at=float(entry["at"]),
     )
+
+
+def _name_key(name: str) -> str:
+    """The key of the item of names alike ``name`` (a digest: a key holds 2,048 bytes)."""
+    return NAME_PREFIX + hashlib.sha256(name_fold(name).encode()).hexdigest()
+
+
+def _campaign_name(item: dict[str, Any] | None) -> CampaignName | None:
+    if not item or "name_campaign" not in item:
+        return None
+    return CampaignName(item["name_campaign"]["S"], item["name"]["S"])
 
 
 def _unanswered(item: dict[str, Any] | None) -> Unanswered | None:

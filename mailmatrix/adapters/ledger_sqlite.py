@@ -52,6 +52,7 @@ from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
     UNCERTAIN_RELEASE,
+    CampaignName,
     CampaignStatus,
     Claim,
     FileOwner,
@@ -64,6 +65,7 @@ from mailmatrix.ports import (
     Upload,
     doubt_reason,
     letter_parts,
+    name_fold,
 )
 from mailmatrix.processes import process_token, token_running
 
@@ -130,6 +132,11 @@ CREATE TABLE IF NOT EXISTS unanswered (
     campaign TEXT PRIMARY KEY,
     rows TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS names (
+    folded TEXT PRIMARY KEY,
+    campaign TEXT NOT NULL,
+    name TEXT NOT NULL
 );
 """
 
@@ -635,6 +642,28 @@ class SqliteLedger:
             ).fetchone()
         return Upload(upload.campaign, *found)
 
+    def record_name(self, campaign: str, name: str) -> CampaignName | None:
+        """Record ``name`` as ``campaign``'s file, unless a name alike is another campaign's:
+        return that one (see the Ledger port). One insert, then one read when it was there."""
+        with self._transaction(f"record_name {campaign}") as db:
+            folded = name_fold(name)
+            db.execute(
+                "INSERT INTO names (folded, campaign, name) VALUES (?, ?, ?)"
+                " ON CONFLICT (folded) DO NOTHING",
+                (folded, campaign, name),
+            )
+            found = db.execute(
+                "SELECT campaign, name FROM names WHERE folded = ?", (folded,)
+            ).fetchone()
+        return None if found[0] == campaign else CampaignName(*found)
+
+    def named_alike(self, name: str) -> CampaignName | None:
+        """The campaign recorded for a file of a name alike ``name``, or None."""
+        found = self._statement(
+            "named_alike", "SELECT campaign, name FROM names WHERE folded = ?", (name_fold(name),)
+        )
+        return CampaignName(*found[0]) if found else None
+
     def latest_upload(self, campaign: str) -> Upload | None:
         """The campaign's latest validated upload, or None."""
         found = self._statement(
@@ -836,6 +865,7 @@ _ADDED_COLUMNS = (
     ("sends", "file_source", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
+    ("names", "name", "TEXT NOT NULL"),
 )
 
 

@@ -48,6 +48,7 @@ from mailmatrix.errors import (
     InputFileError,
     LedgerLost,
     MailMatrixError,
+    NameLikeAnother,
     NoEarlierRun,
 )
 from mailmatrix.jobs import report_key
@@ -131,6 +132,7 @@ INPUT_ERRORS = (
     "InputFileError",
     "TemplateError",
     "TemplateSetsChanged",
+    "NameLikeAnother",
     "ConfigurationError",
     "NothingToSend",
 )
@@ -572,7 +574,14 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        refusals = DeliveryChanged | NoEarlierRun | DemoTemplates | BadWorkdir | LedgerLost
+        refusals = (
+            DeliveryChanged
+            | NoEarlierRun
+            | DemoTemplates
+            | BadWorkdir
+            | LedgerLost
+            | NameLikeAnother
+        )
         if isinstance(error, refusals):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)

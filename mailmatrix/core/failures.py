@@ -86,6 +86,7 @@ _PLAIN = {
     "InputFileError": "the file cannot be used as it is",
     "TemplateError": "the templates cannot be used with this file",
     "TemplateSetsChanged": "the templates lack a set that earlier runs used",
+    "NameLikeAnother": "a file of the same name but for case was run before",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
@@ -195,6 +196,12 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "once the URL names a mail server that answers as its scheme says (started, at that"
             " host and port): a redrive connects to the same URL (for another host, port or"
             " scheme, run the file again with that URL)."
+        )
+    if "NameLikeAnother" in errors:
+        return (
+            "a file of the same name but for case was run before, so a redrive meets it again."
+            " Run the file under that name if it is the same file (its rows sent are skipped),"
+            " or under a name that differs by more than case if it is a new campaign."
         )
     if errors & _UNUSABLE_INPUT:
         return (

@@ -166,12 +166,12 @@ def test_validate_asks_the_ledger_once_for_the_campaign_not_once_per_row(
     # settled (for the quota), and of its file owners (their letters' rows after them; its
     # first page is one item, so a campaign without owners costs one small request): three
     # requests in all. And one read of the template set names the campaign used, which have
-    # not changed: nothing written for them; and one update recording this upload as the
-    # campaign's latest
+    # not changed: nothing written for them; and two updates: the file's name recorded as
+    # its campaign's (no name alike is another's), and this upload as the campaign's latest
     # The letters sent with a file of their own add queries of the by_file index (none of
     # the campaign): one per distinct size of the listed attachments (sent_sizes); none per
     # row, though every row's file has the size of a letter sent (its own): the run skips
     # those letters (settled), so their files are not asked after (sent_copies).
     sizes = {path.stat().st_size for path in (e2e.EXAMPLE / "attachments").iterdir()}
     assert again["status"] == "SUCCEEDED", again.get("cause")
-    assert calls == Counter({"Query": 3 + len(sizes), "GetItem": 1, "UpdateItem": 1})
+    assert calls == Counter({"Query": 3 + len(sizes), "GetItem": 1, "UpdateItem": 2})

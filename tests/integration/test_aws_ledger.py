@@ -32,6 +32,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_file_owners,
     check_file_owners_by_state,
     check_latest_upload,
+    check_names,
     check_outcomes_of,
     check_release_failed,
     check_sent_copies,
@@ -575,6 +576,10 @@ def test_settled_keys_read_the_campaign_index_once_and_return_keys_only(ledger):
     (request,) = counting.queries
     assert request["IndexName"] == "by_campaign"
     assert request["ProjectionExpression"] == "#k"
+
+
+def test_a_files_name_is_its_campaigns_and_a_name_alike_is_refused(ledger):
+    check_names(ledger)
 
 
 def test_the_latest_validated_upload_is_the_one_stored_last(ledger):

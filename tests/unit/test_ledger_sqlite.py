@@ -38,6 +38,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_file_owners,
     check_file_owners_by_state,
     check_latest_upload,
+    check_names,
     check_outcomes_of,
     check_release_failed,
     check_sent_copies,
@@ -790,6 +791,10 @@ def test_settled_keys_come_a_page_at_a_time_each_once(ledger, monkeypatch):
     # WHEN the settled keys are read THEN each comes once, in pages no larger than 3
     assert sorted(ledger.settled_keys("c")) == sorted(rows)
     assert statements == [3, 3, 2]
+
+
+def test_a_files_name_is_its_campaigns_and_a_name_alike_is_refused(ledger):
+    check_names(ledger)
 
 
 def test_the_latest_validated_upload_is_the_one_stored_last(ledger):
