@@ -33,7 +33,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -740,10 +740,25 @@ KNOWN_WORKDIRS = "known-workdirs.json"
 
 @dataclass
 class KnownWorkdirs:
-    """The known workdirs' deliveries, read under their lock (see _known_locked)."""
+    """The known workdirs' deliveries, read under their lock (see _known_locked), and how
+    many letters of each campaign each workdir's ledger held as sent at the end of its last
+    run through a server (``sent``: the most seen; outside the workdir, a workdir put back
+    whole from an older backup cannot take it back with it)."""
 
     path: Path
     workdirs: dict[str, dict[str, list[str]]]
+    sent: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def sent_mark(self, here: str, campaign: str) -> int:
+        """The most letters of ``campaign`` the ledger of ``here`` was seen to hold as sent."""
+        return self.sent.get(here, {}).get(campaign, 0)
+
+    def mark_sent(self, here: str, campaign: str, sent: int) -> None:
+        """Keep that the ledger of ``here`` holds ``sent`` letters of ``campaign`` as sent
+        (the most seen), and save."""
+        if sent > self.sent_mark(here, campaign):
+            self.sent.setdefault(here, {})[campaign] = sent
+            self._save()
 
     def add(self, here: str, campaign: str, delivery: str) -> None:
         """Record that ``here`` delivers ``campaign`` through ``delivery``, and save."""
@@ -767,7 +782,8 @@ class KnownWorkdirs:
     def _save(self) -> None:
         tmp = self.path.with_name(f".{KNOWN_WORKDIRS}.tmp")
         try:
-            text = json.dumps({"workdirs": self.workdirs}, indent=2, sort_keys=True) + "\n"
+            kept = {"workdirs": self.workdirs, "sent": self.sent}
+            text = json.dumps(kept, indent=2, sort_keys=True) + "\n"
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:
@@ -793,7 +809,7 @@ def _known_locked() -> Iterator[KnownWorkdirs]:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield KnownWorkdirs(path, _read_known(path))
+        yield KnownWorkdirs(path, _read_known(path), _read_sent(path))
     finally:
         os.close(fd)  # which releases the lock
 
@@ -849,6 +865,24 @@ def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
     return workdirs
 
 
+def _read_sent(path: Path) -> dict[str, dict[str, int]]:
+    """The letters sent by workdir and campaign that the record at ``path`` keeps (see
+    KnownWorkdirs; none in a record from before they were kept). Read after _read_known,
+    which refuses a record that cannot be read."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+    sent = found.get("sent") if isinstance(found, dict) else None
+    if not isinstance(sent, dict):
+        return {}
+    return {
+        workdir: {c: n for c, n in marks.items() if isinstance(n, int) and not isinstance(n, bool)}
+        for workdir, marks in sent.items()
+        if isinstance(marks, dict)
+    }
+
+
 def _deliveries_through_servers(root: Path) -> dict[str, list[str]]:
     """The campaigns the workdir at ``root`` delivered through a server, by its own record."""
     workdir = Workdir(root)
@@ -900,6 +934,7 @@ def check_other_workdirs(
             " again; nothing was sent. Run the file in the folder the workdir was moved to. If"
             " this file is another campaign, give it a new file name and run that"
         )
+    check_sent_mark(wd, campaign, name, known)
     for other, servers in others.items():
         server = next((s for s in servers if same_server(s, delivery)), None)
         if other == here or server is None:
@@ -924,6 +959,38 @@ def check_other_workdirs(
             " new file name and run that"
         )
     known.add(here, campaign, delivery)
+
+
+def check_sent_mark(
+    wd: Workdir, campaign: str, name: str, known: KnownWorkdirs | None = None
+) -> None:
+    """Refuse (LedgerLost) a run of ``campaign`` in ``wd`` whose ledger holds fewer of its
+    letters as sent than the record of workdirs (``known``; None: read here, without its
+    lock) saw it hold: the workdir, its ledger and its own record (deliveries.json)
+    together, was put back from an older backup, and would mail again the people mailed
+    since. One indexed count, only where the record has a mark."""
+    if known is None:
+        from mailmatrix.cli.defaults import default_workdir
+
+        path = default_workdir() / KNOWN_WORKDIRS
+        known = KnownWorkdirs(path, {}, _read_sent(path))
+    mark = known.sent_mark(str(wd.root.resolve()), campaign)
+    if not mark or not wd.has_ledger():  # no ledger at all: the checks beside this say it
+        return
+    with _local_ledger(wd, read_only=True) as ledger:
+        sent = ledger.sent_count(campaign)
+    if sent >= mark:
+        return
+    raise LedgerLost(
+        f"{name}: the record of the workdirs ({known.path}) saw the ledger of this workdir,"
+        f" {wd.root}, hold {mark} of this file's letters as sent through a mail server, but it"
+        f" holds {sent}: the workdir was put back from a backup older than its last run? A run"
+        " here would mail again the people mailed since; nothing was sent. Put back the"
+        " workdir as its last run left it (its ledger.sqlite3, with its -wal file), and run"
+        " the file again: rows already sent are skipped. If that is lost, the letters sent"
+        " since the backup are unknown here: find in the mail server's log who got them,"
+        " take those rows out of the file, and run the rest under a new file name"
+    )
 
 
 def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
@@ -1014,6 +1081,7 @@ def check_earlier_runs(
     wd = Workdir(Path(workdir))
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
+    check_sent_mark(wd, campaign, csv_path.name)
     check_name_alike(wd, csv_path)
     way = campaign_way(None, templates, attachments, sender_of(sender))
     check_campaign_way(wd, campaign, csv_path.name, way)
@@ -1493,6 +1561,8 @@ def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) 
         if ledger.has_entries(campaign):
             sent = ledger.sent_count(campaign)
             record_campaign_way(wd, campaign, way, in_ledger=True, sent=sent)
+            if known is not None:
+                known.mark_sent(str(wd.root.resolve()), campaign, sent)
         elif first:
             forget_campaign_way(wd, campaign)
             if known is not None:

@@ -769,6 +769,50 @@ def test_a_workdir_moved_after_sending_still_holds_the_file(smtp_inbox, tmp_path
     assert len(inbox.envelopes) == 18
 
 
+def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(smtp_inbox, tmp_path: Path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    header, *rows = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path = tmp_path / "offers" / "offers.csv"
+    csv_path.parent.mkdir()
+    run = _runner(str(csv_path))
+    attachments = ["--attachments", str(EXAMPLE / "attachments")]
+    workdir = tmp_path / "work"
+
+    # GIVEN the first ten rows sent through a server, and the workdir backed up then
+    csv_path.write_text("\n".join([header, *rows[:10]]) + "\n", encoding="utf-8")
+    assert run(workdir, "--smtp", url, *attachments).exit_code == 0
+    first = len(inbox.envelopes)
+    shutil.copytree(workdir, tmp_path / "backup", symlinks=True)
+    # AND the rest of the file sent after the backup
+    csv_path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    assert run(workdir, "--smtp", url, *attachments).exit_code == 0
+    assert len(inbox.envelopes) > first
+
+    # WHEN the workdir is put back whole from that backup (ledger and its own record alike)
+    # and the file runs again
+    shutil.rmtree(workdir)
+    shutil.copytree(tmp_path / "backup", workdir, symlinks=True)
+    again = run(workdir, "--smtp", url, *attachments)
+
+    # THEN it is refused by the record kept outside the workdir: nobody is mailed again
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"hold {len(inbox.envelopes)} of this file's letters as sent" in said
+    assert f"but it holds {first}: the workdir was put back from a backup" in said
+    assert len(inbox.envelopes) == 18
+    # AND validate says so too, as run would
+    checked = CliRunner().invoke(
+        cli, ["validate", str(csv_path), "--workdir", str(workdir), *attachments]
+    )
+    assert checked.exit_code == 2, checked.output
+
+
 def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
     smtp_inbox, tmp_path: Path, monkeypatch
 ):
