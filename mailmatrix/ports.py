@@ -356,7 +356,8 @@ class Ledger(Protocol):
         timeout or a lost Lambda reply does not stop the function; nor does aborting an
         execution that is then redriven), and both tries claim rows as the same attempt: the
         later one must wait until the earlier has ended (end_batch), passed its deadline, or,
-        where the ledger can tell, lost its process.
+        where the ledger can tell, lost its process, or ended without its end_batch written
+        (a local ledger that could not be written).
         """
         ...
 

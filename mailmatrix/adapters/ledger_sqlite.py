@@ -25,16 +25,25 @@ flock is missing, writers fall back to polling.
 
 The ledger is local to one machine, so each claim and batch also records the process that
 made it: one whose process has ended (a run or a worker killed) is not waited for until its
-lease or deadline passes, and a later run or redrive takes its rows over at once.
+lease or deadline passes, and a later run or redrive takes its rows over at once. An
+invocation holding a batch also locks a byte of a file beside the ledger (``<ledger>-holds``)
+until it ends: a hold it could not end (the ledger could not be written) is not waited for
+either, by a retry in any process (begin_batch).
+
+A write that fails for want of room (a full disk, the file size limit) says so in plain words
+(_no_room), where SQLite says "disk I/O error" for the file size limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import logging
 import os
 import random
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -47,6 +56,8 @@ try:
 except ImportError:  # not on this system: writers poll SQLite's lock instead
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.core.failures import DISK_FULL
+from mailmatrix.disk import file_size_limit, size_limit_words
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
@@ -100,7 +111,8 @@ CREATE TABLE IF NOT EXISTS batches (
     attempt TEXT PRIMARY KEY,
     invocation TEXT NOT NULL,
     holder TEXT,
-    until REAL NOT NULL
+    until REAL NOT NULL,
+    locked INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS uploads (
     campaign TEXT PRIMARY KEY,
@@ -166,6 +178,48 @@ _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertai
 _T = TypeVar("_T")
 
 
+def _unlock(lock: int | None) -> None:
+    """Drop a batch hold's lock (SqliteLedger._hold_lock), if taken."""
+    if lock is not None:
+        os.close(lock)
+
+
+def _error(path: str, what: str, exc: sqlite3.Error) -> LedgerError:
+    """The LedgerError of ``what`` on the ledger at ``path`` that failed with ``exc``: where
+    a write found no room, why, in plain words (_no_room)."""
+    why = _no_room(path, exc)
+    if why is None:
+        return LedgerError(f"ledger {path}: {what}: {exc}")
+    return LedgerError(f"ledger {path}: {what}: cannot write the ledger: {why} (SQLite: {exc})")
+
+
+def _no_room(path: str, exc: sqlite3.Error) -> str | None:
+    """Why ``exc`` could not write the ledger at ``path`` (or the -wal file beside it), in
+    plain words, when it is for want of room; else None.
+
+    SQLite reports a full disk (ENOSPC) as SQLITE_FULL, and every other failed write, the
+    file size limit's EFBIG included, as an SQLITE_IOERR without the errno: a ledger whose
+    file or -wal file is as large as the limit (nearly: the write would have passed it) has
+    met it; a disk with no space left for this user is full.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in (_SQLITE_IOERR, _SQLITE_FULL):
+        return None
+    if code & 0xFF == _SQLITE_FULL:
+        return DISK_FULL
+    limit = file_size_limit()
+    if limit is not None:
+        for file in (path, f"{path}-wal"):
+            with contextlib.suppress(OSError):
+                if os.path.getsize(file) + _NEAR_THE_LIMIT >= limit:
+                    return size_limit_words(limit)
+    try:
+        found = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return DISK_FULL if found.f_bavail == 0 else None
+
+
 def _while_busy(action: Callable[[], _T]) -> _T:
     """Run ``action``, again while another connection holds the lock it needs (up to 30 s),
     after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler sleeps 1, 2, 5, 10 ms)."""
@@ -197,9 +251,17 @@ def _read_only_uri(path: str) -> str | None:
     return f"{file.as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
 
 
-# The holds of this process's invocations that ended without end_batch recording it: the
-# attempt of each, with its invocation.
-_unended: dict[str, str] = {}
+# How an invocation locks its batch hold (see begin_batch): an open file description lock
+# (Linux), which belongs to the descriptor that took it, not to the process, so two threads
+# of a process lock apart; None where the system has none.
+# NOTE: there (macOS, BSD) holds are recorded unlocked, and one whose end could not be written
+# is waited for until its ``until``, in this process too.
+_LOCK_WITHOUT_WAITING = getattr(fcntl, "F_OFD_SETLK", None) if fcntl is not None else None
+# How far below the file size limit a ledger file counts as having reached it: a write that
+# failed there would have passed it (SQLite writes a page and its header at a time).
+_NEAR_THE_LIMIT = 64 * 1024
+_SQLITE_IOERR = 10
+_SQLITE_FULL = 13
 
 
 class SqliteLedger:
@@ -218,6 +280,9 @@ class SqliteLedger:
         self._clock = clock
         self._lock = threading.Lock()
         self._turns: tuple[int, int] | None = None  # (pid, fd) of the lock file, once opened
+        # The descriptors locking the batches held here, by (attempt, invocation): begin_batch
+        # opens each, end_batch closes it.
+        self._holds: dict[tuple[str, str], int] = {}
         uri = _read_only_uri(self.path) if read_only else None
         try:
             self._db = sqlite3.connect(
@@ -228,7 +293,7 @@ class SqliteLedger:
                 uri=uri is not None,
             )
         except sqlite3.Error as exc:
-            raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+            raise _error(self.path, "cannot open", exc) from exc
         if uri is not None:
             self._db = _up_to_date(self._db, self.path)
             return
@@ -244,7 +309,7 @@ class SqliteLedger:
         except BaseException as exc:
             self._db.close()  # a file that is no ledger (or busy for good): not left open
             if isinstance(exc, sqlite3.Error):
-                raise LedgerError(f"ledger {self.path}: cannot open: {exc}") from exc
+                raise _error(self.path, "cannot open", exc) from exc
             raise
 
     def _set_up(self) -> None:
@@ -271,7 +336,8 @@ class SqliteLedger:
         return cls(url[len(prefix) :])
 
     def close(self) -> None:
-        """Close the connection (and the lock file)."""
+        """Close the connection (and the lock file). A batch still held here keeps its lock
+        until its end_batch, or this process's end: its invocation may still be sending."""
         with self._lock:
             self._db.close()
             if self._turns is not None and self._turns[0] == os.getpid() and self._turns[1] >= 0:
@@ -326,7 +392,7 @@ class SqliteLedger:
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+                raise _error(self.path, what, exc) from exc
 
     def claim(
         self,
@@ -421,46 +487,91 @@ class SqliteLedger:
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier
-        invocation still holds it while before its ``until`` and its process runs.
+        invocation still holds it while before its ``until``, while its process runs, and, if
+        it locked its hold, while the lock is held.
 
-        The holds this process's invocations could not end (end_batch failed: a full disk, a
-        file size limit) end here first, once the ledger can be written: they kept the
-        batch's retries waiting as ClaimBusy until their ``until`` (a quarter of an hour)."""
-        ended = dict(_unended)
+        The lock (_hold_lock) lasts as long as the invocation: end_batch drops it before it
+        deletes the hold, and so does the end of its process. A hold that could not be
+        deleted (a full disk, a file size limit) would keep the batch's retries in the other
+        worker processes of the run, whose holder still runs, waiting as ClaimBusy until its
+        ``until`` (a quarter of an hour): its free lock tells them it has ended. A hold
+        recorded unlocked (by an earlier version, or where the lock could not be taken) is
+        waited for as before.
+        """
+        lock = self._hold_lock(attempt)
+        try:
+            other = self._hold(attempt, invocation, until, locked=lock is not None)
+        except BaseException:
+            _unlock(lock)
+            raise
+        if other is not None:
+            _unlock(lock)
+        elif lock is not None:
+            self._holds[(attempt, invocation)] = lock
+        return other
+
+    def _hold(self, attempt: str, invocation: str, until: float, *, locked: bool) -> str | None:
+        """Record ``invocation``'s hold on ``attempt``'s batch (``locked``: it holds the lock
+        of the attempt's byte) unless another invocation holds it; return that one, or None."""
         with self._transaction(f"begin_batch {attempt[-12:]}") as db:
-            db.executemany(
-                "DELETE FROM batches WHERE attempt = ? AND invocation = ?", ended.items()
-            )
             found = db.execute(
-                "SELECT invocation, holder, until FROM batches WHERE attempt = ?", (attempt,)
+                "SELECT invocation, holder, until, locked FROM batches WHERE attempt = ?",
+                (attempt,),
             ).fetchone()
             if found is not None:
-                other, holder, other_until = found
-                if other != invocation and other_until > self._clock() and token_running(holder):
+                other, holder, other_until, other_locked = found
+                ended = other_locked and locked  # the other's lock was free to take
+                if (
+                    other != invocation
+                    and other_until > self._clock()
+                    and token_running(holder)
+                    and not ended
+                ):
                     return str(other)
             db.execute(
-                "INSERT INTO batches (attempt, invocation, holder, until) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (attempt) DO UPDATE SET invocation = excluded.invocation,"
-                " holder = excluded.holder, until = excluded.until",
-                (attempt, invocation, process_token(), until),
+                "INSERT INTO batches (attempt, invocation, holder, until, locked)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (attempt) DO UPDATE SET"
+                " invocation = excluded.invocation, holder = excluded.holder,"
+                " until = excluded.until, locked = excluded.locked",
+                (attempt, invocation, process_token(), until, int(locked)),
             )
-        for key in ended:
-            _unended.pop(key, None)
         return None
 
     def end_batch(self, attempt: str, *, invocation: str) -> None:
-        """Forget ``invocation``'s hold on ``attempt``'s batch; when that cannot be written,
-        the next begin_batch of this process forgets it."""
+        """Forget ``invocation``'s hold on ``attempt``'s batch. Its lock goes first, which
+        needs no write: where the hold cannot be deleted, it is known to have ended."""
+        _unlock(self._holds.pop((attempt, invocation), None))
+        self._statement(
+            f"end_batch {attempt[-12:]}",
+            "DELETE FROM batches WHERE attempt = ? AND invocation = ?",
+            (attempt, invocation),
+            write=True,
+        )
+
+    def _hold_lock(self, attempt: str) -> int | None:
+        """A new descriptor of ``<ledger>-holds`` that locks ``attempt``'s byte, or None: a
+        live invocation of the attempt holds it (or, by a rare chance, of another attempt
+        whose byte is the same), or the system cannot lock so. The lock needs no room on
+        the disk: the file stays empty."""
+        if _LOCK_WITHOUT_WAITING is None:
+            return None
         try:
-            self._statement(
-                f"end_batch {attempt[-12:]}",
-                "DELETE FROM batches WHERE attempt = ? AND invocation = ?",
-                (attempt, invocation),
-                write=True,
-            )
-        except LedgerError:
-            _unended[attempt] = invocation
-            raise
+            fd = os.open(f"{self.path}-holds", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.debug("ledger: no holds file beside %s (%s): holds unlocked", self.path, exc)
+            return None
+        byte = int.from_bytes(hashlib.sha256(attempt.encode()).digest()[:6], "big")
+        # struct flock: type, whence, start, length, pid (0, as an open file description
+        # lock requires)
+        lock = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+        try:
+            fcntl.fcntl(fd, _LOCK_WITHOUT_WAITING, lock)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):  # not merely held
+                log.debug("ledger: cannot lock a hold in %s-holds (%s)", self.path, exc)
+            return None
+        return fd
 
     def _statement(
         self, what: str, sql: str, parameters: tuple[object, ...], *, write: bool = False
@@ -472,7 +583,7 @@ class SqliteLedger:
             try:
                 return self._locked(sql, parameters).fetchall()
             except sqlite3.Error as exc:
-                raise LedgerError(f"ledger {self.path}: {what}: {exc}") from exc
+                raise _error(self.path, what, exc) from exc
 
     def record_sent(
         self,
@@ -863,6 +974,7 @@ _ADDED_COLUMNS = (
     ("sends", "file_sha256", "TEXT"),
     ("sends", "file_print", "TEXT"),
     ("sends", "file_source", "TEXT"),
+    ("batches", "locked", "INTEGER NOT NULL DEFAULT 0"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
@@ -901,7 +1013,8 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     for the columns of this version (a letter's file): the copy has them, empty for what
     the earlier version did not record. Its cost, the ledger in memory, only then."""
     try:
-        if not _missing_columns(db):
+        # Only begin_batch reads the batches table, which a ledger read-only never runs.
+        if all(table == "batches" for table, _, _ in _missing_columns(db)):
             return db
         copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         db.backup(copy)

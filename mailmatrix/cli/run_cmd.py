@@ -27,7 +27,13 @@ from mailmatrix.cli.options import check_send_rate, check_sender
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
-from mailmatrix.core.failures import DRILL_QUOTA_ADVICE, generic_cause, plain_error
+from mailmatrix.core.failures import (
+    DRILL_QUOTA_ADVICE,
+    NO_ROOM_REMEDY,
+    NOT_SENT_TWICE,
+    generic_cause,
+    plain_error,
+)
 from mailmatrix.core.report import (
     FAILED_APART,
     SUPERSEDED,
@@ -38,6 +44,7 @@ from mailmatrix.core.report import (
     superseded_hint,
     unknown_advice,
 )
+from mailmatrix.disk import no_room
 from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
@@ -692,15 +699,17 @@ def add_run_without_drill(
 def _os_error_hint(error: OSError, workdir: Path) -> str:
     """What an OSError that ended a run means, and what to do next."""
     where = Path(error.filename).resolve() if error.filename else None
-    if where is not None and where.is_relative_to(workdir.resolve()):
-        shown = shlex.quote(str(workdir))
-        return (
-            f"cannot write the workdir {workdir}: {error}. Once there is room (or access): if"
-            f" the run had begun, `{program()} executions --workdir {shown}` shows it ABORTED"
-            f" and `{program()} redrive ID --workdir {shown}` sends the rest; if it lists"
-            " none, run the file again."
-        )
     shown = shlex.quote(str(workdir))
+    if where is not None and where.is_relative_to(workdir.resolve()):
+        why = no_room(error)
+        cause = f"{where}: {why} ({error.strerror})" if why else str(error)
+        remedy = NO_ROOM_REMEDY if why else "make room (or give access)"
+        return (
+            f"cannot write the workdir {workdir}: {cause}. {NOT_SENT_TWICE}"
+            f" First {remedy}, then: if the run had begun, `{program()} executions --workdir"
+            f" {shown}` shows it ABORTED and `{program()} redrive ID --workdir {shown}` sends"
+            " the rest (rows recorded as sent are skipped); if it lists none, run the file again."
+        )
     return f"{error}. Fix it, then `{program()} executions --workdir {shown}` shows what ran."
 
 

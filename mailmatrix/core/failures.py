@@ -71,6 +71,19 @@ UNKNOWN_WORDS = "the mail service confirmed no try of"
 # The error of a mail server that refused the connection when checked before sending.
 CANNOT_CONNECT = "CannotConnect"
 
+# Why a file of a local run could not be written for want of room, as its error says it
+# (mailmatrix.disk): the disk full, the user's quota used up, or the file size limit.
+DISK_FULL = "the disk holding it is full"
+QUOTA_USED = "the disk quota of this user is used up"
+SIZE_LIMIT = "the file size limit of this process"
+# What to do then, and why no letter went out twice (a row is claimed in the ledger first).
+NO_ROOM_REMEDY = "free space on its disk, or raise the file size limit (ulimit -f)"
+NOT_SENT_TWICE = (
+    "Nothing was sent twice: each row is claimed in the ledger before it is sent, so a row"
+    " whose claim could not be written was not sent; a row sent when the ledger could not"
+    " record it is counted in doubt (a redrive sends it again, marked as a possible duplicate)."
+)
+
 # The state machine's error names, in the operator's words (the name stays beside them: it
 # is what the console, the history, the report and the AWS documentation call it).
 _PLAIN = {
@@ -100,6 +113,12 @@ def plain_error(error: str | None) -> str:
     if error in _PLAIN:
         return f"{_PLAIN[error]} ({error})"
     return error or ""
+
+
+def no_room_in(message: str) -> bool:
+    """Whether ``message`` says a file could not be written for want of room (a full disk,
+    a used-up quota, the file size limit)."""
+    return any(words in message for words in (DISK_FULL, QUOTA_USED, SIZE_LIMIT))
 
 
 def generic_cause(error: str | None, cause: str) -> bool:
@@ -202,6 +221,11 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "a file of the same name but for case was run before, so a redrive meets it again."
             " Run the file under that name if it is the same file (its rows sent are skipped),"
             " or under a name that differs by more than case if it is a new campaign."
+        )
+    if any(name == "LedgerError" and no_room_in(text) for name, text in pairs):
+        return (
+            f"the send ledger could not be written (see above). {NOT_SENT_TWICE} First"
+            f" {NO_ROOM_REMEDY}, then redrive: rows recorded as sent are skipped."
         )
     if errors & _UNUSABLE_INPUT:
         return (

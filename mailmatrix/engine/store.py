@@ -14,6 +14,7 @@ such a line as never written, and the next append first cuts it off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -106,7 +107,7 @@ class ExecutionStore:
 
     def _append(self, path: pathlib.Path, text: str) -> None:
         """Append whole lines to ``path``, after cutting off a line a killed process tore."""
-        with self._lock, open(path, "a+b") as handle:
+        with self._lock, _naming(path), open(path, "a+b") as handle:
             _cut_torn_tail(handle)
             handle.write(text.encode("utf-8"))
 
@@ -255,9 +256,27 @@ def _child_head(line: bytes, events: int) -> dict[str, Any]:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
+    """Replace ``path`` with ``value`` at once (written beside it, then renamed)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(value, indent=1), encoding="utf-8")
-    os.replace(temporary, path)
+    with _naming(path):
+        try:
+            temporary.write_text(json.dumps(value, indent=1), encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError:
+            temporary.unlink(missing_ok=True)  # what it holds, on a disk that may be full
+            raise
+
+
+@contextlib.contextmanager
+def _naming(path: pathlib.Path) -> Iterator[None]:
+    """Have an OSError raised meanwhile name ``path`` when it names no file: a write to an
+    open file (a full disk, the file size limit) says only "[Errno 27] File too large"."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import csv
 import email
 import email.policy
 import email.utils
+import errno
 import io
 import itertools
 import json
@@ -974,8 +975,6 @@ def test_each_execution_keeps_the_rows_it_validated_for_its_redrives(tmp_path):
 
 
 def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path, monkeypatch):
-    import errno
-
     from mailmatrix.cli import run_cmd
 
     failing = [str(tmp_path / "executions" / "x" / "history.jsonl")]
@@ -996,6 +995,52 @@ def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path,
     code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path))
     assert code == 1
     assert "cannot write the workdir" not in output and "body.txt" in output
+
+
+@pytest.mark.parametrize(
+    ("code", "why"),
+    [
+        (
+            errno.EFBIG,
+            "it reached the file size limit of this process, 40 KiB (ulimit -f) (File too large)",
+        ),
+        (errno.ENOSPC, "the disk holding it is full (No space left on device)"),
+    ],
+    ids=["file size limit", "disk full"],
+)
+def test_a_workdir_without_room_is_said_in_plain_words_with_what_to_do(
+    tmp_path, monkeypatch, code, why
+):
+    from mailmatrix import disk
+    from mailmatrix.cli import run_cmd
+    from mailmatrix.program import program
+
+    # GIVEN a run that ends as a file of its workdir finds no room: a Map Run's children, in
+    # a process whose file size limit is 40 KiB, or on a full disk
+    children = tmp_path / "executions" / "x" / "mapruns" / "y" / "children.jsonl"
+
+    def no_room(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(children))
+
+    monkeypatch.setattr(run_cmd, "run_campaign", no_room)
+    monkeypatch.setattr(disk, "file_size_limit", lambda: 40 * 1024)
+
+    # WHEN it runs
+    exit_code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path))
+
+    # THEN it names the file and why, says that nothing was sent twice, and what to do
+    shown = shlex.quote(str(tmp_path))
+    assert exit_code == 1
+    assert output.splitlines()[-1] == (
+        f"mailmatrix run: cannot write the workdir {tmp_path}: {children}: {why}. Nothing was"
+        " sent twice: each row is claimed in the ledger before it is sent, so a row whose claim"
+        " could not be written was not sent; a row sent when the ledger could not record it is"
+        " counted in doubt (a redrive sends it again, marked as a possible duplicate). First"
+        " free space on its disk, or raise the file size limit (ulimit -f), then: if the run"
+        f" had begun, `{program()} executions --workdir {shown}` shows it ABORTED and"
+        f" `{program()} redrive ID --workdir {shown}` sends the rest (rows recorded as sent are"
+        " skipped); if it lists none, run the file again."
+    )
 
 
 def test_a_password_with_a_slash_is_a_usage_error_that_does_not_show_it(tmp_path):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import json
+import multiprocessing
 import os
 import pathlib
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from typing import Any
 import pytest
 
 from mailmatrix.engine import Engine, ProcessInvoker, ResourceRegistry
+from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.errors import EngineError
 from tests.engine.test_spec import LAMBDA_END, Objects, distributed, run, task, types
 
@@ -919,6 +922,54 @@ with _stops_held():
 time.sleep(0.05)
 print(held, taken, signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []))
 """
+
+
+def _write_at_the_file_size_limit(root: str, said: Any) -> None:
+    """Append to the history of execution e1 in the store at ``root``, and save its record,
+    in a process whose file size limit is the history's size; tell ``said`` what each raised."""
+    store = ExecutionStore(root)
+    folder = store.execution_dir("e1")
+    limit = (folder / "history.jsonl").stat().st_size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    raised: list[tuple[int | None, str | None] | None] = []
+    for write in (
+        lambda: store.append_event("e1", {"type": "PassStateEntered"}),
+        lambda: store.save({"name": "e1", "status": "RUNNING", "padding": "x" * limit}),
+    ):
+        try:
+            write()
+            raised.append(None)
+        except OSError as error:
+            raised.append((error.errno, error.filename))
+    said.send(raised)
+
+
+def test_a_write_the_file_size_limit_stops_names_its_file(tmp_path: pathlib.Path) -> None:
+    # GIVEN an execution's files in a store, written by a process whose file size limit they
+    # have reached
+    store = ExecutionStore(tmp_path)
+    store.create({"name": "e1", "status": "RUNNING"})
+    store.append_event("e1", {"type": "ExecutionStarted"})
+    folder = store.execution_dir("e1")
+    record = (folder / "execution.json").read_bytes()
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+
+    # WHEN that process appends to the history and saves the record
+    writer = context.Process(target=_write_at_the_file_size_limit, args=(str(tmp_path), theirs))
+    writer.start()
+    assert ours.poll(60), "the writing process said nothing"
+    raised = ours.recv()
+    writer.join(timeout=60)
+
+    # THEN each error names the file it could not write (Python names none: "[Errno 27] File
+    # too large"); the record is as it was, with no part-written copy left beside it
+    assert raised == [
+        (errno.EFBIG, str(folder / "history.jsonl")),
+        (errno.EFBIG, str(folder / "execution.json")),
+    ]
+    assert (folder / "execution.json").read_bytes() == record
+    assert sorted(path.name for path in folder.iterdir()) == ["execution.json", "history.jsonl"]
 
 
 def test_a_stop_while_workers_are_forked_is_held_back_and_taken_after_not_lost() -> None:

@@ -87,3 +87,51 @@ def test_a_server_taking_mail_without_answering_is_not_advised_a_redrive_before_
     )
     assert "send those that did not arrive with --retry-unknown." in alert.message
     assert "redrive now" not in alert.message
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "it reached the file size limit of this process, 40 KiB (ulimit -f)",
+        "the disk holding it is full",
+    ],
+    ids=["file size limit", "disk full"],
+)
+def test_a_ledger_that_could_not_be_written_is_advised_room_first_then_a_redrive(why):
+    # GIVEN an execution whose batch stopped as its ledger could not be written for want of room
+    cause = (
+        f"ledger w/ledger.sqlite3: claim 842c41572c68: cannot write the ledger: {why}"
+        " (SQLite: disk I/O error)"
+    )
+    stopped = Stopped(batches=(("LedgerError", cause),))
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="States.ExceedToleratedFailureThreshold"
+    )
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+
+    # THEN it names the ledger and why, says that nothing was sent twice, and to make room
+    # before the redrive
+    assert f"  LedgerError (1 batch): {cause}\n" in alert.message
+    assert (
+        "When to redrive: the send ledger could not be written (see above). Nothing was sent"
+        " twice: each row is claimed in the ledger before it is sent, so a row whose claim"
+        " could not be written was not sent; a row sent when the ledger could not record it is"
+        " counted in doubt (a redrive sends it again, marked as a possible duplicate). First"
+        " free space on its disk, or raise the file size limit (ulimit -f), then redrive: rows"
+        " recorded as sent are skipped.\n" in alert.message
+    )
+
+
+def test_a_ledger_error_of_another_kind_is_still_a_passing_fault():
+    stopped = Stopped(
+        batches=(("LedgerError", "ledger w/ledger.sqlite3: claim k: disk I/O error"),)
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="States.ExceedToleratedFailureThreshold"
+    )
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+    assert "When to redrive: a passing fault outlasted the retries: redrive now;" in alert.message

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+import resource
 import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, closing
+from contextlib import ExitStack, closing, contextmanager
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from mailmatrix.ports import (
     Outcome,
     SentCopy,
 )
+from mailmatrix.processes import process_token
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
@@ -645,6 +649,115 @@ def test_a_hold_whose_invocation_ended_here_unrecorded_does_not_keep_its_retry_w
     # WHEN its retry, or any batch, begins in this process (it waited out the hold before)
     # THEN it takes the batch at once
     assert ledger.begin_batch("child-1", invocation="req-2", until=until) is None
+
+
+def _hold_then_run_on(path: str, end_at_the_limit: bool, test: Any) -> None:
+    """In a process that runs on until ``test`` says so (a worker of the run): hold a batch as
+    req-1; with ``end_at_the_limit``, end the invocation where the ledger cannot record it
+    (its -wal file at the file size limit), and tell ``test`` what the end raised."""
+    said = "held"
+    try:
+        ledger = SqliteLedger(path)
+        assert ledger.begin_batch("child-1", invocation="req-1", until=time.time() + 3600) is None
+        if end_at_the_limit:
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(f"{path}-wal"), hard))
+            try:
+                ledger.end_batch("child-1", invocation="req-1")
+            except LedgerError as error:
+                said = error.message
+            else:
+                said = "ended"
+    except BaseException as error:
+        said = f"failed: {error!r}"
+    test.send(said)
+    test.recv()
+
+
+@contextmanager
+def _held_by_a_running_process(path: str, *, end_at_the_limit: bool) -> Iterator[str]:
+    """Run the block while another process holds a batch (_hold_then_run_on); yield what it
+    said."""
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    holder = context.Process(target=_hold_then_run_on, args=(path, end_at_the_limit, theirs))
+    holder.start()
+    try:
+        assert ours.poll(60), "the holding process said nothing"
+        said = ours.recv()
+        assert holder.is_alive()
+        yield said
+    finally:
+        ours.send("done")
+        holder.join(timeout=60)
+    assert holder.exitcode == 0
+
+
+def test_a_hold_ended_unrecorded_in_a_process_still_running_keeps_no_retry_waiting(
+    tmp_path, opened
+):
+    # GIVEN a batch held by an invocation in another process of the run, which still runs
+    # (a worker); the invocation ended, but its end could not be written: the ledger's -wal
+    # file had reached the file size limit of that process
+    path = str(tmp_path / "ledger.db")
+    ledger = opened(path)
+    with _held_by_a_running_process(path, end_at_the_limit=True) as said:
+        # THEN that end said which file could not be written, and why, in plain words
+        limit = os.path.getsize(f"{path}-wal")
+        assert said == (
+            f"ledger {path}: end_batch child-1: cannot write the ledger: it reached the file"
+            f" size limit of this process, {limit} bytes (ulimit -f) (SQLite: disk I/O error)"
+        )
+
+        # WHEN the batch's retry begins in this process THEN it takes the batch at once
+        assert ledger.begin_batch("child-1", invocation="req-2", until=time.time() + 60) is None
+
+
+def test_a_hold_of_an_invocation_still_sending_in_another_process_keeps_its_retry_waiting(
+    tmp_path, opened
+):
+    # GIVEN a batch held by an invocation still sending in another process of the run
+    path = str(tmp_path / "ledger.db")
+    ledger = opened(path)
+    with _held_by_a_running_process(path, end_at_the_limit=False) as said:
+        assert said == "held"
+
+        # WHEN its retry begins in this process THEN it waits for the batch
+        assert ledger.begin_batch("child-1", invocation="req-2", until=time.time() + 60) == "req-1"
+
+
+def test_a_hold_recorded_unlocked_is_waited_for_while_its_process_runs(ledger):
+    # GIVEN a batch held by an invocation of this process that took no lock (an earlier
+    # version, or a system without open file description locks)
+    until = ledger._clock() + 3600
+    with ledger._transaction("hold") as db:
+        db.execute(
+            "INSERT INTO batches (attempt, invocation, holder, until, locked)"
+            " VALUES ('child-1', 'req-1', ?, ?, 0)",
+            (process_token(), until),
+        )
+
+    # WHEN its retry begins (its lock is free: none was taken) THEN it waits for the batch
+    assert ledger.begin_batch("child-1", invocation="req-2", until=until) == "req-1"
+
+
+def test_a_full_disk_is_said_in_plain_words_naming_the_ledger(ledger, monkeypatch):
+    # GIVEN a disk that is full when the ledger writes (SQLite: "database or disk is full")
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+
+    class FullDisk:
+        def execute(self, *args: Any) -> None:
+            raise full
+
+    # WHEN a letter is recorded sent THEN the error names the ledger and says why
+    with monkeypatch.context() as patched, pytest.raises(LedgerError) as raised:
+        patched.setattr(ledger, "_db", FullDisk())
+        ledger.record_sent("k1", message_id="m-1")
+    assert raised.value.message == (
+        f"ledger {ledger.path}: record_sent k1: cannot write the ledger: the disk holding it"
+        " is full (SQLite: database or disk is full)"
+    )
 
 
 def test_a_hold_of_an_invocation_still_sending_in_this_process_keeps_its_retry_waiting(ledger):
