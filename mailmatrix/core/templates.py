@@ -43,11 +43,10 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, TypeVar
 
 import css_inline
 import jinja2
@@ -357,13 +356,7 @@ class Catalog:
                 f"not rendered for {GIVE_UP_SECONDS / 60:g} minutes (a loop without end?)"
             )
         try:
-            with _watchdog.limit(RENDER_SECONDS):
-                subject = _one_line(self._render_file(tset.subject, context))
-                html = self._render_html(tset.html, context) if tset.html else None
-                if tset.text:
-                    text = _clean_text(self._render_file(tset.text, context))
-                else:
-                    text = html_to_text(html or "")
+            rendered = _watchdog.run(RENDER_SECONDS, lambda: self._render_parts(tset, context))
         except _RenderTooLong:
             with self._slow_lock:
                 count = self._too_slow.get(template, (0, 0.0))[0]
@@ -371,8 +364,17 @@ class Catalog:
             raise TemplateError(
                 f"{template}: render: took more than {RENDER_SECONDS:g} s (a loop without end?)"
             ) from None
-        if not subject:
+        if not rendered.subject:
             raise TemplateError(f"{tset.subject}: render: the subject is empty")
+        return rendered
+
+    def _render_parts(self, tset: TemplateSet, context: dict[str, Any]) -> Rendered:
+        subject = _one_line(self._render_file(tset.subject, context))
+        html = self._render_html(tset.html, context) if tset.html else None
+        if tset.text:
+            text = _clean_text(self._render_file(tset.text, context))
+        else:
+            text = html_to_text(html or "")
         return Rendered(subject=subject, html=html, text=text)
 
     def _set(self, template: str) -> TemplateSet:
@@ -779,11 +781,14 @@ class _RenderTooLong(Exception):
     """Raised into a rendering that outlived RENDER_SECONDS."""
 
 
+_T = TypeVar("_T")
+
+
 class _Watchdog:
     """One daemon thread per process that raises _RenderTooLong into a thread whose rendering
-    has passed its deadline (CPython's PyThreadState_SetAsyncExc: the exception arrives at the
-    thread's next bytecode, as a signal would, but in any thread, so threaded runs are bounded
-    too)."""
+    has passed its deadline (CPython's PyThreadState_SetAsyncExc: the exception arrives where
+    the thread next checks for one, at a call or a loop's jump back, as a signal's would, but
+    in any thread, so threaded runs are bounded too)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -797,9 +802,16 @@ class _Watchdog:
         lock's holder. Start afresh, so the next render starts this process's own watchdog."""
         self.__init__()  # type: ignore[misc]
 
-    @contextmanager
-    def limit(self, seconds: float) -> Iterator[None]:
-        """Raise _RenderTooLong into the block when it runs longer than ``seconds``."""
+    def run(self, seconds: float, work: Callable[[], _T]) -> _T:
+        """Return ``work()``; raise _RenderTooLong into it once it runs longer than ``seconds``.
+
+        The limited code is a function called here, not a block of the caller's: CPython
+        leaves the jump back of some loops outside their frame's handlers (``while
+        <condition>:`` on 3.13, python/cpython#130279; ``while 1: pass`` written on one line
+        on 3.11 and 3.12, #108214), so an exception arriving there leaves that frame past its
+        ``try`` and ``with`` blocks. Here it reaches the call of ``work``, which the ``try``
+        covers. (The rendering holds no lock around a loop, which would stay held.)
+        """
         ident = threading.get_ident()
         with self._lock:
             self._deadlines[ident] = time.monotonic() + seconds
@@ -808,13 +820,13 @@ class _Watchdog:
                 self._thread = threading.Thread(target=self._watch, daemon=True, name="render")
                 self._thread.start()
         try:
-            yield
+            return work()
         finally:
             with self._lock:
                 self._deadlines.pop(ident, None)
                 fired = ident in self._fired
                 self._fired.discard(ident)
-            if fired:  # fired as the block ended: cancel it if it has not arrived yet
+            if fired:  # fired as the work ended: cancel it if it has not arrived yet
                 _set_async_exc(ident, None)
                 raise _RenderTooLong()
 
@@ -963,7 +975,7 @@ class _SkeletonCache:
         inlined = _inline_skeleton(skeleton, count)  # outside the lock: threads inline at once
         with self._lock:
             self._kept[skeleton] = inlined
-            while len(self._kept) > self._size:
+            if len(self._kept) > self._size:  # one over at most; no loop under the lock
                 self._kept.popitem(last=False)
         return inlined
 
