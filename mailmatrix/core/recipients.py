@@ -69,8 +69,17 @@ _ALIASES = {
     "attachmentname": "Attachment_File",
     "attachmentfilename": "Attachment_File",
     "cc": "Cc",
+    "carboncopy": "Cc",
+    "ccemail": "Cc",
+    "ccaddress": "Cc",
     "bcc": "Bcc",
+    "blindcarboncopy": "Bcc",
+    "blindcopy": "Bcc",
+    "bccemail": "Bcc",
+    "bccaddress": "Bcc",
     "replyto": "Reply_To",
+    "replytoemail": "Reply_To",
+    "replytoaddress": "Reply_To",
 }
 # The spellings of an Attachment_File column, as _ALIASES holds them: a header spelt much
 # like one (Attachement_File) is likely that column misspelt.

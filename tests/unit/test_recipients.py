@@ -389,6 +389,12 @@ def test_stray_whitespace_around_values_and_headers_is_removed():
         ("CC", "Cc"),
         ("BCC", "Bcc"),
         ("Reply-To", "Reply_To"),
+        # spelt out: taken as the copy columns, not ignored as columns of the letter
+        ("Carbon Copy", "Cc"),
+        ("CC Email", "Cc"),
+        ("Blind Carbon Copy", "Bcc"),
+        ("bcc_address", "Bcc"),
+        ("Reply-To Email", "Reply_To"),
         (" Amount ", "Amount"),
         ("", ""),
     ],
