@@ -22,6 +22,12 @@ from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, Stor
 from mailmatrix.ports import ObjectInfo
 
 _CHUNK = 1024 * 1024
+# The longest file name, in bytes, of the usual file systems (ext4, XFS, Btrfs, tmpfs, APFS).
+NAME_MAX_BYTES = 255
+# An object's user metadata is kept beside it as ".NAME.metadata.json" (_metadata_file).
+_METADATA_SUFFIX = ".metadata.json"
+# The longest name of a file a run can upload: its metadata's name must fit too.
+MAX_UPLOAD_NAME_BYTES = NAME_MAX_BYTES - len("." + _METADATA_SUFFIX)
 _OPEN_PLAIN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO: no wait
 
 
@@ -243,6 +249,22 @@ class LocalStorage:
             os.close(fd)
 
 
+def check_upload_name(path: Path) -> None:
+    """Refuse a recipients file whose name the local bucket cannot keep under incoming/, where
+    a run copies the file under that very name (the name is the campaign: campaign_id_for):
+    a hidden name, which listings leave out, or one too long for the hidden file of its
+    metadata beside it. Measured as the file system writes it (UTF-8 on Linux and macOS)."""
+    if path.name.startswith("."):
+        raise InputFileError(f"{path}: a hidden file's name: rename it without the leading '.'")
+    size = len(os.fsencode(path.name))
+    if size > MAX_UPLOAD_NAME_BYTES:
+        raise InputFileError(
+            f"{path}: the file name is too long: {size} bytes in UTF-8, where a run takes at"
+            f" most {MAX_UPLOAD_NAME_BYTES} (about {MAX_UPLOAD_NAME_BYTES // 3} CJK characters)"
+            " for the copy it keeps in its workdir: rename the file to a shorter name"
+        )
+
+
 def open_recipients(path: Path) -> BinaryIO:
     """Open the recipients file ``path`` (or the file a link names) to read it.
 
@@ -327,7 +349,7 @@ def _changed(key: str) -> ObjectChanged:
 def _metadata_file(path: Path) -> Path:
     """Where the user metadata of the object at ``path`` is kept: a hidden file beside it
     (listings leave hidden files out)."""
-    return path.with_name(f".{path.name}.metadata.json")
+    return path.with_name(f".{path.name}{_METADATA_SUFFIX}")
 
 
 def _keep_metadata(path: Path, metadata: Mapping[str, str] | None) -> None:

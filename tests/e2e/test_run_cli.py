@@ -2357,12 +2357,62 @@ def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path
     assert names == {"offer", "rejection"}
 
 
-def test_a_file_with_a_hidden_name_is_refused(tmp_path):
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_file_with_a_hidden_name_is_refused(tmp_path, command):
     hidden = tmp_path / ".offers.csv"
     hidden.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
-    result = CliRunner().invoke(cli, ["run", str(hidden), "--workdir", str(tmp_path / "w")])
+    result = CliRunner().invoke(cli, [command, str(hidden), "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 3
     assert "a hidden file's name" in result.output
+
+
+@pytest.mark.parametrize(
+    ("stem", "size"),
+    [("p" * 240, 244), ("名" * 81, 247)],
+    ids=["ascii", "cjk"],
+)
+def test_a_file_name_too_long_for_the_workdir_copy_is_refused_by_validate_and_run(
+    tmp_path, stem, size
+):
+    # GIVEN the example campaign under a name of more than 240 bytes in UTF-8
+    csv_path = tmp_path / f"{stem}.csv"
+    assert len(csv_path.name.encode()) == size
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+    workdir = tmp_path / "w"
+    said = (
+        f"{csv_path}: the file name is too long: {size} bytes in UTF-8, where a run takes at"
+        " most 240 (about 80 CJK characters) for the copy it keeps in its workdir: rename the"
+        " file to a shorter name"
+    )
+
+    # WHEN it is validated THEN it is refused as `run` refuses it
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+    assert checked.exit_code == 3, checked.output
+    assert said in _words(checked.output)
+
+    # WHEN it runs THEN it is refused before anything is written
+    code, output = _run(str(csv_path), "--workdir", str(workdir))
+    assert code == 3, output
+    assert said in _words(output)
+    assert not workdir.exists()
+
+
+def test_a_file_name_of_240_bytes_runs(tmp_path):
+    # GIVEN the example campaign under a name of 240 bytes, the longest a run takes
+    csv_path = tmp_path / f"{'名' * 78}{'p' * 2}.csv"
+    assert len(csv_path.name.encode()) == 240
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+
+    # WHEN it runs, asking for its failed rows (the upload then keeps metadata beside it)
+    first, output = _run(str(csv_path), "--workdir", str(tmp_path / "w"))
+    again, output_again = _run(str(csv_path), "--workdir", str(tmp_path / "w"), "--retry-failed")
+
+    # THEN both runs go through: 18 sent, then none again
+    assert first == 0, output
+    assert again == 0, output_again
+    assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
 
 
 def _three_letters_stopped_after_the_first(
