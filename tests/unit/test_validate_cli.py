@@ -378,6 +378,34 @@ def test_case_14_through_the_cli(tmp_path):
     ]
 
 
+def test_a_manifest_picking_sets_by_yes_and_no_takes_the_rows_that_say_so(tmp_path):
+    # GIVEN templates picked by a Hired column's Yes and No, written without quotes
+    templates = tmp_path / "tpl"
+    for name in ("welcome", "regrets"):
+        (templates / name).mkdir(parents=True)
+        (templates / name / "subject.txt").write_text(f"{name} {{{{ Name }}}}")
+        (templates / name / "body.txt").write_text("Dear {{ Name }}")
+    (templates / "manifest.yaml").write_text(
+        "column: Hired\nsets:\n  welcome: {when: [Yes], attachment: none}\n"
+        "  regrets: {when: [No], attachment: none}\nskip: {Maybe: undecided}\n"
+    )
+    text = "Email,Name,Hired\nann@example.com,Ann,Yes\nbob@example.com,Bob,no\n"
+    text += "cy@example.com,Cy,Maybe\ndee@example.com,Dee,True\n"
+    path = campaign(tmp_path, text, files={})
+
+    # WHEN the file is validated
+    result = invoke(path, "--templates", templates, "--json", *SENDER)
+
+    # THEN the rows that say Yes and No are valid, Maybe is skipped, and True is no value
+    assert result.exit_code == exits.ROWS_REJECTED, result.output
+    report = json.loads(result.output)
+    assert report["valid"] == 2
+    assert report["skipped"] == [{"row": 4, "reason": "undecided"}]
+    assert [(r["row"], r["reason"]) for r in report["rejected"]] == [
+        (5, "unknown Hired value 'True' (expected one of: Yes, No, Maybe)")
+    ]
+
+
 def test_a_file_with_nothing_sendable_exits_3_like_run(tmp_path):
     # GIVEN every row is excluded by its Status (the manifest skips Withdrawn)
     text = HEADER + "ann@example.com,Ann,Withdrawn,ann.pdf,Engineer,Data,,\n"
