@@ -488,8 +488,11 @@ def _open_records(
     delimiter = detect_delimiter(head, source)
     logger.debug("intake %s: encoding %s, delimiter %r", source, encoding, delimiter)
 
+    raw: io.RawIOBase = _Prefixed(sample, stream)
+    if codec.startswith("utf-16"):
+        raw = _CheckedUtf16(raw, codec, _undecodable(source, encoding))
     text = io.TextIOWrapper(
-        io.BufferedReader(_Prefixed(sample, stream), SAMPLE_BYTES),
+        io.BufferedReader(raw, SAMPLE_BYTES),
         encoding=codec,
         errors="surrogateescape",
         newline="",
@@ -2015,6 +2018,62 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _CheckedUtf16(io.RawIOBase):
+    """A raw stream of UTF-16 that decodes what it passes on, to tell on which line the bytes
+    that cannot be decoded are.
+
+    Undecodable bytes of the other encodings reach the text as lone surrogates
+    (surrogateescape), and only their rows are rejected; UTF-16's cannot be escaped, so the
+    text decoder fails the file, at a chunk of 8 KiB it decodes ahead of the CSV reader: the
+    reader's line then named the first line of that chunk (line 1 of a small file). Here
+    every line end is counted as the CSV reader counts them (CR, LF, CRLF), and the file
+    fails naming the line the bytes are on.
+    """
+
+    def __init__(self, raw: io.RawIOBase, codec: str, fail: Callable[[int, str], Exception]):
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(codec)()
+        self._fail = fail
+        self._line = 1  # the line the next text decoded belongs to
+        self._cr = False  # the text decoded so far ends with a CR: an LF next ends no line
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer) or 0
+        data = bytes(memoryview(buffer)[:count])
+        try:
+            self._count(self._decoder.decode(data, final=not count))
+        except UnicodeDecodeError as error:
+            self._count(error.object[: error.start].decode(error.encoding, "replace"))
+            raise self._fail(self._line, error.reason) from error
+        return count
+
+    def _count(self, text: str) -> None:
+        """Add the line ends of ``text``, the text decoded next."""
+        if not text:
+            return
+        ends = text.count("\n") + text.count("\r") - text.count("\r\n")
+        if self._cr and text[0] == "\n":
+            ends -= 1  # a CRLF cut in two: its CR ended the line
+        self._line += ends
+        self._cr = text[-1] == "\r"
+
+
+def _undecodable(source: str, encoding: str) -> Callable[[int, str], InputFileError]:
+    """The error of the file ``source`` whose line cannot be decoded as ``encoding``: given
+    the line and the decoder's reason."""
+
+    def error(line: int, reason: str) -> InputFileError:
+        return InputFileError(
+            f"{source}: cannot decode line {line} as {encoding}: {reason}; "
+            "export the file as CSV UTF-8"
+        )
+
+    return error
+
+
 def _is_header(record: list[str]) -> bool:
     """Whether a record before the header is it: not blank, not Excel's "sep=X" line."""
     return bool("".join(record).strip()) and not _is_sep_directive(record)
@@ -2065,11 +2124,8 @@ def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, lis
         for record in reader:
             yield line + 1, record
             line = reader.line_num
-    except UnicodeDecodeError as error:
-        raise InputFileError(
-            f"{source}: cannot decode line {reader.line_num + 1} as {encoding}: {error.reason}; "
-            "export the file as CSV UTF-8"
-        ) from error
+    except UnicodeDecodeError as error:  # the encodings but UTF-16 escape what they cannot read
+        raise _undecodable(source, encoding)(reader.line_num + 1, error.reason) from error
     except csv.Error as error:
         raise InputFileError(
             f"{source}: unreadable CSV at line {reader.line_num}: {error} "

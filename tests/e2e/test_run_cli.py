@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import csv
@@ -68,8 +69,17 @@ def test_a_file_with_nothing_to_send_names_its_rejects_report_where_it_can_be_op
         (b"", "empty file"),
         (b"\x00\x01\x02PK\x03\x04 binary", "not a text"),
         (b"Name,Status\nAnn,Offer\n", "Email"),
+        (
+            codecs.BOM_UTF16_LE
+            + "Email,Name,Status\r\nann@example.com,Ann,Offer\r\nbob@example.com,Bo".encode(
+                "utf-16-le"
+            )
+            + b"\x00\xd8"
+            + "b,Offer\r\n".encode("utf-16-le"),
+            "cannot decode line 3 as utf-16-le: illegal UTF-16 surrogate",
+        ),
     ],
-    ids=["empty", "binary", "no-email-column"],
+    ids=["empty", "binary", "no-email-column", "utf16-lone-surrogate"],
 )
 def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, message):
     csv_path = tmp_path / "recipients.csv"

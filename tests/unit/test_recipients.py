@@ -307,6 +307,33 @@ def test_bytes_invalid_in_the_detected_encoding_reject_only_their_row():
     assert rows[-1]["email"] == "bob@example.com"
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"], ids=["crlf", "lf", "cr"])
+@pytest.mark.parametrize(
+    ("bom", "encoding"),
+    [
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+        (b"", "utf-16-le"),
+    ],
+    ids=["le-bom", "be-bom", "le-no-bom"],
+)
+def test_utf16_that_cannot_be_decoded_fails_the_file_naming_its_line(bom, encoding, newline):
+    # GIVEN a UTF-16 file whose line 3 holds a lone surrogate (the bytes 00 d8 in UTF-16LE)
+    def utf16(text: str) -> bytes:
+        return text.replace("\r\n", newline).encode(encoding)
+
+    lone = "\ud800".encode(encoding, "surrogatepass")
+    raw = bom + utf16(HEADER + ALICE + "bob@example.com,Bo") + lone + utf16("b,active,bob.pdf\r\n")
+
+    # WHEN it is validated THEN the file fails, naming line 3
+    with pytest.raises(InputFileError) as caught:
+        run(raw)
+    assert caught.value.message == (
+        f"incoming/test.csv: cannot decode line 3 as {encoding}: illegal UTF-16 surrogate;"
+        " export the file as CSV UTF-8"
+    )
+
+
 # --- dialects ----------------------------------------------------------------------------
 
 
@@ -1333,6 +1360,33 @@ def test_short_reads_and_multibyte_characters_split_across_reads():
     assert report.encoding == "utf-16-le"
     assert [(r["row"], r["name"]) for r in rows] == [(2, "王芳 Zoë"), (3, "王芳 Zoë")]
     assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(4, 3)]
+
+
+@pytest.mark.parametrize("stream", [io.BytesIO, TrickleStream], ids=["whole", "trickled"])
+@pytest.mark.parametrize(
+    ("bad", "line", "reason"),
+    [(2500, 2503, "illegal UTF-16 surrogate"), (None, 3004, "truncated data")],
+    ids=["surrogate", "cut-short"],
+)
+def test_utf16_that_cannot_be_decoded_far_down_is_named_by_its_line(stream, bad, line, reason):
+    # GIVEN a UTF-16 file of 3,000 rows and more than 64 KiB, a value of two lines on lines
+    # 9 and 10, and a lone surrogate in the row of user ``bad`` (line ``line``), or a last
+    # line cut short; read whole, or 7 bytes at a time (CR and LF of one line end apart)
+    filler = "".join(f"u{i}@example.com,User {i},active,u{i}.pdf\r\n" for i in range(3000))
+    text = HEADER + filler.replace("User 7,", '"User\r\n7",') + ALICE
+    raw = codecs.BOM_UTF16_LE + text.encode("utf-16-le", "surrogatepass") + b"z"
+    if bad is not None:
+        text = text.replace(f"User {bad},", f"User {bad}\ud800,")
+        raw = codecs.BOM_UTF16_LE + text.encode("utf-16-le", "surrogatepass")
+
+    # WHEN it is validated THEN the file fails, naming the line
+    with pytest.raises(InputFileError) as caught:
+        validate_recipients(
+            stream(raw), source="s", catalog=FakeCatalog(), attachments=index_of(), emit=[].append
+        )
+    assert caught.value.message == (
+        f"s: cannot decode line {line} as utf-16-le: {reason}; export the file as CSV UTF-8"
+    )
 
 
 def test_rows_are_emitted_while_reading_not_after():

@@ -152,6 +152,13 @@ def test_human_output_shows_counts_and_reasons(tmp_path):
         (b"Name,Status\nAnn,Offer\n", "no Email column"),
         (b"PK\x03\x04" + bytes(64), "not a CSV file"),
         (HEADER.encode(), "no recipients"),
+        (
+            codecs.BOM_UTF16_LE
+            + (HEADER + OFFER + "bob@example.com,Bo").encode("utf-16-le")
+            + b"\x00\xd8"
+            + "b,Offer,bob.pdf,Engineer,Data,2027-01-01,1\n".encode("utf-16-le"),
+            "cannot decode line 3 as utf-16-le: illegal UTF-16 surrogate",
+        ),
     ],
 )
 def test_unusable_file_exits_3_without_traceback(tmp_path, data, message):
