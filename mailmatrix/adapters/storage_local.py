@@ -13,13 +13,15 @@ import shutil
 import stat
 import tempfile
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from mailmatrix.core.contents import SAMPLE_CHECKSUM, print_of_samples
 from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
 from mailmatrix.ports import ObjectInfo
+
+T = TypeVar("T")
 
 _CHUNK = 1024 * 1024
 # The longest file name, in bytes, of the usual file systems (ext4, XFS, Btrfs, tmpfs, APFS).
@@ -236,15 +238,25 @@ class LocalStorage:
         Files whose prints differ differ; equal prints only make two files candidates, whose
         bytes decide (contents.copies). Hashing every file of a size whole cost validation of
         the bench's 10,000 letters of 50 KB, all one size, 1.6 s; the prints, 0.15 s."""
+        return self._on_file(key, tag, _sample_print)
+
+    def first_bytes(self, key: str, count: int, *, tag: str | None = None) -> bytes | None:
+        """The file's first ``count`` bytes: one read, about 5 µs a file (a few times the
+        stat its listing took)."""
+        return self._on_file(key, tag, lambda fd, size: os.pread(fd, count, 0))
+
+    def _on_file(self, key: str, tag: str | None, use: Callable[[int, int], T]) -> T:
+        """``use(fd, size)`` of the file behind ``key``, open on ``fd``, of ``size`` bytes
+        (``tag`` as for ``open``)."""
         found = self._plain_fd(key) if not tag or ":" in tag else None
         if found is None:  # a link, a file below its folder, an ETag to check: the careful way
             with self.open(key, tag=tag) as stream:
-                return _sample_print(stream.fileno(), os.fstat(stream.fileno()).st_size)
+                return use(stream.fileno(), os.fstat(stream.fileno()).st_size)
         fd, info = found
         try:
             if tag and _version_tag(info) != tag:
                 raise _changed(key)
-            return _sample_print(fd, info.st_size)
+            return use(fd, info.st_size)
         finally:
             os.close(fd)
 

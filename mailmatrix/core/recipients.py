@@ -32,9 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
-from mailmatrix.core.attachments import AttachmentIndex, Lookup
+from mailmatrix.core.attachments import (
+    PDF_HEAD_BYTES,
+    AttachmentIndex,
+    Lookup,
+    is_pdf_name,
+    pdf_problem,
+)
 from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
+from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
 from mailmatrix.errors import InputFileError, TemplateError
@@ -105,16 +112,6 @@ _LIST_SPLIT = re.compile(r"[,;]")
 # Excel honours (and some exports write) a first line "sep=;" naming the delimiter.
 _SEP_DIRECTIVE = re.compile(r"sep=(.) *", re.IGNORECASE)
 
-# Magic numbers of files people upload by mistake instead of a CSV export.
-_MAGIC = (
-    (b"PK\x03\x04", "a ZIP archive or Excel workbook (.xlsx)"),
-    (b"\xd0\xcf\x11\xe0", "a legacy Excel workbook (.xls)"),
-    (b"%PDF", "a PDF document"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"\x1f\x8b", "a gzip archive"),
-)
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 
@@ -514,9 +511,9 @@ def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
         return "utf-16", "utf-16-le"
     if sample.startswith(codecs.BOM_UTF16_BE):
         return "utf-16", "utf-16-be"
-    for magic, kind in _MAGIC:
-        if sample.startswith(magic):
-            raise InputFileError(f"{source}: not a CSV file: it is {kind}; export it as CSV UTF-8")
+    kind = file_kind(sample)
+    if kind is not None:
+        raise InputFileError(f"{source}: not a CSV file: it is {kind}; export it as CSV UTF-8")
 
     unmarked = _utf16_without_bom(sample)
     if unmarked:
@@ -617,6 +614,8 @@ class _Intake:
         # whose files are compared at the end.
         self.contents = contents
         self.sizes = SeenTable() if contents is not None else None
+        # The default_attachment files whose start was read: file -> why it is no PDF, or None.
+        self.default_starts: dict[str, str | None] = {}
         self.crowded: set[int] = set()
         # Of the rows withdrawn, those an earlier run sent (asked once they are known).
         self.sent_before = sent_before
@@ -982,10 +981,25 @@ class _Intake:
         if not raw and needs.mode == "optional":
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
-        if found.problem:
-            problems.append(("Attachment_File", found.problem))
+        problem = found.problem or self._pdf_problem(found, default=not self._cell(values))
+        if problem:
+            problems.append(("Attachment_File", problem))
             return None
         return found
+
+    def _pdf_problem(self, found: Lookup, *, default: bool) -> str | None:
+        """Why the file ``found``, named .pdf, is no PDF, from its start where storage reads
+        it at little cost (a folder; a file on S3 is checked as it is sent); a set's
+        ``default`` file is read once for all its rows."""
+        if self.contents is None or not is_pdf_name(found.name):
+            return None
+        if default and found.name in self.default_starts:
+            return self.default_starts[found.name]
+        head = self.contents.start(found.name, found.tag, PDF_HEAD_BYTES)
+        problem = None if head is None else pdf_problem(found.name, head)
+        if default:
+            self.default_starts[found.name] = problem
+        return problem
 
     def _cell(self, values: list[str]) -> str:
         """The row's Attachment_File cell ("" without the column)."""

@@ -2408,6 +2408,35 @@ def test_a_file_name_too_long_for_the_workdir_copy_is_refused_by_validate_and_ru
     assert not workdir.exists()
 
 
+def test_a_letter_named_pdf_that_is_a_word_document_is_rejected_by_validate_and_run(tmp_path):
+    # GIVEN the example campaign whose jose-garcia.pdf is a Word document saved under that name
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+    word = b"PK\x03\x04\x14\x00\x06\x00\x08\x00[Content_Types].xml" + bytes(300)
+    (tmp_path / "attachments" / "jose-garcia.pdf").write_bytes(word + b"PK\x03\x04word/")
+    workdir = tmp_path / "w"
+    said = (
+        "attachment is not a PDF: jose-garcia.pdf looks like a Word document (.docx, a PK zip),"
+        " where a PDF starts with %PDF-: put the letter, saved as a PDF, in its place"
+    )
+
+    # WHEN it is validated THEN José's row (row 3) is rejected, saying what the file is
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), "--json"])
+    assert checked.exit_code == 4, checked.output
+    rejected = json.loads(checked.output)["rejected"]
+    row = {"row": 3, "column": "Attachment_File", "reason": said, "email": "j***@example.org"}
+    assert row in rejected
+
+    # WHEN it runs THEN José gets nothing; the other 17 letters go out
+    code, output = _run(str(csv_path), "--workdir", str(workdir))
+    assert code == 0, output
+    recipients = _recipients(workdir / "outbox")
+    assert sum(recipients.values()) == 17 and "jose.garcia@example.org" not in recipients
+    rejects = next((workdir / "bucket" / "reports").rglob("rejects.csv")).read_text("utf-8-sig")
+    assert said in rejects
+
+
 def test_a_file_name_of_240_bytes_runs(tmp_path):
     # GIVEN the example campaign under a name of 240 bytes, the longest a run takes
     csv_path = tmp_path / f"{'名' * 78}{'p' * 2}.csv"
@@ -2550,7 +2579,7 @@ def test_a_letter_edited_in_place_to_its_size_goes_out_only_once_validated_again
 def test_a_manifest_written_before_attachment_tags_still_sends(tmp_path):
     # GIVEN a run stopped after Anna's row, whose manifest has no attachment tags (as the
     # version before them wrote it)
-    letters = {"a.pdf": b"%PDF-1.4 Anna\n", "b.pdf": b"%PDF-1.4 Bob\n", "c.pdf": b"%PDF Carl\n"}
+    letters = {"a.pdf": b"%PDF-1.4 Anna\n", "b.pdf": b"%PDF-1.4 Bob\n", "c.pdf": b"%PDF-Carl\n"}
     folder, _, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
     (manifest,) = (Path(workdir) / "bucket" / "validated").glob("*/*/manifest.jsonl")
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
@@ -2558,7 +2587,7 @@ def test_a_manifest_written_before_attachment_tags_still_sends(tmp_path):
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
     # WHEN Carl's letter is replaced by a longer one, then the execution is redriven
-    (folder / "c.pdf").write_bytes(b"%PDF Carl, another\n")
+    (folder / "c.pdf").write_bytes(b"%PDF-Carl, another\n")
     CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
 
     # THEN Bob's row is sent as before, and Carl's is still held back by its size

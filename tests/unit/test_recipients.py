@@ -145,6 +145,7 @@ class FakeContents:
         self.checksums = checksums or {}
         self.read: collections.Counter[str] = collections.Counter()
         self.asked: collections.Counter[str] = collections.Counter()
+        self.started: collections.Counter[str] = collections.Counter()
         self.tags: dict[str, str] = {}
 
     def index(self) -> AttachmentIndex:
@@ -159,6 +160,10 @@ class FakeContents:
         self.read[name] += 1
         self.tags[name] = tag
         return hashlib.sha256(self.files[name]).digest()
+
+    def start(self, name: str, tag: str, count: int) -> bytes:
+        self.started[name] += 1
+        return self.files[name][:count]
 
 
 HEADER = "Email,Name,Status,Attachment_File\r\n"
@@ -459,8 +464,8 @@ def test_configured_choice_column_matches_regardless_of_case():
         ),
         (
             b"PK\x03\x04\x14\x00\x06\x00" + bytes(200),
-            "incoming/test.csv: not a CSV file: it is a ZIP archive or Excel workbook (.xlsx); "
-            "export it as CSV UTF-8",
+            "incoming/test.csv: not a CSV file: it is a ZIP archive (PK zip), or an Office"
+            " document (.docx, .xlsx); export it as CSV UTF-8",
         ),
         (
             b"%PDF-1.7\n" + bytes(100),
@@ -2403,6 +2408,81 @@ def test_a_default_attachment_no_row_is_given_is_not_held_to_rows_naming_it():
     assert [row["attachment"] for row in rows] == ["brochure.pdf"] and reasons(report) == []
 
 
+# --- files named .pdf that are no PDF -----------------------------------------------------
+
+WORD = b"PK\x03\x04\x14\x00\x06\x00[Content_Types].xml" + bytes(50) + b"PK\x03\x04word/"
+NOT_PDF = ", where a PDF starts with %PDF-: put the letter, saved as a PDF, in its place"
+
+
+def test_a_row_whose_pdf_is_no_pdf_is_rejected_naming_what_the_file_is():
+    # GIVEN Bob's letter a Word document saved as bob.pdf, Carol's a text file as carol.PDF,
+    # Dan's a notice.txt (no PDF by its name)
+    files = {
+        "alice.pdf": OFFER_ALICE,
+        "bob.pdf": WORD,
+        "carol.PDF": b"Dear Carol,\nwelcome",
+        "notice.txt": b"Dear Dan",
+    }
+    contents = FakeContents(files)
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.PDF\r\n"
+    text += "dan@example.com,Dan,active,notice.txt\r\n"
+
+    # WHEN validated with the means to read the files
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN Bob's and Carol's rows are rejected, saying what their files are; Alice's and
+    # Dan's go; only the files named .pdf were read, each once, a few bytes of each
+    assert emails(rows) == ["alice@example.com", "dan@example.com"]
+    assert reasons(report) == [
+        (
+            3,
+            "Attachment_File",
+            "attachment is not a PDF: bob.pdf looks like a Word document (.docx, a PK zip)"
+            + NOT_PDF,
+        ),
+        (
+            4,
+            "Attachment_File",
+            f"attachment is not a PDF: carol.PDF is text that starts with 'Dear Carol, welcome'"
+            f"{NOT_PDF}",
+        ),
+    ]
+    assert contents.started == {"alice.pdf": 1, "bob.pdf": 1, "carol.PDF": 1}
+
+
+def test_a_default_attachment_that_is_no_pdf_rejects_its_rows_and_is_read_once():
+    # GIVEN the info set's default brochure.pdf, a text file, given to three rows
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "brochure.pdf": b"brochure to come"})
+    text = HEADER + ALICE + "".join(f"u{i}@example.com,U {i},info,\r\n" for i in range(3))
+
+    # WHEN validated
+    report, rows = run(
+        text, catalog=load_catalog(TWO_SETS), index=contents.index(), contents=contents
+    )
+
+    # THEN the info rows are rejected, the brochure read once for them all
+    assert emails(rows) == ["alice@example.com"]
+    why = "attachment is not a PDF: brochure.pdf is text that starts with 'brochure to come'"
+    assert reasons(report) == [(row, "Attachment_File", why + NOT_PDF) for row in (3, 4, 5)]
+    assert contents.started["brochure.pdf"] == 1
+
+
+def test_without_a_cheap_read_of_the_files_start_a_pdf_is_left_to_the_send():
+    # GIVEN storage that reads no file's start at validation (S3), and Bob's bob.pdf a Word
+    # document
+    class Remote(FakeContents):
+        def start(self, name: str, tag: str, count: int) -> None:
+            self.started[name] += 1
+            return None
+
+    contents = Remote({"alice.pdf": OFFER_ALICE, "bob.pdf": WORD})
+
+    # WHEN validated THEN both rows go (the send checks each file it reads)
+    report, rows = run(HEADER + ALICE + BOB, index=contents.index(), contents=contents)
+    assert emails(rows) == ["alice@example.com", "bob@example.com"]
+    assert reasons(report) == [] and contents.started == {"alice.pdf": 1, "bob.pdf": 1}
+
+
 def test_a_copy_behind_a_link_names_the_name_its_row_gave():
     # GIVEN Alice's row naming a link to her letter, and Bob's naming a copy of it
     listing = [
@@ -2411,7 +2491,8 @@ def test_a_copy_behind_a_link_names_the_name_its_row_gave():
         ObjectInfo("attachments/link.pdf", len(OFFER_ALICE), identity="1:1", tag="t1"),
     ]
     index = AttachmentIndex.from_listing(listing)
-    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
+    links = {"link.pdf": OFFER_ALICE}  # its start is read by the name the row gave
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE, **links})
     text = HEADER + "alice@example.com,Alice,active,link.pdf\r\n" + BOB
 
     # WHEN validated

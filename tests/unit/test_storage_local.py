@@ -331,6 +331,31 @@ def test_a_folders_print_of_a_file_is_the_print_of_its_bytes(tmp_path, size):
     assert storage.checksum("attachments/a.pdf") == SAMPLE_CHECKSUM + sample_print(content)
 
 
+def test_a_files_first_bytes_are_read_in_the_version_listed_and_never_through_a_link_out(
+    tmp_path,
+):
+    # GIVEN a letter in a mounted folder, a link in it to a file outside, a file in a subfolder
+    folder = tmp_path / "pdfs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "anna.pdf").write_bytes(b"%PDF-1.7 anna")
+    (folder / "sub" / "ben.pdf").write_bytes(b"%PDF-1.4 ben")
+    (tmp_path / "secret.pdf").write_bytes(b"secret")
+    (folder / "link.pdf").symlink_to(tmp_path / "secret.pdf")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+    tag = _listed_tag(storage, "attachments/anna.pdf")
+
+    # THEN the start of each file in the folder is read, with its listed tag or without one
+    assert storage.first_bytes("attachments/anna.pdf", 5, tag=tag) == b"%PDF-"
+    assert storage.first_bytes("attachments/anna.pdf", 1024) == b"%PDF-1.7 anna"
+    assert storage.first_bytes("attachments/sub/ben.pdf", 8) == b"%PDF-1.4"
+    # AND not through the link, nor once the file is another version
+    with pytest.raises(NotFoundError):
+        storage.first_bytes("attachments/link.pdf", 5)
+    (folder / "anna.pdf").write_bytes(b"Dear Anna")
+    with pytest.raises(ObjectChanged):
+        storage.first_bytes("attachments/anna.pdf", 5, tag=tag)
+
+
 def test_the_longest_upload_name_is_the_longest_the_bucket_keeps_with_its_metadata(tmp_path):
     # GIVEN files named with the longest name an upload may have, and one byte more
     longest = tmp_path / ("u" * (MAX_UPLOAD_NAME_BYTES - 4) + ".csv")

@@ -293,7 +293,7 @@ def test_attachments_and_templates_options(tmp_path, one_set_templates):
     templates = one_set_templates
     files = tmp_path / "elsewhere"
     files.mkdir()
-    (files / "x.pdf").write_bytes(b"x")
+    (files / "x.pdf").write_bytes(b"%PDF-1.4 x")
     path = tmp_path / "list.csv"
     path.write_text("email;name;attachment\nann@example.com;Ann;x.pdf\n")
 
