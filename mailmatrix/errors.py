@@ -58,6 +58,11 @@ class AttachmentChanged(MailMatrixError):
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""
 
 
+class AttachmentNotPdf(MailMatrixError):
+    """A row's attachment is named .pdf but does not start as a PDF does (a Word document or
+    a text file renamed): its recipient's reader could not open it."""
+
+
 class InputFileError(MailMatrixError):
     """The recipients file as a whole is unusable (not text, empty, no Email column...)."""
 

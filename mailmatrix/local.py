@@ -51,7 +51,7 @@ from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, redacted, without_password
-from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
+from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
@@ -80,7 +80,6 @@ from mailmatrix.errors import (
     ConfigurationError,
     DeliveryChanged,
     DemoTemplates,
-    InputFileError,
     LedgerLost,
     MailMatrixError,
     NoEarlierRun,
@@ -1357,9 +1356,7 @@ def run_campaign(
     ``retry_unknown``: those failed as OutcomeUnknown (the operator checked that they did
     not arrive).
     """
-    if csv_path.name.startswith("."):
-        # The local bucket keeps its own files hidden beside the objects (metadata).
-        raise InputFileError(f"{csv_path}: a hidden file's name: rename it without the leading '.'")
+    check_upload_name(csv_path)  # before anything is written
     open_recipients(csv_path).close()  # no such file, or no file (a pipe): before any is made
     wd = Workdir(Path(workdir))
     sender = sender_of(sender)

@@ -85,6 +85,12 @@ class Storage(Protocol):
         ``open``."""
         ...
 
+    def first_bytes(self, key: str, count: int, *, tag: str | None = None) -> bytes | None:
+        """Return the object's first ``count`` bytes where storage reads them at about the
+        cost of listing the object (a local file), else None (S3: a request per object);
+        ``tag`` as for ``open``."""
+        ...
+
 
 class Mailer(Protocol):
     """Hands one finished MIME message to a mail service.

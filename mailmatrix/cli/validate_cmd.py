@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 import mailmatrix
-from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
+from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
@@ -178,6 +178,7 @@ def validate_command(
     )
 
     try:
+        check_upload_name(csv_file)  # as `run` refuses it, before it copies the file
         catalog = load_folder_catalog(templates_dir)
         run_sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)

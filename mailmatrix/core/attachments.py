@@ -11,6 +11,7 @@ them as one file, so intake can tell that rows naming them name the same letter.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import math
 import re
@@ -18,6 +19,7 @@ import unicodedata
 from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
+from mailmatrix.core.filekinds import file_kind
 from mailmatrix.ports import ObjectInfo
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,12 @@ _BASE64_LINE = 76  # MIME base64 lines: 76 characters plus CRLF (RFC 2045)
 # How a row's reason begins when its file is not in the attachments location (which the
 # reason does not name: the summaries name it once, see cli.validate_cmd.attachments_note).
 ATTACHMENT_NOT_FOUND = "attachment not found"
+
+# A file named .pdf is sent as a PDF: its header must be within this many bytes of its start,
+# as PDF readers accept it (pdf_problem).
+PDF_HEAD_BYTES = 1024
+_PDF_HEADER = b"%PDF-"
+_SHOWN_TEXT = 32  # characters of a text file's start a reason shows
 
 _CONTROL_NAMES = {0: "NUL", 9: "TAB", 10: "LF", 13: "CR", 127: "DEL"}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -69,6 +77,40 @@ def name_problem(name: str) -> str | None:
         kind = "parent folder (..)" if ".." in name.split("/") else "folder"
         return f"{kind} in attachment name {name!r}: give a bare file name"
     return None
+
+
+def is_pdf_name(name: str) -> bool:
+    """Whether ``name`` says its file is a PDF (ends in .pdf, in any case)."""
+    return name[-4:].lower() == ".pdf"
+
+
+def pdf_problem(name: str, head: bytes) -> str | None:
+    """Why the file ``name``, whose first PDF_HEAD_BYTES are ``head``, is no PDF though its
+    name says so (a recipient's reader could not open it); None when it is one, or its name
+    does not say."""
+    if not is_pdf_name(name) or _PDF_HEADER in head[:PDF_HEAD_BYTES]:
+        return None
+    return (
+        f"attachment is not a PDF: {name} {_starts_with(head)}, where a PDF starts with"
+        f" {_PDF_HEADER.decode()}: put the letter, saved as a PDF, in its place"
+    )
+
+
+def _starts_with(head: bytes) -> str:
+    """What a file that starts with ``head`` looks like, for a reason: its kind, the start of
+    its text, or its first bytes in hex (nothing of it that a console would act on)."""
+    kind = file_kind(head)
+    if kind is not None:
+        return f"looks like {kind}"
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head[: _SHOWN_TEXT * 4])
+    except UnicodeDecodeError:
+        text = ""
+    shown = " ".join(text.split())
+    if shown and all(char.isprintable() or char in "\t\r\n" for char in text):
+        shown = shown if len(shown) <= _SHOWN_TEXT else shown[:_SHOWN_TEXT] + "..."
+        return f"is text that starts with '{shown}'"
+    return f"starts with the bytes {head[:8].hex(' ')}"
 
 
 class AttachmentIndex:

@@ -60,6 +60,11 @@ class Contents(Protocol):
         """The hex SHA-256 of the file's bytes, read as a stream."""
         ...
 
+    def start(self, name: str, tag: str, count: int) -> bytes | None:
+        """The file's first ``count`` bytes where storage reads them at little cost, else
+        None (Storage.first_bytes)."""
+        ...
+
 
 class StoredContents:
     """The Contents of the files under ``prefix`` (the attachments location) of a storage."""
@@ -103,6 +108,15 @@ class StoredContents:
         self._read_into(name, tag, digest.update)
         return digest.hexdigest()
 
+    def start(self, name: str, tag: str, count: int) -> bytes | None:
+        """The file's first ``count`` bytes, where storage reads them at little cost (a
+        folder), else None (S3)."""
+        key = self._prefix + name
+        try:
+            return self._storage.first_bytes(key, count, tag=tag or None)
+        except (ObjectChanged, NotFoundError) as error:
+            raise _changed_while_read(key, "read its start") from error
+
     def _read_into(self, name: str, tag: str, update: Callable[[bytes], object]) -> None:
         """Pass the file's bytes to ``update`` a chunk at a time."""
         key = self._prefix + name
@@ -142,9 +156,14 @@ def print_of_samples(read: Callable[[int, int], bytes | memoryview], size: int) 
 
 def _changed_while_compared(key: str) -> ObjectChanged:
     """Why validation stops when a file it compares is no longer the one it listed."""
+    return _changed_while_read(key, "compared it with the other attachments of its size")
+
+
+def _changed_while_read(key: str, doing: str) -> ObjectChanged:
+    """Why validation stops when a file is no longer the one it listed as it ``doing``."""
     return ObjectChanged(
-        f"{key} changed or went away while validation compared it with the other attachments "
-        "of its size: nothing was sent; run the file again once the attachments are in place"
+        f"{key} changed or went away while validation {doing}: nothing was sent; run the"
+        " file again once the attachments are in place"
     )
 
 

@@ -32,9 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, mask, parse_address
-from mailmatrix.core.attachments import AttachmentIndex, Lookup
+from mailmatrix.core.attachments import (
+    PDF_HEAD_BYTES,
+    AttachmentIndex,
+    Lookup,
+    is_pdf_name,
+    pdf_problem,
+)
 from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
+from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
 from mailmatrix.errors import InputFileError, TemplateError
@@ -114,16 +121,6 @@ _LIST_SPLIT = re.compile(r"[,;]")
 # Excel honours (and some exports write) a first line "sep=;" naming the delimiter.
 _SEP_DIRECTIVE = re.compile(r"sep=(.) *", re.IGNORECASE)
 
-# Magic numbers of files people upload by mistake instead of a CSV export.
-_MAGIC = (
-    (b"PK\x03\x04", "a ZIP archive or Excel workbook (.xlsx)"),
-    (b"\xd0\xcf\x11\xe0", "a legacy Excel workbook (.xls)"),
-    (b"%PDF", "a PDF document"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"\x1f\x8b", "a gzip archive"),
-)
 _CP1252_UNDEFINED = frozenset(b"\x81\x8d\x8f\x90\x9d")
 
 
@@ -497,8 +494,11 @@ def _open_records(
     delimiter = detect_delimiter(head, source)
     logger.debug("intake %s: encoding %s, delimiter %r", source, encoding, delimiter)
 
+    raw: io.RawIOBase = _Prefixed(sample, stream)
+    if codec.startswith("utf-16"):
+        raw = _CheckedUtf16(raw, codec, _undecodable(source, encoding))
     text = io.TextIOWrapper(
-        io.BufferedReader(_Prefixed(sample, stream), SAMPLE_BYTES),
+        io.BufferedReader(raw, SAMPLE_BYTES),
         encoding=codec,
         errors="surrogateescape",
         newline="",
@@ -520,9 +520,9 @@ def detect_encoding(sample: bytes, source: str) -> tuple[str, str]:
         return "utf-16", "utf-16-le"
     if sample.startswith(codecs.BOM_UTF16_BE):
         return "utf-16", "utf-16-be"
-    for magic, kind in _MAGIC:
-        if sample.startswith(magic):
-            raise InputFileError(f"{source}: not a CSV file: it is {kind}; export it as CSV UTF-8")
+    kind = file_kind(sample)
+    if kind is not None:
+        raise InputFileError(f"{source}: not a CSV file: it is {kind}; export it as CSV UTF-8")
 
     unmarked = _utf16_without_bom(sample)
     if unmarked:
@@ -623,6 +623,8 @@ class _Intake:
         # whose files are compared at the end.
         self.contents = contents
         self.sizes = SeenTable() if contents is not None else None
+        # The default_attachment files whose start was read: file -> why it is no PDF, or None.
+        self.default_starts: dict[str, str | None] = {}
         self.crowded: set[int] = set()
         # Of the rows withdrawn, those an earlier run sent (asked once they are known).
         self.sent_before = sent_before
@@ -988,10 +990,25 @@ class _Intake:
         if not raw and needs.mode == "optional":
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
-        if found.problem:
-            problems.append(("Attachment_File", found.problem))
+        problem = found.problem or self._pdf_problem(found, default=not self._cell(values))
+        if problem:
+            problems.append(("Attachment_File", problem))
             return None
         return found
+
+    def _pdf_problem(self, found: Lookup, *, default: bool) -> str | None:
+        """Why the file ``found``, named .pdf, is no PDF, from its start where storage reads
+        it at little cost (a folder; a file on S3 is checked as it is sent); a set's
+        ``default`` file is read once for all its rows."""
+        if self.contents is None or not is_pdf_name(found.name):
+            return None
+        if default and found.name in self.default_starts:
+            return self.default_starts[found.name]
+        head = self.contents.start(found.name, found.tag, PDF_HEAD_BYTES)
+        problem = None if head is None else pdf_problem(found.name, head)
+        if default:
+            self.default_starts[found.name] = problem
+        return problem
 
     def _cell(self, values: list[str]) -> str:
         """The row's Attachment_File cell ("" without the column)."""
@@ -2024,6 +2041,62 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _CheckedUtf16(io.RawIOBase):
+    """A raw stream of UTF-16 that decodes what it passes on, to tell on which line the bytes
+    that cannot be decoded are.
+
+    Undecodable bytes of the other encodings reach the text as lone surrogates
+    (surrogateescape), and only their rows are rejected; UTF-16's cannot be escaped, so the
+    text decoder fails the file, at a chunk of 8 KiB it decodes ahead of the CSV reader: the
+    reader's line then named the first line of that chunk (line 1 of a small file). Here
+    every line end is counted as the CSV reader counts them (CR, LF, CRLF), and the file
+    fails naming the line the bytes are on.
+    """
+
+    def __init__(self, raw: io.RawIOBase, codec: str, fail: Callable[[int, str], Exception]):
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder(codec)()
+        self._fail = fail
+        self._line = 1  # the line the next text decoded belongs to
+        self._cr = False  # the text decoded so far ends with a CR: an LF next ends no line
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer) or 0
+        data = bytes(memoryview(buffer)[:count])
+        try:
+            self._count(self._decoder.decode(data, final=not count))
+        except UnicodeDecodeError as error:
+            self._count(error.object[: error.start].decode(error.encoding, "replace"))
+            raise self._fail(self._line, error.reason) from error
+        return count
+
+    def _count(self, text: str) -> None:
+        """Add the line ends of ``text``, the text decoded next."""
+        if not text:
+            return
+        ends = text.count("\n") + text.count("\r") - text.count("\r\n")
+        if self._cr and text[0] == "\n":
+            ends -= 1  # a CRLF cut in two: its CR ended the line
+        self._line += ends
+        self._cr = text[-1] == "\r"
+
+
+def _undecodable(source: str, encoding: str) -> Callable[[int, str], InputFileError]:
+    """The error of the file ``source`` whose line cannot be decoded as ``encoding``: given
+    the line and the decoder's reason."""
+
+    def error(line: int, reason: str) -> InputFileError:
+        return InputFileError(
+            f"{source}: cannot decode line {line} as {encoding}: {reason}; "
+            "export the file as CSV UTF-8"
+        )
+
+    return error
+
+
 def _is_header(record: list[str]) -> bool:
     """Whether a record before the header is it: not blank, not Excel's "sep=X" line."""
     return bool("".join(record).strip()) and not _is_sep_directive(record)
@@ -2074,11 +2147,8 @@ def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, lis
         for record in reader:
             yield line + 1, record
             line = reader.line_num
-    except UnicodeDecodeError as error:
-        raise InputFileError(
-            f"{source}: cannot decode line {reader.line_num + 1} as {encoding}: {error.reason}; "
-            "export the file as CSV UTF-8"
-        ) from error
+    except UnicodeDecodeError as error:  # the encodings but UTF-16 escape what they cannot read
+        raise _undecodable(source, encoding)(reader.line_num + 1, error.reason) from error
     except csv.Error as error:
         raise InputFileError(
             f"{source}: unreadable CSV at line {reader.line_num}: {error} "

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailmatrix.core.addresses import mask, mask_addresses, parse_address
+from mailmatrix.core.attachments import PDF_HEAD_BYTES, pdf_problem
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.failures import (
     OUTCOMES_UNKNOWN,
@@ -66,6 +67,7 @@ from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
 from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
+    AttachmentNotPdf,
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
@@ -400,6 +402,10 @@ def _listed_attachment(item: Mapping[str, Any], fetch_attachment: FetchAttachmen
                 " relinked to another file?)"
             )
         )
+    # Validation reads no file's start on S3: a file named .pdf is checked here, once read.
+    problem = pdf_problem(name, data[:PDF_HEAD_BYTES])
+    if problem is not None:
+        raise AttachmentNotPdf(problem)
     return data
 
 
@@ -876,7 +882,8 @@ class _Batch:
                     details={"code": "StorageError"},
                 )
             ) from exc
-        except (TemplateError, AttachmentChanged) as exc:  # not the row's fault: not for good
+        # Not the row's fault (the templates, the file in the attachments): not for good.
+        except (TemplateError, AttachmentChanged, AttachmentNotPdf) as exc:
             self.fail(item, error_code(exc), error_text(exc), permanent=False)
             return
         except PermanentSendError as exc:

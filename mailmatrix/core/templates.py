@@ -521,7 +521,17 @@ class Catalog:
 class _ManifestLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the last,
     so a set written twice (say, ``offer:`` again lower down, with other Status values)
-    silently replaced the first, and rows got another letter than the one the file reads."""
+    silently replaced the first, and rows got another letter than the one the file reads.
+
+    The values compared with CSV cells (``when``, ``skip``), the column's and the sets' names
+    and the skip reasons are read as the text written (_as_written): YAML 1.1 reads ``Yes``
+    and ``No`` as booleans, ``01`` as 1 and ``1.0`` as a float, so ``when: [Yes]`` matched the
+    cells that read "True" and rejected every row that read "Yes".
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _as_written(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -538,6 +548,53 @@ class _ManifestLoader(yaml.SafeLoader):
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+_TEXT_TAG = "tag:yaml.org,2002:str"
+
+
+def _as_written(manifest: yaml.Node) -> None:
+    """Tag as text, before they are constructed, the manifest's scalars that are names or
+    cells' values: ``column`` (but a null one: no column), the names of ``sets`` and each one's
+    ``when`` values, ``skip``'s values and reasons."""
+    for key, value in _entries(manifest):
+        if key == "column" and value.tag != "tag:yaml.org,2002:null":
+            _text(value)
+        elif key == "sets":
+            for name, spec in _mapping(value):
+                _text(name)
+                for field_name, values in _entries(spec):
+                    if field_name == "when":
+                        _each_text(values)
+        elif key == "skip":
+            for skipped, reason in _mapping(value):
+                _text(skipped)
+                _text(reason, empty=True)
+
+
+def _mapping(node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
+    """The (key, value) nodes of a mapping node; none of any other node."""
+    return list(node.value) if isinstance(node, yaml.MappingNode) else []
+
+
+def _entries(node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
+    """The (key as written, value node) of a mapping node's scalar keys."""
+    for key, value in _mapping(node):
+        if isinstance(key, yaml.ScalarNode):
+            yield key.value, value
+
+
+def _each_text(node: yaml.Node) -> None:
+    """Tag as text a scalar, or each scalar of a sequence."""
+    for item in node.value if isinstance(node, yaml.SequenceNode) else [node]:
+        _text(item)
+
+
+def _text(node: yaml.Node, *, empty: bool = False) -> None:
+    """Tag a scalar as text; a plain empty one stays null (an empty ``when`` value is refused,
+    not taken for the empty cell) unless ``empty`` takes it as ""."""
+    if isinstance(node, yaml.ScalarNode) and (node.value or node.style or empty):
+        node.tag = _TEXT_TAG
 
 
 def load_catalog(files: Mapping[str, str]) -> Catalog:
@@ -567,6 +624,11 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
     skip = manifest.get("skip") or {}
     if not isinstance(skip, dict):
         raise TemplateError(f"{MANIFEST}: 'skip' must map a column value to a reason")
+    if None in skip:
+        raise TemplateError(
+            f"{MANIFEST}: 'skip' lists an empty value: write each value as the cells hold it"
+            ' ("" in quotes for an empty cell)'
+        )
     context = manifest.get("context") or {}
     if not isinstance(context, dict):
         raise TemplateError(f"{MANIFEST}: 'context' must map names to constant values")
@@ -616,6 +678,14 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
     values = [values] if isinstance(values, str) else values
     if not isinstance(values, list):
         raise TemplateError(f"{where}: 'when' must be a value or a list of values")
+    for value in values:
+        if not isinstance(value, str):
+            kind = "a list" if isinstance(value, list) else "a mapping"
+            what = "an empty value" if value is None else f"{kind}, not a value"
+            raise TemplateError(
+                f"{where}: 'when' lists {what}: write each value as the cells hold it"
+                ' ("" in quotes for an empty cell)'
+            )
 
     def file(key: str, default: str) -> str | None:
         path = _normalise_path(str(spec.get(key) or posixpath.join(name, default)))

@@ -531,6 +531,39 @@ def test_a_copy_of_one_persons_letter_in_the_bucket_is_sent_to_neither(account):
     assert held[3].startswith("jose-garcia.pdf has the same contents as amelia-hart.pdf, the")
 
 
+def test_a_letter_in_the_bucket_that_is_no_pdf_is_not_sent_and_goes_once_replaced(account):
+    from moto.ses.models import ses_backends
+
+    # GIVEN José's letter in the bucket a Word document saved as jose-garcia.pdf
+    s3 = account["s3"]
+    word = b"PK\x03\x04\x14\x00\x06\x00[Content_Types].xml" + bytes(200) + b"word/"
+    s3.put_object(Bucket=BUCKET, Key="attachments/jose-garcia.pdf", Body=word)
+
+    # WHEN the campaign is uploaded and the state machine runs
+    first = outcome(run_on_engine(account, "incoming/offers.csv"))
+
+    # THEN validation passed the row (it reads no file's start on S3), the send did not: José
+    # got nothing, his row failed saying what the file is; the 17 others were mailed
+    assert (first["counts"]["sent"], first["counts"]["failed"]) == (17, 1)
+    mailed = " ".join(str(m.destinations) for m in ses_backends[ACCOUNT][REGION].sent_messages)
+    assert "jose.garcia@" not in mailed
+    report = s3.get_object(Bucket=BUCKET, Key=first["report_key"])["Body"].read()
+    rows = {int(r["row"]): r for r in csv.DictReader(io.StringIO(report.decode("utf-8-sig")))}
+    assert (rows[3]["status"], rows[3]["code"]) == ("failed", "AttachmentNotPdf")
+    assert rows[3]["reason"].startswith(
+        "attachment is not a PDF: jose-garcia.pdf looks like a Word document (.docx, a PK zip)"
+    )
+
+    # WHEN his letter is put in its place and the file uploaded again as it was
+    letter = (EXAMPLE / "attachments" / "jose-garcia.pdf").read_bytes()
+    s3.put_object(Bucket=BUCKET, Key="attachments/jose-garcia.pdf", Body=letter)
+    again = outcome(run_on_engine(account, "incoming/offers.csv"))
+
+    # THEN his row goes out, and no one else's again
+    assert (again["counts"]["sent"], again["counts"]["skipped"]) == (1, 17)
+    assert len(ses_backends[ACCOUNT][REGION].sent_messages) == 18
+
+
 @pytest.mark.parametrize("default", ["amelia-hart.pdf", "welcome.pdf"], ids=["named", "copy"])
 def test_a_default_attachment_that_is_one_persons_letter_in_the_bucket_sends_nothing(
     account, default

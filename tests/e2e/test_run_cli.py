@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
 import csv
@@ -69,8 +70,17 @@ def test_a_file_with_nothing_to_send_names_its_rejects_report_where_it_can_be_op
         (b"", "empty file"),
         (b"\x00\x01\x02PK\x03\x04 binary", "not a text"),
         (b"Name,Status\nAnn,Offer\n", "Email"),
+        (
+            codecs.BOM_UTF16_LE
+            + "Email,Name,Status\r\nann@example.com,Ann,Offer\r\nbob@example.com,Bo".encode(
+                "utf-16-le"
+            )
+            + b"\x00\xd8"
+            + "b,Offer\r\n".encode("utf-16-le"),
+            "cannot decode line 3 as utf-16-le: illegal UTF-16 surrogate",
+        ),
     ],
-    ids=["empty", "binary", "no-email-column"],
+    ids=["empty", "binary", "no-email-column", "utf16-lone-surrogate"],
 )
 def test_an_unusable_file_is_refused_with_one_clear_message(tmp_path, content, message):
     csv_path = tmp_path / "recipients.csv"
@@ -2402,12 +2412,91 @@ def test_sets_a_workdir_recorded_before_the_ledger_kept_them_still_hold(tmp_path
     assert names == {"offer", "rejection"}
 
 
-def test_a_file_with_a_hidden_name_is_refused(tmp_path):
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_file_with_a_hidden_name_is_refused(tmp_path, command):
     hidden = tmp_path / ".offers.csv"
     hidden.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
-    result = CliRunner().invoke(cli, ["run", str(hidden), "--workdir", str(tmp_path / "w")])
+    result = CliRunner().invoke(cli, [command, str(hidden), "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 3
     assert "a hidden file's name" in result.output
+
+
+@pytest.mark.parametrize(
+    ("stem", "size"),
+    [("p" * 240, 244), ("名" * 81, 247)],
+    ids=["ascii", "cjk"],
+)
+def test_a_file_name_too_long_for_the_workdir_copy_is_refused_by_validate_and_run(
+    tmp_path, stem, size
+):
+    # GIVEN the example campaign under a name of more than 240 bytes in UTF-8
+    csv_path = tmp_path / f"{stem}.csv"
+    assert len(csv_path.name.encode()) == size
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+    workdir = tmp_path / "w"
+    said = (
+        f"{csv_path}: the file name is too long: {size} bytes in UTF-8, where a run takes at"
+        " most 240 (about 80 CJK characters) for the copy it keeps in its workdir: rename the"
+        " file to a shorter name"
+    )
+
+    # WHEN it is validated THEN it is refused as `run` refuses it
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), "--workdir", str(workdir)])
+    assert checked.exit_code == 3, checked.output
+    assert said in _words(checked.output)
+
+    # WHEN it runs THEN it is refused before anything is written
+    code, output = _run(str(csv_path), "--workdir", str(workdir))
+    assert code == 3, output
+    assert said in _words(output)
+    assert not workdir.exists()
+
+
+def test_a_letter_named_pdf_that_is_a_word_document_is_rejected_by_validate_and_run(tmp_path):
+    # GIVEN the example campaign whose jose-garcia.pdf is a Word document saved under that name
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+    word = b"PK\x03\x04\x14\x00\x06\x00\x08\x00[Content_Types].xml" + bytes(300)
+    (tmp_path / "attachments" / "jose-garcia.pdf").write_bytes(word + b"PK\x03\x04word/")
+    workdir = tmp_path / "w"
+    said = (
+        "attachment is not a PDF: jose-garcia.pdf looks like a Word document (.docx, a PK zip),"
+        " where a PDF starts with %PDF-: put the letter, saved as a PDF, in its place"
+    )
+
+    # WHEN it is validated THEN José's row (row 3) is rejected, saying what the file is
+    checked = CliRunner().invoke(cli, ["validate", str(csv_path), "--json"])
+    assert checked.exit_code == 4, checked.output
+    rejected = json.loads(checked.output)["rejected"]
+    row = {"row": 3, "column": "Attachment_File", "reason": said, "email": "j***@example.org"}
+    assert row in rejected
+
+    # WHEN it runs THEN José gets nothing; the other 17 letters go out
+    code, output = _run(str(csv_path), "--workdir", str(workdir))
+    assert code == 0, output
+    recipients = _recipients(workdir / "outbox")
+    assert sum(recipients.values()) == 17 and "jose.garcia@example.org" not in recipients
+    rejects = next((workdir / "bucket" / "reports").rglob("rejects.csv")).read_text("utf-8-sig")
+    assert said in rejects
+
+
+def test_a_file_name_of_240_bytes_runs(tmp_path):
+    # GIVEN the example campaign under a name of 240 bytes, the longest a run takes
+    csv_path = tmp_path / f"{'名' * 78}{'p' * 2}.csv"
+    assert len(csv_path.name.encode()) == 240
+    csv_path.write_bytes((EXAMPLE / "recipients.csv").read_bytes())
+    shutil.copytree(EXAMPLE / "attachments", tmp_path / "attachments")
+
+    # WHEN it runs, asking for its failed rows (the upload then keeps metadata beside it)
+    first, output = _run(str(csv_path), "--workdir", str(tmp_path / "w"))
+    again, output_again = _run(str(csv_path), "--workdir", str(tmp_path / "w"), "--retry-failed")
+
+    # THEN both runs go through: 18 sent, then none again
+    assert first == 0, output
+    assert again == 0, output_again
+    assert len(list((tmp_path / "w" / "outbox" / "new").iterdir())) == 18
 
 
 def _three_letters_stopped_after_the_first(
@@ -2535,7 +2624,7 @@ def test_a_letter_edited_in_place_to_its_size_goes_out_only_once_validated_again
 def test_a_manifest_written_before_attachment_tags_still_sends(tmp_path):
     # GIVEN a run stopped after Anna's row, whose manifest has no attachment tags (as the
     # version before them wrote it)
-    letters = {"a.pdf": b"%PDF-1.4 Anna\n", "b.pdf": b"%PDF-1.4 Bob\n", "c.pdf": b"%PDF Carl\n"}
+    letters = {"a.pdf": b"%PDF-1.4 Anna\n", "b.pdf": b"%PDF-1.4 Bob\n", "c.pdf": b"%PDF-Carl\n"}
     folder, _, workdir, execution = _three_letters_stopped_after_the_first(tmp_path, letters)
     (manifest,) = (Path(workdir) / "bucket" / "validated").glob("*/*/manifest.jsonl")
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
@@ -2543,7 +2632,7 @@ def test_a_manifest_written_before_attachment_tags_still_sends(tmp_path):
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
     # WHEN Carl's letter is replaced by a longer one, then the execution is redriven
-    (folder / "c.pdf").write_bytes(b"%PDF Carl, another\n")
+    (folder / "c.pdf").write_bytes(b"%PDF-Carl, another\n")
     CliRunner().invoke(cli, ["redrive", execution, "--workdir", workdir])
 
     # THEN Bob's row is sent as before, and Carl's is still held back by its size

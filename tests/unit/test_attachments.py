@@ -12,6 +12,7 @@ from mailmatrix.core.attachments import (
     Lookup,
     encoded_size,
     name_problem,
+    pdf_problem,
 )
 from mailmatrix.ports import ObjectInfo
 
@@ -198,3 +199,57 @@ def test_keys_without_identities_are_each_their_own_file():
     # THEN no two names are one file
     idx = AttachmentIndex.from_listing(listing)
     assert (idx.same_file("a.pdf"), idx.same_file("b.pdf")) == (None, None)
+
+
+# A Word document's start: a zip whose first parts name word/.
+DOCX = b"PK\x03\x04\x14\x00\x06\x00\x08\x00" + b"[Content_Types].xml" + bytes(300)
+DOCX += b"PK\x03\x04\x14\x00" + b"word/document.xml"
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "looks"),
+    [
+        ("a.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", None),
+        ("A.PDF", b"\r\n" * 500 + b"%PDF-1.4", None),  # within the first 1024 bytes
+        ("a.pdf", b" " * 1024 + b"%PDF-1.4", "starts with the bytes 20 20 20 20 20 20 20 20"),
+        ("a.docx", DOCX, None),
+        ("a.pdf", DOCX, "looks like a Word document (.docx, a PK zip)"),
+        (
+            "a.Pdf",
+            b"PK\x03\x04" + bytes(60),
+            "looks like a ZIP archive (PK zip), or an Office document (.docx, .xlsx)",
+        ),
+        (
+            "a.pdf",
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+            "looks like a legacy Office document (.doc, .xls)",
+        ),
+        ("a.pdf", b"{\\rtf1\\ansi Dear Anna", "looks like an RTF document"),
+        (
+            "a.pdf",
+            "Dear Anna,\r\n\r\nwe are pleased to offer you the role of…".encode(),
+            "is text that starts with 'Dear Anna, we are pleased to off...'",
+        ),
+        ("a.pdf", "Liebe Zoë".encode(), "is text that starts with 'Liebe Zoë'"),
+        (
+            "a.pdf",
+            b"\x00\x01\x02\x03\x1b[2J\xff\xfe",
+            "starts with the bytes 00 01 02 03 1b 5b 32 4a",
+        ),
+        ("a.pdf", "Zoë\u202egpj.exe".encode(), "starts with the bytes 5a 6f c3 ab e2 80 ae 67"),
+    ],
+    ids=[
+        "pdf", "pdf-after-line-ends", "pdf-too-far", "not-named-pdf", "docx", "zip", "ole2",
+        "rtf", "text", "text-accented", "binary", "bidi-control",
+    ],
+)  # fmt: skip
+def test_a_file_named_pdf_is_checked_for_the_pdf_header(name, head, looks):
+    problem = pdf_problem(name, head)
+
+    if looks is None:
+        assert problem is None
+    else:
+        assert problem == (
+            f"attachment is not a PDF: {name} {looks}, where a PDF starts with %PDF-: put the"
+            " letter, saved as a PDF, in its place"
+        )

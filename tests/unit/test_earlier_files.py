@@ -170,7 +170,7 @@ def test_a_copy_of_the_recipients_own_earlier_letter_passes():
 def test_a_rerun_against_its_own_owners_reads_no_more_than_a_first_run():
     # GIVEN a file of 40 recipients, each with a letter of their own, all of one size, sent
     # by an earlier run (the ledger has each file's owner)
-    files = {f"u{n}.pdf": b"PDF letter %04d" % n for n in range(40)}
+    files = {f"u{n}.pdf": b"%%PDF-1.4 letter %04d" % n for n in range(40)}
     text = HEADER + "".join(f"p{n}@example.com,P{n},active,u{n}.pdf\r\n" for n in range(40))
     owners = [FileOwner(f"u{n}.pdf", f"r:p{n}@example.com", n + 2, "p***") for n in range(40)]
 
@@ -189,7 +189,7 @@ def test_a_rerun_against_its_own_owners_reads_no_more_than_a_first_run():
 
 def test_without_files_of_an_earlier_letters_size_no_recipient_is_asked_and_nothing_read():
     # GIVEN Alice's letter sent earlier, and rows whose files all have other sizes
-    files = {"alice.pdf": OFFER_ALICE, "bob.pdf": b"%PDF bob", "carol.pdf": b"%PDF carol"}
+    files = {"alice.pdf": OFFER_ALICE, "bob.pdf": b"%PDF-bob", "carol.pdf": b"%PDF-carol"}
     contents = FakeContents(files)
     text = HEADER + BOB + "carol@example.com,Carol,active,carol.pdf\r\n"
 

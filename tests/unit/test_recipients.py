@@ -145,6 +145,7 @@ class FakeContents:
         self.checksums = checksums or {}
         self.read: collections.Counter[str] = collections.Counter()
         self.asked: collections.Counter[str] = collections.Counter()
+        self.started: collections.Counter[str] = collections.Counter()
         self.tags: dict[str, str] = {}
 
     def index(self) -> AttachmentIndex:
@@ -159,6 +160,10 @@ class FakeContents:
         self.read[name] += 1
         self.tags[name] = tag
         return hashlib.sha256(self.files[name]).digest()
+
+    def start(self, name: str, tag: str, count: int) -> bytes:
+        self.started[name] += 1
+        return self.files[name][:count]
 
 
 HEADER = "Email,Name,Status,Attachment_File\r\n"
@@ -307,6 +312,33 @@ def test_bytes_invalid_in_the_detected_encoding_reject_only_their_row():
     assert rows[-1]["email"] == "bob@example.com"
 
 
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"], ids=["crlf", "lf", "cr"])
+@pytest.mark.parametrize(
+    ("bom", "encoding"),
+    [
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+        (b"", "utf-16-le"),
+    ],
+    ids=["le-bom", "be-bom", "le-no-bom"],
+)
+def test_utf16_that_cannot_be_decoded_fails_the_file_naming_its_line(bom, encoding, newline):
+    # GIVEN a UTF-16 file whose line 3 holds a lone surrogate (the bytes 00 d8 in UTF-16LE)
+    def utf16(text: str) -> bytes:
+        return text.replace("\r\n", newline).encode(encoding)
+
+    lone = "\ud800".encode(encoding, "surrogatepass")
+    raw = bom + utf16(HEADER + ALICE + "bob@example.com,Bo") + lone + utf16("b,active,bob.pdf\r\n")
+
+    # WHEN it is validated THEN the file fails, naming line 3
+    with pytest.raises(InputFileError) as caught:
+        run(raw)
+    assert caught.value.message == (
+        f"incoming/test.csv: cannot decode line 3 as {encoding}: illegal UTF-16 surrogate;"
+        " export the file as CSV UTF-8"
+    )
+
+
 # --- dialects ----------------------------------------------------------------------------
 
 
@@ -438,8 +470,8 @@ def test_configured_choice_column_matches_regardless_of_case():
         ),
         (
             b"PK\x03\x04\x14\x00\x06\x00" + bytes(200),
-            "incoming/test.csv: not a CSV file: it is a ZIP archive or Excel workbook (.xlsx); "
-            "export it as CSV UTF-8",
+            "incoming/test.csv: not a CSV file: it is a ZIP archive (PK zip), or an Office"
+            " document (.docx, .xlsx); export it as CSV UTF-8",
         ),
         (
             b"%PDF-1.7\n" + bytes(100),
@@ -1339,6 +1371,33 @@ def test_short_reads_and_multibyte_characters_split_across_reads():
     assert report.encoding == "utf-16-le"
     assert [(r["row"], r["name"]) for r in rows] == [(2, "王芳 Zoë"), (3, "王芳 Zoë")]
     assert [(d["row"], d["first_row"]) for d in report.duplicates] == [(4, 3)]
+
+
+@pytest.mark.parametrize("stream", [io.BytesIO, TrickleStream], ids=["whole", "trickled"])
+@pytest.mark.parametrize(
+    ("bad", "line", "reason"),
+    [(2500, 2503, "illegal UTF-16 surrogate"), (None, 3004, "truncated data")],
+    ids=["surrogate", "cut-short"],
+)
+def test_utf16_that_cannot_be_decoded_far_down_is_named_by_its_line(stream, bad, line, reason):
+    # GIVEN a UTF-16 file of 3,000 rows and more than 64 KiB, a value of two lines on lines
+    # 9 and 10, and a lone surrogate in the row of user ``bad`` (line ``line``), or a last
+    # line cut short; read whole, or 7 bytes at a time (CR and LF of one line end apart)
+    filler = "".join(f"u{i}@example.com,User {i},active,u{i}.pdf\r\n" for i in range(3000))
+    text = HEADER + filler.replace("User 7,", '"User\r\n7",') + ALICE
+    raw = codecs.BOM_UTF16_LE + text.encode("utf-16-le", "surrogatepass") + b"z"
+    if bad is not None:
+        text = text.replace(f"User {bad},", f"User {bad}\ud800,")
+        raw = codecs.BOM_UTF16_LE + text.encode("utf-16-le", "surrogatepass")
+
+    # WHEN it is validated THEN the file fails, naming the line
+    with pytest.raises(InputFileError) as caught:
+        validate_recipients(
+            stream(raw), source="s", catalog=FakeCatalog(), attachments=index_of(), emit=[].append
+        )
+    assert caught.value.message == (
+        f"s: cannot decode line {line} as utf-16-le: {reason}; export the file as CSV UTF-8"
+    )
 
 
 def test_rows_are_emitted_while_reading_not_after():
@@ -2355,6 +2414,81 @@ def test_a_default_attachment_no_row_is_given_is_not_held_to_rows_naming_it():
     assert [row["attachment"] for row in rows] == ["brochure.pdf"] and reasons(report) == []
 
 
+# --- files named .pdf that are no PDF -----------------------------------------------------
+
+WORD = b"PK\x03\x04\x14\x00\x06\x00[Content_Types].xml" + bytes(50) + b"PK\x03\x04word/"
+NOT_PDF = ", where a PDF starts with %PDF-: put the letter, saved as a PDF, in its place"
+
+
+def test_a_row_whose_pdf_is_no_pdf_is_rejected_naming_what_the_file_is():
+    # GIVEN Bob's letter a Word document saved as bob.pdf, Carol's a text file as carol.PDF,
+    # Dan's a notice.txt (no PDF by its name)
+    files = {
+        "alice.pdf": OFFER_ALICE,
+        "bob.pdf": WORD,
+        "carol.PDF": b"Dear Carol,\nwelcome",
+        "notice.txt": b"Dear Dan",
+    }
+    contents = FakeContents(files)
+    text = HEADER + ALICE + BOB + "carol@example.com,Carol,active,carol.PDF\r\n"
+    text += "dan@example.com,Dan,active,notice.txt\r\n"
+
+    # WHEN validated with the means to read the files
+    report, rows = run(text, index=contents.index(), contents=contents)
+
+    # THEN Bob's and Carol's rows are rejected, saying what their files are; Alice's and
+    # Dan's go; only the files named .pdf were read, each once, a few bytes of each
+    assert emails(rows) == ["alice@example.com", "dan@example.com"]
+    assert reasons(report) == [
+        (
+            3,
+            "Attachment_File",
+            "attachment is not a PDF: bob.pdf looks like a Word document (.docx, a PK zip)"
+            + NOT_PDF,
+        ),
+        (
+            4,
+            "Attachment_File",
+            f"attachment is not a PDF: carol.PDF is text that starts with 'Dear Carol, welcome'"
+            f"{NOT_PDF}",
+        ),
+    ]
+    assert contents.started == {"alice.pdf": 1, "bob.pdf": 1, "carol.PDF": 1}
+
+
+def test_a_default_attachment_that_is_no_pdf_rejects_its_rows_and_is_read_once():
+    # GIVEN the info set's default brochure.pdf, a text file, given to three rows
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "brochure.pdf": b"brochure to come"})
+    text = HEADER + ALICE + "".join(f"u{i}@example.com,U {i},info,\r\n" for i in range(3))
+
+    # WHEN validated
+    report, rows = run(
+        text, catalog=load_catalog(TWO_SETS), index=contents.index(), contents=contents
+    )
+
+    # THEN the info rows are rejected, the brochure read once for them all
+    assert emails(rows) == ["alice@example.com"]
+    why = "attachment is not a PDF: brochure.pdf is text that starts with 'brochure to come'"
+    assert reasons(report) == [(row, "Attachment_File", why + NOT_PDF) for row in (3, 4, 5)]
+    assert contents.started["brochure.pdf"] == 1
+
+
+def test_without_a_cheap_read_of_the_files_start_a_pdf_is_left_to_the_send():
+    # GIVEN storage that reads no file's start at validation (S3), and Bob's bob.pdf a Word
+    # document
+    class Remote(FakeContents):
+        def start(self, name: str, tag: str, count: int) -> None:
+            self.started[name] += 1
+            return None
+
+    contents = Remote({"alice.pdf": OFFER_ALICE, "bob.pdf": WORD})
+
+    # WHEN validated THEN both rows go (the send checks each file it reads)
+    report, rows = run(HEADER + ALICE + BOB, index=contents.index(), contents=contents)
+    assert emails(rows) == ["alice@example.com", "bob@example.com"]
+    assert reasons(report) == [] and contents.started == {"alice.pdf": 1, "bob.pdf": 1}
+
+
 def test_a_copy_behind_a_link_names_the_name_its_row_gave():
     # GIVEN Alice's row naming a link to her letter, and Bob's naming a copy of it
     listing = [
@@ -2363,7 +2497,8 @@ def test_a_copy_behind_a_link_names_the_name_its_row_gave():
         ObjectInfo("attachments/link.pdf", len(OFFER_ALICE), identity="1:1", tag="t1"),
     ]
     index = AttachmentIndex.from_listing(listing)
-    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE})
+    links = {"link.pdf": OFFER_ALICE}  # its start is read by the name the row gave
+    contents = FakeContents({"alice.pdf": OFFER_ALICE, "bob.pdf": OFFER_ALICE, **links})
     text = HEADER + "alice@example.com,Alice,active,link.pdf\r\n" + BOB
 
     # WHEN validated

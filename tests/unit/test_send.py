@@ -581,6 +581,28 @@ def test_an_attachment_no_longer_the_version_listed_is_given_back_and_the_batch_
     assert [o.state for o in ledger.outcomes(CID)] == ["sent", "released", "sent"]
 
 
+def test_an_attachment_named_pdf_that_is_no_pdf_is_not_sent_and_given_back(ledger, clock):
+    # GIVEN storage whose p3.pdf is a Word document (validation read no file's start: S3)
+    word = b"PK\x03\x04\x14\x00\x06\x00" + b"[Content_Types].xml" + bytes(40) + b"word/document.xml"
+    fetch = kit.fetcher({"p3.pdf": word})
+    ses = FakeSes(clock=clock)
+
+    # WHEN the batch is sent
+    result = run(items(3), ses, ledger, clock, fetch=fetch)
+
+    # THEN p3.pdf's row failed, saying what the file is, and was given back for a later run;
+    # the batch went on
+    assert result.rows[1] == {
+        "row": 3,
+        "status": "failed",
+        "code": "AttachmentNotPdf",
+        "reason": "attachment is not a PDF: p3.pdf looks like a Word document (.docx, a PK"
+        " zip), where a PDF starts with %PDF-: put the letter, saved as a PDF, in its place",
+    }
+    assert (result.sent, result.failed, len(ses.calls)) == (2, 1, 2)
+    assert [o.state for o in ledger.outcomes(CID)] == ["sent", "released", "sent"]
+
+
 def test_an_unreadable_attachment_is_a_passing_fault(ledger, clock):
     def fetch(name, tag):
         raise StorageError(f"attachments/{name}: read failed: connection reset")
@@ -656,7 +678,7 @@ def test_the_pacer_spaces_the_calls_and_waits_out_its_interval_at_the_end(ledger
 def test_core_logs_no_addresses(ledger, clock, caplog):
     caplog.set_level(logging.DEBUG, logger="mailmatrix")
     ses = FakeSes(fail_calls(1), clock=clock)
-    fetch = kit.fetcher({"p2.pdf": b"%PDF"}, default=None)
+    fetch = kit.fetcher({"p2.pdf": b"%PDF-1.4"}, default=None)
 
     run(items(2), ses, ledger, clock, fetch=fetch)
 
@@ -765,7 +787,7 @@ def test_each_sent_row_costs_one_ledger_write_the_next_claim_records_it(ledger, 
 def test_a_rows_own_file_is_kept_with_its_letter_in_the_same_writes(ledger, clock):
     # GIVEN three rows naming their own files, of one size, and a fourth given its set's
     # default_attachment (a file for many: not its own)
-    files = {f"p{row}.pdf": bytes([row]) * 20_000 for row in range(2, 5)}
+    files = {f"p{row}.pdf": b"%PDF-" + bytes([row]) * 19_995 for row in range(2, 5)}
     batch = items(4)
     for item in batch[:3]:
         item["own_attachment"] = True

@@ -10,8 +10,12 @@ import warnings
 
 import pytest
 
-from mailmatrix.adapters.storage_local import LocalStorage
-from mailmatrix.errors import NotFoundError, ObjectChanged, StorageError
+from mailmatrix.adapters.storage_local import (
+    MAX_UPLOAD_NAME_BYTES,
+    LocalStorage,
+    check_upload_name,
+)
+from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
 
 
 def test_put_get_head_and_list_in_key_order(tmp_path):
@@ -325,3 +329,53 @@ def test_a_folders_print_of_a_file_is_the_print_of_its_bytes(tmp_path, size):
     storage = LocalStorage(tmp_path)
 
     assert storage.checksum("attachments/a.pdf") == SAMPLE_CHECKSUM + sample_print(content)
+
+
+def test_a_files_first_bytes_are_read_in_the_version_listed_and_never_through_a_link_out(
+    tmp_path,
+):
+    # GIVEN a letter in a mounted folder, a link in it to a file outside, a file in a subfolder
+    folder = tmp_path / "pdfs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "anna.pdf").write_bytes(b"%PDF-1.7 anna")
+    (folder / "sub" / "ben.pdf").write_bytes(b"%PDF-1.4 ben")
+    (tmp_path / "secret.pdf").write_bytes(b"secret")
+    (folder / "link.pdf").symlink_to(tmp_path / "secret.pdf")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+    tag = _listed_tag(storage, "attachments/anna.pdf")
+
+    # THEN the start of each file in the folder is read, with its listed tag or without one
+    assert storage.first_bytes("attachments/anna.pdf", 5, tag=tag) == b"%PDF-"
+    assert storage.first_bytes("attachments/anna.pdf", 1024) == b"%PDF-1.7 anna"
+    assert storage.first_bytes("attachments/sub/ben.pdf", 8) == b"%PDF-1.4"
+    # AND not through the link, nor once the file is another version
+    with pytest.raises(NotFoundError):
+        storage.first_bytes("attachments/link.pdf", 5)
+    (folder / "anna.pdf").write_bytes(b"Dear Anna")
+    with pytest.raises(ObjectChanged):
+        storage.first_bytes("attachments/anna.pdf", 5, tag=tag)
+
+
+def test_the_longest_upload_name_is_the_longest_the_bucket_keeps_with_its_metadata(tmp_path):
+    # GIVEN files named with the longest name an upload may have, and one byte more
+    longest = tmp_path / ("u" * (MAX_UPLOAD_NAME_BYTES - 4) + ".csv")
+    longer = tmp_path / ("u" * (MAX_UPLOAD_NAME_BYTES - 3) + ".csv")
+    for path in (longest, longer):
+        path.write_bytes(b"Email\n")
+    storage = LocalStorage(tmp_path / "bucket")
+
+    # WHEN each is checked and put under incoming/ with metadata, as a run puts it
+    check_upload_name(longest)
+    storage.put_file(f"incoming/{longest.name}", str(longest), metadata={"retry": "true"})
+    with pytest.raises(InputFileError, match="the file name is too long: 241 bytes in UTF-8"):
+        check_upload_name(longer)
+
+    # THEN the first is kept; the file system takes no name of the second's metadata file
+    assert storage.head(f"incoming/{longest.name}").metadata == {"retry": "true"}
+    with pytest.raises(OSError, match="File name too long"):
+        storage.put_file(f"incoming/{longer.name}", str(longer), metadata={"retry": "true"})
+
+
+def test_a_hidden_upload_name_is_refused(tmp_path):
+    with pytest.raises(InputFileError, match="a hidden file's name"):
+        check_upload_name(tmp_path / ".offers.csv")

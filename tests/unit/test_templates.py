@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -489,6 +490,93 @@ def test_manifest_mistakes_are_named(manifest, message):
     with pytest.raises(TemplateError) as caught:
         load_catalog(simple(**{"manifest.yaml": manifest}))
     assert caught.value.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            "sets:\n  welcome:\n    when:\n      - Offer\n      -\n",
+            "manifest.yaml: set 'welcome': 'when' lists an empty value: write each value as"
+            ' the cells hold it ("" in quotes for an empty cell)',
+        ),
+        (
+            "sets: {welcome: {when: [Offer, [Yes, No]]}}\n",
+            "manifest.yaml: set 'welcome': 'when' lists a list, not a value",
+        ),
+        (
+            "sets: {welcome: {when: Offer}}\nskip:\n  ? \n  : withdrew\n",
+            "manifest.yaml: 'skip' lists an empty value",
+        ),
+    ],
+    ids=["empty-when", "list-in-when", "empty-skip"],
+)
+def test_a_manifest_value_that_is_no_text_is_named(manifest, message):
+    with pytest.raises(TemplateError) as caught:
+        load_catalog(simple(**{"manifest.yaml": manifest}))
+    assert caught.value.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Yes",
+        "No",
+        "on",
+        "OFF",
+        "y",
+        "01",
+        "1.0",
+        "1.50",
+        "0x1A",
+        "1_000",
+        "2027-01-11",
+        "~",
+        "null",
+    ],
+)
+def test_column_values_in_the_manifest_are_the_text_written(written):
+    # GIVEN manifests whose when, skip and skip reasons hold values YAML 1.1 reads as
+    # booleans, numbers, dates or null when they are not quoted
+    def catalog(sets: str, skip: str) -> Any:
+        manifest = f"column: Hired\nsets: {{welcome: {{when: {sets}}}}}\nskip: {{{skip}}}\n"
+        return load_catalog(simple(**{"manifest.yaml": manifest}))
+
+    picks = catalog(f"[{written}]", f"other: {written}")
+    skips = catalog("Other", f"{written}: withdrew")
+
+    # WHEN cells are looked up THEN a cell of the text written picks its set or skip
+    assert picks.sets["welcome"].values == (written,)
+    assert picks.choose(f" {written.upper()} ").template == "welcome"
+    assert picks.choose("OTHER") == Choice("skip", reason=written)
+    assert skips.choose(written) == Choice("skip", reason="withdrew")
+    # AND a cell holding what YAML would have made of it picks nothing
+    parsed = str(yaml.safe_load(written))
+    if parsed.casefold() != written.casefold():
+        assert picks.choose(parsed).kind == "unknown"
+        assert skips.choose(parsed).kind == "unknown"
+
+
+def test_a_hired_manifest_of_yes_and_no_picks_sets_by_those_words():
+    # GIVEN sets named yes and no, picked by the Yes and No of a column named On
+    manifest = "column: On\nsets:\n  yes: {when: [Yes]}\n  no: {when: No}\nskip: {n/a: }\n"
+    files = {"manifest.yaml": manifest}
+    for name in ("yes", "no"):
+        files |= {f"{name}/subject.txt": f"{name} {{{{ Name }}}}", f"{name}/body.txt": "Hi"}
+
+    # WHEN the templates are loaded
+    catalog = load_catalog(files)
+
+    # THEN the column, the sets, their files and the choices are the words written
+    assert (catalog.column, catalog.names) == ("On", ["yes", "no"])
+    assert catalog.choose("Yes") == Choice("template", template="yes")
+    assert catalog.choose("no") == Choice("template", template="no")
+    assert catalog.render("no", {"Name": "Ann", "On": "No"}).subject == "no Ann"
+    assert catalog.choose("True").reason == (
+        "unknown On value 'True' (expected one of: Yes, No, n/a)"
+    )
+    # AND a skip without a reason has none (the report gives its default)
+    assert catalog.choose("N/A") == Choice("skip", reason="")
 
 
 def test_syntax_error_is_reported_with_file_and_line():

@@ -152,6 +152,13 @@ def test_human_output_shows_counts_and_reasons(tmp_path):
         (b"Name,Status\nAnn,Offer\n", "no Email column"),
         (b"PK\x03\x04" + bytes(64), "not a CSV file"),
         (HEADER.encode(), "no recipients"),
+        (
+            codecs.BOM_UTF16_LE
+            + (HEADER + OFFER + "bob@example.com,Bo").encode("utf-16-le")
+            + b"\x00\xd8"
+            + "b,Offer,bob.pdf,Engineer,Data,2027-01-01,1\n".encode("utf-16-le"),
+            "cannot decode line 3 as utf-16-le: illegal UTF-16 surrogate",
+        ),
     ],
 )
 def test_unusable_file_exits_3_without_traceback(tmp_path, data, message):
@@ -286,7 +293,7 @@ def test_attachments_and_templates_options(tmp_path, one_set_templates):
     templates = one_set_templates
     files = tmp_path / "elsewhere"
     files.mkdir()
-    (files / "x.pdf").write_bytes(b"x")
+    (files / "x.pdf").write_bytes(b"%PDF-1.4 x")
     path = tmp_path / "list.csv"
     path.write_text("email;name;attachment\nann@example.com;Ann;x.pdf\n")
 
@@ -375,6 +382,34 @@ def test_case_14_through_the_cli(tmp_path):
         (4, "attachment not found: Carol.PDF (did you mean carol.pdf?)"),
         (5, "Attachment_File is empty"),
         (6, "attachment is empty (0 bytes): empty.pdf"),
+    ]
+
+
+def test_a_manifest_picking_sets_by_yes_and_no_takes_the_rows_that_say_so(tmp_path):
+    # GIVEN templates picked by a Hired column's Yes and No, written without quotes
+    templates = tmp_path / "tpl"
+    for name in ("welcome", "regrets"):
+        (templates / name).mkdir(parents=True)
+        (templates / name / "subject.txt").write_text(f"{name} {{{{ Name }}}}")
+        (templates / name / "body.txt").write_text("Dear {{ Name }}")
+    (templates / "manifest.yaml").write_text(
+        "column: Hired\nsets:\n  welcome: {when: [Yes], attachment: none}\n"
+        "  regrets: {when: [No], attachment: none}\nskip: {Maybe: undecided}\n"
+    )
+    text = "Email,Name,Hired\nann@example.com,Ann,Yes\nbob@example.com,Bob,no\n"
+    text += "cy@example.com,Cy,Maybe\ndee@example.com,Dee,True\n"
+    path = campaign(tmp_path, text, files={})
+
+    # WHEN the file is validated
+    result = invoke(path, "--templates", templates, "--json", *SENDER)
+
+    # THEN the rows that say Yes and No are valid, Maybe is skipped, and True is no value
+    assert result.exit_code == exits.ROWS_REJECTED, result.output
+    report = json.loads(result.output)
+    assert report["valid"] == 2
+    assert report["skipped"] == [{"row": 4, "reason": "undecided"}]
+    assert [(r["row"], r["reason"]) for r in report["rejected"]] == [
+        (5, "unknown Hired value 'True' (expected one of: Yes, No, Maybe)")
     ]
 
 
