@@ -107,6 +107,14 @@ class SmtpMailer:
         problem = port_problem(parts) or query_problem(parts.query)
         if problem:
             raise ConfigurationError(f"MAILMATRIX_MAILER: {problem}")
+        if parts.username and not parts.password and os.environ.get(PASSWORD_VARIABLE) is None:
+            # An empty password would be sent, and refused as wrong, naming no cause.
+            raise ConfigurationError(
+                f"MAILMATRIX_MAILER: the URL names the user {unquote(parts.username)!r} but no"
+                f" password, and {PASSWORD_VARIABLE} is not set: set it to the password (it"
+                " stays out of the URL, the shell's history and the commands printed), or"
+                " leave the user out of the URL for a server that takes mail without a login"
+            )
         port = parts.port or DEFAULT_PORTS[parts.scheme]
         timeout = float(query.get("timeout", DEFAULT_TIMEOUT))
         context = None
@@ -255,6 +263,8 @@ class SmtpMailer:
             if isinstance(exc, smtplib.SMTPAuthenticationError):
                 raise AccountSendingHalted(
                     f"smtp {self._where}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}"
+                    f" (the user {server.username!r} and the password in the URL or"
+                    f" {PASSWORD_VARIABLE})"
                 ) from exc
             if isinstance(exc, smtplib.SMTPNotSupportedError):
                 raise AccountSendingHalted(f"smtp {self._where}: connect: {exc}") from exc

@@ -254,7 +254,14 @@ def validate_command(
             sys.exit(refused)  # as `run` refuses the file
         if not report.valid:
             sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
-        sys.exit(exits.ROWS_REJECTED if report.rejected else exits.OK)
+        if report.rejected:
+            sys.exit(exits.ROWS_REJECTED)
+        # Rows `run` would report failed (again): it would end with 5, so a script that
+        # checks validate's status before running is told now.
+        failing = ("failed", "unknown", "other_letter", "attachment_of_another")
+        sys.exit(
+            exits.ROWS_FAILED if any(earlier.get(f"{k}_before") for k in failing) else exits.OK
+        )
 
 
 def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:

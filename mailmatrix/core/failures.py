@@ -203,6 +203,13 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " the same way, look into that cause first (a server: ask its operator why it"
             " refuses the mail)."
         )
+    if any("smtp " in text for text in real):
+        return (
+            "the mail server would not take mail from this run (see above: its login, or the"
+            " sender), and a redrive stops the same way until that is fixed (the user and"
+            " password, MAILMATRIX_SMTP_PASSWORD; a sender the server takes): redrive once it"
+            " is."
+        )
     if real:
         return (
             "the account could not send (see above), and a redrive stops the same way until "

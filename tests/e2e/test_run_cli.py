@@ -2237,6 +2237,25 @@ def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_th
     assert (counts["sent"], counts["skipped"], counts["failed"]) == (0, 18 - failed, failed)
 
 
+def test_validate_exits_as_run_would_end_when_rows_would_be_reported_failed(tmp_path):
+    # GIVEN the example's valid rows alone (validate: exit 0), run with the mail service
+    # refusing some for good (exit 5)
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text("\n".join(lines[:15] + lines[16:20] + lines[21:]) + "\n")
+    common = ["--attachments", str(EXAMPLE / "attachments"), "--workdir", str(tmp_path / "w")]
+    validate = ["validate", str(csv_path), *common]
+    assert CliRunner().invoke(cli, validate).exit_code == 0
+    run = ["run", str(csv_path), *common]
+    assert CliRunner().invoke(cli, [*run, "--faults", "permanent=0.3,seed=3"]).exit_code == 5
+
+    # WHEN it is validated again THEN it exits 5, as the next run ends (it said 0: a script
+    # checking validate's status before running was not told)
+    checked = CliRunner().invoke(cli, validate)
+    assert checked.exit_code == 5, checked.output
+    assert CliRunner().invoke(cli, run).exit_code == 5
+
+
 def _validate_copy(csv_path: Path, args: list[str]) -> tuple[dict, str]:
     """validate of an _editable_copy with its run's options: what --json says of the earlier
     runs, and the text output on one line."""

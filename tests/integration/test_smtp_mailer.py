@@ -213,6 +213,9 @@ def test_wrong_password_halts_the_campaign(certificate):
         with pytest.raises(AccountSendingHalted) as caught:
             mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
     assert caught.value.message.startswith(f"smtp {HOST}:{port}: login refused: 535")
+    assert "(the user 'mailer' and the password in the URL or MAILMATRIX_SMTP_PASSWORD)" in (
+        caught.value.message
+    )
     assert "wrong" not in caught.value.message
     assert handler.envelopes == []
 
@@ -537,6 +540,21 @@ def test_a_user_without_a_password_in_the_url_takes_it_from_the_environment(monk
         "given"
     )
     assert SmtpMailer.from_url("smtp://relay.example.com").server.password is None
+
+
+def test_a_user_without_a_password_anywhere_is_refused_naming_the_variable(monkeypatch):
+    # GIVEN a URL naming a user, no password in it, and MAILMATRIX_SMTP_PASSWORD not set
+    monkeypatch.delenv("MAILMATRIX_SMTP_PASSWORD", raising=False)
+
+    # WHEN the mailer is made THEN it is refused, saying what to set (an empty password was
+    # sent, and refused as wrong with no word of the variable)
+    with pytest.raises(ConfigurationError) as refused:
+        SmtpMailer.from_url("smtp+starttls://hr@relay.example.com")
+    assert "names the user 'hr' but no password" in refused.value.message
+    assert "MAILMATRIX_SMTP_PASSWORD is not set" in refused.value.message
+    # AND one set empty on purpose is taken as the password
+    monkeypatch.setenv("MAILMATRIX_SMTP_PASSWORD", "")
+    assert SmtpMailer.from_url("smtp+starttls://hr@relay.example.com").server.password == ""
 
 
 def test_connections_of_finished_threads_are_closed():
@@ -940,7 +958,9 @@ def test_a_sender_refused_for_good_halts_the_campaign_instead_of_failing_every_r
     assert done.exit_code == 1, done.output
     assert (result["counts"]["sent"], result["counts"]["failed"]) == (0, 0)
     assert "the server refuses the sender for good: 553 5.7.1" in json.dumps(result)
-    assert result["redrive_advice"].startswith("the account could not send (see above)")
+    assert result["redrive_advice"].startswith(
+        "the mail server would not take mail from this run (see above: its login, or the sender)"
+    )
     ledger = SqliteLedger(str(tmp_path / "work" / "ledger.sqlite3"))
     try:
         outcomes = ledger.outcomes(campaign_of_file(csv_file))
