@@ -78,6 +78,7 @@ from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
+    DeliveriesDamaged,
     DeliveryChanged,
     DemoTemplates,
     InputFileError,
@@ -890,7 +891,9 @@ def check_other_workdirs(
     key = str(default.root.resolve())
     others[key] = [*others.get(key, []), *_servers_of(default, campaign)]
     own = [s for s in _servers_of(wd, campaign) if same_server(s, delivery)]
-    if not own and any(same_server(s, delivery) for s in others.get(here, [])):
+    recorded_here = any(same_server(s, delivery) for s in others.get(here, []))
+    # Its ledger is a trace too: its deliveries.json may have been moved aside (damaged)
+    if not own and recorded_here and not _ledger_holds(wd, campaign):
         raise DeliveryChanged(
             f"{name}: the record of the workdirs says runs in this one, {wd.root}, delivered a"
             f" file named {name} through {delivery}, but the workdir holds no trace of them (a"
@@ -922,6 +925,14 @@ def check_other_workdirs(
             " new file name and run that"
         )
     known.add(here, campaign, delivery)
+
+
+def _ledger_holds(workdir: Workdir, campaign: str) -> bool:
+    """Whether ``workdir``'s ledger holds entries of ``campaign``."""
+    if not workdir.has_ledger():
+        return False
+    with _local_ledger(workdir, read_only=True) as ledger:
+        return ledger.has_entries(campaign)
 
 
 def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
@@ -1098,9 +1109,28 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
         return {}
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigurationError(f"{path}: not readable: {exc}") from exc
-    return found if isinstance(found, dict) else {}
+    except ValueError as exc:  # not JSON, or not UTF-8 text
+        raise DeliveriesDamaged(_deliveries_damaged(path, f"not readable ({exc})")) from exc
+    if not isinstance(found, dict):
+        raise DeliveriesDamaged(_deliveries_damaged(path, "not the record this version writes"))
+    return found
+
+
+def _deliveries_damaged(path: Path, what: str) -> str:
+    """Why a damaged deliveries.json stops a run, and the ways on: a backup, or the record
+    started anew, which leaves the ledger (not this file) to skip the people mailed."""
+    return (
+        f"{path}: damaged, {what}. It records each file run in this workdir: how it was sent"
+        " (the outbox or a mail server, its templates, attachments and sender) and how many of"
+        " its letters the ledger held as sent, so that a run of it another way, or with a"
+        " ledger lost or put back from an older backup, is refused rather than mailing people"
+        " again or not at all. Nothing was sent. Put it back from a backup of the workdir (one"
+        " taken with its ledger, ledger.sqlite3); the ledger alone cannot rebuild it (it keeps"
+        " no way of sending). Without a backup, move it aside (keep it): runs go on, the ledger"
+        " still skipping every email it holds as sent, but those checks know nothing of the"
+        " earlier runs until each file runs again: run each file with the settings its earlier"
+        " runs used, and only if ledger.sqlite3 is the one they wrote"
+    )
 
 
 # In a campaign's record in deliveries.json: rows of it were claimed in the ledger (which never

@@ -43,6 +43,7 @@ from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
+    DeliveriesDamaged,
     DeliveryChanged,
     DemoTemplates,
     InputFileError,
@@ -572,7 +573,14 @@ def run(
     except MailMatrixError as error:
         stop_display(progress)
         click.echo(f"mailmatrix run: {error}", err=True)
-        refusals = DeliveryChanged | NoEarlierRun | DemoTemplates | BadWorkdir | LedgerLost
+        refusals = (
+            DeliveryChanged
+            | NoEarlierRun
+            | DemoTemplates
+            | BadWorkdir
+            | LedgerLost
+            | DeliveriesDamaged
+        )
         if isinstance(error, refusals):
             sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)

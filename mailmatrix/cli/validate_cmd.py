@@ -292,7 +292,12 @@ def _earlier_runs(
     (None: none)."""
     if workdir is None:
         return {"checked": False}, None
-    from mailmatrix.errors import DeliveryChanged, LedgerLost, TemplateSetsChanged
+    from mailmatrix.errors import (
+        DeliveriesDamaged,
+        DeliveryChanged,
+        LedgerLost,
+        TemplateSetsChanged,
+    )
     from mailmatrix.local import check_earlier_runs
 
     found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
@@ -300,9 +305,10 @@ def _earlier_runs(
         found["found"] = check_earlier_runs(
             workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
         )
-    except (DeliveryChanged, LedgerLost, TemplateSetsChanged) as error:
+    except (DeliveryChanged, LedgerLost, TemplateSetsChanged, DeliveriesDamaged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
-        usage = isinstance(error, DeliveryChanged | LedgerLost)  # `run` exits so for each
+        # `run` exits so for each
+        usage = isinstance(error, DeliveryChanged | LedgerLost | DeliveriesDamaged)
         return found, exits.USAGE if usage else exits.INPUT_UNUSABLE
     return found, None
 
