@@ -29,7 +29,9 @@ import logging
 import os
 import shlex
 import socket
+import sqlite3
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -59,6 +61,7 @@ from mailmatrix.core.contents import Contents
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
+    RECORDS_NOT_WRITTEN,
     STOPPED_BY_OPERATOR,
     Stopped,
     failure_alert,
@@ -74,7 +77,7 @@ from mailmatrix.core.send import (
     template_sets_changed,
 )
 from mailmatrix.core.templates import MANIFEST
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import cause_message, write_fault
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
@@ -86,6 +89,7 @@ from mailmatrix.errors import (
     MailMatrixError,
     NoEarlierRun,
     NotFoundError,
+    WorkdirNotWritable,
 )
 from mailmatrix.jobs import (
     SettledKeys,
@@ -1272,6 +1276,59 @@ def _make_root(workdir: Workdir) -> None:
     workdir.root.mkdir(mode=0o700, exist_ok=True)
 
 
+def check_workdir_writable(workdir: Workdir) -> None:
+    """Refuse (WorkdirNotWritable), before anything is sent, a workdir whose folder takes no
+    new file or whose ledger cannot be written (its permissions, an immutable flag, a
+    read-only file system): the run would fail at its first write, in words of SQLite's."""
+    try:
+        _make_root(workdir)
+        fd, probe = tempfile.mkstemp(prefix=".writable-", dir=workdir.root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WorkdirNotWritable(
+            f"cannot write the workdir {workdir.root}: no file can be made in that folder:"
+            f" {write_fault(exc)}. The ledger, the outbox and the execution records are"
+            " written there, so nothing was sent. Make the folder writable (chmod u+w; chattr"
+            " -i, as root, for an immutable one), then run the command again"
+        ) from exc
+    problem = _ledger_write_problem(workdir.ledger) if workdir.ledger.is_file() else None
+    if problem is not None:
+        raise WorkdirNotWritable(
+            f"cannot write the ledger {workdir.ledger} ({problem}): the file, or its -wal or"
+            " -shm file beside it, is read-only (its permissions, an immutable flag, a"
+            " read-only file system). The ledger records each email as it is sent, so nothing"
+            " was sent. Make it writable (chmod u+w; chattr -i, as root, for an immutable"
+            " file), then run the command again: rows already sent are skipped"
+        )
+
+
+# How SQLite answers a write to a file it may not write, or open for writing.
+_UNWRITABLE_CODES = frozenset(
+    {sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def _ledger_write_problem(path: Path) -> str | None:
+    """Why the ledger at ``path`` cannot be written, in SQLite's words (None: it can, or it
+    fails otherwise, as the run then says): a write, rolled back, meets what a run's first
+    write would."""
+    try:
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("CREATE TABLE mailmatrix_write_check (x)")
+            finally:
+                db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+        return str(exc) if code in _UNWRITABLE_CODES else None
+    return None
+
+
 def _write_private(path: Path, env: dict[str, str]) -> None:
     """Write settings readable by the owner only: they may hold an SMTP password."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1352,6 +1409,7 @@ def run_campaign(
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
+    check_workdir_writable(wd)
     with _known_workdirs(way) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
@@ -1514,9 +1572,11 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
 
 def lifted_halts(faults: str | None) -> tuple[str, ...]:
     """The codes of the campaign halts that a run of its file lifts as it starts (run with
-    the drill ``faults``): the operator's stop, as they run it again to have it sent, and a
-    drill's used-up quota unless the run drills too (the drill's, not the account's)."""
-    return (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
+    the drill ``faults``): the operator's stop, as they run it again to have it sent, the
+    engine's when it could not write its records (room was made), and a drill's used-up
+    quota unless the run drills too (the drill's, not the account's)."""
+    stops = (STOPPED_BY_OPERATOR, RECORDS_NOT_WRITTEN)
+    return stops if faults else (*stops, DRILL_QUOTA_CODE)
 
 
 class RunForecast:
@@ -1699,12 +1759,15 @@ class _HaltOnStop:
         if self.inner is not None and hasattr(self.inner, "on_map_run"):
             self.inner.on_map_run(map_run)
 
-    def on_stopping(self, execution_id: str) -> None:
+    def on_stopping(self, execution_id: str, reason: str | None = None) -> None:
+        code, why = STOPPED_BY_OPERATOR, "the run was stopped (Ctrl-C, SIGTERM or SIGHUP)"
+        if reason is not None:  # the engine's: it cannot write the execution's records
+            code, why = RECORDS_NOT_WRITTEN, f"the run stopped: {reason}"
         with _local_ledger(self.wd) as ledger:
             ledger.halt(
                 self.campaign,
-                code=STOPPED_BY_OPERATOR,
-                reason="the run was stopped (Ctrl-C, SIGTERM or SIGHUP); a redrive sends the rest",
+                code=code,
+                reason=f"{why}; a redrive sends the rest",
                 attempt="operator",
             )
         log.info("stopping: batches end after the email they are on")
@@ -1770,6 +1833,7 @@ def redrive(
     wd = Workdir(Path(workdir))
     env = settings_for(wd, execution_id)
     _check_own_workdir(wd, env, execution_id)
+    check_workdir_writable(wd)
     ran = _ran(wd, execution_id)
     source = _source_of(ran)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:

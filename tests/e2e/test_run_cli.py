@@ -990,6 +990,8 @@ def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path,
     assert code == 1
     assert "cannot write the workdir" in output and "File too large" in output
     assert "redrive" in output
+    # (naming the file, and why in plain words)
+    assert f"{failing[0]}: the file reached the largest size allowed for a file here" in output
 
     # AND a file elsewhere (an unreadable template) is named as it is, without that advice
     failing[0] = str(tmp_path.parent / "templates" / "body.txt")
