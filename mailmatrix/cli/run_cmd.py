@@ -263,6 +263,7 @@ def print_summary(
         ("Duplicates (not sent)", "duplicates"),
         ("Excluded by Status", "excluded"),
         ("Failed", "failed"),
+        ("  of them failed in an earlier run, not tried again", "failed_earlier"),
         ("  of them left to a newer run of the file", "superseded"),
         ("  of them with an attachment changed since validation", "attachment_changed"),
         ("Being sent as the run ended (in doubt)", "in_doubt"),
@@ -396,7 +397,14 @@ def _print_unknown(console: Console, result: dict[str, Any]) -> None:
 
 
 # The rows of the summary's table shown only when their count is not 0.
-_SHOWN_IF_ANY = ("excluded", "superseded", "attachment_changed", "in_doubt", "unsent")
+_SHOWN_IF_ANY = (
+    "excluded",
+    "failed_earlier",
+    "superseded",
+    "attachment_changed",
+    "in_doubt",
+    "unsent",
+)
 
 
 def _print_letters(console: Console, result: dict[str, Any]) -> None:

@@ -307,6 +307,7 @@ def summarize_results(
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
     possible_duplicates = unknown = other_letter = owned = superseded = attachment_changed = 0
+    failed_earlier = 0
     superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
@@ -323,6 +324,7 @@ def summarize_results(
         other_letter += status == "failed" and row.get("code") == OTHER_LETTER_SENT
         owned += status == "failed" and row.get("code") == ATTACHMENT_OF_ANOTHER
         attachment_changed += status == "failed" and row.get("code") == ATTACHMENT_CHANGED
+        failed_earlier += status == "failed" and bool(row.get("earlier"))
         if status == "failed" and row.get("code") == SUPERSEDED:
             superseded += 1
             superseded_by = superseded_by or row.get("superseded_by")
@@ -339,6 +341,7 @@ def summarize_results(
         "sent": outcomes.get("sent", 0),
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
+        "failed_earlier": failed_earlier,
         "unknown": unknown,
         "other_letter": other_letter,
         "attachment_of_another": owned,

@@ -840,14 +840,15 @@ class _Batch:
             self.result.rows.append(skipped)
             return
         if claim.state == "failed":
-            self.result.rows.append(
-                {
-                    "row": row,
-                    "status": "failed",
-                    "code": claim.code or "Failed",
-                    "reason": claim.reason or "",
-                }
-            )
+            failed = {
+                "row": row,
+                "status": "failed",
+                "code": claim.code or "Failed",
+                "reason": claim.reason or "",
+            }
+            if claim.attempt != self.attempt:  # an earlier run failed it: not tried again
+                failed["earlier"] = True
+            self.result.rows.append(failed)
             return
         if claim.state == "busy":
             self.result.rows.append({"row": row, "status": "busy", "reason": claim.reason})

@@ -2234,9 +2234,13 @@ def test_validate_with_the_workdir_counts_rows_failed_for_good_as_run_reports_th
     earlier = _validate_json(csv_path, workdir)
     assert earlier["failed_before"] == failed
     assert (earlier["sent_before"], earlier["would_send"]) == (18 - failed, 0)
-    # AND the next run reports them failed again, sending nothing
+    # AND the next run reports them failed again, sending nothing, counted as failed by an
+    # earlier run (they read as new failures: a drill seemed still on)
     counts = json.loads(CliRunner().invoke(cli, run).stdout)["counts"]
     assert (counts["sent"], counts["skipped"], counts["failed"]) == (0, 18 - failed, failed)
+    assert counts["failed_earlier"] == failed
+    said = _words(CliRunner().invoke(cli, run[:-1], env=WIDE).output)
+    assert f"of them failed in an earlier run, not tried again │ {failed}" in said
 
 
 def test_validate_exits_as_run_would_end_when_rows_would_be_reported_failed(tmp_path):

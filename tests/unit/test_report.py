@@ -41,7 +41,14 @@ def test_counts_per_outcome_and_template():
             "rows": [
                 {"row": 2, "status": "sent", "message_id": "m2"},
                 {"row": 3, "status": "skipped"},
-                {"row": 4, "status": "failed", "code": "MessageRejected", "reason": "nope"},
+                # failed by an earlier run, not tried again: counted apart too
+                {
+                    "row": 4,
+                    "status": "failed",
+                    "code": "MessageRejected",
+                    "reason": "nope",
+                    "earlier": True,
+                },
             ]
         },
     )
@@ -62,6 +69,7 @@ def test_counts_per_outcome_and_template():
         "sent": 1,
         "skipped": 1,
         "failed": 3,
+        "failed_earlier": 1,
         "unknown": 0,
         "other_letter": 0,
         "attachment_of_another": 0,
