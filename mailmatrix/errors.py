@@ -48,6 +48,16 @@ class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 
 
+class WorkdirNotWritable(MailMatrixError):
+    """The workdir's folder, or its ledger file, cannot be written (its permissions, an
+    immutable flag, a read-only file system): found before a run or redrive sends anything."""
+
+
+class DeliveriesDamaged(ConfigurationError):
+    """The workdir's record of the files its runs sent (deliveries.json) cannot be read: the
+    checks it feeds (a file keeps its way, a ledger lost) cannot be made, so nothing is sent."""
+
+
 class DemoTemplates(ConfigurationError):
     """A run would deliver the bundled demo templates (another company's letters and sender;
     their manifest says ``demo: true``) through an SMTP server or SES to a recipient outside

@@ -29,7 +29,9 @@ import logging
 import os
 import shlex
 import socket
+import sqlite3
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -59,6 +61,7 @@ from mailmatrix.core.contents import Contents
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
+    RECORDS_NOT_WRITTEN,
     STOPPED_BY_OPERATOR,
     Stopped,
     failure_alert,
@@ -74,16 +77,18 @@ from mailmatrix.core.send import (
     template_sets_changed,
 )
 from mailmatrix.core.templates import DEMO_KEY, MANIFEST, marks_demo
-from mailmatrix.engine.errors import cause_message
+from mailmatrix.engine.errors import cause_message, write_fault
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
+    DeliveriesDamaged,
     DeliveryChanged,
     DemoTemplates,
     LedgerLost,
     MailMatrixError,
     NoEarlierRun,
     NotFoundError,
+    WorkdirNotWritable,
 )
 from mailmatrix.jobs import (
     SettledKeys,
@@ -925,7 +930,9 @@ def check_other_workdirs(
     key = str(default.root.resolve())
     others[key] = [*others.get(key, []), *_servers_of(default, campaign)]
     own = [s for s in _servers_of(wd, campaign) if same_server(s, delivery)]
-    if not own and any(same_server(s, delivery) for s in others.get(here, [])):
+    recorded_here = any(same_server(s, delivery) for s in others.get(here, []))
+    # Its ledger is a trace too: its deliveries.json may have been moved aside (damaged)
+    if not own and recorded_here and not _ledger_holds(wd, campaign):
         raise DeliveryChanged(
             f"{name}: the record of the workdirs says runs in this one, {wd.root}, delivered a"
             f" file named {name} through {delivery}, but the workdir holds no trace of them (a"
@@ -990,6 +997,14 @@ def check_sent_mark(
         " since the backup are unknown here: find in the mail server's log who got them,"
         " take those rows out of the file, and run the rest under a new file name"
     )
+
+
+def _ledger_holds(workdir: Workdir, campaign: str) -> bool:
+    """Whether ``workdir``'s ledger holds entries of ``campaign``."""
+    if not workdir.has_ledger():
+        return False
+    with _local_ledger(workdir, read_only=True) as ledger:
+        return ledger.has_entries(campaign)
 
 
 def _servers_of(workdir: Workdir, campaign: str) -> list[str]:
@@ -1168,9 +1183,28 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
         return {}
     try:
         found = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigurationError(f"{path}: not readable: {exc}") from exc
-    return found if isinstance(found, dict) else {}
+    except ValueError as exc:  # not JSON, or not UTF-8 text
+        raise DeliveriesDamaged(_deliveries_damaged(path, f"not readable ({exc})")) from exc
+    if not isinstance(found, dict):
+        raise DeliveriesDamaged(_deliveries_damaged(path, "not the record this version writes"))
+    return found
+
+
+def _deliveries_damaged(path: Path, what: str) -> str:
+    """Why a damaged deliveries.json stops a run, and the ways on: a backup, or the record
+    started anew, which leaves the ledger (not this file) to skip the people mailed."""
+    return (
+        f"{path}: damaged, {what}. It records each file run in this workdir: how it was sent"
+        " (the outbox or a mail server, its templates, attachments and sender) and how many of"
+        " its letters the ledger held as sent, so that a run of it another way, or with a"
+        " ledger lost or put back from an older backup, is refused rather than mailing people"
+        " again or not at all. Nothing was sent. Put it back from a backup of the workdir (one"
+        " taken with its ledger, ledger.sqlite3); the ledger alone cannot rebuild it (it keeps"
+        " no way of sending). Without a backup, move it aside (keep it): runs go on, the ledger"
+        " still skipping every email it holds as sent, but those checks know nothing of the"
+        " earlier runs until each file runs again: run each file with the settings its earlier"
+        " runs used, and only if ledger.sqlite3 is the one they wrote"
+    )
 
 
 # In a campaign's record in deliveries.json: rows of it were claimed in the ledger (which never
@@ -1312,6 +1346,59 @@ def _make_root(workdir: Workdir) -> None:
     workdir.root.mkdir(mode=0o700, exist_ok=True)
 
 
+def check_workdir_writable(workdir: Workdir) -> None:
+    """Refuse (WorkdirNotWritable), before anything is sent, a workdir whose folder takes no
+    new file or whose ledger cannot be written (its permissions, an immutable flag, a
+    read-only file system): the run would fail at its first write, in words of SQLite's."""
+    try:
+        _make_root(workdir)
+        fd, probe = tempfile.mkstemp(prefix=".writable-", dir=workdir.root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise WorkdirNotWritable(
+            f"cannot write the workdir {workdir.root}: no file can be made in that folder:"
+            f" {write_fault(exc)}. The ledger, the outbox and the execution records are"
+            " written there, so nothing was sent. Make the folder writable (chmod u+w; chattr"
+            " -i, as root, for an immutable one), then run the command again"
+        ) from exc
+    problem = _ledger_write_problem(workdir.ledger) if workdir.ledger.is_file() else None
+    if problem is not None:
+        raise WorkdirNotWritable(
+            f"cannot write the ledger {workdir.ledger} ({problem}): the file, or its -wal or"
+            " -shm file beside it, is read-only (its permissions, an immutable flag, a"
+            " read-only file system). The ledger records each email as it is sent, so nothing"
+            " was sent. Make it writable (chmod u+w; chattr -i, as root, for an immutable"
+            " file), then run the command again: rows already sent are skipped"
+        )
+
+
+# How SQLite answers a write to a file it may not write, or open for writing.
+_UNWRITABLE_CODES = frozenset(
+    {sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def _ledger_write_problem(path: Path) -> str | None:
+    """Why the ledger at ``path`` cannot be written, in SQLite's words (None: it can, or it
+    fails otherwise, as the run then says): a write, rolled back, meets what a run's first
+    write would."""
+    try:
+        db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("CREATE TABLE mailmatrix_write_check (x)")
+            finally:
+                db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+        return str(exc) if code in _UNWRITABLE_CODES else None
+    return None
+
+
 def _write_private(path: Path, env: dict[str, str]) -> None:
     """Write settings readable by the owner only: they may hold an SMTP password."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1391,6 +1478,7 @@ def run_campaign(
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
+    check_workdir_writable(wd)
     with _known_workdirs(way) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
@@ -1567,9 +1655,11 @@ def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:
 
 def lifted_halts(faults: str | None) -> tuple[str, ...]:
     """The codes of the campaign halts that a run of its file lifts as it starts (run with
-    the drill ``faults``): the operator's stop, as they run it again to have it sent, and a
-    drill's used-up quota unless the run drills too (the drill's, not the account's)."""
-    return (STOPPED_BY_OPERATOR,) if faults else (STOPPED_BY_OPERATOR, DRILL_QUOTA_CODE)
+    the drill ``faults``): the operator's stop, as they run it again to have it sent, the
+    engine's when it could not write its records (room was made), and a drill's used-up
+    quota unless the run drills too (the drill's, not the account's)."""
+    stops = (STOPPED_BY_OPERATOR, RECORDS_NOT_WRITTEN)
+    return stops if faults else (*stops, DRILL_QUOTA_CODE)
 
 
 class RunForecast:
@@ -1752,12 +1842,15 @@ class _HaltOnStop:
         if self.inner is not None and hasattr(self.inner, "on_map_run"):
             self.inner.on_map_run(map_run)
 
-    def on_stopping(self, execution_id: str) -> None:
+    def on_stopping(self, execution_id: str, reason: str | None = None) -> None:
+        code, why = STOPPED_BY_OPERATOR, "the run was stopped (Ctrl-C, SIGTERM or SIGHUP)"
+        if reason is not None:  # the engine's: it cannot write the execution's records
+            code, why = RECORDS_NOT_WRITTEN, f"the run stopped: {reason}"
         with _local_ledger(self.wd) as ledger:
             ledger.halt(
                 self.campaign,
-                code=STOPPED_BY_OPERATOR,
-                reason="the run was stopped (Ctrl-C, SIGTERM or SIGHUP); a redrive sends the rest",
+                code=code,
+                reason=f"{why}; a redrive sends the rest",
                 attempt="operator",
             )
         log.info("stopping: batches end after the email they are on")
@@ -1823,6 +1916,7 @@ def redrive(
     wd = Workdir(Path(workdir))
     env = settings_for(wd, execution_id)
     _check_own_workdir(wd, env, execution_id)
+    check_workdir_writable(wd)
     ran = _ran(wd, execution_id)
     source = _source_of(ran)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:

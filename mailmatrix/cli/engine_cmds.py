@@ -645,6 +645,9 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 )
             except KeyboardInterrupt:  # the engine turns one inside the execution into ABORTED
                 run_cmd.stopped_outside_the_engine("redrive", workdir)
+            except OSError as error:  # disk full, a file size limit, permissions
+                click.echo(f"mailmatrix redrive: {run_cmd.os_error_hint(error, workdir)}", err=True)
+                raise SystemExit(exits.RUN_FAILED) from None
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
             result = run_cmd.outcome_of(

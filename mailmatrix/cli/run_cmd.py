@@ -46,10 +46,11 @@ from mailmatrix.core.report import (
 )
 from mailmatrix.disk import no_room
 from mailmatrix.engine import stopping
-from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message, write_fault
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
+    DeliveriesDamaged,
     DeliveryChanged,
     DemoTemplates,
     InputFileError,
@@ -239,7 +240,8 @@ def print_summary(
         console.print(
             f"[red]Nothing was sent: {escape(plain_error(why or result['status']))}[/red]"
         )
-        console.print(str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS], markup=False)
+        cause = str(result.get("cause") or "")[:SHOWN_CAUSE_CHARS]
+        console.print(cause, markup=False, soft_wrap=True)  # a path in it stays whole
         if result.get("redrive_advice"):
             console.print(f"When to resume: {result['redrive_advice']}", markup=False)
         console.print(
@@ -362,7 +364,7 @@ def print_summary(
         error, cause = result.get("error"), str(result.get("cause") or "")
         console.print(f"[red]The run failed: {escape(plain_error(error))}[/red]")
         if not (generic_cause(error, cause) and result.get("failure_details")):
-            console.print(cause[:SHOWN_CAUSE_CHARS], markup=False)
+            console.print(cause[:SHOWN_CAUSE_CHARS], markup=False, soft_wrap=True)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
     _print_letters(console, result)
@@ -588,6 +590,7 @@ def run(
             | BadWorkdir
             | LedgerLost
             | NameLikeAnother
+            | DeliveriesDamaged
         )
         if isinstance(error, refusals):
             sys.exit(exits.USAGE)
@@ -595,7 +598,7 @@ def run(
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
     except OSError as error:  # disk full, a file size limit, permissions
         stop_display(progress)
-        click.echo(f"mailmatrix run: {_os_error_hint(error, workdir)}", err=True)
+        click.echo(f"mailmatrix run: {os_error_hint(error, workdir)}", err=True)
         sys.exit(exits.RUN_FAILED)
     except KeyboardInterrupt:  # the engine turns one inside an execution into ABORTED
         stop_display(progress)
@@ -696,21 +699,26 @@ def add_run_without_drill(
         result["run_again_command"] = run_command(csv_file, workdir, given, unsubscribe)
 
 
-def _os_error_hint(error: OSError, workdir: Path) -> str:
-    """What an OSError that ended a run means, and what to do next."""
-    where = Path(error.filename).resolve() if error.filename else None
+def os_error_hint(error: OSError, workdir: Path) -> str:
+    """What an OSError that ended a run (or a redrive) means, and what to do next: the file
+    it met, why in plain words, and how to see what ran."""
     shown = shlex.quote(str(workdir))
+    where = Path(error.filename).resolve() if error.filename else None
     if where is not None and where.is_relative_to(workdir.resolve()):
-        why = no_room(error)
-        cause = f"{where}: {why} ({error.strerror})" if why else str(error)
-        remedy = NO_ROOM_REMEDY if why else "make room (or give access)"
-        return (
-            f"cannot write the workdir {workdir}: {cause}. {NOT_SENT_TWICE}"
-            f" First {remedy}, then: if the run had begun, `{program()} executions --workdir"
-            f" {shown}` shows it ABORTED and `{program()} redrive ID --workdir {shown}` sends"
-            " the rest (rows recorded as sent are skipped); if it lists none, run the file again."
+        once = (
+            f"{NOT_SENT_TWICE} First {NO_ROOM_REMEDY}, then"
+            if no_room(error)
+            else "Once it can be written (access given)"
         )
-    return f"{error}. Fix it, then `{program()} executions --workdir {shown}` shows what ran."
+        return (
+            f"cannot write the workdir {workdir}: {error.filename}: {write_fault(error)}. {once}:"
+            f" if the run had begun, `{program()} executions --workdir {shown}` shows it, with"
+            " what it sent"
+            f" and what is in doubt, and `{program()} redrive ID --workdir {shown}` sends the"
+            " rest (rows already sent are skipped); if it lists none, run the file again."
+        )
+    what = f"{error.filename}: {write_fault(error)}" if error.filename else write_fault(error)
+    return f"{what}. Fix it, then `{program()} executions --workdir {shown}` shows what ran."
 
 
 def stop_on_signals() -> None:

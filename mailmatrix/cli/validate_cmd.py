@@ -301,6 +301,7 @@ def _earlier_runs(
     if workdir is None:
         return {"checked": False}, None
     from mailmatrix.errors import (
+        DeliveriesDamaged,
         DeliveryChanged,
         LedgerLost,
         NameLikeAnother,
@@ -309,15 +310,15 @@ def _earlier_runs(
     from mailmatrix.local import check_earlier_runs
 
     found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
+    # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
+    usage = (DeliveryChanged, LedgerLost, NameLikeAnother, DeliveriesDamaged)
     try:
         found["found"] = check_earlier_runs(
             workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
         )
-    except (DeliveryChanged, LedgerLost, NameLikeAnother, TemplateSetsChanged) as error:
+    except (*usage, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
-        # `run` exits so for each
-        usage = isinstance(error, DeliveryChanged | LedgerLost | NameLikeAnother)
-        return found, exits.USAGE if usage else exits.INPUT_UNUSABLE
+        return found, exits.USAGE if isinstance(error, usage) else exits.INPUT_UNUSABLE
     return found, None
 
 

@@ -57,6 +57,12 @@ DRILL_QUOTA_ADVICE = (
 # SIGHUP): its batches stop after the email they are on.
 STOPPED_BY_OPERATOR = "StoppedByOperator"
 
+# The code of the halt a local run records when its engine cannot write the execution's
+# records (a full disk, a file size limit): its batches stop after the email they are on.
+RECORDS_NOT_WRITTEN = "RecordsNotWritten"
+# The engine's error for such an execution (mailmatrix.engine.errors).
+ENGINE_RECORDS_NOT_WRITTEN = "Engine.RecordsNotWritten"
+
 # The code of the halt a batch records when the mail service refused every try of several rows
 # in a row (send_batch), and the words its reason begins with.
 SERVICE_REFUSING = "ServiceRefusing"
@@ -105,6 +111,7 @@ _PLAIN = {
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
     CANNOT_CONNECT: "the mail server cannot be reached",
+    ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
 }
 
 
@@ -172,10 +179,20 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         return "it was stopped on purpose: a redrive sends the rest (rows sent are skipped)."
     if status == "TIMED_OUT":
         return "it ran out of time: a redrive goes on where it stopped."
+    if error == ENGINE_RECORDS_NOT_WRITTEN:
+        return (
+            "once the file named above can be written again (room made on its disk, or the"
+            " file size limit raised): a redrive goes on where it stopped. No batch started"
+            " after the failure, and those running were asked to stop after the email they"
+            " were on. The counts come from the ledger: a row counted in doubt may have gone"
+            " out, and the redrive sends it again, marked a possible duplicate in the report."
+        )
     pairs = list(stopped.batches)
     if error and error != THRESHOLD_EXCEEDED:
         pairs.append((error, message))
     errors = {name for name, _ in pairs}
+    if any(name == "LedgerError" and _read_only(text) for name, text in pairs):
+        return LEDGER_READ_ONLY_ADVICE
     halts = [text.casefold() for name, text in pairs if name == "AccountSendingHalted"]
     # The account's own halts first: a run without the drill does not lift theirs (the
     # ledger keeps the halt recorded last, which may be either), and meets their cause again.
@@ -262,6 +279,28 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "look into the cause first."
         )
     return "fix the cause, then redrive: rows already sent are skipped."
+
+
+# How SQLite says a ledger file cannot be written (a read-only file, or one in a folder where
+# its -wal and -shm files cannot be made).
+_READ_ONLY_WORDS = ("attempt to write a readonly database", "unable to open database file")
+
+# When to redrive an execution stopped by a ledger that cannot be written.
+LEDGER_READ_ONLY_ADVICE = (
+    "the ledger file cannot be written (read-only: its permissions, an immutable flag or a"
+    " read-only file system; or its folder, where SQLite makes its -wal and -shm files): no"
+    " passing fault, a redrive stops the same way until it can be. Each email is claimed in"
+    " the ledger before it is sent, so nothing more was sent once it could not be written; one"
+    " being sent just then may have gone out unrecorded (counted in doubt: the redrive sends"
+    " it again, and the report marks it a possible duplicate). Make the file writable (chmod"
+    " u+w; chattr -i, as root, for an immutable one), then redrive: rows already sent are"
+    " skipped."
+)
+
+
+def _read_only(message: str) -> bool:
+    """Whether a LedgerError's ``message`` says the ledger file cannot be written."""
+    return any(words in message for words in _READ_ONLY_WORDS)
 
 
 @dataclass(frozen=True)

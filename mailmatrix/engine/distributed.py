@@ -9,9 +9,12 @@ Behaviour from the Step Functions developer guide: "Using Map state in Distribut
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import functools
 import io
 import itertools
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -22,7 +25,7 @@ from typing import Any
 
 from mailmatrix.engine import errors as E
 from mailmatrix.engine import jsonpath, stopping
-from mailmatrix.engine.errors import ExecutionAborted, StatesError
+from mailmatrix.engine.errors import ExecutionAborted, RecordNotWritten, StatesError
 from mailmatrix.engine.interpreter import (
     EventLog,
     Interpreter,
@@ -37,6 +40,8 @@ from mailmatrix.engine.listener import Notifier
 from mailmatrix.engine.reader import iter_bounded_items
 from mailmatrix.engine.registry import ACCOUNT, REGION, ObjectPut
 from mailmatrix.engine.store import ExecutionStore
+
+logger = logging.getLogger(__name__)
 
 # Distributed Map runs up to 10,000 children at once on AWS; locally threads are capped.
 LOCAL_THREAD_CAP = 64
@@ -101,19 +106,20 @@ class MapRunner:
             }
             scope.log.add("MapRunStarted", {"mapRunArn": run["mapRunArn"]})
         run.update(settings, total=total, status="RUNNING")
-        self.store.save_map_run(scope.execution_id, run)
-        spool = (
-            None
-            if keep_output
-            else _ResultSpool(self.store.map_run_dir(scope.execution_id, run_id))
-        )
+        spool = None
         try:
+            self.store.save_map_run(scope.execution_id, run)
+            if not keep_output:
+                spool = _ResultSpool(self.store.map_run_dir(scope.execution_id, run_id))
             results = self._run_children(
                 run, processor, batches, total, previous, interp, scope, keep_output, spool
             )
             return self._conclude(
                 run, state, effective, context, interp, scope, results, total, batches, spool
             )
+        except RecordNotWritten as error:
+            error.map_run_id = run_id  # type: ignore[attr-defined]  # a redrive goes on with it
+            raise
         finally:
             if spool is not None:
                 spool.close()
@@ -316,6 +322,7 @@ class MapRunner:
         workers = run["maxConcurrency"] or LOCAL_THREAD_CAP
         workers = max(1, min(workers, LOCAL_THREAD_CAP, (total - len(done_before)) or 1))
         aborted = False
+        unwritten: RecordNotWritten | None = None
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             in_flight: set[concurrent.futures.Future] = set()
             try:
@@ -341,6 +348,21 @@ class MapRunner:
                 aborted = True
                 _despite_interrupts(self.notifier.stopping)
                 _despite_interrupts(lambda: concurrent.futures.wait(in_flight))
+            except RecordNotWritten as error:
+                # No room for the records (a full disk, a file size limit): no more children
+                # start, and those in flight are asked to stop after the item they are on,
+                # as in a stop, rather than run on unrecorded; then the execution fails.
+                unwritten = error
+                _despite_interrupts(functools.partial(self._stopping, run, error))
+                _despite_interrupts(lambda: concurrent.futures.wait(in_flight))
+        if unwritten is not None:
+            with lock, contextlib.suppress(RecordNotWritten):  # recorded where it still can be
+                run["status"] = "FAILED"
+                publish(force=True)
+            with contextlib.suppress(RecordNotWritten):
+                cause = unwritten.cause
+                scope.log.add("MapRunFailed", {"error": E.RECORDS_NOT_WRITTEN, "cause": cause})
+            raise unwritten
         with lock:
             if aborted:
                 run["status"] = "ABORTED"
@@ -349,6 +371,14 @@ class MapRunner:
             scope.log.add("MapRunAborted")
             raise ExecutionAborted(run["id"])
         return results
+
+    def _stopping(self, run: dict[str, Any], error: RecordNotWritten) -> None:
+        """Ask the children in flight to stop, as ``error`` keeps the Map Run's records from
+        being written; a listener that cannot (it writes too) leaves them to end."""
+        try:
+            self.notifier.stopping(error.cause)
+        except Exception as failure:  # the records' error, not the listener's, is the cause
+            logger.warning("map run %s: children not asked to stop: %s", run["id"], failure)
 
     def _child(
         self,

@@ -12,7 +12,12 @@ from typing import Any
 
 from mailmatrix.engine import definition as definitions
 from mailmatrix.engine.distributed import MapRunner, child_arn, child_name
-from mailmatrix.engine.errors import ExecutionAborted, StatesError
+from mailmatrix.engine.errors import (
+    RECORDS_NOT_WRITTEN,
+    ExecutionAborted,
+    RecordNotWritten,
+    StatesError,
+)
 from mailmatrix.engine.interpreter import EventLog, Hooks, Interpreter, Scope, dumps, now_iso
 from mailmatrix.engine.listener import Notifier
 from mailmatrix.engine.registry import ACCOUNT, REGION, ResourceRegistry
@@ -266,6 +271,36 @@ class Engine:
         logger.debug("engine: execution %s left RUNNING by a process that ended", record["name"])
         return record
 
+    def _unrecorded(
+        self,
+        record: dict[str, Any],
+        error: RecordNotWritten,
+        log: EventLog,
+        state: str,
+        data: Any,
+    ) -> ExecutionRecord:
+        """End the execution FAILED as RECORDS_NOT_WRITTEN: ``error`` kept one of its records
+        from being written. The end is recorded if it still can be; if not, the execution is
+        taken as ended when it is next looked at (see _settled). Either way a redrive goes on
+        from the state it was in (``state``, with its input ``data``, where nothing else says).
+        """
+        record.update(
+            status="FAILED", stopDate=now_iso(), error=RECORDS_NOT_WRITTEN, cause=error.cause
+        )
+        record["failedState"] = {
+            "state": getattr(error, "state_name", state),
+            "input": getattr(error, "state_input", data),
+            "mapRunId": getattr(error, "map_run_id", None),
+            "completed": {},
+        }
+        try:
+            log.add("ExecutionFailed", {"error": RECORDS_NOT_WRITTEN, "cause": error.cause})
+            self.store.save(record)
+        except RecordNotWritten as again:
+            logger.warning("engine: execution %s failed, not recorded: %s", record["name"], again)
+        logger.debug("execution %s failed: %s", record["name"], error.cause)
+        return ExecutionRecord(record, self.store.history(record["name"]))
+
     def _ended_map_run(self, record: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         """``run`` of the execution ``record``, which has ended: ABORTED if still RUNNING, as
         Step Functions aborts the Map Runs of an execution that stops.
@@ -386,6 +421,8 @@ class Engine:
             self.store.save(record)
             logger.debug("execution %s failed: %s", record["name"], err.error)
             return ExecutionRecord(record, self.store.history(record["name"]))
+        except RecordNotWritten as unwritten:
+            return self._unrecorded(record, unwritten, log, start_at or machine["StartAt"], data)
         log.add("ExecutionSucceeded", {"output": text, "outputDetails": {"truncated": False}})
         record.update(status="SUCCEEDED", stopDate=now_iso(), output=output)
         record.pop("failedState", None)

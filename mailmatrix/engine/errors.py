@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -24,6 +25,10 @@ ITEM_READER_FAILED = "States.ItemReaderFailed"
 RESULT_WRITER_FAILED = "States.ResultWriterFailed"
 EXCEED_TOLERATED_FAILURE = "States.ExceedToleratedFailureThreshold"
 PERMISSIONS = "States.Permissions"
+
+# The error of an execution whose engine could not write its records in the store (a full
+# disk, a file size limit): an engine's own, as Engine.ProcessEnded is; a redrive goes on.
+RECORDS_NOT_WRITTEN = "Engine.RecordsNotWritten"
 
 # "States.ALL ... does not match States.Runtime" and the terminal data-limit error
 # (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html).
@@ -69,3 +74,35 @@ class ExecutionAborted(BaseException):
     def __init__(self, map_run_id: str | None = None) -> None:
         super().__init__("execution aborted")
         self.map_run_id = map_run_id
+
+
+class RecordNotWritten(OSError):
+    """A record of the store (an execution, its history, a Map Run and its children) could
+    not be written; ``filename`` names the record's file, whatever file the write failed in
+    (a temporary one beside it, say). An OSError, so that what catches those (the commands,
+    a look at an execution) takes it as before; the engine ends the execution with it as
+    RECORDS_NOT_WRITTEN, which no Retry or Catch of the definition sees."""
+
+    @property
+    def cause(self) -> str:
+        """The file, and why it could not be written (the execution's cause)."""
+        return f"cannot write {self.filename}: {write_fault(self)}"
+
+
+# Why a file could not be written, in the operator's words, by the error's errno (no room:
+# mailmatrix.disk.no_room, which names the file size limit's value).
+_WRITE_FAULTS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "not permitted: the file or its folder may be immutable, as `lsattr` shows",
+}
+
+
+def write_fault(error: OSError) -> str:
+    """Why ``error`` kept a file from being written, in plain words with the system's own,
+    e.g. ``the disk is full (No space left on device)``."""
+    from mailmatrix.disk import no_room
+
+    said = no_room(error) or _WRITE_FAULTS.get(error.errno or 0)
+    system = error.strerror or str(error)
+    return f"{said} ({system})" if said else system

@@ -20,7 +20,7 @@ from typing import Any
 
 from mailmatrix.engine import choice, intrinsics, jsonpath, stopping
 from mailmatrix.engine import errors as E
-from mailmatrix.engine.errors import ExecutionAborted, StatesError
+from mailmatrix.engine.errors import ExecutionAborted, RecordNotWritten, StatesError
 from mailmatrix.engine.registry import LAMBDA_INVOKE, ResourceRegistry, is_function_arn
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class Interpreter:
                 if not scope.top:
                     raise
                 raise _at_state(ExecutionAborted(), name, data) from None
-            except (StatesError, ExecutionAborted) as err:
+            except (StatesError, ExecutionAborted, RecordNotWritten) as err:
                 if scope.top and not hasattr(err, "state_name"):
                     _at_state(err, name, data)
                 raise

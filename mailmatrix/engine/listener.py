@@ -13,7 +13,9 @@ engine's threads, as things happen:
 
 - ``obj.on_stopping(execution_id)`` once, when the execution is being stopped (Ctrl-C), before
   the engine waits for the Map children in flight: a caller that can ask them to stop sooner
-  (MailMatrix records a halt its batches look for between rows) does it there.
+  (MailMatrix records a halt its batches look for between rows) does it there. When the
+  engine itself stops a Map Run, because its records cannot be written (a full disk, a file
+  size limit), it calls ``obj.on_stopping(execution_id, reason)``, ``reason`` saying so.
 
 A listener may implement any of the methods; calls are made under a lock, so an
 implementation does not need its own, but it must return quickly (it runs on the hot path).
@@ -57,8 +59,12 @@ class Notifier:
             with self._lock:
                 self._on_map_run(dict(snapshot, executionId=self.execution_id))
 
-    def stopping(self) -> None:
-        """Say that the execution is being stopped."""
+    def stopping(self, reason: str | None = None) -> None:
+        """Say that the execution is being stopped (``reason``: why the engine stops it; None:
+        a stop asked for)."""
         if self._on_stopping:
             with self._lock:
-                self._on_stopping(self.execution_id)
+                if reason is None:
+                    self._on_stopping(self.execution_id)
+                else:
+                    self._on_stopping(self.execution_id, reason)

@@ -9,7 +9,9 @@ Layout under the store directory::
                                                   its index first and its history last
 
 A process killed while appending can leave a last line without its newline: readers take
-such a line as never written, and the next append first cuts it off.
+such a line as never written, and the next append first cuts it off. So does an append that
+failed (a full disk, a file size limit): each write that fails raises RecordNotWritten, which
+names the record's file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
+from mailmatrix.engine.errors import RecordNotWritten
 from mailmatrix.errors import EngineError
 
 # A children.jsonl record as append_children writes it begins with its index and ends with
@@ -107,7 +110,7 @@ class ExecutionStore:
 
     def _append(self, path: pathlib.Path, text: str) -> None:
         """Append whole lines to ``path``, after cutting off a line a killed process tore."""
-        with self._lock, _naming(path), open(path, "a+b") as handle:
+        with self._lock, _recording(path), open(path, "a+b") as handle:
             _cut_torn_tail(handle)
             handle.write(text.encode("utf-8"))
 
@@ -129,7 +132,8 @@ class ExecutionStore:
     def save_map_run(self, execution_id: str, run: dict[str, Any]) -> None:
         """Rewrite a Map Run record atomically."""
         folder = self.map_run_dir(execution_id, run["id"])
-        folder.mkdir(parents=True, exist_ok=True)
+        with _recording(folder / "maprun.json"):
+            folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "maprun.json", run)
 
     def map_runs(self, execution_id: str) -> list[dict[str, Any]]:
@@ -258,25 +262,25 @@ def _child_head(line: bytes, events: int) -> dict[str, Any]:
 def _write_json(path: pathlib.Path, value: Any) -> None:
     """Replace ``path`` with ``value`` at once (written beside it, then renamed)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with _naming(path):
+    with _recording(path):
         try:
             temporary.write_text(json.dumps(value, indent=1), encoding="utf-8")
             os.replace(temporary, path)
         except OSError:
-            temporary.unlink(missing_ok=True)  # what it holds, on a disk that may be full
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)  # what was written of it takes room
             raise
 
 
 @contextlib.contextmanager
-def _naming(path: pathlib.Path) -> Iterator[None]:
-    """Have an OSError raised meanwhile name ``path`` when it names no file: a write to an
-    open file (a full disk, the file size limit) says only "[Errno 27] File too large"."""
+def _recording(path: pathlib.Path) -> Iterator[None]:
+    """Raise a write's OSError as RecordNotWritten, naming the record ``path``."""
     try:
         yield
-    except OSError as error:
-        if error.filename is None:
-            error.filename = str(path)
+    except RecordNotWritten:
         raise
+    except OSError as error:
+        raise RecordNotWritten(error.errno, error.strerror, str(path)) from error
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:

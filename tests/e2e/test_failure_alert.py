@@ -195,7 +195,7 @@ DRILL_HALT = (
         (
             "send_batch: row 3: account cannot send: smtp 127.0.0.1:2525: AUTH: 535 5.7.8"
             " Authentication credentials invalid",
-            "the account could not send (see above)",
+            "the mail server would not take mail from this run (see above: its login",
         ),
     ],
     ids=["real-quota", "held-by-real-quota", "real-auth"],

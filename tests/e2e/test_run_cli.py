@@ -999,6 +999,8 @@ def test_a_workdir_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path,
     assert code == 1
     assert "cannot write the workdir" in output and "File too large" in output
     assert "redrive" in output
+    # (naming the file, and why in plain words)
+    assert f"{failing[0]}: it is as large as the file system lets a file be" in output
 
     # AND a file elsewhere (an unreadable template) is named as it is, without that advice
     failing[0] = str(tmp_path.parent / "templates" / "body.txt")
@@ -1047,9 +1049,9 @@ def test_a_workdir_without_room_is_said_in_plain_words_with_what_to_do(
         " could not be written was not sent; a row sent when the ledger could not record it is"
         " counted in doubt (a redrive sends it again, marked as a possible duplicate). First"
         " free space on its disk, or raise the file size limit (ulimit -f), then: if the run"
-        f" had begun, `{program()} executions --workdir {shown}` shows it ABORTED and"
-        f" `{program()} redrive ID --workdir {shown}` sends the rest (rows recorded as sent are"
-        " skipped); if it lists none, run the file again."
+        f" had begun, `{program()} executions --workdir {shown}` shows it, with what it sent"
+        f" and what is in doubt, and `{program()} redrive ID --workdir {shown}` sends the rest"
+        " (rows already sent are skipped); if it lists none, run the file again."
     )
 
 

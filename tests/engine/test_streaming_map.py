@@ -3,16 +3,21 @@ children start, result files written from the store and split, redrive from the 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
+import os
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import mailmatrix.engine.distributed as distributed_map
+import mailmatrix.engine.store as store_module
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.engine.errors import StatesError
+from mailmatrix.engine.errors import RecordNotWritten, StatesError
 from mailmatrix.engine.reader import iter_items
 from mailmatrix.engine.store import ExecutionStore
 from tests.engine.test_spec import LAMBDA_END
@@ -658,3 +663,110 @@ def test_result_entries_come_from_the_store_when_the_spool_cannot_keep_them(
         "SUCCEEDED",
         "FAILED",
     ]
+
+
+@contextlib.contextmanager
+def children_file_full_after(records: int, code: int) -> Iterator[list[str]]:
+    """Within it, the Map Runs' children files take ``records`` appends, then fail each with
+    the OSError of errno ``code`` (a full disk, a file size limit), as a write into them
+    fails; it gives the files appended to, in order."""
+    appends: list[str] = []
+    cut_torn_tail = store_module._cut_torn_tail
+
+    def limited(handle: Any) -> None:
+        if handle.name.endswith("children.jsonl"):
+            appends.append(handle.name)
+            if len(appends) > records:
+                raise OSError(code, os.strerror(code))
+        cut_torn_tail(handle)
+
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(store_module, "_cut_torn_tail", limited)
+        yield appends
+
+
+class StopsAsked:
+    """A listener noting the reason of each stop the engine asks of the children in flight."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str | None] = []
+
+    def on_stopping(self, execution_id: str, reason: str | None = None) -> None:
+        self.reasons.append(reason)
+
+
+def test_a_child_record_the_store_cannot_write_ends_the_map_and_a_redrive_goes_on(
+    engine: Engine, registry: ResourceRegistry, objects: StreamingObjects
+) -> None:
+    # GIVEN 8 rows in batches of 2, one child at a time, and a store whose children file takes
+    # nothing more once the first child's record is in (the disk is full)
+    put_rows(objects, 8)
+    calls: list[list[int]] = []
+    registry.register_lambda("Work", batch_work(set(), calls))
+    stops = StopsAsked()
+    definition = one_child_at_a_time(ItemBatcher={"MaxItemsPerBatch": 2})
+
+    # WHEN the Map runs
+    with children_file_full_after(1, errno.ENOSPC):
+        record = engine.start(json.dumps(definition), {}, name="full", listener=stops)
+
+    # THEN no batch started after the record that could not be written, the children in
+    # flight were asked to stop, and the execution failed naming the file and the cause
+    assert calls == [[0, 1], [2, 3]]
+    (map_run,) = engine.describe("full")["mapRuns"]
+    children = engine.store.map_run_dir("full", map_run["id"]) / "children.jsonl"
+    cause = f"cannot write {children}: the disk holding it is full (No space left on device)"
+    assert (record["status"], record["error"], record["cause"]) == (
+        "FAILED",
+        "Engine.RecordsNotWritten",
+        cause,
+    )
+    assert stops.reasons == [cause]
+    # AND it is recorded so (the other files could still be written), at the Map Run
+    stored = engine.store.load("full")
+    assert (stored["status"], stored["failedState"]["mapRunId"]) == ("FAILED", map_run["id"])
+    assert map_run["status"] == "FAILED"
+    ended = [
+        (e["type"], e.get("mapRunFailedEventDetails") or e.get("executionFailedEventDetails"))
+        for e in engine.history("full")
+        if e["type"].endswith("Failed")
+    ]
+    said = {"error": "Engine.RecordsNotWritten", "cause": cause}
+    assert ended == [("MapRunFailed", said), ("ExecutionFailed", said)]
+
+    # AND once there is room, a redrive runs the batches not recorded, to the end
+    calls.clear()
+    again = engine.redrive("full")
+    assert again["status"] == "SUCCEEDED"
+    assert calls == [[2, 3], [4, 5], [6, 7]]
+    entries = result_entries(objects, f"out/{map_run['id']}/manifest.json")
+    assert [json.loads(e["Output"]) for e in entries["SUCCEEDED"]] == [
+        [0, 1],
+        [2, 3],
+        [4, 5],
+        [6, 7],
+    ]
+
+
+def test_a_record_that_cannot_be_written_is_named_and_leaves_no_temporary_file(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an execution in a store whose files take only their first bytes (a size limit)
+    store = store_with_a_map_run(tmp_path)
+    folder = store.execution_dir("ex")
+    before = sorted(path.name for path in folder.iterdir())
+
+    def cut_short(path: pathlib.Path, text: str, encoding: str | None = None) -> int:
+        with open(path, "w", encoding=encoding) as handle:
+            handle.write(text[:5])
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", cut_short)
+
+    # WHEN its record is saved THEN the error names the record, not the file written first
+    with pytest.raises(RecordNotWritten) as raised:
+        store.save({"name": "ex", "status": "FAILED"})
+    assert (raised.value.filename, raised.value.errno) == (str(folder / "execution.json"), 27)
+    # AND what was written of it is gone, and the record is as it was
+    assert sorted(path.name for path in folder.iterdir()) == before
+    assert store.load("ex")["status"] == "RUNNING"

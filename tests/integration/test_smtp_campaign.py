@@ -821,6 +821,28 @@ def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(smtp_inbox, 
     assert checked.exit_code == 2, checked.output
 
 
+def test_a_workdir_whose_damaged_record_was_moved_aside_goes_on_through_its_server(
+    smtp_inbox, tmp_path: Path
+):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN the file sent through the server from a workdir whose record of its runs was then
+    # moved aside, as the message about a damaged one says to do without a backup
+    assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    (tmp_path / "a" / "deliveries.json").rename(tmp_path / "a" / "deliveries.json.damaged")
+
+    # WHEN it runs there again through that server
+    again = run(tmp_path / "a", "--smtp", url)
+
+    # THEN it goes on (its ledger is the trace of those letters), and nobody is mailed again
+    assert again.exit_code == 0, again.output
+    assert len(inbox.envelopes) == 18
+    # AND a new folder elsewhere is still refused: its ledger knows nothing of them
+    assert run(tmp_path / "b", "--smtp", url).exit_code == 2
+    assert len(inbox.envelopes) == 18
+
+
 def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
     smtp_inbox, tmp_path: Path, monkeypatch
 ):

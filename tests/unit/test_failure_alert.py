@@ -135,3 +135,60 @@ def test_a_ledger_error_of_another_kind_is_still_a_passing_fault():
     )
     alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
     assert "When to redrive: a passing fault outlasted the retries: redrive now;" in alert.message
+
+
+@pytest.mark.parametrize(
+    ("error", "batches"),
+    [
+        ("LedgerError", ()),  # ValidateRecipients's own failure: nothing was sent
+        ("States.ExceedToleratedFailureThreshold", (("LedgerError", "{cause}"),)),
+    ],
+    ids=["validation", "batches"],
+)
+def test_a_ledger_that_cannot_be_written_is_not_advised_as_a_passing_fault(error, batches):
+    # GIVEN an execution that stopped as its ledger file was read-only (SQLite's words)
+    cause = (
+        "ledger /srv/wd/ledger.sqlite3: record_template_sets c-e19a404ef7b93003: attempt to"
+        " write a readonly database"
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    stopped = Stopped(batches=tuple((name, text.format(cause=cause)) for name, text in batches))
+    ending = Ending(name="e1", arn=arn, status="FAILED", error=error, cause=cause)
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+
+    # THEN it says the ledger cannot be written, what that means, and what to do: not at once
+    words = " ".join(alert.message.split())
+    assert "When to redrive: the ledger file cannot be written (read-only:" in words
+    assert "nothing more was sent once it could not be written" in words
+    assert "Make the file writable (chmod u+w; chattr -i, as root, for an immutable one)" in words
+    assert "then redrive: rows already sent are skipped." in words
+    assert "passing fault outlasted" not in words
+
+
+def test_an_execution_whose_records_could_not_be_written_is_advised_a_redrive_once_there_is_room():
+    # GIVEN an execution the local engine ended as a file of its records hit a size limit
+    cause = (
+        "cannot write /srv/wd/executions/e1/mapruns/m1/children.jsonl: the file reached the"
+        " largest size allowed for a file here, a file size limit such as `ulimit -f` sets"
+        " (File too large)"
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="Engine.RecordsNotWritten", cause=cause
+    )
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix redrive e1")
+
+    # THEN it names the file and the limit, says what may be in doubt and when to redrive
+    words = " ".join(alert.message.split())
+    assert (
+        "Error: the engine could not write the execution's records in the workdir"
+        " (Engine.RecordsNotWritten)" in words
+    )
+    assert f"Cause: {cause}" in words
+    assert "When to redrive: once the file named above can be written again" in words
+    assert "a row counted in doubt may have gone out" in words
+    assert alert.subject == "MailMatrix execution FAILED: Engine.RecordsNotWritten"

@@ -1,0 +1,176 @@
+"""A workdir that cannot be written, or whose record of its runs is damaged: `run` says which
+file, why, what was sent and what to do, with the exit status of its kind."""
+
+from __future__ import annotations
+
+import collections
+import email
+import email.policy
+import errno
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
+from mailmatrix.local import REPO
+from tests.engine.test_streaming_map import children_file_full_after
+
+RECIPIENTS = str(REPO / "examples" / "offer-letters" / "recipients.csv")
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    """Run the CLI; its exit code and output, lines joined as rich wraps them at 80 columns."""
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _sent(workdir: Path) -> collections.Counter:
+    """How many messages the outbox holds for each recipient."""
+    return collections.Counter(
+        email.message_from_bytes(path.read_bytes(), policy=email.policy.default)["To"]
+        for path in (workdir / "outbox" / "new").iterdir()
+    )
+
+
+@pytest.fixture
+def sent_once(tmp_path: Path) -> Path:
+    """A workdir where the example campaign was sent: 18 letters in its outbox."""
+    workdir = tmp_path / "w"
+    code, output = _invoke("run", RECIPIENTS, "--workdir", str(workdir))
+    assert code == 0, output
+    assert sum(_sent(workdir).values()) == 18
+    return workdir
+
+
+def test_a_workdir_folder_that_takes_no_new_file_is_named_before_anything_runs(
+    sent_once: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN the workdir's folder made immutable (chattr +i): no file can be made in it, whoever
+    # asks; SQLite then cannot make the ledger's -wal file ("unable to open database file")
+    real_open = os.open
+
+    def immutable(path, flags, *args, **kwargs):
+        made = Path(path)
+        if flags & os.O_CREAT and made.parent == sent_once and not made.exists():
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", immutable)
+
+    # WHEN the file runs again there
+    code, output = _invoke("run", RECIPIENTS, "--workdir", str(sent_once))
+
+    # THEN it says it cannot write the workdir, naming the folder, why, and what to do
+    assert code == 1, output
+    assert (
+        f"mailmatrix run: cannot write the workdir {sent_once}: no file can be made in that"
+        " folder: not permitted: the file or its folder may be immutable, as `lsattr` shows"
+        " (Operation not permitted)." in output
+    )
+    assert "so nothing was sent. Make the folder writable (chmod u+w; chattr -i" in output
+    assert "ledger" not in output.split("Operation not permitted")[0]  # not a ledger error
+    # AND nothing ran: no execution began
+    assert len(list((sent_once / "executions").iterdir())) == 1
+
+
+def test_a_ledger_file_that_cannot_be_written_is_named_and_nothing_is_sent(
+    sent_once: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN the ledger file made read-only: SQLite opens such a file read-only, and refuses its
+    # first write ("attempt to write a readonly database")
+    connect = sqlite3.connect
+    ledger = sent_once / "ledger.sqlite3"
+
+    def read_only(database, *args, **kwargs):
+        if Path(database) == ledger:
+            database, kwargs["uri"] = f"{ledger.absolute().as_uri()}?mode=ro", True
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+
+    # WHEN the file runs again there
+    code, output = _invoke("run", RECIPIENTS, "--workdir", str(sent_once))
+
+    # THEN it says the ledger cannot be written and what to do, not to redrive at once
+    assert code == 1, output
+    assert (
+        f"mailmatrix run: cannot write the ledger {ledger} (attempt to write a readonly"
+        " database): the file, or its -wal or -shm file beside it, is read-only" in output
+    )
+    assert "so nothing was sent. Make it writable (chmod u+w; chattr -i" in output
+    assert "passing fault" not in output
+    # AND nothing ran: no execution began
+    assert len(list((sent_once / "executions").iterdir())) == 1
+
+
+def test_a_damaged_record_of_the_runs_says_what_it_is_for_and_the_safe_ways_on(sent_once: Path):
+    # GIVEN the workdir's deliveries.json damaged (a control character inside a string)
+    deliveries = sent_once / "deliveries.json"
+    deliveries.write_text('{"c-1": {"delivery": "out\tbox"}}', encoding="utf-8")
+
+    # WHEN the file runs again there
+    code, output = _invoke("run", RECIPIENTS, "--workdir", str(sent_once))
+
+    # THEN it is refused as a damaged workdir is (exit 2, not 3: the file is fine), saying
+    # what the record is for, that nothing was sent, and the ways on
+    assert code == 2, output
+    assert f"mailmatrix run: {deliveries}: damaged, not readable (Invalid control" in output
+    assert (
+        "It records each file run in this workdir: how it was sent (the outbox or a mail"
+        " server, its templates, attachments and sender) and how many of its letters the"
+        " ledger held as sent" in output
+    )
+    assert "Nothing was sent. Put it back from a backup of the workdir" in output
+    assert "the ledger alone cannot rebuild it" in output
+    assert "Without a backup, move it aside (keep it)" in output
+    # AND validate says the same, with run's exit code, not a traceback
+    code, said = _invoke("validate", RECIPIENTS, "--workdir", str(sent_once))
+    assert code == 2, said
+    assert "`run` would refuse this file (DeliveriesDamaged)" in said
+
+    # WHEN it is moved aside, as the message says, and the file runs again
+    deliveries.rename(sent_once / "deliveries.json.damaged")
+    code, output = _invoke("run", RECIPIENTS, "--workdir", str(sent_once))
+
+    # THEN the ledger still skips everyone mailed: nobody gets a second letter
+    assert code == 0, output
+    assert "Nothing new sent: all 18 valid rows were already sent by an earlier run" in output
+    assert set(_sent(sent_once).values()) == {1}
+    # AND the record is made anew from that run
+    assert json.loads(deliveries.read_text(encoding="utf-8"))
+
+
+def test_execution_records_that_cannot_be_written_stop_the_run_naming_the_file(tmp_path: Path):
+    # GIVEN a Map Run's children file that takes no more after its first batch's record (a
+    # file size limit: "File too large"), batches of 2 rows sent one at a time
+    workdir = tmp_path / "w"
+    options = ("--workdir", str(workdir), "--batch-size", "2", "--concurrency", "1")
+
+    # WHEN the campaign runs
+    with children_file_full_after(1, errno.EFBIG) as appends:
+        code, output = _invoke("run", RECIPIENTS, *options)
+
+    # THEN it stops after the batch whose record could not be written, starting no other
+    assert code == 1, output
+    assert sum(_sent(workdir).values()) == 4
+    assert "7 batches were not started" in output
+    # AND it names the file and the cause, and says what is in doubt and what to do
+    assert "The run failed: the engine could not write the execution's records in the" in output
+    assert f"cannot write {appends[-1]}: it is as large as the file system lets a file be" in output
+    assert "(File too large)" in output
+    assert "When to resume: once the file named above can be written again" in output
+    assert "a row counted in doubt may have gone out" in output
+    (execution,) = [path.name for path in (workdir / "executions").iterdir()]
+    assert f"redrive {execution} --workdir {workdir}" in output
+
+    # WHEN the limit is lifted and the execution redriven
+    code, output = _invoke("redrive", execution, "--workdir", str(workdir))
+
+    # THEN the rest is sent, and nobody gets a second letter
+    assert code == 0, output
+    assert sum(_sent(workdir).values()) == 18
+    assert set(_sent(workdir).values()) == {1}
