@@ -59,8 +59,9 @@ class DeliveriesDamaged(ConfigurationError):
 
 
 class DemoTemplates(ConfigurationError):
-    """A run would deliver the bundled demo templates (another company's letters and sender)
-    through an SMTP server to a recipient outside the domains reserved for examples."""
+    """A run would deliver the bundled demo templates (another company's letters and sender;
+    their manifest says ``demo: true``) through an SMTP server or SES to a recipient outside
+    the domains reserved for examples."""
 
 
 class AttachmentChanged(MailMatrixError):

@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 
 import ijson
 
+from mailmatrix.core.addresses import RESERVED_SAID, first_real, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
@@ -43,9 +44,10 @@ from mailmatrix.core.send import (
     sender_problem,
     template_sets_changed,
 )
-from mailmatrix.core.templates import Catalog, load_catalog
+from mailmatrix.core.templates import DEMO_KEY, MANIFEST, Catalog, load_catalog
 from mailmatrix.errors import (
     ConfigurationError,
+    DemoTemplates,
     InputFileError,
     NameLikeAnother,
     ObjectChanged,
@@ -434,6 +436,35 @@ def load_templates(storage: Storage, prefix: str) -> Catalog:
     return load_catalog(files)
 
 
+def _demo_refusal(
+    name: str, found: tuple[int, str, str], *, bucket: str, prefix: str, stack: str
+) -> DemoTemplates:
+    """The refusal of a run that would mail the demo templates (the bucket's under ``prefix``,
+    their manifest marked ``demo: true``) to ``found``, the (row, column, address) of file
+    ``name`` outside the domains reserved for examples; what to do instead, on the functions'
+    ``stack`` (an upload of one's own templates) or on this machine (--templates DIR)."""
+    row, column, address = found
+    if stack:
+        where = f"s3://{bucket}/{prefix}"
+        own = (
+            "Upload your own templates folder (the one you checked with mailmatrix validate"
+            f" --templates DIR) over them: aws s3 sync my-campaign/templates/ {where} --delete,"
+            " then send the file again"
+        )
+    else:
+        where = "the templates folder"
+        own = "Pass a templates folder of your own with --templates DIR"
+    return DemoTemplates(
+        f"templates: {where} holds the bundled demo templates (their {MANIFEST} says"
+        f" {DEMO_KEY}: true: a fictional company's letters and From), and they would go to a"
+        f" real person ({name} row {row}, {column} {mask(address)}); nothing was sent. {own}."
+        f" If these letters are your own, delete the line {DEMO_KEY}: true from {MANIFEST}"
+        " (and upload it again). The demo itself goes only to addresses at domains reserved"
+        f" for examples: {RESERVED_SAID}",
+        details={"code": "DemoTemplates", "row": row},
+    )
+
+
 def validate_job(
     storage: Storage,
     source: Source,
@@ -456,6 +487,12 @@ def validate_job(
     earlier_files) that the attachments still hold are those recipients' to intake: a row of
     another recipient naming a link to one, or a copy of one, is not sent. Nor is a row whose
     Cc or Bcc names a recipient earlier runs mailed (the ledger asked of those addresses only).
+
+    Templates whose manifest says ``demo: true`` (the bundled demo's, as `make deploy` leaves
+    them in the bucket) are refused (DemoTemplates), before the ledger records the run's
+    template sets or upload, so before anything is sent, when a valid row would mail them to
+    an address (To, Cc or Bcc) outside the domains reserved for examples: unless a dry run,
+    or the mailer only fills an outbox.
 
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
@@ -528,6 +565,10 @@ def validate_job(
             ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
         )
     used_sets: set[str] = set()
+    # The demo templates may reach only the domains reserved for examples, unless the run
+    # only files its letters in an outbox, or only previews them (a dry run).
+    guard_demo = catalog.demo and not dry_run and not settings.into_outbox
+    real: list[tuple[int, str, str]] = []
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
     # /tmp), uploaded at the end; memory holds only the current row.
@@ -540,6 +581,10 @@ def validate_job(
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
                 used_sets.add(row["template"])
+                if guard_demo and not real:
+                    found = first_real(_row_recipients(row))
+                    if found is not None:
+                        real.append(found)
                 retry.see(row["key"], row["row"])
                 if demand is not None:
                     demand.add(row)
@@ -585,6 +630,14 @@ def validate_job(
     finally:
         os.unlink(manifest_path)
 
+    if real:
+        raise _demo_refusal(
+            source.key.rsplit("/", 1)[-1],
+            real[0],
+            bucket=source.bucket,
+            prefix=settings.templates_prefix,
+            stack=settings.stack,
+        )
     if ledger is not None and used_sets:
         gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
         if gone:
@@ -657,6 +710,14 @@ def validate_job(
             "dry_run": dry_run,
         },
     }
+
+
+def _row_recipients(row: dict[str, Any]) -> Iterator[tuple[int, str, str]]:
+    """(row, column, address) for each address a manifest row is sent to: To, Cc and Bcc."""
+    yield row["row"], "Email", row["email"]
+    for column in ("cc", "bcc"):
+        for address in row.get(column) or ():
+            yield row["row"], column.capitalize(), address
 
 
 def earlier_files(ledger: Ledger, campaign_id: str, attachments: AttachmentIndex) -> EarlierFiles:

@@ -55,7 +55,7 @@ from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, redacted, without_password
 from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
-from mailmatrix.core.addresses import is_reserved_domain, mask
+from mailmatrix.core.addresses import RESERVED_SAID, first_real, is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
@@ -76,7 +76,7 @@ from mailmatrix.core.send import (
     recipient_key,
     template_sets_changed,
 )
-from mailmatrix.core.templates import MANIFEST
+from mailmatrix.core.templates import DEMO_KEY, MANIFEST, marks_demo
 from mailmatrix.engine.errors import cause_message, write_fault
 from mailmatrix.errors import (
     BadWorkdir,
@@ -1509,59 +1509,36 @@ def is_bundled(templates_dir: Path) -> bool:
 
 
 def is_demo(templates_dir: Path) -> bool:
-    """Whether ``templates_dir`` holds the demo company's letters: the bundled folder whose
-    manifest's sender is still at a domain reserved for examples (the demo's is
-    talent@example.com). The bundled folder made one's own in place, as the AWS set-up
-    suggests (its sender one's own), is not; a copy of it left as it is (every template file
-    the same bytes) is."""
-    if not is_bundled(templates_dir):
-        return _unedited_copy(templates_dir)
+    """Whether ``templates_dir`` holds the demo company's letters: any folder whose manifest
+    says ``demo: true`` (the bundled one, and a copy of it, until that line is deleted), and
+    the bundled folder while its manifest's sender is still at a domain reserved for examples
+    (the demo's is talent@example.com), marked or not."""
     try:
-        manifest = yaml.safe_load((templates_dir / "manifest.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return True  # validation says what is wrong with it; the guard stays on
+        text = (templates_dir / MANIFEST).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return is_bundled(templates_dir)  # validation says what is wrong; the guard stays on
+    if marks_demo(text):
+        return True
+    if not is_bundled(templates_dir):
+        return False
+    try:
+        manifest = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return True
     sender = manifest.get("sender") if isinstance(manifest, dict) else None
     _, address = email.utils.parseaddr(str(sender or ""))
     return not address or is_reserved_domain(address.rpartition("@")[2])
 
 
-def _unedited_copy(templates_dir: Path) -> bool:
-    """Whether ``templates_dir`` holds the bundled folder's template files (its Markdown and
-    hidden files aside), every one the same bytes: a copy not yet made one's own."""
-
-    def files(folder: Path) -> dict[Path, Path]:
-        return {
-            path.relative_to(folder): path
-            for path in folder.rglob("*")
-            if path.is_file() and path.suffix != ".md" and not path.name.startswith(".")
-        }
-
-    try:
-        mine, bundled = files(templates_dir), files(DEFAULT_TEMPLATES)
-        return mine.keys() == bundled.keys() and all(
-            mine[name].read_bytes() == bundled[name].read_bytes() for name in mine
-        )
-    except OSError:
-        return False  # a folder that does not read: validation says so
-
-
 def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> None:
-    """Refuse (DemoTemplates) to deliver the demo templates (``templates_dir``: the bundled
-    folder, or a copy of it left as it is; see is_demo) through the SMTP server
-    ``mailer`` when the file has a recipient outside the domains reserved for examples: run
-    without --templates, a real campaign would mail its people the demo company's letters.
-    The demo's own addresses (example.com, .example) may go through a local mail catcher.
-    A file intake cannot read is left to validation, which refuses it."""
+    """Refuse (DemoTemplates) to deliver the demo templates (``templates_dir``: see is_demo)
+    through the SMTP server ``mailer`` when the file has a recipient outside the domains
+    reserved for examples: run without --templates, a real campaign would mail its people the
+    demo company's letters. The demo's own addresses (example.com, .example) may go through a
+    local mail catcher. A file intake cannot read is left to validation, which refuses it."""
     try:
         with open_recipients(csv_path) as stream:
-            real = next(
-                (
-                    (row, column, address)
-                    for row, column, address in recipient_addresses(stream, source=csv_path.name)
-                    if not is_reserved_domain(address.rpartition("@")[2])
-                ),
-                None,
-            )
+            real = first_real(recipient_addresses(stream, source=csv_path.name))
     except MailMatrixError:
         return
     if real is None:
@@ -1569,16 +1546,16 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
     row, column, address = real
     which = "the bundled demo templates"
     if not is_bundled(templates_dir):
-        which = f"a copy of {which}, left as they are"
+        which = f"a copy of {which}, its {MANIFEST} still saying {DEMO_KEY}: true"
     raise DemoTemplates(
         f"templates: the letters would be made from {which}"
         f" ({templates_dir}: the demo company's text and its From), and --smtp"
         f" {redacted(mailer)} would deliver them to real people ({csv_path.name} row {row},"
         f" {column} {mask(address)}); nothing was sent. Make the letters and the manifest's"
-        " sender your own in a copy of that folder, and pass it with --templates DIR (without"
-        " --smtp, the demo goes to the local outbox; through SMTP, only to addresses at"
-        " domains reserved for examples: example.com, example.org, example.net, .example,"
-        " .test, .invalid, .localhost)"
+        f" sender your own in a copy of that folder, delete the line {DEMO_KEY}: true from its"
+        f" {MANIFEST}, and pass it with --templates DIR (without --smtp, the demo goes to the"
+        " local outbox; through SMTP, only to addresses at domains reserved for examples:"
+        f" {RESERVED_SAID})"
     )
 
 

@@ -56,6 +56,12 @@ class Settings:
     # set; a local run keeps them in its workdir, so a killed run leaves none in /tmp.
     scratch: str | None = None
 
+    @property
+    def into_outbox(self) -> bool:
+        """Whether the mailer only files the letters in a local Maildir outbox: nobody
+        receives them."""
+        return self.mailer.startswith("maildir://")
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the settings from ``env`` (default: the process environment)."""

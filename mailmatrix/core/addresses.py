@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import email_validator
@@ -98,6 +99,10 @@ EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org")
 RESERVED_TOP_LEVEL = frozenset({"example", "test", "invalid", "localhost"})
 
 
+# How a refusal names them to the operator.
+RESERVED_SAID = "example.com, example.org, example.net, .example, .test, .invalid, .localhost"
+
+
 def is_reserved_domain(domain: str) -> bool:
     """Whether ``domain`` is one reserved for examples and tests (example.com, .test, ...).
 
@@ -108,6 +113,15 @@ def is_reserved_domain(domain: str) -> bool:
     if name.rpartition(".")[2] in RESERVED_TOP_LEVEL:
         return True
     return any(name == example or name.endswith(f".{example}") for example in EXAMPLE_DOMAINS)
+
+
+def first_real(addresses: Iterable[tuple[int, str, str]]) -> tuple[int, str, str] | None:
+    """The first (row, column, address) of ``addresses`` at a domain not reserved for
+    examples: someone the demo templates must not reach. None when every one is reserved."""
+    return next(
+        (found for found in addresses if not is_reserved_domain(found[2].rpartition("@")[2])),
+        None,
+    )
 
 
 @functools.lru_cache(maxsize=8192)

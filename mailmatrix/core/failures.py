@@ -106,6 +106,7 @@ _PLAIN = {
     "TemplateError": "the templates cannot be used with this file",
     "TemplateSetsChanged": "the templates lack a set that earlier runs used",
     "NameLikeAnother": "a file of the same name but for case was run before",
+    "DemoTemplates": "the templates are the bundled demo's, and the file names real people",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
@@ -245,6 +246,12 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "a file of the same name but for case was run before, so a redrive meets it again."
             " Run the file under that name if it is the same file (its rows sent are skipped),"
             " or under a name that differs by more than case if it is a new campaign."
+        )
+    if "DemoTemplates" in errors:
+        return (
+            "nothing was sent: the templates are the bundled demo's (their manifest.yaml says"
+            " demo: true), and a redrive refuses them the same way. Upload your own templates"
+            " over them as the cause says, then redrive (or send the file again)."
         )
     if any(name == "LedgerError" and no_room_in(text) for name, text in pairs):
         return (

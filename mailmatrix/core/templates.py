@@ -61,6 +61,10 @@ from mailmatrix.errors import TemplateError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.yaml"
+# The manifest key that marks the bundled demo templates (a fictional company's letters and
+# From): they may go to the outbox, or to domains reserved for examples, and to nobody else.
+# Whoever makes the letters their own deletes it.
+DEMO_KEY = "demo"
 DEFAULT_SET = "default"
 SUBJECT_FILE = "subject.txt"
 HTML_FILE = "body.html"
@@ -206,6 +210,7 @@ class Catalog:
     column: str | None = None
     sender: str | None = None
     skip: dict[str, str] = field(default_factory=dict)
+    demo: bool = False  # the manifest says ``demo: true``: the bundled demo's letters
     context: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -610,7 +615,7 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
     if not isinstance(manifest, dict):
         raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
-    unknown_keys = set(manifest) - {"column", "sender", "sets", "skip", "context"}
+    unknown_keys = set(manifest) - {"column", "sender", "sets", "skip", "context", DEMO_KEY}
     if unknown_keys:
         raise TemplateError(f"{MANIFEST}: unknown keys: {', '.join(sorted(unknown_keys))}")
 
@@ -640,9 +645,31 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         column=column,
         sender=str(sender) if sender else None,
         skip={str(k): str(v) for k, v in skip.items()},
+        demo=_demo_marker(manifest),
         context={str(k): v for k, v in context.items()},
         sources=templates,
     )
+
+
+def _demo_marker(manifest: dict[Any, Any]) -> bool:
+    """Whether the manifest marks the demo templates (``demo: true``)."""
+    marker = manifest.get(DEMO_KEY, False)
+    if not isinstance(marker, bool):
+        raise TemplateError(
+            f"{MANIFEST}: '{DEMO_KEY}' must be true (the bundled demo templates) or false;"
+            f" letters of your own need no '{DEMO_KEY}' line"
+        )
+    return marker
+
+
+def marks_demo(manifest_text: str) -> bool:
+    """Whether the text of a manifest marks the demo templates. One that does not read as a
+    manifest marks nothing: validation refuses it (load_catalog says why)."""
+    try:
+        manifest = yaml.load(manifest_text, Loader=_ManifestLoader)
+        return isinstance(manifest, dict) and _demo_marker(manifest)
+    except (yaml.YAMLError, TemplateError):
+        return False
 
 
 def _single_set(templates: dict[str, str]) -> Catalog:

@@ -386,21 +386,29 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
     assert f"Templates: bundled demo templates ({DEFAULT_TEMPLATES})" in said
     assert "From: Acme Talent <talent@example.com>" in said
 
-    # WHEN it runs through the server with a copy of the templates left as it is THEN it is
-    # refused, nothing sent (the demo company's letters all the same)
+    # WHEN it runs through the server with a copy of the templates, left as it is or edited
+    # (here its manifest's company) while its manifest keeps demo: true THEN it is refused,
+    # nothing sent (the demo company's letters, as far as anyone can tell)
     own = tmp_path / "own"
     shutil.copytree(DEFAULT_TEMPLATES, own)
     args = ["--templates", str(own), "--sender", "HR <hr@example.net>", "--smtp", url]
-    kept = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "c"), *args])
-    assert kept.exit_code == 2, kept.output
-    assert "a copy of the bundled demo templates, left as they are" in " ".join(kept.output.split())
-    assert inbox.envelopes == []
-
-    # WHEN the copy is made one's own (here its manifest's company) THEN both rows go there
     manifest = own / "manifest.yaml"
     text = manifest.read_text(encoding="utf-8")
-    assert "Acme Corporation" in text
-    manifest.write_text(text.replace("Acme Corporation", "Globex"), encoding="utf-8")
+    assert "Acme Corporation" in text and "\ndemo: true\n" in text
+    for edited in (text, text.replace("Acme Corporation", "Globex")):
+        manifest.write_text(edited, encoding="utf-8")
+        work = str(tmp_path / "c")
+        kept = CliRunner().invoke(cli, ["run", str(path), "--workdir", work, *args])
+        said = " ".join(kept.output.split())
+        assert kept.exit_code == 2, said
+        assert "a copy of the bundled demo templates, its manifest.yaml still saying" in said
+        assert "delete the line demo: true" in said
+        assert inbox.envelopes == []
+
+    # WHEN the copy is made one's own (its company, and the demo line deleted) THEN both rows
+    # go there
+    own_text = text.replace("Acme Corporation", "Globex").replace("\ndemo: true\n", "\n")
+    manifest.write_text(own_text, encoding="utf-8")
     sent = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "b"), *args])
     said = " ".join(sent.output.split())
     assert sent.exit_code == 0, said

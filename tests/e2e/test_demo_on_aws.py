@@ -1,0 +1,144 @@
+"""The bundled demo templates on AWS: `make deploy` puts them in the bucket, and a campaign
+sent before the operator's own templates replace them would mail real people the demo
+company's letters. ValidateRecipients refuses that, before anything is sent, and lets the demo
+go to the domains reserved for examples, a dry run go anywhere, and letters of one's own go.
+
+The stack's workflow runs on the local engine with the AWS adapters under moto (see
+tests/e2e/test_aws_adapters_e2e.py): the bucket holds the repository's templates/ as
+`make deploy` leaves it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+
+import pytest
+
+from mailmatrix.core.failures import Ending, Stopped, failure_alert
+from tests.e2e.test_aws_adapters_e2e import (
+    ACCOUNT,
+    BUCKET,
+    EXAMPLE,
+    REGION,
+    history_of,
+    outcome,
+    received,
+    run_on_engine,
+)
+
+# The first three rows of the example campaign: every recipient at a domain reserved for
+# examples (example.com, example.org).
+ROWS = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[:4]
+REAL = "jose.garcia@acme.io"  # a domain not reserved for examples
+SYNC = f"aws s3 sync my-campaign/templates/ s3://{BUCKET}/templates/ --delete"
+
+
+def campaign(*, cc: str = "", to: str = "jose.garcia@example.org") -> bytes:
+    """The three rows, row 3's To replaced by ``to``, and a Cc column holding ``cc`` there."""
+    header, *rows = ROWS
+    rows = [row.replace("jose.garcia@example.org", to) for row in rows]
+    lines = [f"{header},Cc"] + [f"{row},{cc if n == 1 else ''}" for n, row in enumerate(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def sent_to() -> list[str]:
+    """The addresses SES was asked to send to (moto lists a message's more than once)."""
+    from moto.ses.models import ses_backends
+
+    sent = ses_backends[ACCOUNT][REGION].sent_messages
+    return sorted({a for m in sent for _, a in email.utils.getaddresses(m.destinations)})
+
+
+def make_templates_ones_own(s3) -> None:
+    """The operator's own templates uploaded over the demo's: here the same letters, their
+    manifest without the demo marker."""
+    manifest = s3.get_object(Bucket=BUCKET, Key="templates/manifest.yaml")["Body"].read()
+    text = manifest.decode("utf-8")
+    assert "\ndemo: true\n" in text
+    own = text.replace("\ndemo: true\n", "\n")
+    s3.put_object(Bucket=BUCKET, Key="templates/manifest.yaml", Body=own.encode("utf-8"))
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (campaign(to=REAL), "offers.csv row 3, Email j***@acme.io"),
+        (campaign(cc=REAL), "offers.csv row 3, Cc j***@acme.io"),
+    ],
+    ids=["to", "cc"],
+)
+def test_the_demo_templates_are_refused_for_real_people_before_anything_is_sent(
+    account, body, named
+):
+    # GIVEN the bucket as `make deploy` leaves it (the demo templates), and a file with one
+    # recipient at a real domain
+    # WHEN the file is sent
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN ValidateRecipients refused it: what is wrong, that nothing was sent, the fix
+    assert record["status"] == "FAILED"
+    assert record["error"] == "DemoTemplates"
+    cause = json.loads(record["cause"])["errorMessage"]
+    assert cause.startswith(
+        f"templates: s3://{BUCKET}/templates/ holds the bundled demo templates (their"
+        " manifest.yaml says demo: true: a fictional company's letters and From), and they"
+        f" would go to a real person ({named}); nothing was sent."
+    )
+    assert SYNC in cause
+    assert "delete the line demo: true from manifest.yaml" in cause
+    # AND nobody was mailed, nothing summarized, and the run stopped in its first step
+    assert sent_to() == []
+    assert received(account, "SummaryTopic") == []
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+
+    # AND the alert of the failed execution says it in plain words, with what to do
+    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
+    message = " ".join(alert.message.split())
+    assert alert.subject == "MailMatrix execution FAILED: DemoTemplates"
+    assert (
+        "Error: the templates are the bundled demo's, and the file names real people"
+        " (DemoTemplates)"
+    ) in message
+    assert SYNC in message
+    assert "When to redrive: nothing was sent: the templates are the bundled demo's" in message
+
+
+def test_the_demo_templates_go_to_the_domains_reserved_for_examples(account):
+    # GIVEN the demo templates in the bucket, and a file addressed to example domains only
+    # WHEN it is sent THEN every row is
+    record = run_on_engine(account, "incoming/offers.csv", body=campaign())
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert outcome(record)["counts"]["sent"] == 3
+    assert sent_to() == [
+        "amelia.hart@example.com",
+        "jose.garcia@example.org",
+        "zoe.angstrom@example.com",
+    ]
+
+
+def test_a_dry_run_of_the_demo_templates_to_real_people_is_allowed(account):
+    # GIVEN the demo templates, and a file with a recipient at a real domain
+    # WHEN it is dry-run THEN it validates and renders its previews, and sends nothing
+    record = run_on_engine(account, "incoming/dry-run/offers.csv", body=campaign(to=REAL))
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert sent_to() == []
+    listed = account["s3"].list_objects_v2(Bucket=BUCKET, Prefix="reports/")["Contents"]
+    assert sum(o["Key"].endswith(".eml") for o in listed) == 3
+
+
+def test_templates_of_ones_own_go_to_real_people(account):
+    # GIVEN the file refused while the bucket held the demo templates
+    body = campaign(to=REAL)
+    assert run_on_engine(account, "incoming/offers.csv", body=body)["error"] == "DemoTemplates"
+
+    # WHEN the operator's own templates (no demo marker) replace them, and it is sent again
+    make_templates_ones_own(account["s3"])
+    record = run_on_engine(account, "incoming/offers.csv", body=body)
+
+    # THEN every row is sent, the real recipient's too
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert sent_to() == ["amelia.hart@example.com", REAL, "zoe.angstrom@example.com"]
