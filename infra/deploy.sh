@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make deploy`: build and deploy the MailMatrix SAM stack, then sync templates/ to the bucket.
+# `make deploy`: build and deploy the MailMatrix SAM stack; on the first deploy, put the bundled
+# (demo) templates/ in the bucket.
 #
 # The first run (no infra/samconfig.toml with a stack name yet) is guided: sam asks for the
 # stack name, region, sender address and identity, and saves the answers to samconfig.toml.
@@ -38,5 +39,16 @@ stack="$(sed -n 's/^stack_name *= *"\(.*\)"/\1/p' samconfig.toml | head -n 1)"
 region="$(sed -n 's/^region *= *"\(.*\)"/\1/p' samconfig.toml | head -n 1)"
 bucket="$(aws cloudformation describe-stacks --stack-name "$stack" ${region:+--region "$region"} \
     --query "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue" --output text)"
-aws s3 sync ../templates/ "s3://$bucket/templates/" --delete ${region:+--region "$region"}
-echo "deployed stack $stack; templates synced to s3://$bucket/templates/"
+# The bundled templates are the demo's (demo: true: refused for real recipients): put there on
+# the first deploy only, so a redeploy never replaces the operator's own letters with them.
+held="$(aws s3api list-objects-v2 --bucket "$bucket" --prefix templates/ --max-keys 1 \
+    --query KeyCount --output text ${region:+--region "$region"})"
+own="aws s3 sync YOUR-TEMPLATES-FOLDER/ s3://$bucket/templates/ --delete"
+if [ "$held" != "0" ]; then
+    echo "deployed stack $stack; the templates in s3://$bucket/templates/ are left as they are"
+    echo "(to replace them with your own: $own)"
+else
+    aws s3 sync ../templates/ "s3://$bucket/templates/" --delete ${region:+--region "$region"}
+    echo "deployed stack $stack; the bundled demo templates were put in s3://$bucket/templates/:"
+    echo "upload your own before the first send: $own"
+fi

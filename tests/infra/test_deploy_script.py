@@ -1,10 +1,13 @@
-"""infra/deploy.sh: without the SAM CLI it stops at once and says how to get it."""
+"""infra/deploy.sh: without the SAM CLI it stops at once and says how to get it; the bundled
+(demo) templates go to the bucket on the first deploy only."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
+import pytest
 from infra_support import INFRA
 
 
@@ -29,3 +32,49 @@ def test_deploy_script_is_valid_bash():
         [shutil.which("bash"), "-n", str(INFRA / "deploy.sh")], capture_output=True, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def _stub(folder, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize(("held", "synced"), [("0", True), ("1", False)], ids=["first", "again"])
+def test_a_deploy_puts_the_demo_templates_in_the_bucket_only_when_it_holds_none(
+    tmp_path, held, synced
+):
+    # GIVEN stand-ins for sam and aws (nothing leaves this machine): the bucket's templates/
+    # holds ``held`` objects; every aws call is logged
+    calls = tmp_path / "aws-calls"
+    _stub(tmp_path, "sam", "exit 0")
+    _stub(
+        tmp_path,
+        "aws",
+        f'echo "$*" >> {calls}\n'
+        'case "$1 $2" in\n'
+        '  "cloudformation describe-stacks") echo the-bucket ;;\n'
+        f'  "s3api list-objects-v2") echo {held} ;;\n'
+        "esac",
+    )
+    path = f"{tmp_path}:{os.path.dirname(shutil.which('sed'))}"
+
+    # WHEN the stack is deployed
+    completed = subprocess.run(
+        [shutil.which("bash"), str(INFRA / "deploy.sh")],
+        env={"PATH": path, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    # THEN the bundled (demo) templates are synced on the first deploy only: a redeploy
+    # leaves the operator's own letters as they are, and says how to replace them
+    assert completed.returncode == 0, completed.stderr
+    logged = calls.read_text()
+    assert ("s3 sync ../templates/ s3://the-bucket/templates/ --delete" in logged) is synced
+    assert "aws s3 sync YOUR-TEMPLATES-FOLDER/ s3://the-bucket/templates/ --delete" in (
+        completed.stdout
+    )
+    assert ("are left as they are" in completed.stdout) is not synced
