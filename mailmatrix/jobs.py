@@ -225,11 +225,12 @@ def name_like_another(source: Source, other: CampaignName, *, stack: str) -> Nam
     else:
         same = f"run it as {other_name} (rename it)"
     return NameLikeAnother(
-        f"{name}: a file named {other_name} was run before (campaign {other.campaign}): names"
-        " that differ only in case are different campaigns here, so this one would mail"
-        " everyone in it again, though many disks, and most people, take the two for one"
-        f" file. Nothing was sent. If it is the same file, {same}: its rows sent already are"
-        " skipped; if it is a new campaign, give it a name that differs by more than case",
+        f"{name!r}: a file named {other_name!r} was run before (campaign {other.campaign}):"
+        " names that differ only in case, spacing or invisible characters are different"
+        " campaigns here, so this one would mail everyone in it again, though many disks,"
+        " and most people, take the two for one file. Nothing was sent. If it is the same"
+        f" file, {same}: its rows sent already are skipped; if it is a new campaign, give it"
+        " a name that differs by more than that",
         details={"code": "NameLikeAnother", "campaign": other.campaign, "name": other.name},
     )
 

@@ -948,6 +948,9 @@ def check_other_workdirs(
         # A workdir that no longer records the campaign: moved, renamed or deleted
         gone = not _servers_of(Workdir(Path(other)), campaign)
         if gone and own:  # this workdir, moved from there: its own ledger holds the campaign
+            # unless it is a copy put back from an older backup of that one
+            check_sent_mark(wd, campaign, name, known, moved_from=other)
+            known.mark_sent(here, campaign, known.sent_mark(other, campaign))
             known.forget(other, campaign, server)
             continue
         there = f"run it there (--workdir {shlex.quote(other)})"
@@ -968,19 +971,25 @@ def check_other_workdirs(
 
 
 def check_sent_mark(
-    wd: Workdir, campaign: str, name: str, known: KnownWorkdirs | None = None
+    wd: Workdir,
+    campaign: str,
+    name: str,
+    known: KnownWorkdirs | None = None,
+    *,
+    moved_from: str | None = None,
 ) -> None:
     """Refuse (LedgerLost) a run of ``campaign`` in ``wd`` whose ledger holds fewer of its
     letters as sent than the record of workdirs (``known``; None: read here, without its
-    lock) saw it hold: the workdir, its ledger and its own record (deliveries.json)
-    together, was put back from an older backup, and would mail again the people mailed
-    since. One indexed count, only where the record has a mark."""
+    lock) saw it hold (here, or at ``moved_from``, the folder it takes the place of): the
+    workdir, its ledger and its own record (deliveries.json) together, was put back from an
+    older backup, and would mail again the people mailed since. One indexed count, only
+    where the record has a mark."""
     if known is None:
         from mailmatrix.cli.defaults import default_workdir
 
         path = default_workdir() / KNOWN_WORKDIRS
         known = KnownWorkdirs(path, {}, _read_sent(path))
-    mark = known.sent_mark(str(wd.root.resolve()), campaign)
+    mark = known.sent_mark(moved_from or str(wd.root.resolve()), campaign)
     if not mark or not wd.has_ledger():  # no ledger at all: the checks beside this say it
         return
     with _local_ledger(wd, read_only=True) as ledger:
@@ -989,7 +998,8 @@ def check_sent_mark(
         return
     raise LedgerLost(
         f"{name}: the record of the workdirs ({known.path}) saw the ledger of this workdir,"
-        f" {wd.root}, hold {mark} of this file's letters as sent through a mail server, but it"
+        f" {wd.root}{f' (in its earlier place, {moved_from})' if moved_from else ''},"
+        f" hold {mark} of this file's letters as sent through a mail server, but it"
         f" holds {sent}: the workdir was put back from a backup older than its last run? A run"
         " here would mail again the people mailed since; nothing was sent. Put back the"
         " workdir as its last run left it (its ledger.sqlite3, with its -wal file), and run"

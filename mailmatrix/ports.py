@@ -235,8 +235,12 @@ class CampaignName(NamedTuple):
 
 def name_fold(name: str) -> str:
     """``name`` as names are compared for likeness (Ledger.record_name): case folded, in
-    Unicode's compatibility form (a fullwidth letter is its plain one)."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    Unicode's compatibility form (a fullwidth letter is its plain one), without invisible
+    characters (a zero-width space, a soft hyphen), each part of its path without spaces
+    around it and with one space for a run of them (a non-breaking space is one)."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    visible = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return "/".join(" ".join(part.split()) for part in visible.split("/"))
 
 
 class FileOwner(NamedTuple):

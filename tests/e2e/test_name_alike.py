@@ -45,7 +45,8 @@ def test_validate_refuses_a_name_alike_another_campaigns(setting):  # noqa: F811
     # THEN Validate refuses it, naming the campaign and the name to upload it under
     assert refused.value.details["campaign"] == first["campaign"]["id"]
     assert refused.value.message.startswith(
-        f"Offers.csv: a file named offers.csv was run before (campaign {first['campaign']['id']})"
+        f"'Offers.csv': a file named 'offers.csv' was run before (campaign"
+        f" {first['campaign']['id']})"
     )
     assert "upload it as incoming/offers.csv (the name it had)" in refused.value.message
     # AND nothing was written for it: no manifest, no report, the first name still its own
@@ -96,9 +97,9 @@ def test_run_and_validate_refuse_a_name_alike_a_file_run_before(tmp_path, record
     assert checked.exit_code == ran.exit_code == 2, (checked.output, ran.output)
     assert json.loads(checked.stdout)["earlier_runs"]["error"] == "NameLikeAnother"
     said = " ".join(ran.output.split())
-    assert "Offers.csv: a file named offers.csv was run before" in said
+    assert "'Offers.csv': a file named 'offers.csv' was run before" in said
     assert "run it as offers.csv (rename it)" in said
-    assert "give it a name that differs by more than case" in said
+    assert "give it a name that differs by more than that" in said
     assert _in_outbox(workdir) == 18
     # AND a name that differs by more than case is a new campaign, as before
     (tmp_path / "copy-1" / "Offers.csv").rename(tmp_path / "copy-1" / "offers-june.csv")

@@ -777,7 +777,10 @@ def test_a_workdir_moved_after_sending_still_holds_the_file(smtp_inbox, tmp_path
     assert len(inbox.envelopes) == 18
 
 
-def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(smtp_inbox, tmp_path: Path):
+@pytest.mark.parametrize("place", ["same", "new"], ids=["in-its-place", "in-a-new-place"])
+def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(
+    smtp_inbox, tmp_path: Path, place: str
+):
     import shutil
 
     from click.testing import CliRunner
@@ -802,9 +805,11 @@ def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(smtp_inbox, 
     assert run(workdir, "--smtp", url, *attachments).exit_code == 0
     assert len(inbox.envelopes) > first
 
-    # WHEN the workdir is put back whole from that backup (ledger and its own record alike)
-    # and the file runs again
+    # WHEN the workdir is put back whole from that backup (ledger and its own record alike),
+    # where it was or in a new folder (as a workdir moved there), and the file runs again
     shutil.rmtree(workdir)
+    if place == "new":
+        workdir = tmp_path / "restored"
     shutil.copytree(tmp_path / "backup", workdir, symlinks=True)
     again = run(workdir, "--smtp", url, *attachments)
 
@@ -813,12 +818,14 @@ def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(smtp_inbox, 
     assert again.exit_code == 2, said
     assert f"hold {len(inbox.envelopes)} of this file's letters as sent" in said
     assert f"but it holds {first}: the workdir was put back from a backup" in said
+    assert ("(in its earlier place," in said) is (place == "new")
     assert len(inbox.envelopes) == 18
-    # AND validate says so too, as run would
+    # AND validate says so too, as run would, where the workdir is in its place (not in a
+    # new one: it takes no --smtp, so cannot tell which earlier folder this one replaces)
     checked = CliRunner().invoke(
         cli, ["validate", str(csv_path), "--workdir", str(workdir), *attachments]
     )
-    assert checked.exit_code == 2, checked.output
+    assert (checked.exit_code == 2) is (place == "same"), checked.output
 
 
 def test_a_workdir_whose_damaged_record_was_moved_aside_goes_on_through_its_server(
