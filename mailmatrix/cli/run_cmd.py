@@ -230,7 +230,11 @@ def print_summary(
         rejects = result.get("rejects")
         if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
-        console.print("Fix the file or the templates and run again.")
+        what = {
+            "ConfigurationError": "the setting",
+            "NameLikeAnother": "the file's name",
+        }.get(str(result.get("error")), "the file or the templates")
+        console.print(f"Fix {what} and run again.")
         if result.get("hint"):
             console.print(result["hint"], markup=False, soft_wrap=True)
         return

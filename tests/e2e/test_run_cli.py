@@ -3991,3 +3991,20 @@ def test_show_and_redrive_without_the_runs_workdir_name_the_one_that_holds_it(
         # THEN the refusal names the --workdir that holds it (it said only "no such execution")
         assert result.exit_code == 2, result.output
         assert "but in another: give --workdir campaign/real" in _words(result.output)
+
+
+def test_a_setting_refused_by_validation_is_said_to_be_the_setting_to_fix(tmp_path, monkeypatch):
+    # GIVEN a mail server URL naming a user, with no password anywhere
+    monkeypatch.delenv("MAILMATRIX_SMTP_PASSWORD", raising=False)
+    smtp = "smtp://hr@127.0.0.1:2525"
+
+    # WHEN the file runs through it
+    code, output = _run(str(EXAMPLE / "recipients.csv"), "--workdir", str(tmp_path), "--smtp", smtp)
+
+    # THEN nothing is sent, the variable to set is named, and the fix asked for is the
+    # setting's (it said "Fix the file or the templates")
+    said = _words(output)
+    assert code == 3, said
+    assert "names the user 'hr' but no password, and MAILMATRIX_SMTP_PASSWORD is not set" in said
+    assert "Fix the setting and run again." in said
+    assert "Fix the file or the templates" not in said
