@@ -31,6 +31,7 @@ import shlex
 import socket
 import sqlite3
 import stat
+import sys
 import tempfile
 import time
 import uuid
@@ -404,6 +405,23 @@ def _route_handler_logs(workdir: Workdir) -> None:
                 handler.setStream(path.open("a", encoding="utf-8"))
                 if str(getattr(stream, "name", "")).endswith(path.name):
                     stream.close()  # the log file of an earlier run in this process
+                handler.handleError = functools.partial(_log_unwritten, path)  # type: ignore[method-assign]
+
+
+# The log files a write failed to in this process: said once each.
+_unwritten_logs: set[Path] = set()
+
+
+def _log_unwritten(path: Path, record: logging.LogRecord) -> None:
+    """A handler's log line that ``path`` could not take (a full disk, a file size limit):
+    said once, in one line, where logging said "--- Logging error ---" with a traceback for
+    every line after; the run's own error, if the disk stops it, says the rest."""
+    if path in _unwritten_logs:
+        return
+    _unwritten_logs.add(path)
+    error = sys.exc_info()[1]
+    why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    print(f"mailmatrix: log lines are not written to {path} ({why})", file=sys.stderr)
 
 
 def _cores() -> int:

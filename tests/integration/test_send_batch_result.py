@@ -78,3 +78,37 @@ def test_the_handler_warns_of_a_result_too_big_even_without_its_reasons(tmp_path
     assert [(w.levelname, w.budget, w.bytes) for w in warnings] == [  # type: ignore[attr-defined]
         ("WARNING", RESULT_BUDGET_BYTES, result_size(returned))
     ]
+
+
+def test_a_log_file_that_cannot_be_written_is_said_once_without_tracebacks(tmp_path, capsys):
+    import errno
+    import io
+
+    from mailmatrix import local
+
+    # GIVEN the handlers' logs routed to a workdir's log file, on a disk that then fills up
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler_logger = logging.getLogger(LAMBDA_LOGGER)
+    handler = logging.StreamHandler()
+    handler_logger.addHandler(handler)
+    try:
+        local._route_handler_logs(local.Workdir(tmp_path))
+        handler.stream.close()
+        handler.stream = Full()
+
+        # WHEN the handlers log line after line
+        for number in range(5):
+            handler_logger.warning("line %d", number)
+    finally:
+        handler_logger.removeHandler(handler)
+
+    # THEN it is said once, naming the file and why (it was a "--- Logging error ---" and a
+    # traceback per line, about thirty on a full disk)
+    said = capsys.readouterr().err
+    assert said == (
+        f"mailmatrix: log lines are not written to {tmp_path / 'logs' / 'lambda.jsonl'}"
+        " (No space left on device)\n"
+    )
