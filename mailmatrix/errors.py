@@ -39,7 +39,7 @@ class LedgerLost(ConfigurationError):
 
 
 class NameLikeAnother(ConfigurationError):
-    """The file's name is that of a file run before but for case (``Offers.csv`` after
+    """The file's name is alike that of a file run before (ports.name_fold: ``Offers.csv`` after
     ``offers.csv``): a name is a campaign, so this one would be sent in full, though on a
     disk that ignores case, and to a person, the two are one file."""
 

@@ -204,14 +204,12 @@ def campaign_id_for(source: Source) -> str:
     name from a Mac, whose file names are often decomposed (NFD), look alike and are one
     campaign (they were two, and the second mailed everyone again).
     """
-    key = unicodedata.normalize("NFC", source.key)
-    digest = hashlib.sha256(f"{source.bucket}/{key}".encode())
-    return "c-" + digest.hexdigest()[:16]
+    return "c-" + hashlib.sha256(campaign_name(source).encode()).hexdigest()[:16]
 
 
 def campaign_name(source: Source) -> str:
-    """The name the ledger records for the campaign of ``source`` (Ledger.record_name): its
-    bucket and key, in NFC, as campaign_id_for reads them."""
+    """The name of the campaign of ``source``: its bucket and key, in NFC (campaign_id_for
+    derives the id from it; the ledger records it, Ledger.record_name)."""
     return unicodedata.normalize("NFC", f"{source.bucket}/{source.key}")
 
 

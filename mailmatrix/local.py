@@ -831,7 +831,8 @@ def _known_locked() -> Iterator[KnownWorkdirs]:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield KnownWorkdirs(path, _read_known(path), _read_sent(path))
+        found = _load_known(path)  # read once, for both parts
+        yield KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(found))
     finally:
         os.close(fd)  # which releases the lock
 
@@ -864,10 +865,20 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
 
 def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
     """The known workdirs' deliveries in ``path`` (none when there is no such file yet)."""
+    return _workdirs_in(path, _load_known(path))
+
+
+def _load_known(path: Path) -> Any:
+    """The record of known workdirs at ``path`` as JSON gives it ({} when there is no such
+    file yet); ConfigurationError when it cannot be read."""
     try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError) as exc:
         raise ConfigurationError(_damaged(path, f"not readable ({exc})")) from exc
+
+
+def _workdirs_in(path: Path, found: Any) -> dict[str, dict[str, list[str]]]:
+    """The known workdirs' deliveries in ``found``, the record read from ``path``."""
     if isinstance(found, list) and all(isinstance(entry, str) for entry in found):
         # The list of workdirs an earlier build kept: what each delivered, from its own record
         found = {"workdirs": {entry: _deliveries_through_servers(Path(entry)) for entry in found}}
@@ -887,19 +898,14 @@ def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
     return workdirs
 
 
-def _read_sent(path: Path) -> dict[str, dict[str, int]]:
-    """The letters sent by workdir and campaign that the record at ``path`` keeps (see
-    KnownWorkdirs; none in a record from before they were kept). Read after _read_known,
-    which refuses a record that cannot be read."""
-    try:
-        found = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError):
-        return {}
+def _sent_in(found: Any) -> dict[str, dict[str, int]]:
+    """The letters sent by workdir and campaign that ``found``, the record read, keeps (see
+    KnownWorkdirs; none in a record from before they were kept)."""
     sent = found.get("sent") if isinstance(found, dict) else None
     if not isinstance(sent, dict):
         return {}
     return {
-        workdir: {c: n for c, n in marks.items() if isinstance(n, int) and not isinstance(n, bool)}
+        workdir: {campaign: _count(n) for campaign, n in marks.items() if _count(n)}
         for workdir, marks in sent.items()
         if isinstance(marks, dict)
     }
@@ -1006,7 +1012,11 @@ def check_sent_mark(
         from mailmatrix.cli.defaults import default_workdir
 
         path = default_workdir() / KNOWN_WORKDIRS
-        known = KnownWorkdirs(path, {}, _read_sent(path))
+        try:
+            marks = _sent_in(_load_known(path))
+        except ConfigurationError:  # what reads it under its lock (run, redrive) says so
+            marks = {}
+        known = KnownWorkdirs(path, {}, marks)
     mark = known.sent_mark(moved_from or str(wd.root.resolve()), campaign)
     if not mark or not wd.has_ledger():  # no ledger at all: the checks beside this say it
         return
@@ -1246,8 +1256,12 @@ SENT_IN_LEDGER = "sent_in_ledger"
 def _sent_mark(way: Any) -> int:
     """The letters a campaign's record (``way``) says its ledger held as sent; 0 when it does
     not say (a record of an earlier version: nothing to check)."""
-    mark = way.get(SENT_IN_LEDGER) if isinstance(way, dict) else None
-    return mark if isinstance(mark, int) and not isinstance(mark, bool) else 0
+    return _count(way.get(SENT_IN_LEDGER) if isinstance(way, dict) else None)
+
+
+def _count(value: Any) -> int:
+    """``value``, a count kept in a JSON record, or 0 where it is none (absent, or damaged)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def check_ledger_kept(
@@ -1588,7 +1602,7 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
 
 
 def check_name_alike(wd: Workdir, csv_path: Path) -> None:
-    """Refuse (NameLikeAnother) a file whose name is alike (but for case) that of a file run
+    """Refuse (NameLikeAnother) a file whose name is alike (name_fold) that of a file run
     in ``wd`` before, as Validate would: the ledger's record of names (Ledger.record_name),
     else, for runs from before it, the files the local bucket holds under incoming/. Reads
     only."""
@@ -1605,7 +1619,7 @@ def check_name_alike(wd: Workdir, csv_path: Path) -> None:
 
 
 def _incoming_alike(wd: Workdir, name: str) -> CampaignName | None:
-    """A file under the local bucket's incoming/ whose name is alike ``name`` (but for case)
+    """A file under the local bucket's incoming/ whose name is alike ``name`` (name_fold)
     and whose campaign ran in ``wd`` (deliveries.json), or None."""
     folder = wd.bucket / "incoming"
     try:
@@ -1626,10 +1640,8 @@ def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]
     """Refuse a retry of a campaign's failed rows (``retries``: its flags) in a workdir where
     the campaign never ran: it would send every row. Refused before anything is made there
     (a workdir that is not there is left so)."""
-    if wd.ledger.is_file():
-        with _local_ledger(wd) as ledger:
-            if ledger.has_entries(campaign):
-                return
+    if _ledger_holds(wd, campaign):
+        return
     raise NoEarlierRun(
         f"{name}: no earlier run of this file in the workdir {wd.root}, so"
         f" {' and '.join(retries)} would send every row: give the --workdir of the"

@@ -445,7 +445,7 @@ class Ledger(Protocol):
 
     def record_name(self, campaign: str, name: str) -> CampaignName | None:
         """Record ``name``, ``campaign``'s file (``bucket/key`` in NFC), as its campaign's,
-        unless a file of a name alike (equal but for case, name_fold) is recorded as another
+        unless a file of a name alike (equal once folded, name_fold) is recorded as another
         campaign's: return that one, nothing written. One conditional write. Two names alike
         are two campaigns, each sent in full, where a disk or a person takes them for one."""
         ...

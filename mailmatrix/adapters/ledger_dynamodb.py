@@ -98,6 +98,7 @@ _UPLOAD_NAMES = {
 }
 SETS_PREFIX = "sets#"
 UNANSWERED_PREFIX = "unanswered#"
+_UNANSWERED_NAMES = {"#rows": "rows", "#at": "at", "#exp": "expires_at"}
 NAME_PREFIX = "name#"
 _SETS_TRIES = 5
 
@@ -674,8 +675,8 @@ class DynamoDbLedger:
         return _halt(campaign, self._get_item(HALT_PREFIX + campaign))
 
     def campaign_status(self, campaign: str) -> CampaignStatus:
-        """The campaign's halt, latest validated upload and set names in one BatchGetItem
-        (strongly consistent; see the Ledger port)."""
+        """The campaign's halt, latest validated upload, set names and rows unanswered in one
+        BatchGetItem (strongly consistent; see the Ledger port)."""
         prefixes = (HALT_PREFIX, UPLOAD_PREFIX, SETS_PREFIX, UNANSWERED_PREFIX)
         wanted = {prefix: prefix + campaign for prefix in prefixes}
         found = {item[KEY]["S"]: item for item in self._batch_get(list(wanted.values()))}
@@ -696,9 +697,8 @@ class DynamoDbLedger:
     def note_unanswered(self, campaign: str, row: int, *, answered_at: float | None) -> Unanswered:
         """Add ``row`` to the campaign's rows in a row unanswered, or start them again at it
         (see the Ledger port): one conditional update, which appends while the streak's last
-        row was noted after ``answered_at``; when that fails, one put of ``row`` alone."""
+        row was noted after ``answered_at``; when that fails, one update of ``row`` alone."""
         now = self._clock()
-        key = {KEY: {"S": UNANSWERED_PREFIX + campaign}}
         values: dict[str, Any] = {
             ":row": {"L": [{"N": str(row)}]},
             ":now": {"N": repr(float(now))},
@@ -709,34 +709,21 @@ class DynamoDbLedger:
             condition += " AND #at >= :answered"
             values[":answered"] = {"N": repr(float(answered_at))}
         try:
-            try:
-                response = self._db.update_item(
-                    TableName=self.table,
-                    Key=key,
-                    UpdateExpression="SET #rows = list_append(#rows, :row), #at = :now,"
-                    " #exp = :exp",
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={
-                        "#k": KEY,
-                        "#rows": "rows",
-                        "#at": "at",
-                        "#exp": "expires_at",
-                    },
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as error:
-                if _aws.error_code(error) != "ConditionalCheckFailedException":
-                    raise
-                item = {
-                    **key,
-                    "rows": values[":row"],
-                    "at": values[":now"],
-                    "expires_at": values[":exp"],
-                }
-                self._db.put_item(TableName=self.table, Item=item)
-                return Unanswered((row,), now)
-        except (ClientError, BotoCoreError) as error:
+            response = self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": UNANSWERED_PREFIX + campaign}},
+                UpdateExpression="SET #rows = list_append(#rows, :row), #at = :now, #exp = :exp",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#k": KEY, **_UNANSWERED_NAMES},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _aws.error_code(error) != "ConditionalCheckFailedException":
+                raise self._error("note_unanswered", campaign, error) from error
+            self._set_unanswered(campaign, [row], now)  # none yet, or a streak that ended
+            return Unanswered((row,), now)
+        except BotoCoreError as error:
             raise self._error("note_unanswered", campaign, error) from error
         found = _unanswered(response.get("Attributes"))
         return found if found is not None else Unanswered((row,), now)
@@ -744,21 +731,25 @@ class DynamoDbLedger:
     def clear_unanswered(self, campaign: str) -> None:
         """End the campaign's rows in a row unanswered: the item's ``rows`` emptied (an
         update: SendBatch's role may update ledger items, not delete them)."""
-        now = self._clock()
+        self._set_unanswered(campaign, [], self._clock())
+
+    def _set_unanswered(self, campaign: str, rows: list[int], now: float) -> None:
+        """Make ``rows``, noted at ``now``, the campaign's rows in a row unanswered: one
+        update, whatever the item held."""
         try:
             self._db.update_item(
                 TableName=self.table,
                 Key={KEY: {"S": UNANSWERED_PREFIX + campaign}},
-                UpdateExpression="SET #rows = :none, #at = :now, #exp = :exp",
-                ExpressionAttributeNames={"#rows": "rows", "#at": "at", "#exp": "expires_at"},
+                UpdateExpression="SET #rows = :rows, #at = :now, #exp = :exp",
+                ExpressionAttributeNames=_UNANSWERED_NAMES,
                 ExpressionAttributeValues={
-                    ":none": {"L": []},
+                    ":rows": {"L": [{"N": str(row)} for row in rows]},
                     ":now": {"N": repr(float(now))},
                     ":exp": {"N": str(int(now) + self.retention_seconds)},
                 },
             )
         except (ClientError, BotoCoreError) as error:
-            raise self._error("clear_unanswered", campaign, error) from error
+            raise self._error("set_unanswered", campaign, error) from error
 
     def template_sets(self, campaign: str) -> frozenset[str]:
         """The names of the template sets ``campaign`` has used (a strongly consistent read)."""

@@ -203,9 +203,9 @@ def _no_room(path: str, exc: sqlite3.Error) -> str | None:
     met it; a disk with no space left for this user is full.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None or code & 0xFF not in (_SQLITE_IOERR, _SQLITE_FULL):
+    if code is None or code & 0xFF not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL):
         return None
-    if code & 0xFF == _SQLITE_FULL:
+    if code & 0xFF == sqlite3.SQLITE_FULL:
         return DISK_FULL
     limit = file_size_limit()
     if limit is not None:
@@ -260,8 +260,6 @@ _LOCK_WITHOUT_WAITING = getattr(fcntl, "F_OFD_SETLK", None) if fcntl is not None
 # How far below the file size limit a ledger file counts as having reached it: a write that
 # failed there would have passed it (SQLite writes a page and its header at a time).
 _NEAR_THE_LIMIT = 64 * 1024
-_SQLITE_IOERR = 10
-_SQLITE_FULL = 13
 
 
 class SqliteLedger:
@@ -755,7 +753,7 @@ class SqliteLedger:
 
     def record_name(self, campaign: str, name: str) -> CampaignName | None:
         """Record ``name`` as ``campaign``'s file, unless a name alike is another campaign's:
-        return that one (see the Ledger port). One insert, then one read when it was there."""
+        return that one (see the Ledger port). One insert, and one read of what it holds."""
         with self._transaction(f"record_name {campaign}") as db:
             folded = name_fold(name)
             db.execute(

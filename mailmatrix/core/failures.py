@@ -105,7 +105,7 @@ _PLAIN = {
     "InputFileError": "the file cannot be used as it is",
     "TemplateError": "the templates cannot be used with this file",
     "TemplateSetsChanged": "the templates lack a set that earlier runs used",
-    "NameLikeAnother": "a file of the same name but for case was run before",
+    "NameLikeAnother": "a file of a name alike this one's was run before",
     "DemoTemplates": "the templates are the bundled demo's, and the file names real people",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
@@ -243,9 +243,10 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         )
     if "NameLikeAnother" in errors:
         return (
-            "a file of the same name but for case was run before, so a redrive meets it again."
-            " Run the file under that name if it is the same file (its rows sent are skipped),"
-            " or under a name that differs by more than case if it is a new campaign."
+            "a file of a name alike this one's (but for case, spacing or invisible characters)"
+            " was run before, so a redrive meets it again. Run the file under that name if it"
+            " is the same file (its rows sent are skipped), or under a name that differs by"
+            " more than that if it is a new campaign."
         )
     if "DemoTemplates" in errors:
         return (

@@ -626,8 +626,7 @@ class _Batch:
         if unanswered is None:
             self.unknowns = []
         elif self.answered_at is not None and self.answered_at > unanswered.at:
-            self.unknowns = []
-            self.ledger.clear_unanswered(self.campaign_id)
+            self.end_unanswered()
         else:
             self.unknowns = list(unanswered.rows)
 
@@ -635,8 +634,13 @@ class _Batch:
         """A row was answered (sent, or refused): the rows in a row unanswered end."""
         self.answered_at = self.clock()
         if self.unknowns:
-            self.unknowns = []
-            self.ledger.clear_unanswered(self.campaign_id)
+            self.end_unanswered()
+
+    def end_unanswered(self) -> None:
+        """End the campaign's rows in a row unanswered, as this batch knows them and in the
+        ledger."""
+        self.unknowns = []
+        self.ledger.clear_unanswered(self.campaign_id)
 
     def check_time(self) -> None:
         if self.deadline is not None and self.deadline - self.clock() < self.policy.reserve_s:
@@ -986,8 +990,7 @@ class _Batch:
             f" the last error: {error_text(unknown.error)})"
         )
         stop = self.halt(item, OUTCOMES_UNKNOWN, reason)
-        self.unknowns = []  # counted into the halt: a redrive starts again
-        self.ledger.clear_unanswered(self.campaign_id)
+        self.end_unanswered()  # counted into the halt: a redrive starts again
         raise stop from unknown.error
 
     def halt(self, item: Mapping[str, Any], code: str, reason: str) -> _Stop:
