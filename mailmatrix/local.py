@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -53,7 +53,7 @@ from mailmatrix.adapters import deliveries
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.notifier_local import LocalNotifier
-from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, redacted, without_password
+from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, delivery_of, redacted, without_password
 from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import RESERVED_SAID, first_real, is_reserved_domain, mask
@@ -559,19 +559,6 @@ def upload(
     return key, object_created_event(LOCAL_BUCKET, key, info.size, info.etag)
 
 
-def delivery_of(mailer: str) -> str:
-    """How a mailer setting delivers, without its password: ``outbox`` or
-    ``smtp://user@host:port`` (what must not change between a campaign's runs)."""
-    if mailer.startswith("maildir://"):
-        return "outbox"
-    parts = urlsplit(mailer)
-    user = f"{unquote(parts.username)}@" if parts.username else ""
-    port = f":{parts.port}" if parts.port else ""
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
-    return f"{parts.scheme}://{user}{host}{port}"
-
-
 def campaign_way(
     mailer: str | None, templates: Path, attachments: Path, sender: str | None
 ) -> dict:
@@ -676,7 +663,7 @@ def campaign_way_changes(workdir: Workdir, campaign: str, way: dict) -> list[Way
     (none: in nothing that matters, see check_campaign_way)."""
     earlier = _deliveries(workdir).get(campaign)
     if earlier is None:
-        return []
+        return _ledger_way_changes(workdir, campaign, way["delivery"]) if "delivery" in way else []
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
     # "sets": in the way an execution of an earlier version recorded; the ledger checks them
@@ -692,6 +679,27 @@ def campaign_way_changes(workdir: Workdir, campaign: str, way: dict) -> list[Way
     if both and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
         changes.insert(0, _delivery_change(earlier["delivery"], way["delivery"]))
     return changes
+
+
+def _ledger_way_changes(workdir: Workdir, campaign: str, delivery: str) -> list[WayChange]:
+    """How a run through ``delivery`` differs from the way the workdir's ledger says the
+    campaign's letters went, for a campaign its record (deliveries.json) does not hold: moved
+    aside when damaged, or lost. Its letters, all through the outbox or all through mail
+    servers, hold the run to that; none when the ledger does not say (one from before it
+    kept the way) or says both."""
+    if not workdir.has_ledger():
+        return []
+    with _local_ledger(workdir, read_only=True) as ledger:
+        went = ledger.deliveries(campaign)
+    kinds = {earlier == "outbox" for earlier in went}
+    if len(kinds) != 1 or kinds == {delivery == "outbox"}:
+        return []
+    change = _delivery_change(went[-1], delivery)
+    kept = (
+        f"This workdir has no record of those runs ({workdir.deliveries.name}: moved aside, or"
+        f" lost?), but its ledger ({workdir.ledger.name}) keeps how their letters went."
+    )
+    return [WayChange(change.earlier, change.now, change.fix, f"{kept} {change.note}".rstrip())]
 
 
 def _delivery_change(earlier: str, now: str) -> WayChange:
@@ -1230,18 +1238,22 @@ def _deliveries(workdir: Workdir) -> dict[str, Any]:
 
 def _deliveries_damaged(path: Path, what: str) -> str:
     """Why a damaged deliveries.json stops a run, and the ways on: a backup, or the record
-    started anew, which leaves the ledger (not this file) to skip the people mailed."""
+    started anew, which leaves the ledger (not this file) to skip the people mailed and to
+    hold each file to the outbox or to mail servers (_ledger_way_changes)."""
     return (
         f"{path}: damaged, {what}. It records each file run in this workdir: how it was sent"
         " (the outbox or a mail server, its templates, attachments and sender) and how many of"
         " its letters the ledger held as sent, so that a run of it another way, or with a"
         " ledger lost or put back from an older backup, is refused rather than mailing people"
         " again or not at all. Nothing was sent. Put it back from a backup of the workdir (one"
-        " taken with its ledger, ledger.sqlite3); the ledger alone cannot rebuild it (it keeps"
-        " no way of sending). Without a backup, move it aside (keep it): runs go on, the ledger"
-        " still skipping every email it holds as sent, but those checks know nothing of the"
-        " earlier runs until each file runs again: run each file with the settings its earlier"
-        " runs used, and only if ledger.sqlite3 is the one they wrote"
+        " taken with its ledger, ledger.sqlite3); the ledger alone cannot rebuild it: it keeps"
+        " only whether each file's letters went through the outbox or a mail server (those"
+        " sent by this version of mailmatrix or a later one). Without a backup, move it aside"
+        " (keep it): runs go on, the ledger still skipping every email it holds as sent and"
+        " refusing a file's run through a mail server after the outbox, or the other way round,"
+        " but the other checks know nothing of the earlier runs until each file runs again: run"
+        " each file with the settings its earlier runs used, and only if ledger.sqlite3 is the"
+        " one they wrote"
     )
 
 

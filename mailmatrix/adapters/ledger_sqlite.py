@@ -30,6 +30,11 @@ invocation holding a batch also locks a byte of a file beside the ledger (``<led
 until it ends: a hold it could not end (the ledger could not be written) is not waited for
 either, by a retry in any process (begin_batch).
 
+A ledger told how its letters go out (a local run's: the outbox, or a mail server) notes it
+per campaign in the transaction of the campaign's first claim it grants (the table
+``deliveries``): a run of a file another way than its letters went is refused even where the
+workdir's own record of its runs (deliveries.json) is lost.
+
 A write that fails for want of room (a full disk, the file size limit) says so in plain words
 (_no_room), where SQLite says "disk I/O error" for the file size limit.
 """
@@ -150,6 +155,12 @@ CREATE TABLE IF NOT EXISTS names (
     campaign TEXT NOT NULL,
     name TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+    campaign TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (campaign, delivery)
+) WITHOUT ROWID;
 """
 
 
@@ -160,6 +171,10 @@ _RECORD_SENT = (
 # The same, for a letter that carried its recipient's own file: the file is kept with it.
 _FILE_SET = ", file = ?, file_size = ?, file_sha256 = ?, file_print = ?, file_source = ?"
 _RECORD_SENT_FILE = _RECORD_SENT.replace(" WHERE", _FILE_SET + " WHERE")
+_NOTE_DELIVERY = (
+    "INSERT INTO deliveries (campaign, delivery, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (campaign, delivery) DO UPDATE SET at = excluded.at"
+)
 _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
@@ -271,11 +286,17 @@ class SqliteLedger:
         *,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        delivery: str | None = None,
     ) -> None:
         """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
-        for what only reads it, read-only where the user may not write it (_read_only_uri)."""
+        for what only reads it, read-only where the user may not write it (_read_only_uri);
+        ``delivery``: how the letters of the claims it grants go out (delivery_of: ``outbox``
+        or ``smtp://user@host:port``), kept per campaign (deliveries)."""
         self.path = str(path)
         self._clock = clock
+        self._delivery = delivery
+        # The campaigns whose claims here have noted the delivery (once per campaign)
+        self._noted: set[str] = set()
         self._lock = threading.Lock()
         self._turns: tuple[int, int] | None = None  # (pid, fd) of the lock file, once opened
         # The descriptors locking the batches held here, by (attempt, invocation): begin_batch
@@ -404,6 +425,34 @@ class SqliteLedger:
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
+        """Claim ``key`` (see _claim); the first claim of each campaign granted here also
+        notes, in its transaction, how its letter goes out (deliveries)."""
+        granted = self._claim(
+            key,
+            campaign=campaign,
+            row=row,
+            attempt=attempt,
+            lease_until=lease_until,
+            sent_before=sent_before,
+            others=others,
+            owner=owner,
+        )
+        if granted.state == "claimed" and self._delivery is not None:
+            self._noted.add(campaign)  # committed with the claim
+        return granted
+
+    def _claim(
+        self,
+        key: str,
+        *,
+        campaign: str,
+        row: int,
+        attempt: str,
+        lease_until: float | None,
+        sent_before: SentLetter | None,
+        others: Mapping[str, str] | None,
+        owner: tuple[str, str] | tuple[str, str, str] | None,
+    ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
         the row's own file may have gone to another recipient.
@@ -425,6 +474,7 @@ class SqliteLedger:
             new = (key, campaign, row, attempt, lease, now, process)
             if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
                 if owner is None or _own(db, campaign, key, owner):
+                    self._note_delivery(db, campaign, now)
                     return Claim("claimed")
                 db.execute("DELETE FROM sends WHERE key = ?", (key,))  # nothing written
                 return Claim("owned")
@@ -473,6 +523,7 @@ class SqliteLedger:
                 " takeovers = takeovers + ?, updated_at = ?, holder = ? WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, key),
             )
+            self._note_delivery(db, campaign, now)
         doubts = takeovers + int(takeover) + int(bool(uncertain))
         if takeover:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
@@ -482,6 +533,12 @@ class SqliteLedger:
             reason = UNCERTAIN_RELEASE.format(holder)
             return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
         return Claim("claimed", doubts=doubts)
+
+    def _note_delivery(self, db: sqlite3.Connection, campaign: str, now: float) -> None:
+        """Note, in a claim's transaction, that letters of ``campaign`` go out the ledger's
+        way (its ``delivery``): once per campaign, the first claim of it granted here."""
+        if self._delivery is not None and campaign not in self._noted:
+            db.execute(_NOTE_DELIVERY, (campaign, self._delivery, now))
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         """Mark ``attempt``'s batch as sent by ``invocation`` (see the Ledger port); an earlier
@@ -826,6 +883,17 @@ class SqliteLedger:
             )
         )
 
+    def deliveries(self, campaign: str) -> list[str]:
+        """How the letters of ``campaign`` claimed here went out (``outbox``, or a mail
+        server's ``smtp://user@host:port``), the latest used last; none in a ledger from
+        before they were kept, or of claims granted by one not told its delivery."""
+        found = self._statement(
+            f"deliveries {campaign}",
+            "SELECT delivery FROM deliveries WHERE campaign = ? ORDER BY at",
+            (campaign,),
+        )
+        return [str(row[0]) for row in found]
+
     def sent_count(self, campaign: str) -> int:
         """How many rows of ``campaign`` are recorded sent here."""
         found = self._statement(
@@ -976,6 +1044,7 @@ _ADDED_COLUMNS = (
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
+    ("deliveries", "delivery", "TEXT NOT NULL"),
 )
 
 

@@ -6,6 +6,8 @@ its local wiring) does not import smtplib and ssl: a local run delivers to a Mai
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 # The port of each scheme when the URL gives none.
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 
@@ -22,3 +24,18 @@ def redacted(url: str) -> str:
 def without_password(url: str) -> str:
     """An SMTP URL with its user but not its password (``MAILMATRIX_SMTP_PASSWORD`` gives it)."""
     return redacted(url).replace(":***@", "@", 1)
+
+
+def delivery_of(mailer: str) -> str:
+    """How a mailer setting delivers, without its password: ``outbox`` (a Maildir),
+    ``smtp://user@host:port``, or ``ses`` (what must not change between a campaign's runs)."""
+    if mailer.startswith("maildir://"):
+        return "outbox"
+    if "://" not in mailer:
+        return mailer
+    parts = urlsplit(mailer)
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    return f"{parts.scheme}://{user}{host}{port}"

@@ -72,8 +72,11 @@ def ledger_from(settings: Settings) -> Ledger:
     spec = settings.ledger
     if spec.startswith("sqlite://"):
         from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+        from mailmatrix.adapters.smtp_urls import delivery_of
 
-        return SqliteLedger(_file_path(spec, "MAILMATRIX_LEDGER"))
+        # A local run: it keeps whether each campaign went to the outbox or a mail server
+        delivery = delivery_of(settings.mailer)
+        return SqliteLedger(_file_path(spec, "MAILMATRIX_LEDGER"), delivery=delivery)
     if spec.startswith("dynamodb://"):
         from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 

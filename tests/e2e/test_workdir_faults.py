@@ -126,6 +126,11 @@ def test_a_damaged_record_of_the_runs_says_what_it_is_for_and_the_safe_ways_on(s
     )
     assert "Nothing was sent. Put it back from a backup of the workdir" in output
     assert "the ledger alone cannot rebuild it" in output
+    assert (
+        "move it aside (keep it): runs go on, the ledger still skipping every email it holds"
+        " as sent and refusing a file's run through a mail server after the outbox, or the"
+        " other way round" in " ".join(output.split())
+    )
     assert "Without a backup, move it aside (keep it)" in output
     # AND validate says the same, with run's exit code, not a traceback
     code, said = _invoke("validate", RECIPIENTS, "--workdir", str(sent_once))

@@ -893,3 +893,97 @@ def test_runs_from_the_default_workdir_record_each_server_once(smtp_inbox, tmp_p
     assert list(record) == [str(default.resolve())]
     assert [len(servers) for servers in record[str(default.resolve())].values()] == [1]
     assert len(inbox.envelopes) == 18
+
+
+def _sent_then_record_lost(workdir: Path, *options: str, aside: bool = False):
+    """The demo file run in ``workdir`` with ``options``, whose record of runs
+    (deliveries.json) is then deleted, or moved ``aside`` (as said for a damaged one); the
+    runner of the file."""
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    assert run(workdir, *options).exit_code == 0
+    record = workdir / "deliveries.json"
+    if aside:
+        record.rename(workdir / "deliveries.json.damaged")
+    else:
+        record.unlink()
+    return run
+
+
+@pytest.mark.parametrize("aside", [True, False], ids=["moved-aside", "deleted"])
+def test_a_trial_whose_record_was_lost_does_not_let_the_server_skip_everyone(
+    smtp_inbox, tmp_path: Path, aside: bool
+):
+    inbox, url = smtp_inbox
+    workdir = tmp_path / "work"
+    # GIVEN a trial of the file into the outbox, whose workdir then lost its record of runs
+    run = _sent_then_record_lost(workdir, aside=aside)
+
+    # WHEN it runs through the server
+    real = run(workdir, "--smtp", url)
+
+    # THEN it is refused as a change of way, nothing sent: its ledger says the trial's letters
+    # went to the outbox (a run through the server would skip them all, mailing no one)
+    said = " ".join(real.output.split())
+    assert real.exit_code == 2, said
+    assert (
+        f"recipients.csv: the earlier runs of a file named recipients.csv in {workdir}"
+        f" delivered through the local outbox (no --smtp), but this run gave --smtp {url}."
+        " Nothing was sent."
+    ) in said
+    assert "run the file in another --workdir" in said
+    assert "its ledger (ledger.sqlite3) keeps how" in said
+    assert inbox.envelopes == []
+    # AND from a new workdir, it goes to everyone
+    assert run(tmp_path / "real", "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_file_sent_through_a_server_whose_record_was_lost_is_not_rerun_into_the_outbox(
+    smtp_inbox, tmp_path: Path
+):
+    inbox, url = smtp_inbox
+    workdir = tmp_path / "work"
+    # GIVEN the file sent through the server from a workdir whose record of runs was lost
+    run = _sent_then_record_lost(workdir, "--smtp", url)
+
+    # WHEN it runs again without --smtp
+    forgot = run(workdir)
+
+    # THEN it is refused, nothing going to the outbox (it would mark the rows left sent
+    # without mailing them), and told the server to add
+    said = " ".join(forgot.output.split())
+    assert forgot.exit_code == 2, said
+    assert (
+        f"delivered through --smtp {url}, but this run gave no --smtp (the local outbox)."
+        f" Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run"
+        f" it again with --smtp {url}: rows already sent are skipped. This workdir has no"
+        " record of those runs (deliveries.json: moved aside, or lost?), but its ledger"
+        " (ledger.sqlite3) keeps how their letters went."
+    ) in said
+    assert not list((workdir / "outbox").rglob("*.*"))
+    # AND with it, the run goes on, mailing no one again
+    assert run(workdir, "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_trial_in_a_ledger_from_before_it_kept_the_way_runs_through_the_server_as_before(
+    smtp_inbox, tmp_path: Path
+):
+    inbox, url = smtp_inbox
+    workdir = tmp_path / "work"
+    # GIVEN a trial into the outbox whose workdir then lost its record of runs, and whose
+    # ledger keeps no way of sending, as an earlier version wrote it
+    run = _sent_then_record_lost(workdir)
+    with contextlib.closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
+        db.execute("DROP TABLE IF EXISTS deliveries")
+
+    # WHEN it runs through the server
+    real = run(workdir, "--smtp", url)
+
+    # THEN it runs as it did before the ledger kept the way (nothing tells it the trial's
+    # letters went to the outbox): not refused, the ledger skipping every row it holds sent
+    said = " ".join(real.output.split())
+    assert real.exit_code == 0, said
+    assert "earlier runs of a file named" not in said
+    assert "Already sent earlier (skipped) │ 18" in said
+    assert inbox.envelopes == []

@@ -955,3 +955,57 @@ def test_letters_sent_with_their_own_file_are_found_by_its_size_and_print_in_any
 
 def test_the_recipients_earlier_runs_may_have_mailed_are_found_by_address(ledger):
     check_earlier_recipients(ledger)
+
+
+def test_each_campaign_keeps_the_ways_its_granted_claims_went(tmp_path, opened, clock):
+    # GIVEN a ledger of a run into the outbox, and one of a run through a server, on one file
+    path = str(tmp_path / "ledger.db")
+    outbox = opened(path, clock=clock, delivery="outbox")
+    server = opened(path, clock=clock, delivery="smtp://hr@mail.example:587")
+
+    # WHEN the outbox claims rows of a campaign, and its rows that the server then finds
+    # sent, or that another set's letter refuses, are not claimed by it
+    assert outbox.claim("k1", campaign="c", row=2, attempt="a") == Claim("claimed")
+    assert outbox.claim("k2", campaign="c", row=3, attempt="a") == Claim("claimed")
+    outbox.record_sent("k1", message_id="m-1")
+    assert server.claim("k1", campaign="c", row=2, attempt="b").state == "sent"
+    refused = server.claim("k3", campaign="c", row=4, attempt="b", others={"k1": "offer"})
+    assert refused.state == "other"
+
+    # THEN the campaign went through the outbox alone; another campaign not at all
+    assert server.deliveries("c") == ["outbox"]
+    assert server.deliveries("d") == []
+
+    # AND once the server takes over a claim of it (granted), it is kept too, the latest last
+    clock.sleep(DEFAULT_CLAIM_LEASE_SECONDS + 1)
+    assert server.claim("k2", campaign="c", row=3, attempt="b").state == "claimed"
+    assert outbox.deliveries("c") == ["outbox", "smtp://hr@mail.example:587"]
+    # (a ledger told no way, as the AWS-like tests open one, notes none)
+    opened(path).claim("k9", campaign="e", row=2, attempt="a")
+    assert server.deliveries("e") == []
+
+
+def test_a_ledger_file_from_before_it_kept_the_ways_gets_them(tmp_path, opened, monkeypatch):
+    # GIVEN a ledger file an earlier version wrote: a letter of campaign c sent, no way kept
+    path = _old_ledger_file(
+        tmp_path,
+        "",
+        "INSERT INTO sends VALUES ('k1', 'c', 2, 'sent', 'a', NULL, 'm-1', NULL, NULL, 0, 1)",
+    )
+    before = path.read_bytes()
+
+    # WHEN it is read where it cannot be written THEN it keeps no way, and stays as it was
+    with monkeypatch.context() as closed:
+        closed.setattr(ledger_sqlite.os, "access", lambda *args, **kwargs: False)
+        with closing(SqliteLedger(str(path), read_only=True)) as ledger:
+            assert ledger.deliveries("c") == []
+    assert path.read_bytes() == before
+
+    # WHEN it is opened to write THEN its table is made, and the ways of new claims are kept
+    ledger = opened(str(path), delivery="outbox")
+    assert ledger.deliveries("c") == []
+    assert ledger.claim("k2", campaign="c", row=3, attempt="b") == Claim("claimed")
+    assert ledger.deliveries("c") == ["outbox"]
+    with closing(sqlite3.connect(path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "deliveries" in tables
