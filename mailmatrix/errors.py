@@ -53,6 +53,12 @@ class WorkdirNotWritable(MailMatrixError):
     immutable flag, a read-only file system): found before a run or redrive sends anything."""
 
 
+class RecordNotWritable(MailMatrixError):
+    """The state folder that keeps the record of known workdirs (MAILMATRIX_STATE_DIR) cannot
+    be made or written: found before a run or redrive through a mail server sends anything, as
+    a workdir that cannot be written is (WorkdirNotWritable), and with its exit status."""
+
+
 class DeliveriesDamaged(ConfigurationError):
     """The workdir's record of the files its runs sent (deliveries.json) cannot be read: the
     checks it feeds (a file keeps its way, a ledger lost) cannot be made, so nothing is sent."""

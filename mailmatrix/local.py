@@ -89,6 +89,7 @@ from mailmatrix.errors import (
     MailMatrixError,
     NoEarlierRun,
     NotFoundError,
+    RecordNotWritable,
     WorkdirNotWritable,
 )
 from mailmatrix.jobs import (
@@ -761,11 +762,17 @@ def _unsubscribe_said(target: str | None) -> str:
     return f"MAILMATRIX_UNSUBSCRIBE={shlex.quote(target)}"
 
 
-# What each workdir delivered through mail servers, kept in the default workdir for every
-# run and redrive through a server: {"workdirs": {"/abs/workdir": {"campaign": ["smtp://..."]}}}.
-# A file's run through a server from one workdir is checked against the others' (see
-# check_other_workdirs); the record stays when a workdir is moved or deleted.
+# What each workdir delivered through mail servers, and how many letters of each campaign its
+# ledger held as sent, kept in the user's state folder (cli.defaults.state_dir) for every run
+# and redrive through a server: {"workdirs": {"/abs/workdir": {"campaign": ["smtp://..."]}},
+# "sent": {"/abs/workdir": {"campaign": 18}}}. A file's run through a server from one workdir
+# is checked against the others' (see check_other_workdirs), and its ledger against its marks
+# (check_sent_mark). The record stays when a workdir is moved, deleted or put back from a
+# backup, the default workdir included: it lives in none of them.
 KNOWN_WORKDIRS = "known-workdirs.json"
+# An earlier build kept the record in the default workdir: merged into the state folder's
+# record, it is renamed so (and left for a person to read).
+MERGED_SUFFIX = ".merged"
 
 
 @dataclass
@@ -788,14 +795,14 @@ class KnownWorkdirs:
         (the most seen), and save."""
         if sent > self.sent_mark(here, campaign):
             self.sent.setdefault(here, {})[campaign] = sent
-            self._save()
+            self.save()
 
     def add(self, here: str, campaign: str, delivery: str) -> None:
         """Record that ``here`` delivers ``campaign`` through ``delivery``, and save."""
         servers = self.workdirs.setdefault(here, {}).setdefault(campaign, [])
         if delivery not in servers:
             servers.append(delivery)
-            self._save()
+            self.save()
 
     def forget(self, here: str, campaign: str, delivery: str) -> None:
         """Forget that ``here`` delivered ``campaign`` through ``delivery`` (no row of it was
@@ -807,42 +814,116 @@ class KnownWorkdirs:
                 del self.workdirs[here][campaign]
             if not self.workdirs[here]:
                 del self.workdirs[here]
-            self._save()
+            self.save()
 
-    def _save(self) -> None:
+    def merge(self, other: KnownWorkdirs) -> None:
+        """Take in what ``other`` records (not saved): every workdir's servers, and the larger
+        sent mark of each workdir and campaign. Merging one twice changes nothing, and never
+        lowers a mark."""
+        for here, campaigns in other.workdirs.items():
+            for campaign, servers in campaigns.items():
+                mine = self.workdirs.setdefault(here, {}).setdefault(campaign, [])
+                mine += [server for server in servers if server not in mine]
+        for here, marks in other.sent.items():
+            for campaign, sent in marks.items():
+                if sent > self.sent_mark(here, campaign):
+                    self.sent.setdefault(here, {})[campaign] = sent
+
+    def save(self) -> None:
+        """Write the record (whole, in one rename); RecordNotWritable when it cannot be."""
         tmp = self.path.with_name(f".{KNOWN_WORKDIRS}.tmp")
         try:
             kept = {"workdirs": self.workdirs, "sent": self.sent}
             text = json.dumps(kept, indent=2, sort_keys=True) + "\n"
-            tmp.write_text(text, encoding="utf-8")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
             os.replace(tmp, self.path)
         except OSError as exc:
-            raise ConfigurationError(_unkept(self.path, exc)) from exc
+            raise RecordNotWritable(_unkept(self.path, exc)) from exc
 
 
 @contextlib.contextmanager
 def _known_locked() -> Iterator[KnownWorkdirs]:
     """Hold the lock on the known workdirs (taken before any workdir's own lock) and yield
-    them: two runs starting at once check and record one after the other. Refuses
-    (ConfigurationError) when they cannot be kept: a check that could not remember this run
-    would let the next one mail its people again."""
-    from mailmatrix.cli.defaults import default_workdir
+    them, with the record an earlier build kept in the default workdir merged in: two runs
+    starting at once check and record one after the other. Refuses (RecordNotWritable) when
+    they cannot be kept: a check that could not remember this run would let the next one mail
+    its people again."""
+    from mailmatrix.cli.defaults import state_dir
 
-    default = default_workdir()
-    path = default / KNOWN_WORKDIRS
+    folder = state_dir()
+    path = folder / KNOWN_WORKDIRS
     try:
-        default.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = default / f".{KNOWN_WORKDIRS}.lock"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        lock = folder / f".{KNOWN_WORKDIRS}.lock"
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise ConfigurationError(_unkept(path, exc)) from exc
+        raise RecordNotWritable(_unkept(path, exc)) from exc
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
-        found = _load_known(path)  # read once, for both parts
-        yield KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(found))
+        known, earlier = _record_with_earlier(path)
+        # Saved now, whether or not this run adds to it: a folder that takes no file stops
+        # the run before it sends, not after, when its marks could no longer be kept
+        known.save()
+        if earlier is not None:
+            _set_aside_merged(earlier)
+        yield known
     finally:
         os.close(fd)  # which releases the lock
+
+
+def _record_with_earlier(path: Path) -> tuple[KnownWorkdirs, Path | None]:
+    """The record of known workdirs at ``path``, with the record an earlier build kept in the
+    default workdir merged in (not saved), and that one's path (None: none to merge)."""
+    known = _record_at(path)
+    earlier = _earlier_record(path)
+    if earlier is not None:
+        known.merge(_record_at(earlier))
+    return known, earlier
+
+
+def _record_at(path: Path) -> KnownWorkdirs:
+    """The record of known workdirs at ``path`` (empty when there is no such file yet);
+    ConfigurationError when it cannot be read."""
+    found = _load_known(path)
+    return KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(found))
+
+
+def _earlier_record(path: Path) -> Path | None:
+    """The record of known workdirs an earlier build kept in the default workdir, when there
+    is one not merged yet into the record at ``path``. Records in default workdirs of other
+    runs (another MAILMATRIX_WORKDIR) are merged when a run has that default workdir."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    earlier = default_workdir() / KNOWN_WORKDIRS
+    try:
+        if not earlier.is_file() or earlier.resolve() == path.resolve():
+            return None
+    except OSError:  # a default workdir that cannot be looked into holds none we can read
+        return None
+    return earlier
+
+
+def _set_aside_merged(earlier: Path) -> None:
+    """Rename an earlier build's record, merged, so it is not merged again. One that cannot be
+    renamed (a default workdir that cannot be written) is merged again by the next run: that
+    takes the larger mark of each, so it lowers none."""
+    try:
+        earlier.replace(earlier.with_name(KNOWN_WORKDIRS + MERGED_SUFFIX))
+    except OSError as exc:
+        log.debug("known workdirs: %s merged, not renamed: %s", earlier, exc)
+
+
+def _read_record() -> KnownWorkdirs:
+    """The record of known workdirs as it is now, read without its lock (for commands that
+    only look: validate, show), with an earlier build's record not merged yet taken in too;
+    ConfigurationError when one cannot be read."""
+    from mailmatrix.cli.defaults import state_dir
+
+    return _record_with_earlier(state_dir() / KNOWN_WORKDIRS)[0]
 
 
 def workdirs_holding(execution: str, here: Path) -> list[Path]:
@@ -855,7 +936,7 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
     places = [*here.glob("*/executions"), *here.glob("*/*/executions")]
     places.append(default_workdir() / "executions")
     try:
-        known = _read_known(default_workdir() / KNOWN_WORKDIRS)
+        known = _read_record().workdirs
     except ConfigurationError:
         known = {}
     places += [Path(workdir) / "executions" for workdir in known]
@@ -869,11 +950,6 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
         if holds and not any(workdir.resolve() == other.resolve() for other in found):
             found.append(workdir)
     return found
-
-
-def _read_known(path: Path) -> dict[str, dict[str, list[str]]]:
-    """The known workdirs' deliveries in ``path`` (none when there is no such file yet)."""
-    return _workdirs_in(path, _load_known(path))
 
 
 def _load_known(path: Path) -> Any:
@@ -929,18 +1005,25 @@ def _deliveries_through_servers(root: Path) -> dict[str, list[str]]:
 
 def _damaged(path: Path, what: str) -> str:
     return (
-        f"{path}: {what}: it records what each workdir delivered through a mail server, so that"
-        " a file sent from one is not sent again from another. Restore it, or delete it to start"
-        " the record anew (what it held is then unknown to the check); nothing was sent"
+        f"{path}: {what}: it records what each workdir delivered through a mail server and how"
+        " many of each file's letters its ledger held as sent, so that a file sent from one"
+        " workdir is not sent again from another, nor from a workdir put back from an older"
+        " backup; nothing was sent. Put it back from a backup if there is one. Otherwise move"
+        " it aside (keep it, for a person to read): runs then go on, but these checks start"
+        " afresh and know nothing of what it held, so run each file only in the workdir of its"
+        " earlier runs, with the ledger they wrote"
     )
 
 
 def _unkept(path: Path, exc: OSError) -> str:
     return (
-        f"{path}: cannot be kept ({exc.strerror or exc}): runs through a mail server record"
-        " there what each workdir delivered, so that a file sent from one is not sent again"
-        " from another; make the folder writable, or set MAILMATRIX_WORKDIR to one that is"
-        " (nothing was sent)"
+        f"{path}: the record of known workdirs cannot be kept there: {write_fault(exc)}. Runs"
+        " through a mail server record in it what each workdir delivered and how many of each"
+        " file's letters its ledger held as sent, so that nobody is mailed again from another"
+        " workdir or from one put back from a backup; nothing was sent. Make that folder"
+        " writable (chmod u+w; chattr -i, as root, for an immutable one), or set"
+        " MAILMATRIX_STATE_DIR to a folder outside every workdir that is (copy the record"
+        " there first, if there is one), then run the command again"
     )
 
 
@@ -1017,14 +1100,11 @@ def check_sent_mark(
     older backup, and would mail again the people mailed since. One indexed count, only
     where the record has a mark."""
     if known is None:
-        from mailmatrix.cli.defaults import default_workdir
-
-        path = default_workdir() / KNOWN_WORKDIRS
         try:
-            marks = _sent_in(_load_known(path))
-        except ConfigurationError:  # what reads it under its lock (run, redrive) says so
-            marks = {}
-        known = KnownWorkdirs(path, {}, marks)
+            known = _read_record()
+        except ConfigurationError as exc:  # what reads it under its lock (run, redrive) says so
+            log.debug("the record of known workdirs not read: %s", exc)
+            return
     mark = known.sent_mark(moved_from or str(wd.root.resolve()), campaign)
     if not mark or not wd.has_ledger():  # no ledger at all: the checks beside this say it
         return

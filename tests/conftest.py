@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,33 @@ def _default_workdir_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -
     in the default workdir) would see what other tests ran. Not created: `run` creates it."""
     default = tmp_path_factory.mktemp("default-workdir") / "mailmatrix"
     monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+
+
+@pytest.fixture(autouse=True)
+def state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> Path:
+    """Where the record of known workdirs is kept: a folder of this test's own, not
+    ~/.local/state (commands the tests spawn inherit it). Not created: runs create it."""
+    state = tmp_path_factory.mktemp("state") / "mailmatrix"
+    monkeypatch.setenv("MAILMATRIX_STATE_DIR", str(state))
+    return state
+
+
+@pytest.fixture
+def immutable(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """Make a folder take no new file, whoever asks, root too, as `chattr +i` does: a file
+    that is not there yet cannot be made in it (EPERM); those there open as before."""
+    real_open = os.open
+
+    def closed(folder: Path) -> None:
+        def refused(path, flags, *args, **kwargs):
+            made = Path(path)
+            if flags & os.O_CREAT and made.parent == folder and not made.exists():
+                raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refused)
+
+    return closed
 
 
 @pytest.fixture

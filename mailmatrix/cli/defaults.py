@@ -18,6 +18,19 @@ def default_workdir() -> Path:
     return Path(data) / "mailmatrix"
 
 
+def state_dir() -> Path:
+    """Where the record of known workdirs is kept (see local.KNOWN_WORKDIRS): one place per
+    user, outside every workdir, so that a workdir put back from a backup (the default one
+    too), or another MAILMATRIX_WORKDIR, cannot take another record with it.
+
+    MAILMATRIX_STATE_DIR, else $XDG_STATE_HOME/mailmatrix, else ~/.local/state/mailmatrix.
+    """
+    if os.environ.get("MAILMATRIX_STATE_DIR"):
+        return Path(os.environ["MAILMATRIX_STATE_DIR"]).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mailmatrix"
+
+
 DEFAULT_WORKDIR_TEXT = (
     "$MAILMATRIX_WORKDIR, else $XDG_DATA_HOME/mailmatrix or ~/.local/share/mailmatrix"
 )

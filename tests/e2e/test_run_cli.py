@@ -2813,7 +2813,7 @@ def test_a_preview_and_a_rejects_report_are_open_to_their_owner_only(tmp_path, o
 
 
 def test_a_command_that_looks_makes_no_workdir_and_runs_make_every_file_private(
-    tmp_path, open_umask
+    tmp_path, open_umask, state_dir
 ):
     # GIVEN no default workdir yet, under a umask that closes nothing
     env = {"XDG_DATA_HOME": str(tmp_path / "data"), "MAILMATRIX_WORKDIR": ""}
@@ -2842,6 +2842,8 @@ def test_a_command_that_looks_makes_no_workdir_and_runs_make_every_file_private(
     assert workdir.stat().st_mode & 0o777 == 0o700
     assert list(workdir.glob("executions/*/mapruns/*/children.jsonl"))
     assert _open_to_others(workdir) == []
+    # AND runs to the outbox (`make demo`'s) keep no record of workdirs: no state folder
+    assert not state_dir.exists()
 
 
 def test_executions_in_an_empty_workdir_point_at_a_workdir_here(tmp_path, monkeypatch):

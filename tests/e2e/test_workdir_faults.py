@@ -8,7 +8,6 @@ import email
 import email.policy
 import errno
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -47,19 +46,11 @@ def sent_once(tmp_path: Path) -> Path:
 
 
 def test_a_workdir_folder_that_takes_no_new_file_is_named_before_anything_runs(
-    sent_once: Path, monkeypatch: pytest.MonkeyPatch
+    sent_once: Path, immutable
 ):
     # GIVEN the workdir's folder made immutable (chattr +i): no file can be made in it, whoever
     # asks; SQLite then cannot make the ledger's -wal file ("unable to open database file")
-    real_open = os.open
-
-    def immutable(path, flags, *args, **kwargs):
-        made = Path(path)
-        if flags & os.O_CREAT and made.parent == sent_once and not made.exists():
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", immutable)
+    immutable(sent_once)
 
     # WHEN the file runs again there
     code, output = _invoke("run", RECIPIENTS, "--workdir", str(sent_once))

@@ -661,35 +661,66 @@ def test_a_workdir_that_mailed_through_two_servers_holds_the_file_to_both(
     assert (len(inbox.envelopes), len(relay.envelopes)) == (18, 0)
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "not-a-record", "unwritable"])
-def test_a_list_of_workdirs_that_cannot_be_kept_stops_the_run(
-    smtp_inbox, tmp_path: Path, monkeypatch, damage
+@pytest.mark.parametrize("damage", ["corrupt", "not-a-record"])
+def test_a_record_of_workdirs_that_cannot_be_read_stops_the_run(
+    smtp_inbox, tmp_path: Path, state_dir: Path, damage
 ):
     inbox, url = smtp_inbox
     run = _runner(str(EXAMPLE / "recipients.csv"))
-    default = tmp_path / "default"
-    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
     assert run(tmp_path / "a", "--smtp", url).exit_code == 0
 
-    # GIVEN the list of workdirs damaged, or a default workdir that cannot hold it
+    # GIVEN the record of workdirs damaged
+    record = state_dir / "known-workdirs.json"
     if damage == "corrupt":
-        (default / "known-workdirs.json").write_text('{"workdirs": {"' + str(tmp_path / "a"))
-    elif damage == "not-a-record":
-        (default / "known-workdirs.json").write_text('{"workdirs": {"/x": {"c": [1, 2]}}}')
+        record.write_text('{"workdirs": {"' + str(tmp_path / "a"))
     else:
-        blocked = tmp_path / "a-file"
-        blocked.write_text("")
-        monkeypatch.setenv("MAILMATRIX_WORKDIR", str(blocked / "default"))
+        record.write_text('{"workdirs": {"/x": {"c": [1, 2]}}}')
 
     # WHEN the file runs through the server from another workdir
     again = run(tmp_path / "b", "--smtp", url)
 
-    # THEN nothing is sent, and it says why (the check would not know the workdirs)
+    # THEN nothing is sent, and it says why (the check would not know the workdirs), and the
+    # safe way on: put it back, or move it aside (deleting it would lose its marks)
     said = " ".join(again.output.split())
     assert again.exit_code == 3, said
     expected = {"corrupt": "not readable", "not-a-record": "not the record this version"}
-    assert expected.get(damage, "cannot be kept") in said
+    assert f"{record}: {expected[damage]}" in said
+    assert "Put it back from a backup if there is one. Otherwise move it aside" in said
+    assert "these checks start afresh and know nothing of what it held" in said
+    assert "delete" not in said
     assert len(inbox.envelopes) == 18
+
+
+@pytest.mark.parametrize("fault", ["a-file-on-its-path", "takes-no-new-file"])
+def test_a_state_folder_that_cannot_be_written_stops_the_run_as_a_workdir_would(
+    smtp_inbox, tmp_path: Path, state_dir: Path, monkeypatch, immutable, fault
+):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN a state folder that cannot hold the record of workdirs: a file where a folder on
+    # its path should be, or a folder that takes no new file (immutable: root is refused too)
+    if fault == "a-file-on-its-path":
+        blocked = tmp_path / "a-file"
+        blocked.write_text("")
+        state_dir = blocked / "state"
+        monkeypatch.setenv("MAILMATRIX_STATE_DIR", str(state_dir))
+    else:
+        state_dir.mkdir()
+        immutable(state_dir)
+
+    # WHEN the file runs through the server
+    refused = run(tmp_path / "w", "--smtp", url)
+
+    # THEN nothing is sent, with the exit status of a workdir that cannot be written (1, not
+    # 3: no setting of the file is wrong), naming the record and the variable to set
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1, said
+    assert f"{state_dir / 'known-workdirs.json'}: the record of known workdirs cannot" in said
+    assert "set MAILMATRIX_STATE_DIR to a folder outside every workdir" in said
+    assert "nothing was sent" in said
+    assert inbox.envelopes == []
+    assert not (tmp_path / "w" / "executions").exists()
 
 
 def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
@@ -777,6 +808,29 @@ def test_a_workdir_moved_after_sending_still_holds_the_file(smtp_inbox, tmp_path
     assert len(inbox.envelopes) == 18
 
 
+def _sent_around_a_backup(run: Any, csv_path: Path, inbox: Inbox, workdir: Path) -> int:
+    """Send the example's first ten rows with ``run`` (a run of ``csv_path`` in ``workdir``
+    through the server of ``inbox``), back the workdir up then (to ``backup`` beside the
+    file's folder), and send the rest of the file: the letters sent before the backup."""
+    header, *rows = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path.parent.mkdir(exist_ok=True)
+    csv_path.write_text("\n".join([header, *rows[:10]]) + "\n", encoding="utf-8")
+    assert run().exit_code == 0
+    first = len(inbox.envelopes)
+    shutil.copytree(workdir, csv_path.parent.parent / "backup", symlinks=True)
+    csv_path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    assert run().exit_code == 0
+    assert len(inbox.envelopes) > first
+    return first
+
+
+def _put_back(workdir: Path) -> None:
+    """Put ``workdir`` back whole (ledger and its own record alike) from the backup that
+    _sent_around_a_backup took."""
+    shutil.rmtree(workdir)
+    shutil.copytree(workdir.parent / "backup", workdir, symlinks=True)
+
+
 @pytest.mark.parametrize("place", ["same", "new"], ids=["in-its-place", "in-a-new-place"])
 def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(
     smtp_inbox, tmp_path: Path, place: str
@@ -788,22 +842,16 @@ def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(
     from mailmatrix.cli.main import cli
 
     inbox, url = smtp_inbox
-    header, *rows = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
     csv_path = tmp_path / "offers" / "offers.csv"
-    csv_path.parent.mkdir()
     run = _runner(str(csv_path))
     attachments = ["--attachments", str(EXAMPLE / "attachments")]
     workdir = tmp_path / "work"
 
-    # GIVEN the first ten rows sent through a server, and the workdir backed up then
-    csv_path.write_text("\n".join([header, *rows[:10]]) + "\n", encoding="utf-8")
-    assert run(workdir, "--smtp", url, *attachments).exit_code == 0
-    first = len(inbox.envelopes)
-    shutil.copytree(workdir, tmp_path / "backup", symlinks=True)
-    # AND the rest of the file sent after the backup
-    csv_path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
-    assert run(workdir, "--smtp", url, *attachments).exit_code == 0
-    assert len(inbox.envelopes) > first
+    # GIVEN the first ten rows sent through a server, the workdir backed up then, and the rest
+    # of the file sent after the backup
+    first = _sent_around_a_backup(
+        lambda: run(workdir, "--smtp", url, *attachments), csv_path, inbox, workdir
+    )
 
     # WHEN the workdir is put back whole from that backup (ledger and its own record alike),
     # where it was or in a new folder (as a workdir moved there), and the file runs again
@@ -826,6 +874,107 @@ def test_a_workdir_put_back_from_an_older_backup_mails_nobody_again(
         cli, ["validate", str(csv_path), "--workdir", str(workdir), *attachments]
     )
     assert (checked.exit_code == 2) is (place == "same"), checked.output
+
+
+def test_the_default_workdir_put_back_from_an_older_backup_mails_nobody_again(
+    smtp_inbox, tmp_path: Path, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    csv_path = tmp_path / "offers" / "offers.csv"
+    attachments = ["--attachments", str(EXAMPLE / "attachments")]
+    command = ["run", str(csv_path), "--smtp", url, *attachments]  # no --workdir
+
+    # GIVEN the first ten rows sent through a server from the default workdir, the default
+    # workdir backed up then, and the rest of the file sent after the backup
+    first = _sent_around_a_backup(
+        lambda: CliRunner().invoke(cli, command), csv_path, inbox, default
+    )
+
+    # WHEN the default workdir is put back whole from that backup, and the file runs again
+    _put_back(default)
+    again = CliRunner().invoke(cli, command)
+
+    # THEN it is refused: the record of workdirs did not go back with it
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"hold {len(inbox.envelopes)} of this file's letters as sent" in said
+    assert f"but it holds {first}: the workdir was put back from a backup" in said
+    assert len(inbox.envelopes) == 18
+
+
+def test_runs_with_another_default_workdir_see_the_same_record(
+    smtp_inbox, tmp_path: Path, monkeypatch, state_dir: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    command = ["run", str(EXAMPLE / "recipients.csv"), "--smtp", url]  # no --workdir
+
+    # GIVEN the file sent through a server from the default workdir MAILMATRIX_WORKDIR names
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "one"))
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+    # WHEN it runs through the same server with MAILMATRIX_WORKDIR naming another folder
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "two"))
+    again = CliRunner().invoke(cli, command)
+
+    # THEN it is refused as a run from any other workdir is: one record for both
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"runs in another workdir, {tmp_path / 'one'}, delivered a file named" in said
+    assert len(inbox.envelopes) == 18
+    # AND the record is open to its owner only: it names workdirs and servers
+    assert state_dir.stat().st_mode & 0o777 == 0o700
+    assert (state_dir / "known-workdirs.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_record_an_earlier_build_kept_in_the_default_workdir_keeps_its_marks(
+    smtp_inbox, tmp_path: Path, monkeypatch, state_dir: Path
+):
+    import json
+
+    inbox, url = smtp_inbox
+    default = tmp_path / "default"
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    csv_path = tmp_path / "offers" / "offers.csv"
+    run = _runner(str(csv_path))
+    attachments = ["--attachments", str(EXAMPLE / "attachments")]
+    workdir = tmp_path / "work"
+
+    # GIVEN a file sent in two parts through a server from a workdir backed up between them,
+    # its record of workdirs kept in the default workdir, as an earlier build kept it
+    _sent_around_a_backup(
+        lambda: run(workdir, "--smtp", url, *attachments), csv_path, inbox, workdir
+    )
+    default.mkdir(exist_ok=True)
+    earlier = default / "known-workdirs.json"
+    (state_dir / "known-workdirs.json").rename(earlier)
+
+    # WHEN the workdir is put back from that backup, and the file runs again
+    _put_back(workdir)
+    again = run(workdir, "--smtp", url, *attachments)
+
+    # THEN the earlier record's marks refuse it: nobody is mailed again
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"({state_dir / 'known-workdirs.json'}) saw the ledger of this workdir" in said
+    assert "hold 18 of this file's letters as sent" in said
+    assert len(inbox.envelopes) == 18
+    # AND the earlier record, merged, is renamed so (and left to read), its marks kept
+    assert not earlier.exists()
+    merged = json.loads((default / "known-workdirs.json.merged").read_text())
+    kept = json.loads((state_dir / "known-workdirs.json").read_text())
+    assert kept["sent"] == merged["sent"]
+    assert list(kept["sent"][str(workdir.resolve())].values()) == [18]
 
 
 def test_a_workdir_whose_damaged_record_was_moved_aside_goes_on_through_its_server(
@@ -851,7 +1000,7 @@ def test_a_workdir_whose_damaged_record_was_moved_aside_goes_on_through_its_serv
 
 
 def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
-    smtp_inbox, tmp_path: Path, monkeypatch
+    smtp_inbox, tmp_path: Path, monkeypatch, state_dir: Path
 ):
     import json
 
@@ -860,8 +1009,11 @@ def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
     default = tmp_path / "default"
     monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
 
-    # GIVEN the file sent from workdir A, and the known workdirs kept as a plain list
+    # GIVEN the file sent from workdir A, and the known workdirs kept as a plain list in the
+    # default workdir, as an earlier build kept them
     assert run(tmp_path / "a", "--smtp", url).exit_code == 0
+    (state_dir / "known-workdirs.json").unlink()
+    default.mkdir()
     (default / "known-workdirs.json").write_text(json.dumps([str(tmp_path / "a")]))
 
     # WHEN it runs through the same server from workdir B
@@ -872,7 +1024,9 @@ def test_the_list_of_workdirs_an_earlier_build_kept_still_holds_the_file(
     assert len(inbox.envelopes) == 18
 
 
-def test_runs_from_the_default_workdir_record_each_server_once(smtp_inbox, tmp_path, monkeypatch):
+def test_runs_from_the_default_workdir_record_each_server_once(
+    smtp_inbox, tmp_path, monkeypatch, state_dir
+):
     import json
 
     from click.testing import CliRunner
@@ -889,7 +1043,7 @@ def test_runs_from_the_default_workdir_record_each_server_once(smtp_inbox, tmp_p
         assert CliRunner().invoke(cli, [*run, *more]).exit_code == 0
 
     # THEN its record holds the server once
-    record = json.loads((default / "known-workdirs.json").read_text())["workdirs"]
+    record = json.loads((state_dir / "known-workdirs.json").read_text())["workdirs"]
     assert list(record) == [str(default.resolve())]
     assert [len(servers) for servers in record[str(default.resolve())].values()] == [1]
     assert len(inbox.envelopes) == 18

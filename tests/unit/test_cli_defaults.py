@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from mailmatrix.cli.defaults import default_workdir
+from mailmatrix.cli.defaults import default_workdir, state_dir
 
 
-def test_the_environment_names_the_default_workdir_else_the_user_data_folder(monkeypatch, tmp_path):
-    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "mine"))
-    assert default_workdir() == tmp_path / "mine"
+@pytest.mark.parametrize(
+    ("where", "variable", "xdg", "under_home"),
+    [
+        (default_workdir, "MAILMATRIX_WORKDIR", "XDG_DATA_HOME", ".local/share"),
+        (state_dir, "MAILMATRIX_STATE_DIR", "XDG_STATE_HOME", ".local/state"),
+    ],
+    ids=["default-workdir", "state-folder"],
+)
+def test_the_environment_names_the_folder_else_the_users_own(
+    monkeypatch, tmp_path, where, variable, xdg, under_home
+):
+    monkeypatch.setenv(variable, str(tmp_path / "mine"))
+    assert where() == tmp_path / "mine"
 
-    monkeypatch.delenv("MAILMATRIX_WORKDIR")
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    assert default_workdir() == tmp_path / "data" / "mailmatrix"
+    monkeypatch.delenv(variable)
+    monkeypatch.setenv(xdg, str(tmp_path / "xdg"))
+    assert where() == tmp_path / "xdg" / "mailmatrix"
 
-    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.delenv(xdg)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_workdir() == tmp_path / "home" / ".local" / "share" / "mailmatrix"
+    assert where() == tmp_path / "home" / under_home / "mailmatrix"
     # the same folder wherever the command runs from
     monkeypatch.chdir(tmp_path)
-    assert default_workdir().is_absolute() and default_workdir() == Path(
-        tmp_path / "home" / ".local" / "share" / "mailmatrix"
-    )
+    assert where().is_absolute() and where() == tmp_path / "home" / under_home / "mailmatrix"
+
+
+def test_the_state_folder_is_not_in_the_default_workdir(monkeypatch, tmp_path):
+    # (the record of known workdirs kept there would go back with a backup of the workdir)
+    monkeypatch.delenv("MAILMATRIX_STATE_DIR")
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for workdir in ("one", "two"):
+        monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / workdir))
+        assert state_dir() == tmp_path / "home" / ".local" / "state" / "mailmatrix"
 
 
 def test_a_paced_local_run_runs_one_batch_per_worker_process(monkeypatch, tmp_path):

@@ -1,0 +1,101 @@
+"""The record of known workdirs: kept in the state folder, with the record an earlier build
+kept in the default workdir merged in (each workdir's servers, the larger sent mark)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mailmatrix import local
+
+ONE, TWO = "smtp://one.example:25", "smtp://two.example:25"
+NOW = {"workdirs": {"/a": {"c": [ONE]}}, "sent": {"/a": {"c": 7}, "/b": {"c": 2}}}
+EARLIER = {
+    "workdirs": {"/a": {"c": [TWO]}, "/b": {"d": [ONE]}},
+    "sent": {"/a": {"c": 5}, "/b": {"c": 9}},
+}
+MERGED = {
+    "workdirs": {"/a": {"c": [ONE, TWO]}, "/b": {"d": [ONE]}},
+    "sent": {"/a": {"c": 7}, "/b": {"c": 9}},
+}
+
+
+@pytest.fixture
+def earlier(monkeypatch, tmp_path, state_dir: Path) -> Path:
+    """The record now in the state folder (NOW), and an earlier build's in the default
+    workdir (EARLIER)."""
+    default = tmp_path / "default"
+    default.mkdir()
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    state_dir.mkdir()
+    (state_dir / local.KNOWN_WORKDIRS).write_text(json.dumps(NOW))
+    (default / local.KNOWN_WORKDIRS).write_text(json.dumps(EARLIER))
+    return default / local.KNOWN_WORKDIRS
+
+
+def _kept(known: local.KnownWorkdirs) -> dict:
+    return {"workdirs": known.workdirs, "sent": known.sent}
+
+
+def test_an_earlier_record_is_merged_once_and_merging_it_again_lowers_nothing(
+    earlier: Path, state_dir: Path
+):
+    # WHEN a run through a server takes the record
+    with local._known_locked() as known:
+        # THEN it holds both: every server of each workdir, and the larger mark of each
+        assert _kept(known) == MERGED
+    assert json.loads((state_dir / local.KNOWN_WORKDIRS).read_text()) == MERGED
+    # AND the earlier record is renamed, not merged again, and left to read
+    merged = earlier.with_name(local.KNOWN_WORKDIRS + local.MERGED_SUFFIX)
+    assert not earlier.exists() and json.loads(merged.read_text()) == EARLIER
+
+    # WHEN the default workdir is put back from a backup that held it, after a run raised a
+    # mark, and the record is taken again
+    with local._known_locked() as known:
+        known.mark_sent("/b", "c", 12)
+    shutil.copy(merged, earlier)
+    with local._known_locked() as known:
+        # THEN it is merged again, and lowers no mark
+        assert known.sent == {"/a": {"c": 7}, "/b": {"c": 12}}
+        assert known.workdirs == MERGED["workdirs"]
+
+
+def test_an_earlier_record_that_cannot_be_renamed_is_merged_again_each_time(
+    earlier: Path, monkeypatch
+):
+    # GIVEN a default workdir where the earlier record cannot be renamed (a read-only one)
+    def refused(self, target):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "replace", refused)
+
+    # WHEN the record is taken twice, a mark raised between
+    with local._known_locked() as known:
+        assert _kept(known) == MERGED
+        known.mark_sent("/a", "c", 20)
+    with local._known_locked() as known:
+        # THEN the run goes on, the earlier record merged again, lowering nothing
+        assert known.sent == {"/a": {"c": 20}, "/b": {"c": 9}}
+        assert known.workdirs == MERGED["workdirs"]
+    assert json.loads(earlier.read_text()) == EARLIER
+
+
+def test_commands_that_only_look_see_an_earlier_record_and_write_nothing(
+    monkeypatch, tmp_path, state_dir: Path
+):
+    # GIVEN no record in the state folder yet, and an earlier build's in the default workdir
+    default = tmp_path / "default"
+    default.mkdir()
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(default))
+    (default / local.KNOWN_WORKDIRS).write_text(json.dumps(EARLIER))
+
+    # WHEN validate or show reads the record
+    known = local._read_record()
+
+    # THEN they see its marks, and nothing is made or renamed
+    assert _kept(known) == EARLIER
+    assert not state_dir.exists()
+    assert sorted(path.name for path in default.iterdir()) == [local.KNOWN_WORKDIRS]
