@@ -74,6 +74,7 @@ from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
     idempotency_key,
+    placeholder_sender,
     recipient_key,
     template_sets_changed,
 )
@@ -99,6 +100,7 @@ from mailmatrix.jobs import (
     campaign_name,
     load_templates,
     name_like_another,
+    placeholder_sender_refusal,
     retry_metadata,
 )
 from mailmatrix.ports import CampaignName, FileOwner, Halt, Notification, name_fold
@@ -1510,8 +1512,8 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    if mailer and delivery_of(mailer) != "outbox" and is_demo(templates_dir):
-        check_demo_recipients(csv_path, mailer, templates_dir)
+    if mailer and delivery_of(mailer) != "outbox":
+        check_real_recipients(csv_path, mailer, templates_dir, sender)
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
     check_name_alike(wd, csv_path)
@@ -1572,12 +1574,26 @@ def is_demo(templates_dir: Path) -> bool:
     return not address or is_reserved_domain(address.rpartition("@")[2])
 
 
-def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> None:
-    """Refuse (DemoTemplates) to deliver the demo templates (``templates_dir``: see is_demo)
-    through the SMTP server ``mailer`` when the file has a recipient outside the domains
-    reserved for examples: run without --templates, a real campaign would mail its people the
-    demo company's letters. The demo's own addresses (example.com, .example) may go through a
-    local mail catcher. A file intake cannot read is left to validation, which refuses it."""
+def check_real_recipients(
+    csv_path: Path, mailer: str, templates_dir: Path, sender: str | None
+) -> None:
+    """Refuse to deliver through the SMTP server ``mailer``, when the file has a recipient
+    outside the domains reserved for examples, the demo templates (DemoTemplates: see is_demo;
+    run without --templates, a real campaign would mail its people the demo company's
+    letters), or letters From a placeholder (PlaceholderSender: ``sender``, else the
+    manifest's, at one of those domains, as a copy of the demo's templates keeps it). The
+    demo's own addresses (example.com, .example) may go through a local mail catcher. A file
+    intake cannot read, or a sender that is not one address, is left to validation, which
+    refuses it."""
+    demo = is_demo(templates_dir)
+    origin = "--sender or MAILMATRIX_SENDER"
+    own = "Give your own From address with --sender (or MAILMATRIX_SENDER)"
+    if not sender:
+        manifest = templates_dir / MANIFEST
+        sender, origin = manifest_sender(templates_dir), f"'sender' in {manifest}"
+        own = f"Set your own From address as 'sender' in {manifest}, or give it with --sender"
+    if not demo and not (sender and placeholder_sender(sender)):
+        return
     try:
         with open_recipients(csv_path) as stream:
             real = first_real(recipient_addresses(stream, source=csv_path.name))
@@ -1585,14 +1601,34 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
         return
     if real is None:
         return
-    row, column, address = real
+    via = f"--smtp {redacted(mailer)}"
+    if demo:
+        raise demo_templates_refusal(templates_dir, real, name=csv_path.name, via=via)
+    assert sender is not None  # (a placeholder)
+    raise placeholder_sender_refusal(
+        sender,
+        origin,
+        real,
+        name=csv_path.name,
+        via=via,
+        own=f"{own}, then run the file again",
+    )
+
+
+def demo_templates_refusal(
+    templates_dir: Path, found: tuple[int, str, str], *, name: str, via: str
+) -> DemoTemplates:
+    """The refusal of a run that would deliver the demo templates (``templates_dir``: see
+    is_demo) through the mail server ``via`` to ``found``, the (row, column, address) of file
+    ``name`` outside the domains reserved for examples."""
+    row, column, address = found
     which = "the bundled demo templates"
     if not is_bundled(templates_dir):
         which = f"a copy of {which}, its {MANIFEST} still saying {DEMO_KEY}: true"
-    raise DemoTemplates(
+    return DemoTemplates(
         f"templates: the letters would be made from {which}"
-        f" ({templates_dir}: the demo company's text and its From), and --smtp"
-        f" {redacted(mailer)} would deliver them to real people ({csv_path.name} row {row},"
+        f" ({templates_dir}: the demo company's text and its From), and {via}"
+        f" would deliver them to real people ({name} row {row},"
         f" {column} {mask(address)}); nothing was sent. Make the letters and the manifest's"
         f" sender your own in a copy of that folder, delete the line {DEMO_KEY}: true from its"
         f" {MANIFEST}, and pass it with --templates DIR (without --smtp, the demo goes to the"

@@ -58,6 +58,7 @@ from mailmatrix.errors import (
     MailMatrixError,
     NameLikeAnother,
     NoEarlierRun,
+    PlaceholderSender,
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
@@ -599,6 +600,7 @@ def run(
             DeliveryChanged
             | NoEarlierRun
             | DemoTemplates
+            | PlaceholderSender
             | BadWorkdir
             | LedgerLost
             | NameLikeAnother

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 
+import boto3
 import pytest
 
 from mailmatrix.core.failures import Ending, Stopped, failure_alert
@@ -31,6 +32,7 @@ from tests.e2e.test_aws_adapters_e2e import (
 # examples (example.com, example.org).
 ROWS = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[:4]
 REAL = "jose.garcia@acme.io"  # a domain not reserved for examples
+OWN = "Acme HR <hr@acme.io>"  # the operator's own sender
 SYNC = f"aws s3 sync my-campaign/templates/ s3://{BUCKET}/templates/ --delete"
 
 
@@ -136,9 +138,50 @@ def test_templates_of_ones_own_go_to_real_people(account):
     assert run_on_engine(account, "incoming/offers.csv", body=body)["error"] == "DemoTemplates"
 
     # WHEN the operator's own templates (no demo marker) replace them, and it is sent again
+    # from the operator's own address (verified)
     make_templates_ones_own(account["s3"])
-    record = run_on_engine(account, "incoming/offers.csv", body=body)
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress="hr@acme.io")
+    record = run_on_engine(account, "incoming/offers.csv", OWN, body=body)
 
     # THEN every row is sent, the real recipient's too
     assert record["status"] == "SUCCEEDED", record.get("cause")
     assert sent_to() == ["amelia.hart@example.com", REAL, "zoe.angstrom@example.com"]
+
+
+def test_a_placeholder_sender_is_refused_for_real_people_before_anything_is_sent(account):
+    # GIVEN templates of one's own (no demo marker) while the stack's SenderAddress is still a
+    # placeholder at a domain reserved for examples (the demo's, verified in this account)
+    make_templates_ones_own(account["s3"])
+
+    # WHEN a file with a recipient at a real domain is sent
+    record = run_on_engine(account, "incoming/offers.csv", body=campaign(to=REAL))
+
+    # THEN ValidateRecipients refused it: the sender is a placeholder, nothing was sent, and
+    # where to set one's own
+    assert record["status"] == "FAILED"
+    assert record["error"] == "PlaceholderSender"
+    cause = json.loads(record["cause"])["errorMessage"]
+    assert cause.startswith(
+        "sender: the From address talent@example.com (the stack's SenderAddress parameter) is"
+        " a placeholder at a domain reserved for examples, not an address of yours: real mail"
+        " servers would bounce these letters or mark them as spoofed, and SES would deliver"
+        " them to real people (offers.csv row 3, Email j***@acme.io); nothing was sent. Set"
+        " the stack's SenderAddress parameter to an address of your own"
+    )
+    assert sent_to() == []
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+
+    # AND the alert says it in plain words
+    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
+    message = " ".join(alert.message.split())
+    assert (
+        "Error: the sender is a placeholder at a domain reserved for examples (PlaceholderSender)"
+    ) in message
+
+    # AND the campaign addressed to domains reserved for examples only still goes
+    record = run_on_engine(account, "incoming/rehearsal.csv", body=campaign())
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent_to()) == 3

@@ -391,7 +391,7 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
     # nothing sent (the demo company's letters, as far as anyone can tell)
     own = tmp_path / "own"
     shutil.copytree(DEFAULT_TEMPLATES, own)
-    args = ["--templates", str(own), "--sender", "HR <hr@example.net>", "--smtp", url]
+    args = ["--templates", str(own), "--sender", "HR <hr@globex.io>", "--smtp", url]
     manifest = own / "manifest.yaml"
     text = manifest.read_text(encoding="utf-8")
     assert "Acme Corporation" in text and "\ndemo: true\n" in text
@@ -416,7 +416,85 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         "amelia.hart@example.com",
         "jo@gmail.com",
     ]
-    assert f"Templates: {own} From: HR <hr@example.net>" in said
+    assert f"Templates: {own} From: HR <hr@globex.io>" in said
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["manifest", "--sender"])
+def test_a_placeholder_sender_never_goes_through_smtp_to_real_people(
+    smtp_inbox, tmp_path: Path, given: bool
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a copy of the demo templates with only its line demo: true deleted, so its sender
+    # is still the demo's placeholder (or one given at a domain reserved for examples), and a
+    # file with a recipient at a real domain
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, DEMO_HEADER, REAL_ROW)
+    own = tmp_path / "own"
+    shutil.copytree(DEFAULT_TEMPLATES, own)
+    manifest = own / "manifest.yaml"
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace("\ndemo: true\n", "\n"), encoding="utf-8"
+    )
+    sender = ["--sender", "HR <hr@acme.example>"] if given else []
+    args = ["--templates", str(own), *sender]
+
+    # WHEN it runs through the SMTP server
+    work = tmp_path / "real"
+    refused = CliRunner().invoke(
+        cli, ["run", str(path), "--workdir", str(work), "--smtp", url, *args]
+    )
+
+    # THEN it is refused before anything is sent or made, saying that the sender is a
+    # placeholder, which row names a real person, and where to set one's own
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    address, origin = (
+        ("hr@acme.example", "--sender or MAILMATRIX_SENDER")
+        if given
+        else ("talent@example.com", f"'sender' in {manifest}")
+    )
+    assert (
+        f"mailmatrix run: sender: the From address {address} ({origin}) is a placeholder at a"
+        " domain reserved for examples, not an address of yours: real mail servers would bounce"
+        f" these letters or mark them as spoofed, and --smtp {url} would deliver them to real"
+        " people (mine.csv row 3, Email j***@gmail.com); nothing was sent."
+    ) in said
+    assert ("with --sender" if given else f"as 'sender' in {manifest}") in said
+    assert inbox.envelopes == [] and not work.exists()
+
+    # AND `validate` says `run --smtp` would refuse it, rather than "All good", and exits 0 as
+    # `run` into the outbox would succeed
+    checked = CliRunner().invoke(cli, ["validate", str(path), *args])
+    said = " ".join(checked.output.split())
+    assert checked.exit_code == 0, said
+    assert "All good" not in said
+    assert "Only as a trial: the 2 valid row(s) would be sent into the outbox" in said
+    assert "`run --smtp` would refuse this file (PlaceholderSender)" in said
+    assert "(mine.csv row 3, Email j***@gmail.com)" in said
+
+    # AND the trial into the outbox still takes both rows
+    trial = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "t"), *args])
+    assert trial.exit_code == 0, trial.output
+    assert len(list((tmp_path / "t" / "outbox" / "new").iterdir())) == 2
+
+    # AND a rehearsal through the server to addresses at domains reserved for examples only
+    # goes
+    rehearsal = path.with_name("rehearsal.csv")
+    rehearsal.write_text(
+        path.read_text(encoding="utf-8").replace("jo@gmail.com", "jo@example.net"),
+        encoding="utf-8",
+    )
+    work = str(tmp_path / "r")
+    sent = CliRunner().invoke(cli, ["run", str(rehearsal), "--workdir", work, "--smtp", url, *args])
+    assert sent.exit_code == 0, sent.output
+    assert sorted(rcpts[0] for _, rcpts, _ in inbox.envelopes) == [
+        "amelia.hart@example.com",
+        "jo@example.net",
+    ]
 
 
 class NotNow(Inbox):
