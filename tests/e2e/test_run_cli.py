@@ -4008,3 +4008,43 @@ def test_a_setting_refused_by_validation_is_said_to_be_the_setting_to_fix(tmp_pa
     assert "names the user 'hr' but no password, and MAILMATRIX_SMTP_PASSWORD is not set" in said
     assert "Fix the setting and run again." in said
     assert "Fix the file or the templates" not in said
+
+
+def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
+    # GIVEN two rows of the demo, the first with two Cc and a Bcc
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    header, first, second = lines[:3]
+    csv_path = tmp_path / "offers.csv"
+    copies = "boss@example.com; hr@example.org,archive@example.net"
+    csv_path.write_text(f"{header},Cc,Bcc\n{first},{copies}\n{second},,\n", encoding="utf-8")
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+
+    # WHEN the file runs
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN its report names each row's attachment and the copies' recipients, in columns
+    # after those it had
+    assert ran.exit_code == 0, ran.output
+    with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+    assert reader.fieldnames is not None
+    assert reader.fieldnames[:8] == [
+        "row",
+        "email",
+        "name",
+        "template",
+        "status",
+        "message_id",
+        "code",
+        "reason",
+    ]
+    assert [(r["email"], r["attachment"], r["cc"], r["bcc"]) for r in rows] == [
+        (
+            "amelia.hart@example.com",
+            "amelia-hart.pdf",
+            "boss@example.com; hr@example.org",
+            "archive@example.net",
+        ),
+        ("jose.garcia@example.org", "jose-garcia.pdf", "", ""),
+    ]
