@@ -2180,8 +2180,19 @@ def _run_again(wd: Workdir, execution_id: str, *flags: str) -> str:
     return run_command(csv_file, wd.root, {f: options.get(f) for f in way}, unsubscribe, *flags)
 
 
-def nothing_to_redrive(wd: Workdir, execution_id: str) -> str:
-    """Why an execution that succeeded is not redriven, and what sends its failed rows."""
+def nothing_to_redrive(wd: Workdir, execution_id: str, output: Any = None) -> str:
+    """Why an execution that succeeded (its ``output``, the summary, as JSON text or data) is
+    not redriven, and what sends its failed rows; that none failed, when none did."""
+    if isinstance(output, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            output = json.loads(output)
+    counts = output.get("counts") if isinstance(output, dict) else None
+    if isinstance(counts, dict) and not counts.get("failed") and not counts.get("unsent"):
+        return (
+            f"execution {execution_id} SUCCEEDED and none of its rows failed at sending: there"
+            " is nothing to redrive or to send again (a redrive resumes an execution that"
+            " failed or was stopped; the rows it sent stay sent, and its report lists them)."
+        )
     return (
         f"execution {execution_id} SUCCEEDED: a redrive resumes an execution that failed or"
         " was stopped. Its rows that failed at sending (its report gives each reason) are sent"

@@ -3956,6 +3956,27 @@ def test_a_redrive_of_a_run_that_succeeded_points_to_the_retry_of_its_failed_row
     assert json.loads(retried.stdout)["counts"]["sent"] == summary["counts"]["failed"]
 
 
+def test_a_redrive_of_a_run_that_succeeded_with_no_failed_row_says_nothing_failed(tmp_path):
+    # GIVEN a run that succeeded, no row failed at sending
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    first = CliRunner().invoke(cli, args)
+    summary = json.loads(first.stdout)
+    assert (summary["status"], summary["counts"]["failed"]) == ("SUCCEEDED", 0)
+
+    # WHEN it is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", summary["execution"], "--workdir", str(workdir)])
+
+    # THEN it is refused saying that nothing failed, with no retry of failed rows to run
+    assert redriven.exit_code == 2
+    said = _words(redriven.output)
+    assert (
+        f"execution {summary['execution']} SUCCEEDED and none of its rows failed at sending:"
+        " there is nothing to redrive or to send again"
+    ) in said
+    assert "--retry-failed" not in said
+
+
 def test_a_rerun_given_the_manifests_own_sender_is_the_same_way(tmp_path):
     # GIVEN the example sent with the manifest's sender (no --sender)
     workdir = tmp_path / "w"
