@@ -211,6 +211,34 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
     assert "earlier runs of a file named" in outbox.output
 
 
+def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN the demo campaign (two rows rejected) through a mail server
+    _, url = smtp_inbox
+    workdir = tmp_path / "work"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--smtp", url]
+
+    # WHEN a quota drill fails it after three messages
+    failed = CliRunner().invoke(cli, [*args, "--faults", "quota-after=3"])
+
+    # THEN its summary says where the letters went and names the rejects report it wrote, as
+    # a successful run's does, each on a line of its own; no report.csv was written (the
+    # summary was never reached), and none is named
+    assert failed.exit_code == 1, failed.output
+    lines = failed.output.splitlines()
+    assert "The run failed:" in failed.output
+    assert f"Mail server: {url}" in lines
+    (rejects,) = workdir.glob("bucket/reports/*/*/rejects.csv")
+    assert f"Rejects: {rejects}" in lines
+    assert not list(workdir.glob("bucket/reports/*/*/report.csv"))
+    assert not [line for line in lines if line.startswith("Report:")]
+
+
 def test_a_rerun_that_forgot_smtp_is_told_first_to_add_it(smtp_inbox, tmp_path: Path):
     from click.testing import CliRunner
 
