@@ -2082,8 +2082,9 @@ def _source_of(ran: dict[str, Any]) -> Path | None:
 
 def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], str | None]:
     """How to run an execution's file again the way it ran (for the retry commands a redrive
-    prints): the file's whole path, the options that its letters and delivery
-    came from (the campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE."""
+    prints): the file's path, the options that its letters and delivery came from (the
+    campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE. Written as a run
+    prints them (as_run_prints): short, yet the same run."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
     ran = _ran(wd, execution_id)
@@ -2103,7 +2104,42 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
         "--concurrency": env.get("MAILMATRIX_MAX_CONCURRENCY"),
         "--batch-size": env.get("MAILMATRIX_BATCH_SIZE"),
     }
-    return str(given) if given is not None else "FILE", options, way.get("unsubscribe")
+    if given is None:
+        return "FILE", options, way.get("unsubscribe")
+    return str(_as_given(given)), as_run_prints(given, options), way.get("unsubscribe")
+
+
+def as_run_prints(csv_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` of a rerun of the file at ``csv_path`` (its whole path), as `run`
+    prints its own: a folder under the current one by its relative path, and none that only
+    says what a run without it does (the bundled templates, the attachments folder beside
+    the file, the default concurrency and batch size). The run they make is the same: the
+    same folders, resolved; a rerun's concurrency is compared with that of a run without
+    --faults, as no printed command carries them."""
+    shown = dict(options)
+    templates, attachments = options.get("--templates"), options.get("--attachments")
+    if templates and Path(templates) == DEFAULT_TEMPLATES.resolve():
+        shown["--templates"] = None
+    elif templates:
+        shown["--templates"] = str(_as_given(Path(templates)))
+    if attachments and Path(attachments) == (csv_path.parent / "attachments").resolve():
+        shown["--attachments"] = None
+    elif attachments:
+        shown["--attachments"] = str(_as_given(Path(attachments)))
+    rate = float(options.get("--send-rate") or 0)
+    if str(options.get("--concurrency")) == str(_concurrency(rate, None)):
+        shown["--concurrency"] = None
+    if str(options.get("--batch-size")) == str(LOCAL_BATCH_SIZE):
+        shown["--batch-size"] = None
+    return shown
+
+
+def _as_given(path: Path) -> Path:
+    """``path`` (a whole one) relative to the current folder when it is under it."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):  # elsewhere, or the current folder is gone
+        return path
 
 
 def _check_same_file(

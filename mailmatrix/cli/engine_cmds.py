@@ -660,7 +660,8 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 wd,
                 smtp=options["--smtp"],
                 templates=options["--templates"],
-                attachments=options["--attachments"],
+                attachments=options["--attachments"]
+                or pathlib.Path(csv_file).parent / "attachments",
             )
             run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):

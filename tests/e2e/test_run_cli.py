@@ -1275,6 +1275,44 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     assert json.loads(again.stdout)["counts"]["unsent"] == 0
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--templates", "my-templates", "--attachments", "letters", "--concurrency", "2"],
+    ],
+    ids=["defaults", "given"],
+)
+def test_a_redrive_prints_the_rerun_command_as_the_run_printed_it(tmp_path, monkeypatch, options):
+    # GIVEN a campaign in the current folder, run with relative paths (and, or not, options
+    # of its own) until a quota drill stopped it
+    monkeypatch.chdir(tmp_path)
+    Path("camp").mkdir()
+    shutil.copytree(EXAMPLE / "attachments", "letters" if options else "camp/attachments")
+    shutil.copy(EXAMPLE / "recipients.csv", "camp/recipients.csv")
+    shutil.copytree(REPO / "templates", "my-templates")
+    args = ["run", "camp/recipients.csv", "--workdir", "w", *options]
+    ran = CliRunner().invoke(cli, [*args, "--faults", "quota-after=3"])
+    assert ran.exit_code == 1, ran.output
+    printed = ran.output.rstrip().splitlines()[-1]
+    expected = " ".join(["mailmatrix run camp/recipients.csv --workdir w", *options])
+    assert printed.endswith(f": {expected}")
+
+    # WHEN its execution is redriven (the drill stops it again)
+    (execution,) = [path.name for path in Path("w", "executions").iterdir()]
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", "w"])
+
+    # THEN the command it offers is the one the run printed: relative paths, and only the
+    # options given (it gave whole paths, --concurrency 4 and --batch-size 100 never given)
+    assert redriven.exit_code == 1, redriven.output
+    assert redriven.output.rstrip().splitlines()[-1] == printed
+    # AND run as printed, it is the same run: held to the same way, it sends the rest
+    again = CliRunner().invoke(cli, [*shlex.split(expected)[1:], "--json"])
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["sent"] + counts["skipped"], counts["unsent"]) == (18, 0)
+
+
 def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stack_trace(
     tmp_path,
 ):
