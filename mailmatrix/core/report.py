@@ -19,19 +19,8 @@ log = logging.getLogger(__name__)
 # Scripts read the report by these names and in this order: a new column goes at the end.
 # attachment, cc and bcc: what the row's letter carried and who else got it (the operator's
 # record, Bcc included), so that which file went to whom is checked without the messages.
-REPORT_COLUMNS = [
-    "row",
-    "email",
-    "name",
-    "template",
-    "status",
-    "message_id",
-    "code",
-    "reason",
-    "attachment",
-    "cc",
-    "bcc",
-]
+REPORT_COLUMNS = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
+REPORT_COLUMNS += ["attachment", "cc", "bcc"]
 _SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 

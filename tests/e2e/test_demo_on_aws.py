@@ -62,6 +62,25 @@ def make_templates_ones_own(s3) -> None:
     s3.put_object(Bucket=BUCKET, Key="templates/manifest.yaml", Body=own.encode("utf-8"))
 
 
+def refused_in_validation(account: dict, record: dict, error: str) -> str:
+    """The cause of ``record``, an execution that ValidateRecipients, its first step, failed
+    with ``error``, having mailed and summarized nothing."""
+    assert (record["status"], record["error"]) == ("FAILED", error)
+    assert sent_to() == []
+    assert received(account, "SummaryTopic") == []
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+    return json.loads(record["cause"])["errorMessage"]
+
+
+def alert_of(record: dict, cause: str) -> tuple[str, str]:
+    """The subject and message (its spaces single) of the failure alert of ``record``."""
+    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
+    return alert.subject, " ".join(alert.message.split())
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
@@ -78,10 +97,9 @@ def test_the_demo_templates_are_refused_for_real_people_before_anything_is_sent(
     # WHEN the file is sent
     record = run_on_engine(account, "incoming/offers.csv", body=body)
 
-    # THEN ValidateRecipients refused it: what is wrong, that nothing was sent, the fix
-    assert record["status"] == "FAILED"
-    assert record["error"] == "DemoTemplates"
-    cause = json.loads(record["cause"])["errorMessage"]
+    # THEN ValidateRecipients refused it, the run's first step, nobody mailed: what is wrong,
+    # that nothing was sent, the fix
+    cause = refused_in_validation(account, record, "DemoTemplates")
     assert cause.startswith(
         f"templates: s3://{BUCKET}/templates/ holds the bundled demo templates (their"
         " manifest.yaml says demo: true: a fictional company's letters and From), and they"
@@ -89,18 +107,10 @@ def test_the_demo_templates_are_refused_for_real_people_before_anything_is_sent(
     )
     assert SYNC in cause
     assert "delete the line demo: true from manifest.yaml" in cause
-    # AND nobody was mailed, nothing summarized, and the run stopped in its first step
-    assert sent_to() == []
-    assert received(account, "SummaryTopic") == []
-    history = history_of(account, record["name"])
-    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
-    assert entered == ["ValidateRecipients"]
 
     # AND the alert of the failed execution says it in plain words, with what to do
-    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
-    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
-    message = " ".join(alert.message.split())
-    assert alert.subject == "MailMatrix execution FAILED: DemoTemplates"
+    subject, message = alert_of(record, cause)
+    assert subject == "MailMatrix execution FAILED: DemoTemplates"
     assert (
         "Error: the templates are the bundled demo's, and the file names real people"
         " (DemoTemplates)"
@@ -156,11 +166,9 @@ def test_a_placeholder_sender_is_refused_for_real_people_before_anything_is_sent
     # WHEN a file with a recipient at a real domain is sent
     record = run_on_engine(account, "incoming/offers.csv", body=campaign(to=REAL))
 
-    # THEN ValidateRecipients refused it: the sender is a placeholder, nothing was sent, and
-    # where to set one's own
-    assert record["status"] == "FAILED"
-    assert record["error"] == "PlaceholderSender"
-    cause = json.loads(record["cause"])["errorMessage"]
+    # THEN ValidateRecipients refused it, nobody mailed: the sender is a placeholder, nothing
+    # was sent, and where to set one's own
+    cause = refused_in_validation(account, record, "PlaceholderSender")
     assert cause.startswith(
         "sender: the From address talent@example.com (the stack's SenderAddress parameter) is"
         " a placeholder at a domain reserved for examples, not an address of yours: real mail"
@@ -168,15 +176,9 @@ def test_a_placeholder_sender_is_refused_for_real_people_before_anything_is_sent
         " them to real people (offers.csv row 3, Email j***@acme.io); nothing was sent. Set"
         " the stack's SenderAddress parameter to an address of your own"
     )
-    assert sent_to() == []
-    history = history_of(account, record["name"])
-    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
-    assert entered == ["ValidateRecipients"]
 
     # AND the alert says it in plain words
-    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
-    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
-    message = " ".join(alert.message.split())
+    _, message = alert_of(record, cause)
     assert (
         "Error: the sender is a placeholder at a domain reserved for examples (PlaceholderSender)"
     ) in message

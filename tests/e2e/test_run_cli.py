@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from mailmatrix.cli.main import cli
+from mailmatrix.core.report import REPORT_COLUMNS
 from mailmatrix.local import REPO, redrive, run_campaign
 
 EXAMPLE = REPO / "examples" / "offer-letters"
@@ -4087,17 +4088,7 @@ def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
     with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
         reader = csv.DictReader(stream)
         rows = list(reader)
-    assert reader.fieldnames is not None
-    assert reader.fieldnames[:8] == [
-        "row",
-        "email",
-        "name",
-        "template",
-        "status",
-        "message_id",
-        "code",
-        "reason",
-    ]
+    assert reader.fieldnames == REPORT_COLUMNS
     assert [(r["email"], r["attachment"], r["cc"], r["bcc"]) for r in rows] == [
         (
             "amelia.hart@example.com",
