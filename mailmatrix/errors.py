@@ -70,6 +70,13 @@ class DemoTemplates(ConfigurationError):
     the domains reserved for examples."""
 
 
+class PlaceholderSender(ConfigurationError):
+    """A run would deliver letters From an address at a domain reserved for examples (the
+    demo's ``talent@example.com``, kept in a copy of its templates) through an SMTP server or
+    SES to a recipient outside those domains: real servers bounce such mail or mark it as
+    spoofed, and the recipients could not answer it."""
+
+
 class AttachmentChanged(MailMatrixError):
     """A row's attachment is not the file validation saw (another size or version tag): it
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""

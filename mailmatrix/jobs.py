@@ -38,7 +38,9 @@ from mailmatrix.core.report import Summary, report_writer, summarize_results
 from mailmatrix.core.send import (
     attachment_fetcher,
     compose,
+    envelope_sender,
     idempotency_key,
+    placeholder_sender,
     recipient_key,
     send_batch,
     sender_problem,
@@ -51,6 +53,7 @@ from mailmatrix.errors import (
     InputFileError,
     NameLikeAnother,
     ObjectChanged,
+    PlaceholderSender,
     StorageError,
     TemplateError,
     UploadReplaced,
@@ -464,6 +467,32 @@ def _demo_refusal(
     )
 
 
+def placeholder_sender_refusal(
+    sender: str,
+    origin: str,
+    found: tuple[int, str, str],
+    *,
+    name: str,
+    via: str,
+    own: str,
+    trial: str = "Into the local outbox, a trial",
+) -> PlaceholderSender:
+    """The refusal of a run that would mail ``found``, the (row, column, address) of file
+    ``name`` outside the domains reserved for examples, through the mail service ``via``
+    From ``sender`` (given by ``origin``), a placeholder at one of them; ``own``: how to give
+    a sender of one's own; ``trial``: the run that sends nobody, which still goes."""
+    row, column, address = found
+    return PlaceholderSender(
+        f"sender: the From address {envelope_sender(sender)} ({origin}) is a placeholder at a"
+        " domain reserved for examples, not an address of yours: real mail servers would"
+        f" bounce these letters or mark them as spoofed, and {via} would deliver them to real"
+        f" people ({name} row {row}, {column} {mask(address)}); nothing was sent. {own}."
+        f" ({trial}, the letters go whatever the sender; through a mail server, a placeholder"
+        f" sender writes only to addresses at domains reserved for examples: {RESERVED_SAID})",
+        details={"code": "PlaceholderSender", "row": row},
+    )
+
+
 def validate_job(
     storage: Storage,
     source: Source,
@@ -491,7 +520,8 @@ def validate_job(
     them in the bucket) are refused (DemoTemplates), before the ledger records the run's
     template sets or upload, so before anything is sent, when a valid row would mail them to
     an address (To, Cc or Bcc) outside the domains reserved for examples: unless a dry run,
-    or the mailer only fills an outbox.
+    or the mailer only fills an outbox. So is a sender at one of those domains, whatever the
+    templates (PlaceholderSender).
 
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
@@ -564,9 +594,10 @@ def validate_job(
             ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
         )
     used_sets: set[str] = set()
-    # The demo templates may reach only the domains reserved for examples, unless the run
-    # only files its letters in an outbox, or only previews them (a dry run).
-    guard_demo = catalog.demo and not dry_run and not settings.into_outbox
+    # The demo templates, and a placeholder sender, may reach only the domains reserved for
+    # examples, unless the run only files its letters in an outbox, or only previews them.
+    sent_for_real = not dry_run and not settings.into_outbox
+    guard_demo = (catalog.demo or placeholder_sender(sender)) and sent_for_real
     real: list[tuple[int, str, str]] = []
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -581,7 +612,7 @@ def validate_job(
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
                 used_sets.add(row["template"])
                 if guard_demo and not real:
-                    found = first_real(_row_recipients(row))
+                    found = first_real(row_recipients(row))
                     if found is not None:
                         real.append(found)
                 retry.see(row["key"], row["row"])
@@ -629,7 +660,7 @@ def validate_job(
     finally:
         os.unlink(manifest_path)
 
-    if real:
+    if real and catalog.demo:
         raise _demo_refusal(
             source.key.rsplit("/", 1)[-1],
             real[0],
@@ -637,6 +668,8 @@ def validate_job(
             prefix=settings.templates_prefix,
             stack=settings.stack,
         )
+    if real:
+        raise _placeholder_refusal(sender, real[0], source, settings)
     if ledger is not None and used_sets:
         gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
         if gone:
@@ -711,7 +744,38 @@ def validate_job(
     }
 
 
-def _row_recipients(row: dict[str, Any]) -> Iterator[tuple[int, str, str]]:
+def _placeholder_refusal(
+    sender: str, found: tuple[int, str, str], source: Source, settings: Settings
+) -> PlaceholderSender:
+    """The refusal of a run From the placeholder ``sender`` to ``found`` (see
+    placeholder_sender_refusal), saying where to set one's own: the stack's parameter, the
+    run's --sender, or the templates' manifest."""
+    via = "SES" if settings.mailer == "ses" else "the mail server"
+    origin = f"'sender' in the templates' {MANIFEST}"
+    trial = "Into the local outbox, a trial"
+    if settings.stack:
+        trial = "In a dry run (aws send --dry-run), which sends nothing"
+        origin = "the stack's SenderAddress parameter" if settings.sender else origin
+        own = (
+            "Set the stack's SenderAddress parameter to an address of your own under its"
+            " verified SenderIdentity (parameter_overrides in infra/samconfig.toml, then make"
+            " deploy), then send the file again"
+        )
+    elif settings.sender:
+        origin = "--sender or MAILMATRIX_SENDER"
+        own = "Give your own From address with --sender (or MAILMATRIX_SENDER), then run again"
+    else:
+        own = (
+            f"Set your own From address as 'sender' in the templates' {MANIFEST}, or give it"
+            " with --sender, then run the file again"
+        )
+    name = source.key.rsplit("/", 1)[-1]
+    return placeholder_sender_refusal(
+        sender, origin, found, name=name, via=via, own=own, trial=trial
+    )
+
+
+def row_recipients(row: dict[str, Any]) -> Iterator[tuple[int, str, str]]:
     """(row, column, address) for each address a manifest row is sent to: To, Cc and Bcc."""
     yield row["row"], "Email", row["email"]
     for column in ("cc", "bcc"):

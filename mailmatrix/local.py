@@ -74,6 +74,7 @@ from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
     idempotency_key,
+    placeholder_sender,
     recipient_key,
     template_sets_changed,
 )
@@ -100,6 +101,7 @@ from mailmatrix.jobs import (
     campaign_name,
     load_templates,
     name_like_another,
+    placeholder_sender_refusal,
     retry_metadata,
 )
 from mailmatrix.ports import CampaignName, FileOwner, Halt, Notification, name_fold
@@ -1602,8 +1604,8 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    if mailer and delivery_of(mailer) != "outbox" and is_demo(templates_dir):
-        check_demo_recipients(csv_path, mailer, templates_dir)
+    if mailer and delivery_of(mailer) != "outbox":
+        check_real_recipients(csv_path, mailer, templates_dir, sender)
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
     check_name_alike(wd, csv_path)
@@ -1664,12 +1666,26 @@ def is_demo(templates_dir: Path) -> bool:
     return not address or is_reserved_domain(address.rpartition("@")[2])
 
 
-def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> None:
-    """Refuse (DemoTemplates) to deliver the demo templates (``templates_dir``: see is_demo)
-    through the SMTP server ``mailer`` when the file has a recipient outside the domains
-    reserved for examples: run without --templates, a real campaign would mail its people the
-    demo company's letters. The demo's own addresses (example.com, .example) may go through a
-    local mail catcher. A file intake cannot read is left to validation, which refuses it."""
+def check_real_recipients(
+    csv_path: Path, mailer: str, templates_dir: Path, sender: str | None
+) -> None:
+    """Refuse to deliver through the SMTP server ``mailer``, when the file has a recipient
+    outside the domains reserved for examples, the demo templates (DemoTemplates: see is_demo;
+    run without --templates, a real campaign would mail its people the demo company's
+    letters), or letters From a placeholder (PlaceholderSender: ``sender``, else the
+    manifest's, at one of those domains, as a copy of the demo's templates keeps it). The
+    demo's own addresses (example.com, .example) may go through a local mail catcher. A file
+    intake cannot read, or a sender that is not one address, is left to validation, which
+    refuses it."""
+    demo = is_demo(templates_dir)
+    origin = "--sender or MAILMATRIX_SENDER"
+    own = "Give your own From address with --sender (or MAILMATRIX_SENDER)"
+    if not sender:
+        manifest = templates_dir / MANIFEST
+        sender, origin = manifest_sender(templates_dir), f"'sender' in {manifest}"
+        own = f"Set your own From address as 'sender' in {manifest}, or give it with --sender"
+    if not demo and not (sender and placeholder_sender(sender)):
+        return
     try:
         with open_recipients(csv_path) as stream:
             real = first_real(recipient_addresses(stream, source=csv_path.name))
@@ -1677,14 +1693,34 @@ def check_demo_recipients(csv_path: Path, mailer: str, templates_dir: Path) -> N
         return
     if real is None:
         return
-    row, column, address = real
+    via = f"--smtp {redacted(mailer)}"
+    if demo:
+        raise demo_templates_refusal(templates_dir, real, name=csv_path.name, via=via)
+    assert sender is not None  # (a placeholder)
+    raise placeholder_sender_refusal(
+        sender,
+        origin,
+        real,
+        name=csv_path.name,
+        via=via,
+        own=f"{own}, then run the file again",
+    )
+
+
+def demo_templates_refusal(
+    templates_dir: Path, found: tuple[int, str, str], *, name: str, via: str
+) -> DemoTemplates:
+    """The refusal of a run that would deliver the demo templates (``templates_dir``: see
+    is_demo) through the mail server ``via`` to ``found``, the (row, column, address) of file
+    ``name`` outside the domains reserved for examples."""
+    row, column, address = found
     which = "the bundled demo templates"
     if not is_bundled(templates_dir):
         which = f"a copy of {which}, its {MANIFEST} still saying {DEMO_KEY}: true"
-    raise DemoTemplates(
+    return DemoTemplates(
         f"templates: the letters would be made from {which}"
-        f" ({templates_dir}: the demo company's text and its From), and --smtp"
-        f" {redacted(mailer)} would deliver them to real people ({csv_path.name} row {row},"
+        f" ({templates_dir}: the demo company's text and its From), and {via}"
+        f" would deliver them to real people ({name} row {row},"
         f" {column} {mask(address)}); nothing was sent. Make the letters and the manifest's"
         f" sender your own in a copy of that folder, delete the line {DEMO_KEY}: true from its"
         f" {MANIFEST}, and pass it with --templates DIR (without --smtp, the demo goes to the"
@@ -2138,8 +2174,9 @@ def _source_of(ran: dict[str, Any]) -> Path | None:
 
 def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], str | None]:
     """How to run an execution's file again the way it ran (for the retry commands a redrive
-    prints): the file's whole path, the options that its letters and delivery
-    came from (the campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE."""
+    prints): the file's path, the options that its letters and delivery came from (the
+    campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE. Written as a run
+    prints them (as_run_prints): short, yet the same run."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
     ran = _ran(wd, execution_id)
@@ -2159,7 +2196,42 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
         "--concurrency": env.get("MAILMATRIX_MAX_CONCURRENCY"),
         "--batch-size": env.get("MAILMATRIX_BATCH_SIZE"),
     }
-    return str(given) if given is not None else "FILE", options, way.get("unsubscribe")
+    if given is None:
+        return "FILE", options, way.get("unsubscribe")
+    return str(_as_given(given)), as_run_prints(given, options), way.get("unsubscribe")
+
+
+def as_run_prints(csv_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` of a rerun of the file at ``csv_path`` (its whole path), as `run`
+    prints its own: a folder under the current one by its relative path, and none that only
+    says what a run without it does (the bundled templates, the attachments folder beside
+    the file, the default concurrency and batch size). The run they make is the same: the
+    same folders, resolved; a rerun's concurrency is compared with that of a run without
+    --faults, as no printed command carries them."""
+    shown = dict(options)
+    templates, attachments = options.get("--templates"), options.get("--attachments")
+    if templates and Path(templates) == DEFAULT_TEMPLATES.resolve():
+        shown["--templates"] = None
+    elif templates:
+        shown["--templates"] = str(_as_given(Path(templates)))
+    if attachments and Path(attachments) == (csv_path.parent / "attachments").resolve():
+        shown["--attachments"] = None
+    elif attachments:
+        shown["--attachments"] = str(_as_given(Path(attachments)))
+    rate = float(options.get("--send-rate") or 0)
+    if str(options.get("--concurrency")) == str(_concurrency(rate, None)):
+        shown["--concurrency"] = None
+    if str(options.get("--batch-size")) == str(LOCAL_BATCH_SIZE):
+        shown["--batch-size"] = None
+    return shown
+
+
+def _as_given(path: Path) -> Path:
+    """``path`` (a whole one) relative to the current folder when it is under it."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):  # elsewhere, or the current folder is gone
+        return path
 
 
 def _check_same_file(
@@ -2236,8 +2308,19 @@ def _run_again(wd: Workdir, execution_id: str, *flags: str) -> str:
     return run_command(csv_file, wd.root, {f: options.get(f) for f in way}, unsubscribe, *flags)
 
 
-def nothing_to_redrive(wd: Workdir, execution_id: str) -> str:
-    """Why an execution that succeeded is not redriven, and what sends its failed rows."""
+def nothing_to_redrive(wd: Workdir, execution_id: str, output: Any = None) -> str:
+    """Why an execution that succeeded (its ``output``, the summary, as JSON text or data) is
+    not redriven, and what sends its failed rows; that none failed, when none did."""
+    if isinstance(output, str):
+        with contextlib.suppress(json.JSONDecodeError):
+            output = json.loads(output)
+    counts = output.get("counts") if isinstance(output, dict) else None
+    if isinstance(counts, dict) and not counts.get("failed") and not counts.get("unsent"):
+        return (
+            f"execution {execution_id} SUCCEEDED and none of its rows failed at sending: there"
+            " is nothing to redrive or to send again (a redrive resumes an execution that"
+            " failed or was stopped; the rows it sent stay sent, and its report lists them)."
+        )
     return (
         f"execution {execution_id} SUCCEEDED: a redrive resumes an execution that failed or"
         " was stopped. Its rows that failed at sending (its report gives each reason) are sent"

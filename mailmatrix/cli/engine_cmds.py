@@ -635,8 +635,13 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             from mailmatrix import local
             from mailmatrix.cli import run_cmd
 
-            if looked_up.describe(execution)["status"] == "SUCCEEDED":
-                raise MailMatrixError(local.nothing_to_redrive(local.Workdir(workdir), execution))
+            described = looked_up.describe(execution)
+            if described["status"] == "SUCCEEDED":
+                raise MailMatrixError(
+                    local.nothing_to_redrive(
+                        local.Workdir(workdir), execution, described.get("output")
+                    )
+                )
 
             run_cmd.stop_on_signals()  # as `run` stops
             try:
@@ -655,7 +660,8 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 wd,
                 smtp=options["--smtp"],
                 templates=options["--templates"],
-                attachments=options["--attachments"],
+                attachments=options["--attachments"]
+                or pathlib.Path(csv_file).parent / "attachments",
             )
             run_cmd.name_the_file(result, csv_file)
             if result["counts"].get("failed"):

@@ -58,6 +58,7 @@ from mailmatrix.errors import (
     MailMatrixError,
     NameLikeAnother,
     NoEarlierRun,
+    PlaceholderSender,
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
@@ -318,15 +319,7 @@ def print_summary(
                 "address with the same template (whatever other columns changed); to mail "
                 "them again, use a new file name."
             )
-        # Paths on one line each, however narrow the terminal or log: they are copied.
-        if result.get("outbox"):
-            console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
-        else:
-            console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True, markup=False)
-        _print_letters(console, result)
-        console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
-        if result.get("rejects"):
-            console.print(f"Rejects: {result['rejects']}", soft_wrap=True, markup=False)
+        _print_where(console, result)
         retryable = _retryable(counts)
         if retryable:
             console.print(
@@ -372,7 +365,7 @@ def print_summary(
             console.print(cause[:SHOWN_CAUSE_CHARS], markup=False, soft_wrap=True)
     for line in result.get("failure_details") or []:
         console.print(f"  {line}", markup=False)
-    _print_letters(console, result)
+    _print_where(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
     if result.get("run_again_command"):  # the advice says why not a redrive
@@ -409,6 +402,24 @@ _SHOWN_IF_ANY = (
     "in_doubt",
     "unsent",
 )
+
+
+def _print_where(console: Console, result: dict[str, Any]) -> None:
+    """Where the letters went (the outbox or the mail server), what they were made with, and
+    the run's reports: those written, for a run that did not succeed (a failed run may have
+    no report, its summary never reached)."""
+    # Paths on one line each, however narrow the terminal or log: they are copied.
+    if result.get("outbox"):
+        console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
+    elif result.get("delivered_via"):
+        console.print(f"Mail server: {result['delivered_via']}", soft_wrap=True, markup=False)
+    _print_letters(console, result)
+    succeeded = result["status"] == "SUCCEEDED"
+    if succeeded or result.get("report"):
+        console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
+    rejects = result.get("rejects")
+    if rejects and (succeeded or Path(rejects).is_file()):
+        console.print(f"Rejects: {rejects}", soft_wrap=True, markup=False)
 
 
 def _print_letters(console: Console, result: dict[str, Any]) -> None:
@@ -599,6 +610,7 @@ def run(
             DeliveryChanged
             | NoEarlierRun
             | DemoTemplates
+            | PlaceholderSender
             | BadWorkdir
             | LedgerLost
             | NameLikeAnother

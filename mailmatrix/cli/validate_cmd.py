@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,16 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.cli.options import check_sender
+from mailmatrix.core.addresses import first_real
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
-from mailmatrix.core.send import sender_problem
+from mailmatrix.core.send import placeholder_sender, sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
-from mailmatrix.jobs import load_templates
+from mailmatrix.jobs import load_templates, placeholder_sender_refusal, row_recipients
 from mailmatrix.private import private_files
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -184,6 +185,9 @@ def validate_command(
         index = folder_index(attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
+        real = RealRecipients(
+            templates_dir, run_sender, forecast.see if forecast is not None else None
+        )
         try:
             with open_recipients(csv_file) as stream:
                 report = run_intake(
@@ -192,7 +196,7 @@ def validate_command(
                     catalog=catalog,
                     attachments=index,
                     rules=rules,
-                    emit=forecast.see if forecast is not None else lambda row: None,
+                    emit=real.see,
                     contents=contents,
                     earlier=forecast.earlier_files(index) if forecast is not None else None,
                     sent_files=(
@@ -232,13 +236,17 @@ def validate_command(
             missing = attachments_missing(attachments_dir, need)
         from mailmatrix.local import is_bundled
 
-        letters = {
+        letters: dict[str, Any] = {
             "templates": str(templates_dir),
             "templates_bundled": is_bundled(templates_dir),
             "sender": run_sender,
             "sender_from": origin,
             "attachments": str(attachments_dir),
         }
+        refusal = real.refusal(csv_file.name, origin)
+        if refusal is not None:  # as `run --smtp` (and SES) would refuse the file
+            said = {"error": type(refusal).__name__, "message": refusal.message}
+            letters["server_refusal"] = said
         if as_json:
             found = report.to_dict() | letters
             found["earlier_runs"] = earlier
@@ -261,6 +269,49 @@ def validate_command(
         failing = ("failed", "unknown", "other_letter", "attachment_of_another")
         sys.exit(
             exits.ROWS_FAILED if any(earlier.get(f"{k}_before") for k in failing) else exits.OK
+        )
+
+
+class RealRecipients:
+    """Watches the valid rows (``see``, passing each on to ``then``) for the first recipient
+    outside the domains reserved for examples when the letters must not reach one through a
+    mail server: the demo templates (in ``templates_dir``), or a placeholder ``sender``."""
+
+    def __init__(
+        self, templates_dir: Path, sender: str, then: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        from mailmatrix.local import is_demo
+
+        self.templates_dir = templates_dir
+        self.sender = sender
+        self.demo = is_demo(templates_dir)
+        self.guarded = self.demo or placeholder_sender(sender)
+        self.then = then
+        self.found: tuple[int, str, str] | None = None
+
+    def see(self, row: dict[str, Any]) -> None:
+        """Look at one valid row."""
+        if self.then is not None:
+            self.then(row)
+        if self.guarded and self.found is None:
+            self.found = first_real(row_recipients(row))
+
+    def refusal(self, name: str, origin: str) -> MailMatrixError | None:
+        """How `run --smtp` would refuse the file ``name``, its sender from ``origin``
+        (DemoTemplates, PlaceholderSender), validate taking no --smtp; None: it would not."""
+        if self.found is None:
+            return None
+        from mailmatrix.local import demo_templates_refusal
+
+        via = "`run --smtp`"
+        if self.demo:
+            return demo_templates_refusal(self.templates_dir, self.found, name=name, via=via)
+        own = "Give your own From address with --sender (or MAILMATRIX_SENDER)"
+        if origin not in ("--sender", "MAILMATRIX_SENDER"):
+            manifest = self.templates_dir / "manifest.yaml"
+            own = f"Set your own From address as 'sender' in {manifest}, or give it with --sender"
+        return placeholder_sender_refusal(
+            self.sender, origin, self.found, name=name, via=via, own=f"{own}, then validate again"
         )
 
 
@@ -460,6 +511,7 @@ def _show(
                 markup=False,
             )
         return
+    refusal = letters.get("server_refusal")
     would = earlier.get("would_send", report.valid)
     sending = f"{would} of the {report.valid} valid row(s) would be sent"
     if would == report.valid:
@@ -481,10 +533,18 @@ def _show(
             f"[yellow]Nothing new to send[/]: none of the {report.valid} valid row(s) would be"
             " sent."
         )
+    elif refusal:
+        console.print(
+            f"[yellow]Only as a trial[/]: {sending} into the outbox (`run` without --smtp), not"
+            " through a mail server (below)."
+        )
     elif would == report.valid:
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
+    if refusal:
+        console.print(f"[yellow]`run --smtp` would refuse this file ({refusal['error']})[/]:")
+        console.print(refusal["message"], markup=False)
     for line in _earlier_sends(earlier, Path(letters["templates"])):
         console.print(line, markup=False)
     console.print(_earlier_note(earlier), markup=False)

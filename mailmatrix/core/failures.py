@@ -107,6 +107,7 @@ _PLAIN = {
     "TemplateSetsChanged": "the templates lack a set that earlier runs used",
     "NameLikeAnother": "a file of a name alike this one's was run before",
     "DemoTemplates": "the templates are the bundled demo's, and the file names real people",
+    "PlaceholderSender": "the sender is a placeholder at a domain reserved for examples",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
@@ -253,6 +254,12 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "nothing was sent: the templates are the bundled demo's (their manifest.yaml says"
             " demo: true), and a redrive refuses them the same way. Upload your own templates"
             " over them as the cause says, then redrive (or send the file again)."
+        )
+    if "PlaceholderSender" in errors:
+        return (
+            "nothing was sent: the From address is a placeholder at a domain reserved for"
+            " examples. Set one of your own as the cause says, then redrive (it validates the"
+            " file again, with the new sender) or send the file again."
         )
     if any(name == "LedgerError" and no_room_in(text) for name, text in pairs):
         return (

@@ -16,7 +16,11 @@ from mailmatrix.ports import OUTCOME_UNKNOWN
 
 log = logging.getLogger(__name__)
 
+# Scripts read the report by these names and in this order: a new column goes at the end.
+# attachment, cc and bcc: what the row's letter carried and who else got it (the operator's
+# record, Bcc included), so that which file went to whom is checked without the messages.
 REPORT_COLUMNS = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
+REPORT_COLUMNS += ["attachment", "cc", "bcc"]
 _SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -461,11 +465,15 @@ def _items_of(child: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _identity(item: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row's own columns of the report: who it is, the letter's file and copies."""
     return {
         "row": item.get("row"),
         "email": item.get("email"),
         "name": item.get("name"),
         "template": item.get("template"),
+        "attachment": item.get("attachment"),
+        "cc": "; ".join(item.get("cc") or ()),
+        "bcc": "; ".join(item.get("bcc") or ()),
     }
 
 

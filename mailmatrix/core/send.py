@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmatrix.core.addresses import mask, mask_addresses, parse_address
+from mailmatrix.core.addresses import is_reserved_domain, mask, mask_addresses, parse_address
 from mailmatrix.core.attachments import PDF_HEAD_BYTES, pdf_problem
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.failures import (
@@ -322,6 +322,17 @@ def sender_problem(sender: str) -> str | None:
         return _with_hint(error.message.removeprefix("message: "), sender)
     problem = parse_address(address).problem
     return _with_hint(f"sender: {address!r}: {problem}", sender) if problem else None
+
+
+def placeholder_sender(sender: str) -> bool:
+    """Whether the From value ``sender`` is at a domain reserved for examples (the demo's
+    ``talent@example.com``): a placeholder, nobody's own address, which real mail servers
+    bounce or mark as spoofed. A value that is not one address is not (sender_problem)."""
+    try:
+        address = envelope_sender(sender)
+    except MailMatrixError:
+        return False
+    return is_reserved_domain(address.rpartition("@")[2])
 
 
 def _with_hint(problem: str, sender: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 
+import boto3
 import pytest
 
 from mailmatrix.core.failures import Ending, Stopped, failure_alert
@@ -31,6 +32,7 @@ from tests.e2e.test_aws_adapters_e2e import (
 # examples (example.com, example.org).
 ROWS = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()[:4]
 REAL = "jose.garcia@acme.io"  # a domain not reserved for examples
+OWN = "Acme HR <hr@acme.io>"  # the operator's own sender
 SYNC = f"aws s3 sync my-campaign/templates/ s3://{BUCKET}/templates/ --delete"
 
 
@@ -60,6 +62,25 @@ def make_templates_ones_own(s3) -> None:
     s3.put_object(Bucket=BUCKET, Key="templates/manifest.yaml", Body=own.encode("utf-8"))
 
 
+def refused_in_validation(account: dict, record: dict, error: str) -> str:
+    """The cause of ``record``, an execution that ValidateRecipients, its first step, failed
+    with ``error``, having mailed and summarized nothing."""
+    assert (record["status"], record["error"]) == ("FAILED", error)
+    assert sent_to() == []
+    assert received(account, "SummaryTopic") == []
+    history = history_of(account, record["name"])
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
+    assert entered == ["ValidateRecipients"]
+    return json.loads(record["cause"])["errorMessage"]
+
+
+def alert_of(record: dict, cause: str) -> tuple[str, str]:
+    """The subject and message (its spaces single) of the failure alert of ``record``."""
+    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
+    return alert.subject, " ".join(alert.message.split())
+
+
 @pytest.mark.parametrize(
     ("body", "named"),
     [
@@ -76,10 +97,9 @@ def test_the_demo_templates_are_refused_for_real_people_before_anything_is_sent(
     # WHEN the file is sent
     record = run_on_engine(account, "incoming/offers.csv", body=body)
 
-    # THEN ValidateRecipients refused it: what is wrong, that nothing was sent, the fix
-    assert record["status"] == "FAILED"
-    assert record["error"] == "DemoTemplates"
-    cause = json.loads(record["cause"])["errorMessage"]
+    # THEN ValidateRecipients refused it, the run's first step, nobody mailed: what is wrong,
+    # that nothing was sent, the fix
+    cause = refused_in_validation(account, record, "DemoTemplates")
     assert cause.startswith(
         f"templates: s3://{BUCKET}/templates/ holds the bundled demo templates (their"
         " manifest.yaml says demo: true: a fictional company's letters and From), and they"
@@ -87,18 +107,10 @@ def test_the_demo_templates_are_refused_for_real_people_before_anything_is_sent(
     )
     assert SYNC in cause
     assert "delete the line demo: true from manifest.yaml" in cause
-    # AND nobody was mailed, nothing summarized, and the run stopped in its first step
-    assert sent_to() == []
-    assert received(account, "SummaryTopic") == []
-    history = history_of(account, record["name"])
-    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "Entered" in e["type"]]
-    assert entered == ["ValidateRecipients"]
 
     # AND the alert of the failed execution says it in plain words, with what to do
-    ending = Ending("run", "arn:run", "FAILED", record["error"], cause)
-    alert = failure_alert(ending, Stopped(), redrive="mailmatrix aws redrive run")
-    message = " ".join(alert.message.split())
-    assert alert.subject == "MailMatrix execution FAILED: DemoTemplates"
+    subject, message = alert_of(record, cause)
+    assert subject == "MailMatrix execution FAILED: DemoTemplates"
     assert (
         "Error: the templates are the bundled demo's, and the file names real people"
         " (DemoTemplates)"
@@ -136,9 +148,42 @@ def test_templates_of_ones_own_go_to_real_people(account):
     assert run_on_engine(account, "incoming/offers.csv", body=body)["error"] == "DemoTemplates"
 
     # WHEN the operator's own templates (no demo marker) replace them, and it is sent again
+    # from the operator's own address (verified)
     make_templates_ones_own(account["s3"])
-    record = run_on_engine(account, "incoming/offers.csv", body=body)
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress="hr@acme.io")
+    record = run_on_engine(account, "incoming/offers.csv", OWN, body=body)
 
     # THEN every row is sent, the real recipient's too
     assert record["status"] == "SUCCEEDED", record.get("cause")
     assert sent_to() == ["amelia.hart@example.com", REAL, "zoe.angstrom@example.com"]
+
+
+def test_a_placeholder_sender_is_refused_for_real_people_before_anything_is_sent(account):
+    # GIVEN templates of one's own (no demo marker) while the stack's SenderAddress is still a
+    # placeholder at a domain reserved for examples (the demo's, verified in this account)
+    make_templates_ones_own(account["s3"])
+
+    # WHEN a file with a recipient at a real domain is sent
+    record = run_on_engine(account, "incoming/offers.csv", body=campaign(to=REAL))
+
+    # THEN ValidateRecipients refused it, nobody mailed: the sender is a placeholder, nothing
+    # was sent, and where to set one's own
+    cause = refused_in_validation(account, record, "PlaceholderSender")
+    assert cause.startswith(
+        "sender: the From address talent@example.com (the stack's SenderAddress parameter) is"
+        " a placeholder at a domain reserved for examples, not an address of yours: real mail"
+        " servers would bounce these letters or mark them as spoofed, and SES would deliver"
+        " them to real people (offers.csv row 3, Email j***@acme.io); nothing was sent. Set"
+        " the stack's SenderAddress parameter to an address of your own"
+    )
+
+    # AND the alert says it in plain words
+    _, message = alert_of(record, cause)
+    assert (
+        "Error: the sender is a placeholder at a domain reserved for examples (PlaceholderSender)"
+    ) in message
+
+    # AND the campaign addressed to domains reserved for examples only still goes
+    record = run_on_engine(account, "incoming/rehearsal.csv", body=campaign())
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent_to()) == 3

@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from mailmatrix.cli.main import cli
+from mailmatrix.core.report import REPORT_COLUMNS
 from mailmatrix.local import REPO, redrive, run_campaign
 
 EXAMPLE = REPO / "examples" / "offer-letters"
@@ -1273,6 +1274,44 @@ def test_a_run_stopped_by_the_quota_says_why_and_when_to_resume_and_alerts_so(tm
     again = CliRunner().invoke(cli, [*shlex.split(command)[1:], "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["counts"]["unsent"] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["--templates", "my-templates", "--attachments", "letters", "--concurrency", "2"],
+    ],
+    ids=["defaults", "given"],
+)
+def test_a_redrive_prints_the_rerun_command_as_the_run_printed_it(tmp_path, monkeypatch, options):
+    # GIVEN a campaign in the current folder, run with relative paths (and, or not, options
+    # of its own) until a quota drill stopped it
+    monkeypatch.chdir(tmp_path)
+    Path("camp").mkdir()
+    shutil.copytree(EXAMPLE / "attachments", "letters" if options else "camp/attachments")
+    shutil.copy(EXAMPLE / "recipients.csv", "camp/recipients.csv")
+    shutil.copytree(REPO / "templates", "my-templates")
+    args = ["run", "camp/recipients.csv", "--workdir", "w", *options]
+    ran = CliRunner().invoke(cli, [*args, "--faults", "quota-after=3"])
+    assert ran.exit_code == 1, ran.output
+    printed = ran.output.rstrip().splitlines()[-1]
+    expected = " ".join(["mailmatrix run camp/recipients.csv --workdir w", *options])
+    assert printed.endswith(f": {expected}")
+
+    # WHEN its execution is redriven (the drill stops it again)
+    (execution,) = [path.name for path in Path("w", "executions").iterdir()]
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", "w"])
+
+    # THEN the command it offers is the one the run printed: relative paths, and only the
+    # options given (it gave whole paths, --concurrency 4 and --batch-size 100 never given)
+    assert redriven.exit_code == 1, redriven.output
+    assert redriven.output.rstrip().splitlines()[-1] == printed
+    # AND run as printed, it is the same run: held to the same way, it sends the rest
+    again = CliRunner().invoke(cli, [*shlex.split(expected)[1:], "--json"])
+    assert again.exit_code == 0, again.output
+    counts = json.loads(again.stdout)["counts"]
+    assert (counts["sent"] + counts["skipped"], counts["unsent"]) == (18, 0)
 
 
 def test_the_alert_of_a_run_stopped_in_validation_carries_the_message_not_a_stack_trace(
@@ -3958,6 +3997,27 @@ def test_a_redrive_of_a_run_that_succeeded_points_to_the_retry_of_its_failed_row
     assert json.loads(retried.stdout)["counts"]["sent"] == summary["counts"]["failed"]
 
 
+def test_a_redrive_of_a_run_that_succeeded_with_no_failed_row_says_nothing_failed(tmp_path):
+    # GIVEN a run that succeeded, no row failed at sending
+    workdir = tmp_path / "w"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+    first = CliRunner().invoke(cli, args)
+    summary = json.loads(first.stdout)
+    assert (summary["status"], summary["counts"]["failed"]) == ("SUCCEEDED", 0)
+
+    # WHEN it is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", summary["execution"], "--workdir", str(workdir)])
+
+    # THEN it is refused saying that nothing failed, with no retry of failed rows to run
+    assert redriven.exit_code == 2
+    said = _words(redriven.output)
+    assert (
+        f"execution {summary['execution']} SUCCEEDED and none of its rows failed at sending:"
+        " there is nothing to redrive or to send again"
+    ) in said
+    assert "--retry-failed" not in said
+
+
 def test_a_rerun_given_the_manifests_own_sender_is_the_same_way(tmp_path):
     # GIVEN the example sent with the manifest's sender (no --sender)
     workdir = tmp_path / "w"
@@ -4010,3 +4070,33 @@ def test_a_setting_refused_by_validation_is_said_to_be_the_setting_to_fix(tmp_pa
     assert "names the user 'hr' but no password, and MAILMATRIX_SMTP_PASSWORD is not set" in said
     assert "Fix the setting and run again." in said
     assert "Fix the file or the templates" not in said
+
+
+def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
+    # GIVEN two rows of the demo, the first with two Cc and a Bcc
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    header, first, second = lines[:3]
+    csv_path = tmp_path / "offers.csv"
+    copies = "boss@example.com; hr@example.org,archive@example.net"
+    csv_path.write_text(f"{header},Cc,Bcc\n{first},{copies}\n{second},,\n", encoding="utf-8")
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+
+    # WHEN the file runs
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN its report names each row's attachment and the copies' recipients, in columns
+    # after those it had
+    assert ran.exit_code == 0, ran.output
+    with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
+        reader = csv.DictReader(stream)
+        rows = list(reader)
+    assert reader.fieldnames == REPORT_COLUMNS
+    assert [(r["email"], r["attachment"], r["cc"], r["bcc"]) for r in rows] == [
+        (
+            "amelia.hart@example.com",
+            "amelia-hart.pdf",
+            "boss@example.com; hr@example.org",
+            "archive@example.net",
+        ),
+        ("jose.garcia@example.org", "jose-garcia.pdf", "", ""),
+    ]

@@ -151,8 +151,11 @@ def test_a_redrive_of_a_run_through_a_server_says_so_and_how_to_retry_through_it
     assert f"Mail server: {url}" in output and "Outbox:" not in output
     assert inbox.envelopes and not list((tmp_path / "work" / "outbox").rglob("*.*"))
     # AND its retry command runs the same file the same way (a run without --smtp would be
-    # refused, or would put the rows in the outbox)
-    assert f"mailmatrix run {csv_file} --retry-failed --workdir {workdir}" in output
+    # refused, or would put the rows in the outbox), named as `run` names it: relative to
+    # the current folder when under it
+    here = Path.cwd().resolve()
+    shown = EXAMPLE.relative_to(here) if EXAMPLE.is_relative_to(here) else EXAMPLE
+    assert f"mailmatrix run {shown / 'recipients.csv'} --retry-failed --workdir {workdir}" in output
     assert f"--smtp {url}" in output
 
 
@@ -209,6 +212,34 @@ def test_a_file_sent_through_one_server_may_go_on_through_another(smtp_inbox, tm
     outbox = CliRunner().invoke(cli, args)
     assert outbox.exit_code == 2
     assert "earlier runs of a file named" in outbox.output
+
+
+def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN the demo campaign (two rows rejected) through a mail server
+    _, url = smtp_inbox
+    workdir = tmp_path / "work"
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--smtp", url]
+
+    # WHEN a quota drill fails it after three messages
+    failed = CliRunner().invoke(cli, [*args, "--faults", "quota-after=3"])
+
+    # THEN its summary says where the letters went and names the rejects report it wrote, as
+    # a successful run's does, each on a line of its own; no report.csv was written (the
+    # summary was never reached), and none is named
+    assert failed.exit_code == 1, failed.output
+    lines = failed.output.splitlines()
+    assert "The run failed:" in failed.output
+    assert f"Mail server: {url}" in lines
+    (rejects,) = workdir.glob("bucket/reports/*/*/rejects.csv")
+    assert f"Rejects: {rejects}" in lines
+    assert not list(workdir.glob("bucket/reports/*/*/report.csv"))
+    assert not [line for line in lines if line.startswith("Report:")]
 
 
 def test_a_rerun_that_forgot_smtp_is_told_first_to_add_it(smtp_inbox, tmp_path: Path):
@@ -391,7 +422,7 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
     # nothing sent (the demo company's letters, as far as anyone can tell)
     own = tmp_path / "own"
     shutil.copytree(DEFAULT_TEMPLATES, own)
-    args = ["--templates", str(own), "--sender", "HR <hr@example.net>", "--smtp", url]
+    args = ["--templates", str(own), "--sender", "HR <hr@globex.io>", "--smtp", url]
     manifest = own / "manifest.yaml"
     text = manifest.read_text(encoding="utf-8")
     assert "Acme Corporation" in text and "\ndemo: true\n" in text
@@ -416,7 +447,85 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         "amelia.hart@example.com",
         "jo@gmail.com",
     ]
-    assert f"Templates: {own} From: HR <hr@example.net>" in said
+    assert f"Templates: {own} From: HR <hr@globex.io>" in said
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["manifest", "--sender"])
+def test_a_placeholder_sender_never_goes_through_smtp_to_real_people(
+    smtp_inbox, tmp_path: Path, given: bool
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a copy of the demo templates with only its line demo: true deleted, so its sender
+    # is still the demo's placeholder (or one given at a domain reserved for examples), and a
+    # file with a recipient at a real domain
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, DEMO_HEADER, REAL_ROW)
+    own = tmp_path / "own"
+    shutil.copytree(DEFAULT_TEMPLATES, own)
+    manifest = own / "manifest.yaml"
+    manifest.write_text(
+        manifest.read_text(encoding="utf-8").replace("\ndemo: true\n", "\n"), encoding="utf-8"
+    )
+    sender = ["--sender", "HR <hr@acme.example>"] if given else []
+    args = ["--templates", str(own), *sender]
+
+    # WHEN it runs through the SMTP server
+    work = tmp_path / "real"
+    refused = CliRunner().invoke(
+        cli, ["run", str(path), "--workdir", str(work), "--smtp", url, *args]
+    )
+
+    # THEN it is refused before anything is sent or made, saying that the sender is a
+    # placeholder, which row names a real person, and where to set one's own
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    address, origin = (
+        ("hr@acme.example", "--sender or MAILMATRIX_SENDER")
+        if given
+        else ("talent@example.com", f"'sender' in {manifest}")
+    )
+    assert (
+        f"mailmatrix run: sender: the From address {address} ({origin}) is a placeholder at a"
+        " domain reserved for examples, not an address of yours: real mail servers would bounce"
+        f" these letters or mark them as spoofed, and --smtp {url} would deliver them to real"
+        " people (mine.csv row 3, Email j***@gmail.com); nothing was sent."
+    ) in said
+    assert ("with --sender" if given else f"as 'sender' in {manifest}") in said
+    assert inbox.envelopes == [] and not work.exists()
+
+    # AND `validate` says `run --smtp` would refuse it, rather than "All good", and exits 0 as
+    # `run` into the outbox would succeed
+    checked = CliRunner().invoke(cli, ["validate", str(path), *args])
+    said = " ".join(checked.output.split())
+    assert checked.exit_code == 0, said
+    assert "All good" not in said
+    assert "Only as a trial: the 2 valid row(s) would be sent into the outbox" in said
+    assert "`run --smtp` would refuse this file (PlaceholderSender)" in said
+    assert "(mine.csv row 3, Email j***@gmail.com)" in said
+
+    # AND the trial into the outbox still takes both rows
+    trial = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "t"), *args])
+    assert trial.exit_code == 0, trial.output
+    assert len(list((tmp_path / "t" / "outbox" / "new").iterdir())) == 2
+
+    # AND a rehearsal through the server to addresses at domains reserved for examples only
+    # goes
+    rehearsal = path.with_name("rehearsal.csv")
+    rehearsal.write_text(
+        path.read_text(encoding="utf-8").replace("jo@gmail.com", "jo@example.net"),
+        encoding="utf-8",
+    )
+    work = str(tmp_path / "r")
+    sent = CliRunner().invoke(cli, ["run", str(rehearsal), "--workdir", work, "--smtp", url, *args])
+    assert sent.exit_code == 0, sent.output
+    assert sorted(rcpts[0] for _, rcpts, _ in inbox.envelopes) == [
+        "amelia.hart@example.com",
+        "jo@example.net",
+    ]
 
 
 class NotNow(Inbox):

@@ -366,3 +366,31 @@ def test_rows_left_to_a_newer_upload_are_counted_apart_and_named_not_retried():
     assert "(execution exec-2)" in notice and "Redriving this execution sends nothing" in notice
     assert ON_AWS in notice  # for the refused row
     assert summary.to_dict(execution="e")["superseded_by"] == "exec-2"
+
+
+def test_the_report_names_each_rows_attachment_and_copies_after_the_columns_it_had():
+    # GIVEN a batch that sent a row with its own file, a Cc and a Bcc, and one that failed
+    # before its row with its file and no copies
+    sent = {
+        **_item(2, "offer"),
+        "attachment": "anna.pdf",
+        "cc": ["boss@example.com", "hr@example.com"],
+        "bcc": ["archive@example.com"],
+    }
+    ok = _child("SUCCEEDED", [sent], {"rows": [{"row": 2, "status": "sent", "message_id": "m2"}]})
+    unsent = {**_item(3, "offer"), "attachment": "kim.pdf"}
+    broken = _child("FAILED", [unsent], error="States.Timeout", cause="slow")
+
+    # WHEN summarized into the per-row report
+    raw = summarize_results(CAMPAIGN, VALIDATION, [ok, broken]).report_csv().decode("utf-8-sig")
+
+    # THEN the columns scripts read keep their names and order, the new ones come after them
+    header, *lines = list(csv.reader(io.StringIO(raw)))
+    kept = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
+    assert header == [*kept, "attachment", "cc", "bcc"]
+    # AND each row names the file it attached (or was to attach) and the copies' recipients
+    rows = [dict(zip(header, line, strict=True)) for line in lines]
+    assert [(r["row"], r["status"], r["attachment"], r["cc"], r["bcc"]) for r in rows] == [
+        ("2", "sent", "anna.pdf", "boss@example.com; hr@example.com", "archive@example.com"),
+        ("3", "failed", "kim.pdf", "", ""),
+    ]

@@ -195,3 +195,36 @@ def test_an_error_of_mailmatrix_itself_is_shown_with_its_cause_as_it_is(tmp_path
     said = _failed_run(tmp_path, "LedgerError", "ledger ledger.db: claim: disk I/O error", [])
 
     assert "The run failed: LedgerError\nledger ledger.db: claim: disk I/O error\n" in said
+
+
+def test_a_failed_run_names_its_mail_server_and_the_reports_it_wrote(tmp_path):
+    # GIVEN a run through a mail server that failed after its summary was written (its
+    # report and rejects report on disk), and one that failed before (neither written)
+    report = failures_report(tmp_path / "report.csv", [(2, "MessageRejected", "refused")])
+    rejects = rejects_report(tmp_path / "rejects.csv", 1)
+    failed = {
+        "status": "FAILED",
+        "execution": "e-1",
+        "error": "States.TaskFailed",
+        "cause": "the summary could not be published",
+        "counts": {"rows": 3, "valid": 2, "sent": 1, "rejected": 1, "failed": 1},
+        "outbox": None,
+        "delivered_via": "smtp://127.0.0.1:2525",
+        "report": str(report),
+        "rejects": str(rejects),
+        "workdir": "w",
+    }
+    gone = tmp_path / "gone"
+
+    # WHEN their summaries are printed
+    written = printed(failed).splitlines()
+    unwritten = printed(
+        {**failed, "report": None, "rejects": str(gone / "rejects.csv")}
+    ).splitlines()
+
+    # THEN each says where the letters went, as a successful run's does, and names the
+    # reports that exist, and only those
+    assert "Mail server: smtp://127.0.0.1:2525" in written
+    assert f"Report:  {report}" in written and f"Rejects: {rejects}" in written
+    assert "Mail server: smtp://127.0.0.1:2525" in unwritten
+    assert not [line for line in unwritten if line.startswith(("Report:", "Rejects:"))]
