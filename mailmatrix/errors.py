@@ -181,7 +181,15 @@ class AccountSendingHalted(SendError):
 
 
 class LedgerError(MailMatrixError):
-    """The send ledger could not be read or written."""
+    """The send ledger could not be read or written (a locked database, a throttled table):
+    a later try may get through, so the state machine retries it."""
+
+
+class LedgerNotWritten(LedgerError):
+    """The send ledger cannot be written for a cause no retry heals: no room (its disk full,
+    the file size limit reached) or no write access (a read-only file, folder or file
+    system). Its own error name, which the state machine does not retry: the run ends at
+    once with its message, saying what to fix, instead of after minutes of retries."""
 
 
 class EngineError(MailMatrixError):

@@ -112,6 +112,7 @@ _PLAIN = {
     "TransientSendError": "the mail service failed for now",
     CANNOT_CONNECT: "the mail server cannot be reached",
     ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
+    "LedgerNotWritten": "the send ledger cannot be written",
 }
 
 
@@ -134,6 +135,10 @@ def generic_cause(error: str | None, cause: str) -> bool:
     failed): the batches' own errors, shown with it, are the cause."""
     return error == THRESHOLD_EXCEEDED and "threshold was exceeded" in cause
 
+
+# The errors of a ledger that could not be written: LedgerNotWritten for a cause no retry
+# heals (no room, no write access), LedgerError for another (and before LedgerNotWritten).
+_LEDGER_ERRORS = frozenset({"LedgerError", "LedgerNotWritten"})
 
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
@@ -191,7 +196,7 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     if error and error != THRESHOLD_EXCEEDED:
         pairs.append((error, message))
     errors = {name for name, _ in pairs}
-    if any(name == "LedgerError" and _read_only(text) for name, text in pairs):
+    if any(name in _LEDGER_ERRORS and _read_only(text) for name, text in pairs):
         return LEDGER_READ_ONLY_ADVICE
     halts = [text.casefold() for name, text in pairs if name == "AccountSendingHalted"]
     # The account's own halts first: a run without the drill does not lift theirs (the
@@ -254,7 +259,7 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " demo: true), and a redrive refuses them the same way. Upload your own templates"
             " over them as the cause says, then redrive (or send the file again)."
         )
-    if any(name == "LedgerError" and no_room_in(text) for name, text in pairs):
+    if any(name in _LEDGER_ERRORS and no_room_in(text) for name, text in pairs):
         return (
             f"the send ledger could not be written (see above). {NOT_SENT_TWICE} First"
             f" {NO_ROOM_REMEDY}, then redrive: rows recorded as sent are skipped."
