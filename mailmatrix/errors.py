@@ -92,6 +92,13 @@ class StorageError(MailMatrixError):
     """An object could not be read from or written to storage."""
 
 
+class FileNotWritten(StorageError):
+    """A file of the run could not be written (the manifest of the valid rows on its way, a
+    report, an object of a local bucket): its disk full, the file size limit reached, no
+    permission. The message names the file and why; no retry at once gets through, so the
+    state machine does not retry it."""
+
+
 class NotFoundError(StorageError):
     """The object or key does not exist."""
 

@@ -78,7 +78,8 @@ from mailmatrix.core.send import (
     template_sets_changed,
 )
 from mailmatrix.core.templates import DEMO_KEY, MANIFEST, marks_demo
-from mailmatrix.engine.errors import cause_message, write_fault
+from mailmatrix.disk import write_fault
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,

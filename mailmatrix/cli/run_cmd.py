@@ -44,9 +44,9 @@ from mailmatrix.core.report import (
     superseded_hint,
     unknown_advice,
 )
-from mailmatrix.disk import no_room
+from mailmatrix.disk import no_room, write_fault
 from mailmatrix.engine import stopping
-from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message, write_fault
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,

@@ -90,6 +90,9 @@ NOT_SENT_TWICE = (
     " record it is counted in doubt (a redrive sends it again, marked as a possible duplicate)."
 )
 
+# The error of a file of the run that could not be written (mailmatrix.errors.FileNotWritten).
+FILE_NOT_WRITTEN = "FileNotWritten"
+
 # The state machine's error names, in the operator's words (the name stays beside them: it
 # is what the console, the history, the report and the AWS documentation call it).
 _PLAIN = {
@@ -113,6 +116,7 @@ _PLAIN = {
     CANNOT_CONNECT: "the mail server cannot be reached",
     ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
     "LedgerNotWritten": "the send ledger cannot be written",
+    FILE_NOT_WRITTEN: "a file of the run could not be written",
 }
 
 
@@ -263,6 +267,14 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         return (
             f"the send ledger could not be written (see above). {NOT_SENT_TWICE} First"
             f" {NO_ROOM_REMEDY}, then redrive: rows recorded as sent are skipped."
+        )
+    written = [text for name, text in pairs if name == FILE_NOT_WRITTEN]
+    if written:
+        fix = NO_ROOM_REMEDY if any(map(no_room_in, written)) else "make it writable"
+        return (
+            "a file of the run could not be written (see above), and a redrive meets that"
+            f" again until it can be: first {fix}, then redrive (rows already sent are"
+            " skipped)."
         )
     if errors & _UNUSABLE_INPUT:
         return (

@@ -44,7 +44,8 @@ from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
-from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.disk import write_fault
+from mailmatrix.errors import FileNotWritten, InputFileError, TemplateError
 from mailmatrix.ports import SentCopy
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -202,7 +203,14 @@ class ProblemList:
     def append(self, item: dict[str, Any]) -> None:
         """Add one row's entry at the end."""
         line = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-        self._spool.write(line.encode("utf-8") + b"\n")
+        try:
+            self._spool.write(line.encode("utf-8") + b"\n")
+        except OSError as error:  # past SPOOL_BYTES, in the temporary folder
+            raise FileNotWritten(
+                f"cannot write a temporary file in {tempfile.gettempdir()} (where the rows not"
+                f" sent are kept, past {SPOOL_BYTES // 1024} KiB of them, while the file is"
+                f" validated): {write_fault(error)}"
+            ) from error
         self._count += 1
 
     def merge(self, items: Iterable[dict[str, Any]]) -> None:

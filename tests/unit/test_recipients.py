@@ -5,9 +5,12 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import errno
 import hashlib
 import io
 import json
+import os
+import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -27,7 +30,7 @@ from mailmatrix.core.recipients import (
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.core.templates import load_catalog
-from mailmatrix.errors import InputFileError, ObjectChanged, TemplateError
+from mailmatrix.errors import FileNotWritten, InputFileError, ObjectChanged, TemplateError
 from mailmatrix.ports import OUTCOME_UNKNOWN, ObjectInfo, Outcome
 from tests.memory import TracedPeak
 
@@ -923,6 +926,29 @@ def test_many_rejected_rows_spill_to_disk_and_read_back_in_order(monkeypatch):
     cut = report.to_dict(limit=3)
     assert [item["row"] for item in cut["rejected"]] == [2, 3, 4]
     assert cut["truncated"] == {"rejected": 500}
+
+
+def test_rejected_rows_that_spill_onto_a_full_disk_name_the_temporary_folder(monkeypatch):
+    # GIVEN a spool limit of 4 KiB, a temporary folder on a full disk, and a file where every
+    # row is rejected
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 4096)
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: FullDisk())
+    lines = "".join(f"user{i}@example.com,User {i},active,missing{i}.pdf\n" for i in range(500))
+
+    # WHEN it is validated THEN the error says which folder could not be written, what for,
+    # and why in words (it said "[Errno 28] No space left on device" alone)
+    with pytest.raises(FileNotWritten) as failed:
+        run(HEADER + lines)
+    assert failed.value.message == (
+        f"cannot write a temporary file in {tempfile.gettempdir()} (where the rows not sent"
+        " are kept, past 4 KiB of them, while the file is validated): the disk holding it is"
+        " full (No space left on device)"
+    )
 
 
 # --- one address, one letter: rows of it with other values are all held ---------------------
