@@ -10,6 +10,7 @@ here as (error, message) pairs, the message without Lambda's stack trace.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -206,6 +207,9 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     # The account's own halts first: a run without the drill does not lift theirs (the
     # ledger keeps the halt recorded last, which may be either), and meets their cause again.
     real = [text for text in halts if DRILL_QUOTA not in text]
+    outbox = _outbox_of(pairs)  # before the quota: a disk quota is not the account's
+    if outbox is not None:
+        return outbox_advice(outbox)
     if any(UNKNOWN_WORDS in text for text in real):
         return (
             "the mail server took messages without confirming them (it dropped the connection,"
@@ -297,6 +301,34 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "look into the cause first."
         )
     return "fix the cause, then redrive: rows already sent are skipped."
+
+
+# How the Maildir outbox's halts begin (mailmatrix.adapters.mailer_maildir): "maildir DIR: ".
+_OUTBOX_HALT = re.compile(r"maildir (.+?): cannot (?:write|make)")
+
+
+def _outbox_of(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The folder of the Maildir outbox that halted the campaign as it could not be written,
+    from the batches' (error, message) ``pairs``; None when no such halt stopped it."""
+    for name, text in pairs:
+        found = _OUTBOX_HALT.search(text) if name == "AccountSendingHalted" else None
+        if found:
+            return found.group(1)
+    return None
+
+
+def outbox_advice(folder: str) -> str:
+    """When to redrive an execution whose outbox ``folder`` could not be written."""
+    return (
+        f"the outbox {folder} cannot be written (see above why: its permissions, an immutable"
+        " flag, a read-only or full disk, or a file in the place of one of its folders new/,"
+        " tmp/ and cur/), and a redrive stops the same way until it can be. Nothing was lost:"
+        " a letter counts as sent only once its file is in new/, so those sent (counted"
+        " above) are there, and the rows not written there are still to send, each once."
+        " Make the folder writable (chmod u+w; chattr -i, as root, for an immutable one),"
+        " make room on its disk, or move aside the file in a folder's place; then redrive:"
+        " rows already sent are skipped."
+    )
 
 
 # How SQLite says a ledger file cannot be written (a read-only file, or one in a folder where

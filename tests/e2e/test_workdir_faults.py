@@ -226,3 +226,43 @@ def test_a_validation_file_that_meets_the_file_size_limit_is_named_with_the_caus
     assert "first free space on its disk, or raise the file size limit (ulimit -f), then" in output
     # AND the manifest on its way is not left behind
     assert list((workdir / "tmp").iterdir()) == []
+
+
+def test_an_outbox_that_cannot_be_written_is_advised_as_an_outbox(sent_once: Path, tmp_path):
+    # GIVEN the workdir's outbox whose new/ folder was moved away and a file put in its place
+    # (as root, no chmod keeps a folder from being written: this is how it fails for all),
+    # and a new campaign (the demo's file under another name)
+    outbox = sent_once / "outbox"
+    (outbox / "new").rename(tmp_path / "sent-before")
+    (outbox / "new").write_text("in the way")
+    renamed = tmp_path / "second.csv"
+    renamed.write_bytes(Path(RECIPIENTS).read_bytes())
+    attachments = str(Path(RECIPIENTS).parent / "attachments")
+
+    # WHEN it runs there
+    code, output = _invoke(
+        "run", str(renamed), "--workdir", str(sent_once), "--attachments", attachments
+    )
+
+    # THEN it failed, naming the folder and what is wrong with it
+    assert code == 1, output
+    assert (
+        f"cannot make the outbox's folder {outbox.resolve() / 'new'}: a file is in its place"
+        " (File exists)" in output
+    )
+    # AND the advice is the outbox's: nothing lost, what to do, then redrive (it was the mail
+    # account's: "sending resumed, the sender verified")
+    assert f"When to resume: the outbox {outbox.resolve()} cannot be written" in output
+    assert "Nothing was lost: a letter counts as sent only once its file is in new/" in output
+    assert "or move aside the file in a folder's place; then redrive" in output
+    assert "the sender verified" not in output
+    (execution,) = re.findall(r"redrive (\S+) --workdir", output)
+
+    # WHEN the file is moved aside, as the advice says, and the execution redriven
+    (outbox / "new").unlink()
+    code, output = _invoke("redrive", execution, "--workdir", str(sent_once))
+
+    # THEN every valid row of the new campaign is sent, once
+    assert code == 0, output
+    assert sum(_sent(sent_once).values()) == 18
+    assert set(_sent(sent_once).values()) == {1}

@@ -225,3 +225,25 @@ def test_a_file_of_the_run_that_could_not_be_written_is_advised_its_fix_before_a
         f" meets that again until it can be: {first} redrive (rows already sent are skipped)."
         in words
     )
+
+
+def test_an_outbox_over_the_disk_quota_is_advised_as_an_outbox_not_a_sending_quota():
+    # GIVEN an execution halted as its outbox's disk quota was used up
+    cause = (
+        "maildir /srv/wd/outbox: cannot write 1.M2P3Q4R5.host: the disk quota of this user is"
+        " used up (Disk quota exceeded)"
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="States.ExceedToleratedFailureThreshold"
+    )
+    stopped = Stopped(batches=(("AccountSendingHalted", cause),))
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+
+    # THEN the advice names the outbox and what to do, not the 24-hour sending quota
+    words = " ".join(alert.message.split())
+    assert "When to redrive: the outbox /srv/wd/outbox cannot be written" in words
+    assert "make room on its disk" in words
+    assert "24-hour sending quota" not in words
