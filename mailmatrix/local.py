@@ -308,6 +308,8 @@ def local_settings(
         "POWERTOOLS_SERVICE_NAME": "mailmatrix",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
+    if mailer:  # its errors name the option it came from, not the handlers' setting
+        env["MAILMATRIX_MAILER_GIVEN_AS"] = "--smtp"
     if sender:
         env["MAILMATRIX_SENDER"] = sender
     unsubscribe = unsubscribe_of()

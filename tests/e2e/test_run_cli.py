@@ -4008,3 +4008,6 @@ def test_a_setting_refused_by_validation_is_said_to_be_the_setting_to_fix(tmp_pa
     assert "names the user 'hr' but no password, and MAILMATRIX_SMTP_PASSWORD is not set" in said
     assert "Fix the setting and run again." in said
     assert "Fix the file or the templates" not in said
+    # AND the URL is named as it was given, --smtp, not as the handlers' setting
+    assert "--smtp: the URL names the user 'hr'" in said
+    assert "MAILMATRIX_MAILER" not in said
