@@ -745,6 +745,8 @@ def validate_job(
             "tolerated_failure_percentage": plan["tolerated_failure_percentage"],
             "dry_run": dry_run,
         },
+        # Logged, and kept in the report's validation.json; the state leaves them out.
+        "warnings": report.warnings,
     }
 
 

@@ -69,7 +69,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
-from mailmatrix.core.recipients import read_columns, recipient_addresses
+from mailmatrix.core.recipients import copy_column_warnings, read_columns, recipient_addresses
 from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -1680,6 +1680,20 @@ def attachments_missing(attachments_dir: Path, need: str) -> str:
         f"no attachments folder at {attachments_dir}, and {need}; "
         "give the folder of the files with --attachments"
     )
+
+
+def header_warnings(csv_path: Path, templates_dir: Path) -> list[str]:
+    """What validation will warn of the header of ``csv_path`` with the templates in
+    ``templates_dir`` (see recipients.copy_column_warnings), said before the run sends;
+    none when the file or the templates are unusable: validation then says what is wrong."""
+    templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
+    try:
+        catalog = load_templates(templates, "templates/")
+        with open_recipients(csv_path) as stream:
+            columns = read_columns(stream, source=csv_path.name)
+    except (MailMatrixError, OSError):
+        return []
+    return copy_column_warnings(columns, catalog)
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:

@@ -56,4 +56,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.exception("Validation failed")
         raise
     logger.info("Recipients validated", campaign=result["campaign"]["id"], **result["counts"])
+    if result["warnings"]:  # column names, no addresses
+        logger.warning("Header warnings", warnings=result["warnings"])
     return result

@@ -78,6 +78,9 @@ class FakeCatalog:
     def variables(self, template: str) -> set[str]:
         return set(self.uses.get(template, set()))
 
+    def used_columns(self) -> set[str]:
+        return set().union(*self.uses.values())
+
     def needs_attachment(self, template: str) -> bool:
         return self.attachment.get(template, False)
 
@@ -440,6 +443,85 @@ def test_stray_whitespace_around_values_and_headers_is_removed():
 )
 def test_header_names_are_normalised(given, canonical):
     assert normalise_header(given) == canonical
+
+
+@pytest.mark.parametrize(
+    ("given", "column"),
+    [
+        ("cc:", "Cc"),
+        ("Cc (optional)", "Cc"),
+        ("CC list", "Cc"),
+        ("CC2", "Cc"),
+        ("E-mail CC", "Cc"),
+        ("bcc list", "Bcc"),
+        ("Bcc (optional)", "Bcc"),
+        ("Reply-To (optional)", "Reply_To"),
+    ],
+)
+def test_a_header_that_looks_like_a_copy_column_but_is_none_is_warned_of(given, column):
+    # GIVEN a file with a column named much as a copy column is, that no template uses
+    text = f"Email,Name,Status,Attachment_File,{given}\nalice@example.com,Alice,active,alice.pdf,"
+    text += "boss@example.com\n"
+
+    # WHEN it is validated
+    report, rows = run(text)
+
+    # THEN it is a column of the letter as before (its addresses are not copied), and the
+    # report warns of it: what it looks like, that its addresses are not copied, and which
+    # names are read
+    assert rows[0]["fields"][given] == "boss@example.com"
+    assert not rows[0].get(column.casefold())
+    (warning,) = report.warnings
+    assert warning.startswith(
+        f"column {given!r} looks like a {column} column but is not read as one, and no template"
+        " uses it: its addresses are not copied on the letters."
+    )
+    assert f"{column} is read from the column named {column} (or " in warning
+    assert warning.endswith(f"rename it {column} to copy them.")
+    assert report.to_dict()["warnings"] == [warning]
+
+
+def test_a_copy_lookalike_beside_the_copy_column_is_warned_of_as_not_read():
+    text = "Email,Name,Status,Attachment_File,Cc,cc 2\nalice@example.com,Alice,active,alice.pdf,"
+    text += "a@example.com,b@example.com\n"
+
+    report, rows = run(text)
+
+    assert rows[0]["cc"] == ["a@example.com"]
+    assert report.warnings == [
+        "column 'cc 2' looks like a Cc column but is not read as one, and no template uses it:"
+        " its addresses are not copied on the letters. Cc is read from the column named Cc (or"
+        " Carbon Copy, CC Email, CC Emails, CC Address, CC Addresses, CC Recipients, Copy To;"
+        " case, spaces, hyphens, underscores and dots aside), which the file has: put the"
+        " addresses of 'cc 2' there too (several in one cell, separated by commas or"
+        " semicolons) to copy them."
+    ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["CC-Addresses", "Carbon Copy", "Cost Centre", "CC Name", "Account", "Copy", "Mail list"],
+)
+def test_copy_columns_read_and_columns_unlike_them_are_not_warned_of(header):
+    text = (
+        f"Email,Name,Status,Attachment_File,{header}\nalice@example.com,Alice,active,alice.pdf,x\n"
+    )
+
+    report, _ = run(text)
+
+    assert report.warnings == []
+
+
+def test_a_copy_lookalike_a_template_uses_is_not_warned_of():
+    # GIVEN a file whose column 'cc list' the template prints (a list for the reader)
+    catalog = FakeCatalog(uses={"offer": {"Name", "cc list"}})
+    text = "Email,Name,Status,Attachment_File,cc list\nalice@example.com,Alice,active,alice.pdf,"
+    text += "Bob\n"
+
+    # WHEN it is validated THEN it is the letter's column, and no warning says otherwise
+    report, rows = run(text, catalog=catalog)
+    assert rows[0]["fields"]["cc list"] == "Bob"
+    assert report.warnings == []
 
 
 def test_header_with_aliases_feeds_canonical_names():
