@@ -54,6 +54,27 @@ class _MeetsTheLimitOnceHeld(_Wrapped):
         return holder
 
 
+class _ReadOnlyOnceHeld(_Wrapped):
+    """The ledger of a worker whose file turns read-only as soon as its batch is held (made
+    so by another hand: chmod, a file system remounted read-only)."""
+
+    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
+        holder = self._ledger.begin_batch(attempt, invocation=invocation, until=until)
+        uri = f"{Path(self._ledger.path).absolute().as_uri()}?mode=ro"
+        self._ledger._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        return holder
+
+
+class _BusyOnce(_Wrapped):
+    """The ledger of a worker whose first claim finds the database locked for good (another
+    process holding its write lock past the busy timeout)."""
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        locked = sqlite3.OperationalError("database is locked")
+        locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+        raise ledger_sqlite._error(self._ledger.path, "claim", locked)
+
+
 def _first_batch_with(
     ledger_kind: type, *args: Any, ledger: Any, marker: str, **kwargs: Any
 ) -> Any:
@@ -64,6 +85,22 @@ def _first_batch_with(
     except FileExistsError:
         return send_batch(*args, ledger=ledger, **kwargs)
     return send_batch(*args, ledger=ledger_kind(ledger), **kwargs)
+
+
+def _run_first_batch_with(
+    ledger_kind: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], Path, list[float]]:
+    """Run the example campaign into a workdir under ``tmp_path``, the first invocation of a
+    batch with its ledger wrapped in ``ledger_kind``: the run's record, the workdir and the
+    waits of the engine's retries (not waited out)."""
+    monkeypatch.setattr(
+        "mailmatrix.jobs.send_batch",
+        functools.partial(_first_batch_with, ledger_kind, marker=str(tmp_path / "first")),
+    )
+    workdir = tmp_path / "w"
+    waits: list[float] = []
+    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    return record, workdir, waits
 
 
 def _every_batch_meets_the_limit(*args: Any, ledger: Any, **kwargs: Any) -> Any:
@@ -98,17 +135,8 @@ def test_a_batch_that_met_the_limit_ends_the_run_at_once_and_its_redrive_sends_i
     # GIVEN a run of the example campaign (one batch) whose first try of the batch meets the
     # file size limit in its worker once it holds the batch: it sends nothing, and its hold
     # cannot be deleted
-    monkeypatch.setattr(
-        "mailmatrix.jobs.send_batch",
-        functools.partial(
-            _first_batch_with, _MeetsTheLimitOnceHeld, marker=str(tmp_path / "first")
-        ),
-    )
-    workdir = tmp_path / "w"
-    waits: list[float] = []
-
     # WHEN the file runs
-    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    record, workdir, waits = _run_first_batch_with(_MeetsTheLimitOnceHeld, tmp_path, monkeypatch)
 
     # THEN the run ended at that try, not after minutes of retries that meet the same limit:
     # the batch was tried once, its error says the ledger cannot be written, nothing was sent
@@ -167,41 +195,13 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     assert f"redrive {result.output.split('Execution: ')[1].split()[0]}" in output
 
 
-class _ReadOnlyOnceHeld(_Wrapped):
-    """The ledger of a worker whose file turns read-only as soon as its batch is held (made
-    so by another hand: chmod, a file system remounted read-only)."""
-
-    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
-        holder = self._ledger.begin_batch(attempt, invocation=invocation, until=until)
-        uri = f"{Path(self._ledger.path).absolute().as_uri()}?mode=ro"
-        self._ledger._db = sqlite3.connect(uri, uri=True, isolation_level=None)
-        return holder
-
-
-class _BusyOnce(_Wrapped):
-    """The ledger of a worker whose first claim finds the database locked for good (another
-    process holding its write lock past the busy timeout)."""
-
-    def claim(self, *args: Any, **kwargs: Any) -> Any:
-        locked = sqlite3.OperationalError("database is locked")
-        locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
-        raise ledger_sqlite._error(self._ledger.path, "claim", locked)
-
-
 def test_a_ledger_turned_read_only_as_a_batch_sends_ends_the_run_at_once(
     tmp_path, monkeypatch, two_workers
 ):
     # GIVEN a run of the example campaign whose ledger file turns read-only once its batch
     # is held
-    monkeypatch.setattr(
-        "mailmatrix.jobs.send_batch",
-        functools.partial(_first_batch_with, _ReadOnlyOnceHeld, marker=str(tmp_path / "first")),
-    )
-    workdir = tmp_path / "w"
-    waits: list[float] = []
-
     # WHEN the file runs
-    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    record, workdir, waits = _run_first_batch_with(_ReadOnlyOnceHeld, tmp_path, monkeypatch)
 
     # THEN it ended at the batch's first try (it was tried again for a minute or more): the
     # error is the ledger's that no retry heals, its message SQLite's words; nothing was sent
@@ -218,15 +218,8 @@ def test_a_ledger_turned_read_only_as_a_batch_sends_ends_the_run_at_once(
 
 def test_a_busy_ledger_is_retried_and_the_batch_sent(tmp_path, monkeypatch, two_workers):
     # GIVEN a run of the example campaign whose batch finds the ledger locked at its first try
-    monkeypatch.setattr(
-        "mailmatrix.jobs.send_batch",
-        functools.partial(_first_batch_with, _BusyOnce, marker=str(tmp_path / "first")),
-    )
-    workdir = tmp_path / "w"
-    waits: list[float] = []
-
     # WHEN the file runs
-    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    record, workdir, waits = _run_first_batch_with(_BusyOnce, tmp_path, monkeypatch)
 
     # THEN the state machine retried the batch after a wait (a lock passes), and the retry
     # sent every valid row once
