@@ -230,6 +230,7 @@ def test_valid_row_is_emitted_whole():
         "rows": 1,
         "valid": 1,
         "empty": 0,
+        "warnings": [],
         "rejected": [],
         "duplicates": [],
         "skipped": [],
