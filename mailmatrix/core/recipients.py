@@ -222,8 +222,12 @@ class ProblemList:
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
         self._count = 0
         self._merged: list[ProblemList] = []
-        for item in items:
-            self.append(item)
+        try:
+            for item in items:
+                self.append(item)
+        except BaseException:  # its spool with it: nobody else can close it
+            self.close()
+            raise
 
     def append(self, item: dict[str, Any]) -> None:
         """Add one row's entry at the end."""

@@ -6,11 +6,13 @@ import codecs
 import collections
 import csv
 import errno
+import gc
 import hashlib
 import io
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ from mailmatrix.core.earlier import EarlierRecipients
 from mailmatrix.core.recipients import (
     IntakeReport,
     IntakeRules,
+    ProblemList,
     normalise_header,
     read_columns,
     validate_recipients,
@@ -1032,6 +1035,27 @@ def test_rejected_rows_that_spill_onto_a_full_disk_name_the_temporary_folder(mon
         " are kept, past 4 KiB of them, while the file is validated): the disk holding it is"
         " full (No space left on device)"
     )
+
+
+def test_a_list_whose_entries_cannot_be_kept_leaves_no_temporary_file_open(monkeypatch):
+    # GIVEN a temporary folder on a full disk, and entries past the spool limit
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 64)
+
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: FullDisk())
+    entries = [{"row": row, "reason": "x" * 40} for row in range(2, 10)]
+
+    # WHEN a list is made of them THEN it is refused, and its spool is closed with it (not
+    # left for the garbage collector to find open)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FileNotWritten):
+            ProblemList(entries)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 # --- one address, one letter: rows of it with other values are all held ---------------------
