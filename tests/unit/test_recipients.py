@@ -1014,16 +1014,23 @@ def test_many_rejected_rows_spill_to_disk_and_read_back_in_order(monkeypatch):
     assert cut["truncated"] == {"rejected": 500}
 
 
+class _FullDisk(io.BytesIO):
+    """A temporary file on a full disk: it takes nothing."""
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _full_temporary_folder(monkeypatch, spool_bytes: int) -> None:
+    """Rows are spooled to a temporary file past ``spool_bytes``, and none can be written."""
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", spool_bytes)
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: _FullDisk())
+
+
 def test_rejected_rows_that_spill_onto_a_full_disk_name_the_temporary_folder(monkeypatch):
     # GIVEN a spool limit of 4 KiB, a temporary folder on a full disk, and a file where every
     # row is rejected
-    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 4096)
-
-    class FullDisk(io.BytesIO):
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: FullDisk())
+    _full_temporary_folder(monkeypatch, 4096)
     lines = "".join(f"user{i}@example.com,User {i},active,missing{i}.pdf\n" for i in range(500))
 
     # WHEN it is validated THEN the error says which folder could not be written, what for,
@@ -1039,13 +1046,7 @@ def test_rejected_rows_that_spill_onto_a_full_disk_name_the_temporary_folder(mon
 
 def test_a_list_whose_entries_cannot_be_kept_leaves_no_temporary_file_open(monkeypatch):
     # GIVEN a temporary folder on a full disk, and entries past the spool limit
-    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", 64)
-
-    class FullDisk(io.BytesIO):
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: FullDisk())
+    _full_temporary_folder(monkeypatch, 64)
     entries = [{"row": row, "reason": "x" * 40} for row in range(2, 10)]
 
     # WHEN a list is made of them THEN it is refused, and its spool is closed with it (not
