@@ -45,3 +45,20 @@ def no_room(error: OSError) -> str | None:
     if limit is None:
         return "it is as large as the file system lets a file be"
     return size_limit_words(limit)
+
+
+# Why a file could not be written, in the operator's words, by the error's errno (no room:
+# no_room, which names the file size limit's value).
+_WRITE_FAULTS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "not permitted: the file or its folder may be immutable, as `lsattr` shows",
+}
+
+
+def write_fault(error: OSError) -> str:
+    """Why ``error`` kept a file from being written, in plain words with the system's own,
+    e.g. ``the disk is full (No space left on device)``."""
+    said = no_room(error) or _WRITE_FAULTS.get(error.errno or 0)
+    system = error.strerror or str(error)
+    return f"{said} ({system})" if said else system

@@ -105,6 +105,13 @@ class StorageError(MailMatrixError):
     """An object could not be read from or written to storage."""
 
 
+class FileNotWritten(StorageError):
+    """A file of the run could not be written (the manifest of the valid rows on its way, a
+    report, an object of a local bucket): its disk full, the file size limit reached, no
+    permission. The message names the file and why; no retry at once gets through, so the
+    state machine does not retry it."""
+
+
 class NotFoundError(StorageError):
     """The object or key does not exist."""
 
@@ -194,7 +201,15 @@ class AccountSendingHalted(SendError):
 
 
 class LedgerError(MailMatrixError):
-    """The send ledger could not be read or written."""
+    """The send ledger could not be read or written (a locked database, a throttled table):
+    a later try may get through, so the state machine retries it."""
+
+
+class LedgerNotWritten(LedgerError):
+    """The send ledger cannot be written for a cause no retry heals: no room (its disk full,
+    the file size limit reached) or no write access (a read-only file, folder or file
+    system). Its own error name, which the state machine does not retry: the run ends at
+    once with its message, saying what to fix, instead of after minutes of retries."""
 
 
 class EngineError(MailMatrixError):

@@ -22,7 +22,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import unquote_plus
 
 import ijson
@@ -47,9 +47,11 @@ from mailmatrix.core.send import (
     template_sets_changed,
 )
 from mailmatrix.core.templates import DEMO_KEY, MANIFEST, Catalog, load_catalog
+from mailmatrix.disk import write_fault
 from mailmatrix.errors import (
     ConfigurationError,
     DemoTemplates,
+    FileNotWritten,
     InputFileError,
     NameLikeAnother,
     ObjectChanged,
@@ -265,6 +267,32 @@ def _send_command(source: Source, stack: str, retry: str | None) -> str:
     metadata = RETRY_UNKNOWN_METADATA if retry == "unknown" else RETRY_FAILED_METADATA
     asked = f" --metadata {metadata}=true" if retry else ""
     return f"aws s3 cp {shlex.quote(name)} {target}{asked}"
+
+
+@contextlib.contextmanager
+def _manifest_file(handle: int, path: str, key: str) -> Iterator[TextIO]:
+    """The manifest at ``path`` (on its way to ``key``), open on ``handle`` to be written: its
+    writes in the block raise _manifest_not_written themselves, and so does its close here."""
+    manifest = os.fdopen(handle, "w", encoding="utf-8", newline="\n")
+    try:
+        yield manifest
+    except BaseException:
+        with contextlib.suppress(OSError):  # a write that failed left its bytes in the buffer
+            manifest.close()
+        raise
+    try:
+        manifest.close()  # what is left in the buffer is written now
+    except OSError as error:
+        raise _manifest_not_written(path, key, error) from error
+
+
+def _manifest_not_written(path: str, key: str, error: OSError) -> FileNotWritten:
+    """The error of the manifest at ``path`` (on its way to ``key``) that could not be written
+    for ``error``: the file, what it is for and why, in plain words."""
+    return FileNotWritten(
+        f"cannot write {path} (the manifest of the file's valid rows, on its way to {key}):"
+        f" {write_fault(error)}"
+    )
 
 
 def _drop_rows(path: str, rows: frozenset[int], dropped: Callable[[dict], None]) -> None:
@@ -606,7 +634,7 @@ def validate_job(
         prefix="mailmatrix-manifest-", suffix=".jsonl", dir=settings.scratch
     )
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as manifest:
+        with _manifest_file(handle, manifest_path, manifest_key) as manifest:
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
@@ -622,12 +650,18 @@ def validate_job(
                 # Escape the Unicode line separators JSON allows raw, so no line-oriented
                 # reader (ours, AWS's ItemReader, a person's editor) can split a record.
                 line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-                manifest.write(line + "\n")
+                try:
+                    manifest.write(line + "\n")
+                except OSError as error:
+                    raise _manifest_not_written(manifest_path, manifest_key, error) from error
 
             def sent_before(rows: frozenset[int]) -> frozenset[int]:
                 if ledger is None:
                     return frozenset()
-                manifest.flush()
+                try:
+                    manifest.flush()
+                except OSError as error:
+                    raise _manifest_not_written(manifest_path, manifest_key, error) from error
                 return _sent_rows(manifest_path, rows, ledger)
 
             with _the_upload(source) as pinned, storage.open(source.key, **pinned) as stream:
@@ -647,7 +681,10 @@ def validate_job(
         # The report's lists are read for the last time here: closed then (counts stay).
         with report:
             if report.withdrawn:
-                _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
+                try:
+                    _drop_rows(manifest_path, report.withdrawn, demand.drop if demand else _ignore)
+                except OSError as error:
+                    raise _manifest_not_written(manifest_path, manifest_key, error) from error
             storage.put_file(manifest_key, manifest_path, content_type="application/jsonl")
             rejects = io.BytesIO()
             write_rejects(report, rejects)
@@ -741,6 +778,8 @@ def validate_job(
             "tolerated_failure_percentage": plan["tolerated_failure_percentage"],
             "dry_run": dry_run,
         },
+        # Logged, and kept in the report's validation.json; the state leaves them out.
+        "warnings": report.warnings,
     }
 
 

@@ -69,7 +69,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
-from mailmatrix.core.recipients import read_columns, recipient_addresses
+from mailmatrix.core.recipients import copy_column_warnings, read_columns, recipient_addresses
 from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
@@ -79,7 +79,8 @@ from mailmatrix.core.send import (
     template_sets_changed,
 )
 from mailmatrix.core.templates import DEMO_KEY, MANIFEST, marks_demo
-from mailmatrix.engine.errors import cause_message, write_fault
+from mailmatrix.disk import write_fault
+from mailmatrix.engine.errors import cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
@@ -310,6 +311,8 @@ def local_settings(
         "POWERTOOLS_SERVICE_NAME": "mailmatrix",
         "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
     }
+    if mailer:  # its errors name the option it came from, not the handlers' setting
+        env["MAILMATRIX_MAILER_GIVEN_AS"] = "--smtp"
     if sender:
         env["MAILMATRIX_SENDER"] = sender
     unsubscribe = unsubscribe_of()
@@ -1805,6 +1808,20 @@ def attachments_missing(attachments_dir: Path, need: str) -> str:
         f"no attachments folder at {attachments_dir}, and {need}; "
         "give the folder of the files with --attachments"
     )
+
+
+def header_warnings(csv_path: Path, templates_dir: Path) -> list[str]:
+    """What validation will warn of the header of ``csv_path`` with the templates in
+    ``templates_dir`` (see recipients.copy_column_warnings), said before the run sends;
+    none when the file or the templates are unusable: validation then says what is wrong."""
+    templates = LocalStorage(templates_dir, mounts={"templates/": templates_dir})
+    try:
+        catalog = load_templates(templates, "templates/")
+        with open_recipients(csv_path) as stream:
+            columns = read_columns(stream, source=csv_path.name)
+    except (MailMatrixError, OSError):
+        return []
+    return copy_column_warnings(columns, catalog)
 
 
 def attachment_need(csv_path: Path, templates_dir: Path) -> str | None:

@@ -25,6 +25,9 @@ SEND_RATE_RANGE = (
     " paces its rows within one run of the send function, 15 minutes at most"
 )
 
+# The setting that names the mail service, as errors name it when the URL came from it.
+MAILER_SETTING = "MAILMATRIX_MAILER"
+
 N = TypeVar("N", int, float)  # a setting's number
 D = TypeVar("D", int, float, None)  # its default
 
@@ -35,6 +38,9 @@ class Settings:
 
     storage: str = "s3"
     mailer: str = "ses"
+    # Where the operator gave ``mailer``, as errors name it: the setting, or (a local run)
+    # the option `mailmatrix run --smtp`.
+    mailer_given_as: str = MAILER_SETTING
     ledger: str = ""
     sender: str = ""
     send_rate: float | None = None
@@ -94,6 +100,7 @@ class Settings:
         return cls(
             storage=text("STORAGE", "s3") or "s3",
             mailer=text("MAILER", "ses") or "ses",
+            mailer_given_as=text("MAILER_GIVEN_AS", MAILER_SETTING) or MAILER_SETTING,
             ledger=text("LEDGER", "") or "",
             sender=text("SENDER", "") or "",
             send_rate=send_rate,

@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
         def preflight(sender: str, needed: int) -> dict[str, Any]:
             # The server declares no rate: 0 leaves the pace to MAILMATRIX_SEND_RATE.
-            SmtpMailer.from_url(settings.mailer).check()
+            SmtpMailer.from_url(settings.mailer, given_as=settings.mailer_given_as).check()
             return {"max_send_rate": 0.0}
 
     try:
@@ -56,4 +56,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.exception("Validation failed")
         raise
     logger.info("Recipients validated", campaign=result["campaign"]["id"], **result["counts"])
+    if result["warnings"]:  # column names, no addresses
+        logger.warning("Header warnings", warnings=result["warnings"])
     return result

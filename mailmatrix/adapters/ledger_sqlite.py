@@ -36,7 +36,9 @@ per campaign in the transaction of the campaign's first claim it grants (the tab
 workdir's own record of its runs (deliveries.json) is lost.
 
 A write that fails for want of room (a full disk, the file size limit) says so in plain words
-(_no_room), where SQLite says "disk I/O error" for the file size limit.
+(_no_room), where SQLite says "disk I/O error" for the file size limit. Such a write, and one
+refused as the file cannot be written (read-only, no access), raises LedgerNotWritten: no
+retry gets through, so the run ends at once; a busy database raises LedgerError, retried.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ except ImportError:  # not on this system: writers poll SQLite's lock instead
 
 from mailmatrix.core.failures import DISK_FULL
 from mailmatrix.disk import file_size_limit, size_limit_words
-from mailmatrix.errors import LedgerError
+from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
@@ -201,11 +203,23 @@ def _unlock(lock: int | None) -> None:
 
 def _error(path: str, what: str, exc: sqlite3.Error) -> LedgerError:
     """The LedgerError of ``what`` on the ledger at ``path`` that failed with ``exc``: where
-    a write found no room, why, in plain words (_no_room)."""
+    a write found no room, why, in plain words (_no_room). A write no retry gets through (no
+    room, no write access) is a LedgerNotWritten, which ends the run at once."""
     why = _no_room(path, exc)
-    if why is None:
-        return LedgerError(f"ledger {path}: {what}: {exc}")
-    return LedgerError(f"ledger {path}: {what}: cannot write the ledger: {why} (SQLite: {exc})")
+    if why is not None:
+        return LedgerNotWritten(
+            f"ledger {path}: {what}: cannot write the ledger: {why} (SQLite: {exc})"
+        )
+    if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in _NOT_WRITABLE:
+        return LedgerNotWritten(f"ledger {path}: {what}: {exc}")
+    return LedgerError(f"ledger {path}: {what}: {exc}")
+
+
+# SQLite's result codes of a ledger that cannot be written, whatever the retry: the file is
+# read-only (its permissions, a read-only file system), access to it is denied, or it cannot
+# be opened to write (its folder, where the -wal and -shm files are made). A locked or busy
+# database (SQLITE_BUSY, SQLITE_LOCKED) passes, and so may an I/O error of another kind.
+_NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN})
 
 
 def _no_room(path: str, exc: sqlite3.Error) -> str | None:

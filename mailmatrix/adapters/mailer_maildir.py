@@ -40,14 +40,18 @@ import time
 from pathlib import Path
 
 from mailmatrix.core.message import envelope_address
+from mailmatrix.disk import write_fault
 from mailmatrix.errors import AccountSendingHalted, PermanentSendError, TransientSendError
 
 log = logging.getLogger(__name__)
 
 ENVELOPE_TO_HEADER = "X-MailMatrix-Envelope-To"
 
-# Faults the operator has to fix (permissions, full or read-only disk): retrying cannot help.
-_HALTING_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+# Faults the operator has to fix (permissions, full or read-only disk, a file in the place of
+# a folder): retrying cannot help.
+_HALTING_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+)
 
 
 class MaildirMailer:
@@ -56,15 +60,17 @@ class MaildirMailer:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._host = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "local"
-        try:
-            for sub in ("tmp", "new", "cur"):
-                (self.path / sub).mkdir(parents=True, exist_ok=True)
-            self._tmp, self._new = str(self.path / "tmp"), str(self.path / "new")
-            self._unnamed = bool(_O_TMPFILE)  # unnamed files until one cannot be made
-        except OSError as exc:
-            raise AccountSendingHalted(
-                f"maildir {self.path}: cannot create the outbox: {exc.strerror or exc}"
-            ) from exc
+        for sub in ("tmp", "new", "cur"):
+            folder = self.path / sub
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AccountSendingHalted(
+                    f"maildir {self.path}: cannot make the outbox's folder {folder}:"
+                    f" {_fault(exc, folder=True)}"
+                ) from exc
+        self._tmp, self._new = str(self.path / "tmp"), str(self.path / "new")
+        self._unnamed = bool(_O_TMPFILE)  # unnamed files until one cannot be made
 
     def close(self) -> None:
         """Nothing to release: each delivery closes the files it opened."""
@@ -86,7 +92,7 @@ class MaildirMailer:
                 self._write_and_rename(name, trace, raw)
         except OSError as exc:
             # Raised before the message was linked into new/ (see _close): nothing delivered.
-            message = f"maildir {self.path}: cannot write {name}: {exc.strerror or exc}"
+            message = f"maildir {self.path}: cannot write {name}: {_fault(exc)}"
             if exc.errno in _HALTING_ERRNOS:
                 raise AccountSendingHalted(message) from exc
             if exc.errno == errno.EFBIG:  # over the size a file may have here: it never fits
@@ -148,6 +154,16 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _NO_UNNAMED_FILES = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 _DELIVERIES = itertools.count(1)
 _RANDOM = secrets.token_hex(4)
+
+
+def _fault(error: OSError, *, folder: bool = False) -> str:
+    """Why ``error`` kept a message, or (``folder``) a folder, of the outbox from being made,
+    in plain words: a file in the place of a folder, or a fault of mailmatrix.disk."""
+    if folder and error.errno == errno.EEXIST:
+        return f"a file is in its place ({error.strerror or error})"
+    if error.errno == errno.ENOTDIR:
+        return f"a file stands where a folder on its path should be ({error.strerror or error})"
+    return write_fault(error)
 
 
 def _close(fd: int, *, delivered: bool) -> None:

@@ -49,6 +49,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
+from mailmatrix.settings import MAILER_SETTING
 
 TRANSIENT_CODES = frozenset({421, 450, 451, 452, 454})
 # Words of a reply that asks for a slower rate. "Try again later" alone is not one: it says
@@ -94,23 +95,24 @@ class SmtpMailer:
         self._connections: dict[smtplib.SMTP, threading.Thread] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> SmtpMailer:
-        """Build from ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs."""
+    def from_url(cls, url: str, *, given_as: str = MAILER_SETTING) -> SmtpMailer:
+        """Build from ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs; ``given_as``:
+        where the operator gave the URL (the setting, or ``--smtp``), as errors name it."""
         parts = urlsplit(url)
         security = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "tls"}.get(parts.scheme)
         if security is None or not parts.hostname:
             raise ConfigurationError(
-                f"MAILMATRIX_MAILER: expected smtp://, smtp+starttls:// or smtps://HOST[:PORT], "
+                f"{given_as}: expected smtp://, smtp+starttls:// or smtps://HOST[:PORT], "
                 f"got {parts.scheme or url!r}"
             )
         query = query_options(parts.query)
         problem = port_problem(parts) or query_problem(parts.query)
         if problem:
-            raise ConfigurationError(f"MAILMATRIX_MAILER: {problem}")
+            raise ConfigurationError(f"{given_as}: {problem}")
         if parts.username and not parts.password and os.environ.get(PASSWORD_VARIABLE) is None:
             # An empty password would be sent, and refused as wrong, naming no cause.
             raise ConfigurationError(
-                f"MAILMATRIX_MAILER: the URL names the user {unquote(parts.username)!r} but no"
+                f"{given_as}: the URL names the user {unquote(parts.username)!r} but no"
                 f" password, and {PASSWORD_VARIABLE} is not set: set it to the password (it"
                 " stays out of the URL, the shell's history and the commands printed), or"
                 " leave the user out of the URL for a server that takes mail without a login"
@@ -119,10 +121,7 @@ class SmtpMailer:
         timeout = float(query.get("timeout", DEFAULT_TIMEOUT))
         context = None
         if "cafile" in query:
-            try:
-                context = ssl.create_default_context(cafile=query["cafile"])
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigurationError(f"MAILMATRIX_MAILER: cafile: {exc}") from exc
+            context = _trusting(query["cafile"], given_as)
         server = SmtpServer(
             host=parts.hostname,
             port=port,
@@ -445,6 +444,23 @@ def query_problem(text: str) -> str | None:
                 f" {MAX_TIMEOUT:g}"
             )
     return None
+
+
+def _trusting(cafile: str, given_as: str) -> ssl.SSLContext:
+    """The TLS context that trusts the CA certificates in ``cafile`` (the URL's option, given
+    as ``given_as`` says); ConfigurationError naming the file when it cannot be used."""
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as exc:  # read, but not certificates in PEM
+        raise ConfigurationError(
+            f"{given_as}: cafile={cafile}: holds no CA certificate in PEM that TLS can read"
+            f" ({exc.reason or exc}): give a PEM file of the certificates to trust"
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{given_as}: cafile={cafile}: cannot be read ({exc.strerror or exc}): give the"
+            " path of a PEM file of the CA certificates to trust"
+        ) from exc
 
 
 def _password_from_env(parts: Any) -> str | None:

@@ -6,6 +6,7 @@ read an operator's attachments and templates where they are instead of copying t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from mailmatrix.core.contents import SAMPLE_CHECKSUM, print_of_samples
-from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
+from mailmatrix.disk import write_fault
+from mailmatrix.errors import (
+    FileNotWritten,
+    InputFileError,
+    NotFoundError,
+    ObjectChanged,
+    StorageError,
+)
 from mailmatrix.ports import ObjectInfo
 
 T = TypeVar("T")
@@ -188,13 +196,10 @@ class LocalStorage:
     def put(
         self, key: str, data: bytes | bytearray, *, content_type: str | None = None
     ) -> ObjectInfo:
-        """Write ``data`` atomically under ``key``."""
+        """Write ``data`` atomically under ``key`` (FileNotWritten when it cannot be)."""
         path = self._writable(key)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as stream:
+        with _written(path) as tmp, open(tmp, "wb") as stream:
             stream.write(data)
-        _keep_metadata(path, None)
-        os.replace(tmp, path)
         etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         return ObjectInfo(key=key, size=len(data), etag=etag)
 
@@ -209,18 +214,22 @@ class LocalStorage:
         """Copy the local file at ``path`` under ``key`` atomically, with user ``metadata``
         (as S3 keeps it: each upload replaces the last one's)."""
         target = self._writable(key)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        _keep_metadata(target, metadata)
-        os.replace(tmp, target)
+        with (
+            open(path, "rb") as source,  # a file that cannot be read is not one not written
+            _written(target, metadata) as tmp,
+            open(tmp, "wb") as copy,
+        ):
+            shutil.copyfileobj(source, copy)
         return self.head(key)
 
     def _writable(self, key: str) -> Path:
         path, mounted = self._path(key)
         if mounted:
             raise StorageError(f"local storage: {key}: lies in a read-only mount")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _not_written(path, error) from error
         return path
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -362,6 +371,31 @@ def _metadata_file(path: Path) -> Path:
     """Where the user metadata of the object at ``path`` is kept: a hidden file beside it
     (listings leave hidden files out)."""
     return path.with_name(f".{path.name}{_METADATA_SUFFIX}")
+
+
+@contextlib.contextmanager
+def _written(path: Path, metadata: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A temporary file beside ``path`` for the block to write, then put in its place with
+    its ``metadata``; a write that fails is a FileNotWritten naming ``path``, and leaves
+    neither the temporary file nor a change at ``path``."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        os.close(fd)
+        yield tmp
+        _keep_metadata(path, metadata)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise _not_written(path, error) from error
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _not_written(path: Path, error: OSError) -> FileNotWritten:
+    """The error of the object at ``path`` that ``error`` kept from being written."""
+    return FileNotWritten(f"cannot write {path}: {write_fault(error)}")
 
 
 def _keep_metadata(path: Path, metadata: Mapping[str, str] | None) -> None:

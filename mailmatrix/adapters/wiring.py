@@ -53,7 +53,7 @@ def mailer_from(settings: Settings) -> Mailer:
     elif scheme in ("smtp", "smtps", "smtp+starttls"):
         from mailmatrix.adapters.mailer_smtp import SmtpMailer
 
-        mailer = SmtpMailer.from_url(spec)
+        mailer = SmtpMailer.from_url(spec, given_as=settings.mailer_given_as)
     else:
         raise ConfigurationError(
             "MAILMATRIX_MAILER: expected ses, maildir:///DIR, smtp://, smtps:// or "

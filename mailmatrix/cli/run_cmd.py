@@ -44,9 +44,9 @@ from mailmatrix.core.report import (
     superseded_hint,
     unknown_advice,
 )
-from mailmatrix.disk import no_room
+from mailmatrix.disk import no_room, write_fault
 from mailmatrix.engine import stopping
-from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message, write_fault
+from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
     ConfigurationError,
@@ -64,6 +64,7 @@ from mailmatrix.jobs import report_key
 from mailmatrix.local import (
     DEFAULT_TEMPLATES,
     Workdir,
+    header_warnings,
     incoming_key,
     is_bundled,
     progress_of,
@@ -583,6 +584,9 @@ def run(
     progress = None if as_json or not console.is_terminal else progress_display(console)
     listener = ProgressListener(progress)
     stop_on_signals()
+    warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
+    for warning in warnings:  # before anything is sent: the run may still be stopped
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     try:
         if progress is None:
             console.print(
@@ -638,6 +642,7 @@ def run(
         attachments=attachments or csv_file.parent / "attachments",
     )
     name_the_file(result, str(csv_file))
+    result["warnings"] = warnings
     given = {
         "--templates": templates,
         "--attachments": attachments,

@@ -458,6 +458,8 @@ def _show(
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
     console.print(f"Columns: {', '.join(report.header)}", markup=False)  # the file's own text
+    for warning in report.warnings:
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     console.print(f"Templates: {templates_shown(letters)}", markup=False)
     console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     summary = Table(show_header=True, header_style="bold")

@@ -10,6 +10,7 @@ here as (error, message) pairs, the message without Lambda's stack trace.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,6 +91,9 @@ NOT_SENT_TWICE = (
     " record it is counted in doubt (a redrive sends it again, marked as a possible duplicate)."
 )
 
+# The error of a file of the run that could not be written (mailmatrix.errors.FileNotWritten).
+FILE_NOT_WRITTEN = "FileNotWritten"
+
 # The state machine's error names, in the operator's words (the name stays beside them: it
 # is what the console, the history, the report and the AWS documentation call it).
 _PLAIN = {
@@ -113,6 +117,8 @@ _PLAIN = {
     "TransientSendError": "the mail service failed for now",
     CANNOT_CONNECT: "the mail server cannot be reached",
     ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
+    "LedgerNotWritten": "the send ledger cannot be written",
+    FILE_NOT_WRITTEN: "a file of the run could not be written",
 }
 
 
@@ -135,6 +141,10 @@ def generic_cause(error: str | None, cause: str) -> bool:
     failed): the batches' own errors, shown with it, are the cause."""
     return error == THRESHOLD_EXCEEDED and "threshold was exceeded" in cause
 
+
+# The errors of a ledger that could not be written: LedgerNotWritten for a cause no retry
+# heals (no room, no write access), LedgerError for another (and before LedgerNotWritten).
+_LEDGER_ERRORS = frozenset({"LedgerError", "LedgerNotWritten"})
 
 # Errors of the file or the templates, which a redrive meets again until they are fixed.
 _UNUSABLE_INPUT = frozenset({"InputFileError", "TemplateError", "NothingToSend"})
@@ -192,12 +202,15 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
     if error and error != THRESHOLD_EXCEEDED:
         pairs.append((error, message))
     errors = {name for name, _ in pairs}
-    if any(name == "LedgerError" and _read_only(text) for name, text in pairs):
+    if any(name in _LEDGER_ERRORS and _read_only(text) for name, text in pairs):
         return LEDGER_READ_ONLY_ADVICE
     halts = [text.casefold() for name, text in pairs if name == "AccountSendingHalted"]
     # The account's own halts first: a run without the drill does not lift theirs (the
     # ledger keeps the halt recorded last, which may be either), and meets their cause again.
     real = [text for text in halts if DRILL_QUOTA not in text]
+    outbox = _outbox_of(pairs)  # before the quota: a disk quota is not the account's
+    if outbox is not None:
+        return outbox_advice(outbox)
     if any(UNKNOWN_WORDS in text for text in real):
         return (
             "the mail server took messages without confirming them (it dropped the connection,"
@@ -261,10 +274,18 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " examples. Set one of your own as the cause says, then redrive (it validates the"
             " file again, with the new sender) or send the file again."
         )
-    if any(name == "LedgerError" and no_room_in(text) for name, text in pairs):
+    if any(name in _LEDGER_ERRORS and no_room_in(text) for name, text in pairs):
         return (
             f"the send ledger could not be written (see above). {NOT_SENT_TWICE} First"
             f" {NO_ROOM_REMEDY}, then redrive: rows recorded as sent are skipped."
+        )
+    written = [text for name, text in pairs if name == FILE_NOT_WRITTEN]
+    if written:
+        fix = NO_ROOM_REMEDY if any(map(no_room_in, written)) else "make it writable"
+        return (
+            "a file of the run could not be written (see above), and a redrive meets that"
+            f" again until it can be: first {fix}, then redrive (rows already sent are"
+            " skipped)."
         )
     if errors & _UNUSABLE_INPUT:
         return (
@@ -287,6 +308,34 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "look into the cause first."
         )
     return "fix the cause, then redrive: rows already sent are skipped."
+
+
+# How the Maildir outbox's halts begin (mailmatrix.adapters.mailer_maildir): "maildir DIR: ".
+_OUTBOX_HALT = re.compile(r"maildir (.+?): cannot (?:write|make)")
+
+
+def _outbox_of(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The folder of the Maildir outbox that halted the campaign as it could not be written,
+    from the batches' (error, message) ``pairs``; None when no such halt stopped it."""
+    for name, text in pairs:
+        found = _OUTBOX_HALT.search(text) if name == "AccountSendingHalted" else None
+        if found:
+            return found.group(1)
+    return None
+
+
+def outbox_advice(folder: str) -> str:
+    """When to redrive an execution whose outbox ``folder`` could not be written."""
+    return (
+        f"the outbox {folder} cannot be written (see above why: its permissions, an immutable"
+        " flag, a read-only or full disk, or a file in the place of one of its folders new/,"
+        " tmp/ and cur/), and a redrive stops the same way until it can be. Nothing was lost:"
+        " a letter counts as sent only once its file is in new/, so those sent (counted"
+        " above) are there, and the rows not written there are still to send, each once."
+        " Make the folder writable (chmod u+w; chattr -i, as root, for an immutable one),"
+        " make room on its disk, or move aside the file in a folder's place; then redrive:"
+        " rows already sent are skipped."
+    )
 
 
 # How SQLite says a ledger file cannot be written (a read-only file, or one in a folder where

@@ -44,7 +44,8 @@ from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
-from mailmatrix.errors import InputFileError, TemplateError
+from mailmatrix.disk import write_fault
+from mailmatrix.errors import FileNotWritten, InputFileError, TemplateError
 from mailmatrix.ports import SentCopy
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -75,33 +76,57 @@ _ALIASES = {
     "attachment": "Attachment_File",
     "attachmentname": "Attachment_File",
     "attachmentfilename": "Attachment_File",
-    "cc": "Cc",
-    "carboncopy": "Cc",
-    "ccemail": "Cc",
-    "ccemails": "Cc",
-    "ccaddress": "Cc",
-    "ccaddresses": "Cc",
-    "ccrecipients": "Cc",
-    "copyto": "Cc",
-    "bcc": "Bcc",
-    "blindcarboncopy": "Bcc",
-    "blindcopy": "Bcc",
-    "blindcc": "Bcc",
-    "bccemail": "Bcc",
-    "bccemails": "Bcc",
-    "bccaddress": "Bcc",
-    "bccaddresses": "Bcc",
-    "bccrecipients": "Bcc",
-    "replyto": "Reply_To",
-    "replytoemail": "Reply_To",
-    "replytoaddress": "Reply_To",
 }
+# The copy columns, and the names each is read under (compared as the aliases are): a warning
+# lists them for a header that looks like one of them but is none (copy_column_warnings).
+COPY_COLUMN_NAMES = {
+    "Cc": (
+        "Cc",
+        "Carbon Copy",
+        "CC Email",
+        "CC Emails",
+        "CC Address",
+        "CC Addresses",
+        "CC Recipients",
+        "Copy To",
+    ),
+    "Bcc": (
+        "Bcc",
+        "Blind Carbon Copy",
+        "Blind Copy",
+        "Blind CC",
+        "Bcc Email",
+        "Bcc Emails",
+        "Bcc Address",
+        "Bcc Addresses",
+        "Bcc Recipients",
+    ),
+    "Reply_To": ("Reply_To", "Reply-To Email", "Reply-To Address"),
+}
+_SQUASH = re.compile(r"[\s_.\-]+")
+_ALIASES.update(
+    {
+        _SQUASH.sub("", name).casefold(): column
+        for column, names in COPY_COLUMN_NAMES.items()
+        for name in names
+    }
+)
 # The spellings of an Attachment_File column, as _ALIASES holds them: a header spelt much
 # like one (Attachement_File) is likely that column misspelt.
 _FILE_SPELLINGS = [key for key, name in _ALIASES.items() if name == "Attachment_File"]
 # Columns whose values end up in message headers: no line breaks, no control characters.
 HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
-_SQUASH = re.compile(r"[\s_.\-]+")
+# Words a header may wrap a copy column's name in (``Cc (optional)``, ``bcc list``,
+# ``CC email addresses``): without them, and without its punctuation and a number
+# (``CC2``), a header spelt as a name of a copy column looks like one (_looks_like_copies).
+_COPY_WORDS = frozenset(
+    {"optional", "e", "mail", "mails", "email", "emails", "address", "addresses", "list"}
+    | {"recipient", "recipients", "field", "column"}
+)
+_WORD = re.compile(r"[^\W_]+")
+# Headers that look like copy columns and are none, of which a warning names each; more are
+# counted.
+SHOWN_LOOKALIKES = 10
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
 # Bytes the detected encoding cannot decode arrive as lone surrogates (surrogateescape).
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -150,8 +175,9 @@ class Catalog(Protocol):
 
     A catalog may also offer ``required_columns(template)`` (the columns printed unguarded,
     preferred over ``variables``), ``attachment_mode(template)`` (required, optional, none, or
-    by_column: required when the CSV has an Attachment_File column, else none)
-    and ``default_attachment(template)``; intake uses them when present.
+    by_column: required when the CSV has an Attachment_File column, else none),
+    ``default_attachment(template)`` and ``used_columns()`` (every column a template uses, by
+    name or through ``row``); intake uses them when present.
     """
 
     column: str | None
@@ -196,13 +222,24 @@ class ProblemList:
         self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES, mode="w+b")  # noqa: SIM115
         self._count = 0
         self._merged: list[ProblemList] = []
-        for item in items:
-            self.append(item)
+        try:
+            for item in items:
+                self.append(item)
+        except BaseException:  # its spool with it: nobody else can close it
+            self.close()
+            raise
 
     def append(self, item: dict[str, Any]) -> None:
         """Add one row's entry at the end."""
         line = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-        self._spool.write(line.encode("utf-8") + b"\n")
+        try:
+            self._spool.write(line.encode("utf-8") + b"\n")
+        except OSError as error:  # past SPOOL_BYTES, in the temporary folder
+            raise FileNotWritten(
+                f"cannot write a temporary file in {tempfile.gettempdir()} (where the rows not"
+                f" sent are kept, past {SPOOL_BYTES // 1024} KiB of them, while the file is"
+                f" validated): {write_fault(error)}"
+            ) from error
         self._count += 1
 
     def merge(self, items: Iterable[dict[str, Any]]) -> None:
@@ -278,6 +315,9 @@ class IntakeReport:
     skipped: ProblemList = field(default_factory=ProblemList)
     # Rows passed to ``emit`` and rejected afterwards: the caller must not send them.
     withdrawn: frozenset[int] = frozenset()
+    # What the file's header asks the operator to look at, though nothing is refused for it
+    # (a column that looks like Cc but is not read as one: copy_column_warnings).
+    warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         """Drop the spooled lists (the counts stay): once the report has been read."""
@@ -304,6 +344,7 @@ class IntakeReport:
             "rows": self.rows,
             "valid": self.valid,
             "empty": self.empty,
+            "warnings": list(self.warnings),
         }
         truncated = {}
         for name in ("rejected", "duplicates", "skipped"):
@@ -320,6 +361,60 @@ def normalise_header(name: str) -> str:
     """Return the canonical column name: BOM and spaces removed, known aliases mapped."""
     stripped = name.replace("\ufeff", "").strip()
     return _ALIASES.get(_SQUASH.sub("", stripped).casefold(), stripped)
+
+
+def copy_column_warnings(names: list[str], catalog: Any) -> list[str]:
+    """What to warn of the header's ``names`` (normalised) that look like a copy column (Cc,
+    Bcc, Reply_To) but are not read as one, nor used by a template of ``catalog`` (when it can
+    say, ``used_columns``) or to pick the set: their addresses would be neither copied nor
+    printed. Warned of, not read as copies: who gets a letter is decided by the names listed
+    in COPY_COLUMN_NAMES alone, as a guess that was wrong would mail people a letter that is
+    not theirs."""
+    found = [(name, column) for name in names if (column := _looks_like_copies(name))]
+    if not found:
+        return []
+    used_columns = getattr(catalog, "used_columns", None)
+    used = used_columns() if used_columns is not None else set()
+    used.add(getattr(catalog, "column", None) or "")  # the column that picks the set
+    found = [(name, column) for name, column in found if name not in used]
+    warnings = [_copies_not_read(name, column, column in names) for name, column in found]
+    if len(warnings) > SHOWN_LOOKALIKES:
+        more = ", ".join(repr(name) for name, _ in found[SHOWN_LOOKALIKES:])
+        warnings[SHOWN_LOOKALIKES:] = [f"so do the columns {more}"]
+    return warnings
+
+
+def _looks_like_copies(name: str) -> str | None:
+    """The copy column (Cc, Bcc, Reply_To) that the header ``name`` (normalised: not one
+    read as such) looks like, once the words _COPY_WORDS, its punctuation and a number are
+    left out (``cc:``, ``Cc (optional)``, ``bcc list``, ``CC2``); None when it looks like
+    none, or is one."""
+    if name in COPY_COLUMN_NAMES:
+        return None
+    words = [word for word in _WORD.findall(name.casefold()) if word not in _COPY_WORDS]
+    spelling = "".join(words).rstrip("0123456789")
+    column = _ALIASES.get(spelling) if spelling else None
+    return column if column in COPY_COLUMN_NAMES else None
+
+
+def _copies_not_read(name: str, column: str, present: bool) -> str:
+    """The warning of a header ``name`` that looks like the copy ``column`` but is not read
+    as one (``present``: the file has that column too)."""
+    said = (
+        f"column {name!r} looks like a {column} column but is not read as one, and no template"
+        " uses it: its addresses are not copied on the letters."
+    )
+    spellings = ", ".join(COPY_COLUMN_NAMES[column][1:])
+    names = (
+        f"{column} is read from the column named {column} (or {spellings}; case, spaces,"
+        " hyphens, underscores and dots aside)"
+    )
+    if present:
+        return (
+            f"{said} {names}, which the file has: put the addresses of {name!r} there too"
+            " (several in one cell, separated by commas or semicolons) to copy them."
+        )
+    return f"{said} {names}: rename it {column} to copy them."
 
 
 def validate_recipients(
@@ -694,6 +789,7 @@ class _Intake:
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
+        self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
         self.header_pending = False
 
     def check(self, row: int, record: list[str]) -> None:

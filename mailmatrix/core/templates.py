@@ -285,6 +285,20 @@ class Catalog:
             used |= names
         return used - self._reserved - set(self.context)
 
+    def used_columns(self) -> set[str]:
+        """Every column a template of any set uses: by its name (``{{ Cc }}``) or through
+        ``row`` (``row["Cc (optional)"]``, ``row.get("cc:")``). Templates that do not compile
+        use none (``check`` says what is wrong with them)."""
+        used: set[str] = set()
+        for tset in self.sets.values():
+            try:
+                by_file = self._variables_by_file(tset)
+            except TemplateError:
+                continue
+            for path, names in by_file.items():
+                used |= names | _row_keys(self._env.parse(self.sources[path], name=path))
+        return used - self._reserved - set(self.context)
+
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
 
@@ -783,6 +797,37 @@ def _printed_names(node: nodes.Node, guarded: frozenset[str]) -> set[str]:
     for child in node.iter_child_nodes():
         found |= _printed_names(child, guarded)
     return found
+
+
+# What a template may call on ``row``, the mapping: not names of columns.
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
+def _row_keys(ast: nodes.Template) -> set[str]:
+    """The columns a template reads through ``row``: ``row["X"]``, ``row.X``, ``row.get("X")``."""
+    found = {
+        node.attr
+        for node in ast.find_all(nodes.Getattr)
+        if _of_row(node) and node.attr not in _MAPPING_METHODS
+    }
+    for item in ast.find_all(nodes.Getitem):
+        if _of_row(item):
+            found |= _text_of(item.arg)
+    for call in ast.find_all(nodes.Call):
+        callee = call.node
+        if isinstance(callee, nodes.Getattr) and _of_row(callee) and callee.attr == "get":
+            found |= _text_of(call.args[0]) if call.args else set()
+    return found
+
+
+def _of_row(node: nodes.Getattr | nodes.Getitem) -> bool:
+    """Whether ``node`` takes an attribute or an item of the name ``row``."""
+    return isinstance(node.node, nodes.Name) and node.node.name == "row"
+
+
+def _text_of(node: nodes.Node) -> set[str]:
+    """The text ``node`` is, when it is a constant one (else none)."""
+    return {node.value} if isinstance(node, nodes.Const) and isinstance(node.value, str) else set()
 
 
 def _fold(value: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 from typing import Any
 
@@ -86,23 +85,6 @@ class RecordNotWritten(OSError):
     @property
     def cause(self) -> str:
         """The file, and why it could not be written (the execution's cause)."""
+        from mailmatrix.disk import write_fault
+
         return f"cannot write {self.filename}: {write_fault(self)}"
-
-
-# Why a file could not be written, in the operator's words, by the error's errno (no room:
-# mailmatrix.disk.no_room, which names the file size limit's value).
-_WRITE_FAULTS = {
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "no permission to write there",
-    errno.EPERM: "not permitted: the file or its folder may be immutable, as `lsattr` shows",
-}
-
-
-def write_fault(error: OSError) -> str:
-    """Why ``error`` kept a file from being written, in plain words with the system's own,
-    e.g. ``the disk is full (No space left on device)``."""
-    from mailmatrix.disk import no_room
-
-    said = no_room(error) or _WRITE_FAULTS.get(error.errno or 0)
-    system = error.strerror or str(error)
-    return f"{said} ({system})" if said else system

@@ -1,10 +1,11 @@
-"""A local run whose send ledger meets the file size limit (RLIMIT_FSIZE) as its batches send.
+"""A local run whose send ledger cannot be written as its batches send.
 
 The example campaign runs on the real definition with two worker processes sending; a
-batch's ledger meets the limit once its hold has begun, in its worker only: that worker's
-file size limit is lowered to the size the ledger's -wal file has then, so no write of the
-ledger gets through there any more (its claims fail, and so does the end of its hold). The
-engine's retries are not waited out (no sleep).
+batch's ledger meets the file size limit (RLIMIT_FSIZE) once its hold has begun, in its
+worker only: that worker's file size limit is lowered to the size the ledger's -wal file has
+then, so no write of the ledger gets through there any more (its claims fail, and so does the
+end of its hold). No retry gets through such a fault, nor a ledger file turned read-only:
+the run ends at the first try, not after the engine's retries. A busy ledger is retried.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import os
 import re
 import resource
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 import mailmatrix.local as local
+from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.cli.main import cli
-from mailmatrix.core.failures import NO_ROOM_REMEDY, NOT_SENT_TWICE
+from mailmatrix.core.failures import LEDGER_READ_ONLY_ADVICE, NO_ROOM_REMEDY, NOT_SENT_TWICE
 from mailmatrix.core.send import send_batch
 from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.local import REPO, Workdir, run_campaign
@@ -30,14 +33,18 @@ EXAMPLE = REPO / "examples" / "offer-letters"
 VALID_ROWS = 18
 
 
-class _MeetsTheLimitOnceHeld:
-    """The ledger of a worker that meets the file size limit as soon as its batch is held."""
+class _Wrapped:
+    """A worker's ledger, as it is but for what a subclass changes."""
 
     def __init__(self, ledger: Any) -> None:
         self._ledger = ledger
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ledger, name)
+
+
+class _MeetsTheLimitOnceHeld(_Wrapped):
+    """The ledger of a worker that meets the file size limit as soon as its batch is held."""
 
     def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
         holder = self._ledger.begin_batch(attempt, invocation=invocation, until=until)
@@ -47,14 +54,53 @@ class _MeetsTheLimitOnceHeld:
         return holder
 
 
-def _first_batch_meets_the_limit(*args: Any, ledger: Any, marker: str, **kwargs: Any) -> Any:
-    """send_batch, whose first invocation in the run (the one that makes ``marker``) meets the
-    file size limit in its worker."""
+class _ReadOnlyOnceHeld(_Wrapped):
+    """The ledger of a worker whose file turns read-only as soon as its batch is held (made
+    so by another hand: chmod, a file system remounted read-only)."""
+
+    def begin_batch(self, attempt: str, *, invocation: str, until: float) -> str | None:
+        holder = self._ledger.begin_batch(attempt, invocation=invocation, until=until)
+        uri = f"{Path(self._ledger.path).absolute().as_uri()}?mode=ro"
+        self._ledger._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        return holder
+
+
+class _BusyOnce(_Wrapped):
+    """The ledger of a worker whose first claim finds the database locked for good (another
+    process holding its write lock past the busy timeout)."""
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        locked = sqlite3.OperationalError("database is locked")
+        locked.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+        raise ledger_sqlite._error(self._ledger.path, "claim", locked)
+
+
+def _first_batch_with(
+    ledger_kind: type, *args: Any, ledger: Any, marker: str, **kwargs: Any
+) -> Any:
+    """send_batch, whose first invocation in the run (the one that makes ``marker``) has its
+    ledger wrapped in ``ledger_kind``."""
     try:
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         return send_batch(*args, ledger=ledger, **kwargs)
-    return send_batch(*args, ledger=_MeetsTheLimitOnceHeld(ledger), **kwargs)
+    return send_batch(*args, ledger=ledger_kind(ledger), **kwargs)
+
+
+def _run_first_batch_with(
+    ledger_kind: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], Path, list[float]]:
+    """Run the example campaign into a workdir under ``tmp_path``, the first invocation of a
+    batch with its ledger wrapped in ``ledger_kind``: the run's record, the workdir and the
+    waits of the engine's retries (not waited out)."""
+    monkeypatch.setattr(
+        "mailmatrix.jobs.send_batch",
+        functools.partial(_first_batch_with, ledger_kind, marker=str(tmp_path / "first")),
+    )
+    workdir = tmp_path / "w"
+    waits: list[float] = []
+    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    return record, workdir, waits
 
 
 def _every_batch_meets_the_limit(*args: Any, ledger: Any, **kwargs: Any) -> Any:
@@ -83,27 +129,29 @@ def _send_batch_errors(workdir: Path, execution: str) -> list[str]:
     return errors
 
 
-def test_a_batch_whose_worker_met_the_limit_is_sent_by_its_retry_in_the_other_worker(
+def test_a_batch_that_met_the_limit_ends_the_run_at_once_and_its_redrive_sends_it(
     tmp_path, monkeypatch, two_workers
 ):
     # GIVEN a run of the example campaign (one batch) whose first try of the batch meets the
     # file size limit in its worker once it holds the batch: it sends nothing, and its hold
-    # cannot be deleted; that worker runs on
-    monkeypatch.setattr(
-        "mailmatrix.jobs.send_batch",
-        functools.partial(_first_batch_meets_the_limit, marker=str(tmp_path / "first")),
-    )
-    workdir = tmp_path / "w"
+    # cannot be deleted
+    # WHEN the file runs
+    record, workdir, waits = _run_first_batch_with(_MeetsTheLimitOnceHeld, tmp_path, monkeypatch)
 
-    # WHEN the file runs, its retries not waited out
-    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=lambda seconds: None)
+    # THEN the run ended at that try, not after minutes of retries that meet the same limit:
+    # the batch was tried once, its error says the ledger cannot be written, nothing was sent
+    assert record["status"] == "FAILED", record.get("cause")
+    assert _send_batch_errors(workdir, record["name"]) == ["LedgerNotWritten"]
+    assert waits == []
+    assert list((workdir / "outbox" / "new").iterdir()) == []
 
-    # THEN a retry sent the batch: the first try failed on the ledger, and no retry waited
-    # for its hold as ClaimBusy (it did, in the other worker, until the hold's deadline)
+    # WHEN the limit is gone (the next tries do not meet it) and the execution is redriven
+    record = local.redrive(workdir, record["name"], sleep=waits.append)
+
+    # THEN the redrive sent the batch, without waiting for the first try's hold as ClaimBusy
     assert record["status"] == "SUCCEEDED", record.get("cause")
-    errors = _send_batch_errors(workdir, record["name"])
-    assert errors[:1] == ["LedgerError"]
-    assert "ClaimBusy" not in errors
+    assert "ClaimBusy" not in _send_batch_errors(workdir, record["name"])
+    assert waits == []
     # AND every valid row went out once
     assert len(list((workdir / "outbox" / "new").iterdir())) == VALID_ROWS
 
@@ -112,7 +160,7 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     tmp_path, monkeypatch, two_workers
 ):
     # GIVEN a run of the example campaign whose ledger meets the file size limit in each
-    # worker once it holds a batch there, the retries not waited out
+    # worker once it holds a batch there (retries, were there any, not waited out)
     monkeypatch.setattr("mailmatrix.jobs.send_batch", _every_batch_meets_the_limit)
     start_engine = local.start_engine
     monkeypatch.setattr(
@@ -134,7 +182,7 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     assert list((workdir / "outbox" / "new").iterdir()) == []
     ledger = workdir.resolve() / "ledger.sqlite3"
     cause = (
-        rf"LedgerError \(1 batch\): ledger {re.escape(str(ledger))}: \w+ \w+: cannot write the"
+        rf"LedgerNotWritten \(1 batch\): ledger {re.escape(str(ledger))}: \w+ \w+: cannot write the"
         r" ledger: it reached the file size limit of this process, \d+ bytes \(ulimit -f\)"
         r" \(SQLite: disk I/O error\)"
     )
@@ -145,3 +193,37 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     )
     assert advice in output
     assert f"redrive {result.output.split('Execution: ')[1].split()[0]}" in output
+
+
+def test_a_ledger_turned_read_only_as_a_batch_sends_ends_the_run_at_once(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run of the example campaign whose ledger file turns read-only once its batch
+    # is held
+    # WHEN the file runs
+    record, workdir, waits = _run_first_batch_with(_ReadOnlyOnceHeld, tmp_path, monkeypatch)
+
+    # THEN it ended at the batch's first try (it was tried again for a minute or more): the
+    # error is the ledger's that no retry heals, its message SQLite's words; nothing was sent
+    assert record["status"] == "FAILED"
+    assert _send_batch_errors(workdir, record["name"]) == ["LedgerNotWritten"]
+    assert waits == []
+    assert list((workdir / "outbox" / "new").iterdir()) == []
+    details = " ".join(record["failure_details"])
+    assert "LedgerNotWritten (1 batch): ledger " in details
+    assert "attempt to write a readonly database" in details
+    # AND the advice is to make the file writable first, not to redrive at once
+    assert record["redrive_advice"] == LEDGER_READ_ONLY_ADVICE
+
+
+def test_a_busy_ledger_is_retried_and_the_batch_sent(tmp_path, monkeypatch, two_workers):
+    # GIVEN a run of the example campaign whose batch finds the ledger locked at its first try
+    # WHEN the file runs
+    record, workdir, waits = _run_first_batch_with(_BusyOnce, tmp_path, monkeypatch)
+
+    # THEN the state machine retried the batch after a wait (a lock passes), and the retry
+    # sent every valid row once
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert _send_batch_errors(workdir, record["name"]) == ["LedgerError"]
+    assert len(waits) == 1
+    assert len(list((workdir / "outbox" / "new").iterdir())) == VALID_ROWS

@@ -4070,6 +4070,9 @@ def test_a_setting_refused_by_validation_is_said_to_be_the_setting_to_fix(tmp_pa
     assert "names the user 'hr' but no password, and MAILMATRIX_SMTP_PASSWORD is not set" in said
     assert "Fix the setting and run again." in said
     assert "Fix the file or the templates" not in said
+    # AND the URL is named as it was given, --smtp, not as the handlers' setting
+    assert "--smtp: the URL names the user 'hr'" in said
+    assert "MAILMATRIX_MAILER" not in said
 
 
 def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
@@ -4100,3 +4103,38 @@ def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
         ),
         ("jose.garcia@example.org", "jose-garcia.pdf", "", ""),
     ]
+
+
+def test_a_column_that_looks_like_bcc_is_warned_of_before_the_run_sends(
+    tmp_path, one_set_templates
+):
+    # GIVEN a file whose blind copies are in a column 'bcc list', which is not read as Bcc
+    csv_path = tmp_path / "plain.csv"
+    csv_path.write_text("Email,Name,bcc list\nann@example.com,Ann,audit@example.com\n")
+    options = ["--templates", str(one_set_templates), "--sender", "HR <hr@example.com>"]
+    workdir = tmp_path / "w"
+
+    # WHEN it runs
+    code, output = _run(str(csv_path), "--workdir", str(workdir), *options)
+
+    # THEN before it runs, it warns that the column's addresses are not copied, naming the
+    # column's names read; the letter goes to its recipient alone, as before
+    said = _words(output)
+    assert code == 0, said
+    warning = "Warning: column 'bcc list' looks like a Bcc column but is not read as one"
+    assert said.index(warning) < said.index("Running ")
+    assert "Bcc is read from the column named Bcc (or Blind Carbon Copy," in said
+    (letter,) = (workdir / "outbox" / "new").iterdir()
+    assert b"audit@example.com" not in letter.read_bytes()
+
+    # AND --json gives the warning in its result
+    again = tmp_path / "again.csv"
+    again.write_bytes(csv_path.read_bytes())
+    result = CliRunner().invoke(
+        cli, ["run", str(again), "--workdir", str(workdir), *options, "--json"]
+    )
+    found = json.loads(result.stdout)
+    assert found["warnings"][0].startswith(warning.removeprefix("Warning: "))
+    # AND so does the validation report the run keeps (on AWS too, where no console shows it)
+    report = json.loads((Path(found["rejects"]).parent / "validation.json").read_text("utf-8"))
+    assert report["warnings"] == found["warnings"]

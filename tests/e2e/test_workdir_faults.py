@@ -8,7 +8,11 @@ import email
 import email.policy
 import errno
 import json
+import re
+import resource
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +174,91 @@ def test_execution_records_that_cannot_be_written_stop_the_run_naming_the_file(t
     assert code == 0, output
     assert sum(_sent(workdir).values()) == 18
     assert set(_sent(workdir).values()) == {1}
+
+
+def _at_the_file_size_limit(limit: int) -> None:
+    """In the child process, before the command runs: files may grow to ``limit`` bytes."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_validation_file_that_meets_the_file_size_limit_is_named_with_the_cause(tmp_path):
+    # GIVEN a file of 3,000 short rows, whose manifest of valid rows (about 600 KB) is larger
+    # than the run's file size limit (150 KiB), where its copy (75 KB), the ledger and the
+    # execution's records fit; templates that attach nothing
+    csv_file = tmp_path / "many.csv"
+    rows = "".join(f"p{row}@example.com,P{row}\n" for row in range(3000))
+    csv_file.write_text(f"Email,Name\n{rows}", encoding="utf-8")
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "subject.txt").write_text("Hello {{ Name }}")
+    (templates / "body.txt").write_text("Dear {{ Name }}")
+    workdir = tmp_path / "w"
+
+    # WHEN it runs in a process with that limit
+    args = ["run", str(csv_file), "--templates", str(templates), "--workdir", str(workdir)]
+    args += ["--sender", "HR <hr@example.com>"]
+    ran = subprocess.run(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: _at_the_file_size_limit(150 * 1024),
+        check=False,
+    )
+
+    # THEN nothing was sent, and it names the file it could not write, what for, and why in
+    # words (it said "OSError" and "[Errno 27] File too large"), and what to do first
+    output = " ".join(ran.stdout.split())
+    assert ran.returncode == 1, output + ran.stderr
+    assert "Nothing was sent: a file of the run could not be written (FileNotWritten)" in output
+    manifest = re.search(r"cannot write (\S+) \(the manifest of the file's valid rows", output)
+    assert manifest, output
+    assert Path(manifest.group(1)).parent == (workdir / "tmp").resolve()
+    assert (
+        "it reached the file size limit of this process, 150 KiB (ulimit -f) (File too large)"
+        in output
+    )
+    assert "[Errno" not in output
+    assert "first free space on its disk, or raise the file size limit (ulimit -f), then" in output
+    # AND the manifest on its way is not left behind
+    assert list((workdir / "tmp").iterdir()) == []
+
+
+def test_an_outbox_that_cannot_be_written_is_advised_as_an_outbox(sent_once: Path, tmp_path):
+    # GIVEN the workdir's outbox whose new/ folder was moved away and a file put in its place
+    # (as root, no chmod keeps a folder from being written: this is how it fails for all),
+    # and a new campaign (the demo's file under another name)
+    outbox = sent_once / "outbox"
+    (outbox / "new").rename(tmp_path / "sent-before")
+    (outbox / "new").write_text("in the way")
+    renamed = tmp_path / "second.csv"
+    renamed.write_bytes(Path(RECIPIENTS).read_bytes())
+    attachments = str(Path(RECIPIENTS).parent / "attachments")
+
+    # WHEN it runs there
+    code, output = _invoke(
+        "run", str(renamed), "--workdir", str(sent_once), "--attachments", attachments
+    )
+
+    # THEN it failed, naming the folder and what is wrong with it
+    assert code == 1, output
+    assert (
+        f"cannot make the outbox's folder {outbox.resolve() / 'new'}: a file is in its place"
+        " (File exists)" in output
+    )
+    # AND the advice is the outbox's: nothing lost, what to do, then redrive (it was the mail
+    # account's: "sending resumed, the sender verified")
+    assert f"When to resume: the outbox {outbox.resolve()} cannot be written" in output
+    assert "Nothing was lost: a letter counts as sent only once its file is in new/" in output
+    assert "or move aside the file in a folder's place; then redrive" in output
+    assert "the sender verified" not in output
+    (execution,) = re.findall(r"redrive (\S+) --workdir", output)
+
+    # WHEN the file is moved aside, as the advice says, and the execution redriven
+    (outbox / "new").unlink()
+    code, output = _invoke("redrive", execution, "--workdir", str(sent_once))
+
+    # THEN every valid row of the new campaign is sent, once
+    assert code == 0, output
+    assert sum(_sent(sent_once).values()) == 18
+    assert set(_sent(sent_once).values()) == {1}

@@ -40,6 +40,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_template_sets,
     check_unanswered,
 )
+from tests.integration.test_drills import retrier_for, send_batch_retriers
 
 
 class Clock:
@@ -492,8 +493,14 @@ def test_a_transaction_cancelled_for_another_reason_is_a_ledger_error(ledger, mo
     monkeypatch.setattr(ledger._db, "transact_write_items", throttled)
 
     # WHEN the row is claimed THEN the batch is told the ledger failed, not that it may send
-    with pytest.raises(LedgerError, match="claim rejection"):
+    with pytest.raises(LedgerError, match="claim rejection") as failed:
         ledger.claim("rejection", campaign="c", row=2, attempt="a", others={"offer": "o"})
+    # AND as an error the state machine retries (a throttle passes), not as LedgerNotWritten,
+    # which ends the run at once (a local ledger that no retry can write)
+    error = type(failed.value).__name__
+    assert error == "LedgerError"
+    assert retrier_for(send_batch_retriers(), error) is not None
+    assert retrier_for(send_batch_retriers(), "LedgerNotWritten") is None
 
 
 def test_outcomes_of_given_keys(ledger):

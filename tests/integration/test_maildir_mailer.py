@@ -119,21 +119,56 @@ def test_no_recipients_is_permanent(tmp_path):
         MaildirMailer(tmp_path).send(raw_message(), sender=SENDER, destinations=[])
 
 
-def test_outbox_that_cannot_be_created_halts(tmp_path):
+def test_outbox_that_cannot_be_created_halts_naming_the_folder_and_why(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(AccountSendingHalted, match=r"cannot create the outbox"):
+    with pytest.raises(AccountSendingHalted) as halted:
         MaildirMailer(blocker / "outbox")
+    assert halted.value.message == (
+        f"maildir {blocker / 'outbox'}: cannot make the outbox's folder"
+        f" {blocker / 'outbox' / 'tmp'}: a file stands where a folder on its path should be"
+        " (Not a directory)"
+    )
 
 
-def test_write_failure_is_transient_and_leaves_nothing_behind(tmp_path):
+def test_a_file_in_the_place_of_an_outbox_folder_is_said_so(tmp_path):
+    (tmp_path / "new").write_text("in the way")
+    with pytest.raises(AccountSendingHalted) as halted:
+        MaildirMailer(tmp_path)
+    assert halted.value.message == (
+        f"maildir {tmp_path}: cannot make the outbox's folder {tmp_path / 'new'}: a file is in"
+        " its place (File exists)"
+    )
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "renamed"])
+def test_a_file_put_in_the_place_of_new_halts_and_leaves_nothing_behind(
+    tmp_path, monkeypatch, unnamed
+):
+    # GIVEN an outbox whose new/ was replaced by a file after it was made
     outbox = MaildirMailer(tmp_path)
+    if not unnamed:
+        no_unnamed_files(monkeypatch)
     shutil.rmtree(tmp_path / "new")
-    (tmp_path / "new").write_text("in the way")  # the rename into new/ now fails
+    (tmp_path / "new").write_text("in the way")
+
+    # WHEN a message is sent THEN the campaign halts (no retry moves the file), saying so
+    with pytest.raises(AccountSendingHalted, match=r"^maildir .*: cannot write ") as failed:
+        outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+    assert "a file stands where a folder on its path should be (Not a directory)" in (
+        failed.value.message
+    )
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_write_failure_is_transient_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    outbox = MaildirMailer(tmp_path)
+    fail_writes(monkeypatch, errno.EIO)  # a bad disk: a later try may get through
     with pytest.raises(TransientSendError, match=r"^maildir .*: cannot write ") as failed:
         outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
     assert failed.value.refused  # nothing reached new/: not a message that may have gone out
     assert list((tmp_path / "tmp").iterdir()) == []
+    assert list((tmp_path / "new").iterdir()) == []
 
 
 def fail_writes(monkeypatch, code: int) -> None:
@@ -191,12 +226,21 @@ def test_a_failed_write_is_refused_for_sure_and_leaves_nothing(
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES])
-def test_a_write_failing_for_the_whole_outbox_still_halts(tmp_path, monkeypatch, code):
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "the disk holding it is full"),
+        (errno.EDQUOT, "the disk quota of this user is used up"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EACCES, "no permission to write there"),
+    ],
+)
+def test_a_write_failing_for_the_whole_outbox_still_halts(tmp_path, monkeypatch, code, words):
     outbox = MaildirMailer(tmp_path)
     fail_writes(monkeypatch, code)
-    with pytest.raises(AccountSendingHalted, match=r"^maildir .*: cannot write "):
+    with pytest.raises(AccountSendingHalted, match=r"^maildir .*: cannot write ") as halted:
         outbox.send(raw_message(), sender=SENDER, destinations=["amy@example.com"])
+    assert halted.value.message.endswith(f": {words} ({os.strerror(code)})")
 
 
 def test_rows_whose_writes_fail_are_retried_and_deferred_not_outcome_unknown(tmp_path, monkeypatch):

@@ -521,6 +521,32 @@ def test_bad_urls_are_configuration_errors(url, message_text):
         SmtpMailer.from_url(url)
     assert message_text in caught.value.message
 
+    # AND a URL given as an option is named by the option, not by the setting
+    with pytest.raises(ConfigurationError, match=r"^--smtp: ") as caught:
+        SmtpMailer.from_url(url, given_as="--smtp")
+    assert message_text in caught.value.message
+    assert "MAILMATRIX_MAILER" not in caught.value.message
+
+
+def test_a_cafile_that_cannot_be_used_is_named_with_what_is_wrong(tmp_path):
+    # GIVEN a cafile that does not exist, and one that holds no certificate
+    missing = tmp_path / "missing.pem"
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+
+    # WHEN each is given THEN the error names the file and what is wrong with it in words
+    with pytest.raises(ConfigurationError) as caught:
+        SmtpMailer.from_url(f"smtps://127.0.0.1?cafile={missing}", given_as="--smtp")
+    assert caught.value.message == (
+        f"--smtp: cafile={missing}: cannot be read (No such file or directory): give the path"
+        " of a PEM file of the CA certificates to trust"
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        SmtpMailer.from_url(f"smtps://127.0.0.1?cafile={empty}")
+    assert caught.value.message.startswith(
+        f"MAILMATRIX_MAILER: cafile={empty}: holds no CA certificate in PEM that TLS can read ("
+    )
+
 
 def test_url_defaults():
     mailer = SmtpMailer.from_url("smtp+starttls://u%40x:p%25w@relay.example.com")

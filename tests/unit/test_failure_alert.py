@@ -192,3 +192,58 @@ def test_an_execution_whose_records_could_not_be_written_is_advised_a_redrive_on
     assert "When to redrive: once the file named above can be written again" in words
     assert "a row counted in doubt may have gone out" in words
     assert alert.subject == "MailMatrix execution FAILED: Engine.RecordsNotWritten"
+
+
+@pytest.mark.parametrize(
+    ("why", "first"),
+    [
+        (
+            "the disk holding it is full (No space left on device)",
+            "first free space on its disk, or raise the file size limit (ulimit -f), then",
+        ),
+        ("the file system is read-only (Read-only file system)", "first make it writable, then"),
+    ],
+    ids=["no room", "read-only"],
+)
+def test_a_file_of_the_run_that_could_not_be_written_is_advised_its_fix_before_a_redrive(
+    why, first
+):
+    # GIVEN an execution whose validation could not write the manifest of its valid rows
+    cause = f"cannot write /srv/wd/tmp/mailmatrix-manifest-1.jsonl (the manifest...): {why}"
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(name="e1", arn=arn, status="FAILED", error="FileNotWritten", cause=cause)
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, Stopped(), redrive="mailmatrix redrive e1")
+
+    # THEN it says what the error means, and to fix the cause before the redrive (it said
+    # "fix the cause", or a passing fault)
+    words = " ".join(alert.message.split())
+    assert "Error: a file of the run could not be written (FileNotWritten)" in words
+    assert (
+        "When to redrive: a file of the run could not be written (see above), and a redrive"
+        f" meets that again until it can be: {first} redrive (rows already sent are skipped)."
+        in words
+    )
+
+
+def test_an_outbox_over_the_disk_quota_is_advised_as_an_outbox_not_a_sending_quota():
+    # GIVEN an execution halted as its outbox's disk quota was used up
+    cause = (
+        "maildir /srv/wd/outbox: cannot write 1.M2P3Q4R5.host: the disk quota of this user is"
+        " used up (Disk quota exceeded)"
+    )
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ending = Ending(
+        name="e1", arn=arn, status="FAILED", error="States.ExceedToleratedFailureThreshold"
+    )
+    stopped = Stopped(batches=(("AccountSendingHalted", cause),))
+
+    # WHEN its alert is written
+    alert = failure_alert(ending, stopped, redrive="mailmatrix redrive e1")
+
+    # THEN the advice names the outbox and what to do, not the 24-hour sending quota
+    words = " ".join(alert.message.split())
+    assert "When to redrive: the outbox /srv/wd/outbox cannot be written" in words
+    assert "make room on its disk" in words
+    assert "24-hour sending quota" not in words

@@ -18,7 +18,7 @@ import pytest
 
 from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.errors import LedgerError
+from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     Claim,
@@ -758,6 +758,58 @@ def test_a_full_disk_is_said_in_plain_words_naming_the_ledger(ledger, monkeypatc
         f"ledger {ledger.path}: record_sent k1: cannot write the ledger: the disk holding it"
         " is full (SQLite: database or disk is full)"
     )
+
+
+def _sqlite_error(code: int, words: str) -> sqlite3.OperationalError:
+    """SQLite's error of ``code``, as the driver raises it."""
+    failure = sqlite3.OperationalError(words)
+    failure.sqlite_errorcode = code
+    return failure
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (sqlite3.SQLITE_FULL, "database or disk is full"),
+        (sqlite3.SQLITE_READONLY, "attempt to write a readonly database"),
+        (sqlite3.SQLITE_CANTOPEN, "unable to open database file"),
+    ],
+    ids=["disk full", "read-only", "cannot open"],
+)
+def test_a_write_no_retry_gets_through_is_a_ledger_not_written(ledger, monkeypatch, code, words):
+    # GIVEN a ledger whose writes fail with SQLite's error of that kind
+    class Failing:
+        def execute(self, *args: Any) -> None:
+            raise _sqlite_error(code, words)
+
+    # WHEN a letter is recorded sent
+    with monkeypatch.context() as patched, pytest.raises(LedgerError) as raised:
+        patched.setattr(ledger, "_db", Failing())
+        ledger.record_sent("k1", message_id="m-1")
+
+    # THEN the error is the one the state machine does not retry: the run ends at once
+    assert type(raised.value) is LedgerNotWritten
+    assert words in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (sqlite3.SQLITE_BUSY, "database is locked"),
+        (sqlite3.SQLITE_LOCKED, "database table is locked"),
+        (sqlite3.SQLITE_IOERR, "disk I/O error"),
+    ],
+    ids=["busy", "locked", "I/O error"],
+)
+def test_a_write_that_may_pass_is_a_ledger_error(ledger, code, words):
+    # GIVEN SQLite's error of a write that a later try may get through (the ledger's folder
+    # has room: an I/O error is not for want of it)
+    failure = _sqlite_error(code, words)
+
+    # WHEN the ledger words it THEN it is the error the state machine retries
+    error = ledger_sqlite._error(ledger.path, "claim k1", failure)
+    assert type(error) is LedgerError
+    assert error.message == f"ledger {ledger.path}: claim k1: {words}"
 
 
 def test_a_hold_of_an_invocation_still_sending_in_this_process_keeps_its_retry_waiting(ledger):

@@ -5,9 +5,14 @@ from __future__ import annotations
 import codecs
 import collections
 import csv
+import errno
+import gc
 import hashlib
 import io
 import json
+import os
+import tempfile
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -20,6 +25,7 @@ from mailmatrix.core.earlier import EarlierRecipients
 from mailmatrix.core.recipients import (
     IntakeReport,
     IntakeRules,
+    ProblemList,
     normalise_header,
     read_columns,
     validate_recipients,
@@ -27,7 +33,7 @@ from mailmatrix.core.recipients import (
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.core.templates import load_catalog
-from mailmatrix.errors import InputFileError, ObjectChanged, TemplateError
+from mailmatrix.errors import FileNotWritten, InputFileError, ObjectChanged, TemplateError
 from mailmatrix.ports import OUTCOME_UNKNOWN, ObjectInfo, Outcome
 from tests.memory import TracedPeak
 
@@ -74,6 +80,9 @@ class FakeCatalog:
 
     def variables(self, template: str) -> set[str]:
         return set(self.uses.get(template, set()))
+
+    def used_columns(self) -> set[str]:
+        return set().union(*self.uses.values())
 
     def needs_attachment(self, template: str) -> bool:
         return self.attachment.get(template, False)
@@ -224,6 +233,7 @@ def test_valid_row_is_emitted_whole():
         "rows": 1,
         "valid": 1,
         "empty": 0,
+        "warnings": [],
         "rejected": [],
         "duplicates": [],
         "skipped": [],
@@ -437,6 +447,85 @@ def test_stray_whitespace_around_values_and_headers_is_removed():
 )
 def test_header_names_are_normalised(given, canonical):
     assert normalise_header(given) == canonical
+
+
+@pytest.mark.parametrize(
+    ("given", "column"),
+    [
+        ("cc:", "Cc"),
+        ("Cc (optional)", "Cc"),
+        ("CC list", "Cc"),
+        ("CC2", "Cc"),
+        ("E-mail CC", "Cc"),
+        ("bcc list", "Bcc"),
+        ("Bcc (optional)", "Bcc"),
+        ("Reply-To (optional)", "Reply_To"),
+    ],
+)
+def test_a_header_that_looks_like_a_copy_column_but_is_none_is_warned_of(given, column):
+    # GIVEN a file with a column named much as a copy column is, that no template uses
+    text = f"Email,Name,Status,Attachment_File,{given}\nalice@example.com,Alice,active,alice.pdf,"
+    text += "boss@example.com\n"
+
+    # WHEN it is validated
+    report, rows = run(text)
+
+    # THEN it is a column of the letter as before (its addresses are not copied), and the
+    # report warns of it: what it looks like, that its addresses are not copied, and which
+    # names are read
+    assert rows[0]["fields"][given] == "boss@example.com"
+    assert not rows[0].get(column.casefold())
+    (warning,) = report.warnings
+    assert warning.startswith(
+        f"column {given!r} looks like a {column} column but is not read as one, and no template"
+        " uses it: its addresses are not copied on the letters."
+    )
+    assert f"{column} is read from the column named {column} (or " in warning
+    assert warning.endswith(f"rename it {column} to copy them.")
+    assert report.to_dict()["warnings"] == [warning]
+
+
+def test_a_copy_lookalike_beside_the_copy_column_is_warned_of_as_not_read():
+    text = "Email,Name,Status,Attachment_File,Cc,cc 2\nalice@example.com,Alice,active,alice.pdf,"
+    text += "a@example.com,b@example.com\n"
+
+    report, rows = run(text)
+
+    assert rows[0]["cc"] == ["a@example.com"]
+    assert report.warnings == [
+        "column 'cc 2' looks like a Cc column but is not read as one, and no template uses it:"
+        " its addresses are not copied on the letters. Cc is read from the column named Cc (or"
+        " Carbon Copy, CC Email, CC Emails, CC Address, CC Addresses, CC Recipients, Copy To;"
+        " case, spaces, hyphens, underscores and dots aside), which the file has: put the"
+        " addresses of 'cc 2' there too (several in one cell, separated by commas or"
+        " semicolons) to copy them."
+    ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["CC-Addresses", "Carbon Copy", "Cost Centre", "CC Name", "Account", "Copy", "Mail list"],
+)
+def test_copy_columns_read_and_columns_unlike_them_are_not_warned_of(header):
+    text = (
+        f"Email,Name,Status,Attachment_File,{header}\nalice@example.com,Alice,active,alice.pdf,x\n"
+    )
+
+    report, _ = run(text)
+
+    assert report.warnings == []
+
+
+def test_a_copy_lookalike_a_template_uses_is_not_warned_of():
+    # GIVEN a file whose column 'cc list' the template prints (a list for the reader)
+    catalog = FakeCatalog(uses={"offer": {"Name", "cc list"}})
+    text = "Email,Name,Status,Attachment_File,cc list\nalice@example.com,Alice,active,alice.pdf,"
+    text += "Bob\n"
+
+    # WHEN it is validated THEN it is the letter's column, and no warning says otherwise
+    report, rows = run(text, catalog=catalog)
+    assert rows[0]["fields"]["cc list"] == "Bob"
+    assert report.warnings == []
 
 
 def test_header_with_aliases_feeds_canonical_names():
@@ -923,6 +1012,51 @@ def test_many_rejected_rows_spill_to_disk_and_read_back_in_order(monkeypatch):
     cut = report.to_dict(limit=3)
     assert [item["row"] for item in cut["rejected"]] == [2, 3, 4]
     assert cut["truncated"] == {"rejected": 500}
+
+
+class _FullDisk(io.BytesIO):
+    """A temporary file on a full disk: it takes nothing."""
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _full_temporary_folder(monkeypatch, spool_bytes: int) -> None:
+    """Rows are spooled to a temporary file past ``spool_bytes``, and none can be written."""
+    monkeypatch.setattr("mailmatrix.core.recipients.SPOOL_BYTES", spool_bytes)
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *args, **kwargs: _FullDisk())
+
+
+def test_rejected_rows_that_spill_onto_a_full_disk_name_the_temporary_folder(monkeypatch):
+    # GIVEN a spool limit of 4 KiB, a temporary folder on a full disk, and a file where every
+    # row is rejected
+    _full_temporary_folder(monkeypatch, 4096)
+    lines = "".join(f"user{i}@example.com,User {i},active,missing{i}.pdf\n" for i in range(500))
+
+    # WHEN it is validated THEN the error says which folder could not be written, what for,
+    # and why in words (it said "[Errno 28] No space left on device" alone)
+    with pytest.raises(FileNotWritten) as failed:
+        run(HEADER + lines)
+    assert failed.value.message == (
+        f"cannot write a temporary file in {tempfile.gettempdir()} (where the rows not sent"
+        " are kept, past 4 KiB of them, while the file is validated): the disk holding it is"
+        " full (No space left on device)"
+    )
+
+
+def test_a_list_whose_entries_cannot_be_kept_leaves_no_temporary_file_open(monkeypatch):
+    # GIVEN a temporary folder on a full disk, and entries past the spool limit
+    _full_temporary_folder(monkeypatch, 64)
+    entries = [{"row": row, "reason": "x" * 40} for row in range(2, 10)]
+
+    # WHEN a list is made of them THEN it is refused, and its spool is closed with it (not
+    # left for the garbage collector to find open)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(FileNotWritten):
+            ProblemList(entries)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 # --- one address, one letter: rows of it with other values are all held ---------------------

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
+import io
 import os
 import unicodedata
 import warnings
 
 import pytest
 
+from mailmatrix.adapters import storage_local
 from mailmatrix.adapters.storage_local import (
     MAX_UPLOAD_NAME_BYTES,
     LocalStorage,
     check_upload_name,
 )
-from mailmatrix.errors import InputFileError, NotFoundError, ObjectChanged, StorageError
+from mailmatrix.errors import (
+    FileNotWritten,
+    InputFileError,
+    NotFoundError,
+    ObjectChanged,
+    StorageError,
+)
 
 
 def test_put_get_head_and_list_in_key_order(tmp_path):
@@ -91,6 +100,44 @@ def test_put_file_copies_atomically(tmp_path):
     assert not [
         p for p in (tmp_path / "bucket" / "validated" / "c").iterdir() if p.name.startswith(".tmp")
     ]
+
+
+@pytest.mark.parametrize("method", ["put", "put_file"])
+def test_a_write_with_no_room_is_named_and_leaves_nothing_behind(tmp_path, monkeypatch, method):
+    # GIVEN a bucket holding an object, on a disk that fills up as the next one is written
+    source = tmp_path / "manifest.jsonl"
+    source.write_text('{"row": 2}\n')
+    storage = LocalStorage(tmp_path / "bucket")
+    storage.put("reports/c/rejects.csv", b"row\n")
+
+    class FullDisk(io.FileIO):
+        """A file that takes a few bytes, then finds no room."""
+
+        def write(self, data):
+            super().write(bytes(data[:3]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def opened(path, mode):
+        return FullDisk(path, "w") if "w" in mode else io.FileIO(path, mode)
+
+    monkeypatch.setattr(storage_local, "open", opened, raising=False)
+
+    # WHEN the object is written over
+    with pytest.raises(FileNotWritten) as failed:
+        if method == "put":
+            storage.put("reports/c/rejects.csv", b"row\n2\n")
+        else:
+            storage.put_file("reports/c/rejects.csv", str(source))
+
+    # THEN the error names the file and says why in words (it said "[Errno 28]" alone)
+    target = tmp_path / "bucket" / "reports" / "c" / "rejects.csv"
+    assert failed.value.message == (
+        f"cannot write {target}: the disk holding it is full (No space left on device)"
+    )
+    # AND the object is as it was, and no temporary file is left beside it
+    monkeypatch.undo()
+    assert storage.get("reports/c/rejects.csv") == b"row\n"
+    assert [path.name for path in target.parent.iterdir()] == ["rejects.csv"]
 
 
 def test_a_symlink_out_of_a_mount_is_not_followed(tmp_path):
@@ -372,7 +419,7 @@ def test_the_longest_upload_name_is_the_longest_the_bucket_keeps_with_its_metada
 
     # THEN the first is kept; the file system takes no name of the second's metadata file
     assert storage.head(f"incoming/{longest.name}").metadata == {"retry": "true"}
-    with pytest.raises(OSError, match="File name too long"):
+    with pytest.raises(FileNotWritten, match=f"cannot write .*{longer.name}: File name too long"):
         storage.put_file(f"incoming/{longer.name}", str(longer), metadata={"retry": "true"})
 
 

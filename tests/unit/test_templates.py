@@ -123,6 +123,26 @@ def test_demo_check_names_every_missing_column_and_file(demo):
     ]
 
 
+def test_the_columns_used_are_those_named_and_those_read_through_row():
+    # GIVEN templates that use columns by name, through row in each way, and a constant
+    catalog = load_catalog(
+        simple(
+            **{
+                "manifest.yaml": SIMPLE_MANIFEST + "context:\n  company: Acme\n",
+                "welcome__subject.txt": "Hello {{ Name }} from {{ company }}",
+                "welcome__body.txt": (
+                    "{{ row['Cc (optional)'] }} {{ row.get('cc:', '') }} {{ row.bcc_list }}"
+                    " {% for key, value in row.items() %}{{ key }}{% endfor %}"
+                ),
+            }
+        )
+    )
+
+    # WHEN asked which columns they use THEN each column is named, but not the constant, the
+    # loop's own names, nor row's methods
+    assert catalog.used_columns() == {"Name", "Cc (optional)", "cc:", "bcc_list"}
+
+
 def test_a_column_named_like_a_constant_the_templates_use_is_a_problem(demo):
     # GIVEN an HR export whose `company` is the candidate's current employer and whose
     # `contact_email` is the candidate's own address: as render context they would replace

@@ -66,6 +66,7 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "rows": 1,
         "valid": 1,
         "empty": 0,
+        "warnings": [],
         "rejected": [],
         "duplicates": [],
         "skipped": [],
@@ -78,6 +79,31 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "sender_from": "the templates manifest's sender",
         "attachments": str(tmp_path / "attachments"),
     }  # fmt: skip
+
+
+def test_a_column_that_looks_like_cc_but_is_not_read_as_one_is_warned_of(tmp_path):
+    # GIVEN a file whose copies are in a column 'Cc (optional)', which is not read as Cc
+    header = HEADER.replace("\n", ",Cc (optional)\n")
+    path = campaign(tmp_path, header + OFFER.replace("\n", ",boss@example.com\n"))
+
+    # WHEN it is validated
+    shown = invoke(path)
+    found = json.loads(invoke(path, "--json").output)
+
+    # THEN both outputs warn that its addresses are not copied, and which names are read;
+    # the file is still valid (the column is a column of the letter, as before)
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == exits.OK, said
+    warning = (
+        "column 'Cc (optional)' looks like a Cc column but is not read as one, and no template"
+        " uses it: its addresses are not copied on the letters. Cc is read from the column"
+        " named Cc (or Carbon Copy, CC Email, CC Emails, CC Address, CC Addresses, CC"
+        " Recipients, Copy To; case, spaces, hyphens, underscores and dots aside): rename it Cc"
+        " to copy them."
+    )
+    assert f"Warning: {warning}" in said
+    assert found["warnings"] == [warning]
+    assert found["valid"] == 1
 
 
 def test_rows_whose_files_are_not_found_name_the_folder_searched_once(tmp_path):
