@@ -1042,36 +1042,43 @@ def _workdirs_in(path: Path, found: Any) -> dict[str, dict[str, list[str]]]:
         found = {"workdirs": {entry: _deliveries_through_servers(Path(entry)) for entry in found}}
     if not isinstance(found, dict):
         raise KnownWorkdirsDamaged(_not_written_so(path, f"it holds a JSON {_kind(found)}"))
-    workdirs = found.get("workdirs", {})
-    if not isinstance(workdirs, dict):
-        raise KnownWorkdirsDamaged(_not_written_so(path, f'its "workdirs" is a {_kind(workdirs)}'))
-    for workdir, campaigns in workdirs.items():
-        where = f'its "workdirs" entry of {workdir}'
-        if not isinstance(campaigns, dict):
-            raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is a {_kind(campaigns)}"))
-        for campaign, servers in campaigns.items():
-            listed = isinstance(servers, list) and all(isinstance(s, str) for s in servers)
-            if not listed:
-                what = f"{where}, campaign {campaign}, is not a list of mail servers"
-                raise KnownWorkdirsDamaged(_not_written_so(path, what))
-    return workdirs
+    return _record_part(path, found, "workdirs", _servers_listed, "a list of mail servers")
 
 
 def _sent_in(path: Path, found: Any) -> dict[str, dict[str, int]]:
     """The letters sent by workdir and campaign that ``found``, the record read from
     ``path``, keeps (see KnownWorkdirs; none in a record from before they were kept)."""
-    sent = found.get("sent", {}) if isinstance(found, dict) else {}
-    if not isinstance(sent, dict):
-        raise KnownWorkdirsDamaged(_not_written_so(path, f'its "sent" is a {_kind(sent)}'))
-    for workdir, marks in sent.items():
-        where = f'its "sent" entry of {workdir}'
-        if not isinstance(marks, dict):
-            raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is a {_kind(marks)}"))
-        for campaign, count in marks.items():
-            if _count(count) != count or count < 0:
-                what = f"{where}, campaign {campaign}, is {json.dumps(count)}, not a count"
-                raise KnownWorkdirsDamaged(_not_written_so(path, what))
+    found = found if isinstance(found, dict) else {}  # (the list of an earlier build: none)
+    sent = _record_part(path, found, "sent", _is_count, "a count")
     return {workdir: {c: n for c, n in marks.items() if n} for workdir, marks in sent.items()}
+
+
+def _record_part(
+    path: Path, found: dict[str, Any], name: str, fits: Callable[[Any], bool], what: str
+) -> dict[str, Any]:
+    """The part ``name`` of the record read from ``path`` (``found``), by workdir and campaign,
+    each value ``fits`` (``what`` it should be); KnownWorkdirsDamaged naming the first entry
+    that is not so: what is not understood is never dropped, then written over."""
+    part = found.get(name, {})
+    if not isinstance(part, dict):
+        raise KnownWorkdirsDamaged(_not_written_so(path, f'its "{name}" is a {_kind(part)}'))
+    for workdir, campaigns in part.items():
+        where = f'its "{name}" entry of {workdir}'
+        if not isinstance(campaigns, dict):
+            raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is a {_kind(campaigns)}"))
+        for campaign, value in campaigns.items():
+            if not fits(value):
+                found_so = f"{where}, campaign {campaign}, is {json.dumps(value)[:60]}"
+                raise KnownWorkdirsDamaged(_not_written_so(path, f"{found_so}, not {what}"))
+    return part
+
+
+def _servers_listed(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(server, str) for server in value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _not_written_so(path: Path, what: str) -> str:

@@ -666,8 +666,8 @@ DAMAGED_RECORDS = {
     "corrupt": ('{"workdirs": {"A', "not readable"),
     "not-a-record": (
         '{"workdirs": {"/x": {"c": [1, 2]}}}',
-        'not the record this version writes (its "workdirs" entry of /x, campaign c, is not a'
-        " list of mail servers)",
+        'not the record this version writes (its "workdirs" entry of /x, campaign c, is [1, 2],'
+        " not a list of mail servers)",
     ),
     "sent-not-an-object": (
         '{"workdirs": {}, "sent": [18]}',
@@ -1259,10 +1259,13 @@ def test_runs_from_the_default_workdir_record_each_server_once(
     assert len(inbox.envelopes) == 18
 
 
-def _sent_then_record_lost(workdir: Path, *options: str, aside: bool = False):
+def _sent_then_record_lost(
+    workdir: Path, *options: str, aside: bool = False, earlier_ledger: bool = False
+):
     """The demo file run in ``workdir`` with ``options``, whose record of runs
-    (deliveries.json) is then deleted, or moved ``aside`` (as said for a damaged one); the
-    runner of the file."""
+    (deliveries.json) is then deleted, or moved ``aside`` (as said for a damaged one), and
+    whose ledger, for an ``earlier_ledger``, keeps no way of sending (no deliveries table),
+    as an earlier version wrote it; the runner of the file."""
     run = _runner(str(EXAMPLE / "recipients.csv"))
     assert run(workdir, *options).exit_code == 0
     record = workdir / "deliveries.json"
@@ -1270,17 +1273,36 @@ def _sent_then_record_lost(workdir: Path, *options: str, aside: bool = False):
         record.rename(workdir / "deliveries.json.damaged")
     else:
         record.unlink()
+    if earlier_ledger:
+        with contextlib.closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
+            db.execute("DROP TABLE deliveries")
     return run
 
 
+# How a refused run says the workdir's ledger tells the way of the file's letters: as this
+# version writes it, and as an earlier one did (without the way: by the ids of those sent).
+LEDGER_TELLS = {
+    "ledger-keeps-the-way": "its ledger (ledger.sqlite3) keeps how their letters went.",
+    "ledger-of-an-earlier-version": (
+        "its ledger (ledger.sqlite3), though from a version that did not keep how their letters"
+        " went, shows it by the ids it holds of the letters sent (file names in the outbox,"
+        " Message-IDs through a mail server)."
+    ),
+}
+
+
+@pytest.mark.parametrize("ledger", list(LEDGER_TELLS))
 @pytest.mark.parametrize("aside", [True, False], ids=["moved-aside", "deleted"])
 def test_a_trial_whose_record_was_lost_does_not_let_the_server_skip_everyone(
-    smtp_inbox, tmp_path: Path, aside: bool
+    smtp_inbox, tmp_path: Path, state_dir: Path, aside: bool, ledger: str
 ):
+    import json
+
     inbox, url = smtp_inbox
     workdir = tmp_path / "work"
-    # GIVEN a trial of the file into the outbox, whose workdir then lost its record of runs
-    run = _sent_then_record_lost(workdir, aside=aside)
+    # GIVEN a trial into the outbox, whose workdir then lost its record of runs
+    earlier_ledger = ledger == "ledger-of-an-earlier-version"
+    run = _sent_then_record_lost(workdir, aside=aside, earlier_ledger=earlier_ledger)
 
     # WHEN it runs through the server
     real = run(workdir, "--smtp", url)
@@ -1295,72 +1317,7 @@ def test_a_trial_whose_record_was_lost_does_not_let_the_server_skip_everyone(
         " Nothing was sent."
     ) in said
     assert "run the file in another --workdir" in said
-    assert "its ledger (ledger.sqlite3) keeps how" in said
-    assert inbox.envelopes == []
-    # AND from a new workdir, it goes to everyone
-    assert run(tmp_path / "real", "--smtp", url).exit_code == 0
-    assert len(inbox.envelopes) == 18
-
-
-def test_a_file_sent_through_a_server_whose_record_was_lost_is_not_rerun_into_the_outbox(
-    smtp_inbox, tmp_path: Path
-):
-    inbox, url = smtp_inbox
-    workdir = tmp_path / "work"
-    # GIVEN the file sent through the server from a workdir whose record of runs was lost
-    run = _sent_then_record_lost(workdir, "--smtp", url)
-
-    # WHEN it runs again without --smtp
-    forgot = run(workdir)
-
-    # THEN it is refused, nothing going to the outbox (it would mark the rows left sent
-    # without mailing them), and told the server to add
-    said = " ".join(forgot.output.split())
-    assert forgot.exit_code == 2, said
-    assert (
-        f"delivered through --smtp {url}, but this run gave no --smtp (the local outbox)."
-        f" Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run"
-        f" it again with --smtp {url}: rows already sent are skipped. This workdir has no"
-        " record of those runs (deliveries.json: moved aside, or lost?), but its ledger"
-        " (ledger.sqlite3) keeps how their letters went."
-    ) in said
-    assert not list((workdir / "outbox").rglob("*.*"))
-    # AND with it, the run goes on, mailing no one again
-    assert run(workdir, "--smtp", url).exit_code == 0
-    assert len(inbox.envelopes) == 18
-
-
-def _ledger_of_an_earlier_version(workdir: Path) -> None:
-    """Make the workdir's ledger one that keeps no way of sending, as an earlier version
-    wrote it (no deliveries table)."""
-    with contextlib.closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
-        db.execute("DROP TABLE deliveries")
-
-
-def test_a_trial_in_a_ledger_from_before_it_kept_the_way_does_not_let_the_server_skip_everyone(
-    smtp_inbox, tmp_path: Path, state_dir: Path
-):
-    import json
-
-    inbox, url = smtp_inbox
-    workdir = tmp_path / "work"
-    # GIVEN a trial into the outbox whose workdir then lost its record of runs, and whose
-    # ledger keeps no way of sending, as an earlier version wrote it
-    run = _sent_then_record_lost(workdir)
-    _ledger_of_an_earlier_version(workdir)
-
-    # WHEN it runs through the server
-    real = run(workdir, "--smtp", url)
-
-    # THEN it is refused, nothing sent: the ids its ledger holds of the trial's letters are
-    # the outbox's file names (a run through the server would skip them all, mailing no one)
-    said = " ".join(real.output.split())
-    assert real.exit_code == 2, said
-    assert (
-        f"delivered through the local outbox (no --smtp), but this run gave --smtp {url}."
-        " Nothing was sent."
-    ) in said
-    assert "shows it by the ids it holds of the letters sent" in said
+    assert f"(deliveries.json: moved aside, or lost?), but {LEDGER_TELLS[ledger]}" in said
     assert inbox.envelopes == []
     # AND the record of workdirs does not claim they were mailed through the server
     record = json.loads((state_dir / "known-workdirs.json").read_text())
@@ -1370,28 +1327,34 @@ def test_a_trial_in_a_ledger_from_before_it_kept_the_way_does_not_let_the_server
     assert len(inbox.envelopes) == 18
 
 
-def test_a_file_sent_through_a_server_in_a_ledger_from_before_it_kept_the_way_keeps_to_it(
-    smtp_inbox, tmp_path: Path
+@pytest.mark.parametrize("ledger", list(LEDGER_TELLS))
+def test_a_file_sent_through_a_server_whose_record_was_lost_is_not_rerun_into_the_outbox(
+    smtp_inbox, tmp_path: Path, ledger: str
 ):
     inbox, url = smtp_inbox
     workdir = tmp_path / "work"
-    # GIVEN the file sent through the server from a workdir whose record of runs was lost,
-    # and whose ledger keeps no way of sending, as an earlier version wrote it
-    run = _sent_then_record_lost(workdir, "--smtp", url)
-    _ledger_of_an_earlier_version(workdir)
+    # GIVEN the file sent through the server from a workdir whose record of runs was lost
+    earlier_ledger = ledger == "ledger-of-an-earlier-version"
+    run = _sent_then_record_lost(workdir, "--smtp", url, earlier_ledger=earlier_ledger)
 
     # WHEN it runs again without --smtp
     forgot = run(workdir)
 
-    # THEN it is refused (the ids of its letters sent are Message-IDs), nothing going to
-    # the outbox, and told to give the server (which one, the ledger does not know)
+    # THEN it is refused, nothing going to the outbox (it would mark the rows left sent
+    # without mailing them), and told the server to add (a ledger of an earlier version
+    # knows their ids are Message-IDs, not which server took them)
     said = " ".join(forgot.output.split())
     assert forgot.exit_code == 2, said
+    server, fix = f"--smtp {url}", f"--smtp {url}"
+    if earlier_ledger:
+        server = "a mail server (--smtp; which one, this workdir no longer says)"
+        fix = "the --smtp URL they used"
     assert (
-        "delivered through a mail server (--smtp; which one, this workdir no longer says), but"
-        " this run gave no --smtp (the local outbox). Nothing was sent."
+        f"delivered through {server}, but this run gave no --smtp (the local outbox)."
+        f" Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run"
+        f" it again with {fix}: rows already sent are skipped. This workdir has no record of"
+        f" those runs (deliveries.json: moved aside, or lost?), but {LEDGER_TELLS[ledger]}"
     ) in said
-    assert "run it again with the --smtp URL they used" in said
     assert not list((workdir / "outbox").rglob("*.*"))
     # AND with it, the run goes on, mailing no one again
     assert run(workdir, "--smtp", url).exit_code == 0

@@ -6,8 +6,8 @@ import pytest
 
 from mailmatrix.cli.defaults import default_workdir, state_dir
 
-
-@pytest.mark.parametrize(
+# Each folder: how it is found, its variable, the XDG one, and where it is under the home
+FOLDERS = pytest.mark.parametrize(
     ("where", "variable", "xdg", "under_home"),
     [
         (default_workdir, "MAILMATRIX_WORKDIR", "XDG_DATA_HOME", ".local/share"),
@@ -15,6 +15,9 @@ from mailmatrix.cli.defaults import default_workdir, state_dir
     ],
     ids=["default-workdir", "state-folder"],
 )
+
+
+@FOLDERS
 def test_the_environment_names_the_folder_else_the_users_own(
     monkeypatch, tmp_path, where, variable, xdg, under_home
 ):
@@ -33,14 +36,7 @@ def test_the_environment_names_the_folder_else_the_users_own(
     assert where().is_absolute() and where() == tmp_path / "home" / under_home / "mailmatrix"
 
 
-@pytest.mark.parametrize(
-    ("where", "variable", "xdg", "under_home"),
-    [
-        (default_workdir, "MAILMATRIX_WORKDIR", "XDG_DATA_HOME", ".local/share"),
-        (state_dir, "MAILMATRIX_STATE_DIR", "XDG_STATE_HOME", ".local/state"),
-    ],
-    ids=["default-workdir", "state-folder"],
-)
+@FOLDERS
 def test_a_relative_xdg_folder_is_ignored_and_a_tilde_is_the_home_folder(
     monkeypatch, tmp_path, where, variable, xdg, under_home
 ):
