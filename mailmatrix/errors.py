@@ -59,6 +59,18 @@ class RecordNotWritable(MailMatrixError):
     a workdir that cannot be written is (WorkdirNotWritable), and with its exit status."""
 
 
+class StateFolderUnsafe(RecordNotWritable):
+    """The state folder is no safe place for the record of known workdirs: it is a workdir
+    or inside one (put back from a backup with that workdir, the record would lose what was
+    sent since), or a relative MAILMATRIX_STATE_DIR (a record per current folder)."""
+
+
+class KnownWorkdirsDamaged(ConfigurationError):
+    """The record of known workdirs cannot be read, or is not the record this version writes:
+    the checks it feeds (another workdir's deliveries, a workdir put back from a backup)
+    cannot be made, so nothing is sent through a mail server, and it is not overwritten."""
+
+
 class DeliveriesDamaged(ConfigurationError):
     """The workdir's record of the files its runs sent (deliveries.json) cannot be read: the
     checks it feeds (a file keeps its way, a ledger lost) cannot be made, so nothing is sent."""

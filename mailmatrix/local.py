@@ -52,6 +52,7 @@ except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
 from mailmatrix.adapters import deliveries
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.mailer_maildir import NAME_GLOB
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, delivery_of, redacted, without_password
 from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
@@ -87,11 +88,13 @@ from mailmatrix.errors import (
     DeliveriesDamaged,
     DeliveryChanged,
     DemoTemplates,
+    KnownWorkdirsDamaged,
     LedgerLost,
     MailMatrixError,
     NoEarlierRun,
     NotFoundError,
     RecordNotWritable,
+    StateFolderUnsafe,
     WorkdirNotWritable,
 )
 from mailmatrix.jobs import (
@@ -691,25 +694,54 @@ def _ledger_way_changes(workdir: Workdir, campaign: str, delivery: str) -> list[
     """How a run through ``delivery`` differs from the way the workdir's ledger says the
     campaign's letters went, for a campaign its record (deliveries.json) does not hold: moved
     aside when damaged, or lost. Its letters, all through the outbox or all through mail
-    servers, hold the run to that; none when the ledger does not say (one from before it
-    kept the way) or says both."""
+    servers, hold the run to that; none when the ledger does not say or says both."""
     if not workdir.has_ledger():
         return []
     with _local_ledger(workdir, read_only=True) as ledger:
         went = ledger.deliveries(campaign)
+        kept = f"its ledger ({workdir.ledger.name}) keeps how their letters went."
+        if not went:
+            went = _ways_by_ids(ledger, campaign)
+            kept = (
+                f"its ledger ({workdir.ledger.name}), though from a version that did not keep"
+                " how their letters went, shows it by the ids it holds of the letters sent"
+                " (file names in the outbox, Message-IDs through a mail server)."
+            )
     kinds = {earlier == "outbox" for earlier in went}
     if len(kinds) != 1 or kinds == {delivery == "outbox"}:
         return []
     change = _delivery_change(went[-1], delivery)
     kept = (
         f"This workdir has no record of those runs ({workdir.deliveries.name}: moved aside, or"
-        f" lost?), but its ledger ({workdir.ledger.name}) keeps how their letters went."
+        f" lost?), but {kept}"
     )
     return [WayChange(change.earlier, change.now, change.fix, f"{kept} {change.note}".rstrip())]
 
 
+# The way of a campaign's letters through a mail server, as a ledger from before it kept the
+# way tells it (_ways_by_ids): which server, it does not know.
+SOME_SERVER = ""
+
+
+def _ways_by_ids(ledger: SqliteLedger, campaign: str) -> list[str]:
+    """How ``campaign``'s letters went, as a ledger from before it kept the way
+    (SqliteLedger.deliveries) tells it by the ids of those it holds as sent: the outbox's
+    are the names of its files (mailer_maildir.NAME_GLOB), a mail server's their Message-IDs.
+    ``["outbox"]`` or ``[SOME_SERVER]``; none when none is sent, or when both kinds are."""
+    outbox, servers = ledger.sent_ids_named(campaign, NAME_GLOB)
+    if outbox == servers:
+        return []
+    return ["outbox"] if outbox else [SOME_SERVER]
+
+
 def _delivery_change(earlier: str, now: str) -> WayChange:
     """The outbox for a mail server, or the other way round."""
+    if earlier == SOME_SERVER:
+        return WayChange(
+            "delivered through a mail server (--smtp; which one, this workdir no longer says)",
+            "gave no --smtp (the local outbox)",
+            "with the --smtp URL they used",
+        )
     if earlier == "outbox":
         return WayChange(
             "delivered through the local outbox (no --smtp)",
@@ -791,6 +823,10 @@ class KnownWorkdirs:
     workdirs: dict[str, dict[str, list[str]]]
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    def named(self) -> list[Path]:
+        """Every workdir the record names."""
+        return [Path(here) for here in sorted({*self.workdirs, *self.sent})]
+
     def sent_mark(self, here: str, campaign: str) -> int:
         """The most letters of ``campaign`` the ledger of ``here`` was seen to hold as sent."""
         return self.sent.get(here, {}).get(campaign, 0)
@@ -849,16 +885,18 @@ class KnownWorkdirs:
 
 
 @contextlib.contextmanager
-def _known_locked() -> Iterator[KnownWorkdirs]:
+def _known_locked(workdir: Path | None = None) -> Iterator[KnownWorkdirs]:
     """Hold the lock on the known workdirs (taken before any workdir's own lock) and yield
     them, with the record an earlier build kept in the default workdir merged in: two runs
     starting at once check and record one after the other. Refuses (RecordNotWritable) when
     they cannot be kept: a check that could not remember this run would let the next one mail
-    its people again."""
-    from mailmatrix.cli.defaults import state_dir
+    its people again; and (StateFolderUnsafe) when the state folder is in the run's
+    ``workdir``, the default one or a workdir the record names (see check_state_folder)."""
+    from mailmatrix.cli.defaults import default_workdir, state_dir
 
     folder = state_dir()
     path = folder / KNOWN_WORKDIRS
+    check_state_folder(folder, [*([workdir] if workdir else []), default_workdir()])
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -870,6 +908,7 @@ def _known_locked() -> Iterator[KnownWorkdirs]:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         known, earlier = _record_with_earlier(path)
+        check_state_folder(folder, known.named())
         # Saved now, whether or not this run adds to it: a folder that takes no file stops
         # the run before it sends, not after, when its marks could no longer be kept
         known.save()
@@ -878,6 +917,39 @@ def _known_locked() -> Iterator[KnownWorkdirs]:
         yield known
     finally:
         os.close(fd)  # which releases the lock
+
+
+def check_state_folder(folder: Path, workdirs: list[Path]) -> None:
+    """Refuse (StateFolderUnsafe) the state folder ``folder`` when it is one of ``workdirs``
+    or inside one, compared as resolved (symbolic links followed): put back from an older
+    backup, that workdir would take the record of known workdirs back with it, and its
+    marks would no longer catch it. A workdir inside the state folder is no harm: a backup
+    of the workdir does not hold the record."""
+    for workdir in workdirs:
+        try:
+            inside = folder.resolve().is_relative_to(workdir.resolve())
+        except (OSError, RuntimeError):  # a loop of links: no folder to make, said then
+            continue
+        if inside:
+            raise StateFolderUnsafe(_state_in_workdir(folder, workdir))
+
+
+def _state_in_workdir(folder: Path, workdir: Path) -> str:
+    """Why a state folder in ``workdir`` (or that is it) stops a run, and what to do."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    where = "is the workdir" if folder.resolve() == workdir.resolve() else "is inside the workdir"
+    default = " (the default one)" if workdir.resolve() == default_workdir().resolve() else ""
+    return (
+        f"{folder}: the state folder, which keeps the record of known workdirs"
+        f" (MAILMATRIX_STATE_DIR, else $XDG_STATE_HOME/mailmatrix), {where} {workdir}{default}."
+        " The record keeps what each workdir delivered through a mail server and how many of"
+        " each file's letters its ledger held as sent; put back from an older backup, that"
+        " workdir would take the record back with it, and a run there would mail again the"
+        " people mailed since the backup. Nothing was sent. Set MAILMATRIX_STATE_DIR to a"
+        f" folder outside every workdir (copy {KNOWN_WORKDIRS} there first, if there is one),"
+        " then run the command again"
+    )
 
 
 def _record_with_earlier(path: Path) -> tuple[KnownWorkdirs, Path | None]:
@@ -892,9 +964,10 @@ def _record_with_earlier(path: Path) -> tuple[KnownWorkdirs, Path | None]:
 
 def _record_at(path: Path) -> KnownWorkdirs:
     """The record of known workdirs at ``path`` (empty when there is no such file yet);
-    ConfigurationError when it cannot be read."""
+    KnownWorkdirsDamaged when it cannot be read, or any part of it is not as this version
+    writes it: what is not understood is never dropped, then written over."""
     found = _load_known(path)
-    return KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(found))
+    return KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(path, found))
 
 
 def _earlier_record(path: Path) -> Path | None:
@@ -925,7 +998,8 @@ def _set_aside_merged(earlier: Path) -> None:
 def _read_record() -> KnownWorkdirs:
     """The record of known workdirs as it is now, read without its lock (for commands that
     only look: validate, show), with an earlier build's record not merged yet taken in too;
-    ConfigurationError when one cannot be read."""
+    KnownWorkdirsDamaged when one cannot be read, StateFolderUnsafe for a relative
+    MAILMATRIX_STATE_DIR."""
     from mailmatrix.cli.defaults import state_dir
 
     return _record_with_earlier(state_dir() / KNOWN_WORKDIRS)[0]
@@ -942,7 +1016,7 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
     places.append(default_workdir() / "executions")
     try:
         known = _read_record().workdirs
-    except ConfigurationError:
+    except MailMatrixError:  # damaged, or no state folder to read: the other places
         known = {}
     places += [Path(workdir) / "executions" for workdir in known]
     found: list[Path] = []
@@ -959,11 +1033,11 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
 
 def _load_known(path: Path) -> Any:
     """The record of known workdirs at ``path`` as JSON gives it ({} when there is no such
-    file yet); ConfigurationError when it cannot be read."""
+    file yet); KnownWorkdirsDamaged when it cannot be read."""
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError) as exc:
-        raise ConfigurationError(_damaged(path, f"not readable ({exc})")) from exc
+        raise KnownWorkdirsDamaged(_damaged(path, f"not readable ({exc})")) from exc
 
 
 def _workdirs_in(path: Path, found: Any) -> dict[str, dict[str, list[str]]]:
@@ -971,33 +1045,56 @@ def _workdirs_in(path: Path, found: Any) -> dict[str, dict[str, list[str]]]:
     if isinstance(found, list) and all(isinstance(entry, str) for entry in found):
         # The list of workdirs an earlier build kept: what each delivered, from its own record
         found = {"workdirs": {entry: _deliveries_through_servers(Path(entry)) for entry in found}}
-    workdirs = found.get("workdirs", {}) if isinstance(found, dict) else None
-    if not isinstance(workdirs, dict):
-        raise ConfigurationError(_damaged(path, "not the record this version writes"))
-    well_formed = all(
-        isinstance(campaigns, dict)
-        and all(
-            isinstance(servers, list) and all(isinstance(server, str) for server in servers)
-            for servers in campaigns.values()
-        )
-        for campaigns in workdirs.values()
-    )
-    if not well_formed:
-        raise ConfigurationError(_damaged(path, "not the record this version writes"))
-    return workdirs
+    if not isinstance(found, dict):
+        raise KnownWorkdirsDamaged(_not_written_so(path, f"it holds a JSON {_kind(found)}"))
+    return _record_part(path, found, "workdirs", _servers_listed, "a list of mail servers")
 
 
-def _sent_in(found: Any) -> dict[str, dict[str, int]]:
-    """The letters sent by workdir and campaign that ``found``, the record read, keeps (see
-    KnownWorkdirs; none in a record from before they were kept)."""
-    sent = found.get("sent") if isinstance(found, dict) else None
-    if not isinstance(sent, dict):
-        return {}
-    return {
-        workdir: {campaign: _count(n) for campaign, n in marks.items() if _count(n)}
-        for workdir, marks in sent.items()
-        if isinstance(marks, dict)
-    }
+def _sent_in(path: Path, found: Any) -> dict[str, dict[str, int]]:
+    """The letters sent by workdir and campaign that ``found``, the record read from
+    ``path``, keeps (see KnownWorkdirs; none in a record from before they were kept)."""
+    found = found if isinstance(found, dict) else {}  # (the list of an earlier build: none)
+    sent = _record_part(path, found, "sent", _is_count, "a count")
+    return {workdir: {c: n for c, n in marks.items() if n} for workdir, marks in sent.items()}
+
+
+def _record_part(
+    path: Path, found: dict[str, Any], name: str, fits: Callable[[Any], bool], what: str
+) -> dict[str, Any]:
+    """The part ``name`` of the record read from ``path`` (``found``), by workdir and campaign,
+    each value ``fits`` (``what`` it should be); KnownWorkdirsDamaged naming the first entry
+    that is not so: what is not understood is never dropped, then written over."""
+    part = found.get(name, {})
+    if not isinstance(part, dict):
+        raise KnownWorkdirsDamaged(_not_written_so(path, f'its "{name}" is a {_kind(part)}'))
+    for workdir, campaigns in part.items():
+        where = f'its "{name}" entry of {workdir}'
+        if not isinstance(campaigns, dict):
+            raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is a {_kind(campaigns)}"))
+        for campaign, value in campaigns.items():
+            if not fits(value):
+                found_so = f"{where}, campaign {campaign}, is {json.dumps(value)[:60]}"
+                raise KnownWorkdirsDamaged(_not_written_so(path, f"{found_so}, not {what}"))
+    return part
+
+
+def _servers_listed(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(server, str) for server in value)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _not_written_so(path: Path, what: str) -> str:
+    """Why a record of known workdirs whose part ``what`` is malformed stops a run."""
+    return _damaged(path, f"not the record this version writes ({what})")
+
+
+def _kind(value: Any) -> str:
+    """What JSON calls the kind of ``value`` (where a record expects another)."""
+    kinds = {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
 
 
 def _deliveries_through_servers(root: Path) -> dict[str, list[str]]:
@@ -1107,7 +1204,7 @@ def check_sent_mark(
     if known is None:
         try:
             known = _read_record()
-        except ConfigurationError as exc:  # what reads it under its lock (run, redrive) says so
+        except MailMatrixError as exc:  # said by check_known_workdirs (validate), and by runs
             log.debug("the record of known workdirs not read: %s", exc)
             return
     mark = known.sent_mark(moved_from or str(wd.root.resolve()), campaign)
@@ -1204,10 +1301,47 @@ def _addresses(host: str) -> frozenset[str]:
     return frozenset(addresses)
 
 
-def _known_workdirs(way: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
-    """_known_locked for a way through a mail server; nothing (None) for the outbox."""
+def _known_workdirs(way: dict[str, Any], wd: Workdir) -> contextlib.AbstractContextManager[Any]:
+    """_known_locked for a way through a mail server from ``wd``; nothing (None) for the
+    outbox."""
     mails = way.get("delivery", "outbox") != "outbox"
-    return _known_locked() if mails else contextlib.nullcontext()
+    return _known_locked(wd.root) if mails else contextlib.nullcontext()
+
+
+def check_known_workdirs(workdir: Path | None, csv_path: Path) -> MailMatrixError | None:
+    """What keeps a run through a mail server from using the record of known workdirs, as
+    validate forecasts `run` (reads only): a state folder it refuses (StateFolderUnsafe), or
+    the record damaged (KnownWorkdirsDamaged). Raised when the earlier runs of the file in
+    ``workdir`` went through a mail server, as its next run must too; returned otherwise, for
+    validate to note (a run into the outbox does not use the record); None: nothing."""
+    from mailmatrix.cli.defaults import default_workdir, state_dir
+
+    try:
+        folder = state_dir()
+        check_state_folder(folder, [*([workdir] if workdir else []), default_workdir()])
+        check_state_folder(folder, _read_record().named())
+    except (StateFolderUnsafe, KnownWorkdirsDamaged) as exc:
+        problem = exc
+    else:
+        return None
+    if workdir is not None and _through_servers(Workdir(workdir), campaign_of_file(csv_path)):
+        raise problem
+    return problem
+
+
+def _through_servers(wd: Workdir, campaign: str) -> bool:
+    """Whether ``campaign``'s runs in ``wd`` delivered through a mail server last, by the
+    workdir's record, else by its ledger."""
+    earlier = _deliveries(wd).get(campaign) if wd.root.is_dir() else None
+    if isinstance(earlier, dict):
+        earlier = earlier.get("delivery")
+    if isinstance(earlier, str):
+        return earlier != "outbox"
+    if not wd.has_ledger():
+        return False
+    with _local_ledger(wd, read_only=True) as ledger:
+        went = ledger.deliveries(campaign) or _ways_by_ids(ledger, campaign)
+    return bool(went) and went[-1] != "outbox"
 
 
 def check_earlier_runs(
@@ -1618,7 +1752,7 @@ def run_campaign(
         _check_earlier_run(wd, campaign, csv_path.name, retries)
     way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
     check_workdir_writable(wd)
-    with _known_workdirs(way) as known, _ways_locked(wd):
+    with _known_workdirs(way, wd) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
         if known is not None:
@@ -1637,9 +1771,11 @@ def run_campaign(
         stopper = _HaltOnStop(listener, wd, campaign)
         # whole: a redrive may run from another folder
         ran = {"path": str(csv_path.resolve()), "way": way}
-        return execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
-    finally:
-        _settle_campaign_way(wd, campaign, way, first=first)
+        record = execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
+    except BaseException as error:
+        _note_not_kept(error, _settle_campaign_way(wd, campaign, way, first=first))
+        raise
+    return _with_not_kept(record, _settle_campaign_way(wd, campaign, way, first=first))
 
 
 def is_bundled(templates_dir: Path) -> bool:
@@ -1780,26 +1916,95 @@ def _check_earlier_run(wd: Workdir, campaign: str, name: str, retries: list[str]
     )
 
 
-def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) -> None:
+def _settle_campaign_way(wd: Workdir, campaign: str, way: dict, *, first: bool) -> str | None:
     """After a run: keep its way if any row of the campaign was ever claimed (again: a run
     beside it may have ended meanwhile), forget it if this first run claimed none. When the
     ledger cannot tell (the disk, say), the way stays recorded: the safe side. So does the
-    known workdirs' record of its delivery (see check_other_workdirs)."""
-    with (
-        contextlib.suppress(MailMatrixError, OSError),
-        _known_workdirs(way) as known,
-        _ways_locked(wd),
-        _local_ledger(wd) as ledger,
-    ):
-        if ledger.has_entries(campaign):
-            sent = ledger.sent_count(campaign)
-            record_campaign_way(wd, campaign, way, in_ledger=True, sent=sent)
-            if known is not None:
-                known.mark_sent(str(wd.root.resolve()), campaign, sent)
-        elif first:
-            forget_campaign_way(wd, campaign)
-            if known is not None:
-                known.forget(str(wd.root.resolve()), campaign, way["delivery"])
+    known workdirs' record of its delivery (see check_other_workdirs).
+
+    The workdir's own record is kept whether or not the known workdirs' record can be: when
+    that one cannot take the letters the ledger holds as sent, why (and what it means) is
+    returned, for the run to say; None otherwise."""
+    here = str(wd.root.resolve())
+    update: Callable[[], None] | None = None
+    unkept: BaseException | None = None
+    with contextlib.ExitStack() as held:
+        try:
+            known = held.enter_context(_known_workdirs(way, wd))
+        except (MailMatrixError, OSError) as exc:  # broken since the run began
+            known, unkept = None, exc
+        sent = 0
+        with (
+            contextlib.suppress(MailMatrixError, OSError),
+            _ways_locked(wd),
+            _local_ledger(wd) as ledger,
+        ):
+            if ledger.has_entries(campaign):
+                sent = ledger.sent_count(campaign)
+                record_campaign_way(wd, campaign, way, in_ledger=True, sent=sent)
+                if known is not None:
+                    update = functools.partial(known.mark_sent, here, campaign, sent)
+            elif first:
+                forget_campaign_way(wd, campaign)
+                if known is not None:
+                    update = functools.partial(known.forget, here, campaign, way["delivery"])
+        try:
+            if update is not None:
+                update()
+        except (MailMatrixError, OSError) as exc:
+            unkept = exc
+    # Only letters sent need the mark: a record not told that none were stays on the safe side
+    return _not_kept_after(unkept) if unkept is not None and sent else None
+
+
+# In an execution record run_campaign or redrive returns: why the record of known workdirs
+# could not take what the run sent (see _settle_campaign_way).
+RECORD_NOT_KEPT = "record_not_kept"
+
+
+def _with_not_kept(record: Any, unkept: str | None) -> Any:
+    """``record``, saying ``unkept`` (RECORD_NOT_KEPT) when there is that to say."""
+    if unkept is not None:
+        record[RECORD_NOT_KEPT] = unkept
+    return record
+
+
+def _note_not_kept(error: BaseException, unkept: str | None) -> None:
+    """Add ``unkept`` to what ``error``, raised by a run as it sent, says (its notes)."""
+    if unkept is not None:
+        error.add_note(unkept)
+
+
+def _not_kept_after(exc: BaseException) -> str:
+    """What a run that sent letters says when the record of known workdirs could not take
+    them as it ended (``exc``): why, what it means, and how to bring it up to date."""
+    from mailmatrix.cli.defaults import state_dir
+
+    try:
+        path: Path | str = state_dir() / KNOWN_WORKDIRS
+    except MailMatrixError:
+        path = KNOWN_WORKDIRS
+    cause = exc.__cause__ if isinstance(exc, RecordNotWritable) else exc
+    if isinstance(exc, KnownWorkdirsDamaged):
+        why = "it can no longer be read (damaged)"
+        fix = "A run of the file through the server says what to do about it"
+    elif isinstance(cause, OSError):
+        why = write_fault(cause)
+        fix = (
+            "Make that folder writable (chmod u+w; chattr -i, as root, for an immutable one),"
+            " then run the file again as this run did: it sends nothing again (its rows are"
+            " skipped) and brings the record up to date"
+        )
+    else:
+        why, fix = str(exc), "Run the file again as this run did, once that is fixed"
+    return (
+        f"{path}: the record of known workdirs could not be brought up to date as this run"
+        f" ended: {why}. The letters were sent, as the summary says, and the workdir keeps"
+        " its own record of them; but the record outside it does not know how many of this"
+        " file's letters the workdir's ledger now holds as sent: if the workdir is put back"
+        " from a backup taken before this run, a run there is not refused, and mails again"
+        f" the people mailed since the backup. {fix}"
+    )
 
 
 def attachments_missing(attachments_dir: Path, need: str) -> str:
@@ -2114,7 +2319,7 @@ def redrive(
         if campaign and isinstance(way, dict):
             # Held to its file's way like a run, and recorded before it sends: it may be the
             # first of the file to send (its run stopped before any row).
-            with _known_workdirs(way) as known, _ways_locked(wd):
+            with _known_workdirs(way, wd) as known, _ways_locked(wd):
                 _check_redrive_way(wd, campaign, execution_id, name, way)
                 first = campaign not in _deliveries(wd)
                 if known is not None:
@@ -2127,9 +2332,12 @@ def redrive(
                     ledger.clear_halt(campaign)
                 listener = _HaltOnStop(listener, wd, campaign)
             record = engine.redrive(execution_id, listener=listener)
-        finally:
+        except BaseException as error:
             if campaign and isinstance(way, dict):
-                _settle_campaign_way(wd, campaign, way, first=first)
+                _note_not_kept(error, _settle_campaign_way(wd, campaign, way, first=first))
+            raise
+        if campaign and isinstance(way, dict):
+            _with_not_kept(record, _settle_campaign_way(wd, campaign, way, first=first))
         record["history"] = engine.history(record["name"])
         _explain(engine, record)
     alert_if_failed(wd, record, echo=echo)

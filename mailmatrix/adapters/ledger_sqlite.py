@@ -908,6 +908,20 @@ class SqliteLedger:
         )
         return [str(row[0]) for row in found]
 
+    def sent_ids_named(self, campaign: str, pattern: str) -> tuple[bool, bool]:
+        """Whether letters of ``campaign`` recorded sent here have message ids that match the
+        GLOB ``pattern`` and hold no ``@`` (a file's name, never a Message-ID), and whether
+        some have other ids: how their letters went, for a ledger from before it kept that
+        (deliveries). One pass over the campaign's rows."""
+        found = self._statement(
+            f"sent_ids_named {campaign}",
+            "SELECT DISTINCT message_id GLOB ? AND instr(message_id, '@') = 0 FROM sends"
+            " WHERE campaign = ? AND state = 'sent' AND message_id IS NOT NULL",
+            (pattern, campaign),
+        )
+        named = {bool(row[0]) for row in found}
+        return True in named, False in named
+
     def sent_count(self, campaign: str) -> int:
         """How many rows of ``campaign`` are recorded sent here."""
         found = self._statement(

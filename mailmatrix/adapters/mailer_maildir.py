@@ -46,6 +46,11 @@ from mailmatrix.errors import AccountSendingHalted, PermanentSendError, Transien
 log = logging.getLogger(__name__)
 
 ENVELOPE_TO_HEADER = "X-MailMatrix-Envelope-To"
+# The names send gives its files (and returns as their message ids), as a SQLite GLOB: seconds,
+# then M and microseconds, P and the process id, Q, a counter, R and random hex, and the host
+# (earlier versions: M and random hex, P and the process id, the host). A Message-ID, which a
+# mail server's letter keeps instead, holds an @, which no such name does.
+NAME_GLOB = "[0-9]*.M[0-9a-f]*P[0-9]*.?*"
 
 # Faults the operator has to fix (permissions, full or read-only disk, a file in the place of
 # a folder): retrying cannot help.

@@ -651,7 +651,8 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             except KeyboardInterrupt:  # the engine turns one inside the execution into ABORTED
                 run_cmd.stopped_outside_the_engine("redrive", workdir)
             except OSError as error:  # disk full, a file size limit, permissions
-                click.echo(f"mailmatrix redrive: {run_cmd.os_error_hint(error, workdir)}", err=True)
+                said = run_cmd.with_notes(error, run_cmd.os_error_hint(error, workdir))
+                click.echo(f"mailmatrix redrive: {said}", err=True)
                 raise SystemExit(exits.RUN_FAILED) from None
             wd = local.Workdir(workdir)
             csv_file, options, unsubscribe = local.rerun_options(wd, execution)
@@ -677,7 +678,9 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             engine = _engine(workdir, registry_factory(workdir, functions))
             record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))
     except MailMatrixError as exc:
-        raise NotRunnable(str(exc)) from exc
+        from mailmatrix.cli.run_cmd import with_notes
+
+        raise NotRunnable(with_notes(exc)) from exc
     _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 

@@ -63,6 +63,7 @@ from mailmatrix.errors import (
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
     DEFAULT_TEMPLATES,
+    RECORD_NOT_KEPT,
     Workdir,
     header_warnings,
     incoming_key,
@@ -193,6 +194,8 @@ def outcome_of(
     if counts.get("superseded") and report_path is not None:
         summary = _read_json(report_path.with_name("summary.json"))
         result["superseded_by"] = summary.get("superseded_by")
+    if record.get(RECORD_NOT_KEPT):
+        result[RECORD_NOT_KEPT] = record[RECORD_NOT_KEPT]
     if record["status"] != "SUCCEEDED":
         result["error"] = record.get("error")
         result["cause"] = cause_message(record.get("cause"))
@@ -207,7 +210,10 @@ def outcome_of(
 
 def exit_code(result: dict[str, Any]) -> int:
     """0 succeeded; 5 succeeded but rows failed; 3 the file or templates are unusable;
-    130 stopped; 1 any other failure."""
+    130 stopped; 1 any other failure, and a run that succeeded but whose letters the record of
+    known workdirs could not take (the state folder broke as it ran, as it stops a run)."""
+    if result["status"] == "SUCCEEDED" and result.get(RECORD_NOT_KEPT):
+        return exits.RUN_FAILED
     if result["status"] == "SUCCEEDED":
         return exits.ROWS_FAILED if result["counts"].get("failed") else exits.OK
     if result["status"] == "ABORTED":
@@ -221,7 +227,18 @@ def print_summary(
     console: Console, result: dict[str, Any], *, templates: Path | str | None = None
 ) -> None:
     """Tell the operator what happened and what to do next (``templates``: the templates
-    folder the run used, None: the bundled one)."""
+    folder the run used, None: the bundled one), and last, what the record of known
+    workdirs could not keep, if anything."""
+    _print_outcome(console, result, templates=templates)
+    if result.get(RECORD_NOT_KEPT):
+        console.print("[red]Warning: the record of known workdirs is not up to date[/red]")
+        console.print(result[RECORD_NOT_KEPT], markup=False, soft_wrap=True)
+
+
+def _print_outcome(
+    console: Console, result: dict[str, Any], *, templates: Path | str | None = None
+) -> None:
+    """The summary of the run, the failures, and what to do next."""
     counts = result["counts"]
     where = f"--workdir {shlex.quote(str(result['workdir']))}"  # for the commands printed
     if result["status"] != "SUCCEEDED" and result.get("error") in INPUT_ERRORS:
@@ -609,7 +626,7 @@ def run(
         )
     except MailMatrixError as error:
         stop_display(progress)
-        click.echo(f"mailmatrix run: {error}", err=True)
+        click.echo(f"mailmatrix run: {with_notes(error)}", err=True)
         refusals = (
             DeliveryChanged
             | NoEarlierRun
@@ -626,7 +643,7 @@ def run(
         sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
     except OSError as error:  # disk full, a file size limit, permissions
         stop_display(progress)
-        click.echo(f"mailmatrix run: {os_error_hint(error, workdir)}", err=True)
+        click.echo(f"mailmatrix run: {with_notes(error, os_error_hint(error, workdir))}", err=True)
         sys.exit(exits.RUN_FAILED)
     except KeyboardInterrupt:  # the engine turns one inside an execution into ABORTED
         stop_display(progress)
@@ -666,6 +683,12 @@ def run(
         else:
             print_summary(console, result, templates=templates)
     sys.exit(exit_code(result))
+
+
+def with_notes(error: BaseException, said: str | None = None) -> str:
+    """What ``error`` says (``said``: as told), and then its notes: what a run that raised it
+    as it ended could not keep (see local._note_not_kept)."""
+    return "\n".join([said or str(error), *getattr(error, "__notes__", [])])
 
 
 def name_the_file(result: dict[str, Any], csv_file: str) -> None:

@@ -347,29 +347,39 @@ def _earlier_runs(
 ) -> tuple[dict[str, Any], int | None]:
     """What the file's earlier runs in ``workdir`` say of it, for a run with --sender
     ``sender`` (``checked``: whether they were looked at; ``found``: whether there are any;
-    ``error`` and ``message``: how `run` would refuse it), and the exit code of that refusal
+    ``error`` and ``message``: how `run` would refuse it; ``record_note``: what would stop a
+    run of it through a mail server, not into the outbox), and the exit code of that refusal
     (None: none)."""
-    if workdir is None:
-        return {"checked": False}, None
     from mailmatrix.errors import (
         DeliveriesDamaged,
         DeliveryChanged,
+        KnownWorkdirsDamaged,
         LedgerLost,
         NameLikeAnother,
+        StateFolderUnsafe,
         TemplateSetsChanged,
     )
-    from mailmatrix.local import check_earlier_runs
+    from mailmatrix.local import check_earlier_runs, check_known_workdirs
 
-    found: dict[str, Any] = {"checked": True, "workdir": str(workdir)}
+    found: dict[str, Any] = {"checked": workdir is not None}
     # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
     usage = (DeliveryChanged, LedgerLost, NameLikeAnother, DeliveriesDamaged)
     try:
-        found["found"] = check_earlier_runs(
-            workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
-        )
+        if workdir is not None:
+            found["workdir"] = str(workdir)
+            found["found"] = check_earlier_runs(
+                workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
+            )
+        problem = check_known_workdirs(workdir, csv_file)
     except (*usage, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
         return found, exits.USAGE if isinstance(error, usage) else exits.INPUT_UNUSABLE
+    except (KnownWorkdirsDamaged, StateFolderUnsafe) as error:  # as `run --smtp` stops
+        found.update(found=True, error=type(error).__name__, message=error.message)
+        damaged = isinstance(error, KnownWorkdirsDamaged)
+        return found, exits.INPUT_UNUSABLE if damaged else exits.RUN_FAILED
+    if problem is not None:
+        found["record_note"] = {"error": type(problem).__name__, "message": problem.message}
     return found, None
 
 
@@ -549,6 +559,13 @@ def _show(
         console.print(refusal["message"], markup=False)
     for line in _earlier_sends(earlier, Path(letters["templates"])):
         console.print(line, markup=False)
+    note = earlier.get("record_note")
+    if note:
+        console.print(
+            "[yellow]Note[/]: a run through a mail server (--smtp) would stop here, sending"
+            f" nothing ({escape(note['error'])}; a run into the outbox does not read this):"
+        )
+        console.print(note["message"], markup=False)
     console.print(_earlier_note(earlier), markup=False)
 
 

@@ -770,7 +770,36 @@ def test_a_workdir_that_mailed_through_two_servers_holds_the_file_to_both(
     assert (len(inbox.envelopes), len(relay.envelopes)) == (18, 0)
 
 
-@pytest.mark.parametrize("damage", ["corrupt", "not-a-record"])
+# The record of workdirs damaged (A: the workdir that sent the file), and what is said of it
+DAMAGED_RECORDS = {
+    "corrupt": ('{"workdirs": {"A', "not readable"),
+    "not-a-record": (
+        '{"workdirs": {"/x": {"c": [1, 2]}}}',
+        'not the record this version writes (its "workdirs" entry of /x, campaign c, is [1, 2],'
+        " not a list of mail servers)",
+    ),
+    "sent-not-an-object": (
+        '{"workdirs": {}, "sent": [18]}',
+        'not the record this version writes (its "sent" is a list)',
+    ),
+    "a-workdir-not-an-object": (
+        '{"workdirs": {}, "sent": {"A": 18}}',
+        'not the record this version writes (its "sent" entry of A is a number)',
+    ),
+    "a-count-as-text": (
+        '{"workdirs": {}, "sent": {"A": {"c": "18"}}}',
+        'not the record this version writes (its "sent" entry of A, campaign c, is "18", not a'
+        " count)",
+    ),
+    "a-count-as-a-fraction": (
+        '{"workdirs": {}, "sent": {"A": {"c": 10.0}}}',
+        'not the record this version writes (its "sent" entry of A, campaign c, is 10.0, not a'
+        " count)",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_RECORDS))
 def test_a_record_of_workdirs_that_cannot_be_read_stops_the_run(
     smtp_inbox, tmp_path: Path, state_dir: Path, damage
 ):
@@ -778,25 +807,81 @@ def test_a_record_of_workdirs_that_cannot_be_read_stops_the_run(
     run = _runner(str(EXAMPLE / "recipients.csv"))
     assert run(tmp_path / "a", "--smtp", url).exit_code == 0
 
-    # GIVEN the record of workdirs damaged
+    # GIVEN the record of workdirs damaged, in a part or whole
     record = state_dir / "known-workdirs.json"
-    if damage == "corrupt":
-        record.write_text('{"workdirs": {"' + str(tmp_path / "a"))
-    else:
-        record.write_text('{"workdirs": {"/x": {"c": [1, 2]}}}')
+    text, what = (part.replace("A", str(tmp_path / "a")) for part in DAMAGED_RECORDS[damage])
+    record.write_text(text)
 
-    # WHEN the file runs through the server from another workdir
+    # WHEN the file runs through the server from another workdir, or from its own
     again = run(tmp_path / "b", "--smtp", url)
+    own = run(tmp_path / "a", "--smtp", url)
 
     # THEN nothing is sent, and it says why (the check would not know the workdirs), and the
     # safe way on: put it back, or move it aside (deleting it would lose its marks)
     said = " ".join(again.output.split())
-    assert again.exit_code == 3, said
-    expected = {"corrupt": "not readable", "not-a-record": "not the record this version"}
-    assert f"{record}: {expected[damage]}" in said
+    assert (again.exit_code, own.exit_code) == (3, 3), said
+    assert f"{record}: {what}" in said
+    assert ": it records what each workdir delivered through a mail server" in said
     assert "Put it back from a backup if there is one. Otherwise move it aside" in said
     assert "these checks start afresh and know nothing of what it held" in said
     assert "delete" not in said
+    assert len(inbox.envelopes) == 18
+    # AND the record is left as it was, for a person to read
+    assert record.read_text() == text
+
+
+def test_validate_says_a_damaged_record_of_workdirs_as_run_would_and_writes_none(
+    smtp_inbox, tmp_path: Path, state_dir: Path
+):
+    import json
+
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    csv_file = str(EXAMPLE / "recipients.csv")
+    run = _runner(csv_file)
+
+    def validate(workdir: Path, *more: str):
+        return CliRunner().invoke(cli, ["validate", csv_file, "--workdir", str(workdir), *more])
+
+    # GIVEN the file sent through the server from one workdir, tried into the outbox in
+    # another, and the record of workdirs then damaged
+    assert run(tmp_path / "server", "--smtp", url).exit_code == 0
+    assert run(tmp_path / "outbox").exit_code == 0
+    record = state_dir / "known-workdirs.json"
+    text = '{"workdirs": {}, "sent": {"/x": {"c": "18"}}}'
+    record.write_text(text)
+
+    # WHEN validate checks the file for the workdir that sent it through the server
+    server = validate(tmp_path / "server")
+
+    # THEN it says `run` would refuse it (as a run through the server, the file's way there,
+    # does), with run's exit status
+    said = " ".join(server.output.split())
+    assert server.exit_code == 3, said
+    assert "`run` would refuse this file (KnownWorkdirsDamaged):" in said
+    assert f'{record}: not the record this version writes (its "sent" entry of /x' in said
+    assert "All good" not in said
+
+    # WHEN it checks the file for the outbox trial's workdir
+    trial = validate(tmp_path / "outbox")
+    found = json.loads(validate(tmp_path / "outbox", "--json").stdout)
+
+    # THEN it notes that a run through a mail server would stop, its status that of the
+    # file's rows (the demo's 2 rejected), as a run into the outbox does not read the record
+    said = " ".join(trial.output.split())
+    assert trial.exit_code == 4, said
+    assert (
+        "Note: a run through a mail server (--smtp) would stop here, sending nothing"
+        f" (KnownWorkdirsDamaged; a run into the outbox does not read this): {record}: not the"
+        " record this version writes"
+    ) in said
+    assert found["earlier_runs"]["record_note"]["error"] == "KnownWorkdirsDamaged"
+    assert "error" not in found["earlier_runs"]
+    # AND validate wrote nothing: the record is as it was
+    assert record.read_text() == text
     assert len(inbox.envelopes) == 18
 
 
@@ -830,6 +915,131 @@ def test_a_state_folder_that_cannot_be_written_stops_the_run_as_a_workdir_would(
     assert "nothing was sent" in said
     assert inbox.envelopes == []
     assert not (tmp_path / "w" / "executions").exists()
+
+
+@pytest.mark.parametrize(
+    ("place", "said_why"),
+    [
+        ("in-the-workdir", "is inside the workdir {workdir}."),
+        ("the-workdir", "is the workdir {workdir}."),
+        ("in-the-default-workdir", "is inside the workdir {default} (the default one)."),
+        ("xdg-state-is-xdg-data", "is the workdir {default} (the default one)."),
+        ("relative", "MAILMATRIX_STATE_DIR=state: not an absolute path."),
+    ],
+    ids=["in-the-workdir", "the-workdir", "in-the-default", "xdg-state-is-xdg-data", "relative"],
+)
+def test_a_state_folder_a_workdir_would_take_back_from_a_backup_stops_the_run(
+    smtp_inbox, tmp_path: Path, monkeypatch, place, said_why
+):
+    import os
+
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    workdir, default = tmp_path / "w", Path(os.environ["MAILMATRIX_WORKDIR"])
+
+    # GIVEN a state folder in the run's workdir, or that is it; in the default workdir, or
+    # that is it (XDG_STATE_HOME and XDG_DATA_HOME alike); or a relative MAILMATRIX_STATE_DIR
+    state = {
+        "in-the-workdir": workdir / "state",
+        "the-workdir": workdir,
+        "in-the-default-workdir": default / "state",
+        "relative": Path("state"),
+    }.get(place)
+    if state is None:
+        default = tmp_path / "xdg" / "mailmatrix"
+        for variable in ("MAILMATRIX_STATE_DIR", "MAILMATRIX_WORKDIR"):
+            monkeypatch.delenv(variable)
+        for variable in ("XDG_STATE_HOME", "XDG_DATA_HOME"):
+            monkeypatch.setenv(variable, str(tmp_path / "xdg"))
+    else:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("MAILMATRIX_STATE_DIR", str(state))
+
+    # WHEN the file runs through the server
+    refused = run(workdir, "--smtp", url)
+
+    # THEN nothing is sent, with the exit status of a state folder that cannot be written,
+    # saying why and where to keep the record instead
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1, said
+    assert said_why.format(workdir=workdir, default=default) in said
+    assert "Nothing was sent. Set MAILMATRIX_STATE_DIR to a" in said
+    assert "outside every workdir" in said
+    assert inbox.envelopes == []
+    assert not (workdir / "executions").exists()
+    # AND a run into the outbox, which keeps no record there, goes on
+    assert run(workdir).exit_code == 0
+
+
+def test_a_workdir_inside_the_state_folder_runs_through_the_server(
+    smtp_inbox, tmp_path: Path, state_dir: Path
+):
+    # (a backup of the workdir does not hold the record: put back, it is caught)
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    assert run(state_dir / "w", "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_state_folder_that_breaks_as_the_run_sends_is_said_and_the_run_fails(
+    tmp_path: Path, state_dir: Path, monkeypatch, immutable
+):
+    import json
+    import os
+
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    workdir = tmp_path / "w"
+    real_open = os.open
+
+    class Breaking(Inbox):
+        """A server whose first letter makes the state folder take no new file."""
+
+        async def handle_DATA(self, server, session, envelope):
+            if not self.envelopes:
+                immutable(state_dir)
+            return await super().handle_DATA(server, session, envelope)
+
+    # GIVEN a state folder that takes no new file from the run's first letter on
+    inbox = Breaking()
+    with serving(inbox) as url:
+        # WHEN the file runs through the server
+        done = run(workdir, "--smtp", url)
+
+        # THEN the letters are sent and the summary says so, but the run fails, saying last
+        # that the record of workdirs could not take them, and what that means
+        said = " ".join(done.output.split())
+        assert done.exit_code == 1, said
+        assert len(inbox.envelopes) == 18
+        assert "Sent by this run │ 18" in said
+        record = state_dir / "known-workdirs.json"
+        assert said.endswith(
+            "Warning: the record of known workdirs is not up to date"
+            f" {record}: the record of known workdirs could not be brought up to date as this"
+            " run ended: not permitted: the file or its folder may be immutable, as `lsattr`"
+            " shows (Operation not permitted). The letters were sent, as the summary says, and the"
+            " workdir keeps its own record of them; but the record outside it does not know how"
+            " many of this file's letters the workdir's ledger now holds as sent: if the"
+            " workdir is put back from a backup taken before this run, a run there is not"
+            " refused, and mails again the people mailed since the backup. Make that folder"
+            " writable (chmod u+w; chattr -i, as root, for an immutable one), then run the"
+            " file again as this run did: it sends nothing again (its rows are skipped) and"
+            " brings the record up to date"
+        ), said
+        # AND the workdir's own record of them is kept all the same
+        own = json.loads((workdir / "deliveries.json").read_text())
+        assert [way["sent_in_ledger"] for way in own.values()] == [18]
+        assert json.loads(record.read_text())["sent"] == {}
+
+        # WHEN the folder is writable again, and the file runs again as it did
+        monkeypatch.setattr(os, "open", real_open)
+        again = run(workdir, "--smtp", url)
+
+    # THEN nobody is mailed again, and the record takes the letters
+    assert again.exit_code == 0, again.output
+    assert len(inbox.envelopes) == 18
+    marks = json.loads(record.read_text())["sent"][str(workdir.resolve())]
+    assert list(marks.values()) == [18]
 
 
 def test_a_rehearsal_through_another_server_does_not_hold_back_the_real_send(
@@ -1158,10 +1368,13 @@ def test_runs_from_the_default_workdir_record_each_server_once(
     assert len(inbox.envelopes) == 18
 
 
-def _sent_then_record_lost(workdir: Path, *options: str, aside: bool = False):
+def _sent_then_record_lost(
+    workdir: Path, *options: str, aside: bool = False, earlier_ledger: bool = False
+):
     """The demo file run in ``workdir`` with ``options``, whose record of runs
-    (deliveries.json) is then deleted, or moved ``aside`` (as said for a damaged one); the
-    runner of the file."""
+    (deliveries.json) is then deleted, or moved ``aside`` (as said for a damaged one), and
+    whose ledger, for an ``earlier_ledger``, keeps no way of sending (no deliveries table),
+    as an earlier version wrote it; the runner of the file."""
     run = _runner(str(EXAMPLE / "recipients.csv"))
     assert run(workdir, *options).exit_code == 0
     record = workdir / "deliveries.json"
@@ -1169,17 +1382,36 @@ def _sent_then_record_lost(workdir: Path, *options: str, aside: bool = False):
         record.rename(workdir / "deliveries.json.damaged")
     else:
         record.unlink()
+    if earlier_ledger:
+        with contextlib.closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
+            db.execute("DROP TABLE deliveries")
     return run
 
 
+# How a refused run says the workdir's ledger tells the way of the file's letters: as this
+# version writes it, and as an earlier one did (without the way: by the ids of those sent).
+LEDGER_TELLS = {
+    "ledger-keeps-the-way": "its ledger (ledger.sqlite3) keeps how their letters went.",
+    "ledger-of-an-earlier-version": (
+        "its ledger (ledger.sqlite3), though from a version that did not keep how their letters"
+        " went, shows it by the ids it holds of the letters sent (file names in the outbox,"
+        " Message-IDs through a mail server)."
+    ),
+}
+
+
+@pytest.mark.parametrize("ledger", list(LEDGER_TELLS))
 @pytest.mark.parametrize("aside", [True, False], ids=["moved-aside", "deleted"])
 def test_a_trial_whose_record_was_lost_does_not_let_the_server_skip_everyone(
-    smtp_inbox, tmp_path: Path, aside: bool
+    smtp_inbox, tmp_path: Path, state_dir: Path, aside: bool, ledger: str
 ):
+    import json
+
     inbox, url = smtp_inbox
     workdir = tmp_path / "work"
-    # GIVEN a trial of the file into the outbox, whose workdir then lost its record of runs
-    run = _sent_then_record_lost(workdir, aside=aside)
+    # GIVEN a trial into the outbox, whose workdir then lost its record of runs
+    earlier_ledger = ledger == "ledger-of-an-earlier-version"
+    run = _sent_then_record_lost(workdir, aside=aside, earlier_ledger=earlier_ledger)
 
     # WHEN it runs through the server
     real = run(workdir, "--smtp", url)
@@ -1194,59 +1426,45 @@ def test_a_trial_whose_record_was_lost_does_not_let_the_server_skip_everyone(
         " Nothing was sent."
     ) in said
     assert "run the file in another --workdir" in said
-    assert "its ledger (ledger.sqlite3) keeps how" in said
+    assert f"(deliveries.json: moved aside, or lost?), but {LEDGER_TELLS[ledger]}" in said
     assert inbox.envelopes == []
+    # AND the record of workdirs does not claim they were mailed through the server
+    record = json.loads((state_dir / "known-workdirs.json").read_text())
+    assert str(workdir.resolve()) not in {**record["workdirs"], **record["sent"]}
     # AND from a new workdir, it goes to everyone
     assert run(tmp_path / "real", "--smtp", url).exit_code == 0
     assert len(inbox.envelopes) == 18
 
 
+@pytest.mark.parametrize("ledger", list(LEDGER_TELLS))
 def test_a_file_sent_through_a_server_whose_record_was_lost_is_not_rerun_into_the_outbox(
-    smtp_inbox, tmp_path: Path
+    smtp_inbox, tmp_path: Path, ledger: str
 ):
     inbox, url = smtp_inbox
     workdir = tmp_path / "work"
     # GIVEN the file sent through the server from a workdir whose record of runs was lost
-    run = _sent_then_record_lost(workdir, "--smtp", url)
+    earlier_ledger = ledger == "ledger-of-an-earlier-version"
+    run = _sent_then_record_lost(workdir, "--smtp", url, earlier_ledger=earlier_ledger)
 
     # WHEN it runs again without --smtp
     forgot = run(workdir)
 
     # THEN it is refused, nothing going to the outbox (it would mark the rows left sent
-    # without mailing them), and told the server to add
+    # without mailing them), and told the server to add (a ledger of an earlier version
+    # knows their ids are Message-IDs, not which server took them)
     said = " ".join(forgot.output.split())
     assert forgot.exit_code == 2, said
+    server, fix = f"--smtp {url}", f"--smtp {url}"
+    if earlier_ledger:
+        server = "a mail server (--smtp; which one, this workdir no longer says)"
+        fix = "the --smtp URL they used"
     assert (
-        f"delivered through --smtp {url}, but this run gave no --smtp (the local outbox)."
+        f"delivered through {server}, but this run gave no --smtp (the local outbox)."
         f" Nothing was sent. To go on with that campaign (a rerun, or its file corrected), run"
-        f" it again with --smtp {url}: rows already sent are skipped. This workdir has no"
-        " record of those runs (deliveries.json: moved aside, or lost?), but its ledger"
-        " (ledger.sqlite3) keeps how their letters went."
+        f" it again with {fix}: rows already sent are skipped. This workdir has no record of"
+        f" those runs (deliveries.json: moved aside, or lost?), but {LEDGER_TELLS[ledger]}"
     ) in said
     assert not list((workdir / "outbox").rglob("*.*"))
     # AND with it, the run goes on, mailing no one again
     assert run(workdir, "--smtp", url).exit_code == 0
     assert len(inbox.envelopes) == 18
-
-
-def test_a_trial_in_a_ledger_from_before_it_kept_the_way_runs_through_the_server_as_before(
-    smtp_inbox, tmp_path: Path
-):
-    inbox, url = smtp_inbox
-    workdir = tmp_path / "work"
-    # GIVEN a trial into the outbox whose workdir then lost its record of runs, and whose
-    # ledger keeps no way of sending, as an earlier version wrote it
-    run = _sent_then_record_lost(workdir)
-    with contextlib.closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db, db:
-        db.execute("DROP TABLE IF EXISTS deliveries")
-
-    # WHEN it runs through the server
-    real = run(workdir, "--smtp", url)
-
-    # THEN it runs as it did before the ledger kept the way (nothing tells it the trial's
-    # letters went to the outbox): not refused, the ledger skipping every row it holds sent
-    said = " ".join(real.output.split())
-    assert real.exit_code == 0, said
-    assert "earlier runs of a file named" not in said
-    assert "Already sent earlier (skipped) │ 18" in said
-    assert inbox.envelopes == []

@@ -6,8 +6,8 @@ import pytest
 
 from mailmatrix.cli.defaults import default_workdir, state_dir
 
-
-@pytest.mark.parametrize(
+# Each folder: how it is found, its variable, the XDG one, and where it is under the home
+FOLDERS = pytest.mark.parametrize(
     ("where", "variable", "xdg", "under_home"),
     [
         (default_workdir, "MAILMATRIX_WORKDIR", "XDG_DATA_HOME", ".local/share"),
@@ -15,6 +15,9 @@ from mailmatrix.cli.defaults import default_workdir, state_dir
     ],
     ids=["default-workdir", "state-folder"],
 )
+
+
+@FOLDERS
 def test_the_environment_names_the_folder_else_the_users_own(
     monkeypatch, tmp_path, where, variable, xdg, under_home
 ):
@@ -31,6 +34,37 @@ def test_the_environment_names_the_folder_else_the_users_own(
     # the same folder wherever the command runs from
     monkeypatch.chdir(tmp_path)
     assert where().is_absolute() and where() == tmp_path / "home" / under_home / "mailmatrix"
+
+
+@FOLDERS
+def test_a_relative_xdg_folder_is_ignored_and_a_tilde_is_the_home_folder(
+    monkeypatch, tmp_path, where, variable, xdg, under_home
+):
+    # (the XDG Base Directory Specification: a relative path is invalid, to be ignored;
+    # a relative one would be another folder, with other records, for each current folder)
+    monkeypatch.delenv(variable)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for relative in ("xdg", "./xdg", "~user-not-expanded/xdg"):
+        monkeypatch.setenv(xdg, relative)
+        assert where() == tmp_path / "home" / under_home / "mailmatrix", relative
+
+    monkeypatch.setenv(xdg, "~/xdg")
+    assert where() == tmp_path / "home" / "xdg" / "mailmatrix"
+
+
+def test_a_relative_state_folder_is_refused_and_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    from mailmatrix.errors import RecordNotWritable
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAILMATRIX_STATE_DIR", "~/state")
+    assert state_dir() == tmp_path / "home" / "state"
+
+    # (another folder, with another record, for each folder the command runs from)
+    for relative in ("state", "~user-not-expanded/state"):
+        monkeypatch.setenv("MAILMATRIX_STATE_DIR", relative)
+        with pytest.raises(RecordNotWritable, match=rf"^MAILMATRIX_STATE_DIR={relative}: not an"):
+            state_dir()
 
 
 def test_the_state_folder_is_not_in_the_default_workdir(monkeypatch, tmp_path):

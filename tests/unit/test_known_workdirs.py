@@ -99,3 +99,23 @@ def test_commands_that_only_look_see_an_earlier_record_and_write_nothing(
     assert _kept(known) == EARLIER
     assert not state_dir.exists()
     assert sorted(path.name for path in default.iterdir()) == [local.KNOWN_WORKDIRS]
+
+
+def test_a_state_folder_inside_a_workdir_the_record_names_is_refused(monkeypatch, tmp_path):
+    from mailmatrix.errors import StateFolderUnsafe
+
+    # GIVEN the record kept in a folder inside a workdir it names (put back from a backup,
+    # that workdir would take the record back with it)
+    workdir = tmp_path / "earlier-workdir"
+    state = workdir / "state"
+    state.mkdir(parents=True)
+    monkeypatch.setenv("MAILMATRIX_STATE_DIR", str(state))
+    kept = json.dumps({"workdirs": {str(workdir): {"c": [ONE]}}, "sent": {}})
+    (state / local.KNOWN_WORKDIRS).write_text(kept)
+
+    # WHEN a run from another workdir takes the record THEN it is refused, and the record is
+    # left as it was
+    refused = pytest.raises(StateFolderUnsafe, match=f"is inside the workdir {workdir}[.]")
+    with refused, local._known_locked(tmp_path / "another"):
+        pass
+    assert (state / local.KNOWN_WORKDIRS).read_text() == kept

@@ -183,6 +183,30 @@ def test_outcomes_are_per_campaign_in_row_order_and_found_by_message_id(ledger):
     assert ledger.find_by_message_id("nope") is None
 
 
+def test_the_ids_of_letters_sent_tell_the_outbox_from_a_mail_server(ledger, tmp_path):
+    from mailmatrix.adapters.mailer_maildir import NAME_GLOB, MaildirMailer
+
+    # GIVEN letters recorded sent: one with the name the outbox gave its file, one with the
+    # Message-ID a mail server's letter keeps, one with the outbox's name of earlier versions
+    outbox = MaildirMailer(tmp_path / "outbox")
+    name = outbox.send(
+        b"Subject: x\r\n\r\nx\r\n", sender="a@example.com", destinations=["b@example.com"]
+    )
+    sent = {"outbox": name, "server": "3f2a9c@example.com", "earlier": "1796517583.M9f3eP22.vm"}
+    for key, message_id in sent.items():
+        ledger.claim(key, campaign=key, row=2, attempt="a")
+        ledger.record_sent(key, message_id=message_id)
+    ledger.claim("both", campaign="outbox", row=3, attempt="a")
+
+    # THEN each campaign's letters are told apart by their ids (a claim not sent counts not)
+    assert ledger.sent_ids_named("outbox", NAME_GLOB) == (True, False)
+    assert ledger.sent_ids_named("server", NAME_GLOB) == (False, True)
+    assert ledger.sent_ids_named("earlier", NAME_GLOB) == (True, False)
+    assert ledger.sent_ids_named("none", NAME_GLOB) == (False, False)
+    ledger.record_sent("both", message_id="<1796517583.M1P2Q3Rab.host@example.com>")
+    assert ledger.sent_ids_named("outbox", NAME_GLOB) == (True, True)
+
+
 def test_the_ledger_survives_reopening(tmp_path, opened):
     path = str(tmp_path / "ledger.db")
     first = opened(path)
