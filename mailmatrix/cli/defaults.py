@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mailmatrix.errors import StateFolderUnsafe
+from mailmatrix.errors import ConfigurationError, StateFolderUnsafe
 
 
 def default_workdir() -> Path:
@@ -15,7 +15,15 @@ def default_workdir() -> Path:
     MAILMATRIX_WORKDIR, else $XDG_DATA_HOME/mailmatrix, else ~/.local/share/mailmatrix.
     """
     if os.environ.get("MAILMATRIX_WORKDIR"):
-        return Path(os.environ["MAILMATRIX_WORKDIR"]).expanduser()
+        given = os.environ["MAILMATRIX_WORKDIR"]
+        folder = os.path.expanduser(given)  # leaves ~user of no such user (Path's raises)
+        if folder.startswith("~"):
+            raise ConfigurationError(
+                f"MAILMATRIX_WORKDIR={given}: no such user's home folder. Nothing was sent."
+                " Set MAILMATRIX_WORKDIR to the workdir's path (or unset it), then run the"
+                " command again"
+            )
+        return Path(folder)
     return _xdg_home("XDG_DATA_HOME", ".local/share") / "mailmatrix"
 
 

@@ -6,13 +6,22 @@ import gc
 
 import click
 
-from mailmatrix.cli import aws_cmds, engine_cmds, preview_cmd, run_cmd, validate_cmd
+from mailmatrix.cli import aws_cmds, engine_cmds, exits, preview_cmd, run_cmd, validate_cmd
+from mailmatrix.cli.defaults import default_workdir
+from mailmatrix.errors import ConfigurationError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mailmatrix")
 def cli() -> None:
     """MailMatrix: bulk, personalised email on AWS Step Functions, or on this machine."""
+    # Before the command's options take it as their default: a setting it cannot read is
+    # said as such, not as a traceback
+    try:
+        default_workdir()
+    except ConfigurationError as exc:
+        click.echo(f"mailmatrix: {exc}", err=True)
+        raise SystemExit(exits.INPUT_UNUSABLE) from exc
 
 
 for _module in (run_cmd, validate_cmd, preview_cmd, engine_cmds, aws_cmds):

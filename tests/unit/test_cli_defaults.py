@@ -135,3 +135,22 @@ def test_a_delivery_is_the_url_without_its_password_and_options(url, delivery):
     from mailmatrix.local import delivery_of
 
     assert delivery_of(url) == delivery
+
+
+def test_a_workdir_in_the_home_of_no_such_user_is_said_not_a_traceback(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN a MAILMATRIX_WORKDIR in the home folder of a user this machine does not have
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", "~no-such-user-here/mailmatrix")
+    monkeypatch.chdir(tmp_path)
+
+    # WHEN a command takes it as its default workdir
+    ran = CliRunner().invoke(cli, ["executions"])
+
+    # THEN it says which setting, exits as for an unusable input, and makes no folder
+    assert ran.exit_code == 3, ran.output
+    assert "MAILMATRIX_WORKDIR=~no-such-user-here/mailmatrix: no such user's home" in ran.output
+    assert not isinstance(ran.exception, RuntimeError)
+    assert list(tmp_path.iterdir()) == []
