@@ -77,6 +77,14 @@ class PlaceholderSender(ConfigurationError):
     spoofed, and the recipients could not answer it."""
 
 
+class PlaceholderConstant(ConfigurationError):
+    """A run would deliver letters whose templates' constants (the manifest's ``context``)
+    write an address at a domain reserved for examples (the demo's ``contact_email:
+    talent@example.com``, kept in a copy of its templates) through an SMTP server or SES to a
+    recipient outside those domains: the letters would tell them to write to an address that
+    nobody reads."""
+
+
 class AttachmentChanged(MailMatrixError):
     """A row's attachment is not the file validation saw (another size or version tag): it
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""
