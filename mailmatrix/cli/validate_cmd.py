@@ -565,6 +565,10 @@ def _show(
             f"[yellow]Only as a trial[/]: {sending} into the outbox (`run` without --smtp), not"
             " through a mail server (below)."
         )
+    elif report.warnings:  # not errors, but not all good: say so where people look last
+        if would == report.valid:
+            sending = f"{would} row(s) would be sent"
+        console.print(f"[yellow]{sending}; read the warning(s) above[/].")
     elif would == report.valid:
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
