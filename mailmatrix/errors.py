@@ -216,8 +216,10 @@ class LedgerError(MailMatrixError):
 class LedgerNotWritten(LedgerError):
     """The send ledger cannot be written for a cause no retry heals: no room (its disk full,
     the file size limit reached) or no write access (a read-only file, folder or file
-    system). Its own error name, which the state machine does not retry: the run ends at
-    once with its message, saying what to fix, instead of after minutes of retries."""
+    system); on DynamoDB, a refusal no retry gets past (no access, no table, a request refused
+    as invalid, the table's KMS key unusable). Its own error name, which the state machine
+    does not retry: the run ends at once with its message, saying what to fix, instead of
+    after minutes of retries."""
 
 
 class EngineError(MailMatrixError):
