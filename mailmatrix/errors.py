@@ -89,6 +89,14 @@ class PlaceholderSender(ConfigurationError):
     spoofed, and the recipients could not answer it."""
 
 
+class PlaceholderConstant(ConfigurationError):
+    """A run would deliver letters whose templates' constants (the manifest's ``context``)
+    write an address at a domain reserved for examples (the demo's ``contact_email:
+    talent@example.com``, kept in a copy of its templates) through an SMTP server or SES to a
+    recipient outside those domains: the letters would tell them to write to an address that
+    nobody reads."""
+
+
 class AttachmentChanged(MailMatrixError):
     """A row's attachment is not the file validation saw (another size or version tag): it
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""
@@ -220,8 +228,10 @@ class LedgerError(MailMatrixError):
 class LedgerNotWritten(LedgerError):
     """The send ledger cannot be written for a cause no retry heals: no room (its disk full,
     the file size limit reached) or no write access (a read-only file, folder or file
-    system). Its own error name, which the state machine does not retry: the run ends at
-    once with its message, saying what to fix, instead of after minutes of retries."""
+    system); on DynamoDB, a refusal no retry gets past (no access, no table, a request refused
+    as invalid, the table's KMS key unusable). Its own error name, which the state machine
+    does not retry: the run ends at once with its message, saying what to fix, instead of
+    after minutes of retries."""
 
 
 class EngineError(MailMatrixError):

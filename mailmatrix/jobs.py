@@ -40,6 +40,7 @@ from mailmatrix.core.send import (
     compose,
     envelope_sender,
     idempotency_key,
+    placeholder_constant,
     placeholder_sender,
     recipient_key,
     send_batch,
@@ -55,6 +56,7 @@ from mailmatrix.errors import (
     InputFileError,
     NameLikeAnother,
     ObjectChanged,
+    PlaceholderConstant,
     PlaceholderSender,
     StorageError,
     TemplateError,
@@ -521,6 +523,35 @@ def placeholder_sender_refusal(
     )
 
 
+def placeholder_constant_refusal(
+    constant: tuple[str, str],
+    found: tuple[int, str, str],
+    *,
+    name: str,
+    via: str,
+    manifest: str,
+    then: str,
+    trial: str = "Into the local outbox, a trial",
+) -> PlaceholderConstant:
+    """The refusal of a run that would mail ``found``, the (row, column, address) of file
+    ``name`` outside the domains reserved for examples, through the mail service ``via``,
+    letters whose constant ``constant`` (name, address: see placeholder_constant) in the
+    templates' ``manifest`` is a placeholder at one of them; ``then``: what to do once it is
+    one's own; ``trial``: the run that sends nobody, which still goes."""
+    key, placeholder = constant
+    row, column, address = found
+    return PlaceholderConstant(
+        f"templates: the constant {key} under 'context' in {manifest} holds {placeholder}, a"
+        " placeholder at a domain reserved for examples: the letters would tell their readers"
+        f" to write to an address nobody reads, and {via} would deliver them to real people"
+        f" ({name} row {row}, {column} {mask(address)}); nothing was sent. Write an address of"
+        f" yours there (or delete {key}, if no template prints it), {then}. ({trial},"
+        " the letters go whatever the constants; through a mail server, constants at those"
+        f" domains go only to addresses at domains reserved for examples: {RESERVED_SAID})",
+        details={"code": "PlaceholderConstant", "row": row},
+    )
+
+
 def validate_job(
     storage: Storage,
     source: Source,
@@ -549,7 +580,8 @@ def validate_job(
     template sets or upload, so before anything is sent, when a valid row would mail them to
     an address (To, Cc or Bcc) outside the domains reserved for examples: unless a dry run,
     or the mailer only fills an outbox. So is a sender at one of those domains, whatever the
-    templates (PlaceholderSender).
+    templates (PlaceholderSender), and a constant of the manifest's ``context`` that writes an
+    address at one of them (PlaceholderConstant: letters telling real people to write to it).
 
     ``preflight(sender, needed)`` checks the mail service before anything is planned;
     ``preflight_counts``: it checks a quota (SES), so ``needed`` is the messages this run
@@ -625,7 +657,9 @@ def validate_job(
     # The demo templates, and a placeholder sender, may reach only the domains reserved for
     # examples, unless the run only files its letters in an outbox, or only previews them.
     sent_for_real = not dry_run and not settings.into_outbox
-    guard_demo = (catalog.demo or placeholder_sender(sender)) and sent_for_real
+    constant = placeholder_constant(catalog.context)
+    guarded = catalog.demo or placeholder_sender(sender) or constant is not None
+    guard_demo = guarded and sent_for_real
     real: list[tuple[int, str, str]] = []
 
     # Stream the rows once: each valid row becomes one manifest line on local disk (Lambda's
@@ -705,8 +739,10 @@ def validate_job(
             prefix=settings.templates_prefix,
             stack=settings.stack,
         )
-    if real:
+    if real and placeholder_sender(sender):
         raise _placeholder_refusal(sender, real[0], source, settings)
+    if real and constant is not None:
+        raise _constant_refusal(constant, real[0], source, settings)
     if ledger is not None and used_sets:
         gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
         if gone:
@@ -811,6 +847,30 @@ def _placeholder_refusal(
     name = source.key.rsplit("/", 1)[-1]
     return placeholder_sender_refusal(
         sender, origin, found, name=name, via=via, own=own, trial=trial
+    )
+
+
+def _constant_refusal(
+    constant: tuple[str, str], found: tuple[int, str, str], source: Source, settings: Settings
+) -> PlaceholderConstant:
+    """The refusal of a run whose templates' ``constant`` is a placeholder, to ``found`` (see
+    placeholder_constant_refusal), saying where to make it one's own: the templates uploaded
+    to the stack's bucket, or the run's templates folder."""
+    manifest = f"the templates' {MANIFEST}"
+    then = "then run the file again"
+    trial = "Into the local outbox, a trial"
+    if settings.stack:
+        where = f"s3://{source.bucket}/{settings.templates_prefix}"
+        manifest = f"{where}{MANIFEST}"
+        then = (
+            "in your templates folder, upload it over them: aws s3 sync"
+            f" my-campaign/templates/ {where} --delete, then send the file again"
+        )
+        trial = "In a dry run (aws send --dry-run), which sends nothing"
+    name = source.key.rsplit("/", 1)[-1]
+    via = "SES" if settings.mailer == "ses" else "the mail server"
+    return placeholder_constant_refusal(
+        constant, found, name=name, via=via, manifest=manifest, then=then, trial=trial
     )
 
 

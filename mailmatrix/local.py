@@ -75,6 +75,7 @@ from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
     idempotency_key,
+    placeholder_constant,
     placeholder_sender,
     recipient_key,
     template_sets_changed,
@@ -105,6 +106,7 @@ from mailmatrix.jobs import (
     campaign_name,
     load_templates,
     name_like_another,
+    placeholder_constant_refusal,
     placeholder_sender_refusal,
     retry_metadata,
 )
@@ -590,13 +592,24 @@ def campaign_way(
 def manifest_sender(templates: Path) -> str | None:
     """The sender the templates folder's manifest names (None: none, or no readable one:
     loading the templates says what is wrong with it)."""
+    sender = _manifest(templates).get("sender")
+    return str(sender) if sender else None
 
+
+def manifest_context(templates: Path) -> dict[str, Any]:
+    """The constants the templates folder's manifest holds (``context``; none when there is
+    no readable one: loading the templates says what is wrong with it)."""
+    context = _manifest(templates).get("context")
+    return context if isinstance(context, dict) else {}
+
+
+def _manifest(templates: Path) -> dict[str, Any]:
+    """The templates folder's manifest as YAML reads it; empty when it cannot be read."""
     try:
         manifest = yaml.safe_load((templates / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
-        return None
-    sender = manifest.get("sender") if isinstance(manifest, dict) else None
-    return str(sender) if sender else None
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def same_sender(one: str, other: str | None) -> bool:
@@ -1812,7 +1825,9 @@ def check_real_recipients(
     outside the domains reserved for examples, the demo templates (DemoTemplates: see is_demo;
     run without --templates, a real campaign would mail its people the demo company's
     letters), or letters From a placeholder (PlaceholderSender: ``sender``, else the
-    manifest's, at one of those domains, as a copy of the demo's templates keeps it). The
+    manifest's, at one of those domains, as a copy of the demo's templates keeps it), or
+    letters whose manifest's constants write an address at one of those domains
+    (PlaceholderConstant: the demo's contact_email, kept in a copy). The
     demo's own addresses (example.com, .example) may go through a local mail catcher. A file
     intake cannot read, or a sender that is not one address, is left to validation, which
     refuses it."""
@@ -1823,7 +1838,9 @@ def check_real_recipients(
         manifest = templates_dir / MANIFEST
         sender, origin = manifest_sender(templates_dir), f"'sender' in {manifest}"
         own = f"Set your own From address as 'sender' in {manifest}, or give it with --sender"
-    if not demo and not (sender and placeholder_sender(sender)):
+    placeholder = bool(sender and placeholder_sender(sender))
+    constant = placeholder_constant(manifest_context(templates_dir))
+    if not demo and not placeholder and constant is None:
         return
     try:
         with open_recipients(csv_path) as stream:
@@ -1835,14 +1852,24 @@ def check_real_recipients(
     via = f"--smtp {redacted(mailer)}"
     if demo:
         raise demo_templates_refusal(templates_dir, real, name=csv_path.name, via=via)
-    assert sender is not None  # (a placeholder)
-    raise placeholder_sender_refusal(
-        sender,
-        origin,
+    if placeholder:
+        assert sender is not None
+        raise placeholder_sender_refusal(
+            sender,
+            origin,
+            real,
+            name=csv_path.name,
+            via=via,
+            own=f"{own}, then run the file again",
+        )
+    assert constant is not None
+    raise placeholder_constant_refusal(
+        constant,
         real,
         name=csv_path.name,
         via=via,
-        own=f"{own}, then run the file again",
+        manifest=str(templates_dir / MANIFEST),
+        then="then run the file again",
     )
 
 

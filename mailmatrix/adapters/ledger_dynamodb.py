@@ -44,7 +44,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import LedgerError
+from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
@@ -1078,7 +1078,21 @@ class DynamoDbLedger:
         return response.get("Item")
 
     def _error(self, action: str, what: str, error: Exception) -> LedgerError:
-        return LedgerError(f"dynamodb://{self.table}: {action} {what[:24]}: {error}")
+        """The LedgerError of ``action`` on ``what`` that failed with ``error``, which the
+        state machine retries (throttling, DynamoDB's own faults, the network); one that no
+        retry gets past (_REFUSALS: no access, no table, a request refused as invalid, the
+        table's KMS key unusable) is a LedgerNotWritten, which ends the run at once, saying
+        what to check."""
+        said = f"dynamodb://{self.table}: {action} {what[:24]}: {error}"
+        code = _aws.error_code(error) if isinstance(error, ClientError) else ""
+        check = _REFUSALS.get(code)
+        if check is None:
+            return LedgerError(said)
+        return LedgerNotWritten(
+            f"{said}. DynamoDB refused it with {code}, which no retry gets past, so the state"
+            f" machine does not retry it: {check.format(table=self.table)}, then redrive (rows"
+            " recorded as sent are skipped)."
+        )
 
 
 def _upload(campaign: str, item: dict[str, Any] | None) -> Upload | None:
@@ -1167,6 +1181,38 @@ def _uncertain_mark(values: dict[str, Any], uncertain: bool) -> str:
     values[":true"] = {"BOOL": True}
     return ", #unc = :true"
 
+
+# DynamoDB's error codes that a retry of the same request meets again ("OK to retry? No" in
+# its error handling guide, ConditionalCheckFailedException aside, which the ledger reads as
+# an answer), and the table's KMS key made unusable; what to check for each. Throttling
+# (ProvisionedThroughputExceededException, ThrottlingException, RequestLimitExceeded),
+# InternalServerError, ServiceUnavailable and the network pass: the state machine retries them.
+_NO_ACCESS = (
+    "check that the function's IAM role may do this on table {table} and its indexes, and that"
+    " no policy denies it (infra/template.yaml grants the role its actions)"
+)
+_KEY_UNUSABLE = (
+    "check in KMS that the key that encrypts table {table} exists, is enabled and not pending"
+    " deletion, and that its key policy lets DynamoDB use it (DynamoDB archives a table whose"
+    " key stays inaccessible for seven days)"
+)
+_REFUSALS = {
+    "AccessDeniedException": _NO_ACCESS,
+    "IncompleteSignatureException": _NO_ACCESS,
+    "MissingAuthenticationTokenException": _NO_ACCESS,
+    "ResourceNotFoundException": (
+        "check that table {table} and its indexes exist in the function's account and region,"
+        " as the stack deploys them, and that MAILMATRIX_LEDGER names the table"
+    ),
+    "ValidationException": (
+        "check that table {table} is defined as infra/template.yaml defines it (its key and"
+        " indexes); DynamoDB refuses an item over 400 KB this way too"
+    ),
+    "KMSAccessDeniedException": _KEY_UNUSABLE,
+    "KMSDisabledException": _KEY_UNUSABLE,
+    "KMSInvalidStateException": _KEY_UNUSABLE,
+    "KMSNotFoundException": _KEY_UNUSABLE,
+}
 
 _SIZE_PROBES = 10  # sent_sizes queries at once: botocore keeps 10 connections a client
 

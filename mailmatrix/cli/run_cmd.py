@@ -58,6 +58,7 @@ from mailmatrix.errors import (
     MailMatrixError,
     NameLikeAnother,
     NoEarlierRun,
+    PlaceholderConstant,
     PlaceholderSender,
 )
 from mailmatrix.jobs import report_key
@@ -632,6 +633,7 @@ def run(
             | NoEarlierRun
             | DemoTemplates
             | PlaceholderSender
+            | PlaceholderConstant
             | BadWorkdir
             | LedgerLost
             | NameLikeAnother

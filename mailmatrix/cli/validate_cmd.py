@@ -28,9 +28,14 @@ from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRule
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
-from mailmatrix.core.send import placeholder_sender, sender_problem
+from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
-from mailmatrix.jobs import load_templates, placeholder_sender_refusal, row_recipients
+from mailmatrix.jobs import (
+    load_templates,
+    placeholder_constant_refusal,
+    placeholder_sender_refusal,
+    row_recipients,
+)
 from mailmatrix.private import private_files
 from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
@@ -186,7 +191,10 @@ def validate_command(
         forecast = _forecast(workdir, csv_file, catalog.names)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(
-            templates_dir, run_sender, forecast.see if forecast is not None else None
+            templates_dir,
+            run_sender,
+            catalog.context,
+            forecast.see if forecast is not None else None,
         )
         try:
             with open_recipients(csv_file) as stream:
@@ -275,17 +283,24 @@ def validate_command(
 class RealRecipients:
     """Watches the valid rows (``see``, passing each on to ``then``) for the first recipient
     outside the domains reserved for examples when the letters must not reach one through a
-    mail server: the demo templates (in ``templates_dir``), or a placeholder ``sender``."""
+    mail server: the demo templates (in ``templates_dir``), a placeholder ``sender``, or a
+    placeholder among the templates' constants (``context``)."""
 
     def __init__(
-        self, templates_dir: Path, sender: str, then: Callable[[dict[str, Any]], None] | None
+        self,
+        templates_dir: Path,
+        sender: str,
+        context: dict[str, Any],
+        then: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         from mailmatrix.local import is_demo
 
         self.templates_dir = templates_dir
         self.sender = sender
         self.demo = is_demo(templates_dir)
-        self.guarded = self.demo or placeholder_sender(sender)
+        self.placeholder = placeholder_sender(sender)
+        self.constant = placeholder_constant(context)
+        self.guarded = self.demo or self.placeholder or self.constant is not None
         self.then = then
         self.found: tuple[int, str, str] | None = None
 
@@ -298,7 +313,8 @@ class RealRecipients:
 
     def refusal(self, name: str, origin: str) -> MailMatrixError | None:
         """How `run --smtp` would refuse the file ``name``, its sender from ``origin``
-        (DemoTemplates, PlaceholderSender), validate taking no --smtp; None: it would not."""
+        (DemoTemplates, PlaceholderSender, PlaceholderConstant), validate taking no --smtp;
+        None: it would not."""
         if self.found is None:
             return None
         from mailmatrix.local import demo_templates_refusal
@@ -306,9 +322,18 @@ class RealRecipients:
         via = "`run --smtp`"
         if self.demo:
             return demo_templates_refusal(self.templates_dir, self.found, name=name, via=via)
+        manifest = self.templates_dir / "manifest.yaml"
+        if self.constant is not None and not self.placeholder:
+            return placeholder_constant_refusal(
+                self.constant,
+                self.found,
+                name=name,
+                via=via,
+                manifest=str(manifest),
+                then="then validate again",
+            )
         own = "Give your own From address with --sender (or MAILMATRIX_SENDER)"
         if origin not in ("--sender", "MAILMATRIX_SENDER"):
-            manifest = self.templates_dir / "manifest.yaml"
             own = f"Set your own From address as 'sender' in {manifest}, or give it with --sender"
         return placeholder_sender_refusal(
             self.sender, origin, self.found, name=name, via=via, own=f"{own}, then validate again"
@@ -550,6 +575,10 @@ def _show(
             f"[yellow]Only as a trial[/]: {sending} into the outbox (`run` without --smtp), not"
             " through a mail server (below)."
         )
+    elif report.warnings:  # not errors, but not all good: say so where people look last
+        if would == report.valid:
+            sending = f"{would} row(s) would be sent"
+        console.print(f"[yellow]{sending}; read the warning(s) above[/].")
     elif would == report.valid:
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:

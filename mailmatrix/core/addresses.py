@@ -86,6 +86,12 @@ def mask_addresses(text: str) -> str:
     return _IN_TEXT.sub(lambda found: mask(found.group()), text)
 
 
+def addresses_in(text: str) -> list[str]:
+    """The addresses written within ``text`` (a sentence, a mailto: link), as mask_addresses
+    finds them."""
+    return _IN_TEXT.findall(text)
+
+
 # An address within free text: a local part (plain, or quoted), "@", a domain. A local part
 # stops at the brackets and punctuation that set an address off in a reply; a domain at a
 # full stop that ends a sentence.

@@ -112,6 +112,7 @@ _PLAIN = {
     "NameLikeAnother": "a file of a name alike this one's was run before",
     "DemoTemplates": "the templates are the bundled demo's, and the file names real people",
     "PlaceholderSender": "the sender is a placeholder at a domain reserved for examples",
+    "PlaceholderConstant": "a constant of the templates is a placeholder address",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
     "TransientSendError": "the mail service failed for now",
@@ -273,6 +274,13 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "nothing was sent: the From address is a placeholder at a domain reserved for"
             " examples. Set one of your own as the cause says, then redrive (it validates the"
             " file again, with the new sender) or send the file again."
+        )
+    if "PlaceholderConstant" in errors:
+        return (
+            "nothing was sent: a constant of the templates (under context in their"
+            " manifest.yaml) writes an address at a domain reserved for examples. Make it your"
+            " own as the cause says, then redrive (it validates the file again, with the"
+            " templates as they are then) or send the file again."
         )
     if any(name in _LEDGER_ERRORS and no_room_in(text) for name, text in pairs):
         return (

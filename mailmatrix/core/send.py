@@ -47,7 +47,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmatrix.core.addresses import is_reserved_domain, mask, mask_addresses, parse_address
+from mailmatrix.core.addresses import (
+    addresses_in,
+    is_reserved_domain,
+    mask,
+    mask_addresses,
+    parse_address,
+)
 from mailmatrix.core.attachments import PDF_HEAD_BYTES, pdf_problem
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.failures import (
@@ -333,6 +339,36 @@ def placeholder_sender(sender: str) -> bool:
     except MailMatrixError:
         return False
     return is_reserved_domain(address.rpartition("@")[2])
+
+
+def placeholder_constant(context: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first (name, address) of the templates' constants (the manifest's ``context``,
+    its nested values walked: ``footer.email``, ``links[0]``) that writes an address at a
+    domain reserved for examples (the demo's ``contact_email: talent@example.com``, kept in a
+    copy of its templates): a placeholder that letters would tell their readers to write
+    to. None when no constant holds one."""
+    for name, text in _constant_texts(context, "", set()):
+        for address in addresses_in(text):
+            if is_reserved_domain(address.rpartition("@")[2]):
+                return name, address
+    return None
+
+
+def _constant_texts(value: Any, name: str, seen: set[int]) -> Iterable[tuple[str, str]]:
+    """(name, text) for each string in ``value``, named by its path from the context; a value
+    met again (a YAML alias of its own parent) is not walked twice."""
+    if isinstance(value, str):
+        yield name, value
+        return
+    if not isinstance(value, Mapping | list | tuple) or id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _constant_texts(item, f"{name}.{key}" if name else str(key), seen)
+    else:
+        for index, item in enumerate(value):
+            yield from _constant_texts(item, f"{name}[{index}]", seen)
 
 
 def _with_hint(problem: str, sender: str) -> str:

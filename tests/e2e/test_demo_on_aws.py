@@ -52,13 +52,14 @@ def sent_to() -> list[str]:
     return sorted({a for m in sent for _, a in email.utils.getaddresses(m.destinations)})
 
 
-def make_templates_ones_own(s3) -> None:
+def make_templates_ones_own(s3, *, contact: str = "hr@acme.io") -> None:
     """The operator's own templates uploaded over the demo's: here the same letters, their
-    manifest without the demo marker."""
+    manifest without the demo marker, its contact address ``contact``."""
     manifest = s3.get_object(Bucket=BUCKET, Key="templates/manifest.yaml")["Body"].read()
     text = manifest.decode("utf-8")
-    assert "\ndemo: true\n" in text
+    assert "\ndemo: true\n" in text and "\n  contact_email: talent@example.com\n" in text
     own = text.replace("\ndemo: true\n", "\n")
+    own = own.replace("contact_email: talent@example.com", f"contact_email: {contact}")
     s3.put_object(Bucket=BUCKET, Key="templates/manifest.yaml", Body=own.encode("utf-8"))
 
 
@@ -185,5 +186,38 @@ def test_a_placeholder_sender_is_refused_for_real_people_before_anything_is_sent
 
     # AND the campaign addressed to domains reserved for examples only still goes
     record = run_on_engine(account, "incoming/rehearsal.csv", body=campaign())
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(sent_to()) == 3
+
+
+def test_a_placeholder_constant_is_refused_for_real_people_before_anything_is_sent(account):
+    # GIVEN templates of one's own (no demo marker) that still write the demo's contact
+    # address, at a domain reserved for examples, and the operator's own sender (verified)
+    make_templates_ones_own(account["s3"], contact="talent@example.com")
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress="hr@acme.io")
+
+    # WHEN a file with a recipient at a real domain is sent
+    record = run_on_engine(account, "incoming/offers.csv", OWN, body=campaign(to=REAL))
+
+    # THEN ValidateRecipients refused it, nobody mailed: which constant, that nothing was
+    # sent, and how to upload one's own
+    cause = refused_in_validation(account, record, "PlaceholderConstant")
+    assert cause.startswith(
+        "templates: the constant contact_email under 'context' in"
+        f" s3://{BUCKET}/templates/manifest.yaml holds talent@example.com, a placeholder at a"
+        " domain reserved for examples: the letters would tell their readers to write to an"
+        " address nobody reads, and SES would deliver them to real people (offers.csv row 3,"
+        " Email j***@acme.io); nothing was sent."
+    )
+    assert SYNC in cause
+
+    # AND the alert says it in plain words
+    _, message = alert_of(record, cause)
+    assert (
+        "Error: a constant of the templates is a placeholder address (PlaceholderConstant)"
+    ) in message
+
+    # AND the campaign addressed to domains reserved for examples only still goes
+    record = run_on_engine(account, "incoming/rehearsal.csv", OWN, body=campaign())
     assert record["status"] == "SUCCEEDED", record.get("cause")
     assert len(sent_to()) == 3

@@ -9,14 +9,15 @@ import time
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.stub import Stubber
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.adapters.mailer_fake_ses import FakeSes
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.send import recipient_key, send_batch
-from mailmatrix.errors import LedgerError
+from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import Claim, FileOwner
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending import kit
@@ -503,6 +504,87 @@ def test_a_transaction_cancelled_for_another_reason_is_a_ledger_error(ledger, mo
     assert retrier_for(send_batch_retriers(), "LedgerNotWritten") is None
 
 
+def test_a_table_that_does_not_exist_ends_the_batch_at_once_saying_what_to_check(aws):
+    # GIVEN a ledger whose table is not in the account (a stack not deployed, a name mistyped)
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    ledger = DynamoDbLedger("ledger-gone", client)
+
+    # WHEN a row is claimed THEN the batch fails as LedgerNotWritten, which the state machine
+    # does not retry, naming the table, DynamoDB's error code and what to check
+    with pytest.raises(LedgerNotWritten) as failed:
+        ledger.claim("k1", campaign="c", row=2, attempt="a1")
+    said = str(failed.value)
+    assert said.startswith("dynamodb://ledger-gone: get k1: ")
+    assert (
+        "DynamoDB refused it with ResourceNotFoundException, which no retry gets past, so the"
+        " state machine does not retry it: check that table ledger-gone and its indexes exist"
+    ) in said
+    assert retrier_for(send_batch_retriers(), "LedgerNotWritten") is None
+
+
+@pytest.mark.parametrize(
+    ("code", "check"),
+    [
+        ("AccessDeniedException", "check that the function's IAM role may do this on table t"),
+        ("ResourceNotFoundException", "check that table t and its indexes exist"),
+        ("ValidationException", "check that table t is defined as infra/template.yaml"),
+        ("KMSDisabledException", "check in KMS that the key that encrypts table t exists"),
+        ("KMSAccessDeniedException", "check in KMS that the key that encrypts table t exists"),
+        ("KMSInvalidStateException", "check in KMS that the key that encrypts table t exists"),
+        ("KMSNotFoundException", "check in KMS that the key that encrypts table t exists"),
+    ],
+)
+def test_a_refusal_no_retry_gets_past_is_ledger_not_written(aws, code, check):
+    # GIVEN DynamoDB that refuses the ledger's write with ``code``
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    with Stubber(client) as stub:
+        stub.add_client_error("put_item", service_error_code=code, http_status_code=400)
+
+        # WHEN the campaign is halted (one PutItem)
+        with pytest.raises(LedgerError) as failed:
+            DynamoDbLedger("t", client).halt("c", code="X", reason="r", attempt="a")
+
+    # THEN it is LedgerNotWritten, not retried: the table, the code, what to check
+    assert type(failed.value) is LedgerNotWritten
+    said = str(failed.value)
+    assert said.startswith("dynamodb://t: halt c: ")
+    assert f"DynamoDB refused it with {code}, which no retry gets past" in said
+    assert f"{check}" in said and said.endswith("then redrive (rows recorded as sent are skipped).")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "network",
+    ],
+)
+def test_a_fault_a_retry_may_get_past_stays_a_ledger_error(aws, code, monkeypatch):
+    # GIVEN DynamoDB that throttles the ledger's write, fails on its side, or cannot be reached
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    ledger = DynamoDbLedger("t", client)
+    if code == "network":
+
+        def unreachable(**request):
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+        monkeypatch.setattr(client, "put_item", unreachable)
+        with pytest.raises(LedgerError) as failed:
+            ledger.halt("c", code="X", reason="r", attempt="a")
+    else:
+        with Stubber(client) as stub:
+            stub.add_client_error("put_item", service_error_code=code, http_status_code=400)
+            with pytest.raises(LedgerError) as failed:
+                ledger.halt("c", code="X", reason="r", attempt="a")
+
+    # THEN it is a LedgerError, which the state machine retries
+    assert type(failed.value) is LedgerError
+    assert retrier_for(send_batch_retriers(), "LedgerError") is not None
+
+
 def test_outcomes_of_given_keys(ledger):
     check_outcomes_of(ledger)
 
@@ -784,7 +866,7 @@ def test_a_size_query_that_fails_is_a_ledger_error(ledger, monkeypatch):
     from botocore.exceptions import EndpointConnectionError
 
     def failing(**kwargs):
-        raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
 
     monkeypatch.setattr(ledger._db, "query", failing)
     with pytest.raises(LedgerError, match="by_file"):

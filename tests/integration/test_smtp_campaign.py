@@ -436,9 +436,10 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         assert "delete the line demo: true" in said
         assert inbox.envelopes == []
 
-    # WHEN the copy is made one's own (its company, and the demo line deleted) THEN both rows
-    # go there
+    # WHEN the copy is made one's own (its company, its contact address, and the demo line
+    # deleted) THEN both rows go there
     own_text = text.replace("Acme Corporation", "Globex").replace("\ndemo: true\n", "\n")
+    own_text = own_text.replace("contact_email: talent@example.com", "contact_email: hr@globex.io")
     manifest.write_text(own_text, encoding="utf-8")
     sent = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "b"), *args])
     said = " ".join(sent.output.split())
@@ -448,6 +449,51 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         "jo@gmail.com",
     ]
     assert f"Templates: {own} From: HR <hr@globex.io>" in said
+
+
+def test_a_placeholder_among_the_constants_never_goes_through_smtp_to_real_people(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a copy of the demo templates with its line demo: true deleted and a sender of
+    # one's own, its constants still the demo's ("Questions? Write to talent@example.com"),
+    # and a file with a recipient at a real domain
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, DEMO_HEADER, REAL_ROW)
+    own = tmp_path / "own"
+    shutil.copytree(DEFAULT_TEMPLATES, own)
+    manifest = own / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8").replace("\ndemo: true\n", "\n")
+    manifest.write_text(text, encoding="utf-8")
+    args = ["--templates", str(own), "--sender", "HR <hr@globex.io>"]
+
+    # WHEN it runs through the SMTP server
+    work = tmp_path / "real"
+    refused = CliRunner().invoke(
+        cli, ["run", str(path), "--workdir", str(work), "--smtp", url, *args]
+    )
+
+    # THEN it is refused before anything is sent or made, naming the constant, the row of a
+    # real person, and what to do
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    assert (
+        f"mailmatrix run: templates: the constant contact_email under 'context' in {manifest}"
+        " holds talent@example.com, a placeholder at a domain reserved for examples: the"
+        " letters would tell their readers to write to an address nobody reads, and --smtp"
+        f" {url} would deliver them to real people (mine.csv row 3, Email j***@gmail.com);"
+        " nothing was sent. Write an address of yours there (or delete contact_email, if no"
+        " template prints it), then run the file again."
+    ) in said
+    assert inbox.envelopes == [] and not work.exists()
+
+    # AND only through a server, to real people
+    said = _refused_only_through_a_server(path, args, smtp_inbox, "PlaceholderConstant")
+    assert "the constant contact_email under 'context'" in said
 
 
 @pytest.mark.parametrize("given", [False, True], ids=["manifest", "--sender"])
@@ -497,35 +543,50 @@ def test_a_placeholder_sender_never_goes_through_smtp_to_real_people(
     assert ("with --sender" if given else f"as 'sender' in {manifest}") in said
     assert inbox.envelopes == [] and not work.exists()
 
-    # AND `validate` says `run --smtp` would refuse it, rather than "All good", and exits 0 as
-    # `run` into the outbox would succeed
+    # AND only through a server, to real people
+    _refused_only_through_a_server(path, args, smtp_inbox, "PlaceholderSender")
+
+
+def _refused_only_through_a_server(
+    path: Path, args: list[str], smtp_inbox: tuple[Inbox, str], error: str
+) -> str:
+    """Check that the file ``path`` (mine.csv: a row of the demo, and row 3 to a real person),
+    refused through the SMTP server with ``args`` as ``error``, is refused only there:
+    `validate` says `run --smtp` would refuse it, rather than "All good", and exits 0 as `run`
+    into the outbox succeeds; the trial into the outbox takes both rows, and a rehearsal
+    through the server to addresses at domains reserved for examples only goes. Returns what
+    `validate` said."""
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
     checked = CliRunner().invoke(cli, ["validate", str(path), *args])
     said = " ".join(checked.output.split())
     assert checked.exit_code == 0, said
     assert "All good" not in said
     assert "Only as a trial: the 2 valid row(s) would be sent into the outbox" in said
-    assert "`run --smtp` would refuse this file (PlaceholderSender)" in said
+    assert f"`run --smtp` would refuse this file ({error})" in said
     assert "(mine.csv row 3, Email j***@gmail.com)" in said
 
-    # AND the trial into the outbox still takes both rows
-    trial = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(tmp_path / "t"), *args])
+    trials = path.parent / "trials"
+    trial = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(trials / "t"), *args])
     assert trial.exit_code == 0, trial.output
-    assert len(list((tmp_path / "t" / "outbox" / "new").iterdir())) == 2
+    assert len(list((trials / "t" / "outbox" / "new").iterdir())) == 2
 
-    # AND a rehearsal through the server to addresses at domains reserved for examples only
-    # goes
     rehearsal = path.with_name("rehearsal.csv")
     rehearsal.write_text(
         path.read_text(encoding="utf-8").replace("jo@gmail.com", "jo@example.net"),
         encoding="utf-8",
     )
-    work = str(tmp_path / "r")
+    work = str(trials / "r")
     sent = CliRunner().invoke(cli, ["run", str(rehearsal), "--workdir", work, "--smtp", url, *args])
     assert sent.exit_code == 0, sent.output
     assert sorted(rcpts[0] for _, rcpts, _ in inbox.envelopes) == [
         "amelia.hart@example.com",
         "jo@example.net",
     ]
+    return said
 
 
 class NotNow(Inbox):

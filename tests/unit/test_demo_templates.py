@@ -75,3 +75,36 @@ def test_the_catalog_reads_the_demo_marker():
     with pytest.raises(TemplateError, match=r"'demo' must be true .* or false"):
         load_catalog(odd)
     assert not marks_demo(odd["manifest.yaml"])
+
+
+@pytest.mark.parametrize(
+    ("context", "found"),
+    [
+        ({"contact_email": "talent@example.com"}, ("contact_email", "talent@example.com")),
+        (
+            {"footer": {"links": ["https://globex.io", "Write to <hr@jobs.example.org>."]}},
+            ("footer.links[1]", "hr@jobs.example.org"),
+        ),
+        ({"help": "mailto:desk@it.test?subject=Offer"}, ("help", "desk@it.test")),
+        ({"company": "Globex", "contact_email": "hr@globex.io", "year": 2027}, None),
+        ({"contact_email": "hr@example.community"}, None),
+        ({}, None),
+    ],
+    ids=["plain", "nested", "in-text", "own", "lookalike", "none"],
+)
+def test_a_constant_at_a_domain_reserved_for_examples_is_a_placeholder(context, found):
+    from mailmatrix.core.send import placeholder_constant
+
+    assert placeholder_constant(context) == found
+
+
+def test_a_constant_that_holds_itself_is_walked_once():
+    import yaml
+
+    from mailmatrix.core.send import placeholder_constant
+
+    # GIVEN constants whose YAML alias refers to its own parent
+    context = yaml.safe_load("links: &own [hr@globex.io, *own, {help: desk@acme.invalid}]")
+
+    # THEN the walk ends, finding the placeholder under it
+    assert placeholder_constant(context) == ("links[2].help", "desk@acme.invalid")

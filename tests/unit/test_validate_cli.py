@@ -91,9 +91,12 @@ def test_a_column_that_looks_like_cc_but_is_not_read_as_one_is_warned_of(tmp_pat
     found = json.loads(invoke(path, "--json").output)
 
     # THEN both outputs warn that its addresses are not copied, and which names are read;
-    # the file is still valid (the column is a column of the letter, as before)
+    # the file is still valid (the column is a column of the letter, as before), and the last
+    # word points back at the warning rather than saying "All good"
     said = " ".join(shown.output.split())
     assert shown.exit_code == exits.OK, said
+    assert "All good" not in said
+    assert "1 row(s) would be sent; read the warning(s) above." in said
     warning = (
         "column 'Cc (optional)' looks like a Cc column but is not read as one, and no template"
         " uses it: its addresses are not copied on the letters. Cc is read from the column"
