@@ -39,6 +39,12 @@ A write that fails for want of room (a full disk, the file size limit) says so i
 (_no_room), where SQLite says "disk I/O error" for the file size limit. Such a write, and one
 refused as the file cannot be written (read-only, no access), raises LedgerNotWritten: no
 retry gets through, so the run ends at once; a busy database raises LedgerError, retried.
+
+A letter the mail server (or the outbox) took is recorded sent by one more write, whose loss
+would send it again: record_sent waits out a busy ledger far longer than other writes
+(``sent_patience``, within the lease of the letter's claim), and where it still cannot write,
+keeps the mark in a journal beside the ledger (sent_journal: ``<ledger>-sent``). Claims read
+the journal first; the ledger's next writable open records its letters and removes it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ try:
 except ImportError:  # not on this system: writers poll SQLite's lock instead
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.adapters.sent_journal import KeptLetter, SentJournal
 from mailmatrix.core.failures import DISK_FULL
 from mailmatrix.disk import file_size_limit, size_limit_words
 from mailmatrix.errors import LedgerError, LedgerNotWritten
@@ -90,6 +97,10 @@ from mailmatrix.processes import process_token, token_running
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_SECONDS = 30.0
+# How long record_sent waits for a busy ledger (another process holding its write lock)
+# before it keeps the letter in the journal instead: the letter is out, and recording it is
+# all that is left (the claim's lease bounds it too: past it, another attempt may take over).
+SENT_PATIENCE_SECONDS = 600.0
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 SCHEMA = """
@@ -249,11 +260,12 @@ def _no_room(path: str, exc: sqlite3.Error) -> str | None:
     return DISK_FULL if found.f_bavail == 0 else None
 
 
-def _while_busy(action: Callable[[], _T]) -> _T:
-    """Run ``action``, again while another connection holds the lock it needs (up to 30 s),
-    after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler sleeps 1, 2, 5, 10 ms)."""
+def _while_busy(action: Callable[[], _T], timeout: float = BUSY_TIMEOUT_SECONDS) -> _T:
+    """Run ``action``, again while another connection holds the lock it needs (up to
+    ``timeout`` seconds), after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler
+    sleeps 1, 2, 5, 10 ms)."""
     delay = 0.0001
-    give_up = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    give_up = time.monotonic() + timeout
     while True:
         try:
             return action()
@@ -262,6 +274,13 @@ def _while_busy(action: Callable[[], _T]) -> _T:
                 raise
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.002)
+
+
+def _busy(error: LedgerError) -> bool:
+    """Whether ``error`` is a ledger's found busy (locked by another connection)."""
+    cause = error.__cause__
+    code = getattr(cause, "sqlite_errorcode", None) or 0
+    return not isinstance(error, LedgerNotWritten) and code & 0xFF in _BUSY
 
 
 def _read_only_uri(path: str) -> str | None:
@@ -301,13 +320,23 @@ class SqliteLedger:
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
         delivery: str | None = None,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        sent_patience: float = SENT_PATIENCE_SECONDS,
     ) -> None:
         """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
         for what only reads it, read-only where the user may not write it (_read_only_uri);
         ``delivery``: how the letters of the claims it grants go out (delivery_of: ``outbox``
-        or ``smtp://user@host:port``), kept per campaign (deliveries)."""
+        or ``smtp://user@host:port``), kept per campaign (deliveries). A write waits up to
+        ``busy_timeout`` seconds for another connection's lock, record_sent up to
+        ``sent_patience`` (then it keeps the letter in the journal)."""
         self.path = str(path)
         self._clock = clock
+        self._busy_timeout = busy_timeout
+        self._sent_patience = sent_patience
+        self._journal = SentJournal(self.path)
+        # The keys claimed here and not recorded yet: their rows, leases and attempts
+        self._claimed: dict[str, tuple[int, float, str]] = {}
+        self._told_busy = False  # record_sent said once that it waits for a busy ledger
         self._delivery = delivery
         # The campaigns whose claims here have noted the delivery (once per campaign)
         self._noted: set[str] = set()
@@ -320,7 +349,7 @@ class SqliteLedger:
         try:
             self._db = sqlite3.connect(
                 uri or self.path,
-                timeout=30.0,
+                timeout=busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
                 uri=uri is not None,
@@ -334,7 +363,7 @@ class SqliteLedger:
             # Several processes open a new ledger at once (the workers of a run): switching
             # to WAL may answer "database is locked" without waiting, so the set-up, which
             # can run twice, is tried again until it gets through.
-            _while_busy(self._set_up)
+            _while_busy(self._set_up, busy_timeout)
             # Waiting for another process's write lock is done by _locked below, in steps of
             # a fraction of a millisecond; SQLite's own busy handler sleeps 1, 2, 5, 10... ms,
             # which left the sending processes idle half the time.
@@ -344,6 +373,24 @@ class SqliteLedger:
             if isinstance(exc, sqlite3.Error):
                 raise _error(self.path, "cannot open", exc) from exc
             raise
+        self._replay_journal()
+
+    def _replay_journal(self) -> None:
+        """Record the letters the journal kept (sent when the ledger could not record them),
+        then remove it; where the ledger cannot be written yet, the journal stays."""
+        try:
+            with self._journal.replaying() as letters:
+                if letters is None:
+                    return
+                with self._transaction("record the letters kept in the journal") as db:
+                    for letter in letters:
+                        parts = (letter.key, letter.message_id, letter.uncertain, letter.file)
+                        db.execute(*_record_sent(parts, letter.at))
+                self._journal.remove()  # only once they are committed
+        except (LedgerError, OSError) as exc:
+            log.debug("ledger: the journal %s stays: %s", self._journal.path, exc)
+            return
+        log.info("ledger: recorded %d letter(s) kept in the journal", len(letters))
 
     def _set_up(self) -> None:
         db = self._db
@@ -379,7 +426,7 @@ class SqliteLedger:
 
     def _locked(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
         """Execute ``sql``, retrying while another connection holds the write lock (30 s)."""
-        return _while_busy(lambda: self._db.execute(sql, parameters))
+        return _while_busy(lambda: self._db.execute(sql, parameters), self._busy_timeout)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -440,7 +487,15 @@ class SqliteLedger:
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
     ) -> Claim:
         """Claim ``key`` (see _claim); the first claim of each campaign granted here also
-        notes, in its transaction, how its letter goes out (deliveries)."""
+        notes, in its transaction, how its letter goes out (deliveries). A key whose letter
+        the journal kept (sent, not recorded here) is sent."""
+        kept = self._journal.sent(key)
+        if kept is not None:
+            if sent_before is not None:
+                before, message_id, uncertain, file = letter_parts(sent_before)
+                self.record_sent(before, message_id=message_id, uncertain=uncertain, file=file)
+            doubt = doubt_reason(kept.uncertain, 0)
+            return Claim("sent", message_id=kept.message_id, attempt=kept.attempt, reason=doubt)
         granted = self._claim(
             key,
             campaign=campaign,
@@ -451,8 +506,13 @@ class SqliteLedger:
             others=others,
             owner=owner,
         )
-        if granted.state == "claimed" and self._delivery is not None:
-            self._noted.add(campaign)  # committed with the claim
+        if sent_before is not None:
+            self._claimed.pop(sent_before[0], None)
+        if granted.state == "claimed":
+            lease = self._clock() + DEFAULT_CLAIM_LEASE_SECONDS
+            self._claimed[key] = (row, lease if lease_until is None else lease_until, attempt)
+            if self._delivery is not None:
+                self._noted.add(campaign)  # committed with the claim
         return granted
 
     def _claim(
@@ -663,12 +723,62 @@ class SqliteLedger:
         file: LetterFile | None = None,
     ) -> None:
         """Mark ``key`` as sent with the service's message id, and the file it carried as
-        its recipient's own, in one statement (see the Ledger port)."""
-        self._statement(
-            f"record_sent {key[:12]}",
-            *_record_sent((key, message_id, uncertain, file), self._clock()),
-            write=True,
-        )
+        its recipient's own, in one statement (see the Ledger port). A busy ledger is waited
+        for up to ``sent_patience`` (within the claim's lease); where it still cannot be
+        written, the letter is kept in the journal (a LedgerNotWritten still raised: the run
+        ends); only when neither can be written is the letter left in doubt (LedgerError,
+        its row named)."""
+        row, lease, attempt = self._claimed.get(key, (None, None, None))
+        now = self._clock()
+        try:
+            self._write_sent((key, message_id, uncertain, file), now, lease)
+        except LedgerError as error:
+            kept = KeptLetter(key, message_id, uncertain, attempt, now, file)
+            try:
+                self._journal.keep(kept)
+            except OSError as fault:
+                raise type(error)(
+                    f"{error}; {_in_doubt(row, self._journal.path, fault)}",
+                    details={"in_doubt": [] if row is None else [row]},
+                ) from error
+            log.warning(
+                "ledger: a letter sent could not be recorded in the ledger: kept in the"
+                " journal beside it (%s): %s",
+                self._journal.path,
+                error,
+            )
+            if isinstance(error, LedgerNotWritten):
+                raise  # no later write gets through: the run ends, the letter kept
+        self._claimed.pop(key, None)
+
+    def _write_sent(self, letter: SentLetter, now: float, lease: float | None) -> None:
+        """Record ``letter`` sent at ``now``, waiting for a busy ledger up to sent_patience,
+        and never past the claim's ``lease`` (when known): then another attempt may take the
+        row over, and only the journal keeps it from sending the letter again."""
+        patience = self._sent_patience
+        if lease is not None:
+            patience = min(patience, lease - now)
+        give_up = time.monotonic() + patience
+        delay = 0.05
+        while True:
+            try:
+                self._statement(
+                    f"record_sent {letter[0][:12]}", *_record_sent(letter, now), write=True
+                )
+                return
+            except LedgerError as error:
+                if not _busy(error) or time.monotonic() + delay > give_up:
+                    raise
+            if not self._told_busy:
+                self._told_busy = True
+                log.warning(
+                    "ledger: %s is busy (another process holds it): a letter sent waits to be"
+                    " recorded, for up to %.0f s",
+                    self.path,
+                    patience,
+                )
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 2.0)
 
     def record_failed(
         self,
@@ -683,6 +793,7 @@ class SqliteLedger:
         """Mark ``key`` failed for good, or release the claim after a passing failure; an
         ``uncertain`` release is remembered; ``file`` is kept with the letter in the same
         statement (see the Ledger port)."""
+        self._claimed.pop(key, None)
         state = "failed" if permanent else "released"
         update = (
             "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
@@ -1120,6 +1231,16 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     db.close()
     log.debug("ledger: %s is of an earlier version: read from a copy brought up to date", path)
     return copy
+
+
+def _in_doubt(row: int | None, journal: str, fault: OSError) -> str:
+    """What a letter sent that neither the ledger nor its journal could record means."""
+    which = "a letter" if row is None else f"the letter of row {row}"
+    return (
+        f"{which} was sent but could not be recorded, nor kept in {journal}"
+        f" ({fault.strerror or fault}): it is in doubt, and a redrive sends it again as a"
+        " possible duplicate unless the mail server's log shows it arrived"
+    )
 
 
 def _record_sent(letter: SentLetter, now: float) -> tuple[str, tuple[object, ...]]:

@@ -87,9 +87,14 @@ SIZE_LIMIT = "the file size limit of this process"
 NO_ROOM_REMEDY = "free space on its disk, or raise the file size limit (ulimit -f)"
 NOT_SENT_TWICE = (
     "Nothing was sent twice: each row is claimed in the ledger before it is sent, so a row"
-    " whose claim could not be written was not sent; a row sent when the ledger could not"
-    " record it is counted in doubt (a redrive sends it again, marked as a possible duplicate)."
+    " whose claim could not be written was not sent, and a row sent when the ledger could not"
+    " record it was kept as sent in a journal beside it (ledger.sqlite3-sent), which a"
+    " redrive reads: it is not sent again."
 )
+# How a ledger's error says a letter it could record neither in the ledger nor in its
+# journal (mailmatrix.adapters.ledger_sqlite): "the letter of row 12 was sent but ...".
+IN_DOUBT_WORDS = "was sent but could not be recorded"
+_IN_DOUBT_ROW = re.compile(r"the letter of row (\d+) " + IN_DOUBT_WORDS)
 
 # The error of a file of the run that could not be written (mailmatrix.errors.FileNotWritten).
 FILE_NOT_WRITTEN = "FileNotWritten"
@@ -282,6 +287,9 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " own as the cause says, then redrive (it validates the file again, with the"
             " templates as they are then) or send the file again."
         )
+    doubts = [text for name, text in pairs if name in _LEDGER_ERRORS and IN_DOUBT_WORDS in text]
+    if doubts:
+        return _in_doubt_advice(doubts)
     if any(name in _LEDGER_ERRORS and no_room_in(text) for name, text in pairs):
         return (
             f"the send ledger could not be written (see above). {NOT_SENT_TWICE} First"
@@ -316,6 +324,23 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             "look into the cause first."
         )
     return "fix the cause, then redrive: rows already sent are skipped."
+
+
+def _in_doubt_advice(messages: Sequence[str]) -> str:
+    """The advice of a run whose ledger could record neither in itself nor in its journal
+    letters that had gone out (``messages``: the errors that say so)."""
+    rows = sorted({int(row) for text in messages for row in _IN_DOUBT_ROW.findall(text)})
+    which = "a row" if not rows else f"row {rows[0]}"
+    if len(rows) > 1:
+        which = f"rows {', '.join(map(str, rows))}"
+    fix = NO_ROOM_REMEDY if any(map(no_room_in, messages)) else "make the ledger writable"
+    return (
+        f"the send ledger could not be written (see above), nor the journal beside it: {which}"
+        " went to the mail server (or the outbox) and could not be recorded as sent. A redrive"
+        " sends it again, marked as a possible duplicate, unless the server's log (or the"
+        f" outbox) shows it arrived. First {fix}, look there for {which}, then redrive: rows"
+        " recorded as sent are skipped."
+    )
 
 
 # How the Maildir outbox's halts begin (mailmatrix.adapters.mailer_maildir): "maildir DIR: ".

@@ -6,6 +6,8 @@ worker only: that worker's file size limit is lowered to the size the ledger's -
 then, so no write of the ledger gets through there any more (its claims fail, and so does the
 end of its hold). No retry gets through such a fault, nor a ledger file turned read-only:
 the run ends at the first try, not after the engine's retries. A busy ledger is retried.
+A letter a mail server on loopback took just before the ledger met the limit is kept in the
+journal beside the ledger, and its redrive does not send it again.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import functools
 import os
 import re
 import resource
+import socket
 import sqlite3
+import threading
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 
 import mailmatrix.local as local
@@ -65,6 +72,19 @@ class _ReadOnlyOnceHeld(_Wrapped):
         return holder
 
 
+class _MeetsTheLimitOnceSent(_Wrapped):
+    """The ledger of a worker that meets the file size limit right after its first letter
+    went out: the claim of the next row, which records that letter, fails, and so does
+    recording it on its own."""
+
+    def claim(self, *args: Any, sent_before: Any = None, **kwargs: Any) -> Any:
+        if sent_before is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            wal = os.path.getsize(f"{self._ledger.path}-wal")
+            resource.setrlimit(resource.RLIMIT_FSIZE, (wal, hard))
+        return self._ledger.claim(*args, sent_before=sent_before, **kwargs)
+
+
 class _BusyOnce(_Wrapped):
     """The ledger of a worker whose first claim finds the database locked for good (another
     process holding its write lock past the busy timeout)."""
@@ -88,18 +108,20 @@ def _first_batch_with(
 
 
 def _run_first_batch_with(
-    ledger_kind: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger_kind: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mailer: str | None = None
 ) -> tuple[dict[str, Any], Path, list[float]]:
-    """Run the example campaign into a workdir under ``tmp_path``, the first invocation of a
-    batch with its ledger wrapped in ``ledger_kind``: the run's record, the workdir and the
-    waits of the engine's retries (not waited out)."""
+    """Run the example campaign into a workdir under ``tmp_path`` (through ``mailer`` when
+    given), the first invocation of a batch with its ledger wrapped in ``ledger_kind``: the
+    run's record, the workdir and the waits of the engine's retries (not waited out)."""
     monkeypatch.setattr(
         "mailmatrix.jobs.send_batch",
         functools.partial(_first_batch_with, ledger_kind, marker=str(tmp_path / "first")),
     )
     workdir = tmp_path / "w"
     waits: list[float] = []
-    record = run_campaign(EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append)
+    record = run_campaign(
+        EXAMPLE / "recipients.csv", workdir=workdir, sleep=waits.append, mailer=mailer
+    )
     return record, workdir, waits
 
 
@@ -227,3 +249,71 @@ def test_a_busy_ledger_is_retried_and_the_batch_sent(tmp_path, monkeypatch, two_
     assert _send_batch_errors(workdir, record["name"]) == ["LedgerError"]
     assert len(waits) == 1
     assert len(list((workdir / "outbox" / "new").iterdir())) == VALID_ROWS
+
+
+class _Recipients:
+    """An SMTP server's handler that counts the recipients of the messages it takes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: Counter[str] = Counter()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.received.update(envelope.rcpt_tos)
+        return "250 2.0.0 Ok: queued"
+
+
+def _states(workdir: Path) -> dict[str, int]:
+    """How many rows the workdir's ledger holds in each state."""
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as ledger:
+        found = ledger.execute("SELECT state, count(*) FROM sends GROUP BY state").fetchall()
+    return dict(found)
+
+
+@pytest.fixture
+def mail_server():
+    """A mail server on a loopback port: its handler and its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    recipients = _Recipients()
+    controller = Controller(recipients, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recipients, f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
+
+
+def test_a_letter_sent_as_the_ledger_met_the_limit_is_not_sent_again_by_the_redrive(
+    tmp_path, monkeypatch, two_workers, mail_server
+):
+    # GIVEN a run of the example campaign through a mail server whose batch's ledger meets
+    # the file size limit right after the server took its first letter
+    recipients, url = mail_server
+
+    # WHEN the file runs
+    record, workdir, waits = _run_first_batch_with(
+        _MeetsTheLimitOnceSent, tmp_path, monkeypatch, mailer=url
+    )
+
+    # THEN the run ended at that try; the letter the server took is recorded as sent (kept
+    # in the journal beside the ledger until the ledger was next opened to write)
+    assert record["status"] == "FAILED", record.get("cause")
+    assert _send_batch_errors(workdir, record["name"]) == ["LedgerNotWritten"]
+    assert waits == []
+    assert sum(recipients.received.values()) == 1
+    journal = workdir.resolve() / "ledger.sqlite3-sent"
+    assert _states(workdir) == {"sent": 1} or journal.exists()
+
+    # WHEN the limit is gone and the execution is redriven
+    record = local.redrive(workdir, record["name"], sleep=waits.append)
+
+    # THEN the redrive sent the rest: the server took each valid row's letter exactly once,
+    # and the journal was recorded in the ledger and removed
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert len(recipients.received) == VALID_ROWS
+    assert set(recipients.received.values()) == {1}
+    assert not journal.exists()
+    assert _states(workdir) == {"sent": VALID_ROWS}

@@ -1047,8 +1047,9 @@ def test_a_workdir_without_room_is_said_in_plain_words_with_what_to_do(
     assert output.splitlines()[-1] == (
         f"mailmatrix run: cannot write the workdir {tmp_path}: {children}: {why}. Nothing was"
         " sent twice: each row is claimed in the ledger before it is sent, so a row whose claim"
-        " could not be written was not sent; a row sent when the ledger could not record it is"
-        " counted in doubt (a redrive sends it again, marked as a possible duplicate). First"
+        " could not be written was not sent, and a row sent when the ledger could not record it"
+        " was kept as sent in a journal beside it (ledger.sqlite3-sent), which a redrive reads:"
+        " it is not sent again. First"
         " free space on its disk, or raise the file size limit (ulimit -f), then: if the run"
         f" had begun, `{program()} executions --workdir {shown}` shows it, with what it sent"
         f" and what is in doubt, and `{program()} redrive ID --workdir {shown}` sends the rest"

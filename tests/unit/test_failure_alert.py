@@ -118,8 +118,9 @@ def test_a_ledger_that_could_not_be_written_is_advised_room_first_then_a_redrive
     assert (
         "When to redrive: the send ledger could not be written (see above). Nothing was sent"
         " twice: each row is claimed in the ledger before it is sent, so a row whose claim"
-        " could not be written was not sent; a row sent when the ledger could not record it is"
-        " counted in doubt (a redrive sends it again, marked as a possible duplicate). First"
+        " could not be written was not sent, and a row sent when the ledger could not record it"
+        " was kept as sent in a journal beside it (ledger.sqlite3-sent), which a redrive reads:"
+        " it is not sent again. First"
         " free space on its disk, or raise the file size limit (ulimit -f), then redrive: rows"
         " recorded as sent are skipped.\n" in alert.message
     )

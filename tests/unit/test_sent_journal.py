@@ -1,0 +1,148 @@
+"""A letter sent that the SQLite ledger cannot record: kept in the journal beside it, counted
+as sent by every claim, recorded in the ledger at its next writable open."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.core.failures import NOT_SENT_TWICE, Stopped, redrive_advice
+from mailmatrix.errors import LedgerError
+from mailmatrix.ports import Claim, Outcome
+from tests.fixtures.sending.kit import FakeClock
+
+# A busy timeout and a patience far shorter than the ledger's own, so that a lock held for
+# the whole of a test outlasts them both
+SHORT = {"busy_timeout": 0.01, "sent_patience": 0.05}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=5000.0)
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as opened:
+        yield opened
+
+
+@contextmanager
+def held_exclusive(path: Path) -> Iterator[None]:
+    """Another connection holding the ledger's write lock (BEGIN EXCLUSIVE) meanwhile."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+
+
+def test_a_letter_sent_while_the_ledger_is_locked_is_kept_and_never_sent_again(
+    tmp_path, clock, stack
+):
+    # GIVEN a worker's ledger that claimed row 2, and another worker's, both open
+    path = tmp_path / "ledger.sqlite3"
+    worker = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    other = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    lease = clock.now + 60
+    assert worker.claim("k1", campaign="c", row=2, attempt="a", lease_until=lease).state == (
+        "claimed"
+    )
+
+    with held_exclusive(path):
+        # WHEN its letter went out, and another connection holds the ledger's write lock past
+        # the busy timeout and the patience of record_sent
+        worker.record_sent("k1", message_id="m-1")
+
+        # THEN the letter is kept in the journal beside the ledger
+        journal = Path(f"{path}-sent")
+        assert journal.exists()
+        # AND once its claim's lease has passed, a claim of the row in the other worker (a
+        # takeover, as the lock still holds) says it was sent, by the attempt that sent it
+        clock.sleep(61)
+        taken = other.claim("k1", campaign="c", row=2, attempt="b")
+        assert taken == Claim("sent", message_id="m-1", attempt="a")
+
+    # WHEN the ledger is next opened to write (the lock gone)
+    reopened = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+
+    # THEN the letter is recorded sent in it, and the journal removed
+    assert not journal.exists()
+    assert reopened.outcomes("c") == [
+        Outcome(key="k1", row=2, state="sent", message_id="m-1", attempt="a", takeovers=0)
+    ]
+    # AND a claim in the other worker, which had read the journal, still says sent
+    assert other.claim("k1", campaign="c", row=2, attempt="b").state == "sent"
+
+
+def test_a_journal_that_cannot_be_replayed_yet_stays(tmp_path, clock, stack):
+    # GIVEN a letter kept in the journal while the ledger was locked
+    path = tmp_path / "ledger.sqlite3"
+    worker = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    worker.claim("k1", campaign="c", row=2, attempt="a", lease_until=clock.now + 60)
+    with held_exclusive(path):
+        worker.record_sent("k1", message_id="m-1")
+
+        # WHEN the ledger is opened while it is still locked
+        reader = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+
+        # THEN the journal stays, and its letter counts as sent there
+        assert Path(f"{path}-sent").exists()
+        assert reader.claim("k1", campaign="c", row=2, attempt="b").state == "sent"
+
+
+def test_a_letter_neither_the_ledger_nor_its_journal_can_keep_is_said_in_doubt(
+    tmp_path, clock, stack
+):
+    # GIVEN a claimed row whose ledger is locked, and a journal that cannot be written (a
+    # folder stands where it would be)
+    path = tmp_path / "ledger.sqlite3"
+    worker = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    worker.claim("k1", campaign="c", row=7, attempt="a", lease_until=clock.now + 60)
+    os.mkdir(f"{path}-sent")
+
+    # WHEN its letter goes out
+    with held_exclusive(path), pytest.raises(LedgerError) as raised:
+        worker.record_sent("k1", message_id="m-1")
+
+    # THEN the error names the row in doubt, and what a redrive does with it
+    message = str(raised.value)
+    assert "database is locked" in message
+    assert "the letter of row 7 was sent but could not be recorded" in message
+    assert "a redrive sends it again as a possible duplicate" in message
+
+    # AND the advice of the run it stopped does not say that nothing was sent twice
+    stopped = Stopped(batches=[("LedgerError", message)])
+    advice = redrive_advice("FAILED", "States.ExceedToleratedFailureThreshold", "", stopped)
+    assert NOT_SENT_TWICE not in advice
+    assert "Nothing was sent twice" not in advice
+    assert advice.startswith(
+        "the send ledger could not be written (see above), nor the journal beside it: row 7"
+        " went to the mail server (or the outbox) and could not be recorded as sent. A redrive"
+        " sends it again, marked as a possible duplicate, unless the server's log (or the"
+        " outbox) shows it arrived. First make the ledger writable, look there for row 7"
+    )
+
+
+def test_rows_in_doubt_from_several_batches_are_named_together():
+    # GIVEN two batches whose ledger met the file size limit, neither journal written
+    doubt = "; the letter of row {} was sent but could not be recorded, nor kept in x (No space)"
+    limit = "ledger l: record_sent k: cannot write the ledger: the file size limit of this process"
+    messages = [limit + doubt.format(12), limit, limit + doubt.format(3)]
+    stopped = Stopped(batches=[("LedgerNotWritten", message) for message in messages])
+
+    # WHEN the advice is written
+    advice = redrive_advice("FAILED", "States.ExceedToleratedFailureThreshold", "", stopped)
+
+    # THEN it names both rows and the remedy for want of room, and never says nothing was
+    # sent twice
+    assert "rows 3, 12 went to the mail server" in advice
+    assert "First free space on its disk, or raise the file size limit (ulimit -f)" in advice
+    assert "Nothing was sent twice" not in advice
