@@ -40,7 +40,7 @@ def test_a_program_the_shell_finds_by_name_is_printed_by_name(
 def test_a_venv_program_not_on_the_path_is_printed_as_called_from_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = _script(tmp_path / ".venv" / "bin")
+    _script(tmp_path / ".venv" / "bin")
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [os.path.join(".", ".venv", "bin", "mailmatrix"), "run"])
