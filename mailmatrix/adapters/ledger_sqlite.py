@@ -513,9 +513,7 @@ class SqliteLedger:
             ) = found
             if state == "sent":
                 doubt = doubt_reason(bool(uncertain), takeovers)
-                return Claim(
-                    "sent", message_id=message_id, attempt=holder, reason=doubt, file=file
-                )
+                return Claim("sent", message_id=message_id, attempt=holder, reason=doubt, file=file)
             if state == "failed":
                 return Claim("failed", code=code, reason=reason, attempt=holder)
             # A claim outlives its process only by accident (killed): a local ledger can tell.
