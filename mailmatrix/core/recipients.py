@@ -139,7 +139,7 @@ _LOOKALIKE_LETTERS = str.maketrans(
 # ``CCs``, ``cc;bcc``), or a word the header holds anywhere (``Send Copy To``, ``Carbon``).
 # Bcc first: a header with the words of both (``Blind Carbon``, ``cc;bcc``) may hold blind
 # copies, which the warning must not call plain ones.
-_COPY_LOOKS = (
+_COPY_LOOKS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
     ("Bcc", frozenset({"bcc", "bccs", "cco"}), ("blind",)),
     ("Cc", frozenset({"cc", "ccs"}), ("copy", "copies", "carbon", "courtesy")),
     ("Reply_To", frozenset(), ("reply",)),
