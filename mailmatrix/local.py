@@ -830,11 +830,13 @@ class KnownWorkdirs:
     """The known workdirs' deliveries, read under their lock (see _known_locked), and how
     many letters of each campaign each workdir's ledger held as sent at the end of its last
     run through a server (``sent``: the most seen; outside the workdir, a workdir put back
-    whole from an older backup cannot take it back with it)."""
+    whole from an older backup cannot take it back with it). ``other``: the record's parts
+    this version does not know (a later version's), written back as they were found."""
 
     path: Path
     workdirs: dict[str, dict[str, list[str]]]
     sent: dict[str, dict[str, int]] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
 
     def named(self) -> list[Path]:
         """Every workdir the record names."""
@@ -882,12 +884,14 @@ class KnownWorkdirs:
             for campaign, sent in marks.items():
                 if sent > self.sent_mark(here, campaign):
                     self.sent.setdefault(here, {})[campaign] = sent
+        for name, part in other.other.items():
+            self.other.setdefault(name, part)
 
     def save(self) -> None:
         """Write the record (whole, in one rename); RecordNotWritable when it cannot be."""
         tmp = self.path.with_name(f".{KNOWN_WORKDIRS}.tmp")
         try:
-            kept = {"workdirs": self.workdirs, "sent": self.sent}
+            kept = {**self.other, "workdirs": self.workdirs, "sent": self.sent}
             text = json.dumps(kept, indent=2, sort_keys=True) + "\n"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -980,7 +984,9 @@ def _record_at(path: Path) -> KnownWorkdirs:
     KnownWorkdirsDamaged when it cannot be read, or any part of it is not as this version
     writes it: what is not understood is never dropped, then written over."""
     found = _load_known(path)
-    return KnownWorkdirs(path, _workdirs_in(path, found), _sent_in(path, found))
+    workdirs, sent = _workdirs_in(path, found), _sent_in(path, found)
+    other = {k: v for k, v in found.items() if k not in _PARTS} if isinstance(found, dict) else {}
+    return KnownWorkdirs(path, workdirs, sent, other)
 
 
 def _earlier_record(path: Path) -> Path | None:
@@ -1071,6 +1077,10 @@ def _sent_in(path: Path, found: Any) -> dict[str, dict[str, int]]:
     return {workdir: {c: n for c, n in marks.items() if n} for workdir, marks in sent.items()}
 
 
+# The parts of the record this version reads; any other is kept as it is (KnownWorkdirs.other).
+_PARTS = ("workdirs", "sent")
+
+
 def _record_part(
     path: Path, found: dict[str, Any], name: str, fits: Callable[[Any], bool], what: str
 ) -> dict[str, Any]:
@@ -1082,6 +1092,8 @@ def _record_part(
         raise KnownWorkdirsDamaged(_not_written_so(path, f'its "{name}" is a {_kind(part)}'))
     for workdir, campaigns in part.items():
         where = f'its "{name}" entry of {workdir}'
+        if not os.path.isabs(workdir):
+            raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is not a whole path"))
         if not isinstance(campaigns, dict):
             raise KnownWorkdirsDamaged(_not_written_so(path, f"{where} is a {_kind(campaigns)}"))
         for campaign, value in campaigns.items():
@@ -1092,7 +1104,22 @@ def _record_part(
 
 
 def _servers_listed(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(server, str) for server in value)
+    return isinstance(value, list) and all(_is_server(server) for server in value)
+
+
+def _is_server(value: Any) -> bool:
+    """Whether ``value`` is a delivery as delivery_of writes a mail server's: ``ses``, or
+    the URL of an SMTP server with its host (and a port, if any, that is a number)."""
+    if not isinstance(value, str):
+        return False
+    if value == "ses":
+        return True
+    try:
+        parts = urlsplit(value)
+        known = parts.scheme in DEFAULT_PORTS and bool(parts.hostname)
+        return known and _port_of(parts) is not None
+    except ValueError:
+        return False
 
 
 def _is_count(value: Any) -> bool:

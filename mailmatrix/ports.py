@@ -124,6 +124,9 @@ class Claim:
     ``doubts`` (on ``claimed``): how many earlier tries of the key may have gone out (the
     attempts taken over, and one for tries released with an unknown outcome), which counts
     towards send_batch's cap on such tries; not part of a Claim's equality.
+    ``file`` (on ``sent``): the name of the recipient's own file the letter carried, as the
+    ledger kept it (record_sent's ``file``); None where it kept none (a letter without a
+    file of its own, or recorded before letters kept their files); not part of equality.
     """
 
     state: str
@@ -133,6 +136,7 @@ class Claim:
     attempt: str | None = None
     doubts: int = field(default=0, compare=False)
     letter: str | None = None
+    file: str | None = field(default=None, compare=False)
 
 
 # A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).

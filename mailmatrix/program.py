@@ -15,15 +15,17 @@ NAME = "mailmatrix"
 def program() -> str:
     """The command that runs this MailMatrix from where it was called: ``mailmatrix`` when
     the shell finds this very program by that name (an activated venv, an installed tool),
-    else the path it was called by (``.venv/bin/mailmatrix`` from the folder the README
-    works in), so a printed command works when pasted. Anything else calling the code (a
-    test, a Lambda) gets the name."""
+    else the path it was called by, relative as called (``.venv/bin/mailmatrix`` from the
+    folder the README works in) or whole as called, so a printed command works when pasted.
+    Anything else calling the code (a test, a Lambda) gets the name."""
     called = sys.argv[0] if sys.argv else ""
     if os.path.basename(called) != NAME:
         return NAME
     found = shutil.which(NAME)
     if found and _same_file(found, called):
         return NAME
+    if os.path.isabs(called):
+        return shlex.quote(os.path.normpath(called))
     path = os.path.abspath(called)
     here = os.getcwd()
     if path.startswith(here.rstrip(os.sep) + os.sep):

@@ -258,7 +258,11 @@ class DynamoDbLedger:
                         bool(entry.get("uncertain")), int(entry.get("takeovers", 0))
                     )
                     return Claim(
-                        "sent", message_id=entry.get("message_id"), attempt=holder, reason=doubt
+                        "sent",
+                        message_id=entry.get("message_id"),
+                        attempt=holder,
+                        reason=doubt,
+                        file=entry.get("file"),
                     )
                 if state == "failed":
                     return Claim(

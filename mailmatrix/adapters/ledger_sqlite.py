@@ -554,7 +554,7 @@ class SqliteLedger:
                 return Claim("owned")
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
-                " takeovers, holder FROM sends WHERE key = ?",
+                " takeovers, holder, file FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
             if found is None:  # a new key, refused for the other letter
@@ -569,10 +569,11 @@ class SqliteLedger:
                 uncertain,
                 takeovers,
                 holder_process,
+                file,
             ) = found
             if state == "sent":
                 doubt = doubt_reason(bool(uncertain), takeovers)
-                return Claim("sent", message_id=message_id, attempt=holder, reason=doubt)
+                return Claim("sent", message_id=message_id, attempt=holder, reason=doubt, file=file)
             if state == "failed":
                 return Claim("failed", code=code, reason=reason, attempt=holder)
             # A claim outlives its process only by accident (killed): a local ledger can tell.

@@ -26,6 +26,7 @@ import logging
 import operator
 import re
 import tempfile
+import unicodedata
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -124,6 +125,25 @@ _COPY_WORDS = frozenset(
     | {"recipient", "recipients", "field", "column"}
 )
 _WORD = re.compile(r"[^\W_]+")
+# A word's parts where its case changes (managerCc, CCEmail): a run of capitals before a
+# capitalised word, a capitalised or lower-case word, the capitals left, digits.
+_CASE_PARTS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+# Cyrillic and Greek letters drawn as Latin ones (Сс, Вcc): folded before a header is
+# compared, as a header typed or pasted with them looks like the Latin one to its reader.
+_LOOKALIKE_LETTERS = str.maketrans(
+    "АВСЕНІЈКМОРЅТХУаеіјорсѕхуΑΒΕΗΙΚΜΝΟΡΤΥΧΖοικνρ",
+    "ABCEHIJKMOPSTXYaeijopcsxyABEHIKMNOPTYXZoikvp",
+)
+# The words that make a header look like a copy column, by the column (_copy_words_in): one
+# of its words, split as _WORD and _CASE_PARTS split it (``Manager CC``, ``cc (manager)``,
+# ``CCs``, ``cc;bcc``), or a word the header holds anywhere (``Send Copy To``, ``Carbon``).
+# Bcc first: a header with the words of both (``Blind Carbon``, ``cc;bcc``) may hold blind
+# copies, which the warning must not call plain ones.
+_COPY_LOOKS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
+    ("Bcc", frozenset({"bcc", "bccs", "cco"}), ("blind",)),
+    ("Cc", frozenset({"cc", "ccs"}), ("copy", "copies", "carbon", "courtesy")),
+    ("Reply_To", frozenset(), ("reply",)),
+)
 # Headers that look like copy columns and are none, of which a warning names each; more are
 # counted.
 SHOWN_LOOKALIKES = 10
@@ -394,7 +414,24 @@ def _looks_like_copies(name: str) -> str | None:
     words = [word for word in _WORD.findall(name.casefold()) if word not in _COPY_WORDS]
     spelling = "".join(words).rstrip("0123456789")
     column = _ALIASES.get(spelling) if spelling else None
-    return column if column in COPY_COLUMN_NAMES else None
+    if column in COPY_COLUMN_NAMES:
+        return column
+    return _copy_words_in(name)
+
+
+def _copy_words_in(name: str) -> str | None:
+    """The copy column (Bcc first, then Cc, then Reply_To) whose words the header ``name``
+    holds once its compatibility forms (fullwidth ``Ｃｃ``) and the Cyrillic and Greek letters
+    drawn as Latin ones are folded (_COPY_LOOKS), or None."""
+    folded = unicodedata.normalize("NFKC", name).translate(_LOOKALIKE_LETTERS)
+    tokens = {word.casefold() for word in _WORD.findall(folded)}
+    for word in _WORD.findall(folded):
+        tokens.update(part.casefold() for part in _CASE_PARTS.findall(word))
+    whole = folded.casefold()
+    for column, words, stems in _COPY_LOOKS:
+        if tokens & words or any(stem in whole for stem in stems):
+            return column
+    return None
 
 
 def _copies_not_read(name: str, column: str, present: bool) -> str:

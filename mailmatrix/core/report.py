@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # record, Bcc included), so that which file went to whom is checked without the messages.
 REPORT_COLUMNS = ["row", "email", "name", "template", "status", "message_id", "code", "reason"]
 REPORT_COLUMNS += ["attachment", "cc", "bcc"]
+# Those cells of a row skipped as already sent where the ledger did not keep what its letter
+# carried: the file as it is now may name other copies or another file.
+NOT_RECORDED = "(not recorded)"
 _SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -65,6 +65,7 @@ from mailmatrix.core.failures import (
 from mailmatrix.core.pacing import Pacer
 from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
+    NOT_RECORDED,
     OTHER_LETTER_SENT,
     SUPERSEDED,
     retry_command,
@@ -885,6 +886,7 @@ class _Batch:
                 "status": "skipped",
                 "reason": "already sent",
                 "message_id": claim.message_id,
+                **_carried(claim),
             }
             if claim.reason:  # the ledger still says it may have gone out twice
                 skipped["takeover"] = claim.reason
@@ -1155,6 +1157,17 @@ def send_batch(
             ledger.end_batch(attempt, invocation=invocation)
         except MailMatrixError as error:  # the hold ends at its deadline anyway; keep the
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
+
+
+def _carried(claim: Claim) -> dict[str, str]:
+    """The report's attachment, cc and bcc of a row an earlier run sent: what the ledger kept
+    of that letter, not the row as the file has it now (the operator may have changed its
+    copies or its file since). The ledger keeps the letter's own file, not its copies."""
+    return {
+        "attachment": claim.file or NOT_RECORDED,
+        "cc": NOT_RECORDED,
+        "bcc": NOT_RECORDED,
+    }
 
 
 def _sent_earlier(row: int, message_id: str | None, doubt: str | None) -> dict[str, Any]:

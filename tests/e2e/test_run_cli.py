@@ -4106,6 +4106,43 @@ def test_the_report_says_which_file_and_copies_went_to_whom(tmp_path):
     ]
 
 
+def test_the_report_of_a_rerun_tells_skipped_rows_by_the_letter_sent_not_the_file_now(tmp_path):
+    # GIVEN two rows of the demo sent, the first with a Cc and a Bcc
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    header, first, second = lines[:3]
+    attachments = tmp_path / "attachments"
+    shutil.copytree(EXAMPLE / "attachments", attachments)
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text(
+        f"{header},Cc,Bcc\n{first},boss@example.com,archive@example.net\n{second},,\n",
+        encoding="utf-8",
+    )
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(attachments), "--json"]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+
+    # WHEN the operator changes the first row's copies and its file, and runs it again
+    renamed = first.replace("amelia-hart.pdf", "amelia-hart-2.pdf")
+    assert renamed != first
+    (attachments / "amelia-hart-2.pdf").write_bytes(
+        (attachments / "amelia-hart.pdf").read_bytes() + b"\n% second edition\n"
+    )
+    csv_path.write_text(
+        f"{header},Cc,Bcc\n{renamed},newcc@example.com,newbcc@example.net\n{second},,\n",
+        encoding="utf-8",
+    )
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *args])
+
+    # THEN the rows are skipped, and the report names the file the letters carried, as the
+    # ledger kept it, and says the copies are not recorded: never the file's new values
+    assert ran.exit_code == 0, ran.output
+    with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(r["status"], r["attachment"], r["cc"], r["bcc"]) for r in rows] == [
+        ("skipped", "amelia-hart.pdf", "(not recorded)", "(not recorded)"),
+        ("skipped", "jose-garcia.pdf", "(not recorded)", "(not recorded)"),
+    ]
+
+
 def test_a_column_that_looks_like_bcc_is_warned_of_before_the_run_sends(
     tmp_path, one_set_templates
 ):

@@ -857,6 +857,24 @@ DAMAGED_RECORDS = {
         'not the record this version writes (its "sent" entry of A, campaign c, is 10.0, not a'
         " count)",
     ),
+    "a-relative-workdir": (
+        '{"workdirs": {"brk/w": {"c": ["smtp://127.0.0.1:2525"]}}}',
+        'not the record this version writes (its "workdirs" entry of brk/w is not a whole path)',
+    ),
+    "a-relative-workdir-of-a-mark": (
+        '{"workdirs": {}, "sent": {"w": {"c": 18}}}',
+        'not the record this version writes (its "sent" entry of w is not a whole path)',
+    ),
+    "a-server-not-a-url": (
+        '{"workdirs": {"/x": {"c": ["mail server"]}}}',
+        'not the record this version writes (its "workdirs" entry of /x, campaign c, is'
+        ' ["mail server"], not a list of mail servers)',
+    ),
+    "a-server-port-not-a-number": (
+        '{"workdirs": {"/x": {"c": ["smtp://127.0.0.1:mail"]}}}',
+        'not the record this version writes (its "workdirs" entry of /x, campaign c, is'
+        ' ["smtp://127.0.0.1:mail"], not a list of mail servers)',
+    ),
 }
 
 

@@ -83,6 +83,29 @@ def test_an_earlier_record_that_cannot_be_renamed_is_merged_again_each_time(
     assert json.loads(earlier.read_text()) == EARLIER
 
 
+def test_parts_of_the_record_this_version_does_not_know_are_kept_when_it_is_written(
+    earlier: Path, state_dir: Path
+):
+    # GIVEN records with parts a later version wrote, one of them in both (the state
+    # folder's wins)
+    record = state_dir / local.KNOWN_WORKDIRS
+    record.write_text(json.dumps({**NOW, "version": 3, "moves": {"/a": "/c"}}))
+    earlier.write_text(json.dumps({**EARLIER, "version": 2, "holds": ["/b"]}))
+
+    # WHEN a run through a server takes the record and raises a mark
+    with local._known_locked() as known:
+        known.mark_sent("/a", "c", 8)
+
+    # THEN the record written keeps them as they were, beside what this version keeps
+    assert json.loads(record.read_text()) == {
+        "workdirs": MERGED["workdirs"],
+        "sent": {"/a": {"c": 8}, "/b": {"c": 9}},
+        "version": 3,
+        "moves": {"/a": "/c"},
+        "holds": ["/b"],
+    }
+
+
 def test_commands_that_only_look_see_an_earlier_record_and_write_nothing(
     monkeypatch, tmp_path, state_dir: Path
 ):

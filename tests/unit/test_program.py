@@ -40,11 +40,25 @@ def test_a_program_the_shell_finds_by_name_is_printed_by_name(
 def test_a_venv_program_not_on_the_path_is_printed_as_called_from_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = _script(tmp_path / ".venv" / "bin")
+    _script(tmp_path / ".venv" / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [os.path.join(".", ".venv", "bin", "mailmatrix"), "run"])
+    assert program() == os.path.join(".venv", "bin", "mailmatrix")
+
+
+def test_a_program_called_by_its_whole_path_is_printed_whole_from_a_folder_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a venv's program not on the PATH, called by its whole path from a folder above it
+    script = _script(tmp_path / "brk2" / ".venv" / "bin")
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(script), "run"])
-    assert program() == os.path.join(".venv", "bin", "mailmatrix")
+
+    # WHEN the command to run next is printed THEN it names the program whole, as called
+    # (it said brk2/.venv/bin/mailmatrix)
+    assert program() == str(script)
 
 
 def test_another_mailmatrix_on_the_path_does_not_stand_for_this_one(

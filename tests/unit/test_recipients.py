@@ -460,6 +460,27 @@ def test_header_names_are_normalised(given, canonical):
         ("bcc list", "Bcc"),
         ("Bcc (optional)", "Bcc"),
         ("Reply-To (optional)", "Reply_To"),
+        # Its words, wherever they stand, whatever wraps them
+        ("CCs", "Cc"),
+        ("cc (manager)", "Cc"),
+        ("Manager CC", "Cc"),
+        ("managerCc", "Cc"),
+        ("CC - HR", "Cc"),
+        ("CC Name", "Cc"),
+        ("Send Copy To", "Cc"),
+        ("Courtesy Copy", "Cc"),
+        ("Copy", "Cc"),
+        ("Copies", "Cc"),
+        ("Carbon", "Cc"),
+        ("Blind", "Bcc"),
+        ("cco", "Bcc"),
+        ("cc;bcc", "Bcc"),
+        ("Reply", "Reply_To"),
+        ("Reply Address", "Reply_To"),
+        # Fullwidth letters, and Cyrillic ones drawn as Latin
+        ("\uff23\uff43", "Cc"),
+        ("\u0421\u0441", "Cc"),
+        ("\u0412cc", "Bcc"),
     ],
 )
 def test_a_header_that_looks_like_a_copy_column_but_is_none_is_warned_of(given, column):
@@ -504,7 +525,7 @@ def test_a_copy_lookalike_beside_the_copy_column_is_warned_of_as_not_read():
 
 @pytest.mark.parametrize(
     "header",
-    ["CC-Addresses", "Carbon Copy", "Cost Centre", "CC Name", "Account", "Copy", "Mail list"],
+    ["CC-Addresses", "Carbon Copy", "Cost Centre", "Account", "Mail list", "Soccer", "McCarthy"],
 )
 def test_copy_columns_read_and_columns_unlike_them_are_not_warned_of(header):
     text = (
@@ -513,6 +534,19 @@ def test_copy_columns_read_and_columns_unlike_them_are_not_warned_of(header):
 
     report, _ = run(text)
 
+    assert report.warnings == []
+
+
+@pytest.mark.parametrize("header", ["Manager CC", "Send Copy To", "\u0421\u0441", "Reply"])
+def test_a_copy_lookalike_by_its_words_a_template_uses_is_not_warned_of(header):
+    # GIVEN a file whose column the template prints, named with a copy column's words
+    catalog = FakeCatalog(uses={"offer": {"Name", header}})
+    text = f"Email,Name,Status,Attachment_File,{header}\nalice@example.com,Alice,active,alice.pdf,"
+    text += "Bob\n"
+
+    # WHEN it is validated THEN no warning says it is not read
+    report, rows = run(text, catalog=catalog)
+    assert rows[0]["fields"][header] == "Bob"
     assert report.warnings == []
 
 
