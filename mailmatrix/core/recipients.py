@@ -136,13 +136,19 @@ _LOOKALIKE_LETTERS = str.maketrans(
 )
 # The words that make a header look like a copy column, by the column (_copy_words_in): one
 # of its words, split as _WORD and _CASE_PARTS split it (``Manager CC``, ``cc (manager)``,
-# ``CCs``, ``cc;bcc``), or a word the header holds anywhere (``Send Copy To``, ``Carbon``).
-# Bcc first: a header with the words of both (``Blind Carbon``, ``cc;bcc``) may hold blind
-# copies, which the warning must not call plain ones.
-_COPY_LOOKS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
-    ("Bcc", frozenset({"bcc", "bccs", "cco"}), ("blind",)),
-    ("Cc", frozenset({"cc", "ccs"}), ("copy", "copies", "carbon", "courtesy")),
-    ("Reply_To", frozenset(), ("reply",)),
+# ``CCs``, ``cc;bcc``, ``Send Copy To``, ``Reply Address``), or all the words of one of its
+# pairs (``Blind Carbon``: ``Blind`` alone may be a column of the person's needs). Whole
+# words only: ``Copyright``, ``Carbon Footprint`` are no copy columns. Bcc first: a header
+# with the words of both (``Blind Copy``, ``cc;bcc``) may hold blind copies, which the
+# warning must not call plain ones.
+_COPY_LOOKS: tuple[tuple[str, frozenset[str], tuple[frozenset[str], ...]], ...] = (
+    (
+        "Bcc",
+        frozenset({"bcc", "bccs", "cco"}),
+        tuple(frozenset({"blind", word}) for word in ("carbon", "copy", "copies", "cc")),
+    ),
+    ("Cc", frozenset({"cc", "ccs", "copy", "copies"}), ()),
+    ("Reply_To", frozenset({"reply", "replies"}), ()),
 )
 # Headers that look like copy columns and are none, of which a warning names each; more are
 # counted.
@@ -427,9 +433,8 @@ def _copy_words_in(name: str) -> str | None:
     tokens = {word.casefold() for word in _WORD.findall(folded)}
     for word in _WORD.findall(folded):
         tokens.update(part.casefold() for part in _CASE_PARTS.findall(word))
-    whole = folded.casefold()
-    for column, words, stems in _COPY_LOOKS:
-        if tokens & words or any(stem in whole for stem in stems):
+    for column, words, pairs in _COPY_LOOKS:
+        if tokens & words or any(pair <= tokens for pair in pairs):
             return column
     return None
 

@@ -471,8 +471,8 @@ def test_header_names_are_normalised(given, canonical):
         ("Courtesy Copy", "Cc"),
         ("Copy", "Cc"),
         ("Copies", "Cc"),
-        ("Carbon", "Cc"),
-        ("Blind", "Bcc"),
+        ("Blind Carbon", "Bcc"),
+        ("blind copies", "Bcc"),
         ("cco", "Bcc"),
         ("cc;bcc", "Bcc"),
         ("Reply", "Reply_To"),
@@ -525,7 +525,11 @@ def test_a_copy_lookalike_beside_the_copy_column_is_warned_of_as_not_read():
 
 @pytest.mark.parametrize(
     "header",
-    ["CC-Addresses", "Carbon Copy", "Cost Centre", "Account", "Mail list", "Soccer", "McCarthy"],
+    [
+        *("CC-Addresses", "Carbon Copy", "Cost Centre", "Account", "Mail list", "Soccer"),
+        # a word that holds a copy word is none: whole words only
+        *("McCarthy", "Copyright", "Carbon Footprint", "Replyable", "Blind", "Carbon"),
+    ],
 )
 def test_copy_columns_read_and_columns_unlike_them_are_not_warned_of(header):
     text = (
