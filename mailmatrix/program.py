@@ -19,7 +19,9 @@ def program() -> str:
     folder the README works in) or whole as called, so a printed command works when pasted.
     Anything else calling the code (a test, a Lambda) gets the name."""
     called = sys.argv[0] if sys.argv else ""
-    if os.path.basename(called) != NAME:
+    # by its name, or by a link of another name to it (a path: found the same way again)
+    linked = os.sep in called and os.path.basename(os.path.realpath(called)) == NAME
+    if os.path.basename(called) != NAME and not linked:
         return NAME
     found = shutil.which(NAME)
     if found and _same_file(found, called):

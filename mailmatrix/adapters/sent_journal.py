@@ -16,15 +16,19 @@ import contextlib
 import json
 import logging
 import os
+import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 try:
     import fcntl
 except ImportError:  # not on this system: appends and replays are not kept apart
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.errors import LedgerNotWritten
 from mailmatrix.ports import LetterFile
 
 log = logging.getLogger(__name__)
@@ -58,20 +62,47 @@ class KeptLetter:
 
 
 def _letter(text: bytes) -> KeptLetter | None:
-    """The letter of a line of the journal; None for an empty or unfinished one."""
+    """The letter of a line of the journal; None for one that holds none as this module
+    writes it (unfinished, damaged, or written by hand)."""
     try:
         fields = json.loads(text)
-        file = fields.get("file")
-        return KeptLetter(
-            key=str(fields["key"]),
-            message_id=str(fields["message_id"]),
-            uncertain=bool(fields["uncertain"]),
-            attempt=fields.get("attempt"),
-            at=float(fields["at"]),
-            file=None if file is None else LetterFile(*file),
-        )
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
+    if not isinstance(fields, dict):
+        return None
+    key, message_id, uncertain = (
+        fields.get("key"),
+        fields.get("message_id"),
+        fields.get("uncertain"),
+    )
+    attempt, at, file = fields.get("attempt"), fields.get("at"), fields.get("file")
+    if not (isinstance(key, str) and key and isinstance(message_id, str) and message_id):
+        return None
+    if not isinstance(uncertain, bool) or not isinstance(attempt, (str, type(None))):
+        return None
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        return None
+    if file is not None and not _file_fields(file):
+        return None
+    return KeptLetter(
+        key=key,
+        message_id=message_id,
+        uncertain=uncertain,
+        attempt=attempt,
+        at=float(at),
+        file=None if file is None else LetterFile(*file),
+    )
+
+
+def _file_fields(file: Any) -> bool:
+    """Whether ``file`` holds a LetterFile's fields, as ``KeptLetter.line`` writes them."""
+    kinds = (str, int, str, str)
+    return (
+        isinstance(file, list)
+        and len(file) == len(kinds)
+        and not isinstance(file[1], bool)
+        and all(isinstance(value, kind) for value, kind in zip(file, kinds, strict=True))
+    )
 
 
 class SentJournal:
@@ -81,6 +112,7 @@ class SentJournal:
         self.path = f"{ledger_path}-sent"
         self._letters: dict[str, KeptLetter] = {}
         self._read: tuple[int, int] | None = None  # (inode, bytes read) of the file read
+        self._unreadable = 0  # lines of the journal being replayed that hold no letter
 
     def keep(self, letter: KeptLetter) -> None:
         """Append ``letter`` and sync it to the disk; raise OSError when it cannot be."""
@@ -122,13 +154,29 @@ class SentJournal:
             if os.fstat(fd).st_nlink == 0:  # another process replayed it first
                 yield None
                 return
-            yield [letter for letter in map(_letter, _read_from(fd, 0)[0]) if letter]
+            lines = [line for line in _read_from(fd, 0)[0] if line.strip()]
+            letters = [letter for letter in map(_letter, lines) if letter]
+            self._unreadable = len(lines) - len(letters)
+            yield letters
         finally:
             os.close(fd)
 
     def remove(self) -> None:
-        """Remove the journal (its letters recorded in the ledger): called inside replaying."""
-        os.unlink(self.path)
+        """Remove the journal (its letters recorded in the ledger): called inside replaying.
+        One with lines that hold no letter is kept aside, said: a letter it may have held is
+        not known as sent, so its row is sent again, as a possible duplicate."""
+        if self._unreadable:
+            aside = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+            os.replace(self.path, aside)
+            log.warning(
+                "ledger: %d line(s) of the journal of letters sent and not recorded could not"
+                " be read; kept as %s. A row whose letter such a line held is in doubt: a run"
+                " sends it again, as a possible duplicate",
+                self._unreadable,
+                aside,
+            )
+        else:
+            os.unlink(self.path)
         self._letters.clear()
         self._read = None
 
@@ -155,6 +203,13 @@ class SentJournal:
         except OSError as exc:
             log.debug("ledger: cannot read %s (%s)", self.path, exc)
             return
+        if not stat.S_ISREG(found.st_mode):
+            raise LedgerNotWritten(
+                f"{self.path}: not a file (a folder, or another kind of file, in its place). It"
+                " is the journal of the letters sent that the ledger beside it could not record,"
+                " read before each letter is sent; nothing was sent. Move it aside (it is none"
+                " of MailMatrix's), then redrive or run the file again"
+            )
         if self._read is not None and self._read == (found.st_ino, found.st_size):
             return
         offset = 0

@@ -77,3 +77,19 @@ def test_code_not_called_as_the_console_script_gets_the_name(
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["/somewhere/pytest", "-q"])
     assert program() == "mailmatrix"
+
+
+def test_a_link_of_another_name_to_the_program_is_printed_as_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the program called by its whole path through a link named mm, not on the PATH
+    script = _script(tmp_path / "venv" / "bin")
+    link = tmp_path / "tools" / "mm"
+    link.parent.mkdir()
+    link.symlink_to(script)
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(sys, "argv", [str(link), "run"])
+
+    # WHEN the command to run next is printed THEN it is the link, which the shell runs (it
+    # said mailmatrix, which the shell does not find)
+    assert program() == str(link)

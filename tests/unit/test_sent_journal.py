@@ -146,3 +146,68 @@ def test_rows_in_doubt_from_several_batches_are_named_together():
     assert "rows 3, 12 went to the mail server" in advice
     assert "First free space on its disk, or raise the file size limit (ulimit -f)" in advice
     assert "Nothing was sent twice" not in advice
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"null",
+        b"[]",
+        b"1",
+        b'"x"',
+        b'{"key":"k9","message_id":"m-9","uncertain":"false","attempt":"a","at":1.0}',
+        b'{"key":"k9","message_id":"m-9","uncertain":false,"attempt":"a","at":1.0,'
+        b'"file":"abcdefg"}',
+        b'{"key":"k9","message_id":"m-9","uncertain":false,"attempt":"a","at":true}',
+        b'{"key":"k1","message_id":"m-1","uncer',
+    ],
+    ids=["null", "list", "number", "string", "text-flag", "text-file", "bool-time", "cut"],
+)
+def test_a_journal_line_that_holds_no_letter_is_set_aside_said_not_a_traceback(
+    tmp_path, clock, stack, caplog, line
+):
+    # GIVEN a letter kept in the journal while the ledger was locked, and a line after it
+    # that holds no letter as the journal writes one (damaged, or written by hand)
+    path = tmp_path / "ledger.sqlite3"
+    worker = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    worker.claim("k1", campaign="c", row=2, attempt="a", lease_until=clock.now + 60)
+    with held_exclusive(path):
+        worker.record_sent("k1", message_id="m-1")
+    journal = Path(f"{path}-sent")
+    with journal.open("ab") as stream:
+        stream.write(line + b"\n")
+
+    # WHEN a claim reads the journal, and the ledger is next opened to write
+    assert worker.claim("k9", campaign="c", row=9, attempt="a").state == "claimed"
+    caplog.set_level("WARNING")
+    reopened = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+
+    # THEN the letter it holds is recorded sent, the line holds no letter (row 9 is not sent)
+    states = {o.key: o.state for o in reopened.outcomes("c")}
+    assert states == {"k1": "sent", "k9": "claimed"}
+    # AND the journal is not removed but set aside, and that is said
+    assert not journal.exists()
+    (aside,) = tmp_path.glob("ledger.sqlite3-sent.damaged-*")
+    assert line in aside.read_bytes()
+    said = caplog.text
+    assert "1 line(s) of the journal of letters sent and not recorded could not be read" in said
+    assert aside.name in said
+
+
+def test_a_folder_in_the_place_of_the_journal_is_named_before_anything_is_sent(
+    tmp_path, clock, stack
+):
+    from mailmatrix.errors import LedgerNotWritten
+
+    # GIVEN a ledger with a folder where its journal would be
+    path = tmp_path / "ledger.sqlite3"
+    worker = stack.enter_context(closing(SqliteLedger(path, clock=clock, **SHORT)))
+    os.mkdir(f"{path}-sent")
+
+    # WHEN a row is claimed (before its letter is sent) THEN it is refused, naming the
+    # folder, saying nothing was sent and what to do, in an error no retry repeats
+    with pytest.raises(LedgerNotWritten) as raised:
+        worker.claim("k1", campaign="c", row=2, attempt="a", lease_until=clock.now + 60)
+    message = str(raised.value)
+    assert message.startswith(f"{path}-sent: not a file (a folder, or another kind of file")
+    assert "nothing was sent. Move it aside" in message
