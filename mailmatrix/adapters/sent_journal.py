@@ -95,13 +95,16 @@ def _letter(text: bytes) -> KeptLetter | None:
 
 
 def _file_fields(file: Any) -> bool:
-    """Whether ``file`` holds a LetterFile's fields, as ``KeptLetter.line`` writes them."""
-    kinds = (str, int, str, str)
+    """Whether ``file`` holds a LetterFile's fields, as ``KeptLetter.line`` writes them: its
+    size a whole number, the others text; the last (``source``) may be left out."""
+    kinds = [int if name == "size" else str for name in LetterFile._fields]
     return (
         isinstance(file, list)
-        and len(file) == len(kinds)
-        and not isinstance(file[1], bool)
-        and all(isinstance(value, kind) for value, kind in zip(file, kinds, strict=True))
+        and len(kinds) - 1 <= len(file) <= len(kinds)
+        and all(
+            isinstance(value, kind) and not isinstance(value, bool)
+            for value, kind in zip(file, kinds, strict=False)
+        )
     )
 
 

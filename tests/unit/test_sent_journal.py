@@ -211,3 +211,22 @@ def test_a_folder_in_the_place_of_the_journal_is_named_before_anything_is_sent(
     message = str(raised.value)
     assert message.startswith(f"{path}-sent: not a file (a folder, or another kind of file")
     assert "nothing was sent. Move it aside" in message
+
+
+@pytest.mark.parametrize("source", ["recipients.csv", None], ids=["with-source", "older"])
+def test_a_kept_letter_with_its_file_reads_back_as_written(source):
+    from mailmatrix.adapters.sent_journal import KeptLetter, _letter
+    from mailmatrix.ports import LetterFile
+
+    # GIVEN a letter that carried its recipient's own file, as the journal writes it (a line
+    # of a version that kept no source: its file's last field left out)
+    file = LetterFile("amelia-hart.pdf", 17510, "29" * 32, "8c4d959a", "83" * 32, "a***@x.org")
+    if source:
+        file = file._replace(source=source)
+    letter = KeptLetter("k1", "m-1@example.com", False, "attempt-a", 5000.5, file)
+    line = letter.line().strip()
+    if not source:
+        line = line.replace(b',""]', b"]")
+
+    # WHEN it is read back THEN it is the same letter
+    assert _letter(line) == letter
