@@ -32,6 +32,7 @@ from mailmatrix.core.failures import (
     NO_ROOM_REMEDY,
     NOT_SENT_TWICE,
     generic_cause,
+    no_room_in,
     plain_error,
 )
 from mailmatrix.core.report import (
@@ -55,6 +56,7 @@ from mailmatrix.errors import (
     DemoTemplates,
     InputFileError,
     LedgerLost,
+    LedgerNotWritten,
     MailMatrixError,
     NameLikeAnother,
     NoEarlierRun,
@@ -627,7 +629,7 @@ def run(
         )
     except MailMatrixError as error:
         stop_display(progress)
-        click.echo(f"mailmatrix run: {with_notes(error)}", err=True)
+        click.echo(f"mailmatrix run: {with_notes(error, ledger_remedy(error))}", err=True)
         refusals = (
             DeliveryChanged
             | NoEarlierRun
@@ -685,6 +687,23 @@ def run(
         else:
             print_summary(console, result, templates=templates)
     sys.exit(exit_code(result))
+
+
+def ledger_remedy(error: MailMatrixError) -> str | None:
+    """What a ledger that cannot be written (LedgerNotWritten), met outside the execution
+    (opened as the run starts or ends), says, and then what to do; None for other errors."""
+    if not isinstance(error, LedgerNotWritten):
+        return None
+    text = str(error).rstrip(".")
+    fix = (
+        NO_ROOM_REMEDY
+        if no_room_in(text)
+        else "make the ledger, its -wal and -shm files, and its folder writable"
+    )
+    return (
+        f"{text}. The ledger records each email sent, before and after it is sent: {fix},"
+        " then run the same command again; the rows it holds as sent are skipped."
+    )
 
 
 def with_notes(error: BaseException, said: str | None = None) -> str:

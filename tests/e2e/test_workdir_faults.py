@@ -262,3 +262,33 @@ def test_an_outbox_that_cannot_be_written_is_advised_as_an_outbox(sent_once: Pat
     assert code == 0, output
     assert sum(_sent(sent_once).values()) == 18
     assert set(_sent(sent_once).values()) == {1}
+
+
+def test_a_ledger_that_meets_the_file_size_limit_as_the_run_starts_says_what_to_do(tmp_path):
+    # GIVEN the demo's file, run in a new workdir by a process whose files may grow to 30 KiB:
+    # the ledger, made as the run starts, cannot be
+    workdir = tmp_path / "w"
+
+    # WHEN it runs
+    args = ["run", RECIPIENTS, "--workdir", str(workdir)]
+    ran = subprocess.run(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: _at_the_file_size_limit(30 * 1024),
+        check=False,
+    )
+
+    # THEN it ends naming the ledger and why, and then says what to do (it said only why)
+    said = " ".join(ran.stderr.split())
+    assert ran.returncode == 1, said + ran.stdout
+    assert f"ledger {workdir.resolve() / 'ledger.sqlite3'}: cannot open" in said
+    assert "it reached the file size limit of this process, 30 KiB (ulimit -f)" in said
+    assert said.endswith(
+        "The ledger records each email sent, before and after it is sent: free space on its"
+        " disk, or raise the file size limit (ulimit -f), then run the same command again; the"
+        " rows it holds as sent are skipped."
+    )
+    # AND nothing was sent
+    assert not list((workdir / "outbox" / "new").glob("*"))
