@@ -176,6 +176,18 @@ def test_execution_records_that_cannot_be_written_stop_the_run_naming_the_file(t
     assert set(_sent(workdir).values()) == {1}
 
 
+def _run_with_file_size_limit(args: list[str], limit: int) -> subprocess.CompletedProcess[str]:
+    """`mailmatrix` with ``args``, in a process whose files may grow to ``limit`` bytes."""
+    return subprocess.run(
+        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: _at_the_file_size_limit(limit),
+        check=False,
+    )
+
+
 def _at_the_file_size_limit(limit: int) -> None:
     """In the child process, before the command runs: files may grow to ``limit`` bytes."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
@@ -197,14 +209,7 @@ def test_a_validation_file_that_meets_the_file_size_limit_is_named_with_the_caus
     # WHEN it runs in a process with that limit
     args = ["run", str(csv_file), "--templates", str(templates), "--workdir", str(workdir)]
     args += ["--sender", "HR <hr@example.com>"]
-    ran = subprocess.run(
-        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        preexec_fn=lambda: _at_the_file_size_limit(150 * 1024),
-        check=False,
-    )
+    ran = _run_with_file_size_limit(args, 150 * 1024)
 
     # THEN nothing was sent, and it names the file it could not write, what for, and why in
     # words (it said "OSError" and "[Errno 27] File too large"), and what to do first
@@ -271,14 +276,7 @@ def test_a_ledger_that_meets_the_file_size_limit_as_the_run_starts_says_what_to_
 
     # WHEN it runs
     args = ["run", RECIPIENTS, "--workdir", str(workdir)]
-    ran = subprocess.run(
-        [sys.executable, "-c", "from mailmatrix.cli.main import main; main()", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        preexec_fn=lambda: _at_the_file_size_limit(30 * 1024),
-        check=False,
-    )
+    ran = _run_with_file_size_limit(args, 30 * 1024)
 
     # THEN it ends naming the ledger and why, and then says what to do (it said only why)
     said = " ".join(ran.stderr.split())
