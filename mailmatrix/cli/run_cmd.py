@@ -32,8 +32,8 @@ from mailmatrix.core.failures import (
     NO_ROOM_REMEDY,
     NOT_SENT_TWICE,
     generic_cause,
-    no_room_in,
     plain_error,
+    write_remedy,
 )
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -695,13 +695,9 @@ def ledger_remedy(error: MailMatrixError) -> str | None:
     if not isinstance(error, LedgerNotWritten):
         return None
     text = str(error).rstrip(".")
-    fix = (
-        NO_ROOM_REMEDY
-        if no_room_in(text)
-        else "make the ledger, its -wal and -shm files, and its folder writable"
-    )
     return (
-        f"{text}. The ledger records each email sent, before and after it is sent: {fix},"
+        f"{text}. The ledger records each email sent, before and after it is sent:"
+        f" {write_remedy(text)},"
         " then run the same command again; the rows it holds as sent are skipped."
     )
 
