@@ -290,3 +290,33 @@ def test_a_ledger_that_meets_the_file_size_limit_as_the_run_starts_says_what_to_
     )
     # AND nothing was sent
     assert not list((workdir / "outbox" / "new").glob("*"))
+
+
+def test_a_ledger_that_meets_the_file_size_limit_as_a_redrive_starts_says_what_to_do(tmp_path):
+    # GIVEN an execution of the demo's file stopped after 5 letters (a drill's quota), whose
+    # ledger (27 KiB) cannot be opened by a process whose files may grow to 30 KiB (SQLite's
+    # -shm file beside it is 32 KiB)
+    workdir = tmp_path / "w"
+    code, output = _invoke(
+        "run", RECIPIENTS, "--workdir", str(workdir), "--faults", "quota-after=5"
+    )
+    assert code == 1, output
+    execution = next((workdir / "executions").iterdir()).name
+    assert sum(_sent(workdir).values()) == 5
+
+    # WHEN it is redriven by such a process
+    ran = _run_with_file_size_limit(["redrive", execution, "--workdir", str(workdir)], 30 * 1024)
+
+    # THEN it ends naming the ledger and why, then says what to do, as `run` does, ending with
+    # the command that redrives it again (it said only why)
+    said = " ".join(ran.stderr.split())
+    assert ran.returncode == 2, said + ran.stdout
+    assert f"mailmatrix redrive: ledger {workdir.resolve() / 'ledger.sqlite3'}: cannot open" in said
+    assert "it reached the file size limit of this process, 30 KiB (ulimit -f)" in said
+    assert said.endswith(
+        "The ledger records each email sent, before and after it is sent: free space on its"
+        " disk, or raise the file size limit (ulimit -f), then redrive again (the rows it holds"
+        f" as sent are skipped): mailmatrix redrive {execution} --workdir {workdir}"
+    )
+    # AND nothing more was sent
+    assert sum(_sent(workdir).values()) == 5
