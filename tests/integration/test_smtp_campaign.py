@@ -565,8 +565,15 @@ def _refused_only_through_a_server(
     said = " ".join(checked.output.split())
     assert checked.exit_code == 0, said
     assert "All good" not in said
-    assert "Only as a trial: the 2 valid row(s) would be sent into the outbox" in said
-    assert f"`run --smtp` would refuse this file ({error})" in said
+    # (saying plainly which run its exit status is for, and that a server run is refused)
+    assert (
+        "Outbox only: the 2 valid row(s) would be sent into the outbox by `run` without --smtp,"
+        " a trial, and validate exits as that run would; `run --smtp` would be refused (below)."
+    ) in said
+    assert (
+        f"`run --smtp` would refuse this file ({error}), sending nothing; `run` into the outbox"
+        " goes:"
+    ) in said
     assert "(mine.csv row 3, Email j***@gmail.com)" in said
 
     trials = path.parent / "trials"
