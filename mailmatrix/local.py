@@ -1227,6 +1227,30 @@ def check_other_workdirs(
     known.add(here, campaign, delivery)
 
 
+def _hold_to_way(
+    known: KnownWorkdirs | None, wd: Workdir, campaign: str, name: str, way: dict[str, Any]
+) -> None:
+    """Check the file against the other workdirs (``known``: None for the outbox), recording
+    in the known workdirs that ``wd`` delivers it, then record its way here; under the locks
+    of both. Should the way not be recorded (its ledger, made first, cannot be made or
+    written: no room, no access), the run stops before anything is claimed or sent, and the
+    entry this added to the known workdirs is taken back: it would refuse the file's runs from
+    other workdirs, and this one's next run, for letters that never went."""
+    here, delivery = str(wd.root.resolve()), way["delivery"]
+    added = known is not None and delivery not in known.workdirs.get(here, {}).get(campaign, [])
+    if known is not None:
+        check_other_workdirs(known, wd, campaign, name, delivery)
+    try:
+        record_campaign_way(wd, campaign, way)
+    except BaseException:
+        if known is not None and added:
+            try:
+                known.forget(here, campaign, delivery)
+            except RecordNotWritable as exc:  # the safe side: the entry stays
+                log.debug("known workdirs: %s kept for %s: %s", here, campaign, exc)
+        raise
+
+
 def check_sent_mark(
     wd: Workdir,
     campaign: str,
@@ -1795,11 +1819,9 @@ def run_campaign(
     with _known_workdirs(way, wd) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
         first = campaign not in _deliveries(wd)
-        if known is not None:
-            check_other_workdirs(known, wd, campaign, csv_path.name, way["delivery"])
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
-        record_campaign_way(wd, campaign, way)
+        _hold_to_way(known, wd, campaign, csv_path.name, way)
     try:
         prepare(wd, env)
         with _local_ledger(wd) as ledger:
@@ -2376,9 +2398,7 @@ def redrive(
             with _known_workdirs(way, wd) as known, _ways_locked(wd):
                 _check_redrive_way(wd, campaign, execution_id, name, way)
                 first = campaign not in _deliveries(wd)
-                if known is not None:
-                    check_other_workdirs(known, wd, campaign, name, way["delivery"])
-                record_campaign_way(wd, campaign, way)
+                _hold_to_way(known, wd, campaign, name, way)
         try:
             if campaign:
                 # The operator redrives because they fixed the cause: lift an account halt.

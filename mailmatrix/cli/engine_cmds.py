@@ -678,9 +678,10 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
             engine = _engine(workdir, registry_factory(workdir, functions))
             record = _with_progress(lambda listener: engine.redrive(execution, listener=listener))
     except MailMatrixError as exc:
-        from mailmatrix.cli.run_cmd import with_notes
+        from mailmatrix.cli.run_cmd import ledger_remedy, with_notes
 
-        raise NotRunnable(with_notes(exc)) from exc
+        again = f"{program()} redrive {execution} --workdir {shlex.quote(str(workdir))}"
+        raise NotRunnable(with_notes(exc, ledger_remedy(exc, again))) from exc
     _report(record, workdir, functions)
     raise SystemExit(exits.OK if record["status"] == "SUCCEEDED" else exits.RUN_FAILED)
 

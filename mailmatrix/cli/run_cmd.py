@@ -32,8 +32,8 @@ from mailmatrix.core.failures import (
     NO_ROOM_REMEDY,
     NOT_SENT_TWICE,
     generic_cause,
-    no_room_in,
     plain_error,
+    write_remedy,
 )
 from mailmatrix.core.report import (
     FAILED_APART,
@@ -689,20 +689,19 @@ def run(
     sys.exit(exit_code(result))
 
 
-def ledger_remedy(error: MailMatrixError) -> str | None:
+def ledger_remedy(error: MailMatrixError, redrive: str | None = None) -> str | None:
     """What a ledger that cannot be written (LedgerNotWritten), met outside the execution
-    (opened as the run starts or ends), says, and then what to do; None for other errors."""
+    (opened as the run starts or ends), says, and then what to do; for a redrive, ending
+    with its ``redrive`` command. None for other errors."""
     if not isinstance(error, LedgerNotWritten):
         return None
     text = str(error).rstrip(".")
-    fix = (
-        NO_ROOM_REMEDY
-        if no_room_in(text)
-        else "make the ledger, its -wal and -shm files, and its folder writable"
-    )
+    then = "run the same command again; the rows it holds as sent are skipped."
+    if redrive is not None:
+        then = f"redrive again (the rows it holds as sent are skipped): {redrive}"
     return (
-        f"{text}. The ledger records each email sent, before and after it is sent: {fix},"
-        " then run the same command again; the rows it holds as sent are skipped."
+        f"{text}. The ledger records each email sent, before and after it is sent:"
+        f" {write_remedy(text)}, then {then}"
     )
 
 

@@ -572,8 +572,9 @@ def _show(
         )
     elif refusal:
         console.print(
-            f"[yellow]Only as a trial[/]: {sending} into the outbox (`run` without --smtp), not"
-            " through a mail server (below)."
+            f"[yellow]Outbox only[/]: {sending} into the outbox by `run` without --smtp, a"
+            " trial, and validate exits as that run would; `run --smtp` would be refused"
+            " (below)."
         )
     elif report.warnings:  # not errors, but not all good: say so where people look last
         if would == report.valid:
@@ -584,7 +585,10 @@ def _show(
     else:
         console.print(f"[green]All good[/]: {sending}.")
     if refusal:
-        console.print(f"[yellow]`run --smtp` would refuse this file ({refusal['error']})[/]:")
+        console.print(
+            f"[yellow]`run --smtp` would refuse this file ({refusal['error']}), sending nothing;"
+            " `run` into the outbox goes[/]:"
+        )
         console.print(refusal["message"], markup=False)
     for line in _earlier_sends(earlier, Path(letters["templates"])):
         console.print(line, markup=False)

@@ -85,6 +85,12 @@ QUOTA_USED = "the disk quota of this user is used up"
 SIZE_LIMIT = "the file size limit of this process"
 # What to do then, and why no letter went out twice (a row is claimed in the ledger first).
 NO_ROOM_REMEDY = "free space on its disk, or raise the file size limit (ulimit -f)"
+# And when it could not be written for another reason (its permissions, an immutable flag, a
+# read-only file system); see write_remedy.
+WRITABLE_REMEDY = (
+    "make the file named above and its folder writable (for the ledger, its -wal and -shm"
+    " files too; chmod u+w, and chattr -i as root for an immutable one)"
+)
 NOT_SENT_TWICE = (
     "Nothing was sent twice: each row is claimed in the ledger before it is sent, so a row"
     " whose claim could not be written was not sent, and a row sent when the ledger could not"
@@ -140,6 +146,13 @@ def no_room_in(message: str) -> bool:
     """Whether ``message`` says a file could not be written for want of room (a full disk,
     a used-up quota, the file size limit)."""
     return any(words in message for words in (DISK_FULL, QUOTA_USED, SIZE_LIMIT))
+
+
+def write_remedy(*messages: str) -> str:
+    """What to do first about a file of the run that could not be written, as its error
+    ``messages`` say why: make room when it had none (NO_ROOM_REMEDY), else make it writable
+    (WRITABLE_REMEDY)."""
+    return NO_ROOM_REMEDY if any(map(no_room_in, messages)) else WRITABLE_REMEDY
 
 
 def generic_cause(error: str | None, cause: str) -> bool:
@@ -297,7 +310,7 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         )
     written = [text for name, text in pairs if name == FILE_NOT_WRITTEN]
     if written:
-        fix = NO_ROOM_REMEDY if any(map(no_room_in, written)) else "make it writable"
+        fix = write_remedy(*written)
         return (
             "a file of the run could not be written (see above), and a redrive meets that"
             f" again until it can be: first {fix}, then redrive (rows already sent are"
@@ -333,7 +346,7 @@ def _in_doubt_advice(messages: Sequence[str]) -> str:
     which = "a row" if not rows else f"row {rows[0]}"
     if len(rows) > 1:
         which = f"rows {', '.join(map(str, rows))}"
-    fix = NO_ROOM_REMEDY if any(map(no_room_in, messages)) else "make the ledger writable"
+    fix = write_remedy(*messages)
     return (
         f"the send ledger could not be written (see above), nor the journal beside it: {which}"
         " went to the mail server (or the outbox) and could not be recorded as sent. A redrive"

@@ -269,6 +269,22 @@ def test_an_outbox_that_cannot_be_written_is_advised_as_an_outbox(sent_once: Pat
     assert set(_sent(sent_once).values()) == {1}
 
 
+def _refused_at_the_ledger(ran: subprocess.CompletedProcess[str], workdir: Path, code: int) -> str:
+    """What a command that met the file size limit (30 KiB) as it opened the ledger of
+    ``workdir`` said after its remedy ("then ..."), once checked that it exited ``code``,
+    naming the ledger, why, and that remedy."""
+    said = " ".join(ran.stderr.split())
+    assert ran.returncode == code, said + ran.stdout
+    assert f"ledger {workdir.resolve() / 'ledger.sqlite3'}: cannot open" in said
+    assert "it reached the file size limit of this process, 30 KiB (ulimit -f)" in said
+    remedy = (
+        "The ledger records each email sent, before and after it is sent: free space on its"
+        " disk, or raise the file size limit (ulimit -f), then "
+    )
+    assert remedy in said, said
+    return said.split(remedy, 1)[1]
+
+
 def test_a_ledger_that_meets_the_file_size_limit_as_the_run_starts_says_what_to_do(tmp_path):
     # GIVEN the demo's file, run in a new workdir by a process whose files may grow to 30 KiB:
     # the ledger, made as the run starts, cannot be
@@ -279,14 +295,34 @@ def test_a_ledger_that_meets_the_file_size_limit_as_the_run_starts_says_what_to_
     ran = _run_with_file_size_limit(args, 30 * 1024)
 
     # THEN it ends naming the ledger and why, and then says what to do (it said only why)
-    said = " ".join(ran.stderr.split())
-    assert ran.returncode == 1, said + ran.stdout
-    assert f"ledger {workdir.resolve() / 'ledger.sqlite3'}: cannot open" in said
-    assert "it reached the file size limit of this process, 30 KiB (ulimit -f)" in said
-    assert said.endswith(
-        "The ledger records each email sent, before and after it is sent: free space on its"
-        " disk, or raise the file size limit (ulimit -f), then run the same command again; the"
-        " rows it holds as sent are skipped."
-    )
+    then = _refused_at_the_ledger(ran, workdir, 1)
+    assert then == "run the same command again; the rows it holds as sent are skipped."
     # AND nothing was sent
     assert not list((workdir / "outbox" / "new").glob("*"))
+
+
+def test_a_ledger_that_meets_the_file_size_limit_as_a_redrive_starts_says_what_to_do(tmp_path):
+    # GIVEN an execution of the demo's file stopped after 5 letters (a drill's quota), whose
+    # ledger (27 KiB) cannot be opened by a process whose files may grow to 30 KiB (SQLite's
+    # -shm file beside it is 32 KiB)
+    workdir = tmp_path / "w"
+    code, output = _invoke(
+        "run", RECIPIENTS, "--workdir", str(workdir), "--faults", "quota-after=5"
+    )
+    assert code == 1, output
+    execution = next((workdir / "executions").iterdir()).name
+    assert sum(_sent(workdir).values()) == 5
+
+    # WHEN it is redriven by such a process
+    ran = _run_with_file_size_limit(["redrive", execution, "--workdir", str(workdir)], 30 * 1024)
+
+    # THEN it ends naming the ledger and why, then says what to do, as `run` does, ending with
+    # the command that redrives it again (it said only why)
+    then = _refused_at_the_ledger(ran, workdir, 2)
+    assert ran.stderr.startswith("mailmatrix redrive: ledger ")
+    assert then == (
+        "redrive again (the rows it holds as sent are skipped): mailmatrix redrive"
+        f" {execution} --workdir {workdir}"
+    )
+    # AND nothing more was sent
+    assert sum(_sent(workdir).values()) == 5

@@ -565,8 +565,15 @@ def _refused_only_through_a_server(
     said = " ".join(checked.output.split())
     assert checked.exit_code == 0, said
     assert "All good" not in said
-    assert "Only as a trial: the 2 valid row(s) would be sent into the outbox" in said
-    assert f"`run --smtp` would refuse this file ({error})" in said
+    # (saying plainly which run its exit status is for, and that a server run is refused)
+    assert (
+        "Outbox only: the 2 valid row(s) would be sent into the outbox by `run` without --smtp,"
+        " a trial, and validate exits as that run would; `run --smtp` would be refused (below)."
+    ) in said
+    assert (
+        f"`run --smtp` would refuse this file ({error}), sending nothing; `run` into the outbox"
+        " goes:"
+    ) in said
     assert "(mine.csv row 3, Email j***@gmail.com)" in said
 
     trials = path.parent / "trials"
@@ -1174,6 +1181,88 @@ def test_a_redrive_is_held_to_what_other_workdirs_delivered_too(
     # THEN it is refused as a run from B would be: nobody gets a second letter
     said = " ".join(redriven.output.split())
     assert redriven.exit_code != 0, said
+    assert f"runs in another workdir, {tmp_path / 'a'}, delivered a file named" in said
+    assert len(inbox.envelopes) == 18
+
+
+def _run_in_a_process(workdir: Path, url: str, *, before: str = "", limit: int | None = None):
+    """`mailmatrix run` of the demo file from ``workdir`` through the server at ``url``, in a
+    process of its own: ``before`` (Python) runs in it first; ``limit``: its file size limit."""
+    import subprocess
+    import sys
+
+    from tests.e2e.test_workdir_faults import _at_the_file_size_limit
+
+    args = ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--smtp", url]
+    return subprocess.run(
+        [sys.executable, "-c", f"{before}\nfrom mailmatrix.cli.main import main; main()", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=(lambda: _at_the_file_size_limit(limit)) if limit else None,
+        check=False,
+    )
+
+
+def test_a_run_refused_as_its_ledger_is_made_does_not_hold_the_file_to_its_workdir(
+    smtp_inbox, tmp_path: Path, state_dir: Path
+):
+    import json
+
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+
+    # GIVEN a run through the server from workdir A refused as its ledger was made: its process
+    # may write files of 30 KiB at most, and the ledger cannot be
+    refused = _run_in_a_process(tmp_path / "a", url, limit=30 * 1024)
+    assert refused.returncode == 1, refused.stderr
+    assert "cannot write the ledger: it reached the file size limit" in refused.stderr
+    assert inbox.envelopes == []
+
+    # THEN the record of known workdirs does not say A delivers the file (it said so)
+    record = json.loads((state_dir / "known-workdirs.json").read_text(encoding="utf-8"))
+    assert record["workdirs"] == {}
+
+    # WHEN the file runs through the same server from workdir B
+    sent = run(tmp_path / "b", "--smtp", url)
+
+    # THEN it is sent, not refused for letters "delivered" from A that never went
+    assert sent.exit_code == 0, sent.output
+    assert len(inbox.envelopes) == 18
+
+    # AND A, run again, is now refused in true words: B delivered them
+    again = run(tmp_path / "a", "--smtp", url)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
+    assert f"runs in another workdir, {tmp_path / 'b'}, delivered a file named" in said
+    assert "(18 letter(s) of it are recorded sent there)" in said
+    assert len(inbox.envelopes) == 18
+
+
+def test_a_run_killed_after_sending_still_holds_the_file_to_its_workdir(smtp_inbox, tmp_path: Path):
+    inbox, url = smtp_inbox
+
+    # GIVEN a run through the server from workdir A whose process is killed once its letters
+    # went out, before the run could end (no cleanup at all, as SIGKILL leaves it)
+    killed_after_sending = (
+        "import os\n"
+        "import mailmatrix.local as local\n"
+        "execute = local.execute\n"
+        "def sent_then_killed(*args, **kwargs):\n"
+        "    execute(*args, **kwargs)\n"
+        "    os._exit(137)\n"
+        "local.execute = sent_then_killed"
+    )
+    killed = _run_in_a_process(tmp_path / "a", url, before=killed_after_sending)
+    assert killed.returncode == 137, killed.stderr
+    assert len(inbox.envelopes) == 18
+
+    # WHEN the file runs through the same server from workdir B
+    again = _runner(str(EXAMPLE / "recipients.csv"))(tmp_path / "b", "--smtp", url)
+
+    # THEN it is refused: A's letters may be out, and B's ledger knows none of them
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2, said
     assert f"runs in another workdir, {tmp_path / 'a'}, delivered a file named" in said
     assert len(inbox.envelopes) == 18
 

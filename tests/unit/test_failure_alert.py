@@ -202,7 +202,11 @@ def test_an_execution_whose_records_could_not_be_written_is_advised_a_redrive_on
             "the disk holding it is full (No space left on device)",
             "first free space on its disk, or raise the file size limit (ulimit -f), then",
         ),
-        ("the file system is read-only (Read-only file system)", "first make it writable, then"),
+        (
+            "the file system is read-only (Read-only file system)",
+            "first make the file named above and its folder writable (for the ledger, its -wal"
+            " and -shm files too; chmod u+w, and chattr -i as root for an immutable one), then",
+        ),
     ],
     ids=["no room", "read-only"],
 )
@@ -248,3 +252,52 @@ def test_an_outbox_over_the_disk_quota_is_advised_as_an_outbox_not_a_sending_quo
     assert "When to redrive: the outbox /srv/wd/outbox cannot be written" in words
     assert "make room on its disk" in words
     assert "24-hour sending quota" not in words
+
+
+@pytest.mark.parametrize(
+    ("batch_why", "file_why", "ledger_why", "remedy"),
+    [
+        (
+            "database is locked",
+            "the file system is read-only (Read-only file system)",
+            "attempt to write a readonly database",
+            "WRITABLE_REMEDY",
+        ),
+        (
+            "cannot write the ledger: the disk holding it is full (SQLite: disk full)",
+            "the disk holding it is full (No space left on device)",
+            "cannot write the ledger: the disk holding it is full (SQLite: disk full)",
+            "NO_ROOM_REMEDY",
+        ),
+    ],
+    ids=["not writable", "no room"],
+)
+def test_a_file_of_the_run_that_could_not_be_written_is_advised_one_remedy_wherever_met(
+    batch_why, file_why, ledger_why, remedy
+):
+    from mailmatrix.cli.run_cmd import ledger_remedy
+    from mailmatrix.core import failures
+    from mailmatrix.errors import LedgerNotWritten
+
+    # GIVEN a batch that sent a letter neither the ledger nor its journal could record,
+    # validation that could not write the manifest, and `run` that could not write the ledger
+    # as it started
+    in_doubt = (
+        f"ledger l: record_sent k: {batch_why}; the letter of row 7 was sent but could not be"
+        " recorded, nor kept in l-sent (Read-only file system)"
+    )
+    batches = failures.Stopped(batches=[("LedgerError", in_doubt)])
+    arn = "arn:aws:states:eu-west-1:123456789012:execution:m:e1"
+    ended = Ending(name="e1", arn=arn, status="FAILED", error="FileNotWritten", cause=file_why)
+
+    # WHEN each says what to do
+    said = [
+        failures.redrive_advice("FAILED", "States.ExceedToleratedFailureThreshold", "", batches),
+        failure_alert(ended, Stopped(), redrive="mailmatrix redrive e1").message,
+        ledger_remedy(LedgerNotWritten(f"ledger l: cannot open: {ledger_why}")),
+    ]
+
+    # THEN each gives the same remedy, in the same words (each had its own for a file that
+    # is not writable)
+    for advice in said:
+        assert getattr(failures, remedy) in " ".join(str(advice).split()), advice

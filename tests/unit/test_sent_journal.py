@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.core.failures import NOT_SENT_TWICE, Stopped, redrive_advice
+from mailmatrix.core.failures import NOT_SENT_TWICE, WRITABLE_REMEDY, Stopped, redrive_advice
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim, Outcome
 from tests.fixtures.sending.kit import FakeClock
@@ -127,7 +127,7 @@ def test_a_letter_neither_the_ledger_nor_its_journal_can_keep_is_said_in_doubt(
         "the send ledger could not be written (see above), nor the journal beside it: row 7"
         " went to the mail server (or the outbox) and could not be recorded as sent. A redrive"
         " sends it again, marked as a possible duplicate, unless the server's log (or the"
-        " outbox) shows it arrived. First make the ledger writable, look there for row 7"
+        f" outbox) shows it arrived. First {WRITABLE_REMEDY}, look there for row 7"
     )
 
 
