@@ -29,7 +29,7 @@ from mailmatrix.adapters.ledger_sqlite import Doubt, SqliteLedger
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
-from mailmatrix.core.report import report_writer, write_report_row
+from mailmatrix.core.report import report_writer, row_identity, write_report_row
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.errors import MailMatrixError, NotFoundError, NotSettled
 from mailmatrix.jobs import report_key
@@ -156,15 +156,7 @@ def _report_row(
     item: Mapping[str, Any], outcome: Outcome | None, attempts: Collection[str], doubtful: set[str]
 ) -> dict[str, Any]:
     """The report row of a validated row of an execution that ended without its summary."""
-    row: dict[str, Any] = {
-        "row": item.get("row"),
-        "email": item.get("email"),
-        "name": item.get("name"),
-        "template": item.get("template"),
-        "attachment": item.get("attachment"),
-        "cc": "; ".join(item.get("cc") or ()),
-        "bcc": "; ".join(item.get("bcc") or ()),
-    }
+    row = row_identity(item)
     ours = outcome is not None and outcome.attempt in attempts
     if outcome is not None and outcome.state == "sent":
         status = "sent" if ours else "skipped"

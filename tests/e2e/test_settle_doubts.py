@@ -96,16 +96,27 @@ def test_the_run_names_the_row_in_doubt_in_its_summary_and_its_report(
     assert "row 2, a***@example.com, template offer" in " ".join(shown.output.split())
 
 
-def test_a_row_settled_as_sent_is_not_sent_again_by_the_redrive(tmp_path, monkeypatch, two_workers):
-    # GIVEN a run that left row 2 in doubt, whose letter the outbox shows arrived
+def _settled_and_redriven(
+    tmp_path: Path, monkeypatch: Any, flag: str, *, arrived: bool
+) -> tuple[Any, dict[str, Any], Path]:
+    """Run the file leaving row 2 in doubt (its letter taken out of the outbox unless it
+    ``arrived``), settle row 2 with ``flag``, and redrive: the settle's result, the redrive's
+    record and the workdir."""
     result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
     execution = " ".join(result.output.split()).split("Execution: ")[1].split()[0]
-
-    # WHEN the operator settles it as sent, and the execution is redriven
+    if not arrived:  # as a mail server that lost it
+        for letter in (workdir / "outbox" / "new").iterdir():
+            letter.unlink()
     settled = CliRunner().invoke(
-        cli, ["settle", str(csv_file), "--sent", "2", "--workdir", str(workdir)]
+        cli, ["settle", str(csv_file), flag, "2", "--workdir", str(workdir)]
     )
-    record = local.redrive(workdir, execution)
+    return settled, local.redrive(workdir, execution), workdir
+
+
+def test_a_row_settled_as_sent_is_not_sent_again_by_the_redrive(tmp_path, monkeypatch, two_workers):
+    # GIVEN a run that left row 2 in doubt, whose letter the outbox shows arrived
+    # WHEN the operator settles it as sent, and the execution is redriven
+    settled, record, workdir = _settled_and_redriven(tmp_path, monkeypatch, "--sent", arrived=True)
 
     # THEN the redrive sent the other rows only: each valid row has one letter, none marked
     # as a possible duplicate, and row 2 counts as sent
@@ -119,18 +130,11 @@ def test_a_row_settled_as_sent_is_not_sent_again_by_the_redrive(tmp_path, monkey
 def test_a_row_settled_as_not_sent_is_sent_by_the_redrive_as_never_tried(
     tmp_path, monkeypatch, two_workers
 ):
-    # GIVEN a run that left row 2 in doubt, whose letter did not arrive (taken out of the
-    # outbox here, as a mail server that lost it)
-    result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
-    execution = " ".join(result.output.split()).split("Execution: ")[1].split()[0]
-    for letter in (workdir / "outbox" / "new").iterdir():
-        letter.unlink()
-
+    # GIVEN a run that left row 2 in doubt, whose letter did not arrive
     # WHEN the operator settles it as not sent, and the execution is redriven
-    settled = CliRunner().invoke(
-        cli, ["settle", str(csv_file), "--not-sent", "2", "--workdir", str(workdir)]
+    settled, record, workdir = _settled_and_redriven(
+        tmp_path, monkeypatch, "--not-sent", arrived=False
     )
-    record = local.redrive(workdir, execution)
 
     # THEN the redrive sent every valid row once, row 2 not marked as a possible duplicate
     assert settled.exit_code == 0, settled.output
