@@ -48,6 +48,11 @@ class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 
 
+class NotSettled(ConfigurationError):
+    """`settle` was asked about rows it cannot settle: rows not in doubt (sent, failed, never
+    tried, not in the file), or rows a run of the campaign is sending now."""
+
+
 class WorkdirNotWritable(MailMatrixError):
     """The workdir's folder, or its ledger file, cannot be written (its permissions, an
     immutable flag, a read-only file system): found before a run or redrive sends anything."""

@@ -2365,6 +2365,7 @@ def execute(
         )
         record["history"] = engine.history(record["name"])
         _explain(engine, record)
+    _report_doubts(wd, record)
     alert_if_failed(wd, record, echo=echo)
     return record
 
@@ -2414,6 +2415,7 @@ def redrive(
             _with_not_kept(record, _settle_campaign_way(wd, campaign, way, first=first))
         record["history"] = engine.history(record["name"])
         _explain(engine, record)
+    _report_doubts(wd, record)
     alert_if_failed(wd, record, echo=echo)
     return record
 
@@ -2463,6 +2465,12 @@ def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
 def campaign_of_file(path: Path) -> str:
     """The campaign of a file run here: its name names it (incoming_key)."""
     return campaign_id_for(Source(LOCAL_BUCKET, incoming_key(path), "", None))
+
+
+def run_source_path(wd: Workdir, execution_id: str) -> str | None:
+    """The whole path of the file an execution ran, as its run recorded it (None: not)."""
+    source = _source_of(_ran(wd, execution_id))
+    return None if source is None else str(source)
 
 
 def _source_of(ran: dict[str, Any]) -> Path | None:
@@ -2687,6 +2695,14 @@ def progress_of(wd: Workdir, execution_id: str) -> dict[str, int] | None:
             outcomes = ledger.outcomes_of(keys)
     attempts = engine.child_execution_arns(execution_id)
     return progress_counts(validation.get("counts", {}), keys, outcomes, attempts)
+
+
+def _report_doubts(wd: Workdir, record: Any) -> None:
+    """Write the report of an execution that ended without its summary and left rows in doubt
+    (doubts.write_doubts_report), so the rows the operator must check are in a report too."""
+    from mailmatrix.doubts import write_doubts_report
+
+    write_doubts_report(wd, record)
 
 
 def _explain(engine: Any, record: Any) -> None:

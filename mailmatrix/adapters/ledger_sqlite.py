@@ -62,7 +62,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 try:
     import fcntl
@@ -72,7 +72,7 @@ except ImportError:  # not on this system: writers poll SQLite's lock instead
 from mailmatrix.adapters.sent_journal import KeptLetter, SentJournal
 from mailmatrix.core.failures import DISK_FULL
 from mailmatrix.disk import file_size_limit, size_limit_words
-from mailmatrix.errors import LedgerError, LedgerNotWritten
+from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     OUTCOME_UNKNOWN,
@@ -122,7 +122,8 @@ CREATE TABLE IF NOT EXISTS sends (
     file_size INTEGER,
     file_sha256 TEXT,
     file_print TEXT,
-    file_source TEXT
+    file_source TEXT,
+    settled TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -201,6 +202,26 @@ _OWN_NEW = (
 # An entry whose letter may have gone out: sent, claimed (by a live attempt or a dead one),
 # failed as OUTCOME_UNKNOWN, or doubtful (taken over, or a try released with an unknown outcome).
 _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertain)"
+
+
+# An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
+# claimed by an attempt that ended holding it, or given back after a try that may have been taken.
+_IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
+
+
+class Doubt(NamedTuple):
+    """A row in doubt: its letter may have gone out, and the ledger has it as not sent
+    (SqliteLedger.doubts)."""
+
+    key: str
+    row: int
+    state: str  # claimed (its attempt ended holding it), or released (after a doubtful try)
+    attempt: str | None  # the attempt that claimed it last
+    at: float  # when that attempt claimed it (or gave it back), seconds since the epoch
+    live: bool  # the claim's process still runs, within its lease: it is being sent now
+    attachment: str | None  # the row's own file, where the ledger kept it
+    masked: str  # the recipient's address, masked, where the ledger kept it; else ""
+    holder: str | None = None  # the process that claimed it (processes.process_token)
 
 
 _T = TypeVar("_T")
@@ -1137,6 +1158,67 @@ class SqliteLedger:
                 released += cursor.rowcount
         return released
 
+    def doubts(self, campaign: str) -> list[Doubt]:
+        """The rows of ``campaign`` in doubt, by row: their letter may have gone out, and the
+        ledger has them as not sent. One whose claim is still held (its process runs, within
+        its lease) is ``live``: it is being sent. A letter the journal beside the ledger kept
+        is sent, not in doubt."""
+        now = self._clock()
+        found = self._statement(
+            f"doubts {campaign}",
+            "SELECT key, row, state, attempt, updated_at, lease_until, holder,"
+            " coalesce(file, attachment), masked FROM sends LEFT JOIN attachment_owners"
+            " ON attachment_owners.campaign = sends.campaign AND letter = key"
+            f" WHERE sends.campaign = ? AND {_IN_DOUBT} ORDER BY row, key",
+            (campaign,),
+        )
+        doubts = []
+        for key, row, state, attempt, at, lease, holder, attachment, masked in found:
+            if self._journal.sent(key) is not None:
+                continue
+            live = state == "claimed" and (lease or 0) > now and token_running(holder)
+            doubts.append(
+                Doubt(
+                    key, int(row), state, attempt, float(at), live, attachment, masked or "", holder
+                )
+            )
+        return doubts
+
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None:
+        """Record what the operator found of rows in doubt (``doubts``, as read): ``sent``,
+        each is sent (a run skips it); else each is given back unsent, no longer a possible
+        duplicate (the next run sends it, as a row never tried). ``by``: who said so, kept with
+        the time in the column ``settled``. One transaction: where a row changed since it was
+        read (a run took it up), nothing is written and NotSettled names it."""
+        now = self._clock()
+        said = "sent" if sent else "not sent"
+        mark = f"{said}, said by {by} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))} UTC"
+        # Either way the operator read in the server's log what arrived: no mark of a
+        # possible duplicate stays.
+        with self._transaction(f"settle {len(doubts)} row(s)") as db:
+            for doubt in doubts:
+                if not db.execute(
+                    "UPDATE sends SET state = ?, lease_until = NULL, code = NULL, reason = NULL,"
+                    " uncertain = 0, takeovers = 0, settled = ?, updated_at = ? WHERE key = ?"
+                    " AND state = ? AND attempt IS ? AND holder IS ? AND updated_at = ?",
+                    (
+                        "sent" if sent else "released",
+                        mark,
+                        now,
+                        doubt.key,
+                        doubt.state,
+                        doubt.attempt,
+                        doubt.holder,
+                        doubt.at,
+                    ),
+                ).rowcount:
+                    raise NotSettled(
+                        f"ledger {self.path}: row {doubt.row} changed as it was being settled"
+                        " (a run of the file took it up): nothing was settled. Wait for that"
+                        " run to end, then list the rows in doubt again"
+                    )
+        log.debug("ledger: %d row(s) settled as %s", len(doubts), said)
+
     def outcomes(self, campaign: str) -> list[Outcome]:
         """Return every entry of ``campaign`` ordered by row."""
         with self._transaction(f"outcomes {campaign}") as db:
@@ -1181,6 +1263,7 @@ _ADDED_COLUMNS = (
     ("sends", "file_print", "TEXT"),
     ("sends", "file_source", "TEXT"),
     ("batches", "locked", "INTEGER NOT NULL DEFAULT 0"),
+    ("sends", "settled", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),

@@ -513,8 +513,37 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     console.print(tree)
     if report is not None:  # on one line, however narrow the terminal or pipe: it is copied
         console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
+    for line in _doubt_lines(record, workdir):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
     for line in _resume_lines(record, stopped, newer, workdir):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def _doubt_lines(record: dict[str, Any], workdir: pathlib.Path) -> list[str]:
+    """The rows in doubt an execution that has ended left, each named, and the commands that
+    settle them (the file as its run was given); none for `sfn run` workdirs."""
+    if record["status"] == "RUNNING" or not (workdir / "settings.json").is_file():
+        return []
+    from mailmatrix import local
+    from mailmatrix.doubts import doubt_line, doubts_of, settle_command
+
+    wd = local.Workdir(workdir)
+    try:
+        rows = doubts_of(wd, record["name"])
+    except MailMatrixError:  # an unreadable ledger: the graph is shown all the same
+        return []
+    if not rows:
+        return []
+    lines = [f"in doubt (may have gone out, not recorded as sent): {len(rows)} row(s)"]
+    lines += [f"  {doubt_line(row.to_dict())}" for row in rows]
+    source = local.run_source_path(wd, record["name"]) or "FILE"
+    numbers = [row.row for row in rows]
+    lines += [
+        "settle them once the mail server's log (or the outbox) was checked:",
+        f"  arrived: {settle_command(source, workdir, numbers, sent=True)}",
+        f"  not arrived: {settle_command(source, workdir, numbers, sent=False)}",
+    ]
+    return lines
 
 
 def _resume_lines(
@@ -665,6 +694,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 or pathlib.Path(csv_file).parent / "attachments",
             )
             run_cmd.name_the_file(result, csv_file)
+            run_cmd.add_settle_commands(result, csv_file, workdir)
             if result["counts"].get("failed"):
                 commands = run_cmd.retry_commands(
                     csv_file, workdir, options, unsubscribe, result["counts"]

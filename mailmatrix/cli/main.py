@@ -6,7 +6,15 @@ import gc
 
 import click
 
-from mailmatrix.cli import aws_cmds, engine_cmds, exits, preview_cmd, run_cmd, validate_cmd
+from mailmatrix.cli import (
+    aws_cmds,
+    engine_cmds,
+    exits,
+    preview_cmd,
+    run_cmd,
+    settle_cmd,
+    validate_cmd,
+)
 from mailmatrix.cli.defaults import default_workdir
 from mailmatrix.errors import ConfigurationError
 
@@ -24,7 +32,7 @@ def cli() -> None:
         raise SystemExit(exits.INPUT_UNUSABLE) from exc
 
 
-for _module in (run_cmd, validate_cmd, preview_cmd, engine_cmds, aws_cmds):
+for _module in (run_cmd, validate_cmd, preview_cmd, engine_cmds, settle_cmd, aws_cmds):
     for _command in _module.commands:
         cli.add_command(_command)
 

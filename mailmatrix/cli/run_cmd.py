@@ -46,6 +46,7 @@ from mailmatrix.core.report import (
     unknown_advice,
 )
 from mailmatrix.disk import no_room, write_fault
+from mailmatrix.doubts import doubt_line, doubts_of, settle_command
 from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
@@ -194,6 +195,8 @@ def outcome_of(
         "sender": campaign.get("sender"),  # the From validation settled on (None: no campaign)
         "attachments": str(attachments) if attachments else None,
     }
+    if counts.get("in_doubt") and record["status"] != "RUNNING":
+        result["in_doubt"] = [row.to_dict() for row in doubts_of(workdir, record["name"])]
     if counts.get("superseded") and report_path is not None:
         summary = _read_json(report_path.with_name("summary.json"))
         result["superseded_by"] = summary.get("superseded_by")
@@ -305,11 +308,7 @@ def _print_outcome(
     if failed > 0 and result.get("report"):
         _print_failures(console, Path(result["report"]), failed)
     if counts.get("in_doubt"):
-        console.print(
-            f"[yellow]{counts['in_doubt']} row(s) were being sent as the run ended and may have "
-            "gone out: the redrive sends them and the report marks them as possible "
-            "duplicates.[/yellow]"
-        )
+        _print_doubts(console, result)
     if counts.get("possible_duplicates"):
         console.print(
             f"[yellow]{counts['possible_duplicates']} recipient(s) may have received the "
@@ -398,6 +397,44 @@ def _print_outcome(
     )
     console.print(command, markup=False, soft_wrap=True)
     _print_unknown(console, result)
+
+
+def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> None:
+    """The rows in doubt, each named, and how to settle them once the mail server's log (or the
+    outbox) was checked; unsettled, a redrive sends them again as possible duplicates."""
+    count = result["counts"]["in_doubt"]
+    console.print(
+        f"[yellow]{count} row(s) were being sent as the run ended and may have gone out; the"
+        " ledger could not record them as sent (in doubt):[/yellow]"
+    )
+    rows = result.get("in_doubt") or []
+    for row in rows[:shown]:
+        console.print(f"  {doubt_line(row)}", markup=False, soft_wrap=True)
+    if len(rows) > shown:
+        console.print(f"  ... and {len(rows) - shown} more (settle FILE lists them all)")
+    commands = result.get("settle_commands") or {}
+    console.print(
+        "[yellow]Check the mail server's log (or the outbox) for them. Those that arrived: no"
+        " run should send them again; those that did not: the next run should send them, not"
+        " as possible duplicates. Tell the ledger which:[/yellow]"
+    )
+    for key, placeholder in (("sent", "--sent ROWS"), ("not_sent", "--not-sent ROWS")):
+        command = commands.get(key) or f"{program()} settle FILE {placeholder}"
+        console.print(f"  {command}", markup=False, soft_wrap=True)
+    console.print(
+        "Unsettled, a redrive sends them again and the report marks them as possible duplicates."
+    )
+
+
+def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) -> None:
+    """Add the commands that settle the result's rows in doubt (``settle_commands``: each
+    with every row), for the summary and `--json`."""
+    rows = [row["row"] for row in result.get("in_doubt") or []]
+    if rows:
+        result["settle_commands"] = {
+            "sent": settle_command(csv_file, workdir, rows, sent=True),
+            "not_sent": settle_command(csv_file, workdir, rows, sent=False),
+        }
 
 
 def _print_unknown(console: Console, result: dict[str, Any]) -> None:
@@ -663,6 +700,7 @@ def run(
         attachments=attachments or csv_file.parent / "attachments",
     )
     name_the_file(result, str(csv_file))
+    add_settle_commands(result, str(csv_file), workdir)
     result["warnings"] = warnings
     given = {
         "--templates": templates,

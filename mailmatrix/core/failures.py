@@ -351,8 +351,9 @@ def _in_doubt_advice(messages: Sequence[str]) -> str:
         f"the send ledger could not be written (see above), nor the journal beside it: {which}"
         " went to the mail server (or the outbox) and could not be recorded as sent. A redrive"
         " sends it again, marked as a possible duplicate, unless the server's log (or the"
-        f" outbox) shows it arrived. First {fix}, look there for {which}, then redrive: rows"
-        " recorded as sent are skipped."
+        f" outbox) shows it arrived. First {fix}, look there for {which} and record what it"
+        " shows (`mailmatrix settle FILE --sent ROWS` if it arrived, `--not-sent ROWS` if not),"
+        " then redrive: rows recorded as sent are skipped."
     )
 
 

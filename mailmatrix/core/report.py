@@ -422,7 +422,7 @@ def _rows_of(
         if child.get("Status") == "SUCCEEDED":
             output = _json(child.get("Output")) or {}
             for outcome in output.get("rows", []):
-                row = {**_identity(items.get(outcome.get("row"), {})), **outcome}
+                row = {**row_identity(items.get(outcome.get("row"), {})), **outcome}
                 if outcome.get("takeover"):
                     row["reason"] = (
                         f"{row['reason']}; {DOUBTFUL_REASON}"
@@ -444,7 +444,7 @@ DOUBTFUL_REASON = (
 
 def _unfinished(child: dict[str, Any], item: dict[str, Any], outcome: Any) -> dict[str, Any]:
     """A row of a batch that failed or never ran, told by its ledger entry when there is one."""
-    row = _identity(item)
+    row = row_identity(item)
     if outcome is not None and outcome.state == "sent":
         sent = {**row, "status": "sent", "message_id": outcome.message_id}
         if outcome.doubtful:
@@ -467,7 +467,7 @@ def _items_of(child: dict[str, Any]) -> list[dict[str, Any]]:
     return list(payload.get("Items", []))
 
 
-def _identity(item: dict[str, Any]) -> dict[str, Any]:
+def row_identity(item: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest row's own columns of the report: who it is, the letter's file and copies."""
     return {
         "row": item.get("row"),

@@ -1,0 +1,194 @@
+"""`mailmatrix settle`: list a file's rows in doubt, and record what the mail server's log says
+of them (sent, or not sent)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailmatrix.cli import exits
+from mailmatrix.cli.console import RunConsole
+from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.core.failures import NO_ROOM_REMEDY, no_room_in
+from mailmatrix.doubts import doubt_line, doubts_of_file, settle, settle_command
+from mailmatrix.errors import (
+    InputFileError,
+    LedgerError,
+    LedgerNotWritten,
+    MailMatrixError,
+    NotSettled,
+)
+from mailmatrix.local import Workdir
+from mailmatrix.private import private_files
+
+
+def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """ROW[,ROW...] (a range as FIRST-LAST) as row numbers; refused when it is not."""
+    if value is None:
+        return None
+    rows: set[int] = set()
+    for part in value.replace(" ", ",").split(","):
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected row numbers as the summary names them, e.g. 7,12 or 7-9"
+            ) from None
+        if low < 1 or high < low:
+            raise click.BadParameter(f"{part!r}: not a row number, nor a range FIRST-LAST")
+        rows.update(range(low, high + 1))
+    if not rows:
+        raise click.BadParameter("no row given: expected e.g. 7,12 or 7-9")
+    return sorted(rows)
+
+
+@click.command("settle")
+@click.argument(
+    "csv_file", metavar="CSV_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--sent",
+    "sent_rows",
+    metavar="ROW[,ROW...]",
+    callback=_rows,
+    help="Rows whose letter the mail server's log (or the outbox) shows arrived: recorded "
+    "as sent, no run or redrive sends them again.",
+)
+@click.option(
+    "--not-sent",
+    "not_sent_rows",
+    metavar="ROW[,ROW...]",
+    callback=_rows,
+    help="Rows whose letter did not arrive: given back, the next run or redrive sends them "
+    "(not marked as possible duplicates).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_workdir,
+    show_default=DEFAULT_WORKDIR_TEXT,
+    help="The workdir the file ran in (its ledger).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@private_files()  # the ledger's files, should it make any
+def settle_cmd(
+    csv_file: Path,
+    sent_rows: list[int] | None,
+    not_sent_rows: list[int] | None,
+    workdir: Path,
+    as_json: bool,
+) -> None:
+    """List the rows of CSV_FILE in doubt (a run ended as it sent them, and the ledger could
+    not record them as sent), or settle them once the mail server's log was checked."""
+    if sent_rows is not None and not_sent_rows is not None:
+        raise click.UsageError("give --sent or --not-sent, not both: settle one kind at a time")
+    wd = Workdir(workdir)
+    rows = sent_rows if sent_rows is not None else not_sent_rows
+    try:
+        if rows is None:
+            _list(wd, csv_file, as_json)
+            return
+        done = settle(wd, csv_file, rows, sent=sent_rows is not None)
+    except NotSettled as error:
+        _refuse(error, exits.USAGE)
+    except InputFileError as error:
+        _refuse(error, exits.INPUT_UNUSABLE)
+    except LedgerNotWritten as error:
+        _refuse(error, exits.RUN_FAILED, _ledger_remedy(error))
+    except LedgerError as error:
+        _refuse(error, exits.RUN_FAILED, f"{error}: nothing was settled; run it again")
+    except MailMatrixError as error:
+        _refuse(error, exits.RUN_FAILED)
+    said = "sent" if sent_rows is not None else "not sent"
+    if as_json:
+        settled = [row.to_dict() for row in done]
+        click.echo(json.dumps({"settled_as": said, "rows": settled}, ensure_ascii=False, indent=2))
+        return
+    console = RunConsole()
+    console.print(f"Settled as {said} ({len(done)} row(s)):", markup=False)
+    for row in done:
+        console.print(f"  {row.line()}", markup=False, soft_wrap=True)
+    then = (
+        "a run or redrive of the file skips them, and counts them as sent"
+        if sent_rows is not None
+        else "the next run or redrive of the file sends them, as rows never tried"
+    )
+    console.print(f"Recorded in the ledger: {then}.", markup=False)
+
+
+def _list(wd: Workdir, csv_file: Path, as_json: bool) -> None:
+    """Print the file's rows in doubt, those being sent now, and the commands that settle."""
+    found = doubts_of_file(wd, csv_file)
+    live = sorted({doubt.row for doubt in found.doubts if doubt.live})
+    if as_json:
+        shown: dict[str, Any] = {
+            "file": str(csv_file),
+            "workdir": str(wd.root),
+            "in_doubt": [row.to_dict() for row in found.rows],
+            "being_sent": live,
+        }
+        click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+        return
+    console = RunConsole()
+    where = shlex.quote(str(wd.root))
+    if not found.rows:
+        console.print(
+            f"No row of {csv_file.name} is in doubt in the workdir {where}.",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"Rows of {csv_file.name} in doubt in the workdir {where} (their letter may have"
+            f" gone out, and the ledger has them as not sent): {len(found.rows)}",
+            markup=False,
+            soft_wrap=True,
+        )
+        for row in found.rows:
+            console.print(f"  {doubt_line(row.to_dict())}", markup=False, soft_wrap=True)
+        numbers = [row.row for row in found.rows]
+        console.print(
+            "Check the mail server's log (or the outbox) for them, then record what it says:",
+            markup=False,
+        )
+        for said, sent in (("arrived", True), ("did not arrive", False)):
+            command = settle_command(str(csv_file), wd.root, numbers, sent=sent)
+            console.print(f"  {said}: {command}", markup=False, soft_wrap=True)
+        console.print(
+            "(Give only the rows of each kind.) Unsettled, a redrive or a run of the file sends"
+            " them again, marked as possible duplicates.",
+            markup=False,
+        )
+    if live:
+        rows = ", ".join(str(row) for row in live)
+        console.print(
+            f"Being sent by a run now (not in doubt unless it ends so): row(s) {rows}",
+            markup=False,
+        )
+
+
+def _ledger_remedy(error: LedgerNotWritten) -> str:
+    """What a ledger that cannot be written means for settle, and what to do."""
+    fix = (
+        NO_ROOM_REMEDY
+        if no_room_in(str(error))
+        else "make the ledger, its -wal and -shm files, and its folder writable"
+    )
+    return f"{str(error).rstrip('.')}. Nothing was settled: {fix}, then run the same command again."
+
+
+def _refuse(error: MailMatrixError, code: int, said: str | None = None) -> None:
+    """Say why nothing was settled, as `run` says its refusals, and exit with ``code``."""
+    click.echo(f"mailmatrix settle: {said or error}", err=True)
+    sys.exit(code)
+
+
+commands: list[click.Command] = [settle_cmd]

@@ -1,0 +1,146 @@
+"""A run whose disk fills as its first letter goes out: neither the ledger nor the journal
+beside it can record the letter, so its row is in doubt. The run's summary and its report name
+the row; `settle` records what the mail server's log says, and the redrive follows it.
+
+The example campaign runs on the real definition with two worker processes; the batch's
+worker meets a file size limit of 0 bytes (as a disk with no room left) once its first letter
+is in the outbox: the claim of the next row, which records that letter, fails, and so do
+recording it alone and keeping it in the journal. That next row's claim was not written, so
+nothing was sent for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import resource
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+import mailmatrix.local as local
+from mailmatrix.cli.main import cli
+from mailmatrix.local import REPO
+from tests.e2e.test_ledger_no_room import _first_batch_with, _Wrapped, two_workers
+
+EXAMPLE = REPO / "examples" / "offer-letters" / "recipients.csv"
+VALID_ROWS = 18
+
+__all__ = ["two_workers"]  # the fixture, used by name
+
+
+class _NoRoomOnceSent(_Wrapped):
+    """The ledger of a worker whose files may grow no more right after its first letter went
+    out: neither the ledger nor its journal can record the letter."""
+
+    def claim(self, *args: Any, sent_before: Any = None, **kwargs: Any) -> Any:
+        if sent_before is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+        return self._ledger.claim(*args, sent_before=sent_before, **kwargs)
+
+
+def _run_leaving_a_row_in_doubt(tmp_path: Path, monkeypatch: Any) -> tuple[Any, Path, Path]:
+    """Run the example's file (copied) with `mailmatrix run`, its batch's disk full once its
+    first letter went out: the CLI's result, the file and the workdir."""
+    monkeypatch.setattr(
+        "mailmatrix.jobs.send_batch",
+        functools.partial(_first_batch_with, _NoRoomOnceSent, marker=str(tmp_path / "first")),
+    )
+    csv_file = tmp_path / "offers.csv"
+    csv_file.write_bytes(EXAMPLE.read_bytes())
+    (tmp_path / "attachments").symlink_to(EXAMPLE.parent / "attachments")
+    workdir = tmp_path / "w"
+    result = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", str(workdir)])
+    return result, csv_file, workdir
+
+
+def _letters(workdir: Path) -> int:
+    return len(list((workdir / "outbox" / "new").iterdir()))
+
+
+def _report_rows(path: Path) -> dict[int, dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        return {int(row["row"]): row for row in csv.DictReader(stream)}
+
+
+def test_the_run_names_the_row_in_doubt_in_its_summary_and_its_report(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run whose disk fills as its first letter (row 2) goes out
+    # WHEN the file runs
+    result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+
+    # THEN it failed with one letter in the outbox, and its summary names that row: masked
+    # address, template, attachment and time of its try; and the commands that settle it
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert _letters(workdir) == 1
+    assert "1 row(s) were being sent as the run ended and may have gone out" in output
+    assert "row 2, a***@example.com, template offer, attachment amelia-hart.pdf, tried " in output
+    assert "amelia.hart@example.com" not in output
+    assert f"settle {csv_file} --sent 2 --workdir {workdir}" in output
+    assert f"settle {csv_file} --not-sent 2 --workdir {workdir}" in output
+    # AND the run's report has it in doubt; the row whose claim failed was not sent
+    report = Path(output.split("Report: ")[1].split()[0])
+    rows = _report_rows(report)
+    assert rows[2]["status"] == "in_doubt"
+    assert rows[2]["email"] == "amelia.hart@example.com"
+    assert "may have gone out" in rows[2]["reason"]
+    assert {rows[row]["status"] for row in rows if row != 2} == {"unsent"}
+
+    # AND `show` names it too
+    execution = output.split("Execution: ")[1].split()[0]
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)])
+    assert "row 2, a***@example.com, template offer" in " ".join(shown.output.split())
+
+
+def _settled_and_redriven(
+    tmp_path: Path, monkeypatch: Any, flag: str, *, arrived: bool
+) -> tuple[Any, dict[str, Any], Path]:
+    """Run the file leaving row 2 in doubt (its letter taken out of the outbox unless it
+    ``arrived``), settle row 2 with ``flag``, and redrive: the settle's result, the redrive's
+    record and the workdir."""
+    result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    execution = " ".join(result.output.split()).split("Execution: ")[1].split()[0]
+    if not arrived:  # as a mail server that lost it
+        for letter in (workdir / "outbox" / "new").iterdir():
+            letter.unlink()
+    settled = CliRunner().invoke(
+        cli, ["settle", str(csv_file), flag, "2", "--workdir", str(workdir)]
+    )
+    return settled, local.redrive(workdir, execution), workdir
+
+
+def test_a_row_settled_as_sent_is_not_sent_again_by_the_redrive(tmp_path, monkeypatch, two_workers):
+    # GIVEN a run that left row 2 in doubt, whose letter the outbox shows arrived
+    # WHEN the operator settles it as sent, and the execution is redriven
+    settled, record, workdir = _settled_and_redriven(tmp_path, monkeypatch, "--sent", arrived=True)
+
+    # THEN the redrive sent the other rows only: each valid row has one letter, none marked
+    # as a possible duplicate, and row 2 counts as sent
+    assert settled.exit_code == 0, settled.output
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert _letters(workdir) == VALID_ROWS
+    counts = record["output"]["counts"]
+    assert (counts["sent"], counts["possible_duplicates"]) == (VALID_ROWS, 0)
+
+
+def test_a_row_settled_as_not_sent_is_sent_by_the_redrive_as_never_tried(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run that left row 2 in doubt, whose letter did not arrive
+    # WHEN the operator settles it as not sent, and the execution is redriven
+    settled, record, workdir = _settled_and_redriven(
+        tmp_path, monkeypatch, "--not-sent", arrived=False
+    )
+
+    # THEN the redrive sent every valid row once, row 2 not marked as a possible duplicate
+    assert settled.exit_code == 0, settled.output
+    assert record["status"] == "SUCCEEDED", record.get("cause")
+    assert _letters(workdir) == VALID_ROWS
+    assert record["output"]["counts"]["possible_duplicates"] == 0
+    report = workdir / "bucket" / record["output"]["report_key"]
+    assert _report_rows(report)[2]["status"] == "sent"
+    assert _report_rows(report)[2]["reason"] == ""
