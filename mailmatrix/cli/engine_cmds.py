@@ -208,9 +208,8 @@ def executions_cmd(workdir: pathlib.Path) -> None:
     # The id is what `show` and `redrive` take: never cut it, whatever the terminal width.
     table.add_column("execution", no_wrap=True, min_width=36)
     for record in records:
-        status = record["status"]
         table.add_row(
-            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            status_label(record["status"], record.get("output")),
             record.get("startDate", "-")[:19].replace("T", " "),
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
@@ -248,6 +247,22 @@ def _output(output: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def status_label(status: str, output: Any = None) -> str:
+    """An execution's status as markup: of a run that SUCCEEDED but left rows failed or unsent,
+    with those beside it in the warning colour ("SUCCEEDED, 34 FAILED"), since SUCCEEDED says
+    only that the state machine reached its end, not that the emails went."""
+    counts = _output(output).get("counts")
+    if status == "SUCCEEDED" and isinstance(counts, dict):
+        flagged = [f"{counts[key]:,} {word}" for key, word in _FLAGGED if counts.get(key)]
+        if flagged:
+            return f"[yellow]{status}, {', '.join(flagged)}[/]"
+    return f"[{_STYLE.get(status, 'white')}]{status}[/]"
+
+
+# The rows a run that SUCCEEDED did not send, as its status names them.
+_FLAGGED = (("failed", "FAILED"), ("in_doubt", "IN DOUBT"), ("unsent", "NOT SENT"))
 
 
 def result_label(output: Any, progress: dict[str, int] | None = None, status: str = "") -> str:
@@ -371,7 +386,7 @@ def render_execution(
     summaries = state_summaries(history)
     status = record["status"]
     title = (
-        f"[bold]{escape(record['name'])}[/] [{_STYLE.get(status, 'white')}]{status}[/] "
+        f"[bold]{escape(record['name'])}[/] {status_label(status, record.get('output'))} "
         f"{_duration(record.get('startDate'), record.get('stopDate'))}"
         f" redrives={record.get('redriveCount', 0)}"
     )

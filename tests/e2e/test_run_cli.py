@@ -663,6 +663,9 @@ def test_executions_and_show_say_what_a_run_did_even_when_every_row_failed(tmp_p
     assert "0 sent, 18 failed, 2 rejected" in listed
     assert "18 sent, 2 rejected" in listed
     assert "result: 0 sent, 18 failed, 2 rejected" in shown
+    # AND the status a user scans says that rows failed, beside the SUCCEEDED of the machine
+    assert listed.count("SUCCEEDED, 18 FAILED") == 1
+    assert f"{name} SUCCEEDED, 18 FAILED" in shown
 
 
 def _closed_port() -> int:
