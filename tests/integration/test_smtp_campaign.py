@@ -746,6 +746,30 @@ def _runner(csv_file: str):
     return run
 
 
+def test_a_login_given_to_a_server_that_takes_none_says_to_leave_it_out(smtp_inbox, tmp_path):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    with_login = url.replace("smtp://", "smtp://hr:secret@")
+    workdir = tmp_path / "work"
+
+    # GIVEN a server that offers no SMTP AUTH WHEN a run logs in to it
+    refused = run(workdir, "--smtp", with_login)
+
+    # THEN nothing is sent, said in words first, and the fix is to leave the login out, not
+    # to mend the password
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1
+    assert inbox.envelopes == []
+    assert "Nothing was sent: the mail service will not take this run's mail (" in said
+    assert f"{url[len('smtp://') :]}: login: the server offers no SMTP AUTH: it takes no" in said
+    assert "Run the file again with the --smtp URL without its user:password@" in said
+    assert "MAILMATRIX_SMTP_PASSWORD" not in said
+    assert "secret" not in said
+    # AND run so, the file goes out
+    assert run(workdir, "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
 def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_another(
     smtp_inbox, tmp_path: Path
 ):
