@@ -148,33 +148,39 @@ def _no_executions(workdir: pathlib.Path) -> str:
         said = f"No workdir at {workdir}: nothing has run there."
     else:
         said = f"No executions in {workdir / 'executions'}."
-    found = _workdirs_here(workdir)
+    found, more = _workdirs_with_runs(workdir)
+    if not found:
+        return (
+            f"{said} A run given --workdir DIR keeps its executions there: give the same --workdir."
+        )
+    here = " here" if all(name.startswith("./") for name in found) else ""
+    option = f"--workdir {shlex.quote(found[0].removeprefix('./'))}"
     if len(found) == 1:
-        return (
-            f"{said} The folder ./{found[0]} here holds executions: give"
-            f" --workdir {shlex.quote(found[0])}."
-        )
-    if found:
-        named = ", ".join(f"./{name}" for name in found)
-        return (
-            f"{said} The folders {named} here hold executions: give one as --workdir"
-            f" (e.g. --workdir {shlex.quote(found[0])})."
-        )
-    return f"{said} A run given --workdir DIR keeps its executions there: give the same --workdir."
+        return f"{said} The folder {found[0]}{here} holds executions: give {option}."
+    others = f" and {more} more" if more else ""
+    return (
+        f"{said} The folders {', '.join(found)}{others}{here} hold executions, the one run"
+        f" most recently first: give one as --workdir (e.g. {option})."
+    )
 
 
-def _workdirs_here(workdir: pathlib.Path, most: int = 3) -> list[str]:
-    """The folders of the current one that hold runs' executions (`make demo`'s ./demo, say),
-    other than ``workdir``."""
+def _workdirs_with_runs(workdir: pathlib.Path, most: int = 3) -> tuple[list[str], int]:
+    """The workdirs other than ``workdir`` that hold runs' executions, most recent first
+    (local.workdirs_with_runs: `make demo`'s ./demo, my-campaign/real, those run through a
+    mail server), as given to --workdir (./ before those here), at most ``most``; and how
+    many more there are."""
+    from mailmatrix.local import workdirs_with_runs
+
+    here = pathlib.Path.cwd()
     try:
-        folders = sorted(path for path in pathlib.Path().iterdir() if path.is_dir())
-    except OSError:
-        return []
-    shown = workdir.resolve()
-    found = [
-        path.name for path in folders if (path / "executions").is_dir() and path.resolve() != shown
+        shown = workdir.resolve()
+    except (OSError, RuntimeError):
+        shown = workdir
+    found = [path for path in workdirs_with_runs(here) if path.resolve() != shown]
+    named = [
+        f"./{path.relative_to(here)}" if path.is_relative_to(here) else str(path) for path in found
     ]
-    return found[:most]
+    return named[:most], max(0, len(named) - most)
 
 
 def _duration(start: str | None, stop: str | None) -> str:

@@ -2909,6 +2909,36 @@ def test_executions_in_an_empty_workdir_point_at_a_workdir_here(tmp_path, monkey
     assert "A run given --workdir DIR keeps its executions there: give the same" in said
 
 
+def test_executions_in_an_empty_workdir_list_the_workdirs_with_runs_most_recent_first(
+    tmp_path, monkeypatch, state_dir
+):
+    # GIVEN a trial and a real run two levels down, and a workdir elsewhere that the record
+    # of known workdirs names (one run through a mail server), run in this order: the trial,
+    # elsewhere, the real one
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    order = [Path("my-campaign/trial"), elsewhere, Path("my-campaign/real")]
+    for when, workdir in enumerate(order):
+        run_campaign(EXAMPLE / "recipients.csv", workdir=workdir)
+        for record in workdir.glob("executions/*/execution.json"):
+            os.utime(record, (1_700_000_000 + when, 1_700_000_000 + when))
+    state_dir.mkdir(parents=True)
+    known = {"workdirs": {str(elsewhere): {"c-1": ["smtp://127.0.0.1:2525"]}}, "sent": {}}
+    (state_dir / "known-workdirs.json").write_text(json.dumps(known))
+
+    # WHEN the executions are listed without --workdir (the default workdir has none)
+    listed = CliRunner().invoke(cli, ["executions"])
+
+    # THEN it names each workdir that holds runs, the latest first, and the option to give
+    assert listed.exit_code == 0
+    assert (
+        f"The folders ./my-campaign/real, {elsewhere}, ./my-campaign/trial hold executions, the"
+        " one run most recently first: give one as --workdir (e.g. --workdir"
+        " my-campaign/real)."
+    ) in _words(listed.output)
+
+
 def _copied_letter_campaign(tmp_path: Path, extra: str = "") -> tuple[Path, list[str], str]:
     """The example campaign where row 3 names row 2's letter (a copied cell), then ``extra``
     lines; return the file, its first three lines and that letter."""
