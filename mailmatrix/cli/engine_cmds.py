@@ -171,11 +171,10 @@ def _workdirs_with_runs(workdir: pathlib.Path, most: int = 3) -> tuple[list[str]
     many more there are."""
     from mailmatrix.local import workdirs_with_runs
 
-    here = pathlib.Path.cwd()
     try:
-        shown = workdir.resolve()
-    except (OSError, RuntimeError):
-        shown = workdir
+        here, shown = pathlib.Path.cwd(), workdir.resolve()
+    except (OSError, RuntimeError):  # a folder since removed, a loop of links: none to name
+        return [], 0
     found = [path for path in workdirs_with_runs(here) if path.resolve() != shown]
     named = [
         f"./{path.relative_to(here)}" if path.is_relative_to(here) else str(path) for path in found
