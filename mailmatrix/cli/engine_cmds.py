@@ -25,7 +25,7 @@ from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_message
 from mailmatrix.engine.reader import check_characters
-from mailmatrix.errors import MailMatrixError
+from mailmatrix.errors import InputFileError, MailMatrixError
 from mailmatrix.private import private_files
 from mailmatrix.program import program
 
@@ -524,7 +524,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     # but nothing of it is left to the newer one.
     counts = _output(record.get("output")).get("counts") or {}
     unfinished = record["status"] != "SUCCEEDED" or bool(counts.get("superseded"))
-    newer = _newer_run(workdir, history) if unfinished else None
+    newer = _newer_run(workdir, record, history) if unfinished else None
     if newer and newer != record["name"]:
         tree.label = (
             f"{tree.label}\nsuperseded: a newer run of the file sends it, execution {newer}"
@@ -553,25 +553,48 @@ def _resume_lines(
     return [f"when to redrive: {advice}", f"redrive: {command}"]
 
 
-def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | None:
+def _newer_run(
+    workdir: pathlib.Path, record: dict[str, Any], history: list[dict[str, Any]]
+) -> str | None:
     """The execution of the newer upload of the file that superseded this execution's (the
-    campaign's latest validated upload, when it is another), or None."""
+    campaign's latest validated upload, when it is another), or None. Of an execution that
+    stopped before its upload was validated (a mail server checked first), only a later
+    upload: a redrive validates this one, and it goes before an earlier one."""
     from mailmatrix.local import Workdir, validation_of
 
     campaign = validation_of(history).get("campaign") or {}
+    this = _upload_started(record)
+    if campaign.get("id") and campaign.get("upload"):
+        this = (campaign["id"], campaign["upload"], None)
     wd = Workdir(workdir)
-    if not campaign.get("id") or not campaign.get("upload") or not wd.has_ledger():
+    if this is None or not wd.has_ledger():
         return None
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
     ledger = SqliteLedger(str(wd.ledger), read_only=True)
     try:
-        latest = ledger.latest_upload(campaign["id"])
+        latest = ledger.latest_upload(this[0])
     finally:
         ledger.close()
-    if latest is None or latest.upload == campaign["upload"]:
+    if latest is None or latest.upload == this[1]:
+        return None
+    if this[2] is not None and latest.order <= this[2]:
         return None
     return latest.execution.rsplit(":", 1)[-1]
+
+
+def _upload_started(record: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """The campaign, upload and upload order of the S3 event that started an execution, or
+    None when its input is not such an event."""
+    from mailmatrix.jobs import Source, campaign_id_for
+
+    detail = _output(record.get("input")).get("detail")
+    try:
+        source = Source.from_event_detail(detail if isinstance(detail, dict) else {})
+    except InputFileError:
+        return None
+    upload = source.upload(campaign_id_for(source), None)
+    return upload.campaign, upload.upload, upload.order
 
 
 def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:
