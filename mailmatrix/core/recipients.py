@@ -860,7 +860,8 @@ class _Intake:
 
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
-            report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
+            reason = choice.reason or "skipped by Status"
+            report.skipped.append({"row": row, "reason": reason, "email": mask(email_text)})
             address = parse_address(email_text) if email_text else None
             self._own_file(row, values, self._recipient(email_text, address), sent=False)
             self._claim_address(row, values, address, sent=False)

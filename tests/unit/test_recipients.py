@@ -920,7 +920,7 @@ def test_unnamed_column_with_values_is_reported():
 def test_skipped_rows_are_counted_not_rejected():
     report, rows = run(HEADER + "carol@example.com,Carol,Unsubscribed,\r\n" + BOB)
 
-    assert report.skipped == [{"row": 2, "reason": "unsubscribed"}]
+    assert report.skipped == [{"row": 2, "reason": "unsubscribed", "email": "c***@example.com"}]
     assert report.rejected == []
     assert emails(rows) == ["bob@example.com"]
 
@@ -2795,7 +2795,7 @@ def test_the_rejects_report_shows_a_withdrawn_row_in_its_place_and_nothing_else_
         ["3", "rejected", "Email",
          "invalid address: The part after the @-sign contains invalid characters: '@'.",
          "b***@example.com"],
-        ["4", "excluded", "", "unsubscribed", ""],
+        ["4", "excluded", "", "unsubscribed", "c***@example.com"],
         ["6", "duplicate", "Email",
          "duplicate of row 5: the same address and values; only row 5 counts", "D***@example.com"],
         ["7", "rejected", "Attachment_File", "attachment not found: missing.pdf",
