@@ -4176,6 +4176,33 @@ def test_the_report_of_a_rerun_tells_skipped_rows_by_the_letter_sent_not_the_fil
     ]
 
 
+@pytest.mark.parametrize(
+    ("copies", "cells", "cc", "bcc"),
+    [("", "", "", ""), (",Cc", ",", "(not recorded)", "")],
+    ids=["no-copy-columns", "cc-only"],
+)
+def test_the_report_of_a_rerun_leaves_the_copies_of_a_column_the_file_lacks_empty(
+    tmp_path, copies, cells, cc, bcc
+):
+    # GIVEN two rows of the demo sent from a file without a Bcc column (the first: nor Cc)
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text(
+        "".join(f"{line}{copies if i == 0 else cells}\n" for i, line in enumerate(lines[:3])),
+        encoding="utf-8",
+    )
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+
+    # WHEN it runs again
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN the rows are skipped, with no "(not recorded)" copies where the file has no column
+    with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(r["status"], r["cc"], r["bcc"]) for r in rows] == [("skipped", cc, bcc)] * 2
+
+
 def test_a_column_that_looks_like_bcc_is_warned_of_before_the_run_sends(
     tmp_path, one_set_templates
 ):
