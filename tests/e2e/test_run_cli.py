@@ -629,6 +629,34 @@ def _outbox_recipients(workdir):
     )
 
 
+def test_a_non_ascii_attachment_name_is_also_the_content_types_name_for_older_clients(tmp_path):
+    # GIVEN a row whose letter has a name beyond ASCII
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    letter = "Amelia Hart – lettre d'offre été 2027.pdf"
+    attachments = tmp_path / "attachments"
+    attachments.mkdir()
+    shutil.copy(EXAMPLE / "attachments" / "amelia-hart.pdf", attachments / letter)
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text(f"{lines[0]}\n{lines[1].replace('amelia-hart.pdf', letter)}\n")
+    workdir = tmp_path / "work"
+
+    # WHEN it is sent to the outbox
+    args = ["--workdir", str(workdir), "--attachments", str(attachments)]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+
+    # THEN the email parser reads the name from Content-Disposition (RFC 2231) and from the
+    # Content-Type's name, written as RFC 2047 encoded-words that older clients read
+    (stored,) = (workdir / "outbox" / "new").iterdir()
+    message = email.message_from_bytes(stored.read_bytes(), policy=email.policy.default)
+    (part,) = message.iter_attachments()
+    assert part.get_filename() == letter
+    assert part.get_param("name") == letter
+    assert part.get_content_type() == "application/pdf"
+    assert part["Content-Type"].params == {"name": letter}
+    raw_type = stored.read_bytes().split(b"Content-Type: application/pdf;\r\n", 1)[1]
+    assert raw_type.startswith(b' name="=?utf-8?b?')
+
+
 def test_executions_name_the_file_each_run_was_for(tmp_path):
     workdir = tmp_path / "work"
     CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
