@@ -4,7 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-WORKDIR ?= demo
+# The demo's workdir: set here or on the command line (`make demo DEMO_WORKDIR=elsewhere`), never
+# taken from the environment, so an exported WORKDIR decides neither where the demo writes nor
+# what `make clean` removes.
+DEMO_WORKDIR := demo
 # The Lambda runtimes (infra/template.yaml runs python3.12), for `make test-pythons`.
 PYTHONS ?= 3.12 3.13
 
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## Create .venv and install MailMatrix with its pinned dependencies
 
 demo: $(STAMP) ## Run the bundled offer/rejection campaign locally (outbox under ./demo)
-	$(BIN)/mailmatrix run examples/offer-letters/recipients.csv --workdir $(WORKDIR)
+	$(BIN)/mailmatrix run examples/offer-letters/recipients.csv --workdir $(DEMO_WORKDIR)
 
 test: $(STAMP) $(VENV)/checkov/bin/checkov ## Run exactly what CI runs: lint, types, the whole test suite
 	$(MAKE) --no-print-directory check
@@ -57,5 +60,6 @@ mailcheck: $(STAMP) ## Score the example campaign's messages with SpamAssassin
 deploy: $(STAMP) ## Build and deploy the SAM stack (guided the first time)
 	bash infra/deploy.sh
 
-clean: ## Remove .venv, the demo workdir and caches
-	rm -rf $(VENV) $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+# Only what this repository's targets make, named here: never a folder given on the command line.
+clean: ## Remove .venv, ./demo (the demo's workdir) and caches
+	rm -rf .venv demo .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

@@ -786,6 +786,9 @@ def validate_job(
         "unsubscribe": settings.unsubscribe,
         "configuration_set": settings.configuration_set,
         "rejects_key": rejects_key,
+        # which of Cc and Bcc the file has: the report leaves a row's copies of a column it
+        # does not have empty, not "(not recorded)" (see send_batch)
+        "copy_columns": [name for name in ("Cc", "Bcc") if name in report.header],
         "results_prefix": f"results/{campaign_id}",
         "dry_run": dry_run,
         "retry_command": retry_command(source, settings.stack),

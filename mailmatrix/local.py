@@ -1025,21 +1025,11 @@ def _read_record() -> KnownWorkdirs:
 
 
 def workdirs_holding(execution: str, here: Path) -> list[Path]:
-    """Other workdirs that hold an execution whose id starts with ``execution``: the folders
-    below ``here`` (two levels: ``demo``, ``my-campaign/real``), the default workdir and
-    those the record of known workdirs names. For a `show` or `redrive` not given the
-    --workdir its run had; reads only, and finds nothing rather than fail."""
-    from mailmatrix.cli.defaults import default_workdir
-
-    places = [*here.glob("*/executions"), *here.glob("*/*/executions")]
-    places.append(default_workdir() / "executions")
-    try:
-        known = _read_record().workdirs
-    except MailMatrixError:  # damaged, or no state folder to read: the other places
-        known = {}
-    places += [Path(workdir) / "executions" for workdir in known]
+    """Other workdirs that hold an execution whose id starts with ``execution`` (where, see
+    _execution_places). For a `show` or `redrive` not given the --workdir its run had; reads
+    only, and finds nothing rather than fail."""
     found: list[Path] = []
-    for place in places:
+    for place in _execution_places(here):
         try:
             holds = any(place.glob(f"{glob.escape(execution)}*/execution.json"))
         except OSError:
@@ -1048,6 +1038,37 @@ def workdirs_holding(execution: str, here: Path) -> list[Path]:
         if holds and not any(workdir.resolve() == other.resolve() for other in found):
             found.append(workdir)
     return found
+
+
+def workdirs_with_runs(here: Path) -> list[Path]:
+    """The workdirs that hold executions (where, see _execution_places), the one run most
+    recently first. For `executions` given a workdir that has none; reads only, and finds
+    nothing rather than fail."""
+    latest: dict[Path, tuple[float, Path]] = {}
+    for place in _execution_places(here):
+        try:
+            stamps = [record.stat().st_mtime for record in place.glob("*/execution.json")]
+            workdir = place.parent.resolve()
+        except (OSError, RuntimeError):  # unreadable, or a loop of links
+            continue
+        if stamps and workdir not in latest:
+            latest[workdir] = (max(stamps), place.parent)
+    return [found for _, found in sorted(latest.values(), key=lambda seen: -seen[0])]
+
+
+def _execution_places(here: Path) -> list[Path]:
+    """Where workdirs' executions may be: the folders below ``here`` (two levels: ``demo``,
+    ``my-campaign/real``), the default workdir's and those of the workdirs the record of
+    known workdirs names."""
+    from mailmatrix.cli.defaults import default_workdir
+
+    places = [*here.glob("*/executions"), *here.glob("*/*/executions")]
+    places.append(default_workdir() / "executions")
+    try:
+        known = _read_record().workdirs
+    except MailMatrixError:  # damaged, or no state folder to read: the other places
+        known = {}
+    return places + [Path(workdir) / "executions" for workdir in known]
 
 
 def _load_known(path: Path) -> Any:

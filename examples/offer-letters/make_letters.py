@@ -112,20 +112,29 @@ def main(argv: list[str]) -> int:
     out = Path(argv[1]) if argv else HERE / "attachments"
     skipped = set() if argv else MISSING
     out.mkdir(parents=True, exist_ok=True)
-    written = kept = 0
+    written: set[str] = set()
+    kept = again = 0
     with source.open("rb") as stream:
         for number, row in read_rows(stream, source=str(source)):
             name = (row.get("Attachment_File") or "").strip()
             if name in skipped or not _bare_file_name(name):
                 continue
+            if name in written:  # an earlier row's letter, made by this run: not its own
+                again += 1
+                continue
             if (out / name).exists() and not overwrite:
                 kept += 1
                 continue
             letter(row, out / name, number)
-            written += 1
-    said = f"{written} letter(s) written into {out}"
+            written.add(name)
+    said = f"{len(written)} letter(s) written into {out}"
     if kept:
         said += f"; {kept} already there kept as they were (--overwrite writes them anew)"
+    if again:
+        said += (
+            f"; {again} row(s) named the file of an earlier row, whose letter it is: not"
+            " written again"
+        )
     print(said)
     return 0
 

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS
 from mailmatrix.core.addresses import mask, mask_addresses
+from mailmatrix.core.failures import NO_SMTP_AUTH
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -265,6 +266,10 @@ class SmtpMailer:
                     f" (the user {server.username!r} and the password in the URL or"
                     f" {PASSWORD_VARIABLE})"
                 ) from exc
+            if isinstance(exc, _NoAuthOffered):
+                raise AccountSendingHalted(
+                    f"smtp {self._where}: login: {NO_SMTP_AUTH}: it takes no user and password"
+                ) from exc
             if isinstance(exc, smtplib.SMTPNotSupportedError):
                 raise AccountSendingHalted(f"smtp {self._where}: connect: {exc}") from exc
             if isinstance(exc, smtplib.SMTPResponseException):
@@ -469,6 +474,10 @@ def _password_from_env(parts: Any) -> str | None:
     return os.environ.get(PASSWORD_VARIABLE) if parts.username else None
 
 
+class _NoAuthOffered(smtplib.SMTPNotSupportedError):
+    """The server has no AUTH in its EHLO reply: it takes no login at all."""
+
+
 def _login(connection: smtplib.SMTP, user: str, password: str) -> None:
     """AUTH with one mechanism only (PLAIN, else LOGIN, else CRAM-MD5).
 
@@ -476,7 +485,7 @@ def _login(connection: smtplib.SMTP, user: str, password: str) -> None:
     connection, which servers count towards lock-outs, and a stall with some servers.
     """
     if not connection.has_extn("auth"):
-        raise smtplib.SMTPNotSupportedError("the server offers no SMTP AUTH")
+        raise _NoAuthOffered(NO_SMTP_AUTH)
     offered = connection.esmtp_features["auth"].upper().split()
     connection.user, connection.password = user, password
     for mechanism, respond in (

@@ -25,7 +25,7 @@ from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_message
 from mailmatrix.engine.reader import check_characters
-from mailmatrix.errors import MailMatrixError
+from mailmatrix.errors import InputFileError, MailMatrixError
 from mailmatrix.private import private_files
 from mailmatrix.program import program
 
@@ -148,33 +148,38 @@ def _no_executions(workdir: pathlib.Path) -> str:
         said = f"No workdir at {workdir}: nothing has run there."
     else:
         said = f"No executions in {workdir / 'executions'}."
-    found = _workdirs_here(workdir)
+    found, more = _workdirs_with_runs(workdir)
+    if not found:
+        return (
+            f"{said} A run given --workdir DIR keeps its executions there: give the same --workdir."
+        )
+    here = " here" if all(name.startswith("./") for name in found) else ""
+    option = f"--workdir {shlex.quote(found[0].removeprefix('./'))}"
     if len(found) == 1:
-        return (
-            f"{said} The folder ./{found[0]} here holds executions: give"
-            f" --workdir {shlex.quote(found[0])}."
-        )
-    if found:
-        named = ", ".join(f"./{name}" for name in found)
-        return (
-            f"{said} The folders {named} here hold executions: give one as --workdir"
-            f" (e.g. --workdir {shlex.quote(found[0])})."
-        )
-    return f"{said} A run given --workdir DIR keeps its executions there: give the same --workdir."
+        return f"{said} The folder {found[0]}{here} holds executions: give {option}."
+    others = f" and {more} more" if more else ""
+    return (
+        f"{said} The folders {', '.join(found)}{others}{here} hold executions, the one run"
+        f" most recently first: give one as --workdir (e.g. {option})."
+    )
 
 
-def _workdirs_here(workdir: pathlib.Path, most: int = 3) -> list[str]:
-    """The folders of the current one that hold runs' executions (`make demo`'s ./demo, say),
-    other than ``workdir``."""
+def _workdirs_with_runs(workdir: pathlib.Path, most: int = 3) -> tuple[list[str], int]:
+    """The workdirs other than ``workdir`` that hold runs' executions, most recent first
+    (local.workdirs_with_runs: `make demo`'s ./demo, my-campaign/real, those run through a
+    mail server), as given to --workdir (./ before those here), at most ``most``; and how
+    many more there are."""
+    from mailmatrix.local import workdirs_with_runs
+
     try:
-        folders = sorted(path for path in pathlib.Path().iterdir() if path.is_dir())
-    except OSError:
-        return []
-    shown = workdir.resolve()
-    found = [
-        path.name for path in folders if (path / "executions").is_dir() and path.resolve() != shown
+        here, shown = pathlib.Path.cwd(), workdir.resolve()
+    except (OSError, RuntimeError):  # a folder since removed, a loop of links: none to name
+        return [], 0
+    found = [path for path in workdirs_with_runs(here) if path.resolve() != shown]
+    named = [
+        f"./{path.relative_to(here)}" if path.is_relative_to(here) else str(path) for path in found
     ]
-    return found[:most]
+    return named[:most], max(0, len(named) - most)
 
 
 def _duration(start: str | None, stop: str | None) -> str:
@@ -208,9 +213,8 @@ def executions_cmd(workdir: pathlib.Path) -> None:
     # The id is what `show` and `redrive` take: never cut it, whatever the terminal width.
     table.add_column("execution", no_wrap=True, min_width=36)
     for record in records:
-        status = record["status"]
         table.add_row(
-            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            status_label(record["status"], record.get("output")),
             record.get("startDate", "-")[:19].replace("T", " "),
             _duration(record.get("startDate"), record.get("stopDate")),
             str(record.get("redriveCount", 0)),
@@ -248,6 +252,22 @@ def _output(output: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def status_label(status: str, output: Any = None) -> str:
+    """An execution's status as markup: of a run that SUCCEEDED but left rows failed or unsent,
+    with those beside it in the warning colour ("SUCCEEDED, 34 FAILED"), since SUCCEEDED says
+    only that the state machine reached its end, not that the emails went."""
+    counts = _output(output).get("counts")
+    if status == "SUCCEEDED" and isinstance(counts, dict):
+        flagged = [f"{counts[key]:,} {word}" for key, word in _FLAGGED if counts.get(key)]
+        if flagged:
+            return f"[yellow]{status}, {', '.join(flagged)}[/]"
+    return f"[{_STYLE.get(status, 'white')}]{status}[/]"
+
+
+# The rows a run that SUCCEEDED did not send, as its status names them.
+_FLAGGED = (("failed", "FAILED"), ("in_doubt", "IN DOUBT"), ("unsent", "NOT SENT"))
 
 
 def result_label(output: Any, progress: dict[str, int] | None = None, status: str = "") -> str:
@@ -371,7 +391,7 @@ def render_execution(
     summaries = state_summaries(history)
     status = record["status"]
     title = (
-        f"[bold]{escape(record['name'])}[/] [{_STYLE.get(status, 'white')}]{status}[/] "
+        f"[bold]{escape(record['name'])}[/] {status_label(status, record.get('output'))} "
         f"{_duration(record.get('startDate'), record.get('stopDate'))}"
         f" redrives={record.get('redriveCount', 0)}"
     )
@@ -504,7 +524,7 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     # but nothing of it is left to the newer one.
     counts = _output(record.get("output")).get("counts") or {}
     unfinished = record["status"] != "SUCCEEDED" or bool(counts.get("superseded"))
-    newer = _newer_run(workdir, history) if unfinished else None
+    newer = _newer_run(workdir, record, history) if unfinished else None
     if newer and newer != record["name"]:
         tree.label = (
             f"{tree.label}\nsuperseded: a newer run of the file sends it, execution {newer}"
@@ -562,25 +582,48 @@ def _resume_lines(
     return [f"when to redrive: {advice}", f"redrive: {command}"]
 
 
-def _newer_run(workdir: pathlib.Path, history: list[dict[str, Any]]) -> str | None:
+def _newer_run(
+    workdir: pathlib.Path, record: dict[str, Any], history: list[dict[str, Any]]
+) -> str | None:
     """The execution of the newer upload of the file that superseded this execution's (the
-    campaign's latest validated upload, when it is another), or None."""
+    campaign's latest validated upload, when it is another), or None. Of an execution that
+    stopped before its upload was validated (a mail server checked first), only a later
+    upload: a redrive validates this one, and it goes before an earlier one."""
     from mailmatrix.local import Workdir, validation_of
 
     campaign = validation_of(history).get("campaign") or {}
+    this = _upload_started(record)
+    if campaign.get("id") and campaign.get("upload"):
+        this = (campaign["id"], campaign["upload"], None)
     wd = Workdir(workdir)
-    if not campaign.get("id") or not campaign.get("upload") or not wd.has_ledger():
+    if this is None or not wd.has_ledger():
         return None
     from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 
     ledger = SqliteLedger(str(wd.ledger), read_only=True)
     try:
-        latest = ledger.latest_upload(campaign["id"])
+        latest = ledger.latest_upload(this[0])
     finally:
         ledger.close()
-    if latest is None or latest.upload == campaign["upload"]:
+    if latest is None or latest.upload == this[1]:
+        return None
+    if this[2] is not None and latest.order <= this[2]:
         return None
     return latest.execution.rsplit(":", 1)[-1]
+
+
+def _upload_started(record: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """The campaign, upload and upload order of the S3 event that started an execution, or
+    None when its input is not such an event."""
+    from mailmatrix.jobs import Source, campaign_id_for
+
+    detail = _output(record.get("input")).get("detail")
+    try:
+        source = Source.from_event_detail(detail if isinstance(detail, dict) else {})
+    except InputFileError:
+        return None
+    upload = source.upload(campaign_id_for(source), None)
+    return upload.campaign, upload.upload, upload.order
 
 
 def _report_file(workdir: pathlib.Path, record: dict[str, Any]) -> pathlib.Path | None:

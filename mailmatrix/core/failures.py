@@ -75,6 +75,9 @@ REFUSING_WORDS = "the mail service refused every try of"
 OUTCOMES_UNKNOWN = "OutcomesUnknown"
 UNKNOWN_WORDS = "the mail service confirmed no try of"
 
+# How a mail server's halt says it takes no login, given a URL with one (mailer_smtp).
+NO_SMTP_AUTH = "the server offers no SMTP AUTH"
+
 # The error of a mail server that refused the connection when checked before sending.
 CANNOT_CONNECT = "CannotConnect"
 
@@ -126,6 +129,7 @@ _PLAIN = {
     "PlaceholderConstant": "a constant of the templates is a placeholder address",
     "ConfigurationError": "a setting is missing or wrong",
     "NothingToSend": "no row of the file can be sent",
+    "AccountSendingHalted": "the mail service will not take this run's mail",
     "TransientSendError": "the mail service failed for now",
     CANNOT_CONNECT: "the mail server cannot be reached",
     ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
@@ -253,6 +257,12 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " written): redrive in a few minutes, rows already sent are skipped; if it stops"
             " the same way, look into that cause first (a server: ask its operator why it"
             " refuses the mail)."
+        )
+    if any(NO_SMTP_AUTH.casefold() in text for text in real):
+        return (
+            "the mail server takes no login, and a redrive logs in again with the same URL."
+            " Run the file again with the --smtp URL without its user:password@ (or with the"
+            " URL of the server that needs this login): rows already sent are skipped."
         )
     if any("smtp " in text for text in real):
         return (

@@ -4,7 +4,8 @@ The tree is ``multipart/mixed`` -> [``multipart/alternative`` -> [text/plain, te
 the attachment]; without an attachment the alternative part is the top; without HTML the
 text part stands alone. Text and HTML go quoted-printable (7-bit, lines of 76 characters at
 most, as RFC 2045 asks). Every header is 7-bit ASCII: non-ASCII display names and subjects as
-RFC 2047 encoded-words, non-ASCII file names as RFC 2231 parameters, domains as IDNA
+RFC 2047 encoded-words, non-ASCII file names as RFC 2231 parameters (and, for clients that
+read no RFC 2231, as the attachment's Content-Type name in encoded-words), domains as IDNA
 (Punycode).
 
 Display names are quoted unless they are only ASCII letters, digits and spaces: RFC 5322
@@ -34,6 +35,7 @@ from email import utils as email_utils
 from email.headerregistry import (
     Address,
     ContentDispositionHeader,
+    ContentTypeHeader,
     HeaderRegistry,
     UniqueAddressHeader,
     UniqueUnstructuredHeader,
@@ -115,7 +117,7 @@ class _FilenameDispositionHeader(ContentDispositionHeader):
         if filename is None:
             return super().fold(policy=policy)  # type: ignore[misc]
         head = f"{self.name}: {self.content_disposition};"
-        if _PLAIN_FILENAME.match(filename) and len(filename) < 60:
+        if _plain_filename(filename):
             return f'{head}{policy.linesep} filename="{filename}"{policy.linesep}'
         pieces = _percent_pieces(filename)
         if len(pieces) == 1:
@@ -125,6 +127,40 @@ class _FilenameDispositionHeader(ContentDispositionHeader):
             lines += [f"filename*{n}*={piece};" for n, piece in enumerate(pieces[1:], start=1)]
             lines[-1] = lines[-1].rstrip(";")
         return head + "".join(f"{policy.linesep} {line}" for line in lines) + policy.linesep
+
+
+class _NamedContentTypeHeader(ContentTypeHeader):
+    """Content-Type whose ``name`` (an attachment's, set only for a file name that is not
+    plain) is RFC 2047 encoded-words in quotes: the form clients that read no RFC 2231 show
+    (its ``filename*`` on Content-Disposition stays the standard one)."""
+
+    name: str  # set by BaseHeader, which the registry mixes in
+
+    def fold(self, *, policy: Any) -> str:
+        """Render the type and its name as described above; any other as usual."""
+        filename = self.params.get("name")
+        if filename is None or len(self.params) > 1:
+            return super().fold(policy=policy)  # type: ignore[misc]
+        return _named_type_line(self.content_type, filename, policy.linesep)
+
+
+def _plain_filename(filename: str) -> bool:
+    """Whether a file name goes quoted as it is (else in RFC 2231 form, see above)."""
+    return bool(_PLAIN_FILENAME.match(filename)) and len(filename) < 60
+
+
+def _named_type_line(content_type: str, filename: str, linesep: str) -> str:
+    """``Content-Type: type;`` and `` name="=?utf-8?b?...?="`` on the next line, folded
+    between encoded-words."""
+    words = _encoded_words(filename, _NAME_EW_BYTES)
+    words[0] = f'name="{words[0]}'
+    words[-1] = f'{words[-1]}"'
+    return f"Content-Type: {content_type};{linesep}" + _fold_tokens("", words, linesep)
+
+
+# Bytes of a file name in one encoded-word of the name parameter: ' name="', the word and
+# its closing quote stay within 78 characters.
+_NAME_EW_BYTES = 42
 
 
 def _percent_pieces(filename: str) -> list[str]:
@@ -148,6 +184,7 @@ def _policy() -> email_policy.EmailPolicy[Any]:
         registry.map_to_type(name, _QuotingAddressHeader)  # type: ignore[arg-type]
     registry.map_to_type("subject", _EncodedSubjectHeader)  # type: ignore[arg-type]
     registry.map_to_type("content-disposition", _FilenameDispositionHeader)  # type: ignore[arg-type]
+    registry.map_to_type("content-type", _NamedContentTypeHeader)  # type: ignore[arg-type]
     return email_policy.SMTP.clone(header_factory=registry, max_line_length=_MAX_LINE)
 
 
@@ -207,9 +244,11 @@ def build_message(
     if attachment is not None:
         filename, data = attachment
         maintype, subtype = content_type_of(filename).split("/", 1)
-        msg.add_attachment(
-            data, maintype=maintype, subtype=subtype, filename=_header_text(filename)
-        )
+        filename = _header_text(filename)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        if not _plain_filename(filename):  # in place: set_param would move it after the rest
+            named = f"{maintype}/{subtype}; name*=utf-8''{quote(filename, safe='')}"
+            next(msg.iter_attachments()).replace_header("Content-Type", named)
     for part in msg.walk():
         if part is not msg:
             del part["MIME-Version"]  # only the top needs it; add_* copies it into parts
@@ -315,8 +354,13 @@ def _mime_body(
     assert attachment is not None
     filename, data = attachment
     filename = _header_text(filename)
+    content_type = content_type_of(filename)
     head = (
-        _fixed_line("Content-Type", content_type_of(filename))
+        (
+            _fixed_line("Content-Type", content_type)
+            if _plain_filename(filename)
+            else _named_type_line(content_type, filename, "\r\n")
+        )
         + "Content-Transfer-Encoding: base64\r\n"
         + _disposition_line(filename)
         + "\r\n"
@@ -616,8 +660,9 @@ def _phrase(name: str) -> str:
     return f'"{escaped}"'
 
 
-def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 base64 encoded-words, each at most 75 characters long.
+def _encoded_words(text: str, most: int = _EW_BYTES) -> list[str]:
+    """RFC 2047 base64 encoded-words, each at most 75 characters long (``most`` bytes of
+    ``text`` each).
 
     Long names are split after a space where possible (the space stays inside the earlier
     word): decoders that wrongly keep the blank between encoded-words then show a doubled
@@ -628,7 +673,7 @@ def _encoded_words(text: str) -> list[str]:
     last_space = -1
     for char in text:
         data = char.encode("utf-8")
-        if len(chunk) + len(data) > _EW_BYTES:
+        if len(chunk) + len(data) > most:
             cut = last_space + 1 if last_space >= 0 else len(chunk)
             chunks.append(chunk[:cut])
             chunk = chunk[cut:]

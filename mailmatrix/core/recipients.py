@@ -32,7 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
-from mailmatrix.core.addresses import Address, mask, parse_address
+from mailmatrix.core.addresses import Address, addresses_in, mask, parse_address
 from mailmatrix.core.attachments import (
     PDF_HEAD_BYTES,
     AttachmentIndex,
@@ -860,7 +860,8 @@ class _Intake:
 
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
-            report.skipped.append({"row": row, "reason": choice.reason or "skipped by Status"})
+            reason = choice.reason or "skipped by Status"
+            report.skipped.append({"row": row, "reason": reason, "email": mask(email_text)})
             address = parse_address(email_text) if email_text else None
             self._own_file(row, values, self._recipient(email_text, address), sent=False)
             self._claim_address(row, values, address, sent=False)
@@ -878,7 +879,7 @@ class _Intake:
                 email_text, check_deliverability=self.rules.check_deliverability
             )
             if address.problem:
-                problems.append(("Email", address.problem))
+                problems.append(("Email", _several_in_email(email_text) or address.problem))
         attachment = None
         if template:
             needs = self._template_needs(template, row)
@@ -1848,6 +1849,19 @@ def _no_file_column(
     return (
         f"{said}: nothing is sent (the header has {', '.join(header)}; add an Attachment_File "
         "column naming each row's file, then run the file again)"
+    )
+
+
+def _several_in_email(text: str) -> str | None:
+    """Why a row is rejected whose Email cell holds several addresses ("a@x.org; b@x.org"),
+    and where the others go; None for a cell that holds one."""
+    found = len(addresses_in(text))
+    if found < 2:
+        return None
+    return (
+        f"Email holds {found} addresses, and a cell of Email holds one: keep the recipient's"
+        " own there, and put the others in a column named Cc (or Bcc, for blind copies),"
+        " separated by commas or semicolons"
     )
 
 

@@ -886,7 +886,7 @@ class _Batch:
                 "status": "skipped",
                 "reason": "already sent",
                 "message_id": claim.message_id,
-                **_carried(claim),
+                **_carried(claim, self.campaign),
             }
             if claim.reason:  # the ledger still says it may have gone out twice
                 skipped["takeover"] = claim.reason
@@ -1159,14 +1159,17 @@ def send_batch(
             log.debug("send_batch: could not end the batch hold: %s", error)  # batch's error
 
 
-def _carried(claim: Claim) -> dict[str, str]:
+def _carried(claim: Claim, campaign: Mapping[str, Any]) -> dict[str, str]:
     """The report's attachment, cc and bcc of a row an earlier run sent: what the ledger kept
     of that letter, not the row as the file has it now (the operator may have changed its
-    copies or its file since). The ledger keeps the letter's own file, not its copies."""
+    copies or its file since). The ledger keeps the letter's own file, not its copies: those
+    are not recorded, but for a copy column the file does not have, left empty."""
+    # A campaign validated before its copy columns were kept: both may have had copies.
+    columns = campaign.get("copy_columns", ("Cc", "Bcc"))
     return {
         "attachment": claim.file or NOT_RECORDED,
-        "cc": NOT_RECORDED,
-        "bcc": NOT_RECORDED,
+        "cc": NOT_RECORDED if "Cc" in columns else "",
+        "bcc": NOT_RECORDED if "Bcc" in columns else "",
     }
 
 

@@ -629,6 +629,34 @@ def _outbox_recipients(workdir):
     )
 
 
+def test_a_non_ascii_attachment_name_is_also_the_content_types_name_for_older_clients(tmp_path):
+    # GIVEN a row whose letter has a name beyond ASCII
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    letter = "Amelia Hart – lettre d'offre été 2027.pdf"
+    attachments = tmp_path / "attachments"
+    attachments.mkdir()
+    shutil.copy(EXAMPLE / "attachments" / "amelia-hart.pdf", attachments / letter)
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text(f"{lines[0]}\n{lines[1].replace('amelia-hart.pdf', letter)}\n")
+    workdir = tmp_path / "work"
+
+    # WHEN it is sent to the outbox
+    args = ["--workdir", str(workdir), "--attachments", str(attachments)]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+
+    # THEN the email parser reads the name from Content-Disposition (RFC 2231) and from the
+    # Content-Type's name, written as RFC 2047 encoded-words that older clients read
+    (stored,) = (workdir / "outbox" / "new").iterdir()
+    message = email.message_from_bytes(stored.read_bytes(), policy=email.policy.default)
+    (part,) = message.iter_attachments()
+    assert part.get_filename() == letter
+    assert part.get_param("name") == letter
+    assert part.get_content_type() == "application/pdf"
+    assert part["Content-Type"].params == {"name": letter}
+    raw_type = stored.read_bytes().split(b"Content-Type: application/pdf;\r\n", 1)[1]
+    assert raw_type.startswith(b' name="=?utf-8?b?')
+
+
 def test_executions_name_the_file_each_run_was_for(tmp_path):
     workdir = tmp_path / "work"
     CliRunner().invoke(cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)])
@@ -663,6 +691,9 @@ def test_executions_and_show_say_what_a_run_did_even_when_every_row_failed(tmp_p
     assert "0 sent, 18 failed, 2 rejected" in listed
     assert "18 sent, 2 rejected" in listed
     assert "result: 0 sent, 18 failed, 2 rejected" in shown
+    # AND the status a user scans says that rows failed, beside the SUCCEEDED of the machine
+    assert listed.count("SUCCEEDED, 18 FAILED") == 1
+    assert f"{name} SUCCEEDED, 18 FAILED" in shown
 
 
 def _closed_port() -> int:
@@ -2906,6 +2937,36 @@ def test_executions_in_an_empty_workdir_point_at_a_workdir_here(tmp_path, monkey
     assert "A run given --workdir DIR keeps its executions there: give the same" in said
 
 
+def test_executions_in_an_empty_workdir_list_the_workdirs_with_runs_most_recent_first(
+    tmp_path, monkeypatch, state_dir
+):
+    # GIVEN a trial and a real run two levels down, and a workdir elsewhere that the record
+    # of known workdirs names (one run through a mail server), run in this order: the trial,
+    # elsewhere, the real one
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    order = [Path("my-campaign/trial"), elsewhere, Path("my-campaign/real")]
+    for when, workdir in enumerate(order):
+        run_campaign(EXAMPLE / "recipients.csv", workdir=workdir)
+        for record in workdir.glob("executions/*/execution.json"):
+            os.utime(record, (1_700_000_000 + when, 1_700_000_000 + when))
+    state_dir.mkdir(parents=True)
+    known = {"workdirs": {str(elsewhere): {"c-1": ["smtp://127.0.0.1:2525"]}}, "sent": {}}
+    (state_dir / "known-workdirs.json").write_text(json.dumps(known))
+
+    # WHEN the executions are listed without --workdir (the default workdir has none)
+    listed = CliRunner().invoke(cli, ["executions"])
+
+    # THEN it names each workdir that holds runs, the latest first, and the option to give
+    assert listed.exit_code == 0
+    assert (
+        f"The folders ./my-campaign/real, {elsewhere}, ./my-campaign/trial hold executions, the"
+        " one run most recently first: give one as --workdir (e.g. --workdir"
+        " my-campaign/real)."
+    ) in _words(listed.output)
+
+
 def _copied_letter_campaign(tmp_path: Path, extra: str = "") -> tuple[Path, list[str], str]:
     """The example campaign where row 3 names row 2's letter (a copied cell), then ``extra``
     lines; return the file, its first three lines and that letter."""
@@ -4141,6 +4202,33 @@ def test_the_report_of_a_rerun_tells_skipped_rows_by_the_letter_sent_not_the_fil
         ("skipped", "amelia-hart.pdf", "(not recorded)", "(not recorded)"),
         ("skipped", "jose-garcia.pdf", "(not recorded)", "(not recorded)"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("copies", "cells", "cc", "bcc"),
+    [("", "", "", ""), (",Cc", ",", "(not recorded)", "")],
+    ids=["no-copy-columns", "cc-only"],
+)
+def test_the_report_of_a_rerun_leaves_the_copies_of_a_column_the_file_lacks_empty(
+    tmp_path, copies, cells, cc, bcc
+):
+    # GIVEN two rows of the demo sent from a file without a Bcc column (the first: nor Cc)
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    csv_path = tmp_path / "offers.csv"
+    csv_path.write_text(
+        "".join(f"{line}{copies if i == 0 else cells}\n" for i, line in enumerate(lines[:3])),
+        encoding="utf-8",
+    )
+    args = ["--workdir", str(tmp_path / "w"), "--attachments", str(EXAMPLE / "attachments")]
+    assert CliRunner().invoke(cli, ["run", str(csv_path), *args]).exit_code == 0
+
+    # WHEN it runs again
+    ran = CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"])
+
+    # THEN the rows are skipped, with no "(not recorded)" copies where the file has no column
+    with open(json.loads(ran.stdout)["report"], encoding="utf-8-sig", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [(r["status"], r["cc"], r["bcc"]) for r in rows] == [("skipped", cc, bcc)] * 2
 
 
 def test_a_column_that_looks_like_bcc_is_warned_of_before_the_run_sends(

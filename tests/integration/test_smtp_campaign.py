@@ -11,6 +11,7 @@ import contextlib
 import csv
 import email
 import email.policy
+import json
 import shutil
 import socket
 import sqlite3
@@ -751,6 +752,64 @@ def _runner(csv_file: str):
         return CliRunner().invoke(cli, ["run", csv_file, "--workdir", str(workdir), *more])
 
     return run
+
+
+def test_a_login_given_to_a_server_that_takes_none_says_to_leave_it_out(smtp_inbox, tmp_path):
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    with_login = url.replace("smtp://", "smtp://hr:secret@")
+    workdir = tmp_path / "work"
+
+    # GIVEN a server that offers no SMTP AUTH WHEN a run logs in to it
+    refused = run(workdir, "--smtp", with_login)
+
+    # THEN nothing is sent, said in words first, and the fix is to leave the login out, not
+    # to mend the password
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 1
+    assert inbox.envelopes == []
+    assert "Nothing was sent: the mail service will not take this run's mail (" in said
+    assert f"{url[len('smtp://') :]}: login: the server offers no SMTP AUTH: it takes no" in said
+    assert "Run the file again with the --smtp URL without its user:password@" in said
+    assert "MAILMATRIX_SMTP_PASSWORD" not in said
+    assert "secret" not in said
+    # AND run so, the file goes out
+    assert run(workdir, "--smtp", url).exit_code == 0
+    assert len(inbox.envelopes) == 18
+
+
+def test_show_of_a_run_stopped_before_validation_offers_no_redrive_once_a_newer_run_took_it(
+    smtp_inbox, tmp_path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    run = _runner(str(EXAMPLE / "recipients.csv"))
+    workdir = tmp_path / "work"
+    # GIVEN the file sent, then run again with a login the server does not take: that run
+    # stops in validation, before its upload is recorded
+    assert run(workdir, "--smtp", url).exit_code == 0
+    refused = run(workdir, "--smtp", url.replace("smtp://", "smtp://hr:secret@"), "--json")
+    assert refused.exit_code == 1
+    show = ["show", json.loads(refused.stdout)["execution"], "--workdir", str(workdir)]
+
+    # WHEN it is shown THEN its redrive is offered: the earlier run's upload is older
+    shown = " ".join(CliRunner().invoke(cli, show).output.split())
+    assert "redrive: mailmatrix redrive " in shown
+    assert "superseded" not in shown
+
+    # WHEN the file then runs again without the login, and the stopped run is shown again
+    newer = json.loads(run(workdir, "--smtp", url, "--json").stdout)["execution"]
+    shown = " ".join(CliRunner().invoke(cli, show).output.split())
+
+    # THEN it names the newer run, which took its rows, and offers no redrive (that would send
+    # nothing)
+    assert f"superseded: a newer run of the file sends it, execution {newer}" in shown
+    assert f"its rows are the newer run's: mailmatrix show {newer} --workdir {workdir}" in shown
+    assert "redrive: " not in shown
+    assert len(inbox.envelopes) == 18
 
 
 def test_a_file_sent_through_a_server_from_one_workdir_is_not_sent_again_from_another(

@@ -452,8 +452,8 @@ def test_25_status_is_an_allow_list_after_strip_and_casefold():
 
     assert emails(rows) == ["alice@example.com", "frank@example.com"]
     assert report.skipped == [
-        {"row": 3, "reason": "unsubscribed"},
-        {"row": 4, "reason": "unsubscribed"},
+        {"row": 3, "reason": "unsubscribed", "email": "b***@example.com"},
+        {"row": 4, "reason": "unsubscribed", "email": "c***@example.com"},
     ]
     assert reasons(report) == [
         (5, "Status", "Status is empty"),
@@ -488,7 +488,9 @@ def test_25_with_the_bundled_templates_status_picks_the_set_or_skips():
         (2, "offer", "alice.pdf"),
         (4, "rejection", "carol.pdf"),
     ]
-    assert report.skipped == [{"row": 3, "reason": "the recipient asked not to be contacted"}]
+    assert report.skipped == [
+        {"row": 3, "reason": "the recipient asked not to be contacted", "email": "b***@example.com"}
+    ]
     assert reasons(report) == [
         (
             5,

@@ -149,3 +149,31 @@ def test_letters_already_there_are_kept_unless_overwrite_is_given(tmp_path, caps
     # AND --overwrite writes every letter anew
     assert _make_letters().main(["--overwrite", str(source), str(out)]) == 0
     assert "2 letter(s) written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["kept", "overwrite"])
+def test_a_file_named_by_two_rows_is_counted_as_theirs_not_as_one_already_there(
+    same_second, tmp_path, capsys, overwrite
+):
+    # GIVEN a CSV whose fourth row names the second's file again (a row copied)
+    source = tmp_path / "offers.csv"
+    source.write_text(
+        "Email,Name,Status,Attachment_File\n"
+        "ann@example.com,Ann Lee,Offer,ann-lee.pdf\n"
+        "bo@example.com,Bo Berg,Offer,bo-berg.pdf\n"
+        "ann@example.com,Ann Lee,Offer,ann-lee.pdf\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "letters"
+
+    # WHEN the letters are made into an empty folder
+    assert same_second.main([*overwrite, str(source), str(out)]) == 0
+
+    # THEN two are written, none said to be there already, and the copied row is named; the
+    # letter stays the row's that named it first
+    said = capsys.readouterr().out
+    assert said == (
+        f"2 letter(s) written into {out}; 1 row(s) named the file of an earlier row, whose"
+        " letter it is: not written again\n"
+    )
+    assert "Reference: row 2, ann@example.com" in _page_text((out / "ann-lee.pdf").read_bytes())

@@ -917,10 +917,38 @@ def test_unnamed_column_with_values_is_reported():
     assert report.header == ["Email", "Name", "Status", "Attachment_File"]
 
 
+@pytest.mark.parametrize(
+    "cell",
+    ['"mia@example.com; ben@example.com"', '"mia@example.com, ben@example.com"',
+     "mia@example.com ben@example.com"],
+    ids=["semicolon", "comma", "space"],
+)  # fmt: skip
+def test_an_email_cell_holding_several_addresses_says_where_the_copies_go(cell):
+    report, rows = run(HEADER + f"{cell},Mia,active,alice.pdf\r\n" + BOB)
+
+    assert reasons(report) == [
+        (
+            2,
+            "Email",
+            "Email holds 2 addresses, and a cell of Email holds one: keep the recipient's own"
+            " there, and put the others in a column named Cc (or Bcc, for blind copies),"
+            " separated by commas or semicolons",
+        )
+    ]
+    assert report.rejected[0]["email"] == "m***@example.com, b***@example.com"
+    assert emails(rows) == ["bob@example.com"]
+
+
+def test_an_email_cell_with_one_bad_address_keeps_its_own_reason():
+    report, _ = run(HEADER + "mia@@example.com,Mia,active,alice.pdf\r\n")
+
+    assert "invalid characters" in reasons(report)[0][2]
+
+
 def test_skipped_rows_are_counted_not_rejected():
     report, rows = run(HEADER + "carol@example.com,Carol,Unsubscribed,\r\n" + BOB)
 
-    assert report.skipped == [{"row": 2, "reason": "unsubscribed"}]
+    assert report.skipped == [{"row": 2, "reason": "unsubscribed", "email": "c***@example.com"}]
     assert report.rejected == []
     assert emails(rows) == ["bob@example.com"]
 
@@ -2795,7 +2823,7 @@ def test_the_rejects_report_shows_a_withdrawn_row_in_its_place_and_nothing_else_
         ["3", "rejected", "Email",
          "invalid address: The part after the @-sign contains invalid characters: '@'.",
          "b***@example.com"],
-        ["4", "excluded", "", "unsubscribed", ""],
+        ["4", "excluded", "", "unsubscribed", "c***@example.com"],
         ["6", "duplicate", "Email",
          "duplicate of row 5: the same address and values; only row 5 counts", "D***@example.com"],
         ["7", "rejected", "Attachment_File", "attachment not found: missing.pdf",

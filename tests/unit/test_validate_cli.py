@@ -436,7 +436,7 @@ def test_a_manifest_picking_sets_by_yes_and_no_takes_the_rows_that_say_so(tmp_pa
     assert result.exit_code == exits.ROWS_REJECTED, result.output
     report = json.loads(result.output)
     assert report["valid"] == 2
-    assert report["skipped"] == [{"row": 4, "reason": "undecided"}]
+    assert report["skipped"] == [{"row": 4, "reason": "undecided", "email": "c***@example.com"}]
     assert [(r["row"], r["reason"]) for r in report["rejected"]] == [
         (5, "unknown Hired value 'True' (expected one of: Yes, No, Maybe)")
     ]
