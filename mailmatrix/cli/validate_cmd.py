@@ -361,7 +361,7 @@ def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:
     return sender, origin
 
 
-@private_files()  # the ledger's journal files, made as it is read
+@private_files()  # a -shm file SQLite may make to read the ledger's -wal file
 def _earlier_runs(
     workdir: Path | None,
     csv_file: Path,
