@@ -673,3 +673,32 @@ def test_validate_counts_a_letter_the_journal_keeps_as_sent_and_writes_nothing(t
     assert (earlier["sent_before"], earlier["would_send"]) == (1, 0)
     # AND nothing in the workdir changed: the journal stays for the next run, no file is made
     assert {file.name: file.read_bytes() for file in wd.root.iterdir()} == files
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["kept", "damaged"])
+def test_validate_reads_the_record_of_known_workdirs_once(tmp_path, monkeypatch, damaged):
+    from mailmatrix import local
+
+    # GIVEN a record of known workdirs, as kept or damaged, whose reads are counted
+    record = Path(os.environ["MAILMATRIX_STATE_DIR"]) / local.KNOWN_WORKDIRS
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text("{not json" if damaged else '{"workdirs": {}, "sent": {}}')
+    reads = []
+    read = local._read_record
+
+    def counted() -> local.KnownWorkdirs:
+        reads.append(record)
+        return read()
+
+    monkeypatch.setattr(local, "_read_record", counted)
+
+    # WHEN a file is validated against a workdir
+    path = campaign(tmp_path, HEADER + OFFER)
+    result = invoke(path, "--workdir", tmp_path / "work", "--json")
+
+    # THEN the record was read once, for both the file's earlier runs and the record's note
+    assert result.exit_code == exits.OK, result.output
+    assert len(reads) == 1
+    # AND a damaged one is noted once, as a run through a mail server would stop at it
+    note = json.loads(result.output)["earlier_runs"].get("record_note")
+    assert (note or {}).get("error") == ("KnownWorkdirsDamaged" if damaged else None)
