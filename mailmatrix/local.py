@@ -49,7 +49,7 @@ try:
 except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
     fcntl = None  # type: ignore[assignment]
 
-from mailmatrix.adapters import deliveries
+from mailmatrix.adapters import deliveries, ledger_waits
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_maildir import NAME_GLOB
@@ -489,6 +489,7 @@ def engine_for(
     send_batch_app.reset()
     registry = build_registry(wd, echo=echo, template=template)
     deliveries.start()  # before the workers fork: they count into it (the progress bar)
+    ledger_waits.start(str(wd.ledger))  # and their waits for a busy ledger (the console)
     invoker = send_invoker(env)
     if invoker is not None:
         registry.invoker = invoker
@@ -496,6 +497,7 @@ def engine_for(
         yield start_engine(wd, registry, sleep)
     finally:
         deliveries.stop()
+        ledger_waits.stop()
         if invoker is not None:
             invoker.close()
         send_batch_app.reset()  # closes the ledger its batches sent through in this process
@@ -2328,7 +2330,7 @@ class _HaltOnStop:
 @contextlib.contextmanager
 def _local_ledger(wd: Workdir, *, read_only: bool = False) -> Iterator[SqliteLedger]:
     """The workdir's ledger (a local run's is always SQLite: local_settings); ``read_only``
-    for what only looks (`validate`, `show`), as in a workdir the user cannot write."""
+    for what only looks (`validate`, `show`): it writes nothing, there or beside it."""
     ledger = SqliteLedger(str(wd.ledger), read_only=read_only)
     try:
         yield ledger

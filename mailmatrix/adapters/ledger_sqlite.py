@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -70,6 +71,7 @@ try:
 except ImportError:  # not on this system: writers poll SQLite's lock instead
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.adapters.ledger_waits import Wait
 from mailmatrix.adapters.sent_journal import KeptLetter, SentJournal
 from mailmatrix.core.failures import DISK_FULL
 from mailmatrix.disk import file_size_limit, size_limit_words
@@ -261,10 +263,14 @@ def _no_room(path: str, exc: sqlite3.Error) -> str | None:
     return DISK_FULL if found.f_bavail == 0 else None
 
 
-def _while_busy(action: Callable[[], _T], timeout: float = BUSY_TIMEOUT_SECONDS) -> _T:
+def _while_busy(
+    action: Callable[[], _T],
+    timeout: float = BUSY_TIMEOUT_SECONDS,
+    on_busy: Callable[[], None] | None = None,
+) -> _T:
     """Run ``action``, again while another connection holds the lock it needs (up to
     ``timeout`` seconds), after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler
-    sleeps 1, 2, 5, 10 ms)."""
+    sleeps 1, 2, 5, 10 ms); ``on_busy`` is called at each time the lock is found held."""
     delay = 0.0001
     give_up = time.monotonic() + timeout
     while True:
@@ -273,6 +279,8 @@ def _while_busy(action: Callable[[], _T], timeout: float = BUSY_TIMEOUT_SECONDS)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
                 raise
+        if on_busy is not None:
+            on_busy()
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.002)
 
@@ -489,9 +497,14 @@ class SqliteLedger:
                 os.close(self._turns[1])
             self._turns = None
 
-    def _locked(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
+    def _locked(
+        self,
+        sql: str,
+        parameters: tuple[object, ...] = (),
+        on_busy: Callable[[], None] | None = None,
+    ) -> sqlite3.Cursor:
         """Execute ``sql``, retrying while another connection holds the write lock (30 s)."""
-        return _while_busy(lambda: self._db.execute(sql, parameters), self._busy_timeout)
+        return _while_busy(lambda: self._db.execute(sql, parameters), self._busy_timeout, on_busy)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
@@ -771,14 +784,20 @@ class SqliteLedger:
         return fd
 
     def _statement(
-        self, what: str, sql: str, parameters: tuple[object, ...], *, write: bool = False
+        self,
+        what: str,
+        sql: str,
+        parameters: tuple[object, ...],
+        *,
+        write: bool = False,
+        on_busy: Callable[[], None] | None = None,
     ) -> list[tuple[Any, ...]]:
         """One statement on its own: SQLite runs it as a transaction of its own (autocommit);
         its rows, whose values are typed by the table's columns, not by the driver. A
-        ``write`` waits its turn (_turn); a read needs none."""
+        ``write`` waits its turn (_turn); a read needs none. ``on_busy``: see _while_busy."""
         with self._lock, self._turn() if write else contextlib.nullcontext():
             try:
-                return self._locked(sql, parameters).fetchall()
+                return self._locked(sql, parameters, on_busy).fetchall()
             except sqlite3.Error as exc:
                 raise _error(self.path, what, exc) from exc
 
@@ -798,8 +817,10 @@ class SqliteLedger:
         its row named)."""
         row, lease, attempt = self._claimed.get(key, (None, None, None))
         now = self._clock()
+        wait = Wait()  # counted for the console while the letter waits for a busy ledger
         try:
-            self._write_sent((key, message_id, uncertain, file), now, lease)
+            self._write_sent((key, message_id, uncertain, file), now, lease, wait)
+            wait.end("recorded")
         except LedgerError as error:
             kept = KeptLetter(key, message_id, uncertain, attempt, now, file)
             try:
@@ -809,6 +830,7 @@ class SqliteLedger:
                     f"{error}; {_in_doubt(row, self._journal.path, fault)}",
                     details={"in_doubt": [] if row is None else [row]},
                 ) from error
+            wait.end("kept")
             log.warning(
                 "ledger: a letter sent could not be recorded in the ledger: kept in the"
                 " journal beside it (%s): %s",
@@ -817,22 +839,25 @@ class SqliteLedger:
             )
             if isinstance(error, LedgerNotWritten):
                 raise  # no later write gets through: the run ends, the letter kept
+        finally:
+            wait.end("lost")  # in doubt, or interrupted; nothing once it ended otherwise
         self._claimed.pop(key, None)
 
-    def _write_sent(self, letter: SentLetter, now: float, lease: float | None) -> None:
+    def _write_sent(self, letter: SentLetter, now: float, lease: float | None, wait: Wait) -> None:
         """Record ``letter`` sent at ``now``, waiting for a busy ledger up to sent_patience,
         and never past the claim's ``lease`` (when known): then another attempt may take the
-        row over, and only the journal keeps it from sending the letter again."""
+        row over, and only the journal keeps it from sending the letter again. The ``wait``
+        begins as the ledger is first found busy."""
         patience = self._sent_patience
         if lease is not None:
             patience = min(patience, lease - now)
         give_up = time.monotonic() + patience
         delay = 0.05
+        begin = functools.partial(wait.begin, patience)  # said from the first busy try on
         while True:
             try:
-                self._statement(
-                    f"record_sent {letter[0][:12]}", *_record_sent(letter, now), write=True
-                )
+                what = f"record_sent {letter[0][:12]}"
+                self._statement(what, *_record_sent(letter, now), write=True, on_busy=begin)
                 return
             except LedgerError as error:
                 if not _busy(error) or time.monotonic() + delay > give_up:
