@@ -1307,10 +1307,11 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
 
 def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """``db``, a ledger opened read-only, as is when it is up to date; else a copy of it in
-    memory brought up to date and ``db`` closed. A ledger an earlier version wrote, in a
-    workdir the user cannot write (validate), cannot be changed there, and its readers ask
-    for the columns of this version (a letter's file): the copy has them, empty for what
-    the earlier version did not record. Its cost, the ledger in memory, only then."""
+    memory brought up to date and ``db`` closed. A ledger an earlier version wrote is not
+    changed by what only reads it (validate, show; nor can it be, in a workdir the user
+    cannot write), and its readers ask for the columns of this version (a letter's file):
+    the copy has them, empty for what the earlier version did not record. Its cost, the
+    ledger in memory, only then."""
     try:
         # Only begin_batch reads the batches table, which a ledger read-only never runs.
         if all(table == "batches" for table, _, _ in _missing_columns(db)):
