@@ -49,7 +49,7 @@ try:
 except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
     fcntl = None  # type: ignore[assignment]
 
-from mailmatrix.adapters import deliveries
+from mailmatrix.adapters import deliveries, ledger_waits
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_maildir import NAME_GLOB
@@ -489,6 +489,7 @@ def engine_for(
     send_batch_app.reset()
     registry = build_registry(wd, echo=echo, template=template)
     deliveries.start()  # before the workers fork: they count into it (the progress bar)
+    ledger_waits.start(str(wd.ledger))  # and their waits for a busy ledger (the console)
     invoker = send_invoker(env)
     if invoker is not None:
         registry.invoker = invoker
@@ -496,6 +497,7 @@ def engine_for(
         yield start_engine(wd, registry, sleep)
     finally:
         deliveries.stop()
+        ledger_waits.stop()
         if invoker is not None:
             invoker.close()
         send_batch_app.reset()  # closes the ledger its batches sent through in this process
@@ -1024,6 +1026,21 @@ def _read_record() -> KnownWorkdirs:
     return _record_with_earlier(state_dir() / KNOWN_WORKDIRS)[0]
 
 
+# The record of known workdirs as a command that only looks read it (read_known_record): the
+# record, or why it cannot be read.
+RecordAsRead = KnownWorkdirs | KnownWorkdirsDamaged | StateFolderUnsafe
+
+
+def read_known_record() -> RecordAsRead:
+    """The record of known workdirs as _read_record reads it, or the error that says why it
+    cannot be: `validate` asks it twice (check_earlier_runs, check_known_workdirs) and reads
+    it once."""
+    try:
+        return _read_record()
+    except (KnownWorkdirsDamaged, StateFolderUnsafe) as exc:
+        return exc
+
+
 def workdirs_holding(execution: str, here: Path) -> list[Path]:
     """Other workdirs that hold an execution whose id starts with ``execution`` (where, see
     _execution_places). For a `show` or `redrive` not given the --workdir its run had; reads
@@ -1276,22 +1293,24 @@ def check_sent_mark(
     wd: Workdir,
     campaign: str,
     name: str,
-    known: KnownWorkdirs | None = None,
+    known: KnownWorkdirs | MailMatrixError | None = None,
     *,
     moved_from: str | None = None,
 ) -> None:
     """Refuse (LedgerLost) a run of ``campaign`` in ``wd`` whose ledger holds fewer of its
     letters as sent than the record of workdirs (``known``; None: read here, without its
-    lock) saw it hold (here, or at ``moved_from``, the folder it takes the place of): the
-    workdir, its ledger and its own record (deliveries.json) together, was put back from an
-    older backup, and would mail again the people mailed since. One indexed count, only
-    where the record has a mark."""
+    lock; an error: it could not be read) saw it hold (here, or at ``moved_from``, the folder
+    it takes the place of): the workdir, its ledger and its own record (deliveries.json)
+    together, was put back from an older backup, and would mail again the people mailed
+    since. One indexed count, only where the record has a mark."""
     if known is None:
         try:
             known = _read_record()
-        except MailMatrixError as exc:  # said by check_known_workdirs (validate), and by runs
-            log.debug("the record of known workdirs not read: %s", exc)
-            return
+        except MailMatrixError as exc:
+            known = exc
+    if isinstance(known, MailMatrixError):  # said by check_known_workdirs (validate), and runs
+        log.debug("the record of known workdirs not read: %s", known)
+        return
     mark = known.sent_mark(moved_from or str(wd.root.resolve()), campaign)
     if not mark or not wd.has_ledger():  # no ledger at all: the checks beside this say it
         return
@@ -1393,18 +1412,24 @@ def _known_workdirs(way: dict[str, Any], wd: Workdir) -> contextlib.AbstractCont
     return _known_locked(wd.root) if mails else contextlib.nullcontext()
 
 
-def check_known_workdirs(workdir: Path | None, csv_path: Path) -> MailMatrixError | None:
+def check_known_workdirs(
+    workdir: Path | None, csv_path: Path, known: RecordAsRead | None = None
+) -> MailMatrixError | None:
     """What keeps a run through a mail server from using the record of known workdirs, as
     validate forecasts `run` (reads only): a state folder it refuses (StateFolderUnsafe), or
     the record damaged (KnownWorkdirsDamaged). Raised when the earlier runs of the file in
     ``workdir`` went through a mail server, as its next run must too; returned otherwise, for
-    validate to note (a run into the outbox does not use the record); None: nothing."""
+    validate to note (a run into the outbox does not use the record); None: nothing.
+    ``known``: the record as read (read_known_record; None: read here)."""
     from mailmatrix.cli.defaults import default_workdir, state_dir
 
     try:
         folder = state_dir()
         check_state_folder(folder, [*([workdir] if workdir else []), default_workdir()])
-        check_state_folder(folder, _read_record().named())
+        record = _read_record() if known is None else known
+        if not isinstance(record, KnownWorkdirs):
+            raise record
+        check_state_folder(folder, record.named())
     except (StateFolderUnsafe, KnownWorkdirsDamaged) as exc:
         problem = exc
     else:
@@ -1436,16 +1461,18 @@ def check_earlier_runs(
     attachments: Path,
     sender: str | None,
     sets: Collection[str],
+    known: RecordAsRead | None = None,
 ) -> bool:
     """Refuse, as `run` would in ``workdir`` with ``sender`` (its --sender), a file whose
     earlier runs there made their letters otherwise: other templates or attachments folders,
     another sender or MAILMATRIX_UNSUBSCRIBE (DeliveryChanged), or template sets that ``sets``
     lacks (TemplateSetsChanged); return whether the workdir has earlier runs of the file.
+    ``known``: the record of known workdirs as read (read_known_record; None: read here).
     Reads only: a workdir that is not there has none."""
     wd = Workdir(Path(workdir))
     campaign = campaign_of_file(csv_path)
     check_ledger_kept(wd, campaign, csv_path.name)
-    check_sent_mark(wd, campaign, csv_path.name)
+    check_sent_mark(wd, campaign, csv_path.name, known)
     check_name_alike(wd, csv_path)
     way = campaign_way(None, templates, attachments, sender_of(sender))
     check_campaign_way(wd, campaign, csv_path.name, way)
@@ -2346,7 +2373,7 @@ class _HaltOnStop:
 @contextlib.contextmanager
 def _local_ledger(wd: Workdir, *, read_only: bool = False) -> Iterator[SqliteLedger]:
     """The workdir's ledger (a local run's is always SQLite: local_settings); ``read_only``
-    for what only looks (`validate`, `show`), as in a workdir the user cannot write."""
+    for what only looks (`validate`, `show`): it writes nothing, there or beside it."""
     ledger = SqliteLedger(str(wd.ledger), read_only=read_only)
     try:
         yield ledger

@@ -44,13 +44,15 @@ A letter the mail server (or the outbox) took is recorded sent by one more write
 would send it again: record_sent waits out a busy ledger far longer than other writes
 (``sent_patience``, within the lease of the letter's claim), and where it still cannot write,
 keeps the mark in a journal beside the ledger (sent_journal: ``<ledger>-sent``). Claims read
-the journal first; the ledger's next writable open records its letters and removes it.
+the journal first; the ledger's next writable open records its letters and removes it. An open
+read-only (validate, show) writes nothing, there or beside it, and reads them as sent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -69,6 +71,7 @@ try:
 except ImportError:  # not on this system: writers poll SQLite's lock instead
     fcntl = None  # type: ignore[assignment]
 
+from mailmatrix.adapters.ledger_waits import Wait
 from mailmatrix.adapters.sent_journal import KeptLetter, SentJournal
 from mailmatrix.core.failures import DISK_FULL
 from mailmatrix.disk import file_size_limit, size_limit_words
@@ -281,10 +284,14 @@ def _no_room(path: str, exc: sqlite3.Error) -> str | None:
     return DISK_FULL if found.f_bavail == 0 else None
 
 
-def _while_busy(action: Callable[[], _T], timeout: float = BUSY_TIMEOUT_SECONDS) -> _T:
+def _while_busy(
+    action: Callable[[], _T],
+    timeout: float = BUSY_TIMEOUT_SECONDS,
+    on_busy: Callable[[], None] | None = None,
+) -> _T:
     """Run ``action``, again while another connection holds the lock it needs (up to
     ``timeout`` seconds), after pauses from 0.1 ms doubling to 2 ms (SQLite's own handler
-    sleeps 1, 2, 5, 10 ms)."""
+    sleeps 1, 2, 5, 10 ms); ``on_busy`` is called at each time the lock is found held."""
     delay = 0.0001
     give_up = time.monotonic() + timeout
     while True:
@@ -293,6 +300,8 @@ def _while_busy(action: Callable[[], _T], timeout: float = BUSY_TIMEOUT_SECONDS)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() > give_up:
                 raise
+        if on_busy is not None:
+            on_busy()
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 0.002)
 
@@ -304,20 +313,71 @@ def _busy(error: LedgerError) -> bool:
     return not isinstance(error, LedgerNotWritten) and code & 0xFF in _BUSY
 
 
-def _read_only_uri(path: str) -> str | None:
-    """The URI that opens the ledger at ``path`` read-only, making nothing beside it, when the
-    user may not write it or its folder (`validate` in a workdir closed to them); None when
-    they may, and it opens as usual (which brings a file of an earlier version up to date).
+def _read_only_uri(path: str) -> tuple[str, int | None]:
+    """The URI that opens the ledger at ``path`` to read only, making and changing nothing
+    beside it, and the descriptor that guards it (_reader_guard), to close with it, if any.
 
-    SQLite reads a WAL database through a -shm and a -wal file beside it, which it cannot
-    make there; without a -wal it reads the file as immutable, without either: no run can be
-    writing it then, as a writer needs both files (and to write the file).
+    SQLite reads a WAL database through a -wal and a -shm file beside it, which a read-only
+    connection makes where they are missing (and leaves there). With a -wal file, a run
+    writes the ledger or one left it: the letters it holds are read through it, under
+    SQLite's locks (and a -shm file, made only when that one is missing). Without one, no
+    connection writes the ledger (a writer's -wal lasts until its last connection closes):
+    it is read as immutable, guarded against a writer that opens it meanwhile. A ledger that
+    is no WAL database (never one this project made) is read as usual.
     """
     file = Path(path).absolute()
-    wal = file.with_name(f"{file.name}-wal")
-    if os.access(file.parent, os.W_OK) and os.access(file, os.W_OK):
+    uri = f"{file.as_uri()}?mode=ro"
+    if not _in_wal_mode(file):
+        return uri, None
+    guard = _reader_guard(file)
+    if not file.with_name(f"{file.name}-wal").exists():
+        return f"{uri}&immutable=1", guard
+    _unlock(guard)
+    return uri, None
+
+
+def _in_wal_mode(file: Path) -> bool:
+    """Whether the SQLite file ``file`` is a WAL database (its header's write version, 2)."""
+    try:
+        with file.open("rb") as stream:
+            header = stream.read(20)
+    except OSError:  # said as SQLite opens it
+        return False
+    return len(header) == 20 and header[18] == 2
+
+
+# SQLite's lock bytes in a database file (see os_unix.c): each connection reading it holds a
+# read lock on the SHARED range; the last connection to close takes a write lock on it (not
+# waiting) before it checkpoints its -wal into the file and removes the -wal and -shm.
+_SHARED_FIRST = 0x40000000 + 2
+_SHARED_SIZE = 510
+
+
+def _reader_guard(file: Path) -> int | None:
+    """A new descriptor of the ledger ``file`` that holds a read lock on SQLite's SHARED
+    range, or None: the system cannot lock so, or a writer's last close holds the range now.
+
+    An immutable reader holds no lock of SQLite's, and a writer that opened the file after it
+    would checkpoint its -wal into the file under it as it closes: this lock keeps that close
+    from it (the -wal stays, for the next writer). An open file description lock: a close of
+    another descriptor of the file, by SQLite in this process, leaves it held.
+    NOTE: a checkpoint a writer makes while it runs (every 10,000 pages of its -wal, about
+    2,000 letters) is not kept off: a run that long, begun while a `validate` reads, may make
+    its forecast read some pages as they were and some as they are.
+    """
+    if _LOCK_WITHOUT_WAITING is None:
         return None
-    return f"{file.as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    lock = struct.pack("hhqqi", fcntl.F_RDLCK, os.SEEK_SET, _SHARED_FIRST, _SHARED_SIZE, 0)
+    try:
+        fcntl.fcntl(fd, _LOCK_WITHOUT_WAITING, lock)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 # How an invocation locks its batch hold (see begin_batch): an open file description lock
@@ -345,7 +405,8 @@ class SqliteLedger:
         sent_patience: float = SENT_PATIENCE_SECONDS,
     ) -> None:
         """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
-        for what only reads it, read-only where the user may not write it (_read_only_uri);
+        for what only reads it (validate, show), which writes nothing, there or beside it
+        (_read_only_uri), and reads the letters its journal keeps as sent (_with_kept_letters);
         ``delivery``: how the letters of the claims it grants go out (delivery_of: ``outbox``
         or ``smtp://user@host:port``), kept per campaign (deliveries). A write waits up to
         ``busy_timeout`` seconds for another connection's lock, record_sent up to
@@ -366,7 +427,9 @@ class SqliteLedger:
         # The descriptors locking the batches held here, by (attempt, invocation): begin_batch
         # opens each, end_batch closes it.
         self._holds: dict[tuple[str, str], int] = {}
-        uri = _read_only_uri(self.path) if read_only else None
+        self._read_only = read_only
+        self._guard: int | None = None  # a read-only open's lock (_reader_guard)
+        uri, self._guard = _read_only_uri(self.path) if read_only else (None, None)
         try:
             self._db = sqlite3.connect(
                 uri or self.path,
@@ -376,9 +439,16 @@ class SqliteLedger:
                 uri=uri is not None,
             )
         except sqlite3.Error as exc:
+            _unlock(self._guard)
             raise _error(self.path, "cannot open", exc) from exc
         if uri is not None:
-            self._db = _up_to_date(self._db, self.path)
+            try:
+                self._db = _up_to_date(self._db, self.path)
+                _with_kept_letters(self._db, self.path, self._journal.letters().values())
+            except BaseException:
+                self._db.close()
+                _unlock(self._guard)
+                raise
             return
         try:
             # Several processes open a new ledger at once (the workers of a run): switching
@@ -411,7 +481,8 @@ class SqliteLedger:
         except (LedgerError, OSError) as exc:
             log.debug("ledger: the journal %s stays: %s", self._journal.path, exc)
             return
-        log.info("ledger: recorded %d letter(s) kept in the journal", len(letters))
+        if letters:  # none: every line was unreadable, which remove() said
+            log.info("ledger: recorded %d letter(s) kept in the journal", len(letters))
 
     def _set_up(self) -> None:
         db = self._db
@@ -441,20 +512,27 @@ class SqliteLedger:
         until its end_batch, or this process's end: its invocation may still be sending."""
         with self._lock:
             self._db.close()
+            _unlock(self._guard)
+            self._guard = None
             if self._turns is not None and self._turns[0] == os.getpid() and self._turns[1] >= 0:
                 os.close(self._turns[1])
             self._turns = None
 
-    def _locked(self, sql: str, parameters: tuple[object, ...] = ()) -> sqlite3.Cursor:
+    def _locked(
+        self,
+        sql: str,
+        parameters: tuple[object, ...] = (),
+        on_busy: Callable[[], None] | None = None,
+    ) -> sqlite3.Cursor:
         """Execute ``sql``, retrying while another connection holds the write lock (30 s)."""
-        return _while_busy(lambda: self._db.execute(sql, parameters), self._busy_timeout)
+        return _while_busy(lambda: self._db.execute(sql, parameters), self._busy_timeout, on_busy)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
         """Hold the writers' lock file while a write runs (see the module's docstring); a
         process forked with this ledger open opens the file anew, as flock is shared by the
         copies of one open file."""
-        fd = self._turn_file()
+        fd = None if self._read_only else self._turn_file()
         if fd is None:
             yield
             return
@@ -485,7 +563,7 @@ class SqliteLedger:
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
         with self._lock, self._turn():
             try:
-                self._locked("BEGIN IMMEDIATE")
+                self._locked("BEGIN" if self._read_only else "BEGIN IMMEDIATE")
                 try:
                     yield self._db
                 except BaseException:
@@ -530,8 +608,10 @@ class SqliteLedger:
         if sent_before is not None:
             self._claimed.pop(sent_before[0], None)
         if granted.state == "claimed":
-            lease = self._clock() + DEFAULT_CLAIM_LEASE_SECONDS
-            self._claimed[key] = (row, lease if lease_until is None else lease_until, attempt)
+            lease = lease_until
+            if lease is None:
+                lease = self._clock() + DEFAULT_CLAIM_LEASE_SECONDS
+            self._claimed[key] = (row, lease, attempt)
             if self._delivery is not None:
                 self._noted.add(campaign)  # committed with the claim
         return granted
@@ -725,14 +805,20 @@ class SqliteLedger:
         return fd
 
     def _statement(
-        self, what: str, sql: str, parameters: tuple[object, ...], *, write: bool = False
+        self,
+        what: str,
+        sql: str,
+        parameters: tuple[object, ...],
+        *,
+        write: bool = False,
+        on_busy: Callable[[], None] | None = None,
     ) -> list[tuple[Any, ...]]:
         """One statement on its own: SQLite runs it as a transaction of its own (autocommit);
         its rows, whose values are typed by the table's columns, not by the driver. A
-        ``write`` waits its turn (_turn); a read needs none."""
+        ``write`` waits its turn (_turn); a read needs none. ``on_busy``: see _while_busy."""
         with self._lock, self._turn() if write else contextlib.nullcontext():
             try:
-                return self._locked(sql, parameters).fetchall()
+                return self._locked(sql, parameters, on_busy).fetchall()
             except sqlite3.Error as exc:
                 raise _error(self.path, what, exc) from exc
 
@@ -752,8 +838,10 @@ class SqliteLedger:
         its row named)."""
         row, lease, attempt = self._claimed.get(key, (None, None, None))
         now = self._clock()
+        wait = Wait()  # counted for the console while the letter waits for a busy ledger
         try:
-            self._write_sent((key, message_id, uncertain, file), now, lease)
+            self._write_sent((key, message_id, uncertain, file), now, lease, wait)
+            wait.end("recorded")
         except LedgerError as error:
             kept = KeptLetter(key, message_id, uncertain, attempt, now, file)
             try:
@@ -763,6 +851,7 @@ class SqliteLedger:
                     f"{error}; {_in_doubt(row, self._journal.path, fault)}",
                     details={"in_doubt": [] if row is None else [row]},
                 ) from error
+            wait.end("kept")
             log.warning(
                 "ledger: a letter sent could not be recorded in the ledger: kept in the"
                 " journal beside it (%s): %s",
@@ -771,22 +860,25 @@ class SqliteLedger:
             )
             if isinstance(error, LedgerNotWritten):
                 raise  # no later write gets through: the run ends, the letter kept
+        finally:
+            wait.end("lost")  # in doubt, or interrupted; nothing once it ended otherwise
         self._claimed.pop(key, None)
 
-    def _write_sent(self, letter: SentLetter, now: float, lease: float | None) -> None:
+    def _write_sent(self, letter: SentLetter, now: float, lease: float | None, wait: Wait) -> None:
         """Record ``letter`` sent at ``now``, waiting for a busy ledger up to sent_patience,
         and never past the claim's ``lease`` (when known): then another attempt may take the
-        row over, and only the journal keeps it from sending the letter again."""
+        row over, and only the journal keeps it from sending the letter again. The ``wait``
+        begins as the ledger is first found busy."""
         patience = self._sent_patience
         if lease is not None:
             patience = min(patience, lease - now)
         give_up = time.monotonic() + patience
         delay = 0.05
+        begin = functools.partial(wait.begin, patience)  # said from the first busy try on
         while True:
             try:
-                self._statement(
-                    f"record_sent {letter[0][:12]}", *_record_sent(letter, now), write=True
-                )
+                what = f"record_sent {letter[0][:12]}"
+                self._statement(what, *_record_sent(letter, now), write=True, on_busy=begin)
                 return
             except LedgerError as error:
                 if not _busy(error) or time.monotonic() + delay > give_up:
@@ -1298,10 +1390,11 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
 
 def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """``db``, a ledger opened read-only, as is when it is up to date; else a copy of it in
-    memory brought up to date and ``db`` closed. A ledger an earlier version wrote, in a
-    workdir the user cannot write (validate), cannot be changed there, and its readers ask
-    for the columns of this version (a letter's file): the copy has them, empty for what
-    the earlier version did not record. Its cost, the ledger in memory, only then."""
+    memory brought up to date and ``db`` closed. A ledger an earlier version wrote is not
+    changed by what only reads it (validate, show; nor can it be, in a workdir the user
+    cannot write), and its readers ask for the columns of this version (a letter's file):
+    the copy has them, empty for what the earlier version did not record. Its cost, the
+    ledger in memory, only then."""
     try:
         # Only begin_batch reads the batches table, which a ledger read-only never runs.
         if all(table == "batches" for table, _, _ in _missing_columns(db)):
@@ -1315,6 +1408,52 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     db.close()
     log.debug("ledger: %s is of an earlier version: read from a copy brought up to date", path)
     return copy
+
+
+# What a letter of the journal makes of its row's columns as it is recorded (_record_sent):
+# ``k`` is the letter, NULL for a row the journal holds none of; ``s`` the row.
+_KEPT_FILE_COLUMNS = ("file", "file_size", "file_sha256", "file_print", "file_source")
+_AS_RECORDED = {
+    "state": "CASE WHEN k.key IS NULL THEN s.state ELSE 'sent' END",
+    "message_id": "COALESCE(k.message_id, s.message_id)",
+    "lease_until": "CASE WHEN k.key IS NULL THEN s.lease_until END",
+    "code": "CASE WHEN k.key IS NULL THEN s.code END",
+    "reason": "CASE WHEN k.key IS NULL THEN s.reason END",
+    "uncertain": "MAX(s.uncertain, COALESCE(k.uncertain, 0))",
+    "updated_at": "COALESCE(k.at, s.updated_at)",
+    **{c: f"CASE WHEN k.file IS NULL THEN s.{c} ELSE k.{c} END" for c in _KEPT_FILE_COLUMNS},
+}
+
+
+def _with_kept_letters(db: sqlite3.Connection, path: str, letters: Collection[KeptLetter]) -> None:
+    """Make ``db``, the ledger at ``path`` opened read-only, read the ``letters`` its journal
+    keeps as recorded sent, as its next writable open records them (_replay_journal): what
+    `validate` forecasts is what a run does. Nothing is written: the letters go to a table in
+    memory, and a temporary view ``sends`` takes them into the ledger's table of that name,
+    read in its place (SQLite looks a name up among the temporary tables and views first)."""
+    if not letters:
+        return
+    rows = [
+        (letter.key, letter.message_id, int(letter.uncertain), letter.at)
+        + (_file_values(letter.file) if letter.file else (None,) * len(_KEPT_FILE_COLUMNS))
+        for letter in letters
+    ]
+    try:
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute(
+            "CREATE TEMP TABLE kept (key TEXT PRIMARY KEY, message_id TEXT, uncertain INTEGER,"
+            f" at REAL, {', '.join(_KEPT_FILE_COLUMNS)})"
+        )
+        db.executemany(f"INSERT OR REPLACE INTO kept VALUES ({', '.join('?' * 9)})", rows)
+        columns = [str(row[1]) for row in db.execute("PRAGMA main.table_info(sends)")]
+        read = ", ".join(f"{_AS_RECORDED.get(c, f's.{c}')} AS {c}" for c in columns)
+        db.execute(
+            f"CREATE TEMP VIEW sends AS SELECT {read}"
+            " FROM main.sends AS s LEFT JOIN kept AS k ON k.key = s.key"
+        )
+    except sqlite3.Error as exc:
+        raise LedgerError(f"ledger {path}: cannot read: {exc}") from exc
+    log.debug("ledger: %d letter(s) of the journal read as sent, not recorded", len(rows))
 
 
 def _in_doubt(row: int | None, journal: str, fault: OSError) -> str:

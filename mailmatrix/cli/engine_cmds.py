@@ -20,7 +20,7 @@ from rich.tree import Tree
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.progress import progress_display
+from mailmatrix.cli.progress import LedgerWaitNotices, progress_display
 from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_message
@@ -666,17 +666,19 @@ class LiveProgress:
 
 
 def _with_progress(action: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    """Run action(listener) with a live progress display when stderr is a terminal."""
+    """Run action(listener) with a live progress display when stderr is a terminal, and the
+    lines that say a wait for a busy ledger."""
     console = RunConsole(stderr=True)
-    if not console.is_terminal:
-        return action(None)
-    progress = progress_display(console)
+    progress = progress_display(console) if console.is_terminal else None
+    inner = LiveProgress(progress) if progress is not None else None
+    listener = LedgerWaitNotices(console, inner)
     try:
-        return action(LiveProgress(progress))
+        return action(listener)
     finally:
         from mailmatrix.cli.run_cmd import stop_display
 
         stop_display(progress)
+        listener.close()
 
 
 def _report(record: dict[str, Any], workdir: pathlib.Path, functions: tuple[str, ...] = ()) -> None:

@@ -24,7 +24,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.options import check_send_rate, check_sender
-from mailmatrix.cli.progress import progress_display
+from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
 from mailmatrix.core.failures import (
@@ -639,7 +639,7 @@ def run(
     """Validate CSV_FILE and send one email per valid row, on this machine."""
     console = RunConsole(stderr=as_json)
     progress = None if as_json or not console.is_terminal else progress_display(console)
-    listener = ProgressListener(progress)
+    listener = LedgerWaitNotices(notice_console(progress), ProgressListener(progress))
     stop_on_signals()
     warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
     for warning in warnings:  # before anything is sent: the run may still be stopped
@@ -691,6 +691,7 @@ def run(
         stopped_outside_the_engine("run", workdir)
     finally:
         stop_display(progress)
+        listener.close()
 
     result = outcome_of(
         record,

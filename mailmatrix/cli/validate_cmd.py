@@ -361,7 +361,7 @@ def check_run_sender(given: str | None, catalog: Any) -> tuple[str, str]:
     return sender, origin
 
 
-@private_files()  # the ledger's journal files, made as it is read
+@private_files()  # a -shm file SQLite may make to read the ledger's -wal file
 def _earlier_runs(
     workdir: Path | None,
     csv_file: Path,
@@ -384,18 +384,19 @@ def _earlier_runs(
         StateFolderUnsafe,
         TemplateSetsChanged,
     )
-    from mailmatrix.local import check_earlier_runs, check_known_workdirs
+    from mailmatrix.local import check_earlier_runs, check_known_workdirs, read_known_record
 
     found: dict[str, Any] = {"checked": workdir is not None}
     # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
     usage = (DeliveryChanged, LedgerLost, NameLikeAnother, DeliveriesDamaged)
+    known = read_known_record()  # once, for both checks
     try:
         if workdir is not None:
             found["workdir"] = str(workdir)
             found["found"] = check_earlier_runs(
-                workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names
+                workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names, known
             )
-        problem = check_known_workdirs(workdir, csv_file)
+        problem = check_known_workdirs(workdir, csv_file, known)
     except (*usage, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
         return found, exits.USAGE if isinstance(error, usage) else exits.INPUT_UNUSABLE

@@ -132,6 +132,26 @@ def test_the_default_lease_is_the_longest_lambda_invocation(ledger, clock):
     assert claim(ledger, attempt="b").state == "claimed"
 
 
+def test_a_claim_given_its_lease_reads_the_clock_once(tmp_path, clock):
+    # GIVEN a ledger whose clock counts its reads
+    reads: list[float] = []
+
+    def counted() -> float:
+        reads.append(clock.now)
+        return clock.now
+
+    with closing(SqliteLedger(str(tmp_path / "ledger.db"), clock=counted)) as ledger:
+        # WHEN a row is claimed with its lease given
+        lease = clock.now + 60
+        granted = ledger.claim("k1", campaign="c", row=2, attempt="a", lease_until=lease)
+
+        # THEN the clock was read once (the claim's time), not again for a lease not needed
+        assert granted == Claim("claimed")
+        assert len(reads) == 1
+        # AND the lease given is the one a record of the letter waits within
+        assert ledger._claimed["k1"] == (2, lease, "a")
+
+
 def test_a_permanent_failure_is_final_and_keeps_its_reason(ledger):
     claim(ledger)
     ledger.record_failed("k1", code="MessageRejected", reason="not verified", permanent=True)
@@ -924,14 +944,16 @@ def test_a_ledger_file_from_before_letters_kept_their_files_is_upgraded(tmp_path
     assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "a***")]
 
 
-def test_a_ledger_file_from_before_letters_kept_their_files_is_read_where_it_cannot_be_written(
-    tmp_path, monkeypatch
+@pytest.mark.parametrize("writable", [False, True], ids=["closed", "writable"])
+def test_a_ledger_file_from_before_letters_kept_their_files_is_read_not_brought_up_to_date(
+    tmp_path, monkeypatch, writable
 ):
     # GIVEN a ledger file from before letters kept their files (and owners their addresses),
-    # in a workdir the user may not write: Amelia's letter sent with a.pdf
+    # in a workdir the user may not write, or may: Amelia's letter sent with a.pdf
     path = _ledger_before_owners_kept_an_address(tmp_path)
     before = path.read_bytes()
-    monkeypatch.setattr(ledger_sqlite.os, "access", lambda *args, **kwargs: False)
+    if not writable:
+        monkeypatch.setattr(ledger_sqlite.os, "access", lambda *args, **kwargs: False)
 
     # WHEN validation opens it to read
     with closing(SqliteLedger(str(path), read_only=True)) as ledger:

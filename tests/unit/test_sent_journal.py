@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.core.failures import NOT_SENT_TWICE, WRITABLE_REMEDY, Stopped, redrive_advice
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import Claim, Outcome
+from mailmatrix.ports import Claim, LetterFile, Outcome, SentCopy
 from tests.fixtures.sending.kit import FakeClock
 
 # A busy timeout and a patience far shorter than the ledger's own, so that a lock held for
@@ -230,3 +231,119 @@ def test_a_kept_letter_with_its_file_reads_back_as_written(source):
 
     # WHEN it is read back THEN it is the same letter
     assert _letter(line) == letter
+
+
+def _files_beside(path: Path) -> dict[str, bytes]:
+    """The files of the ledger's folder, with their contents."""
+    return {file.name: file.read_bytes() for file in sorted(path.parent.iterdir())}
+
+
+def _kept_in_journal(path: Path, clock: FakeClock, file: LetterFile | None = None) -> None:
+    """A ledger at ``path`` whose row 2 (k1) is sent and recorded, and whose row 3 (k2) is
+    sent and kept in the journal (the ledger was locked), carrying ``file``; all closed."""
+    with closing(SqliteLedger(path, clock=clock, **SHORT)) as worker:
+        worker.claim("k1", campaign="c", row=2, attempt="a")
+        worker.record_sent("k1", message_id="m-1")
+        owner = None if file is None else (file.name, file.recipient, file.masked)
+        worker.claim("k2", campaign="c", row=3, attempt="a", owner=owner)
+        with held_exclusive(path):
+            worker.record_sent("k2", message_id="m-2", uncertain=True, file=file)
+    assert Path(f"{path}-sent").exists()
+
+
+def test_a_read_only_open_counts_the_journal_s_letters_as_sent_and_writes_nothing(tmp_path, clock):
+    # GIVEN a ledger whose row 3 was sent, with its own file, and kept in the journal
+    path = tmp_path / "ledger.sqlite3"
+    file = LetterFile("b.pdf", 10, "e" * 64, "12345678", "r-jose", "j***@x.org", "c.csv")
+    _kept_in_journal(path, clock, file)
+    before = _files_beside(path)
+    assert sorted(before) == ["ledger.sqlite3", "ledger.sqlite3-lock", "ledger.sqlite3-sent"]
+
+    # WHEN it is opened read-only (validate, show) where it could be written
+    with closing(SqliteLedger(path, clock=clock, read_only=True)) as reader:
+        # THEN the letter the journal keeps reads as sent, with its file, as a run counts it
+        read = (
+            reader.sent_count("c"),
+            list(reader.settled_keys("c")),
+            reader.outcomes("c"),
+            reader.sent_sizes([10]),
+            list(reader.sent_copies(10, "12345678")),
+        )
+        assert read[:2] == (2, ["k1", "k2"])
+        assert [(o.key, o.state, o.message_id, o.uncertain) for o in read[2]] == [
+            ("k1", "sent", "m-1", False),
+            ("k2", "sent", "m-2", True),
+        ]
+        assert read[3:] == (
+            {10},
+            [SentCopy("c", "b.pdf", "r-jose", 3, "j***@x.org", "e" * 64, "c.csv")],
+        )
+
+    # AND nothing was written: not the ledger, nor the journal, nor a file beside them (no
+    # -wal, -shm or lock file)
+    assert _files_beside(path) == before
+
+    # WHEN it is next opened to write THEN the journal is replayed: it reads as it was read
+    with closing(SqliteLedger(path, clock=clock)) as writer:
+        assert not Path(f"{path}-sent").exists()
+        assert writer.outcomes("c") == read[2]
+        assert list(writer.sent_copies(10, "12345678")) == read[4]
+
+
+def test_a_read_only_open_reads_the_letters_a_run_holds_in_its_wal_file(tmp_path, clock):
+    # GIVEN a run's ledger, open, that recorded a letter (in its -wal file)
+    path = tmp_path / "ledger.sqlite3"
+    with closing(SqliteLedger(path, clock=clock)) as run:
+        run.claim("k1", campaign="c", row=2, attempt="a")
+        run.record_sent("k1", message_id="m-1")
+        before = sorted(_files_beside(path))
+        assert "ledger.sqlite3-wal" in before
+
+        # WHEN it is read meanwhile THEN the letter is read, and no file is made
+        with closing(SqliteLedger(path, clock=clock, read_only=True)) as reader:
+            assert reader.sent_count("c") == 1
+        assert sorted(_files_beside(path)) == before
+
+
+@pytest.mark.skipif(ledger_sqlite._LOCK_WITHOUT_WAITING is None, reason="no OFD locks here")
+def test_a_writer_that_ends_while_a_reader_reads_leaves_the_file_as_the_reader_found_it(
+    tmp_path, clock
+):
+    # GIVEN a ledger no run has open (no -wal file), read (as immutable)
+    path = tmp_path / "ledger.sqlite3"
+    with closing(SqliteLedger(path, clock=clock)) as first:
+        first.claim("k1", campaign="c", row=2, attempt="a")
+        first.record_sent("k1", message_id="m-1")
+    main_file = path.read_bytes()
+    with closing(SqliteLedger(path, clock=clock, read_only=True)) as reader:
+        assert reader.sent_count("c") == 1
+
+        # WHEN a run opens it meanwhile, records a letter and ends
+        with closing(SqliteLedger(path, clock=clock)) as run:
+            run.claim("k2", campaign="c", row=3, attempt="b")
+            run.record_sent("k2", message_id="m-2")
+
+        # THEN its letter stays in its -wal file, not written into the file being read
+        assert path.read_bytes() == main_file
+        assert Path(f"{path}-wal").exists()
+        assert reader.sent_count("c") == 1
+
+    # AND the next open reads it
+    with closing(SqliteLedger(path, clock=clock, read_only=True)) as later:
+        assert later.sent_count("c") == 2
+
+
+def test_a_journal_whose_lines_all_hold_no_letter_is_not_said_recorded(tmp_path, clock, caplog):
+    # GIVEN a ledger whose journal holds one line, damaged
+    path = tmp_path / "ledger.sqlite3"
+    SqliteLedger(path, clock=clock).close()
+    Path(f"{path}-sent").write_bytes(b'{"key":"k1","message_id":"m-1","uncer\n')
+
+    # WHEN it is opened to write
+    caplog.set_level("INFO")
+    SqliteLedger(path, clock=clock).close()
+
+    # THEN the damaged line is said, and no letter is said recorded
+    assert "1 line(s) of the journal of letters sent and not recorded" in caplog.text
+    assert "recorded 0 letter(s)" not in caplog.text
+    assert "letter(s) kept in the journal" not in caplog.text

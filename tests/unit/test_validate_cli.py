@@ -642,3 +642,63 @@ def test_a_row_whose_file_is_a_link_out_of_the_folder_is_told_why_it_was_not_fou
         "1 of its entries links to files outside it, which are not followed (a letter must not"
         " leave its folder): copy those files in." in said
     )
+
+
+def test_validate_counts_a_letter_the_journal_keeps_as_sent_and_writes_nothing(tmp_path):
+    import sqlite3
+    from contextlib import closing
+
+    # GIVEN a workdir whose ledger could not record Ann's offer letter as sent (another
+    # process held it): the journal beside it keeps the letter
+    path = campaign(tmp_path, HEADER + OFFER)
+    wd = Workdir(tmp_path / "work")
+    wd.root.mkdir()
+    key = idempotency_key(campaign_of_file(path), "ann@example.com", "offer")
+    patience = {"busy_timeout": 0.01, "sent_patience": 0.05}
+    with closing(SqliteLedger(str(wd.ledger), **patience)) as ledger:
+        ledger.claim(key, campaign=campaign_of_file(path), row=2, attempt="a")
+        with closing(sqlite3.connect(wd.ledger, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            ledger.record_sent(key, message_id="m-1")
+            other.execute("ROLLBACK")
+    files = {file.name: file.read_bytes() for file in wd.root.iterdir()}
+    assert "ledger.sqlite3-sent" in files
+
+    # WHEN the file is validated against the workdir
+    result = invoke(path, "--workdir", wd.root, "--json")
+
+    # THEN the row counts as sent before, as a run would skip it, and none would be sent
+    assert result.exit_code == exits.OK, result.output
+    earlier = json.loads(result.output)["earlier_runs"]
+    assert (earlier["sent_before"], earlier["would_send"]) == (1, 0)
+    # AND nothing in the workdir changed: the journal stays for the next run, no file is made
+    assert {file.name: file.read_bytes() for file in wd.root.iterdir()} == files
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["kept", "damaged"])
+def test_validate_reads_the_record_of_known_workdirs_once(tmp_path, monkeypatch, damaged):
+    from mailmatrix import local
+
+    # GIVEN a record of known workdirs, as kept or damaged, whose reads are counted
+    record = Path(os.environ["MAILMATRIX_STATE_DIR"]) / local.KNOWN_WORKDIRS
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text("{not json" if damaged else '{"workdirs": {}, "sent": {}}')
+    reads = []
+    read = local._read_record
+
+    def counted() -> local.KnownWorkdirs:
+        reads.append(record)
+        return read()
+
+    monkeypatch.setattr(local, "_read_record", counted)
+
+    # WHEN a file is validated against a workdir
+    path = campaign(tmp_path, HEADER + OFFER)
+    result = invoke(path, "--workdir", tmp_path / "work", "--json")
+
+    # THEN the record was read once, for both the file's earlier runs and the record's note
+    assert result.exit_code == exits.OK, result.output
+    assert len(reads) == 1
+    # AND a damaged one is noted once, as a run through a mail server would stop at it
+    note = json.loads(result.output)["earlier_runs"].get("record_note")
+    assert (note or {}).get("error") == ("KnownWorkdirsDamaged" if damaged else None)
