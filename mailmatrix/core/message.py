@@ -208,7 +208,10 @@ def build_message(
         filename, data = attachment
         maintype, subtype = content_type_of(filename).split("/", 1)
         msg.add_attachment(
-            data, maintype=maintype, subtype=subtype, filename=_header_text(filename)
+            data,
+            maintype=maintype,
+            subtype=subtype,
+            disposition=_disposition_value(_header_text(filename)),
         )
     for part in msg.walk():
         if part is not msg:
@@ -490,9 +493,18 @@ def _disposition_line(filename: str) -> str:
     ):
         return f'Content-Disposition: attachment;\r\n filename="{filename}"\r\n'
     part = EmailMessage(policy=POLICY)
-    part["Content-Disposition"] = "attachment"
-    part.set_param("filename", filename, header="Content-Disposition", replace=True)
+    part["Content-Disposition"] = _disposition_value(filename)
     return str(part["Content-Disposition"].fold(policy=POLICY))
+
+
+def _disposition_value(filename: str) -> str:
+    """``attachment; filename*=utf-8''...``: the header parser reads the name back literally.
+
+    A quoted name shaped like an encoded-word (``"=?utf-8?b?...?="``) would be decoded by
+    the parser, and the attachment would go out under the decoded name (``../evil.exe``);
+    set_param quotes ASCII names, so the parameter is written here in RFC 2231 form.
+    """
+    return "attachment; filename*=utf-8''" + quote(filename, safe="")
 
 
 def _text_head(subtype: str) -> str:
