@@ -544,6 +544,7 @@ def validate_recipients(
 
 # Rows of each template set rendered at intake while none of them has rendered.
 TRIAL_ROWS = 3
+_FIX = "(fix the template, or this row's values)"
 
 
 class _TrialRenders:
@@ -554,29 +555,36 @@ class _TrialRenders:
     kind of value) passed validation and failed each of its set's rows at sending, after the
     other sets' letters had gone out. A set whose first rows (two at least, TRIAL_ROWS at
     most) all fail stops the file before anything is sent, as a column the file lacks does.
-    One row that fails alone is that row's: it fails at sending, as before.
+    A row that fails while its set does not is rejected with the error (it would fail at
+    sending); a row the same as one that failed fails alike, without another try.
     """
 
     def __init__(self, catalog: Any) -> None:
         self._catalog = catalog
         self._rendered: set[str] = set()
         self._failed: dict[str, list[tuple[int, str]]] = {}  # set -> (row, error) of each try
+        self._errors: dict[tuple[str, tuple[str, ...]], str] = {}  # (set, values) that failed
 
-    def render(self, row: int, template: str, fields: dict[str, str]) -> None:
+    def render(self, row: int, template: str, fields: dict[str, str]) -> str | None:
         """Render ``row`` with ``template`` unless a row of that set rendered already or
-        TRIAL_ROWS of them failed."""
+        TRIAL_ROWS of them failed; return the error when it fails."""
+        key = (template, tuple(fields.values()))
+        if key in self._errors:
+            return self._errors[key]
         if template in self._rendered:
-            return
+            return None
         tried = self._failed.setdefault(template, [])
         if len(tried) >= TRIAL_ROWS:
-            return
+            return None
         try:
             self._catalog.render(template, fields)
         except TemplateError as error:
             tried.append((row, error.message))
-        else:
-            self._rendered.add(template)
-            del self._failed[template]
+            self._errors[key] = error.message
+            return error.message
+        self._rendered.add(template)
+        del self._failed[template]
+        return None
 
     def check(self) -> None:
         """Raise TemplateError for the sets whose every row tried, two at least, failed."""
@@ -902,6 +910,12 @@ class _Intake:
         copied = (
             self._copied_recipients(extra.named, address, template, problems) if extra.named else []
         )
+        fields: dict[str, str] = {}
+        if template and not problems and address is not None:
+            fields = {name: values[index] for index, name in self.named}
+            failure = self.trials.render(row, template, fields)
+            if failure:
+                problems.append(("", f"its letter does not render: {failure.rstrip('.')} {_FIX}"))
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
@@ -930,9 +944,7 @@ class _Intake:
         for column, key in copied:  # a later row's Email may be one of them
             self.copied_rows.append(row << 1 | (column == "Bcc"))
             self.copied_keys.append(key)
-        fields = {name: values[index] for index, name in self.named}
         assert template is not None  # a row without a set was rejected above
-        self.trials.render(row, template, fields)
         self.emit(
             {
                 "row": row,
