@@ -462,6 +462,8 @@ def load_templates(storage: Storage, prefix: str) -> Catalog:
     files = {}
     for info in storage.list(prefix):
         relative = info.key[len(prefix) :]
+        if relative.endswith("/"):  # an empty folder
+            continue
         try:
             files[relative] = storage.get(info.key).decode("utf-8")
         except UnicodeDecodeError as error:

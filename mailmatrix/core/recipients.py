@@ -840,6 +840,9 @@ class _Intake:
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
+        subject_warnings = getattr(self.catalog, "subject_warnings", None)
+        if subject_warnings is not None:
+            self.report.warnings += subject_warnings()
         self.header_pending = False
 
     def check(self, row: int, record: list[str]) -> None:
@@ -2299,11 +2302,19 @@ def _utf16_without_bom(sample: bytes) -> str | None:
 
 
 def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number of the record's first line, fields); wrap decode and CSV errors."""
-    line = 0
+    """Yield (line number of the record's first line, fields); wrap decode and CSV errors.
+
+    A quote left open on the last record takes the file's last line end into its field
+    (mid-file, it takes the next lines: see _Intake._check_swallowed_rows): the file is
+    refused once that record is read, as a quoted value never ends in the file's last
+    line end.
+    """
+    line = start = 0
+    record: list[str] = []
     try:
         for record in reader:
-            yield line + 1, record
+            start = line + 1
+            yield start, record
             line = reader.line_num
     except UnicodeDecodeError as error:  # the encodings but UTF-16 escape what they cannot read
         raise _undecodable(source, encoding)(reader.line_num + 1, error.reason) from error
@@ -2312,3 +2323,8 @@ def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, lis
             f"{source}: unreadable CSV at line {reader.line_num}: {error} "
             "(often a quote that is never closed)"
         ) from error
+    if record and record[-1].endswith(("\n", "\r")):
+        raise InputFileError(
+            f"{source}: unreadable CSV at line {start}: a quote opened on this line is not"
+            f" closed before the end of the file; fix the quotes on line {start}"
+        )

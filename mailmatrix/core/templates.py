@@ -375,6 +375,19 @@ class Catalog:
                 used |= names | _row_keys(self._env.parse(self.sources[path], name=path))
         return used - self._reserved - set(self.context)
 
+    def subject_warnings(self) -> list[str]:
+        """One warning for each subject template written on several lines: a subject is one
+        line, so its lines are joined, which the template's author may not expect."""
+        said = []
+        for path in dict.fromkeys(tset.subject for tset in self.sets.values()):
+            lines = self.sources.get(path, "").strip().splitlines()
+            if len(lines) > 1:
+                said.append(
+                    f"{path}: the subject template spans {len(lines)} lines; they are joined"
+                    " into one subject line, a space between them"
+                )
+        return said
+
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
 
