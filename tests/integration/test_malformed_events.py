@@ -66,46 +66,59 @@ def test_validate_names_the_malformed_part_and_sends_nothing(event, problem):
     assert raised.value.message == f"event: {problem}{NOT_VALIDATED}"
 
 
+SEND_BATCH = send_batch_app.handler, NOT_A_BATCH
+SUMMARIZE = summarize_app.handler, NOT_SUMMARIZED
+
+
 @pytest.mark.parametrize(
-    ("event", "problem"),
+    ("function", "event", "problem"),
     [
-        ({}, "BatchInput is missing"),
-        ({"BatchInput": {}}, "BatchInput.campaign is missing"),
-        ({"BatchInput": {"campaign": CAMPAIGN}}, "Items is missing"),
-        ({"BatchInput": {"campaign": CAMPAIGN}, "Items": {}}, "Items is a mapping, not a list"),
+        (SEND_BATCH, {}, "BatchInput is missing"),
+        (SEND_BATCH, {"BatchInput": {}}, "BatchInput.campaign is missing"),
+        (SEND_BATCH, {"BatchInput": {"campaign": CAMPAIGN}}, "Items is missing"),
         (
+            SEND_BATCH,
+            {"BatchInput": {"campaign": CAMPAIGN}, "Items": {}},
+            "Items is a mapping, not a list",
+        ),
+        (
+            SEND_BATCH,
             {"BatchInput": {"campaign": {**CAMPAIGN, "source": None}}, "Items": []},
             "BatchInput.campaign.source is missing",
         ),
         (
+            SEND_BATCH,
             {"BatchInput": {"campaign": CAMPAIGN}, "Items": [], "owner": 3},
             "owner is a number, not a text",
         ),
+        (SUMMARIZE, {"campaign": None}, "campaign is missing"),
+        (SUMMARIZE, {"campaign": CAMPAIGN}, "counts is missing"),
+        (
+            SUMMARIZE,
+            {"campaign": CAMPAIGN, "counts": {}, "send": []},
+            "send is a list, not a mapping",
+        ),
+        (SUMMARIZE, {"campaign": {"id": 5}}, "campaign.id is a number, not a text"),
     ],
-    ids=["empty", "no-campaign", "no-items", "items-mapping", "null-source", "number-owner"],
-)
-def test_send_batch_names_the_malformed_part_and_sends_nothing(event, problem):
-    with pytest.raises(ConfigurationError) as raised:
-        _call(send_batch_app.handler, event)
-
-    assert raised.value.message.startswith(f"event: {problem}{NOT_A_BATCH} ")
-
-
-@pytest.mark.parametrize(
-    ("event", "problem"),
-    [
-        ({"campaign": None}, "campaign is missing"),
-        ({"campaign": CAMPAIGN}, "counts is missing"),
-        ({"campaign": CAMPAIGN, "counts": {}, "send": []}, "send is a list, not a mapping"),
-        ({"campaign": {"id": 5}}, "campaign.id is a number, not a text"),
+    ids=[
+        "batch-empty",
+        "batch-no-campaign",
+        "batch-no-items",
+        "batch-items-mapping",
+        "batch-null-source",
+        "batch-number-owner",
+        "summary-null-campaign",
+        "summary-no-counts",
+        "summary-list-send",
+        "summary-number-id",
     ],
-    ids=["null-campaign", "no-counts", "list-send", "number-id"],
 )
-def test_summarize_names_the_malformed_part(event, problem):
+def test_the_map_s_functions_name_the_malformed_part_and_do_nothing(function, event, problem):
+    handler, said = function
     with pytest.raises(ConfigurationError) as raised:
-        _call(summarize_app.handler, event)
+        _call(handler, event)
 
-    assert raised.value.message.startswith(f"event: {problem}{NOT_SUMMARIZED}")
+    assert raised.value.message.startswith(f"event: {problem}{said}")
 
 
 @pytest.mark.parametrize(
