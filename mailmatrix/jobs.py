@@ -62,10 +62,19 @@ from mailmatrix.errors import (
     TemplateError,
     UploadReplaced,
 )
+from mailmatrix.events import EventShape
 from mailmatrix.ports import CampaignName, Ledger, Mailer, ObjectInfo, Storage, Upload
 from mailmatrix.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The Validate function's event: the execution's input, which the upload's rule makes.
+S3_UPLOAD = EventShape(
+    what="the Validate function's event (an S3 Object Created event's detail)",
+    error=InputFileError,
+    after="nothing was sent. A campaign starts when its file is uploaded under incoming/"
+    " (mailmatrix aws send FILE.csv --stack NAME).",
+)
 
 DRY_RUN_PREFIX = "incoming/dry-run/"
 # S3 user metadata of an upload (x-amz-meta-mailmatrix-retry-failed: true) asking that the
@@ -92,21 +101,15 @@ class Source:
     @classmethod
     def from_event_detail(cls, detail: dict[str, Any]) -> Source:
         """Read bucket, key, ETag, version and sequencer from an S3 "Object Created" event's
-        detail."""
-        try:
-            bucket = detail["bucket"]["name"]
-            obj = detail["object"]
-            key = obj["key"]
-        except (KeyError, TypeError) as error:
-            raise InputFileError(
-                f"event: not an S3 Object Created event detail: missing {error}"
-            ) from None
+        detail; raise InputFileError naming a part that is missing or malformed."""
+        event = {"detail": detail}
+        part = functools.partial(S3_UPLOAD.part, event)
         return cls(
-            bucket,
-            key,
-            str(obj.get("etag") or "").strip('"'),
-            _version(obj.get("version-id")),
-            str(obj.get("sequencer") or "") or None,
+            part("detail.bucket.name", str),
+            part("detail.object.key", str),
+            (part("detail.object.etag", str, optional=True) or "").strip('"'),
+            _version(part("detail.object.version-id", str, optional=True)),
+            part("detail.object.sequencer", str, optional=True),
         )
 
     def upload(self, campaign_id: str, execution: str | None) -> Upload:
@@ -459,6 +462,8 @@ def load_templates(storage: Storage, prefix: str) -> Catalog:
     files = {}
     for info in storage.list(prefix):
         relative = info.key[len(prefix) :]
+        if relative.endswith("/"):  # an empty folder
+            continue
         try:
             files[relative] = storage.get(info.key).decode("utf-8")
         except UnicodeDecodeError as error:

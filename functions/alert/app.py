@@ -19,15 +19,30 @@ from mailmatrix.adapters import _aws
 from mailmatrix.adapters.executions_sfn import console_link, ending, stopped_batches
 from mailmatrix.adapters.notifier_sns import SnsNotifier
 from mailmatrix.core.failures import Stopped, failure_alert
+from mailmatrix.errors import ConfigurationError
+from mailmatrix.events import EventShape
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")
+
+STATUS_CHANGE = EventShape(
+    what="a Step Functions Execution Status Change event",
+    error=ConfigurationError,
+    after="no alert was published. The stack's ExecutionAlertRule sends these: invoke the"
+    " function with such an event's whole body, detail and region included.",
+)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Publish the alert for the execution in ``event["detail"]``."""
-    detail = event["detail"]
+    detail = STATUS_CHANGE.part(event, "detail", dict)
+    arn = STATUS_CHANGE.part(event, "detail.executionArn", str)
+    if not arn.startswith("arn:") or arn.count(":") < 6:
+        raise STATUS_CHANGE.malformed("detail.executionArn is not an execution's ARN")
+    for name in ("name", "status", "error", "cause"):
+        STATUS_CHANGE.part(event, f"detail.{name}", str, optional=True)
+    region = STATUS_CHANGE.part(event, "region", str, optional=True) or arn.split(":")[3]
     ended = ending(detail)
     logger.append_keys(execution=ended.name, status=ended.status)
     stopped = Stopped()
@@ -38,7 +53,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except Exception as error:  # the alert goes out all the same, saying so
             logger.exception("Batches not read")
             reading_failed = f"{type(error).__name__}: {str(error)[:300]}"
-    region = str(event.get("region") or ended.arn.split(":")[3])
     stack = Settings.from_env().stack
     notification = failure_alert(
         ended,

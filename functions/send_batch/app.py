@@ -12,11 +12,19 @@ from aws_lambda_powertools import Logger
 from mailmatrix.adapters.wiring import ledger_from, mailer_from, storage_for
 from mailmatrix.core.payload import RESULT_BUDGET_BYTES, fit_batch_result, result_size
 from mailmatrix.core.templates import Catalog
+from mailmatrix.errors import ConfigurationError
+from mailmatrix.events import BY_THE_STATE_MACHINE, EventShape
 from mailmatrix.jobs import listing_signature, load_templates, send_job
 from mailmatrix.ports import Ledger, Mailer
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")
+
+SEND_BATCH = EventShape(
+    what="a SendBatch event (a batch of the state machine's Map)",
+    error=ConfigurationError,
+    after=f"nothing was sent. {BY_THE_STATE_MACHINE}",
+)
 
 
 _warm: dict[Settings, tuple[Mailer, Ledger]] = {}
@@ -64,11 +72,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     The result keeps every row; its reasons are shortened when it would not fit in a state.
     """
     settings = Settings.from_env()
-    campaign = event["BatchInput"]["campaign"]
-    items = event["Items"]
-    logger.append_keys(campaign=campaign["id"], rows=len(items))
-    storage = storage_for(settings, campaign["source"]["bucket"])
-    prefix = campaign["templates_prefix"]
+    campaign = SEND_BATCH.part(event, "BatchInput.campaign", dict)
+    items = SEND_BATCH.part(event, "Items", list)
+    bucket = SEND_BATCH.part(event, "BatchInput.campaign.source.bucket", str)
+    prefix = SEND_BATCH.part(event, "BatchInput.campaign.templates_prefix", str)
+    owner = SEND_BATCH.part(event, "owner", str, optional=True)
+    campaign_id = SEND_BATCH.part(event, "BatchInput.campaign.id", str)
+    logger.append_keys(campaign=campaign_id, rows=len(items))
+    storage = storage_for(settings, bucket)
     catalog = _catalog(settings, storage.bucket, prefix, listing_signature(storage.list(prefix)))
     mailer, ledger = _adapters(settings)
 
@@ -80,7 +91,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             catalog=catalog,
             mailer=mailer,
             ledger=ledger,
-            attempt=event.get("owner") or context.aws_request_id,
+            attempt=owner or context.aws_request_id,
             deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
             invocation=context.aws_request_id,
         )

@@ -13,40 +13,67 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mailmatrix.adapters.wiring import ledger_from
+from mailmatrix.errors import MailMatrixError
+from mailmatrix.events import EventShape
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")
 metrics = Metrics(namespace="MailMatrix", service="mailmatrix")
 
 
+SES_EVENT = EventShape(
+    what="an SES event of the configuration set",
+    error=MailMatrixError,  # said in the log, not raised: see handler
+    after="nothing was recorded, and it is not retried.",
+)
+
+
+def _part(detail: dict[str, Any], name: str) -> dict[str, Any]:
+    """``detail[name]`` when it is a mapping, else an empty one."""
+    found = detail.get(name)
+    return found if isinstance(found, dict) else {}
+
+
 def describe(event_type: str, detail: dict[str, Any]) -> str:
     """Return a short, address-free description of an SES event for the ledger."""
     if event_type == "Bounce":
-        bounce = detail.get("bounce", {})
+        bounce = _part(detail, "bounce")
         return f"{bounce.get('bounceType', '?')}/{bounce.get('bounceSubType', '?')}"
     if event_type == "Complaint":
-        return str(detail.get("complaint", {}).get("complaintFeedbackType", "complaint"))
+        return str(_part(detail, "complaint").get("complaintFeedbackType", "complaint"))
     if event_type == "Reject":
-        return str(detail.get("reject", {}).get("reason", "rejected"))
+        return str(_part(detail, "reject").get("reason", "rejected"))
     if event_type == "DeliveryDelay":
-        return str(detail.get("deliveryDelay", {}).get("delayType", "delayed"))
+        return str(_part(detail, "deliveryDelay").get("delayType", "delayed"))
     if event_type == "Rendering Failure":
-        return str(detail.get("failure", {}).get("errorMessage", "rendering failure"))[:200]
+        return str(_part(detail, "failure").get("errorMessage", "rendering failure"))[:200]
     return ""
 
 
+def malformed(event: Any) -> str | None:
+    """Why ``event`` is no SES event that can be recorded (None when it is one)."""
+    try:
+        for name in ("eventType", "notificationType", "mail.timestamp"):
+            SES_EVENT.part(event, f"detail.{name}", str, optional=True)
+        SES_EVENT.part(event, "detail.mail.messageId", str)
+    except MailMatrixError as error:
+        return error.message
+    return None
+
+
 def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
-    """Record one SES event detail against its ledger entry; return what was done."""
+    """Record one SES event detail (see malformed) against its ledger entry; return what was
+    done."""
     event_type = str(detail.get("eventType") or detail.get("notificationType") or "Unknown")
-    mail = detail.get("mail", {})
-    message_id = str(mail.get("messageId", ""))
-    entry = ledger.find_by_message_id(message_id) if message_id else None
+    mail = detail["mail"]
+    message_id = mail["messageId"]
+    entry = ledger.find_by_message_id(message_id)
     if entry is None:
         return {"recorded": False, "event": event_type, "message_id": message_id}
     ledger.record_event(
         entry.key,
         event_type=event_type,
-        timestamp=str(mail.get("timestamp", "")),
+        timestamp=mail.get("timestamp") or "",
         detail=describe(event_type, detail),
     )
     return {"recorded": True, "event": event_type, "message_id": message_id, "row": entry.row}
@@ -55,9 +82,15 @@ def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Record the SES event carried by the EventBridge ``event``."""
+    """Record the SES event carried by the EventBridge ``event``; skip a malformed one."""
+    problem = malformed(event)
+    if problem is not None:
+        # Not SES's: nothing to match it with, and a retry would meet it again.
+        logger.warning("SES event malformed: skipped", reason=problem)
+        metrics.add_metric(name="SesEventMalformed", unit=MetricUnit.Count, value=1)
+        return {"recorded": False, "event": "Malformed", "message_id": "", "reason": problem}
     with closing(ledger_from(Settings.from_env())) as ledger:
-        result = record(event.get("detail", {}), ledger)
+        result = record(event["detail"], ledger)
     name = "SesEventRecorded" if result["recorded"] else "SesEventUnmatched"
     metrics.add_dimension(name="event", value=result["event"])
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from mailmatrix.adapters.wiring import ledger_from, storage_for
-from mailmatrix.jobs import Source, validate_job
+from mailmatrix.jobs import S3_UPLOAD, Source, validate_job
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")
@@ -18,8 +18,9 @@ logger = Logger(service="mailmatrix")
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Validate ``event["detail"]`` (an S3 Object Created detail) and plan the send."""
     settings = Settings.from_env()
-    source = Source.from_event_detail(event["detail"])
-    logger.append_keys(execution=event.get("execution"), source_key=source.key)
+    source = Source.from_event_detail(S3_UPLOAD.part(event, "detail", dict))
+    execution = S3_UPLOAD.part(event, "execution", str, optional=True)
+    logger.append_keys(execution=execution, source_key=source.key)
     storage = storage_for(settings, source.bucket)
 
     preflight = None
@@ -50,7 +51,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 preflight=preflight,
                 preflight_counts=counts,
                 open_ledger=lambda: opened.enter_context(closing(ledger_from(settings))),
-                execution=event.get("execution"),
+                execution=execution,
             )
     except Exception:
         logger.exception("Validation failed")

@@ -412,7 +412,8 @@ def _keep_metadata(path: Path, metadata: Mapping[str, str] | None) -> None:
 
 
 def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
-    """Yield files below ``base`` as objects keyed ``key_prefix + relative path``.
+    """Yield files below ``base`` as objects keyed ``key_prefix + relative path``, and each
+    empty folder as S3 lists an empty folder: its path and "/", of no bytes.
 
     One ``stat`` a file (the directory entries say which are links and folders): a folder of
     10,000 attachments is listed at every validation. That stat follows a symlink, so each
@@ -421,7 +422,7 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
     """
     if not base.is_dir():
         return
-    found: list[tuple[str, os.DirEntry[str]]] = []
+    found: list[tuple[str, os.DirEntry[str] | None]] = []  # None: an empty folder
     real_base = os.path.realpath(base)
     folders = [(str(base), "")]
     while folders:
@@ -430,6 +431,8 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
             entries = list(os.scandir(folder))
         except OSError:  # removed or unreadable meanwhile: nothing below it
             continue
+        if rel and not entries and (key_prefix + rel).startswith(wanted):
+            found.append((key_prefix + rel, None))
         for entry in entries:
             if entry.name.startswith("."):  # our .tmp- files, .DS_Store and other hidden files
                 continue
@@ -446,9 +449,12 @@ def _walk(base: Path, key_prefix: str, wanted: str) -> Iterator[ObjectInfo]:
             if key.startswith(wanted):
                 found.append((key, entry))
     found.sort(key=lambda pair: pair[0])
-    for key, entry in found:
+    for key, item in found:
+        if item is None:  # listed as S3 lists a folder made in its console: "name/", empty
+            yield ObjectInfo(key=key, size=0)
+            continue
         try:
-            info = entry.stat()
+            info = item.stat()
         except OSError:  # a dangling link, or the file went away: no object
             continue
         if stat.S_ISREG(info.st_mode):  # not FIFOs, sockets or devices named like files

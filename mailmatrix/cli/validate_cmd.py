@@ -42,6 +42,7 @@ from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 ATTACHMENTS_PREFIX = "attachments/"
 TEMPLATES_PREFIX = "templates/"
 SHOWN_PROBLEMS = 50
+SHOWN_COLUMNS = 50  # of the header, on the Columns line (--json lists them all)
 
 
 def bundled_templates() -> Path:
@@ -493,7 +494,10 @@ def _show(
     and From in ``letters``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
-    console.print(f"Columns: {', '.join(report.header)}", markup=False)  # the file's own text
+    columns = ", ".join(report.header[:SHOWN_COLUMNS])
+    if len(report.header) > SHOWN_COLUMNS:
+        columns += f", ... and {len(report.header) - SHOWN_COLUMNS} more"
+    console.print(f"Columns: {columns}", markup=False)  # the file's own text
     for warning in report.warnings:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     console.print(f"Templates: {templates_shown(letters)}", markup=False)

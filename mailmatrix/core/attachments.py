@@ -132,6 +132,7 @@ class AttachmentIndex:
         *,
         listed: dict[str, str] | None = None,
         ambiguous: set[str] | None = None,
+        folders: set[str] | None = None,
     ) -> None:
         self._files = files  # by the name in NFC
         self._links = links or {}
@@ -141,6 +142,7 @@ class AttachmentIndex:
         # Names in NFC of two files listed apart (one name in NFC, one in NFD): a row naming
         # either cannot tell which file it means.
         self._ambiguous = ambiguous or set()
+        self._folders = folders or set()  # names of folders in the attachments location
         self._folded: dict[str, list[str]] | None = None
         self._stems: dict[str, list[str]] = {}
 
@@ -154,11 +156,15 @@ class AttachmentIndex:
         links: dict[str, str] = {}
         listed: dict[str, str] = {}  # name in NFC -> the name as listed, where they differ
         ambiguous: set[str] = set()
+        folders: set[str] = set()
         for info in objects:
             if not info.key.startswith(prefix):
                 continue
             name = info.key[len(prefix) :]
-            if not name or "/" in name:
+            if "/" in name:  # in a folder (an empty one lists as "name/")
+                folders.add(unicodedata.normalize("NFC", name.partition("/")[0]))
+                continue
+            if not name:
                 continue
             nfc = name if name.isascii() else unicodedata.normalize("NFC", name)
             if nfc in files and listed.get(nfc, nfc) != name:
@@ -176,7 +182,7 @@ class AttachmentIndex:
             prefix,
             len(links),
         )
-        return cls(files, links, listed=listed, ambiguous=ambiguous)
+        return cls(files, links, listed=listed, ambiguous=ambiguous, folders=folders)
 
     def __len__(self) -> int:
         return len(self._files)
@@ -200,6 +206,11 @@ class AttachmentIndex:
                     " in another Unicode form, as macOS and Windows write accents): which one"
                     " this row means cannot be told; rename one of them"
                 )
+            )
+        if entry is None and name in self._folders:
+            return Lookup(
+                problem=f"{name} is a folder, not a file, in the attachments location: name"
+                " the row's file itself (files inside folders there are not sent)"
             )
         if entry is None:
             by_name, by_stem = self._variants()

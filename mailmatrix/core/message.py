@@ -245,7 +245,12 @@ def build_message(
         filename, data = attachment
         maintype, subtype = content_type_of(filename).split("/", 1)
         filename = _header_text(filename)
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+        msg.add_attachment(
+            data,
+            maintype=maintype,
+            subtype=subtype,
+            disposition=_disposition_value(filename),
+        )
         if not _plain_filename(filename):  # in place: set_param would move it after the rest
             named = f"{maintype}/{subtype}; name*=utf-8''{quote(filename, safe='')}"
             next(msg.iter_attachments()).replace_header("Content-Type", named)
@@ -534,9 +539,18 @@ def _disposition_line(filename: str) -> str:
     ):
         return f'Content-Disposition: attachment;\r\n filename="{filename}"\r\n'
     part = EmailMessage(policy=POLICY)
-    part["Content-Disposition"] = "attachment"
-    part.set_param("filename", filename, header="Content-Disposition", replace=True)
+    part["Content-Disposition"] = _disposition_value(filename)
     return str(part["Content-Disposition"].fold(policy=POLICY))
+
+
+def _disposition_value(filename: str) -> str:
+    """``attachment; filename*=utf-8''...``: the header parser reads the name back literally.
+
+    A quoted name shaped like an encoded-word (``"=?utf-8?b?...?="``) would be decoded by
+    the parser, and the attachment would go out under the decoded name (``../evil.exe``);
+    set_param quotes ASCII names, so the parameter is written here in RFC 2231 form.
+    """
+    return "attachment; filename*=utf-8''" + quote(filename, safe="")
 
 
 def _text_head(subtype: str) -> str:

@@ -544,6 +544,7 @@ def validate_recipients(
 
 # Rows of each template set rendered at intake while none of them has rendered.
 TRIAL_ROWS = 3
+_FIX = "(fix the template, or this row's values)"
 
 
 class _TrialRenders:
@@ -554,29 +555,36 @@ class _TrialRenders:
     kind of value) passed validation and failed each of its set's rows at sending, after the
     other sets' letters had gone out. A set whose first rows (two at least, TRIAL_ROWS at
     most) all fail stops the file before anything is sent, as a column the file lacks does.
-    One row that fails alone is that row's: it fails at sending, as before.
+    A row that fails while its set does not is rejected with the error (it would fail at
+    sending); a row the same as one that failed fails alike, without another try.
     """
 
     def __init__(self, catalog: Any) -> None:
         self._catalog = catalog
         self._rendered: set[str] = set()
         self._failed: dict[str, list[tuple[int, str]]] = {}  # set -> (row, error) of each try
+        self._errors: dict[tuple[str, tuple[str, ...]], str] = {}  # (set, values) that failed
 
-    def render(self, row: int, template: str, fields: dict[str, str]) -> None:
+    def render(self, row: int, template: str, fields: dict[str, str]) -> str | None:
         """Render ``row`` with ``template`` unless a row of that set rendered already or
-        TRIAL_ROWS of them failed."""
+        TRIAL_ROWS of them failed; return the error when it fails."""
+        key = (template, tuple(fields.values()))
+        if key in self._errors:
+            return self._errors[key]
         if template in self._rendered:
-            return
+            return None
         tried = self._failed.setdefault(template, [])
         if len(tried) >= TRIAL_ROWS:
-            return
+            return None
         try:
             self._catalog.render(template, fields)
         except TemplateError as error:
             tried.append((row, error.message))
-        else:
-            self._rendered.add(template)
-            del self._failed[template]
+            self._errors[key] = error.message
+            return error.message
+        self._rendered.add(template)
+        del self._failed[template]
+        return None
 
     def check(self) -> None:
         """Raise TemplateError for the sets whose every row tried, two at least, failed."""
@@ -832,6 +840,9 @@ class _Intake:
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
+        subject_warnings = getattr(self.catalog, "subject_warnings", None)
+        if subject_warnings is not None:
+            self.report.warnings += subject_warnings()
         self.header_pending = False
 
     def check(self, row: int, record: list[str]) -> None:
@@ -903,6 +914,12 @@ class _Intake:
         copied = (
             self._copied_recipients(extra.named, address, template, problems) if extra.named else []
         )
+        fields: dict[str, str] = {}
+        if template and not problems and address is not None:
+            fields = {name: values[index] for index, name in self.named}
+            failure = self.trials.render(row, template, fields)
+            if failure:
+                problems.append(("", f"its letter does not render: {failure.rstrip('.')} {_FIX}"))
         identity = self._recipient(email_text, address)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
@@ -931,9 +948,7 @@ class _Intake:
         for column, key in copied:  # a later row's Email may be one of them
             self.copied_rows.append(row << 1 | (column == "Bcc"))
             self.copied_keys.append(key)
-        fields = {name: values[index] for index, name in self.named}
         assert template is not None  # a row without a set was rejected above
-        self.trials.render(row, template, fields)
         self.emit(
             {
                 "row": row,
@@ -2301,11 +2316,19 @@ def _utf16_without_bom(sample: bytes) -> str | None:
 
 
 def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number of the record's first line, fields); wrap decode and CSV errors."""
-    line = 0
+    """Yield (line number of the record's first line, fields); wrap decode and CSV errors.
+
+    A quote left open on the last record takes the file's last line end into its field
+    (mid-file, it takes the next lines: see _Intake._check_swallowed_rows): the file is
+    refused once that record is read, as a quoted value never ends in the file's last
+    line end.
+    """
+    line = start = 0
+    record: list[str] = []
     try:
         for record in reader:
-            yield line + 1, record
+            start = line + 1
+            yield start, record
             line = reader.line_num
     except UnicodeDecodeError as error:  # the encodings but UTF-16 escape what they cannot read
         raise _undecodable(source, encoding)(reader.line_num + 1, error.reason) from error
@@ -2314,3 +2337,8 @@ def _records(reader: Any, source: str, encoding: str) -> Iterator[tuple[int, lis
             f"{source}: unreadable CSV at line {reader.line_num}: {error} "
             "(often a quote that is never closed)"
         ) from error
+    if record and record[-1].endswith(("\n", "\r")):
+        raise InputFileError(
+            f"{source}: unreadable CSV at line {start}: a quote opened on this line is not"
+            f" closed before the end of the file; fix the quotes on line {start}"
+        )

@@ -53,10 +53,13 @@ import jinja2
 import jinja2.runtime
 import yaml
 from jinja2 import meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
 from mailmatrix.errors import TemplateError
+from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +190,80 @@ def _flat_globals(template: jinja2.Template) -> jinja2.Template:
     return template
 
 
+# The longest text (or list) a template may make by repeating one (``'x' * n``): no message
+# SES accepts could carry more.
+MAX_REPEATED = SES_V2_MAX_MESSAGE_BYTES
+# The largest power (in bits) a template may compute with ``**``.
+MAX_POWER_BITS = 100_000
+
+
+class _UnfoldedCodeGenerator(CodeGenerator):
+    """Jinja's code generator, writing no printed expression as its value at compile time.
+
+    Jinja folds constant expressions while it compiles (``{{ 'x' * 300000000 }}``,
+    ``{{ 'x'|center(300000000) }}`` become a 300 MB text in the compiled code), outside the
+    render's time limit: checking such a template took half a minute and gigabytes. With
+    the optimizer off (see _environment) only the text of the template is written as it is;
+    every expression is evaluated when a row renders, under the limits.
+    """
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Frame, finalize: Any) -> str:
+        if not isinstance(node, nodes.TemplateData | nodes.Const):
+            raise nodes.Impossible()
+        return str(super()._output_child_to_const(node, frame, finalize))
+
+
+class _NameTracker(meta.TrackingCodeGenerator, _UnfoldedCodeGenerator):
+    """meta.find_undeclared_variables' code generator, which folds no constant either."""
+
+    def __init__(self, environment: jinja2.Environment) -> None:
+        super().__init__(environment)
+        self.optimizer = None
+
+
+def _undeclared_names(ast: nodes.Template, environment: jinja2.Environment) -> set[str]:
+    """The names ``ast`` takes from the render context (meta.find_undeclared_variables)."""
+    tracker = _NameTracker(environment)
+    tracker.visit(ast)
+    return tracker.undeclared_identifiers
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` refused when their result would be too large."""
+
+    code_generator_class = _UnfoldedCodeGenerator
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        """``left operator right``, once its size is known to be within the limits."""
+        if operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+        elif isinstance(left, int) and isinstance(right, int) and right > 0:
+            bits = abs(left).bit_length()
+            if bits > 1 and (bits - 1) * right > MAX_POWER_BITS:
+                raise SecurityError(
+                    f"{left} ** {right} would be a number of about {(bits - 1) * right:,} bits;"
+                    f" the limit is {MAX_POWER_BITS:,}"
+                )
+        return super().call_binop(context, operator, left, right)
+
+
+def _check_repeat(sequence: Any, times: Any) -> None:
+    """Refuse ``sequence * times`` longer than MAX_REPEATED."""
+    if isinstance(sequence, str | bytes | list | tuple) and isinstance(times, int):
+        length = len(sequence) * times
+        if length > MAX_REPEATED:
+            raise SecurityError(
+                f"repeating a value {times:,} times would make {length:,} characters or items,"
+                f" more than a message can carry ({MAX_REPEATED:,})"
+            )
+
+
 def _environment(sources: dict[str, str], finalize: Any) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return _Sandbox(
         loader=jinja2.DictLoader(sources),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "htm"), default_for_string=False, default=False
@@ -199,6 +274,7 @@ def _environment(sources: dict[str, str], finalize: Any) -> SandboxedEnvironment
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,
+        optimized=False,  # no folding of constants at compile time: see _UnfoldedCodeGenerator
     )
 
 
@@ -298,6 +374,19 @@ class Catalog:
             for path, names in by_file.items():
                 used |= names | _row_keys(self._env.parse(self.sources[path], name=path))
         return used - self._reserved - set(self.context)
+
+    def subject_warnings(self) -> list[str]:
+        """One warning for each subject template written on several lines: a subject is one
+        line, so its lines are joined, which the template's author may not expect."""
+        said = []
+        for path in dict.fromkeys(tset.subject for tset in self.sets.values()):
+            lines = self.sources.get(path, "").strip().splitlines()
+            if len(lines) > 1:
+                said.append(
+                    f"{path}: the subject template spans {len(lines)} lines; they are joined"
+                    " into one subject line, a space between them"
+                )
+        return said
 
     def required_columns(self, template: str) -> set[str]:
         """Columns the set prints unguarded (``{{ Start_Date }}`` outside ``{% if Start_Date %}``).
@@ -520,7 +609,7 @@ class Catalog:
                 self._env.compile(ast, name=path, filename=path)
                 # and the environment's globals it calls (range, dict...), which a column of
                 # the same name would replace
-                names = meta.find_undeclared_variables(ast) | (
+                names = _undeclared_names(ast, self._env) | (
                     {node.name for node in ast.find_all(nodes.Name) if node.ctx == "load"}
                     & self._env.globals.keys()
                 )

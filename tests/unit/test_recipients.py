@@ -2856,25 +2856,51 @@ def test_a_set_whose_first_rows_all_fail_to_render_stops_the_file_naming_them():
     assert catalog.rendered == ["P0", "P1", "P2"]
 
 
-def test_rows_that_fail_to_render_alone_are_left_to_fail_at_sending():
+NOT_RENDERED = (
+    "its letter does not render: offer/body.txt: render: 'str object' has no attribute 'x'"
+    " (fix the template, or this row's values)"
+)
+
+
+def test_a_row_that_fails_to_render_alone_is_rejected_with_the_error():
     # GIVEN a set whose first row fails to render but whose second renders
     catalog = FakeCatalog(failing={"P0"})
 
     # WHEN the file is validated
     report, rows = run(_offers(4), catalog=catalog)
 
-    # THEN every row passes (the first fails at sending, as its own), and once a row of the
-    # set rendered no other is tried
-    assert [row["row"] for row in rows] == [2, 3, 4, 5]
-    assert report.valid == 4
+    # THEN the first row is rejected with the template's error (it would fail at sending),
+    # the others pass, and once a row of the set rendered no other is tried
+    assert [row["row"] for row in rows] == [3, 4, 5]
+    assert (report.valid, reasons(report)) == (3, [(2, "", NOT_RENDERED)])
     assert catalog.rendered == ["P0", "P1"]
 
 
-def test_a_set_of_one_row_that_fails_to_render_does_not_stop_the_file():
+def test_a_set_of_one_row_that_fails_to_render_rejects_that_row():
+    # GIVEN a file of one row, whose letter fails to render
     catalog = FakeCatalog(failing={"P0"})
 
+    # WHEN it is validated
     report, rows = run(_offers(1), catalog=catalog)
 
-    assert [row["row"] for row in rows] == [2]
-    assert (report.valid, reasons(report)) == (1, [])
+    # THEN the row is rejected with the error, not counted among the rows to send
+    assert rows == []
+    assert (report.valid, reasons(report)) == (0, [(2, "", NOT_RENDERED)])
     assert catalog.rendered == ["P0"]
+
+
+def test_a_row_the_same_as_one_that_failed_to_render_fails_alike_without_another_try():
+    # GIVEN a row that fails to render, the same row again, then a row that renders
+    catalog = FakeCatalog(failing={"P0"})
+    first = "p0@example.com,P0,Active,alice.pdf\r\n"
+    text = "Email,Name,Status,Attachment_File\r\n" + first + first
+    text += "p1@example.com,P1,Active,bob.pdf\r\n"
+
+    # WHEN the file is validated
+    report, rows = run(text, catalog=catalog)
+
+    # THEN both copies are rejected for the error, and the copy is not a second failed try
+    # (two would have stopped the file as the template's fault)
+    assert [row["row"] for row in rows] == [4]
+    assert reasons(report) == [(2, "", NOT_RENDERED), (3, "", NOT_RENDERED)]
+    assert catalog.rendered == ["P0", "P1"]
