@@ -50,3 +50,9 @@ def check_send_rate(
     if value and value < MIN_SEND_RATE:
         raise click.BadParameter(f"{value:g}: {SEND_RATE_RANGE}")
     return value
+
+
+def file_names(given: tuple[str, ...]) -> list[str]:
+    """The names of the files ``given`` (names, or paths to them): a campaign is its file's
+    name, wherever the file is (--send-again-from)."""
+    return [os.path.basename(value.rstrip("/\\")) or value for value in given]
