@@ -150,6 +150,7 @@ class SentFiles:
         self._again = frozenset(send_again_from)
         # The last file asked after, its letters and its SHA-256 where had (_copies)
         self._read: tuple[tuple[str, int, str], list[SentCopy], str | None] | None = None
+        self._asked: tuple[str, str, bool] | None = None  # the last row's skip (_skips)
         self._sizes = SeenTable()
         for size in ledger.sent_sizes(attachments.sizes()):
             self._sizes.add(size_key(size), 0, 0)
@@ -166,7 +167,7 @@ class SentFiles:
         rows' files and EarlierFiles are (their reasons name the rows)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None  # (as _letters does first: the cheaper question before the skip)
-        if self._skipped is not None and self._skipped(email, template):
+        if self._skips(email, template):
             return None
 
         def own(letter: SentCopy) -> bool:
@@ -182,7 +183,7 @@ class SentFiles:
         run skips the row's letter (``template``: its set)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None
-        if self._skipped is not None and self._skipped(email, template):
+        if self._skips(email, template):
             return None
         letters, sha256 = self._copies(found)
         for letter in letters:
@@ -194,6 +195,15 @@ class SentFiles:
             if letter.sha256 == sha256:
                 return letter
         return None
+
+    def _skips(self, email: str, template: str) -> bool:
+        """Whether the run skips the letter of ``email`` and ``template`` (``skipped``),
+        asked once for the row's two questions."""
+        if self._skipped is None:
+            return False
+        if self._asked is None or self._asked[:2] != (email, template):
+            self._asked = email, template, self._skipped(email, template)
+        return self._asked[2]
 
     def _copies(self, found: Lookup) -> tuple[list[SentCopy], str | None]:
         """The ledger's letters of the size and print of ``found``, and the file's SHA-256

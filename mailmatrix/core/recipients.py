@@ -2016,22 +2016,24 @@ def _earlier_letter(
 
 def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
-    (of another campaign) carried to another person as their own: the same file under its
-    own name, or a copy of it."""
+    (of another campaign) carried to another person as their own: a copy of it, or the file
+    itself under its own name (the row's address, or the earlier one, may be wrong)."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
     if letter.attachment == name:
-        sent = f"{name} was sent to {whom} under {_campaign_of(letter)}"
-    else:
-        sent = (
-            f"{name} has the same contents as {letter.attachment}, which a run of"
-            f" {_campaign_of(letter)} sent to {whom}"
+        return (
+            f"{name} was sent to {whom} under {_campaign_of(letter)} as their own letter (row"
+            f" {letter.row} of that run), so it is not sent to this recipient. Put this"
+            f" recipient's own letter in {name}, then run the file again; or, if that address"
+            f" was wrong and this is the same person, run {_source_of(letter)} with the address"
+            " corrected and --corrected-address ROW (that person's row in it: row"
+            f" {letter.row} when it was sent)"
         )
     return (
-        f"{sent} as their own letter (row {letter.row} of that run), so it is not sent to this"
-        f" recipient. Put this recipient's own letter in {name}, then run the file again; or,"
-        f" if that address was wrong and this is the same person, run {_source_of(letter)}"
-        " with the address corrected and --corrected-address ROW (that person's row in it:"
-        f" row {letter.row} when it was sent)"
+        f"{name} has the same contents as {letter.attachment}, which a run of"
+        f" {_campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
+        " run): this row names a copy "
+        f"of that person's letter, so it is not sent (put this recipient's own letter in "
+        f"{name}, then run the file again)"
     )
 
 
