@@ -23,7 +23,7 @@ from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_send_rate, check_sender, file_names
+from mailmatrix.cli.options import check_send_rate, check_sender, send_again_option
 from mailmatrix.cli.progress import progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
@@ -604,15 +604,10 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
     help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
     "arrived: check first, and take those that did out of the file).",
 )
-@click.option(
-    "--send-again-from",
-    "send_again_from",
-    multiple=True,
-    metavar="OTHERFILE",
-    callback=lambda ctx, param, value: tuple(file_names(value)),
-    help="Send the letters that already went to the same addresses under OTHERFILE (a file "
+@send_again_option(
+    "Send the letters that already went to the same addresses under OTHERFILE (a file "
     "of another name: a renamed copy of this one) all the same; without it they are held "
-    "back. Recorded in the ledger. May be given more than once.",
+    "back. Recorded in the ledger. May be given more than once."
 )
 @click.option(
     "--corrected-address",

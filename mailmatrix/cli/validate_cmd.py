@@ -20,7 +20,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, o
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
-from mailmatrix.cli.options import check_sender, file_names
+from mailmatrix.cli.options import check_sender, send_again_option
 from mailmatrix.core.addresses import first_real
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
@@ -162,14 +162,9 @@ def folder_contents(folder: Path) -> StoredContents:
     help="From address, as `run --sender` takes it (default: MAILMATRIX_SENDER, then the "
     "manifest's sender).",
 )
-@click.option(
-    "--send-again-from",
-    "send_again_from",
-    multiple=True,
-    metavar="OTHERFILE",
-    callback=lambda ctx, param, value: tuple(file_names(value)),
-    help="As `run --send-again-from` takes it: count the letters that went to the same "
-    "addresses under OTHERFILE as sent again.",
+@send_again_option(
+    "As `run --send-again-from` takes it: count the letters that went to the same "
+    "addresses under OTHERFILE as sent again."
 )
 def validate_command(
     csv_file: Path,

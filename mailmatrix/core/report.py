@@ -218,7 +218,8 @@ def other_letter_hint(
         " the mapping back; if they must have the new letter as well, put those rows alone in"
         " a file of another name and run that (with --send-again-from and this file's name"
         " where a row's attachment is the one the earlier letter carried), then take them out"
-        " of this file (or set their Status back): as long as it holds them so, every run of it reports them failed again."
+        " of this file (or set their Status back): as long as it holds them so, every run of"
+        " it reports them failed again."
     )
 
 

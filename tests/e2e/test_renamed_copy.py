@@ -83,8 +83,9 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
         ("2", "already sent"),
         ("3", "already sent"),
     ]
-    assert "already received this letter (anna.pdf, the same contents) under offers.csv" in (
-        lines[0]["reason"]
+    assert (
+        "already received this letter (anna.pdf, the same contents) under offers.csv"
+        in (lines[0]["reason"])
     )
     assert " UTC, as row 2 of that run" in lines[0]["reason"]
 
@@ -96,7 +97,7 @@ def test_a_renamed_copy_sends_again_when_the_other_file_is_named(tmp_path):
     shutil.copy(offers, final)
 
     # WHEN validate and run are told to send the letters of offers.csv again
-    code, found = _validate(final, workdir)
+    _, found = _validate(final, workdir)
     assert found["valid"] == 0
     again = ("--send-again-from", str(offers))
     shown = CliRunner().invoke(cli, ["validate", str(final), "--workdir", str(workdir), *again])
@@ -122,8 +123,9 @@ def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path)
     assert reject["reason"].startswith(
         "kim.pdf was sent to another recipient (k***@example.com) under offers.csv (campaign c-"
     )
-    assert "--corrected-address ROW (that person's row in it: row 3 when it was sent)" in (
-        reject["reason"]
+    assert (
+        "--corrected-address ROW (that person's row in it: row 3 when it was sent)"
+        in (reject["reason"])
     )
     assert len(_outbox(workdir)) == 2
 
