@@ -546,6 +546,8 @@ class DynamoDbLedger:
                 str(found.get("masked") or ""),
                 str(found["file_sha256"]),
                 str(found.get("file_source") or ""),
+                # NOTE: the by_file index does not project updated_at (adding it replaces the
+                # index of a deployed table), so a letter found here says not when it went.
                 float(found.get("updated_at") or 0),
             )
 
