@@ -639,16 +639,26 @@ class DynamoDbLedger:
         keyed ``choice#<campaign>#<choice>#<sha256 of the value>``, its time the latest."""
         now = self._clock()
         digest = hashlib.sha256(value.encode()).hexdigest()
-        item = {
-            KEY: {"S": f"{CHOICE_PREFIX}{campaign}#{choice}#{digest}"},
-            "choice_campaign": {"S": campaign},
-            "choice": {"S": choice},
-            "value": {"S": value},
-            "at": {"N": repr(float(now))},
-            "expires_at": {"N": str(int(now) + self.retention_seconds)},
-        }
-        try:
-            self._db.put_item(TableName=self.table, Item=item)
+        try:  # an update, which Validate's role may make (it grants no PutItem)
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": f"{CHOICE_PREFIX}{campaign}#{choice}#{digest}"}},
+                UpdateExpression="SET #c = :c, #ch = :ch, #v = :v, #at = :at, #exp = :exp",
+                ExpressionAttributeNames={
+                    "#c": "choice_campaign",
+                    "#ch": "choice",
+                    "#v": "value",
+                    "#at": "at",
+                    "#exp": "expires_at",
+                },
+                ExpressionAttributeValues={
+                    ":c": {"S": campaign},
+                    ":ch": {"S": choice},
+                    ":v": {"S": value},
+                    ":at": {"N": repr(float(now))},
+                    ":exp": {"N": str(int(now) + self.retention_seconds)},
+                },
+            )
         except (ClientError, BotoCoreError) as error:
             raise self._error("record_choice", campaign, error) from error
 

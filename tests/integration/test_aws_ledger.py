@@ -918,3 +918,21 @@ def test_a_corrected_address_takes_over_a_file_whose_letter_went_out(ledger):
     # AND the file is the corrected address's from then on
     ledger.record_sent("k-new", message_id="m-new")
     assert [(o.attachment, o.recipient) for o in ledger.file_owners("c")] == [("kim.pdf", "r-new")]
+
+
+def test_an_operators_choice_is_kept_with_its_time(ledger, clock):
+    # WHEN a run's choice to send another file's letters again is recorded, twice
+    ledger.record_choice("c", "send_again_from", "offers.csv")
+    ledger.record_choice("c", "send_again_from", "offers.csv")
+
+    # THEN one item keeps it: the campaign, the choice, the file named and when
+    digest = hashlib.sha256(b"offers.csv").hexdigest()
+    found = ledger._db.get_item(
+        TableName=ledger.table, Key={"idempotency_key": {"S": f"choice#c#send_again_from#{digest}"}}
+    )["Item"]
+    assert (found["choice_campaign"], found["choice"], found["value"]) == (
+        {"S": "c"},
+        {"S": "send_again_from"},
+        {"S": "offers.csv"},
+    )
+    assert float(found["at"]["N"]) == clock()
