@@ -526,7 +526,7 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 
 # Long enough for the reasons that end with what to do (OtherLetterSent, AttachmentChanged);
 # a server's long refusal is cut.
-SHOWN_REASON_CHARS = 500
+SHOWN_REASON_CHARS = 600
 
 
 def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:

@@ -1240,9 +1240,8 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
             f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
             " all the same, put this row alone in a file of another name (not the whole file:"
             " that would mail everyone again), run that (with --send-again-from and this file's"
-            " name if its attachment is the one the earlier letter carried), then take the row"
-            " out of this file or set its Status back: kept so, it fails in every run of this"
-            " file"
+            " name if it has that letter's attachment), then take the row out of this file or"
+            " set its Status back: it fails in every run of this file"
         ),
     }
 

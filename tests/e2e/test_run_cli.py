@@ -2327,7 +2327,7 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_another_recipients_f
     assert "1 row(s) would fail as AttachmentOfAnother" in said
     # AND it names the row, so it can be found before anything is sent
     assert earlier["attachment_of_another_rows"] == [2]
-    assert "(name each recipient's own file). Rows: 2." in said
+    assert "`run --corrected-address ROW` sends it). Rows: 2." in said
     # AND run does as it said
     counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
         "counts"
