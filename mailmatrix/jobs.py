@@ -20,10 +20,10 @@ import shlex
 import tempfile
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 import ijson
 
@@ -82,7 +82,14 @@ DRY_RUN_PREFIX = "incoming/dry-run/"
 # as OutcomeUnknown (they may have arrived: the operator checked that they did not).
 RETRY_FAILED_METADATA = "mailmatrix-retry-failed"
 RETRY_UNKNOWN_METADATA = "mailmatrix-retry-unknown"
+# The operator's choices against rules that hold letters back (run --send-again-from FILE,
+# --corrected-address ROW): the files whose letters go again to the addresses they went to
+# (names percent-encoded, comma-separated: metadata is ASCII), and the rows whose address was
+# corrected (their letter goes to it though its file went to the earlier address).
+SEND_AGAIN_METADATA = "mailmatrix-send-again-from"
+CORRECTED_ADDRESS_METADATA = "mailmatrix-corrected-address"
 MAX_PREVIEWS = 20
+_SHOWN_FILES = 5  # the files named as those whose letters went already (sent_under)
 # A manifest line: compact UTF-8 JSON (an encoder built once, not one per json.dumps call).
 _MANIFEST_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
@@ -340,6 +347,43 @@ def retry_metadata(failed: bool, unknown: bool) -> dict[str, str]:
     answer (``failed``), those failed as OutcomeUnknown (``unknown``); see _Retry."""
     asked = ((RETRY_FAILED_METADATA, failed), (RETRY_UNKNOWN_METADATA, unknown))
     return {name: "true" for name, given in asked if given}
+
+
+def choice_metadata(send_again_from: Iterable[str], corrected: Iterable[int]) -> dict[str, str]:
+    """An upload's metadata carrying the operator's choices (see SEND_AGAIN_METADATA)."""
+    found = {}
+    names = ",".join(quote(name, safe="") for name in send_again_from)
+    if names:
+        found[SEND_AGAIN_METADATA] = names
+    rows = ",".join(str(row) for row in sorted(set(corrected)))
+    if rows:
+        found[CORRECTED_ADDRESS_METADATA] = rows
+    return found
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The operator's choices an upload carries (choice_metadata)."""
+
+    send_again_from: frozenset[str] = frozenset()
+    corrected: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, str]) -> Choices:
+        """The choices of an upload's ``metadata``; a row that is no number is left out."""
+        names = metadata.get(SEND_AGAIN_METADATA, "")
+        rows = metadata.get(CORRECTED_ADDRESS_METADATA, "")
+        return cls(
+            frozenset(unquote(name) for name in names.split(",") if name),
+            frozenset(int(row) for row in rows.split(",") if row.strip().isdigit()),
+        )
+
+    def record(self, ledger: Ledger, campaign_id: str) -> None:
+        """Keep the choices in the ledger, before anything is sent by them."""
+        for name in sorted(self.send_again_from):
+            ledger.record_choice(campaign_id, "send_again_from", name)
+        for row in sorted(self.corrected):
+            ledger.record_choice(campaign_id, "corrected_address", str(row))
 
 
 class _Retry:
@@ -640,6 +684,7 @@ def validate_job(
     earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
     contents = StoredContents(storage, settings.attachments_prefix)
     sent_files = mailed = None
+    choices = Choices.of(upload.metadata)
     if ledger is not None:
         settled = demand.settled if demand is not None else SettledKeys(ledger, campaign_id)
 
@@ -654,6 +699,7 @@ def validate_job(
             campaign=campaign_id,
             recipient=recipient_key,
             skipped=skipped,
+            send_again_from=choices.send_again_from,
         )
         mailed = EarlierRecipients(
             ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
@@ -677,6 +723,8 @@ def validate_job(
 
             def emit(row: dict[str, Any]) -> None:
                 row["key"] = idempotency_key(campaign_id, row["email"], row["template"])
+                if row["row"] in choices.corrected:
+                    row["corrected_address"] = True
                 used_sets.add(row["template"])
                 if guard_demo and not real:
                     found = first_real(row_recipients(row))
@@ -752,6 +800,8 @@ def validate_job(
         gone = ledger.record_template_sets(campaign_id, used_sets, catalog=catalog.names)
         if gone:
             raise template_sets_changed(source.key, gone, scope="this run")
+    if ledger is not None:
+        choices.record(ledger, campaign_id)
     # The file has passed: from now on this upload is the one its campaign sends, unless a
     # newer upload of it was validated already (its execution sends the file then: this
     # one's batches send nothing, see send_batch).
@@ -805,7 +855,8 @@ def validate_job(
         "valid": report.valid,
         "rejected": len(report.rejected),
         "duplicates": len(report.duplicates),
-        "excluded": len(report.skipped),
+        "excluded": len(report.skipped) - sum(report.sent_under.values()),
+        "sent_under": sum(report.sent_under.values()),
         "empty": report.empty,
         "released": released,
     }
@@ -824,6 +875,9 @@ def validate_job(
         },
         # Logged, and kept in the report's validation.json; the state leaves them out.
         "warnings": report.warnings,
+        # The files whose letters went to the same addresses already (rows held back), with
+        # how many: the console names them.
+        "sent_under": dict(sorted(report.sent_under.items())[:_SHOWN_FILES]),
     }
 
 

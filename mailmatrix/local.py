@@ -104,6 +104,7 @@ from mailmatrix.jobs import (
     Source,
     campaign_id_for,
     campaign_name,
+    choice_metadata,
     load_templates,
     name_like_another,
     placeholder_constant_refusal,
@@ -1820,13 +1821,18 @@ def run_campaign(
     sleep: Callable[[float], None] | None = None,
     retry_failed: bool = False,
     retry_unknown: bool = False,
+    send_again_from: Collection[str] = (),
+    corrected: Collection[int] = (),
 ) -> Any:
     """Upload ``csv_path`` and run the state machine on it to the end; return the record.
 
     ``retry_failed``: first give back the rows of this campaign that failed for good in
     earlier runs (the operator fixed the cause), so this run sends them again;
     ``retry_unknown``: those failed as OutcomeUnknown (the operator checked that they did
-    not arrive).
+    not arrive). ``send_again_from``: the files (names) whose letters this run sends again
+    to the addresses they went to; ``corrected``: the rows whose address was corrected,
+    whose letters go to it though their files went to the earlier address (both recorded in
+    the ledger as the file is validated; see jobs.choice_metadata).
     """
     check_upload_name(csv_path)  # before anything is written
     open_recipients(csv_path).close()  # no such file, or no file (a pipe): before any is made
@@ -1877,7 +1883,9 @@ def run_campaign(
             if halt is not None and halt.code in lifted_halts(faults):
                 ledger.clear_halt(campaign)
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
-        _, event = upload(wd, csv_path, metadata=retry_metadata(retry_failed, retry_unknown))
+        metadata = retry_metadata(retry_failed, retry_unknown)
+        metadata.update(choice_metadata(send_again_from, corrected))
+        _, event = upload(wd, csv_path, metadata=metadata)
         stopper = _HaltOnStop(listener, wd, campaign)
         # whole: a redrive may run from another folder
         ran = {"path": str(csv_path.resolve()), "way": way}
@@ -2199,9 +2207,11 @@ class RunForecast:
         *,
         sets: Collection[str] = (),
         clock: Callable[[], float] = time.time,
+        send_again_from: Collection[str] = (),
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
+        self._send_again_from = tuple(send_again_from)  # as `run --send-again-from` names them
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
         self._rows = {state: array.array("q") for state in self.STATES}
         self._settled: SettledKeys | None = None
@@ -2257,6 +2267,7 @@ class RunForecast:
             campaign=self.campaign,
             recipient=recipient_key,
             skipped=self._skipped,
+            send_again_from=self._send_again_from,
         )
 
     def earlier_recipients(self) -> EarlierRecipients | None:

@@ -282,6 +282,7 @@ class SentCopy(NamedTuple):
     masked: str  # the recipient's address, masked; "" where not recorded
     sha256: str  # hex, of the bytes the letter carried
     source: str = ""  # the name of the campaign's file; "" where not recorded
+    at: float = 0.0  # when the ledger last wrote the letter (epoch seconds); 0: not read
 
 
 # (key, message id, uncertain) of a letter sent, or with the file it carried as its
@@ -321,6 +322,7 @@ class Ledger(Protocol):
         sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
+        corrected: bool = False,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
@@ -347,7 +349,9 @@ class Ledger(Protocol):
         Otherwise the claim records this recipient and ``key`` as the file's owner (taking it
         over from one whose letter cannot have gone out), in the same atomic step: of two
         runs sending one file to two people at once, one at most gets ``claimed``. None: no
-        check, no cost.
+        check, no cost. ``corrected``: the operator said the file's earlier recipient was this
+        one under a wrong address (``run --corrected-address ROW``): the file becomes this
+        recipient's even where the earlier letter may have gone out.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
@@ -452,6 +456,12 @@ class Ledger(Protocol):
         unless a file of a name alike (equal once folded, name_fold) is recorded as another
         campaign's: return that one, nothing written. One conditional write. Two names alike
         are two campaigns, each sent in full, where a disk or a person takes them for one."""
+        ...
+
+    def record_choice(self, campaign: str, choice: str, value: str) -> None:
+        """Keep what the operator chose for a run of ``campaign`` against a rule that holds
+        letters back (``choice``: send_again_from, corrected_address; ``value``: the file
+        named, the row), with the time: who overrode what is in the ledger."""
         ...
 
     def named_alike(self, name: str) -> CampaignName | None:

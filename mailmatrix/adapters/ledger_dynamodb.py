@@ -8,7 +8,8 @@ campaign's latest validated upload one keyed ``upload#<campaign>``, the names of
 sets a campaign has used one keyed ``sets#<campaign>`` (a string set), its rows in a row left
 unanswered one keyed ``unanswered#<campaign>`` (``rows``, a list, and ``at``), the campaign a
 file's name is (``name_campaign``, ``name``) one keyed ``name#<sha256 of the name folded>``
-(names alike share it, see ports.name_fold), the recipient a
+(names alike share it, see ports.name_fold), an operator's choice against a rule that holds
+letters back one keyed ``choice#<campaign>#<choice>#<sha256 of its value>``, the recipient a
 file named in Attachment_File went to one keyed ``owner#<campaign>#<sha256 of the file name>``
 (``recipient``, ``masked``: the address masked, ``letter``: the key of the letter that carries
 it; ``campaign`` and ``row``, -1 - the letter's row, list it in ``by_campaign`` below the
@@ -100,6 +101,7 @@ SETS_PREFIX = "sets#"
 UNANSWERED_PREFIX = "unanswered#"
 _UNANSWERED_NAMES = {"#rows": "rows", "#at": "at", "#exp": "expires_at"}
 NAME_PREFIX = "name#"
+CHOICE_PREFIX = "choice#"
 _SETS_TRIES = 5
 
 
@@ -230,10 +232,12 @@ class DynamoDbLedger:
         sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
+        corrected: bool = False,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
-        the row's own file may have gone to another recipient.
+        the row's own file may have gone to another recipient (unless ``corrected``: the
+        file's owner item is then put whoever it named).
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -308,7 +312,9 @@ class DynamoDbLedger:
                 request["ExpressionAttributeValues"] = values
             owning = None
             if owner is not None:
-                owning = self._owner_put(campaign, key, row, owner, now, taken_from)
+                owning = self._owner_put(
+                    campaign, key, row, owner, now, taken_from, corrected=corrected
+                )
             try:
                 letter = self._put_claim(request, others or {}, owning)
             except _EntryChanged:
@@ -388,11 +394,14 @@ class DynamoDbLedger:
         owner: tuple[str, str] | tuple[str, str, str],
         now: float,
         taken_from: str | None,
+        *,
+        corrected: bool = False,
     ) -> list[dict[str, Any]]:
         """The transaction items that make ``owner``'s recipient, with the letter ``key`` of
         ``row``, the owner of its file: a Put that holds while the file has no owner or is
         the recipient's, or (``taken_from``) is still that letter's, with a check that it
-        cannot have gone. The item is in the by_campaign index below the rows (_owner_row)."""
+        cannot have gone; ``corrected``: a Put without condition. The item is in the
+        by_campaign index below the rows (_owner_row)."""
         attachment, recipient, *more = owner
         item = {
             KEY: {"S": _owner_key(campaign, attachment)},
@@ -406,6 +415,8 @@ class DynamoDbLedger:
         }
         if more and more[0]:
             item["masked"] = {"S": more[0]}
+        if corrected:
+            return [{"Put": {"TableName": self.table, "Item": item}}]
         if taken_from is None:
             condition = "attribute_not_exists(#k) OR #rcp = :rcp"
             values = {":rcp": {"S": recipient}}
@@ -535,6 +546,9 @@ class DynamoDbLedger:
                 str(found.get("masked") or ""),
                 str(found["file_sha256"]),
                 str(found.get("file_source") or ""),
+                # NOTE: the by_file index does not project updated_at (adding it replaces the
+                # index of a deployed table), so a letter found here says not when it went.
+                float(found.get("updated_at") or 0),
             )
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
@@ -619,6 +633,34 @@ class DynamoDbLedger:
             raise self._error("record_name", campaign, error) from error
         found = _campaign_name(response.get("Attributes"))
         return None if found is None or found.campaign == campaign else found
+
+    def record_choice(self, campaign: str, choice: str, value: str) -> None:
+        """Keep the operator's ``choice`` for ``campaign`` (see the Ledger port): one item
+        keyed ``choice#<campaign>#<choice>#<sha256 of the value>``, its time the latest."""
+        now = self._clock()
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        try:  # an update, which Validate's role may make (it grants no PutItem)
+            self._db.update_item(
+                TableName=self.table,
+                Key={KEY: {"S": f"{CHOICE_PREFIX}{campaign}#{choice}#{digest}"}},
+                UpdateExpression="SET #c = :c, #ch = :ch, #v = :v, #at = :at, #exp = :exp",
+                ExpressionAttributeNames={
+                    "#c": "choice_campaign",
+                    "#ch": "choice",
+                    "#v": "value",
+                    "#at": "at",
+                    "#exp": "expires_at",
+                },
+                ExpressionAttributeValues={
+                    ":c": {"S": campaign},
+                    ":ch": {"S": choice},
+                    ":v": {"S": value},
+                    ":at": {"N": repr(float(now))},
+                    ":exp": {"N": str(int(now) + self.retention_seconds)},
+                },
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise self._error("record_choice", campaign, error) from error
 
     def named_alike(self, name: str) -> CampaignName | None:
         """The campaign recorded for a file of a name alike ``name``, or None (one read)."""

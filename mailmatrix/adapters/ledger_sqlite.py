@@ -172,6 +172,13 @@ CREATE TABLE IF NOT EXISTS names (
     campaign TEXT NOT NULL,
     name TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS choices (
+    campaign TEXT NOT NULL,
+    choice TEXT NOT NULL,
+    value TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (campaign, choice, value)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     campaign TEXT NOT NULL,
     delivery TEXT NOT NULL,
@@ -584,6 +591,7 @@ class SqliteLedger:
         sent_before: SentLetter | None = None,
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
+        corrected: bool = False,
     ) -> Claim:
         """Claim ``key`` (see _claim); the first claim of each campaign granted here also
         notes, in its transaction, how its letter goes out (deliveries). A key whose letter
@@ -604,6 +612,7 @@ class SqliteLedger:
             sent_before=sent_before,
             others=others,
             owner=owner,
+            corrected=corrected,
         )
         if sent_before is not None:
             self._claimed.pop(sent_before[0], None)
@@ -627,6 +636,7 @@ class SqliteLedger:
         sent_before: SentLetter | None,
         others: Mapping[str, str] | None,
         owner: tuple[str, str] | tuple[str, str, str] | None,
+        corrected: bool = False,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
@@ -648,7 +658,7 @@ class SqliteLedger:
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process)
             if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
-                if owner is None or _own(db, campaign, key, owner):
+                if owner is None or _own(db, campaign, key, owner, corrected=corrected):
                     self._note_delivery(db, campaign, now)
                     return Claim("claimed")
                 db.execute("DELETE FROM sends WHERE key = ?", (key,))  # nothing written
@@ -691,7 +701,7 @@ class SqliteLedger:
                 )
             if letter is not None:
                 return Claim("other", letter=letter)
-            if owner is not None and not _own(db, campaign, key, owner):
+            if owner is not None and not _own(db, campaign, key, owner, corrected=corrected):
                 return Claim("owned")
             takeover = state == "claimed"
             db.execute(
@@ -942,14 +952,15 @@ class SqliteLedger:
         while True:
             page = self._statement(
                 f"sent_copies {size}",
-                "SELECT key, sends.campaign, file, recipient, row, masked, file_sha256, file_source"
-                " FROM sends JOIN attachment_owners ON attachment_owners.campaign ="
-                " sends.campaign AND attachment = file AND letter = key"
+                "SELECT key, sends.campaign, file, recipient, row, masked, file_sha256,"
+                " file_source, updated_at FROM sends JOIN attachment_owners"
+                " ON attachment_owners.campaign = sends.campaign AND attachment = file"
+                " AND letter = key"
                 f" WHERE file_size = ? AND file_print = ? AND key > ? AND {_GONE}"
                 " ORDER BY key LIMIT ?",
                 (size, print, after, OUTCOME_UNKNOWN, _SETTLED_PAGE),
             )
-            for _, campaign, name, recipient, row, masked, sha256, source in page:
+            for _, campaign, name, recipient, row, masked, sha256, source, at in page:
                 yield SentCopy(
                     str(campaign),
                     str(name),
@@ -958,6 +969,7 @@ class SqliteLedger:
                     str(masked or ""),
                     str(sha256),
                     str(source or ""),
+                    float(at or 0),
                 )
             if len(page) < _SETTLED_PAGE:
                 return
@@ -1061,6 +1073,26 @@ class SqliteLedger:
                 "SELECT campaign, name FROM names WHERE folded = ?", (folded,)
             ).fetchone()
         return None if found[0] == campaign else CampaignName(*found)
+
+    def record_choice(self, campaign: str, choice: str, value: str) -> None:
+        """Keep the operator's ``choice`` for ``campaign`` (see the Ledger port); given again,
+        its time is the latest."""
+        self._statement(
+            f"record_choice {campaign}",
+            "INSERT INTO choices (campaign, choice, value, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (campaign, choice, value) DO UPDATE SET at = excluded.at",
+            (campaign, choice, value, self._clock()),
+            write=True,
+        )
+
+    def choices(self, campaign: str) -> list[tuple[str, str, float]]:
+        """The choices kept for ``campaign`` (record_choice): choice, value, time."""
+        found = self._statement(
+            f"choices {campaign}",
+            "SELECT choice, value, at FROM choices WHERE campaign = ? ORDER BY at",
+            (campaign,),
+        )
+        return [(str(choice), str(value), float(at)) for choice, value, at in found]
 
     def named_alike(self, name: str) -> CampaignName | None:
         """The campaign recorded for a file of a name alike ``name``, or None."""
@@ -1360,6 +1392,7 @@ _ADDED_COLUMNS = (
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
     ("deliveries", "delivery", "TEXT NOT NULL"),
+    ("choices", "value", "TEXT NOT NULL"),
 )
 
 
@@ -1492,11 +1525,17 @@ def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | No
 
 
 def _own(
-    db: sqlite3.Connection, campaign: str, key: str, owner: tuple[str, str] | tuple[str, str, str]
+    db: sqlite3.Connection,
+    campaign: str,
+    key: str,
+    owner: tuple[str, str] | tuple[str, str, str],
+    *,
+    corrected: bool = False,
 ) -> bool:
     """Record ``owner``'s recipient, with the letter ``key``, as the owner of its file in
-    ``campaign``, unless another recipient owns it whose letter may have gone out; return
-    whether the file is now the recipient's (see the Ledger port's claim)."""
+    ``campaign``, unless another recipient owns it whose letter may have gone out (and the
+    address was not ``corrected``); return whether the file is now the recipient's (see the
+    Ledger port's claim)."""
     attachment, recipient, *more = owner
     masked = more[0] if more else None
     if db.execute(_OWN_NEW, (campaign, attachment, recipient, key, masked)).rowcount:
@@ -1507,6 +1546,7 @@ def _own(
     ).fetchone()
     if (
         held != recipient
+        and not corrected
         and db.execute(
             f"SELECT 1 FROM sends WHERE key = ? AND {_GONE}", (letter, OUTCOME_UNKNOWN)
         ).fetchone()

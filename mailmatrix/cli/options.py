@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -50,3 +51,22 @@ def check_send_rate(
     if value and value < MIN_SEND_RATE:
         raise click.BadParameter(f"{value:g}: {SEND_RATE_RANGE}")
     return value
+
+
+def file_names(given: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of the files ``given`` (names, or paths to them): a campaign is its file's
+    name, wherever the file is (--send-again-from)."""
+    return tuple(os.path.basename(value.rstrip("/\\")) or value for value in given)
+
+
+def send_again_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --send-again-from OTHERFILE option (``send_again_from``: the files' names) of
+    `run` and `validate`, with its ``help``."""
+    return click.option(
+        "--send-again-from",
+        "send_again_from",
+        multiple=True,
+        metavar="OTHERFILE",
+        callback=lambda ctx, param, value: file_names(value),
+        help=help,
+    )

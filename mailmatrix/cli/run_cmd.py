@@ -23,7 +23,7 @@ from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_send_rate, check_sender
+from mailmatrix.cli.options import check_send_rate, check_sender, send_again_option
 from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
@@ -255,6 +255,8 @@ def _print_outcome(
         rejects = result.get("rejects")
         if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
+        if _print_sent_under(console, counts) and not counts.get("rejected"):
+            return  # the rows held back went already: nothing to fix
         what = {
             "ConfigurationError": "the setting",
             "NameLikeAnother": "the file's name",
@@ -291,6 +293,7 @@ def _print_outcome(
         ("Rejected by validation", "rejected"),
         ("Duplicates (not sent)", "duplicates"),
         ("Excluded by Status", "excluded"),
+        ("Already sent under another file (not sent again)", "sent_under"),
         ("Failed", "failed"),
         ("  of them failed in an earlier run, not tried again", "failed_earlier"),
         ("  of them left to a newer run of the file", "superseded"),
@@ -304,6 +307,7 @@ def _print_outcome(
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
+    _print_sent_under(console, counts)
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
         _print_failures(console, Path(result["report"]), failed)
@@ -337,7 +341,8 @@ def _print_outcome(
             console.print(
                 "Rows are skipped when an earlier run of a file with this name sent the same "
                 "address with the same template (whatever other columns changed); to mail "
-                "them again, use a new file name."
+                "them again on purpose, run a copy under a new file name with "
+                "--send-again-from and this file's name."
             )
         _print_where(console, result)
         retryable = _retryable(counts)
@@ -437,6 +442,21 @@ def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) ->
         }
 
 
+def _print_sent_under(console: Console, counts: dict[str, Any]) -> int:
+    """Say why rows were held back as their letters went to the same addresses under another
+    file (the reasons above name it), and how to send them all the same; return how many."""
+    held = int(counts.get("sent_under") or 0)
+    if held:
+        console.print(
+            f"[yellow]{held} row(s) not sent: the same letter already went to the same address"
+            " under another file (each reason above names it and when). A file of a new name"
+            " is a new campaign, but a copy of a file sent already does not mail its people"
+            " again. To send them again on purpose, run this file with --send-again-from"
+            " OTHERFILE (recorded in the ledger).[/yellow]"
+        )
+    return held
+
+
 def _print_unknown(console: Console, result: dict[str, Any]) -> None:
     """What to do about the rows failed as OutcomeUnknown, if any, and the command that sends
     them: no retry or redrive sends them (they may have arrived)."""
@@ -454,6 +474,7 @@ def _print_unknown(console: Console, result: dict[str, Any]) -> None:
 # The rows of the summary's table shown only when their count is not 0.
 _SHOWN_IF_ANY = (
     "excluded",
+    "sent_under",
     "failed_earlier",
     "superseded",
     "attachment_changed",
@@ -542,7 +563,7 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
 
 # Long enough for the reasons that end with what to do (OtherLetterSent, AttachmentChanged);
 # a server's long refusal is cut.
-SHOWN_REASON_CHARS = 500
+SHOWN_REASON_CHARS = 600
 
 
 def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
@@ -620,6 +641,21 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
     help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
     "arrived: check first, and take those that did out of the file).",
 )
+@send_again_option(
+    "Send the letters that already went to the same addresses under OTHERFILE (a file "
+    "of another name: a renamed copy of this one) all the same; without it they are held "
+    "back. Recorded in the ledger. May be given more than once."
+)
+@click.option(
+    "--corrected-address",
+    "corrected",
+    multiple=True,
+    type=click.IntRange(2),
+    metavar="ROW",
+    help="Row ROW's address was wrong when its letter went out and is corrected now: send "
+    "its letter to the corrected address, though its attachment went to the earlier one "
+    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def run(
     csv_file: Path,
@@ -634,6 +670,8 @@ def run(
     batch_size: int | None,
     retry_failed: bool,
     retry_unknown: bool,
+    send_again_from: tuple[str, ...],
+    corrected: tuple[int, ...],
     as_json: bool,
 ) -> None:
     """Validate CSV_FILE and send one email per valid row, on this machine."""
@@ -663,6 +701,8 @@ def run(
             listener=listener,
             retry_failed=retry_failed,
             retry_unknown=retry_unknown,
+            send_again_from=send_again_from,
+            corrected=corrected,
         )
     except MailMatrixError as error:
         stop_display(progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, o
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
-from mailmatrix.cli.options import check_sender
+from mailmatrix.cli.options import check_sender, send_again_option
 from mailmatrix.core.addresses import first_real
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
@@ -163,6 +163,10 @@ def folder_contents(folder: Path) -> StoredContents:
     help="From address, as `run --sender` takes it (default: MAILMATRIX_SENDER, then the "
     "manifest's sender).",
 )
+@send_again_option(
+    "As `run --send-again-from` takes it: count the letters that went to the same "
+    "addresses under OTHERFILE as sent again."
+)
 def validate_command(
     csv_file: Path,
     attachments_dir: Path | None,
@@ -172,6 +176,7 @@ def validate_command(
     check_deliverability: bool,
     workdir: Path | None,
     sender: str | None,
+    send_again_from: tuple[str, ...],
 ) -> None:
     """Check FILE.csv as a campaign would: encoding, columns, every row, attachments."""
     attachments_dir = attachments_dir or csv_file.parent / "attachments"
@@ -189,7 +194,7 @@ def validate_command(
         catalog = load_folder_catalog(templates_dir)
         run_sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
-        forecast = _forecast(workdir, csv_file, catalog.names)
+        forecast = _forecast(workdir, csv_file, catalog.names, send_again_from)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(
             templates_dir,
@@ -410,15 +415,30 @@ def _earlier_runs(
     return found, None
 
 
+def _sent_under_forecast(sent_under: Mapping[str, int]) -> str:
+    """What `run` does with the rows whose letters went to the same addresses under other
+    files (``sent_under``: each file's name, how many)."""
+    held = sum(sent_under.values())
+    files = ", ".join(sorted(sent_under))
+    first = min(sent_under)
+    return (
+        f"{held} of these rows already went to the same addresses under {files} (the same"
+        " letters: the same attachments); they will not be sent again. To send them again on"
+        f" purpose: `run --send-again-from {first}`."
+    )
+
+
 @private_files()
-def _forecast(workdir: Path | None, csv_file: Path, sets: Collection[str]) -> Any:
+def _forecast(
+    workdir: Path | None, csv_file: Path, sets: Collection[str], send_again_from: Collection[str]
+) -> Any:
     """The file's earlier runs in ``workdir`` as a RunForecast, for a run with the template
-    sets ``sets`` (None: no workdir given)."""
+    sets ``sets`` and ``--send-again-from`` (None: no workdir given)."""
     if workdir is None:
         return None
     from mailmatrix.local import RunForecast
 
-    return RunForecast(workdir, csv_file, sets=sets)
+    return RunForecast(workdir, csv_file, sets=sets, send_again_from=send_again_from)
 
 
 def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
@@ -502,22 +522,23 @@ def _show(
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     console.print(f"Templates: {templates_shown(letters)}", markup=False)
     console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
+    held = sum(report.sent_under.values())
     summary = Table(show_header=True, header_style="bold")
-    for column in ("rows", "valid", "rejected", "duplicates", "excluded", "empty"):
+    columns = ["rows", "valid", "rejected", "duplicates", "excluded", "empty"]
+    values = [
+        report.rows,
+        report.valid,
+        len(report.rejected),
+        len(report.duplicates),
+        len(report.skipped) - held,
+        report.empty,
+    ]
+    if held:
+        columns.insert(5, "sent before")
+        values.insert(5, held)
+    for column in columns:
         summary.add_column(column, justify="right")
-    summary.add_row(
-        *map(
-            str,
-            (
-                report.rows,
-                report.valid,
-                len(report.rejected),
-                len(report.duplicates),
-                len(report.skipped),
-                report.empty,
-            ),
-        )
-    )
+    summary.add_row(*map(str, values))
     console.print(summary)
 
     problems = [
@@ -527,7 +548,10 @@ def _show(
         problems.append(
             (item["row"], "duplicate", "Email", f"duplicate of row {item['first_row']}")
         )
-    problems += [(item["row"], "excluded", "", item["reason"]) for item in report.skipped]
+    problems += [
+        (item["row"], item.get("outcome", "excluded"), "", item["reason"])
+        for item in report.skipped
+    ]
     problems.sort()
     if problems:
         table = Table("row", "outcome", "column", header_style="bold")
@@ -589,6 +613,8 @@ def _show(
         console.print(f"[green]All good[/]: {would} row(s) would be sent.")
     else:
         console.print(f"[green]All good[/]: {sending}.")
+    if held:
+        console.print(_sent_under_forecast(report.sent_under), markup=False)
     if refusal:
         console.print(
             f"[yellow]`run --smtp` would refuse this file ({refusal['error']}), sending nothing;"
@@ -653,7 +679,8 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
             f"{earlier['attachment_of_another_before']} row(s) would fail as"
             f" {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent the file they name in"
             " Attachment_File to another recipient as their own; `run` does not send them, nor"
-            " does any retry (name each recipient's own file)."
+            " does any retry (name each recipient's own file; or, where the earlier address was"
+            " wrong and this is the same person, `run --corrected-address ROW` sends it)."
             + _which(earlier, "attachment_of_another")
         )
     halt = earlier.get("halt")

@@ -134,6 +134,7 @@ class SentFiles:
         campaign: str,
         recipient: Callable[[str, str], str],
         skipped: Callable[[str, str], bool] | None = None,
+        send_again_from: Collection[str] = (),
     ) -> None:
         self._ledger = ledger
         self._attachments = attachments
@@ -144,6 +145,12 @@ class SentFiles:
         # ledger, not released by this upload): it goes nowhere, so its file is not asked
         # after, and a rerun of a sent file costs no query a row.
         self._skipped = skipped
+        # The files (CSV names, or campaign ids) whose letters the operator sends again on
+        # purpose (run --send-again-from): their letters hold nothing back (sent_before).
+        self._again = frozenset(send_again_from)
+        # The last file asked after, its letters and its SHA-256 where had (_copies)
+        self._read: tuple[tuple[str, int, str], list[SentCopy], str | None] | None = None
+        self._asked: tuple[str, str, bool] | None = None  # the last row's skip (_skips)
         self._sizes = SeenTable()
         for size in ledger.sent_sizes(attachments.sizes()):
             self._sizes.add(size_key(size), 0, 0)
@@ -160,13 +167,53 @@ class SentFiles:
         rows' files and EarlierFiles are (their reasons name the rows)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None  # (as _letters does first: the cheaper question before the skip)
-        if self._skipped is not None and self._skipped(email, template):
+        if self._skips(email, template):
             return None
 
         def own(letter: SentCopy) -> bool:
             return self._recipient(letter.campaign, email) == letter.recipient
 
         return next(self._letters(found, own), None)
+
+    def sent_before(self, found: Lookup, email: str, template: str) -> SentCopy | None:
+        """The letter of another campaign (another file) that carried the bytes of
+        ``found``, the row's own file, to the row's own address (``email``): the same letter
+        went to the same person already, and this one is not sent unless the operator named
+        that file to send again (``send_again_from``). None when there is none, or when the
+        run skips the row's letter (``template``: its set)."""
+        if not found.size or not self._sizes.holds(size_key(found.size)):
+            return None
+        if self._skips(email, template):
+            return None
+        letters, sha256 = self._copies(found)
+        for letter in letters:
+            if letter.campaign == self.campaign or self._again & {letter.source, letter.campaign}:
+                continue
+            if self._recipient(letter.campaign, email) != letter.recipient:
+                continue
+            sha256 = sha256 or self._contents.sha256(found.name, found.tag)
+            if letter.sha256 == sha256:
+                return letter
+        return None
+
+    def _skips(self, email: str, template: str) -> bool:
+        """Whether the run skips the letter of ``email`` and ``template`` (``skipped``),
+        asked once for the row's two questions."""
+        if self._skipped is None:
+            return False
+        if self._asked is None or self._asked[:2] != (email, template):
+            self._asked = email, template, self._skipped(email, template)
+        return self._asked[2]
+
+    def _copies(self, found: Lookup) -> tuple[list[SentCopy], str | None]:
+        """The ledger's letters of the size and print of ``found``, and the file's SHA-256
+        where the print came with it; read once for the row's two questions (another,
+        sent_before)."""
+        asked = (found.name, found.size, found.tag)
+        if self._read is None or self._read[0] != asked:
+            print, sha256 = self._contents.fingerprint(found.name, found.tag)
+            self._read = asked, list(self._ledger.sent_copies(found.size, print)), sha256
+        return self._read[1], self._read[2]
 
     def anyones(self, found: Lookup) -> SentCopy | None:
         """The letter of anyone (one that may have gone out) that carried the bytes of
@@ -181,8 +228,8 @@ class SentFiles:
         letter went to the person the file goes to (not hashed for then: a rerun)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return
-        print, sha256 = self._contents.fingerprint(found.name, found.tag)
-        for letter in self._ledger.sent_copies(found.size, print):
+        letters, sha256 = self._copies(found)
+        for letter in letters:
             if letter.campaign == self.campaign and letter.attachment == found.name:
                 continue
             if own is not None and own(letter):

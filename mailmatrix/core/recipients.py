@@ -30,6 +30,7 @@ import unicodedata
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, addresses_in, mask, parse_address
@@ -344,6 +345,9 @@ class IntakeReport:
     # What the file's header asks the operator to look at, though nothing is refused for it
     # (a column that looks like Cc but is not read as one: copy_column_warnings).
     warnings: list[str] = field(default_factory=list)
+    # Of the rows ``skipped``, those held back as their letter went to the same address
+    # under another file (a copy of the file renamed): that file's name -> how many.
+    sent_under: dict[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
         """Drop the spooled lists (the counts stay): once the report has been read."""
@@ -892,6 +896,7 @@ class _Intake:
             if address.problem:
                 problems.append(("Email", _several_in_email(email_text) or address.problem))
         attachment = None
+        went: SentCopy | None = None  # the same letter, sent to the address under another file
         if template:
             needs = self._template_needs(template, row)
             for name, index in needs.columns:
@@ -909,6 +914,17 @@ class _Intake:
                 and self._cell(values)
             ):
                 self._sent_file(attachment, address.email, template, problems)
+                if not problems and self.sent_files is not None:
+                    went = self.sent_files.sent_before(attachment, address.email, template)
+        if went is not None and not problems:
+            source = went.source or went.campaign
+            report.skipped.append(
+                {"row": row, "reason": _sent_under(went), "outcome": SENT_UNDER, "file": source}
+            )
+            report.sent_under[source] = report.sent_under.get(source, 0) + 1
+            self._own_file(row, values, self._recipient(email_text, address), sent=False)
+            self._claim_address(row, values, address, sent=False)
+            return
         file_name = attachment.name if attachment else None
         extra = self._extra_recipients(values, problems)
         copied = (
@@ -2029,8 +2045,18 @@ def _earlier_letter(
 
 def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
-    (of another campaign) carried to another person as their own."""
+    (of another campaign) carried to another person as their own: a copy of it, or the file
+    itself under its own name (the row's address, or the earlier one, may be wrong)."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
+    if letter.attachment == name:
+        return (
+            f"{name} was sent to {whom} under {_campaign_of(letter)} as their own letter (row"
+            f" {letter.row} of that run), so it is not sent to this recipient. Put this"
+            f" recipient's own letter in {name}, then run the file again; or, if that address"
+            f" was wrong and this is the same person, run {_source_of(letter)} with the address"
+            " corrected and --corrected-address ROW (that person's row in it: row"
+            f" {letter.row} when it was sent)"
+        )
     return (
         f"{name} has the same contents as {letter.attachment}, which a run of"
         f" {_campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
@@ -2038,6 +2064,11 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
         f"of that person's letter, so it is not sent (put this recipient's own letter in "
         f"{name}, then run the file again)"
     )
+
+
+def _source_of(letter: SentCopy) -> str:
+    """The file ``letter`` was sent from, as a command names it (FILE where not recorded)."""
+    return letter.source or "FILE"
 
 
 def _default_of_a_letter(source: str, default: _Default, letter: SentCopy) -> str:
@@ -2053,6 +2084,28 @@ def _default_of_a_letter(source: str, default: _Default, letter: SentCopy) -> st
         "to everyone the default goes to, so nothing is sent (point default_attachment at the "
         "file meant for everyone; then run the file again)"
     )
+
+
+# The outcome, in the rejects report, of a row held back as its letter went to the same
+# address under another file.
+SENT_UNDER = "already sent"
+
+
+def _sent_under(letter: SentCopy) -> str:
+    """Why a row is not sent whose letter (its own file, the same bytes) went to its address
+    under another file, ``letter``'s: when, and how to send it all the same."""
+    when = f" on {_when(letter.at)}" if letter.at else ""
+    named = letter.source or letter.campaign
+    return (
+        f"this address already received this letter ({letter.attachment}, the same contents)"
+        f" under {_campaign_of(letter)}{when}, as row {letter.row} of that run: it is not sent"
+        f" again. If it is meant to go again, run this file with --send-again-from {named}"
+    )
+
+
+def _when(at: float) -> str:
+    """A ledger's time (epoch seconds) as people read it: UTC, to the minute."""
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _campaign_of(letter: SentCopy) -> str:

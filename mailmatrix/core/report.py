@@ -216,8 +216,10 @@ def other_letter_hint(
         f" or {manifest} now maps it to another set (a set renamed, say, its old"
         " name kept for another Status). If the earlier letter was right, set the Status or"
         " the mapping back; if they must have the new letter as well, put those rows alone in"
-        " a file of another name and run that, then take them out of this file (or set their"
-        " Status back): as long as it holds them so, every run of it reports them failed again."
+        " a file of another name and run that (with --send-again-from and this file's name"
+        " where a row's attachment is the one the earlier letter carried), then take them out"
+        " of this file (or set their Status back): as long as it holds them so, every run of"
+        " it reports them failed again."
     )
 
 
@@ -231,9 +233,9 @@ def attachment_of_another_hint(counts: Mapping[str, int]) -> str | None:
         f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent"
         " the file they name in Attachment_File to another recipient, and no retry sends them."
         " Name each recipient's own file in its row and run the file again; if an earlier"
-        " address was wrong and the row is the same person, put the row alone in a file of"
-        " another name and run that, then take it out of this file (as long as it holds the"
-        " row, every run of it reports the row failed again)."
+        " address was wrong and the row is the same person, its address now corrected, run the"
+        " file again with --corrected-address ROW for each such row (its letter then goes to"
+        " the corrected address; the choice is recorded in the ledger)."
     )
 
 
@@ -345,6 +347,7 @@ def summarize_results(
         "rejected": int(validation_counts.get("rejected", 0)),
         "duplicates": int(validation_counts.get("duplicates", 0)),
         "excluded": int(validation_counts.get("excluded", 0)),
+        "sent_under": int(validation_counts.get("sent_under", 0)),
         "sent": outcomes.get("sent", 0),
         "skipped": outcomes.get("skipped", 0),
         "failed": outcomes.get("failed", 0),
@@ -405,7 +408,7 @@ def progress_counts(
             found["in_doubt" if doubt and ours else "unsent"] += 1
     counts = {
         name: int(validation_counts.get(name, 0))
-        for name in ("rows", "valid", "rejected", "duplicates", "excluded")
+        for name in ("rows", "valid", "rejected", "duplicates", "excluded", "sent_under")
     }
     for name in ("sent", "skipped", "failed", "unknown", "in_doubt", "unsent"):
         counts[name] = found[name]

@@ -148,7 +148,8 @@ def template_sets_changed(
         " The ledger knows each letter by its set's name, so under another name every one of"
         f" them would be sent again: {scope} sends nothing. Put the set(s) back under the same"
         " name(s) (new sets may be added beside them) and run again; or, to mail everyone"
-        " again on purpose, send the file under a new file name (a new campaign)",
+        " again on purpose, send the file under a new file name (a new campaign) with"
+        " --send-again-from and this file's name",
         details={"code": "TemplateSetsChanged", "missing": missing},
     )
 
@@ -609,6 +610,9 @@ class _Batch:
             email = item["email"]
             owner = (str(item["attachment"]), recipient_key(self.campaign_id, email), mask(email))
         self.owner = owner
+        # The operator said the row's address was corrected (run --corrected-address): its
+        # file becomes its recipient's though it went to the earlier address.
+        corrected = {"corrected": True} if owner and item.get("corrected_address") else {}
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -618,6 +622,7 @@ class _Batch:
             sent_before=self.unrecorded,
             others=others,
             owner=owner,
+            **corrected,
         )
         self.unrecorded = None
         return claim
@@ -992,6 +997,11 @@ class _Batch:
         self.refusals = 0
         self.answered()
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
+        if item.get("corrected_address") and self.owner:
+            entry["reason"] = (
+                f"sent to the corrected address (--corrected-address {row}): its attachment"
+                f" {item['attachment']} is this recipient's from now on"
+            )
         if claim.reason:
             entry["takeover"] = claim.reason
         elif uncertain:
@@ -1232,8 +1242,9 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
             f" {item['template']!r} one would contradict it, so it is not sent (the row's"
             f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
             " all the same, put this row alone in a file of another name (not the whole file:"
-            " that would mail everyone again), run that, then take the row out of this file or"
-            " set its Status back: kept so, it fails in every run of this file"
+            " that would mail everyone again), run that (with --send-again-from and this file's"
+            " name if it has that letter's attachment), then take the row out of this file or"
+            " set its Status back: it fails in every run of this file"
         ),
     }
 
@@ -1249,9 +1260,8 @@ def _owned_attachment_row(item: Mapping[str, Any]) -> dict[str, Any]:
             " another recipient as their own, so it is not sent to this one (the row names the"
             " wrong file, or the earlier row had the wrong address). Name this recipient's own"
             " file in the row; or, if the earlier address was wrong and this is the same person,"
-            " put this row alone in a file of another name (not the whole file: that would mail"
-            " everyone again), run that, then take the row out of this file, where it fails in"
-            " every run"
+            f" run this file again with --corrected-address {item['row']}: its letter then goes"
+            " to this address (the choice is recorded in the ledger)"
         ),
     }
 

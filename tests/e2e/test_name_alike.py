@@ -101,9 +101,9 @@ def test_run_and_validate_refuse_a_name_alike_a_file_run_before(tmp_path, record
     assert "run it as offers.csv (rename it)" in said
     assert "give it a name that differs by more than that" in said
     assert _in_outbox(workdir) == 18
-    # AND a name that differs by more than case is a new campaign, as before
+    # AND a name that differs by more than case is a new campaign, as before (its letters,
+    # the same as offers.csv's, sent again only on purpose)
     (tmp_path / "copy-1" / "Offers.csv").rename(tmp_path / "copy-1" / "offers-june.csv")
-    other = CliRunner().invoke(
-        cli, ["run", str(tmp_path / "copy-1" / "offers-june.csv"), *common, "--json"]
-    )
+    june = [str(tmp_path / "copy-1" / "offers-june.csv"), *common, "--json"]
+    other = CliRunner().invoke(cli, ["run", *june, "--send-again-from", "offers.csv"])
     assert (other.exit_code, json.loads(other.stdout)["counts"]["sent"]) == (0, 18)

@@ -546,7 +546,9 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
     (amelia,) = [line for line in rows if line.startswith("amelia.hart@")]
     alone = csv_path.with_name("amelia-rejection.csv")
     alone.write_text(f"{header}\n{amelia}\n", encoding="utf-8")
-    assert CliRunner().invoke(cli, ["run", str(alone), *args]).exit_code == 0
+    # (her attachment is the one her offer carried: sent again, named so)
+    again_from = ["--send-again-from", csv_path.name]
+    assert CliRunner().invoke(cli, ["run", str(alone), *args, *again_from]).exit_code == 0
     csv_path.write_text("\n".join([header, *(r for r in rows if r != amelia)]), encoding="utf-8")
 
     # THEN she has her second letter, and this file's runs no longer report a failure
@@ -587,13 +589,12 @@ def test_a_file_sent_to_one_recipient_is_not_attached_for_another_in_a_later_run
     )
     assert "amelia-hart.pdf" in row["reason"]
     assert "sent it to another recipient" in row["reason"]
-    assert "put this row alone in a file of another name" in row["reason"]
-    assert "then take the row out of this file" in row["reason"]
+    assert "run this file again with --corrected-address 2" in row["reason"]
     # AND the summary says what to do, not to retry it (no retry sends it)
     shown = CliRunner().invoke(cli, ["run", str(csv_path), *args])
     output = _words(shown.output)
     assert "1 row(s) failed as AttachmentOfAnother" in output
-    assert "then take it out of this file" in output
+    assert "run the file again with --corrected-address ROW" in output
     assert "--retry-failed" not in output
 
     # WHEN Amelia's own row comes back, as it was THEN it is skipped as sent, as before
@@ -2357,7 +2358,7 @@ def test_validate_with_the_workdir_counts_a_row_run_refuses_another_recipients_f
     assert "1 row(s) would fail as AttachmentOfAnother" in said
     # AND it names the row, so it can be found before anything is sent
     assert earlier["attachment_of_another_rows"] == [2]
-    assert "(name each recipient's own file). Rows: 2." in said
+    assert "`run --corrected-address ROW` sends it). Rows: 2." in said
     # AND run does as it said
     counts = json.loads(CliRunner().invoke(cli, ["run", str(csv_path), *args, "--json"]).stdout)[
         "counts"

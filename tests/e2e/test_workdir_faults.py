@@ -243,7 +243,14 @@ def test_an_outbox_that_cannot_be_written_is_advised_as_an_outbox(sent_once: Pat
 
     # WHEN it runs there
     code, output = _invoke(
-        "run", str(renamed), "--workdir", str(sent_once), "--attachments", attachments
+        "run",
+        str(renamed),
+        "--workdir",
+        str(sent_once),
+        "--attachments",
+        attachments,
+        "--send-again-from",  # the same letters as the first file's: on purpose
+        Path(RECIPIENTS).name,
     )
 
     # THEN it failed, naming the folder and what is wrong with it

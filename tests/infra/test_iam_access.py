@@ -36,7 +36,7 @@ from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.registry import make_context, resolve_handler
-from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
+from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for, choice_metadata
 from mailmatrix.local import environment
 from tests.e2e import test_aws_adapters_e2e as e2e
 from tests.e2e.test_failure_alert import status_change
@@ -242,6 +242,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
             account,
             "incoming/quota.csv",
             wrap=recorder.wrap,
+            # the same letters to the same people as offers.csv: sent again on purpose
+            metadata=choice_metadata(["offers.csv"], []),
             settings={"MAILMATRIX_FAULTS": "quota-after=2", "MAILMATRIX_BATCH_SIZE": "5"},
             state_machine=MACHINE,
         )
@@ -308,7 +310,8 @@ def test_the_recorded_calls_cover_every_function_and_the_read_backs(recorded):
     assert {("ValidateFunction", "validated"), ("SummarizeFunction", "reports")} <= heads
     # AND Validate's ledger calls: the campaign's template sets read and extended, the
     # release of the failed row (a query of the campaign, then its update), and the letters
-    # of every campaign sent with a file of a listed size (by_file)
+    # of every campaign sent with a file of a listed size (by_file), and the operator's choice
+    # to send offers.csv's letters again (quota.csv) kept (an update)
     ledger_calls = {
         (c.operation, c.params.get("IndexName"))
         for c in recorded

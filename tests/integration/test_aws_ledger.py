@@ -903,3 +903,36 @@ def test_a_letter_failed_in_doubt_before_composing_keeps_its_file(ledger, clock)
     # THEN the file those attempts may have sent is found by validation's query
     (copy,) = ledger.sent_copies(len(data), sample_print(data))
     assert (copy.row, copy.sha256) == (2, hashlib.sha256(data).hexdigest())
+
+
+def test_a_corrected_address_takes_over_a_file_whose_letter_went_out(ledger):
+    # GIVEN a file sent to its first recipient (an address since found wrong)
+    ledger.claim("k-old", campaign="c", row=3, attempt="a", owner=("kim.pdf", "r-old", "k***"))
+    ledger.record_sent("k-old", message_id="m-old")
+    owner = ("kim.pdf", "r-new", "k***")
+
+    # WHEN the corrected address claims it THEN it is refused, unless said corrected
+    assert ledger.claim("k-new", campaign="c", row=3, attempt="b", owner=owner).state == "owned"
+    claim = ledger.claim("k-new", campaign="c", row=3, attempt="b", owner=owner, corrected=True)
+    assert claim.state == "claimed"
+    # AND the file is the corrected address's from then on
+    ledger.record_sent("k-new", message_id="m-new")
+    assert [(o.attachment, o.recipient) for o in ledger.file_owners("c")] == [("kim.pdf", "r-new")]
+
+
+def test_an_operators_choice_is_kept_with_its_time(ledger, clock):
+    # WHEN a run's choice to send another file's letters again is recorded, twice
+    ledger.record_choice("c", "send_again_from", "offers.csv")
+    ledger.record_choice("c", "send_again_from", "offers.csv")
+
+    # THEN one item keeps it: the campaign, the choice, the file named and when
+    digest = hashlib.sha256(b"offers.csv").hexdigest()
+    found = ledger._db.get_item(
+        TableName=ledger.table, Key={"idempotency_key": {"S": f"choice#c#send_again_from#{digest}"}}
+    )["Item"]
+    assert (found["choice_campaign"], found["choice"], found["value"]) == (
+        {"S": "c"},
+        {"S": "send_again_from"},
+        {"S": "offers.csv"},
+    )
+    assert float(found["at"]["N"]) == clock()

@@ -51,8 +51,11 @@ def sent(ledger: SqliteLedger, campaign: str, email: str, name: str, data: bytes
     ledger.record_sent(key, message_id=f"m-{key}", file=file)
 
 
-def run(text: str, folder: Path, ledger: SqliteLedger, campaign: str) -> tuple[IntakeReport, list]:
-    """Validate ``text`` as a file of ``campaign`` with the ledger's digests."""
+def run(
+    text: str, folder: Path, ledger: SqliteLedger, campaign: str, *, again: tuple[str, ...] = ()
+) -> tuple[IntakeReport, list]:
+    """Validate ``text`` as a file of ``campaign`` with the ledger's digests (``again``: the
+    files whose letters are sent again, run --send-again-from)."""
     index, contents = folder_index(folder), folder_contents(folder)
     rows: list[dict] = []
     report = validate_recipients(
@@ -62,7 +65,14 @@ def run(text: str, folder: Path, ledger: SqliteLedger, campaign: str) -> tuple[I
         attachments=index,
         emit=rows.append,
         contents=contents,
-        sent_files=SentFiles(ledger, index, contents, campaign=campaign, recipient=recipient_key),
+        sent_files=SentFiles(
+            ledger,
+            index,
+            contents,
+            campaign=campaign,
+            recipient=recipient_key,
+            send_again_from=again,
+        ),
     )
     return report, rows
 
@@ -109,8 +119,8 @@ def test_a_letter_renamed_after_it_went_out_is_rejected_for_another_recipient(fo
         ]
 
 
-def test_the_same_letter_to_the_same_person_in_a_new_campaign_is_sent(folder, ledger):
-    # GIVEN Anna's letter sent by c-a; her file again, under another name
+def test_the_same_letter_to_the_same_person_in_a_new_campaign_is_held_back(folder, ledger):
+    # GIVEN Anna's letter sent by c-a (a.csv); her file again, under another name
     sent(ledger, "c-a", "anna@example.com", "anna.pdf", LETTER)
     (folder / "anna-again.pdf").write_bytes(LETTER)
 
@@ -118,10 +128,37 @@ def test_the_same_letter_to_the_same_person_in_a_new_campaign_is_sent(folder, le
     anna = "ANNA@example.com,Anna Example,active,anna-again.pdf\r\n"
     report, rows = run(HEADER + anna, folder, ledger, "c-b")
 
+    # THEN her row is not sent: held back as sent under a.csv, saying when and the way out
+    with report:
+        assert rows == []
+        assert reasons(report) == []
+        [held] = report.skipped.first(None)
+        assert held["row"] == 2 and held["outcome"] == "already sent"
+        assert held["file"] == "a.csv"
+        assert held["reason"].startswith(
+            "this address already received this letter (anna.pdf, the same contents) under"
+            " a.csv (campaign c-a) on "
+        )
+        assert held["reason"].endswith(
+            "UTC, as row 2 of that run: it is not sent again. If it is meant to go again, run"
+            " this file with --send-again-from a.csv"
+        )
+        assert report.sent_under == {"a.csv": 1}
+
+
+def test_the_same_letter_to_the_same_person_is_sent_again_when_its_file_is_named(folder, ledger):
+    # GIVEN Anna's letter sent by c-a (a.csv); her file again, under another name
+    sent(ledger, "c-a", "anna@example.com", "anna.pdf", LETTER)
+    (folder / "anna-again.pdf").write_bytes(LETTER)
+
+    # WHEN a new campaign names it for Anna, a.csv named to send again
+    anna = "anna@example.com,Anna Example,active,anna-again.pdf\r\n"
+    report, rows = run(HEADER + anna, folder, ledger, "c-b", again=("a.csv",))
+
     # THEN her row is sent
     with report:
         assert [row["row"] for row in rows] == [2]
-        assert reasons(report) == []
+        assert reasons(report) == [] and len(report.skipped) == 0
 
 
 def test_a_file_of_the_same_name_with_new_contents_is_free_in_another_campaign(folder, ledger):

@@ -13,6 +13,7 @@ import pytest
 
 from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.sent_journal import SentJournal
 from mailmatrix.core.failures import NOT_SENT_TWICE, WRITABLE_REMEDY, Stopped, redrive_advice
 from mailmatrix.errors import LedgerError
 from mailmatrix.ports import Claim, LetterFile, Outcome, SentCopy
@@ -258,6 +259,7 @@ def test_a_read_only_open_counts_the_journal_s_letters_as_sent_and_writes_nothin
     _kept_in_journal(path, clock, file)
     before = _files_beside(path)
     assert sorted(before) == ["ledger.sqlite3", "ledger.sqlite3-lock", "ledger.sqlite3-sent"]
+    kept_at = SentJournal(str(path)).letters()["k2"].at
 
     # WHEN it is opened read-only (validate, show) where it could be written
     with closing(SqliteLedger(path, clock=clock, read_only=True)) as reader:
@@ -276,7 +278,7 @@ def test_a_read_only_open_counts_the_journal_s_letters_as_sent_and_writes_nothin
         ]
         assert read[3:] == (
             {10},
-            [SentCopy("c", "b.pdf", "r-jose", 3, "j***@x.org", "e" * 64, "c.csv")],
+            [SentCopy("c", "b.pdf", "r-jose", 3, "j***@x.org", "e" * 64, "c.csv", kept_at)],
         )
 
     # AND nothing was written: not the ledger, nor the journal, nor a file beside them (no

@@ -1,0 +1,146 @@
+"""A copy of a sent file under a new name does not mail its people the same letters again
+(unless --send-again-from names the file), and a corrected address has its way out
+(--corrected-address ROW), both recorded in the ledger."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import json
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
+from tests.e2e.test_letter_copies import LETTERS, _cli, _file, _outbox, _run, _validate
+
+ANNA = ("anna@example.com", "Anna", "anna.pdf")
+KIM = ("kim@example.com", "Kim", "kim.pdf")
+
+
+def _sent(folder: Path) -> tuple[Path, Path]:
+    """offers.csv of Anna and Kim, each with a letter of their own, run: two letters out."""
+    attachments, workdir = folder / "attachments", folder / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "kim.pdf")
+    offers = _file(folder, "offers.csv", ANNA, KIM)
+    assert _run(offers, workdir)["counts"]["sent"] == 2
+    return offers, workdir
+
+
+def _choices(workdir: Path) -> list[tuple[str, str]]:
+    """The operator's choices the workdir's ledger keeps."""
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db:
+        return db.execute("SELECT choice, value FROM choices ORDER BY choice, value").fetchall()
+
+
+def _recipients(workdir: Path) -> dict[str, int]:
+    """How many letters each address has in the outbox."""
+    found: dict[str, int] = {}
+    for path in _outbox(workdir):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        address = message["To"].addresses[0].addr_spec
+        found[address] = found.get(address, 0) + 1
+    return found
+
+
+def _rejects(result: dict) -> list[dict]:
+    with open(result["rejects"], encoding="utf-8-sig", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
+    # GIVEN offers.csv sent, then copied as offers-fixed.csv (as a spreadsheet saves it)
+    offers, workdir = _sent(tmp_path)
+    fixed = tmp_path / "offers-fixed.csv"
+    shutil.copy(offers, fixed)
+
+    # WHEN the copy is validated THEN it forecasts the rows held back, naming the file
+    code, found = _validate(fixed, workdir)
+    assert (code, found["valid"]) == (3, 0)
+    assert [(item["row"], item["outcome"], item["file"]) for item in found["skipped"]] == [
+        (2, "already sent", "offers.csv"),
+        (3, "already sent", "offers.csv"),
+    ]
+    shown = CliRunner().invoke(cli, ["validate", str(fixed), "--workdir", str(workdir)])
+    assert (
+        "2 of these rows already went to the same addresses under offers.csv (the same"
+        " letters: the same attachments); they will not be sent again."
+    ) in " ".join(shown.output.split())
+
+    # WHEN the copy is run THEN nothing goes out, and the rejects report says under which
+    # file each letter went, and when
+    result = _run(fixed, workdir)
+    assert result["counts"]["sent_under"] == 2
+    assert len(_outbox(workdir)) == 2
+    lines = _rejects(result)
+    assert [(line["row"], line["outcome"]) for line in lines] == [
+        ("2", "already sent"),
+        ("3", "already sent"),
+    ]
+    assert (
+        "already received this letter (anna.pdf, the same contents) under offers.csv"
+        in (lines[0]["reason"])
+    )
+    assert " UTC, as row 2 of that run" in lines[0]["reason"]
+
+
+def test_a_renamed_copy_sends_again_when_the_other_file_is_named(tmp_path):
+    # GIVEN offers.csv sent, then copied as offers-final.csv
+    offers, workdir = _sent(tmp_path)
+    final = tmp_path / "offers-final.csv"
+    shutil.copy(offers, final)
+
+    # WHEN validate and run are told to send the letters of offers.csv again
+    _, found = _validate(final, workdir)
+    assert found["valid"] == 0
+    again = ("--send-again-from", str(offers))
+    shown = CliRunner().invoke(cli, ["validate", str(final), "--workdir", str(workdir), *again])
+    assert shown.exit_code == 0, shown.output
+    result = _run(final, workdir, *again)
+
+    # THEN both letters go out again, and the ledger keeps the choice
+    assert (result["counts"]["sent"], result["counts"].get("sent_under")) == (2, 0)
+    assert len(_outbox(workdir)) == 4
+    assert _choices(workdir) == [("send_again_from", "offers.csv")]
+
+
+def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path):
+    # GIVEN offers.csv sent, then Kim's address corrected in it: the run fails her row
+    offers, workdir = _sent(tmp_path)
+    offers.write_text(offers.read_text().replace("kim@example.com", "kim@example.net"))
+    code, output = _cli("run", str(offers), "--workdir", str(workdir), "--json")
+    assert (code, json.loads(output)["counts"]["attachment_of_another"]) == (5, 1)
+    # AND the row alone in a file of another name is refused, naming her file once
+    alone = _file(tmp_path, "kim.csv", ("kim@example.net", "Kim", "kim.pdf"))
+    code, found = _validate(alone, workdir)
+    (reject,) = found["rejected"]
+    assert reject["reason"].startswith(
+        "kim.pdf was sent to another recipient (k***@example.com) under offers.csv (campaign c-"
+    )
+    assert (
+        "--corrected-address ROW (that person's row in it: row 3 when it was sent)"
+        in (reject["reason"])
+    )
+    assert len(_outbox(workdir)) == 2
+
+    # WHEN offers.csv runs with her row named as corrected
+    result = _run(offers, workdir, "--corrected-address", "3")
+
+    # THEN one letter goes out, to her corrected address, and the ledger keeps the choice
+    assert (result["counts"]["sent"], result["counts"]["skipped"]) == (1, 1)
+    assert _recipients(workdir) == {
+        "anna@example.com": 1,
+        "kim@example.com": 1,
+        "kim@example.net": 1,
+    }
+    assert _choices(workdir) == [("corrected_address", "3")]
+    # AND a later run of the file sends nothing more and fails nothing
+    later = _run(offers, workdir)
+    assert (later["counts"]["sent"], later["counts"]["failed"]) == (0, 0)
+    assert len(_outbox(workdir)) == 3
