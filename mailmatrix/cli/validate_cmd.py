@@ -514,10 +514,10 @@ def _show(
     and From in ``letters``."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
-    columns = ", ".join(report.header[:SHOWN_COLUMNS])
+    header = ", ".join(report.header[:SHOWN_COLUMNS])
     if len(report.header) > SHOWN_COLUMNS:
-        columns += f", ... and {len(report.header) - SHOWN_COLUMNS} more"
-    console.print(f"Columns: {columns}", markup=False)  # the file's own text
+        header += f", ... and {len(report.header) - SHOWN_COLUMNS} more"
+    console.print(f"Columns: {header}", markup=False)  # the file's own text
     for warning in report.warnings:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     console.print(f"Templates: {templates_shown(letters)}", markup=False)
