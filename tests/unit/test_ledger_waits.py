@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import sqlite3
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -63,7 +64,12 @@ def test_a_wait_is_counted_from_the_first_try_that_finds_the_ledger_busy(ledger_
     with closing(ledger), closing(other):
         other.execute("BEGIN EXCLUSIVE")
 
+        real_sleep, here = time.sleep, threading.get_ident()
+
         def pause(seconds: float) -> None:
+            if threading.get_ident() != here:  # another thread's sleep (time.sleep is shared)
+                real_sleep(seconds)
+                return
             waits = ledger_waits.counted()
             seen.append(waits.waiting if waits else -1)
             if other.in_transaction:

@@ -317,6 +317,31 @@ def test_a_template_that_never_ends_fails_its_row_after_the_time_limit(monkeypat
     assert quick.render("welcome", {"Name": "Amy", "Status": "Offer"}).text == "Hi Amy\n"
 
 
+def test_the_time_limit_holds_after_a_turn_of_its_watch_failed(monkeypatch):
+    from mailmatrix.core import templates
+
+    # GIVEN the render watchdog, whose next turn fails once (its sleep raises)
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.2)
+    real_sleep = templates._sleep
+    failed: list[float] = []
+
+    def failing_once(seconds: float) -> None:
+        if not failed:
+            failed.append(seconds)
+            raise RuntimeError("a turn that fails")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(templates, "_sleep", failing_once)
+    spin = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    catalog = load_catalog(simple(**{"welcome__body.txt": spin}))
+
+    # WHEN a template that never ends is rendered
+    # THEN the limit still ends it: the watch went on after its failed turn
+    with pytest.raises(TemplateError, match=r"took more than 0.2 s"):
+        catalog.render("welcome", {"Name": "Amy", "Status": "Offer"})
+    assert failed == [templates._WATCH_SECONDS]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
