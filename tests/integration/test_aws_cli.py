@@ -134,13 +134,20 @@ def test_retry_failed_travels_with_the_upload_as_metadata(
     assert uploaded_metadata(stack, "incoming/offers.csv") == metadata
 
 
-def test_retry_failed_with_a_dry_run_is_refused_before_uploading(stack, tmp_path):
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--dry-run", "--retry-failed"], "a --dry-run sends none"),
+        (["--corrected-address", "1"], "Invalid value for '--corrected-address'"),
+    ],
+    ids=["retry-failed-dry-run", "corrected-header-row"],
+)
+def test_a_bad_choice_is_refused_before_uploading(stack, tmp_path, options, said):
     result = CliRunner().invoke(
-        cli,
-        ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--dry-run", "--retry-failed"],
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", *options]
     )
     assert result.exit_code == 2
-    assert "a --dry-run sends none" in result.output
+    assert said in result.output
     listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["BucketName"])
     assert listed.get("Contents", []) == []
 
@@ -183,17 +190,6 @@ def test_send_again_from_and_corrected_address_travel_with_the_upload(
     assert Choices.of(metadata) == Choices(names, frozenset({3, 7}))
     for name, value in metadata.items():
         assert f"with metadata {name}={value}\n" in result.output
-
-
-def test_a_corrected_address_of_the_header_row_is_refused_before_uploading(stack, tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--corrected-address", "1"],
-    )
-    assert result.exit_code == 2
-    assert "--corrected-address" in result.output
-    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["BucketName"])
-    assert listed.get("Contents", []) == []
 
 
 def test_a_failed_execution_exits_1_and_says_how_to_redrive(stack, tmp_path, monkeypatch):
