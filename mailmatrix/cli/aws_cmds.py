@@ -6,7 +6,9 @@ execution that the EventBridge rule starts for that object, follows it with a pr
 by DescribeMapRun, and ends with the console link and the summary. With --retry-failed the
 upload carries the S3 metadata mailmatrix-retry-failed=true: ValidateRecipients then releases
 the campaign's rows that failed for good in earlier runs, before anything is sent; with
---retry-unknown, mailmatrix-retry-unknown=true, those failed as OutcomeUnknown.
+--retry-unknown, mailmatrix-retry-unknown=true, those failed as OutcomeUnknown. The
+operator's choices travel the same way: --send-again-from OTHERFILE as
+mailmatrix-send-again-from, --corrected-address ROW as mailmatrix-corrected-address.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from mailmatrix.adapters.executions_sfn import console_link, ending, stopped_batches
 from mailmatrix.adapters.storage_local import open_recipients
 from mailmatrix.cli import exits
-from mailmatrix.cli.options import finite
+from mailmatrix.cli.options import (
+    SEND_AGAIN_HELP,
+    corrected_address_option,
+    finite,
+    send_again_option,
+)
 from mailmatrix.core.failures import (
     MESSAGE_CHARS,
     Ending,
@@ -36,7 +43,7 @@ from mailmatrix.core.failures import (
     why_lines,
 )
 from mailmatrix.errors import InputFileError
-from mailmatrix.jobs import retry_metadata
+from mailmatrix.jobs import choice_metadata, retry_metadata
 from mailmatrix.program import program
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -279,6 +286,8 @@ def aws() -> None:
     help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
     "arrived: check first, and take those that did out of the file).",
 )
+@send_again_option(SEND_AGAIN_HELP)
+@corrected_address_option
 @click.option("--no-follow", is_flag=True, help="Return once the execution has started.")
 @click.option(
     "--wait-start",
@@ -295,6 +304,8 @@ def send(
     dry_run: bool,
     retry_failed: bool,
     retry_unknown: bool,
+    send_again_from: tuple[str, ...],
+    corrected: tuple[int, ...],
     no_follow: bool,
     wait_start: float,
 ) -> None:
@@ -310,6 +321,7 @@ def send(
     except InputFileError as error:
         raise click.BadParameter(error.message, param_hint="FILE") from None
     metadata = retry_metadata(retry_failed, retry_unknown)
+    metadata.update(choice_metadata(send_again_from, corrected))
     console = make_console()
     stack = Stack.describe(stack_name, region)
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
@@ -329,6 +341,8 @@ def send(
             f"uploaded s3://{stack.bucket}/{key}" + (f" (version {version})" if version else ""),
             markup=False,
         )
+        for name, value in sorted(metadata.items()):
+            console.print(f"  with metadata {name}={value}", markup=False)
         arn = find_execution(
             sfn,
             stack.state_machine_arn,

@@ -70,3 +70,22 @@ def send_again_option(help: str) -> Callable[[Callable[..., Any]], Callable[...,
         callback=lambda ctx, param, value: file_names(value),
         help=help,
     )
+
+
+SEND_AGAIN_HELP = (
+    "Send the letters that already went to the same addresses under OTHERFILE (a file "
+    "of another name: a renamed copy of this one) all the same; without it they are held "
+    "back. Recorded in the ledger. May be given more than once."
+)
+
+# The --corrected-address ROW option (``corrected``: the rows) of `run` and `aws send`.
+corrected_address_option = click.option(
+    "--corrected-address",
+    "corrected",
+    multiple=True,
+    type=click.IntRange(2),
+    metavar="ROW",
+    help="Row ROW's address was wrong when its letter went out and is corrected now: send "
+    "its letter to the corrected address, though its attachment went to the earlier one "
+    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once.",
+)

@@ -23,7 +23,13 @@ from mailmatrix.adapters.smtp_urls import redacted
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_send_rate, check_sender, send_again_option
+from mailmatrix.cli.options import (
+    SEND_AGAIN_HELP,
+    check_send_rate,
+    check_sender,
+    corrected_address_option,
+    send_again_option,
+)
 from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
@@ -641,21 +647,8 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
     help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
     "arrived: check first, and take those that did out of the file).",
 )
-@send_again_option(
-    "Send the letters that already went to the same addresses under OTHERFILE (a file "
-    "of another name: a renamed copy of this one) all the same; without it they are held "
-    "back. Recorded in the ledger. May be given more than once."
-)
-@click.option(
-    "--corrected-address",
-    "corrected",
-    multiple=True,
-    type=click.IntRange(2),
-    metavar="ROW",
-    help="Row ROW's address was wrong when its letter went out and is corrected now: send "
-    "its letter to the corrected address, though its attachment went to the earlier one "
-    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once.",
-)
+@send_again_option(SEND_AGAIN_HELP)
+@corrected_address_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def run(
     csv_file: Path,

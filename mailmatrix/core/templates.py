@@ -54,12 +54,11 @@ import jinja2.runtime
 import yaml
 from jinja2 import meta, nodes
 from jinja2.compiler import CodeGenerator, Frame
-from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
+from mailmatrix.core.sandbox import SizeLimitedSandbox
 from mailmatrix.errors import TemplateError
-from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +189,6 @@ def _flat_globals(template: jinja2.Template) -> jinja2.Template:
     return template
 
 
-# The longest text (or list) a template may make by repeating one (``'x' * n``): no message
-# SES accepts could carry more.
-MAX_REPEATED = SES_V2_MAX_MESSAGE_BYTES
-# The largest power (in bits) a template may compute with ``**``.
-MAX_POWER_BITS = 100_000
-
-
 class _UnfoldedCodeGenerator(CodeGenerator):
     """Jinja's code generator, writing no printed expression as its value at compile time.
 
@@ -211,6 +203,23 @@ class _UnfoldedCodeGenerator(CodeGenerator):
         if not isinstance(node, nodes.TemplateData | nodes.Const):
             raise nodes.Impossible()
         return str(super()._output_child_to_const(node, frame, finalize))
+
+    def buffer(self, frame: Frame) -> None:
+        """Keep a macro's or block's output in the sandbox's OutputBuffer, which measures it."""
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.output_buffer()")
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        """``a ~ b``, through the sandbox's check of the length it makes (checked_concat)."""
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        else:
+            join = "markup_join" if frame.eval_ctx.autoescape else "str_join"
+        self.write(f"environment.checked_concat({join}, (")
+        for value in node.nodes:
+            self.visit(value, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class _NameTracker(meta.TrackingCodeGenerator, _UnfoldedCodeGenerator):
@@ -228,38 +237,10 @@ def _undeclared_names(ast: nodes.Template, environment: jinja2.Environment) -> s
     return tracker.undeclared_identifiers
 
 
-class _Sandbox(SandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` refused when their result would be too large."""
+class _Sandbox(SizeLimitedSandbox):
+    """The sandbox, compiling without folding constants (_UnfoldedCodeGenerator)."""
 
     code_generator_class = _UnfoldedCodeGenerator
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
-    ) -> Any:
-        """``left operator right``, once its size is known to be within the limits."""
-        if operator == "*":
-            _check_repeat(left, right)
-            _check_repeat(right, left)
-        elif isinstance(left, int) and isinstance(right, int) and right > 0:
-            bits = abs(left).bit_length()
-            if bits > 1 and (bits - 1) * right > MAX_POWER_BITS:
-                raise SecurityError(
-                    f"{left} ** {right} would be a number of about {(bits - 1) * right:,} bits;"
-                    f" the limit is {MAX_POWER_BITS:,}"
-                )
-        return super().call_binop(context, operator, left, right)
-
-
-def _check_repeat(sequence: Any, times: Any) -> None:
-    """Refuse ``sequence * times`` longer than MAX_REPEATED."""
-    if isinstance(sequence, str | bytes | list | tuple) and isinstance(times, int):
-        length = len(sequence) * times
-        if length > MAX_REPEATED:
-            raise SecurityError(
-                f"repeating a value {times:,} times would make {length:,} characters or items,"
-                f" more than a message can carry ({MAX_REPEATED:,})"
-            )
 
 
 def _environment(sources: dict[str, str], finalize: Any) -> SandboxedEnvironment:

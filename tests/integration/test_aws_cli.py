@@ -16,6 +16,7 @@ from rich.console import Console
 
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
+from mailmatrix.jobs import Choices
 from tests.fixtures.aws import fake_aws, outputs_stack_template
 
 REGION = "eu-west-1"
@@ -133,13 +134,20 @@ def test_retry_failed_travels_with_the_upload_as_metadata(
     assert uploaded_metadata(stack, "incoming/offers.csv") == metadata
 
 
-def test_retry_failed_with_a_dry_run_is_refused_before_uploading(stack, tmp_path):
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--dry-run", "--retry-failed"], "a --dry-run sends none"),
+        (["--corrected-address", "1"], "Invalid value for '--corrected-address'"),
+    ],
+    ids=["retry-failed-dry-run", "corrected-header-row"],
+)
+def test_a_bad_choice_is_refused_before_uploading(stack, tmp_path, options, said):
     result = CliRunner().invoke(
-        cli,
-        ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", "--dry-run", "--retry-failed"],
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", *options]
     )
     assert result.exit_code == 2
-    assert "a --dry-run sends none" in result.output
+    assert said in result.output
     listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["BucketName"])
     assert listed.get("Contents", []) == []
 
@@ -154,6 +162,34 @@ def test_a_dry_run_goes_under_incoming_dry_run(stack, tmp_path, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert "uploaded s3://" in result.output and "/incoming/dry-run/offers.csv" in result.output
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["send", "dry-run"])
+def test_send_again_from_and_corrected_address_travel_with_the_upload(
+    stack, tmp_path, monkeypatch, dry_run
+):
+    # GIVEN a stack WHEN a file is sent with the choices `run` takes
+    key = "incoming/dry-run/offers.csv" if dry_run else "incoming/offers.csv"
+    monkeypatch.setattr(aws_cmds, "sleep", EventBridgeAndService(stack, key))
+    options = ["--send-again-from", "old/offers 2025,v1.csv", "--send-again-from", "may.csv"]
+    options += ["--corrected-address", "7", "--corrected-address", "3"]
+    options += ["--dry-run"] if dry_run else []
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(write_csv(tmp_path)), "--stack", "mm", *options]
+    )
+
+    # THEN the upload carries them as ValidateRecipients reads them (names without their
+    # folder, percent-encoded; rows in order), and the command says so
+    assert result.exit_code == 0, result.output
+    metadata = {
+        "mailmatrix-send-again-from": "offers%202025%2Cv1.csv,may.csv",
+        "mailmatrix-corrected-address": "3,7",
+    }
+    assert uploaded_metadata(stack, key) == metadata
+    names = frozenset({"offers 2025,v1.csv", "may.csv"})
+    assert Choices.of(metadata) == Choices(names, frozenset({3, 7}))
+    for name, value in metadata.items():
+        assert f"with metadata {name}={value}\n" in result.output
 
 
 def test_a_failed_execution_exits_1_and_says_how_to_redrive(stack, tmp_path, monkeypatch):
