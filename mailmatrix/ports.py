@@ -522,6 +522,23 @@ class Ledger(Protocol):
         by the ledger's index of files a page at a time."""
         ...
 
+    def hold_letter(
+        self,
+        key: str,
+        *,
+        campaign: str,
+        print: str,
+        source: str = "",
+        again: Collection[str] = (),
+    ) -> SentCopy | None:
+        """For the claimed ``key`` about to be sent, the letter of another campaign with the
+        same ``print`` (letter_print: the same address, subject, bodies and file) that may
+        have gone out, unless its file's name or campaign is in ``again`` (run
+        --send-again-from); else None, and ``print`` (with ``source``, the name of the
+        campaign's file) is kept with ``key``, in the same transaction: of two campaigns
+        sending one letter at once, only one passes. One indexed read."""
+        ...
+
     def release_failed(
         self,
         campaign: str,
