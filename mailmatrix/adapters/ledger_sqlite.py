@@ -220,6 +220,12 @@ _OWN_NEW = (
 # An entry whose letter may have gone out: sent, claimed (by a live attempt or a dead one),
 # failed as OUTCOME_UNKNOWN, or doubtful (taken over, or a try released with an unknown outcome).
 _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertain)"
+# The letters of other campaigns of a print that may have gone out (hold_letter), by the
+# index sends_by_letter.
+_SAME_LETTER = (
+    "SELECT campaign, row, file, file_source, updated_at FROM sends"
+    f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
+)
 
 
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
@@ -997,11 +1003,7 @@ class SqliteLedger:
         One transaction, one read of the index sends_by_letter."""
         named = frozenset(again)
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            found = db.execute(
-                "SELECT campaign, row, file, file_source, updated_at FROM sends"
-                f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at",
-                (print, campaign, OUTCOME_UNKNOWN),
-            ).fetchall()
+            found = db.execute(_SAME_LETTER, (print, campaign, OUTCOME_UNKNOWN)).fetchall()
             for other, row, file, other_source, at in found:
                 if named & {other, other_source}:
                     continue  # the operator sends that file's letters again
