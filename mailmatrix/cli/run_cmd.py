@@ -545,7 +545,8 @@ def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None
     """The first rows held back as they were sent, their letters having gone to the same
     addresses under another file (validation cannot tell a letter without a file of its own),
     with their reasons, read from the report."""
-    rows, count = [], 0
+    rows: list[dict[str, str]] = []
+    count = 0
     try:
         with report.open(encoding="utf-8-sig", newline="") as stream:
             for row in csv.DictReader(stream):
