@@ -56,6 +56,7 @@ from mailmatrix.ports import (
     FileOwner,
     Halt,
     LetterFile,
+    LetterPrint,
     Outcome,
     SentCopy,
     SentLetter,
@@ -524,15 +525,7 @@ class DynamoDbLedger:
         with concurrent.futures.ThreadPoolExecutor(_SIZE_PROBES) as pool:
             return {size for size in pool.map(probe, sizes) if size is not None}
 
-    def hold_letter(
-        self,
-        key: str,
-        *,
-        campaign: str,
-        print: str,
-        source: str = "",
-        again: Collection[str] = (),
-    ) -> SentCopy | None:
+    def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
         """None: this ledger keeps no letter's print, so a letter without a file of its own
         that went out under another file is not held back at send time (see the NOTE)."""
         # NOTE: holding a letter by its print needs a sparse index on letter_print (a new GSI

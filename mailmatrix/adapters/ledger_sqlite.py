@@ -93,6 +93,7 @@ from mailmatrix.ports import (
     FileOwner,
     Halt,
     LetterFile,
+    LetterPrint,
     Outcome,
     SentCopy,
     SentLetter,
@@ -989,23 +990,14 @@ class SqliteLedger:
                 return
             after = str(page[-1][0])
 
-    def hold_letter(
-        self,
-        key: str,
-        *,
-        campaign: str,
-        print: str,
-        source: str = "",
-        again: Collection[str] = (),
-    ) -> SentCopy | None:
-        """The letter of another campaign with ``print`` that may have gone out, not of a
-        file in ``again``; else None, and ``print`` kept with ``key`` (see the Ledger port).
-        One transaction, one read of the index sends_by_letter."""
-        named = frozenset(again)
+    def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
+        """The letter of another campaign of ``letter``'s print that may have gone out, not
+        of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
+        port). One transaction, one read of the index sends_by_letter."""
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            found = db.execute(_SAME_LETTER, (print, campaign, OUTCOME_UNKNOWN)).fetchall()
-            for other, row, file, other_source, at in found:
-                if named & {other, other_source}:
+            found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
+            for other, row, file, other_source, at in found.fetchall():
+                if letter.again & {other, other_source}:
                     continue  # the operator sends that file's letters again
                 return SentCopy(
                     str(other),
@@ -1020,7 +1012,7 @@ class SqliteLedger:
             db.execute(
                 "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
                 " WHERE key = ?",
-                (print, source or None, key),
+                (letter.print, letter.source or None, key),
             )
         return None
 

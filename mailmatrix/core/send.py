@@ -95,6 +95,7 @@ from mailmatrix.ports import (
     Claim,
     Ledger,
     LetterFile,
+    LetterPrint,
     Mailer,
     Storage,
     Unanswered,
@@ -1042,13 +1043,13 @@ class _Batch:
         sha256 = file.sha256 if file is not None else None
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
-        earlier = self.ledger.hold_letter(
-            item["key"],
-            campaign=self.campaign_id,
-            print=letter_print(item["email"], rendered, sha256),
-            source=_source_name(self.campaign),
-            again=tuple(self.campaign.get("send_again_from") or ()),
+        letter = LetterPrint(
+            self.campaign_id,
+            letter_print(item["email"], rendered, sha256),
+            _source_name(self.campaign),
+            frozenset(self.campaign.get("send_again_from") or ()),
         )
+        earlier = self.ledger.hold_letter(item["key"], letter)
         if earlier is None:
             return False
         reason = sent_under_reason(earlier)
