@@ -1484,7 +1484,7 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
         _bring_up_to_date(copy)
     except sqlite3.Error as exc:
         db.close()
-        raise LedgerError(f"ledger {path}: cannot read: {exc}") from exc
+        raise _error(path, "cannot open", exc) from exc
     db.close()
     log.debug("ledger: %s is of an earlier version: read from a copy brought up to date", path)
     return copy
@@ -1532,7 +1532,7 @@ def _with_kept_letters(db: sqlite3.Connection, path: str, letters: Collection[Ke
             " FROM main.sends AS s LEFT JOIN kept AS k ON k.key = s.key"
         )
     except sqlite3.Error as exc:
-        raise LedgerError(f"ledger {path}: cannot read: {exc}") from exc
+        raise _error(path, "cannot open", exc) from exc
     log.debug("ledger: %d letter(s) of the journal read as sent, not recorded", len(rows))
 
 
