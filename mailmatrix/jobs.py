@@ -832,6 +832,9 @@ def validate_job(
         },
         # which upload this is: a batch sends only while it is the campaign's latest validated
         "upload": this.upload,
+        # the files whose letters this run sends again on purpose (run --send-again-from):
+        # a batch holds back no letter for having gone out under one of them (hold_letter)
+        **({"send_again_from": sorted(choices.send_again_from)} if choices.send_again_from else {}),
         "sender": sender,
         "templates_prefix": settings.templates_prefix,
         "attachments_prefix": settings.attachments_prefix,

@@ -271,6 +271,15 @@ class LetterFile(NamedTuple):
     source: str = ""  # the name of the campaign's file (its CSV), for people to recognise it
 
 
+class LetterPrint(NamedTuple):
+    """A letter about to be sent, as Ledger.hold_letter takes it."""
+
+    campaign: str
+    print: str  # core.send.letter_print: its address, subject, bodies and attachment
+    source: str = ""  # the name of the campaign's file (its CSV)
+    again: frozenset[str] = frozenset()  # the files it sends again (run --send-again-from)
+
+
 class SentCopy(NamedTuple):
     """A letter of any campaign that may have gone out carrying, as its recipient's own, a
     file of a given size and print (Ledger.sent_copies)."""
@@ -520,6 +529,15 @@ class Ledger(Protocol):
         """The letters of every campaign that may have gone out (as file_owners counts
         them) carrying as their recipient's own a file of ``size`` bytes and ``print``, read
         by the ledger's index of files a page at a time."""
+        ...
+
+    def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
+        """For the claimed ``key`` about to be sent, the letter of another campaign of the
+        same print (the same address, subject, bodies and file) that may have gone out,
+        unless its file's name or campaign is one ``letter`` sends again; else None, and the
+        print (with the name of the campaign's file) is kept with ``key``, in the same
+        transaction: of two campaigns sending one letter at once, only one passes. One
+        indexed read."""
         ...
 
     def release_failed(

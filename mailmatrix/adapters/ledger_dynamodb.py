@@ -56,6 +56,7 @@ from mailmatrix.ports import (
     FileOwner,
     Halt,
     LetterFile,
+    LetterPrint,
     Outcome,
     SentCopy,
     SentLetter,
@@ -523,6 +524,16 @@ class DynamoDbLedger:
             return {size for size in map(probe, sizes) if size is not None}
         with concurrent.futures.ThreadPoolExecutor(_SIZE_PROBES) as pool:
             return {size for size in pool.map(probe, sizes) if size is not None}
+
+    def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
+        """None: this ledger keeps no letter's print, so a letter without a file of its own
+        that went out under another file is not held back at send time (see the NOTE)."""
+        # NOTE: holding a letter by its print needs a sparse index on letter_print (a new GSI
+        # in infra/template.yaml) and, so that two copies run at once cannot both pass, a
+        # transaction of a conditional Put of an item keyed by the print with a ConditionCheck
+        # of the letter that item names (whether it may have gone out). Neither exists yet;
+        # validation still holds back letters whose own file went under another file.
+        return None
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
         """The letters of any campaign that may have gone out with their recipient's own

@@ -17,6 +17,13 @@ the campaign's CSV; NULL in rows written before them,
 and for letters without a file of their own): validation of any campaign finds the letters
 that carried a file of a size and print by the index ``sends_by_file`` (sent_copies).
 
+A letter about to be sent keeps its print (``letter_print``: a SHA-256 of its address,
+subject, bodies and own file, core.send.letter_print) and the name of its campaign's CSV
+(``file_source``) in its row, in the transaction that finds no letter of another campaign
+with that print that may have gone out (hold_letter, by the index ``sends_by_letter``): a
+renamed copy of a file sent already does not mail its people again, files or none, and of
+two copies run at once only one sends.
+
 Writers take turns on a lock file beside the ledger (``<ledger>-lock``, flock): a worker that
 finds the ledger busy sleeps until the other's transaction ends, woken by the kernel, where
 polling SQLite's lock left it idle for a fraction of a millisecond after most claims (both
@@ -86,6 +93,7 @@ from mailmatrix.ports import (
     FileOwner,
     Halt,
     LetterFile,
+    LetterPrint,
     Outcome,
     SentCopy,
     SentLetter,
@@ -126,7 +134,8 @@ CREATE TABLE IF NOT EXISTS sends (
     file_sha256 TEXT,
     file_print TEXT,
     file_source TEXT,
-    settled TEXT
+    settled TEXT,
+    letter_print TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -212,6 +221,12 @@ _OWN_NEW = (
 # An entry whose letter may have gone out: sent, claimed (by a live attempt or a dead one),
 # failed as OUTCOME_UNKNOWN, or doubtful (taken over, or a try released with an unknown outcome).
 _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertain)"
+# The letters of other campaigns of a print that may have gone out (hold_letter), by the
+# index sends_by_letter.
+_SAME_LETTER = (
+    "SELECT campaign, row, file, file_source, updated_at FROM sends"
+    f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
+)
 
 
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
@@ -975,6 +990,32 @@ class SqliteLedger:
                 return
             after = str(page[-1][0])
 
+    def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
+        """The letter of another campaign of ``letter``'s print that may have gone out, not
+        of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
+        port). One transaction, one read of the index sends_by_letter."""
+        with self._transaction(f"hold_letter {key[:12]}") as db:
+            found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
+            for other, row, file, other_source, at in found.fetchall():
+                if letter.again & {other, other_source}:
+                    continue  # the operator sends that file's letters again
+                return SentCopy(
+                    str(other),
+                    str(file or ""),
+                    "",
+                    int(row),
+                    "",
+                    "",
+                    str(other_source or ""),
+                    float(at),
+                )
+            db.execute(
+                "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
+                " WHERE key = ?",
+                (letter.print, letter.source or None, key),
+            )
+        return None
+
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
         halt = Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=self._clock())
@@ -1388,6 +1429,7 @@ _ADDED_COLUMNS = (
     ("sends", "file_source", "TEXT"),
     ("batches", "locked", "INTEGER NOT NULL DEFAULT 0"),
     ("sends", "settled", "TEXT"),
+    ("sends", "letter_print", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
@@ -1418,6 +1460,11 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS sends_by_file ON sends (file_size, file_print)"
         " WHERE file_size IS NOT NULL"
+    )
+    # Only letters sent since prints were kept are in it (hold_letter).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS sends_by_letter ON sends (letter_print)"
+        " WHERE letter_print IS NOT NULL"
     )
 
 

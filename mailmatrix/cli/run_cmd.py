@@ -43,6 +43,8 @@ from mailmatrix.core.failures import (
 )
 from mailmatrix.core.report import (
     FAILED_APART,
+    SENT_UNDER,
+    SENT_UNDER_CODE,
     SUPERSEDED,
     attachment_changed_advice,
     attachment_of_another_hint,
@@ -313,6 +315,8 @@ def _print_outcome(
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
+    if counts.get("sent_under") and result.get("report"):
+        _print_held_at_send(console, Path(result["report"]))
     _print_sent_under(console, counts)
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
@@ -541,6 +545,34 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         console.print(more, markup=False, soft_wrap=True)
     if not_found and result.get("attachments"):
         console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
+
+
+def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None:
+    """The first rows held back as they were sent, their letters having gone to the same
+    addresses under another file (validation cannot tell a letter without a file of its own),
+    with their reasons, read from the report."""
+    rows: list[dict[str, str]] = []
+    count = 0
+    try:
+        with report.open(encoding="utf-8-sig", newline="") as stream:
+            for row in csv.DictReader(stream):
+                if row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE:
+                    count += 1
+                    if len(rows) < shown:
+                        rows.append(row)
+    except OSError:
+        return
+    if not rows:
+        return
+    console.print(
+        f"[bold]Rows not sent: their letters went already, under another file[/bold] ({count}):"
+    )
+    for row in rows:
+        console.print(f"  row {row.get('row')} {SENT_UNDER}: {row.get('reason')}", markup=False)
+    if count > len(rows):
+        console.print(
+            f"  ... and {count - len(rows)} more in {report}", markup=False, soft_wrap=True
+        )
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:

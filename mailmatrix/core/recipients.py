@@ -30,7 +30,6 @@ import unicodedata
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, NamedTuple, NewType, Protocol
 
 from mailmatrix.core.addresses import Address, addresses_in, mask, parse_address
@@ -44,6 +43,7 @@ from mailmatrix.core.attachments import (
 from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.filekinds import file_kind
+from mailmatrix.core.report import SENT_UNDER, campaign_of, sent_under_reason
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, misspelt_column
 from mailmatrix.disk import write_fault
@@ -919,7 +919,12 @@ class _Intake:
         if went is not None and not problems:
             source = went.source or went.campaign
             report.skipped.append(
-                {"row": row, "reason": _sent_under(went), "outcome": SENT_UNDER, "file": source}
+                {
+                    "row": row,
+                    "reason": sent_under_reason(went),
+                    "outcome": SENT_UNDER,
+                    "file": source,
+                }
             )
             report.sent_under[source] = report.sent_under.get(source, 0) + 1
             self._own_file(row, values, self._recipient(email_text, address), sent=False)
@@ -2050,7 +2055,7 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
     if letter.attachment == name:
         return (
-            f"{name} was sent to {whom} under {_campaign_of(letter)} as their own letter (row"
+            f"{name} was sent to {whom} under {campaign_of(letter)} as their own letter (row"
             f" {letter.row} of that run), so it is not sent to this recipient. Put this"
             f" recipient's own letter in {name}, then run the file again; or, if that address"
             f" was wrong and this is the same person, run {_source_of(letter)} with the address"
@@ -2059,7 +2064,7 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
         )
     return (
         f"{name} has the same contents as {letter.attachment}, which a run of"
-        f" {_campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
+        f" {campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
         " run): this row names a copy "
         f"of that person's letter, so it is not sent (put this recipient's own letter in "
         f"{name}, then run the file again)"
@@ -2078,39 +2083,12 @@ def _default_of_a_letter(source: str, default: _Default, letter: SentCopy) -> st
     return (
         f"{source}: template set {default.template!r} attaches its default_attachment "
         f"{default.name} to every row of the set whose Attachment_File is empty, and it has "
-        f"the same contents as {letter.attachment}, which a run of {_campaign_of(letter)} sent"
+        f"the same contents as {letter.attachment}, which a run of {campaign_of(letter)} sent"
         f" to {whom} as their own letter (row {letter.row} of that run): that person's letter"
         " would go "
         "to everyone the default goes to, so nothing is sent (point default_attachment at the "
         "file meant for everyone; then run the file again)"
     )
-
-
-# The outcome, in the rejects report, of a row held back as its letter went to the same
-# address under another file.
-SENT_UNDER = "already sent"
-
-
-def _sent_under(letter: SentCopy) -> str:
-    """Why a row is not sent whose letter (its own file, the same bytes) went to its address
-    under another file, ``letter``'s: when, and how to send it all the same."""
-    when = f" on {_when(letter.at)}" if letter.at else ""
-    named = letter.source or letter.campaign
-    return (
-        f"this address already received this letter ({letter.attachment}, the same contents)"
-        f" under {_campaign_of(letter)}{when}, as row {letter.row} of that run: it is not sent"
-        f" again. If it is meant to go again, run this file with --send-again-from {named}"
-    )
-
-
-def _when(at: float) -> str:
-    """A ledger's time (epoch seconds) as people read it: UTC, to the minute."""
-    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _campaign_of(letter: SentCopy) -> str:
-    """The campaign of ``letter`` as people know it: its CSV's name, with its id."""
-    return f"{letter.source} (campaign {letter.campaign})" if letter.source else letter.campaign
 
 
 # Columns a reason names at most: the rest are counted.

@@ -9,10 +9,11 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mailmatrix.errors import AttachmentChanged
-from mailmatrix.ports import OUTCOME_UNKNOWN
+from mailmatrix.ports import OUTCOME_UNKNOWN, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,34 @@ ATTACHMENT_OF_ANOTHER = "AttachmentOfAnother"
 ATTACHMENT_CHANGED = AttachmentChanged.__name__
 # The code of a row an execution left to a newer upload of its file (see core.send).
 SUPERSEDED = "Superseded"
+# The outcome, in the rejects report, of a row held back as its letter went to the same
+# address under another file; and the code of such a row held back as it was sent.
+SENT_UNDER = "already sent"
+SENT_UNDER_CODE = "SentUnder"
+
+
+def sent_under_reason(letter: SentCopy) -> str:
+    """Why a row is not sent whose letter (the same subject and bodies, and its own file, the
+    same bytes) went to its address under another file, ``letter``'s: when, and how to send
+    it all the same."""
+    when = f" on {_when(letter.at)}" if letter.at else ""
+    named = letter.source or letter.campaign
+    what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
+    return (
+        f"this address already received this letter ({what}) under {campaign_of(letter)}"
+        f"{when}, as row {letter.row} of that run: it is not sent again. If it is meant to go"
+        f" again, run this file with --send-again-from {named}"
+    )
+
+
+def _when(at: float) -> str:
+    """A ledger's time (epoch seconds) as people read it: UTC, to the minute."""
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def campaign_of(letter: SentCopy) -> str:
+    """The campaign of ``letter`` as people know it: its CSV's name, with its id."""
+    return f"{letter.source} (campaign {letter.campaign})" if letter.source else letter.campaign
 
 
 def superseded_hint(counts: Mapping[str, int], by: str | None) -> str | None:
@@ -316,7 +345,7 @@ def summarize_results(
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
     possible_duplicates = unknown = other_letter = owned = superseded = attachment_changed = 0
-    failed_earlier = 0
+    failed_earlier = held = 0
     superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
@@ -334,6 +363,8 @@ def summarize_results(
         owned += status == "failed" and row.get("code") == ATTACHMENT_OF_ANOTHER
         attachment_changed += status == "failed" and row.get("code") == ATTACHMENT_CHANGED
         failed_earlier += status == "failed" and bool(row.get("earlier"))
+        # Held back as it was sent: its letter went to the address under another file.
+        held += status == "skipped" and row.get("code") == SENT_UNDER_CODE
         if status == "failed" and row.get("code") == SUPERSEDED:
             superseded += 1
             superseded_by = superseded_by or row.get("superseded_by")
@@ -347,9 +378,9 @@ def summarize_results(
         "rejected": int(validation_counts.get("rejected", 0)),
         "duplicates": int(validation_counts.get("duplicates", 0)),
         "excluded": int(validation_counts.get("excluded", 0)),
-        "sent_under": int(validation_counts.get("sent_under", 0)),
+        "sent_under": int(validation_counts.get("sent_under", 0)) + held,
         "sent": outcomes.get("sent", 0),
-        "skipped": outcomes.get("skipped", 0),
+        "skipped": outcomes.get("skipped", 0) - held,
         "failed": outcomes.get("failed", 0),
         "failed_earlier": failed_earlier,
         "unknown": unknown,

@@ -67,10 +67,12 @@ from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
     NOT_RECORDED,
     OTHER_LETTER_SENT,
+    SENT_UNDER_CODE,
     SUPERSEDED,
     retry_command,
+    sent_under_reason,
 )
-from mailmatrix.core.templates import DEFAULT_SET, MANIFEST
+from mailmatrix.core.templates import DEFAULT_SET, MANIFEST, Rendered
 from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
@@ -93,6 +95,7 @@ from mailmatrix.ports import (
     Claim,
     Ledger,
     LetterFile,
+    LetterPrint,
     Mailer,
     Storage,
     Unanswered,
@@ -128,6 +131,19 @@ def recipient_key(campaign_id: str, email: str) -> str:
     """Return the hex sha256 of ``campaign|address``: one recipient of one campaign, told
     apart as idempotency_key tells them (the ledger keeps no address)."""
     return hashlib.sha256(f"{campaign_id}|{email.casefold()}".encode()).hexdigest()
+
+
+def letter_print(email: str, rendered: Rendered, attachment_sha256: str | None) -> str:
+    """Return the hex sha256 of one letter as its recipient reads it: the address (as
+    recipient_key takes it), subject, text and HTML bodies, and its attachment's SHA-256 if
+    it has one. Two campaigns' letters of one print are the same letter to the same person
+    (Ledger.hold_letter); no Date or Message-ID is in it, so a copy of a file prints alike."""
+    digest = hashlib.sha256()
+    for part in (email.casefold(), rendered.subject, rendered.text, rendered.html or ""):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big") + data)
+    digest.update((attachment_sha256 or "").encode())
+    return digest.hexdigest()
 
 
 def template_sets_changed(
@@ -574,6 +590,8 @@ class _Batch:
     owner: tuple[str, str, str] | None = None
     # The attachment fetcher of the batch's composer, which keeps the file it read last.
     kept: _KeptAttachment | None = None
+    # The catalog of the batch's composer, which keeps the letter it rendered last.
+    rendering: _KeptRendering | None = None
     halt_checked: float | None = None  # clock() of the last check_campaign read
     # The campaign's template sets: each claim checks the address's letters of the others
     # (Ledger.claim's ``others``; none in a campaign of one set).
@@ -925,6 +943,8 @@ class _Batch:
 
         if self.kept is not None:
             self.kept.data = None
+        if self.rendering is not None:
+            self.rendering.last = None
         try:
             raw, destinations = compose_row()
         except NotFoundError as exc:
@@ -961,6 +981,8 @@ class _Batch:
                 f"message {format_size(len(raw))} ({len(raw)} bytes) exceeds the limit of"
                 f" {format_size(limit)} ({limit} bytes)",
             )
+            return
+        if self.held_back(item, file):
             return
 
         try:
@@ -1009,6 +1031,39 @@ class _Batch:
         # Uncertain only for tries of this attempt: a takeover is already in the ledger.
         self.unrecorded = (item["key"], message_id, uncertain, file)
         self.result.rows.append(entry)
+
+    def held_back(self, item: Mapping[str, Any], file: LetterFile | None) -> bool:
+        """Whether the row's letter, as just rendered, went to its address under another file
+        already (Ledger.hold_letter, which keeps its print with the claim otherwise): then it
+        is given back unsent, as validation holds such a row back, and reported so. Not for a
+        composer that rendered nothing through the batch's catalog."""
+        rendered = None if self.rendering is None else self.rendering.last
+        if rendered is None:
+            return False
+        sha256 = file.sha256 if file is not None else None
+        if sha256 is None and self.kept is not None and self.kept.data is not None:
+            sha256 = hashlib.sha256(self.kept.data).hexdigest()
+        letter = LetterPrint(
+            self.campaign_id,
+            letter_print(item["email"], rendered, sha256),
+            _source_name(self.campaign),
+            frozenset(self.campaign.get("send_again_from") or ()),
+        )
+        earlier = self.ledger.hold_letter(item["key"], letter)
+        if earlier is None:
+            return False
+        reason = sent_under_reason(earlier)
+        self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
+        self.result.rows.append(
+            {
+                "row": item["row"],
+                "status": "skipped",
+                "code": SENT_UNDER_CODE,
+                "reason": reason,
+                "file": earlier.source or earlier.campaign,
+            }
+        )
+        return True
 
     def count_refusal(self, item: Mapping[str, Any], defer: _Defer) -> None:
         """Count a row deferred because the service refused it; the last of ``refusing_rows``
@@ -1081,9 +1136,14 @@ class _Batch:
         if self.owner is None or data is None:
             return None
         name, recipient, masked = self.owner
-        source = str((self.campaign.get("source") or {}).get("key") or "").rsplit("/", 1)[-1]
         sha256 = hashlib.sha256(data).hexdigest()
+        source = _source_name(self.campaign)
         return LetterFile(name, len(data), sha256, sample_print(data), recipient, masked, source)
+
+
+def _source_name(campaign: Mapping[str, Any]) -> str:
+    """The name of the campaign's file (its CSV), as people know it; "" where not recorded."""
+    return str((campaign.get("source") or {}).get("key") or "").rsplit("/", 1)[-1]
 
 
 def _kept(file: LetterFile | None) -> dict[str, LetterFile]:
@@ -1103,6 +1163,22 @@ class _KeptAttachment:
     def __call__(self, name: str, tag: str | None) -> bytes:
         self.data = self.fetch(name, tag)
         return self.data
+
+
+class _KeptRendering:
+    """A catalog that keeps the letter it rendered last (``last``), for the letter's print:
+    the row is rendered once, to build the message. Everything else is the catalog's."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+        self.last: Rendered | None = None
+
+    def render(self, template: str, fields: Mapping[str, Any]) -> Rendered:
+        self.last = self.catalog.render(template, fields)
+        return self.last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.catalog, name)
 
 
 def send_batch(
@@ -1276,12 +1352,13 @@ def _send_rows(
     """Send the rows of one batch in turn (send_batch's loop); raise what stops it."""
     done = 0
     batch.kept = kept = _KeptAttachment(fetch_attachment)
+    batch.rendering = rendering = _KeptRendering(catalog)
     try:
         for item in items:
             batch.check_campaign()
             batch.check_time()
             compose_row = functools.partial(
-                composer, item, batch.campaign, catalog=catalog, fetch_attachment=kept
+                composer, item, batch.campaign, catalog=rendering, fetch_attachment=kept
             )
             batch.send_row(item, compose_row)
             done += 1

@@ -251,7 +251,9 @@ def test_case20_retried_batch_skips_what_the_dead_attempt_sent(ledger, clock):
     assert stored == {c.number + 1: c.message_id for c in ses.accepted}
 
 
-def test_case20_rerunning_the_same_run_sends_nothing_a_new_run_id_sends_again(ledger, clock):
+def test_case20_rerunning_the_same_run_sends_nothing_a_new_run_id_sends_again_if_asked(
+    ledger, clock
+):
     items = kit.manifest(RETRY_CASE)
     ses = FakeSes(clock=clock)
     run(items, ses, ledger, clock, attempt="execution-1/child")
@@ -260,8 +262,14 @@ def test_case20_rerunning_the_same_run_sends_nothing_a_new_run_id_sends_again(le
     assert [r["status"] for r in again.rows] == ["skipped"] * 5
     assert len(ses.calls) == 5
 
+    # A new campaign of the same letters holds them back, unless it names the first to send
+    # again (run --send-again-from).
     new_items = kit.manifest(RETRY_CASE, campaign_id="c-new-run")
-    fresh = run(new_items, ses, ledger, clock, campaign=kit.campaign("c-new-run"))
+    held = run(new_items, ses, ledger, clock, campaign=kit.campaign("c-new-run"))
+    assert [r.get("code") for r in held.rows] == ["SentUnder"] * 5
+    assert len(ses.calls) == 5
+    again_from = kit.campaign("c-new-run", send_again_from=["c-sending-test"])
+    fresh = run(new_items, ses, ledger, clock, campaign=again_from, attempt="execution-3/child")
     assert fresh.sent == 5
     assert len(ses.calls) == 10
 

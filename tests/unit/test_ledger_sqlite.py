@@ -25,6 +25,7 @@ from mailmatrix.ports import (
     FileOwner,
     Halt,
     LetterFile,
+    LetterPrint,
     Outcome,
     SentCopy,
 )
@@ -1107,3 +1108,50 @@ def test_a_ledger_file_from_before_it_kept_the_ways_gets_them(tmp_path, opened, 
     with closing(sqlite3.connect(path)) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert "deliveries" in tables
+
+
+def _claimed(ledger: SqliteLedger, key: str, campaign: str, row: int = 2) -> None:
+    assert ledger.claim(key, campaign=campaign, row=row, attempt=f"{campaign}/a") == Claim(
+        "claimed"
+    )
+
+
+def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledger, clock):
+    # GIVEN news.csv's letter claimed and held (being sent), and a copy's letter claimed
+    _claimed(ledger, "k-news", "c-news")
+    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1", "news.csv")) is None
+    _claimed(ledger, "k-copy", "c-copy")
+
+    # WHEN the copy's letter of the same print is held THEN the first is named: it is not sent
+    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) == SentCopy(
+        "c-news", "", "", 2, "", "", "news.csv", clock.now
+    )
+    # AND named to send again, or of another print, it passes
+    again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
+    assert ledger.hold_letter("k-copy", again) is None
+    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p2")) is None
+
+
+def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
+    # GIVEN a letter held, then given back as it failed for now (nothing went out)
+    _claimed(ledger, "k-news", "c-news")
+    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1")) is None
+    ledger.record_failed("k-news", code="Throttled", reason="slow down", permanent=False)
+
+    # WHEN another campaign's letter of that print is held THEN it passes; a rerun of the
+    # same campaign is never held back by its own letter
+    _claimed(ledger, "k-copy", "c-copy")
+    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) is None
+    ledger.record_sent("k-copy", message_id="m-1")
+    _claimed(ledger, "k-copy-2", "c-copy", row=3)
+    assert ledger.hold_letter("k-copy-2", LetterPrint("c-copy", "p1")) is None
+
+
+def test_a_letter_is_held_by_one_read_of_the_index_of_prints(tmp_path):
+    with closing(SqliteLedger(str(tmp_path / "ledger.db"))):
+        pass
+    with closing(sqlite3.connect(tmp_path / "ledger.db")) as db:
+        plan = db.execute(
+            f"EXPLAIN QUERY PLAN {ledger_sqlite._SAME_LETTER}", ("p1", "c", "OutcomeUnknown")
+        ).fetchall()
+    assert any("USING INDEX sends_by_letter" in str(step[-1]) for step in plan), plan
