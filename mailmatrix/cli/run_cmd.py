@@ -434,7 +434,7 @@ def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> 
 def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) -> None:
     """Add the commands that settle the result's rows in doubt (``settle_commands``: each
     with every row), for the summary and `--json`."""
-    rows = [row["row"] for row in result.get("in_doubt") or []]
+    rows = [row.get("settle_as") or row["row"] for row in result.get("in_doubt") or []]
     if rows:
         result["settle_commands"] = {
             "sent": settle_command(csv_file, workdir, rows, sent=True),
