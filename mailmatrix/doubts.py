@@ -285,6 +285,15 @@ def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[D
     return done
 
 
+def in_doubt_count(wd: Workdir, csv_file: Path) -> int:
+    """How many letters of ``csv_file``'s campaign are in doubt in the workdir (not those
+    being sent now), as `settle` lists them; without reading the file."""
+    if not wd.has_ledger():
+        return 0
+    with _ledger(wd, read_only=True) as ledger:
+        return sum(not doubt.live for doubt in ledger.doubts(campaign_of_file(csv_file)))
+
+
 def running_executions(wd: Workdir, csv_file: Path) -> list[str]:
     """The executions of ``csv_file``'s campaign running in the workdir (their process alive)."""
     if not wd.executions.is_dir():

@@ -241,6 +241,8 @@ def validate_command(
             earlier.update(_what_run_would_do(forecast, report))
             if earlier["halt"] and earlier["halt"]["holds"]:
                 refused = exits.RUN_FAILED  # as `run` fails at once
+        if workdir is not None and not earlier.get("error"):
+            earlier.update(_doubts_and_runs(workdir, csv_file))
 
         need = catalog.attachment_need(report.header)
         missing = None  # as `run` refuses the file, saying so
@@ -413,6 +415,23 @@ def _earlier_runs(
     if problem is not None:
         found["record_note"] = {"error": type(problem).__name__, "message": problem.message}
     return found, None
+
+
+def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
+    """The file's rows in doubt in ``workdir`` (``in_doubt_before``) and its runs going on there
+    (``running``: their executions), as `settle` reads them; none where the ledger cannot be
+    read (`run` says why)."""
+    from mailmatrix.doubts import in_doubt_count, running_executions
+    from mailmatrix.local import Workdir
+
+    wd = Workdir(workdir)
+    try:
+        return {
+            "in_doubt_before": in_doubt_count(wd, csv_file),
+            "running": running_executions(wd, csv_file),
+        }
+    except MailMatrixError:
+        return {}
 
 
 def _sent_under_forecast(sent_under: Mapping[str, int]) -> str:
@@ -682,6 +701,16 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
             " does any retry (name each recipient's own file; or, where the earlier address was"
             " wrong and this is the same person, `run --corrected-address ROW` sends it)."
             + _which(earlier, "attachment_of_another")
+        )
+    if earlier.get("in_doubt_before"):
+        lines.append(
+            f"{earlier['in_doubt_before']} row(s) are in doubt (a run ended while sending them):"
+            " `settle` lists them; a run sends them again as possible duplicates."
+        )
+    if earlier.get("running"):
+        lines.append(
+            "A run of this file is going on in this workdir (its counts may change): execution"
+            f" {', '.join(earlier['running'])}."
         )
     halt = earlier.get("halt")
     if halt:

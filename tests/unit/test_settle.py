@@ -352,3 +352,38 @@ def test_a_row_not_in_ascii_digits_is_refused(campaign, rows):
     assert code == exits.USAGE, output
     assert "in digits 0-9" in output
     assert _states(workdir) == {2: ("claimed", None), 20: ("claimed", None)}
+
+
+def _validate(csv_file: Path, workdir: Path) -> tuple[int, str, dict]:
+    """validate of the file against the workdir, as the console shows it and as --json."""
+    args = ["validate", str(csv_file), "--attachments", str(EXAMPLE.parent / "attachments")]
+    args += ["--workdir", str(workdir)]
+    shown = CliRunner().invoke(cli, args)
+    as_json = CliRunner().invoke(cli, [*args, "--json"])
+    assert as_json.exit_code == shown.exit_code, as_json.output
+    return shown.exit_code, " ".join(shown.output.split()), json.loads(as_json.output)
+
+
+def test_validate_names_the_rows_in_doubt_and_a_run_going_on_and_exits_as_before(campaign):
+    # GIVEN the file validated in a workdir with nothing of it yet
+    csv_file, workdir = campaign
+    before, output, found = _validate(csv_file, workdir)
+    assert "in doubt" not in output and "going on" not in output
+    assert (found["earlier_runs"]["in_doubt_before"], found["earlier_runs"]["running"]) == (0, [])
+
+    # WHEN a run left two rows in doubt, and another run of the file is going on
+    _leave_in_doubt(workdir, csv_file, [7, 9], keys={7: "7" * 64, 9: "9" * 64})
+    event = object_created_event("mailmatrix-local", f"incoming/{csv_file.name}", 10, "e")
+    record = {"name": "running-1", "status": "RUNNING", "engine": this_process()}
+    ExecutionStore(workdir / "executions").create({**record, "input": json.dumps(event)})
+    code, output, found = _validate(csv_file, workdir)
+
+    # THEN validate says both, in words and in --json, and exits as it did
+    assert code == before
+    assert (
+        "2 row(s) are in doubt (a run ended while sending them): `settle` lists them; a run"
+        " sends them again as possible duplicates." in output
+    )
+    assert "A run of this file is going on in this workdir (its counts may change)" in output
+    assert found["earlier_runs"]["in_doubt_before"] == 2
+    assert found["earlier_runs"]["running"] == ["running-1"]
