@@ -70,3 +70,16 @@ def send_again_option(help: str) -> Callable[[Callable[..., Any]], Callable[...,
         callback=lambda ctx, param, value: file_names(value),
         help=help,
     )
+
+
+def corrected_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --corrected-address ROW option (``corrected``: the rows) of `run` and `validate`,
+    with its ``help``."""
+    return click.option(
+        "--corrected-address",
+        "corrected",
+        multiple=True,
+        type=click.IntRange(2),
+        metavar="ROW",
+        help=help,
+    )

@@ -20,10 +20,16 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mailmatrix.adapters.smtp_urls import redacted
+from mailmatrix.choices import check_choices
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
-from mailmatrix.cli.options import check_send_rate, check_sender, send_again_option
+from mailmatrix.cli.options import (
+    check_send_rate,
+    check_sender,
+    corrected_option,
+    send_again_option,
+)
 from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
 from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
@@ -51,6 +57,7 @@ from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
+    ChoiceRefused,
     ConfigurationError,
     DeliveriesDamaged,
     DeliveryChanged,
@@ -646,15 +653,10 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
     "of another name: a renamed copy of this one) all the same; without it they are held "
     "back. Recorded in the ledger. May be given more than once."
 )
-@click.option(
-    "--corrected-address",
-    "corrected",
-    multiple=True,
-    type=click.IntRange(2),
-    metavar="ROW",
-    help="Row ROW's address was wrong when its letter went out and is corrected now: send "
+@corrected_option(
+    "Row ROW's address was wrong when its letter went out and is corrected now: send "
     "its letter to the corrected address, though its attachment went to the earlier one "
-    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once.",
+    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def run(
@@ -687,6 +689,8 @@ def run(
             console.print(
                 f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True, markup=False
             )
+        if send_again_from or corrected:  # before anything is sent or recorded
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -709,6 +713,7 @@ def run(
         click.echo(f"mailmatrix run: {with_notes(error, ledger_remedy(error))}", err=True)
         refusals = (
             DeliveryChanged
+            | ChoiceRefused
             | NoEarlierRun
             | DemoTemplates
             | PlaceholderSender

@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
@@ -144,3 +145,87 @@ def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path)
     later = _run(offers, workdir)
     assert (later["counts"]["sent"], later["counts"]["failed"]) == (0, 0)
     assert len(_outbox(workdir)) == 3
+
+
+def _refused(command: str, csv_path: Path, workdir: Path, *options: str) -> str:
+    """``command`` on the file, refused as a bad usage (exit 2): what it said, on one line."""
+    args = [command, str(csv_path), "--workdir", str(workdir), *options]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("never-run.csv", "no earlier run of never-run.csv in the workdir"),
+        ("OFFERS.csv", "no earlier run of OFFERS.csv in the workdir"),
+        ("offers-final.csv", "--send-again-from offers-final.csv names this file itself"),
+        ("", "--send-again-from was given an empty name, which names no file"),
+    ],
+    ids=["never-run", "case-variant", "the-file-itself", "empty"],
+)
+def test_send_again_from_a_file_never_run_here_is_refused_before_anything_is_sent(
+    tmp_path, name, said
+):
+    # GIVEN offers.csv sent, then copied as offers-final.csv
+    offers, workdir = _sent(tmp_path)
+    final = tmp_path / "offers-final.csv"
+    shutil.copy(offers, final)
+
+    # WHEN validate and run are told to send again the letters of a file that did not run here
+    for command in ("validate", "run"):
+        output = _refused(command, final, workdir, "--send-again-from", name)
+
+        # THEN each refuses it (exit 2), saying what is wrong; nothing is sent or recorded
+        assert said in output
+        assert "Nothing was sent or recorded" in output
+    assert len(_outbox(workdir)) == 2
+    assert _choices(workdir) == []
+
+
+@pytest.mark.parametrize(
+    ("row", "said"),
+    [
+        ("2", "row 2's letter is not held back as another recipient's"),
+        ("3", "row 3's letter is not held back as another recipient's"),
+        ("9", "there is no row 9 in the file"),
+        ("4", "row 4 is rejected"),
+    ],
+    ids=["address-unchanged", "already-sent", "no-such-row", "rejected"],
+)
+def test_a_corrected_address_for_a_row_not_held_back_is_refused_and_not_recorded(
+    tmp_path, row, said
+):
+    # GIVEN offers.csv sent (Anna and Kim, unchanged), then a row with a bad address added
+    offers, workdir = _sent(tmp_path)
+    with offers.open("a", encoding="utf-8") as out:
+        out.write("not-an-address,Lee,Offer,lee.pdf,Dev,IT,2027-01-11,1\n")
+
+    # WHEN validate and run are told the row's address was corrected
+    for command in ("validate", "run"):
+        output = _refused(command, offers, workdir, "--corrected-address", row)
+
+        # THEN each refuses it (exit 2), naming the row and why; nothing is sent or recorded
+        assert f"offers.csv: --corrected-address: {said}" in output
+        assert "Nothing was sent or recorded" in output
+    assert len(_outbox(workdir)) == 2
+    assert _choices(workdir) == []
+
+
+def test_validate_forecasts_a_corrected_address_as_run_sends_it(tmp_path):
+    # GIVEN offers.csv sent, then Kim's address corrected in it
+    offers, workdir = _sent(tmp_path)
+    offers.write_text(offers.read_text().replace("kim@example.com", "kim@example.net"))
+    code, output = _cli("validate", str(offers), "--workdir", str(workdir), "--json")
+    assert json.loads(output)["earlier_runs"]["attachment_of_another_before"] == 1
+
+    # WHEN validate is told what run will be told: her row's address is corrected
+    args = ("validate", str(offers), "--workdir", str(workdir), "--json")
+    code, output = _cli(*args, "--corrected-address", "3")
+
+    # THEN it forecasts her letter sent, as the run then sends it
+    assert code == 0, output
+    earlier = json.loads(output)["earlier_runs"]
+    assert (earlier["attachment_of_another_before"], earlier["would_send"]) == (0, 1)
+    assert _run(offers, workdir, "--corrected-address", "3")["counts"]["sent"] == 1
