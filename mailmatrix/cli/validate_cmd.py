@@ -725,16 +725,7 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
             " wrong and this is the same person, `run --corrected-address ROW` sends it)."
             + _which(earlier, "attachment_of_another")
         )
-    if earlier.get("in_doubt_before"):
-        lines.append(
-            f"{earlier['in_doubt_before']} row(s) are in doubt (a run ended while sending them):"
-            " `settle` lists them; a run sends them again as possible duplicates."
-        )
-    if earlier.get("running"):
-        lines.append(
-            "A run of this file is going on in this workdir (its counts may change): execution"
-            f" {', '.join(earlier['running'])}."
-        )
+    lines += _unfinished(earlier)
     halt = earlier.get("halt")
     if halt:
         when = _ago(halt["age_seconds"])
@@ -750,6 +741,20 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
                 " tries again."
             )
     return lines
+
+
+def _unfinished(earlier: dict[str, Any]) -> list[str]:
+    """What validate says of the rows in doubt a run left, and of a run going on."""
+    doubts, running = earlier.get("in_doubt_before"), earlier.get("running")
+    in_doubt = (
+        f"{doubts} row(s) are in doubt (a run ended while sending them): `settle` lists them;"
+        " a run sends them again as possible duplicates."
+    )
+    going_on = (
+        "A run of this file is going on in this workdir (its counts may change): execution"
+        f" {', '.join(running or [])}."
+    )
+    return [said for said, given in ((in_doubt, doubts), (going_on, running)) if given]
 
 
 def _ago(seconds: float) -> str:

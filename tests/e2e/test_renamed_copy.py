@@ -147,70 +147,65 @@ def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path)
     assert len(_outbox(workdir)) == 3
 
 
-def _refused(command: str, csv_path: Path, workdir: Path, *options: str) -> str:
-    """``command`` on the file, refused as a bad usage (exit 2): what it said, on one line."""
-    args = [command, str(csv_path), "--workdir", str(workdir), *options]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    return " ".join(result.output.split())
-
-
-@pytest.mark.parametrize(
-    ("name", "said"),
-    [
-        ("never-run.csv", "no earlier run of never-run.csv in the workdir"),
-        ("OFFERS.csv", "no earlier run of OFFERS.csv in the workdir"),
-        ("offers-final.csv", "--send-again-from offers-final.csv names this file itself"),
-        ("", "--send-again-from was given an empty name, which names no file"),
-    ],
-    ids=["never-run", "case-variant", "the-file-itself", "empty"],
-)
-def test_send_again_from_a_file_never_run_here_is_refused_before_anything_is_sent(
-    tmp_path, name, said
-):
-    # GIVEN offers.csv sent, then copied as offers-final.csv
-    offers, workdir = _sent(tmp_path)
-    final = tmp_path / "offers-final.csv"
-    shutil.copy(offers, final)
-
-    # WHEN validate and run are told to send again the letters of a file that did not run here
+def _refused_by_both(csv_path: Path, workdir: Path, option: str, value: str, said: str) -> None:
+    """validate, then run, of the file with ``option`` ``value`` each refuse it as a bad
+    usage (exit 2), saying ``said``; nothing is sent or recorded."""
     for command in ("validate", "run"):
-        output = _refused(command, final, workdir, "--send-again-from", name)
-
-        # THEN each refuses it (exit 2), saying what is wrong; nothing is sent or recorded
+        args = [command, str(csv_path), "--workdir", str(workdir), option, value]
+        result = CliRunner().invoke(cli, args)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, output
         assert said in output
         assert "Nothing was sent or recorded" in output
     assert len(_outbox(workdir)) == 2
     assert _choices(workdir) == []
 
 
+_NOT_HELD = "--corrected-address: row {}'s letter is not held back as another recipient's"
+
+
 @pytest.mark.parametrize(
-    ("row", "said"),
+    ("file", "option", "value", "said"),
     [
-        ("2", "row 2's letter is not held back as another recipient's"),
-        ("3", "row 3's letter is not held back as another recipient's"),
-        ("9", "there is no row 9 in the file"),
-        ("4", "row 4 is rejected"),
+        (
+            "offers-final.csv",
+            "--send-again-from",
+            "never-run.csv",
+            "no earlier run of never-run.csv",
+        ),
+        ("offers-final.csv", "--send-again-from", "OFFERS.csv", "no earlier run of OFFERS.csv"),
+        ("offers-final.csv", "--send-again-from", "offers-final.csv", "names this file itself"),
+        ("offers-final.csv", "--send-again-from", "", "an empty name, which names no file"),
+        ("offers.csv", "--corrected-address", "2", _NOT_HELD.format(2)),
+        ("offers.csv", "--corrected-address", "3", _NOT_HELD.format(3)),
+        ("offers.csv", "--corrected-address", "9", "there is no row 9 in the file"),
+        ("offers.csv", "--corrected-address", "4", "--corrected-address: row 4 is rejected"),
     ],
-    ids=["address-unchanged", "already-sent", "no-such-row", "rejected"],
+    ids=[
+        "again-never-run",
+        "again-case-variant",
+        "again-the-file-itself",
+        "again-empty",
+        "corrected-address-unchanged",
+        "corrected-already-sent",
+        "corrected-no-such-row",
+        "corrected-rejected",
+    ],
 )
-def test_a_corrected_address_for_a_row_not_held_back_is_refused_and_not_recorded(
-    tmp_path, row, said
+def test_a_choice_a_run_could_not_act_on_is_refused_before_anything_is_sent_or_recorded(
+    tmp_path, file, option, value, said
 ):
-    # GIVEN offers.csv sent (Anna and Kim, unchanged), then a row with a bad address added
+    # GIVEN offers.csv sent (Anna and Kim), then a row with a bad address added, and the file
+    # copied as offers-final.csv
     offers, workdir = _sent(tmp_path)
     with offers.open("a", encoding="utf-8") as out:
         out.write("not-an-address,Lee,Offer,lee.pdf,Dev,IT,2027-01-11,1\n")
+    shutil.copy(offers, tmp_path / "offers-final.csv")
 
-    # WHEN validate and run are told the row's address was corrected
-    for command in ("validate", "run"):
-        output = _refused(command, offers, workdir, "--corrected-address", row)
-
-        # THEN each refuses it (exit 2), naming the row and why; nothing is sent or recorded
-        assert f"offers.csv: --corrected-address: {said}" in output
-        assert "Nothing was sent or recorded" in output
-    assert len(_outbox(workdir)) == 2
-    assert _choices(workdir) == []
+    # WHEN validate and run are given a file never run here to send again from, or a row
+    # whose letter is not held back as corrected
+    # THEN each refuses it (exit 2), saying what is wrong; nothing is sent or recorded
+    _refused_by_both(tmp_path / file, workdir, option, value, said)
 
 
 def test_validate_forecasts_a_corrected_address_as_run_sends_it(tmp_path):
