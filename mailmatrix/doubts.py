@@ -255,7 +255,7 @@ def _same_address(row: DoubtfulRow, file_rows: Mapping[int, str] | None) -> bool
     """Whether the file's row of ``row``'s number holds its address, or is not in the file."""
     if file_rows is None or row.row not in file_rows:
         return True
-    return bool(row.email) and file_rows[row.row] == row.email
+    return bool(row.email) and file_rows[row.row].casefold() == row.email.casefold()
 
 
 def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[DoubtfulRow]:
