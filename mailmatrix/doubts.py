@@ -20,8 +20,9 @@ import os
 import shlex
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,20 @@ IN_DOUBT_REASON = (
 )
 
 
+# How many hex digits of a letter's ledger key `settle` shows to name it (ROW:LETTER).
+LETTER_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The letters in doubt an operator names to settle: ``ranges`` of row numbers as the run
+    numbered them (FIRST, LAST; one row is a range of one), and ``letters`` (ROW, the start of
+    its letter's ledger key) as `settle` lists them, whatever row of the file they now hold."""
+
+    ranges: tuple[tuple[int, int], ...] = ()
+    letters: tuple[tuple[int, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class DoubtfulRow:
     """A row in doubt, as people are shown it: its address masked."""
@@ -64,6 +79,13 @@ class DoubtfulRow:
     template: str | None
     attachment: str | None
     tried_at: float  # when its attempt claimed it (or gave it back), seconds since the epoch
+    key: str = ""  # the ledger's key of its letter
+    settle_as: str = ""  # how `settle` names it: its row, or ROW:LETTER where that is ambiguous
+
+    @property
+    def letter(self) -> str:
+        """Its letter as `settle` names it whatever the file now holds: ROW:LETTER."""
+        return f"{self.row}:{self.key[:LETTER_LENGTH]}"
 
     def to_dict(self) -> dict[str, Any]:
         """As `run --json` prints it."""
@@ -73,6 +95,7 @@ class DoubtfulRow:
             "template": self.template,
             "attachment": self.attachment,
             "tried_at": when(self.tried_at),
+            "settle_as": self.settle_as or str(self.row),
         }
 
     def line(self) -> str:
@@ -97,9 +120,10 @@ def when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
-def settle_command(csv_file: str, workdir: Path, rows: Iterable[int], *, sent: bool) -> str:
-    """The command that settles ``rows`` of ``csv_file``'s campaign in ``workdir``."""
-    listed = ",".join(str(row) for row in sorted(rows))
+def settle_command(csv_file: str, workdir: Path, names: Iterable[object], *, sent: bool) -> str:
+    """The command that settles the letters ``names`` names (rows, or ROW:LETTER as
+    DoubtfulRow.settle_as) of ``csv_file``'s campaign in ``workdir``."""
+    listed = ",".join(str(name) for name in names)
     flag = "--sent" if sent else "--not-sent"
     where = shlex.quote(str(workdir))
     return f"{program()} settle {shlex.quote(csv_file)} {flag} {listed} --workdir {where}"
@@ -119,7 +143,8 @@ def doubts_of(wd: Workdir, execution_id: str) -> list[DoubtfulRow]:
     ours = [doubt for doubt in found if doubt.attempt in attempts and not doubt.live]
     if not ours:
         return []
-    return _described(ours, _manifest_items(wd, [validation], {d.key for d in ours}))
+    shown = _described(ours, _manifest_items(wd, [validation], {d.key for d in ours}))
+    return _named(shown, found, None)
 
 
 def write_doubts_report(wd: Workdir, record: Mapping[str, Any]) -> None:
@@ -207,15 +232,37 @@ def doubts_of_file(wd: Workdir, csv_file: Path) -> FileDoubts:
             found = ledger.doubts(campaign)
     resting = [doubt for doubt in found if not doubt.live]
     items = _manifest_items(wd, _validations(wd, campaign), {d.key for d in resting})
-    return FileDoubts(
-        csv_file, campaign, found, _described(resting, items), _rows_of_file(csv_file)
-    )
+    file_rows = _rows_of_file(csv_file)
+    shown = _named(_described(resting, items), found, file_rows)
+    return FileDoubts(csv_file, campaign, found, shown, file_rows)
 
 
-def settle(wd: Workdir, csv_file: Path, rows: Collection[int], *, sent: bool) -> list[DoubtfulRow]:
-    """Record ``rows`` of the file's campaign as ``sent`` (no run sends them again) or not
-    (the next run sends them, as rows never tried); return them as shown. Refused (NotSettled,
-    nothing written) when a run of the file is going on, or a row is not in doubt."""
+def _named(
+    shown: list[DoubtfulRow], doubts: list[Doubt], file_rows: Mapping[int, str] | None
+) -> list[DoubtfulRow]:
+    """``shown`` each with the name `settle` accepts for it: its row, where no other letter in
+    doubt has that row and the file's row of that number (``file_rows``, where known) holds its
+    address (or is gone); else ROW:LETTER."""
+    per_row = Counter(doubt.row for doubt in doubts)
+    named = []
+    for row in shown:
+        plain = per_row[row.row] == 1 and _same_address(row, file_rows)
+        named.append(replace(row, settle_as=str(row.row) if plain else row.letter))
+    return named
+
+
+def _same_address(row: DoubtfulRow, file_rows: Mapping[int, str] | None) -> bool:
+    """Whether the file's row of ``row``'s number holds its address, or is not in the file."""
+    if file_rows is None or row.row not in file_rows:
+        return True
+    return bool(row.email) and file_rows[row.row].casefold() == row.email.casefold()
+
+
+def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[DoubtfulRow]:
+    """Record the letters ``choice`` names of the file's campaign as ``sent`` (no run sends them
+    again) or not (the next run sends them, as rows never tried); return them as shown.
+    Refused (NotSettled, nothing written) when a run of the file is going on, or a row named
+    is not in doubt, or names a letter other than the file's row of that number now holds."""
     running = running_executions(wd, csv_file)
     if running:
         raise NotSettled(
@@ -224,11 +271,11 @@ def settle(wd: Workdir, csv_file: Path, rows: Collection[int], *, sent: bool) ->
             " the rows it leaves in doubt"
         )
     found = doubts_of_file(wd, csv_file)
-    settling = _rows_to_settle(wd, found, rows)
+    settling = _rows_to_settle(wd, found, choice)
     with _ledger(wd) as ledger:
         ledger.settle(settling, sent=sent, by=_who())
-    shown = {row.row: row for row in found.rows}
-    done = [shown[doubt.row] for doubt in settling]
+    shown = {row.key: row for row in found.rows}
+    done = [shown[doubt.key] for doubt in settling]
     log.info(
         "doubts: %d row(s) of %s settled as %s",
         len(done),
@@ -236,6 +283,15 @@ def settle(wd: Workdir, csv_file: Path, rows: Collection[int], *, sent: bool) ->
         "sent" if sent else "not sent",
     )
     return done
+
+
+def in_doubt_count(wd: Workdir, csv_file: Path) -> int:
+    """How many letters of ``csv_file``'s campaign are in doubt in the workdir (not those
+    being sent now), as `settle` lists them; without reading the file."""
+    if not wd.has_ledger():
+        return 0
+    with _ledger(wd, read_only=True) as ledger:
+        return sum(not doubt.live for doubt in ledger.doubts(campaign_of_file(csv_file)))
 
 
 def running_executions(wd: Workdir, csv_file: Path) -> list[str]:
@@ -254,39 +310,109 @@ def running_executions(wd: Workdir, csv_file: Path) -> list[str]:
     return found
 
 
-def _rows_to_settle(wd: Workdir, found: FileDoubts, rows: Collection[int]) -> list[Doubt]:
-    """The ledger's doubts of ``rows``; NotSettled naming each row that is not in doubt, and
-    why, when any is not."""
+def _rows_to_settle(wd: Workdir, found: FileDoubts, choice: Choice) -> list[Doubt]:
+    """The ledger's doubts ``choice`` names; NotSettled naming each row named that is not in
+    doubt, and why, when any is not. Ranges are compared, never expanded: what is listed is
+    bounded by the file's rows and the ledger's doubts, and at most _PROBLEMS_SHOWN problems."""
     by_row: dict[int, list[Doubt]] = {}
     for doubt in found.doubts:
         by_row.setdefault(doubt.row, []).append(doubt)
-    problems = []
-    settling = []
+    shown = {row.key: row for row in found.rows}
     outcomes: dict[int, Outcome] = {}
     if wd.has_ledger():
         with _ledger(wd, read_only=True) as ledger:
             outcomes = {outcome.row: outcome for outcome in ledger.outcomes(found.campaign)}
-    for row in sorted(set(rows)):
-        doubts = by_row.get(row, [])
-        if len(doubts) == 1 and not doubts[0].live:
-            settling.append(doubts[0])
-        elif doubts and any(doubt.live for doubt in doubts):
+    settling: dict[str, Doubt] = {}
+    problems: list[str] = []
+    for row, start in choice.letters:
+        matches = [doubt for doubt in by_row.get(row, []) if doubt.key.startswith(start.lower())]
+        if len(matches) == 1 and not matches[0].live:
+            settling[matches[0].key] = matches[0]
+        elif matches and any(doubt.live for doubt in matches):
             problems.append(f"row {row} is being sent by a run now")
-        elif doubts:
-            problems.append(
-                f"row {row} names {len(doubts)} letters in doubt (the file's rows moved between"
-                " its runs): settle them by the server's log, with the help of the report"
-            )
+        elif matches:
+            problems.append(f"{row}:{start} names {len(matches)} letters: give more of its key")
         else:
-            problems.append(_not_in_doubt(row, outcomes.get(row), found))
+            problems.append(f"no letter {row}:{start} of this file is in doubt")
+    for low, high in choice.ranges:
+        in_doubt = sorted(row for row in by_row if low <= row <= high)
+        for row in in_doubt:
+            problem = _doubt_problem(row, by_row[row], shown, found.file_rows)
+            if problem:
+                problems.append(problem)
+            else:
+                settling[by_row[row][0].key] = by_row[row][0]
+        in_file = [row for row in sorted(found.file_rows) if low <= row <= high]
+        # The spans past the file first: one clause each, however long.
+        problems[:0] = _not_in_file(low, high, sorted({*in_doubt, *in_file}), found.file_rows)
+        problems += [
+            _not_in_doubt(row, outcomes.get(row), found) for row in in_file if row not in by_row
+        ]
     if problems:
-        listed = "; ".join(problems)
-        shown = shlex.join([str(found.csv_file), "--workdir", str(wd.root)])
-        raise NotSettled(
-            f"{found.csv_file.name}: {listed}. Nothing was settled. `{program()} settle"
-            f" {shown}` lists the rows in doubt"
+        raise NotSettled(_refusal(wd, found, list(dict.fromkeys(problems))))
+    return list(settling.values())
+
+
+# How many of the problems of a refused settle it names (the others are counted).
+_PROBLEMS_SHOWN = 10
+
+
+def _refusal(wd: Workdir, found: FileDoubts, problems: list[str]) -> str:
+    """Why nothing was settled: the first problems, the count of the others, what to do."""
+    listed = "; ".join(problems[:_PROBLEMS_SHOWN])
+    if len(problems) > _PROBLEMS_SHOWN:
+        listed += f"; and {len(problems) - _PROBLEMS_SHOWN} more"
+    shown = shlex.join([str(found.csv_file), "--workdir", str(wd.root)])
+    return (
+        f"{found.csv_file.name}: {listed}. Nothing was settled. `{program()} settle"
+        f" {shown}` lists the rows in doubt, each as settle names it"
+    )
+
+
+def _doubt_problem(
+    row: int, doubts: list[Doubt], shown: Mapping[str, DoubtfulRow], file_rows: Mapping[int, str]
+) -> str | None:
+    """Why the run's row ``row`` (``doubts``: its letters in doubt) cannot be settled by its
+    number alone; None when it can."""
+    if any(doubt.live for doubt in doubts):
+        return f"row {row} is being sent by a run now"
+    letters = [shown[doubt.key] for doubt in doubts if doubt.key in shown]
+    if len(doubts) > 1:
+        names = " or ".join(letter.letter for letter in letters)
+        return (
+            f"row {row} names {len(doubts)} letters in doubt (the file's rows moved between its"
+            f" runs): name each as the listing does, {names}"
         )
-    return settling
+    if not letters or _same_address(letters[0], file_rows):
+        return None
+    letter = letters[0]
+    held = letter.email or "an address the ledger did not keep"
+    return (
+        f"row {row} in doubt is the run's row {row} ({held}), and the file's row {row} now holds"
+        f" {file_rows[row]}: row numbers are the run's, and the file's rows moved since; if you"
+        f" mean the run's letter, name it as {letter.letter}"
+    )
+
+
+def _not_in_file(low: int, high: int, named: list[int], file_rows: Mapping[int, str]) -> list[str]:
+    """The spans of ``low``-``high`` that are neither in the file nor in doubt (``named``:
+    the rows of the range that are, in order), each as one problem."""
+    spans = []
+    start = low
+    for row in [*named, high + 1]:
+        if row > start:
+            spans.append((start, row - 1))
+        start = row + 1
+    if file_rows:
+        rows = f"(its rows are {min(file_rows)} to {max(file_rows)})"
+    else:
+        rows = "(it holds no rows)"
+    return [
+        f"there is no row {first} in the file {rows}"
+        if first == last
+        else f"rows {first} to {last} are not in the file {rows}"
+        for first, last in spans
+    ]
 
 
 def _not_in_doubt(row: int, outcome: Outcome | None, found: FileDoubts) -> str:
@@ -302,12 +428,7 @@ def _not_in_doubt(row: int, outcome: Outcome | None, found: FileDoubts) -> str:
         return f"row {row} failed for good ({outcome.code}): nothing went out"
     if outcome is not None:
         return f"row {row} was given back unsent (the next run sends it): not in doubt"
-    if row in found.file_rows:
-        return f"row {row} was never tried: no run of this file sent it"
-    if found.file_rows:
-        first, last = min(found.file_rows), max(found.file_rows)
-        return f"there is no row {row} in the file (its rows are {first} to {last})"
-    return f"there is no row {row} in the file (it holds no rows)"
+    return f"row {row} was never tried: no run of this file sent it"
 
 
 def _described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> list[DoubtfulRow]:
@@ -319,7 +440,7 @@ def _described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> l
         email = mask(str(item["email"])) if item.get("email") else doubt.masked
         attachment = item.get("attachment") or doubt.attachment
         template = item.get("template")
-        shown.append(DoubtfulRow(doubt.row, email, template, attachment, doubt.at))
+        shown.append(DoubtfulRow(doubt.row, email, template, attachment, doubt.at, doubt.key))
     return shown
 
 

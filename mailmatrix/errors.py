@@ -44,6 +44,12 @@ class NameLikeAnother(ConfigurationError):
     disk that ignores case, and to a person, the two are one file."""
 
 
+class ChoiceRefused(ConfigurationError):
+    """An operator's choice against a rule that holds letters back that a run could not act
+    on: --send-again-from naming no file run in the workdir (or the file itself), or
+    --corrected-address naming a row whose letter is not held back as another's."""
+
+
 class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 

@@ -2208,10 +2208,12 @@ class RunForecast:
         sets: Collection[str] = (),
         clock: Callable[[], float] = time.time,
         send_again_from: Collection[str] = (),
+        corrected: Collection[int] = (),
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
         self._send_again_from = tuple(send_again_from)  # as `run --send-again-from` names them
+        self._corrected = frozenset(corrected)  # as `run --corrected-address` names them
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
         self._rows = {state: array.array("q") for state in self.STATES}
         self._settled: SettledKeys | None = None
@@ -2315,6 +2317,8 @@ class RunForecast:
         if self._sets and self._other_letter_gone(row):
             return "other_letter"
         if row.get("own_attachment") and row.get("attachment"):
+            if int(row["row"]) in self._corrected:
+                return None  # sent to the corrected address, as the operator asked
             owner = self._owners.get(str(row["attachment"]))
             if owner is not None and owner != recipient_key(self.campaign, row["email"]):
                 return "attachment_of_another"

@@ -557,7 +557,7 @@ def _doubt_lines(record: dict[str, Any], workdir: pathlib.Path) -> list[str]:
     lines = [f"in doubt (may have gone out, not recorded as sent): {len(rows)} row(s)"]
     lines += [f"  {doubt_line(row.to_dict())}" for row in rows]
     source = local.run_source_path(wd, record["name"]) or "FILE"
-    numbers = [row.row for row in rows]
+    numbers = [row.settle_as for row in rows]
     lines += [
         "settle them once the mail server's log (or the outbox) was checked:",
         f"  arrived: {settle_command(source, workdir, numbers, sent=True)}",

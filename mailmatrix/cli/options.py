@@ -78,14 +78,23 @@ SEND_AGAIN_HELP = (
     "back. Recorded in the ledger. May be given more than once."
 )
 
-# The --corrected-address ROW option (``corrected``: the rows) of `run` and `aws send`.
-corrected_address_option = click.option(
-    "--corrected-address",
-    "corrected",
-    multiple=True,
-    type=click.IntRange(2),
-    metavar="ROW",
-    help="Row ROW's address was wrong when its letter went out and is corrected now: send "
+
+def corrected_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --corrected-address ROW option (``corrected``: the rows) of `run`, `validate` and
+    `aws send`, with its ``help``."""
+    return click.option(
+        "--corrected-address",
+        "corrected",
+        multiple=True,
+        type=click.IntRange(2),
+        metavar="ROW",
+        help=help,
+    )
+
+
+# `run`'s and `aws send`'s --corrected-address.
+corrected_address_option = corrected_option(
+    "Row ROW's address was wrong when its letter went out and is corrected now: send "
     "its letter to the corrected address, though its attachment went to the earlier one "
-    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once.",
+    "(AttachmentOfAnother). Recorded in the ledger. May be given more than once."
 )

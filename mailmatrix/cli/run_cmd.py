@@ -20,6 +20,7 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from mailmatrix.adapters.smtp_urls import redacted
+from mailmatrix.choices import check_choices
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
@@ -59,6 +60,7 @@ from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
     BadWorkdir,
+    ChoiceRefused,
     ConfigurationError,
     DeliveriesDamaged,
     DeliveryChanged,
@@ -444,7 +446,7 @@ def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> 
 def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) -> None:
     """Add the commands that settle the result's rows in doubt (``settle_commands``: each
     with every row), for the summary and `--json`."""
-    rows = [row["row"] for row in result.get("in_doubt") or []]
+    rows = [row.get("settle_as") or row["row"] for row in result.get("in_doubt") or []]
     if rows:
         result["settle_commands"] = {
             "sent": settle_command(csv_file, workdir, rows, sent=True),
@@ -712,6 +714,8 @@ def run(
             console.print(
                 f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True, markup=False
             )
+        if send_again_from or corrected:  # before anything is sent or recorded
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -734,6 +738,7 @@ def run(
         click.echo(f"mailmatrix run: {with_notes(error, ledger_remedy(error))}", err=True)
         refusals = (
             DeliveryChanged
+            | ChoiceRefused
             | NoEarlierRun
             | DemoTemplates
             | PlaceholderSender

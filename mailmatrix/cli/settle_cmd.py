@@ -4,6 +4,7 @@ of them (sent, or not sent)."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.core.failures import NO_ROOM_REMEDY, no_room_in
-from mailmatrix.doubts import doubt_line, doubts_of_file, settle, settle_command
+from mailmatrix.doubts import Choice, doubt_line, doubts_of_file, settle, settle_command
 from mailmatrix.errors import (
     InputFileError,
     LedgerError,
@@ -26,28 +27,41 @@ from mailmatrix.errors import (
 from mailmatrix.local import Workdir
 from mailmatrix.private import private_files
 
+# One name in --sent / --not-sent: ROW, FIRST-LAST, or ROW:LETTER (ASCII digits only: int()
+# would take "2_0", "+2" or other scripts' digits as numbers).
+_NAME = re.compile(r"(?P<first>[0-9]+)(?:-(?P<last>[0-9]+)|:(?P<letter>[0-9a-fA-F]{4,64}))?")
 
-def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
-    """ROW[,ROW...] (a range as FIRST-LAST) as row numbers; refused when it is not."""
+
+def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choice | None:
+    """ROW[,ROW...] (a range as FIRST-LAST, a letter as ROW:LETTER) as a Choice; refused when
+    it is not. Ranges stay ranges: a huge one costs nothing."""
     if value is None:
         return None
-    rows: set[int] = set()
+    ranges: list[tuple[int, int]] = []
+    letters: list[tuple[int, str]] = []
     for part in value.replace(" ", ",").split(","):
         if not part:
             continue
-        first, dash, last = part.partition("-")
+        found = _NAME.fullmatch(part)
         try:
-            low, high = int(first), int(last if dash else first)
-        except ValueError:
+            low = int(found["first"]) if found else 0
+            high = int(found["last"] or low) if found else 0
+        except ValueError:  # more digits than int() reads
+            found = None
+        if found is None:
             raise click.BadParameter(
-                f"{value!r}: expected row numbers as the summary names them, e.g. 7,12 or 7-9"
-            ) from None
+                f"{part!r}: expected rows as the listing names them, in digits 0-9: e.g. 7,12,"
+                " 7-9, or 7:1a2b3c4d for a letter whose row the file no longer holds"
+            )
         if low < 1 or high < low:
             raise click.BadParameter(f"{part!r}: not a row number, nor a range FIRST-LAST")
-        rows.update(range(low, high + 1))
-    if not rows:
+        if found["letter"]:
+            letters.append((low, found["letter"]))
+        else:
+            ranges.append((low, high))
+    if not ranges and not letters:
         raise click.BadParameter("no row given: expected e.g. 7,12 or 7-9")
-    return sorted(rows)
+    return Choice(tuple(ranges), tuple(letters))
 
 
 @click.command("settle")
@@ -60,7 +74,9 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> list
     metavar="ROW[,ROW...]",
     callback=_rows,
     help="Rows whose letter the mail server's log (or the outbox) shows arrived: recorded "
-    "as sent, no run or redrive sends them again.",
+    "as sent, no run or redrive sends them again. Rows are numbered as the run numbered them "
+    "(7, or 7-9); where the file's rows moved since, name a letter as the listing does "
+    "(ROW:LETTER, e.g. 7:1a2b3c4d).",
 )
 @click.option(
     "--not-sent",
@@ -68,7 +84,7 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> list
     metavar="ROW[,ROW...]",
     callback=_rows,
     help="Rows whose letter did not arrive: given back, the next run or redrive sends them "
-    "(not marked as possible duplicates).",
+    "(not marked as possible duplicates). Named as for --sent.",
 )
 @click.option(
     "--workdir",
@@ -81,13 +97,18 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> list
 @private_files()  # the ledger's files, should it make any
 def settle_cmd(
     csv_file: Path,
-    sent_rows: list[int] | None,
-    not_sent_rows: list[int] | None,
+    sent_rows: Choice | None,
+    not_sent_rows: Choice | None,
     workdir: Path,
     as_json: bool,
 ) -> None:
     """List the rows of CSV_FILE in doubt (a run ended as it sent them, and the ledger could
-    not record them as sent), or settle them once the mail server's log was checked."""
+    not record them as sent), or settle them once the mail server's log was checked.
+
+    The listing names each as settle takes it: its row number, or ROW:LETTER (the start of its
+    letter's key in the ledger) where two letters in doubt share a row, or the file's row of
+    that number now holds another address (rows moved between runs). A row number alone is
+    refused where it would be ambiguous."""
     if sent_rows is not None and not_sent_rows is not None:
         raise click.UsageError("give --sent or --not-sent, not both: settle one kind at a time")
     wd = Workdir(workdir)
@@ -153,8 +174,9 @@ def _list(wd: Workdir, csv_file: Path, as_json: bool) -> None:
             soft_wrap=True,
         )
         for row in found.rows:
-            console.print(f"  {doubt_line(row.to_dict())}", markup=False, soft_wrap=True)
-        numbers = [row.row for row in found.rows]
+            line = f"  {doubt_line(row.to_dict())}; settle names it {row.settle_as}"
+            console.print(line, markup=False, soft_wrap=True)
+        numbers = [row.settle_as for row in found.rows]
         console.print(
             "Check the mail server's log (or the outbox) for them, then record what it says:",
             markup=False,

@@ -20,7 +20,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, o
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
-from mailmatrix.cli.options import check_sender, send_again_option
+from mailmatrix.cli.options import check_sender, corrected_option, send_again_option
 from mailmatrix.core.addresses import first_real
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
 from mailmatrix.core.contents import StoredContents
@@ -29,7 +29,13 @@ from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
-from mailmatrix.errors import ConfigurationError, InputFileError, MailMatrixError, TemplateError
+from mailmatrix.errors import (
+    ChoiceRefused,
+    ConfigurationError,
+    InputFileError,
+    MailMatrixError,
+    TemplateError,
+)
 from mailmatrix.jobs import (
     load_templates,
     placeholder_constant_refusal,
@@ -167,6 +173,10 @@ def folder_contents(folder: Path) -> StoredContents:
     "As `run --send-again-from` takes it: count the letters that went to the same "
     "addresses under OTHERFILE as sent again."
 )
+@corrected_option(
+    "As `run --corrected-address` takes it: count row ROW's letter, held back as another "
+    "recipient's (AttachmentOfAnother), as sent to its corrected address."
+)
 def validate_command(
     csv_file: Path,
     attachments_dir: Path | None,
@@ -177,6 +187,7 @@ def validate_command(
     workdir: Path | None,
     sender: str | None,
     send_again_from: tuple[str, ...],
+    corrected: tuple[int, ...],
 ) -> None:
     """Check FILE.csv as a campaign would: encoding, columns, every row, attachments."""
     attachments_dir = attachments_dir or csv_file.parent / "attachments"
@@ -194,7 +205,12 @@ def validate_command(
         catalog = load_folder_catalog(templates_dir)
         run_sender, origin = check_run_sender(sender, catalog)
         index = folder_index(attachments_dir)
-        forecast = _forecast(workdir, csv_file, catalog.names, send_again_from)
+        if (send_again_from or corrected) and workdir is not None:
+            from mailmatrix.choices import check_choices
+            from mailmatrix.local import Workdir
+
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+        forecast = _forecast(workdir, csv_file, catalog.names, send_again_from, corrected)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(
             templates_dir,
@@ -222,7 +238,8 @@ def validate_command(
             if forecast is not None:
                 forecast.close()
     except (MailMatrixError, OSError) as error:
-        _fail(error, csv_file, as_json, bundled=templates_dir == bundled_templates())
+        misused = exits.USAGE if isinstance(error, ChoiceRefused) else None  # as `run` exits
+        _fail(error, csv_file, as_json, bundled=templates_dir == bundled_templates(), code=misused)
     with report:  # its lists are spooled to temporary files: closed when done
         if rejects_path is not None:
             try:
@@ -241,6 +258,8 @@ def validate_command(
             earlier.update(_what_run_would_do(forecast, report))
             if earlier["halt"] and earlier["halt"]["holds"]:
                 refused = exits.RUN_FAILED  # as `run` fails at once
+        if workdir is not None and not earlier.get("error"):
+            earlier.update(_doubts_and_runs(workdir, csv_file))
 
         need = catalog.attachment_need(report.header)
         missing = None  # as `run` refuses the file, saying so
@@ -415,6 +434,23 @@ def _earlier_runs(
     return found, None
 
 
+def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
+    """The file's rows in doubt in ``workdir`` (``in_doubt_before``) and its runs going on there
+    (``running``: their executions), as `settle` reads them; none where the ledger cannot be
+    read (`run` says why)."""
+    from mailmatrix.doubts import in_doubt_count, running_executions
+    from mailmatrix.local import Workdir
+
+    wd = Workdir(workdir)
+    try:
+        return {
+            "in_doubt_before": in_doubt_count(wd, csv_file),
+            "running": running_executions(wd, csv_file),
+        }
+    except MailMatrixError:
+        return {}
+
+
 def _sent_under_forecast(sent_under: Mapping[str, int]) -> str:
     """What `run` does with the rows whose letters went to the same addresses under other
     files (``sent_under``: each file's name, how many)."""
@@ -430,7 +466,11 @@ def _sent_under_forecast(sent_under: Mapping[str, int]) -> str:
 
 @private_files()
 def _forecast(
-    workdir: Path | None, csv_file: Path, sets: Collection[str], send_again_from: Collection[str]
+    workdir: Path | None,
+    csv_file: Path,
+    sets: Collection[str],
+    send_again_from: Collection[str],
+    corrected: Collection[int],
 ) -> Any:
     """The file's earlier runs in ``workdir`` as a RunForecast, for a run with the template
     sets ``sets`` and ``--send-again-from`` (None: no workdir given)."""
@@ -438,7 +478,9 @@ def _forecast(
         return None
     from mailmatrix.local import RunForecast
 
-    return RunForecast(workdir, csv_file, sets=sets, send_again_from=send_again_from)
+    return RunForecast(
+        workdir, csv_file, sets=sets, send_again_from=send_again_from, corrected=corrected
+    )
 
 
 def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
@@ -683,6 +725,7 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
             " wrong and this is the same person, `run --corrected-address ROW` sends it)."
             + _which(earlier, "attachment_of_another")
         )
+    lines += _unfinished(earlier)
     halt = earlier.get("halt")
     if halt:
         when = _ago(halt["age_seconds"])
@@ -698,6 +741,20 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
                 " tries again."
             )
     return lines
+
+
+def _unfinished(earlier: dict[str, Any]) -> list[str]:
+    """What validate says of the rows in doubt a run left, and of a run going on."""
+    doubts, running = earlier.get("in_doubt_before"), earlier.get("running")
+    in_doubt = (
+        f"{doubts} row(s) are in doubt (a run ended while sending them): `settle` lists them;"
+        " a run sends them again as possible duplicates."
+    )
+    going_on = (
+        "A run of this file is going on in this workdir (its counts may change): execution"
+        f" {', '.join(running or [])}."
+    )
+    return [said for said, given in ((in_doubt, doubts), (going_on, running)) if given]
 
 
 def _ago(seconds: float) -> str:

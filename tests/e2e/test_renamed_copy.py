@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
@@ -144,3 +145,82 @@ def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path)
     later = _run(offers, workdir)
     assert (later["counts"]["sent"], later["counts"]["failed"]) == (0, 0)
     assert len(_outbox(workdir)) == 3
+
+
+def _refused_by_both(csv_path: Path, workdir: Path, option: str, value: str, said: str) -> None:
+    """validate, then run, of the file with ``option`` ``value`` each refuse it as a bad
+    usage (exit 2), saying ``said``; nothing is sent or recorded."""
+    for command in ("validate", "run"):
+        args = [command, str(csv_path), "--workdir", str(workdir), option, value]
+        result = CliRunner().invoke(cli, args)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, output
+        assert said in output
+        assert "Nothing was sent or recorded" in output
+    assert len(_outbox(workdir)) == 2
+    assert _choices(workdir) == []
+
+
+_NOT_HELD = "--corrected-address: row {}'s letter is not held back as another recipient's"
+
+
+@pytest.mark.parametrize(
+    ("file", "option", "value", "said"),
+    [
+        (
+            "offers-final.csv",
+            "--send-again-from",
+            "never-run.csv",
+            "no earlier run of never-run.csv",
+        ),
+        ("offers-final.csv", "--send-again-from", "OFFERS.csv", "no earlier run of OFFERS.csv"),
+        ("offers-final.csv", "--send-again-from", "offers-final.csv", "names this file itself"),
+        ("offers-final.csv", "--send-again-from", "", "an empty name, which names no file"),
+        ("offers.csv", "--corrected-address", "2", _NOT_HELD.format(2)),
+        ("offers.csv", "--corrected-address", "3", _NOT_HELD.format(3)),
+        ("offers.csv", "--corrected-address", "9", "there is no row 9 in the file"),
+        ("offers.csv", "--corrected-address", "4", "--corrected-address: row 4 is rejected"),
+    ],
+    ids=[
+        "again-never-run",
+        "again-case-variant",
+        "again-the-file-itself",
+        "again-empty",
+        "corrected-address-unchanged",
+        "corrected-already-sent",
+        "corrected-no-such-row",
+        "corrected-rejected",
+    ],
+)
+def test_a_choice_a_run_could_not_act_on_is_refused_before_anything_is_sent_or_recorded(
+    tmp_path, file, option, value, said
+):
+    # GIVEN offers.csv sent (Anna and Kim), then a row with a bad address added, and the file
+    # copied as offers-final.csv
+    offers, workdir = _sent(tmp_path)
+    with offers.open("a", encoding="utf-8") as out:
+        out.write("not-an-address,Lee,Offer,lee.pdf,Dev,IT,2027-01-11,1\n")
+    shutil.copy(offers, tmp_path / "offers-final.csv")
+
+    # WHEN validate and run are given a file never run here to send again from, or a row
+    # whose letter is not held back as corrected
+    # THEN each refuses it (exit 2), saying what is wrong; nothing is sent or recorded
+    _refused_by_both(tmp_path / file, workdir, option, value, said)
+
+
+def test_validate_forecasts_a_corrected_address_as_run_sends_it(tmp_path):
+    # GIVEN offers.csv sent, then Kim's address corrected in it
+    offers, workdir = _sent(tmp_path)
+    offers.write_text(offers.read_text().replace("kim@example.com", "kim@example.net"))
+    code, output = _cli("validate", str(offers), "--workdir", str(workdir), "--json")
+    assert json.loads(output)["earlier_runs"]["attachment_of_another_before"] == 1
+
+    # WHEN validate is told what run will be told: her row's address is corrected
+    args = ("validate", str(offers), "--workdir", str(workdir), "--json")
+    code, output = _cli(*args, "--corrected-address", "3")
+
+    # THEN it forecasts her letter sent, as the run then sends it
+    assert code == 0, output
+    earlier = json.loads(output)["earlier_runs"]
+    assert (earlier["attachment_of_another_before"], earlier["would_send"]) == (0, 1)
+    assert _run(offers, workdir, "--corrected-address", "3")["counts"]["sent"] == 1

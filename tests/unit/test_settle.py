@@ -21,6 +21,8 @@ from click.testing import CliRunner
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.cli import exits
 from mailmatrix.cli.main import cli
+from mailmatrix.core.addresses import mask
+from mailmatrix.core.recipients import read_rows
 from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.local import REPO, campaign_of_file, object_created_event
 from mailmatrix.processes import this_process
@@ -34,8 +36,8 @@ _CLAIM_AND_END = """
 import json, sys
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 ledger = SqliteLedger(sys.argv[1])
-for key, row in json.loads(sys.argv[3]):
-    owner = (f"file-{row}.pdf", f"recipient-{row}", f"p{row}***@example.com")
+for key, row, masked, file in json.loads(sys.argv[3]):
+    owner = (file, f"recipient-{row}", masked)
     ledger.claim(key, campaign=sys.argv[2], row=row, attempt=sys.argv[4], owner=owner)
 """
 
@@ -50,11 +52,29 @@ def campaign(tmp_path) -> tuple[Path, Path]:
     return csv_file, workdir
 
 
-def _leave_in_doubt(workdir: Path, csv_file: Path, rows: list[int]) -> None:
+def _masked(csv_file: Path) -> dict[int, str]:
+    """The file's rows, each with its address masked."""
+    with csv_file.open("rb") as stream:
+        return {row: mask(cells["Email"]) for row, cells in read_rows(stream, source="f")}
+
+
+def _leave_in_doubt(
+    workdir: Path, csv_file: Path, rows: list[int], keys: dict[int, str] | None = None
+) -> None:
     """Claim ``rows`` of the file's campaign in a process that then ends, as a run whose disk
-    was full leaves the row it was sending."""
-    keys = [(f"key-{row}", row) for row in rows]
-    args = [str(workdir / "ledger.sqlite3"), campaign_of_file(csv_file), json.dumps(keys)]
+    was full leaves the row it was sending: each with the address the file's row holds (or
+    another, for a row no longer in the file), and its key from ``keys`` (else key-ROW)."""
+    masked = _masked(csv_file)
+    claims = [
+        (
+            (keys or {}).get(row, f"key-{row}"),
+            row,
+            masked.get(row, f"p{row}***@example.com"),
+            f"file-{row}.pdf",
+        )
+        for row in rows
+    ]
+    args = [str(workdir / "ledger.sqlite3"), campaign_of_file(csv_file), json.dumps(claims)]
     subprocess.run([sys.executable, "-c", _CLAIM_AND_END, *args, DEAD_ATTEMPT], check=True)
 
 
@@ -81,8 +101,10 @@ def test_with_no_option_it_lists_the_rows_in_doubt_and_the_commands_that_settle(
     # THEN each is named by row, masked address, attachment and time of its try, with the
     # commands that settle them; nothing was written
     assert code == exits.OK, output
-    assert "row 7, p7***@example.com, template not recorded, attachment file-7.pdf, tried" in output
-    assert "row 9, p9***@example.com" in output
+    masked = _masked(csv_file)
+    assert f"row 7, {masked[7]}, template not recorded, attachment file-7.pdf, tried" in output
+    assert f"row 9, {masked[9]}" in output
+    assert "settle names it 7" in output
     assert f"settle {csv_file} --sent 7,9 --workdir {workdir}" in output
     assert f"settle {csv_file} --not-sent 7,9 --workdir {workdir}" in output
     assert _states(workdir) == {7: ("claimed", None), 9: ("claimed", None)}
@@ -98,7 +120,7 @@ def test_settled_as_sent_a_row_is_skipped_by_the_next_claim(campaign):
 
     # THEN it is recorded sent, with who said so and when; the other row stays in doubt
     assert code == exits.OK, output
-    assert "Settled as sent (1 row(s)): row 7, p7***@example.com" in output
+    assert f"Settled as sent (1 row(s)): row 7, {_masked(csv_file)[7]}" in output
     state, settled = _states(workdir)[7]
     assert state == "sent"
     assert settled is not None and settled.startswith("sent, said by ")
@@ -211,3 +233,157 @@ def test_both_options_at_once_are_refused(campaign):
     code, output = _settle(csv_file, workdir, "--sent", "7", "--not-sent", "8")
     assert code == exits.USAGE
     assert "give --sent or --not-sent, not both" in output
+
+
+AMELIA, JOSE = "a" * 64, "b" * 64  # two letters' keys in the ledger (hex, as sha256 makes them)
+
+
+def _claim_dead(workdir: Path, csv_file: Path, claims: list[tuple[str, int, str]]) -> None:
+    """Claim (key, row, masked address) in a process that then ends, each letter with its own
+    attachment (file-KEY.pdf)."""
+    dead = [(key, row, masked, f"file-{key[:4]}.pdf") for key, row, masked in claims]
+    args = [str(workdir / "ledger.sqlite3"), campaign_of_file(csv_file), json.dumps(dead)]
+    subprocess.run([sys.executable, "-c", _CLAIM_AND_END, *args, DEAD_ATTEMPT], check=True)
+
+
+def _keys_settled(workdir: Path) -> dict[str, str]:
+    with closing(sqlite3.connect(workdir / "ledger.sqlite3")) as db:
+        return dict(db.execute("SELECT key, state FROM sends").fetchall())
+
+
+def test_two_letters_in_doubt_of_one_row_are_listed_and_settled_each_by_its_letter(campaign):
+    # GIVEN run 1 killed sending row 2 (amelia), her row deleted since, and run 2 killed
+    # sending the new row 2 (the address the file's row 2 holds now)
+    csv_file, workdir = campaign
+    jose = _masked(csv_file)[2]
+    _claim_dead(workdir, csv_file, [(AMELIA, 2, "a***@example.org"), (JOSE, 2, jose)])
+
+    # WHEN the operator lists them
+    code, listing = _settle(csv_file, workdir)
+
+    # THEN each is named by its letter, and the commands printed name them so
+    assert code == exits.OK, listing
+    assert "row 2, a***@example.org, template not recorded, attachment file-aaaa.pdf" in listing
+    assert "settle names it 2:aaaaaaaa" in listing
+    assert "settle names it 2:bbbbbbbb" in listing
+    assert f"settle {csv_file} --sent 2:aaaaaaaa,2:bbbbbbbb --workdir {workdir}" in listing
+
+    # AND the row number alone is refused as ambiguous, naming both letters
+    code, output = _settle(csv_file, workdir, "--sent", "2")
+    assert code == exits.USAGE, output
+    assert "name each as the listing does, 2:aaaaaaaa or 2:bbbbbbbb" in output
+    assert _keys_settled(workdir) == {AMELIA: "claimed", JOSE: "claimed"}
+
+    # AND the letters as listed settle each its own letter
+    code, output = _settle(csv_file, workdir, "--sent", "2:aaaaaaaa")
+    assert code == exits.OK, output
+    assert "Settled as sent (1 row(s)): row 2, a***@example.org" in output
+    code, output = _settle(csv_file, workdir, "--not-sent", "2:bbbbbbbb")
+    assert code == exits.OK, output
+    assert _keys_settled(workdir) == {AMELIA: "sent", JOSE: "released"}
+
+
+def test_a_row_number_whose_row_now_holds_another_address_is_refused(campaign):
+    # GIVEN a row in doubt (the run's row 2, amelia) whose row was deleted since, so that the
+    # file's row 2 holds another address
+    csv_file, workdir = campaign
+    _claim_dead(workdir, csv_file, [(AMELIA, 2, "a***@example.org")])
+
+    # WHEN the operator settles row 2 by its number
+    code, output = _settle(csv_file, workdir, "--sent", "2")
+
+    # THEN it is refused, saying the numbers are the run's and naming the letter to give
+    assert code == exits.USAGE, output
+    assert "row 2 in doubt is the run's row 2 (a***@example.org)" in output
+    assert f"the file's row 2 now holds {_masked(csv_file)[2]}" in output
+    assert "row numbers are the run's" in output
+    assert "name it as 2:aaaaaaaa" in output
+    assert _keys_settled(workdir) == {AMELIA: "claimed"}
+    # AND the listing names it by its letter, and its command is accepted
+    assert f"--sent 2:aaaaaaaa --workdir {workdir}" in _settle(csv_file, workdir)[1]
+    assert _settle(csv_file, workdir, "--sent", "2:aaaaaaaa")[0] == exits.OK
+    assert _keys_settled(workdir) == {AMELIA: "sent"}
+
+
+def test_a_row_in_doubt_no_longer_in_the_file_is_settled_by_its_number(campaign):
+    # GIVEN a row in doubt beyond the file's end (the file lost rows since its run)
+    csv_file, workdir = campaign
+    _claim_dead(workdir, csv_file, [(AMELIA, 40, "a***@example.org")])
+
+    # WHEN the operator settles it by the number the listing gives
+    code, listing = _settle(csv_file, workdir)
+    assert f"--sent 40 --workdir {workdir}" in listing
+    code, output = _settle(csv_file, workdir, "--not-sent", "40")
+
+    # THEN it is settled
+    assert code == exits.OK, output
+    assert _keys_settled(workdir) == {AMELIA: "released"}
+
+
+def test_a_huge_range_is_compared_not_expanded_and_its_problems_are_capped(campaign):
+    # GIVEN a row in doubt
+    csv_file, workdir = campaign
+    _leave_in_doubt(workdir, csv_file, [7])
+
+    # WHEN the operator gives a range of a hundred billion rows
+    code, output = _settle(csv_file, workdir, "--not-sent", "2-99999999999")
+
+    # THEN it is refused with a short message: the rows past the file in one clause, the
+    # others capped and counted; nothing was settled
+    assert code == exits.USAGE, output
+    assert "rows 22 to 99999999999 are not in the file (its rows are 2 to 21)" in output
+    assert "row 2 was never tried" in output
+    assert "; and 10 more." in output
+    assert len(output) < 2000
+    assert _states(workdir)[7] == ("claimed", None)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    ["2_0", "\u0662", "+2", "2-2_0", "7:xyz", "7:"],
+    ids=["underscore", "arabic-indic", "plus", "range-underscore", "letter-not-hex", "no-letter"],
+)
+def test_a_row_not_in_ascii_digits_is_refused(campaign, rows):
+    csv_file, workdir = campaign
+    _leave_in_doubt(workdir, csv_file, [2, 20])
+
+    code, output = _settle(csv_file, workdir, "--sent", rows)
+
+    assert code == exits.USAGE, output
+    assert "in digits 0-9" in output
+    assert _states(workdir) == {2: ("claimed", None), 20: ("claimed", None)}
+
+
+def _validate(csv_file: Path, workdir: Path) -> tuple[int, str, dict]:
+    """validate of the file against the workdir, as the console shows it and as --json."""
+    args = ["validate", str(csv_file), "--attachments", str(EXAMPLE.parent / "attachments")]
+    args += ["--workdir", str(workdir)]
+    shown = CliRunner().invoke(cli, args)
+    as_json = CliRunner().invoke(cli, [*args, "--json"])
+    assert as_json.exit_code == shown.exit_code, as_json.output
+    return shown.exit_code, " ".join(shown.output.split()), json.loads(as_json.output)
+
+
+def test_validate_names_the_rows_in_doubt_and_a_run_going_on_and_exits_as_before(campaign):
+    # GIVEN the file validated in a workdir with nothing of it yet
+    csv_file, workdir = campaign
+    before, output, found = _validate(csv_file, workdir)
+    assert "in doubt" not in output and "going on" not in output
+    assert (found["earlier_runs"]["in_doubt_before"], found["earlier_runs"]["running"]) == (0, [])
+
+    # WHEN a run left two rows in doubt, and another run of the file is going on
+    _leave_in_doubt(workdir, csv_file, [7, 9], keys={7: "7" * 64, 9: "9" * 64})
+    event = object_created_event("mailmatrix-local", f"incoming/{csv_file.name}", 10, "e")
+    record = {"name": "running-1", "status": "RUNNING", "engine": this_process()}
+    ExecutionStore(workdir / "executions").create({**record, "input": json.dumps(event)})
+    code, output, found = _validate(csv_file, workdir)
+
+    # THEN validate says both, in words and in --json, and exits as it did
+    assert code == before
+    assert (
+        "2 row(s) are in doubt (a run ended while sending them): `settle` lists them; a run"
+        " sends them again as possible duplicates." in output
+    )
+    assert "A run of this file is going on in this workdir (its counts may change)" in output
+    assert found["earlier_runs"]["in_doubt_before"] == 2
+    assert found["earlier_runs"]["running"] == ["running-1"]
