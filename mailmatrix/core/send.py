@@ -1032,6 +1032,12 @@ class _Batch:
         self.unrecorded = (item["key"], message_id, uncertain, file)
         self.result.rows.append(entry)
 
+    @functools.cached_property
+    def letter_origin(self) -> tuple[str, frozenset[str]]:
+        """The campaign's file name and the files it sends again (--send-again-from), the
+        same for every letter of the batch (held_back)."""
+        return _source_name(self.campaign), frozenset(self.campaign.get("send_again_from") or ())
+
     def held_back(self, item: Mapping[str, Any], file: LetterFile | None) -> bool:
         """Whether the row's letter, as just rendered, went to its address under another file
         already (Ledger.hold_letter, which keeps its print with the claim otherwise): then it
@@ -1043,11 +1049,9 @@ class _Batch:
         sha256 = file.sha256 if file is not None else None
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
+        source, again = self.letter_origin
         letter = LetterPrint(
-            self.campaign_id,
-            letter_print(item["email"], rendered, sha256),
-            _source_name(self.campaign),
-            frozenset(self.campaign.get("send_again_from") or ()),
+            self.campaign_id, letter_print(item["email"], rendered, sha256), source, again
         )
         earlier = self.ledger.hold_letter(item["key"], letter)
         if earlier is None:
