@@ -127,6 +127,9 @@ class Claim:
     ``file`` (on ``sent``): the name of the recipient's own file the letter carried, as the
     ledger kept it (record_sent's ``file``); None where it kept none (a letter without a
     file of its own, or recorded before letters kept their files); not part of equality.
+    ``held`` (on ``claimed``, for a claim given the letter's print): the letter of another
+    campaign alike that may have gone out (see Ledger.hold_letter); the row is claimed all
+    the same, for the caller to give back unsent. Not part of equality.
     """
 
     state: str
@@ -137,6 +140,7 @@ class Claim:
     doubts: int = field(default=0, compare=False)
     letter: str | None = None
     file: str | None = field(default=None, compare=False)
+    held: SentCopy | None = field(default=None, compare=False)
 
 
 # A claim made without a lease lasts as long as the longest Lambda invocation (15 minutes).
@@ -332,6 +336,7 @@ class Ledger(Protocol):
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
         corrected: bool = False,
+        letter: LetterPrint | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for sending by ``attempt``, unless already settled.
 
@@ -361,6 +366,13 @@ class Ledger(Protocol):
         check, no cost. ``corrected``: the operator said the file's earlier recipient was this
         one under a wrong address (``run --corrected-address ROW``): the file becomes this
         recipient's even where the earlier letter may have gone out.
+
+        ``letter`` = the print of the row's letter, composed before the claim: a claim that is
+        granted also does what hold_letter would, in the same transaction (a letter composed
+        first needs no second write before it is sent): a letter of another campaign alike
+        that may have gone out is answered as ``held`` (and no print kept), else the print is
+        kept with ``key``. A ledger that keeps no prints answers ``held`` None, as its
+        hold_letter does. None: no check, no cost (hold_letter is asked after composing).
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.

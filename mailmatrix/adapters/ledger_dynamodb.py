@@ -234,11 +234,13 @@ class DynamoDbLedger:
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
         corrected: bool = False,
+        letter: LetterPrint | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
         the row's own file may have gone to another recipient (unless ``corrected``: the
-        file's owner item is then put whoever it named).
+        file's owner item is then put whoever it named). ``letter`` is not looked at: this
+        ledger keeps no prints (see hold_letter), so a granted claim is never ``held``.
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -317,7 +319,7 @@ class DynamoDbLedger:
                     campaign, key, row, owner, now, taken_from, corrected=corrected
                 )
             try:
-                letter = self._put_claim(request, others or {}, owning)
+                other = self._put_claim(request, others or {}, owning)
             except _EntryChanged:
                 continue  # another attempt wrote first: read again and decide again
             except _OwnerHeld:
@@ -328,8 +330,8 @@ class DynamoDbLedger:
                 continue  # take the file over from a letter that cannot have gone out
             except (ClientError, BotoCoreError) as error:
                 raise self._error("claim", key, error) from error
-            if letter is not None:
-                return Claim("other", letter=letter)
+            if other is not None:
+                return Claim("other", letter=other)
             doubts = takeovers + int(uncertain)
             if previous is not None:
                 logger.debug("ledger: row %s taken over from %s by %s", row, previous, attempt)

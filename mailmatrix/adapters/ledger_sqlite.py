@@ -20,9 +20,10 @@ that carried a file of a size and print by the index ``sends_by_file`` (sent_cop
 A letter about to be sent keeps its print (``letter_print``: a SHA-256 of its address,
 subject, bodies and own file, core.send.letter_print) and the name of its campaign's CSV
 (``file_source``) in its row, in the transaction that finds no letter of another campaign
-with that print that may have gone out (hold_letter, by the index ``sends_by_letter``): a
-renamed copy of a file sent already does not mail its people again, files or none, and of
-two copies run at once only one sends.
+with that print that may have gone out (by the index ``sends_by_letter``): the letter's
+claim, where it was composed first (claim's ``letter``), else hold_letter. A renamed copy of a
+file sent already does not mail its people again, files or none, and of two copies run at
+once only one sends.
 
 Writers take turns on a lock file beside the ledger (``<ledger>-lock``, flock): a worker that
 finds the ledger busy sleeps until the other's transaction ends, woken by the kernel, where
@@ -211,8 +212,9 @@ _NOTE_DELIVERY = (
 _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
-    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder)"
-    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
+    " letter_print, file_source) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
     "INSERT INTO attachment_owners (campaign, attachment, recipient, letter, masked)"
@@ -607,6 +609,7 @@ class SqliteLedger:
         others: Mapping[str, str] | None = None,
         owner: tuple[str, str] | tuple[str, str, str] | None = None,
         corrected: bool = False,
+        letter: LetterPrint | None = None,
     ) -> Claim:
         """Claim ``key`` (see _claim); the first claim of each campaign granted here also
         notes, in its transaction, how its letter goes out (deliveries). A key whose letter
@@ -628,6 +631,7 @@ class SqliteLedger:
             others=others,
             owner=owner,
             corrected=corrected,
+            letter=letter,
         )
         if sent_before is not None:
             self._claimed.pop(sent_before[0], None)
@@ -652,16 +656,19 @@ class SqliteLedger:
         others: Mapping[str, str] | None,
         owner: tuple[str, str] | tuple[str, str, str] | None,
         corrected: bool = False,
+        letter: LetterPrint | None = None,
     ) -> Claim:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
-        the row's own file may have gone to another recipient.
+        the row's own file may have gone to another recipient; with ``letter``, a granted
+        claim is also held back as hold_letter would, or keeps the letter's print.
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
         transaction: one write transaction per email. The other letters are looked up in it
         too (one indexed read, only when the campaign has several sets), and the file's owner
         is recorded in it (one insert, only for a row naming its own file; more statements
-        only when the file already has an owner).
+        only when the file already has an owner). So is the letter's print (one indexed read,
+        and the print written with the claim).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -669,13 +676,17 @@ class SqliteLedger:
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
                 db.execute(*_record_sent(sent_before, now))
-            letter = _other_letter(db, others) if others else None
+            other = _other_letter(db, others) if others else None
+            # Read before the insert, so a print goes in with it; a key that is not granted
+            # (rare with a letter composed first: see send_batch) wasted one indexed read.
+            held = _same_letter(db, letter) if letter is not None and other is None else None
+            stamp = (None, None) if letter is None or held else _stamp(letter)
             # Most keys are new: claimed by the insert alone; the others are read.
-            new = (key, campaign, row, attempt, lease, now, process)
-            if letter is None and db.execute(_CLAIM_NEW, new).rowcount:
+            new = (key, campaign, row, attempt, lease, now, process, *stamp)
+            if other is None and db.execute(_CLAIM_NEW, new).rowcount:
                 if owner is None or _own(db, campaign, key, owner, corrected=corrected):
                     self._note_delivery(db, campaign, now)
-                    return Claim("claimed")
+                    return Claim("claimed", held=held)
                 db.execute("DELETE FROM sends WHERE key = ?", (key,))  # nothing written
                 return Claim("owned")
             found = db.execute(
@@ -684,7 +695,7 @@ class SqliteLedger:
                 (key,),
             ).fetchone()
             if found is None:  # a new key, refused for the other letter
-                return Claim("other", letter=letter)
+                return Claim("other", letter=other)
             (
                 state,
                 holder,
@@ -714,26 +725,28 @@ class SqliteLedger:
                     reason=f"claimed by attempt {holder} until {holder_lease:.3f}",
                     attempt=holder,
                 )
-            if letter is not None:
-                return Claim("other", letter=letter)
+            if other is not None:
+                return Claim("other", letter=other)
             if owner is not None and not _own(db, campaign, key, owner, corrected=corrected):
                 return Claim("owned")
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
-                " takeovers = takeovers + ?, updated_at = ?, holder = ? WHERE key = ?",
-                (attempt, lease, int(takeover), now, process, key),
+                " takeovers = takeovers + ?, updated_at = ?, holder = ?,"
+                " letter_print = coalesce(?, letter_print),"
+                " file_source = coalesce(file_source, ?) WHERE key = ?",
+                (attempt, lease, int(takeover), now, process, *stamp, key),
             )
             self._note_delivery(db, campaign, now)
         doubts = takeovers + int(takeover) + int(bool(uncertain))
         if takeover:
             log.debug("ledger: row %s taken over from attempt %s by %s", row, holder, attempt)
             reason = f"taken over from attempt {holder}"
-            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
+            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts, held=held)
         if uncertain:
             reason = UNCERTAIN_RELEASE.format(holder)
-            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
-        return Claim("claimed", doubts=doubts)
+            return Claim("claimed", reason=reason, attempt=holder, doubts=doubts, held=held)
+        return Claim("claimed", doubts=doubts, held=held)
 
     def _note_delivery(self, db: sqlite3.Connection, campaign: str, now: float) -> None:
         """Note, in a claim's transaction, that letters of ``campaign`` go out the ledger's
@@ -995,26 +1008,14 @@ class SqliteLedger:
         of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
         port). One transaction, one read of the index sends_by_letter."""
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
-            for other, row, file, other_source, at in found.fetchall():
-                if letter.again & {other, other_source}:
-                    continue  # the operator sends that file's letters again
-                return SentCopy(
-                    str(other),
-                    str(file or ""),
-                    "",
-                    int(row),
-                    "",
-                    "",
-                    str(other_source or ""),
-                    float(at),
+            held = _same_letter(db, letter)
+            if held is None:
+                db.execute(
+                    "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
+                    " WHERE key = ?",
+                    (*_stamp(letter), key),
                 )
-            db.execute(
-                "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
-                " WHERE key = ?",
-                (letter.print, letter.source or None, key),
-            )
-        return None
+        return held
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
@@ -1558,6 +1559,24 @@ def _record_sent(letter: SentLetter, now: float) -> tuple[str, tuple[object, ...
 def _file_values(file: LetterFile) -> tuple[object, ...]:
     """The values of _FILE_SET for ``file``."""
     return (file.name, file.size, file.sha256, file.print, file.source)
+
+
+def _same_letter(db: sqlite3.Connection, letter: LetterPrint) -> SentCopy | None:
+    """The letter of another campaign of ``letter``'s print that may have gone out, not of a
+    file it sends again, or None (hold_letter; a claim given the print): one indexed read."""
+    found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
+    for other, row, file, other_source, at in found.fetchall():
+        if letter.again & {other, other_source}:
+            continue  # the operator sends that file's letters again
+        return SentCopy(
+            str(other), str(file or ""), "", int(row), "", "", str(other_source or ""), float(at)
+        )
+    return None
+
+
+def _stamp(letter: LetterPrint) -> tuple[str, str | None]:
+    """The letter's print and its campaign's file name as kept with its key."""
+    return letter.print, letter.source or None
 
 
 def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:

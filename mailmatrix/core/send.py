@@ -45,7 +45,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from mailmatrix.core.addresses import (
     addresses_in,
@@ -97,6 +97,7 @@ from mailmatrix.ports import (
     LetterFile,
     LetterPrint,
     Mailer,
+    SentCopy,
     Storage,
     Unanswered,
     Upload,
@@ -607,6 +608,12 @@ class _Batch:
     # RetryPolicy.unknown_rows of them halt the campaign.
     unknowns: list[int] = field(default_factory=list)
     answered_at: float | None = None  # clock() when a row of this batch was last answered
+    # Whether the next row is composed before it is claimed. After a row claimed, the next
+    # likely will be too (a first run): its letter's print then goes with its claim, one
+    # ledger write a letter instead of two (Ledger.claim's ``letter``). After a row not
+    # claimed (a rerun, skipping rows sent), a row is claimed first: nothing composed for
+    # nothing. The first row of a batch is claimed first.
+    compose_first: bool = False
 
     @property
     def campaign_id(self) -> str:
@@ -616,21 +623,19 @@ class _Batch:
         until = self.clock() + self.policy.claim_lease_s
         return until if self.deadline is None else min(until, self.deadline)
 
-    def claim(self, item: Mapping[str, Any]) -> Claim:
+    def claim(self, item: Mapping[str, Any], letter: LetterPrint | None = None) -> Claim:
         others = {
             idempotency_key(self.campaign_id, item["email"], name): name
             for name in self.sets
             if name != item["template"]
         }
-        # A file the row names as its recipient's own goes to no one else (Ledger.claim).
-        owner: tuple[str, str, str] | None = None
-        if item.get("own_attachment") and item.get("attachment"):
-            email = item["email"]
-            owner = (str(item["attachment"]), recipient_key(self.campaign_id, email), mask(email))
-        self.owner = owner
+        self.owner = owner = self.owner_of(item)
         # The operator said the row's address was corrected (run --corrected-address): its
         # file becomes its recipient's though it went to the earlier address.
-        corrected = {"corrected": True} if owner and item.get("corrected_address") else {}
+        # Keywords only where used: ledgers written before them still take the claim.
+        more: dict[str, Any] = {"letter": letter} if letter is not None else {}
+        if owner and item.get("corrected_address"):
+            more["corrected"] = True
         claim = self.ledger.claim(
             item["key"],
             campaign=self.campaign_id,
@@ -640,10 +645,18 @@ class _Batch:
             sent_before=self.unrecorded,
             others=others,
             owner=owner,
-            **corrected,
+            **more,
         )
         self.unrecorded = None
         return claim
+
+    def owner_of(self, item: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        """(file name, recipient, masked address) of a row naming its recipient's own file,
+        which goes to no one else (Ledger.claim's ``owner``); None for any other row."""
+        if not (item.get("own_attachment") and item.get("attachment")):
+            return None
+        email = item["email"]
+        return (str(item["attachment"]), recipient_key(self.campaign_id, email), mask(email))
 
     def record_unrecorded(self) -> None:
         """Record the last row sent, when no claim of a next row has recorded it."""
@@ -897,7 +910,9 @@ class _Batch:
 
     def send_row(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> None:
         row = item["row"]
-        claim = self.claim(item)
+        early = self.compose(item, compose_row) if self.compose_first else None
+        claim = self.claim(item, None if early is None else early.letter)
+        self.compose_first = claim.state == "claimed"
         if claim.state == "sent" and claim.attempt == self.attempt:
             # An earlier try of this same child sent it; that try's result was discarded, so
             # what the ledger kept of it (a possible duplicate) is reported here.
@@ -941,38 +956,11 @@ class _Batch:
             self.fail(item, OUTCOME_UNKNOWN, reason, uncertain=True, file=self.listed_file(item))
             return
 
-        if self.kept is not None:
-            self.kept.data = None
-        if self.rendering is not None:
-            self.rendering.last = None
-        try:
-            raw, destinations = compose_row()
-        except NotFoundError as exc:
-            self.fail(item, "AttachmentNotFound", f"attachment not found: {item.get('attachment')}")
-            log.debug("send_batch: row %s: %s", row, exc)
+        composed = early or self.compose(item, compose_row)
+        if composed.error is not None:
+            self.not_composed(item, composed.error)
             return
-        except StorageError as exc:
-            self.ledger.record_failed(
-                item["key"], code="StorageError", reason=error_text(exc), permanent=False
-            )
-            raise _Stop(
-                TransientSendError(
-                    f"send_batch: row {row}: attachment unreadable: {error_text(exc)}",
-                    details={"code": "StorageError"},
-                )
-            ) from exc
-        # Not the row's fault (the templates, the file in the attachments): not for good.
-        except (TemplateError, AttachmentChanged, AttachmentNotPdf) as exc:
-            self.fail(item, error_code(exc), error_text(exc), permanent=False)
-            return
-        except PermanentSendError as exc:
-            self.fail(item, error_code(exc), error_text(exc))
-            return
-        except MailMatrixError as exc:
-            self.fail(item, type(exc).__name__, error_text(exc))
-            return
-
-        file = self.letter_file()
+        raw, destinations, file = composed.raw, composed.destinations, composed.file
         limit = int(self.campaign["max_message_bytes"])
         if len(raw) > limit:
             self.fail(
@@ -982,7 +970,15 @@ class _Batch:
                 f" {format_size(limit)} ({limit} bytes)",
             )
             return
-        if self.held_back(item, file):
+        # A letter composed first was looked for with its claim; else it is looked for now.
+        if early is not None:
+            earlier = claim.held
+        elif composed.letter is not None:
+            earlier = self.ledger.hold_letter(item["key"], composed.letter)
+        else:
+            earlier = None
+        if earlier is not None:
+            self.hold_back(item, earlier)
             return
 
         try:
@@ -1035,27 +1031,68 @@ class _Batch:
     @functools.cached_property
     def letter_origin(self) -> tuple[str, frozenset[str]]:
         """The campaign's file name and the files it sends again (--send-again-from), the
-        same for every letter of the batch (held_back)."""
+        same for every letter of the batch (letter_of)."""
         return _source_name(self.campaign), frozenset(self.campaign.get("send_again_from") or ())
 
-    def held_back(self, item: Mapping[str, Any], file: LetterFile | None) -> bool:
-        """Whether the row's letter, as just rendered, went to its address under another file
-        already (Ledger.hold_letter, which keeps its print with the claim otherwise): then it
-        is given back unsent, as validation holds such a row back, and reported so. Not for a
-        composer that rendered nothing through the batch's catalog."""
+    def compose(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> _Composed:
+        """The row's message, composed (raw, destinations), with the file it carries as its
+        recipient's own and its letter's print (none for a message too large to send); or
+        the error composing it raised, which fails the row once it is claimed (not_composed)."""
+        self.owner = self.owner_of(item)  # letter_file's; the claim sets it again
+        if self.kept is not None:
+            self.kept.data = None
+        if self.rendering is not None:
+            self.rendering.last = None
+        try:
+            raw, destinations = compose_row()
+        except MailMatrixError as exc:
+            return _Composed(b"", [], None, None, exc)
+        file = self.letter_file()
+        small = len(raw) <= int(self.campaign["max_message_bytes"])
+        return _Composed(raw, destinations, file, self.letter_of(item, file) if small else None)
+
+    def not_composed(self, item: Mapping[str, Any], exc: MailMatrixError) -> None:
+        """Fail the claimed row whose message could not be composed (or raise _Stop)."""
+        row = item["row"]
+        if isinstance(exc, NotFoundError):
+            self.fail(item, "AttachmentNotFound", f"attachment not found: {item.get('attachment')}")
+            log.debug("send_batch: row %s: %s", row, exc)
+        elif isinstance(exc, StorageError):
+            self.ledger.record_failed(
+                item["key"], code="StorageError", reason=error_text(exc), permanent=False
+            )
+            raise _Stop(
+                TransientSendError(
+                    f"send_batch: row {row}: attachment unreadable: {error_text(exc)}",
+                    details={"code": "StorageError"},
+                )
+            ) from exc
+        # Not the row's fault (the templates, the file in the attachments): not for good.
+        elif isinstance(exc, (TemplateError, AttachmentChanged, AttachmentNotPdf)):
+            self.fail(item, error_code(exc), error_text(exc), permanent=False)
+        elif isinstance(exc, PermanentSendError):
+            self.fail(item, error_code(exc), error_text(exc))
+        else:
+            self.fail(item, type(exc).__name__, error_text(exc))
+
+    def letter_of(self, item: Mapping[str, Any], file: LetterFile | None) -> LetterPrint | None:
+        """The print of the row's letter as just rendered, which Ledger.hold_letter (or the
+        claim) looks for among other campaigns' letters; None for a composer that rendered
+        nothing through the batch's catalog."""
         rendered = None if self.rendering is None else self.rendering.last
         if rendered is None:
-            return False
+            return None
         sha256 = file.sha256 if file is not None else None
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
         source, again = self.letter_origin
-        letter = LetterPrint(
+        return LetterPrint(
             self.campaign_id, letter_print(item["email"], rendered, sha256), source, again
         )
-        earlier = self.ledger.hold_letter(item["key"], letter)
-        if earlier is None:
-            return False
+
+    def hold_back(self, item: Mapping[str, Any], earlier: SentCopy) -> None:
+        """Give the row back unsent: its letter went to its address under another file
+        already (``earlier``), as validation holds such a row back; reported so."""
         reason = sent_under_reason(earlier)
         self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
         self.result.rows.append(
@@ -1067,7 +1104,6 @@ class _Batch:
                 "file": earlier.source or earlier.campaign,
             }
         )
-        return True
 
     def count_refusal(self, item: Mapping[str, Any], defer: _Defer) -> None:
         """Count a row deferred because the service refused it; the last of ``refusing_rows``
@@ -1167,6 +1203,16 @@ class _KeptAttachment:
     def __call__(self, name: str, tag: str | None) -> bytes:
         self.data = self.fetch(name, tag)
         return self.data
+
+
+class _Composed(NamedTuple):
+    """A row's message as _Batch.compose made it, or the error composing it raised."""
+
+    raw: bytes
+    destinations: list[str]
+    file: LetterFile | None  # the file it carries as its recipient's own
+    letter: LetterPrint | None  # its print (Ledger.hold_letter)
+    error: MailMatrixError | None = None
 
 
 class _KeptRendering:

@@ -419,3 +419,124 @@ def test_case20_every_copy_of_one_letter_carries_one_message_id():
     assert ids[0] == ids[1]
     assert len(set(ids)) == 3
     assert first["key"].encode() not in ids[0] and first["key"][:32].encode() not in ids[0]
+
+
+# A letter's print goes with its claim (one ledger write a letter) once a row of the batch
+# was claimed; a rerun claims first and composes nothing it skips.
+
+
+class CountingLedger:
+    """The ledger, noting each claim (whether it carried a letter's print) and hold_letter."""
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self.ledger = ledger
+        self.calls: list[str] = []
+
+    def claim(self, key, **kwargs):
+        self.calls.append("claim+print" if kwargs.get("letter") is not None else "claim")
+        return self.ledger.claim(key, **kwargs)
+
+    def hold_letter(self, key, letter):
+        self.calls.append("hold_letter")
+        return self.ledger.hold_letter(key, letter)
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+
+def counting_composer(rows: list[int]):
+    def composer(item, campaign, **kwargs):
+        rows.append(item["row"])
+        return compose(item, campaign, **kwargs)
+
+    return composer
+
+
+def counted_run(items, ses, ledger, clock):
+    """A second run (execution-2) of ``items``; its result, counted claims and rows composed."""
+    counting, composed = CountingLedger(ledger), []
+    result = run(
+        items,
+        ses,
+        counting,
+        clock,
+        attempt="execution-2/child",
+        composer=counting_composer(composed),
+    )
+    return result, counting, composed
+
+
+def test_a_first_run_claims_each_letter_after_the_first_with_its_print(ledger, clock):
+    items = kit.manifest(RETRY_CASE)
+    counting, composed = CountingLedger(ledger), []
+    ses = FakeSes(clock=clock)
+
+    result = run(items, ses, counting, clock, composer=counting_composer(composed))
+
+    assert result.sent == 5 and len(ses.calls) == 5
+    assert counting.calls == ["claim", "hold_letter"] + ["claim+print"] * 4
+    assert composed == [2, 3, 4, 5, 6]
+    # AND each letter's print is kept with its key: a copy's letters are all held back
+    copy = run(
+        kit.manifest(RETRY_CASE, "c-copy"), ses, ledger, clock, campaign=kit.campaign("c-copy")
+    )
+    assert [r.get("code") for r in copy.rows] == ["SentUnder"] * 5
+    assert len(ses.calls) == 5
+
+
+def test_a_rerun_of_rows_sent_composes_none_of_them(ledger, clock):
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    run(items, ses, ledger, clock, attempt="execution-1/child")
+
+    again, counting, composed = counted_run(items, ses, ledger, clock)
+
+    assert [r["status"] for r in again.rows] == ["skipped"] * 5
+    assert composed == [] and counting.calls == ["claim"] * 5
+    assert len(ses.calls) == 5
+
+
+def test_a_letter_composed_first_for_a_row_sent_before_is_not_sent(ledger, clock):
+    # GIVEN the second row sent by an earlier run
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    run(items[1:2], ses, ledger, clock, attempt="execution-1/child")
+
+    # WHEN the whole file runs THEN that row, composed after the first was claimed, is
+    # skipped unsent, and the row after it is claimed before it is composed
+    result, counting, composed = counted_run(items, ses, ledger, clock)
+
+    assert [r["status"] for r in result.rows] == ["sent", "skipped", "sent", "sent", "sent"]
+    assert len(ses.calls) == 5
+    assert [call for call in counting.calls if call.startswith("claim")] == [
+        "claim",
+        "claim+print",
+        "claim",
+        "claim+print",
+        "claim+print",
+    ]
+    assert composed == [2, 3, 4, 5, 6]
+    stored = {o.row: o.state for o in ledger.outcomes("c-sending-test")}
+    assert stored == {2: "sent", 3: "sent", 4: "sent", 5: "sent", 6: "sent"}
+
+
+def test_a_letter_that_cannot_be_composed_first_fails_once_claimed(ledger, clock):
+    # GIVEN the third row's file missing
+    items = kit.manifest(RETRY_CASE)
+    files = {i["attachment"]: b"%PDF-1.4\n%%EOF\n" for i in items if i["row"] != 4}
+    ses = FakeSes(clock=clock)
+
+    # WHEN the file runs THEN that row fails alone, recorded failed; the next ones are sent
+    result = run(items, ses, ledger, clock, fetch=kit.fetcher(files, default=None))
+
+    statuses = [(r["row"], r["status"], r.get("code")) for r in result.rows]
+    assert statuses == [
+        (2, "sent", None),
+        (3, "sent", None),
+        (4, "failed", "AttachmentNotFound"),
+        (5, "sent", None),
+        (6, "sent", None),
+    ]
+    assert len(ses.calls) == 4
+    stored = {o.row: o.state for o in ledger.outcomes("c-sending-test")}
+    assert stored[4] == "failed"

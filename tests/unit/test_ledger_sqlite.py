@@ -1147,6 +1147,71 @@ def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
     assert ledger.hold_letter("k-copy-2", LetterPrint("c-copy", "p1")) is None
 
 
+def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 2) -> Claim:
+    return ledger.claim(
+        key, campaign=letter.campaign, row=row, attempt=f"{letter.campaign}/a", letter=letter
+    )
+
+
+def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger, clock):
+    # GIVEN news.csv's letter claimed with its print (being sent)
+    news = _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
+    assert news == Claim("claimed") and news.held is None
+
+    # WHEN a copy's letter of the same print is claimed with it THEN it is claimed, and the
+    # first letter named as held: the caller gives it back unsent
+    copy = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
+    assert copy.state == "claimed"
+    assert copy.held == SentCopy("c-news", "", "", 2, "", "", "news.csv", clock.now)
+    # AND a letter held kept no print: a third copy is held by news.csv's alone
+    third = _claim_with(ledger, "k-third", LetterPrint("c-third", "p1"))
+    assert third.held is not None and third.held.campaign == "c-news"
+    ledger.record_failed("k-copy", code="SentUnder", reason="held", permanent=False)
+    ledger.record_failed("k-third", code="SentUnder", reason="held", permanent=False)
+
+    # WHEN the copy names news.csv to send again THEN it passes, its print kept with its key
+    again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
+    passed = _claim_with(ledger, "k-copy", again)
+    assert passed == Claim("claimed") and passed.held is None
+    with closing(sqlite3.connect(ledger.path)) as db:
+        kept = db.execute(
+            "SELECT key, letter_print, file_source FROM sends WHERE letter_print IS NOT NULL"
+            " ORDER BY key"
+        ).fetchall()
+    assert kept == [("k-copy", "p1", "copy.csv"), ("k-news", "p1", "news.csv")]
+
+
+def test_a_print_given_with_a_claim_not_granted_holds_nothing_and_keeps_nothing(ledger):
+    # GIVEN a letter sent without a print, and another campaign's letter sent with one
+    _claimed(ledger, "k-old", "c-old")
+    ledger.record_sent("k-old", message_id="m-1")
+    assert _claim_with(ledger, "k-news", LetterPrint("c-news", "p1")).held is None
+    ledger.record_sent("k-news", message_id="m-2")
+
+    # WHEN the sent key is claimed again with a print THEN it is skipped as sent, no print
+    # of it kept; a claim of the same campaign's next row is not held by its own letter
+    skipped = _claim_with(ledger, "k-old", LetterPrint("c-old", "p9"))
+    assert skipped.state == "sent" and skipped.held is None
+    own = _claim_with(ledger, "k-news-2", LetterPrint("c-news", "p1"), row=3)
+    assert own == Claim("claimed") and own.held is None
+    with closing(sqlite3.connect(ledger.path)) as db:
+        prints = dict(db.execute("SELECT key, letter_print FROM sends").fetchall())
+    assert prints == {"k-old": None, "k-news": "p1", "k-news-2": "p1"}
+
+
+def test_a_letter_given_back_and_claimed_again_with_a_print_keeps_the_new_print(ledger):
+    # GIVEN a letter claimed with a print, then given back unsent (nothing went out)
+    _claim_with(ledger, "k-news", LetterPrint("c-news", "p1"))
+    ledger.record_failed("k-news", code="Throttled", reason="slow down", permanent=False)
+
+    # WHEN it is claimed again with the print of its letter as now rendered THEN that is kept
+    again = _claim_with(ledger, "k-news", LetterPrint("c-news", "p2", "news.csv"))
+    assert again == Claim("claimed") and again.held is None
+    with closing(sqlite3.connect(ledger.path)) as db:
+        kept = db.execute("SELECT letter_print, file_source FROM sends").fetchall()
+    assert kept == [("p2", "news.csv")]
+
+
 def test_a_letter_is_held_by_one_read_of_the_index_of_prints(tmp_path):
     with closing(SqliteLedger(str(tmp_path / "ledger.db"))):
         pass
