@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import shlex
@@ -55,7 +56,7 @@ from mailmatrix.core.report import (
     unknown_advice,
 )
 from mailmatrix.disk import no_room, write_fault
-from mailmatrix.doubts import doubt_line, doubts_of, settle_command
+from mailmatrix.doubts import doubt_line, doubts_of, refuse_rows_in_doubt, settle_command
 from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
@@ -73,6 +74,7 @@ from mailmatrix.errors import (
     NoEarlierRun,
     PlaceholderConstant,
     PlaceholderSender,
+    RowsInDoubt,
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
@@ -418,7 +420,7 @@ def _print_outcome(
 
 def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> None:
     """The rows in doubt, each named, and how to settle them once the mail server's log (or the
-    outbox) was checked; unsettled, a redrive sends them again as possible duplicates."""
+    outbox) was checked; unsettled, they hold back the file's next run (refuse_rows_in_doubt)."""
     count = result["counts"]["in_doubt"]
     console.print(
         f"[yellow]{count} row(s) were being sent as the run ended and may have gone out; the"
@@ -439,7 +441,8 @@ def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> 
         command = commands.get(key) or f"{program()} settle FILE {placeholder}"
         console.print(f"  {command}", markup=False, soft_wrap=True)
     console.print(
-        "Unsettled, a redrive sends them again and the report marks them as possible duplicates."
+        "Until they are settled, no run or redrive of this file goes on, but a run with"
+        " --retry-unknown, which sends them again, each marked as a possible duplicate."
     )
 
 
@@ -678,8 +681,10 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--retry-unknown",
     is_flag=True,
-    help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
-    "arrived: check first, and take those that did out of the file).",
+    help="Send again the rows of this file that failed as OutcomeUnknown, and those an "
+    "earlier run left in doubt, each marked as a possible duplicate (they may have arrived: "
+    "check first; settle the rows in doubt that did, and take the others that did out of the "
+    "file). Without it, a run of a file with rows in doubt is refused.",
 )
 @send_again_option(SEND_AGAIN_HELP)
 @corrected_address_option
@@ -709,6 +714,15 @@ def run(
     warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
     for warning in warnings:  # before anything is sent: the run may still be stopped
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+    given = {
+        "--templates": templates,
+        "--attachments": attachments,
+        "--sender": sender_of(sender),
+        "--smtp": smtp_url,
+        "--send-rate": send_rate,
+        "--concurrency": concurrency,
+        "--batch-size": batch_size,
+    }
     try:
         if progress is None:
             console.print(
@@ -716,6 +730,13 @@ def run(
             )
         if send_again_from or corrected:  # before anything is sent or recorded
             check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+        in_doubt = None
+        if not retry_unknown:  # their letters may have arrived: the operator says
+            chosen = [f"--send-again-from {shlex.quote(name)}" for name in send_again_from]
+            chosen += [f"--corrected-address {row}" for row in corrected]
+            flags = ("--retry-unknown", *chosen)
+            again = run_command(str(csv_file), workdir, given, unsubscribe_of(), *flags)
+            in_doubt = functools.partial(refuse_rows_in_doubt, Workdir(workdir), csv_file, again)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -732,6 +753,7 @@ def run(
             retry_unknown=retry_unknown,
             send_again_from=send_again_from,
             corrected=corrected,
+            before_sending=in_doubt,
         )
     except MailMatrixError as error:
         stop_display(progress)
@@ -747,6 +769,7 @@ def run(
             | LedgerLost
             | NameLikeAnother
             | DeliveriesDamaged
+            | RowsInDoubt
         )
         if isinstance(error, refusals):
             sys.exit(exits.USAGE)
@@ -773,15 +796,6 @@ def run(
     name_the_file(result, str(csv_file))
     add_settle_commands(result, str(csv_file), workdir)
     result["warnings"] = warnings
-    given = {
-        "--templates": templates,
-        "--attachments": attachments,
-        "--sender": sender_of(sender),
-        "--smtp": smtp_url,
-        "--send-rate": send_rate,
-        "--concurrency": concurrency,
-        "--batch-size": batch_size,
-    }
     if result["counts"].get("failed"):
         result.update(
             retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])
