@@ -43,7 +43,7 @@ from mailmatrix.jobs import (
     row_recipients,
 )
 from mailmatrix.private import private_files
-from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+from mailmatrix.settings import Settings
 
 ATTACHMENTS_PREFIX = "attachments/"
 TEMPLATES_PREFIX = "templates/"
@@ -196,11 +196,10 @@ def validate_command(
     if workdir is None and default_workdir().is_dir():
         workdir = default_workdir()  # where `run` without --workdir finds the earlier runs
     console = RunConsole(highlight=False, soft_wrap=True)
-    rules = IntakeRules(
-        max_message_bytes=SES_V2_MAX_MESSAGE_BYTES, check_deliverability=check_deliverability
-    )
-
     try:
+        # The limit `run` holds messages to (MAILMATRIX_MAX_MESSAGE_BYTES; SES's by default).
+        limit = Settings.from_env().max_message_bytes
+        rules = IntakeRules(max_message_bytes=limit, check_deliverability=check_deliverability)
         check_upload_name(csv_file)  # as `run` refuses it, before it copies the file
         catalog = load_folder_catalog(templates_dir)
         run_sender, origin = check_run_sender(sender, catalog)
