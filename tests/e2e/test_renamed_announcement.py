@@ -52,6 +52,15 @@ def _run(csv_path: Path, workdir: Path, *options: str) -> dict:
     return json.loads(output)
 
 
+def _shown(csv_path: Path, workdir: Path) -> str:
+    """What a run of ``csv_path`` (the templates of its folder) tells people, on one line."""
+    templates = str(csv_path.parent / "templates")
+    shown = CliRunner().invoke(
+        cli, ["run", str(csv_path), "--workdir", str(workdir), "--templates", templates]
+    )
+    return " ".join(shown.output.split())
+
+
 def _validate(csv_path: Path, workdir: Path) -> tuple[int, dict]:
     templates = str(csv_path.parent / "templates")
     code, output = _cli(
@@ -83,11 +92,7 @@ def test_a_renamed_copy_without_attachments_sends_nothing_and_says_why(tmp_path)
     assert reasons[0].endswith("run this file with --send-again-from news.csv")
 
     # AND a second run of the copy still sends nothing, and tells people why
-    templates = str(tmp_path / "templates")
-    shown = CliRunner().invoke(
-        cli, ["run", str(final), "--workdir", str(workdir), "--templates", templates]
-    )
-    words = " ".join(shown.output.split())
+    words = _shown(final, workdir)
     assert "Rows not sent: their letters went already, under another file (2):" in words
     assert "row 3 already sent: this address already received this letter" in words
     assert len(_outbox(workdir)) == 2
@@ -208,14 +213,10 @@ def test_a_renamed_copy_counts_its_rows_held_back_once_in_the_summary_list_and_j
     )
 
     # WHEN it is run again and its summary shown
-    templates = str(tmp_path / "templates")
-    shown = CliRunner().invoke(
-        cli, ["run", str(copy), "--workdir", str(workdir), "--templates", templates]
-    )
+    words = _shown(copy, workdir)
 
     # THEN the table, the list of rows held back and the advice give the one count, and the
     # list of rows not sent for other reasons counts only the rejected row
-    words = " ".join(shown.output.split())
     assert "Already sent under another file (not sent again) │ 2 │" in words
     assert "Rows not sent: their letters went already, under another file (2):" in words
     assert "row 2 already sent: this address already received this letter (anna.pdf," in words
