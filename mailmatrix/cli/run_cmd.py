@@ -404,8 +404,8 @@ def _print_outcome(
         console.print(f"[red]The run failed: {escape(plain_error(error))}[/red]")
         if not (generic_cause(error, cause) and result.get("failure_details")):
             console.print(cause[:SHOWN_CAUSE_CHARS], markup=False, soft_wrap=True)
-    for line in result.get("failure_details") or []:
-        console.print(f"  {line}", markup=False)
+    for line in result.get("failure_details") or []:  # a path in it stays whole: it is copied
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     _print_where(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
