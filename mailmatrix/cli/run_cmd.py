@@ -140,13 +140,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     """The first ``shown`` rows of a rejects.csv, how many it has, and whether any was not
-    found in the attachments folder; read as a stream (a campaign may reject a million rows)."""
+    found in the attachments folder; read as a stream (a campaign may reject a million rows).
+    Rows held back as sent under another file are left to their own list (_print_held_under)."""
     first: list[dict[str, str]] = []
     count = 0
     not_found = False
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
-            for count, reject in enumerate(csv.DictReader(stream), start=1):
+            for reject in csv.DictReader(stream):
+                if reject.get("outcome") == SENT_UNDER:
+                    continue
+                count += 1
                 if count <= shown:
                     first.append(reject)
                 not_found = not_found or ATTACHMENT_NOT_FOUND in (reject.get("reason") or "")
@@ -267,6 +271,7 @@ def _print_outcome(
         rejects = result.get("rejects")
         if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
+        _print_held_under(console, result)
         if _print_sent_under(console, counts) and not counts.get("rejected"):
             return  # the rows held back went already: nothing to fix
         what = {
@@ -319,8 +324,7 @@ def _print_outcome(
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
-    if counts.get("sent_under") and result.get("report"):
-        _print_held_at_send(console, Path(result["report"]))
+    _print_held_under(console, result)
     _print_sent_under(console, counts)
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
@@ -402,8 +406,8 @@ def _print_outcome(
         console.print(f"[red]The run failed: {escape(plain_error(error))}[/red]")
         if not (generic_cause(error, cause) and result.get("failure_details")):
             console.print(cause[:SHOWN_CAUSE_CHARS], markup=False, soft_wrap=True)
-    for line in result.get("failure_details") or []:
-        console.print(f"  {line}", markup=False)
+    for line in result.get("failure_details") or []:  # a path in it stays whole: it is copied
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     _print_where(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
@@ -552,21 +556,23 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
 
 
-def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None:
-    """The first rows held back as they were sent, their letters having gone to the same
-    addresses under another file (validation cannot tell a letter without a file of its own),
-    with their reasons, read from the report."""
+def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10) -> None:
+    """The first rows held back as their letters went to the same addresses under another
+    file, with their reasons: one list, as the summary counts them, of those validation held
+    (read from the rejects report) and those held as they were sent (validation cannot tell
+    a letter without a file of its own; read from the report)."""
     rows: list[dict[str, str]] = []
     count = 0
-    try:
-        with report.open(encoding="utf-8-sig", newline="") as stream:
-            for row in csv.DictReader(stream):
-                if row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE:
-                    count += 1
-                    if len(rows) < shown:
-                        rows.append(row)
-    except OSError:
-        return
+    files: list[str] = []
+    for key in ("rejects", "report"):
+        found = 0
+        for row in _csv_rows(result.get(key)):
+            if _held_under(row):
+                found += 1
+                if len(rows) < shown:
+                    rows.append(row)
+        count += found
+        files += [str(result[key])] if found else []
     if not rows:
         return
     console.print(
@@ -575,9 +581,27 @@ def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None
     for row in rows:
         console.print(f"  row {row.get('row')} {SENT_UNDER}: {row.get('reason')}", markup=False)
     if count > len(rows):
-        console.print(
-            f"  ... and {count - len(rows)} more in {report}", markup=False, soft_wrap=True
-        )
+        more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
+        console.print(more, markup=False, soft_wrap=True)
+
+
+def _held_under(row: dict[str, str]) -> bool:
+    """Whether a row of the rejects report (held by validation) or of the report (held as it
+    was sent) was held back as its letter went to its address under another file."""
+    at_send = row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE
+    return at_send or row.get("outcome") == SENT_UNDER
+
+
+def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:
+    """The rows of a report (rejects.csv, report.csv) as a stream; none when it cannot be
+    read (a run that failed may have written neither)."""
+    if not path:
+        return
+    try:
+        with Path(path).open(encoding="utf-8-sig", newline="") as stream:
+            yield from csv.DictReader(stream)
+    except OSError:
+        return
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
