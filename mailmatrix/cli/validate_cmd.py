@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
-from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, other_letter_hint
+from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, SENT_UNDER, other_letter_hint
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import (
     ChoiceRefused,
@@ -450,17 +450,35 @@ def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
         return {}
 
 
-def _sent_under_forecast(sent_under: Mapping[str, int]) -> str:
+def _sent_under_forecast(sent_under: Mapping[str, int], rows: Sequence[int]) -> str:
     """What `run` does with the rows whose letters went to the same addresses under other
-    files (``sent_under``: each file's name, how many)."""
+    files (``sent_under``: each file's name, how many; ``rows``: theirs, in order), in one
+    line for them all: the table of problems leaves them out, for the rows to fix."""
     held = sum(sent_under.values())
     files = ", ".join(sorted(sent_under))
     first = min(sent_under)
     return (
-        f"{held} of these rows already went to the same addresses under {files} (the same"
-        " letters: the same attachments); they will not be sent again. To send them again on"
-        f" purpose: `run --send-again-from {first}`."
+        f"{held} of these rows ({row_ranges(rows)}) already went to the same addresses under"
+        f" {files} (the same letters: the same attachments); they will not be sent again."
+        f" To send them again on purpose: `run --send-again-from {first}`. --rejects FILE"
+        " (or --json) gives each one's reason."
     )
+
+
+def row_ranges(rows: Sequence[int], shown: int = 12) -> str:
+    """``rows`` (in order) as people read them: "rows 2-20, 22, 24-30", the first ``shown``
+    runs of them, then how many more rows."""
+    runs: list[list[int]] = []
+    for row in rows:
+        if runs and row == runs[-1][1] + 1:
+            runs[-1][1] = row
+        else:
+            runs.append([row, row])
+    words = [str(a) if a == b else f"{a}-{b}" for a, b in runs[:shown]]
+    rest = sum(b - a + 1 for a, b in runs[shown:])
+    if rest:
+        words.append(f"and {rest} more")
+    return ("row " if len(rows) == 1 else "rows ") + ", ".join(words)
 
 
 @private_files()
@@ -592,6 +610,7 @@ def _show(
     problems += [
         (item["row"], item.get("outcome", "excluded"), "", item["reason"])
         for item in report.skipped
+        if item.get("outcome") != SENT_UNDER  # one line for them all (_sent_under_forecast)
     ]
     problems.sort()
     if problems:
@@ -661,7 +680,8 @@ def _show(
     else:
         console.print(f"[green]All good[/]: {sending}.")
     if held:
-        console.print(_sent_under_forecast(report.sent_under), markup=False)
+        rows = [item["row"] for item in report.skipped if item.get("outcome") == SENT_UNDER]
+        console.print(_sent_under_forecast(report.sent_under, sorted(rows)), markup=False)
     if refusal:
         console.print(
             f"[yellow]`run --smtp` would refuse this file ({refusal['error']}), sending nothing;"

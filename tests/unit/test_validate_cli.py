@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.cli import exits
-from mailmatrix.cli.validate_cmd import bundled_templates, validate_command
+from mailmatrix.cli.validate_cmd import bundled_templates, row_ranges, validate_command
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.local import RunForecast, Workdir, campaign_of_file
 from tests.fixtures.sending.kit import FakeClock
@@ -702,3 +702,15 @@ def test_validate_reads_the_record_of_known_workdirs_once(tmp_path, monkeypatch,
     # AND a damaged one is noted once, as a run through a mail server would stop at it
     note = json.loads(result.output)["earlier_runs"].get("record_note")
     assert (note or {}).get("error") == ("KnownWorkdirsDamaged" if damaged else None)
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ([7], "row 7"),
+        ([2, 3, 4, 9, 11, 12], "rows 2-4, 9, 11-12"),
+        (list(range(2, 60, 2)), "rows 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, and 17 more"),
+    ],
+)
+def test_rows_held_back_are_named_in_runs_of_rows(rows, said):
+    assert row_ranges(rows) == said
