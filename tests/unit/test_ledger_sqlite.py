@@ -33,6 +33,7 @@ from mailmatrix.processes import process_token
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    PRINT_WAYS,
     check_attachment_owner,
     check_attachment_owner_rules,
     check_batch_holds,
@@ -45,6 +46,11 @@ from tests.fixtures.sending.ledger_contract import (
     check_latest_upload,
     check_names,
     check_outcomes_of,
+    check_print_given_back,
+    check_print_held_by_state,
+    check_print_of_two_campaigns_at_once,
+    check_print_sent_again,
+    check_print_with_claim,
     check_release_failed,
     check_sent_copies,
     check_settled_keys,
@@ -1116,35 +1122,26 @@ def _claimed(ledger: SqliteLedger, key: str, campaign: str, row: int = 2) -> Non
     )
 
 
-def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledger, clock):
-    # GIVEN news.csv's letter claimed and held (being sent), and a copy's letter claimed
-    _claimed(ledger, "k-news", "c-news")
-    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1", "news.csv")) is None
-    _claimed(ledger, "k-copy", "c-copy")
+@pytest.mark.parametrize("way", PRINT_WAYS)
+@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
+def test_a_letter_is_held_by_another_campaigns_letter_that_may_have_gone(ledger, clock, case, way):
+    check_print_held_by_state(ledger, clock.sleep, case, way)
 
-    # WHEN the copy's letter of the same print is held THEN the first is named: it is not sent
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) == SentCopy(
-        "c-news", "", "", 2, "", "", "news.csv", clock.now
-    )
-    # AND named to send again, or of another print, it passes
-    again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
-    assert ledger.hold_letter("k-copy", again) is None
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p2")) is None
+
+def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledger, clock):
+    check_print_of_two_campaigns_at_once(ledger, clock)
 
 
 def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
-    # GIVEN a letter held, then given back as it failed for now (nothing went out)
-    _claimed(ledger, "k-news", "c-news")
-    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1")) is None
-    ledger.record_failed("k-news", code="Throttled", reason="slow down", permanent=False)
+    check_print_given_back(ledger)
 
-    # WHEN another campaign's letter of that print is held THEN it passes; a rerun of the
-    # same campaign is never held back by its own letter
-    _claimed(ledger, "k-copy", "c-copy")
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) is None
-    ledger.record_sent("k-copy", message_id="m-1")
-    _claimed(ledger, "k-copy-2", "c-copy", row=3)
-    assert ledger.hold_letter("k-copy-2", LetterPrint("c-copy", "p1")) is None
+
+def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger, clock):
+    check_print_with_claim(ledger, clock)
+
+
+def test_a_third_copy_is_held_by_a_letter_it_does_not_send_again(ledger):
+    check_print_sent_again(ledger)
 
 
 def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 2) -> Claim:
@@ -1153,26 +1150,15 @@ def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 
     )
 
 
-def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger, clock):
-    # GIVEN news.csv's letter claimed with its print (being sent)
-    news = _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
-    assert news == Claim("claimed") and news.held is None
-
-    # WHEN a copy's letter of the same print is claimed with it THEN it is claimed, and the
-    # first letter named as held: the caller gives it back unsent
-    copy = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
-    assert copy.state == "claimed"
-    assert copy.held == SentCopy("c-news", "", "", 2, "", "", "news.csv", clock.now)
-    # AND a letter held kept no print: a third copy is held by news.csv's alone
-    third = _claim_with(ledger, "k-third", LetterPrint("c-third", "p1"))
-    assert third.held is not None and third.held.campaign == "c-news"
+def test_a_letter_held_keeps_no_print_and_one_sent_again_keeps_its_own(ledger):
+    # GIVEN news.csv's letter claimed with its print, and a copy's held back by it
+    _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
+    assert _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv")).held
     ledger.record_failed("k-copy", code="SentUnder", reason="held", permanent=False)
-    ledger.record_failed("k-third", code="SentUnder", reason="held", permanent=False)
 
     # WHEN the copy names news.csv to send again THEN it passes, its print kept with its key
     again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
-    passed = _claim_with(ledger, "k-copy", again)
-    assert passed == Claim("claimed") and passed.held is None
+    assert _claim_with(ledger, "k-copy", again).held is None
     with closing(sqlite3.connect(ledger.path)) as db:
         kept = db.execute(
             "SELECT key, letter_print, file_source FROM sends WHERE letter_print IS NOT NULL"
