@@ -1065,3 +1065,37 @@ def test_a_letters_print_is_kept_in_its_entry_and_the_print_item_lists_no_row(le
 def test_hold_letter_of_a_key_never_claimed_is_a_ledger_error(ledger):
     with pytest.raises(LedgerError, match="no such entry"):
         ledger.hold_letter("nope", LetterPrint("c", "p1"))
+
+
+def _send(items, campaign, ledger, ses, clock):
+    return send_batch(
+        items,
+        campaign,
+        catalog=kit.catalog(),
+        fetch_attachment=kit.fetcher(),
+        mailer=ses,
+        ledger=ledger,
+        attempt=f"{campaign['id']}/child",
+        sleep=clock.sleep,
+        clock=clock,
+    )
+
+
+def test_a_renamed_copy_of_a_sent_file_mails_no_one_again_unless_sent_again_from(ledger, clock):
+    # GIVEN news.csv's letters sent on AWS
+    case = "20-retry-must-not-double-send"
+    ses = FakeSes(clock=clock)
+    news = kit.campaign("c-news", source={"key": "incoming/news.csv"})
+    assert _send(kit.manifest(case, "c-news"), news, ledger, ses, clock).sent == 5
+
+    # WHEN a renamed copy runs THEN each letter is given back unsent, naming news.csv
+    copy = kit.campaign("c-copy", source={"key": "incoming/copy.csv"})
+    held = _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock)
+    assert [r.get("code") for r in held.rows] == ["SentUnder"] * 5
+    assert all("news.csv" in r["reason"] for r in held.rows)
+    assert len(ses.calls) == 5
+
+    # WHEN it runs again sending news.csv's letters again THEN they go out
+    copy["send_again_from"] = ["news.csv"]
+    assert _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock).sent == 5
+    assert len(ses.calls) == 10
