@@ -23,6 +23,7 @@ from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending import kit
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    PRINT_CHECKS,
     PRINT_WAYS,
     check_attachment_owner,
     check_attachment_owner_rules,
@@ -36,11 +37,6 @@ from tests.fixtures.sending.ledger_contract import (
     check_latest_upload,
     check_names,
     check_outcomes_of,
-    check_print_given_back,
-    check_print_held_by_state,
-    check_print_of_two_campaigns_at_once,
-    check_print_sent_again,
-    check_print_with_claim,
     check_release_failed,
     check_sent_copies,
     check_settled_keys,
@@ -944,26 +940,9 @@ def test_an_operators_choice_is_kept_with_its_time(ledger, clock):
     assert float(found["at"]["N"]) == clock()
 
 
-@pytest.mark.parametrize("way", PRINT_WAYS)
-@pytest.mark.parametrize("case", OTHER_LETTER_CASES)
-def test_a_letter_is_held_by_another_campaigns_letter_that_may_have_gone(ledger, clock, case, way):
-    check_print_held_by_state(ledger, clock.sleep, case, way)
-
-
-def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledger, clock):
-    check_print_of_two_campaigns_at_once(ledger, clock)
-
-
-def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
-    check_print_given_back(ledger)
-
-
-def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger, clock):
-    check_print_with_claim(ledger, clock)
-
-
-def test_a_third_copy_is_held_by_a_letter_it_does_not_send_again(ledger):
-    check_print_sent_again(ledger)
+@pytest.mark.parametrize("check", PRINT_CHECKS)
+def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, check):
+    PRINT_CHECKS[check](ledger, clock)
 
 
 class PrintRacingClient:
