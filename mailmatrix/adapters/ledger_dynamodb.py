@@ -20,16 +20,29 @@ CSV name) with the owner's ``recipient`` and ``masked``: the sparse index ``by_f
 (``file_size``, ``file_print``) holds those letters alone, and validation of any campaign finds
 a file's copies by it (sent_copies); letters recorded before it are not in it. A batch reads
 the campaign's halt, latest upload, set names and rows unanswered in one BatchGetItem
-(campaign_status). Every claim is a conditional write, so two attempts never both hold the
-claim of one key while its lease runs (semantics: mailmatrix.ports.Ledger).
+(campaign_status).
 
-In a campaign of several template sets a claim is a transaction instead: the conditional Put
-and a ConditionCheck of the same address's entry in each other set (none of their letters may
-have gone out). A transaction bills each of its items at twice a plain write's capacity, so
-such a claim costs 2 write units per set (4 with two sets, against 1), in one request as
-before; a campaign of one set claims with the plain Put. A row that names its own file claims
-in a transaction too, with a conditional Put of the file's owner item (docs/sending.md, "One
-recipient per file").
+A letter about to be sent keeps its print (core.send.letter_print: its address, subject,
+bodies and own file) in its entry (``letter_print``, with ``file_source``, the campaign's CSV
+name), and an item keyed ``print#<print>`` names the letters of that print that may have gone
+out (``letters``: each key with its campaign and ``source``; ``turn`` counts its writes). The
+letter's claim (claim's ``letter``), else hold_letter, reads that item, asks the letters it
+names of other campaigns whether they may have gone out, and either holds the letter back or
+writes the item in the same transaction as the claim (or the entry's update), conditional on
+the item being as read and on the letters it drops still not having gone out: of two copies
+of a file run at once only one passes (see _print_items). No index: a GSI read is only
+eventually consistent, and could not close that race.
+
+Every claim is a conditional write, so two attempts never both hold the claim of one key while
+its lease runs (semantics: mailmatrix.ports.Ledger). In a campaign of several template sets a
+claim is a transaction instead: the conditional Put and a ConditionCheck of the same address's
+entry in each other set (none of their letters may have gone out). A transaction bills each of
+its items at twice a plain write's capacity, so such a claim costs 2 write units per set (4
+with two sets, against 1), in one request as before; a claim without other sets, file or
+print claims with the plain Put. A row that names its own file claims in a transaction too,
+with a conditional Put of the file's owner item (docs/sending.md, "One recipient per file"),
+and so does a letter composed before its claim, with its print item (4 write units, and a
+consistent read of the print item, against 1).
 """
 
 from __future__ import annotations
@@ -48,7 +61,10 @@ from mailmatrix.adapters import _aws
 from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    IN_DOUBT,
     OUTCOME_UNKNOWN,
+    SENDING,
+    SENT,
     UNCERTAIN_RELEASE,
     CampaignName,
     CampaignStatus,
@@ -65,6 +81,7 @@ from mailmatrix.ports import (
     doubt_reason,
     letter_parts,
     name_fold,
+    sending_elsewhere,
 )
 
 logger = logging.getLogger(__name__)
@@ -165,6 +182,67 @@ def _gone(entry: Mapping[str, Any]) -> bool:
     )
 
 
+def _not_gone_check(table: str, key: str) -> dict[str, Any]:
+    """The transaction item that holds while the letter ``key`` cannot have gone out."""
+    return {"ConditionCheck": {"TableName": table, "Key": {KEY: {"S": key}}, **_NOT_GONE}}
+
+
+PRINT_PREFIX = "print#"
+# SentCopy.state of the letters that hold a print, the first named first (_print_items).
+_PRINT_ORDER = (SENT, SENDING, IN_DOUBT)
+_PRINT_TRIES = 5
+# The most items one TransactWriteItems takes ("groups up to 100 action requests"):
+# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html
+_TRANSACTION_ITEMS = 100
+
+
+def _print_key(print: str) -> str:
+    """The key of the item naming the letters of ``print`` (core.send.letter_print)."""
+    return PRINT_PREFIX + print
+
+
+def _print_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """The letters a print item names: each key with its campaign and campaign's file."""
+    letters = (item or {}).get("letters", {}).get("M", {})
+    return {
+        key: (origin["M"]["campaign"]["S"], origin["M"].get("source", {}).get("S", ""))
+        for key, origin in letters.items()
+    }
+
+
+def _print_stamp(letter: LetterPrint) -> dict[str, dict[str, str | bool]]:
+    """The attributes that keep ``letter``'s print (and its campaign's file) with its key."""
+    stamp: dict[str, dict[str, str | bool]] = {"letter_print": {"S": letter.print}}
+    if letter.source:
+        stamp["file_source"] = {"S": letter.source}
+    return stamp
+
+
+def _letter_state(entry: Mapping[str, Any], now: float) -> str:
+    """SentCopy.state of ``entry``'s letter, which may have gone out (_gone): sent, being sent
+    now (claimed, its lease not run out: the attempt may yet fail), or in doubt."""
+    if entry.get("state") == "sent":
+        return SENT
+    if entry.get("state") == "claimed" and float(entry.get("lease_until") or 0) > now:
+        return SENDING
+    return IN_DOUBT
+
+
+def _sent_copy(entry: Mapping[str, Any], source: str, now: float) -> SentCopy:
+    """The SentCopy that holds a letter back: ``entry``'s letter, of the file ``source``."""
+    return SentCopy(
+        str(entry.get("campaign", "")),
+        str(entry.get("file") or ""),
+        "",
+        int(entry.get("row", 0)),
+        "",
+        "",
+        source or str(entry.get("file_source") or ""),
+        float(entry.get("updated_at") or 0),
+        _letter_state(entry, now),
+    )
+
+
 # Entries outlive the 14-day redrive window of Step Functions by a wide margin.
 DEFAULT_RETENTION_SECONDS = 400 * 24 * 3600
 
@@ -195,6 +273,7 @@ _NAMES = {
     "#rcp": "recipient",
     "#masked": "masked",
     "#fsrc": "file_source",
+    "#lp": "letter_print",
 }
 
 
@@ -239,8 +318,9 @@ class DynamoDbLedger:
         """Atomically claim ``key`` for ``attempt`` unless settled or held by a live attempt,
         or (``others``) another set's letter to the address may have gone out, or (``owner``)
         the row's own file may have gone to another recipient (unless ``corrected``: the
-        file's owner item is then put whoever it named). ``letter`` is not looked at: this
-        ledger keeps no prints (see hold_letter), so a granted claim is never ``held``.
+        file's owner item is then put whoever it named); with ``letter``, a claim that would
+        be granted is ``held`` as hold_letter would hold it (nothing of the print written),
+        else its print item is written in the claim's transaction (see _print_items).
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -305,6 +385,14 @@ class DynamoDbLedger:
             }
             if uncertain:
                 item["uncertain"] = {"BOOL": True}
+            sent_under: SentCopy | None = None  # the letter of another campaign that holds
+            printing: list[dict[str, Any]] = []
+            if letter is not None:
+                sent_under, printing = self._print_items(key, letter, now)
+                if sent_under is not None and sent_under.state == SENDING:
+                    return Claim("busy", reason=sending_elsewhere(sent_under))  # nothing written
+                if sent_under is None:
+                    item.update(_print_stamp(letter))
             request: dict[str, Any] = {
                 "TableName": self.table,
                 "Item": item,
@@ -319,7 +407,7 @@ class DynamoDbLedger:
                     campaign, key, row, owner, now, taken_from, corrected=corrected
                 )
             try:
-                other = self._put_claim(request, others or {}, owning)
+                other = self._put_claim(request, others or {}, owning, printing)
             except _EntryChanged:
                 continue  # another attempt wrote first: read again and decide again
             except _OwnerHeld:
@@ -336,11 +424,15 @@ class DynamoDbLedger:
             if previous is not None:
                 logger.debug("ledger: row %s taken over from %s by %s", row, previous, attempt)
                 reason = f"taken over from attempt {previous}"
-                return Claim("claimed", reason=reason, attempt=previous, doubts=doubts)
+                return Claim(
+                    "claimed", reason=reason, attempt=previous, doubts=doubts, held=sent_under
+                )
             if uncertain:
                 reason = UNCERTAIN_RELEASE.format(holder)
-                return Claim("claimed", reason=reason, attempt=holder, doubts=doubts)
-            return Claim("claimed", doubts=doubts)
+                return Claim(
+                    "claimed", reason=reason, attempt=holder, doubts=doubts, held=sent_under
+                )
+            return Claim("claimed", doubts=doubts, held=sent_under)
         return Claim("busy", reason="the entry kept changing while being claimed")
 
     def _put_claim(
@@ -348,14 +440,17 @@ class DynamoDbLedger:
         request: dict[str, Any],
         others: Mapping[str, str],
         owning: list[dict[str, Any]] | None = None,
+        printing: list[dict[str, Any]] | None = None,
     ) -> str | None:
         """Write the claim (a conditional PutItem ``request``), in one transaction with the
-        check that none of ``others``' letters may have gone out and with ``owning`` (the
-        file owner's Put, and the check of the letter it takes the file over from); return
-        None, or the set of the letter that refused it. Raise _OwnerHeld when the file's owner
-        is another recipient, _EntryChanged when the claim's own condition failed, or another
-        transaction was writing one of the items."""
-        if not others and not owning:
+        check that none of ``others``' letters may have gone out, with ``owning`` (the file
+        owner's Put, and the check of the letter it takes the file over from) and with
+        ``printing`` (the letter's print item, see _print_items); return None, or the set of
+        the letter that refused it. Raise _OwnerHeld when the file's owner is another
+        recipient, _EntryChanged when the claim's own condition failed, the print item or a
+        letter it checks changed since read, or another transaction was writing one of the
+        items."""
+        if not others and not owning and not printing:
             try:
                 self._db.put_item(**request)
             except ClientError as error:
@@ -363,29 +458,32 @@ class DynamoDbLedger:
                     raise _EntryChanged from error
                 raise
             return None
-        owned = owning or []
-        checks = [
-            {"ConditionCheck": {"TableName": self.table, "Key": {KEY: {"S": key}}, **_NOT_GONE}}
-            for key in others
-        ]
+        owned, printed = owning or [], printing or []
+        checks = [_not_gone_check(self.table, key) for key in others]
+        items = [{"Put": request}, *owned, *checks, *printed]
         try:
-            self._db.transact_write_items(TransactItems=[{"Put": request}, *owned, *checks])
+            self._db.transact_write_items(
+                TransactItems=self._bounded(items, request["Item"][KEY]["S"])
+            )
         except ClientError as error:
             if _aws.error_code(error) != "TransactionCanceledException":
                 raise
-            # One reason per item, in order: the claim's Put, the owner's, then the checks.
+            # One reason per item, in order: the claim's Put, the owner's, the checks, the print.
             codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            if len(codes) != 1 + len(owned) + len(others):
+            if len(codes) != len(items):
                 raise
             if codes[0] == "ConditionalCheckFailed" or "TransactionConflict" in codes:
                 raise _EntryChanged from error
-            for code, letter in zip(codes[1 + len(owned) :], others.values(), strict=True):
+            checked = codes[1 + len(owned) : 1 + len(owned) + len(others)]
+            for code, letter in zip(checked, others.values(), strict=True):
                 if code == "ConditionalCheckFailed":
                     return letter
             if owned and codes[1] == "ConditionalCheckFailed":
                 raise _OwnerHeld from error
             if "ConditionalCheckFailed" in codes[2 : 1 + len(owned)]:
                 raise _EntryChanged from error  # the letter taken over from may have gone now
+            if "ConditionalCheckFailed" in codes[len(items) - len(printed) :]:
+                raise _EntryChanged from error  # read the print item again and decide again
             raise
         return None
 
@@ -435,8 +533,7 @@ class DynamoDbLedger:
         }
         items: list[dict[str, Any]] = [{"Put": put}]
         if taken_from is not None:
-            key_of = {KEY: {"S": taken_from}}
-            items.append({"ConditionCheck": {"TableName": self.table, "Key": key_of, **_NOT_GONE}})
+            items.append(_not_gone_check(self.table, taken_from))
         return items
 
     def _owner_letter(
@@ -528,14 +625,125 @@ class DynamoDbLedger:
             return {size for size in pool.map(probe, sizes) if size is not None}
 
     def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
-        """None: this ledger keeps no letter's print, so a letter without a file of its own
-        that went out under another file is not held back at send time (see the NOTE)."""
-        # NOTE: holding a letter by its print needs a sparse index on letter_print (a new GSI
-        # in infra/template.yaml) and, so that two copies run at once cannot both pass, a
-        # transaction of a conditional Put of an item keyed by the print with a ConditionCheck
-        # of the letter that item names (whether it may have gone out). Neither exists yet;
-        # validation still holds back letters whose own file went under another file.
-        return None
+        """The letter of another campaign of ``letter``'s print that may have gone out, not of
+        a file it sends again; else None, and the print kept with ``key`` (see the Ledger
+        port): one transaction of the key's update and its print item (_print_items), tried
+        again while another letter of the print changes the item between its read and write."""
+        for _ in range(_PRINT_TRIES):
+            held, printing = self._print_items(key, letter, self._clock())
+            if held is not None:
+                return held
+            values = {":lp": {"S": letter.print}}
+            expression = "SET #lp = :lp"
+            if letter.source:
+                values[":fsrc"] = {"S": letter.source}
+                expression += ", #fsrc = if_not_exists(#fsrc, :fsrc)"
+            stamp = {
+                "TableName": self.table,
+                "Key": {KEY: {"S": key}},
+                "UpdateExpression": expression,
+                "ConditionExpression": "attribute_exists(#k)",
+                "ExpressionAttributeNames": {
+                    a: _NAMES[a] for a in re.findall(r"#\w+", expression + " #k")
+                },
+                "ExpressionAttributeValues": values,
+            }
+            items = [{"Update": stamp}, *printing]
+            try:
+                self._db.transact_write_items(TransactItems=self._bounded(items, key))
+            except ClientError as error:
+                if _aws.error_code(error) != "TransactionCanceledException":
+                    raise self._error("hold_letter", key, error) from error
+                codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise LedgerError(
+                        f"dynamodb://{self.table}: hold_letter {key[:12]}: no such entry"
+                    ) from error
+                if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
+                    continue  # another letter of the print came first: read again, decide again
+                raise self._error("hold_letter", key, error) from error
+            except BotoCoreError as error:
+                raise self._error("hold_letter", key, error) from error
+            return None
+        raise LedgerError(
+            f"dynamodb://{self.table}: hold_letter {key[:12]}: the letter's print item kept"
+            f" changing ({_PRINT_TRIES} tries); the letter was not sent, a retry looks again"
+        )
+
+    def _print_items(
+        self, key: str, letter: LetterPrint, now: float
+    ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
+        """The letter of another campaign of ``letter``'s print that may have gone out and is
+        not of a file ``letter`` sends again (the earliest written), and no items; else None,
+        and the transaction items that make ``key`` one of the print's letters.
+
+        The print item (``print#<print>``) names every letter of the print that may have gone
+        out, each with its campaign and file (``letters``), not only the latest: a copy sent
+        again on purpose (``again``) joins the letters it passed, so a third copy that names
+        only the second file is still held back by the first. A letter read as unable to
+        have gone out is left out of the item, and checked in the same transaction that it
+        still cannot have (a claim taken meanwhile would have gone out); the letters not read
+        (this campaign's, those sent again) stay. The item's Put holds only while the item is
+        as read (``turn``): of two letters of the print written at once, the second reads
+        again and is held back by the first. One consistent read of the item, and one
+        BatchGetItem of the letters it names that could hold this one back (mostly none).
+        """
+        found = self._get_item(_print_key(letter.print))
+        named = _print_letters(found)
+        asked = [
+            other
+            for other, (campaign, source) in named.items()
+            if other != key
+            and campaign != letter.campaign
+            and not letter.again & {campaign, source}
+        ]
+        entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
+        # Sent first, then being sent now, then in doubt; the earliest written of each.
+        gone = sorted(
+            (e for e in entries if _gone(e)),
+            key=lambda e: (
+                _PRINT_ORDER.index(_letter_state(e, now)),
+                float(e.get("updated_at", 0)),
+            ),
+        )
+        if gone:
+            return _sent_copy(gone[0], named[gone[0][KEY]][1], now), []
+
+        kept = {other: origin for other, origin in named.items() if other not in asked}
+        kept[key] = (letter.campaign, letter.source)
+        turn = int(_plain(found).get("turn", 0)) if found else 0
+        item = {
+            KEY: {"S": _print_key(letter.print)},
+            "letters": {
+                "M": {
+                    other: {"M": {"campaign": {"S": campaign}, "source": {"S": source}}}
+                    for other, (campaign, source) in kept.items()
+                }
+            },
+            "turn": {"N": str(turn + 1)},
+            "updated_at": {"N": repr(float(now))},
+            "expires_at": {"N": str(int(now) + self.retention_seconds)},
+        }
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if found is None:
+            put["ConditionExpression"] = "attribute_not_exists(#k)"
+            put["ExpressionAttributeNames"] = {"#k": KEY}
+        else:
+            put["ConditionExpression"] = "#turn = :turn"
+            put["ExpressionAttributeNames"] = {"#turn": "turn"}
+            put["ExpressionAttributeValues"] = {":turn": {"N": str(turn)}}
+        return None, [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
+
+    def _bounded(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+        """``items``, unless more than one transaction takes: then a LedgerError."""
+        if len(items) <= _TRANSACTION_ITEMS:
+            return items
+        raise LedgerError(
+            f"dynamodb://{self.table}: {key[:12]}: claiming the letter would take {len(items)}"
+            f" items in one transaction, more than DynamoDB takes ({_TRANSACTION_ITEMS}): its"
+            " print item names too many letters given back unsent. The letter was not sent;"
+            " a retry meets the same, so report this with the row"
+        )
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
         """The letters of any campaign that may have gone out with their recipient's own

@@ -193,9 +193,12 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     )
     workdir = tmp_path / "w"
 
-    # WHEN the file runs
+    # WHEN the file runs (on a console wide enough not to fold the ledger's long path, which
+    # would put a space in it whatever the length of the test's temporary folder)
     result = CliRunner().invoke(
-        cli, ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)]
+        cli,
+        ["run", str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir)],
+        env={"COLUMNS": "1000"},
     )
 
     # THEN it failed, sending nothing; it names the file that could not be written and why,

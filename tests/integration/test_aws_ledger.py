@@ -18,11 +18,13 @@ from mailmatrix.core.addresses import mask
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.send import recipient_key, send_batch
 from mailmatrix.errors import LedgerError, LedgerNotWritten
-from mailmatrix.ports import Claim, FileOwner
+from mailmatrix.ports import SENDING, Claim, FileOwner, LetterPrint
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending import kit
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    PRINT_CHECKS,
+    PRINT_WAYS,
     check_attachment_owner,
     check_attachment_owner_rules,
     check_batch_holds,
@@ -936,3 +938,147 @@ def test_an_operators_choice_is_kept_with_its_time(ledger, clock):
         {"S": "offers.csv"},
     )
     assert float(found["at"]["N"]) == clock()
+
+
+@pytest.mark.parametrize("check", PRINT_CHECKS)
+def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, check):
+    PRINT_CHECKS[check](ledger, clock)
+
+
+class PrintRacingClient:
+    """A DynamoDB client that runs ``rival`` once, just before our first transaction lands
+    (after our read of the print item), and counts our transactions."""
+
+    def __init__(self, client, rival) -> None:
+        self._client, self._rival, self.transactions = client, rival, 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **request):
+        self.transactions += 1
+        if self.transactions == 1:
+            self._rival()
+        return self._client.transact_write_items(**request)
+
+
+@pytest.mark.parametrize("way", PRINT_WAYS)
+def test_of_two_copies_whose_print_items_are_written_at_once_only_one_passes(aws, clock, way):
+    # GIVEN a copy's letter whose print item another campaign's letter of the same print
+    # writes between the copy's read of the item and its write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client, clock=clock)
+    news = LetterPrint("c-news", "p1", "news.csv")
+
+    def first() -> None:
+        claim = rival.claim("k-news", campaign="c-news", row=2, attempt="n", letter=news)
+        assert claim.held is None
+
+    racing = PrintRacingClient(client, first)
+    ours = DynamoDbLedger(table, racing, clock=clock)
+    copy = LetterPrint("c-copy", "p1", "copy.csv")
+
+    # WHEN the copy's letter is claimed and its print looked for
+    if way == "claim":
+        claim = ours.claim("k-copy", campaign="c-copy", row=2, attempt="c", letter=copy)
+        held = None
+    else:
+        assert ours.claim("k-copy", campaign="c-copy", row=2, attempt="c") == Claim("claimed")
+        held = ours.hold_letter("k-copy", copy)
+
+    # THEN its one transaction found the item changed (refused), it read again and found the
+    # other being sent: the claim waits (busy), hold_letter names it, nothing of the print
+    # written
+    assert racing.transactions == 1
+    if way == "claim":
+        assert claim.state == "busy" and "being sent under news.csv" in str(claim.reason)
+    else:
+        assert held is not None
+        assert (held.campaign, held.source, held.state) == ("c-news", "news.csv", SENDING)
+    # AND the print item names the first letter alone
+    item = client.get_item(TableName=table, Key={"idempotency_key": {"S": "print#p1"}})["Item"]
+    assert set(item["letters"]["M"]) == {"k-news"}
+
+
+def test_a_letter_taken_again_while_another_passes_it_holds_that_one_back(aws, clock):
+    # GIVEN news.csv's letter given back unsent, the only letter its print item names, and
+    # claimed again (without its print yet) between a copy's read of the item and its write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client, clock=clock)
+    news = LetterPrint("c-news", "p1", "news.csv")
+    assert rival.claim("k-news", campaign="c-news", row=2, attempt="n", letter=news).held is None
+    rival.record_failed("k-news", code="Throttled", reason="slow down", permanent=False)
+    racing = PrintRacingClient(
+        client, lambda: rival.claim("k-news", campaign="c-news", row=2, attempt="n2")
+    )
+
+    # WHEN the copy's letter is claimed with its print
+    claim = DynamoDbLedger(table, racing, clock=clock).claim(
+        "k-copy", campaign="c-copy", row=2, attempt="c", letter=LetterPrint("c-copy", "p1")
+    )
+
+    # THEN the check that news.csv's letter cannot have gone out failed its one transaction:
+    # the copy read again and found it being sent: it waits (busy), nothing written; and
+    # news.csv's letter passes when it looks
+    assert racing.transactions == 1
+    assert claim.state == "busy" and "being sent under news.csv" in str(claim.reason)
+    assert rival.hold_letter("k-news", news) is None
+
+
+def test_a_letters_print_is_kept_in_its_entry_and_the_print_item_lists_no_row(ledger):
+    # GIVEN a letter claimed with its print, and another claimed, then looked for
+    news = LetterPrint("c-news", "p1", "news.csv")
+    ledger.claim("k-news", campaign="c-news", row=2, attempt="a", letter=news)
+    ledger.claim("k-news-2", campaign="c-news", row=3, attempt="a")
+    assert ledger.hold_letter("k-news-2", news._replace(print="p2")) is None
+
+    # THEN each entry keeps its print and its campaign's file, and the print items (no
+    # campaign, no row) are none of the campaign's rows
+    db, table = ledger._db, ledger.table
+    for key, print in (("k-news", "p1"), ("k-news-2", "p2")):
+        entry = db.get_item(TableName=table, Key={"idempotency_key": {"S": key}})["Item"]
+        assert (entry["letter_print"]["S"], entry["file_source"]["S"]) == (print, "news.csv")
+        found = db.get_item(TableName=table, Key={"idempotency_key": {"S": f"print#{print}"}})
+        assert found["Item"]["letters"]["M"][key]["M"]["source"]["S"] == "news.csv"
+    assert [o.key for o in ledger.outcomes("c-news")] == ["k-news", "k-news-2"]
+
+
+def test_hold_letter_of_a_key_never_claimed_is_a_ledger_error(ledger):
+    with pytest.raises(LedgerError, match="no such entry"):
+        ledger.hold_letter("nope", LetterPrint("c", "p1"))
+
+
+def _send(items, campaign, ledger, ses, clock):
+    return send_batch(
+        items,
+        campaign,
+        catalog=kit.catalog(),
+        fetch_attachment=kit.fetcher(),
+        mailer=ses,
+        ledger=ledger,
+        attempt=f"{campaign['id']}/child",
+        sleep=clock.sleep,
+        clock=clock,
+    )
+
+
+def test_a_renamed_copy_of_a_sent_file_mails_no_one_again_unless_sent_again_from(ledger, clock):
+    # GIVEN news.csv's letters sent on AWS
+    case = "20-retry-must-not-double-send"
+    ses = FakeSes(clock=clock)
+    news = kit.campaign("c-news", source={"key": "incoming/news.csv"})
+    assert _send(kit.manifest(case, "c-news"), news, ledger, ses, clock).sent == 5
+
+    # WHEN a renamed copy runs THEN each letter is given back unsent, naming news.csv
+    copy = kit.campaign("c-copy", source={"key": "incoming/copy.csv"})
+    held = _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock)
+    assert [r.get("code") for r in held.rows] == ["SentUnder"] * 5
+    assert all("news.csv" in r["reason"] for r in held.rows)
+    assert len(ses.calls) == 5
+
+    # WHEN it runs again sending news.csv's letters again THEN they go out
+    copy["send_again_from"] = ["news.csv"]
+    assert _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock).sent == 5
+    assert len(ses.calls) == 10

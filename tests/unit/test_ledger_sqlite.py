@@ -21,9 +21,6 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
-    IN_DOUBT,
-    SENDING,
-    SENT,
     Claim,
     FileOwner,
     Halt,
@@ -36,6 +33,7 @@ from mailmatrix.processes import process_token
 from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
+    PRINT_CHECKS,
     check_attachment_owner,
     check_attachment_owner_rules,
     check_batch_holds,
@@ -1119,61 +1117,9 @@ def _claimed(ledger: SqliteLedger, key: str, campaign: str, row: int = 2) -> Non
     )
 
 
-def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledger, clock):
-    # GIVEN news.csv's letter claimed and held (being sent), and a copy's letter claimed
-    _claimed(ledger, "k-news", "c-news")
-    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1", "news.csv")) is None
-    _claimed(ledger, "k-copy", "c-copy")
-
-    # WHEN the copy's letter of the same print is held THEN the first is named, as being
-    # sent now: the copy waits for it
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) == SentCopy(
-        "c-news", "", "", 2, "", "", "news.csv", clock.now, SENDING
-    )
-    # AND once it went out, as sent
-    ledger.record_sent("k-news", message_id="m-1")
-    held = ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1"))
-    assert held is not None and held.state == SENT
-    # AND named to send again, or of another print, it passes
-    again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
-    assert ledger.hold_letter("k-copy", again) is None
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p2")) is None
-
-
-def test_a_letter_whose_attempt_ended_as_it_sent_it_is_named_in_doubt(ledger, clock):
-    # GIVEN news.csv's letter claimed with its print, by an attempt whose lease has passed
-    ledger.claim(
-        "k-news",
-        campaign="c-news",
-        row=2,
-        attempt="c-news/a",
-        lease_until=clock.now + 60,
-        letter=LetterPrint("c-news", "p1", "news.csv"),
-    )
-    clock.sleep(61)
-
-    # WHEN a copy's letter of that print is held, or claimed with it THEN it is named in doubt
-    _claimed(ledger, "k-copy", "c-copy")
-    held = ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1"))
-    assert held is not None and (held.source, held.state) == ("news.csv", IN_DOUBT)
-    claimed = _claim_with(ledger, "k-copy-2", LetterPrint("c-copy", "p1"), row=3)
-    assert claimed.state == "claimed"
-    assert claimed.held is not None and claimed.held.state == IN_DOUBT
-
-
-def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
-    # GIVEN a letter held, then given back as it failed for now (nothing went out)
-    _claimed(ledger, "k-news", "c-news")
-    assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1")) is None
-    ledger.record_failed("k-news", code="Throttled", reason="slow down", permanent=False)
-
-    # WHEN another campaign's letter of that print is held THEN it passes; a rerun of the
-    # same campaign is never held back by its own letter
-    _claimed(ledger, "k-copy", "c-copy")
-    assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) is None
-    ledger.record_sent("k-copy", message_id="m-1")
-    _claimed(ledger, "k-copy-2", "c-copy", row=3)
-    assert ledger.hold_letter("k-copy-2", LetterPrint("c-copy", "p1")) is None
+@pytest.mark.parametrize("check", PRINT_CHECKS)
+def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, check):
+    PRINT_CHECKS[check](ledger, clock)
 
 
 def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 2) -> Claim:
@@ -1182,34 +1128,16 @@ def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 
     )
 
 
-def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger, clock):
-    # GIVEN news.csv's letter claimed with its print (being sent)
-    news = _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
-    assert news == Claim("claimed") and news.held is None
-
-    # WHEN a copy's letter of the same print is claimed with it THEN it waits (busy), as its
-    # like may yet fail, and nothing of it is written
-    waiting = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
-    assert waiting.state == "busy"
-    assert "is being sent under news.csv now" in str(waiting.reason)
-    assert [o.key for o in ledger.outcomes("c-copy")] == []
-
-    # WHEN news.csv's letter went out THEN the copy's is claimed, and that letter named as
-    # held: the caller gives it back unsent
-    ledger.record_sent("k-news", message_id="m-1")
-    copy = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
-    assert copy.state == "claimed"
-    assert copy.held == SentCopy("c-news", "", "", 2, "", "", "news.csv", clock.now, SENT)
-    # AND a letter held kept no print: a third copy is held by news.csv's alone
-    third = _claim_with(ledger, "k-third", LetterPrint("c-third", "p1"))
-    assert third.held is not None and third.held.campaign == "c-news"
+def test_a_letter_held_keeps_no_print_and_one_sent_again_keeps_its_own(ledger):
+    # GIVEN news.csv's letter sent with its print, and a copy's held back by it
+    _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
+    ledger.record_sent("k-news", message_id="m-news")
+    assert _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv")).held
     ledger.record_failed("k-copy", code="SentUnder", reason="held", permanent=False)
-    ledger.record_failed("k-third", code="SentUnder", reason="held", permanent=False)
 
     # WHEN the copy names news.csv to send again THEN it passes, its print kept with its key
     again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
-    passed = _claim_with(ledger, "k-copy", again)
-    assert passed == Claim("claimed") and passed.held is None
+    assert _claim_with(ledger, "k-copy", again).held is None
     with closing(sqlite3.connect(ledger.path)) as db:
         kept = db.execute(
             "SELECT key, letter_print, file_source FROM sends WHERE letter_print IS NOT NULL"
