@@ -661,6 +661,19 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     )
 
 
+def _templates_changed(workdir: Workdir, campaign: str, way: dict) -> bool:
+    """Whether the campaign's earlier runs in this workdir made their letters from another
+    templates folder than ``way`` does (a damaged record: not known here, the run's check of
+    its way says so)."""
+    try:
+        earlier = _deliveries(workdir).get(campaign)
+    except DeliveriesDamaged:
+        return False
+    if not isinstance(earlier, dict):
+        return False
+    return earlier.get("templates", way["templates"]) != way["templates"]
+
+
 @dataclass(frozen=True)
 class WayChange:
     """One way a run differs from its campaign's earlier runs in a workdir: what those did
@@ -1859,16 +1872,20 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    if mailer and delivery_of(mailer) != "outbox":
-        check_real_recipients(csv_path, mailer, templates_dir, sender)
     campaign = campaign_of_file(csv_path)
+    way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
+    if mailer and delivery_of(mailer) != "outbox":
+        # A rerun that forgot --templates is told the folder its earlier runs used, not to
+        # make the bundled demo's letters its own (the way is checked again below, locked).
+        if _templates_changed(wd, campaign, way):
+            check_campaign_way(wd, campaign, csv_path.name, way)
+        check_real_recipients(csv_path, mailer, templates_dir, sender)
     check_ledger_kept(wd, campaign, csv_path.name)
     check_name_alike(wd, csv_path)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
-    way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
     check_workdir_writable(wd)
     with _known_workdirs(way, wd) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
