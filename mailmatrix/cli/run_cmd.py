@@ -497,8 +497,8 @@ _SHOWN_IF_ANY = (
 
 def _print_where(console: Console, result: dict[str, Any]) -> None:
     """Where the letters went (the outbox or the mail server), what they were made with, and
-    the run's reports: those written, for a run that did not succeed (a failed run may have
-    no report, its summary never reached)."""
+    the run's reports: for a run that did not succeed, those written, and that no report was
+    when none was (a failed or stopped run may have none, its summary never reached)."""
     # Paths on one line each, however narrow the terminal or log: they are copied.
     if result.get("outbox"):
         console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
@@ -508,9 +508,18 @@ def _print_where(console: Console, result: dict[str, Any]) -> None:
     succeeded = result["status"] == "SUCCEEDED"
     if succeeded or result.get("report"):
         console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
+    else:
+        console.print(f"Report:  {NO_REPORT}", soft_wrap=True, markup=False)
     rejects = result.get("rejects")
     if rejects and (succeeded or Path(rejects).is_file()):
         console.print(f"Rejects: {rejects}", soft_wrap=True, markup=False)
+
+
+# What the summary of a run that ended before its report was written says of it.
+NO_REPORT = (
+    "none written: the run ended before its summary, which writes it (a redrive that gets"
+    " to the end writes it)"
+)
 
 
 def _print_letters(console: Console, result: dict[str, Any]) -> None:

@@ -221,6 +221,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
     from click.testing import CliRunner
 
     from mailmatrix.cli.main import cli
+    from mailmatrix.cli.run_cmd import NO_REPORT
 
     # GIVEN the demo campaign (two rows rejected) through a mail server
     _, url = smtp_inbox
@@ -232,7 +233,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
 
     # THEN its summary says where the letters went and names the rejects report it wrote, as
     # a successful run's does, each on a line of its own; no report.csv was written (the
-    # summary was never reached), and none is named
+    # summary was never reached), and it says so
     assert failed.exit_code == 1, failed.output
     lines = failed.output.splitlines()
     assert "The run failed:" in failed.output
@@ -240,7 +241,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
     (rejects,) = workdir.glob("bucket/reports/*/*/rejects.csv")
     assert f"Rejects: {rejects}" in lines
     assert not list(workdir.glob("bucket/reports/*/*/report.csv"))
-    assert not [line for line in lines if line.startswith("Report:")]
+    assert [line for line in lines if line.startswith("Report:")] == [f"Report:  {NO_REPORT}"]
 
 
 def test_a_rerun_that_forgot_smtp_is_told_first_to_add_it(smtp_inbox, tmp_path: Path):
