@@ -35,7 +35,6 @@ def test_a_row_that_is_no_row_of_the_file_is_refused_in_words(tmp_path, given):
     # THEN it is a bad usage, nothing run, saying how rows are counted
     assert refused.exit_code == 2
     assert (
-        f"{given}: give a row's number as the file counts rows: 2 is the first row under the"
-        " header"
+        f"{given}: give a row's number as the file counts rows: 2 is the first row under the header"
     ) in " ".join(refused.output.split())
     assert not (tmp_path / "w").exists()
