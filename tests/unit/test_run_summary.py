@@ -252,3 +252,29 @@ def test_a_run_stopped_before_its_summary_says_that_no_report_was_written(tmp_pa
     assert f"Report:  {NO_REPORT}" in lines
     assert f"Rejects: {rejects}" in lines
     assert NO_REPORT.startswith("none written: the run ended before its summary")
+
+
+def test_a_choice_given_to_a_run_that_ended_before_validation_is_said_not_used():
+    # GIVEN a run given --send-again-from, stopped before its file was validated
+    stopped = {
+        "status": "ABORTED",
+        "execution": "e-1",
+        "counts": {},
+        "workdir": "w",
+        "choices": {
+            "send_again_from": ["a.csv", "b.csv"],
+            "corrected_address": [],
+            "recorded": False,
+        },
+    }
+
+    # WHEN its summary is printed
+    lines = printed(stopped).splitlines()
+
+    # THEN it says the choice was not used, nor recorded, and what uses it
+    assert (
+        "--send-again-from a.csv, b.csv: not used, the run ended before its file passed validation,"
+        " and nothing was recorded (a redrive of this execution validates it with the choice;"
+        " a new run needs it given again)."
+    ) in lines
+    assert not [line for line in lines if line.startswith("--corrected-address")]
