@@ -1087,6 +1087,38 @@ def workdirs_with_runs(here: Path) -> list[Path]:
     return [found for _, found in sorted(latest.values(), key=lambda seen: -seen[0])]
 
 
+def ran_in(wd: Workdir, campaign: str) -> bool:
+    """Whether a file of ``campaign``'s name ran in the workdir: its record of runs
+    (deliveries.json) or its ledger holds it. Reads only; a damaged record counts as a run
+    (what it held is not known)."""
+    try:
+        if campaign in _deliveries(wd):
+            return True
+    except DeliveriesDamaged:
+        return True
+    if not wd.has_ledger():
+        return False
+    with _local_ledger(wd, read_only=True) as ledger:
+        return ledger.has_entries(campaign)
+
+
+def workdirs_that_ran(campaign: str, here: Path) -> list[Path]:
+    """The workdirs whose record of runs holds ``campaign`` (where, see _execution_places).
+    For a `settle` not given the --workdir the file ran in; reads only, and finds nothing
+    rather than fail."""
+    found: list[Path] = []
+    for place in _execution_places(here):
+        workdir = place.parent
+        try:
+            ran = campaign in _deliveries(Workdir(workdir))
+            known = any(workdir.resolve() == other.resolve() for other in found)
+        except (MailMatrixError, OSError, RuntimeError):  # damaged, unreadable, a loop
+            continue
+        if ran and not known:
+            found.append(workdir)
+    return found
+
+
 def _execution_places(here: Path) -> list[Path]:
     """Where workdirs' executions may be: the folders below ``here`` (two levels: ``demo``,
     ``my-campaign/real``), the default workdir's and those of the workdirs the record of
