@@ -1,15 +1,18 @@
 """The operator's choices against rules that hold letters back (`run --send-again-from FILE`,
 `--corrected-address ROW`), checked before a run sends or records anything: a choice that
 names nothing a run would act on is refused (ChoiceRefused), not recorded in the ledger as if
-it had been taken.
+it had been taken. `run` and `validate` read the workdir's ledger; `aws send` reads the
+stack's (DynamoDB), each check by one query of its by_campaign index, never a scan.
 """
 
 from __future__ import annotations
 
 import contextlib
 import unicodedata
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.storage_local import open_recipients
@@ -17,9 +20,29 @@ from mailmatrix.core.addresses import parse_address
 from mailmatrix.core.recipients import read_rows
 from mailmatrix.core.send import recipient_key
 from mailmatrix.errors import ChoiceRefused
+from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.local import Workdir, campaign_of_file
+from mailmatrix.ports import FileOwner
 
 NOTHING_DONE = "Nothing was sent or recorded"
+
+
+class ChoiceLedger(Protocol):
+    """What the checks read of a ledger: SQLite's, or a deployed stack's DynamoDB table."""
+
+    def has_entries(self, campaign: str) -> bool: ...
+
+    def file_owners(self, campaign: str) -> Iterable[FileOwner]: ...
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where the checks look for earlier runs, as a refusal names it."""
+
+    campaign_of: Callable[[Path], str]  # the campaign of a file of that name run there
+    where: str  # "in the workdir DIR", "on the stack NAME"
+    other_runs: str  # where the other file's runs may be: "the --workdir of that file's runs"
+    nothing_done: str
 
 
 def check_choices(
@@ -28,38 +51,83 @@ def check_choices(
     """Refuse (ChoiceRefused) a --send-again-from name that is empty, names ``csv_file``
     itself, or names no file run in the workdir (its name as run, letter case too), and a
     --corrected-address row whose letter is not held back as another recipient's. Reads only."""
+    place = _Place(
+        campaign_of_file,
+        f"in the workdir {wd.root}",
+        "the --workdir of that file's runs",
+        NOTHING_DONE,
+    )
+    with _ledger(wd) as ledger:
+        _check(ledger, place, csv_file, send_again_from, corrected)
+
+
+def check_deployed_choices(
+    ledger: ChoiceLedger,
+    bucket: str,
+    stack: str,
+    csv_file: Path,
+    send_again_from: Collection[str],
+    corrected: Collection[int],
+) -> None:
+    """The checks of check_choices for `aws send` of ``csv_file`` to the stack ``stack``
+    (its bucket ``bucket``), against the stack's ledger, before anything is uploaded: the
+    campaign of a file sent there is its key under incoming/ (a dry run's too: it forecasts
+    the send)."""
+
+    def campaign_of(path: Path) -> str:
+        return campaign_id_for(Source(bucket, f"incoming/{path.name}", ""))
+
+    place = _Place(
+        campaign_of,
+        f"on the stack {stack}",
+        "the --stack of that file's runs",
+        "Nothing was uploaded, sent or recorded",
+    )
+    _check(ledger, place, csv_file, send_again_from, corrected)
+
+
+def _check(
+    ledger: ChoiceLedger | None,
+    place: _Place,
+    csv_file: Path,
+    send_again_from: Collection[str],
+    corrected: Collection[int],
+) -> None:
+    """The checks of check_choices against ``ledger`` (None: there is none yet)."""
     name = csv_file.name
     for other in send_again_from:
         if not other.strip():
             raise ChoiceRefused(
                 f"{name}: --send-again-from was given an empty name, which names no file."
-                f" {NOTHING_DONE}: give the name of the file whose letters should go again"
+                f" {place.nothing_done}: give the name of the file whose letters should go again"
             )
         if _nfc(other) == _nfc(name):
             raise ChoiceRefused(
                 f"{name}: --send-again-from {other} names this file itself, whose own letters"
-                f" are never held back as another file's. {NOTHING_DONE}: give the other"
+                f" are never held back as another file's. {place.nothing_done}: give the other"
                 " file's name as `validate` names it, or leave the option out"
             )
-        if not (_holds(wd, campaign_of_file(Path(other))) or _holds(wd, other)):
+        campaigns = (place.campaign_of(Path(other)), other)
+        if ledger is None or not any(ledger.has_entries(campaign) for campaign in campaigns):
             raise ChoiceRefused(
-                f"{name}: no earlier run of {other} in the workdir {wd.root} (a name as it was"
-                f" run, letter case too). {NOTHING_DONE}: give the name `validate` names, or"
-                " the --workdir of that file's runs"
+                f"{name}: no earlier run of {other} {place.where} (a name as it was run,"
+                f" letter case too). {place.nothing_done}: give the name `validate` names, or"
+                f" {place.other_runs}"
             )
     if corrected:
-        _check_corrected(wd, csv_file, corrected)
+        _check_corrected(ledger, place, csv_file, corrected)
 
 
-def _check_corrected(wd: Workdir, csv_file: Path, corrected: Collection[int]) -> None:
+def _check_corrected(
+    ledger: ChoiceLedger | None, place: _Place, csv_file: Path, corrected: Collection[int]
+) -> None:
     """Refuse the rows of ``corrected`` whose letter a run would not hold back as
     AttachmentOfAnother: no such row, an address no letter can go to, no file of its own,
     or one no earlier run of the file sent to another address."""
-    campaign = campaign_of_file(csv_file)
+    campaign = place.campaign_of(csv_file)
     owners: dict[str, str] = {}
-    if wd.has_ledger():
-        with _ledger(wd) as ledger:
-            owners = {_fold(o.attachment): o.recipient for o in ledger.file_owners(campaign)}
+    if ledger is not None:
+        owners = {_fold(o.attachment): o.recipient for o in ledger.file_owners(campaign)}
     wanted = set(corrected)
     cells: dict[int, dict[str, str]] = {}
     with open_recipients(csv_file) as stream:
@@ -82,17 +150,9 @@ def _check_corrected(wd: Workdir, csv_file: Path, corrected: Collection[int]) ->
             )
     if problems:
         raise ChoiceRefused(
-            f"{csv_file.name}: --corrected-address: {'; '.join(problems)}. {NOTHING_DONE}:"
-            " give only the rows `validate` names as AttachmentOfAnother"
+            f"{csv_file.name}: --corrected-address: {'; '.join(problems)}."
+            f" {place.nothing_done}: give only the rows `validate` names as AttachmentOfAnother"
         )
-
-
-def _holds(wd: Workdir, campaign: str) -> bool:
-    """Whether the workdir's ledger holds entries of ``campaign``."""
-    if not wd.has_ledger():
-        return False
-    with _ledger(wd) as ledger:
-        return ledger.has_entries(campaign)
 
 
 def _nfc(name: str) -> str:
@@ -105,8 +165,11 @@ def _fold(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _ledger(wd: Workdir) -> Iterator[SqliteLedger]:
-    """The workdir's ledger, read-only."""
+def _ledger(wd: Workdir) -> Iterator[SqliteLedger | None]:
+    """The workdir's ledger, read-only (None: the workdir has none yet)."""
+    if not wd.has_ledger():
+        yield None
+        return
     ledger = SqliteLedger(str(wd.ledger), read_only=True)
     try:
         yield ledger

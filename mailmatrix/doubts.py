@@ -32,7 +32,7 @@ from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
 from mailmatrix.core.report import report_writer, row_identity, write_report_row
 from mailmatrix.engine import Engine, ResourceRegistry
-from mailmatrix.errors import MailMatrixError, NotFoundError, NotSettled
+from mailmatrix.errors import MailMatrixError, NotFoundError, NotSettled, RowsInDoubt
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
     LOCAL_BUCKET,
@@ -53,8 +53,9 @@ IN_DOUBT = "in_doubt"
 IN_DOUBT_REASON = (
     "may have gone out: the run ended as it sent this row, and the ledger could not record it"
     " as sent. Check the mail server's log (or the outbox), then settle it: `{program} settle"
-    " FILE --sent ROW` if it arrived, `--not-sent ROW` if not; unsettled, a redrive sends it"
-    " again, marked as a possible duplicate"
+    " FILE --sent ROW` if it arrived, `--not-sent ROW` if not; until then no run or redrive of"
+    " the file goes on, but a run with --retry-unknown, which sends it again, marked as a"
+    " possible duplicate"
 )
 
 
@@ -234,7 +235,7 @@ def doubts_of_file(wd: Workdir, csv_file: Path) -> FileDoubts:
             found = ledger.doubts(campaign)
     resting = [doubt for doubt in found if not doubt.live]
     items = _manifest_items(wd, _validations(wd, campaign), {d.key for d in resting})
-    file_rows = _rows_of_file(csv_file)
+    file_rows = _rows_of_file(csv_file) if csv_file.is_file() else {}  # {}: moved since
     shown = _named(_described(resting, items), found, file_rows)
     return FileDoubts(csv_file, campaign, found, shown, file_rows)
 
@@ -314,6 +315,40 @@ def not_run_here(wd: Workdir, csv_file: Path) -> tuple[str, str] | None:
     listed = " and ".join(str(workdir) for workdir in shown)
     command = f"{program()} settle {shlex.join([str(csv_file), '--workdir', str(shown[0])])}"
     return what, f"{then}: it ran in {listed}; `{command}` lists its rows in doubt there"
+
+
+def refuse_rows_in_doubt(wd: Workdir, csv_file: Path, again: str, *, shown: int = 10) -> None:
+    """Refuse (RowsInDoubt, nothing sent) a run or redrive of ``csv_file``'s campaign while an
+    earlier run's rows are in doubt: their letters may have arrived, and only the operator,
+    with the mail server's log, can tell. The error names them and the commands that settle
+    them; ``again`` is the command that sends them again all the same (run --retry-unknown).
+    One read of the ledger's doubts when there are none; the file is read only when there are."""
+    if not in_doubt_count(wd, csv_file):
+        return
+    rows = doubts_of_file(wd, csv_file).rows
+    if not rows:
+        return
+    names = [row.settle_as or str(row.row) for row in rows]
+    listed = [f"  {row.line()}" for row in rows[:shown]]
+    if len(rows) > shown:
+        listed.append(f"  ... and {len(rows) - shown} more (`{program()} settle FILE` lists all)")
+    commands = [settle_command(str(csv_file), wd.root, names, sent=sent) for sent in (True, False)]
+    raise RowsInDoubt(
+        "\n".join(
+            [
+                f"{csv_file.name}: nothing was sent: {len(rows)} row(s) of it are in doubt (an"
+                " earlier run ended as it sent them, so their letters may have arrived, and the"
+                " ledger could not record them as sent):",
+                *listed,
+                "Look for them in the mail server's log (or the outbox), then tell the ledger"
+                " which arrived (leave out of each command the rows that belong to the other),"
+                " and run again:",
+                *(f"  {command}" for command in commands),
+                "To send them all again without looking, each marked as a possible duplicate:",
+                f"  {again}",
+            ]
+        )
+    )
 
 
 def in_doubt_count(wd: Workdir, csv_file: Path) -> int:

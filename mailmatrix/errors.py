@@ -54,6 +54,12 @@ class BadWorkdir(ConfigurationError):
     """A --workdir that cannot be one: a folder on its path is a file."""
 
 
+class RowsInDoubt(ConfigurationError):
+    """A run or redrive of a file some of whose rows an earlier run left in doubt (it ended
+    as it sent them: they may have arrived): refused, nothing sent, until they are settled
+    or the run is told to send them again (--retry-unknown)."""
+
+
 class NotSettled(ConfigurationError):
     """`settle` was asked about rows it cannot settle: rows not in doubt (sent, failed, never
     tried, not in the file), or rows a run of the campaign is sending now."""

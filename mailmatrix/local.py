@@ -1868,6 +1868,7 @@ def run_campaign(
     retry_unknown: bool = False,
     send_again_from: Collection[str] = (),
     corrected: Collection[int] = (),
+    before_sending: Callable[[], None] | None = None,
 ) -> Any:
     """Upload ``csv_path`` and run the state machine on it to the end; return the record.
 
@@ -1877,7 +1878,9 @@ def run_campaign(
     not arrive). ``send_again_from``: the files (names) whose letters this run sends again
     to the addresses they went to; ``corrected``: the rows whose address was corrected,
     whose letters go to it though their files went to the earlier address (both recorded in
-    the ledger as the file is validated; see jobs.choice_metadata).
+    the ledger as the file is validated; see jobs.choice_metadata). ``before_sending``: a
+    last check of the caller's, once the file's way of delivery is checked and before
+    anything is written (`run` refuses a file with rows in doubt there): it raises to refuse.
     """
     check_upload_name(csv_path)  # before anything is written
     open_recipients(csv_path).close()  # no such file, or no file (a pipe): before any is made
@@ -1921,6 +1924,8 @@ def run_campaign(
     check_workdir_writable(wd)
     with _known_workdirs(way, wd) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)
+        if before_sending is not None:
+            before_sending()
         first = campaign not in _deliveries(wd)
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
@@ -2554,7 +2559,7 @@ def _check_redrive_way(
         instead = (
             f"See that execution instead (`{program()} show {newer} --workdir"
             f" {shlex.quote(str(wd.root))}`; redrive it if it did not finish), or run the file"
-            f" again as that run did (rows already sent are skipped): {_run_again(wd, newer)}"
+            f" again as that run did (rows already sent are skipped): {again_command(wd, newer)}"
         )
     else:
         why = f"the file's later runs here have other settings than this execution's: they {said}"
@@ -2679,7 +2684,7 @@ def _check_same_file(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
             f" the file has changed since ({where}): its redrive would send the rows as they"
             f" were. Run the file again instead (rows already sent are skipped): "
-            + _run_again(wd, execution_id)
+            + again_command(wd, execution_id)
         )
 
 
@@ -2719,7 +2724,7 @@ def run_command(
     )
 
 
-def _run_again(wd: Workdir, execution_id: str, *flags: str) -> str:
+def again_command(wd: Workdir, execution_id: str, *flags: str) -> str:
     """The command that runs an execution's file again the way it ran (the options its
     letters and delivery came from), with ``flags``."""
     csv_file, options, unsubscribe = rerun_options(wd, execution_id)
@@ -2743,7 +2748,7 @@ def nothing_to_redrive(wd: Workdir, execution_id: str, output: Any = None) -> st
     return (
         f"execution {execution_id} SUCCEEDED: a redrive resumes an execution that failed or"
         " was stopped. Its rows that failed at sending (its report gives each reason) are sent"
-        f" again, once the cause is fixed, by: {_run_again(wd, execution_id, '--retry-failed')}"
+        f" again, once the cause is fixed, by: {again_command(wd, execution_id, '--retry-failed')}"
     )
 
 

@@ -205,6 +205,15 @@ OUTCOME_UNKNOWN = "OutcomeUnknown"
 UNCERTAIN_RELEASE = "released by attempt {} after a try that may have been accepted"
 
 
+def sending_elsewhere(letter: SentCopy) -> str:
+    """Why a row waits (busy) whose letter another campaign is sending now (SENDING)."""
+    named = letter.source or letter.campaign
+    return (
+        f"the same letter to this address is being sent under {named} now: this row waits"
+        " for it (held back once it is sent, sent if it is not)"
+    )
+
+
 def doubt_reason(uncertain: bool, takeovers: int) -> str | None:
     """Why a sent ledger entry may have gone out twice (a Claim's reason), or None."""
     if takeovers:
@@ -296,6 +305,16 @@ class SentCopy(NamedTuple):
     sha256: str  # hex, of the bytes the letter carried
     source: str = ""  # the name of the campaign's file; "" where not recorded
     at: float = 0.0  # when the ledger last wrote the letter (epoch seconds); 0: not read
+    # For a letter found by its print (Ledger.hold_letter): SENT, SENDING (claimed by a live
+    # attempt now: it may yet fail) or IN_DOUBT (its attempt ended as it sent it, or it
+    # failed as OUTCOME_UNKNOWN); "" where the ledger does not tell (counted as sent).
+    state: str = ""
+
+
+# SentCopy.state of a letter found by its print.
+SENT = "sent"
+SENDING = "sending"
+IN_DOUBT = "in_doubt"
 
 
 # (key, message id, uncertain) of a letter sent, or with the file it carried as its
@@ -371,8 +390,10 @@ class Ledger(Protocol):
         granted also does what hold_letter would, in the same transaction (a letter composed
         first needs no second write before it is sent): a letter of another campaign alike
         that may have gone out is answered as ``held`` (and no print kept), else the print is
-        kept with ``key``. A ledger that keeps no prints answers ``held`` None, as its
-        hold_letter does. None: no check, no cost (hold_letter is asked after composing).
+        kept with ``key``; where the letter alike is being sent now (hold_letter's SENDING),
+        the claim is ``busy`` instead, nothing written. A ledger that keeps no prints answers
+        ``held`` None, as its hold_letter does. None: no check, no cost (hold_letter is asked
+        after composing).
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
@@ -549,7 +570,9 @@ class Ledger(Protocol):
         unless its file's name or campaign is one ``letter`` sends again; else None, and the
         print (with the name of the campaign's file) is kept with ``key``, in the same
         transaction: of two campaigns sending one letter at once, only one passes. One
-        indexed read."""
+        indexed read. Of several such letters, one sent is named first, then one being sent
+        now (``state`` SENDING: the caller waits for it, as for a busy claim, since it may yet
+        fail), then one in doubt."""
         ...
 
     def release_failed(

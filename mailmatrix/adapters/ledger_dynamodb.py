@@ -910,6 +910,12 @@ class DynamoDbLedger:
             if not owners:
                 return
 
+    def has_entries(self, campaign: str) -> bool:
+        """Whether any item of ``campaign`` is in the ledger: one query of the by_campaign
+        index for one item, not a scan."""
+        items = self._items(CAMPAIGN_INDEX, "#c = :c", {":c": {"S": campaign}}, campaign, first=1)
+        return next(items, None) is not None
+
     def release_failed(
         self,
         campaign: str,

@@ -86,7 +86,10 @@ from mailmatrix.disk import file_size_limit, size_limit_words
 from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    IN_DOUBT,
     OUTCOME_UNKNOWN,
+    SENDING,
+    SENT,
     UNCERTAIN_RELEASE,
     CampaignName,
     CampaignStatus,
@@ -103,6 +106,7 @@ from mailmatrix.ports import (
     doubt_reason,
     letter_parts,
     name_fold,
+    sending_elsewhere,
 )
 from mailmatrix.processes import process_token, token_running
 
@@ -226,7 +230,7 @@ _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertai
 # The letters of other campaigns of a print that may have gone out (hold_letter), by the
 # index sends_by_letter.
 _SAME_LETTER = (
-    "SELECT campaign, row, file, file_source, updated_at FROM sends"
+    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder FROM sends"
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
 )
 
@@ -679,11 +683,14 @@ class SqliteLedger:
             other = _other_letter(db, others) if others else None
             # Read before the insert, so a print goes in with it; a key that is not granted
             # (rare with a letter composed first: see send_batch) wasted one indexed read.
-            held = _same_letter(db, letter) if letter is not None and other is None else None
+            held = None
+            if letter is not None and other is None:
+                held = _same_letter(db, letter, now)
+            sending = held if held is not None and held.state == SENDING else None
             stamp = (None, None) if letter is None or held else _stamp(letter)
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process, *stamp)
-            if other is None and db.execute(_CLAIM_NEW, new).rowcount:
+            if other is None and sending is None and db.execute(_CLAIM_NEW, new).rowcount:
                 if owner is None or _own(db, campaign, key, owner, corrected=corrected):
                     self._note_delivery(db, campaign, now)
                     return Claim("claimed", held=held)
@@ -694,6 +701,8 @@ class SqliteLedger:
                 " takeovers, holder, file FROM sends WHERE key = ?",
                 (key,),
             ).fetchone()
+            if found is None and sending is not None:  # a new key, its letter being sent
+                return _sending_elsewhere(sending)
             if found is None:  # a new key, refused for the other letter
                 return Claim("other", letter=other)
             (
@@ -727,6 +736,8 @@ class SqliteLedger:
                 )
             if other is not None:
                 return Claim("other", letter=other)
+            if sending is not None:
+                return _sending_elsewhere(sending)
             if owner is not None and not _own(db, campaign, key, owner, corrected=corrected):
                 return Claim("owned")
             takeover = state == "claimed"
@@ -1008,7 +1019,7 @@ class SqliteLedger:
         of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
         port). One transaction, one read of the index sends_by_letter."""
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            held = _same_letter(db, letter)
+            held = _same_letter(db, letter, self._clock())
             if held is None:
                 db.execute(
                     "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
@@ -1542,8 +1553,9 @@ def _in_doubt(row: int | None, journal: str, fault: OSError) -> str:
     which = "a letter" if row is None else f"the letter of row {row}"
     return (
         f"{which} was sent but could not be recorded, nor kept in {journal}"
-        f" ({fault.strerror or fault}): it is in doubt, and a redrive sends it again as a"
-        " possible duplicate unless the mail server's log shows it arrived"
+        f" ({fault.strerror or fault}): it is in doubt; once the mail server's log shows whether"
+        " it arrived, settle it (no run or redrive of the file goes on until then, but one"
+        " with --retry-unknown, which sends it again as a possible duplicate)"
     )
 
 
@@ -1561,17 +1573,37 @@ def _file_values(file: LetterFile) -> tuple[object, ...]:
     return (file.name, file.size, file.sha256, file.print, file.source)
 
 
-def _same_letter(db: sqlite3.Connection, letter: LetterPrint) -> SentCopy | None:
+def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
     """The letter of another campaign of ``letter``'s print that may have gone out, not of a
-    file it sends again, or None (hold_letter; a claim given the print): one indexed read."""
+    file it sends again, or None (hold_letter; a claim given the print): one indexed read.
+    One sent comes first, then one a live attempt is sending now, then one in doubt."""
     found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
-    for other, row, file, other_source, at in found.fetchall():
+    best: SentCopy | None = None
+    for other, row, file, other_source, at, state, lease, holder in found.fetchall():
         if letter.again & {other, other_source}:
             continue  # the operator sends that file's letters again
-        return SentCopy(
-            str(other), str(file or ""), "", int(row), "", "", str(other_source or ""), float(at)
-        )
-    return None
+        if state == "sent":
+            kind = SENT
+        elif state == "claimed" and (lease or 0) > now and token_running(holder):
+            kind = SENDING
+        else:  # its attempt ended holding it, or a try of it may have been taken
+            kind = IN_DOUBT
+        if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
+            source = str(other_source or "")
+            best = SentCopy(
+                str(other), str(file or ""), "", int(row), "", "", source, float(at), kind
+            )
+    return best
+
+
+# SentCopy.state, the first named first (_same_letter).
+_LETTER_STATES = (SENT, SENDING, IN_DOUBT)
+
+
+def _sending_elsewhere(held: SentCopy) -> Claim:
+    """The claim of a letter whose like another campaign is sending now: busy, to be tried
+    again once that one is sent (held back then) or given back (sent then)."""
+    return Claim("busy", reason=sending_elsewhere(held))
 
 
 def _stamp(letter: LetterPrint) -> tuple[str, str | None]:

@@ -8,7 +8,8 @@ upload carries the S3 metadata mailmatrix-retry-failed=true: ValidateRecipients 
 the campaign's rows that failed for good in earlier runs, before anything is sent; with
 --retry-unknown, mailmatrix-retry-unknown=true, those failed as OutcomeUnknown. The
 operator's choices travel the same way: --send-again-from OTHERFILE as
-mailmatrix-send-again-from, --corrected-address ROW as mailmatrix-corrected-address.
+mailmatrix-send-again-from, --corrected-address ROW as mailmatrix-corrected-address, once the
+stack's ledger bears them out (those `run` refuses are refused before the upload).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
-from mailmatrix.errors import InputFileError
+from mailmatrix.errors import ChoiceRefused, InputFileError, LedgerError
 from mailmatrix.jobs import choice_metadata, retry_metadata
 from mailmatrix.program import program
 
@@ -90,6 +91,13 @@ class AwsSetupError(click.ClickException):
     exit_code = exits.USAGE
 
 
+class ChoiceNotTaken(click.ClickException):
+    """A --send-again-from or --corrected-address that `run` would refuse too (ChoiceRefused):
+    a usage problem (exit 2), refused before anything is uploaded."""
+
+    exit_code = exits.USAGE
+
+
 @dataclass(frozen=True)
 class Stack:
     """What the CLI needs from a deployed stack's outputs."""
@@ -98,6 +106,7 @@ class Stack:
     region: str
     bucket: str
     state_machine_arn: str
+    ledger_table: str | None = None  # None: a stack from before the output was given
 
     @classmethod
     def describe(cls, name: str, region: str | None) -> Stack:
@@ -122,6 +131,7 @@ class Stack:
             region=cfn.meta.region_name,
             bucket=outputs["BucketName"],
             state_machine_arn=outputs["StateMachineArn"],
+            ledger_table=outputs.get("LedgerTableName"),
         )
 
     def execution_arn(self, execution: str) -> str:
@@ -324,6 +334,8 @@ def send(
     metadata.update(choice_metadata(send_again_from, corrected))
     console = make_console()
     stack = Stack.describe(stack_name, region)
+    if send_again_from or corrected:
+        _check_choices(stack, csv_file, send_again_from, corrected)
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
     s3 = client("s3", stack.region)
     sfn = client("stepfunctions", stack.region)
@@ -360,6 +372,38 @@ def send(
     except aws_errors() as error:
         raise AwsCommandError(f"aws send: {error}") from error
     raise SystemExit(report(console, stack, described, sfn))
+
+
+def _check_choices(
+    stack: Stack,
+    csv_file: pathlib.Path,
+    send_again_from: tuple[str, ...],
+    corrected: tuple[int, ...],
+) -> None:
+    """Refuse, before anything is uploaded, the choices `run` and `validate` refuse (exit 2),
+    reading the stack's ledger."""
+    from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+    from mailmatrix.choices import check_deployed_choices
+
+    if stack.ledger_table is None:
+        raise AwsCommandError(
+            f"stack {stack.name}: no LedgerTableName output, so --send-again-from and"
+            " --corrected-address cannot be checked against its ledger. Nothing was uploaded:"
+            " update the stack (deploy this version), then send the file again"
+        )
+    ledger = DynamoDbLedger(stack.ledger_table, client("dynamodb", stack.region))
+    try:
+        check_deployed_choices(
+            ledger, stack.bucket, stack.name, csv_file, send_again_from, corrected
+        )
+    except ChoiceRefused as refused:
+        raise ChoiceNotTaken(f"aws send: {refused.message}") from None
+    except LedgerError as error:
+        raise AwsCommandError(
+            f"aws send: the stack's ledger could not be read to check the choices: {error}."
+            " Nothing was uploaded: send the file again once it can be read (an OperatorPolicy"
+            " from before this version does not grant its query: update the stack)"
+        ) from error
 
 
 @aws.command("status")

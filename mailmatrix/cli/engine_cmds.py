@@ -309,6 +309,7 @@ _RESULT_WORDS = (
     ("rejected", "rejected"),
     ("duplicates", "duplicate rows"),
     ("excluded", "excluded"),
+    ("sent_under", "already sent under another file"),
     ("possible_duplicates", "may have arrived more than once"),
 )
 # How the result of an execution without a summary begins, by its status.
@@ -708,6 +709,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
         if not functions and (workdir / "settings.json").is_file():
             from mailmatrix import local
             from mailmatrix.cli import run_cmd
+            from mailmatrix.doubts import refuse_rows_in_doubt
 
             described = looked_up.describe(execution)
             if described["status"] == "SUCCEEDED":
@@ -717,6 +719,11 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                     )
                 )
 
+            # Rows an earlier run left in doubt may have arrived: the operator says first.
+            wd = local.Workdir(workdir)
+            csv_file, options, unsubscribe = local.rerun_options(wd, execution)
+            again = local.again_command(wd, execution, "--retry-unknown")
+            refuse_rows_in_doubt(wd, pathlib.Path(csv_file), again)
             run_cmd.stop_on_signals()  # as `run` stops
             try:
                 record = _with_progress(
@@ -728,8 +735,6 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 said = run_cmd.with_notes(error, run_cmd.os_error_hint(error, workdir))
                 click.echo(f"mailmatrix redrive: {said}", err=True)
                 raise SystemExit(exits.RUN_FAILED) from None
-            wd = local.Workdir(workdir)
-            csv_file, options, unsubscribe = local.rerun_options(wd, execution)
             result = run_cmd.outcome_of(
                 record,
                 wd,

@@ -29,7 +29,7 @@ from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.send import attachment_fetcher, compose, sender_problem
 from mailmatrix.errors import InputFileError, MailMatrixError, TemplateError
 from mailmatrix.private import private_files
-from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+from mailmatrix.settings import Settings
 
 SHOWN_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Date", "Message-ID")
 
@@ -147,7 +147,8 @@ def _validated_row(
         if item["row"] == row:
             found.append(item)
 
-    rules = IntakeRules(max_message_bytes=SES_V2_MAX_MESSAGE_BYTES)
+    # The limit `run` holds messages to (MAILMATRIX_MAX_MESSAGE_BYTES; SES's by default).
+    rules = IntakeRules(max_message_bytes=Settings.from_env().max_message_bytes)
     with open_recipients(csv_file) as stream:
         report = validate_recipients(
             stream,

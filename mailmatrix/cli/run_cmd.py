@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import shlex
@@ -55,7 +56,7 @@ from mailmatrix.core.report import (
     unknown_advice,
 )
 from mailmatrix.disk import no_room, write_fault
-from mailmatrix.doubts import doubt_line, doubts_of, settle_command
+from mailmatrix.doubts import doubt_line, doubts_of, refuse_rows_in_doubt, settle_command
 from mailmatrix.engine import stopping
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, cause_message
 from mailmatrix.errors import (
@@ -73,6 +74,7 @@ from mailmatrix.errors import (
     NoEarlierRun,
     PlaceholderConstant,
     PlaceholderSender,
+    RowsInDoubt,
 )
 from mailmatrix.jobs import report_key
 from mailmatrix.local import (
@@ -138,13 +140,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     """The first ``shown`` rows of a rejects.csv, how many it has, and whether any was not
-    found in the attachments folder; read as a stream (a campaign may reject a million rows)."""
+    found in the attachments folder; read as a stream (a campaign may reject a million rows).
+    Rows held back as sent under another file are left to their own list (_print_held_under)."""
     first: list[dict[str, str]] = []
     count = 0
     not_found = False
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
-            for count, reject in enumerate(csv.DictReader(stream), start=1):
+            for reject in csv.DictReader(stream):
+                if reject.get("outcome") == SENT_UNDER:
+                    continue
+                count += 1
                 if count <= shown:
                     first.append(reject)
                 not_found = not_found or ATTACHMENT_NOT_FOUND in (reject.get("reason") or "")
@@ -315,6 +321,7 @@ def _print_outcome(
         rejects = result.get("rejects")
         if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
+        _print_held_under(console, result)
         if _print_sent_under(console, counts) and not counts.get("rejected"):
             return  # the rows held back went already: nothing to fix
         what = {
@@ -367,8 +374,7 @@ def _print_outcome(
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
-    if counts.get("sent_under") and result.get("report"):
-        _print_held_at_send(console, Path(result["report"]))
+    _print_held_under(console, result)
     _print_sent_under(console, counts)
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
@@ -450,8 +456,8 @@ def _print_outcome(
         console.print(f"[red]The run failed: {escape(plain_error(error))}[/red]")
         if not (generic_cause(error, cause) and result.get("failure_details")):
             console.print(cause[:SHOWN_CAUSE_CHARS], markup=False, soft_wrap=True)
-    for line in result.get("failure_details") or []:
-        console.print(f"  {line}", markup=False)
+    for line in result.get("failure_details") or []:  # a path in it stays whole: it is copied
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     _print_where(console, result)
     if result.get("redrive_advice"):
         console.print(f"When to resume: {result['redrive_advice']}", markup=False)
@@ -468,7 +474,7 @@ def _print_outcome(
 
 def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> None:
     """The rows in doubt, each named, and how to settle them once the mail server's log (or the
-    outbox) was checked; unsettled, a redrive sends them again as possible duplicates."""
+    outbox) was checked; unsettled, they hold back the file's next run (refuse_rows_in_doubt)."""
     count = result["counts"]["in_doubt"]
     console.print(
         f"[yellow]{count} row(s) were being sent as the run ended and may have gone out; the"
@@ -489,7 +495,8 @@ def _print_doubts(console: Console, result: dict[str, Any], shown: int = 20) -> 
         command = commands.get(key) or f"{program()} settle FILE {placeholder}"
         console.print(f"  {command}", markup=False, soft_wrap=True)
     console.print(
-        "Unsettled, a redrive sends them again and the report marks them as possible duplicates."
+        "Until they are settled, no run or redrive of this file goes on, but a run with"
+        " --retry-unknown, which sends them again, each marked as a possible duplicate."
     )
 
 
@@ -608,21 +615,23 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
 
 
-def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None:
-    """The first rows held back as they were sent, their letters having gone to the same
-    addresses under another file (validation cannot tell a letter without a file of its own),
-    with their reasons, read from the report."""
+def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10) -> None:
+    """The first rows held back as their letters went to the same addresses under another
+    file, with their reasons: one list, as the summary counts them, of those validation held
+    (read from the rejects report) and those held as they were sent (validation cannot tell
+    a letter without a file of its own; read from the report)."""
     rows: list[dict[str, str]] = []
     count = 0
-    try:
-        with report.open(encoding="utf-8-sig", newline="") as stream:
-            for row in csv.DictReader(stream):
-                if row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE:
-                    count += 1
-                    if len(rows) < shown:
-                        rows.append(row)
-    except OSError:
-        return
+    files: list[str] = []
+    for key in ("rejects", "report"):
+        found = 0
+        for row in _csv_rows(result.get(key)):
+            if _held_under(row):
+                found += 1
+                if len(rows) < shown:
+                    rows.append(row)
+        count += found
+        files += [str(result[key])] if found else []
     if not rows:
         return
     console.print(
@@ -631,9 +640,27 @@ def _print_held_at_send(console: Console, report: Path, shown: int = 10) -> None
     for row in rows:
         console.print(f"  row {row.get('row')} {SENT_UNDER}: {row.get('reason')}", markup=False)
     if count > len(rows):
-        console.print(
-            f"  ... and {count - len(rows)} more in {report}", markup=False, soft_wrap=True
-        )
+        more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
+        console.print(more, markup=False, soft_wrap=True)
+
+
+def _held_under(row: dict[str, str]) -> bool:
+    """Whether a row of the rejects report (held by validation) or of the report (held as it
+    was sent) was held back as its letter went to its address under another file."""
+    at_send = row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE
+    return at_send or row.get("outcome") == SENT_UNDER
+
+
+def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:
+    """The rows of a report (rejects.csv, report.csv) as a stream; none when it cannot be
+    read (a run that failed may have written neither)."""
+    if not path:
+        return
+    try:
+        with Path(path).open(encoding="utf-8-sig", newline="") as stream:
+            yield from csv.DictReader(stream)
+    except OSError:
+        return
 
 
 def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
@@ -737,8 +764,10 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
 @click.option(
     "--retry-unknown",
     is_flag=True,
-    help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
-    "arrived: check first, and take those that did out of the file).",
+    help="Send again the rows of this file that failed as OutcomeUnknown, and those an "
+    "earlier run left in doubt, each marked as a possible duplicate (they may have arrived: "
+    "check first; settle the rows in doubt that did, and take the others that did out of the "
+    "file). Without it, a run of a file with rows in doubt is refused.",
 )
 @send_again_option(SEND_AGAIN_HELP)
 @corrected_address_option
@@ -768,6 +797,15 @@ def run(
     warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
     for warning in warnings:  # before anything is sent: the run may still be stopped
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
+    given = {
+        "--templates": templates,
+        "--attachments": attachments,
+        "--sender": sender_of(sender),
+        "--smtp": smtp_url,
+        "--send-rate": send_rate,
+        "--concurrency": concurrency,
+        "--batch-size": batch_size,
+    }
     try:
         if progress is None:
             console.print(
@@ -775,6 +813,13 @@ def run(
             )
         if send_again_from or corrected:  # before anything is sent or recorded
             check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+        in_doubt = None
+        if not retry_unknown:  # their letters may have arrived: the operator says
+            chosen = [f"--send-again-from {shlex.quote(name)}" for name in send_again_from]
+            chosen += [f"--corrected-address {row}" for row in corrected]
+            flags = ("--retry-unknown", *chosen)
+            again = run_command(str(csv_file), workdir, given, unsubscribe_of(), *flags)
+            in_doubt = functools.partial(refuse_rows_in_doubt, Workdir(workdir), csv_file, again)
         record = run_campaign(
             csv_file,
             workdir=workdir,
@@ -791,6 +836,7 @@ def run(
             retry_unknown=retry_unknown,
             send_again_from=send_again_from,
             corrected=corrected,
+            before_sending=in_doubt,
         )
     except MailMatrixError as error:
         stop_display(progress)
@@ -806,6 +852,7 @@ def run(
             | LedgerLost
             | NameLikeAnother
             | DeliveriesDamaged
+            | RowsInDoubt
         )
         if isinstance(error, refusals):
             sys.exit(exits.USAGE)
@@ -833,15 +880,6 @@ def run(
     add_settle_commands(result, str(csv_file), workdir)
     add_choices(result, record, send_again_from, corrected)
     result["warnings"] = warnings
-    given = {
-        "--templates": templates,
-        "--attachments": attachments,
-        "--sender": sender_of(sender),
-        "--smtp": smtp_url,
-        "--send-rate": send_rate,
-        "--concurrency": concurrency,
-        "--batch-size": batch_size,
-    }
     if result["counts"].get("failed"):
         result.update(
             retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])

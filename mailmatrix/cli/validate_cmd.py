@@ -43,7 +43,7 @@ from mailmatrix.jobs import (
     row_recipients,
 )
 from mailmatrix.private import private_files
-from mailmatrix.settings import SES_V2_MAX_MESSAGE_BYTES
+from mailmatrix.settings import Settings
 
 ATTACHMENTS_PREFIX = "attachments/"
 TEMPLATES_PREFIX = "templates/"
@@ -196,11 +196,10 @@ def validate_command(
     if workdir is None and default_workdir().is_dir():
         workdir = default_workdir()  # where `run` without --workdir finds the earlier runs
     console = RunConsole(highlight=False, soft_wrap=True)
-    rules = IntakeRules(
-        max_message_bytes=SES_V2_MAX_MESSAGE_BYTES, check_deliverability=check_deliverability
-    )
-
     try:
+        # The limit `run` holds messages to (MAILMATRIX_MAX_MESSAGE_BYTES; SES's by default).
+        limit = Settings.from_env().max_message_bytes
+        rules = IntakeRules(max_message_bytes=limit, check_deliverability=check_deliverability)
         check_upload_name(csv_file)  # as `run` refuses it, before it copies the file
         catalog = load_folder_catalog(templates_dir)
         run_sender, origin = check_run_sender(sender, catalog)
@@ -626,6 +625,12 @@ def _show(
         sending = f"the {report.valid} valid row(s) would be sent"
     if not report.valid:
         console.print("[red]Nothing to send[/]: no row is valid and sendable; `run` would stop.")
+    elif earlier.get("in_doubt_before"):
+        console.print(
+            f"[red]Not yet[/]: {earlier['in_doubt_before']} row(s) are in doubt (below): `run`"
+            " would stop at once, sending nothing, until they are settled (or run with"
+            f" --retry-unknown); then {sending}."
+        )
     elif report.rejected:
         console.print(
             f"[red]{len(report.rejected)} row(s) rejected[/]: fix them and validate again; "
@@ -747,8 +752,10 @@ def _unfinished(earlier: dict[str, Any]) -> list[str]:
     """What validate says of the rows in doubt a run left, and of a run going on."""
     doubts, running = earlier.get("in_doubt_before"), earlier.get("running")
     in_doubt = (
-        f"{doubts} row(s) are in doubt (a run ended while sending them): `settle` lists them;"
-        " a run sends them again as possible duplicates."
+        f"{doubts} row(s) are in doubt (a run ended while sending them, so they may have"
+        " arrived): `settle` lists them, and records which arrived; until then a run of this"
+        " file is refused, but `run --retry-unknown`, which sends them again, each marked as a"
+        " possible duplicate."
     )
     going_on = (
         "A run of this file is going on in this workdir (its counts may change): execution"

@@ -230,7 +230,7 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             " file size limit raised): a redrive goes on where it stopped. No batch started"
             " after the failure, and those running were asked to stop after the email they"
             " were on. The counts come from the ledger: a row counted in doubt may have gone"
-            " out, and the redrive sends it again, marked a possible duplicate in the report."
+            " out; settle it first (the summary prints how), or no redrive goes on."
         )
     pairs = list(stopped.batches)
     if error and error != THRESHOLD_EXCEEDED:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mailmatrix.errors import AttachmentChanged
-from mailmatrix.ports import OUTCOME_UNKNOWN, SentCopy
+from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,14 @@ def sent_under_reason(letter: SentCopy) -> str:
     when = f" on {_when(letter.at)}" if letter.at else ""
     named = letter.source or letter.campaign
     what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
+    if letter.state == IN_DOUBT:  # its run ended as it sent it: it may not have arrived
+        return (
+            f"this letter ({what}) may already have gone to this address under"
+            f" {campaign_of(letter)}{when}, as row {letter.row} of that run, which ended as"
+            " it sent it (in doubt there): it is not sent here. Settle it there first (`settle"
+            f" {named}` lists it): settled as not sent, a run of this file sends it; or run this"
+            f" file with --send-again-from {named}"
+        )
     return (
         f"this address already received this letter ({what}) under {campaign_of(letter)}"
         f"{when}, as row {letter.row} of that run: it is not sent again. If it is meant to go"

@@ -43,6 +43,7 @@ import hashlib
 import logging
 import random
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -92,6 +93,7 @@ from mailmatrix.errors import (
 )
 from mailmatrix.ports import (
     OUTCOME_UNKNOWN,
+    SENDING,
     Claim,
     Ledger,
     LetterFile,
@@ -102,6 +104,7 @@ from mailmatrix.ports import (
     Unanswered,
     Upload,
     doubt_reason,
+    sending_elsewhere,
 )
 
 log = logging.getLogger(__name__)
@@ -138,9 +141,13 @@ def letter_print(email: str, rendered: Rendered, attachment_sha256: str | None) 
     """Return the hex sha256 of one letter as its recipient reads it: the address (as
     recipient_key takes it), subject, text and HTML bodies, and its attachment's SHA-256 if
     it has one. Two campaigns' letters of one print are the same letter to the same person
-    (Ledger.hold_letter); no Date or Message-ID is in it, so a copy of a file prints alike."""
+    (Ledger.hold_letter); no Date or Message-ID is in it, so a copy of a file prints alike.
+    Texts are compared in one Unicode form (NFC): a copy saved in another (NFD, as some Macs
+    write), which reads the same, prints alike too."""
     digest = hashlib.sha256()
     for part in (email.casefold(), rendered.subject, rendered.text, rendered.html or ""):
+        if not unicodedata.is_normalized("NFC", part):
+            part = unicodedata.normalize("NFC", part)
         data = part.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big") + data)
     digest.update((attachment_sha256 or "").encode())
@@ -608,12 +615,13 @@ class _Batch:
     # RetryPolicy.unknown_rows of them halt the campaign.
     unknowns: list[int] = field(default_factory=list)
     answered_at: float | None = None  # clock() when a row of this batch was last answered
-    # Whether the next row is composed before it is claimed. After a row claimed, the next
-    # likely will be too (a first run): its letter's print then goes with its claim, one
-    # ledger write a letter instead of two (Ledger.claim's ``letter``). After a row not
-    # claimed (a rerun, skipping rows sent), a row is claimed first: nothing composed for
-    # nothing. The first row of a batch is claimed first.
-    compose_first: bool = False
+    # The next row's letter (its key, and it as composed), composed just before this row's
+    # letter goes out (send_row's upcoming): its claim, which records this one sent, follows the
+    # send at once, and carries its print (Ledger.claim's ``letter``): one ledger write a
+    # letter, not two, and no wider window between a letter going out and its record. A row
+    # not sent (skipped as sent before: a rerun) composes none ahead: nothing composed for
+    # nothing. The first row of a batch, and a row after one not sent, is claimed first.
+    ahead: tuple[str, _Composed] | None = None
 
     @property
     def campaign_id(self) -> str:
@@ -908,11 +916,20 @@ class _Batch:
         except (_Stop, _Superseded) as stop:
             log.debug("send_batch: pacing not waited out: %s", stop)
 
-    def send_row(self, item: Mapping[str, Any], compose_row: Callable[[], Any]) -> None:
+    def send_row(
+        self,
+        item: Mapping[str, Any],
+        compose_row: Callable[[], Any],
+        upcoming: tuple[Mapping[str, Any], Callable[[], Any]] | None = None,
+    ) -> None:
+        """Send one row (``compose_row`` makes its message); ``upcoming``: the batch's next
+        row and its compose_row, composed just before this row's letter goes out."""
         row = item["row"]
-        early = self.compose(item, compose_row) if self.compose_first else None
+        early = None
+        if self.ahead is not None and self.ahead[0] == item["key"]:
+            early = self.ahead[1]
+        self.ahead = None
         claim = self.claim(item, None if early is None else early.letter)
-        self.compose_first = claim.state == "claimed"
         if claim.state == "sent" and claim.attempt == self.attempt:
             # An earlier try of this same child sent it; that try's result was discarded, so
             # what the ledger kept of it (a possible duplicate) is reported here.
@@ -981,6 +998,8 @@ class _Batch:
             self.hold_back(item, earlier)
             return
 
+        if upcoming is not None:
+            self.ahead = (upcoming[0]["key"], self.compose(*upcoming))
         try:
             message_id, uncertain = self.deliver(
                 item, raw, destinations, doubts=claim.doubts, file=file
@@ -1015,7 +1034,7 @@ class _Batch:
         self.refusals = 0
         self.answered()
         entry: dict[str, Any] = {"row": row, "status": "sent", "message_id": message_id}
-        if item.get("corrected_address") and self.owner:
+        if item.get("corrected_address") and self.owner_of(item):
             entry["reason"] = (
                 f"sent to the corrected address (--corrected-address {row}): its attachment"
                 f" {item['attachment']} is this recipient's from now on"
@@ -1038,7 +1057,7 @@ class _Batch:
         """The row's message, composed (raw, destinations), with the file it carries as its
         recipient's own and its letter's print (none for a message too large to send); or
         the error composing it raised, which fails the row once it is claimed (not_composed)."""
-        self.owner = self.owner_of(item)  # letter_file's; the claim sets it again
+        self.owner = self.owner_of(item)  # letter_file's; the row's claim sets it again
         if self.kept is not None:
             self.kept.data = None
         if self.rendering is not None:
@@ -1092,7 +1111,15 @@ class _Batch:
 
     def hold_back(self, item: Mapping[str, Any], earlier: SentCopy) -> None:
         """Give the row back unsent: its letter went to its address under another file
-        already (``earlier``), as validation holds such a row back; reported so."""
+        already (``earlier``), as validation holds such a row back; reported so. Where that
+        letter is being sent now (it may yet fail), the row waits for it (busy)."""
+        if earlier.state == SENDING:
+            waiting = sending_elsewhere(earlier)
+            self.ledger.record_failed(
+                item["key"], code="ClaimBusy", reason=waiting, permanent=False
+            )
+            self.result.rows.append({"row": item["row"], "status": "busy", "reason": waiting})
+            return
         reason = sent_under_reason(earlier)
         self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
         self.result.rows.append(
@@ -1404,13 +1431,19 @@ def _send_rows(
     batch.kept = kept = _KeptAttachment(fetch_attachment)
     batch.rendering = rendering = _KeptRendering(catalog)
     try:
-        for item in items:
+        rows = [
+            (
+                item,
+                functools.partial(
+                    composer, item, batch.campaign, catalog=rendering, fetch_attachment=kept
+                ),
+            )
+            for item in items
+        ]
+        for at, (item, compose_row) in enumerate(rows):
             batch.check_campaign()
             batch.check_time()
-            compose_row = functools.partial(
-                composer, item, batch.campaign, catalog=rendering, fetch_attachment=kept
-            )
-            batch.send_row(item, compose_row)
+            batch.send_row(item, compose_row, rows[at + 1] if at + 1 < len(rows) else None)
             done += 1
     except _Stop as stop:
         # the row it stopped at is left for later with the rest, unless it was settled first

@@ -184,6 +184,7 @@ def test_a_ledger_that_meets_the_limit_in_every_worker_ends_the_run_saying_what_
     # GIVEN a run of the example campaign whose ledger meets the file size limit in each
     # worker once it holds a batch there (retries, were there any, not waited out)
     monkeypatch.setattr("mailmatrix.jobs.send_batch", _every_batch_meets_the_limit)
+    monkeypatch.setenv("COLUMNS", "1000")  # a long temporary path is not folded mid-name
     start_engine = local.start_engine
     monkeypatch.setattr(
         local,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.cli.main import cli
-from tests.e2e.test_letter_copies import _cli, _file, _outbox
+from tests.e2e.test_letter_copies import LETTERS, _cli, _file, _outbox
 from tests.e2e.test_renamed_copy import _rejects
 from tests.e2e.test_run_cli import REPO
 
@@ -52,6 +52,15 @@ def _run(csv_path: Path, workdir: Path, *options: str) -> dict:
     return json.loads(output)
 
 
+def _shown(csv_path: Path, workdir: Path) -> str:
+    """What a run of ``csv_path`` (the templates of its folder) tells people, on one line."""
+    templates = str(csv_path.parent / "templates")
+    shown = CliRunner().invoke(
+        cli, ["run", str(csv_path), "--workdir", str(workdir), "--templates", templates]
+    )
+    return " ".join(shown.output.split())
+
+
 def _validate(csv_path: Path, workdir: Path) -> tuple[int, dict]:
     templates = str(csv_path.parent / "templates")
     code, output = _cli(
@@ -83,11 +92,7 @@ def test_a_renamed_copy_without_attachments_sends_nothing_and_says_why(tmp_path)
     assert reasons[0].endswith("run this file with --send-again-from news.csv")
 
     # AND a second run of the copy still sends nothing, and tells people why
-    templates = str(tmp_path / "templates")
-    shown = CliRunner().invoke(
-        cli, ["run", str(final), "--workdir", str(workdir), "--templates", templates]
-    )
-    words = " ".join(shown.output.split())
+    words = _shown(final, workdir)
     assert "Rows not sent: their letters went already, under another file (2):" in words
     assert "row 3 already sent: this address already received this letter" in words
     assert len(_outbox(workdir)) == 2
@@ -169,3 +174,59 @@ def test_a_ledger_from_before_letter_prints_opens_to_read_and_to_write(tmp_path)
     shutil.copy(news, third)
     assert _run(third, workdir)["counts"]["sent_under"] == 2
     assert len(_outbox(workdir)) == 4
+
+
+def _mixed(folder: Path) -> tuple[Path, Path]:
+    """offers.csv, run: Anna's letter with a file of her own, Kim's without, and a row
+    rejected; the offer set's attachment optional."""
+    attachments = folder / "attachments"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    templates = folder / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    manifest = templates / "manifest.yaml"
+    text = manifest.read_text()
+    manifest.write_text(text.replace("attachment: required", "attachment: optional", 1))
+    people = (("anna@example.com", "Anna", "anna.pdf"), KIM, ("zed-at-nowhere", "Zed", ""))
+    offers, workdir = _file(folder, "offers.csv", *people), folder / "w"
+    assert _run(offers, workdir)["counts"]["sent"] == 2
+    return offers, workdir
+
+
+def test_a_renamed_copy_counts_its_rows_held_back_once_in_the_summary_list_and_json(tmp_path):
+    # GIVEN offers.csv sent, then copied: Anna's row is held back by validation (her own
+    # file went already) and Kim's as it is sent (the same text went already)
+    offers, workdir = _mixed(tmp_path)
+    copy = tmp_path / "offers-copy.csv"
+    shutil.copy(offers, copy)
+
+    # WHEN the copy is run, with --json
+    result = _run(copy, workdir)
+
+    # THEN both are counted as sent under another file, none as rejected or skipped
+    counts = result["counts"]
+    assert (counts["sent"], counts["sent_under"], counts["rejected"], counts["skipped"]) == (
+        0,
+        2,
+        1,
+        0,
+    )
+
+    # WHEN it is run again and its summary shown
+    words = _shown(copy, workdir)
+
+    # THEN the table, the list of rows held back and the advice give the one count, and the
+    # list of rows not sent for other reasons counts only the rejected row
+    assert "Already sent under another file (not sent again) │ 2 │" in words
+    assert "Rows not sent: their letters went already, under another file (2):" in words
+    assert "row 2 already sent: this address already received this letter (anna.pdf," in words
+    assert "row 3 already sent: this address already received this letter (the same" in words
+    assert "2 row(s) not sent: the same letter already went" in words
+    assert "Rows not sent, and why (1): row 4 rejected [Email]" in words
+
+    # AND `show` names them in its result
+    execution = words.split("Execution: ")[1].split()[0]
+    code, drawn = _cli("show", execution, "--workdir", str(workdir))
+    assert code == 0, drawn
+    assert "result: 0 sent, 1 rejected, 2 already sent under another file" in drawn
+    assert len(_outbox(workdir)) == 2

@@ -4265,3 +4265,23 @@ def test_a_column_that_looks_like_bcc_is_warned_of_before_the_run_sends(
     # AND so does the validation report the run keeps (on AWS too, where no console shows it)
     report = json.loads((Path(found["rejects"]).parent / "validation.json").read_text("utf-8"))
     assert report["warnings"] == found["warnings"]
+
+
+def test_validate_holds_messages_to_the_limit_run_uses(tmp_path, monkeypatch):
+    # GIVEN a message size limit set for the runs, below the example's letters with their PDF
+    monkeypatch.setenv("MAILMATRIX_MAX_MESSAGE_BYTES", "2000")
+    workdir = tmp_path / "w"
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+
+    # WHEN the file is validated, then run
+    checked = CliRunner().invoke(cli, ["validate", *args])
+    ran = CliRunner().invoke(cli, ["run", *args])
+
+    # THEN validate rejects the rows run rejects, for the same reason: it forecast the run
+    found = json.loads(checked.stdout)
+    reasons = {row["row"]: row["reason"] for row in found["rejected"]}
+    assert len(reasons) > 2, reasons  # the example's own two, and the letters too large
+    assert all("too large" in reasons[row] for row in reasons if row not in (16, 21))
+    summary = json.loads(ran.stdout[ran.stdout.index("{") :])
+    assert summary["counts"]["sent"] == 0
+    assert summary["counts"]["rejected"] == len(reasons)

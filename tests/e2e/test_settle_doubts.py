@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import resource
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,53 @@ def test_a_row_settled_as_not_sent_is_sent_by_the_redrive_as_never_tried(
     report = workdir / "bucket" / record["output"]["report_key"]
     assert _report_rows(report)[2]["status"] == "sent"
     assert _report_rows(report)[2]["reason"] == ""
+
+
+def test_no_run_or_redrive_of_the_file_goes_on_while_its_row_is_in_doubt(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run that left row 2 in doubt (its letter may have arrived)
+    result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    execution = " ".join(result.output.split()).split("Execution: ")[1].split()[0]
+
+    # WHEN the file is run again, or the execution redriven, without a word about it
+    again = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", str(workdir)])
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+
+    # THEN both are refused, sending nothing: each names the row, the commands that settle
+    # it, and the run that sends it again all the same
+    assert _letters(workdir) == 1
+    for refused in (again, redriven):
+        output = " ".join(refused.output.split())
+        assert refused.exit_code == 2, refused.output
+        assert "offers.csv: nothing was sent: 1 row(s) of it are in doubt" in output
+        assert "row 2, a***@example.com, template offer, attachment amelia-hart.pdf" in output
+        assert f"settle {csv_file} --sent 2 --workdir {workdir}" in output
+        assert f"settle {csv_file} --not-sent 2 --workdir {workdir}" in output
+        assert f"run {csv_file} --retry-unknown --workdir {workdir}" in output
+
+    # AND once it is settled as sent, a run sends the other rows, row 2 not again
+    settled = CliRunner().invoke(
+        cli, ["settle", str(csv_file), "--sent", "2", "--workdir", str(workdir)]
+    )
+    assert settled.exit_code == 0, settled.output
+    rerun = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", str(workdir), "--json"])
+    assert rerun.exit_code == 0, rerun.output
+    assert _letters(workdir) == VALID_ROWS
+
+
+def test_a_run_with_retry_unknown_sends_the_row_in_doubt_again_as_a_possible_duplicate(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run that left row 2 in doubt, and its letter did arrive
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+
+    # WHEN the operator runs the file again with --retry-unknown, without settling
+    args = ["run", str(csv_file), "--workdir", str(workdir), "--retry-unknown", "--json"]
+    rerun = CliRunner().invoke(cli, args)
+
+    # THEN every valid row was sent, row 2 a second time, marked as a possible duplicate
+    assert rerun.exit_code == 0, rerun.output
+    assert _letters(workdir) == VALID_ROWS + 1
+    found = json.loads(rerun.output[rerun.output.index("{") :])
+    assert found["counts"]["possible_duplicates"] == 1

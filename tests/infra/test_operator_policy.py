@@ -25,7 +25,7 @@ from policy_eval import Call, Request, allowing, as_list, requests_for, role_sta
 
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
-from tests.fixtures.aws import fake_aws, outputs_stack_template
+from tests.fixtures.aws import create_ledger_table, fake_aws, outputs_stack_template
 
 REGION, ACCOUNT, STACK = "eu-west-1", "123456789012", "mm"
 MACHINE = f"mailmatrix-{STACK}"  # the state machine's name in the stack
@@ -34,8 +34,18 @@ EXECUTION_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{MACHINE}:run-1"
 MAP_RUN_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:mapRun:{MACHINE}/SendEmails:5e1f0c2a"
 CHILD_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{MACHINE}/SendEmails:batch-1"
 KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-STACK_TEMPLATE = outputs_stack_template(MACHINE)
-NAMING_PARAMS = ("Bucket", "Key", "StackName", "stateMachineArn", "executionArn", "mapRunArn")
+TABLE = f"mailmatrix-{STACK}-ledger"
+STACK_TEMPLATE = outputs_stack_template(MACHINE, TABLE)
+NAMING_PARAMS = (
+    "Bucket",
+    "Key",
+    "StackName",
+    "stateMachineArn",
+    "executionArn",
+    "mapRunArn",
+    "TableName",
+    "IndexName",
+)
 
 
 class FailedCampaign:
@@ -117,6 +127,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Ca
         boto3.client("s3", region_name=REGION).put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
         )
+        create_ledger_table(boto3.client("dynamodb", region_name=REGION), TABLE)
         campaign = FailedCampaign(bucket)
         monkeypatch.setattr(aws_cmds, "client", recording_client(calls, campaign))
         monkeypatch.setattr(aws_cmds, "sleep", lambda seconds: None)
@@ -132,6 +143,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Ca
             campaign.key = key
             result = CliRunner().invoke(cli, ["aws", *command, "--stack", STACK])
             assert "why sending stopped" in result.output or command == ["status"], result.output
+        # The choices are checked against the ledger first: here, refused (no earlier run of
+        # may.csv, no letter of row 2 held back), so nothing is uploaded
+        for choice in (["--send-again-from", "may.csv"], ["--corrected-address", "2"]):
+            result = CliRunner().invoke(
+                cli, ["aws", "send", str(csv_file), *choice, "--stack", STACK]
+            )
+            assert result.exit_code == 2 and "Nothing was uploaded" in result.output, result.output
     yield calls, bucket
 
 
@@ -145,6 +163,7 @@ def names(bucket: str) -> dict[str, str]:
         "MailBucket.Arn": f"arn:aws:s3:::{bucket}",
         "DataKey.Arn": KEY_ARN,
         "MailMatrixStateMachine": MACHINE_ARN,
+        "LedgerTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}",
     }
 
 
@@ -197,6 +216,7 @@ def test_the_recorded_calls_are_every_call_of_send_status_and_redrive(recorded):
         ("stepfunctions", "ListMapRuns"),
         ("stepfunctions", "DescribeMapRun"),
         ("stepfunctions", "RedriveExecution"),
+        ("dynamodb", "Query"),
     }
     # AND the failed batch was read (a child execution of the Map Run), and both uploads made
     assert {c.params.get("executionArn") for c in calls} >= {EXECUTION_ARN, CHILD_ARN}
@@ -236,8 +256,9 @@ def test_the_operator_policy_is_an_exported_output(transformed):
         ("EncryptUploadsWithTheDataKey", "kms:GenerateDataKey"),
         ("FollowExecutionsAndTheirBatches", f"states:DescribeExecution {CHILD_ARN}"),
         ("RedriveFailedExecutions", "states:RedriveExecution"),
+        ("CheckChoicesAgainstTheLedger", f"dynamodb:Query arn:aws:dynamodb:{REGION}"),
     ],
-    ids=["stack", "upload", "key", "batches", "redrive"],
+    ids=["stack", "upload", "key", "batches", "redrive", "choices"],
 )
 def test_a_policy_without_a_grant_the_commands_need_is_caught(transformed, recorded, sid, denied):
     # GIVEN the policy without one of its statements

@@ -14,13 +14,16 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 from rich.console import Console
 
+from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
-from mailmatrix.jobs import Choices
-from tests.fixtures.aws import fake_aws, outputs_stack_template
+from mailmatrix.core.send import recipient_key
+from mailmatrix.jobs import Choices, Source, campaign_id_for
+from tests.fixtures.aws import create_ledger_table, fake_aws, outputs_stack_template
 
 REGION = "eu-west-1"
-STACK_TEMPLATE = outputs_stack_template("mailmatrix-test")
+LEDGER = "mailmatrix-test-ledger"
+STACK_TEMPLATE = outputs_stack_template("mailmatrix-test", LEDGER)
 SUMMARY = {
     "subject": "MailMatrix: offers.csv",
     "message": "18 sent, 2 rejected.",
@@ -34,6 +37,7 @@ def stack(monkeypatch):
     with fake_aws(monkeypatch):
         cfn = boto3.client("cloudformation", region_name=REGION)
         cfn.create_stack(StackName="mm", TemplateBody=json.dumps(STACK_TEMPLATE))
+        create_ledger_table(boto3.client("dynamodb", region_name=REGION), LEDGER)
         outputs = cfn.describe_stacks(StackName="mm")["Stacks"][0]["Outputs"]
         named = {o["OutputKey"]: o["OutputValue"] for o in outputs}
         # Versioned, as the stack's bucket is (moto's CloudFormation leaves that setting out).
@@ -168,9 +172,11 @@ def test_a_dry_run_goes_under_incoming_dry_run(stack, tmp_path, monkeypatch):
 def test_send_again_from_and_corrected_address_travel_with_the_upload(
     stack, tmp_path, monkeypatch, dry_run
 ):
-    # GIVEN a stack WHEN a file is sent with the choices `run` takes
+    # GIVEN a stack WHEN a file is sent with the choices `run` takes (checked against the
+    # ledger: the tests below)
     key = "incoming/dry-run/offers.csv" if dry_run else "incoming/offers.csv"
     monkeypatch.setattr(aws_cmds, "sleep", EventBridgeAndService(stack, key))
+    monkeypatch.setattr(aws_cmds, "_check_choices", lambda *given: None)
     options = ["--send-again-from", "old/offers 2025,v1.csv", "--send-again-from", "may.csv"]
     options += ["--corrected-address", "7", "--corrected-address", "3"]
     options += ["--dry-run"] if dry_run else []
@@ -190,6 +196,135 @@ def test_send_again_from_and_corrected_address_travel_with_the_upload(
     assert Choices.of(metadata) == Choices(names, frozenset({3, 7}))
     for name, value in metadata.items():
         assert f"with metadata {name}={value}\n" in result.output
+
+
+def _campaign(stack: dict[str, str], name: str) -> str:
+    """The campaign of the file ``name`` sent to the stack."""
+    return campaign_id_for(Source(stack["BucketName"], f"incoming/{name}", ""))
+
+
+def _sent_earlier(stack: dict[str, str], name: str, *, row: int = 2, owner: str = "") -> None:
+    """A letter of ``name`` sent to the stack earlier: the row ``row`` claimed and sent, with
+    ``owner`` (an address) the recipient of its own file anna.pdf."""
+    campaign = _campaign(stack, name)
+    owned = ("anna.pdf", recipient_key(campaign, owner)) if owner else None
+    ledger = DynamoDbLedger(LEDGER, boto3.client("dynamodb", region_name=REGION))
+    ledger.claim(f"k-{campaign}-{row}", campaign=campaign, row=row, attempt="a", owner=owned)
+    ledger.record_sent(f"k-{campaign}-{row}", message_id=f"m-{row}")
+
+
+def _attached_csv(tmp_path):
+    """offers.csv: Anna at her new address, with her own file anna.pdf (row 2)."""
+    path = tmp_path / "offers.csv"
+    path.write_text(
+        "Email,Name,Attachment_File\nanna.new@example.org,Anna,anna.pdf\n", encoding="utf-8"
+    )
+    return path
+
+
+def _uploaded(stack: dict[str, str]) -> list[dict]:
+    listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=stack["BucketName"])
+    return listed.get("Contents", [])
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (
+            ["--send-again-from", "may.csv"],
+            "offers.csv: no earlier run of may.csv on the stack mm (a name as it was run, letter"
+            " case too). Nothing was uploaded, sent or recorded: give the name `validate` names,"
+            " or the --stack of that file's runs",
+        ),
+        (
+            ["--send-again-from", "offers.csv"],
+            "offers.csv: --send-again-from offers.csv names this file itself",
+        ),
+        (
+            ["--corrected-address", "2"],
+            "offers.csv: --corrected-address: row 2's letter is not held back as another"
+            " recipient's (no earlier run of this file sent its file to another address)."
+            " Nothing was uploaded, sent or recorded",
+        ),
+        (
+            ["--corrected-address", "9"],
+            "offers.csv: --corrected-address: there is no row 9 in the file",
+        ),
+    ],
+    ids=["no-earlier-run", "the-file-itself", "not-held-back", "no-such-row"],
+)
+def test_a_choice_run_would_refuse_is_refused_before_uploading(stack, tmp_path, options, said):
+    # GIVEN a stack whose ledger has a run of april.csv, and one of offers.csv whose row 2
+    # sent Anna's file to her, at the address the file still gives
+    _sent_earlier(stack, "april.csv")
+    _sent_earlier(stack, "offers.csv", owner="anna.new@example.org")
+
+    # WHEN offers.csv is sent with a choice that names nothing a run would act on
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(_attached_csv(tmp_path)), "--stack", "mm", *options]
+    )
+
+    # THEN it is refused as `run` refuses it (exit 2), and nothing is uploaded
+    assert result.exit_code == 2, result.output
+    assert said in " ".join(result.output.split())
+    assert _uploaded(stack) == []
+
+
+def test_choices_the_stacks_ledger_bears_out_are_uploaded(stack, tmp_path, monkeypatch):
+    # GIVEN a stack whose ledger has a run of april.csv, and one of offers.csv whose row 2
+    # sent Anna's own file to her old address
+    _sent_earlier(stack, "april.csv")
+    _sent_earlier(stack, "offers.csv", owner="anna@example.org")
+    monkeypatch.setattr(aws_cmds, "sleep", EventBridgeAndService(stack, "incoming/offers.csv"))
+
+    # WHEN offers.csv, Anna's address corrected, is sent again naming both
+    options = ["--send-again-from", "april.csv", "--corrected-address", "2"]
+    result = CliRunner().invoke(
+        cli, ["aws", "send", str(_attached_csv(tmp_path)), "--stack", "mm", *options]
+    )
+
+    # THEN it is uploaded with them
+    assert result.exit_code == 0, result.output
+    assert uploaded_metadata(stack, "incoming/offers.csv") == {
+        "mailmatrix-send-again-from": "april.csv",
+        "mailmatrix-corrected-address": "2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("ledger", "said"),
+    [
+        (
+            None,
+            "stack old: no LedgerTableName output, so --send-again-from and --corrected-address"
+            " cannot be checked against its ledger. Nothing was uploaded: update the stack",
+        ),
+        (
+            "no-such-table",
+            "the stack's ledger could not be read to check the choices:",
+        ),
+    ],
+    ids=["no-ledger-output", "ledger-unreadable"],
+)
+def test_choices_are_not_taken_unchecked(tmp_path, monkeypatch, ledger, said):
+    # GIVEN a stack from before it named its ledger table, or whose table cannot be read
+    with fake_aws(monkeypatch):
+        template = json.dumps(outputs_stack_template("mailmatrix-old", ledger))
+        boto3.client("cloudformation", region_name=REGION).create_stack(
+            StackName="old", TemplateBody=template
+        )
+
+        # WHEN a file is sent to it with a choice
+        options = ["--stack", "old", "--send-again-from", "may.csv"]
+        result = CliRunner().invoke(cli, ["aws", "send", str(write_csv(tmp_path)), *options])
+
+        # THEN it fails saying why, and that nothing was uploaded
+        assert result.exit_code == 1, result.output
+        assert said in " ".join(result.output.split())
+        assert "Nothing was uploaded" in result.output
+        (bucket,) = boto3.client("s3", region_name=REGION).list_buckets()["Buckets"]
+        listed = boto3.client("s3", region_name=REGION).list_objects_v2(Bucket=bucket["Name"])
+        assert listed.get("Contents", []) == []
 
 
 def test_a_failed_execution_exits_1_and_says_how_to_redrive(stack, tmp_path, monkeypatch):

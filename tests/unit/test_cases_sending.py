@@ -19,7 +19,12 @@ from mailmatrix.adapters.mailer_faults import FaultyMailer, SimulatedCrash
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.send import RetryPolicy, compose, send_batch
-from mailmatrix.errors import AccountSendingHalted, TransientSendError
+from mailmatrix.errors import (
+    AccountSendingHalted,
+    ClaimBusy,
+    PermanentSendError,
+    TransientSendError,
+)
 from tests.fixtures.sending import kit
 
 RATE_CASE = "18-ses-throttling-and-daily-quota"
@@ -540,3 +545,75 @@ def test_a_letter_that_cannot_be_composed_first_fails_once_claimed(ledger, clock
     assert len(ses.calls) == 4
     stored = {o.row: o.state for o in ledger.outcomes("c-sending-test")}
     assert stored[4] == "failed"
+
+
+def test_a_letter_that_went_out_is_recorded_before_the_next_row_is_composed(ledger, clock):
+    # GIVEN a mailer that takes every letter, and a composer that counts, each time it is
+    # called, the letters taken and not yet recorded sent (a crash now would leave those in
+    # doubt, and a rerun could send them twice)
+    items = kit.manifest(RETRY_CASE)
+    ses = FakeSes(clock=clock)
+    unrecorded: list[int] = []
+
+    def composer(item, campaign, **kwargs):
+        sent = [o for o in ledger.outcomes("c-sending-test") if o.state == "sent"]
+        unrecorded.append(len(ses.calls) - len(sent))
+        return compose(item, campaign, **kwargs)
+
+    # WHEN the batch is sent
+    result = run(items, ses, ledger, clock, composer=composer)
+
+    # THEN no row was composed while a letter that went out was unrecorded: the next row is
+    # composed before the letter goes, and its claim records the letter right after
+    assert result.sent == 5
+    assert unrecorded == [0] * 5
+
+
+class _SendingTheCopyMeanwhile:
+    """A mailer that, as it is handed the first letter, runs a copy of the file (its own
+    campaign), which must wait; then takes the letter, or refuses it for good (``refuse``)."""
+
+    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool) -> None:
+        self.ses, self.ledger, self.clock, self.refuse = ses, ledger, clock, refuse
+        self.meanwhile: ClaimBusy | None = None
+
+    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        if self.meanwhile is None:
+            with pytest.raises(ClaimBusy) as busy:
+                _run_copy(self.ses, self.ledger, self.clock)
+            self.meanwhile = busy.value
+        if self.refuse:
+            raise PermanentSendError("550 5.7.1 Message rejected by policy")
+        return self.ses.send(raw, sender=sender, destinations=destinations)
+
+
+def _run_copy(ses: FakeSes, ledger: SqliteLedger, clock):
+    copy = kit.manifest(RETRY_CASE, "c-copy")[:1]
+    return run(copy, ses, ledger, clock, campaign=kit.campaign("c-copy"), attempt="copy/child")
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["sent", "refused"])
+def test_a_copys_letter_waits_while_its_like_is_being_sent_under_another_file(
+    ledger, clock, refused
+):
+    # GIVEN a file's first letter being handed to the mail server when a renamed copy of the
+    # file runs (its own campaign)
+    ses = FakeSes(clock=clock)
+    mailer = _SendingTheCopyMeanwhile(ses, ledger, clock, refuse=refused)
+    run(kit.manifest(RETRY_CASE)[:1], mailer, ledger, clock)
+
+    # THEN the copy's row waited (busy: tried again later), not held back as received: the
+    # letter it is like might yet fail
+    assert mailer.meanwhile is not None
+    rows = mailer.meanwhile.details["result"]["rows"]
+    assert [row["status"] for row in rows] == ["busy"]
+    assert "is being sent under" in rows[0]["reason"]
+
+    # AND tried again, the copy's row is held back once that letter went out, and sent when
+    # it was refused: one letter reaches the person either way
+    again = _run_copy(ses, ledger, clock)
+    if refused:
+        assert again.sent == 1 and len(ses.calls) == 1
+    else:
+        assert [row.get("code") for row in again.rows] == ["SentUnder"]
+        assert len(ses.calls) == 1

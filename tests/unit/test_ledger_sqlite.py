@@ -21,6 +21,9 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    IN_DOUBT,
+    SENDING,
+    SENT,
     Claim,
     FileOwner,
     Halt,
@@ -1122,14 +1125,40 @@ def test_of_two_campaigns_sending_one_letter_at_once_only_the_first_passes(ledge
     assert ledger.hold_letter("k-news", LetterPrint("c-news", "p1", "news.csv")) is None
     _claimed(ledger, "k-copy", "c-copy")
 
-    # WHEN the copy's letter of the same print is held THEN the first is named: it is not sent
+    # WHEN the copy's letter of the same print is held THEN the first is named, as being
+    # sent now: the copy waits for it
     assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1")) == SentCopy(
-        "c-news", "", "", 2, "", "", "news.csv", clock.now
+        "c-news", "", "", 2, "", "", "news.csv", clock.now, SENDING
     )
+    # AND once it went out, as sent
+    ledger.record_sent("k-news", message_id="m-1")
+    held = ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1"))
+    assert held is not None and held.state == SENT
     # AND named to send again, or of another print, it passes
     again = LetterPrint("c-copy", "p1", "copy.csv", frozenset({"news.csv"}))
     assert ledger.hold_letter("k-copy", again) is None
     assert ledger.hold_letter("k-copy", LetterPrint("c-copy", "p2")) is None
+
+
+def test_a_letter_whose_attempt_ended_as_it_sent_it_is_named_in_doubt(ledger, clock):
+    # GIVEN news.csv's letter claimed with its print, by an attempt whose lease has passed
+    ledger.claim(
+        "k-news",
+        campaign="c-news",
+        row=2,
+        attempt="c-news/a",
+        lease_until=clock.now + 60,
+        letter=LetterPrint("c-news", "p1", "news.csv"),
+    )
+    clock.sleep(61)
+
+    # WHEN a copy's letter of that print is held, or claimed with it THEN it is named in doubt
+    _claimed(ledger, "k-copy", "c-copy")
+    held = ledger.hold_letter("k-copy", LetterPrint("c-copy", "p1"))
+    assert held is not None and (held.source, held.state) == ("news.csv", IN_DOUBT)
+    claimed = _claim_with(ledger, "k-copy-2", LetterPrint("c-copy", "p1"), row=3)
+    assert claimed.state == "claimed"
+    assert claimed.held is not None and claimed.held.state == IN_DOUBT
 
 
 def test_a_letter_given_back_unsent_holds_no_other_back(ledger):
@@ -1158,11 +1187,19 @@ def test_a_claim_given_a_letters_print_holds_it_back_as_hold_letter_would(ledger
     news = _claim_with(ledger, "k-news", LetterPrint("c-news", "p1", "news.csv"))
     assert news == Claim("claimed") and news.held is None
 
-    # WHEN a copy's letter of the same print is claimed with it THEN it is claimed, and the
-    # first letter named as held: the caller gives it back unsent
+    # WHEN a copy's letter of the same print is claimed with it THEN it waits (busy), as its
+    # like may yet fail, and nothing of it is written
+    waiting = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
+    assert waiting.state == "busy"
+    assert "is being sent under news.csv now" in str(waiting.reason)
+    assert [o.key for o in ledger.outcomes("c-copy")] == []
+
+    # WHEN news.csv's letter went out THEN the copy's is claimed, and that letter named as
+    # held: the caller gives it back unsent
+    ledger.record_sent("k-news", message_id="m-1")
     copy = _claim_with(ledger, "k-copy", LetterPrint("c-copy", "p1", "copy.csv"))
     assert copy.state == "claimed"
-    assert copy.held == SentCopy("c-news", "", "", 2, "", "", "news.csv", clock.now)
+    assert copy.held == SentCopy("c-news", "", "", 2, "", "", "news.csv", clock.now, SENT)
     # AND a letter held kept no print: a third copy is held by news.csv's alone
     third = _claim_with(ledger, "k-third", LetterPrint("c-third", "p1"))
     assert third.held is not None and third.held.campaign == "c-news"

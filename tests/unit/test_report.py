@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from mailmatrix.core.report import progress_counts, summarize_results
-from mailmatrix.ports import Outcome
+from mailmatrix.core.report import progress_counts, sent_under_reason, summarize_results
+from mailmatrix.ports import IN_DOUBT, SENT, Outcome, SentCopy
 
 CAMPAIGN = {
     "id": "c-1",
@@ -396,3 +396,15 @@ def test_the_report_names_each_rows_attachment_and_copies_after_the_columns_it_h
         ("2", "sent", "anna.pdf", "boss@example.com; hr@example.com", "archive@example.com"),
         ("3", "failed", "kim.pdf", "", ""),
     ]
+
+
+def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it():
+    sent = SentCopy("c-news", "", "", 7, "", "", "news.csv", 0.0, SENT)
+    in_doubt = sent._replace(state=IN_DOUBT)
+
+    assert sent_under_reason(sent).startswith("this address already received this letter")
+    said = sent_under_reason(in_doubt)
+    assert "may already have gone to this address under news.csv (campaign c-news)" in said
+    assert "as row 7 of that run, which ended as it sent it (in doubt there)" in said
+    assert "`settle news.csv` lists it" in said
+    assert "already received" not in said

@@ -152,7 +152,9 @@ def test_the_failed_rows_listed_keep_the_advice_their_reasons_end_with(tmp_path)
     assert " … " in shown and len(shown) < 650
 
 
-def _failed_run(tmp_path: Path, error: str, cause: str, details: list[str]) -> str:
+def _failed_run(
+    tmp_path: Path, error: str, cause: str, details: list[str], *, width: int = 300
+) -> str:
     result = {
         "status": "FAILED",
         "error": error,
@@ -163,7 +165,7 @@ def _failed_run(tmp_path: Path, error: str, cause: str, details: list[str]) -> s
         "workdir": str(tmp_path),
     }
     out = io.StringIO()
-    print_summary(Console(file=out, width=300), result)
+    print_summary(Console(file=out, width=width), result)
     return out.getvalue()
 
 
@@ -189,6 +191,18 @@ def test_a_run_whose_batches_failed_says_so_in_words_and_shows_their_errors_as_t
     )
     assert lines[lines.index(failed) + 1] == f"  {detail}"
     assert "tolerated failure threshold was exceeded" not in said
+
+
+def test_a_batch_error_naming_a_path_keeps_it_on_one_line_on_a_narrow_terminal(tmp_path):
+    # GIVEN a run whose batches failed on a ledger whose path is wider than the terminal
+    ledger = tmp_path / ("deep-folder-" * 8) / "ledger.sqlite3"
+    detail = f"LedgerNotWritten (1 batch): ledger {ledger}: claim 421f: cannot write the ledger"
+
+    # WHEN its summary is printed 60 columns wide
+    said = _failed_run(tmp_path, "States.ExceedToleratedFailureThreshold", "", [detail], width=60)
+
+    # THEN the error is one line, its path whole (it is copied)
+    assert f"  {detail}" in said.splitlines()
 
 
 def test_an_error_of_mailmatrix_itself_is_shown_with_its_cause_as_it_is(tmp_path):

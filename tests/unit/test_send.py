@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import random
+import unicodedata
 from collections.abc import Iterator
 from contextlib import closing
 
@@ -21,12 +22,13 @@ from mailmatrix.core.send import (
     classify_service_error,
     format_size,
     idempotency_key,
+    letter_print,
     recipient_key,
     send_batch,
     sender_problem,
     template_sets_changed,
 )
-from mailmatrix.core.templates import load_catalog
+from mailmatrix.core.templates import Rendered, load_catalog
 from mailmatrix.errors import (
     AccountSendingHalted,
     ClaimBusy,
@@ -1635,3 +1637,16 @@ def test_a_pacer_wait_into_the_invocation_s_last_seconds_stops_the_batch_for_a_r
     assert stopped.value.details["code"] == "TimeBudget"
     assert stopped.value.details["deferred"] == [4, 5]
     assert [(o.row, o.state) for o in ledger.outcomes(CID)][2:] == [(4, "released")]
+
+
+def test_a_letter_in_another_unicode_form_prints_alike_and_another_text_does_not():
+    nfc = Rendered("Offre pour José Núñez", "<p>Bonjour José Núñez</p>", "Bonjour José Núñez")
+    nfd = Rendered(
+        *(unicodedata.normalize("NFD", part) for part in (nfc.subject, nfc.html, nfc.text))
+    )
+    assert nfd.subject != nfc.subject  # the same to read, other code points
+
+    assert letter_print("J@Example.com", nfd, "ab") == letter_print("j@example.com", nfc, "ab")
+    other = Rendered(nfc.subject, nfc.html, "Bonjour Jose Nunez")
+    assert letter_print("j@example.com", other, "ab") != letter_print("j@example.com", nfc, "ab")
+    assert letter_print("j@example.com", nfc, "cd") != letter_print("j@example.com", nfc, "ab")

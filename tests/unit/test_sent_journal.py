@@ -118,7 +118,7 @@ def test_a_letter_neither_the_ledger_nor_its_journal_can_keep_is_said_in_doubt(
     message = str(raised.value)
     assert "database is locked" in message
     assert "the letter of row 7 was sent but could not be recorded" in message
-    assert "a redrive sends it again as a possible duplicate" in message
+    assert "once the mail server's log shows whether it arrived, settle it" in message
 
     # AND the advice of the run it stopped does not say that nothing was sent twice
     stopped = Stopped(batches=[("LedgerError", message)])

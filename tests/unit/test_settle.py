@@ -435,9 +435,12 @@ def test_validate_names_the_rows_in_doubt_and_a_run_going_on_and_exits_as_before
     # THEN validate says both, in words and in --json, and exits as it did
     assert code == before
     assert (
-        "2 row(s) are in doubt (a run ended while sending them): `settle` lists them; a run"
-        " sends them again as possible duplicates." in output
+        "2 row(s) are in doubt (a run ended while sending them, so they may have arrived):"
+        " `settle` lists them, and records which arrived; until then a run of this file is"
+        " refused, but `run --retry-unknown`, which sends them again, each marked as a possible"
+        " duplicate." in output
     )
+    assert "Not yet: 2 row(s) are in doubt (below): `run` would stop at once" in output
     assert "A run of this file is going on in this workdir (its counts may change)" in output
     assert found["earlier_runs"]["in_doubt_before"] == 2
     assert found["earlier_runs"]["running"] == ["running-1"]
