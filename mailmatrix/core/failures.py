@@ -216,9 +216,9 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         return (
             "its process ended without finishing (killed, by SIGKILL or for want of memory,"
             " or the machine restarted), so nothing ended its batches cleanly: a redrive goes"
-            " on from the state it was in, rows recorded as sent are skipped, and a row being"
-            " sent as it ended is in doubt (settle it first, or the redrive sends it again,"
-            " marked a possible duplicate in the report). If memory ran out, free some first."
+            " on from the state it was in, rows recorded as sent are skipped. A row being sent"
+            " as it ended is in doubt: settle it first (show lists how), or no redrive goes on."
+            " If memory ran out, free some first."
         )
     if status == "ABORTED":
         return "it was stopped on purpose: a redrive sends the rest (rows sent are skipped)."

@@ -921,6 +921,7 @@ def test_show_of_an_execution_whose_process_was_killed_says_so_and_when_it_last_
         " of memory, or the machine restarted)"
     ) in said
     assert "a redrive goes on from the state it was in, rows recorded as sent are skipped" in said
+    assert "A row being sent as it ended is in doubt: settle it first" in said
     assert "stopped on purpose" not in said
 
 
