@@ -39,7 +39,9 @@ from mailmatrix.local import (
     Workdir,
     campaign_of_file,
     incoming_key,
+    ran_in,
     validation_of,
+    workdirs_that_ran,
 )
 from mailmatrix.ports import OUTCOME_UNKNOWN, Outcome
 from mailmatrix.program import program
@@ -271,6 +273,10 @@ def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[D
             f" {running[0]}): nothing was settled. Wait for it to end (or stop it), then settle"
             " the rows it leaves in doubt"
         )
+    absent = not_run_here(wd, csv_file)
+    if absent is not None:
+        what, then = absent
+        raise NotSettled(f"{what}: nothing was settled. {then}")
     found = doubts_of_file(wd, csv_file)
     settling = _rows_to_settle(wd, found, choice)
     with _ledger(wd) as ledger:
@@ -284,6 +290,31 @@ def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[D
         "sent" if sent else "not sent",
     )
     return done
+
+
+def not_run_here(wd: Workdir, csv_file: Path) -> tuple[str, str] | None:
+    """What to say of a file that never ran in the workdir: that none of its rows can be in
+    doubt there, and then the --workdir to give (naming those known to have run it, where
+    found); None when it ran there."""
+    campaign = campaign_of_file(csv_file)
+    if ran_in(wd, campaign):
+        return None
+    what = (
+        f"{csv_file.name}: no file of this name ran in the workdir {wd.root}, so none of its"
+        " rows is in doubt there"
+    )
+    then = "Give settle the --workdir its run used (the run's summary names it)"
+    try:
+        here = Path.cwd()
+    except OSError:  # the current folder is gone: no workdir below it to look in
+        return what, then
+    found = [w for w in workdirs_that_ran(campaign, here) if w.resolve() != wd.root.resolve()]
+    if not found:
+        return what, then
+    shown = [w.relative_to(here) if w.is_relative_to(here) else w for w in found]
+    listed = " and ".join(str(workdir) for workdir in shown)
+    command = f"{program()} settle {shlex.join([str(csv_file), '--workdir', str(shown[0])])}"
+    return what, f"{then}: it ran in {listed}; `{command}` lists its rows in doubt there"
 
 
 def refuse_rows_in_doubt(wd: Workdir, csv_file: Path, again: str, *, shown: int = 10) -> None:

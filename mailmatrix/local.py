@@ -661,6 +661,19 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     )
 
 
+def _templates_changed(workdir: Workdir, campaign: str, way: dict) -> bool:
+    """Whether the campaign's earlier runs in this workdir made their letters from another
+    templates folder than ``way`` does (a damaged record: not known here, the run's check of
+    its way says so)."""
+    try:
+        earlier = _deliveries(workdir).get(campaign)
+    except DeliveriesDamaged:
+        return False
+    if not isinstance(earlier, dict):
+        return False
+    return earlier.get("templates", way["templates"]) != way["templates"]
+
+
 @dataclass(frozen=True)
 class WayChange:
     """One way a run differs from its campaign's earlier runs in a workdir: what those did
@@ -1072,6 +1085,38 @@ def workdirs_with_runs(here: Path) -> list[Path]:
         if stamps and workdir not in latest:
             latest[workdir] = (max(stamps), place.parent)
     return [found for _, found in sorted(latest.values(), key=lambda seen: -seen[0])]
+
+
+def ran_in(wd: Workdir, campaign: str) -> bool:
+    """Whether a file of ``campaign``'s name ran in the workdir: its record of runs
+    (deliveries.json) or its ledger holds it. Reads only; a damaged record counts as a run
+    (what it held is not known)."""
+    try:
+        if campaign in _deliveries(wd):
+            return True
+    except DeliveriesDamaged:
+        return True
+    if not wd.has_ledger():
+        return False
+    with _local_ledger(wd, read_only=True) as ledger:
+        return ledger.has_entries(campaign)
+
+
+def workdirs_that_ran(campaign: str, here: Path) -> list[Path]:
+    """The workdirs whose record of runs holds ``campaign`` (where, see _execution_places).
+    For a `settle` not given the --workdir the file ran in; reads only, and finds nothing
+    rather than fail."""
+    found: list[Path] = []
+    for place in _execution_places(here):
+        workdir = place.parent
+        try:
+            ran = campaign in _deliveries(Workdir(workdir))
+            known = any(workdir.resolve() == other.resolve() for other in found)
+        except (MailMatrixError, OSError, RuntimeError):  # damaged, unreadable, a loop
+            continue
+        if ran and not known:
+            found.append(workdir)
+    return found
 
 
 def _execution_places(here: Path) -> list[Path]:
@@ -1862,16 +1907,20 @@ def run_campaign(
         max_concurrency=max_concurrency,
         batch_size=batch_size,
     )
-    if mailer and delivery_of(mailer) != "outbox":
-        check_real_recipients(csv_path, mailer, templates_dir, sender)
     campaign = campaign_of_file(csv_path)
+    way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
+    if mailer and delivery_of(mailer) != "outbox":
+        # A rerun that forgot --templates is told the folder its earlier runs used, not to
+        # make the bundled demo's letters its own (the way is checked again below, locked).
+        if _templates_changed(wd, campaign, way):
+            check_campaign_way(wd, campaign, csv_path.name, way)
+        check_real_recipients(csv_path, mailer, templates_dir, sender)
     check_ledger_kept(wd, campaign, csv_path.name)
     check_name_alike(wd, csv_path)
     asked = (("--retry-failed", retry_failed), ("--retry-unknown", retry_unknown))
     retries = [flag for flag, given in asked if given]
     if retries:
         _check_earlier_run(wd, campaign, csv_path.name, retries)
-    way = campaign_way(env["MAILMATRIX_MAILER"], templates_dir, attachments_dir, sender)
     check_workdir_writable(wd)
     with _known_workdirs(way, wd) as known, _ways_locked(wd):
         check_campaign_way(wd, campaign, csv_path.name, way)

@@ -79,16 +79,41 @@ SEND_AGAIN_HELP = (
 )
 
 
+class RowNumber(click.ParamType):
+    """A row of the file by its number as a spreadsheet shows it: 2 is the first row under
+    the header. Not click's IntRange, whose help says ``[x>=2]``."""
+
+    name = "row"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """The row number ``value`` names; a bad usage (exit 2) if it names no row."""
+        if isinstance(value, int):
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value}: {ROW_NUMBERS}", param, ctx)
+        if number < FIRST_ROW:
+            self.fail(f"{value}: {ROW_NUMBERS}", param, ctx)
+        return number
+
+
+# Row 1 is the header.
+FIRST_ROW = 2
+ROW_NUMBERS = "give a row's number as the file counts rows: 2 is the first row under the header"
+
+
 def corrected_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The --corrected-address ROW option (``corrected``: the rows) of `run`, `validate` and
-    `aws send`, with its ``help``."""
+    `aws send`, with its ``help``, which then says how rows are counted."""
     return click.option(
         "--corrected-address",
         "corrected",
         multiple=True,
-        type=click.IntRange(2),
+        type=RowNumber(),
         metavar="ROW",
-        help=help,
+        help=f"{help} ROW counts the file's rows from 2, the first row under the header.",
     )
 
 

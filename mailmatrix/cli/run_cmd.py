@@ -252,9 +252,59 @@ def print_summary(
     folder the run used, None: the bundled one), and last, what the record of known
     workdirs could not keep, if anything."""
     _print_outcome(console, result, templates=templates)
+    _print_choices(console, result)
     if result.get(RECORD_NOT_KEPT):
         console.print("[red]Warning: the record of known workdirs is not up to date[/red]")
         console.print(result[RECORD_NOT_KEPT], markup=False, soft_wrap=True)
+
+
+def add_choices(
+    result: dict[str, Any],
+    record: Any,
+    send_again_from: tuple[str, ...],
+    corrected: tuple[int, ...],
+) -> None:
+    """Add the choices given to the run against rules that hold letters back (``choices``:
+    --send-again-from's files, --corrected-address's rows), and whether the ledger recorded
+    them: validation records them before anything is sent by them."""
+    if not send_again_from and not corrected:
+        return
+    validated = bool(validation_of(record.get("history") or []).get("campaign"))
+    result["choices"] = {
+        "send_again_from": list(dict.fromkeys(send_again_from)),
+        "corrected_address": sorted(set(corrected)),
+        "recorded": validated,
+    }
+
+
+def _print_choices(console: Console, result: dict[str, Any]) -> None:
+    """One line for each choice the run was given (add_choices): used and recorded in the
+    ledger, or not used, the run having ended before its file passed validation."""
+    choices = result.get("choices") or {}
+    given = {
+        "--send-again-from": ", ".join(choices.get("send_again_from") or []),
+        "--corrected-address": ", ".join(map(str, choices.get("corrected_address") or [])),
+    }
+    for option, values in given.items():
+        if not values:
+            continue
+        if choices.get("recorded"):
+            line = f"{option} {values}: used, and recorded in the ledger ({_CHOICE_USED[option]})."
+        else:
+            line = (
+                f"{option} {values}: not used, the run ended before its file passed validation, and"
+                " nothing was recorded (a redrive of this execution validates it with the choice;"
+                " a new run needs it given again)."
+            )
+        console.print(line, markup=False, soft_wrap=True)
+
+
+# What each choice did in a run that validated its file.
+_CHOICE_USED = {
+    "--send-again-from": "the letters that went to the same addresses under it are not held back",
+    "--corrected-address": "each row's letter goes to its corrected address, though its"
+    " attachment went to the earlier one",
+}
 
 
 def _print_outcome(
@@ -504,8 +554,8 @@ _SHOWN_IF_ANY = (
 
 def _print_where(console: Console, result: dict[str, Any]) -> None:
     """Where the letters went (the outbox or the mail server), what they were made with, and
-    the run's reports: those written, for a run that did not succeed (a failed run may have
-    no report, its summary never reached)."""
+    the run's reports: for a run that did not succeed, those written, and that no report was
+    when none was (a failed or stopped run may have none, its summary never reached)."""
     # Paths on one line each, however narrow the terminal or log: they are copied.
     if result.get("outbox"):
         console.print(f"Outbox:  {result['outbox']}", soft_wrap=True, markup=False)
@@ -515,9 +565,18 @@ def _print_where(console: Console, result: dict[str, Any]) -> None:
     succeeded = result["status"] == "SUCCEEDED"
     if succeeded or result.get("report"):
         console.print(f"Report:  {result['report']}", soft_wrap=True, markup=False)
+    else:
+        console.print(f"Report:  {NO_REPORT}", soft_wrap=True, markup=False)
     rejects = result.get("rejects")
     if rejects and (succeeded or Path(rejects).is_file()):
         console.print(f"Rejects: {rejects}", soft_wrap=True, markup=False)
+
+
+# What the summary of a run that ended before its report was written says of it.
+NO_REPORT = (
+    "none written: the run ended before its summary, which writes it (a redrive that gets"
+    " to the end writes it)"
+)
 
 
 def _print_letters(console: Console, result: dict[str, Any]) -> None:
@@ -819,6 +878,7 @@ def run(
     )
     name_the_file(result, str(csv_file))
     add_settle_commands(result, str(csv_file), workdir)
+    add_choices(result, record, send_again_from, corrected)
     result["warnings"] = warnings
     if result["counts"].get("failed"):
         result.update(

@@ -16,7 +16,14 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.core.failures import NO_ROOM_REMEDY, no_room_in
-from mailmatrix.doubts import Choice, doubt_line, doubts_of_file, settle, settle_command
+from mailmatrix.doubts import (
+    Choice,
+    doubt_line,
+    doubts_of_file,
+    not_run_here,
+    settle,
+    settle_command,
+)
 from mailmatrix.errors import (
     InputFileError,
     LedgerError,
@@ -160,7 +167,10 @@ def _list(wd: Workdir, csv_file: Path, as_json: bool) -> None:
         return
     console = RunConsole()
     where = shlex.quote(str(wd.root))
-    if not found.rows:
+    absent = not_run_here(wd, csv_file) if not found.rows else None
+    if absent is not None:
+        console.print(f"{absent[0]}. {absent[1]}.", markup=False, soft_wrap=True)
+    elif not found.rows:
         console.print(
             f"No row of {csv_file.name} is in doubt in the workdir {where}.",
             markup=False,

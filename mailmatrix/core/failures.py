@@ -63,6 +63,8 @@ STOPPED_BY_OPERATOR = "StoppedByOperator"
 RECORDS_NOT_WRITTEN = "RecordsNotWritten"
 # The engine's error for such an execution (mailmatrix.engine.errors).
 ENGINE_RECORDS_NOT_WRITTEN = "Engine.RecordsNotWritten"
+# The engine's error for an execution whose process ended while it ran (Engine._settled).
+ENGINE_PROCESS_ENDED = "Engine.ProcessEnded"
 
 # The code of the halt a batch records when the mail service refused every try of several rows
 # in a row (send_batch), and the words its reason begins with.
@@ -133,6 +135,7 @@ _PLAIN = {
     "TransientSendError": "the mail service failed for now",
     CANNOT_CONNECT: "the mail server cannot be reached",
     ENGINE_RECORDS_NOT_WRITTEN: "the engine could not write the execution's records in the workdir",
+    ENGINE_PROCESS_ENDED: "the run's process ended while it ran (killed, or out of memory)",
     "LedgerNotWritten": "the send ledger cannot be written",
     FILE_NOT_WRITTEN: "a file of the run could not be written",
 }
@@ -209,6 +212,14 @@ def why_lines(stopped: Stopped) -> list[str]:
 def redrive_advice(status: str, error: str | None, message: str, stopped: Stopped) -> str:
     """When a redrive of the execution makes sense, given how it ended: its status, its own
     error and message, and its batches' errors."""
+    if error == ENGINE_PROCESS_ENDED:
+        return (
+            "its process ended without finishing (killed, by SIGKILL or for want of memory,"
+            " or the machine restarted), so nothing ended its batches cleanly: a redrive goes"
+            " on from the state it was in, rows recorded as sent are skipped. A row being sent"
+            " as it ended is in doubt: settle it first (show lists how), or no redrive goes on."
+            " If memory ran out, free some first."
+        )
     if status == "ABORTED":
         return "it was stopped on purpose: a redrive sends the rest (rows sent are skipped)."
     if status == "TIMED_OUT":

@@ -233,7 +233,8 @@ class Engine:
 
         A process killed outright (SIGKILL, a machine restart) leaves its execution RUNNING
         for ever; Step Functions itself never dies. The state it was in (the earliest entered
-        and not exited) becomes the failed state, so a redrive resumes there.
+        and not exited) becomes the failed state, so a redrive resumes there. It ended when
+        it last wrote a record, as far as the store can tell; not when it was looked at.
         """
         if record.get("status") != "RUNNING" or running(record.get("engine")):
             return record
@@ -251,7 +252,8 @@ class Engine:
         runs = [r for r in self.store.map_runs(record["name"]) if r.get("stateName") == state]
         engine = record.get("engine") or {}
         cause = f"the engine process {engine.get('pid')} ended while the execution ran"
-        record.update(status="ABORTED", stopDate=now_iso(), error="Engine.ProcessEnded")
+        stopped = self.store.last_written(record["name"]) or now_iso()
+        record.update(status="ABORTED", stopDate=stopped, error="Engine.ProcessEnded")
         record["cause"] = cause
         record["failedState"] = {
             "state": state,

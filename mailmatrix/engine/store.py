@@ -17,6 +17,7 @@ names the record's file.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import pathlib
@@ -102,6 +103,18 @@ class ExecutionStore:
             except EngineError as error:
                 problems.append(error.message.removeprefix("store: "))
         return problems
+
+    def last_written(self, execution_id: str) -> str | None:
+        """When the execution's process last wrote any of its records (its record, history,
+        Map Runs), as Step Functions writes a time; None when none can be read."""
+        times = []
+        for path in self.execution_dir(execution_id).rglob("*"):
+            with contextlib.suppress(OSError):
+                times.append(path.stat().st_mtime)
+        if not times:
+            return None
+        stamp = datetime.datetime.fromtimestamp(max(times), datetime.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
     def append_event(self, execution_id: str, event: dict[str, Any]) -> None:
         """Append one event to an execution's history."""

@@ -112,6 +112,12 @@ def test_a_renamed_copy_sends_again_when_the_other_file_is_named(tmp_path):
     assert (result["counts"]["sent"], result["counts"].get("sent_under")) == (2, 0)
     assert len(_outbox(workdir)) == 4
     assert _choices(workdir) == [("send_again_from", "offers.csv")]
+    # AND its result says the choice was used and recorded
+    assert result["choices"] == {
+        "send_again_from": ["offers.csv"],
+        "corrected_address": [],
+        "recorded": True,
+    }
 
 
 def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path):
@@ -144,10 +150,45 @@ def test_a_corrected_address_gets_its_letter_once_and_no_one_else_does(tmp_path)
         "kim@example.net": 1,
     }
     assert _choices(workdir) == [("corrected_address", "3")]
-    # AND a later run of the file sends nothing more and fails nothing
+    assert result["choices"] == {
+        "send_again_from": [],
+        "corrected_address": [3],
+        "recorded": True,
+    }
+    # AND a later run of the file sends nothing more and fails nothing, and names no choice
     later = _run(offers, workdir)
     assert (later["counts"]["sent"], later["counts"]["failed"]) == (0, 0)
     assert len(_outbox(workdir)) == 3
+    assert "choices" not in later
+
+
+def test_the_summary_of_a_run_given_a_choice_says_it_was_used_and_recorded(tmp_path):
+    # GIVEN offers.csv sent, a copy of it as offers-final.csv, and Kim's address corrected
+    offers, workdir = _sent(tmp_path)
+    final = tmp_path / "offers-final.csv"
+    shutil.copy(offers, final)
+    offers.write_text(offers.read_text().replace("kim@example.com", "kim@example.net"))
+    _cli("run", str(offers), "--workdir", str(workdir))
+
+    # WHEN the copy runs with --send-again-from, and offers.csv with --corrected-address
+    again = CliRunner().invoke(
+        cli, ["run", str(final), "--workdir", str(workdir), "--send-again-from", str(offers)]
+    )
+    corrected = CliRunner().invoke(
+        cli, ["run", str(offers), "--workdir", str(workdir), "--corrected-address", "3"]
+    )
+
+    # THEN each summary says, in a line of its own, that the choice was used and recorded
+    assert again.exit_code == 0, again.output
+    assert (
+        "--send-again-from offers.csv: used, and recorded in the ledger (the letters that went"
+        " to the same addresses under it are not held back)."
+    ) in again.output.splitlines()
+    assert corrected.exit_code == 0, corrected.output
+    assert (
+        "--corrected-address 3: used, and recorded in the ledger (each row's letter goes to its"
+        " corrected address, though its attachment went to the earlier one)."
+    ) in corrected.output.splitlines()
 
 
 def _refused_by_both(csv_path: Path, workdir: Path, option: str, value: str, said: str) -> None:

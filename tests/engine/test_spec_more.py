@@ -10,6 +10,7 @@ functions" (.../intrinsic-functions.html), "Error handling" (.../concepts-error-
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import errno
 import json
 import multiprocessing
@@ -883,6 +884,45 @@ def test_an_execution_whose_engine_process_was_killed_is_aborted_and_redriven(
     record = engine.redrive(listed["name"])
     assert record["status"] == "SUCCEEDED"
     assert record["output"] == {"marker": marker}
+
+
+def test_show_of_an_execution_whose_process_was_killed_says_so_and_when_it_last_ran(
+    tmp_path: pathlib.Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    # GIVEN an engine process killed outright while its execution ran a Task, started a
+    # minute ago and its records last written two seconds after it started
+    _killed_engine(tmp_path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (tmp_path / "ex").rename(workdir / "executions")
+    store = ExecutionStore(workdir / "executions")
+    [record] = store.list_records()
+    started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1)
+    record["startDate"] = started.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    store.save(record)
+    last = started.timestamp() + 2
+    for path in (workdir / "executions").rglob("*"):
+        os.utime(path, (last, last))
+
+    # WHEN it is shown
+    shown = CliRunner().invoke(cli, ["show", record["name"], "--workdir", str(workdir)])
+
+    # THEN it lasted until its process last wrote a record, not until it was looked at, and
+    # what ended it is said (not a stop on purpose), with what a redrive does
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, said
+    assert f"{record['name']} ABORTED 2.0s" in said
+    assert (
+        "when to redrive: its process ended without finishing (killed, by SIGKILL or for want"
+        " of memory, or the machine restarted)"
+    ) in said
+    assert "a redrive goes on from the state it was in, rows recorded as sent are skipped" in said
+    assert "A row being sent as it ended is in doubt: settle it first" in said
+    assert "stopped on purpose" not in said
 
 
 def test_an_execution_killed_on_a_full_disk_is_shown_aborted_and_recorded_once_there_is_room(

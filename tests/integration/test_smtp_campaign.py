@@ -221,6 +221,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
     from click.testing import CliRunner
 
     from mailmatrix.cli.main import cli
+    from mailmatrix.cli.run_cmd import NO_REPORT
 
     # GIVEN the demo campaign (two rows rejected) through a mail server
     _, url = smtp_inbox
@@ -232,7 +233,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
 
     # THEN its summary says where the letters went and names the rejects report it wrote, as
     # a successful run's does, each on a line of its own; no report.csv was written (the
-    # summary was never reached), and none is named
+    # summary was never reached), and it says so
     assert failed.exit_code == 1, failed.output
     lines = failed.output.splitlines()
     assert "The run failed:" in failed.output
@@ -240,7 +241,7 @@ def test_a_failed_runs_summary_names_its_mail_server_and_the_reports_written(
     (rejects,) = workdir.glob("bucket/reports/*/*/rejects.csv")
     assert f"Rejects: {rejects}" in lines
     assert not list(workdir.glob("bucket/reports/*/*/report.csv"))
-    assert not [line for line in lines if line.startswith("Report:")]
+    assert [line for line in lines if line.startswith("Report:")] == [f"Report:  {NO_REPORT}"]
 
 
 def test_a_rerun_that_forgot_smtp_is_told_first_to_add_it(smtp_inbox, tmp_path: Path):
@@ -450,6 +451,42 @@ def test_the_demo_templates_still_go_to_the_outbox_and_a_copy_of_them_through_sm
         "jo@gmail.com",
     ]
     assert f"Templates: {own} From: HR <hr@globex.io>" in said
+
+
+@pytest.mark.parametrize("smtp", [True, False], ids=["through-smtp", "to-the-outbox"])
+def test_a_rerun_that_forgot_its_own_templates_is_told_them_not_the_demos_advice(
+    smtp_inbox, tmp_path: Path, smtp: bool
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+    from mailmatrix.local import DEFAULT_TEMPLATES
+
+    # GIVEN a file with a recipient at a real domain, sent through a mail server with a copy
+    # of the demo templates made one's own (its demo line deleted, its company and sender)
+    inbox, url = smtp_inbox
+    path = _demo_with(tmp_path, DEMO_HEADER, REAL_ROW)
+    own = tmp_path / "my-campaign" / "templates"
+    shutil.copytree(DEFAULT_TEMPLATES, own)
+    manifest = own / "manifest.yaml"
+    text = manifest.read_text(encoding="utf-8").replace("\ndemo: true\n", "\n")
+    text = text.replace("talent@example.com", "hr@globex.io").replace("Acme", "Globex")
+    manifest.write_text(text, encoding="utf-8")
+    args = ["run", str(path), "--workdir", str(tmp_path / "work")]
+    first = CliRunner().invoke(cli, [*args, "--templates", str(own), "--smtp", url])
+    assert first.exit_code == 0, first.output
+
+    # WHEN it runs again without --templates, with --smtp or without
+    rerun = CliRunner().invoke(cli, [*args, "--smtp", url] if smtp else args)
+
+    # THEN it is refused with the folder its earlier runs used, not the demo's advice (the
+    # letters are one's own already), and nothing more is sent
+    said = " ".join(rerun.output.split())
+    assert rerun.exit_code == 2, said
+    assert f"used --templates {own}, but this run used the bundled demo templates" in said
+    assert f"--templates {own}: rows already sent are skipped" in said
+    assert "demo: true" not in said
+    assert len(inbox.envelopes) == 2
 
 
 def test_a_placeholder_among_the_constants_never_goes_through_smtp_to_real_people(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mailmatrix.cli.run_cmd import print_summary
+from mailmatrix.cli.run_cmd import NO_REPORT, print_summary
 from mailmatrix.core.report import OTHER_LETTER_SENT, REPORT_COLUMNS
 from mailmatrix.core.send import _attachment_changed, _other_letter_row
 from tests.memory import TracedPeak
@@ -237,8 +237,58 @@ def test_a_failed_run_names_its_mail_server_and_the_reports_it_wrote(tmp_path):
     ).splitlines()
 
     # THEN each says where the letters went, as a successful run's does, and names the
-    # reports that exist, and only those
+    # reports that exist, and only those, saying that no report was written
     assert "Mail server: smtp://127.0.0.1:2525" in written
     assert f"Report:  {report}" in written and f"Rejects: {rejects}" in written
     assert "Mail server: smtp://127.0.0.1:2525" in unwritten
-    assert not [line for line in unwritten if line.startswith(("Report:", "Rejects:"))]
+    assert not [line for line in unwritten if line.startswith("Rejects:")]
+    assert [line for line in unwritten if line.startswith("Report:")] == [f"Report:  {NO_REPORT}"]
+
+
+def test_a_run_stopped_before_its_summary_says_that_no_report_was_written(tmp_path):
+    # GIVEN a run stopped (Ctrl-C) as it sent, before its summary wrote the report, its
+    # rejects report written by validation
+    rejects = rejects_report(tmp_path / "rejects.csv", 2)
+    stopped = {
+        "status": "ABORTED",
+        "execution": "e-1",
+        "counts": {"rows": 20, "valid": 18, "sent": 17, "rejected": 2, "unsent": 1},
+        "outbox": "w/outbox",
+        "report": None,
+        "rejects": str(rejects),
+        "workdir": "w",
+    }
+
+    # WHEN its summary is printed
+    lines = printed(stopped).splitlines()
+
+    # THEN it says no report was written, and why, beside the rejects report that was
+    assert f"Report:  {NO_REPORT}" in lines
+    assert f"Rejects: {rejects}" in lines
+    assert NO_REPORT.startswith("none written: the run ended before its summary")
+
+
+def test_a_choice_given_to_a_run_that_ended_before_validation_is_said_not_used():
+    # GIVEN a run given --send-again-from, stopped before its file was validated
+    stopped = {
+        "status": "ABORTED",
+        "execution": "e-1",
+        "counts": {},
+        "workdir": "w",
+        "choices": {
+            "send_again_from": ["a.csv", "b.csv"],
+            "corrected_address": [],
+            "recorded": False,
+        },
+    }
+
+    # WHEN its summary is printed
+    lines = printed(stopped).splitlines()
+
+    # THEN it says the choice was not used, nor recorded, and what uses it
+    assert (
+        "--send-again-from a.csv, b.csv: not used, the run ended before its file passed validation,"
+        " and nothing was recorded (a redrive of this execution validates it with the choice;"
+        " a new run needs it given again)."
+    ) in lines
+    assert not [line for line in lines if line.startswith("--corrected-address")]

@@ -8,6 +8,7 @@ and ends without recording them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,7 +25,7 @@ from mailmatrix.cli.main import cli
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
 from mailmatrix.engine.store import ExecutionStore
-from mailmatrix.local import REPO, campaign_of_file, object_created_event
+from mailmatrix.local import REPO, Workdir, campaign_of_file, object_created_event
 from mailmatrix.processes import this_process
 from tests.e2e.test_workdir_faults import _run_with_file_size_limit
 
@@ -174,6 +175,59 @@ def test_a_row_not_in_doubt_is_refused_and_nothing_is_settled(campaign, rows, sa
     assert said in output
     assert "Nothing was settled" in output
     assert _states(workdir)[7] == ("claimed", None)
+
+
+def test_a_file_that_never_ran_in_the_workdir_is_said_so_with_the_workdir_it_ran_in(
+    tmp_path, monkeypatch
+):
+    # GIVEN the example campaign run into a workdir of its own below the current folder
+    folder = tmp_path / "campaign"
+    shutil.copytree(EXAMPLE.parent, folder)
+    csv_file = folder / "recipients.csv"
+    monkeypatch.chdir(tmp_path)
+    ran = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", "my-campaign/real"])
+    assert ran.exit_code == 0, ran.output
+
+    # WHEN settle is given its rows without --workdir (the default one, where it never ran),
+    # to settle one or to list them
+    settled = CliRunner().invoke(cli, ["settle", str(csv_file), "--sent", "2"])
+    listed = CliRunner().invoke(cli, ["settle", str(csv_file)])
+
+    # THEN it says the file never ran there, not that the row was never tried, and names the
+    # workdir it ran in with the command that lists its rows in doubt there; nothing settled
+    default = Workdir(Path(os.environ["MAILMATRIX_WORKDIR"]))
+    said = (
+        f"recipients.csv: no file of this name ran in the workdir {default.root}, so none of"
+        " its rows is in doubt there"
+    )
+    where = (
+        "Give settle the --workdir its run used (the run's summary names it): it ran in"
+        f" my-campaign/real; `mailmatrix settle {csv_file} --workdir my-campaign/real` lists"
+        " its rows in doubt there"
+    )
+    output = " ".join(settled.output.split())
+    assert settled.exit_code == exits.USAGE, output
+    assert f"{said}: nothing was settled. {where}" in output
+    assert "never tried" not in output
+    assert listed.exit_code == exits.OK
+    assert f"{said}. {where}." in " ".join(listed.output.split())
+    assert not default.has_ledger()
+
+
+def test_a_file_that_ran_nowhere_known_is_told_to_give_its_runs_workdir(campaign):
+    # GIVEN a workdir where the file never ran, and none known where it did
+    csv_file, workdir = campaign
+
+    # WHEN a row of it is settled there
+    code, output = _settle(csv_file, workdir, "--not-sent", "2")
+
+    # THEN it says so, and to give the --workdir of its run
+    assert code == exits.USAGE, output
+    assert output.endswith(
+        f"offers.csv: no file of this name ran in the workdir {workdir}, so none of its rows is"
+        " in doubt there: nothing was settled. Give settle the --workdir its run used (the"
+        " run's summary names it)"
+    )
 
 
 def test_a_row_a_live_process_holds_is_being_sent_not_in_doubt(campaign):
