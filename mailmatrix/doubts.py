@@ -84,6 +84,7 @@ class DoubtfulRow:
     tried_at: float  # when its attempt claimed it (or gave it back), seconds since the epoch
     key: str = ""  # the ledger's key of its letter
     settle_as: str = ""  # how `settle` names it: its row, or ROW:LETTER where that is ambiguous
+    address: str = ""  # whole, from the run's manifest (never shown); "" where it is gone
 
     @property
     def letter(self) -> str:
@@ -129,7 +130,8 @@ def settle_command(csv_file: str, workdir: Path, names: Iterable[object], *, sen
     listed = ",".join(str(name) for name in names)
     flag = "--sent" if sent else "--not-sent"
     where = shlex.quote(str(workdir))
-    return f"{program()} settle {shlex.quote(csv_file)} {flag} {listed} --workdir {where}"
+    named = f"./{csv_file}" if csv_file.startswith("-") else csv_file  # not read as an option
+    return f"{program()} settle {shlex.quote(named)} {flag} {listed} --workdir {where}"
 
 
 def doubts_of(wd: Workdir, execution_id: str) -> list[DoubtfulRow]:
@@ -223,7 +225,7 @@ class FileDoubts:
     campaign: str
     doubts: list[Doubt]  # the ledger's, live ones (being sent) too
     rows: list[DoubtfulRow]  # those not live, as shown
-    file_rows: dict[int, str]  # the file's rows: their number, and Email cell masked
+    file_rows: dict[int, str]  # the file's rows: their number, and Email cell (whole: mask it)
 
 
 def doubts_of_file(wd: Workdir, csv_file: Path) -> FileDoubts:
@@ -255,10 +257,19 @@ def _named(
 
 
 def _same_address(row: DoubtfulRow, file_rows: Mapping[int, str] | None) -> bool:
-    """Whether the file's row of ``row``'s number holds its address, or is not in the file."""
+    """Whether the file's row of ``row``'s number holds its address, or is not in the file.
+    Whole addresses are compared: masked, most of a sorted file's look alike (p***@x.com).
+    Where the run's manifest is gone, only the masked address the ledger kept is left."""
     if file_rows is None or row.row not in file_rows:
         return True
-    return bool(row.email) and file_rows[row.row].casefold() == row.email.casefold()
+    if row.address:
+        return _folded(file_rows[row.row]) == _folded(row.address)
+    return bool(row.email) and _folded(mask(file_rows[row.row].strip())) == _folded(row.email)
+
+
+def _folded(address: str) -> str:
+    """An address as two cells of one address compare: no outer blanks, case folded."""
+    return address.strip().casefold()
 
 
 def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[DoubtfulRow]:
@@ -455,7 +466,8 @@ def _doubt_problem(
     held = letter.email or "an address the ledger did not keep"
     return (
         f"row {row} in doubt is the run's row {row} ({held}), and the file's row {row} now holds"
-        f" {file_rows[row]}: row numbers are the run's, and the file's rows moved since; if you"
+        f" {mask(file_rows[row].strip())}: row numbers are the run's, and the file's rows moved"
+        " since; if you"
         f" mean the run's letter, name it as {letter.letter}"
     )
 
@@ -506,7 +518,10 @@ def _described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> l
         email = mask(str(item["email"])) if item.get("email") else doubt.masked
         attachment = item.get("attachment") or doubt.attachment
         template = item.get("template")
-        shown.append(DoubtfulRow(doubt.row, email, template, attachment, doubt.at, doubt.key))
+        address = str(item.get("email") or "")
+        shown.append(
+            DoubtfulRow(doubt.row, email, template, attachment, doubt.at, doubt.key, "", address)
+        )
     return shown
 
 
@@ -550,11 +565,10 @@ def _manifest_lines(wd: Workdir, validation: Mapping[str, Any]) -> list[dict[str
 
 
 def _rows_of_file(csv_file: Path) -> dict[int, str]:
-    """The rows of ``csv_file`` (not blank), each with its Email cell masked."""
+    """The rows of ``csv_file`` (not blank), each with its Email cell (whole: shown masked)."""
     with csv_file.open("rb") as stream:
         return {
-            row: mask(cells.get("Email", ""))
-            for row, cells in read_rows(stream, source=csv_file.name)
+            row: cells.get("Email", "") for row, cells in read_rows(stream, source=csv_file.name)
         }
 
 

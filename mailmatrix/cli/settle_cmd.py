@@ -145,9 +145,12 @@ def settle_cmd(
     for row in done:
         console.print(f"  {row.line()}", markup=False, soft_wrap=True)
     then = (
-        "a run or redrive of the file skips them, and counts them as sent"
+        "a run or redrive of the file skips them, and counts them as sent (for good: to send"
+        " one after all, run a file of that row alone, under another name, with"
+        f" --send-again-from {csv_file.name})"
         if sent_rows is not None
-        else "the next run or redrive of the file sends them, as rows never tried"
+        else "the next run or redrive of the file sends them, as rows never tried (a row no"
+        " longer in the file is not sent)"
     )
     console.print(f"Recorded in the ledger: {then}.", markup=False)
 
@@ -195,8 +198,9 @@ def _list(wd: Workdir, csv_file: Path, as_json: bool) -> None:
             command = settle_command(str(csv_file), wd.root, numbers, sent=sent)
             console.print(f"  {said}: {command}", markup=False, soft_wrap=True)
         console.print(
-            "(Give only the rows of each kind.) Unsettled, a redrive or a run of the file sends"
-            " them again, marked as possible duplicates.",
+            "(Give only the rows of each kind.) Until they are settled, a run or redrive of the"
+            " file is refused, but a run with --retry-unknown, which sends them again, each"
+            " marked as a possible duplicate.",
             markup=False,
         )
     if live:

@@ -195,3 +195,27 @@ def test_a_run_with_retry_unknown_sends_the_row_in_doubt_again_as_a_possible_dup
     assert _letters(workdir) == VALID_ROWS + 1
     found = json.loads(rerun.output[rerun.output.index("{") :])
     assert found["counts"]["possible_duplicates"] == 1
+
+
+def test_a_row_in_doubt_whose_file_row_now_holds_an_address_alike_is_named_by_its_letter(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run that left row 2 (amelia.hart@example.com) in doubt, and the file's row 2
+    # since holds another address that looks the same masked (a***@example.com)
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    text = csv_file.read_text(encoding="utf-8")
+    csv_file.write_text(text.replace("amelia.hart@example.com", "anna.berg@example.com"), "utf-8")
+
+    # WHEN its rows in doubt are listed
+    listed = CliRunner().invoke(cli, ["settle", str(csv_file), "--workdir", str(workdir), "--json"])
+
+    # THEN the letter is named ROW:LETTER, not by the bare number of a row that is another
+    # person's now, and the bare number is refused
+    found = json.loads(listed.output[listed.output.index("{") :])
+    (row,) = found["in_doubt"]
+    assert row["row"] == 2 and row["settle_as"].startswith("2:"), row
+    refused = CliRunner().invoke(
+        cli, ["settle", str(csv_file), "--sent", "2", "--workdir", str(workdir)]
+    )
+    assert refused.exit_code == 2, refused.output
+    assert "now holds a***@example.com" in " ".join(refused.output.split())

@@ -24,6 +24,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.main import cli
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
+from mailmatrix.doubts import settle_command
 from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.local import REPO, Workdir, campaign_of_file, object_created_event
 from mailmatrix.processes import this_process
@@ -444,3 +445,11 @@ def test_validate_names_the_rows_in_doubt_and_a_run_going_on_and_exits_as_before
     assert "A run of this file is going on in this workdir (its counts may change)" in output
     assert found["earlier_runs"]["in_doubt_before"] == 2
     assert found["earlier_runs"]["running"] == ["running-1"]
+
+
+def test_a_settle_command_of_a_file_named_like_an_option_names_it_as_a_path():
+    command = settle_command("-n.csv", Path("w"), [22, 32], sent=True)
+    assert command.endswith(" settle ./-n.csv --sent 22,32 --workdir w")
+    assert settle_command("offers.csv", Path("w"), [2], sent=False).endswith(
+        " settle offers.csv --not-sent 2 --workdir w"
+    )
