@@ -306,8 +306,9 @@ class SentCopy(NamedTuple):
     source: str = ""  # the name of the campaign's file; "" where not recorded
     at: float = 0.0  # when the ledger last wrote the letter (epoch seconds); 0: not read
     # For a letter found by its print (Ledger.hold_letter): SENT, SENDING (claimed by a live
-    # attempt now: it may yet fail) or IN_DOUBT (its attempt ended as it sent it, or it
-    # failed as OUTCOME_UNKNOWN); "" where the ledger does not tell (counted as sent).
+    # attempt now: it may yet fail), IN_DOUBT (its attempt ended as it sent it, or gave it
+    # back after a try that may have been taken) or UNKNOWN (failed as OUTCOME_UNKNOWN); ""
+    # where the ledger does not tell (counted as sent).
     state: str = ""
 
 
@@ -315,6 +316,7 @@ class SentCopy(NamedTuple):
 SENT = "sent"
 SENDING = "sending"
 IN_DOUBT = "in_doubt"
+UNKNOWN = "unknown"
 
 
 # (key, message id, uncertain) of a letter sent, or with the file it carried as its
@@ -572,7 +574,7 @@ class Ledger(Protocol):
         transaction: of two campaigns sending one letter at once, only one passes. One
         indexed read. Of several such letters, one sent is named first, then one being sent
         now (``state`` SENDING: the caller waits for it, as for a busy claim, since it may yet
-        fail), then one in doubt."""
+        fail), then one in doubt, then one failed as OUTCOME_UNKNOWN."""
         ...
 
     def release_failed(

@@ -66,6 +66,7 @@ from mailmatrix.ports import (
     SENDING,
     SENT,
     UNCERTAIN_RELEASE,
+    UNKNOWN,
     CampaignName,
     CampaignStatus,
     Claim,
@@ -189,7 +190,7 @@ def _not_gone_check(table: str, key: str) -> dict[str, Any]:
 
 PRINT_PREFIX = "print#"
 # SentCopy.state of the letters that hold a print, the first named first (_print_items).
-_PRINT_ORDER = (SENT, SENDING, IN_DOUBT)
+_PRINT_ORDER = (SENT, SENDING, IN_DOUBT, UNKNOWN)
 _PRINT_TRIES = 5
 # The most items one TransactWriteItems takes ("groups up to 100 action requests"):
 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html
@@ -225,6 +226,8 @@ def _letter_state(entry: Mapping[str, Any], now: float) -> str:
         return SENT
     if entry.get("state") == "claimed" and float(entry.get("lease_until") or 0) > now:
         return SENDING
+    if entry.get("state") == "failed" and entry.get("code") == OUTCOME_UNKNOWN:
+        return UNKNOWN
     return IN_DOUBT
 
 
@@ -770,6 +773,7 @@ class DynamoDbLedger:
                 # NOTE: the by_file index does not project updated_at (adding it replaces the
                 # index of a deployed table), so a letter found here says not when it went.
                 float(found.get("updated_at") or 0),
+                _letter_state(found, self._clock()),
             )
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:

@@ -91,6 +91,7 @@ from mailmatrix.ports import (
     SENDING,
     SENT,
     UNCERTAIN_RELEASE,
+    UNKNOWN,
     CampaignName,
     CampaignStatus,
     Claim,
@@ -230,7 +231,8 @@ _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertai
 # The letters of other campaigns of a print that may have gone out (hold_letter), by the
 # index sends_by_letter.
 _SAME_LETTER = (
-    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder FROM sends"
+    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code"
+    " FROM sends"
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
 )
 
@@ -988,18 +990,21 @@ class SqliteLedger:
         file of ``size`` and ``print`` (see the Ledger port), by the index sends_by_file, each
         with its file's owner (the owner record of its campaign and file naming it)."""
         after = ""
+        now = self._clock()
         while True:
             page = self._statement(
                 f"sent_copies {size}",
                 "SELECT key, sends.campaign, file, recipient, row, masked, file_sha256,"
-                " file_source, updated_at FROM sends JOIN attachment_owners"
+                " file_source, updated_at, state, code, lease_until, sends.holder"
+                " FROM sends JOIN attachment_owners"
                 " ON attachment_owners.campaign = sends.campaign AND attachment = file"
                 " AND letter = key"
                 f" WHERE file_size = ? AND file_print = ? AND key > ? AND {_GONE}"
                 " ORDER BY key LIMIT ?",
                 (size, print, after, OUTCOME_UNKNOWN, _SETTLED_PAGE),
             )
-            for _, campaign, name, recipient, row, masked, sha256, source, at in page:
+            for _, campaign, name, recipient, row, masked, sha256, source, at, *kept in page:
+                state, code, lease, holder = kept
                 yield SentCopy(
                     str(campaign),
                     str(name),
@@ -1009,6 +1014,7 @@ class SqliteLedger:
                     str(sha256),
                     str(source or ""),
                     float(at or 0),
+                    _letter_state(state, code, lease, holder, now),
                 )
             if len(page) < _SETTLED_PAGE:
                 return
@@ -1579,15 +1585,10 @@ def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> Sen
     One sent comes first, then one a live attempt is sending now, then one in doubt."""
     found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
     best: SentCopy | None = None
-    for other, row, file, other_source, at, state, lease, holder in found.fetchall():
+    for other, row, file, other_source, at, state, lease, holder, code in found.fetchall():
         if letter.again & {other, other_source}:
             continue  # the operator sends that file's letters again
-        if state == "sent":
-            kind = SENT
-        elif state == "claimed" and (lease or 0) > now and token_running(holder):
-            kind = SENDING
-        else:  # its attempt ended holding it, or a try of it may have been taken
-            kind = IN_DOUBT
+        kind = _letter_state(state, code, lease, holder, now)
         if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
             source = str(other_source or "")
             best = SentCopy(
@@ -1596,8 +1597,21 @@ def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> Sen
     return best
 
 
+def _letter_state(
+    state: str, code: str | None, lease: float | None, holder: str | None, now: float
+) -> str:
+    """SentCopy.state of a letter that may have gone out (_GONE), from its entry."""
+    if state == "sent":
+        return SENT
+    if state == "claimed" and (lease or 0) > now and token_running(holder):
+        return SENDING
+    if state == "failed" and code == OUTCOME_UNKNOWN:
+        return UNKNOWN
+    return IN_DOUBT  # its attempt ended holding it, or a try of it may have been taken
+
+
 # SentCopy.state, the first named first (_same_letter).
-_LETTER_STATES = (SENT, SENDING, IN_DOUBT)
+_LETTER_STATES = (SENT, SENDING, IN_DOUBT, UNKNOWN)
 
 
 def _sending_elsewhere(held: SentCopy) -> Claim:

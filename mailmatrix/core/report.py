@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mailmatrix.errors import AttachmentChanged
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SentCopy
+from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, UNKNOWN, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,21 @@ def sent_under_reason(letter: SentCopy) -> str:
     when = f" on {_when(letter.at)}" if letter.at else ""
     named = letter.source or letter.campaign
     what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
+    if letter.state == SENDING:  # found by validation while another run sends it
+        return (
+            f"this letter ({what}) is being sent to this address under {campaign_of(letter)}"
+            f" at this moment, as row {letter.row} of that run: it is not sent here. Run this"
+            " file again once that run has ended: it is held back then if that letter went,"
+            " and sent if it did not"
+        )
+    if letter.state == UNKNOWN:  # its server may have taken it: nobody knows yet
+        return (
+            f"this letter ({what}) may already have gone to this address under"
+            f" {campaign_of(letter)}{when}, as row {letter.row} of that run, which failed as"
+            f" {OUTCOME_UNKNOWN} (the server may have taken it): it is not sent here. Once the"
+            f" server's log shows it did not arrive, `run {named} --retry-unknown` sends it"
+            f" there; or run this file with --send-again-from {named}"
+        )
     if letter.state == IN_DOUBT:  # its run ended as it sent it: it may not have arrived
         return (
             f"this letter ({what}) may already have gone to this address under"

@@ -21,6 +21,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
+    SENT,
     Claim,
     FileOwner,
     Halt,
@@ -941,7 +942,7 @@ def test_a_ledger_file_from_before_letters_kept_their_files_is_upgraded(tmp_path
     # THEN the new letter's file is found; the old letter has no digest, its owner still holds
     assert ledger.sent_sizes([10, 20]) == {10}
     assert [copy._replace(at=0.0) for copy in ledger.sent_copies(10, "12345678")] == [
-        SentCopy("d", "b.pdf", "r-jose", 3, "j***@example.com", "e" * 64, "d.csv")
+        SentCopy("d", "b.pdf", "r-jose", 3, "j***@example.com", "e" * 64, "d.csv", 0, SENT)
     ]
     assert list(ledger.file_owners("c")) == [FileOwner("a.pdf", "r-amelia", 2, "a***")]
 

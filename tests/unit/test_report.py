@@ -9,7 +9,7 @@ import json
 import pytest
 
 from mailmatrix.core.report import progress_counts, sent_under_reason, summarize_results
-from mailmatrix.ports import IN_DOUBT, SENT, Outcome, SentCopy
+from mailmatrix.ports import IN_DOUBT, SENDING, SENT, UNKNOWN, Outcome, SentCopy
 
 CAMPAIGN = {
     "id": "c-1",
@@ -408,3 +408,12 @@ def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it()
     assert "as row 7 of that run, which ended as it sent it (in doubt there)" in said
     assert "`settle news.csv` lists it" in said
     assert "already received" not in said
+
+    unknown = sent_under_reason(sent._replace(state=UNKNOWN))
+    assert "which failed as OutcomeUnknown (the server may have taken it)" in unknown
+    assert "`run news.csv --retry-unknown` sends it there" in unknown
+    assert "already received" not in unknown and "settle" not in unknown
+
+    sending = sent_under_reason(sent._replace(state=SENDING))
+    assert "is being sent to this address under news.csv (campaign c-news) at this" in sending
+    assert "Run this file again once that run has ended" in sending
