@@ -86,6 +86,24 @@ def check_deployed_choices(
     _check(ledger, place, csv_file, send_again_from, corrected)
 
 
+def refuse_names(csv_file: Path, send_again_from: Collection[str], nothing_done: str) -> None:
+    """Refuse (ChoiceRefused) a --send-again-from name that is empty or names ``csv_file``
+    itself: no ledger needed (`aws send` asks before it reaches the stack)."""
+    name = csv_file.name
+    for other in send_again_from:
+        if not other.strip():
+            raise ChoiceRefused(
+                f"{name}: --send-again-from was given an empty name, which names no file."
+                f" {nothing_done}: give the name of the file whose letters should go again"
+            )
+        if _nfc(other) == _nfc(name):
+            raise ChoiceRefused(
+                f"{name}: --send-again-from {other} names this file itself, whose own letters"
+                f" are never held back as another file's. {nothing_done}: give the other"
+                " file's name as `validate` names it, or leave the option out"
+            )
+
+
 def _check(
     ledger: ChoiceLedger | None,
     place: _Place,
@@ -95,18 +113,8 @@ def _check(
 ) -> None:
     """The checks of check_choices against ``ledger`` (None: there is none yet)."""
     name = csv_file.name
+    refuse_names(csv_file, send_again_from, place.nothing_done)
     for other in send_again_from:
-        if not other.strip():
-            raise ChoiceRefused(
-                f"{name}: --send-again-from was given an empty name, which names no file."
-                f" {place.nothing_done}: give the name of the file whose letters should go again"
-            )
-        if _nfc(other) == _nfc(name):
-            raise ChoiceRefused(
-                f"{name}: --send-again-from {other} names this file itself, whose own letters"
-                f" are never held back as another file's. {place.nothing_done}: give the other"
-                " file's name as `validate` names it, or leave the option out"
-            )
         campaigns = (place.campaign_of(Path(other)), other)
         if ledger is None or not any(ledger.has_entries(campaign) for campaign in campaigns):
             raise ChoiceRefused(

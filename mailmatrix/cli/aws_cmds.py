@@ -333,6 +333,13 @@ def send(
     metadata = retry_metadata(retry_failed, retry_unknown)
     metadata.update(choice_metadata(send_again_from, corrected))
     console = make_console()
+    if send_again_from:  # what needs no stack is refused before AWS is asked anything
+        from mailmatrix.choices import refuse_names
+
+        try:
+            refuse_names(csv_file, send_again_from, "Nothing was uploaded, sent or recorded")
+        except ChoiceRefused as refused:
+            raise ChoiceNotTaken(f"aws send: {refused.message}") from None
     stack = Stack.describe(stack_name, region)
     if send_again_from or corrected:
         _check_choices(stack, csv_file, send_again_from, corrected)

@@ -648,3 +648,23 @@ def test_a_missing_or_malformed_region_is_a_usage_error_not_a_traceback(
     assert result.exit_code == 2, result.output
     assert "AWS region: " in result.output and message in result.output
     assert "--region" in result.output
+
+
+def test_a_send_again_from_naming_the_file_itself_is_refused_before_aws_is_asked(
+    tmp_path, monkeypatch
+):
+    # GIVEN no stack to ask: any look-up of it fails the test
+    def no_stack(*args, **kwargs):
+        raise AssertionError("the stack was looked up")
+
+    monkeypatch.setattr(aws_cmds.Stack, "describe", no_stack)
+
+    # WHEN offers.csv is sent naming itself (or nothing) to send again
+    for name in ("offers.csv", " "):
+        options = ["--send-again-from", name, "--stack", "mm"]
+        result = CliRunner().invoke(cli, ["aws", "send", str(_attached_csv(tmp_path)), *options])
+
+        # THEN it is refused (exit 2) by the file alone, nothing asked of AWS
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.split())
+        assert "Nothing was uploaded, sent or recorded" in said, said

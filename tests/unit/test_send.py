@@ -41,7 +41,7 @@ from mailmatrix.errors import (
     Throttled,
     TransientSendError,
 )
-from mailmatrix.ports import SentCopy, Upload
+from mailmatrix.ports import SENT, SentCopy, Upload
 from tests.fixtures.sending import kit
 
 CID = "c-sending-test"
@@ -816,6 +816,8 @@ def test_a_rows_own_file_is_kept_with_its_letter_in_the_same_writes(ledger, cloc
                 mask(email),
                 hashlib.sha256(data).hexdigest(),
                 "offers.csv",
+                0.0,
+                SENT,
             )
         ]
     # AND the default_attachment is kept as no one's

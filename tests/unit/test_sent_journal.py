@@ -16,7 +16,7 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.sent_journal import SentJournal
 from mailmatrix.core.failures import NOT_SENT_TWICE, WRITABLE_REMEDY, Stopped, redrive_advice
 from mailmatrix.errors import LedgerError
-from mailmatrix.ports import Claim, LetterFile, Outcome, SentCopy
+from mailmatrix.ports import SENT, Claim, LetterFile, Outcome, SentCopy
 from tests.fixtures.sending.kit import FakeClock
 
 # A busy timeout and a patience far shorter than the ledger's own, so that a lock held for
@@ -278,7 +278,7 @@ def test_a_read_only_open_counts_the_journal_s_letters_as_sent_and_writes_nothin
         ]
         assert read[3:] == (
             {10},
-            [SentCopy("c", "b.pdf", "r-jose", 3, "j***@x.org", "e" * 64, "c.csv", kept_at)],
+            [SentCopy("c", "b.pdf", "r-jose", 3, "j***@x.org", "e" * 64, "c.csv", kept_at, SENT)],
         )
 
     # AND nothing was written: not the ledger, nor the journal, nor a file beside them (no
