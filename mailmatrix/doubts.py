@@ -322,10 +322,25 @@ def not_run_here(wd: Workdir, csv_file: Path) -> tuple[str, str] | None:
     found = [w for w in workdirs_that_ran(campaign, here) if w.resolve() != wd.root.resolve()]
     if not found:
         return what, then
+    # Those that hold rows of the file in doubt first, and named so: a workdir where only
+    # another campaign of the same file name ran must not be the one the command names.
+    doubts = {workdir: _doubts_in(workdir, csv_file) for workdir in found}
+    found.sort(key=lambda workdir: doubts[workdir] == 0)
     shown = [w.relative_to(here) if w.is_relative_to(here) else w for w in found]
-    listed = " and ".join(str(workdir) for workdir in shown)
+    listed = " and ".join(
+        f"{shown_as} ({doubts[workdir]} row(s) in doubt)" if doubts[workdir] else str(shown_as)
+        for workdir, shown_as in zip(found, shown, strict=True)
+    )
     command = f"{program()} settle {shlex.join([str(csv_file), '--workdir', str(shown[0])])}"
     return what, f"{then}: it ran in {listed}; `{command}` lists its rows in doubt there"
+
+
+def _doubts_in(workdir: Path, csv_file: Path) -> int:
+    """How many rows of the file are in doubt in ``workdir``; 0 where it cannot be read."""
+    try:
+        return in_doubt_count(Workdir(workdir), csv_file)
+    except (MailMatrixError, OSError):
+        return 0
 
 
 def refuse_rows_in_doubt(wd: Workdir, csv_file: Path, again: str, *, shown: int = 10) -> None:

@@ -453,3 +453,27 @@ def test_a_settle_command_of_a_file_named_like_an_option_names_it_as_a_path():
     assert settle_command("offers.csv", Path("w"), [2], sent=False).endswith(
         " settle offers.csv --not-sent 2 --workdir w"
     )
+
+
+def test_settle_without_its_workdir_names_first_the_workdir_with_the_files_rows_in_doubt(
+    tmp_path, monkeypatch
+):
+    # GIVEN a file of one name run in two workdirs below the current folder, a/wd and b/wd,
+    # and a row of it left in doubt in b/wd only
+    folder = tmp_path / "campaign"
+    shutil.copytree(EXAMPLE.parent, folder)
+    csv_file = folder / "recipients.csv"
+    monkeypatch.chdir(tmp_path)
+    for workdir in ("a/wd", "b/wd"):
+        ran = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", workdir])
+        assert ran.exit_code == 0, ran.output
+    _leave_in_doubt(tmp_path / "b" / "wd", csv_file, [7])
+
+    # WHEN settle lists its rows without --workdir (the default one, where it never ran)
+    listed = CliRunner().invoke(cli, ["settle", str(csv_file)])
+
+    # THEN the workdir with the row in doubt comes first, said so, and the command names it
+    said = " ".join(listed.output.split())
+    assert listed.exit_code == exits.OK, said
+    assert "it ran in b/wd (1 row(s) in doubt) and a/wd;" in said
+    assert f"`mailmatrix settle {csv_file} --workdir b/wd` lists its rows in doubt there" in said
