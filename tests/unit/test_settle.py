@@ -178,16 +178,24 @@ def test_a_row_not_in_doubt_is_refused_and_nothing_is_settled(campaign, rows, sa
     assert _states(workdir)[7] == ("claimed", None)
 
 
-def test_a_file_that_never_ran_in_the_workdir_is_said_so_with_the_workdir_it_ran_in(
-    tmp_path, monkeypatch
-):
-    # GIVEN the example campaign run into a workdir of its own below the current folder
+def _run_below(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *workdirs: str) -> Path:
+    """A copy of the example campaign, run into each of ``workdirs`` (relative to
+    ``tmp_path``, made the current folder); its CSV file."""
     folder = tmp_path / "campaign"
     shutil.copytree(EXAMPLE.parent, folder)
     csv_file = folder / "recipients.csv"
     monkeypatch.chdir(tmp_path)
-    ran = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", "my-campaign/real"])
-    assert ran.exit_code == 0, ran.output
+    for workdir in workdirs:
+        ran = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", workdir])
+        assert ran.exit_code == 0, ran.output
+    return csv_file
+
+
+def test_a_file_that_never_ran_in_the_workdir_is_said_so_with_the_workdir_it_ran_in(
+    tmp_path, monkeypatch
+):
+    # GIVEN the example campaign run into a workdir of its own below the current folder
+    csv_file = _run_below(tmp_path, monkeypatch, "my-campaign/real")
 
     # WHEN settle is given its rows without --workdir (the default one, where it never ran),
     # to settle one or to list them
@@ -460,13 +468,7 @@ def test_settle_without_its_workdir_names_first_the_workdir_with_the_files_rows_
 ):
     # GIVEN a file of one name run in two workdirs below the current folder, a/wd and b/wd,
     # and a row of it left in doubt in b/wd only
-    folder = tmp_path / "campaign"
-    shutil.copytree(EXAMPLE.parent, folder)
-    csv_file = folder / "recipients.csv"
-    monkeypatch.chdir(tmp_path)
-    for workdir in ("a/wd", "b/wd"):
-        ran = CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", workdir])
-        assert ran.exit_code == 0, ran.output
+    csv_file = _run_below(tmp_path, monkeypatch, "a/wd", "b/wd")
     _leave_in_doubt(tmp_path / "b" / "wd", csv_file, [7])
 
     # WHEN settle lists its rows without --workdir (the default one, where it never ran)
