@@ -218,8 +218,8 @@ _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (key) DO NOTHING"
+    " letter_print, file_source, file, file_size, file_sha256, file_print)"
+    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
     "INSERT INTO attachment_owners (campaign, attachment, recipient, letter, masked)"
@@ -234,6 +234,23 @@ _SAME_LETTER = (
     "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code"
     " FROM sends"
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
+)
+
+# The letters of other campaigns that may have gone out with a file of the same bytes as
+# their recipients' own (a letter's own file, LetterPrint.file), each with its owner, by the
+# index sends_by_file.
+_SAME_FILE = (
+    "SELECT sends.campaign, file, recipient, row, masked, file_source, updated_at, state,"
+    " lease_until, sends.holder, code FROM sends JOIN attachment_owners"
+    " ON attachment_owners.campaign = sends.campaign AND attachment = file AND letter = key"
+    " WHERE file_size = ? AND file_print = ? AND file_sha256 = ? AND sends.campaign != ?"
+    f" AND {_GONE} ORDER BY updated_at"
+)
+# What a claim, or hold_letter, keeps of a letter about to be sent (_stamp).
+_STAMP = (
+    "letter_print = coalesce(?, letter_print), file_source = coalesce(file_source, ?),"
+    " file = coalesce(?, file), file_size = coalesce(?, file_size),"
+    " file_sha256 = coalesce(?, file_sha256), file_print = coalesce(?, file_print)"
 )
 
 
@@ -687,9 +704,9 @@ class SqliteLedger:
             # (rare with a letter composed first: see send_batch) wasted one indexed read.
             held = None
             if letter is not None and other is None:
-                held = _same_letter(db, letter, now)
+                held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             sending = held if held is not None and held.state == SENDING else None
-            stamp = (None, None) if letter is None or held else _stamp(letter)
+            stamp = _stamp(None if held else letter)
             # Most keys are new: claimed by the insert alone; the others are read.
             new = (key, campaign, row, attempt, lease, now, process, *stamp)
             if other is None and sending is None and db.execute(_CLAIM_NEW, new).rowcount:
@@ -745,9 +762,7 @@ class SqliteLedger:
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
-                " takeovers = takeovers + ?, updated_at = ?, holder = ?,"
-                " letter_print = coalesce(?, letter_print),"
-                " file_source = coalesce(file_source, ?) WHERE key = ?",
+                f" takeovers = takeovers + ?, updated_at = ?, holder = ?, {_STAMP} WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, *stamp, key),
             )
             self._note_delivery(db, campaign, now)
@@ -1023,15 +1038,13 @@ class SqliteLedger:
     def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
         """The letter of another campaign of ``letter``'s print that may have gone out, not
         of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
-        port). One transaction, one read of the index sends_by_letter."""
+        port). One transaction, one read of the index sends_by_letter, and one of the index
+        sends_by_file for a letter with a file of its own."""
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            held = _same_letter(db, letter, self._clock())
+            now = self._clock()
+            held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             if held is None:
-                db.execute(
-                    "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
-                    " WHERE key = ?",
-                    (*_stamp(letter), key),
-                )
+                db.execute(f"UPDATE sends SET {_STAMP} WHERE key = ?", (*_stamp(letter), key))
         return held
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
@@ -1597,6 +1610,39 @@ def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> Sen
     return best
 
 
+def _same_file(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
+    """The letter of another campaign that may have gone out to another recipient with a
+    file of the same bytes as ``letter``'s own, or None (hold_letter; a claim given the
+    print): one indexed read, none for a letter without a file of its own. Its files sent
+    again do not excuse it: that file is another person's letter. Ordered as _same_letter."""
+    file, whose = letter.file, letter.whose
+    if file is None or whose is None:
+        return None
+    found = db.execute(
+        _SAME_FILE, (file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN)
+    )
+    best: SentCopy | None = None
+    for campaign, name, recipient, row, masked, source, at, *kept in found.fetchall():
+        if recipient == whose(str(campaign)):
+            continue  # the same person's letter under another file: sent_under's to tell
+        state, lease, holder, code = kept
+        kind = _letter_state(state, code, lease, holder, now)
+        if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
+            best = SentCopy(
+                str(campaign),
+                str(name),
+                str(recipient),
+                int(row),
+                str(masked or ""),
+                file.sha256,
+                str(source or ""),
+                float(at),
+                kind,
+                owned=True,
+            )
+    return best
+
+
 def _letter_state(
     state: str, code: str | None, lease: float | None, holder: str | None, now: float
 ) -> str:
@@ -1620,9 +1666,16 @@ def _sending_elsewhere(held: SentCopy) -> Claim:
     return Claim("busy", reason=sending_elsewhere(held))
 
 
-def _stamp(letter: LetterPrint) -> tuple[str, str | None]:
-    """The letter's print and its campaign's file name as kept with its key."""
-    return letter.print, letter.source or None
+def _stamp(letter: LetterPrint | None) -> tuple[object, ...]:
+    """The values of _STAMP (and of _CLAIM_NEW's last columns) for ``letter``: its print, its
+    campaign's file name and its own file as kept with its key; all None for none."""
+    if letter is None:
+        return (None,) * 6
+    file = letter.file
+    if file is None:
+        return letter.print, letter.source or None, None, None, None, None
+    source = letter.source or file.source or None
+    return letter.print, source, file.name, file.size, file.sha256, file.print
 
 
 def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:
