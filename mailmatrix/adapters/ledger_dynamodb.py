@@ -212,11 +212,56 @@ def _print_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]
 
 
 def _print_stamp(letter: LetterPrint) -> dict[str, dict[str, str | bool]]:
-    """The attributes that keep ``letter``'s print (and its campaign's file) with its key."""
+    """The attributes that keep ``letter``'s print (and its campaign's file) with its key,
+    and its own file as record_sent keeps it (the by_file index finds it from then on)."""
     stamp: dict[str, dict[str, str | bool]] = {"letter_print": {"S": letter.print}}
     if letter.source:
         stamp["file_source"] = {"S": letter.source}
+    file = letter.file
+    if file is not None:
+        stamp["file"] = {"S": file.name}
+        stamp["file_size"] = {"N": str(file.size)}
+        stamp["file_sha256"] = {"S": file.sha256}
+        stamp["file_print"] = {"S": file.print}
+        stamp["recipient"] = {"S": file.recipient}
+        stamp["masked"] = {"S": file.masked}
+        stamp["file_source"] = {"S": letter.source or file.source}
     return stamp
+
+
+FILE_PREFIX = "file#"
+
+
+def _file_key(file: LetterFile) -> str:
+    """The key of the item naming the letters that carry ``file`` as their recipient's own
+    (its size and SHA-256: the same bytes)."""
+    return f"{FILE_PREFIX}{file.size}#{file.sha256}"
+
+
+def _file_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """The letters a file item names: each key with its campaign and recipient key."""
+    letters = (item or {}).get("letters", {}).get("M", {})
+    return {
+        key: (origin["M"]["campaign"]["S"], origin["M"]["recipient"]["S"])
+        for key, origin in letters.items()
+    }
+
+
+def _owned_copy(entry: Mapping[str, Any], now: float) -> SentCopy:
+    """The SentCopy of ``entry``'s letter, which carried a letter's own file to another
+    recipient (SentCopy.owned)."""
+    return SentCopy(
+        str(entry.get("campaign", "")),
+        str(entry.get("file") or ""),
+        str(entry.get("recipient") or ""),
+        int(entry.get("row", 0)),
+        str(entry.get("masked") or ""),
+        str(entry.get("file_sha256") or ""),
+        str(entry.get("file_source") or ""),
+        float(entry.get("updated_at") or 0),
+        _letter_state(entry, now),
+        owned=True,
+    )
 
 
 def _letter_state(entry: Mapping[str, Any], now: float) -> str:
@@ -391,7 +436,7 @@ class DynamoDbLedger:
             sent_under: SentCopy | None = None  # the letter of another campaign that holds
             printing: list[dict[str, Any]] = []
             if letter is not None:
-                sent_under, printing = self._print_items(key, letter, now)
+                sent_under, printing = self._held_items(key, letter, now)
                 if sent_under is not None and sent_under.state == SENDING:
                     return Claim("busy", reason=sending_elsewhere(sent_under))  # nothing written
                 if sent_under is None:
@@ -633,13 +678,17 @@ class DynamoDbLedger:
         port): one transaction of the key's update and its print item (_print_items), tried
         again while another letter of the print changes the item between its read and write."""
         for _ in range(_PRINT_TRIES):
-            held, printing = self._print_items(key, letter, self._clock())
+            held, printing = self._held_items(key, letter, self._clock())
             if held is not None:
                 return held
             values = {":lp": {"S": letter.print}}
             expression = "SET #lp = :lp"
-            if letter.source:
-                values[":fsrc"] = {"S": letter.source}
+            source = letter.source
+            if letter.file is not None:  # kept as record_sent keeps it, the source aside
+                expression += _file_mark(values, letter.file).replace(", #fsrc = :fsrc", "")
+                source = source or str(values.pop(":fsrc")["S"])
+            if source:
+                values[":fsrc"] = {"S": source}
                 expression += ", #fsrc = if_not_exists(#fsrc, :fsrc)"
             stamp = {
                 "TableName": self.table,
@@ -672,6 +721,88 @@ class DynamoDbLedger:
             f"dynamodb://{self.table}: hold_letter {key[:12]}: the letter's print item kept"
             f" changing ({_PRINT_TRIES} tries); the letter was not sent, a retry looks again"
         )
+
+    def _held_items(
+        self, key: str, letter: LetterPrint, now: float
+    ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
+        """The letter of another campaign that holds ``letter`` back, by its own file
+        (_file_items) first, then by its print (_print_items), and no items; else None, and
+        the items of both that the claim's (or hold_letter's) transaction writes."""
+        owned, filing = self._file_items(key, letter, now)
+        if owned is not None:
+            return owned, []
+        held, printing = self._print_items(key, letter, now)
+        if held is not None:
+            return held, []
+        return None, [*printing, *filing]
+
+    def _file_items(
+        self, key: str, letter: LetterPrint, now: float
+    ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
+        """The letter of another campaign that carried ``letter``'s own file (the same size
+        and SHA-256) to another recipient and may have gone out (sent first, then being sent
+        now, then in doubt), and no items; else None, and the transaction items that make
+        ``key`` one of the file's letters. None and no items for a letter without a file.
+
+        As for a print (_print_items): the file item (``file#<size>#<sha256>``) names every
+        letter that carried the file and may have gone out, each with its campaign and
+        recipient key (``letters``); ``whose`` tells which are another recipient's, and only
+        those are read (one BatchGetItem, consistent), so a rerun, or the same person's
+        letter under another file, costs nothing more. Those read as unable to have gone out
+        are dropped from the item and checked in the same transaction that they still cannot
+        have; the item's Put holds only while it is as read (``turn``). No index: one
+        consistent read of the item. --send-again-from does not excuse a letter here (that
+        file is another person's letter); a letter without ``whose`` (a corrected address)
+        is held by none, and its file is kept all the same.
+        """
+        file, whose = letter.file, letter.whose
+        if file is None:
+            return None, []
+        found = self._get_item(_file_key(file))
+        named = _file_letters(found)
+        asked = [
+            other
+            for other, (campaign, recipient) in named.items()
+            if other != key
+            and campaign != letter.campaign
+            and whose is not None
+            and recipient != whose(campaign)
+        ]
+        entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
+        gone = sorted(
+            (e for e in entries if _gone(e)),
+            key=lambda e: (
+                _PRINT_ORDER.index(_letter_state(e, now)),
+                float(e.get("updated_at", 0)),
+            ),
+        )
+        if gone:
+            return _owned_copy(gone[0], now), []
+
+        kept = {other: origin for other, origin in named.items() if other not in asked}
+        kept[key] = (letter.campaign, file.recipient)
+        turn = int(_plain(found).get("turn", 0)) if found else 0
+        item = {
+            KEY: {"S": _file_key(file)},
+            "letters": {
+                "M": {
+                    other: {"M": {"campaign": {"S": campaign}, "recipient": {"S": recipient}}}
+                    for other, (campaign, recipient) in kept.items()
+                }
+            },
+            "turn": {"N": str(turn + 1)},
+            "updated_at": {"N": repr(float(now))},
+            "expires_at": {"N": str(int(now) + self.retention_seconds)},
+        }
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if found is None:
+            put["ConditionExpression"] = "attribute_not_exists(#k)"
+            put["ExpressionAttributeNames"] = {"#k": KEY}
+        else:
+            put["ConditionExpression"] = "#turn = :turn"
+            put["ExpressionAttributeNames"] = {"#turn": "turn"}
+            put["ExpressionAttributeValues"] = {":turn": {"N": str(turn)}}
+        return None, [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
 
     def _print_items(
         self, key: str, letter: LetterPrint, now: float
