@@ -33,6 +33,13 @@ the item being as read and on the letters it drops still not having gone out: of
 of a file run at once only one passes (see _print_items). No index: a GSI read is only
 eventually consistent, and could not close that race.
 
+A letter that carries its recipient's own file keeps it in its entry from its claim on (as
+record_sent keeps it: the by_file index finds a letter being sent too), and an item keyed
+``file#<size>#<sha256>`` names the letters that carried those bytes and may have gone out
+(``letters``: each key with its campaign and ``recipient``; ``turn``), read and written as
+the print item is, in the same transaction (see _file_items): of two different files run at
+once naming one person's file for two people, only one letter passes.
+
 Every claim is a conditional write, so two attempts never both hold the claim of one key while
 its lease runs (semantics: mailmatrix.ports.Ledger). In a campaign of several template sets a
 claim is a transaction instead: the conditional Put and a ConditionCheck of the same address's
@@ -875,8 +882,8 @@ class DynamoDbLedger:
         raise LedgerError(
             f"dynamodb://{self.table}: {key[:12]}: claiming the letter would take {len(items)}"
             f" items in one transaction, more than DynamoDB takes ({_TRANSACTION_ITEMS}): its"
-            " print item names too many letters given back unsent. The letter was not sent;"
-            " a retry meets the same, so report this with the row"
+            " print item, or its own file's, names too many letters given back unsent. The"
+            " letter was not sent; a retry meets the same, so report this with the row"
         )
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
