@@ -128,8 +128,9 @@ class Claim:
     ledger kept it (record_sent's ``file``); None where it kept none (a letter without a
     file of its own, or recorded before letters kept their files); not part of equality.
     ``held`` (on ``claimed``, for a claim given the letter's print): the letter of another
-    campaign alike that may have gone out (see Ledger.hold_letter); the row is claimed all
-    the same, for the caller to give back unsent. Not part of equality.
+    campaign alike that may have gone out, or one that carried the letter's own file to
+    another recipient (``owned``; see Ledger.hold_letter); the row is claimed all the same,
+    for the caller to give back unsent. Not part of equality.
     """
 
     state: str

@@ -375,7 +375,8 @@ class DynamoDbLedger:
         the row's own file may have gone to another recipient (unless ``corrected``: the
         file's owner item is then put whoever it named); with ``letter``, a claim that would
         be granted is ``held`` as hold_letter would hold it (nothing of the print written),
-        else its print item is written in the claim's transaction (see _print_items).
+        else its print item, and its own file's item, are written in the claim's transaction
+        (see _print_items, _file_items).
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).

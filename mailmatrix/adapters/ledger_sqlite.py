@@ -691,7 +691,8 @@ class SqliteLedger:
         too (one indexed read, only when the campaign has several sets), and the file's owner
         is recorded in it (one insert, only for a row naming its own file; more statements
         only when the file already has an owner). So is the letter's print (one indexed read,
-        and the print written with the claim).
+        and the print written with the claim), and its own file (one more indexed read, for a
+        letter with a file of its own, and the file written with the claim).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
