@@ -312,13 +312,14 @@ def other_letter_hint(
 
 def attachment_of_another_hint(counts: Mapping[str, int]) -> str | None:
     """What to do about rows not sent because their own file went to another recipient in
-    an earlier run: no retry sends them."""
+    an earlier run, or in a run of another file (at the same moment): no retry sends them."""
     rows = counts.get("attachment_of_another", 0)
     if not rows:
         return None
     return (
-        f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent"
-        " the file they name in Attachment_File to another recipient, and no retry sends them."
+        f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file, or a"
+        " run of another file (the report's reason names it), sent the file they name in"
+        " Attachment_File to another recipient, and no retry sends them."
         " Name each recipient's own file in its row and run the file again; if an earlier"
         " address was wrong and the row is the same person, its address now corrected, run the"
         " file again with --corrected-address ROW for each such row (its letter then goes to"
