@@ -209,11 +209,12 @@ def _print_key(print: str) -> str:
     return PRINT_PREFIX + print
 
 
-def _print_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
-    """The letters a print item names: each key with its campaign and campaign's file."""
+def _named_letters(item: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """The letters a print or file item names: each key with its attributes (campaign, and
+    the campaign's file, ``source``, or the letter's ``recipient``)."""
     letters = (item or {}).get("letters", {}).get("M", {})
     return {
-        key: (origin["M"]["campaign"]["S"], origin["M"].get("source", {}).get("S", ""))
+        key: {name: value["S"] for name, value in origin["M"].items()}
         for key, origin in letters.items()
     }
 
@@ -243,15 +244,6 @@ def _file_key(file: LetterFile) -> str:
     """The key of the item naming the letters that carry ``file`` as their recipient's own
     (its size and SHA-256: the same bytes)."""
     return f"{FILE_PREFIX}{file.size}#{file.sha256}"
-
-
-def _file_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
-    """The letters a file item names: each key with its campaign and recipient key."""
-    letters = (item or {}).get("letters", {}).get("M", {})
-    return {
-        key: (origin["M"]["campaign"]["S"], origin["M"]["recipient"]["S"])
-        for key, origin in letters.items()
-    }
 
 
 def _owned_copy(entry: Mapping[str, Any], now: float) -> SentCopy:
@@ -767,50 +759,20 @@ class DynamoDbLedger:
         if file is None:
             return None, []
         found = self._get_item(_file_key(file))
-        named = _file_letters(found)
+        named = _named_letters(found)
         asked = [
             other
-            for other, (campaign, recipient) in named.items()
+            for other, origin in named.items()
             if other != key
-            and campaign != letter.campaign
+            and origin["campaign"] != letter.campaign
             and whose is not None
-            and recipient != whose(campaign)
+            and origin["recipient"] != whose(origin["campaign"])
         ]
-        entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
-        gone = sorted(
-            (e for e in entries if _gone(e)),
-            key=lambda e: (
-                _PRINT_ORDER.index(_letter_state(e, now)),
-                float(e.get("updated_at", 0)),
-            ),
-        )
-        if gone:
-            return _owned_copy(gone[0], now), []
-
-        kept = {other: origin for other, origin in named.items() if other not in asked}
-        kept[key] = (letter.campaign, file.recipient)
-        turn = int(_plain(found).get("turn", 0)) if found else 0
-        item = {
-            KEY: {"S": _file_key(file)},
-            "letters": {
-                "M": {
-                    other: {"M": {"campaign": {"S": campaign}, "recipient": {"S": recipient}}}
-                    for other, (campaign, recipient) in kept.items()
-                }
-            },
-            "turn": {"N": str(turn + 1)},
-            "updated_at": {"N": repr(float(now))},
-            "expires_at": {"N": str(int(now) + self.retention_seconds)},
-        }
-        put: dict[str, Any] = {"TableName": self.table, "Item": item}
-        if found is None:
-            put["ConditionExpression"] = "attribute_not_exists(#k)"
-            put["ExpressionAttributeNames"] = {"#k": KEY}
-        else:
-            put["ConditionExpression"] = "#turn = :turn"
-            put["ExpressionAttributeNames"] = {"#turn": "turn"}
-            put["ExpressionAttributeValues"] = {":turn": {"N": str(turn)}}
-        return None, [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
+        gone = self._first_gone(asked, now)
+        if gone is not None:
+            return _owned_copy(gone, now), []
+        named[key] = {"campaign": letter.campaign, "recipient": file.recipient}
+        return None, self._letters_put(_file_key(file), found, named, asked, now)
 
     def _print_items(
         self, key: str, letter: LetterPrint, now: float
@@ -831,16 +793,25 @@ class DynamoDbLedger:
         BatchGetItem of the letters it names that could hold this one back (mostly none).
         """
         found = self._get_item(_print_key(letter.print))
-        named = _print_letters(found)
+        named = _named_letters(found)
         asked = [
             other
-            for other, (campaign, source) in named.items()
+            for other, origin in named.items()
             if other != key
-            and campaign != letter.campaign
-            and not letter.again & {campaign, source}
+            and origin["campaign"] != letter.campaign
+            and not letter.again & {origin["campaign"], origin.get("source", "")}
         ]
+        gone = self._first_gone(asked, now)
+        if gone is not None:
+            return _sent_copy(gone, named[gone[KEY]].get("source", ""), now), []
+        named[key] = {"campaign": letter.campaign, "source": letter.source}
+        return None, self._letters_put(_print_key(letter.print), found, named, asked, now)
+
+    def _first_gone(self, asked: list[str], now: float) -> dict[str, Any] | None:
+        """Of the letters ``asked`` (their keys), the entry of the one that may have gone out
+        to name first: sent, then being sent now, then in doubt; the earliest written of each.
+        One BatchGetItem, none when none is asked."""
         entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
-        # Sent first, then being sent now, then in doubt; the earliest written of each.
         gone = sorted(
             (e for e in entries if _gone(e)),
             key=lambda e: (
@@ -848,20 +819,29 @@ class DynamoDbLedger:
                 float(e.get("updated_at", 0)),
             ),
         )
-        if gone:
-            return _sent_copy(gone[0], named[gone[0][KEY]][1], now), []
+        return gone[0] if gone else None
 
-        kept = {other: origin for other, origin in named.items() if other not in asked}
-        kept[key] = (letter.campaign, letter.source)
+    def _letters_put(
+        self,
+        key: str,
+        found: dict[str, Any] | None,
+        named: Mapping[str, Mapping[str, str]],
+        asked: list[str],
+        now: float,
+    ) -> list[dict[str, Any]]:
+        """The transaction items that write the print or file item ``key`` (as ``found``,
+        None: absent) naming ``named`` but the letters ``asked`` (read as unable to have gone
+        out): its Put, which holds only while the item is as read (``turn``), and a check of
+        each letter dropped that it still cannot have gone out."""
         turn = int(_plain(found).get("turn", 0)) if found else 0
+        letters = {
+            other: {"M": {name: {"S": value} for name, value in origin.items()}}
+            for other, origin in named.items()
+            if other not in asked
+        }
         item = {
-            KEY: {"S": _print_key(letter.print)},
-            "letters": {
-                "M": {
-                    other: {"M": {"campaign": {"S": campaign}, "source": {"S": source}}}
-                    for other, (campaign, source) in kept.items()
-                }
-            },
+            KEY: {"S": key},
+            "letters": {"M": letters},
             "turn": {"N": str(turn + 1)},
             "updated_at": {"N": repr(float(now))},
             "expires_at": {"N": str(int(now) + self.retention_seconds)},
@@ -874,7 +854,7 @@ class DynamoDbLedger:
             put["ConditionExpression"] = "#turn = :turn"
             put["ExpressionAttributeNames"] = {"#turn": "turn"}
             put["ExpressionAttributeValues"] = {":turn": {"N": str(turn)}}
-        return None, [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
+        return [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
 
     def _bounded(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         """``items``, unless more than one transaction takes: then a LedgerError."""

@@ -1123,21 +1123,6 @@ class _Batch:
         letter is being sent now (it may yet fail), the row waits for it (busy). One that
         carried the row's own file to another recipient (``owned``: another file, run at the
         same moment) fails the row as validation rejects it then."""
-        if earlier.owned and earlier.state != SENDING:
-            reason = letter_of_another_campaign(str(item["attachment"]), earlier)
-            self.ledger.record_failed(
-                item["key"], code=ATTACHMENT_OF_ANOTHER, reason=reason, permanent=False
-            )
-            self.result.rows.append(
-                {
-                    "row": item["row"],
-                    "status": "failed",
-                    "code": ATTACHMENT_OF_ANOTHER,
-                    "reason": reason,
-                    "file": earlier.source or earlier.campaign,
-                }
-            )
-            return
         if earlier.state == SENDING:
             waiting = sending_elsewhere(earlier)
             self.ledger.record_failed(
@@ -1145,13 +1130,17 @@ class _Batch:
             )
             self.result.rows.append({"row": item["row"], "status": "busy", "reason": waiting})
             return
-        reason = sent_under_reason(earlier)
-        self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
+        if earlier.owned:
+            reason = letter_of_another_campaign(str(item["attachment"]), earlier)
+            code, status = ATTACHMENT_OF_ANOTHER, "failed"
+        else:
+            code, reason, status = SENT_UNDER_CODE, sent_under_reason(earlier), "skipped"
+        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
         self.result.rows.append(
             {
                 "row": item["row"],
-                "status": "skipped",
-                "code": SENT_UNDER_CODE,
+                "status": status,
+                "code": code,
                 "reason": reason,
                 "file": earlier.source or earlier.campaign,
             }
