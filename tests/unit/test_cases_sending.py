@@ -571,16 +571,18 @@ def test_a_letter_that_went_out_is_recorded_before_the_next_row_is_composed(ledg
 
 class _SendingTheCopyMeanwhile:
     """A mailer that, as it is handed the first letter, runs a copy of the file (its own
-    campaign), which must wait; then takes the letter, or refuses it for good (``refuse``)."""
+    campaign; ``other``, another file), which must wait; then takes the letter, or refuses
+    it for good (``refuse``)."""
 
-    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool) -> None:
+    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool, other=None):
         self.ses, self.ledger, self.clock, self.refuse = ses, ledger, clock, refuse
+        self.other = other or _run_copy
         self.meanwhile: ClaimBusy | None = None
 
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         if self.meanwhile is None:
             with pytest.raises(ClaimBusy) as busy:
-                _run_copy(self.ses, self.ledger, self.clock)
+                self.other(self.ses, self.ledger, self.clock)
             self.meanwhile = busy.value
         if self.refuse:
             raise PermanentSendError("550 5.7.1 Message rejected by policy")
@@ -632,25 +634,6 @@ def _offers_final(ses: FakeSes, ledger: SqliteLedger, clock, **line):
     return run(items, ses, ledger, clock, campaign=final, attempt="final/child")
 
 
-class _SendingAnotherFileMeanwhile:
-    """A mailer that, as it is handed Alice's letter (offers.csv), runs offers-final.csv,
-    whose row naming her file for Bob must wait; then takes the letter, or refuses it for
-    good (``refuse``)."""
-
-    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool) -> None:
-        self.ses, self.ledger, self.clock, self.refuse = ses, ledger, clock, refuse
-        self.meanwhile: ClaimBusy | None = None
-
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
-        if self.meanwhile is None:
-            with pytest.raises(ClaimBusy) as busy:
-                _offers_final(self.ses, self.ledger, self.clock)
-            self.meanwhile = busy.value
-        if self.refuse:
-            raise PermanentSendError("550 5.7.1 Message rejected by policy")
-        return self.ses.send(raw, sender=sender, destinations=destinations)
-
-
 def _alices_letter(ledger: SqliteLedger, clock, mailer) -> None:
     """offers.csv's run of Alice's row, her own file alice.pdf, handed to ``mailer``."""
     (alice,) = kit.manifest(RETRY_CASE)[:1]
@@ -665,7 +648,7 @@ def test_a_row_naming_a_file_another_file_sends_to_another_person_waits_then_fai
     # GIVEN Alice's letter with her own file being handed to the mail server when
     # offers-final.csv, which names her file for Bob, runs
     ses = FakeSes(clock=clock)
-    mailer = _SendingAnotherFileMeanwhile(ses, ledger, clock, refuse=refused)
+    mailer = _SendingTheCopyMeanwhile(ses, ledger, clock, refuse=refused, other=_offers_final)
     _alices_letter(ledger, clock, mailer)
 
     # THEN Bob's row waited (busy: tried again later): Alice's letter might yet fail
