@@ -219,6 +219,22 @@ def _named_letters(item: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
     }
 
 
+def _asked(
+    named: Mapping[str, Mapping[str, str]],
+    key: str,
+    campaign: str,
+    could_hold: Callable[[Mapping[str, str]], bool],
+) -> list[str]:
+    """The letters of ``named`` (a print or file item's) to ask whether they may have gone
+    out, for the letter ``key`` of ``campaign``: those of other campaigns that
+    ``could_hold`` it back; the others stay in the item unread."""
+    return [
+        other
+        for other, origin in named.items()
+        if other != key and origin["campaign"] != campaign and could_hold(origin)
+    ]
+
+
 def _print_stamp(letter: LetterPrint) -> dict[str, dict[str, str | bool]]:
     """The attributes that keep ``letter``'s print (and its campaign's file) with its key,
     and its own file as record_sent keeps it (the by_file index finds it from then on)."""
@@ -760,14 +776,12 @@ class DynamoDbLedger:
             return None, []
         found = self._get_item(_file_key(file))
         named = _named_letters(found)
-        asked = [
-            other
-            for other, origin in named.items()
-            if other != key
-            and origin["campaign"] != letter.campaign
-            and whose is not None
-            and origin["recipient"] != whose(origin["campaign"])
-        ]
+        asked = _asked(
+            named,
+            key,
+            letter.campaign,
+            lambda origin: whose is not None and origin["recipient"] != whose(origin["campaign"]),
+        )
         gone = self._first_gone(asked, now)
         if gone is not None:
             return _owned_copy(gone, now), []
@@ -794,13 +808,12 @@ class DynamoDbLedger:
         """
         found = self._get_item(_print_key(letter.print))
         named = _named_letters(found)
-        asked = [
-            other
-            for other, origin in named.items()
-            if other != key
-            and origin["campaign"] != letter.campaign
-            and not letter.again & {origin["campaign"], origin.get("source", "")}
-        ]
+        asked = _asked(
+            named,
+            key,
+            letter.campaign,
+            lambda origin: not letter.again & {origin["campaign"], origin.get("source", "")},
+        )
         gone = self._first_gone(asked, now)
         if gone is not None:
             return _sent_copy(gone, named[gone[KEY]].get("source", ""), now), []
