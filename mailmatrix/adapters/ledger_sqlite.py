@@ -254,6 +254,23 @@ _STAMP = (
 )
 
 
+# Whether there is such a letter (_claim_unless).
+_SAME_LETTER_ANY = f"SELECT 1 FROM sends WHERE letter_print = ? AND campaign != ? AND {_GONE}"
+# Whether another campaign has a letter of the same own file that may have gone out, to
+# anyone (_claim_unless: which recipient's, _same_file reads once it inserts nothing).
+_SAME_FILE_ANY = (
+    "SELECT 1 FROM sends WHERE file_size = ? AND file_print = ? AND file_sha256 = ?"
+    f" AND campaign != ? AND {_GONE}"
+)
+# _CLAIM_NEW, unless {where} holds.
+_CLAIM_NEW_UNLESS = (
+    "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
+    " letter_print, file_source, file, file_size, file_sha256, file_print)"
+    " SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {where}"
+    " ON CONFLICT (key) DO NOTHING"
+)
+
+
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
 # claimed by an attempt that ended holding it, or given back after a try that may have been taken.
 _IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
@@ -687,12 +704,14 @@ class SqliteLedger:
         claim is also held back as hold_letter would, or keeps the letter's print.
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
-        transaction: one write transaction per email. The other letters are looked up in it
-        too (one indexed read, only when the campaign has several sets), and the file's owner
-        is recorded in it (one insert, only for a row naming its own file; more statements
-        only when the file already has an owner). So is the letter's print (one indexed read,
-        and the print written with the claim), and its own file (one more indexed read, for a
-        letter with a file of its own, and the file written with the claim).
+        transaction: one write transaction per email. A new key is claimed by one insert that
+        also looks up the other sets' letters (only when the campaign has several), the letters
+        of its print elsewhere and those of its own file elsewhere (only for a letter with a
+        file of its own), by their indexes, and keeps the print and the file; only when it
+        inserts nothing are they read to name them (a letter of the file to the same person
+        is then claimed as new). The file's owner is recorded in the same transaction (one
+        insert, only for a row naming its own file; more statements only when the file
+        already has an owner).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -700,22 +719,30 @@ class SqliteLedger:
         with self._transaction(f"claim {key[:12]}") as db:
             if sent_before is not None:
                 db.execute(*_record_sent(sent_before, now))
+            # Most keys are new, no other set's letter to the address may have gone out and no
+            # letter of their print elsewhere: one insert claims them, checking both as it
+            # goes. The reads below, which name what they find, run only when it inserts nothing.
+            new = (key, campaign, row, attempt, lease, now, process)
+            if db.execute(*_claim_unless(new, others, letter)).rowcount:
+                return self._inserted(db, campaign, key, owner, corrected=corrected, now=now)
             other = _other_letter(db, others) if others else None
-            # Read before the insert, so a print goes in with it; a key that is not granted
-            # (rare with a letter composed first: see send_batch) wasted one indexed read.
+            # The key is not new, or the insert found a letter that may have gone out: which?
             held = None
             if letter is not None and other is None:
                 held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             sending = held if held is not None and held.state == SENDING else None
             stamp = _stamp(None if held else letter)
-            # Most keys are new: claimed by the insert alone; the others are read.
-            new = (key, campaign, row, attempt, lease, now, process, *stamp)
-            if other is None and sending is None and db.execute(_CLAIM_NEW, new).rowcount:
-                if owner is None or _own(db, campaign, key, owner, corrected=corrected):
-                    self._note_delivery(db, campaign, now)
-                    return Claim("claimed", held=held)
-                db.execute("DELETE FROM sends WHERE key = ?", (key,))  # nothing written
-                return Claim("owned")
+            # A new key whose letter's like went out elsewhere is claimed (held back by the
+            # caller), without its print or file; one of the operator's ``again`` with it, or
+            # with a file another campaign sent to the same person, with them.
+            if (
+                other is None
+                and sending is None
+                and db.execute(_CLAIM_NEW, (*new, *stamp)).rowcount
+            ):
+                return self._inserted(
+                    db, campaign, key, owner, corrected=corrected, now=now, held=held
+                )
             found = db.execute(
                 "SELECT state, attempt, lease_until, message_id, code, reason, uncertain,"
                 " takeovers, holder, file FROM sends WHERE key = ?",
@@ -776,6 +803,25 @@ class SqliteLedger:
             reason = UNCERTAIN_RELEASE.format(holder)
             return Claim("claimed", reason=reason, attempt=holder, doubts=doubts, held=held)
         return Claim("claimed", doubts=doubts, held=held)
+
+    def _inserted(
+        self,
+        db: sqlite3.Connection,
+        campaign: str,
+        key: str,
+        owner: tuple[str, str] | tuple[str, str, str] | None,
+        *,
+        corrected: bool,
+        now: float,
+        held: SentCopy | None = None,
+    ) -> Claim:
+        """The claim of ``key``, just inserted new: granted, unless its own file is another
+        recipient's (then the insert is undone: nothing written)."""
+        if owner is None or _own(db, campaign, key, owner, corrected=corrected):
+            self._note_delivery(db, campaign, now)
+            return Claim("claimed", held=held)
+        db.execute("DELETE FROM sends WHERE key = ?", (key,))
+        return Claim("owned")
 
     def _note_delivery(self, db: sqlite3.Connection, campaign: str, now: float) -> None:
         """Note, in a claim's transaction, that letters of ``campaign`` go out the ledger's
@@ -1677,6 +1723,34 @@ def _stamp(letter: LetterPrint | None) -> tuple[object, ...]:
         return letter.print, letter.source or None, None, None, None, None
     source = letter.source or file.source or None
     return letter.print, source, file.name, file.size, file.sha256, file.print
+
+
+def _claim_unless(
+    new: tuple[object, ...], others: Mapping[str, str] | None, letter: LetterPrint | None
+) -> tuple[str, tuple[object, ...]]:
+    """The insert, and its values, that claims a new key (``new``: _CLAIM_NEW's values but
+    the print and file) unless a letter of ``others`` may have gone out (as _other_letter
+    finds them) or one of ``letter``'s print elsewhere (as _same_letter finds them, the
+    operator's ``again`` aside), or one of its own file elsewhere to anyone (_same_file tells
+    whose): then it inserts nothing, and the claim reads which."""
+    stamp = _stamp(letter)
+    if not others and letter is None:
+        return _CLAIM_NEW, (*new, *stamp)
+    unless: list[str] = []
+    values: list[object] = [*new, *stamp]
+    if others:
+        marks = ", ".join("?" * len(others))
+        unless.append(f"SELECT 1 FROM sends WHERE key IN ({marks}) AND {_GONE}")
+        values += [*others, OUTCOME_UNKNOWN]
+    if letter is not None:
+        unless.append(_SAME_LETTER_ANY)
+        values += [letter.print, letter.campaign, OUTCOME_UNKNOWN]
+    if letter is not None and letter.file is not None and letter.whose is not None:
+        file = letter.file
+        unless.append(_SAME_FILE_ANY)
+        values += [file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN]
+    where = " AND ".join(f"NOT EXISTS ({query})" for query in unless)
+    return _CLAIM_NEW_UNLESS.format(where=where), tuple(values)
 
 
 def _other_letter(db: sqlite3.Connection, others: Mapping[str, str]) -> str | None:

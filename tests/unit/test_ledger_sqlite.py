@@ -404,14 +404,55 @@ def test_a_claim_reads_the_other_letters_only_in_a_campaign_of_several_sets(ledg
     claim(ledger, key="k1")
     ledger.claim("k2", campaign="c", row=3, attempt="a", others={"k2-other": "rejection"})
 
-    # THEN the first is the insert alone, the second reads the other letter first, in the
-    # same transaction
-    selects = [s for s in statements if s.startswith("SELECT")]
-    assert len(selects) == 1 and "'k2-other'" in selects[0]
+    # THEN each is one insert in its transaction: the first's checks nothing, the second's
+    # looks for the other letter as it inserts
     assert [s.split()[0] for s in statements] == [
         *("BEGIN", "INSERT", "COMMIT"),
-        *("BEGIN", "SELECT", "INSERT", "COMMIT"),
+        *("BEGIN", "INSERT", "COMMIT"),
     ]
+    assert "'k2-other'" not in statements[1] and "NOT EXISTS" not in statements[1]
+    assert "NOT EXISTS" in statements[4] and "'k2-other'" in statements[4]
+    assert ledger.outcomes_of(["k2"])["k2"].state == "claimed"
+
+
+def test_a_sent_rows_claim_with_its_print_and_own_file_is_one_insert_for_each(ledger):
+    # GIVEN a campaign of two sets whose row 2 was claimed with its letter's print
+    def letter(row: int) -> LetterPrint:
+        return LetterPrint("c", f"print-{row}", source="offers.csv")
+
+    statements: list[str] = []
+    others = {"k3-other": "rejection"}
+    owner = ("r3.pdf", "recipient-3", "r***@example.com")
+    ledger.claim("k2", campaign="c", row=2, attempt="a", letter=letter(2))
+
+    # WHEN row 3 is claimed, recording row 2 sent, with its print and own file
+    ledger._db.set_trace_callback(statements.append)
+    granted = ledger.claim(
+        "k3",
+        campaign="c",
+        row=3,
+        attempt="a",
+        sent_before=("k2", "<m2@example.com>", False),
+        others=others,
+        owner=owner,
+        letter=letter(3),
+    )
+
+    # THEN it is claimed by one insert (checking the other set's letter and the print as it
+    # goes) and the file's owner by another: no read of its own
+    assert granted.state == "claimed" and granted.held is None
+    assert [s.split()[0] for s in statements] == ["BEGIN", "UPDATE", "INSERT", "INSERT", "COMMIT"]
+    assert ledger.outcomes_of(["k2"])["k2"].state == "sent"
+    # AND another campaign's letters of those prints still find them: row 2's, sent, holds
+    # it back; row 3's, being sent, makes it wait
+    held = ledger.claim(
+        "k8", campaign="copy", row=2, attempt="b", letter=letter(2)._replace(campaign="copy")
+    )
+    assert held.state == "claimed" and held.held is not None and held.held.row == 2
+    busy = ledger.claim(
+        "k9", campaign="copy", row=3, attempt="b", letter=letter(3)._replace(campaign="copy")
+    )
+    assert busy.state == "busy"
 
 
 def test_a_claim_records_the_previous_row_sent_in_the_same_transaction(ledger):
