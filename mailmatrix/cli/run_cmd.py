@@ -405,6 +405,12 @@ def _print_outcome(
                 f"[yellow]Nothing new sent: {earlier} already sent by an earlier run (the "
                 "ledger remembers).[/yellow]"
             )
+        elif not counts.get("valid") and counts.get("sent_under"):
+            console.print(
+                f"[yellow]Nothing new sent: the letters of all {counts['sent_under']} rows"
+                " that could be sent went already to the same addresses under another file"
+                " (listed above); nothing failed.[/yellow]"
+            )
         if counts.get("skipped", 0):
             console.print(
                 "Rows are skipped when an earlier run of a file with this name sent the same "

@@ -82,6 +82,12 @@ class Summary:
                 f"Sent: {c['sent']}  already sent (skipped): {c['skipped']}  "
                 f"failed: {c['failed']}  not attempted: {c['unsent']}"
             )
+            if c.get("sent_under"):
+                lines.append(
+                    f"Not sent again: {c['sent_under']} row(s) whose letters went already to"
+                    " the same addresses under another file (the rejects and per-row reports"
+                    " name it)"
+                )
             for template, numbers in sorted(self.per_template.items()):
                 parts = ", ".join(f"{k} {v}" for k, v in sorted(numbers.items()))
                 lines.append(f"  {template}: {parts}")

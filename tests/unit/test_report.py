@@ -417,3 +417,19 @@ def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it()
     sending = sent_under_reason(sent._replace(state=SENDING))
     assert "is being sent to this address under news.csv (campaign c-news) at this" in sending
     assert "Run this file again once that run has ended" in sending
+
+
+def test_the_notice_of_a_copy_whose_rows_all_went_under_another_file_says_why_none_was_sent():
+    # GIVEN a renamed copy of a sent file: no row valid, both held back by validation
+    counts = {**VALIDATION, "valid": 0, "sent_under": 2}
+
+    # WHEN summarized (nothing was sent: the state machine went past the Map)
+    summary = summarize_results(CAMPAIGN, counts, [])
+
+    # THEN the run completed, and its notice says why nothing was sent
+    assert (summary.outcome, summary.counts["sent"]) == ("completed", 0)
+    notice = summary.message(execution="e", report_key="k")
+    assert (
+        "Not sent again: 2 row(s) whose letters went already to the same addresses under another"
+        " file (the rejects and per-row reports name it)"
+    ) in notice
