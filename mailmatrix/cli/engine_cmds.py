@@ -310,6 +310,7 @@ _RESULT_WORDS = (
     ("duplicates", "duplicate rows"),
     ("excluded", "excluded"),
     ("sent_under", "already sent under another file"),
+    ("doubt_under", "in doubt under another file"),
     ("possible_duplicates", "may have arrived more than once"),
 )
 # How the result of an execution without a summary begins, by its status.

@@ -68,8 +68,8 @@ from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
     NOT_RECORDED,
     OTHER_LETTER_SENT,
-    SENT_UNDER_CODE,
     SUPERSEDED,
+    held_under_code,
     retry_command,
     sent_under_reason,
 )
@@ -1120,13 +1120,13 @@ class _Batch:
             )
             self.result.rows.append({"row": item["row"], "status": "busy", "reason": waiting})
             return
-        reason = sent_under_reason(earlier)
-        self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
+        reason, code = sent_under_reason(earlier), held_under_code(earlier)
+        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
         self.result.rows.append(
             {
                 "row": item["row"],
                 "status": "skipped",
-                "code": SENT_UNDER_CODE,
+                "code": code,
                 "reason": reason,
                 "file": earlier.source or earlier.campaign,
             }

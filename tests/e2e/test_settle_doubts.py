@@ -219,3 +219,33 @@ def test_a_row_in_doubt_whose_file_row_now_holds_an_address_alike_is_named_by_it
     )
     assert refused.exit_code == 2, refused.output
     assert "now holds a***@example.com" in " ".join(refused.output.split())
+
+
+def test_a_renamed_copy_counts_a_letter_in_doubt_under_the_other_file_apart_from_those_sent(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run of offers.csv that left row 2 in doubt, and a copy of the file under a new
+    # name
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the copy's run has room
+    copy = tmp_path / "offers-copy.csv"
+    copy.write_bytes(csv_file.read_bytes())
+
+    # WHEN the copy is run
+    shown = CliRunner().invoke(cli, ["run", str(copy), "--workdir", str(workdir)])
+
+    # THEN row 2 is held back, counted and listed as in doubt there, not as sent there
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, shown.output
+    assert "In doubt under another file (not sent here) │ 1 │" in said
+    assert "Already sent under another file" not in said
+    assert "Rows not sent: their letters may have gone under another file (1):" in said
+    assert "row 2 in doubt elsewhere: this letter (" in said
+    assert "1 row(s) not sent: the same letter may already have gone to the same address" in said
+    # AND so do --json (run again: the row is held back again) and `show`
+    again = CliRunner().invoke(cli, ["run", str(copy), "--workdir", str(workdir), "--json"])
+    counts = json.loads(again.output[again.output.index("{") :])["counts"]
+    assert (counts["doubt_under"], counts["sent_under"], counts["skipped"]) == (1, 0, 17)
+    execution = said.split("Execution: ")[1].split()[0]
+    drawn = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)])
+    assert "result: 17 sent, 2 rejected, 1 in doubt under another file" in drawn.output
