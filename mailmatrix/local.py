@@ -1941,8 +1941,14 @@ def run_campaign(
         metadata.update(choice_metadata(send_again_from, corrected))
         _, event = upload(wd, csv_path, metadata=metadata)
         stopper = _HaltOnStop(listener, wd, campaign)
-        # whole: a redrive may run from another folder
+        # whole: a redrive may run from another folder; and the choices, which its summary
+        # names as the run's did
         ran = {"path": str(csv_path.resolve()), "way": way}
+        if send_again_from or corrected:
+            ran["choices"] = {
+                "send_again_from": list(dict.fromkeys(send_again_from)),
+                "corrected_address": sorted(set(corrected)),
+            }
         record = execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
     except BaseException as error:
         _note_not_kept(error, _settle_campaign_way(wd, campaign, way, first=first))
@@ -2577,6 +2583,20 @@ def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+def run_choices(wd: Workdir, execution_id: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The choices an execution's run was given (--send-again-from's files, in the order
+    given, --corrected-address's rows), as it recorded them; none for a run recorded before
+    it kept them."""
+    choices = _ran(wd, execution_id).get("choices")
+    choices = choices if isinstance(choices, dict) else {}
+    names = choices.get("send_again_from") or []
+    rows = choices.get("corrected_address") or []
+    return (
+        tuple(name for name in names if isinstance(name, str)),
+        tuple(row for row in rows if isinstance(row, int)),
+    )
 
 
 def campaign_of_file(path: Path) -> str:

@@ -745,6 +745,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 or pathlib.Path(csv_file).parent / "attachments",
             )
             run_cmd.name_the_file(result, csv_file)
+            run_cmd.add_choices(result, record, *local.run_choices(wd, execution))
             run_cmd.add_settle_commands(result, csv_file, workdir)
             if result["counts"].get("failed"):
                 commands = run_cmd.retry_commands(

@@ -210,6 +210,31 @@ def test_the_summary_of_a_run_given_a_choice_says_it_was_used_and_recorded(tmp_p
     ) in corrected.output.splitlines()
 
 
+def test_the_summary_of_a_redrive_names_the_choices_its_run_was_given(tmp_path):
+    # GIVEN a copy of offers.csv run with --send-again-from offers.csv, stopped by the quota
+    # after its first letter
+    offers, workdir = _sent(tmp_path)
+    final = tmp_path / "offers-final.csv"
+    shutil.copy(offers, final)
+    args = ["--workdir", str(workdir), "--batch-size", "1", "--concurrency", "1"]
+    again = ("--send-again-from", str(offers))
+    stopped = _cli("run", str(final), *args, *again, "--faults", "quota-after=1", "--json")[1]
+    execution = json.loads(stopped)["execution"]
+    assert len(_outbox(workdir)) == 3
+
+    # WHEN the execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+
+    # THEN the second letter goes out again too, and the summary names the choice as the
+    # run's did
+    assert redriven.exit_code == 0, redriven.output
+    assert len(_outbox(workdir)) == 4
+    assert (
+        "--send-again-from offers.csv: used, and recorded in the ledger (the letters that went"
+        " to the same addresses under it are not held back)."
+    ) in redriven.output.splitlines()
+
+
 def _refused_by_both(csv_path: Path, workdir: Path, option: str, value: str, said: str) -> None:
     """validate, then run, of the file with ``option`` ``value`` each refuse it as a bad
     usage (exit 2), saying ``said``; nothing is sent or recorded."""
