@@ -2620,11 +2620,14 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     """How to run an execution's file again the way it ran (for the retry commands a redrive
     prints): the file's path, the options that its letters and delivery came from (the
     campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE. Written as a run
-    prints them (as_run_prints): short, yet the same run."""
+    prints them (as_run_prints): short, yet the same run. A file no longer where it ran is
+    named as moved_file says."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
     ran = _ran(wd, execution_id)
     given = _source_of(ran)
+    if given is not None and not given.is_file():
+        given = moved_file(given)
     way = ran.get("way") or {}
     way = way if isinstance(way, dict) else {}
     attachments = way.get("attachments")
@@ -2642,7 +2645,30 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     }
     if given is None:
         return "FILE", options, way.get("unsubscribe")
-    return str(_as_given(given)), as_run_prints(given, options), way.get("unsubscribe")
+    shown = given if not given.is_absolute() else _as_given(given)
+    return str(shown), as_run_prints(given, options), way.get("unsubscribe")
+
+
+# What the commands printed for a file no longer where it ran put in place of its folder.
+MOVED_FOLDER = "DIR"
+
+
+def moved_file(path: Path) -> Path:
+    """How commands name a file that is no longer at ``path``, where it ran: under its own
+    name (which names its campaign) in a folder the operator fills in (MOVED_FOLDER)."""
+    return Path(MOVED_FOLDER) / path.name
+
+
+def moved_file_note(path: str) -> str | None:
+    """What to say of the file an execution ran, at ``path`` then, when it is no longer
+    there: that, and what the commands printed name it by; None while it is there."""
+    if Path(path).is_file():
+        return None
+    return (
+        f"{path}, the file this execution ran, is no longer there (moved or deleted since):"
+        f" the commands below name it {moved_file(Path(path))}, where {MOVED_FOLDER} is the"
+        f" folder it is in now (it must keep its name, which names its campaign)"
+    )
 
 
 def as_run_prints(csv_path: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -2698,13 +2724,17 @@ def _check_same_file(
     for where, path in checks:
         if path.is_file() and _etag_of(path) == etag:
             continue
+        named = ""
         if not path.is_file():
             where = "it is no longer there, and may have been edited elsewhere"
+            if path == given:
+                named = f" ({moved_file(path)}: {MOVED_FOLDER} is the folder it is in now)"
         raise ConfigurationError(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
             f" the file has changed since ({where}): its redrive would send the rows as they"
             f" were. Run the file again instead (rows already sent are skipped): "
             + again_command(wd, execution_id)
+            + named
         )
 
 
