@@ -524,25 +524,20 @@ def _print_sent_under(console: Console, counts: dict[str, Any]) -> int:
     """Say why rows were held back as their letters went, or may have gone, to the same
     addresses under another file (the reasons above name it), and how to send them all the
     same; return how many."""
-    held = int(counts.get("sent_under") or 0)
-    if held:
-        console.print(
-            f"[yellow]{held} row(s) not sent: the same letter already went to the same address"
-            " under another file (each reason above names it and when). A file of a new name"
-            " is a new campaign, but a copy of a file sent already does not mail its people"
-            " again. To send them again on purpose, run this file with --send-again-from"
-            " OTHERFILE (recorded in the ledger).[/yellow]"
-        )
-    doubted = int(counts.get("doubt_under") or 0)
-    if doubted:
-        console.print(
-            f"[yellow]{doubted} row(s) not sent: the same letter may already have gone to the"
-            " same address under another file, where it is in doubt (each reason above names"
-            " that file, and what settles it there). Once it is known not to have arrived, a"
-            " run of this file sends it; or run this file with --send-again-from OTHERFILE."
-            "[/yellow]"
-        )
-    return held + doubted
+    said = {
+        "sent_under": "the same letter already went to the same address under another file"
+        " (each reason above names it and when). A file of a new name is a new campaign, but a"
+        " copy of a file sent already does not mail its people again. To send them again on"
+        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger).",
+        "doubt_under": "the same letter may already have gone to the same address under"
+        " another file, where it is in doubt (each reason above names that file, and what"
+        " settles it there). Once it is known not to have arrived, a run of this file sends"
+        " it; or run this file with --send-again-from OTHERFILE.",
+    }
+    for key, why in said.items():
+        if counts.get(key):
+            console.print(f"[yellow]{counts[key]} row(s) not sent: {why}[/yellow]")
+    return sum(int(counts.get(key) or 0) for key in said)
 
 
 def _print_unknown(console: Console, result: dict[str, Any]) -> None:
