@@ -68,8 +68,8 @@ from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
     NOT_RECORDED,
     OTHER_LETTER_SENT,
-    SENT_UNDER_CODE,
     SUPERSEDED,
+    held_under_code,
     retry_command,
     sent_under_reason,
 )
@@ -78,10 +78,12 @@ from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
     AttachmentNotPdf,
+    AttachmentUnreadable,
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
     ObjectChanged,
+    ObjectUnreadable,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
@@ -459,6 +461,13 @@ def _listed_attachment(item: Mapping[str, Any], fetch_attachment: FetchAttachmen
     name = item["attachment"]
     try:
         data = fetch_attachment(name, item.get("attachment_tag"))
+    except ObjectUnreadable as error:
+        why = error.details.get("why") or error.message
+        raise AttachmentUnreadable(
+            f"attachment {name} could not be read ({why}), so this row was not sent. Make the"
+            " file readable by the user that runs MailMatrix, then send the failed rows again"
+            " (rows already sent are skipped)"
+        ) from error
     except ObjectChanged as error:
         log.debug("attachment %s: %s", name, error)
         raise AttachmentChanged(
@@ -1087,7 +1096,9 @@ class _Batch:
                 )
             ) from exc
         # Not the row's fault (the templates, the file in the attachments): not for good.
-        elif isinstance(exc, (TemplateError, AttachmentChanged, AttachmentNotPdf)):
+        elif isinstance(
+            exc, (TemplateError, AttachmentChanged, AttachmentUnreadable, AttachmentNotPdf)
+        ):
             self.fail(item, error_code(exc), error_text(exc), permanent=False)
         elif isinstance(exc, PermanentSendError):
             self.fail(item, error_code(exc), error_text(exc))
@@ -1120,13 +1131,13 @@ class _Batch:
             )
             self.result.rows.append({"row": item["row"], "status": "busy", "reason": waiting})
             return
-        reason = sent_under_reason(earlier)
-        self.ledger.record_failed(item["key"], code=SENT_UNDER_CODE, reason=reason, permanent=False)
+        reason, code = sent_under_reason(earlier), held_under_code(earlier)
+        self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
         self.result.rows.append(
             {
                 "row": item["row"],
                 "status": "skipped",
-                "code": SENT_UNDER_CODE,
+                "code": code,
                 "reason": reason,
                 "file": earlier.source or earlier.campaign,
             }
