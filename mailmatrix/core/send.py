@@ -993,7 +993,10 @@ class _Batch:
                 item,
                 "MessageTooLarge",
                 f"message {format_size(len(raw))} ({len(raw)} bytes) exceeds the limit of"
-                f" {format_size(limit)} ({limit} bytes)",
+                f" {format_size(limit)} ({limit} bytes): it was not sent. Make its attachment"
+                " (or the letter's images) smaller, or raise MAILMATRIX_MAX_MESSAGE_BYTES if the"
+                " mail service takes larger messages; then send the failed rows again"
+                " (--retry-failed)",
             )
             return
         # A letter composed first was looked for with its claim; else it is looked for now.
