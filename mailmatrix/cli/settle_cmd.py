@@ -39,7 +39,7 @@ from mailmatrix.private import private_files
 _NAME = re.compile(r"(?P<first>[0-9]+)(?:-(?P<last>[0-9]+)|:(?P<letter>[0-9a-fA-F]{4,64}))?")
 
 
-def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choice | None:
+def parse_rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choice | None:
     """ROW[,ROW...] (a range as FIRST-LAST, a letter as ROW:LETTER) as a Choice; refused when
     it is not. Ranges stay ranges: a huge one costs nothing."""
     if value is None:
@@ -79,7 +79,7 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choi
     "--sent",
     "sent_rows",
     metavar="ROW[,ROW...]",
-    callback=_rows,
+    callback=parse_rows,
     help="Rows whose letter the mail server's log (or the outbox) shows arrived: recorded "
     "as sent, no run or redrive sends them again. Rows are numbered as the run numbered them "
     "(7, or 7-9); where the file's rows moved since, name a letter as the listing does "
@@ -89,7 +89,7 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choi
     "--not-sent",
     "not_sent_rows",
     metavar="ROW[,ROW...]",
-    callback=_rows,
+    callback=parse_rows,
     help="Rows whose letter did not arrive: given back, the next run or redrive sends them "
     "(not marked as possible duplicates). Named as for --sent.",
 )
