@@ -1,4 +1,4 @@
-"""`mailmatrix aws send|status|redrive`: campaigns on a deployed MailMatrix stack.
+"""`mailmatrix aws send|status|redrive|settle`: campaigns on a deployed MailMatrix stack.
 
 The stack's outputs (CloudFormation DescribeStacks) name the bucket and the state machine.
 `send` uploads the CSV under incoming/ (incoming/dry-run/ with --dry-run), waits for the
@@ -10,6 +10,10 @@ the campaign's rows that failed for good in earlier runs, before anything is sen
 operator's choices travel the same way: --send-again-from OTHERFILE as
 mailmatrix-send-again-from, --corrected-address ROW as mailmatrix-corrected-address, once the
 stack's ledger bears them out (those `run` refuses are refused before the upload).
+
+Rows a Lambda left in doubt (stack_doubts) hold back `send` and `redrive` of their file,
+before anything is uploaded or redriven, until `settle` records what arrived, or the command
+is given --retry-unknown (which sends them again, as possible duplicates).
 """
 
 from __future__ import annotations
