@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.storage_local import LocalStorage
@@ -293,7 +293,21 @@ def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[D
     retry = "`run FILE --retry-unknown` sends it"
     settling = rows_to_settle(found, choice, lambda: _outcomes(wd, found.campaign), listing, retry)
     with _ledger(wd) as ledger:
-        ledger.settle(settling, sent=sent, by=who())
+        return record_settled(ledger, found, settling, sent=sent)
+
+
+class SettlingLedger(Protocol):
+    """A ledger that settles rows in doubt (SqliteLedger, DynamoDbLedger)."""
+
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None: ...
+
+
+def record_settled(
+    ledger: SettlingLedger, found: FileDoubts, settling: list[Doubt], *, sent: bool
+) -> list[DoubtfulRow]:
+    """Record ``settling``, rows of ``found``, in ``ledger`` as ``sent`` or not, said by the
+    user running the command; return them as shown."""
+    ledger.settle(settling, sent=sent, by=who())
     shown = {row.key: row for row in found.rows}
     done = [shown[doubt.key] for doubt in settling]
     log.info(

@@ -11,9 +11,9 @@ row's own file, where it has one.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,16 +25,15 @@ from mailmatrix.doubts import (
     FileDoubts,
     described,
     named,
+    record_settled,
     rows_in_doubt,
     rows_of_file,
     rows_to_settle,
-    who,
 )
+from mailmatrix.errors import InputFileError
 from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.ports import Doubt, Outcome
 from mailmatrix.program import program
-
-log = logging.getLogger(__name__)
 
 # Where the operator looks for the letters of rows in doubt, on a stack.
 LOG_OF = (
@@ -47,7 +46,7 @@ class DoubtLedger(Protocol):
 
     def doubts(self, campaign: str) -> list[Doubt]: ...
 
-    def settle(self, doubts: Sequence[Doubt], *, sent: bool, by: str) -> None: ...
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None: ...
 
     def template_sets(self, campaign: str) -> frozenset[str]: ...
 
@@ -71,11 +70,14 @@ def settle_command(
     return f"{program()} aws settle {shlex.quote(named_as)} {flag} {listed} {shlex.join(stack)}"
 
 
-def doubts_of_file(ledger: DoubtLedger, bucket: str, csv_file: Path) -> FileDoubts:
+def doubts_of_file(
+    ledger: DoubtLedger, bucket: str, csv_file: Path, found: list[Doubt] | None = None
+) -> FileDoubts:
     """The rows in doubt of ``csv_file``'s campaign on the stack (its name names it), each
-    with the address of the file's row that holds its letter, where one does."""
+    with the address of the file's row that holds its letter, where one does; ``found``:
+    the ledger's doubts of the campaign, where read already."""
     campaign = campaign_on_stack(bucket, csv_file.name)
-    found = ledger.doubts(campaign)
+    found = ledger.doubts(campaign) if found is None else found
     resting = [doubt for doubt in found if not doubt.live]
     file_rows = rows_of_file(csv_file) if csv_file.is_file() else {}
     items = _letters_in_file(ledger, campaign, file_rows, {d.key for d in resting})
@@ -104,16 +106,7 @@ def settle(
         return {outcome.row: outcome for outcome in ledger.outcomes(found.campaign)}
 
     settling = rows_to_settle(found, choice, outcomes, listing, retry)
-    ledger.settle(settling, sent=sent, by=who())
-    shown = {row.key: row for row in found.rows}
-    done = [shown[doubt.key] for doubt in settling]
-    log.info(
-        "doubts: %d row(s) of %s settled as %s on the stack",
-        len(done),
-        found.campaign,
-        "sent" if sent else "not sent",
-    )
-    return done
+    return record_settled(ledger, found, settling, sent=sent)
 
 
 def refuse_rows_in_doubt(
@@ -133,10 +126,12 @@ def refuse_rows_in_doubt(
     found = ledger.doubts(campaign_on_stack(bucket, name))
     if not any(not doubt.live for doubt in found):
         return
+    rows = named(described([d for d in found if not d.live], {}), found, None)
     if csv_file is not None:
-        rows = doubts_of_file(ledger, bucket, csv_file).rows
-    else:
-        rows = named(described([d for d in found if not d.live], {}), found, None)
+        # A file that cannot be read as recipients is refused by its validation; its rows
+        # in doubt are named without their addresses meanwhile.
+        with contextlib.suppress(InputFileError, OSError):
+            rows = doubts_of_file(ledger, bucket, csv_file, found).rows
     if not rows:
         return
     names = [row.settle_as or str(row.row) for row in rows]

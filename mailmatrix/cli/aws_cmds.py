@@ -42,7 +42,7 @@ from mailmatrix.cli.options import (
     finite,
     send_again_option,
 )
-from mailmatrix.cli.settle_cmd import parse_rows
+from mailmatrix.cli.settle_cmd import print_settled, settle_options
 from mailmatrix.core.failures import (
     MESSAGE_CHARS,
     Ending,
@@ -533,12 +533,13 @@ def _stack_args(stack_name: str, region: str | None) -> list[str]:
 def _file_of(sfn: Any, arn: str) -> str | None:
     """The name of the file an execution sends (its key under incoming/); None for a dry run's
     or an execution not started by an upload (nothing of a file's to check)."""
-    event = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
-    key = (
-        ((event.get("detail") or {}).get("object") or {}).get("key")
-        if isinstance(event, dict)
-        else None
-    )
+    try:
+        event = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
+    except ValueError:  # not started by an upload's event
+        return None
+    detail = event.get("detail") if isinstance(event, dict) else None
+    upload = detail.get("object") if isinstance(detail, dict) else None
+    key = upload.get("key") if isinstance(upload, dict) else None
     if not isinstance(key, str) or not key.startswith("incoming/"):
         return None
     name = key.removeprefix("incoming/")
@@ -595,24 +596,7 @@ def _refuse_rows_in_doubt(
 )
 @_stack_option
 @_region_option
-@click.option(
-    "--sent",
-    "sent_rows",
-    metavar="ROW[,ROW...]",
-    callback=parse_rows,
-    help="Rows whose letter SES's sending events (or the recipient) show arrived: recorded "
-    "as sent, no send or redrive sends them again. Rows are numbered as the run numbered them "
-    "(7, or 7-9); where the file's rows moved since, name a letter as the listing does "
-    "(ROW:LETTER, e.g. 7:1a2b3c4d).",
-)
-@click.option(
-    "--not-sent",
-    "not_sent_rows",
-    metavar="ROW[,ROW...]",
-    callback=parse_rows,
-    help="Rows whose letter did not arrive: given back, the next send or redrive sends them "
-    "(not marked as possible duplicates). Named as for --sent.",
-)
+@settle_options("SES's sending events (or its recipient) show arrived", "send or redrive")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 def settle(
     csv_file: pathlib.Path,
@@ -654,16 +638,15 @@ def settle(
     except InputFileError as error:
         _not_settled(error.message, exits.INPUT_UNUSABLE)
     except LedgerError as error:
-        _not_settled(f"{error}: nothing was settled; run it again", exits.RUN_FAILED)
-    said = "sent" if sent_rows is not None else "not sent"
-    if as_json:
-        settled = [row.to_dict() for row in done]
-        click.echo(json.dumps({"settled_as": said, "rows": settled}, ensure_ascii=False, indent=2))
-        return
+        _not_settled(
+            f"{error}: nothing was settled; run it again (an OperatorPolicy from before this"
+            " version does not grant what settle needs: update the stack)",
+            exits.RUN_FAILED,
+        )
     console = make_console()
-    console.print(f"Settled as {said} ({len(done)} row(s)):")
-    for row in done:
-        console.print(f"  {row.line()}")
+    print_settled(console, done, sent=sent_rows is not None, as_json=as_json)
+    if as_json:
+        return
     then = (
         "an `aws send` or `aws redrive` of the file skips them, and counts them as sent"
         if sent_rows is not None

@@ -29,15 +29,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.ses.models import ses_backends
-from policy_eval import (
-    Call,
-    Request,
-    allowing,
-    as_list,
-    naming,
-    requests_for,
-    role_statements,
-)
+from policy_eval import Call, Request, allowing, as_list, naming, requests_for, role_statements
 
 from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger

@@ -21,15 +21,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
-from policy_eval import (
-    Call,
-    Request,
-    allowing,
-    as_list,
-    naming,
-    requests_for,
-    role_statements,
-)
+from policy_eval import Call, Request, allowing, as_list, naming, requests_for, role_statements
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.cli import aws_cmds

@@ -427,6 +427,16 @@ def test_status_lists_and_shows_executions(stack):
     assert "redrive" not in shown.output
 
 
+def _with_sfn(monkeypatch, sfn) -> None:
+    """The CLI's Step Functions client is ``sfn`` (a stubbed one); its others are made."""
+    real_client = aws_cmds.client
+    monkeypatch.setattr(
+        aws_cmds,
+        "client",
+        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
+    )
+
+
 def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
     arn = stack["StateMachineArn"].replace(":stateMachine:", ":execution:") + ":run-1"
     sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -450,12 +460,7 @@ def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
     )
     stub.add_response("list_map_runs", {"mapRuns": []}, {"executionArn": arn})
     stub.activate()
-    real_client = aws_cmds.client
-    monkeypatch.setattr(
-        aws_cmds,
-        "client",
-        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
-    )
+    _with_sfn(monkeypatch, sfn)
 
     result = CliRunner().invoke(cli, ["aws", "redrive", "run-1", "--stack", "mm"])
 
@@ -859,12 +864,7 @@ def test_aws_redrive_of_a_file_with_rows_in_doubt(stack, tmp_path, monkeypatch, 
             "redrive_execution", {"redriveDate": "2026-12-04T10:00:00Z"}, {"executionArn": arn}
         )
     stub.activate()
-    real_client = aws_cmds.client
-    monkeypatch.setattr(
-        aws_cmds,
-        "client",
-        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
-    )
+    _with_sfn(monkeypatch, sfn)
 
     # WHEN it is redriven
     options = ["--retry-unknown", "--no-follow"] if retry_unknown else []
@@ -885,3 +885,28 @@ def test_aws_redrive_of_a_file_with_rows_in_doubt(stack, tmp_path, monkeypatch, 
     assert "  row 2, (address not recorded), template not recorded, tried " in said
     assert "  mailmatrix aws settle offers.csv --sent 2,3 --stack mm\n" in said
     assert said.endswith(f"  mailmatrix aws redrive {arn} --stack mm --retry-unknown\n")
+
+
+class DescribedInput:
+    """A Step Functions client whose DescribeExecution answers with ``text`` as the input."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def describe_execution(self, executionArn: str) -> dict:
+        return {"input": self.text}
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        (json.dumps({"detail": {"object": {"key": "incoming/offers.csv"}}}), "offers.csv"),
+        (json.dumps({"detail": {"object": {"key": "incoming/dry-run/offers.csv"}}}), None),
+        (json.dumps({"detail": {"object": {"key": "elsewhere/offers.csv"}}}), None),
+        (json.dumps({"detail": "offers.csv"}), None),
+        ("not json", None),
+    ],
+    ids=["upload", "dry-run", "not-incoming", "no-object", "not-json"],
+)
+def test_a_redrive_looks_for_rows_in_doubt_of_an_uploaded_file_only(text, name):
+    assert aws_cmds._file_of(DescribedInput(text), "arn") == name
