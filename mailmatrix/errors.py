@@ -119,6 +119,11 @@ class AttachmentChanged(MailMatrixError):
     may have been replaced, rewritten, or relinked to another recipient's letter, since."""
 
 
+class AttachmentUnreadable(MailMatrixError):
+    """A row's attachment could not be read as its row was sent (no permission to read it, as
+    when its mode was changed to 000 after validation): the row fails, and nothing is sent."""
+
+
 class AttachmentNotPdf(MailMatrixError):
     """A row's attachment is named .pdf but does not start as a PDF does (a Word document or
     a text file renamed): its recipient's reader could not open it."""
@@ -156,6 +161,10 @@ class NotFoundError(StorageError):
 class ObjectChanged(StorageError):
     """The object under a key is no longer the version asked for (its tag or ETag differs:
     replaced, rewritten or relinked)."""
+
+
+class ObjectUnreadable(StorageError):
+    """The object under a key is there but may not be read (no permission)."""
 
 
 class UploadReplaced(MailMatrixError):

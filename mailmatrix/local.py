@@ -1941,8 +1941,14 @@ def run_campaign(
         metadata.update(choice_metadata(send_again_from, corrected))
         _, event = upload(wd, csv_path, metadata=metadata)
         stopper = _HaltOnStop(listener, wd, campaign)
-        # whole: a redrive may run from another folder
+        # whole: a redrive may run from another folder; and the choices, which its summary
+        # names as the run's did
         ran = {"path": str(csv_path.resolve()), "way": way}
+        if send_again_from or corrected:
+            ran["choices"] = {
+                "send_again_from": list(dict.fromkeys(send_again_from)),
+                "corrected_address": sorted(set(corrected)),
+            }
         record = execute(wd, event, env, listener=stopper, echo=echo, sleep=sleep, ran=ran)
     except BaseException as error:
         _note_not_kept(error, _settle_campaign_way(wd, campaign, way, first=first))
@@ -2579,6 +2585,20 @@ def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def run_choices(wd: Workdir, execution_id: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The choices an execution's run was given (--send-again-from's files, in the order
+    given, --corrected-address's rows), as it recorded them; none for a run recorded before
+    it kept them."""
+    choices = _ran(wd, execution_id).get("choices")
+    choices = choices if isinstance(choices, dict) else {}
+    names = choices.get("send_again_from") or []
+    rows = choices.get("corrected_address") or []
+    return (
+        tuple(name for name in names if isinstance(name, str)),
+        tuple(row for row in rows if isinstance(row, int)),
+    )
+
+
 def campaign_of_file(path: Path) -> str:
     """The campaign of a file run here: its name names it (incoming_key)."""
     return campaign_id_for(Source(LOCAL_BUCKET, incoming_key(path), "", None))
@@ -2600,11 +2620,14 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     """How to run an execution's file again the way it ran (for the retry commands a redrive
     prints): the file's path, the options that its letters and delivery came from (the
     campaign's recorded way, the saved settings), MAILMATRIX_UNSUBSCRIBE. Written as a run
-    prints them (as_run_prints): short, yet the same run."""
+    prints them (as_run_prints): short, yet the same run. A file no longer where it ran is
+    named as moved_file says."""
     env = settings_for(wd, execution_id)
     mailer = env.get("MAILMATRIX_MAILER", "")
     ran = _ran(wd, execution_id)
     given = _source_of(ran)
+    if given is not None and not given.is_file():
+        given = moved_file(given)
     way = ran.get("way") or {}
     way = way if isinstance(way, dict) else {}
     attachments = way.get("attachments")
@@ -2622,7 +2645,30 @@ def rerun_options(wd: Workdir, execution_id: str) -> tuple[str, dict[str, Any], 
     }
     if given is None:
         return "FILE", options, way.get("unsubscribe")
-    return str(_as_given(given)), as_run_prints(given, options), way.get("unsubscribe")
+    shown = given if not given.is_absolute() else _as_given(given)
+    return str(shown), as_run_prints(given, options), way.get("unsubscribe")
+
+
+# What the commands printed for a file no longer where it ran put in place of its folder.
+MOVED_FOLDER = "DIR"
+
+
+def moved_file(path: Path) -> Path:
+    """How commands name a file that is no longer at ``path``, where it ran: under its own
+    name (which names its campaign) in a folder the operator fills in (MOVED_FOLDER)."""
+    return Path(MOVED_FOLDER) / path.name
+
+
+def moved_file_note(path: str) -> str | None:
+    """What to say of the file an execution ran, at ``path`` then, when it is no longer
+    there: that, and what the commands printed name it by; None while it is there."""
+    if Path(path).is_file():
+        return None
+    return (
+        f"{path}, the file this execution ran, is no longer there (moved or deleted since):"
+        f" the commands below name it {moved_file(Path(path))}, where {MOVED_FOLDER} is the"
+        f" folder it is in now (it must keep its name, which names its campaign)"
+    )
 
 
 def as_run_prints(csv_path: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -2678,13 +2724,17 @@ def _check_same_file(
     for where, path in checks:
         if path.is_file() and _etag_of(path) == etag:
             continue
+        named = ""
         if not path.is_file():
             where = "it is no longer there, and may have been edited elsewhere"
+            if path == given:
+                named = f" ({moved_file(path)}: {MOVED_FOLDER} is the folder it is in now)"
         raise ConfigurationError(
             f"execution {execution_id} validated {key.rsplit('/', 1)[-1]} as it was then, and"
             f" the file has changed since ({where}): its redrive would send the rows as they"
             f" were. Run the file again instead (rows already sent are skipped): "
             + again_command(wd, execution_id)
+            + named
         )
 
 

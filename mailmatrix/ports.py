@@ -353,6 +353,23 @@ def letter_parts(letter: SentLetter) -> tuple[str, str, bool, LetterFile | None]
     return key, message_id, uncertain, more[0] if more else None
 
 
+class Doubt(NamedTuple):
+    """A row in doubt: its letter may have gone out, and the ledger has it as not sent
+    (Ledger.doubts)."""
+
+    key: str
+    row: int
+    state: str  # claimed (its attempt ended holding it), or released (after a doubtful try)
+    attempt: str | None  # the attempt that claimed it last
+    at: float  # when that attempt claimed it (or gave it back), seconds since the epoch
+    # The claim's process still runs, within its lease: it is being sent now (DynamoDB cannot
+    # tell a live process: a claim within its lease is live there).
+    live: bool
+    attachment: str | None  # the row's own file, where the ledger kept it
+    masked: str  # the recipient's address, masked, where the ledger kept it; else ""
+    holder: str | None = None  # the process that claimed it (processes.process_token)
+
+
 @dataclass(frozen=True)
 class CampaignStatus:
     """What a batch checks of its campaign before its first row and every halt_check_s

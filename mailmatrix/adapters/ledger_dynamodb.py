@@ -65,7 +65,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import LedgerError, LedgerNotWritten
+from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     IN_DOUBT,
@@ -77,6 +77,7 @@ from mailmatrix.ports import (
     CampaignName,
     CampaignStatus,
     Claim,
+    Doubt,
     FileOwner,
     Halt,
     LetterFile,
@@ -1502,6 +1503,117 @@ class DynamoDbLedger:
             f" machine does not retry it: {check.format(table=self.table)}, then redrive (rows"
             " recorded as sent are skipped)."
         )
+
+    def doubts(self, campaign: str) -> list[Doubt]:
+        """The rows of ``campaign`` in doubt, by row, as SqliteLedger.doubts has them: claimed
+        (by an attempt that ended holding them), or given back after a try that may have gone
+        out (uncertain, or taken over). One whose lease has not ended is ``live``: DynamoDB
+        cannot tell whether its Lambda still runs. One query of the by_campaign index, with
+        the campaign's file owners (below its rows), whose files and masked addresses the
+        rows are shown with; eventually consistent, as a listing may be (settle's write is
+        conditional on each row being as read)."""
+        now = self._clock()
+        values = {
+            ":c": {"S": campaign},
+            ":zero": {"N": "0"},
+            ":claimed": {"S": "claimed"},
+            ":released": {"S": "released"},
+            ":true": {"BOOL": True},
+        }
+        only = "#r < :zero OR #s = :claimed OR (#s = :released AND (#unc = :true OR #t > :zero))"
+        owners: dict[str, dict[str, Any]] = {}
+        doubts = []
+        for item in self._items(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=only):
+            entry = _plain(item)
+            if int(entry["row"]) < 0:
+                owners[str(entry.get("letter"))] = entry
+                continue
+            owner = owners.get(entry[KEY], {})
+            doubts.append(
+                Doubt(
+                    entry[KEY],
+                    int(entry["row"]),
+                    str(entry["state"]),
+                    entry.get("attempt"),
+                    float(entry.get("updated_at") or 0),
+                    entry["state"] == "claimed" and float(entry.get("lease_until") or 0) > now,
+                    entry.get("file") or owner.get("attachment"),
+                    str(owner.get("masked") or ""),
+                )
+            )
+        return sorted(doubts, key=lambda doubt: (doubt.row, doubt.key))
+
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None:
+        """Record what the operator found of rows in doubt (``doubts``, as doubts read them):
+        ``sent``, each is sent (a run skips it); else each is given back unsent, no longer a
+        possible duplicate (the next run sends it, as a row never tried). ``by``: who said
+        so, kept with the time in ``settled``. A transaction of conditional updates, each
+        holding while its row is as read: where one changed (a run took it up), nothing is
+        written and NotSettled names it. A transaction takes _TRANSACTION_ITEMS rows at
+        most: more are settled that many at a time, and a refusal says how many were."""
+        now = self._clock()
+        said = "sent" if sent else "not sent"
+        mark = f"{said}, said by {by} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))}"
+        mark += " UTC"
+        listed = sorted(doubts, key=lambda doubt: (doubt.row, doubt.key))
+        for start in range(0, len(listed), _TRANSACTION_ITEMS):
+            chunk = listed[start : start + _TRANSACTION_ITEMS]
+            items = [self._settle_item(doubt, sent, mark, now) for doubt in chunk]
+            # The same request again (botocore's retry of one whose answer was lost) is
+            # answered as the first, not refused as a row changed by the first.
+            token = hashlib.sha256(repr((self.table, items)).encode()).hexdigest()[:36]
+            try:
+                self._db.transact_write_items(TransactItems=items, ClientRequestToken=token)
+            except ClientError as error:
+                if _aws.error_code(error) != "TransactionCanceledException":
+                    raise self._error("settle", chunk[0].key, error) from error
+                codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                changed = [d.row for d, code in zip(chunk, codes, strict=False) if code != "None"]
+                done = "nothing was settled"
+                if start:
+                    done = f"the {start} row(s) before it were settled, the others not"
+                raise NotSettled(
+                    f"dynamodb://{self.table}: row {(changed or [chunk[0].row])[0]} changed as it"
+                    f" was being settled (a run of the file took it up): {done}. Wait for that"
+                    " run to end, then list the rows in doubt again"
+                ) from error
+            except BotoCoreError as error:
+                raise self._error("settle", chunk[0].key, error) from error
+        logger.debug("ledger: %d row(s) settled as %s", len(listed), said)
+
+    def _settle_item(self, doubt: Doubt, sent: bool, mark: str, now: float) -> dict[str, Any]:
+        """The transaction item that settles ``doubt`` while its entry is as read: the same
+        state, attempt and time of its last write."""
+        values: dict[str, Any] = {
+            ":state": {"S": "sent" if sent else "released"},
+            ":mark": {"S": mark},
+            ":now": {"N": repr(float(now))},
+            ":zero": {"N": "0"},
+            ":old_state": {"S": doubt.state},
+            ":old_updated": {"N": repr(float(doubt.at))},
+        }
+        condition = "#s = :old_state AND #u = :old_updated"
+        if doubt.attempt is None:
+            condition += " AND attribute_not_exists(#a)"
+        else:
+            condition += " AND #a = :old_attempt"
+            values[":old_attempt"] = {"S": doubt.attempt}
+        # Either way the operator read what arrived: no mark of a possible duplicate stays.
+        expression = (
+            "SET #s = :state, #settled = :mark, #t = :zero, #u = :now"
+            " REMOVE #l, #code, #reason, #unc"
+        )
+        names = {a: _NAMES[a] for a in re.findall(r"#\w+", expression + condition) if a in _NAMES}
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {KEY: {"S": doubt.key}},
+                "UpdateExpression": expression,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {**names, "#settled": "settled"},
+                "ExpressionAttributeValues": values,
+            }
+        }
 
 
 def _upload(campaign: str, item: dict[str, Any] | None) -> Upload | None:

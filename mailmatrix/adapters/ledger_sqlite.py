@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 try:
     import fcntl
@@ -95,6 +95,7 @@ from mailmatrix.ports import (
     CampaignName,
     CampaignStatus,
     Claim,
+    Doubt,
     FileOwner,
     Halt,
     LetterFile,
@@ -274,21 +275,6 @@ _CLAIM_NEW_UNLESS = (
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
 # claimed by an attempt that ended holding it, or given back after a try that may have been taken.
 _IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
-
-
-class Doubt(NamedTuple):
-    """A row in doubt: its letter may have gone out, and the ledger has it as not sent
-    (SqliteLedger.doubts)."""
-
-    key: str
-    row: int
-    state: str  # claimed (its attempt ended holding it), or released (after a doubtful try)
-    attempt: str | None  # the attempt that claimed it last
-    at: float  # when that attempt claimed it (or gave it back), seconds since the epoch
-    live: bool  # the claim's process still runs, within its lease: it is being sent now
-    attachment: str | None  # the row's own file, where the ledger kept it
-    masked: str  # the recipient's address, masked, where the ledger kept it; else ""
-    holder: str | None = None  # the process that claimed it (processes.process_token)
 
 
 _T = TypeVar("_T")

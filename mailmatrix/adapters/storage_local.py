@@ -25,6 +25,7 @@ from mailmatrix.errors import (
     InputFileError,
     NotFoundError,
     ObjectChanged,
+    ObjectUnreadable,
     StorageError,
 )
 from mailmatrix.ports import ObjectInfo
@@ -82,13 +83,20 @@ class LocalStorage:
         in six system calls; through a buffered stream it took eleven."""
         found = self._plain_fd(key) if not tag or ":" in tag else None
         if found is None:
-            with self.open(key) as stream:
-                return _read_version(stream, key, tag)
+            try:
+                with self.open(key) as stream:
+                    return _read_version(stream, key, tag)
+            except PermissionError as error:
+                why = "permission denied"
+                raise ObjectUnreadable(
+                    f"local storage: {key}: cannot be read: {why}", details={"why": why}
+                ) from error
         fd, info = found
         try:
             data = _read_all(fd, info.st_size)
-            if tag and _version_tag(os.fstat(fd)) != tag:  # after the read: see _read_version
-                raise _changed(key)
+            after = os.fstat(fd)
+            if tag and _version_tag(after) != tag:  # after the read: see _read_version
+                raise _changed(key, after)
             return data
         finally:
             os.close(fd)
@@ -327,8 +335,10 @@ def _check_tag(stream: BinaryIO, key: str, tag: str, data: bytes | None = None) 
     a tag from a listing (its stat: see _version_tag), or its ETag (the MD5 of its content,
     as an upload's event names it: of ``data`` when read already, else of the rest of
     ``stream``, which is set back where it was)."""
+    info = None
     if ":" in tag:  # a listing's tag; an ETag is hex alone
-        current = _version_tag(os.fstat(stream.fileno()))
+        info = os.fstat(stream.fileno())
+        current = _version_tag(info)
     elif data is not None:
         current = hashlib.md5(data, usedforsecurity=False).hexdigest()
     else:
@@ -336,7 +346,7 @@ def _check_tag(stream: BinaryIO, key: str, tag: str, data: bytes | None = None) 
         current = _md5(stream)
         stream.seek(position)
     if current != tag.strip('"'):
-        raise _changed(key)
+        raise _changed(key, info)
 
 
 def _read_version(stream: BinaryIO, key: str, tag: str | None) -> bytes:
@@ -361,7 +371,15 @@ def _read_all(fd: int, size: int) -> bytes:
     return first if len(chunks) == 1 else b"".join(chunks)
 
 
-def _changed(key: str) -> ObjectChanged:
+def _changed(key: str, info: os.stat_result | None = None) -> StorageError:
+    """Why the file at ``key`` (its stat now: ``info``) is not the version asked for: one whose
+    mode now lets no one read it was made unreadable (root reads it all the same; nobody else
+    could), else it was replaced, rewritten or relinked."""
+    if info is not None and not info.st_mode & 0o444:
+        mode = stat.S_IMODE(info.st_mode)
+        why = f"its mode was changed to {mode:03o}, which lets no one read it"
+        message = f"local storage: {key}: may not be read: {why}"
+        return ObjectUnreadable(message, details={"why": why})
     return ObjectChanged(
         f"local storage: {key}: not the version asked for (replaced, rewritten or relinked since)"
     )

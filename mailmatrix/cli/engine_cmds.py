@@ -310,6 +310,7 @@ _RESULT_WORDS = (
     ("duplicates", "duplicate rows"),
     ("excluded", "excluded"),
     ("sent_under", "already sent under another file"),
+    ("doubt_under", "in doubt under another file"),
     ("possible_duplicates", "may have arrived more than once"),
 )
 # How the result of an execution without a summary begins, by its status.
@@ -534,10 +535,12 @@ def show_cmd(execution: str, workdir: pathlib.Path) -> None:
     console.print(tree)
     if report is not None:  # on one line, however narrow the terminal or pipe: it is copied
         console.print(f"report: {report}", soft_wrap=True, markup=False, highlight=False)
-    for line in _doubt_lines(record, workdir):
+    doubts = _doubt_lines(record, workdir)
+    for line in doubts:
         console.print(line, soft_wrap=True, markup=False, highlight=False)
     for line in _resume_lines(record, stopped, newer, workdir):
-        console.print(line, soft_wrap=True, markup=False, highlight=False)
+        if line not in doubts:  # the note of a file moved since, said once
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _doubt_lines(record: dict[str, Any], workdir: pathlib.Path) -> list[str]:
@@ -558,6 +561,10 @@ def _doubt_lines(record: dict[str, Any], workdir: pathlib.Path) -> list[str]:
     lines = [f"in doubt (may have gone out, not recorded as sent): {len(rows)} row(s)"]
     lines += [f"  {doubt_line(row.to_dict())}" for row in rows]
     source = local.run_source_path(wd, record["name"]) or "FILE"
+    moved = local.moved_file_note(source) if source != "FILE" else None
+    if moved is not None:
+        lines.append(moved)
+        source = str(local.moved_file(pathlib.Path(source)))
     numbers = [row.settle_as for row in rows]
     lines += [
         "settle them once the mail server's log (or the outbox) was checked:",
@@ -577,10 +584,35 @@ def _resume_lines(
     if newer and newer != record["name"]:
         where = shlex.quote(str(workdir))
         return [f"its rows are the newer run's: {program()} show {newer} --workdir {where}"]
+    gone = _gone_file_lines(record, workdir)
+    if gone:
+        return gone
     cause = str(cause_message(record.get("cause") or "") or "")
     advice = redrive_advice(record["status"], record.get("error"), cause, stopped)
     command = f"{program()} redrive {record['name']} --workdir {shlex.quote(str(workdir))}"
     return [f"when to redrive: {advice}", f"redrive: {command}"]
+
+
+def _gone_file_lines(record: dict[str, Any], workdir: pathlib.Path) -> list[str]:
+    """For an execution whose file is no longer where it ran: that a redrive is refused, and
+    the run of the file that sends the rest instead; none while the file is there (and for
+    `sfn run` workdirs)."""
+    if not (workdir / "settings.json").is_file():
+        return []
+    from mailmatrix import local
+
+    wd = local.Workdir(workdir)
+    source = local.run_source_path(wd, record["name"])
+    note = local.moved_file_note(source) if source else None
+    if note is None:
+        return []
+    return [
+        note,
+        "redrive: refused while the file is not where it ran (a redrive sends the rows as they"
+        " were validated, and the file may have been edited where it went); run it again"
+        " instead, rows already sent are skipped:",
+        f"  {local.again_command(wd, record['name'])}",
+    ]
 
 
 def _newer_run(
@@ -744,6 +776,7 @@ def redrive_cmd(execution: str, workdir: pathlib.Path, functions: tuple[str, ...
                 or pathlib.Path(csv_file).parent / "attachments",
             )
             run_cmd.name_the_file(result, csv_file)
+            run_cmd.add_choices(result, record, *local.run_choices(wd, execution))
             run_cmd.add_settle_commands(result, csv_file, workdir)
             if result["counts"].get("failed"):
                 commands = run_cmd.retry_commands(

@@ -44,6 +44,8 @@ from mailmatrix.core.failures import (
     write_remedy,
 )
 from mailmatrix.core.report import (
+    DOUBT_UNDER,
+    DOUBT_UNDER_CODE,
     FAILED_APART,
     SENT_UNDER,
     SENT_UNDER_CODE,
@@ -361,6 +363,7 @@ def _print_outcome(
         ("Duplicates (not sent)", "duplicates"),
         ("Excluded by Status", "excluded"),
         ("Already sent under another file (not sent again)", "sent_under"),
+        ("In doubt under another file (not sent here)", "doubt_under"),
         ("Failed", "failed"),
         ("  of them failed in an earlier run, not tried again", "failed_earlier"),
         ("  of them left to a newer run of the file", "superseded"),
@@ -404,6 +407,12 @@ def _print_outcome(
             console.print(
                 f"[yellow]Nothing new sent: {earlier} already sent by an earlier run (the "
                 "ledger remembers).[/yellow]"
+            )
+        elif not counts.get("valid") and counts.get("sent_under"):
+            console.print(
+                f"[yellow]Nothing new sent: the letters of all {counts['sent_under']} rows"
+                " that could be sent went already to the same addresses under another file"
+                " (listed above); nothing failed.[/yellow]"
             )
         if counts.get("skipped", 0):
             console.print(
@@ -512,18 +521,23 @@ def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) ->
 
 
 def _print_sent_under(console: Console, counts: dict[str, Any]) -> int:
-    """Say why rows were held back as their letters went to the same addresses under another
-    file (the reasons above name it), and how to send them all the same; return how many."""
-    held = int(counts.get("sent_under") or 0)
-    if held:
-        console.print(
-            f"[yellow]{held} row(s) not sent: the same letter already went to the same address"
-            " under another file (each reason above names it and when). A file of a new name"
-            " is a new campaign, but a copy of a file sent already does not mail its people"
-            " again. To send them again on purpose, run this file with --send-again-from"
-            " OTHERFILE (recorded in the ledger).[/yellow]"
-        )
-    return held
+    """Say why rows were held back as their letters went, or may have gone, to the same
+    addresses under another file (the reasons above name it), and how to send them all the
+    same; return how many."""
+    said = {
+        "sent_under": "the same letter already went to the same address under another file"
+        " (each reason above names it and when). A file of a new name is a new campaign, but a"
+        " copy of a file sent already does not mail its people again. To send them again on"
+        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger).",
+        "doubt_under": "the same letter may already have gone to the same address under"
+        " another file, where it is in doubt (each reason above names that file, and what"
+        " settles it there). Once it is known not to have arrived, a run of this file sends"
+        " it; or run this file with --send-again-from OTHERFILE.",
+    }
+    for key, why in said.items():
+        if counts.get(key):
+            console.print(f"[yellow]{counts[key]} row(s) not sent: {why}[/yellow]")
+    return sum(int(counts.get(key) or 0) for key in said)
 
 
 def _print_unknown(console: Console, result: dict[str, Any]) -> None:
@@ -544,6 +558,7 @@ def _print_unknown(console: Console, result: dict[str, Any]) -> None:
 _SHOWN_IF_ANY = (
     "excluded",
     "sent_under",
+    "doubt_under",
     "failed_earlier",
     "superseded",
     "attachment_changed",
@@ -634,11 +649,13 @@ def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10)
         files += [str(result[key])] if found else []
     if not rows:
         return
-    console.print(
-        f"[bold]Rows not sent: their letters went already, under another file[/bold] ({count}):"
-    )
+    counts = result.get("counts", {})
+    went = "went already, or may have," if counts.get("sent_under") else "may have gone"
+    went = went if counts.get("doubt_under") else "went already,"
+    console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
     for row in rows:
-        console.print(f"  row {row.get('row')} {SENT_UNDER}: {row.get('reason')}", markup=False)
+        said = SENT_UNDER if row.get("code") != DOUBT_UNDER_CODE else DOUBT_UNDER
+        console.print(f"  row {row.get('row')} {said}: {row.get('reason')}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
@@ -646,9 +663,10 @@ def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10)
 
 def _held_under(row: dict[str, str]) -> bool:
     """Whether a row of the rejects report (held by validation) or of the report (held as it
-    was sent) was held back as its letter went to its address under another file."""
-    at_send = row.get("status") == "skipped" and row.get("code") == SENT_UNDER_CODE
-    return at_send or row.get("outcome") == SENT_UNDER
+    was sent) was held back as its letter went, or may have gone, to its address under another
+    file."""
+    held = row.get("code") in (SENT_UNDER_CODE, DOUBT_UNDER_CODE)
+    return (row.get("status") == "skipped" and held) or row.get("outcome") == SENT_UNDER
 
 
 def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:

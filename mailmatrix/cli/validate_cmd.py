@@ -292,7 +292,7 @@ def validate_command(
                 console.print(f"[yellow]Note:[/] {escape(missing)}")
         if refused is not None:
             sys.exit(refused)  # as `run` refuses the file
-        if not report.valid:
+        if not report.valid and not report.sent_under:
             sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
         if report.rejected:
             sys.exit(exits.ROWS_REJECTED)
@@ -642,8 +642,15 @@ def _show(
     sending = f"{would} of the {report.valid} valid row(s) would be sent"
     if would == report.valid:
         sending = f"the {report.valid} valid row(s) would be sent"
-    if not report.valid:
+    if not report.valid and not held:
         console.print("[red]Nothing to send[/]: no row is valid and sendable; `run` would stop.")
+    elif not report.valid:
+        rejected = len(report.rejected)
+        console.print(
+            "[yellow]Nothing new to send[/]: the letters of the rows `run` could send went"
+            " already (below), so it would send nothing, and end without failing"
+            + (f"; {rejected} row(s) rejected: fix them and validate again." if rejected else ".")
+        )
     elif earlier.get("in_doubt_before"):
         console.print(
             f"[red]Not yet[/]: {earlier['in_doubt_before']} row(s) are in doubt (below): `run`"

@@ -25,8 +25,12 @@ from mailmatrix.ports import ObjectInfo
 logger = logging.getLogger(__name__)
 
 # Room kept for the headers and the text and HTML parts when estimating a message's size:
-# https://docs.aws.amazon.com/ses/latest/dg/quotas.html counts the message after base64.
+# https://docs.aws.amazon.com/ses/latest/dg/quotas.html counts the message after base64. At
+# most an eighth of the limit: a limit set lower (MAILMATRIX_MAX_MESSAGE_BYTES) would else
+# leave no room for any file (the demo's letters take under 5 KiB of it; a message that does
+# not fit all the same fails its row at sending, measured whole).
 MESSAGE_OVERHEAD_BYTES = 256 * 1024
+_OVERHEAD_SHARE = 8
 _BASE64_LINE = 76  # MIME base64 lines: 76 characters plus CRLF (RFC 2045)
 
 # How a row's reason begins when its file is not in the attachments location (which the
@@ -51,6 +55,12 @@ class Lookup(NamedTuple):
     size: int = 0
     problem: str | None = None
     tag: str = ""
+
+
+def message_overhead(max_message_bytes: int) -> int:
+    """The room an estimate of a message's size keeps for all but its attachment, under a
+    limit of ``max_message_bytes``."""
+    return min(MESSAGE_OVERHEAD_BYTES, max_message_bytes // _OVERHEAD_SHARE)
 
 
 def encoded_size(size: int) -> int:
@@ -225,7 +235,7 @@ class AttachmentIndex:
         if size == 0:
             return Lookup(problem=f"attachment is empty (0 bytes): {name}")
         if max_message_bytes is not None:
-            estimate = encoded_size(size) + MESSAGE_OVERHEAD_BYTES
+            estimate = encoded_size(size) + message_overhead(max_message_bytes)
             if estimate > max_message_bytes:
                 return Lookup(
                     problem=(

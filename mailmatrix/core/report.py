@@ -82,6 +82,18 @@ class Summary:
                 f"Sent: {c['sent']}  already sent (skipped): {c['skipped']}  "
                 f"failed: {c['failed']}  not attempted: {c['unsent']}"
             )
+            if c.get("sent_under"):
+                lines.append(
+                    f"Not sent again: {c['sent_under']} row(s) whose letters went already to"
+                    " the same addresses under another file (the rejects and per-row reports"
+                    " name it)"
+                )
+            if c.get("doubt_under"):
+                lines.append(
+                    f"Not sent: {c['doubt_under']} row(s) whose letters may have gone to the"
+                    " same addresses under another file, in doubt there (settle them there"
+                    " first: the per-row report names it)"
+                )
             for template, numbers in sorted(self.per_template.items()):
                 parts = ", ".join(f"{k} {v}" for k, v in sorted(numbers.items()))
                 lines.append(f"  {template}: {parts}")
@@ -187,6 +199,17 @@ SUPERSEDED = "Superseded"
 # address under another file; and the code of such a row held back as it was sent.
 SENT_UNDER = "already sent"
 SENT_UNDER_CODE = "SentUnder"
+# The code of a row held back as it was sent because its letter may have gone to the same
+# address under another file (in doubt there, or failed as OutcomeUnknown): not known to have
+# gone, so it is counted apart (``doubt_under``) from the letters that went.
+DOUBT_UNDER_CODE = "InDoubtUnder"
+DOUBT_UNDER = "in doubt elsewhere"  # how the console names such a row's outcome
+
+
+def held_under_code(letter: SentCopy) -> str:
+    """The code of a row held back as it was sent for ``letter``, of another file: whether
+    that letter went or only may have."""
+    return DOUBT_UNDER_CODE if letter.state in (IN_DOUBT, UNKNOWN) else SENT_UNDER_CODE
 
 
 def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
@@ -404,7 +427,7 @@ def summarize_results(
     per_template: dict[str, dict[str, int]] = defaultdict(dict)
     kept: list[dict[str, Any]] = []
     possible_duplicates = unknown = other_letter = owned = superseded = attachment_changed = 0
-    failed_earlier = held = 0
+    failed_earlier = held = doubted = 0
     superseded_by = None
     all_not_verified = True
     for row in _rows_of(children, settled):
@@ -424,6 +447,8 @@ def summarize_results(
         failed_earlier += status == "failed" and bool(row.get("earlier"))
         # Held back as it was sent: its letter went to the address under another file.
         held += status == "skipped" and row.get("code") == SENT_UNDER_CODE
+        # ... or as it may have gone there: in doubt there, so counted apart.
+        doubted += status == "skipped" and row.get("code") == DOUBT_UNDER_CODE
         if status == "failed" and row.get("code") == SUPERSEDED:
             superseded += 1
             superseded_by = superseded_by or row.get("superseded_by")
@@ -438,8 +463,9 @@ def summarize_results(
         "duplicates": int(validation_counts.get("duplicates", 0)),
         "excluded": int(validation_counts.get("excluded", 0)),
         "sent_under": int(validation_counts.get("sent_under", 0)) + held,
+        "doubt_under": doubted,
         "sent": outcomes.get("sent", 0),
-        "skipped": outcomes.get("skipped", 0) - held,
+        "skipped": outcomes.get("skipped", 0) - held - doubted,
         "failed": outcomes.get("failed", 0),
         "failed_earlier": failed_earlier,
         "unknown": unknown,

@@ -68,8 +68,8 @@ from mailmatrix.core.report import (
     ATTACHMENT_OF_ANOTHER,
     NOT_RECORDED,
     OTHER_LETTER_SENT,
-    SENT_UNDER_CODE,
     SUPERSEDED,
+    held_under_code,
     letter_of_another_campaign,
     retry_command,
     sent_under_reason,
@@ -79,10 +79,12 @@ from mailmatrix.errors import (
     AccountSendingHalted,
     AttachmentChanged,
     AttachmentNotPdf,
+    AttachmentUnreadable,
     ClaimBusy,
     MailMatrixError,
     NotFoundError,
     ObjectChanged,
+    ObjectUnreadable,
     PermanentSendError,
     SendError,
     ServiceUnreachable,
@@ -460,6 +462,13 @@ def _listed_attachment(item: Mapping[str, Any], fetch_attachment: FetchAttachmen
     name = item["attachment"]
     try:
         data = fetch_attachment(name, item.get("attachment_tag"))
+    except ObjectUnreadable as error:
+        why = error.details.get("why") or error.message
+        raise AttachmentUnreadable(
+            f"attachment {name} could not be read ({why}), so this row was not sent. Make the"
+            " file readable by the user that runs MailMatrix, then send the failed rows again"
+            " (rows already sent are skipped)"
+        ) from error
     except ObjectChanged as error:
         log.debug("attachment %s: %s", name, error)
         raise AttachmentChanged(
@@ -985,7 +994,10 @@ class _Batch:
                 item,
                 "MessageTooLarge",
                 f"message {format_size(len(raw))} ({len(raw)} bytes) exceeds the limit of"
-                f" {format_size(limit)} ({limit} bytes)",
+                f" {format_size(limit)} ({limit} bytes): it was not sent. Make its attachment"
+                " (or the letter's images) smaller, or raise MAILMATRIX_MAX_MESSAGE_BYTES if the"
+                " mail service takes larger messages; then send the failed rows again"
+                " (--retry-failed)",
             )
             return
         # A letter composed first was looked for with its claim; else it is looked for now.
@@ -1088,7 +1100,9 @@ class _Batch:
                 )
             ) from exc
         # Not the row's fault (the templates, the file in the attachments): not for good.
-        elif isinstance(exc, (TemplateError, AttachmentChanged, AttachmentNotPdf)):
+        elif isinstance(
+            exc, (TemplateError, AttachmentChanged, AttachmentUnreadable, AttachmentNotPdf)
+        ):
             self.fail(item, error_code(exc), error_text(exc), permanent=False)
         elif isinstance(exc, PermanentSendError):
             self.fail(item, error_code(exc), error_text(exc))
@@ -1134,7 +1148,7 @@ class _Batch:
             reason = letter_of_another_campaign(str(item["attachment"]), earlier)
             code, status = ATTACHMENT_OF_ANOTHER, "failed"
         else:
-            code, reason, status = SENT_UNDER_CODE, sent_under_reason(earlier), "skipped"
+            reason, code, status = sent_under_reason(earlier), held_under_code(earlier), "skipped"
         self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
         self.result.rows.append(
             {

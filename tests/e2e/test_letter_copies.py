@@ -4,12 +4,14 @@ nor renamed after it went out (the ledger keeps each letter's file by its digest
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
 
+import mailmatrix.jobs as jobs
 from mailmatrix.cli.main import cli
 from mailmatrix.local import REPO
 
@@ -134,3 +136,49 @@ def test_a_default_attachment_holding_a_letter_sent_by_another_campaign_is_refus
     assert "default_attachment terms.pdf" in output
     assert "same contents as anna.pdf, which a run of a.csv (campaign c-" in output
     assert len(_outbox(workdir)) == 1
+
+
+def test_an_attachment_made_unreadable_after_validation_fails_its_row_saying_so(
+    tmp_path, monkeypatch
+):
+    # GIVEN a.csv of Anna's and Kim's letters, Anna's file made unreadable (mode 000) once the
+    # rows are validated, as the batch starts
+    attachments = tmp_path / "attachments"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "kim.pdf")
+    path = _file(tmp_path, "a.csv", ("anna@example.com", "Anna", "anna.pdf"))
+    path.write_text(path.read_text() + "kim@example.com,Kim,Offer,kim.pdf,Dev,IT,2027-01-11,1\n")
+    send_batch = jobs.send_batch
+
+    def unreadable_first(*args, **kwargs):
+        (attachments / "anna.pdf").chmod(0)
+        return send_batch(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "send_batch", unreadable_first)
+    workdir = tmp_path / "w"
+
+    # WHEN the file is run
+    shown = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(workdir)])
+
+    # THEN Anna's row failed, saying her file could not be read and what to do, not that it
+    # changed; nothing went to her, and Kim's letter went
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 5, shown.output
+    # (root may read any file: its mode says then that no one should)
+    why = "its mode was changed to 000, which lets no one read it"
+    why = why if os.geteuid() == 0 else "permission denied"
+    assert (
+        f"row 2 [AttachmentUnreadable]: attachment anna.pdf could not be read ({why}), so this"
+        " row was not sent. Make the file readable by the user that runs MailMatrix, then send"
+        " the failed rows again"
+    ) in said
+    assert "changed since" not in said
+    assert len(_outbox(workdir)) == 1
+
+    # AND once it is readable again, the retry of failed rows sends it
+    (attachments / "anna.pdf").chmod(0o644)
+    monkeypatch.setattr(jobs, "send_batch", send_batch)
+    again = CliRunner().invoke(cli, ["run", str(path), "--workdir", str(workdir), "--retry-failed"])
+    assert again.exit_code == 0, again.output
+    assert len(_outbox(workdir)) == 2

@@ -61,9 +61,10 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
     fixed = tmp_path / "offers-fixed.csv"
     shutil.copy(offers, fixed)
 
-    # WHEN the copy is validated THEN it forecasts the rows held back, naming the file
+    # WHEN the copy is validated THEN it forecasts the rows held back, naming the file, and
+    # exits 0 as for a rerun of a sent file: nothing would fail
     code, found = _validate(fixed, workdir)
-    assert (code, found["valid"]) == (3, 0)
+    assert (code, found["valid"]) == (0, 0)
     assert [(item["row"], item["outcome"], item["file"]) for item in found["skipped"]] == [
         (2, "already sent", "offers.csv"),
         (3, "already sent", "offers.csv"),
@@ -74,6 +75,8 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
         "2 of these rows (rows 2-3) already went to the same addresses under offers.csv (the"
         " same letters: the same attachments); they will not be sent again."
     ) in said
+    assert (shown.exit_code, "Nothing to send" in said) == (0, False)
+    assert "Nothing new to send: the letters of the rows `run` could send went already" in said
     # AND one line says it for them all: no row of the table repeats it
     assert "already received this letter" not in said
 
@@ -92,6 +95,22 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
         in (lines[0]["reason"])
     )
     assert " UTC, as row 2 of that run" in lines[0]["reason"]
+
+    # AND it exits 0 as a rerun of a sent file does (nothing failed), its summary saying why
+    shown = CliRunner().invoke(cli, ["run", str(fixed), "--workdir", str(workdir)])
+    said = " ".join(shown.output.split())
+    assert (shown.exit_code, "NothingToSend" in said) == (0, False), said
+    assert (
+        "Nothing new sent: the letters of all 2 rows that could be sent went already to the"
+        " same addresses under another file (listed above); nothing failed."
+    ) in said
+    # AND the state machine went past the Map to its summary, by NothingNewToSend
+    execution = said.split("Execution: ")[1].split()[0]
+    code, drawn = _cli("show", execution, "--workdir", str(workdir))
+    assert code == 0, drawn
+    (choice,) = [line for line in drawn.splitlines() if "AnythingToSend (Choice)" in line]
+    assert ("SUCCEEDED" in choice, choice.endswith("→ NothingNewToSend")) == (True, True)
+    assert "SendEmails (Map) NOT RUN" in drawn
 
 
 def test_a_renamed_copy_sends_again_when_the_other_file_is_named(tmp_path):
@@ -189,6 +208,31 @@ def test_the_summary_of_a_run_given_a_choice_says_it_was_used_and_recorded(tmp_p
         "--corrected-address 3: used, and recorded in the ledger (each row's letter goes to its"
         " corrected address, though its attachment went to the earlier one)."
     ) in corrected.output.splitlines()
+
+
+def test_the_summary_of_a_redrive_names_the_choices_its_run_was_given(tmp_path):
+    # GIVEN a copy of offers.csv run with --send-again-from offers.csv, stopped by the quota
+    # after its first letter
+    offers, workdir = _sent(tmp_path)
+    final = tmp_path / "offers-final.csv"
+    shutil.copy(offers, final)
+    args = ["--workdir", str(workdir), "--batch-size", "1", "--concurrency", "1"]
+    again = ("--send-again-from", str(offers))
+    stopped = _cli("run", str(final), *args, *again, "--faults", "quota-after=1", "--json")[1]
+    execution = json.loads(stopped)["execution"]
+    assert len(_outbox(workdir)) == 3
+
+    # WHEN the execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(workdir)])
+
+    # THEN the second letter goes out again too, and the summary names the choice as the
+    # run's did
+    assert redriven.exit_code == 0, redriven.output
+    assert len(_outbox(workdir)) == 4
+    assert (
+        "--send-again-from offers.csv: used, and recorded in the ledger (the letters that went"
+        " to the same addresses under it are not held back)."
+    ) in redriven.output.splitlines()
 
 
 def _refused_by_both(csv_path: Path, workdir: Path, option: str, value: str, said: str) -> None:

@@ -4285,3 +4285,23 @@ def test_validate_holds_messages_to_the_limit_run_uses(tmp_path, monkeypatch):
     summary = json.loads(ran.stdout[ran.stdout.index("{") :])
     assert summary["counts"]["sent"] == 0
     assert summary["counts"]["rejected"] == len(reasons)
+
+
+def test_a_limit_below_256_kib_still_lets_letters_that_fit_through(tmp_path, monkeypatch):
+    # GIVEN a message size limit of 100 KiB: the example's letters (under 20 KiB each, with
+    # their PDF) fit in it, though it is less than the 256 KiB an estimate keeps under SES's
+    monkeypatch.setenv("MAILMATRIX_MAX_MESSAGE_BYTES", str(100 * 1024))
+    workdir = tmp_path / "w"
+    args = [str(EXAMPLE / "recipients.csv"), "--workdir", str(workdir), "--json"]
+
+    # WHEN the file is validated, then run
+    checked = CliRunner().invoke(cli, ["validate", *args])
+    ran = CliRunner().invoke(cli, ["run", *args])
+
+    # THEN neither finds a letter too large: both reject only the example's own two rows, and
+    # the run sends every valid row
+    found = json.loads(checked.stdout)
+    assert [row["row"] for row in found["rejected"]] == [16, 21]
+    summary = json.loads(ran.stdout[ran.stdout.index("{") :])
+    assert (summary["counts"]["rejected"], summary["counts"]["sent"]) == (2, found["valid"])
+    assert summary["counts"]["failed"] == 0

@@ -219,3 +219,66 @@ def test_a_row_in_doubt_whose_file_row_now_holds_an_address_alike_is_named_by_it
     )
     assert refused.exit_code == 2, refused.output
     assert "now holds a***@example.com" in " ".join(refused.output.split())
+
+
+def test_a_renamed_copy_counts_a_letter_in_doubt_under_the_other_file_apart_from_those_sent(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run of offers.csv that left row 2 in doubt, and a copy of the file under a new
+    # name
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the copy's run has room
+    copy = tmp_path / "offers-copy.csv"
+    copy.write_bytes(csv_file.read_bytes())
+
+    # WHEN the copy is run
+    shown = CliRunner().invoke(cli, ["run", str(copy), "--workdir", str(workdir)])
+
+    # THEN row 2 is held back, counted and listed as in doubt there, not as sent there
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, shown.output
+    assert "In doubt under another file (not sent here) │ 1 │" in said
+    assert "Already sent under another file" not in said
+    assert "Rows not sent: their letters may have gone under another file (1):" in said
+    assert "row 2 in doubt elsewhere: this letter (" in said
+    assert "1 row(s) not sent: the same letter may already have gone to the same address" in said
+    # AND so do --json (run again: the row is held back again) and `show`
+    again = CliRunner().invoke(cli, ["run", str(copy), "--workdir", str(workdir), "--json"])
+    counts = json.loads(again.output[again.output.index("{") :])["counts"]
+    assert (counts["doubt_under"], counts["sent_under"], counts["skipped"]) == (1, 0, 17)
+    execution = said.split("Execution: ")[1].split()[0]
+    drawn = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)])
+    assert "result: 17 sent, 2 rejected, 1 in doubt under another file" in drawn.output
+
+
+def test_show_of_a_run_whose_file_moved_since_prints_commands_that_work_once_filled_in(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run that left row 2 in doubt, and its file moved since to another folder
+    monkeypatch.chdir(tmp_path)
+    result, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    execution = " ".join(result.output.split()).split("Execution: ")[1].split()[0]
+    (tmp_path / "done").mkdir()
+    csv_file.rename(tmp_path / "done" / "offers.csv")
+
+    # WHEN the execution is shown
+    shown = CliRunner().invoke(cli, ["show", execution, "--workdir", str(workdir)])
+
+    # THEN it says the file is no longer where it ran, once, and names it DIR/offers.csv in
+    # the commands it prints, not by the path it no longer has
+    lines = shown.output.splitlines()
+    note = f"{csv_file}, the file this execution ran, is no longer there (moved or deleted since)"
+    assert [line.startswith(note) for line in lines].count(True) == 1, shown.output
+    commands = [line for line in lines if f"{local.program()} " in line]
+    assert commands and not any(str(csv_file) in line for line in commands), shown.output
+    assert "redrive: refused while the file is not where it ran" in shown.output
+    assert f"{local.program()} redrive {execution}" not in shown.output
+
+    # AND its settle command, DIR filled in, settles the row
+    (settle,) = [line for line in commands if "--not-sent" in line]
+    args = settle.split("not arrived: ")[1].replace("DIR/", "done/").split()[1:]
+    settled = CliRunner().invoke(cli, args)
+    assert settled.exit_code == 0, settled.output
+    assert "Settled as not sent (1 row(s))" in settled.output

@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.ses.models import ses_backends
-from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
+from policy_eval import Call, Request, allowing, as_list, naming, requests_for, role_statements
 
 from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
@@ -128,7 +128,7 @@ class Recorder:
 
     def _record(self, function: str | None, params: dict[str, Any], model: Any, **_: Any) -> None:
         service = model.service_model.service_name
-        self.calls.append(Call(function, service, model.name, naming(params)))
+        self.calls.append(Call(function, service, model.name, naming(params, NAMING_PARAMS)))
 
 
 class _RecordedStandIn:
@@ -141,25 +141,12 @@ class _RecordedStandIn:
         operation = "".join(word.title() for word in method.split("_"))
 
         def call(**params: Any) -> Any:
-            self._calls.append(Call(self._function, self._service, operation, naming(params)))
+            self._calls.append(
+                Call(self._function, self._service, operation, naming(params, NAMING_PARAMS))
+            )
             return getattr(self._target, method)(**params)
 
         return call
-
-
-def naming(params: dict[str, Any]) -> dict[str, str]:
-    """The parameters of a call that name what it touches (of a batch read: its tables; of a
-    transaction: each item's action and table, as ``Put:table``)."""
-    named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
-    if "RequestItems" in params:
-        named["RequestItems"] = ",".join(params["RequestItems"])
-    if "TransactItems" in params:
-        named["TransactItems"] = ",".join(
-            f"{action}:{request['TableName']}"
-            for item in params["TransactItems"]
-            for action, request in item.items()
-        )
-    return named
 
 
 def with_a_failed_batch(s3: Any, send: dict[str, Any]) -> dict[str, Any]:

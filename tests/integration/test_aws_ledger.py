@@ -29,6 +29,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
+    check_doubts_and_settle,
     check_earlier_recipients,
     check_exclusive_claim,
     check_exclusive_claim_order,
@@ -1144,3 +1145,7 @@ def test_a_renamed_copy_of_a_sent_file_mails_no_one_again_unless_sent_again_from
     copy["send_again_from"] = ["news.csv"]
     assert _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock).sent == 5
     assert len(ses.calls) == 10
+
+
+def test_rows_in_doubt_are_listed_and_settled(ledger, clock):
+    check_doubts_and_settle(ledger, clock, clock.sleep)

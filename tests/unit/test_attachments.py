@@ -11,6 +11,7 @@ from mailmatrix.core.attachments import (
     AttachmentIndex,
     Lookup,
     encoded_size,
+    message_overhead,
     name_problem,
     pdf_problem,
 )
@@ -70,7 +71,7 @@ def test_lookup_gives_the_tag_listed_with_the_size():
         Lookup(name="d.pdf", size=30),
     ]
     # AND the size checks still read the size of a tagged file
-    assert idx.lookup("b c.pdf", max_message_bytes=100).problem is not None
+    assert idx.lookup("b c.pdf", max_message_bytes=10).problem is not None
 
 
 @pytest.mark.parametrize(
@@ -144,15 +145,29 @@ def test_encoded_size_counts_base64_and_line_breaks():
 
 def test_size_limit_applies_to_the_encoded_message():
     limit = 1024 * 1024
-    fits = (limit - MESSAGE_OVERHEAD_BYTES) * 3 // 4 - 20 * 1024
-    too_big = (limit - MESSAGE_OVERHEAD_BYTES) * 3 // 4 + 1024
+    fits = (limit - message_overhead(limit)) * 3 // 4 - 20 * 1024
+    too_big = (limit - message_overhead(limit)) * 3 // 4 + 1024
     idx = index(fits_pdf=fits, big_pdf=too_big)
 
     assert idx.lookup("fits.pdf", max_message_bytes=limit).problem is None
     assert idx.lookup("big.pdf", max_message_bytes=limit) == Lookup(
-        problem="attachment too large: big.pdf is 577.0 KiB, about 1.0 MiB as an encoded "
+        problem="attachment too large: big.pdf is 673.0 KiB, about 1.0 MiB as an encoded "
         "message; the limit is 1.0 MiB"
     )
+
+
+@pytest.mark.parametrize("limit", [40 * 1024 * 1024, 1024 * 1024, 200_000, 30_000])
+def test_the_room_kept_beside_the_file_is_at_most_an_eighth_of_the_limit(limit):
+    # GIVEN a limit, and a file whose encoded size leaves just that eighth of it (or 256 KiB,
+    # the room kept under a large limit) for the rest of the message
+    room = min(MESSAGE_OVERHEAD_BYTES, limit // 8)
+    assert message_overhead(limit) == room
+    fits = (limit - room) * 76 // 78 * 3 // 4 - 8  # base64, and a line break per 76 characters
+    idx = index(fits_pdf=fits, big_pdf=fits + 4096)
+
+    # THEN it passes, under a limit below 256 KiB too, and a larger one is too large
+    assert idx.lookup("fits.pdf", max_message_bytes=limit).problem is None
+    assert "attachment too large" in str(idx.lookup("big.pdf", max_message_bytes=limit).problem)
 
 
 def test_index_ignores_other_prefixes_and_folders():

@@ -362,6 +362,8 @@ def test_case21_size_limit_counts_the_encoded_message(ledger, clock, size_files,
         if entry["status"] == "failed":
             assert entry["code"] == "MessageTooLarge"
             assert f"exceeds the limit of {limit // MIB} MiB" in entry["reason"]
+            assert "not sent" in entry["reason"]
+            assert "MAILMATRIX_MAX_MESSAGE_BYTES" in entry["reason"]
     if limit == 10 * MIB:
         # bob's file is 8 MiB, under the limit; his encoded message is not
         assert result.rows[1]["reason"].startswith("message 10.9")

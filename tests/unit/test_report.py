@@ -67,6 +67,7 @@ def test_counts_per_outcome_and_template():
         "duplicates": 0,
         "excluded": 0,
         "sent_under": 0,
+        "doubt_under": 0,
         "sent": 1,
         "skipped": 1,
         "failed": 3,
@@ -417,3 +418,41 @@ def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it()
     sending = sent_under_reason(sent._replace(state=SENDING))
     assert "is being sent to this address under news.csv (campaign c-news) at this" in sending
     assert "Run this file again once that run has ended" in sending
+
+
+def test_the_notice_of_a_copy_whose_rows_all_went_under_another_file_says_why_none_was_sent():
+    # GIVEN a renamed copy of a sent file: no row valid, both held back by validation
+    counts = {**VALIDATION, "valid": 0, "sent_under": 2}
+
+    # WHEN summarized (nothing was sent: the state machine went past the Map)
+    summary = summarize_results(CAMPAIGN, counts, [])
+
+    # THEN the run completed, and its notice says why nothing was sent
+    assert (summary.outcome, summary.counts["sent"]) == ("completed", 0)
+    notice = summary.message(execution="e", report_key="k")
+    assert (
+        "Not sent again: 2 row(s) whose letters went already to the same addresses under another"
+        " file (the rejects and per-row reports name it)"
+    ) in notice
+
+
+def test_a_row_held_back_as_its_letter_is_in_doubt_under_another_file_is_counted_apart():
+    # GIVEN a batch that held one row back as its letter went under another file, and one as
+    # its letter may have gone there (in doubt there)
+    output = {
+        "rows": [
+            {"row": 2, "status": "skipped", "code": "SentUnder", "reason": "went"},
+            {"row": 3, "status": "skipped", "code": "InDoubtUnder", "reason": "in doubt there"},
+        ]
+    }
+    child = _child("SUCCEEDED", [_item(2, "offer"), _item(3, "offer")], output)
+
+    # WHEN summarized
+    summary = summarize_results(CAMPAIGN, {**VALIDATION, "valid": 2}, [child])
+
+    # THEN each has its count, neither is skipped, and the notice says both
+    counts = summary.counts
+    assert (counts["sent_under"], counts["doubt_under"], counts["skipped"]) == (1, 1, 0)
+    notice = summary.message(execution="e", report_key="k")
+    assert "Not sent again: 1 row(s) whose letters went already" in notice
+    assert "Not sent: 1 row(s) whose letters may have gone to the same addresses" in notice

@@ -23,6 +23,7 @@ from mailmatrix.errors import (
     InputFileError,
     NotFoundError,
     ObjectChanged,
+    ObjectUnreadable,
     StorageError,
 )
 
@@ -426,3 +427,41 @@ def test_the_longest_upload_name_is_the_longest_the_bucket_keeps_with_its_metada
 def test_a_hidden_upload_name_is_refused(tmp_path):
     with pytest.raises(InputFileError, match="a hidden file's name"):
         check_upload_name(tmp_path / ".offers.csv")
+
+
+def test_a_listed_file_made_unreadable_since_is_named_unreadable_not_changed(tmp_path):
+    # GIVEN a mounted folder with a letter, listed with its tag
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    (folder / "anna.pdf").write_bytes(b"%PDF Anna 68,000")
+    storage = LocalStorage(tmp_path / "bucket", mounts={"attachments/": folder})
+    (listed,) = storage.list("attachments/")
+
+    # WHEN its mode is changed so that no one may read it (root reads it all the same)
+    (folder / "anna.pdf").chmod(0)
+
+    # THEN a fetch of the version listed says so, not that the file was replaced
+    with pytest.raises(ObjectUnreadable) as raised:
+        storage.get(listed.key, tag=listed.tag)
+    assert raised.value.details["why"] == "its mode was changed to 000, which lets no one read it"
+
+
+def test_a_file_the_process_may_not_read_is_named_unreadable(tmp_path, monkeypatch):
+    # GIVEN a file whose every open is refused for want of permission (as for a user other
+    # than root, once its mode is 000)
+    storage = LocalStorage(tmp_path)
+    storage.put("attachments/anna.pdf", b"%PDF Anna")
+    (listed,) = storage.list("attachments/")
+    opened = os.open
+
+    def refused(path, *args, **kwargs):
+        if str(path).endswith("anna.pdf"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)  # the plain way, and the careful one's open
+    monkeypatch.setattr("pathlib.Path.open", lambda self, *a, **k: refused(self))
+
+    # WHEN it is fetched THEN the error says it may not be read, as a storage error
+    with pytest.raises(ObjectUnreadable, match=r"anna\.pdf: cannot be read: permission denied"):
+        storage.get(listed.key, tag=listed.tag)
