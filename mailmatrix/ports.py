@@ -291,6 +291,11 @@ class LetterPrint(NamedTuple):
     print: str  # core.send.letter_print: its address, subject, bodies and attachment
     source: str = ""  # the name of the campaign's file (its CSV)
     again: frozenset[str] = frozenset()  # the files it sends again (run --send-again-from)
+    # core.send.letter_set: its address and template set (``template``), whatever the
+    # campaign: a letter of the set that went to the address under another file holds it back
+    # too, its text changed or not; "": not asked
+    person: str = ""
+    template: str = ""
 
 
 class SentCopy(NamedTuple):
@@ -310,6 +315,9 @@ class SentCopy(NamedTuple):
     # back after a try that may have been taken) or UNKNOWN (failed as OUTCOME_UNKNOWN); ""
     # where the ledger does not tell (counted as sent).
     state: str = ""
+    # The template set of a letter found by its address and set (LetterPrint.person), whose
+    # text differs; "" for a letter found by its print or its file.
+    template: str = ""
 
 
 # SentCopy.state of a letter found by its print.
@@ -575,6 +583,22 @@ class Ledger(Protocol):
         indexed read. Of several such letters, one sent is named first, then one being sent
         now (``state`` SENDING: the caller waits for it, as for a busy claim, since it may yet
         fail), then one in doubt, then one failed as OUTCOME_UNKNOWN."""
+        ...
+
+    def sets_elsewhere(self, campaign: str) -> bool:
+        """Whether the ledger holds letters of campaigns other than ``campaign`` kept with
+        their address and set (LetterPrint.person): if not, letters_of_sets finds nothing and
+        validation asks it nothing. One cheap read."""
+        ...
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]:
+        """For each of ``people`` (LetterPrint.person: an address and a template set, with
+        the set's name), the letter of that set to that address of a campaign other than
+        ``campaign`` that may have gone out (as hold_letter counts them), not of a file or
+        campaign of ``again`` (run --send-again-from); of several, one sent is named first,
+        as hold_letter names them. People without such a letter are left out. Indexed reads."""
         ...
 
     def release_failed(

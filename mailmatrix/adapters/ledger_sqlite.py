@@ -69,7 +69,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -141,7 +141,8 @@ CREATE TABLE IF NOT EXISTS sends (
     file_print TEXT,
     file_source TEXT,
     settled TEXT,
-    letter_print TEXT
+    letter_print TEXT,
+    letter_person TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -218,7 +219,7 @@ _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
+    " letter_print, file_source, letter_person) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
@@ -231,19 +232,23 @@ _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertai
 # The letters of other campaigns of a print that may have gone out (hold_letter), by the
 # index sends_by_letter.
 _SAME_LETTER = (
-    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code"
-    " FROM sends"
+    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code,"
+    " letter_print FROM sends"
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
 )
+# The letters of other campaigns of a set to an address (LetterPrint.person), by the index
+# sends_by_person: a letter of the set whose text changed (a name spelt anew) holds it back.
+_SAME_SET = _SAME_LETTER.replace("letter_print = ?", "letter_person = ?")
 
 
 # Whether there is such a letter (_claim_unless).
 _SAME_LETTER_ANY = f"SELECT 1 FROM sends WHERE letter_print = ? AND campaign != ? AND {_GONE}"
+_SAME_SET_ANY = _SAME_LETTER_ANY.replace("letter_print", "letter_person")
 # _CLAIM_NEW, unless {where} holds.
 _CLAIM_NEW_UNLESS = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source) SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ? WHERE {where}"
-    " ON CONFLICT (key) DO NOTHING"
+    " letter_print, file_source, letter_person) SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?"
+    " WHERE {where} ON CONFLICT (key) DO NOTHING"
 )
 
 
@@ -705,7 +710,7 @@ class SqliteLedger:
             if letter is not None and other is None:
                 held = _same_letter(db, letter, now)
             sending = held if held is not None and held.state == SENDING else None
-            stamp = (None, None) if letter is None or held else _stamp(letter)
+            stamp = _NO_STAMP if letter is None or held else _stamp(letter)
             # A new key whose letter's like went out elsewhere is claimed (held back by the
             # caller), without its print; one of the operator's ``again`` with it.
             if (
@@ -765,7 +770,8 @@ class SqliteLedger:
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
                 " takeovers = takeovers + ?, updated_at = ?, holder = ?,"
                 " letter_print = coalesce(?, letter_print),"
-                " file_source = coalesce(file_source, ?) WHERE key = ?",
+                " file_source = coalesce(file_source, ?),"
+                " letter_person = coalesce(?, letter_person) WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, *stamp, key),
             )
             self._note_delivery(db, campaign, now)
@@ -1065,11 +1071,53 @@ class SqliteLedger:
             held = _same_letter(db, letter, self._clock())
             if held is None:
                 db.execute(
-                    "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
-                    " WHERE key = ?",
+                    "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?),"
+                    " letter_person = ? WHERE key = ?",
                     (*_stamp(letter), key),
                 )
         return held
+
+    def sets_elsewhere(self, campaign: str) -> bool:
+        """Whether letters of other campaigns than ``campaign`` are kept with their address
+        and set (see the Ledger port): two reads of the index sends_by_campaign's ends, and
+        one of sends_by_person only where there are."""
+        found = self._statement(
+            "sets_elsewhere",
+            "SELECT EXISTS (SELECT 1 FROM sends WHERE campaign < ?)"
+            " OR EXISTS (SELECT 1 FROM sends WHERE campaign > ?)",
+            (campaign, campaign),
+        )
+        if not found[0][0]:
+            return False
+        kept = self._statement(
+            "sets_elsewhere", "SELECT 1 FROM sends WHERE letter_person IS NOT NULL LIMIT 1", ()
+        )
+        return bool(kept)
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]:
+        """For each of ``people``, the letter of its set to its address under another
+        campaign that may have gone out (see the Ledger port): one read of the index
+        sends_by_person per _KEYS_PER_SELECT people."""
+        found: dict[str, list[tuple[Any, ...]]] = {}
+        for chunk in _chunks(list(people)):
+            marks = ", ".join("?" * len(chunk))
+            page = self._statement(
+                "letters_of_sets",
+                _SAME_SET.replace("letter_person = ?", f"letter_person IN ({marks})").replace(
+                    "letter_print FROM", "letter_print, letter_person FROM"
+                ),
+                (*chunk, campaign, OUTCOME_UNKNOWN),
+            )
+            for *letter, person in page:
+                found.setdefault(str(person), []).append(tuple(letter))
+        now = self._clock()
+        letters = {
+            person: _first_letter(rows, again, now, template=people[person])
+            for person, rows in found.items()
+        }
+        return {person: letter for person, letter in letters.items() if letter is not None}
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
@@ -1485,6 +1533,7 @@ _ADDED_COLUMNS = (
     ("batches", "locked", "INTEGER NOT NULL DEFAULT 0"),
     ("sends", "settled", "TEXT"),
     ("sends", "letter_print", "TEXT"),
+    ("sends", "letter_person", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
@@ -1520,6 +1569,11 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS sends_by_letter ON sends (letter_print)"
         " WHERE letter_print IS NOT NULL"
+    )
+    # Only letters sent since addresses' sets were kept are in it (_same_letter's person).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS sends_by_person ON sends (letter_person)"
+        " WHERE letter_person IS NOT NULL"
     )
 
 
@@ -1617,19 +1671,38 @@ def _file_values(file: LetterFile) -> tuple[object, ...]:
 
 
 def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
-    """The letter of another campaign of ``letter``'s print that may have gone out, not of a
-    file it sends again, or None (hold_letter; a claim given the print): one indexed read.
-    One sent comes first, then one a live attempt is sending now, then one in doubt."""
-    found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
+    """The letter of another campaign of ``letter``'s print, or of its set to its address
+    (``person``), that may have gone out, not of a file it sends again, or None (hold_letter;
+    a claim given the print): one indexed read, two with a person. One sent comes first, then
+    one a live attempt is sending now, then one in doubt; of one state, one of the print."""
+    found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN)).fetchall()
+    if letter.person:
+        found += db.execute(_SAME_SET, (letter.person, letter.campaign, OUTCOME_UNKNOWN))
+    return _first_letter(found, letter.again, now, letter.print, letter.template)
+
+
+def _first_letter(
+    found: Iterable[tuple[Any, ...]],
+    again: Collection[str],
+    now: float,
+    print: str = "",
+    template: str = "",
+) -> SentCopy | None:
+    """Of the letters ``found`` (rows of _SAME_LETTER), not of a file or campaign of
+    ``again``, the one to name: sent first, then being sent, then in doubt; of one state, one
+    of ``print`` (the same text) before one of the set ``template`` only."""
     best: SentCopy | None = None
-    for other, row, file, other_source, at, state, lease, holder, code in found.fetchall():
-        if letter.again & {other, other_source}:
+    again = frozenset(again)
+    for other, row, file, other_source, at, state, lease, holder, code, printed in found:
+        if again & {other, other_source}:
             continue  # the operator sends that file's letters again
         kind = _letter_state(state, code, lease, holder, now)
-        if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
+        named = "" if printed == print else template
+        rank = (_LETTER_STATES.index(kind), bool(named))
+        if best is None or rank < (_LETTER_STATES.index(best.state), bool(best.template)):
             source = str(other_source or "")
             best = SentCopy(
-                str(other), str(file or ""), "", int(row), "", "", source, float(at), kind
+                str(other), str(file or ""), "", int(row), "", "", source, float(at), kind, named
             )
     return best
 
@@ -1657,9 +1730,12 @@ def _sending_elsewhere(held: SentCopy) -> Claim:
     return Claim("busy", reason=sending_elsewhere(held))
 
 
-def _stamp(letter: LetterPrint) -> tuple[str, str | None]:
-    """The letter's print and its campaign's file name as kept with its key."""
-    return letter.print, letter.source or None
+def _stamp(letter: LetterPrint) -> tuple[str, str | None, str | None]:
+    """The letter's print, its campaign's file name and its person as kept with its key."""
+    return letter.print, letter.source or None, letter.person or None
+
+
+_NO_STAMP = (None, None, None)
 
 
 def _claim_unless(
@@ -1669,7 +1745,7 @@ def _claim_unless(
     the print) unless a letter of ``others`` may have gone out (as _other_letter finds them)
     or one of ``letter``'s print elsewhere (as _same_letter finds them, the operator's
     ``again`` aside): then it inserts nothing, and the claim reads which."""
-    stamp = (None, None) if letter is None else _stamp(letter)
+    stamp = _NO_STAMP if letter is None else _stamp(letter)
     if not others and letter is None:
         return _CLAIM_NEW, (*new, *stamp)
     unless: list[str] = []
@@ -1681,6 +1757,9 @@ def _claim_unless(
     if letter is not None:
         unless.append(_SAME_LETTER_ANY)
         values += [letter.print, letter.campaign, OUTCOME_UNKNOWN]
+    if letter is not None and letter.person:
+        unless.append(_SAME_SET_ANY)
+        values += [letter.person, letter.campaign, OUTCOME_UNKNOWN]
     where = " AND ".join(f"NOT EXISTS ({query})" for query in unless)
     return _CLAIM_NEW_UNLESS.format(where=where), tuple(values)
 

@@ -156,6 +156,13 @@ def letter_print(email: str, rendered: Rendered, attachment_sha256: str | None) 
     return digest.hexdigest()
 
 
+def letter_set(email: str, template: str) -> str:
+    """Return the hex sha256 of an address (as recipient_key takes it) and a template set,
+    whatever the campaign: the letters of one set to one person under any file
+    (LetterPrint.person), a re-export with a name spelt anew holding the same people."""
+    return hashlib.sha256(f"letter-set|{email.casefold()}|{template}".encode()).hexdigest()
+
+
 def template_sets_changed(
     source_key: str, missing: list[str], *, scope: str
 ) -> TemplateSetsChanged:
@@ -1119,8 +1126,15 @@ class _Batch:
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
         source, again = self.letter_origin
+        email = item["email"]
+        person = letter_set(email, item["template"])
         return LetterPrint(
-            self.campaign_id, letter_print(item["email"], rendered, sha256), source, again
+            self.campaign_id,
+            letter_print(email, rendered, sha256),
+            source,
+            again,
+            person,
+            item["template"],
         )
 
     def hold_back(self, item: Mapping[str, Any], earlier: SentCopy) -> None:
