@@ -46,6 +46,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_file_owners,
     check_file_owners_by_state,
     check_latest_upload,
+    check_letters_of_sets,
     check_names,
     check_outcomes_of,
     check_release_failed,
@@ -1242,6 +1243,10 @@ def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, c
 @pytest.mark.parametrize("check", SET_CHECKS)
 def test_a_letter_of_a_set_holds_back_another_campaigns_letter_of_it(ledger, clock, check):
     SET_CHECKS[check](ledger, clock)
+
+
+def test_validation_finds_the_letters_of_other_campaigns_by_address_and_set(ledger, clock):
+    check_letters_of_sets(ledger, clock)
 
 
 def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 2) -> Claim:
