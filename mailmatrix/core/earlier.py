@@ -25,7 +25,7 @@ from typing import Protocol
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import OUTCOME_UNKNOWN, FileOwner, Outcome, SentCopy
+from mailmatrix.ports import OUTCOME_UNKNOWN, SENT, FileOwner, Outcome, SentCopy
 
 
 class EarlierFiles:
@@ -291,14 +291,16 @@ class EarlierSets:
         return self._any
 
     def sent_before(self, email: str, template: str) -> SentCopy | None:
-        """The letter of ``template`` that went (or may have) to ``email`` under another
-        file, not one sent again on purpose; None when there is none, or when the run skips
-        the row's letter."""
+        """The letter of ``template`` that went to ``email`` under another file, not one sent
+        again on purpose; None when there is none, or when the run skips the row's letter."""
         if not self._any or (self._skipped is not None and self._skipped(email, template)):
             return None
         person = self._person(email, template)
         found = self._ledger.letters_of_sets(self.campaign, {person: template}, self._again)
-        return found.get(person)
+        letter = found.get(person)
+        # One that only may have gone (in doubt there, being sent) is the claim's to hold
+        # back: its row is counted apart (DOUBT_UNDER_CODE) or waits, which intake cannot say.
+        return letter if letter is not None and letter.state in (SENT, "") else None
 
 
 class LetterLedger(Protocol):
