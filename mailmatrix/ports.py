@@ -403,7 +403,8 @@ class Ledger(Protocol):
         kept with ``key``; where the letter alike is being sent now (hold_letter's SENDING),
         the claim is ``busy`` instead, nothing written. A ledger that keeps no prints answers
         ``held`` None, as its hold_letter does. None: no check, no cost (hold_letter is asked
-        after composing).
+        after composing). A letter with a ``person`` is held so too by another campaign's
+        letter of its set to its address (``held.template`` naming the set), in the same step.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.

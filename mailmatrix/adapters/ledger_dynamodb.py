@@ -31,7 +31,10 @@ names of other campaigns whether they may have gone out, and either holds the le
 writes the item in the same transaction as the claim (or the entry's update), conditional on
 the item being as read and on the letters it drops still not having gone out: of two copies
 of a file run at once only one passes (see _print_items). No index: a GSI read is only
-eventually consistent, and could not close that race.
+eventually consistent, and could not close that race. An item keyed ``set#<person>`` (the
+letter's address and template set, core.send.letter_set) names the letters of that set to that
+address alike, read and written in the same transaction (_letter_items): a re-export whose
+text changed (a name spelt anew) is held back by its set (one more read and Put).
 
 Every claim is a conditional write, so two attempts never both hold the claim of one key while
 its lease runs (semantics: mailmatrix.ports.Ledger). In a campaign of several template sets a

@@ -23,7 +23,10 @@ subject, bodies and own file, core.send.letter_print) and the name of its campai
 with that print that may have gone out (by the index ``sends_by_letter``): the letter's
 claim, where it was composed first (claim's ``letter``), else hold_letter. A renamed copy of a
 file sent already does not mail its people again, files or none, and of two copies run at
-once only one sends.
+once only one sends. So too a hash of its address and template set (``letter_person``, by the
+index ``sends_by_person``): a letter of the set that went to the address under another file
+holds it back, its text changed or not; validation asks it a row at a time (letters_of_sets),
+only where letters of another campaign are kept (sets_elsewhere).
 
 Writers take turns on a lock file beside the ledger (``<ledger>-lock``, flock): a worker that
 finds the ledger busy sleeps until the other's transaction ends, woken by the kernel, where
