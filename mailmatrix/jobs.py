@@ -30,7 +30,7 @@ import ijson
 from mailmatrix.core.addresses import RESERVED_SAID, first_real, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import StoredContents
-from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
 from mailmatrix.core.pacing import Pacer, plan_send
 from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
@@ -40,6 +40,7 @@ from mailmatrix.core.send import (
     compose,
     envelope_sender,
     idempotency_key,
+    letter_set,
     placeholder_constant,
     placeholder_sender,
     recipient_key,
@@ -683,7 +684,7 @@ def validate_job(
     demand = _Demand(ledger, campaign_id, retry) if counting and ledger is not None else None
     earlier = None if ledger is None else earlier_files(ledger, campaign_id, attachments)
     contents = StoredContents(storage, settings.attachments_prefix)
-    sent_files = mailed = None
+    sent_files = mailed = sets = None
     choices = Choices.of(upload.metadata)
     if ledger is not None:
         settled = demand.settled if demand is not None else SettledKeys(ledger, campaign_id)
@@ -703,6 +704,13 @@ def validate_job(
         )
         mailed = EarlierRecipients(
             ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
+        )
+        sets = EarlierSets(
+            ledger,
+            campaign=campaign_id,
+            person=letter_set,
+            skipped=skipped,
+            send_again_from=choices.send_again_from,
         )
     used_sets: set[str] = set()
     # The demo templates, and a placeholder sender, may reach only the domains reserved for
@@ -764,6 +772,7 @@ def validate_job(
                     earlier=earlier,
                     sent_files=sent_files,
                     mailed=mailed,
+                    sets=sets,
                 )
         # The report's lists are read for the last time here: closed then (counts stay).
         with report:

@@ -60,7 +60,7 @@ from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import RESERVED_SAID, first_real, is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
-from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
     RECORDS_NOT_WRITTEN,
@@ -75,6 +75,7 @@ from mailmatrix.core.report import progress_counts
 from mailmatrix.core.send import (
     RetryPolicy,
     idempotency_key,
+    letter_set,
     placeholder_constant,
     placeholder_sender,
     recipient_key,
@@ -2340,6 +2341,21 @@ class RunForecast:
             return None
         return EarlierRecipients(
             ledger, campaign=self.campaign, key=idempotency_key, skipped=self._skipped
+        )
+
+    def earlier_sets(self) -> EarlierSets | None:
+        """The letters other files here sent to an address in a set, for intake to hold back
+        a row whose set went to its address so (as validate_job does); the ledger stays open
+        until close(). None: no ledger."""
+        ledger = self._open_ledger()
+        if ledger is None:
+            return None
+        return EarlierSets(
+            ledger,
+            campaign=self.campaign,
+            person=letter_set,
+            skipped=self._skipped,
+            send_again_from=self._send_again_from,
         )
 
     def _open_ledger(self) -> SqliteLedger | None:

@@ -311,6 +311,11 @@ class LetterPrint(NamedTuple):
     again: frozenset[str] = frozenset()  # the files it sends again (run --send-again-from)
     file: LetterFile | None = None
     whose: Callable[[str], str] | None = None
+    # core.send.letter_set: its address and template set (``template``), whatever the
+    # campaign: a letter of the set that went to the address under another file holds it back
+    # too, its text changed or not; "": not asked
+    person: str = ""
+    template: str = ""
 
 
 class SentCopy(NamedTuple):
@@ -333,6 +338,9 @@ class SentCopy(NamedTuple):
     # Found for a letter's own file (LetterPrint.file): this letter carried the same file to
     # another recipient, so the one about to be sent is another person's letter.
     owned: bool = False
+    # The template set of a letter found by its address and set (LetterPrint.person), whose
+    # text differs; "" for a letter found by its print or its file.
+    template: str = ""
 
 
 # SentCopy.state of a letter found by its print.
@@ -437,7 +445,9 @@ class Ledger(Protocol):
         ``held`` None, as its hold_letter does. None: no check, no cost (hold_letter is asked
         after composing). The letter's own file (LetterPrint.file) is looked for first, as
         hold_letter looks for it, in the same transaction: of two campaigns sending one file
-        to two people at once, one at most gets it.
+        to two people at once, one at most gets it. A letter with a ``person`` is held so
+        too by another campaign's letter of its set to its address (``held.template`` naming
+        the set), in the same step.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
@@ -624,6 +634,22 @@ class Ledger(Protocol):
         it), in the same order of states; else the file is kept with ``key`` with the print,
         so such a letter being sent now is found by the other campaign's claim. One more
         indexed read, for a letter with a file of its own only."""
+        ...
+
+    def sets_elsewhere(self, campaign: str) -> bool:
+        """Whether the ledger holds letters of campaigns other than ``campaign`` kept with
+        their address and set (LetterPrint.person): if not, letters_of_sets finds nothing and
+        validation asks it nothing. One cheap read."""
+        ...
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]:
+        """For each of ``people`` (LetterPrint.person: an address and a template set, with
+        the set's name), the letter of that set to that address of a campaign other than
+        ``campaign`` that may have gone out (as hold_letter counts them), not of a file or
+        campaign of ``again`` (run --send-again-from); of several, one sent is named first,
+        as hold_letter names them. People without such a letter are left out. Indexed reads."""
         ...
 
     def release_failed(

@@ -31,7 +31,10 @@ names of other campaigns whether they may have gone out, and either holds the le
 writes the item in the same transaction as the claim (or the entry's update), conditional on
 the item being as read and on the letters it drops still not having gone out: of two copies
 of a file run at once only one passes (see _print_items). No index: a GSI read is only
-eventually consistent, and could not close that race.
+eventually consistent, and could not close that race. An item keyed ``set#<person>`` (the
+letter's address and template set, core.send.letter_set) names the letters of that set to that
+address alike, read and written in the same transaction (_held_items): a re-export whose
+text changed (a name spelt anew) is held back by its set (one more read and Put).
 
 A letter that carries its recipient's own file keeps it in its entry from its claim on (as
 record_sent keeps it: the by_file index finds a letter being sent too), and an item keyed
@@ -197,6 +200,7 @@ def _not_gone_check(table: str, key: str) -> dict[str, Any]:
 
 
 PRINT_PREFIX = "print#"
+SET_PREFIX = "set#"  # the item naming the letters of an address and set (LetterPrint.person)
 # SentCopy.state of the letters that hold a print, the first named first (_print_items).
 _PRINT_ORDER = (SENT, SENDING, IN_DOUBT, UNKNOWN)
 _PRINT_TRIES = 5
@@ -261,6 +265,21 @@ def _file_key(file: LetterFile) -> str:
     """The key of the item naming the letters that carry ``file`` as their recipient's own
     (its size and SHA-256: the same bytes)."""
     return f"{FILE_PREFIX}{file.size}#{file.sha256}"
+
+
+def _checked_once(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A transaction's ``items`` with one ConditionCheck of a letter named by two items (its
+    print's and its set's): DynamoDB refuses two operations on one item in a transaction."""
+    checked: set[str] = set()
+    kept = []
+    for item in items:
+        check = item.get("ConditionCheck")
+        if check is not None:
+            if str(check["Key"]) in checked:
+                continue
+            checked.add(str(check["Key"]))
+        kept.append(item)
+    return kept
 
 
 def _owned_copy(entry: Mapping[str, Any], now: float) -> SentCopy:
@@ -739,19 +758,38 @@ class DynamoDbLedger:
             f" changing ({_PRINT_TRIES} tries); the letter was not sent, a retry looks again"
         )
 
+    def sets_elsewhere(self, campaign: str) -> bool:
+        """False: validation asks letters_of_sets nothing here (see the Ledger port); the
+        claim holds such a letter back (_held_items)."""
+        # NOTE: telling cheaply whether other campaigns' letters are here would take a read
+        # of the whole table; a GetItem a row would cost a 10k-row validation minutes.
+        return False
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]:
+        """None found: see sets_elsewhere."""
+        return {}
+
     def _held_items(
         self, key: str, letter: LetterPrint, now: float
     ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
         """The letter of another campaign that holds ``letter`` back, by its own file
-        (_file_items) first, then by its print (_print_items), and no items; else None, and
-        the items of both that the claim's (or hold_letter's) transaction writes."""
+        (_file_items) first, then by its print (_print_items), then by its address and set
+        (named by its set), and no items; else None, and the items of all that the claim's
+        (or hold_letter's) transaction writes, each letter checked once."""
         owned, filing = self._file_items(key, letter, now)
         if owned is not None:
             return owned, []
         held, printing = self._print_items(key, letter, now)
         if held is not None:
             return held, []
-        return None, [*printing, *filing]
+        setting: list[dict[str, Any]] = []
+        if letter.person:  # its address and set: an item ``set#<person>`` of the same kind
+            held, setting = self._print_items(key, letter, now, SET_PREFIX + letter.person)
+            if held is not None:
+                return held._replace(template=letter.template), []
+        return None, _checked_once([*printing, *filing, *setting])
 
     def _file_items(
         self, key: str, letter: LetterPrint, now: float
@@ -790,7 +828,7 @@ class DynamoDbLedger:
         return None, self._letters_put(_file_key(file), found, named, asked, now)
 
     def _print_items(
-        self, key: str, letter: LetterPrint, now: float
+        self, key: str, letter: LetterPrint, now: float, item_key: str = ""
     ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
         """The letter of another campaign of ``letter``'s print that may have gone out and is
         not of a file ``letter`` sends again (the earliest written), and no items; else None,
@@ -807,7 +845,8 @@ class DynamoDbLedger:
         again and is held back by the first. One consistent read of the item, and one
         BatchGetItem of the letters it names that could hold this one back (mostly none).
         """
-        found = self._get_item(_print_key(letter.print))
+        item_key = item_key or _print_key(letter.print)
+        found = self._get_item(item_key)
         named = _named_letters(found)
         asked = _asked(
             named,
@@ -819,7 +858,7 @@ class DynamoDbLedger:
         if gone is not None:
             return _sent_copy(gone, named[gone[KEY]].get("source", ""), now), []
         named[key] = {"campaign": letter.campaign, "source": letter.source}
-        return None, self._letters_put(_print_key(letter.print), found, named, asked, now)
+        return None, self._letters_put(item_key, found, named, asked, now)
 
     def _first_gone(self, asked: list[str], now: float) -> dict[str, Any] | None:
         """Of the letters ``asked`` (their keys), the entry of the one that may have gone out

@@ -23,7 +23,10 @@ subject, bodies and own file, core.send.letter_print) and the name of its campai
 with that print that may have gone out (by the index ``sends_by_letter``): the letter's
 claim, where it was composed first (claim's ``letter``), else hold_letter. A renamed copy of a
 file sent already does not mail its people again, files or none, and of two copies run at
-once only one sends.
+once only one sends. So too a hash of its address and template set (``letter_person``, by the
+index ``sends_by_person``): a letter of the set that went to the address under another file
+holds it back, its text changed or not; validation asks it a row at a time (letters_of_sets),
+only where letters of another campaign are kept (sets_elsewhere).
 
 Writers take turns on a lock file beside the ledger (``<ledger>-lock``, flock): a worker that
 finds the ledger busy sleeps until the other's transaction ends, woken by the kernel, where
@@ -69,7 +72,7 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -142,7 +145,8 @@ CREATE TABLE IF NOT EXISTS sends (
     file_print TEXT,
     file_source TEXT,
     settled TEXT,
-    letter_print TEXT
+    letter_print TEXT,
+    letter_person TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -219,8 +223,8 @@ _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source, file, file_size, file_sha256, file_print)"
-    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+    " letter_print, file_source, file, file_size, file_sha256, file_print, letter_person)"
+    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
     "INSERT INTO attachment_owners (campaign, attachment, recipient, letter, masked)"
@@ -232,10 +236,13 @@ _GONE = "(state IN ('sent', 'claimed') OR code IS ? OR takeovers > 0 OR uncertai
 # The letters of other campaigns of a print that may have gone out (hold_letter), by the
 # index sends_by_letter.
 _SAME_LETTER = (
-    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code"
-    " FROM sends"
+    "SELECT campaign, row, file, file_source, updated_at, state, lease_until, holder, code,"
+    " letter_print FROM sends"
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
 )
+# The letters of other campaigns of a set to an address (LetterPrint.person), by the index
+# sends_by_person: a letter of the set whose text changed (a name spelt anew) holds it back.
+_SAME_SET = _SAME_LETTER.replace("letter_print = ?", "letter_person = ?")
 
 # The letters of other campaigns that may have gone out with a file of the same bytes as
 # their recipients' own (a letter's own file, LetterPrint.file), each with its owner, by the
@@ -251,7 +258,8 @@ _SAME_FILE = (
 _STAMP = (
     "letter_print = coalesce(?, letter_print), file_source = coalesce(file_source, ?),"
     " file = coalesce(?, file), file_size = coalesce(?, file_size),"
-    " file_sha256 = coalesce(?, file_sha256), file_print = coalesce(?, file_print)"
+    " file_sha256 = coalesce(?, file_sha256), file_print = coalesce(?, file_print),"
+    " letter_person = coalesce(?, letter_person)"
 )
 
 
@@ -263,11 +271,12 @@ _SAME_FILE_ANY = (
     "SELECT 1 FROM sends WHERE file_size = ? AND file_print = ? AND file_sha256 = ?"
     f" AND campaign != ? AND {_GONE}"
 )
+_SAME_SET_ANY = _SAME_LETTER_ANY.replace("letter_print", "letter_person")
 # _CLAIM_NEW, unless {where} holds.
 _CLAIM_NEW_UNLESS = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source, file, file_size, file_sha256, file_print)"
-    " SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {where}"
+    " letter_print, file_source, file, file_size, file_sha256, file_print, letter_person)"
+    " SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {where}"
     " ON CONFLICT (key) DO NOTHING"
 )
 
@@ -1080,6 +1089,48 @@ class SqliteLedger:
                 db.execute(f"UPDATE sends SET {_STAMP} WHERE key = ?", (*_stamp(letter), key))
         return held
 
+    def sets_elsewhere(self, campaign: str) -> bool:
+        """Whether letters of other campaigns than ``campaign`` are kept with their address
+        and set (see the Ledger port): two reads of the index sends_by_campaign's ends, and
+        one of sends_by_person only where there are."""
+        found = self._statement(
+            "sets_elsewhere",
+            "SELECT EXISTS (SELECT 1 FROM sends WHERE campaign < ?)"
+            " OR EXISTS (SELECT 1 FROM sends WHERE campaign > ?)",
+            (campaign, campaign),
+        )
+        if not found[0][0]:
+            return False
+        kept = self._statement(
+            "sets_elsewhere", "SELECT 1 FROM sends WHERE letter_person IS NOT NULL LIMIT 1", ()
+        )
+        return bool(kept)
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]:
+        """For each of ``people``, the letter of its set to its address under another
+        campaign that may have gone out (see the Ledger port): one read of the index
+        sends_by_person per _KEYS_PER_SELECT people."""
+        found: dict[str, list[tuple[Any, ...]]] = {}
+        for chunk in _chunks(list(people)):
+            marks = ", ".join("?" * len(chunk))
+            page = self._statement(
+                "letters_of_sets",
+                _SAME_SET.replace("letter_person = ?", f"letter_person IN ({marks})").replace(
+                    "letter_print FROM", "letter_print, letter_person FROM"
+                ),
+                (*chunk, campaign, OUTCOME_UNKNOWN),
+            )
+            for *letter, person in page:
+                found.setdefault(str(person), []).append(tuple(letter))
+        now = self._clock()
+        letters = {
+            person: _first_letter(rows, again, now, template=people[person])
+            for person, rows in found.items()
+        }
+        return {person: letter for person, letter in letters.items() if letter is not None}
+
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
         halt = Halt(campaign=campaign, code=code, reason=reason, attempt=attempt, at=self._clock())
@@ -1494,6 +1545,7 @@ _ADDED_COLUMNS = (
     ("batches", "locked", "INTEGER NOT NULL DEFAULT 0"),
     ("sends", "settled", "TEXT"),
     ("sends", "letter_print", "TEXT"),
+    ("sends", "letter_person", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
@@ -1529,6 +1581,11 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS sends_by_letter ON sends (letter_print)"
         " WHERE letter_print IS NOT NULL"
+    )
+    # Only letters sent since addresses' sets were kept are in it (_same_letter's person).
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS sends_by_person ON sends (letter_person)"
+        " WHERE letter_person IS NOT NULL"
     )
 
 
@@ -1626,19 +1683,47 @@ def _file_values(file: LetterFile) -> tuple[object, ...]:
 
 
 def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
-    """The letter of another campaign of ``letter``'s print that may have gone out, not of a
-    file it sends again, or None (hold_letter; a claim given the print): one indexed read.
-    One sent comes first, then one a live attempt is sending now, then one in doubt."""
-    found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN))
+    """The letter of another campaign of ``letter``'s print, or of its set to its address
+    (``person``), that may have gone out, not of a file it sends again, or None (hold_letter;
+    a claim given the print): one indexed read, two with a person. One sent comes first, then
+    one a live attempt is sending now, then one in doubt; of one state, one of the print."""
+    found = db.execute(_SAME_LETTER, (letter.print, letter.campaign, OUTCOME_UNKNOWN)).fetchall()
+    if letter.person:
+        found += db.execute(_SAME_SET, (letter.person, letter.campaign, OUTCOME_UNKNOWN))
+    return _first_letter(found, letter.again, now, letter.print, letter.template)
+
+
+def _first_letter(
+    found: Iterable[tuple[Any, ...]],
+    again: Collection[str],
+    now: float,
+    print: str = "",
+    template: str = "",
+) -> SentCopy | None:
+    """Of the letters ``found`` (rows of _SAME_LETTER), not of a file or campaign of
+    ``again``, the one to name: sent first, then being sent, then in doubt; of one state, one
+    of ``print`` (the same text) before one of the set ``template`` only."""
     best: SentCopy | None = None
-    for other, row, file, other_source, at, state, lease, holder, code in found.fetchall():
-        if letter.again & {other, other_source}:
+    again = frozenset(again)
+    for other, row, file, other_source, at, state, lease, holder, code, printed in found:
+        if again & {other, other_source}:
             continue  # the operator sends that file's letters again
         kind = _letter_state(state, code, lease, holder, now)
-        if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
+        named = "" if printed == print else template
+        rank = (_LETTER_STATES.index(kind), bool(named))
+        if best is None or rank < (_LETTER_STATES.index(best.state), bool(best.template)):
             source = str(other_source or "")
             best = SentCopy(
-                str(other), str(file or ""), "", int(row), "", "", source, float(at), kind
+                str(other),
+                str(file or ""),
+                "",
+                int(row),
+                "",
+                "",
+                source,
+                float(at),
+                state=kind,
+                template=named,
             )
     return best
 
@@ -1701,24 +1786,27 @@ def _sending_elsewhere(held: SentCopy) -> Claim:
 
 def _stamp(letter: LetterPrint | None) -> tuple[object, ...]:
     """The values of _STAMP (and of _CLAIM_NEW's last columns) for ``letter``: its print, its
-    campaign's file name and its own file as kept with its key; all None for none."""
+    campaign's file name, its own file and its person (address and set) as kept with its key;
+    all None for none."""
     if letter is None:
-        return (None,) * 6
+        return (None,) * 7
+    person = letter.person or None
     file = letter.file
     if file is None:
-        return letter.print, letter.source or None, None, None, None, None
+        return letter.print, letter.source or None, None, None, None, None, person
     source = letter.source or file.source or None
-    return letter.print, source, file.name, file.size, file.sha256, file.print
+    return letter.print, source, file.name, file.size, file.sha256, file.print, person
 
 
 def _claim_unless(
     new: tuple[object, ...], others: Mapping[str, str] | None, letter: LetterPrint | None
 ) -> tuple[str, tuple[object, ...]]:
     """The insert, and its values, that claims a new key (``new``: _CLAIM_NEW's values but
-    the print and file) unless a letter of ``others`` may have gone out (as _other_letter
-    finds them) or one of ``letter``'s print elsewhere (as _same_letter finds them, the
-    operator's ``again`` aside), or one of its own file elsewhere to anyone (_same_file tells
-    whose): then it inserts nothing, and the claim reads which."""
+    the print, file and person) unless a letter of ``others`` may have gone out (as
+    _other_letter finds them) or one of ``letter``'s print elsewhere (as _same_letter finds
+    them, the operator's ``again`` aside), or one of its own file elsewhere to anyone
+    (_same_file tells whose), or one of its set to its address elsewhere: then it inserts
+    nothing, and the claim reads which."""
     stamp = _stamp(letter)
     if not others and letter is None:
         return _CLAIM_NEW, (*new, *stamp)
@@ -1735,6 +1823,9 @@ def _claim_unless(
         file = letter.file
         unless.append(_SAME_FILE_ANY)
         values += [file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN]
+    if letter is not None and letter.person:
+        unless.append(_SAME_SET_ANY)
+        values += [letter.person, letter.campaign, OUTCOME_UNKNOWN]
     where = " AND ".join(f"NOT EXISTS ({query})" for query in unless)
     return _CLAIM_NEW_UNLESS.format(where=where), tuple(values)
 

@@ -232,6 +232,7 @@ def validate_command(
                         forecast.sent_files(index, contents) if forecast is not None else None
                     ),
                     mailed=forecast.earlier_recipients() if forecast is not None else None,
+                    sets=forecast.earlier_sets() if forecast is not None else None,
                 )
         finally:
             if forecast is not None:

@@ -19,13 +19,13 @@ letters' keys, for the addresses in rows' Cc and Bcc only: a file without them c
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, FileOwner, Outcome, SentCopy
+from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, SENT, FileOwner, Outcome, SentCopy
 
 
 class EarlierFiles:
@@ -251,6 +251,60 @@ class SentFiles:
         if self._attachments.size(name) != size:
             return False
         return self._contents.sha256(name, self._attachments.tag(name)) == letter.sha256
+
+
+class SetLedger(Protocol):
+    """What EarlierSets asks the ledger (Ledger.sets_elsewhere, Ledger.letters_of_sets)."""
+
+    def sets_elsewhere(self, campaign: str) -> bool: ...
+
+    def letters_of_sets(
+        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+    ) -> dict[str, SentCopy]: ...
+
+
+class EarlierSets:
+    """The letters other campaigns (other files) sent to an address in a template set, for
+    intake to hold back a row whose letter of that set went to its address already under
+    another file, its text changed or not (a re-export that spells a name anew): as a row
+    whose very letter went (SentFiles.sent_before), unless the operator named that file to
+    send again.
+
+    The ledger keeps no address, only a hash of each letter's address and set
+    (core.send.letter_set), asked by its index a row at a time; a ledger that holds no letters
+    of another campaign is asked once, and its rows cost nothing (falsy then).
+    """
+
+    def __init__(
+        self,
+        ledger: SetLedger,
+        *,
+        campaign: str,
+        person: Callable[[str, str], str],
+        skipped: Callable[[str, str], bool] | None = None,
+        send_again_from: Collection[str] = (),
+    ) -> None:
+        self._ledger = ledger
+        self.campaign = campaign
+        self._person = person  # letter_set
+        self._skipped = skipped
+        self._again = frozenset(send_again_from)
+        self._any = ledger.sets_elsewhere(campaign)
+
+    def __bool__(self) -> bool:
+        return self._any
+
+    def sent_before(self, email: str, template: str) -> SentCopy | None:
+        """The letter of ``template`` that went to ``email`` under another file, not one sent
+        again on purpose; None when there is none, or when the run skips the row's letter."""
+        if not self._any or (self._skipped is not None and self._skipped(email, template)):
+            return None
+        person = self._person(email, template)
+        found = self._ledger.letters_of_sets(self.campaign, {person: template}, self._again)
+        letter = found.get(person)
+        # One that only may have gone (in doubt there, being sent) is the claim's to hold
+        # back: its row is counted apart (DOUBT_UNDER_CODE) or waits, which intake cannot say.
+        return letter if letter is not None and letter.state in (SENT, "") else None
 
 
 class LetterLedger(Protocol):

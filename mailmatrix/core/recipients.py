@@ -41,7 +41,7 @@ from mailmatrix.core.attachments import (
     pdf_problem,
 )
 from mailmatrix.core.contents import Contents, copies
-from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
+from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.report import (
     SENT_UNDER,
@@ -481,6 +481,7 @@ def validate_recipients(
     earlier: EarlierFiles | None = None,
     sent_files: SentFiles | None = None,
     mailed: EarlierRecipients | None = None,
+    sets: EarlierSets | None = None,
 ) -> IntakeReport:
     """Read the raw upload once; call ``emit`` for each valid row in file order; report the rest.
 
@@ -496,7 +497,9 @@ def validate_recipients(
     ``sent_files``: the files letters of every campaign carried as their recipients' own, as
     the ledger keeps them (size, print, SHA-256): a row whose own file holds the bytes of one
     that went to another person is rejected (a copy made for a new campaign, or the file
-    renamed since it went out), whatever its name now.
+    renamed since it went out), whatever its name now. ``sets``: the letters other files
+    sent to an address in a set: a row whose letter of that set went so is held back as one
+    whose very letter went (``sent_files``), its text changed or not.
 
     A row whose Cc or Bcc names another row's Email (compared as Email is for duplicates, its
     own aside) is rejected, before or after that row: that person would get its letter. So is
@@ -526,6 +529,7 @@ def validate_recipients(
         earlier,
         sent_files,
         mailed,
+        sets,
     )
     try:
         for row, record in records:
@@ -750,6 +754,7 @@ class _Intake:
         earlier: EarlierFiles | None = None,
         sent_files: SentFiles | None = None,
         mailed: EarlierRecipients | None = None,
+        sets: EarlierSets | None = None,
     ) -> None:
         self.report = report
         self.catalog = catalog
@@ -801,6 +806,8 @@ class _Intake:
         self.earlier_who = SeenTable()
         # The files letters of every campaign carried (the ledger's digests; None: none).
         self.sent_files = sent_files if sent_files else None
+        # The letters of each set other files sent to an address (None: no other file's).
+        self.sets = sets if sets else None
         # The recipients earlier runs mailed, asked for the addresses in Cc and Bcc (None: no
         # earlier run to ask).
         self.mailed = mailed
@@ -921,6 +928,8 @@ class _Intake:
                 self._sent_file(attachment, address.email, template, problems)
                 if not problems and self.sent_files is not None:
                     went = self.sent_files.sent_before(attachment, address.email, template)
+            if went is None and not problems and address is not None and self.sets is not None:
+                went = self.sets.sent_before(address.email, template)
         if went is not None and not problems:
             source = went.source or went.campaign
             report.skipped.append(

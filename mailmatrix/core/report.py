@@ -254,16 +254,19 @@ def sent_under_reason(letter: SentCopy) -> str:
     when = f" on {_when(letter.at)}" if letter.at else ""
     named = letter.source or letter.campaign
     what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
+    this = f"this letter ({what})"
+    if letter.template:  # a letter of the set whose text differs (a name spelt anew)
+        this = f"a letter of the set {letter.template!r}"
     if letter.state == SENDING:  # found by validation while another run sends it
         return (
-            f"this letter ({what}) is being sent to this address under {campaign_of(letter)}"
+            f"{this} is being sent to this address under {campaign_of(letter)}"
             f" at this moment, as row {letter.row} of that run: it is not sent here. Run this"
             " file again once that run has ended: it is held back then if that letter went,"
             " and sent if it did not"
         )
     if letter.state == UNKNOWN:  # its server may have taken it: nobody knows yet
         return (
-            f"this letter ({what}) may already have gone to this address under"
+            f"{this} may already have gone to this address under"
             f" {campaign_of(letter)}{when}, as row {letter.row} of that run, which failed as"
             f" {OUTCOME_UNKNOWN} (the server may have taken it): it is not sent here. Once the"
             f" server's log shows it did not arrive, `run {named} --retry-unknown` sends it"
@@ -271,11 +274,17 @@ def sent_under_reason(letter: SentCopy) -> str:
         )
     if letter.state == IN_DOUBT:  # its run ended as it sent it: it may not have arrived
         return (
-            f"this letter ({what}) may already have gone to this address under"
+            f"{this} may already have gone to this address under"
             f" {campaign_of(letter)}{when}, as row {letter.row} of that run, which ended as"
             " it sent it (in doubt there): it is not sent here. Settle it there first (`settle"
             f" {named}` lists it): settled as not sent, a run of this file sends it; or run this"
             f" file with --send-again-from {named}"
+        )
+    if letter.template:
+        return (
+            f"this address already received {this} under {campaign_of(letter)}{when} (row"
+            f" {letter.row} of that run): it is not sent again. If it is meant to go again (a"
+            f" corrected letter), run this file with --send-again-from {named}"
         )
     return (
         f"this address already received this letter ({what}) under {campaign_of(letter)}"

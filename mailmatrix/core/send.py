@@ -157,6 +157,13 @@ def letter_print(email: str, rendered: Rendered, attachment_sha256: str | None) 
     return digest.hexdigest()
 
 
+def letter_set(email: str, template: str) -> str:
+    """Return the hex sha256 of an address (as recipient_key takes it) and a template set,
+    whatever the campaign: the letters of one set to one person under any file
+    (LetterPrint.person), a re-export with a name spelt anew holding the same people."""
+    return hashlib.sha256(f"letter-set|{email.casefold()}|{template}".encode()).hexdigest()
+
+
 def template_sets_changed(
     source_key: str, missing: list[str], *, scope: str
 ) -> TemplateSetsChanged:
@@ -1120,16 +1127,24 @@ class _Batch:
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
         source, again = self.letter_origin
-        printed = letter_print(item["email"], rendered, sha256)
-        if file is None:
-            return LetterPrint(self.campaign_id, printed, source, again)
+        email = item["email"]
+        printed = letter_print(email, rendered, sha256)
         # Another campaign's letters with this file are asked whose they were by this row's
         # address (their campaign's recipient_key): the ledger keeps no address. A corrected
         # address (--corrected-address) makes the file this recipient's, as in the campaign.
         whose = None
-        if not item.get("corrected_address"):
-            whose = functools.partial(recipient_key, email=item["email"])
-        return LetterPrint(self.campaign_id, printed, source, again, file, whose)
+        if file is not None and not item.get("corrected_address"):
+            whose = functools.partial(recipient_key, email=email)
+        return LetterPrint(
+            self.campaign_id,
+            printed,
+            source,
+            again,
+            file=file,
+            whose=whose,
+            person=letter_set(email, item["template"]),
+            template=item["template"],
+        )
 
     def hold_back(self, item: Mapping[str, Any], earlier: SentCopy) -> None:
         """Give the row back unsent: its letter went to its address under another file

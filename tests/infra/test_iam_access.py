@@ -393,15 +393,15 @@ def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorde
 def test_send_batch_claims_in_transactions_its_role_allows_item_by_item(transformed, recorded):
     # GIVEN the example campaign (two template sets, rows naming their own files): its claims
     # are transactions: the claim, the file's owner, the address's letter of the other set,
-    # and the letter's print item and its own file's item where the letter was composed
-    # first; a letter composed after its claim keeps its print and file by the entry's
-    # update and the Puts of those items
+    # and the letter's print item, its own file's item and its address-and-set item where the
+    # letter was composed first; a letter composed after its claim keeps its print and file
+    # by the entry's update and the Puts of those items
     transactions = [c for c in recorded if c.operation == "TransactWriteItems"]
     assert {c.function for c in transactions} == {"SendBatchFunction"}
     assert {c.params["TransactItems"] for c in transactions} == {
         "Put:ledger,Put:ledger,ConditionCheck:ledger",
-        "Put:ledger,Put:ledger,ConditionCheck:ledger,Put:ledger,Put:ledger",
-        "Update:ledger,Put:ledger,Put:ledger",
+        "Put:ledger,Put:ledger,ConditionCheck:ledger,Put:ledger,Put:ledger,Put:ledger",
+        "Update:ledger,Put:ledger,Put:ledger,Put:ledger",
     }
 
     # WHEN SendBatchRole lacks dynamodb:ConditionCheckItem THEN those calls are denied

@@ -25,6 +25,7 @@ from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
     PRINT_CHECKS,
     PRINT_WAYS,
+    SET_CHECKS,
     check_attachment_owner,
     check_attachment_owner_rules,
     check_batch_holds,
@@ -944,6 +945,39 @@ def test_an_operators_choice_is_kept_with_its_time(ledger, clock):
 @pytest.mark.parametrize("check", PRINT_CHECKS)
 def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, check):
     PRINT_CHECKS[check](ledger, clock)
+
+
+@pytest.mark.parametrize("check", SET_CHECKS)
+def test_a_letter_of_a_set_holds_back_another_campaigns_letter_of_it(ledger, clock, check):
+    SET_CHECKS[check](ledger, clock)
+
+
+def test_of_two_files_whose_set_items_are_written_at_once_only_one_sends(aws, clock):
+    # GIVEN a re-export's letter of a set to an address, whose set item the original file's
+    # letter of the set (another text) writes between the re-export's read and its write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client, clock=clock)
+    original = LetterPrint("c-old", "p-old", "alt.csv", frozenset(), person="s1", template="absage")
+
+    def first() -> None:
+        claim = rival.claim("k-old", campaign="c-old", row=57, attempt="o", letter=original)
+        assert claim.held is None
+
+    racing = PrintRacingClient(client, first)
+    ours = DynamoDbLedger(table, racing, clock=clock)
+    export = LetterPrint("c-new", "p-new", "neu.csv", frozenset(), person="s1", template="absage")
+
+    # WHEN the re-export's letter is claimed
+    claim = ours.claim("k-new", campaign="c-new", row=2, attempt="n", letter=export)
+
+    # THEN its transaction was refused, and read again it waits for the original (busy)
+    assert racing.transactions == 1
+    assert claim.state == "busy" and "being sent under alt.csv" in str(claim.reason)
+    # AND once the original went, it is held back, named by its set
+    rival.record_sent("k-old", message_id="m-old")
+    held = ours.claim("k-new", campaign="c-new", row=2, attempt="n", letter=export).held
+    assert held is not None and (held.source, held.row, held.template) == ("alt.csv", 57, "absage")
 
 
 class PrintRacingClient:

@@ -35,6 +35,7 @@ from tests.fixtures.sending.kit import FakeClock
 from tests.fixtures.sending.ledger_contract import (
     OTHER_LETTER_CASES,
     PRINT_CHECKS,
+    SET_CHECKS,
     check_attachment_owner,
     check_attachment_owner_rules,
     check_batch_holds,
@@ -46,6 +47,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_file_owners,
     check_file_owners_by_state,
     check_latest_upload,
+    check_letters_of_sets,
     check_names,
     check_outcomes_of,
     check_release_failed,
@@ -366,6 +368,82 @@ def test_threads_on_two_connections_send_one_file_to_one_recipient(tmp_path, ope
     # THEN each file was claimed for one of the two, never both, and nothing else was written
     assert wins == Counter(dict.fromkeys(files, 1))
     assert len(ledgers[0].outcomes("c")) == len(files)
+
+
+def test_threads_on_two_connections_send_one_letter_of_a_set_per_address(tmp_path, opened):
+    # GIVEN two ledger objects on one file (like two files run at once: a re-export beside
+    # the original), and for each of 100 addresses one thread claiming its letter of the set
+    # under each file, the texts differing (a name spelt anew)
+    path = str(tmp_path / "ledger.db")
+    ledgers = [opened(path), opened(path)]
+    people = [f"person{n}" for n in range(100)]
+
+    def worker(campaign: str, ledger: SqliteLedger) -> list[str]:
+        def letter(person: str) -> LetterPrint:
+            return LetterPrint(
+                campaign, f"{campaign}-{person}", "", frozenset(), person=person, template="absage"
+            )
+
+        claims = {
+            person: ledger.claim(
+                f"{campaign}|{person}",
+                campaign=campaign,
+                row=2,
+                attempt=campaign,
+                letter=letter(person),
+            )
+            for person in people
+        }
+        return [p for p, got in claims.items() if got.state == "claimed" and got.held is None]
+
+    wins = race(
+        functools.partial(worker, "c-old", ledgers[0]),
+        functools.partial(worker, "c-new", ledgers[1]),
+    )
+
+    # THEN each address got its letter of the set under one file, never under both: the
+    # other file's claim waited for it (busy) or found it gone
+    assert wins == Counter(dict.fromkeys(people, 1))
+
+
+def test_a_letter_of_a_set_claimed_after_validation_looked_is_held_by_the_claim(ledger):
+    # GIVEN a re-export validated while the ledger held no letter of the set to the address
+    assert ledger.letters_of_sets("c-new", {"s1": "absage"}) == {}
+    mine = LetterPrint("c-new", "p-new", "neu.csv", frozenset(), person="s1", template="absage")
+
+    # WHEN the original file's letter is claimed meanwhile, then the re-export's
+    rival = LetterPrint("c-old", "p-old", "alt.csv", frozenset(), person="s1", template="absage")
+    assert ledger.claim("k-old", campaign="c-old", row=57, attempt="o", letter=rival).held is None
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+    waiting = ledger.claim("k-new", campaign="c-new", row=2, attempt="n", letter=mine)
+
+    # THEN the re-export's claim waits for it (busy), nothing written; its one insert looked
+    # for the set's letter as it went, and only then was it read to be named
+    assert waiting.state == "busy" and "being sent under alt.csv" in str(waiting.reason)
+    assert ledger.outcomes("c-new") == []
+    assert statements[1].split()[0] == "INSERT" and "letter_person" in statements[1]
+
+    # WHEN the original's letter went out THEN the re-export's is held back, named by its set
+    ledger.record_sent("k-old", message_id="m-old")
+    held = ledger.claim("k-new", campaign="c-new", row=2, attempt="n", letter=mine).held
+    assert held is not None and (held.source, held.row, held.template) == ("alt.csv", 57, "absage")
+
+
+def test_a_claim_of_a_new_letter_with_its_set_is_one_insert(ledger):
+    # GIVEN every statement the ledger's connection runs
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+
+    # WHEN a letter is claimed with its print and its address and set
+    letter = LetterPrint("c", "p1", "offers.csv", frozenset(), person="s1", template="offer")
+    assert ledger.claim("k1", campaign="c", row=2, attempt="a", letter=letter) == Claim("claimed")
+
+    # THEN it is one insert that looks for the print and the set elsewhere as it goes, and
+    # keeps both
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "COMMIT"]
+    assert statements[1].count("NOT EXISTS") == 2
+    assert ledger.letters_of_sets("d", {"s1": "offer"})["s1"].source == "offers.csv"
 
 
 @pytest.mark.parametrize("case", OTHER_LETTER_CASES)
@@ -1163,6 +1241,15 @@ def _claimed(ledger: SqliteLedger, key: str, campaign: str, row: int = 2) -> Non
 @pytest.mark.parametrize("check", PRINT_CHECKS)
 def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, check):
     PRINT_CHECKS[check](ledger, clock)
+
+
+@pytest.mark.parametrize("check", SET_CHECKS)
+def test_a_letter_of_a_set_holds_back_another_campaigns_letter_of_it(ledger, clock, check):
+    SET_CHECKS[check](ledger, clock)
+
+
+def test_validation_finds_the_letters_of_other_campaigns_by_address_and_set(ledger, clock):
+    check_letters_of_sets(ledger, clock)
 
 
 def _claim_with(ledger: SqliteLedger, key: str, letter: LetterPrint, row: int = 2) -> Claim:
