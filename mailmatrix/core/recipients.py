@@ -537,6 +537,7 @@ def validate_recipients(
         intake.trials.check()
         intake.withdraw_copies()
         intake.compare_contents()
+        intake.check_file_names()
         intake.withdraw()
     except BaseException:
         report.close()  # nobody gets to read it
@@ -801,6 +802,14 @@ class _Intake:
         self.mailed = mailed
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
+        # Rows whose own file is named like another recipient's letter (check_file_names): each
+        # word of a name column -> the first row having it, its recipient, and (flag) whether
+        # other recipients' names have it too; each word of the rows' own file names -> in how
+        # many (content); and the rows passed on whose file name has none of their name's words.
+        self.checks_names = getattr(catalog, "check_file_names", True)
+        self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.own_files = 0
+        self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -842,6 +851,7 @@ class _Intake:
         self.file_lookalike = None if self.file_at is not None else _like_attachment_file(names)
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
+        self.name_at = [index for index, name in self.named if _is_name_column(name)]
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
         subject_warnings = getattr(self.catalog, "subject_warnings", None)
@@ -878,8 +888,10 @@ class _Intake:
             reason = choice.reason or "skipped by Status"
             report.skipped.append({"row": row, "reason": reason, "email": mask(email_text)})
             address = parse_address(email_text) if email_text else None
-            self._own_file(row, values, self._recipient(email_text, address), sent=False)
+            identity = self._recipient(email_text, address)
+            self._own_file(row, values, identity, sent=False)
             self._claim_address(row, values, address, sent=False)
+            self._note_names(row, values, identity)
             return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
@@ -942,6 +954,7 @@ class _Intake:
             if failure:
                 problems.append(("", f"its letter does not render: {failure.rstrip('.')} {_FIX}"))
         identity = self._recipient(email_text, address)
+        self._note_names(row, values, identity)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
         shared = self._own_file(row, values, identity, sent=sent, found=attachment)
@@ -966,6 +979,8 @@ class _Intake:
 
         report.valid += 1
         self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
+        if file_name and self._cell(values):
+            self._note_file(row, values, identity, file_name)
         for column, key in copied:  # a later row's Email may be one of them
             self.copied_rows.append(row << 1 | (column == "Bcc"))
             self.copied_keys.append(key)
@@ -1500,7 +1515,7 @@ class _Intake:
         if isinstance(held, _Shared):
             if held.same_address is None and not isinstance(why, _Shared):
                 self.withdrawn[row] = held._replace(same_address=why)
-        elif isinstance(why, _Shared) and not isinstance(held, (_SameContent, _Copied)):
+        elif isinstance(why, _Shared) and not isinstance(held, (_SameContent, _Copied, _NamedLike)):
             self.withdrawn[row] = why._replace(same_address=held)
 
     def _hold(
@@ -1555,6 +1570,9 @@ class _Intake:
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
             reason = _copied_recipient(why.column, why.other_row, sent=row in self.sent_earlier)
             return [*problems, (why.column, reason)]
+        if isinstance(why, _NamedLike):
+            problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            return [*problems, ("Attachment_File", _named_like(why))]
         if isinstance(why, _SameContent):
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
             if why.earlier is not None:
@@ -1666,6 +1684,60 @@ class _Intake:
                     )
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
+
+    def _note_names(self, row: int, values: list[str], recipient: int) -> None:
+        """Index the words of the row's name columns: which row's recipient has each."""
+        if not self.checks_names:
+            return
+        for word in _words(" ".join(values[index] for index in self.name_at)):
+            first = self.name_words.add(hash(word), row, recipient)
+            if first is not None and not first[1] and not first[2]:
+                self.name_words.put(hash(word), first[0], recipient, flag=True)
+
+    def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
+        """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
+        check_file_names when the name has none of the words of the row's name columns."""
+        if not self.checks_names or not self.name_at:
+            return
+        self.own_files += 1
+        words = _words(_file_stem(name))
+        for word in words:
+            counted = self.file_words.get(hash(word))
+            self.file_words.put(hash(word), row, counted[1] + 1 if counted else 1)
+        own = _words(" ".join(values[index] for index in self.name_at))
+        if words and not words & own:
+            self.unnamed_files.append((row, recipient, name))
+
+    def check_file_names(self) -> None:
+        """Withdraw each row passed on whose own file is named like another recipient's
+        letter: its name carries two words of another row's name columns, or one of four
+        letters or more that no third recipient's name has, and none of the row's own name.
+
+        Words in many of the file names (Angebot, offer, letter) say nothing of whose the file
+        is and are not compared. Each row kept asks the index of name words, once per word of
+        its file name.
+        """
+        common = max(2, self.own_files // 20)
+        for row, recipient, name in self.unnamed_files:
+            matched: dict[int, list[str]] = {}  # another row -> the words of its name
+            distinct: set[int] = set()  # the rows matched by a word of theirs alone
+            for word, written in _written_words(_file_stem(name)):
+                counted = self.file_words.get(hash(word))
+                owner = self.name_words.get(hash(word))
+                if owner is None or owner[1] == recipient or (counted and counted[1] > common):
+                    continue
+                other_row, _, several = owner
+                matched.setdefault(other_row, []).append(written)
+                if len(word) >= 4 and not several:
+                    distinct.add(other_row)
+            likely = [
+                other for other, said in matched.items() if len(said) > 1 or other in distinct
+            ]
+            if likely:
+                other_row = max(likely, key=lambda other: len(matched[other]))
+                words = " ".join(matched[other_row])
+                self.withdrawn[row] = _NamedLike(name, other_row, words, self.withdrawn.get(row))
+        self.unnamed_files.clear()
 
     def _default_sent(self, default: _Default, file: int, name: str, *, copy: bool = False) -> None:
         """Refuse the file: ``default``, a default_attachment rows were given, is the file
@@ -1783,7 +1855,17 @@ class _Copied(NamedTuple):
 
 # Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn), or the whole
 # file (_SameContent, _Copied).
-_Withdrawal = _Shared | _SameAddress | _SameContent | _Copied
+class _NamedLike(NamedTuple):
+    """A row passed on whose own file, ``name``, is named like the letter of ``other_row``'s
+    recipient: it carries ``words`` of that row's name and none of its own row's."""
+
+    name: str
+    other_row: int
+    words: str
+    before: _Withdrawal | None = None
+
+
+_Withdrawal = _Shared | _SameAddress | _SameContent | _Copied | _NamedLike
 
 
 class _Extra(NamedTuple):
@@ -1885,6 +1967,52 @@ def _no_file_column(
     return (
         f"{said}: nothing is sent (the header has {', '.join(header)}; add an Attachment_File "
         "column naming each row's file, then run the file again)"
+    )
+
+
+def _is_name_column(name: str) -> bool:
+    """Whether a column holds (part of) the recipient's name: Name, First_Name, Nachname..."""
+    return "name" in name.casefold() and name != "Attachment_File"
+
+
+_WORD_SPLIT = re.compile(r"[\W\d_]+")
+
+
+def _fold_word(text: str) -> str:
+    """``text`` compared as names are in file names: NFKC, casefolded, accents dropped."""
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(char for char in folded if not unicodedata.combining(char))
+
+
+def _written_words(text: str) -> list[tuple[str, str]]:
+    """(folded, as written) of each word of two letters or more in ``text``: the words are
+    split at whatever is no letter (spaces, _ - . and digits)."""
+    found = []
+    for written in _WORD_SPLIT.split(text):
+        word = _fold_word(written)
+        if len(word) > 1:
+            found.append((word, written))
+    return found
+
+
+def _words(text: str) -> set[str]:
+    """The folded words of ``text`` (see _written_words)."""
+    return {word for word, _ in _written_words(text)}
+
+
+def _file_stem(name: str) -> str:
+    """A file's name without its folders and its extension."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def _named_like(why: _NamedLike) -> str:
+    """The reason of a row withdrawn for a file named like another recipient's letter."""
+    return (
+        f"the file {why.name} is named like the letter of {why.words} (row {why.other_row}), "
+        "not of this row's recipient, so this row is not sent: name this recipient's own file "
+        "in Attachment_File (if the file is right, set check_file_names: false in "
+        "manifest.yaml)"
     )
 
 

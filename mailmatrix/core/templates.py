@@ -270,6 +270,9 @@ class Catalog:
     demo: bool = False  # the manifest says ``demo: true``: the bundled demo's letters
     context: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # Whether validation withdraws a row whose own file is named like another recipient's
+    # letter (``check_file_names: false`` in the manifest turns it off).
+    check_file_names: bool = True
 
     def __post_init__(self) -> None:
         self._env = _environment(self.sources, _finalize)
@@ -699,7 +702,15 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
     if not isinstance(manifest, dict):
         raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
-    unknown_keys = set(manifest) - {"column", "sender", "sets", "skip", "context", DEMO_KEY}
+    unknown_keys = set(manifest) - {
+        "column",
+        "sender",
+        "sets",
+        "skip",
+        "context",
+        "check_file_names",
+        DEMO_KEY,
+    }
     if unknown_keys:
         raise TemplateError(f"{MANIFEST}: unknown keys: {', '.join(sorted(unknown_keys))}")
 
@@ -732,7 +743,19 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         demo=_demo_marker(manifest),
         context={str(k): v for k, v in context.items()},
         sources=templates,
+        check_file_names=_check_file_names(manifest),
     )
+
+
+def _check_file_names(manifest: dict[Any, Any]) -> bool:
+    """The manifest's ``check_file_names`` (true unless it says false)."""
+    value = manifest.get("check_file_names", True)
+    if not isinstance(value, bool):
+        raise TemplateError(
+            f"{MANIFEST}: 'check_file_names' must be true or false (false: send a row whose "
+            "file is named like another recipient's letter)"
+        )
+    return value
 
 
 def _demo_marker(manifest: dict[Any, Any]) -> bool:
