@@ -57,7 +57,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from mailmatrix.core.sandbox import SizeLimitedSandbox
+from mailmatrix.core.sandbox import NotANumber, SizeLimitedSandbox
 from mailmatrix.errors import TemplateError
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,30 @@ class EmptyField(str):
         value = super().__new__(cls, "")
         value.column = column
         return value
+
+
+def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
+    """The render error of an ``int`` or ``float`` filter that could not read its value,
+    naming the column the value comes from when one cell holds it (give or take the
+    punctuation and symbols the template took out)."""
+    value = str(exc.value)
+    bare = _WORD_ONLY.sub("", value)
+    columns = [
+        name
+        for name, cell in row.items()
+        if cell == value or (bare and _WORD_ONLY.sub("", str(cell)) == bare)
+    ]
+    source = f" (from column {columns[0]}: {row[columns[0]]!r})" if len(columns) == 1 else ""
+    what = "an empty value" if value == "" else f"{value!r}"
+    return (
+        f"{path}: render: the {exc.filter_name} filter cannot read {what}{source} as a number"
+        " (Jinja would print 0): make the template turn the value into digits first (e.g."
+        ' | replace(".", "") | replace("€", "") | trim), or give the filter a default,'
+        f" | {exc.filter_name}(0), to print 0 for such values"
+    )
+
+
+_WORD_ONLY = re.compile(r"[\W_]+")
 
 
 class _EmptyFieldPrinted(Exception):
@@ -561,6 +585,8 @@ class Catalog:
             raise TemplateError(
                 f"{path}: render: {exc.column} is empty in this row but the template prints it"
             ) from None
+        except NotANumber as exc:
+            raise TemplateError(_not_a_number(path, exc, context.get("row") or {})) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"{path}: render: {exc.message}") from exc
         except jinja2.exceptions.SecurityError as exc:
