@@ -2128,15 +2128,15 @@ def _same_content(
             f"{name} went to this row's recipient in an earlier run of this file, and "
             f"{other_name}, the attachment of row {other_row}, another recipient, has the same "
             f"contents: row {other_row} names a copy of this letter, so it is held back; this "
-            f"row is not sent again and needs nothing (put row {other_row}'s own letter in "
-            f"{other_name}, then run the file again)"
+            f"row is not sent again and needs nothing (name the own file of row {other_row}'s "
+            "recipient in its Attachment_File, then run the file again)"
         )
     if sent[1]:
         return (
             f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
             "which an earlier run of this file sent to its recipient: this row names a copy of "
-            f"that person's letter, so it is not sent (put this recipient's own letter in "
-            f"{name}, then run the file again; row {other_row} is not sent again)"
+            "that person's letter, so it is not sent (name this recipient's own file in "
+            f"Attachment_File, then run the file again; row {other_row} is not sent again)"
         )
     return (
         f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
@@ -2165,8 +2165,8 @@ def _earlier_letter(
     if copy:
         return (
             f"{name} has the same contents as {other_name}, which an earlier run of this file "
-            f"{letter}: this row names a copy of that person's letter, so it is not sent (put "
-            f"this recipient's own letter in {name}, then run the file again)"
+            f"{letter}: this row names a copy of that person's letter, so it is not sent (name "
+            "this recipient's own file in Attachment_File, then run the file again)"
         )
     return (
         f"{name} is the same file as {other_name} (a link in the attachments folder), which an "
@@ -2184,8 +2184,9 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     if letter.attachment == name:
         return (
             f"{name} was sent to {whom} under {campaign_of(letter)} as their own letter (row"
-            f" {letter.row} of that run), so it is not sent to this recipient. Put this"
-            f" recipient's own letter in {name}, then run the file again; or, if that address"
+            f" {letter.row} of that run), so it is not sent to this recipient. Name this"
+            " recipient's own file in Attachment_File (leave that file as it is: it is what"
+            " went out), then run the file again; or, if that address"
             f" was wrong and this is the same person, run {_source_of(letter)} with the address"
             " corrected and --corrected-address ROW (that person's row in it: row"
             f" {letter.row} when it was sent)"
@@ -2194,8 +2195,8 @@ def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
         f"{name} has the same contents as {letter.attachment}, which a run of"
         f" {campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
         " run): this row names a copy "
-        f"of that person's letter, so it is not sent (put this recipient's own letter in "
-        f"{name}, then run the file again)"
+        "of that person's letter, so it is not sent (name this recipient's own file in "
+        "Attachment_File, then run the file again)"
     )
 
 

@@ -2188,11 +2188,12 @@ def test_a_copy_of_one_recipients_letter_under_anothers_name_holds_back_both_row
             "alice.pdf went to this row's recipient in an earlier run of this file, and "
             "bob.pdf, the attachment of row 3, another recipient, has the same contents: row 3 "
             "names a copy of this letter, so it is held back; this row is not sent again and "
-            "needs nothing (put row 3's own letter in bob.pdf, then run the file again)",
+            "needs nothing (name the own file of row 3's recipient in its Attachment_File, then run"
+            " the file again)",
             "bob.pdf has the same contents as alice.pdf, the attachment of row 2, which an "
             "earlier run of this file sent to its recipient: this row names a copy of that "
-            "person's letter, so it is not sent (put this recipient's own letter in bob.pdf, "
-            "then run the file again; row 2 is not sent again)",
+            "person's letter, so it is not sent (name this recipient's own file in "
+            "Attachment_File, then run the file again; row 2 is not sent again)",
         ),
         (
             {2, 3},
