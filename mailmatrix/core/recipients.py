@@ -45,7 +45,7 @@ from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.report import SENT_UNDER, campaign_of, sent_under_reason
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.core.templates import BY_COLUMN, misspelt_column
+from mailmatrix.core.templates import BY_COLUMN, MANIFEST, misspelt_column
 from mailmatrix.disk import write_fault
 from mailmatrix.errors import FileNotWritten, InputFileError, TemplateError
 from mailmatrix.ports import SentCopy
@@ -914,7 +914,7 @@ class _Intake:
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
-            attachment = self._attachment(values, needs, problems)
+            attachment = self._attachment(values, needs, problems, template, row)
             if attachment is not None and needs.default and not self._cell(values):
                 self._default_given(template, attachment)
             elif attachment is not None and self.earlier is not None and address is not None:
@@ -1178,16 +1178,31 @@ class _Intake:
             )
 
     def _attachment(
-        self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
+        self,
+        values: list[str],
+        needs: _Needs,
+        problems: list[tuple[str, str]],
+        template: str,
+        row: int,
     ) -> Lookup | None:
         """Return the resolved attachment (its name, size and tag), or None for none (a problem
-        is added)."""
+        is added); raise TemplateError when it is ``template``'s default_attachment and storage
+        has no such file (or one too large): every row given it would be rejected alike."""
         if needs.mode == "none":
             return None
         raw = self._cell(values) or (needs.default or "")
         if not raw and needs.mode == "optional":
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
+        if found.problem and needs.default and not self._cell(values):
+            raise TemplateError(
+                f"{MANIFEST}: set {template!r}: default_attachment {raw}: "
+                f"{found.problem.rstrip('.')};"
+                f" every row of the set whose Attachment_File is empty (the first: row {row})"
+                " would attach it, so nothing is sent (put the file in the attachments folder"
+                f" under that name, or correct default_attachment in {MANIFEST}; then run the"
+                " file again)"
+            )
         problem = found.problem or self._pdf_problem(found, default=not self._cell(values))
         if problem:
             problems.append(("Attachment_File", problem))

@@ -2678,6 +2678,25 @@ def test_a_default_attachment_that_is_no_pdf_rejects_its_rows_and_is_read_once()
     assert contents.started["brochure.pdf"] == 1
 
 
+def test_a_default_attachment_storage_lacks_refuses_the_file_once_naming_the_manifest():
+    # GIVEN the info set's default brochure.pdf stored as Brochure.pdf, and rows given it
+    text = HEADER + ALICE + "".join(f"u{i}@example.com,U {i},info,\r\n" for i in range(30))
+
+    # WHEN validated
+    with pytest.raises(TemplateError) as caught:
+        run(text, catalog=load_catalog(TWO_SETS), index=index_of("alice.pdf", "Brochure.pdf"))
+
+    # THEN the whole file is refused once, naming the manifest, the set, the file and its
+    # likely name, not each row whose empty Attachment_File "was not found"
+    assert caught.value.message == (
+        "manifest.yaml: set 'info': default_attachment brochure.pdf: attachment not found:"
+        " brochure.pdf (did you mean Brochure.pdf?); every row of the set whose Attachment_File"
+        " is empty (the first: row 3) would attach it, so nothing is sent (put the file in the"
+        " attachments folder under that name, or correct default_attachment in manifest.yaml;"
+        " then run the file again)"
+    )
+
+
 def test_without_a_cheap_read_of_the_files_start_a_pdf_is_left_to_the_send():
     # GIVEN storage that reads no file's start at validation (S3), and Bob's bob.pdf a Word
     # document
