@@ -75,7 +75,7 @@ ATTACHMENT_MODES = ("required", "optional", "none")
 # The set of a folder without manifest: "required" when the CSV has Attachment_File, else "none".
 BY_COLUMN = "by_column"
 ATTACHMENT_COLUMN = "Attachment_File"
-_SET_KEYS = frozenset({"when", "subject", "html", "text", "attachment", "default_attachment"})
+_SET_KEY_ORDER = ("when", "subject", "html", "text", "attachment", "default_attachment")
 
 # Names every template may use besides the CSV columns: ``row`` is the whole row as a mapping,
 # for columns whose names are not identifiers (``row["Start Date"]``).
@@ -725,20 +725,10 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
     try:
         manifest = yaml.load(sources[MANIFEST], Loader=_ManifestLoader) or {}  # a safe loader
     except yaml.YAMLError as exc:
-        raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
+        raise TemplateError(_yaml_message(exc, sources[MANIFEST])) from exc
     if not isinstance(manifest, dict):
         raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
-    unknown_keys = set(manifest) - {
-        "column",
-        "sender",
-        "sets",
-        "skip",
-        "context",
-        "check_file_names",
-        DEMO_KEY,
-    }
-    if unknown_keys:
-        raise TemplateError(f"{MANIFEST}: unknown keys: {', '.join(sorted(unknown_keys))}")
+    _check_keys(manifest, _MANIFEST_KEYS, MANIFEST)
 
     raw_sets = manifest.get("sets") or {}
     if not isinstance(raw_sets, dict) or not raw_sets:
@@ -784,6 +774,44 @@ def _check_file_names(manifest: dict[Any, Any]) -> bool:
     return value
 
 
+_MANIFEST_KEYS = ("column", "sender", "context", "sets", "skip", "check_file_names", DEMO_KEY)
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str) -> str:
+    """The manifest's YAML error as "where: what", with the line, and a hint for the usual
+    slips (a tab; a line indented unlike its neighbours)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{MANIFEST}: not valid YAML: {str(exc).replace('<unicode string>', MANIFEST)}"
+    line = mark.line + 1
+    written = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    context = getattr(exc, "context", None)
+    said = f"{context}, {problem}" if context else problem
+    hint = ""
+    if "\t" in written:
+        hint = "; indent with spaces: YAML refuses tabs"
+    elif isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)):
+        hint = f"; check the indentation of line {line} against the line above"
+    shown = f": {written.strip()!r}" if written.strip() else ""
+    return f"{MANIFEST}, line {line}: not valid YAML: {said}{shown}{hint}"
+
+
+def _check_keys(mapping: dict[Any, Any], allowed: Collection[str], where: str) -> None:
+    """Refuse keys of ``mapping`` not ``allowed``, suggesting the closest allowed one."""
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
+    if not unknown:
+        return
+    said = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.casefold(), allowed, n=1, cutoff=0.6)
+        said.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    keys = "keys" if len(unknown) > 1 else "key"
+    raise TemplateError(
+        f"{where}: unknown {keys} {', '.join(said)}; the keys allowed here are {', '.join(allowed)}"
+    )
+
+
 def _demo_marker(manifest: dict[Any, Any]) -> bool:
     """Whether the manifest marks the demo templates (``demo: true``)."""
     marker = manifest.get(DEMO_KEY, False)
@@ -823,16 +851,7 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
     where = f"{MANIFEST}: set {name!r}"
     if not isinstance(spec, dict):
         raise TemplateError(f"{where}: must be a mapping with at least 'when'")
-    unknown_keys = set(spec) - {
-        "when",
-        "subject",
-        "html",
-        "text",
-        "attachment",
-        "default_attachment",
-    }
-    if unknown_keys:
-        raise TemplateError(f"{where}: unknown keys: {', '.join(sorted(unknown_keys))}")
+    _check_keys(spec, _SET_KEY_ORDER, where)
 
     values = spec.get("when", [])
     values = [values] if isinstance(values, str) else values
@@ -859,9 +878,15 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
         file("text", TEXT_FILE),
     )
     if subject is None:
-        raise TemplateError(f"{where}: no subject template ({name}/{SUBJECT_FILE})")
+        raise TemplateError(
+            f"{where}: no subject template ({name}/{SUBJECT_FILE})"
+            + _folder_case(name, SUBJECT_FILE, templates)
+        )
     if html is None and text is None:
-        raise TemplateError(f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})")
+        raise TemplateError(
+            f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})"
+            + _folder_case(name, TEXT_FILE, templates)
+        )
     attachment = str(spec.get("attachment", "required"))
     if attachment not in ATTACHMENT_MODES:
         raise TemplateError(f"{where}: attachment must be one of {', '.join(ATTACHMENT_MODES)}")
@@ -874,6 +899,19 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
         values=tuple(str(v) for v in values),
         attachment=attachment,
         default_attachment=str(default_attachment) if default_attachment else None,
+    )
+
+
+def _folder_case(name: str, file: str, templates: Collection[str]) -> str:
+    """What to add to "no NAME/FILE" when the templates hold a folder spelt like NAME in
+    another case (``einladung/`` for the set Einladung): "" when they do not."""
+    folders = {path.split("/", 1)[0] for path in templates if "/" in path}
+    like = sorted(f for f in folders if f != name and f.casefold() == name.casefold())
+    if not like:
+        return ""
+    return (
+        f": the folder is {like[0]}/, spelt in another case than the set {name!r}; rename the"
+        f" folder to {name}/, or the set to {like[0]} (folder names count case)"
     )
 
 
