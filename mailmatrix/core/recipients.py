@@ -335,6 +335,7 @@ class IntakeReport:
     delimiter: str = ""
     header: list[str] = field(default_factory=list)
     rows: int = 0
+    last_row: int = 0  # the line of the last of those records (0: none)
     valid: int = 0
     empty: int = 0
     rejected: ProblemList = field(default_factory=ProblemList)
@@ -867,6 +868,7 @@ class _Intake:
             report.empty += 1
             return
         report.rows += 1
+        report.last_row = row
         if "\n" in text or "\r" in text:
             self._check_swallowed_rows(row, record)
         values = self._shape(row, record, bom="\ufeff" in text)
