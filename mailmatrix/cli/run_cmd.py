@@ -454,6 +454,11 @@ def _print_outcome(
                 console.print(f"[yellow]{escape(hint)}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
+        if counts.get("rejected"):
+            console.print(
+                f"[yellow]{counts['rejected']} row(s) rejected: fix them and run the same"
+                " command again (the rows sent now are skipped).[/yellow]"
+            )
         return
     if result["status"] == "ABORTED":
         console.print(
