@@ -116,6 +116,28 @@ _ALIASES.update(
 # The spellings of an Attachment_File column, as _ALIASES holds them: a header spelt much
 # like one (Attachement_File) is likely that column misspelt.
 _FILE_SPELLINGS = [key for key, name in _ALIASES.items() if name == "Attachment_File"]
+# Other words a header may give the column of the files' names in (an export in German,
+# French, Dutch, Italian, Spanish), compared as _FILE_SPELLINGS, accents aside: the file is
+# refused naming that column, rather than asked for a column it seems to have.
+_FILE_WORDS = frozenset(
+    {
+        "anhang",
+        "anhange",
+        "anlage",
+        "anlagen",
+        "datei",
+        "dateiname",
+        "pdf",
+        "pdfdatei",
+        "filename",
+        "fichier",
+        "piecejointe",
+        "bijlage",
+        "allegato",
+        "adjunto",
+        "archivo",
+    }
+)
 # Columns whose values end up in message headers: no line breaks, no control characters.
 HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
 # Words a header may wrap a copy column's name in (``Cc (optional)``, ``bcc list``,
@@ -1956,6 +1978,9 @@ def _like_attachment_file(names: list[str]) -> str | None:
         spelling = _SQUASH.sub("", name).casefold()
         if spelling and difflib.get_close_matches(spelling, _FILE_SPELLINGS, n=1, cutoff=0.8):
             return name
+    for name in names:
+        if _fold_word(_SQUASH.sub("", name)) in _FILE_WORDS:
+            return name
     return None
 
 
@@ -1976,6 +2001,12 @@ def _no_file_column(
         f"{source}: no Attachment_File column, though template set {template!r} attaches "
         f"{what}, and row {row} is of that set"
     )
+    if lookalike is not None and _fold_word(_SQUASH.sub("", lookalike)) in _FILE_WORDS:
+        return (
+            f"{said}; the file has a column {lookalike!r}, likely the files' names: nothing is"
+            " sent (rename your column to Attachment_File, the name MailMatrix reads them"
+            " under; then run the file again)"
+        )
     if lookalike is not None:
         return (
             f"{said}; {misspelt_column(lookalike, 'Attachment_File')} Nothing is sent (name "

@@ -785,6 +785,23 @@ def test_headers_spelt_like_a_name_of_the_attachment_column_are_named(header):
     )
 
 
+@pytest.mark.parametrize("header", ["Anhang", "Anlage", "Pièce jointe", "Dateiname", "PDF"])
+def test_a_header_naming_the_files_in_another_language_is_to_be_renamed(header):
+    # GIVEN a German (French...) export whose files' column has another word for it
+    text = HEADER.replace("Attachment_File", header) + ALICE
+
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(text)
+
+    # THEN the refusal names that column and says to rename it
+    assert (
+        f"the file has a column {header!r}, likely the files' names: nothing is sent (rename"
+        " your column to Attachment_File, the name MailMatrix reads them under; then run the"
+        " file again)"
+    ) in caught.value.message
+
+
 @pytest.mark.parametrize("header", ["Department", "Statement", "File", "Notes"])
 def test_other_headers_are_not_taken_for_the_attachment_column(header):
     # GIVEN a file without Attachment_File whose other column is not spelt like it
