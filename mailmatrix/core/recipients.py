@@ -556,6 +556,7 @@ def validate_recipients(
             raise InputFileError(f"{source}: no header: the file holds only blank lines")
         if report.rows == 0:
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+        intake.warn_of_questions()
         intake.check_defaults()
         intake.trials.check()
         intake.withdraw_copies()
@@ -833,6 +834,11 @@ class _Intake:
         self.name_words, self.file_words = SeenTable(), SeenTable()
         self.own_files = 0
         self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
+        # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
+        # its code page lacks): how many, the first few, and the first such cell.
+        self.question_rows: list[int] = []
+        self.question_count = 0
+        self.question_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -891,6 +897,8 @@ class _Intake:
             return
         report.rows += 1
         report.last_row = row
+        if "?" in text and _QUESTION_IN_WORD.search(text):
+            self._note_question(row, record)
         if "\n" in text or "\r" in text:
             self._check_swallowed_rows(row, record)
         values = self._shape(row, record, bom="\ufeff" in text)
@@ -1724,6 +1732,31 @@ class _Intake:
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
 
+    def _note_question(self, row: int, record: list[str]) -> None:
+        """Note a row with a cell holding ? between letters (not a link's ?, nor a query)."""
+        for cell in record:
+            if _QUESTION_IN_WORD.search(cell) and not _LINKISH.search(cell):
+                self.question_count += 1
+                if len(self.question_rows) < _SHOWN_QUESTION_ROWS:
+                    self.question_rows.append(row)
+                self.question_cell = self.question_cell or cell.strip()
+                return
+
+    def warn_of_questions(self) -> None:
+        """Warn of the rows noted by _note_question, unless the file was saved as Unicode (a
+        byte-order mark): there a ? is one the cell holds."""
+        if not self.question_count or self.report.encoding in _UNICODE_SAVED:
+            return
+        rows = ", ".join(map(str, self.question_rows))
+        if self.question_count > len(self.question_rows):
+            rows += f" and {self.question_count - len(self.question_rows)} more"
+        said = f"rows {rows} have" if self.question_count > 1 else f"row {rows} has"
+        self.report.warnings.append(
+            f"{said} ? between letters ({self.question_cell[:40]!r}): a spreadsheet"
+            " saved as plain CSV writes ? for each letter it cannot encode, and the letters"
+            " would print it; save the file as CSV UTF-8 and check those rows"
+        )
+
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
         """Index the words of the row's name columns: which row's recipient has each."""
         if not self.checks_names:
@@ -2016,6 +2049,13 @@ def _no_file_column(
         f"{said}: nothing is sent (the header has {', '.join(header)}; add an Attachment_File "
         "column naming each row's file, then run the file again)"
     )
+
+
+# A ? between two letters (Ma?gorzata), and what makes one a link's or a query's.
+_QUESTION_IN_WORD = re.compile(r"[^\W\d_]\?[^\W\d_]")
+_LINKISH = re.compile(r"[/=&]")
+_SHOWN_QUESTION_ROWS = 10
+_UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})
 
 
 def _is_name_column(name: str) -> bool:

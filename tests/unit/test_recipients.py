@@ -2941,3 +2941,31 @@ def test_a_row_the_same_as_one_that_failed_to_render_fails_alike_without_another
     assert [row["row"] for row in rows] == [4]
     assert reasons(report) == [(2, "", NOT_RENDERED), (3, "", NOT_RENDERED)]
     assert catalog.rendered == ["P0", "P1"]
+
+
+def test_question_marks_between_letters_of_a_plain_csv_are_warned_of_naming_the_rows():
+    # GIVEN a Windows-1252 export whose Name lost a letter to ?, a question, and a link
+    text = (
+        "Email,Name,Status,Attachment_File,Note\r\n"
+        "alice@example.com,Ma?gorzata Nowak,active,alice.pdf,\r\n"
+        "bob@example.com,Bob Example,active,bob.pdf,Was?\r\n"
+        "carol@example.com,Carol Example,active,carol.pdf,https://example.com/a?b=c\r\n"
+        "dave@example.com,Zoë ?ngström,active,dave.pdf,\r\n"
+    )
+
+    # WHEN validated
+    report, rows = run(text.encode("cp1252", errors="replace"))
+
+    # THEN every row goes, and one warning names the row with ? inside a word
+    assert len(rows) == 4 and report.encoding == "cp1252"
+    assert report.warnings == [
+        "row 2 has ? between letters ('Ma?gorzata Nowak'): a spreadsheet saved as plain CSV"
+        " writes ? for each letter it cannot encode, and the letters would print it; save the"
+        " file as CSV UTF-8 and check those rows"
+    ]
+
+
+def test_question_marks_in_a_file_saved_as_csv_utf8_are_the_cells_own():
+    text = HEADER + "alice@example.com,Ma?gorzata,active,alice.pdf\r\n"
+    report, rows = run(codecs.BOM_UTF8 + text.encode())
+    assert (len(rows), report.warnings) == (1, [])
