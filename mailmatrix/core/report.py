@@ -143,7 +143,7 @@ class Summary:
     def report_csv(self) -> bytes:
         """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
         out = io.StringIO()
-        writer = report_writer(out)
+        writer = report_writer(out, self.campaign.get("delimiter") or ",")
         for row in sorted(self.rows, key=lambda r: r["row"]):
             write_report_row(writer, row)
         return out.getvalue().encode("utf-8-sig")  # with a BOM, as Excel needs for UTF-8
@@ -353,9 +353,10 @@ def unknown_advice(rows: int) -> str:
     )
 
 
-def report_writer(out: TextIO) -> Any:
-    """A CSV writer of report rows on ``out``, its header written (see write_report_row)."""
-    writer = csv.writer(out)
+def report_writer(out: TextIO, delimiter: str = ",") -> Any:
+    """A CSV writer of report rows on ``out``, its header written (see write_report_row); with
+    the recipients file's ``delimiter`` (the campaign's), as a spreadsheet set for it reads."""
+    writer = csv.writer(out, delimiter=delimiter)
     writer.writerow(REPORT_COLUMNS)
     return writer
 

@@ -310,3 +310,22 @@ def test_a_run_that_rejected_rows_ends_saying_to_fix_them_and_run_it_again(tmp_p
         "2 row(s) rejected: fix them and run the same command again (the rows sent now are"
         " skipped)."
     )
+
+
+def test_the_summary_reads_reports_separated_as_the_recipients_file_was(tmp_path):
+    # GIVEN a run of a semicolon-separated file: its rejects report separated so too
+    rejects = tmp_path / "rejects.csv"
+    with rejects.open("w", encoding="utf-8-sig", newline="") as out:
+        writer = csv.writer(out, delimiter=";")
+        writer.writerow(["row", "outcome", "column", "reason", "email"])
+        writer.writerow([3, "rejected", "Email", "Email is missing; fix it", ""])
+    report = failures_report(tmp_path / "report.csv", [])
+    result = succeeded_with_failures(report, failed=0, attachment_changed=0)
+    result["counts"] |= {"valid": 3, "sent": 3, "rejected": 1}
+    result["rejects"] = str(rejects)
+
+    # WHEN its summary is printed
+    output = " ".join(printed(result).split())
+
+    # THEN the reject is listed with its column and whole reason
+    assert "Rows not sent, and why (1): row 3 rejected [Email]: Email is missing; fix it" in output
