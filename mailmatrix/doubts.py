@@ -21,12 +21,12 @@ import shlex
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mailmatrix.adapters.ledger_sqlite import Doubt, SqliteLedger
+from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.storage_local import LocalStorage
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
@@ -43,7 +43,7 @@ from mailmatrix.local import (
     validation_of,
     workdirs_that_ran,
 )
-from mailmatrix.ports import OUTCOME_UNKNOWN, Outcome
+from mailmatrix.ports import OUTCOME_UNKNOWN, Doubt, Outcome
 from mailmatrix.program import program
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,8 @@ def doubts_of(wd: Workdir, execution_id: str) -> list[DoubtfulRow]:
     ours = [doubt for doubt in found if doubt.attempt in attempts and not doubt.live]
     if not ours:
         return []
-    shown = _described(ours, _manifest_items(wd, [validation], {d.key for d in ours}))
-    return _named(shown, found, None)
+    shown = described(ours, _manifest_items(wd, [validation], {d.key for d in ours}))
+    return named(shown, found, None)
 
 
 def write_doubts_report(wd: Workdir, record: Mapping[str, Any]) -> None:
@@ -237,12 +237,12 @@ def doubts_of_file(wd: Workdir, csv_file: Path) -> FileDoubts:
             found = ledger.doubts(campaign)
     resting = [doubt for doubt in found if not doubt.live]
     items = _manifest_items(wd, _validations(wd, campaign), {d.key for d in resting})
-    file_rows = _rows_of_file(csv_file) if csv_file.is_file() else {}  # {}: moved since
-    shown = _named(_described(resting, items), found, file_rows)
+    file_rows = rows_of_file(csv_file) if csv_file.is_file() else {}  # {}: moved since
+    shown = named(described(resting, items), found, file_rows)
     return FileDoubts(csv_file, campaign, found, shown, file_rows)
 
 
-def _named(
+def named(
     shown: list[DoubtfulRow], doubts: list[Doubt], file_rows: Mapping[int, str] | None
 ) -> list[DoubtfulRow]:
     """``shown`` each with the name `settle` accepts for it: its row, where no other letter in
@@ -289,9 +289,25 @@ def settle(wd: Workdir, csv_file: Path, choice: Choice, *, sent: bool) -> list[D
         what, then = absent
         raise NotSettled(f"{what}: nothing was settled. {then}")
     found = doubts_of_file(wd, csv_file)
-    settling = _rows_to_settle(wd, found, choice)
+    listing = f"{program()} settle {shlex.join([str(csv_file), '--workdir', str(wd.root)])}"
+    retry = "`run FILE --retry-unknown` sends it"
+    settling = rows_to_settle(found, choice, lambda: _outcomes(wd, found.campaign), listing, retry)
     with _ledger(wd) as ledger:
-        ledger.settle(settling, sent=sent, by=_who())
+        return record_settled(ledger, found, settling, sent=sent)
+
+
+class SettlingLedger(Protocol):
+    """A ledger that settles rows in doubt (SqliteLedger, DynamoDbLedger)."""
+
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None: ...
+
+
+def record_settled(
+    ledger: SettlingLedger, found: FileDoubts, settling: list[Doubt], *, sent: bool
+) -> list[DoubtfulRow]:
+    """Record ``settling``, rows of ``found``, in ``ledger`` as ``sent`` or not, said by the
+    user running the command; return them as shown."""
+    ledger.settle(settling, sent=sent, by=who())
     shown = {row.key: row for row in found.rows}
     done = [shown[doubt.key] for doubt in settling]
     log.info(
@@ -355,20 +371,36 @@ def refuse_rows_in_doubt(wd: Workdir, csv_file: Path, again: str, *, shown: int 
     if not rows:
         return
     names = [row.settle_as or str(row.row) for row in rows]
+    commands = [settle_command(str(csv_file), wd.root, names, sent=sent) for sent in (True, False)]
+    listing = f"`{program()} settle FILE`"
+    raise rows_in_doubt(csv_file.name, rows, commands, again, listing, shown=shown)
+
+
+def rows_in_doubt(
+    name: str,
+    rows: Sequence[DoubtfulRow],
+    commands: Sequence[str],
+    again: str,
+    listing: str,
+    *,
+    shown: int = 10,
+    log_of: str = "the mail server's log (or the outbox)",
+) -> RowsInDoubt:
+    """The refusal of a run of the file ``name`` while ``rows`` are in doubt: the first
+    ``shown`` of them (``listing``, the command that lists all), the ``commands`` that settle
+    them, and ``again``, which sends them again all the same."""
     listed = [f"  {row.line()}" for row in rows[:shown]]
     if len(rows) > shown:
-        listed.append(f"  ... and {len(rows) - shown} more (`{program()} settle FILE` lists all)")
-    commands = [settle_command(str(csv_file), wd.root, names, sent=sent) for sent in (True, False)]
-    raise RowsInDoubt(
+        listed.append(f"  ... and {len(rows) - shown} more ({listing} lists all)")
+    return RowsInDoubt(
         "\n".join(
             [
-                f"{csv_file.name}: nothing was sent: {len(rows)} row(s) of it are in doubt (an"
-                " earlier run ended as it sent them, so their letters may have arrived, and the"
-                " ledger could not record them as sent):",
+                f"{name}: nothing was sent: {len(rows)} row(s) of it are in doubt (an earlier"
+                " run ended as it sent them, so their letters may have arrived, and the ledger"
+                " could not record them as sent):",
                 *listed,
-                "Look for them in the mail server's log (or the outbox), then tell the ledger"
-                " which arrived (leave out of each command the rows that belong to the other),"
-                " and run again:",
+                f"Look for them in {log_of}, then tell the ledger which arrived (leave out of"
+                " each command the rows that belong to the other), and run again:",
                 *(f"  {command}" for command in commands),
                 "To send them all again without looking, each marked as a possible duplicate:",
                 f"  {again}",
@@ -402,18 +434,23 @@ def running_executions(wd: Workdir, csv_file: Path) -> list[str]:
     return found
 
 
-def _rows_to_settle(wd: Workdir, found: FileDoubts, choice: Choice) -> list[Doubt]:
+def rows_to_settle(
+    found: FileDoubts,
+    choice: Choice,
+    outcomes: Callable[[], Mapping[int, Outcome]],
+    listing: str,
+    retry: str,
+) -> list[Doubt]:
     """The ledger's doubts ``choice`` names; NotSettled naming each row named that is not in
     doubt, and why, when any is not. Ranges are compared, never expanded: what is listed is
-    bounded by the file's rows and the ledger's doubts, and at most _PROBLEMS_SHOWN problems."""
+    bounded by the file's rows and the ledger's doubts, and at most _PROBLEMS_SHOWN problems.
+    ``outcomes``: the ledger's entries of the campaign by row, read only to say why a row is
+    not in doubt; ``listing``: the command that lists the rows in doubt; ``retry``: what sends
+    a row failed as OUTCOME_UNKNOWN again."""
     by_row: dict[int, list[Doubt]] = {}
     for doubt in found.doubts:
         by_row.setdefault(doubt.row, []).append(doubt)
     shown = {row.key: row for row in found.rows}
-    outcomes: dict[int, Outcome] = {}
-    if wd.has_ledger():
-        with _ledger(wd, read_only=True) as ledger:
-            outcomes = {outcome.row: outcome for outcome in ledger.outcomes(found.campaign)}
     settling: dict[str, Doubt] = {}
     problems: list[str] = []
     for row, start in choice.letters:
@@ -437,11 +474,11 @@ def _rows_to_settle(wd: Workdir, found: FileDoubts, choice: Choice) -> list[Doub
         in_file = [row for row in sorted(found.file_rows) if low <= row <= high]
         # The spans past the file first: one clause each, however long.
         problems[:0] = _not_in_file(low, high, sorted({*in_doubt, *in_file}), found.file_rows)
-        problems += [
-            _not_in_doubt(row, outcomes.get(row), found) for row in in_file if row not in by_row
-        ]
+        missing = [row for row in in_file if row not in by_row]
+        entries = outcomes() if missing else {}
+        problems += [_not_in_doubt(row, entries.get(row), retry) for row in missing]
     if problems:
-        raise NotSettled(_refusal(wd, found, list(dict.fromkeys(problems))))
+        raise NotSettled(_refusal(found, list(dict.fromkeys(problems)), listing))
     return list(settling.values())
 
 
@@ -449,15 +486,14 @@ def _rows_to_settle(wd: Workdir, found: FileDoubts, choice: Choice) -> list[Doub
 _PROBLEMS_SHOWN = 10
 
 
-def _refusal(wd: Workdir, found: FileDoubts, problems: list[str]) -> str:
+def _refusal(found: FileDoubts, problems: list[str], listing: str) -> str:
     """Why nothing was settled: the first problems, the count of the others, what to do."""
     listed = "; ".join(problems[:_PROBLEMS_SHOWN])
     if len(problems) > _PROBLEMS_SHOWN:
         listed += f"; and {len(problems) - _PROBLEMS_SHOWN} more"
-    shown = shlex.join([str(found.csv_file), "--workdir", str(wd.root)])
     return (
-        f"{found.csv_file.name}: {listed}. Nothing was settled. `{program()} settle"
-        f" {shown}` lists the rows in doubt, each as settle names it"
+        f"{found.csv_file.name}: {listed}. Nothing was settled. `{listing}` lists the rows in"
+        " doubt, each as settle names it"
     )
 
 
@@ -508,14 +544,15 @@ def _not_in_file(low: int, high: int, named: list[int], file_rows: Mapping[int, 
     ]
 
 
-def _not_in_doubt(row: int, outcome: Outcome | None, found: FileDoubts) -> str:
-    """Why ``row`` of the file is not in doubt (``outcome``: the ledger's entry of that row)."""
+def _not_in_doubt(row: int, outcome: Outcome | None, retry: str) -> str:
+    """Why ``row`` of the file is not in doubt (``outcome``: the ledger's entry of that row;
+    ``retry``: what sends a row failed as OUTCOME_UNKNOWN again)."""
     if outcome is not None and outcome.state == "sent":
         return f"row {row} is already recorded as sent (a run skips it)"
     if outcome is not None and outcome.state == "failed" and outcome.code == OUTCOME_UNKNOWN:
         return (
             f"row {row} failed as {OUTCOME_UNKNOWN}, not in doubt: once you checked that it did"
-            " not arrive, `run FILE --retry-unknown` sends it"
+            f" not arrive, {retry}"
         )
     if outcome is not None and outcome.state == "failed":
         return f"row {row} failed for good ({outcome.code}): nothing went out"
@@ -524,7 +561,15 @@ def _not_in_doubt(row: int, outcome: Outcome | None, found: FileDoubts) -> str:
     return f"row {row} was never tried: no run of this file sent it"
 
 
-def _described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> list[DoubtfulRow]:
+def _outcomes(wd: Workdir, campaign: str) -> dict[int, Outcome]:
+    """The workdir ledger's entries of ``campaign`` by row; none where it has no ledger."""
+    if not wd.has_ledger():
+        return {}
+    with _ledger(wd, read_only=True) as ledger:
+        return {outcome.row: outcome for outcome in ledger.outcomes(campaign)}
+
+
+def described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> list[DoubtfulRow]:
     """``doubts`` as people are shown them, from their manifest lines (``items``, by key) where
     found, else from what the ledger kept."""
     shown = []
@@ -579,7 +624,7 @@ def _manifest_lines(wd: Workdir, validation: Mapping[str, Any]) -> list[dict[str
         return [json.loads(line) for line in manifest if line.strip()]
 
 
-def _rows_of_file(csv_file: Path) -> dict[int, str]:
+def rows_of_file(csv_file: Path) -> dict[int, str]:
     """The rows of ``csv_file`` (not blank), each with its Email cell (whole: shown masked)."""
     with csv_file.open("rb") as stream:
         return {
@@ -608,7 +653,7 @@ def _input_key(text: Any) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _who() -> str:
+def who() -> str:
     """Who settles: the user running the command (their uid where it has no name)."""
     try:
         return getpass.getuser()

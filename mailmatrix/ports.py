@@ -8,7 +8,7 @@ these protocols, never on boto3.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple, Protocol
 
@@ -128,8 +128,9 @@ class Claim:
     ledger kept it (record_sent's ``file``); None where it kept none (a letter without a
     file of its own, or recorded before letters kept their files); not part of equality.
     ``held`` (on ``claimed``, for a claim given the letter's print): the letter of another
-    campaign alike that may have gone out (see Ledger.hold_letter); the row is claimed all
-    the same, for the caller to give back unsent. Not part of equality.
+    campaign alike that may have gone out, or one that carried the letter's own file to
+    another recipient (``owned``; see Ledger.hold_letter); the row is claimed all the same,
+    for the caller to give back unsent. Not part of equality.
     """
 
     state: str
@@ -206,8 +207,15 @@ UNCERTAIN_RELEASE = "released by attempt {} after a try that may have been accep
 
 
 def sending_elsewhere(letter: SentCopy) -> str:
-    """Why a row waits (busy) whose letter another campaign is sending now (SENDING)."""
+    """Why a row waits (busy) whose letter another campaign is sending now (SENDING), or
+    (``owned``) a letter with the same file to another recipient."""
     named = letter.source or letter.campaign
+    if letter.owned:
+        return (
+            f"a file of the same contents as its own ({letter.attachment}) is being sent to"
+            f" another recipient under {named} now, as row {letter.row} of that run: this row"
+            " waits for it (not sent if that letter goes, sent if it does not)"
+        )
     return (
         f"the same letter to this address is being sent under {named} now: this row waits"
         " for it (held back once it is sent, sent if it is not)"
@@ -285,12 +293,24 @@ class LetterFile(NamedTuple):
 
 
 class LetterPrint(NamedTuple):
-    """A letter about to be sent, as Ledger.hold_letter takes it."""
+    """A letter about to be sent, as Ledger.hold_letter takes it.
+
+    ``file``: the file it carries as its recipient's own, kept with the letter from then on
+    (not only once it is recorded sent), so a claim of another campaign finds it being sent.
+    ``whose``: recipient_key(campaign, the letter's address) for any campaign: with ``file``,
+    a letter of another campaign that carried the same file (size, print and SHA-256) to
+    another recipient and may have gone out holds this one back (``SentCopy.owned``), the
+    files it sends again (``again``) too: that file is another person's letter. None: no
+    such check (the operator said the address was corrected, run --corrected-address). The
+    ledger keeps no address: it asks ``whose`` for the campaigns of the letters it finds.
+    """
 
     campaign: str
     print: str  # core.send.letter_print: its address, subject, bodies and attachment
     source: str = ""  # the name of the campaign's file (its CSV)
     again: frozenset[str] = frozenset()  # the files it sends again (run --send-again-from)
+    file: LetterFile | None = None
+    whose: Callable[[str], str] | None = None
 
 
 class SentCopy(NamedTuple):
@@ -310,6 +330,9 @@ class SentCopy(NamedTuple):
     # back after a try that may have been taken) or UNKNOWN (failed as OUTCOME_UNKNOWN); ""
     # where the ledger does not tell (counted as sent).
     state: str = ""
+    # Found for a letter's own file (LetterPrint.file): this letter carried the same file to
+    # another recipient, so the one about to be sent is another person's letter.
+    owned: bool = False
 
 
 # SentCopy.state of a letter found by its print.
@@ -328,6 +351,23 @@ def letter_parts(letter: SentLetter) -> tuple[str, str, bool, LetterFile | None]
     """``letter``'s key, message id, uncertain and file (None when it names none)."""
     key, message_id, uncertain, *more = letter
     return key, message_id, uncertain, more[0] if more else None
+
+
+class Doubt(NamedTuple):
+    """A row in doubt: its letter may have gone out, and the ledger has it as not sent
+    (Ledger.doubts)."""
+
+    key: str
+    row: int
+    state: str  # claimed (its attempt ended holding it), or released (after a doubtful try)
+    attempt: str | None  # the attempt that claimed it last
+    at: float  # when that attempt claimed it (or gave it back), seconds since the epoch
+    # The claim's process still runs, within its lease: it is being sent now (DynamoDB cannot
+    # tell a live process: a claim within its lease is live there).
+    live: bool
+    attachment: str | None  # the row's own file, where the ledger kept it
+    masked: str  # the recipient's address, masked, where the ledger kept it; else ""
+    holder: str | None = None  # the process that claimed it (processes.process_token)
 
 
 @dataclass(frozen=True)
@@ -395,7 +435,9 @@ class Ledger(Protocol):
         kept with ``key``; where the letter alike is being sent now (hold_letter's SENDING),
         the claim is ``busy`` instead, nothing written. A ledger that keeps no prints answers
         ``held`` None, as its hold_letter does. None: no check, no cost (hold_letter is asked
-        after composing).
+        after composing). The letter's own file (LetterPrint.file) is looked for first, as
+        hold_letter looks for it, in the same transaction: of two campaigns sending one file
+        to two people at once, one at most gets it.
 
         A ``sent`` answer carries a ``reason`` when the entry is doubtful (see
         Outcome.doubtful), so an attempt that finds its own earlier send reports it too.
@@ -574,7 +616,14 @@ class Ledger(Protocol):
         transaction: of two campaigns sending one letter at once, only one passes. One
         indexed read. Of several such letters, one sent is named first, then one being sent
         now (``state`` SENDING: the caller waits for it, as for a busy claim, since it may yet
-        fail), then one in doubt, then one failed as OUTCOME_UNKNOWN."""
+        fail), then one in doubt, then one failed as OUTCOME_UNKNOWN.
+
+        With the letter's own file (LetterPrint.file, ``whose``), a letter of another campaign
+        that carried a file of the same size, print and SHA-256 to another recipient, and
+        may have gone out, is answered first (``owned``; its files sent again do not excuse
+        it), in the same order of states; else the file is kept with ``key`` with the print,
+        so such a letter being sent now is found by the other campaign's claim. One more
+        indexed read, for a letter with a file of its own only."""
         ...
 
     def release_failed(

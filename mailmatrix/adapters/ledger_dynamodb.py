@@ -33,6 +33,13 @@ the item being as read and on the letters it drops still not having gone out: of
 of a file run at once only one passes (see _print_items). No index: a GSI read is only
 eventually consistent, and could not close that race.
 
+A letter that carries its recipient's own file keeps it in its entry from its claim on (as
+record_sent keeps it: the by_file index finds a letter being sent too), and an item keyed
+``file#<size>#<sha256>`` names the letters that carried those bytes and may have gone out
+(``letters``: each key with its campaign and ``recipient``; ``turn``), read and written as
+the print item is, in the same transaction (see _file_items): of two different files run at
+once naming one person's file for two people, only one letter passes.
+
 Every claim is a conditional write, so two attempts never both hold the claim of one key while
 its lease runs (semantics: mailmatrix.ports.Ledger). In a campaign of several template sets a
 claim is a transaction instead: the conditional Put and a ConditionCheck of the same address's
@@ -58,7 +65,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmatrix.adapters import _aws
-from mailmatrix.errors import LedgerError, LedgerNotWritten
+from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     IN_DOUBT,
@@ -70,6 +77,7 @@ from mailmatrix.ports import (
     CampaignName,
     CampaignStatus,
     Claim,
+    Doubt,
     FileOwner,
     Halt,
     LetterFile,
@@ -202,21 +210,74 @@ def _print_key(print: str) -> str:
     return PRINT_PREFIX + print
 
 
-def _print_letters(item: Mapping[str, Any] | None) -> dict[str, tuple[str, str]]:
-    """The letters a print item names: each key with its campaign and campaign's file."""
+def _named_letters(item: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """The letters a print or file item names: each key with its attributes (campaign, and
+    the campaign's file, ``source``, or the letter's ``recipient``)."""
     letters = (item or {}).get("letters", {}).get("M", {})
     return {
-        key: (origin["M"]["campaign"]["S"], origin["M"].get("source", {}).get("S", ""))
+        key: {name: value["S"] for name, value in origin["M"].items()}
         for key, origin in letters.items()
     }
 
 
+def _asked(
+    named: Mapping[str, Mapping[str, str]],
+    key: str,
+    campaign: str,
+    could_hold: Callable[[Mapping[str, str]], bool],
+) -> list[str]:
+    """The letters of ``named`` (a print or file item's) to ask whether they may have gone
+    out, for the letter ``key`` of ``campaign``: those of other campaigns that
+    ``could_hold`` it back; the others stay in the item unread."""
+    return [
+        other
+        for other, origin in named.items()
+        if other != key and origin["campaign"] != campaign and could_hold(origin)
+    ]
+
+
 def _print_stamp(letter: LetterPrint) -> dict[str, dict[str, str | bool]]:
-    """The attributes that keep ``letter``'s print (and its campaign's file) with its key."""
+    """The attributes that keep ``letter``'s print (and its campaign's file) with its key,
+    and its own file as record_sent keeps it (the by_file index finds it from then on)."""
     stamp: dict[str, dict[str, str | bool]] = {"letter_print": {"S": letter.print}}
     if letter.source:
         stamp["file_source"] = {"S": letter.source}
+    file = letter.file
+    if file is not None:
+        stamp["file"] = {"S": file.name}
+        stamp["file_size"] = {"N": str(file.size)}
+        stamp["file_sha256"] = {"S": file.sha256}
+        stamp["file_print"] = {"S": file.print}
+        stamp["recipient"] = {"S": file.recipient}
+        stamp["masked"] = {"S": file.masked}
+        stamp["file_source"] = {"S": letter.source or file.source}
     return stamp
+
+
+FILE_PREFIX = "file#"
+
+
+def _file_key(file: LetterFile) -> str:
+    """The key of the item naming the letters that carry ``file`` as their recipient's own
+    (its size and SHA-256: the same bytes)."""
+    return f"{FILE_PREFIX}{file.size}#{file.sha256}"
+
+
+def _owned_copy(entry: Mapping[str, Any], now: float) -> SentCopy:
+    """The SentCopy of ``entry``'s letter, which carried a letter's own file to another
+    recipient (SentCopy.owned)."""
+    return SentCopy(
+        str(entry.get("campaign", "")),
+        str(entry.get("file") or ""),
+        str(entry.get("recipient") or ""),
+        int(entry.get("row", 0)),
+        str(entry.get("masked") or ""),
+        str(entry.get("file_sha256") or ""),
+        str(entry.get("file_source") or ""),
+        float(entry.get("updated_at") or 0),
+        _letter_state(entry, now),
+        owned=True,
+    )
 
 
 def _letter_state(entry: Mapping[str, Any], now: float) -> str:
@@ -323,7 +384,8 @@ class DynamoDbLedger:
         the row's own file may have gone to another recipient (unless ``corrected``: the
         file's owner item is then put whoever it named); with ``letter``, a claim that would
         be granted is ``held`` as hold_letter would hold it (nothing of the print written),
-        else its print item is written in the claim's transaction (see _print_items).
+        else its print item, and its own file's item, are written in the claim's transaction
+        (see _print_items, _file_items).
 
         ``sent_before`` is recorded first, by its own request (two keys in one transaction
         would cost twice the write capacity of the two single writes).
@@ -391,7 +453,7 @@ class DynamoDbLedger:
             sent_under: SentCopy | None = None  # the letter of another campaign that holds
             printing: list[dict[str, Any]] = []
             if letter is not None:
-                sent_under, printing = self._print_items(key, letter, now)
+                sent_under, printing = self._held_items(key, letter, now)
                 if sent_under is not None and sent_under.state == SENDING:
                     return Claim("busy", reason=sending_elsewhere(sent_under))  # nothing written
                 if sent_under is None:
@@ -633,13 +695,17 @@ class DynamoDbLedger:
         port): one transaction of the key's update and its print item (_print_items), tried
         again while another letter of the print changes the item between its read and write."""
         for _ in range(_PRINT_TRIES):
-            held, printing = self._print_items(key, letter, self._clock())
+            held, printing = self._held_items(key, letter, self._clock())
             if held is not None:
                 return held
             values = {":lp": {"S": letter.print}}
             expression = "SET #lp = :lp"
-            if letter.source:
-                values[":fsrc"] = {"S": letter.source}
+            source = letter.source
+            if letter.file is not None:  # kept as record_sent keeps it, the source aside
+                expression += _file_mark(values, letter.file).replace(", #fsrc = :fsrc", "")
+                source = source or str(values.pop(":fsrc")["S"])
+            if source:
+                values[":fsrc"] = {"S": source}
                 expression += ", #fsrc = if_not_exists(#fsrc, :fsrc)"
             stamp = {
                 "TableName": self.table,
@@ -673,6 +739,56 @@ class DynamoDbLedger:
             f" changing ({_PRINT_TRIES} tries); the letter was not sent, a retry looks again"
         )
 
+    def _held_items(
+        self, key: str, letter: LetterPrint, now: float
+    ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
+        """The letter of another campaign that holds ``letter`` back, by its own file
+        (_file_items) first, then by its print (_print_items), and no items; else None, and
+        the items of both that the claim's (or hold_letter's) transaction writes."""
+        owned, filing = self._file_items(key, letter, now)
+        if owned is not None:
+            return owned, []
+        held, printing = self._print_items(key, letter, now)
+        if held is not None:
+            return held, []
+        return None, [*printing, *filing]
+
+    def _file_items(
+        self, key: str, letter: LetterPrint, now: float
+    ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
+        """The letter of another campaign that carried ``letter``'s own file (the same size
+        and SHA-256) to another recipient and may have gone out (sent first, then being sent
+        now, then in doubt), and no items; else None, and the transaction items that make
+        ``key`` one of the file's letters. None and no items for a letter without a file.
+
+        As for a print (_print_items): the file item (``file#<size>#<sha256>``) names every
+        letter that carried the file and may have gone out, each with its campaign and
+        recipient key (``letters``); ``whose`` tells which are another recipient's, and only
+        those are read (one BatchGetItem, consistent), so a rerun, or the same person's
+        letter under another file, costs nothing more. Those read as unable to have gone out
+        are dropped from the item and checked in the same transaction that they still cannot
+        have; the item's Put holds only while it is as read (``turn``). No index: one
+        consistent read of the item. --send-again-from does not excuse a letter here (that
+        file is another person's letter); a letter without ``whose`` (a corrected address)
+        is held by none, and its file is kept all the same.
+        """
+        file, whose = letter.file, letter.whose
+        if file is None:
+            return None, []
+        found = self._get_item(_file_key(file))
+        named = _named_letters(found)
+        asked = _asked(
+            named,
+            key,
+            letter.campaign,
+            lambda origin: whose is not None and origin["recipient"] != whose(origin["campaign"]),
+        )
+        gone = self._first_gone(asked, now)
+        if gone is not None:
+            return _owned_copy(gone, now), []
+        named[key] = {"campaign": letter.campaign, "recipient": file.recipient}
+        return None, self._letters_put(_file_key(file), found, named, asked, now)
+
     def _print_items(
         self, key: str, letter: LetterPrint, now: float
     ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
@@ -692,16 +808,24 @@ class DynamoDbLedger:
         BatchGetItem of the letters it names that could hold this one back (mostly none).
         """
         found = self._get_item(_print_key(letter.print))
-        named = _print_letters(found)
-        asked = [
-            other
-            for other, (campaign, source) in named.items()
-            if other != key
-            and campaign != letter.campaign
-            and not letter.again & {campaign, source}
-        ]
+        named = _named_letters(found)
+        asked = _asked(
+            named,
+            key,
+            letter.campaign,
+            lambda origin: not letter.again & {origin["campaign"], origin.get("source", "")},
+        )
+        gone = self._first_gone(asked, now)
+        if gone is not None:
+            return _sent_copy(gone, named[gone[KEY]].get("source", ""), now), []
+        named[key] = {"campaign": letter.campaign, "source": letter.source}
+        return None, self._letters_put(_print_key(letter.print), found, named, asked, now)
+
+    def _first_gone(self, asked: list[str], now: float) -> dict[str, Any] | None:
+        """Of the letters ``asked`` (their keys), the entry of the one that may have gone out
+        to name first: sent, then being sent now, then in doubt; the earliest written of each.
+        One BatchGetItem, none when none is asked."""
         entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
-        # Sent first, then being sent now, then in doubt; the earliest written of each.
         gone = sorted(
             (e for e in entries if _gone(e)),
             key=lambda e: (
@@ -709,20 +833,29 @@ class DynamoDbLedger:
                 float(e.get("updated_at", 0)),
             ),
         )
-        if gone:
-            return _sent_copy(gone[0], named[gone[0][KEY]][1], now), []
+        return gone[0] if gone else None
 
-        kept = {other: origin for other, origin in named.items() if other not in asked}
-        kept[key] = (letter.campaign, letter.source)
+    def _letters_put(
+        self,
+        key: str,
+        found: dict[str, Any] | None,
+        named: Mapping[str, Mapping[str, str]],
+        asked: list[str],
+        now: float,
+    ) -> list[dict[str, Any]]:
+        """The transaction items that write the print or file item ``key`` (as ``found``,
+        None: absent) naming ``named`` but the letters ``asked`` (read as unable to have gone
+        out): its Put, which holds only while the item is as read (``turn``), and a check of
+        each letter dropped that it still cannot have gone out."""
         turn = int(_plain(found).get("turn", 0)) if found else 0
+        letters = {
+            other: {"M": {name: {"S": value} for name, value in origin.items()}}
+            for other, origin in named.items()
+            if other not in asked
+        }
         item = {
-            KEY: {"S": _print_key(letter.print)},
-            "letters": {
-                "M": {
-                    other: {"M": {"campaign": {"S": campaign}, "source": {"S": source}}}
-                    for other, (campaign, source) in kept.items()
-                }
-            },
+            KEY: {"S": key},
+            "letters": {"M": letters},
             "turn": {"N": str(turn + 1)},
             "updated_at": {"N": repr(float(now))},
             "expires_at": {"N": str(int(now) + self.retention_seconds)},
@@ -735,7 +868,7 @@ class DynamoDbLedger:
             put["ConditionExpression"] = "#turn = :turn"
             put["ExpressionAttributeNames"] = {"#turn": "turn"}
             put["ExpressionAttributeValues"] = {":turn": {"N": str(turn)}}
-        return None, [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
+        return [{"Put": put}, *(_not_gone_check(self.table, other) for other in asked)]
 
     def _bounded(self, items: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
         """``items``, unless more than one transaction takes: then a LedgerError."""
@@ -744,8 +877,8 @@ class DynamoDbLedger:
         raise LedgerError(
             f"dynamodb://{self.table}: {key[:12]}: claiming the letter would take {len(items)}"
             f" items in one transaction, more than DynamoDB takes ({_TRANSACTION_ITEMS}): its"
-            " print item names too many letters given back unsent. The letter was not sent;"
-            " a retry meets the same, so report this with the row"
+            " print item, or its own file's, names too many letters given back unsent. The"
+            " letter was not sent; a retry meets the same, so report this with the row"
         )
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
@@ -1370,6 +1503,117 @@ class DynamoDbLedger:
             f" machine does not retry it: {check.format(table=self.table)}, then redrive (rows"
             " recorded as sent are skipped)."
         )
+
+    def doubts(self, campaign: str) -> list[Doubt]:
+        """The rows of ``campaign`` in doubt, by row, as SqliteLedger.doubts has them: claimed
+        (by an attempt that ended holding them), or given back after a try that may have gone
+        out (uncertain, or taken over). One whose lease has not ended is ``live``: DynamoDB
+        cannot tell whether its Lambda still runs. One query of the by_campaign index, with
+        the campaign's file owners (below its rows), whose files and masked addresses the
+        rows are shown with; eventually consistent, as a listing may be (settle's write is
+        conditional on each row being as read)."""
+        now = self._clock()
+        values = {
+            ":c": {"S": campaign},
+            ":zero": {"N": "0"},
+            ":claimed": {"S": "claimed"},
+            ":released": {"S": "released"},
+            ":true": {"BOOL": True},
+        }
+        only = "#r < :zero OR #s = :claimed OR (#s = :released AND (#unc = :true OR #t > :zero))"
+        owners: dict[str, dict[str, Any]] = {}
+        doubts = []
+        for item in self._items(CAMPAIGN_INDEX, "#c = :c", values, campaign, only=only):
+            entry = _plain(item)
+            if int(entry["row"]) < 0:
+                owners[str(entry.get("letter"))] = entry
+                continue
+            owner = owners.get(entry[KEY], {})
+            doubts.append(
+                Doubt(
+                    entry[KEY],
+                    int(entry["row"]),
+                    str(entry["state"]),
+                    entry.get("attempt"),
+                    float(entry.get("updated_at") or 0),
+                    entry["state"] == "claimed" and float(entry.get("lease_until") or 0) > now,
+                    entry.get("file") or owner.get("attachment"),
+                    str(owner.get("masked") or ""),
+                )
+            )
+        return sorted(doubts, key=lambda doubt: (doubt.row, doubt.key))
+
+    def settle(self, doubts: Collection[Doubt], *, sent: bool, by: str) -> None:
+        """Record what the operator found of rows in doubt (``doubts``, as doubts read them):
+        ``sent``, each is sent (a run skips it); else each is given back unsent, no longer a
+        possible duplicate (the next run sends it, as a row never tried). ``by``: who said
+        so, kept with the time in ``settled``. A transaction of conditional updates, each
+        holding while its row is as read: where one changed (a run took it up), nothing is
+        written and NotSettled names it. A transaction takes _TRANSACTION_ITEMS rows at
+        most: more are settled that many at a time, and a refusal says how many were."""
+        now = self._clock()
+        said = "sent" if sent else "not sent"
+        mark = f"{said}, said by {by} at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(now))}"
+        mark += " UTC"
+        listed = sorted(doubts, key=lambda doubt: (doubt.row, doubt.key))
+        for start in range(0, len(listed), _TRANSACTION_ITEMS):
+            chunk = listed[start : start + _TRANSACTION_ITEMS]
+            items = [self._settle_item(doubt, sent, mark, now) for doubt in chunk]
+            # The same request again (botocore's retry of one whose answer was lost) is
+            # answered as the first, not refused as a row changed by the first.
+            token = hashlib.sha256(repr((self.table, items)).encode()).hexdigest()[:36]
+            try:
+                self._db.transact_write_items(TransactItems=items, ClientRequestToken=token)
+            except ClientError as error:
+                if _aws.error_code(error) != "TransactionCanceledException":
+                    raise self._error("settle", chunk[0].key, error) from error
+                codes = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                changed = [d.row for d, code in zip(chunk, codes, strict=False) if code != "None"]
+                done = "nothing was settled"
+                if start:
+                    done = f"the {start} row(s) before it were settled, the others not"
+                raise NotSettled(
+                    f"dynamodb://{self.table}: row {(changed or [chunk[0].row])[0]} changed as it"
+                    f" was being settled (a run of the file took it up): {done}. Wait for that"
+                    " run to end, then list the rows in doubt again"
+                ) from error
+            except BotoCoreError as error:
+                raise self._error("settle", chunk[0].key, error) from error
+        logger.debug("ledger: %d row(s) settled as %s", len(listed), said)
+
+    def _settle_item(self, doubt: Doubt, sent: bool, mark: str, now: float) -> dict[str, Any]:
+        """The transaction item that settles ``doubt`` while its entry is as read: the same
+        state, attempt and time of its last write."""
+        values: dict[str, Any] = {
+            ":state": {"S": "sent" if sent else "released"},
+            ":mark": {"S": mark},
+            ":now": {"N": repr(float(now))},
+            ":zero": {"N": "0"},
+            ":old_state": {"S": doubt.state},
+            ":old_updated": {"N": repr(float(doubt.at))},
+        }
+        condition = "#s = :old_state AND #u = :old_updated"
+        if doubt.attempt is None:
+            condition += " AND attribute_not_exists(#a)"
+        else:
+            condition += " AND #a = :old_attempt"
+            values[":old_attempt"] = {"S": doubt.attempt}
+        # Either way the operator read what arrived: no mark of a possible duplicate stays.
+        expression = (
+            "SET #s = :state, #settled = :mark, #t = :zero, #u = :now"
+            " REMOVE #l, #code, #reason, #unc"
+        )
+        names = {a: _NAMES[a] for a in re.findall(r"#\w+", expression + condition) if a in _NAMES}
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {KEY: {"S": doubt.key}},
+                "UpdateExpression": expression,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {**names, "#settled": "settled"},
+                "ExpressionAttributeValues": values,
+            }
+        }
 
 
 def _upload(campaign: str, item: dict[str, Any] | None) -> Upload | None:

@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 try:
     import fcntl
@@ -95,6 +95,7 @@ from mailmatrix.ports import (
     CampaignName,
     CampaignStatus,
     Claim,
+    Doubt,
     FileOwner,
     Halt,
     LetterFile,
@@ -218,8 +219,8 @@ _TEMPLATE_SETS = "SELECT name FROM template_sets WHERE campaign = ?"
 _ADD_TEMPLATE_SET = "INSERT OR IGNORE INTO template_sets (campaign, name) VALUES (?, ?)"
 _CLAIM_NEW = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (key) DO NOTHING"
+    " letter_print, file_source, file, file_size, file_sha256, file_print)"
+    " VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 )
 _OWN_NEW = (
     "INSERT INTO attachment_owners (campaign, attachment, recipient, letter, masked)"
@@ -236,13 +237,37 @@ _SAME_LETTER = (
     f" WHERE letter_print = ? AND campaign != ? AND {_GONE} ORDER BY updated_at"
 )
 
+# The letters of other campaigns that may have gone out with a file of the same bytes as
+# their recipients' own (a letter's own file, LetterPrint.file), each with its owner, by the
+# index sends_by_file.
+_SAME_FILE = (
+    "SELECT sends.campaign, file, recipient, row, masked, file_source, updated_at, state,"
+    " lease_until, sends.holder, code FROM sends JOIN attachment_owners"
+    " ON attachment_owners.campaign = sends.campaign AND attachment = file AND letter = key"
+    " WHERE file_size = ? AND file_print = ? AND file_sha256 = ? AND sends.campaign != ?"
+    f" AND {_GONE} ORDER BY updated_at"
+)
+# What a claim, or hold_letter, keeps of a letter about to be sent (_stamp).
+_STAMP = (
+    "letter_print = coalesce(?, letter_print), file_source = coalesce(file_source, ?),"
+    " file = coalesce(?, file), file_size = coalesce(?, file_size),"
+    " file_sha256 = coalesce(?, file_sha256), file_print = coalesce(?, file_print)"
+)
+
 
 # Whether there is such a letter (_claim_unless).
 _SAME_LETTER_ANY = f"SELECT 1 FROM sends WHERE letter_print = ? AND campaign != ? AND {_GONE}"
+# Whether another campaign has a letter of the same own file that may have gone out, to
+# anyone (_claim_unless: which recipient's, _same_file reads once it inserts nothing).
+_SAME_FILE_ANY = (
+    "SELECT 1 FROM sends WHERE file_size = ? AND file_print = ? AND file_sha256 = ?"
+    f" AND campaign != ? AND {_GONE}"
+)
 # _CLAIM_NEW, unless {where} holds.
 _CLAIM_NEW_UNLESS = (
     "INSERT INTO sends (key, campaign, row, state, attempt, lease_until, updated_at, holder,"
-    " letter_print, file_source) SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ? WHERE {where}"
+    " letter_print, file_source, file, file_size, file_sha256, file_print)"
+    " SELECT ?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {where}"
     " ON CONFLICT (key) DO NOTHING"
 )
 
@@ -250,21 +275,6 @@ _CLAIM_NEW_UNLESS = (
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
 # claimed by an attempt that ended holding it, or given back after a try that may have been taken.
 _IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
-
-
-class Doubt(NamedTuple):
-    """A row in doubt: its letter may have gone out, and the ledger has it as not sent
-    (SqliteLedger.doubts)."""
-
-    key: str
-    row: int
-    state: str  # claimed (its attempt ended holding it), or released (after a doubtful try)
-    attempt: str | None  # the attempt that claimed it last
-    at: float  # when that attempt claimed it (or gave it back), seconds since the epoch
-    live: bool  # the claim's process still runs, within its lease: it is being sent now
-    attachment: str | None  # the row's own file, where the ledger kept it
-    masked: str  # the recipient's address, masked, where the ledger kept it; else ""
-    holder: str | None = None  # the process that claimed it (processes.process_token)
 
 
 _T = TypeVar("_T")
@@ -681,11 +691,13 @@ class SqliteLedger:
 
         ``sent_before`` (the previous row's key and message id) is recorded sent in the same
         transaction: one write transaction per email. A new key is claimed by one insert that
-        also looks up the other sets' letters (only when the campaign has several) and the
-        letters of its print elsewhere, by their indexes, and keeps the print; only when it
-        inserts nothing are they read to name them. The file's owner is recorded in the same
-        transaction (one insert, only for a row naming its own file; more statements only when
-        the file already has an owner).
+        also looks up the other sets' letters (only when the campaign has several), the letters
+        of its print elsewhere and those of its own file elsewhere (only for a letter with a
+        file of its own), by their indexes, and keeps the print and the file; only when it
+        inserts nothing are they read to name them (a letter of the file to the same person
+        is then claimed as new). The file's owner is recorded in the same transaction (one
+        insert, only for a row naming its own file; more statements only when the file
+        already has an owner).
         """
         now = self._clock()
         lease = now + DEFAULT_CLAIM_LEASE_SECONDS if lease_until is None else lease_until
@@ -703,11 +715,12 @@ class SqliteLedger:
             # The key is not new, or the insert found a letter that may have gone out: which?
             held = None
             if letter is not None and other is None:
-                held = _same_letter(db, letter, now)
+                held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             sending = held if held is not None and held.state == SENDING else None
-            stamp = (None, None) if letter is None or held else _stamp(letter)
+            stamp = _stamp(None if held else letter)
             # A new key whose letter's like went out elsewhere is claimed (held back by the
-            # caller), without its print; one of the operator's ``again`` with it.
+            # caller), without its print or file; one of the operator's ``again`` with it, or
+            # with a file another campaign sent to the same person, with them.
             if (
                 other is None
                 and sending is None
@@ -763,9 +776,7 @@ class SqliteLedger:
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
-                " takeovers = takeovers + ?, updated_at = ?, holder = ?,"
-                " letter_print = coalesce(?, letter_print),"
-                " file_source = coalesce(file_source, ?) WHERE key = ?",
+                f" takeovers = takeovers + ?, updated_at = ?, holder = ?, {_STAMP} WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, *stamp, key),
             )
             self._note_delivery(db, campaign, now)
@@ -1060,15 +1071,13 @@ class SqliteLedger:
     def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:
         """The letter of another campaign of ``letter``'s print that may have gone out, not
         of a file it sends again; else None, and the print kept with ``key`` (see the Ledger
-        port). One transaction, one read of the index sends_by_letter."""
+        port). One transaction, one read of the index sends_by_letter, and one of the index
+        sends_by_file for a letter with a file of its own."""
         with self._transaction(f"hold_letter {key[:12]}") as db:
-            held = _same_letter(db, letter, self._clock())
+            now = self._clock()
+            held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             if held is None:
-                db.execute(
-                    "UPDATE sends SET letter_print = ?, file_source = coalesce(file_source, ?)"
-                    " WHERE key = ?",
-                    (*_stamp(letter), key),
-                )
+                db.execute(f"UPDATE sends SET {_STAMP} WHERE key = ?", (*_stamp(letter), key))
         return held
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
@@ -1634,6 +1643,39 @@ def _same_letter(db: sqlite3.Connection, letter: LetterPrint, now: float) -> Sen
     return best
 
 
+def _same_file(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
+    """The letter of another campaign that may have gone out to another recipient with a
+    file of the same bytes as ``letter``'s own, or None (hold_letter; a claim given the
+    print): one indexed read, none for a letter without a file of its own. Its files sent
+    again do not excuse it: that file is another person's letter. Ordered as _same_letter."""
+    file, whose = letter.file, letter.whose
+    if file is None or whose is None:
+        return None
+    found = db.execute(
+        _SAME_FILE, (file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN)
+    )
+    best: SentCopy | None = None
+    for campaign, name, recipient, row, masked, source, at, *kept in found.fetchall():
+        if recipient == whose(str(campaign)):
+            continue  # the same person's letter under another file: sent_under's to tell
+        state, lease, holder, code = kept
+        kind = _letter_state(state, code, lease, holder, now)
+        if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
+            best = SentCopy(
+                str(campaign),
+                str(name),
+                str(recipient),
+                int(row),
+                str(masked or ""),
+                file.sha256,
+                str(source or ""),
+                float(at),
+                kind,
+                owned=True,
+            )
+    return best
+
+
 def _letter_state(
     state: str, code: str | None, lease: float | None, holder: str | None, now: float
 ) -> str:
@@ -1657,19 +1699,27 @@ def _sending_elsewhere(held: SentCopy) -> Claim:
     return Claim("busy", reason=sending_elsewhere(held))
 
 
-def _stamp(letter: LetterPrint) -> tuple[str, str | None]:
-    """The letter's print and its campaign's file name as kept with its key."""
-    return letter.print, letter.source or None
+def _stamp(letter: LetterPrint | None) -> tuple[object, ...]:
+    """The values of _STAMP (and of _CLAIM_NEW's last columns) for ``letter``: its print, its
+    campaign's file name and its own file as kept with its key; all None for none."""
+    if letter is None:
+        return (None,) * 6
+    file = letter.file
+    if file is None:
+        return letter.print, letter.source or None, None, None, None, None
+    source = letter.source or file.source or None
+    return letter.print, source, file.name, file.size, file.sha256, file.print
 
 
 def _claim_unless(
     new: tuple[object, ...], others: Mapping[str, str] | None, letter: LetterPrint | None
 ) -> tuple[str, tuple[object, ...]]:
     """The insert, and its values, that claims a new key (``new``: _CLAIM_NEW's values but
-    the print) unless a letter of ``others`` may have gone out (as _other_letter finds them)
-    or one of ``letter``'s print elsewhere (as _same_letter finds them, the operator's
-    ``again`` aside): then it inserts nothing, and the claim reads which."""
-    stamp = (None, None) if letter is None else _stamp(letter)
+    the print and file) unless a letter of ``others`` may have gone out (as _other_letter
+    finds them) or one of ``letter``'s print elsewhere (as _same_letter finds them, the
+    operator's ``again`` aside), or one of its own file elsewhere to anyone (_same_file tells
+    whose): then it inserts nothing, and the claim reads which."""
+    stamp = _stamp(letter)
     if not others and letter is None:
         return _CLAIM_NEW, (*new, *stamp)
     unless: list[str] = []
@@ -1681,6 +1731,10 @@ def _claim_unless(
     if letter is not None:
         unless.append(_SAME_LETTER_ANY)
         values += [letter.print, letter.campaign, OUTCOME_UNKNOWN]
+    if letter is not None and letter.file is not None and letter.whose is not None:
+        file = letter.file
+        unless.append(_SAME_FILE_ANY)
+        values += [file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN]
     where = " AND ".join(f"NOT EXISTS ({query})" for query in unless)
     return _CLAIM_NEW_UNLESS.format(where=where), tuple(values)
 

@@ -1,4 +1,4 @@
-"""`mailmatrix aws send|status|redrive`: campaigns on a deployed MailMatrix stack.
+"""`mailmatrix aws send|status|redrive|settle`: campaigns on a deployed MailMatrix stack.
 
 The stack's outputs (CloudFormation DescribeStacks) name the bucket and the state machine.
 `send` uploads the CSV under incoming/ (incoming/dry-run/ with --dry-run), waits for the
@@ -10,18 +10,24 @@ the campaign's rows that failed for good in earlier runs, before anything is sen
 operator's choices travel the same way: --send-again-from OTHERFILE as
 mailmatrix-send-again-from, --corrected-address ROW as mailmatrix-corrected-address, once the
 stack's ledger bears them out (those `run` refuses are refused before the upload).
+
+Rows a Lambda left in doubt (stack_doubts) hold back `send` and `redrive` of their file,
+before anything is uploaded or redriven, until `settle` records what arrived, or the command
+is given --retry-unknown (which sends them again, as possible duplicates).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -36,6 +42,7 @@ from mailmatrix.cli.options import (
     finite,
     send_again_option,
 )
+from mailmatrix.cli.settle_cmd import print_settled, settle_options
 from mailmatrix.core.failures import (
     MESSAGE_CHARS,
     Ending,
@@ -43,7 +50,14 @@ from mailmatrix.core.failures import (
     redrive_advice,
     why_lines,
 )
-from mailmatrix.errors import ChoiceRefused, InputFileError, LedgerError
+from mailmatrix.doubts import Choice, doubt_line
+from mailmatrix.errors import (
+    ChoiceRefused,
+    InputFileError,
+    LedgerError,
+    NotSettled,
+    RowsInDoubt,
+)
 from mailmatrix.jobs import choice_metadata, retry_metadata
 from mailmatrix.program import program
 
@@ -94,6 +108,13 @@ class AwsSetupError(click.ClickException):
 class ChoiceNotTaken(click.ClickException):
     """A --send-again-from or --corrected-address that `run` would refuse too (ChoiceRefused):
     a usage problem (exit 2), refused before anything is uploaded."""
+
+    exit_code = exits.USAGE
+
+
+class RowsInDoubtRefused(click.ClickException):
+    """A send or redrive of a file some of whose rows are in doubt on the stack: refused (exit
+    2) before anything is uploaded or started, until they are settled or --retry-unknown."""
 
     exit_code = exits.USAGE
 
@@ -293,8 +314,10 @@ def aws() -> None:
 @click.option(
     "--retry-unknown",
     is_flag=True,
-    help="Send again the rows of this file that failed as OutcomeUnknown (they may have "
-    "arrived: check first, and take those that did out of the file).",
+    help="Send again the rows of this file that failed as OutcomeUnknown, and those an "
+    "earlier run left in doubt, each marked as a possible duplicate (they may have arrived: "
+    "check first; `aws settle` the rows in doubt that did, and take the others that did out "
+    "of the file). Without it, a send of a file with rows in doubt is refused.",
 )
 @send_again_option(SEND_AGAIN_HELP)
 @corrected_address_option
@@ -343,6 +366,15 @@ def send(
     stack = Stack.describe(stack_name, region)
     if send_again_from or corrected:
         _check_choices(stack, csv_file, send_again_from, corrected)
+    if not dry_run and not retry_unknown:  # their letters may have arrived: the operator says
+        stack_args = _stack_args(stack_name, region)
+        flags = [*stack_args, "--retry-unknown"]
+        flags += [f"--send-again-from={name}" for name in send_again_from]
+        flags += [f"--corrected-address={row}" for row in corrected]
+        again = f"{program()} aws send {shlex.join([str(csv_file), *flags])}"
+        _refuse_rows_in_doubt(
+            console, stack, stack_args, "aws send", csv_file.name, again, csv_file
+        )
     key = ("incoming/dry-run/" if dry_run else "incoming/") + csv_file.name
     s3 = client("s3", stack.region)
     sfn = client("stepfunctions", stack.region)
@@ -457,14 +489,31 @@ def status(execution: str | None, stack_name: str, region: str | None, limit: in
 @click.argument("execution")
 @_stack_option
 @_region_option
+@click.option(
+    "--retry-unknown",
+    is_flag=True,
+    help="Redrive though rows of the execution's file are in doubt (an earlier run ended as "
+    "it sent them): they are sent again, each marked as a possible duplicate. Without it, "
+    "such a redrive is refused: `aws settle` them first.",
+)
 @click.option("--no-follow", is_flag=True, help="Return once the redrive has started.")
-def redrive(execution: str, stack_name: str, region: str | None, no_follow: bool) -> None:
+def redrive(
+    execution: str, stack_name: str, region: str | None, retry_unknown: bool, no_follow: bool
+) -> None:
     """Redrive a failed execution (RedriveExecution): rerun what failed, then follow it."""
     console = make_console()
     stack = Stack.describe(stack_name, region)
     sfn = client("stepfunctions", stack.region)
     arn = stack.execution_arn(execution)
     try:
+        if not retry_unknown:  # their letters may have arrived: the operator says
+            name = _file_of(sfn, arn)
+            if name is not None:
+                stack_args = _stack_args(stack_name, region)
+                again = (
+                    f"{program()} aws redrive {shlex.join([arn, *stack_args, '--retry-unknown'])}"
+                )
+                _refuse_rows_in_doubt(console, stack, stack_args, "aws redrive", name, again)
         sfn.redrive_execution(executionArn=arn)
         console.print(f"redriven: {arn}")
         if no_follow:
@@ -474,6 +523,198 @@ def redrive(execution: str, stack_name: str, region: str | None, no_follow: bool
     except aws_errors() as error:
         raise AwsCommandError(f"aws redrive: {error}") from error
     raise SystemExit(report(console, stack, described, sfn))
+
+
+def _stack_args(stack_name: str, region: str | None) -> list[str]:
+    """The options that name the stack in a command the CLI prints."""
+    return ["--stack", stack_name, *(["--region", region] if region else [])]
+
+
+def _file_of(sfn: Any, arn: str) -> str | None:
+    """The name of the file an execution sends (its key under incoming/); None for a dry run's
+    or an execution not started by an upload (nothing of a file's to check)."""
+    try:
+        event = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
+    except ValueError:  # not started by an upload's event
+        return None
+    detail = event.get("detail") if isinstance(event, dict) else None
+    upload = detail.get("object") if isinstance(detail, dict) else None
+    key = upload.get("key") if isinstance(upload, dict) else None
+    if not isinstance(key, str) or not key.startswith("incoming/"):
+        return None
+    name = key.removeprefix("incoming/")
+    return None if name.startswith("dry-run/") else name
+
+
+def _ledger_of(stack: Stack) -> Any:
+    """The stack's ledger (DynamoDbLedger); None for a stack that does not name it."""
+    from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
+
+    if stack.ledger_table is None:
+        return None
+    return DynamoDbLedger(stack.ledger_table, client("dynamodb", stack.region))
+
+
+def _refuse_rows_in_doubt(
+    console: Console,
+    stack: Stack,
+    stack_args: list[str],
+    command: str,
+    name: str,
+    again: str,
+    csv_file: pathlib.Path | None = None,
+) -> None:
+    """Refuse (exit 2), before anything is uploaded or started, a send or redrive of the file
+    ``name`` while rows of it are in doubt on the stack (stack_doubts.refuse_rows_in_doubt)."""
+    from mailmatrix.stack_doubts import refuse_rows_in_doubt
+
+    ledger = _ledger_of(stack)
+    if ledger is None:
+        console.print(
+            f"(stack {stack.name} has no LedgerTableName output: rows in doubt of {name} could"
+            " not be looked for; update the stack to deploy this version)",
+            markup=False,
+        )
+        return
+    try:
+        refuse_rows_in_doubt(ledger, stack.bucket, name, stack_args, again, csv_file=csv_file)
+    except RowsInDoubt as refused:
+        raise RowsInDoubtRefused(f"{command}: {refused.message}") from None
+    except LedgerError as error:
+        raise AwsCommandError(
+            f"{command}: the stack's ledger could not be read to look for rows in doubt:"
+            f" {error}. Nothing was uploaded or started: run the command again once it can be"
+            " read (or with --retry-unknown, which sends rows in doubt again)"
+        ) from error
+
+
+@aws.command("settle")
+@click.argument(
+    "csv_file",
+    metavar="CSV_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=pathlib.Path),
+)
+@_stack_option
+@_region_option
+@settle_options("SES's sending events (or its recipient) show arrived", "send or redrive")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def settle(
+    csv_file: pathlib.Path,
+    stack_name: str,
+    region: str | None,
+    sent_rows: Choice | None,
+    not_sent_rows: Choice | None,
+    as_json: bool,
+) -> None:
+    """List the rows of CSV_FILE in doubt on the stack (a Lambda ended as it sent them, and
+    the ledger could not record them as sent), or settle them once SES's events were checked.
+
+    The listing names each as settle takes it: its row number, or ROW:LETTER (the start of its
+    letter's key in the ledger) where two letters in doubt share a row, or the file's row of
+    that number holds another address (rows moved between runs)."""
+    from mailmatrix import stack_doubts
+
+    if sent_rows is not None and not_sent_rows is not None:
+        raise click.UsageError("give --sent or --not-sent, not both: settle one kind at a time")
+    stack = Stack.describe(stack_name, region)
+    ledger = _ledger_of(stack)
+    if ledger is None:
+        raise AwsCommandError(
+            f"stack {stack.name}: no LedgerTableName output, so its ledger cannot be read."
+            " Nothing was settled: update the stack (deploy this version), then run the"
+            " command again"
+        )
+    stack_args = _stack_args(stack_name, region)
+    rows = sent_rows if sent_rows is not None else not_sent_rows
+    try:
+        if rows is None:
+            _list_doubts(ledger, stack, csv_file, stack_args, as_json)
+            return
+        done = stack_doubts.settle(
+            ledger, stack.bucket, csv_file, rows, stack_args, sent=sent_rows is not None
+        )
+    except NotSettled as error:
+        _not_settled(error.message, exits.USAGE)
+    except InputFileError as error:
+        _not_settled(error.message, exits.INPUT_UNUSABLE)
+    except LedgerError as error:
+        _not_settled(
+            f"{error}: nothing was settled; run it again (an OperatorPolicy from before this"
+            " version does not grant what settle needs: update the stack)",
+            exits.RUN_FAILED,
+        )
+    console = make_console()
+    print_settled(console, done, sent=sent_rows is not None, as_json=as_json)
+    if as_json:
+        return
+    then = (
+        "an `aws send` or `aws redrive` of the file skips them, and counts them as sent"
+        if sent_rows is not None
+        else "the next `aws send` or `aws redrive` of the file sends them, as rows never tried"
+        " (a row no longer in the file is not sent)"
+    )
+    console.print(f"Recorded in the stack's ledger: {then}.")
+
+
+def _list_doubts(
+    ledger: Any, stack: Stack, csv_file: pathlib.Path, stack_args: list[str], as_json: bool
+) -> None:
+    """Print the file's rows in doubt on the stack, those being sent now, and the commands
+    that settle them."""
+    from mailmatrix import stack_doubts
+
+    found = stack_doubts.doubts_of_file(ledger, stack.bucket, csv_file)
+    live = sorted({doubt.row for doubt in found.doubts if doubt.live})
+    if as_json:
+        shown: dict[str, Any] = {
+            "file": str(csv_file),
+            "stack": stack.name,
+            "in_doubt": [row.to_dict() for row in found.rows],
+            "being_sent": live,
+        }
+        click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+        return
+    console = make_console()
+    if not found.rows and not ledger.has_entries(found.campaign):
+        console.print(
+            f"{csv_file.name}: no file of this name was sent to the stack {stack.name}, so none"
+            " of its rows is in doubt there (a file is known there by its name, as `aws send`"
+            " uploaded it).",
+            markup=False,
+        )
+    elif not found.rows:
+        console.print(f"No row of {csv_file.name} is in doubt on the stack {stack.name}.")
+    else:
+        console.print(
+            f"Rows of {csv_file.name} in doubt on the stack {stack.name} (their letter may have"
+            f" gone out, and the ledger has them as not sent): {len(found.rows)}"
+        )
+        for row in found.rows:
+            console.print(f"  {doubt_line(row.to_dict())}; settle names it {row.settle_as}")
+        names = [row.settle_as for row in found.rows]
+        console.print(
+            f"Check {stack_doubts.LOG_OF} for them, then record what they say:", markup=False
+        )
+        for said, sent in (("arrived", True), ("did not arrive", False)):
+            command = stack_doubts.settle_command(str(csv_file), stack_args, names, sent=sent)
+            console.print(f"  {said}: {command}")
+        console.print(
+            "(Give only the rows of each kind.) Until they are settled, `aws send` and"
+            " `aws redrive` of the file are refused, but with --retry-unknown, which sends"
+            " them again, each marked as a possible duplicate."
+        )
+    if live:
+        rows = ", ".join(str(row) for row in live)
+        console.print(
+            "Being sent by a run now (their lease has not ended; in doubt if it ends so):"
+            f" row(s) {rows}"
+        )
+
+
+def _not_settled(said: str, code: int) -> NoReturn:
+    """Say why nothing was settled, as `settle` says it, and exit with ``code``."""
+    click.echo(f"{program()} aws settle: {said}", err=True)
+    sys.exit(code)
 
 
 commands: list[click.Command] = [aws]

@@ -7,10 +7,12 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
@@ -18,6 +20,7 @@ from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.core.failures import NO_ROOM_REMEDY, no_room_in
 from mailmatrix.doubts import (
     Choice,
+    DoubtfulRow,
     doubt_line,
     doubts_of_file,
     not_run_here,
@@ -39,7 +42,7 @@ from mailmatrix.private import private_files
 _NAME = re.compile(r"(?P<first>[0-9]+)(?:-(?P<last>[0-9]+)|:(?P<letter>[0-9a-fA-F]{4,64}))?")
 
 
-def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choice | None:
+def parse_rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choice | None:
     """ROW[,ROW...] (a range as FIRST-LAST, a letter as ROW:LETTER) as a Choice; refused when
     it is not. Ranges stay ranges: a huge one costs nothing."""
     if value is None:
@@ -71,28 +74,34 @@ def _rows(ctx: click.Context, param: click.Parameter, value: str | None) -> Choi
     return Choice(tuple(ranges), tuple(letters))
 
 
+def settle_options(arrived: str, again: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The --sent and --not-sent options of a settle command: ``arrived``, what shows that a
+    letter arrived, as "the mail server's log shows arrived"; ``again``, what sends a row."""
+    sent = click.option(
+        "--sent",
+        "sent_rows",
+        metavar="ROW[,ROW...]",
+        callback=parse_rows,
+        help=f"Rows whose letter {arrived}: recorded as sent, no {again} sends"
+        " them again. Rows are numbered as the run numbered them (7, or 7-9); where the file's"
+        " rows moved since, name a letter as the listing does (ROW:LETTER, e.g. 7:1a2b3c4d).",
+    )
+    not_sent = click.option(
+        "--not-sent",
+        "not_sent_rows",
+        metavar="ROW[,ROW...]",
+        callback=parse_rows,
+        help=f"Rows whose letter did not arrive: given back, the next {again} sends them (not"
+        " marked as possible duplicates). Named as for --sent.",
+    )
+    return lambda command: sent(not_sent(command))
+
+
 @click.command("settle")
 @click.argument(
     "csv_file", metavar="CSV_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "--sent",
-    "sent_rows",
-    metavar="ROW[,ROW...]",
-    callback=_rows,
-    help="Rows whose letter the mail server's log (or the outbox) shows arrived: recorded "
-    "as sent, no run or redrive sends them again. Rows are numbered as the run numbered them "
-    "(7, or 7-9); where the file's rows moved since, name a letter as the listing does "
-    "(ROW:LETTER, e.g. 7:1a2b3c4d).",
-)
-@click.option(
-    "--not-sent",
-    "not_sent_rows",
-    metavar="ROW[,ROW...]",
-    callback=_rows,
-    help="Rows whose letter did not arrive: given back, the next run or redrive sends them "
-    "(not marked as possible duplicates). Named as for --sent.",
-)
+@settle_options("the mail server's log (or the outbox) shows arrived", "run or redrive")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -135,15 +144,10 @@ def settle_cmd(
         _refuse(error, exits.RUN_FAILED, f"{error}: nothing was settled; run it again")
     except MailMatrixError as error:
         _refuse(error, exits.RUN_FAILED)
-    said = "sent" if sent_rows is not None else "not sent"
-    if as_json:
-        settled = [row.to_dict() for row in done]
-        click.echo(json.dumps({"settled_as": said, "rows": settled}, ensure_ascii=False, indent=2))
-        return
     console = RunConsole()
-    console.print(f"Settled as {said} ({len(done)} row(s)):", markup=False)
-    for row in done:
-        console.print(f"  {row.line()}", markup=False, soft_wrap=True)
+    print_settled(console, done, sent=sent_rows is not None, as_json=as_json)
+    if as_json:
+        return
     then = (
         "a run or redrive of the file skips them, and counts them as sent (for good: to send"
         " one after all, run a file of that row alone, under another name, with"
@@ -153,6 +157,18 @@ def settle_cmd(
         " longer in the file is not sent)"
     )
     console.print(f"Recorded in the ledger: {then}.", markup=False)
+
+
+def print_settled(console: Console, done: list[DoubtfulRow], *, sent: bool, as_json: bool) -> None:
+    """Print the rows settled (``done``) as ``sent`` or not; one JSON object with ``as_json``."""
+    said = "sent" if sent else "not sent"
+    if as_json:
+        settled = [row.to_dict() for row in done]
+        click.echo(json.dumps({"settled_as": said, "rows": settled}, ensure_ascii=False, indent=2))
+        return
+    console.print(f"Settled as {said} ({len(done)} row(s)):", markup=False)
+    for row in done:
+        console.print(f"  {row.line()}", markup=False, soft_wrap=True)
 
 
 def _list(wd: Workdir, csv_file: Path, as_json: bool) -> None:

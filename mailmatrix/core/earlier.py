@@ -25,7 +25,7 @@ from typing import Protocol
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import OUTCOME_UNKNOWN, FileOwner, Outcome, SentCopy
+from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, FileOwner, Outcome, SentCopy
 
 
 class EarlierFiles:
@@ -180,7 +180,9 @@ class SentFiles:
         ``found``, the row's own file, to the row's own address (``email``): the same letter
         went to the same person already, and this one is not sent unless the operator named
         that file to send again (``send_again_from``). None when there is none, or when the
-        run skips the row's letter (``template``: its set)."""
+        run skips the row's letter (``template``: its set). A letter being sent now, or left
+        in doubt as its run sent it, is left to the send: its print holds the row there,
+        waiting for it or counted in doubt under that file."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None
         if self._skips(email, template):
@@ -189,6 +191,8 @@ class SentFiles:
         for letter in letters:
             if letter.campaign == self.campaign or self._again & {letter.source, letter.campaign}:
                 continue
+            if letter.state in (SENDING, IN_DOUBT):
+                continue  # its claim keeps the file: the send holds the row (busy, or in doubt)
             if self._recipient(letter.campaign, email) != letter.recipient:
                 continue
             sha256 = sha256 or self._contents.sha256(found.name, found.tag)

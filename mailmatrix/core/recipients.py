@@ -43,7 +43,12 @@ from mailmatrix.core.attachments import (
 from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, SentFiles
 from mailmatrix.core.filekinds import file_kind
-from mailmatrix.core.report import SENT_UNDER, campaign_of, sent_under_reason
+from mailmatrix.core.report import (
+    SENT_UNDER,
+    campaign_of,
+    letter_of_another_campaign,
+    sent_under_reason,
+)
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.core.templates import BY_COLUMN, MANIFEST, misspelt_column
 from mailmatrix.disk import write_fault
@@ -1419,7 +1424,7 @@ class _Intake:
                 found.name, letter.attachment, letter.row, letter.masked, copy=True
             )
         else:
-            reason = _letter_of_another_campaign(found.name, letter)
+            reason = letter_of_another_campaign(found.name, letter)
         problems.append(("Attachment_File", reason))
 
     def _recipient(self, email: str, address: Address | None = None) -> int:
@@ -2262,35 +2267,6 @@ def _earlier_letter(
         "this row is not sent (name this recipient's own file in Attachment_File, or correct "
         "the link; then run the file again)"
     )
-
-
-def _letter_of_another_campaign(name: str, letter: SentCopy) -> str:
-    """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
-    (of another campaign) carried to another person as their own: a copy of it, or the file
-    itself under its own name (the row's address, or the earlier one, may be wrong)."""
-    whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
-    if letter.attachment == name:
-        return (
-            f"{name} was sent to {whom} under {campaign_of(letter)} as their own letter (row"
-            f" {letter.row} of that run), so it is not sent to this recipient. Name this"
-            " recipient's own file in Attachment_File (leave that file as it is: it is what"
-            " went out), then run the file again; or, if that address"
-            f" was wrong and this is the same person, run {_source_of(letter)} with the address"
-            " corrected and --corrected-address ROW (that person's row in it: row"
-            f" {letter.row} when it was sent)"
-        )
-    return (
-        f"{name} has the same contents as {letter.attachment}, which a run of"
-        f" {campaign_of(letter)} sent to {whom} as their own letter (row {letter.row} of that"
-        " run): this row names a copy "
-        "of that person's letter, so it is not sent (name this recipient's own file in "
-        "Attachment_File, then run the file again)"
-    )
-
-
-def _source_of(letter: SentCopy) -> str:
-    """The file ``letter`` was sent from, as a command names it (FILE where not recorded)."""
-    return letter.source or "FILE"
 
 
 def _default_of_a_letter(source: str, default: _Default, letter: SentCopy) -> str:

@@ -212,6 +212,42 @@ def held_under_code(letter: SentCopy) -> str:
     return DOUBT_UNDER_CODE if letter.state in (IN_DOUBT, UNKNOWN) else SENT_UNDER_CODE
 
 
+def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
+    """Why a row is not sent whose own file ``name`` holds the bytes of the file ``letter``
+    (of another campaign) carried to another person as their own: a copy of it, or the file
+    itself under its own name (the row's address, or the earlier one, may be wrong). Said
+    by validation, and by a run that finds it as it claims the row (the other file run at
+    the same moment)."""
+    whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
+    went, sent = "was sent", "sent"
+    if letter.state in (IN_DOUBT, UNKNOWN):
+        went, sent = "may have been sent", "may have sent"
+    if letter.state == SENDING:
+        went, sent = "was being sent", "was sending"
+    if letter.attachment == name:
+        return (
+            f"{name} {went} to {whom} under {campaign_of(letter)} as their own letter (row"
+            f" {letter.row} of that run), so it is not sent to this recipient. Name this"
+            " recipient's own file in Attachment_File (leave that file as it is: it is what"
+            " went out), then run the file again; or, if that address"
+            f" was wrong and this is the same person, run {_source_of(letter)} with the address"
+            " corrected and --corrected-address ROW (that person's row in it: row"
+            f" {letter.row} when it was sent)"
+        )
+    return (
+        f"{name} has the same contents as {letter.attachment}, which a run of"
+        f" {campaign_of(letter)} {sent} to {whom} as their own letter (row {letter.row} of"
+        " that run): this row names a copy "
+        "of that person's letter, so it is not sent (name this recipient's own file in "
+        "Attachment_File, then run the file again)"
+    )
+
+
+def _source_of(letter: SentCopy) -> str:
+    """The file ``letter`` was sent from, as a command names it (FILE where not recorded)."""
+    return letter.source or "FILE"
+
+
 def sent_under_reason(letter: SentCopy) -> str:
     """Why a row is not sent whose letter (the same subject and bodies, and its own file, the
     same bytes) went to its address under another file, ``letter``'s: when, and how to send
@@ -300,13 +336,14 @@ def other_letter_hint(
 
 def attachment_of_another_hint(counts: Mapping[str, int]) -> str | None:
     """What to do about rows not sent because their own file went to another recipient in
-    an earlier run: no retry sends them."""
+    an earlier run, or in a run of another file (at the same moment): no retry sends them."""
     rows = counts.get("attachment_of_another", 0)
     if not rows:
         return None
     return (
-        f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file sent"
-        " the file they name in Attachment_File to another recipient, and no retry sends them."
+        f"{rows} row(s) failed as {ATTACHMENT_OF_ANOTHER}: an earlier run of this file, or a"
+        " run of another file (the report's reason names it), sent the file they name in"
+        " Attachment_File to another recipient, and no retry sends them."
         " Name each recipient's own file in its row and run the file again; if an earlier"
         " address was wrong and the row is the same person, its address now corrected, run the"
         " file again with --corrected-address ROW for each such row (its letter then goes to"

@@ -70,6 +70,7 @@ from mailmatrix.core.report import (
     OTHER_LETTER_SENT,
     SUPERSEDED,
     held_under_code,
+    letter_of_another_campaign,
     retry_command,
     sent_under_reason,
 )
@@ -1119,14 +1120,23 @@ class _Batch:
         if sha256 is None and self.kept is not None and self.kept.data is not None:
             sha256 = hashlib.sha256(self.kept.data).hexdigest()
         source, again = self.letter_origin
-        return LetterPrint(
-            self.campaign_id, letter_print(item["email"], rendered, sha256), source, again
-        )
+        printed = letter_print(item["email"], rendered, sha256)
+        if file is None:
+            return LetterPrint(self.campaign_id, printed, source, again)
+        # Another campaign's letters with this file are asked whose they were by this row's
+        # address (their campaign's recipient_key): the ledger keeps no address. A corrected
+        # address (--corrected-address) makes the file this recipient's, as in the campaign.
+        whose = None
+        if not item.get("corrected_address"):
+            whose = functools.partial(recipient_key, email=item["email"])
+        return LetterPrint(self.campaign_id, printed, source, again, file, whose)
 
     def hold_back(self, item: Mapping[str, Any], earlier: SentCopy) -> None:
         """Give the row back unsent: its letter went to its address under another file
         already (``earlier``), as validation holds such a row back; reported so. Where that
-        letter is being sent now (it may yet fail), the row waits for it (busy)."""
+        letter is being sent now (it may yet fail), the row waits for it (busy). One that
+        carried the row's own file to another recipient (``owned``: another file, run at the
+        same moment) fails the row as validation rejects it then."""
         if earlier.state == SENDING:
             waiting = sending_elsewhere(earlier)
             self.ledger.record_failed(
@@ -1134,12 +1144,16 @@ class _Batch:
             )
             self.result.rows.append({"row": item["row"], "status": "busy", "reason": waiting})
             return
-        reason, code = sent_under_reason(earlier), held_under_code(earlier)
+        if earlier.owned:
+            reason = letter_of_another_campaign(str(item["attachment"]), earlier)
+            code, status = ATTACHMENT_OF_ANOTHER, "failed"
+        else:
+            reason, code, status = sent_under_reason(earlier), held_under_code(earlier), "skipped"
         self.ledger.record_failed(item["key"], code=code, reason=reason, permanent=False)
         self.result.rows.append(
             {
                 "row": item["row"],
-                "status": "skipped",
+                "status": status,
                 "code": code,
                 "reason": reason,
                 "file": earlier.source or earlier.campaign,

@@ -22,7 +22,6 @@ from mailmatrix.errors import NameLikeAnother
 from mailmatrix.jobs import Source, validate_job
 from mailmatrix.settings import Settings
 from tests.e2e.test_aws_adapters_e2e import BUCKET, EXAMPLE
-from tests.e2e.test_other_letter_race import setting  # noqa: F401 (a fixture)
 
 
 def _validated(account, storage, ledger, key: str, *, stack: str = "") -> dict:
@@ -33,7 +32,7 @@ def _validated(account, storage, ledger, key: str, *, stack: str = "") -> dict:
     return validate_job(storage, source, settings, open_ledger=lambda: ledger, execution=key)
 
 
-def test_validate_refuses_a_name_alike_another_campaigns(setting):  # noqa: F811
+def test_validate_refuses_a_name_alike_another_campaigns(setting):
     # GIVEN offers.csv validated on a stack
     account, storage, ledger = setting
     first = _validated(account, storage, ledger, "incoming/offers.csv", stack="hr")

@@ -15,18 +15,14 @@ from collections import Counter
 from typing import Any
 
 import boto3
-import pytest
 from moto.ses.models import ses_backends
 
-from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
-from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.mailer_ses import SesMailer
-from mailmatrix.adapters.storage_s3 import S3Storage
 from mailmatrix.core.send import RetryPolicy, send_batch
 from mailmatrix.errors import ClaimBusy
 from mailmatrix.jobs import Source, load_templates, send_job, validate_job
 from mailmatrix.settings import Settings
-from tests.e2e.test_aws_adapters_e2e import ACCOUNT, BUCKET, EXAMPLE, REGION, moto_account
+from tests.e2e.test_aws_adapters_e2e import ACCOUNT, BUCKET, EXAMPLE, REGION
 
 KEY = "incoming/offers.csv"
 TOMAS = "tomas.silva@example.com,Tomás Silva,{},tomas-silva.pdf,Data Scientist,Research,{}"
@@ -34,30 +30,11 @@ REJECTED = TOMAS.format("Rejection", ",").encode()
 OFFERED = TOMAS.format("Offer", '2027-03-01,"€70,000"').encode()
 
 
-@pytest.fixture(params=["dynamodb", "sqlite"])
-def setting(request, monkeypatch, tmp_path):
-    """The moto account, its storage, and the ledger under test."""
-    with moto_account(monkeypatch, tmp_path) as account:
-        for name, value in {
-            "MAILMATRIX_STORAGE": "s3",
-            "MAILMATRIX_MAILER": "ses",
-            "MAILMATRIX_LEDGER": "dynamodb://ledger",
-            "MAILMATRIX_SEND_RATE": "0",
-            "MAILMATRIX_SENDER": "Acme Talent <talent@example.com>",
-        }.items():
-            monkeypatch.setenv(name, value)
-        if request.param == "dynamodb":
-            ledger: Any = DynamoDbLedger("ledger", boto3.client("dynamodb", region_name=REGION))
-        else:
-            ledger = SqliteLedger(str(tmp_path / "ledger.sqlite3"))
-        yield account, S3Storage(BUCKET, account["s3"]), ledger
-        ledger.close()
-
-
-def validated(account, storage, ledger, body: bytes, execution: str):
-    """Upload ``body`` and validate it as ``execution``; return its campaign and rows."""
-    put = account["s3"].put_object(Bucket=BUCKET, Key=KEY, Body=body)
-    source = Source(BUCKET, KEY, put["ETag"].strip('"'), put.get("VersionId"))
+def validated(account, storage, ledger, body: bytes, execution: str, key: str = KEY):
+    """Upload ``body`` (as ``key``) and validate it as ``execution``; return its campaign and
+    rows."""
+    put = account["s3"].put_object(Bucket=BUCKET, Key=key, Body=body)
+    source = Source(BUCKET, key, put["ETag"].strip('"'), put.get("VersionId"))
     result = validate_job(
         storage, source, Settings.from_env(), open_ledger=lambda: ledger, execution=execution
     )

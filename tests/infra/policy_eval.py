@@ -92,6 +92,21 @@ def glob_matches(pattern: str, value: str, *, ignore_case: bool = False) -> bool
     return _glob(pattern, ignore_case=ignore_case).fullmatch(value) is not None
 
 
+def naming(params: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The parameters of a call that name what it touches (``names``; of a batch read: its
+    tables; of a transaction: each item's action and table, as ``Put:table``)."""
+    named = {k: str(v) for k, v in params.items() if k in names}
+    if "RequestItems" in params:
+        named["RequestItems"] = ",".join(params["RequestItems"])
+    if "TransactItems" in params:
+        named["TransactItems"] = ",".join(
+            f"{action}:{request['TableName']}"
+            for item in params["TransactItems"]
+            for action, request in item.items()
+        )
+    return named
+
+
 def condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
     """Whether every operator and key of ``condition`` is satisfied by ``context``."""
     for operator, tests in condition.items():

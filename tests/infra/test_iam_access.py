@@ -29,7 +29,7 @@ from typing import Any
 import boto3
 import pytest
 from moto.ses.models import ses_backends
-from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
+from policy_eval import Call, Request, allowing, as_list, naming, requests_for, role_statements
 
 from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
@@ -128,7 +128,7 @@ class Recorder:
 
     def _record(self, function: str | None, params: dict[str, Any], model: Any, **_: Any) -> None:
         service = model.service_model.service_name
-        self.calls.append(Call(function, service, model.name, naming(params)))
+        self.calls.append(Call(function, service, model.name, naming(params, NAMING_PARAMS)))
 
 
 class _RecordedStandIn:
@@ -141,25 +141,12 @@ class _RecordedStandIn:
         operation = "".join(word.title() for word in method.split("_"))
 
         def call(**params: Any) -> Any:
-            self._calls.append(Call(self._function, self._service, operation, naming(params)))
+            self._calls.append(
+                Call(self._function, self._service, operation, naming(params, NAMING_PARAMS))
+            )
             return getattr(self._target, method)(**params)
 
         return call
-
-
-def naming(params: dict[str, Any]) -> dict[str, str]:
-    """The parameters of a call that name what it touches (of a batch read: its tables; of a
-    transaction: each item's action and table, as ``Put:table``)."""
-    named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
-    if "RequestItems" in params:
-        named["RequestItems"] = ",".join(params["RequestItems"])
-    if "TransactItems" in params:
-        named["TransactItems"] = ",".join(
-            f"{action}:{request['TableName']}"
-            for item in params["TransactItems"]
-            for action, request in item.items()
-        )
-    return named
 
 
 def with_a_failed_batch(s3: Any, send: dict[str, Any]) -> dict[str, Any]:
@@ -406,14 +393,15 @@ def test_a_validate_role_without_a_grant_it_needs_is_caught(transformed, recorde
 def test_send_batch_claims_in_transactions_its_role_allows_item_by_item(transformed, recorded):
     # GIVEN the example campaign (two template sets, rows naming their own files): its claims
     # are transactions: the claim, the file's owner, the address's letter of the other set,
-    # and the letter's print item where the letter was composed first; a letter composed
-    # after its claim keeps its print by the entry's update and the print item's Put
+    # and the letter's print item and its own file's item where the letter was composed
+    # first; a letter composed after its claim keeps its print and file by the entry's
+    # update and the Puts of those items
     transactions = [c for c in recorded if c.operation == "TransactWriteItems"]
     assert {c.function for c in transactions} == {"SendBatchFunction"}
     assert {c.params["TransactItems"] for c in transactions} == {
         "Put:ledger,Put:ledger,ConditionCheck:ledger",
-        "Put:ledger,Put:ledger,ConditionCheck:ledger,Put:ledger",
-        "Update:ledger,Put:ledger",
+        "Put:ledger,Put:ledger,ConditionCheck:ledger,Put:ledger,Put:ledger",
+        "Update:ledger,Put:ledger,Put:ledger",
     }
 
     # WHEN SendBatchRole lacks dynamodb:ConditionCheckItem THEN those calls are denied

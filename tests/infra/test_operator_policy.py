@@ -1,7 +1,7 @@
-"""The stack's OperatorPolicy allows every AWS call `mailmatrix aws send|status|redrive` makes,
-and grants nothing they never use.
+"""The stack's OperatorPolicy allows every AWS call `mailmatrix aws send|status|redrive|settle`
+makes, and grants nothing they never use.
 
-The calls are not listed by hand: the three commands run against a stack in moto
+The calls are not listed by hand: the four commands run against a stack in moto
 (CloudFormation, S3) and a Step Functions client whose answers come from a stand-in (moto runs
 no Distributed Map and has no RedriveExecution), each call recorded as the CLI made it.
 botocore checks every call's parameters against the real API before the stand-in answers.
@@ -21,10 +21,13 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
-from policy_eval import Call, Request, allowing, as_list, requests_for, role_statements
+from policy_eval import Call, Request, allowing, as_list, naming, requests_for, role_statements
 
+from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
+from mailmatrix.core.send import idempotency_key
+from mailmatrix.jobs import Source, campaign_id_for
 from tests.fixtures.aws import create_ledger_table, fake_aws, outputs_stack_template
 
 REGION, ACCOUNT, STACK = "eu-west-1", "123456789012", "mm"
@@ -95,7 +98,7 @@ def recording_client(calls: list[Call], campaign: FailedCampaign) -> Any:
     real_client = aws_cmds.client
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        named = {k: str(v) for k, v in params.items() if k in NAMING_PARAMS}
+        named = naming(params, NAMING_PARAMS)
         calls.append(Call("cli", model.service_model.service_name, model.name, named))
 
     def answer(model: Any, params: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
@@ -150,7 +153,27 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[Ca
                 cli, ["aws", "send", str(csv_file), *choice, "--stack", STACK]
             )
             assert result.exit_code == 2 and "Nothing was uploaded" in result.output, result.output
+        # Rows of the file left in doubt (the ledger written apart: not recorded) refuse its
+        # send, and are listed and settled
+        in_doubt(csv_file.name, bucket)
+        for command in (["send", str(csv_file)], ["settle", str(csv_file)]):
+            result = CliRunner().invoke(cli, ["aws", *command, "--stack", STACK])
+            assert "mailmatrix aws settle" in result.output, result.output
+        result = CliRunner().invoke(
+            cli, ["aws", "settle", str(csv_file), "--sent", "2", "--stack", STACK]
+        )
+        assert result.output.startswith("Settled as sent (1 row(s))"), result.output
     yield calls, bucket
+
+
+def in_doubt(name: str, bucket: str) -> None:
+    """Row 2 of the file ``name`` (Anna) in doubt on the stack: claimed by a Lambda that
+    ended, its lease long over."""
+    ledger = DynamoDbLedger(TABLE, boto3.client("dynamodb", region_name=REGION))
+    campaign = campaign_id_for(Source(bucket, f"incoming/{name}", ""))
+    ledger.record_template_sets(campaign, {"offer"}, catalog=["offer"])
+    key = idempotency_key(campaign, "anna@example.org", "offer")
+    ledger.claim(key, campaign=campaign, row=2, attempt="batch-1", lease_until=1.0)
 
 
 def names(bucket: str) -> dict[str, str]:
@@ -205,7 +228,7 @@ def unused_grants(template: dict[str, Any], recorded: tuple[list[Call], str]) ->
     return unused
 
 
-def test_the_recorded_calls_are_every_call_of_send_status_and_redrive(recorded):
+def test_the_recorded_calls_are_every_call_of_send_status_redrive_and_settle(recorded):
     # GIVEN the commands' run THEN each AWS call they can make is among the recorded ones
     calls, _ = recorded
     assert {(c.service, c.operation) for c in calls} == {
@@ -217,6 +240,8 @@ def test_the_recorded_calls_are_every_call_of_send_status_and_redrive(recorded):
         ("stepfunctions", "DescribeMapRun"),
         ("stepfunctions", "RedriveExecution"),
         ("dynamodb", "Query"),
+        ("dynamodb", "GetItem"),
+        ("dynamodb", "TransactWriteItems"),
     }
     # AND the failed batch was read (a child execution of the Map Run), and both uploads made
     assert {c.params.get("executionArn") for c in calls} >= {EXECUTION_ARN, CHILD_ARN}
@@ -257,8 +282,10 @@ def test_the_operator_policy_is_an_exported_output(transformed):
         ("FollowExecutionsAndTheirBatches", f"states:DescribeExecution {CHILD_ARN}"),
         ("RedriveFailedExecutions", "states:RedriveExecution"),
         ("CheckChoicesAgainstTheLedger", f"dynamodb:Query arn:aws:dynamodb:{REGION}"),
+        ("ReadTheCampaignsTemplateSets", f"dynamodb:GetItem arn:aws:dynamodb:{REGION}"),
+        ("SettleRowsInDoubt", f"dynamodb:UpdateItem arn:aws:dynamodb:{REGION}"),
     ],
-    ids=["stack", "upload", "key", "batches", "redrive", "choices"],
+    ids=["stack", "upload", "key", "batches", "redrive", "choices", "template-sets", "settle"],
 )
 def test_a_policy_without_a_grant_the_commands_need_is_caught(transformed, recorded, sid, denied):
     # GIVEN the policy without one of its statements

@@ -17,7 +17,7 @@ from rich.console import Console
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.cli import aws_cmds
 from mailmatrix.cli.main import cli
-from mailmatrix.core.send import recipient_key
+from mailmatrix.core.send import idempotency_key, recipient_key
 from mailmatrix.jobs import Choices, Source, campaign_id_for
 from tests.fixtures.aws import create_ledger_table, fake_aws, outputs_stack_template
 
@@ -427,10 +427,22 @@ def test_status_lists_and_shows_executions(stack):
     assert "redrive" not in shown.output
 
 
+def _with_sfn(monkeypatch, sfn) -> None:
+    """The CLI's Step Functions client is ``sfn`` (a stubbed one); its others are made."""
+    real_client = aws_cmds.client
+    monkeypatch.setattr(
+        aws_cmds,
+        "client",
+        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
+    )
+
+
 def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
     arn = stack["StateMachineArn"].replace(":stateMachine:", ":execution:") + ":run-1"
     sfn = boto3.client("stepfunctions", region_name=REGION)
     stub = Stubber(sfn)
+    # (its file is read first: a redrive of a file with rows in doubt is refused)
+    stub.add_response("describe_execution", _started_by(stack, arn), {"executionArn": arn})
     stub.add_response(
         "redrive_execution", {"redriveDate": "2026-12-04T10:00:00Z"}, {"executionArn": arn}
     )
@@ -448,12 +460,7 @@ def test_redrive_calls_redrive_execution_then_follows(stack, monkeypatch):
     )
     stub.add_response("list_map_runs", {"mapRuns": []}, {"executionArn": arn})
     stub.activate()
-    real_client = aws_cmds.client
-    monkeypatch.setattr(
-        aws_cmds,
-        "client",
-        lambda service, region: sfn if service == "stepfunctions" else real_client(service, region),
-    )
+    _with_sfn(monkeypatch, sfn)
 
     result = CliRunner().invoke(cli, ["aws", "redrive", "run-1", "--stack", "mm"])
 
@@ -668,3 +675,238 @@ def test_a_send_again_from_naming_the_file_itself_is_refused_before_aws_is_asked
         assert result.exit_code == 2, result.output
         said = " ".join(result.output.split())
         assert "Nothing was uploaded, sent or recorded" in said, said
+
+
+def _started_by(stack: dict[str, str], arn: str, key: str = "incoming/offers.csv") -> dict:
+    """DescribeExecution of a failed execution an upload of ``key`` started."""
+    return {
+        "executionArn": arn,
+        "stateMachineArn": stack["StateMachineArn"],
+        "name": arn.rpartition(":")[2],
+        "status": "FAILED",
+        "startDate": "2026-12-04T09:00:00Z",
+        "input": json.dumps({"detail": {"object": {"key": key, "etag": "e"}}}),
+    }
+
+
+DOUBTS_CSV = "Email,Name\nanna@example.org,Anna\nbob@example.org,Bob\ncleo@example.org,Cleo\n"
+
+
+def _rows_in_doubt(stack: dict[str, str], tmp_path, name: str = "offers.csv"):
+    """``name`` (Anna, Bob and Cleo, rows 2 to 4) sent to the stack, whose Lambdas ended as
+    they sent rows 2 and 3 (their leases ended long ago), while row 4 is being sent now."""
+    path = tmp_path / name
+    path.write_text(DOUBTS_CSV, encoding="utf-8")
+    campaign = _campaign(stack, name)
+    ledger = DynamoDbLedger(LEDGER, boto3.client("dynamodb", region_name=REGION))
+    assert ledger.record_template_sets(campaign, {"offer"}, catalog=["offer"]) == []
+    for row, email in ((2, "anna@example.org"), (3, "bob@example.org"), (4, "cleo@example.org")):
+        lease = 2e9 if row == 4 else 1.0  # 2033, and 1970
+        key = idempotency_key(campaign, email, "offer")
+        ledger.claim(key, campaign=campaign, row=row, attempt="batch-1", lease_until=lease)
+    return path, ledger, campaign
+
+
+def test_aws_settle_lists_the_rows_in_doubt_and_the_commands_that_settle_them(stack, tmp_path):
+    # GIVEN a file two of whose rows are in doubt on the stack, and one being sent
+    path, _, _ = _rows_in_doubt(stack, tmp_path)
+
+    # WHEN its rows in doubt are listed
+    result = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm"])
+
+    # THEN each is named with its masked address (from the file: the ledger keeps none) and
+    # template set, and the commands that settle them are given
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "Rows of offers.csv in doubt on the stack mm (their letter may have gone out, and the"
+        " ledger has them as not sent): 2"
+    )
+    assert lines[1].startswith("  row 2, a***@example.org, template offer, tried ")
+    assert lines[1].endswith("; settle names it 2")
+    assert lines[2].startswith("  row 3, b***@example.org, template offer, tried ")
+    assert f"  arrived: mailmatrix aws settle {path} --sent 2,3 --stack mm" in lines
+    assert f"  did not arrive: mailmatrix aws settle {path} --not-sent 2,3 --stack mm" in lines
+    assert lines[-1] == (
+        "Being sent by a run now (their lease has not ended; in doubt if it ends so): row(s) 4"
+    )
+    assert "cleo" not in result.output and "anna@" not in result.output
+
+
+def test_aws_settle_lists_as_json(stack, tmp_path):
+    path, _, _ = _rows_in_doubt(stack, tmp_path)
+
+    result = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm", "--json"])
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert {name: shown[name] for name in ("file", "stack", "being_sent")} == {
+        "file": str(path),
+        "stack": "mm",
+        "being_sent": [4],
+    }
+    assert [(row["row"], row["email"], row["settle_as"]) for row in shown["in_doubt"]] == [
+        (2, "a***@example.org", "2"),
+        (3, "b***@example.org", "3"),
+    ]
+
+
+def test_aws_settle_records_what_arrived_and_what_did_not(stack, tmp_path):
+    # GIVEN rows 2 and 3 of the file in doubt on the stack
+    path, ledger, campaign = _rows_in_doubt(stack, tmp_path)
+
+    # WHEN row 2 is settled as sent, and row 3 as not sent
+    sent = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm", "--sent", "2"])
+    not_sent = CliRunner().invoke(
+        cli, ["aws", "settle", str(path), "--stack", "mm", "--not-sent", "3", "--json"]
+    )
+
+    # THEN each says what it recorded
+    assert sent.exit_code == 0, sent.output
+    lines = sent.output.splitlines()
+    assert lines[0] == "Settled as sent (1 row(s)):"
+    assert lines[1].startswith("  row 2, a***@example.org, template offer, tried ")
+    assert lines[2] == (
+        "Recorded in the stack's ledger: an `aws send` or `aws redrive` of the file skips them,"
+        " and counts them as sent."
+    )
+    assert not_sent.exit_code == 0, not_sent.output
+    said = json.loads(not_sent.output)
+    assert said["settled_as"] == "not sent" and [row["row"] for row in said["rows"]] == [3]
+    # AND the ledger has row 2 sent, row 3 given back (no possible duplicate), row 4 as it was
+    assert [(o.row, o.state, o.uncertain, o.takeovers) for o in ledger.outcomes(campaign)] == [
+        (2, "sent", False, 0),
+        (3, "released", False, 0),
+        (4, "claimed", False, 0),
+    ]
+    assert [doubt.row for doubt in ledger.doubts(campaign)] == [4]
+
+
+@pytest.mark.parametrize(
+    ("rows", "said"),
+    [
+        ("4", "offers.csv: row 4 is being sent by a run now. Nothing was settled."),
+        ("2,5", "offers.csv: there is no row 5 in the file (its rows are 2 to 4). Nothing"),
+        ("2:ffff", "offers.csv: no letter 2:ffff of this file is in doubt. Nothing"),
+    ],
+    ids=["being-sent", "not-in-the-file", "no-such-letter"],
+)
+def test_aws_settle_refuses_rows_not_in_doubt_and_settles_nothing(stack, tmp_path, rows, said):
+    path, ledger, campaign = _rows_in_doubt(stack, tmp_path)
+
+    result = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm", "--sent", rows])
+
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"mailmatrix aws settle: {said}")
+    assert f"`mailmatrix aws settle {path} --stack mm` lists the rows in doubt" in result.output
+    assert [doubt.row for doubt in ledger.doubts(campaign)] == [2, 3, 4]
+
+
+def test_aws_settle_of_a_file_never_sent_to_the_stack_says_so(stack, tmp_path):
+    result = CliRunner().invoke(cli, ["aws", "settle", str(write_csv(tmp_path)), "--stack", "mm"])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("offers.csv: no file of this name was sent to the stack mm")
+
+
+def test_aws_send_of_a_file_with_rows_in_doubt_is_refused_before_uploading(stack, tmp_path):
+    # GIVEN a file two of whose rows are in doubt on the stack
+    path, _, _ = _rows_in_doubt(stack, tmp_path)
+
+    # WHEN it is sent again
+    result = CliRunner().invoke(cli, ["aws", "send", str(path), "--stack", "mm"])
+
+    # THEN it is refused (exit 2), nothing uploaded, naming the rows and the commands
+    assert result.exit_code == 2, result.output
+    assert _uploaded(stack) == []
+    said = result.output
+    assert said.startswith(
+        "Error: aws send: offers.csv: nothing was sent: 2 row(s) of it are in doubt"
+    )
+    assert "  row 2, a***@example.org, template offer, tried " in said
+    assert f"  mailmatrix aws settle {path} --sent 2,3 --stack mm\n" in said
+    assert f"  mailmatrix aws settle {path} --not-sent 2,3 --stack mm\n" in said
+    assert said.endswith(f"  mailmatrix aws send {path} --stack mm --retry-unknown\n")
+
+
+def test_aws_send_with_retry_unknown_or_a_dry_run_is_not_held_by_rows_in_doubt(
+    stack, tmp_path, monkeypatch
+):
+    # GIVEN a file with rows in doubt on the stack
+    path, _, _ = _rows_in_doubt(stack, tmp_path)
+
+    # WHEN it is sent with --retry-unknown THEN it is uploaded, and so is a dry run of it
+    for options, key in (
+        (["--retry-unknown"], "incoming/offers.csv"),
+        (["--dry-run"], "incoming/dry-run/offers.csv"),
+    ):
+        monkeypatch.setattr(aws_cmds, "sleep", EventBridgeAndService(stack, key))
+        result = CliRunner().invoke(cli, ["aws", "send", str(path), "--stack", "mm", *options])
+        assert result.exit_code == 0, result.output
+        assert f"/{key}" in result.output
+    assert sorted(item["Key"] for item in _uploaded(stack)) == [
+        "incoming/dry-run/offers.csv",
+        "incoming/offers.csv",
+    ]
+
+
+@pytest.mark.parametrize("retry_unknown", [False, True], ids=["refused", "retry-unknown"])
+def test_aws_redrive_of_a_file_with_rows_in_doubt(stack, tmp_path, monkeypatch, retry_unknown):
+    # GIVEN a failed execution of a file whose rows 2 and 3 are in doubt on the stack
+    _rows_in_doubt(stack, tmp_path)
+    arn = stack["StateMachineArn"].replace(":stateMachine:", ":execution:") + ":run-1"
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    stub = Stubber(sfn)
+    if not retry_unknown:  # its file is read to look for its rows in doubt
+        stub.add_response("describe_execution", _started_by(stack, arn), {"executionArn": arn})
+    else:
+        stub.add_response(
+            "redrive_execution", {"redriveDate": "2026-12-04T10:00:00Z"}, {"executionArn": arn}
+        )
+    stub.activate()
+    _with_sfn(monkeypatch, sfn)
+
+    # WHEN it is redriven
+    options = ["--retry-unknown", "--no-follow"] if retry_unknown else []
+    result = CliRunner().invoke(cli, ["aws", "redrive", "run-1", "--stack", "mm", *options])
+
+    # THEN without --retry-unknown it is refused (exit 2) and not redriven, naming the rows
+    # and the commands; with it, redriven
+    stub.assert_no_pending_responses()
+    if retry_unknown:
+        assert result.exit_code == 0, result.output
+        assert f"redriven: {arn}" in result.output
+        return
+    assert result.exit_code == 2, result.output
+    said = result.output
+    assert said.startswith(
+        "Error: aws redrive: offers.csv: nothing was sent: 2 row(s) of it are in doubt"
+    )
+    assert "  row 2, (address not recorded), template not recorded, tried " in said
+    assert "  mailmatrix aws settle offers.csv --sent 2,3 --stack mm\n" in said
+    assert said.endswith(f"  mailmatrix aws redrive {arn} --stack mm --retry-unknown\n")
+
+
+class DescribedInput:
+    """A Step Functions client whose DescribeExecution answers with ``text`` as the input."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def describe_execution(self, executionArn: str) -> dict:
+        return {"input": self.text}
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        (json.dumps({"detail": {"object": {"key": "incoming/offers.csv"}}}), "offers.csv"),
+        (json.dumps({"detail": {"object": {"key": "incoming/dry-run/offers.csv"}}}), None),
+        (json.dumps({"detail": {"object": {"key": "elsewhere/offers.csv"}}}), None),
+        (json.dumps({"detail": "offers.csv"}), None),
+        ("not json", None),
+    ],
+    ids=["upload", "dry-run", "not-incoming", "no-object", "not-json"],
+)
+def test_a_redrive_looks_for_rows_in_doubt_of_an_uploaded_file_only(text, name):
+    assert aws_cmds._file_of(DescribedInput(text), "arn") == name

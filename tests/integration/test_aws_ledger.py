@@ -18,7 +18,7 @@ from mailmatrix.core.addresses import mask
 from mailmatrix.core.contents import sample_print
 from mailmatrix.core.send import recipient_key, send_batch
 from mailmatrix.errors import LedgerError, LedgerNotWritten
-from mailmatrix.ports import SENDING, Claim, FileOwner, LetterPrint
+from mailmatrix.ports import SENDING, SENT, Claim, FileOwner, LetterFile, LetterPrint
 from tests.fixtures.aws import create_ledger_table, fake_aws
 from tests.fixtures.sending import kit
 from tests.fixtures.sending.ledger_contract import (
@@ -29,6 +29,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
+    check_doubts_and_settle,
     check_earlier_recipients,
     check_exclusive_claim,
     check_exclusive_claim_order,
@@ -1027,6 +1028,68 @@ def test_a_letter_taken_again_while_another_passes_it_holds_that_one_back(aws, c
     assert rival.hold_letter("k-news", news) is None
 
 
+@pytest.mark.parametrize("way", PRINT_WAYS)
+def test_of_two_files_naming_one_file_for_two_people_at_once_only_one_passes(aws, clock, way):
+    # GIVEN offers-final.csv's letter to Bob carrying Alice's file, whose file item
+    # offers.csv's letter to Alice writes between Bob's read of the item and his write
+    client = boto3.client("dynamodb", region_name="eu-west-1")
+    table = create_ledger_table(client)
+    rival = DynamoDbLedger(table, client, clock=clock)
+    alice_file = LetterFile("x.pdf", 5000, "a" * 64, "0badf00d", "c-offers/alice", "a***@x.org")
+    alice = LetterPrint("c-offers", "p-alice", "offers.csv", file=alice_file)
+
+    def first() -> None:
+        owner = ("x.pdf", "c-offers/alice", "a***@x.org")
+        claim = rival.claim(
+            "k-alice", campaign="c-offers", row=2, attempt="o", owner=owner, letter=alice
+        )
+        assert claim == Claim("claimed") and claim.held is None
+
+    racing = PrintRacingClient(client, first)
+    ours = DynamoDbLedger(table, racing, clock=clock)
+    bob_file = alice_file._replace(recipient="c-final/bob", masked="b***@x.org")
+    bob = LetterPrint(
+        "c-final", "p-bob", "offers-final.csv", file=bob_file, whose=lambda c: f"{c}/bob"
+    )
+
+    # WHEN Bob's letter is claimed and its file looked for
+    if way == "claim":
+        claim = ours.claim("k-bob", campaign="c-final", row=2, attempt="f", letter=bob)
+        held = None
+    else:
+        assert ours.claim("k-bob", campaign="c-final", row=2, attempt="f") == Claim("claimed")
+        held = ours.hold_letter("k-bob", bob)
+
+    # THEN its one transaction found the file item changed (refused), it read again and
+    # found Alice's letter being sent: the claim waits (busy), hold_letter names it
+    assert racing.transactions == 1
+    if way == "claim":
+        assert claim.state == "busy"
+        assert "being sent to another recipient under offers.csv" in str(claim.reason)
+    else:
+        assert held is not None and held.owned
+        assert (held.campaign, held.row, held.masked, held.state) == (
+            "c-offers",
+            2,
+            "a***@x.org",
+            SENDING,
+        )
+    # AND the file item names Alice's letter alone, and Bob's entry keeps no file
+    key = {"idempotency_key": {"S": f"file#5000#{'a' * 64}"}}
+    item = client.get_item(TableName=table, Key=key)["Item"]
+    assert set(item["letters"]["M"]) == {"k-alice"}
+    if way == "hold_letter":
+        assert "file" not in ledger_item(ours, "k-bob")
+
+    # WHEN Alice's letter went out THEN Bob's is held back by it, as sent
+    rival.record_sent("k-alice", message_id="m-alice", file=alice_file)
+    if way == "hold_letter":
+        held = ours.hold_letter("k-bob", bob)
+    else:
+        held = ours.claim("k-bob", campaign="c-final", row=2, attempt="f", letter=bob).held
+    assert held is not None and (held.owned, held.state) == (True, SENT)
+
+
 def test_a_letters_print_is_kept_in_its_entry_and_the_print_item_lists_no_row(ledger):
     # GIVEN a letter claimed with its print, and another claimed, then looked for
     news = LetterPrint("c-news", "p1", "news.csv")
@@ -1082,3 +1145,7 @@ def test_a_renamed_copy_of_a_sent_file_mails_no_one_again_unless_sent_again_from
     copy["send_again_from"] = ["news.csv"]
     assert _send(kit.manifest(case, "c-copy"), copy, ledger, ses, clock).sent == 5
     assert len(ses.calls) == 10
+
+
+def test_rows_in_doubt_are_listed_and_settled(ledger, clock):
+    check_doubts_and_settle(ledger, clock, clock.sleep)

@@ -573,16 +573,18 @@ def test_a_letter_that_went_out_is_recorded_before_the_next_row_is_composed(ledg
 
 class _SendingTheCopyMeanwhile:
     """A mailer that, as it is handed the first letter, runs a copy of the file (its own
-    campaign), which must wait; then takes the letter, or refuses it for good (``refuse``)."""
+    campaign; ``other``, another file), which must wait; then takes the letter, or refuses
+    it for good (``refuse``)."""
 
-    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool) -> None:
+    def __init__(self, ses: FakeSes, ledger: SqliteLedger, clock, *, refuse: bool, other=None):
         self.ses, self.ledger, self.clock, self.refuse = ses, ledger, clock, refuse
+        self.other = other or _run_copy
         self.meanwhile: ClaimBusy | None = None
 
     def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
         if self.meanwhile is None:
             with pytest.raises(ClaimBusy) as busy:
-                _run_copy(self.ses, self.ledger, self.clock)
+                self.other(self.ses, self.ledger, self.clock)
             self.meanwhile = busy.value
         if self.refuse:
             raise PermanentSendError("550 5.7.1 Message rejected by policy")
@@ -619,3 +621,77 @@ def test_a_copys_letter_waits_while_its_like_is_being_sent_under_another_file(
     else:
         assert [row.get("code") for row in again.rows] == ["SentUnder"]
         assert len(ses.calls) == 1
+
+
+# Two different files naming one person's own file for two people, run at the same moment:
+# the claim holds the second back (both validated clean: nothing was recorded yet).
+
+
+def _offers_final(ses: FakeSes, ledger: SqliteLedger, clock, **line):
+    """offers-final.csv's run: its row 2 names alice.pdf, Alice's own file, for Bob."""
+    bob = kit.item("c-final", 2, "bob@example.com", "Bob", "alice.pdf")
+    final = kit.campaign("c-final", source={"key": "incoming/offers-final.csv"})
+    final.update(line.pop("campaign", {}))
+    items = [{**bob, "own_attachment": True, **line}]
+    return run(items, ses, ledger, clock, campaign=final, attempt="final/child")
+
+
+def _alices_letter(ledger: SqliteLedger, clock, mailer) -> None:
+    """offers.csv's run of Alice's row, her own file alice.pdf, handed to ``mailer``."""
+    (alice,) = kit.manifest(RETRY_CASE)[:1]
+    offers = kit.campaign(source={"key": "incoming/offers.csv"})
+    run([{**alice, "own_attachment": True}], mailer, ledger, clock, campaign=offers)
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["sent", "refused"])
+def test_a_row_naming_a_file_another_file_sends_to_another_person_waits_then_fails(
+    ledger, clock, refused
+):
+    # GIVEN Alice's letter with her own file being handed to the mail server when
+    # offers-final.csv, which names her file for Bob, runs
+    ses = FakeSes(clock=clock)
+    mailer = _SendingTheCopyMeanwhile(ses, ledger, clock, refuse=refused, other=_offers_final)
+    _alices_letter(ledger, clock, mailer)
+
+    # THEN Bob's row waited (busy: tried again later): Alice's letter might yet fail
+    assert mailer.meanwhile is not None
+    rows = mailer.meanwhile.details["result"]["rows"]
+    assert [row["status"] for row in rows] == ["busy"]
+    assert "being sent to another recipient under offers.csv now, as row 2" in rows[0]["reason"]
+
+    # AND tried again, Bob's row fails once Alice's letter went out, naming offers.csv and
+    # its row, and is sent when hers was refused: her file reaches one person
+    again = _offers_final(ses, ledger, clock)
+    if refused:
+        assert again.sent == 1 and len(ses.calls) == 1
+        return
+    (row,) = again.rows
+    assert (row["status"], row["code"], row["file"]) == (
+        "failed",
+        "AttachmentOfAnother",
+        "offers.csv",
+    )
+    assert row["reason"].startswith(
+        "alice.pdf was sent to another recipient (a***@example.com) under offers.csv (campaign"
+        " c-sending-test) as their own letter (row 2 of that run), so it is not sent to this"
+        " recipient"
+    )
+    assert len(ses.calls) == 1
+
+
+def test_a_file_sent_again_does_not_excuse_another_persons_file_a_corrected_address_does(
+    ledger, clock
+):
+    # GIVEN Alice's letter with her own file sent by offers.csv
+    ses = FakeSes(clock=clock)
+    _alices_letter(ledger, clock, ses)
+
+    # WHEN offers-final.csv, naming her file for Bob, names offers.csv to send again
+    again = _offers_final(ses, ledger, clock, campaign={"send_again_from": ["offers.csv"]})
+
+    # THEN Bob's row fails all the same: that file is another person's letter
+    assert [row.get("code") for row in again.rows] == ["AttachmentOfAnother"]
+    assert len(ses.calls) == 1
+    # AND with the row's address said corrected (--corrected-address 2) it is sent
+    corrected = _offers_final(ses, ledger, clock, corrected_address=True)
+    assert corrected.sent == 1 and len(ses.calls) == 2

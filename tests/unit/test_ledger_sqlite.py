@@ -39,6 +39,7 @@ from tests.fixtures.sending.ledger_contract import (
     check_attachment_owner_rules,
     check_batch_holds,
     check_campaign_status,
+    check_doubts_and_settle,
     check_earlier_recipients,
     check_exclusive_claim,
     check_exclusive_claim_order,
@@ -1227,3 +1228,7 @@ def test_a_letter_is_held_by_one_read_of_the_index_of_prints(tmp_path):
             f"EXPLAIN QUERY PLAN {ledger_sqlite._SAME_LETTER}", ("p1", "c", "OutcomeUnknown")
         ).fetchall()
     assert any("USING INDEX sends_by_letter" in str(step[-1]) for step in plan), plan
+
+
+def test_rows_in_doubt_are_listed_and_settled(ledger, clock):
+    check_doubts_and_settle(ledger, clock, clock.sleep)
