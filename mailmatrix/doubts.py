@@ -177,7 +177,7 @@ def write_doubts_report(wd: Workdir, record: Mapping[str, Any]) -> None:
         rows = [_report_row(item, outcomes.get(item["key"]), attempts, doubtful) for item in items]
         if not path.exists() and not any(row["status"] == IN_DOUBT for row in rows):
             return
-        _write_report(path, rows)
+        _write_report(path, rows, (validation.get("campaign") or {}).get("delimiter") or ",")
     except (OSError, MailMatrixError) as error:
         log.warning("doubts: the report of the rows in doubt could not be written: %s", error)
 
@@ -200,14 +200,14 @@ def _report_row(
     return {**row, "status": "unsent", "reason": "not sent yet: the execution ended before it"}
 
 
-def _write_report(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_report(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> None:
     """Write ``rows`` as a report at ``path``, whole or not at all (a file beside, renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".report-", suffix=".csv", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
             out.write("\ufeff")  # the byte-order mark Excel needs, as Summarize writes it
-            writer = report_writer(out)
+            writer = report_writer(out, delimiter)
             for row in rows:
                 write_report_row(writer, row)
         os.replace(temporary, path)

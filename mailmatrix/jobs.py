@@ -845,6 +845,8 @@ def validate_job(
         # a batch holds back no letter for having gone out under one of them (hold_letter)
         **({"send_again_from": sorted(choices.send_again_from)} if choices.send_again_from else {}),
         "sender": sender,
+        # the recipients file's delimiter, which the reports are written with
+        "delimiter": report.delimiter,
         "templates_prefix": settings.templates_prefix,
         "attachments_prefix": settings.attachments_prefix,
         "max_message_bytes": settings.max_message_bytes,
@@ -1080,7 +1082,7 @@ def summarize_job(
                 read_map_results(storage, send),
                 dry_run=bool(send.get("dry_run")),
                 settled=settled,
-                report=report_writer(out),
+                report=report_writer(out, campaign.get("delimiter") or ","),
             )
         _check_every_row_counted(summary, counts, send)
         storage.put_file(report, report_path, content_type="text/csv; charset=utf-8")

@@ -179,8 +179,10 @@ def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
                 f"{csv_file}: row {row}: duplicate of row {duplicate['first_row']}",
                 exits.ROWS_REJECTED,
             )
+    last = report.last_row
     _fail(
-        f"{csv_file}: no row starts on line {row} (the header is line 1; blank lines hold no row)",
+        f"{csv_file}: no row starts on line {row} (the header is line 1; blank lines hold no row)"
+        + (f"; the last row is row {last}" if last and last < row else ""),
         exits.USAGE,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import itertools
 import json
 import os
 import shlex
@@ -12,7 +13,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 from rich.console import Console
@@ -43,6 +44,7 @@ from mailmatrix.core.failures import (
     plain_error,
     write_remedy,
 )
+from mailmatrix.core.rejects import report_delimiter
 from mailmatrix.core.report import (
     DOUBT_UNDER,
     DOUBT_UNDER_CODE,
@@ -149,7 +151,7 @@ def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     not_found = False
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
-            for reject in csv.DictReader(stream):
+            for reject in _report_rows(stream):
                 if reject.get("outcome") == SENT_UNDER:
                     continue
                 count += 1
@@ -454,6 +456,11 @@ def _print_outcome(
                 console.print(f"[yellow]{escape(hint)}[/yellow]")
         if counts.get("failed") and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
+        if counts.get("rejected"):
+            console.print(
+                f"[yellow]{counts['rejected']} row(s) rejected: fix them and run the same"
+                " command again (the rows sent now are skipped).[/yellow]"
+            )
         return
     if result["status"] == "ABORTED":
         console.print(
@@ -669,6 +676,14 @@ def _held_under(row: dict[str, str]) -> bool:
     return (row.get("status") == "skipped" and held) or row.get("outcome") == SENT_UNDER
 
 
+def _report_rows(stream: TextIO) -> Iterator[dict[str, str]]:
+    """The rows of a report read from ``stream``, with the delimiter it was written with (the
+    recipients file's)."""
+    header = stream.readline()
+    rows = itertools.chain([header], stream)
+    return csv.DictReader(rows, delimiter=report_delimiter(header))
+
+
 def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:
     """The rows of a report (rejects.csv, report.csv) as a stream; none when it cannot be
     read (a run that failed may have written neither)."""
@@ -676,7 +691,7 @@ def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:
         return
     try:
         with Path(path).open(encoding="utf-8-sig", newline="") as stream:
-            yield from csv.DictReader(stream)
+            yield from _report_rows(stream)
     except OSError:
         return
 
@@ -687,7 +702,7 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
     rows = []
     try:
         with report.open(encoding="utf-8-sig", newline="") as stream:
-            for row in csv.DictReader(stream):
+            for row in _report_rows(stream):
                 if row.get("status") == "failed" and row.get("code") != SUPERSEDED:
                     rows.append(row)
                     if len(rows) == shown:

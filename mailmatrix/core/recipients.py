@@ -50,7 +50,7 @@ from mailmatrix.core.report import (
     sent_under_reason,
 )
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.core.templates import BY_COLUMN, misspelt_column
+from mailmatrix.core.templates import BY_COLUMN, MANIFEST, misspelt_column
 from mailmatrix.disk import write_fault
 from mailmatrix.errors import FileNotWritten, InputFileError, TemplateError
 from mailmatrix.ports import SentCopy
@@ -121,6 +121,28 @@ _ALIASES.update(
 # The spellings of an Attachment_File column, as _ALIASES holds them: a header spelt much
 # like one (Attachement_File) is likely that column misspelt.
 _FILE_SPELLINGS = [key for key, name in _ALIASES.items() if name == "Attachment_File"]
+# Other words a header may give the column of the files' names in (an export in German,
+# French, Dutch, Italian, Spanish), compared as _FILE_SPELLINGS, accents aside: the file is
+# refused naming that column, rather than asked for a column it seems to have.
+_FILE_WORDS = frozenset(
+    {
+        "anhang",
+        "anhange",
+        "anlage",
+        "anlagen",
+        "datei",
+        "dateiname",
+        "pdf",
+        "pdfdatei",
+        "filename",
+        "fichier",
+        "piecejointe",
+        "bijlage",
+        "allegato",
+        "adjunto",
+        "archivo",
+    }
+)
 # Columns whose values end up in message headers: no line breaks, no control characters.
 HEADER_COLUMNS = frozenset({"Email", "Name", "Status", "Attachment_File", "Cc", "Bcc", "Reply_To"})
 # Words a header may wrap a copy column's name in (``Cc (optional)``, ``bcc list``,
@@ -340,6 +362,7 @@ class IntakeReport:
     delimiter: str = ""
     header: list[str] = field(default_factory=list)
     rows: int = 0
+    last_row: int = 0  # the line of the last of those records (0: none)
     valid: int = 0
     empty: int = 0
     rejected: ProblemList = field(default_factory=ProblemList)
@@ -542,10 +565,12 @@ def validate_recipients(
             raise InputFileError(f"{source}: no header: the file holds only blank lines")
         if report.rows == 0:
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
+        intake.warn_of_questions()
         intake.check_defaults()
         intake.trials.check()
         intake.withdraw_copies()
         intake.compare_contents()
+        intake.check_file_names()
         intake.withdraw()
     except BaseException:
         report.close()  # nobody gets to read it
@@ -813,6 +838,19 @@ class _Intake:
         self.mailed = mailed
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
+        # Rows whose own file is named like another recipient's letter (check_file_names): each
+        # word of a name column -> the first row having it, its recipient, and (flag) whether
+        # other recipients' names have it too; each word of the rows' own file names -> in how
+        # many (content); and the rows passed on whose file name has none of their name's words.
+        self.checks_names = getattr(catalog, "check_file_names", True)
+        self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.own_files = 0
+        self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
+        # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
+        # its code page lacks): how many, the first few, and the first such cell.
+        self.question_rows: list[int] = []
+        self.question_count = 0
+        self.question_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
 
@@ -854,6 +892,7 @@ class _Intake:
         self.file_lookalike = None if self.file_at is not None else _like_attachment_file(names)
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
+        self.name_at = [index for index, name in self.named if _is_name_column(name)]
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
         subject_warnings = getattr(self.catalog, "subject_warnings", None)
@@ -869,6 +908,9 @@ class _Intake:
             report.empty += 1
             return
         report.rows += 1
+        report.last_row = row
+        if "?" in text and _QUESTION_IN_WORD.search(text):
+            self._note_question(row, record)
         if "\n" in text or "\r" in text:
             self._check_swallowed_rows(row, record)
         values = self._shape(row, record, bom="\ufeff" in text)
@@ -890,8 +932,10 @@ class _Intake:
             reason = choice.reason or "skipped by Status"
             report.skipped.append({"row": row, "reason": reason, "email": mask(email_text)})
             address = parse_address(email_text) if email_text else None
-            self._own_file(row, values, self._recipient(email_text, address), sent=False)
+            identity = self._recipient(email_text, address)
+            self._own_file(row, values, identity, sent=False)
             self._claim_address(row, values, address, sent=False)
+            self._note_names(row, values, identity)
             return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
@@ -914,7 +958,7 @@ class _Intake:
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
-            attachment = self._attachment(values, needs, problems)
+            attachment = self._attachment(values, needs, problems, template, row)
             if attachment is not None and needs.default and not self._cell(values):
                 self._default_given(template, attachment)
             elif attachment is not None and self.earlier is not None and address is not None:
@@ -956,6 +1000,7 @@ class _Intake:
             if failure:
                 problems.append(("", f"its letter does not render: {failure.rstrip('.')} {_FIX}"))
         identity = self._recipient(email_text, address)
+        self._note_names(row, values, identity)
         # Passed on unless rejected below or a duplicate (of a row passed on or not).
         sent = not problems and address is not None and not self.seen.holds(identity)
         shared = self._own_file(row, values, identity, sent=sent, found=attachment)
@@ -980,6 +1025,8 @@ class _Intake:
 
         report.valid += 1
         self.sent_addresses.add(row, email_text)  # shown if the row is withdrawn
+        if file_name and self._cell(values):
+            self._note_file(row, values, identity, file_name)
         for column, key in copied:  # a later row's Email may be one of them
             self.copied_rows.append(row << 1 | (column == "Bcc"))
             self.copied_keys.append(key)
@@ -1177,16 +1224,31 @@ class _Intake:
             )
 
     def _attachment(
-        self, values: list[str], needs: _Needs, problems: list[tuple[str, str]]
+        self,
+        values: list[str],
+        needs: _Needs,
+        problems: list[tuple[str, str]],
+        template: str,
+        row: int,
     ) -> Lookup | None:
         """Return the resolved attachment (its name, size and tag), or None for none (a problem
-        is added)."""
+        is added); raise TemplateError when it is ``template``'s default_attachment and storage
+        has no such file (or one too large): every row given it would be rejected alike."""
         if needs.mode == "none":
             return None
         raw = self._cell(values) or (needs.default or "")
         if not raw and needs.mode == "optional":
             return None
         found = self.attachments.lookup(raw, max_message_bytes=self.rules.max_message_bytes)
+        if found.problem and needs.default and not self._cell(values):
+            raise TemplateError(
+                f"{MANIFEST}: set {template!r}: default_attachment {raw}: "
+                f"{found.problem.rstrip('.')};"
+                f" every row of the set whose Attachment_File is empty (the first: row {row})"
+                " would attach it, so nothing is sent (put the file in the attachments folder"
+                f" under that name, or correct default_attachment in {MANIFEST}; then run the"
+                " file again)"
+            )
         problem = found.problem or self._pdf_problem(found, default=not self._cell(values))
         if problem:
             problems.append(("Attachment_File", problem))
@@ -1514,7 +1576,7 @@ class _Intake:
         if isinstance(held, _Shared):
             if held.same_address is None and not isinstance(why, _Shared):
                 self.withdrawn[row] = held._replace(same_address=why)
-        elif isinstance(why, _Shared) and not isinstance(held, (_SameContent, _Copied)):
+        elif isinstance(why, _Shared) and not isinstance(held, (_SameContent, _Copied, _NamedLike)):
             self.withdrawn[row] = why._replace(same_address=held)
 
     def _hold(
@@ -1569,6 +1631,9 @@ class _Intake:
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
             reason = _copied_recipient(why.column, why.other_row, sent=row in self.sent_earlier)
             return [*problems, (why.column, reason)]
+        if isinstance(why, _NamedLike):
+            problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
+            return [*problems, ("Attachment_File", _named_like(why))]
         if isinstance(why, _SameContent):
             problems = [] if why.before is None else self._withdrawal_problems(row, why.before)
             if why.earlier is not None:
@@ -1680,6 +1745,85 @@ class _Intake:
                     )
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
+
+    def _note_question(self, row: int, record: list[str]) -> None:
+        """Note a row with a cell holding ? between letters (not a link's ?, nor a query)."""
+        for cell in record:
+            if _QUESTION_IN_WORD.search(cell) and not _LINKISH.search(cell):
+                self.question_count += 1
+                if len(self.question_rows) < _SHOWN_QUESTION_ROWS:
+                    self.question_rows.append(row)
+                self.question_cell = self.question_cell or cell.strip()
+                return
+
+    def warn_of_questions(self) -> None:
+        """Warn of the rows noted by _note_question, unless the file was saved as Unicode (a
+        byte-order mark): there a ? is one the cell holds."""
+        if not self.question_count or self.report.encoding in _UNICODE_SAVED:
+            return
+        rows = ", ".join(map(str, self.question_rows))
+        if self.question_count > len(self.question_rows):
+            rows += f" and {self.question_count - len(self.question_rows)} more"
+        said = f"rows {rows} have" if self.question_count > 1 else f"row {rows} has"
+        self.report.warnings.append(
+            f"{said} ? between letters ({self.question_cell[:40]!r}): a spreadsheet"
+            " saved as plain CSV writes ? for each letter it cannot encode, and the letters"
+            " would print it; save the file as CSV UTF-8 and check those rows"
+        )
+
+    def _note_names(self, row: int, values: list[str], recipient: int) -> None:
+        """Index the words of the row's name columns: which row's recipient has each."""
+        if not self.checks_names:
+            return
+        for word in _words(" ".join(values[index] for index in self.name_at)):
+            first = self.name_words.add(hash(word), row, recipient)
+            if first is not None and not first[1] and not first[2]:
+                self.name_words.put(hash(word), first[0], recipient, flag=True)
+
+    def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
+        """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
+        check_file_names when the name has none of the words of the row's name columns."""
+        if not self.checks_names or not self.name_at:
+            return
+        self.own_files += 1
+        words = _words(_file_stem(name))
+        for word in words:
+            counted = self.file_words.get(hash(word))
+            self.file_words.put(hash(word), row, counted[1] + 1 if counted else 1)
+        own = _words(" ".join(values[index] for index in self.name_at))
+        if words and not words & own:
+            self.unnamed_files.append((row, recipient, name))
+
+    def check_file_names(self) -> None:
+        """Withdraw each row passed on whose own file is named like another recipient's
+        letter: its name carries two words of another row's name columns, or one of four
+        letters or more that no third recipient's name has, and none of the row's own name.
+
+        Words in many of the file names (Angebot, offer, letter) say nothing of whose the file
+        is and are not compared. Each row kept asks the index of name words, once per word of
+        its file name.
+        """
+        common = max(2, self.own_files // 20)
+        for row, recipient, name in self.unnamed_files:
+            matched: dict[int, list[str]] = {}  # another row -> the words of its name
+            distinct: set[int] = set()  # the rows matched by a word of theirs alone
+            for word, written in _written_words(_file_stem(name)):
+                counted = self.file_words.get(hash(word))
+                owner = self.name_words.get(hash(word))
+                if owner is None or owner[1] == recipient or (counted and counted[1] > common):
+                    continue
+                other_row, _, several = owner
+                matched.setdefault(other_row, []).append(written)
+                if len(word) >= 4 and not several:
+                    distinct.add(other_row)
+            likely = [
+                other for other, said in matched.items() if len(said) > 1 or other in distinct
+            ]
+            if likely:
+                other_row = max(likely, key=lambda other: len(matched[other]))
+                words = " ".join(matched[other_row])
+                self.withdrawn[row] = _NamedLike(name, other_row, words, self.withdrawn.get(row))
+        self.unnamed_files.clear()
 
     def _default_sent(self, default: _Default, file: int, name: str, *, copy: bool = False) -> None:
         """Refuse the file: ``default``, a default_attachment rows were given, is the file
@@ -1797,7 +1941,17 @@ class _Copied(NamedTuple):
 
 # Why a row passed on is withdrawn once a later row is read (_Intake.withdrawn), or the whole
 # file (_SameContent, _Copied).
-_Withdrawal = _Shared | _SameAddress | _SameContent | _Copied
+class _NamedLike(NamedTuple):
+    """A row passed on whose own file, ``name``, is named like the letter of ``other_row``'s
+    recipient: it carries ``words`` of that row's name and none of its own row's."""
+
+    name: str
+    other_row: int
+    words: str
+    before: _Withdrawal | None = None
+
+
+_Withdrawal = _Shared | _SameAddress | _SameContent | _Copied | _NamedLike
 
 
 class _Extra(NamedTuple):
@@ -1871,6 +2025,9 @@ def _like_attachment_file(names: list[str]) -> str | None:
         spelling = _SQUASH.sub("", name).casefold()
         if spelling and difflib.get_close_matches(spelling, _FILE_SPELLINGS, n=1, cutoff=0.8):
             return name
+    for name in names:
+        if _fold_word(_SQUASH.sub("", name)) in _FILE_WORDS:
+            return name
     return None
 
 
@@ -1891,6 +2048,12 @@ def _no_file_column(
         f"{source}: no Attachment_File column, though template set {template!r} attaches "
         f"{what}, and row {row} is of that set"
     )
+    if lookalike is not None and _fold_word(_SQUASH.sub("", lookalike)) in _FILE_WORDS:
+        return (
+            f"{said}; the file has a column {lookalike!r}, likely the files' names: nothing is"
+            " sent (rename your column to Attachment_File, the name MailMatrix reads them"
+            " under; then run the file again)"
+        )
     if lookalike is not None:
         return (
             f"{said}; {misspelt_column(lookalike, 'Attachment_File')} Nothing is sent (name "
@@ -1899,6 +2062,59 @@ def _no_file_column(
     return (
         f"{said}: nothing is sent (the header has {', '.join(header)}; add an Attachment_File "
         "column naming each row's file, then run the file again)"
+    )
+
+
+# A ? between two letters (Ma?gorzata), and what makes one a link's or a query's.
+_QUESTION_IN_WORD = re.compile(r"[^\W\d_]\?[^\W\d_]")
+_LINKISH = re.compile(r"[/=&]")
+_SHOWN_QUESTION_ROWS = 10
+_UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})
+
+
+def _is_name_column(name: str) -> bool:
+    """Whether a column holds (part of) the recipient's name: Name, First_Name, Nachname..."""
+    return "name" in name.casefold() and name != "Attachment_File"
+
+
+_WORD_SPLIT = re.compile(r"[\W\d_]+")
+
+
+def _fold_word(text: str) -> str:
+    """``text`` compared as names are in file names: NFKC, casefolded, accents dropped."""
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(char for char in folded if not unicodedata.combining(char))
+
+
+def _written_words(text: str) -> list[tuple[str, str]]:
+    """(folded, as written) of each word of two letters or more in ``text``: the words are
+    split at whatever is no letter (spaces, _ - . and digits)."""
+    found = []
+    for written in _WORD_SPLIT.split(text):
+        word = _fold_word(written)
+        if len(word) > 1:
+            found.append((word, written))
+    return found
+
+
+def _words(text: str) -> set[str]:
+    """The folded words of ``text`` (see _written_words)."""
+    return {word for word, _ in _written_words(text)}
+
+
+def _file_stem(name: str) -> str:
+    """A file's name without its folders and its extension."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def _named_like(why: _NamedLike) -> str:
+    """The reason of a row withdrawn for a file named like another recipient's letter."""
+    return (
+        f"the file {why.name} is named like the letter of {why.words} (row {why.other_row}), "
+        "not of this row's recipient, so this row is not sent: name this recipient's own file "
+        "in Attachment_File (if the file is right, set check_file_names: false in "
+        "manifest.yaml)"
     )
 
 
@@ -2014,15 +2230,15 @@ def _same_content(
             f"{name} went to this row's recipient in an earlier run of this file, and "
             f"{other_name}, the attachment of row {other_row}, another recipient, has the same "
             f"contents: row {other_row} names a copy of this letter, so it is held back; this "
-            f"row is not sent again and needs nothing (put row {other_row}'s own letter in "
-            f"{other_name}, then run the file again)"
+            f"row is not sent again and needs nothing (name the own file of row {other_row}'s "
+            "recipient in its Attachment_File, then run the file again)"
         )
     if sent[1]:
         return (
             f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
             "which an earlier run of this file sent to its recipient: this row names a copy of "
-            f"that person's letter, so it is not sent (put this recipient's own letter in "
-            f"{name}, then run the file again; row {other_row} is not sent again)"
+            "that person's letter, so it is not sent (name this recipient's own file in "
+            f"Attachment_File, then run the file again; row {other_row} is not sent again)"
         )
     return (
         f"{name} has the same contents as {other_name}, the attachment of row {other_row}, "
@@ -2051,8 +2267,8 @@ def _earlier_letter(
     if copy:
         return (
             f"{name} has the same contents as {other_name}, which an earlier run of this file "
-            f"{letter}: this row names a copy of that person's letter, so it is not sent (put "
-            f"this recipient's own letter in {name}, then run the file again)"
+            f"{letter}: this row names a copy of that person's letter, so it is not sent (name "
+            "this recipient's own file in Attachment_File, then run the file again)"
         )
     return (
         f"{name} is the same file as {other_name} (a link in the attachments folder), which an "

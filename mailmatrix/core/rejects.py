@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 COLUMNS = ("row", "outcome", "column", "reason", "email")
+# The delimiters a report may be written with: those of the recipients file (intake's).
+REPORT_DELIMITERS = (",", ";", "\t", "|")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -22,6 +24,11 @@ def neutralise(cell: object) -> str:
     if text.startswith(_FORMULA_STARTS):
         return "'" + text
     return text
+
+
+def report_delimiter(header: str) -> str:
+    """The delimiter of a report whose first line is ``header`` (its column names hold none)."""
+    return max(REPORT_DELIMITERS, key=header.count) if header else ","
 
 
 def report_lines(report: Any) -> Iterator[dict[str, Any]]:
@@ -52,15 +59,17 @@ def _duplicate_line(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_rejects(report: Any, out: BinaryIO) -> int:
-    """Write the report's rejected, duplicate and excluded rows to ``out``; return the count."""
-    return write_lines(report_lines(report), out)
+    """Write the report's rejected, duplicate and excluded rows to ``out``, separated as the
+    recipients file was (a spreadsheet set for semicolons shows a comma file as one column);
+    return the count."""
+    return write_lines(report_lines(report), out, delimiter=report.delimiter or ",")
 
 
-def write_lines(lines: Iterable[Mapping[str, Any]], out: BinaryIO) -> int:
+def write_lines(lines: Iterable[Mapping[str, Any]], out: BinaryIO, *, delimiter: str = ",") -> int:
     """Write the lines as UTF-8 CSV (with a BOM, so Excel reads it as UTF-8); return the count."""
     text = codecs.getwriter("utf-8")(out)
     out.write(codecs.BOM_UTF8)
-    writer = csv.writer(text, lineterminator="\r\n")
+    writer = csv.writer(text, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     count = 0
     for line in lines:

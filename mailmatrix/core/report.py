@@ -143,7 +143,7 @@ class Summary:
     def report_csv(self) -> bytes:
         """One line per validated row, spreadsheet-safe (rows kept in memory: small runs)."""
         out = io.StringIO()
-        writer = report_writer(out)
+        writer = report_writer(out, self.campaign.get("delimiter") or ",")
         for row in sorted(self.rows, key=lambda r: r["row"]):
             write_report_row(writer, row)
         return out.getvalue().encode("utf-8-sig")  # with a BOM, as Excel needs for UTF-8
@@ -227,8 +227,9 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     if letter.attachment == name:
         return (
             f"{name} {went} to {whom} under {campaign_of(letter)} as their own letter (row"
-            f" {letter.row} of that run), so it is not sent to this recipient. Put this"
-            f" recipient's own letter in {name}, then run the file again; or, if that address"
+            f" {letter.row} of that run), so it is not sent to this recipient. Name this"
+            " recipient's own file in Attachment_File (leave that file as it is: it is what"
+            " went out), then run the file again; or, if that address"
             f" was wrong and this is the same person, run {_source_of(letter)} with the address"
             " corrected and --corrected-address ROW (that person's row in it: row"
             f" {letter.row} when it was sent)"
@@ -237,8 +238,8 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
         f"{name} has the same contents as {letter.attachment}, which a run of"
         f" {campaign_of(letter)} {sent} to {whom} as their own letter (row {letter.row} of"
         " that run): this row names a copy "
-        f"of that person's letter, so it is not sent (put this recipient's own letter in "
-        f"{name}, then run the file again)"
+        "of that person's letter, so it is not sent (name this recipient's own file in "
+        "Attachment_File, then run the file again)"
     )
 
 
@@ -398,9 +399,10 @@ def unknown_advice(rows: int) -> str:
     )
 
 
-def report_writer(out: TextIO) -> Any:
-    """A CSV writer of report rows on ``out``, its header written (see write_report_row)."""
-    writer = csv.writer(out)
+def report_writer(out: TextIO, delimiter: str = ",") -> Any:
+    """A CSV writer of report rows on ``out``, its header written (see write_report_row); with
+    the recipients file's ``delimiter`` (the campaign's), as a spreadsheet set for it reads."""
+    writer = csv.writer(out, delimiter=delimiter)
     writer.writerow(REPORT_COLUMNS)
     return writer
 

@@ -271,6 +271,39 @@ def _replace(original: Callable[..., str]) -> Callable[..., str]:
     return replace
 
 
+class NotANumber(Exception):
+    """The ``int`` or ``float`` filter, given no default, could not read ``value``."""
+
+    def __init__(self, filter_name: str, value: Any) -> None:
+        super().__init__(f"the {filter_name} filter cannot read {value!r} as a number")
+        self.filter_name = filter_name
+        self.value = value
+
+
+# A default no template can pass: the filter was given none.
+_NO_DEFAULT: Any = object()
+
+
+def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Jinja's ``int`` or ``float`` filter, raising NotANumber where Jinja returns 0 for a value
+    it cannot read ("56.000 €"|int printed 0 in an offer), unless the template gives a default
+    (``int(0)``, ``float(default=0)``): then Jinja's behaviour."""
+
+    def strict(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def number(value: Any, default: Any = _NO_DEFAULT, *args: Any, **kwargs: Any) -> Any:
+            if default is not _NO_DEFAULT:
+                return original(value, default, *args, **kwargs)
+            read = original(value, _NO_DEFAULT, *args, **kwargs)
+            if read is _NO_DEFAULT:
+                raise NotANumber(name, value)
+            return read
+
+        return number
+
+    return strict
+
+
 def _dumps(value: Any, **kwargs: Any) -> str:
     """json.dumps for the tojson filter, refusing a long indent or text before it is made.
 
@@ -293,6 +326,8 @@ _LIMITED_FILTERS: dict[str, Callable[[Callable[..., str]], Callable[..., str]]] 
     "format": _format,
     "join": _join,
     "replace": _replace,
+    "int": _strict_number("int"),
+    "float": _strict_number("float"),
 }
 
 

@@ -57,7 +57,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from mailmatrix.core.sandbox import SizeLimitedSandbox
+from mailmatrix.core.sandbox import NotANumber, SizeLimitedSandbox
 from mailmatrix.errors import TemplateError
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ ATTACHMENT_MODES = ("required", "optional", "none")
 # The set of a folder without manifest: "required" when the CSV has Attachment_File, else "none".
 BY_COLUMN = "by_column"
 ATTACHMENT_COLUMN = "Attachment_File"
-_SET_KEYS = frozenset({"when", "subject", "html", "text", "attachment", "default_attachment"})
+_SET_KEY_ORDER = ("when", "subject", "html", "text", "attachment", "default_attachment")
 
 # Names every template may use besides the CSV columns: ``row`` is the whole row as a mapping,
 # for columns whose names are not identifiers (``row["Start Date"]``).
@@ -130,6 +130,30 @@ class EmptyField(str):
         value = super().__new__(cls, "")
         value.column = column
         return value
+
+
+def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
+    """The render error of an ``int`` or ``float`` filter that could not read its value,
+    naming the column the value comes from when one cell holds it (give or take the
+    punctuation and symbols the template took out)."""
+    value = str(exc.value)
+    bare = _WORD_ONLY.sub("", value)
+    columns = [
+        name
+        for name, cell in row.items()
+        if cell == value or (bare and _WORD_ONLY.sub("", str(cell)) == bare)
+    ]
+    source = f" (from column {columns[0]}: {row[columns[0]]!r})" if len(columns) == 1 else ""
+    what = "an empty value" if value == "" else f"{value!r}"
+    return (
+        f"{path}: render: the {exc.filter_name} filter cannot read {what}{source} as a number"
+        " (Jinja would print 0): make the template turn the value into digits first (e.g."
+        ' | replace(".", "") | replace("€", "") | trim), or give the filter a default,'
+        f" | {exc.filter_name}(0), to print 0 for such values"
+    )
+
+
+_WORD_ONLY = re.compile(r"[\W_]+")
 
 
 class _EmptyFieldPrinted(Exception):
@@ -270,6 +294,9 @@ class Catalog:
     demo: bool = False  # the manifest says ``demo: true``: the bundled demo's letters
     context: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # Whether validation withdraws a row whose own file is named like another recipient's
+    # letter (``check_file_names: false`` in the manifest turns it off).
+    check_file_names: bool = True
 
     def __post_init__(self) -> None:
         self._env = _environment(self.sources, _finalize)
@@ -558,6 +585,8 @@ class Catalog:
             raise TemplateError(
                 f"{path}: render: {exc.column} is empty in this row but the template prints it"
             ) from None
+        except NotANumber as exc:
+            raise TemplateError(_not_a_number(path, exc, context.get("row") or {})) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"{path}: render: {exc.message}") from exc
         except jinja2.exceptions.SecurityError as exc:
@@ -696,12 +725,10 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
     try:
         manifest = yaml.load(sources[MANIFEST], Loader=_ManifestLoader) or {}  # a safe loader
     except yaml.YAMLError as exc:
-        raise TemplateError(f"{MANIFEST}: not valid YAML: {exc}") from exc
+        raise TemplateError(_yaml_message(exc, sources[MANIFEST])) from exc
     if not isinstance(manifest, dict):
         raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
-    unknown_keys = set(manifest) - {"column", "sender", "sets", "skip", "context", DEMO_KEY}
-    if unknown_keys:
-        raise TemplateError(f"{MANIFEST}: unknown keys: {', '.join(sorted(unknown_keys))}")
+    _check_keys(manifest, _MANIFEST_KEYS, MANIFEST)
 
     raw_sets = manifest.get("sets") or {}
     if not isinstance(raw_sets, dict) or not raw_sets:
@@ -732,6 +759,56 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         demo=_demo_marker(manifest),
         context={str(k): v for k, v in context.items()},
         sources=templates,
+        check_file_names=_check_file_names(manifest),
+    )
+
+
+def _check_file_names(manifest: dict[Any, Any]) -> bool:
+    """The manifest's ``check_file_names`` (true unless it says false)."""
+    value = manifest.get("check_file_names", True)
+    if not isinstance(value, bool):
+        raise TemplateError(
+            f"{MANIFEST}: 'check_file_names' must be true or false (false: send a row whose "
+            "file is named like another recipient's letter)"
+        )
+    return value
+
+
+_MANIFEST_KEYS = ("column", "sender", "context", "sets", "skip", "check_file_names", DEMO_KEY)
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str) -> str:
+    """The manifest's YAML error as "where: what", with the line, and a hint for the usual
+    slips (a tab; a line indented unlike its neighbours)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return f"{MANIFEST}: not valid YAML: {str(exc).replace('<unicode string>', MANIFEST)}"
+    line = mark.line + 1
+    written = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    context = getattr(exc, "context", None)
+    said = f"{context}, {problem}" if context else problem
+    hint = ""
+    if "\t" in written:
+        hint = "; indent with spaces: YAML refuses tabs"
+    elif isinstance(exc, (yaml.scanner.ScannerError, yaml.parser.ParserError)):
+        hint = f"; check the indentation of line {line} against the line above"
+    shown = f": {written.strip()!r}" if written.strip() else ""
+    return f"{MANIFEST}, line {line}: not valid YAML: {said}{shown}{hint}"
+
+
+def _check_keys(mapping: dict[Any, Any], allowed: Collection[str], where: str) -> None:
+    """Refuse keys of ``mapping`` not ``allowed``, suggesting the closest allowed one."""
+    unknown = sorted(str(key) for key in mapping if key not in allowed)
+    if not unknown:
+        return
+    said = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.casefold(), allowed, n=1, cutoff=0.6)
+        said.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    keys = "keys" if len(unknown) > 1 else "key"
+    raise TemplateError(
+        f"{where}: unknown {keys} {', '.join(said)}; the keys allowed here are {', '.join(allowed)}"
     )
 
 
@@ -774,16 +851,7 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
     where = f"{MANIFEST}: set {name!r}"
     if not isinstance(spec, dict):
         raise TemplateError(f"{where}: must be a mapping with at least 'when'")
-    unknown_keys = set(spec) - {
-        "when",
-        "subject",
-        "html",
-        "text",
-        "attachment",
-        "default_attachment",
-    }
-    if unknown_keys:
-        raise TemplateError(f"{where}: unknown keys: {', '.join(sorted(unknown_keys))}")
+    _check_keys(spec, _SET_KEY_ORDER, where)
 
     values = spec.get("when", [])
     values = [values] if isinstance(values, str) else values
@@ -810,9 +878,15 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
         file("text", TEXT_FILE),
     )
     if subject is None:
-        raise TemplateError(f"{where}: no subject template ({name}/{SUBJECT_FILE})")
+        raise TemplateError(
+            f"{where}: no subject template ({name}/{SUBJECT_FILE})"
+            + _folder_case(name, SUBJECT_FILE, templates)
+        )
     if html is None and text is None:
-        raise TemplateError(f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})")
+        raise TemplateError(
+            f"{where}: no body ({name}/{HTML_FILE} or {name}/{TEXT_FILE})"
+            + _folder_case(name, TEXT_FILE, templates)
+        )
     attachment = str(spec.get("attachment", "required"))
     if attachment not in ATTACHMENT_MODES:
         raise TemplateError(f"{where}: attachment must be one of {', '.join(ATTACHMENT_MODES)}")
@@ -825,6 +899,19 @@ def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSe
         values=tuple(str(v) for v in values),
         attachment=attachment,
         default_attachment=str(default_attachment) if default_attachment else None,
+    )
+
+
+def _folder_case(name: str, file: str, templates: Collection[str]) -> str:
+    """What to add to "no NAME/FILE" when the templates hold a folder spelt like NAME in
+    another case (``einladung/`` for the set Einladung): "" when they do not."""
+    folders = {path.split("/", 1)[0] for path in templates if "/" in path}
+    like = sorted(f for f in folders if f != name and f.casefold() == name.casefold())
+    if not like:
+        return ""
+    return (
+        f": the folder is {like[0]}/, spelt in another case than the set {name!r}; rename the"
+        f" folder to {name}/, or the set to {like[0]} (folder names count case)"
     )
 
 

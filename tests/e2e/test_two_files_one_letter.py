@@ -49,6 +49,10 @@ def test_two_files_run_at_once_send_each_persons_pdf_to_one_person(setting, monk
     # validated before either run sends
     account, storage, ledger = setting
     first_file, second_file = _offers()
+    # (the PDFs are named after their people, which validation holds against rows of others:
+    # with that check off, as for files named otherwise, the claims alone must keep them)
+    manifest = storage.get("templates/manifest.yaml").decode()
+    storage.put("templates/manifest.yaml", ("check_file_names: false\n" + manifest).encode())
     campaign_1, rows_1 = validated(account, storage, ledger, first_file, "arn:x:exec1")
     campaign_2, rows_2 = validated(
         account, storage, ledger, second_file, "arn:x:exec2", "incoming/offers-final.csv"

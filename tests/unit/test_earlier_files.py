@@ -72,8 +72,8 @@ LINK_REASON = (
 COPY_REASON = (
     "bob.pdf has the same contents as alice.pdf, which an earlier run of this file sent to "
     "another recipient (a***@example.com) as their own letter (row 2 of that run): this row "
-    "names a copy of that person's letter, so it is not sent (put this recipient's own letter "
-    "in bob.pdf, then run the file again)"
+    "names a copy of that person's letter, so it is not sent (name this recipient's own file "
+    "in Attachment_File, then run the file again)"
 )
 
 

@@ -76,6 +76,8 @@ def test_row_that_does_not_exist_is_a_usage_error(tmp_path):
     result = preview(DEMO_CSV, "--row", 999, "--out", tmp_path)
     assert result.exit_code == exits.USAGE
     assert "no row starts on line 999" in result.output
+    last = len(DEMO_CSV.read_text(encoding="utf-8").strip().splitlines())
+    assert f"; the last row is row {last}" in " ".join(result.output.split())
     header = preview(DEMO_CSV, "--row", 1)  # the header is no row, and it says so
     assert header.exit_code == exits.USAGE
     assert "line 1 is the header: the first recipient is row 2" in " ".join(header.output.split())

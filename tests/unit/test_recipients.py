@@ -785,6 +785,23 @@ def test_headers_spelt_like_a_name_of_the_attachment_column_are_named(header):
     )
 
 
+@pytest.mark.parametrize("header", ["Anhang", "Anlage", "Pièce jointe", "Dateiname", "PDF"])
+def test_a_header_naming_the_files_in_another_language_is_to_be_renamed(header):
+    # GIVEN a German (French...) export whose files' column has another word for it
+    text = HEADER.replace("Attachment_File", header) + ALICE
+
+    # WHEN validated
+    with pytest.raises(InputFileError) as caught:
+        run(text)
+
+    # THEN the refusal names that column and says to rename it
+    assert (
+        f"the file has a column {header!r}, likely the files' names: nothing is sent (rename"
+        " your column to Attachment_File, the name MailMatrix reads them under; then run the"
+        " file again)"
+    ) in caught.value.message
+
+
 @pytest.mark.parametrize("header", ["Department", "Statement", "File", "Notes"])
 def test_other_headers_are_not_taken_for_the_attachment_column(header):
     # GIVEN a file without Attachment_File whose other column is not spelt like it
@@ -2188,11 +2205,12 @@ def test_a_copy_of_one_recipients_letter_under_anothers_name_holds_back_both_row
             "alice.pdf went to this row's recipient in an earlier run of this file, and "
             "bob.pdf, the attachment of row 3, another recipient, has the same contents: row 3 "
             "names a copy of this letter, so it is held back; this row is not sent again and "
-            "needs nothing (put row 3's own letter in bob.pdf, then run the file again)",
+            "needs nothing (name the own file of row 3's recipient in its Attachment_File, then run"
+            " the file again)",
             "bob.pdf has the same contents as alice.pdf, the attachment of row 2, which an "
             "earlier run of this file sent to its recipient: this row names a copy of that "
-            "person's letter, so it is not sent (put this recipient's own letter in bob.pdf, "
-            "then run the file again; row 2 is not sent again)",
+            "person's letter, so it is not sent (name this recipient's own file in "
+            "Attachment_File, then run the file again; row 2 is not sent again)",
         ),
         (
             {2, 3},
@@ -2677,6 +2695,25 @@ def test_a_default_attachment_that_is_no_pdf_rejects_its_rows_and_is_read_once()
     assert contents.started["brochure.pdf"] == 1
 
 
+def test_a_default_attachment_storage_lacks_refuses_the_file_once_naming_the_manifest():
+    # GIVEN the info set's default brochure.pdf stored as Brochure.pdf, and rows given it
+    text = HEADER + ALICE + "".join(f"u{i}@example.com,U {i},info,\r\n" for i in range(30))
+
+    # WHEN validated
+    with pytest.raises(TemplateError) as caught:
+        run(text, catalog=load_catalog(TWO_SETS), index=index_of("alice.pdf", "Brochure.pdf"))
+
+    # THEN the whole file is refused once, naming the manifest, the set, the file and its
+    # likely name, not each row whose empty Attachment_File "was not found"
+    assert caught.value.message == (
+        "manifest.yaml: set 'info': default_attachment brochure.pdf: attachment not found:"
+        " brochure.pdf (did you mean Brochure.pdf?); every row of the set whose Attachment_File"
+        " is empty (the first: row 3) would attach it, so nothing is sent (put the file in the"
+        " attachments folder under that name, or correct default_attachment in manifest.yaml;"
+        " then run the file again)"
+    )
+
+
 def test_without_a_cheap_read_of_the_files_start_a_pdf_is_left_to_the_send():
     # GIVEN storage that reads no file's start at validation (S3), and Bob's bob.pdf a Word
     # document
@@ -2904,3 +2941,31 @@ def test_a_row_the_same_as_one_that_failed_to_render_fails_alike_without_another
     assert [row["row"] for row in rows] == [4]
     assert reasons(report) == [(2, "", NOT_RENDERED), (3, "", NOT_RENDERED)]
     assert catalog.rendered == ["P0", "P1"]
+
+
+def test_question_marks_between_letters_of_a_plain_csv_are_warned_of_naming_the_rows():
+    # GIVEN a Windows-1252 export whose Name lost a letter to ?, a question, and a link
+    text = (
+        "Email,Name,Status,Attachment_File,Note\r\n"
+        "alice@example.com,Ma?gorzata Nowak,active,alice.pdf,\r\n"
+        "bob@example.com,Bob Example,active,bob.pdf,Was?\r\n"
+        "carol@example.com,Carol Example,active,carol.pdf,https://example.com/a?b=c\r\n"
+        "dave@example.com,Zoë ?ngström,active,dave.pdf,\r\n"
+    )
+
+    # WHEN validated
+    report, rows = run(text.encode("cp1252", errors="replace"))
+
+    # THEN every row goes, and one warning names the row with ? inside a word
+    assert len(rows) == 4 and report.encoding == "cp1252"
+    assert report.warnings == [
+        "row 2 has ? between letters ('Ma?gorzata Nowak'): a spreadsheet saved as plain CSV"
+        " writes ? for each letter it cannot encode, and the letters would print it; save the"
+        " file as CSV UTF-8 and check those rows"
+    ]
+
+
+def test_question_marks_in_a_file_saved_as_csv_utf8_are_the_cells_own():
+    text = HEADER + "alice@example.com,Ma?gorzata,active,alice.pdf\r\n"
+    report, rows = run(codecs.BOM_UTF8 + text.encode())
+    assert (len(rows), report.warnings) == (1, [])

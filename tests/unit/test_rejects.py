@@ -89,3 +89,27 @@ def test_rejects_merged_in_later_are_written_in_row_order():
         ("9", "r", "e***@x.org"),
     ]
     assert len(report.rejected) == 4
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", ","])
+def test_rejects_are_separated_as_the_recipients_file_was(delimiter):
+    # GIVEN the report of a file a German Excel saved (semicolons), or another
+    report = IntakeReport(source="s", delimiter=delimiter)
+    report.rejected.append(
+        {"row": 2, "column": "Email", "reason": "Email is missing; see row 2", "email": ""}
+    )
+    out = io.BytesIO()
+
+    # WHEN it is written
+    write_rejects(report, out)
+
+    # THEN its columns are split by that delimiter, a cell holding one quoted
+    text = out.getvalue().decode("utf-8-sig")
+    assert text.splitlines()[0] == delimiter.join(["row", "outcome", "column", "reason", "email"])
+    assert list(csv.reader(io.StringIO(text), delimiter=delimiter))[1] == [
+        "2",
+        "rejected",
+        "Email",
+        "Email is missing; see row 2",
+        "",
+    ]

@@ -8,7 +8,12 @@ import json
 
 import pytest
 
-from mailmatrix.core.report import progress_counts, sent_under_reason, summarize_results
+from mailmatrix.core.report import (
+    REPORT_COLUMNS,
+    progress_counts,
+    sent_under_reason,
+    summarize_results,
+)
 from mailmatrix.ports import IN_DOUBT, SENDING, SENT, UNKNOWN, Outcome, SentCopy
 
 CAMPAIGN = {
@@ -456,3 +461,21 @@ def test_a_row_held_back_as_its_letter_is_in_doubt_under_another_file_is_counted
     notice = summary.message(execution="e", report_key="k")
     assert "Not sent again: 1 row(s) whose letters went already" in notice
     assert "Not sent: 1 row(s) whose letters may have gone to the same addresses" in notice
+
+
+def test_the_report_is_separated_as_the_recipients_file_was():
+    # GIVEN a campaign whose recipients file was semicolon-separated
+    campaign = {**CAMPAIGN, "delimiter": ";"}
+    ok = _child(
+        "SUCCEEDED",
+        [_item(2, "offer")],
+        {"rows": [{"row": 2, "status": "sent", "message_id": "m2"}]},
+    )
+
+    # WHEN its report is written
+    raw = summarize_results(campaign, VALIDATION, [ok]).report_csv().decode("utf-8-sig")
+
+    # THEN its columns are split by semicolons
+    assert raw.splitlines()[0] == ";".join(REPORT_COLUMNS)
+    (first,) = csv.DictReader(io.StringIO(raw), delimiter=";")
+    assert first["status"] == "sent"

@@ -292,3 +292,40 @@ def test_a_choice_given_to_a_run_that_ended_before_validation_is_said_not_used()
         " a new run needs it given again)."
     ) in lines
     assert not [line for line in lines if line.startswith("--corrected-address")]
+
+
+def test_a_run_that_rejected_rows_ends_saying_to_fix_them_and_run_it_again(tmp_path):
+    # GIVEN a run that sent two rows and rejected two
+    rejects = rejects_report(tmp_path / "rejects.csv", 2)
+    report = failures_report(tmp_path / "report.csv", [])
+    result = succeeded_with_failures(report, failed=0, attachment_changed=0)
+    result["counts"] |= {"rows": 4, "valid": 2, "sent": 2, "rejected": 2}
+    result["rejects"] = str(rejects)
+
+    # WHEN its summary is printed
+    output = printed(result)
+
+    # THEN its last words say what to do with the rejected rows, as validate's do
+    assert " ".join(output.split()).endswith(
+        "2 row(s) rejected: fix them and run the same command again (the rows sent now are"
+        " skipped)."
+    )
+
+
+def test_the_summary_reads_reports_separated_as_the_recipients_file_was(tmp_path):
+    # GIVEN a run of a semicolon-separated file: its rejects report separated so too
+    rejects = tmp_path / "rejects.csv"
+    with rejects.open("w", encoding="utf-8-sig", newline="") as out:
+        writer = csv.writer(out, delimiter=";")
+        writer.writerow(["row", "outcome", "column", "reason", "email"])
+        writer.writerow([3, "rejected", "Email", "Email is missing; fix it", ""])
+    report = failures_report(tmp_path / "report.csv", [])
+    result = succeeded_with_failures(report, failed=0, attachment_changed=0)
+    result["counts"] |= {"valid": 3, "sent": 3, "rejected": 1}
+    result["rejects"] = str(rejects)
+
+    # WHEN its summary is printed
+    output = " ".join(printed(result).split())
+
+    # THEN the reject is listed with its column and whole reason
+    assert "Rows not sent, and why (1): row 3 rejected [Email]: Email is missing; fix it" in output

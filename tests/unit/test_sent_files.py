@@ -81,9 +81,28 @@ KIM = "kim@example.com,Kim Example,active,kim.pdf\r\n"
 OTHER_CAMPAIGN_REASON = (
     "kim.pdf has the same contents as anna.pdf, which a run of a.csv (campaign c-a) sent to"
     " another recipient (a***@example.com) as their own letter (row 2 of that run): this row"
-    " names a copy of that person's letter, so it is not sent (put this recipient's own letter"
-    " in kim.pdf, then run the file again)"
+    " names a copy of that person's letter, so it is not sent (name this recipient's own file"
+    " in Attachment_File, then run the file again)"
 )
+
+
+def test_the_very_file_another_campaign_sent_is_not_to_be_overwritten(folder, ledger):
+    # GIVEN Anna's letter sent by campaign c-a, and Kim's row of c-b naming that very file
+    sent(ledger, "c-a", "anna@example.com", "anna.pdf", LETTER)
+    (folder / "anna.pdf").write_bytes(LETTER)
+    kim = "kim@example.com,Kim Example,active,anna.pdf\r\n"
+
+    # WHEN the file is validated
+    with run(HEADER + kim, folder, ledger, "c-b")[0] as report:
+        # THEN the advice is to name Kim's own file, never to put her letter in anna.pdf
+        ((row, column, reason),) = reasons(report)
+        assert (row, column) == (2, "Attachment_File")
+        assert "own letter in" not in reason
+        assert (
+            "so it is not sent to this recipient. Name this recipient's own file in"
+            " Attachment_File (leave that file as it is: it is what went out), then run the file"
+            " again; or, if that address was wrong" in reason
+        )
 
 
 def test_a_copy_of_a_letter_another_campaign_sent_to_another_person_is_rejected(folder, ledger):
@@ -113,8 +132,8 @@ def test_a_letter_renamed_after_it_went_out_is_rejected_for_another_recipient(fo
                 "Attachment_File",
                 "carol.pdf has the same contents as alice.pdf, which an earlier run of this file"
                 " sent to another recipient (a***@example.com) as their own letter (row 2 of that"
-                " run): this row names a copy of that person's letter, so it is not sent (put"
-                " this recipient's own letter in carol.pdf, then run the file again)",
+                " run): this row names a copy of that person's letter, so it is not sent (name"
+                " this recipient's own file in Attachment_File, then run the file again)",
             )
         ]
 

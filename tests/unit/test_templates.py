@@ -499,7 +499,11 @@ def test_folder_without_subject_is_refused():
     ("manifest", "message"),
     [
         ("column: Status\nsets: [a]\n", "manifest.yaml: 'sets' must map set names"),
-        ("colum: Status\nsets: {welcome: {when: x}}\n", "manifest.yaml: unknown keys: colum"),
+        (
+            "colum: Status\nsets: {welcome: {when: x}}\n",
+            "manifest.yaml: unknown key 'colum' (did you mean 'column'?); the keys allowed here"
+            " are column, sender, context, sets, skip, check_file_names, demo",
+        ),
         (
             "sets: {welcome: {when: [A, a]}}\n",
             "manifest.yaml: Status value 'a' picks both 'welcome' and 'welcome'",
@@ -518,15 +522,15 @@ def test_folder_without_subject_is_refused():
             "manifest.yaml: Status value 'a' is both skipped and picks 'welcome'",
         ),
         ("sets: {other: {when: A}}\n", "manifest.yaml: set 'other': no subject template"),
-        ("sets: [\n", "manifest.yaml: not valid YAML"),
+        ("sets: [\n", "manifest.yaml, line 2: not valid YAML"),
         (
             "sets:\n  welcome: {when: A}\n  welcome: {when: B}\n",
-            "manifest.yaml: not valid YAML: 'welcome' is written twice in one mapping"
+            "manifest.yaml, line 3: not valid YAML: 'welcome' is written twice in one mapping"
             " (lines 2 and 3): keep one",
         ),
         (
             "column: Status\nsets: {welcome: {when: A}}\ncolumn: Stage\n",
-            "manifest.yaml: not valid YAML: 'column' is written twice in one mapping"
+            "manifest.yaml, line 3: not valid YAML: 'column' is written twice in one mapping"
             " (lines 1 and 3)",
         ),
     ],
@@ -775,3 +779,48 @@ def test_a_process_forked_after_a_render_limits_its_own_renders():
     os.waitpid(child, 0)
     # THEN its own watchdog stops it (the parent's thread is not in the child)
     assert said == "stopped"
+
+
+SET_FILES = {"offer/subject.txt": "Hi", "offer/body.txt": "Hello"}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            "sets:\n  offer:\n\twhen: [Offer]\n",
+            "manifest.yaml, line 3: not valid YAML: while scanning for the next token, found"
+            " character '\\t' that cannot start any token: 'when: [Offer]'; indent with spaces:"
+            " YAML refuses tabs",
+        ),
+        (
+            "sets:\n  offer:\n    when: [Offer]\n   attachment: none\n",
+            "manifest.yaml, line 4: not valid YAML: while parsing a block mapping, expected"
+            " <block end>, but found '<block mapping start>': 'attachment: none'; check the"
+            " indentation of line 4 against the line above",
+        ),
+        (
+            "Sets:\n  offer:\n    when: [Offer]\n",
+            "manifest.yaml: unknown key 'Sets' (did you mean 'sets'?); the keys allowed here are"
+            " column, sender, context, sets, skip, check_file_names, demo",
+        ),
+        (
+            "sets:\n  offer:\n    when: [Offer]\n    default_attachement: a.pdf\n",
+            "manifest.yaml: set 'offer': unknown key 'default_attachement' (did you mean"
+            " 'default_attachment'?); the keys allowed here are when, subject, html, text,"
+            " attachment, default_attachment",
+        ),
+        (
+            "sets:\n  Offer:\n    when: [Offer]\n",
+            "manifest.yaml: set 'Offer': no subject template (Offer/subject.txt): the folder is"
+            " offer/, spelt in another case than the set 'Offer'; rename the folder to Offer/,"
+            " or the set to offer (folder names count case)",
+        ),
+    ],
+    ids=["tab", "indentation", "top-key", "set-key", "folder-case"],
+)
+def test_manifest_slips_name_the_line_or_the_likely_key_or_folder(manifest, message):
+    with pytest.raises(TemplateError) as caught:
+        load_catalog({"manifest.yaml": manifest, **SET_FILES})
+    assert caught.value.message == message
+    assert "<unicode string>" not in caught.value.message

@@ -1,0 +1,151 @@
+"""Validation withdraws a row whose own file is named like another recipient's letter."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmatrix.core.templates import load_catalog
+from mailmatrix.errors import TemplateError
+from tests.unit.test_recipients import FakeCatalog, index_of, reasons, run
+
+SWAPPED = [
+    "anna@example.com;Anna Meier;active;Angebot_Anna_Meier_1.pdf",
+    "bjoern@example.com;Björn Löwe;active;Angebot_Sören_Schäfer_3.pdf",
+    "soeren@example.com;Sören Schäfer;active;Angebot_Björn_Löwe_2.pdf",
+    "jan@example.com;Jan Ostrowski;active;Angebot_Jan_Ostrowski_4.pdf",
+]
+
+
+def csv_of(rows: list[str], header: str = "Email;Name;Status;Attachment_File") -> str:
+    return "\r\n".join([header, *rows]) + "\r\n"
+
+
+def files_of(rows: list[str]) -> list[str]:
+    return [row.rsplit(";", 1)[1] for row in rows]
+
+
+def test_swapped_files_withdraw_both_rows_naming_the_other_row_and_file():
+    # GIVEN Björn's row naming Sören's letter and Sören's naming Björn's
+    # WHEN the file is validated
+    report, _ = run(csv_of(SWAPPED), index=index_of(*files_of(SWAPPED)))
+
+    # THEN neither goes out, each reason naming the other row, its name and the file
+    assert report.withdrawn == frozenset({3, 4})
+    assert report.valid == 2
+    assert reasons(report) == [
+        (
+            3,
+            "Attachment_File",
+            "the file Angebot_Sören_Schäfer_3.pdf is named like the letter of Sören Schäfer "
+            "(row 4), not of this row's recipient, so this row is not sent: name this "
+            "recipient's own file in Attachment_File (if the file is right, set "
+            "check_file_names: false in manifest.yaml)",
+        ),
+        (
+            4,
+            "Attachment_File",
+            "the file Angebot_Björn_Löwe_2.pdf is named like the letter of Björn Löwe (row 3), "
+            "not of this row's recipient, so this row is not sent: name this recipient's own "
+            "file in Attachment_File (if the file is right, set check_file_names: false in "
+            "manifest.yaml)",
+        ),
+    ]
+
+
+def test_first_and_last_name_columns_and_folded_accents_are_compared():
+    # GIVEN Vorname/Nachname columns and a file of another row spelt without accents
+    rows = [
+        "anna@example.com;Anna;Meier;active;OFFER-SOREN-2026.pdf",
+        "soeren@example.com;Sören;Schäfer;active;offer-schafer-soren.pdf",
+        "jan@example.com;Jan;Ostrowski;active;offer-ostrowski.pdf",
+    ]
+    header = "Email;Vorname;Nachname;Status;Attachment_File"
+    catalog = FakeCatalog(uses={"offer": set()})
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows, header), catalog=catalog, index=index_of(*files_of(rows)))
+
+    # THEN the row naming one distinctive word of another recipient's name is withdrawn
+    assert report.withdrawn == frozenset({2})
+    assert [(row, column, reason.split(", not")[0]) for row, column, reason in reasons(report)] == [
+        (
+            2,
+            "Attachment_File",
+            "the file OFFER-SOREN-2026.pdf is named like the letter of SOREN (row 3)",
+        )
+    ]
+
+
+def test_the_later_row_of_the_name_is_found_as_well_as_an_earlier_one():
+    # GIVEN the row naming another's file comes before that recipient's row
+    rows = [
+        "jan@example.com;Jan Ostrowski;active;letter_anna_meier.pdf",
+        "anna@example.com;Anna Meier;active;letter_jan_ostrowski.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN both are withdrawn, each naming the other's row
+    assert report.withdrawn == frozenset({2, 3})
+    assert [reason.split(", not")[0] for _, _, reason in reasons(report)] == [
+        "the file letter_anna_meier.pdf is named like the letter of anna meier (row 3)",
+        "the file letter_jan_ostrowski.pdf is named like the letter of jan ostrowski (row 2)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # files named with no one's name, or with words every file has
+        [
+            "anna@example.com;Anna Meier;active;Angebot_2026_1.pdf",
+            "jan@example.com;Jan Ostrowski;active;Angebot_2026_2.pdf",
+            "offer@example.com;Brief Angebot;active;Angebot_2026_3.pdf",
+        ],
+        # one short word of another's name (Jan, the month), a surname several recipients have
+        [
+            "anna@example.com;Anna Müller;active;Offer_Jan_Mueller.pdf",
+            "jan@example.com;Jan Ostrowski;active;Offer_Ostrowski.pdf",
+            "hans@example.com;Hans Müller;active;Offer_Hans_Müller.pdf",
+            "eva@example.com;Eva Müller;active;Offer_Müller.pdf",
+        ],
+        # the recipient's own name beside another's
+        [
+            "anna@example.com;Anna Meier;active;Anna_Meier_for_Jan_Ostrowski.pdf",
+            "jan@example.com;Jan Ostrowski;active;Jan_Ostrowski.pdf",
+        ],
+    ],
+    ids=["no-names", "weak-words", "own-name-too"],
+)
+def test_files_not_named_for_another_recipient_pass(rows):
+    # WHEN files named with no other recipient's name (or their own too) are validated
+    report, emitted = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN every row goes out
+    assert (report.withdrawn, reasons(report)) == (frozenset(), [])
+    assert len(emitted) == len(rows)
+
+
+def test_check_file_names_false_lets_the_rows_go():
+    # GIVEN a manifest that turned the check off
+    catalog = FakeCatalog()
+    catalog.check_file_names = False  # type: ignore[attr-defined]
+
+    # WHEN the swapped files are validated
+    report, emitted = run(csv_of(SWAPPED), catalog=catalog, index=index_of(*files_of(SWAPPED)))
+
+    # THEN every row goes out
+    assert (report.withdrawn, len(emitted)) == (frozenset(), 4)
+
+
+MANIFEST = "sets:\n  offer:\n    when: [Offer]\n"
+SET = {"offer/subject.txt": "Hi", "offer/body.txt": "Hello"}
+
+
+def test_the_manifest_reads_check_file_names_and_refuses_other_than_true_or_false():
+    assert load_catalog({"manifest.yaml": MANIFEST, **SET}).check_file_names is True
+    off = load_catalog({"manifest.yaml": "check_file_names: false\n" + MANIFEST, **SET})
+    assert off.check_file_names is False
+    with pytest.raises(TemplateError, match="'check_file_names' must be true or false"):
+        load_catalog({"manifest.yaml": "check_file_names: maybe\n" + MANIFEST, **SET})
