@@ -846,6 +846,8 @@ class _Intake:
         self.name_words, self.file_words = SeenTable(), SeenTable()
         self.own_files = 0
         self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
+        self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
+        self.row_names: tuple[int, set[str]] = (0, set())  # the last row's name words
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
         # its code page lacks): how many, the first few, and the first such cell.
         self.question_rows: list[int] = []
@@ -1772,38 +1774,77 @@ class _Intake:
         )
 
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
-        """Index the words of the row's name columns: which row's recipient has each."""
-        if not self.checks_names:
+        """Index the words of the row's name columns: which row's recipient has each (none
+        where the file has no Attachment_File column: no row names a file of its own)."""
+        if not self.checks_names or self.file_at is None:
             return
-        for word in _words(" ".join(values[index] for index in self.name_at)):
+        words = _words(" ".join(values[index] for index in self.name_at))
+        self.row_names = row, words  # for _note_file of the same row
+        for word in words:
             first = self.name_words.add(hash(word), row, recipient)
             if first is not None and not first[1] and not first[2]:
                 self.name_words.put(hash(word), first[0], recipient, flag=True)
 
     def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
         """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
-        check_file_names when the name has none of the words of the row's name columns."""
+        check_file_names when the name has none of the words of the row's name columns and
+        one at least that is not in many file names (those in more than _COMMON_WORD are
+        common whatever the file's length: a file of letter-N.pdf keeps no row)."""
         if not self.checks_names or not self.name_at:
             return
         self.own_files += 1
         words = _words(_file_stem(name))
+        rare = False
         for word in words:
             counted = self.file_words.get(hash(word))
-            self.file_words.put(hash(word), row, counted[1] + 1 if counted else 1)
-        own = _words(" ".join(values[index] for index in self.name_at))
-        if words and not words & own:
+            count = counted[1] + 1 if counted else 1
+            self.file_words.put(hash(word), row, count)
+            rare = rare or count <= _COMMON_WORD
+        if self.row_names[0] == row:
+            own = self.row_names[1]
+        else:
+            own = _words(" ".join(values[index] for index in self.name_at))
+        if rare and not words & own:
             self.unnamed_files.append((row, recipient, name))
+            if len(self.unnamed_files) >= self.unnamed_limit:
+                self._forget_common_files()
+
+    def _forget_common_files(self) -> None:
+        """Drop the rows kept for check_file_names whose file's words all became common since;
+        when still more than _UNNAMED_MAX are kept, give the check up for this file (said in
+        a warning): memory stays flat for a file of a million rows."""
+
+        def rare(name: str) -> bool:
+            for word in _words(_file_stem(name)):
+                counted = self.file_words.get(hash(word))
+                if counted is None or counted[1] <= _COMMON_WORD:
+                    return True
+            return False
+
+        self.unnamed_files = [kept for kept in self.unnamed_files if rare(kept[2])]
+        if len(self.unnamed_files) < _UNNAMED_MAX:
+            self.unnamed_limit = 2 * max(len(self.unnamed_files), _UNNAMED_FIRST)
+            return
+        self.checks_names = False
+        self.unnamed_files = []
+        self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.report.warnings.append(
+            f"check_file_names: more than {_UNNAMED_MAX:,} files are named with words of no"
+            " recipient's name of their row: whether a file is named like another recipient's"
+            " letter was not checked for this file"
+        )
 
     def check_file_names(self) -> None:
         """Withdraw each row passed on whose own file is named like another recipient's
         letter: its name carries two words of another row's name columns, or one of four
         letters or more that no third recipient's name has, and none of the row's own name.
 
-        Words in many of the file names (Angebot, offer, letter) say nothing of whose the file
-        is and are not compared. Each row kept asks the index of name words, once per word of
+        Words in many of the file names (Angebot, offer, letter: in more than a twentieth of
+        them, 2 at least and _COMMON_WORD at most) say nothing of whose the file is and are
+        not compared. Each row kept asks the index of name words, once per word of
         its file name.
         """
-        common = max(2, self.own_files // 20)
+        common = max(2, min(self.own_files // 20, _COMMON_WORD))
         for row, recipient, name in self.unnamed_files:
             matched: dict[int, list[str]] = {}  # another row -> the words of its name
             distinct: set[int] = set()  # the rows matched by a word of theirs alone
@@ -2078,6 +2119,13 @@ def _is_name_column(name: str) -> bool:
 
 
 _WORD_SPLIT = re.compile(r"[\W\d_]+")
+# check_file_names: a word in more file names than this is common whatever the file's length
+# (the check's own threshold, a twentieth of the files, is at least 2 and never above it here).
+_COMMON_WORD = 50
+# Rows kept for check_file_names before those whose words became common are dropped, and the
+# most kept after that before the check is given up for the file.
+_UNNAMED_FIRST = 10_000
+_UNNAMED_MAX = 200_000
 
 
 def _fold_word(text: str) -> str:
@@ -2089,6 +2137,10 @@ def _fold_word(text: str) -> str:
 def _written_words(text: str) -> list[tuple[str, str]]:
     """(folded, as written) of each word of two letters or more in ``text``: the words are
     split at whatever is no letter (spaces, _ - . and digits)."""
+    if text.isascii():  # folded is lowered: no compatibility forms, no accents
+        return [
+            (written.lower(), written) for written in _WORD_SPLIT.split(text) if len(written) > 1
+        ]
     found = []
     for written in _WORD_SPLIT.split(text):
         word = _fold_word(written)

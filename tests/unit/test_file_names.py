@@ -149,3 +149,49 @@ def test_the_manifest_reads_check_file_names_and_refuses_other_than_true_or_fals
     assert off.check_file_names is False
     with pytest.raises(TemplateError, match="'check_file_names' must be true or false"):
         load_catalog({"manifest.yaml": "check_file_names: maybe\n" + MANIFEST, **SET})
+
+
+def test_a_swap_among_many_files_named_alike_is_found_and_the_alike_are_not_kept(monkeypatch):
+    # GIVEN 300 rows whose files are letter-N.pdf (no word of their recipient's name), then
+    # Björn's and Sören's swapped files; rows are looked through again every 20 kept
+    from mailmatrix.core import recipients
+
+    monkeypatch.setattr(recipients, "_UNNAMED_FIRST", 20)
+    kept: list[int] = []
+    forget = recipients._Intake._forget_common_files
+
+    def counting(intake: recipients._Intake) -> None:
+        forget(intake)
+        kept.append(len(intake.unnamed_files))
+
+    monkeypatch.setattr(recipients._Intake, "_forget_common_files", counting)
+    alike = [f"p{i}@example.com;Person Nummer;active;letter-{i}.pdf" for i in range(300)]
+    rows = [*alike, *SWAPPED[1:3]]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN the swap is found, and of the files named alike none was kept once "letter" was
+    # in more than 50 file names: the rows kept never grew with the file
+    assert report.withdrawn == frozenset({302, 303})
+    assert kept and max(kept) <= 50
+
+
+def test_the_check_is_given_up_with_a_warning_when_too_many_files_are_kept(monkeypatch):
+    # GIVEN files each named with a word of its own that is no recipient's name, and a limit
+    # of 10 rows kept
+    from mailmatrix.core import recipients
+
+    monkeypatch.setattr(recipients, "_UNNAMED_FIRST", 5)
+    monkeypatch.setattr(recipients, "_UNNAMED_MAX", 10)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    odd = [f"x{i}@example.com;Person Nummer;active;{w}-{v}.pdf" for i, (w, v) in
+           enumerate((w, v) for w in words for v in words)]  # fmt: skip
+    rows = [*odd, *SWAPPED[1:3]]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN the check was given up, said in a warning, and nothing was withdrawn for it
+    assert any("check_file_names" in w and "was not checked" in w for w in report.warnings)
+    assert report.withdrawn == frozenset()
