@@ -1825,6 +1825,7 @@ class _Intake:
         if len(self.unnamed_files) < _UNNAMED_MAX:
             self.unnamed_limit = 2 * max(len(self.unnamed_files), _UNNAMED_FIRST)
             return
+
         self.checks_names = False
         self.unnamed_files = []
         self.name_words, self.file_words = SeenTable(), SeenTable()
