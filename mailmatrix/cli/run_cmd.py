@@ -49,6 +49,7 @@ from mailmatrix.core.report import (
     DOUBT_UNDER,
     DOUBT_UNDER_CODE,
     FAILED_APART,
+    HELD_UNDER,
     SENT_UNDER,
     SENT_UNDER_CODE,
     SUPERSEDED,
@@ -152,7 +153,7 @@ def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             for reject in _report_rows(stream):
-                if reject.get("outcome") == SENT_UNDER:
+                if reject.get("outcome") in HELD_UNDER:
                     continue
                 count += 1
                 if count <= shown:
@@ -661,7 +662,8 @@ def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10)
     went = went if counts.get("doubt_under") else "went already,"
     console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
     for row in rows:
-        said = SENT_UNDER if row.get("code") != DOUBT_UNDER_CODE else DOUBT_UNDER
+        said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
+        said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
         console.print(f"  row {row.get('row')} {said}: {row.get('reason')}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
@@ -673,7 +675,7 @@ def _held_under(row: dict[str, str]) -> bool:
     was sent) was held back as its letter went, or may have gone, to its address under another
     file."""
     held = row.get("code") in (SENT_UNDER_CODE, DOUBT_UNDER_CODE)
-    return (row.get("status") == "skipped" and held) or row.get("outcome") == SENT_UNDER
+    return (row.get("status") == "skipped" and held) or row.get("outcome") in HELD_UNDER
 
 
 def _report_rows(stream: TextIO) -> Iterator[dict[str, str]]:

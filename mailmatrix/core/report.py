@@ -204,12 +204,26 @@ SENT_UNDER_CODE = "SentUnder"
 # gone, so it is counted apart (``doubt_under``) from the letters that went.
 DOUBT_UNDER_CODE = "InDoubtUnder"
 DOUBT_UNDER = "in doubt elsewhere"  # how the console names such a row's outcome
+# The outcomes, in the rejects report, of a row held back by validation as its letter may
+# have gone to the address under another file (in doubt there, or failed as OutcomeUnknown),
+# or is being sent there now: not known to have gone, so not called "already sent".
+MAYBE_SENT_UNDER = "may have been sent (in doubt)"
+SENDING_UNDER = "being sent now"
+HELD_UNDER = (SENT_UNDER, MAYBE_SENT_UNDER, SENDING_UNDER)
 
 
 def held_under_code(letter: SentCopy) -> str:
     """The code of a row held back as it was sent for ``letter``, of another file: whether
     that letter went or only may have."""
     return DOUBT_UNDER_CODE if letter.state in (IN_DOUBT, UNKNOWN) else SENT_UNDER_CODE
+
+
+def held_under_outcome(letter: SentCopy) -> str:
+    """The outcome, in the rejects report, of a row validation holds back for ``letter``, of
+    another file (HELD_UNDER): sent, may have been sent (in doubt), or being sent now."""
+    if letter.state in (IN_DOUBT, UNKNOWN):
+        return MAYBE_SENT_UNDER
+    return SENDING_UNDER if letter.state == SENDING else SENT_UNDER
 
 
 def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
