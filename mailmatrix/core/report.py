@@ -262,6 +262,19 @@ def _source_of(letter: SentCopy) -> str:
     return letter.source or "FILE"
 
 
+# How sent_under_reason names a letter of the row's set whose text differs (a name spelt anew).
+_SET_LETTER = "a letter of the set "
+
+
+def set_letter_file(reason: str) -> str | None:
+    """The file (else the campaign) a letter of the row's set went under, for a ``reason``
+    sent_under_reason wrote of a row held back by its set (its text changed); None for any
+    other reason."""
+    if not reason.startswith((_SET_LETTER, f"this address already received {_SET_LETTER}")):
+        return None
+    return reason.rpartition(" --send-again-from ")[2] or None
+
+
 def sent_under_reason(letter: SentCopy) -> str:
     """Why a row is not sent whose letter (the same subject and bodies, and its own file, the
     same bytes) went to its address under another file, ``letter``'s: when, and how to send
@@ -271,7 +284,7 @@ def sent_under_reason(letter: SentCopy) -> str:
     what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
     this = f"this letter ({what})"
     if letter.template:  # a letter of the set whose text differs (a name spelt anew)
-        this = f"a letter of the set {letter.template!r}"
+        this = f"{_SET_LETTER}{letter.template!r}"
     if letter.state == SENDING:  # found by validation while another run sends it
         return (
             f"{this} is being sent to this address under {campaign_of(letter)}"
