@@ -56,6 +56,7 @@ from mailmatrix.core.report import (
     SUPERSEDED,
     attachment_changed_advice,
     attachment_of_another_hint,
+    naming_workdir,
     other_letter_hint,
     progress_counts,
     set_letter_file,
@@ -685,14 +686,29 @@ def _print_held_under(
     went = "went already, or may have," if counts.get("sent_under") else "may have gone"
     went = went if counts.get("doubt_under") else "went already,"
     console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
+    where = _workdir_option(result)
     for row in rows:
         said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
         said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
-        console.print(f"  row {row.get('row')} {said}: {row.get('reason')}", markup=False)
+        reason = naming_workdir(row.get("reason") or "", where) if where else row.get("reason")
+        console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
     return by_set
+
+
+def _workdir_option(result: Mapping[str, Any]) -> str:
+    """``--workdir W`` for the commands a held row's reason names (`settle F`), where the run's
+    workdir is not the default those commands take; else ""."""
+    try:
+        default = default_workdir()
+    except MailMatrixError:  # a MAILMATRIX_WORKDIR the commands could not use either
+        default = None
+    workdir = Path(str(result.get("workdir") or "."))
+    if default is not None and workdir.resolve() == default.resolve():
+        return ""
+    return f"--workdir {shlex.quote(str(workdir))}"
 
 
 def _held_under(row: dict[str, str]) -> bool:

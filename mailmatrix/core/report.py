@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -273,6 +274,17 @@ def set_letter_file(reason: str) -> str | None:
     if not reason.startswith((_SET_LETTER, f"this address already received {_SET_LETTER}")):
         return None
     return reason.rpartition(" --send-again-from ")[2] or None
+
+
+# A command a reason of sent_under_reason names for the other file: `settle F`, `run F ...`.
+_OTHER_FILES_COMMAND = re.compile(r"`((?:settle|run) [^`]*)`")
+
+
+def naming_workdir(reason: str, option: str) -> str:
+    """``reason`` (sent_under_reason's) with ``option`` (``--workdir W``) added to each
+    command it names for the other file (`settle F`, `run F --retry-unknown`): for a row of a
+    run whose workdir is not the default, where those commands look when not told."""
+    return _OTHER_FILES_COMMAND.sub(lambda found: f"`{found[1]} {option}`", reason)
 
 
 def sent_under_reason(letter: SentCopy) -> str:

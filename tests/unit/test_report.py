@@ -10,6 +10,7 @@ import pytest
 
 from mailmatrix.core.report import (
     REPORT_COLUMNS,
+    naming_workdir,
     progress_counts,
     sent_under_reason,
     set_letter_file,
@@ -436,6 +437,16 @@ def test_the_file_a_letter_of_the_rows_set_went_under_is_read_from_its_reason_al
     assert set_letter_file(sent_under_reason(of_set._replace(state=UNKNOWN))) == "news.csv"
     assert set_letter_file(sent_under_reason(sent)) is None
     assert set_letter_file("") is None
+
+
+def test_the_commands_a_reason_names_for_the_other_file_are_given_the_runs_workdir():
+    sent = SentCopy("c-news", "", "", 7, "", "", "news.csv", 0.0, SENT)
+
+    in_doubt = naming_workdir(sent_under_reason(sent._replace(state=IN_DOUBT)), "--workdir w")
+    assert "Settle it there first (`settle news.csv --workdir w` lists it)" in in_doubt
+    unknown = naming_workdir(sent_under_reason(sent._replace(state=UNKNOWN)), "--workdir w")
+    assert "`run news.csv --retry-unknown --workdir w` sends it there" in unknown
+    assert naming_workdir(sent_under_reason(sent), "--workdir w") == sent_under_reason(sent)
 
 
 def test_the_notice_of_a_copy_whose_rows_all_went_under_another_file_says_why_none_was_sent():
