@@ -416,7 +416,12 @@ def _earlier_runs(
         StateFolderUnsafe,
         TemplateSetsChanged,
     )
-    from mailmatrix.local import check_earlier_runs, check_known_workdirs, read_known_record
+    from mailmatrix.local import (
+        check_earlier_runs,
+        check_known_workdirs,
+        last_run_here,
+        read_known_record,
+    )
 
     found: dict[str, Any] = {"checked": workdir is not None}
     # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
@@ -428,6 +433,8 @@ def _earlier_runs(
             found["found"] = check_earlier_runs(
                 workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names, known
             )
+            if not found["found"]:  # a run that sent nothing (its rows all held back, say)
+                found["ran"] = last_run_here(workdir, csv_file)
         problem = check_known_workdirs(workdir, csv_file, known)
     except (*usage, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
@@ -843,6 +850,11 @@ def _earlier_note(earlier: dict[str, Any]) -> str:
         where += (
             " (the workdir `run` uses without --workdir; give --workdir if the run will use"
             " another)"
+        )
+    if not earlier.get("found") and earlier.get("ran"):
+        return (
+            f"(An earlier run of this file in {where}, execution {earlier['ran']}, sent nothing:"
+            " the ledger holds none of its letters, so `run` skips none of its rows.)"
         )
     if not earlier.get("found"):
         return f"(No earlier run of this file in {where}.)"

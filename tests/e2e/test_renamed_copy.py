@@ -346,3 +346,22 @@ def test_a_copys_row_failed_as_outcome_unknown_under_the_other_file_is_said_may_
     ) in said
     assert "17 of these rows (rows 2-3, 5-15, 17-20) already went to the same addresses" in said
     assert "could send went already, or may have (below)" in said
+
+
+def test_validate_after_a_run_of_a_copy_that_sent_nothing_says_so_not_no_earlier_run(tmp_path):
+    # GIVEN offers.csv sent, then its copy run: every row held back, nothing sent
+    offers, workdir = _sent(tmp_path)
+    fixed = tmp_path / "offers-fixed.csv"
+    shutil.copy(offers, fixed)
+    execution = _run(fixed, workdir)["execution"]
+
+    # WHEN the copy is validated again
+    shown = CliRunner().invoke(cli, ["validate", str(fixed), "--workdir", str(workdir)])
+
+    # THEN it says its earlier run sent nothing, naming it, not that there was none
+    said = " ".join(shown.output.split())
+    assert (
+        f"(An earlier run of this file in {workdir}, execution {execution}, sent nothing: the"
+        " ledger holds none of its letters, so `run` skips none of its rows.)"
+    ) in said
+    assert "No earlier run" not in said
