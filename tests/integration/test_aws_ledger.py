@@ -690,11 +690,9 @@ def test_a_campaigns_rows_unanswered_in_a_row_are_counted_across_its_batches(led
     check_unanswered(ledger, clock, wait)
 
 
-def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
-    # GIVEN a campaign with a halt and a row unanswered recorded
-    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
-    ledger.note_unanswered("c", 12, answered_at=None)
-    calls = []
+def _recorded_calls(ledger, monkeypatch) -> list[tuple[str, dict]]:
+    """The ledger's client's calls from now on, each operation with its parameters."""
+    calls: list[tuple[str, dict]] = []
     real = ledger._db._make_api_call
 
     def recorded(operation, params):
@@ -702,6 +700,14 @@ def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
         return real(operation, params)
 
     monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+    return calls
+
+
+def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
+    # GIVEN a campaign with a halt and a row unanswered recorded
+    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
+    ledger.note_unanswered("c", 12, answered_at=None)
+    calls = _recorded_calls(ledger, monkeypatch)
 
     # WHEN a batch reads its campaign
     status = ledger.campaign_status("c")
@@ -957,14 +963,7 @@ def test_a_claim_reads_its_letters_file_print_and_set_items_in_one_batch(ledger,
     file = LetterFile("anna.pdf", 5000, "a" * 64, "0badf00d", "c/anna", "a***@x.org")
     letter = LetterPrint("c", "p1", "offers.csv", file=file, person="s1", template="offer")
     assert ledger.claim("k2", campaign="c", row=2, attempt="a", letter=letter).held is None
-    calls = []
-    real = ledger._db._make_api_call
-
-    def recorded(operation, params):
-        calls.append((operation, params))
-        return real(operation, params)
-
-    monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+    calls = _recorded_calls(ledger, monkeypatch)
 
     # WHEN row 3's letter of the same print, file and set is claimed
     claim = ledger.claim("k3", campaign="c", row=3, attempt="a", letter=letter)
