@@ -1534,6 +1534,18 @@ def check_earlier_runs(
     return found
 
 
+def last_run_here(workdir: Path, csv_path: Path) -> str | None:
+    """The execution of the latest run of the file validated in ``workdir``, as its ledger
+    keeps it (latest_upload), else None: a run that claimed no row (all held back, say) keeps
+    no record of runs, but its upload stays in the ledger. Reads only."""
+    wd = Workdir(Path(workdir))
+    if not wd.has_ledger():
+        return None
+    with _local_ledger(wd, read_only=True) as ledger:
+        latest = ledger.latest_upload(campaign_of_file(csv_path))
+    return latest.execution.rsplit(":", 1)[-1] if latest is not None else None
+
+
 @contextlib.contextmanager
 def _ways_locked(workdir: Workdir) -> Iterator[None]:
     """Hold the workdir's lock on its campaigns' ways, so that two runs starting at once check

@@ -34,7 +34,7 @@ of a file run at once only one passes (see _print_items). No index: a GSI read i
 eventually consistent, and could not close that race. An item keyed ``set#<person>`` (the
 letter's address and template set, core.send.letter_set) names the letters of that set to that
 address alike, read and written in the same transaction (_held_items): a re-export whose
-text changed (a name spelt anew) is held back by its set (one more read and Put).
+text changed (a name spelt anew) is held back by its set (one more key read and one more Put).
 
 A letter that carries its recipient's own file keeps it in its entry from its claim on (as
 record_sent keeps it: the by_file index finds a letter being sent too), and an item keyed
@@ -52,7 +52,8 @@ with two sets, against 1), in one request as before; a claim without other sets,
 print claims with the plain Put. A row that names its own file claims in a transaction too,
 with a conditional Put of the file's owner item (docs/sending.md, "One recipient per file"),
 and so does a letter composed before its claim, with its print item (4 write units, and a
-consistent read of the print item, against 1).
+consistent read of the print item, against 1). A claim reads its letter's file, print and set
+items in one strongly consistent BatchGetItem (_held_items): one round trip, not three.
 """
 
 from __future__ import annotations
@@ -777,22 +778,28 @@ class DynamoDbLedger:
         """The letter of another campaign that holds ``letter`` back, by its own file
         (_file_items) first, then by its print (_print_items), then by its address and set
         (named by its set), and no items; else None, and the items of all that the claim's
-        (or hold_letter's) transaction writes, each letter checked once."""
-        owned, filing = self._file_items(key, letter, now)
+        (or hold_letter's) transaction writes, each letter checked once. The (up to) three
+        items are read at once, by one consistent BatchGetItem: one round trip a letter."""
+        file_key = _file_key(letter.file) if letter.file is not None else ""
+        set_key = SET_PREFIX + letter.person if letter.person else ""
+        wanted = [k for k in (file_key, _print_key(letter.print), set_key) if k]
+        found = {item[KEY]["S"]: item for item in self._batch_get(wanted)}
+
+        owned, filing = self._file_items(key, letter, now, found.get(file_key))
         if owned is not None:
             return owned, []
-        held, printing = self._print_items(key, letter, now)
+        held, printing = self._print_items(key, letter, now, found.get(_print_key(letter.print)))
         if held is not None:
             return held, []
         setting: list[dict[str, Any]] = []
-        if letter.person:  # its address and set: an item ``set#<person>`` of the same kind
-            held, setting = self._print_items(key, letter, now, SET_PREFIX + letter.person)
+        if set_key:  # its address and set: an item ``set#<person>`` of the same kind
+            held, setting = self._print_items(key, letter, now, found.get(set_key), set_key)
             if held is not None:
                 return held._replace(template=letter.template), []
         return None, _checked_once([*printing, *filing, *setting])
 
     def _file_items(
-        self, key: str, letter: LetterPrint, now: float
+        self, key: str, letter: LetterPrint, now: float, found: dict[str, Any] | None
     ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
         """The letter of another campaign that carried ``letter``'s own file (the same size
         and SHA-256) to another recipient and may have gone out (sent first, then being sent
@@ -808,12 +815,12 @@ class DynamoDbLedger:
         have; the item's Put holds only while it is as read (``turn``). No index: one
         consistent read of the item. --send-again-from does not excuse a letter here (that
         file is another person's letter); a letter without ``whose`` (a corrected address)
-        is held by none, and its file is kept all the same.
+        is held by none, and its file is kept all the same. ``found``: the file item as read
+        (consistently, by _held_items), None when absent.
         """
         file, whose = letter.file, letter.whose
         if file is None:
             return None, []
-        found = self._get_item(_file_key(file))
         named = _named_letters(found)
         asked = _asked(
             named,
@@ -828,7 +835,12 @@ class DynamoDbLedger:
         return None, self._letters_put(_file_key(file), found, named, asked, now)
 
     def _print_items(
-        self, key: str, letter: LetterPrint, now: float, item_key: str = ""
+        self,
+        key: str,
+        letter: LetterPrint,
+        now: float,
+        found: dict[str, Any] | None,
+        item_key: str = "",
     ) -> tuple[SentCopy | None, list[dict[str, Any]]]:
         """The letter of another campaign of ``letter``'s print that may have gone out and is
         not of a file ``letter`` sends again (the earliest written), and no items; else None,
@@ -842,11 +854,11 @@ class DynamoDbLedger:
         still cannot have (a claim taken meanwhile would have gone out); the letters not read
         (this campaign's, those sent again) stay. The item's Put holds only while the item is
         as read (``turn``): of two letters of the print written at once, the second reads
-        again and is held back by the first. One consistent read of the item, and one
-        BatchGetItem of the letters it names that could hold this one back (mostly none).
+        again and is held back by the first. ``found``: the item as read (consistently, by
+        _held_items, None when absent); one BatchGetItem more of the letters it names that
+        could hold this one back (mostly none).
         """
         item_key = item_key or _print_key(letter.print)
-        found = self._get_item(item_key)
         named = _named_letters(found)
         asked = _asked(
             named,

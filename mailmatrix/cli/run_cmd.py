@@ -11,7 +11,8 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -49,13 +50,16 @@ from mailmatrix.core.report import (
     DOUBT_UNDER,
     DOUBT_UNDER_CODE,
     FAILED_APART,
+    HELD_UNDER,
     SENT_UNDER,
     SENT_UNDER_CODE,
     SUPERSEDED,
     attachment_changed_advice,
     attachment_of_another_hint,
+    naming_workdir,
     other_letter_hint,
     progress_counts,
+    set_letter_file,
     superseded_hint,
     unknown_advice,
 )
@@ -152,7 +156,7 @@ def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as stream:
             for reject in _report_rows(stream):
-                if reject.get("outcome") == SENT_UNDER:
+                if reject.get("outcome") in HELD_UNDER:
                     continue
                 count += 1
                 if count <= shown:
@@ -325,8 +329,8 @@ def _print_outcome(
         rejects = result.get("rejects")
         if rejects and Path(rejects).is_file() and rejects not in str(result.get("cause")):
             console.print(f"Rejects: {result['rejects']}", markup=False, soft_wrap=True)
-        _print_held_under(console, result)
-        if _print_sent_under(console, counts) and not counts.get("rejected"):
+        by_set = _print_held_under(console, result)
+        if _print_sent_under(console, counts, by_set) and not counts.get("rejected"):
             return  # the rows held back went already: nothing to fix
         what = {
             "ConfigurationError": "the setting",
@@ -379,8 +383,7 @@ def _print_outcome(
         table.add_row(label, str(counts.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
-    _print_held_under(console, result)
-    _print_sent_under(console, counts)
+    _print_sent_under(console, counts, _print_held_under(console, result))
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
         _print_failures(console, Path(result["report"]), failed)
@@ -527,10 +530,13 @@ def add_settle_commands(result: dict[str, Any], csv_file: str, workdir: Path) ->
         }
 
 
-def _print_sent_under(console: Console, counts: dict[str, Any]) -> int:
+def _print_sent_under(
+    console: Console, counts: dict[str, Any], by_set: Mapping[str, Counter[str]] | None = None
+) -> int:
     """Say why rows were held back as their letters went, or may have gone, to the same
-    addresses under another file (the reasons above name it), and how to send them all the
-    same; return how many."""
+    addresses under another file (the reasons above name it), those held back by their set
+    (``by_set``, _print_held_under's) apart, and how to send them all the same; return how
+    many."""
     said = {
         "sent_under": "the same letter already went to the same address under another file"
         " (each reason above names it and when). A file of a new name is a new campaign, but a"
@@ -541,9 +547,20 @@ def _print_sent_under(console: Console, counts: dict[str, Any]) -> int:
         " settles it there). Once it is known not to have arrived, a run of this file sends"
         " it; or run this file with --send-again-from OTHERFILE.",
     }
+    went = {"sent_under": "went", "doubt_under": "may have gone (in doubt there)"}
     for key, why in said.items():
-        if counts.get(key):
-            console.print(f"[yellow]{counts[key]} row(s) not sent: {why}[/yellow]")
+        under = (by_set or {}).get(key) or Counter()
+        same = int(counts.get(key) or 0) - under.total()
+        if same > 0:
+            console.print(f"[yellow]{same} row(s) not sent: {why}[/yellow]")
+        if under:
+            named = ", ".join(sorted(under))
+            console.print(
+                f"[yellow]{under.total()} row(s) not sent: a letter of the same set"
+                f" {went[key]} to that address under {escape(named)} (each reason above names the"
+                " set; its text may differ: a name spelt anew, say). To send them all the same on"
+                f" purpose, run this file with --send-again-from {escape(min(under))}.[/yellow]"
+            )
     return sum(int(counts.get(key) or 0) for key in said)
 
 
@@ -637,14 +654,19 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
         console.print(attachments_note(Path(result["attachments"])), markup=False, soft_wrap=True)
 
 
-def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10) -> None:
+def _print_held_under(
+    console: Console, result: dict[str, Any], shown: int = 10
+) -> dict[str, Counter[str]]:
     """The first rows held back as their letters went to the same addresses under another
     file, with their reasons: one list, as the summary counts them, of those validation held
     (read from the rejects report) and those held as they were sent (validation cannot tell
-    a letter without a file of its own; read from the report)."""
+    a letter without a file of its own; read from the report). Return, of them, those held
+    back by their set (a letter of it went, its text another): by count (``sent_under``,
+    ``doubt_under``), how many under each file."""
     rows: list[dict[str, str]] = []
     count = 0
     files: list[str] = []
+    by_set: dict[str, Counter[str]] = {"sent_under": Counter(), "doubt_under": Counter()}
     for key in ("rejects", "report"):
         found = 0
         for row in _csv_rows(result.get(key)):
@@ -652,20 +674,41 @@ def _print_held_under(console: Console, result: dict[str, Any], shown: int = 10)
                 found += 1
                 if len(rows) < shown:
                     rows.append(row)
+                under = set_letter_file(row.get("reason") or "")
+                if under is not None:
+                    doubt = row.get("code") == DOUBT_UNDER_CODE
+                    by_set["doubt_under" if doubt else "sent_under"][under] += 1
         count += found
         files += [str(result[key])] if found else []
     if not rows:
-        return
+        return by_set
     counts = result.get("counts", {})
     went = "went already, or may have," if counts.get("sent_under") else "may have gone"
     went = went if counts.get("doubt_under") else "went already,"
     console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
+    where = _workdir_option(result)
     for row in rows:
-        said = SENT_UNDER if row.get("code") != DOUBT_UNDER_CODE else DOUBT_UNDER
-        console.print(f"  row {row.get('row')} {said}: {row.get('reason')}", markup=False)
+        said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
+        said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
+        reason = naming_workdir(row.get("reason") or "", where) if where else row.get("reason")
+        console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
+    return by_set
+
+
+def _workdir_option(result: Mapping[str, Any]) -> str:
+    """``--workdir W`` for the commands a held row's reason names (`settle F`), where the run's
+    workdir is not the default those commands take; else ""."""
+    try:
+        default = default_workdir()
+    except MailMatrixError:  # a MAILMATRIX_WORKDIR the commands could not use either
+        default = None
+    workdir = Path(str(result.get("workdir") or "."))
+    if default is not None and workdir.resolve() == default.resolve():
+        return ""
+    return f"--workdir {shlex.quote(str(workdir))}"
 
 
 def _held_under(row: dict[str, str]) -> bool:
@@ -673,7 +716,7 @@ def _held_under(row: dict[str, str]) -> bool:
     was sent) was held back as its letter went, or may have gone, to its address under another
     file."""
     held = row.get("code") in (SENT_UNDER_CODE, DOUBT_UNDER_CODE)
-    return (row.get("status") == "skipped" and held) or row.get("outcome") == SENT_UNDER
+    return (row.get("status") == "skipped" and held) or row.get("outcome") in HELD_UNDER
 
 
 def _report_rows(stream: TextIO) -> Iterator[dict[str, str]]:

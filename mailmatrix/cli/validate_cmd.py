@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,14 @@ from mailmatrix.core.contents import StoredContents
 from mailmatrix.core.recipients import DELIMITER_NAMES, IntakeReport, IntakeRules
 from mailmatrix.core.recipients import validate_recipients as run_intake
 from mailmatrix.core.rejects import write_rejects
-from mailmatrix.core.report import ATTACHMENT_OF_ANOTHER, SENT_UNDER, other_letter_hint
+from mailmatrix.core.report import (
+    ATTACHMENT_OF_ANOTHER,
+    HELD_UNDER,
+    MAYBE_SENT_UNDER,
+    SENDING_UNDER,
+    SENT_UNDER,
+    other_letter_hint,
+)
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import (
     ChoiceRefused,
@@ -409,7 +416,12 @@ def _earlier_runs(
         StateFolderUnsafe,
         TemplateSetsChanged,
     )
-    from mailmatrix.local import check_earlier_runs, check_known_workdirs, read_known_record
+    from mailmatrix.local import (
+        check_earlier_runs,
+        check_known_workdirs,
+        last_run_here,
+        read_known_record,
+    )
 
     found: dict[str, Any] = {"checked": workdir is not None}
     # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
@@ -421,6 +433,8 @@ def _earlier_runs(
             found["found"] = check_earlier_runs(
                 workdir, csv_file, templates_dir, attachments_dir, sender, catalog.names, known
             )
+            if not found["found"]:  # a run that sent nothing (its rows all held back, say)
+                found["ran"] = last_run_here(workdir, csv_file)
         problem = check_known_workdirs(workdir, csv_file, known)
     except (*usage, TemplateSetsChanged) as error:
         found.update(found=True, error=type(error).__name__, message=error.message)
@@ -451,18 +465,30 @@ def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
         return {}
 
 
-def _sent_under_forecast(sent_under: Mapping[str, int], rows: Sequence[int]) -> str:
-    """What `run` does with the rows whose letters went to the same addresses under other
-    files (``sent_under``: each file's name, how many; ``rows``: theirs, in order), in one
-    line for them all: the table of problems leaves them out, for the rows to fix."""
-    held = sum(sent_under.values())
-    files = ", ".join(sorted(sent_under))
-    first = min(sent_under)
+def _sent_under_forecast(held: Sequence[tuple[int, str, str]]) -> str:
+    """What `run` does with the rows ``held`` back (row, outcome, file; in order) as their
+    letters went, may have gone (in doubt) or are being sent now, to the same addresses under
+    other files, in one line for them all: the table of problems leaves them out, for the
+    rows to fix."""
+    said = {
+        SENT_UNDER: "already went to the same addresses under {} (the same letters: the same"
+        " attachments); they will not be sent again",
+        MAYBE_SENT_UNDER: "may have been sent (in doubt) to the same addresses under {}: they"
+        " are not sent here; once known not to have arrived (each one's reason says how to"
+        " tell), a run of this file sends them",
+        SENDING_UNDER: "are being sent now to the same addresses under {}: they are not sent"
+        " here; run this file again once that run has ended",
+    }
+    parts = []
+    for outcome, words in said.items():
+        rows = [row for row, said_as, _ in held if said_as == outcome]
+        files = ", ".join(sorted({file for _, said_as, file in held if said_as == outcome}))
+        if rows:
+            parts.append(f"{len(rows)} of these rows ({row_ranges(rows)}) {words.format(files)}")
+    first = min(file for _, _, file in held)
     return (
-        f"{held} of these rows ({row_ranges(rows)}) already went to the same addresses under"
-        f" {files} (the same letters: the same attachments); they will not be sent again."
-        f" To send them again on purpose: `run --send-again-from {first}`. --rejects FILE"
-        " (or --json) gives each one's reason."
+        f"{'; '.join(parts)}. To send them again on purpose: `run --send-again-from {first}`."
+        " --rejects FILE (or --json) gives each one's reason."
     )
 
 
@@ -583,6 +609,12 @@ def _show(
     console.print(f"Templates: {templates_shown(letters)}", markup=False)
     console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     held = sum(report.sent_under.values())
+    held_rows = sorted(
+        (item["row"], item["outcome"], item["file"])
+        for item in report.skipped
+        if item.get("outcome") in HELD_UNDER
+    )
+    sent_all = all(outcome == SENT_UNDER for _, outcome, _ in held_rows)
     summary = Table(show_header=True, header_style="bold")
     columns = ["rows", "valid", "rejected", "duplicates", "excluded", "empty"]
     values = [
@@ -594,7 +626,7 @@ def _show(
         report.empty,
     ]
     if held:
-        columns.insert(5, "sent before")
+        columns.insert(5, "sent before" if sent_all else "sent or in doubt")
         values.insert(5, held)
     for column in columns:
         summary.add_column(column, justify="right")
@@ -611,7 +643,7 @@ def _show(
     problems += [
         (item["row"], item.get("outcome", "excluded"), "", item["reason"])
         for item in report.skipped
-        if item.get("outcome") != SENT_UNDER  # one line for them all (_sent_under_forecast)
+        if item.get("outcome") not in HELD_UNDER  # one line for them all (_sent_under_forecast)
     ]
     problems.sort()
     if problems:
@@ -649,7 +681,8 @@ def _show(
         rejected = len(report.rejected)
         console.print(
             "[yellow]Nothing new to send[/]: the letters of the rows `run` could send went"
-            " already (below), so it would send nothing, and end without failing"
+            f" already{'' if sent_all else ', or may have'} (below), so it would send nothing,"
+            " and end without failing"
             + (f"; {rejected} row(s) rejected: fix them and validate again." if rejected else ".")
         )
     elif earlier.get("in_doubt_before"):
@@ -688,8 +721,7 @@ def _show(
     else:
         console.print(f"[green]All good[/]: {sending}.")
     if held:
-        rows = [item["row"] for item in report.skipped if item.get("outcome") == SENT_UNDER]
-        console.print(_sent_under_forecast(report.sent_under, sorted(rows)), markup=False)
+        console.print(_sent_under_forecast(held_rows), markup=False)
     if refusal:
         console.print(
             f"[yellow]`run --smtp` would refuse this file ({refusal['error']}), sending nothing;"
@@ -818,6 +850,11 @@ def _earlier_note(earlier: dict[str, Any]) -> str:
         where += (
             " (the workdir `run` uses without --workdir; give --workdir if the run will use"
             " another)"
+        )
+    if not earlier.get("found") and earlier.get("ran"):
+        return (
+            f"(An earlier run of this file in {where}, execution {earlier['ran']}, sent nothing:"
+            " the ledger holds none of its letters, so `run` skips none of its rows.)"
         )
     if not earlier.get("found"):
         return f"(No earlier run of this file in {where}.)"

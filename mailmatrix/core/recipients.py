@@ -44,8 +44,8 @@ from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.report import (
-    SENT_UNDER,
     campaign_of,
+    held_under_outcome,
     letter_of_another_campaign,
     sent_under_reason,
 )
@@ -373,8 +373,9 @@ class IntakeReport:
     # What the file's header asks the operator to look at, though nothing is refused for it
     # (a column that looks like Cc but is not read as one: copy_column_warnings).
     warnings: list[str] = field(default_factory=list)
-    # Of the rows ``skipped``, those held back as their letter went to the same address
-    # under another file (a copy of the file renamed): that file's name -> how many.
+    # Of the rows ``skipped``, those held back as their letter went (or may have gone, or is
+    # being sent) to the same address under another file (a copy of the file renamed): that
+    # file's name -> how many.
     sent_under: dict[str, int] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -982,7 +983,7 @@ class _Intake:
                 {
                     "row": row,
                     "reason": sent_under_reason(went),
-                    "outcome": SENT_UNDER,
+                    "outcome": held_under_outcome(went),
                     "file": source,
                 }
             )

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -204,12 +205,26 @@ SENT_UNDER_CODE = "SentUnder"
 # gone, so it is counted apart (``doubt_under``) from the letters that went.
 DOUBT_UNDER_CODE = "InDoubtUnder"
 DOUBT_UNDER = "in doubt elsewhere"  # how the console names such a row's outcome
+# The outcomes, in the rejects report, of a row held back by validation as its letter may
+# have gone to the address under another file (in doubt there, or failed as OutcomeUnknown),
+# or is being sent there now: not known to have gone, so not called "already sent".
+MAYBE_SENT_UNDER = "may have been sent (in doubt)"
+SENDING_UNDER = "being sent now"
+HELD_UNDER = (SENT_UNDER, MAYBE_SENT_UNDER, SENDING_UNDER)
 
 
 def held_under_code(letter: SentCopy) -> str:
     """The code of a row held back as it was sent for ``letter``, of another file: whether
     that letter went or only may have."""
     return DOUBT_UNDER_CODE if letter.state in (IN_DOUBT, UNKNOWN) else SENT_UNDER_CODE
+
+
+def held_under_outcome(letter: SentCopy) -> str:
+    """The outcome, in the rejects report, of a row validation holds back for ``letter``, of
+    another file (HELD_UNDER): sent, may have been sent (in doubt), or being sent now."""
+    if letter.state in (IN_DOUBT, UNKNOWN):
+        return MAYBE_SENT_UNDER
+    return SENDING_UNDER if letter.state == SENDING else SENT_UNDER
 
 
 def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
@@ -248,6 +263,30 @@ def _source_of(letter: SentCopy) -> str:
     return letter.source or "FILE"
 
 
+# How sent_under_reason names a letter of the row's set whose text differs (a name spelt anew).
+_SET_LETTER = "a letter of the set "
+
+
+def set_letter_file(reason: str) -> str | None:
+    """The file (else the campaign) a letter of the row's set went under, for a ``reason``
+    sent_under_reason wrote of a row held back by its set (its text changed); None for any
+    other reason."""
+    if not reason.startswith((_SET_LETTER, f"this address already received {_SET_LETTER}")):
+        return None
+    return reason.rpartition(" --send-again-from ")[2] or None
+
+
+# A command a reason of sent_under_reason names for the other file: `settle F`, `run F ...`.
+_OTHER_FILES_COMMAND = re.compile(r"`((?:settle|run) [^`]*)`")
+
+
+def naming_workdir(reason: str, option: str) -> str:
+    """``reason`` (sent_under_reason's) with ``option`` (``--workdir W``) added to each
+    command it names for the other file (`settle F`, `run F --retry-unknown`): for a row of a
+    run whose workdir is not the default, where those commands look when not told."""
+    return _OTHER_FILES_COMMAND.sub(lambda found: f"`{found[1]} {option}`", reason)
+
+
 def sent_under_reason(letter: SentCopy) -> str:
     """Why a row is not sent whose letter (the same subject and bodies, and its own file, the
     same bytes) went to its address under another file, ``letter``'s: when, and how to send
@@ -257,7 +296,7 @@ def sent_under_reason(letter: SentCopy) -> str:
     what = f"{letter.attachment}, the same contents" if letter.attachment else "the same text"
     this = f"this letter ({what})"
     if letter.template:  # a letter of the set whose text differs (a name spelt anew)
-        this = f"a letter of the set {letter.template!r}"
+        this = f"{_SET_LETTER}{letter.template!r}"
     if letter.state == SENDING:  # found by validation while another run sends it
         return (
             f"{this} is being sent to this address under {campaign_of(letter)}"

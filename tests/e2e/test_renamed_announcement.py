@@ -225,13 +225,17 @@ def test_a_renamed_copy_counts_its_rows_held_back_once_in_the_summary_list_and_j
     # WHEN it is run again and its summary shown
     words = _shown(copy, workdir)
 
-    # THEN the table, the list of rows held back and the advice give the one count, and the
-    # list of rows not sent for other reasons counts only the rejected row
+    # THEN the table, the list of rows held back and the advice give the one count (the
+    # advice telling Anna's letter, the same, from Kim's, of the same set), and the list of
+    # rows not sent for other reasons counts only the rejected row
     assert "Already sent under another file (not sent again) │ 2 │" in words
     assert "Rows not sent: their letters went already, under another file (2):" in words
     assert "row 2 already sent: this address already received this letter (anna.pdf," in words
     assert "row 3 already sent: this address already received a letter of the set" in words
-    assert "2 row(s) not sent: the same letter already went" in words
+    assert "1 row(s) not sent: the same letter already went" in words
+    assert (
+        "1 row(s) not sent: a letter of the same set went to that address under offers.csv" in words
+    )
     assert "Rows not sent, and why (1): row 4 rejected [Email]" in words
 
     # AND `show` names them in its result

@@ -17,10 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
+from mailmatrix.local import REPO
 from tests.e2e.test_letter_copies import LETTERS, _cli, _file, _outbox, _run, _validate
 
 ANNA = ("anna@example.com", "Anna", "anna.pdf")
 KIM = ("kim@example.com", "Kim", "kim.pdf")
+EXAMPLE = REPO / "examples" / "offer-letters" / "recipients.csv"
 
 
 def _sent(folder: Path) -> tuple[Path, Path]:
@@ -312,3 +314,54 @@ def test_validate_forecasts_a_corrected_address_as_run_sends_it(tmp_path):
     earlier = json.loads(output)["earlier_runs"]
     assert (earlier["attachment_of_another_before"], earlier["would_send"]) == (0, 1)
     assert _run(offers, workdir, "--corrected-address", "3")["counts"]["sent"] == 1
+
+
+def test_a_copys_row_failed_as_outcome_unknown_under_the_other_file_is_said_may_have_been_sent(
+    tmp_path,
+):
+    # GIVEN the example's file run with the timeout drill: row 4 failed as OutcomeUnknown (the
+    # server may have taken it), the others sent; then the file copied under a new name
+    offers = tmp_path / "offers.csv"
+    offers.write_bytes(EXAMPLE.read_bytes())
+    (tmp_path / "attachments").symlink_to(EXAMPLE.parent / "attachments")
+    workdir = tmp_path / "w"
+    faults = ("--faults", "timeout=0.2,seed=2")
+    first = CliRunner().invoke(cli, ["run", str(offers), "--workdir", str(workdir), *faults])
+    assert "1 row(s) failed as OutcomeUnknown" in " ".join(first.output.split())
+    copy = tmp_path / "offers-copy.csv"
+    shutil.copy(offers, copy)
+
+    # WHEN the copy is validated
+    _, found = _validate(copy, workdir)
+    shown = CliRunner().invoke(cli, ["validate", str(copy), "--workdir", str(workdir)])
+
+    # THEN row 4 is held back as it may have been sent (in doubt), the others as sent
+    held = {item["row"]: item["outcome"] for item in found["skipped"]}
+    assert held[4] == "may have been sent (in doubt)"
+    assert {held[row] for row in held if row != 4} == {"already sent"}
+    said = " ".join(shown.output.split())
+    assert (
+        "1 of these rows (row 4) may have been sent (in doubt) to the same addresses under"
+        " offers.csv: they are not sent here"
+    ) in said
+    assert "17 of these rows (rows 2-3, 5-15, 17-20) already went to the same addresses" in said
+    assert "could send went already, or may have (below)" in said
+
+
+def test_validate_after_a_run_of_a_copy_that_sent_nothing_says_so_not_no_earlier_run(tmp_path):
+    # GIVEN offers.csv sent, then its copy run: every row held back, nothing sent
+    offers, workdir = _sent(tmp_path)
+    fixed = tmp_path / "offers-fixed.csv"
+    shutil.copy(offers, fixed)
+    execution = _run(fixed, workdir)["execution"]
+
+    # WHEN the copy is validated again
+    shown = CliRunner().invoke(cli, ["validate", str(fixed), "--workdir", str(workdir)])
+
+    # THEN it says its earlier run sent nothing, naming it, not that there was none
+    said = " ".join(shown.output.split())
+    assert (
+        f"(An earlier run of this file in {workdir}, execution {execution}, sent nothing: the"
+        " ledger holds none of its letters, so `run` skips none of its rows.)"
+    ) in said
+    assert "No earlier run" not in said

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
 from tests.e2e.test_letter_copies import HEADER, _cli, _outbox
 from tests.e2e.test_renamed_announcement import _announced, _run
 from tests.e2e.test_renamed_copy import _rejects
@@ -95,3 +98,26 @@ def test_a_letter_of_another_set_under_another_file_is_not_held_back_by_the_set(
     result = _run(export, workdir, codes=(0,))
     assert (result["counts"]["sent"], result["counts"]["sent_under"]) == (1, 0)
     assert len(_outbox(workdir)) == 3
+
+
+def test_the_runs_advice_says_a_letter_of_the_set_went_not_the_same_letter(tmp_path):
+    # GIVEN news.csv sent (Anna, Kim), and a re-export with Kim's name spelt anew
+    _, workdir = _announced(tmp_path)
+    export = _reexported(tmp_path, "news-export.csv", GARBLED)
+
+    # WHEN the re-export is run
+    templates = str(tmp_path / "templates")
+    shown = CliRunner().invoke(
+        cli, ["run", str(export), "--workdir", str(workdir), "--templates", templates]
+    )
+
+    # THEN its advice says a letter of the same set went to her address under news.csv, not
+    # that the same letter did
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "1 row(s) not sent: a letter of the same set went to that address under news.csv (each"
+        " reason above names the set; its text may differ: a name spelt anew, say). To send"
+        " them all the same on purpose, run this file with --send-again-from news.csv."
+    ) in said
+    assert "the same letter already went" not in said

@@ -251,6 +251,27 @@ def test_a_renamed_copy_counts_a_letter_in_doubt_under_the_other_file_apart_from
     assert "result: 17 sent, 2 rejected, 1 in doubt under another file" in drawn.output
 
 
+def test_a_copys_row_in_doubt_under_the_other_file_names_the_workdir_that_settles_it(
+    tmp_path, monkeypatch, two_workers
+):
+    # GIVEN a run of offers.csv in a workdir not the default that left row 2 in doubt, and a
+    # copy of the file under a new name
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the copy's run has room
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "default"))
+    copy = tmp_path / "offers-copy.csv"
+    copy.write_bytes(csv_file.read_bytes())
+
+    # WHEN the copy is run in that workdir
+    shown = CliRunner().invoke(cli, ["run", str(copy), "--workdir", str(workdir)])
+
+    # THEN the reason of its row 2 names the settle that lists it with that workdir: without
+    # it, `settle` would look in the default workdir and find nothing in doubt
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, shown.output
+    assert f"Settle it there first (`settle offers.csv --workdir {workdir}` lists it)" in said
+
+
 def test_show_of_a_run_whose_file_moved_since_prints_commands_that_work_once_filled_in(
     tmp_path, monkeypatch, two_workers
 ):

@@ -690,11 +690,9 @@ def test_a_campaigns_rows_unanswered_in_a_row_are_counted_across_its_batches(led
     check_unanswered(ledger, clock, wait)
 
 
-def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
-    # GIVEN a campaign with a halt and a row unanswered recorded
-    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
-    ledger.note_unanswered("c", 12, answered_at=None)
-    calls = []
+def _recorded_calls(ledger, monkeypatch) -> list[tuple[str, dict]]:
+    """The ledger's client's calls from now on, each operation with its parameters."""
+    calls: list[tuple[str, dict]] = []
     real = ledger._db._make_api_call
 
     def recorded(operation, params):
@@ -702,6 +700,14 @@ def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
         return real(operation, params)
 
     monkeypatch.setattr(ledger._db, "_make_api_call", recorded)
+    return calls
+
+
+def test_a_campaigns_status_is_one_consistent_batch_get(ledger, monkeypatch):
+    # GIVEN a campaign with a halt and a row unanswered recorded
+    ledger.halt("c", code="DailyQuotaExceeded", reason="quota", attempt="a1")
+    ledger.note_unanswered("c", 12, answered_at=None)
+    calls = _recorded_calls(ledger, monkeypatch)
 
     # WHEN a batch reads its campaign
     status = ledger.campaign_status("c")
@@ -950,6 +956,70 @@ def test_letter_prints_hold_back_another_campaigns_letter_alike(ledger, clock, c
 @pytest.mark.parametrize("check", SET_CHECKS)
 def test_a_letter_of_a_set_holds_back_another_campaigns_letter_of_it(ledger, clock, check):
     SET_CHECKS[check](ledger, clock)
+
+
+def test_a_claim_reads_its_letters_file_print_and_set_items_in_one_batch(ledger, monkeypatch):
+    # GIVEN row 2's letter claimed with its own file, print and set: the three items exist
+    file = LetterFile("anna.pdf", 5000, "a" * 64, "0badf00d", "c/anna", "a***@x.org")
+    letter = LetterPrint("c", "p1", "offers.csv", file=file, person="s1", template="offer")
+    assert ledger.claim("k2", campaign="c", row=2, attempt="a", letter=letter).held is None
+    calls = _recorded_calls(ledger, monkeypatch)
+
+    # WHEN row 3's letter of the same print, file and set is claimed
+    claim = ledger.claim("k3", campaign="c", row=3, attempt="a", letter=letter)
+
+    # THEN it is claimed after one read of its entry and one strongly consistent BatchGetItem
+    # of the three items (not a GetItem each), in one transaction that found them as read
+    assert claim == Claim("claimed")
+    assert [operation for operation, _ in calls] == [
+        "GetItem",
+        "BatchGetItem",
+        "TransactWriteItems",
+    ]
+    request = calls[1][1]["RequestItems"][ledger.table]
+    assert request["ConsistentRead"] is True
+    assert [key["idempotency_key"]["S"] for key in request["Keys"]] == [
+        f"file#5000#{'a' * 64}",
+        "print#p1",
+        "set#s1",
+    ]
+    item = ledger._db.get_item(TableName=ledger.table, Key={"idempotency_key": {"S": "set#s1"}})
+    assert set(item["Item"]["letters"]["M"]) == {"k2", "k3"}
+
+
+def test_a_claims_item_left_unprocessed_is_asked_again_and_still_holds_back(ledger, monkeypatch):
+    # GIVEN another campaign's letter of the set to the address, sent; and DynamoDB leaving
+    # the set item unprocessed once (throttled) in the claim's read
+    original = LetterPrint("c-old", "p-old", "alt.csv", person="s1", template="absage")
+    ledger.claim("k-old", campaign="c-old", row=57, attempt="o", letter=original)
+    ledger.record_sent("k-old", message_id="m-old")
+    real = ledger._db.batch_get_item
+    requests, pauses = [], []
+
+    def throttled_once(RequestItems):
+        keys = [k["idempotency_key"]["S"] for k in RequestItems[ledger.table]["Keys"]]
+        requests.append(keys)
+        response = real(RequestItems=RequestItems)
+        if len(requests) == 1:
+            got = response["Responses"][ledger.table]
+            response["Responses"][ledger.table] = [
+                i for i in got if i["idempotency_key"]["S"] != "set#s1"
+            ]
+            left = {"Keys": [{"idempotency_key": {"S": "set#s1"}}], "ConsistentRead": True}
+            response["UnprocessedKeys"] = {ledger.table: left}
+        return response
+
+    monkeypatch.setattr(ledger._db, "batch_get_item", throttled_once)
+    monkeypatch.setattr(ledger, "_sleep", pauses.append)
+
+    # WHEN a re-export's letter of the set (another text) is claimed
+    export = LetterPrint("c-new", "p-new", "neu.csv", person="s1", template="absage")
+    claim = ledger.claim("k-new", campaign="c-new", row=2, attempt="n", letter=export)
+
+    # THEN the set item was asked again after a pause, and the letter is held back by it
+    assert requests[:2] == [["print#p-new", "set#s1"], ["set#s1"]]
+    assert len(pauses) == 1
+    assert claim.held is not None and (claim.held.source, claim.held.row) == ("alt.csv", 57)
 
 
 def test_of_two_files_whose_set_items_are_written_at_once_only_one_sends(aws, clock):

@@ -10,8 +10,10 @@ import pytest
 
 from mailmatrix.core.report import (
     REPORT_COLUMNS,
+    naming_workdir,
     progress_counts,
     sent_under_reason,
+    set_letter_file,
     summarize_results,
 )
 from mailmatrix.ports import IN_DOUBT, SENDING, SENT, UNKNOWN, Outcome, SentCopy
@@ -423,6 +425,28 @@ def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it()
     sending = sent_under_reason(sent._replace(state=SENDING))
     assert "is being sent to this address under news.csv (campaign c-news) at this" in sending
     assert "Run this file again once that run has ended" in sending
+
+
+def test_the_file_a_letter_of_the_rows_set_went_under_is_read_from_its_reason_alone():
+    sent = SentCopy("c-news", "", "", 7, "", "", "news.csv", 0.0, SENT)
+    of_set = sent._replace(template="offer")
+
+    # A letter of the set, sent or in doubt there, names its file; the same letter does not
+    assert set_letter_file(sent_under_reason(of_set)) == "news.csv"
+    assert set_letter_file(sent_under_reason(of_set._replace(state=IN_DOUBT))) == "news.csv"
+    assert set_letter_file(sent_under_reason(of_set._replace(state=UNKNOWN))) == "news.csv"
+    assert set_letter_file(sent_under_reason(sent)) is None
+    assert set_letter_file("") is None
+
+
+def test_the_commands_a_reason_names_for_the_other_file_are_given_the_runs_workdir():
+    sent = SentCopy("c-news", "", "", 7, "", "", "news.csv", 0.0, SENT)
+
+    in_doubt = naming_workdir(sent_under_reason(sent._replace(state=IN_DOUBT)), "--workdir w")
+    assert "Settle it there first (`settle news.csv --workdir w` lists it)" in in_doubt
+    unknown = naming_workdir(sent_under_reason(sent._replace(state=UNKNOWN)), "--workdir w")
+    assert "`run news.csv --retry-unknown --workdir w` sends it there" in unknown
+    assert naming_workdir(sent_under_reason(sent), "--workdir w") == sent_under_reason(sent)
 
 
 def test_the_notice_of_a_copy_whose_rows_all_went_under_another_file_says_why_none_was_sent():

@@ -18,7 +18,7 @@ from mailmatrix.core.contents import sample_print
 from mailmatrix.core.earlier import SentFiles
 from mailmatrix.core.recipients import IntakeReport, validate_recipients
 from mailmatrix.core.send import recipient_key
-from mailmatrix.ports import LetterFile
+from mailmatrix.ports import OUTCOME_UNKNOWN, LetterFile
 from tests.unit.test_recipients import HEADER, FakeCatalog, reasons
 
 LETTER = b"%PDF-1.4 Anna's offer " + bytes(range(256)) * 80  # 20 KB: three samples apart
@@ -163,6 +163,39 @@ def test_the_same_letter_to_the_same_person_in_a_new_campaign_is_held_back(folde
             " this file with --send-again-from a.csv"
         )
         assert report.sent_under == {"a.csv": 1}
+
+
+def test_the_same_letter_failed_as_outcome_unknown_elsewhere_is_held_as_maybe_sent(folder, ledger):
+    # GIVEN Anna's letter of c-a (a.csv) failed as OutcomeUnknown: the server may have taken it
+    key, recipient = "c-a:anna@example.com", recipient_key("c-a", "anna@example.com")
+    owner = ("anna.pdf", recipient, mask("anna@example.com"))
+    assert ledger.claim(key, campaign="c-a", row=2, attempt="a", owner=owner).state == "claimed"
+    digest = hashlib.sha256(LETTER).hexdigest()
+    file = LetterFile("anna.pdf", len(LETTER), digest, sample_print(LETTER), recipient, "a***")
+    ledger.record_failed(
+        key,
+        code=OUTCOME_UNKNOWN,
+        reason="timed out",
+        permanent=True,
+        file=file._replace(source="a.csv"),
+    )
+    (folder / "anna-again.pdf").write_bytes(LETTER)
+
+    # WHEN a new campaign names her file for her
+    anna = "anna@example.com,Anna Example,active,anna-again.pdf\r\n"
+    report, rows = run(HEADER + anna, folder, ledger, "c-b")
+
+    # THEN her row is held back as it may have been sent (in doubt), not as already sent
+    with report:
+        assert rows == []
+        [held] = report.skipped.first(None)
+        assert (held["row"], held["outcome"], held["file"]) == (
+            2,
+            "may have been sent (in doubt)",
+            "a.csv",
+        )
+        assert "already received" not in held["reason"]
+        assert "which failed as OutcomeUnknown" in held["reason"]
 
 
 def test_the_same_letter_to_the_same_person_is_sent_again_when_its_file_is_named(folder, ledger):
