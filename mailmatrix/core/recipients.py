@@ -850,7 +850,11 @@ class _Intake:
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
         self.row_names: tuple[int, set[str]] = (0, set())  # the last row's name words
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
-        # its code page lacks): how many, the first few, and the first such cell.
+        # its code page lacks), rejected in a file not saved as Unicode unless the manifest
+        # says check_question_marks: false: how many, the first few, and the first such cell.
+        self.checks_questions = (
+            getattr(catalog, "check_question_marks", True) and report.encoding not in _UNICODE_SAVED
+        )
         self.question_rows: list[int] = []
         self.question_count = 0
         self.question_cell = ""
@@ -912,8 +916,6 @@ class _Intake:
             return
         report.rows += 1
         report.last_row = row
-        if "?" in text and _QUESTION_IN_WORD.search(text):
-            self._note_question(row, record)
         if "\n" in text or "\r" in text:
             self._check_swallowed_rows(row, record)
         values = self._shape(row, record, bom="\ufeff" in text)
@@ -926,6 +928,11 @@ class _Intake:
             return
         if _SUSPECT.search("".join(values)):
             problem = self._control_problem(values)
+            if problem:
+                self._reject(row, problem[0], problem[1], email_text)
+                return
+        if self.checks_questions and "?" in text and _QUESTION_IN_WORD.search(text):
+            problem = self._question(row, values)
             if problem:
                 self._reject(row, problem[0], problem[1], email_text)
                 return
@@ -1749,29 +1756,44 @@ class _Intake:
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
 
-    def _note_question(self, row: int, record: list[str]) -> None:
-        """Note a row with a cell holding ? between letters (not a link's ?, nor a query)."""
-        for cell in record:
-            if _QUESTION_IN_WORD.search(cell) and not _LINKISH.search(cell):
-                self.question_count += 1
-                if len(self.question_rows) < _SHOWN_QUESTION_ROWS:
-                    self.question_rows.append(row)
-                self.question_cell = self.question_cell or cell.strip()
-                return
+    def _question(self, row: int, values: list[str]) -> tuple[str, str] | None:
+        """The column and reason that reject a row with a cell holding ? between letters (not
+        a link's ?, nor a query): a plain CSV's stand-in for a letter its code page lacks,
+        which the letter would print. The row is noted for the file's warning."""
+        found = [
+            (index, cell)
+            for index, cell in enumerate(values)
+            if _QUESTION_IN_WORD.search(cell) and not _LINKISH.search(cell)
+        ]
+        if not found:
+            return None
+        index, cell = found[0]
+        self.question_count += 1
+        if len(self.question_rows) < _SHOWN_QUESTION_ROWS:
+            self.question_rows.append(row)
+        self.question_cell = self.question_cell or cell
+        reason = (
+            f"? between letters in {cell[:40]!r}: the file was saved as plain CSV, which writes"
+            " ? for each letter it cannot encode, and the letter would print it; nothing was"
+            " sent to this row. Save the file as CSV UTF-8 and run it again (if the ? is meant,"
+            f" put check_question_marks: false in {MANIFEST})"
+        )
+        return self.names[index], reason
 
     def warn_of_questions(self) -> None:
-        """Warn of the rows noted by _note_question, unless the file was saved as Unicode (a
-        byte-order mark): there a ? is one the cell holds."""
-        if not self.question_count or self.report.encoding in _UNICODE_SAVED:
+        """Say once what the rows rejected by _question have in common, and what to do."""
+        if not self.question_count:
             return
         rows = ", ".join(map(str, self.question_rows))
         if self.question_count > len(self.question_rows):
             rows += f" and {self.question_count - len(self.question_rows)} more"
-        said = f"rows {rows} have" if self.question_count > 1 else f"row {rows} has"
+        many = self.question_count > 1
+        said = f"rows {rows} have" if many else f"row {rows} has"
         self.report.warnings.append(
-            f"{said} ? between letters ({self.question_cell[:40]!r}): a spreadsheet"
-            " saved as plain CSV writes ? for each letter it cannot encode, and the letters"
-            " would print it; save the file as CSV UTF-8 and check those rows"
+            f"{said} ? between letters ({self.question_cell[:40]!r}) and"
+            f" {'are' if many else 'is'} not sent: a"
+            " spreadsheet saved as plain CSV writes ? for each letter it cannot encode; save"
+            " the file as CSV UTF-8 and run it again"
         )
 
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
@@ -2108,8 +2130,9 @@ def _no_file_column(
     )
 
 
-# A ? between two letters (Ma?gorzata), and what makes one a link's or a query's.
-_QUESTION_IN_WORD = re.compile(r"[^\W\d_]\?[^\W\d_]")
+# A ? between two letters (Ma?gorzata) or before a letter at a word's start ("?ukasz" for
+# "Łukasz"): a question's ? ends a word. And what makes one a link's or a query's.
+_QUESTION_IN_WORD = re.compile(r"(?:[^\W\d_]|^|(?<=\s))\?[^\W\d_]")
 _LINKISH = re.compile(r"[/=&]")
 _SHOWN_QUESTION_ROWS = 10
 _UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})

@@ -297,6 +297,10 @@ class Catalog:
     # Whether validation withdraws a row whose own file is named like another recipient's
     # letter (``check_file_names: false`` in the manifest turns it off).
     check_file_names: bool = True
+    # Whether validation rejects a row of a file saved as plain CSV whose cell has ? between
+    # letters, as a spreadsheet writes for each letter it cannot encode
+    # (``check_question_marks: false`` in the manifest turns it off).
+    check_question_marks: bool = True
 
     def __post_init__(self) -> None:
         self._env = _environment(self.sources, _finalize)
@@ -759,22 +763,38 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         demo=_demo_marker(manifest),
         context={str(k): v for k, v in context.items()},
         sources=templates,
-        check_file_names=_check_file_names(manifest),
+        check_file_names=_switch(
+            manifest,
+            "check_file_names",
+            "send a row whose file is named like another recipient's letter",
+        ),
+        check_question_marks=_switch(
+            manifest,
+            "check_question_marks",
+            "send a row of a plain CSV file whose text has ? between letters",
+        ),
     )
 
 
-def _check_file_names(manifest: dict[Any, Any]) -> bool:
-    """The manifest's ``check_file_names`` (true unless it says false)."""
-    value = manifest.get("check_file_names", True)
+def _switch(manifest: dict[Any, Any], key: str, off: str) -> bool:
+    """The manifest's check named ``key``: true unless it says false (``off`` says what
+    false does)."""
+    value = manifest.get(key, True)
     if not isinstance(value, bool):
-        raise TemplateError(
-            f"{MANIFEST}: 'check_file_names' must be true or false (false: send a row whose "
-            "file is named like another recipient's letter)"
-        )
+        raise TemplateError(f"{MANIFEST}: '{key}' must be true or false (false: {off})")
     return value
 
 
-_MANIFEST_KEYS = ("column", "sender", "context", "sets", "skip", "check_file_names", DEMO_KEY)
+_MANIFEST_KEYS = (
+    "column",
+    "sender",
+    "context",
+    "sets",
+    "skip",
+    "check_file_names",
+    "check_question_marks",
+    DEMO_KEY,
+)
 
 
 def _yaml_message(exc: yaml.YAMLError, text: str) -> str:

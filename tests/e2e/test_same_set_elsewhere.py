@@ -1,8 +1,9 @@
 """A re-export of a file under a new name does not mail its people a second letter of the set
 they had already, even where the export changed its text (a name spelt anew, as an old
-"CSV" export in cp1252 turns "ł" into "?"): the ledger keeps a hash of each letter's address
-and set, and a row whose address had a letter of its set under another file is held back,
-unless --send-again-from names that file. A letter of another set is not held back so."""
+"CSV" export in cp1252 turns "ł" into "?", which validation rejects, or an export that writes
+it as "l"): the ledger keeps a hash of each letter's address and set, and a row whose address
+had a letter of its set under another file is held back, unless --send-again-from names that
+file. A letter of another set is not held back so."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from tests.e2e.test_letter_copies import HEADER, _cli, _outbox
 from tests.e2e.test_renamed_announcement import _announced, _run
 from tests.e2e.test_renamed_copy import _rejects
 
-# Kim's row of news.csv as a spreadsheet exported it again in cp1252: her name garbled.
-GARBLED = "kim@example.com,Ma?gorzata,Offer,,Dev,IT,2027-01-11,1\n"
+# Kim's row of news.csv as a spreadsheet exported it again in cp1252: her name spelt anew
+# ("Małgorzata" as "Malgorzata"; one exported as "Ma?gorzata" is rejected, see test_recipients).
+GARBLED = "kim@example.com,Malgorzata,Offer,,Dev,IT,2027-01-11,1\n"
 ANNA = "anna@example.com,Anna,Offer,,Dev,IT,2027-01-11,1\n"
 
 
@@ -37,7 +39,7 @@ def _recipients(workdir: Path) -> list[str]:
 
 def test_a_reexport_with_a_name_spelt_anew_holds_the_letter_back_unless_named(tmp_path):
     # GIVEN news.csv sent (Anna, Kim), and a re-export under a new name whose Kim row reads
-    # "Ma?gorzata", and which adds Lee, a new person
+    # "Malgorzata", and which adds Lee, a new person
     news, workdir = _announced(tmp_path)
     lee = "lee@example.com,Lee,Offer,,Dev,IT,2027-01-11,1\n"
     export = _reexported(tmp_path, "news-export.csv", ANNA, GARBLED, lee)
@@ -121,3 +123,22 @@ def test_the_runs_advice_says_a_letter_of_the_set_went_not_the_same_letter(tmp_p
         " them all the same on purpose, run this file with --send-again-from news.csv."
     ) in said
     assert "the same letter already went" not in said
+
+
+def test_a_plain_csv_row_whose_name_lost_a_letter_to_a_question_mark_is_not_sent(tmp_path):
+    # GIVEN a new file exported as plain CSV (cp1252): Lee's row fine, Kim's name "Ma?gorzata"
+    _, workdir = _announced(tmp_path)
+    lee = "lee@example.com,Lee,Offer,,Dev,IT,2027-01-11,1\n"
+    garbled = "kim.new@example.com,Ma?gorzata,Offer,,Dev,IT,2027-01-11,1\n"
+    export = _reexported(tmp_path, "newcomers.csv", lee, garbled)
+
+    # WHEN it is run
+    result = _run(export, workdir)
+
+    # THEN Lee's letter goes, and Kim's row is rejected naming the cell and what to do: no
+    # letter printing "Ma?gorzata" went out
+    assert (result["counts"]["sent"], result["counts"]["rejected"]) == (1, 1)
+    assert all("kim.new@" not in to for to in _recipients(workdir))
+    reason = {line["row"]: line["reason"] for line in _rejects(result)}["3"]
+    assert reason.startswith("? between letters in 'Ma?gorzata': the file was saved as plain CSV")
+    assert "Save the file as CSV UTF-8 and run it again" in reason

@@ -151,6 +151,14 @@ def test_the_manifest_reads_check_file_names_and_refuses_other_than_true_or_fals
         load_catalog({"manifest.yaml": "check_file_names: maybe\n" + MANIFEST, **SET})
 
 
+def test_the_manifest_reads_check_question_marks_and_refuses_other_than_true_or_false():
+    assert load_catalog({"manifest.yaml": MANIFEST, **SET}).check_question_marks is True
+    off = load_catalog({"manifest.yaml": "check_question_marks: false\n" + MANIFEST, **SET})
+    assert off.check_question_marks is False
+    with pytest.raises(TemplateError, match="'check_question_marks' must be true or false"):
+        load_catalog({"manifest.yaml": "check_question_marks: 1\n" + MANIFEST, **SET})
+
+
 def test_a_swap_among_many_files_named_alike_is_found_and_the_alike_are_not_kept(monkeypatch):
     # GIVEN 300 rows whose files are letter-N.pdf (no word of their recipient's name), then
     # Björn's and Sören's swapped files; rows are looked through again every 20 kept

@@ -2943,8 +2943,8 @@ def test_a_row_the_same_as_one_that_failed_to_render_fails_alike_without_another
     assert catalog.rendered == ["P0", "P1"]
 
 
-def test_question_marks_between_letters_of_a_plain_csv_are_warned_of_naming_the_rows():
-    # GIVEN a Windows-1252 export whose Name lost a letter to ?, a question, and a link
+def test_question_marks_between_letters_of_a_plain_csv_reject_the_rows_naming_the_cell():
+    # GIVEN a Windows-1252 export whose names lost letters to ?, a question, and a link
     text = (
         "Email,Name,Status,Attachment_File,Note\r\n"
         "alice@example.com,Ma?gorzata Nowak,active,alice.pdf,\r\n"
@@ -2956,13 +2956,31 @@ def test_question_marks_between_letters_of_a_plain_csv_are_warned_of_naming_the_
     # WHEN validated
     report, rows = run(text.encode("cp1252", errors="replace"))
 
-    # THEN every row goes, and one warning names the row with ? inside a word
-    assert len(rows) == 4 and report.encoding == "cp1252"
+    # THEN the rows with ? inside a word are not sent (the letter would print the ?), each
+    # naming its column and cell, and one warning sums them up; the question and link go
+    assert report.encoding == "cp1252"
+    assert [row["row"] for row in rows] == [3, 4]
+    assert [(row, column) for row, column, _ in reasons(report)] == [(2, "Name"), (5, "Name")]
+    assert "'Zoë ?ngström'" in reasons(report)[1][2]
+    assert reasons(report)[0][2] == (
+        "? between letters in 'Ma?gorzata Nowak': the file was saved as plain CSV, which writes"
+        " ? for each letter it cannot encode, and the letter would print it; nothing was sent"
+        " to this row. Save the file as CSV UTF-8 and run it again (if the ? is meant, put"
+        " check_question_marks: false in manifest.yaml)"
+    )
     assert report.warnings == [
-        "row 2 has ? between letters ('Ma?gorzata Nowak'): a spreadsheet saved as plain CSV"
-        " writes ? for each letter it cannot encode, and the letters would print it; save the"
-        " file as CSV UTF-8 and check those rows"
+        "rows 2, 5 have ? between letters ('Ma?gorzata Nowak') and are not sent: a spreadsheet"
+        " saved as plain CSV writes ? for each letter it cannot encode; save the file as CSV"
+        " UTF-8 and run it again"
     ]
+
+
+def test_question_marks_between_letters_go_when_the_manifest_turned_the_check_off():
+    catalog = FakeCatalog()
+    catalog.check_question_marks = False  # type: ignore[attr-defined]
+    text = HEADER + "alice@example.com,Ma?gorzata,active,alice.pdf\r\n"
+    report, rows = run(text.encode("cp1252"), catalog=catalog)
+    assert (len(rows), reasons(report), report.warnings) == (1, [], [])
 
 
 def test_question_marks_in_a_file_saved_as_csv_utf8_are_the_cells_own():

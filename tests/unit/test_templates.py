@@ -502,7 +502,8 @@ def test_folder_without_subject_is_refused():
         (
             "colum: Status\nsets: {welcome: {when: x}}\n",
             "manifest.yaml: unknown key 'colum' (did you mean 'column'?); the keys allowed here"
-            " are column, sender, context, sets, skip, check_file_names, demo",
+            " are column, sender, context, sets, skip, check_file_names, check_question_marks,"
+            " demo",
         ),
         (
             "sets: {welcome: {when: [A, a]}}\n",
@@ -802,7 +803,7 @@ SET_FILES = {"offer/subject.txt": "Hi", "offer/body.txt": "Hello"}
         (
             "Sets:\n  offer:\n    when: [Offer]\n",
             "manifest.yaml: unknown key 'Sets' (did you mean 'sets'?); the keys allowed here are"
-            " column, sender, context, sets, skip, check_file_names, demo",
+            " column, sender, context, sets, skip, check_file_names, check_question_marks, demo",
         ),
         (
             "sets:\n  offer:\n    when: [Offer]\n    default_attachement: a.pdf\n",
