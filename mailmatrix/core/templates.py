@@ -425,9 +425,12 @@ class Catalog:
         problems: list[str] = []
         broken: list[str] = []
         if self.column is not None and self.column not in available:
+            folded = {name.casefold(): name for name in columns}
+            close = difflib.get_close_matches(self.column.casefold(), folded, n=1, cutoff=0.6)
+            meant = f"did you mean {folded[close[0]]!r}? " if close else ""
             problems.append(
                 f"{MANIFEST}: column {self.column!r} picks the template set but is not a CSV "
-                f"column (available: {', '.join(columns)})"
+                f"column ({meant}available: {', '.join(columns)})"
             )
 
         unknown: dict[str, list[str]] = {}
@@ -739,6 +742,11 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         raise TemplateError(f"{MANIFEST}: 'sets' must map set names to their settings")
     sets = {name: _template_set(str(name), spec, templates) for name, spec in raw_sets.items()}
     column = manifest.get("column", "Status")
+    if isinstance(column, (list, dict)):
+        raise TemplateError(
+            f"{MANIFEST}: 'column' must be one column name, as the CSV header writes it (e.g."
+            " column: Status), not a list or a mapping"
+        )
     if column is not None:
         column = str(column)
     skip = manifest.get("skip") or {}

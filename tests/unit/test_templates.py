@@ -644,6 +644,23 @@ def test_status_column_missing_from_csv_is_a_problem():
     ]
 
 
+def test_a_misspelt_status_column_in_the_manifest_gets_a_suggestion():
+    files = simple()
+    files["manifest.yaml"] = files["manifest.yaml"].replace("column: Status", "column: Stauts")
+    problems = load_catalog(files).check_columns(["Email", "Name", "status"])
+    assert problems == [
+        "manifest.yaml: column 'Stauts' picks the template set but is not a CSV column (did"
+        " you mean 'status'? available: Email, Name, status)"
+    ]
+
+
+def test_a_status_column_given_as_a_list_says_it_must_be_one_name():
+    files = simple()
+    files["manifest.yaml"] = files["manifest.yaml"].replace("column: Status", "column: [Status]")
+    with pytest.raises(TemplateError, match="'column' must be one column name"):
+        load_catalog(files)
+
+
 def test_unknown_variable_gets_a_suggestion():
     # GIVEN a subject misspelling Name, a column the bodies print too
     catalog = load_catalog(simple(**{"welcome__subject.txt": "Hi {{ Nmae }}"}))
