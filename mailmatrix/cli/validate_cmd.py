@@ -539,6 +539,12 @@ def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     for state in ("other_letter", "attachment_of_another"):  # rows `run` fails: which ones
         if counts[state]:
             found[f"{state}_rows"] = forecast.rows(state, report.withdrawn, SHOWN_ROWS)
+    for state in ("failed", "unknown"):  # of them, those a retry holds back as sent elsewhere
+        went = forecast.went_under(state, report.withdrawn)
+        if went:
+            found[f"{state}_went_under"] = [
+                {"row": row, "file": file, "in_doubt": doubtful} for row, file, doubtful in went
+            ]
     halt = forecast.halt
     found["halt"] = halt and {
         "code": halt.code,
@@ -766,13 +772,14 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
     if earlier.get("failed_before"):
         lines.append(
             f"{earlier['failed_before']} row(s) failed for good in earlier runs: `run` reports"
-            " them failed again without sending; `run --retry-failed` sends them."
+            " them failed again without sending; `run --retry-failed` sends them"
+            + _went_under(earlier, "failed")
         )
     if earlier.get("unknown_before"):
         lines.append(
             f"{earlier['unknown_before']} row(s) failed in earlier runs as OutcomeUnknown (they"
             " may have arrived): `run` reports them failed again without sending; once checked,"
-            " `run --retry-unknown` sends them."
+            " `run --retry-unknown` sends them" + _went_under(earlier, "unknown")
         )
     other = other_letter_hint(
         {"other_letter": earlier.get("other_letter_before", 0)},
@@ -806,6 +813,36 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
                 " tries again."
             )
     return lines
+
+
+def _went_under(earlier: dict[str, Any], state: str) -> str:
+    """The end of the line on the rows failed as ``state`` ("failed", "unknown"): ".", or
+    which of them a retry holds back as their letters went, or may have, under another file
+    since (``{state}_went_under``), and how to send them all the same."""
+    went = earlier.get(f"{state}_went_under") or []
+    if not went:
+        return "."
+    option = "--retry-failed" if state == "failed" else "--retry-unknown"
+    parts = []
+    for doubtful in (False, True):
+        rows = [item["row"] for item in went if item["in_doubt"] == doubtful]
+        files = sorted({item["file"] for item in went if item["in_doubt"] == doubtful})
+        if not rows:
+            continue
+        held = (
+            f"went since to the same addresses under {', '.join(files)}: `run {option}` holds"
+            " them back as sent there, sending nothing"
+        )
+        if doubtful:
+            held = (
+                f"may have gone since to the same addresses under {', '.join(files)} (in doubt"
+                f" there): `run {option}` holds them back until that is settled there (`settle"
+                f" {files[0]}`)"
+            )
+        parts.append(f"{row_ranges(sorted(rows))} of them {held}")
+    files = sorted({item["file"] for item in went})
+    again = " ".join(f"--send-again-from {file}" for file in files)
+    return f", except: {'; '.join(parts)}. To send those again on purpose: `run {option} {again}`."
 
 
 def _unfinished(earlier: dict[str, Any]) -> list[str]:

@@ -1,0 +1,112 @@
+"""`validate` forecasts the rows a run holds back for letters of another file as that run
+does: those in doubt there (its run ended as it sent them) are counted and named, not said to
+be sent; and a file's failed rows whose letters went under another file since are said to be
+held back by a retry, not sent by it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
+from tests.e2e.test_letter_copies import LETTERS, _file, _run, _validate
+from tests.e2e.test_renamed_copy import ANNA, KIM
+from tests.e2e.test_settle_doubts import _run_leaving_a_row_in_doubt, two_workers
+
+__all__ = ["two_workers"]  # the fixture, used by name
+
+
+def test_validate_counts_a_row_in_doubt_under_another_file_as_the_run_holds_it(
+    tmp_path: Path, monkeypatch: Any, two_workers: Any
+) -> None:
+    # GIVEN a run of offers.csv that left row 2 in doubt (it ended as it sent it), and a copy
+    # of the file under a new name
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the copy's run has room
+    copy = tmp_path / "offers-copy.csv"
+    copy.write_bytes(csv_file.read_bytes())
+
+    # WHEN the copy is validated, then run
+    _, found = _validate(copy, workdir)
+    shown = CliRunner().invoke(cli, ["validate", str(copy), "--workdir", str(workdir)])
+    ran = _run(copy, workdir)
+
+    # THEN validate holds row 2 back as it may have been sent (in doubt) under offers.csv,
+    # forecasting the 17 letters the run then sends, and the run holds that row back
+    held = [(item["row"], item["outcome"], item["file"]) for item in found["skipped"]]
+    assert (2, "may have been sent (in doubt)", "offers.csv") in held
+    assert "Settle it there first (`settle offers.csv` lists it)" in found["skipped"][0]["reason"]
+    assert found["valid"] == ran["counts"]["sent"] == 17
+    assert ran["counts"]["doubt_under"] == 1
+    said = " ".join(shown.output.split())
+    assert (
+        "1 of these rows (row 2) may have been sent (in doubt) to the same addresses under"
+        " offers.csv: they are not sent here"
+    ) in said
+    assert "the 17 valid row(s) would be sent." in said
+
+
+def _failed_then_sent_elsewhere(folder: Path) -> tuple[Path, Path]:
+    """e.csv of Anna and Kim run with every send rejected (failed for good), then f.csv, the
+    same letters, run: both sent under f.csv. e.csv and the workdir."""
+    attachments, workdir = folder / "attachments", folder / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "kim.pdf")
+    first = _file(folder, "e.csv", ANNA, KIM)
+    code = CliRunner().invoke(
+        cli, ["run", str(first), "--workdir", str(workdir), "--faults", "permanent=1"]
+    )
+    assert "2 row(s) failed" in " ".join(code.output.split()), code.output
+    second = _file(folder, "f.csv", ANNA, KIM)
+    assert _run(second, workdir)["counts"]["sent"] == 2
+    return first, workdir
+
+
+def test_validate_says_a_retry_holds_back_failed_rows_whose_letters_went_under_another_file(
+    tmp_path: Path,
+) -> None:
+    # GIVEN e.csv's two rows failed for good, and their letters sent since under f.csv
+    first, workdir = _failed_then_sent_elsewhere(tmp_path)
+
+    # WHEN e.csv is validated, then run with --retry-failed
+    shown = CliRunner().invoke(cli, ["validate", str(first), "--workdir", str(workdir)])
+    _, found = _validate(first, workdir)
+    retried = _run(first, workdir, "--retry-failed")
+
+    # THEN validate says the retry holds them back as sent under f.csv, and how to send them
+    # all the same; and the retry does hold them back, sending nothing
+    said = " ".join(shown.output.split())
+    assert (
+        "2 row(s) failed for good in earlier runs: `run` reports them failed again without"
+        " sending; `run --retry-failed` sends them, except: rows 2-3 of them went since to the"
+        " same addresses under f.csv: `run --retry-failed` holds them back as sent there,"
+        " sending nothing. To send those again on purpose: `run --retry-failed"
+        " --send-again-from f.csv`."
+    ) in said
+    went = found["earlier_runs"]["failed_went_under"]
+    assert went == [
+        {"row": 2, "file": "f.csv", "in_doubt": False},
+        {"row": 3, "file": "f.csv", "in_doubt": False},
+    ]
+    assert (retried["counts"]["sent"], retried["counts"]["sent_under"]) == (0, 2), retried
+
+
+def test_validate_with_send_again_from_names_no_failed_row_as_held_elsewhere(
+    tmp_path: Path,
+) -> None:
+    # GIVEN e.csv's two rows failed for good, and their letters sent since under f.csv
+    first, workdir = _failed_then_sent_elsewhere(tmp_path)
+
+    # WHEN e.csv is validated as the run the advice gives would be run
+    args = ["validate", str(first), "--workdir", str(workdir), "--json"]
+    shown = CliRunner().invoke(cli, [*args, "--send-again-from", "f.csv"])
+
+    # THEN the failed rows are said to be sent by a retry, none held back under f.csv
+    earlier = json.loads(shown.stdout)["earlier_runs"]
+    assert earlier["failed_before"] == 2
+    assert "failed_went_under" not in earlier
