@@ -34,6 +34,7 @@ from mailmatrix.core.report import (
     SENDING_UNDER,
     SENT_UNDER,
     other_letter_hint,
+    set_letter_file,
 )
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import (
@@ -465,31 +466,50 @@ def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
         return {}
 
 
-def _sent_under_forecast(held: Sequence[tuple[int, str, str]]) -> str:
-    """What `run` does with the rows ``held`` back (row, outcome, file; in order) as their
-    letters went, may have gone (in doubt) or are being sent now, to the same addresses under
-    other files, in one line for them all: the table of problems leaves them out, for the
-    rows to fix."""
+def _sent_under_forecast(held: Sequence[tuple[int, str, str, str]]) -> str:
+    """What `run` does with the rows ``held`` back (row, outcome, file, what was alike: see
+    _alike; in order) as their letters went, may have gone (in doubt) or are being sent now,
+    to the same addresses under other files, in one line for them all: the table of problems
+    leaves them out, for the rows to fix."""
     said = {
-        SENT_UNDER: "already went to the same addresses under {} (the same letters: the same"
-        " attachments); they will not be sent again",
-        MAYBE_SENT_UNDER: "may have been sent (in doubt) to the same addresses under {}: they"
-        " are not sent here; once known not to have arrived (each one's reason says how to"
-        " tell), a run of this file sends them",
-        SENDING_UNDER: "are being sent now to the same addresses under {}: they are not sent"
-        " here; run this file again once that run has ended",
+        (SENT_UNDER, "file"): "already went to the same addresses under {} (the same letters:"
+        " the same attachments); they will not be sent again",
+        (SENT_UNDER, "text"): "already went to the same addresses under {} (the same letters:"
+        " the same text); they will not be sent again",
+        (SENT_UNDER, "set"): "already had a letter of the same template set under {} (not"
+        " the same letters: the text or attachment may differ, a name spelt anew, say; each"
+        " reason names the set); they will not be sent again",
+        (MAYBE_SENT_UNDER, ""): "may have been sent (in doubt) to the same addresses under {}:"
+        " they are not sent here; once known not to have arrived (each one's reason says how"
+        " to tell), a run of this file sends them",
+        (SENDING_UNDER, ""): "are being sent now to the same addresses under {}: they are not"
+        " sent here; run this file again once that run has ended",
     }
     parts = []
-    for outcome, words in said.items():
-        rows = [row for row, said_as, _ in held if said_as == outcome]
-        files = ", ".join(sorted({file for _, said_as, file in held if said_as == outcome}))
-        if rows:
+    for (outcome, alike), words in said.items():
+        group = [
+            (row, file)
+            for row, said_as, file, how in held
+            if said_as == outcome and (how == alike or not alike)
+        ]
+        if group:
+            rows = [row for row, _ in group]
+            files = ", ".join(sorted({file for _, file in group}))
             parts.append(f"{len(rows)} of these rows ({row_ranges(rows)}) {words.format(files)}")
-    first = min(file for _, _, file in held)
+    again = " ".join(f"--send-again-from {file}" for file in sorted({f for _, _, f, _ in held}))
     return (
-        f"{'; '.join(parts)}. To send them again on purpose: `run --send-again-from {first}`."
+        f"{'; '.join(parts)}. To send them again on purpose: `run {again}`."
         " --rejects FILE (or --json) gives each one's reason."
     )
+
+
+def _alike(reason: str) -> str:
+    """What the letter a row is held back for (its ``reason``, sent_under_reason's) has of the
+    row's: ``set`` (a letter of its template set, its text another), ``text`` (the same text,
+    no file of its own) or ``file`` (the same letter, its own file the same bytes)."""
+    if set_letter_file(reason) is not None:
+        return "set"
+    return "text" if "this letter (the same text)" in reason else "file"
 
 
 def row_ranges(rows: Sequence[int], shown: int = 12) -> str:
@@ -616,11 +636,11 @@ def _show(
     console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     held = sum(report.sent_under.values())
     held_rows = sorted(
-        (item["row"], item["outcome"], item["file"])
+        (item["row"], item["outcome"], item["file"], _alike(item["reason"]))
         for item in report.skipped
         if item.get("outcome") in HELD_UNDER
     )
-    sent_all = all(outcome == SENT_UNDER for _, outcome, _ in held_rows)
+    sent_all = all(outcome == SENT_UNDER for _, outcome, _, _ in held_rows)
     summary = Table(show_header=True, header_style="bold")
     columns = ["rows", "valid", "rejected", "duplicates", "excluded", "empty"]
     values = [

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
 from tests.e2e.test_letter_copies import LETTERS, _file, _run, _validate
+from tests.e2e.test_renamed_announcement import _announced
 from tests.e2e.test_renamed_copy import ANNA, KIM
+from tests.e2e.test_same_set_elsewhere import GARBLED, _reexported
 from tests.e2e.test_settle_doubts import _run_leaving_a_row_in_doubt, two_workers
 
 __all__ = ["two_workers"]  # the fixture, used by name
@@ -110,3 +112,54 @@ def test_validate_with_send_again_from_names_no_failed_row_as_held_elsewhere(
     earlier = json.loads(shown.stdout)["earlier_runs"]
     assert earlier["failed_before"] == 2
     assert "failed_went_under" not in earlier
+
+
+def test_validate_says_rows_held_by_their_set_had_a_letter_of_the_set_not_the_same_letter(
+    tmp_path: Path,
+) -> None:
+    # GIVEN news.csv sent (Anna, Kim), and a re-export whose Kim row spells her name anew
+    _, workdir = _announced(tmp_path)
+    export = _reexported(tmp_path, "news-export.csv", GARBLED)
+
+    # WHEN the re-export is validated
+    templates = str(tmp_path / "templates")
+    shown = CliRunner().invoke(
+        cli, ["validate", str(export), "--workdir", str(workdir), "--templates", templates]
+    )
+
+    # THEN her row is said to have had a letter of its set there, not the same letter
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "1 of these rows (row 2) already had a letter of the same template set under news.csv"
+        " (not the same letters: the text or attachment may differ, a name spelt anew, say;"
+        " each reason names the set); they will not be sent again. To send them again on"
+        " purpose: `run --send-again-from news.csv`."
+    ) in said
+    assert "the same attachments" not in said
+
+
+def test_validate_names_each_file_rows_were_held_under_in_its_advice(tmp_path: Path) -> None:
+    # GIVEN Anna's letter sent under a.csv, Kim's under b.csv, and c.csv with both
+    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "kim.pdf")
+    assert _run(_file(tmp_path, "a.csv", ANNA), workdir)["counts"]["sent"] == 1
+    assert _run(_file(tmp_path, "b.csv", KIM), workdir)["counts"]["sent"] == 1
+    both = _file(tmp_path, "c.csv", ANNA, KIM)
+
+    # WHEN c.csv is validated
+    shown = CliRunner().invoke(cli, ["validate", str(both), "--workdir", str(workdir)])
+
+    # THEN its advice names both files, as --send-again-from takes them
+    said = " ".join(shown.output.split())
+    assert (
+        "2 of these rows (rows 2-3) already went to the same addresses under a.csv, b.csv (the"
+        " same letters: the same attachments); they will not be sent again. To send them again"
+        " on purpose: `run --send-again-from a.csv --send-again-from b.csv`."
+    ) in said
+    # AND so named, validate forecasts both letters sent again
+    again = ["--send-again-from", "a.csv", "--send-again-from", "b.csv", "--json"]
+    forecast = CliRunner().invoke(cli, ["validate", str(both), "--workdir", str(workdir), *again])
+    assert json.loads(forecast.stdout)["valid"] == 2
