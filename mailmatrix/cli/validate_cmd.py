@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from mailmatrix.core.report import (
     MAYBE_SENT_UNDER,
     SENDING_UNDER,
     SENT_UNDER,
+    naming_workdir,
     other_letter_hint,
     set_letter_file,
 )
@@ -660,7 +662,8 @@ def _show(
     console.print(summary)
 
     problems = [
-        (item["row"], "rejected", item["column"], item["reason"]) for item in report.rejected
+        (item["row"], "rejected", item["column"], _settling_where(item["reason"], earlier))
+        for item in report.rejected
     ]
     for item in report.duplicates:
         problems.append(
@@ -764,6 +767,14 @@ def _show(
         )
         console.print(note["message"], markup=False)
     console.print(_earlier_note(earlier), markup=False)
+
+
+def _settling_where(reason: str, earlier: dict[str, Any]) -> str:
+    """``reason`` with --workdir added to the `settle` it names (a letter in doubt under
+    another file), where the workdir validate checked is not the default; else as it is."""
+    if "`settle " not in reason or not earlier.get("checked") or earlier.get("default_workdir"):
+        return reason
+    return naming_workdir(reason, f"--workdir {shlex.quote(str(earlier['workdir']))}")
 
 
 # Rows named where validate says `run` would fail rows: the first of them.

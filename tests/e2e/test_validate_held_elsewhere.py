@@ -163,3 +163,52 @@ def test_validate_names_each_file_rows_were_held_under_in_its_advice(tmp_path: P
     again = ["--send-again-from", "a.csv", "--send-again-from", "b.csv", "--json"]
     forecast = CliRunner().invoke(cli, ["validate", str(both), "--workdir", str(workdir), *again])
     assert json.loads(forecast.stdout)["valid"] == 2
+
+
+def test_a_row_whose_own_file_is_in_doubt_under_another_file_says_to_settle_it_there_first(
+    tmp_path: Path, monkeypatch: Any, two_workers: Any
+) -> None:
+    # GIVEN a run of offers.csv, in a workdir not the default, that left row 2 (Amelia's
+    # letter, amelia-hart.pdf) in doubt; and other.csv naming that file for Kim
+    _, csv_file, workdir = _run_leaving_a_row_in_doubt(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the next runs have room
+    monkeypatch.setenv("MAILMATRIX_WORKDIR", str(tmp_path / "default"))
+    other = _file(tmp_path, "other.csv", ("kim@example.com", "Kim", "amelia-hart.pdf"))
+
+    letters = len(list((workdir / "outbox" / "new").iterdir()))
+    validated = CliRunner().invoke(
+        cli, ["validate", str(other), "--workdir", str(workdir)], env={"COLUMNS": "1000"}
+    )
+    assert "Settle it there first (`settle offers.csv --workdir" in validated.output, (
+        validated.output
+    )
+
+    # WHEN other.csv is run
+    shown = CliRunner().invoke(cli, ["run", str(other), "--workdir", str(workdir)])
+
+    # THEN Kim's row is not sent, and its reason says to settle the letter there first, with
+    # the workdir that lists it, before naming her own file
+    said = " ".join(shown.output.split())
+    assert (
+        "amelia-hart.pdf may have been sent to another recipient (a***@example.com) under"
+        " offers.csv (campaign c-"
+    ) in said, said
+    assert (
+        "as their own letter (row 2 of that run, which ended as it sent it: in doubt there), so"
+        " it is not sent to this recipient now. Settle it there first (`settle offers.csv"
+        f" --workdir {workdir}` lists it, and records what the mail server's log says): settled"
+        " as not sent, a run of this file sends this row. Only if it did go, name this"
+        " recipient's own file in Attachment_File"
+    ) in said
+    assert len(list((workdir / "outbox" / "new").iterdir())) == letters
+
+    # WHEN the letter is settled there as not sent, and other.csv run again
+    settled = CliRunner().invoke(
+        cli, ["settle", str(csv_file), "--not-sent", "2", "--workdir", str(workdir)]
+    )
+    assert settled.exit_code == 0, settled.output
+    again = _run(other, workdir)
+
+    # THEN Kim's letter goes
+    assert again["counts"]["sent"] == 1, again
+    assert len(list((workdir / "outbox" / "new").iterdir())) == letters + 1
