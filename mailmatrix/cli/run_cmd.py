@@ -903,7 +903,8 @@ def run(
                 f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True, markup=False
             )
         if send_again_from or corrected:  # before anything is sent or recorded
-            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+            folder = attachments or csv_file.parent / "attachments"
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected, folder)
         in_doubt = None
         if not retry_unknown:  # their letters may have arrived: the operator says
             chosen = [f"--send-again-from {shlex.quote(name)}" for name in send_again_from]

@@ -218,7 +218,7 @@ def validate_command(
             from mailmatrix.choices import check_choices
             from mailmatrix.local import Workdir
 
-            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected, attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names, send_again_from, corrected)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(

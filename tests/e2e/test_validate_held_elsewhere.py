@@ -212,3 +212,44 @@ def test_a_row_whose_own_file_is_in_doubt_under_another_file_says_to_settle_it_t
     # THEN Kim's letter goes
     assert again["counts"]["sent"] == 1, again
     assert len(list((workdir / "outbox" / "new").iterdir())) == letters + 1
+
+
+def test_a_corrected_address_of_a_row_whose_file_went_under_another_file_names_that_file(
+    tmp_path: Path,
+) -> None:
+    # GIVEN y.csv sent anna.pdf to a wrong address, and x.csv naming it for Anna
+    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "anna.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "lee.pdf")
+    wrong = ("anne@example.com", "Anna", "anna.pdf")
+    other = _file(tmp_path, "y.csv", ("lee@example.com", "Lee", "lee.pdf"), wrong)
+    assert _run(other, workdir)["counts"]["sent"] == 2
+    mine = _file(tmp_path, "x.csv", ANNA)
+    _, found = _validate(mine, workdir)
+    assert [item["row"] for item in found["rejected"]] == [2]
+
+    # WHEN x.csv is run with its row 2's address said corrected
+    refused = CliRunner().invoke(
+        cli, ["run", str(mine), "--workdir", str(workdir), "--corrected-address", "2"]
+    )
+
+    # THEN it is refused, nothing sent, pointing to the route that works: correct y.csv's
+    # address and run y.csv with --corrected-address of its row 3
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, refused.output
+    assert (
+        "x.csv: --corrected-address: row 2's file anna.pdf went to another address"
+        " (a***@example.com) under another file, y.csv (campaign c-"
+    ) in said
+    assert (
+        "as row 3 of that run, not under an earlier run of this file, whose --corrected-address"
+        " cannot release it. If that address was wrong and this is the same person, correct it"
+        " in y.csv and run y.csv with --corrected-address 3."
+    ) in said
+    assert "Nothing was sent or recorded" in said
+
+    # WHEN that route is taken THEN Anna's letter goes
+    other.write_text(other.read_text().replace("anne@example.com", "anna@example.com"))
+    rerun = _run(other, workdir, "--corrected-address", "3")
+    assert rerun["counts"]["sent"] == 1, rerun
