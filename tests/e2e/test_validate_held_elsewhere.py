@@ -14,9 +14,7 @@ from click.testing import CliRunner
 
 from mailmatrix.cli.main import cli
 from tests.e2e.test_letter_copies import LETTERS, _file, _run, _validate
-from tests.e2e.test_renamed_announcement import _announced
 from tests.e2e.test_renamed_copy import ANNA, KIM
-from tests.e2e.test_same_set_elsewhere import GARBLED, _reexported
 from tests.e2e.test_settle_doubts import _run_leaving_a_row_in_doubt, two_workers
 
 __all__ = ["two_workers"]  # the fixture, used by name
@@ -112,31 +110,6 @@ def test_validate_with_send_again_from_names_no_failed_row_as_held_elsewhere(
     earlier = json.loads(shown.stdout)["earlier_runs"]
     assert earlier["failed_before"] == 2
     assert "failed_went_under" not in earlier
-
-
-def test_validate_says_rows_held_by_their_set_had_a_letter_of_the_set_not_the_same_letter(
-    tmp_path: Path,
-) -> None:
-    # GIVEN news.csv sent (Anna, Kim), and a re-export whose Kim row spells her name anew
-    _, workdir = _announced(tmp_path)
-    export = _reexported(tmp_path, "news-export.csv", GARBLED)
-
-    # WHEN the re-export is validated
-    templates = str(tmp_path / "templates")
-    shown = CliRunner().invoke(
-        cli, ["validate", str(export), "--workdir", str(workdir), "--templates", templates]
-    )
-
-    # THEN her row is said to have had a letter of its set there, not the same letter
-    said = " ".join(shown.output.split())
-    assert shown.exit_code == 0, shown.output
-    assert (
-        "1 of these rows (row 2) already had a letter of the same template set under news.csv"
-        " (not the same letters: the text or attachment may differ, a name spelt anew, say;"
-        " each reason names the set); they will not be sent again. To send them again on"
-        " purpose: `run --send-again-from news.csv`."
-    ) in said
-    assert "the same attachments" not in said
 
 
 def test_validate_names_each_file_rows_were_held_under_in_its_advice(tmp_path: Path) -> None:
