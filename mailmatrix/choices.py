@@ -15,16 +15,21 @@ from pathlib import Path
 from typing import Protocol
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.adapters.storage_local import open_recipients
+from mailmatrix.adapters.storage_local import LocalStorage, open_recipients
 from mailmatrix.core.addresses import parse_address
+from mailmatrix.core.attachments import AttachmentIndex
+from mailmatrix.core.contents import StoredContents
+from mailmatrix.core.earlier import SentFiles
 from mailmatrix.core.recipients import read_rows
+from mailmatrix.core.report import campaign_of
 from mailmatrix.core.send import recipient_key
 from mailmatrix.errors import ChoiceRefused
 from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.local import Workdir, campaign_of_file
-from mailmatrix.ports import FileOwner
+from mailmatrix.ports import FileOwner, SentCopy
 
 NOTHING_DONE = "Nothing was sent or recorded"
+ATTACHMENTS = "attachments/"  # the prefix a local run serves the attachments folder under
 
 
 class ChoiceLedger(Protocol):
@@ -46,11 +51,17 @@ class _Place:
 
 
 def check_choices(
-    wd: Workdir, csv_file: Path, send_again_from: Collection[str], corrected: Collection[int]
+    wd: Workdir,
+    csv_file: Path,
+    send_again_from: Collection[str],
+    corrected: Collection[int],
+    attachments: Path | None = None,
 ) -> None:
     """Refuse (ChoiceRefused) a --send-again-from name that is empty, names ``csv_file``
     itself, or names no file run in the workdir (its name as run, letter case too), and a
-    --corrected-address row whose letter is not held back as another recipient's. Reads only."""
+    --corrected-address row whose letter is not held back as another recipient's; where
+    another file sent the row's file (in ``attachments``, the run's folder) to another
+    address, the refusal names that file and its row. Reads only."""
     place = _Place(
         campaign_of_file,
         f"in the workdir {wd.root}",
@@ -58,7 +69,38 @@ def check_choices(
         NOTHING_DONE,
     )
     with _ledger(wd) as ledger:
-        _check(ledger, place, csv_file, send_again_from, corrected)
+        elsewhere = None
+        if ledger is not None and attachments is not None and corrected and attachments.is_dir():
+            elsewhere = _sent_elsewhere(ledger, attachments, campaign_of_file(csv_file))
+        _check(ledger, place, csv_file, send_again_from, corrected, elsewhere)
+
+
+# The letter of another file that carried a row's own file (its cell) to another person than
+# the row's address, or None (_sent_elsewhere).
+_Elsewhere = Callable[[str, str], SentCopy | None]
+
+
+def _sent_elsewhere(ledger: SqliteLedger, folder: Path, campaign: str) -> _Elsewhere:
+    """Which letter of another file carried a row's own file (named in ``folder``, as intake
+    compares files: SentFiles) to another recipient than the row's address."""
+    storage = LocalStorage(folder, mounts={ATTACHMENTS: folder})
+    index = AttachmentIndex.from_listing(storage.list(ATTACHMENTS), prefix=ATTACHMENTS)
+    files = SentFiles(
+        ledger,
+        index,
+        StoredContents(storage, ATTACHMENTS),
+        campaign=campaign,
+        recipient=recipient_key,
+    )
+
+    def letter(cell: str, email: str) -> SentCopy | None:
+        found = index.lookup(cell)
+        if found.problem or not files:
+            return None
+        other = files.another(found, email, "")
+        return other if other is not None and other.campaign != campaign else None
+
+    return letter
 
 
 def check_deployed_choices(
@@ -110,6 +152,7 @@ def _check(
     csv_file: Path,
     send_again_from: Collection[str],
     corrected: Collection[int],
+    elsewhere: _Elsewhere | None = None,
 ) -> None:
     """The checks of check_choices against ``ledger`` (None: there is none yet)."""
     name = csv_file.name
@@ -123,15 +166,21 @@ def _check(
                 f" {place.other_runs}"
             )
     if corrected:
-        _check_corrected(ledger, place, csv_file, corrected)
+        _check_corrected(ledger, place, csv_file, corrected, elsewhere)
 
 
 def _check_corrected(
-    ledger: ChoiceLedger | None, place: _Place, csv_file: Path, corrected: Collection[int]
+    ledger: ChoiceLedger | None,
+    place: _Place,
+    csv_file: Path,
+    corrected: Collection[int],
+    elsewhere: _Elsewhere | None = None,
 ) -> None:
     """Refuse the rows of ``corrected`` whose letter a run would not hold back as
     AttachmentOfAnother: no such row, an address no letter can go to, no file of its own,
-    or one no earlier run of the file sent to another address."""
+    or one no earlier run of the file sent to another address. A row whose file another
+    file sent to another address (``elsewhere``) is told the way that works: correct the
+    address there, and run that file with --corrected-address of its row."""
     campaign = place.campaign_of(csv_file)
     owners: dict[str, str] = {}
     if ledger is not None:
@@ -152,15 +201,34 @@ def _check_corrected(
         if address.problem:
             problems.append(f"row {row} is rejected ({address.problem}): no letter of it goes")
         elif owner is None or owner == recipient_key(campaign, address.email):
+            cell = cells[row].get("Attachment_File", "")
+            other = elsewhere(cell, address.email) if elsewhere and cell.strip() else None
             problems.append(
                 f"row {row}'s letter is not held back as another recipient's (no earlier run"
                 " of this file sent its file to another address)"
+                if other is None
+                else _corrected_there(row, cell, other)
             )
     if problems:
         raise ChoiceRefused(
             f"{csv_file.name}: --corrected-address: {'; '.join(problems)}."
             f" {place.nothing_done}: give only the rows `validate` names as AttachmentOfAnother"
+            " under this file's earlier runs"
         )
+
+
+def _corrected_there(row: int, cell: str, other: SentCopy) -> str:
+    """Why row ``row`` cannot be corrected in this file: ``other``, a letter of another file,
+    carried its file (``cell``) to another address; the correction is that file's to make."""
+    source = other.source or "FILE"
+    whom = f" ({other.masked})" if other.masked else ""
+    return (
+        f"row {row}'s file {cell.strip()} went to another address{whom} under another file,"
+        f" {campaign_of(other)}, as row {other.row} of that run, not under an earlier run of"
+        " this file, whose --corrected-address cannot release it. If that address was wrong"
+        f" and this is the same person, correct it in {source} and run {source} with"
+        f" --corrected-address {other.row}"
+    )
 
 
 def _nfc(name: str) -> str:

@@ -145,7 +145,7 @@ def _version(value: Any) -> str | None:
     return None if value in (None, "", "null") else str(value)
 
 
-def _stored_source(storage: Storage, source: Source) -> Source:
+def stored_source(storage: Storage, source: Source) -> Source:
     """``source`` under the key the object is stored at.
 
     S3's event notifications URL-encode keys ("red flower.csv" arrives as "red+flower.csv");
@@ -646,7 +646,7 @@ def validate_job(
     (RETRY_FAILED_METADATA) has the campaign's failed rows released then (not when it is
     superseded already).
     """
-    source = _stored_source(storage, source)
+    source = stored_source(storage, source)
     with _the_upload(source) as pinned:
         upload = storage.head(source.key, **pinned)
     if not source.etag:

@@ -112,7 +112,7 @@ from mailmatrix.jobs import (
     placeholder_sender_refusal,
     retry_metadata,
 )
-from mailmatrix.ports import CampaignName, FileOwner, Halt, Notification, name_fold
+from mailmatrix.ports import SENT, CampaignName, FileOwner, Halt, Notification, SentCopy, name_fold
 from mailmatrix.private import private_files
 from mailmatrix.program import program
 from mailmatrix.settings import Settings
@@ -2304,6 +2304,10 @@ class RunForecast:
         self.hold_left = 0.0
         self._workdir = wd
         self._ledger: SqliteLedger | None = None  # open while intake asks it (sent_files)
+        # Of the rows failed here ("failed", "unknown"), those whose letter of the set went, or
+        # may have, under another file since: (row, that file, whether only may have). A
+        # retry's claim holds them back as sent there.
+        self._went_under: dict[str, list[tuple[int, str, bool]]] = {"failed": [], "unknown": []}
         if not wd.has_ledger():  # no run of any file here claimed a row
             return
         with _local_ledger(wd, read_only=True) as ledger:
@@ -2343,6 +2347,7 @@ class RunForecast:
             recipient=recipient_key,
             skipped=self._skipped,
             send_again_from=self._send_again_from,
+            doubtful=True,  # the run's claim holds such rows back: validate says so now
         )
 
     def earlier_recipients(self) -> EarlierRecipients | None:
@@ -2368,6 +2373,7 @@ class RunForecast:
             person=letter_set,
             skipped=self._skipped,
             send_again_from=self._send_again_from,
+            doubtful=True,  # the run's claim holds such rows back: validate says so now
         )
 
     def _open_ledger(self) -> SqliteLedger | None:
@@ -2394,6 +2400,30 @@ class RunForecast:
         state = self._state(row)
         if state is not None:
             self._rows[state].append(int(row["row"]))
+        if state in self._went_under:
+            letter = self._letter_elsewhere(row)
+            if letter is not None:
+                doubtful = letter.state != SENT
+                went = (int(row["row"]), letter.source or letter.campaign, doubtful)
+                self._went_under[state].append(went)
+
+    def _letter_elsewhere(self, row: dict[str, Any]) -> SentCopy | None:
+        """The letter of the row's set that went, or may have, to its address under another
+        file (not one --send-again-from names), as a retry's claim finds it; None: none."""
+        ledger = self._open_ledger()
+        if ledger is None:
+            return None
+        person = letter_set(row["email"], row["template"])
+        people = {person: str(row["template"])}
+        return ledger.letters_of_sets(self.campaign, people, self._send_again_from).get(person)
+
+    def went_under(
+        self, state: str, withdrawn: Collection[int] = ()
+    ) -> list[tuple[int, str, bool]]:
+        """The rows a run would report failed again as ``state`` ("failed", "unknown") whose
+        letters went, or may have (True), under another file since: a retry holds them back
+        (row, that file, whether only may have), leaving out those ``withdrawn``."""
+        return [went for went in self._went_under.get(state, []) if went[0] not in withdrawn]
 
     def _state(self, row: dict[str, Any]) -> str | None:
         """What a claim of ``row`` would answer, in the claim's order (None: it sends)."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
+from urllib.parse import unquote_plus
 
 import click
 from rich.console import Console
@@ -57,8 +58,10 @@ from mailmatrix.errors import (
     LedgerError,
     NotSettled,
     RowsInDoubt,
+    StorageError,
 )
-from mailmatrix.jobs import choice_metadata, retry_metadata
+from mailmatrix.jobs import Source, choice_metadata, retry_metadata, stored_source
+from mailmatrix.ports import Storage
 from mailmatrix.program import program
 
 DONE = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
@@ -507,7 +510,9 @@ def redrive(
     arn = stack.execution_arn(execution)
     try:
         if not retry_unknown:  # their letters may have arrived: the operator says
-            name = _file_of(sfn, arn)
+            from mailmatrix.adapters.storage_s3 import S3Storage
+
+            name = _file_of(sfn, arn, S3Storage(stack.bucket, client("s3", stack.region)))
             if name is not None:
                 stack_args = _stack_args(stack_name, region)
                 again = (
@@ -530,9 +535,14 @@ def _stack_args(stack_name: str, region: str | None) -> list[str]:
     return ["--stack", stack_name, *(["--region", region] if region else [])]
 
 
-def _file_of(sfn: Any, arn: str) -> str | None:
+def _file_of(sfn: Any, arn: str, storage: Storage | None = None) -> str | None:
     """The name of the file an execution sends (its key under incoming/); None for a dry run's
-    or an execution not started by an upload (nothing of a file's to check)."""
+    or an execution not started by an upload (nothing of a file's to check).
+
+    The event's key may be URL-encoded ("offers+2026.csv" for "offers 2026.csv"): read as
+    Validate reads it (jobs.stored_source) in ``storage``, the stack's bucket; where neither
+    key names an object now, the key decoded, as S3's events encode it.
+    """
     try:
         event = json.loads(sfn.describe_execution(executionArn=arn).get("input") or "{}")
     except ValueError:  # not started by an upload's event
@@ -542,6 +552,13 @@ def _file_of(sfn: Any, arn: str) -> str | None:
     key = upload.get("key") if isinstance(upload, dict) else None
     if not isinstance(key, str) or not key.startswith("incoming/"):
         return None
+    if storage is not None and ("+" in key or "%" in key):
+        version = upload.get("version-id") if isinstance(upload, dict) else None
+        source = Source("", key, "", version if isinstance(version, str) else None)
+        try:
+            key = stored_source(storage, source).key
+        except StorageError:  # gone since: its rows in doubt are the decoded name's
+            key = unquote_plus(key)
     name = key.removeprefix("incoming/")
     return None if name.startswith("dry-run/") else name
 

@@ -386,7 +386,7 @@ def _print_outcome(
     _print_sent_under(console, counts, _print_held_under(console, result))
     failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
     if failed > 0 and result.get("report"):
-        _print_failures(console, Path(result["report"]), failed)
+        _print_failures(console, Path(result["report"]), failed, _workdir_option(result))
     if counts.get("in_doubt"):
         _print_doubts(console, result)
     if counts.get("possible_duplicates"):
@@ -645,7 +645,8 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
     for reject in rejects:
         column = f" [{reject.get('column')}]" if reject.get("column") else ""
         outcome = reject.get("outcome") or "rejected"
-        line = f"  row {reject.get('row')} {outcome}{column}: {reject.get('reason')}"
+        reason = _settling_where(reject.get("reason") or "", result)
+        line = f"  row {reject.get('row')} {outcome}{column}: {reason}"
         console.print(line, markup=False)
     if count > shown:
         more = f"  ... and {count - shown} more in {result['rejects']}"
@@ -698,6 +699,15 @@ def _print_held_under(
     return by_set
 
 
+def _settling_where(reason: str, result: Mapping[str, Any]) -> str:
+    """``reason`` with the run's --workdir added to the `settle` it names (a letter in doubt
+    under another file), where the run's workdir is not the default; else as it is."""
+    if "`settle " not in reason:
+        return reason
+    where = _workdir_option(result)
+    return naming_workdir(reason, where) if where else reason
+
+
 def _workdir_option(result: Mapping[str, Any]) -> str:
     """``--workdir W`` for the commands a held row's reason names (`settle F`), where the run's
     workdir is not the default those commands take; else ""."""
@@ -739,9 +749,12 @@ def _csv_rows(path: Path | str | None) -> Iterator[dict[str, str]]:
         return
 
 
-def _print_failures(console: Console, report: Path, failed: int, shown: int = 10) -> None:
+def _print_failures(
+    console: Console, report: Path, failed: int, where: str = "", shown: int = 10
+) -> None:
     """The first rows that failed at sending, with their reasons, read from the report (not
-    those left to a newer upload of the file: one hint says it for them all)."""
+    those left to a newer upload of the file: one hint says it for them all); ``where``: the
+    run's --workdir, for the `settle` a reason names, where it is not the default."""
     rows = []
     try:
         with report.open(encoding="utf-8-sig", newline="") as stream:
@@ -757,6 +770,8 @@ def _print_failures(console: Console, report: Path, failed: int, shown: int = 10
     console.print(f"[bold]Rows that failed at sending[/bold] ({failed}):")
     for row in rows:
         reason = _shown_reason(row.get("reason") or "")
+        if where and "`settle " in reason:  # a letter in doubt under another file
+            reason = naming_workdir(reason, where)
         console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
     if failed > len(rows):
         more = f"  ... and {failed - len(rows)} more in {report}"
@@ -888,7 +903,8 @@ def run(
                 f"Running {csv_file} (workdir {workdir}) ...", soft_wrap=True, markup=False
             )
         if send_again_from or corrected:  # before anything is sent or recorded
-            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+            folder = attachments or csv_file.parent / "attachments"
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected, folder)
         in_doubt = None
         if not retry_unknown:  # their letters may have arrived: the operator says
             chosen = [f"--send-again-from {shlex.quote(name)}" for name in send_again_from]

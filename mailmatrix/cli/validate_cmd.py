@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -33,7 +34,9 @@ from mailmatrix.core.report import (
     MAYBE_SENT_UNDER,
     SENDING_UNDER,
     SENT_UNDER,
+    naming_workdir,
     other_letter_hint,
+    set_letter_file,
 )
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import (
@@ -215,7 +218,7 @@ def validate_command(
             from mailmatrix.choices import check_choices
             from mailmatrix.local import Workdir
 
-            check_choices(Workdir(workdir), csv_file, send_again_from, corrected)
+            check_choices(Workdir(workdir), csv_file, send_again_from, corrected, attachments_dir)
         forecast = _forecast(workdir, csv_file, catalog.names, send_again_from, corrected)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(
@@ -465,31 +468,50 @@ def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
         return {}
 
 
-def _sent_under_forecast(held: Sequence[tuple[int, str, str]]) -> str:
-    """What `run` does with the rows ``held`` back (row, outcome, file; in order) as their
-    letters went, may have gone (in doubt) or are being sent now, to the same addresses under
-    other files, in one line for them all: the table of problems leaves them out, for the
-    rows to fix."""
+def _sent_under_forecast(held: Sequence[tuple[int, str, str, str]]) -> str:
+    """What `run` does with the rows ``held`` back (row, outcome, file, what was alike: see
+    _alike; in order) as their letters went, may have gone (in doubt) or are being sent now,
+    to the same addresses under other files, in one line for them all: the table of problems
+    leaves them out, for the rows to fix."""
     said = {
-        SENT_UNDER: "already went to the same addresses under {} (the same letters: the same"
-        " attachments); they will not be sent again",
-        MAYBE_SENT_UNDER: "may have been sent (in doubt) to the same addresses under {}: they"
-        " are not sent here; once known not to have arrived (each one's reason says how to"
-        " tell), a run of this file sends them",
-        SENDING_UNDER: "are being sent now to the same addresses under {}: they are not sent"
-        " here; run this file again once that run has ended",
+        (SENT_UNDER, "file"): "already went to the same addresses under {} (the same letters:"
+        " the same attachments); they will not be sent again",
+        (SENT_UNDER, "text"): "already went to the same addresses under {} (the same letters:"
+        " the same text); they will not be sent again",
+        (SENT_UNDER, "set"): "already had a letter of the same template set under {} (not"
+        " the same letters: the text or attachment may differ, a name spelt anew, say; each"
+        " reason names the set); they will not be sent again",
+        (MAYBE_SENT_UNDER, ""): "may have been sent (in doubt) to the same addresses under {}:"
+        " they are not sent here; once known not to have arrived (each one's reason says how"
+        " to tell), a run of this file sends them",
+        (SENDING_UNDER, ""): "are being sent now to the same addresses under {}: they are not"
+        " sent here; run this file again once that run has ended",
     }
     parts = []
-    for outcome, words in said.items():
-        rows = [row for row, said_as, _ in held if said_as == outcome]
-        files = ", ".join(sorted({file for _, said_as, file in held if said_as == outcome}))
-        if rows:
+    for (outcome, alike), words in said.items():
+        group = [
+            (row, file)
+            for row, said_as, file, how in held
+            if said_as == outcome and (how == alike or not alike)
+        ]
+        if group:
+            rows = [row for row, _ in group]
+            files = ", ".join(sorted({file for _, file in group}))
             parts.append(f"{len(rows)} of these rows ({row_ranges(rows)}) {words.format(files)}")
-    first = min(file for _, _, file in held)
+    again = " ".join(f"--send-again-from {file}" for file in sorted({f for _, _, f, _ in held}))
     return (
-        f"{'; '.join(parts)}. To send them again on purpose: `run --send-again-from {first}`."
+        f"{'; '.join(parts)}. To send them again on purpose: `run {again}`."
         " --rejects FILE (or --json) gives each one's reason."
     )
+
+
+def _alike(reason: str) -> str:
+    """What the letter a row is held back for (its ``reason``, sent_under_reason's) has of the
+    row's: ``set`` (a letter of its template set, its text another), ``text`` (the same text,
+    no file of its own) or ``file`` (the same letter, its own file the same bytes)."""
+    if set_letter_file(reason) is not None:
+        return "set"
+    return "text" if "this letter (the same text)" in reason else "file"
 
 
 def row_ranges(rows: Sequence[int], shown: int = 12) -> str:
@@ -539,6 +561,12 @@ def _what_run_would_do(forecast: Any, report: IntakeReport) -> dict[str, Any]:
     for state in ("other_letter", "attachment_of_another"):  # rows `run` fails: which ones
         if counts[state]:
             found[f"{state}_rows"] = forecast.rows(state, report.withdrawn, SHOWN_ROWS)
+    for state in ("failed", "unknown"):  # of them, those a retry holds back as sent elsewhere
+        went = forecast.went_under(state, report.withdrawn)
+        if went:
+            found[f"{state}_went_under"] = [
+                {"row": row, "file": file, "in_doubt": doubtful} for row, file, doubtful in went
+            ]
     halt = forecast.halt
     found["halt"] = halt and {
         "code": halt.code,
@@ -610,11 +638,11 @@ def _show(
     console.print(f"From: {letters['sender']} ({letters['sender_from']})", markup=False)
     held = sum(report.sent_under.values())
     held_rows = sorted(
-        (item["row"], item["outcome"], item["file"])
+        (item["row"], item["outcome"], item["file"], _alike(item["reason"]))
         for item in report.skipped
         if item.get("outcome") in HELD_UNDER
     )
-    sent_all = all(outcome == SENT_UNDER for _, outcome, _ in held_rows)
+    sent_all = all(outcome == SENT_UNDER for _, outcome, _, _ in held_rows)
     summary = Table(show_header=True, header_style="bold")
     columns = ["rows", "valid", "rejected", "duplicates", "excluded", "empty"]
     values = [
@@ -634,7 +662,8 @@ def _show(
     console.print(summary)
 
     problems = [
-        (item["row"], "rejected", item["column"], item["reason"]) for item in report.rejected
+        (item["row"], "rejected", item["column"], _settling_where(item["reason"], earlier))
+        for item in report.rejected
     ]
     for item in report.duplicates:
         problems.append(
@@ -740,6 +769,14 @@ def _show(
     console.print(_earlier_note(earlier), markup=False)
 
 
+def _settling_where(reason: str, earlier: dict[str, Any]) -> str:
+    """``reason`` with --workdir added to the `settle` it names (a letter in doubt under
+    another file), where the workdir validate checked is not the default; else as it is."""
+    if "`settle " not in reason or not earlier.get("checked") or earlier.get("default_workdir"):
+        return reason
+    return naming_workdir(reason, f"--workdir {shlex.quote(str(earlier['workdir']))}")
+
+
 # Rows named where validate says `run` would fail rows: the first of them.
 SHOWN_ROWS = 20
 
@@ -766,13 +803,14 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
     if earlier.get("failed_before"):
         lines.append(
             f"{earlier['failed_before']} row(s) failed for good in earlier runs: `run` reports"
-            " them failed again without sending; `run --retry-failed` sends them."
+            " them failed again without sending; `run --retry-failed` sends them"
+            + _went_under(earlier, "failed")
         )
     if earlier.get("unknown_before"):
         lines.append(
             f"{earlier['unknown_before']} row(s) failed in earlier runs as OutcomeUnknown (they"
             " may have arrived): `run` reports them failed again without sending; once checked,"
-            " `run --retry-unknown` sends them."
+            " `run --retry-unknown` sends them" + _went_under(earlier, "unknown")
         )
     other = other_letter_hint(
         {"other_letter": earlier.get("other_letter_before", 0)},
@@ -806,6 +844,36 @@ def _earlier_sends(earlier: dict[str, Any], templates_dir: Path) -> list[str]:
                 " tries again."
             )
     return lines
+
+
+def _went_under(earlier: dict[str, Any], state: str) -> str:
+    """The end of the line on the rows failed as ``state`` ("failed", "unknown"): ".", or
+    which of them a retry holds back as their letters went, or may have, under another file
+    since (``{state}_went_under``), and how to send them all the same."""
+    went = earlier.get(f"{state}_went_under") or []
+    if not went:
+        return "."
+    option = "--retry-failed" if state == "failed" else "--retry-unknown"
+    parts = []
+    for doubtful in (False, True):
+        rows = [item["row"] for item in went if item["in_doubt"] == doubtful]
+        files = sorted({item["file"] for item in went if item["in_doubt"] == doubtful})
+        if not rows:
+            continue
+        held = (
+            f"went since to the same addresses under {', '.join(files)}: `run {option}` holds"
+            " them back as sent there, sending nothing"
+        )
+        if doubtful:
+            held = (
+                f"may have gone since to the same addresses under {', '.join(files)} (in doubt"
+                f" there): `run {option}` holds them back until that is settled there (`settle"
+                f" {files[0]}`)"
+            )
+        parts.append(f"{row_ranges(sorted(rows))} of them {held}")
+    files = sorted({item["file"] for item in went})
+    again = " ".join(f"--send-again-from {file}" for file in files)
+    return f", except: {'; '.join(parts)}. To send those again on purpose: `run {option} {again}`."
 
 
 def _unfinished(earlier: dict[str, Any]) -> list[str]:

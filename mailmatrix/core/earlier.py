@@ -135,6 +135,7 @@ class SentFiles:
         recipient: Callable[[str, str], str],
         skipped: Callable[[str, str], bool] | None = None,
         send_again_from: Collection[str] = (),
+        doubtful: bool = False,
     ) -> None:
         self._ledger = ledger
         self._attachments = attachments
@@ -148,6 +149,9 @@ class SentFiles:
         # The files (CSV names, or campaign ids) whose letters the operator sends again on
         # purpose (run --send-again-from): their letters hold nothing back (sent_before).
         self._again = frozenset(send_again_from)
+        # Whether sent_before names a letter in doubt or being sent too: for validate's
+        # forecast, which has no claim to hold such a row back as the run's send does.
+        self._doubtful = doubtful
         # The last file asked after, its letters and its SHA-256 where had (_copies)
         self._read: tuple[tuple[str, int, str], list[SentCopy], str | None] | None = None
         self._asked: tuple[str, str, bool] | None = None  # the last row's skip (_skips)
@@ -182,7 +186,8 @@ class SentFiles:
         that file to send again (``send_again_from``). None when there is none, or when the
         run skips the row's letter (``template``: its set). A letter being sent now, or left
         in doubt as its run sent it, is left to the send: its print holds the row there,
-        waiting for it or counted in doubt under that file."""
+        waiting for it or counted in doubt under that file; but named when ``doubtful`` (a
+        forecast: validate holds the row back as that send would)."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None
         if self._skips(email, template):
@@ -191,7 +196,7 @@ class SentFiles:
         for letter in letters:
             if letter.campaign == self.campaign or self._again & {letter.source, letter.campaign}:
                 continue
-            if letter.state in (SENDING, IN_DOUBT):
+            if letter.state in (SENDING, IN_DOUBT) and not self._doubtful:
                 continue  # its claim keeps the file: the send holds the row (busy, or in doubt)
             if self._recipient(letter.campaign, email) != letter.recipient:
                 continue
@@ -283,12 +288,14 @@ class EarlierSets:
         person: Callable[[str, str], str],
         skipped: Callable[[str, str], bool] | None = None,
         send_again_from: Collection[str] = (),
+        doubtful: bool = False,
     ) -> None:
         self._ledger = ledger
         self.campaign = campaign
         self._person = person  # letter_set
         self._skipped = skipped
         self._again = frozenset(send_again_from)
+        self._doubtful = doubtful  # as SentFiles': validate's forecast names them all
         self._any = ledger.sets_elsewhere(campaign)
 
     def __bool__(self) -> bool:
@@ -296,15 +303,19 @@ class EarlierSets:
 
     def sent_before(self, email: str, template: str) -> SentCopy | None:
         """The letter of ``template`` that went to ``email`` under another file, not one sent
-        again on purpose; None when there is none, or when the run skips the row's letter."""
+        again on purpose; None when there is none, or when the run skips the row's letter.
+        One that only may have gone (in doubt, being sent) is named when ``doubtful``."""
         if not self._any or (self._skipped is not None and self._skipped(email, template)):
             return None
         person = self._person(email, template)
         found = self._ledger.letters_of_sets(self.campaign, {person: template}, self._again)
         letter = found.get(person)
         # One that only may have gone (in doubt there, being sent) is the claim's to hold
-        # back: its row is counted apart (DOUBT_UNDER_CODE) or waits, which intake cannot say.
-        return letter if letter is not None and letter.state in (SENT, "") else None
+        # back: its row is counted apart (DOUBT_UNDER_CODE) or waits, which intake cannot say;
+        # validate, which sends nothing, says it (held_under_outcome).
+        if letter is None or (letter.state not in (SENT, "") and not self._doubtful):
+            return None
+        return letter
 
 
 class LetterLedger(Protocol):

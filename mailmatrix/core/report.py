@@ -234,6 +234,8 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     by validation, and by a run that finds it as it claims the row (the other file run at
     the same moment)."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
+    if letter.state == IN_DOUBT:
+        return _letter_in_doubt_elsewhere(name, letter, whom)
     went, sent = "was sent", "sent"
     if letter.state in (IN_DOUBT, UNKNOWN):
         went, sent = "may have been sent", "may have sent"
@@ -255,6 +257,34 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
         " that run): this row names a copy "
         "of that person's letter, so it is not sent (name this recipient's own file in "
         "Attachment_File, then run the file again)"
+    )
+
+
+def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
+    """letter_of_another_campaign's reason where ``letter`` is in doubt (its run ended as it
+    sent it): whether it went is to be settled there first; settled as not sent, a run of this
+    file sends the row; only if it went is the row's file another's."""
+    source = _source_of(letter)
+    if letter.attachment == name:
+        what = f"{name} may have been sent to {whom} under {campaign_of(letter)} as their own"
+    else:
+        what = (
+            f"{name} has the same contents as {letter.attachment}, which may have been sent to"
+            f" {whom} under {campaign_of(letter)} as their own"
+        )
+    corrected = ""
+    if letter.attachment == name:
+        corrected = (
+            f"; or, if that address was wrong and this is the same person, run {source} with"
+            " the address corrected and --corrected-address ROW (that person's row in it: row"
+            f" {letter.row} when it was sent)"
+        )
+    return (
+        f"{what} letter (row {letter.row} of that run, which ended as it sent it: in doubt"
+        " there), so it is not sent to this recipient now. Settle it there first (`settle"
+        f" {source}` lists it, and records what the mail server's log says): settled as not"
+        " sent, a run of this file sends this row. Only if it did go, name this recipient's"
+        f" own file in Attachment_File, then run the file again{corrected}"
     )
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -272,31 +274,43 @@ def _replace(original: Callable[..., str]) -> Callable[..., str]:
 
 
 class NotANumber(Exception):
-    """The ``int`` or ``float`` filter, given no default, could not read ``value``."""
+    """The ``int`` or ``float`` filter, given no default, could not read ``value``, or read it
+    in a way no letter should print: ``reason`` is ``unreadable`` (Jinja would print 0),
+    ``grouped`` ("56.000" or "1,234": thousands grouped with "." or ",", which Jinja reads as
+    56 and fails) or ``not_finite`` ("NaN", "inf": float prints nan or inf)."""
 
-    def __init__(self, filter_name: str, value: Any) -> None:
+    def __init__(self, filter_name: str, value: Any, reason: str = "unreadable") -> None:
         super().__init__(f"the {filter_name} filter cannot read {value!r} as a number")
         self.filter_name = filter_name
         self.value = value
+        self.reason = reason
 
 
 # A default no template can pass: the filter was given none.
 _NO_DEFAULT: Any = object()
+# Digits grouped by three with "." or ",": a German "56.000" is 56000, Python reads 56.0, and an
+# English "1,234" is 1234, which Python cannot read. A leading 0 ("0.500") groups no thousands.
+_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:[.,]\d{3})+")
 
 
 def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Jinja's ``int`` or ``float`` filter, raising NotANumber where Jinja returns 0 for a value
-    it cannot read ("56.000 €"|int printed 0 in an offer), unless the template gives a default
-    (``int(0)``, ``float(default=0)``): then Jinja's behaviour."""
+    it cannot read ("56.000 €"|int printed 0 in an offer), where the text groups thousands
+    ("56.000"|int printed 56) and where float reads NaN or infinity, unless the template gives
+    a default (``int(0)``, ``float(default=0)``): then Jinja's behaviour."""
 
     def strict(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def number(value: Any, default: Any = _NO_DEFAULT, *args: Any, **kwargs: Any) -> Any:
             if default is not _NO_DEFAULT:
                 return original(value, default, *args, **kwargs)
+            if isinstance(value, str) and _GROUPED.fullmatch(value.strip()):
+                raise NotANumber(name, value, "grouped")
             read = original(value, _NO_DEFAULT, *args, **kwargs)
             if read is _NO_DEFAULT:
                 raise NotANumber(name, value)
+            if isinstance(read, float) and not math.isfinite(read):
+                raise NotANumber(name, value, "not_finite")
             return read
 
         return number

@@ -133,9 +133,9 @@ class EmptyField(str):
 
 
 def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
-    """The render error of an ``int`` or ``float`` filter that could not read its value,
-    naming the column the value comes from when one cell holds it (give or take the
-    punctuation and symbols the template took out)."""
+    """The render error of an ``int`` or ``float`` filter that could not read its value, or
+    would print it other than the CSV meant, naming the column the value comes from when one
+    cell holds it (give or take the punctuation and symbols the template took out)."""
     value = str(exc.value)
     bare = _WORD_ONLY.sub("", value)
     columns = [
@@ -144,13 +144,38 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
         if cell == value or (bare and _WORD_ONLY.sub("", str(cell)) == bare)
     ]
     source = f" (from column {columns[0]}: {row[columns[0]]!r})" if len(columns) == 1 else ""
+    default = f" | {exc.filter_name}(0)"
+    if exc.reason == "grouped":
+        mark = "." if "." in value else ","
+        return (
+            f"{path}: render: the {exc.filter_name} filter cannot tell whether the"
+            f' "{mark}" in {value!r}{source} groups thousands'
+            f" ({value.strip().replace(mark, '')}) or marks decimals (Jinja would print"
+            f" {_jinja_reading(exc)}): make the template turn the value into digits first (e.g."
+            f' | replace("{mark}", "") | {exc.filter_name}), or give the filter a default,'
+            f"{default}, to keep Jinja's reading"
+        )
+    if exc.reason == "not_finite":
+        return (
+            f"{path}: render: the {exc.filter_name} filter reads {value!r}{source} as no"
+            f" number (Jinja would print {_jinja_reading(exc)}): correct the value in the CSV,"
+            f" or give the filter a default,{default}, to print {_jinja_reading(exc)} as Jinja"
+            " does"
+        )
     what = "an empty value" if value == "" else f"{value!r}"
     return (
         f"{path}: render: the {exc.filter_name} filter cannot read {what}{source} as a number"
         " (Jinja would print 0): make the template turn the value into digits first (e.g."
         ' | replace(".", "") | replace("€", "") | trim), or give the filter a default,'
-        f" | {exc.filter_name}(0), to print 0 for such values"
+        f"{default}, to print 0 for such values"
     )
+
+
+def _jinja_reading(exc: NotANumber) -> str:
+    """What Jinja's own filter prints for the value (its default 0 where it cannot read it)."""
+    filters = jinja2.filters
+    read = filters.do_int(exc.value) if exc.filter_name == "int" else filters.do_float(exc.value)
+    return str(read)
 
 
 _WORD_ONLY = re.compile(r"[\W_]+")

@@ -358,7 +358,7 @@ def test_a_key_the_event_spells_url_encoded_is_read_as_stored(account):
 def test_an_encoded_key_is_tried_decoded_when_s3_answers_403_for_a_missing_object():
     # S3 answers HeadObject on a missing key with 403 when the role may not list the bucket
     from mailmatrix.errors import StorageError
-    from mailmatrix.jobs import Source, _stored_source
+    from mailmatrix.jobs import Source, stored_source
 
     class ForbiddenWhenMissing:
         def head(self, key: str, *, version: str | None = None) -> object:
@@ -366,7 +366,7 @@ def test_an_encoded_key_is_tried_decoded_when_s3_answers_403_for_a_missing_objec
                 raise StorageError(f"s3://b/{key}: head failed: 403 Forbidden")
             return object()
 
-    found = _stored_source(
+    found = stored_source(
         ForbiddenWhenMissing(), Source("b", "incoming/offers+2026.csv", "e", None)
     )
 

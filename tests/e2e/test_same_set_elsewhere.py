@@ -102,19 +102,28 @@ def test_a_letter_of_another_set_under_another_file_is_not_held_back_by_the_set(
     assert len(_outbox(workdir)) == 3
 
 
-def test_the_runs_advice_says_a_letter_of_the_set_went_not_the_same_letter(tmp_path):
+def test_validate_and_the_runs_advice_say_a_letter_of_the_set_went_not_the_same_letter(tmp_path):
     # GIVEN news.csv sent (Anna, Kim), and a re-export with Kim's name spelt anew
     _, workdir = _announced(tmp_path)
     export = _reexported(tmp_path, "news-export.csv", GARBLED)
 
-    # WHEN the re-export is run
+    # WHEN the re-export is validated, then run
     templates = str(tmp_path / "templates")
-    shown = CliRunner().invoke(
-        cli, ["run", str(export), "--workdir", str(workdir), "--templates", templates]
-    )
+    options = [str(export), "--workdir", str(workdir), "--templates", templates]
+    validated = CliRunner().invoke(cli, ["validate", *options])
+    shown = CliRunner().invoke(cli, ["run", *options])
 
-    # THEN its advice says a letter of the same set went to her address under news.csv, not
-    # that the same letter did
+    # THEN validate says her row had a letter of its set there, not the same letter
+    said = " ".join(validated.output.split())
+    assert (
+        "1 of these rows (row 2) already had a letter of the same template set under news.csv"
+        " (not the same letters: the text or attachment may differ, a name spelt anew, say;"
+        " each reason names the set); they will not be sent again. To send them again on"
+        " purpose: `run --send-again-from news.csv`."
+    ) in said
+    assert "the same attachments" not in said
+    # AND the run's advice says a letter of the same set went to her address under news.csv,
+    # not that the same letter did
     said = " ".join(shown.output.split())
     assert shown.exit_code == 0, shown.output
     assert (

@@ -887,6 +887,37 @@ def test_aws_redrive_of_a_file_with_rows_in_doubt(stack, tmp_path, monkeypatch, 
     assert said.endswith(f"  mailmatrix aws redrive {arn} --stack mm --retry-unknown\n")
 
 
+@pytest.mark.parametrize("uploaded", [True, False], ids=["stored", "gone-since"])
+def test_aws_redrive_reads_an_url_encoded_key_as_validate_does(
+    stack, tmp_path, monkeypatch, uploaded
+):
+    # GIVEN "offers 2026.csv", whose rows 2 and 3 are in doubt on the stack, and a failed
+    # execution its upload started, whose event gave the key URL-encoded ("offers+2026.csv")
+    path, _, _ = _rows_in_doubt(stack, tmp_path, name="offers 2026.csv")
+    if uploaded:
+        boto3.client("s3", region_name=REGION).put_object(
+            Bucket=stack["BucketName"], Key="incoming/offers 2026.csv", Body=path.read_bytes()
+        )
+    arn = stack["StateMachineArn"].replace(":stateMachine:", ":execution:") + ":run-1"
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    stub = Stubber(sfn)
+    started = _started_by(stack, arn, key="incoming/offers+2026.csv")
+    stub.add_response("describe_execution", started, {"executionArn": arn})
+    stub.activate()
+    _with_sfn(monkeypatch, sfn)
+
+    # WHEN it is redriven
+    result = CliRunner().invoke(cli, ["aws", "redrive", "run-1", "--stack", "mm"])
+
+    # THEN it is refused (exit 2), not redriven: the file's rows in doubt were found under
+    # the key decoded, as Validate reads it
+    stub.assert_no_pending_responses()
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        "Error: aws redrive: offers 2026.csv: nothing was sent: 2 row(s) of it are in doubt"
+    )
+
+
 class DescribedInput:
     """A Step Functions client whose DescribeExecution answers with ``text`` as the input."""
 

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 
 from mailmatrix.core.earlier import EarlierSets
 from mailmatrix.core.send import letter_set
-from mailmatrix.ports import IN_DOUBT, SENT, SentCopy
+from mailmatrix.ports import IN_DOUBT, SENDING, SENT, SentCopy
 
 
 class _Ledger:
@@ -66,3 +66,21 @@ def test_a_row_the_run_skips_asks_nothing():
     # WHEN her row is asked THEN nothing is held and the ledger is not asked about it
     assert sets.sent_before("kim@example.com", "absage") is None
     assert ledger.asked == 1
+
+
+def test_validates_forecast_names_a_letter_of_the_set_in_doubt_or_being_sent():
+    # GIVEN a letter of 'absage' in doubt to Lee under bewerber.csv, one being sent to Kim
+    lee = letter_set("lee@example.com", "absage")
+    kim = letter_set("kim@example.com", "absage")
+    ledger = _Ledger({lee: _letter(IN_DOUBT), kim: _letter(SENDING)})
+
+    # WHEN validate's forecast asks (doubtful: it has no claim to hold such rows back)
+    sets = EarlierSets(ledger, campaign="c-new", person=letter_set, doubtful=True)
+
+    # THEN both rows are held, each with its letter's state, as the run's claim holds them
+    assert [
+        sets.sent_before(e, "absage").state for e in ("lee@example.com", "kim@example.com")
+    ] == [
+        IN_DOUBT,
+        SENDING,
+    ]
