@@ -840,15 +840,19 @@ class _Intake:
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         # Rows whose own file is named like another recipient's letter (check_file_names): each
-        # word of a name column -> the first row having it, its recipient, and (flag) whether
-        # other recipients' names have it too; each word of the rows' own file names -> in how
-        # many (content); and the rows passed on whose file name has none of their name's words.
+        # word of a name column (each of its _forms) -> the first row having it, its recipient,
+        # and (flag) whether other recipients' names have it too; the short last words of names
+        # (Kim, Li: a surname, maybe), alike; each word of the rows' own file names -> in how
+        # many (content); and the rows passed on whose file name lacks a word of their name
+        # and has a word that is not of it (see _note_file).
         self.checks_names = getattr(catalog, "check_file_names", True)
         self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.short_names = SeenTable()
         self.own_files = 0
-        self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
+        # row, recipient, file name, and its words not of the row's name (None: all of them)
+        self.unnamed_files: list[tuple[int, int, str, str | None]] = []
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
-        self.row_names: tuple[int, set[str]] = (0, set())  # the last row's name words
+        self.row_names = _RowName(0, [], frozenset(), True)  # the last row's, for _note_file
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
         # its code page lacks), rejected in a file not saved as Unicode unless the manifest
         # says check_question_marks: false: how many, the first few, and the first such cell.
@@ -1801,50 +1805,72 @@ class _Intake:
         where the file has no Attachment_File column: no row names a file of its own)."""
         if not self.checks_names or self.file_at is None:
             return
-        words = _words(" ".join(values[index] for index in self.name_at))
-        self.row_names = row, words  # for _note_file of the same row
-        for word in words:
+        name = self._row_name(row, values)
+        self.row_names = name  # for _note_file of the same row
+        for word in name.forms:
             first = self.name_words.add(hash(word), row, recipient)
             if first is not None and not first[1] and not first[2]:
                 self.name_words.put(hash(word), first[0], recipient, flag=True)
+        if name.words and len(name.words[-1][0]) <= _SHORT_WORD:
+            for word in name.words[-1]:
+                self.short_names.add(hash(word), row, recipient)
+
+    def _row_name(self, row: int, values: list[str]) -> _RowName:
+        """The words of the row's name columns, each in its _forms."""
+        words = [forms for forms, _ in _word_forms(" ".join(values[i] for i in self.name_at))]
+        forms = frozenset(form for word in words for form in word)
+        return _RowName(row, words, forms, all(_is_latin(word[0]) for word in words))
 
     def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
         """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
-        check_file_names when the name has none of the words of the row's name columns and
-        one at least that is not in many file names (those in more than _COMMON_WORD are
-        common whatever the file's length: a file of letter-N.pdf keeps no row)."""
+        check_file_names when the name lacks a word of the row's name columns and has one at
+        least that is not of them nor in many file names (those in more than _COMMON_WORD are
+        common whatever the file's length: a file of letter-N.pdf keeps no row). A row whose
+        name is written in other letters than Latin ones (陈静, Дмитрий) is kept for a word in
+        such letters only: the Latin words of its file may well be its name, spelt out."""
         if not self.checks_names or not self.name_at:
             return
         self.own_files += 1
-        words = _words(_file_stem(name))
-        rare = False
-        for word in words:
+        words = _word_forms(_file_stem(name))
+        rare = set()
+        for word in {forms[0] for forms, _ in words}:
             counted = self.file_words.get(hash(word))
             count = counted[1] + 1 if counted else 1
             self.file_words.put(hash(word), row, count)
-            rare = rare or count <= _COMMON_WORD
-        if self.row_names[0] == row:
-            own = self.row_names[1]
-        else:
-            own = _words(" ".join(values[index] for index in self.name_at))
-        if rare and not words & own:
-            self.unnamed_files.append((row, recipient, name))
-            if len(self.unnamed_files) >= self.unnamed_limit:
-                self._forget_common_files()
+            if count <= _COMMON_WORD:
+                rare.add(word)
+        if not rare:
+            return
+
+        own = self.row_names if self.row_names.row == row else self._row_name(row, values)
+        others = [
+            (forms, written)
+            for forms, written in words
+            if own.forms.isdisjoint(forms) and (own.latin or not _is_latin(forms[0]))
+        ]
+        if not any(forms[0] in rare for forms, _ in others):
+            return
+        found = {form for forms, _ in words for form in forms}
+        if own.words and all(not found.isdisjoint(word) for word in own.words):
+            return  # the whole of the row's name, and another's maybe (Anna_Meier_for_Jan)
+        kept = None if len(others) == len(words) else " ".join(written for _, written in others)
+        self.unnamed_files.append((row, recipient, name, kept))
+        if len(self.unnamed_files) >= self.unnamed_limit:
+            self._forget_common_files()
 
     def _forget_common_files(self) -> None:
         """Drop the rows kept for check_file_names whose file's words all became common since;
         when still more than _UNNAMED_MAX are kept, give the check up for this file (said in
         a warning): memory stays flat for a file of a million rows."""
 
-        def rare(name: str) -> bool:
-            for word in _words(_file_stem(name)):
-                counted = self.file_words.get(hash(word))
+        def rare(name: str, others: str | None) -> bool:
+            for forms, _ in _word_forms(_file_stem(name) if others is None else others):
+                counted = self.file_words.get(hash(forms[0]))
                 if counted is None or counted[1] <= _COMMON_WORD:
                     return True
             return False
 
-        self.unnamed_files = [kept for kept in self.unnamed_files if rare(kept[2])]
+        self.unnamed_files = [kept for kept in self.unnamed_files if rare(kept[2], kept[3])]
         if len(self.unnamed_files) < _UNNAMED_MAX:
             self.unnamed_limit = 2 * max(len(self.unnamed_files), _UNNAMED_FIRST)
             return
@@ -1852,6 +1878,7 @@ class _Intake:
         self.checks_names = False
         self.unnamed_files = []
         self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.short_names = SeenTable()
         self.report.warnings.append(
             f"check_file_names: more than {_UNNAMED_MAX:,} files are named with words of no"
             " recipient's name of their row: whether a file is named like another recipient's"
@@ -1860,26 +1887,32 @@ class _Intake:
 
     def check_file_names(self) -> None:
         """Withdraw each row passed on whose own file is named like another recipient's
-        letter: its name carries two words of another row's name columns, or one of four
-        letters or more that no third recipient's name has, and none of the row's own name.
+        letter: the words of its name that are not of the row's own name (see _note_file)
+        are two words of another row's name columns, or one that no third recipient's name
+        has, of four letters or more or the short last word of that name (Kim, Li).
 
         Words in many of the file names (Angebot, offer, letter: in more than a twentieth of
         them, 2 at least and _COMMON_WORD at most) say nothing of whose the file is and are
-        not compared. Each row kept asks the index of name words, once per word of
-        its file name.
+        not compared. Each row kept asks the index of name words, once per form of each word
+        compared.
         """
         common = max(2, min(self.own_files // 20, _COMMON_WORD))
-        for row, recipient, name in self.unnamed_files:
+        for row, recipient, name, others in self.unnamed_files:
             matched: dict[int, list[str]] = {}  # another row -> the words of its name
             distinct: set[int] = set()  # the rows matched by a word of theirs alone
-            for word, written in _written_words(_file_stem(name)):
-                counted = self.file_words.get(hash(word))
-                owner = self.name_words.get(hash(word))
-                if owner is None or owner[1] == recipient or (counted and counted[1] > common):
+            for forms, written in _word_forms(_file_stem(name) if others is None else others):
+                counted = self.file_words.get(hash(forms[0]))
+                if counted and counted[1] > common:
+                    continue
+                for word in forms:
+                    owner = self.name_words.get(hash(word))
+                    if owner is not None and owner[1] != recipient:
+                        break
+                else:
                     continue
                 other_row, _, several = owner
                 matched.setdefault(other_row, []).append(written)
-                if len(word) >= 4 and not several:
+                if not several and (len(word) > _SHORT_WORD or self.short_names.holds(hash(word))):
                     distinct.add(other_row)
             likely = [
                 other for other, said in matched.items() if len(said) > 1 or other in distinct
@@ -2014,6 +2047,16 @@ class _NamedLike(NamedTuple):
     other_row: int
     words: str
     before: _Withdrawal | None = None
+
+
+class _RowName(NamedTuple):
+    """The words of a row's name columns (check_file_names): each word's _forms, all the
+    forms, and whether every word is written in Latin letters."""
+
+    row: int
+    words: list[Forms]
+    forms: frozenset[str]
+    latin: bool
 
 
 _Withdrawal = _Shared | _SameAddress | _SameContent | _Copied | _NamedLike
@@ -2151,6 +2194,9 @@ _COMMON_WORD = 50
 # most kept after that before the check is given up for the file.
 _UNNAMED_FIRST = 10_000
 _UNNAMED_MAX = 200_000
+# check_file_names: a word of this many letters or fewer (Jan, Kim) is not enough alone to name
+# another recipient, unless it is the last word of that one's name (a surname) and of no other's.
+_SHORT_WORD = 3
 
 
 def _fold_word(text: str) -> str:
@@ -2159,24 +2205,46 @@ def _fold_word(text: str) -> str:
     return "".join(char for char in folded if not unicodedata.combining(char))
 
 
-def _written_words(text: str) -> list[tuple[str, str]]:
-    """(folded, as written) of each word of two letters or more in ``text``: the words are
+# check_file_names: the letters of names written in other letters in file names, as their
+# plain form (accents dropped) and as they are spelt out (German, Scandinavian).
+_PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe"})
+_SPELT_LETTERS = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "æ": "ae", "å": "aa", "œ": "oe"}
+)
+
+Forms = tuple[str, ...]  # the folded forms of one word (_forms), its plain form first
+
+
+def _forms(written: str) -> Forms:
+    """The folded forms a word of a name or a file name is compared in: casefolded, accents
+    dropped (ø as o, æ as ae: Müller muller, Søren soren), and spelt out as ä ö ü ø æ å are
+    in file names (mueller, soeren, aa for å); one form for a word of plain letters."""
+    if written.isascii():
+        return (written.lower(),)
+    text = unicodedata.normalize("NFKC", written).casefold()
+    plain = _fold_word(text.translate(_PLAIN_LETTERS))
+    spelt = _fold_word(text.translate(_SPELT_LETTERS))
+    return (plain,) if spelt == plain else (plain, spelt)
+
+
+def _word_forms(text: str) -> list[tuple[Forms, str]]:
+    """(forms, as written) of each word of two letters or more in ``text``: the words are
     split at whatever is no letter (spaces, _ - . and digits)."""
-    if text.isascii():  # folded is lowered: no compatibility forms, no accents
+    if text.isascii():  # one form, lowered: no compatibility forms, no accents
         return [
-            (written.lower(), written) for written in _WORD_SPLIT.split(text) if len(written) > 1
+            ((written.lower(),), written) for written in _WORD_SPLIT.split(text) if len(written) > 1
         ]
     found = []
     for written in _WORD_SPLIT.split(text):
-        word = _fold_word(written)
-        if len(word) > 1:
-            found.append((word, written))
+        forms = _forms(written)
+        if len(forms[0]) > 1:
+            found.append((forms, written))
     return found
 
 
-def _words(text: str) -> set[str]:
-    """The folded words of ``text`` (see _written_words)."""
-    return {word for word, _ in _written_words(text)}
+def _is_latin(word: str) -> bool:
+    """Whether ``word`` (folded) is written in Latin letters only."""
+    return word.isascii() or all("LATIN" in unicodedata.name(char, "") for char in word)
 
 
 def _file_stem(name: str) -> str:

@@ -203,3 +203,141 @@ def test_the_check_is_given_up_with_a_warning_when_too_many_files_are_kept(monke
     # THEN the check was given up, said in a warning, and nothing was withdrawn for it
     assert any("check_file_names" in w and "was not checked" in w for w in report.warnings)
     assert report.withdrawn == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("rows", "words"),
+    [
+        (
+            [
+                "weber@example.com;Anna Weber;active;Angebot_Anna_Schulz.pdf",
+                "schulz@example.com;Anna Schulz;active;Angebot_Anna_Weber.pdf",
+                "jan@example.com;Jan Ostrowski;active;Angebot_Jan_Ostrowski.pdf",
+            ],
+            ["Schulz", "Weber"],
+        ),
+        (
+            [
+                "anna@example.com;Anna Müller;active;Angebot_Müller_Peter.pdf",
+                "peter@example.com;Peter Müller;active;Angebot_Müller_Anna.pdf",
+                "jan@example.com;Jan Ostrowski;active;Angebot_Jan_Ostrowski.pdf",
+            ],
+            ["Peter", "Anna"],
+        ),
+    ],
+    ids=["same-first-name", "same-surname"],
+)
+def test_a_swap_between_people_sharing_a_name_word_is_found(rows, words):
+    # GIVEN two people of one first name (or surname) given each other's file
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN neither goes out: the word of each file that is not of its row's name is the
+    # other's, though the word both share is the row's own
+    assert report.withdrawn == frozenset({2, 3})
+    assert [(row, reason.split(", not")[0]) for row, _, reason in reasons(report)] == [
+        (2, f"the file {files_of(rows)[0]} is named like the letter of {words[0]} (row 3)"),
+        (3, f"the file {files_of(rows)[1]} is named like the letter of {words[1]} (row 2)"),
+    ]
+
+
+def test_a_short_surname_alone_names_its_recipient_but_a_short_first_name_does_not():
+    # GIVEN Min-jun Park given the file of Ji-woo Kim, whose surname has three letters; Eva
+    # Lee given a file named with Jan, the first name of another, and Lee, her own surname
+    rows = [
+        "park@example.com;Min-jun Park;active;Offer_Kim.pdf",
+        "kim@example.com;Ji-woo Kim;active;Offer_Ji-woo_Kim.pdf",
+        "jan@example.com;Jan Ostrowski;active;Offer_Jan_Ostrowski.pdf",
+        "eva@example.com;Eva Lee;active;Offer_Jan_Lee.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN only Min-jun Park's row is withdrawn, for Kim
+    assert report.withdrawn == frozenset({2})
+    assert [reason.split(", not")[0] for _, _, reason in reasons(report)] == [
+        "the file Offer_Kim.pdf is named like the letter of Kim (row 3)"
+    ]
+
+
+def test_a_short_surname_of_two_recipients_names_neither():
+    # GIVEN two recipients named Kim, and a third given a file named Kim
+    rows = [
+        "park@example.com;Min-jun Park;active;Offer_Kim.pdf",
+        "kim@example.com;Ji-woo Kim;active;Offer_Ji-woo_Kim.pdf",
+        "kim2@example.com;Seo-yeon Kim;active;Offer_Seo-yeon_Kim.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, emitted = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN every row goes out
+    assert (report.withdrawn, reasons(report), len(emitted)) == (frozenset(), [], 3)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [
+            "juergen@example.com;Jürgen Müller;active;Angebot_Juergen_Mueller.pdf",
+            "thomas@example.com;Thomas Mueller;active;Angebot_Thomas_Mueller.pdf",
+        ],
+        [
+            "soeren@example.com;Søren Østergaard;active;Soeren_Oestergaard.pdf",
+            "hansen@example.com;Soeren Hansen;active;Soeren_Hansen.pdf",
+            "ostergaard@example.com;Lars Ostergaard;active;Lars_Ostergaard.pdf",
+        ],
+        [
+            "asa@example.com;Åsa Ærø;active;Offer_Aasa_Aeroe.pdf",
+            "aasa@example.com;Aasa Lind;active;Offer_Aasa_Lind.pdf",
+            "aero@example.com;Per Aero;active;Offer_Per_Aero.pdf",
+            "gross@example.com;Jens Groß;active;Offer_Jens_Gross.pdf",
+            "sven@example.com;Sven Gross;active;Offer_Sven_Gross.pdf",
+        ],
+    ],
+    ids=["umlauts", "danish-o", "a-ring-ae-sharp-s"],
+)
+def test_a_name_spelt_out_in_the_file_name_is_the_rows_own(rows):
+    # GIVEN files naming their recipient with ä ö ü ø æ å ß spelt out, and other recipients
+    # named as the spelt-out words are
+    # WHEN the file is validated
+    report, emitted = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN every row goes out: the spelt-out words are the row's own name
+    assert (report.withdrawn, reasons(report)) == (frozenset(), [])
+    assert len(emitted) == len(rows)
+
+
+def test_a_swap_is_found_whichever_way_the_names_are_spelt():
+    # GIVEN Jürgen Müller and Björn Löwe given each other's file, spelt out
+    rows = [
+        "juergen@example.com;Jürgen Müller;active;Angebot_Bjoern_Loewe.pdf",
+        "bjoern@example.com;Björn Löwe;active;Angebot_Jurgen_Muller.pdf",
+        "jan@example.com;Jan Ostrowski;active;Angebot_Jan_Ostrowski.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN neither goes out
+    assert report.withdrawn == frozenset({2, 3})
+
+
+def test_a_name_in_other_letters_is_not_held_for_latin_words_of_its_file():
+    # GIVEN names in Chinese and Cyrillic letters, their files named in Latin ones, and
+    # recipients named Chen and Ivanov; and two Chinese names given each other's file
+    rows = [
+        "jing@example.com;陈静;active;chen-jing.pdf",
+        "wei@example.com;Chen Wei;active;chen-wei.pdf",
+        "dmitry@example.com;Дмитрий Иванов;active;ivanov_dmitry.pdf",
+        "olga@example.com;Olga Ivanov;active;ivanov_olga.pdf",
+        "fang@example.com;王芳;active;offer-陈伟.pdf",
+        "chenwei@example.com;陈伟;active;offer-王芳.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN the rows of Latin-named files go out, and the swap in Chinese letters is found
+    assert report.withdrawn == frozenset({6, 7})
