@@ -1319,10 +1319,11 @@ class _Intake:
         another recipient, has their address with other values, or has as its Email an address
         in their Cc or Bcc): each with the address it was passed on with, read back in row
         order among the other rejects."""
+        if self.withdrawn and self.sent_before is not None:
+            self.sent_earlier = frozenset(self.sent_before(frozenset(self.withdrawn)))
+            self._keep_sent_named_like()
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
-        if self.withdrawn and self.sent_before is not None:
-            self.sent_earlier = frozenset(self.sent_before(self.report.withdrawn))
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
             self.report.rejected.merge(map(self._held_rejection, self.held))
@@ -1330,6 +1331,22 @@ class _Intake:
             # still be listed, without it, never lost.
             leftover = sorted(self.withdrawn.items())
             self.report.rejected.merge(self._withdrawal(row, why, "") for row, why in leftover)
+
+    def _keep_sent_named_like(self) -> None:
+        """Pass on again the rows withdrawn for a file named like another recipient's letter
+        alone whose letter an earlier run of the file sent (a row added since named that
+        recipient): withdrawn, they read as rejected, to fix, though nothing is left to do.
+        Passed on, they are skipped as already sent; a warning says why they need nothing."""
+        kept = []
+        for row in sorted(self.sent_earlier):
+            why = self.withdrawn.get(row)
+            if isinstance(why, _NamedLike) and why.before is None:
+                del self.withdrawn[row]
+                kept.append(_sent_named_like(row, why))
+        if len(kept) > _SHOWN_SENT_NAMED_LIKE:
+            more = len(kept) - _SHOWN_SENT_NAMED_LIKE
+            kept[_SHOWN_SENT_NAMED_LIKE:] = [f"{more:,} more rows alike need nothing either"]
+        self.report.warnings.extend(kept)
 
     def close(self) -> None:
         """Drop the spools the intake kept for itself (the report's lists are the caller's)."""
@@ -1816,9 +1833,14 @@ class _Intake:
                 self.short_names.add(hash(word), row, recipient)
 
     def _row_name(self, row: int, values: list[str]) -> _RowName:
-        """The words of the row's name columns, each in its _forms."""
-        words = [forms for forms, _ in _word_forms(" ".join(values[i] for i in self.name_at))]
+        """The words of the row's name columns, each in its _forms (with those of O'Brien
+        written without its apostrophe: obrien)."""
+        text = " ".join(values[index] for index in self.name_at)
+        words = [forms for forms, _ in _word_forms(text)]
         forms = frozenset(form for word in words for form in word)
+        if "'" in text or "\u2019" in text:
+            joined = _word_forms(text.replace("'", "").replace("\u2019", ""))
+            forms = forms.union(form for word, _ in joined for form in word)
         return _RowName(row, words, forms, all(_is_latin(word[0]) for word in words))
 
     def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
@@ -2261,6 +2283,21 @@ def _named_like(why: _NamedLike) -> str:
         "in Attachment_File (if the file is right, set check_file_names: false in "
         "manifest.yaml)"
     )
+
+
+def _sent_named_like(row: int, why: _NamedLike) -> str:
+    """The warning of a row passed on though its file is named like another recipient's
+    letter: an earlier run of the file sent the row (see _keep_sent_named_like)."""
+    return (
+        f"row {row}: the file {why.name} is named like the letter of {why.words} (row "
+        f"{why.other_row}), not of this row's recipient, and an earlier run of this file sent "
+        "it to this row's recipient: this row is not sent again and needs nothing (if the file "
+        "was not this recipient's own, it went to them in that run)"
+    )
+
+
+# The rows _keep_sent_named_like names in warnings; the others are counted.
+_SHOWN_SENT_NAMED_LIKE = 5
 
 
 def _several_in_email(text: str) -> str | None:

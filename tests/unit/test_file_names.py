@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from click.testing import CliRunner
+
+from mailmatrix.cli.main import cli
 from mailmatrix.core.templates import load_catalog
 from mailmatrix.errors import TemplateError
 from tests.unit.test_recipients import FakeCatalog, index_of, reasons, run
@@ -295,12 +299,16 @@ def test_a_short_surname_of_two_recipients_names_neither():
             "gross@example.com;Jens Groß;active;Offer_Jens_Gross.pdf",
             "sven@example.com;Sven Gross;active;Offer_Sven_Gross.pdf",
         ],
+        [
+            "sean@example.com;Seán O'Brien;active;sean-obrien.pdf",
+            "kate@example.com;Kate Obrien;active;kate-obrien.pdf",
+        ],
     ],
-    ids=["umlauts", "danish-o", "a-ring-ae-sharp-s"],
+    ids=["umlauts", "danish-o", "a-ring-ae-sharp-s", "apostrophe"],
 )
 def test_a_name_spelt_out_in_the_file_name_is_the_rows_own(rows):
-    # GIVEN files naming their recipient with ä ö ü ø æ å ß spelt out, and other recipients
-    # named as the spelt-out words are
+    # GIVEN files naming their recipient with ä ö ü ø æ å ß spelt out (or O'Brien without its
+    # apostrophe), and other recipients named as the spelt-out words are
     # WHEN the file is validated
     report, emitted = run(csv_of(rows), index=index_of(*files_of(rows)))
 
@@ -341,3 +349,76 @@ def test_a_name_in_other_letters_is_not_held_for_latin_words_of_its_file():
 
     # THEN the rows of Latin-named files go out, and the swap in Chinese letters is found
     assert report.withdrawn == frozenset({6, 7})
+
+
+def test_a_row_an_earlier_run_sent_is_passed_on_again_and_said_to_need_nothing():
+    # GIVEN Björn's and Sören's swapped files, where an earlier run of the file sent Björn's
+    # row (Sören's was added since)
+    asked: list[frozenset[int]] = []
+
+    def sent_before(rows: frozenset[int]) -> frozenset[int]:
+        asked.append(rows)
+        return frozenset({3})
+
+    # WHEN the file is validated
+    report, emitted = run(
+        csv_of(SWAPPED), index=index_of(*files_of(SWAPPED)), sent_before=sent_before
+    )
+
+    # THEN Björn's row is passed on (sending skips it as already sent), not rejected, and a
+    # warning says it went and needs nothing; Sören's row is withdrawn as before
+    assert asked == [frozenset({3, 4})]
+    assert (report.withdrawn, report.valid) == (frozenset({4}), 3)
+    assert [row for row, _, _ in reasons(report)] == [4]
+    assert [item["row"] for item in emitted] == [2, 3, 4, 5]
+    assert report.warnings == [
+        "row 3: the file Angebot_Sören_Schäfer_3.pdf is named like the letter of Sören Schäfer "
+        "(row 4), not of this row's recipient, and an earlier run of this file sent it to this "
+        "row's recipient: this row is not sent again and needs nothing (if the file was not "
+        "this recipient's own, it went to them in that run)"
+    ]
+
+
+def test_a_row_sent_earlier_and_withdrawn_for_more_than_its_file_name_stays_rejected():
+    # GIVEN Björn's row, sent by an earlier run, whose file is named like Sören's letter and
+    # is the file of a row added since for a third person
+    rows = [*SWAPPED, "eva@example.com;Eva Lind;active;Angebot_Sören_Schäfer_3.pdf"]
+
+    # WHEN the file is validated
+    report, _ = run(
+        csv_of(rows), index=index_of(*files_of(rows)), sent_before=lambda _: frozenset({3})
+    )
+
+    # THEN Björn's row stays rejected, its reason naming both: the shared file first
+    assert 3 in report.withdrawn
+    reason = dict((row, reason) for row, _, reason in reasons(report))[3]
+    assert reason.startswith("Angebot_Sören_Schäfer_3.pdf went to this row's recipient in an")
+    assert "is named like the letter of Sören Schäfer (row 4)" in reason
+    assert report.warnings == []
+
+
+def test_run_counts_a_row_an_earlier_run_sent_as_already_sent_when_a_new_row_names_it(tmp_path):
+    # GIVEN Anna Weber's file named with Schulz (no one's name then), sent by a first run
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    for name in ("Angebot_Anna_Schulz", "Angebot_Jan_Ostrowski", "Angebot_Peter_Schulz"):
+        (folder / f"{name}.pdf").write_bytes(f"%PDF-1.4 {name}\n".encode())
+    campaign = tmp_path / "offers.csv"
+    header = "Email,Name,Status,Attachment_File,Position,Department,Start_Date,Salary\n"
+    rows = [
+        "anna@example.com,Anna Weber,Offer,Angebot_Anna_Schulz.pdf,Eng,R,2027,1\n",
+        "jan@example.com,Jan Ostrowski,Offer,Angebot_Jan_Ostrowski.pdf,Eng,R,2027,1\n",
+    ]
+    campaign.write_text(header + "".join(rows), encoding="utf-8")
+    command = ["run", str(campaign), "--workdir", str(tmp_path / "work"), "--json"]
+    first = CliRunner().invoke(cli, command)
+    assert json.loads(first.stdout)["counts"]["sent"] == 2
+
+    # WHEN Peter Schulz's row is added and the file runs again
+    with campaign.open("a", encoding="utf-8") as out:
+        out.write("peter@example.com,Peter Schulz,Offer,Angebot_Peter_Schulz.pdf,Eng,R,2027,1\n")
+    again = json.loads(CliRunner().invoke(cli, command).stdout)
+
+    # THEN Anna's row counts as already sent, not as rejected, and Peter's letter goes out
+    counts = again["counts"]
+    assert (counts["sent"], counts["skipped"], counts["rejected"]) == (1, 2, 0)
