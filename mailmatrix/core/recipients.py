@@ -843,14 +843,17 @@ class _Intake:
         # word of a name column (each of its _forms) -> the first row having it, its recipient,
         # and (flag) whether other recipients' names have it too; the short last words of names
         # (Kim, Li: a surname, maybe), alike; each word of the rows' own file names -> in how
-        # many (content); and the rows passed on whose file name lacks a word of their name
-        # and has a word that is not of it (see _note_file).
+        # many (content); each row's name words as 64 bits (_name_print: 8 bytes a row); and
+        # the rows passed on whose file name lacks a word of their name and has a word that is
+        # not of it (see _note_file).
         self.checks_names = getattr(catalog, "check_file_names", True)
         self.name_words, self.file_words = SeenTable(), SeenTable()
         self.short_names = SeenTable()
+        self.name_prints = array("Q")
         self.own_files = 0
-        # row, recipient, file name, and its words not of the row's name (None: all of them)
-        self.unnamed_files: list[tuple[int, int, str, str | None]] = []
+        # row, recipient, file name, its words not of the row's name (None: all of them) and
+        # those of it
+        self.unnamed_files: list[tuple[int, int, str, str | None, str]] = []
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
         self.row_names = _RowName(0, [], frozenset(), True)  # the last row's, for _note_file
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
@@ -1824,6 +1827,9 @@ class _Intake:
             return
         name = self._row_name(row, values)
         self.row_names = name  # for _note_file of the same row
+        if row >= len(self.name_prints):
+            self.name_prints.frombytes(bytes(8 * (row + 1 - len(self.name_prints))))
+        self.name_prints[row] = _name_print(name.forms)
         for word in name.forms:
             first = self.name_words.add(hash(word), row, recipient)
             if first is not None and not first[1] and not first[2]:
@@ -1875,8 +1881,14 @@ class _Intake:
         found = {form for forms, _ in words for form in forms}
         if own.words and all(not found.isdisjoint(word) for word in own.words):
             return  # the whole of the row's name, and another's maybe (Anna_Meier_for_Jan)
-        kept = None if len(others) == len(words) else " ".join(written for _, written in others)
-        self.unnamed_files.append((row, recipient, name, kept))
+        if len(others) == len(words):
+            self.unnamed_files.append((row, recipient, name, None, ""))
+        else:
+            foreign = " ".join(written for _, written in others)
+            shared = " ".join(
+                written for forms, written in words if not own.forms.isdisjoint(forms)
+            )
+            self.unnamed_files.append((row, recipient, name, foreign, shared))
         if len(self.unnamed_files) >= self.unnamed_limit:
             self._forget_common_files()
 
@@ -1900,7 +1912,7 @@ class _Intake:
         self.checks_names = False
         self.unnamed_files = []
         self.name_words, self.file_words = SeenTable(), SeenTable()
-        self.short_names = SeenTable()
+        self.short_names, self.name_prints = SeenTable(), array("Q")
         self.report.warnings.append(
             f"check_file_names: more than {_UNNAMED_MAX:,} files are named with words of no"
             " recipient's name of their row: whether a file is named like another recipient's"
@@ -1911,7 +1923,10 @@ class _Intake:
         """Withdraw each row passed on whose own file is named like another recipient's
         letter: the words of its name that are not of the row's own name (see _note_file)
         are two words of another row's name columns, or one that no third recipient's name
-        has, of four letters or more or the short last word of that name (Kim, Li).
+        has, of four letters or more or the short last word of that name (Kim, Li); and the
+        words of it that are of the row's own name are of that name too (Anna Weber's
+        Angebot_Anna_Schulz.pdf is Anna Schulz's letter, Katharina Schulz's
+        Angebot_Kathi_Schulz.pdf not Kathi Braun's).
 
         Words in many of the file names (Angebot, offer, letter: in more than a twentieth of
         them, 2 at least and _COMMON_WORD at most) say nothing of whose the file is and are
@@ -1919,7 +1934,7 @@ class _Intake:
         compared.
         """
         common = max(2, min(self.own_files // 20, _COMMON_WORD))
-        for row, recipient, name, others in self.unnamed_files:
+        for row, recipient, name, others, shared in self.unnamed_files:
             matched: dict[int, list[str]] = {}  # another row -> the words of its name
             distinct: set[int] = set()  # the rows matched by a word of theirs alone
             for forms, written in _word_forms(_file_stem(name) if others is None else others):
@@ -1939,11 +1954,23 @@ class _Intake:
             likely = [
                 other for other, said in matched.items() if len(said) > 1 or other in distinct
             ]
+            for forms, _ in _word_forms(shared) if likely else ():
+                likely = [other for other in likely if self._has_word(other, forms)]
             if likely:
                 other_row = max(likely, key=lambda other: len(matched[other]))
                 words = " ".join(matched[other_row])
                 self.withdrawn[row] = _NamedLike(name, other_row, words, self.withdrawn.get(row))
         self.unnamed_files.clear()
+
+    def _has_word(self, row: int, forms: Forms) -> bool:
+        """Whether the name of ``row`` has the word of ``forms`` (maybe, as _name_print has
+        it: one word in a hundred or so that it lacks passes for one it has)."""
+        found = self.name_prints[row] if row < len(self.name_prints) else 0
+        for form in forms:
+            bits = _name_print((form,))
+            if found & bits == bits:
+                return True
+        return False
 
     def _default_sent(self, default: _Default, file: int, name: str, *, copy: bool = False) -> None:
         """Refuse the file: ``default``, a default_attachment rows were given, is the file
@@ -2261,6 +2288,16 @@ def _word_forms(text: str) -> list[tuple[Forms, str]]:
         forms = _forms(written)
         if len(forms[0]) > 1:
             found.append((forms, written))
+    return found
+
+
+def _name_print(forms: Iterable[str]) -> int:
+    """The words ``forms`` as 64 bits, two of them set for each: a row's name words in 8 bytes,
+    for _has_word."""
+    found = 0
+    for form in forms:
+        key = hash(form)
+        found |= 1 << (key & 63) | 1 << (key >> 6 & 63)
     return found
 
 

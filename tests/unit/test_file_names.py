@@ -119,8 +119,14 @@ def test_the_later_row_of_the_name_is_found_as_well_as_an_earlier_one():
             "anna@example.com;Anna Meier;active;Anna_Meier_for_Jan_Ostrowski.pdf",
             "jan@example.com;Jan Ostrowski;active;Jan_Ostrowski.pdf",
         ],
+        # a word of the recipient's name beside another's first name: a nickname of theirs
+        [
+            "katharina@example.com;Katharina Schulz;active;Angebot_Kathi_Schulz.pdf",
+            "kathi@example.com;Kathi Braun;active;Angebot_Kathi_Braun.pdf",
+            "jan@example.com;Jan Ostrowski;active;Angebot_Jan_Ostrowski.pdf",
+        ],
     ],
-    ids=["no-names", "weak-words", "own-name-too"],
+    ids=["no-names", "weak-words", "own-name-too", "nickname"],
 )
 def test_files_not_named_for_another_recipient_pass(rows):
     # WHEN files named with no other recipient's name (or their own too) are validated
