@@ -15,6 +15,7 @@ in which a later row of the address differs.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import difflib
@@ -843,13 +844,14 @@ class _Intake:
         # word of a name column (each of its _forms) -> the first row having it, its recipient,
         # and (flag) whether other recipients' names have it too; the short last words of names
         # (Kim, Li: a surname, maybe), alike; each word of the rows' own file names -> in how
-        # many (content); each row's name words as 64 bits (_name_print: 8 bytes a row); and
-        # the rows passed on whose file name lacks a word of their name and has a word that is
-        # not of it (see _note_file).
+        # many (content); the name words of each row first to have one of them, as 64 bits
+        # (_name_print), by row: the rows those words lead to (16 bytes each, a row of a name
+        # no earlier row had); and the rows passed on whose file name lacks a word of their
+        # name and has a word that is not of it (see _note_file).
         self.checks_names = getattr(catalog, "check_file_names", True)
         self.name_words, self.file_words = SeenTable(), SeenTable()
         self.short_names = SeenTable()
-        self.name_prints = array("Q")
+        self.print_rows, self.name_prints = array("q"), array("Q")
         self.own_files = 0
         # row, recipient, file name, its words not of the row's name (None: all of them) and
         # those of it
@@ -1827,13 +1829,16 @@ class _Intake:
             return
         name = self._row_name(row, values)
         self.row_names = name  # for _note_file of the same row
-        if row >= len(self.name_prints):
-            self.name_prints.frombytes(bytes(8 * (row + 1 - len(self.name_prints))))
-        self.name_prints[row] = _name_print(name.forms)
+        first_row = False
         for word in name.forms:
             first = self.name_words.add(hash(word), row, recipient)
-            if first is not None and not first[1] and not first[2]:
+            if first is None:
+                first_row = True
+            elif not first[1] and not first[2]:
                 self.name_words.put(hash(word), first[0], recipient, flag=True)
+        if first_row:  # rows come in order: print_rows stays sorted
+            self.print_rows.append(row)
+            self.name_prints.append(_name_print(name.forms))
         if name.words and len(name.words[-1][0]) <= _SHORT_WORD:
             for word in name.words[-1]:
                 self.short_names.add(hash(word), row, recipient)
@@ -1912,7 +1917,8 @@ class _Intake:
         self.checks_names = False
         self.unnamed_files = []
         self.name_words, self.file_words = SeenTable(), SeenTable()
-        self.short_names, self.name_prints = SeenTable(), array("Q")
+        self.short_names = SeenTable()
+        self.print_rows, self.name_prints = array("q"), array("Q")
         self.report.warnings.append(
             f"check_file_names: more than {_UNNAMED_MAX:,} files are named with words of no"
             " recipient's name of their row: whether a file is named like another recipient's"
@@ -1965,7 +1971,9 @@ class _Intake:
     def _has_word(self, row: int, forms: Forms) -> bool:
         """Whether the name of ``row`` has the word of ``forms`` (maybe, as _name_print has
         it: one word in a hundred or so that it lacks passes for one it has)."""
-        found = self.name_prints[row] if row < len(self.name_prints) else 0
+        at = bisect.bisect_left(self.print_rows, row)
+        kept = at < len(self.print_rows) and self.print_rows[at] == row
+        found = self.name_prints[at] if kept else 0
         for form in forms:
             bits = _name_print((form,))
             if found & bits == bits:
