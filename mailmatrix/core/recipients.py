@@ -857,7 +857,7 @@ class _Intake:
         # those of it
         self.unnamed_files: list[tuple[int, int, str, str | None, str]] = []
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
-        self.row_names = _RowName(0, [], frozenset(), True)  # the last row's, for _note_file
+        self.row_names = _RowName(0, "", frozenset(), (), True)  # the last row's, for _note_file
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
         # its code page lacks), rejected in a file not saved as Unicode unless the manifest
         # says check_question_marks: false: how many, the first few, and the first such cell.
@@ -1839,20 +1839,24 @@ class _Intake:
         if first_row:  # rows come in order: print_rows stays sorted
             self.print_rows.append(row)
             self.name_prints.append(_name_print(name.forms))
-        if name.words and len(name.words[-1][0]) <= _SHORT_WORD:
-            for word in name.words[-1]:
+        if name.last and len(name.last[0]) <= _SHORT_WORD:
+            for word in name.last:
                 self.short_names.add(hash(word), row, recipient)
 
     def _row_name(self, row: int, values: list[str]) -> _RowName:
-        """The words of the row's name columns, each in its _forms (with those of O'Brien
-        written without its apostrophe: obrien)."""
+        """The words of the row's name columns in their _forms (with those of O'Brien written
+        without its apostrophe: obrien)."""
         text = " ".join(values[index] for index in self.name_at)
+        if text.isascii() and "'" not in text:  # most names: a form a word, all Latin
+            found = [word.lower() for word in _WORD_SPLIT.split(text) if len(word) > 1]
+            return _RowName(row, text, frozenset(found), (found[-1],) if found else (), True)
         words = [forms for forms, _ in _word_forms(text)]
         forms = frozenset(form for word in words for form in word)
         if "'" in text or "\u2019" in text:
             joined = _word_forms(text.replace("'", "").replace("\u2019", ""))
             forms = forms.union(form for word, _ in joined for form in word)
-        return _RowName(row, words, forms, all(_is_latin(word[0]) for word in words))
+        latin = all(_is_latin(word[0]) for word in words)
+        return _RowName(row, text, forms, words[-1] if words else (), latin)
 
     def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
         """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
@@ -1884,7 +1888,8 @@ class _Intake:
         if not any(forms[0] in rare for forms, _ in others):
             return
         found = {form for forms, _ in words for form in forms}
-        if own.words and all(not found.isdisjoint(word) for word in own.words):
+        own_words = [forms for forms, _ in _word_forms(own.text)]
+        if own_words and all(not found.isdisjoint(word) for word in own_words):
             return  # the whole of the row's name, and another's maybe (Anna_Meier_for_Jan)
         if len(others) == len(words):
             self.unnamed_files.append((row, recipient, name, None, ""))
@@ -2107,12 +2112,13 @@ class _NamedLike(NamedTuple):
 
 
 class _RowName(NamedTuple):
-    """The words of a row's name columns (check_file_names): each word's _forms, all the
-    forms, and whether every word is written in Latin letters."""
+    """A row's name (check_file_names): its name columns' text, the _forms of its words, those
+    of its last word, and whether every word is written in Latin letters."""
 
     row: int
-    words: list[Forms]
+    text: str
     forms: frozenset[str]
+    last: Forms
     latin: bool
 
 
