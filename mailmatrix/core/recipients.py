@@ -1338,10 +1338,10 @@ class _Intake:
             self.report.rejected.merge(self._withdrawal(row, why, "") for row, why in leftover)
 
     def _keep_sent_named_like(self) -> None:
-        """Pass on again the rows withdrawn for a file named like another recipient's letter
-        alone whose letter an earlier run of the file sent (a row added since named that
-        recipient): withdrawn, they read as rejected, to fix, though nothing is left to do.
-        Passed on, they are skipped as already sent; a warning says why they need nothing."""
+        """Pass on again each row withdrawn only for its file named like another recipient's
+        letter when an earlier run of the file sent it (a row added since named that
+        recipient): rejected, it would read as a row to fix, though its letter went. Passed
+        on, the run skips it as already sent; a warning says it needs nothing."""
         kept = []
         for row in sorted(self.sent_earlier):
             why = self.withdrawn.get(row)
@@ -1350,7 +1350,10 @@ class _Intake:
                 kept.append(_sent_named_like(row, why))
         if len(kept) > _SHOWN_SENT_NAMED_LIKE:
             more = len(kept) - _SHOWN_SENT_NAMED_LIKE
-            kept[_SHOWN_SENT_NAMED_LIKE:] = [f"{more:,} more rows alike need nothing either"]
+            kept[_SHOWN_SENT_NAMED_LIKE:] = [
+                f"{more:,} more rows whose files are named like other recipients' letters were"
+                " sent by an earlier run of this file: they are not sent again and need nothing"
+            ]
         self.report.warnings.extend(kept)
 
     def close(self) -> None:
@@ -1974,8 +1977,8 @@ class _Intake:
         self.unnamed_files.clear()
 
     def _has_word(self, row: int, forms: Forms) -> bool:
-        """Whether the name of ``row`` has the word of ``forms`` (maybe, as _name_print has
-        it: one word in a hundred or so that it lacks passes for one it has)."""
+        """Whether the name of ``row`` has the word of ``forms`` (maybe: by _name_print, about
+        one word in fifty that a name of three words lacks passes for one it has)."""
         at = bisect.bisect_left(self.print_rows, row)
         kept = at < len(self.print_rows) and self.print_rows[at] == row
         found = self.name_prints[at] if kept else 0
@@ -2268,8 +2271,8 @@ def _fold_word(text: str) -> str:
     return "".join(char for char in folded if not unicodedata.combining(char))
 
 
-# check_file_names: the letters of names written in other letters in file names, as their
-# plain form (accents dropped) and as they are spelt out (German, Scandinavian).
+# check_file_names: letters that file names write otherwise, as a plain letter (ø o) and spelt
+# out as German and Scandinavian names are (ä ae, ø oe, å aa).
 _PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe"})
 _SPELT_LETTERS = str.maketrans(
     {"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "æ": "ae", "å": "aa", "œ": "oe"}

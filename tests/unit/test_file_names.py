@@ -428,3 +428,20 @@ def test_run_counts_a_row_an_earlier_run_sent_as_already_sent_when_a_new_row_nam
     # THEN Anna's row counts as already sent, not as rejected, and Peter's letter goes out
     counts = again["counts"]
     assert (counts["sent"], counts["skipped"], counts["rejected"]) == (1, 2, 0)
+
+
+def test_rows_sent_earlier_beyond_the_first_few_are_counted_in_one_warning(monkeypatch):
+    # GIVEN both swapped rows sent by an earlier run, and one row shown by name at most
+    from mailmatrix.core import recipients
+
+    monkeypatch.setattr(recipients, "_SHOWN_SENT_NAMED_LIKE", 1)
+
+    # WHEN the file is validated
+    report, emitted = run(
+        csv_of(SWAPPED), index=index_of(*files_of(SWAPPED)), sent_before=lambda _: {3, 4}
+    )
+
+    # THEN both are passed on; the first is named, the other counted
+    assert (report.withdrawn, reasons(report), len(emitted)) == (frozenset(), [], 4)
+    assert [warning[:6] for warning in report.warnings] == ["row 3:", "1 more"]
+    assert report.warnings[1].endswith("they are not sent again and need nothing")
