@@ -15,6 +15,7 @@ in which a later row of the address differs.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import difflib
@@ -840,15 +841,23 @@ class _Intake:
         # The default_attachment files rows were given (a few): file key -> the first set.
         self.defaults: dict[int, _Default] = {}
         # Rows whose own file is named like another recipient's letter (check_file_names): each
-        # word of a name column -> the first row having it, its recipient, and (flag) whether
-        # other recipients' names have it too; each word of the rows' own file names -> in how
-        # many (content); and the rows passed on whose file name has none of their name's words.
+        # word of a name column (each of its _forms) -> the first row having it, its recipient,
+        # and (flag) whether other recipients' names have it too; the short last words of names
+        # (Kim, Li: a surname, maybe), alike; each word of the rows' own file names -> in how
+        # many (content); the name words of each row first to have one of them, as 64 bits
+        # (_name_print), by row: the rows those words lead to (16 bytes each, a row of a name
+        # no earlier row had); and the rows passed on whose file name lacks a word of their
+        # name and has a word that is not of it (see _note_file).
         self.checks_names = getattr(catalog, "check_file_names", True)
         self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.short_names = SeenTable()
+        self.print_rows, self.name_prints = array("q"), array("Q")
         self.own_files = 0
-        self.unnamed_files: list[tuple[int, int, str]] = []  # row, recipient, file name
+        # row, recipient, file name, its words not of the row's name (None: all of them) and
+        # those of it
+        self.unnamed_files: list[tuple[int, int, str, str | None, str]] = []
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
-        self.row_names: tuple[int, set[str]] = (0, set())  # the last row's name words
+        self.row_names = _RowName(0, "", frozenset(), (), True)  # the last row's, for _note_file
         # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
         # its code page lacks), rejected in a file not saved as Unicode unless the manifest
         # says check_question_marks: false: how many, the first few, and the first such cell.
@@ -1315,10 +1324,11 @@ class _Intake:
         another recipient, has their address with other values, or has as its Email an address
         in their Cc or Bcc): each with the address it was passed on with, read back in row
         order among the other rejects."""
+        if self.withdrawn and self.sent_before is not None:
+            self.sent_earlier = frozenset(self.sent_before(frozenset(self.withdrawn)))
+            self._keep_sent_named_like()
         self.report.withdrawn = frozenset(self.withdrawn)
         self.report.valid -= len(self.withdrawn)
-        if self.withdrawn and self.sent_before is not None:
-            self.sent_earlier = frozenset(self.sent_before(self.report.withdrawn))
         if self.withdrawn:
             self.report.rejected.merge(self._withdrawn_rejections())
             self.report.rejected.merge(map(self._held_rejection, self.held))
@@ -1326,6 +1336,25 @@ class _Intake:
             # still be listed, without it, never lost.
             leftover = sorted(self.withdrawn.items())
             self.report.rejected.merge(self._withdrawal(row, why, "") for row, why in leftover)
+
+    def _keep_sent_named_like(self) -> None:
+        """Pass on again each row withdrawn only for its file named like another recipient's
+        letter when an earlier run of the file sent it (a row added since named that
+        recipient): rejected, it would read as a row to fix, though its letter went. Passed
+        on, the run skips it as already sent; a warning says it needs nothing."""
+        kept = []
+        for row in sorted(self.sent_earlier):
+            why = self.withdrawn.get(row)
+            if isinstance(why, _NamedLike) and why.before is None:
+                del self.withdrawn[row]
+                kept.append(_sent_named_like(row, why))
+        if len(kept) > _SHOWN_SENT_NAMED_LIKE:
+            more = len(kept) - _SHOWN_SENT_NAMED_LIKE
+            kept[_SHOWN_SENT_NAMED_LIKE:] = [
+                f"{more:,} more rows whose files are named like other recipients' letters were"
+                " sent by an earlier run of this file: they are not sent again and need nothing"
+            ]
+        self.report.warnings.extend(kept)
 
     def close(self) -> None:
         """Drop the spools the intake kept for itself (the report's lists are the caller's)."""
@@ -1801,50 +1830,94 @@ class _Intake:
         where the file has no Attachment_File column: no row names a file of its own)."""
         if not self.checks_names or self.file_at is None:
             return
-        words = _words(" ".join(values[index] for index in self.name_at))
-        self.row_names = row, words  # for _note_file of the same row
-        for word in words:
+        name = self._row_name(row, values)
+        self.row_names = name  # for _note_file of the same row
+        first_row = False
+        for word in name.forms:
             first = self.name_words.add(hash(word), row, recipient)
-            if first is not None and not first[1] and not first[2]:
+            if first is None:
+                first_row = True
+            elif not first[1] and not first[2]:
                 self.name_words.put(hash(word), first[0], recipient, flag=True)
+        if first_row:  # rows come in order: print_rows stays sorted
+            self.print_rows.append(row)
+            self.name_prints.append(_name_print(name.forms))
+        if name.last and len(name.last[0]) <= _SHORT_WORD:
+            for word in name.last:
+                self.short_names.add(hash(word), row, recipient)
+
+    def _row_name(self, row: int, values: list[str]) -> _RowName:
+        """The words of the row's name columns in their _forms (with those of O'Brien written
+        without its apostrophe: obrien)."""
+        text = " ".join(values[index] for index in self.name_at)
+        if text.isascii() and "'" not in text:  # most names: a form a word, all Latin
+            found = [word.lower() for word in _WORD_SPLIT.split(text) if len(word) > 1]
+            return _RowName(row, text, frozenset(found), (found[-1],) if found else (), True)
+        words = [forms for forms, _ in _word_forms(text)]
+        forms = frozenset(form for word in words for form in word)
+        if "'" in text or "\u2019" in text:
+            joined = _word_forms(text.replace("'", "").replace("\u2019", ""))
+            forms = forms.union(form for word, _ in joined for form in word)
+        latin = all(_is_latin(word[0]) for word in words)
+        return _RowName(row, text, forms, words[-1] if words else (), latin)
 
     def _note_file(self, row: int, values: list[str], recipient: int, name: str) -> None:
         """Count the words of the own file ``name`` of ``row``, passed on; keep the row for
-        check_file_names when the name has none of the words of the row's name columns and
-        one at least that is not in many file names (those in more than _COMMON_WORD are
-        common whatever the file's length: a file of letter-N.pdf keeps no row)."""
+        check_file_names when the name lacks a word of the row's name columns and has one at
+        least that is not of them nor in many file names (those in more than _COMMON_WORD are
+        common whatever the file's length: a file of letter-N.pdf keeps no row). A row whose
+        name is written in other letters than Latin ones (陈静, Дмитрий) is kept for a word in
+        such letters only: the Latin words of its file may well be its name, spelt out."""
         if not self.checks_names or not self.name_at:
             return
         self.own_files += 1
-        words = _words(_file_stem(name))
-        rare = False
-        for word in words:
+        words = _word_forms(_file_stem(name))
+        rare = set()
+        for word in {forms[0] for forms, _ in words}:
             counted = self.file_words.get(hash(word))
             count = counted[1] + 1 if counted else 1
             self.file_words.put(hash(word), row, count)
-            rare = rare or count <= _COMMON_WORD
-        if self.row_names[0] == row:
-            own = self.row_names[1]
+            if count <= _COMMON_WORD:
+                rare.add(word)
+        if not rare:
+            return
+
+        own = self.row_names if self.row_names.row == row else self._row_name(row, values)
+        others = [
+            (forms, written)
+            for forms, written in words
+            if own.forms.isdisjoint(forms) and (own.latin or not _is_latin(forms[0]))
+        ]
+        if not any(forms[0] in rare for forms, _ in others):
+            return
+        found = {form for forms, _ in words for form in forms}
+        own_words = [forms for forms, _ in _word_forms(own.text)]
+        if own_words and all(not found.isdisjoint(word) for word in own_words):
+            return  # the whole of the row's name, and another's maybe (Anna_Meier_for_Jan)
+        if len(others) == len(words):
+            self.unnamed_files.append((row, recipient, name, None, ""))
         else:
-            own = _words(" ".join(values[index] for index in self.name_at))
-        if rare and not words & own:
-            self.unnamed_files.append((row, recipient, name))
-            if len(self.unnamed_files) >= self.unnamed_limit:
-                self._forget_common_files()
+            foreign = " ".join(written for _, written in others)
+            shared = " ".join(
+                written for forms, written in words if not own.forms.isdisjoint(forms)
+            )
+            self.unnamed_files.append((row, recipient, name, foreign, shared))
+        if len(self.unnamed_files) >= self.unnamed_limit:
+            self._forget_common_files()
 
     def _forget_common_files(self) -> None:
         """Drop the rows kept for check_file_names whose file's words all became common since;
         when still more than _UNNAMED_MAX are kept, give the check up for this file (said in
         a warning): memory stays flat for a file of a million rows."""
 
-        def rare(name: str) -> bool:
-            for word in _words(_file_stem(name)):
-                counted = self.file_words.get(hash(word))
+        def rare(name: str, others: str | None) -> bool:
+            for forms, _ in _word_forms(_file_stem(name) if others is None else others):
+                counted = self.file_words.get(hash(forms[0]))
                 if counted is None or counted[1] <= _COMMON_WORD:
                     return True
             return False
 
-        self.unnamed_files = [kept for kept in self.unnamed_files if rare(kept[2])]
+        self.unnamed_files = [kept for kept in self.unnamed_files if rare(kept[2], kept[3])]
         if len(self.unnamed_files) < _UNNAMED_MAX:
             self.unnamed_limit = 2 * max(len(self.unnamed_files), _UNNAMED_FIRST)
             return
@@ -1852,6 +1925,8 @@ class _Intake:
         self.checks_names = False
         self.unnamed_files = []
         self.name_words, self.file_words = SeenTable(), SeenTable()
+        self.short_names = SeenTable()
+        self.print_rows, self.name_prints = array("q"), array("Q")
         self.report.warnings.append(
             f"check_file_names: more than {_UNNAMED_MAX:,} files are named with words of no"
             " recipient's name of their row: whether a file is named like another recipient's"
@@ -1860,35 +1935,58 @@ class _Intake:
 
     def check_file_names(self) -> None:
         """Withdraw each row passed on whose own file is named like another recipient's
-        letter: its name carries two words of another row's name columns, or one of four
-        letters or more that no third recipient's name has, and none of the row's own name.
+        letter: the words of its name that are not of the row's own name (see _note_file)
+        are two words of another row's name columns, or one that no third recipient's name
+        has, of four letters or more or the short last word of that name (Kim, Li); and the
+        words of it that are of the row's own name are of that name too (Anna Weber's
+        Angebot_Anna_Schulz.pdf is Anna Schulz's letter, Katharina Schulz's
+        Angebot_Kathi_Schulz.pdf not Kathi Braun's).
 
         Words in many of the file names (Angebot, offer, letter: in more than a twentieth of
         them, 2 at least and _COMMON_WORD at most) say nothing of whose the file is and are
-        not compared. Each row kept asks the index of name words, once per word of
-        its file name.
+        not compared. Each row kept asks the index of name words, once per form of each word
+        compared.
         """
         common = max(2, min(self.own_files // 20, _COMMON_WORD))
-        for row, recipient, name in self.unnamed_files:
+        for row, recipient, name, others, shared in self.unnamed_files:
             matched: dict[int, list[str]] = {}  # another row -> the words of its name
             distinct: set[int] = set()  # the rows matched by a word of theirs alone
-            for word, written in _written_words(_file_stem(name)):
-                counted = self.file_words.get(hash(word))
-                owner = self.name_words.get(hash(word))
-                if owner is None or owner[1] == recipient or (counted and counted[1] > common):
+            for forms, written in _word_forms(_file_stem(name) if others is None else others):
+                counted = self.file_words.get(hash(forms[0]))
+                if counted and counted[1] > common:
+                    continue
+                for word in forms:
+                    owner = self.name_words.get(hash(word))
+                    if owner is not None and owner[1] != recipient:
+                        break
+                else:
                     continue
                 other_row, _, several = owner
                 matched.setdefault(other_row, []).append(written)
-                if len(word) >= 4 and not several:
+                if not several and (len(word) > _SHORT_WORD or self.short_names.holds(hash(word))):
                     distinct.add(other_row)
             likely = [
                 other for other, said in matched.items() if len(said) > 1 or other in distinct
             ]
+            for forms, _ in _word_forms(shared) if likely else ():
+                likely = [other for other in likely if self._has_word(other, forms)]
             if likely:
                 other_row = max(likely, key=lambda other: len(matched[other]))
                 words = " ".join(matched[other_row])
                 self.withdrawn[row] = _NamedLike(name, other_row, words, self.withdrawn.get(row))
         self.unnamed_files.clear()
+
+    def _has_word(self, row: int, forms: Forms) -> bool:
+        """Whether the name of ``row`` has the word of ``forms`` (maybe: by _name_print, about
+        one word in fifty that a name of three words lacks passes for one it has)."""
+        at = bisect.bisect_left(self.print_rows, row)
+        kept = at < len(self.print_rows) and self.print_rows[at] == row
+        found = self.name_prints[at] if kept else 0
+        for form in forms:
+            bits = _name_print((form,))
+            if found & bits == bits:
+                return True
+        return False
 
     def _default_sent(self, default: _Default, file: int, name: str, *, copy: bool = False) -> None:
         """Refuse the file: ``default``, a default_attachment rows were given, is the file
@@ -2014,6 +2112,17 @@ class _NamedLike(NamedTuple):
     other_row: int
     words: str
     before: _Withdrawal | None = None
+
+
+class _RowName(NamedTuple):
+    """A row's name (check_file_names): its name columns' text, the _forms of its words, those
+    of its last word, and whether every word is written in Latin letters."""
+
+    row: int
+    text: str
+    forms: frozenset[str]
+    last: Forms
+    latin: bool
 
 
 _Withdrawal = _Shared | _SameAddress | _SameContent | _Copied | _NamedLike
@@ -2151,6 +2260,9 @@ _COMMON_WORD = 50
 # most kept after that before the check is given up for the file.
 _UNNAMED_FIRST = 10_000
 _UNNAMED_MAX = 200_000
+# check_file_names: a word of this many letters or fewer (Jan, Kim) is not enough alone to name
+# another recipient, unless it is the last word of that one's name (a surname) and of no other's.
+_SHORT_WORD = 3
 
 
 def _fold_word(text: str) -> str:
@@ -2159,24 +2271,56 @@ def _fold_word(text: str) -> str:
     return "".join(char for char in folded if not unicodedata.combining(char))
 
 
-def _written_words(text: str) -> list[tuple[str, str]]:
-    """(folded, as written) of each word of two letters or more in ``text``: the words are
+# check_file_names: letters that file names write otherwise, as a plain letter (ø o) and spelt
+# out as German and Scandinavian names are (ä ae, ø oe, å aa).
+_PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe"})
+_SPELT_LETTERS = str.maketrans(
+    {"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "æ": "ae", "å": "aa", "œ": "oe"}
+)
+
+Forms = tuple[str, ...]  # the folded forms of one word (_forms), its plain form first
+
+
+def _forms(written: str) -> Forms:
+    """The folded forms a word of a name or a file name is compared in: casefolded, accents
+    dropped (ø as o, æ as ae: Müller muller, Søren soren), and spelt out as ä ö ü ø æ å are
+    in file names (mueller, soeren, aa for å); one form for a word of plain letters."""
+    if written.isascii():
+        return (written.lower(),)
+    text = unicodedata.normalize("NFKC", written).casefold()
+    plain = _fold_word(text.translate(_PLAIN_LETTERS))
+    spelt = _fold_word(text.translate(_SPELT_LETTERS))
+    return (plain,) if spelt == plain else (plain, spelt)
+
+
+def _word_forms(text: str) -> list[tuple[Forms, str]]:
+    """(forms, as written) of each word of two letters or more in ``text``: the words are
     split at whatever is no letter (spaces, _ - . and digits)."""
-    if text.isascii():  # folded is lowered: no compatibility forms, no accents
+    if text.isascii():  # one form, lowered: no compatibility forms, no accents
         return [
-            (written.lower(), written) for written in _WORD_SPLIT.split(text) if len(written) > 1
+            ((written.lower(),), written) for written in _WORD_SPLIT.split(text) if len(written) > 1
         ]
     found = []
     for written in _WORD_SPLIT.split(text):
-        word = _fold_word(written)
-        if len(word) > 1:
-            found.append((word, written))
+        forms = _forms(written)
+        if len(forms[0]) > 1:
+            found.append((forms, written))
     return found
 
 
-def _words(text: str) -> set[str]:
-    """The folded words of ``text`` (see _written_words)."""
-    return {word for word, _ in _written_words(text)}
+def _name_print(forms: Iterable[str]) -> int:
+    """The words ``forms`` as 64 bits, two of them set for each: a row's name words in 8 bytes,
+    for _has_word."""
+    found = 0
+    for form in forms:
+        key = hash(form)
+        found |= 1 << (key & 63) | 1 << (key >> 6 & 63)
+    return found
+
+
+def _is_latin(word: str) -> bool:
+    """Whether ``word`` (folded) is written in Latin letters only."""
+    return word.isascii() or all("LATIN" in unicodedata.name(char, "") for char in word)
 
 
 def _file_stem(name: str) -> str:
@@ -2193,6 +2337,21 @@ def _named_like(why: _NamedLike) -> str:
         "in Attachment_File (if the file is right, set check_file_names: false in "
         "manifest.yaml)"
     )
+
+
+def _sent_named_like(row: int, why: _NamedLike) -> str:
+    """The warning of a row passed on though its file is named like another recipient's
+    letter: an earlier run of the file sent the row (see _keep_sent_named_like)."""
+    return (
+        f"row {row}: the file {why.name} is named like the letter of {why.words} (row "
+        f"{why.other_row}), not of this row's recipient, and an earlier run of this file sent "
+        "it to this row's recipient: this row is not sent again and needs nothing (if the file "
+        "was not this recipient's own, it went to them in that run)"
+    )
+
+
+# The rows _keep_sent_named_like names in warnings; the others are counted.
+_SHOWN_SENT_NAMED_LIKE = 5
 
 
 def _several_in_email(text: str) -> str | None:
