@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -146,6 +146,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def validation_warnings(result: dict[str, Any], *, said: Collection[str] = ()) -> list[str]:
+    """The warnings validation gave the run's file (kept in validation.json beside its rejects
+    report: a check given up, rows sent earlier that a new row made look wrong), but those the
+    run ``said`` before it sent anything."""
+    rejects = result.get("rejects")
+    if not rejects:
+        return []
+    found = _read_json(Path(rejects).with_name("validation.json")).get("warnings") or []
+    return [str(warning) for warning in found if warning not in said]
+
+
 def _rejects(path: Path, shown: int) -> tuple[list[dict[str, str]], int, bool]:
     """The first ``shown`` rows of a rejects.csv, how many it has, and whether any was not
     found in the attachments folder; read as a stream (a campaign may reject a million rows).
@@ -260,6 +271,8 @@ def print_summary(
     folder the run used, None: the bundled one), and last, what the record of known
     workdirs could not keep, if anything."""
     _print_outcome(console, result, templates=templates)
+    for warning in result.get("validation_warnings") or []:
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     _print_choices(console, result)
     if result.get(RECORD_NOT_KEPT):
         console.print("[red]Warning: the record of known workdirs is not up to date[/red]")
@@ -972,6 +985,7 @@ def run(
     add_settle_commands(result, str(csv_file), workdir)
     add_choices(result, record, send_again_from, corrected)
     result["warnings"] = warnings
+    result["validation_warnings"] = validation_warnings(result, said=warnings)
     if result["counts"].get("failed"):
         result.update(
             retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])

@@ -151,3 +151,18 @@ def test_a_plain_csv_row_whose_name_lost_a_letter_to_a_question_mark_is_not_sent
     reason = {line["row"]: line["reason"] for line in _rejects(result)}["3"]
     assert reason.startswith("? between letters in 'Ma?gorzata': the file was saved as plain CSV")
     assert "Save the file as CSV UTF-8 and run it again" in reason
+    # AND the run passes on validation's warning of it (the console prints it too, below)
+    assert [w[:50] for w in result["validation_warnings"]] == [
+        "row 3 has ? between letters ('Ma?gorzata') and is "
+    ]
+
+    # WHEN a corrected file is run to the console THEN the warning of a row still garbled
+    # ends its summary
+    kept = "ann@example.com,Ann,Offer,,Dev,IT,2027-01-11,1\n"
+    again = _reexported(tmp_path, "newcomers-2.csv", kept, garbled.replace("kim.new", "k2"))
+    templates = str(tmp_path / "templates")
+    shown = CliRunner().invoke(
+        cli, ["run", str(again), "--workdir", str(workdir), "--templates", templates]
+    )
+    said = " ".join(shown.output.split())
+    assert "Warning: row 3 has ? between letters ('Ma?gorzata') and is not sent" in said
