@@ -807,7 +807,10 @@ class _Batch:
             if self.pacer is not None:
                 self.wait_for_slot(self.pacer, item, len(destinations), uncertain, file)
             try:
-                return self.mailer.send(raw, sender=sender, destinations=destinations), uncertain
+                sent = self.mailer.send(
+                    raw, sender=sender, destinations=destinations, key=item.get("key") or ""
+                )
+                return sent, uncertain
             except AccountSendingHalted as exc:
                 self.release(item, error_code(exc), error_text(exc), uncertain, file)
                 self.ledger.halt(

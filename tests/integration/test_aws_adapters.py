@@ -231,6 +231,37 @@ def test_mailer_names_the_configuration_set():
         stub.assert_no_pending_responses()
 
 
+def test_mailer_tags_the_message_with_its_letters_key_for_ses_events():
+    # GIVEN a letter's idempotency key (64 hex digits)
+    key = "ab" * 32
+    client = boto3.client(
+        "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    with Stubber(client) as stub:
+        # THEN SendEmail carries it as the message tag SesEvents reads (mail.tags), beside the
+        # configuration set, whose own tags SES adds
+        stub.add_response(
+            "send_email",
+            {"MessageId": "m-1"},
+            {
+                "FromEmailAddress": "talent@example.com",
+                "Destination": {"ToAddresses": ["anna@example.org"]},
+                "Content": {"Raw": {"Data": RAW}},
+                "ConfigurationSetName": "mailmatrix",
+                "EmailTags": [{"Name": "mailmatrix-key", "Value": key}],
+            },
+        )
+        mailer = SesMailer(configuration_set="mailmatrix", client=client)
+
+        # WHEN the letter is sent
+        sent = mailer.send(
+            RAW, sender="talent@example.com", destinations=["anna@example.org"], key=key
+        )
+
+        assert sent == "m-1"
+        stub.assert_no_pending_responses()
+
+
 def client_error(code: str, message: str, status: int = 400) -> ClientError:
     return ClientError(
         {
