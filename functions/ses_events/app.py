@@ -9,8 +9,8 @@ settle the row. Mail sent before the tag existed is found by its SES message id 
 
 from __future__ import annotations
 
-from contextlib import closing
 import re
+from contextlib import closing
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
