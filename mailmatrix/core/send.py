@@ -806,6 +806,13 @@ class _Batch:
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.wait_for_slot(self.pacer, item, len(destinations), uncertain, file)
+            # A try, the first too (its claim may have been slow), starts only with the reserve
+            # left: the time its answer and the ledger write that records it may take.
+            try:
+                self.check_time()
+            except _Stop as stop:
+                self.release(item, "TimeBudget", error_text(stop.error), uncertain, file)
+                raise
             try:
                 sent = self.mailer.send(
                     raw, sender=sender, destinations=destinations, key=item.get("key") or ""

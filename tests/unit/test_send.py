@@ -1652,3 +1652,29 @@ def test_a_letter_in_another_unicode_form_prints_alike_and_another_text_does_not
     other = Rendered(nfc.subject, nfc.html, "Bonjour Jose Nunez")
     assert letter_print("j@example.com", other, "ab") != letter_print("j@example.com", nfc, "ab")
     assert letter_print("j@example.com", nfc, "cd") != letter_print("j@example.com", nfc, "ab")
+
+
+def test_a_retry_of_a_send_does_not_start_in_the_invocation_s_last_seconds(ledger, clock):
+    # GIVEN a first try that waits 25 s and goes unanswered, in an invocation with 40 s left
+    class Unanswered:
+        calls = 0
+
+        def send(self, raw, *, sender, destinations, key=""):
+            self.calls += 1
+            clock.sleep(25)
+            raise TransientSendError("ses: send_email: read timeout")
+
+    mailer = Unanswered()
+
+    # WHEN the batch runs
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(2), mailer, ledger, clock, deadline=clock.now + 40)
+
+    # THEN no second try starts with less than the reserve (30 s) left, which its answer and
+    # the ledger write recording it may need: the row is given back as possibly sent, and the
+    # batch stops for a retry
+    assert mailer.calls == 1
+    assert stopped.value.details["code"] == "TimeBudget"
+    assert stopped.value.details["deferred"] == [2, 3]
+    (first, *_) = ledger.outcomes(CID)
+    assert (first.row, first.state, first.uncertain) == (2, "released", True)
