@@ -36,6 +36,16 @@ SES_EVENT = EventShape(
 _KEY = re.compile(r"[0-9a-f]{64}")  # core.send.idempotency_key's hex digest
 
 
+# The part of an SES event that holds its own time (``timestamp``), by event type; the others
+# (Send, Reject, Rendering Failure) happen as the mail is sent.
+_EVENT_PARTS = {
+    "Bounce": "bounce",
+    "Complaint": "complaint",
+    "Delivery": "delivery",
+    "DeliveryDelay": "deliveryDelay",
+}
+
+
 def _part(detail: dict[str, Any], name: str) -> dict[str, Any]:
     """``detail[name]`` when it is a mapping, else an empty one."""
     found = detail.get(name)
@@ -77,6 +87,15 @@ def tagged_key(mail: dict[str, Any]) -> str | None:
     return key if isinstance(key, str) and _KEY.fullmatch(key) else None
 
 
+def event_time(event_type: str, detail: dict[str, Any]) -> str:
+    """When the event itself happened (a bounce's, a delivery's own timestamp), else when the
+    mail was sent (mail.timestamp)."""
+    own = _part(detail, _EVENT_PARTS.get(event_type, "")).get("timestamp")
+    if isinstance(own, str) and own:
+        return own
+    return str(_part(detail, "mail").get("timestamp") or "")
+
+
 def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
     """Record one SES event detail (see malformed) against its ledger entry, found by the
     letter's key the mail was tagged with, else by its message id; return what was done."""
@@ -92,7 +111,7 @@ def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
     ledger.record_event(
         entry.key,
         event_type=event_type,
-        timestamp=mail.get("timestamp") or "",
+        timestamp=event_time(event_type, detail),
         detail=describe(event_type, detail),
         message_id=message_id,
     )

@@ -161,3 +161,29 @@ def test_a_key_of_another_kind_of_item_is_no_letter(ledger):
     ledger.halt("c", code="DailyQuota", reason="quota used", attempt="a1")
     assert ledger.letter("halt#c") is None
     assert ledger.letter(KEY) is None
+
+
+def test_an_event_is_recorded_at_its_own_time_not_the_mail_s(ledger):
+    # GIVEN a sent row, and its Bounce (bounced at 10:04:59, the mail sent at 10:04:58)
+    ledger.claim("k1", campaign="c", row=7, attempt="a1")
+    ledger.record_sent("k1", message_id="0100-abc")
+
+    app.handler(bounce_event("0100-abc"), Context())
+
+    # THEN the bounce's own time is recorded
+    assert entry("k1")["delivery_at"] == {"S": "2026-12-04T10:04:59Z"}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "detail", "at"),
+    [
+        ("Delivery", {"delivery": {"timestamp": "T-delivered"}}, "T-delivered"),
+        ("Complaint", {"complaint": {"timestamp": "T-complained"}}, "T-complained"),
+        ("DeliveryDelay", {"deliveryDelay": {"timestamp": "T-delayed"}}, "T-delayed"),
+        ("Bounce", {"bounce": {"bounceType": "Transient"}}, "T-sent"),  # none of its own
+        ("Send", {"send": {}}, "T-sent"),
+        ("Reject", {"reject": {"reason": "Bad content"}}, "T-sent"),
+    ],
+)
+def test_an_event_s_time_is_its_own_else_the_mail_s(event_type, detail, at):
+    assert app.event_time(event_type, {**detail, "mail": {"timestamp": "T-sent"}}) == at
