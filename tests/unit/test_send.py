@@ -739,6 +739,22 @@ def test_a_batch_within_the_hold_says_what_halted_it_and_leaves_when_to_the_advi
     assert halted.value.details["attempt"] == "x"
 
 
+def test_on_a_stack_a_batch_within_the_hold_does_not_say_a_redrive_lifts_it(ledger, clock):
+    # GIVEN a campaign validated on a stack (its commands are `aws send`'s), halted 15 s ago
+    campaign = {**kit.campaign(), "run_again_command": "mailmatrix aws send a.csv --stack mm"}
+    ledger.halt(CID, code="Throttling", reason="Daily message quota exceeded.", attempt="x")
+    clock.sleep(15)
+
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(items(1), Scripted(), ledger, clock, campaign=campaign)
+
+    # THEN it says that a redrive within the hold stops the same way (no command there lifts
+    # a halt, as the local `mailmatrix redrive` does)
+    assert halted.value.message.endswith(
+        "(a halt holds the campaign's batches for 60 s; a redrive within it stops here too)"
+    )
+
+
 def test_a_template_error_fails_the_row_now_but_not_for_good(ledger, clock):
     # GIVEN templates that cannot render (a setup problem, not the recipient's)
     from mailmatrix.errors import TemplateError
