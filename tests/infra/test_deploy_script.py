@@ -34,6 +34,18 @@ def test_deploy_script_is_valid_bash():
     assert completed.returncode == 0, completed.stderr
 
 
+def _deploy(script, path: str, home) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``path`` as PATH (the stand-ins for sam and aws first)."""
+    return subprocess.run(
+        [shutil.which("bash"), str(script)],
+        env={"PATH": path, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def _stub(folder, name: str, body: str) -> None:
     path = folder / name
     path.write_text(f"#!/bin/sh\n{body}\n")
@@ -60,14 +72,7 @@ def test_a_deploy_puts_the_demo_templates_in_the_bucket_only_when_it_holds_none(
     path = f"{tmp_path}:{os.path.dirname(shutil.which('sed'))}"
 
     # WHEN the stack is deployed
-    completed = subprocess.run(
-        [shutil.which("bash"), str(INFRA / "deploy.sh")],
-        env={"PATH": path, "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    completed = _deploy(INFRA / "deploy.sh", path, tmp_path)
 
     # THEN the bundled (demo) templates are synced on the first deploy only: a redeploy
     # leaves the operator's own letters as they are, and says how to replace them
@@ -97,14 +102,7 @@ def test_a_stack_name_too_long_for_the_state_machine_s_name_deploys_nothing(
     path = f"{tmp_path}:{os.path.dirname(shutil.which('sed'))}"
 
     # WHEN it deploys
-    completed = subprocess.run(
-        [shutil.which("bash"), str(folder / "deploy.sh")],
-        env={"PATH": path, "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    completed = _deploy(folder / "deploy.sh", path, tmp_path)
 
     # THEN a name of 69 characters deploys (mailmatrix-NAME is 80, Step Functions' limit);
     # one of 70 stops before anything is built, saying why and what to do

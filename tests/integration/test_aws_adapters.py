@@ -212,7 +212,17 @@ def test_mailer_sends_raw_mail_through_ses_v2(ses):
     assert "Subject: Hi" in sent.raw_data
 
 
-def test_mailer_names_the_configuration_set():
+@pytest.mark.parametrize(
+    ("key", "tags"),
+    [
+        ("", {}),
+        # SesEvents reads the letter's key from the message tag (mail.tags), beside the tags
+        # SES adds itself for the configuration set
+        ("ab" * 32, {"EmailTags": [{"Name": "mailmatrix-key", "Value": "ab" * 32}]}),
+    ],
+    ids=["no-key", "tagged-with-its-key"],
+)
+def test_mailer_names_the_configuration_set_and_tags_the_letter_with_its_key(key, tags):
     client = boto3.client(
         "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
@@ -225,43 +235,13 @@ def test_mailer_names_the_configuration_set():
                 "Destination": {"ToAddresses": ["anna@example.org"]},
                 "Content": {"Raw": {"Data": RAW}},
                 "ConfigurationSetName": "mailmatrix",
+                **tags,
             },
         )
         mailer = SesMailer(configuration_set="mailmatrix", client=client)
-        assert (
-            mailer.send(RAW, sender="talent@example.com", destinations=["anna@example.org"])
-            == "m-1"
-        )
-        stub.assert_no_pending_responses()
-
-
-def test_mailer_tags_the_message_with_its_letters_key_for_ses_events():
-    # GIVEN a letter's idempotency key (64 hex digits)
-    key = "ab" * 32
-    client = boto3.client(
-        "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    with Stubber(client) as stub:
-        # THEN SendEmail carries it as the message tag SesEvents reads (mail.tags), beside the
-        # configuration set, whose own tags SES adds
-        stub.add_response(
-            "send_email",
-            {"MessageId": "m-1"},
-            {
-                "FromEmailAddress": "talent@example.com",
-                "Destination": {"ToAddresses": ["anna@example.org"]},
-                "Content": {"Raw": {"Data": RAW}},
-                "ConfigurationSetName": "mailmatrix",
-                "EmailTags": [{"Name": "mailmatrix-key", "Value": key}],
-            },
-        )
-        mailer = SesMailer(configuration_set="mailmatrix", client=client)
-
-        # WHEN the letter is sent
         sent = mailer.send(
             RAW, sender="talent@example.com", destinations=["anna@example.org"], key=key
         )
-
         assert sent == "m-1"
         stub.assert_no_pending_responses()
 
