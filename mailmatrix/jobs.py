@@ -1009,6 +1009,11 @@ def send_job(
     request id: one invocation of an attempt sends at a time), starting no row with less than
     ``reserve_s`` left (None: RetryPolicy's); return each row's outcome."""
     rate = float(campaign.get("per_worker_rate") or 0.0)
+    # send_batch's own policy unless a reserve is given (not policy=None: it would replace one
+    # bound to send_batch beforehand)
+    tuned: dict[str, Any] = (
+        {} if reserve_s is None else {"policy": RetryPolicy(reserve_s=reserve_s)}
+    )
     result = send_batch(
         items,
         campaign,
@@ -1020,7 +1025,7 @@ def send_job(
         pacer=Pacer(rate) if rate > 0 else None,
         deadline=deadline,
         invocation=invocation,
-        policy=None if reserve_s is None else RetryPolicy(reserve_s=reserve_s),
+        **tuned,
     )
     return result.to_dict()
 
