@@ -67,7 +67,7 @@ class _Recorder:
         self.inner = inner
         self.by_worker: dict[int, list[float]] = {}
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         message_id = self.inner.send(raw, sender=sender, destinations=destinations)
         self.by_worker.setdefault(threading.get_ident(), []).append(time.monotonic())
         return message_id

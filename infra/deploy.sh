@@ -25,12 +25,26 @@ if ! command -v aws >/dev/null 2>&1; then
     exit 2
 fi
 
+# The state machine is named mailmatrix-STACK, and Step Functions takes 80 characters at most:
+# a longer stack name would fail (and roll back) the deploy at the state machine.
+longest=69
+stack="$(sed -n 's/^stack_name *= *"\(.*\)"/\1/p' samconfig.toml 2>/dev/null | head -n 1)"
+if [ "${#stack}" -gt "$longest" ]; then
+    {
+        echo "deploy: the stack name in samconfig.toml is ${#stack} characters long: at most"
+        echo "$longest are taken (the state machine is named mailmatrix-STACK, 80 characters at"
+        echo "most). Nothing was built or deployed: give the stack a shorter name (stack_name)."
+    } >&2
+    exit 2
+fi
+
 # The layer is built by pip for arm64 / CPython 3.12 (infra/layer/Makefile); no Docker.
 sam build --template-file template.yaml
 
 if grep -q '^stack_name' samconfig.toml 2>/dev/null; then
     sam deploy
 else
+    echo "deploy: name the stack with at most $longest characters (its state machine is mailmatrix-STACK)."
     sam deploy --guided
 fi
 

@@ -85,6 +85,7 @@ class DoubtfulRow:
     key: str = ""  # the ledger's key of its letter
     settle_as: str = ""  # how `settle` names it: its row, or ROW:LETTER where that is ambiguous
     address: str = ""  # whole, from the run's manifest (never shown); "" where it is gone
+    evidence: str = ""  # what the mail service reported of its letter (on a stack: SES's event)
 
     @property
     def letter(self) -> str:

@@ -36,6 +36,7 @@ from mailmatrix.core.recipients import IntakeRules, validate_recipients
 from mailmatrix.core.rejects import write_rejects
 from mailmatrix.core.report import Summary, report_writer, summarize_results
 from mailmatrix.core.send import (
+    RetryPolicy,
     attachment_fetcher,
     compose,
     envelope_sender,
@@ -1002,10 +1003,17 @@ def send_job(
     attempt: str,
     deadline: float | None = None,
     invocation: str | None = None,
+    reserve_s: float | None = None,
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
-    request id: one invocation of an attempt sends at a time); return each row's outcome."""
+    request id: one invocation of an attempt sends at a time), starting no row with less than
+    ``reserve_s`` left (None: RetryPolicy's); return each row's outcome."""
     rate = float(campaign.get("per_worker_rate") or 0.0)
+    # send_batch's own policy unless a reserve is given (not policy=None: it would replace one
+    # bound to send_batch beforehand)
+    tuned: dict[str, Any] = (
+        {} if reserve_s is None else {"policy": RetryPolicy(reserve_s=reserve_s)}
+    )
     result = send_batch(
         items,
         campaign,
@@ -1017,6 +1025,7 @@ def send_job(
         pacer=Pacer(rate) if rate > 0 else None,
         deadline=deadline,
         invocation=invocation,
+        **tuned,
     )
     return result.to_dict()
 

@@ -99,8 +99,9 @@ class Mailer(Protocol):
     will never go), AccountSendingHalted (nothing will go until the operator acts).
     """
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
-        """Send the raw RFC 5322 message; return the service's message id."""
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
+        """Send the raw RFC 5322 message; return the service's message id. ``key``: the
+        letter's idempotency key, which SES carries in its events (others ignore it)."""
         ...
 
     def close(self) -> None:
@@ -376,6 +377,11 @@ class Doubt(NamedTuple):
     attachment: str | None  # the row's own file, where the ledger kept it
     masked: str  # the recipient's address, masked, where the ledger kept it; else ""
     holder: str | None = None  # the process that claimed it (processes.process_token)
+    # The latest SES event recorded on it (SesEvents: it finds the letter by its key, which
+    # the SendEmail call tags it with), its time and SES's message id; "" where none arrived.
+    event: str = ""
+    event_at: str = ""
+    event_message_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,8 +82,21 @@ def doubts_of_file(
     resting = [doubt for doubt in found if not doubt.live]
     file_rows = rows_of_file(csv_file) if csv_file.is_file() else {}
     items = _letters_in_file(ledger, campaign, file_rows, {d.key for d in resting})
-    shown = named(described(resting, items), found, file_rows)
+    reported = {doubt.key: ses_evidence(doubt) for doubt in resting}
+    shown = [
+        replace(row, evidence=reported.get(row.key, ""))
+        for row in named(described(resting, items), found, file_rows)
+    ]
     return FileDoubts(csv_file, campaign, found, shown, file_rows)
+
+
+def ses_evidence(doubt: Doubt) -> str:
+    """What SES reported of the letter of ``doubt`` (SesEvents records it on the row, found by
+    the key the message was tagged with), as the operator reads it; "" where nothing arrived."""
+    if not doubt.event:
+        return ""
+    said = f"SES reports {doubt.event} at {doubt.event_at or 'an unknown time'}"
+    return f"{said} (message id {doubt.event_message_id})" if doubt.event_message_id else said
 
 
 def settle(

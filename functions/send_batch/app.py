@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from mailmatrix.adapters.wiring import ledger_from, mailer_from, storage_for
+from mailmatrix.adapters.wiring import ledger_from, mailer_from, row_reserve_s, storage_for
 from mailmatrix.core.payload import RESULT_BUDGET_BYTES, fit_batch_result, result_size
 from mailmatrix.core.templates import Catalog
 from mailmatrix.errors import ConfigurationError
@@ -94,6 +94,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             attempt=owner or context.aws_request_id,
             deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
             invocation=context.aws_request_id,
+            reserve_s=row_reserve_s(settings),
         )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])

@@ -1,17 +1,22 @@
 """SesEvents: record SES configuration-set events (delivery, bounce, complaint...) in the ledger.
 
 SES publishes each event to EventBridge; the rule in infra/template.yaml sends those of the
-MailMatrix configuration set here. The SES message id (stored by record_sent) finds the entry.
+MailMatrix configuration set here. The letter's idempotency key, which SendBatch tags each
+message with (mail.tags, mailer_ses.KEY_TAG), finds the entry, a row in doubt too (its message
+id was never recorded): the event is recorded on it, and `aws settle` shows it, but it does not
+settle the row. Mail sent before the tag existed is found by its SES message id (record_sent).
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import closing
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from mailmatrix.adapters.mailer_ses import KEY_TAG
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.errors import MailMatrixError
 from mailmatrix.events import EventShape
@@ -26,6 +31,19 @@ SES_EVENT = EventShape(
     error=MailMatrixError,  # said in the log, not raised: see handler
     after="nothing was recorded, and it is not retried.",
 )
+
+
+_KEY = re.compile(r"[0-9a-f]{64}")  # core.send.idempotency_key's hex digest
+
+
+# The part of an SES event that holds its own time (``timestamp``), by event type; the others
+# (Send, Reject, Rendering Failure) happen as the mail is sent.
+_EVENT_PARTS = {
+    "Bounce": "bounce",
+    "Complaint": "complaint",
+    "Delivery": "delivery",
+    "DeliveryDelay": "deliveryDelay",
+}
 
 
 def _part(detail: dict[str, Any], name: str) -> dict[str, Any]:
@@ -61,20 +79,41 @@ def malformed(event: Any) -> str | None:
     return None
 
 
+def tagged_key(mail: dict[str, Any]) -> str | None:
+    """The idempotency key the mail was tagged with (``mail.tags[KEY_TAG][0]``), or None."""
+    tags = mail.get("tags")
+    values = tags.get(KEY_TAG) if isinstance(tags, dict) else None
+    key = values[0] if isinstance(values, list) and values else None
+    return key if isinstance(key, str) and _KEY.fullmatch(key) else None
+
+
+def event_time(event_type: str, detail: dict[str, Any]) -> str:
+    """When the event itself happened (a bounce's, a delivery's own timestamp), else when the
+    mail was sent (mail.timestamp)."""
+    own = _part(detail, _EVENT_PARTS.get(event_type, "")).get("timestamp")
+    if isinstance(own, str) and own:
+        return own
+    return str(_part(detail, "mail").get("timestamp") or "")
+
+
 def record(detail: dict[str, Any], ledger: Any) -> dict[str, Any]:
-    """Record one SES event detail (see malformed) against its ledger entry; return what was
-    done."""
+    """Record one SES event detail (see malformed) against its ledger entry, found by the
+    letter's key the mail was tagged with, else by its message id; return what was done."""
     event_type = str(detail.get("eventType") or detail.get("notificationType") or "Unknown")
     mail = detail["mail"]
     message_id = mail["messageId"]
-    entry = ledger.find_by_message_id(message_id)
+    key = tagged_key(mail)
+    entry = ledger.letter(key) if key else None
+    if entry is None:
+        entry = ledger.find_by_message_id(message_id)
     if entry is None:
         return {"recorded": False, "event": event_type, "message_id": message_id}
     ledger.record_event(
         entry.key,
         event_type=event_type,
-        timestamp=mail.get("timestamp") or "",
+        timestamp=event_time(event_type, detail),
         detail=describe(event_type, detail),
+        message_id=message_id,
     )
     return {"recorded": True, "event": event_type, "message_id": message_id, "row": entry.row}
 

@@ -49,9 +49,9 @@ class CountedMailer:
         self.inner = inner
         self._count = count
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         """Send through the inner mailer; count the message once it has accepted it."""
-        message_id = self.inner.send(raw, sender=sender, destinations=destinations)
+        message_id = self.inner.send(raw, sender=sender, destinations=destinations, key=key)
         with self._count.get_lock():
             self._count.value += 1
         return message_id

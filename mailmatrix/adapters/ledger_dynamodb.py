@@ -346,6 +346,7 @@ _NAMES = {
     "#dat": "delivery_at",
     "#dd": "delivery_detail",
     "#events": "events",
+    "#emid": "event_message_id",
     "#c": "campaign",
     "#r": "row",
     "#ts": "template_sets",
@@ -1417,20 +1418,39 @@ class DynamoDbLedger:
         )
         if not found:
             return None
-        item = self._get_item(found[0][KEY]["S"])  # the index projects keys only
-        return _outcome(_plain(item)) if item else None
+        return self.letter(found[0][KEY]["S"])  # the index projects keys only
 
-    def record_event(self, key: str, *, event_type: str, timestamp: str, detail: str = "") -> None:
-        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``.
+    def letter(self, key: str) -> Outcome | None:
+        """Return the letter's entry of ``key`` (a consistent read), or None: none, or an item
+        of another kind (a halt, an upload...)."""
+        item = self._get_item(key)
+        if not item or "row" not in item or int(item["row"].get("N", "-1")) < 0:
+            return None
+        return _outcome(_plain(item))
+
+    def record_event(
+        self,
+        key: str,
+        *,
+        event_type: str,
+        timestamp: str,
+        detail: str = "",
+        message_id: str = "",
+    ) -> None:
+        """Record an SES event (Delivery, Bounce, Complaint...) against the entry of ``key``,
+        with SES's ``message_id`` of the mail it is about.
 
         EventBridge delivers events in no set order: one that says less than the entry holds
         (a Send after the Bounce) is added to the entry's events but leaves the delivery state,
-        its time and detail as they are.
+        its time, detail and message id as they are. The entry's state is left as it is (a row
+        in doubt stays in doubt: the operator settles it, seeing the event), and so is the time
+        of its last write (updated_at), which a claim's takeover and a settle hold to.
         """
         values = {
             ":event": {"S": event_type},
             ":at": {"S": timestamp},
             ":detail": {"S": detail[:1000] or "-"},
+            ":emid": {"S": message_id or "-"},
             ":one": {"SS": [event_type]},
         }
         rank = _EVENT_RANKS.get(event_type, 0)
@@ -1440,14 +1460,11 @@ class DynamoDbLedger:
             placeholders = [f":further{i}" for i in range(len(further))]
             values.update({p: {"S": name} for p, name in zip(placeholders, further, strict=True)})
             condition += f" AND (attribute_not_exists(#d) OR NOT #d IN ({', '.join(placeholders)}))"
-        expression = "SET #d = :event, #dat = :at, #dd = :detail, #u = :now ADD #events :one"
+        expression = "SET #d = :event, #dat = :at, #dd = :detail, #emid = :emid ADD #events :one"
         if self._update(key, expression, values, condition=condition, missing_ok=True):
             return
         self._update(
-            key,
-            "SET #u = :now ADD #events :one",
-            {":one": values[":one"]},
-            condition="attribute_exists(#k)",
+            key, "ADD #events :one", {":one": values[":one"]}, condition="attribute_exists(#k)"
         )
 
     def _query(
@@ -1508,6 +1525,8 @@ class DynamoDbLedger:
         """Update ``key`` if ``condition`` holds; return whether it did (``missing_ok``: a
         condition that does not hold is no error)."""
         names = {a: _NAMES[a] for a in re.findall(r"#\w+", expression + " " + condition)}
+        # DynamoDB refuses a value the expressions do not use.
+        now = {":now": {"N": repr(float(self._clock()))}} if ":now" in expression else {}
         try:
             self._db.update_item(
                 TableName=self.table,
@@ -1515,7 +1534,7 @@ class DynamoDbLedger:
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={**values, ":now": {"N": repr(float(self._clock()))}},
+                ExpressionAttributeValues=values | now,
             )
         except ClientError as error:
             if _aws.error_code(error) != "ConditionalCheckFailedException":
@@ -1590,6 +1609,9 @@ class DynamoDbLedger:
                     entry["state"] == "claimed" and float(entry.get("lease_until") or 0) > now,
                     entry.get("file") or owner.get("attachment"),
                     str(owner.get("masked") or ""),
+                    event=str(entry.get("delivery") or ""),
+                    event_at=str(entry.get("delivery_at") or ""),
+                    event_message_id=_said(entry.get("event_message_id")),
                 )
             )
         return sorted(doubts, key=lambda doubt: (doubt.row, doubt.key))
@@ -1722,6 +1744,11 @@ def _outcome(entry: dict[str, Any]) -> Outcome:
         takeovers=int(entry.get("takeovers", 0)),
         uncertain=bool(entry.get("uncertain")),
     )
+
+
+def _said(value: Any) -> str:
+    """An attribute written as "-" where it had nothing to say, as "" (or the value)."""
+    return "" if value in (None, "-") else str(value)
 
 
 def _file_mark(values: dict[str, Any], file: LetterFile | None) -> str:

@@ -118,7 +118,7 @@ class FakeSes:
     def close(self) -> None:
         """Nothing to release: the script holds no connection."""
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         """Accept or refuse the message as the script says; return a message id."""
         with self._lock:
             number = len(self.calls) + 1

@@ -132,7 +132,7 @@ class FaultyMailer:
         """Close the mailer the drill wraps."""
         self.inner.close()
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         """Pass the message on, or fail as the drill says."""
         with self._lock:
             exhausted = self.quota_after is not None and self.accepted >= self.quota_after
@@ -153,7 +153,7 @@ class FaultyMailer:
                 "faults: permanent drill: message rejected", details={"code": "DrillRejected"}
             )
 
-        message_id = self.inner.send(raw, sender=sender, destinations=destinations)
+        message_id = self.inner.send(raw, sender=sender, destinations=destinations, key=key)
         with self._lock:
             self.accepted += 1
             crash = not self.crashed and self.accepted == self.crash_after

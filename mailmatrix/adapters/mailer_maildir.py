@@ -80,7 +80,7 @@ class MaildirMailer:
     def close(self) -> None:
         """Nothing to release: each delivery closes the files it opened."""
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         """Write the message into ``new/``; return its Maildir file name."""
         if not destinations:
             raise PermanentSendError(f"maildir {self.path}: no envelope recipients")

@@ -37,6 +37,10 @@ _HALTING_CODES = {
     "AccessDeniedException",
 }
 _NOT_VERIFIED_TEXT = "not verified"
+# The message tag that carries the letter's idempotency key into SES's events (mail.tags),
+# beside the tags SES adds itself (ses:configuration-set, ses:from-domain...): SesEvents finds
+# the letter by it, a row in doubt too, whose message id the ledger never recorded.
+KEY_TAG = "mailmatrix-key"
 
 
 class SesMailer:
@@ -52,8 +56,9 @@ class SesMailer:
         if self._owns_client:
             self._ses.close()
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
-        """Send the raw RFC 5322 message to ``destinations``; return SES's message id."""
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
+        """Send the raw RFC 5322 message to ``destinations``, tagged with the letter's ``key``
+        (KEY_TAG); return SES's message id."""
         request: dict[str, Any] = {
             "FromEmailAddress": sender,
             "Destination": {"ToAddresses": list(destinations)},
@@ -61,6 +66,8 @@ class SesMailer:
         }
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
+        if key:
+            request["EmailTags"] = [{"Name": KEY_TAG, "Value": key}]
         try:
             response = self._ses.send_email(**request)
         except ClientError as error:

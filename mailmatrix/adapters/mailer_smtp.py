@@ -134,7 +134,7 @@ class SmtpMailer:
         )
         return cls(server, ssl_context=context)
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         """Hand the message over; return its Message-ID (the server's reply is not standard)."""
         if not destinations:
             raise PermanentSendError(f"smtp {self._where}: no envelope recipients")

@@ -67,6 +67,17 @@ def mailer_from(settings: Settings) -> Mailer:
     return mailer
 
 
+def row_reserve_s(settings: Settings) -> float | None:
+    """How much of a SendBatch invocation a row needs left to start (RetryPolicy.reserve_s):
+    on AWS's clients, their worst case (_aws.ROW_RESERVE_S); None, core's own, elsewhere."""
+    scheme = urlparse(settings.mailer).scheme or settings.mailer
+    if scheme == "ses" or settings.ledger.startswith("dynamodb://"):
+        from mailmatrix.adapters import _aws
+
+        return _aws.ROW_RESERVE_S
+    return None
+
+
 def ledger_from(settings: Settings) -> Ledger:
     """Return the send ledger named by MAILMATRIX_LEDGER."""
     spec = settings.ledger

@@ -686,7 +686,7 @@ def _list_doubts(
         shown: dict[str, Any] = {
             "file": str(csv_file),
             "stack": stack.name,
-            "in_doubt": [row.to_dict() for row in found.rows],
+            "in_doubt": [row.to_dict() | {"ses_event": row.evidence} for row in found.rows],
             "being_sent": live,
         }
         click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
@@ -708,6 +708,8 @@ def _list_doubts(
         )
         for row in found.rows:
             console.print(f"  {doubt_line(row.to_dict())}; settle names it {row.settle_as}")
+            if row.evidence:
+                console.print(f"    {row.evidence}", markup=False)
         names = [row.settle_as for row in found.rows]
         console.print(
             f"Check {stack_doubts.LOG_OF} for them, then record what they say:", markup=False

@@ -32,9 +32,9 @@ MIN_BATCH_SIZE = 10
 
 # How long a batch may spend pacing its rows: it paces them within one SendBatch invocation
 # and waits out its interval at the end (Pacer.finish), so the function's timeout (900 s,
-# infra/template.yaml) less the 30 s a batch keeps at its end (RetryPolicy.reserve_s) and a
-# margin for the sends themselves.
-BATCH_TIME_S = 840.0
+# infra/template.yaml) less the 90 s a batch keeps at its end on AWS (RetryPolicy.reserve_s:
+# adapters/_aws.ROW_RESERVE_S) and a margin for the sends themselves.
+BATCH_TIME_S = 800.0
 
 # The slowest campaign rate that can be paced, in messages a second: one a minute. Each batch
 # is a fresh pacer whose first row goes at once, kept in step with the batch before it only

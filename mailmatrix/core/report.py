@@ -189,6 +189,12 @@ def run_again_command(campaign: Mapping[str, Any]) -> str:
     return str(campaign.get("run_again_command") or "mailmatrix run FILE")
 
 
+def runs_on_a_stack(campaign: Mapping[str, Any]) -> bool:
+    """Whether the campaign runs on a deployed stack, not on this machine: validation gave it
+    the commands of where it runs (`aws send`, `aws s3 cp`; locally `mailmatrix run`)."""
+    return not run_again_command(campaign).startswith("mailmatrix run")
+
+
 OTHER_LETTER_SENT = "OtherLetterSent"
 # The code of a row whose own attachment an earlier run sent to another recipient (core.send).
 ATTACHMENT_OF_ANOTHER = "AttachmentOfAnother"

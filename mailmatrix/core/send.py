@@ -72,6 +72,7 @@ from mailmatrix.core.report import (
     held_under_code,
     letter_of_another_campaign,
     retry_command,
+    runs_on_a_stack,
     sent_under_reason,
 )
 from mailmatrix.core.templates import DEFAULT_SET, MANIFEST, Rendered
@@ -720,11 +721,17 @@ class _Batch:
             # What happened, not when to redrive: the advice beside it (core.failures) says
             # that, from the reason (a used-up quota lasts longer than the hold).
             when = f"{age:.0f} s ago" if age >= 1 else "just now"
+            # A local `mailmatrix redrive` clears the halt first; on a stack, nothing does.
+            redrive = (
+                "a redrive within it stops here too"
+                if runs_on_a_stack(self.campaign)
+                else "a redrive lifts it at once"
+            )
             raise _Stop(
                 AccountSendingHalted(
                     f"send_batch: campaign {self.campaign_id} halted {when} by an earlier"
                     f" batch: {halt.reason} (a halt holds the campaign's batches for"
-                    f" {hold:.0f} s; a redrive lifts it at once)",
+                    f" {hold:.0f} s; {redrive})",
                     details={"code": halt.code, "halted_at": halt.at, "attempt": halt.attempt},
                 )
             )
@@ -806,8 +813,18 @@ class _Batch:
         for tries in range(1, self.policy.tries + 1):
             if self.pacer is not None:
                 self.wait_for_slot(self.pacer, item, len(destinations), uncertain, file)
+            # A try, the first too (its claim may have been slow), starts only with the reserve
+            # left: the time its answer and the ledger write that records it may take.
             try:
-                return self.mailer.send(raw, sender=sender, destinations=destinations), uncertain
+                self.check_time()
+            except _Stop as stop:
+                self.release(item, "TimeBudget", error_text(stop.error), uncertain, file)
+                raise
+            try:
+                sent = self.mailer.send(
+                    raw, sender=sender, destinations=destinations, key=item.get("key") or ""
+                )
+                return sent, uncertain
             except AccountSendingHalted as exc:
                 self.release(item, error_code(exc), error_text(exc), uncertain, file)
                 self.ledger.halt(

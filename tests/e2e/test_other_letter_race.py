@@ -65,7 +65,7 @@ def test_a_status_changed_during_a_run_gets_its_person_one_letter(setting, monke
     class FirstRunMailer:
         """The first run's mailer: the second run runs while it sends its first row."""
 
-        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
             if not second:
                 campaign_2, rows_2 = validated(account, storage, ledger, second_file, "arn:x:exec2")
                 assert campaign_1["id"] == campaign_2["id"]

@@ -86,7 +86,7 @@ def test_two_files_run_at_once_send_each_persons_pdf_to_one_person(setting, monk
     class FirstRunMailer:
         """The first run's mailer: the second run's batch runs while it sends its first row."""
 
-        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
             if not second:
                 second.update(send_second("arn:x:exec2/SendEmails:child-1"))
             return ses.send(raw, sender=sender, destinations=destinations)

@@ -222,6 +222,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Call]]:
             handler = recorder.wrap("SesEventsFunction", "functions.ses_events.app:handler")
             result = handler(event, make_context("SesEventsFunction", None, 30))
             assert result["recorded"] is True, result
+            # An event of a message tagged with its letter's key: found by the key (GetItem).
+            event["detail"]["mail"]["messageId"] = "never-recorded"
+            event["detail"]["mail"]["tags"]["mailmatrix-key"] = [failed]
+            result = handler(event, make_context("SesEventsFunction", None, 30))
+            assert result["recorded"] is True, result
 
         # A run stopped by the daily quota, alerted: Step Functions' reads of its batches
         # answered from the engine's store, the alert published to the alerts topic.

@@ -190,6 +190,18 @@ def names(bucket: str) -> dict[str, str]:
     }
 
 
+def by_hand(bucket: str) -> list[Call]:
+    """What the commands tell the operator to read with the AWS CLI: a campaign's reports
+    (`aws s3 ls`, then `aws s3 cp` of report.csv, rejects.csv and a dry run's preview)."""
+    folder = "reports/c0ffee/run-1/"
+    listing = Call("operator", "s3", "ListObjectsV2", {"Bucket": bucket, "Prefix": "reports/"})
+    reads = [
+        Call("operator", "s3", "GetObject", {"Bucket": bucket, "Key": folder + name})
+        for name in ("report.csv", "rejects.csv", "previews/row-2.eml")
+    ]
+    return [listing, *reads]
+
+
 def requests_of(call: Call) -> list[Request]:
     """The IAM requests of one call. An upload to the bucket also needs the data key, with
     the uploader's rights, as the bucket encrypts with it (SSE-KMS):
@@ -197,12 +209,16 @@ def requests_of(call: Call) -> list[Request]:
     requests = requests_for(call, region=REGION, account=ACCOUNT)
     if (call.service, call.operation) == ("s3", "PutObject"):
         requests += [Request("kms:GenerateDataKey", KEY_ARN), Request("kms:Decrypt", KEY_ARN)]
+    if (call.service, call.operation) == ("s3", "GetObject"):
+        requests.append(Request("kms:Decrypt", KEY_ARN))
     return requests
 
 
 def denied_calls(template: dict[str, Any], recorded: tuple[list[Call], str]) -> list[str]:
-    """Each request of the commands that the policy does not allow, as 'action resource'."""
+    """Each request of the commands (and of the operator's reads of the reports) that the
+    policy does not allow, as 'action resource'."""
     calls, bucket = recorded
+    calls = [*calls, *by_hand(bucket)]
     statements = role_statements(template, "OperatorPolicy", names(bucket))
     return sorted(
         {
@@ -215,8 +231,10 @@ def denied_calls(template: dict[str, Any], recorded: tuple[list[Call], str]) -> 
 
 
 def unused_grants(template: dict[str, Any], recorded: tuple[list[Call], str]) -> list[str]:
-    """Each action on each resource of the policy that no request of the commands used."""
+    """Each action on each resource of the policy that no request of the commands (nor the
+    operator's reads of the reports) used."""
     calls, bucket = recorded
+    calls = [*calls, *by_hand(bucket)]
     requests = [request for call in calls for request in requests_of(call)]
     unused = []
     for statement in role_statements(template, "OperatorPolicy", names(bucket)):
@@ -284,8 +302,21 @@ def test_the_operator_policy_is_an_exported_output(transformed):
         ("CheckChoicesAgainstTheLedger", f"dynamodb:Query arn:aws:dynamodb:{REGION}"),
         ("ReadTheCampaignsTemplateSets", f"dynamodb:GetItem arn:aws:dynamodb:{REGION}"),
         ("SettleRowsInDoubt", f"dynamodb:UpdateItem arn:aws:dynamodb:{REGION}"),
+        ("ReadTheReports", "s3:GetObject arn:aws:s3:::"),
+        ("ListTheReports", "s3:ListBucket arn:aws:s3:::"),
     ],
-    ids=["stack", "upload", "key", "batches", "redrive", "choices", "template-sets", "settle"],
+    ids=[
+        "stack",
+        "upload",
+        "key",
+        "batches",
+        "redrive",
+        "choices",
+        "template-sets",
+        "settle",
+        "reports",
+        "report-listing",
+    ],
 )
 def test_a_policy_without_a_grant_the_commands_need_is_caught(transformed, recorded, sid, denied):
     # GIVEN the policy without one of its statements
@@ -298,12 +329,35 @@ def test_a_policy_without_a_grant_the_commands_need_is_caught(transformed, recor
 
 
 def test_a_grant_the_commands_never_use_is_caught(transformed, recorded):
-    # GIVEN the policy also letting its holder read the reports
+    # GIVEN the policy also letting its holder read the uploads
     broken = json.loads(json.dumps(transformed))
     document = broken["Resources"]["OperatorPolicy"]["Properties"]["PolicyDocument"]
-    reports = {"Fn::Sub": "${MailBucket.Arn}/reports/*"}
-    document["Statement"].append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": reports})
+    uploads = {"Fn::Sub": "${MailBucket.Arn}/incoming/*"}
+    document["Statement"].append({"Effect": "Allow", "Action": "s3:GetObject", "Resource": uploads})
 
     # WHEN its grants are matched to the calls THEN that grant alone is reported
     _, bucket = recorded
-    assert unused_grants(broken, recorded) == [f"s3:GetObject arn:aws:s3:::{bucket}/reports/*"]
+    assert unused_grants(broken, recorded) == [f"s3:GetObject arn:aws:s3:::{bucket}/incoming/*"]
+
+
+def test_the_operator_may_list_and_read_the_reports_and_nothing_else_of_the_bucket(
+    transformed, recorded
+):
+    # GIVEN the policy's statements, as the stack names them
+    _, bucket = recorded
+    statements = role_statements(transformed, "OperatorPolicy", names(bucket))
+    arn = f"arn:aws:s3:::{bucket}"
+
+    def allowed(action: str, resource: str, prefix: str | None = None) -> bool:
+        context = {} if prefix is None else {"s3:prefix": prefix}
+        return bool(allowing(statements, Request(action, resource, context)))
+
+    # THEN the reports are read and listed, with the data key
+    assert allowed("s3:GetObject", f"{arn}/reports/c/run-1/report.csv")
+    assert allowed("s3:ListBucket", arn, "reports/c/run-1/")
+    assert allowed("kms:Decrypt", KEY_ARN)
+    # AND nothing else is: not the uploads, the manifests, nor a listing of the whole bucket
+    assert not allowed("s3:GetObject", f"{arn}/incoming/offers.csv")
+    assert not allowed("s3:GetObject", f"{arn}/validated/c/manifest.jsonl")
+    assert not allowed("s3:ListBucket", arn, "")
+    assert not allowed("s3:ListBucket", arn, "incoming/")

@@ -208,6 +208,22 @@ def test_bucket_is_private_encrypted_versioned_and_notifies_eventbridge(transfor
     assert {"validated/", "results/", "reports/"} <= prefixes
 
 
+def test_the_bucket_is_kept_with_its_objects_and_sheds_its_expired_delete_markers(transformed):
+    bucket = transformed["Resources"]["MailBucket"]
+
+    # A stack deleted, or the bucket replaced, leaves it and its objects (CloudFormation could
+    # not delete it while it holds objects: the stack's deletion would fail)
+    assert (bucket.get("DeletionPolicy"), bucket.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+
+    # AND its rules expire objects on a versioned bucket, so a rule removes the delete markers
+    # left once an object's versions have expired too (in a rule of its own: not with Days)
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any("ExpirationInDays" in rule for rule in rules)
+    (markers,) = [rule for rule in rules if rule.get("ExpiredObjectDeleteMarker")]
+    assert "ExpirationInDays" not in markers and "Prefix" not in markers
+    assert markers["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+
+
 def test_bucket_policy_denies_requests_without_tls(transformed):
     policy = transformed["Resources"]["MailBucketPolicy"]["Properties"]["PolicyDocument"]
     (deny,) = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
@@ -325,7 +341,7 @@ def test_ledger_table_matches_the_dynamodb_adapter(transformed):
 
 def test_the_data_key_is_kept_while_what_it_encrypts_outlives_the_stack(transformed):
     # GIVEN the resources encrypted with DataKey that outlive a deletion of the stack: those
-    # it retains, and the bucket (CloudFormation cannot delete a bucket that holds objects)
+    # it retains (the bucket among them)
     resources = transformed["Resources"]
     outliving = sorted(
         name
@@ -333,10 +349,7 @@ def test_the_data_key_is_kept_while_what_it_encrypts_outlives_the_stack(transfor
         if name != "DataKey"
         and resource["Type"] != "AWS::IAM::Role"
         and '"DataKey"' in json.dumps(resource.get("Properties", {}))
-        and (
-            resource.get("DeletionPolicy") in ("Retain", "Snapshot")
-            or resource["Type"] == "AWS::S3::Bucket"
-        )
+        and resource.get("DeletionPolicy") in ("Retain", "Snapshot")
     )
 
     # THEN the key is kept too, on deletion and on replacement

@@ -10,10 +10,13 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 
-from mailmatrix.adapters import ses_account
+from mailmatrix.adapters import _aws, ses_account
 from mailmatrix.adapters.mailer_ses import SesMailer, classify
 from mailmatrix.adapters.notifier_sns import SnsNotifier, sns_subject
 from mailmatrix.adapters.storage_s3 import S3Storage
+from mailmatrix.adapters.wiring import row_reserve_s
+from mailmatrix.core.pacing import BATCH_TIME_S
+from mailmatrix.core.send import RetryPolicy
 from mailmatrix.errors import (
     AccountSendingHalted,
     NotFoundError,
@@ -23,6 +26,7 @@ from mailmatrix.errors import (
     TransientSendError,
 )
 from mailmatrix.ports import Notification
+from mailmatrix.settings import Settings
 from tests.fixtures.aws import fake_aws
 
 REGION = "eu-west-1"
@@ -208,7 +212,17 @@ def test_mailer_sends_raw_mail_through_ses_v2(ses):
     assert "Subject: Hi" in sent.raw_data
 
 
-def test_mailer_names_the_configuration_set():
+@pytest.mark.parametrize(
+    ("key", "tags"),
+    [
+        ("", {}),
+        # SesEvents reads the letter's key from the message tag (mail.tags), beside the tags
+        # SES adds itself for the configuration set
+        ("ab" * 32, {"EmailTags": [{"Name": "mailmatrix-key", "Value": "ab" * 32}]}),
+    ],
+    ids=["no-key", "tagged-with-its-key"],
+)
+def test_mailer_names_the_configuration_set_and_tags_the_letter_with_its_key(key, tags):
     client = boto3.client(
         "sesv2", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x"
     )
@@ -221,13 +235,14 @@ def test_mailer_names_the_configuration_set():
                 "Destination": {"ToAddresses": ["anna@example.org"]},
                 "Content": {"Raw": {"Data": RAW}},
                 "ConfigurationSetName": "mailmatrix",
+                **tags,
             },
         )
         mailer = SesMailer(configuration_set="mailmatrix", client=client)
-        assert (
-            mailer.send(RAW, sender="talent@example.com", destinations=["anna@example.org"])
-            == "m-1"
+        sent = mailer.send(
+            RAW, sender="talent@example.com", destinations=["anna@example.org"], key=key
         )
+        assert sent == "m-1"
         stub.assert_no_pending_responses()
 
 
@@ -319,6 +334,33 @@ def test_the_ses_client_of_a_mailer_does_not_retry_a_send_itself(aws):
     # A retry inside botocore would hide that the first try reached SES
     mailer = SesMailer()
     assert mailer._ses.meta.config.retries["total_max_attempts"] == 1
+
+
+def test_every_aws_call_is_bounded_well_below_botocore_s_default_read_timeout(aws):
+    # GIVEN the clients SendBatch uses: the mailer's, and the ledger's
+    sending = SesMailer()._ses.meta.config
+    other = _aws.client("dynamodb").meta.config
+
+    # THEN each call waits 5 s to connect and 15 s for an answer (not botocore's 60 s), and
+    # the ledger's is tried 3 times in all
+    for config in (sending, other):
+        assert (config.connect_timeout, config.read_timeout) == (5, 15)
+    assert other.retries == {"total_max_attempts": 3, "mode": "standard"}
+    assert sending.retries["total_max_attempts"] == 1
+
+
+def test_the_reserve_on_aws_covers_a_send_left_unanswered_and_the_ledger_write_after_it():
+    # One SendEmail that waits out both timeouts, then the ledger's write tried 3 times so,
+    # with botocore's waits between tries (standard mode: up to 1 s, then 2 s)
+    call = _aws.CONNECT_TIMEOUT_S + _aws.READ_TIMEOUT_S
+    worst = call + _aws.CALL_TRIES * call + _aws.RETRY_WAITS_S
+    assert worst <= _aws.ROW_RESERVE_S < 900 - BATCH_TIME_S
+
+    # AND SendBatch keeps it on AWS's clients only: the local run keeps core's reserve
+    on_aws = Settings(mailer="ses", ledger="dynamodb://ledger")
+    local = Settings(mailer="maildir:///outbox", ledger="sqlite:///ledger.db")
+    assert (row_reserve_s(on_aws), row_reserve_s(local)) == (_aws.ROW_RESERVE_S, None)
+    assert RetryPolicy().reserve_s < _aws.ROW_RESERVE_S
 
 
 # ---------------------------------------------------------------- SNS

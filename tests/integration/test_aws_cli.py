@@ -751,6 +751,37 @@ def test_aws_settle_lists_as_json(stack, tmp_path):
     ]
 
 
+def test_aws_settle_shows_what_ses_reported_of_a_row_in_doubt(stack, tmp_path):
+    # GIVEN rows 2 and 3 in doubt, and SES's Delivery event of row 2's letter recorded on it
+    # (SesEvents finds it by the key its message was tagged with)
+    path, ledger, campaign = _rows_in_doubt(stack, tmp_path)
+    key = idempotency_key(campaign, "anna@example.org", "offer")
+    ledger.record_event(
+        key, event_type="Delivery", timestamp="2026-12-04T10:00:01Z", message_id="0100-m2"
+    )
+
+    # WHEN the rows in doubt are listed, as text and as JSON
+    listed = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm"])
+    as_json = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm", "--json"])
+
+    # THEN row 2 is shown with what SES reported, row 3 with nothing
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[1].startswith("  row 2, a***@example.org")
+    assert lines[2] == "    SES reports Delivery at 2026-12-04T10:00:01Z (message id 0100-m2)"
+    assert lines[3].startswith("  row 3, b***@example.org")
+    shown = json.loads(as_json.output)["in_doubt"]
+    assert [row["ses_event"] for row in shown] == [
+        "SES reports Delivery at 2026-12-04T10:00:01Z (message id 0100-m2)",
+        "",
+    ]
+
+    # AND the row, still in doubt, is settled with it as any other
+    sent = CliRunner().invoke(cli, ["aws", "settle", str(path), "--stack", "mm", "--sent", "2"])
+    assert sent.exit_code == 0, sent.output
+    assert [o.state for o in ledger.outcomes(campaign) if o.row == 2] == ["sent"]
+
+
 def test_aws_settle_records_what_arrived_and_what_did_not(stack, tmp_path):
     # GIVEN rows 2 and 3 of the file in doubt on the stack
     path, ledger, campaign = _rows_in_doubt(stack, tmp_path)

@@ -226,7 +226,7 @@ class CrashBeforeCall:
         self.call = call
         self.calls = 0
 
-    def send(self, raw, *, sender, destinations):
+    def send(self, raw, *, sender, destinations, key=""):
         self.calls += 1
         if self.calls == self.call:
             raise SimulatedCrash("Task timed out after the third SendRawEmail returned")
@@ -581,7 +581,7 @@ class _SendingTheCopyMeanwhile:
         self.other = other or _run_copy
         self.meanwhile: ClaimBusy | None = None
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         if self.meanwhile is None:
             with pytest.raises(ClaimBusy) as busy:
                 self.other(self.ses, self.ledger, self.clock)

@@ -17,7 +17,7 @@ class Outbox:
         self.sent: list[list[str]] = []
         self.outbox = "here"
 
-    def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+    def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
         if "refused@example.com" in destinations:
             raise PermanentSendError("refused")
         self.sent.append(destinations)

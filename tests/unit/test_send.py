@@ -317,7 +317,7 @@ def test_a_row_refused_after_a_try_that_may_have_been_taken_fails_as_outcome_unk
     class LostThenRefused:
         calls = 0
 
-        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
             self.calls += 1
             if self.calls == 1:
                 raise TransientSendError("reply lost")  # not refused: it may have gone out
@@ -344,7 +344,7 @@ def test_a_row_sent_after_a_refusing_answer_is_not_flagged(ledger, clock):
         def __init__(self) -> None:
             self.calls = 0
 
-        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
             self.calls += 1
             if self.calls == 1:
                 raise TransientSendError("451 try again later", refused=True)
@@ -392,7 +392,7 @@ def test_a_mail_service_that_cannot_be_reached_stops_the_batch_at_the_first_row(
     class Unreachable:
         calls = 0
 
-        def send(self, raw: bytes, *, sender: str, destinations: list[str]) -> str:
+        def send(self, raw: bytes, *, sender: str, destinations: list[str], key: str = "") -> str:
             self.calls += 1
             raise ServiceUnreachable("smtp 127.0.0.1:1: connect: refused", refused=True)
 
@@ -655,7 +655,7 @@ def test_a_batch_stops_before_the_invocation_runs_out_of_time(ledger, clock):
 def test_claims_last_no_longer_than_the_invocation(ledger, clock):
     # GIVEN an invocation that dies mid-send 60 s before its deadline
     class Dies:
-        def send(self, raw, *, sender, destinations):
+        def send(self, raw, *, sender, destinations, key=""):
             raise SystemExit("killed")
 
     with pytest.raises(SystemExit):
@@ -700,7 +700,7 @@ class Scripted:
         self.errors = list(errors)
         self.calls = 0
 
-    def send(self, raw, *, sender, destinations):
+    def send(self, raw, *, sender, destinations, key=""):
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -737,6 +737,22 @@ def test_a_batch_within_the_hold_says_what_halted_it_and_leaves_when_to_the_advi
         " exceeded. (a halt holds the campaign's batches for 60 s; a redrive lifts it at once)"
     )
     assert halted.value.details["attempt"] == "x"
+
+
+def test_on_a_stack_a_batch_within_the_hold_does_not_say_a_redrive_lifts_it(ledger, clock):
+    # GIVEN a campaign validated on a stack (its commands are `aws send`'s), halted 15 s ago
+    campaign = {**kit.campaign(), "run_again_command": "mailmatrix aws send a.csv --stack mm"}
+    ledger.halt(CID, code="Throttling", reason="Daily message quota exceeded.", attempt="x")
+    clock.sleep(15)
+
+    with pytest.raises(AccountSendingHalted) as halted:
+        run(items(1), Scripted(), ledger, clock, campaign=campaign)
+
+    # THEN it says that a redrive within the hold stops the same way (no command there lifts
+    # a halt, as the local `mailmatrix redrive` does)
+    assert halted.value.message.endswith(
+        "(a halt holds the campaign's batches for 60 s; a redrive within it stops here too)"
+    )
 
 
 def test_a_template_error_fails_the_row_now_but_not_for_good(ledger, clock):
@@ -832,7 +848,7 @@ def test_rows_sent_before_a_crash_are_recorded_the_row_in_flight_stays_claimed(l
     class CrashOnThird(FakeSes):
         sends = 0
 
-        def send(self, raw, *, sender, destinations):
+        def send(self, raw, *, sender, destinations, key=""):
             self.sends += 1
             if self.sends == 3:
                 raise Crash
@@ -907,7 +923,7 @@ class _SlowSes(FakeSes):
         super().__init__(clock=clock)  # kept as self.clock
         self.during_second, self.sends = during_second, 0
 
-    def send(self, raw, *, sender, destinations):
+    def send(self, raw, *, sender, destinations, key=""):
         self.sends += 1
         self.clock.now += 0.1
         if self.sends == 2:
@@ -1121,7 +1137,7 @@ def test_a_row_left_for_a_retry_is_superseded_too_and_the_batch_ends(ledger, clo
     class Refusing:
         calls = 0
 
-        def send(self, raw, *, sender, destinations):
+        def send(self, raw, *, sender, destinations, key=""):
             self.calls += 1
             if self.calls == 5:
                 ledger.record_upload(_upload("v2", "0002"))
@@ -1223,7 +1239,7 @@ class RefusesRows:
         self.refusals = refusals
         self.calls: list[str] = []
 
-    def send(self, raw, *, sender, destinations):
+    def send(self, raw, *, sender, destinations, key=""):
         recipient = destinations[0].split("@")[0]
         self.calls.append(recipient)
         if recipient in self.refusals:
@@ -1459,7 +1475,7 @@ def test_a_stop_while_a_try_waits_for_its_answer_sends_nothing_more(ledger, cloc
     stop = _operator_stop(ledger)
 
     class StoppedWhileWaiting(RefusesRows):
-        def send(self, raw, *, sender, destinations):
+        def send(self, raw, *, sender, destinations, key=""):
             if not self.calls:
                 clock.sleep(30)
                 stop()
@@ -1503,7 +1519,7 @@ def test_unknown_outcomes_apart_are_each_tried_twice_and_never_halt(ledger, cloc
         def __init__(self) -> None:
             self.calls: list[str] = []
 
-        def send(self, raw, *, sender, destinations):
+        def send(self, raw, *, sender, destinations, key=""):
             recipient = destinations[0].split("@")[0]
             self.calls.append(recipient)
             first = self.calls.count(recipient) == 1
@@ -1652,3 +1668,29 @@ def test_a_letter_in_another_unicode_form_prints_alike_and_another_text_does_not
     other = Rendered(nfc.subject, nfc.html, "Bonjour Jose Nunez")
     assert letter_print("j@example.com", other, "ab") != letter_print("j@example.com", nfc, "ab")
     assert letter_print("j@example.com", nfc, "cd") != letter_print("j@example.com", nfc, "ab")
+
+
+def test_a_retry_of_a_send_does_not_start_in_the_invocation_s_last_seconds(ledger, clock):
+    # GIVEN a first try that waits 25 s and goes unanswered, in an invocation with 40 s left
+    class Unanswered:
+        calls = 0
+
+        def send(self, raw, *, sender, destinations, key=""):
+            self.calls += 1
+            clock.sleep(25)
+            raise TransientSendError("ses: send_email: read timeout")
+
+    mailer = Unanswered()
+
+    # WHEN the batch runs
+    with pytest.raises(TransientSendError) as stopped:
+        run(items(2), mailer, ledger, clock, deadline=clock.now + 40)
+
+    # THEN no second try starts with less than the reserve (30 s) left, which its answer and
+    # the ledger write recording it may need: the row is given back as possibly sent, and the
+    # batch stops for a retry
+    assert mailer.calls == 1
+    assert stopped.value.details["code"] == "TimeBudget"
+    assert stopped.value.details["deferred"] == [2, 3]
+    (first, *_) = ledger.outcomes(CID)
+    assert (first.row, first.state, first.uncertain) == (2, "released", True)
