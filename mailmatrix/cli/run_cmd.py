@@ -554,7 +554,9 @@ def _print_sent_under(
         "sent_under": "the same letter already went to the same address under another file"
         " (each reason above names it and when). A file of a new name is a new campaign, but a"
         " copy of a file sent already does not mail its people again. To send them again on"
-        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger).",
+        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger);"
+        " where a reason says that file's letters went to the local outbox (a trial), that is"
+        " how to send them for real.",
         "doubt_under": "the same letter may already have gone to the same address under"
         " another file, where it is in doubt (each reason above names that file, and what"
         " settles it there). Once it is known not to have arrived, a run of this file sends"
