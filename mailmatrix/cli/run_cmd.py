@@ -249,6 +249,12 @@ def outcome_of(
     return result
 
 
+def failed_rows(counts: dict[str, Any]) -> int:
+    """The rows that failed, not counting those left to a newer run of the file (Superseded:
+    that run sends them, so nothing failed here)."""
+    return int(counts.get("failed", 0)) - int(counts.get("superseded", 0))
+
+
 def exit_code(result: dict[str, Any]) -> int:
     """0 succeeded; 5 succeeded but rows failed; 3 the file or templates are unusable;
     130 stopped; 1 any other failure, and a run that succeeded but whose letters the record of
@@ -256,7 +262,7 @@ def exit_code(result: dict[str, Any]) -> int:
     if result["status"] == "SUCCEEDED" and result.get(RECORD_NOT_KEPT):
         return exits.RUN_FAILED
     if result["status"] == "SUCCEEDED":
-        return exits.ROWS_FAILED if result["counts"].get("failed") else exits.OK
+        return exits.ROWS_FAILED if failed_rows(result["counts"]) else exits.OK
     if result["status"] == "ABORTED":
         return exits.STOPPED
     if result.get("error") in INPUT_ERRORS:
@@ -385,19 +391,21 @@ def _print_outcome(
         ("In doubt under another file (not sent here)", "doubt_under"),
         ("Failed", "failed"),
         ("  of them failed in an earlier run, not tried again", "failed_earlier"),
-        ("  of them left to a newer run of the file", "superseded"),
+        ("Left to a newer run of the file (not failed)", "superseded"),
         ("  of them with an attachment changed since validation", "attachment_changed"),
         ("Being sent as the run ended (in doubt)", "in_doubt"),
         ("Not attempted" if result["status"] == "SUCCEEDED" else "Not sent yet", "unsent"),
     ]
+    # Rows left to a newer run of the file are its to send, not failed here (said below)
+    shown = {**counts, "failed": failed_rows(counts)}
     for label, key in rows:
-        if key in _SHOWN_IF_ANY and not counts.get(key):
+        if key in _SHOWN_IF_ANY and not shown.get(key):
             continue
-        table.add_row(label, str(counts.get(key, 0)))
+        table.add_row(label, str(shown.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
     _print_sent_under(console, counts, _print_held_under(console, result))
-    failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
+    failed = failed_rows(counts)
     if failed > 0 and result.get("report"):
         _print_failures(console, Path(result["report"]), failed, _workdir_option(result))
     if counts.get("in_doubt"):
@@ -470,7 +478,7 @@ def _print_outcome(
         for hint in hints:
             if hint:
                 console.print(f"[yellow]{escape(hint)}[/yellow]")
-        if counts.get("failed") and result.get("retry_note"):
+        if failed_rows(counts) and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
         if counts.get("rejected"):
             console.print(

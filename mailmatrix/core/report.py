@@ -392,11 +392,12 @@ def superseded_hint(counts: Mapping[str, int], by: str | None) -> str | None:
     if not rows:
         return None
     return (
-        f"{rows} row(s) failed as {SUPERSEDED}: a newer upload of this file was validated"
-        f" (execution {by or 'named in the per-row report'}), and that execution sends the"
-        " file as it is now, so this one sent none of them; see that execution's summary."
-        " Redriving this execution sends nothing (to have the file sent as it is now, send it"
-        " again)."
+        f"{rows} row(s) not sent by this execution, and not failed ({SUPERSEDED}): a newer"
+        " upload of this file was validated (execution"
+        f" {by or 'named in the per-row report'}), and that execution sends the file as it is"
+        " now, so these rows are its own: sent by it, or sent when it runs (see that"
+        " execution's summary). Nothing is to be done here. Redriving this execution sends"
+        " nothing (to have the file sent as it is now, send it again)."
     )
 
 

@@ -372,7 +372,11 @@ def test_rows_left_to_a_newer_upload_are_counted_apart_and_named_not_retried():
     assert summary.subject().endswith("3 failed (2 left to a newer upload)")
     # AND the notice names the execution that sends them, and the retry only for the other
     notice = summary.message(execution="e", report_key="k")
-    assert "2 row(s) failed as Superseded: a newer upload of this file was validated" in notice
+    assert (
+        "2 row(s) not sent by this execution, and not failed (Superseded): a newer upload of"
+        in notice
+    )
+    assert "Nothing is to be done here" in notice
     assert "(execution exec-2)" in notice and "Redriving this execution sends nothing" in notice
     assert ON_AWS in notice  # for the refused row
     assert summary.to_dict(execution="e")["superseded_by"] == "exec-2"
