@@ -35,7 +35,12 @@ from mailmatrix.cli.options import (
     send_again_option,
 )
 from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
-from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
+from mailmatrix.cli.validate_cmd import (
+    attachments_note,
+    bundled_templates_hint,
+    missing_columns_hint,
+    templates_shown,
+)
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
 from mailmatrix.core.failures import (
     DRILL_QUOTA_ADVICE,
@@ -1001,7 +1006,11 @@ def run(
             retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])
         )
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
-    hint = bundled_templates_hint(str(result.get("error"))) if templates is None else None
+    hints = (
+        bundled_templates_hint(str(result.get("error"))) if templates is None else None,
+        missing_columns_hint(str(result.get("cause") or "")),
+    )
+    hint = " ".join(filter(None, hints))
     if hint and result["status"] != "SUCCEEDED":
         result["hint"] = hint
     with output_after_hangup():
