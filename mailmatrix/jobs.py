@@ -244,7 +244,8 @@ def name_like_another(source: Source, other: CampaignName, *, stack: str) -> Nam
     return NameLikeAnother(
         f"{name!r}: a file named {other_name!r} was run before (campaign {other.campaign}):"
         " names that differ only in case, spacing or invisible characters are different"
-        " campaigns here, so this one would mail everyone in it again, though many disks,"
+        " campaigns here, so this one would send again each letter changed since (the ledger"
+        " holds back only those gone to the same addresses as they are), though many disks,"
         " and most people, take the two for one file. Nothing was sent. If it is the same"
         f" file, {same}: its rows sent already are skipped; if it is a new campaign, give it"
         " a name that differs by more than that",

@@ -642,12 +642,13 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
     of the campaign other letters than its first rows got (the bundled ones, say). So a
     campaign keeps its way, per workdir.
     """
-    changes = campaign_way_changes(workdir, campaign, way)
+    changes = campaign_way_changes(workdir, campaign, way, name=name)
     if not changes:
         return
     # Most often a rerun that forgot an option: what differs and how to run it as before come
     # first. A new file name comes last, for a really different campaign only (next month's
-    # offers.csv from another folder): it mails everyone in the file.
+    # offers.csv from another folder): in this workdir it still holds back the letters the
+    # ledger holds as gone to the same people, unless sent again on purpose.
     differs = "; they ".join(f"{change.earlier}, but this run {change.now}" for change in changes)
     fixes = [change.fix for change in changes]
     fix = ", ".join(fixes[:-1]) + " and " + fixes[-1] if len(fixes) > 1 else fixes[0]
@@ -657,8 +658,11 @@ def check_campaign_way(workdir: Workdir, campaign: str, name: str, way: dict) ->
         f" was sent. To go on with that campaign (a rerun, or its file corrected), run it again"
         f" {fix}: rows already sent are skipped.{notes} Only if this file is really a different"
         " campaign (other people, or the same people to be mailed again on purpose), give it a"
-        " new file name and run it under that name instead: a new name is a new campaign, and"
-        " everyone in it is mailed (run as above, they would get the earlier campaign's letters)"
+        " new file name and run it under"
+        " that name instead (run as above, they would get the earlier campaign's letters): a"
+        " new name is a new campaign, though in this workdir it still holds back each letter"
+        f" the ledger holds as gone to the same address under {name}, unless it is run with"
+        f" --send-again-from {name}"
     )
 
 
@@ -697,12 +701,16 @@ def campaign_way_change(workdir: Workdir, campaign: str, way: dict) -> str | Non
     return "; ".join(f"{change.earlier}, where this execution {change.now}" for change in changes)
 
 
-def campaign_way_changes(workdir: Workdir, campaign: str, way: dict) -> list[WayChange]:
+def campaign_way_changes(
+    workdir: Workdir, campaign: str, way: dict, *, name: str = "FILE"
+) -> list[WayChange]:
     """How the campaign's earlier runs in this workdir differ from ``way``, delivery first
-    (none: in nothing that matters, see check_campaign_way)."""
+    (none: in nothing that matters, see check_campaign_way); ``name``: its file's."""
     earlier = _deliveries(workdir).get(campaign)
     if earlier is None:
-        return _ledger_way_changes(workdir, campaign, way["delivery"]) if "delivery" in way else []
+        if "delivery" not in way:
+            return []
+        return _ledger_way_changes(workdir, campaign, way["delivery"], name)
     if isinstance(earlier, str):  # recorded before the letters' sources were
         earlier = {"delivery": earlier}
     # "sets": in the way an execution of an earlier version recorded; the ledger checks them
@@ -716,11 +724,13 @@ def campaign_way_changes(workdir: Workdir, campaign: str, way: dict) -> list[Way
     # way without delivery: `validate`, which checks the letters' sources only.)
     both = "delivery" in earlier and "delivery" in way
     if both and (earlier["delivery"] == "outbox") != (way["delivery"] == "outbox"):
-        changes.insert(0, _delivery_change(earlier["delivery"], way["delivery"]))
+        changes.insert(0, _delivery_change(earlier["delivery"], way["delivery"], name))
     return changes
 
 
-def _ledger_way_changes(workdir: Workdir, campaign: str, delivery: str) -> list[WayChange]:
+def _ledger_way_changes(
+    workdir: Workdir, campaign: str, delivery: str, name: str
+) -> list[WayChange]:
     """How a run through ``delivery`` differs from the way the workdir's ledger says the
     campaign's letters went, for a campaign its record (deliveries.json) does not hold: moved
     aside when damaged, or lost. Its letters, all through the outbox or all through mail
@@ -740,7 +750,7 @@ def _ledger_way_changes(workdir: Workdir, campaign: str, delivery: str) -> list[
     kinds = {earlier == "outbox" for earlier in went}
     if len(kinds) != 1 or kinds == {delivery == "outbox"}:
         return []
-    change = _delivery_change(went[-1], delivery)
+    change = _delivery_change(went[-1], delivery, name)
     kept = (
         f"This workdir has no record of those runs ({workdir.deliveries.name}: moved aside, or"
         f" lost?), but {kept}"
@@ -764,8 +774,8 @@ def _ways_by_ids(ledger: SqliteLedger, campaign: str) -> list[str]:
     return ["outbox"] if outbox else [SOME_SERVER]
 
 
-def _delivery_change(earlier: str, now: str) -> WayChange:
-    """The outbox for a mail server, or the other way round."""
+def _delivery_change(earlier: str, now: str, name: str) -> WayChange:
+    """The outbox for a mail server, or the other way round (``name``: the file's)."""
     if earlier == SOME_SERVER:
         return WayChange(
             "delivered through a mail server (--smtp; which one, this workdir no longer says)",
@@ -777,9 +787,12 @@ def _delivery_change(earlier: str, now: str) -> WayChange:
             "delivered through the local outbox (no --smtp)",
             f"gave --smtp {now}",
             "without --smtp",
-            "Rows in the outbox count as sent, so a run through a server would skip them: to"
-            " deliver through the server after an outbox trial, run the file in another"
-            " --workdir (which mails everyone in it).",
+            "Rows in the outbox count as sent here, so a run through a server would skip them,"
+            " and so would a copy under a new name run as it is. To deliver through the server"
+            " after an outbox trial, either run the file in another --workdir (its ledger holds"
+            " nothing of the trial, so every row is sent), or, in this workdir, run a copy under"
+            f" a new file name with --smtp and --send-again-from {name} (the trial's letters"
+            " count as sent here: that option sends them again, once each).",
         )
     password = " (its password in the URL or in MAILMATRIX_SMTP_PASSWORD)" if "@" in earlier else ""
     return WayChange(

@@ -342,6 +342,9 @@ class SentCopy(NamedTuple):
     # The template set of a letter found by its address and set (LetterPrint.person), whose
     # text differs; "" for a letter found by its print or its file.
     template: str = ""
+    # Its campaign's letters all went to the local outbox (an outbox trial, as the ledger's
+    # deliveries tell): not to its address. False where the ledger does not tell.
+    outbox: bool = False
 
 
 # SentCopy.state of a letter found by its print.

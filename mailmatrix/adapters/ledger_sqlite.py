@@ -1048,6 +1048,7 @@ class SqliteLedger:
         with its file's owner (the owner record of its campaign and file naming it)."""
         after = ""
         now = self._clock()
+        outbox = functools.cache(functools.partial(_went_to_outbox, self._read))
         while True:
             page = self._statement(
                 f"sent_copies {size}",
@@ -1072,6 +1073,7 @@ class SqliteLedger:
                     str(source or ""),
                     float(at or 0),
                     _letter_state(state, code, lease, holder, now),
+                    outbox=outbox(str(campaign)),
                 )
             if len(page) < _SETTLED_PAGE:
                 return
@@ -1087,6 +1089,8 @@ class SqliteLedger:
             held = _same_file(db, letter, now) or _same_letter(db, letter, now)
             if held is None:
                 db.execute(f"UPDATE sends SET {_STAMP} WHERE key = ?", (*_stamp(letter), key))
+            else:
+                held = held._replace(outbox=_went_to_outbox(db.execute, held.campaign))
         return held
 
     def sets_elsewhere(self, campaign: str) -> bool:
@@ -1129,7 +1133,12 @@ class SqliteLedger:
             person: _first_letter(rows, again, now, template=people[person])
             for person, rows in found.items()
         }
-        return {person: letter for person, letter in letters.items() if letter is not None}
+        outbox = functools.cache(functools.partial(_went_to_outbox, self._read))
+        return {
+            person: letter._replace(outbox=outbox(letter.campaign))
+            for person, letter in letters.items()
+            if letter is not None
+        }
 
     def halt(self, campaign: str, *, code: str, reason: str, attempt: str) -> Halt:
         """Record that ``campaign`` must stop sending, replacing an earlier halt."""
@@ -1310,13 +1319,17 @@ class SqliteLedger:
             )
         )
 
+    def _read(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """One read on its own (_statement), named by its SQL's first words."""
+        return self._statement(" ".join(sql.split()[:4]), sql, parameters)
+
     def deliveries(self, campaign: str) -> list[str]:
         """How the letters of ``campaign`` claimed here went out (``outbox``, or a mail
         server's ``smtp://user@host:port``), the latest used last; none in a ledger from
         before they were kept, or of claims granted by one not told its delivery."""
         found = self._statement(
             f"deliveries {campaign}",
-            "SELECT delivery FROM deliveries WHERE campaign = ? ORDER BY at",
+            f"{_DELIVERIES_OF} ORDER BY at",
             (campaign,),
         )
         return [str(row[0]) for row in found]
@@ -1759,6 +1772,18 @@ def _same_file(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentC
                 owned=True,
             )
     return best
+
+
+# How the table deliveries names the local outbox; any other delivery is a mail server's URL.
+_OUTBOX = "outbox"
+_DELIVERIES_OF = "SELECT delivery FROM deliveries WHERE campaign = ?"
+
+
+def _went_to_outbox(read: Callable[..., Any], campaign: str) -> bool:
+    """Whether every letter of ``campaign`` claimed here went to the local outbox (an outbox
+    trial), as the table deliveries tells; False where it tells nothing or names a server."""
+    found = {str(row[0]) for row in read(_DELIVERIES_OF, (campaign,))}
+    return found == {_OUTBOX}
 
 
 def _letter_state(

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS
 from mailmatrix.core.addresses import mask, mask_addresses
-from mailmatrix.core.failures import NO_SMTP_AUTH
+from mailmatrix.core.failures import NO_SMTP_AUTH, UNREACHABLE_WORDS
 from mailmatrix.core.message import envelope_address
 from mailmatrix.errors import (
     AccountSendingHalted,
@@ -249,7 +249,11 @@ class SmtpMailer:
         except ssl.SSLCertVerificationError as exc:
             raise self._untrusted(exc) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise ServiceUnreachable(f"smtp {self._where}: connect: {exc}", refused=True) from exc
+            raise ServiceUnreachable(
+                f"smtp {self._where}: connect: {exc}: {UNREACHABLE_WORDS} (is it running, and is"
+                " the port right?)",
+                refused=True,
+            ) from exc
 
         try:
             connection.ehlo()

@@ -22,6 +22,7 @@ from mailmatrix.cli.validate_cmd import (
     folder_index,
     folder_storage,
     load_folder_catalog,
+    missing_columns_hint,
     templates_shown,
 )
 from mailmatrix.core.message import destinations
@@ -89,7 +90,8 @@ def preview_command(
         catalog = load_folder_catalog(templates_dir)
         item, report = _validated_row(csv_file, row, catalog, attachments_dir)
     except TemplateError as error:
-        _fail(f"templates: {error.message}", exits.INPUT_UNUSABLE)
+        hint = missing_columns_hint(error.message)
+        _fail(f"templates: {error.message}{f' {hint}' if hint else ''}", exits.INPUT_UNUSABLE)
     except InputFileError as error:
         _fail(error.message, exits.INPUT_UNUSABLE)
     except (MailMatrixError, OSError) as error:
@@ -163,11 +165,17 @@ def _validated_row(
     return kept, report
 
 
+def _column_of(rejected: dict[str, Any]) -> str:
+    """The column a rejected row is rejected for, as the message names it (``Email: ``), or
+    nothing for a row rejected as a whole (its letter does not render)."""
+    return f"{rejected['column']}: " if rejected.get("column") else ""
+
+
 def _explain_missing_row(csv_file: Path, row: int, report: Any) -> NoReturn:
     for rejected in report.rejected:
         if rejected["row"] == row:
             _fail(
-                f"{csv_file}: row {row}: rejected: {rejected['column']}: {rejected['reason']}",
+                f"{csv_file}: row {row}: rejected: {_column_of(rejected)}{rejected['reason']}",
                 exits.ROWS_REJECTED,
             )
     for skipped in report.skipped:

@@ -35,7 +35,12 @@ from mailmatrix.cli.options import (
     send_again_option,
 )
 from mailmatrix.cli.progress import LedgerWaitNotices, notice_console, progress_display
-from mailmatrix.cli.validate_cmd import attachments_note, bundled_templates_hint, templates_shown
+from mailmatrix.cli.validate_cmd import (
+    attachments_note,
+    bundled_templates_hint,
+    missing_columns_hint,
+    templates_shown,
+)
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND
 from mailmatrix.core.failures import (
     DRILL_QUOTA_ADVICE,
@@ -249,6 +254,12 @@ def outcome_of(
     return result
 
 
+def failed_rows(counts: dict[str, Any]) -> int:
+    """The rows that failed, not counting those left to a newer run of the file (Superseded:
+    that run sends them, so nothing failed here)."""
+    return int(counts.get("failed", 0)) - int(counts.get("superseded", 0))
+
+
 def exit_code(result: dict[str, Any]) -> int:
     """0 succeeded; 5 succeeded but rows failed; 3 the file or templates are unusable;
     130 stopped; 1 any other failure, and a run that succeeded but whose letters the record of
@@ -256,7 +267,7 @@ def exit_code(result: dict[str, Any]) -> int:
     if result["status"] == "SUCCEEDED" and result.get(RECORD_NOT_KEPT):
         return exits.RUN_FAILED
     if result["status"] == "SUCCEEDED":
-        return exits.ROWS_FAILED if result["counts"].get("failed") else exits.OK
+        return exits.ROWS_FAILED if failed_rows(result["counts"]) else exits.OK
     if result["status"] == "ABORTED":
         return exits.STOPPED
     if result.get("error") in INPUT_ERRORS:
@@ -385,19 +396,21 @@ def _print_outcome(
         ("In doubt under another file (not sent here)", "doubt_under"),
         ("Failed", "failed"),
         ("  of them failed in an earlier run, not tried again", "failed_earlier"),
-        ("  of them left to a newer run of the file", "superseded"),
+        ("Left to a newer run of the file (not failed)", "superseded"),
         ("  of them with an attachment changed since validation", "attachment_changed"),
         ("Being sent as the run ended (in doubt)", "in_doubt"),
         ("Not attempted" if result["status"] == "SUCCEEDED" else "Not sent yet", "unsent"),
     ]
+    # Rows left to a newer run of the file are its to send, not failed here (said below)
+    shown = {**counts, "failed": failed_rows(counts)}
     for label, key in rows:
-        if key in _SHOWN_IF_ANY and not counts.get(key):
+        if key in _SHOWN_IF_ANY and not shown.get(key):
             continue
-        table.add_row(label, str(counts.get(key, 0)))
+        table.add_row(label, str(shown.get(key, 0)))
     console.print(table)
     _print_rejects(console, result)
     _print_sent_under(console, counts, _print_held_under(console, result))
-    failed = int(counts.get("failed", 0)) - int(counts.get("superseded", 0))  # (said below)
+    failed = failed_rows(counts)
     if failed > 0 and result.get("report"):
         _print_failures(console, Path(result["report"]), failed, _workdir_option(result))
     if counts.get("in_doubt"):
@@ -470,7 +483,7 @@ def _print_outcome(
         for hint in hints:
             if hint:
                 console.print(f"[yellow]{escape(hint)}[/yellow]")
-        if counts.get("failed") and result.get("retry_note"):
+        if failed_rows(counts) and result.get("retry_note"):
             console.print(f"({result['retry_note']})", markup=False)
         if counts.get("rejected"):
             console.print(
@@ -554,7 +567,9 @@ def _print_sent_under(
         "sent_under": "the same letter already went to the same address under another file"
         " (each reason above names it and when). A file of a new name is a new campaign, but a"
         " copy of a file sent already does not mail its people again. To send them again on"
-        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger).",
+        " purpose, run this file with --send-again-from OTHERFILE (recorded in the ledger);"
+        " where a reason says that file's letters went to the local outbox (a trial), that is"
+        " how to send them for real.",
         "doubt_under": "the same letter may already have gone to the same address under"
         " another file, where it is in doubt (each reason above names that file, and what"
         " settles it there). Once it is known not to have arrived, a run of this file sends"
@@ -991,7 +1006,11 @@ def run(
             retry_commands(str(csv_file), workdir, given, unsubscribe_of(), result["counts"])
         )
     add_run_without_drill(result, str(csv_file), workdir, given, unsubscribe_of())
-    hint = bundled_templates_hint(str(result.get("error"))) if templates is None else None
+    hints = (
+        bundled_templates_hint(str(result.get("error"))) if templates is None else None,
+        missing_columns_hint(str(result.get("cause") or "")),
+    )
+    hint = " ".join(filter(None, hints))
     if hint and result["status"] != "SUCCEEDED":
         result["hint"] = hint
     with output_after_hangup():

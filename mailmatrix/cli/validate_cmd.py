@@ -78,6 +78,23 @@ def bundled_templates_hint(error_name: str) -> str | None:
     )
 
 
+# How the templates' check names the fields a template uses that the file has no column for
+# (mailmatrix.core.templates).
+_NOT_COLUMNS = "— not CSV columns"
+
+
+def missing_columns_hint(message: str) -> str | None:
+    """What to do about fields the templates use that the file lacks altogether, when
+    ``message`` (a TemplateError's) names such; else None."""
+    if _NOT_COLUMNS not in message:
+        return None
+    return (
+        "Add each column named there to the file, or take it out of the template that uses it:"
+        " a guard such as {% if Column %} does not help when the file has no such column at"
+        " all."
+    )
+
+
 def templates_shown(letters: dict[str, Any]) -> str:
     """The templates folder of ``letters`` (``templates``, ``templates_bundled``) as a summary
     names it: the bundled one as the demo's, so that a forgotten --templates shows."""
@@ -298,9 +315,7 @@ def validate_command(
             with reader_may_go():
                 click.echo(json.dumps(found, ensure_ascii=False))
         else:
-            _show(console, report, rejects_path, earlier, letters)
-            if missing:
-                console.print(f"[yellow]Note:[/] {escape(missing)}")
+            _show(console, report, rejects_path, earlier, letters, missing)
         if refused is not None:
             sys.exit(refused)  # as `run` refuses the file
         if not report.valid and not report.sent_under:
@@ -593,7 +608,11 @@ def _fail(
     message = error.message if isinstance(error, MailMatrixError) else f"{csv_file}: {error}"
     if where is not None:
         message = f"{where}: {getattr(error, 'strerror', None) or error}"
-    hint = bundled_templates_hint(type(error).__name__) if bundled else None
+    hints = (
+        bundled_templates_hint(type(error).__name__) if bundled else None,
+        missing_columns_hint(message),
+    )
+    hint = " ".join(filter(None, hints)) or None
     if as_json:
         payload = {"source": str(csv_file), "error": type(error).__name__, "message": message}
         if hint:
@@ -622,10 +641,12 @@ def _show(
     rejects_path: Path | None,
     earlier: dict[str, Any],
     letters: dict[str, Any],
+    missing: str | None = None,
 ) -> None:
     """Print the report for people: a summary, each row that will not be sent, and what the
     file's earlier runs say (``earlier``, see _earlier_runs) of the file with the templates
-    and From in ``letters``."""
+    and From in ``letters``; ``missing``: that the attachments folder is missing, said before
+    the rows (each row's file is not found for that one reason)."""
     delimiter = DELIMITER_NAMES.get(report.delimiter, repr(report.delimiter))
     console.print(f"[bold]{escape(report.source)}[/]: {report.encoding}, {delimiter}-separated")
     header = ", ".join(report.header[:SHOWN_COLUMNS])
@@ -675,6 +696,8 @@ def _show(
         if item.get("outcome") not in HELD_UNDER  # one line for them all (_sent_under_forecast)
     ]
     problems.sort()
+    if missing:  # the folder first: the rows whose files are not found follow from it
+        console.print(f"[yellow]Note:[/] {escape(missing)}")
     if problems:
         table = Table("row", "outcome", "column", header_style="bold")
         table.add_column("reason", overflow="fold")  # whole, however narrow the terminal

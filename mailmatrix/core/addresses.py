@@ -152,7 +152,10 @@ def _full_check(text: str, check_deliverability: bool) -> Address:
             text, check_deliverability=check_deliverability, allow_smtputf8=False
         )
     except email_validator.EmailNotValidError as error:
-        return Address(problem=f"invalid address: {error}")
+        said = str(error)
+        if "display name" in said:  # "Name <x@y>" in a cell that takes an address only
+            said += " Keep only the address (x@y) in the cell; the name goes in its own column."
+        return Address(problem=f"invalid address: {said}")
     email = result.ascii_email or ""
     local, _, domain = email.rpartition("@")
     return Address(email=email, key=f"{local.lower()}@{domain.lower()}")

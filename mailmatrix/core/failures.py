@@ -22,6 +22,10 @@ THRESHOLD_EXCEEDED = "States.ExceedToleratedFailureThreshold"
 # pages of them.
 MESSAGE_CHARS = 2000
 
+# How a mail server's adapter says, after the check before sending passed, that the server
+# no longer answers a connection (mailmatrix.adapters.mailer_smtp): stopped, or restarting.
+UNREACHABLE_WORDS = "the mail server could not be reached"
+
 # Errors that a later try may not meet again: a redrive can go at once.
 _PASSING = frozenset(
     {
@@ -351,6 +355,12 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
         return (
             "the mail service kept throttling after every retry: redrive in a few minutes, "
             "when it takes mail at the full rate again."
+        )
+    if "TransientSendError" in errors and any(UNREACHABLE_WORDS in text for _, text in pairs):
+        return (
+            f"{UNREACHABLE_WORDS} (see above): is it running, and is the port right? Redrive"
+            " once it is back (rows already sent are skipped); a redrive before that stops the"
+            " same way."
         )
     if errors and errors <= _PASSING:
         return (

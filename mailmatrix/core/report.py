@@ -356,6 +356,8 @@ def sent_under_reason(letter: SentCopy) -> str:
             f" {named}` lists it): settled as not sent, a run of this file sends it; or run this"
             f" file with --send-again-from {named}"
         )
+    if letter.outbox:
+        return _went_to_outbox(letter, this, when, named)
     if letter.template:
         return (
             f"this address already received {this} under {campaign_of(letter)}{when} (row"
@@ -366,6 +368,17 @@ def sent_under_reason(letter: SentCopy) -> str:
         f"this address already received this letter ({what}) under {campaign_of(letter)}"
         f"{when}, as row {letter.row} of that run: it is not sent again. If it is meant to go"
         f" again, run this file with --send-again-from {named}"
+    )
+
+
+def _went_to_outbox(letter: SentCopy, this: str, when: str, named: str) -> str:
+    """sent_under_reason's reason where ``letter`` went to the local outbox (a trial): not to
+    the address, though the ledger counts it sent there."""
+    return (
+        f"{this} went to the local outbox under {campaign_of(letter)}{when} (row"
+        f" {letter.row} of that run; a trial?), not to this address, but the ledger counts it"
+        f" sent, so it is not sent here. To send it for real, run this file with"
+        f" --send-again-from {named}"
     )
 
 
@@ -385,11 +398,12 @@ def superseded_hint(counts: Mapping[str, int], by: str | None) -> str | None:
     if not rows:
         return None
     return (
-        f"{rows} row(s) failed as {SUPERSEDED}: a newer upload of this file was validated"
-        f" (execution {by or 'named in the per-row report'}), and that execution sends the"
-        " file as it is now, so this one sent none of them; see that execution's summary."
-        " Redriving this execution sends nothing (to have the file sent as it is now, send it"
-        " again)."
+        f"{rows} row(s) not sent by this execution, and not failed ({SUPERSEDED}): a newer"
+        " upload of this file was validated (execution"
+        f" {by or 'named in the per-row report'}), and that execution sends the file as it is"
+        " now, so these rows are its own: sent by it, or sent when it runs (see that"
+        " execution's summary). Nothing is to be done here. Redriving this execution sends"
+        " nothing (to have the file sent as it is now, send it again)."
     )
 
 

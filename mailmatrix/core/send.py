@@ -1455,7 +1455,7 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
             f" {item['template']!r} one would contradict it, so it is not sent (the row's"
             f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
             " all the same, put this row alone in a file of another name (not the whole file:"
-            " that would mail everyone again), run that (with --send-again-from and this file's"
+            " with that option it all goes again), run that (with --send-again-from and this file's"
             " name if it has that letter's attachment), then take the row out of this file or"
             " set its Status back: it fails in every run of this file"
         ),

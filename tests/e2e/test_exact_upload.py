@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from rich.console import Console
 
 from mailmatrix.adapters.ledger_dynamodb import DynamoDbLedger
 from mailmatrix.cli import aws_cmds
-from mailmatrix.cli.run_cmd import outcome_of, print_summary
+from mailmatrix.cli.run_cmd import exit_code, outcome_of, print_summary
 from mailmatrix.core.send import idempotency_key
 from mailmatrix.errors import AccountSendingHalted
 from mailmatrix.jobs import RETRY_FAILED_METADATA, Source, campaign_id_for
@@ -188,7 +189,7 @@ def test_a_redrive_after_a_corrected_upload_mails_nobody_the_correction_took_out
     shown = console.export_text()
     assert f"superseded {len(rerun)}" in shown
     newer = f"a newer upload of this file was validated (execution {second['name']})"
-    assert f"failed as Superseded: {newer}" in shown
+    assert f"not failed (Superseded): {newer}" in shown
 
 
 def test_a_running_execution_stops_once_a_corrected_upload_is_validated(account):
@@ -298,7 +299,10 @@ def test_locally_a_run_stops_once_a_newer_run_of_its_file_is_validated(tmp_path)
     console = Console(record=True, width=400)
     print_summary(console, result)
     shown = console.export_text()
-    assert "of them left to a newer run of the file │ 13" in shown
+    assert "Left to a newer run of the file (not failed) │ 13" in shown
+    assert re.search(r"│ Failed +│ 0 +│", shown), shown
+    # AND it ends as a run that failed nothing: those rows were the newer run's to send
+    assert exit_code(result) == 0
     assert f"(execution {operator.record['name']})" in shown
     assert "--retry-failed" not in shown and "Rows that failed at sending" not in shown
 

@@ -87,19 +87,17 @@ def test_a_renamed_copy_without_attachments_sends_nothing_and_says_why(tmp_path)
     assert len(_outbox(workdir)) == 2
     reasons = [line["reason"] for line in _rejects(result)]
     assert len(reasons) == 2
+    # (news.csv went to the outbox: a trial, so the reason does not say the address got it)
     assert reasons[0].startswith(
-        "this address already received a letter of the set 'offer' under news.csv (campaign c-"
+        "a letter of the set 'offer' went to the local outbox under news.csv (campaign c-"
     )
-    assert " UTC (row 2 of that run): it is not sent again." in reasons[0]
-    assert reasons[0].endswith(
-        "If it is meant to go again (a corrected letter), run this file with"
-        " --send-again-from news.csv"
-    )
+    assert " UTC (row 2 of that run; a trial?), not to this address, but the ledger" in reasons[0]
+    assert reasons[0].endswith("To send it for real, run this file with --send-again-from news.csv")
 
     # AND a second run of the copy still sends nothing, and tells people why
     words = _shown(final, workdir)
     assert "Rows not sent: their letters went already, under another file (2):" in words
-    assert "row 3 already sent: this address already received a letter of the set" in words
+    assert "row 3 already sent: a letter of the set 'offer' went to the local outbox" in words
     assert len(_outbox(workdir)) == 2
 
 
@@ -230,8 +228,8 @@ def test_a_renamed_copy_counts_its_rows_held_back_once_in_the_summary_list_and_j
     # rows not sent for other reasons counts only the rejected row
     assert "Already sent under another file (not sent again) │ 2 │" in words
     assert "Rows not sent: their letters went already, under another file (2):" in words
-    assert "row 2 already sent: this address already received this letter (anna.pdf," in words
-    assert "row 3 already sent: this address already received a letter of the set" in words
+    assert "row 2 already sent: this letter (anna.pdf, the same contents) went to the" in words
+    assert "row 3 already sent: a letter of the set 'offer' went to the local outbox" in words
     assert "1 row(s) not sent: the same letter already went" in words
     assert (
         "1 row(s) not sent: a letter of the same set went to that address under offers.csv" in words

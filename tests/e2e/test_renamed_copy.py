@@ -80,7 +80,7 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
     assert (shown.exit_code, "Nothing to send" in said) == (0, False)
     assert "Nothing new to send: the letters of the rows `run` could send went already" in said
     # AND one line says it for them all: no row of the table repeats it
-    assert "already received this letter" not in said
+    assert "went to the local outbox under" not in said
 
     # WHEN the copy is run THEN nothing goes out, and the rejects report says under which
     # file each letter went, and when
@@ -93,10 +93,10 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
         ("3", "already sent"),
     ]
     assert (
-        "already received this letter (anna.pdf, the same contents) under offers.csv"
+        "this letter (anna.pdf, the same contents) went to the local outbox under offers.csv"
         in (lines[0]["reason"])
     )
-    assert " UTC, as row 2 of that run" in lines[0]["reason"]
+    assert " UTC (row 2 of that run; a trial?)" in lines[0]["reason"]
 
     # AND it exits 0 as a rerun of a sent file does (nothing failed), its summary saying why
     shown = CliRunner().invoke(cli, ["run", str(fixed), "--workdir", str(workdir)])

@@ -55,13 +55,10 @@ def test_a_reexport_with_a_name_spelt_anew_holds_the_letter_back_unless_named(tm
     # AND Kim's row says which set went under which file, and how to send it all the same
     held = {line["row"]: line["reason"] for line in _rejects(result)}
     assert held["3"].startswith(
-        "this address already received a letter of the set 'offer' under news.csv (campaign c-"
+        "a letter of the set 'offer' went to the local outbox under news.csv (campaign c-"
     )
-    assert " UTC (row 3 of that run): it is not sent again." in held["3"]
-    assert held["3"].endswith(
-        "If it is meant to go again (a corrected letter), run this file with"
-        " --send-again-from news.csv"
-    )
+    assert " UTC (row 3 of that run; a trial?), not to this address" in held["3"]
+    assert held["3"].endswith("To send it for real, run this file with --send-again-from news.csv")
 
     # WHEN it is run again naming news.csv to send again
     again = _run(export, workdir, "--send-again-from", str(news), codes=(0,))

@@ -1732,3 +1732,99 @@ def test_a_file_sent_through_a_server_whose_record_was_lost_is_not_rerun_into_th
     # AND with it, the run goes on, mailing no one again
     assert run(workdir, "--smtp", url).exit_code == 0
     assert len(inbox.envelopes) == 18
+
+
+def _trial_file(tmp_path: Path, rows: int) -> Path:
+    """The demo's first ``rows`` rows as small.csv, with the demo's letters beside it."""
+    folder = tmp_path / "campaign"
+    shutil.copytree(EXAMPLE / "attachments", folder / "attachments")
+    lines = (EXAMPLE / "recipients.csv").read_text(encoding="utf-8").splitlines()
+    path = folder / "small.csv"
+    path.write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("route", ["another-workdir", "new-name-send-again"])
+def test_the_advice_after_an_outbox_trial_sends_every_letter_once_through_the_server(
+    smtp_inbox, tmp_path: Path, route: str
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    trial = _trial_file(tmp_path, 3)
+    workdir = str(tmp_path / "work")
+
+    def run(csv_file: Path, *more: str):
+        return CliRunner().invoke(cli, ["run", str(csv_file), "--workdir", workdir, *more])
+
+    # GIVEN an outbox trial of small.csv
+    assert run(trial).exit_code == 0
+    assert len(list((tmp_path / "work" / "outbox" / "new").iterdir())) == 3
+
+    # WHEN the real send through the server is run in the same workdir
+    refused = run(trial, "--smtp", url)
+
+    # THEN it is refused, naming the two ways that work, and no longer claiming that a new
+    # name mails everyone
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2, said
+    assert "either run the file in another --workdir" in said
+    assert "run a copy under a new file name with --smtp and --send-again-from small.csv" in said
+    assert "everyone in it is mailed" not in said and "mails everyone" not in said
+    assert not inbox.envelopes
+
+    # WHEN the advice is followed as it reads
+    if route == "another-workdir":
+        workdir = str(tmp_path / "real")
+        sent = run(trial, "--smtp", url)
+    else:
+        real = trial.with_name("small-real.csv")
+        shutil.copy(trial, real)
+        again = said.split("--send-again-from ")[1].split(" ")[0]
+        sent = run(real, "--smtp", url, "--send-again-from", again)
+
+    # THEN every letter reaches the server once, and a rerun sends none again
+    assert sent.exit_code == 0, sent.output
+    received = collections.Counter(rcpts[0] for _, rcpts, _ in inbox.envelopes)
+    assert sorted(received.values()) == [1, 1, 1]
+    assert set(received) == set(list(demo_rows())[:3])
+    rerun = run(*([trial] if route == "another-workdir" else [real]), "--smtp", url)
+    assert rerun.exit_code == 0, rerun.output
+    assert len(inbox.envelopes) == 3
+
+
+def test_a_copy_run_after_an_outbox_trial_says_its_letters_went_only_to_the_outbox(
+    smtp_inbox, tmp_path: Path
+):
+    from click.testing import CliRunner
+
+    from mailmatrix.cli.main import cli
+
+    inbox, url = smtp_inbox
+    trial = _trial_file(tmp_path, 2)
+    workdir = str(tmp_path / "work")
+    assert CliRunner().invoke(cli, ["run", str(trial), "--workdir", workdir]).exit_code == 0
+
+    # GIVEN an outbox trial of small.csv WHEN a copy of it runs through the server there
+    real = trial.with_name("small-real.csv")
+    shutil.copy(trial, real)
+    held = CliRunner().invoke(cli, ["run", str(real), "--workdir", workdir, "--smtp", url])
+
+    # THEN each row is held back, its reason saying the letter went to the local outbox (not
+    # that the address received it) and how to send it for real
+    said = " ".join(held.output.split())
+    assert held.exit_code == 0, said
+    assert not inbox.envelopes
+    assert "this address already received" not in said
+    for row, pdf in ((2, "amelia-hart.pdf"), (3, "jose-garcia.pdf")):
+        assert (
+            f"row {row} already sent: this letter ({pdf}, the same contents) went to the local"
+            " outbox under small.csv (campaign "
+        ) in said
+        assert (
+            f"(row {row} of that run; a trial?), not to this address, but the ledger counts it"
+            " sent, so it is not sent here. To send it for real, run this file with"
+            " --send-again-from small.csv"
+        ) in said

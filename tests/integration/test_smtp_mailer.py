@@ -281,6 +281,10 @@ def test_connection_refused_while_sending_is_transient():
     with pytest.raises(TransientSendError, match=rf"^smtp {HOST}:{port}: connect: ") as caught:
         mailer.send(message(), sender=SENDER, destinations=["amy@example.com"])
     assert caught.value.refused  # nothing was handed over: no copy can have gone out
+    # AND it says so in the words of the check before sending, not as a bare errno
+    assert caught.value.message.endswith(
+        ": the mail server could not be reached (is it running, and is the port right?)"
+    )
     # and the server as a whole is out of reach: a batch stops instead of trying each row
     assert isinstance(caught.value, ServiceUnreachable)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailmatrix.core.failures import Ending, Stopped, failure_alert
+from mailmatrix.core.failures import Ending, Stopped, failure_alert, redrive_advice
 
 
 @pytest.mark.parametrize(
@@ -124,6 +124,27 @@ def test_a_ledger_that_could_not_be_written_is_advised_room_first_then_a_redrive
         " free space on its disk, or raise the file size limit (ulimit -f), then redrive: rows"
         " recorded as sent are skipped.\n" in alert.message
     )
+
+
+def test_a_mail_server_that_stopped_while_sending_is_said_to_be_out_of_reach_not_passing():
+    # GIVEN a run whose server stopped halfway: its batches gave up connecting
+    refused = (
+        "smtp 127.0.0.1:2525: connect: [Errno 111] Connection refused: the mail server could"
+        " not be reached (is it running, and is the port right?)"
+    )
+    stopped = Stopped(batches=(("TransientSendError", refused),) * 3)
+
+    # WHEN it says when to redrive
+    advice = redrive_advice("FAILED", "States.ExceedToleratedFailureThreshold", "", stopped)
+
+    # THEN it says the server could not be reached and to redrive once it is back, not now
+    assert advice == (
+        "the mail server could not be reached (see above): is it running, and is the port"
+        " right? Redrive once it is back (rows already sent are skipped); a redrive before"
+        " that stops the same way."
+    )
+    timed_out = Stopped(batches=(("TransientSendError", "smtp h: DATA: timed out"),))
+    assert "redrive now" in redrive_advice("FAILED", "States.Timeout", "", timed_out)
 
 
 def test_a_ledger_error_of_another_kind_is_still_a_passing_fault():

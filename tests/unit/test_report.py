@@ -372,7 +372,11 @@ def test_rows_left_to_a_newer_upload_are_counted_apart_and_named_not_retried():
     assert summary.subject().endswith("3 failed (2 left to a newer upload)")
     # AND the notice names the execution that sends them, and the retry only for the other
     notice = summary.message(execution="e", report_key="k")
-    assert "2 row(s) failed as Superseded: a newer upload of this file was validated" in notice
+    assert (
+        "2 row(s) not sent by this execution, and not failed (Superseded): a newer upload of"
+        in notice
+    )
+    assert "Nothing is to be done here" in notice
     assert "(execution exec-2)" in notice and "Redriving this execution sends nothing" in notice
     assert ON_AWS in notice  # for the refused row
     assert summary.to_dict(execution="e")["superseded_by"] == "exec-2"
@@ -425,6 +429,23 @@ def test_a_letter_held_for_one_in_doubt_elsewhere_says_so_and_how_to_settle_it()
     sending = sent_under_reason(sent._replace(state=SENDING))
     assert "is being sent to this address under news.csv (campaign c-news) at this" in sending
     assert "Run this file again once that run has ended" in sending
+
+
+def test_a_letter_held_for_one_that_went_to_the_outbox_does_not_say_the_address_got_it():
+    sent = SentCopy("c-news", "", "", 7, "", "", "news.csv", 0.0, SENT, outbox=True)
+
+    said = sent_under_reason(sent)
+    assert said == (
+        "this letter (the same text) went to the local outbox under news.csv (campaign c-news)"
+        " (row 7 of that run; a trial?), not to this address, but the ledger counts it sent, so"
+        " it is not sent here. To send it for real, run this file with --send-again-from"
+        " news.csv"
+    )
+    of_set = sent_under_reason(sent._replace(template="offer"))
+    assert of_set.startswith("a letter of the set 'offer' went to the local outbox under")
+    assert set_letter_file(of_set) == "news.csv"
+    # in doubt there, it is said as before: whether it went is settled there first
+    assert "went to the local outbox" not in sent_under_reason(sent._replace(state=IN_DOUBT))
 
 
 def test_the_file_a_letter_of_the_rows_set_went_under_is_read_from_its_reason_alone():

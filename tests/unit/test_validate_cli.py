@@ -520,8 +520,10 @@ def test_a_missing_attachments_folder_is_noted_only_when_rows_attach_files(
     said = " ".join(with_column.output.split())
     assert f"no attachments folder at {named.parent / 'attachments'}, and" in said
     assert "the file has an Attachment_File column" in said
-    # AND, as `run` tells it, how to give the folder (last, where it is seen)
-    assert said.endswith("give the folder of the files with --attachments")
+    # AND, as `run` tells it, how to give the folder: before the rows it rejects, which
+    # follow from it
+    note = said.index("give the folder of the files with --attachments")
+    assert note < said.index("attachment not found")
     as_json = json.loads(invoke(named, "--templates", templates, *SENDER, "--json").stdout)
     assert as_json["attachments_missing"].endswith(
         "give the folder of the files with --attachments"
