@@ -280,10 +280,18 @@ class _NameTracker(meta.TrackingCodeGenerator, _UnfoldedCodeGenerator):
 
 
 def _undeclared_names(ast: nodes.Template, environment: jinja2.Environment) -> set[str]:
-    """The names ``ast`` takes from the render context (meta.find_undeclared_variables)."""
+    """The names ``ast`` takes from the render context (meta.find_undeclared_variables), but
+    those it assigns somewhere: Jinja counts a name ``{% set %}`` only inside an ``{% if %}``
+    as one the context must give, yet the template's author made it its own."""
     tracker = _NameTracker(environment)
     tracker.visit(ast)
-    return tracker.undeclared_identifiers
+    return tracker.undeclared_identifiers - _assigned_names(ast)
+
+
+def _assigned_names(ast: nodes.Node) -> set[str]:
+    """The names a template gives values itself: ``{% set %}`` (a block too), ``{% for %}``
+    targets, macro and call arguments, ``{% with %}``."""
+    return {node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")}
 
 
 class _Sandbox(SizeLimitedSandbox):
