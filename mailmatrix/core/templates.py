@@ -345,6 +345,7 @@ class Catalog:
         self._by_value: dict[str, str] = {}
         self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
         self._in_place: dict[str, bool] = {}
+        self._number_reads: dict[str, list[_NumberRead]] = {}
         self._skeletons = _SkeletonCache(SKELETON_CACHE_SIZE)
         # Per set: how many rows ran out of time, and when the last one did.
         self._too_slow: dict[str, tuple[int, float]] = {}
@@ -443,6 +444,45 @@ class Catalog:
             ast = self._env.parse(self.sources[path], name=path)
             required |= _printed_names(ast, frozenset())
         return required - self._reserved - set(self.context)
+
+    def number_failure(self, template: str, fields: Mapping[str, str]) -> str | None:
+        """The error rendering ``fields`` with the set ``template`` fails with when a column's
+        value is one its ``int`` or ``float`` filter (given no default) cannot read, else None.
+
+        A set's first rows are rendered whole at validation; the values of each later row are
+        only put through the expressions reading a column as a number (``Salary | replace(",",
+        "") | int``), a few microseconds, and a row whose value fails one is rendered whole,
+        so that it is rejected only where the send would fail, with the send's words.
+        """
+        reads = self._number_reads.get(template)
+        if reads is None:
+            reads = self._number_reads[template] = self._find_number_reads(self._set(template))
+        for read in reads:
+            if read.column not in fields:
+                continue
+            value = fields[read.column]
+            try:
+                read.apply(self._env, EmptyField(read.column) if value == "" else value)
+            except Exception:  # whatever fails, the whole render says whether the send would
+                try:
+                    self.render(template, fields)
+                except TemplateError as exc:
+                    return exc.message
+                return None
+        return None
+
+    def _find_number_reads(self, tset: TemplateSet) -> list[_NumberRead]:
+        """The expressions of the set's files (layouts too) that read a column as a number."""
+        reads: list[_NumberRead] = []
+        own = self._reserved | set(self.context)
+        for path in self._variables_by_file(tset):
+            ast = self._env.parse(self.sources[path], name=path)
+            assigned = _assigned_names(ast)
+            for node in ast.find_all(nodes.Filter):
+                read = _number_read(node, own | assigned, "row" in assigned)
+                if read is not None and read not in reads:
+                    reads.append(read)
+        return reads
 
     def check_columns(self, columns: Iterable[str]) -> list[str]:
         """Compile every template; return one message per problem (empty: all good)."""
@@ -997,6 +1037,49 @@ def _check_values(sets: dict[str, TemplateSet], skip: dict[str, str], column: st
             )
     if column is None and len(sets) != 1:
         raise TemplateError(f"{MANIFEST}: 'column' is null, so exactly one set is allowed")
+
+
+@dataclass(frozen=True)
+class _NumberRead:
+    """An ``int`` or ``float`` filter given no default, reading ``column`` through ``filters``
+    (each a name, its constant arguments and keyword arguments), innermost first."""
+
+    column: str
+    filters: tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]], ...]
+
+    def apply(self, environment: jinja2.Environment, value: Any) -> Any:
+        """Put ``value`` through the filters, as rendering does; raise what they raise."""
+        for name, args, kwargs in self.filters:
+            value = environment.call_filter(name, value, args, dict(kwargs))
+        return value
+
+
+def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _NumberRead | None:
+    """The read of a column as a number ``node`` is (``Salary | trim | int``, ``row["Pay"] |
+    float``), when only filters given constants stand between the column and it; else None.
+    Names in ``own`` (the template's own, the manifest's constants) are no columns; nor is
+    ``row["X"]`` when the template sets ``row`` itself (``row_set``)."""
+    if node.name not in ("int", "float") or node.args or node.kwargs:
+        return None
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    filters: list[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]] = []
+    current: nodes.Node | None = node
+    while isinstance(current, nodes.Filter):
+        arguments = [*current.args, *(keyword.value for keyword in current.kwargs)]
+        constant = all(isinstance(argument, nodes.Const) for argument in arguments)
+        if current.node is None or not constant or current.dyn_args or current.dyn_kwargs:
+            return None
+        args = tuple(argument.value for argument in current.args)
+        kwargs = tuple((keyword.key, keyword.value.value) for keyword in current.kwargs)
+        filters.insert(0, (current.name, args, kwargs))
+        current = current.node
+    if isinstance(current, nodes.Name) and current.ctx == "load" and current.name not in own:
+        return _NumberRead(current.name, tuple(filters))
+    if isinstance(current, nodes.Getitem) and _of_row(current) and not row_set:
+        keys = _text_of(current.arg)
+        return _NumberRead(keys.pop(), tuple(filters)) if keys else None
+    return None
 
 
 def _printed_names(node: nodes.Node, guarded: frozenset[str]) -> set[str]:

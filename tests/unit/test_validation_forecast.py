@@ -66,3 +66,62 @@ def test_names_a_template_assigns_are_never_required_as_columns(body):
     # WHEN checked against a file without such a column THEN nothing is missing
     assert templates.check_columns(["Email", "Name", "Status"]) == []
     assert "n" not in templates.variables("offer")
+
+
+# --- every row's numbers ---------------------------------------------------------------------
+
+SALARIES = ["85000", "92000", "$85,000", "71000", "92k", "80000"]
+
+
+def salary_file(salaries: list[str]) -> str:
+    lines = ["Email,Name,Status,Salary"]
+    lines += [f"p{i}@example.com,Pat {i},Offer,\"{pay}\"" for i, pay in enumerate(salaries)]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["Salary | int", "Salary | trim | float", 'row["Salary"] | replace(" ", "") | int'],
+    ids=["int", "through-trim", "through-row"],
+)
+def test_every_row_whose_number_the_send_could_not_read_is_rejected_at_validation(expression):
+    # GIVEN an offer printing a salary read as a number, and rows after the first whose
+    # salary no int or float reads
+    templates = catalog(**{"offer__body.txt": f"Dear {{{{ Name }}}}, {{{{ {expression} }}}}\n"})
+
+    # WHEN the file is validated
+    report, rows = validate(salary_file(SALARIES), templates)
+
+    # THEN those rows are rejected, each with the words its send would fail with
+    assert [row["row"] for row in rows] == [2, 3, 5, 7]
+    failed = {row: reason for row, _, reason in reasons(report)}
+    assert sorted(failed) == [4, 6]
+    for row, pay in ((4, "$85,000"), (6, "92k")):
+        with pytest.raises(TemplateError) as sent:
+            templates.render("offer", {"Name": "Pat", "Status": "Offer", "Salary": pay})
+        assert sent.value.message.split(" (from column")[0] in failed[row]
+        assert failed[row].startswith("its letter does not render: offer/body.txt: render:")
+
+
+def test_a_number_read_behind_a_guard_rejects_only_rows_that_reach_it():
+    # GIVEN a salary read as a number only for rows whose Salary is not "n/a"
+    body = 'Dear {{ Name }}{% if Salary != "n/a" %}, {{ Salary | int }}{% endif %}\n'
+    templates = catalog(**{"offer__body.txt": body})
+
+    # WHEN rows with "n/a" (never read) and "92k" (read) are validated
+    report, rows = validate(salary_file(["85000", "n/a", "92k", "n/a"]), templates)
+
+    # THEN only the row whose send would fail is rejected
+    assert [row["row"] for row in rows] == [2, 3, 5]
+    assert [row for row, _, _ in reasons(report)] == [4]
+
+
+def test_numbers_read_with_a_default_or_of_the_templates_own_names_are_not_checked():
+    # GIVEN a salary read with a default, and a name of the template's own read as a number
+    body = "{{ Salary | int(0) }} {% set Pay = '1' %}{{ Pay | int }}\n"
+    templates = catalog(**{"offer__body.txt": body})
+
+    # WHEN validated THEN no row is rejected (the send prints 0 for 92k)
+    report, rows = validate(salary_file(SALARIES), templates)
+    assert len(rows) == len(SALARIES)
+    assert reasons(report) == []
