@@ -42,6 +42,7 @@ import posixpath
 import re
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -135,7 +136,8 @@ class EmptyField(str):
 def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     """The render error of an ``int`` or ``float`` filter that could not read its value, or
     would print it other than the CSV meant, naming the column the value comes from when one
-    cell holds it (give or take the punctuation and symbols the template took out)."""
+    cell holds it (give or take the punctuation and symbols the template took out), and the
+    filters that would turn this value into digits (its own currency signs and separators)."""
     value = str(exc.value)
     bare = _WORD_ONLY.sub("", value)
     columns = [
@@ -145,6 +147,7 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     ]
     source = f" (from column {columns[0]}: {row[columns[0]]!r})" if len(columns) == 1 else ""
     default = f" | {exc.filter_name}(0)"
+    recipe = digits_recipe(value, exc.filter_name)
     if exc.reason == "grouped":
         mark = "." if "." in value else ","
         return (
@@ -152,8 +155,8 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
             f' "{mark}" in {value!r}{source} groups thousands'
             f" ({value.strip().replace(mark, '')}) or marks decimals (Jinja would print"
             f" {_jinja_reading(exc)}): make the template turn the value into digits first (e.g."
-            f' | replace("{mark}", "") | {exc.filter_name}), or give the filter a default,'
-            f"{default}, to keep Jinja's reading"
+            f" {recipe or _REPLACE.format(mark=mark, filter=exc.filter_name)}); a default,"
+            f"{default}, would print Jinja's reading, {_jinja_reading(exc)}"
         )
     if exc.reason == "not_finite":
         return (
@@ -163,12 +166,62 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
             " does"
         )
     what = "an empty value" if value == "" else f"{value!r}"
-    return (
+    said = (
         f"{path}: render: the {exc.filter_name} filter cannot read {what}{source} as a number"
-        " (Jinja would print 0): make the template turn the value into digits first (e.g."
-        ' | replace(".", "") | replace("€", "") | trim), or give the filter a default,'
-        f"{default}, to print 0 for such values"
+        " (Jinja would print 0)"
     )
+    if recipe is None:
+        return (
+            f"{said}: write it in the CSV as digits only (a default,{default}, would print 0"
+            " for such values)"
+        )
+    return (
+        f"{said}: make the template turn the value into digits first,"
+        f" for this value {recipe}, or write it in the CSV as digits only (a default,"
+        f"{default}, would print 0 for such values)"
+    )
+
+
+_REPLACE = '| replace("{mark}", "") | {filter}'
+# Digits, grouped or not, with at most one decimal separator: what digits_recipe can mend.
+_SEPARATED = re.compile(r"[+-]?\d+(?:[.,' ]\d+)*")
+
+
+def digits_recipe(value: str, filter_name: str) -> str | None:
+    """The filters that make ``value`` digits ``filter_name`` reads as the number it shows
+    ("$85,000.00": | replace("$", "") | replace(",", "") | float | int), or None when it shows
+    none ("92k", "n/a"): each currency sign and thousands separator removed, a decimal comma
+    made a point, never a decimal separator removed."""
+    signs = list(dict.fromkeys(char for char in value if unicodedata.category(char) == "Sc"))
+    text = value
+    for sign in signs:
+        text = text.replace(sign, "")
+    if not _SEPARATED.fullmatch(text.strip()):
+        return None
+
+    digits = text.strip()
+    marks = [char for char in digits if char in ".,"]
+    thousands = [mark for mark in dict.fromkeys(digits) if mark in "' "]
+    decimal = None
+    if marks:
+        last = marks[-1]
+        grouped = len(marks) == 1 and bool(_GROUPED_THOUSANDS.fullmatch(digits.lstrip("+-")))
+        if marks.count(last) == 1 and not grouped:
+            decimal = last
+        thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
+    steps = [f'replace("{sign}", "")' for sign in signs]
+    steps += [f'replace("{mark}", "")' for mark in thousands]
+    if decimal == ",":
+        steps.append('replace(",", ".")')
+    if text != text.strip():
+        steps.append("trim")
+    steps += ["float", "int"] if decimal and filter_name == "int" else [filter_name]
+    return "| " + " | ".join(steps)
+
+
+# One group of thousands after up to three digits ("85,000", "1.500"): a separator taken for
+# thousands, as the filters refuse it (sandbox._GROUPED).
+_GROUPED_THOUSANDS = re.compile(r"[1-9]\d{0,2}[.,]\d{3}")
 
 
 def _jinja_reading(exc: NotANumber) -> str:

@@ -125,3 +125,47 @@ def test_numbers_read_with_a_default_or_of_the_templates_own_names_are_not_check
     report, rows = validate(salary_file(SALARIES), templates)
     assert len(rows) == len(SALARIES)
     assert reasons(report) == []
+
+
+# --- a hint fitting the value ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("salary", "recipe", "number"),
+    [
+        ("$120,000", '| replace("$", "") | replace(",", "") | int', "120000"),
+        ("$85,000.00", '| replace("$", "") | replace(",", "") | float | int', "85000"),
+        ("85.000 €", '| replace("€", "") | replace(".", "") | trim | int', "85000"),
+        ("1.234.567", '| replace(".", "") | int', "1234567"),
+    ],
+    ids=["dollars", "dollars-and-cents", "euros", "millions"],
+)
+def test_the_hint_names_the_values_own_signs_and_its_filters_print_the_number(
+    salary, recipe, number
+):
+    # GIVEN an offer reading the salary with int, and a salary int cannot read
+    templates = catalog(**{"offer__body.txt": "{{ Salary | int }}\n"})
+    with pytest.raises(TemplateError) as caught:
+        templates.render("offer", {"Name": "Pat", "Salary": salary})
+
+    # THEN the hint gives the filters for this value, no decimal separator removed
+    assert recipe in caught.value.message
+    assert "€" not in caught.value.message.replace(salary, "") or "€" in salary
+
+    # AND followed, the template prints the number the value shows
+    mended = catalog(**{"offer__body.txt": f"{{{{ Salary {recipe} }}}}\n"})
+    assert mended.render("offer", {"Name": "Pat", "Salary": salary}).text == number + "\n"
+
+
+@pytest.mark.parametrize("salary", ["92k", "85k", "n/a"])
+def test_a_value_showing_no_number_is_told_to_be_written_as_digits(salary):
+    templates = catalog(**{"offer__body.txt": "{{ Salary | int }}\n"})
+    with pytest.raises(TemplateError) as caught:
+        templates.render("offer", {"Name": "Pat", "Salary": salary})
+
+    # THEN the CSV is to be mended; the default is said to print 0, not offered as a fix
+    assert caught.value.message.endswith(
+        ": write it in the CSV as digits only (a default, | int(0), would print 0 for such"
+        " values)"
+    )
+    assert "replace(" not in caught.value.message
