@@ -883,7 +883,15 @@ class _Intake:
             if choice_column and name.casefold() == choice_column.casefold():
                 names[index] = choice_column
         self._check_names(names, source)
-        broken, unfit = self.catalog.check([name for name in names if name])
+        # A set's columns are checked at the first row picking it (_template_needs): a set
+        # added for later files must not stop an older file none of whose rows picks it.
+        self.by_set = hasattr(self.catalog, "check_set")
+        columns = [name for name in names if name]
+        if self.by_set:
+            catalog: Any = self.catalog
+            broken, unfit = catalog.check(columns, sets=())
+        else:
+            broken, unfit = self.catalog.check(columns)
         headings = (
             ("templates do not compile", broken),
             ("templates do not fit the columns", unfit),
@@ -1197,11 +1205,17 @@ class _Intake:
 
     def _template_needs(self, template: str, row: int) -> _Needs:
         """Return what a template set needs from a row (asked once per set, at its first
-        ``row``); raise InputFileError when the set needs an Attachment_File column the file
-        lacks (see _check_file_column)."""
+        ``row``); raise TemplateError when its templates use a column the file lacks, and
+        InputFileError when the set needs an Attachment_File column the file lacks (see
+        _check_file_column)."""
         needs = self._needs.get(template)
         if needs is None:
             catalog: Any = self.catalog
+            unfit = catalog.check_set(template, self.report.header) if self.by_set else []
+            if unfit:
+                raise TemplateError(
+                    f"{self.report.source}: templates do not fit the columns: {'; '.join(unfit)}"
+                )
             required = getattr(catalog, "required_columns", None) or catalog.variables
             used = required(template)
             mode_of = getattr(catalog, "attachment_mode", None)

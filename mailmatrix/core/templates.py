@@ -542,10 +542,13 @@ class Catalog:
         broken, unfit = self.check(columns)
         return broken + unfit
 
-    def check(self, columns: Iterable[str]) -> tuple[list[str], list[str]]:
+    def check(
+        self, columns: Iterable[str], sets: Collection[str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Compile every template; return one message per problem, those of templates that do
         not compile (a syntax error, a template that does not exist) apart from those of
-        templates that do not fit ``columns``."""
+        templates that do not fit ``columns``: of every set, or of ``sets`` only (a set no row
+        of a file picks needs none of its columns)."""
         columns = list(columns)
         available = set(columns)
         problems: list[str] = []
@@ -575,6 +578,8 @@ class Catalog:
             for path, names in by_file.items():
                 used |= names
                 missing = sorted(names - available - constants - self._reserved)
+                if sets is not None and tset.name not in sets:
+                    continue
                 if missing and path not in unknown:
                     unknown[path] = missing
                 for name in names & (constants | self._reserved) & available:
@@ -589,6 +594,11 @@ class Catalog:
             hints = _suggestions({n for names in unknown.values() for n in names}, columns, used)
             problems.append(f"{listed} — not CSV columns (available: {', '.join(columns)}){hints}")
         return broken, problems
+
+    def check_set(self, template: str, columns: Iterable[str]) -> list[str]:
+        """The problems of the set ``template``'s templates with ``columns`` (empty: none)."""
+        broken, unfit = self.check(columns, sets=(template,))
+        return broken + unfit
 
     def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
         """Render the set ``template`` for one row; raise TemplateError naming what failed.

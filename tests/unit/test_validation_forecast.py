@@ -3,11 +3,10 @@ templates set themselves, sets no row picks, files a set does not attach, near-m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import pytest
 
-from mailmatrix.core.recipients import IntakeReport
 from mailmatrix.core.templates import Catalog, load_catalog
 from mailmatrix.errors import TemplateError
 from tests.unit.test_recipients import index_of, reasons, run
@@ -38,11 +37,19 @@ def catalog(**files: str) -> Catalog:
     return load_catalog(base)
 
 
-def validate(text: str, templates: Catalog, *files: str) -> tuple[IntakeReport, list[dict]]:
+class Outcome(NamedTuple):
+    """What validation said of a file: the rows passed on, those rejected, the warnings."""
+
+    rows: list[dict]
+    rejected: list[tuple[int, str, str]]
+    warnings: list[str]
+
+
+def validate(text: str, templates: Catalog, *files: str) -> Outcome:
     """Validate the CSV ``text`` against ``templates``, the attachments holding ``files``."""
-    report: Any
     report, rows = run(text, catalog=templates, index=index_of(*(files or ("x.pdf",))))
-    return report, rows
+    with report:
+        return Outcome(rows, reasons(report), list(report.warnings))
 
 
 # --- names a template sets itself ------------------------------------------------------------
@@ -90,11 +97,11 @@ def test_every_row_whose_number_the_send_could_not_read_is_rejected_at_validatio
     templates = catalog(**{"offer__body.txt": f"Dear {{{{ Name }}}}, {{{{ {expression} }}}}\n"})
 
     # WHEN the file is validated
-    report, rows = validate(salary_file(SALARIES), templates)
+    rows, rejected, _ = validate(salary_file(SALARIES), templates)
 
     # THEN those rows are rejected, each with the words its send would fail with
     assert [row["row"] for row in rows] == [2, 3, 5, 7]
-    failed = {row: reason for row, _, reason in reasons(report)}
+    failed = {row: reason for row, _, reason in rejected}
     assert sorted(failed) == [4, 6]
     for row, pay in ((4, "$85,000"), (6, "92k")):
         with pytest.raises(TemplateError) as sent:
@@ -109,11 +116,11 @@ def test_a_number_read_behind_a_guard_rejects_only_rows_that_reach_it():
     templates = catalog(**{"offer__body.txt": body})
 
     # WHEN rows with "n/a" (never read) and "92k" (read) are validated
-    report, rows = validate(salary_file(["85000", "n/a", "92k", "n/a"]), templates)
+    rows, rejected, _ = validate(salary_file(["85000", "n/a", "92k", "n/a"]), templates)
 
     # THEN only the row whose send would fail is rejected
     assert [row["row"] for row in rows] == [2, 3, 5]
-    assert [row for row, _, _ in reasons(report)] == [4]
+    assert [row for row, _, _ in rejected] == [4]
 
 
 def test_numbers_read_with_a_default_or_of_the_templates_own_names_are_not_checked():
@@ -122,9 +129,9 @@ def test_numbers_read_with_a_default_or_of_the_templates_own_names_are_not_check
     templates = catalog(**{"offer__body.txt": body})
 
     # WHEN validated THEN no row is rejected (the send prints 0 for 92k)
-    report, rows = validate(salary_file(SALARIES), templates)
+    rows, rejected, _ = validate(salary_file(SALARIES), templates)
     assert len(rows) == len(SALARIES)
-    assert reasons(report) == []
+    assert rejected == []
 
 
 # --- a hint fitting the value ----------------------------------------------------------------
@@ -169,3 +176,42 @@ def test_a_value_showing_no_number_is_told_to_be_written_as_digits(salary):
         " values)"
     )
     assert "replace(" not in caught.value.message
+
+
+# --- sets no row picks -----------------------------------------------------------------------
+
+OLDER_FILE = "Email,Name,Status\r\nann@example.com,Ann,Offer\r\nbob@example.com,Bob,Rejection\r\n"
+
+
+def with_reminder() -> Catalog:
+    """The offer and rejection sets, and a reminder set added later, printing Manager."""
+    templates = catalog(
+        **{
+            "manifest.yaml": MANIFEST + "  reminder:\n    when: [Reminder]\n    attachment: none\n",
+            "reminder__subject.txt": "A reminder, {{ Name }}",
+            "reminder__body.txt": "{{ Manager }} is waiting for you\n",
+        }
+    )
+    return templates
+
+
+def test_a_set_no_row_picks_does_not_stop_an_older_file_for_its_columns():
+    # GIVEN a set added later, printing a column older files lack, and an older file
+    # WHEN the older file is validated THEN its rows pass and the set is said nowhere
+    rows, rejected, warnings = validate(OLDER_FILE, with_reminder())
+    assert [row["row"] for row in rows] == [2, 3]
+    assert rejected == []
+    assert not any("reminder" in warning for warning in warnings)
+
+
+def test_the_first_row_picking_a_set_stops_the_file_for_its_columns():
+    # GIVEN the older file with a row picking the new set
+    text = OLDER_FILE + "cy@example.com,Cy,Reminder\r\n"
+
+    # WHEN validated THEN the file stops, with the words it stopped with before
+    with pytest.raises(TemplateError) as caught:
+        validate(text, with_reminder())
+    assert caught.value.message == (
+        "incoming/test.csv: templates do not fit the columns: reminder/body.txt: Manager —"
+        " not CSV columns (available: Email, Name, Status)"
+    )
