@@ -568,6 +568,7 @@ def validate_recipients(
         if report.rows == 0:
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
         intake.warn_of_questions()
+        intake.warn_of_unattached()
         intake.check_defaults()
         intake.trials.check()
         intake.withdraw_copies()
@@ -582,6 +583,8 @@ def validate_recipients(
     return report
 
 
+# How many rows a warning lists by number before it counts the rest.
+_LISTED_ROWS = 10
 # Rows of each template set rendered at intake while none of them has rendered.
 TRIAL_ROWS = 3
 _FIX = "(fix the template, or this row's values)"
@@ -874,6 +877,9 @@ class _Intake:
         self.question_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
+        # Of each set that attaches nothing (attachment: none), the rows naming a file all
+        # the same: how many, and the first few.
+        self.unattached: dict[str, tuple[int, list[int]]] = {}
 
     def start(self, header: list[str], source: str) -> None:
         """Take the header record: normalise names, find the columns, check the templates."""
@@ -987,6 +993,11 @@ class _Intake:
         went: SentCopy | None = None  # the same letter, sent to the address under another file
         if template:
             needs = self._template_needs(template, row)
+            if needs.mode == "none" and self._cell(values).strip():
+                count, first = self.unattached.get(template, (0, []))
+                if len(first) < _LISTED_ROWS:
+                    first.append(row)
+                self.unattached[template] = (count + 1, first)
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
@@ -1843,6 +1854,20 @@ class _Intake:
             " spreadsheet saved as plain CSV writes ? for each letter it cannot encode; save"
             " the file as CSV UTF-8 and run it again"
         )
+
+    def warn_of_unattached(self) -> None:
+        """Say, per set that attaches nothing, which rows name a file it does not attach."""
+        for template, (count, first) in self.unattached.items():
+            rows = ", ".join(map(str, first))
+            if count > len(first):
+                rows += f" and {count - len(first)} more"
+            many = count > 1
+            said = f"rows {rows} name" if many else f"row {rows} names"
+            self.report.warnings.append(
+                f"{said} a file in Attachment_File but {'their' if many else 'its'} set"
+                f" {template!r} sends none (attachment: none in {MANIFEST}):"
+                f" {'the files are' if many else 'the file is'} not attached"
+            )
 
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
         """Index the words of the row's name columns: which row's recipient has each (none

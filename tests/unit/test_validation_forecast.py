@@ -215,3 +215,32 @@ def test_the_first_row_picking_a_set_stops_the_file_for_its_columns():
         "incoming/test.csv: templates do not fit the columns: reminder/body.txt: Manager —"
         " not CSV columns (available: Email, Name, Status)"
     )
+
+
+# --- files a set does not attach -------------------------------------------------------------
+
+
+def test_rows_naming_a_file_their_set_does_not_attach_are_warned_of_once():
+    # GIVEN rejections (attachment: none) of which rows 4 and 9 name a file, and an offer
+    # (optional) naming one
+    lines = ["Email,Name,Status,Attachment_File", "o@example.com,Olga,Offer,olga.pdf"]
+    for i in range(3, 11):
+        named = f"r{i}.pdf" if i in (4, 9) else ""
+        lines.append(f"r{i}@example.com,Rita {i},Rejection,{named}")
+    text = "\r\n".join(lines) + "\r\n"
+
+    # WHEN validated
+    rows, rejected, warnings = validate(text, catalog(), "olga.pdf", "r4.pdf", "r9.pdf")
+
+    # THEN every row goes, the rejections without files, and one warning names the rows
+    assert len(rows) == 9 and rejected == []
+    assert [row["attachment"] for row in rows if row["template"] == "rejection"] == [None] * 8
+    assert warnings == [
+        "rows 4, 9 name a file in Attachment_File but their set 'rejection' sends none"
+        " (attachment: none in manifest.yaml): the files are not attached"
+    ]
+
+
+def test_a_set_attaching_nothing_is_not_warned_of_when_no_row_names_a_file():
+    text = "Email,Name,Status,Attachment_File\r\nr@example.com,Rita,Rejection,\r\n"
+    assert validate(text, catalog()).warnings == []
