@@ -3,6 +3,7 @@ templates set themselves, sets no row picks, files a set does not attach, near-m
 
 from __future__ import annotations
 
+import unicodedata
 from typing import NamedTuple
 
 import pytest
@@ -82,7 +83,7 @@ SALARIES = ["85000", "92000", "$85,000", "71000", "92k", "80000"]
 
 def salary_file(salaries: list[str]) -> str:
     lines = ["Email,Name,Status,Salary"]
-    lines += [f"p{i}@example.com,Pat {i},Offer,\"{pay}\"" for i, pay in enumerate(salaries)]
+    lines += [f'p{i}@example.com,Pat {i},Offer,"{pay}"' for i, pay in enumerate(salaries)]
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -172,8 +173,7 @@ def test_a_value_showing_no_number_is_told_to_be_written_as_digits(salary):
 
     # THEN the CSV is to be mended; the default is said to print 0, not offered as a fix
     assert caught.value.message.endswith(
-        ": write it in the CSV as digits only (a default, | int(0), would print 0 for such"
-        " values)"
+        ": write it in the CSV as digits only (a default, | int(0), would print 0 for such values)"
     )
     assert "replace(" not in caught.value.message
 
@@ -244,3 +244,40 @@ def test_rows_naming_a_file_their_set_does_not_attach_are_warned_of_once():
 def test_a_set_attaching_nothing_is_not_warned_of_when_no_row_names_a_file():
     text = "Email,Name,Status,Attachment_File\r\nr@example.com,Rita,Rejection,\r\n"
     assert validate(text, catalog()).warnings == []
+
+
+# --- near-miss file names --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cell", "listed"),
+    [
+        ("Jane O’Brien.pdf", "Jane O'Brien.pdf"),
+        ("Jane O'Brien.pdf", "Jane O’Brien.pdf"),
+        ("“Jane”.pdf", '"Jane".pdf'),
+        ("Jane Doe .pdf", "Jane Doe.pdf"),
+        ("Jane  Doe.pdf", "Jane Doe.pdf"),
+        ("Jane Doe.pdf", "Jane Doe.pdf "),
+        ("Jane Doe.pdf", "Jane  Doe.pdf"),
+        ("Zoë Berg.PDF", "Zoe\u0308 Berg.pdf"),
+    ],
+    ids=[
+        "curly-apostrophe",
+        "straight-apostrophe",
+        "curly-quotes",
+        "space-before-extension",
+        "doubled-space",
+        "trailing-space-listed",
+        "doubled-space-listed",
+        "nfd-listed",
+    ],
+)
+def test_a_near_miss_file_name_gets_a_did_you_mean(cell, listed):
+    # GIVEN attachments holding one file, and a cell naming it with another quote or spacing
+    index = index_of(listed, "other.pdf")
+
+    # WHEN the cell is looked up THEN it is not found, and the file is suggested
+    problem = index.lookup(cell).problem
+    assert problem is not None
+    assert problem.startswith("attachment not found: ")
+    assert problem.endswith("(did you mean " + unicodedata.normalize("NFC", listed) + "?)")
