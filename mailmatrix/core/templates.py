@@ -1129,12 +1129,14 @@ def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _Nu
     filters: list[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]] = []
     current: nodes.Node | None = node
     while isinstance(current, nodes.Filter):
-        arguments = [*current.args, *(keyword.value for keyword in current.kwargs)]
-        constant = all(isinstance(argument, nodes.Const) for argument in arguments)
-        if current.node is None or not constant or current.dyn_args or current.dyn_kwargs:
+        keywords: list[Any] = list(current.kwargs)  # Keyword nodes (typed as Pair)
+        args = _constants(current.args)
+        values = _constants(keyword.value for keyword in keywords)
+        if current.node is None or args is None or values is None:
             return None
-        args = tuple(argument.value for argument in current.args)
-        kwargs = tuple((keyword.key, keyword.value.value) for keyword in current.kwargs)
+        if current.dyn_args is not None or current.dyn_kwargs is not None:
+            return None
+        kwargs = tuple(zip((str(keyword.key) for keyword in keywords), values, strict=True))
         filters.insert(0, (current.name, args, kwargs))
         current = current.node
     if isinstance(current, nodes.Name) and current.ctx == "load" and current.name not in own:
@@ -1143,6 +1145,16 @@ def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _Nu
         keys = _text_of(current.arg)
         return _NumberRead(keys.pop(), tuple(filters)) if keys else None
     return None
+
+
+def _constants(expressions: Iterable[nodes.Node]) -> tuple[Any, ...] | None:
+    """The values of ``expressions`` when each is a constant, else None."""
+    values = []
+    for expression in expressions:
+        if not isinstance(expression, nodes.Const):
+            return None
+        values.append(expression.value)
+    return tuple(values)
 
 
 def _printed_names(node: nodes.Node, guarded: frozenset[str]) -> set[str]:
