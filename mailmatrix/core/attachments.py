@@ -224,7 +224,8 @@ class AttachmentIndex:
             )
         if entry is None:
             by_name, by_stem = self._variants()
-            hints = by_name.get(name.casefold()) or by_stem.get(_stem(name.casefold()), [])
+            loose = _loose(name)
+            hints = by_name.get(loose) or by_stem.get(_stem(loose), [])
             hint = f" (did you mean {' or '.join(sorted(hints))}?)" if hints else ""
             return Lookup(problem=f"{ATTACHMENT_NOT_FOUND}: {name}{hint}")
         if isinstance(entry, int):
@@ -287,16 +288,31 @@ class AttachmentIndex:
         return "" if isinstance(entry, int) else entry.partition(" ")[2]
 
     def _variants(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Names by their case-folded form, and by that form without its extension (a cell
-        naming ``greta-berg`` or ``greta-berg.docx`` for ``greta-berg.pdf``); built at the
-        first miss (most runs never miss)."""
+        """Names by their loose form (_loose: case, quotes, spaces), and by that form without
+        its extension (a cell naming ``greta-berg`` or ``greta-berg.docx`` for
+        ``greta-berg.pdf``); built at the first miss (most runs never miss)."""
         if self._folded is None:
             self._folded, self._stems = {}, {}
             for name in self._files:
-                folded = name.casefold()
+                folded = _loose(name)
                 self._folded.setdefault(folded, []).append(name)
                 self._stems.setdefault(_stem(folded), []).append(name)
         return self._folded, self._stems
+
+
+# Quotes a keyboard, a word processor or a phone may write for one another.
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"'}
+)
+_SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_EXTENSION = re.compile(r" \.(?=[^.]*$)")
+
+
+def _loose(name: str) -> str:
+    """``name`` as a did-you-mean compares it: NFC, case-folded, curly quotes straight, spaces
+    single and none at its ends or before its extension ("Jane  Doe .PDF" is "jane doe.pdf")."""
+    text = unicodedata.normalize("NFC", name).translate(_QUOTES).casefold()
+    return _SPACE_BEFORE_EXTENSION.sub(".", _SPACES.sub(" ", text).strip())
 
 
 def _stem(name: str) -> str:

@@ -568,6 +568,7 @@ def validate_recipients(
         if report.rows == 0:
             raise InputFileError(f"{source}: no recipients: the file has a header but no rows")
         intake.warn_of_questions()
+        intake.warn_of_unattached()
         intake.check_defaults()
         intake.trials.check()
         intake.withdraw_copies()
@@ -582,6 +583,8 @@ def validate_recipients(
     return report
 
 
+# How many rows a warning lists by number before it counts the rest.
+_LISTED_ROWS = 10
 # Rows of each template set rendered at intake while none of them has rendered.
 TRIAL_ROWS = 3
 _FIX = "(fix the template, or this row's values)"
@@ -596,7 +599,9 @@ class _TrialRenders:
     other sets' letters had gone out. A set whose first rows (two at least, TRIAL_ROWS at
     most) all fail stops the file before anything is sent, as a column the file lacks does.
     A row that fails while its set does not is rejected with the error (it would fail at
-    sending); a row the same as one that failed fails alike, without another try.
+    sending); a row the same as one that failed fails alike, without another try. Each later
+    row of a set that rendered has the values its templates read as numbers (``| int``) tried
+    (Catalog.number_failure): "$85,000" fails there as it would at sending.
     """
 
     def __init__(self, catalog: Any) -> None:
@@ -612,7 +617,10 @@ class _TrialRenders:
         if key in self._errors:
             return self._errors[key]
         if template in self._rendered:
-            return None
+            # later rows: their values read as numbers, which the first row's rendering
+            # did not try (validation said 198 rows would be sent; 64 failed at sending)
+            numbers = getattr(self._catalog, "number_failure", None)
+            return numbers(template, fields) if numbers is not None else None
         tried = self._failed.setdefault(template, [])
         if len(tried) >= TRIAL_ROWS:
             return None
@@ -869,6 +877,9 @@ class _Intake:
         self.question_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
+        # Of each set that attaches nothing (attachment: none), the rows naming a file all
+        # the same: how many, and the first few.
+        self.unattached: dict[str, tuple[int, list[int]]] = {}
 
     def start(self, header: list[str], source: str) -> None:
         """Take the header record: normalise names, find the columns, check the templates."""
@@ -878,7 +889,15 @@ class _Intake:
             if choice_column and name.casefold() == choice_column.casefold():
                 names[index] = choice_column
         self._check_names(names, source)
-        broken, unfit = self.catalog.check([name for name in names if name])
+        # A set's columns are checked at the first row picking it (_template_needs): a set
+        # added for later files must not stop an older file none of whose rows picks it.
+        self.by_set = hasattr(self.catalog, "check_set")
+        columns = [name for name in names if name]
+        if self.by_set:
+            catalog: Any = self.catalog
+            broken, unfit = catalog.check(columns, sets=())
+        else:
+            broken, unfit = self.catalog.check(columns)
         headings = (
             ("templates do not compile", broken),
             ("templates do not fit the columns", unfit),
@@ -974,6 +993,11 @@ class _Intake:
         went: SentCopy | None = None  # the same letter, sent to the address under another file
         if template:
             needs = self._template_needs(template, row)
+            if needs.mode == "none" and self._cell(values).strip():
+                count, first = self.unattached.get(template, (0, []))
+                if len(first) < _LISTED_ROWS:
+                    first.append(row)
+                self.unattached[template] = (count + 1, first)
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
@@ -1192,11 +1216,17 @@ class _Intake:
 
     def _template_needs(self, template: str, row: int) -> _Needs:
         """Return what a template set needs from a row (asked once per set, at its first
-        ``row``); raise InputFileError when the set needs an Attachment_File column the file
-        lacks (see _check_file_column)."""
+        ``row``); raise TemplateError when its templates use a column the file lacks, and
+        InputFileError when the set needs an Attachment_File column the file lacks (see
+        _check_file_column)."""
         needs = self._needs.get(template)
         if needs is None:
             catalog: Any = self.catalog
+            unfit = catalog.check_set(template, self.report.header) if self.by_set else []
+            if unfit:
+                raise TemplateError(
+                    f"{self.report.source}: templates do not fit the columns: {'; '.join(unfit)}"
+                )
             required = getattr(catalog, "required_columns", None) or catalog.variables
             used = required(template)
             mode_of = getattr(catalog, "attachment_mode", None)
@@ -1824,6 +1854,20 @@ class _Intake:
             " spreadsheet saved as plain CSV writes ? for each letter it cannot encode; save"
             " the file as CSV UTF-8 and run it again"
         )
+
+    def warn_of_unattached(self) -> None:
+        """Say, per set that attaches nothing, which rows name a file it does not attach."""
+        for template, (count, first) in self.unattached.items():
+            rows = ", ".join(map(str, first))
+            if count > len(first):
+                rows += f" and {count - len(first)} more"
+            many = count > 1
+            said = f"rows {rows} name" if many else f"row {rows} names"
+            self.report.warnings.append(
+                f"{said} a file in Attachment_File but {'their' if many else 'its'} set"
+                f" {template!r} sends none (attachment: none in {MANIFEST}):"
+                f" {'the files are' if many else 'the file is'} not attached"
+            )
 
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
         """Index the words of the row's name columns: which row's recipient has each (none

@@ -42,6 +42,7 @@ import posixpath
 import re
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -135,7 +136,8 @@ class EmptyField(str):
 def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     """The render error of an ``int`` or ``float`` filter that could not read its value, or
     would print it other than the CSV meant, naming the column the value comes from when one
-    cell holds it (give or take the punctuation and symbols the template took out)."""
+    cell holds it (give or take the punctuation and symbols the template took out), and the
+    filters that would turn this value into digits (its own currency signs and separators)."""
     value = str(exc.value)
     bare = _WORD_ONLY.sub("", value)
     columns = [
@@ -145,6 +147,7 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     ]
     source = f" (from column {columns[0]}: {row[columns[0]]!r})" if len(columns) == 1 else ""
     default = f" | {exc.filter_name}(0)"
+    recipe = digits_recipe(value, exc.filter_name)
     if exc.reason == "grouped":
         mark = "." if "." in value else ","
         return (
@@ -152,8 +155,8 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
             f' "{mark}" in {value!r}{source} groups thousands'
             f" ({value.strip().replace(mark, '')}) or marks decimals (Jinja would print"
             f" {_jinja_reading(exc)}): make the template turn the value into digits first (e.g."
-            f' | replace("{mark}", "") | {exc.filter_name}), or give the filter a default,'
-            f"{default}, to keep Jinja's reading"
+            f" {recipe or _REPLACE.format(mark=mark, filter=exc.filter_name)}); a default,"
+            f"{default}, would print Jinja's reading, {_jinja_reading(exc)}"
         )
     if exc.reason == "not_finite":
         return (
@@ -163,12 +166,62 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
             " does"
         )
     what = "an empty value" if value == "" else f"{value!r}"
-    return (
+    said = (
         f"{path}: render: the {exc.filter_name} filter cannot read {what}{source} as a number"
-        " (Jinja would print 0): make the template turn the value into digits first (e.g."
-        ' | replace(".", "") | replace("€", "") | trim), or give the filter a default,'
-        f"{default}, to print 0 for such values"
+        " (Jinja would print 0)"
     )
+    if recipe is None:
+        return (
+            f"{said}: write it in the CSV as digits only (a default,{default}, would print 0"
+            " for such values)"
+        )
+    return (
+        f"{said}: make the template turn the value into digits first,"
+        f" for this value {recipe}, or write it in the CSV as digits only (a default,"
+        f"{default}, would print 0 for such values)"
+    )
+
+
+_REPLACE = '| replace("{mark}", "") | {filter}'
+# Digits, grouped or not, with at most one decimal separator: what digits_recipe can mend.
+_SEPARATED = re.compile(r"[+-]?\d+(?:[.,' ]\d+)*")
+
+
+def digits_recipe(value: str, filter_name: str) -> str | None:
+    """The filters that make ``value`` digits ``filter_name`` reads as the number it shows
+    ("$85,000.00": | replace("$", "") | replace(",", "") | float | int), or None when it shows
+    none ("92k", "n/a"): each currency sign and thousands separator removed, a decimal comma
+    made a point, never a decimal separator removed."""
+    signs = list(dict.fromkeys(char for char in value if unicodedata.category(char) == "Sc"))
+    text = value
+    for sign in signs:
+        text = text.replace(sign, "")
+    if not _SEPARATED.fullmatch(text.strip()):
+        return None
+
+    digits = text.strip()
+    marks = [char for char in digits if char in ".,"]
+    thousands = [mark for mark in dict.fromkeys(digits) if mark in "' "]
+    decimal = None
+    if marks:
+        last = marks[-1]
+        grouped = len(marks) == 1 and bool(_GROUPED_THOUSANDS.fullmatch(digits.lstrip("+-")))
+        if marks.count(last) == 1 and not grouped:
+            decimal = last
+        thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
+    steps = [f'replace("{sign}", "")' for sign in signs]
+    steps += [f'replace("{mark}", "")' for mark in thousands]
+    if decimal == ",":
+        steps.append('replace(",", ".")')
+    if text != text.strip():
+        steps.append("trim")
+    steps += ["float", "int"] if decimal and filter_name == "int" else [filter_name]
+    return "| " + " | ".join(steps)
+
+
+# One group of thousands after up to three digits ("85,000", "1.500"): a separator taken for
+# thousands, as the filters refuse it (sandbox._GROUPED).
+_GROUPED_THOUSANDS = re.compile(r"[1-9]\d{0,2}[.,]\d{3}")
 
 
 def _jinja_reading(exc: NotANumber) -> str:
@@ -280,10 +333,18 @@ class _NameTracker(meta.TrackingCodeGenerator, _UnfoldedCodeGenerator):
 
 
 def _undeclared_names(ast: nodes.Template, environment: jinja2.Environment) -> set[str]:
-    """The names ``ast`` takes from the render context (meta.find_undeclared_variables)."""
+    """The names ``ast`` takes from the render context (meta.find_undeclared_variables), but
+    those it assigns somewhere: Jinja counts a name ``{% set %}`` only inside an ``{% if %}``
+    as one the context must give, yet the template's author made it its own."""
     tracker = _NameTracker(environment)
     tracker.visit(ast)
-    return tracker.undeclared_identifiers
+    return tracker.undeclared_identifiers - _assigned_names(ast)
+
+
+def _assigned_names(ast: nodes.Node) -> set[str]:
+    """The names a template gives values itself: ``{% set %}`` (a block too), ``{% for %}``
+    targets, macro and call arguments, ``{% with %}``."""
+    return {node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")}
 
 
 class _Sandbox(SizeLimitedSandbox):
@@ -337,6 +398,7 @@ class Catalog:
         self._by_value: dict[str, str] = {}
         self._compiled: dict[tuple[str, bool], jinja2.Template] = {}
         self._in_place: dict[str, bool] = {}
+        self._number_reads: dict[str, list[_NumberRead]] = {}
         self._skeletons = _SkeletonCache(SKELETON_CACHE_SIZE)
         # Per set: how many rows ran out of time, and when the last one did.
         self._too_slow: dict[str, tuple[int, float]] = {}
@@ -436,15 +498,57 @@ class Catalog:
             required |= _printed_names(ast, frozenset())
         return required - self._reserved - set(self.context)
 
+    def number_failure(self, template: str, fields: Mapping[str, str]) -> str | None:
+        """The error rendering ``fields`` with the set ``template`` fails with when a column's
+        value is one its ``int`` or ``float`` filter (given no default) cannot read, else None.
+
+        A set's first rows are rendered whole at validation; the values of each later row are
+        only put through the expressions reading a column as a number (``Salary | replace(",",
+        "") | int``), a few microseconds, and a row whose value fails one is rendered whole,
+        so that it is rejected only where the send would fail, with the send's words.
+        """
+        reads = self._number_reads.get(template)
+        if reads is None:
+            reads = self._number_reads[template] = self._find_number_reads(self._set(template))
+        for read in reads:
+            if read.column not in fields:
+                continue
+            value = fields[read.column]
+            try:
+                read.apply(self._env, EmptyField(read.column) if value == "" else value)
+            except Exception:  # whatever fails, the whole render says whether the send would
+                try:
+                    self.render(template, fields)
+                except TemplateError as exc:
+                    return exc.message
+                return None
+        return None
+
+    def _find_number_reads(self, tset: TemplateSet) -> list[_NumberRead]:
+        """The expressions of the set's files (layouts too) that read a column as a number."""
+        reads: list[_NumberRead] = []
+        own = self._reserved | set(self.context)
+        for path in self._variables_by_file(tset):
+            ast = self._env.parse(self.sources[path], name=path)
+            assigned = _assigned_names(ast)
+            for node in ast.find_all(nodes.Filter):
+                read = _number_read(node, own | assigned, "row" in assigned)
+                if read is not None and read not in reads:
+                    reads.append(read)
+        return reads
+
     def check_columns(self, columns: Iterable[str]) -> list[str]:
         """Compile every template; return one message per problem (empty: all good)."""
         broken, unfit = self.check(columns)
         return broken + unfit
 
-    def check(self, columns: Iterable[str]) -> tuple[list[str], list[str]]:
+    def check(
+        self, columns: Iterable[str], sets: Collection[str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Compile every template; return one message per problem, those of templates that do
         not compile (a syntax error, a template that does not exist) apart from those of
-        templates that do not fit ``columns``."""
+        templates that do not fit ``columns``: of every set, or of ``sets`` only (a set no row
+        of a file picks needs none of its columns)."""
         columns = list(columns)
         available = set(columns)
         problems: list[str] = []
@@ -474,6 +578,8 @@ class Catalog:
             for path, names in by_file.items():
                 used |= names
                 missing = sorted(names - available - constants - self._reserved)
+                if sets is not None and tset.name not in sets:
+                    continue
                 if missing and path not in unknown:
                     unknown[path] = missing
                 for name in names & (constants | self._reserved) & available:
@@ -488,6 +594,11 @@ class Catalog:
             hints = _suggestions({n for names in unknown.values() for n in names}, columns, used)
             problems.append(f"{listed} — not CSV columns (available: {', '.join(columns)}){hints}")
         return broken, problems
+
+    def check_set(self, template: str, columns: Iterable[str]) -> list[str]:
+        """The problems of the set ``template``'s templates with ``columns`` (empty: none)."""
+        broken, unfit = self.check(columns, sets=(template,))
+        return broken + unfit
 
     def render(self, template: str, fields: Mapping[str, str]) -> Rendered:
         """Render the set ``template`` for one row; raise TemplateError naming what failed.
@@ -989,6 +1100,61 @@ def _check_values(sets: dict[str, TemplateSet], skip: dict[str, str], column: st
             )
     if column is None and len(sets) != 1:
         raise TemplateError(f"{MANIFEST}: 'column' is null, so exactly one set is allowed")
+
+
+@dataclass(frozen=True)
+class _NumberRead:
+    """An ``int`` or ``float`` filter given no default, reading ``column`` through ``filters``
+    (each a name, its constant arguments and keyword arguments), innermost first."""
+
+    column: str
+    filters: tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]], ...]
+
+    def apply(self, environment: jinja2.Environment, value: Any) -> Any:
+        """Put ``value`` through the filters, as rendering does; raise what they raise."""
+        for name, args, kwargs in self.filters:
+            value = environment.call_filter(name, value, args, dict(kwargs))
+        return value
+
+
+def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _NumberRead | None:
+    """The read of a column as a number ``node`` is (``Salary | trim | int``, ``row["Pay"] |
+    float``), when only filters given constants stand between the column and it; else None.
+    Names in ``own`` (the template's own, the manifest's constants) are no columns; nor is
+    ``row["X"]`` when the template sets ``row`` itself (``row_set``)."""
+    if node.name not in ("int", "float") or node.args or node.kwargs:
+        return None
+    if node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    filters: list[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]] = []
+    current: nodes.Node | None = node
+    while isinstance(current, nodes.Filter):
+        keywords: list[Any] = list(current.kwargs)  # Keyword nodes (typed as Pair)
+        args = _constants(current.args)
+        values = _constants(keyword.value for keyword in keywords)
+        if current.node is None or args is None or values is None:
+            return None
+        if current.dyn_args is not None or current.dyn_kwargs is not None:
+            return None
+        kwargs = tuple(zip((str(keyword.key) for keyword in keywords), values, strict=True))
+        filters.insert(0, (current.name, args, kwargs))
+        current = current.node
+    if isinstance(current, nodes.Name) and current.ctx == "load" and current.name not in own:
+        return _NumberRead(current.name, tuple(filters))
+    if isinstance(current, nodes.Getitem) and _of_row(current) and not row_set:
+        keys = _text_of(current.arg)
+        return _NumberRead(keys.pop(), tuple(filters)) if keys else None
+    return None
+
+
+def _constants(expressions: Iterable[nodes.Node]) -> tuple[Any, ...] | None:
+    """The values of ``expressions`` when each is a constant, else None."""
+    values = []
+    for expression in expressions:
+        if not isinstance(expression, nodes.Const):
+            return None
+        values.append(expression.value)
+    return tuple(values)
 
 
 def _printed_names(node: nodes.Node, guarded: frozenset[str]) -> set[str]:

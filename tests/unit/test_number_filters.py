@@ -125,8 +125,8 @@ def test_validate_stops_the_file_when_the_first_rows_cannot_read_their_salary(sa
             "offer/body.txt: render: the int filter cannot tell whether the \".\" in '56.000'"
             " (from column Gehalt: '56.000') groups thousands (56000) or marks decimals (Jinja"
             " would print 56): make the template turn the value into digits first (e.g."
-            ' | replace(".", "") | int), or give the filter a default, | int(0), to keep'
-            " Jinja's reading",
+            ' | replace(".", "") | int); a default, | int(0), would print Jinja\'s reading,'
+            " 56",
         ),
         (
             "{{ Gehalt | float }}",
