@@ -19,6 +19,7 @@ import bisect
 import codecs
 import csv
 import difflib
+import functools
 import heapq
 import io
 import itertools
@@ -2325,6 +2326,7 @@ _SPELT_LETTERS = str.maketrans(
 Forms = tuple[str, ...]  # the folded forms of one word (_forms), its plain form first
 
 
+@functools.lru_cache(maxsize=8192)  # names repeat (first names, surnames): each is folded once
 def _forms(written: str) -> Forms:
     """The folded forms a word of a name or a file name is compared in: casefolded, accents
     dropped (ø as o, æ as ae: Müller muller, Søren soren), and spelt out as ä ö ü ø æ å are
@@ -2362,6 +2364,7 @@ def _name_print(forms: Iterable[str]) -> int:
     return found
 
 
+@functools.lru_cache(maxsize=8192)
 def _is_latin(word: str) -> bool:
     """Whether ``word`` (folded) is written in Latin letters only."""
     return word.isascii() or all("LATIN" in unicodedata.name(char, "") for char in word)
