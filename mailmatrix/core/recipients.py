@@ -586,6 +586,28 @@ def validate_recipients(
 
 # How many rows a warning lists by number before it counts the rest.
 _LISTED_ROWS = 10
+
+
+@dataclass
+class _NotedRows:
+    """The rows a warning is about: how many, and the first _LISTED_ROWS of them."""
+
+    count: int = 0
+    first: list[int] = field(default_factory=list)
+
+    def add(self, row: int) -> None:
+        self.count += 1
+        if len(self.first) < _LISTED_ROWS:
+            self.first.append(row)
+
+    def said(self) -> str:
+        """The rows as a warning names them: "row 4", or "rows 4, 9 and 3 more"."""
+        rows = ", ".join(map(str, self.first))
+        if self.count > len(self.first):
+            rows += f" and {self.count - len(self.first)} more"
+        return f"rows {rows}" if self.count > 1 else f"row {rows}"
+
+
 # Rows of each template set rendered at intake while none of them has rendered.
 TRIAL_ROWS = 3
 _FIX = "(fix the template, or this row's values)"
@@ -873,14 +895,13 @@ class _Intake:
         self.checks_questions = (
             getattr(catalog, "check_question_marks", True) and report.encoding not in _UNICODE_SAVED
         )
-        self.question_rows: list[int] = []
-        self.question_count = 0
+        self.questions = _NotedRows()
         self.question_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
         # Of each set that attaches nothing (attachment: none), the rows naming a file all
         # the same: how many, and the first few.
-        self.unattached: dict[str, tuple[int, list[int]]] = {}
+        self.unattached: dict[str, _NotedRows] = {}
 
     def start(self, header: list[str], source: str) -> None:
         """Take the header record: normalise names, find the columns, check the templates."""
@@ -995,10 +1016,7 @@ class _Intake:
         if template:
             needs = self._template_needs(template, row)
             if needs.mode == "none" and self._cell(values).strip():
-                count, first = self.unattached.get(template, (0, []))
-                if len(first) < _LISTED_ROWS:
-                    first.append(row)
-                self.unattached[template] = (count + 1, first)
+                self.unattached.setdefault(template, _NotedRows()).add(row)
             for name, index in needs.columns:
                 if not values[index] and name != "Email":
                     problems.append((name, _empty_but_used(name, template)))
@@ -1828,9 +1846,7 @@ class _Intake:
         if not found:
             return None
         index, cell = found[0]
-        self.question_count += 1
-        if len(self.question_rows) < _SHOWN_QUESTION_ROWS:
-            self.question_rows.append(row)
+        self.questions.add(row)
         self.question_cell = self.question_cell or cell
         reason = (
             f"? between letters in {cell[:40]!r}: the file was saved as plain CSV, which writes"
@@ -1842,32 +1858,24 @@ class _Intake:
 
     def warn_of_questions(self) -> None:
         """Say once what the rows rejected by _question have in common, and what to do."""
-        if not self.question_count:
+        if not self.questions.count:
             return
-        rows = ", ".join(map(str, self.question_rows))
-        if self.question_count > len(self.question_rows):
-            rows += f" and {self.question_count - len(self.question_rows)} more"
-        many = self.question_count > 1
-        said = f"rows {rows} have" if many else f"row {rows} has"
+        many = self.questions.count > 1
         self.report.warnings.append(
-            f"{said} ? between letters ({self.question_cell[:40]!r}) and"
-            f" {'are' if many else 'is'} not sent: a"
+            f"{self.questions.said()} {'have' if many else 'has'} ? between letters"
+            f" ({self.question_cell[:40]!r}) and {'are' if many else 'is'} not sent: a"
             " spreadsheet saved as plain CSV writes ? for each letter it cannot encode; save"
             " the file as CSV UTF-8 and run it again"
         )
 
     def warn_of_unattached(self) -> None:
         """Say, per set that attaches nothing, which rows name a file it does not attach."""
-        for template, (count, first) in self.unattached.items():
-            rows = ", ".join(map(str, first))
-            if count > len(first):
-                rows += f" and {count - len(first)} more"
-            many = count > 1
-            said = f"rows {rows} name" if many else f"row {rows} names"
+        for template, rows in self.unattached.items():
+            many = rows.count > 1
             self.report.warnings.append(
-                f"{said} a file in Attachment_File but {'their' if many else 'its'} set"
-                f" {template!r} sends none (attachment: none in {MANIFEST}):"
-                f" {'the files are' if many else 'the file is'} not attached"
+                f"{rows.said()} {'name' if many else 'names'} a file in Attachment_File but"
+                f" {'their' if many else 'its'} set {template!r} sends none (attachment: none"
+                f" in {MANIFEST}): {'the files are' if many else 'the file is'} not attached"
             )
 
     def _note_names(self, row: int, values: list[str], recipient: int) -> None:
@@ -2288,7 +2296,6 @@ def _no_file_column(
 # "Łukasz"): a question's ? ends a word. And what makes one a link's or a query's.
 _QUESTION_IN_WORD = re.compile(r"(?:[^\W\d_]|^|(?<=\s))\?[^\W\d_]")
 _LINKISH = re.compile(r"[/=&]")
-_SHOWN_QUESTION_ROWS = 10
 _UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})
 
 
