@@ -290,7 +290,7 @@ class NotANumber(Exception):
 _NO_DEFAULT: Any = object()
 # Digits grouped by three with "." or ",": a German "56.000" is 56000, Python reads 56.0, and an
 # English "1,234" is 1234, which Python cannot read. A leading 0 ("0.500") groups no thousands.
-_GROUPED = re.compile(r"[+-]?[1-9]\d{0,2}(?:[.,]\d{3})+")
+GROUPED_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:[.,]\d{3})+")
 
 
 def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -304,7 +304,7 @@ def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         def number(value: Any, default: Any = _NO_DEFAULT, *args: Any, **kwargs: Any) -> Any:
             if default is not _NO_DEFAULT:
                 return original(value, default, *args, **kwargs)
-            if isinstance(value, str) and _GROUPED.fullmatch(value.strip()):
+            if isinstance(value, str) and GROUPED_THOUSANDS.fullmatch(value.strip()):
                 raise NotANumber(name, value, "grouped")
             read = original(value, _NO_DEFAULT, *args, **kwargs)
             if read is _NO_DEFAULT:

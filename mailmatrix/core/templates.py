@@ -58,7 +58,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 
-from mailmatrix.core.sandbox import NotANumber, SizeLimitedSandbox
+from mailmatrix.core.sandbox import GROUPED_THOUSANDS, NotANumber, SizeLimitedSandbox
 from mailmatrix.errors import TemplateError
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def digits_recipe(value: str, filter_name: str) -> str | None:
     decimal = None
     if marks:
         last = marks[-1]
-        grouped = len(marks) == 1 and bool(_GROUPED_THOUSANDS.fullmatch(digits.lstrip("+-")))
+        grouped = len(marks) == 1 and bool(GROUPED_THOUSANDS.fullmatch(digits))
         if marks.count(last) == 1 and not grouped:
             decimal = last
         thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
@@ -217,11 +217,6 @@ def digits_recipe(value: str, filter_name: str) -> str | None:
         steps.append("trim")
     steps += ["float", "int"] if decimal and filter_name == "int" else [filter_name]
     return "| " + " | ".join(steps)
-
-
-# One group of thousands after up to three digits ("85,000", "1.500"): a separator taken for
-# thousands, as the filters refuse it (sandbox._GROUPED).
-_GROUPED_THOUSANDS = re.compile(r"[1-9]\d{0,2}[.,]\d{3}")
 
 
 def _jinja_reading(exc: NotANumber) -> str:
