@@ -243,7 +243,7 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     if letter.state == IN_DOUBT:
         return _letter_in_doubt_elsewhere(name, letter, whom)
     went, sent = "was sent", "sent"
-    if letter.state in (IN_DOUBT, UNKNOWN):
+    if letter.state == UNKNOWN:  # (one in doubt is said above)
         went, sent = "may have been sent", "may have sent"
     if letter.state == SENDING:
         went, sent = "was being sent", "was sending"
@@ -273,18 +273,17 @@ def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
     source = _source_of(letter)
     if letter.attachment == name:
         what = f"{name} may have been sent to {whom} under {campaign_of(letter)} as their own"
-    else:
-        what = (
-            f"{name} has the same contents as {letter.attachment}, which may have been sent to"
-            f" {whom} under {campaign_of(letter)} as their own"
-        )
-    corrected = ""
-    if letter.attachment == name:
         corrected = (
             f"; or, if that address was wrong and this is the same person, run {source} with"
             " the address corrected and --corrected-address ROW (that person's row in it: row"
             f" {letter.row} when it was sent)"
         )
+    else:
+        what = (
+            f"{name} has the same contents as {letter.attachment}, which may have been sent to"
+            f" {whom} under {campaign_of(letter)} as their own"
+        )
+        corrected = ""
     return (
         f"{what} letter (row {letter.row} of that run, which ended as it sent it: in doubt"
         " there), so it is not sent to this recipient now. Settle it there first (`settle"
