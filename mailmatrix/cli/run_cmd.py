@@ -670,10 +670,11 @@ def _print_rejects(console: Console, result: dict[str, Any], shown: int = 20) ->
     if not count:
         return
     console.print(f"[bold]Rows not sent, and why[/bold] ({count}):")
+    where = _workdir_option(result)
     for reject in rejects:
         column = f" [{reject.get('column')}]" if reject.get("column") else ""
         outcome = reject.get("outcome") or "rejected"
-        reason = _settling_where(reject.get("reason") or "", result)
+        reason = _settling_where(reject.get("reason") or "", where)
         line = f"  row {reject.get('row')} {outcome}{column}: {reason}"
         console.print(line, markup=False)
     if count > shown:
@@ -719,7 +720,7 @@ def _print_held_under(
     for row in rows:
         said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
         said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
-        reason = naming_workdir(row.get("reason") or "", where) if where else row.get("reason")
+        reason = naming_workdir(row.get("reason") or "", where)
         console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
@@ -727,13 +728,11 @@ def _print_held_under(
     return by_set
 
 
-def _settling_where(reason: str, result: Mapping[str, Any]) -> str:
-    """``reason`` with the run's --workdir added to the `settle` it names (a letter in doubt
-    under another file), where the run's workdir is not the default; else as it is."""
-    if "`settle " not in reason:
-        return reason
-    where = _workdir_option(result)
-    return naming_workdir(reason, where) if where else reason
+def _settling_where(reason: str, where: str) -> str:
+    """``reason`` with the run's ``--workdir W`` (_workdir_option: "" where it is the default)
+    added to the commands it names when it names a `settle` (a letter in doubt under another
+    file); else as it is."""
+    return naming_workdir(reason, where) if "`settle " in reason else reason
 
 
 def _workdir_option(result: Mapping[str, Any]) -> str:
@@ -797,9 +796,7 @@ def _print_failures(
         return
     console.print(f"[bold]Rows that failed at sending[/bold] ({failed}):")
     for row in rows:
-        reason = _shown_reason(row.get("reason") or "")
-        if where and "`settle " in reason:  # a letter in doubt under another file
-            reason = naming_workdir(reason, where)
+        reason = _settling_where(_shown_reason(row.get("reason") or ""), where)
         console.print(f"  row {row.get('row')} [{row.get('code')}]: {reason}", markup=False)
     if failed > len(rows):
         more = f"  ... and {failed - len(rows)} more in {report}"

@@ -318,7 +318,10 @@ _OTHER_FILES_COMMAND = re.compile(r"`((?:settle|run) [^`]*)`")
 def naming_workdir(reason: str, option: str) -> str:
     """``reason`` (sent_under_reason's) with ``option`` (``--workdir W``) added to each
     command it names for the other file (`settle F`, `run F --retry-unknown`): for a row of a
-    run whose workdir is not the default, where those commands look when not told."""
+    run whose workdir is not the default, where those commands look when not told (no
+    ``option``: ``reason`` as it is)."""
+    if not option:
+        return reason
     return _OTHER_FILES_COMMAND.sub(lambda found: f"`{found[1]} {option}`", reason)
 
 
