@@ -92,6 +92,12 @@ class Storage(Protocol):
         ...
 
 
+# The message tag that carries the letter's idempotency key (Mailer.send's ``key``) into SES's
+# events (mail.tags), beside the tags SES adds itself (ses:configuration-set, ...): SesEvents
+# finds the letter by it, a row in doubt too, whose message id the ledger never recorded.
+KEY_TAG = "mailmatrix-key"
+
+
 class Mailer(Protocol):
     """Hands one finished MIME message to a mail service.
 

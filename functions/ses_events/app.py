@@ -2,7 +2,7 @@
 
 SES publishes each event to EventBridge; the rule in infra/template.yaml sends those of the
 MailMatrix configuration set here. The letter's idempotency key, which SendBatch tags each
-message with (mail.tags, mailer_ses.KEY_TAG), finds the entry, a row in doubt too (its message
+message with (mail.tags, ports.KEY_TAG), finds the entry, a row in doubt too (its message
 id was never recorded): the event is recorded on it, and `aws settle` shows it, but it does not
 settle the row. Mail sent before the tag existed is found by its SES message id (record_sent).
 """
@@ -16,10 +16,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mailmatrix.adapters.mailer_ses import KEY_TAG
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.errors import MailMatrixError
 from mailmatrix.events import EventShape
+from mailmatrix.ports import KEY_TAG
 from mailmatrix.settings import Settings
 
 logger = Logger(service="mailmatrix")

@@ -25,6 +25,7 @@ from mailmatrix.errors import (
     ServiceUnreachable,
     TransientSendError,
 )
+from mailmatrix.ports import KEY_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ _HALTING_CODES = {
     "AccessDeniedException",
 }
 _NOT_VERIFIED_TEXT = "not verified"
-# The message tag that carries the letter's idempotency key into SES's events (mail.tags),
-# beside the tags SES adds itself (ses:configuration-set, ses:from-domain...): SesEvents finds
-# the letter by it, a row in doubt too, whose message id the ledger never recorded.
-KEY_TAG = "mailmatrix-key"
 
 
 class SesMailer:
