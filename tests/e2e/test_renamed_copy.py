@@ -264,6 +264,12 @@ _NOT_HELD = "--corrected-address: row {}'s letter is not held back as another re
             "no earlier run of never-run.csv",
         ),
         ("offers-final.csv", "--send-again-from", "OFFERS.csv", "no earlier run of OFFERS.csv"),
+        (
+            "offers-final.csv",
+            "--send-again-from",
+            "old\x1b[2J.csv\nBcc",
+            "no earlier run of 'old\\x1b[2J.csv\\nBcc' in the workdir",
+        ),
         ("offers-final.csv", "--send-again-from", "offers-final.csv", "names this file itself"),
         ("offers-final.csv", "--send-again-from", "", "an empty name, which names no file"),
         ("offers.csv", "--corrected-address", "2", _NOT_HELD.format(2)),
@@ -274,6 +280,7 @@ _NOT_HELD = "--corrected-address: row {}'s letter is not held back as another re
     ids=[
         "again-never-run",
         "again-case-variant",
+        "again-control-characters-escaped",
         "again-the-file-itself",
         "again-empty",
         "corrected-address-unchanged",
