@@ -140,8 +140,8 @@ def refuse_names(csv_file: Path, send_again_from: Collection[str], nothing_done:
             )
         if _nfc(other) == _nfc(name):
             raise ChoiceRefused(
-                f"{name}: --send-again-from {other} names this file itself, whose own letters"
-                f" are never held back as another file's. {nothing_done}: give the other"
+                f"{name}: --send-again-from {_given(other)} names this file itself, whose own"
+                f" letters are never held back as another file's. {nothing_done}: give the other"
                 " file's name as `validate` names it, or leave the option out"
             )
 
@@ -161,7 +161,7 @@ def _check(
         campaigns = (place.campaign_of(Path(other)), other)
         if ledger is None or not any(ledger.has_entries(campaign) for campaign in campaigns):
             raise ChoiceRefused(
-                f"{name}: no earlier run of {other} {place.where} (a name as it was run,"
+                f"{name}: no earlier run of {_given(other)} {place.where} (a name as it was run,"
                 f" letter case too). {place.nothing_done}: give the name `validate` names, or"
                 f" {place.other_runs}"
             )
@@ -229,6 +229,13 @@ def _corrected_there(row: int, cell: str, other: SentCopy) -> str:
         f" and this is the same person, correct it in {source} and run {source} with"
         f" --corrected-address {other.row}"
     )
+
+
+def _given(name: str) -> str:
+    """A name the operator gave, as a message shows it: as it is, or escaped as Python writes
+    it (repr, as `settle` and `show` show a value given) where it holds a control character
+    (a newline, ESC), which would break the message's line or act on the terminal."""
+    return name if name.isprintable() else repr(name)
 
 
 def _nfc(name: str) -> str:

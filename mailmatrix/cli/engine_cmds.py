@@ -21,7 +21,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
 from mailmatrix.cli.progress import LedgerWaitNotices, progress_display
-from mailmatrix.core.failures import Stopped, redrive_advice, why_lines
+from mailmatrix.core.failures import ENGINE_PROCESS_ENDED, Stopped, redrive_advice, why_lines
 from mailmatrix.engine import Engine, ResourceRegistry
 from mailmatrix.engine.errors import SHOWN_CAUSE_CHARS, StatesError, cause_message
 from mailmatrix.engine.reader import check_characters
@@ -189,6 +189,16 @@ def _duration(start: str | None, stop: str | None) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
+def _run_for(record: dict[str, Any]) -> str:
+    """How long an execution ran. One whose process ended while it ran (killed) is known to
+    have run only until its last record was written, not when it stopped: "at least 0.1s
+    (killed?)"."""
+    lasted = _duration(record.get("startDate"), record.get("stopDate"))
+    if record.get("error") == ENGINE_PROCESS_ENDED and record.get("status") == "ABORTED":
+        return f"at least {lasted} (killed?)"
+    return lasted
+
+
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -216,7 +226,7 @@ def executions_cmd(workdir: pathlib.Path) -> None:
         table.add_row(
             status_label(record["status"], record.get("output")),
             record.get("startDate", "-")[:19].replace("T", " "),
-            _duration(record.get("startDate"), record.get("stopDate")),
+            _run_for(record),
             str(record.get("redriveCount", 0)),
             escape(_input_label(record.get("input"))),
             result_label(
@@ -394,8 +404,7 @@ def render_execution(
     status = record["status"]
     title = (
         f"[bold]{escape(record['name'])}[/] {status_label(status, record.get('output'))} "
-        f"{_duration(record.get('startDate'), record.get('stopDate'))}"
-        f" redrives={record.get('redriveCount', 0)}"
+        f"{_run_for(record)} redrives={record.get('redriveCount', 0)}"
     )
     if record.get("error"):
         cause = escape(str(cause_message(record.get("cause", "")))[:SHOWN_CAUSE_CHARS])

@@ -37,6 +37,7 @@ from mailmatrix.core.report import (
     naming_workdir,
     other_letter_hint,
     set_letter_file,
+    went_to_outbox,
 )
 from mailmatrix.core.send import placeholder_constant, placeholder_sender, sender_problem
 from mailmatrix.errors import (
@@ -483,41 +484,79 @@ def _doubts_and_runs(workdir: Path, csv_file: Path) -> dict[str, Any]:
         return {}
 
 
-def _sent_under_forecast(held: Sequence[tuple[int, str, str, str]]) -> str:
+def _sent_under_forecast(
+    held: Sequence[tuple[int, str, str, str]], trials: Collection[str] = ()
+) -> str:
     """What `run` does with the rows ``held`` back (row, outcome, file, what was alike: see
     _alike; in order) as their letters went, may have gone (in doubt) or are being sent now,
     to the same addresses under other files, in one line for them all: the table of problems
-    leaves them out, for the rows to fix."""
+    leaves them out, for the rows to fix. ``trials``: the files whose letters went only to the
+    local outbox (went_to_outbox), so not to the addresses, though the ledger counts them."""
     said = {
-        (SENT_UNDER, "file"): "already went to the same addresses under {} (the same letters:"
-        " the same attachments); they will not be sent again",
-        (SENT_UNDER, "text"): "already went to the same addresses under {} (the same letters:"
-        " the same text); they will not be sent again",
-        (SENT_UNDER, "set"): "already had a letter of the same template set under {} (not"
-        " the same letters: the text or attachment may differ, a name spelt anew, say; each"
-        " reason names the set); they will not be sent again",
-        (MAYBE_SENT_UNDER, ""): "may have been sent (in doubt) to the same addresses under {}:"
-        " they are not sent here; once known not to have arrived (each one's reason says how"
-        " to tell), a run of this file sends them",
-        (SENDING_UNDER, ""): "are being sent now to the same addresses under {}: they are not"
-        " sent here; run this file again once that run has ended",
+        (SENT_UNDER, "file"): "{went} (the same letters: the same attachments); {kept}",
+        (SENT_UNDER, "text"): "{went} (the same letters: the same text); {kept}",
+        (SENT_UNDER, "set"): "{had} (not the same letters: the text or attachment may differ, a"
+        " name spelt anew, say; each reason names the set); {kept}",
+        (MAYBE_SENT_UNDER, ""): "may have been sent (in doubt) to the same addresses under"
+        " {files}: they are not sent here; once known not to have arrived (each one's reason"
+        " says how to tell), a run of this file sends them",
+        (SENDING_UNDER, ""): "are being sent now to the same addresses under {files}: they are"
+        " not sent here; run this file again once that run has ended",
     }
     parts = []
     for (outcome, alike), words in said.items():
-        group = [
-            (row, file)
-            for row, said_as, file, how in held
-            if said_as == outcome and (how == alike or not alike)
-        ]
-        if group:
-            rows = [row for row, _ in group]
-            files = ", ".join(sorted({file for _, file in group}))
-            parts.append(f"{len(rows)} of these rows ({row_ranges(rows)}) {words.format(files)}")
-    again = " ".join(f"--send-again-from {file}" for file in sorted({f for _, _, f, _ in held}))
+        for trial in (False, True) if outcome == SENT_UNDER else (None,):
+            group = [
+                (row, file)
+                for row, said_as, file, how in held
+                if said_as == outcome
+                and (how == alike or not alike)
+                and (trial is None or (file in trials) == trial)
+            ]
+            if group:
+                rows = [row for row, _ in group]
+                files = ", ".join(sorted({file for _, file in group}))
+                told = words.format(files=files, **_sent_words(files, trial=bool(trial)))
+                parts.append(f"{len(rows)} of these rows ({row_ranges(rows)}) {told}")
+    tried = {f for _, outcome, f, _ in held if outcome == SENT_UNDER and f in trials}
+    others = {f for _, outcome, f, _ in held if outcome != SENT_UNDER or f not in trials}
+    said_next = []
+    if tried:
+        said_next.append(
+            f"To send {'those of the trial' if others else 'them'} for real: `run --smtp URL"
+            f" {_again(tried)}` in this workdir, or `run --smtp URL` in another --workdir, whose"
+            " ledger holds nothing of that trial"
+        )
+    if others:
+        them = "the others" if tried else "them"
+        said_next.append(f"to send {them} again on purpose: `run {_again(others)}`")
+    advice = "; ".join(said_next)
     return (
-        f"{'; '.join(parts)}. To send them again on purpose: `run {again}`."
+        f"{'; '.join(parts)}. {advice[0].upper()}{advice[1:]}."
         " --rejects FILE (or --json) gives each one's reason."
     )
+
+
+def _sent_words(files: str, *, trial: bool) -> dict[str, str]:
+    """How _sent_under_forecast says letters went under ``files``: to the same addresses, or
+    (a ``trial``) only into the local outbox there, which the ledger counts as sent."""
+    if trial:
+        return {
+            "went": f"went only to the local outbox under {files} (a trial?), not to the addresses",
+            "had": f"had a letter of the same template set go only to the local outbox under"
+            f" {files} (a trial?), not to the addresses",
+            "kept": "the ledger counts them sent, so they will not be sent here",
+        }
+    return {
+        "went": f"already went to the same addresses under {files}",
+        "had": f"already had a letter of the same template set under {files}",
+        "kept": "they will not be sent again",
+    }
+
+
+def _again(files: Collection[str]) -> str:
+    """The --send-again-from options that name ``files``."""
+    return " ".join(f"--send-again-from {file}" for file in sorted(files))
 
 
 def _alike(reason: str) -> str:
@@ -663,6 +702,11 @@ def _show(
         for item in report.skipped
         if item.get("outcome") in HELD_UNDER
     )
+    trials = {
+        item["file"]
+        for item in report.skipped
+        if item.get("outcome") == SENT_UNDER and went_to_outbox(item["reason"])
+    }
     sent_all = all(outcome == SENT_UNDER for _, outcome, _, _ in held_rows)
     summary = Table(show_header=True, header_style="bold")
     columns = ["rows", "valid", "rejected", "duplicates", "excluded", "empty"]
@@ -773,7 +817,7 @@ def _show(
     else:
         console.print(f"[green]All good[/]: {sending}.")
     if held:
-        console.print(_sent_under_forecast(held_rows), markup=False)
+        console.print(_sent_under_forecast(held_rows, trials), markup=False)
     if refusal:
         console.print(
             f"[yellow]`run --smtp` would refuse this file ({refusal['error']}), sending nothing;"
@@ -893,6 +937,7 @@ def _went_under(earlier: dict[str, Any], state: str) -> str:
                 f" there): `run {option}` holds them back until that is settled there (`settle"
                 f" {files[0]}`)"
             )
+            held = _settling_where(held, earlier)
         parts.append(f"{row_ranges(sorted(rows))} of them {held}")
     files = sorted({item["file"] for item in went})
     again = " ".join(f"--send-again-from {file}" for file in files)

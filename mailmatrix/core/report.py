@@ -373,11 +373,21 @@ def sent_under_reason(letter: SentCopy) -> str:
     )
 
 
+# How sent_under_reason says a letter went to the local outbox (a trial), not to its address.
+_TO_OUTBOX = " went to the local outbox under "
+
+
+def went_to_outbox(reason: str) -> bool:
+    """Whether ``reason``, sent_under_reason's, is of a letter that went only to the local
+    outbox under the other file (a trial), not to its address."""
+    return _TO_OUTBOX in reason
+
+
 def _went_to_outbox(letter: SentCopy, this: str, when: str, named: str) -> str:
     """sent_under_reason's reason where ``letter`` went to the local outbox (a trial): not to
     the address, though the ledger counts it sent there."""
     return (
-        f"{this} went to the local outbox under {campaign_of(letter)}{when} (row"
+        f"{this}{_TO_OUTBOX}{campaign_of(letter)}{when} (row"
         f" {letter.row} of that run; a trial?), not to this address, but the ledger counts it"
         f" sent, so it is not sent here. To send it for real, run this file with"
         f" --send-again-from {named}"

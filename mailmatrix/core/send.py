@@ -1453,11 +1453,11 @@ def _other_letter_row(item: Mapping[str, Any], other: str) -> dict[str, Any]:
         "reason": (
             f"an earlier run of this file sent this address the {other!r} letter: the"
             f" {item['template']!r} one would contradict it, so it is not sent (the row's"
-            f" Status changed, or the manifest now maps it to {item['template']!r}); to send it"
-            " all the same, put this row alone in a file of another name (not the whole file:"
-            " with that option it all goes again), run that (with --send-again-from and this file's"
-            " name if it has that letter's attachment), then take the row out of this file or"
-            " set its Status back: it fails in every run of this file"
+            f" Status changed, or the manifest now maps it to {item['template']!r}). To send it"
+            " all the same, run this row alone in a file of another name, with --send-again-from"
+            " and this file's name only if its attachment is the one that letter carried (the"
+            " option sends all this file's letters again); then take the row out of this file"
+            " or set its Status back, or every run fails it"
         ),
     }
 

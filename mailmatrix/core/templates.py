@@ -828,12 +828,12 @@ def _as_written(manifest: yaml.Node) -> None:
                 _text(reason, empty=True)
 
 
-def _mapping(node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
-    """The (key, value) nodes of a mapping node; none of any other node."""
+def _mapping(node: yaml.Node | None) -> list[tuple[yaml.Node, yaml.Node]]:
+    """The (key, value) nodes of a mapping node; none of any other node, or of none."""
     return list(node.value) if isinstance(node, yaml.MappingNode) else []
 
 
-def _entries(node: yaml.Node) -> Iterator[tuple[str, yaml.Node]]:
+def _entries(node: yaml.Node | None) -> Iterator[tuple[str, yaml.Node]]:
     """The (key as written, value node) of a mapping node's scalar keys."""
     for key, value in _mapping(node):
         if isinstance(key, yaml.ScalarNode):
@@ -866,12 +866,15 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         raise TemplateError(_yaml_message(exc, sources[MANIFEST])) from exc
     if not isinstance(manifest, dict):
         raise TemplateError(f"{MANIFEST}: must be a mapping, got {type(manifest).__name__}")
-    _check_keys(manifest, _MANIFEST_KEYS, MANIFEST)
+    _check_keys(manifest, _MANIFEST_KEYS, sources[MANIFEST])
 
     raw_sets = manifest.get("sets") or {}
     if not isinstance(raw_sets, dict) or not raw_sets:
         raise TemplateError(f"{MANIFEST}: 'sets' must map set names to their settings")
-    sets = {name: _template_set(str(name), spec, templates) for name, spec in raw_sets.items()}
+    sets = {
+        name: _template_set(str(name), spec, templates, sources[MANIFEST])
+        for name, spec in raw_sets.items()
+    }
     column = manifest.get("column", "Status")
     if isinstance(column, (list, dict)):
         raise TemplateError(
@@ -956,19 +959,45 @@ def _yaml_message(exc: yaml.YAMLError, text: str) -> str:
     return f"{MANIFEST}, line {line}: not valid YAML: {said}{shown}{hint}"
 
 
-def _check_keys(mapping: dict[Any, Any], allowed: Collection[str], where: str) -> None:
-    """Refuse keys of ``mapping`` not ``allowed``, suggesting the closest allowed one."""
+def _check_keys(
+    mapping: dict[Any, Any], allowed: Collection[str], text: str, set_name: str | None = None
+) -> None:
+    """Refuse keys of ``mapping`` not ``allowed``, with the line of each in the manifest's
+    ``text`` and the closest allowed one (``set_name``: the mapping is that set's, else the
+    manifest's top)."""
     unknown = sorted(str(key) for key in mapping if key not in allowed)
     if not unknown:
         return
+    lines = _key_lines(text, set_name)
     said = []
     for key in unknown:
+        line = f" on line {lines[key]}" if key in lines and len(unknown) > 1 else ""
         close = difflib.get_close_matches(key.casefold(), allowed, n=1, cutoff=0.6)
-        said.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        said.append(f"{key!r}{line}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     keys = "keys" if len(unknown) > 1 else "key"
+    where = MANIFEST
+    if len(unknown) == 1 and unknown[0] in lines:  # where, as a YAML slip is told
+        where += f", line {lines[unknown[0]]}"
+    if set_name is not None:
+        where += f": set {set_name!r}"
     raise TemplateError(
         f"{where}: unknown {keys} {', '.join(said)}; the keys allowed here are {', '.join(allowed)}"
     )
+
+
+def _key_lines(text: str, set_name: str | None) -> dict[str, int]:
+    """The line of each key, as written, of the manifest's top mapping in ``text`` (or of the
+    set ``set_name``'s). Read again only to say where a key is wrong: the mappings the
+    manifest loads into keep no lines."""
+    node: yaml.Node | None = yaml.compose(text, Loader=_ManifestLoader)
+    if set_name is not None:
+        sets = next((value for key, value in _entries(node) if key == "sets"), None)
+        node = next((value for key, value in _entries(sets) if key == set_name), None)
+    return {
+        key.value: key.start_mark.line + 1
+        for key, _ in _mapping(node)
+        if isinstance(key, yaml.ScalarNode)
+    }
 
 
 def _demo_marker(manifest: dict[Any, Any]) -> bool:
@@ -1006,11 +1035,11 @@ def _single_set(templates: dict[str, str]) -> Catalog:
     return Catalog(sets={DEFAULT_SET: tset}, column=None, sources=templates)
 
 
-def _template_set(name: str, spec: Any, templates: dict[str, str]) -> TemplateSet:
+def _template_set(name: str, spec: Any, templates: dict[str, str], manifest: str) -> TemplateSet:
     where = f"{MANIFEST}: set {name!r}"
     if not isinstance(spec, dict):
         raise TemplateError(f"{where}: must be a mapping with at least 'when'")
-    _check_keys(spec, _SET_KEY_ORDER, where)
+    _check_keys(spec, _SET_KEY_ORDER, manifest, name)
 
     values = spec.get("when", [])
     values = [values] if isinstance(values, str) else values

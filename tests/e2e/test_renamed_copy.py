@@ -74,8 +74,9 @@ def test_a_renamed_copy_of_a_sent_file_sends_nothing_and_says_why(tmp_path):
     shown = CliRunner().invoke(cli, ["validate", str(fixed), "--workdir", str(workdir)])
     said = " ".join(shown.output.split())
     assert (
-        "2 of these rows (rows 2-3) already went to the same addresses under offers.csv (the"
-        " same letters: the same attachments); they will not be sent again."
+        "2 of these rows (rows 2-3) went only to the local outbox under offers.csv (a trial?),"
+        " not to the addresses (the same letters: the same attachments); the ledger counts them"
+        " sent, so they will not be sent here."
     ) in said
     assert (shown.exit_code, "Nothing to send" in said) == (0, False)
     assert "Nothing new to send: the letters of the rows `run` could send went already" in said
@@ -264,6 +265,12 @@ _NOT_HELD = "--corrected-address: row {}'s letter is not held back as another re
             "no earlier run of never-run.csv",
         ),
         ("offers-final.csv", "--send-again-from", "OFFERS.csv", "no earlier run of OFFERS.csv"),
+        (
+            "offers-final.csv",
+            "--send-again-from",
+            "old\x1b[2J.csv\nBcc",
+            "no earlier run of 'old\\x1b[2J.csv\\nBcc' in the workdir",
+        ),
         ("offers-final.csv", "--send-again-from", "offers-final.csv", "names this file itself"),
         ("offers-final.csv", "--send-again-from", "", "an empty name, which names no file"),
         ("offers.csv", "--corrected-address", "2", _NOT_HELD.format(2)),
@@ -274,6 +281,7 @@ _NOT_HELD = "--corrected-address: row {}'s letter is not held back as another re
     ids=[
         "again-never-run",
         "again-case-variant",
+        "again-control-characters-escaped",
         "again-the-file-itself",
         "again-empty",
         "corrected-address-unchanged",
@@ -344,7 +352,15 @@ def test_a_copys_row_failed_as_outcome_unknown_under_the_other_file_is_said_may_
         "1 of these rows (row 4) may have been sent (in doubt) to the same addresses under"
         " offers.csv: they are not sent here"
     ) in said
-    assert "17 of these rows (rows 2-3, 5-15, 17-20) already went to the same addresses" in said
+    assert (
+        "17 of these rows (rows 2-3, 5-15, 17-20) went only to the local outbox under"
+        " offers.csv (a trial?)"
+    ) in said
+    assert (
+        "To send those of the trial for real: `run --smtp URL --send-again-from offers.csv` in"
+        " this workdir, or `run --smtp URL` in another --workdir, whose ledger holds nothing of"
+        " that trial; to send the others again on purpose: `run --send-again-from offers.csv`."
+    ) in said
     assert "could send went already, or may have (below)" in said
 
 

@@ -531,8 +531,13 @@ def test_a_row_whose_status_changed_after_its_letter_went_out_is_not_sent_anothe
         (row,) = [r for r in csv.DictReader(stream) if r["status"] == "failed"]
     assert (row["email"], row["code"]) == ("amelia.hart@example.com", "OtherLetterSent")
     assert "sent this address the 'offer' letter" in row["reason"]
-    assert "put this row alone in a file of another name" in row["reason"]
-    assert "then take the row out of this file or set its Status back" in row["reason"]
+    assert row["reason"].endswith(
+        "To send it all the same, run this row alone in a file of another name, with"
+        " --send-again-from and this file's name only if its attachment is the one that letter"
+        " carried (the option sends all this file's letters again); then take the row out of"
+        " this file or set its Status back, or every run fails it"
+    )
+    assert "not the whole file: with that option" not in row["reason"]
     # AND the summary says what to do about it, not to retry it (no retry sends it)
     shown = CliRunner().invoke(cli, ["run", str(csv_path), *args[:-1]])
     output = _words(shown.output)

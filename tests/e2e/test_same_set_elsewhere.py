@@ -110,13 +110,15 @@ def test_validate_and_the_runs_advice_say_a_letter_of_the_set_went_not_the_same_
     validated = CliRunner().invoke(cli, ["validate", *options])
     shown = CliRunner().invoke(cli, ["run", *options])
 
-    # THEN validate says her row had a letter of its set there, not the same letter
+    # THEN validate says her row had a letter of its set there, not the same letter (into
+    # the outbox: news.csv ran without --smtp)
     said = " ".join(validated.output.split())
     assert (
-        "1 of these rows (row 2) already had a letter of the same template set under news.csv"
-        " (not the same letters: the text or attachment may differ, a name spelt anew, say;"
-        " each reason names the set); they will not be sent again. To send them again on"
-        " purpose: `run --send-again-from news.csv`."
+        "1 of these rows (row 2) had a letter of the same template set go only to the local"
+        " outbox under news.csv (a trial?), not to the addresses (not the same letters: the text"
+        " or attachment may differ, a name spelt anew, say; each reason names the set); the"
+        " ledger counts them sent, so they will not be sent here. To send them for real: `run"
+        " --smtp URL --send-again-from news.csv` in this workdir"
     ) in said
     assert "the same attachments" not in said
     # AND the run's advice says a letter of the same set went to her address under news.csv,

@@ -125,12 +125,15 @@ def test_validate_names_each_file_rows_were_held_under_in_its_advice(tmp_path: P
     # WHEN c.csv is validated
     shown = CliRunner().invoke(cli, ["validate", str(both), "--workdir", str(workdir)])
 
-    # THEN its advice names both files, as --send-again-from takes them
+    # THEN its advice names both files, as --send-again-from takes them, and that their
+    # letters went only to the local outbox (a trial), with the two ways to send them for real
     said = " ".join(shown.output.split())
     assert (
-        "2 of these rows (rows 2-3) already went to the same addresses under a.csv, b.csv (the"
-        " same letters: the same attachments); they will not be sent again. To send them again"
-        " on purpose: `run --send-again-from a.csv --send-again-from b.csv`."
+        "2 of these rows (rows 2-3) went only to the local outbox under a.csv, b.csv (a trial?),"
+        " not to the addresses (the same letters: the same attachments); the ledger counts them"
+        " sent, so they will not be sent here. To send them for real: `run --smtp URL"
+        " --send-again-from a.csv --send-again-from b.csv` in this workdir, or `run --smtp URL`"
+        " in another --workdir, whose ledger holds nothing of that trial."
     ) in said
     # AND so named, validate forecasts both letters sent again
     again = ["--send-again-from", "a.csv", "--send-again-from", "b.csv", "--json"]

@@ -501,8 +501,8 @@ def test_folder_without_subject_is_refused():
         ("column: Status\nsets: [a]\n", "manifest.yaml: 'sets' must map set names"),
         (
             "colum: Status\nsets: {welcome: {when: x}}\n",
-            "manifest.yaml: unknown key 'colum' (did you mean 'column'?); the keys allowed here"
-            " are column, sender, context, sets, skip, check_file_names, check_question_marks,"
+            "manifest.yaml, line 1: unknown key 'colum' (did you mean 'column'?); the keys allowed"
+            " here are column, sender, context, sets, skip, check_file_names, check_question_marks,"
             " demo",
         ),
         (
@@ -819,12 +819,19 @@ SET_FILES = {"offer/subject.txt": "Hi", "offer/body.txt": "Hello"}
         ),
         (
             "Sets:\n  offer:\n    when: [Offer]\n",
-            "manifest.yaml: unknown key 'Sets' (did you mean 'sets'?); the keys allowed here are"
-            " column, sender, context, sets, skip, check_file_names, check_question_marks, demo",
+            "manifest.yaml, line 1: unknown key 'Sets' (did you mean 'sets'?); the keys allowed"
+            " here are column, sender, context, sets, skip, check_file_names, check_question_marks,"
+            " demo",
+        ),
+        (
+            "sets:\n  offer:\n    wen: [Offer]\n    subjet: offer/subject.txt\n    colour: red\n",
+            "manifest.yaml: set 'offer': unknown keys 'colour' on line 5, 'subjet' on line 4 (did"
+            " you mean 'subject'?), 'wen' on line 3 (did you mean 'when'?); the keys allowed here"
+            " are when, subject, html, text, attachment, default_attachment",
         ),
         (
             "sets:\n  offer:\n    when: [Offer]\n    default_attachement: a.pdf\n",
-            "manifest.yaml: set 'offer': unknown key 'default_attachement' (did you mean"
+            "manifest.yaml, line 4: set 'offer': unknown key 'default_attachement' (did you mean"
             " 'default_attachment'?); the keys allowed here are when, subject, html, text,"
             " attachment, default_attachment",
         ),
@@ -835,7 +842,7 @@ SET_FILES = {"offer/subject.txt": "Hi", "offer/body.txt": "Hello"}
             " or the set to offer (folder names count case)",
         ),
     ],
-    ids=["tab", "indentation", "top-key", "set-key", "folder-case"],
+    ids=["tab", "indentation", "top-key", "set-keys", "set-key", "folder-case"],
 )
 def test_manifest_slips_name_the_line_or_the_likely_key_or_folder(manifest, message):
     with pytest.raises(TemplateError) as caught:

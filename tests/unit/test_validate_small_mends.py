@@ -1,14 +1,18 @@
 """`mailmatrix validate` says plainly what it found: a folder named as a file, a header of very
-many columns, a quote left open on the last line, a subject template on several lines."""
+many columns, a quote left open on the last line, a subject template on several lines; rows
+held back for letters that went only to the local outbox under another file (a trial), and the
+workdir of a `settle` it names."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mailmatrix.cli import exits
-from mailmatrix.cli.validate_cmd import validate_command
+from mailmatrix.cli.validate_cmd import _earlier_sends, _sent_under_forecast, validate_command
+from mailmatrix.core.report import SENT_UNDER
 
 SENDER = ("--sender", "HR <hr@example.com>")
 
@@ -122,3 +126,53 @@ def test_an_empty_folder_among_the_templates_is_no_template(tmp_path):
     # THEN the templates are read as before
     assert result.exit_code == exits.OK, result.output
     assert json.loads(result.output)["valid"] == 1
+
+
+def test_the_forecast_tells_letters_that_went_only_to_the_outbox_from_those_sent(tmp_path):
+    # GIVEN row 2 held back as its letter went under a.csv (through a server), and rows 3-4
+    # as theirs went under b.csv only into the local outbox (a trial)
+    held = [
+        (2, SENT_UNDER, "a.csv", "file"),
+        (3, SENT_UNDER, "b.csv", "text"),
+        (4, SENT_UNDER, "b.csv", "text"),
+    ]
+
+    # WHEN validate forecasts what `run` does with them
+    said = _sent_under_forecast(held, {"b.csv"})
+
+    # THEN it says which went only to the outbox, and the two ways to send those for real,
+    # apart from the letters that went
+    assert said == (
+        "1 of these rows (row 2) already went to the same addresses under a.csv (the same"
+        " letters: the same attachments); they will not be sent again; 2 of these rows (rows"
+        " 3-4) went only to the local outbox under b.csv (a trial?), not to the addresses (the"
+        " same letters: the same text); the ledger counts them sent, so they will not be sent"
+        " here. To send those of the trial for real: `run --smtp URL --send-again-from b.csv` in"
+        " this workdir, or `run --smtp URL` in another --workdir, whose ledger holds nothing of"
+        " that trial; to send the others again on purpose: `run --send-again-from a.csv`."
+        " --rejects FILE (or --json) gives each one's reason."
+    )
+
+
+@pytest.mark.parametrize("by_default", [False, True], ids=["workdir-given", "default-workdir"])
+def test_a_failed_row_in_doubt_under_another_file_names_settle_with_the_workdir(
+    tmp_path, by_default
+):
+    # GIVEN validate's findings in a workdir: row 2 failed for good, its letter in doubt since
+    # under f.csv
+    workdir = tmp_path / "my work"
+    earlier = {
+        "checked": True,
+        "default_workdir": by_default,
+        "workdir": str(workdir),
+        "failed_before": 1,
+        "failed_went_under": [{"row": 2, "file": "f.csv", "in_doubt": True}],
+    }
+
+    # WHEN validate says what `run --retry-failed` would do
+    (line,) = _earlier_sends(earlier, tmp_path / "templates")
+
+    # THEN the settle it names is given the workdir validate checked, unless `settle` looks
+    # there without it
+    option = "" if by_default else f" --workdir '{workdir}'"
+    assert f"until that is settled there (`settle f.csv{option}`)" in line
