@@ -150,13 +150,29 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     recipe = digits_recipe(value, exc.filter_name)
     if exc.reason == "grouped":
         mark = "." if "." in value else ","
+        text = value.strip()
         return (
             f"{path}: render: the {exc.filter_name} filter cannot tell whether the"
-            f' "{mark}" in {value!r}{source} groups thousands'
-            f" ({value.strip().replace(mark, '')}) or marks decimals (Jinja would print"
-            f" {_jinja_reading(exc)}): make the template turn the value into digits first (e.g."
-            f" {recipe or _REPLACE.format(mark=mark, filter=exc.filter_name)}); a default,"
-            f"{default}, would print Jinja's reading, {_jinja_reading(exc)}"
+            f' "{mark}" in {value!r}{source} groups thousands ({text.replace(mark, "")}) or'
+            f" marks decimals ({float(text.replace(',', '.'))}): write the column in the CSV as digits"
+            " with a decimal point at most (a spreadsheet does when its cells are formatted as"
+            f" numbers without a thousands separator); a default,{default}, would print Jinja's"
+            f" reading, {_jinja_reading(exc)}"
+        )
+    if exc.reason == "thousands":
+        mark = "." if "." in value else ","
+        return (
+            f"{path}: render: the {exc.filter_name} filter cannot read {value!r}{source}, its"
+            f' "{mark}" grouping thousands (Jinja would print {_jinja_reading(exc)}): make the'
+            f" template take them out first, for this value {recipe}, or write it in the CSV as"
+            f" digits only (a default,{default}, would print {_jinja_reading(exc)})"
+        )
+    if exc.reason == "fraction":
+        return (
+            f"{path}: render: the int filter would drop the decimals of {value!r}{source} and"
+            f" print {_jinja_reading(exc)}: print the value with | float, or round it first"
+            f" (| float | round | int), or write it in the CSV as a whole number (a default,"
+            f"{default}, would print {_jinja_reading(exc)})"
         )
     if exc.reason == "not_finite":
         return (
@@ -182,16 +198,20 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     )
 
 
-_REPLACE = '| replace("{mark}", "") | {filter}'
 # Digits, grouped or not, with at most one decimal separator: what digits_recipe can mend.
-_SEPARATED = re.compile(r"[+-]?\d+(?:[.,' ]\d+)*")
+_SEPARATED = re.compile(r"[+-]?\d+(?:[.,'\s]\d+)*")
+# Thousands separators besides "." and ",": the apostrophe (Swiss), spaces (French Excel writes
+# a no-break or narrow no-break one), as a Jinja string writes them.
+_GROUP_MARKS = {"'": "'", " ": " ", "\u00a0": "\\u00a0", "\u202f": "\\u202f"}
 
 
 def digits_recipe(value: str, filter_name: str) -> str | None:
     """The filters that make ``value`` digits ``filter_name`` reads as the number it shows
     ("$85,000.00": | replace("$", "") | replace(",", "") | float | int), or None when it shows
-    none ("92k", "n/a"): each currency sign and thousands separator removed, a decimal comma
-    made a point, never a decimal separator removed."""
+    none ("92k", "n/a") or a "." or "," may group thousands or mark decimals ("1,234", not
+    "$1,234": money's cents have two digits): each currency sign and thousands separator
+    removed, a decimal comma made a point, never a separator removed that may be a decimal one;
+    for int, decimals other than 0 rounded."""
     signs = list(dict.fromkeys(char for char in value if unicodedata.category(char) == "Sc"))
     text = value
     for sign in signs:
@@ -201,21 +221,33 @@ def digits_recipe(value: str, filter_name: str) -> str | None:
 
     digits = text.strip()
     marks = [char for char in digits if char in ".,"]
-    thousands = [mark for mark in dict.fromkeys(digits) if mark in "' "]
+    thousands = [mark for mark in dict.fromkeys(digits) if mark in _GROUP_MARKS]
+    if len(thousands) < len(set(digits) - set("0123456789+-.,")):
+        return None  # another space (a tab, an em space): no separator a cell writes
     decimal = None
     if marks:
         last = marks[-1]
+        # "1,234", "56.000" for int: thousands, or decimals; money ("$120,000") shows cents
+        # with two digits, so a sign's three digits are thousands
         grouped = len(marks) == 1 and bool(GROUPED_THOUSANDS.fullmatch(digits))
-        if marks.count(last) == 1 and not grouped:
+        if grouped and not signs:
+            if last == "," or filter_name == "int":
+                return None
+            decimal = last  # float reads one "." as Python does
+        elif marks.count(last) == 1 and not grouped:
             decimal = last
         thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
     steps = [f'replace("{sign}", "")' for sign in signs]
-    steps += [f'replace("{mark}", "")' for mark in thousands]
+    steps += [f'replace("{_GROUP_MARKS.get(mark, mark)}", "")' for mark in thousands]
     if decimal == ",":
         steps.append('replace(",", ".")')
     if text != text.strip():
         steps.append("trim")
-    steps += ["float", "int"] if decimal and filter_name == "int" else [filter_name]
+    if decimal and filter_name == "int":
+        whole = digits.rsplit(decimal, 1)[1].strip("0") == ""
+        steps += ["float", "int"] if whole else ["float", "round", "int"]
+    else:
+        steps.append(filter_name)
     return "| " + " | ".join(steps)
 
 
