@@ -1905,7 +1905,7 @@ class _Intake:
         text = " ".join(values[index] for index in self.name_at)
         # the parts of a word with a capital inside too (McDonald: mc, donald), as file names
         # are split there
-        parts = _split_case(text) if _CASE_CHANGE.search(text) or not text.isascii() else text
+        parts = _split_case(text)
         if text.isascii() and "'" not in text:  # most names: a form a word, all Latin
             found = [word.lower() for word in _WORD_SPLIT.split(text) if len(word) > 1]
             last = (found[-1],) if found else ()
@@ -2436,6 +2436,8 @@ _CASE_CHANGE = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 def _split_case(text: str) -> str:
     """``text`` with a space where a small letter meets a capital (McDonald: Mc Donald)."""
+    if text.istitle() or text.islower() or text.isupper():  # most names and files: none
+        return text
     if text.isascii():
         return _CASE_CHANGE.sub(" ", text)
     split, small = [], False
