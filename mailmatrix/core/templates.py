@@ -151,10 +151,11 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     if exc.reason == "grouped":
         mark = "." if "." in value else ","
         text = value.strip()
+        decimals = float(text.replace(",", "."))
         return (
             f"{path}: render: the {exc.filter_name} filter cannot tell whether the"
             f' "{mark}" in {value!r}{source} groups thousands ({text.replace(mark, "")}) or'
-            f" marks decimals ({float(text.replace(',', '.'))}): write the column in the CSV as digits"
+            f" marks decimals ({decimals}): write the column in the CSV as digits"
             " with a decimal point at most (a spreadsheet does when its cells are formatted as"
             f" numbers without a thousands separator); a default,{default}, would print Jinja's"
             f" reading, {_jinja_reading(exc)}"
@@ -1222,10 +1223,14 @@ def _column_read(node: nodes.Node, own: Collection[str], row_set: bool) -> str |
         keys = _text_of(node.arg)
     elif isinstance(node, nodes.Getattr) and _of_row(node) and node.attr not in _MAPPING_METHODS:
         keys = {node.attr}
-    elif isinstance(node, nodes.Call) and node.args and isinstance(node.node, nodes.Getattr):
-        if _of_row(node.node) and node.node.attr == "get":
-            keys = _text_of(node.args[0])
+    elif isinstance(node, nodes.Call) and node.args and _is_row_get(node.node):
+        keys = _text_of(node.args[0])
     return keys.pop() if keys else None
+
+
+def _is_row_get(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``row.get``."""
+    return isinstance(node, nodes.Getattr) and _of_row(node) and node.attr == "get"
 
 
 def _aliases(ast: nodes.Template, own: Collection[str], row_set: bool) -> _Aliases:
@@ -1286,7 +1291,7 @@ def _row_keys(ast: nodes.Template) -> set[str]:
             found |= _text_of(item.arg)
     for call in ast.find_all(nodes.Call):
         callee = call.node
-        if isinstance(callee, nodes.Getattr) and _of_row(callee) and callee.attr == "get":
+        if _is_row_get(callee):
             found |= _text_of(call.args[0]) if call.args else set()
     return found
 
