@@ -1903,11 +1903,19 @@ class _Intake:
         """The words of the row's name columns in their _forms (with those of O'Brien written
         without its apostrophe: obrien)."""
         text = " ".join(values[index] for index in self.name_at)
+        # the parts of a word with a capital inside too (McDonald: mc, donald), as file names
+        # are split there
+        parts = _split_case(text)
         if text.isascii() and "'" not in text:  # most names: a form a word, all Latin
             found = [word.lower() for word in _WORD_SPLIT.split(text) if len(word) > 1]
-            return _RowName(row, text, frozenset(found), (found[-1],) if found else (), True)
+            last = (found[-1],) if found else ()
+            if parts != text:
+                found += [word.lower() for word in _WORD_SPLIT.split(parts) if len(word) > 1]
+            return _RowName(row, text, frozenset(found), last, True)
         words = [forms for forms, _ in _word_forms(text)]
         forms = frozenset(form for word in words for form in word)
+        if parts != text:
+            forms = forms.union(form for word, _ in _word_forms(parts) for form in word)
         if "'" in text or "\u2019" in text:
             joined = _word_forms(text.replace("'", "").replace("\u2019", ""))
             forms = forms.union(form for word, _ in joined for form in word)
@@ -2004,6 +2012,7 @@ class _Intake:
         for row, recipient, name, others, shared in self.unnamed_files:
             matched: dict[int, list[str]] = {}  # another row -> the words of its name
             distinct: set[int] = set()  # the rows matched by a word of theirs alone
+            alone: set[int] = set()  # the rows matched by a word no other recipient has
             for forms, written in _word_forms(_file_stem(name) if others is None else others):
                 counted = self.file_words.get(hash(forms[0]))
                 if counted and counted[1] > common:
@@ -2018,8 +2027,14 @@ class _Intake:
                 matched.setdefault(other_row, []).append(written)
                 if not several and (len(word) > _SHORT_WORD or self.short_names.holds(hash(word))):
                     distinct.add(other_row)
+                elif not several:
+                    alone.add(other_row)
+            # a short word (Tim, Max) names the one recipient having it when the words of the
+            # row's own name the file has are that recipient's too (Max Müller's tim_mueller.pdf)
             likely = [
-                other for other, said in matched.items() if len(said) > 1 or other in distinct
+                other
+                for other, said in matched.items()
+                if len(said) > 1 or other in distinct or (shared and other in alone)
             ]
             for forms, _ in _word_forms(shared) if likely else ():
                 likely = [other for other in likely if self._has_word(other, forms)]
@@ -2300,8 +2315,37 @@ _UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})
 
 
 def _is_name_column(name: str) -> bool:
-    """Whether a column holds (part of) the recipient's name: Name, First_Name, Nachname..."""
-    return "name" in name.casefold() and name != "Attachment_File"
+    """Whether a column holds (part of) the recipient's own name: Name (Full Name, Recipient
+    Name...), First, Last, Given, Family, Middle Name, Surname, Forename, Vorname, Nachname,
+    and Candidate, Applicant, Employee Name; not Manager_Name or Company Name, whose words may
+    well be in the recipient's file name."""
+    return _SQUASH.sub("", name).casefold() in _NAME_COLUMNS
+
+
+# The spellings of the recipient's name columns (compared as _ALIASES are).
+_NAME_COLUMNS = frozenset(
+    f"{part}{name}"
+    for name in ("name", "names")
+    for part in (
+        "",
+        "first",
+        "last",
+        "given",
+        "family",
+        "full",
+        "middle",
+        "sur",
+        "fore",
+        "display",
+        "recipient",
+        "candidate",
+        "applicant",
+        "employee",
+        "vor",
+        "nach",
+        "familien",
+    )
+)
 
 
 _WORD_SPLIT = re.compile(r"[\W\d_]+")
@@ -2325,9 +2369,12 @@ def _fold_word(text: str) -> str:
 
 # check_file_names: letters that file names write otherwise, as a plain letter (ø o) and spelt
 # out as German and Scandinavian names are (ä ae, ø oe, å aa).
-_PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe"})
+# Letters no accent dropped makes plain are written as a person spells them in ASCII (Łukasz
+# lukasz, Đorđe djordje, Þór thor).
+_ASCII_LETTERS = {"ł": "l", "ı": "i", "đ": "d", "ð": "d", "þ": "th", "ħ": "h", "ŀ": "l"}
+_PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", **_ASCII_LETTERS, "đ": "dj"})
 _SPELT_LETTERS = str.maketrans(
-    {"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "æ": "ae", "å": "aa", "œ": "oe"}
+    {"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "æ": "ae", "å": "aa", "œ": "oe", **_ASCII_LETTERS}
 )
 
 Forms = tuple[str, ...]  # the folded forms of one word (_forms), its plain form first
@@ -2378,9 +2425,28 @@ def _is_latin(word: str) -> bool:
 
 
 def _file_stem(name: str) -> str:
-    """A file's name without its folders and its extension."""
+    """A file's name without its folders and its extension, its words split where a small
+    letter meets a capital (AnnaSchulz: Anna Schulz)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return base.rsplit(".", 1)[0] if "." in base else base
+    return _split_case(base.rsplit(".", 1)[0] if "." in base else base)
+
+
+_CASE_CHANGE = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _split_case(text: str) -> str:
+    """``text`` with a space where a small letter meets a capital (McDonald: Mc Donald)."""
+    if text.istitle() or text.islower() or text.isupper():  # most names and files: none
+        return text
+    if text.isascii():
+        return _CASE_CHANGE.sub(" ", text)
+    split, small = [], False
+    for char in text:
+        if small and char.isupper():
+            split.append(" ")
+        split.append(char)
+        small = char.islower()
+    return "".join(split)
 
 
 def _named_like(why: _NamedLike) -> str:

@@ -276,8 +276,10 @@ def _replace(original: Callable[..., str]) -> Callable[..., str]:
 class NotANumber(Exception):
     """The ``int`` or ``float`` filter, given no default, could not read ``value``, or read it
     in a way no letter should print: ``reason`` is ``unreadable`` (Jinja would print 0),
-    ``grouped`` ("56.000" or "1,234": thousands grouped with "." or ",", which Jinja reads as
-    56 and fails) or ``not_finite`` ("NaN", "inf": float prints nan or inf)."""
+    ``grouped`` (one "." or "," before three digits: "56.000" for int, "1,234": thousands
+    grouped, or a decimal mark), ``thousands`` ("1.234.567", "1,234,567": thousands grouped,
+    which Jinja cannot read), ``fraction`` ("85000.99" for int: the decimals would be dropped)
+    or ``not_finite`` ("NaN", "inf": float prints nan or inf)."""
 
     def __init__(self, filter_name: str, value: Any, reason: str = "unreadable") -> None:
         super().__init__(f"the {filter_name} filter cannot read {value!r} as a number")
@@ -288,34 +290,52 @@ class NotANumber(Exception):
 
 # A default no template can pass: the filter was given none.
 _NO_DEFAULT: Any = object()
-# Digits grouped by three with "." or ",": a German "56.000" is 56000, Python reads 56.0, and an
-# English "1,234" is 1234, which Python cannot read. A leading 0 ("0.500") groups no thousands.
-GROUPED_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:[.,]\d{3})+")
+# One "." or "," before three digits: a German "56.000" is 56000, Python reads 56.0; an English
+# "1,234" is 1234, a German one 1.234. A leading 0 ("0.500") groups no thousands.
+GROUPED_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}[.,]\d{3}")
+# The same "." or "," between groups of three digits twice or more: thousands, never decimals.
+THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}([.,])\d{3}(?:\1\d{3})+")
 
 
 def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Jinja's ``int`` or ``float`` filter, raising NotANumber where Jinja returns 0 for a value
-    it cannot read ("56.000 €"|int printed 0 in an offer), where the text groups thousands
-    ("56.000"|int printed 56) and where float reads NaN or infinity, unless the template gives
-    a default (``int(0)``, ``float(default=0)``): then Jinja's behaviour."""
+    it cannot read ("56.000 €"|int printed 0 in an offer), where the text may group thousands
+    ("56.000"|int printed 56; float reads one "." as Python does: "1.500" is 1.5), where int
+    would drop a text's decimals ("85000.99"|int printed 85000) and where float reads NaN or
+    infinity, unless the template gives a default (``int(0)``, ``float(default=0)``): then
+    Jinja's behaviour."""
 
     def strict(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def number(value: Any, default: Any = _NO_DEFAULT, *args: Any, **kwargs: Any) -> Any:
             if default is not _NO_DEFAULT:
                 return original(value, default, *args, **kwargs)
-            if isinstance(value, str) and GROUPED_THOUSANDS.fullmatch(value.strip()):
-                raise NotANumber(name, value, "grouped")
+            if isinstance(value, str):
+                _refuse_grouped(name, value)
             read = original(value, _NO_DEFAULT, *args, **kwargs)
             if read is _NO_DEFAULT:
                 raise NotANumber(name, value)
             if isinstance(read, float) and not math.isfinite(read):
                 raise NotANumber(name, value, "not_finite")
+            if name == "int" and isinstance(value, str) and "." in value and float(value) != read:
+                raise NotANumber(name, value, "fraction")
             return read
 
         return number
 
     return strict
+
+
+def _refuse_grouped(name: str, value: str) -> None:
+    """Raise NotANumber for a text whose "." or "," groups thousands, or may ("1,234"; for int
+    "56.000" too: float reads one "." as a decimal point, as Python does)."""
+    if not ("," in value or "." in value):
+        return
+    text = value.strip()
+    if THOUSANDS.fullmatch(text):
+        raise NotANumber(name, value, "thousands")
+    if GROUPED_THOUSANDS.fullmatch(text) and (name == "int" or "," in text):
+        raise NotANumber(name, value, "grouped")
 
 
 def _dumps(value: Any, **kwargs: Any) -> str:

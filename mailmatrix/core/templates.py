@@ -150,13 +150,30 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     recipe = digits_recipe(value, exc.filter_name)
     if exc.reason == "grouped":
         mark = "." if "." in value else ","
+        text = value.strip()
+        decimals = float(text.replace(",", "."))
         return (
             f"{path}: render: the {exc.filter_name} filter cannot tell whether the"
-            f' "{mark}" in {value!r}{source} groups thousands'
-            f" ({value.strip().replace(mark, '')}) or marks decimals (Jinja would print"
-            f" {_jinja_reading(exc)}): make the template turn the value into digits first (e.g."
-            f" {recipe or _REPLACE.format(mark=mark, filter=exc.filter_name)}); a default,"
-            f"{default}, would print Jinja's reading, {_jinja_reading(exc)}"
+            f' "{mark}" in {value!r}{source} groups thousands ({text.replace(mark, "")}) or'
+            f" marks decimals ({decimals}): write the column in the CSV as digits"
+            " with a decimal point at most (a spreadsheet does when its cells are formatted as"
+            f" numbers without a thousands separator); a default,{default}, would print Jinja's"
+            f" reading, {_jinja_reading(exc)}"
+        )
+    if exc.reason == "thousands":
+        mark = "." if "." in value else ","
+        return (
+            f"{path}: render: the {exc.filter_name} filter cannot read {value!r}{source}, its"
+            f' "{mark}" grouping thousands (Jinja would print {_jinja_reading(exc)}): make the'
+            f" template take them out first, for this value {recipe}, or write it in the CSV as"
+            f" digits only (a default,{default}, would print {_jinja_reading(exc)})"
+        )
+    if exc.reason == "fraction":
+        return (
+            f"{path}: render: the int filter would drop the decimals of {value!r}{source} and"
+            f" print {_jinja_reading(exc)}: print the value with | float, or round it first"
+            f" (| float | round | int), or write it in the CSV as a whole number (a default,"
+            f"{default}, would print {_jinja_reading(exc)})"
         )
     if exc.reason == "not_finite":
         return (
@@ -182,16 +199,20 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
     )
 
 
-_REPLACE = '| replace("{mark}", "") | {filter}'
 # Digits, grouped or not, with at most one decimal separator: what digits_recipe can mend.
-_SEPARATED = re.compile(r"[+-]?\d+(?:[.,' ]\d+)*")
+_SEPARATED = re.compile(r"[+-]?\d+(?:[.,'\s]\d+)*")
+# Thousands separators besides "." and ",": the apostrophe (Swiss), spaces (French Excel writes
+# a no-break or narrow no-break one), as a Jinja string writes them.
+_GROUP_MARKS = {"'": "'", " ": " ", "\u00a0": "\\u00a0", "\u202f": "\\u202f"}
 
 
 def digits_recipe(value: str, filter_name: str) -> str | None:
     """The filters that make ``value`` digits ``filter_name`` reads as the number it shows
     ("$85,000.00": | replace("$", "") | replace(",", "") | float | int), or None when it shows
-    none ("92k", "n/a"): each currency sign and thousands separator removed, a decimal comma
-    made a point, never a decimal separator removed."""
+    none ("92k", "n/a") or a "." or "," may group thousands or mark decimals ("1,234", not
+    "$1,234": money's cents have two digits): each currency sign and thousands separator
+    removed, a decimal comma made a point, never a separator removed that may be a decimal one;
+    for int, decimals other than 0 rounded."""
     signs = list(dict.fromkeys(char for char in value if unicodedata.category(char) == "Sc"))
     text = value
     for sign in signs:
@@ -201,21 +222,33 @@ def digits_recipe(value: str, filter_name: str) -> str | None:
 
     digits = text.strip()
     marks = [char for char in digits if char in ".,"]
-    thousands = [mark for mark in dict.fromkeys(digits) if mark in "' "]
+    thousands = [mark for mark in dict.fromkeys(digits) if mark in _GROUP_MARKS]
+    if len(thousands) < len(set(digits) - set("0123456789+-.,")):
+        return None  # another space (a tab, an em space): no separator a cell writes
     decimal = None
     if marks:
         last = marks[-1]
+        # "1,234", "56.000" for int: thousands, or decimals; money ("$120,000") shows cents
+        # with two digits, so a sign's three digits are thousands
         grouped = len(marks) == 1 and bool(GROUPED_THOUSANDS.fullmatch(digits))
-        if marks.count(last) == 1 and not grouped:
+        if grouped and not signs:
+            if last == "," or filter_name == "int":
+                return None
+            decimal = last  # float reads one "." as Python does
+        elif marks.count(last) == 1 and not grouped:
             decimal = last
         thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
     steps = [f'replace("{sign}", "")' for sign in signs]
-    steps += [f'replace("{mark}", "")' for mark in thousands]
+    steps += [f'replace("{_GROUP_MARKS.get(mark, mark)}", "")' for mark in thousands]
     if decimal == ",":
         steps.append('replace(",", ".")')
     if text != text.strip():
         steps.append("trim")
-    steps += ["float", "int"] if decimal and filter_name == "int" else [filter_name]
+    if decimal and filter_name == "int":
+        whole = digits.rsplit(decimal, 1)[1].strip("0") == ""
+        steps += ["float", "int"] if whole else ["float", "round", "int"]
+    else:
+        steps.append(filter_name)
     return "| " + " | ".join(steps)
 
 
@@ -333,13 +366,28 @@ def _undeclared_names(ast: nodes.Template, environment: jinja2.Environment) -> s
     as one the context must give, yet the template's author made it its own."""
     tracker = _NameTracker(environment)
     tracker.visit(ast)
-    return tracker.undeclared_identifiers - _assigned_names(ast)
+    return tracker.undeclared_identifiers - _assigned_names(ast) - _top_level_names(ast)
 
 
 def _assigned_names(ast: nodes.Node) -> set[str]:
     """The names a template gives values itself: ``{% set %}`` (a block too), ``{% for %}``
     targets, macro and call arguments, ``{% with %}``."""
     return {node.name for node in ast.find_all(nodes.Name) if node.ctx in ("store", "param")}
+
+
+def _top_level_names(ast: nodes.Template) -> set[str]:
+    """The macros a template defines, and the names it imports, outside any block: Jinja counts
+    them as the context's where a child template's blocks use them, yet the child's top level
+    runs before its blocks and gives them."""
+    found: set[str] = set()
+    for node in ast.body:
+        if isinstance(node, nodes.Macro):
+            found.add(node.name)
+        elif isinstance(node, nodes.Import):
+            found.add(node.target)
+        elif isinstance(node, nodes.FromImport):
+            found |= {name[1] if isinstance(name, tuple) else name for name in node.names}
+    return found
 
 
 class _Sandbox(SizeLimitedSandbox):
@@ -526,10 +574,11 @@ class Catalog:
         for path in self._variables_by_file(tset):
             ast = self._env.parse(self.sources[path], name=path)
             assigned = _assigned_names(ast)
+            aliases = _aliases(ast, own | assigned, "row" in assigned)
             for node in ast.find_all(nodes.Filter):
-                read = _number_read(node, own | assigned, "row" in assigned)
-                if read is not None and read not in reads:
-                    reads.append(read)
+                for read in _number_reads(node, own | assigned, "row" in assigned, aliases):
+                    if read not in reads:
+                        reads.append(read)
         return reads
 
     def check_columns(self, columns: Iterable[str]) -> list[str]:
@@ -1126,13 +1175,17 @@ def _check_values(sets: dict[str, TemplateSet], skip: dict[str, str], column: st
         raise TemplateError(f"{MANIFEST}: 'column' is null, so exactly one set is allowed")
 
 
+# Filters a template applies: each a name, its constant arguments and keyword arguments.
+_Filters = tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]], ...]
+
+
 @dataclass(frozen=True)
 class _NumberRead:
     """An ``int`` or ``float`` filter given no default, reading ``column`` through ``filters``
     (each a name, its constant arguments and keyword arguments), innermost first."""
 
     column: str
-    filters: tuple[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]], ...]
+    filters: _Filters
 
     def apply(self, environment: jinja2.Environment, value: Any) -> Any:
         """Put ``value`` through the filters, as rendering does; raise what they raise."""
@@ -1141,15 +1194,36 @@ class _NumberRead:
         return value
 
 
-def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _NumberRead | None:
-    """The read of a column as a number ``node`` is (``Salary | trim | int``, ``row["Pay"] |
-    float``), when only filters given constants stand between the column and it; else None.
-    Names in ``own`` (the template's own, the manifest's constants) are no columns; nor is
-    ``row["X"]`` when the template sets ``row`` itself (``row_set``)."""
+# A name the template sets to a column read (``{% set pay = Salary %}``): its column, filters.
+_Aliases = dict[str, list[tuple[str, _Filters]]]
+
+
+def _number_reads(
+    node: nodes.Filter, own: Collection[str], row_set: bool, aliases: _Aliases
+) -> list[_NumberRead]:
+    """The reads of a column as a number ``node`` is (``Salary | trim | int``, ``row["Pay"] |
+    float``, ``row.Pay | int``, ``row.get("Pay") | int``, ``pay | int`` after ``{% set pay =
+    Salary %}``), when only filters given constants stand between the column and it; else
+    none. Names in ``own`` (the template's own, the manifest's constants) are no columns; nor
+    is what ``row`` gives when the template sets ``row`` itself (``row_set``). A macro's
+    arguments and a loop's variables are not followed to a column."""
     if node.name not in ("int", "float") or node.args or node.kwargs:
-        return None
+        return []
     if node.dyn_args is not None or node.dyn_kwargs is not None:
-        return None
+        return []
+    chain = _filter_chain(node)
+    if chain is None:
+        return []
+    source, filters = chain
+    if isinstance(source, nodes.Name) and source.ctx == "load" and source.name in aliases:
+        return [_NumberRead(column, first + filters) for column, first in aliases[source.name]]
+    column = _column_read(source, own, row_set)
+    return [] if column is None else [_NumberRead(column, filters)]
+
+
+def _filter_chain(node: nodes.Node) -> tuple[nodes.Node, _Filters] | None:
+    """What ``node``'s filters read, and those filters (each a name, its constant arguments
+    and keyword arguments), innermost first; None when a filter is given no constant."""
     filters: list[tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]] = []
     current: nodes.Node | None = node
     while isinstance(current, nodes.Filter):
@@ -1163,12 +1237,43 @@ def _number_read(node: nodes.Filter, own: Collection[str], row_set: bool) -> _Nu
         kwargs = tuple(zip((str(keyword.key) for keyword in keywords), values, strict=True))
         filters.insert(0, (current.name, args, kwargs))
         current = current.node
-    if isinstance(current, nodes.Name) and current.ctx == "load" and current.name not in own:
-        return _NumberRead(current.name, tuple(filters))
-    if isinstance(current, nodes.Getitem) and _of_row(current) and not row_set:
-        keys = _text_of(current.arg)
-        return _NumberRead(keys.pop(), tuple(filters)) if keys else None
-    return None
+    return (current, tuple(filters)) if current is not None else None
+
+
+def _column_read(node: nodes.Node, own: Collection[str], row_set: bool) -> str | None:
+    """The column ``node`` reads: ``Salary``, ``row["Salary"]``, ``row.Salary`` or
+    ``row.get("Salary")``; else None."""
+    if isinstance(node, nodes.Name):
+        return node.name if node.ctx == "load" and node.name not in own else None
+    if row_set:
+        return None
+    keys: set[str] = set()
+    if isinstance(node, nodes.Getitem) and _of_row(node):
+        keys = _text_of(node.arg)
+    elif isinstance(node, nodes.Getattr) and _of_row(node) and node.attr not in _MAPPING_METHODS:
+        keys = {node.attr}
+    elif isinstance(node, nodes.Call) and node.args and _is_row_get(node.node):
+        keys = _text_of(node.args[0])
+    return keys.pop() if keys else None
+
+
+def _is_row_get(node: nodes.Node) -> bool:
+    """Whether ``node`` is ``row.get``."""
+    return isinstance(node, nodes.Getattr) and _of_row(node) and node.attr == "get"
+
+
+def _aliases(ast: nodes.Template, own: Collection[str], row_set: bool) -> _Aliases:
+    """The names ``ast`` sets to a column read (``{% set pay = Salary %}``, filters given
+    constants allowed), each with the column and filters of every such ``{% set %}``."""
+    found: _Aliases = {}
+    for assign in ast.find_all(nodes.Assign):
+        if not isinstance(assign.target, nodes.Name):
+            continue
+        chain = _filter_chain(assign.node)
+        column = _column_read(chain[0], own, row_set) if chain else None
+        if chain is not None and column is not None:
+            found.setdefault(assign.target.name, []).append((column, chain[1]))
+    return found
 
 
 def _constants(expressions: Iterable[nodes.Node]) -> tuple[Any, ...] | None:
@@ -1215,7 +1320,7 @@ def _row_keys(ast: nodes.Template) -> set[str]:
             found |= _text_of(item.arg)
     for call in ast.find_all(nodes.Call):
         callee = call.node
-        if isinstance(callee, nodes.Getattr) and _of_row(callee) and callee.attr == "get":
+        if _is_row_get(callee):
             found |= _text_of(call.args[0]) if call.args else set()
     return found
 

@@ -444,3 +444,93 @@ def test_rows_sent_earlier_beyond_the_first_few_are_counted_in_one_warning(monke
     assert (report.withdrawn, reasons(report), len(emitted)) == (frozenset(), [], 4)
     assert [warning[:6] for warning in report.warnings] == ["row 3:", "1 more"]
     assert report.warnings[1].endswith("they are not sent again and need nothing")
+
+
+@pytest.mark.parametrize(
+    ("name", "file_word", "other"),
+    [
+        ("Łukasz Wróbel", "lukasz", "Lukasz Nowak"),
+        ("Işıl Demir", "isil", "Isil Kaya"),
+        ("Đorđe Petrović", "djordje", "Djordje Ilic"),
+        ("Đorđe Petrović", "dorde", "Dorde Ilic"),
+        ("Søren Holm", "soren", "Soren Berg"),
+        ("Ægir Lund", "aegir", "Aegir Berg"),
+        ("Lœtitia Roy", "loetitia", "Loetitia Blanc"),
+        ("Þórunn Jónsdóttir", "thorunn", "Thorunn Berg"),
+    ],
+    ids=["l-stroke", "dotless-i", "d-stroke-dj", "d-stroke-d", "o-slash", "ae", "oe", "thorn"],
+)
+def test_a_file_named_with_the_rows_own_name_spelt_in_ascii_passes(name, file_word, other):
+    # GIVEN a row whose file spells its own first name in ASCII, and another recipient whose
+    # name is spelt so
+    rows = [
+        f"one@example.com;{name};active;offer_{file_word}.pdf",
+        f"two@example.com;{other};active;offer_{other.replace(' ', '_').lower()}.pdf",
+        "jan@example.com;Jan Ostrowski;active;offer_jan_ostrowski.pdf",
+    ]
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN no row is withdrawn
+    assert reasons(report) == []
+    assert report.withdrawn == frozenset()
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [
+            "anna.w@example.com;Anna Weber;active;AnnaSchulz.pdf",
+            "anna.s@example.com;Anna Schulz;active;AnnaWeber.pdf",
+            "jan@example.com;Jan Ostrowski;active;JanOstrowski.pdf",
+        ],
+        [
+            "max@example.com;Max Müller;active;tim_mueller.pdf",
+            "tim@example.com;Tim Müller;active;max_mueller.pdf",
+            "jan@example.com;Jan Ostrowski;active;jan_ostrowski.pdf",
+        ],
+    ],
+    ids=["camel-case", "shared-surname-short-first-names"],
+)
+def test_swapped_files_are_found_in_camel_case_and_by_a_short_first_name(rows):
+    # GIVEN two recipients' files swapped
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+
+    # THEN both rows are withdrawn, each naming the other's row
+    assert report.withdrawn == frozenset({2, 3})
+    assert [(row, reason.split("(row ")[1][0]) for row, _, reason in reasons(report)] == [
+        (2, "3"),
+        (3, "2"),
+    ]
+
+
+def test_a_camel_case_name_file_of_the_rows_own_name_passes():
+    # GIVEN Mary McDonald's MaryMcDonald.pdf, and a recipient named Donald
+    rows = [
+        "mary@example.com;Mary McDonald;active;MaryMcDonald.pdf",
+        "donald@example.com;Donald Brown;active;DonaldBrown.pdf",
+        "jan@example.com;Jan Ostrowski;active;JanOstrowski.pdf",
+    ]
+
+    # WHEN validated THEN no row is withdrawn
+    report, _ = run(csv_of(rows), index=index_of(*files_of(rows)))
+    assert reasons(report) == []
+
+
+def test_only_the_recipients_own_name_columns_count_as_their_name():
+    # GIVEN Anna Weber's row naming her manager's file, and the manager a recipient too
+    header = "Email;Name;Manager_Name;Status;Attachment_File"
+    rows = [
+        "anna@example.com;Anna Weber;Tom Schulz;active;tom_schulz.pdf",
+        "tom@example.com;Tom Schulz;Eva Berg;active;anna_weber.pdf",
+        "jan@example.com;Jan Ostrowski;Eva Berg;active;jan_ostrowski.pdf",
+    ]
+    catalog = FakeCatalog(uses={"offer": set()})
+
+    # WHEN the file is validated
+    report, _ = run(csv_of(rows, header), catalog=catalog, index=index_of(*files_of(rows)))
+
+    # THEN the manager's name is not Anna's: both swapped rows are withdrawn
+    assert report.withdrawn == frozenset({2, 3})

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from mailmatrix.core.recipients import validate_recipients
-from mailmatrix.core.templates import load_catalog
+from mailmatrix.core.templates import digits_recipe, load_catalog
 from mailmatrix.errors import TemplateError
 from tests.unit.test_recipients import index_of
 
@@ -24,7 +24,7 @@ def catalog_of(body: str):
     ("body", "salary", "printed"),
     [
         ('{{ Gehalt | replace(".", "") | int }}', "56.000", "56000"),
-        ("{{ Gehalt | int }}", "42.5", "42"),
+        ("{{ Gehalt | int }}", "42.0", "42"),
         ("{{ Gehalt | float }}", "42.5", "42.5"),
         ('{{ Gehalt | replace(".", "") | int(0) }}', "56.000 €", "0"),
         ("{{ Gehalt | float(default=1.5) }}", "n/a", "1.5"),
@@ -34,6 +34,10 @@ def catalog_of(body: str):
         ("{{ Gehalt | float }}", "0.500", "0.5"),
         ("{{ Gehalt | int(0) }}", "56.000", "56"),
         ('{{ Gehalt | replace(",", "") | int }}', "1,234,567", "1234567"),
+        ("{{ Gehalt | float }}", "3.125", "3.125"),
+        ("{{ Gehalt | float }}", "1.500", "1.5"),
+        ("{{ Gehalt | int(0) }}", "85000.99", "85000"),
+        ('{{ Gehalt | replace("\\u00a0", "") | int }}', "85\u00a0000", "85000"),
     ],
     ids=[
         "readable",
@@ -47,6 +51,10 @@ def catalog_of(body: str):
         "leading-zero",
         "default-keeps-jinjas-reading",
         "digits-first",
+        "float-reads-one-dot-as-python-does",
+        "float-reads-a-decimal-with-three-digits",
+        "int-default-drops-decimals-as-jinja-does",
+        "no-break-space-taken-out",
     ],
 )
 def test_values_read_or_with_a_default_render_as_jinja_renders_them(body, salary, printed):
@@ -123,31 +131,78 @@ def test_validate_stops_the_file_when_the_first_rows_cannot_read_their_salary(sa
             "Annual salary: {{ Gehalt | int }} EUR",
             "56.000",
             "offer/body.txt: render: the int filter cannot tell whether the \".\" in '56.000'"
-            " (from column Gehalt: '56.000') groups thousands (56000) or marks decimals (Jinja"
-            " would print 56): make the template turn the value into digits first (e.g."
-            ' | replace(".", "") | int); a default, | int(0), would print Jinja\'s reading,'
-            " 56",
+            " (from column Gehalt: '56.000') groups thousands (56000) or marks decimals (56.0):"
+            " write the column in the CSV as digits with a decimal point at most (a spreadsheet"
+            " does when its cells are formatted as numbers without a thousands separator); a"
+            " default, | int(0), would print Jinja's reading, 56",
         ),
         (
-            "{{ Gehalt | float }}",
+            "{{ Gehalt | int }}",
             "1.500",
-            "offer/body.txt: render: the float filter cannot tell whether the \".\" in '1.500'"
-            " (from column Gehalt: '1.500') groups thousands (1500) or marks decimals (Jinja"
-            " would print 1.5)",
+            "offer/body.txt: render: the int filter cannot tell whether the \".\" in '1.500'"
+            " (from column Gehalt: '1.500') groups thousands (1500) or marks decimals (1.5)",
         ),
         (
             "{{ Gehalt | int }}",
             " 1.234.567",
-            'offer/body.txt: render: the int filter cannot tell whether the "." in'
-            " ' 1.234.567' (from column Gehalt: ' 1.234.567') groups thousands (1234567)",
+            "offer/body.txt: render: the int filter cannot read ' 1.234.567' (from column"
+            " Gehalt: ' 1.234.567'), its \".\" grouping thousands (Jinja would print 0): make"
+            ' the template take them out first, for this value | replace(".", "") | trim | int,'
+            " or write it in the CSV as digits only",
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "1,234,567",
+            "offer/body.txt: render: the int filter cannot read '1,234,567' (from column"
+            " Gehalt: '1,234,567'), its \",\" grouping thousands (Jinja would print 0): make"
+            ' the template take them out first, for this value | replace(",", "") | int,',
         ),
         (
             "{{ Gehalt | int }}",
             "1,234",
             "offer/body.txt: render: the int filter cannot tell whether the \",\" in '1,234'"
-            " (from column Gehalt: '1,234') groups thousands (1234) or marks decimals (Jinja"
-            " would print 0): make the template turn the value into digits first (e.g."
-            ' | replace(",", "") | int)',
+            " (from column Gehalt: '1,234') groups thousands (1234) or marks decimals (1.234):"
+            " write the column in the CSV as digits with a decimal point at most",
+        ),
+        (
+            "{{ Gehalt | float }}",
+            "1,234",
+            "offer/body.txt: render: the float filter cannot tell whether the \",\" in '1,234'"
+            " (from column Gehalt: '1,234') groups thousands (1234) or marks decimals (1.234)",
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "85000.99",
+            "offer/body.txt: render: the int filter would drop the decimals of '85000.99' (from"
+            " column Gehalt: '85000.99') and print 85000: print the value with | float, or"
+            " round it first (| float | round | int), or write it in the CSV as a whole number"
+            " (a default, | int(0), would print 85000)",
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "0.500",
+            "offer/body.txt: render: the int filter would drop the decimals of '0.500'",
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "85\u00a0000",
+            "offer/body.txt: render: the int filter cannot read '85\\xa0000' (from column"
+            " Gehalt: '85\\xa0000') as a number (Jinja would print 0): make the template turn"
+            ' the value into digits first, for this value | replace("\\u00a0", "") | int,',
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "85\u202f000",
+            "offer/body.txt: render: the int filter cannot read '85\\u202f000' (from column"
+            " Gehalt: '85\\u202f000') as a number (Jinja would print 0): make the template turn"
+            ' the value into digits first, for this value | replace("\\u202f", "") | int,',
+        ),
+        (
+            "{{ Gehalt | int }}",
+            "42,5",
+            "offer/body.txt: render: the int filter cannot read '42,5' (from column Gehalt:"
+            " '42,5') as a number (Jinja would print 0): make the template turn the value into"
+            ' digits first, for this value | replace(",", ".") | float | round | int,',
         ),
         (
             "{{ Gehalt | float }}",
@@ -170,9 +225,16 @@ def test_validate_stops_the_file_when_the_first_rows_cannot_read_their_salary(sa
     ],
     ids=[
         "german-thousands",
-        "float-thousands",
+        "int-thousands-or-decimals",
         "millions",
+        "english-millions-no-decimals",
         "english-thousands",
+        "float-comma-thousands-or-decimals",
+        "int-drops-decimals",
+        "int-drops-decimals-below-one",
+        "no-break-space-thousands",
+        "narrow-no-break-space-thousands",
+        "decimal-comma-for-int-rounds",
         "nan",
         "-inf",
         "inf",
@@ -182,3 +244,54 @@ def test_a_value_whose_reading_is_ambiguous_or_no_number_fails_the_render(body, 
     with pytest.raises(TemplateError) as caught:
         catalog_of(body).render("offer", {"Gehalt": salary})
     assert caught.value.message.startswith(said)
+
+
+@pytest.mark.parametrize(
+    ("value", "filter_name", "recipe"),
+    [
+        ("56.000", "int", None),
+        ("1,234 kg", "float", None),
+        ("1,234", "float", None),
+        ("1.500", "float", "| float"),
+        ("€1.500", "int", '| replace("€", "") | replace(".", "") | int'),
+        ("€1.234.567", "int", '| replace("€", "") | replace(".", "") | int'),
+        (
+            "1.234,50 €",
+            "float",
+            '| replace("€", "") | replace(".", "") | replace(",", ".") | trim | float',
+        ),
+    ],
+    ids=[
+        "int-dot",
+        "not-a-number",
+        "float-comma",
+        "float-dot-decimal",
+        "money-cents-have-two-digits",
+        "millions",
+        "german-decimals",
+    ],
+)
+def test_the_hint_never_takes_out_a_separator_that_may_mark_decimals(value, filter_name, recipe):
+    assert digits_recipe(value, filter_name) == recipe
+
+
+def test_a_rate_column_with_three_decimals_validates_and_prints_each_value_as_written():
+    # GIVEN rates with one, two and three decimals, printed through float
+    rates = ["2.5", "1.75", "3.125", "4.0"]
+    rows = "".join(f"p{i}@example.com;Person {i};Offer;{rate}\r\n" for i, rate in enumerate(rates))
+    data = ("Email;Name;Status;Gehalt\r\n" + rows).encode()
+    catalog = catalog_of("{{ Gehalt | float }}")
+
+    # WHEN the file is validated
+    report = validate_recipients(
+        io.BytesIO(data),
+        source="incoming/test.csv",
+        catalog=catalog,
+        attachments=index_of(),
+        emit=lambda row: None,
+    )
+
+    # THEN no row is rejected, and each prints its own rate
+    assert report.rejected == []
+    printed = [catalog.render("offer", {"Gehalt": rate}).text for rate in rates]
+    assert printed == ["2.5\n", "1.75\n", "3.125\n", "4.0\n"]

@@ -111,6 +111,49 @@ def test_every_row_whose_number_the_send_could_not_read_is_rejected_at_validatio
         assert failed[row].startswith("its letter does not render: offer/body.txt: render:")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Dear {{ Name }}, {{ row.Salary | int }}\n",
+        'Dear {{ Name }}, {{ row.get("Salary") | trim | int }}\n',
+        "{% set pay = Salary %}Dear {{ Name }}, {{ pay | int }}\n",
+        '{% set pay = row["Salary"] | trim %}Dear {{ Name }}, {{ pay | float }}\n',
+    ],
+    ids=["row-attribute", "row-get", "alias", "alias-through-filters"],
+)
+def test_a_number_read_through_row_or_a_name_set_to_the_column_is_forecast_on_every_row(body):
+    # GIVEN an offer reading the salary as a number through row or a name set to it
+    templates = catalog(**{"offer__body.txt": body})
+
+    # WHEN validated
+    rows, rejected, _ = validate(salary_file(SALARIES), templates)
+
+    # THEN each later row whose send would fail is rejected, and only those
+    assert [row["row"] for row in rows] == [2, 3, 5, 7]
+    assert sorted(row for row, _, _ in rejected) == [4, 6]
+
+
+def test_a_macro_or_import_at_the_top_of_a_child_template_is_no_column():
+    # GIVEN a child template defining a macro and importing one outside its blocks
+    body = (
+        '{% extends "layout/base.txt" %}{% macro money(v) %}{{ v }} EUR{% endmacro %}'
+        '{% from "layout/macros.txt" import greet %}'
+        "{% block body %}{{ greet(Name) }} {{ money(Salary) }}{% endblock %}"
+    )
+    templates = catalog(
+        **{
+            "layout__base.txt": "{% block body %}{% endblock %}\n",
+            "layout__macros.txt": "{% macro greet(who) %}Dear {{ who }},{% endmacro %}",
+            "offer__body.txt": body,
+        }
+    )
+
+    # WHEN checked against the file's columns THEN nothing is missing, and the letter renders
+    assert templates.check_columns(["Email", "Name", "Status", "Salary"]) == []
+    rendered = templates.render("offer", {"Name": "Pat", "Salary": "85000"})
+    assert rendered.text == "Dear Pat, 85000 EUR\n"
+
+
 def test_a_number_read_behind_a_guard_rejects_only_rows_that_reach_it():
     # GIVEN a salary read as a number only for rows whose Salary is not "n/a"
     body = 'Dear {{ Name }}{% if Salary != "n/a" %}, {{ Salary | int }}{% endif %}\n'
