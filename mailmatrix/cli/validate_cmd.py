@@ -261,6 +261,8 @@ def validate_command(
                     mailed=forecast.earlier_recipients() if forecast is not None else None,
                     sets=forecast.earlier_sets() if forecast is not None else None,
                 )
+            if forecast is not None:  # other workdirs' ledgers that could not be read
+                report.warnings += forecast.unchecked
         finally:
             if forecast is not None:
                 forecast.close()
