@@ -1015,10 +1015,12 @@ def send_job(
     deadline: float | None = None,
     invocation: str | None = None,
     reserve_s: float | None = None,
+    elsewhere: LedgersElsewhere | None = None,
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
     request id: one invocation of an attempt sends at a time), starting no row with less than
-    ``reserve_s`` left (None: RetryPolicy's); return each row's outcome."""
+    ``reserve_s`` left (None: RetryPolicy's); return each row's outcome. ``elsewhere``: the
+    other workdirs' ledgers (a local run's), asked for each letter about to go."""
     rate = float(campaign.get("per_worker_rate") or 0.0)
     # send_batch's own policy unless a reserve is given (not policy=None: it would replace one
     # bound to send_batch beforehand)
@@ -1036,6 +1038,7 @@ def send_job(
         pacer=Pacer(rate) if rate > 0 else None,
         deadline=deadline,
         invocation=invocation,
+        elsewhere=elsewhere.letter_of if elsewhere else None,
         **tuned,
     )
     return result.to_dict()

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.errors import MailMatrixError
-from mailmatrix.ports import SENT, SentCopy
+from mailmatrix.ports import SENT, LetterPrint, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,14 @@ class LedgersElsewhere:
                 server = ", ".join(other.servers.get(letter.campaign, []))
                 found[person] = letter._replace(workdir=other.workdir, server=server)
         return found
+
+    def letter_of(self, letter: LetterPrint) -> SentCopy | None:
+        """The letter of ``letter``'s set to its address another workdir sent (as
+        letters_of_sets), for a letter about to be sent; None: none, or not asked."""
+        if not letter.person:
+            return None
+        found = self.letters_of_sets({letter.person: letter.template}, letter.again)
+        return found.get(letter.person)
 
     def close(self) -> None:
         """Close the ledgers."""

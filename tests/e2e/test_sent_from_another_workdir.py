@@ -228,3 +228,30 @@ def test_a_ledger_of_the_other_workdir_that_cannot_be_read_is_warned_of(
     assert result["counts"]["sent"] == 3
     # AND B's ledger was not written to
     assert not ledger.exists() if damage == "missing" else ledger.read_bytes().startswith(b"not")
+
+
+def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN a run of new.csv through the server from workdir A that the drill's daily quota
+    # stopped after Ann's letter (Bo's and Cy's not sent)
+    new = _file(tmp_path / "new.csv", PEOPLE)
+    args = ["run", str(new), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
+    args += ["--templates", str(tmp_path / "templates"), "--smtp", url]
+    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
+    execution = json.loads(stopped.stdout)["execution"]
+    assert _mailed(inbox) == Counter(["ann@example.com"]), stopped.output
+    # AND then offers.csv, of the same people, sent through the server from workdir B
+    sent = _run(campaign, b, "--smtp", url)
+    assert (sent["counts"]["sent"], sent["counts"]["sent_under"]) == (2, 1)
+
+    # WHEN A's execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(a)])
+
+    # THEN Bo and Cy get no second letter: their rows are held back, naming workdir B
+    assert _mailed(inbox) == Counter(list(PEOPLE)), redriven.output
+    said = " ".join(redriven.output.split())
+    assert f"went to this address from the workdir {b.resolve()} under offers.csv" in said
