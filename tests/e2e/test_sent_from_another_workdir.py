@@ -29,19 +29,14 @@ PEOPLE = {
 
 @pytest.fixture
 def server():
-    """An SMTP server on loopback, and its URL."""
-    inbox = Inbox()
-    with serving(inbox) as url:
+    """An SMTP server on loopback: what it took, and its URL."""
+    with serving(inbox := Inbox()) as url:
         yield inbox, url
 
 
 @pytest.fixture
-def campaign(tmp_path) -> Path:
+def campaign(tmp_path, one_set_templates) -> Path:
     """offers.csv (Ann, Bo, Cy) beside a templates folder of one set, without attachments."""
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "subject.txt").write_text("Your offer, {{ Name }}")
-    (templates / "body.txt").write_text("Dear {{ Name }}, welcome aboard.")
     return _file(tmp_path / "offers.csv", PEOPLE)
 
 
@@ -54,7 +49,7 @@ def _file(path: Path, people: dict[str, str]) -> Path:
 def _run(csv_path: Path, workdir: Path, *options: str) -> dict:
     """`run` of ``csv_path`` from ``workdir`` (the templates beside it); its --json result."""
     args = ["run", str(csv_path), "--workdir", str(workdir), "--json", "--sender", "hr@example.com"]
-    templates = str(csv_path.parent / "templates")
+    templates = str(csv_path.parent / "tpl")
     done = CliRunner().invoke(cli, [*args, "--templates", templates, *options])
     assert done.exit_code == 0, done.output
     return json.loads(done.stdout)
@@ -63,7 +58,7 @@ def _run(csv_path: Path, workdir: Path, *options: str) -> dict:
 def _validate(csv_path: Path, workdir: Path) -> dict:
     """`validate --json` of ``csv_path`` as a run from ``workdir`` would send it."""
     args = ["validate", str(csv_path), "--workdir", str(workdir), "--json"]
-    templates = str(csv_path.parent / "templates")
+    templates = str(csv_path.parent / "tpl")
     done = CliRunner().invoke(cli, [*args, "--templates", templates, "--sender", "hr@example.com"])
     assert done.exit_code == 0, done.output
     return json.loads(done.stdout)
@@ -240,7 +235,7 @@ def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
     # stopped after Ann's letter (Bo's and Cy's not sent)
     new = _file(tmp_path / "new.csv", PEOPLE)
     args = ["run", str(new), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
-    args += ["--templates", str(tmp_path / "templates"), "--smtp", url]
+    args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
     stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
     execution = json.loads(stopped.stdout)["execution"]
     assert _mailed(inbox) == Counter(["ann@example.com"]), stopped.output
