@@ -2348,9 +2348,11 @@ class RunForecast:
         clock: Callable[[], float] = time.time,
         send_again_from: Collection[str] = (),
         corrected: Collection[int] = (),
+        known: RecordAsRead | None = None,
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
+        self._known = known  # the record of known workdirs as read (None: read when asked)
         self._send_again_from = tuple(send_again_from)  # as `run --send-again-from` names them
         self._corrected = frozenset(corrected)  # as `run --corrected-address` names them
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
@@ -2435,8 +2437,11 @@ class RunForecast:
         (as validate_job does; other ledgers not read are in ``unchecked``); the ledgers stay
         open until close(). None: no ledger to ask."""
         ledger: SetLedger | None = self._open_ledger()
-        # as the file's next run through its server: its earlier runs', if they had one
-        others = other_ledgers(self._workdir, servers=_servers_of(self._workdir, self.campaign))
+        try:  # as the file's next run through its server: its earlier runs', if they had one
+            servers = _servers_of(self._workdir, self.campaign)
+        except DeliveriesDamaged:  # said as `run` refuses the file for it
+            servers = []
+        others = other_ledgers(self._workdir, self._known, servers)
         if others:
             self._elsewhere = LedgersElsewhere(others)
             self.unchecked = self._elsewhere.unchecked
