@@ -25,7 +25,7 @@ from mailmatrix.core.report import campaign_of
 from mailmatrix.core.send import recipient_key
 from mailmatrix.errors import ChoiceRefused
 from mailmatrix.jobs import Source, campaign_id_for
-from mailmatrix.local import Workdir, campaign_of_file
+from mailmatrix.local import Workdir, campaign_of_file, campaigns_elsewhere
 from mailmatrix.ports import FileOwner, SentCopy
 
 NOTHING_DONE = "Nothing was sent or recorded"
@@ -61,7 +61,9 @@ def check_choices(
     itself, or names no file run in the workdir (its name as run, letter case too), and a
     --corrected-address row whose letter is not held back as another recipient's; where
     another file sent the row's file (in ``attachments``, the run's folder) to another
-    address, the refusal names that file and its row. Reads only."""
+    address, the refusal names that file and its row. A file another workdir delivered
+    through a mail server (the record of known workdirs says) is one run too: its letters
+    hold rows back here (adapters.ledgers_elsewhere). Reads only."""
     place = _Place(
         campaign_of_file,
         f"in the workdir {wd.root}",
@@ -72,7 +74,8 @@ def check_choices(
         elsewhere = None
         if ledger is not None and attachments is not None and corrected and attachments.is_dir():
             elsewhere = _sent_elsewhere(ledger, attachments, campaign_of_file(csv_file))
-        _check(ledger, place, csv_file, send_again_from, corrected, elsewhere)
+        ran = campaigns_elsewhere(wd) if send_again_from else frozenset()
+        _check(ledger, place, csv_file, send_again_from, corrected, elsewhere, ran)
 
 
 # The letter of another file that carried a row's own file (its cell) to another person than
@@ -153,13 +156,16 @@ def _check(
     send_again_from: Collection[str],
     corrected: Collection[int],
     elsewhere: _Elsewhere | None = None,
+    ran_elsewhere: Collection[str] = (),
 ) -> None:
-    """The checks of check_choices against ``ledger`` (None: there is none yet)."""
+    """The checks of check_choices against ``ledger`` (None: there is none yet), the
+    campaigns ``ran_elsewhere`` (other workdirs') counted as run too."""
     name = csv_file.name
     refuse_names(csv_file, send_again_from, place.nothing_done)
     for other in send_again_from:
         campaigns = (place.campaign_of(Path(other)), other)
-        if ledger is None or not any(ledger.has_entries(campaign) for campaign in campaigns):
+        ran = ledger is not None and any(ledger.has_entries(campaign) for campaign in campaigns)
+        if not ran and not set(campaigns) & set(ran_elsewhere):
             raise ChoiceRefused(
                 f"{name}: no earlier run of {_given(other)} {place.where} (a name as it was run,"
                 f" letter case too). {place.nothing_done}: give the name `validate` names, or"

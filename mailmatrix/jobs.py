@@ -22,7 +22,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote, unquote, unquote_plus
 
 import ijson
@@ -67,6 +67,9 @@ from mailmatrix.errors import (
 from mailmatrix.events import EventShape
 from mailmatrix.ports import CampaignName, Ledger, Mailer, ObjectInfo, Storage, Upload
 from mailmatrix.settings import Settings
+
+if TYPE_CHECKING:
+    from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
 
 log = logging.getLogger(__name__)
 
@@ -613,6 +616,7 @@ def validate_job(
     preflight_counts: bool = True,
     open_ledger: Callable[[], Ledger],
     execution: str | None = None,
+    elsewhere: LedgersElsewhere | None = None,
 ) -> dict[str, Any]:
     """Validate the upload; write the manifest and rejects report; return the state's result.
 
@@ -626,6 +630,10 @@ def validate_job(
     earlier_files) that the attachments still hold are those recipients' to intake: a row of
     another recipient naming a link to one, or a copy of one, is not sent. Nor is a row whose
     Cc or Bcc names a recipient earlier runs mailed (the ledger asked of those addresses only).
+
+    ``elsewhere``: the ledgers of other workdirs (a local run's): a row whose letter of its
+    set a run there sent to its address through a mail server is held back as one the own
+    ledger holds; a ledger that could not be read there is warned of.
 
     Templates whose manifest says ``demo: true`` (the bundled demo's, as `make deploy` leaves
     them in the bucket) are refused (DemoTemplates), before the ledger records the run's
@@ -708,7 +716,7 @@ def validate_job(
             ledger, campaign=campaign_id, key=idempotency_key, skipped=skipped
         )
         sets = EarlierSets(
-            ledger,
+            elsewhere.around(ledger) if elsewhere else ledger,
             campaign=campaign_id,
             person=letter_set,
             skipped=skipped,
@@ -776,6 +784,8 @@ def validate_job(
                     mailed=mailed,
                     sets=sets,
                 )
+        if elsewhere is not None:
+            report.warnings += elsewhere.unchecked
         # The report's lists are read for the last time here: closed then (counts stay).
         with report:
             if report.withdrawn:
@@ -1005,10 +1015,12 @@ def send_job(
     deadline: float | None = None,
     invocation: str | None = None,
     reserve_s: float | None = None,
+    elsewhere: LedgersElsewhere | None = None,
 ) -> dict[str, Any]:
     """Send one Map batch before ``deadline`` (epoch seconds) as ``invocation`` (the Lambda
     request id: one invocation of an attempt sends at a time), starting no row with less than
-    ``reserve_s`` left (None: RetryPolicy's); return each row's outcome."""
+    ``reserve_s`` left (None: RetryPolicy's); return each row's outcome. ``elsewhere``: the
+    other workdirs' ledgers (a local run's), asked for each letter about to go."""
     rate = float(campaign.get("per_worker_rate") or 0.0)
     # send_batch's own policy unless a reserve is given (not policy=None: it would replace one
     # bound to send_batch beforehand)
@@ -1026,6 +1038,7 @@ def send_job(
         pacer=Pacer(rate) if rate > 0 else None,
         deadline=deadline,
         invocation=invocation,
+        elsewhere=elsewhere.letter_of if elsewhere else None,
         **tuned,
     )
     return result.to_dict()

@@ -52,6 +52,7 @@ except ImportError:  # not POSIX: runs of one workdir at once are not kept apart
 from mailmatrix.adapters import deliveries, ledger_waits
 from mailmatrix.adapters.executions_sfn import ending
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
 from mailmatrix.adapters.mailer_maildir import NAME_GLOB
 from mailmatrix.adapters.notifier_local import LocalNotifier
 from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, delivery_of, redacted, without_password
@@ -60,7 +61,13 @@ from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import RESERVED_SAID, first_real, is_reserved_domain, mask
 from mailmatrix.core.attachments import AttachmentIndex
 from mailmatrix.core.contents import Contents
-from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
+from mailmatrix.core.earlier import (
+    EarlierFiles,
+    EarlierRecipients,
+    EarlierSets,
+    SentFiles,
+    SetLedger,
+)
 from mailmatrix.core.failures import (
     DRILL_QUOTA_CODE,
     RECORDS_NOT_WRITTEN,
@@ -1325,6 +1332,49 @@ def check_other_workdirs(
     known.add(here, campaign, delivery)
 
 
+def other_ledgers(
+    wd: Workdir, known: RecordAsRead | None = None, servers: Collection[str] = ()
+) -> str:
+    """The ledgers of the workdirs other than ``wd`` that the record of known workdirs
+    (``known``; None: read here) names with deliveries through a mail server (one of
+    ``servers``, however its URL is written; any, for none: an outbox trial), and those
+    campaigns' servers, as validation takes them (MAILMATRIX_OTHER_LEDGERS, see
+    adapters.ledgers_elsewhere); "" when it names none, or cannot be read (a run through a
+    server is refused then; an outbox trial does not need it). A rehearsal through another
+    server (a mail catcher) holds nothing back, as check_other_workdirs has it."""
+    record = read_known_record() if known is None else known
+    if not isinstance(record, KnownWorkdirs):
+        log.debug("other ledgers: the record of known workdirs not read: %s", record)
+        return ""
+    here = str(wd.root.resolve())
+    found: dict[str, Any] = {}
+    for other, campaigns in sorted(record.workdirs.items()):
+        through = {
+            campaign: [s for s in used if not servers or any(same_server(s, d) for d in servers)]
+            for campaign, used in campaigns.items()
+        }
+        through = {campaign: used for campaign, used in through.items() if used}
+        if other != here and through:
+            found[other] = {"ledger": str(Workdir(Path(other)).ledger), "campaigns": through}
+    return json.dumps(found) if found else ""
+
+
+def campaigns_elsewhere(wd: Workdir) -> frozenset[str]:
+    """The campaigns workdirs other than ``wd`` delivered through a mail server, as the record
+    of known workdirs names them (none where it cannot be read)."""
+    record = read_known_record()
+    if not isinstance(record, KnownWorkdirs):
+        return frozenset()
+    here = str(wd.root.resolve())
+    return frozenset(
+        campaign
+        for other, campaigns in record.workdirs.items()
+        if other != here
+        for campaign, servers in campaigns.items()
+        if servers
+    )
+
+
 def _hold_to_way(
     known: KnownWorkdirs | None, wd: Workdir, campaign: str, name: str, way: dict[str, Any]
 ) -> None:
@@ -1956,6 +2006,9 @@ def run_campaign(
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         _hold_to_way(known, wd, campaign, csv_path.name, way)
+        others = other_ledgers(wd, known, _servers_in(way))
+    if others:
+        env["MAILMATRIX_OTHER_LEDGERS"] = others
     try:
         prepare(wd, env)
         with _local_ledger(wd) as ledger:
@@ -2295,9 +2348,11 @@ class RunForecast:
         clock: Callable[[], float] = time.time,
         send_again_from: Collection[str] = (),
         corrected: Collection[int] = (),
+        known: RecordAsRead | None = None,
     ) -> None:
         wd = Workdir(Path(workdir))
         self.campaign = campaign_of_file(csv_path)
+        self._known = known  # the record of known workdirs as read (None: read when asked)
         self._send_again_from = tuple(send_again_from)  # as `run --send-again-from` names them
         self._corrected = frozenset(corrected)  # as `run --corrected-address` names them
         # row numbers, 8 bytes each: a rerun of a million sent rows holds them all
@@ -2317,6 +2372,9 @@ class RunForecast:
         self.hold_left = 0.0
         self._workdir = wd
         self._ledger: SqliteLedger | None = None  # open while intake asks it (sent_files)
+        # The other workdirs' ledgers (earlier_sets), and those that could not be read there
+        self._elsewhere: LedgersElsewhere | None = None
+        self.unchecked: list[str] = []
         # Of the rows failed here ("failed", "unknown"), those whose letter of the set went, or
         # may have, under another file since: (row, that file, whether only may have). A
         # retry's claim holds them back as sent there.
@@ -2374,10 +2432,21 @@ class RunForecast:
         )
 
     def earlier_sets(self) -> EarlierSets | None:
-        """The letters other files here sent to an address in a set, for intake to hold back
-        a row whose set went to its address so (as validate_job does); the ledger stays open
-        until close(). None: no ledger."""
-        ledger = self._open_ledger()
+        """The letters other files here, or in other workdirs through a mail server, sent to
+        an address in a set, for intake to hold back a row whose set went to its address so
+        (as validate_job does; other ledgers not read are in ``unchecked``); the ledgers stay
+        open until close(). None: no ledger to ask."""
+        ledger: SetLedger | None = self._open_ledger()
+        try:  # as the file's next run through its server: its earlier runs', if they had one
+            servers = _servers_of(self._workdir, self.campaign)
+        except DeliveriesDamaged:  # said as `run` refuses the file for it
+            servers = []
+        others = other_ledgers(self._workdir, self._known, servers)
+        if others:
+            self._elsewhere = LedgersElsewhere(others)
+            self.unchecked = self._elsewhere.unchecked
+            if self._elsewhere:
+                ledger = self._elsewhere.around(ledger)
         if ledger is None:
             return None
         return EarlierSets(
@@ -2401,10 +2470,12 @@ class RunForecast:
         return self._settled is not None and key in self._settled
 
     def close(self) -> None:
-        """Close the ledger sent_files opened, if it did."""
+        """Close the ledgers sent_files and earlier_sets opened, if they did."""
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
+        if self._elsewhere is not None:
+            self._elsewhere.close()
 
     def see(self, row: dict[str, Any]) -> None:
         """A row validation passed on (its email and template set make its ledger key)."""
@@ -2580,6 +2651,8 @@ def redrive(
     check_workdir_writable(wd)
     ran = _ran(wd, execution_id)
     source = _source_of(ran)
+    if isinstance(ran.get("way"), dict):  # its validation, if redriven, asks them as they are now
+        env["MAILMATRIX_OTHER_LEDGERS"] = other_ledgers(wd, servers=_servers_in(ran["way"]))
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, _validated_upload(history), source)

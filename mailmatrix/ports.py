@@ -351,6 +351,10 @@ class SentCopy(NamedTuple):
     # Its campaign's letters all went to the local outbox (an outbox trial, as the ledger's
     # deliveries tell): not to its address. False where the ledger does not tell.
     outbox: bool = False
+    # Kept in the ledger of another workdir (that workdir; "" for the run's own ledger), whose
+    # runs sent it through the mail server ``server`` (adapters.ledgers_elsewhere).
+    workdir: str = ""
+    server: str = ""
 
 
 # SentCopy.state of a letter found by its print.

@@ -61,6 +61,9 @@ class Settings:
     # which hold addresses and names): the system's temporary folder (Lambda's /tmp) unless
     # set; a local run keeps them in its workdir, so a killed run leaves none in /tmp.
     scratch: str | None = None
+    # The ledgers of the other workdirs whose runs sent through mail servers, as a local run
+    # gives them to validation (adapters.ledgers_elsewhere); empty on AWS (one table).
+    other_ledgers: str = ""
 
     @property
     def into_outbox(self) -> bool:
@@ -116,6 +119,7 @@ class Settings:
             storage_mounts=_mounts(text("STORAGE_MOUNTS", "") or ""),
             stack=text("STACK", "") or "",
             scratch=text("SCRATCH"),
+            other_ledgers=text("OTHER_LEDGERS", "") or "",
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -18,6 +18,9 @@ from mailmatrix.jobs import listing_signature, load_templates, send_job
 from mailmatrix.ports import Ledger, Mailer
 from mailmatrix.settings import Settings
 
+if TYPE_CHECKING:
+    from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
+
 logger = Logger(service="mailmatrix")
 
 SEND_BATCH = EventShape(
@@ -29,6 +32,8 @@ SEND_BATCH = EventShape(
 
 _warm: dict[Settings, tuple[Mailer, Ledger]] = {}
 _warm_lock = threading.Lock()
+# The other workdirs' ledgers a local run names (MAILMATRIX_OTHER_LEDGERS), by settings.
+_elsewhere: dict[Settings, LedgersElsewhere] = {}
 
 
 def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
@@ -43,6 +48,18 @@ def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
         return _warm[settings]
 
 
+def _ledgers_elsewhere(settings: Settings) -> LedgersElsewhere | None:
+    """The other workdirs' ledgers the settings name, opened once (None: none named)."""
+    if not settings.other_ledgers:
+        return None
+    with _warm_lock:
+        if settings not in _elsewhere:
+            from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
+
+            _elsewhere[settings] = LedgersElsewhere(settings.other_ledgers)
+        return _elsewhere[settings]
+
+
 @functools.lru_cache(maxsize=8)
 def _catalog(settings: Settings, bucket: str, prefix: str, signature: tuple) -> Catalog:
     """Templates, reloaded only when the listing under ``prefix`` changes."""
@@ -54,9 +71,13 @@ def reset() -> None:
     with _warm_lock:
         warm = list(_warm.values())
         _warm.clear()
+        others = list(_elsewhere.values())
+        _elsewhere.clear()
     for mailer, ledger in warm:
         mailer.close()
         ledger.close()
+    for elsewhere in others:
+        elsewhere.close()
     _catalog.cache_clear()
 
 
@@ -95,6 +116,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
             invocation=context.aws_request_id,
             reserve_s=row_reserve_s(settings),
+            elsewhere=_ledgers_elsewhere(settings),
         )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])

@@ -44,6 +44,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         # The ledger is opened only when the run sends (not for a dry run); closed after.
         with ExitStack() as opened:
+            elsewhere = None
+            if settings.other_ledgers:  # a local run's, from another workdir than theirs
+                from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
+
+                elsewhere = opened.enter_context(closing(LedgersElsewhere(settings.other_ledgers)))
             result = validate_job(
                 storage,
                 source,
@@ -52,6 +57,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 preflight_counts=counts,
                 open_ledger=lambda: opened.enter_context(closing(ledger_from(settings))),
                 execution=execution,
+                elsewhere=elsewhere,
             )
     except Exception:
         logger.exception("Validation failed")

@@ -1111,11 +1111,16 @@ class SqliteLedger:
         return bool(kept)
 
     def letters_of_sets(
-        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
+        self,
+        campaign: str,
+        people: Mapping[str, str],
+        again: Collection[str] = (),
+        *,
+        among: Collection[str] | None = None,
     ) -> dict[str, SentCopy]:
         """For each of ``people``, the letter of its set to its address under another
-        campaign that may have gone out (see the Ledger port): one read of the index
-        sends_by_person per _KEYS_PER_SELECT people."""
+        campaign (of ``among`` only, where given) that may have gone out (see the Ledger
+        port): one read of the index sends_by_person per _KEYS_PER_SELECT people."""
         found: dict[str, list[tuple[Any, ...]]] = {}
         for chunk in _chunks(list(people)):
             marks = ", ".join("?" * len(chunk))
@@ -1127,7 +1132,8 @@ class SqliteLedger:
                 (*chunk, campaign, OUTCOME_UNKNOWN),
             )
             for *letter, person in page:
-                found.setdefault(str(person), []).append(tuple(letter))
+                if among is None or letter[0] in among:
+                    found.setdefault(str(person), []).append(tuple(letter))
         now = self._clock()
         letters = {
             person: _first_letter(rows, again, now, template=people[person])

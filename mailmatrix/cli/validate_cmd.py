@@ -237,7 +237,10 @@ def validate_command(
             from mailmatrix.local import Workdir
 
             check_choices(Workdir(workdir), csv_file, send_again_from, corrected, attachments_dir)
-        forecast = _forecast(workdir, csv_file, catalog.names, send_again_from, corrected)
+        from mailmatrix.local import read_known_record
+
+        known = read_known_record()  # once, for the forecast and the earlier runs
+        forecast = _forecast(workdir, csv_file, catalog.names, send_again_from, corrected, known)
         contents = folder_contents(attachments_dir)
         real = RealRecipients(
             templates_dir,
@@ -262,6 +265,8 @@ def validate_command(
                     mailed=forecast.earlier_recipients() if forecast is not None else None,
                     sets=forecast.earlier_sets() if forecast is not None else None,
                 )
+            if forecast is not None:  # other workdirs' ledgers that could not be read
+                report.warnings += forecast.unchecked
         finally:
             if forecast is not None:
                 forecast.close()
@@ -277,7 +282,7 @@ def validate_command(
                 where = f"--rejects {rejects_path}: cannot write the rejects report"
                 _fail(error, csv_file, as_json, bundled=False, where=where, code=exits.USAGE)
         earlier, refused = _earlier_runs(
-            workdir, csv_file, templates_dir, attachments_dir, sender, catalog
+            workdir, csv_file, templates_dir, attachments_dir, sender, catalog, known
         )
         earlier["default_workdir"] = by_default
         if by_default and workdir is None:
@@ -420,12 +425,13 @@ def _earlier_runs(
     attachments_dir: Path,
     sender: str | None,
     catalog: Any,
+    known: Any,
 ) -> tuple[dict[str, Any], int | None]:
     """What the file's earlier runs in ``workdir`` say of it, for a run with --sender
     ``sender`` (``checked``: whether they were looked at; ``found``: whether there are any;
     ``error`` and ``message``: how `run` would refuse it; ``record_note``: what would stop a
     run of it through a mail server, not into the outbox), and the exit code of that refusal
-    (None: none)."""
+    (None: none). ``known``: the record of known workdirs as read (local.read_known_record)."""
     from mailmatrix.errors import (
         DeliveriesDamaged,
         DeliveryChanged,
@@ -439,13 +445,11 @@ def _earlier_runs(
         check_earlier_runs,
         check_known_workdirs,
         last_run_here,
-        read_known_record,
     )
 
     found: dict[str, Any] = {"checked": workdir is not None}
     # `run` refuses the file so for each, exiting 2 but for TemplateSetsChanged (3)
     usage = (DeliveryChanged, LedgerLost, NameLikeAnother, DeliveriesDamaged)
-    known = read_known_record()  # once, for both checks
     try:
         if workdir is not None:
             found["workdir"] = str(workdir)
@@ -591,6 +595,7 @@ def _forecast(
     sets: Collection[str],
     send_again_from: Collection[str],
     corrected: Collection[int],
+    known: Any = None,
 ) -> Any:
     """The file's earlier runs in ``workdir`` as a RunForecast, for a run with the template
     sets ``sets`` and ``--send-again-from`` (None: no workdir given)."""
@@ -599,7 +604,12 @@ def _forecast(
     from mailmatrix.local import RunForecast
 
     return RunForecast(
-        workdir, csv_file, sets=sets, send_again_from=send_again_from, corrected=corrected
+        workdir,
+        csv_file,
+        sets=sets,
+        send_again_from=send_again_from,
+        corrected=corrected,
+        known=known,
     )
 
 

@@ -312,8 +312,11 @@ class EarlierSets:
         letter = found.get(person)
         # One that only may have gone (in doubt there, being sent) is the claim's to hold
         # back: its row is counted apart (DOUBT_UNDER_CODE) or waits, which intake cannot say;
-        # validate, which sends nothing, says it (held_under_outcome).
-        if letter is None or (letter.state not in (SENT, "") and not self._doubtful):
+        # validate, which sends nothing, says it (held_under_outcome). One kept in another
+        # workdir's ledger (``workdir``) has no claim here to hold its row: held now.
+        if letter is None or (
+            letter.state not in (SENT, "") and not self._doubtful and not letter.workdir
+        ):
             return None
         return letter
 

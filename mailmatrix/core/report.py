@@ -335,6 +335,8 @@ def sent_under_reason(letter: SentCopy) -> str:
     this = f"this letter ({what})"
     if letter.template:  # a letter of the set whose text differs (a name spelt anew)
         this = f"{_SET_LETTER}{letter.template!r}"
+    if letter.workdir:
+        return _sent_from_workdir(letter, this, when, named)
     if letter.state == SENDING:  # found by validation while another run sends it
         return (
             f"{this} is being sent to this address under {campaign_of(letter)}"
@@ -381,6 +383,42 @@ def went_to_outbox(reason: str) -> bool:
     """Whether ``reason``, sent_under_reason's, is of a letter that went only to the local
     outbox under the other file (a trial), not to its address."""
     return _TO_OUTBOX in reason
+
+
+def _sent_from_workdir(letter: SentCopy, this: str, when: str, named: str) -> str:
+    """sent_under_reason's reason where ``letter`` is kept in another workdir's ledger: a run
+    there sent it (or may have, or is sending it) through a mail server."""
+    where = f"from the workdir {letter.workdir} under {campaign_of(letter)} through {letter.server}"
+    again = f"To send it again on purpose, run this file with --send-again-from {named}"
+    if letter.state == SENDING:
+        return (
+            f"{this} is being sent to this address {where} at this moment (row {letter.row} of"
+            " that run): it is not sent here. Run this file again once that run has ended;"
+            f" it is held back then if that letter went. {again}"
+        )
+    if letter.state in (IN_DOUBT, UNKNOWN):
+        there = f"--workdir {letter.workdir}"
+        how, then = (
+            (
+                f"which failed as {OUTCOME_UNKNOWN}: the server may have taken it",
+                f"Once the server's log shows it did not arrive, run {named} --retry-unknown"
+                f" {there} sends it there.",
+            )
+            if letter.state == UNKNOWN
+            else (
+                "which ended as it sent it: in doubt there",
+                f"Settle it in that workdir first (settle {named} {there}): settled as not"
+                " sent, a run of this file sends it.",
+            )
+        )
+        return (
+            f"{this} may have been sent to this address {where}{when} (row {letter.row} of that"
+            f" run, {how}): it is not sent here. {then} {again}"
+        )
+    return (
+        f"{this} went to this address {where}{when} (row {letter.row} of that run): it is not"
+        f" sent again. {again}"
+    )
 
 
 def _went_to_outbox(letter: SentCopy, this: str, when: str, named: str) -> str:

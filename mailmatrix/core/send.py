@@ -640,6 +640,10 @@ class _Batch:
     # not sent (skipped as sent before: a rerun) composes none ahead: nothing composed for
     # nothing. The first row of a batch, and a row after one not sent, is claimed first.
     ahead: tuple[str, _Composed] | None = None
+    # The letter of the set another workdir's run sent to the address through a mail server
+    # (adapters.ledgers_elsewhere; a local run's): a letter that went since validation (a
+    # redrive's) is held back as one of this ledger's. None: no other ledger to ask.
+    elsewhere: Callable[[LetterPrint], SentCopy | None] | None = None
 
     @property
     def campaign_id(self) -> str:
@@ -1031,6 +1035,8 @@ class _Batch:
             earlier = self.ledger.hold_letter(item["key"], composed.letter)
         else:
             earlier = None
+        if earlier is None and self.elsewhere is not None and composed.letter is not None:
+            earlier = self.elsewhere(composed.letter)
         if earlier is not None:
             self.hold_back(item, earlier)
             return
@@ -1335,6 +1341,7 @@ def send_batch(
     deadline: float | None = None,
     composer: Composer = compose,
     invocation: str | None = None,
+    elsewhere: Callable[[LetterPrint], SentCopy | None] | None = None,
 ) -> BatchResult:
     """Send one batch of manifest lines once each; return what happened to every row.
 
@@ -1345,6 +1352,7 @@ def send_batch(
     ``deadline`` is the invocation's end (``clock()`` time), which also bounds each claim's
     lease. ``invocation`` (the Lambda request id) holds the batch for its run: a second try
     of the same attempt started while this one still runs sends nothing (ClaimBusy).
+    ``elsewhere``: the letter of a row's set other workdirs' ledgers hold (a local run's).
     """
     items = list(items)
     batch = _Batch(
@@ -1359,6 +1367,7 @@ def send_batch(
         policy=policy or RetryPolicy(),
         deadline=deadline,
         sets=tuple(getattr(catalog, "names", ())),
+        elsewhere=elsewhere,
     )
     batch.refusing_rows = min(batch.policy.refusing_rows, max(2, len(items)))
     if invocation is None:
