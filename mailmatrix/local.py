@@ -1333,7 +1333,10 @@ def check_other_workdirs(
 
 
 def other_ledgers(
-    wd: Workdir, known: RecordAsRead | None = None, servers: Collection[str] = ()
+    wd: Workdir,
+    known: RecordAsRead | None = None,
+    servers: Collection[str] = (),
+    send_again_from: Collection[str] = (),
 ) -> str:
     """The ledgers of the workdirs other than ``wd`` that the record of known workdirs
     (``known``; None: read here) names with deliveries through a mail server (one of
@@ -1341,13 +1344,17 @@ def other_ledgers(
     campaigns' servers, as validation takes them (MAILMATRIX_OTHER_LEDGERS, see
     adapters.ledgers_elsewhere); "" when it names none, or cannot be read (a run through a
     server is refused then; an outbox trial does not need it). A rehearsal through another
-    server (a mail catcher) holds nothing back, as check_other_workdirs has it."""
+    server (a mail catcher) holds nothing back, as check_other_workdirs has it.
+    ``send_again_from``: the run's names to send again; one that ``wd`` ran too (an outbox
+    trial there, say) names that run, not the other workdirs' files of the name, whose
+    letters it does not send again ("not_again")."""
     record = read_known_record() if known is None else known
     if not isinstance(record, KnownWorkdirs):
         log.debug("other ledgers: the record of known workdirs not read: %s", record)
         return ""
     here = str(wd.root.resolve())
     found: dict[str, Any] = {}
+    ran_here = [n for n in send_again_from if _ledger_holds(wd, campaign_of_file(Path(n)))]
     for other, campaigns in sorted(record.workdirs.items()):
         through = {
             campaign: [s for s in used if not servers or any(same_server(s, d) for d in servers)]
@@ -1356,6 +1363,8 @@ def other_ledgers(
         through = {campaign: used for campaign, used in through.items() if used}
         if other != here and through:
             found[other] = {"ledger": str(Workdir(Path(other)).ledger), "campaigns": through}
+            if ran_here:
+                found[other]["not_again"] = ran_here
     return json.dumps(found) if found else ""
 
 
@@ -2006,7 +2015,7 @@ def run_campaign(
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         _hold_to_way(known, wd, campaign, csv_path.name, way)
-        others = other_ledgers(wd, known, _servers_in(way))
+        others = other_ledgers(wd, known, _servers_in(way), send_again_from)
     if others:
         env["MAILMATRIX_OTHER_LEDGERS"] = others
     try:
@@ -2441,7 +2450,7 @@ class RunForecast:
             servers = _servers_of(self._workdir, self.campaign)
         except DeliveriesDamaged:  # said as `run` refuses the file for it
             servers = []
-        others = other_ledgers(self._workdir, self._known, servers)
+        others = other_ledgers(self._workdir, self._known, servers, self._send_again_from)
         if others:
             self._elsewhere = LedgersElsewhere(others)
             self.unchecked = self._elsewhere.unchecked
@@ -2652,7 +2661,8 @@ def redrive(
     ran = _ran(wd, execution_id)
     source = _source_of(ran)
     if isinstance(ran.get("way"), dict):  # its validation, if redriven, asks them as they are now
-        env["MAILMATRIX_OTHER_LEDGERS"] = other_ledgers(wd, servers=_servers_in(ran["way"]))
+        names = run_choices(wd, execution_id)[0]
+        env["MAILMATRIX_OTHER_LEDGERS"] = other_ledgers(wd, None, _servers_in(ran["way"]), names)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, _validated_upload(history), source)

@@ -48,6 +48,10 @@ class OtherLedger(NamedTuple):
     workdir: str
     ledger: SqliteLedger
     servers: dict[str, list[str]]  # campaign -> the servers it went through
+    # --send-again-from names the run's own workdir ran too: they name those runs, and send
+    # none of this workdir's letters again (an outbox trial's name is no licence to mail
+    # again the people a run from here mailed under that name)
+    not_again: frozenset[str] = frozenset()
 
 
 class LedgersElsewhere:
@@ -61,7 +65,8 @@ class LedgersElsewhere:
             servers = {str(c): [str(s) for s in found] for c, found in named["campaigns"].items()}
             opened = self._open(workdir, Path(named["ledger"]), servers)
             if opened is not None:
-                self._ledgers.append(OtherLedger(workdir, opened, servers))
+                held = frozenset(str(name) for name in named.get("not_again", []))
+                self._ledgers.append(OtherLedger(workdir, opened, servers, held))
 
     def __bool__(self) -> bool:
         return bool(self._ledgers)
@@ -110,7 +115,8 @@ class LedgersElsewhere:
             if not rest:
                 break
             try:
-                letters = other.ledger.letters_of_sets("", rest, again, among=other.servers)
+                excused = [name for name in again if name not in other.not_again]
+                letters = other.ledger.letters_of_sets("", rest, excused, among=other.servers)
             except (MailMatrixError, sqlite3.Error) as exc:
                 self._give_up(other.workdir, other.servers, f"its ledger could not be read ({exc})")
                 self._ledgers.remove(other)

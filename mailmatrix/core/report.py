@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -389,7 +390,11 @@ def _sent_from_workdir(letter: SentCopy, this: str, when: str, named: str) -> st
     """sent_under_reason's reason where ``letter`` is kept in another workdir's ledger: a run
     there sent it (or may have, or is sending it) through a mail server."""
     where = f"from the workdir {letter.workdir} under {campaign_of(letter)} through {letter.server}"
-    again = f"To send it again on purpose, run this file with --send-again-from {named}"
+    there = f"--workdir {shlex.quote(str(letter.workdir))}"
+    again = (
+        f"To send it again on purpose, run this file with --send-again-from {named} (in that"
+        f" workdir, {there}, if this one ran a file of that name too)"
+    )
     if letter.state == SENDING:
         return (
             f"{this} is being sent to this address {where} at this moment (row {letter.row} of"
@@ -397,7 +402,6 @@ def _sent_from_workdir(letter: SentCopy, this: str, when: str, named: str) -> st
             f" it is held back then if that letter went. {again}"
         )
     if letter.state in (IN_DOUBT, UNKNOWN):
-        there = f"--workdir {letter.workdir}"
         how, then = (
             (
                 f"which failed as {OUTCOME_UNKNOWN}: the server may have taken it",

@@ -106,8 +106,31 @@ def test_a_corrected_file_from_the_trials_workdir_mails_nobody_the_real_send_mai
     assert f" through {url} on " in held["2"]
     assert held["2"].endswith(
         "it is not sent again. To send it again on purpose, run this file with"
-        " --send-again-from offers.csv"
+        f" --send-again-from offers.csv (in that workdir, --workdir {b.resolve()}, if this"
+        " one ran a file of that name too)"
     )
+
+
+def test_the_trials_name_given_to_send_again_does_not_send_the_other_workdirs_letters_again(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    trial, real = tmp_path / "trial", tmp_path / "real"
+
+    # GIVEN a trial of offers.csv into the outbox of one workdir, and the real send of
+    # offers.csv through the server from another (the first route the trial's advice gives)
+    assert _run(campaign, trial)["counts"]["sent"] == 3
+    assert _run(campaign, real, "--smtp", url)["counts"]["sent"] == 3
+
+    # WHEN the second route is taken too: a copy under a new name through the server from the
+    # trial's workdir, naming the trial's file to send again
+    copy = _file(tmp_path / "offers-real.csv", PEOPLE)
+    result = _run(copy, trial, "--smtp", url, "--send-again-from", "offers.csv")
+
+    # THEN nobody is mailed twice: the name names the trial there, not the real send
+    assert (result["counts"]["sent"], result["counts"]["sent_under"]) == (0, 3)
+    assert _mailed(inbox) == Counter(list(PEOPLE))
+    assert f"from the workdir {real.resolve()} under offers.csv" in _held(result)["2"]
 
 
 def test_send_again_from_the_other_workdirs_file_sends_the_letters_again(
