@@ -2343,6 +2343,7 @@ _EXPORT_AGAIN = (
     "saving this CSV again keeps the ?: export the file again from the workbook (.xlsx) or the"
     " source its rows came from, as CSV UTF-8"
 )
+_BLANK = re.compile(r"\s")
 # How much of a cell a reason shows, around its first lost letter.
 _SHOWN_CELL = 40
 # The columns where a ? is never the cell's own (beside the recipient's name columns): any ?
@@ -2365,36 +2366,31 @@ def _lost_letter(cell: str, strict: bool) -> int:
         return cell.find("?")
     for found in _LOST_LETTER.finditer(cell):
         at = found.start()
-        start, end = _word_around(cell, at)
-        if _LINK_WORD.match(cell, start, end):
+        head = cell[:at]
+        start = at if not head or head[-1].isspace() else at - len(head.rsplit(None, 1)[-1])
+        if found.lastgroup == "after" and not _ends_lost(cell, start, at):
             continue
-        if found.lastgroup != "after":
-            return at
-        rest = cell[at:].lstrip("?")
-        word = cell[start:at]
-        if rest[:1].isspace() and rest.lstrip()[:1].islower():
-            return at
-        beyond_ascii = not word.isascii() and any(not c.isascii() and c.isalpha() for c in word)
-        if beyond_ascii and "¿" not in cell[:at]:  # ¿Qué? asks
+        blank = _BLANK.search(cell, at)
+        if not _LINK_WORD.match(cell, start, blank.start() if blank else len(cell)):
             return at
     return -1
+
+
+def _ends_lost(cell: str, start: int, at: int) -> bool:
+    """Whether the ? at ``at``, ending the word from ``start``, is a lost letter: the word
+    holds a letter beyond ASCII (not after a ¿, which asks), or a word in lower case follows."""
+    rest = cell[at:].lstrip("?")
+    if rest[:1].isspace() and rest.lstrip()[:1].islower():
+        return True
+    word = cell[start:at]
+    beyond_ascii = not word.isascii() and any(not c.isascii() and c.isalpha() for c in word)
+    return beyond_ascii and "¿" not in cell[:at]
 
 
 def _around(cell: str, at: int) -> str:
     """At most _SHOWN_CELL characters of ``cell``, holding the one at ``at``."""
     start = max(0, min(at - _SHOWN_CELL // 2, len(cell) - _SHOWN_CELL))
     return cell[start : start + _SHOWN_CELL]
-
-
-def _word_around(cell: str, at: int) -> tuple[int, int]:
-    """The bounds of the blank-separated word of ``cell`` holding the character at ``at``."""
-    start = at
-    while start > 0 and not cell[start - 1].isspace():
-        start -= 1
-    end = at
-    while end < len(cell) and not cell[end].isspace():
-        end += 1
-    return start, end
 
 
 def _is_name_column(name: str) -> bool:
