@@ -949,7 +949,8 @@ class _Intake:
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.name_at = [index for index, name in self.named if _is_name_column(name)]
-        self._question_columns()
+        if self.checks_questions:
+            self._question_columns()
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
         subject_warnings = getattr(self.catalog, "subject_warnings", None)
@@ -1886,21 +1887,23 @@ class _Intake:
 
     def warn_of_questions(self) -> None:
         """Say once what the rows _question noted have in common, and what to do."""
-        if self.questions.count:
-            many = self.questions.count > 1
-            self.report.warnings.append(
-                f"{self.questions.said()} {'have' if many else 'has'} ? in place of a letter"
-                f" ({self.question_cell!r}) and {'are' if many else 'is'} not sent:"
-                f" {self._lost_letters()}; {_EXPORT_AGAIN}, and run it"
-            )
-        if self.unprinted_questions.count:
-            many = self.unprinted_questions.count > 1
-            self.report.warnings.append(
-                f"{self.unprinted_questions.said()} {'have' if many else 'has'} ? in place of a"
-                f" letter in a column no template prints ({self.unprinted_cell}) and"
-                f" {'are' if many else 'is'} sent all the same: {self._lost_letters()}; "
-                f"{_EXPORT_AGAIN}, to have the letters back"
-            )
+        kinds = (
+            (self.questions, f"({self.question_cell!r})", "not sent", "and run it"),
+            (
+                self.unprinted_questions,
+                f"in a column no template prints ({self.unprinted_cell})",
+                "sent all the same",
+                "to have the letters back",
+            ),
+        )
+        for rows, where, outcome, then in kinds:
+            if rows.count:
+                many = rows.count > 1
+                self.report.warnings.append(
+                    f"{rows.said()} {'have' if many else 'has'} ? in place of a letter {where} and"
+                    f" {'are' if many else 'is'} {outcome}: {self._lost_letters()};"
+                    f" {_EXPORT_AGAIN}, {then}"
+                )
 
     def warn_of_unattached(self) -> None:
         """Say, per set that attaches nothing, which rows name a file it does not attach."""

@@ -6,6 +6,7 @@ import codecs
 
 import pytest
 
+from mailmatrix.core.templates import load_catalog
 from tests.unit.test_recipients import HEADER, FakeCatalog, reasons, run
 
 EXPORT_AGAIN = (
@@ -67,7 +68,8 @@ def test_question_marks_between_letters_of_a_plain_csv_reject_the_rows_naming_th
 def test_question_marks_between_letters_go_when_the_manifest_turned_the_check_off():
     catalog = FakeCatalog()
     catalog.check_question_marks = False  # type: ignore[attr-defined]
-    text = HEADER + "alice@example.com,Ma?gorzata,active,alice.pdf\r\n"
+    text = HEADER.replace("\r\n", ",Recruiter\r\n")
+    text += "alice@example.com,Ma?gorzata,active,alice.pdf,?ukasz\r\n"
     report, rows = run(text.encode("cp1252"), catalog=catalog)
     assert (len(rows), reasons(report), report.warnings) == (1, [], [])
 
@@ -226,3 +228,28 @@ def test_a_long_cell_is_shown_around_its_lost_letter():
     data = _plain(_rows("Email,Status,Attachment_File,Name,Note\r\n", f"Ann,{note}"))
     report, _ = run(data, catalog=catalog)
     assert "'u to the team in Gda?sk next Monday morn'" in reasons(report)[0][2]
+
+
+def test_the_columns_a_real_catalog_prints_are_those_its_templates_use_by_name_or_row():
+    # GIVEN templates printing Name and, through row, Department; nothing prints Recruiter
+    catalog = load_catalog(
+        {
+            "manifest.yaml": "sets:\n  offer:\n    when: [Active]\n",
+            "offer/subject.txt": "Welcome, {{ Name }}",
+            "offer/body.txt": "Your team: {{ row['Department'] }}",
+        }
+    )
+    header = "Email,Status,Attachment_File,Name,Department,Recruiter\r\n"
+    data = _plain(_rows(header, "Ann,Dział kadr,Ewa", "Bob,IT,Paweł Zając"))
+
+    # WHEN validated
+    report, rows = run(data, catalog=catalog)  # type: ignore[arg-type]
+
+    # THEN Department's lost letter rejects its row; Recruiter's is only warned of
+    assert [row["row"] for row in rows] == [3]
+    assert [(row, column) for row, column, _ in reasons(report)] == [(2, "Department")]
+    assert [warning.split(" and ")[0] for warning in report.warnings] == [
+        "row 2 has ? in place of a letter ('Dzia? kadr')",
+        "row 3 has ? in place of a letter in a column no template prints (Recruiter: 'Pawe?"
+        " Zaj?c')",
+    ]
