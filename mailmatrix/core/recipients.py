@@ -982,11 +982,6 @@ class _Intake:
             if problem:
                 self._reject(row, problem[0], problem[1], email_text)
                 return
-        if self.checks_questions and "?" in text:
-            problem = self._question(row, values)
-            if problem:
-                self._reject(row, problem[0], problem[1], email_text)
-                return
 
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
@@ -998,6 +993,11 @@ class _Intake:
             self._claim_address(row, values, address, sent=False)
             self._note_names(row, values, identity)
             return
+        if self.checks_questions and "?" in text:  # a skipped row prints nothing
+            problem = self._question(row, values)
+            if problem:
+                self._reject(row, problem[0], problem[1], email_text)
+                return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
         template = choice.template if choice.kind == "template" else None

@@ -253,3 +253,17 @@ def test_the_columns_a_real_catalog_prints_are_those_its_templates_use_by_name_o
         "row 3 has ? in place of a letter in a column no template prints (Recruiter: 'Pawe?"
         " Zaj?c')",
     ]
+
+
+def test_a_row_skipped_by_its_status_is_skipped_whatever_its_question_marks():
+    # GIVEN a plain CSV whose unsubscribed row's name lost a letter
+    data = _plain(_rows("Email,Status,Attachment_File,Name\r\n", "Łukasz", "Ann"))
+    data = data.replace(b"p0@example.com,active", b"p0@example.com,unsubscribed")
+
+    # WHEN validated
+    report, rows = run(data)
+
+    # THEN it is skipped as its Status says (no letter prints its name), not rejected
+    assert ([row["row"] for row in rows], reasons(report)) == ([3], [])
+    assert [item["row"] for item in report.skipped] == [2]
+    assert report.warnings == []
