@@ -1880,8 +1880,8 @@ class _Intake:
         """How the file came to hold a ? for a letter, as its encoding tells."""
         if self.report.encoding in _UNICODE_SAVED:
             return (
-                "the file was saved as plain CSV before it was saved as Unicode, and plain CSV"
-                " writes ? for each letter it cannot encode"
+                "the file was saved as plain CSV (which writes ? for each letter it cannot"
+                " encode) before it was saved as Unicode"
             )
         return "the file was saved as plain CSV, which writes ? for each letter it cannot encode"
 

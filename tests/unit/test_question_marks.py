@@ -215,9 +215,9 @@ def test_a_plain_csv_saved_again_as_csv_utf8_still_has_its_lost_letters_rejected
         (
             2,
             "Name",
-            "? in place of a letter in 'Lech Wa??sa': the file was saved as plain CSV before it"
-            " was saved as Unicode, and plain CSV writes ? for each letter it cannot encode, and"
-            f" the letter would print it. {EXPORT_AGAIN}",
+            "? in place of a letter in 'Lech Wa??sa': the file was saved as plain CSV (which"
+            " writes ? for each letter it cannot encode) before it was saved as Unicode, and the"
+            f" letter would print it. {EXPORT_AGAIN}",
         )
     ]
 
