@@ -1855,8 +1855,8 @@ class _Intake:
             if "?" not in cell:
                 continue
             at = _lost_letter(cell, self.strict_at[index])
-            if at < 0:
-                continue
+            if at < 0 or (index == self.file_at and self.attachments.size(cell) is not None):
+                continue  # a file the attachments hold under that name is named so
             if not self.printed_at[index]:
                 unprinted = unprinted or (index, at)
                 continue

@@ -7,7 +7,7 @@ import codecs
 import pytest
 
 from mailmatrix.core.templates import load_catalog
-from tests.unit.test_recipients import HEADER, FakeCatalog, reasons, run
+from tests.unit.test_recipients import HEADER, FakeCatalog, index_of, reasons, run
 
 EXPORT_AGAIN = (
     "Nothing was sent to this row; saving this CSV again keeps the ?: export the file again"
@@ -167,6 +167,21 @@ def test_a_question_mark_in_a_name_or_address_column_is_never_the_cells_own():
     assert [(row, column) for row, column, _ in reasons(report)] == [
         (2, "First_Name"),
         (4, "Attachment_File"),
+    ]
+
+
+def test_a_file_the_attachments_hold_under_a_name_with_a_question_mark_is_named_so():
+    # GIVEN rows naming files with ?, one of which the attachments folder holds
+    text = _rows("Email,Status,Attachment_File,Name\r\n", "Ann", "Bob")
+    text = text.replace("alice.pdf", "=?utf-8?q?x?=.pdf").replace("bob.pdf", "Wa??sa.pdf")
+
+    # WHEN validated
+    report, rows = run(text, index=index_of("=?utf-8?q?x?=.pdf"))
+
+    # THEN the file held goes; the one not held is a name that lost letters
+    assert [row["row"] for row in rows] == [2]
+    assert [reason.split(": ")[0] for _, _, reason in reasons(report)] == [
+        "? in place of a letter in 'Wa??sa.pdf'"
     ]
 
 
