@@ -889,14 +889,13 @@ class _Intake:
         self.unnamed_files: list[tuple[int, int, str, str | None, str]] = []
         self.unnamed_limit = _UNNAMED_FIRST  # when to drop those whose words became common
         self.row_names = _RowName(0, "", frozenset(), (), True)  # the last row's, for _note_file
-        # Rows whose text has ? between letters (a spreadsheet's "CSV" writes ? for each letter
-        # its code page lacks), rejected in a file not saved as Unicode unless the manifest
-        # says check_question_marks: false: how many, the first few, and the first such cell.
-        self.checks_questions = (
-            getattr(catalog, "check_question_marks", True) and report.encoding not in _UNICODE_SAVED
-        )
-        self.questions = _NotedRows()
-        self.question_cell = ""
+        # Rows with a ? standing for a lost letter (a spreadsheet's plain CSV writes ? for each
+        # letter its code page lacks, and a later save as Unicode keeps them), unless the
+        # manifest says check_question_marks: false: rejected when a column the letter prints
+        # has one, else warned of. Each kind: how many rows, the first few, and the first cell.
+        self.checks_questions = getattr(catalog, "check_question_marks", True)
+        self.questions, self.unprinted_questions = _NotedRows(), _NotedRows()
+        self.question_cell = self.unprinted_cell = ""
         self._choices: dict[str, Choice] = {}
         self._needs: dict[str, _Needs] = {}
         # Of each set that attaches nothing (attachment: none), the rows naming a file all
@@ -950,6 +949,8 @@ class _Intake:
         self.has_extra = any(column in self.index for column in ("Cc", "Bcc", "Reply_To"))
         self.choice_at = self.index.get(choice_column) if choice_column else None
         self.name_at = [index for index, name in self.named if _is_name_column(name)]
+        if self.checks_questions:
+            self._question_columns()
         self.report.header = [name for name in names if name]
         self.report.warnings = copy_column_warnings(self.report.header, self.catalog)
         subject_warnings = getattr(self.catalog, "subject_warnings", None)
@@ -981,11 +982,6 @@ class _Intake:
             if problem:
                 self._reject(row, problem[0], problem[1], email_text)
                 return
-        if self.checks_questions and "?" in text and _QUESTION_IN_WORD.search(text):
-            problem = self._question(row, values)
-            if problem:
-                self._reject(row, problem[0], problem[1], email_text)
-                return
 
         choice = self._choose(values[self.choice_at] if self.choice_at is not None else "")
         if choice.kind == "skip":
@@ -997,6 +993,11 @@ class _Intake:
             self._claim_address(row, values, address, sent=False)
             self._note_names(row, values, identity)
             return
+        if self.checks_questions and "?" in text:  # a skipped row prints nothing
+            problem = self._question(row, values)
+            if problem:
+                self._reject(row, problem[0], problem[1], email_text)
+                return
         # Every problem of the row is named at once, so one round of fixes clears it.
         problems: list[tuple[str, str]] = []
         template = choice.template if choice.kind == "template" else None
@@ -1834,39 +1835,75 @@ class _Intake:
                     self.withdrawn[row] = copy._replace(before=self.withdrawn.get(row))
         self.crowded.clear()
 
-    def _question(self, row: int, values: list[str]) -> tuple[str, str] | None:
-        """The column and reason that reject a row with a cell holding ? between letters (not
-        a link's ?, nor a query): a plain CSV's stand-in for a letter its code page lacks,
-        which the letter would print. The row is noted for the file's warning."""
-        found = [
-            (index, cell)
-            for index, cell in enumerate(values)
-            if _QUESTION_IN_WORD.search(cell) and not _LINKISH.search(cell)
+    def _question_columns(self) -> None:
+        """Sort the columns for _question: whether any ? in one is a lost letter (the
+        recipient's name, addresses, the file's name) and whether the letter prints it (its
+        templates use it, or its headers do; all columns when the catalog cannot say)."""
+        used_columns = getattr(self.catalog, "used_columns", None)
+        printed = used_columns() | _ALWAYS_PRINTED if used_columns is not None else None
+        self.strict_at = [
+            name in _NO_QUESTIONS or (bool(name) and _is_name_column(name)) for name in self.names
         ]
-        if not found:
-            return None
-        index, cell = found[0]
-        self.questions.add(row)
-        self.question_cell = self.question_cell or cell
-        reason = (
-            f"? between letters in {cell[:40]!r}: the file was saved as plain CSV, which writes"
-            " ? for each letter it cannot encode, and the letter would print it; nothing was"
-            " sent to this row. Save the file as CSV UTF-8 and run it again (if the ? is meant,"
-            f" put check_question_marks: false in {MANIFEST})"
-        )
-        return self.names[index], reason
+        self.printed_at = [printed is None or name in printed for name in self.names]
+
+    def _question(self, row: int, values: list[str]) -> tuple[str, str] | None:
+        """The column and reason that reject a row whose cell of a column the letter prints
+        has a ? standing for a lost letter (_lost_letter); the row is noted for the file's
+        warning. A row with one only in columns the letter does not print is noted apart."""
+        unprinted: tuple[int, int] | None = None
+        for index, cell in enumerate(values):
+            if "?" not in cell:
+                continue
+            at = _lost_letter(cell, self.strict_at[index])
+            if at < 0 or (index == self.file_at and self.attachments.size(cell) is not None):
+                continue  # a file the attachments hold under that name is named so
+            if not self.printed_at[index]:
+                unprinted = unprinted or (index, at)
+                continue
+            shown = _around(cell, at)
+            self.questions.add(row)
+            self.question_cell = self.question_cell or shown
+            reason = (
+                f"? in place of a letter in {shown!r}: {self._lost_letters()}, and the letter would"
+                f" print it. Nothing was sent to this row; {_EXPORT_AGAIN}, and run it (if the ?"
+                f" is meant, put check_question_marks: false in {MANIFEST})"
+            )
+            return self.names[index], reason
+        if unprinted is not None:
+            index, at = unprinted
+            self.unprinted_questions.add(row)
+            if not self.unprinted_cell:
+                self.unprinted_cell = f"{self.names[index]}: {_around(values[index], at)!r}"
+        return None
+
+    def _lost_letters(self) -> str:
+        """How the file came to hold a ? for a letter, as its encoding tells."""
+        if self.report.encoding in _UNICODE_SAVED:
+            return (
+                "the file was saved as plain CSV (which writes ? for each letter it cannot"
+                " encode) before it was saved as Unicode"
+            )
+        return "the file was saved as plain CSV, which writes ? for each letter it cannot encode"
 
     def warn_of_questions(self) -> None:
-        """Say once what the rows rejected by _question have in common, and what to do."""
-        if not self.questions.count:
-            return
-        many = self.questions.count > 1
-        self.report.warnings.append(
-            f"{self.questions.said()} {'have' if many else 'has'} ? between letters"
-            f" ({self.question_cell[:40]!r}) and {'are' if many else 'is'} not sent: a"
-            " spreadsheet saved as plain CSV writes ? for each letter it cannot encode; save"
-            " the file as CSV UTF-8 and run it again"
+        """Say once what the rows _question noted have in common, and what to do."""
+        kinds = (
+            (self.questions, f"({self.question_cell!r})", "not sent", "and run it"),
+            (
+                self.unprinted_questions,
+                f"in a column no template prints ({self.unprinted_cell})",
+                "sent all the same",
+                "to have the letters back",
+            ),
         )
+        for rows, where, outcome, then in kinds:
+            if rows.count:
+                many = rows.count > 1
+                self.report.warnings.append(
+                    f"{rows.said()} {'have' if many else 'has'} ? in place of a letter {where} and"
+                    f" {'are' if many else 'is'} {outcome}: {self._lost_letters()};"
+                    f" {_EXPORT_AGAIN}, {then}"
+                )
 
     def warn_of_unattached(self) -> None:
         """Say, per set that attaches nothing, which rows name a file it does not attach."""
@@ -2307,11 +2344,71 @@ def _no_file_column(
     )
 
 
-# A ? between two letters (Ma?gorzata) or before a letter at a word's start ("?ukasz" for
-# "Łukasz"): a question's ? ends a word. And what makes one a link's or a query's.
-_QUESTION_IN_WORD = re.compile(r"(?:[^\W\d_]|^|(?<=\s))\?[^\W\d_]")
-_LINKISH = re.compile(r"[/=&]")
+# The ? a spreadsheet's plain CSV writes for a letter its code page lacks: one before a letter
+# (Ma?gorzata, ?ukasz, Wa??sa), a word of two or more (陈静 -> ??), or one ending a word (found,
+# then weighed by _lost_letter: a question's ? ends a word too).
+_LOST_LETTER = re.compile(
+    r"(?P<before>\?[^\W\d_])|(?P<run>(?<![\w?])\?{2,}(?![\w?]))|(?P<after>(?<=[^\W\d_])\?)"
+)
+# A word holding a ? that is a link's or a query's: https://example.com/a?b=c, www.example.com?x,
+# example.com/form?id=5, mailto:a@example.com?subject=Hi, ?id=5&x=y.
+_LINK_WORD = re.compile(
+    r"(?i)[(<\"']?(?:[a-z][a-z0-9+.-]*://|mailto:|www\.|(?:[a-z0-9-]+\.)+[a-z]{2,}[/?])|[^?]*\?[^?=]*="
+)
 _UNICODE_SAVED = frozenset({"utf-8-sig", "utf-16-le", "utf-16-be"})
+# What to do about lost letters: this CSV no longer holds them, so saving it again keeps the ?.
+_EXPORT_AGAIN = (
+    "saving this CSV again keeps the ?: export the file again from the workbook (.xlsx) or the"
+    " source its rows came from, as CSV UTF-8"
+)
+_BLANK = re.compile(r"\s")
+# How much of a cell a reason shows, around its first lost letter.
+_SHOWN_CELL = 40
+# The columns where a ? is never the cell's own (beside the recipient's name columns): any ?
+# there is a lost letter.
+_NO_QUESTIONS = frozenset({"Email", "Attachment_File", "Cc", "Bcc", "Reply_To"})
+# The columns a letter prints whatever its templates use: the name in To, the headers' addresses,
+# the attached file's name.
+_ALWAYS_PRINTED = _NO_QUESTIONS | {"Name"}
+
+
+def _lost_letter(cell: str, strict: bool) -> int:
+    """Where ``cell`` has a ? standing for a letter a plain CSV could not encode, or -1.
+
+    ``strict``: the cell is of a column where a ? is never real (a name, an address, a file
+    name), so any ? is one. Else a ? before a letter, a word of ?s, or a ? ending a word that
+    holds a letter beyond ASCII (Zespó? IT) or followed by a word in lower case (si? na); not a
+    question's (Was? Ready? Go, ¿Qué?), nor one in a link or a query (https://example.com/a?b=c).
+    """
+    if strict:
+        return cell.find("?")
+    for found in _LOST_LETTER.finditer(cell):
+        at = found.start()
+        head = cell[:at]
+        start = at if not head or head[-1].isspace() else at - len(head.rsplit(None, 1)[-1])
+        if found.lastgroup == "after" and not _ends_lost(cell, start, at):
+            continue
+        blank = _BLANK.search(cell, at)
+        if not _LINK_WORD.match(cell, start, blank.start() if blank else len(cell)):
+            return at
+    return -1
+
+
+def _ends_lost(cell: str, start: int, at: int) -> bool:
+    """Whether the ? at ``at``, ending the word from ``start``, is a lost letter: the word
+    holds a letter beyond ASCII (not after a ¿, which asks), or a word in lower case follows."""
+    rest = cell[at:].lstrip("?")
+    if rest[:1].isspace() and rest.lstrip()[:1].islower():
+        return True
+    word = cell[start:at]
+    beyond_ascii = not word.isascii() and any(not c.isascii() and c.isalpha() for c in word)
+    return beyond_ascii and "¿" not in cell[:at]
+
+
+def _around(cell: str, at: int) -> str:
+    """At most _SHOWN_CELL characters of ``cell``, holding the one at ``at``."""
+    start = max(0, min(at - _SHOWN_CELL // 2, len(cell) - _SHOWN_CELL))
+    return cell[start : start + _SHOWN_CELL]
 
 
 def _is_name_column(name: str) -> bool:

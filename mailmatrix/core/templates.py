@@ -426,8 +426,8 @@ class Catalog:
     # Whether validation withdraws a row whose own file is named like another recipient's
     # letter (``check_file_names: false`` in the manifest turns it off).
     check_file_names: bool = True
-    # Whether validation rejects a row of a file saved as plain CSV whose cell has ? between
-    # letters, as a spreadsheet writes for each letter it cannot encode
+    # Whether validation rejects a row whose printed cell has ? in place of a letter, as a
+    # spreadsheet's plain CSV writes for each letter it cannot encode
     # (``check_question_marks: false`` in the manifest turns it off).
     check_question_marks: bool = True
 
@@ -962,7 +962,7 @@ def load_catalog(files: Mapping[str, str]) -> Catalog:
         check_question_marks=_switch(
             manifest,
             "check_question_marks",
-            "send a row of a plain CSV file whose text has ? between letters",
+            "send a row whose printed text has ? in place of a letter",
         ),
     )
 

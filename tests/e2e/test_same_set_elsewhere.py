@@ -148,11 +148,11 @@ def test_a_plain_csv_row_whose_name_lost_a_letter_to_a_question_mark_is_not_sent
     assert (result["counts"]["sent"], result["counts"]["rejected"]) == (1, 1)
     assert all("kim.new@" not in to for to in _recipients(workdir))
     reason = {line["row"]: line["reason"] for line in _rejects(result)}["3"]
-    assert reason.startswith("? between letters in 'Ma?gorzata': the file was saved as plain CSV")
-    assert "Save the file as CSV UTF-8 and run it again" in reason
+    assert reason.startswith("? in place of a letter in 'Ma?gorzata': the file was saved as plain")
+    assert "export the file again from the workbook (.xlsx) or the source" in reason
     # AND the run passes on validation's warning of it (the console prints it too, below)
     assert [w[:50] for w in result["validation_warnings"]] == [
-        "row 3 has ? between letters ('Ma?gorzata') and is "
+        "row 3 has ? in place of a letter ('Ma?gorzata') an"
     ]
 
     # WHEN a corrected file is run to the console THEN the warning of a row still garbled
@@ -164,4 +164,4 @@ def test_a_plain_csv_row_whose_name_lost_a_letter_to_a_question_mark_is_not_sent
         cli, ["run", str(again), "--workdir", str(workdir), "--templates", templates]
     )
     said = " ".join(shown.output.split())
-    assert "Warning: row 3 has ? between letters ('Ma?gorzata') and is not sent" in said
+    assert "Warning: row 3 has ? in place of a letter ('Ma?gorzata') and is not sent" in said
