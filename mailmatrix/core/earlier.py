@@ -25,7 +25,16 @@ from typing import Protocol
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, SENT, FileOwner, Outcome, SentCopy
+from mailmatrix.ports import (
+    IN_DOUBT,
+    NAMED,
+    OUTCOME_UNKNOWN,
+    SENDING,
+    SENT,
+    FileOwner,
+    Outcome,
+    SentCopy,
+)
 
 
 class EarlierFiles:
@@ -196,6 +205,8 @@ class SentFiles:
         for letter in letters:
             if letter.campaign == self.campaign or self._again & {letter.source, letter.campaign}:
                 continue
+            if letter.state == NAMED:
+                continue  # it did not go out: nothing went to the address
             if letter.state in (SENDING, IN_DOUBT) and not self._doubtful:
                 continue  # its claim keeps the file: the send holds the row (busy, or in doubt)
             if self._recipient(letter.campaign, email) != letter.recipient:
@@ -234,12 +245,16 @@ class SentFiles:
         self, found: Lookup, own: Callable[[SentCopy], bool] | None = None
     ) -> Iterator[SentCopy]:
         """The letters ``another`` and ``anyones`` refuse ``found`` for; ``own``: whether a
-        letter went to the person the file goes to (not hashed for then: a rerun)."""
+        letter went to the person the file goes to (not hashed for then: a rerun). A letter
+        that did not go out (NAMED) holds its file to its person against another campaign's
+        rows (``another``) only: this campaign's owner records tell its own."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return
         letters, sha256 = self._copies(found)
         for letter in letters:
             if letter.campaign == self.campaign and letter.attachment == found.name:
+                continue
+            if letter.state == NAMED and (own is None or letter.campaign == self.campaign):
                 continue
             if own is not None and own(letter):
                 continue  # the person's own letter (a rerun): no need to hash the file

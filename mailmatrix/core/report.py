@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mailmatrix.errors import AttachmentChanged
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, UNKNOWN, SentCopy
+from mailmatrix.ports import IN_DOUBT, NAMED, OUTCOME_UNKNOWN, SENDING, UNKNOWN, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     by validation, and by a run that finds it as it claims the row (the other file run at
     the same moment)."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
-    if letter.state == IN_DOUBT:
+    if letter.state in (IN_DOUBT, NAMED):
         return _letter_in_doubt_elsewhere(name, letter, whom)
     went, sent = "was sent", "sent"
     if letter.state == UNKNOWN:  # (one in doubt is said above)
@@ -268,28 +268,30 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
 
 def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
     """letter_of_another_campaign's reason where ``letter`` is in doubt (its run ended as it
-    sent it): whether it went is to be settled there first; settled as not sent, a run of this
-    file sends the row; only if it went is the row's file another's."""
+    sent it) or did not go out (NAMED): either way the file is that person's, named so by
+    that file, and no settling of it sends this row."""
     source = _source_of(letter)
+    fate = f"in doubt there: that run ended as it sent it; `settle {source}` lists it"
+    if letter.state == NAMED:
+        fate = "not sent there: it failed, or was given back unsent"
     if letter.attachment == name:
-        what = f"{name} may have been sent to {whom} under {campaign_of(letter)} as their own"
+        what = f"{name} is the own letter of {whom} under {campaign_of(letter)}"
         corrected = (
             f"; or, if that address was wrong and this is the same person, run {source} with"
             " the address corrected and --corrected-address ROW (that person's row in it: row"
-            f" {letter.row} when it was sent)"
+            f" {letter.row} then)"
         )
     else:
         what = (
-            f"{name} has the same contents as {letter.attachment}, which may have been sent to"
-            f" {whom} under {campaign_of(letter)} as their own"
+            f"{name} has the same contents as {letter.attachment}, the own letter of {whom}"
+            f" under {campaign_of(letter)}"
         )
         corrected = ""
     return (
-        f"{what} letter (row {letter.row} of that run, which ended as it sent it: in doubt"
-        " there), so it is not sent to this recipient now. Settle it there first (`settle"
-        f" {source}` lists it, and records what the mail server's log says): settled as not"
-        " sent, a run of this file sends this row. Only if it did go, name this recipient's"
-        f" own file in Attachment_File, then run the file again{corrected}"
+        f"{what}, row {letter.row} of that run ({fate}), so it is not sent to this"
+        " recipient whatever became of that letter: this row names that person's letter."
+        " Name this recipient's own file in Attachment_File, then run the file again"
+        f"{corrected}"
     )
 
 
