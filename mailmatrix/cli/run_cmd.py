@@ -97,8 +97,10 @@ from mailmatrix.local import (
     header_warnings,
     incoming_key,
     is_bundled,
+    naming_run_options,
     progress_of,
     run_campaign,
+    run_choices,
     run_command,
     sender_of,
     unsubscribe_of,
@@ -435,9 +437,16 @@ def _print_outcome(
                 if counts["skipped"] == counts.get("valid")
                 else f"{counts['skipped']} of the {counts.get('valid', 0)} valid rows were"
             )
+            held = counts.get("sent_under", 0) + counts.get("doubt_under", 0)
+            also = (
+                f"; {held} row(s) more were held back for letters of another file, not sent"
+                " (said above)"
+                if held
+                else ""
+            )
             console.print(
                 f"[yellow]Nothing new sent: {earlier} already sent by an earlier run (the "
-                "ledger remembers).[/yellow]"
+                f"ledger remembers){also}.[/yellow]"
             )
         elif not counts.get("valid") and counts.get("sent_under"):
             console.print(
@@ -720,12 +729,18 @@ def _print_held_under(
     for row in rows:
         said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
         said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
-        reason = naming_workdir(row.get("reason") or "", where)
+        reason = naming_workdir(_naming_options(row.get("reason") or "", result), where)
         console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
     return by_set
+
+
+def _naming_options(reason: str, result: Mapping[str, Any]) -> str:
+    """``reason`` with the retry it names for another file written whole, as that file runs
+    in the run's workdir (naming_run_options)."""
+    return naming_run_options(reason, Workdir(Path(str(result.get("workdir") or "."))))
 
 
 def _settling_where(reason: str, where: str) -> str:
@@ -995,7 +1010,8 @@ def run(
     )
     name_the_file(result, str(csv_file))
     add_settle_commands(result, str(csv_file), workdir)
-    add_choices(result, record, send_again_from, corrected)
+    # As the run used them: with the files its earlier runs were told to send again
+    add_choices(result, record, *run_choices(Workdir(workdir), result["execution"]))
     result["warnings"] = warnings
     result["validation_warnings"] = validation_warnings(result, said=warnings)
     if result["counts"].get("failed"):

@@ -321,10 +321,12 @@ def naming_workdir(reason: str, option: str) -> str:
     """``reason`` (sent_under_reason's) with ``option`` (``--workdir W``) added to each
     command it names for the other file (`settle F`, `run F --retry-unknown`): for a row of a
     run whose workdir is not the default, where those commands look when not told (no
-    ``option``: ``reason`` as it is)."""
+    ``option``: ``reason`` as it is; a command written whole, with its own, stays)."""
     if not option:
         return reason
-    return _OTHER_FILES_COMMAND.sub(lambda found: f"`{found[1]} {option}`", reason)
+    return _OTHER_FILES_COMMAND.sub(
+        lambda found: found[0] if " --workdir " in found[1] else f"`{found[1]} {option}`", reason
+    )
 
 
 def sent_under_reason(letter: SentCopy) -> str:

@@ -1,6 +1,6 @@
 """A person's file named as theirs by one campaign goes to no one else by another, whatever
-became of the first letter. Through a mail server on loopback that refuses some recipients
-(550) and keeps others waiting."""
+became of the first letter, and the commands a run prints work as printed. Through a mail
+server on loopback that refuses some recipients (550) and keeps others waiting."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -88,6 +89,12 @@ def _file(folder: Path, name: str, *rows: tuple[str, str, str]) -> Path:
 def _cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, list(args))
     return result.exit_code, " ".join(result.output.split())
+
+
+def _json(*args: str) -> tuple[int, dict]:
+    """The exit code and JSON result of a command run with --json."""
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
 
 
 def _killed_while_stalled(server: _Server, args: list[str]) -> None:
@@ -178,3 +185,90 @@ def test_a_copy_of_a_letter_the_server_refused_goes_to_no_one_else(tmp_path):
         code, said = _cli("run", str(sue), *options, "--retry-failed")
         assert code == 0, said
         assert [address for address, _ in server.received] == ["slow@example.com"]
+
+
+def test_the_printed_retry_of_a_real_run_of_a_trial_s_copy_sends_the_failed_letter(tmp_path):
+    # GIVEN o.csv run into the outbox (a trial), then its copy o-real.csv through the server
+    # with --send-again-from o.csv, the server refusing Gus (550)
+    (tmp_path / "attachments").mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", tmp_path / "attachments" / "gus.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", tmp_path / "attachments" / "ida.pdf")
+    rows = (("gus@example.com", "Gus", "gus.pdf"), ("ida@example.com", "Ida", "ida.pdf"))
+    trial, real = _file(tmp_path, "o.csv", *rows), _file(tmp_path, "o-real.csv", *rows)
+    templates, workdir = _templates(tmp_path), tmp_path / "w"
+    local = ["--workdir", str(workdir), "--templates", str(templates)]
+    assert _cli("run", str(trial), *local)[0] == 0
+    with _serving() as (server, url):
+        server.refused.add("gus@example.com")
+        code, first = _json("run", str(real), *local, "--smtp", url, "--send-again-from", "o.csv")
+        assert (code, first["counts"]["sent"], first["counts"]["failed"]) == (5, 1, 1), first
+
+        # WHEN the server takes Gus's mail, and the retry command the run printed is run
+        server.refused.clear()
+        printed = shlex.split(first["retry_command"])
+        assert printed[:4] == ["mailmatrix", "run", str(real), "--retry-failed"]
+        assert {"--workdir", "--templates", "--smtp"} <= set(printed)
+        code, said = _cli(*printed[1:])
+
+        # THEN Gus gets his letter through the server: the choice recorded for o-real.csv
+        # holds for its retry, and the summary names it
+        assert code == 0, said
+        assert sorted(address for address, _ in server.received) == [
+            "gus@example.com",
+            "ida@example.com",
+        ]
+        assert "--send-again-from o.csv: used, and recorded in the ledger" in said
+        assert "Nothing new sent" not in said
+
+
+def test_a_summary_says_rows_held_for_another_file_s_letters_apart_from_those_sent(tmp_path):
+    # GIVEN o.csv run into the outbox (a trial), and its copy o-real.csv run through the
+    # server without --send-again-from after Ida's row was added: Gus's letter is held back
+    (tmp_path / "attachments").mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", tmp_path / "attachments" / "gus.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", tmp_path / "attachments" / "ida.pdf")
+    gus, ida = ("gus@example.com", "Gus", "gus.pdf"), ("ida@example.com", "Ida", "ida.pdf")
+    trial, real = _file(tmp_path, "o.csv", gus), _file(tmp_path, "o-real.csv", ida)
+    templates, workdir = _templates(tmp_path), tmp_path / "w"
+    local = ["--workdir", str(workdir), "--templates", str(templates)]
+    assert _cli("run", str(trial), *local)[0] == 0
+    with _serving() as (_, url):
+        assert _cli("run", str(real), *local, "--smtp", url)[0] == 0
+        _file(tmp_path, "o-real.csv", gus, ida)
+
+        # WHEN o-real.csv runs again
+        code, said = _cli("run", str(real), *local, "--smtp", url)
+
+    # THEN its summary says Ida's row was sent earlier and Gus's held back for o.csv's letter,
+    # not that every row was already sent
+    assert code == 0, said
+    assert (
+        "Nothing new sent: all 1 valid rows were already sent by an earlier run (the ledger"
+        " remembers); 1 row(s) more were held back for letters of another file, not sent"
+        " (said above)."
+    ) in said
+
+
+def test_the_retry_a_held_row_s_reason_names_for_another_file_carries_that_file_s_options(
+    tmp_path,
+):
+    # GIVEN a.csv run through the server with templates of its own, Gus's letter failed as
+    # OutcomeUnknown (the reply lost, the drill's timeout), and its copy b.csv run the same way
+    (tmp_path / "attachments").mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", tmp_path / "attachments" / "gus.pdf")
+    gus = ("gus@example.com", "Gus", "gus.pdf")
+    first, copy = _file(tmp_path, "a.csv", gus), _file(tmp_path, "b.csv", gus)
+    templates, workdir = _templates(tmp_path), tmp_path / "w"
+    with _serving() as (_, url):
+        options = ["--workdir", str(workdir), "--templates", str(templates), "--smtp", url]
+        code, ran = _json("run", str(first), *options, "--faults", "timeout=1")
+        assert (code, ran["counts"]["unknown"]) == (5, 1), ran
+        code, said = _cli("run", str(copy), *options)
+
+    # THEN b.csv holds Gus's row back, and the retry its reason names for a.csv is the whole
+    # command of a.csv's runs: its workdir, templates and mail server
+    assert code == 0, said
+    assert (
+        f"`mailmatrix run {first} --retry-unknown --workdir {workdir} --templates {templates}"
+        f" --smtp {url}` sends it there"
+    ) in said
