@@ -56,6 +56,7 @@ from mailmatrix.core.report import (
     DOUBT_UNDER_CODE,
     FAILED_APART,
     HELD_UNDER,
+    MAYBE_SENT_UNDER,
     SENT_UNDER,
     SENT_UNDER_CODE,
     SUPERSEDED,
@@ -715,8 +716,7 @@ def _print_held_under(
                     rows.append(row)
                 under = set_letter_file(row.get("reason") or "")
                 if under is not None:
-                    doubt = row.get("code") == DOUBT_UNDER_CODE
-                    by_set["doubt_under" if doubt else "sent_under"][under] += 1
+                    by_set["doubt_under" if _in_doubt_under(row) else "sent_under"][under] += 1
         count += found
         files += [str(result[key])] if found else []
     if not rows:
@@ -727,7 +727,7 @@ def _print_held_under(
     console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
     where = _workdir_option(result)
     for row in rows:
-        said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
+        said = DOUBT_UNDER if _in_doubt_under(row) else row.get("outcome")
         said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
         reason = naming_workdir(_naming_options(row.get("reason") or "", result), where)
         console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
@@ -735,6 +735,12 @@ def _print_held_under(
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
     return by_set
+
+
+def _in_doubt_under(row: Mapping[str, str]) -> bool:
+    """Whether a held row (_held_under) was held as its letter may have gone under another
+    file, in doubt there: as it was sent, or by validation (it may have been sent)."""
+    return row.get("code") == DOUBT_UNDER_CODE or row.get("outcome") == MAYBE_SENT_UNDER
 
 
 def _naming_options(reason: str, result: Mapping[str, Any]) -> str:

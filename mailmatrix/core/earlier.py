@@ -26,7 +26,6 @@ from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
 from mailmatrix.ports import (
-    IN_DOUBT,
     NAMED,
     OUTCOME_UNKNOWN,
     SENDING,
@@ -193,10 +192,11 @@ class SentFiles:
         ``found``, the row's own file, to the row's own address (``email``): the same letter
         went to the same person already, and this one is not sent unless the operator named
         that file to send again (``send_again_from``). None when there is none, or when the
-        run skips the row's letter (``template``: its set). A letter being sent now, or left
-        in doubt as its run sent it, is left to the send: its print holds the row there,
-        waiting for it or counted in doubt under that file; but named when ``doubtful`` (a
-        forecast: validate holds the row back as that send would)."""
+        run skips the row's letter (``template``: its set). A letter being sent now is left
+        to the send: its print holds the row there, waiting for it; but named when
+        ``doubtful`` (a forecast: validate holds the row back as that send would). One in
+        doubt is named: the row is held back as in doubt there, its file its own (a copy of
+        it for another row is that row's fault), as validate says."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None
         if self._skips(email, template):
@@ -207,8 +207,8 @@ class SentFiles:
                 continue
             if letter.state == NAMED:
                 continue  # it did not go out: nothing went to the address
-            if letter.state in (SENDING, IN_DOUBT) and not self._doubtful:
-                continue  # its claim keeps the file: the send holds the row (busy, or in doubt)
+            if letter.state == SENDING and not self._doubtful:
+                continue  # its claim keeps the file: the send holds the row (busy)
             if self._recipient(letter.campaign, email) != letter.recipient:
                 continue
             sha256 = sha256 or self._contents.sha256(found.name, found.tag)

@@ -562,14 +562,16 @@ def summarize_results(
             kept.append(row)
         else:
             write_report_row(report, row)
+    held_in_doubt = int(validation_counts.get("doubt_under", 0))
     counts = {
         "rows": int(validation_counts.get("rows", 0)),
         "valid": int(validation_counts.get("valid", 0)),
         "rejected": int(validation_counts.get("rejected", 0)),
         "duplicates": int(validation_counts.get("duplicates", 0)),
         "excluded": int(validation_counts.get("excluded", 0)),
-        "sent_under": int(validation_counts.get("sent_under", 0)) + held,
-        "doubt_under": doubted,
+        # (validation counts its rows in doubt elsewhere among those held: apart here)
+        "sent_under": int(validation_counts.get("sent_under", 0)) - held_in_doubt + held,
+        "doubt_under": held_in_doubt + doubted,
         "sent": outcomes.get("sent", 0),
         "skipped": outcomes.get("skipped", 0) - held - doubted,
         "failed": outcomes.get("failed", 0),
@@ -632,6 +634,9 @@ def progress_counts(
         name: int(validation_counts.get(name, 0))
         for name in ("rows", "valid", "rejected", "duplicates", "excluded", "sent_under")
     }
+    if validation_counts.get("doubt_under"):  # of those held back, the rows in doubt there
+        counts["doubt_under"] = int(validation_counts["doubt_under"])
+        counts["sent_under"] -= counts["doubt_under"]
     for name in ("sent", "skipped", "failed", "unknown", "in_doubt", "unsent"):
         counts[name] = found[name]
     counts["possible_duplicates"] = possible_duplicates

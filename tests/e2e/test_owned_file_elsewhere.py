@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import shlex
@@ -272,3 +273,41 @@ def test_the_retry_a_held_row_s_reason_names_for_another_file_carries_that_file_
         f"`mailmatrix run {first} --retry-unknown --workdir {workdir} --templates {templates}"
         f" --smtp {url}` sends it there"
     ) in said
+
+
+def test_a_row_in_doubt_elsewhere_with_a_copy_of_its_file_for_another_row_is_held_alike(
+    tmp_path,
+):
+    # GIVEN Sue's letter in doubt under a.csv, and b.csv naming her file for her again (row
+    # 2, the same letter) and a copy of it for Lea (row 3)
+    sue, _, templates, workdir = _sue_and_lea(tmp_path)
+    both = _file(
+        tmp_path,
+        "b.csv",
+        ("slow@example.com", "Sue", "sue.pdf"),
+        ("lea@example.com", "Lea", "lea.pdf"),
+    )
+    with _serving() as (server, url):
+        options = ["--workdir", str(workdir), "--templates", str(templates), "--smtp", url]
+        server.stalled.add("slow@example.com")
+        _killed_while_stalled(server, ["run", str(sue), *options])
+        server.stalled.clear()
+
+        # WHEN b.csv is validated, then run
+        _, forecast = _json("validate", str(both), *options[:4])
+        code, ran = _json("run", str(both), *options)
+
+    # THEN both hold row 2 back as in doubt under a.csv and reject row 3, the copy; the run
+    # counts row 2 in doubt there, not as sent there, and sends nothing
+    assert [(row["row"], row["outcome"]) for row in forecast["skipped"]] == [
+        (2, "may have been sent (in doubt)")
+    ]
+    assert [reject["row"] for reject in forecast["rejected"]] == [3]
+    counts = ran["counts"]
+    assert (code, counts["rejected"], counts["doubt_under"], counts["sent_under"]) == (0, 1, 1, 0)
+    with Path(ran["rejects"]).open(encoding="utf-8-sig", newline="") as stream:
+        rejects = {int(row["row"]): row for row in csv.DictReader(stream)}
+    assert rejects[2]["outcome"] == "may have been sent (in doubt)"
+    assert "may already have gone to this address under a.csv" in rejects[2]["reason"]
+    assert rejects[3]["reason"].startswith("lea.pdf has the same contents as sue.pdf")
+    assert server.received == []
