@@ -883,6 +883,8 @@ def validate_job(
         "duplicates": len(report.duplicates),
         "excluded": len(report.skipped) - sum(report.sent_under.values()),
         "sent_under": sum(report.sent_under.values()),
+        # of them, those whose letters only may have gone (in doubt there): not sent there
+        "doubt_under": report.doubt_under,
         "empty": report.empty,
         "released": released,
     }

@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shlex
 import socket
 import sqlite3
@@ -2024,6 +2025,7 @@ def run_campaign(
             halt = ledger.halted(campaign)
             if halt is not None and halt.code in lifted_halts(faults):
                 ledger.clear_halt(campaign)
+            send_again_from = sent_again(ledger, campaign, send_again_from)
         # As `aws send` asks it: ValidateRecipients gives back the failed rows the file holds.
         metadata = retry_metadata(retry_failed, retry_unknown)
         metadata.update(choice_metadata(send_again_from, corrected))
@@ -2391,6 +2393,7 @@ class RunForecast:
         if not wd.has_ledger():  # no run of any file here claimed a row
             return
         with _local_ledger(wd, read_only=True) as ledger:
+            self._send_again_from = sent_again(ledger, self.campaign, self._send_again_from)
             self._settled = SettledKeys(ledger, self.campaign)
             for unknown in (False, True):
                 keys = ledger.failed_keys(self.campaign, unknown=unknown)
@@ -2739,6 +2742,17 @@ def _ran(wd: Workdir, execution_id: str) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def sent_again(ledger: SqliteLedger, campaign: str, given: Collection[str]) -> tuple[str, ...]:
+    """The files whose letters a run of ``campaign`` sends again: those ``given`` (run
+    --send-again-from), and those its earlier runs were given, as the ledger recorded them:
+    the commands a run prints (--retry-failed, a rerun) do not repeat the choice, and the
+    letters it let through are not held back by the next run."""
+    recorded = (
+        value for choice, value, _ in ledger.choices(campaign) if choice == "send_again_from"
+    )
+    return tuple(dict.fromkeys([*given, *recorded]))
+
+
 def run_choices(wd: Workdir, execution_id: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The choices an execution's run was given (--send-again-from's files, in the order
     given, --corrected-address's rows), as it recorded them; none for a run recorded before
@@ -2926,6 +2940,30 @@ def run_command(
         f"{shell}{program()} run {shlex.quote(named)}{''.join(f' {f}' for f in flags)}"
         f" --workdir {shlex.quote(str(workdir))}{options}"
     )
+
+
+# The retry a reason names for a letter failed as OutcomeUnknown under another file
+# (sent_under_reason), and that file's campaign.
+_RETRY_UNKNOWN_THERE = re.compile(r"`run [^`]* --retry-unknown`")
+_CAMPAIGN_NAMED = re.compile(r"\(campaign (c-[0-9a-f]+)\)")
+
+
+def naming_run_options(reason: str, wd: Workdir) -> str:
+    """``reason`` with the `run F --retry-unknown` it names for another file written whole, as
+    the latest run of that file in ``wd`` takes it (again_command: the workdir, templates,
+    delivery); as it is where ``wd`` keeps no such run."""
+    command, campaign = _RETRY_UNKNOWN_THERE.search(reason), _CAMPAIGN_NAMED.search(reason)
+    if command is None or campaign is None or not wd.has_ledger():
+        return reason
+    try:
+        with _local_ledger(wd, read_only=True) as ledger:
+            latest = ledger.latest_upload(campaign[1])
+        if latest is None:
+            return reason
+        whole = again_command(wd, latest.execution.rsplit(":", 1)[-1], "--retry-unknown")
+    except (MailMatrixError, OSError):
+        return reason  # the command as the reason names it: the rest is the operator's
+    return reason.replace(command[0], f"`{whole}`")
 
 
 def again_command(wd: Workdir, execution_id: str, *flags: str) -> str:

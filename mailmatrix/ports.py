@@ -306,8 +306,9 @@ class LetterPrint(NamedTuple):
     (not only once it is recorded sent), so a claim of another campaign finds it being sent.
     ``whose``: recipient_key(campaign, the letter's address) for any campaign: with ``file``,
     a letter of another campaign that carried the same file (size, print and SHA-256) to
-    another recipient and may have gone out holds this one back (``SentCopy.owned``), the
-    files it sends again (``again``) too: that file is another person's letter. None: no
+    another recipient as theirs holds this one back (``SentCopy.owned``), whether it went
+    out or not (NAMED), the files it sends again (``again``) too: that file is another
+    person's letter. None: no
     such check (the operator said the address was corrected, run --corrected-address). The
     ledger keeps no address: it asks ``whose`` for the campaigns of the letters it finds.
     """
@@ -326,8 +327,8 @@ class LetterPrint(NamedTuple):
 
 
 class SentCopy(NamedTuple):
-    """A letter of any campaign that may have gone out carrying, as its recipient's own, a
-    file of a given size and print (Ledger.sent_copies)."""
+    """A letter of any campaign carrying, as its recipient's own, a file of a given size and
+    print (Ledger.sent_copies): one that may have gone out, or NAMED."""
 
     campaign: str
     attachment: str  # the file's name, as the letter's row named it
@@ -340,7 +341,7 @@ class SentCopy(NamedTuple):
     # For a letter found by its print (Ledger.hold_letter): SENT, SENDING (claimed by a live
     # attempt now: it may yet fail), IN_DOUBT (its attempt ended as it sent it, or gave it
     # back after a try that may have been taken) or UNKNOWN (failed as OUTCOME_UNKNOWN); ""
-    # where the ledger does not tell (counted as sent).
+    # where the ledger does not tell (counted as sent). NAMED: found by its file, not gone.
     state: str = ""
     # Found for a letter's own file (LetterPrint.file): this letter carried the same file to
     # another recipient, so the one about to be sent is another person's letter.
@@ -362,6 +363,10 @@ SENT = "sent"
 SENDING = "sending"
 IN_DOUBT = "in_doubt"
 UNKNOWN = "unknown"
+# SentCopy.state of a letter found by its own file (Ledger.sent_copies, a claim's ``owned``)
+# that has not gone out (failed for good, given back unsent, settled as not sent): its file
+# is its recipient's all the same, refused to another person by another file.
+NAMED = "named"
 
 
 # (key, message id, uncertain) of a letter sent, or with the file it carried as its
@@ -632,9 +637,10 @@ class Ledger(Protocol):
         ...
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
-        """The letters of every campaign that may have gone out (as file_owners counts
-        them) carrying as their recipient's own a file of ``size`` bytes and ``print``, read
-        by the ledger's index of files a page at a time."""
+        """The letters of every campaign carrying as their recipient's own (their file's
+        owner record names them) a file of ``size`` bytes and ``print``: those that may have
+        gone out (as file_owners counts them), and those that did not (NAMED), read by the
+        ledger's index of files a page at a time."""
         ...
 
     def hold_letter(self, key: str, letter: LetterPrint) -> SentCopy | None:

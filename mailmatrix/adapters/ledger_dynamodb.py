@@ -73,6 +73,7 @@ from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     IN_DOUBT,
+    NAMED,
     OUTCOME_UNKNOWN,
     SENDING,
     SENT,
@@ -202,8 +203,9 @@ def _not_gone_check(table: str, key: str) -> dict[str, Any]:
 
 PRINT_PREFIX = "print#"
 SET_PREFIX = "set#"  # the item naming the letters of an address and set (LetterPrint.person)
-# SentCopy.state of the letters that hold a print, the first named first (_print_items).
-_PRINT_ORDER = (SENT, SENDING, IN_DOUBT, UNKNOWN)
+# SentCopy.state of the letters that hold a print, the first named first (_print_items); and
+# NAMED, last, of a file's letters (_file_items).
+_PRINT_ORDER = (SENT, SENDING, IN_DOUBT, UNKNOWN, NAMED)
 _PRINT_TRIES = 5
 # The most items one TransactWriteItems takes ("groups up to 100 action requests"):
 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html
@@ -302,7 +304,10 @@ def _owned_copy(entry: Mapping[str, Any], now: float) -> SentCopy:
 
 def _letter_state(entry: Mapping[str, Any], now: float) -> str:
     """SentCopy.state of ``entry``'s letter, which may have gone out (_gone): sent, being sent
-    now (claimed, its lease not run out: the attempt may yet fail), or in doubt."""
+    now (claimed, its lease not run out: the attempt may yet fail), or in doubt; NAMED where
+    it cannot have gone (a letter found by its own file)."""
+    if not _gone(entry):
+        return NAMED
     if entry.get("state") == "sent":
         return SENT
     if entry.get("state") == "claimed" and float(entry.get("lease_until") or 0) > now:
@@ -829,11 +834,20 @@ class DynamoDbLedger:
             letter.campaign,
             lambda origin: whose is not None and origin["recipient"] != whose(origin["campaign"]),
         )
-        gone = self._first_gone(asked, now)
+        # Gone or not, a letter that carries the file as its owner's holds it to that person.
+        gone = self._first_gone(asked, now, lambda e: _gone(e) or self._owns(e, file.sha256))
         if gone is not None:
             return _owned_copy(gone, now), []
         named[key] = {"campaign": letter.campaign, "recipient": file.recipient}
         return None, self._letters_put(_file_key(file), found, named, asked, now)
+
+    def _owns(self, entry: Mapping[str, Any], sha256: str) -> bool:
+        """Whether ``entry``'s letter carries a file of ``sha256`` as its recipient's own: its
+        campaign's owner item of the file names it. One read, for a letter not gone only."""
+        if entry.get("file_sha256") != sha256:
+            return False
+        owner = self._get_item(_owner_key(str(entry.get("campaign")), str(entry.get("file"))))
+        return owner is not None and _plain(owner).get("letter") == entry.get(KEY)
 
     def _print_items(
         self,
@@ -873,13 +887,15 @@ class DynamoDbLedger:
         named[key] = {"campaign": letter.campaign, "source": letter.source}
         return None, self._letters_put(item_key, found, named, asked, now)
 
-    def _first_gone(self, asked: list[str], now: float) -> dict[str, Any] | None:
+    def _first_gone(
+        self, asked: list[str], now: float, holds: Callable[[Mapping[str, Any]], bool] = _gone
+    ) -> dict[str, Any] | None:
         """Of the letters ``asked`` (their keys), the entry of the one that may have gone out
-        to name first: sent, then being sent now, then in doubt; the earliest written of each.
-        One BatchGetItem, none when none is asked."""
+        (or else ``holds``) to name first: sent, then being sent now, then in doubt, then
+        NAMED; the earliest written of each. One BatchGetItem, none when none is asked."""
         entries = [_plain(item) for item in self._batch_get(asked)] if asked else []
         gone = sorted(
-            (e for e in entries if _gone(e)),
+            (e for e in entries if holds(e)),
             key=lambda e: (
                 _PRINT_ORDER.index(_letter_state(e, now)),
                 float(e.get("updated_at", 0)),
@@ -934,9 +950,9 @@ class DynamoDbLedger:
         )
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
-        """The letters of any campaign that may have gone out with their recipient's own
-        file of ``size`` and ``print`` (see the Ledger port): one query of the by_file
-        index, a page at a time."""
+        """The letters of any campaign with their recipient's own file of ``size`` and
+        ``print``, gone or not (NAMED; see the Ledger port): one query of the by_file index, a
+        page at a time."""
         items = self._items(
             FILE_INDEX,
             "#fs = :fs AND #fp = :fp",
@@ -945,8 +961,6 @@ class DynamoDbLedger:
         )
         for item in items:
             found = _plain(item)
-            if not _gone(found):
-                continue
             yield SentCopy(
                 str(found["campaign"]),
                 str(found["file"]),

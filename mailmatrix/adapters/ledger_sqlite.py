@@ -10,11 +10,12 @@ lock (``busy_timeout``).
 A row naming its own attachment also records, in its claim's transaction, the recipient the
 file goes to (the table attachment_owners, with the address masked): the file is refused to
 another recipient of the campaign while that letter may have gone out, and validation holds
-links to it and copies of it to that recipient (file_owners). When that letter is recorded
-sent, the same UPDATE keeps with it the file's name, size, SHA-256 and sample print (columns
-``file``, ``file_size``, ``file_sha256``, ``file_print``, and ``file_source``, the name of
-the campaign's CSV; NULL in rows written before them,
-and for letters without a file of their own): validation of any campaign finds the letters
+links to it and copies of it to that recipient (file_owners); a copy of it is refused to
+another recipient by any other campaign whatever became of that letter (_same_file). When that
+letter is recorded sent, the same UPDATE keeps with it the file's name, size, SHA-256 and
+sample print (columns ``file``, ``file_size``, ``file_sha256``, ``file_print``, and
+``file_source``, the name of the campaign's CSV; NULL in rows written before them, and for
+letters without a file of their own): validation of any campaign finds the letters
 that carried a file of a size and print by the index ``sends_by_file`` (sent_copies).
 
 A letter about to be sent keeps its print (``letter_print``: a SHA-256 of its address,
@@ -90,6 +91,7 @@ from mailmatrix.errors import LedgerError, LedgerNotWritten, NotSettled
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
     IN_DOUBT,
+    NAMED,
     OUTCOME_UNKNOWN,
     SENDING,
     SENT,
@@ -244,15 +246,15 @@ _SAME_LETTER = (
 # sends_by_person: a letter of the set whose text changed (a name spelt anew) holds it back.
 _SAME_SET = _SAME_LETTER.replace("letter_print = ?", "letter_person = ?")
 
-# The letters of other campaigns that may have gone out with a file of the same bytes as
-# their recipients' own (a letter's own file, LetterPrint.file), each with its owner, by the
-# index sends_by_file.
+# The letters of other campaigns with a file of the same bytes as their recipients' own (a
+# letter's own file, LetterPrint.file), each with its owner and whether it may have gone out,
+# by the index sends_by_file: gone or not, the file is its owner's.
 _SAME_FILE = (
-    "SELECT sends.campaign, file, recipient, row, masked, file_source, updated_at, state,"
-    " lease_until, sends.holder, code FROM sends JOIN attachment_owners"
+    f"SELECT {_GONE}, sends.campaign, file, recipient, row, masked, file_source, updated_at,"
+    " state, lease_until, sends.holder, code FROM sends JOIN attachment_owners"
     " ON attachment_owners.campaign = sends.campaign AND attachment = file AND letter = key"
     " WHERE file_size = ? AND file_print = ? AND file_sha256 = ? AND sends.campaign != ?"
-    f" AND {_GONE} ORDER BY updated_at"
+    " ORDER BY updated_at"
 )
 # What a claim, or hold_letter, keeps of a letter about to be sent (_stamp).
 _STAMP = (
@@ -265,11 +267,11 @@ _STAMP = (
 
 # Whether there is such a letter (_claim_unless).
 _SAME_LETTER_ANY = f"SELECT 1 FROM sends WHERE letter_print = ? AND campaign != ? AND {_GONE}"
-# Whether another campaign has a letter of the same own file that may have gone out, to
-# anyone (_claim_unless: which recipient's, _same_file reads once it inserts nothing).
+# Whether another campaign has a letter of the same own file, to anyone (_claim_unless:
+# which recipient's, _same_file reads once it inserts nothing).
 _SAME_FILE_ANY = (
     "SELECT 1 FROM sends WHERE file_size = ? AND file_print = ? AND file_sha256 = ?"
-    f" AND campaign != ? AND {_GONE}"
+    " AND campaign != ?"
 )
 _SAME_SET_ANY = _SAME_LETTER_ANY.replace("letter_print", "letter_person")
 # _CLAIM_NEW, unless {where} holds.
@@ -1043,8 +1045,8 @@ class SqliteLedger:
         return found
 
     def sent_copies(self, size: int, print: str) -> Iterator[SentCopy]:
-        """The letters of any campaign that may have gone out with their recipient's own
-        file of ``size`` and ``print`` (see the Ledger port), by the index sends_by_file, each
+        """The letters of any campaign with their recipient's own file of ``size`` and
+        ``print``, gone or not (NAMED; see the Ledger port), by the index sends_by_file, each
         with its file's owner (the owner record of its campaign and file naming it)."""
         after = ""
         now = self._clock()
@@ -1053,16 +1055,16 @@ class SqliteLedger:
             page = self._statement(
                 f"sent_copies {size}",
                 "SELECT key, sends.campaign, file, recipient, row, masked, file_sha256,"
-                " file_source, updated_at, state, code, lease_until, sends.holder"
+                f" file_source, updated_at, state, code, lease_until, sends.holder, {_GONE}"
                 " FROM sends JOIN attachment_owners"
                 " ON attachment_owners.campaign = sends.campaign AND attachment = file"
                 " AND letter = key"
-                f" WHERE file_size = ? AND file_print = ? AND key > ? AND {_GONE}"
+                " WHERE file_size = ? AND file_print = ? AND key > ?"
                 " ORDER BY key LIMIT ?",
-                (size, print, after, OUTCOME_UNKNOWN, _SETTLED_PAGE),
+                (OUTCOME_UNKNOWN, size, print, after, _SETTLED_PAGE),
             )
             for _, campaign, name, recipient, row, masked, sha256, source, at, *kept in page:
-                state, code, lease, holder = kept
+                state, code, lease, holder, gone = kept
                 yield SentCopy(
                     str(campaign),
                     str(name),
@@ -1072,7 +1074,7 @@ class SqliteLedger:
                     str(sha256),
                     str(source or ""),
                     float(at or 0),
-                    _letter_state(state, code, lease, holder, now),
+                    _letter_state(state, code, lease, holder, now) if gone else NAMED,
                     outbox=outbox(str(campaign)),
                 )
             if len(page) < _SETTLED_PAGE:
@@ -1748,22 +1750,23 @@ def _first_letter(
 
 
 def _same_file(db: sqlite3.Connection, letter: LetterPrint, now: float) -> SentCopy | None:
-    """The letter of another campaign that may have gone out to another recipient with a
-    file of the same bytes as ``letter``'s own, or None (hold_letter; a claim given the
-    print): one indexed read, none for a letter without a file of its own. Its files sent
-    again do not excuse it: that file is another person's letter. Ordered as _same_letter."""
+    """The letter of another campaign to another recipient with a file of the same bytes as
+    ``letter``'s own as theirs, whether it went out or not (NAMED), or None (hold_letter; a
+    claim given the print): one indexed read, none for a letter without a file of its own.
+    Its files sent again do not excuse it: that file is another person's letter. Ordered as
+    _same_letter, NAMED last."""
     file, whose = letter.file, letter.whose
     if file is None or whose is None:
         return None
     found = db.execute(
-        _SAME_FILE, (file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN)
+        _SAME_FILE, (OUTCOME_UNKNOWN, file.size, file.print, file.sha256, letter.campaign)
     )
     best: SentCopy | None = None
-    for campaign, name, recipient, row, masked, source, at, *kept in found.fetchall():
+    for gone, campaign, name, recipient, row, masked, source, at, *kept in found.fetchall():
         if recipient == whose(str(campaign)):
             continue  # the same person's letter under another file: sent_under's to tell
         state, lease, holder, code = kept
-        kind = _letter_state(state, code, lease, holder, now)
+        kind = _letter_state(state, code, lease, holder, now) if gone else NAMED
         if best is None or _LETTER_STATES.index(kind) < _LETTER_STATES.index(best.state):
             best = SentCopy(
                 str(campaign),
@@ -1805,8 +1808,8 @@ def _letter_state(
     return IN_DOUBT  # its attempt ended holding it, or a try of it may have been taken
 
 
-# SentCopy.state, the first named first (_same_letter).
-_LETTER_STATES = (SENT, SENDING, IN_DOUBT, UNKNOWN)
+# SentCopy.state, the first named first (_same_letter; NAMED, _same_file's only).
+_LETTER_STATES = (SENT, SENDING, IN_DOUBT, UNKNOWN, NAMED)
 
 
 def _sending_elsewhere(held: SentCopy) -> Claim:
@@ -1853,7 +1856,7 @@ def _claim_unless(
     if letter is not None and letter.file is not None and letter.whose is not None:
         file = letter.file
         unless.append(_SAME_FILE_ANY)
-        values += [file.size, file.print, file.sha256, letter.campaign, OUTCOME_UNKNOWN]
+        values += [file.size, file.print, file.sha256, letter.campaign]
     if letter is not None and letter.person:
         unless.append(_SAME_SET_ANY)
         values += [letter.person, letter.campaign, OUTCOME_UNKNOWN]

@@ -56,6 +56,7 @@ from mailmatrix.core.report import (
     DOUBT_UNDER_CODE,
     FAILED_APART,
     HELD_UNDER,
+    MAYBE_SENT_UNDER,
     SENT_UNDER,
     SENT_UNDER_CODE,
     SUPERSEDED,
@@ -97,8 +98,10 @@ from mailmatrix.local import (
     header_warnings,
     incoming_key,
     is_bundled,
+    naming_run_options,
     progress_of,
     run_campaign,
+    run_choices,
     run_command,
     sender_of,
     unsubscribe_of,
@@ -435,9 +438,16 @@ def _print_outcome(
                 if counts["skipped"] == counts.get("valid")
                 else f"{counts['skipped']} of the {counts.get('valid', 0)} valid rows were"
             )
+            held = counts.get("sent_under", 0) + counts.get("doubt_under", 0)
+            also = (
+                f"; {held} row(s) more were held back for letters of another file, not sent"
+                " (said above)"
+                if held
+                else ""
+            )
             console.print(
                 f"[yellow]Nothing new sent: {earlier} already sent by an earlier run (the "
-                "ledger remembers).[/yellow]"
+                f"ledger remembers){also}.[/yellow]"
             )
         elif not counts.get("valid") and counts.get("sent_under"):
             console.print(
@@ -706,8 +716,7 @@ def _print_held_under(
                     rows.append(row)
                 under = set_letter_file(row.get("reason") or "")
                 if under is not None:
-                    doubt = row.get("code") == DOUBT_UNDER_CODE
-                    by_set["doubt_under" if doubt else "sent_under"][under] += 1
+                    by_set["doubt_under" if _in_doubt_under(row) else "sent_under"][under] += 1
         count += found
         files += [str(result[key])] if found else []
     if not rows:
@@ -718,14 +727,26 @@ def _print_held_under(
     console.print(f"[bold]Rows not sent: their letters {went} under another file[/bold] ({count}):")
     where = _workdir_option(result)
     for row in rows:
-        said = DOUBT_UNDER if row.get("code") == DOUBT_UNDER_CODE else row.get("outcome")
+        said = DOUBT_UNDER if _in_doubt_under(row) else row.get("outcome")
         said = said or SENT_UNDER  # a row of the report (held as it was sent) has no outcome
-        reason = naming_workdir(row.get("reason") or "", where)
+        reason = naming_workdir(_naming_options(row.get("reason") or "", result), where)
         console.print(f"  row {row.get('row')} {said}: {reason}", markup=False)
     if count > len(rows):
         more = f"  ... and {count - len(rows)} more in {' and '.join(files)}"
         console.print(more, markup=False, soft_wrap=True)
     return by_set
+
+
+def _in_doubt_under(row: Mapping[str, str]) -> bool:
+    """Whether a held row (_held_under) was held as its letter may have gone under another
+    file, in doubt there: as it was sent, or by validation (it may have been sent)."""
+    return row.get("code") == DOUBT_UNDER_CODE or row.get("outcome") == MAYBE_SENT_UNDER
+
+
+def _naming_options(reason: str, result: Mapping[str, Any]) -> str:
+    """``reason`` with the retry it names for another file written whole, as that file runs
+    in the run's workdir (naming_run_options)."""
+    return naming_run_options(reason, Workdir(Path(str(result.get("workdir") or "."))))
 
 
 def _settling_where(reason: str, where: str) -> str:
@@ -995,7 +1016,8 @@ def run(
     )
     name_the_file(result, str(csv_file))
     add_settle_commands(result, str(csv_file), workdir)
-    add_choices(result, record, send_again_from, corrected)
+    # As the run used them: with the files its earlier runs were told to send again
+    add_choices(result, record, *run_choices(Workdir(workdir), result["execution"]))
     result["warnings"] = warnings
     result["validation_warnings"] = validation_warnings(result, said=warnings)
     if result["counts"].get("failed"):

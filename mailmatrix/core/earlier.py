@@ -25,7 +25,15 @@ from typing import Protocol
 from mailmatrix.core.attachments import AttachmentIndex, Lookup
 from mailmatrix.core.contents import Contents
 from mailmatrix.core.seen import SeenTable, size_key
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, SENT, FileOwner, Outcome, SentCopy
+from mailmatrix.ports import (
+    NAMED,
+    OUTCOME_UNKNOWN,
+    SENDING,
+    SENT,
+    FileOwner,
+    Outcome,
+    SentCopy,
+)
 
 
 class EarlierFiles:
@@ -184,10 +192,11 @@ class SentFiles:
         ``found``, the row's own file, to the row's own address (``email``): the same letter
         went to the same person already, and this one is not sent unless the operator named
         that file to send again (``send_again_from``). None when there is none, or when the
-        run skips the row's letter (``template``: its set). A letter being sent now, or left
-        in doubt as its run sent it, is left to the send: its print holds the row there,
-        waiting for it or counted in doubt under that file; but named when ``doubtful`` (a
-        forecast: validate holds the row back as that send would)."""
+        run skips the row's letter (``template``: its set). A letter being sent now is left
+        to the send: its print holds the row there, waiting for it; but named when
+        ``doubtful`` (a forecast: validate holds the row back as that send would). One in
+        doubt is named: the row is held back as in doubt there, its file its own (a copy of
+        it for another row is that row's fault), as validate says."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return None
         if self._skips(email, template):
@@ -196,8 +205,10 @@ class SentFiles:
         for letter in letters:
             if letter.campaign == self.campaign or self._again & {letter.source, letter.campaign}:
                 continue
-            if letter.state in (SENDING, IN_DOUBT) and not self._doubtful:
-                continue  # its claim keeps the file: the send holds the row (busy, or in doubt)
+            if letter.state == NAMED:
+                continue  # it did not go out: nothing went to the address
+            if letter.state == SENDING and not self._doubtful:
+                continue  # its claim keeps the file: the send holds the row (busy)
             if self._recipient(letter.campaign, email) != letter.recipient:
                 continue
             sha256 = sha256 or self._contents.sha256(found.name, found.tag)
@@ -234,12 +245,16 @@ class SentFiles:
         self, found: Lookup, own: Callable[[SentCopy], bool] | None = None
     ) -> Iterator[SentCopy]:
         """The letters ``another`` and ``anyones`` refuse ``found`` for; ``own``: whether a
-        letter went to the person the file goes to (not hashed for then: a rerun)."""
+        letter went to the person the file goes to (not hashed for then: a rerun). A letter
+        that did not go out (NAMED) holds its file to its person against another campaign's
+        rows (``another``) only: this campaign's owner records tell its own."""
         if not found.size or not self._sizes.holds(size_key(found.size)):
             return
         letters, sha256 = self._copies(found)
         for letter in letters:
             if letter.campaign == self.campaign and letter.attachment == found.name:
+                continue
+            if letter.state == NAMED and (own is None or letter.campaign == self.campaign):
                 continue
             if own is not None and own(letter):
                 continue  # the person's own letter (a rerun): no need to hash the file

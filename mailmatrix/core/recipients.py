@@ -46,6 +46,7 @@ from mailmatrix.core.contents import Contents, copies
 from mailmatrix.core.earlier import EarlierFiles, EarlierRecipients, EarlierSets, SentFiles
 from mailmatrix.core.filekinds import file_kind
 from mailmatrix.core.report import (
+    MAYBE_SENT_UNDER,
     campaign_of,
     held_under_outcome,
     letter_of_another_campaign,
@@ -379,6 +380,8 @@ class IntakeReport:
     # being sent) to the same address under another file (a copy of the file renamed): that
     # file's name -> how many.
     sent_under: dict[str, int] = field(default_factory=dict)
+    # Of those, how many only may have gone (in doubt there, or failed as OutcomeUnknown)
+    doubt_under: int = 0
 
     def close(self) -> None:
         """Drop the spooled lists (the counts stay): once the report has been read."""
@@ -1048,6 +1051,7 @@ class _Intake:
                 }
             )
             report.sent_under[source] = report.sent_under.get(source, 0) + 1
+            report.doubt_under += held_under_outcome(went) == MAYBE_SENT_UNDER
             self._own_file(row, values, self._recipient(email_text, address), sent=False)
             self._claim_address(row, values, address, sent=False)
             return

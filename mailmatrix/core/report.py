@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from mailmatrix.errors import AttachmentChanged
-from mailmatrix.ports import IN_DOUBT, OUTCOME_UNKNOWN, SENDING, UNKNOWN, SentCopy
+from mailmatrix.ports import IN_DOUBT, NAMED, OUTCOME_UNKNOWN, SENDING, UNKNOWN, SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
     by validation, and by a run that finds it as it claims the row (the other file run at
     the same moment)."""
     whom = f"another recipient ({letter.masked})" if letter.masked else "another recipient"
-    if letter.state == IN_DOUBT:
+    if letter.state in (IN_DOUBT, NAMED):
         return _letter_in_doubt_elsewhere(name, letter, whom)
     went, sent = "was sent", "sent"
     if letter.state == UNKNOWN:  # (one in doubt is said above)
@@ -269,28 +269,30 @@ def letter_of_another_campaign(name: str, letter: SentCopy) -> str:
 
 def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
     """letter_of_another_campaign's reason where ``letter`` is in doubt (its run ended as it
-    sent it): whether it went is to be settled there first; settled as not sent, a run of this
-    file sends the row; only if it went is the row's file another's."""
+    sent it) or did not go out (NAMED): either way the file is that person's, named so by
+    that file, and no settling of it sends this row."""
     source = _source_of(letter)
+    fate = f"in doubt there: that run ended as it sent it; `settle {source}` lists it"
+    if letter.state == NAMED:
+        fate = "not sent there: it failed, or was given back unsent"
     if letter.attachment == name:
-        what = f"{name} may have been sent to {whom} under {campaign_of(letter)} as their own"
+        what = f"{name} is the own letter of {whom} under {campaign_of(letter)}"
         corrected = (
             f"; or, if that address was wrong and this is the same person, run {source} with"
             " the address corrected and --corrected-address ROW (that person's row in it: row"
-            f" {letter.row} when it was sent)"
+            f" {letter.row} then)"
         )
     else:
         what = (
-            f"{name} has the same contents as {letter.attachment}, which may have been sent to"
-            f" {whom} under {campaign_of(letter)} as their own"
+            f"{name} has the same contents as {letter.attachment}, the own letter of {whom}"
+            f" under {campaign_of(letter)}"
         )
         corrected = ""
     return (
-        f"{what} letter (row {letter.row} of that run, which ended as it sent it: in doubt"
-        " there), so it is not sent to this recipient now. Settle it there first (`settle"
-        f" {source}` lists it, and records what the mail server's log says): settled as not"
-        " sent, a run of this file sends this row. Only if it did go, name this recipient's"
-        f" own file in Attachment_File, then run the file again{corrected}"
+        f"{what}, row {letter.row} of that run ({fate}), so it is not sent to this"
+        " recipient whatever became of that letter: this row names that person's letter."
+        " Name this recipient's own file in Attachment_File, then run the file again"
+        f"{corrected}"
     )
 
 
@@ -320,10 +322,12 @@ def naming_workdir(reason: str, option: str) -> str:
     """``reason`` (sent_under_reason's) with ``option`` (``--workdir W``) added to each
     command it names for the other file (`settle F`, `run F --retry-unknown`): for a row of a
     run whose workdir is not the default, where those commands look when not told (no
-    ``option``: ``reason`` as it is)."""
+    ``option``: ``reason`` as it is; a command written whole, with its own, stays)."""
     if not option:
         return reason
-    return _OTHER_FILES_COMMAND.sub(lambda found: f"`{found[1]} {option}`", reason)
+    return _OTHER_FILES_COMMAND.sub(
+        lambda found: found[0] if " --workdir " in found[1] else f"`{found[1]} {option}`", reason
+    )
 
 
 def sent_under_reason(letter: SentCopy) -> str:
@@ -610,14 +614,16 @@ def summarize_results(
             kept.append(row)
         else:
             write_report_row(report, row)
+    held_in_doubt = int(validation_counts.get("doubt_under", 0))
     counts = {
         "rows": int(validation_counts.get("rows", 0)),
         "valid": int(validation_counts.get("valid", 0)),
         "rejected": int(validation_counts.get("rejected", 0)),
         "duplicates": int(validation_counts.get("duplicates", 0)),
         "excluded": int(validation_counts.get("excluded", 0)),
-        "sent_under": int(validation_counts.get("sent_under", 0)) + held,
-        "doubt_under": doubted,
+        # (validation counts its rows in doubt elsewhere among those held: apart here)
+        "sent_under": int(validation_counts.get("sent_under", 0)) - held_in_doubt + held,
+        "doubt_under": held_in_doubt + doubted,
         "sent": outcomes.get("sent", 0),
         "skipped": outcomes.get("skipped", 0) - held - doubted,
         "failed": outcomes.get("failed", 0),
@@ -680,6 +686,9 @@ def progress_counts(
         name: int(validation_counts.get(name, 0))
         for name in ("rows", "valid", "rejected", "duplicates", "excluded", "sent_under")
     }
+    if validation_counts.get("doubt_under"):  # of those held back, the rows in doubt there
+        counts["doubt_under"] = int(validation_counts["doubt_under"])
+        counts["sent_under"] -= counts["doubt_under"]
     for name in ("sent", "skipped", "failed", "unknown", "in_doubt", "unsent"):
         counts[name] = found[name]
     counts["possible_duplicates"] = possible_duplicates

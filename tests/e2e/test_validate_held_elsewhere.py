@@ -141,7 +141,7 @@ def test_validate_names_each_file_rows_were_held_under_in_its_advice(tmp_path: P
     assert json.loads(forecast.stdout)["valid"] == 2
 
 
-def test_a_row_whose_own_file_is_in_doubt_under_another_file_says_to_settle_it_there_first(
+def test_a_row_whose_own_file_is_in_doubt_under_another_file_is_not_sent_settled_or_not(
     tmp_path: Path, monkeypatch: Any, two_workers: Any
 ) -> None:
     # GIVEN a run of offers.csv, in a workdir not the default, that left row 2 (Amelia's
@@ -155,27 +155,25 @@ def test_a_row_whose_own_file_is_in_doubt_under_another_file_says_to_settle_it_t
     validated = CliRunner().invoke(
         cli, ["validate", str(other), "--workdir", str(workdir)], env={"COLUMNS": "1000"}
     )
-    assert "Settle it there first (`settle offers.csv --workdir" in validated.output, (
-        validated.output
-    )
+    assert "`settle offers.csv --workdir" in validated.output, validated.output
 
     # WHEN other.csv is run
     shown = CliRunner().invoke(cli, ["run", str(other), "--workdir", str(workdir)])
 
-    # THEN Kim's row is not sent, and its reason says to settle the letter there first, with
-    # the workdir that lists it, before naming her own file
+    # THEN Kim's row is not sent, and its reason names the letter in doubt there, with the
+    # workdir that lists it, and says to name her own file: settling does not send it
     said = " ".join(shown.output.split())
     assert (
-        "amelia-hart.pdf may have been sent to another recipient (a***@example.com) under"
+        "amelia-hart.pdf is the own letter of another recipient (a***@example.com) under"
         " offers.csv (campaign c-"
     ) in said, said
     assert (
-        "as their own letter (row 2 of that run, which ended as it sent it: in doubt there), so"
-        " it is not sent to this recipient now. Settle it there first (`settle offers.csv"
-        f" --workdir {workdir}` lists it, and records what the mail server's log says): settled"
-        " as not sent, a run of this file sends this row. Only if it did go, name this"
-        " recipient's own file in Attachment_File"
+        "row 2 of that run (in doubt there: that run ended as it sent it; `settle offers.csv"
+        f" --workdir {workdir}` lists it), so it is not sent to this recipient whatever became"
+        " of that letter: this row names that person's letter. Name this recipient's own file"
+        " in Attachment_File"
     ) in said
+    assert "a run of this file sends this row" not in said
     assert len(list((workdir / "outbox" / "new").iterdir())) == letters
 
     # WHEN the letter is settled there as not sent, and other.csv run again
@@ -185,9 +183,9 @@ def test_a_row_whose_own_file_is_in_doubt_under_another_file_says_to_settle_it_t
     assert settled.exit_code == 0, settled.output
     again = _run(other, workdir)
 
-    # THEN Kim's letter goes
-    assert again["counts"]["sent"] == 1, again
-    assert len(list((workdir / "outbox" / "new").iterdir())) == letters + 1
+    # THEN Kim's row is still not sent: that file is Amelia's, sent or not
+    assert (again["counts"]["sent"], again["counts"]["rejected"]) == (0, 1), again
+    assert len(list((workdir / "outbox" / "new").iterdir())) == letters
 
 
 def test_a_corrected_address_of_a_row_whose_file_went_under_another_file_names_that_file(
