@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from mailmatrix.adapters.smtp_urls import redacted
+from mailmatrix.adapters.smtp_urls import PASSWORD_VARIABLE, redacted, url_warnings
 from mailmatrix.choices import check_choices
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
@@ -915,6 +915,7 @@ def run(
     listener = LedgerWaitNotices(notice_console(progress), ProgressListener(progress))
     stop_on_signals()
     warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
+    warnings += url_warnings(smtp_url, PASSWORD_VARIABLE in os.environ)
     for warning in warnings:  # before anything is sent: the run may still be stopped
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     given = {
