@@ -1028,7 +1028,9 @@ def add_action(result: dict[str, Any], code: int) -> dict[str, Any]:
     """``result`` as `--json` prints it, with what a script branches on (failing.py): ``ok``,
     ``exit_code`` (``code``), ``action`` and, where the run failed, ``failure``: the batches'
     error where they stopped it (a halt: AccountSendingHalted, OutcomesUnknown, ...), else the
-    execution's."""
+    execution's. Its ``failed`` count leaves out the rows left to a newer run (``superseded``):
+    nothing failed there, and a monitor alerting on failed rows must not fire."""
+    result["counts"] = {**result["counts"], "failed": failed_rows(result["counts"])}
     kind = str(result.get("batch_error") or result.get("error") or "")
     message = str(result.get("cause") or "")
     if result["counts"].get("in_doubt") and code != exits.OK:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from mailmatrix.cli import exits
+from mailmatrix.cli import exits, run_cmd
 from mailmatrix.cli.failing import action_of
 from mailmatrix.cli.main import cli
 from tests.unit.test_settle import EXAMPLE, _leave_in_doubt, campaign  # noqa: F401 (a fixture)
@@ -98,3 +98,16 @@ def test_a_url_naming_a_user_without_a_password_is_json_and_a_setting_to_fix(tmp
     assert said["action"] == "fix_settings"
     assert "MAILMATRIX_SMTP_PASSWORD" in said["failure"]["message"]
 
+
+def test_rows_left_to_a_newer_run_are_not_counted_failed_in_json():
+    # GIVEN a run superseded by a newer one: all 6 of its rows left to that run
+    result = {"status": "SUCCEEDED", "counts": {"sent": 0, "failed": 6, "superseded": 6}}
+
+    # WHEN its --json result is made
+    code = run_cmd.exit_code(result)
+    said = run_cmd.add_action(result, code)
+
+    # THEN nothing failed: a monitor alerting on failed rows stays quiet
+    assert (code, said["ok"], said["action"]) == (exits.OK, True, "none")
+    assert (said["counts"]["failed"], said["counts"]["superseded"]) == (0, 6)
+    assert "failure" not in said
