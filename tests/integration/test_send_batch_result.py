@@ -112,3 +112,35 @@ def test_a_log_file_that_cannot_be_written_is_said_once_without_tracebacks(tmp_p
         f"mailmatrix: log lines are not written to {tmp_path / 'logs' / 'lambda.jsonl'}"
         " (No space left on device)\n"
     )
+
+
+def test_a_row_given_up_logs_one_warning_with_its_row_and_code_not_its_address(
+    tmp_path, monkeypatch
+):
+    # GIVEN a batch whose row 3 the server refused for good, row 2 sent, row 4 left to a newer run
+    result = {
+        "sent": 1,
+        "skipped": 0,
+        "failed": 2,
+        "rows": [
+            {"row": 2, "status": "sent", "message_id": "m-2"},
+            {"row": 3, "status": "failed", "code": "550", "reason": "550 no such user a@x.org"},
+            {"row": 4, "status": "failed", "code": "Superseded", "reason": "a newer run"},
+        ],
+    }
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    handler_logger = logging.getLogger(LAMBDA_LOGGER)
+    handler_logger.addHandler(listener)
+
+    # WHEN the Lambda handler returns the batch
+    try:
+        _handle(result, tmp_path, monkeypatch)
+    finally:
+        handler_logger.removeHandler(listener)
+
+    # THEN one WARNING names row 3 and its code, and nothing of its address
+    given_up = [r for r in records if r.getMessage() == "Row given up"]
+    assert [(r.levelname, r.row, r.code) for r in given_up] == [("WARNING", 3, "550")]  # type: ignore[attr-defined]
+    assert not any("@" in str(vars(r)) for r in given_up)
