@@ -3,7 +3,9 @@ reasons of its failed rows."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from functions.send_batch import app
 from mailmatrix.core.payload import CUT_MARK, RESULT_BUDGET_BYTES, result_size
@@ -37,6 +39,20 @@ def _handle(result: dict, tmp_path, monkeypatch) -> dict:
         return app.handler(event, make_context("SendBatchFunction", None, 900))
 
 
+@contextlib.contextmanager
+def _logged() -> Iterator[list[logging.LogRecord]]:
+    """The records the handlers' logger logs in the block."""
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    handler_logger = logging.getLogger(LAMBDA_LOGGER)
+    handler_logger.addHandler(listener)
+    try:
+        yield records
+    finally:
+        handler_logger.removeHandler(listener)
+
+
 def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget(
     tmp_path, monkeypatch
 ):
@@ -59,17 +75,10 @@ def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget
 def test_the_handler_warns_of_a_result_too_big_even_without_its_reasons(tmp_path, monkeypatch):
     # GIVEN a batch of so many failed rows that their numbers and codes alone pass the budget
     result = failed_batch(6000, reason_chars=20)
-    records: list[logging.LogRecord] = []
-    listener = logging.Handler()
-    listener.emit = records.append  # type: ignore[method-assign]
-    handler_logger = logging.getLogger(LAMBDA_LOGGER)
-    handler_logger.addHandler(listener)
 
     # WHEN the Lambda handler returns the batch
-    try:
+    with _logged() as records:
         returned = _handle(result, tmp_path, monkeypatch)
-    finally:
-        handler_logger.removeHandler(listener)
 
     # THEN every row is still there, and the operator is warned, once, with the sizes
     assert len(returned["rows"]) == 6000
@@ -128,17 +137,10 @@ def test_a_row_given_up_logs_one_warning_with_its_row_and_code_not_its_address(
             {"row": 4, "status": "failed", "code": "Superseded", "reason": "a newer run"},
         ],
     }
-    records: list[logging.LogRecord] = []
-    listener = logging.Handler()
-    listener.emit = records.append  # type: ignore[method-assign]
-    handler_logger = logging.getLogger(LAMBDA_LOGGER)
-    handler_logger.addHandler(listener)
 
     # WHEN the Lambda handler returns the batch
-    try:
+    with _logged() as records:
         _handle(result, tmp_path, monkeypatch)
-    finally:
-        handler_logger.removeHandler(listener)
 
     # THEN one WARNING names row 3 and its code, and nothing of its address
     given_up = [r for r in records if r.getMessage() == "Row given up"]
