@@ -81,11 +81,15 @@ class DoubtfulRow:
     email: str  # masked (mask()); "" where neither a manifest nor the ledger has it
     template: str | None
     attachment: str | None
-    tried_at: float  # when its attempt claimed it (or gave it back), seconds since the epoch
+    # When the try that may have sent its letter claimed it (or gave it back), seconds since
+    # the epoch: the time to look for in the mail server's log.
+    tried_at: float
     key: str = ""  # the ledger's key of its letter
     settle_as: str = ""  # how `settle` names it: its row, or ROW:LETTER where that is ambiguous
     address: str = ""  # whole, from the run's manifest (never shown); "" where it is gone
     evidence: str = ""  # what the mail service reported of its letter (on a stack: SES's event)
+    # When a later try (that surely sent nothing: a refused connection) ended; None: none did.
+    last_tried_at: float | None = None
 
     @property
     def letter(self) -> str:
@@ -101,7 +105,7 @@ class DoubtfulRow:
             "attachment": self.attachment,
             "tried_at": when(self.tried_at),
             "settle_as": self.settle_as or str(self.row),
-        }
+        } | ({"last_tried_at": when(self.last_tried_at)} if self.last_tried_at else {})
 
     def line(self) -> str:
         """One line for the console (doubt_line)."""
@@ -116,7 +120,11 @@ def doubt_line(row: Mapping[str, Any]) -> str:
     parts.append(f"template {template}" if template else "template not recorded")
     if row.get("attachment"):
         parts.append(f"attachment {row['attachment']}")
-    parts.append(f"tried {row['tried_at']}")
+    if row.get("last_tried_at"):
+        parts.append(f"tried {row['tried_at']} (it may have gone out then)")
+        parts.append(f"last tried {row['last_tried_at']}")
+    else:
+        parts.append(f"tried {row['tried_at']}")
     return ", ".join(parts)
 
 
@@ -580,8 +588,19 @@ def described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> li
         attachment = item.get("attachment") or doubt.attachment
         template = item.get("template")
         address = str(item.get("email") or "")
+        later = doubt.at if doubt.doubtful_at is not None and doubt.at > doubt.tried_at else None
         shown.append(
-            DoubtfulRow(doubt.row, email, template, attachment, doubt.at, doubt.key, "", address)
+            DoubtfulRow(
+                doubt.row,
+                email,
+                template,
+                attachment,
+                doubt.tried_at,
+                doubt.key,
+                "",
+                address,
+                last_tried_at=later,
+            )
         )
     return shown
 

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,7 +56,13 @@ from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
 from mailmatrix.adapters.mailer_maildir import NAME_GLOB
 from mailmatrix.adapters.notifier_local import LocalNotifier
-from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, delivery_of, redacted, without_password
+from mailmatrix.adapters.smtp_urls import (
+    DEFAULT_PORTS,
+    PASSWORD_VARIABLE,
+    delivery_of,
+    redacted,
+    without_password,
+)
 from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, open_recipients
 from mailmatrix.adapters.wiring import ledger_from
 from mailmatrix.core.addresses import RESERVED_SAID, first_real, is_reserved_domain, mask
@@ -1848,7 +1854,16 @@ def prepare(workdir: Workdir, env: dict[str, str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     workdir.scratch.mkdir(mode=0o700, exist_ok=True)
     workdir.scratch.chmod(0o700)  # one made before by hand may be open to others
-    _write_private(workdir.settings_file, env)
+    _write_private(workdir.settings_file, kept_settings(env))
+
+
+def kept_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as the workdir keeps it: the SMTP URL without its password (which would be in
+    every backup of the workdir); a redrive takes it from MAILMATRIX_SMTP_PASSWORD."""
+    mailer = env.get("MAILMATRIX_MAILER", "")
+    if not mailer.startswith("smtp"):
+        return dict(env)
+    return {**env, "MAILMATRIX_MAILER": without_password(mailer)}
 
 
 def _make_root(workdir: Workdir) -> None:
@@ -2626,7 +2641,7 @@ def execute(
     # The execution keeps its own settings: a redrive delivers as it did, whatever runs of
     # other files in the workdir have saved since.
     execution_id = str(uuid.uuid4())
-    _write_private(wd.run_settings(execution_id), env)
+    _write_private(wd.run_settings(execution_id), kept_settings(env))
     if ran is not None:
         _write_private(wd.run_source(execution_id), ran)
     with (
@@ -2647,6 +2662,20 @@ def execute(
     return record
 
 
+def _check_password_given(env: Mapping[str, str]) -> None:
+    """Refuse (ConfigurationError, nothing sent) a redrive through a server that takes a login
+    while MAILMATRIX_SMTP_PASSWORD is not set: the workdir keeps its URL without the password."""
+    mailer = env.get("MAILMATRIX_MAILER", "")
+    parts = urlsplit(mailer) if mailer.startswith("smtp") else None
+    if parts is None or not parts.username or parts.password or PASSWORD_VARIABLE in os.environ:
+        return
+    raise ConfigurationError(
+        f"the execution delivers through {mailer}, which takes a login, and the workdir keeps"
+        f" no password: nothing was sent. Set {PASSWORD_VARIABLE} to the password and redrive"
+        f" again, or run the file again with --smtp (a run skips the rows already sent)"
+    )
+
+
 @private_files()
 def redrive(
     workdir: Path,
@@ -2659,6 +2688,7 @@ def redrive(
     """Redrive a failed execution in ``workdir`` with the settings it ran with."""
     wd = Workdir(Path(workdir))
     env = settings_for(wd, execution_id)
+    _check_password_given(env)
     _check_own_workdir(wd, env, execution_id)
     check_workdir_writable(wd)
     ran = _ran(wd, execution_id)

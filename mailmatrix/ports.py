@@ -400,6 +400,15 @@ class Doubt(NamedTuple):
     event: str = ""
     event_at: str = ""
     event_message_id: str = ""
+    # The try whose letter may have gone out (its claim time and attempt), where the ledger
+    # kept it and later tries followed it; None: the try at ``at`` is that one.
+    doubtful_at: float | None = None
+    doubtful_attempt: str | None = None
+
+    @property
+    def tried_at(self) -> float:
+        """When the try that may have sent its letter claimed it."""
+        return self.at if self.doubtful_at is None else self.doubtful_at
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 
 from mailmatrix.adapters.wiring import ledger_from, mailer_from, row_reserve_s, storage_for
 from mailmatrix.core.payload import RESULT_BUDGET_BYTES, fit_batch_result, result_size
+from mailmatrix.core.report import SUPERSEDED
 from mailmatrix.core.templates import Catalog
 from mailmatrix.errors import ConfigurationError
 from mailmatrix.events import BY_THE_STATE_MACHINE, EventShape
@@ -124,6 +125,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.info(
         "Batch sent", sent=result["sent"], skipped=result["skipped"], failed=result["failed"]
     )
+    for row in result.get("rows") or []:  # given up: for the operator's log (no address)
+        if row.get("status") == "failed" and row.get("code") != SUPERSEDED:
+            logger.warning("Row given up", row=row.get("row"), code=row.get("code"))
     fitted = fit_batch_result(result)
     if fitted is not result:
         size = result_size(fitted)

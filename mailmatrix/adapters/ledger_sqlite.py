@@ -148,7 +148,9 @@ CREATE TABLE IF NOT EXISTS sends (
     file_source TEXT,
     settled TEXT,
     letter_print TEXT,
-    letter_person TEXT
+    letter_person TEXT,
+    doubtful_at REAL,
+    doubtful_attempt TEXT
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -286,6 +288,16 @@ _CLAIM_NEW_UNLESS = (
 # An entry whose letter may have gone out unrecorded (a row in doubt, see SqliteLedger.doubts):
 # claimed by an attempt that ended holding it, or given back after a try that may have been taken.
 _IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
+# The SET clause that keeps, the first time a row's try may have sent its letter (its claim
+# outlived its attempt, or ``?``: its try ended with the outcome unknown), that try's claim
+# time and attempt: the later tries (a refused connection) surely sent nothing, and the
+# operator looks in the server's log at the doubtful one. Old values: its claim's.
+_DOUBTFUL_TRY = (
+    "doubtful_at = CASE WHEN {0} AND doubtful_at IS NULL THEN updated_at ELSE doubtful_at END,"
+    " doubtful_attempt = CASE WHEN {0} AND doubtful_at IS NULL THEN attempt"
+    " ELSE doubtful_attempt END"
+)
+_TAKEN_OVER_TRY = _DOUBTFUL_TRY.format("state = 'claimed'")
 
 
 _T = TypeVar("_T")
@@ -787,6 +799,7 @@ class SqliteLedger:
             takeover = state == "claimed"
             db.execute(
                 "UPDATE sends SET state = 'claimed', attempt = ?, lease_until = ?,"
+                f" {_TAKEN_OVER_TRY},"
                 f" takeovers = takeovers + ?, updated_at = ?, holder = ?, {_STAMP} WHERE key = ?",
                 (attempt, lease, int(takeover), now, process, *stamp, key),
             )
@@ -1021,9 +1034,11 @@ class SqliteLedger:
         state = "failed" if permanent else "released"
         update = (
             "UPDATE sends SET state = ?, code = ?, reason = ?, lease_until = NULL,"
-            " uncertain = MAX(uncertain, ?), updated_at = ?{} WHERE key = ? AND state != 'sent'"
+            f" {_DOUBTFUL_TRY.format('?')}, uncertain = MAX(uncertain, ?), updated_at = ?{{}}"
+            " WHERE key = ? AND state != 'sent'"
         )
-        values: tuple[object, ...] = (state, code, reason, int(uncertain), self._clock())
+        sure = int(uncertain)
+        values: tuple[object, ...] = (state, code, reason, sure, sure, sure, self._clock())
         with self._transaction(f"record_failed {key[:12]}") as db:
             if file is None:
                 db.execute(update.format(""), (*values, key))
@@ -1468,19 +1483,31 @@ class SqliteLedger:
         found = self._statement(
             f"doubts {campaign}",
             "SELECT key, row, state, attempt, updated_at, lease_until, holder,"
-            " coalesce(file, attachment), masked FROM sends LEFT JOIN attachment_owners"
+            " coalesce(file, attachment), masked, doubtful_at, doubtful_attempt"
+            " FROM sends LEFT JOIN attachment_owners"
             " ON attachment_owners.campaign = sends.campaign AND letter = key"
             f" WHERE sends.campaign = ? AND {_IN_DOUBT} ORDER BY row, key",
             (campaign,),
         )
         doubts = []
-        for key, row, state, attempt, at, lease, holder, attachment, masked in found:
+        for key, row, state, attempt, at, lease, holder, attachment, masked, *doubtful in found:
             if self._journal.sent(key) is not None:
                 continue
             live = state == "claimed" and (lease or 0) > now and token_running(holder)
+            doubtful_at, doubtful_attempt = doubtful
             doubts.append(
                 Doubt(
-                    key, int(row), state, attempt, float(at), live, attachment, masked or "", holder
+                    key,
+                    int(row),
+                    state,
+                    attempt,
+                    float(at),
+                    live,
+                    attachment,
+                    masked or "",
+                    holder,
+                    doubtful_at=doubtful_at,
+                    doubtful_attempt=doubtful_attempt,
                 )
             )
         return doubts
@@ -1500,7 +1527,8 @@ class SqliteLedger:
             for doubt in doubts:
                 if not db.execute(
                     "UPDATE sends SET state = ?, lease_until = NULL, code = NULL, reason = NULL,"
-                    " uncertain = 0, takeovers = 0, settled = ?, updated_at = ? WHERE key = ?"
+                    " uncertain = 0, takeovers = 0, doubtful_at = NULL, doubtful_attempt = NULL,"
+                    " settled = ?, updated_at = ? WHERE key = ?"
                     " AND state = ? AND attempt IS ? AND holder IS ? AND updated_at = ?",
                     (
                         "sent" if sent else "released",
@@ -1567,6 +1595,8 @@ _ADDED_COLUMNS = (
     ("sends", "settled", "TEXT"),
     ("sends", "letter_print", "TEXT"),
     ("sends", "letter_person", "TEXT"),
+    ("sends", "doubtful_at", "REAL"),
+    ("sends", "doubtful_attempt", "TEXT"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),

@@ -36,7 +36,7 @@ from email.parser import BytesHeaderParser
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS
+from mailmatrix.adapters.smtp_urls import DEFAULT_PORTS, PASSWORD_VARIABLE
 from mailmatrix.core.addresses import mask, mask_addresses
 from mailmatrix.core.failures import NO_SMTP_AUTH, UNREACHABLE_WORDS
 from mailmatrix.core.message import envelope_address
@@ -389,7 +389,6 @@ class SmtpMailer:
             connection.close()
 
 
-PASSWORD_VARIABLE = "MAILMATRIX_SMTP_PASSWORD"
 UNREADABLE_PORT = (
     "the port is not a number: a '/', '@', ':', '?' or '#' in the user or password must be "
     "URL-encoded (%2F, %40, %3A, %3F, %23), or the password left to MAILMATRIX_SMTP_PASSWORD"

@@ -22,11 +22,12 @@ from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from mailmatrix.adapters.smtp_urls import redacted
+from mailmatrix.adapters.smtp_urls import PASSWORD_VARIABLE, redacted, url_warnings
 from mailmatrix.choices import check_choices
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, stdout_to_nowhere
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.cli.failing import JsonCommand, action_of, refuse
 from mailmatrix.cli.options import (
     SEND_AGAIN_HELP,
     check_send_rate,
@@ -252,6 +253,9 @@ def outcome_of(
             key = campaign["rejects_key"]
             result["cause"] = result["cause"].replace(f" {key}", f" {result['rejects']}")
         result["failure_details"] = record.get("failure_details") or []
+        stopped = [error for error, _ in getattr(record.get("stopped"), "batches", ())]
+        if stopped:  # the error that stopped most batches (a halt's kind), as failure_details
+            result["batch_error"] = max(set(stopped), key=stopped.count)
         if record.get("redrive_advice"):
             result["redrive_advice"] = record["redrive_advice"]
     return result
@@ -840,7 +844,7 @@ def _shown_reason(reason: str, limit: int = SHOWN_REASON_CHARS) -> str:
     return f"{text[:head]} … {text[-tail:]}"
 
 
-@click.command("run")
+@click.command("run", cls=JsonCommand)
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--attachments",
@@ -932,6 +936,7 @@ def run(
     listener = LedgerWaitNotices(notice_console(progress), ProgressListener(progress))
     stop_on_signals()
     warnings = header_warnings(csv_file, templates or DEFAULT_TEMPLATES)
+    warnings += url_warnings(smtp_url, PASSWORD_VARIABLE in os.environ)
     for warning in warnings:  # before anything is sent: the run may still be stopped
         console.print(f"[yellow]Warning:[/] {escape(warning)}", soft_wrap=True)
     given = {
@@ -978,7 +983,7 @@ def run(
         )
     except MailMatrixError as error:
         stop_display(progress)
-        click.echo(f"mailmatrix run: {with_notes(error, ledger_remedy(error))}", err=True)
+        said = with_notes(error, ledger_remedy(error))
         refusals = (
             DeliveryChanged
             | ChoiceRefused
@@ -992,14 +997,14 @@ def run(
             | DeliveriesDamaged
             | RowsInDoubt
         )
-        if isinstance(error, refusals):
-            sys.exit(exits.USAGE)
         unusable = isinstance(error, InputFileError | ConfigurationError)
-        sys.exit(exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED)
+        code = exits.INPUT_UNUSABLE if unusable else exits.RUN_FAILED
+        code = exits.USAGE if isinstance(error, refusals) else code
+        refuse("run", type(error).__name__, said, code, as_json=as_json)
     except OSError as error:  # disk full, a file size limit, permissions
         stop_display(progress)
-        click.echo(f"mailmatrix run: {with_notes(error, os_error_hint(error, workdir))}", err=True)
-        sys.exit(exits.RUN_FAILED)
+        said = with_notes(error, os_error_hint(error, workdir))
+        refuse("run", "OSError", said, exits.RUN_FAILED, as_json=as_json)
     except KeyboardInterrupt:  # the engine turns one inside an execution into ABORTED
         stop_display(progress)
         stopped_outside_the_engine("run", workdir)
@@ -1032,12 +1037,32 @@ def run(
     hint = " ".join(filter(None, hints))
     if hint and result["status"] != "SUCCEEDED":
         result["hint"] = hint
+    code = exit_code(result)
     with output_after_hangup():
         if as_json:
-            click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+            click.echo(json.dumps(add_action(result, code), ensure_ascii=False, indent=2))
         else:
             print_summary(console, result, templates=templates)
-    sys.exit(exit_code(result))
+    sys.exit(code)
+
+
+def add_action(result: dict[str, Any], code: int) -> dict[str, Any]:
+    """``result`` as `--json` prints it, with what a script branches on (failing.py): ``ok``,
+    ``exit_code`` (``code``), ``action`` and, where the run failed, ``failure``: the batches'
+    error where they stopped it (a halt: AccountSendingHalted, OutcomesUnknown, ...), else the
+    execution's. Its ``failed`` count leaves out the rows left to a newer run (``superseded``):
+    nothing failed there, and a monitor alerting on failed rows must not fire."""
+    result["counts"] = {**result["counts"], "failed": failed_rows(result["counts"])}
+    kind = str(result.get("batch_error") or result.get("error") or "")
+    message = str(result.get("cause") or "")
+    if result["counts"].get("in_doubt") and code != exits.OK:
+        kind, message = kind or "RowsInDoubt", message or "rows are in doubt: settle them"
+    elif code == exits.ROWS_FAILED:
+        kind, message = "RowsFailed", f"{failed_rows(result['counts'])} row(s) failed"
+    result.update(ok=code == exits.OK, exit_code=code, action=action_of(kind, code, message))
+    if code != exits.OK:
+        result["failure"] = {"kind": kind or result["status"], "message": message}
+    return result
 
 
 def ledger_remedy(error: MailMatrixError, redrive: str | None = None) -> str | None:

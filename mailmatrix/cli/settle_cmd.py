@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from rich.console import Console
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole
 from mailmatrix.cli.defaults import DEFAULT_WORKDIR_TEXT, default_workdir
+from mailmatrix.cli.failing import JsonCommand, refuse
 from mailmatrix.core.failures import NO_ROOM_REMEDY, no_room_in
 from mailmatrix.doubts import (
     Choice,
@@ -97,7 +97,7 @@ def settle_options(arrived: str, again: str) -> Callable[[Callable[..., Any]], C
     return lambda command: sent(not_sent(command))
 
 
-@click.command("settle")
+@click.command("settle", cls=JsonCommand)
 @click.argument(
     "csv_file", metavar="CSV_FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -126,7 +126,10 @@ def settle_cmd(
     that number now holds another address (rows moved between runs). A row number alone is
     refused where it would be ambiguous."""
     if sent_rows is not None and not_sent_rows is not None:
-        raise click.UsageError("give --sent or --not-sent, not both: settle one kind at a time")
+        said = "give --sent or --not-sent, not both: settle one kind at a time"
+        if as_json:
+            refuse("settle", "UsageError", said, exits.USAGE, as_json=True)
+        raise click.UsageError(said)
     wd = Workdir(workdir)
     rows = sent_rows if sent_rows is not None else not_sent_rows
     try:
@@ -135,15 +138,16 @@ def settle_cmd(
             return
         done = settle(wd, csv_file, rows, sent=sent_rows is not None)
     except NotSettled as error:
-        _refuse(error, exits.USAGE)
+        _refuse(error, exits.USAGE, as_json=as_json)
     except InputFileError as error:
-        _refuse(error, exits.INPUT_UNUSABLE)
+        _refuse(error, exits.INPUT_UNUSABLE, as_json=as_json)
     except LedgerNotWritten as error:
-        _refuse(error, exits.RUN_FAILED, _ledger_remedy(error))
+        _refuse(error, exits.RUN_FAILED, _ledger_remedy(error), as_json=as_json)
     except LedgerError as error:
-        _refuse(error, exits.RUN_FAILED, f"{error}: nothing was settled; run it again")
+        said = f"{error}: nothing was settled; run it again"
+        _refuse(error, exits.RUN_FAILED, said, as_json=as_json)
     except MailMatrixError as error:
-        _refuse(error, exits.RUN_FAILED)
+        _refuse(error, exits.RUN_FAILED, as_json=as_json)
     console = RunConsole()
     print_settled(console, done, sent=sent_rows is not None, as_json=as_json)
     if as_json:
@@ -237,10 +241,11 @@ def _ledger_remedy(error: LedgerNotWritten) -> str:
     return f"{str(error).rstrip('.')}. Nothing was settled: {fix}, then run the same command again."
 
 
-def _refuse(error: MailMatrixError, code: int, said: str | None = None) -> None:
+def _refuse(
+    error: MailMatrixError, code: int, said: str | None = None, *, as_json: bool = False
+) -> None:
     """Say why nothing was settled, as `run` says its refusals, and exit with ``code``."""
-    click.echo(f"mailmatrix settle: {said or error}", err=True)
-    sys.exit(code)
+    refuse("settle", type(error).__name__, said or str(error), code, as_json=as_json)
 
 
 commands: list[click.Command] = [settle_cmd]

@@ -21,6 +21,7 @@ from mailmatrix.adapters.storage_local import LocalStorage, check_upload_name, o
 from mailmatrix.cli import exits
 from mailmatrix.cli.console import RunConsole, reader_may_go
 from mailmatrix.cli.defaults import default_workdir
+from mailmatrix.cli.failing import JsonCommand, action_of, failure
 from mailmatrix.cli.options import check_sender, corrected_option, send_again_option
 from mailmatrix.core.addresses import first_real
 from mailmatrix.core.attachments import ATTACHMENT_NOT_FOUND, AttachmentIndex
@@ -159,7 +160,7 @@ def folder_contents(folder: Path) -> StoredContents:
     return StoredContents(folder_storage(folder, ATTACHMENTS_PREFIX), ATTACHMENTS_PREFIX)
 
 
-@click.command("validate")
+@click.command("validate", cls=JsonCommand)
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--attachments",
@@ -313,27 +314,28 @@ def validate_command(
         if refusal is not None:  # as `run --smtp` (and SES) would refuse the file
             said = {"error": type(refusal).__name__, "message": refusal.message}
             letters["server_refusal"] = said
+        # Rows `run` would report failed (again): it would end with 5, so a script that
+        # checks validate's status before running is told now.
+        failing = ("failed", "unknown", "other_letter", "attachment_of_another")
+        code = exits.ROWS_FAILED if any(earlier.get(f"{k}_before") for k in failing) else exits.OK
+        if refused is not None:
+            code = refused  # as `run` refuses the file
+        elif not report.valid and not report.sent_under:
+            code = exits.INPUT_UNUSABLE  # as `run` fails with NothingToSend
+        elif report.rejected:
+            code = exits.ROWS_REJECTED
         if as_json:
             found = report.to_dict() | letters
             found["earlier_runs"] = earlier
             if missing:
                 found["attachments_missing"] = missing
+            kind = str(earlier.get("error") or "") if refused is not None else ""
+            found.update(ok=code == exits.OK, exit_code=code, action=action_of(kind, code))
             with reader_may_go():
                 click.echo(json.dumps(found, ensure_ascii=False))
         else:
             _show(console, report, rejects_path, earlier, letters, missing)
-        if refused is not None:
-            sys.exit(refused)  # as `run` refuses the file
-        if not report.valid and not report.sent_under:
-            sys.exit(exits.INPUT_UNUSABLE)  # as `run` fails with NothingToSend
-        if report.rejected:
-            sys.exit(exits.ROWS_REJECTED)
-        # Rows `run` would report failed (again): it would end with 5, so a script that
-        # checks validate's status before running is told now.
-        failing = ("failed", "unknown", "other_letter", "attachment_of_another")
-        sys.exit(
-            exits.ROWS_FAILED if any(earlier.get(f"{k}_before") for k in failing) else exits.OK
-        )
+        sys.exit(code)
 
 
 class RealRecipients:
@@ -663,7 +665,9 @@ def _fail(
     )
     hint = " ".join(filter(None, hints)) or None
     if as_json:
-        payload = {"source": str(csv_file), "error": type(error).__name__, "message": message}
+        if code is None:
+            code = _code_of(error)
+        payload = {"source": str(csv_file), **failure(type(error).__name__, message, code)}
         if hint:
             payload["hint"] = hint
         click.echo(json.dumps(payload, ensure_ascii=False))
@@ -677,11 +681,14 @@ def _fail(
             click.echo(
                 "`run` would stop here too, sending nothing; fix it and validate again.", err=True
             )
-    if code is None:
-        code = exits.INPUT_UNUSABLE  # as `run` exits for each of these, sending nothing
-        if not isinstance(error, (InputFileError, TemplateError, ConfigurationError, OSError)):
-            code = exits.RUN_FAILED
-    sys.exit(code)
+    sys.exit(_code_of(error) if code is None else code)
+
+
+def _code_of(error: BaseException) -> int:
+    """The exit code of validate's failure with ``error``: as `run` exits for it."""
+    if isinstance(error, (InputFileError, TemplateError, ConfigurationError, OSError)):
+        return exits.INPUT_UNUSABLE  # `run` exits so for each of these, sending nothing
+    return exits.RUN_FAILED
 
 
 def _show(

@@ -341,10 +341,15 @@ def redrive_advice(status: str, error: str | None, message: str, stopped: Stoppe
             f" again until it can be: first {fix}, then redrive (rows already sent are"
             " skipped)."
         )
+    if "TemplateError" in errors and not errors & {"InputFileError", "NothingToSend"}:
+        return (
+            "the templates are unusable: fix them and redrive (it reads the same file), or run"
+            " the file again."
+        )
     if errors & _UNUSABLE_INPUT:
         return (
-            "the file or the templates are unusable: a redrive reads the same upload. Fix the "
-            "templates and redrive, or upload a corrected file (a new run)."
+            "the file is unusable (see above), and a redrive reads the same file: fix the file,"
+            " then run it again (a new run; rows already sent are skipped)."
         )
     if "ClaimBusy" in errors:
         return (

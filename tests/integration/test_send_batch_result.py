@@ -3,7 +3,9 @@ reasons of its failed rows."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from functions.send_batch import app
 from mailmatrix.core.payload import CUT_MARK, RESULT_BUDGET_BYTES, result_size
@@ -37,6 +39,20 @@ def _handle(result: dict, tmp_path, monkeypatch) -> dict:
         return app.handler(event, make_context("SendBatchFunction", None, 900))
 
 
+@contextlib.contextmanager
+def _logged() -> Iterator[list[logging.LogRecord]]:
+    """The records the handlers' logger logs in the block."""
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    handler_logger = logging.getLogger(LAMBDA_LOGGER)
+    handler_logger.addHandler(listener)
+    try:
+        yield records
+    finally:
+        handler_logger.removeHandler(listener)
+
+
 def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget(
     tmp_path, monkeypatch
 ):
@@ -59,17 +75,10 @@ def test_the_handler_returns_every_row_of_a_large_failed_batch_within_the_budget
 def test_the_handler_warns_of_a_result_too_big_even_without_its_reasons(tmp_path, monkeypatch):
     # GIVEN a batch of so many failed rows that their numbers and codes alone pass the budget
     result = failed_batch(6000, reason_chars=20)
-    records: list[logging.LogRecord] = []
-    listener = logging.Handler()
-    listener.emit = records.append  # type: ignore[method-assign]
-    handler_logger = logging.getLogger(LAMBDA_LOGGER)
-    handler_logger.addHandler(listener)
 
     # WHEN the Lambda handler returns the batch
-    try:
+    with _logged() as records:
         returned = _handle(result, tmp_path, monkeypatch)
-    finally:
-        handler_logger.removeHandler(listener)
 
     # THEN every row is still there, and the operator is warned, once, with the sizes
     assert len(returned["rows"]) == 6000
@@ -112,3 +121,28 @@ def test_a_log_file_that_cannot_be_written_is_said_once_without_tracebacks(tmp_p
         f"mailmatrix: log lines are not written to {tmp_path / 'logs' / 'lambda.jsonl'}"
         " (No space left on device)\n"
     )
+
+
+def test_a_row_given_up_logs_one_warning_with_its_row_and_code_not_its_address(
+    tmp_path, monkeypatch
+):
+    # GIVEN a batch whose row 3 the server refused for good, row 2 sent, row 4 left to a newer run
+    result = {
+        "sent": 1,
+        "skipped": 0,
+        "failed": 2,
+        "rows": [
+            {"row": 2, "status": "sent", "message_id": "m-2"},
+            {"row": 3, "status": "failed", "code": "550", "reason": "550 no such user a@x.org"},
+            {"row": 4, "status": "failed", "code": "Superseded", "reason": "a newer run"},
+        ],
+    }
+
+    # WHEN the Lambda handler returns the batch
+    with _logged() as records:
+        _handle(result, tmp_path, monkeypatch)
+
+    # THEN one WARNING names row 3 and its code, and nothing of its address
+    given_up = [r for r in records if r.getMessage() == "Row given up"]
+    assert [(r.levelname, r.row, r.code) for r in given_up] == [("WARNING", 3, "550")]  # type: ignore[attr-defined]
+    assert not any("@" in str(vars(r)) for r in given_up)

@@ -322,3 +322,13 @@ def test_a_file_of_the_run_that_could_not_be_written_is_advised_one_remedy_where
     # is not writable)
     for advice in said:
         assert getattr(failures, remedy) in " ".join(str(advice).split()), advice
+
+
+def test_a_file_without_its_email_column_is_advised_to_fix_the_file_not_the_templates():
+    # GIVEN batches stopped as the file is unusable (no Email column)
+    stopped = Stopped(batches=[("InputFileError", "recipients.csv: no Email column")])
+
+    # WHEN the advice is made THEN it names the file to fix, and no AWS upload
+    advice = redrive_advice("FAILED", "States.ExceedToleratedFailureThreshold", "", stopped)
+    assert "fix the file, then run it again" in advice
+    assert "upload" not in advice and "Fix the templates" not in advice

@@ -1319,3 +1319,45 @@ def test_a_letter_is_held_by_one_read_of_the_index_of_prints(tmp_path):
 
 def test_rows_in_doubt_are_listed_and_settled(ledger, clock):
     check_doubts_and_settle(ledger, clock, clock.sleep)
+
+
+def test_a_doubt_names_the_try_that_may_have_sent_it_not_the_refused_retries(ledger, clock):
+    # GIVEN a row whose first try ended with its outcome unknown (the server took the letter
+    # and died), then two retries against a refused connection, 30 s apart
+    doubtful_try = clock.now
+    claim(ledger, attempt="a")
+    ledger.record_failed(
+        "k1", code="Unanswered", reason="no reply", permanent=False, uncertain=True
+    )
+    for attempt in ("b", "c"):
+        clock.sleep(30)
+        claim(ledger, attempt=attempt)
+        ledger.record_failed("k1", code="Refused", reason="refused", permanent=False)
+
+    # WHEN its doubt is read THEN it names the first try (its time and attempt) and the last
+    [doubt] = ledger.doubts("c")
+    assert (doubt.tried_at, doubt.doubtful_attempt) == (doubtful_try, "a")
+    assert (doubt.at, doubt.attempt) == (doubtful_try + 60, "c")
+
+
+def test_a_doubt_taken_over_names_the_claim_that_died_and_settling_forgets_it(ledger, clock):
+    # GIVEN a claim whose process died, taken over later by a retry refused by the server
+    died = clock.now
+    claim(ledger, attempt="a", lease_until=clock.now + 60)
+    clock.sleep(61)
+    claim(ledger, attempt="b")
+    ledger.record_failed("k1", code="Refused", reason="refused", permanent=False)
+
+    # WHEN its doubt is read THEN it names the claim that died
+    [doubt] = ledger.doubts("c")
+    assert (doubt.tried_at, doubt.doubtful_attempt, doubt.attempt) == (died, "a", "b")
+
+    # AND once settled as not sent, a new doubt names its own try, not the old one
+    ledger.settle([doubt], sent=False, by="ops")
+    clock.sleep(5)
+    claim(ledger, attempt="d")
+    ledger.record_failed(
+        "k1", code="Unanswered", reason="no reply", permanent=False, uncertain=True
+    )
+    [again] = ledger.doubts("c")
+    assert (again.tried_at, again.doubtful_attempt) == (clock.now, "d")

@@ -24,7 +24,7 @@ from mailmatrix.cli import exits
 from mailmatrix.cli.main import cli
 from mailmatrix.core.addresses import mask
 from mailmatrix.core.recipients import read_rows
-from mailmatrix.doubts import settle_command
+from mailmatrix.doubts import DoubtfulRow, settle_command
 from mailmatrix.engine.store import ExecutionStore
 from mailmatrix.local import REPO, Workdir, campaign_of_file, object_created_event
 from mailmatrix.processes import this_process
@@ -479,3 +479,18 @@ def test_settle_without_its_workdir_names_first_the_workdir_with_the_files_rows_
     assert listed.exit_code == exits.OK, said
     assert "it ran in b/wd (1 row(s) in doubt) and a/wd;" in said
     assert f"`mailmatrix settle {csv_file} --workdir b/wd` lists its rows in doubt there" in said
+
+
+def test_a_row_tried_again_after_its_doubtful_try_shows_that_try_and_the_last():
+    # GIVEN a row in doubt whose doubtful try (14:16:19) was followed by refused retries
+    row = DoubtfulRow(
+        4, "o***@example.org", "offer", None, 1796566579.0, last_tried_at=1796566671.0
+    )
+
+    # WHEN it is shown THEN the time to look for in the server's log comes first, and the last
+    assert row.to_dict()["tried_at"] == "2026-12-06 14:16:19 UTC"
+    assert row.to_dict()["last_tried_at"] == "2026-12-06 14:17:51 UTC"
+    assert row.line().endswith(
+        "tried 2026-12-06 14:16:19 UTC (it may have gone out then),"
+        " last tried 2026-12-06 14:17:51 UTC"
+    )

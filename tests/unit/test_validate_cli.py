@@ -78,6 +78,9 @@ def test_all_valid_exits_0_with_a_json_report(tmp_path):
         "sender": "Acme Talent <talent@example.com>",
         "sender_from": "the templates manifest's sender",
         "attachments": str(tmp_path / "attachments"),
+        "ok": True,
+        "exit_code": 0,
+        "action": "none",
     }  # fmt: skip
 
 
@@ -211,7 +214,13 @@ def test_unusable_file_with_json_is_one_json_object(tmp_path):
         "source": str(path),
         "error": "InputFileError",
         "message": f"{path}: empty file: no header and no rows",
-    }
+        "ok": False,
+        "exit_code": exits.INPUT_UNUSABLE,
+        "failure": {
+            "kind": "InputFileError", "message": f"{path}: empty file: no header and no rows"
+        },
+        "action": "fix_input",
+    }  # fmt: skip
 
 
 def test_a_misspelt_attachment_column_exits_3_naming_it_once(tmp_path):
@@ -237,7 +246,15 @@ def test_a_misspelt_attachment_column_exits_3_naming_it_once(tmp_path):
         "Nothing was validated; fix the file and run again.",
         "",
     ]
-    assert as_json == {"source": str(path), "error": "InputFileError", "message": message}
+    assert as_json == {
+        "source": str(path),
+        "error": "InputFileError",
+        "message": message,
+        "ok": False,
+        "exit_code": exits.INPUT_UNUSABLE,
+        "failure": {"kind": "InputFileError", "message": message},
+        "action": "fix_input",
+    }
 
 
 def test_templates_missing_columns_exit_3(tmp_path):
@@ -389,6 +406,13 @@ def test_a_rejects_file_that_cannot_be_written_is_a_usage_error_not_the_csv_s(tm
         "source": str(path),
         "error": "NotADirectoryError",
         "message": f"--rejects {out}: cannot write the rejects report: Not a directory",
+        "ok": False,
+        "exit_code": exits.USAGE,
+        "failure": {
+            "kind": "NotADirectoryError",
+            "message": f"--rejects {out}: cannot write the rejects report: Not a directory",
+        },
+        "action": "fix_settings",
     }
 
 
