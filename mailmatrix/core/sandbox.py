@@ -300,18 +300,27 @@ THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}([.,])\d{3}(?:\1\d{3})+")
 def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Jinja's ``int`` or ``float`` filter, raising NotANumber where Jinja returns 0 for a value
     it cannot read ("56.000 €"|int printed 0 in an offer), where the text may group thousands
-    ("56.000"|int printed 56; float reads one "." as Python does: "1.500" is 1.5), where int
-    would drop a text's decimals ("85000.99"|int printed 85000) and where float reads NaN or
-    infinity, unless the template gives a default (``int(0)``, ``float(default=0)``): then
-    Jinja's behaviour."""
+    ("56.000"|int printed 56, |float 56.0: a German salary), where int would drop a text's
+    decimals ("85000.99"|int printed 85000) and where float reads NaN or infinity, unless the
+    template gives a default (``int(0)``, ``float(default=0)``): then Jinja's behaviour.
+    ``decimal="."`` says the column's "." is a decimal point ("3.125"|float(decimal=".") is
+    3.125): digits grouped by it twice ("1.234.567") are still refused."""
 
     def strict(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
-        def number(value: Any, default: Any = _NO_DEFAULT, *args: Any, **kwargs: Any) -> Any:
+        def number(
+            value: Any,
+            default: Any = _NO_DEFAULT,
+            *args: Any,
+            decimal: str | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            if decimal not in (None, "."):
+                raise TypeError(f'{name}: decimal={decimal!r}: only decimal="." is known')
             if default is not _NO_DEFAULT:
                 return original(value, default, *args, **kwargs)
             if isinstance(value, str):
-                _refuse_grouped(name, value)
+                _refuse_grouped(name, value, decimal_point=decimal == ".")
             read = original(value, _NO_DEFAULT, *args, **kwargs)
             if read is _NO_DEFAULT:
                 raise NotANumber(name, value)
@@ -326,15 +335,15 @@ def _strict_number(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     return strict
 
 
-def _refuse_grouped(name: str, value: str) -> None:
-    """Raise NotANumber for a text whose "." or "," groups thousands, or may ("1,234"; for int
-    "56.000" too: float reads one "." as a decimal point, as Python does)."""
+def _refuse_grouped(name: str, value: str, *, decimal_point: bool = False) -> None:
+    """Raise NotANumber for a text whose "." or "," groups thousands, or may ("1,234",
+    "56.000"), unless ``decimal_point`` says a "." is one ("3.125" then reads 3.125)."""
     if not ("," in value or "." in value):
         return
     text = value.strip()
     if THOUSANDS.fullmatch(text):
         raise NotANumber(name, value, "thousands")
-    if GROUPED_THOUSANDS.fullmatch(text) and (name == "int" or "," in text):
+    if GROUPED_THOUSANDS.fullmatch(text) and not (decimal_point and "." in text):
         raise NotANumber(name, value, "grouped")
 
 

@@ -152,13 +152,19 @@ def _not_a_number(path: str, exc: NotANumber, row: Mapping[str, Any]) -> str:
         mark = "." if "." in value else ","
         text = value.strip()
         decimals = float(text.replace(",", "."))
+        point = (
+            f' (where the column\'s "." are all decimal points, | {exc.filter_name}(decimal=".")'
+            " reads it so)"
+            if mark == "."
+            else ""
+        )
         return (
             f"{path}: render: the {exc.filter_name} filter cannot tell whether the"
             f' "{mark}" in {value!r}{source} groups thousands ({text.replace(mark, "")}) or'
             f" marks decimals ({decimals}): write the column in the CSV as digits"
             " with a decimal point at most (a spreadsheet does when its cells are formatted as"
-            f" numbers without a thousands separator); a default,{default}, would print Jinja's"
-            f" reading, {_jinja_reading(exc)}"
+            f" numbers without a thousands separator){point}; a default,{default}, would print"
+            f" Jinja's reading, {_jinja_reading(exc)}"
         )
     if exc.reason == "thousands":
         mark = "." if "." in value else ","
@@ -232,9 +238,7 @@ def digits_recipe(value: str, filter_name: str) -> str | None:
         # with two digits, so a sign's three digits are thousands
         grouped = len(marks) == 1 and bool(GROUPED_THOUSANDS.fullmatch(digits))
         if grouped and not signs:
-            if last == "," or filter_name == "int":
-                return None
-            decimal = last  # float reads one "." as Python does
+            return None
         elif marks.count(last) == 1 and not grouped:
             decimal = last
         thousands += [mark for mark in dict.fromkeys(marks) if mark != decimal]
@@ -1203,11 +1207,15 @@ def _number_reads(
 ) -> list[_NumberRead]:
     """The reads of a column as a number ``node`` is (``Salary | trim | int``, ``row["Pay"] |
     float``, ``row.Pay | int``, ``row.get("Pay") | int``, ``pay | int`` after ``{% set pay =
-    Salary %}``), when only filters given constants stand between the column and it; else
-    none. Names in ``own`` (the template's own, the manifest's constants) are no columns; nor
-    is what ``row`` gives when the template sets ``row`` itself (``row_set``). A macro's
-    arguments and a loop's variables are not followed to a column."""
-    if node.name not in ("int", "float") or node.args or node.kwargs:
+    Salary %}``, ``Rate | float(decimal=".")``), when only filters given constants stand
+    between the column and it; else none. Names in ``own`` (the template's own, the
+    manifest's constants) are no columns; nor is what ``row`` gives when the template sets
+    ``row`` itself (``row_set``). A macro's arguments and a loop's variables are not followed
+    to a column."""
+    # A default (an argument) keeps Jinja's reading: no read to check; decimal="." does not
+    if node.name not in ("int", "float") or node.args:
+        return []
+    if any(keyword.key != "decimal" for keyword in node.kwargs):
         return []
     if node.dyn_args is not None or node.dyn_kwargs is not None:
         return []

@@ -34,8 +34,8 @@ def catalog_of(body: str):
         ("{{ Gehalt | float }}", "0.500", "0.5"),
         ("{{ Gehalt | int(0) }}", "56.000", "56"),
         ('{{ Gehalt | replace(",", "") | int }}', "1,234,567", "1234567"),
-        ("{{ Gehalt | float }}", "3.125", "3.125"),
-        ("{{ Gehalt | float }}", "1.500", "1.5"),
+        ('{{ Gehalt | float(decimal=".") }}', "3.125", "3.125"),
+        ('{{ Gehalt | float(decimal=".") }}', "1.500", "1.5"),
         ("{{ Gehalt | int(0) }}", "85000.99", "85000"),
         ('{{ Gehalt | replace("\\u00a0", "") | int }}', "85\u00a0000", "85000"),
     ],
@@ -133,7 +133,8 @@ def test_validate_stops_the_file_when_the_first_rows_cannot_read_their_salary(sa
             "offer/body.txt: render: the int filter cannot tell whether the \".\" in '56.000'"
             " (from column Gehalt: '56.000') groups thousands (56000) or marks decimals (56.0):"
             " write the column in the CSV as digits with a decimal point at most (a spreadsheet"
-            " does when its cells are formatted as numbers without a thousands separator); a"
+            " does when its cells are formatted as numbers without a thousands separator) (where"
+            ' the column\'s "." are all decimal points, | int(decimal=".") reads it so); a'
             " default, | int(0), would print Jinja's reading, 56",
         ),
         (
@@ -252,7 +253,7 @@ def test_a_value_whose_reading_is_ambiguous_or_no_number_fails_the_render(body, 
         ("56.000", "int", None),
         ("1,234 kg", "float", None),
         ("1,234", "float", None),
-        ("1.500", "float", "| float"),
+        ("1.500", "float", None),
         ("€1.500", "int", '| replace("€", "") | replace(".", "") | int'),
         ("€1.234.567", "int", '| replace("€", "") | replace(".", "") | int'),
         (
@@ -276,11 +277,12 @@ def test_the_hint_never_takes_out_a_separator_that_may_mark_decimals(value, filt
 
 
 def test_a_rate_column_with_three_decimals_validates_and_prints_each_value_as_written():
-    # GIVEN rates with one, two and three decimals, printed through float
+    # GIVEN rates with one, two and three decimals, printed through float, the template saying
+    # the column's "." is a decimal point
     rates = ["2.5", "1.75", "3.125", "4.0"]
     rows = "".join(f"p{i}@example.com;Person {i};Offer;{rate}\r\n" for i, rate in enumerate(rates))
     data = ("Email;Name;Status;Gehalt\r\n" + rows).encode()
-    catalog = catalog_of("{{ Gehalt | float }}")
+    catalog = catalog_of('{{ Gehalt | float(decimal=".") }}')
 
     # WHEN the file is validated
     report = validate_recipients(
@@ -295,3 +297,45 @@ def test_a_rate_column_with_three_decimals_validates_and_prints_each_value_as_wr
     assert report.rejected == []
     printed = [catalog.render("offer", {"Gehalt": rate}).text for rate in rates]
     assert printed == ["2.5\n", "1.75\n", "3.125\n", "4.0\n"]
+
+
+@pytest.mark.parametrize("value", ["56.000", "1.500", "120.000"])
+def test_float_refuses_a_german_amount_it_would_print_as_a_small_decimal(value):
+    # GIVEN a salary written the German way, read with float (as a template formatting cents)
+    # WHEN it renders
+    with pytest.raises(TemplateError) as caught:
+        catalog_of("{{ Gehalt | float }}").render("offer", {"Gehalt": value})
+
+    # THEN it is refused, naming the way to read a column of decimals
+    assert "groups thousands" in caught.value.message
+    assert '| float(decimal=".") reads it so' in caught.value.message
+
+
+def test_decimal_point_still_refuses_digits_grouped_twice_and_only_knows_the_dot():
+    catalog = catalog_of('{{ Gehalt | float(decimal=".") }}')
+    with pytest.raises(TemplateError) as caught:
+        catalog.render("offer", {"Gehalt": "1.234.567"})
+    assert "grouping thousands" in caught.value.message
+    with pytest.raises(TemplateError):
+        catalog_of('{{ Gehalt | float(decimal=",") }}').render("offer", {"Gehalt": "3,5"})
+
+
+def test_validation_reads_every_row_through_a_filter_given_the_decimal_point():
+    # GIVEN rates read with float(decimal="."), one row's rate not a number
+    rows = "".join(
+        f"p{i}@example.com;Person {i};Offer;{rate}\r\n"
+        for i, rate in enumerate(["2.5", "3.125", "1.75", "n/a", "4.0"])
+    )
+    data = ("Email;Name;Status;Gehalt\r\n" + rows).encode()
+
+    # WHEN the file is validated
+    report = validate_recipients(
+        io.BytesIO(data),
+        source="incoming/test.csv",
+        catalog=catalog_of('{{ Gehalt | float(decimal=".") }}'),
+        attachments=index_of(),
+        emit=lambda row: None,
+    )
+
+    # THEN only the row whose value is no number is rejected
+    assert [item["row"] for item in report.rejected] == [5]
