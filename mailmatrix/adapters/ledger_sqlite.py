@@ -386,9 +386,11 @@ def _busy(error: LedgerError) -> bool:
     return not isinstance(error, LedgerNotWritten) and code & 0xFF in _BUSY
 
 
-def _read_only_uri(path: str) -> tuple[str, int | None]:
+def _read_only_uri(path: str, live: bool = False) -> tuple[str, int | None]:
     """The URI that opens the ledger at ``path`` to read only, making and changing nothing
-    beside it, and the descriptor that guards it (_reader_guard), to close with it, if any.
+    beside it, and the descriptor that guards it (_reader_guard), to close with it, if any;
+    ``live``: one that sees the letters writers commit after it opened (never immutable),
+    which makes the -wal and -shm files of a WAL ledger where they are missing.
 
     SQLite reads a WAL database through a -wal and a -shm file beside it, which a read-only
     connection makes where they are missing (and leaves there). With a -wal file, a run
@@ -400,7 +402,7 @@ def _read_only_uri(path: str) -> tuple[str, int | None]:
     """
     file = Path(path).absolute()
     uri = f"{file.as_uri()}?mode=ro"
-    if not _in_wal_mode(file):
+    if live or not _in_wal_mode(file):
         return uri, None
     guard = _reader_guard(file)
     if not file.with_name(f"{file.name}-wal").exists():
@@ -473,6 +475,7 @@ class SqliteLedger:
         *,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        live: bool = False,
         delivery: str | None = None,
         busy_timeout: float = BUSY_TIMEOUT_SECONDS,
         sent_patience: float = SENT_PATIENCE_SECONDS,
@@ -480,6 +483,8 @@ class SqliteLedger:
         """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
         for what only reads it (validate, show), which writes nothing, there or beside it
         (_read_only_uri), and reads the letters its journal keeps as sent (_with_kept_letters);
+        ``live`` (with ``read_only``): it sees the letters writers commit later too (another
+        workdir's ledger, asked before each letter), making its -wal and -shm files if missing;
         ``delivery``: how the letters of the claims it grants go out (delivery_of: ``outbox``
         or ``smtp://user@host:port``), kept per campaign (deliveries). A write waits up to
         ``busy_timeout`` seconds for another connection's lock, record_sent up to
@@ -502,7 +507,7 @@ class SqliteLedger:
         self._holds: dict[tuple[str, str], int] = {}
         self._read_only = read_only
         self._guard: int | None = None  # a read-only open's lock (_reader_guard)
-        uri, self._guard = _read_only_uri(self.path) if read_only else (None, None)
+        uri, self._guard = _read_only_uri(self.path, live) if read_only else (None, None)
         try:
             self._db = sqlite3.connect(
                 uri or self.path,

@@ -58,8 +58,12 @@ class LedgersElsewhere:
     """The other workdirs' ledgers a setting names (MAILMATRIX_OTHER_LEDGERS), opened
     read-only; those that could not be read are said in ``unchecked``."""
 
-    def __init__(self, setting: str) -> None:
+    def __init__(self, setting: str, *, live: bool = False) -> None:
+        """Open the ledgers ``setting`` names; ``live``: each sees the letters its workdir's
+        runs commit after it opened (a batch asks before each letter), else each is read as
+        it is now (a validation)."""
         self.unchecked: list[str] = []
+        self._live = live
         self._ledgers: list[OtherLedger] = []
         for workdir, named in _named(setting).items():
             servers = {str(c): [str(s) for s in found] for c, found in named["campaigns"].items()}
@@ -80,7 +84,7 @@ class LedgersElsewhere:
             return None
         ledger = None
         try:
-            ledger = SqliteLedger(path, read_only=True)
+            ledger = self._opened(path)
             if ledger.sets_elsewhere(""):
                 return ledger
         except (MailMatrixError, OSError, sqlite3.Error) as exc:
@@ -88,6 +92,20 @@ class LedgersElsewhere:
         if ledger is not None:
             ledger.close()
         return None
+
+    def _opened(self, path: Path) -> SqliteLedger:
+        """The ledger at ``path`` read-only, live if asked and it can be: a live read makes
+        the -wal and -shm files beside a ledger where they are missing, which a folder the
+        user cannot write refuses; that ledger is read as it is now (a batch opens it anew)."""
+        if self._live:
+            ledger = SqliteLedger(path, read_only=True, live=True)
+            try:
+                ledger.sets_elsewhere("")
+                return ledger
+            except (MailMatrixError, sqlite3.Error) as exc:
+                ledger.close()
+                log.debug("ledgers elsewhere: %s read as it is now: %s", path, exc)
+        return SqliteLedger(path, read_only=True)
 
     def _give_up(self, workdir: str, servers: Mapping[str, list[str]], why: str) -> None:
         through = ", ".join(sorted({server for found in servers.values() for server in found}))
