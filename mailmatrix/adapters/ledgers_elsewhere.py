@@ -23,23 +23,14 @@ import logging
 import sqlite3
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.core.earlier import SetLedger
 from mailmatrix.errors import MailMatrixError
 from mailmatrix.ports import SENT, LetterPrint, SentCopy
 
 log = logging.getLogger(__name__)
-
-
-class SetLedger(Protocol):
-    """What EarlierSets asks a ledger (core.earlier.SetLedger)."""
-
-    def sets_elsewhere(self, campaign: str) -> bool: ...
-
-    def letters_of_sets(
-        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
-    ) -> dict[str, SentCopy]: ...
 
 
 class OtherLedger(NamedTuple):
