@@ -2031,7 +2031,9 @@ def run_campaign(
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         _hold_to_way(known, wd, campaign, csv_path.name, way)
-        others = other_ledgers(wd, known, _servers_in(way), send_again_from)
+        # with the names its earlier runs were given: a rerun sends their letters again too
+        again = _sent_again_here(wd, campaign, send_again_from)
+        others = other_ledgers(wd, known, _servers_in(way), again)
     if others:
         env["MAILMATRIX_OTHER_LEDGERS"] = others
     try:
@@ -2781,6 +2783,14 @@ def sent_again(ledger: SqliteLedger, campaign: str, given: Collection[str]) -> t
         value for choice, value, _ in ledger.choices(campaign) if choice == "send_again_from"
     )
     return tuple(dict.fromkeys([*given, *recorded]))
+
+
+def _sent_again_here(wd: Workdir, campaign: str, given: Collection[str]) -> tuple[str, ...]:
+    """sent_again, asked of ``wd``'s ledger read-only before the run (``given``: none yet)."""
+    if not wd.has_ledger():
+        return tuple(given)
+    with _local_ledger(wd, read_only=True) as ledger:
+        return sent_again(ledger, campaign, given)
 
 
 def run_choices(wd: Workdir, execution_id: str) -> tuple[tuple[str, ...], tuple[int, ...]]:

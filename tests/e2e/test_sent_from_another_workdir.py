@@ -274,3 +274,43 @@ def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
     assert _mailed(inbox) == Counter(list(PEOPLE)), redriven.output
     said = " ".join(redriven.output.split())
     assert f"went to this address from the workdir {b.resolve()} under offers.csv" in said
+
+
+class _Refusing(Inbox):
+    """An Inbox that refuses the addresses in ``refused`` for good (550)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refused:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_rerun_keeps_the_recorded_send_again_name_to_this_workdirs_run(campaign, tmp_path):
+    trial, real = tmp_path / "trial", tmp_path / "real"
+    with serving(inbox := _Refusing()) as url:
+        # GIVEN a trial of offers.csv into the outbox of one workdir, then a copy under a new
+        # name through the server from it naming offers.csv to send again, Bo refused
+        assert _run(campaign, trial)["counts"]["sent"] == 3
+        copy = _file(tmp_path / "offers-real.csv", PEOPLE)
+        inbox.refused = {"bo@example.com"}
+        args = ["run", str(copy), "--workdir", str(trial), "--json", "--sender", "hr@example.com"]
+        args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
+        CliRunner().invoke(cli, [*args, "--send-again-from", "offers.csv"])
+        assert _mailed(inbox) == Counter(["ann@example.com", "cy@example.com"])
+        # AND the real offers.csv through the server from another workdir, which mails Bo
+        inbox.refused = set()
+        _run(campaign, real, "--smtp", url)
+        assert _mailed(inbox)["bo@example.com"] == 1
+
+        # WHEN the copy's failed row is tried again, the name not given again (its run
+        # recorded it)
+        done = CliRunner().invoke(cli, [*args, "--retry-failed"])
+
+    # THEN Bo is not mailed a second time: the recorded name names the trial here, not the
+    # real send from the other workdir
+    assert _mailed(inbox)["bo@example.com"] == 1, done.output
