@@ -1485,10 +1485,15 @@ class SqliteLedger:
         its lease) is ``live``: it is being sent. A letter the journal beside the ledger kept
         is sent, not in doubt."""
         now = self._clock()
+        have: Collection[str] = _DOUBT_COLUMNS
+        if self._read_only:
+            found = self._statement("columns", "SELECT name FROM pragma_table_info('sends')", ())
+            have = tuple(str(name) for (name,) in found)
+        doubt = _doubt_columns(have)
         found = self._statement(
             f"doubts {campaign}",
             "SELECT key, row, state, attempt, updated_at, lease_until, holder,"
-            " coalesce(file, attachment), masked, doubtful_at, doubtful_attempt"
+            f" coalesce(file, attachment), masked, {doubt}"
             " FROM sends LEFT JOIN attachment_owners"
             " ON attachment_owners.campaign = sends.campaign AND letter = key"
             f" WHERE sends.campaign = ? AND {_IN_DOUBT} ORDER BY row, key",
@@ -1645,6 +1650,23 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
     )
 
 
+# The columns of doubt this version added (written when a letter falls in doubt): the ledger
+# an earlier version wrote has none in doubt so.
+_DOUBT_COLUMNS = ("doubtful_at", "doubtful_attempt")
+
+
+def _only_writers_read(table: str, column: str) -> bool:
+    """Whether a ledger read-only may lack the added ``column`` of ``table`` as it is: what
+    reads it is a writer's (batches), or reads it as NULL where it is missing (doubts)."""
+    return table == "batches" or (table == "sends" and column in _DOUBT_COLUMNS)
+
+
+def _doubt_columns(have: Collection[str]) -> str:
+    """The columns of doubt to select of a table of sends with the columns ``have``, NULL
+    for one a ledger of an earlier version, read-only, has not (_up_to_date)."""
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in _DOUBT_COLUMNS)
+
+
 def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """``db``, a ledger opened read-only, as is when it is up to date; else a copy of it in
     memory brought up to date and ``db`` closed. A ledger an earlier version wrote is not
@@ -1653,8 +1675,10 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     the copy has them, empty for what the earlier version did not record. Its cost, the
     ledger in memory, only then."""
     try:
-        # Only begin_batch reads the batches table, which a ledger read-only never runs.
-        if all(table == "batches" for table, _, _ in _missing_columns(db)):
+        # Only begin_batch reads the batches table, which a ledger read-only never runs;
+        # only writers and doubts() the columns of doubt, which doubts() reads as NULL
+        # where they are missing (_doubt_columns).
+        if all(_only_writers_read(table, column) for table, column, _ in _missing_columns(db)):
             return db
         copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         db.backup(copy)
