@@ -1375,6 +1375,30 @@ def other_ledgers(
     return json.dumps(found) if found else ""
 
 
+def check_other_ledgers(others: str, name: str) -> None:
+    """Refuse (DeliveryChanged) a run or redrive of the file ``name`` through a mail server
+    when a ledger of another workdir that ``others`` (other_ledgers) names cannot be read:
+    whom runs there mailed is unknown, and a row whose letter went from there would go
+    again. Before anything is sent, as check_other_workdirs refuses."""
+    if not others:
+        return
+    with contextlib.closing(LedgersElsewhere(others)) as elsewhere:
+        unread = dict(elsewhere.unread)
+    if not unread:
+        return
+    from mailmatrix.cli.defaults import state_dir
+
+    workdir, why = next(iter(sorted(unread.items())))
+    raise DeliveryChanged(
+        f"{name}: the ledger of the workdir {workdir}, whose runs sent letters through a mail"
+        f" server, could not be read ({why}): a run here could not tell whom they mailed, and"
+        " would mail them again; nothing was sent. Make that ledger readable (put the workdir"
+        " back where it was, or give back access to it), then run again; if that workdir is"
+        " gone for good, take it out of the record of known workdirs"
+        f" ({state_dir() / KNOWN_WORKDIRS}) first. No option runs the file without it"
+    )
+
+
 def campaigns_elsewhere(wd: Workdir) -> frozenset[str]:
     """The campaigns workdirs other than ``wd`` delivered through a mail server, as the record
     of known workdirs names them (none where it cannot be read)."""
@@ -2037,6 +2061,8 @@ def run_campaign(
     if others:
         env["MAILMATRIX_OTHER_LEDGERS"] = others
     try:
+        if _servers_in(way):  # an outbox trial is only warned (its validation's warnings)
+            check_other_ledgers(others, csv_path.name)
         prepare(wd, env)
         with _local_ledger(wd) as ledger:
             halt = ledger.halted(campaign)
@@ -2698,6 +2724,9 @@ def redrive(
     if isinstance(ran.get("way"), dict):  # its validation, if redriven, asks them as they are now
         names = run_choices(wd, execution_id)[0]
         env["MAILMATRIX_OTHER_LEDGERS"] = other_ledgers(wd, None, _servers_in(ran["way"]), names)
+        if _servers_in(ran["way"]):
+            name = source.name if source else "the run's file"
+            check_other_ledgers(env["MAILMATRIX_OTHER_LEDGERS"], name)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, _validated_upload(history), source)

@@ -51,12 +51,15 @@ def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
 def _ledgers_elsewhere(settings: Settings) -> LedgersElsewhere | None:
     """The other workdirs' ledgers a local run names (MAILMATRIX_OTHER_LEDGERS), opened for
     one batch, live: each sees the letters its workdir's runs send meanwhile, and a batch
-    asks the ledger as it is then, never one kept from an earlier batch (None: none named)."""
+    asks the ledger as it is then, never one kept from an earlier batch (None: none named).
+    Through a mail server, one that cannot be read stops the batch (LedgerError, retried);
+    into the outbox (a trial, which mails nobody) it is left out, as validation warned."""
     if not settings.other_ledgers:
         return None
     from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
 
-    return LedgersElsewhere(settings.other_ledgers, live=True)
+    strict = not settings.into_outbox
+    return LedgersElsewhere(settings.other_ledgers, live=True, strict=strict)
 
 
 @functools.lru_cache(maxsize=8)

@@ -12,7 +12,9 @@ hash of address and set (core.send.letter_set) is a plain SHA-256, the same in e
 ledger, so each is asked by its index sends_by_person: one read a row per ledger.
 
 Every other ledger is opened read-only (nothing is written there or beside it). One that is
-not there, locked or damaged is left out with a warning (``unchecked``); letters of its
+not there, locked or damaged is left out with a warning (``unchecked``, ``unread``: a run
+through a mail server is refused before it sends, local.check_other_ledgers); a batch's
+through one (``strict``) stops the batch instead (LedgerError: retried, or redriven). Letters of its
 campaigns that went to the outbox (trials) never hold a row.
 """
 
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.core.earlier import SetLedger
-from mailmatrix.errors import MailMatrixError
+from mailmatrix.errors import LedgerError, MailMatrixError
 from mailmatrix.ports import SENT, LetterPrint, SentCopy
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,28 @@ class LedgersElsewhere:
     """The other workdirs' ledgers a setting names (MAILMATRIX_OTHER_LEDGERS), opened
     read-only; those that could not be read are said in ``unchecked``."""
 
-    def __init__(self, setting: str, *, live: bool = False) -> None:
+    def __init__(self, setting: str, *, live: bool = False, strict: bool = False) -> None:
         """Open the ledgers ``setting`` names; ``live``: each sees the letters its workdir's
         runs commit after it opened (a batch asks before each letter), else each is read as
-        it is now (a validation)."""
+        it is now (a validation). ``strict`` (a batch through a mail server): one that cannot
+        be read raises LedgerError (the batch stops, to be tried again); else it is left
+        out, said."""
         self.unchecked: list[str] = []
+        # The workdirs whose ledgers were left out, each with why
+        self.unread: dict[str, str] = {}
         self._live = live
+        self._strict = strict
         self._ledgers: list[OtherLedger] = []
-        for workdir, named in _named(setting).items():
-            servers = {str(c): [str(s) for s in found] for c, found in named["campaigns"].items()}
-            opened = self._open(workdir, Path(named["ledger"]), servers)
-            if opened is not None:
-                held = frozenset(str(name) for name in named.get("not_again", []))
-                self._ledgers.append(OtherLedger(workdir, opened, servers, held))
+        try:
+            for workdir, named in _named(setting).items():
+                servers = {str(c): [str(s) for s in used] for c, used in named["campaigns"].items()}
+                opened = self._open(workdir, Path(named["ledger"]), servers)
+                if opened is not None:
+                    held = frozenset(str(name) for name in named.get("not_again", []))
+                    self._ledgers.append(OtherLedger(workdir, opened, servers, held))
+        except BaseException:
+            self.close()
+            raise
 
     def __bool__(self) -> bool:
         return bool(self._ledgers)
@@ -79,6 +90,9 @@ class LedgersElsewhere:
             if ledger.sets_elsewhere(""):
                 return ledger
         except (MailMatrixError, OSError, sqlite3.Error) as exc:
+            if ledger is not None:
+                ledger.close()
+                ledger = None
             self._give_up(workdir, servers, f"its ledger could not be read ({exc})")
         if ledger is not None:
             ledger.close()
@@ -99,6 +113,14 @@ class LedgersElsewhere:
         return SqliteLedger(path, read_only=True)
 
     def _give_up(self, workdir: str, servers: Mapping[str, list[str]], why: str) -> None:
+        if self._strict:
+            raise LedgerError(
+                f"the ledger of the workdir {workdir}, asked before each letter for the"
+                f" letters runs there sent, could not be read: {why}. The batch stopped; none"
+                " of its letters that were not sent yet was sent, and it is tried again. Make"
+                " that ledger readable, then redrive the run if every try failed"
+            )
+        self.unread[workdir] = why
         through = ", ".join(sorted({server for found in servers.values() for server in found}))
         self.unchecked.append(
             f"the letters runs in the workdir {workdir} sent through {through} could not be"
@@ -117,7 +139,8 @@ class LedgersElsewhere:
         """For each of ``people`` (letter_set -> its set), the letter of its set to its address
         that a campaign of another workdir sent through a mail server (may have, in doubt, or
         is sending), not of a file of ``again``; each naming its workdir and server. A ledger
-        that fails now is left out from here on, said in ``unchecked``."""
+        that fails now is left out from here on, said in ``unchecked`` (a batch's, ``strict``:
+        LedgerError)."""
         found: dict[str, SentCopy] = {}
         for other in list(self._ledgers):
             rest = {person: people[person] for person in people if person not in found}

@@ -314,3 +314,29 @@ def test_a_rerun_keeps_the_recorded_send_again_name_to_this_workdirs_run(campaig
     # THEN Bo is not mailed a second time: the recorded name names the trial here, not the
     # real send from the other workdir
     assert _mailed(inbox)["bo@example.com"] == 1, done.output
+
+
+def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN offers.csv sent through the server from workdir B, whose ledger is then damaged
+    _run(campaign, b, "--smtp", url)
+    for path in b.glob("ledger.sqlite3*"):
+        path.unlink()
+    (b / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+
+    # WHEN a new file of the same people runs through the server from workdir A
+    new = _file(tmp_path / "offers-new.csv", PEOPLE)
+    args = ["run", str(new), "--workdir", str(a), "--sender", "hr@example.com"]
+    done = CliRunner().invoke(cli, [*args, "--templates", str(tmp_path / "tpl"), "--smtp", url])
+
+    # THEN it is refused before sending, naming B's ledger and what to do: nobody is mailed
+    # a second time
+    said = " ".join(done.output.split())
+    assert done.exit_code != 0, said
+    assert f"the ledger of the workdir {b.resolve()}" in said
+    assert "nothing was sent. Make that ledger readable" in said
+    assert _mailed(inbox) == Counter(list(PEOPLE))

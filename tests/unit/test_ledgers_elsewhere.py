@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
 from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
+from mailmatrix.errors import LedgerError
 from mailmatrix.ports import LetterPrint
 
 SERVER = "smtp://hr@127.0.0.1:2525"
@@ -47,3 +50,20 @@ def test_a_live_ledger_elsewhere_sees_the_letters_its_workdir_sends_after_it_ope
     assert sorted(found) == ["s1", "s2"]
     assert found["s2"].workdir == "B"
     assert elsewhere.unchecked == []
+
+
+def test_a_batchs_ledger_elsewhere_that_cannot_be_read_stops_the_batch(tmp_path):
+    # GIVEN workdir B's ledger, damaged
+    ledger = tmp_path / "ledger.sqlite"
+    ledger.write_bytes(b"not a database at all" * 100)
+
+    # WHEN a batch through a mail server opens it THEN the batch stops, to be tried again
+    # (LedgerError is retried), instead of sending without asking it
+    with pytest.raises(LedgerError, match="the ledger of the workdir B, asked before each"):
+        LedgersElsewhere(_setting(ledger), live=True, strict=True)
+
+    # AND a validation leaves it out, said
+    elsewhere = LedgersElsewhere(_setting(ledger))
+    assert not elsewhere
+    assert list(elsewhere.unread) == ["B"]
+    assert "could not be checked" in elsewhere.unchecked[0]
