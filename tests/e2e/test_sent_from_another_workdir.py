@@ -340,3 +340,33 @@ def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_can
     assert f"the ledger of the workdir {b.resolve()}" in said
     assert "nothing was sent. Make that ledger readable" in said
     assert _mailed(inbox) == Counter(list(PEOPLE))
+
+
+def test_a_redrive_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN offers.csv sent through the server from workdir B, and a run of others.csv through
+    # it from workdir A that the drill's daily quota stopped after Dee's letter
+    _run(campaign, b, "--smtp", url)
+    others = _file(tmp_path / "others.csv", {"dee@example.com": "Dee", "eve@example.com": "Eve"})
+    args = ["run", str(others), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
+    args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
+    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
+    execution = json.loads(stopped.stdout)["execution"]
+    assert _mailed(inbox)["dee@example.com"] == 1, stopped.output
+    # AND B's ledger then damaged
+    for path in b.glob("ledger.sqlite3*"):
+        path.unlink()
+    (b / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+
+    # WHEN A's execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(a)])
+
+    # THEN it is refused before sending, naming B's ledger: Eve is not mailed
+    said = " ".join(redriven.output.split())
+    assert redriven.exit_code != 0, said
+    assert f"others.csv: the ledger of the workdir {b.resolve()}" in said
+    assert "eve@example.com" not in _mailed(inbox)
