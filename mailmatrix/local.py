@@ -2429,6 +2429,7 @@ class RunForecast:
         # The other workdirs' ledgers (earlier_sets), and those that could not be read there
         self._elsewhere: LedgersElsewhere | None = None
         self.unchecked: list[str] = []
+        self._any_server = False  # the other workdirs' letters through any server were asked
         # Of the rows failed here ("failed", "unknown"), those whose letter of the set went, or
         # may have, under another file since: (row, that file, whether only may have). A
         # retry's claim holds them back as sent there.
@@ -2496,6 +2497,7 @@ class RunForecast:
             servers = _servers_of(self._workdir, self.campaign)
         except DeliveriesDamaged:  # said as `run` refuses the file for it
             servers = []
+        self._any_server = not servers
         others = other_ledgers(self._workdir, self._known, servers, self._send_again_from)
         if others:
             self._elsewhere = LedgersElsewhere(others)
@@ -2512,6 +2514,19 @@ class RunForecast:
             send_again_from=self._send_again_from,
             doubtful=True,  # the run's claim holds such rows back: validate says so now
         )
+
+    def notes(self) -> list[str]:
+        """What the forecast says of how it counted (after intake): the rows it holds for
+        letters other workdirs sent were counted through any mail server, when the file never
+        ran through one here (validate takes no --smtp; a run holds only those of its own)."""
+        if not (self._any_server and self._elsewhere is not None and self._elsewhere.found_any):
+            return []
+        return [
+            "the rows held back for letters other workdirs sent count their letters through any"
+            " mail server, this file having never run through one here: `run --smtp URL` holds"
+            " back only the letters that went through that server (a rehearsal through a mail"
+            " catcher holds back none of them)"
+        ]
 
     def _open_ledger(self) -> SqliteLedger | None:
         """The workdir's ledger, opened read-only once for intake's questions; None: none."""

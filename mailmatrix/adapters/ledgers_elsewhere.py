@@ -60,6 +60,7 @@ class LedgersElsewhere:
         self.unchecked: list[str] = []
         # The workdirs whose ledgers were left out, each with why
         self.unread: dict[str, str] = {}
+        self.found_any = False  # whether a letter of theirs was found (letters_of_sets)
         self._live = live
         self._strict = strict
         self._ledgers: list[OtherLedger] = []
@@ -159,6 +160,7 @@ class LedgersElsewhere:
                     continue
                 server = ", ".join(other.servers.get(letter.campaign, []))
                 found[person] = letter._replace(workdir=other.workdir, server=server)
+        self.found_any = self.found_any or bool(found)
         return found
 
     def letter_of(self, letter: LetterPrint) -> SentCopy | None:

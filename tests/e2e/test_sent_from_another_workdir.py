@@ -216,6 +216,9 @@ def test_validate_forecasts_the_rows_the_run_holds_for_the_other_workdir(
 
     # THEN validate names Ann's row held back under B's file, as the run holds it
     assert [(item["row"], item["file"]) for item in forecast["skipped"]] == [(2, "offers.csv")]
+    # AND says it counted B's letters through any server (validate takes no --smtp)
+    said = "count their letters through any mail server, this file having never run through"
+    assert any(said in warning for warning in forecast["warnings"]), forecast["warnings"]
     assert sorted(_held(result)) == ["2"]
     assert _mailed(inbox) == Counter([*PEOPLE, "dee@example.com"])
 
