@@ -64,6 +64,15 @@ def _validate(csv_path: Path, workdir: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def _stopped_after_one(csv_path: Path, workdir: Path, url: str) -> tuple[str, str]:
+    """`run` of ``csv_path`` from ``workdir`` through ``url``, the drill's daily quota stopping
+    it after one letter: its execution, and what it printed."""
+    args = ["run", str(csv_path), "--workdir", str(workdir), "--json", "--sender", "hr@example.com"]
+    args += ["--templates", str(csv_path.parent / "tpl"), "--smtp", url]
+    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
+    return json.loads(stopped.stdout)["execution"], stopped.output
+
+
 def _held(result: dict) -> dict[str, str]:
     """The rows the run held back, by row number: their reasons."""
     with open(result["rejects"], encoding="utf-8-sig", newline="") as stream:
@@ -261,11 +270,8 @@ def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
     # GIVEN a run of new.csv through the server from workdir A that the drill's daily quota
     # stopped after Ann's letter (Bo's and Cy's not sent)
     new = _file(tmp_path / "new.csv", PEOPLE)
-    args = ["run", str(new), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
-    args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
-    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
-    execution = json.loads(stopped.stdout)["execution"]
-    assert _mailed(inbox) == Counter(["ann@example.com"]), stopped.output
+    execution, output = _stopped_after_one(new, a, url)
+    assert _mailed(inbox) == Counter(["ann@example.com"]), output
     # AND then offers.csv, of the same people, sent through the server from workdir B
     sent = _run(campaign, b, "--smtp", url)
     assert (sent["counts"]["sent"], sent["counts"]["sent_under"]) == (2, 1)
@@ -319,6 +325,21 @@ def test_a_rerun_keeps_the_recorded_send_again_name_to_this_workdirs_run(campaig
     assert _mailed(inbox)["bo@example.com"] == 1, done.output
 
 
+def _damage_ledger(workdir: Path) -> None:
+    """Replace ``workdir``'s ledger (and its -wal, -shm) with a file that is no database."""
+    for path in workdir.glob("ledger.sqlite3*"):
+        path.unlink()
+    (workdir / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+
+
+def _assert_refused_for(output: str, exit_code: int, named: str) -> None:
+    """The command failed, refused for the ledger ``named`` before it sent anything."""
+    said = " ".join(output.split())
+    assert exit_code != 0, said
+    assert named in said
+    assert "nothing was sent. Make that ledger readable" in said
+
+
 def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
     campaign, server, tmp_path
 ):
@@ -327,9 +348,7 @@ def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_can
 
     # GIVEN offers.csv sent through the server from workdir B, whose ledger is then damaged
     _run(campaign, b, "--smtp", url)
-    for path in b.glob("ledger.sqlite3*"):
-        path.unlink()
-    (b / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+    _damage_ledger(b)
 
     # WHEN a new file of the same people runs through the server from workdir A
     new = _file(tmp_path / "offers-new.csv", PEOPLE)
@@ -338,10 +357,9 @@ def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_can
 
     # THEN it is refused before sending, naming B's ledger and what to do: nobody is mailed
     # a second time
-    said = " ".join(done.output.split())
-    assert done.exit_code != 0, said
-    assert f"the ledger of the workdir {b.resolve()}" in said
-    assert "nothing was sent. Make that ledger readable" in said
+    _assert_refused_for(
+        done.output, done.exit_code, f"offers-new.csv: the ledger of the workdir {b.resolve()}"
+    )
     assert _mailed(inbox) == Counter(list(PEOPLE))
 
 
@@ -355,21 +373,15 @@ def test_a_redrive_through_the_server_is_refused_while_the_other_workdirs_ledger
     # it from workdir A that the drill's daily quota stopped after Dee's letter
     _run(campaign, b, "--smtp", url)
     others = _file(tmp_path / "others.csv", {"dee@example.com": "Dee", "eve@example.com": "Eve"})
-    args = ["run", str(others), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
-    args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
-    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
-    execution = json.loads(stopped.stdout)["execution"]
-    assert _mailed(inbox)["dee@example.com"] == 1, stopped.output
+    execution, output = _stopped_after_one(others, a, url)
+    assert _mailed(inbox)["dee@example.com"] == 1, output
     # AND B's ledger then damaged
-    for path in b.glob("ledger.sqlite3*"):
-        path.unlink()
-    (b / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+    _damage_ledger(b)
 
     # WHEN A's execution is redriven
     redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(a)])
 
     # THEN it is refused before sending, naming B's ledger: Eve is not mailed
-    said = " ".join(redriven.output.split())
-    assert redriven.exit_code != 0, said
-    assert f"others.csv: the ledger of the workdir {b.resolve()}" in said
+    named = f"others.csv: the ledger of the workdir {b.resolve()}"
+    _assert_refused_for(redriven.output, redriven.exit_code, named)
     assert "eve@example.com" not in _mailed(inbox)
