@@ -1375,6 +1375,30 @@ def other_ledgers(
     return json.dumps(found) if found else ""
 
 
+def check_other_ledgers(others: str, name: str) -> None:
+    """Refuse (DeliveryChanged) a run or redrive of the file ``name`` through a mail server
+    when a ledger of another workdir that ``others`` (other_ledgers) names cannot be read:
+    whom runs there mailed is unknown, and a row whose letter went from there would go
+    again. Before anything is sent, as check_other_workdirs refuses."""
+    if not others:
+        return
+    with contextlib.closing(LedgersElsewhere(others)) as elsewhere:
+        unread = dict(elsewhere.unread)
+    if not unread:
+        return
+    from mailmatrix.cli.defaults import state_dir
+
+    workdir, why = next(iter(sorted(unread.items())))
+    raise DeliveryChanged(
+        f"{name}: the ledger of the workdir {workdir}, whose runs sent letters through a mail"
+        f" server, could not be read ({why}): a run here could not tell whom they mailed, and"
+        " would mail them again; nothing was sent. Make that ledger readable (put the workdir"
+        " back where it was, or give back access to it), then run again; if that workdir is"
+        " gone for good, take it out of the record of known workdirs"
+        f" ({state_dir() / KNOWN_WORKDIRS}) first. No option runs the file without it"
+    )
+
+
 def campaigns_elsewhere(wd: Workdir) -> frozenset[str]:
     """The campaigns workdirs other than ``wd`` delivered through a mail server, as the record
     of known workdirs names them (none where it cannot be read)."""
@@ -2031,10 +2055,14 @@ def run_campaign(
         # Before anything is sent: a run killed while sending (SIGKILL, a reboot) never gets
         # to its end, and the next run of the file must still be held to its way.
         _hold_to_way(known, wd, campaign, csv_path.name, way)
-        others = other_ledgers(wd, known, _servers_in(way), send_again_from)
+        # with the names its earlier runs were given: a rerun sends their letters again too
+        again = _sent_again_here(wd, campaign, send_again_from)
+        others = other_ledgers(wd, known, _servers_in(way), again)
     if others:
         env["MAILMATRIX_OTHER_LEDGERS"] = others
     try:
+        if _servers_in(way):  # an outbox trial is only warned (its validation's warnings)
+            check_other_ledgers(others, csv_path.name)
         prepare(wd, env)
         with _local_ledger(wd) as ledger:
             halt = ledger.halted(campaign)
@@ -2401,6 +2429,7 @@ class RunForecast:
         # The other workdirs' ledgers (earlier_sets), and those that could not be read there
         self._elsewhere: LedgersElsewhere | None = None
         self.unchecked: list[str] = []
+        self._any_server = False  # the other workdirs' letters through any server were asked
         # Of the rows failed here ("failed", "unknown"), those whose letter of the set went, or
         # may have, under another file since: (row, that file, whether only may have). A
         # retry's claim holds them back as sent there.
@@ -2468,6 +2497,7 @@ class RunForecast:
             servers = _servers_of(self._workdir, self.campaign)
         except DeliveriesDamaged:  # said as `run` refuses the file for it
             servers = []
+        self._any_server = not servers
         others = other_ledgers(self._workdir, self._known, servers, self._send_again_from)
         if others:
             self._elsewhere = LedgersElsewhere(others)
@@ -2484,6 +2514,19 @@ class RunForecast:
             send_again_from=self._send_again_from,
             doubtful=True,  # the run's claim holds such rows back: validate says so now
         )
+
+    def notes(self) -> list[str]:
+        """What the forecast says of how it counted (after intake): the rows it holds for
+        letters other workdirs sent were counted through any mail server, when the file never
+        ran through one here (validate takes no --smtp; a run holds only those of its own)."""
+        if not (self._any_server and self._elsewhere is not None and self._elsewhere.found_any):
+            return []
+        return [
+            "the rows held back for letters other workdirs sent count their letters through any"
+            " mail server, this file having never run through one here: `run --smtp URL` holds"
+            " back only the letters that went through that server (a rehearsal through a mail"
+            " catcher holds back none of them)"
+        ]
 
     def _open_ledger(self) -> SqliteLedger | None:
         """The workdir's ledger, opened read-only once for intake's questions; None: none."""
@@ -2696,6 +2739,9 @@ def redrive(
     if isinstance(ran.get("way"), dict):  # its validation, if redriven, asks them as they are now
         names = run_choices(wd, execution_id)[0]
         env["MAILMATRIX_OTHER_LEDGERS"] = other_ledgers(wd, None, _servers_in(ran["way"]), names)
+        if _servers_in(ran["way"]):
+            name = source.name if source else "the run's file"
+            check_other_ledgers(env["MAILMATRIX_OTHER_LEDGERS"], name)
     with environment(env), engine_for(wd, env, echo=echo, sleep=sleep) as engine:
         history = engine.history(execution_id)
         _check_same_file(wd, execution_id, _validated_upload(history), source)
@@ -2781,6 +2827,14 @@ def sent_again(ledger: SqliteLedger, campaign: str, given: Collection[str]) -> t
         value for choice, value, _ in ledger.choices(campaign) if choice == "send_again_from"
     )
     return tuple(dict.fromkeys([*given, *recorded]))
+
+
+def _sent_again_here(wd: Workdir, campaign: str, given: Collection[str]) -> tuple[str, ...]:
+    """sent_again, asked of ``wd``'s ledger read-only before the run (``given``: none yet)."""
+    if not wd.has_ledger():
+        return tuple(given)
+    with _local_ledger(wd, read_only=True) as ledger:
+        return sent_again(ledger, campaign, given)
 
 
 def run_choices(wd: Workdir, execution_id: str) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from contextlib import closing, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -33,8 +34,6 @@ SEND_BATCH = EventShape(
 
 _warm: dict[Settings, tuple[Mailer, Ledger]] = {}
 _warm_lock = threading.Lock()
-# The other workdirs' ledgers a local run names (MAILMATRIX_OTHER_LEDGERS), by settings.
-_elsewhere: dict[Settings, LedgersElsewhere] = {}
 
 
 def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
@@ -50,15 +49,17 @@ def _adapters(settings: Settings) -> tuple[Mailer, Ledger]:
 
 
 def _ledgers_elsewhere(settings: Settings) -> LedgersElsewhere | None:
-    """The other workdirs' ledgers the settings name, opened once (None: none named)."""
+    """The other workdirs' ledgers a local run names (MAILMATRIX_OTHER_LEDGERS), opened for
+    one batch, live: each sees the letters its workdir's runs send meanwhile, and a batch
+    asks the ledger as it is then, never one kept from an earlier batch (None: none named).
+    Through a mail server, one that cannot be read stops the batch (LedgerError, retried);
+    into the outbox (a trial, which mails nobody) it is left out, as validation warned."""
     if not settings.other_ledgers:
         return None
-    with _warm_lock:
-        if settings not in _elsewhere:
-            from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
+    from mailmatrix.adapters.ledgers_elsewhere import LedgersElsewhere
 
-            _elsewhere[settings] = LedgersElsewhere(settings.other_ledgers)
-        return _elsewhere[settings]
+    strict = not settings.into_outbox
+    return LedgersElsewhere(settings.other_ledgers, live=True, strict=strict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,13 +73,9 @@ def reset() -> None:
     with _warm_lock:
         warm = list(_warm.values())
         _warm.clear()
-        others = list(_elsewhere.values())
-        _elsewhere.clear()
     for mailer, ledger in warm:
         mailer.close()
         ledger.close()
-    for elsewhere in others:
-        elsewhere.close()
     _catalog.cache_clear()
 
 
@@ -105,20 +102,22 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     catalog = _catalog(settings, storage.bucket, prefix, listing_signature(storage.list(prefix)))
     mailer, ledger = _adapters(settings)
 
+    elsewhere = _ledgers_elsewhere(settings)
     try:
-        result = send_job(
-            items,
-            campaign,
-            storage=storage,
-            catalog=catalog,
-            mailer=mailer,
-            ledger=ledger,
-            attempt=owner or context.aws_request_id,
-            deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
-            invocation=context.aws_request_id,
-            reserve_s=row_reserve_s(settings),
-            elsewhere=_ledgers_elsewhere(settings),
-        )
+        with closing(elsewhere) if elsewhere is not None else nullcontext():
+            result = send_job(
+                items,
+                campaign,
+                storage=storage,
+                catalog=catalog,
+                mailer=mailer,
+                ledger=ledger,
+                attempt=owner or context.aws_request_id,
+                deadline=time.time() + context.get_remaining_time_in_millis() / 1000,
+                invocation=context.aws_request_id,
+                reserve_s=row_reserve_s(settings),
+                elsewhere=elsewhere,
+            )
     except Exception as error:
         logger.warning("Batch stopped", error=type(error).__name__, reason=str(error)[:300])
         raise

@@ -386,9 +386,11 @@ def _busy(error: LedgerError) -> bool:
     return not isinstance(error, LedgerNotWritten) and code & 0xFF in _BUSY
 
 
-def _read_only_uri(path: str) -> tuple[str, int | None]:
+def _read_only_uri(path: str, live: bool = False) -> tuple[str, int | None]:
     """The URI that opens the ledger at ``path`` to read only, making and changing nothing
-    beside it, and the descriptor that guards it (_reader_guard), to close with it, if any.
+    beside it, and the descriptor that guards it (_reader_guard), to close with it, if any;
+    ``live``: one that sees the letters writers commit after it opened (never immutable),
+    which makes the -wal and -shm files of a WAL ledger where they are missing.
 
     SQLite reads a WAL database through a -wal and a -shm file beside it, which a read-only
     connection makes where they are missing (and leaves there). With a -wal file, a run
@@ -400,7 +402,7 @@ def _read_only_uri(path: str) -> tuple[str, int | None]:
     """
     file = Path(path).absolute()
     uri = f"{file.as_uri()}?mode=ro"
-    if not _in_wal_mode(file):
+    if live or not _in_wal_mode(file):
         return uri, None
     guard = _reader_guard(file)
     if not file.with_name(f"{file.name}-wal").exists():
@@ -473,6 +475,7 @@ class SqliteLedger:
         *,
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
+        live: bool = False,
         delivery: str | None = None,
         busy_timeout: float = BUSY_TIMEOUT_SECONDS,
         sent_patience: float = SENT_PATIENCE_SECONDS,
@@ -480,6 +483,8 @@ class SqliteLedger:
         """Open the ledger at ``path``, made and brought up to date as needed; ``read_only``:
         for what only reads it (validate, show), which writes nothing, there or beside it
         (_read_only_uri), and reads the letters its journal keeps as sent (_with_kept_letters);
+        ``live`` (with ``read_only``): it sees the letters writers commit later too (another
+        workdir's ledger, asked before each letter), making its -wal and -shm files if missing;
         ``delivery``: how the letters of the claims it grants go out (delivery_of: ``outbox``
         or ``smtp://user@host:port``), kept per campaign (deliveries). A write waits up to
         ``busy_timeout`` seconds for another connection's lock, record_sent up to
@@ -502,7 +507,7 @@ class SqliteLedger:
         self._holds: dict[tuple[str, str], int] = {}
         self._read_only = read_only
         self._guard: int | None = None  # a read-only open's lock (_reader_guard)
-        uri, self._guard = _read_only_uri(self.path) if read_only else (None, None)
+        uri, self._guard = _read_only_uri(self.path, live) if read_only else (None, None)
         try:
             self._db = sqlite3.connect(
                 uri or self.path,
@@ -1480,10 +1485,15 @@ class SqliteLedger:
         its lease) is ``live``: it is being sent. A letter the journal beside the ledger kept
         is sent, not in doubt."""
         now = self._clock()
+        have: Collection[str] = _DOUBT_COLUMNS
+        if self._read_only:
+            found = self._statement("columns", "SELECT name FROM pragma_table_info('sends')", ())
+            have = tuple(str(name) for (name,) in found)
+        doubt = _doubt_columns(have)
         found = self._statement(
             f"doubts {campaign}",
             "SELECT key, row, state, attempt, updated_at, lease_until, holder,"
-            " coalesce(file, attachment), masked, doubtful_at, doubtful_attempt"
+            f" coalesce(file, attachment), masked, {doubt}"
             " FROM sends LEFT JOIN attachment_owners"
             " ON attachment_owners.campaign = sends.campaign AND letter = key"
             f" WHERE sends.campaign = ? AND {_IN_DOUBT} ORDER BY row, key",
@@ -1640,6 +1650,23 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
     )
 
 
+# The columns of doubt this version added (written when a letter falls in doubt): the ledger
+# an earlier version wrote has none in doubt so.
+_DOUBT_COLUMNS = ("doubtful_at", "doubtful_attempt")
+
+
+def _only_writers_read(table: str, column: str) -> bool:
+    """Whether a ledger read-only may lack the added ``column`` of ``table`` as it is: what
+    reads it is a writer's (batches), or reads it as NULL where it is missing (doubts)."""
+    return table == "batches" or (table == "sends" and column in _DOUBT_COLUMNS)
+
+
+def _doubt_columns(have: Collection[str]) -> str:
+    """The columns of doubt to select of a table of sends with the columns ``have``, NULL
+    for one a ledger of an earlier version, read-only, has not (_up_to_date)."""
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in _DOUBT_COLUMNS)
+
+
 def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """``db``, a ledger opened read-only, as is when it is up to date; else a copy of it in
     memory brought up to date and ``db`` closed. A ledger an earlier version wrote is not
@@ -1648,8 +1675,10 @@ def _up_to_date(db: sqlite3.Connection, path: str) -> sqlite3.Connection:
     the copy has them, empty for what the earlier version did not record. Its cost, the
     ledger in memory, only then."""
     try:
-        # Only begin_batch reads the batches table, which a ledger read-only never runs.
-        if all(table == "batches" for table, _, _ in _missing_columns(db)):
+        # Only begin_batch reads the batches table, which a ledger read-only never runs;
+        # only writers and doubts() the columns of doubt, which doubts() reads as NULL
+        # where they are missing (_doubt_columns).
+        if all(_only_writers_read(table, column) for table, column, _ in _missing_columns(db)):
             return db
         copy = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         db.backup(copy)

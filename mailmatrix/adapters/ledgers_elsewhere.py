@@ -12,7 +12,9 @@ hash of address and set (core.send.letter_set) is a plain SHA-256, the same in e
 ledger, so each is asked by its index sends_by_person: one read a row per ledger.
 
 Every other ledger is opened read-only (nothing is written there or beside it). One that is
-not there, locked or damaged is left out with a warning (``unchecked``); letters of its
+not there, locked or damaged is left out with a warning (``unchecked``, ``unread``: a run
+through a mail server is refused before it sends, local.check_other_ledgers); a batch's
+through one (``strict``) stops the batch instead (LedgerError: retried, or redriven). Letters of its
 campaigns that went to the outbox (trials) never hold a row.
 """
 
@@ -23,23 +25,14 @@ import logging
 import sqlite3
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
-from mailmatrix.errors import MailMatrixError
+from mailmatrix.core.earlier import SetLedger
+from mailmatrix.errors import LedgerError, MailMatrixError
 from mailmatrix.ports import SENT, LetterPrint, SentCopy
 
 log = logging.getLogger(__name__)
-
-
-class SetLedger(Protocol):
-    """What EarlierSets asks a ledger (core.earlier.SetLedger)."""
-
-    def sets_elsewhere(self, campaign: str) -> bool: ...
-
-    def letters_of_sets(
-        self, campaign: str, people: Mapping[str, str], again: Collection[str] = ()
-    ) -> dict[str, SentCopy]: ...
 
 
 class OtherLedger(NamedTuple):
@@ -58,15 +51,29 @@ class LedgersElsewhere:
     """The other workdirs' ledgers a setting names (MAILMATRIX_OTHER_LEDGERS), opened
     read-only; those that could not be read are said in ``unchecked``."""
 
-    def __init__(self, setting: str) -> None:
+    def __init__(self, setting: str, *, live: bool = False, strict: bool = False) -> None:
+        """Open the ledgers ``setting`` names; ``live``: each sees the letters its workdir's
+        runs commit after it opened (a batch asks before each letter), else each is read as
+        it is now (a validation). ``strict`` (a batch through a mail server): one that cannot
+        be read raises LedgerError (the batch stops, to be tried again); else it is left
+        out, said."""
         self.unchecked: list[str] = []
+        # The workdirs whose ledgers were left out, each with why
+        self.unread: dict[str, str] = {}
+        self.found_any = False  # whether a letter of theirs was found (letters_of_sets)
+        self._live = live
+        self._strict = strict
         self._ledgers: list[OtherLedger] = []
-        for workdir, named in _named(setting).items():
-            servers = {str(c): [str(s) for s in found] for c, found in named["campaigns"].items()}
-            opened = self._open(workdir, Path(named["ledger"]), servers)
-            if opened is not None:
-                held = frozenset(str(name) for name in named.get("not_again", []))
-                self._ledgers.append(OtherLedger(workdir, opened, servers, held))
+        try:
+            for workdir, named in _named(setting).items():
+                servers = {str(c): [str(s) for s in used] for c, used in named["campaigns"].items()}
+                opened = self._open(workdir, Path(named["ledger"]), servers)
+                if opened is not None:
+                    held = frozenset(str(name) for name in named.get("not_again", []))
+                    self._ledgers.append(OtherLedger(workdir, opened, servers, held))
+        except BaseException:
+            self.close()
+            raise
 
     def __bool__(self) -> bool:
         return bool(self._ledgers)
@@ -80,16 +87,41 @@ class LedgersElsewhere:
             return None
         ledger = None
         try:
-            ledger = SqliteLedger(path, read_only=True)
+            ledger = self._opened(path)
             if ledger.sets_elsewhere(""):
                 return ledger
         except (MailMatrixError, OSError, sqlite3.Error) as exc:
+            if ledger is not None:
+                ledger.close()
+                ledger = None
             self._give_up(workdir, servers, f"its ledger could not be read ({exc})")
         if ledger is not None:
             ledger.close()
         return None
 
+    def _opened(self, path: Path) -> SqliteLedger:
+        """The ledger at ``path`` read-only, live if asked and it can be: a live read makes
+        the -wal and -shm files beside a ledger where they are missing, which a folder the
+        user cannot write refuses; that ledger is read as it is now (a batch opens it anew)."""
+        if self._live:
+            ledger = SqliteLedger(path, read_only=True, live=True)
+            try:
+                ledger.sets_elsewhere("")
+                return ledger
+            except (MailMatrixError, sqlite3.Error) as exc:
+                ledger.close()
+                log.debug("ledgers elsewhere: %s read as it is now: %s", path, exc)
+        return SqliteLedger(path, read_only=True)
+
     def _give_up(self, workdir: str, servers: Mapping[str, list[str]], why: str) -> None:
+        if self._strict:
+            raise LedgerError(
+                f"the ledger of the workdir {workdir}, asked before each letter for the"
+                f" letters runs there sent, could not be read: {why}. The batch stopped; none"
+                " of its letters that were not sent yet was sent, and it is tried again. Make"
+                " that ledger readable, then redrive the run if every try failed"
+            )
+        self.unread[workdir] = why
         through = ", ".join(sorted({server for found in servers.values() for server in found}))
         self.unchecked.append(
             f"the letters runs in the workdir {workdir} sent through {through} could not be"
@@ -108,7 +140,8 @@ class LedgersElsewhere:
         """For each of ``people`` (letter_set -> its set), the letter of its set to its address
         that a campaign of another workdir sent through a mail server (may have, in doubt, or
         is sending), not of a file of ``again``; each naming its workdir and server. A ledger
-        that fails now is left out from here on, said in ``unchecked``."""
+        that fails now is left out from here on, said in ``unchecked`` (a batch's, ``strict``:
+        LedgerError)."""
         found: dict[str, SentCopy] = {}
         for other in list(self._ledgers):
             rest = {person: people[person] for person in people if person not in found}
@@ -127,6 +160,7 @@ class LedgersElsewhere:
                     continue
                 server = ", ".join(other.servers.get(letter.campaign, []))
                 found[person] = letter._replace(workdir=other.workdir, server=server)
+        self.found_any = self.found_any or bool(found)
         return found
 
     def letter_of(self, letter: LetterPrint) -> SentCopy | None:

@@ -267,7 +267,7 @@ def validate_command(
                     sets=forecast.earlier_sets() if forecast is not None else None,
                 )
             if forecast is not None:  # other workdirs' ledgers that could not be read
-                report.warnings += forecast.unchecked
+                report.warnings += [*forecast.unchecked, *forecast.notes()]
         finally:
             if forecast is not None:
                 forecast.close()

@@ -64,6 +64,15 @@ def _validate(csv_path: Path, workdir: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def _stopped_after_one(csv_path: Path, workdir: Path, url: str) -> tuple[str, str]:
+    """`run` of ``csv_path`` from ``workdir`` through ``url``, the drill's daily quota stopping
+    it after one letter: its execution, and what it printed."""
+    args = ["run", str(csv_path), "--workdir", str(workdir), "--json", "--sender", "hr@example.com"]
+    args += ["--templates", str(csv_path.parent / "tpl"), "--smtp", url]
+    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
+    return json.loads(stopped.stdout)["execution"], stopped.output
+
+
 def _held(result: dict) -> dict[str, str]:
     """The rows the run held back, by row number: their reasons."""
     with open(result["rejects"], encoding="utf-8-sig", newline="") as stream:
@@ -216,6 +225,9 @@ def test_validate_forecasts_the_rows_the_run_holds_for_the_other_workdir(
 
     # THEN validate names Ann's row held back under B's file, as the run holds it
     assert [(item["row"], item["file"]) for item in forecast["skipped"]] == [(2, "offers.csv")]
+    # AND says it counted B's letters through any server (validate takes no --smtp)
+    said = "count their letters through any mail server, this file having never run through"
+    assert any(said in warning for warning in forecast["warnings"]), forecast["warnings"]
     assert sorted(_held(result)) == ["2"]
     assert _mailed(inbox) == Counter([*PEOPLE, "dee@example.com"])
 
@@ -258,11 +270,8 @@ def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
     # GIVEN a run of new.csv through the server from workdir A that the drill's daily quota
     # stopped after Ann's letter (Bo's and Cy's not sent)
     new = _file(tmp_path / "new.csv", PEOPLE)
-    args = ["run", str(new), "--workdir", str(a), "--json", "--sender", "hr@example.com"]
-    args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
-    stopped = CliRunner().invoke(cli, [*args, "--faults", "quota-after=1"])
-    execution = json.loads(stopped.stdout)["execution"]
-    assert _mailed(inbox) == Counter(["ann@example.com"]), stopped.output
+    execution, output = _stopped_after_one(new, a, url)
+    assert _mailed(inbox) == Counter(["ann@example.com"]), output
     # AND then offers.csv, of the same people, sent through the server from workdir B
     sent = _run(campaign, b, "--smtp", url)
     assert (sent["counts"]["sent"], sent["counts"]["sent_under"]) == (2, 1)
@@ -274,3 +283,105 @@ def test_a_redrive_holds_back_a_letter_another_workdir_sent_since_the_run(
     assert _mailed(inbox) == Counter(list(PEOPLE)), redriven.output
     said = " ".join(redriven.output.split())
     assert f"went to this address from the workdir {b.resolve()} under offers.csv" in said
+
+
+class _Refusing(Inbox):
+    """An Inbox that refuses the addresses in ``refused`` for good (550)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: set[str] = set()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refused:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_rerun_keeps_the_recorded_send_again_name_to_this_workdirs_run(campaign, tmp_path):
+    trial, real = tmp_path / "trial", tmp_path / "real"
+    with serving(inbox := _Refusing()) as url:
+        # GIVEN a trial of offers.csv into the outbox of one workdir, then a copy under a new
+        # name through the server from it naming offers.csv to send again, Bo refused
+        assert _run(campaign, trial)["counts"]["sent"] == 3
+        copy = _file(tmp_path / "offers-real.csv", PEOPLE)
+        inbox.refused = {"bo@example.com"}
+        args = ["run", str(copy), "--workdir", str(trial), "--json", "--sender", "hr@example.com"]
+        args += ["--templates", str(tmp_path / "tpl"), "--smtp", url]
+        CliRunner().invoke(cli, [*args, "--send-again-from", "offers.csv"])
+        assert _mailed(inbox) == Counter(["ann@example.com", "cy@example.com"])
+        # AND the real offers.csv through the server from another workdir, which mails Bo
+        inbox.refused = set()
+        _run(campaign, real, "--smtp", url)
+        assert _mailed(inbox)["bo@example.com"] == 1
+
+        # WHEN the copy's failed row is tried again, the name not given again (its run
+        # recorded it)
+        done = CliRunner().invoke(cli, [*args, "--retry-failed"])
+
+    # THEN Bo is not mailed a second time: the recorded name names the trial here, not the
+    # real send from the other workdir
+    assert _mailed(inbox)["bo@example.com"] == 1, done.output
+
+
+def _damage_ledger(workdir: Path) -> None:
+    """Replace ``workdir``'s ledger (and its -wal, -shm) with a file that is no database."""
+    for path in workdir.glob("ledger.sqlite3*"):
+        path.unlink()
+    (workdir / "ledger.sqlite3").write_bytes(b"not a database at all" * 100)
+
+
+def _assert_refused_for(output: str, exit_code: int, named: str) -> None:
+    """The command failed, refused for the ledger ``named`` before it sent anything."""
+    said = " ".join(output.split())
+    assert exit_code != 0, said
+    assert named in said
+    assert "nothing was sent. Make that ledger readable" in said
+
+
+def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN offers.csv sent through the server from workdir B, whose ledger is then damaged
+    _run(campaign, b, "--smtp", url)
+    _damage_ledger(b)
+
+    # WHEN a new file of the same people runs through the server from workdir A
+    new = _file(tmp_path / "offers-new.csv", PEOPLE)
+    args = ["run", str(new), "--workdir", str(a), "--sender", "hr@example.com"]
+    done = CliRunner().invoke(cli, [*args, "--templates", str(tmp_path / "tpl"), "--smtp", url])
+
+    # THEN it is refused before sending, naming B's ledger and what to do: nobody is mailed
+    # a second time
+    _assert_refused_for(
+        done.output, done.exit_code, f"offers-new.csv: the ledger of the workdir {b.resolve()}"
+    )
+    assert _mailed(inbox) == Counter(list(PEOPLE))
+
+
+def test_a_redrive_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN offers.csv sent through the server from workdir B, and a run of others.csv through
+    # it from workdir A that the drill's daily quota stopped after Dee's letter
+    _run(campaign, b, "--smtp", url)
+    others = _file(tmp_path / "others.csv", {"dee@example.com": "Dee", "eve@example.com": "Eve"})
+    execution, output = _stopped_after_one(others, a, url)
+    assert _mailed(inbox)["dee@example.com"] == 1, output
+    # AND B's ledger then damaged
+    _damage_ledger(b)
+
+    # WHEN A's execution is redriven
+    redriven = CliRunner().invoke(cli, ["redrive", execution, "--workdir", str(a)])
+
+    # THEN it is refused before sending, naming B's ledger: Eve is not mailed
+    named = f"others.csv: the ledger of the workdir {b.resolve()}"
+    _assert_refused_for(redriven.output, redriven.exit_code, named)
+    assert "eve@example.com" not in _mailed(inbox)

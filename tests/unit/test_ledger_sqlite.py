@@ -1361,3 +1361,28 @@ def test_a_doubt_taken_over_names_the_claim_that_died_and_settling_forgets_it(le
     )
     [again] = ledger.doubts("c")
     assert (again.tried_at, again.doubtful_attempt) == (clock.now, "d")
+
+
+def test_a_ledger_from_before_the_columns_of_doubt_is_read_in_place_not_copied(tmp_path):
+    # GIVEN a ledger file from before rows in doubt kept when and by whom: Amelia's letter
+    # sent, Bo's in doubt (its sending timed out)
+    path = tmp_path / "old.db"
+    with closing(SqliteLedger(str(path))) as writer:
+        claim(writer, key="k1")
+        writer.record_sent("k1", message_id="m-1")
+        claim(writer, key="k2", row=3)
+        writer.record_failed("k2", code="Timeout", reason="x", permanent=False, uncertain=True)
+    with closing(sqlite3.connect(path)) as db:
+        for column in ("doubtful_at", "doubtful_attempt"):
+            db.execute(f"ALTER TABLE sends DROP COLUMN {column}")
+
+    # WHEN it is opened read-only (validate, show, another workdir's batch)
+    with closing(SqliteLedger(str(path), read_only=True)) as ledger:
+        # THEN it is read in place, not from a copy in memory (a frozen snapshot that costs
+        # the whole ledger), and read right: Bo's row is in doubt, its columns of doubt empty
+        (_, _, file), *_ = ledger._db.execute("PRAGMA database_list").fetchall()
+        assert os.path.samefile(file, path)
+        assert [(d.key, d.doubtful_at, d.doubtful_attempt) for d in ledger.doubts("c")] == [
+            ("k2", None, None)
+        ]
+        assert ledger.has_entries("c")
