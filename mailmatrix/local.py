@@ -1392,9 +1392,9 @@ def check_other_ledgers(others: str, name: str) -> None:
     raise DeliveryChanged(
         f"{name}: the ledger of the workdir {workdir}, whose runs sent letters through a mail"
         f" server, could not be read ({why}): a run here could not tell whom they mailed, and"
-        " would mail them again; nothing was sent. Make that ledger readable (put the workdir"
-        " back where it was, or give back access to it), then run again; if that workdir is"
-        " gone for good, take it out of the record of known workdirs"
+        " would mail them again; nothing was sent. Make that ledger readable (give back"
+        " access to it, or put back a copy from a backup), then run again; if that workdir is"
+        " done with for good, take it out of the record of known workdirs"
         f" ({state_dir() / KNOWN_WORKDIRS}) first. No option runs the file without it"
     )
 

@@ -82,8 +82,8 @@ class LedgersElsewhere:
         """The ledger at ``path``, read-only and asked once (a damaged file fails here);
         None, said in ``unchecked``, when it cannot be; None too when it keeps no letter by
         its address and set (nothing there to ask)."""
-        if not path.is_file():
-            self._give_up(workdir, servers, "its ledger is not there (moved or deleted?)")
+        if not path.is_file():  # a workdir deleted or moved: warned of, nothing to wait for
+            self._warn(workdir, servers, "its ledger is not there (moved or deleted?)")
             return None
         ledger = None
         try:
@@ -122,6 +122,10 @@ class LedgersElsewhere:
                 " that ledger readable, then redrive the run if every try failed"
             )
         self.unread[workdir] = why
+        self._warn(workdir, servers, why)
+
+    def _warn(self, workdir: str, servers: Mapping[str, list[str]], why: str) -> None:
+        """Say that the letters of ``workdir`` could not be checked (``unchecked``)."""
         through = ", ".join(sorted({server for found in servers.values() for server in found}))
         self.unchecked.append(
             f"the letters runs in the workdir {workdir} sent through {through} could not be"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -361,6 +362,27 @@ def test_a_run_through_the_server_is_refused_while_the_other_workdirs_ledger_can
         done.output, done.exit_code, f"offers-new.csv: the ledger of the workdir {b.resolve()}"
     )
     assert _mailed(inbox) == Counter(list(PEOPLE))
+
+
+def test_a_workdir_deleted_since_does_not_stop_runs_through_the_server_it_is_warned_of(
+    campaign, server, tmp_path
+):
+    inbox, url = server
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    # GIVEN offers.csv sent through the server from workdir B, which is then deleted whole
+    _run(campaign, b, "--smtp", url)
+    shutil.rmtree(b)
+
+    # WHEN a file of another person runs through the server from workdir A
+    result = _run(_file(tmp_path / "dee.csv", {"dee@example.com": "Dee Ray"}), a, "--smtp", url)
+
+    # THEN it is sent (nothing is left to read of B: no refusal waits for it), warning that
+    # B's letters could not be checked
+    assert result["counts"]["sent"] == 1
+    assert _mailed(inbox)["dee@example.com"] == 1
+    said = f"the letters runs in the workdir {b.resolve()} sent through {url} could not be checked"
+    assert any(said in warning for warning in result["validation_warnings"]), result
 
 
 def test_a_redrive_through_the_server_is_refused_while_the_other_workdirs_ledger_cannot_be_read(
