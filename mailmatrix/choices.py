@@ -26,7 +26,7 @@ from mailmatrix.core.send import recipient_key
 from mailmatrix.errors import ChoiceRefused
 from mailmatrix.jobs import Source, campaign_id_for
 from mailmatrix.local import Workdir, campaign_of_file, campaigns_elsewhere
-from mailmatrix.ports import FileOwner, SentCopy
+from mailmatrix.ports import IN_DOUBT, NAMED, SENDING, UNKNOWN, FileOwner, SentCopy
 
 NOTHING_DONE = "Nothing was sent or recorded"
 ATTACHMENTS = "attachments/"  # the prefix a local run serves the attachments folder under
@@ -228,13 +228,32 @@ def _corrected_there(row: int, cell: str, other: SentCopy) -> str:
     carried its file (``cell``) to another address; the correction is that file's to make."""
     source = other.source or "FILE"
     whom = f" ({other.masked})" if other.masked else ""
+    went = _WENT.get(other.state, "went to")
+    named = other.state == NAMED
+    fixed = (
+        f"If that row was the mistake, name that person's own file in it and run {source}"
+        " again, with --retry-failed where that row failed (its letter then carries that"
+        " file), then run this file again; if"
+        if named
+        else "If"
+    )
     return (
-        f"row {row}'s file {cell.strip()} went to another address{whom} under another file,"
-        f" {campaign_of(other)}, as row {other.row} of that run, not under an earlier run of"
-        " this file, whose --corrected-address cannot release it. If that address was wrong"
-        f" and this is the same person, correct it in {source} and run {source} with"
+        f"row {row}'s file {cell.strip()} {went} another address{whom} under another file,"
+        f" {campaign_of(other)}, as row {other.row} of that run"
+        f"{' (that letter never went)' if named else ''}, not under an earlier run of"
+        f" this file, whose --corrected-address cannot release it. {fixed} that address was"
+        f" wrong and this is the same person, correct it in {source} and run {source} with"
         f" --corrected-address {other.row}"
     )
+
+
+# How _corrected_there says what became of the letter of another file (SentCopy.state).
+_WENT = {
+    SENDING: "is being sent to",
+    IN_DOUBT: "may have gone to",
+    UNKNOWN: "may have gone to",
+    NAMED: "was named for",
+}
 
 
 def _given(name: str) -> str:

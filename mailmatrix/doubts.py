@@ -88,8 +88,11 @@ class DoubtfulRow:
     settle_as: str = ""  # how `settle` names it: its row, or ROW:LETTER where that is ambiguous
     address: str = ""  # whole, from the run's manifest (never shown); "" where it is gone
     evidence: str = ""  # what the mail service reported of its letter (on a stack: SES's event)
-    # When a later try (that surely sent nothing: a refused connection) ended; None: none did.
+    # When a later try ended; None: none did. It surely sent nothing (a refused connection)
+    # unless ``again``: it ended holding its claim (killed), or with its outcome unknown.
     last_tried_at: float | None = None
+    again: bool = False
+    tried_by: str = ""  # the attempt of the try at ``tried_at`` (run's log names it), if kept
 
     @property
     def letter(self) -> str:
@@ -105,7 +108,14 @@ class DoubtfulRow:
             "attachment": self.attachment,
             "tried_at": when(self.tried_at),
             "settle_as": self.settle_as or str(self.row),
-        } | ({"last_tried_at": when(self.last_tried_at)} if self.last_tried_at else {})
+        } | self._tries()
+
+    def _tries(self) -> dict[str, Any]:
+        """The later try, and the attempt of the doubtful one, where known."""
+        tries: dict[str, Any] = {"tried_by": self.tried_by} if self.tried_by else {}
+        if self.last_tried_at:
+            tries |= {"last_tried_at": when(self.last_tried_at), "again": self.again}
+        return tries
 
     def line(self) -> str:
         """One line for the console (doubt_line)."""
@@ -120,7 +130,10 @@ def doubt_line(row: Mapping[str, Any]) -> str:
     parts.append(f"template {template}" if template else "template not recorded")
     if row.get("attachment"):
         parts.append(f"attachment {row['attachment']}")
-    if row.get("last_tried_at"):
+    if row.get("last_tried_at") and row.get("again"):
+        parts.append(f"tried {row['tried_at']} (it may have gone out then)")
+        parts.append(f"tried again up to {row['last_tried_at']} (it may have gone out then too)")
+    elif row.get("last_tried_at"):
         parts.append(f"tried {row['tried_at']} (it may have gone out then)")
         parts.append(f"last tried {row['last_tried_at']}")
     else:
@@ -600,6 +613,8 @@ def described(doubts: list[Doubt], items: Mapping[str, Mapping[str, Any]]) -> li
                 "",
                 address,
                 last_tried_at=later,
+                again=later is not None and doubt.doubtful_again,
+                tried_by=doubt.doubtful_attempt or "",
             )
         )
     return shown

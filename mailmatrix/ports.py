@@ -404,6 +404,9 @@ class Doubt(NamedTuple):
     # kept it and later tries followed it; None: the try at ``at`` is that one.
     doubtful_at: float | None = None
     doubtful_attempt: str | None = None
+    # A later try (the one at ``at``) may have sent it too: it ended holding its claim, or with
+    # its outcome unknown; False: the later tries surely sent nothing (a refused connection).
+    doubtful_again: bool = False
 
     @property
     def tried_at(self) -> float:

@@ -150,7 +150,8 @@ CREATE TABLE IF NOT EXISTS sends (
     letter_print TEXT,
     letter_person TEXT,
     doubtful_at REAL,
-    doubtful_attempt TEXT
+    doubtful_attempt TEXT,
+    doubtful_again INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sends_by_campaign ON sends (campaign, row);
 CREATE TABLE IF NOT EXISTS batches (
@@ -290,12 +291,15 @@ _CLAIM_NEW_UNLESS = (
 _IN_DOUBT = "(state = 'claimed' OR (state = 'released' AND (uncertain OR takeovers > 0)))"
 # The SET clause that keeps, the first time a row's try may have sent its letter (its claim
 # outlived its attempt, or ``?``: its try ended with the outcome unknown), that try's claim
-# time and attempt: the later tries (a refused connection) surely sent nothing, and the
-# operator looks in the server's log at the doubtful one. Old values: its claim's.
+# time and attempt: later tries refused (a refused connection) surely sent nothing, and the
+# operator looks in the server's log at the doubtful one; a later try that may have sent it
+# too is marked (doubtful_again), and both are looked for. Old values: its claim's.
 _DOUBTFUL_TRY = (
     "doubtful_at = CASE WHEN {0} AND doubtful_at IS NULL THEN updated_at ELSE doubtful_at END,"
     " doubtful_attempt = CASE WHEN {0} AND doubtful_at IS NULL THEN attempt"
-    " ELSE doubtful_attempt END"
+    " ELSE doubtful_attempt END,"
+    " doubtful_again = CASE WHEN {0} AND doubtful_at IS NOT NULL THEN 1"
+    " ELSE doubtful_again END"
 )
 _TAKEN_OVER_TRY = _DOUBTFUL_TRY.format("state = 'claimed'")
 
@@ -1043,7 +1047,7 @@ class SqliteLedger:
             " WHERE key = ? AND state != 'sent'"
         )
         sure = int(uncertain)
-        values: tuple[object, ...] = (state, code, reason, sure, sure, sure, self._clock())
+        values: tuple[object, ...] = (state, code, reason, sure, sure, sure, sure, self._clock())
         with self._transaction(f"record_failed {key[:12]}") as db:
             if file is None:
                 db.execute(update.format(""), (*values, key))
@@ -1463,7 +1467,9 @@ class SqliteLedger:
         where, parameters = _failed_rows(campaign, failed_before, unknown)
         update = (
             "UPDATE sends SET state = 'released', uncertain = MAX(uncertain, takeovers > 0),"
-            f" takeovers = 0, updated_at = ? WHERE {where}"
+            # its doubtful tries were given back on purpose: the next try's doubt is its own
+            " takeovers = 0, doubtful_at = NULL, doubtful_attempt = NULL, doubtful_again = 0,"
+            f" updated_at = ? WHERE {where}"
         )
         chunks = [None] if keys is None else _chunks(list(keys))
         released = 0
@@ -1504,7 +1510,7 @@ class SqliteLedger:
             if self._journal.sent(key) is not None:
                 continue
             live = state == "claimed" and (lease or 0) > now and token_running(holder)
-            doubtful_at, doubtful_attempt = doubtful
+            doubtful_at, doubtful_attempt, again = doubtful
             doubts.append(
                 Doubt(
                     key,
@@ -1518,6 +1524,8 @@ class SqliteLedger:
                     holder,
                     doubtful_at=doubtful_at,
                     doubtful_attempt=doubtful_attempt,
+                    # the last try may have sent it too: it ended holding its claim, or unknown
+                    doubtful_again=doubtful_at is not None and (state == "claimed" or bool(again)),
                 )
             )
         return doubts
@@ -1538,7 +1546,7 @@ class SqliteLedger:
                 if not db.execute(
                     "UPDATE sends SET state = ?, lease_until = NULL, code = NULL, reason = NULL,"
                     " uncertain = 0, takeovers = 0, doubtful_at = NULL, doubtful_attempt = NULL,"
-                    " settled = ?, updated_at = ? WHERE key = ?"
+                    " doubtful_again = 0, settled = ?, updated_at = ? WHERE key = ?"
                     " AND state = ? AND attempt IS ? AND holder IS ? AND updated_at = ?",
                     (
                         "sent" if sent else "released",
@@ -1607,6 +1615,7 @@ _ADDED_COLUMNS = (
     ("sends", "letter_person", "TEXT"),
     ("sends", "doubtful_at", "REAL"),
     ("sends", "doubtful_attempt", "TEXT"),
+    ("sends", "doubtful_again", "INTEGER NOT NULL DEFAULT 0"),
     # A whole table: a ledger read-only from before it is read from a copy that has it.
     ("unanswered", "rows", "TEXT NOT NULL"),
     ("names", "name", "TEXT NOT NULL"),
@@ -1652,7 +1661,7 @@ def _bring_up_to_date(db: sqlite3.Connection) -> None:
 
 # The columns of doubt this version added (written when a letter falls in doubt): the ledger
 # an earlier version wrote has none in doubt so.
-_DOUBT_COLUMNS = ("doubtful_at", "doubtful_attempt")
+_DOUBT_COLUMNS = ("doubtful_at", "doubtful_attempt", "doubtful_again")
 
 
 def _only_writers_read(table: str, column: str) -> bool:

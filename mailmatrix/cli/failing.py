@@ -65,28 +65,31 @@ def action_of(kind: str | None, code: int, message: str = "") -> str:
         return FIX_SETTINGS
     if kind in _INPUT or code in (exits.INPUT_UNUSABLE, exits.ROWS_REJECTED):
         return FIX_INPUT
-    if code == exits.ROWS_FAILED:
-        return RETRY
+    if code == exits.ROWS_FAILED:  # held as failed by a plain rerun: it would send nothing
+        return FIX_INPUT  # a person reads the rows' reasons, then runs with --retry-failed
     return FIX_SETTINGS
 
 
-def failure(kind: str, message: str, code: int) -> dict[str, Any]:
-    """The JSON object of a command that failed with ``kind`` before it had a result."""
+def failure(kind: str, message: str, code: int, action: str | None = None) -> dict[str, Any]:
+    """The JSON object of a command that failed with ``kind`` before it had a result; its
+    ``action`` as action_of says, unless given."""
     return {
         "ok": False,
         "exit_code": code,
         "error": kind,
         "message": message,
         "failure": {"kind": kind, "message": message},
-        "action": action_of(kind, code, message),
+        "action": action or action_of(kind, code, message),
     }
 
 
-def refuse(command: str, kind: str, message: str, code: int, *, as_json: bool) -> NoReturn:
+def refuse(
+    command: str, kind: str, message: str, code: int, *, as_json: bool, action: str | None = None
+) -> NoReturn:
     """Say why ``command`` did nothing (one JSON object on stdout with ``as_json``, else a
     line on stderr) and exit with ``code``."""
     if as_json:
-        click.echo(json.dumps(failure(kind, message, code), ensure_ascii=False))
+        click.echo(json.dumps(failure(kind, message, code, action), ensure_ascii=False))
     else:
         click.echo(f"mailmatrix {command}: {message}", err=True)
     sys.exit(code)
@@ -110,4 +113,13 @@ class JsonCommand(click.Command):
             if not json_asked:
                 raise
             kind = "BadParameter" if isinstance(error, click.BadParameter) else "UsageError"
-            refuse(str(info_name), kind, error.format_message(), exits.USAGE, as_json=True)
+            # A CSV_FILE that is not there: the input to fix, not a setting
+            action = FIX_INPUT if _names_the_file(error) else None
+            message = error.format_message()
+            refuse(str(info_name), kind, message, exits.USAGE, as_json=True, action=action)
+
+
+def _names_the_file(error: click.UsageError) -> bool:
+    """Whether ``error`` is about the command's CSV_FILE argument (a file not found)."""
+    param = getattr(error, "param", None)
+    return isinstance(error, click.BadParameter) and getattr(param, "name", None) == "csv_file"

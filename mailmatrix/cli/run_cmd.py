@@ -1007,7 +1007,7 @@ def run(
         refuse("run", "OSError", said, exits.RUN_FAILED, as_json=as_json)
     except KeyboardInterrupt:  # the engine turns one inside an execution into ABORTED
         stop_display(progress)
-        stopped_outside_the_engine("run", workdir)
+        stopped_outside_the_engine("run", workdir, as_json=as_json)
     finally:
         stop_display(progress)
         listener.close()
@@ -1052,13 +1052,14 @@ def add_action(result: dict[str, Any], code: int) -> dict[str, Any]:
     error where they stopped it (a halt: AccountSendingHalted, OutcomesUnknown, ...), else the
     execution's. Its ``failed`` count leaves out the rows left to a newer run (``superseded``):
     nothing failed there, and a monitor alerting on failed rows must not fire."""
-    result["counts"] = {**result["counts"], "failed": failed_rows(result["counts"])}
+    failed = failed_rows(result["counts"])  # once: the counts below are already without them
+    result["counts"] = {**result["counts"], "failed": failed}
     kind = str(result.get("batch_error") or result.get("error") or "")
     message = str(result.get("cause") or "")
     if result["counts"].get("in_doubt") and code != exits.OK:
         kind, message = kind or "RowsInDoubt", message or "rows are in doubt: settle them"
     elif code == exits.ROWS_FAILED:
-        kind, message = "RowsFailed", f"{failed_rows(result['counts'])} row(s) failed"
+        kind, message = "RowsFailed", f"{failed} row(s) failed"
     result.update(ok=code == exits.OK, exit_code=code, action=action_of(kind, code, message))
     if code != exits.OK:
         result["failure"] = {"kind": kind or result["status"], "message": message}
@@ -1193,17 +1194,19 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def stopped_outside_the_engine(command: str, workdir: Path) -> NoReturn:
+def stopped_outside_the_engine(command: str, workdir: Path, *, as_json: bool = False) -> NoReturn:
     """Exit as stopped (130) for a stop that came before the engine ran an execution, or
-    after it ended: say so, and how to see whether one began."""
+    after it ended: say so (with ``as_json``, as one JSON object on standard output), and how
+    to see whether one began."""
     shown = shlex.quote(str(workdir))
-    click.echo(
-        f"mailmatrix {command}: stopped (Ctrl-C, SIGTERM or SIGHUP) outside an execution's"
+    said = (
+        f"stopped (Ctrl-C, SIGTERM or SIGHUP) outside an execution's"
         f" run: `{program()} executions --workdir {shown}` shows whether one began, and"
-        f" `{program()} redrive ID` sends the rest of one that was stopped",
-        err=True,
+        f" `{program()} redrive ID` sends the rest of one that was stopped"
     )
-    sys.exit(exits.STOPPED)
+    with output_after_hangup():
+        refuse(command, "Stopped", said, exits.STOPPED, as_json=as_json)
+    sys.exit(exits.STOPPED)  # the output went nowhere (a terminal hung up): the code stands
 
 
 def stop_display(progress: Progress | None) -> None:

@@ -330,12 +330,29 @@ def validate_command(
             if missing:
                 found["attachments_missing"] = missing
             kind = str(earlier.get("error") or "") if refused is not None else ""
+            message = str(earlier.get("message") or "") if refused is not None else ""
             found.update(ok=code == exits.OK, exit_code=code, action=action_of(kind, code))
+            if code != exits.OK:  # as run's --json says it (failing.py)
+                found["failure"] = _failure_of(kind, message, code, report)
             with reader_may_go():
                 click.echo(json.dumps(found, ensure_ascii=False))
         else:
             _show(console, report, rejects_path, earlier, letters, missing)
         sys.exit(code)
+
+
+def _failure_of(kind: str, message: str, code: int, report: IntakeReport) -> dict[str, str]:
+    """The ``failure`` of validate's --json output that exits ``code``: the refusal run would
+    meet (``kind``, ``message``), else what the rows are."""
+    if kind:
+        return {"kind": kind, "message": message}
+    if code == exits.INPUT_UNUSABLE:
+        return {"kind": "NothingToSend", "message": "no row is valid: nothing would be sent"}
+    if code == exits.ROWS_REJECTED:
+        rejected = f"{len(report.rejected)} row(s) rejected"
+        return {"kind": "RowsRejected", "message": f"{rejected}: the file's rejects say why"}
+    said = "rows an earlier run failed would fail again: see earlier_runs"
+    return {"kind": "RowsFailed", "message": said}
 
 
 class RealRecipients:

@@ -273,6 +273,8 @@ def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
     that file, and no settling of it sends this row."""
     source = _source_of(letter)
     fate = f"in doubt there: that run ended as it sent it; `settle {source}` lists it"
+    if letter.state == NAMED and letter.attachment == name:
+        return _named_elsewhere(name, letter, whom)
     if letter.state == NAMED:
         fate = "not sent there: it failed, or was given back unsent"
     if letter.attachment == name:
@@ -293,6 +295,27 @@ def _letter_in_doubt_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
         " recipient whatever became of that letter: this row names that person's letter."
         " Name this recipient's own file in Attachment_File, then run the file again"
         f"{corrected}"
+    )
+
+
+def _named_elsewhere(name: str, letter: SentCopy, whom: str) -> str:
+    """letter_of_another_campaign's reason where ``name`` itself was named as the own file of
+    ``whom`` by another file, whose letter never went (NAMED): which row named it, and the
+    ways out, that row's mistake among them (naming that person's own file there, and
+    running that file, frees this one: its letter then carries that file)."""
+    source = _source_of(letter)
+    return (
+        f"{name} was named as the own file of {whom} in {campaign_of(letter)},"
+        f" row {letter.row} of that run, and that letter never went (it failed, or was given"
+        " back unsent); the file is held as that person's, so it is not sent to this"
+        " recipient. If this row names the wrong file, name this recipient's own file in"
+        " Attachment_File, then run the file again. If that row was the mistake (this"
+        f" recipient's file named for that person), name that person's own file in row"
+        f" {letter.row} of {source} and run {source} again, with --retry-failed where that"
+        " row failed (its letter then carries that file), then run this file again; or, if"
+        " that address was wrong and this is the"
+        f" same person, run {source} with the address corrected and --corrected-address"
+        f" {letter.row}"
     )
 
 

@@ -227,3 +227,51 @@ def test_a_corrected_address_of_a_row_whose_file_went_under_another_file_names_t
     other.write_text(other.read_text().replace("anne@example.com", "anna@example.com"))
     rerun = _run(other, workdir, "--corrected-address", "3")
     assert rerun["counts"]["sent"] == 1, rerun
+
+
+def test_a_file_named_for_another_person_whose_letter_never_went_names_that_row_and_the_way_out(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a.csv naming bob_smith.pdf for Alice by mistake, its letter never sent (the
+    # server refused it), and b.csv naming that file for Bob, whose it is
+    attachments, workdir = tmp_path / "attachments", tmp_path / "w"
+    attachments.mkdir()
+    shutil.copy(LETTERS / "amelia-hart.pdf", attachments / "bob_smith.pdf")
+    shutil.copy(LETTERS / "chen-jing.pdf", attachments / "alice.pdf")
+    wrong = _file(tmp_path, "a.csv", ("alice@example.com", "Alice", "bob_smith.pdf"))
+    stopped = CliRunner().invoke(
+        cli, ["run", str(wrong), "--workdir", str(workdir), "--faults", "permanent=1"]
+    )
+    assert stopped.exit_code == 5, stopped.output
+    bobs = _file(tmp_path, "b.csv", ("bob@example.com", "Bob", "bob_smith.pdf"))
+
+    # WHEN b.csv is validated, and run with its row's address said corrected
+    _, found = _validate(bobs, workdir)
+    refused = CliRunner().invoke(
+        cli, ["run", str(bobs), "--workdir", str(workdir), "--corrected-address", "2"]
+    )
+
+    # THEN the reason says the file was named for another person in a.csv row 2 and never
+    # went, and the way out where that row was the mistake; the refusal words it so too
+    [rejected] = found["rejected"]
+    said = " ".join(str(rejected).split())
+    assert "bob_smith.pdf was named as the own file of another recipient (a***@example.com)" in said
+    assert "in a.csv (campaign c-" in said and "row 2 of that run" in said
+    assert "and that letter never went" in said
+    assert (
+        "If that row was the mistake (this recipient's file named for that person), name that"
+        " person's own file in row 2 of a.csv and run a.csv again, with --retry-failed where"
+        " that row failed"
+    ) in said
+    told = " ".join(refused.output.split())
+    assert refused.exit_code == 2, refused.output
+    assert "row 2's file bob_smith.pdf was named for another address (a***@example.com)" in told
+    assert "as row 2 of that run (that letter never went)" in told
+    assert "went to another address" not in told
+
+    # WHEN that way out is taken: Alice's own file named in a.csv, a.csv run, then b.csv
+    wrong.write_text(wrong.read_text().replace("bob_smith.pdf", "alice.pdf"))
+    assert _run(wrong, workdir, "--retry-failed")["counts"]["sent"] == 1
+
+    # THEN Bob's letter goes
+    assert _run(bobs, workdir)["counts"]["sent"] == 1

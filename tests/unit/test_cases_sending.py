@@ -666,8 +666,9 @@ def test_a_row_naming_a_file_another_file_sends_to_another_person_waits_then_fai
     if refused:
         assert (row["status"], row["code"]) == ("failed", "AttachmentOfAnother")
         assert row["reason"].startswith(
-            "alice.pdf is the own letter of another recipient (a***@example.com) under"
-            " offers.csv (campaign c-sending-test), row 2 of that run (not sent there"
+            "alice.pdf was named as the own file of another recipient (a***@example.com) in"
+            " offers.csv (campaign c-sending-test), row 2 of that run, and that letter never"
+            " went"
         )
         assert again.sent == 0 and ses.calls == []  # (hers was refused before the server)
         return

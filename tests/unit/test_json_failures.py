@@ -43,17 +43,18 @@ def test_usage_errors_are_json_too(tmp_path: Path):
     workdir = str(tmp_path / "w")
 
     # WHEN each is given to run, validate or settle with --json
-    for args in (
-        ("run", missing, "--workdir", workdir, "--json"),
-        ("validate", missing, "--json"),
-        ("settle", missing, "--workdir", workdir, "--json"),
-        ("run", missing, "--smtp", "http://127.0.0.1:25", "--json"),
+    for args, action in (
+        (("run", missing, "--workdir", workdir, "--json"), "fix_input"),
+        (("validate", missing, "--json"), "fix_input"),
+        (("settle", missing, "--workdir", workdir, "--json"), "fix_input"),
+        (("run", str(EXAMPLE), "--smtp", "http://127.0.0.1:25", "--json"), "fix_settings"),
     ):
         code, said = _invoke(*args)
 
-        # THEN each is one JSON object: a usage error, the settings to fix
+        # THEN each is one JSON object: a usage error; the file missing is the input to fix,
+        # the server's URL a setting
         assert (code, said["exit_code"], said["ok"]) == (exits.USAGE, exits.USAGE, False), args
-        assert said["action"] == "fix_settings", args
+        assert said["action"] == action, args
         assert said["failure"]["kind"] in ("BadParameter", "UsageError"), args
 
 
@@ -111,3 +112,60 @@ def test_rows_left_to_a_newer_run_are_not_counted_failed_in_json():
     assert (code, said["ok"], said["action"]) == (exits.OK, True, "none")
     assert (said["counts"]["failed"], said["counts"]["superseded"]) == (0, 6)
     assert "failure" not in said
+
+
+def test_rows_failed_beside_rows_left_to_a_newer_run_are_counted_once():
+    # GIVEN a run with 3 rows failed, 2 of them left to a newer run
+    result = {"status": "SUCCEEDED", "counts": {"sent": 4, "failed": 3, "superseded": 2}}
+
+    # WHEN its --json result is made
+    code = run_cmd.exit_code(result)
+    said = run_cmd.add_action(result, code)
+
+    # THEN one row failed, and the message says so (the 2 taken off once, not twice)
+    assert (code, said["counts"]["failed"]) == (exits.ROWS_FAILED, 1)
+    assert said["failure"] == {"kind": "RowsFailed", "message": "1 row(s) failed"}
+
+
+def test_rows_failed_are_the_input_to_look_at_not_a_plain_retry():
+    # A plain rerun holds failed rows as failed earlier: a script that reran would loop.
+    assert action_of("RowsFailed", exits.ROWS_FAILED) == "fix_input"
+    result = {"status": "SUCCEEDED", "counts": {"sent": 4, "failed": 2}}
+    assert run_cmd.add_action(result, run_cmd.exit_code(result))["action"] == "fix_input"
+
+
+def test_a_run_stopped_outside_the_engine_prints_its_json(tmp_path: Path, monkeypatch):
+    # GIVEN a stop (Ctrl-C) that comes as the run starts, outside the engine
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_cmd, "run_campaign", stopped)
+
+    # WHEN the file runs with --json
+    folder = str(EXAMPLE.parent / "attachments")
+    args = ["run", str(EXAMPLE), "--workdir", str(tmp_path / "w"), "--attachments", folder]
+    code, said = _invoke(*args, "--json")
+
+    # THEN one JSON object says it stopped (130), and that running again is safe
+    assert (code, said["exit_code"], said["ok"]) == (exits.STOPPED, exits.STOPPED, False)
+    assert (said["failure"]["kind"], said["action"]) == ("Stopped", "retry")
+    assert "executions --workdir" in said["failure"]["message"]
+
+
+def test_validate_json_says_its_failure(tmp_path: Path):
+    # GIVEN a file with a row whose address is not one
+    csv_file = tmp_path / "offers.csv"
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    broken = lines[2].replace(lines[2].split(",")[0], "not-an-address", 1)
+    csv_file.write_text("\n".join([*lines[:2], broken]) + "\n", encoding="utf-8")
+
+    # WHEN it is validated with --json
+    folder, workdir = str(EXAMPLE.parent / "attachments"), tmp_path / "w"
+    workdir.mkdir()
+    args = ["--attachments", folder, "--workdir", str(workdir), "--json"]
+    code, said = _invoke("validate", str(csv_file), *args)
+
+    # THEN the object has a failure, as run's has: the rows rejected, the input to fix
+    assert (code, said["ok"], said["action"]) == (exits.ROWS_REJECTED, False, "fix_input")
+    assert said["failure"]["kind"] == "RowsRejected"
+    assert said["failure"]["message"].startswith("1 row(s) rejected")

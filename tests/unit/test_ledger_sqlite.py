@@ -18,6 +18,7 @@ import pytest
 
 from mailmatrix.adapters import ledger_sqlite
 from mailmatrix.adapters.ledger_sqlite import SqliteLedger
+from mailmatrix.doubts import described, when
 from mailmatrix.errors import LedgerError, LedgerNotWritten
 from mailmatrix.ports import (
     DEFAULT_CLAIM_LEASE_SECONDS,
@@ -1338,6 +1339,62 @@ def test_a_doubt_names_the_try_that_may_have_sent_it_not_the_refused_retries(led
     [doubt] = ledger.doubts("c")
     assert (doubt.tried_at, doubt.doubtful_attempt) == (doubtful_try, "a")
     assert (doubt.at, doubt.attempt) == (doubtful_try + 60, "c")
+
+
+def test_a_doubt_after_retry_unknown_names_the_new_try_not_the_one_given_back(ledger, clock):
+    # GIVEN a row failed with its outcome unknown, given back by --retry-unknown, then
+    # claimed again by a try whose process was killed
+    claim(ledger, attempt="a")
+    ledger.record_failed(
+        "k1", code="OutcomeUnknown", reason="no reply", permanent=True, uncertain=True
+    )
+    assert ledger.release_failed("c", unknown=True) == 1
+    clock.sleep(4000)
+    killed = clock.now
+    claim(ledger, attempt="b")
+
+    # WHEN its doubt is read THEN it is the new try's: the one given back is forgotten
+    [doubt] = ledger.doubts("c")
+    assert (doubt.tried_at, doubt.doubtful_at, doubt.doubtful_again) == (killed, None, False)
+    [row] = described([doubt], {})
+    assert row.line().endswith(f"tried {when(killed)}")
+
+
+def test_a_doubt_whose_later_try_was_killed_says_both_may_have_gone(ledger, clock):
+    # GIVEN a row whose first try ended with its outcome unknown, then a try that was killed
+    first = clock.now
+    claim(ledger, attempt="a")
+    ledger.record_failed(
+        "k1", code="Unanswered", reason="no reply", permanent=False, uncertain=True
+    )
+    clock.sleep(4000)
+    claim(ledger, attempt="b")
+
+    # WHEN its doubt is read and shown
+    [doubt] = ledger.doubts("c")
+    [row] = described([doubt], {})
+
+    # THEN both tries are named as ones that may have sent it, and the first's attempt kept
+    assert (doubt.tried_at, doubt.doubtful_again) == (first, True)
+    assert row.line().endswith(
+        f"tried {when(first)} (it may have gone out then), tried again up to"
+        f" {when(first + 4000)} (it may have gone out then too)"
+    )
+    assert (row.to_dict()["again"], row.to_dict()["tried_by"]) == (True, "a")
+
+
+def test_a_doubt_whose_later_try_was_unknown_too_says_both_may_have_gone(ledger, clock):
+    # GIVEN a row whose two tries each ended with the outcome unknown
+    for attempt in ("a", "b"):
+        claim(ledger, attempt=attempt)
+        ledger.record_failed(
+            "k1", code="Unanswered", reason="no reply", permanent=False, uncertain=True
+        )
+        clock.sleep(30)
+
+    # WHEN its doubt is read THEN the later try may have sent it too
+    [doubt] = ledger.doubts("c")
+    assert (doubt.doubtful_again, described([doubt], {})[0].again) == (True, True)
 
 
 def test_a_doubt_taken_over_names_the_claim_that_died_and_settling_forgets_it(ledger, clock):
