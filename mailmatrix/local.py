@@ -1359,20 +1359,25 @@ def other_ledgers(
     if not isinstance(record, KnownWorkdirs):
         log.debug("other ledgers: the record of known workdirs not read: %s", record)
         return ""
-    here = str(wd.root.resolve())
     found: dict[str, Any] = {}
     ran_here = [n for n in send_again_from if _ledger_holds(wd, campaign_of_file(Path(n)))]
-    for other, campaigns in sorted(record.workdirs.items()):
-        through = {
-            campaign: [s for s in used if not servers or any(same_server(s, d) for d in servers)]
-            for campaign, used in campaigns.items()
-        }
-        through = {campaign: used for campaign, used in through.items() if used}
-        if other != here and through:
+    for other, campaigns in _other_workdirs(record, wd):
+        through = {}
+        for campaign, used in campaigns.items():
+            kept = [s for s in used if not servers or any(same_server(s, d) for d in servers)]
+            if kept:
+                through[campaign] = kept
+        if through:
             found[other] = {"ledger": str(Workdir(Path(other)).ledger), "campaigns": through}
             if ran_here:
                 found[other]["not_again"] = ran_here
     return json.dumps(found) if found else ""
+
+
+def _other_workdirs(record: KnownWorkdirs, wd: Workdir) -> list[tuple[str, dict[str, list[str]]]]:
+    """The workdirs ``record`` names other than ``wd``, each with its campaigns' servers."""
+    here = str(wd.root.resolve())
+    return [(other, found) for other, found in sorted(record.workdirs.items()) if other != here]
 
 
 def check_other_ledgers(others: str, name: str) -> None:
@@ -1405,11 +1410,9 @@ def campaigns_elsewhere(wd: Workdir) -> frozenset[str]:
     record = read_known_record()
     if not isinstance(record, KnownWorkdirs):
         return frozenset()
-    here = str(wd.root.resolve())
     return frozenset(
         campaign
-        for other, campaigns in record.workdirs.items()
-        if other != here
+        for _, campaigns in _other_workdirs(record, wd)
         for campaign, servers in campaigns.items()
         if servers
     )
